@@ -1,0 +1,75 @@
+//! `ferrymail apply [PLANFILE]`: apply a fresh plan (confirmed) or a saved one.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::reconcile::{self, Plan, render};
+use crate::store::SqliteStore;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A plan saved with `plan --out`; applied as it is, if the store has not moved since.
+    plan_file: Option<PathBuf>,
+    /// Apply without asking.
+    #[arg(long)]
+    auto_approve: bool,
+}
+
+pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let style = render::Style { color: super::color_stdout() };
+    let (store, plan) = match &args.plan_file {
+        Some(file) => {
+            let text = std::fs::read(file).with_context(|| format!("reading the plan {}", file.display()))?;
+            let plan: Plan = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a ferrymail plan", file.display()))?;
+            // The spec tells where the store is; the plan itself is applied as saved.
+            let loaded = super::load_spec(spec)?;
+            (super::open_store(&loaded)?, plan)
+        }
+        None => {
+            let loaded = super::load_spec(spec)?;
+            let store = super::open_store(&loaded)?;
+            let plan = reconcile::plan(&loaded, &store, &super::source_name(spec))?;
+            (store, plan)
+        }
+    };
+    print!("{}", render::text(&plan, &style));
+    if plan.is_empty() {
+        check_fresh(&store, &plan)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.plan_file.is_none() && !args.auto_approve && !confirm()? {
+        println!("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::from(1));
+    }
+    let started = std::time::Instant::now();
+    let revision = reconcile::apply(&store, &plan).context("apply failed; the store is unchanged")?;
+    let s = plan.summary();
+    println!(
+        "Apply complete: {} added, {} changed, {} destroyed; store at revision {revision} ({:.2}s).",
+        s.add,
+        s.change,
+        s.destroy,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_fresh(store: &SqliteStore, plan: &Plan) -> anyhow::Result<()> {
+    reconcile::apply(store, plan).context("apply failed")?;
+    Ok(())
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to apply without confirmation: stdin is not a terminal; pass --auto-approve");
+    }
+    print!("\nApply these changes? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}

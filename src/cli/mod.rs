@@ -1,0 +1,121 @@
+//! The command line: argument parsing and one file per subcommand. This is the edge
+//! where library errors get context (anyhow) and become exit codes.
+
+mod apply;
+mod init;
+mod passwd;
+mod plan;
+mod schema;
+mod status;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::spec::{self, LoadedSpec, StoreKind};
+use crate::store::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "ferrymail", version, about = "A declarative, self-hosted mail server: spec → plan → apply → serve")]
+pub struct Cli {
+    /// The spec: a TOML file or a directory of *.toml files.
+    #[arg(long, global = true, env = "FERRYMAIL_SPEC", default_value = "ferrymail.toml")]
+    spec: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented starter spec and a data directory with generated secrets.
+    Init(init::Args),
+    /// Check the spec and report every problem with its location.
+    Validate,
+    /// Show what apply would change.
+    Plan(plan::Args),
+    /// Make the live state match the spec (or a saved plan).
+    Apply(apply::Args),
+    /// Show the store's revision, contents and recent applies.
+    Status(status::Args),
+    /// Write the spec's JSON schema (for editors and CI).
+    Schema(schema::Args),
+    /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
+    Passwd,
+}
+
+/// Runs the CLI and maps the outcome to an exit code (1 for any error).
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(spec_errors) = e.downcast_ref::<spec::SpecErrors>() {
+                eprintln!("{spec_errors}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.spec, args),
+        Command::Validate => validate::run(&cli.spec),
+        Command::Plan(args) => plan::run(&cli.spec, args),
+        Command::Apply(args) => apply::run(&cli.spec, args),
+        Command::Status(args) => status::run(&cli.spec, args),
+        Command::Schema(args) => schema::run(args),
+        Command::Passwd => passwd::run(),
+    }
+}
+
+/// Loads and validates the spec; spec errors pass through unchanged for printing.
+fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
+    Ok(spec::load(path)?)
+}
+
+/// Opens the store the spec names.
+fn open_store(loaded: &LoadedSpec) -> anyhow::Result<SqliteStore> {
+    match loaded.spec.store.kind {
+        StoreKind::Sqlite => {
+            let dir = loaded.data_dir();
+            SqliteStore::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))
+        }
+        StoreKind::Mongodb => bail!("store.kind = \"mongodb\" is not available in this build yet; use \"sqlite\""),
+    }
+}
+
+/// How the spec is named in plans and apply records.
+fn source_name(path: &Path) -> String {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
+fn color_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Writes a file only the owner can read (plans hold password hashes; keys are keys).
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    let _ = std::fs::OpenOptions::new().mode(0o600).open(path);
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! ferrymail: a declarative, self-hosted mail server. A TOML spec says what must exist;
+//! the reconciler (`plan`, `apply`) makes the live state match; servers read a Snapshot.
+
+pub mod address;
+pub mod cli;
+pub mod dkim;
+pub mod password;
+pub mod reconcile;
+pub mod routing;
+pub mod snapshot;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,73 @@
+//! Carries out a plan: generates DKIM key material for new keys, then writes every
+//! change to the store in one transaction, refused if the store moved since planning.
+
+use std::thread;
+
+use super::plan::{Action, Plan};
+use crate::dkim;
+use crate::store::{KeyMaterial, Object, Store, StoreError, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keygen(#[from] dkim::KeygenError),
+    #[error("the plan file has format {0}; this ferrymail reads format {1}")]
+    Format(u32, u32),
+}
+
+/// Applies `plan`; returns the new store revision (unchanged for an empty plan).
+pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
+    if plan.format != super::plan::PLAN_FORMAT {
+        return Err(ApplyError::Format(plan.format, super::plan::PLAN_FORMAT));
+    }
+    if plan.is_empty() {
+        let current = store.revision()?;
+        if current != plan.base_revision {
+            return Err(StoreError::Stale { planned: plan.base_revision, current }.into());
+        }
+        return Ok(current);
+    }
+    let keys = generate_keys(plan)?;
+    let mut keys = keys.into_iter();
+    let mut writes = Vec::with_capacity(plan.changes.len());
+    for change in &plan.changes {
+        let write = match change.action {
+            Action::Create | Action::Update => Write::Put {
+                object: Object { kind: change.kind, id: change.id.clone(), fields: change.after.clone().unwrap_or_default() },
+                key: if change.regenerates_key() { keys.next() } else { None },
+            },
+            Action::Delete => Write::Delete { kind: change.kind, id: change.id.clone() },
+        };
+        writes.push(write);
+    }
+    Ok(store.apply(plan.base_revision, &writes, &plan.source)?)
+}
+
+/// Key generation is CPU-bound (RSA especially): spread it over the cores, before the
+/// store transaction so the database is never held while keys are made.
+fn generate_keys(plan: &Plan) -> Result<Vec<KeyMaterial>, ApplyError> {
+    let algorithms: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.regenerates_key())
+        .map(|c| {
+            c.after.as_ref().and_then(|f| f.get("algorithm")).and_then(|v| v.as_str()).unwrap_or("rsa-2048").to_string()
+        })
+        .collect();
+    let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(algorithms.len().max(1));
+    let chunk = algorithms.len().div_ceil(workers).max(1);
+    let results: Vec<Result<Vec<KeyMaterial>, dkim::KeygenError>> = thread::scope(|s| {
+        let handles: Vec<_> = algorithms
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|a| dkim::generate(a)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(dkim::KeygenError("worker")))).collect()
+    });
+    let mut keys = Vec::with_capacity(algorithms.len());
+    for r in results {
+        keys.extend(r?);
+    }
+    Ok(keys)
+}

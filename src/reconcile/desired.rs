@@ -1,0 +1,162 @@
+//! The desired objects a spec asks for: domains, DKIM keys, accounts, aliases, patterns,
+//! normalised exactly as they are stored, plus the checks that need the whole picture
+//! (forward loops, password references).
+
+use std::collections::BTreeMap;
+
+use crate::address::{normalize_domain, normalize_local};
+use crate::routing::{Target, expand_placeholders_for_check, find_loops};
+use crate::snapshot::build_router;
+use crate::spec::{self, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath};
+use crate::store::records::*;
+use crate::store::{Kind, Object};
+
+/// Default largest message: 50 MB, as the MX advertises in SIZE.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
+pub const DEFAULT_MAX_FORWARDS: u32 = 10;
+pub const DEFAULT_DKIM_SELECTOR: &str = "ferrymail";
+
+/// Computes every desired object, or every reason it cannot.
+pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
+    let mut errors = Vec::new();
+    let mut objects = Vec::new();
+    let mut alias_paths: BTreeMap<String, SpecPath> = BTreeMap::new();
+
+    for (name, domain) in &loaded.spec.domains {
+        let Ok(dname) = normalize_domain(name) else { continue };
+        let dp = SpecPath::keys(&["domains", name]);
+        let record = DomainRecord {
+            dns_provider: domain.dns_provider.clone(),
+            max_message_size: domain
+                .max_message_size
+                .as_deref()
+                .and_then(spec::parse_size)
+                .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+            max_forwards: domain.max_forwards.unwrap_or(DEFAULT_MAX_FORWARDS),
+            allowlist: domain.allowlist.clone(),
+            denylist: domain.denylist.clone(),
+            greylisting: domain.greylisting,
+            require_tls: domain.require_tls,
+            subaddressing: domain.subaddressing,
+            catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
+                forward: targets(&r.forward),
+                reject: r.reject,
+                message: r.message.clone(),
+                enabled: r.enabled,
+            }),
+        };
+        objects.push(Object::new(Kind::Domain, &dname, &record));
+        alias_paths.insert(format!("catch-all of {dname}"), dp.key("catch_all"));
+
+        let default_keys = [spec::DkimKey { selector: DEFAULT_DKIM_SELECTOR.into(), algorithm: spec::DkimAlgorithm::Rsa2048 }];
+        let keys = domain.dkim.as_deref().unwrap_or(&default_keys);
+        for key in keys {
+            let selector = key.selector.to_lowercase();
+            let record = DkimKeyRecord { domain: dname.clone(), selector: selector.clone(), algorithm: key.algorithm.as_str().into() };
+            objects.push(Object::new(Kind::DkimKey, dkim_key_id(&selector, &dname), &record));
+        }
+
+        for (local, alias) in &domain.aliases {
+            let Ok(local) = normalize_local(local) else { continue };
+            let address = format!("{local}@{dname}");
+            let ap = dp.key("aliases").key(&local);
+            if let Some(mailbox) = &alias.mailbox {
+                let pp = ap.key("mailbox").key("password");
+                match mailbox.password.as_ref().map(|p| password_hash(p, loaded, &pp)) {
+                    Some(Ok(password_hash)) => {
+                        let quota = mailbox.quota.as_deref().and_then(spec::parse_size);
+                        objects.push(Object::new(Kind::Account, &address, &AccountRecord { password_hash, quota }));
+                    }
+                    Some(Err(e)) => errors.push(e),
+                    None => {}
+                }
+            }
+            let record = AliasRecord {
+                forward: targets(&alias.forward),
+                mailbox: alias.mailbox.is_some(),
+                reject: alias.reject,
+                message: alias.message.clone(),
+                enabled: alias.enabled,
+            };
+            objects.push(Object::new(Kind::Alias, &address, &record));
+            alias_paths.insert(address, ap);
+        }
+
+        for (i, pattern) in domain.patterns.iter().enumerate() {
+            let record = PatternRecord {
+                domain: dname.clone(),
+                regex: pattern.regex.clone(),
+                position: i as u32,
+                forward: pattern_targets(&pattern.forward),
+                reject: pattern.reject,
+                message: pattern.message.clone(),
+                enabled: pattern.enabled,
+            };
+            objects.push(Object::new(Kind::Pattern, pattern_id(&dname, &pattern.regex), &record));
+            alias_paths.insert(format!("pattern #{} of {dname}", i + 1), dp.key("patterns").index(i));
+        }
+    }
+
+    match build_router(&objects) {
+        Ok(router) => {
+            for cycle in find_loops(&router) {
+                let path = alias_paths.get(&cycle[0]).cloned().unwrap_or_default();
+                errors.push(SpecError::new(path, format!("forward loop: {}", cycle.join(" → "))));
+            }
+        }
+        Err(e) => errors.push(SpecError::new(SpecPath::keys(&["domains"]), e.to_string())),
+    }
+
+    if errors.is_empty() { Ok(objects) } else { Err(loaded.errors(errors)) }
+}
+
+/// Targets in canonical form, de-duplicated, order kept.
+fn targets(raw: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in raw.iter().filter_map(|t| Target::parse(t).ok()).map(|t| t.to_string()) {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Pattern targets keep their `$n` templates; only exact duplicates are dropped.
+fn pattern_targets(raw: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in raw {
+        let canonical = if expand_placeholders_for_check(t).1.is_empty() {
+            Target::parse(t).map(|t| t.to_string()).unwrap_or_else(|_| t.clone())
+        } else {
+            t.trim().to_string()
+        };
+        if !out.contains(&canonical) {
+            out.push(canonical);
+        }
+    }
+    out
+}
+
+/// Resolves a mailbox password to its hash; env/file references are read here, the only
+/// place that needs them, and a hash read from them is checked like an inline one.
+fn password_hash(p: &PasswordRef, loaded: &LoadedSpec, path: &SpecPath) -> Result<String, SpecError> {
+    let hash = match (&p.hash, &p.env, &p.file) {
+        (Some(hash), None, None) => return Ok(hash.clone()),
+        (None, env, file) if env.is_some() != file.is_some() => {
+            let r = SecretRef { env: env.clone(), file: file.clone() };
+            r.resolve(&loaded.base_dir).map_err(|e| SpecError::new(path.clone(), e.to_string()))?
+        }
+        _ => return Err(SpecError::new(path.clone(), "password needs exactly one of `hash`, `env` or `file`")),
+    };
+    spec::check_password_hash(hash.expose()).map_err(|e| SpecError::new(path.clone(), format!("{e} (read from {})", describe(p))))?;
+    Ok(hash.expose().to_string())
+}
+
+fn describe(p: &PasswordRef) -> String {
+    match (&p.env, &p.file) {
+        (Some(e), _) => format!("env {e}"),
+        (_, Some(f)) => format!("file {}", f.display()),
+        _ => "inline hash".into(),
+    }
+}
+

@@ -1,0 +1,166 @@
+//! A plan: the field-by-field difference between desired and live objects, in the order
+//! it must be applied. Plans are data: printed, saved, and applied later if still fresh.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Fields, Kind, Object, StoredObject};
+
+pub const PLAN_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One change to one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: Action,
+    pub kind: Kind,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub before: Option<Fields>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub after: Option<Fields>,
+}
+
+impl Change {
+    /// DKIM keys are replaced (new key material) when they change at all.
+    pub fn regenerates_key(&self) -> bool {
+        self.kind == Kind::DkimKey && self.action != Action::Delete
+    }
+}
+
+/// Everything an apply will do, and the store revision it was computed against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: u32,
+    pub base_revision: u64,
+    /// Where the spec came from.
+    pub source: String,
+    pub changes: Vec<Change>,
+    /// Live objects not created from a spec: never touched, listed so nothing is a surprise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged: Vec<(Kind, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Delete => s.destroy += 1,
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Diffs desired against live. Creates and updates come in dependency order (domains
+/// before what lives in them), deletes after them in reverse order.
+pub fn diff(desired: Vec<Object>, live: Vec<StoredObject>, base_revision: u64, source: &str) -> Plan {
+    let mut live_by_key: HashMap<(Kind, String), StoredObject> =
+        live.into_iter().map(|s| ((s.object.kind, s.object.id.clone()), s)).collect();
+    let mut changes = Vec::new();
+    let mut unmanaged = Vec::new();
+    for object in desired {
+        match live_by_key.remove(&(object.kind, object.id.clone())) {
+            None => changes.push(Change {
+                action: Action::Create,
+                kind: object.kind,
+                id: object.id,
+                before: None,
+                after: Some(object.fields),
+            }),
+            Some(existing) if !existing.managed => unmanaged.push((object.kind, object.id)),
+            Some(existing) if existing.object.fields != object.fields => changes.push(Change {
+                action: Action::Update,
+                kind: object.kind,
+                id: object.id,
+                before: Some(existing.object.fields),
+                after: Some(object.fields),
+            }),
+            Some(_) => {}
+        }
+    }
+    for ((kind, id), stored) in live_by_key {
+        if stored.managed {
+            changes.push(Change { action: Action::Delete, kind, id, before: Some(stored.object.fields), after: None });
+        } else {
+            unmanaged.push((kind, id));
+        }
+    }
+    changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    unmanaged.sort();
+    Plan { format: PLAN_FORMAT, base_revision, source: source.to_string(), changes, unmanaged }
+}
+
+fn order_key(c: &Change) -> (u8, i8, &str) {
+    let kind = c.kind as i8;
+    match c.action {
+        Action::Delete => (1, -kind, &c.id),
+        _ => (0, kind, &c.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(kind: Kind, id: &str, v: serde_json::Value) -> Object {
+        let serde_json::Value::Object(fields) = v else { panic!() };
+        Object { kind, id: id.into(), fields }
+    }
+
+    fn stored(o: Object, managed: bool) -> StoredObject {
+        StoredObject { object: o, managed }
+    }
+
+    #[test]
+    fn diff_orders_creates_by_dependency_and_deletes_in_reverse() {
+        let desired = vec![
+            obj(Kind::Alias, "a@d.test", json!({"forward": ["x@y.test"]})),
+            obj(Kind::Domain, "d.test", json!({})),
+            obj(Kind::Alias, "b@d.test", json!({"forward": ["new@y.test"]})),
+        ];
+        let live = vec![
+            stored(obj(Kind::Alias, "b@d.test", json!({"forward": ["old@y.test"]})), true),
+            stored(obj(Kind::Alias, "gone@old.test", json!({})), true),
+            stored(obj(Kind::Domain, "old.test", json!({})), true),
+            stored(obj(Kind::Alias, "theirs@old.test", json!({})), false),
+        ];
+        let plan = diff(desired, live, 7, "spec");
+        let order: Vec<(Action, &str)> = plan.changes.iter().map(|c| (c.action, c.id.as_str())).collect();
+        assert_eq!(
+            order,
+            [
+                (Action::Create, "d.test"),
+                (Action::Create, "a@d.test"),
+                (Action::Update, "b@d.test"),
+                (Action::Delete, "gone@old.test"),
+                (Action::Delete, "old.test"),
+            ]
+        );
+        assert_eq!(plan.unmanaged, [(Kind::Alias, "theirs@old.test".to_string())]);
+        assert_eq!(plan.summary(), Summary { add: 2, change: 1, destroy: 2 });
+    }
+}

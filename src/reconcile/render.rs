@@ -1,0 +1,175 @@
+//! Plans for people (`+`/`~`/`-` lines grouped by kind, field diffs, colour on a
+//! terminal) and for machines (JSON). Sensitive fields are masked in both.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::plan::{Action, Change, Plan};
+use crate::store::{Fields, Kind};
+
+const MASK: &str = "(sensitive)";
+
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+}
+
+fn show(kind: Kind, field: &str, value: &Value) -> String {
+    if kind.sensitive_fields().contains(&field) { MASK.to_string() } else { value.to_string() }
+}
+
+/// Fields a create line leaves out: already in the id, or at their usual value.
+fn is_noise(kind: Kind, field: &str, v: &Value) -> bool {
+    let in_id = match kind {
+        Kind::DkimKey => ["domain", "selector"].contains(&field),
+        Kind::Pattern => ["domain", "regex", "position"].contains(&field),
+        _ => false,
+    };
+    in_id || (["enabled", "subaddressing"].contains(&field) && *v == Value::Bool(true)) || is_default(v)
+}
+
+fn is_default(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// The plan as text, ending with `Plan: N to add, N to change, N to destroy.`
+pub fn text(plan: &Plan, style: &Style) -> String {
+    let mut out = String::new();
+    let mut last_kind = None;
+    for change in &plan.changes {
+        let group = (change.kind, change.action == Action::Delete);
+        if last_kind != Some(group) {
+            if last_kind.is_some() {
+                out.push('\n');
+            }
+            last_kind = Some(group);
+        }
+        render_change(&mut out, change, style);
+    }
+    if !plan.unmanaged.is_empty() {
+        let _ = writeln!(out, "\nNot managed by this spec (left untouched): {}", plan.unmanaged.len());
+        for (kind, id) in plan.unmanaged.iter().take(20) {
+            let _ = writeln!(out, "  = {kind} {id}");
+        }
+    }
+    let s = plan.summary();
+    if plan.is_empty() {
+        out.push_str("No changes. The live state matches the spec.\n");
+    } else {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy);
+    out
+}
+
+fn render_change(out: &mut String, c: &Change, style: &Style) {
+    let empty = Fields::new();
+    match c.action {
+        Action::Create => {
+            let _ = writeln!(out, "{} {} {}", style.paint("32", "+"), c.kind, c.id);
+            for (k, v) in c.after.as_ref().unwrap_or(&empty) {
+                if !is_noise(c.kind, k, v) {
+                    let _ = writeln!(out, "      {k}: {}", show(c.kind, k, v));
+                }
+            }
+            if c.kind == Kind::DkimKey {
+                let _ = writeln!(out, "      (a new private key is generated; the public key will be published)");
+            }
+        }
+        Action::Update => {
+            let _ = writeln!(out, "{} {} {}", style.paint("33", "~"), c.kind, c.id);
+            let (before, after) = (c.before.as_ref().unwrap_or(&empty), c.after.as_ref().unwrap_or(&empty));
+            let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (b, a) = (before.get(k).unwrap_or(&Value::Null), after.get(k).unwrap_or(&Value::Null));
+                if b != a {
+                    let line = if c.kind.sensitive_fields().contains(&k.as_str()) {
+                        format!("      {k}: {MASK} → {MASK} (changed)")
+                    } else {
+                        format!("      {k}: {} → {}", show(c.kind, k, b), show(c.kind, k, a))
+                    };
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            if c.regenerates_key() {
+                let _ = writeln!(out, "      (the key is replaced: a new private key is generated)");
+            }
+        }
+        Action::Delete => {
+            let _ = writeln!(out, "{} {} {}", style.paint("31", "-"), c.kind, c.id);
+        }
+    }
+}
+
+/// The plan as JSON for machines, with sensitive fields masked.
+pub fn json(plan: &Plan) -> Value {
+    let mut masked = plan.clone();
+    for c in &mut masked.changes {
+        for fields in [c.before.as_mut(), c.after.as_mut()].into_iter().flatten() {
+            for field in c.kind.sensitive_fields() {
+                if let Some(v) = fields.get_mut(*field) {
+                    *v = Value::String(MASK.into());
+                }
+            }
+        }
+    }
+    let mut v = serde_json::to_value(&masked).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("summary".into(), serde_json::to_value(plan.summary()).unwrap_or(Value::Null));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn update_shows_field_diffs_and_masks_secrets() {
+        let fields = |v: Value| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        };
+        let plan = Plan {
+            format: 1,
+            base_revision: 1,
+            source: "s".into(),
+            changes: vec![
+                Change {
+                    action: Action::Update,
+                    kind: Kind::Alias,
+                    id: "me@d.test".into(),
+                    before: fields(json!({"forward": ["a@b.test"], "enabled": true})),
+                    after: fields(json!({"forward": ["a@b.test", "c@d.test"], "enabled": true})),
+                },
+                Change {
+                    action: Action::Update,
+                    kind: Kind::Account,
+                    id: "me@d.test".into(),
+                    before: fields(json!({"password_hash": "$argon2id$old"})),
+                    after: fields(json!({"password_hash": "$argon2id$new"})),
+                },
+            ],
+            unmanaged: vec![],
+        };
+        let t = text(&plan, &Style { color: false });
+        assert!(t.contains("~ alias me@d.test\n      forward: [\"a@b.test\"] → [\"a@b.test\",\"c@d.test\"]\n"), "{t}");
+        assert!(!t.contains("argon2id"), "{t}");
+        assert!(t.ends_with("Plan: 0 to add, 2 to change, 0 to destroy.\n"));
+        assert!(!json(&plan).to_string().contains("argon2id"));
+    }
+}

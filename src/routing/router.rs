@@ -1,0 +1,273 @@
+//! The lookup table for recipients: exact alias beats pattern beats catch-all; `+tag`
+//! resolves to the base alias and is kept on forward.
+
+use std::collections::HashMap;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::{RejectMode, Target};
+use crate::address::{Address, AddressError};
+
+/// Compiled-size cap per pattern: the regex crate guarantees linear-time matching, this
+/// bounds memory so one spec cannot make the server build a huge automaton.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// What one alias, pattern or catch-all does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// Target templates (patterns may hold `$1`…); already validated.
+    pub forward: Vec<String>,
+    /// Deliver into the mailbox of this (base) address too.
+    pub mailbox: bool,
+    pub reject: Option<RejectMode>,
+    pub message: Option<String>,
+    pub enabled: bool,
+}
+
+/// The routes of one domain.
+#[derive(Debug, Default)]
+pub struct DomainRoutes {
+    pub(super) aliases: HashMap<String, Rule>,
+    pub(super) patterns: Vec<(Regex, Rule)>,
+    set: Option<RegexSet>,
+    pub(super) catch_all: Option<Rule>,
+    subaddressing: bool,
+}
+
+impl DomainRoutes {
+    pub fn new(subaddressing: bool, catch_all: Option<Rule>) -> Self {
+        DomainRoutes { subaddressing, catch_all, ..Default::default() }
+    }
+
+    /// Adds an exact alias by normalised local part.
+    pub fn add_alias(&mut self, local: String, rule: Rule) {
+        self.aliases.insert(local, rule);
+    }
+
+    /// Adds a pattern (in priority order); disabled ones are kept out of the set.
+    pub fn add_pattern(&mut self, regex: &str, rule: Rule) -> Result<(), regex::Error> {
+        let re = compile(regex)?;
+        if rule.enabled {
+            self.patterns.push((re, rule));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), regex::Error> {
+        let set = RegexSetBuilder::new(self.patterns.iter().map(|(r, _)| r.as_str()))
+            .case_insensitive(true)
+            .size_limit(REGEX_SIZE_LIMIT * self.patterns.len().max(1))
+            .build()?;
+        self.set = Some(set);
+        Ok(())
+    }
+}
+
+/// Compiles a user pattern with the same options everywhere: case-insensitive, bounded.
+pub fn compile(regex: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(regex).case_insensitive(true).size_limit(REGEX_SIZE_LIMIT).build()
+}
+
+/// Which kind of entry matched a recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    Exact,
+    /// Index of the pattern in the domain's list.
+    Pattern(usize),
+    CatchAll,
+}
+
+/// What to do with mail for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Deliver {
+        /// The account whose mailbox keeps a copy.
+        mailbox: Option<Address>,
+        forward: Vec<Target>,
+    },
+    Reject { mode: RejectMode, message: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The recipient as normalised.
+    pub recipient: Address,
+    /// The address of the alias that matched (without +tag).
+    pub alias: Address,
+    pub tag: Option<String>,
+    pub matched: Matched,
+    pub action: Action,
+}
+
+/// All domains' routes.
+#[derive(Debug, Default)]
+pub struct Router {
+    pub(super) domains: HashMap<String, DomainRoutes>,
+}
+
+impl Router {
+    pub fn insert(&mut self, domain: String, mut routes: DomainRoutes) -> Result<(), regex::Error> {
+        routes.finish()?;
+        self.domains.insert(domain, routes);
+        Ok(())
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.keys().map(String::as_str)
+    }
+
+    /// Resolves a recipient. `Ok(None)`: not a local domain, or no such address here.
+    pub fn resolve(&self, recipient: &str) -> Result<Option<Resolution>, AddressError> {
+        let recipient = Address::parse(recipient)?;
+        let Some(routes) = self.domains.get(&recipient.domain) else { return Ok(None) };
+
+        if let Some(rule) = routes.aliases.get(&recipient.local) {
+            return Ok(finish(&recipient, &recipient.local, None, Matched::Exact, rule, None));
+        }
+        let (base, tag) = match recipient.local.split_once('+') {
+            Some((base, tag)) if routes.subaddressing && !base.is_empty() => (base, Some(tag)),
+            _ => (recipient.local.as_str(), None),
+        };
+        if tag.is_some() {
+            if let Some(rule) = routes.aliases.get(base) {
+                return Ok(finish(&recipient, base, tag, Matched::Exact, rule, None));
+            }
+        }
+        if let Some(set) = &routes.set {
+            if let Some(i) = set.matches(base).iter().next() {
+                let (re, rule) = &routes.patterns[i];
+                let caps = re.captures(base);
+                return Ok(finish(&recipient, base, tag, Matched::Pattern(i), rule, caps.as_ref()));
+            }
+        }
+        if let Some(rule) = &routes.catch_all {
+            return Ok(finish(&recipient, base, tag, Matched::CatchAll, rule, None));
+        }
+        Ok(None)
+    }
+}
+
+fn finish(
+    recipient: &Address,
+    base: &str,
+    tag: Option<&str>,
+    matched: Matched,
+    rule: &Rule,
+    caps: Option<&regex::Captures<'_>>,
+) -> Option<Resolution> {
+    if !rule.enabled {
+        return None;
+    }
+    let alias = Address { local: base.to_string(), domain: recipient.domain.clone() };
+    let action = match rule.reject {
+        Some(mode) => Action::Reject { mode, message: rule.message.clone() },
+        None => {
+            let mut forward: Vec<Target> = Vec::new();
+            for template in &rule.forward {
+                let text = match caps {
+                    Some(caps) => {
+                        let mut out = String::new();
+                        caps.expand(template, &mut out);
+                        out
+                    }
+                    None => template.clone(),
+                };
+                // A capture can make a target invalid (e.g. a dot at the end): skip it.
+                if let Ok(t) = Target::parse(&text) {
+                    let t = t.for_recipient(&recipient.local, tag);
+                    if !forward.contains(&t) {
+                        forward.push(t);
+                    }
+                }
+            }
+            let mailbox = rule.mailbox.then(|| alias.clone());
+            Action::Deliver { mailbox, forward }
+        }
+    };
+    Some(Resolution {
+        recipient: recipient.clone(),
+        alias,
+        tag: tag.map(str::to_string),
+        matched,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(targets: &[&str]) -> Rule {
+        Rule { forward: targets.iter().map(|s| s.to_string()).collect(), enabled: true, ..Default::default() }
+    }
+
+    fn router() -> Router {
+        let mut d = DomainRoutes::new(true, Some(fwd(&["owner@elsewhere.net"])));
+        d.add_alias("hello".into(), fwd(&["user@gmail.com"]));
+        d.add_alias("support-7".into(), fwd(&["seven@x.net"]));
+        d.add_alias("off".into(), Rule { enabled: false, ..fwd(&["a@b.net"]) });
+        d.add_alias("me".into(), Rule { mailbox: true, ..fwd(&[]) });
+        d.add_alias(
+            "nope".into(),
+            Rule { reject: Some(RejectMode::Hard), message: Some("gone".into()), ..fwd(&[]) },
+        );
+        d.add_alias("relay".into(), fwd(&["other.example"]));
+        d.add_pattern(r"^support-(\d+)$", fwd(&["tickets+$1@helpdesk.net"])).unwrap();
+        d.add_pattern(r"^(?P<team>sales|ops)-.*$", fwd(&["${team}@corp.net"])).unwrap();
+        let mut r = Router::default();
+        r.insert("example.test".into(), d).unwrap();
+        r
+    }
+
+    fn forwards(r: &Router, rcpt: &str) -> Vec<String> {
+        match r.resolve(rcpt).unwrap().unwrap().action {
+            Action::Deliver { forward, .. } => forward.iter().map(|t| t.to_string()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn exact_beats_pattern_beats_catch_all() {
+        let r = router();
+        assert_eq!(forwards(&r, "support-7@example.test"), ["seven@x.net"]);
+        assert_eq!(forwards(&r, "support-42@example.test"), ["tickets+42@helpdesk.net"]);
+        assert_eq!(forwards(&r, "SALES-emea@example.test"), ["sales@corp.net"]);
+        assert_eq!(forwards(&r, "random@example.test"), ["owner@elsewhere.net"]);
+        assert_eq!(r.resolve("random@example.test").unwrap().unwrap().matched, Matched::CatchAll);
+    }
+
+    #[test]
+    fn subaddress_resolves_to_base_and_keeps_tag() {
+        let r = router();
+        let res = r.resolve("Hello+News@EXAMPLE.test").unwrap().unwrap();
+        assert_eq!(res.alias.to_string(), "hello@example.test");
+        assert_eq!(res.tag.as_deref(), Some("news"));
+        assert_eq!(forwards(&r, "hello+x@example.test"), ["user+x@gmail.com"]);
+        assert_eq!(forwards(&r, "relay+y@example.test"), ["relay+y@other.example"]);
+    }
+
+    #[test]
+    fn disabled_is_unknown_and_reject_carries_its_message() {
+        let r = router();
+        assert_eq!(r.resolve("off@example.test").unwrap(), None);
+        let res = r.resolve("nope@example.test").unwrap().unwrap();
+        assert_eq!(res.action, Action::Reject { mode: RejectMode::Hard, message: Some("gone".into()) });
+        assert_eq!(r.resolve("x@not-local.test").unwrap(), None);
+        let me = r.resolve("me@example.test").unwrap().unwrap();
+        assert!(matches!(me.action, Action::Deliver { mailbox: Some(_), .. }));
+    }
+
+    #[test]
+    fn idna_domains_are_matched_in_any_form() {
+        let mut r = Router::default();
+        let mut d = DomainRoutes::new(true, None);
+        d.add_alias("info".into(), fwd(&["a@b.net"]));
+        r.insert(crate::address::normalize_domain("bücher.example").unwrap(), d).unwrap();
+        assert!(r.resolve("info@BÜCHER.example").unwrap().is_some());
+        assert!(r.resolve("info@xn--bcher-kva.example").unwrap().is_some());
+    }
+}

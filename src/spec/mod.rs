@@ -1,0 +1,105 @@
+//! The desired state: the spec model users write, loading from a file or directory,
+//! secret references, and validation that reports every problem with its location.
+
+mod load;
+pub mod location;
+pub mod model;
+pub mod secret;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use load::LoadedSpec;
+pub use location::{Location, SpecPath};
+pub use model::*;
+pub use secret::{Secret, SecretRef};
+pub use validate::{check_password_hash, parse_size};
+
+/// One problem in a spec: where (a spec path, or an already rendered location) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub path: Option<SpecPath>,
+    pub at: Option<String>,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(path: SpecPath, message: impl Into<String>) -> Self {
+        SpecError { path: Some(path), at: None, message: message.into() }
+    }
+
+    pub fn at_text(at: String, message: impl Into<String>) -> Self {
+        SpecError { path: None, at: Some(at), message: message.into() }
+    }
+}
+
+/// Every problem found, rendered as `file:line:col: message` lines in source order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<String>);
+
+impl SpecErrors {
+    pub fn one(message: String) -> Self {
+        SpecErrors(vec![message])
+    }
+
+    pub fn render(errors: Vec<SpecError>, sources: &[location::Source]) -> Self {
+        let locator = location::Locator::new(sources);
+        let mut located: Vec<(Option<Location>, String)> = errors
+            .into_iter()
+            .map(|e| {
+                let loc = e.path.as_ref().and_then(|p| locator.locate(p));
+                let line = match (&e.at, &loc, &e.path) {
+                    (Some(at), _, _) => format!("{at}: {}", e.message),
+                    (None, Some(loc), _) => format!("{loc}: {}", e.message),
+                    (None, None, Some(p)) => format!("{p}: {}", e.message),
+                    (None, None, None) => e.message,
+                };
+                (loc, line)
+            })
+            .collect();
+        located.sort_by(|(a, _), (b, _)| {
+            let key = |l: &Option<Location>| l.as_ref().map(|l| (l.file.clone(), l.line, l.column));
+            key(a).cmp(&key(b))
+        });
+        let mut lines: Vec<String> = located.into_iter().map(|(_, l)| l).collect();
+        lines.dedup();
+        SpecErrors(lines)
+    }
+}
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.0 {
+            writeln!(f, "error: {line}")?;
+        }
+        let n = self.0.len();
+        write!(f, "{n} error{} in the spec; nothing was changed.", if n == 1 { "" } else { "s" })
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Loads and fully validates the spec at `path` (file or directory of *.toml).
+pub fn load(path: &Path) -> Result<LoadedSpec, SpecErrors> {
+    let (loaded, mut errors) = load::load(path)?;
+    errors.extend(validate::validate(&loaded));
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(SpecErrors::render(errors, &loaded.sources))
+    }
+}
+
+impl LoadedSpec {
+    /// Where the store, spool, mailboxes and keys live.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        let dir = self.spec.server.data_dir.clone().unwrap_or_else(|| "data".into());
+        if dir.is_absolute() { dir } else { self.base_dir.join(dir) }
+    }
+
+    /// Reports an error found after validation (e.g. while computing desired state).
+    pub fn errors(&self, errors: Vec<SpecError>) -> SpecErrors {
+        SpecErrors::render(errors, &self.sources)
+    }
+}

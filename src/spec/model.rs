@@ -1,0 +1,477 @@
+//! The desired-state model users write in TOML: every key of `ferrymail.toml`.
+//! Doc comments here become the JSON schema and the starter spec's comments.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::secret::SecretRef;
+
+/// A ferrymail spec: what must exist. The reconciler makes the live state match it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The server's identity and where it keeps its data.
+    #[serde(default)]
+    pub server: Server,
+    /// Addresses the protocol servers listen on; omit one to disable it.
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Where TLS certificates come from.
+    #[serde(default)]
+    pub tls: Tls,
+    /// The live-state store: embedded SQLite by default.
+    #[serde(default)]
+    pub store: Store,
+    /// Rate limits, greylisting and cross-node notifications.
+    #[serde(default)]
+    pub cache: Cache,
+    /// Outbound delivery.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// DNS resolution and the providers that publish each domain's records.
+    #[serde(default)]
+    pub dns: Dns,
+    /// The mail domains this server receives for, keyed by domain name.
+    #[serde(default)]
+    pub domains: BTreeMap<String, Domain>,
+    /// Scheduled, encrypted backups of everything needed to rebuild the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Backups>,
+}
+
+/// The server's identity.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The host name this server answers as (EHLO, banner, MX target), e.g. "mx.example.com".
+    #[serde(default)]
+    pub hostname: String,
+    /// Directory for the embedded store, spool, mailboxes and keys. Relative paths are
+    /// taken from the directory that holds the spec. Default "./data".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Listen addresses ("IP:port"). A listener that is not declared is not started.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// Inbound SMTP (MX), usually port 25.
+    pub mx: Option<SocketAddr>,
+    /// Message submission with STARTTLS and AUTH, usually port 587.
+    pub submission: Option<SocketAddr>,
+    /// Message submission over implicit TLS, usually port 465.
+    pub submissions: Option<SocketAddr>,
+    /// IMAP with STARTTLS, usually port 143.
+    pub imap: Option<SocketAddr>,
+    /// IMAP over implicit TLS, usually port 993.
+    pub imaps: Option<SocketAddr>,
+    /// POP3 with STLS, usually port 110.
+    pub pop3: Option<SocketAddr>,
+    /// POP3 over implicit TLS, usually port 995.
+    pub pop3s: Option<SocketAddr>,
+    /// Plain HTTP: ACME http-01, redirects, autoconfig, usually port 80.
+    pub http: Option<SocketAddr>,
+    /// HTTPS: admin UI, API, CalDAV, CardDAV, usually port 443.
+    pub https: Option<SocketAddr>,
+}
+
+/// How certificates are obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Issued and renewed through ACME (Let's Encrypt or any RFC 8555 CA).
+    Acme,
+    /// PEM files on disk (e.g. from certbot), reloaded when they change.
+    Files,
+    /// Generated at start; for tests and first boot only.
+    #[default]
+    SelfSigned,
+}
+
+/// TLS certificates for every listener.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// acme | files | self-signed (default).
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// ACME settings, used when mode = "acme".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<Acme>,
+    /// Certificate and key files, used when mode = "files".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<TlsFiles>,
+}
+
+/// ACME challenge types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcmeChallenge {
+    /// Answered by the `http` listener on port 80.
+    #[default]
+    Http01,
+    /// Answered inside the TLS handshake on port 443.
+    TlsAlpn01,
+    /// A TXT record published through the domain's DNS provider.
+    Dns01,
+}
+
+/// ACME account and directory.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// Contact address for the ACME account (expiry warnings).
+    pub contact: String,
+    /// ACME directory URL. Default: Let's Encrypt production.
+    #[serde(default = "default_acme_directory")]
+    pub directory: String,
+    /// http-01 (default) | tls-alpn-01 | dns-01.
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// An extra CA certificate (PEM) to trust for the ACME directory: private CAs, tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// External Account Binding key id, for CAs that require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
+    /// External Account Binding HMAC key (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_key: Option<SecretRef>,
+}
+
+fn default_acme_directory() -> String {
+    "https://acme-v02.api.letsencrypt.org/directory".to_string()
+}
+
+/// PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Store backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded SQLite in `server.data_dir` (default).
+    #[default]
+    Sqlite,
+    /// A shared MongoDB replica set, for several nodes.
+    Mongodb,
+}
+
+/// The live-state store.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// sqlite (default) | mongodb.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Connection URL, for mongodb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<SecretRef>,
+    /// Database name, for mongodb. Default "ferrymail".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Cache backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// In-process (default): one node.
+    #[default]
+    Memory,
+    /// Redis: shared by several nodes.
+    Redis,
+}
+
+/// Rate limits, greylisting, locks and notifications.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// memory (default) | redis.
+    #[serde(default)]
+    pub kind: CacheKind,
+    /// Connection URL, for redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<SecretRef>,
+}
+
+/// Outbound delivery.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Smarthost "host:port" for when port 25 outbound is blocked; unset = MX lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// User name for the smarthost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_username: Option<String>,
+    /// Password for the smarthost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_password: Option<SecretRef>,
+}
+
+/// DNS resolution and providers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Resolver "IP:port" for MX lookups and `dns check`; unset = the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
+    /// Named DNS providers; a domain picks one with `dns_provider`.
+    #[serde(default)]
+    pub providers: BTreeMap<String, DnsProvider>,
+}
+
+/// DNS provider kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProviderKind {
+    /// Cloudflare API v4.
+    Cloudflare,
+    /// RFC 2136 dynamic updates with TSIG.
+    Rfc2136,
+    /// Nothing is written: plan prints the records and `dns check` verifies them.
+    Manual,
+}
+
+/// A place where a domain's DNS records are published.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsProvider {
+    /// cloudflare | rfc2136 | manual.
+    pub kind: DnsProviderKind,
+    /// API token, for cloudflare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<SecretRef>,
+    /// API base URL, for cloudflare. Default "https://api.cloudflare.com/client/v4".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Authoritative server "IP:port", for rfc2136.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<SocketAddr>,
+    /// TSIG key name, for rfc2136.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_name: Option<String>,
+    /// TSIG algorithm, for rfc2136: hmac-sha256 (default) | hmac-sha384 | hmac-sha512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_algorithm: Option<String>,
+    /// TSIG secret (base64), for rfc2136.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_secret: Option<SecretRef>,
+}
+
+/// A mail domain and everything that receives mail in it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Which `[dns.providers.NAME]` publishes this domain's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_provider: Option<String>,
+    /// Where mail for an address that matches no alias and no pattern goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_all: Option<Rule>,
+    /// Addresses of this domain, keyed by local part ("hello" is hello@domain).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Alias>,
+    /// Regex rules on the local part, tried in order after exact aliases.
+    #[serde(default)]
+    pub patterns: Vec<Pattern>,
+    /// Largest message accepted for this domain, e.g. "25MB". Default "50MB".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<String>,
+    /// Most forward targets one alias may have. Default 10, at most 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_forwards: Option<u32>,
+    /// Senders always accepted: IP, CIDR, domain or address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
+    /// Senders always refused: IP, CIDR, domain or address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denylist: Vec<String>,
+    /// Temporarily refuse first contact from unknown senders. Default false.
+    #[serde(default)]
+    pub greylisting: bool,
+    /// Refuse inbound mail that did not arrive over TLS. Default false.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// `user+tag@domain` is delivered as `user@domain`, keeping the tag on forward. Default true.
+    #[serde(default = "yes")]
+    pub subaddressing: bool,
+    /// DKIM signing keys. Default: one rsa-2048 key with selector "ferrymail".
+    /// An empty list disables DKIM signing for the domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<Vec<DkimKey>>,
+}
+
+pub(crate) fn yes() -> bool {
+    true
+}
+
+/// One address of a domain: forwards, a mailbox, or a rejection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alias {
+    /// Where mail is forwarded: an address ("user@host"), a domain or IP (the local part is
+    /// kept), or an https:// webhook URL. Several targets, mixed kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<String>,
+    /// A mailbox that keeps the mail (IMAP/POP3); may be combined with `forward`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<Mailbox>,
+    /// Refuse mail for this address: quiet (accept and drop), soft (421), hard (550).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectMode>,
+    /// The text sent with a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// false turns the alias off (the address is then unknown). Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// A catch-all rule: forwards or a rejection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Where mail is forwarded: addresses, domains/IPs or https:// webhooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<String>,
+    /// Refuse instead: quiet | soft | hard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectMode>,
+    /// The text sent with a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// false turns the rule off. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// A regex rule on the local part. `$1`, `${name}` in targets are replaced by captures.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pattern {
+    /// Regular expression matched case-insensitively against the local part (without +tag).
+    pub regex: String,
+    /// Where mail is forwarded; may use `$1`… captures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<String>,
+    /// Refuse instead: quiet | soft | hard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<RejectMode>,
+    /// The text sent with a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// false turns the rule off. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+pub use crate::routing::RejectMode;
+
+/// A mailbox: mail kept on this server, read over IMAP/POP3.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mailbox {
+    /// The password's argon2id hash (make one with `ferrymail passwd`).
+    pub password: Option<PasswordRef>,
+    /// Storage quota, e.g. "10GiB". Unset = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+}
+
+/// Where a password hash comes from: inline, or a secret reference holding the hash.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRef {
+    /// The argon2id hash itself ("$argon2id$v=19$...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// An environment variable holding the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A file holding the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+/// DKIM key algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum DkimAlgorithm {
+    /// RSA 2048-bit: verified by every receiver.
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    /// Ed25519 (RFC 8463): small and fast, not verified everywhere yet.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa2048 => "rsa-2048",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// One DKIM signing key, published at `SELECTOR._domainkey.DOMAIN`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    /// The DNS selector.
+    pub selector: String,
+    /// rsa-2048 (default) | ed25519.
+    #[serde(default = "default_dkim_algorithm")]
+    pub algorithm: DkimAlgorithm,
+}
+
+fn default_dkim_algorithm() -> DkimAlgorithm {
+    DkimAlgorithm::Rsa2048
+}
+
+/// Scheduled backups.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    /// When to run, in cron syntax ("0 3 * * *").
+    pub schedule: String,
+    /// Where to: "s3://bucket/prefix" or "file:///path".
+    pub target: String,
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, Garage, R2, B2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region. Default "us-east-1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3 access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<SecretRef>,
+    /// S3 secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<SecretRef>,
+    /// Key that encrypts every backup; the target never sees plaintext.
+    pub encryption_key: SecretRef,
+    /// How many backups to keep. Default 14.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    /// Include the server's master key in backups. Default false.
+    #[serde(default)]
+    pub include_master_key: bool,
+}
+
+fn default_keep() -> u32 {
+    14
+}

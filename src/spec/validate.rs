@@ -1,0 +1,325 @@
+//! Field-level checks on a loaded spec: names, addresses, targets, regexes, references
+//! between sections. Each problem becomes a located `SpecError`; all are collected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use super::location::SpecPath;
+use super::model::*;
+use super::{LoadedSpec, SecretRef, SpecError};
+use crate::address::{Address, normalize_domain, normalize_local};
+use crate::routing::{Target, expand_placeholders_for_check};
+
+pub const MAX_FORWARDS_LIMIT: u32 = 1000;
+
+pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
+    let mut v = Validator { errors: Vec::new() };
+    let spec = &loaded.spec;
+    v.server(&spec.server);
+    v.tls(&spec.tls);
+    v.backends(spec);
+    v.dns(&spec.dns);
+    v.domains(spec);
+    if let Some(b) = &spec.backups {
+        let p = SpecPath::keys(&["backups"]);
+        v.secret(&p.key("encryption_key"), &b.encryption_key);
+        for (name, s) in [("access_key", &b.access_key), ("secret_key", &b.secret_key)] {
+            if let Some(s) = s {
+                v.secret(&p.key(name), s);
+            }
+        }
+        if !(b.target.starts_with("s3://") || b.target.starts_with("file://")) {
+            v.err(p.key("target"), format!("backup target \"{}\" must start with s3:// or file://", b.target));
+        }
+        if b.schedule.split_whitespace().count() != 5 {
+            v.err(p.key("schedule"), "schedule must have five cron fields, e.g. \"0 3 * * *\"");
+        }
+    }
+    v.errors
+}
+
+struct Validator {
+    errors: Vec<SpecError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: SpecPath, message: impl Into<String>) {
+        self.errors.push(SpecError::new(path, message));
+    }
+
+    fn secret(&mut self, path: &SpecPath, s: &SecretRef) {
+        if let Err(e) = s.check_shape() {
+            self.err(path.clone(), e.to_string());
+        }
+    }
+
+    fn server(&mut self, server: &Server) {
+        let p = SpecPath::keys(&["server", "hostname"]);
+        if server.hostname.is_empty() {
+            self.err(SpecPath::keys(&["server"]), "server.hostname is required (the name this server answers as, e.g. \"mx.example.com\")");
+        } else if let Err(e) = normalize_domain(&server.hostname) {
+            self.err(p, e.to_string());
+        }
+    }
+
+    fn tls(&mut self, tls: &Tls) {
+        let p = SpecPath::keys(&["tls"]);
+        match tls.mode {
+            TlsMode::Acme if tls.acme.is_none() => {
+                self.err(p.key("mode"), "tls.mode = \"acme\" needs a [tls.acme] section with at least `contact`")
+            }
+            TlsMode::Files if tls.files.is_none() => {
+                self.err(p.key("mode"), "tls.mode = \"files\" needs a [tls.files] section with `cert` and `key`")
+            }
+            _ => {}
+        }
+        if let Some(acme) = &tls.acme {
+            if Address::parse(&acme.contact).is_err() {
+                self.err(p.key("acme").key("contact"), format!("\"{}\" is not a valid address", acme.contact));
+            }
+            if url::Url::parse(&acme.directory).is_err() {
+                self.err(p.key("acme").key("directory"), format!("\"{}\" is not a URL", acme.directory));
+            }
+            if let Some(k) = &acme.eab_hmac_key {
+                self.secret(&p.key("acme").key("eab_hmac_key"), k);
+            }
+        }
+    }
+
+    fn backends(&mut self, spec: &Spec) {
+        if spec.store.kind == StoreKind::Mongodb && spec.store.url.is_none() {
+            self.err(SpecPath::keys(&["store", "kind"]), "store.kind = \"mongodb\" needs store.url");
+        }
+        if let Some(u) = &spec.store.url {
+            self.secret(&SpecPath::keys(&["store", "url"]), u);
+        }
+        if spec.cache.kind == CacheKind::Redis && spec.cache.url.is_none() {
+            self.err(SpecPath::keys(&["cache", "kind"]), "cache.kind = \"redis\" needs cache.url");
+        }
+        if let Some(u) = &spec.cache.url {
+            self.secret(&SpecPath::keys(&["cache", "url"]), u);
+        }
+        if let Some(pw) = &spec.delivery.relay_password {
+            self.secret(&SpecPath::keys(&["delivery", "relay_password"]), pw);
+        }
+    }
+
+    fn dns(&mut self, dns: &Dns) {
+        for (name, provider) in &dns.providers {
+            let p = SpecPath::keys(&["dns", "providers", name]);
+            let need = |field: &str, present: bool, this: &mut Self| {
+                if !present {
+                    this.err(p.clone(), format!("a {:?} provider needs `{field}`", provider.kind).to_lowercase());
+                }
+            };
+            match provider.kind {
+                DnsProviderKind::Cloudflare => need("api_token", provider.api_token.is_some(), self),
+                DnsProviderKind::Rfc2136 => {
+                    need("server", provider.server.is_some(), self);
+                    need("tsig_name", provider.tsig_name.is_some(), self);
+                    need("tsig_secret", provider.tsig_secret.is_some(), self);
+                }
+                DnsProviderKind::Manual => {}
+            }
+            if let Some(alg) = &provider.tsig_algorithm {
+                if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&alg.as_str()) {
+                    self.err(p.key("tsig_algorithm"), format!("unknown TSIG algorithm \"{alg}\" (hmac-sha256, hmac-sha384 or hmac-sha512)"));
+                }
+            }
+            for (field, s) in [("api_token", &provider.api_token), ("tsig_secret", &provider.tsig_secret)] {
+                if let Some(s) = s {
+                    self.secret(&p.key(field), s);
+                }
+            }
+        }
+    }
+
+    fn domains(&mut self, spec: &Spec) {
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for (name, domain) in &spec.domains {
+            let p = SpecPath::keys(&["domains", name]);
+            match normalize_domain(name) {
+                Ok(norm) => {
+                    if let Some(other) = seen.insert(norm.clone(), name) {
+                        self.err(p.clone(), format!("domain \"{name}\" is the same as \"{other}\" ({norm}); declare it once"));
+                    }
+                }
+                Err(e) => self.err(p.clone(), e.to_string()),
+            }
+            self.domain(spec, &p, domain);
+        }
+    }
+
+    fn domain(&mut self, spec: &Spec, p: &SpecPath, domain: &Domain) {
+        if let Some(provider) = &domain.dns_provider {
+            if !spec.dns.providers.contains_key(provider) {
+                let known: Vec<String> = spec.dns.providers.keys().cloned().collect();
+                let hint = super::load::did_you_mean(provider, &known)
+                    .map(|b| format!(", did you mean \"{b}\"?"))
+                    .unwrap_or_else(|| " (declare it under [dns.providers])".into());
+                self.err(p.key("dns_provider"), format!("unknown DNS provider \"{provider}\"{hint}"));
+            }
+        }
+        let max_forwards = domain.max_forwards.unwrap_or(10);
+        if max_forwards == 0 || max_forwards > MAX_FORWARDS_LIMIT {
+            self.err(p.key("max_forwards"), format!("max_forwards must be between 1 and {MAX_FORWARDS_LIMIT}"));
+        }
+        if let Some(size) = &domain.max_message_size {
+            if parse_size(size).is_none() {
+                self.err(p.key("max_message_size"), format!("\"{size}\" is not a size (e.g. \"25MB\", \"50MiB\")"));
+            }
+        }
+        for (list, entries) in [("allowlist", &domain.allowlist), ("denylist", &domain.denylist)] {
+            for (i, entry) in entries.iter().enumerate() {
+                if !is_sender_match(entry) {
+                    self.err(p.key(list).index(i), format!("\"{entry}\" is not an IP, CIDR, domain or address"));
+                }
+            }
+        }
+        if let Some(keys) = &domain.dkim {
+            let mut selectors = BTreeMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let kp = p.key("dkim").index(i);
+                if normalize_local(&key.selector).is_err() || key.selector.contains(['+', '@']) {
+                    self.err(kp.key("selector"), format!("\"{}\" is not a valid DKIM selector", key.selector));
+                }
+                if selectors.insert(key.selector.to_lowercase(), i).is_some() {
+                    self.err(kp.key("selector"), format!("DKIM selector \"{}\" is declared twice", key.selector));
+                }
+            }
+        }
+        if let Some(rule) = &domain.catch_all {
+            self.rule(&p.key("catch_all"), &rule.forward, rule.reject.is_some(), false, rule.message.is_some(), max_forwards, None);
+        }
+        let mut locals: HashMap<String, &str> = HashMap::new();
+        for (local, alias) in &domain.aliases {
+            let ap = p.key("aliases").key(local);
+            match normalize_local(local) {
+                Ok(norm) => {
+                    if let Some(other) = locals.insert(norm, local) {
+                        self.err(ap.clone(), format!("alias \"{local}\" is the same address as \"{other}\" (local parts are case-insensitive)"));
+                    }
+                }
+                Err(e) => self.err(ap.clone(), e.to_string()),
+            }
+            let has_mailbox = alias.mailbox.is_some();
+            self.rule(&ap, &alias.forward, alias.reject.is_some(), has_mailbox, alias.message.is_some(), max_forwards, None);
+            if let Some(mailbox) = &alias.mailbox {
+                self.mailbox(&ap.key("mailbox"), mailbox);
+            }
+        }
+        let mut regexes = HashMap::new();
+        for (i, pattern) in domain.patterns.iter().enumerate() {
+            let pp = p.key("patterns").index(i);
+            let groups = match crate::routing::compile_pattern(&pattern.regex) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                    self.err(pp.key("regex"), format!("invalid regex {:?}: {first}", pattern.regex));
+                    None
+                }
+            };
+            if regexes.insert(pattern.regex.clone(), i).is_some() {
+                self.err(pp.key("regex"), format!("pattern {:?} is declared twice in this domain", pattern.regex));
+            }
+            self.rule(&pp, &pattern.forward, pattern.reject.is_some(), false, pattern.message.is_some(), max_forwards, groups.as_ref());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rule(
+        &mut self,
+        p: &SpecPath,
+        forward: &[String],
+        reject: bool,
+        mailbox: bool,
+        message: bool,
+        max_forwards: u32,
+        pattern: Option<&regex::Regex>,
+    ) {
+        if reject && (mailbox || !forward.is_empty()) {
+            self.err(p.key("reject"), "a rejecting address cannot also forward or keep a mailbox; remove `reject` or the targets");
+        }
+        if !reject && !mailbox && forward.is_empty() {
+            self.err(p.clone(), "this address does nothing: give it `forward`, `mailbox` or `reject`");
+        }
+        if message && !reject {
+            self.err(p.key("message"), "`message` is the text sent with a rejection; it needs `reject`");
+        }
+        let mut unique = Vec::new();
+        for (i, target) in forward.iter().enumerate() {
+            let tp = p.key("forward").index(i);
+            let (checked, groups) = expand_placeholders_for_check(target);
+            if let Some(re) = pattern {
+                for g in &groups {
+                    let exists = match g.parse::<usize>() {
+                        Ok(n) => n < re.captures_len(),
+                        Err(_) => re.capture_names().flatten().any(|n| n == g),
+                    };
+                    if !exists {
+                        self.err(tp.clone(), format!("\"{target}\" uses ${g}, but the regex has no such group"));
+                    }
+                }
+            } else if !groups.is_empty() && target.contains('$') {
+                self.err(tp.clone(), format!("\"{target}\" uses a $ capture, which only patterns have"));
+                continue;
+            }
+            match Target::parse(&checked) {
+                Ok(t) => {
+                    if !unique.contains(&t) {
+                        unique.push(t);
+                    }
+                }
+                Err(e) => self.err(tp, e.to_string()),
+            }
+        }
+        if unique.len() > max_forwards as usize {
+            self.err(
+                p.key("forward"),
+                format!("{} forward targets exceed this domain's limit of {max_forwards} (raise `max_forwards`, at most {MAX_FORWARDS_LIMIT})", unique.len()),
+            );
+        }
+    }
+
+    fn mailbox(&mut self, p: &SpecPath, mailbox: &Mailbox) {
+        match &mailbox.password {
+            None => self.err(p.clone(), "a mailbox needs a password: `password = { hash = \"...\" }` (make one with `ferrymail passwd`)"),
+            Some(pw) => {
+                let n = [pw.hash.is_some(), pw.env.is_some(), pw.file.is_some()].iter().filter(|x| **x).count();
+                if n != 1 {
+                    self.err(p.key("password"), "password needs exactly one of `hash`, `env` or `file`");
+                }
+                if let Some(hash) = &pw.hash {
+                    if let Err(e) = check_password_hash(hash) {
+                        self.err(p.key("password").key("hash"), e);
+                    }
+                }
+            }
+        }
+        if let Some(q) = &mailbox.quota {
+            if parse_size(q).is_none() {
+                self.err(p.key("quota"), format!("\"{q}\" is not a size (e.g. \"10GiB\")"));
+            }
+        }
+    }
+}
+
+/// Parses "25MB", "10GiB", "1048576".
+pub fn parse_size(s: &str) -> Option<u64> {
+    s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|n| *n > 0)
+}
+
+/// Accepts a PHC string of an argon2 hash (what `ferrymail passwd` prints).
+pub fn check_password_hash(hash: &str) -> Result<(), String> {
+    if !hash.starts_with("$argon2") {
+        return Err("password hash must be an argon2 PHC string (\"$argon2id$v=19$...\"); make one with `ferrymail passwd`".into());
+    }
+    crate::password::parse_hash(hash).map(|_| ()).map_err(|e| format!("password hash is malformed: {e}"))
+}
+
+fn is_sender_match(entry: &str) -> bool {
+    entry.parse::<IpAddr>().is_ok()
+        || entry.parse::<ipnet::IpNet>().is_ok()
+        || (entry.contains('@') && Address::parse(entry).is_ok())
+        || normalize_domain(entry).is_ok()
+}

@@ -1,0 +1,87 @@
+//! The live state behind one trait: the directory (domains, aliases, accounts, patterns),
+//! DKIM key material, and the history of applies. SQLite is the embedded backend.
+
+pub mod records;
+mod sqlite;
+
+pub use records::{Fields, Kind, Object};
+pub use sqlite::SqliteStore;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store changed since the plan was made (planned against revision {planned}, store is at {current}); run plan again")]
+    Stale { planned: u64, current: u64 },
+    #[error("store database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store data: {0}")]
+    Data(String),
+    #[error("store files in {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Private key material generated at apply time; never part of a plan.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial {
+    /// PKCS#8 DER private key.
+    pub private_der: Vec<u8>,
+    /// Public key as published in DNS: SubjectPublicKeyInfo DER for RSA, raw 32 bytes for Ed25519.
+    pub public: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMaterial(***)")
+    }
+}
+
+/// One write of an apply.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create or replace an object; `key` is set when a DKIM key is (re)generated.
+    Put { object: Object, key: Option<KeyMaterial> },
+    Delete { kind: Kind, id: String },
+}
+
+/// A record of one apply, for `status` and audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRecord {
+    pub revision: u64,
+    pub applied_at: String,
+    pub added: usize,
+    pub changed: usize,
+    pub destroyed: usize,
+    /// Where the spec came from (path, later a git commit).
+    pub source: String,
+}
+
+/// An object as stored, with who owns it.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub object: Object,
+    /// Only objects created from a spec are ever changed or deleted by a plan.
+    pub managed: bool,
+}
+
+/// The live-state store. Every backend (SQLite now, MongoDB later) implements this and
+/// passes the same tests.
+pub trait Store: Send + Sync {
+    /// The revision, bumped by every apply that changes something.
+    fn revision(&self) -> Result<u64, StoreError>;
+    /// Every object with the revision they were read at, consistently.
+    fn objects(&self) -> Result<(u64, Vec<StoredObject>), StoreError>;
+    /// Applies all writes atomically if the store is still at `base_revision`; returns
+    /// the new revision.
+    fn apply(&self, base_revision: u64, writes: &[Write], source: &str) -> Result<u64, StoreError>;
+    /// Public key of a DKIM key object, for DNS publication.
+    fn dkim_public_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Private key (PKCS#8 DER) of a DKIM key object, for signing.
+    fn dkim_private_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The most recent applies, newest first.
+    fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError>;
+}

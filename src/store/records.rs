@@ -1,0 +1,157 @@
+//! The objects the store keeps (domains, DKIM keys, accounts, aliases, patterns): one
+//! uniform shape for diffing and storage, with typed views for the code that reads them.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::routing::RejectMode;
+
+/// Resource kinds, in the order they are created (deletes run in reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Domain,
+    DkimKey,
+    Account,
+    Alias,
+    Pattern,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Domain, Kind::DkimKey, Kind::Account, Kind::Alias, Kind::Pattern];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Domain => "domain",
+            Kind::DkimKey => "dkim_key",
+            Kind::Account => "account",
+            Kind::Alias => "alias",
+            Kind::Pattern => "pattern",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Fields whose values plans never show.
+    pub fn sensitive_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Account => &["password_hash"],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// One stored object: kind, id (unique per kind) and its fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    pub kind: Kind,
+    pub id: String,
+    pub fields: Fields,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {id}: stored fields do not match the expected shape: {source}")]
+pub struct ShapeError {
+    kind: Kind,
+    id: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+impl Object {
+    pub fn new<T: Serialize>(kind: Kind, id: impl Into<String>, record: &T) -> Object {
+        let fields = match serde_json::to_value(record) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => Fields::new(),
+        };
+        Object { kind, id: id.into(), fields }
+    }
+
+    pub fn record<T: DeserializeOwned>(&self) -> Result<T, ShapeError> {
+        serde_json::from_value(serde_json::Value::Object(self.fields.clone())).map_err(|source| ShapeError {
+            kind: self.kind,
+            id: self.id.clone(),
+            source,
+        })
+    }
+}
+
+/// What a catch-all does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub forward: Vec<String>,
+    pub reject: Option<RejectMode>,
+    pub message: Option<String>,
+    pub enabled: bool,
+}
+
+/// A mail domain's settings; id = the normalised domain name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub dns_provider: Option<String>,
+    pub max_message_size: u64,
+    pub max_forwards: u32,
+    pub allowlist: Vec<String>,
+    pub denylist: Vec<String>,
+    pub greylisting: bool,
+    pub require_tls: bool,
+    pub subaddressing: bool,
+    pub catch_all: Option<RuleRecord>,
+}
+
+/// An address; id = "local@domain".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub forward: Vec<String>,
+    pub mailbox: bool,
+    pub reject: Option<RejectMode>,
+    pub message: Option<String>,
+    pub enabled: bool,
+}
+
+/// A regex rule; id = "domain regex".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternRecord {
+    pub domain: String,
+    pub regex: String,
+    pub position: u32,
+    pub forward: Vec<String>,
+    pub reject: Option<RejectMode>,
+    pub message: Option<String>,
+    pub enabled: bool,
+}
+
+/// A mailbox login; id = "local@domain".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub password_hash: String,
+    pub quota: Option<u64>,
+}
+
+/// A DKIM key's public identity; id = "selector._domainkey.domain".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkimKeyRecord {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: String,
+}
+
+pub fn dkim_key_id(selector: &str, domain: &str) -> String {
+    format!("{selector}._domainkey.{domain}")
+}
+
+pub fn pattern_id(domain: &str, regex: &str) -> String {
+    format!("{domain} {regex}")
+}
