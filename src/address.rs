@@ -24,7 +24,8 @@ pub fn normalize_domain(input: &str) -> Result<String, AddressError> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     if !labels_ok || !ascii.contains('.') && ascii != "localhost" {
         return Err(err());
@@ -43,7 +44,10 @@ pub fn normalize_local(input: &str) -> Result<String, AddressError> {
         return Err(err());
     }
     const SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~.";
-    if !input.chars().all(|c| c.is_alphanumeric() || SPECIALS.contains(c) || !c.is_ascii() && !c.is_control()) {
+    if !input
+        .chars()
+        .all(|c| c.is_alphanumeric() || SPECIALS.contains(c) || !c.is_ascii() && !c.is_control())
+    {
         return Err(err());
     }
     Ok(input.to_lowercase())
@@ -62,7 +66,8 @@ impl Address {
             .rsplit_once('@')
             .ok_or_else(|| AddressError::Address(input.to_string()))?;
         let local = normalize_local(local).map_err(|_| AddressError::Address(input.to_string()))?;
-        let domain = normalize_domain(domain).map_err(|_| AddressError::Address(input.to_string()))?;
+        let domain =
+            normalize_domain(domain).map_err(|_| AddressError::Address(input.to_string()))?;
         Ok(Address { local, domain })
     }
 }
@@ -80,7 +85,10 @@ mod tests {
     #[test]
     fn domains_are_lowercased_and_punycoded() {
         assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
-        assert_eq!(normalize_domain("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize_domain("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert!(normalize_domain("no spaces.com").is_err());
         assert!(normalize_domain("-bad.com").is_err());
         assert!(normalize_domain("nodot").is_err());

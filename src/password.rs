@@ -24,7 +24,9 @@ pub fn parse_hash(hash: &str) -> Result<(), PasswordError> {
 
 /// True when `password` matches `hash`. A malformed hash never matches.
 pub fn verify(password: &str, hash: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 #[cfg(test)]

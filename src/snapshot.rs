@@ -36,7 +36,11 @@ impl Snapshot {
     pub fn load(store: &dyn Store) -> Result<Snapshot, SnapshotError> {
         let (revision, stored) = store.objects()?;
         let objects: Vec<Object> = stored.into_iter().map(|s| s.object).collect();
-        let mut snapshot = Snapshot { revision, router: build_router(&objects)?, ..Default::default() };
+        let mut snapshot = Snapshot {
+            revision,
+            router: build_router(&objects)?,
+            ..Default::default()
+        };
         for o in &objects {
             match o.kind {
                 Kind::Domain => {
@@ -47,7 +51,11 @@ impl Snapshot {
                 }
                 Kind::DkimKey => {
                     let k: DkimKeyRecord = o.record()?;
-                    snapshot.dkim_keys.entry(k.domain.clone()).or_default().push(k);
+                    snapshot
+                        .dkim_keys
+                        .entry(k.domain.clone())
+                        .or_default()
+                        .push(k);
                 }
                 Kind::Alias | Kind::Pattern => {}
             }
@@ -56,7 +64,10 @@ impl Snapshot {
     }
 
     /// Where mail for `recipient` goes; `Ok(None)` means no such address here.
-    pub fn resolve(&self, recipient: &str) -> Result<Option<Resolution>, crate::address::AddressError> {
+    pub fn resolve(
+        &self,
+        recipient: &str,
+    ) -> Result<Option<Resolution>, crate::address::AddressError> {
         self.router.resolve(recipient)
     }
 }
@@ -79,10 +90,20 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
     for o in objects {
         match o.kind {
             Kind::Alias => {
-                let Some((local, domain)) = o.id.rsplit_once('@') else { continue };
-                let Some(routes) = domains.get_mut(domain) else { continue };
+                let Some((local, domain)) = o.id.rsplit_once('@') else {
+                    continue;
+                };
+                let Some(routes) = domains.get_mut(domain) else {
+                    continue;
+                };
                 let a: AliasRecord = o.record()?;
-                let rule = Rule { forward: a.forward, mailbox: a.mailbox, reject: a.reject, message: a.message, enabled: a.enabled };
+                let rule = Rule {
+                    forward: a.forward,
+                    mailbox: a.mailbox,
+                    reject: a.reject,
+                    message: a.message,
+                    enabled: a.enabled,
+                };
                 routes.add_alias(local.to_string(), rule);
             }
             Kind::Pattern => patterns.push((&o.id, o.record()?)),
@@ -91,13 +112,25 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
     }
     patterns.sort_by_key(|(_, p)| p.position);
     for (_, p) in patterns {
-        let Some(routes) = domains.get_mut(p.domain.as_str()) else { continue };
-        let rule = Rule { forward: p.forward, mailbox: false, reject: p.reject, message: p.message, enabled: p.enabled };
-        routes.add_pattern(&p.regex, rule).map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
+        let Some(routes) = domains.get_mut(p.domain.as_str()) else {
+            continue;
+        };
+        let rule = Rule {
+            forward: p.forward,
+            mailbox: false,
+            reject: p.reject,
+            message: p.message,
+            enabled: p.enabled,
+        };
+        routes
+            .add_pattern(&p.regex, rule)
+            .map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
     }
     let mut router = Router::default();
     for (name, routes) in domains {
-        router.insert(name.to_string(), routes).map_err(|e| SnapshotError::Regex(name.to_string(), e))?;
+        router
+            .insert(name.to_string(), routes)
+            .map_err(|e| SnapshotError::Regex(name.to_string(), e))?;
     }
     Ok(router)
 }
@@ -110,7 +143,9 @@ pub struct SnapshotHandle {
 
 impl SnapshotHandle {
     pub fn new(store: &dyn Store) -> Result<SnapshotHandle, SnapshotError> {
-        Ok(SnapshotHandle { current: ArcSwap::from_pointee(Snapshot::load(store)?) })
+        Ok(SnapshotHandle {
+            current: ArcSwap::from_pointee(Snapshot::load(store)?),
+        })
     }
 
     pub fn get(&self) -> Arc<Snapshot> {
@@ -153,10 +188,22 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let handle = SnapshotHandle::new(&store).unwrap();
         assert!(handle.get().resolve("hi@d.test").unwrap().is_none());
-        let alias = AliasRecord { forward: vec!["x@y.test".into()], mailbox: false, reject: None, message: None, enabled: true };
+        let alias = AliasRecord {
+            forward: vec!["x@y.test".into()],
+            mailbox: false,
+            reject: None,
+            message: None,
+            enabled: true,
+        };
         let writes = [
-            Write::Put { object: Object::new(Kind::Domain, "d.test", &domain()), key: None },
-            Write::Put { object: Object::new(Kind::Alias, "hi@d.test", &alias), key: None },
+            Write::Put {
+                object: Object::new(Kind::Domain, "d.test", &domain()),
+                key: None,
+            },
+            Write::Put {
+                object: Object::new(Kind::Alias, "hi@d.test", &alias),
+                key: None,
+            },
         ];
         store.apply(0, &writes, "test").unwrap();
         let before = handle.get();
@@ -165,6 +212,8 @@ mod tests {
         // A reader holding the old snapshot keeps a consistent view.
         assert!(before.resolve("hi@d.test").unwrap().is_none());
         let res = handle.get().resolve("HI+tag@D.test").unwrap().unwrap();
-        assert!(matches!(res.action, Action::Deliver { ref forward, .. } if forward[0].to_string() == "x+tag@y.test"));
+        assert!(
+            matches!(res.action, Action::Deliver { ref forward, .. } if forward[0].to_string() == "x+tag@y.test")
+        );
     }
 }

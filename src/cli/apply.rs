@@ -19,10 +19,13 @@ pub struct Args {
 }
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let style = render::Style { color: super::color_stdout() };
+    let style = render::Style {
+        color: super::color_stdout(),
+    };
     let (store, plan) = match &args.plan_file {
         Some(file) => {
-            let text = std::fs::read(file).with_context(|| format!("reading the plan {}", file.display()))?;
+            let text = std::fs::read(file)
+                .with_context(|| format!("reading the plan {}", file.display()))?;
             let plan: Plan = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a ferrymail plan", file.display()))?;
             // The spec tells where the store is; the plan itself is applied as saved.
@@ -32,7 +35,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let loaded = super::load_spec(spec)?;
             let store = super::open_store(&loaded)?;
-            let plan = reconcile::plan(&loaded, &store, &super::source_name(spec))?;
+            let plan = super::make_plan(&loaded, &store, spec)?;
             (store, plan)
         }
     };
@@ -46,7 +49,8 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let started = std::time::Instant::now();
-    let revision = reconcile::apply(&store, &plan).context("apply failed; the store is unchanged")?;
+    let revision =
+        reconcile::apply(&store, &plan).context("apply failed; the store is unchanged")?;
     let s = plan.summary();
     println!(
         "Apply complete: {} added, {} changed, {} destroyed; store at revision {revision} ({:.2}s).",
@@ -65,7 +69,9 @@ fn check_fresh(store: &SqliteStore, plan: &Plan) -> anyhow::Result<()> {
 
 fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to apply without confirmation: stdin is not a terminal; pass --auto-approve");
+        bail!(
+            "refusing to apply without confirmation: stdin is not a terminal; pass --auto-approve"
+        );
     }
     print!("\nApply these changes? Only 'yes' will be accepted: ");
     std::io::stdout().flush()?;

@@ -36,12 +36,21 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let domain = normalize_domain(&domain)?;
     let hostname = normalize_domain(&args.hostname.unwrap_or_else(|| format!("mx.{domain}")))?;
     if spec.exists() && !args.force {
-        bail!("{} already exists; pass --force to overwrite it", spec.display());
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            spec.display()
+        );
     }
-    let base = spec.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = spec
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
     let data_dir = base.join(&args.data_dir);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&data_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
 
     let master_key = data_dir.join("master.key");
@@ -55,17 +64,26 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     super::write_private(&password_file, format!("{password}\n").as_bytes())?;
     let hash = crate::password::hash(&password)?;
 
-    std::fs::write(base.join("ferrymail.schema.json"), super::schema::schema_json())?;
+    std::fs::write(
+        base.join("ferrymail.schema.json"),
+        super::schema::schema_json(),
+    )?;
     let text = starter_spec(&domain, &hostname, &args.data_dir, &hash);
     std::fs::write(spec, text).with_context(|| format!("writing {}", spec.display()))?;
 
     println!("Wrote {} for {domain} (server {hostname}).", spec.display());
-    println!("Data directory {} (0700): master key and the postmaster password (0600).", data_dir.display());
+    println!(
+        "Data directory {} (0700): master key and the postmaster password (0600).",
+        data_dir.display()
+    );
     println!("\nNext steps:");
     println!("  1. Edit {} — add aliases and forwards.", spec.display());
     println!("  2. ferrymail --spec {} plan", spec.display());
     println!("  3. ferrymail --spec {} apply", spec.display());
-    println!("The postmaster@{domain} mailbox password is in {}.", password_file.display());
+    println!(
+        "The postmaster@{domain} mailbox password is in {}.",
+        password_file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

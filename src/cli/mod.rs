@@ -20,10 +20,19 @@ use crate::spec::{self, LoadedSpec, StoreKind};
 use crate::store::SqliteStore;
 
 #[derive(Parser)]
-#[command(name = "ferrymail", version, about = "A declarative, self-hosted mail server: spec → plan → apply → serve")]
+#[command(
+    name = "ferrymail",
+    version,
+    about = "A declarative, self-hosted mail server: spec → plan → apply → serve"
+)]
 pub struct Cli {
     /// The spec: a TOML file or a directory of *.toml files.
-    #[arg(long, global = true, env = "FERRYMAIL_SPEC", default_value = "ferrymail.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRYMAIL_SPEC",
+        default_value = "ferrymail.toml"
+    )]
     spec: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -86,20 +95,38 @@ fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
     Ok(spec::load(path)?)
 }
 
+/// Plans against the store; spec errors stay `SpecErrors` so they print as a list.
+fn make_plan(
+    loaded: &LoadedSpec,
+    store: &SqliteStore,
+    spec: &Path,
+) -> anyhow::Result<crate::reconcile::Plan> {
+    crate::reconcile::plan(loaded, store, &source_name(spec)).map_err(|e| match e {
+        crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
+        other => anyhow::Error::from(other),
+    })
+}
+
 /// Opens the store the spec names.
 fn open_store(loaded: &LoadedSpec) -> anyhow::Result<SqliteStore> {
     match loaded.spec.store.kind {
         StoreKind::Sqlite => {
             let dir = loaded.data_dir();
-            SqliteStore::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))
+            SqliteStore::open(&dir)
+                .with_context(|| format!("opening the store in {}", dir.display()))
         }
-        StoreKind::Mongodb => bail!("store.kind = \"mongodb\" is not available in this build yet; use \"sqlite\""),
+        StoreKind::Mongodb => {
+            bail!("store.kind = \"mongodb\" is not available in this build yet; use \"sqlite\"")
+        }
     }
 }
 
 /// How the spec is named in plans and apply records.
 fn source_name(path: &Path) -> String {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn color_stdout() -> bool {
@@ -110,11 +137,16 @@ fn color_stdout() -> bool {
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}", path.display()))?;
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     let _ = std::fs::OpenOptions::new().mode(0o600).open(path);
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(())

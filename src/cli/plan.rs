@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::reconcile::{self, render};
+use crate::reconcile::render;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,18 +23,35 @@ pub struct Args {
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
     let store = super::open_store(&loaded)?;
-    let plan = reconcile::plan(&loaded, &store, &super::source_name(spec))?;
+    let plan = super::make_plan(&loaded, &store, spec)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render::json(&plan))?);
     } else {
-        print!("{}", render::text(&plan, &render::Style { color: super::color_stdout() }));
+        print!(
+            "{}",
+            render::text(
+                &plan,
+                &render::Style {
+                    color: super::color_stdout()
+                }
+            )
+        );
     }
     if let Some(out) = &args.out {
         let bytes = serde_json::to_vec_pretty(&plan)?;
-        super::write_private(out, &bytes).with_context(|| format!("saving the plan to {}", out.display()))?;
+        super::write_private(out, &bytes)
+            .with_context(|| format!("saving the plan to {}", out.display()))?;
         if !args.json {
-            println!("Saved the plan to {}; apply it with `ferrymail apply {}`.", out.display(), out.display());
+            println!(
+                "Saved the plan to {}; apply it with `ferrymail apply {}`.",
+                out.display(),
+                out.display()
+            );
         }
     }
-    Ok(if args.detailed_exitcode && !plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if args.detailed_exitcode && !plan.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -31,7 +31,10 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store: sqlite {} (revision {revision})", store.path().display());
+    println!(
+        "store: sqlite {} (revision {revision})",
+        store.path().display()
+    );
     let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("objects: {}", list.join(", "));
     match applies.first() {

@@ -18,13 +18,23 @@ pub fn generate(algorithm: &str) -> Result<KeyMaterial, KeygenError> {
         "ed25519" => {
             let pair = Ed25519KeyPair::generate().map_err(|_| KeygenError("ed25519"))?;
             let private: Pkcs8V1Der = pair.as_der().map_err(|_| KeygenError("ed25519"))?;
-            Ok(KeyMaterial { private_der: private.as_ref().to_vec(), public: pair.public_key().as_ref().to_vec() })
+            Ok(KeyMaterial {
+                private_der: private.as_ref().to_vec(),
+                public: pair.public_key().as_ref().to_vec(),
+            })
         }
         "rsa-2048" => {
-            let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeygenError("rsa-2048"))?;
+            let pair =
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeygenError("rsa-2048"))?;
             let private: Pkcs8V1Der = pair.as_der().map_err(|_| KeygenError("rsa-2048"))?;
-            let public: PublicKeyX509Der = pair.public_key().as_der().map_err(|_| KeygenError("rsa-2048"))?;
-            Ok(KeyMaterial { private_der: private.as_ref().to_vec(), public: public.as_ref().to_vec() })
+            let public: PublicKeyX509Der = pair
+                .public_key()
+                .as_der()
+                .map_err(|_| KeygenError("rsa-2048"))?;
+            Ok(KeyMaterial {
+                private_der: private.as_ref().to_vec(),
+                public: public.as_ref().to_vec(),
+            })
         }
         _ => Err(KeygenError("unknown algorithm")),
     }
@@ -32,7 +42,11 @@ pub fn generate(algorithm: &str) -> Result<KeyMaterial, KeygenError> {
 
 /// The TXT record value for `selector._domainkey.domain` (RFC 6376 §3.6.1, RFC 8463).
 pub fn txt_record(algorithm: &str, public: &[u8]) -> String {
-    let k = if algorithm == "ed25519" { "ed25519" } else { "rsa" };
+    let k = if algorithm == "ed25519" {
+        "ed25519"
+    } else {
+        "rsa"
+    };
     let p = base64::engine::general_purpose::STANDARD.encode(public);
     format!("v=DKIM1; k={k}; p={p}")
 }

@@ -25,7 +25,11 @@ pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
     if plan.is_empty() {
         let current = store.revision()?;
         if current != plan.base_revision {
-            return Err(StoreError::Stale { planned: plan.base_revision, current }.into());
+            return Err(StoreError::Stale {
+                planned: plan.base_revision,
+                current,
+            }
+            .into());
         }
         return Ok(current);
     }
@@ -35,10 +39,21 @@ pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
     for change in &plan.changes {
         let write = match change.action {
             Action::Create | Action::Update => Write::Put {
-                object: Object { kind: change.kind, id: change.id.clone(), fields: change.after.clone().unwrap_or_default() },
-                key: if change.regenerates_key() { keys.next() } else { None },
+                object: Object {
+                    kind: change.kind,
+                    id: change.id.clone(),
+                    fields: change.after.clone().unwrap_or_default(),
+                },
+                key: if change.regenerates_key() {
+                    keys.next()
+                } else {
+                    None
+                },
             },
-            Action::Delete => Write::Delete { kind: change.kind, id: change.id.clone() },
+            Action::Delete => Write::Delete {
+                kind: change.kind,
+                id: change.id.clone(),
+            },
         };
         writes.push(write);
     }
@@ -53,17 +68,28 @@ fn generate_keys(plan: &Plan) -> Result<Vec<KeyMaterial>, ApplyError> {
         .iter()
         .filter(|c| c.regenerates_key())
         .map(|c| {
-            c.after.as_ref().and_then(|f| f.get("algorithm")).and_then(|v| v.as_str()).unwrap_or("rsa-2048").to_string()
+            c.after
+                .as_ref()
+                .and_then(|f| f.get("algorithm"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("rsa-2048")
+                .to_string()
         })
         .collect();
-    let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(algorithms.len().max(1));
+    let workers = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(algorithms.len().max(1));
     let chunk = algorithms.len().div_ceil(workers).max(1);
     let results: Vec<Result<Vec<KeyMaterial>, dkim::KeygenError>> = thread::scope(|s| {
         let handles: Vec<_> = algorithms
             .chunks(chunk)
             .map(|part| s.spawn(move || part.iter().map(|a| dkim::generate(a)).collect()))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(dkim::KeygenError("worker")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(dkim::KeygenError("worker"))))
+            .collect()
     });
     let mut keys = Vec::with_capacity(algorithms.len());
     for r in results {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::address::{normalize_domain, normalize_local};
+use crate::address::{Address, normalize_domain, normalize_local};
 use crate::routing::{Target, expand_placeholders_for_check, find_loops};
 use crate::snapshot::build_router;
 use crate::spec::{self, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath};
@@ -23,7 +23,9 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
     let mut alias_paths: BTreeMap<String, SpecPath> = BTreeMap::new();
 
     for (name, domain) in &loaded.spec.domains {
-        let Ok(dname) = normalize_domain(name) else { continue };
+        let Ok(dname) = normalize_domain(name) else {
+            continue;
+        };
         let dp = SpecPath::keys(&["domains", name]);
         let record = DomainRecord {
             dns_provider: domain.dns_provider.clone(),
@@ -48,24 +50,56 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
         objects.push(Object::new(Kind::Domain, &dname, &record));
         alias_paths.insert(format!("catch-all of {dname}"), dp.key("catch_all"));
 
-        let default_keys = [spec::DkimKey { selector: DEFAULT_DKIM_SELECTOR.into(), algorithm: spec::DkimAlgorithm::Rsa2048 }];
+        let default_keys = [spec::DkimKey {
+            selector: DEFAULT_DKIM_SELECTOR.into(),
+            algorithm: spec::DkimAlgorithm::Rsa2048,
+        }];
         let keys = domain.dkim.as_deref().unwrap_or(&default_keys);
         for key in keys {
             let selector = key.selector.to_lowercase();
-            let record = DkimKeyRecord { domain: dname.clone(), selector: selector.clone(), algorithm: key.algorithm.as_str().into() };
-            objects.push(Object::new(Kind::DkimKey, dkim_key_id(&selector, &dname), &record));
+            let record = DkimKeyRecord {
+                domain: dname.clone(),
+                selector: selector.clone(),
+                algorithm: key.algorithm.as_str().into(),
+            };
+            objects.push(Object::new(
+                Kind::DkimKey,
+                dkim_key_id(&selector, &dname),
+                &record,
+            ));
         }
 
-        for (local, alias) in &domain.aliases {
-            let Ok(local) = normalize_local(local) else { continue };
+        let nested = domain
+            .aliases
+            .iter()
+            .map(|(local, alias)| (local.as_str(), alias, dp.key("aliases").key(local)));
+        let flat = loaded.spec.aliases.iter().filter_map(|(address, alias)| {
+            Address::parse(address).ok().filter(|a| a.domain == dname)?;
+            let (local, _) = address.rsplit_once('@')?;
+            Some((local, alias, SpecPath::keys(&["aliases", address])))
+        });
+        for (local, alias, ap) in nested.chain(flat) {
+            let Ok(local) = normalize_local(local) else {
+                continue;
+            };
             let address = format!("{local}@{dname}");
-            let ap = dp.key("aliases").key(&local);
             if let Some(mailbox) = &alias.mailbox {
                 let pp = ap.key("mailbox").key("password");
-                match mailbox.password.as_ref().map(|p| password_hash(p, loaded, &pp)) {
+                match mailbox
+                    .password
+                    .as_ref()
+                    .map(|p| password_hash(p, loaded, &pp))
+                {
                     Some(Ok(password_hash)) => {
                         let quota = mailbox.quota.as_deref().and_then(spec::parse_size);
-                        objects.push(Object::new(Kind::Account, &address, &AccountRecord { password_hash, quota }));
+                        objects.push(Object::new(
+                            Kind::Account,
+                            &address,
+                            &AccountRecord {
+                                password_hash,
+                                quota,
+                            },
+                        ));
                     }
                     Some(Err(e)) => errors.push(e),
                     None => {}
@@ -92,28 +126,86 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                 message: pattern.message.clone(),
                 enabled: pattern.enabled,
             };
-            objects.push(Object::new(Kind::Pattern, pattern_id(&dname, &pattern.regex), &record));
-            alias_paths.insert(format!("pattern #{} of {dname}", i + 1), dp.key("patterns").index(i));
+            objects.push(Object::new(
+                Kind::Pattern,
+                pattern_id(&dname, &pattern.regex),
+                &record,
+            ));
+            alias_paths.insert(
+                format!("pattern #{} of {dname}", i + 1),
+                dp.key("patterns").index(i),
+            );
         }
     }
 
     match build_router(&objects) {
         Ok(router) => {
+            for (node, target) in dangling_local_targets(&objects, &router) {
+                let path = alias_paths.get(&node).cloned().unwrap_or_default();
+                errors.push(SpecError::new(
+                    path.key("forward"),
+                    format!("{node} forwards to {target}, which is not an address on this server (declare it, or fix the target)"),
+                ));
+            }
             for cycle in find_loops(&router) {
                 let path = alias_paths.get(&cycle[0]).cloned().unwrap_or_default();
-                errors.push(SpecError::new(path, format!("forward loop: {}", cycle.join(" → "))));
+                errors.push(SpecError::new(
+                    path,
+                    format!("forward loop: {}", cycle.join(" → ")),
+                ));
             }
         }
         Err(e) => errors.push(SpecError::new(SpecPath::keys(&["domains"]), e.to_string())),
     }
 
-    if errors.is_empty() { Ok(objects) } else { Err(loaded.errors(errors)) }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(loaded.errors(errors))
+    }
+}
+
+/// Forward targets on one of our own domains that no alias, pattern or catch-all takes:
+/// mail to them would bounce, so the spec is wrong.
+fn dangling_local_targets(
+    objects: &[Object],
+    router: &crate::routing::Router,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for o in objects {
+        let (node, forward) = match o.kind {
+            Kind::Alias => match o.record::<AliasRecord>() {
+                Ok(a) if a.enabled && a.reject.is_none() => (o.id.clone(), a.forward),
+                _ => continue,
+            },
+            Kind::Domain => match o.record::<DomainRecord>().ok().and_then(|d| d.catch_all) {
+                Some(c) if c.enabled && c.reject.is_none() => {
+                    (format!("catch-all of {}", o.id), c.forward)
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        for target in forward {
+            if let Ok(Target::Address(a)) = Target::parse(&target)
+                && router.is_local_domain(&a.domain)
+                && matches!(router.resolve(&target), Ok(None))
+            {
+                out.push((node.clone(), target));
+            }
+        }
+    }
+    out
 }
 
 /// Targets in canonical form, de-duplicated, order kept.
 fn targets(raw: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for t in raw.iter().filter_map(|t| Target::parse(t).ok()).map(|t| t.to_string()) {
+    for t in raw
+        .iter()
+        .filter_map(|t| Target::parse(t).ok())
+        .map(|t| t.to_string())
+    {
         if !out.contains(&t) {
             out.push(t);
         }
@@ -126,7 +218,9 @@ fn pattern_targets(raw: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in raw {
         let canonical = if expand_placeholders_for_check(t).1.is_empty() {
-            Target::parse(t).map(|t| t.to_string()).unwrap_or_else(|_| t.clone())
+            Target::parse(t)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| t.clone())
         } else {
             t.trim().to_string()
         };
@@ -139,16 +233,30 @@ fn pattern_targets(raw: &[String]) -> Vec<String> {
 
 /// Resolves a mailbox password to its hash; env/file references are read here, the only
 /// place that needs them, and a hash read from them is checked like an inline one.
-fn password_hash(p: &PasswordRef, loaded: &LoadedSpec, path: &SpecPath) -> Result<String, SpecError> {
+fn password_hash(
+    p: &PasswordRef,
+    loaded: &LoadedSpec,
+    path: &SpecPath,
+) -> Result<String, SpecError> {
     let hash = match (&p.hash, &p.env, &p.file) {
         (Some(hash), None, None) => return Ok(hash.clone()),
         (None, env, file) if env.is_some() != file.is_some() => {
-            let r = SecretRef { env: env.clone(), file: file.clone() };
-            r.resolve(&loaded.base_dir).map_err(|e| SpecError::new(path.clone(), e.to_string()))?
+            let r = SecretRef {
+                env: env.clone(),
+                file: file.clone(),
+            };
+            r.resolve(&loaded.base_dir)
+                .map_err(|e| SpecError::new(path.clone(), e.to_string()))?
         }
-        _ => return Err(SpecError::new(path.clone(), "password needs exactly one of `hash`, `env` or `file`")),
+        _ => {
+            return Err(SpecError::new(
+                path.clone(),
+                "password needs exactly one of `hash`, `env` or `file`",
+            ));
+        }
     };
-    spec::check_password_hash(hash.expose()).map_err(|e| SpecError::new(path.clone(), format!("{e} (read from {})", describe(p))))?;
+    spec::check_password_hash(hash.expose())
+        .map_err(|e| SpecError::new(path.clone(), format!("{e} (read from {})", describe(p))))?;
     Ok(hash.expose().to_string())
 }
 
@@ -159,4 +267,3 @@ fn describe(p: &PasswordRef) -> String {
         _ => "inline hash".into(),
     }
 }
-

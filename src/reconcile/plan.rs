@@ -76,9 +76,16 @@ impl Plan {
 
 /// Diffs desired against live. Creates and updates come in dependency order (domains
 /// before what lives in them), deletes after them in reverse order.
-pub fn diff(desired: Vec<Object>, live: Vec<StoredObject>, base_revision: u64, source: &str) -> Plan {
-    let mut live_by_key: HashMap<(Kind, String), StoredObject> =
-        live.into_iter().map(|s| ((s.object.kind, s.object.id.clone()), s)).collect();
+pub fn diff(
+    desired: Vec<Object>,
+    live: Vec<StoredObject>,
+    base_revision: u64,
+    source: &str,
+) -> Plan {
+    let mut live_by_key: HashMap<(Kind, String), StoredObject> = live
+        .into_iter()
+        .map(|s| ((s.object.kind, s.object.id.clone()), s))
+        .collect();
     let mut changes = Vec::new();
     let mut unmanaged = Vec::new();
     for object in desired {
@@ -103,14 +110,26 @@ pub fn diff(desired: Vec<Object>, live: Vec<StoredObject>, base_revision: u64, s
     }
     for ((kind, id), stored) in live_by_key {
         if stored.managed {
-            changes.push(Change { action: Action::Delete, kind, id, before: Some(stored.object.fields), after: None });
+            changes.push(Change {
+                action: Action::Delete,
+                kind,
+                id,
+                before: Some(stored.object.fields),
+                after: None,
+            });
         } else {
             unmanaged.push((kind, id));
         }
     }
     changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     unmanaged.sort();
-    Plan { format: PLAN_FORMAT, base_revision, source: source.to_string(), changes, unmanaged }
+    Plan {
+        format: PLAN_FORMAT,
+        base_revision,
+        source: source.to_string(),
+        changes,
+        unmanaged,
+    }
 }
 
 fn order_key(c: &Change) -> (u8, i8, &str) {
@@ -127,8 +146,14 @@ mod tests {
     use serde_json::json;
 
     fn obj(kind: Kind, id: &str, v: serde_json::Value) -> Object {
-        let serde_json::Value::Object(fields) = v else { panic!() };
-        Object { kind, id: id.into(), fields }
+        let serde_json::Value::Object(fields) = v else {
+            panic!()
+        };
+        Object {
+            kind,
+            id: id.into(),
+            fields,
+        }
     }
 
     fn stored(o: Object, managed: bool) -> StoredObject {
@@ -143,13 +168,20 @@ mod tests {
             obj(Kind::Alias, "b@d.test", json!({"forward": ["new@y.test"]})),
         ];
         let live = vec![
-            stored(obj(Kind::Alias, "b@d.test", json!({"forward": ["old@y.test"]})), true),
+            stored(
+                obj(Kind::Alias, "b@d.test", json!({"forward": ["old@y.test"]})),
+                true,
+            ),
             stored(obj(Kind::Alias, "gone@old.test", json!({})), true),
             stored(obj(Kind::Domain, "old.test", json!({})), true),
             stored(obj(Kind::Alias, "theirs@old.test", json!({})), false),
         ];
         let plan = diff(desired, live, 7, "spec");
-        let order: Vec<(Action, &str)> = plan.changes.iter().map(|c| (c.action, c.id.as_str())).collect();
+        let order: Vec<(Action, &str)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.action, c.id.as_str()))
+            .collect();
         assert_eq!(
             order,
             [
@@ -160,7 +192,17 @@ mod tests {
                 (Action::Delete, "old.test"),
             ]
         );
-        assert_eq!(plan.unmanaged, [(Kind::Alias, "theirs@old.test".to_string())]);
-        assert_eq!(plan.summary(), Summary { add: 2, change: 1, destroy: 2 });
+        assert_eq!(
+            plan.unmanaged,
+            [(Kind::Alias, "theirs@old.test".to_string())]
+        );
+        assert_eq!(
+            plan.summary(),
+            Summary {
+                add: 2,
+                change: 1,
+                destroy: 2
+            }
+        );
     }
 }

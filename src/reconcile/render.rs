@@ -16,12 +16,20 @@ pub struct Style {
 
 impl Style {
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 }
 
 fn show(kind: Kind, field: &str, value: &Value) -> String {
-    if kind.sensitive_fields().contains(&field) { MASK.to_string() } else { value.to_string() }
+    if kind.sensitive_fields().contains(&field) {
+        MASK.to_string()
+    } else {
+        value.to_string()
+    }
 }
 
 /// Fields a create line leaves out: already in the id, or at their usual value.
@@ -31,7 +39,9 @@ fn is_noise(kind: Kind, field: &str, v: &Value) -> bool {
         Kind::Pattern => ["domain", "regex", "position"].contains(&field),
         _ => false,
     };
-    in_id || (["enabled", "subaddressing"].contains(&field) && *v == Value::Bool(true)) || is_default(v)
+    in_id
+        || (["enabled", "subaddressing"].contains(&field) && *v == Value::Bool(true))
+        || is_default(v)
 }
 
 fn is_default(v: &Value) -> bool {
@@ -58,7 +68,11 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         render_change(&mut out, change, style);
     }
     if !plan.unmanaged.is_empty() {
-        let _ = writeln!(out, "\nNot managed by this spec (left untouched): {}", plan.unmanaged.len());
+        let _ = writeln!(
+            out,
+            "\nNot managed by this spec (left untouched): {}",
+            plan.unmanaged.len()
+        );
         for (kind, id) in plan.unmanaged.iter().take(20) {
             let _ = writeln!(out, "  = {kind} {id}");
         }
@@ -69,7 +83,11 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     } else {
         out.push('\n');
     }
-    let _ = writeln!(out, "Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy);
+    let _ = writeln!(
+        out,
+        "Plan: {} to add, {} to change, {} to destroy.",
+        s.add, s.change, s.destroy
+    );
     out
 }
 
@@ -84,17 +102,26 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
                 }
             }
             if c.kind == Kind::DkimKey {
-                let _ = writeln!(out, "      (a new private key is generated; the public key will be published)");
+                let _ = writeln!(
+                    out,
+                    "      (a new private key is generated; the public key will be published)"
+                );
             }
         }
         Action::Update => {
             let _ = writeln!(out, "{} {} {}", style.paint("33", "~"), c.kind, c.id);
-            let (before, after) = (c.before.as_ref().unwrap_or(&empty), c.after.as_ref().unwrap_or(&empty));
+            let (before, after) = (
+                c.before.as_ref().unwrap_or(&empty),
+                c.after.as_ref().unwrap_or(&empty),
+            );
             let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
-                let (b, a) = (before.get(k).unwrap_or(&Value::Null), after.get(k).unwrap_or(&Value::Null));
+                let (b, a) = (
+                    before.get(k).unwrap_or(&Value::Null),
+                    after.get(k).unwrap_or(&Value::Null),
+                );
                 if b != a {
                     let line = if c.kind.sensitive_fields().contains(&k.as_str()) {
                         format!("      {k}: {MASK} → {MASK} (changed)")
@@ -105,7 +132,10 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
                 }
             }
             if c.regenerates_key() {
-                let _ = writeln!(out, "      (the key is replaced: a new private key is generated)");
+                let _ = writeln!(
+                    out,
+                    "      (the key is replaced: a new private key is generated)"
+                );
             }
         }
         Action::Delete => {
@@ -128,7 +158,10 @@ pub fn json(plan: &Plan) -> Value {
     }
     let mut v = serde_json::to_value(&masked).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
-        map.insert("summary".into(), serde_json::to_value(plan.summary()).unwrap_or(Value::Null));
+        map.insert(
+            "summary".into(),
+            serde_json::to_value(plan.summary()).unwrap_or(Value::Null),
+        );
     }
     v
 }
@@ -167,7 +200,12 @@ mod tests {
             unmanaged: vec![],
         };
         let t = text(&plan, &Style { color: false });
-        assert!(t.contains("~ alias me@d.test\n      forward: [\"a@b.test\"] → [\"a@b.test\",\"c@d.test\"]\n"), "{t}");
+        assert!(
+            t.contains(
+                "~ alias me@d.test\n      forward: [\"a@b.test\"] → [\"a@b.test\",\"c@d.test\"]\n"
+            ),
+            "{t}"
+        );
         assert!(!t.contains("argon2id"), "{t}");
         assert!(t.ends_with("Plan: 0 to add, 2 to change, 0 to destroy.\n"));
         assert!(!json(&plan).to_string().contains("argon2id"));

@@ -28,10 +28,16 @@ pub fn find_loops(router: &Router) -> Vec<Vec<String>> {
             edges.insert(from, successors(router, rule, local));
         }
         for (i, (_, rule)) in routes.patterns.iter().enumerate() {
-            edges.insert(format!("pattern #{} of {domain}", i + 1), successors(router, rule, ""));
+            edges.insert(
+                format!("pattern #{} of {domain}", i + 1),
+                successors(router, rule, ""),
+            );
         }
         if let Some(rule) = &routes.catch_all {
-            edges.insert(format!("catch-all of {domain}"), successors(router, rule, ""));
+            edges.insert(
+                format!("catch-all of {domain}"),
+                successors(router, rule, ""),
+            );
         }
     }
 
@@ -87,15 +93,17 @@ fn successors(router: &Router, rule: &Rule, local: &str) -> Vec<String> {
     }
     let mut out = Vec::new();
     for template in rule.forward.iter().filter(|t| !t.contains('$')) {
-        let Ok(target) = Target::parse(template) else { continue };
+        let Ok(target) = Target::parse(template) else {
+            continue;
+        };
         let address = match (&target, local.is_empty()) {
             (Target::Host(_), true) | (Target::Webhook(_), _) => continue,
             (t, _) => t.for_recipient(local, None).to_string(),
         };
-        if let Ok(Some(res)) = router.resolve(&address) {
-            if matches!(&res.action, Action::Deliver { forward, .. } if !forward.is_empty()) {
-                out.push(node_name(&res));
-            }
+        if let Ok(Some(res)) = router.resolve(&address)
+            && matches!(&res.action, Action::Deliver { forward, .. } if !forward.is_empty())
+        {
+            out.push(node_name(&res));
         }
     }
     out
@@ -107,7 +115,11 @@ mod tests {
     use super::*;
 
     fn fwd(targets: &[&str]) -> Rule {
-        Rule { forward: targets.iter().map(|s| s.to_string()).collect(), enabled: true, ..Default::default() }
+        Rule {
+            forward: targets.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -135,7 +147,13 @@ mod tests {
     fn mailbox_and_external_targets_do_not_loop() {
         let mut d = DomainRoutes::new(true, None);
         d.add_alias("a".into(), fwd(&["box@x.test"]));
-        d.add_alias("box".into(), Rule { mailbox: true, ..fwd(&[]) });
+        d.add_alias(
+            "box".into(),
+            Rule {
+                mailbox: true,
+                ..fwd(&[])
+            },
+        );
         let mut r = Router::default();
         r.insert("x.test".into(), d).unwrap();
         assert!(find_loops(&r).is_empty());

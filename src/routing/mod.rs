@@ -6,7 +6,9 @@ mod router;
 mod target;
 
 pub use loops::find_loops;
-pub use router::{Action, DomainRoutes, Matched, Resolution, Router, Rule, compile as compile_pattern};
+pub use router::{
+    Action, DomainRoutes, Matched, Resolution, Router, Rule, compile as compile_pattern,
+};
 pub use target::{Target, TargetError, expand_placeholders_for_check};
 
 use schemars::JsonSchema;

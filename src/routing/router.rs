@@ -36,7 +36,11 @@ pub struct DomainRoutes {
 
 impl DomainRoutes {
     pub fn new(subaddressing: bool, catch_all: Option<Rule>) -> Self {
-        DomainRoutes { subaddressing, catch_all, ..Default::default() }
+        DomainRoutes {
+            subaddressing,
+            catch_all,
+            ..Default::default()
+        }
     }
 
     /// Adds an exact alias by normalised local part.
@@ -65,7 +69,10 @@ impl DomainRoutes {
 
 /// Compiles a user pattern with the same options everywhere: case-insensitive, bounded.
 pub fn compile(regex: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(regex).case_insensitive(true).size_limit(REGEX_SIZE_LIMIT).build()
+    RegexBuilder::new(regex)
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
 }
 
 /// Which kind of entry matched a recipient.
@@ -85,7 +92,10 @@ pub enum Action {
         mailbox: Option<Address>,
         forward: Vec<Target>,
     },
-    Reject { mode: RejectMode, message: Option<String> },
+    Reject {
+        mode: RejectMode,
+        message: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,26 +133,42 @@ impl Router {
     /// Resolves a recipient. `Ok(None)`: not a local domain, or no such address here.
     pub fn resolve(&self, recipient: &str) -> Result<Option<Resolution>, AddressError> {
         let recipient = Address::parse(recipient)?;
-        let Some(routes) = self.domains.get(&recipient.domain) else { return Ok(None) };
+        let Some(routes) = self.domains.get(&recipient.domain) else {
+            return Ok(None);
+        };
 
         if let Some(rule) = routes.aliases.get(&recipient.local) {
-            return Ok(finish(&recipient, &recipient.local, None, Matched::Exact, rule, None));
+            return Ok(finish(
+                &recipient,
+                &recipient.local,
+                None,
+                Matched::Exact,
+                rule,
+                None,
+            ));
         }
         let (base, tag) = match recipient.local.split_once('+') {
             Some((base, tag)) if routes.subaddressing && !base.is_empty() => (base, Some(tag)),
             _ => (recipient.local.as_str(), None),
         };
-        if tag.is_some() {
-            if let Some(rule) = routes.aliases.get(base) {
-                return Ok(finish(&recipient, base, tag, Matched::Exact, rule, None));
-            }
+        if tag.is_some()
+            && let Some(rule) = routes.aliases.get(base)
+        {
+            return Ok(finish(&recipient, base, tag, Matched::Exact, rule, None));
         }
-        if let Some(set) = &routes.set {
-            if let Some(i) = set.matches(base).iter().next() {
-                let (re, rule) = &routes.patterns[i];
-                let caps = re.captures(base);
-                return Ok(finish(&recipient, base, tag, Matched::Pattern(i), rule, caps.as_ref()));
-            }
+        if let Some(set) = &routes.set
+            && let Some(i) = set.matches(base).iter().next()
+        {
+            let (re, rule) = &routes.patterns[i];
+            let caps = re.captures(base);
+            return Ok(finish(
+                &recipient,
+                base,
+                tag,
+                Matched::Pattern(i),
+                rule,
+                caps.as_ref(),
+            ));
         }
         if let Some(rule) = &routes.catch_all {
             return Ok(finish(&recipient, base, tag, Matched::CatchAll, rule, None));
@@ -162,9 +188,15 @@ fn finish(
     if !rule.enabled {
         return None;
     }
-    let alias = Address { local: base.to_string(), domain: recipient.domain.clone() };
+    let alias = Address {
+        local: base.to_string(),
+        domain: recipient.domain.clone(),
+    };
     let action = match rule.reject {
-        Some(mode) => Action::Reject { mode, message: rule.message.clone() },
+        Some(mode) => Action::Reject {
+            mode,
+            message: rule.message.clone(),
+        },
         None => {
             let mut forward: Vec<Target> = Vec::new();
             for template in &rule.forward {
@@ -202,22 +234,44 @@ mod tests {
     use super::*;
 
     fn fwd(targets: &[&str]) -> Rule {
-        Rule { forward: targets.iter().map(|s| s.to_string()).collect(), enabled: true, ..Default::default() }
+        Rule {
+            forward: targets.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            ..Default::default()
+        }
     }
 
     fn router() -> Router {
         let mut d = DomainRoutes::new(true, Some(fwd(&["owner@elsewhere.net"])));
         d.add_alias("hello".into(), fwd(&["user@gmail.com"]));
         d.add_alias("support-7".into(), fwd(&["seven@x.net"]));
-        d.add_alias("off".into(), Rule { enabled: false, ..fwd(&["a@b.net"]) });
-        d.add_alias("me".into(), Rule { mailbox: true, ..fwd(&[]) });
+        d.add_alias(
+            "off".into(),
+            Rule {
+                enabled: false,
+                ..fwd(&["a@b.net"])
+            },
+        );
+        d.add_alias(
+            "me".into(),
+            Rule {
+                mailbox: true,
+                ..fwd(&[])
+            },
+        );
         d.add_alias(
             "nope".into(),
-            Rule { reject: Some(RejectMode::Hard), message: Some("gone".into()), ..fwd(&[]) },
+            Rule {
+                reject: Some(RejectMode::Hard),
+                message: Some("gone".into()),
+                ..fwd(&[])
+            },
         );
         d.add_alias("relay".into(), fwd(&["other.example"]));
-        d.add_pattern(r"^support-(\d+)$", fwd(&["tickets+$1@helpdesk.net"])).unwrap();
-        d.add_pattern(r"^(?P<team>sales|ops)-.*$", fwd(&["${team}@corp.net"])).unwrap();
+        d.add_pattern(r"^support-(\d+)$", fwd(&["tickets+$1@helpdesk.net"]))
+            .unwrap();
+        d.add_pattern(r"^(?P<team>sales|ops)-.*$", fwd(&["${team}@corp.net"]))
+            .unwrap();
         let mut r = Router::default();
         r.insert("example.test".into(), d).unwrap();
         r
@@ -234,10 +288,16 @@ mod tests {
     fn exact_beats_pattern_beats_catch_all() {
         let r = router();
         assert_eq!(forwards(&r, "support-7@example.test"), ["seven@x.net"]);
-        assert_eq!(forwards(&r, "support-42@example.test"), ["tickets+42@helpdesk.net"]);
+        assert_eq!(
+            forwards(&r, "support-42@example.test"),
+            ["tickets+42@helpdesk.net"]
+        );
         assert_eq!(forwards(&r, "SALES-emea@example.test"), ["sales@corp.net"]);
         assert_eq!(forwards(&r, "random@example.test"), ["owner@elsewhere.net"]);
-        assert_eq!(r.resolve("random@example.test").unwrap().unwrap().matched, Matched::CatchAll);
+        assert_eq!(
+            r.resolve("random@example.test").unwrap().unwrap().matched,
+            Matched::CatchAll
+        );
     }
 
     #[test]
@@ -247,7 +307,10 @@ mod tests {
         assert_eq!(res.alias.to_string(), "hello@example.test");
         assert_eq!(res.tag.as_deref(), Some("news"));
         assert_eq!(forwards(&r, "hello+x@example.test"), ["user+x@gmail.com"]);
-        assert_eq!(forwards(&r, "relay+y@example.test"), ["relay+y@other.example"]);
+        assert_eq!(
+            forwards(&r, "relay+y@example.test"),
+            ["relay+y@other.example"]
+        );
     }
 
     #[test]
@@ -255,10 +318,22 @@ mod tests {
         let r = router();
         assert_eq!(r.resolve("off@example.test").unwrap(), None);
         let res = r.resolve("nope@example.test").unwrap().unwrap();
-        assert_eq!(res.action, Action::Reject { mode: RejectMode::Hard, message: Some("gone".into()) });
+        assert_eq!(
+            res.action,
+            Action::Reject {
+                mode: RejectMode::Hard,
+                message: Some("gone".into())
+            }
+        );
         assert_eq!(r.resolve("x@not-local.test").unwrap(), None);
         let me = r.resolve("me@example.test").unwrap().unwrap();
-        assert!(matches!(me.action, Action::Deliver { mailbox: Some(_), .. }));
+        assert!(matches!(
+            me.action,
+            Action::Deliver {
+                mailbox: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -266,7 +341,11 @@ mod tests {
         let mut r = Router::default();
         let mut d = DomainRoutes::new(true, None);
         d.add_alias("info".into(), fwd(&["a@b.net"]));
-        r.insert(crate::address::normalize_domain("bücher.example").unwrap(), d).unwrap();
+        r.insert(
+            crate::address::normalize_domain("bücher.example").unwrap(),
+            d,
+        )
+        .unwrap();
         assert!(r.resolve("info@BÜCHER.example").unwrap().is_some());
         assert!(r.resolve("info@xn--bcher-kva.example").unwrap().is_some());
     }

@@ -7,7 +7,9 @@ use crate::address::{Address, normalize_domain};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
-    #[error("\"{0}\" is not a valid forward target (expected an address, a domain or IP, or an https:// URL)")]
+    #[error(
+        "\"{0}\" is not a valid forward target (expected an address, a domain or IP, or an https:// URL)"
+    )]
     Invalid(String),
     #[error("webhook \"{0}\" must use https:// (http:// is allowed only for localhost)")]
     PlainHttp(String),
@@ -41,13 +43,17 @@ impl Target {
             return Err(invalid());
         }
         if input.contains('@') {
-            return Address::parse(input).map(Target::Address).map_err(|_| invalid());
+            return Address::parse(input)
+                .map(Target::Address)
+                .map_err(|_| invalid());
         }
         let bare = input.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(Target::Host(format!("[{ip}]")));
         }
-        normalize_domain(input).map(Target::Host).map_err(|_| invalid())
+        normalize_domain(input)
+            .map(Target::Host)
+            .map_err(|_| invalid())
     }
 
     /// The target for one recipient: a host target takes the recipient's local part; an
@@ -131,11 +137,25 @@ mod tests {
 
     #[test]
     fn three_kinds_of_target() {
-        assert!(matches!(Target::parse("User@Gmail.com"), Ok(Target::Address(a)) if a.to_string() == "user@gmail.com"));
-        assert_eq!(Target::parse("Elsewhere.NET").unwrap(), Target::Host("elsewhere.net".into()));
-        assert_eq!(Target::parse("192.0.2.7").unwrap(), Target::Host("[192.0.2.7]".into()));
-        assert!(matches!(Target::parse("https://hooks.example.net/mail"), Ok(Target::Webhook(_))));
-        assert!(matches!(Target::parse("http://hooks.example.net/"), Err(TargetError::PlainHttp(_))));
+        assert!(
+            matches!(Target::parse("User@Gmail.com"), Ok(Target::Address(a)) if a.to_string() == "user@gmail.com")
+        );
+        assert_eq!(
+            Target::parse("Elsewhere.NET").unwrap(),
+            Target::Host("elsewhere.net".into())
+        );
+        assert_eq!(
+            Target::parse("192.0.2.7").unwrap(),
+            Target::Host("[192.0.2.7]".into())
+        );
+        assert!(matches!(
+            Target::parse("https://hooks.example.net/mail"),
+            Ok(Target::Webhook(_))
+        ));
+        assert!(matches!(
+            Target::parse("http://hooks.example.net/"),
+            Err(TargetError::PlainHttp(_))
+        ));
         assert!(Target::parse("http://127.0.0.1:8080/hook").is_ok());
         assert!(Target::parse("ftp://x.com").is_err());
         assert!(Target::parse("not an address").is_err());
@@ -144,10 +164,19 @@ mod tests {
     #[test]
     fn host_targets_keep_the_local_part_and_tags_carry_over() {
         let host = Target::parse("elsewhere.net").unwrap();
-        assert_eq!(host.for_recipient("hello+x", Some("x")).to_string(), "hello+x@elsewhere.net");
+        assert_eq!(
+            host.for_recipient("hello+x", Some("x")).to_string(),
+            "hello+x@elsewhere.net"
+        );
         let addr = Target::parse("user@gmail.com").unwrap();
-        assert_eq!(addr.for_recipient("hello", Some("x")).to_string(), "user+x@gmail.com");
-        assert_eq!(addr.for_recipient("hello", None).to_string(), "user@gmail.com");
+        assert_eq!(
+            addr.for_recipient("hello", Some("x")).to_string(),
+            "user+x@gmail.com"
+        );
+        assert_eq!(
+            addr.for_recipient("hello", None).to_string(),
+            "user@gmail.com"
+        );
     }
 
     #[test]

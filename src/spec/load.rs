@@ -22,8 +22,15 @@ pub struct LoadedSpec {
 /// there. Anything else defined in two files is a duplicate definition.
 fn merges_at(path: &[String]) -> bool {
     matches!(
-        path.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
-        [] | ["domains"] | ["domains", _] | ["domains", _, "aliases"] | ["dns"] | ["dns", "providers"]
+        path.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [] | ["domains"]
+            | ["domains", _]
+            | ["domains", _, "aliases"]
+            | ["dns"]
+            | ["dns", "providers"]
     )
 }
 
@@ -36,13 +43,16 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
     } else {
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
 
     let mut sources = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            SpecErrors::one(format!("{}: cannot read: {e}", file.display()))
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| SpecErrors::one(format!("{}: cannot read: {e}", file.display())))?;
         sources.push(Source { path: file, text });
     }
 
@@ -50,7 +60,14 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
     let mut merged = Table::new();
     for (i, source) in sources.iter().enumerate() {
         match source.text.parse::<Table>() {
-            Ok(table) => merge(&mut merged, table, &mut Vec::new(), i, &sources, &mut errors),
+            Ok(table) => merge(
+                &mut merged,
+                table,
+                &mut Vec::new(),
+                i,
+                &sources,
+                &mut errors,
+            ),
             Err(e) => {
                 let at = e.span().map(|s| location_of(source, s).to_string());
                 let at = at.unwrap_or_else(|| source.path.display().to_string());
@@ -63,7 +80,14 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
     }
 
     let (spec, structural) = deserialize_all(Value::Table(merged));
-    Ok((LoadedSpec { spec, sources, base_dir }, structural))
+    Ok((
+        LoadedSpec {
+            spec,
+            sources,
+            base_dir,
+        },
+        structural,
+    ))
 }
 
 fn first_line(s: &str) -> String {
@@ -96,7 +120,10 @@ fn spec_files(path: &Path) -> Result<Vec<PathBuf>, SpecErrors> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(SpecErrors::one(format!("{}: no *.toml files in this directory", path.display())));
+        return Err(SpecErrors::one(format!(
+            "{}: no *.toml files in this directory",
+            path.display()
+        )));
     }
     Ok(files)
 }
@@ -121,14 +148,19 @@ fn merge(
             (Some(_), _) => {
                 let spec_path = SpecPath(path.iter().cloned().map(Seg::Key).collect());
                 let locator = Locator::new(&sources[..file]);
-                let first = locator.locate(&spec_path).map(|l| l.to_string()).unwrap_or_default();
+                let first = locator
+                    .locate(&spec_path)
+                    .map(|l| l.to_string())
+                    .unwrap_or_default();
                 let here = Locator::new(&sources[file..=file])
                     .locate(&spec_path)
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| sources[file].path.display().to_string());
                 errors.push(SpecError::at_text(
                     here,
-                    format!("`{spec_path}` is already defined at {first}; define it in one file only"),
+                    format!(
+                        "`{spec_path}` is already defined at {first}; define it in one file only"
+                    ),
                 ));
             }
         }
@@ -176,7 +208,11 @@ fn explain(path: SpecPath, message: &str) -> (SpecError, SpecPath) {
     let message = first_line(message);
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (field, candidates) = split_expected(rest);
-        let at = if path.0.last() == Some(&Seg::Key(field.clone())) { path } else { path.key(&field) };
+        let at = if path.0.last() == Some(&Seg::Key(field.clone())) {
+            path
+        } else {
+            path.key(&field)
+        };
         let mut text = format!("unknown field \"{field}\"");
         if let Some(best) = did_you_mean(&field, &candidates) {
             text.push_str(&format!(", did you mean \"{best}\"?"));
@@ -199,7 +235,16 @@ fn explain(path: SpecPath, message: &str) -> (SpecError, SpecPath) {
         let text = format!("{message} in `{path}`");
         return (SpecError::new(path.clone(), text), path);
     }
-    let text = message.replace("invalid type: ", "wrong type: ");
+    let mut text = message.replace("invalid type: ", "wrong type: ");
+    for (rust, plain) in [
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        text = text.replace(rust, plain);
+    }
     (SpecError::new(path.clone(), text), path)
 }
 
@@ -220,7 +265,9 @@ pub(crate) fn did_you_mean(word: &str, candidates: &[String]) -> Option<String> 
 }
 
 fn remove(root: &mut Value, path: &SpecPath) -> bool {
-    let Some((last, parents)) = path.0.split_last() else { return false };
+    let Some((last, parents)) = path.0.split_last() else {
+        return false;
+    };
     let mut current = root;
     for seg in parents {
         current = match (seg, current) {
@@ -251,7 +298,11 @@ mod tests {
 
     #[test]
     fn suggests_the_closest_field() {
-        let c = vec!["forward".to_string(), "mailbox".to_string(), "reject".to_string()];
+        let c = vec![
+            "forward".to_string(),
+            "mailbox".to_string(),
+            "reject".to_string(),
+        ];
         assert_eq!(did_you_mean("fowrard", &c).as_deref(), Some("forward"));
         assert_eq!(did_you_mean("zzzzzzzz", &c), None);
     }
@@ -265,7 +316,11 @@ mod tests {
         let (_, errors) = deserialize_all(v);
         let texts: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
-        assert!(texts.iter().any(|t| t.contains("did you mean \"hostname\"")));
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("did you mean \"hostname\""))
+        );
         assert!(texts.iter().any(|t| t.contains("did you mean \"forward\"")));
     }
 }

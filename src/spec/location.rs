@@ -50,7 +50,8 @@ impl fmt::Display for SpecPath {
                         f.write_str(".")?;
                     }
                     let bare = !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
                     if bare {
                         f.write_str(k)?;
                     } else {
@@ -97,7 +98,11 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 pub fn location_of(source: &Source, span: Range<usize>) -> Location {
     let (line, column) = line_col(&source.text, span.start);
-    Location { file: source.path.clone(), line, column }
+    Location {
+        file: source.path.clone(),
+        line,
+        column,
+    }
 }
 
 /// Finds where `path` is written, searching every source; the deepest match wins, so an
@@ -109,7 +114,10 @@ pub struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     pub fn new(sources: &'a [Source]) -> Self {
-        let parsed = sources.iter().map(|s| DeTable::parse(&s.text).ok()).collect();
+        let parsed = sources
+            .iter()
+            .map(|s| DeTable::parse(&s.text).ok())
+            .collect();
         Locator { sources, parsed }
     }
 
@@ -117,10 +125,10 @@ impl<'a> Locator<'a> {
         let mut best: Option<(usize, usize, Range<usize>)> = None;
         for (i, table) in self.parsed.iter().enumerate() {
             let Some(table) = table else { continue };
-            if let Some((depth, span)) = deepest(table.get_ref(), path) {
-                if best.as_ref().is_none_or(|(d, _, _)| depth > *d) {
-                    best = Some((depth, i, span));
-                }
+            if let Some((depth, span)) = deepest(table.get_ref(), path)
+                && best.as_ref().is_none_or(|(d, _, _)| depth > *d)
+            {
+                best = Some((depth, i, span));
             }
         }
         match best {
@@ -158,7 +166,9 @@ fn deepest(root: &DeTable<'_>, path: &SpecPath) -> Option<(usize, Range<usize>)>
             }
             Seg::Index(i) => {
                 let arr = current.and_then(|v| v.as_array())?;
-                let Some(item) = arr.iter().nth(*i) else { break };
+                let Some(item) = arr.get(*i) else {
+                    break;
+                };
                 found = Some((depth + 1, item.span()));
                 current = Some(item.get_ref());
                 table = None;
@@ -175,7 +185,10 @@ mod tests {
     #[test]
     fn finds_nested_keys_in_table_headers_and_arrays() {
         let text = "[server]\nhostname = \"x\"\n\n[domains.\"a.test\".aliases.hello]\nforward = [\"a@b\", \"c@d\"]\n";
-        let sources = vec![Source { path: "s.toml".into(), text: text.into() }];
+        let sources = vec![Source {
+            path: "s.toml".into(),
+            text: text.into(),
+        }];
         let loc = Locator::new(&sources);
         let p = SpecPath::keys(&["domains", "a.test", "aliases", "hello", "forward"]).index(1);
         let at = loc.locate(&p).unwrap();

@@ -26,11 +26,19 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(path: SpecPath, message: impl Into<String>) -> Self {
-        SpecError { path: Some(path), at: None, message: message.into() }
+        SpecError {
+            path: Some(path),
+            at: None,
+            message: message.into(),
+        }
     }
 
     pub fn at_text(at: String, message: impl Into<String>) -> Self {
-        SpecError { path: None, at: Some(at), message: message.into() }
+        SpecError {
+            path: None,
+            at: Some(at),
+            message: message.into(),
+        }
     }
 }
 
@@ -74,7 +82,11 @@ impl fmt::Display for SpecErrors {
             writeln!(f, "error: {line}")?;
         }
         let n = self.0.len();
-        write!(f, "{n} error{} in the spec; nothing was changed.", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{n} error{} in the spec; nothing was changed.",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -83,7 +95,16 @@ impl std::error::Error for SpecErrors {}
 /// Loads and fully validates the spec at `path` (file or directory of *.toml).
 pub fn load(path: &Path) -> Result<LoadedSpec, SpecErrors> {
     let (loaded, mut errors) = load::load(path)?;
-    errors.extend(validate::validate(&loaded));
+    // A key pruned for a structural error leaves its entity incomplete: semantic
+    // complaints about that entity would only repeat the same mistake.
+    let broken: Vec<SpecPath> = errors.iter().filter_map(|e| e.path.clone()).collect();
+    errors.extend(validate::validate(&loaded).into_iter().filter(|e| {
+        e.path.as_ref().is_none_or(|p| {
+            !broken
+                .iter()
+                .any(|b| b.0.starts_with(&p.0) || p.0.starts_with(&b.0))
+        })
+    }));
     if errors.is_empty() {
         Ok(loaded)
     } else {
@@ -94,8 +115,17 @@ pub fn load(path: &Path) -> Result<LoadedSpec, SpecErrors> {
 impl LoadedSpec {
     /// Where the store, spool, mailboxes and keys live.
     pub fn data_dir(&self) -> std::path::PathBuf {
-        let dir = self.spec.server.data_dir.clone().unwrap_or_else(|| "data".into());
-        if dir.is_absolute() { dir } else { self.base_dir.join(dir) }
+        let dir = self
+            .spec
+            .server
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| "data".into());
+        if dir.is_absolute() {
+            dir
+        } else {
+            self.base_dir.join(dir)
+        }
     }
 
     /// Reports an error found after validation (e.g. while computing desired state).

@@ -38,6 +38,10 @@ pub struct Spec {
     /// The mail domains this server receives for, keyed by domain name.
     #[serde(default)]
     pub domains: BTreeMap<String, Domain>,
+    /// Aliases keyed by full address ("hello@example.com"), for specs that list addresses
+    /// across domains in one place. The domain must be declared under `domains`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, Alias>,
     /// Scheduled, encrypted backups of everything needed to rebuild the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<Backups>,

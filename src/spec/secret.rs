@@ -117,9 +117,15 @@ mod tests {
     fn file_secret_is_read_relative_to_the_spec_and_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "abc\n").unwrap();
-        let r = SecretRef { env: None, file: Some("tok".into()) };
+        let r = SecretRef {
+            env: None,
+            file: Some("tok".into()),
+        };
         assert_eq!(r.resolve(dir.path()).unwrap().expose(), "abc");
-        let both = SecretRef { env: Some("X".into()), file: Some("tok".into()) };
+        let both = SecretRef {
+            env: Some("X".into()),
+            file: Some("tok".into()),
+        };
         assert!(matches!(both.resolve(dir.path()), Err(SecretError::Shape)));
     }
 }

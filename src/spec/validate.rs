@@ -29,10 +29,19 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
             }
         }
         if !(b.target.starts_with("s3://") || b.target.starts_with("file://")) {
-            v.err(p.key("target"), format!("backup target \"{}\" must start with s3:// or file://", b.target));
+            v.err(
+                p.key("target"),
+                format!(
+                    "backup target \"{}\" must start with s3:// or file://",
+                    b.target
+                ),
+            );
         }
         if b.schedule.split_whitespace().count() != 5 {
-            v.err(p.key("schedule"), "schedule must have five cron fields, e.g. \"0 3 * * *\"");
+            v.err(
+                p.key("schedule"),
+                "schedule must have five cron fields, e.g. \"0 3 * * *\"",
+            );
         }
     }
     v.errors
@@ -65,20 +74,28 @@ impl Validator {
     fn tls(&mut self, tls: &Tls) {
         let p = SpecPath::keys(&["tls"]);
         match tls.mode {
-            TlsMode::Acme if tls.acme.is_none() => {
-                self.err(p.key("mode"), "tls.mode = \"acme\" needs a [tls.acme] section with at least `contact`")
-            }
-            TlsMode::Files if tls.files.is_none() => {
-                self.err(p.key("mode"), "tls.mode = \"files\" needs a [tls.files] section with `cert` and `key`")
-            }
+            TlsMode::Acme if tls.acme.is_none() => self.err(
+                p.key("mode"),
+                "tls.mode = \"acme\" needs a [tls.acme] section with at least `contact`",
+            ),
+            TlsMode::Files if tls.files.is_none() => self.err(
+                p.key("mode"),
+                "tls.mode = \"files\" needs a [tls.files] section with `cert` and `key`",
+            ),
             _ => {}
         }
         if let Some(acme) = &tls.acme {
             if Address::parse(&acme.contact).is_err() {
-                self.err(p.key("acme").key("contact"), format!("\"{}\" is not a valid address", acme.contact));
+                self.err(
+                    p.key("acme").key("contact"),
+                    format!("\"{}\" is not a valid address", acme.contact),
+                );
             }
             if url::Url::parse(&acme.directory).is_err() {
-                self.err(p.key("acme").key("directory"), format!("\"{}\" is not a URL", acme.directory));
+                self.err(
+                    p.key("acme").key("directory"),
+                    format!("\"{}\" is not a URL", acme.directory),
+                );
             }
             if let Some(k) = &acme.eab_hmac_key {
                 self.secret(&p.key("acme").key("eab_hmac_key"), k);
@@ -88,13 +105,19 @@ impl Validator {
 
     fn backends(&mut self, spec: &Spec) {
         if spec.store.kind == StoreKind::Mongodb && spec.store.url.is_none() {
-            self.err(SpecPath::keys(&["store", "kind"]), "store.kind = \"mongodb\" needs store.url");
+            self.err(
+                SpecPath::keys(&["store", "kind"]),
+                "store.kind = \"mongodb\" needs store.url",
+            );
         }
         if let Some(u) = &spec.store.url {
             self.secret(&SpecPath::keys(&["store", "url"]), u);
         }
         if spec.cache.kind == CacheKind::Redis && spec.cache.url.is_none() {
-            self.err(SpecPath::keys(&["cache", "kind"]), "cache.kind = \"redis\" needs cache.url");
+            self.err(
+                SpecPath::keys(&["cache", "kind"]),
+                "cache.kind = \"redis\" needs cache.url",
+            );
         }
         if let Some(u) = &spec.cache.url {
             self.secret(&SpecPath::keys(&["cache", "url"]), u);
@@ -109,11 +132,16 @@ impl Validator {
             let p = SpecPath::keys(&["dns", "providers", name]);
             let need = |field: &str, present: bool, this: &mut Self| {
                 if !present {
-                    this.err(p.clone(), format!("a {:?} provider needs `{field}`", provider.kind).to_lowercase());
+                    this.err(
+                        p.clone(),
+                        format!("a {:?} provider needs `{field}`", provider.kind).to_lowercase(),
+                    );
                 }
             };
             match provider.kind {
-                DnsProviderKind::Cloudflare => need("api_token", provider.api_token.is_some(), self),
+                DnsProviderKind::Cloudflare => {
+                    need("api_token", provider.api_token.is_some(), self)
+                }
                 DnsProviderKind::Rfc2136 => {
                     need("server", provider.server.is_some(), self);
                     need("tsig_name", provider.tsig_name.is_some(), self);
@@ -121,12 +149,20 @@ impl Validator {
                 }
                 DnsProviderKind::Manual => {}
             }
-            if let Some(alg) = &provider.tsig_algorithm {
-                if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&alg.as_str()) {
-                    self.err(p.key("tsig_algorithm"), format!("unknown TSIG algorithm \"{alg}\" (hmac-sha256, hmac-sha384 or hmac-sha512)"));
-                }
+            if let Some(alg) = &provider.tsig_algorithm
+                && !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&alg.as_str())
+            {
+                self.err(
+                    p.key("tsig_algorithm"),
+                    format!(
+                        "unknown TSIG algorithm \"{alg}\" (hmac-sha256, hmac-sha384 or hmac-sha512)"
+                    ),
+                );
             }
-            for (field, s) in [("api_token", &provider.api_token), ("tsig_secret", &provider.tsig_secret)] {
+            for (field, s) in [
+                ("api_token", &provider.api_token),
+                ("tsig_secret", &provider.tsig_secret),
+            ] {
                 if let Some(s) = s {
                     self.secret(&p.key(field), s);
                 }
@@ -134,7 +170,62 @@ impl Validator {
         }
     }
 
+    /// Top-level aliases keyed by full address: the domain must be declared, and the
+    /// address must not also be declared under its domain.
+    fn flat_aliases(&mut self, spec: &Spec) {
+        let declared: HashMap<String, &Domain> = spec
+            .domains
+            .iter()
+            .filter_map(|(n, d)| normalize_domain(n).ok().map(|n| (n, d)))
+            .collect();
+        let names: Vec<String> = declared.keys().cloned().collect();
+        for (address, alias) in &spec.aliases {
+            let ap = SpecPath::keys(&["aliases", address]);
+            let parsed = match Address::parse(address) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.err(ap, e.to_string());
+                    continue;
+                }
+            };
+            let Some(domain) = declared.get(&parsed.domain) else {
+                let hint = super::load::did_you_mean(&parsed.domain, &names)
+                    .map(|d| format!(", did you mean \"{d}\"?"))
+                    .unwrap_or_else(|| format!(" (add [domains.\"{}\"])", parsed.domain));
+                self.err(
+                    ap,
+                    format!(
+                        "alias {address} is on domain \"{}\", which is not declared{hint}",
+                        parsed.domain
+                    ),
+                );
+                continue;
+            };
+            if domain
+                .aliases
+                .keys()
+                .any(|l| normalize_local(l).is_ok_and(|l| l == parsed.local))
+            {
+                self.err(ap.clone(), format!("{address} is also declared under [domains.\"{}\".aliases]; declare it once", parsed.domain));
+            }
+            let max_forwards = domain.max_forwards.unwrap_or(10);
+            self.rule(
+                &ap,
+                &alias.forward,
+                alias.reject.is_some(),
+                alias.mailbox.is_some(),
+                alias.message.is_some(),
+                max_forwards,
+                None,
+            );
+            if let Some(mailbox) = &alias.mailbox {
+                self.mailbox(&ap.key("mailbox"), mailbox);
+            }
+        }
+    }
+
     fn domains(&mut self, spec: &Spec) {
+        self.flat_aliases(spec);
         let mut seen: HashMap<String, &str> = HashMap::new();
         for (name, domain) in &spec.domains {
             let p = SpecPath::keys(&["domains", name]);
@@ -151,28 +242,43 @@ impl Validator {
     }
 
     fn domain(&mut self, spec: &Spec, p: &SpecPath, domain: &Domain) {
-        if let Some(provider) = &domain.dns_provider {
-            if !spec.dns.providers.contains_key(provider) {
-                let known: Vec<String> = spec.dns.providers.keys().cloned().collect();
-                let hint = super::load::did_you_mean(provider, &known)
-                    .map(|b| format!(", did you mean \"{b}\"?"))
-                    .unwrap_or_else(|| " (declare it under [dns.providers])".into());
-                self.err(p.key("dns_provider"), format!("unknown DNS provider \"{provider}\"{hint}"));
-            }
+        if let Some(provider) = &domain.dns_provider
+            && !spec.dns.providers.contains_key(provider)
+        {
+            let known: Vec<String> = spec.dns.providers.keys().cloned().collect();
+            let hint = super::load::did_you_mean(provider, &known)
+                .map(|b| format!(", did you mean \"{b}\"?"))
+                .unwrap_or_else(|| " (declare it under [dns.providers])".into());
+            self.err(
+                p.key("dns_provider"),
+                format!("unknown DNS provider \"{provider}\"{hint}"),
+            );
         }
         let max_forwards = domain.max_forwards.unwrap_or(10);
         if max_forwards == 0 || max_forwards > MAX_FORWARDS_LIMIT {
-            self.err(p.key("max_forwards"), format!("max_forwards must be between 1 and {MAX_FORWARDS_LIMIT}"));
+            self.err(
+                p.key("max_forwards"),
+                format!("max_forwards must be between 1 and {MAX_FORWARDS_LIMIT}"),
+            );
         }
-        if let Some(size) = &domain.max_message_size {
-            if parse_size(size).is_none() {
-                self.err(p.key("max_message_size"), format!("\"{size}\" is not a size (e.g. \"25MB\", \"50MiB\")"));
-            }
+        if let Some(size) = &domain.max_message_size
+            && parse_size(size).is_none()
+        {
+            self.err(
+                p.key("max_message_size"),
+                format!("\"{size}\" is not a size (e.g. \"25MB\", \"50MiB\")"),
+            );
         }
-        for (list, entries) in [("allowlist", &domain.allowlist), ("denylist", &domain.denylist)] {
+        for (list, entries) in [
+            ("allowlist", &domain.allowlist),
+            ("denylist", &domain.denylist),
+        ] {
             for (i, entry) in entries.iter().enumerate() {
                 if !is_sender_match(entry) {
-                    self.err(p.key(list).index(i), format!("\"{entry}\" is not an IP, CIDR, domain or address"));
+                    self.err(
+                        p.key(list).index(i),
+                        format!("\"{entry}\" is not an IP, CIDR, domain or address"),
+                    );
                 }
             }
         }
@@ -181,15 +287,29 @@ impl Validator {
             for (i, key) in keys.iter().enumerate() {
                 let kp = p.key("dkim").index(i);
                 if normalize_local(&key.selector).is_err() || key.selector.contains(['+', '@']) {
-                    self.err(kp.key("selector"), format!("\"{}\" is not a valid DKIM selector", key.selector));
+                    self.err(
+                        kp.key("selector"),
+                        format!("\"{}\" is not a valid DKIM selector", key.selector),
+                    );
                 }
                 if selectors.insert(key.selector.to_lowercase(), i).is_some() {
-                    self.err(kp.key("selector"), format!("DKIM selector \"{}\" is declared twice", key.selector));
+                    self.err(
+                        kp.key("selector"),
+                        format!("DKIM selector \"{}\" is declared twice", key.selector),
+                    );
                 }
             }
         }
         if let Some(rule) = &domain.catch_all {
-            self.rule(&p.key("catch_all"), &rule.forward, rule.reject.is_some(), false, rule.message.is_some(), max_forwards, None);
+            self.rule(
+                &p.key("catch_all"),
+                &rule.forward,
+                rule.reject.is_some(),
+                false,
+                rule.message.is_some(),
+                max_forwards,
+                None,
+            );
         }
         let mut locals: HashMap<String, &str> = HashMap::new();
         for (local, alias) in &domain.aliases {
@@ -203,7 +323,15 @@ impl Validator {
                 Err(e) => self.err(ap.clone(), e.to_string()),
             }
             let has_mailbox = alias.mailbox.is_some();
-            self.rule(&ap, &alias.forward, alias.reject.is_some(), has_mailbox, alias.message.is_some(), max_forwards, None);
+            self.rule(
+                &ap,
+                &alias.forward,
+                alias.reject.is_some(),
+                has_mailbox,
+                alias.message.is_some(),
+                max_forwards,
+                None,
+            );
             if let Some(mailbox) = &alias.mailbox {
                 self.mailbox(&ap.key("mailbox"), mailbox);
             }
@@ -214,15 +342,38 @@ impl Validator {
             let groups = match crate::routing::compile_pattern(&pattern.regex) {
                 Ok(re) => Some(re),
                 Err(e) => {
-                    let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                    self.err(pp.key("regex"), format!("invalid regex {:?}: {first}", pattern.regex));
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    self.err(
+                        pp.key("regex"),
+                        format!("invalid regex {:?}: {first}", pattern.regex),
+                    );
                     None
                 }
             };
             if regexes.insert(pattern.regex.clone(), i).is_some() {
-                self.err(pp.key("regex"), format!("pattern {:?} is declared twice in this domain", pattern.regex));
+                self.err(
+                    pp.key("regex"),
+                    format!(
+                        "pattern {:?} is declared twice in this domain",
+                        pattern.regex
+                    ),
+                );
             }
-            self.rule(&pp, &pattern.forward, pattern.reject.is_some(), false, pattern.message.is_some(), max_forwards, groups.as_ref());
+            self.rule(
+                &pp,
+                &pattern.forward,
+                pattern.reject.is_some(),
+                false,
+                pattern.message.is_some(),
+                max_forwards,
+                groups.as_ref(),
+            );
         }
     }
 
@@ -241,10 +392,16 @@ impl Validator {
             self.err(p.key("reject"), "a rejecting address cannot also forward or keep a mailbox; remove `reject` or the targets");
         }
         if !reject && !mailbox && forward.is_empty() {
-            self.err(p.clone(), "this address does nothing: give it `forward`, `mailbox` or `reject`");
+            self.err(
+                p.clone(),
+                "this address does nothing: give it `forward`, `mailbox` or `reject`",
+            );
         }
         if message && !reject {
-            self.err(p.key("message"), "`message` is the text sent with a rejection; it needs `reject`");
+            self.err(
+                p.key("message"),
+                "`message` is the text sent with a rejection; it needs `reject`",
+            );
         }
         let mut unique = Vec::new();
         for (i, target) in forward.iter().enumerate() {
@@ -257,11 +414,17 @@ impl Validator {
                         Err(_) => re.capture_names().flatten().any(|n| n == g),
                     };
                     if !exists {
-                        self.err(tp.clone(), format!("\"{target}\" uses ${g}, but the regex has no such group"));
+                        self.err(
+                            tp.clone(),
+                            format!("\"{target}\" uses ${g}, but the regex has no such group"),
+                        );
                     }
                 }
             } else if !groups.is_empty() && target.contains('$') {
-                self.err(tp.clone(), format!("\"{target}\" uses a $ capture, which only patterns have"));
+                self.err(
+                    tp.clone(),
+                    format!("\"{target}\" uses a $ capture, which only patterns have"),
+                );
                 continue;
             }
             match Target::parse(&checked) {
@@ -289,24 +452,30 @@ impl Validator {
                 if n != 1 {
                     self.err(p.key("password"), "password needs exactly one of `hash`, `env` or `file`");
                 }
-                if let Some(hash) = &pw.hash {
-                    if let Err(e) = check_password_hash(hash) {
+                if let Some(hash) = &pw.hash
+                    && let Err(e) = check_password_hash(hash) {
                         self.err(p.key("password").key("hash"), e);
                     }
-                }
             }
         }
-        if let Some(q) = &mailbox.quota {
-            if parse_size(q).is_none() {
-                self.err(p.key("quota"), format!("\"{q}\" is not a size (e.g. \"10GiB\")"));
-            }
+        if let Some(q) = &mailbox.quota
+            && parse_size(q).is_none()
+        {
+            self.err(
+                p.key("quota"),
+                format!("\"{q}\" is not a size (e.g. \"10GiB\")"),
+            );
         }
     }
 }
 
 /// Parses "25MB", "10GiB", "1048576".
 pub fn parse_size(s: &str) -> Option<u64> {
-    s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|n| *n > 0)
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
+        .filter(|n| *n > 0)
 }
 
 /// Accepts a PHC string of an argon2 hash (what `ferrymail passwd` prints).
@@ -314,7 +483,9 @@ pub fn check_password_hash(hash: &str) -> Result<(), String> {
     if !hash.starts_with("$argon2") {
         return Err("password hash must be an argon2 PHC string (\"$argon2id$v=19$...\"); make one with `ferrymail passwd`".into());
     }
-    crate::password::parse_hash(hash).map(|_| ()).map_err(|e| format!("password hash is malformed: {e}"))
+    crate::password::parse_hash(hash)
+        .map(|_| ())
+        .map_err(|e| format!("password hash is malformed: {e}"))
 }
 
 fn is_sender_match(entry: &str) -> bool {

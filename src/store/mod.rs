@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store changed since the plan was made (planned against revision {planned}, store is at {current}); run plan again")]
+    #[error(
+        "the store changed since the plan was made (planned against revision {planned}, store is at {current}); run plan again"
+    )]
     Stale { planned: u64, current: u64 },
     #[error("store database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -44,8 +46,14 @@ impl std::fmt::Debug for KeyMaterial {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Create or replace an object; `key` is set when a DKIM key is (re)generated.
-    Put { object: Object, key: Option<KeyMaterial> },
-    Delete { kind: Kind, id: String },
+    Put {
+        object: Object,
+        key: Option<KeyMaterial>,
+    },
+    Delete {
+        kind: Kind,
+        id: String,
+    },
 }
 
 /// A record of one apply, for `status` and audit.

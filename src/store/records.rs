@@ -20,7 +20,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Domain, Kind::DkimKey, Kind::Account, Kind::Alias, Kind::Pattern];
+    pub const ALL: [Kind; 5] = [
+        Kind::Domain,
+        Kind::DkimKey,
+        Kind::Account,
+        Kind::Alias,
+        Kind::Pattern,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,14 +82,20 @@ impl Object {
             Ok(serde_json::Value::Object(map)) => map,
             _ => Fields::new(),
         };
-        Object { kind, id: id.into(), fields }
+        Object {
+            kind,
+            id: id.into(),
+            fields,
+        }
     }
 
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, ShapeError> {
-        serde_json::from_value(serde_json::Value::Object(self.fields.clone())).map_err(|source| ShapeError {
-            kind: self.kind,
-            id: self.id.clone(),
-            source,
+        serde_json::from_value(serde_json::Value::Object(self.fields.clone())).map_err(|source| {
+            ShapeError {
+                kind: self.kind,
+                id: self.id.clone(),
+                source,
+            }
         })
     }
 }

@@ -45,31 +45,51 @@ pub struct SqliteStore {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.display().to_string(), source }
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, which is made 0700.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         if !data_dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(io_err(data_dir))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(io_err(data_dir))?;
         }
         let path = data_dir.join("ferrymail.db");
         // Create the file ourselves so it is never world-readable, even for an instant.
-        OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io_err(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&path))?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(&path))?;
         let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: an apply reported as done survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&conn)?;
-        Ok(SqliteStore { conn: Mutex::new(conn), path })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     /// Opens an existing store read-only semantics aside; None when there is none yet.
     pub fn open_existing(data_dir: &Path) -> Result<Option<SqliteStore>, StoreError> {
-        if data_dir.join("ferrymail.db").exists() { Self::open(data_dir).map(Some) } else { Ok(None) }
+        if data_dir.join("ferrymail.db").exists() {
+            Self::open(data_dir).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -101,8 +121,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
-    let v: String = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))?;
-    v.parse().map_err(|_| StoreError::Data(format!("revision {v:?} is not a number")))
+    let v: String = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+        r.get(0)
+    })?;
+    v.parse()
+        .map_err(|_| StoreError::Data(format!("revision {v:?} is not a number")))
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -120,15 +143,24 @@ impl Store for SqliteStore {
         let revision = read_revision(&tx)?;
         let mut stmt = tx.prepare("SELECT kind, id, fields, managed_by FROM objects")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (kind, id, fields, managed_by) = row?;
-            let kind = Kind::parse(&kind).ok_or_else(|| StoreError::Data(format!("unknown object kind {kind:?}")))?;
+            let kind = Kind::parse(&kind)
+                .ok_or_else(|| StoreError::Data(format!("unknown object kind {kind:?}")))?;
             let fields = serde_json::from_str(&fields)
                 .map_err(|e| StoreError::Data(format!("{kind} {id}: fields are not JSON: {e}")))?;
-            out.push(StoredObject { object: Object { kind, id, fields }, managed: managed_by == "spec" });
+            out.push(StoredObject {
+                object: Object { kind, id, fields },
+                managed: managed_by == "spec",
+            });
         }
         Ok((revision, out))
     }
@@ -138,17 +170,23 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current = read_revision(&tx)?;
         if current != base_revision {
-            return Err(StoreError::Stale { planned: base_revision, current });
+            return Err(StoreError::Stale {
+                planned: base_revision,
+                current,
+            });
         }
         let revision = current + 1;
         let (mut added, mut changed, mut destroyed) = (0, 0, 0);
         {
-            let mut exists = tx.prepare_cached("SELECT 1 FROM objects WHERE kind = ?1 AND id = ?2")?;
+            let mut exists =
+                tx.prepare_cached("SELECT 1 FROM objects WHERE kind = ?1 AND id = ?2")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO objects (kind, id, fields, created_revision, updated_revision) VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (kind, id) DO UPDATE SET fields = excluded.fields, updated_revision = excluded.updated_revision",
             )?;
-            let mut delete = tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2 AND managed_by = 'spec'")?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM objects WHERE kind = ?1 AND id = ?2 AND managed_by = 'spec'",
+            )?;
             let mut put_key = tx.prepare_cached(
                 "INSERT OR REPLACE INTO dkim_keys (id, private_key, public_key, created_revision) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -161,7 +199,12 @@ impl Store for SqliteStore {
                         let fields = serde_json::Value::Object(object.fields.clone()).to_string();
                         insert.execute(params![kind, object.id, fields, revision as i64])?;
                         if let Some(key) = key {
-                            put_key.execute(params![object.id, key.private_der, key.public, revision as i64])?;
+                            put_key.execute(params![
+                                object.id,
+                                key.private_der,
+                                key.public,
+                                revision as i64
+                            ])?;
                         }
                         if existed { changed += 1 } else { added += 1 }
                     }
@@ -174,7 +217,10 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![revision.to_string()])?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+            params![revision.to_string()],
+        )?;
         tx.execute(
             "INSERT INTO applies (revision, applied_at, added, changed, destroyed, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![revision as i64, now_rfc3339(), added as i64, changed as i64, destroyed as i64, source],
@@ -184,11 +230,25 @@ impl Store for SqliteStore {
     }
 
     fn dkim_public_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.conn().query_row("SELECT public_key FROM dkim_keys WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT public_key FROM dkim_keys WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn dkim_private_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.conn().query_row("SELECT private_key FROM dkim_keys WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT private_key FROM dkim_keys WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
@@ -218,7 +278,11 @@ mod tests {
     fn obj(id: &str) -> Object {
         let mut fields = super::super::Fields::new();
         fields.insert("forward".into(), serde_json::json!(["a@b.test"]));
-        Object { kind: Kind::Alias, id: id.into(), fields }
+        Object {
+            kind: Kind::Alias,
+            id: id.into(),
+            fields,
+        }
     }
 
     #[test]
@@ -226,9 +290,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.revision().unwrap(), 0);
-        let put = Write::Put { object: obj("x@d.test"), key: None };
-        assert_eq!(store.apply(0, std::slice::from_ref(&put), "test").unwrap(), 1);
-        assert!(matches!(store.apply(0, &[put], "test"), Err(StoreError::Stale { planned: 0, current: 1 })));
+        let put = Write::Put {
+            object: obj("x@d.test"),
+            key: None,
+        };
+        assert_eq!(
+            store.apply(0, std::slice::from_ref(&put), "test").unwrap(),
+            1
+        );
+        assert!(matches!(
+            store.apply(0, &[put], "test"),
+            Err(StoreError::Stale {
+                planned: 0,
+                current: 1
+            })
+        ));
         let (rev, objects) = store.objects().unwrap();
         assert_eq!((rev, objects.len()), (1, 1));
         assert!(objects[0].managed);
@@ -240,15 +316,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let store = SqliteStore::open(&data).unwrap();
-        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
-        let key = KeyMaterial { private_der: vec![1, 2], public: vec![3] };
-        let object = Object { kind: Kind::DkimKey, id: "s._domainkey.d.test".into(), fields: Default::default() };
-        store.apply(0, &[Write::Put { object, key: Some(key) }], "t").unwrap();
-        assert_eq!(store.dkim_public_key("s._domainkey.d.test").unwrap(), Some(vec![3]));
+        assert_eq!(
+            std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let key = KeyMaterial {
+            private_der: vec![1, 2],
+            public: vec![3],
+        };
+        let object = Object {
+            kind: Kind::DkimKey,
+            id: "s._domainkey.d.test".into(),
+            fields: Default::default(),
+        };
+        store
+            .apply(
+                0,
+                &[Write::Put {
+                    object,
+                    key: Some(key),
+                }],
+                "t",
+            )
+            .unwrap();
+        assert_eq!(
+            store.dkim_public_key("s._domainkey.d.test").unwrap(),
+            Some(vec![3])
+        );
         drop(store);
         let reopened = SqliteStore::open(&data).unwrap();
-        assert_eq!(reopened.dkim_private_key("s._domainkey.d.test").unwrap(), Some(vec![1, 2]));
+        assert_eq!(
+            reopened.dkim_private_key("s._domainkey.d.test").unwrap(),
+            Some(vec![1, 2])
+        );
     }
 }

@@ -1,0 +1,115 @@
+//! The commands around plan/apply: init, passwd, schema, and the shipped example specs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::run_in;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn passwd_hashes_what_it_reads_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(
+        dir.path(),
+        std::path::Path::new("unused.toml"),
+        &["passwd"],
+        Some("s3cret pass\n"),
+    );
+    out.ok();
+    let hash = out.stdout.trim();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(ferrymail::password::verify("s3cret pass", hash));
+    assert!(
+        !ferrymail::password::verify("s3cret pass\n", hash),
+        "the newline is not part of the password"
+    );
+    let empty = run_in(
+        dir.path(),
+        std::path::Path::new("unused.toml"),
+        &["passwd"],
+        Some("\n"),
+    );
+    empty.code(1);
+}
+
+#[test]
+fn init_writes_a_working_spec_and_private_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("ferrymail.toml");
+    let out = run_in(
+        dir.path(),
+        &spec,
+        &["init", "--domain", "Example.ORG"],
+        None,
+    );
+    out.ok();
+    assert!(out.stdout.contains("Next steps"), "{}", out.stdout);
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(mode(&data.join("postmaster.password")), 0o600);
+    let password = std::fs::read_to_string(data.join("postmaster.password")).unwrap();
+    assert!(
+        !out.stdout.contains(password.trim()),
+        "init must not print the password"
+    );
+
+    // The starter spec is valid, plans the domain, and its hash matches the password file.
+    run_in(dir.path(), &spec, &["validate"], None).ok();
+    let plan = run_in(dir.path(), &spec, &["plan", "--detailed-exitcode"], None);
+    plan.code(2);
+    assert!(
+        plan.stdout.contains("+ domain example.org")
+            && plan.stdout.contains("+ account postmaster@example.org")
+    );
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let hash = text
+        .split("hash = \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap();
+    assert!(ferrymail::password::verify(password.trim(), hash));
+    run_in(dir.path(), &spec, &["apply", "--auto-approve"], None).ok();
+
+    let again = run_in(
+        dir.path(),
+        &spec,
+        &["init", "--domain", "example.org"],
+        None,
+    );
+    again.code(1);
+    assert!(again.stderr.contains("--force"));
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_in(
+        root,
+        std::path::Path::new("unused.toml"),
+        &["schema", "--out", "-"],
+        None,
+    );
+    out.ok();
+    let committed =
+        std::fs::read_to_string(root.join("schema/ferrymail.schema.json")).unwrap_or_default();
+    assert!(
+        committed == out.stdout,
+        "schema/ferrymail.schema.json is stale: run `cargo run -- schema` and commit it"
+    );
+    // Doc comments reach the schema, so editors can show them.
+    assert!(out.stdout.contains("Where mail is forwarded"));
+}
+
+#[test]
+fn shipped_specs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    {
+        let spec = "specs/quickstart.toml";
+        run_in(root, &root.join(spec), &["validate"], None).ok();
+    }
+}

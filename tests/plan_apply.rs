@@ -1,0 +1,373 @@
+//! spec → plan → apply on the embedded store, through the real binary: idempotence,
+//! exact plans for edits, saved plans, stale plans, confirmation, crash safety.
+
+mod common;
+
+use common::{TEST_HASH, Workspace};
+use ferrymail::store::{SqliteStore, Store};
+
+fn base_spec() -> String {
+    format!(
+        r#"
+[domains."example.test"]
+max_message_size = "25MB"
+
+[domains."example.test".aliases.hello]
+forward = ["someone@elsewhere.test", "https://hooks.elsewhere.test/mail"]
+
+[domains."example.test".aliases.sales]
+forward = ["boss@elsewhere.test"]
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, quota = "1GiB" }}
+
+[[domains."example.test".patterns]]
+regex = '^support-(\d+)$'
+forward = ['tickets+$1@helpdesk.test']
+
+[domains."example.test".dkim]
+"#
+    )
+    .replace("[domains.\"example.test\".dkim]\n", "")
+}
+
+#[test]
+fn fresh_store_plans_applies_and_then_plans_nothing() {
+    let w = Workspace::new(&base_spec());
+    let plan = w.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    assert!(
+        plan.stdout.contains("+ domain example.test"),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("+ alias hello@example.test"));
+    assert!(plan.stdout.contains("+ account me@example.test"));
+    assert!(
+        plan.stdout
+            .contains("+ dkim_key ferrymail._domainkey.example.test")
+    );
+    assert!(plan.stdout.contains("password_hash: (sensitive)"));
+    assert!(
+        !plan.stdout.contains("argon2id"),
+        "a plan must never show the hash"
+    );
+    assert!(
+        plan.stdout
+            .ends_with("Plan: 7 to add, 0 to change, 0 to destroy.\n"),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = w.run(&["apply", "--auto-approve"]);
+    apply.ok();
+    assert!(
+        apply
+            .stdout
+            .contains("Apply complete: 7 added, 0 changed, 0 destroyed; store at revision 1"),
+        "{}",
+        apply.stdout
+    );
+
+    let again = w.run(&["plan", "--detailed-exitcode"]);
+    again.code(0);
+    assert!(again.stdout.contains("No changes."));
+    // A second apply changes nothing, not even the revision.
+    w.run(&["apply", "--auto-approve"]).ok();
+    let store = SqliteStore::open(&w.data_dir()).unwrap();
+    assert_eq!(store.revision().unwrap(), 1);
+}
+
+#[test]
+fn edits_plan_exactly_the_changes_made() {
+    let w = Workspace::new(&base_spec());
+    w.run(&["apply", "--auto-approve"]).ok();
+
+    // Rename sales → team, add news, change hello's forward list.
+    let edited = base_spec()
+        .replace("aliases.sales]", "aliases.team]")
+        .replace(
+            r#"forward = ["someone@elsewhere.test", "https://hooks.elsewhere.test/mail"]"#,
+            r#"forward = ["someone@elsewhere.test", "other@elsewhere.test"]"#,
+        )
+        + "\n[domains.\"example.test\".aliases.news]\nreject = \"soft\"\nmessage = \"try later\"\n";
+    w.write_spec(&edited);
+    let plan = w.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    let lines: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(['+', '~', '-']))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "~ alias hello@example.test",
+            "+ alias news@example.test",
+            "+ alias team@example.test",
+            "- alias sales@example.test",
+        ],
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains(
+        r#"      forward: ["someone@elsewhere.test","https://hooks.elsewhere.test/mail"] → ["someone@elsewhere.test","other@elsewhere.test"]"#
+    ), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .ends_with("Plan: 2 to add, 1 to change, 1 to destroy.\n")
+    );
+
+    w.run(&["apply", "--auto-approve"]).ok();
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Removing the domain removes everything in it, children before the domain.
+    w.write_spec("[domains.\"other.test\".aliases.x]\nforward = [\"y@elsewhere.test\"]\n");
+    let plan = w.run(&["plan"]);
+    let deletes: Vec<&str> = plan.stdout.lines().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(
+        deletes.last(),
+        Some(&"- domain example.test"),
+        "{}",
+        plan.stdout
+    );
+    assert!(deletes.contains(&"- account me@example.test"));
+    w.run(&["apply", "--auto-approve"]).ok();
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn json_plan_is_machine_readable_and_masked() {
+    let w = Workspace::new(&base_spec());
+    let out = w.run(&["plan", "--json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["add"], 7);
+    assert_eq!(v["base_revision"], 0);
+    assert!(!out.stdout.contains("argon2id"));
+}
+
+#[test]
+fn saved_plan_applies_once_and_a_stale_one_is_refused() {
+    let w = Workspace::new(&base_spec());
+    w.run(&["plan", "--out", "first.plan.json"]).ok();
+    let mode = std::fs::metadata(w.path().join("first.plan.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    w.run(&["apply", "first.plan.json"]).ok();
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Plan a change, but let the store move before applying it.
+    w.write_spec(
+        &(base_spec()
+            + "\n[domains.\"example.test\".aliases.a]\nforward = [\"a@elsewhere.test\"]\n"),
+    );
+    w.run(&["plan", "--out", "second.plan.json"]).ok();
+    w.write_spec(
+        &(base_spec()
+            + "\n[domains.\"example.test\".aliases.b]\nforward = [\"b@elsewhere.test\"]\n"),
+    );
+    w.run(&["apply", "--auto-approve"]).ok();
+    let before = w.store_bytes();
+    let stale = w.run(&["apply", "second.plan.json"]);
+    stale.code(1);
+    assert!(
+        stale
+            .stderr
+            .contains("the store changed since the plan was made"),
+        "{}",
+        stale.stderr
+    );
+    assert!(stale.stderr.contains("run plan again"));
+    assert_eq!(
+        before,
+        w.store_bytes(),
+        "a refused plan must not touch the store"
+    );
+}
+
+#[test]
+fn apply_without_a_terminal_needs_auto_approve() {
+    let w = Workspace::new(&base_spec());
+    let out = w.run(&["apply"]);
+    out.code(1);
+    assert!(out.stderr.contains("--auto-approve"), "{}", out.stderr);
+    assert!(
+        w.store_bytes().is_empty()
+            || SqliteStore::open(&w.data_dir())
+                .unwrap()
+                .revision()
+                .unwrap()
+                == 0
+    );
+}
+
+#[test]
+fn dkim_keys_are_made_once_and_kept_private() {
+    let w = Workspace::new(
+        &(base_spec()
+            + "\n[[domains.\"example.test\".dkim]]\nselector = \"ed\"\nalgorithm = \"ed25519\"\n[[domains.\"example.test\".dkim]]\nselector = \"rsa\"\n"),
+    );
+    w.run(&["apply", "--auto-approve"]).ok();
+    let key = |id: &str| {
+        SqliteStore::open(&w.data_dir())
+            .unwrap()
+            .dkim_private_key(id)
+            .unwrap()
+            .expect("key stored")
+    };
+    let ed = key("ed._domainkey.example.test");
+    let rsa = key("rsa._domainkey.example.test");
+    assert!(rsa.len() > 1000, "an RSA-2048 PKCS#8 key is over 1 KB");
+
+    // Later applies (with other changes) never regenerate a key.
+    w.write_spec(&(base_spec().replace("boss@", "chief@") + "\n[[domains.\"example.test\".dkim]]\nselector = \"ed\"\nalgorithm = \"ed25519\"\n[[domains.\"example.test\".dkim]]\nselector = \"rsa\"\n"));
+    w.run(&["apply", "--auto-approve"]).ok();
+    assert_eq!(key("ed._domainkey.example.test"), ed);
+    assert_eq!(key("rsa._domainkey.example.test"), rsa);
+
+    let db = w.data_dir().join("ferrymail.db");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let public = SqliteStore::open(&w.data_dir())
+        .unwrap()
+        .dkim_public_key("ed._domainkey.example.test")
+        .unwrap();
+    assert_eq!(public.map(|p| p.len()), Some(32));
+}
+
+#[test]
+fn a_killed_apply_leaves_the_store_untouched_and_a_rerun_finishes() {
+    let mut spec = String::new();
+    for d in 0..200 {
+        spec.push_str(&format!(
+            "[domains.\"d{d}.test\"]\ndkim = [{{ selector = \"s\", algorithm = \"ed25519\" }}]\n"
+        ));
+        for a in 0..100 {
+            spec.push_str(&format!(
+                "aliases.a{a} = {{ forward = [\"u{a}@elsewhere.test\"] }}\n"
+            ));
+        }
+    }
+    let w = Workspace::new(&spec);
+    // Create the empty store first, so the WAL file appears only once apply writes.
+    w.run(&["status"]).ok();
+    let wal = w.data_dir().join("ferrymail.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--spec")
+        .arg(&w.spec)
+        .args(["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it the moment the apply transaction has started writing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if std::fs::metadata(&wal)
+            .map(|m| m.len() > 64 * 1024)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "apply finished before it could be killed mid-write"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = SqliteStore::open(&w.data_dir()).unwrap();
+    assert_eq!(
+        store.revision().unwrap(),
+        0,
+        "a killed apply must not commit"
+    );
+    assert!(
+        store.objects().unwrap().1.is_empty(),
+        "a killed apply must leave no partial state"
+    );
+    drop(store);
+
+    w.run(&["apply", "--auto-approve"]).ok();
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+    let (revision, objects) = SqliteStore::open(&w.data_dir()).unwrap().objects().unwrap();
+    assert_eq!((revision, objects.len()), (1, 200 * 102));
+}
+
+#[test]
+fn a_directory_spec_merges_files_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec");
+    std::fs::create_dir_all(spec.join("domains")).unwrap();
+    std::fs::write(spec.join("server.toml"), common::header()).unwrap();
+    std::fs::write(
+        spec.join("domains/a.toml"),
+        "[domains.\"a.test\".aliases.x]\nforward = [\"x@elsewhere.test\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        spec.join("domains/b.toml"),
+        "[domains.\"b.test\".aliases.y]\nforward = [\"y@elsewhere.test\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        spec.join("team.toml"),
+        "[aliases.\"team@a.test\"]\nforward = [\"t@elsewhere.test\"]\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| common::run_in(dir.path(), &spec, args, None);
+    let plan = run(&["plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains("+ alias x@a.test")
+            && plan.stdout.contains("+ alias y@b.test")
+            && plan.stdout.contains("+ alias team@a.test"),
+        "{}",
+        plan.stdout
+    );
+    // data_dir is relative to the spec directory.
+    run(&["apply", "--auto-approve"]).ok();
+    assert!(spec.join("data/ferrymail.db").exists());
+
+    std::fs::write(
+        spec.join("domains/c.toml"),
+        "[domains.\"a.test\".aliases.x]\nforward = [\"z@elsewhere.test\"]\n",
+    )
+    .unwrap();
+    let dup = run(&["validate"]);
+    dup.code(1);
+    assert!(dup.stderr.contains("domains/c.toml:1:"), "{}", dup.stderr);
+    assert!(
+        dup.stderr.contains("is already defined at") && dup.stderr.contains("domains/a.toml:1:"),
+        "{}",
+        dup.stderr
+    );
+}
+
+#[test]
+fn status_reports_revision_and_contents() {
+    let w = Workspace::new(&base_spec());
+    w.run(&["apply", "--auto-approve"]).ok();
+    let out = w.run(&["status"]);
+    out.ok();
+    assert!(out.stdout.contains("(revision 1)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("3 alias") && out.stdout.contains("1 account"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("revision 1 at "));
+}
