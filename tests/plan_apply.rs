@@ -253,9 +253,10 @@ fn a_killed_apply_leaves_the_store_untouched_and_a_rerun_finishes() {
             ));
         }
     }
-    let w = Workspace::new(&spec);
     // Create the empty store first, so the WAL file appears only once apply writes.
-    w.run(&["status"]).ok();
+    let w = Workspace::new("");
+    w.run(&["apply", "--auto-approve"]).ok();
+    w.write_spec(&spec);
     let wal = w.data_dir().join("ferrymail.db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
 

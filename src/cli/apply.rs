@@ -30,12 +30,12 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} is not a ferrymail plan", file.display()))?;
             // The spec tells where the store is; the plan itself is applied as saved.
             let loaded = super::load_spec(spec)?;
-            (super::open_store(&loaded)?, plan)
+            (open(&loaded)?, plan)
         }
         None => {
             let loaded = super::load_spec(spec)?;
-            let store = super::open_store(&loaded)?;
-            let plan = super::make_plan(&loaded, &store, spec)?;
+            let store = open(&loaded)?;
+            let plan = super::make_plan(&loaded, Some(&store), spec)?;
             (store, plan)
         }
     };
@@ -60,6 +60,10 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn open(loaded: &crate::spec::LoadedSpec) -> anyhow::Result<SqliteStore> {
+    super::open_store(loaded, true)?.context("the store could not be created")
 }
 
 fn check_fresh(store: &SqliteStore, plan: &Plan) -> anyhow::Result<()> {

@@ -95,25 +95,38 @@ fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
     Ok(spec::load(path)?)
 }
 
-/// Plans against the store; spec errors stay `SpecErrors` so they print as a list.
+/// Plans against the store (an absent store is an empty one: planning never creates
+/// it); spec errors stay `SpecErrors` so they print as a list.
 fn make_plan(
     loaded: &LoadedSpec,
-    store: &SqliteStore,
+    store: Option<&SqliteStore>,
     spec: &Path,
 ) -> anyhow::Result<crate::reconcile::Plan> {
-    crate::reconcile::plan(loaded, store, &source_name(spec)).map_err(|e| match e {
+    let source = source_name(spec);
+    let result = match store {
+        Some(store) => crate::reconcile::plan(loaded, store, &source),
+        None => crate::reconcile::desired_objects(loaded)
+            .map(|desired| crate::reconcile::diff(desired, Vec::new(), 0, &source))
+            .map_err(Into::into),
+    };
+    result.map_err(|e| match e {
         crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
         other => anyhow::Error::from(other),
     })
 }
 
-/// Opens the store the spec names.
-fn open_store(loaded: &LoadedSpec) -> anyhow::Result<SqliteStore> {
+/// Opens the store the spec names, creating it when `create` (apply) is set; `None`
+/// when it does not exist yet and must not be created (plan, status).
+fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<SqliteStore>> {
     match loaded.spec.store.kind {
         StoreKind::Sqlite => {
             let dir = loaded.data_dir();
-            SqliteStore::open(&dir)
-                .with_context(|| format!("opening the store in {}", dir.display()))
+            let store = if create {
+                SqliteStore::open(&dir).map(Some)
+            } else {
+                SqliteStore::open_existing(&dir)
+            };
+            store.with_context(|| format!("opening the store in {}", dir.display()))
         }
         StoreKind::Mongodb => {
             bail!("store.kind = \"mongodb\" is not available in this build yet; use \"sqlite\"")

@@ -22,8 +22,8 @@ pub struct Args {
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
-    let store = super::open_store(&loaded)?;
-    let plan = super::make_plan(&loaded, &store, spec)?;
+    let store = super::open_store(&loaded, false)?;
+    let plan = super::make_plan(&loaded, store.as_ref(), spec)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render::json(&plan))?);
     } else {

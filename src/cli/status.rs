@@ -15,7 +15,13 @@ pub struct Args {
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
-    let store = super::open_store(&loaded)?;
+    let Some(store) = super::open_store(&loaded, false)? else {
+        println!(
+            "store: none yet in {} (run `ferrymail apply`)",
+            loaded.data_dir().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     let (revision, objects) = store.objects()?;
     let mut counts: BTreeMap<&str, usize> = Kind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
     for o in &objects {

@@ -83,7 +83,7 @@ impl SqliteStore {
         })
     }
 
-    /// Opens an existing store read-only semantics aside; None when there is none yet.
+    /// Opens the store if it exists; None when there is none yet (nothing is created).
     pub fn open_existing(data_dir: &Path) -> Result<Option<SqliteStore>, StoreError> {
         if data_dir.join("ferrymail.db").exists() {
             Self::open(data_dir).map(Some)
