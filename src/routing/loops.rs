@@ -115,11 +115,7 @@ mod tests {
     use super::*;
 
     fn fwd(targets: &[&str]) -> Rule {
-        Rule {
-            forward: targets.iter().map(|s| s.to_string()).collect(),
-            enabled: true,
-            ..Default::default()
-        }
+        Rule::forwarding(targets)
     }
 
     #[test]

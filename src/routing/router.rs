@@ -24,6 +24,17 @@ pub struct Rule {
     pub enabled: bool,
 }
 
+impl Rule {
+    /// An enabled rule that forwards to `targets`.
+    pub fn forwarding(targets: &[&str]) -> Rule {
+        Rule {
+            forward: targets.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// The routes of one domain.
 #[derive(Debug, Default)]
 pub struct DomainRoutes {
@@ -234,11 +245,7 @@ mod tests {
     use super::*;
 
     fn fwd(targets: &[&str]) -> Rule {
-        Rule {
-            forward: targets.iter().map(|s| s.to_string()).collect(),
-            enabled: true,
-            ..Default::default()
-        }
+        Rule::forwarding(targets)
     }
 
     fn router() -> Router {
