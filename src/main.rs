@@ -1,3 +1,8 @@
+// glibc malloc spent about half of a large plan's time in malloc/free (BENCHMARKS.md);
+// mimalloc roughly halves that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     ferrymail::cli::main()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::routing::{DomainRoutes, Resolution, Router, Rule};
+use crate::routing::{DomainRoutes, Resolution, Router, Rule, compile_pattern};
 use crate::store::records::*;
 use crate::store::{Kind, Object, Store, StoreError};
 
@@ -111,6 +111,9 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
         }
     }
     patterns.sort_by_key(|(_, p)| p.position);
+    // Many domains often share one pattern text: compile each text once (a Regex clone
+    // shares the compiled program).
+    let mut compiled: HashMap<String, regex::Regex> = HashMap::new();
     for (_, p) in patterns {
         let Some(routes) = domains.get_mut(p.domain.as_str()) else {
             continue;
@@ -122,9 +125,15 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
             message: p.message,
             enabled: p.enabled,
         };
-        routes
-            .add_pattern(&p.regex, rule)
-            .map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
+        let regex = match compiled.get(&p.regex) {
+            Some(re) => re.clone(),
+            None => {
+                let re = compile_pattern(&p.regex).map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
+                compiled.insert(p.regex.clone(), re.clone());
+                re
+            }
+        };
+        routes.add_pattern(regex, rule);
     }
     let mut router = Router::default();
     for (name, routes) in domains {

@@ -2,12 +2,12 @@
 //! normalised exactly as they are stored, plus the checks that need the whole picture
 //! (forward loops, password references).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::address::{Address, normalize_domain, normalize_local};
 use crate::routing::{Target, expand_placeholders_for_check, find_loops};
 use crate::snapshot::build_router;
-use crate::spec::{self, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath};
+use crate::spec::{self, Alias, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath};
 use crate::store::records::*;
 use crate::store::{Kind, Object};
 
@@ -20,86 +20,54 @@ pub const DEFAULT_DKIM_SELECTOR: &str = "ferrymail";
 pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
     let mut errors = Vec::new();
     let mut objects = Vec::new();
-    let mut alias_paths: BTreeMap<String, SpecPath> = BTreeMap::new();
+
+    // Top-level aliases ("local@domain" keys), grouped by domain once.
+    let mut flat: HashMap<String, Vec<(&str, &Alias, &str)>> = HashMap::new();
+    for (address, alias) in &loaded.spec.aliases {
+        if let Some((local, domain)) = address.rsplit_once('@')
+            && let Ok(domain) = normalize_domain(domain)
+        {
+            flat.entry(domain).or_default().push((local, alias, address));
+        }
+    }
 
     for (name, domain) in &loaded.spec.domains {
         let Ok(dname) = normalize_domain(name) else {
             continue;
         };
-        let dp = SpecPath::keys(&["domains", name]);
-        let record = DomainRecord {
-            dns_provider: domain.dns_provider.clone(),
-            max_message_size: domain
-                .max_message_size
-                .as_deref()
-                .and_then(spec::parse_size)
-                .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
-            max_forwards: domain.max_forwards.unwrap_or(DEFAULT_MAX_FORWARDS),
-            allowlist: domain.allowlist.clone(),
-            denylist: domain.denylist.clone(),
-            greylisting: domain.greylisting,
-            require_tls: domain.require_tls,
-            subaddressing: domain.subaddressing,
-            catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
-                forward: targets(&r.forward),
-                reject: r.reject,
-                message: r.message.clone(),
-                enabled: r.enabled,
-            }),
-        };
-        objects.push(Object::new(Kind::Domain, &dname, &record));
-        alias_paths.insert(format!("catch-all of {dname}"), dp.key("catch_all"));
+        objects.push(Object::new(Kind::Domain, &dname, &domain_record(domain)));
 
         let default_keys = [spec::DkimKey {
             selector: DEFAULT_DKIM_SELECTOR.into(),
             algorithm: spec::DkimAlgorithm::Rsa2048,
         }];
-        let keys = domain.dkim.as_deref().unwrap_or(&default_keys);
-        for key in keys {
+        for key in domain.dkim.as_deref().unwrap_or(&default_keys) {
             let selector = key.selector.to_lowercase();
-            let record = DkimKeyRecord {
-                domain: dname.clone(),
-                selector: selector.clone(),
-                algorithm: key.algorithm.as_str().into(),
-            };
-            objects.push(Object::new(
-                Kind::DkimKey,
-                dkim_key_id(&selector, &dname),
-                &record,
-            ));
+            let id = dkim_key_id(&selector, &dname);
+            let record = DkimKeyRecord { domain: dname.clone(), selector, algorithm: key.algorithm.as_str().into() };
+            objects.push(Object::new(Kind::DkimKey, id, &record));
         }
 
-        let nested = domain
-            .aliases
-            .iter()
-            .map(|(local, alias)| (local.as_str(), alias, dp.key("aliases").key(local)));
-        let flat = loaded.spec.aliases.iter().filter_map(|(address, alias)| {
-            Address::parse(address).ok().filter(|a| a.domain == dname)?;
-            let (local, _) = address.rsplit_once('@')?;
-            Some((local, alias, SpecPath::keys(&["aliases", address])))
+        // Error paths are built only when there is an error: most specs have none.
+        let nested = domain.aliases.iter().map(|(local, alias)| {
+            let path: Box<dyn Fn() -> SpecPath> = Box::new(move || SpecPath::keys(&["domains", name, "aliases", local]));
+            (local.as_str(), alias, path)
         });
-        for (local, alias, ap) in nested.chain(flat) {
+        let top = flat.remove(&dname).unwrap_or_default().into_iter().map(|(local, alias, address)| {
+            let path: Box<dyn Fn() -> SpecPath> = Box::new(move || SpecPath::keys(&["aliases", address]));
+            (local, alias, path)
+        });
+        for (local, alias, path) in nested.chain(top) {
             let Ok(local) = normalize_local(local) else {
                 continue;
             };
             let address = format!("{local}@{dname}");
             if let Some(mailbox) = &alias.mailbox {
-                let pp = ap.key("mailbox").key("password");
-                match mailbox
-                    .password
-                    .as_ref()
-                    .map(|p| password_hash(p, loaded, &pp))
-                {
+                let password_path = || path().key("mailbox").key("password");
+                match mailbox.password.as_ref().map(|p| password_hash(p, loaded, &password_path)) {
                     Some(Ok(password_hash)) => {
                         let quota = mailbox.quota.as_deref().and_then(spec::parse_size);
-                        objects.push(Object::new(
-                            Kind::Account,
-                            &address,
-                            &AccountRecord {
-                                password_hash,
-                                quota,
-                            },
-                        ));
+                        objects.push(Object::new(Kind::Account, &address, &AccountRecord { password_hash, quota }));
                     }
                     Some(Err(e)) => errors.push(e),
                     None => {}
@@ -112,8 +80,7 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                 message: alias.message.clone(),
                 enabled: alias.enabled,
             };
-            objects.push(Object::new(Kind::Alias, &address, &record));
-            alias_paths.insert(address, ap);
+            objects.push(Object::new(Kind::Alias, address, &record));
         }
 
         for (i, pattern) in domain.patterns.iter().enumerate() {
@@ -126,43 +93,72 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                 message: pattern.message.clone(),
                 enabled: pattern.enabled,
             };
-            objects.push(Object::new(
-                Kind::Pattern,
-                pattern_id(&dname, &pattern.regex),
-                &record,
-            ));
-            alias_paths.insert(
-                format!("pattern #{} of {dname}", i + 1),
-                dp.key("patterns").index(i),
-            );
+            objects.push(Object::new(Kind::Pattern, pattern_id(&dname, &pattern.regex), &record));
         }
     }
 
     match build_router(&objects) {
         Ok(router) => {
             for (node, target) in dangling_local_targets(&objects, &router) {
-                let path = alias_paths.get(&node).cloned().unwrap_or_default();
                 errors.push(SpecError::new(
-                    path.key("forward"),
+                    node_path(loaded, &node).key("forward"),
                     format!("{node} forwards to {target}, which is not an address on this server (declare it, or fix the target)"),
                 ));
             }
             for cycle in find_loops(&router) {
-                let path = alias_paths.get(&cycle[0]).cloned().unwrap_or_default();
-                errors.push(SpecError::new(
-                    path,
-                    format!("forward loop: {}", cycle.join(" → ")),
-                ));
+                let message = format!("forward loop: {}", cycle.join(" → "));
+                errors.push(SpecError::new(node_path(loaded, &cycle[0]), message));
             }
         }
         Err(e) => errors.push(SpecError::new(SpecPath::keys(&["domains"]), e.to_string())),
     }
 
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(loaded.errors(errors))
+    if errors.is_empty() { Ok(objects) } else { Err(loaded.errors(errors)) }
+}
+
+fn domain_record(domain: &spec::Domain) -> DomainRecord {
+    DomainRecord {
+        dns_provider: domain.dns_provider.clone(),
+        max_message_size: domain.max_message_size.as_deref().and_then(spec::parse_size).unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        max_forwards: domain.max_forwards.unwrap_or(DEFAULT_MAX_FORWARDS),
+        allowlist: domain.allowlist.clone(),
+        denylist: domain.denylist.clone(),
+        greylisting: domain.greylisting,
+        require_tls: domain.require_tls,
+        subaddressing: domain.subaddressing,
+        catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
+            forward: targets(&r.forward),
+            reject: r.reject,
+            message: r.message.clone(),
+            enabled: r.enabled,
+        }),
     }
+}
+
+/// Where in the spec a routing node ("a@d", "pattern #2 of d", "catch-all of d") is
+/// declared; only called to report an error.
+fn node_path(loaded: &LoadedSpec, node: &str) -> SpecPath {
+    let domain_key = |d: &str| {
+        loaded.spec.domains.keys().find(|k| normalize_domain(k).is_ok_and(|n| n == d)).cloned().unwrap_or_default()
+    };
+    if let Some(d) = node.strip_prefix("catch-all of ") {
+        return SpecPath::keys(&["domains", &domain_key(d), "catch_all"]);
+    }
+    if let Some((n, d)) = node.strip_prefix("pattern #").and_then(|r| r.split_once(" of ")) {
+        let i = n.parse::<usize>().unwrap_or(1).saturating_sub(1);
+        return SpecPath::keys(&["domains", &domain_key(d), "patterns"]).index(i);
+    }
+    let Some((local, d)) = node.rsplit_once('@') else {
+        return SpecPath::root();
+    };
+    let key = domain_key(d);
+    if let Some(domain) = loaded.spec.domains.get(&key)
+        && let Some(l) = domain.aliases.keys().find(|l| normalize_local(l).is_ok_and(|l| l == local))
+    {
+        return SpecPath::keys(&["domains", &key, "aliases", l]);
+    }
+    let flat = loaded.spec.aliases.keys().find(|a| Address::parse(a).is_ok_and(|a| a.to_string() == node));
+    flat.map(|a| SpecPath::keys(&["aliases", a])).unwrap_or_else(|| SpecPath::keys(&["domains", &key]))
 }
 
 /// Forward targets on one of our own domains that no alias, pattern or catch-all takes:
@@ -236,7 +232,7 @@ fn pattern_targets(raw: &[String]) -> Vec<String> {
 fn password_hash(
     p: &PasswordRef,
     loaded: &LoadedSpec,
-    path: &SpecPath,
+    path: &dyn Fn() -> SpecPath,
 ) -> Result<String, SpecError> {
     let hash = match (&p.hash, &p.env, &p.file) {
         (Some(hash), None, None) => return Ok(hash.clone()),
@@ -246,17 +242,17 @@ fn password_hash(
                 file: file.clone(),
             };
             r.resolve(&loaded.base_dir)
-                .map_err(|e| SpecError::new(path.clone(), e.to_string()))?
+                .map_err(|e| SpecError::new(path(), e.to_string()))?
         }
         _ => {
             return Err(SpecError::new(
-                path.clone(),
+                path(),
                 "password needs exactly one of `hash`, `env` or `file`",
             ));
         }
     };
     spec::check_password_hash(hash.expose())
-        .map_err(|e| SpecError::new(path.clone(), format!("{e} (read from {})", describe(p))))?;
+        .map_err(|e| SpecError::new(path(), format!("{e} (read from {})", describe(p))))?;
     Ok(hash.expose().to_string())
 }
 

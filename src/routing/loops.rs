@@ -23,21 +23,25 @@ pub fn find_loops(router: &Router) -> Vec<Vec<String>> {
     domains.sort();
     for domain in domains {
         let routes = &router.domains[domain];
+        // A node without local successors cannot be on a cycle: leave it out, so the
+        // graph stays small when (as usual) almost every target is elsewhere.
         for (local, rule) in &routes.aliases {
-            let from = format!("{local}@{domain}");
-            edges.insert(from, successors(router, rule, local));
+            let next = successors(router, rule, local);
+            if !next.is_empty() {
+                edges.insert(format!("{local}@{domain}"), next);
+            }
         }
         for (i, (_, rule)) in routes.patterns.iter().enumerate() {
-            edges.insert(
-                format!("pattern #{} of {domain}", i + 1),
-                successors(router, rule, ""),
-            );
+            let next = successors(router, rule, "");
+            if !next.is_empty() {
+                edges.insert(format!("pattern #{} of {domain}", i + 1), next);
+            }
         }
         if let Some(rule) = &routes.catch_all {
-            edges.insert(
-                format!("catch-all of {domain}"),
-                successors(router, rule, ""),
-            );
+            let next = successors(router, rule, "");
+            if !next.is_empty() {
+                edges.insert(format!("catch-all of {domain}"), next);
+            }
         }
     }
 
@@ -92,7 +96,13 @@ fn successors(router: &Router, rule: &Rule, local: &str) -> Vec<String> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for template in rule.forward.iter().filter(|t| !t.contains('$')) {
+    // Targets are stored canonical (lowercase, punycode): a cheap look at the domain
+    // part skips the ones that leave this server before any parsing.
+    let local_target = |t: &&String| {
+        let host = t.rsplit_once('@').map_or(t.as_str(), |(_, d)| d);
+        !t.contains('$') && router.is_local_domain(host)
+    };
+    for template in rule.forward.iter().filter(local_target) {
         let Ok(target) = Target::parse(template) else {
             continue;
         };

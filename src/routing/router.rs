@@ -12,6 +12,9 @@ use crate::address::{Address, AddressError};
 /// bounds memory so one spec cannot make the server build a huge automaton.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Above this many patterns in a domain, one RegexSet pass finds the first match.
+const PATTERNS_BEFORE_SET: usize = 8;
+
 /// What one alias, pattern or catch-all does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rule {
@@ -59,16 +62,18 @@ impl DomainRoutes {
         self.aliases.insert(local, rule);
     }
 
-    /// Adds a pattern (in priority order); disabled ones are kept out of the set.
-    pub fn add_pattern(&mut self, regex: &str, rule: Rule) -> Result<(), regex::Error> {
-        let re = compile(regex)?;
+    /// Adds a compiled pattern (in priority order); disabled ones are left out.
+    pub fn add_pattern(&mut self, regex: Regex, rule: Rule) {
         if rule.enabled {
-            self.patterns.push((re, rule));
+            self.patterns.push((regex, rule));
         }
-        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), regex::Error> {
+        // A set pays off only with many patterns; a few are cheaper tried in order.
+        if self.patterns.len() <= PATTERNS_BEFORE_SET {
+            return Ok(());
+        }
         let set = RegexSetBuilder::new(self.patterns.iter().map(|(r, _)| r.as_str()))
             .case_insensitive(true)
             .size_limit(REGEX_SIZE_LIMIT * self.patterns.len().max(1))
@@ -167,9 +172,11 @@ impl Router {
         {
             return Ok(finish(&recipient, base, tag, Matched::Exact, rule, None));
         }
-        if let Some(set) = &routes.set
-            && let Some(i) = set.matches(base).iter().next()
-        {
+        let first_match = match &routes.set {
+            Some(set) => set.matches(base).iter().next(),
+            None => routes.patterns.iter().position(|(re, _)| re.is_match(base)),
+        };
+        if let Some(i) = first_match {
             let (re, rule) = &routes.patterns[i];
             let caps = re.captures(base);
             return Ok(finish(
@@ -275,10 +282,8 @@ mod tests {
             },
         );
         d.add_alias("relay".into(), fwd(&["other.example"]));
-        d.add_pattern(r"^support-(\d+)$", fwd(&["tickets+$1@helpdesk.net"]))
-            .unwrap();
-        d.add_pattern(r"^(?P<team>sales|ops)-.*$", fwd(&["${team}@corp.net"]))
-            .unwrap();
+        d.add_pattern(compile(r"^support-(\d+)$").unwrap(), fwd(&["tickets+$1@helpdesk.net"]));
+        d.add_pattern(compile(r"^(?P<team>sales|ops)-.*$").unwrap(), fwd(&["${team}@corp.net"]));
         let mut r = Router::default();
         r.insert("example.test".into(), d).unwrap();
         r

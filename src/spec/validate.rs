@@ -47,6 +47,25 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     v.errors
 }
 
+/// What a rule does, as far as the checks care.
+struct RuleShape<'a> {
+    forward: &'a [String],
+    reject: bool,
+    mailbox: bool,
+    message: bool,
+}
+
+impl<'a> RuleShape<'a> {
+    fn alias(alias: &'a Alias) -> Self {
+        RuleShape {
+            forward: &alias.forward,
+            reject: alias.reject.is_some(),
+            mailbox: alias.mailbox.is_some(),
+            message: alias.message.is_some(),
+        }
+    }
+}
+
 struct Validator {
     errors: Vec<SpecError>,
 }
@@ -209,15 +228,7 @@ impl Validator {
                 self.err(ap.clone(), format!("{address} is also declared under [domains.\"{}\".aliases]; declare it once", parsed.domain));
             }
             let max_forwards = domain.max_forwards.unwrap_or(10);
-            self.rule(
-                &ap,
-                &alias.forward,
-                alias.reject.is_some(),
-                alias.mailbox.is_some(),
-                alias.message.is_some(),
-                max_forwards,
-                None,
-            );
+            self.rule(&|| ap.clone(), RuleShape::alias(alias), max_forwards, None);
             if let Some(mailbox) = &alias.mailbox {
                 self.mailbox(&ap.key("mailbox"), mailbox);
             }
@@ -301,39 +312,23 @@ impl Validator {
             }
         }
         if let Some(rule) = &domain.catch_all {
-            self.rule(
-                &p.key("catch_all"),
-                &rule.forward,
-                rule.reject.is_some(),
-                false,
-                rule.message.is_some(),
-                max_forwards,
-                None,
-            );
+            let shape = RuleShape { forward: &rule.forward, reject: rule.reject.is_some(), mailbox: false, message: rule.message.is_some() };
+            self.rule(&|| p.key("catch_all"), shape, max_forwards, None);
         }
         let mut locals: HashMap<String, &str> = HashMap::new();
         for (local, alias) in &domain.aliases {
-            let ap = p.key("aliases").key(local);
+            let ap = || p.key("aliases").key(local);
             match normalize_local(local) {
                 Ok(norm) => {
                     if let Some(other) = locals.insert(norm, local) {
-                        self.err(ap.clone(), format!("alias \"{local}\" is the same address as \"{other}\" (local parts are case-insensitive)"));
+                        self.err(ap(), format!("alias \"{local}\" is the same address as \"{other}\" (local parts are case-insensitive)"));
                     }
                 }
-                Err(e) => self.err(ap.clone(), e.to_string()),
+                Err(e) => self.err(ap(), e.to_string()),
             }
-            let has_mailbox = alias.mailbox.is_some();
-            self.rule(
-                &ap,
-                &alias.forward,
-                alias.reject.is_some(),
-                has_mailbox,
-                alias.message.is_some(),
-                max_forwards,
-                None,
-            );
+            self.rule(&ap, RuleShape::alias(alias), max_forwards, None);
             if let Some(mailbox) = &alias.mailbox {
-                self.mailbox(&ap.key("mailbox"), mailbox);
+                self.mailbox(&ap().key("mailbox"), mailbox);
             }
         }
         let mut regexes = HashMap::new();
@@ -365,47 +360,33 @@ impl Validator {
                     ),
                 );
             }
-            self.rule(
-                &pp,
-                &pattern.forward,
-                pattern.reject.is_some(),
-                false,
-                pattern.message.is_some(),
-                max_forwards,
-                groups.as_ref(),
-            );
+            let shape = RuleShape { forward: &pattern.forward, reject: pattern.reject.is_some(), mailbox: false, message: pattern.message.is_some() };
+            self.rule(&|| pp.clone(), shape, max_forwards, groups.as_ref());
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn rule(
-        &mut self,
-        p: &SpecPath,
-        forward: &[String],
-        reject: bool,
-        mailbox: bool,
-        message: bool,
-        max_forwards: u32,
-        pattern: Option<&regex::Regex>,
-    ) {
+    /// Checks what an alias, pattern or catch-all does. `p` builds the path only when
+    /// there is something to report.
+    fn rule(&mut self, p: &dyn Fn() -> SpecPath, shape: RuleShape<'_>, max_forwards: u32, pattern: Option<&regex::Regex>) {
+        let RuleShape { forward, reject, mailbox, message } = shape;
         if reject && (mailbox || !forward.is_empty()) {
-            self.err(p.key("reject"), "a rejecting address cannot also forward or keep a mailbox; remove `reject` or the targets");
+            self.err(p().key("reject"), "a rejecting address cannot also forward or keep a mailbox; remove `reject` or the targets");
         }
         if !reject && !mailbox && forward.is_empty() {
             self.err(
-                p.clone(),
+                p(),
                 "this address does nothing: give it `forward`, `mailbox` or `reject`",
             );
         }
         if message && !reject {
             self.err(
-                p.key("message"),
+                p().key("message"),
                 "`message` is the text sent with a rejection; it needs `reject`",
             );
         }
         let mut unique = Vec::new();
         for (i, target) in forward.iter().enumerate() {
-            let tp = p.key("forward").index(i);
+            let tp = || p().key("forward").index(i);
             let (checked, groups) = expand_placeholders_for_check(target);
             if let Some(re) = pattern {
                 for g in &groups {
@@ -415,14 +396,14 @@ impl Validator {
                     };
                     if !exists {
                         self.err(
-                            tp.clone(),
+                            tp(),
                             format!("\"{target}\" uses ${g}, but the regex has no such group"),
                         );
                     }
                 }
             } else if !groups.is_empty() && target.contains('$') {
                 self.err(
-                    tp.clone(),
+                    tp(),
                     format!("\"{target}\" uses a $ capture, which only patterns have"),
                 );
                 continue;
@@ -433,12 +414,12 @@ impl Validator {
                         unique.push(t);
                     }
                 }
-                Err(e) => self.err(tp, e.to_string()),
+                Err(e) => self.err(tp(), e.to_string()),
             }
         }
         if unique.len() > max_forwards as usize {
             self.err(
-                p.key("forward"),
+                p().key("forward"),
                 format!("{} forward targets exceed this domain's limit of {max_forwards} (raise `max_forwards`, at most {MAX_FORWARDS_LIMIT})", unique.len()),
             );
         }
