@@ -128,7 +128,8 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
         let regex = match compiled.get(&p.regex) {
             Some(re) => re.clone(),
             None => {
-                let re = compile_pattern(&p.regex).map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
+                let re = compile_pattern(&p.regex)
+                    .map_err(|e| SnapshotError::Regex(p.regex.clone(), e))?;
                 compiled.insert(p.regex.clone(), re.clone());
                 re
             }

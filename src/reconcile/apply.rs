@@ -39,11 +39,11 @@ pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
     for change in &plan.changes {
         let write = match change.action {
             Action::Create | Action::Update => Write::Put {
-                object: Object {
-                    kind: change.kind,
-                    id: change.id.clone(),
-                    fields: change.after.clone().unwrap_or_default(),
-                },
+                object: Object::from_fields(
+                    change.kind,
+                    change.id.clone(),
+                    change.after.clone().unwrap_or_default(),
+                ),
                 key: if change.regenerates_key() {
                     keys.next()
                 } else {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use crate::address::{Address, normalize_domain, normalize_local};
 use crate::routing::{Target, expand_placeholders_for_check, find_loops};
 use crate::snapshot::build_router;
-use crate::spec::{self, Alias, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath};
+use crate::spec::{
+    self, Alias, LoadedSpec, PasswordRef, SecretRef, SpecError, SpecErrors, SpecPath,
+};
 use crate::store::records::*;
 use crate::store::{Kind, Object};
 
@@ -27,7 +29,9 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
         if let Some((local, domain)) = address.rsplit_once('@')
             && let Ok(domain) = normalize_domain(domain)
         {
-            flat.entry(domain).or_default().push((local, alias, address));
+            flat.entry(domain)
+                .or_default()
+                .push((local, alias, address));
         }
     }
 
@@ -44,19 +48,29 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
         for key in domain.dkim.as_deref().unwrap_or(&default_keys) {
             let selector = key.selector.to_lowercase();
             let id = dkim_key_id(&selector, &dname);
-            let record = DkimKeyRecord { domain: dname.clone(), selector, algorithm: key.algorithm.as_str().into() };
+            let record = DkimKeyRecord {
+                domain: dname.clone(),
+                selector,
+                algorithm: key.algorithm.as_str().into(),
+            };
             objects.push(Object::new(Kind::DkimKey, id, &record));
         }
 
         // Error paths are built only when there is an error: most specs have none.
         let nested = domain.aliases.iter().map(|(local, alias)| {
-            let path: Box<dyn Fn() -> SpecPath> = Box::new(move || SpecPath::keys(&["domains", name, "aliases", local]));
+            let path: Box<dyn Fn() -> SpecPath> =
+                Box::new(move || SpecPath::keys(&["domains", name, "aliases", local]));
             (local.as_str(), alias, path)
         });
-        let top = flat.remove(&dname).unwrap_or_default().into_iter().map(|(local, alias, address)| {
-            let path: Box<dyn Fn() -> SpecPath> = Box::new(move || SpecPath::keys(&["aliases", address]));
-            (local, alias, path)
-        });
+        let top =
+            flat.remove(&dname)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(local, alias, address)| {
+                    let path: Box<dyn Fn() -> SpecPath> =
+                        Box::new(move || SpecPath::keys(&["aliases", address]));
+                    (local, alias, path)
+                });
         for (local, alias, path) in nested.chain(top) {
             let Ok(local) = normalize_local(local) else {
                 continue;
@@ -64,10 +78,21 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
             let address = format!("{local}@{dname}");
             if let Some(mailbox) = &alias.mailbox {
                 let password_path = || path().key("mailbox").key("password");
-                match mailbox.password.as_ref().map(|p| password_hash(p, loaded, &password_path)) {
+                match mailbox
+                    .password
+                    .as_ref()
+                    .map(|p| password_hash(p, loaded, &password_path))
+                {
                     Some(Ok(password_hash)) => {
                         let quota = mailbox.quota.as_deref().and_then(spec::parse_size);
-                        objects.push(Object::new(Kind::Account, &address, &AccountRecord { password_hash, quota }));
+                        objects.push(Object::new(
+                            Kind::Account,
+                            &address,
+                            &AccountRecord {
+                                password_hash,
+                                quota,
+                            },
+                        ));
                     }
                     Some(Err(e)) => errors.push(e),
                     None => {}
@@ -93,7 +118,11 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                 message: pattern.message.clone(),
                 enabled: pattern.enabled,
             };
-            objects.push(Object::new(Kind::Pattern, pattern_id(&dname, &pattern.regex), &record));
+            objects.push(Object::new(
+                Kind::Pattern,
+                pattern_id(&dname, &pattern.regex),
+                &record,
+            ));
         }
     }
 
@@ -113,13 +142,21 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
         Err(e) => errors.push(SpecError::new(SpecPath::keys(&["domains"]), e.to_string())),
     }
 
-    if errors.is_empty() { Ok(objects) } else { Err(loaded.errors(errors)) }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(loaded.errors(errors))
+    }
 }
 
 fn domain_record(domain: &spec::Domain) -> DomainRecord {
     DomainRecord {
         dns_provider: domain.dns_provider.clone(),
-        max_message_size: domain.max_message_size.as_deref().and_then(spec::parse_size).unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        max_message_size: domain
+            .max_message_size
+            .as_deref()
+            .and_then(spec::parse_size)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
         max_forwards: domain.max_forwards.unwrap_or(DEFAULT_MAX_FORWARDS),
         allowlist: domain.allowlist.clone(),
         denylist: domain.denylist.clone(),
@@ -139,12 +176,21 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
 /// declared; only called to report an error.
 fn node_path(loaded: &LoadedSpec, node: &str) -> SpecPath {
     let domain_key = |d: &str| {
-        loaded.spec.domains.keys().find(|k| normalize_domain(k).is_ok_and(|n| n == d)).cloned().unwrap_or_default()
+        loaded
+            .spec
+            .domains
+            .keys()
+            .find(|k| normalize_domain(k).is_ok_and(|n| n == d))
+            .cloned()
+            .unwrap_or_default()
     };
     if let Some(d) = node.strip_prefix("catch-all of ") {
         return SpecPath::keys(&["domains", &domain_key(d), "catch_all"]);
     }
-    if let Some((n, d)) = node.strip_prefix("pattern #").and_then(|r| r.split_once(" of ")) {
+    if let Some((n, d)) = node
+        .strip_prefix("pattern #")
+        .and_then(|r| r.split_once(" of "))
+    {
         let i = n.parse::<usize>().unwrap_or(1).saturating_sub(1);
         return SpecPath::keys(&["domains", &domain_key(d), "patterns"]).index(i);
     }
@@ -153,12 +199,20 @@ fn node_path(loaded: &LoadedSpec, node: &str) -> SpecPath {
     };
     let key = domain_key(d);
     if let Some(domain) = loaded.spec.domains.get(&key)
-        && let Some(l) = domain.aliases.keys().find(|l| normalize_local(l).is_ok_and(|l| l == local))
+        && let Some(l) = domain
+            .aliases
+            .keys()
+            .find(|l| normalize_local(l).is_ok_and(|l| l == local))
     {
         return SpecPath::keys(&["domains", &key, "aliases", l]);
     }
-    let flat = loaded.spec.aliases.keys().find(|a| Address::parse(a).is_ok_and(|a| a.to_string() == node));
-    flat.map(|a| SpecPath::keys(&["aliases", a])).unwrap_or_else(|| SpecPath::keys(&["domains", &key]))
+    let flat = loaded
+        .spec
+        .aliases
+        .keys()
+        .find(|a| Address::parse(a).is_ok_and(|a| a.to_string() == node));
+    flat.map(|a| SpecPath::keys(&["aliases", a]))
+        .unwrap_or_else(|| SpecPath::keys(&["domains", &key]))
 }
 
 /// Forward targets on one of our own domains that no alias, pattern or catch-all takes:

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::records::parse_fields;
 use crate::store::{Fields, Kind, Object, StoredObject};
 
 pub const PLAN_FORMAT: u32 = 1;
@@ -82,43 +83,61 @@ pub fn diff(
     base_revision: u64,
     source: &str,
 ) -> Plan {
-    let mut live_by_key: HashMap<(Kind, String), StoredObject> = live
-        .into_iter()
-        .map(|s| ((s.object.kind, s.object.id.clone()), s))
-        .collect();
+    // One map per kind, keyed by id, so a desired object is looked up by &str.
+    let mut live_by_kind: Vec<HashMap<String, (String, bool)>> =
+        Kind::ALL.iter().map(|_| HashMap::new()).collect();
+    for StoredObject { object, managed } in live {
+        live_by_kind[object.kind as usize].insert(object.id, (object.json, managed));
+    }
     let mut changes = Vec::new();
     let mut unmanaged = Vec::new();
-    for object in desired {
-        match live_by_key.remove(&(object.kind, object.id.clone())) {
-            None => changes.push(Change {
-                action: Action::Create,
-                kind: object.kind,
-                id: object.id,
-                before: None,
-                after: Some(object.fields),
-            }),
-            Some(existing) if !existing.managed => unmanaged.push((object.kind, object.id)),
-            Some(existing) if existing.object.fields != object.fields => changes.push(Change {
-                action: Action::Update,
-                kind: object.kind,
-                id: object.id,
-                before: Some(existing.object.fields),
-                after: Some(object.fields),
-            }),
+    for Object { kind, id, json } in desired {
+        match live_by_kind[kind as usize].remove(id.as_str()) {
+            None => {
+                let after = Some(parse_fields(&json));
+                changes.push(Change {
+                    action: Action::Create,
+                    kind,
+                    id,
+                    before: None,
+                    after,
+                });
+            }
+            Some((_, false)) => unmanaged.push((kind, id)),
+            Some((live_json, true)) if live_json != json => {
+                let (before, after) = (Some(parse_fields(&live_json)), Some(parse_fields(&json)));
+                changes.push(Change {
+                    action: Action::Update,
+                    kind,
+                    id,
+                    before,
+                    after,
+                });
+            }
             Some(_) => {}
         }
     }
-    for ((kind, id), stored) in live_by_key {
-        if stored.managed {
-            changes.push(Change {
-                action: Action::Delete,
-                kind,
-                id,
-                before: Some(stored.object.fields),
-                after: None,
-            });
-        } else {
-            unmanaged.push((kind, id));
+    for (kind, remaining) in Kind::ALL.into_iter().zip(live_by_kind) {
+        for (id, (json, managed)) in remaining {
+            if managed {
+                let before = Some(
+                    Object {
+                        kind,
+                        id: String::new(),
+                        json,
+                    }
+                    .fields(),
+                );
+                changes.push(Change {
+                    action: Action::Delete,
+                    kind,
+                    id,
+                    before,
+                    after: None,
+                });
+            } else {
+                unmanaged.push((kind, id));
+            }
         }
     }
     changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
@@ -146,13 +165,10 @@ mod tests {
     use serde_json::json;
 
     fn obj(kind: Kind, id: &str, v: serde_json::Value) -> Object {
-        let serde_json::Value::Object(fields) = v else {
-            panic!()
-        };
         Object {
             kind,
             id: id.into(),
-            fields,
+            json: v.to_string(),
         }
     }
 

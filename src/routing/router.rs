@@ -282,8 +282,14 @@ mod tests {
             },
         );
         d.add_alias("relay".into(), fwd(&["other.example"]));
-        d.add_pattern(compile(r"^support-(\d+)$").unwrap(), fwd(&["tickets+$1@helpdesk.net"]));
-        d.add_pattern(compile(r"^(?P<team>sales|ops)-.*$").unwrap(), fwd(&["${team}@corp.net"]));
+        d.add_pattern(
+            compile(r"^support-(\d+)$").unwrap(),
+            fwd(&["tickets+$1@helpdesk.net"]),
+        );
+        d.add_pattern(
+            compile(r"^(?P<team>sales|ops)-.*$").unwrap(),
+            fwd(&["${team}@corp.net"]),
+        );
         let mut r = Router::default();
         r.insert("example.test".into(), d).unwrap();
         r

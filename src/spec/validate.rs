@@ -312,7 +312,12 @@ impl Validator {
             }
         }
         if let Some(rule) = &domain.catch_all {
-            let shape = RuleShape { forward: &rule.forward, reject: rule.reject.is_some(), mailbox: false, message: rule.message.is_some() };
+            let shape = RuleShape {
+                forward: &rule.forward,
+                reject: rule.reject.is_some(),
+                mailbox: false,
+                message: rule.message.is_some(),
+            };
             self.rule(&|| p.key("catch_all"), shape, max_forwards, None);
         }
         let mut locals: HashMap<String, &str> = HashMap::new();
@@ -360,15 +365,31 @@ impl Validator {
                     ),
                 );
             }
-            let shape = RuleShape { forward: &pattern.forward, reject: pattern.reject.is_some(), mailbox: false, message: pattern.message.is_some() };
+            let shape = RuleShape {
+                forward: &pattern.forward,
+                reject: pattern.reject.is_some(),
+                mailbox: false,
+                message: pattern.message.is_some(),
+            };
             self.rule(&|| pp.clone(), shape, max_forwards, groups.as_ref());
         }
     }
 
     /// Checks what an alias, pattern or catch-all does. `p` builds the path only when
     /// there is something to report.
-    fn rule(&mut self, p: &dyn Fn() -> SpecPath, shape: RuleShape<'_>, max_forwards: u32, pattern: Option<&regex::Regex>) {
-        let RuleShape { forward, reject, mailbox, message } = shape;
+    fn rule(
+        &mut self,
+        p: &dyn Fn() -> SpecPath,
+        shape: RuleShape<'_>,
+        max_forwards: u32,
+        pattern: Option<&regex::Regex>,
+    ) {
+        let RuleShape {
+            forward,
+            reject,
+            mailbox,
+            message,
+        } = shape;
         if reject && (mailbox || !forward.is_empty()) {
             self.err(p().key("reject"), "a rejecting address cannot also forward or keep a mailbox; remove `reject` or the targets");
         }

@@ -59,12 +59,19 @@ impl fmt::Display for Kind {
 
 pub type Fields = serde_json::Map<String, serde_json::Value>;
 
-/// One stored object: kind, id (unique per kind) and its fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Parses an object's JSON text into its fields (empty if it is not a JSON object).
+pub fn parse_fields(json: &str) -> Fields {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// One stored object: kind, id (unique per kind) and its fields as canonical JSON text
+/// (keys sorted). Text, not a tree: a plan over 100,000 unchanged objects compares
+/// strings, and only the changed ones are ever parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     pub kind: Kind,
     pub id: String,
-    pub fields: Fields,
+    pub json: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,24 +85,36 @@ pub struct ShapeError {
 
 impl Object {
     pub fn new<T: Serialize>(kind: Kind, id: impl Into<String>, record: &T) -> Object {
-        let fields = match serde_json::to_value(record) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => Fields::new(),
-        };
+        // Through a Value, whose map is sorted: the text is the same however the record
+        // type orders its fields.
+        let json = serde_json::to_value(record)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| "{}".into());
         Object {
             kind,
             id: id.into(),
-            fields,
+            json,
         }
     }
 
+    pub fn from_fields(kind: Kind, id: impl Into<String>, fields: Fields) -> Object {
+        Object {
+            kind,
+            id: id.into(),
+            json: serde_json::Value::Object(fields).to_string(),
+        }
+    }
+
+    /// The fields as a map, for display and diffs.
+    pub fn fields(&self) -> Fields {
+        parse_fields(&self.json)
+    }
+
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, ShapeError> {
-        serde_json::from_value(serde_json::Value::Object(self.fields.clone())).map_err(|source| {
-            ShapeError {
-                kind: self.kind,
-                id: self.id.clone(),
-                source,
-            }
+        serde_json::from_str(&self.json).map_err(|source| ShapeError {
+            kind: self.kind,
+            id: self.id.clone(),
+            source,
         })
     }
 }

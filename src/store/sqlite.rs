@@ -155,10 +155,13 @@ impl Store for SqliteStore {
             let (kind, id, fields, managed_by) = row?;
             let kind = Kind::parse(&kind)
                 .ok_or_else(|| StoreError::Data(format!("unknown object kind {kind:?}")))?;
-            let fields = serde_json::from_str(&fields)
-                .map_err(|e| StoreError::Data(format!("{kind} {id}: fields are not JSON: {e}")))?;
+
             out.push(StoredObject {
-                object: Object { kind, id, fields },
+                object: Object {
+                    kind,
+                    id,
+                    json: fields,
+                },
                 managed: managed_by == "spec",
             });
         }
@@ -196,7 +199,7 @@ impl Store for SqliteStore {
                     Write::Put { object, key } => {
                         let kind = object.kind.as_str();
                         let existed = exists.exists(params![kind, object.id])?;
-                        let fields = serde_json::Value::Object(object.fields.clone()).to_string();
+                        let fields = &object.json;
                         insert.execute(params![kind, object.id, fields, revision as i64])?;
                         if let Some(key) = key {
                             put_key.execute(params![
@@ -276,12 +279,10 @@ mod tests {
     use crate::store::KeyMaterial;
 
     fn obj(id: &str) -> Object {
-        let mut fields = super::super::Fields::new();
-        fields.insert("forward".into(), serde_json::json!(["a@b.test"]));
         Object {
             kind: Kind::Alias,
             id: id.into(),
-            fields,
+            json: r#"{"forward":["a@b.test"]}"#.into(),
         }
     }
 
@@ -333,7 +334,7 @@ mod tests {
         let object = Object {
             kind: Kind::DkimKey,
             id: "s._domainkey.d.test".into(),
-            fields: Default::default(),
+            json: "{}".into(),
         };
         store
             .apply(
