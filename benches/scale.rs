@@ -89,12 +89,14 @@ fn main() {
         ),
         row("no-change plan", &no_change, Some(Duration::from_secs(1))),
         row("one-change plan", &one_plan, None),
-        row("one-change apply", &one_apply, None),
+        // `apply` plans afresh before it writes, so this is the whole cost of rolling out
+        // an edited spec; the target is on it.
+        row("one-change apply", &one_apply, Some(Duration::from_secs(1))),
         Row {
-            step: "one-change plan + apply".into(),
+            step: "one-change plan, then apply".into(),
             wall: one_plan.wall + one_apply.wall,
             max_rss_kib: one_plan.max_rss_kib.max(one_apply.max_rss_kib),
-            time_target: Some(Duration::from_secs(1)),
+            time_target: None,
         },
         row("final plan (no change)", &final_plan, None),
         row(
