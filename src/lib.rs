@@ -4,9 +4,13 @@
 pub mod address;
 pub mod cli;
 pub mod dkim;
+pub mod mailbox;
 pub mod password;
+pub mod queue;
 pub mod reconcile;
 pub mod routing;
+pub mod smtp;
 pub mod snapshot;
 pub mod spec;
 pub mod store;
+pub mod tls;

@@ -5,7 +5,9 @@ mod apply;
 mod init;
 mod passwd;
 mod plan;
+mod queue;
 mod schema;
+mod serve;
 mod status;
 mod validate;
 
@@ -48,6 +50,11 @@ enum Command {
     Plan(plan::Args),
     /// Make the live state match the spec (or a saved plan).
     Apply(apply::Args),
+    /// Run the server: reconcile loop, listeners, delivery workers.
+    Serve,
+    /// Inspect and act on the delivery queue.
+    #[command(subcommand)]
+    Queue(queue::Command),
     /// Show the store's revision, contents and recent applies.
     Status(status::Args),
     /// Write the spec's JSON schema (for editors and CI).
@@ -84,6 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate => validate::run(&cli.spec),
         Command::Plan(args) => plan::run(&cli.spec, args),
         Command::Apply(args) => apply::run(&cli.spec, args),
+        Command::Serve => serve::run(&cli.spec),
+        Command::Queue(command) => queue::run(&cli.spec, command),
         Command::Status(args) => status::run(&cli.spec, args),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),

@@ -4,7 +4,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::queue::QueueDb;
+use crate::reconcile::watch::ReconcileStatus;
 use crate::store::{Kind, Store};
+
+use super::serve::ServeState;
+
+/// The server described by data_dir/serve.json, if its process is alive.
+fn running_server(data_dir: &Path) -> Option<ServeState> {
+    let state: ServeState =
+        serde_json::from_slice(&std::fs::read(data_dir.join("serve.json")).ok()?).ok()?;
+    // Signal 0 checks that the process exists without touching it.
+    let alive = unsafe { libc::kill(state.pid as libc::pid_t, 0) } == 0;
+    alive.then_some(state)
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,14 +41,56 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         *counts.entry(o.object.kind.as_str()).or_default() += 1;
     }
     let applies = store.applies(5)?;
+    let data_dir = loaded.data_dir();
+    let server = running_server(&data_dir);
+    let reconcile: Option<ReconcileStatus> = std::fs::read(data_dir.join("reconcile.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let queue = data_dir
+        .join("queue.db")
+        .exists()
+        .then(|| QueueDb::open(&data_dir).and_then(|q| q.pending()).ok())
+        .flatten();
     if args.json {
         let v = serde_json::json!({
+            "server": server.as_ref().map(|s| serde_json::json!({ "pid": s.pid, "started_at": s.started_at, "listeners": s.listeners })),
             "store": { "kind": "sqlite", "path": store.path(), "revision": revision },
             "objects": counts,
+            "last_reconcile": reconcile,
+            "queue": queue,
             "applies": applies,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    match &server {
+        Some(s) => {
+            let list: Vec<String> = s
+                .listeners
+                .iter()
+                .map(|(n, a)| format!("{n} {a}"))
+                .collect();
+            println!(
+                "server: running (pid {}, since {}); listeners: {}",
+                s.pid,
+                s.started_at,
+                list.join(", ")
+            );
+        }
+        None => println!("server: not running"),
+    }
+    if let Some(r) = &reconcile {
+        let verdict = if r.ok { "ok" } else { "FAILED" };
+        println!(
+            "last reconcile: {verdict} at {} (revision {}): {}",
+            r.at, r.revision, r.summary
+        );
+        for e in &r.errors {
+            println!("  {e}");
+        }
+    }
+    if let Some(n) = queue {
+        println!("queue: {n} deliveries waiting");
     }
     println!(
         "store: sqlite {} (revision {revision})",

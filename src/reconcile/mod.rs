@@ -5,6 +5,7 @@ mod apply;
 pub mod desired;
 pub mod plan;
 pub mod render;
+pub mod watch;
 
 pub use apply::{ApplyError, apply};
 pub use desired::desired_objects;
@@ -19,6 +20,8 @@ pub enum PlanError {
     Spec(#[from] SpecErrors),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("apply failed: {0}")]
+    Apply(String),
 }
 
 /// Plans the changes that make `store` match `loaded`.

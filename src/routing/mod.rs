@@ -3,6 +3,7 @@
 
 mod loops;
 mod router;
+pub mod srs;
 mod target;
 
 pub use loops::find_loops;

@@ -224,6 +224,9 @@ pub struct Delivery {
     /// Password for the smarthost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_password: Option<SecretRef>,
+    /// Key for the `X-Webhook-Signature` HMAC-SHA256 on every webhook post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SecretRef>,
 }
 
 /// DNS resolution and providers.

@@ -144,6 +144,9 @@ impl Validator {
         if let Some(pw) = &spec.delivery.relay_password {
             self.secret(&SpecPath::keys(&["delivery", "relay_password"]), pw);
         }
+        if let Some(key) = &spec.delivery.webhook_secret {
+            self.secret(&SpecPath::keys(&["delivery", "webhook_secret"]), key);
+        }
     }
 
     fn dns(&mut self, dns: &Dns) {

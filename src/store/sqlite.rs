@@ -128,7 +128,7 @@ fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Data(format!("revision {v:?} is not a number")))
 }
 
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 

@@ -1,0 +1,73 @@
+//! `ferrymail queue list | retry ID | remove ID`: the deliveries waiting in the queue.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::queue::{QueueDb, now_unix};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Every delivery waiting, with its attempts and last error.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a delivery again now.
+    Retry { id: i64 },
+    /// Drop a delivery (no bounce is sent).
+    Remove { id: i64 },
+}
+
+pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let loaded = super::load_spec(spec)?;
+    let db = QueueDb::open(&loaded.data_dir())?;
+    match command {
+        Command::List { json } => {
+            let entries = db.list(10_000)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if entries.is_empty() {
+                println!("The queue is empty.");
+            }
+            let now = now_unix();
+            for e in &entries {
+                let next = (e.next_attempt_at - now).max(0);
+                println!(
+                    "{:>6}  {:?}  {} → {}  {} bytes, {} attempt(s), next in {next}s{}",
+                    e.id,
+                    e.kind,
+                    if e.mail_from.is_empty() {
+                        "<>"
+                    } else {
+                        &e.mail_from
+                    },
+                    e.target,
+                    e.size,
+                    e.attempts,
+                    e.last_error
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Retry { id } => {
+            if !db.retry_now(id)? {
+                bail!("no delivery {id} in the queue");
+            }
+            println!("Delivery {id} will be tried now (by the running server).");
+        }
+        Command::Remove { id } => {
+            if !db.remove(id)? {
+                bail!("no delivery {id} in the queue");
+            }
+            println!("Removed delivery {id}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

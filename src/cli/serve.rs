@@ -1,0 +1,227 @@
+//! `ferrymail serve`: the reconciler loop, the declared listeners and the delivery
+//! workers in one process; SIGHUP reloads the spec, SIGTERM drains and exits.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::mailbox::Mailboxes;
+use crate::queue::outbound::Outbound;
+use crate::queue::worker::Worker;
+use crate::queue::{QueueDb, Spool};
+use crate::reconcile::watch::{ReconcileStatus, Reconciler};
+use crate::routing::srs::Srs;
+use crate::smtp::{MxContext, serve_mx};
+use crate::snapshot::SnapshotHandle;
+use crate::spec::{LoadedSpec, TlsMode};
+use crate::store::Store;
+
+/// What `status` reads about a running server (data_dir/serve.json).
+#[derive(Serialize, serde::Deserialize, Default)]
+pub struct ServeState {
+    pub pid: u32,
+    pub started_at: String,
+    pub listeners: Vec<(String, String)>,
+}
+
+pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
+    crate::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(spec.to_path_buf()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
+    // The first load must succeed: the listeners and data dir come from it.
+    let loaded = super::load_spec(&spec_path)?;
+    let data_dir = loaded.data_dir();
+    let hostname = loaded.spec.server.hostname.clone();
+    let store: Arc<dyn Store> =
+        Arc::new(super::open_store(&loaded, true)?.context("the store could not be created")?);
+    let snapshot =
+        Arc::new(SnapshotHandle::new(store.as_ref()).context("building the first snapshot")?);
+    let status = Arc::new(Mutex::new(ReconcileStatus::default()));
+    let reconciler = Arc::new(Reconciler {
+        spec_path: spec_path.clone(),
+        store: store.clone(),
+        snapshot: snapshot.clone(),
+        status,
+        status_file: Some(data_dir.join("reconcile.json")),
+    });
+    let first = {
+        let r = reconciler.clone();
+        tokio::task::spawn_blocking(move || r.reconcile_once()).await?
+    };
+    if !first.ok {
+        bail!(
+            "the spec could not be applied:\n{}",
+            first.errors.join("\n")
+        );
+    }
+
+    let tls = match loaded.spec.tls.mode {
+        TlsMode::Files => {
+            let files = loaded
+                .spec
+                .tls
+                .files
+                .as_ref()
+                .context("tls.mode = \"files\" needs [tls.files]")?;
+            let base = &loaded.base_dir;
+            Some(crate::tls::from_files(
+                &base.join(&files.cert),
+                &base.join(&files.key),
+            )?)
+        }
+        TlsMode::SelfSigned => Some(crate::tls::self_signed(&hostname, &data_dir)?),
+        TlsMode::Acme => {
+            tracing::warn!(
+                "ACME is not available in this build yet; serving a self-signed certificate"
+            );
+            Some(crate::tls::self_signed(&hostname, &data_dir)?)
+        }
+    };
+
+    let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
+    let queue = Arc::new(QueueDb::open(&data_dir).context("opening the queue")?);
+    let spool = Spool::start(queue.clone());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let worker = Arc::new(Worker {
+        db: queue.clone(),
+        spool: spool.clone(),
+        outbound: Outbound::new(
+            hostname.clone(),
+            loaded.spec.delivery.relay.clone(),
+            loaded.spec.dns.resolver,
+        ),
+        mailboxes: Mailboxes::new(&data_dir),
+        snapshot: snapshot.clone(),
+        store: store.clone(),
+        srs: srs.clone(),
+        hostname: hostname.clone(),
+        http: reqwest::Client::builder()
+            .build()
+            .context("building the webhook client")?,
+        webhook_key: webhook_key(&loaded)?,
+    });
+    tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
+
+    let mut listeners = Vec::new();
+    let declared = &loaded.spec.listeners;
+    if let Some(addr) = declared.mx {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the mx listener to {addr}"))?;
+        let max_size = snapshot
+            .get()
+            .domains
+            .values()
+            .map(|d| d.max_message_size)
+            .max()
+            .unwrap_or(50_000_000);
+        let ctx = Arc::new(MxContext::new(
+            hostname.clone(),
+            snapshot.clone(),
+            spool.clone(),
+            tls.clone(),
+            srs.clone(),
+            max_size,
+        ));
+        tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));
+        listeners.push(("mx".to_string(), addr.to_string()));
+        tracing::info!(%addr, "mx listening");
+    }
+    for (name, addr) in [
+        ("submission", declared.submission),
+        ("submissions", declared.submissions),
+        ("imap", declared.imap),
+        ("imaps", declared.imaps),
+        ("pop3", declared.pop3),
+        ("pop3s", declared.pop3s),
+        ("http", declared.http),
+        ("https", declared.https),
+    ] {
+        if let Some(addr) = addr {
+            tracing::warn!(listener = name, %addr, "declared, but this build does not serve it yet");
+        }
+    }
+
+    let state = ServeState {
+        pid: std::process::id(),
+        started_at: crate::store::now_rfc3339(),
+        listeners,
+    };
+    let state_path = data_dir.join("serve.json");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state)?)
+        .context("writing serve.json")?;
+
+    let (reload_tx, reload) = mpsc::channel(4);
+    tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
+    println!(
+        "ferrymail serving {hostname} (store revision {}); Ctrl-C or SIGTERM stops it",
+        first.revision
+    );
+
+    wait_for_signals(reload_tx).await;
+    tracing::info!("shutting down: draining sessions and deliveries");
+    let _ = shutdown_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&state_path);
+    Ok(())
+}
+
+/// SIGHUP asks for a reload; SIGTERM or SIGINT return (shutdown).
+async fn wait_for_signals(reload: mpsc::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the spec");
+                let _ = reload.try_send(());
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}
+
+/// A random key kept in data_dir (0600), made on first use.
+fn private_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(key) = std::fs::read(path) {
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    super::write_private(path, &key)?;
+    Ok(key)
+}
+
+fn webhook_key(loaded: &LoadedSpec) -> anyhow::Result<Option<Vec<u8>>> {
+    match &loaded.spec.delivery.webhook_secret {
+        Some(r) => Ok(Some(
+            r.resolve(&loaded.base_dir)
+                .context("delivery.webhook_secret")?
+                .expose()
+                .as_bytes()
+                .to_vec(),
+        )),
+        None => Ok(None),
+    }
+}

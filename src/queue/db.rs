@@ -1,0 +1,338 @@
+//! The queue database (`queue.db`, SQLite, WAL, synchronous=FULL): messages with their
+//! envelope and one row per delivery, each with its own retry state and lease.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Envelope, NewDelivery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("queue data: {0}")]
+    Data(String),
+    #[error("queue files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    Forward,
+    Mailbox,
+    Webhook,
+}
+
+impl DeliveryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Forward => "forward",
+            DeliveryKind::Mailbox => "mailbox",
+            DeliveryKind::Webhook => "webhook",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DeliveryKind> {
+        [
+            DeliveryKind::Forward,
+            DeliveryKind::Mailbox,
+            DeliveryKind::Webhook,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A delivery ready to be attempted, with what the attempt needs.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: i64,
+    pub message_id: i64,
+    pub kind: DeliveryKind,
+    pub target: String,
+    pub alias: String,
+    pub attempts: u32,
+    pub mail_from: String,
+    pub received_at: i64,
+}
+
+/// A delivery as `queue list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    pub id: i64,
+    pub message_id: i64,
+    pub kind: DeliveryKind,
+    pub target: String,
+    pub mail_from: String,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub size: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    leased_until INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
+";
+
+pub struct QueueDb {
+    conn: Mutex<Connection>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl QueueDb {
+    pub fn open(data_dir: &Path) -> Result<QueueDb, QueueError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join("queue.db");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the commit that precedes a 250 reaches the disk before the reply.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(QueueDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores messages and their deliveries in one transaction (one fsync for the batch).
+    pub fn insert_batch(
+        &self,
+        batch: &[(Envelope, Vec<u8>, Vec<NewDelivery>)],
+    ) -> Result<Vec<i64>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(batch.len());
+        {
+            let mut msg = tx.prepare_cached(
+                "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut del = tx.prepare_cached(
+                "INSERT INTO deliveries (message_id, kind, target, alias, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let now = now();
+            for (envelope, body, deliveries) in batch {
+                let env =
+                    serde_json::to_string(envelope).map_err(|e| QueueError::Data(e.to_string()))?;
+                msg.execute(params![
+                    now,
+                    env,
+                    envelope.mail_from,
+                    body.len() as i64,
+                    body
+                ])?;
+                let id = tx.last_insert_rowid();
+                for d in deliveries {
+                    del.execute(params![id, d.kind.as_str(), d.target, d.alias, now])?;
+                }
+                ids.push(id);
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Takes up to `limit` due deliveries and leases them for `lease_secs`, so no other
+    /// worker (or node) takes them meanwhile; a crashed worker's lease simply expires.
+    pub fn take_due(&self, limit: usize, lease_secs: i64) -> Result<Vec<Delivery>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now();
+        let due: Vec<Delivery> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
+                 ORDER BY d.next_attempt_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, message_id, kind, target, alias, attempts, mail_from, received_at) = row?;
+                let kind = DeliveryKind::parse(&kind)
+                    .ok_or_else(|| QueueError::Data(format!("delivery kind {kind:?}")))?;
+                out.push(Delivery {
+                    id,
+                    message_id,
+                    kind,
+                    target,
+                    alias,
+                    attempts: attempts as u32,
+                    mail_from,
+                    received_at,
+                });
+            }
+            out
+        };
+        {
+            let mut lease =
+                tx.prepare_cached("UPDATE deliveries SET leased_until = ?2 WHERE id = ?1")?;
+            for d in &due {
+                lease.execute(params![d.id, now + lease_secs])?;
+            }
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
+    pub fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT body FROM messages WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A delivery succeeded (or failed for good): remove it, and the message with its last.
+    pub fn finish(&self, delivery_id: i64) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let message_id: Option<i64> = tx
+            .query_row(
+                "SELECT message_id FROM deliveries WHERE id = ?1",
+                [delivery_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
+        if let Some(m) = message_id {
+            tx.execute(
+                "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
+                [m],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A delivery failed temporarily: try again at `next_at`.
+    pub fn retry_later(
+        &self,
+        delivery_id: i64,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        self.conn().execute(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, leased_until = 0, last_error = ?3 WHERE id = ?1",
+            params![delivery_id, next_at, error],
+        )?;
+        Ok(())
+    }
+
+    /// Makes a delivery due now (`queue retry`). Returns whether it exists.
+    pub fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
+        let n = self.conn().execute(
+            "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
+            params![delivery_id, now()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Removes a delivery (`queue remove`). Returns whether it existed.
+    pub fn remove(&self, delivery_id: i64) -> Result<bool, QueueError> {
+        let existed = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM deliveries WHERE id = ?1",
+                [delivery_id],
+                |_| Ok(()),
+            )
+            .optional()?;
+        self.finish(delivery_id)?;
+        Ok(existed.is_some())
+    }
+
+    pub fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.message_id, d.kind, d.target, m.mail_from, d.attempts, d.next_attempt_at, d.last_error, m.size
+             FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(QueueEntry {
+                id: r.get(0)?,
+                message_id: r.get(1)?,
+                kind: DeliveryKind::parse(&r.get::<_, String>(2)?).unwrap_or(DeliveryKind::Forward),
+                target: r.get(3)?,
+                mail_from: r.get(4)?,
+                attempts: r.get::<_, i64>(5)? as u32,
+                next_attempt_at: r.get(6)?,
+                last_error: r.get(7)?,
+                size: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deliveries not yet done.
+    pub fn pending(&self) -> Result<u64, QueueError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Seconds until the next delivery is due (None when the queue is empty).
+    pub fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
+        let next: Option<i64> = self.conn().query_row(
+            "SELECT MIN(MAX(next_attempt_at, leased_until)) FROM deliveries",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(next.map(|t| (t - now()).max(0)))
+    }
+}

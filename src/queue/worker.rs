@@ -1,0 +1,244 @@
+//! Delivery workers: take due deliveries (leased, so a crash only delays them), carry
+//! each out (forward, mailbox, webhook), and retry on a widening schedule or bounce.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::outbound::{DeliveryError, Outbound};
+use super::{Delivery, DeliveryKind, Envelope, NewDelivery, QueueDb, Spool, now_unix};
+use crate::mailbox::{MailboxError, Mailboxes};
+use crate::routing::srs::Srs;
+use crate::snapshot::SnapshotHandle;
+use crate::store::Store;
+
+/// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
+const RETRY_LADDER: [i64; 8] = [120, 300, 600, 900, 1800, 3600, 7200, 14_400];
+/// A message not delivered after this long is bounced.
+const EXPIRE_AFTER_SECS: i64 = 5 * 86_400;
+/// How long one attempt may hold a delivery before another worker may take it.
+const LEASE_SECS: i64 = 600;
+const CONCURRENCY: usize = 32;
+
+pub struct Worker {
+    pub db: Arc<QueueDb>,
+    pub spool: Spool,
+    pub outbound: Outbound,
+    pub mailboxes: Mailboxes,
+    pub snapshot: Arc<SnapshotHandle>,
+    pub store: Arc<dyn Store>,
+    pub srs: Srs,
+    pub hostname: String,
+    pub http: reqwest::Client,
+    pub webhook_key: Option<Vec<u8>>,
+}
+
+pub fn retry_delay(attempts: u32) -> i64 {
+    RETRY_LADDER[(attempts as usize).min(RETRY_LADDER.len() - 1)]
+}
+
+impl Worker {
+    /// Runs until `shutdown` turns true; in-flight deliveries finish first.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let db = self.db.clone();
+            let due =
+                tokio::task::spawn_blocking(move || db.take_due(CONCURRENCY * 2, LEASE_SECS)).await;
+            let due = match due {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reading the queue failed");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            let idle = due.is_empty();
+            for delivery in due {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.attempt(delivery).await;
+                    drop(permit);
+                });
+            }
+            if idle {
+                let db = self.db.clone();
+                let next = tokio::task::spawn_blocking(move || db.next_due_in())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+                let wait = Duration::from_secs(next.unwrap_or(60).clamp(1, 60) as u64);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        // Let running attempts finish (or their leases expire) before the process exits.
+        let _ = slots.acquire_many(CONCURRENCY as u32).await;
+    }
+
+    async fn attempt(&self, d: Delivery) {
+        let db = self.db.clone();
+        let id = d.message_id;
+        let body = match tokio::task::spawn_blocking(move || db.body(id)).await {
+            Ok(Ok(Some(body))) => body,
+            _ => return,
+        };
+        let result = match d.kind {
+            DeliveryKind::Forward => self.forward(&d, &body).await,
+            DeliveryKind::Mailbox => self.to_mailbox(&d, body.clone()).await,
+            DeliveryKind::Webhook => self.webhook(&d, &body).await,
+        };
+        let db = self.db.clone();
+        match result {
+            Ok(()) => {
+                tracing::info!(delivery = d.id, kind = ?d.kind, target = %d.target, "delivered");
+                let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
+            }
+            Err(e) if e.permanent || now_unix() - d.received_at > EXPIRE_AFTER_SECS => {
+                tracing::warn!(delivery = d.id, target = %d.target, error = %e.message, "delivery failed for good; bouncing");
+                self.bounce(&d, &body, &e.message).await;
+                let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
+            }
+            Err(e) => {
+                let next = now_unix() + retry_delay(d.attempts);
+                tracing::info!(delivery = d.id, target = %d.target, error = %e.message, "delivery deferred");
+                let message = e.message.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || db.retry_later(d.id, next, &message)).await;
+            }
+        }
+    }
+
+    async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<(), DeliveryError> {
+        let domain = d
+            .alias
+            .rsplit_once('@')
+            .map(|(_, dom)| dom)
+            .unwrap_or(&self.hostname)
+            .to_string();
+        let sender = self.srs.forward(&d.mail_from, &domain);
+        let keys = self
+            .snapshot
+            .get()
+            .dkim_keys
+            .get(&domain)
+            .cloned()
+            .unwrap_or_default();
+        let store = self.store.clone();
+        let message = body.to_vec();
+        let signed = tokio::task::spawn_blocking(move || {
+            let headers = super::sign::dkim_headers(store.as_ref(), &keys, &message)?;
+            let mut out = headers.into_bytes();
+            out.extend_from_slice(&message);
+            Ok::<_, super::sign::SignError>(out)
+        })
+        .await
+        .map_err(|e| DeliveryError::temporary(e.to_string()))?
+        .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        self.outbound
+            .send(&sender, std::slice::from_ref(&d.target), &signed)
+            .await
+    }
+
+    async fn to_mailbox(&self, d: &Delivery, body: Vec<u8>) -> Result<(), DeliveryError> {
+        let quota = self
+            .snapshot
+            .get()
+            .accounts
+            .get(&d.target)
+            .and_then(|a| a.quota);
+        let boxes = self.mailboxes.clone();
+        let account = d.target.clone();
+        match tokio::task::spawn_blocking(move || boxes.append(&account, "INBOX", &body, quota))
+            .await
+        {
+            Ok(Ok(_uid)) => Ok(()),
+            Ok(Err(e @ MailboxError::OverQuota { .. })) => Err(DeliveryError {
+                permanent: true,
+                message: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(DeliveryError::temporary(e.to_string())),
+            Err(e) => Err(DeliveryError::temporary(e.to_string())),
+        }
+    }
+
+    async fn webhook(&self, d: &Delivery, body: &[u8]) -> Result<(), DeliveryError> {
+        let payload = super::webhook::payload(&d.mail_from, &d.alias, body);
+        let json =
+            serde_json::to_vec(&payload).map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        let mut request = self
+            .http
+            .post(&d.target)
+            .timeout(Duration::from_secs(60))
+            .header("content-type", "application/json")
+            .header("user-agent", "ferrymail");
+        if let Some(key) = &self.webhook_key {
+            request = request.header("X-Webhook-Signature", super::webhook::signature(key, &json));
+        }
+        let response = request
+            .body(json)
+            .send()
+            .await
+            .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            // A 4xx other than 408/429 means the endpoint will not take it; retry the rest.
+            let permanent =
+                status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429;
+            Err(DeliveryError {
+                permanent,
+                message: format!("webhook answered {status}"),
+            })
+        }
+    }
+
+    /// Sends a delivery status notification (RFC 3464) to the original sender, unless
+    /// the message was itself a bounce or auto-submitted (no bounce loops, no backscatter
+    /// to lists).
+    async fn bounce(&self, d: &Delivery, body: &[u8], reason: &str) {
+        if d.mail_from.is_empty() || super::bounce::is_auto_submitted(body) {
+            return;
+        }
+        let domain = d
+            .alias
+            .rsplit_once('@')
+            .map(|(_, dom)| dom.to_string())
+            .unwrap_or_else(|| self.hostname.clone());
+        let report = super::bounce::report(
+            &self.hostname,
+            &domain,
+            &d.mail_from,
+            &d.target,
+            reason,
+            body,
+        );
+        let envelope = Envelope {
+            mail_from: String::new(),
+            rcpt_to: vec![d.mail_from.clone()],
+            remote_ip: "127.0.0.1".into(),
+            helo: self.hostname.clone(),
+            tls: false,
+        };
+        let delivery = NewDelivery {
+            kind: DeliveryKind::Forward,
+            target: d.mail_from.clone(),
+            alias: format!("mailer-daemon@{domain}"),
+        };
+        if let Err(e) = self.spool.enqueue(envelope, report, vec![delivery]).await {
+            tracing::error!(error = %e, "could not queue a bounce");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The serve loop's reconciler: re-reads the spec when its file or directory changes
+//! (debounced) or on SIGHUP, applies it, and refreshes the Snapshot. An invalid spec
+//! is reported and the last good state keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::{PlanError, apply, plan};
+use crate::snapshot::SnapshotHandle;
+use crate::spec;
+use crate::store::Store;
+
+/// Editors write files in several steps; wait for the burst to settle.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often the store revision is checked for applies made elsewhere (CLI, CI).
+const STORE_POLL: Duration = Duration::from_secs(2);
+
+/// The outcome of the latest reconcile, for `status`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ReconcileStatus {
+    pub at: String,
+    pub ok: bool,
+    pub revision: u64,
+    pub summary: String,
+    pub errors: Vec<String>,
+}
+
+pub struct Reconciler {
+    pub spec_path: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub snapshot: Arc<SnapshotHandle>,
+    pub status: Arc<Mutex<ReconcileStatus>>,
+    /// Where the latest status is written for `ferrymail status` (data_dir/reconcile.json).
+    pub status_file: Option<PathBuf>,
+}
+
+impl Reconciler {
+    /// Loads, plans and applies the spec once; never panics, records what happened.
+    pub fn reconcile_once(&self) -> ReconcileStatus {
+        let at = crate::store::now_rfc3339();
+        let source =
+            std::fs::canonicalize(&self.spec_path).unwrap_or_else(|_| self.spec_path.clone());
+        let outcome = spec::load(&self.spec_path)
+            .map_err(PlanError::from)
+            .and_then(|loaded| {
+                let p = plan(&loaded, self.store.as_ref(), &source.display().to_string())?;
+                let s = p.summary();
+                let revision =
+                    apply(self.store.as_ref(), &p).map_err(|e| PlanError::Apply(e.to_string()))?;
+                Ok((
+                    revision,
+                    format!(
+                        "{} added, {} changed, {} destroyed",
+                        s.add, s.change, s.destroy
+                    ),
+                ))
+            });
+        let status = match outcome {
+            Ok((revision, summary)) => {
+                tracing::info!(revision, %summary, "spec reconciled");
+                ReconcileStatus {
+                    at,
+                    ok: true,
+                    revision,
+                    summary,
+                    errors: Vec::new(),
+                }
+            }
+            Err(e) => {
+                let errors = match &e {
+                    PlanError::Spec(errors) => errors.0.clone(),
+                    other => vec![other.to_string()],
+                };
+                for line in &errors {
+                    tracing::error!("spec not applied: {line}");
+                }
+                let revision = self.store.revision().unwrap_or(0);
+                ReconcileStatus {
+                    at,
+                    ok: false,
+                    revision,
+                    summary: "not applied; the last good state keeps serving".into(),
+                    errors,
+                }
+            }
+        };
+        if let Err(e) = self.snapshot.refresh(self.store.as_ref()) {
+            tracing::error!(error = %e, "snapshot refresh failed; the previous one keeps serving");
+        }
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
+        if let Some(path) = &self.status_file
+            && let Ok(json) = serde_json::to_vec_pretty(&status)
+        {
+            let _ = std::fs::write(path, json);
+        }
+        status
+    }
+
+    /// Runs until shutdown: reconciles on spec changes and on `reload` (SIGHUP).
+    pub async fn run(
+        self: Arc<Self>,
+        mut reload: mpsc::Receiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (tx, mut changes) = mpsc::channel::<()>(16);
+        let _watcher = match watch_path(&self.spec_path, tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the spec for changes; SIGHUP still reloads");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(STORE_POLL);
+        loop {
+            tokio::select! {
+                Some(()) = changes.recv() => {
+                    // Debounce: swallow the rest of the burst.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while changes.try_recv().is_ok() {}
+                    self.reconcile_in_background().await;
+                }
+                Some(()) = reload.recv() => self.reconcile_in_background().await,
+                _ = poll.tick() => {
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || this.snapshot.refresh(this.store.as_ref())).await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    async fn reconcile_in_background(self: &Arc<Self>) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.reconcile_once()).await;
+    }
+}
+
+/// Watches the spec's directory (editors replace files by rename, which a watch on the
+/// file itself would miss) and signals on any change to a *.toml below it.
+fn watch_path(spec: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let (dir, mode) = if spec.is_dir() {
+        (spec.to_path_buf(), RecursiveMode::Recursive)
+    } else {
+        (
+            spec.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            RecursiveMode::NonRecursive,
+        )
+    };
+    let file = spec.file_name().map(|f| f.to_os_string());
+    let is_dir = spec.is_dir();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let relevant = event.paths.iter().any(|p| {
+            if is_dir {
+                p.extension().is_some_and(|e| e == "toml")
+            } else {
+                p.file_name() == file.as_deref()
+            }
+        });
+        if relevant && !event.kind.is_access() {
+            let _ = tx.try_send(());
+        }
+    })?;
+    watcher.watch(&dir, mode)?;
+    Ok(watcher)
+}

@@ -1,0 +1,159 @@
+//! The end of DATA/BDAT: checks on the whole message (bare line endings, size, hops),
+//! the Received header, and the durable hand-over to the queue before the 250.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::session::Session;
+use crate::queue::{Envelope, NewDelivery};
+
+/// More Received headers than this means a loop (RFC 5321 §6.3 suggests 100; Forward
+/// Email and Postfix stop far earlier).
+const MAX_HOPS: usize = 25;
+
+/// A lone CR or LF in the message: the raw material of SMTP smuggling. Refused.
+pub fn has_bare_line_ending(body: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\n' && prev != b'\r' {
+            return true;
+        }
+        if prev == b'\r' && b != b'\n' {
+            return true;
+        }
+        prev = b;
+        if i + 1 == body.len() && b == b'\r' {
+            return true;
+        }
+    }
+    false
+}
+
+/// Counts Received headers in the header section.
+fn hops(body: &[u8]) -> usize {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    body[..end]
+        .split(|&b| b == b'\n')
+        .filter(|line| line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:"))
+        .count()
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn finish_message(&mut self, body: Vec<u8>) {
+        let outcome = self.check_and_queue(body).await;
+        match outcome {
+            Ok(Some(id)) => self.reply(250, "2.0.0", &format!("Queued as {id}")),
+            Ok(None) => self.reply(250, "2.0.0", "OK"),
+            Err((code, status, text)) => self.reply(code, status, &text),
+        }
+        self.reset_transaction();
+    }
+
+    async fn check_and_queue(
+        &mut self,
+        body: Vec<u8>,
+    ) -> Result<Option<i64>, (u16, &'static str, String)> {
+        if has_bare_line_ending(&body) {
+            return Err((
+                550,
+                "5.6.0",
+                "Bare CR or LF in message; lines must end with CRLF".into(),
+            ));
+        }
+        let limit = self
+            .state
+            .rcpts
+            .iter()
+            .map(|r| r.max_size)
+            .min()
+            .unwrap_or(self.ctx.max_message_size);
+        if body.len() as u64 > limit {
+            return Err((
+                552,
+                "5.3.4",
+                format!("Message exceeds the recipient domain's limit of {limit} bytes"),
+            ));
+        }
+        if hops(&body) > MAX_HOPS {
+            return Err((554, "5.4.6", "Too many hops: mail loop".into()));
+        }
+        let mut deliveries: Vec<NewDelivery> = Vec::new();
+        for d in self.state.rcpts.iter().flat_map(|r| r.deliveries.iter()) {
+            // Two aliases forwarding to the same place deliver one copy.
+            if !deliveries
+                .iter()
+                .any(|x| x.kind == d.kind && x.target == d.target)
+            {
+                deliveries.push(d.clone());
+            }
+        }
+        if deliveries.is_empty() {
+            return Ok(None);
+        }
+        let envelope = Envelope {
+            mail_from: self.state.mail_from.clone().unwrap_or_default(),
+            rcpt_to: self.state.rcpts.iter().map(|r| r.address.clone()).collect(),
+            remote_ip: self.remote.ip().to_string(),
+            helo: self.state.helo.clone().unwrap_or_default(),
+            tls: self.tls,
+        };
+        let mut message = self.received_header(&envelope).into_bytes();
+        message.extend_from_slice(&body);
+        match self.ctx.spool.enqueue(envelope, message, deliveries).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not queue a message");
+                Err((
+                    451,
+                    "4.3.0",
+                    "Temporary failure storing the message; try again".into(),
+                ))
+            }
+        }
+    }
+
+    fn received_header(&self, envelope: &Envelope) -> String {
+        let date = mail_parser::DateTime::from_timestamp(crate::queue::now_unix()).to_rfc822();
+        let with = match (self.tls, self.state.body_8bit) {
+            (true, _) => "ESMTPS",
+            (false, _) => "ESMTP",
+        };
+        let helo: String = envelope
+            .helo
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(255)
+            .collect();
+        let for_clause = match envelope.rcpt_to.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (ferrymail) with {with}{for_clause};\r\n\t{date}\r\n",
+            ip = envelope.remote_ip,
+            host = self.ctx.hostname,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_line_endings_are_found() {
+        assert!(!has_bare_line_ending(b"a\r\nb\r\n"));
+        assert!(has_bare_line_ending(b"a\nb\r\n"));
+        assert!(has_bare_line_ending(b"a\r\n.\nb\r\n"));
+        assert!(has_bare_line_ending(b"a\rb\r\n"));
+        assert!(has_bare_line_ending(b"a\r"));
+    }
+
+    #[test]
+    fn hops_count_received_headers_only() {
+        let msg = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: not a header\r\n";
+        assert_eq!(hops(msg), 2);
+    }
+}

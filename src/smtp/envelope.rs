@@ -1,0 +1,147 @@
+//! MAIL FROM and RCPT TO: the envelope, checked against the Snapshot. Only recipients of
+//! declared domains are accepted (no open relay); each carries its routing decision.
+
+use smtp_proto::{MAIL_BODY_8BITMIME, MailFrom, RcptTo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::policy::{is_relay_trick, sender_verdict};
+use super::session::{Accepted, Session};
+use crate::address::{Address, normalize_domain};
+use crate::queue::{DeliveryKind, NewDelivery};
+use crate::routing::{Action, RejectMode, Target};
+
+/// Recipients per message (RFC 5321 asks servers to take at least 100).
+const MAX_RECIPIENTS: usize = 100;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) fn handle_mail(&mut self, from: MailFrom<String>) {
+        if self.state.helo.is_none() {
+            return self.reply(503, "5.5.1", "Say EHLO first");
+        }
+        if self.state.mail_from.is_some() {
+            return self.reply(503, "5.5.1", "Nested MAIL command");
+        }
+        if from.size as u64 > self.ctx.max_message_size {
+            return self.reply(552, "5.3.4", "Message too big for this server");
+        }
+        if !from.address.is_empty() && Address::parse(&from.address).is_err() {
+            return self.reply(553, "5.1.7", "Bad sender address");
+        }
+        self.state.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
+        self.state.mail_from = Some(from.address);
+        self.reply(250, "2.1.0", "Sender OK");
+    }
+
+    pub(super) fn handle_rcpt(&mut self, to: RcptTo<String>) {
+        let Some(sender) = self.state.mail_from.clone() else {
+            return self.reply(503, "5.5.1", "MAIL first");
+        };
+        if self.state.rcpts.len() >= MAX_RECIPIENTS {
+            return self.reply(452, "4.5.3", "Too many recipients");
+        }
+        let address = to.address;
+        if is_relay_trick(&address) {
+            return self.reply(550, "5.7.1", "Relay syntax not accepted");
+        }
+        let snapshot = self.ctx.snapshot.get();
+        let domain = address
+            .rsplit_once('@')
+            .and_then(|(_, d)| normalize_domain(d).ok())
+            .unwrap_or_default();
+        let Some(settings) = snapshot.domains.get(&domain) else {
+            return self.reply(550, "5.7.1", "Relaying denied: not a domain of this server");
+        };
+        if settings.require_tls && !self.tls {
+            return self.reply(530, "5.7.0", "This domain requires STARTTLS");
+        }
+        if sender_verdict(settings, self.remote.ip(), &sender) == Some(false) {
+            return self.reply(
+                550,
+                "5.7.1",
+                "Sender refused by the recipient domain's policy",
+            );
+        }
+        let max_size = settings.max_message_size;
+
+        // A bounce coming back to one of our SRS addresses goes to the original sender.
+        if address
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SRS0="))
+        {
+            return match self.ctx.srs.reverse(&address) {
+                Ok(original) => {
+                    let delivery = NewDelivery {
+                        kind: DeliveryKind::Forward,
+                        target: original,
+                        alias: address.clone(),
+                    };
+                    self.accept(address, vec![delivery], max_size);
+                }
+                Err(e) => self.reply(550, "5.1.1", &format!("Invalid SRS address: {e}")),
+            };
+        }
+
+        let resolution = match snapshot.resolve(&address) {
+            Ok(Some(r)) => r,
+            Ok(None) => return self.reply(550, "5.1.1", "No such user here"),
+            Err(_) => return self.reply(501, "5.1.3", "Bad recipient address syntax"),
+        };
+        let alias = resolution.alias.to_string();
+        match resolution.action {
+            Action::Reject {
+                mode: RejectMode::Quiet,
+                ..
+            } => self.accept(address, Vec::new(), max_size),
+            Action::Reject {
+                mode: RejectMode::Soft,
+                message,
+            } => self.reply(
+                421,
+                "4.7.1",
+                message.as_deref().unwrap_or("Try again later"),
+            ),
+            Action::Reject {
+                mode: RejectMode::Hard,
+                message,
+            } => self.reply(
+                550,
+                "5.1.1",
+                message.as_deref().unwrap_or("Recipient rejected"),
+            ),
+            Action::Deliver { mailbox, forward } => {
+                let mut deliveries: Vec<NewDelivery> = mailbox
+                    .map(|account| NewDelivery {
+                        kind: DeliveryKind::Mailbox,
+                        target: account.to_string(),
+                        alias: alias.clone(),
+                    })
+                    .into_iter()
+                    .collect();
+                for target in forward {
+                    let (kind, target) = match target {
+                        Target::Webhook(url) => (DeliveryKind::Webhook, url),
+                        other => (DeliveryKind::Forward, other.to_string()),
+                    };
+                    deliveries.push(NewDelivery {
+                        kind,
+                        target,
+                        alias: alias.clone(),
+                    });
+                }
+                if deliveries.is_empty() {
+                    return self.reply(550, "5.1.1", "No such user here");
+                }
+                self.accept(address, deliveries, max_size);
+            }
+        }
+    }
+
+    fn accept(&mut self, address: String, deliveries: Vec<NewDelivery>, max_size: u64) {
+        self.state.rcpts.push(Accepted {
+            address,
+            deliveries,
+            max_size,
+        });
+        self.reply(250, "2.1.5", "Recipient OK");
+    }
+}

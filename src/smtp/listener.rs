@@ -1,0 +1,135 @@
+//! The MX listener: accepts connections (bounded per client IP), runs a session on each,
+//! upgrades on STARTTLS, and drains sessions on shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::session::{Outcome, Session};
+use crate::queue::Spool;
+use crate::routing::srs::Srs;
+use crate::snapshot::SnapshotHandle;
+
+/// Simultaneous connections from one IP address.
+const PER_IP_CONNECTIONS: usize = 20;
+/// How long shutdown waits for sessions in progress.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// What every MX session shares.
+pub struct MxContext {
+    pub hostname: String,
+    pub snapshot: Arc<SnapshotHandle>,
+    pub spool: Spool,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub srs: Srs,
+    pub max_message_size: u64,
+    connections: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl MxContext {
+    pub fn new(
+        hostname: String,
+        snapshot: Arc<SnapshotHandle>,
+        spool: Spool,
+        tls: Option<Arc<ServerConfig>>,
+        srs: Srs,
+        max_message_size: u64,
+    ) -> MxContext {
+        MxContext {
+            hostname,
+            snapshot,
+            spool,
+            tls,
+            srs,
+            max_message_size,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= PER_IP_CONNECTIONS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Accepts MX connections until `shutdown`, then waits for open sessions to end.
+pub async fn serve_mx(
+    listener: TcpListener,
+    ctx: Arc<MxContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, remote)) = accepted else { continue };
+                if !ctx.admit(remote.ip()) {
+                    sessions.spawn(refuse(stream));
+                    continue;
+                }
+                let ctx = ctx.clone();
+                sessions.spawn(async move {
+                    session(stream, remote, ctx.clone()).await;
+                    ctx.release(remote.ip());
+                });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"421 4.7.0 Too many connections from your address\r\n")
+        .await;
+}
+
+async fn session(stream: TcpStream, remote: SocketAddr, ctx: Arc<MxContext>) {
+    let _ = stream.set_nodelay(true);
+    match Session::new(ctx.clone(), stream, remote, false)
+        .run(true)
+        .await
+    {
+        Outcome::Closed => {}
+        Outcome::StartTls(stream, _) => {
+            let Some(config) = ctx.tls.clone() else {
+                return;
+            };
+            match TlsAcceptor::from(config).accept(stream).await {
+                Ok(tls) => {
+                    let _ = Session::new(ctx, tls, remote, true).run(false).await;
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! SMTP: the session state machine on smtp-proto's grammar (one file per command
+//! family) and the MX listener that accepts connections and upgrades them to TLS.
+
+mod data;
+mod ehlo;
+mod envelope;
+pub mod listener;
+mod policy;
+mod session;
+
+pub use listener::{MxContext, serve_mx};
+pub use session::{Outcome, Session};

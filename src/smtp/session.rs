@@ -1,0 +1,358 @@
+//! One SMTP session: reads with timeouts, feeds bytes to smtp-proto's receivers, and
+//! dispatches each parsed command to its handler. Replies are buffered and flushed when
+//! the input runs dry, which is what PIPELINING needs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
+};
+use smtp_proto::{Error as ProtoError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::listener::MxContext;
+use crate::queue::NewDelivery;
+
+/// How long a client may stay silent between commands (RFC 5321 §4.5.3.2: 5 minutes).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a client may stay silent inside DATA (RFC 5321: 3 minutes per block).
+const DATA_TIMEOUT: Duration = Duration::from_secs(180);
+/// Protocol errors tolerated before the session is closed.
+const MAX_ERRORS: u32 = 10;
+
+/// How a session ended.
+pub enum Outcome<S> {
+    Closed,
+    /// The client asked for STARTTLS; the caller upgrades `S` and starts a new session.
+    StartTls(S, Box<State>),
+}
+
+/// A recipient accepted in this transaction.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub address: String,
+    pub deliveries: Vec<NewDelivery>,
+    /// Largest message the recipient's domain accepts.
+    pub max_size: u64,
+}
+
+/// What survives STARTTLS (nothing of the transaction: RFC 3207 resets it).
+#[derive(Debug, Default)]
+pub struct State {
+    pub helo: Option<String>,
+    pub mail_from: Option<String>,
+    pub body_8bit: bool,
+    pub rcpts: Vec<Accepted>,
+    /// The message was declared bigger than allowed (SIZE=) or grew past it.
+    pub errors: u32,
+}
+
+enum Input {
+    Command,
+    Data {
+        receiver: DataReceiver,
+        body: Vec<u8>,
+    },
+    /// Discarding the rest of a message; answers 552 at its end when a reason is given.
+    Discard(DummyDataReceiver, Option<&'static str>),
+    Bdat {
+        receiver: BdatReceiver,
+        last: bool,
+    },
+}
+
+pub struct Session<S> {
+    pub ctx: Arc<MxContext>,
+    pub stream: S,
+    pub remote: SocketAddr,
+    pub tls: bool,
+    pub state: State,
+    pub out: Vec<u8>,
+    /// BDAT chunks gathered so far.
+    pub bdat_body: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(ctx: Arc<MxContext>, stream: S, remote: SocketAddr, tls: bool) -> Self {
+        Session {
+            ctx,
+            stream,
+            remote,
+            tls,
+            state: State::default(),
+            out: Vec::new(),
+            bdat_body: Vec::new(),
+        }
+    }
+
+    pub fn reply(&mut self, code: u16, status: &str, text: &str) {
+        // One line; a message from the spec may not inject more lines.
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let line = if status.is_empty() {
+            format!("{code} {text}\r\n")
+        } else {
+            format!("{code} {status} {text}\r\n")
+        };
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Runs the session until the client quits, the connection drops, or STARTTLS.
+    pub async fn run(mut self, greet: bool) -> Outcome<S> {
+        if greet {
+            let banner = format!("{} ESMTP ferrymail", self.ctx.hostname);
+            self.reply(220, "", &banner);
+        }
+        let mut commands = RequestReceiver::default();
+        let mut input = Input::Command;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if self.flush().await.is_err() {
+                return Outcome::Closed;
+            }
+            let timeout = if matches!(input, Input::Command) {
+                COMMAND_TIMEOUT
+            } else {
+                DATA_TIMEOUT
+            };
+            let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Closed,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    self.reply(421, "4.4.2", "Timeout; closing connection");
+                    let _ = self.flush().await;
+                    return Outcome::Closed;
+                }
+            };
+            let mut bytes = buf[..n].iter();
+            while bytes.len() > 0 {
+                input = match input {
+                    Input::Command => match commands.ingest(&mut bytes) {
+                        Ok(request) => {
+                            let request = request.into_owned();
+                            match self.command(request, &mut bytes).await {
+                                Next::Continue(next) => next,
+                                Next::Quit => {
+                                    let _ = self.flush().await;
+                                    return Outcome::Closed;
+                                }
+                                Next::StartTls => {
+                                    // Anything pipelined after STARTTLS is discarded: it
+                                    // was sent in the clear (CVE-2011-0411).
+                                    let _ = self.flush().await;
+                                    let state = Box::new(State {
+                                        helo: None,
+                                        ..State::default()
+                                    });
+                                    return Outcome::StartTls(self.stream, state);
+                                }
+                            }
+                        }
+                        Err(ProtoError::NeedsMoreData { .. }) => Input::Command,
+                        Err(e) => {
+                            self.protocol_error(e);
+                            if self.state.errors > MAX_ERRORS {
+                                self.reply(421, "4.7.0", "Too many errors; closing connection");
+                                let _ = self.flush().await;
+                                return Outcome::Closed;
+                            }
+                            Input::Command
+                        }
+                    },
+                    Input::Data {
+                        mut receiver,
+                        mut body,
+                    } => {
+                        let done = receiver.ingest(&mut bytes, &mut body);
+                        if done {
+                            self.finish_message(body).await;
+                            Input::Command
+                        } else if body.len() as u64 > self.ctx.max_message_size {
+                            Input::Discard(
+                                DummyDataReceiver::new_data(&receiver),
+                                Some("Message exceeds the size limit"),
+                            )
+                        } else {
+                            Input::Data { receiver, body }
+                        }
+                    }
+                    Input::Discard(mut receiver, why) => {
+                        if receiver.ingest(&mut bytes) {
+                            if let Some(why) = why {
+                                self.reply(552, "5.3.4", why);
+                                self.reset_transaction();
+                            }
+                            Input::Command
+                        } else {
+                            Input::Discard(receiver, why)
+                        }
+                    }
+                    Input::Bdat { mut receiver, last } => {
+                        let mut chunk = std::mem::take(&mut self.bdat_body);
+                        let done = receiver.ingest(&mut bytes, &mut chunk);
+                        self.bdat_body = chunk;
+                        if !done {
+                            Input::Bdat { receiver, last }
+                        } else if self.bdat_body.len() as u64 > self.ctx.max_message_size {
+                            self.bdat_body.clear();
+                            self.reply(552, "5.3.4", "Message exceeds the size limit");
+                            self.reset_transaction();
+                            Input::Command
+                        } else if last {
+                            let body = std::mem::take(&mut self.bdat_body);
+                            self.finish_message(body).await;
+                            Input::Command
+                        } else {
+                            let size = self.bdat_body.len();
+                            self.reply(250, "2.6.0", &format!("{size} octets received"));
+                            Input::Command
+                        }
+                    }
+                };
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: ProtoError) {
+        self.state.errors += 1;
+        match e {
+            ProtoError::UnknownCommand => self.reply(500, "5.5.1", "Unknown command"),
+            ProtoError::InvalidSenderAddress => {
+                self.reply(501, "5.1.7", "Bad sender address syntax")
+            }
+            ProtoError::InvalidRecipientAddress => {
+                self.reply(501, "5.1.3", "Bad recipient address syntax")
+            }
+            ProtoError::SyntaxError { syntax } => {
+                self.reply(501, "5.5.2", &format!("Syntax: {syntax}"))
+            }
+            ProtoError::InvalidParameter { param } => {
+                self.reply(501, "5.5.4", &format!("Invalid parameter {param}"))
+            }
+            ProtoError::UnsupportedParameter { param } => {
+                self.reply(504, "5.5.4", &format!("Unsupported parameter {param}"))
+            }
+            ProtoError::ResponseTooLong => self.reply(500, "5.5.2", "Line too long"),
+            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+                self.reply(500, "5.5.2", "Syntax error")
+            }
+        }
+    }
+
+    async fn command(
+        &mut self,
+        request: Request<String>,
+        _rest: &mut std::slice::Iter<'_, u8>,
+    ) -> Next {
+        match request {
+            Request::Ehlo { host } => self.handle_ehlo(host, true),
+            Request::Helo { host } => self.handle_ehlo(host, false),
+            Request::Lhlo { .. } => self.reply(500, "5.5.1", "LHLO is for LMTP"),
+            Request::Mail { from } => self.handle_mail(from),
+            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Data => return self.handle_data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.handle_bdat(chunk_size, is_last),
+            Request::Rset => {
+                self.reset_transaction();
+                self.reply(250, "2.0.0", "OK");
+            }
+            Request::Noop { .. } => self.reply(250, "2.0.0", "OK"),
+            Request::Quit => {
+                self.reply(221, "2.0.0", "Bye");
+                return Next::Quit;
+            }
+            Request::Vrfy { .. } | Request::Expn { .. } => self.reply(
+                252,
+                "2.5.2",
+                "Cannot verify; send mail and it will be tried",
+            ),
+            Request::Help { .. } => self.reply(214, "2.0.0", "See RFC 5321"),
+            Request::StartTls => return self.handle_starttls(),
+            Request::Auth { .. } => self.reply(
+                503,
+                "5.5.1",
+                "AUTH is offered on the submission port, not the MX",
+            ),
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.reply(502, "5.5.1", "Command not implemented")
+            }
+        }
+        Next::Continue(Input::Command)
+    }
+
+    fn handle_starttls(&mut self) -> Next {
+        if self.tls {
+            self.reply(503, "5.5.1", "Already in TLS");
+        } else if self.ctx.tls.is_none() {
+            self.reply(454, "4.7.0", "TLS not available");
+        } else {
+            self.reply(220, "2.0.0", "Ready to start TLS");
+            return Next::StartTls;
+        }
+        Next::Continue(Input::Command)
+    }
+
+    fn handle_data(&mut self) -> Next {
+        if let Some(err) = self.transaction_ready() {
+            self.reply(err.0, err.1, err.2);
+            return Next::Continue(Input::Command);
+        }
+        self.reply(354, "", "Start mail input; end with <CRLF>.<CRLF>");
+        Next::Continue(Input::Data {
+            receiver: DataReceiver::new(),
+            body: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    fn handle_bdat(&mut self, size: usize, last: bool) -> Next {
+        if let Some(err) = self.transaction_ready() {
+            // The chunk still follows on the wire: read it and drop it.
+            self.reply(err.0, err.1, err.2);
+            return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
+        }
+        Next::Continue(Input::Bdat {
+            receiver: BdatReceiver::new(size, last),
+            last,
+        })
+    }
+
+    /// Why DATA/BDAT cannot start now, if it cannot.
+    fn transaction_ready(&self) -> Option<(u16, &'static str, &'static str)> {
+        if self.state.mail_from.is_none() {
+            Some((503, "5.5.1", "MAIL first"))
+        } else if self.state.rcpts.is_empty() {
+            Some((554, "5.5.1", "No valid recipients"))
+        } else {
+            None
+        }
+    }
+
+    pub fn reset_transaction(&mut self) {
+        self.state.mail_from = None;
+        self.state.rcpts.clear();
+        self.state.body_8bit = false;
+        self.bdat_body.clear();
+    }
+}
+
+enum Next {
+    Continue(Input),
+    Quit,
+    StartTls,
+}

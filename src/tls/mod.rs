@@ -1,0 +1,82 @@
+//! TLS for every listener: a rustls server configuration from the certificate source
+//! the spec names. `self-signed` is generated (rcgen) and kept in data_dir; `files` loads PEM.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: String, message: String },
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Installs the process-wide crypto provider once (several crates enable ring as well as
+/// aws-lc-rs, and rustls refuses to guess between them).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A self-signed certificate for `hostname`, made once and reused from `dir` so clients
+/// that pinned it keep working across restarts. The key file is 0600.
+pub fn self_signed(hostname: &str, dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_path = dir.join("self-signed.crt");
+    let key_path = dir.join("self-signed.key");
+    if !cert_path.exists() || !key_path.exists() {
+        let names = vec![hostname.to_string(), "localhost".to_string()];
+        let certified = rcgen::generate_simple_self_signed(names)?;
+        write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, certified.cert.pem()).map_err(io(&cert_path))?;
+    }
+    from_files(&cert_path, &key_path)
+}
+
+/// A configuration from PEM files: a certificate chain and its private key.
+pub fn from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem_err(cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(cert, e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok(Arc::new(config))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))
+}
