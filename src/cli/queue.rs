@@ -22,7 +22,8 @@ pub enum Command {
 }
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_spec(spec)?;
+    // A broken spec must not hide the server's state.
+    let loaded = crate::spec::load_unchecked(spec)?;
     let db = QueueDb::open(&loaded.data_dir())?;
     match command {
         Command::List { json } => {

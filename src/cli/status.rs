@@ -27,7 +27,8 @@ pub struct Args {
 }
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_spec(spec)?;
+    // A broken spec must not hide the server's state.
+    let loaded = crate::spec::load_unchecked(spec)?;
     let Some(store) = super::open_store(&loaded, false)? else {
         println!(
             "store: none yet in {} (run `ferrymail apply`)",

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::policy::{is_relay_trick, sender_verdict};
 use super::session::{Accepted, Session};
-use crate::address::{Address, normalize_domain};
+use crate::address::normalize_domain;
 use crate::queue::{DeliveryKind, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
 
@@ -23,9 +23,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if from.size as u64 > self.ctx.max_message_size {
             return self.reply(552, "5.3.4", "Message too big for this server");
-        }
-        if !from.address.is_empty() && Address::parse(&from.address).is_err() {
-            return self.reply(553, "5.1.7", "Bad sender address");
         }
         self.state.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
         self.state.mail_from = Some(from.address);
@@ -109,25 +106,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 message.as_deref().unwrap_or("Recipient rejected"),
             ),
             Action::Deliver { mailbox, forward } => {
-                let mut deliveries: Vec<NewDelivery> = mailbox
-                    .map(|account| NewDelivery {
-                        kind: DeliveryKind::Mailbox,
-                        target: account.to_string(),
-                        alias: alias.clone(),
-                    })
-                    .into_iter()
-                    .collect();
-                for target in forward {
-                    let (kind, target) = match target {
-                        Target::Webhook(url) => (DeliveryKind::Webhook, url),
-                        other => (DeliveryKind::Forward, other.to_string()),
-                    };
-                    deliveries.push(NewDelivery {
-                        kind,
-                        target,
-                        alias: alias.clone(),
-                    });
-                }
+                let mut deliveries = Vec::new();
+                let mut seen = vec![alias.clone()];
+                expand(
+                    &snapshot,
+                    &alias,
+                    mailbox,
+                    forward,
+                    &mut seen,
+                    0,
+                    &mut deliveries,
+                );
                 if deliveries.is_empty() {
                     return self.reply(550, "5.1.1", "No such user here");
                 }
@@ -143,5 +132,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             max_size,
         });
         self.reply(250, "2.1.5", "Recipient OK");
+    }
+}
+
+/// Local targets are chains inside this server: follow them here (bounded) so mail for
+/// `team@` that forwards to `me@` lands in me's mailbox instead of leaving and coming back.
+const MAX_LOCAL_HOPS: usize = 8;
+
+fn expand(
+    snapshot: &crate::snapshot::Snapshot,
+    alias: &str,
+    mailbox: Option<crate::address::Address>,
+    forward: Vec<Target>,
+    seen: &mut Vec<String>,
+    depth: usize,
+    out: &mut Vec<NewDelivery>,
+) {
+    let push = |kind, target: String, out: &mut Vec<NewDelivery>| {
+        if !out
+            .iter()
+            .any(|d: &NewDelivery| d.kind == kind && d.target == target)
+        {
+            out.push(NewDelivery {
+                kind,
+                target,
+                alias: alias.to_string(),
+            });
+        }
+    };
+    if let Some(account) = mailbox {
+        push(DeliveryKind::Mailbox, account.to_string(), out);
+    }
+    for target in forward {
+        match target {
+            Target::Webhook(url) => push(DeliveryKind::Webhook, url, out),
+            Target::Address(a)
+                if snapshot.router.is_local_domain(&a.domain) && depth < MAX_LOCAL_HOPS =>
+            {
+                let address = a.to_string();
+                if seen.contains(&address) {
+                    continue;
+                }
+                seen.push(address.clone());
+                if let Ok(Some(res)) = snapshot.resolve(&address)
+                    && let Action::Deliver { mailbox, forward } = res.action
+                {
+                    expand(
+                        snapshot,
+                        &res.alias.to_string(),
+                        mailbox,
+                        forward,
+                        seen,
+                        depth + 1,
+                        out,
+                    );
+                }
+            }
+            other => push(DeliveryKind::Forward, other.to_string(), out),
+        }
     }
 }

@@ -112,6 +112,13 @@ pub fn load(path: &Path) -> Result<LoadedSpec, SpecErrors> {
     }
 }
 
+/// Loads a spec without judging it, for commands that only need to find the data
+/// directory (status, queue) and must work while the spec is broken. Only unreadable or
+/// syntactically broken TOML fails.
+pub fn load_unchecked(path: &Path) -> Result<LoadedSpec, SpecErrors> {
+    load::load(path).map(|(loaded, _)| loaded)
+}
+
 impl LoadedSpec {
     /// Where the store, spool, mailboxes and keys live.
     pub fn data_dir(&self) -> std::path::PathBuf {

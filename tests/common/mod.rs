@@ -118,3 +118,168 @@ pub fn run_in(cwd: &Path, spec: &Path, args: &[&str], stdin: Option<&str>) -> Ru
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub fn wait_for(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check()
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status once it is gone.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.kill_hard();
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Starts a Python peer from tests/peers and waits for it to print "ready".
+pub fn python_peer(script: &str, args: &[&str], dir: &Path) -> Process {
+    use std::io::BufRead;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let log = dir.join(format!("{script}.log"));
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("peer log"))
+        .spawn()
+        .expect("python3 must be installed (scripts/test installs the peers)");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("peer output");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "{script} did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    Process { child, log }
+}
+
+/// A received message in a sink directory: envelope and content.
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub path: PathBuf,
+    pub content: String,
+}
+
+/// The messages a sink has saved so far, in arrival order.
+pub fn received(dir: &Path) -> Vec<Received> {
+    let mut out = Vec::new();
+    for n in 0.. {
+        let (env, eml) = (dir.join(format!("{n}.env")), dir.join(format!("{n}.eml")));
+        let (Ok(env), Ok(content)) = (std::fs::read_to_string(&env), std::fs::read(&eml)) else {
+            break;
+        };
+        let mut lines = env.lines();
+        let mail_from = lines.next().unwrap_or_default().to_string();
+        out.push(Received {
+            mail_from,
+            rcpt_to: lines.map(str::to_string).collect(),
+            path: eml,
+            content: String::from_utf8_lossy(&content).into_owned(),
+        });
+    }
+    out
+}
+
+impl Workspace {
+    /// Starts `ferrymail serve` on this workspace's spec and waits for `port` to accept.
+    pub fn serve(&self, port: u16) -> Process {
+        let log = self.path().join("serve.log");
+        let child = Command::new(BIN)
+            .current_dir(self.path())
+            .arg("--spec")
+            .arg(&self.spec)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .env_remove("FERRYMAIL_SPEC")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("serve log"))
+            .spawn()
+            .expect("start ferrymail serve");
+        let mut server = Process { child, log };
+        let up = wait_for(std::time::Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !up {
+            let text = server.log_text();
+            server.kill_hard();
+            panic!("ferrymail serve did not listen on {port}:\n{text}");
+        }
+        server
+    }
+}
+
+/// Runs swaks against 127.0.0.1:port with the given arguments.
+pub fn swaks(port: u16, args: &[&str]) -> Run {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "20",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("swaks must be installed (scripts/test installs it)");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

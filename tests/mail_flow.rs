@@ -1,0 +1,513 @@
+//! Mail through the real binary with real peers on loopback: swaks sends to the MX,
+//! aiosmtpd receives what is forwarded, dkimpy verifies the signature, a Python HTTP
+//! server receives webhooks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+use ferrymail::store::{SqliteStore, Store};
+
+struct Setup {
+    w: Workspace,
+    mx: u16,
+    sink_dir: std::path::PathBuf,
+    hook_dir: std::path::PathBuf,
+    _sink: common::Process,
+    _hook: common::Process,
+}
+
+fn spec(mx: u16, relay: u16, hook: u16, extra: &str) -> String {
+    format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+
+[delivery]
+relay = "127.0.0.1:{relay}"
+webhook_secret = {{ file = "hook.key" }}
+
+[domains."example.test"]
+max_message_size = "100KB"
+
+[domains."example.test".aliases.hello]
+forward = ["friend@elsewhere.test"]
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.team]
+forward = ["me@example.test", "boss@elsewhere.test", "http://127.0.0.1:{hook}/mail"]
+
+[domains."example.test".aliases.gone]
+reject = "hard"
+message = "gone fishing"
+
+[domains."example.test".aliases.later]
+reject = "soft"
+
+[domains."example.test".aliases.void]
+reject = "quiet"
+
+[[domains."example.test".patterns]]
+regex = '^ticket-(\d+)$'
+forward = ['tickets+$1@elsewhere.test']
+{extra}"#
+    )
+}
+
+fn setup(extra: &str) -> Setup {
+    let (mx, relay, hook) = (free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, relay, hook, extra));
+    std::fs::write(w.path().join("hook.key"), "webhook-test-key\n").unwrap();
+    let sink_dir = w.path().join("sink");
+    let hook_dir = w.path().join("hooks");
+    let sink = python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
+    let hook = python_peer(
+        "webhook.py",
+        &[&hook.to_string(), hook_dir.to_str().unwrap()],
+        w.path(),
+    );
+    Setup {
+        w,
+        mx,
+        sink_dir,
+        hook_dir,
+        _sink: sink,
+        _hook: hook,
+    }
+}
+
+fn dkim_txt(w: &Workspace) -> String {
+    let store = SqliteStore::open(&w.data_dir()).unwrap();
+    let public = store
+        .dkim_public_key("ferrymail._domainkey.example.test")
+        .unwrap()
+        .expect("DKIM key in the store");
+    format!(
+        "ferrymail._domainkey.example.test={}",
+        ferrymail::dkim::txt_record("rsa-2048", &public)
+    )
+}
+
+#[test]
+fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back() {
+    let s = setup("");
+    let server = s.w.serve(s.mx);
+    let out = swaks(
+        s.mx,
+        &[
+            "--from",
+            "alice@sender.test",
+            "--to",
+            "hello@example.test",
+            "--h-Subject",
+            "forward me",
+        ],
+    );
+    out.ok();
+    assert!(
+        out.stdout.contains("<-  250 2.0.0 Queued as"),
+        "{}",
+        out.stdout
+    );
+
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 1),
+        "nothing forwarded:\n{}",
+        server.log_text()
+    );
+    let msg = &received(&s.sink_dir)[0];
+    assert_eq!(msg.rcpt_to, ["friend@elsewhere.test"]);
+    assert!(
+        msg.mail_from.starts_with("SRS0=")
+            && msg.mail_from.ends_with("=sender.test=alice@example.test"),
+        "{}",
+        msg.mail_from
+    );
+    assert!(msg.content.contains("Subject: forward me"));
+    assert!(msg.content.contains("Received: from "));
+
+    // dkimpy, an independent implementation, verifies the signature with our published key.
+    let verify = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/dkim_verify.py"
+        ))
+        .arg(&msg.path)
+        .arg(dkim_txt(&s.w))
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "dkimpy: {verdict}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(verdict.contains("PASS example.test ferrymail"), "{verdict}");
+
+    // The destination bounces: the bounce goes to the SRS address and reaches Alice.
+    let srs = msg.mail_from.clone();
+    let bounce = swaks(
+        s.mx,
+        &["--from", "<>", "--to", &srs, "--h-Subject", "Undelivered"],
+    );
+    bounce.ok();
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 2),
+        "bounce not relayed"
+    );
+    let back = &received(&s.sink_dir)[1];
+    assert_eq!(back.rcpt_to, ["alice@sender.test"]);
+    assert_eq!(
+        back.mail_from, "<>",
+        "a bounce keeps the null sender (aiosmtpd writes it as <>)"
+    );
+
+    // A forged SRS address is refused.
+    let forged = srs.replacen("SRS0=", "SRS0=Q", 1);
+    let out = swaks(
+        s.mx,
+        &["--from", "<>", "--to", &forged, "--quit-after", "RCPT"],
+    );
+    assert!(
+        out.stdout.contains("<** 550 5.1.1 Invalid SRS address"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn mailbox_webhook_and_pattern_routes_deliver() {
+    let s = setup("");
+    let server = s.w.serve(s.mx);
+    swaks(
+        s.mx,
+        &[
+            "--from",
+            "bob@sender.test",
+            "--to",
+            "team@example.test",
+            "--h-Subject",
+            "to the team",
+        ],
+    )
+    .ok();
+    swaks(
+        s.mx,
+        &[
+            "--from",
+            "bob@sender.test",
+            "--to",
+            "ticket-42@example.test",
+        ],
+    )
+    .ok();
+    swaks(
+        s.mx,
+        &[
+            "--from",
+            "bob@sender.test",
+            "--to",
+            "me+news@example.test",
+            "--h-Subject",
+            "tagged",
+        ],
+    )
+    .ok();
+
+    let boxes = ferrymail::mailbox::Mailboxes::new(&s.w.data_dir());
+    assert!(
+        wait_for(Duration::from_secs(20), || boxes
+            .messages("me@example.test", "INBOX")
+            .map(|m| m.len())
+            .unwrap_or(0)
+            == 2),
+        "mailbox deliveries missing:\n{}",
+        server.log_text()
+    );
+    assert!(wait_for(Duration::from_secs(20), || received(&s.sink_dir)
+        .len()
+        == 2));
+    let mut targets: Vec<String> = received(&s.sink_dir)
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        ["boss@elsewhere.test", "tickets+42@elsewhere.test"]
+    );
+
+    assert!(
+        wait_for(Duration::from_secs(20), || s
+            .hook_dir
+            .join("0.json")
+            .exists()),
+        "webhook not posted"
+    );
+    let body = std::fs::read(s.hook_dir.join("0.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["subject"], "to the team");
+    assert_eq!(json["envelope"]["recipient"], "team@example.test");
+    let signature = std::fs::read_to_string(s.hook_dir.join("0.sig")).unwrap();
+    assert_eq!(
+        signature,
+        ferrymail::queue::webhook::signature(b"webhook-test-key", &body),
+        "HMAC must match the body"
+    );
+}
+
+#[test]
+fn recipients_are_checked_and_relay_tricks_refused() {
+    let s = setup("");
+    let _server = s.w.serve(s.mx);
+    let rcpt = |to: &str| {
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "x@sender.test",
+                "--to",
+                to,
+                "--quit-after",
+                "RCPT",
+            ],
+        )
+        .stdout
+    };
+
+    assert!(
+        rcpt("nobody@example.test").contains("<** 550 5.1.1"),
+        "unknown user"
+    );
+    assert!(rcpt("gone@example.test").contains("<** 550 5.1.1 gone fishing"));
+    assert!(rcpt("later@example.test").contains("<** 421 4.7.1"));
+    assert!(rcpt("void@example.test").contains("<-  250 2.1.5"));
+    for trick in [
+        "user@elsewhere.test",
+        "user%elsewhere.test@example.test",
+        "elsewhere.test!user@example.test",
+        "@example.test:user@elsewhere.test",
+        "user@ELSEWHERE.test.",
+        "\"user@elsewhere.test\"@example.test",
+        "user@xn--lsewhere-e1a.test",
+    ] {
+        let out = rcpt(trick);
+        assert!(
+            out.contains("<** 550 5.7.1") || out.contains("<** 501"),
+            "{trick} must be refused:\n{out}"
+        );
+    }
+    // Case and trailing-dot variants of our own domain are ours.
+    assert!(rcpt("HELLO@Example.TEST").contains("<-  250 2.1.5"));
+}
+
+#[test]
+fn smuggling_size_and_loops_are_refused() {
+    let s = setup("");
+    let _server = s.w.serve(s.mx);
+    // SMTP smuggling: "<LF>.<CRLF>" must not end the message, and the message holding it
+    // is refused whole. Clients normalise line endings, so this one is sent raw.
+    let replies = raw_session(
+        s.mx,
+        "EHLO t\r\nMAIL FROM:<x@sender.test>\r\nRCPT TO:<hello@example.test>\r\nDATA\r\n",
+        "Subject: a\r\n\r\nbody\n.\r\nMAIL FROM:<evil@sender.test>\r\nRCPT TO:<hello@example.test>\r\nDATA\r\nsmuggled\r\n.\r\nQUIT\r\n",
+    );
+    assert!(replies.contains("550 5.6.0"), "{replies}");
+    assert!(
+        !replies.contains("Queued as"),
+        "nothing may be queued: {replies}"
+    );
+
+    // 150 KB in 1 KB lines, over the domain's 100 KB limit (swaks reads --data from a file).
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(1000)).repeat(150)
+    );
+    let big_file = s.w.path().join("big.eml");
+    std::fs::write(&big_file, big).unwrap();
+    let out = swaks(
+        s.mx,
+        &[
+            "--from",
+            "x@sender.test",
+            "--to",
+            "hello@example.test",
+            "--data",
+            big_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.stdout.contains("<** 552 5.3.4"), "{}", out.stdout);
+
+    let hops: String = (0..30)
+        .map(|i| format!("Received: from hop{i}\r\n"))
+        .collect();
+    let looped = format!("{hops}Subject: loop\r\n\r\nbody\r\n");
+    let out = swaks(
+        s.mx,
+        &[
+            "--from",
+            "x@sender.test",
+            "--to",
+            "hello@example.test",
+            "--data",
+            &looped,
+        ],
+    );
+    assert!(out.stdout.contains("<** 554 5.4.6"), "{}", out.stdout);
+    assert!(received(&s.sink_dir).is_empty());
+}
+
+/// Sends `commands`, waits for the 354, sends `data` byte for byte, returns all replies.
+fn raw_session(port: u16, commands: &str, data: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut replies = String::new();
+    let mut buf = [0u8; 4096];
+    conn.write_all(commands.as_bytes()).unwrap();
+    while !replies.contains("354 ") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {replies}");
+        replies.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    conn.write_all(data.as_bytes()).unwrap();
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        replies.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    replies
+}
+
+#[test]
+fn chunking_delivers_a_bdat_message() {
+    let s = setup("");
+    let server = s.w.serve(s.mx);
+    let body = "Subject: chunks\r\n\r\none\r\n";
+    // Two chunks, the last marked LAST, pipelined in one write.
+    let (a, b) = body.split_at(10);
+    let script = format!(
+        "EHLO t\r\nMAIL FROM:<x@sender.test>\r\nRCPT TO:<hello@example.test>\r\nBDAT {}\r\n{a}BDAT {} LAST\r\n{b}QUIT\r\n",
+        a.len(),
+        b.len()
+    );
+    let replies = raw_exchange(s.mx, &script);
+    assert!(replies.contains("250-CHUNKING"), "{replies}");
+    assert!(
+        replies.contains(&format!("250 2.6.0 {} octets received", a.len())),
+        "{replies}"
+    );
+    assert!(replies.contains("250 2.0.0 Queued as"), "{replies}");
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 1),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        received(&s.sink_dir)[0]
+            .content
+            .contains("Subject: chunks\r\n\r\none")
+    );
+}
+
+/// Writes `script` in one go (pipelined) and reads every reply until the server closes.
+fn raw_exchange(port: u16, script: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(script.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn starttls_works_with_swaks() {
+    let s = setup("");
+    let server = s.w.serve(s.mx);
+    let out = swaks(
+        s.mx,
+        &[
+            "--from",
+            "x@sender.test",
+            "--to",
+            "hello@example.test",
+            "--tls",
+        ],
+    );
+    out.ok();
+    assert!(out.stdout.contains("TLS started"), "{}", out.stdout);
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 1),
+        "{}",
+        server.log_text()
+    );
+    assert!(received(&s.sink_dir)[0].content.contains("with ESMTPS"));
+}
+
+#[test]
+fn spec_edits_apply_while_serving_and_broken_edits_keep_the_old_state() {
+    let s = setup("");
+    let _server = s.w.serve(s.mx);
+    let rcpt = |to: &str| {
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "x@sender.test",
+                "--to",
+                to,
+                "--quit-after",
+                "RCPT",
+            ],
+        )
+        .stdout
+    };
+    assert!(rcpt("new@example.test").contains("<** 550 5.1.1"));
+
+    let text = std::fs::read_to_string(&s.w.spec).unwrap();
+    std::fs::write(
+        &s.w.spec,
+        format!(
+            "{text}\n[domains.\"example.test\".aliases.new]\nforward = [\"n@elsewhere.test\"]\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(2), || rcpt("new@example.test")
+            .contains("<-  250 2.1.5")),
+        "new alias not live within 2 s"
+    );
+    eprintln!("new alias live after {:?}", started.elapsed());
+
+    // A broken edit: reported, not applied; the aliases keep working.
+    let text = std::fs::read_to_string(&s.w.spec).unwrap();
+    std::fs::write(
+        &s.w.spec,
+        format!("{text}\n[domains.\"example.test\".aliases.broken]\nfowrard = [\"x@y.test\"]\n"),
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || s
+        .w
+        .run(&["status"])
+        .stdout
+        .contains("last reconcile: FAILED")));
+    let status = s.w.run(&["status"]).stdout;
+    assert!(
+        status.contains("unknown field \"fowrard\", did you mean \"forward\"?"),
+        "{status}"
+    );
+    assert!(rcpt("new@example.test").contains("<-  250 2.1.5"));
+    assert!(rcpt("hello@example.test").contains("<-  250 2.1.5"));
+}

@@ -1,0 +1,30 @@
+"""A receiving MTA for tests: aiosmtpd on 127.0.0.1:PORT, each message saved to DIR as
+N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs)."""
+import os
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+
+port, out = int(sys.argv[1]), sys.argv[2]
+os.makedirs(out, exist_ok=True)
+lock = threading.Lock()
+
+
+class Save:
+    async def handle_DATA(self, server, session, envelope):
+        with lock:
+            n = len([f for f in os.listdir(out) if f.endswith(".eml")])
+            with open(os.path.join(out, f"{n}.env.tmp"), "w") as f:
+                f.write(envelope.mail_from + "\n" + "\n".join(envelope.rcpt_tos) + "\n")
+            with open(os.path.join(out, f"{n}.eml.tmp"), "wb") as f:
+                f.write(envelope.original_content)
+            os.rename(os.path.join(out, f"{n}.env.tmp"), os.path.join(out, f"{n}.env"))
+            os.rename(os.path.join(out, f"{n}.eml.tmp"), os.path.join(out, f"{n}.eml"))
+        return "250 OK"
+
+
+controller = Controller(Save(), hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+threading.Event().wait()
