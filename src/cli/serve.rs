@@ -91,6 +91,13 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
 
     let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
     let queue = Arc::new(QueueDb::open(&data_dir).context("opening the queue")?);
+    let released = queue.release_leases()?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "deliveries interrupted by the last shutdown are due again"
+        );
+    }
     let spool = Spool::start(queue.clone());
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -225,6 +225,15 @@ impl QueueDb {
         Ok(due)
     }
 
+    /// Frees every lease. Called at start: on one node, a lease still held then belonged to
+    /// this server before it died, and its deliveries must not wait for the lease to expire.
+    pub fn release_leases(&self) -> Result<usize, QueueError> {
+        Ok(self.conn().execute(
+            "UPDATE deliveries SET leased_until = 0 WHERE leased_until > 0",
+            [],
+        )?)
+    }
+
     pub fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .conn()
