@@ -4,6 +4,7 @@
 pub mod address;
 pub mod cli;
 pub mod dkim;
+pub mod dns;
 pub mod mailbox;
 pub mod password;
 pub mod queue;

@@ -187,6 +187,8 @@ mod tests {
             denylist: vec![],
             greylisting: false,
             require_tls: false,
+            reject_spf_fail: true,
+            reject_dmarc_fail: true,
             subaddressing: true,
             catch_all: None,
         }

@@ -12,8 +12,10 @@ use common::{Workspace, free_port, python_peer, received, wait_for};
 #[test]
 fn every_accepted_message_survives_a_sigkill() {
     let (mx, relay) = (free_port(), free_port());
-    let w = Workspace::new(&format!(
-        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n[delivery]\nrelay = \"127.0.0.1:{relay}\"\n\
+    let w = Workspace::new("");
+    let (_dns, dns_port) = common::quiet_dns(w.path());
+    w.write_spec(&format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n[delivery]\nrelay = \"127.0.0.1:{relay}\"\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\
          [domains.\"example.test\".aliases.hello]\nforward = [\"friend@elsewhere.test\"]\n"
     ));
     let sink_dir = w.path().join("sink");

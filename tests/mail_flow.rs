@@ -16,13 +16,17 @@ struct Setup {
     hook_dir: std::path::PathBuf,
     _sink: common::Process,
     _hook: common::Process,
+    _dns: common::Process,
 }
 
-fn spec(mx: u16, relay: u16, hook: u16, extra: &str) -> String {
+fn spec(mx: u16, relay: u16, hook: u16, dns: u16, extra: &str) -> String {
     format!(
         r#"
 [listeners]
 mx = "127.0.0.1:{mx}"
+
+[dns]
+resolver = "127.0.0.1:{dns}"
 
 [delivery]
 relay = "127.0.0.1:{relay}"
@@ -59,7 +63,9 @@ forward = ['tickets+$1@elsewhere.test']
 
 fn setup(extra: &str) -> Setup {
     let (mx, relay, hook) = (free_port(), free_port(), free_port());
-    let w = Workspace::new(&spec(mx, relay, hook, extra));
+    let w = Workspace::new("");
+    let (dns, dns_port) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, relay, hook, dns_port, extra));
     std::fs::write(w.path().join("hook.key"), "webhook-test-key\n").unwrap();
     let sink_dir = w.path().join("sink");
     let hook_dir = w.path().join("hooks");
@@ -80,6 +86,7 @@ fn setup(extra: &str) -> Setup {
         hook_dir,
         _sink: sink,
         _hook: hook,
+        _dns: dns,
     }
 }
 

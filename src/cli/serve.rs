@@ -89,6 +89,13 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         }
     };
 
+    let resolver = match crate::dns::resolver(loaded.spec.dns.resolver) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS: MX lookups and SPF/DKIM/DMARC checks are unavailable");
+            None
+        }
+    };
     let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
     let queue = Arc::new(QueueDb::open(&data_dir).context("opening the queue")?);
     let released = queue.release_leases()?;
@@ -108,7 +115,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         outbound: Outbound::new(
             hostname.clone(),
             loaded.spec.delivery.relay.clone(),
-            loaded.spec.dns.resolver,
+            resolver.clone(),
         ),
         mailboxes: Mailboxes::new(&data_dir),
         snapshot: snapshot.clone(),
@@ -135,14 +142,17 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .map(|d| d.max_message_size)
             .max()
             .unwrap_or(50_000_000);
-        let ctx = Arc::new(MxContext::new(
-            hostname.clone(),
-            snapshot.clone(),
-            spool.clone(),
-            tls.clone(),
-            srs.clone(),
-            max_size,
-        ));
+        let authenticator = resolver.clone().map(mail_auth::MessageAuthenticator);
+        let ctx = Arc::new(MxContext {
+            hostname: hostname.clone(),
+            snapshot: snapshot.clone(),
+            spool: spool.clone(),
+            tls: tls.clone(),
+            srs: srs.clone(),
+            max_message_size: max_size,
+            authenticator,
+            connections: Default::default(),
+        });
         tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));
         listeners.push(("mx".to_string(), addr.to_string()));
         tracing::info!(%addr, "mx listening");

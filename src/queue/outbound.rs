@@ -1,14 +1,9 @@
 //! Hands a message to the next MTA: the spec's relay (smarthost) or the recipient
 //! domain's MX hosts in preference order, with STARTTLS whenever the peer offers it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::TokioResolver;
 use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
@@ -55,24 +50,12 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// `relay` is "host:port"; `resolver` overrides the system's DNS servers.
-    pub fn new(hostname: String, relay: Option<String>, resolver: Option<SocketAddr>) -> Outbound {
-        let resolver = match resolver {
-            Some(addr) => {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                ns.connections = vec![
-                    udp_tcp(addr.port(), ProtocolConfig::Udp),
-                    udp_tcp(addr.port(), ProtocolConfig::Tcp),
-                ];
-                Resolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    TokioRuntimeProvider::default(),
-                )
-                .build()
-                .ok()
-            }
-            None => Resolver::builder_tokio().ok().and_then(|b| b.build().ok()),
-        };
+    /// `relay` is "host:port"; without it mail goes to the recipients' MX hosts.
+    pub fn new(
+        hostname: String,
+        relay: Option<String>,
+        resolver: Option<TokioResolver>,
+    ) -> Outbound {
         Outbound {
             hostname,
             relay,
@@ -175,12 +158,6 @@ impl Outbound {
             transaction(&mut client, from, to, body).await
         }
     }
-}
-
-fn udp_tcp(port: u16, protocol: ProtocolConfig) -> ConnectionConfig {
-    let mut c = ConnectionConfig::new(protocol);
-    c.port = port;
-    c
 }
 
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(

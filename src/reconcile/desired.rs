@@ -162,6 +162,8 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
         denylist: domain.denylist.clone(),
         greylisting: domain.greylisting,
         require_tls: domain.require_tls,
+        reject_spf_fail: domain.reject_spf_fail,
+        reject_dmarc_fail: domain.reject_dmarc_fail,
         subaddressing: domain.subaddressing,
         catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
             forward: targets(&r.forward),

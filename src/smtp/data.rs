@@ -3,6 +3,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::auth::Refusal;
 use super::session::Session;
 use crate::queue::{Envelope, NewDelivery};
 
@@ -92,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
+        let auth_header = self.authenticate(&body).await?;
         let envelope = Envelope {
             mail_from: self.state.mail_from.clone().unwrap_or_default(),
             rcpt_to: self.state.rcpts.iter().map(|r| r.address.clone()).collect(),
@@ -100,6 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tls: self.tls,
         };
         let mut message = self.received_header(&envelope).into_bytes();
+        message.extend_from_slice(auth_header.as_bytes());
         message.extend_from_slice(&body);
         match self.ctx.spool.enqueue(envelope, message, deliveries).await {
             Ok(id) => Ok(Some(id)),
@@ -111,6 +114,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "Temporary failure storing the message; try again".into(),
                 ))
             }
+        }
+    }
+
+    /// SPF/DKIM/ARC/DMARC: the Authentication-Results header, or the refusal the
+    /// recipients' domains ask for (never for a sender on their allowlist).
+    async fn authenticate(&self, body: &[u8]) -> Result<String, (u16, &'static str, String)> {
+        let Some(authenticator) = &self.ctx.authenticator else {
+            return Ok(String::new());
+        };
+        let mail_from = self.state.mail_from.clone().unwrap_or_default();
+        let helo = self.state.helo.clone().unwrap_or_default();
+        let verdict = super::auth::check(
+            authenticator,
+            &self.ctx.hostname,
+            self.remote.ip(),
+            &helo,
+            &mail_from,
+            body,
+        )
+        .await;
+        let rcpts = &self.state.rcpts;
+        let allowlisted = rcpts.iter().any(|r| r.allowlisted);
+        match verdict.refuse {
+            Some(Refusal::Spf(text)) if !allowlisted && rcpts.iter().any(|r| r.reject_spf_fail) => {
+                Err((550, "5.7.23", text))
+            }
+            Some(Refusal::Dmarc(text))
+                if !allowlisted && rcpts.iter().any(|r| r.reject_dmarc_fail) =>
+            {
+                Err((550, "5.7.1", text))
+            }
+            _ => Ok(verdict.header),
         }
     }
 

@@ -51,14 +51,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if settings.require_tls && !self.tls {
             return self.reply(530, "5.7.0", "This domain requires STARTTLS");
         }
-        if sender_verdict(settings, self.remote.ip(), &sender) == Some(false) {
+        let verdict = sender_verdict(settings, self.remote.ip(), &sender);
+        if verdict == Some(false) {
             return self.reply(
                 550,
                 "5.7.1",
                 "Sender refused by the recipient domain's policy",
             );
         }
-        let max_size = settings.max_message_size;
+        let policy = Accepted {
+            address: String::new(),
+            deliveries: Vec::new(),
+            max_size: settings.max_message_size,
+            reject_spf_fail: settings.reject_spf_fail,
+            reject_dmarc_fail: settings.reject_dmarc_fail,
+            allowlisted: verdict == Some(true),
+        };
 
         // A bounce coming back to one of our SRS addresses goes to the original sender.
         if address
@@ -72,7 +80,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         target: original,
                         alias: address.clone(),
                     };
-                    self.accept(address, vec![delivery], max_size);
+                    self.accept(Accepted {
+                        address,
+                        deliveries: vec![delivery],
+                        ..policy
+                    });
                 }
                 Err(e) => self.reply(550, "5.1.1", &format!("Invalid SRS address: {e}")),
             };
@@ -88,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Action::Reject {
                 mode: RejectMode::Quiet,
                 ..
-            } => self.accept(address, Vec::new(), max_size),
+            } => self.accept(Accepted { address, ..policy }),
             Action::Reject {
                 mode: RejectMode::Soft,
                 message,
@@ -120,17 +132,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if deliveries.is_empty() {
                     return self.reply(550, "5.1.1", "No such user here");
                 }
-                self.accept(address, deliveries, max_size);
+                self.accept(Accepted {
+                    address,
+                    deliveries,
+                    ..policy
+                });
             }
         }
     }
 
-    fn accept(&mut self, address: String, deliveries: Vec<NewDelivery>, max_size: u64) {
-        self.state.rcpts.push(Accepted {
-            address,
-            deliveries,
-            max_size,
-        });
+    fn accept(&mut self, accepted: Accepted) {
+        self.state.rcpts.push(accepted);
         self.reply(250, "2.1.5", "Recipient OK");
     }
 }

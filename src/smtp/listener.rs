@@ -30,29 +30,13 @@ pub struct MxContext {
     pub tls: Option<Arc<ServerConfig>>,
     pub srs: Srs,
     pub max_message_size: u64,
-    connections: Mutex<HashMap<IpAddr, usize>>,
+    /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.
+    pub authenticator: Option<mail_auth::MessageAuthenticator>,
+    /// Open connections per client IP.
+    pub connections: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl MxContext {
-    pub fn new(
-        hostname: String,
-        snapshot: Arc<SnapshotHandle>,
-        spool: Spool,
-        tls: Option<Arc<ServerConfig>>,
-        srs: Srs,
-        max_message_size: u64,
-    ) -> MxContext {
-        MxContext {
-            hostname,
-            snapshot,
-            spool,
-            tls,
-            srs,
-            max_message_size,
-            connections: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn admit(&self, ip: IpAddr) -> bool {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_default();

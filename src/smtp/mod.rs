@@ -1,6 +1,7 @@
 //! SMTP: the session state machine on smtp-proto's grammar (one file per command
 //! family) and the MX listener that accepts connections and upgrades them to TLS.
 
+mod auth;
 mod data;
 mod ehlo;
 mod envelope;

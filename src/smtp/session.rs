@@ -36,6 +36,11 @@ pub struct Accepted {
     pub deliveries: Vec<NewDelivery>,
     /// Largest message the recipient's domain accepts.
     pub max_size: u64,
+    /// The recipient domain refuses SPF hard fails / DMARC `p=reject` failures.
+    pub reject_spf_fail: bool,
+    pub reject_dmarc_fail: bool,
+    /// The sender is on the recipient domain's allowlist: no refusals on auth results.
+    pub allowlisted: bool,
 }
 
 /// What survives STARTTLS (nothing of the transaction: RFC 3207 resets it).

@@ -313,6 +313,12 @@ pub struct Domain {
     /// Refuse inbound mail that did not arrive over TLS. Default false.
     #[serde(default)]
     pub require_tls: bool,
+    /// Refuse mail whose sender domain's SPF record hard-fails the sending IP. Default true.
+    #[serde(default = "yes")]
+    pub reject_spf_fail: bool,
+    /// Refuse mail that fails DMARC when the sender domain publishes `p=reject`. Default true.
+    #[serde(default = "yes")]
+    pub reject_dmarc_fail: bool,
     /// `user+tag@domain` is delivered as `user@domain`, keeping the tag on forward. Default true.
     #[serde(default = "yes")]
     pub subaddressing: bool,

@@ -138,8 +138,17 @@ pub struct DomainRecord {
     pub denylist: Vec<String>,
     pub greylisting: bool,
     pub require_tls: bool,
+    /// Added after the first release: stores written before default to enforcing.
+    #[serde(default = "enforce")]
+    pub reject_spf_fail: bool,
+    #[serde(default = "enforce")]
+    pub reject_dmarc_fail: bool,
     pub subaddressing: bool,
     pub catch_all: Option<RuleRecord>,
+}
+
+fn enforce() -> bool {
+    true
 }
 
 /// An address; id = "local@domain".

@@ -283,3 +283,58 @@ pub fn swaks(port: u16, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// An authoritative DNS server (Knot) on a free loopback port serving `zones`
+/// (name, zone-file text), so tests never ask the machine's resolver.
+pub fn knot(dir: &Path, zones: &[(&str, &str)]) -> (Process, u16) {
+    let port = free_port();
+    let root = dir.join("knot");
+    std::fs::create_dir_all(&root).expect("knot dir");
+    let mut conf = format!(
+        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {r}\ndatabase:\n    storage: {r}\nzone:\n",
+        r = root.display()
+    );
+    for (name, text) in zones {
+        let file = root.join(format!("{name}.zone"));
+        std::fs::write(&file, text).expect("zone file");
+        conf.push_str(&format!(
+            "  - domain: {name}\n    file: {}\n",
+            file.display()
+        ));
+    }
+    let conf_path = root.join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let log = root.join("knotd.log");
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("knot log"))
+        .spawn()
+        .expect("knotd must be installed (scripts/test installs knot)");
+    let process = Process { child, log };
+    let up = wait_for(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "knotd did not start: {}", process.log_text());
+    (process, port)
+}
+
+/// A zone file with the SOA/NS boilerplate and the given records.
+pub fn zone(name: &str, records: &str) -> String {
+    format!(
+        "$ORIGIN {name}.\n$TTL 60\n@ SOA ns.{name}. admin.{name}. 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n{records}\n"
+    )
+}
+
+/// A DNS server that knows the test domains exist but publishes nothing for them: arrival
+/// checks get clean "none" answers at once, and no test ever asks the machine's resolver.
+pub fn quiet_dns(dir: &Path) -> (Process, u16) {
+    knot(
+        dir,
+        &[
+            ("test", &zone("test", "")),
+            ("sender.test", &zone("sender.test", "")),
+        ],
+    )
+}

@@ -1,0 +1,40 @@
+//! DNS for the servers: one resolver, the system's or the spec's `dns.resolver`, shared by
+//! MX lookups for delivery and SPF/DKIM/DMARC checks on arrival.
+
+use std::net::SocketAddr;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{Resolver, TokioResolver};
+
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolver: {0}")]
+pub struct ResolverError(String);
+
+/// A resolver that asks `server` (any port) over UDP and TCP, or the system's servers.
+pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolverError> {
+    match server {
+        Some(addr) => {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            ns.connections = [ProtocolConfig::Udp, ProtocolConfig::Tcp]
+                .into_iter()
+                .map(|protocol| {
+                    let mut c = ConnectionConfig::new(protocol);
+                    c.port = addr.port();
+                    c
+                })
+                .collect();
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+            .build()
+            .map_err(|e| ResolverError(e.to_string()))
+        }
+        None => Resolver::builder_tokio()
+            .and_then(|b| b.build())
+            .map_err(|e| ResolverError(e.to_string())),
+    }
+}
