@@ -158,6 +158,29 @@ fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back()
     );
     assert!(verdict.contains("PASS example.test ferrymail"), "{verdict}");
 
+    // ...and the ARC chain our forwarding domain started (i=1) validates.
+    assert!(
+        msg.content
+            .contains("ARC-Seal: i=1; a=rsa-sha256; s=ferrymail; d=example.test; cv=none"),
+        "{}",
+        msg.content
+    );
+    let arc = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/arc_verify.py"
+        ))
+        .arg(&msg.path)
+        .arg(dkim_txt(&s.w))
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&arc.stdout);
+    assert!(
+        arc.status.success(),
+        "dkimpy ARC: {verdict}{}",
+        String::from_utf8_lossy(&arc.stderr)
+    );
+
     // The destination bounces: the bounce goes to the SRS address and reaches Alice.
     let srs = msg.mail_from.clone();
     let bounce = swaks(

@@ -151,6 +151,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             srs: srs.clone(),
             max_message_size: max_size,
             authenticator,
+            store: store.clone(),
             connections: Default::default(),
         });
         tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));

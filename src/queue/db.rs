@@ -55,6 +55,7 @@ pub struct Delivery {
     pub kind: DeliveryKind,
     pub target: String,
     pub alias: String,
+    pub prefix: String,
     pub attempts: u32,
     pub mail_from: String,
     pub received_at: i64,
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     kind TEXT NOT NULL,
     target TEXT NOT NULL,
     alias TEXT NOT NULL,
+    prefix TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     leased_until INTEGER NOT NULL DEFAULT 0,
@@ -147,7 +149,7 @@ impl QueueDb {
                 "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut del = tx.prepare_cached(
-                "INSERT INTO deliveries (message_id, kind, target, alias, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO deliveries (message_id, kind, target, alias, prefix, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let now = now();
             for (envelope, body, deliveries) in batch {
@@ -162,7 +164,14 @@ impl QueueDb {
                 ])?;
                 let id = tx.last_insert_rowid();
                 for d in deliveries {
-                    del.execute(params![id, d.kind.as_str(), d.target, d.alias, now])?;
+                    del.execute(params![
+                        id,
+                        d.kind.as_str(),
+                        d.target,
+                        d.alias,
+                        d.prefix,
+                        now
+                    ])?;
                 }
                 ids.push(id);
             }
@@ -179,38 +188,34 @@ impl QueueDb {
         let now = now();
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at
+                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now, limit as i64], |r| {
+                let kind: String = r.get(2)?;
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
+                    kind,
+                    Delivery {
+                        id: r.get(0)?,
+                        message_id: r.get(1)?,
+                        kind: DeliveryKind::Forward,
+                        target: r.get(3)?,
+                        alias: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)? as u32,
+                        mail_from: r.get(6)?,
+                        received_at: r.get(7)?,
+                        prefix: r.get(8)?,
+                    },
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, message_id, kind, target, alias, attempts, mail_from, received_at) = row?;
-                let kind = DeliveryKind::parse(&kind)
+                let (kind, mut delivery) = row?;
+                delivery.kind = DeliveryKind::parse(&kind)
                     .ok_or_else(|| QueueError::Data(format!("delivery kind {kind:?}")))?;
-                out.push(Delivery {
-                    id,
-                    message_id,
-                    kind,
-                    target,
-                    alias,
-                    attempts: attempts as u32,
-                    mail_from,
-                    received_at,
-                });
+                out.push(delivery);
             }
             out
         };

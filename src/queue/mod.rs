@@ -34,4 +34,7 @@ pub struct NewDelivery {
     pub target: String,
     /// The alias address that decided this delivery; its domain signs and SRS-rewrites.
     pub alias: String,
+    /// Header lines prepended for this delivery only (the forwarding domain's ARC set).
+    #[serde(default)]
+    pub prefix: String,
 }

@@ -136,7 +136,8 @@ impl Worker {
             .cloned()
             .unwrap_or_default();
         let store = self.store.clone();
-        let message = body.to_vec();
+        let mut message = d.prefix.as_bytes().to_vec();
+        message.extend_from_slice(body);
         let signed = tokio::task::spawn_blocking(move || {
             let headers = super::sign::dkim_headers(store.as_ref(), &keys, &message)?;
             let mut out = headers.into_bytes();
@@ -236,6 +237,7 @@ impl Worker {
             kind: DeliveryKind::Forward,
             target: d.mail_from.clone(),
             alias: format!("mailer-daemon@{domain}"),
+            prefix: String::new(),
         };
         if let Err(e) = self.spool.enqueue(envelope, report, vec![delivery]).await {
             tracing::error!(error = %e, "could not queue a bounce");

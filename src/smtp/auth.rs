@@ -1,8 +1,12 @@
 //! Checks on arrival with mail-auth: SPF, DKIM, ARC and DMARC, recorded in an
-//! Authentication-Results header; SPF hard fails and DMARC `p=reject` failures flagged.
+//! Authentication-Results header; SPF hard fails and DMARC `p=reject` failures flagged;
+//! the ARC set each forwarding domain adds to its copies.
 
 use std::net::IpAddr;
 
+use mail_auth::ArcOutput;
+use mail_auth::arc::ArcSealer;
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -10,6 +14,7 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator, SpfResult,
 };
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Which check says the message must be refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,54 @@ pub struct Verdict {
     /// The Authentication-Results header, CRLF-terminated.
     pub header: String,
     pub refuse: Option<Refusal>,
+    /// ARC sets (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) by the
+    /// sealing domain, for the copies that domain forwards.
+    pub arc_sets: Vec<(String, String)>,
+}
+
+/// A domain that forwards this message and seals it with one of its DKIM keys.
+pub struct Sealer {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: String,
+    /// PKCS#8 DER private key.
+    pub key: Vec<u8>,
+}
+
+/// Headers the ARC-Message-Signature covers. Not DKIM-Signature: the seal is made on
+/// arrival and the forwarding DKIM signature is added above it at delivery, and a listed
+/// header that appears later would break the signature.
+const ARC_HEADERS: [&str; 6] = ["From", "To", "Cc", "Subject", "Date", "Message-ID"];
+
+fn seal(
+    sealer: &Sealer,
+    message: &AuthenticatedMessage<'_>,
+    results: &AuthenticationResults<'_>,
+    arc: &ArcOutput<'_>,
+) -> Option<String> {
+    let set = if sealer.algorithm == "ed25519" {
+        let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&sealer.key).ok()?;
+        ArcSealer::from_key(key)
+            .domain(&sealer.domain)
+            .selector(&sealer.selector)
+            .headers(ARC_HEADERS)
+            .seal(message, results, arc)
+    } else {
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(sealer.key.as_slice()));
+        let key = RsaKey::<Sha256>::from_key_der(der).ok()?;
+        ArcSealer::from_key(key)
+            .domain(&sealer.domain)
+            .selector(&sealer.selector)
+            .headers(ARC_HEADERS)
+            .seal(message, results, arc)
+    };
+    match set {
+        Ok(set) => Some(set.to_header()),
+        Err(e) => {
+            tracing::debug!(domain = %sealer.domain, error = %e, "not ARC-sealed");
+            None
+        }
+    }
 }
 
 /// Runs every check on one message. `enforce` is false for allowlisted senders.
@@ -35,6 +88,7 @@ pub async fn check(
     helo: &str,
     mail_from: &str,
     message: &[u8],
+    sealers: &[Sealer],
 ) -> Verdict {
     let spf_params = if mail_from.is_empty() {
         SpfParameters::verify_ehlo(ip, helo, hostname)
@@ -51,6 +105,7 @@ pub async fn check(
         return Verdict {
             header,
             refuse: None,
+            arc_sets: Vec::new(),
         };
     };
     let dkim = authenticator.verify_dkim(&parsed).await;
@@ -59,12 +114,16 @@ pub async fn check(
         .verify_dmarc(DmarcParameters::new(&parsed, &dkim, mail_from_domain, &spf))
         .await;
 
-    let header = AuthenticationResults::new(hostname)
+    let results = AuthenticationResults::new(hostname)
         .with_dkim_results(&dkim, parsed.from())
         .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
         .with_arc_result(&arc, ip)
-        .with_dmarc_result(&dmarc)
-        .to_header();
+        .with_dmarc_result(&dmarc);
+    let header = results.to_header();
+    let arc_sets = sealers
+        .iter()
+        .filter_map(|s| seal(s, &parsed, &results, &arc).map(|h| (s.domain.clone(), h)))
+        .collect();
 
     let refuse = if spf.result() == SpfResult::Fail {
         Some(Refusal::Spf(format!(
@@ -85,5 +144,9 @@ pub async fn check(
     } else {
         None
     };
-    Verdict { header, refuse }
+    Verdict {
+        header,
+        refuse,
+        arc_sets,
+    }
 }

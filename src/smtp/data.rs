@@ -3,9 +3,13 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::auth::Refusal;
+use super::auth::{Refusal, Sealer};
 use super::session::Session;
-use crate::queue::{Envelope, NewDelivery};
+use crate::queue::{DeliveryKind, Envelope, NewDelivery};
+
+fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, d)| d)
+}
 
 /// More Received headers than this means a loop (RFC 5321 §6.3 suggests 100; Forward
 /// Email and Postfix stop far earlier).
@@ -93,7 +97,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
-        let auth_header = self.authenticate(&body).await?;
+        let (auth_header, arc_sets) = self.authenticate(&body).await?;
+        for d in deliveries
+            .iter_mut()
+            .filter(|d| d.kind == DeliveryKind::Forward)
+        {
+            if let Some((_, set)) = arc_sets
+                .iter()
+                .find(|(domain, _)| Some(domain.as_str()) == domain_of(&d.alias))
+            {
+                d.prefix = set.clone();
+            }
+        }
         let envelope = Envelope {
             mail_from: self.state.mail_from.clone().unwrap_or_default(),
             rcpt_to: self.state.rcpts.iter().map(|r| r.address.clone()).collect(),
@@ -119,12 +134,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// SPF/DKIM/ARC/DMARC: the Authentication-Results header, or the refusal the
     /// recipients' domains ask for (never for a sender on their allowlist).
-    async fn authenticate(&self, body: &[u8]) -> Result<String, (u16, &'static str, String)> {
+    async fn authenticate(
+        &self,
+        body: &[u8],
+    ) -> Result<(String, Vec<(String, String)>), (u16, &'static str, String)> {
         let Some(authenticator) = &self.ctx.authenticator else {
-            return Ok(String::new());
+            return Ok((String::new(), Vec::new()));
         };
         let mail_from = self.state.mail_from.clone().unwrap_or_default();
         let helo = self.state.helo.clone().unwrap_or_default();
+        let sealers = self.sealers(&mail_from).await;
         let verdict = super::auth::check(
             authenticator,
             &self.ctx.hostname,
@@ -132,6 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &helo,
             &mail_from,
             body,
+            &sealers,
         )
         .await;
         let rcpts = &self.state.rcpts;
@@ -145,8 +165,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 Err((550, "5.7.1", text))
             }
-            _ => Ok(verdict.header),
+            _ => Ok((verdict.header, verdict.arc_sets)),
         }
+    }
+
+    /// The domains that will forward this message (bounces are not sealed), each with
+    /// the key it seals with: its RSA key when it has one, receivers verify those best.
+    async fn sealers(&self, mail_from: &str) -> Vec<Sealer> {
+        if mail_from.is_empty() {
+            return Vec::new();
+        }
+        let snapshot = self.ctx.snapshot.get();
+        let mut domains: Vec<&str> = self
+            .state
+            .rcpts
+            .iter()
+            .flat_map(|r| r.deliveries.iter())
+            .filter(|d| d.kind == DeliveryKind::Forward)
+            .filter_map(|d| domain_of(&d.alias))
+            .collect();
+        domains.sort();
+        domains.dedup();
+        let mut keys = Vec::new();
+        for domain in domains {
+            let Some(records) = snapshot.dkim_keys.get(domain) else {
+                continue;
+            };
+            let Some(record) = records
+                .iter()
+                .find(|k| k.algorithm == "rsa-2048")
+                .or(records.first())
+            else {
+                continue;
+            };
+            keys.push(record.clone());
+        }
+        let store = self.ctx.store.clone();
+        tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .filter_map(|k| {
+                    let id = crate::store::records::dkim_key_id(&k.selector, &k.domain);
+                    let key = store.dkim_private_key(&id).ok().flatten()?;
+                    Some(Sealer {
+                        domain: k.domain,
+                        selector: k.selector,
+                        algorithm: k.algorithm,
+                        key,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn received_header(&self, envelope: &Envelope) -> String {

@@ -79,6 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         kind: DeliveryKind::Forward,
                         target: original,
                         alias: address.clone(),
+                        prefix: String::new(),
                     };
                     self.accept(Accepted {
                         address,
@@ -169,6 +170,7 @@ fn expand(
                 kind,
                 target,
                 alias: alias.to_string(),
+                prefix: String::new(),
             });
         }
     };

@@ -30,6 +30,8 @@ pub struct MxContext {
     pub tls: Option<Arc<ServerConfig>>,
     pub srs: Srs,
     pub max_message_size: u64,
+    /// Where the forwarding domains' keys are, for ARC sealing.
+    pub store: Arc<dyn crate::store::Store>,
     /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.
     pub authenticator: Option<mail_auth::MessageAuthenticator>,
     /// Open connections per client IP.
