@@ -285,6 +285,10 @@ fn mailbox_webhook_and_pattern_routes_deliver() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["subject"], "to the team");
     assert_eq!(json["envelope"]["recipient"], "team@example.test");
+    assert!(wait_for(Duration::from_secs(5), || {
+        let log = s.w.run(&["queue", "log", "--json"]).stdout;
+        log.matches("\"delivered\"").count() >= 5 && log.contains("\"accepted\"")
+    }));
     let signature = std::fs::read_to_string(s.hook_dir.join("0.sig")).unwrap();
     assert_eq!(
         signature,
@@ -336,6 +340,14 @@ fn recipients_are_checked_and_relay_tricks_refused() {
     }
     // Case and trailing-dot variants of our own domain are ours.
     assert!(rcpt("HELLO@Example.TEST").contains("<-  250 2.1.5"));
+
+    // Every refusal is in the mail log with its reason.
+    let logged = wait_for(Duration::from_secs(5), || {
+        let log = s.w.run(&["queue", "log", "--limit", "100"]).stdout;
+        log.contains("rejected  x@sender.test → nobody@example.test  550 5.1.1")
+            && log.contains("rejected  x@sender.test → user%elsewhere.test@example.test  550 5.7.1 Relay syntax not accepted")
+    });
+    assert!(logged, "{}", s.w.run(&["queue", "log"]).stdout);
 }
 
 #[test]

@@ -19,6 +19,15 @@ pub enum Command {
     Retry { id: i64 },
     /// Drop a delivery (no bounce is sent).
     Remove { id: i64 },
+    /// The mail log: accepted, rejected, delivered, deferred and bounced messages.
+    Log {
+        /// How many records, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -62,6 +71,31 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 bail!("no delivery {id} in the queue");
             }
             println!("Delivery {id} will be tried now (by the running server).");
+        }
+        Command::Log { limit, json } => {
+            let log = crate::queue::log::MailLog::open(&loaded.data_dir())?;
+            let entries = log.recent(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for e in entries {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.at.max(0) as u64);
+                let from = if e.mail_from.is_empty() {
+                    "<>"
+                } else {
+                    &e.mail_from
+                };
+                println!(
+                    "{}  {:<9} {}{} → {}  {}",
+                    humantime::format_rfc3339_seconds(at),
+                    format!("{:?}", e.event).to_lowercase(),
+                    e.message_id.map(|id| format!("#{id} ")).unwrap_or_default(),
+                    from,
+                    e.rcpt,
+                    e.detail
+                );
+            }
         }
         Command::Remove { id } => {
             if !db.remove(id)? {

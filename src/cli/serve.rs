@@ -106,6 +106,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         );
     }
     let spool = Spool::start(queue.clone());
+    let log =
+        Arc::new(crate::queue::log::MailLog::open(&data_dir).context("opening the mail log")?);
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -126,6 +128,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .build()
             .context("building the webhook client")?,
         webhook_key: webhook_key(&loaded)?,
+        log: log.clone(),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
 
@@ -152,6 +155,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             max_message_size: max_size,
             authenticator,
             store: store.clone(),
+            log: log.clone(),
             connections: Default::default(),
         });
         tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));

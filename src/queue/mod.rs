@@ -3,6 +3,7 @@
 
 pub mod bounce;
 mod db;
+pub mod log;
 pub mod outbound;
 pub mod sign;
 mod spool;

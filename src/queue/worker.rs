@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::log::{Entry, Event};
 use super::outbound::{DeliveryError, Outbound};
 use super::{Delivery, DeliveryKind, Envelope, NewDelivery, QueueDb, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
@@ -31,6 +32,7 @@ pub struct Worker {
     pub srs: Srs,
     pub hostname: String,
     pub http: reqwest::Client,
+    pub log: Arc<super::log::MailLog>,
     pub webhook_key: Option<Vec<u8>>,
 }
 
@@ -102,22 +104,34 @@ impl Worker {
         let db = self.db.clone();
         match result {
             Ok(()) => {
-                tracing::info!(delivery = d.id, kind = ?d.kind, target = %d.target, "delivered");
+                self.record(&d, Event::Delivered, "");
                 let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
             }
             Err(e) if e.permanent || now_unix() - d.received_at > EXPIRE_AFTER_SECS => {
-                tracing::warn!(delivery = d.id, target = %d.target, error = %e.message, "delivery failed for good; bouncing");
+                self.record(&d, Event::Bounced, &e.message);
                 self.bounce(&d, &body, &e.message).await;
                 let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
             }
             Err(e) => {
                 let next = now_unix() + retry_delay(d.attempts);
-                tracing::info!(delivery = d.id, target = %d.target, error = %e.message, "delivery deferred");
+                self.record(&d, Event::Deferred, &e.message);
                 let message = e.message.clone();
                 let _ =
                     tokio::task::spawn_blocking(move || db.retry_later(d.id, next, &message)).await;
             }
         }
+    }
+
+    fn record(&self, d: &Delivery, event: Event, detail: &str) {
+        self.log.record(Entry {
+            at: now_unix(),
+            event,
+            message_id: Some(d.message_id),
+            mail_from: d.mail_from.clone(),
+            rcpt: format!("{:?} {}", d.kind, d.target).to_lowercase(),
+            remote_ip: String::new(),
+            detail: detail.to_string(),
+        });
     }
 
     async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<(), DeliveryError> {

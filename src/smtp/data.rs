@@ -5,6 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{Refusal, Sealer};
 use super::session::Session;
+use crate::queue::log::Event;
 use crate::queue::{DeliveryKind, Envelope, NewDelivery};
 
 fn domain_of(address: &str) -> Option<&str> {
@@ -48,10 +49,39 @@ fn hops(body: &[u8]) -> usize {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn finish_message(&mut self, body: Vec<u8>) {
         let outcome = self.check_and_queue(body).await;
+        let sender = self.state.mail_from.clone().unwrap_or_default();
+        let rcpts: Vec<&str> = self
+            .state
+            .rcpts
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        let rcpts = rcpts.join(", ");
         match outcome {
-            Ok(Some(id)) => self.reply(250, "2.0.0", &format!("Queued as {id}")),
-            Ok(None) => self.reply(250, "2.0.0", "OK"),
-            Err((code, status, text)) => self.reply(code, status, &text),
+            Ok(Some(id)) => {
+                self.log(Event::Accepted, Some(id), &sender, &rcpts, "");
+                self.reply(250, "2.0.0", &format!("Queued as {id}"));
+            }
+            Ok(None) => {
+                self.log(
+                    Event::Accepted,
+                    None,
+                    &sender,
+                    &rcpts,
+                    "dropped: every recipient is a quiet reject",
+                );
+                self.reply(250, "2.0.0", "OK");
+            }
+            Err((code, status, text)) => {
+                self.log(
+                    Event::Rejected,
+                    None,
+                    &sender,
+                    &rcpts,
+                    &format!("{code} {status} {text}"),
+                );
+                self.reply(code, status, &text);
+            }
         }
         self.reset_transaction();
     }

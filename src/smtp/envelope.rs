@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::policy::{is_relay_trick, sender_verdict};
 use super::session::{Accepted, Session};
 use crate::address::normalize_domain;
+use crate::queue::log::Event;
 use crate::queue::{DeliveryKind, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
 
@@ -38,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let address = to.address;
         if is_relay_trick(&address) {
-            return self.reply(550, "5.7.1", "Relay syntax not accepted");
+            return self.refuse_rcpt(&address, 550, "5.7.1", "Relay syntax not accepted");
         }
         let snapshot = self.ctx.snapshot.get();
         let domain = address
@@ -46,14 +47,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .and_then(|(_, d)| normalize_domain(d).ok())
             .unwrap_or_default();
         let Some(settings) = snapshot.domains.get(&domain) else {
-            return self.reply(550, "5.7.1", "Relaying denied: not a domain of this server");
+            return self.refuse_rcpt(
+                &address,
+                550,
+                "5.7.1",
+                "Relaying denied: not a domain of this server",
+            );
         };
         if settings.require_tls && !self.tls {
-            return self.reply(530, "5.7.0", "This domain requires STARTTLS");
+            return self.refuse_rcpt(&address, 530, "5.7.0", "This domain requires STARTTLS");
         }
         let verdict = sender_verdict(settings, self.remote.ip(), &sender);
         if verdict == Some(false) {
-            return self.reply(
+            return self.refuse_rcpt(
+                &address,
                 550,
                 "5.7.1",
                 "Sender refused by the recipient domain's policy",
@@ -87,14 +94,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         ..policy
                     });
                 }
-                Err(e) => self.reply(550, "5.1.1", &format!("Invalid SRS address: {e}")),
+                Err(e) => {
+                    self.refuse_rcpt(&address, 550, "5.1.1", &format!("Invalid SRS address: {e}"))
+                }
             };
         }
 
         let resolution = match snapshot.resolve(&address) {
             Ok(Some(r)) => r,
-            Ok(None) => return self.reply(550, "5.1.1", "No such user here"),
-            Err(_) => return self.reply(501, "5.1.3", "Bad recipient address syntax"),
+            Ok(None) => return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here"),
+            Err(_) => {
+                return self.refuse_rcpt(&address, 501, "5.1.3", "Bad recipient address syntax");
+            }
         };
         let alias = resolution.alias.to_string();
         match resolution.action {
@@ -105,7 +116,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Action::Reject {
                 mode: RejectMode::Soft,
                 message,
-            } => self.reply(
+            } => self.refuse_rcpt(
+                &address,
                 421,
                 "4.7.1",
                 message.as_deref().unwrap_or("Try again later"),
@@ -113,7 +125,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Action::Reject {
                 mode: RejectMode::Hard,
                 message,
-            } => self.reply(
+            } => self.refuse_rcpt(
+                &address,
                 550,
                 "5.1.1",
                 message.as_deref().unwrap_or("Recipient rejected"),
@@ -131,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     &mut deliveries,
                 );
                 if deliveries.is_empty() {
-                    return self.reply(550, "5.1.1", "No such user here");
+                    return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here");
                 }
                 self.accept(Accepted {
                     address,
@@ -140,6 +153,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 });
             }
         }
+    }
+
+    /// Refuses one recipient and logs why.
+    fn refuse_rcpt(&mut self, address: &str, code: u16, status: &str, text: &str) {
+        self.reply(code, status, text);
+        let sender = self.state.mail_from.clone().unwrap_or_default();
+        self.log(
+            Event::Rejected,
+            None,
+            &sender,
+            address,
+            &format!("{code} {status} {text}"),
+        );
     }
 
     fn accept(&mut self, accepted: Accepted) {

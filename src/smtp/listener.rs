@@ -30,6 +30,7 @@ pub struct MxContext {
     pub tls: Option<Arc<ServerConfig>>,
     pub srs: Srs,
     pub max_message_size: u64,
+    pub log: Arc<crate::queue::log::MailLog>,
     /// Where the forwarding domains' keys are, for ARC sealing.
     pub store: Arc<dyn crate::store::Store>,
     /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::listener::MxContext;
 use crate::queue::NewDelivery;
+use crate::queue::log::{Entry, Event};
 
 /// How long a client may stay silent between commands (RFC 5321 §4.5.3.2: 5 minutes).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -104,6 +105,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             format!("{code} {status} {text}\r\n")
         };
         self.out.extend_from_slice(line.as_bytes());
+    }
+
+    pub fn log(
+        &self,
+        event: Event,
+        message_id: Option<i64>,
+        mail_from: &str,
+        rcpt: &str,
+        detail: &str,
+    ) {
+        self.ctx.log.record(Entry {
+            at: crate::queue::now_unix(),
+            event,
+            message_id,
+            mail_from: mail_from.to_string(),
+            rcpt: rcpt.to_string(),
+            remote_ip: self.remote.ip().to_string(),
+            detail: detail.to_string(),
+        });
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

@@ -1,0 +1,165 @@
+//! The mail log: one structured record per accepted, rejected, delivered, deferred or
+//! bounced message, for `queue log` now and the admin pages later. Records go through a
+//! channel to a writer thread (batched, WAL, synchronous=NORMAL: a log needs no fsync).
+
+use std::path::Path;
+use std::sync::{Mutex, mpsc};
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::QueueError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Accepted,
+    Rejected,
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+impl Event {
+    fn as_str(self) -> &'static str {
+        match self {
+            Event::Accepted => "accepted",
+            Event::Rejected => "rejected",
+            Event::Delivered => "delivered",
+            Event::Deferred => "deferred",
+            Event::Bounced => "bounced",
+        }
+    }
+}
+
+/// One log record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub at: i64,
+    pub event: Event,
+    pub message_id: Option<i64>,
+    pub mail_from: String,
+    /// Recipient(s) or delivery target.
+    pub rcpt: String,
+    pub remote_ip: String,
+    /// Why (the reply text, the delivery error), if anything.
+    pub detail: String,
+}
+
+pub struct MailLog {
+    tx: Mutex<mpsc::Sender<Entry>>,
+    reader: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS mail_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    message_id INTEGER,
+    mail_from TEXT NOT NULL,
+    rcpt TEXT NOT NULL,
+    remote_ip TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mail_log_at ON mail_log (at);
+";
+
+fn open(path: &Path) -> Result<Connection, QueueError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl MailLog {
+    /// Opens data_dir/maillog.db and starts its writer thread.
+    pub fn open(data_dir: &Path) -> Result<MailLog, QueueError> {
+        let path = data_dir.join("maillog.db");
+        let mut writer = open(&path)?;
+        let reader = open(&path)?;
+        let (tx, rx) = mpsc::channel::<Entry>();
+        std::thread::Builder::new()
+            .name("mail-log".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter().take(1023));
+                    if let Err(e) = write(&mut writer, &batch) {
+                        tracing::error!(error = %e, "mail log write failed");
+                    }
+                }
+            })?;
+        Ok(MailLog {
+            tx: Mutex::new(tx),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// Records an event (never blocks on the disk) and traces it.
+    pub fn record(&self, entry: Entry) {
+        tracing::info!(event = entry.event.as_str(), message = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(entry);
+    }
+
+    /// The newest `limit` records, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Entry>, QueueError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare(
+            "SELECT at, event, message_id, mail_from, rcpt, remote_ip, detail FROM mail_log ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            let event = match r.get::<_, String>(1)?.as_str() {
+                "accepted" => Event::Accepted,
+                "rejected" => Event::Rejected,
+                "delivered" => Event::Delivered,
+                "deferred" => Event::Deferred,
+                _ => Event::Bounced,
+            };
+            Ok(Entry {
+                at: r.get(0)?,
+                event,
+                message_id: r.get(2)?,
+                mail_from: r.get(3)?,
+                rcpt: r.get(4)?,
+                remote_ip: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn write(conn: &mut Connection, batch: &[Entry]) -> Result<(), QueueError> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO mail_log (at, event, message_id, mail_from, rcpt, remote_ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for e in batch {
+            insert.execute(params![
+                e.at,
+                e.event.as_str(),
+                e.message_id,
+                e.mail_from,
+                e.rcpt,
+                e.remote_ip,
+                e.detail
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
