@@ -186,6 +186,7 @@ mod tests {
             allowlist: vec![],
             denylist: vec![],
             greylisting: false,
+            greylist_delay: 300,
             require_tls: false,
             reject_spf_fail: true,
             reject_dmarc_fail: true,

@@ -553,3 +553,81 @@ fn spec_edits_apply_while_serving_and_broken_edits_keep_the_old_state() {
     assert!(rcpt("new@example.test").contains("<-  250 2.1.5"));
     assert!(rcpt("hello@example.test").contains("<-  250 2.1.5"));
 }
+
+#[test]
+fn greylisting_defers_new_senders_until_they_retry() {
+    let s = setup(
+        "\n[domains.\"grey.test\"]\ngreylisting = true\ngreylist_delay = \"2s\"\n[domains.\"grey.test\".aliases.info]\nforward = [\"x@elsewhere.test\"]\n",
+    );
+    let _server = s.w.serve(s.mx);
+    let rcpt = || {
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "new@sender.test",
+                "--to",
+                "info@grey.test",
+                "--quit-after",
+                "RCPT",
+            ],
+        )
+        .stdout
+    };
+    assert!(
+        rcpt().contains("<** 450 4.7.1 Greylisted"),
+        "first contact is deferred"
+    );
+    assert!(
+        rcpt().contains("<** 450 4.7.1 Greylisted"),
+        "an early retry is deferred too"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(
+        rcpt().contains("<-  250 2.1.5"),
+        "a retry after the delay passes"
+    );
+    assert!(
+        rcpt().contains("<-  250 2.1.5"),
+        "and the triple is remembered"
+    );
+    // Domains without greylisting are not affected.
+    assert!(
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "new@sender.test",
+                "--to",
+                "hello@example.test",
+                "--quit-after",
+                "RCPT"
+            ]
+        )
+        .stdout
+        .contains("<-  250 2.1.5")
+    );
+}
+
+#[test]
+fn a_connection_flood_from_one_address_is_slowed_down() {
+    use std::io::Read;
+    let s = setup("\n[limits]\nconnections_per_minute = 100\n");
+    let _server = s.w.serve(s.mx);
+    let mut refused = 0;
+    for _ in 0..150 {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.mx)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut banner = [0u8; 128];
+        let n = conn.read(&mut banner).unwrap_or(0);
+        if String::from_utf8_lossy(&banner[..n]).starts_with("421 4.7.0") {
+            refused += 1;
+        }
+    }
+    // 100 a minute are allowed; the harness's readiness probe used one of them.
+    assert_eq!(
+        refused,
+        150 - 99,
+        "connections past the limit must be refused"
+    );
+}

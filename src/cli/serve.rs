@@ -108,6 +108,12 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     let spool = Spool::start(queue.clone());
     let log =
         Arc::new(crate::queue::log::MailLog::open(&data_dir).context("opening the mail log")?);
+    let cache: Arc<dyn crate::cache::Cache> = match loaded.spec.cache.kind {
+        crate::spec::CacheKind::Memory => Arc::new(crate::cache::MemoryCache::default()),
+        crate::spec::CacheKind::Redis => {
+            bail!("cache.kind = \"redis\" is not available in this build yet; use \"memory\"")
+        }
+    };
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -156,6 +162,9 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             authenticator,
             store: store.clone(),
             log: log.clone(),
+            cache: cache.clone(),
+            connections_per_minute: loaded.spec.limits.connections_per_minute,
+            connections_per_ip: loaded.spec.limits.connections_per_ip,
             connections: Default::default(),
         });
         tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));

@@ -161,6 +161,12 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
         allowlist: domain.allowlist.clone(),
         denylist: domain.denylist.clone(),
         greylisting: domain.greylisting,
+        greylist_delay: domain
+            .greylist_delay
+            .as_deref()
+            .and_then(|d| humantime::parse_duration(d).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(DEFAULT_GREYLIST_DELAY),
         require_tls: domain.require_tls,
         reject_spf_fail: domain.reject_spf_fail,
         reject_dmarc_fail: domain.reject_dmarc_fail,

@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::policy::{is_relay_trick, sender_verdict};
 use super::session::{Accepted, Session};
 use crate::address::normalize_domain;
+use crate::cache::Greylist;
 use crate::queue::log::Event;
 use crate::queue::{DeliveryKind, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
@@ -100,6 +101,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
         }
 
+        if settings.greylisting && verdict != Some(true) {
+            let key = format!(
+                "grey:{}:{}:{}",
+                network_of(self.remote.ip()),
+                sender.to_lowercase(),
+                address.to_lowercase()
+            );
+            let delay = std::time::Duration::from_secs(settings.greylist_delay);
+            // Passed triples are remembered for 36 days, as Postgrey does.
+            let remember = std::time::Duration::from_secs(36 * 86_400);
+            if let Greylist::Defer { retry_in } = self.ctx.cache.greylist(&key, delay, remember) {
+                let text = format!(
+                    "Greylisted: please try again in {} seconds",
+                    retry_in.as_secs().max(1)
+                );
+                return self.refuse_rcpt(&address, 450, "4.7.1", &text);
+            }
+        }
+
         let resolution = match snapshot.resolve(&address) {
             Ok(Some(r)) => r,
             Ok(None) => return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here"),
@@ -171,6 +191,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn accept(&mut self, accepted: Accepted) {
         self.state.rcpts.push(accepted);
         self.reply(250, "2.1.5", "Recipient OK");
+    }
+}
+
+/// The client's network for greylisting: senders retry from another address of the
+/// same pool, so the /24 (IPv4) or /64 (IPv6) is what must match.
+fn network_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 

@@ -17,8 +17,6 @@ use crate::queue::Spool;
 use crate::routing::srs::Srs;
 use crate::snapshot::SnapshotHandle;
 
-/// Simultaneous connections from one IP address.
-const PER_IP_CONNECTIONS: usize = 20;
 /// How long shutdown waits for sessions in progress.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -31,6 +29,11 @@ pub struct MxContext {
     pub srs: Srs,
     pub max_message_size: u64,
     pub log: Arc<crate::queue::log::MailLog>,
+    /// Rate limits and greylisting.
+    pub cache: Arc<dyn crate::cache::Cache>,
+    /// New connections per IP and minute (0 = no limit), and open connections per IP.
+    pub connections_per_minute: u32,
+    pub connections_per_ip: u32,
     /// Where the forwarding domains' keys are, for ARC sealing.
     pub store: Arc<dyn crate::store::Store>,
     /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.
@@ -43,7 +46,7 @@ impl MxContext {
     fn admit(&self, ip: IpAddr) -> bool {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_default();
-        if *n >= PER_IP_CONNECTIONS {
+        if *n >= self.connections_per_ip as usize {
             return false;
         }
         *n += 1;
@@ -72,7 +75,9 @@ pub async fn serve_mx(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, remote)) = accepted else { continue };
-                if !ctx.admit(remote.ip()) {
+                let limit = ctx.connections_per_minute;
+                let rate_ok = limit == 0 || ctx.cache.hit(&format!("mx-connect:{}", remote.ip()), limit, Duration::from_secs(60));
+                if !rate_ok || !ctx.admit(remote.ip()) {
                     sessions.spawn(refuse(stream));
                     continue;
                 }

@@ -29,6 +29,9 @@ pub struct Spec {
     /// Rate limits, greylisting and cross-node notifications.
     #[serde(default)]
     pub cache: Cache,
+    /// Limits that protect the server from one noisy client.
+    #[serde(default)]
+    pub limits: Limits,
     /// Outbound delivery.
     #[serde(default)]
     pub delivery: Delivery,
@@ -211,6 +214,35 @@ pub struct Cache {
     pub url: Option<SecretRef>,
 }
 
+/// Per-client limits on the MX.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// New connections one IP address may open per minute; 0 turns the limit off. Default 600.
+    #[serde(default = "default_connections_per_minute")]
+    pub connections_per_minute: u32,
+    /// Connections one IP address may hold open at once. Default 20.
+    #[serde(default = "default_connections_per_ip")]
+    pub connections_per_ip: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_per_minute: default_connections_per_minute(),
+            connections_per_ip: default_connections_per_ip(),
+        }
+    }
+}
+
+fn default_connections_per_minute() -> u32 {
+    600
+}
+
+fn default_connections_per_ip() -> u32 {
+    20
+}
+
 /// Outbound delivery.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -307,9 +339,12 @@ pub struct Domain {
     /// Senders always refused: IP, CIDR, domain or address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denylist: Vec<String>,
-    /// Temporarily refuse first contact from unknown senders. Default false.
+    /// Temporarily refuse first contact from unknown senders (450). Default false.
     #[serde(default)]
     pub greylisting: bool,
+    /// How long a new sender must wait before its retry is accepted, e.g. "5m" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greylist_delay: Option<String>,
     /// Refuse inbound mail that did not arrive over TLS. Default false.
     #[serde(default)]
     pub require_tls: bool,

@@ -283,6 +283,14 @@ impl Validator {
                 format!("\"{size}\" is not a size (e.g. \"25MB\", \"50MiB\")"),
             );
         }
+        if let Some(delay) = &domain.greylist_delay
+            && humantime::parse_duration(delay).is_err()
+        {
+            self.err(
+                p.key("greylist_delay"),
+                format!("\"{delay}\" is not a duration (e.g. \"5m\", \"90s\")"),
+            );
+        }
         for (list, entries) in [
             ("allowlist", &domain.allowlist),
             ("denylist", &domain.denylist),

@@ -137,6 +137,10 @@ pub struct DomainRecord {
     pub allowlist: Vec<String>,
     pub denylist: Vec<String>,
     pub greylisting: bool,
+    /// Seconds a new (network, sender, recipient) triple waits; stores written before
+    /// this field existed take the default.
+    #[serde(default = "default_greylist_delay")]
+    pub greylist_delay: u64,
     pub require_tls: bool,
     /// Added after the first release: stores written before default to enforcing.
     #[serde(default = "enforce")]
@@ -145,6 +149,12 @@ pub struct DomainRecord {
     pub reject_dmarc_fail: bool,
     pub subaddressing: bool,
     pub catch_all: Option<RuleRecord>,
+}
+
+pub const DEFAULT_GREYLIST_DELAY: u64 = 300;
+
+fn default_greylist_delay() -> u64 {
+    DEFAULT_GREYLIST_DELAY
 }
 
 fn enforce() -> bool {
