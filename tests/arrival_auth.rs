@@ -199,3 +199,73 @@ fn domains_can_opt_out_and_allowlists_win() {
     assert!(all.contains("dmarc=fail"), "{all}");
     assert!(all.contains("spf=fail"), "{all}");
 }
+
+#[test]
+fn forwards_that_would_fail_dmarc_leave_with_a_friendly_from() {
+    let world = world("");
+    let _server = world.w.serve(world.mx);
+    // Unsigned, SPF-aligned: DMARC passes here, but after forwarding SPF no longer aligns
+    // and no DKIM signature vouches for sender.test (p=reject): the copy must not claim it.
+    let data = message(&world, "Alice <alice@sender.test>", false);
+    send(&world, "alice@sender.test", &data).ok();
+    // Signed by sender.test: its DKIM survives forwarding, From stays as written.
+    let data = message(&world, "Alice <alice@sender.test>", true);
+    send(&world, "alice@sender.test", &data).ok();
+    assert!(wait_for(Duration::from_secs(20), || received(
+        &world.sink_dir
+    )
+    .len()
+        == 2));
+    let msgs = received(&world.sink_dir);
+    let (rewritten, kept) = if msgs[0].content.contains("X-Original-From") {
+        (&msgs[0], &msgs[1])
+    } else {
+        (&msgs[1], &msgs[0])
+    };
+    assert!(
+        rewritten
+            .content
+            .contains("From: \"Alice via example.test\" <hello@example.test>\r\n"),
+        "{}",
+        rewritten.content
+    );
+    assert!(
+        rewritten
+            .content
+            .contains("Reply-To: alice@sender.test\r\n")
+    );
+    assert!(
+        kept.content.contains("From: Alice <alice@sender.test>\r\n"),
+        "{}",
+        kept.content
+    );
+    assert!(!kept.content.contains("X-Original-From"));
+
+    // The rewritten copy still verifies: our DKIM signature and our ARC seal, by dkimpy.
+    let store = ferrymail::store::SqliteStore::open(&world.w.data_dir()).unwrap();
+    let public =
+        ferrymail::store::Store::dkim_public_key(&store, "ferrymail._domainkey.example.test")
+            .unwrap()
+            .unwrap();
+    let txt = format!(
+        "ferrymail._domainkey.example.test={}",
+        ferrymail::dkim::txt_record("rsa-2048", &public)
+    );
+    for script in ["dkim_verify.py", "arc_verify.py"] {
+        let out = std::process::Command::new("python3")
+            .arg(format!(
+                "{}/tests/peers/{script}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .arg(&rewritten.path)
+            .arg(&txt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

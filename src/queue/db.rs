@@ -56,6 +56,7 @@ pub struct Delivery {
     pub target: String,
     pub alias: String,
     pub prefix: String,
+    pub from_rewrite: String,
     pub attempts: u32,
     pub mail_from: String,
     pub received_at: i64,
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     target TEXT NOT NULL,
     alias TEXT NOT NULL,
     prefix TEXT NOT NULL DEFAULT '',
+    from_rewrite TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     leased_until INTEGER NOT NULL DEFAULT 0,
@@ -149,7 +151,7 @@ impl QueueDb {
                 "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut del = tx.prepare_cached(
-                "INSERT INTO deliveries (message_id, kind, target, alias, prefix, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let now = now();
             for (envelope, body, deliveries) in batch {
@@ -170,6 +172,7 @@ impl QueueDb {
                         d.target,
                         d.alias,
                         d.prefix,
+                        d.from_rewrite,
                         now
                     ])?;
                 }
@@ -188,7 +191,7 @@ impl QueueDb {
         let now = now();
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix
+                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -207,6 +210,7 @@ impl QueueDb {
                         mail_from: r.get(6)?,
                         received_at: r.get(7)?,
                         prefix: r.get(8)?,
+                        from_rewrite: r.get(9)?,
                     },
                 ))
             })?;
@@ -348,5 +352,64 @@ impl QueueDb {
             |r| r.get(0),
         )?;
         Ok(next.map(|t| (t - now()).max(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            mail_from: "a@b.test".into(),
+            rcpt_to: vec!["x@d.test".into()],
+            remote_ip: "127.0.0.1".into(),
+            helo: "h".into(),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn deliveries_round_trip_lease_retry_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = QueueDb::open(dir.path()).unwrap();
+        let delivery = NewDelivery {
+            kind: DeliveryKind::Forward,
+            target: "t@e.test".into(),
+            alias: "x@d.test".into(),
+            prefix: "ARC-Seal: x\r\n".into(),
+            from_rewrite: "x@d.test".into(),
+        };
+        let ids = db
+            .insert_batch(&[(envelope(), b"body".to_vec(), vec![delivery])])
+            .unwrap();
+        let due = db.take_due(10, 600).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].prefix.as_str(), due[0].from_rewrite.as_str()),
+            ("ARC-Seal: x\r\n", "x@d.test")
+        );
+        assert!(
+            db.take_due(10, 600).unwrap().is_empty(),
+            "a leased delivery is not handed out twice"
+        );
+        db.retry_later(due[0].id, now() + 3600, "421 busy").unwrap();
+        assert!(
+            db.take_due(10, 600).unwrap().is_empty(),
+            "not due before its retry time"
+        );
+        assert_eq!(
+            db.list(10).unwrap()[0].last_error.as_deref(),
+            Some("421 busy")
+        );
+        assert!(db.retry_now(due[0].id).unwrap());
+        assert_eq!(db.take_due(10, 600).unwrap().len(), 1);
+        db.finish(due[0].id).unwrap();
+        assert_eq!(db.pending().unwrap(), 0);
+        assert_eq!(
+            db.body(ids[0]).unwrap(),
+            None,
+            "the message goes with its last delivery"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod bounce;
 mod db;
 pub mod log;
 pub mod outbound;
+pub mod rewrite;
 pub mod sign;
 mod spool;
 pub mod webhook;
@@ -38,4 +39,7 @@ pub struct NewDelivery {
     /// Header lines prepended for this delivery only (the forwarding domain's ARC set).
     #[serde(default)]
     pub prefix: String,
+    /// When set, the copy leaves with a friendly From of this alias (DMARC protection).
+    #[serde(default)]
+    pub from_rewrite: String,
 }

@@ -151,7 +151,11 @@ impl Worker {
             .unwrap_or_default();
         let store = self.store.clone();
         let mut message = d.prefix.as_bytes().to_vec();
-        message.extend_from_slice(body);
+        if d.from_rewrite.is_empty() {
+            message.extend_from_slice(body);
+        } else {
+            message.extend_from_slice(&super::rewrite::friendly_from(body, &d.from_rewrite));
+        }
         let signed = tokio::task::spawn_blocking(move || {
             let headers = super::sign::dkim_headers(store.as_ref(), &keys, &message)?;
             let mut out = headers.into_bytes();
@@ -252,6 +256,7 @@ impl Worker {
             target: d.mail_from.clone(),
             alias: format!("mailer-daemon@{domain}"),
             prefix: String::new(),
+            from_rewrite: String::new(),
         };
         if let Err(e) = self.spool.enqueue(envelope, report, vec![delivery]).await {
             tracing::error!(error = %e, "could not queue a bounce");

@@ -31,12 +31,16 @@ pub struct Verdict {
     pub header: String,
     pub refuse: Option<Refusal>,
     /// ARC sets (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) by the
-    /// sealing domain, for the copies that domain forwards.
+    /// forwarding alias, for the copies it forwards.
     pub arc_sets: Vec<(String, String)>,
+    /// Forwarded copies must carry a friendly From: the author's domain enforces DMARC
+    /// and no aligned DKIM signature would survive to vouch for it.
+    pub friendly_from: bool,
 }
 
-/// A domain that forwards this message and seals it with one of its DKIM keys.
+/// An alias that forwards this message, sealing with one of its domain's DKIM keys.
 pub struct Sealer {
+    pub alias: String,
     pub domain: String,
     pub selector: String,
     pub algorithm: String,
@@ -106,6 +110,7 @@ pub async fn check(
             header,
             refuse: None,
             arc_sets: Vec::new(),
+            friendly_from: false,
         };
     };
     let dkim = authenticator.verify_dkim(&parsed).await;
@@ -120,10 +125,23 @@ pub async fn check(
         .with_arc_result(&arc, ip)
         .with_dmarc_result(&dmarc);
     let header = results.to_header();
-    let arc_sets = sealers
-        .iter()
-        .filter_map(|s| seal(s, &parsed, &results, &arc).map(|h| (s.domain.clone(), h)))
-        .collect();
+    let friendly_from = dmarc.dmarc_record().is_some()
+        && matches!(dmarc.policy(), Policy::Reject | Policy::Quarantine)
+        && dmarc.dkim_result() != &DmarcResult::Pass;
+    let mut arc_sets = Vec::new();
+    for sealer in sealers {
+        // The seal covers the copy as it will leave: with the friendly From if it needs one.
+        let rewritten =
+            friendly_from.then(|| crate::queue::rewrite::friendly_from(message, &sealer.alias));
+        let set = match rewritten.as_deref().map(AuthenticatedMessage::parse) {
+            Some(Some(copy)) => seal(sealer, &copy, &results, &arc),
+            Some(None) => None,
+            None => seal(sealer, &parsed, &results, &arc),
+        };
+        if let Some(set) = set {
+            arc_sets.push((sealer.alias.clone(), set));
+        }
+    }
 
     let refuse = if spf.result() == SpfResult::Fail {
         Some(Refusal::Spf(format!(
@@ -148,5 +166,6 @@ pub async fn check(
         header,
         refuse,
         arc_sets,
+        friendly_from,
     }
 }

@@ -127,16 +127,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
-        let (auth_header, arc_sets) = self.authenticate(&body).await?;
+        let (auth_header, arc_sets, friendly) = self.authenticate(&body).await?;
+        let bounce = self
+            .state
+            .mail_from
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty();
         for d in deliveries
             .iter_mut()
             .filter(|d| d.kind == DeliveryKind::Forward)
         {
-            if let Some((_, set)) = arc_sets
-                .iter()
-                .find(|(domain, _)| Some(domain.as_str()) == domain_of(&d.alias))
-            {
+            if let Some((_, set)) = arc_sets.iter().find(|(alias, _)| *alias == d.alias) {
                 d.prefix = set.clone();
+            }
+            if friendly && !bounce {
+                d.from_rewrite = d.alias.clone();
             }
         }
         let envelope = Envelope {
@@ -167,9 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn authenticate(
         &self,
         body: &[u8],
-    ) -> Result<(String, Vec<(String, String)>), (u16, &'static str, String)> {
+    ) -> Result<(String, Vec<(String, String)>, bool), (u16, &'static str, String)> {
         let Some(authenticator) = &self.ctx.authenticator else {
-            return Ok((String::new(), Vec::new()));
+            return Ok((String::new(), Vec::new(), false));
         };
         let mail_from = self.state.mail_from.clone().unwrap_or_default();
         let helo = self.state.helo.clone().unwrap_or_default();
@@ -195,30 +201,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 Err((550, "5.7.1", text))
             }
-            _ => Ok((verdict.header, verdict.arc_sets)),
+            _ => Ok((verdict.header, verdict.arc_sets, verdict.friendly_from)),
         }
     }
 
-    /// The domains that will forward this message (bounces are not sealed), each with
-    /// the key it seals with: its RSA key when it has one, receivers verify those best.
+    /// The aliases that will forward this message (bounces are not sealed), each with
+    /// the key its domain seals with: RSA when it has one, receivers verify those best.
     async fn sealers(&self, mail_from: &str) -> Vec<Sealer> {
         if mail_from.is_empty() {
             return Vec::new();
         }
         let snapshot = self.ctx.snapshot.get();
-        let mut domains: Vec<&str> = self
+        let mut aliases: Vec<&str> = self
             .state
             .rcpts
             .iter()
             .flat_map(|r| r.deliveries.iter())
             .filter(|d| d.kind == DeliveryKind::Forward)
-            .filter_map(|d| domain_of(&d.alias))
+            .map(|d| d.alias.as_str())
             .collect();
-        domains.sort();
-        domains.dedup();
+        aliases.sort();
+        aliases.dedup();
         let mut keys = Vec::new();
-        for domain in domains {
-            let Some(records) = snapshot.dkim_keys.get(domain) else {
+        for alias in aliases {
+            let Some(records) = domain_of(alias).and_then(|d| snapshot.dkim_keys.get(d)) else {
                 continue;
             };
             let Some(record) = records
@@ -228,15 +234,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             else {
                 continue;
             };
-            keys.push(record.clone());
+            keys.push((alias.to_string(), record.clone()));
         }
         let store = self.ctx.store.clone();
         tokio::task::spawn_blocking(move || {
             keys.into_iter()
-                .filter_map(|k| {
+                .filter_map(|(alias, k)| {
                     let id = crate::store::records::dkim_key_id(&k.selector, &k.domain);
                     let key = store.dkim_private_key(&id).ok().flatten()?;
                     Some(Sealer {
+                        alias,
                         domain: k.domain,
                         selector: k.selector,
                         algorithm: k.algorithm,

@@ -88,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         target: original,
                         alias: address.clone(),
                         prefix: String::new(),
+                        from_rewrite: String::new(),
                     };
                     self.accept(Accepted {
                         address,
@@ -232,6 +233,7 @@ fn expand(
                 target,
                 alias: alias.to_string(),
                 prefix: String::new(),
+                from_rewrite: String::new(),
             });
         }
     };
