@@ -631,3 +631,89 @@ fn a_connection_flood_from_one_address_is_slowed_down() {
         "connections past the limit must be refused"
     );
 }
+
+#[test]
+fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
+    let dead = free_port();
+    let s = setup(&format!(
+        "\n[domains.\"example.test\".aliases.deadhook]\nforward = [\"http://127.0.0.1:{dead}/mail\"]\n"
+    ));
+    let _server = s.w.serve(s.mx);
+    for _ in 0..5 {
+        swaks(
+            s.mx,
+            &["--from", "x@sender.test", "--to", "deadhook@example.test"],
+        )
+        .ok();
+    }
+    let deferred = wait_for(Duration::from_secs(20), || {
+        s.w.run(&["queue", "log", "--json"])
+            .stdout
+            .matches("\"deferred\"")
+            .count()
+            >= 5
+    });
+    assert!(deferred, "{}", s.w.run(&["queue", "log"]).stdout);
+    let out = swaks(
+        s.mx,
+        &[
+            "--from",
+            "x@sender.test",
+            "--to",
+            "deadhook@example.test",
+            "--quit-after",
+            "RCPT",
+        ],
+    );
+    assert!(out.stdout.contains("<** 421 4.4.1"), "{}", out.stdout);
+    // The accepted messages wait in the queue, not lost; other addresses are unaffected.
+    let queue = s.w.run(&["queue", "list"]).stdout;
+    assert_eq!(queue.matches("Webhook").count(), 5, "{queue}");
+    assert!(
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "x@sender.test",
+                "--to",
+                "hello@example.test",
+                "--quit-after",
+                "RCPT"
+            ]
+        )
+        .stdout
+        .contains("<-  250")
+    );
+
+    // An operator can drop one, or ask for an immediate retry.
+    let id: String = queue.split_whitespace().next().unwrap().to_string();
+    s.w.run(&["queue", "retry", &id]).ok();
+    s.w.run(&["queue", "remove", &id]).ok();
+    assert_eq!(
+        s.w.run(&["queue", "list"])
+            .stdout
+            .matches("Webhook")
+            .count(),
+        4
+    );
+    s.w.run(&["queue", "remove", &id]).code(1);
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let s = setup("");
+    let mut server = s.w.serve(s.mx);
+    swaks(
+        s.mx,
+        &["--from", "x@sender.test", "--to", "hello@example.test"],
+    )
+    .ok();
+    let status = server.terminate().expect("serve must exit after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        server.log_text()
+    );
+    assert!(server.log_text().contains("shutting down"));
+    assert!(s.w.run(&["status"]).stdout.contains("server: not running"));
+}

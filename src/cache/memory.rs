@@ -32,6 +32,23 @@ impl Cache for MemoryCache {
         q.len() <= limit as usize
     }
 
+    fn recent(&self, key: &str, window: Duration) -> u32 {
+        let now = Instant::now();
+        let map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).map_or(0, |q| {
+            q.iter()
+                .filter(|t| now.duration_since(**t) < window)
+                .count() as u32
+        })
+    }
+
+    fn clear(&self, key: &str) {
+        self.hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn greylist(&self, key: &str, delay: Duration, remember: Duration) -> Greylist {
         let now = Instant::now();
         let mut map = self.grey.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,6 +86,10 @@ mod tests {
         assert!(cache.hit("ip", 2, window));
         assert!(!cache.hit("ip", 2, window));
         assert!(cache.hit("other", 2, window));
+        assert_eq!(cache.recent("ip", window), 3);
+        cache.clear("ip");
+        assert_eq!(cache.recent("ip", window), 0);
+        assert!(cache.hit("ip", 2, window));
         std::thread::sleep(window);
         assert!(cache.hit("ip", 2, window));
     }

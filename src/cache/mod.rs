@@ -20,6 +20,12 @@ pub trait Cache: Send + Sync {
     /// Counts one event for `key`; true while at most `limit` fell in the last `window`.
     fn hit(&self, key: &str, limit: u32, window: Duration) -> bool;
 
+    /// How many events for `key` fell in the last `window` (counts nothing itself).
+    fn recent(&self, key: &str, window: Duration) -> u32;
+
+    /// Forgets `key`'s events (a success closes what failures opened).
+    fn clear(&self, key: &str);
+
     /// Greylists a triple: the first attempt is deferred for `delay`; once a retry after
     /// the delay passes, the triple passes at once for `remember`.
     fn greylist(&self, key: &str, delay: Duration, remember: Duration) -> Greylist;

@@ -135,6 +135,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .context("building the webhook client")?,
         webhook_key: webhook_key(&loaded)?,
         log: log.clone(),
+        cache: cache.clone(),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
 

@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS messages (
     envelope TEXT NOT NULL,
     mail_from TEXT NOT NULL,
     size INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    bounced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -232,6 +233,16 @@ impl QueueDb {
         }
         tx.commit()?;
         Ok(due)
+    }
+
+    /// Claims the one bounce a message may cause: true the first time only, so a message
+    /// whose several deliveries fail sends its sender one DSN, not one per failure.
+    pub fn claim_bounce(&self, message_id: i64) -> Result<bool, QueueError> {
+        let n = self.conn().execute(
+            "UPDATE messages SET bounced = 1 WHERE id = ?1 AND bounced = 0",
+            [message_id],
+        )?;
+        Ok(n == 1)
     }
 
     /// Frees every lease. Called at start: on one node, a lease still held then belonged to

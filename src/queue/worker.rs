@@ -33,7 +33,18 @@ pub struct Worker {
     pub hostname: String,
     pub http: reqwest::Client,
     pub log: Arc<super::log::MailLog>,
+    /// Webhook failures are counted here; the MX reads them to answer 421.
+    pub cache: Arc<dyn crate::cache::Cache>,
     pub webhook_key: Option<Vec<u8>>,
+}
+
+/// A webhook that failed this often within the window makes the MX answer 421 for the
+/// addresses that post to it, so senders retry instead of piling mail onto a dead endpoint.
+pub const WEBHOOK_FAILURES_BEFORE_421: u32 = 5;
+pub const WEBHOOK_FAILURE_WINDOW: Duration = Duration::from_secs(600);
+
+pub fn webhook_failure_key(url: &str) -> String {
+    format!("webhook-fail:{url}")
 }
 
 pub fn retry_delay(attempts: u32) -> i64 {
@@ -205,23 +216,27 @@ impl Worker {
         if let Some(key) = &self.webhook_key {
             request = request.header("X-Webhook-Signature", super::webhook::signature(key, &json));
         }
-        let response = request
-            .body(json)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        let key = webhook_failure_key(&d.target);
+        let response = match request.body(json).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                self.cache.hit(&key, u32::MAX, WEBHOOK_FAILURE_WINDOW);
+                return Err(DeliveryError::temporary(e.to_string()));
+            }
+        };
         let status = response.status();
         if status.is_success() {
-            Ok(())
-        } else {
-            // A 4xx other than 408/429 means the endpoint will not take it; retry the rest.
-            let permanent =
-                status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429;
-            Err(DeliveryError {
-                permanent,
-                message: format!("webhook answered {status}"),
-            })
+            self.cache.clear(&key);
+            return Ok(());
         }
+        self.cache.hit(&key, u32::MAX, WEBHOOK_FAILURE_WINDOW);
+        // A 4xx other than 408/429 means the endpoint will not take it; retry the rest.
+        let permanent =
+            status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429;
+        Err(DeliveryError {
+            permanent,
+            message: format!("webhook answered {status}"),
+        })
     }
 
     /// Sends a delivery status notification (RFC 3464) to the original sender, unless
@@ -229,6 +244,14 @@ impl Worker {
     /// to lists).
     async fn bounce(&self, d: &Delivery, body: &[u8], reason: &str) {
         if d.mail_from.is_empty() || super::bounce::is_auto_submitted(body) {
+            return;
+        }
+        let db = self.db.clone();
+        let message_id = d.message_id;
+        if !matches!(
+            tokio::task::spawn_blocking(move || db.claim_bounce(message_id)).await,
+            Ok(Ok(true))
+        ) {
             return;
         }
         let domain = d

@@ -9,6 +9,9 @@ use super::session::{Accepted, Session};
 use crate::address::normalize_domain;
 use crate::cache::Greylist;
 use crate::queue::log::Event;
+use crate::queue::worker::{
+    WEBHOOK_FAILURE_WINDOW, WEBHOOK_FAILURES_BEFORE_421, webhook_failure_key,
+};
 use crate::queue::{DeliveryKind, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
 
@@ -164,6 +167,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     0,
                     &mut deliveries,
                 );
+                let failing = deliveries.iter().find(|d| {
+                    d.kind == DeliveryKind::Webhook
+                        && self
+                            .ctx
+                            .cache
+                            .recent(&webhook_failure_key(&d.target), WEBHOOK_FAILURE_WINDOW)
+                            >= WEBHOOK_FAILURES_BEFORE_421
+                });
+                if failing.is_some() {
+                    return self.refuse_rcpt(
+                        &address,
+                        421,
+                        "4.4.1",
+                        "This address posts to a webhook that is failing; try again later",
+                    );
+                }
                 if deliveries.is_empty() {
                     return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here");
                 }
