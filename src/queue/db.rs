@@ -423,4 +423,15 @@ mod tests {
             "the message goes with its last delivery"
         );
     }
+
+    #[test]
+    fn a_message_bounces_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = QueueDb::open(dir.path()).unwrap();
+        let ids = db
+            .insert_batch(&[(envelope(), b"body".to_vec(), vec![])])
+            .unwrap();
+        assert!(db.claim_bounce(ids[0]).unwrap());
+        assert!(!db.claim_bounce(ids[0]).unwrap());
+    }
 }
