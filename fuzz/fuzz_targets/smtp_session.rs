@@ -38,7 +38,10 @@ forward = ['t+$1@elsewhere.test']
 "#;
 
 fn world() -> World {
-    let dir = tempfile::Builder::new().prefix("ferrymail-fuzz").tempdir_in(shm()).expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("ferrymail-fuzz")
+        .tempdir_in(shm())
+        .expect("temp dir");
     let spec_path = dir.path().join("spec.toml");
     std::fs::write(&spec_path, SPEC).expect("spec");
     let loaded = ferrymail::spec::load(&spec_path).expect("valid spec");
@@ -47,7 +50,10 @@ fn world() -> World {
     ferrymail::reconcile::apply(&store, &plan).expect("apply");
     let store: Arc<dyn Store> = Arc::new(store);
     let snapshot = Arc::new(SnapshotHandle::new(store.as_ref()).expect("snapshot"));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let queue = Arc::new(QueueDb::open(&loaded.data_dir()).expect("queue"));
     let ctx = runtime.block_on(async {
         Arc::new(MxContext {
@@ -66,13 +72,21 @@ fn world() -> World {
             connections: Default::default(),
         })
     });
-    World { runtime, ctx, _dir: dir }
+    World {
+        runtime,
+        ctx,
+        _dir: dir,
+    }
 }
 
 /// Memory-backed temp space when there is some: the spool fsyncs.
 fn shm() -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
@@ -81,7 +95,12 @@ fuzz_target!(|data: &[u8]| {
     let world = WORLD.get_or_init(world);
     world.runtime.block_on(async {
         let (client, server) = tokio::io::duplex(256 * 1024);
-        let session = Session::new(world.ctx.clone(), server, "127.0.0.1:2525".parse().expect("addr"), false);
+        let session = Session::new(
+            world.ctx.clone(),
+            server,
+            "127.0.0.1:2525".parse().expect("addr"),
+            false,
+        );
         let task = tokio::spawn(session.run(true));
         let (mut replies, mut requests) = tokio::io::split(client);
         let drain = tokio::spawn(async move {
@@ -92,7 +111,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = requests.shutdown().await;
         drop(requests);
         let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
-        assert!(ended.is_ok(), "the session did not end after the client hung up");
+        assert!(
+            ended.is_ok(),
+            "the session did not end after the client hung up"
+        );
         drain.abort();
     });
 });
