@@ -14,5 +14,6 @@ pub mod routing;
 pub mod smtp;
 pub mod snapshot;
 pub mod spec;
+pub mod sqlite;
 pub mod store;
 pub mod tls;

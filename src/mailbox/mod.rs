@@ -17,6 +17,8 @@ pub enum MailboxError {
     Sqlite(#[from] rusqlite::Error),
     #[error("mailbox files: {0}")]
     Io(#[from] std::io::Error),
+    #[error("mailbox file {0}")]
+    Open(#[from] crate::sqlite::OpenError),
 }
 
 const SCHEMA: &str = "
@@ -78,7 +80,7 @@ impl Mailboxes {
     }
 
     fn open(&self, account: &str) -> Result<Connection, MailboxError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let path = self.path(account);
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
@@ -86,15 +88,7 @@ impl Mailboxes {
                 .mode(0o700)
                 .create(dir)?;
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
-        let conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
         conn.execute_batch(SCHEMA)?;
         Ok(conn)
     }

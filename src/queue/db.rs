@@ -17,6 +17,8 @@ pub enum QueueError {
     Data(String),
     #[error("queue files: {0}")]
     Io(#[from] std::io::Error),
+    #[error("queue file {0}")]
+    Open(#[from] crate::sqlite::OpenError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,19 +118,10 @@ pub fn now() -> i64 {
 
 impl QueueDb {
     pub fn open(data_dir: &Path) -> Result<QueueDb, QueueError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = data_dir.join("queue.db");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
-        let conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: the commit that precedes a 250 reaches the disk before the reply.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Full durability: the commit that precedes a 250 reaches the disk before the reply.
+        let conn =
+            crate::sqlite::open(&data_dir.join("queue.db"), crate::sqlite::Durability::Full)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         Ok(QueueDb {
             conn: Mutex::new(conn),

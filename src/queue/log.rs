@@ -66,16 +66,7 @@ CREATE INDEX IF NOT EXISTS mail_log_at ON mail_log (at);
 ";
 
 fn open(path: &Path) -> Result<Connection, QueueError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = crate::sqlite::open(path, crate::sqlite::Durability::Normal)?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }

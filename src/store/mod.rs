@@ -19,6 +19,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store data: {0}")]
     Data(String),
+    #[error("store file {0}")]
+    Open(#[from] crate::sqlite::OpenError),
     #[error("store files in {path}: {source}")]
     Io {
         path: String,

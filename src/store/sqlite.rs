@@ -1,12 +1,13 @@
 //! The embedded store: one SQLite file in WAL mode under `data_dir`, private to the
 //! server (0600), schema versioned with `PRAGMA user_version` migrations.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::sqlite::Durability;
 
 use super::{ApplyRecord, Kind, Object, Store, StoreError, StoredObject, Write};
 
@@ -62,20 +63,8 @@ impl SqliteStore {
                 .map_err(io_err(data_dir))?;
         }
         let path = data_dir.join("ferrymail.db");
-        // Create the file ourselves so it is never world-readable, even for an instant.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&path))?;
-        let conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: an apply reported as done survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Full durability: an apply reported as done survives power loss.
+        let conn = crate::sqlite::open(&path, Durability::Full)?;
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -275,6 +264,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::store::KeyMaterial;
 

@@ -1,0 +1,63 @@
+//! How every SQLite file ferrymail keeps is opened: created 0600 before SQLite touches it
+//! (never world-readable, even for an instant), WAL, the durability asked for, a busy timeout.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use rusqlite::Connection;
+
+/// How far a commit must reach before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (fsync): the store, the queue, mailboxes. A reply that follows a commit is
+    /// true after a power loss.
+    Full,
+    /// In the OS: logs, which may lose their last records on power loss but never corrupt.
+    Normal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
+    let io = |source| OpenError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let sqlite = |source| OpenError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sqlite)?;
+    let level = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .map_err(sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite)?;
+    Ok(conn)
+}
