@@ -136,6 +136,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         webhook_key: webhook_key(&loaded)?,
         log: log.clone(),
         cache: cache.clone(),
+        destinations: Default::default(),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
 

@@ -21,6 +21,10 @@ const EXPIRE_AFTER_SECS: i64 = 5 * 86_400;
 /// How long one attempt may hold a delivery before another worker may take it.
 const LEASE_SECS: i64 = 600;
 const CONCURRENCY: usize = 32;
+/// Simultaneous deliveries to one destination (domain, mailbox store or webhook host).
+const PER_DESTINATION: usize = 8;
+/// How long a delivery waits when its destination's slots are all in use.
+const DESTINATION_BUSY_SECS: i64 = 5;
 
 pub struct Worker {
     pub db: Arc<QueueDb>,
@@ -36,6 +40,8 @@ pub struct Worker {
     /// Webhook failures are counted here; the MX reads them to answer 421.
     pub cache: Arc<dyn crate::cache::Cache>,
     pub webhook_key: Option<Vec<u8>>,
+    /// Per-destination concurrency, created on first use.
+    pub destinations: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
 }
 
 /// A webhook that failed this often within the window makes the MX answer 421 for the
@@ -75,10 +81,21 @@ impl Worker {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
                 };
+                // One destination never takes every worker: when its slots are full the
+                // delivery steps back for a few seconds (no attempt counted), so a slow or
+                // tarpitting MX delays only its own mail.
+                let Ok(turn) = self.destination_slots(&delivery).try_acquire_owned() else {
+                    let db = self.db.clone();
+                    let id = delivery.id;
+                    let _ =
+                        tokio::task::spawn_blocking(move || db.postpone(id, DESTINATION_BUSY_SECS))
+                            .await;
+                    continue;
+                };
                 let worker = self.clone();
                 tokio::spawn(async move {
                     worker.attempt(delivery).await;
-                    drop(permit);
+                    drop((permit, turn));
                 });
             }
             if idle {
@@ -98,6 +115,28 @@ impl Worker {
         }
         // Let running attempts finish (or their leases expire) before the process exits.
         let _ = slots.acquire_many(CONCURRENCY as u32).await;
+    }
+
+    fn destination_slots(&self, d: &Delivery) -> Arc<Semaphore> {
+        let key = match d.kind {
+            DeliveryKind::Forward => d
+                .target
+                .rsplit_once('@')
+                .map_or(d.target.as_str(), |(_, dom)| dom)
+                .to_ascii_lowercase(),
+            DeliveryKind::Mailbox => "mailboxes".to_string(),
+            DeliveryKind::Webhook => url::Url::parse(&d.target)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, s| s.available_permits() < PER_DESTINATION);
+        }
+        map.entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_DESTINATION)))
+            .clone()
     }
 
     async fn attempt(&self, d: Delivery) {
