@@ -21,8 +21,9 @@ const EXPIRE_AFTER_SECS: i64 = 5 * 86_400;
 /// How long one attempt may hold a delivery before another worker may take it.
 const LEASE_SECS: i64 = 600;
 const CONCURRENCY: usize = 32;
-/// Simultaneous deliveries to one destination (domain, mailbox store or webhook host).
-const PER_DESTINATION: usize = 8;
+/// Simultaneous deliveries to one destination (domain, mailbox store or webhook host);
+/// Postfix's default_destination_concurrency_limit is also 20.
+const PER_DESTINATION: usize = 20;
 /// How long a delivery waits when its destination's slots are all in use.
 const DESTINATION_BUSY_SECS: i64 = 5;
 
