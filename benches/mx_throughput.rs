@@ -1,0 +1,1882 @@
+//! MX throughput benchmark: ferrymail's inbound MX beside Postfix configured as a
+//! forwarder (virtual_alias_maps → relayhost), on the same machine in the same run.
+//!
+//! Postfix's `smtp-source` drives 10,000 messages of 10 KB over 20 parallel sessions into
+//! each server (ferrymail with an ed25519 DKIM key, ferrymail with the default rsa-2048
+//! key, Postfix), which forwards them to its own `smtp-sink`; then the same again over kept
+//! connections (`smtp-source -d`). Per server it records accept throughput (messages ÷
+//! smtp-source wall time), end-to-end throughput (until the sink has seen every message),
+//! p50/p99 accept latency (a probe in this file: 20 sessions, 2,000 messages, timed from
+//! the final "\r\n.\r\n" to the 250), CPU per message and peak RSS. BENCHMARKS.md says
+//! how to read the results.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const FERRYMAIL: &str = env!("CARGO_BIN_EXE_ferrymail");
+/// Messages per load (FERRYMAIL_BENCH_MESSAGES overrides it, for a quick look).
+const MESSAGES: usize = 10_000;
+/// Payload bytes per message, as smtp-source's `-l` counts them (headers not included).
+const MESSAGE_BYTES: usize = 10_240;
+const SESSIONS: usize = 20;
+/// Messages the latency probe sends, spread over `SESSIONS` connections.
+const PROBE_MESSAGES: usize = 2_000;
+const TARGET_RATIO: f64 = 1.5;
+/// Longest one load may take before smtp-source is killed.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest the sink may take to see every accepted message after a load ends.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a server or the sink may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the latency probe may run in all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the memory sampler looks at the server's processes.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// ferrymail's [limits] in the bench: Postfix's defaults for a client. Postfix has no
+/// connection rate limit unless one is configured (smtpd_client_connection_rate_limit = 0)
+/// and allows 50 simultaneous connections per client (smtpd_client_connection_count_limit).
+const BENCH_LIMITS_PER_MINUTE: u32 = 0;
+const BENCH_LIMITS_PER_IP: u32 = 50;
+const SENDER: &str = "sender@sender.test";
+const RECIPIENT: &str = "hello@bench.test";
+const INSTALL_POSTFIX: &str = "echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections\n    \
+     apt-get install -y postfix";
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without
+    // it, and a debug-build bench there would only slow the tests down.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("mx_throughput bench: skipped (run it with `cargo bench --bench mx_throughput`)");
+        return;
+    }
+    let messages = std::env::var("FERRYMAIL_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MESSAGES);
+    let system_dns = std::env::var("FERRYMAIL_BENCH_DNS").is_ok_and(|v| v == "system");
+    let default_limits = std::env::var("FERRYMAIL_BENCH_LIMITS").is_ok_and(|v| v == "default");
+    let tools = Tools::find();
+    let dir =
+        tempfile::tempdir().expect("creating a temp dir for the bench (set TMPDIR to move it)");
+    // Postfix's daemons drop to the postfix user and must reach their files below here.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+        .expect("making the bench's temp dir traversable");
+
+    println!("# ferrymail MX throughput benchmark\n");
+    println!("binary: {FERRYMAIL} ({})", ferrymail_revision());
+    println!(
+        "machine: {} cores ({}), kernel {}, temp dir {}",
+        command_line("nproc", &[]),
+        cpu_model(),
+        command_line("uname", &["-r"]),
+        dir.path().display()
+    );
+    println!(
+        "load: {messages} messages × {MESSAGE_BYTES} bytes payload, {SESSIONS} parallel sessions; \
+         latency probe: {PROBE_MESSAGES} messages over {SESSIONS} sessions"
+    );
+    let missing = tools.missing();
+    if !missing.is_empty() {
+        println!(
+            "\nPostfix tools not found: {}. The Postfix half is skipped{}. To include it, install Postfix:\n\n    \
+             {INSTALL_POSTFIX}\n",
+            missing.join(", "),
+            if tools.source.is_none() {
+                "; the load is sent by this bench's own client instead of smtp-source"
+            } else {
+                ""
+            }
+        );
+    }
+    let dns = if system_dns {
+        println!("DNS: ferrymail uses the system resolver (FERRYMAIL_BENCH_DNS=system)");
+        None
+    } else {
+        let stub = DnsStub::start().expect("starting the stub DNS server on 127.0.0.1");
+        println!(
+            "DNS: ferrymail asks a stub on {} that answers NXDOMAIN at once \
+             (FERRYMAIL_BENCH_DNS=system uses the system's resolver)",
+            stub.addr
+        );
+        Some(stub)
+    };
+    let limits = if default_limits {
+        println!("limits: ferrymail's defaults (FERRYMAIL_BENCH_LIMITS=default)");
+        None
+    } else {
+        println!(
+            "limits: ferrymail's [limits] set to Postfix's defaults for this client: \
+             connections_per_minute = {BENCH_LIMITS_PER_MINUTE} (off, like smtpd_client_connection_rate_limit), \
+             connections_per_ip = {BENCH_LIMITS_PER_IP} (smtpd_client_connection_count_limit) \
+             (FERRYMAIL_BENCH_LIMITS=default keeps ferrymail's)"
+        );
+        Some((BENCH_LIMITS_PER_MINUTE, BENCH_LIMITS_PER_IP))
+    };
+    let quiet = quiet_check(Duration::from_secs(2));
+    println!(
+        "before the runs, other processes kept the CPUs {:.0}% busy{}",
+        quiet * 100.0,
+        if quiet > 0.05 {
+            " — the machine is not idle; the figures below will be disturbed"
+        } else {
+            ""
+        }
+    );
+    let bench = Bench {
+        tools,
+        dns,
+        limits,
+        messages,
+    };
+
+    let mut runs = Vec::new();
+    for (name, dkim, sub) in [
+        ("ferrymail (DKIM ed25519)", Some("ed25519"), "fm-ed25519"),
+        ("ferrymail (DKIM rsa-2048, the default)", None, "fm-rsa"),
+    ] {
+        runs.push(run_ferrymail(name, &dir.path().join(sub), dkim, &bench));
+    }
+    if bench.tools.postfix_ready() {
+        runs.push(run_postfix(&dir.path().join("postfix"), &bench));
+    }
+    report(&runs, messages, bench.tools.source.is_some());
+}
+
+/// Share of the machine's CPU time other processes use over `window`.
+fn quiet_check(window: Duration) -> f64 {
+    let before = machine_cpu();
+    let own_before = self_cpu_seconds();
+    thread::sleep(window);
+    let after = machine_cpu();
+    let total = after.1.saturating_sub(before.1) as f64;
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let own = (self_cpu_seconds() - own_before) * clock_ticks();
+    if total == 0.0 {
+        0.0
+    } else {
+        ((busy - own) / total).max(0.0)
+    }
+}
+
+/// What every run shares.
+struct Bench {
+    tools: Tools,
+    /// The stub resolver ferrymail asks, or None for the system's.
+    dns: Option<DnsStub>,
+    /// ferrymail's [limits] (connections_per_minute, connections_per_ip); None = defaults.
+    limits: Option<(u32, u32)>,
+    messages: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// What one server did.
+
+/// One load (10,000 messages) through one server.
+struct Load {
+    wall: Duration,
+    /// Time from the start of the load until the sink had every message.
+    end_to_end: Option<Duration>,
+    /// Why the load did not complete (smtp-source's complaint, or a timeout).
+    error: Option<String>,
+    /// Set when the load completed but the sink did not see every message in time.
+    undelivered: Option<String>,
+    /// CPU seconds the server's processes used during the load and its drain.
+    server_cpu: f64,
+    /// Share of the machine's CPU time that was busy during the load and its drain.
+    machine_busy: f64,
+    /// The part of it used by processes other than the server, the load generator, the
+    /// sink and this bench: noise, if it is more than a few percent.
+    others_busy: f64,
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    samples: usize,
+    errors: Vec<String>,
+}
+
+struct Memory {
+    /// ferrymail: VmHWM of the one process. Postfix: peak of the summed RSS of all the
+    /// instance's processes, sampled every 200 ms.
+    peak_kib: u64,
+    /// Peak of the summed PSS (shared pages split between processes), sampled.
+    peak_pss_kib: u64,
+    /// Largest VmHWM of any single process.
+    largest_kib: u64,
+    /// Most processes seen at once.
+    processes: usize,
+    /// Most threads seen at once (all processes).
+    threads: u64,
+}
+
+struct Run {
+    name: String,
+    /// smtp-source's default: a new connection for each message.
+    per_message: Option<Load>,
+    /// smtp-source -d: each session keeps its connection.
+    kept: Option<Load>,
+    latency: Option<Latency>,
+    memory: Option<Memory>,
+    /// DNS queries the stub answered per message accepted (ferrymail only).
+    dns_per_message: Option<f64>,
+    /// Why the run could not happen at all.
+    failed: Option<String>,
+    notes: Vec<String>,
+}
+
+impl Run {
+    fn new(name: &str) -> Run {
+        Run {
+            name: name.into(),
+            per_message: None,
+            kept: None,
+            latency: None,
+            memory: None,
+            dns_per_message: None,
+            failed: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ferrymail
+
+/// The bench's spec. `limits` = (connections_per_minute, connections_per_ip), or None for
+/// ferrymail's defaults.
+fn ferrymail_spec(
+    mx: u16,
+    sink: u16,
+    dns: Option<SocketAddr>,
+    limits: Option<(u32, u32)>,
+    dkim: Option<&str>,
+) -> String {
+    let mut spec = format!(
+        "[server]\nhostname = \"mx.bench.test\"\ndata_dir = \"data\"\n\n\
+         [listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[delivery]\nrelay = \"127.0.0.1:{sink}\"\n\n"
+    );
+    if let Some(dns) = dns {
+        spec.push_str(&format!("[dns]\nresolver = \"{dns}\"\n\n"));
+    }
+    if let Some((per_minute, per_ip)) = limits {
+        spec.push_str(&format!(
+            "[limits]\nconnections_per_minute = {per_minute}\nconnections_per_ip = {per_ip}\n\n"
+        ));
+    }
+    spec.push_str("[domains.\"bench.test\"]\n");
+    if let Some(algorithm) = dkim {
+        spec.push_str(&format!(
+            "dkim = [{{ selector = \"fm1\", algorithm = \"{algorithm}\" }}]\n"
+        ));
+    }
+    spec.push_str("\n[domains.\"bench.test\".aliases.hello]\nforward = [\"x@elsewhere.test\"]\n");
+    spec
+}
+
+fn run_ferrymail(name: &str, dir: &Path, dkim: Option<&str>, bench: &Bench) -> Run {
+    let (tools, dns, messages) = (&bench.tools, bench.dns.as_ref(), bench.messages);
+    println!("\n## {name}\n");
+    let mut run = Run::new(name);
+    fs::create_dir_all(dir).expect("creating a ferrymail dir in the temp dir");
+    let sink = Sink::start(tools.sink.as_deref(), dir);
+    let (mx, sink_port) = (free_port(), sink.port);
+    let spec = dir.join("ferrymail.toml");
+    fs::write(
+        &spec,
+        ferrymail_spec(mx, sink_port, dns.map(|d| d.addr), bench.limits, dkim),
+    )
+    .expect("writing the bench spec");
+    let log = dir.join("serve.log");
+    let child = Command::new(FERRYMAIL)
+        .current_dir(dir)
+        .arg("--spec")
+        .arg(&spec)
+        .arg("serve")
+        .env_remove("FERRYMAIL_SPEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("creating serve.log"))
+        .spawn()
+        .expect("starting ferrymail serve");
+    let mut server = ChildGuard::new(child, "ferrymail");
+    if !wait_for_port(mx, START_TIMEOUT, || server.exited()) {
+        run.failed = Some(format!(
+            "ferrymail did not listen on {mx}: {}",
+            tail(&fs::read_to_string(&log).unwrap_or_default(), 10)
+        ));
+        println!("{}", run.failed.as_deref().unwrap_or_default());
+        return run;
+    }
+    let pid = server.pid();
+    println!("ferrymail serve (pid {pid}) on 127.0.0.1:{mx}, relay to the sink on {sink_port}");
+    let sampler = Sampler::start(pid);
+    let dns_before = dns.map(DnsStub::queries);
+    let sink_before = sink.count();
+
+    let loads = run_loads(mx, &sink, tools, messages, pid);
+    run.per_message = loads.0;
+    run.kept = loads.1;
+    let accepted_by_loads = sink.count().saturating_sub(sink_before);
+    if let (Some(before), Some(stub)) = (dns_before, dns)
+        && accepted_by_loads > 0
+    {
+        run.dns_per_message =
+            Some(stub.queries().saturating_sub(before) as f64 / accepted_by_loads as f64);
+    }
+    run.latency = Some(latency_probe(mx, &sink));
+
+    let hwm = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    let sampled = sampler.stop();
+    run.memory = Some(Memory {
+        peak_kib: hwm,
+        peak_pss_kib: sampled.peak_pss_kib,
+        largest_kib: hwm,
+        processes: 1,
+        threads: sampled.most_threads,
+    });
+    match server.terminate(Duration::from_secs(60)) {
+        Some(true) => {}
+        Some(false) => run
+            .notes
+            .push("ferrymail exited with an error after SIGTERM".into()),
+        None => run
+            .notes
+            .push("ferrymail did not stop within 60 s of SIGTERM; killed".into()),
+    }
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let warnings = log_text.lines().filter(|l| l.contains("WARN")).count();
+    let errors = log_text.lines().filter(|l| l.contains("ERROR")).count();
+    if warnings + errors > 0 {
+        run.notes.push(format!(
+            "serve.log: {warnings} warning(s), {errors} error(s); last lines: {}",
+            tail(&log_text, 3)
+        ));
+    }
+    print_run_notes(&run);
+    run
+}
+
+// ---------------------------------------------------------------------------------------
+// Postfix
+
+/// main.cf of the private instance: a forwarder, nothing local, fsync defaults untouched.
+fn postfix_main_cf(base: &Path, sink_port: u16) -> String {
+    let b = base.display();
+    format!(
+        "compatibility_level = 3.6
+config_directory = {b}/etc
+queue_directory = {b}/spool
+data_directory = {b}/lib
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.test
+mydomain = postfix.bench.test
+myorigin = $myhostname
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+virtual_alias_domains = bench.test
+virtual_alias_maps = hash:{b}/etc/virtual
+relayhost = [127.0.0.1]:{sink_port}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions =
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+append_dot_mydomain = no
+maillog_file_prefixes = {b}
+maillog_file = {b}/postfix.log
+"
+    )
+}
+
+/// master.cf: Postfix 3.7's standard services, no chroot (the instance lives in a temp
+/// dir), smtpd on the bench's port.
+fn postfix_master_cf(port: u16) -> String {
+    format!(
+        "127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"
+    )
+}
+
+/// A private Postfix instance in a temp dir; stopped when dropped.
+struct PostfixInstance {
+    postfix: PathBuf,
+    base: PathBuf,
+    started: bool,
+}
+
+impl PostfixInstance {
+    fn config(&self) -> PathBuf {
+        self.base.join("etc")
+    }
+
+    fn create(
+        postfix: &Path,
+        postmap: &Path,
+        base: &Path,
+        port: u16,
+        sink_port: u16,
+    ) -> Result<Self, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(
+                "a Postfix instance must be started as root (master binds its ports and \
+                        switches to the postfix user); run the bench as root to include it"
+                    .into(),
+            );
+        }
+        let (uid, gid) = user_ids("postfix").ok_or("there is no `postfix` user")?;
+        for sub in ["etc", "spool", "lib"] {
+            fs::create_dir_all(base.join(sub)).map_err(|e| format!("creating {sub}: {e}"))?;
+        }
+        fs::set_permissions(base, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        // data_directory belongs to the mail owner (master.lock and caches live there).
+        chown(&base.join("lib"), uid, gid)?;
+        let etc = base.join("etc");
+        fs::write(etc.join("main.cf"), postfix_main_cf(base, sink_port))
+            .map_err(|e| e.to_string())?;
+        fs::write(etc.join("master.cf"), postfix_master_cf(port)).map_err(|e| e.to_string())?;
+        fs::write(
+            etc.join("virtual"),
+            format!("{RECIPIENT} x@elsewhere.test\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut instance = PostfixInstance {
+            postfix: postfix.to_path_buf(),
+            base: base.to_path_buf(),
+            started: false,
+        };
+        let virtual_map = format!("hash:{}", etc.join("virtual").display());
+        checked(
+            Command::new(postmap).arg("-c").arg(&etc).arg(&virtual_map),
+            "postmap",
+        )?;
+        // `check` creates the queue's subdirectories with the owners Postfix requires.
+        checked(
+            Command::new(postfix).arg("-c").arg(&etc).arg("check"),
+            "postfix check",
+        )?;
+        checked(
+            Command::new(postfix).arg("-c").arg(&etc).arg("start"),
+            "postfix start",
+        )?;
+        instance.started = true;
+        Ok(instance)
+    }
+
+    fn master_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.base.join("spool/pid/master.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        tail(
+            &fs::read_to_string(self.base.join("postfix.log")).unwrap_or_default(),
+            lines,
+        )
+    }
+
+    /// `postfix stop`, then waits for master to be gone (`postfix abort` if it lingers).
+    fn stop(&mut self) -> bool {
+        if !self.started {
+            return true;
+        }
+        self.started = false;
+        let master = self.master_pid();
+        let _ = Command::new(&self.postfix)
+            .arg("-c")
+            .arg(self.config())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let gone =
+            |pid: Option<u32>| pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if gone(master) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new(&self.postfix)
+            .arg("-c")
+            .arg(self.config())
+            .arg("abort")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        false
+    }
+}
+
+impl Drop for PostfixInstance {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run_postfix(base: &Path, bench: &Bench) -> Run {
+    let (tools, messages) = (&bench.tools, bench.messages);
+    let name = format!(
+        "Postfix {} (virtual_alias_maps → relayhost)",
+        postfix_version().unwrap_or_default()
+    );
+    println!("\n## {name}\n");
+    let mut run = Run::new(&name);
+    fs::create_dir_all(base).expect("creating the postfix dir in the temp dir");
+    let sink = Sink::start(tools.sink.as_deref(), base);
+    let port = free_port();
+    let (Some(postfix), Some(postmap)) = (&tools.postfix, &tools.postmap) else {
+        run.failed = Some("postfix or postmap is missing".into());
+        return run;
+    };
+    let mut instance = match PostfixInstance::create(postfix, postmap, base, port, sink.port) {
+        Ok(i) => i,
+        Err(e) => {
+            println!("a private Postfix instance could not be set up: {e}");
+            run.failed = Some(e);
+            return run;
+        }
+    };
+    if !wait_for_port(port, START_TIMEOUT, || false) {
+        run.failed = Some(format!(
+            "Postfix did not listen on {port}: {}",
+            instance.log_tail(10)
+        ));
+        return run;
+    }
+    let Some(master) = instance.master_pid() else {
+        run.failed = Some("no master.pid after postfix start".into());
+        return run;
+    };
+    println!(
+        "private instance in {} (master pid {master}), smtpd on 127.0.0.1:{port}, relayhost = the sink on {}",
+        base.display(),
+        sink.port
+    );
+    let sampler = Sampler::start(master);
+    let loads = run_loads(port, &sink, tools, messages, master);
+    run.per_message = loads.0;
+    run.kept = loads.1;
+    run.latency = Some(latency_probe(port, &sink));
+    let sampled = sampler.stop();
+    run.memory = Some(Memory {
+        peak_kib: sampled.peak_rss_kib,
+        peak_pss_kib: sampled.peak_pss_kib,
+        largest_kib: sampled.largest_hwm_kib,
+        processes: sampled.most_processes,
+        threads: sampled.most_threads,
+    });
+    if !instance.stop() {
+        run.notes
+            .push("Postfix did not stop within 30 s; `postfix abort` was used".into());
+    }
+    let log = fs::read_to_string(base.join("postfix.log")).unwrap_or_default();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("warning:") || l.contains("fatal:") || l.contains("panic:"))
+        .collect();
+    if !problems.is_empty() {
+        run.notes.push(format!(
+            "postfix.log: {} warning/fatal line(s), e.g. {}",
+            problems.len(),
+            problems[0]
+        ));
+    }
+    print_run_notes(&run);
+    run
+}
+
+// ---------------------------------------------------------------------------------------
+// The loads
+
+/// The issue's load (a new connection per message), then the same over kept connections.
+fn run_loads(
+    port: u16,
+    sink: &Sink,
+    tools: &Tools,
+    messages: usize,
+    server: u32,
+) -> (Option<Load>, Option<Load>) {
+    let per_message = tools.source.as_ref().map(|source| {
+        one_load(
+            "smtp-source, new connection per message",
+            sink,
+            messages,
+            server,
+            || smtp_source(source, port, messages, false),
+        )
+    });
+    let kept = one_load(
+        "kept connections",
+        sink,
+        messages,
+        server,
+        || match &tools.source {
+            Some(source) => smtp_source(source, port, messages, true),
+            None => {
+                let p = client_load(port, SESSIONS, messages, "load", LOAD_TIMEOUT);
+                (p.errors.first().cloned(), p.ok)
+            }
+        },
+    );
+    (per_message, Some(kept))
+}
+
+/// Runs one load, then waits for the sink to see every message it sent.
+fn one_load(
+    what: &str,
+    sink: &Sink,
+    messages: usize,
+    server: u32,
+    send: impl FnOnce() -> (Option<String>, usize),
+) -> Load {
+    let before = sink.count();
+    let cpu_before = CpuReading::take(server, sink);
+    let started = Instant::now();
+    let (error, _sent) = send();
+    let wall = started.elapsed();
+    let end_to_end = if error.is_none() {
+        sink.wait_for(before + messages as u64, DRAIN_TIMEOUT)
+            .map(|at| at.duration_since(started))
+    } else {
+        // Some messages were accepted before the failure; let them drain before the
+        // next load starts.
+        sink.wait_until_quiet(Duration::from_secs(3), DRAIN_TIMEOUT);
+        None
+    };
+    let cpu = CpuReading::take(server, sink).since(&cpu_before);
+    let (cpu_used, machine_busy, others_busy) = (cpu.server, cpu.busy, cpu.others);
+    let delivered = sink.count() - before;
+    match (&error, end_to_end) {
+        (Some(e), _) => println!(
+            "{what}: FAILED after {:.2} s ({delivered} delivered): {e}",
+            wall.as_secs_f64()
+        ),
+        (None, Some(e2e)) => println!(
+            "{what}: accepted {messages} in {:.2} s = {:.0} msg/s; all at the sink after {:.2} s = {:.0} msg/s \
+             (server CPU {cpu_used:.1} s; machine {:.0}% busy, {:.0}% of it by other processes)",
+            wall.as_secs_f64(),
+            messages as f64 / wall.as_secs_f64(),
+            e2e.as_secs_f64(),
+            messages as f64 / e2e.as_secs_f64(),
+            machine_busy * 100.0,
+            others_busy * 100.0
+        ),
+        (None, None) => println!(
+            "{what}: accepted {messages} in {:.2} s = {:.0} msg/s; only {delivered} reached the sink within {} s",
+            wall.as_secs_f64(),
+            messages as f64 / wall.as_secs_f64(),
+            DRAIN_TIMEOUT.as_secs()
+        ),
+    }
+    let undelivered = (error.is_none() && end_to_end.is_none()).then(|| {
+        format!(
+            "only {delivered} of {messages} reached the sink within {} s",
+            DRAIN_TIMEOUT.as_secs()
+        )
+    });
+    Load {
+        wall,
+        end_to_end,
+        error,
+        undelivered,
+        server_cpu: cpu_used,
+        machine_busy,
+        others_busy,
+    }
+}
+
+/// `smtp-source -s 20 -m N -l 10240 -f … -t … [-d] 127.0.0.1:PORT`; returns its complaint
+/// if it failed, and the messages it was asked to send.
+fn smtp_source(tool: &Path, port: u16, messages: usize, keep: bool) -> (Option<String>, usize) {
+    let mut cmd = Command::new(tool);
+    cmd.args(["-s", &SESSIONS.to_string()])
+        .args(["-m", &messages.to_string()])
+        .args(["-l", &MESSAGE_BYTES.to_string()])
+        .args(["-f", SENDER, "-t", RECIPIENT]);
+    if keep {
+        cmd.arg("-d");
+    }
+    cmd.arg(format!("127.0.0.1:{port}"));
+    let errors = tempfile::NamedTempFile::new().expect("a temp file for smtp-source's stderr");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(errors.reopen().expect("reopening the stderr file"))
+        .spawn()
+        .expect("starting smtp-source");
+    let mut child = ChildGuard::new(child, "smtp-source");
+    let status = child.wait_timeout(LOAD_TIMEOUT);
+    let stderr = fs::read_to_string(errors.path()).unwrap_or_default();
+    let error = match status {
+        Some(s) if s.success() => None,
+        Some(s) => Some(format!("smtp-source {s}: {}", tail(&stderr, 2))),
+        None => Some(format!(
+            "smtp-source did not finish within {} s",
+            LOAD_TIMEOUT.as_secs()
+        )),
+    };
+    (error, messages)
+}
+
+/// The latency probe: `PROBE_MESSAGES` over `SESSIONS` kept connections.
+fn latency_probe(port: u16, sink: &Sink) -> Latency {
+    let before = sink.count();
+    let p = client_load(port, SESSIONS, PROBE_MESSAGES, "probe", PROBE_TIMEOUT);
+    let mut samples = p.latencies;
+    samples.sort();
+    let pick = |q: f64| -> Duration {
+        if samples.is_empty() {
+            return Duration::ZERO;
+        }
+        // Nearest rank.
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1]
+    };
+    let latency = Latency {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: samples.last().copied().unwrap_or_default(),
+        samples: samples.len(),
+        errors: p.errors,
+    };
+    println!(
+        "latency probe: {} messages over {SESSIONS} sessions in {:.2} s: p50 {}, p99 {}, max {}{}",
+        latency.samples,
+        p.wall.as_secs_f64(),
+        fmt_latency(latency.p50),
+        fmt_latency(latency.p99),
+        fmt_latency(latency.max),
+        if latency.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {} error(s): {}", latency.errors.len(), latency.errors[0])
+        }
+    );
+    // Let the probe's messages leave before the server is measured and stopped.
+    sink.wait_for(before + p.ok as u64, Duration::from_secs(60));
+    latency
+}
+
+struct ClientLoad {
+    wall: Duration,
+    ok: usize,
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+}
+
+/// `sessions` connections, each sending its share of `total` messages back to back (no
+/// pipelining, like smtp-source); each message is timed from its final "\r\n.\r\n" to the
+/// reply.
+fn client_load(
+    port: u16,
+    sessions: usize,
+    total: usize,
+    tag: &str,
+    timeout: Duration,
+) -> ClientLoad {
+    let deadline = Instant::now() + timeout;
+    let results = Arc::new(Mutex::new((Vec::new(), Vec::new(), 0usize)));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..sessions)
+        .map(|s| {
+            let share = total / sessions + usize::from(s < total % sessions);
+            let results = results.clone();
+            let tag = tag.to_string();
+            thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(share);
+                let outcome = client_session(port, s, share, &tag, deadline, &mut latencies);
+                let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                r.2 += latencies.len();
+                r.0.extend(latencies);
+                if let Err(e) = outcome {
+                    r.1.push(format!("session {s}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let wall = started.elapsed();
+    let (latencies, errors, ok) = Arc::try_unwrap(results)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default();
+    ClientLoad {
+        wall,
+        ok,
+        latencies,
+        errors,
+    }
+}
+
+/// The message as smtp-source builds it: a few headers and 78-character lines of payload.
+fn probe_message(tag: &str, session: usize, n: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: {tag}-{session}-{n}\r\n\
+         Date: Thu, 01 Jan 2026 00:00:00 +0000\r\nMessage-Id: <{tag}.{session}.{n}@sender.test>\r\n\r\n"
+    )
+    .into_bytes();
+    let mut left = MESSAGE_BYTES;
+    let mut line = 0usize;
+    while left > 0 {
+        let take = left.min(80);
+        let mut text = format!("{}", line % 10).into_bytes();
+        text.resize(take.saturating_sub(2).max(1), b'X');
+        m.extend_from_slice(&text);
+        m.extend_from_slice(b"\r\n");
+        left -= take;
+        line += 1;
+    }
+    m
+}
+
+fn client_session(
+    port: u16,
+    session: usize,
+    count: usize,
+    tag: &str,
+    deadline: Instant,
+    latencies: &mut Vec<Duration>,
+) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    expect(&mut reader, 220, "greeting")?;
+    let command = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str, code: u16| {
+        w.write_all(line.as_bytes())
+            .map_err(|e| format!("{}: {e}", line.trim()))?;
+        expect(r, code, line.trim())
+    };
+    command(&mut writer, &mut reader, "EHLO probe.bench.test\r\n", 250)?;
+    for n in 0..count {
+        if Instant::now() > deadline {
+            return Err("probe deadline passed".into());
+        }
+        command(
+            &mut writer,
+            &mut reader,
+            &format!("MAIL FROM:<{SENDER}>\r\n"),
+            250,
+        )?;
+        command(
+            &mut writer,
+            &mut reader,
+            &format!("RCPT TO:<{RECIPIENT}>\r\n"),
+            250,
+        )?;
+        command(&mut writer, &mut reader, "DATA\r\n", 354)?;
+        let message = probe_message(tag, session, n);
+        // Everything but the last CRLF; the clock starts with the end-of-data marker.
+        writer
+            .write_all(&message[..message.len() - 2])
+            .map_err(|e| format!("message body: {e}"))?;
+        let sent = Instant::now();
+        writer
+            .write_all(b"\r\n.\r\n")
+            .map_err(|e| format!("end of data: {e}"))?;
+        expect(&mut reader, 250, "end of data")?;
+        latencies.push(sent.elapsed());
+    }
+    let _ = command(&mut writer, &mut reader, "QUIT\r\n", 221);
+    Ok(())
+}
+
+/// Reads one (possibly multi-line) reply and checks its code.
+fn expect(reader: &mut BufReader<TcpStream>, code: u16, what: &str) -> Result<(), String> {
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err(format!("{what}: connection closed")),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+        if line.as_bytes().get(3) == Some(&b'-') {
+            continue;
+        }
+        return if line.starts_with(&code.to_string()) {
+            Ok(())
+        } else {
+            Err(format!("{what}: {}", line.trim_end()))
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Downstream: smtp-sink, or a counting sink of our own when Postfix's is missing.
+
+struct Sink {
+    port: u16,
+    delivered: Arc<AtomicU64>,
+    child: Option<ChildGuard>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn start(tool: Option<&Path>, dir: &Path) -> Sink {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(tool) = tool else {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("binding the built-in sink");
+            let port = listener.local_addr().expect("sink address").port();
+            let (d, s) = (delivered.clone(), stop.clone());
+            thread::spawn(move || builtin_sink(listener, d, s));
+            return Sink {
+                port,
+                delivered,
+                child: None,
+                stop,
+            };
+        };
+        let port = free_port();
+        let mut cmd = Command::new(tool);
+        // smtp-sink refuses to run as root without a user to switch to.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "nobody"]);
+        }
+        // -c: a running count ("sess=… quit=… mesg=N") after every message.
+        let mut child = cmd
+            .arg("-c")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1000")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting smtp-sink");
+        let out = child.stdout.take().expect("smtp-sink stdout");
+        let d = delivered.clone();
+        thread::spawn(move || count_sink_output(out, d));
+        let mut guard = ChildGuard::new(child, "smtp-sink");
+        assert!(
+            wait_for_port(port, START_TIMEOUT, || guard.exited()),
+            "smtp-sink did not listen on {port}"
+        );
+        Sink {
+            port,
+            delivered,
+            child: Some(guard),
+            stop,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.delivered.load(Ordering::SeqCst)
+    }
+
+    /// smtp-sink's pid; None for the built-in sink, which runs in this process.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
+    }
+
+    /// Waits until `n` messages have arrived; returns when that happened.
+    fn wait_for(&self, n: u64, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.count() >= n {
+                return Some(Instant::now());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until the count has not moved for `quiet`.
+    fn wait_until_quiet(&self, quiet: Duration, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (mut last, mut since) = (self.count(), Instant::now());
+        while Instant::now() < deadline && since.elapsed() < quiet {
+            thread::sleep(Duration::from_millis(50));
+            let now = self.count();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut child) = self.child.take() {
+            child.kill();
+        }
+    }
+}
+
+/// Reads smtp-sink -c's counter records ("sess=1 quit=0 mesg=1\r") and keeps the message
+/// count.
+fn count_sink_output(mut out: impl Read, delivered: Arc<AtomicU64>) {
+    let mut buf = [0u8; 4096];
+    let mut record = Vec::new();
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(mesg) = parse_mesg(&record) {
+                    delivered.fetch_max(mesg, Ordering::SeqCst);
+                }
+                record.clear();
+            } else {
+                record.push(b);
+            }
+        }
+    }
+}
+
+fn parse_mesg(record: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(record).ok()?;
+    let at = text.find("mesg=")? + "mesg=".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// A minimal SMTP server that accepts everything and counts messages.
+fn builtin_sink(listener: TcpListener, delivered: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let d = delivered.clone();
+                thread::spawn(move || {
+                    let _ = builtin_sink_session(stream, &d);
+                });
+            }
+            Err(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn builtin_sink_session(stream: TcpStream, delivered: &AtomicU64) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    writer.write_all(b"220 sink ESMTP\r\n")?;
+    let mut in_data = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if in_data {
+            if line == b".\r\n" {
+                in_data = false;
+                delivered.fetch_add(1, Ordering::SeqCst);
+                writer.write_all(b"250 2.0.0 Ok\r\n")?;
+            }
+            continue;
+        }
+        let verb = line
+            .iter()
+            .take(4)
+            .map(u8::to_ascii_uppercase)
+            .collect::<Vec<_>>();
+        match verb.as_slice() {
+            b"EHLO" => writer.write_all(b"250-sink\r\n250 8BITMIME\r\n")?,
+            b"DATA" => {
+                in_data = true;
+                writer.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+            }
+            b"QUIT" => {
+                writer.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => writer.write_all(b"250 2.0.0 Ok\r\n")?,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A stub DNS server: NXDOMAIN for every question, at once.
+
+struct DnsStub {
+    addr: SocketAddr,
+    queries: Arc<AtomicU64>,
+}
+
+impl DnsStub {
+    fn start() -> io::Result<DnsStub> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = socket.local_addr()?;
+        let queries = Arc::new(AtomicU64::new(0));
+        let q = queries.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if let Some(reply) = nxdomain(&buf[..n]) {
+                    q.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        Ok(DnsStub { addr, queries })
+    }
+
+    fn queries(&self) -> u64 {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+/// The NXDOMAIN answer to a one-question query: same id and question, no records.
+fn nxdomain(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut at = 12;
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += len;
+    }
+    let end = at + 4;
+    if end > query.len() {
+        return None;
+    }
+    let mut reply = Vec::with_capacity(end);
+    reply.extend_from_slice(&query[..2]);
+    // QR, the query's opcode and RD; RA and RCODE 3 (NXDOMAIN).
+    reply.push(0x80 | (query[2] & 0x79));
+    reply.push(0x80 | 3);
+    reply.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    reply.extend_from_slice(&query[12..end]);
+    Some(reply)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes: a guard that stops children, and /proc readings.
+
+struct ChildGuard {
+    child: Option<Child>,
+    what: &'static str,
+}
+
+impl ChildGuard {
+    fn new(child: Child, what: &'static str) -> ChildGuard {
+        ChildGuard {
+            child: Some(child),
+            what,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "{} did not finish in {} s; killing it",
+                    self.what,
+                    timeout.as_secs()
+                );
+                self.kill();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. Some(success) if it stopped by itself.
+    fn terminate(&mut self, grace: Duration) -> Option<bool> {
+        let child = self.child.as_mut()?;
+        let pid = libc::pid_t::try_from(child.id()).ok()?;
+        // SAFETY: `pid` is our own child, not yet reaped (the guard still holds it).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status.success());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.exited() {
+            self.child = None;
+            return;
+        }
+        self.terminate(Duration::from_secs(10));
+    }
+}
+
+/// A field of /proc/PID/status in KiB ("VmHWM", "VmRSS").
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+fn proc_pss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("Pss:")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// The fields of /proc/PID/stat after the command name (field 3, "state", is index 0).
+fn proc_stat(pid: u32) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// `root` and its direct children (Postfix's master starts every daemon itself).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if proc_stat(pid).and_then(|f| f.get(1).copied()) == Some(u64::from(root)) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU seconds used by `root` and its children so far: the root's own and reaped
+/// children's time (utime, stime, cutime, cstime) plus the live children's own.
+fn tree_cpu_seconds(root: u32) -> f64 {
+    let ticks = clock_ticks();
+    let mut total = 0u64;
+    for pid in process_tree(root) {
+        if let Some(f) = proc_stat(pid) {
+            // utime, stime, cutime, cstime are fields 14–17: indexes 11–14 here.
+            let own = f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
+            let reaped = f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0);
+            total += own + if pid == root { reaped } else { 0 };
+        }
+    }
+    total as f64 / ticks
+}
+
+/// (busy, total) jiffies of the whole machine, from /proc/stat.
+fn machine_cpu() -> (u64, u64) {
+    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait.
+    let idle = fields.get(3).unwrap_or(&0) + fields.get(4).unwrap_or(&0);
+    (total - idle, total)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// CPU seconds of this bench and the children it has reaped (smtp-source).
+fn self_cpu_seconds() -> f64 {
+    proc_stat(std::process::id())
+        .map(|f| f.iter().skip(11).take(4).sum::<u64>() as f64 / clock_ticks())
+        .unwrap_or(0.0)
+}
+
+/// CPU counters at one moment; `since` turns two into what happened between them.
+struct CpuReading {
+    /// Seconds used by the server's processes.
+    server: f64,
+    /// Seconds used by the server, the sink, this bench and its reaped children.
+    ours: f64,
+    /// The machine's (busy, total) jiffies.
+    machine: (u64, u64),
+}
+
+struct CpuUse {
+    server: f64,
+    /// Share of all CPUs' time that was busy.
+    busy: f64,
+    /// Share of all CPUs' time used by processes that are not ours.
+    others: f64,
+}
+
+impl CpuReading {
+    fn take(server: u32, sink: &Sink) -> CpuReading {
+        let server_s = tree_cpu_seconds(server);
+        let sink_s = sink.pid().map(tree_cpu_seconds).unwrap_or(0.0);
+        CpuReading {
+            server: server_s,
+            ours: server_s + sink_s + self_cpu_seconds(),
+            machine: machine_cpu(),
+        }
+    }
+
+    fn since(&self, before: &CpuReading) -> CpuUse {
+        let server = self.server - before.server;
+        let total = self.machine.1.saturating_sub(before.machine.1) as f64;
+        if total == 0.0 {
+            return CpuUse {
+                server,
+                busy: 0.0,
+                others: 0.0,
+            };
+        }
+        let busy = self.machine.0.saturating_sub(before.machine.0) as f64;
+        let ours = (self.ours - before.ours) * clock_ticks();
+        CpuUse {
+            server,
+            busy: busy / total,
+            others: ((busy - ours) / total).max(0.0),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Sampled {
+    peak_rss_kib: u64,
+    peak_pss_kib: u64,
+    largest_hwm_kib: u64,
+    most_processes: usize,
+    /// Most threads seen at once, summed over the processes.
+    most_threads: u64,
+}
+
+/// Samples the memory of a process tree every `SAMPLE_EVERY` until stopped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Sampled>,
+}
+
+impl Sampler {
+    fn start(root: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut s = Sampled::default();
+            loop {
+                let pids = process_tree(root);
+                let (mut rss, mut pss, mut threads) = (0, 0, 0);
+                for &pid in &pids {
+                    rss += proc_status_kib(pid, "VmRSS").unwrap_or(0);
+                    threads += proc_status_kib(pid, "Threads").unwrap_or(0);
+                    pss += proc_pss_kib(pid).unwrap_or(0);
+                    s.largest_hwm_kib = s
+                        .largest_hwm_kib
+                        .max(proc_status_kib(pid, "VmHWM").unwrap_or(0));
+                }
+                s.peak_rss_kib = s.peak_rss_kib.max(rss);
+                s.peak_pss_kib = s.peak_pss_kib.max(pss);
+                s.most_processes = s.most_processes.max(pids.len());
+                s.most_threads = s.most_threads.max(threads);
+                if flag.load(Ordering::SeqCst) {
+                    return s;
+                }
+                thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        Sampler { stop, handle }
+    }
+
+    fn stop(self) -> Sampled {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+
+fn report(runs: &[Run], messages: usize, smtp_source: bool) {
+    let load_name = if smtp_source {
+        "smtp-source, a new connection per message"
+    } else {
+        "this bench's client, kept connections (smtp-source is missing)"
+    };
+    println!("\n## Results\n");
+    println!(
+        "Load: {messages} messages, {MESSAGE_BYTES}-byte payload, {SESSIONS} parallel sessions ({load_name}). \
+         Latency: {PROBE_MESSAGES} messages over {SESSIONS} kept connections, from the final \"\\r\\n.\\r\\n\" \
+         to the 250. MB = 10^6 bytes.\n"
+    );
+    println!(
+        "| server | messages | msg size | sessions | accept msg/s | end-to-end msg/s | p50 | p99 | peak RSS |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let main_load = |r| main_load(r, smtp_source);
+    for r in runs {
+        if let Some(why) = &r.failed {
+            println!("| {} | — | — | — | not run: {why} | | | | |", r.name);
+            continue;
+        }
+        let (accept, e2e) = rates(main_load(r), messages);
+        let (p50, p99) = r
+            .latency
+            .as_ref()
+            .filter(|l| l.samples > 0)
+            .map(|l| (fmt_latency(l.p50), fmt_latency(l.p99)))
+            .unwrap_or_else(|| ("—".into(), "—".into()));
+        println!(
+            "| {} | {messages} | {} KB | {SESSIONS} | {accept} | {e2e} | {p50} | {p99} | {} |",
+            r.name,
+            MESSAGE_BYTES / 1024,
+            r.memory.as_ref().map(fmt_memory).unwrap_or_default()
+        );
+    }
+
+    if smtp_source {
+        println!(
+            "\nThe same load over kept connections (`smtp-source -d`: each session sends its messages over one connection):\n"
+        );
+        println!("| server | accept msg/s | end-to-end msg/s |");
+        println!("| --- | ---: | ---: |");
+        for r in runs.iter().filter(|r| r.failed.is_none()) {
+            let (accept, e2e) = rates(r.kept.as_ref(), messages);
+            println!("| {} | {accept} | {e2e} |", r.name);
+        }
+    }
+
+    println!(
+        "\nCost per message (CPU of the server's processes during each load and its drain, on all cores):\n"
+    );
+    println!(
+        "| server | CPU ms/msg (new conn.) | CPU ms/msg (kept) | machine busy (new conn.) | of which other processes | DNS queries/msg |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in runs.iter().filter(|r| r.failed.is_none()) {
+        let per = |l: Option<&Load>| {
+            l.filter(|l| l.error.is_none())
+                .map(|l| format!("{:.2}", l.server_cpu * 1e3 / messages as f64))
+                .unwrap_or_else(|| "—".into())
+        };
+        let (busy, others) = r
+            .per_message
+            .as_ref()
+            .map(|l| {
+                (
+                    format!("{:.0}%", l.machine_busy * 100.0),
+                    format!("{:.0}%", l.others_busy * 100.0),
+                )
+            })
+            .unwrap_or_else(|| ("—".into(), "—".into()));
+        let dns = r
+            .dns_per_message
+            .map(|d| format!("{d:.1}"))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "| {} | {} | {} | {busy} | {others} | {dns} |",
+            r.name,
+            per(r.per_message.as_ref()),
+            per(r.kept.as_ref())
+        );
+    }
+
+    let Some(postfix) = runs
+        .iter()
+        .find(|r| r.name.starts_with("Postfix") && r.failed.is_none())
+    else {
+        println!("\nNo Postfix run, so no ratio: the 1.5× target could not be checked.");
+        return;
+    };
+    println!();
+    for r in runs.iter().filter(|r| r.name.starts_with("ferrymail")) {
+        let mut pairs = vec![("the issue's load", main_load(r), main_load(postfix))];
+        if smtp_source {
+            pairs.push(("kept connections", r.kept.as_ref(), postfix.kept.as_ref()));
+        }
+        for (label, ours, theirs) in pairs {
+            match (accept_rate(ours, messages), accept_rate(theirs, messages)) {
+                (Some(f), Some(p)) if p > 0.0 => {
+                    let x = f / p;
+                    let verdict = if x >= TARGET_RATIO {
+                        "met"
+                    } else {
+                        "**not met**"
+                    };
+                    println!(
+                        "- {} ÷ Postfix, accept throughput ({label}): {x:.2}× — target {TARGET_RATIO}×: {verdict}",
+                        r.name
+                    );
+                }
+                _ => {
+                    let why = ours
+                        .and_then(|l| l.error.clone())
+                        .or_else(|| theirs.and_then(|l| l.error.clone()))
+                        .map(|e| short_error(&e).to_string())
+                        .unwrap_or_else(|| "no run".into());
+                    println!(
+                        "- {} ÷ Postfix, accept throughput ({label}): no ratio ({why}) — target {TARGET_RATIO}×: **not met**",
+                        r.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The issue's load when smtp-source ran it, else the bench's own client's.
+fn main_load(r: &Run, smtp_source: bool) -> Option<&Load> {
+    if smtp_source {
+        r.per_message.as_ref()
+    } else {
+        r.kept.as_ref()
+    }
+}
+
+fn accept_rate(load: Option<&Load>, messages: usize) -> Option<f64> {
+    let l = load?;
+    l.error
+        .is_none()
+        .then(|| messages as f64 / l.wall.as_secs_f64())
+}
+
+fn rates(load: Option<&Load>, messages: usize) -> (String, String) {
+    let Some(l) = load else {
+        return ("—".into(), "—".into());
+    };
+    let accept = match accept_rate(Some(l), messages) {
+        Some(r) => format!("{r:.0}"),
+        None => format!(
+            "failed after {:.1} s: {}",
+            l.wall.as_secs_f64(),
+            short_error(l.error.as_deref().unwrap_or_default())
+        ),
+    };
+    let e2e = match (l.end_to_end, &l.undelivered) {
+        (Some(d), _) => format!("{:.0}", messages as f64 / d.as_secs_f64()),
+        (None, Some(why)) => why.clone(),
+        (None, None) => "—".into(),
+    };
+    (accept, e2e)
+}
+
+/// smtp-source's complaint without its program name: what the server said.
+fn short_error(e: &str) -> &str {
+    e.rfind("fatal: ")
+        .map(|at| &e[at + "fatal: ".len()..])
+        .unwrap_or(e)
+}
+
+fn fmt_memory(m: &Memory) -> String {
+    if m.processes <= 1 {
+        format!("{:.0} MB", megabytes(m.peak_kib))
+    } else {
+        format!(
+            "{:.0} MB summed over ≤{} processes (PSS {:.0} MB; largest process {:.0} MB)",
+            megabytes(m.peak_kib),
+            m.processes,
+            megabytes(m.peak_pss_kib),
+            megabytes(m.largest_kib)
+        )
+    }
+}
+
+fn fmt_latency(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn print_run_notes(run: &Run) {
+    if let Some(m) = &run.memory {
+        println!(
+            "peak memory: {}; most threads at once: {}",
+            fmt_memory(m),
+            m.threads
+        );
+    }
+    if let Some(d) = run.dns_per_message {
+        println!("DNS queries per message accepted: {d:.1}");
+    }
+    for n in &run.notes {
+        println!("note: {n}");
+    }
+}
+
+/// KiB to MB of 10^6 bytes.
+fn megabytes(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+struct Tools {
+    source: Option<PathBuf>,
+    sink: Option<PathBuf>,
+    postfix: Option<PathBuf>,
+    postmap: Option<PathBuf>,
+}
+
+impl Tools {
+    fn find() -> Tools {
+        Tools {
+            source: find_tool("smtp-source"),
+            sink: find_tool("smtp-sink"),
+            postfix: find_tool("postfix"),
+            postmap: find_tool("postmap"),
+        }
+    }
+
+    fn missing(&self) -> Vec<&'static str> {
+        [
+            ("smtp-source", &self.source),
+            ("smtp-sink", &self.sink),
+            ("postfix", &self.postfix),
+            ("postmap", &self.postmap),
+        ]
+        .into_iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n)
+        .collect()
+    }
+
+    fn postfix_ready(&self) -> bool {
+        self.missing().is_empty()
+    }
+}
+
+/// Postfix puts its tools in /usr/sbin, which is not always on a user's PATH.
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn postfix_version() -> Option<String> {
+    let postconf = find_tool("postconf")?;
+    let out = Command::new(postconf)
+        .args(["-d", "-h", "mail_version"])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+fn ferrymail_revision() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let rev = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
+    let dirty = Command::new("git")
+        .args([
+            "-C",
+            dir,
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "src",
+        ])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        format!("commit {rev} with uncommitted changes in src/")
+    } else {
+        format!("commit {rev}")
+    }
+}
+
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam takes a NUL-terminated string and returns null or a pointer to a
+    // static passwd record, read at once (the bench calls it from one thread).
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: checked non-null above.
+    let pw = unsafe { &*pw };
+    Some((pw.pw_uid, pw.pw_gid))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
+/// Runs a command to completion; its output becomes the error if it fails.
+fn checked(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// Polls until `port` accepts a connection, `gave_up` says stop, or `timeout` passes.
+fn wait_for_port(port: u16, timeout: Duration, mut gave_up: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            return true;
+        }
+        if gave_up() {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join(" / ")
+}
+
+/// The first line a command prints, or "unknown" when it cannot be run.
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
