@@ -294,15 +294,6 @@ impl QueueDb {
         Ok(())
     }
 
-    /// Puts a leased delivery back, due in `secs`, without counting an attempt.
-    pub fn postpone(&self, delivery_id: i64, secs: i64) -> Result<(), QueueError> {
-        self.conn().execute(
-            "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
-            params![delivery_id, now() + secs],
-        )?;
-        Ok(())
-    }
-
     /// Makes a delivery due now (`queue retry`). Returns whether it exists.
     pub fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
         let n = self.conn().execute(

@@ -64,6 +64,11 @@ impl Outbound {
         }
     }
 
+    /// The smarthost every message goes to, if one is set.
+    pub fn relay(&self) -> Option<&str> {
+        self.relay.as_deref()
+    }
+
     /// Delivers `body` from `from` to `to` (all at one domain).
     pub async fn send(&self, from: &str, to: &[String], body: &[u8]) -> Result<(), DeliveryError> {
         let hosts = match &self.relay {

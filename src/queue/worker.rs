@@ -24,8 +24,8 @@ const CONCURRENCY: usize = 32;
 /// Simultaneous deliveries to one destination (domain, mailbox store or webhook host);
 /// Postfix's default_destination_concurrency_limit is also 20.
 const PER_DESTINATION: usize = 20;
-/// How long a delivery waits when its destination's slots are all in use.
-const DESTINATION_BUSY_SECS: i64 = 5;
+/// Deliveries taken from the queue and not yet finished, at most (all well within a lease).
+const MAX_TAKEN: usize = 512;
 
 pub struct Worker {
     pub db: Arc<QueueDb>,
@@ -62,13 +62,16 @@ impl Worker {
     /// Runs until `shutdown` turns true; in-flight deliveries finish first.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        // Deliveries taken from the queue but not finished: bounded, so none outlives its
+        // lease while it waits for a slot.
+        let taken = Arc::new(Semaphore::new(MAX_TAKEN));
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let batch = (CONCURRENCY * 2).min(taken.available_permits().max(1));
             let db = self.db.clone();
-            let due =
-                tokio::task::spawn_blocking(move || db.take_due(CONCURRENCY * 2, LEASE_SECS)).await;
+            let due = tokio::task::spawn_blocking(move || db.take_due(batch, LEASE_SECS)).await;
             let due = match due {
                 Ok(Ok(due)) => due,
                 Ok(Err(e)) => {
@@ -79,24 +82,23 @@ impl Worker {
             };
             let idle = due.is_empty();
             for delivery in due {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
+                let Ok(held) = taken.clone().acquire_owned().await else {
                     break;
                 };
-                // One destination never takes every worker: when its slots are full the
-                // delivery steps back for a few seconds (no attempt counted), so a slow or
-                // tarpitting MX delays only its own mail.
-                let Ok(turn) = self.destination_slots(&delivery).try_acquire_owned() else {
-                    let db = self.db.clone();
-                    let id = delivery.id;
-                    let _ =
-                        tokio::task::spawn_blocking(move || db.postpone(id, DESTINATION_BUSY_SECS))
-                            .await;
-                    continue;
-                };
-                let worker = self.clone();
+                // One destination never takes every worker: a delivery first waits for a
+                // slot of its destination, then for a worker, so a slow or tarpitting MX
+                // delays only its own mail and never holds workers while it waits.
+                let destination = self.destination_slots(&delivery);
+                let (worker, slots) = (self.clone(), slots.clone());
                 tokio::spawn(async move {
+                    let Ok(turn) = destination.acquire_owned().await else {
+                        return;
+                    };
+                    let Ok(permit) = slots.acquire_owned().await else {
+                        return;
+                    };
                     worker.attempt(delivery).await;
-                    drop((permit, turn));
+                    drop((permit, turn, held));
                 });
             }
             if idle {
@@ -115,18 +117,20 @@ impl Worker {
             }
         }
         // Let running attempts finish (or their leases expire) before the process exits.
-        let _ = slots.acquire_many(CONCURRENCY as u32).await;
+        let _ = taken.acquire_many(MAX_TAKEN as u32).await;
     }
 
     fn destination_slots(&self, d: &Delivery) -> Arc<Semaphore> {
-        let key = match d.kind {
-            DeliveryKind::Forward => d
+        let key = match (d.kind, self.outbound.relay()) {
+            // With a smarthost every forward goes to the same place.
+            (DeliveryKind::Forward, Some(relay)) => relay.to_string(),
+            (DeliveryKind::Forward, None) => d
                 .target
                 .rsplit_once('@')
                 .map_or(d.target.as_str(), |(_, dom)| dom)
                 .to_ascii_lowercase(),
-            DeliveryKind::Mailbox => "mailboxes".to_string(),
-            DeliveryKind::Webhook => url::Url::parse(&d.target)
+            (DeliveryKind::Mailbox, _) => "mailboxes".to_string(),
+            (DeliveryKind::Webhook, _) => url::Url::parse(&d.target)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default(),

@@ -77,8 +77,12 @@ pub async fn serve_mx(
                 let Ok((stream, remote)) = accepted else { continue };
                 let limit = ctx.connections_per_minute;
                 let rate_ok = limit == 0 || ctx.cache.hit(&format!("mx-connect:{}", remote.ip()), limit, Duration::from_secs(60));
-                if !rate_ok || !ctx.admit(remote.ip()) {
-                    sessions.spawn(refuse(stream));
+                if !rate_ok {
+                    sessions.spawn(refuse(stream, "Too many new connections from your address; slow down"));
+                    continue;
+                }
+                if !ctx.admit(remote.ip()) {
+                    sessions.spawn(refuse(stream, "Too many open connections from your address"));
                     continue;
                 }
                 let ctx = ctx.clone();
@@ -98,10 +102,10 @@ pub async fn serve_mx(
     .await;
 }
 
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream, why: &str) {
     use tokio::io::AsyncWriteExt;
     let _ = stream
-        .write_all(b"421 4.7.0 Too many connections from your address\r\n")
+        .write_all(format!("421 4.7.0 {why}; try again later\r\n").as_bytes())
         .await;
 }
 

@@ -221,7 +221,8 @@ pub struct Limits {
     /// New connections one IP address may open per minute; 0 turns the limit off. Default 600.
     #[serde(default = "default_connections_per_minute")]
     pub connections_per_minute: u32,
-    /// Connections one IP address may hold open at once. Default 20.
+    /// Connections one IP address may hold open at once. Default 50, as Postfix's
+    /// smtpd_client_connection_count_limit.
     #[serde(default = "default_connections_per_ip")]
     pub connections_per_ip: u32,
 }
@@ -240,7 +241,7 @@ fn default_connections_per_minute() -> u32 {
 }
 
 fn default_connections_per_ip() -> u32 {
-    20
+    50
 }
 
 /// Outbound delivery.
