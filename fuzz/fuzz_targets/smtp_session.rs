@@ -64,7 +64,7 @@ fn world() -> World {
             srs: Srs::new(b"fuzz".to_vec()),
             max_message_size: 64 * 1024,
             authenticator: None,
-            store,
+            signing: Arc::new(ferrymail::dkim::signing::SigningKeys::new(store)),
             log: Arc::new(MailLog::open(&loaded.data_dir()).expect("log")),
             cache: Arc::new(ferrymail::cache::MemoryCache::default()),
             connections_per_minute: 0,

@@ -96,6 +96,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             None
         }
     };
+    let signing = Arc::new(crate::dkim::signing::SigningKeys::new(store.clone()));
     let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
     let queue = Arc::new(QueueDb::open(&data_dir).context("opening the queue")?);
     let released = queue.release_leases()?;
@@ -136,6 +137,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         webhook_key: webhook_key(&loaded)?,
         log: log.clone(),
         cache: cache.clone(),
+        signing: signing.clone(),
         destinations: Default::default(),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
@@ -162,7 +164,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             srs: srs.clone(),
             max_message_size: max_size,
             authenticator,
-            store: store.clone(),
+            signing: signing.clone(),
             log: log.clone(),
             cache: cache.clone(),
             connections_per_minute: loaded.spec.limits.connections_per_minute,

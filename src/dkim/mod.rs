@@ -1,6 +1,8 @@
 //! DKIM keys: generated once at apply (RSA-2048 or Ed25519), kept in the store, and the
 //! TXT record that publishes a key's public half, ready for the DNS capability.
 
+pub mod signing;
+
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};

@@ -41,6 +41,8 @@ pub struct Worker {
     /// Webhook failures are counted here; the MX reads them to answer 421.
     pub cache: Arc<dyn crate::cache::Cache>,
     pub webhook_key: Option<Vec<u8>>,
+    /// Parsed DKIM keys, shared with the MX (which seals with them).
+    pub signing: Arc<crate::dkim::signing::SigningKeys>,
     /// Per-destination concurrency, created on first use.
     pub destinations: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
 }
@@ -204,7 +206,8 @@ impl Worker {
             .get(&domain)
             .cloned()
             .unwrap_or_default();
-        let store = self.store.clone();
+        let signing = self.signing.clone();
+        let revision = self.snapshot.get().revision;
         let mut message = d.prefix.as_bytes().to_vec();
         if d.from_rewrite.is_empty() {
             message.extend_from_slice(body);
@@ -212,10 +215,10 @@ impl Worker {
             message.extend_from_slice(&super::rewrite::friendly_from(body, &d.from_rewrite));
         }
         let signed = tokio::task::spawn_blocking(move || {
-            let headers = super::sign::dkim_headers(store.as_ref(), &keys, &message)?;
+            let headers = super::sign::dkim_headers(&signing, &keys, revision, &message)?;
             let mut out = headers.into_bytes();
             out.extend_from_slice(&message);
-            Ok::<_, super::sign::SignError>(out)
+            Ok::<_, crate::dkim::signing::KeyError>(out)
         })
         .await
         .map_err(|e| DeliveryError::temporary(e.to_string()))?

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 
 use mail_auth::ArcOutput;
 use mail_auth::arc::ArcSealer;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -14,7 +13,8 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator, SpfResult,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::dkim::signing::SharedKey;
 
 /// Which check says the message must be refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +43,8 @@ pub struct Sealer {
     pub alias: String,
     pub domain: String,
     pub selector: String,
-    pub algorithm: String,
-    /// PKCS#8 DER private key.
-    pub key: Vec<u8>,
+    /// The parsed key (shared, see dkim::signing).
+    pub key: SharedKey,
 }
 
 /// Headers the ARC-Message-Signature covers. Not DKIM-Signature: the seal is made on
@@ -59,22 +58,11 @@ fn seal(
     results: &AuthenticationResults<'_>,
     arc: &ArcOutput<'_>,
 ) -> Option<String> {
-    let set = if sealer.algorithm == "ed25519" {
-        let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&sealer.key).ok()?;
-        ArcSealer::from_key(key)
-            .domain(&sealer.domain)
-            .selector(&sealer.selector)
-            .headers(ARC_HEADERS)
-            .seal(message, results, arc)
-    } else {
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(sealer.key.as_slice()));
-        let key = RsaKey::<Sha256>::from_key_der(der).ok()?;
-        ArcSealer::from_key(key)
-            .domain(&sealer.domain)
-            .selector(&sealer.selector)
-            .headers(ARC_HEADERS)
-            .seal(message, results, arc)
-    };
+    let set = ArcSealer::from_key(sealer.key.clone())
+        .domain(&sealer.domain)
+        .selector(&sealer.selector)
+        .headers(ARC_HEADERS)
+        .seal(message, results, arc);
     match set {
         Ok(set) => Some(set.to_header()),
         Err(e) => {

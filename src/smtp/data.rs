@@ -236,17 +236,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             keys.push((alias.to_string(), record.clone()));
         }
-        let store = self.ctx.store.clone();
+        let signing = self.ctx.signing.clone();
+        let revision = snapshot.revision;
         tokio::task::spawn_blocking(move || {
             keys.into_iter()
                 .filter_map(|(alias, k)| {
-                    let id = crate::store::records::dkim_key_id(&k.selector, &k.domain);
-                    let key = store.dkim_private_key(&id).ok().flatten()?;
+                    let key = signing.get(&k, revision).ok()?;
                     Some(Sealer {
                         alias,
                         domain: k.domain,
                         selector: k.selector,
-                        algorithm: k.algorithm,
                         key,
                     })
                 })

@@ -34,8 +34,8 @@ pub struct MxContext {
     /// New connections per IP and minute (0 = no limit), and open connections per IP.
     pub connections_per_minute: u32,
     pub connections_per_ip: u32,
-    /// Where the forwarding domains' keys are, for ARC sealing.
-    pub store: Arc<dyn crate::store::Store>,
+    /// The forwarding domains' parsed keys, for ARC sealing.
+    pub signing: Arc<crate::dkim::signing::SigningKeys>,
     /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.
     pub authenticator: Option<mail_auth::MessageAuthenticator>,
     /// Open connections per client IP.
