@@ -10,6 +10,10 @@
 //! the final "\r\n.\r\n" to the 250), CPU per message and peak RSS. BENCHMARKS.md says
 //! how to read the results.
 
+#[path = "support/machine.rs"]
+mod machine;
+
+use machine::{command_line, cpu_model};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -1852,31 +1856,4 @@ fn wait_for_port(port: u16, timeout: Duration, mut gave_up: impl FnMut() -> bool
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join(" / ")
-}
-
-/// The first line a command prints, or "unknown" when it cannot be run.
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

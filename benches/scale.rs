@@ -1,6 +1,10 @@
 //! Scale benchmark: a 10,000-domain, 100,000-alias spec through the release binary's
 //! validate, plan and apply, with wall time and peak RSS per step against the targets.
 
+#[path = "support/machine.rs"]
+mod machine;
+
+use machine::{command_line, cpu_model};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -474,31 +478,4 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 fn nproc() -> String {
     command_line("nproc", &[])
-}
-
-/// The first line a command prints, or "unknown" when it cannot be run.
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

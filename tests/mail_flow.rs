@@ -301,20 +301,7 @@ fn mailbox_webhook_and_pattern_routes_deliver() {
 fn recipients_are_checked_and_relay_tricks_refused() {
     let s = setup("");
     let _server = s.w.serve(s.mx);
-    let rcpt = |to: &str| {
-        swaks(
-            s.mx,
-            &[
-                "--from",
-                "x@sender.test",
-                "--to",
-                to,
-                "--quit-after",
-                "RCPT",
-            ],
-        )
-        .stdout
-    };
+    let rcpt = |to: &str| common::rcpt_probe(s.mx, "x@sender.test", to);
 
     assert!(
         rcpt("nobody@example.test").contains("<** 550 5.1.1"),
@@ -501,20 +488,7 @@ fn starttls_works_with_swaks() {
 fn spec_edits_apply_while_serving_and_broken_edits_keep_the_old_state() {
     let s = setup("");
     let _server = s.w.serve(s.mx);
-    let rcpt = |to: &str| {
-        swaks(
-            s.mx,
-            &[
-                "--from",
-                "x@sender.test",
-                "--to",
-                to,
-                "--quit-after",
-                "RCPT",
-            ],
-        )
-        .stdout
-    };
+    let rcpt = |to: &str| common::rcpt_probe(s.mx, "x@sender.test", to);
     assert!(rcpt("new@example.test").contains("<** 550 5.1.1"));
 
     let text = std::fs::read_to_string(&s.w.spec).unwrap();

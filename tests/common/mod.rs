@@ -338,3 +338,8 @@ pub fn quiet_dns(dir: &Path) -> (Process, u16) {
         ],
     )
 }
+
+/// What the MX on `port` answers to RCPT TO:<to> from `from` (swaks stops after RCPT).
+pub fn rcpt_probe(port: u16, from: &str, to: &str) -> String {
+    swaks(port, &["--from", from, "--to", to, "--quit-after", "RCPT"]).stdout
+}
