@@ -128,7 +128,6 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         ),
         mailboxes: Mailboxes::new(&data_dir),
         snapshot: snapshot.clone(),
-        store: store.clone(),
         srs: srs.clone(),
         hostname: hostname.clone(),
         http: reqwest::Client::builder()

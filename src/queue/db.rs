@@ -49,6 +49,15 @@ impl DeliveryKind {
     }
 }
 
+impl rusqlite::types::FromSql for DeliveryKind {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        DeliveryKind::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("delivery kind {text:?}").into())
+        })
+    }
+}
+
 /// A delivery ready to be attempted, with what the attempt needs.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -191,31 +200,20 @@ impl QueueDb {
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now, limit as i64], |r| {
-                let kind: String = r.get(2)?;
-                Ok((
-                    kind,
-                    Delivery {
-                        id: r.get(0)?,
-                        message_id: r.get(1)?,
-                        kind: DeliveryKind::Forward,
-                        target: r.get(3)?,
-                        alias: r.get(4)?,
-                        attempts: r.get::<_, i64>(5)? as u32,
-                        mail_from: r.get(6)?,
-                        received_at: r.get(7)?,
-                        prefix: r.get(8)?,
-                        from_rewrite: r.get(9)?,
-                    },
-                ))
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    message_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    target: r.get(3)?,
+                    alias: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                    mail_from: r.get(6)?,
+                    received_at: r.get(7)?,
+                    prefix: r.get(8)?,
+                    from_rewrite: r.get(9)?,
+                })
             })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (kind, mut delivery) = row?;
-                delivery.kind = DeliveryKind::parse(&kind)
-                    .ok_or_else(|| QueueError::Data(format!("delivery kind {kind:?}")))?;
-                out.push(delivery);
-            }
-            out
+            rows.collect::<Result<Vec<_>, _>>()?
         };
         {
             let mut lease =
@@ -327,7 +325,7 @@ impl QueueDb {
             Ok(QueueEntry {
                 id: r.get(0)?,
                 message_id: r.get(1)?,
-                kind: DeliveryKind::parse(&r.get::<_, String>(2)?).unwrap_or(DeliveryKind::Forward),
+                kind: r.get(2)?,
                 target: r.get(3)?,
                 mail_from: r.get(4)?,
                 attempts: r.get::<_, i64>(5)? as u32,

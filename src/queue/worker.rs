@@ -12,7 +12,6 @@ use super::{Delivery, DeliveryKind, Envelope, NewDelivery, QueueDb, Spool, now_u
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
 use crate::snapshot::SnapshotHandle;
-use crate::store::Store;
 
 /// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
 const RETRY_LADDER: [i64; 8] = [120, 300, 600, 900, 1800, 3600, 7200, 14_400];
@@ -33,7 +32,6 @@ pub struct Worker {
     pub outbound: Outbound,
     pub mailboxes: Mailboxes,
     pub snapshot: Arc<SnapshotHandle>,
-    pub store: Arc<dyn Store>,
     pub srs: Srs,
     pub hostname: String,
     pub http: reqwest::Client,

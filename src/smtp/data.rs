@@ -257,10 +257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn received_header(&self, envelope: &Envelope) -> String {
         let date = mail_parser::DateTime::from_timestamp(crate::queue::now_unix()).to_rfc822();
-        let with = match (self.tls, self.state.body_8bit) {
-            (true, _) => "ESMTPS",
-            (false, _) => "ESMTP",
-        };
+        let with = if self.tls { "ESMTPS" } else { "ESMTP" };
         let helo: String = envelope
             .helo
             .chars()

@@ -1,7 +1,7 @@
 //! MAIL FROM and RCPT TO: the envelope, checked against the Snapshot. Only recipients of
 //! declared domains are accepted (no open relay); each carries its routing decision.
 
-use smtp_proto::{MAIL_BODY_8BITMIME, MailFrom, RcptTo};
+use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::policy::{is_relay_trick, sender_verdict};
@@ -29,7 +29,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if from.size as u64 > self.ctx.max_message_size {
             return self.reply(552, "5.3.4", "Message too big for this server");
         }
-        self.state.body_8bit = from.flags & MAIL_BODY_8BITMIME != 0;
         self.state.mail_from = Some(from.address);
         self.reply(250, "2.1.0", "Sender OK");
     }

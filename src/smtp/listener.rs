@@ -116,7 +116,7 @@ async fn session(stream: TcpStream, remote: SocketAddr, ctx: Arc<MxContext>) {
         .await
     {
         Outcome::Closed => {}
-        Outcome::StartTls(stream, _) => {
+        Outcome::StartTls(stream) => {
             let Some(config) = ctx.tls.clone() else {
                 return;
             };

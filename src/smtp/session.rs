@@ -27,7 +27,7 @@ const MAX_ERRORS: u32 = 10;
 pub enum Outcome<S> {
     Closed,
     /// The client asked for STARTTLS; the caller upgrades `S` and starts a new session.
-    StartTls(S, Box<State>),
+    StartTls(S),
 }
 
 /// A recipient accepted in this transaction.
@@ -44,14 +44,14 @@ pub struct Accepted {
     pub allowlisted: bool,
 }
 
-/// What survives STARTTLS (nothing of the transaction: RFC 3207 resets it).
+/// The session's state: who the client said it is and the transaction in progress. A
+/// STARTTLS upgrade starts a new session, so none of it crosses TLS (RFC 3207).
 #[derive(Debug, Default)]
 pub struct State {
     pub helo: Option<String>,
     pub mail_from: Option<String>,
-    pub body_8bit: bool,
     pub rcpts: Vec<Accepted>,
-    /// The message was declared bigger than allowed (SIZE=) or grew past it.
+    /// Protocol errors so far; past MAX_ERRORS the session is closed.
     pub errors: u32,
 }
 
@@ -168,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Input::Command => match commands.ingest(&mut bytes) {
                         Ok(request) => {
                             let request = request.into_owned();
-                            match self.command(request, &mut bytes).await {
+                            match self.command(request).await {
                                 Next::Continue(next) => next,
                                 Next::Quit => {
                                     let _ = self.flush().await;
@@ -178,11 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                                     // Anything pipelined after STARTTLS is discarded: it
                                     // was sent in the clear (CVE-2011-0411).
                                     let _ = self.flush().await;
-                                    let state = Box::new(State {
-                                        helo: None,
-                                        ..State::default()
-                                    });
-                                    return Outcome::StartTls(self.stream, state);
+                                    return Outcome::StartTls(self.stream);
                                 }
                             }
                         }
@@ -277,11 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn command(
-        &mut self,
-        request: Request<String>,
-        _rest: &mut std::slice::Iter<'_, u8>,
-    ) -> Next {
+    async fn command(&mut self, request: Request<String>) -> Next {
         match request {
             Request::Ehlo { host } => self.handle_ehlo(host, true),
             Request::Helo { host } => self.handle_ehlo(host, false),
@@ -371,7 +363,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn reset_transaction(&mut self) {
         self.state.mail_from = None;
         self.state.rcpts.clear();
-        self.state.body_8bit = false;
         self.bdat_body.clear();
     }
 }

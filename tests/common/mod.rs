@@ -45,6 +45,16 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// The server and store part every test spec starts with.
 pub fn header() -> String {
     "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\n\n".to_string()
@@ -112,11 +122,7 @@ pub fn run_in(cwd: &Path, spec: &Path, args: &[&str], stdin: Option<&str>) -> Ru
             .expect("write stdin");
     }
     let out = child.wait_with_output().expect("wait for ferrymail");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// A port nobody listens on right now.
@@ -277,11 +283,7 @@ pub fn swaks(port: u16, args: &[&str]) -> Run {
         .stdin(Stdio::null())
         .output()
         .expect("swaks must be installed (scripts/test installs it)");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// An authoritative DNS server (Knot) on a free loopback port serving `zones`
@@ -342,4 +344,20 @@ pub fn quiet_dns(dir: &Path) -> (Process, u16) {
 /// What the MX on `port` answers to RCPT TO:<to> from `from` (swaks stops after RCPT).
 pub fn rcpt_probe(port: u16, from: &str, to: &str) -> String {
     swaks(port, &["--from", from, "--to", to, "--quit-after", "RCPT"]).stdout
+}
+
+/// Runs dkimpy on a message: `mode` is "dkim" (every signature) or "arc" (the chain);
+/// `records` are the DNS TXT records as "name=value".
+pub fn dkimpy(mode: &str, message: &Path, records: &[&str]) -> Run {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/dkimpy_verify.py"
+        ))
+        .arg(mode)
+        .arg(message)
+        .args(records)
+        .output()
+        .expect("python3 with dkimpy (scripts/test installs it)");
+    Run::from(out)
 }
