@@ -141,14 +141,32 @@ fn main() {
         messages,
     };
 
+    // FERRYMAIL_BENCH_ONLY=rsa,postfix (say) runs a subset, e.g. to profile one server.
+    let only = std::env::var("FERRYMAIL_BENCH_ONLY").ok();
+    let wanted = |run: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == run))
+    };
     let mut runs = Vec::new();
-    for (name, dkim, sub) in [
-        ("ferrymail (DKIM ed25519)", Some("ed25519"), "fm-ed25519"),
-        ("ferrymail (DKIM rsa-2048, the default)", None, "fm-rsa"),
+    for (name, dkim, sub, key) in [
+        (
+            "ferrymail (DKIM ed25519)",
+            Some("ed25519"),
+            "fm-ed25519",
+            "ed25519",
+        ),
+        (
+            "ferrymail (DKIM rsa-2048, the default)",
+            None,
+            "fm-rsa",
+            "rsa",
+        ),
     ] {
-        runs.push(run_ferrymail(name, &dir.path().join(sub), dkim, &bench));
+        if wanted(key) {
+            runs.push(run_ferrymail(name, &dir.path().join(sub), dkim, &bench));
+        }
     }
-    if bench.tools.postfix_ready() {
+    if wanted("postfix") && bench.tools.postfix_ready() {
         runs.push(run_postfix(&dir.path().join("postfix"), &bench));
     }
     report(&runs, messages, bench.tools.source.is_some());

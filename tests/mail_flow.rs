@@ -581,6 +581,49 @@ fn a_connection_flood_from_one_address_is_slowed_down() {
 }
 
 #[test]
+fn a_client_that_quits_frees_its_place_before_the_221() {
+    use std::io::{BufRead, BufReader, Write};
+    // Four open connections per address, four clients that reconnect as soon as they
+    // have read the 221: each must be let in every time, so the place has to be given
+    // back at QUIT, not some time after the 221 (smtp-source -s 20 against 20 tripped it).
+    const CLIENTS: usize = 4;
+    let s = setup(&format!(
+        "\n[limits]\nconnections_per_minute = 0\nconnections_per_ip = {CLIENTS}\n"
+    ));
+    let _server = s.w.serve(s.mx);
+    let mx = s.mx;
+    // The harness's readiness probe closed without QUIT; its place is free once the
+    // server has read the end of that connection.
+    std::thread::sleep(Duration::from_millis(300));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<(), String> {
+                for round in 0..150 {
+                    let conn = std::net::TcpStream::connect(("127.0.0.1", mx)).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if !line.starts_with("220 ") {
+                        return Err(format!("round {round}: {line}"));
+                    }
+                    (&conn).write_all(b"QUIT\r\n").unwrap();
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    if !line.starts_with("221 ") {
+                        return Err(format!("round {round}: {line}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap().unwrap();
+    }
+}
+
+#[test]
 fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
     let dead = free_port();
     let s = setup(&format!(

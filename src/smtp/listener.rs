@@ -43,22 +43,38 @@ pub struct MxContext {
 }
 
 impl MxContext {
-    fn admit(&self, ip: IpAddr) -> bool {
+    /// Counts a new connection from `ip`, or None when the IP has too many open.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_default();
         if *n >= self.connections_per_ip as usize {
-            return false;
+            return None;
         }
         *n += 1;
-        true
+        Some(Admission {
+            ctx: self.clone(),
+            ip,
+        })
     }
+}
 
-    fn release(&self, ip: IpAddr) {
-        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&ip) {
+/// One open connection in its IP's count; dropping it gives the place back.
+pub struct Admission {
+    ctx: Arc<MxContext>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut map = self
+            .ctx
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&ip);
+                map.remove(&self.ip);
             }
         }
     }
@@ -81,15 +97,11 @@ pub async fn serve_mx(
                     sessions.spawn(refuse(stream, "Too many new connections from your address; slow down"));
                     continue;
                 }
-                if !ctx.admit(remote.ip()) {
+                let Some(admission) = ctx.admit(remote.ip()) else {
                     sessions.spawn(refuse(stream, "Too many open connections from your address"));
                     continue;
-                }
-                let ctx = ctx.clone();
-                sessions.spawn(async move {
-                    session(stream, remote, ctx.clone()).await;
-                    ctx.release(remote.ip());
-                });
+                };
+                sessions.spawn(session(stream, remote, ctx.clone(), admission));
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -109,20 +121,24 @@ async fn refuse(mut stream: TcpStream, why: &str) {
         .await;
 }
 
-async fn session(stream: TcpStream, remote: SocketAddr, ctx: Arc<MxContext>) {
+async fn session(stream: TcpStream, remote: SocketAddr, ctx: Arc<MxContext>, admission: Admission) {
     let _ = stream.set_nodelay(true);
     match Session::new(ctx.clone(), stream, remote, false)
+        .with_admission(Some(admission))
         .run(true)
         .await
     {
         Outcome::Closed => {}
-        Outcome::StartTls(stream) => {
+        Outcome::StartTls(stream, admission) => {
             let Some(config) = ctx.tls.clone() else {
                 return;
             };
             match TlsAcceptor::from(config).accept(stream).await {
                 Ok(tls) => {
-                    let _ = Session::new(ctx, tls, remote, true).run(false).await;
+                    let _ = Session::new(ctx, tls, remote, true)
+                        .with_admission(admission)
+                        .run(false)
+                        .await;
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
             }

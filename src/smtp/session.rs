@@ -12,7 +12,7 @@ use smtp_proto::request::receiver::{
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::listener::MxContext;
+use super::listener::{Admission, MxContext};
 use crate::queue::NewDelivery;
 use crate::queue::log::{Entry, Event};
 
@@ -26,8 +26,9 @@ const MAX_ERRORS: u32 = 10;
 /// How a session ended.
 pub enum Outcome<S> {
     Closed,
-    /// The client asked for STARTTLS; the caller upgrades `S` and starts a new session.
-    StartTls(S),
+    /// The client asked for STARTTLS; the caller upgrades `S` and starts a new session,
+    /// which keeps the connection's place in the per-IP count.
+    StartTls(S, Option<Admission>),
 }
 
 /// A recipient accepted in this transaction.
@@ -78,6 +79,8 @@ pub struct Session<S> {
     pub out: Vec<u8>,
     /// BDAT chunks gathered so far.
     pub bdat_body: Vec<u8>,
+    /// This connection's place in its IP's open-connection count, given back at QUIT.
+    pub admission: Option<Admission>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -90,7 +93,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             state: State::default(),
             out: Vec::new(),
             bdat_body: Vec::new(),
+            admission: None,
         }
+    }
+
+    pub fn with_admission(mut self, admission: Option<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     pub fn reply(&mut self, code: u16, status: &str, text: &str) {
@@ -171,6 +180,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             match self.command(request).await {
                                 Next::Continue(next) => next,
                                 Next::Quit => {
+                                    // Released before the 221 goes out: a client that
+                                    // reconnects as soon as it reads it must fit again.
+                                    drop(self.admission.take());
                                     let _ = self.flush().await;
                                     return Outcome::Closed;
                                 }
@@ -178,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                                     // Anything pipelined after STARTTLS is discarded: it
                                     // was sent in the clear (CVE-2011-0411).
                                     let _ = self.flush().await;
-                                    return Outcome::StartTls(self.stream);
+                                    return Outcome::StartTls(self.stream, self.admission);
                                 }
                             }
                         }
