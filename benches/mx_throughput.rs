@@ -1170,7 +1170,7 @@ fn builtin_sink_session(stream: TcpStream, delivered: &AtomicU64) -> io::Result<
 }
 
 // ---------------------------------------------------------------------------------------
-// A stub DNS server: NXDOMAIN for every question, at once.
+// A stub DNS server: NXDOMAIN (with an SOA) for every question, at once.
 
 struct DnsStub {
     addr: SocketAddr,
@@ -1200,7 +1200,9 @@ impl DnsStub {
     }
 }
 
-/// The NXDOMAIN answer to a one-question query: same id and question, no records.
+/// The NXDOMAIN answer to a one-question query: same id and question, and an SOA in the
+/// authority section as every real resolver sends (RFC 2308), so the answer may be cached
+/// for its minimum TTL (300 s) like one from the Internet.
 fn nxdomain(query: &[u8]) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] {
         return None;
@@ -1227,8 +1229,13 @@ fn nxdomain(query: &[u8]) -> Option<Vec<u8>> {
     // QR, the query's opcode and RD; RA and RCODE 3 (NXDOMAIN).
     reply.push(0x80 | (query[2] & 0x79));
     reply.push(0x80 | 3);
-    reply.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    reply.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
     reply.extend_from_slice(&query[12..end]);
+    // ". 300 IN SOA . . 1 3600 600 86400 300"
+    reply.extend_from_slice(&[0, 0, 6, 0, 1, 0, 0, 1, 44, 0, 22, 0, 0]);
+    for field in [1u32, 3600, 600, 86_400, 300] {
+        reply.extend_from_slice(&field.to_be_bytes());
+    }
     Some(reply)
 }
 

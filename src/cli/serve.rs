@@ -209,6 +209,10 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining sessions and deliveries");
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Finished deliveries are removed with the spool's next commit: make it now, or a
+    // restart would deliver them again.
+    spool.flush().await;
+    log.flush();
     let _ = std::fs::remove_file(&state_path);
     Ok(())
 }

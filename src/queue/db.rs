@@ -1,5 +1,5 @@
-//! The queue database (`queue.db`, SQLite, WAL, synchronous=FULL): messages with their
-//! envelope and one row per delivery, each with its own retry state and lease.
+//! The queue database (`queue.db`, SQLite, WAL): messages with their envelope and one
+//! row per delivery, each with its own retry state and lease.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -71,7 +71,14 @@ pub struct Delivery {
     pub attempts: u32,
     pub mail_from: String,
     pub received_at: i64,
+    /// The message, read with the delivery when it is small (see `INLINE_BODY`).
+    pub body: Option<Vec<u8>>,
 }
+
+/// Bodies up to this size come with the deliveries `take_due` returns: one read instead
+/// of one more per delivery; larger ones are read when their attempt starts, so a batch
+/// of leased deliveries (at most 512) holds 32 MiB at most.
+const INLINE_BODY: i64 = 64 * 1024;
 
 /// A delivery as `queue list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +121,12 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 ";
 
+/// One connection, shared. What precedes a reply to a user (a 250, `queue remove`)
+/// commits with fsync; the delivery workers' bookkeeping (leases, retries, removing what
+/// was delivered) commits without: losing its last commits in a power cut re-sends a
+/// message at worst, and the next fsynced commit of the WAL makes them durable anyway.
+/// So the 250 no longer waits behind a worker's fsync (BENCHMARKS.md, finding 2). (Two
+/// connections cost more: each one drops its page cache whenever the other has written.)
 pub struct QueueDb {
     conn: Mutex<Connection>,
 }
@@ -127,9 +140,10 @@ pub fn now() -> i64 {
 
 impl QueueDb {
     pub fn open(data_dir: &Path) -> Result<QueueDb, QueueError> {
-        // Full durability: the commit that precedes a 250 reaches the disk before the reply.
-        let conn =
-            crate::sqlite::open(&data_dir.join("queue.db"), crate::sqlite::Durability::Full)?;
+        let conn = crate::sqlite::open(
+            &data_dir.join("queue.db"),
+            crate::sqlite::Durability::Normal,
+        )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         Ok(QueueDb {
@@ -137,53 +151,45 @@ impl QueueDb {
         })
     }
 
+    /// The connection, for bookkeeping: its commits reach the OS, not the disk.
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores messages and their deliveries in one transaction (one fsync for the batch).
-    pub fn insert_batch(
+    /// Runs `write` with commits that are on disk (fsync) before it returns.
+    fn durably<T>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = write(&mut conn);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        result
+    }
+
+    /// One commit of the spool: stores new messages with their deliveries and removes
+    /// finished deliveries. With new messages it is on disk (fsync) before it returns,
+    /// since a 250 waits for it; removals alone need not be.
+    pub fn commit(
         &self,
         batch: &[(Envelope, Vec<u8>, Vec<NewDelivery>)],
+        finished: &[i64],
     ) -> Result<Vec<i64>, QueueError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let mut ids = Vec::with_capacity(batch.len());
-        {
-            let mut msg = tx.prepare_cached(
-                "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut del = tx.prepare_cached(
-                "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let now = now();
-            for (envelope, body, deliveries) in batch {
-                let env =
-                    serde_json::to_string(envelope).map_err(|e| QueueError::Data(e.to_string()))?;
-                msg.execute(params![
-                    now,
-                    env,
-                    envelope.mail_from,
-                    body.len() as i64,
-                    body
-                ])?;
-                let id = tx.last_insert_rowid();
-                for d in deliveries {
-                    del.execute(params![
-                        id,
-                        d.kind.as_str(),
-                        d.target,
-                        d.alias,
-                        d.prefix,
-                        d.from_rewrite,
-                        now
-                    ])?;
-                }
-                ids.push(id);
+        let write = |conn: &mut Connection| {
+            let tx = conn.transaction()?;
+            let ids = insert_messages(&tx, batch)?;
+            for &id in finished {
+                remove_delivery(&tx, id)?;
             }
+            tx.commit()?;
+            Ok(ids)
+        };
+        if batch.is_empty() {
+            write(&mut self.conn())
+        } else {
+            self.durably(write)
         }
-        tx.commit()?;
-        Ok(ids)
     }
 
     /// Takes up to `limit` due deliveries and leases them for `lease_secs`, so no other
@@ -194,12 +200,13 @@ impl QueueDb {
         let now = now();
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite
+                "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite,
+                        CASE WHEN m.size <= ?3 THEN m.body END
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, limit as i64], |r| {
+            let rows = stmt.query_map(params![now, limit as i64, INLINE_BODY], |r| {
                 Ok(Delivery {
                     id: r.get(0)?,
                     message_id: r.get(1)?,
@@ -211,6 +218,7 @@ impl QueueDb {
                     received_at: r.get(7)?,
                     prefix: r.get(8)?,
                     from_rewrite: r.get(9)?,
+                    body: r.get(10)?,
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -256,28 +264,6 @@ impl QueueDb {
             .optional()?)
     }
 
-    /// A delivery succeeded (or failed for good): remove it, and the message with its last.
-    pub fn finish(&self, delivery_id: i64) -> Result<(), QueueError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let message_id: Option<i64> = tx
-            .query_row(
-                "SELECT message_id FROM deliveries WHERE id = ?1",
-                [delivery_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
-        if let Some(m) = message_id {
-            tx.execute(
-                "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
-                [m],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// A delivery failed temporarily: try again at `next_at`.
     pub fn retry_later(
         &self,
@@ -294,25 +280,23 @@ impl QueueDb {
 
     /// Makes a delivery due now (`queue retry`). Returns whether it exists.
     pub fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
-        let n = self.conn().execute(
-            "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
-            params![delivery_id, now()],
-        )?;
-        Ok(n > 0)
+        self.durably(|conn| {
+            let n = conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
+                params![delivery_id, now()],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     /// Removes a delivery (`queue remove`). Returns whether it existed.
     pub fn remove(&self, delivery_id: i64) -> Result<bool, QueueError> {
-        let existed = self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM deliveries WHERE id = ?1",
-                [delivery_id],
-                |_| Ok(()),
-            )
-            .optional()?;
-        self.finish(delivery_id)?;
-        Ok(existed.is_some())
+        self.durably(|conn| {
+            let tx = conn.transaction()?;
+            let existed = remove_delivery(&tx, delivery_id)?;
+            tx.commit()?;
+            Ok(existed)
+        })
     }
 
     pub fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
@@ -357,6 +341,67 @@ impl QueueDb {
     }
 }
 
+/// Inserts messages and their deliveries; returns their ids.
+fn insert_messages(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[(Envelope, Vec<u8>, Vec<NewDelivery>)],
+) -> Result<Vec<i64>, QueueError> {
+    let mut ids = Vec::with_capacity(batch.len());
+    {
+        let mut msg = tx.prepare_cached(
+            "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut del = tx.prepare_cached(
+            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let now = now();
+        for (envelope, body, deliveries) in batch {
+            let env =
+                serde_json::to_string(envelope).map_err(|e| QueueError::Data(e.to_string()))?;
+            msg.execute(params![
+                now,
+                env,
+                envelope.mail_from,
+                body.len() as i64,
+                body
+            ])?;
+            let id = tx.last_insert_rowid();
+            for d in deliveries {
+                del.execute(params![
+                    id,
+                    d.kind.as_str(),
+                    d.target,
+                    d.alias,
+                    d.prefix,
+                    d.from_rewrite,
+                    now
+                ])?;
+            }
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Deletes a delivery, and its message when it was the last; returns whether it existed.
+fn remove_delivery(tx: &rusqlite::Transaction<'_>, delivery_id: i64) -> Result<bool, QueueError> {
+    let message_id: Option<i64> = tx
+        .query_row(
+            "SELECT message_id FROM deliveries WHERE id = ?1",
+            [delivery_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
+    if let Some(m) = message_id {
+        tx.execute(
+            "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
+            [m],
+        )?;
+    }
+    Ok(message_id.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +428,7 @@ mod tests {
             from_rewrite: "x@d.test".into(),
         };
         let ids = db
-            .insert_batch(&[(envelope(), b"body".to_vec(), vec![delivery])])
+            .commit(&[(envelope(), b"body".to_vec(), vec![delivery])], &[])
             .unwrap();
         let due = db.take_due(10, 600).unwrap();
         assert_eq!(due.len(), 1);
@@ -406,7 +451,7 @@ mod tests {
         );
         assert!(db.retry_now(due[0].id).unwrap());
         assert_eq!(db.take_due(10, 600).unwrap().len(), 1);
-        db.finish(due[0].id).unwrap();
+        db.commit(&[], &[due[0].id]).unwrap();
         assert_eq!(db.pending().unwrap(), 0);
         assert_eq!(
             db.body(ids[0]).unwrap(),
@@ -420,7 +465,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = QueueDb::open(dir.path()).unwrap();
         let ids = db
-            .insert_batch(&[(envelope(), b"body".to_vec(), vec![])])
+            .commit(&[(envelope(), b"body".to_vec(), vec![])], &[])
             .unwrap();
         assert!(db.claim_bounce(ids[0]).unwrap());
         assert!(!db.claim_bounce(ids[0]).unwrap());

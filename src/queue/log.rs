@@ -46,8 +46,19 @@ pub struct Entry {
     pub detail: String,
 }
 
+/// How long the writer gathers records before it writes them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Records written in one transaction, at most.
+const MAX_BATCH: usize = 1024;
+
+enum Job {
+    Record(Entry),
+    Flush(mpsc::Sender<()>),
+}
+
 pub struct MailLog {
-    tx: Mutex<mpsc::Sender<Entry>>,
+    tx: mpsc::Sender<Job>,
     reader: Mutex<Connection>,
 }
 
@@ -77,20 +88,36 @@ impl MailLog {
         let path = data_dir.join("maillog.db");
         let mut writer = open(&path)?;
         let reader = open(&path)?;
-        let (tx, rx) = mpsc::channel::<Entry>();
+        let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("mail-log".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter().take(1023));
-                    if let Err(e) = write(&mut writer, &batch) {
+                    // Nobody waits for a log record: gather for a moment so a busy server
+                    // writes a few transactions a second, not two per message.
+                    if matches!(first, Job::Record(_)) {
+                        std::thread::sleep(GATHER);
+                    }
+                    let mut batch = Vec::new();
+                    let mut flushed = Vec::new();
+                    for job in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
+                        match job {
+                            Job::Record(entry) => batch.push(entry),
+                            Job::Flush(done) => flushed.push(done),
+                        }
+                    }
+                    if !batch.is_empty()
+                        && let Err(e) = write(&mut writer, &batch)
+                    {
                         tracing::error!(error = %e, "mail log write failed");
+                    }
+                    for done in flushed {
+                        let _ = done.send(());
                     }
                 }
             })?;
         Ok(MailLog {
-            tx: Mutex::new(tx),
+            tx,
             reader: Mutex::new(reader),
         })
     }
@@ -98,11 +125,15 @@ impl MailLog {
     /// Records an event (never blocks on the disk) and traces it.
     pub fn record(&self, entry: Entry) {
         tracing::info!(event = entry.event.as_str(), message = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
-        let _ = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(entry);
+        let _ = self.tx.send(Job::Record(entry));
+    }
+
+    /// Blocks until every record so far is written (at shutdown).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
 
     /// The newest `limit` records, newest first.

@@ -20,12 +20,20 @@ pub enum SpoolError {
     Stopped,
 }
 
-type Job = (
-    Envelope,
-    Vec<u8>,
-    Vec<NewDelivery>,
-    oneshot::Sender<Result<i64, String>>,
-);
+enum Job {
+    /// A message to store; the session waits for the reply before its 250.
+    Store {
+        envelope: Envelope,
+        body: Vec<u8>,
+        deliveries: Vec<NewDelivery>,
+        reply: oneshot::Sender<Result<i64, String>>,
+    },
+    /// A delivery is done. Nobody waits: it rides along in the next commit, and if a crash
+    /// loses it the message is delivered once more (at least once, never lost).
+    Finish(i64),
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
 
 #[derive(Clone)]
 pub struct Spool {
@@ -53,9 +61,14 @@ impl Spool {
         body: Vec<u8>,
         deliveries: Vec<NewDelivery>,
     ) -> Result<i64, SpoolError> {
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.jobs
-            .send((envelope, body, deliveries, tx))
+            .send(Job::Store {
+                envelope,
+                body,
+                deliveries,
+                reply,
+            })
             .map_err(|_| SpoolError::Stopped)?;
         match rx.await {
             Ok(Ok(id)) => Ok(id),
@@ -63,34 +76,62 @@ impl Spool {
             Err(_) => Err(SpoolError::Stopped),
         }
     }
+
+    /// Removes a finished delivery (and its message after the last) with the next commit.
+    pub fn finish(&self, delivery_id: i64) -> Result<(), SpoolError> {
+        self.jobs
+            .send(Job::Finish(delivery_id))
+            .map_err(|_| SpoolError::Stopped)
+    }
+
+    /// Waits until every job sent so far is committed (at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 fn writer(db: Arc<QueueDb>, rx: mpsc::Receiver<Job>, committed: Arc<tokio::sync::Notify>) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut replies = Vec::new();
+        let mut finished = Vec::new();
+        let mut flushed = Vec::new();
+        for job in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
+            match job {
+                Job::Store {
+                    envelope,
+                    body,
+                    deliveries,
+                    reply,
+                } => {
+                    batch.push((envelope, body, deliveries));
+                    replies.push(reply);
+                }
+                Job::Finish(id) => finished.push(id),
+                Job::Flush(done) => flushed.push(done),
             }
         }
-        let (batch, replies): (Vec<_>, Vec<_>) = jobs
-            .into_iter()
-            .map(|(e, b, d, reply)| ((e, b, d), reply))
-            .unzip();
-        match db.insert_batch(&batch) {
+        match db.commit(&batch, &finished) {
             Ok(ids) => {
                 for (reply, id) in replies.into_iter().zip(ids) {
                     let _ = reply.send(Ok(id));
                 }
-                committed.notify_one();
+                if !batch.is_empty() {
+                    committed.notify_one();
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, "queue write failed; {} message(s) refused with 451", replies.len());
+                tracing::error!(error = %e, "queue write failed; {} message(s) refused with 451, {} finished deliveries left to their lease", replies.len(), finished.len());
                 for reply in replies {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }

@@ -144,12 +144,17 @@ impl Worker {
             .clone()
     }
 
-    async fn attempt(&self, d: Delivery) {
-        let db = self.db.clone();
-        let id = d.message_id;
-        let body = match tokio::task::spawn_blocking(move || db.body(id)).await {
-            Ok(Ok(Some(body))) => body,
-            _ => return,
+    async fn attempt(&self, mut d: Delivery) {
+        let body = match d.body.take() {
+            Some(body) => body,
+            None => {
+                let db = self.db.clone();
+                let id = d.message_id;
+                match tokio::task::spawn_blocking(move || db.body(id)).await {
+                    Ok(Ok(Some(body))) => body,
+                    _ => return,
+                }
+            }
         };
         let result = match d.kind {
             DeliveryKind::Forward => self.forward(&d, &body).await,
@@ -160,12 +165,12 @@ impl Worker {
         match result {
             Ok(()) => {
                 self.record(&d, Event::Delivered, "");
-                let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
+                self.finished(d.id);
             }
             Err(e) if e.permanent || now_unix() - d.received_at > EXPIRE_AFTER_SECS => {
                 self.record(&d, Event::Bounced, &e.message);
                 self.bounce(&d, &body, &e.message).await;
-                let _ = tokio::task::spawn_blocking(move || db.finish(d.id)).await;
+                self.finished(d.id);
             }
             Err(e) => {
                 let next = now_unix() + retry_delay(d.attempts);
@@ -174,6 +179,13 @@ impl Worker {
                 let _ =
                     tokio::task::spawn_blocking(move || db.retry_later(d.id, next, &message)).await;
             }
+        }
+    }
+
+    fn finished(&self, delivery_id: i64) {
+        if let Err(e) = self.spool.finish(delivery_id) {
+            // Left to its lease: delivered again later rather than lost.
+            tracing::error!(delivery = delivery_id, error = %e, "could not remove a finished delivery");
         }
     }
 
