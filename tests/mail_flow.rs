@@ -708,3 +708,188 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(server.log_text().contains("shutting down"));
     assert!(s.w.run(&["status"]).stdout.contains("server: not running"));
 }
+
+const DSN_ALIASES: &str = r#"
+[domains."example.test".aliases.refuse]
+forward = ["refuse-me@elsewhere.test"]
+
+[domains."example.test".aliases.slow]
+forward = ["slow-me@elsewhere.test"]
+"#;
+
+/// One message through a raw, pipelined session with DSN parameters.
+fn send_with_dsn(port: u16, mail_params: &str, rcpt: &str, rcpt_params: &str, subject: &str) {
+    let replies = raw_session(
+        port,
+        &format!(
+            "EHLO client.test\r\nMAIL FROM:<sender@sender.test> {mail_params}\r\n\
+             RCPT TO:<{rcpt}> {rcpt_params}\r\nDATA\r\n"
+        ),
+        &format!("Subject: {subject}\r\n\r\nthe body text\r\n.\r\nQUIT\r\n"),
+    );
+    assert!(replies.contains("250 2.0.0"), "{replies}");
+}
+
+/// The notices (from the null sender) the sink has received.
+fn notices(dir: &std::path::Path) -> Vec<common::Received> {
+    received(dir)
+        .into_iter()
+        .filter(|m| m.mail_from.is_empty() || m.mail_from == "<>")
+        .collect()
+}
+
+#[test]
+fn delivery_status_notifications_follow_what_the_sender_asked() {
+    let s = setup(DSN_ALIASES);
+    let server = s.w.serve(s.mx);
+    // NOTIFY=NEVER: a failure is not reported.
+    send_with_dsn(
+        s.mx,
+        "",
+        "refuse@example.test",
+        "NOTIFY=NEVER",
+        "quiet failure",
+    );
+    // NOTIFY=FAILURE with RET=FULL, ENVID and ORCPT: reported, with all three.
+    send_with_dsn(
+        s.mx,
+        "RET=FULL ENVID=QQ314159",
+        "refuse@example.test",
+        "NOTIFY=FAILURE ORCPT=rfc822;orig@example.test",
+        "loud failure",
+    );
+    // NOTIFY=SUCCESS: a mailbox delivery is reported "delivered"; a forward to a host
+    // without DSN (aiosmtpd) "relayed".
+    send_with_dsn(
+        s.mx,
+        "",
+        "me@example.test",
+        "NOTIFY=SUCCESS",
+        "to a mailbox",
+    );
+    send_with_dsn(
+        s.mx,
+        "",
+        "hello@example.test",
+        "NOTIFY=SUCCESS",
+        "forwarded",
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || notices(&s.sink_dir).len() >= 3),
+        "three notices expected, got {:?}\n{}",
+        received(&s.sink_dir)
+            .iter()
+            .map(|m| (&m.mail_from, &m.rcpt_to))
+            .collect::<Vec<_>>(),
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let all = notices(&s.sink_dir);
+    assert_eq!(all.len(), 3, "NOTIFY=NEVER must not cause a notice");
+    for n in &all {
+        assert_eq!(n.rcpt_to, ["sender@sender.test"]);
+        assert!(
+            n.content
+                .contains("Content-Type: multipart/report; report-type=delivery-status")
+        );
+    }
+    let with = |action: &str| {
+        all.iter()
+            .find(|n| n.content.contains(&format!("Action: {action}")))
+            .unwrap_or_else(|| panic!("no \"{action}\" notice"))
+            .content
+            .clone()
+    };
+    let failed = with("failed");
+    assert!(failed.contains("Status: 5.1.1"), "{failed}");
+    assert!(
+        failed.contains("Original-Envelope-Id: QQ314159"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("Original-Recipient: rfc822; orig@example.test"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("Final-Recipient: rfc822; refuse@example.test"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("Content-Type: message/rfc822") && failed.contains("the body text"),
+        "RET=FULL returns the whole message: {failed}"
+    );
+    assert!(
+        !failed.contains("refuse-me@"),
+        "a notice never shows where an alias forwards to: {failed}"
+    );
+    assert!(with("delivered").contains("Final-Recipient: rfc822; me@example.test"));
+    assert!(with("relayed").contains("Final-Recipient: rfc822; hello@example.test"));
+}
+
+#[test]
+fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expires() {
+    let s = setup(DSN_ALIASES);
+    let path = s.w.path().join("ferrymail.toml");
+    let spec = std::fs::read_to_string(&path).unwrap();
+    let spec = spec.replace(
+        "webhook_secret =",
+        "delay_warning = \"1s\"\nexpire_after = \"10s\"\nwebhook_secret =",
+    );
+    std::fs::write(&path, spec).unwrap();
+    let server = s.w.serve(s.mx);
+    let sent = std::time::Instant::now();
+    send_with_dsn(s.mx, "ENVID=slow-1", "slow@example.test", "", "stuck");
+    let delivery_id = || -> i64 {
+        let list = s.w.run(&["queue", "list", "--json"]);
+        let entries: serde_json::Value = serde_json::from_str(&list.ok().stdout).unwrap();
+        entries[0]["id"]
+            .as_i64()
+            .expect("the stuck delivery in the queue")
+    };
+    assert!(wait_for(Duration::from_secs(10), || {
+        s.w.run(&["queue", "list", "--json"])
+            .stdout
+            .contains("451 4.2.0")
+    }));
+    // The first retry comes after the delay warning (and, with the worker's idle wake-up
+    // of at most 5 s, well before expiry): one "delayed" notice.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.w.run(&["queue", "retry", &delivery_id().to_string()])
+        .ok();
+    assert!(
+        wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == 1),
+        "{}",
+        server.log_text()
+    );
+    let delayed = &notices(&s.sink_dir)[0].content;
+    assert!(
+        delayed.contains("Action: delayed\r\nStatus: 4.2.0"),
+        "{delayed}"
+    );
+    assert!(delayed.contains("Will-Retry-Until:"), "{delayed}");
+    assert!(
+        delayed.contains("Original-Envelope-Id: slow-1"),
+        "{delayed}"
+    );
+    // Past expire_after, the next attempt gives up: one "failed" notice, queue empty.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(sent.elapsed()));
+    s.w.run(&["queue", "retry", &delivery_id().to_string()])
+        .ok();
+    assert!(
+        wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == 2),
+        "{}",
+        server.log_text()
+    );
+    let failed = &notices(&s.sink_dir)[1].content;
+    assert!(
+        failed.contains("Action: failed\r\nStatus: 5.4.7"),
+        "{failed}"
+    );
+    assert!(failed.contains("given up after"), "{failed}");
+    assert!(s.w.run(&["queue", "list"]).ok().stdout.contains("empty"));
+    let delayed_notices = notices(&s.sink_dir)
+        .iter()
+        .filter(|n| n.content.contains("Action: delayed"))
+        .count();
+    assert_eq!(delayed_notices, 1, "one delay notice per message");
+}

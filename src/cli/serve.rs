@@ -137,6 +137,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         log: log.clone(),
         cache: cache.clone(),
         signing: signing.clone(),
+        expire_after: loaded.spec.delivery.expire_after_secs() as i64,
+        delay_warning: loaded.spec.delivery.delay_warning_secs() as i64,
         destinations: Default::default(),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));

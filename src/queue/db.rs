@@ -73,6 +73,7 @@ pub struct Delivery {
     pub received_at: i64,
     /// The message, read with the delivery when it is small (see `INLINE_BODY`).
     pub body: Option<Vec<u8>>,
+    pub dsn: super::Dsn,
 }
 
 /// Bodies up to this size come with the deliveries `take_due` returns: one read instead
@@ -102,7 +103,8 @@ CREATE TABLE IF NOT EXISTS messages (
     mail_from TEXT NOT NULL,
     size INTEGER NOT NULL,
     body BLOB NOT NULL,
-    bounced INTEGER NOT NULL DEFAULT 0
+    bounced INTEGER NOT NULL DEFAULT 0,
+    delay_notified INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -115,11 +117,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     leased_until INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    dsn TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 ";
+
+/// Columns added after the first release of the schema, for queue files that predate them.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("messages", "delay_notified", "INTEGER NOT NULL DEFAULT 0"),
+    ("deliveries", "dsn", "TEXT NOT NULL DEFAULT ''"),
+];
 
 /// One connection, shared. What precedes a reply to a user (a 250, `queue remove`)
 /// commits with fsync; the delivery workers' bookkeeping (leases, retries, removing what
@@ -146,6 +155,18 @@ impl QueueDb {
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, definition) in ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))?;
+            }
+        }
         Ok(QueueDb {
             conn: Mutex::new(conn),
         })
@@ -201,7 +222,7 @@ impl QueueDb {
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite,
-                        CASE WHEN m.size <= ?3 THEN m.body END
+                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -219,6 +240,7 @@ impl QueueDb {
                     prefix: r.get(8)?,
                     from_rewrite: r.get(9)?,
                     body: r.get(10)?,
+                    dsn: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -242,6 +264,29 @@ impl QueueDb {
             [message_id],
         )?;
         Ok(n == 1)
+    }
+
+    /// Claims the one delay notice a message may cause (like `claim_bounce`).
+    pub fn claim_delay_notice(&self, message_id: i64) -> Result<bool, QueueError> {
+        let n = self.conn().execute(
+            "UPDATE messages SET delay_notified = 1 WHERE id = ?1 AND delay_notified = 0",
+            [message_id],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The envelope a message arrived with.
+    pub fn envelope(&self, message_id: i64) -> Result<Option<Envelope>, QueueError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT envelope FROM messages WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| QueueError::Data(e.to_string())))
+            .transpose()
     }
 
     /// Frees every lease. Called at start: on one node, a lease still held then belonged to
@@ -352,7 +397,7 @@ fn insert_messages(
             "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut del = tx.prepare_cached(
-            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at, dsn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let now = now();
         for (envelope, body, deliveries) in batch {
@@ -374,7 +419,8 @@ fn insert_messages(
                     d.alias,
                     d.prefix,
                     d.from_rewrite,
-                    now
+                    now,
+                    serde_json::to_string(&d.dsn).map_err(|e| QueueError::Data(e.to_string()))?
                 ])?;
             }
             ids.push(id);
@@ -413,6 +459,8 @@ mod tests {
             remote_ip: "127.0.0.1".into(),
             helo: "h".into(),
             tls: false,
+            ret_full: true,
+            envid: Some("E1".into()),
         }
     }
 
@@ -426,6 +474,11 @@ mod tests {
             alias: "x@d.test".into(),
             prefix: "ARC-Seal: x\r\n".into(),
             from_rewrite: "x@d.test".into(),
+            dsn: crate::queue::Dsn {
+                rcpt: "x@d.test".into(),
+                notify: smtp_proto::RCPT_NOTIFY_FAILURE,
+                orcpt: None,
+            },
         };
         let ids = db
             .commit(&[(envelope(), b"body".to_vec(), vec![delivery])], &[])
@@ -435,6 +488,22 @@ mod tests {
         assert_eq!(
             (due[0].prefix.as_str(), due[0].from_rewrite.as_str()),
             ("ARC-Seal: x\r\n", "x@d.test")
+        );
+        assert_eq!(
+            due[0].body.as_deref(),
+            Some(&b"body"[..]),
+            "small bodies come along"
+        );
+        assert_eq!(due[0].dsn.notify, smtp_proto::RCPT_NOTIFY_FAILURE);
+        let stored = db.envelope(ids[0]).unwrap().unwrap();
+        assert_eq!(
+            (stored.ret_full, stored.envid.as_deref()),
+            (true, Some("E1"))
+        );
+        assert!(db.claim_delay_notice(ids[0]).unwrap());
+        assert!(
+            !db.claim_delay_notice(ids[0]).unwrap(),
+            "one delay notice per message"
         );
         assert!(
             db.take_due(10, 600).unwrap().is_empty(),

@@ -26,6 +26,45 @@ pub struct Envelope {
     pub remote_ip: String,
     pub helo: String,
     pub tls: bool,
+    /// RET=FULL: a failure notice returns the whole message, not only its header.
+    #[serde(default)]
+    pub ret_full: bool,
+    /// ENVID: the sender's id for this transaction, quoted back in every notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+}
+
+/// What the sender asked about delivery status notifications (RFC 3461) for the
+/// recipient a delivery comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dsn {
+    /// The recipient as given in RCPT TO. Notices name it, never the address an alias
+    /// forwards to: that is the alias owner's to keep.
+    pub rcpt: String,
+    /// NOTIFY (smtp_proto's RCPT_NOTIFY_* bits); 0 when the sender gave none.
+    #[serde(default)]
+    pub notify: u64,
+    /// ORCPT, the original recipient an earlier hop was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+}
+
+impl Dsn {
+    /// A failure is reported unless the sender said NOTIFY without FAILURE (e.g. NEVER).
+    pub fn on_failure(&self) -> bool {
+        self.notify == 0 || self.notify & smtp_proto::RCPT_NOTIFY_FAILURE != 0
+    }
+
+    /// A delay is reported when asked, or when NOTIFY was not given (RFC 3461 §4.1 lets
+    /// the MTA choose "FAILURE,DELAY" then, as Postfix does).
+    pub fn on_delay(&self) -> bool {
+        self.notify == 0 || self.notify & smtp_proto::RCPT_NOTIFY_DELAY != 0
+    }
+
+    /// Success is reported only when asked.
+    pub fn on_success(&self) -> bool {
+        self.notify & smtp_proto::RCPT_NOTIFY_SUCCESS != 0
+    }
 }
 
 /// One thing to do with a message.
@@ -42,4 +81,7 @@ pub struct NewDelivery {
     /// When set, the copy leaves with a friendly From of this alias (DMARC protection).
     #[serde(default)]
     pub from_rewrite: String,
+    /// The recipient it comes from and the notices its sender asked for.
+    #[serde(default)]
+    pub dsn: Dsn,
 }

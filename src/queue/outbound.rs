@@ -1,13 +1,17 @@
 //! Hands a message to the next MTA: the spec's relay (smarthost) or the recipient
 //! domain's MX hosts in preference order, with STARTTLS whenever the peer offers it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
-use smtp_proto::EXT_START_TLS;
+use smtp_proto::{
+    EXT_DSN, EXT_START_TLS, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER,
+    RCPT_NOTIFY_SUCCESS,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -29,15 +33,26 @@ impl DeliveryError {
 impl From<mail_send::Error> for DeliveryError {
     fn from(e: mail_send::Error) -> Self {
         // A 5xx reply is final; anything else (network, 4xx, TLS) is worth a retry.
-        let permanent = match &e {
+        match &e {
+            // Quoted as the server said it, e.g. "550 5.1.1 No such user": the form
+            // bounces and `queue list` show.
             mail_send::Error::UnexpectedReply(r) => {
-                r.severity() == smtp_proto::Severity::PermanentNegativeCompletion
+                let [a, b, c] = r.esc;
+                let status = if a == 0 {
+                    String::new()
+                } else {
+                    format!(" {a}.{b}.{c}")
+                };
+                DeliveryError {
+                    permanent: r.severity() == smtp_proto::Severity::PermanentNegativeCompletion,
+                    message: format!(
+                        "{}{status} {}",
+                        r.code,
+                        r.message.replace(['\r', '\n'], " ")
+                    ),
+                }
             }
-            _ => false,
-        };
-        DeliveryError {
-            permanent,
-            message: e.to_string(),
+            _ => DeliveryError::temporary(e.to_string()),
         }
     }
 }
@@ -69,16 +84,23 @@ impl Outbound {
         self.relay.as_deref()
     }
 
-    /// Delivers `body` from `from` to `to` (all at one domain).
-    pub async fn send(&self, from: &str, to: &[String], body: &[u8]) -> Result<(), DeliveryError> {
+    /// Delivers `body` from `from` to `to` (all at one domain), with the sender's DSN
+    /// request when there is one; Ok(true) when the host took that request along.
+    pub async fn send(
+        &self,
+        from: &str,
+        to: &[String],
+        body: &[u8],
+        dsn: Option<DsnRequest<'_>>,
+    ) -> Result<bool, DeliveryError> {
         let hosts = match &self.relay {
             Some(relay) => vec![relay.clone()],
             None => self.mx_hosts(to).await?,
         };
         let mut last = DeliveryError::temporary("no host to deliver to");
         for host in hosts {
-            match self.send_to(&host, from, to, body).await {
-                Ok(()) => return Ok(()),
+            match self.send_to(&host, from, to, body, dsn).await {
+                Ok(passed_on) => return Ok(passed_on),
                 Err(e) if e.permanent => return Err(e),
                 Err(e) => {
                     last = DeliveryError {
@@ -138,44 +160,146 @@ impl Outbound {
         from: &str,
         to: &[String],
         body: &[u8],
-    ) -> Result<(), DeliveryError> {
-        let addr = tokio::net::lookup_host(host)
-            .await
-            .map_err(|e| DeliveryError::temporary(format!("resolving {host}: {e}")))?
-            .next()
-            .ok_or_else(|| DeliveryError::temporary(format!("{host} has no address")))?;
-        let mut client = SmtpClient::connect(addr, self.timeout).await?;
+        dsn: Option<DsnRequest<'_>>,
+    ) -> Result<bool, DeliveryError> {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) => (name, port.parse::<u16>().unwrap_or(25)),
+            None => (host, 25),
+        };
+        let addresses = self.addresses(name, port).await?;
+        let mut client = None;
+        let mut last = String::new();
+        // Every address of the host in turn (RFC 5321 §5.1), until one answers.
+        for addr in addresses {
+            match SmtpClient::connect(addr, self.timeout).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        let mut client = client.ok_or_else(|| DeliveryError::temporary(last))?;
         client.read().await?.assert_positive_completion()?;
         let ehlo = client.ehlo(&self.hostname).await?;
         if ehlo.has_capability(EXT_START_TLS) {
             // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435).
             let connector = mail_send::smtp::tls::build_tls_connector(true)
                 .map_err(DeliveryError::temporary)?;
-            let server_name = host
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or(host)
-                .to_string();
-            let mut tls = client.start_tls(&connector, &server_name).await?;
-            tls.ehlo(&self.hostname).await?;
-            transaction(&mut tls, from, to, body).await
+            let mut tls = client.start_tls(&connector, name).await?;
+            let ehlo = tls.ehlo(&self.hostname).await?;
+            // RFC 3461 §4: the request goes on only to a host that supports DSN.
+            let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
+            transaction(&mut tls, from, to, body, dsn).await
         } else {
-            transaction(&mut client, from, to, body).await
+            let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
+            transaction(&mut client, from, to, body, dsn).await
         }
+    }
+
+    /// The addresses of a mail host, through the spec's resolver when there is one (the
+    /// system's resolver knows nothing of a `[dns] resolver`). An IP literal is itself.
+    async fn addresses(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, DeliveryError> {
+        let literal = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found: Vec<SocketAddr> = match &self.resolver {
+            Some(resolver) => resolver
+                .lookup_ip(format!("{name}."))
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("resolving {name}: {e}")))?
+                .iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            None => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("resolving {name}: {e}")))?
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(DeliveryError::temporary(format!("{name} has no address")));
+        }
+        Ok(found)
     }
 }
 
+/// What the original sender asked of delivery status notifications, passed on with a
+/// forwarded copy (RFC 3461 §6.2: relayed with the message).
+#[derive(Debug, Clone, Copy)]
+pub struct DsnRequest<'a> {
+    pub notify: u64,
+    /// ORCPT for the next hop: the one we were given, else the recipient we accepted.
+    pub orcpt: &'a str,
+    pub ret_full: bool,
+    pub envid: Option<&'a str>,
+}
+
+impl DsnRequest<'_> {
+    fn mail_params(&self) -> Parameters<'static> {
+        let mut params = Parameters::new();
+        params.add((
+            "RET".to_string(),
+            if self.ret_full { "FULL" } else { "HDRS" }.to_string(),
+        ));
+        if let Some(envid) = self.envid {
+            params.add(("ENVID".to_string(), xtext(envid)));
+        }
+        params
+    }
+
+    fn rcpt_params(&self) -> Parameters<'static> {
+        let mut notify = Vec::new();
+        for (flag, name) in [
+            (RCPT_NOTIFY_NEVER, "NEVER"),
+            (RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+            (RCPT_NOTIFY_FAILURE, "FAILURE"),
+            (RCPT_NOTIFY_DELAY, "DELAY"),
+        ] {
+            if self.notify & flag != 0 {
+                notify.push(name);
+                if flag == RCPT_NOTIFY_NEVER {
+                    break;
+                }
+            }
+        }
+        let mut params = Parameters::new();
+        params.add(("NOTIFY".to_string(), notify.join(",")));
+        params.add(("ORCPT".to_string(), format!("rfc822;{}", xtext(self.orcpt))));
+        params
+    }
+}
+
+/// RFC 3461 xtext: printable ASCII except "+" and "=", everything else as "+HH".
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One transaction; Ok(true) when a DSN request went along with it.
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     from: &str,
     to: &[String],
     body: &[u8],
-) -> Result<(), DeliveryError> {
-    client.mail_from(from, &Parameters::default()).await?;
-    for rcpt in to {
-        client.rcpt_to(rcpt, &Parameters::default()).await?;
+    dsn: Option<DsnRequest<'_>>,
+) -> Result<bool, DeliveryError> {
+    let (mail, rcpt) = match &dsn {
+        Some(request) => (request.mail_params(), request.rcpt_params()),
+        None => (Parameters::default(), Parameters::default()),
+    };
+    client.mail_from(from, &mail).await?;
+    for address in to {
+        client.rcpt_to(address, &rcpt).await?;
     }
     client.data(body).await?;
     let _ = client.rset().await;
-    Ok(())
+    Ok(dsn.is_some())
 }

@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::bounce::{Action, Notice};
 use super::log::{Entry, Event};
-use super::outbound::{DeliveryError, Outbound};
-use super::{Delivery, DeliveryKind, Envelope, NewDelivery, QueueDb, Spool, now_unix};
+use super::outbound::{DeliveryError, DsnRequest, Outbound};
+use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, QueueDb, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
 use crate::snapshot::SnapshotHandle;
 
 /// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
 const RETRY_LADDER: [i64; 8] = [120, 300, 600, 900, 1800, 3600, 7200, 14_400];
-/// A message not delivered after this long is bounced.
-const EXPIRE_AFTER_SECS: i64 = 5 * 86_400;
 /// How long one attempt may hold a delivery before another worker may take it.
 const LEASE_SECS: i64 = 600;
 const CONCURRENCY: usize = 32;
@@ -41,6 +40,10 @@ pub struct Worker {
     pub webhook_key: Option<Vec<u8>>,
     /// Parsed DKIM keys, shared with the MX (which seals with them).
     pub signing: Arc<crate::dkim::signing::SigningKeys>,
+    /// A message not delivered after this long is bounced (`delivery.expire_after`).
+    pub expire_after: i64,
+    /// One "delayed" notice after this long; 0 = none (`delivery.delay_warning`).
+    pub delay_warning: i64,
     /// Per-destination concurrency, created on first use.
     pub destinations: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
 }
@@ -108,7 +111,9 @@ impl Worker {
                     .ok()
                     .and_then(Result::ok)
                     .flatten();
-                let wait = Duration::from_secs(next.unwrap_or(60).clamp(1, 60) as u64);
+                // Looked at again every few seconds at most, so a `queue retry` from the
+                // command line (another process) is noticed soon.
+                let wait = Duration::from_secs(next.unwrap_or(5).clamp(1, 5) as u64);
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
@@ -158,24 +163,48 @@ impl Worker {
         };
         let result = match d.kind {
             DeliveryKind::Forward => self.forward(&d, &body).await,
-            DeliveryKind::Mailbox => self.to_mailbox(&d, body.clone()).await,
-            DeliveryKind::Webhook => self.webhook(&d, &body).await,
+            DeliveryKind::Mailbox => self.to_mailbox(&d, body.clone()).await.map(|()| true),
+            DeliveryKind::Webhook => self.webhook(&d, &body).await.map(|()| true),
         };
-        let db = self.db.clone();
+        let age = now_unix() - d.received_at;
         match result {
-            Ok(()) => {
+            Ok(reports) => {
                 self.record(&d, Event::Delivered, "");
                 self.finished(d.id);
+                // A next hop that speaks DSN got the request and answers it itself.
+                if d.dsn.on_success() {
+                    let action = if reports {
+                        Action::Delivered
+                    } else {
+                        Action::Relayed
+                    };
+                    self.notify(&d, &body, action, "").await;
+                }
             }
-            Err(e) if e.permanent || now_unix() - d.received_at > EXPIRE_AFTER_SECS => {
-                self.record(&d, Event::Bounced, &e.message);
-                self.bounce(&d, &body, &e.message).await;
+            Err(e) if e.permanent || age > self.expire_after => {
+                let reason = if e.permanent {
+                    e.message.clone()
+                } else {
+                    format!(
+                        "{}; given up after {} of retrying",
+                        e.message,
+                        humantime::format_duration(Duration::from_secs(age.max(0) as u64))
+                    )
+                };
+                self.record(&d, Event::Bounced, &reason);
+                if d.dsn.on_failure() {
+                    self.notify(&d, &body, Action::Failed, &reason).await;
+                }
                 self.finished(d.id);
             }
             Err(e) => {
                 let next = now_unix() + retry_delay(d.attempts);
                 self.record(&d, Event::Deferred, &e.message);
+                if self.delay_warning > 0 && age >= self.delay_warning && d.dsn.on_delay() {
+                    self.notify(&d, &body, Action::Delayed, &e.message).await;
+                }
                 let message = e.message.clone();
+                let db = self.db.clone();
                 let _ =
                     tokio::task::spawn_blocking(move || db.retry_later(d.id, next, &message)).await;
             }
@@ -201,7 +230,8 @@ impl Worker {
         });
     }
 
-    async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<(), DeliveryError> {
+    /// Forwards a copy; Ok(true) when the next hop took the sender's DSN request along.
+    async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<bool, DeliveryError> {
         let domain = d
             .alias
             .rsplit_once('@')
@@ -233,8 +263,25 @@ impl Worker {
         .await
         .map_err(|e| DeliveryError::temporary(e.to_string()))?
         .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        let envelope = if d.dsn.notify == 0 {
+            None
+        } else {
+            let db = self.db.clone();
+            let id = d.message_id;
+            tokio::task::spawn_blocking(move || db.envelope(id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        };
+        let request = envelope.as_ref().map(|e| DsnRequest {
+            notify: d.dsn.notify,
+            orcpt: d.dsn.orcpt.as_deref().unwrap_or(&d.dsn.rcpt),
+            ret_full: e.ret_full,
+            envid: e.envid.as_deref(),
+        });
         self.outbound
-            .send(&sender, std::slice::from_ref(&d.target), &signed)
+            .send(&sender, std::slice::from_ref(&d.target), &signed, request)
             .await
     }
 
@@ -298,38 +345,59 @@ impl Worker {
 
     /// Sends a delivery status notification (RFC 3464) to the original sender, unless
     /// the message was itself a bounce or auto-submitted (no bounce loops, no backscatter
-    /// to lists).
-    async fn bounce(&self, d: &Delivery, body: &[u8], reason: &str) {
+    /// to lists). A message causes one failure notice and one delay notice at most.
+    async fn notify(&self, d: &Delivery, body: &[u8], action: Action, reason: &str) {
         if d.mail_from.is_empty() || super::bounce::is_auto_submitted(body) {
             return;
         }
         let db = self.db.clone();
         let message_id = d.message_id;
-        if !matches!(
-            tokio::task::spawn_blocking(move || db.claim_bounce(message_id)).await,
-            Ok(Ok(true))
-        ) {
+        let (claimed, envelope) = tokio::task::spawn_blocking(move || {
+            let claimed = match action {
+                Action::Failed => db.claim_bounce(message_id),
+                Action::Delayed => db.claim_delay_notice(message_id),
+                Action::Delivered | Action::Relayed => Ok(true),
+            };
+            (claimed, db.envelope(message_id))
+        })
+        .await
+        .unwrap_or((Ok(false), Ok(None)));
+        if !matches!(claimed, Ok(true)) {
             return;
         }
+        let envelope = envelope.ok().flatten();
         let domain = d
             .alias
             .rsplit_once('@')
             .map(|(_, dom)| dom.to_string())
             .unwrap_or_else(|| self.hostname.clone());
-        let report = super::bounce::report(
-            &self.hostname,
-            &domain,
-            &d.mail_from,
-            &d.target,
+        let recipient = if d.dsn.rcpt.is_empty() {
+            &d.target
+        } else {
+            &d.dsn.rcpt
+        };
+        let report = super::bounce::report(&Notice {
+            hostname: &self.hostname,
+            domain: &domain,
+            sender: &d.mail_from,
+            action,
+            recipient,
+            orcpt: d.dsn.orcpt.as_deref(),
+            envid: envelope.as_ref().and_then(|e| e.envid.as_deref()),
             reason,
-            body,
-        );
+            original: body,
+            full: envelope.as_ref().is_some_and(|e| e.ret_full),
+            arrival: d.received_at,
+            retry_until: (action == Action::Delayed).then_some(d.received_at + self.expire_after),
+        });
         let envelope = Envelope {
             mail_from: String::new(),
             rcpt_to: vec![d.mail_from.clone()],
             remote_ip: "127.0.0.1".into(),
             helo: self.hostname.clone(),
             tls: false,
+            ret_full: false,
+            envid: None,
         };
         let delivery = NewDelivery {
             kind: DeliveryKind::Forward,
@@ -337,6 +405,12 @@ impl Worker {
             alias: format!("mailer-daemon@{domain}"),
             prefix: String::new(),
             from_rewrite: String::new(),
+            dsn: Dsn {
+                rcpt: d.mail_from.clone(),
+                // Notices about notices are never wanted (RFC 3461 §6.2).
+                notify: smtp_proto::RCPT_NOTIFY_NEVER,
+                orcpt: None,
+            },
         };
         if let Err(e) = self.spool.enqueue(envelope, report, vec![delivery]).await {
             tracing::error!(error = %e, "could not queue a bounce");

@@ -151,6 +151,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             remote_ip: self.remote.ip().to_string(),
             helo: self.state.helo.clone().unwrap_or_default(),
             tls: self.tls,
+            ret_full: self.state.ret_full,
+            envid: self.state.envid.clone(),
         };
         let mut message = self.received_header(&envelope).into_bytes();
         message.extend_from_slice(auth_header.as_bytes());

@@ -1,7 +1,10 @@
 //! MAIL FROM and RCPT TO: the envelope, checked against the Snapshot. Only recipients of
 //! declared domains are accepted (no open relay); each carries its routing decision.
 
-use smtp_proto::{MailFrom, RcptTo};
+use smtp_proto::{
+    MailFrom, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    RcptTo,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::policy::{is_relay_trick, sender_verdict};
@@ -12,7 +15,7 @@ use crate::queue::log::Event;
 use crate::queue::worker::{
     WEBHOOK_FAILURE_WINDOW, WEBHOOK_FAILURES_BEFORE_421, webhook_failure_key,
 };
-use crate::queue::{DeliveryKind, NewDelivery};
+use crate::queue::{DeliveryKind, Dsn, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
 
 /// Recipients per message (RFC 5321 asks servers to take at least 100).
@@ -30,6 +33,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(552, "5.3.4", "Message too big for this server");
         }
         self.state.mail_from = Some(from.address);
+        // DSN (RFC 3461): kept with the message for the notices it may cause.
+        self.state.ret_full = from.flags & smtp_proto::MAIL_RET_FULL != 0;
+        self.state.envid = from.env_id;
         self.reply(250, "2.1.0", "Sender OK");
     }
 
@@ -76,6 +82,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reject_spf_fail: settings.reject_spf_fail,
             reject_dmarc_fail: settings.reject_dmarc_fail,
             allowlisted: verdict == Some(true),
+            dsn: Dsn {
+                rcpt: address.clone(),
+                notify: to.flags
+                    & (RCPT_NOTIFY_SUCCESS
+                        | RCPT_NOTIFY_FAILURE
+                        | RCPT_NOTIFY_DELAY
+                        | RCPT_NOTIFY_NEVER),
+                orcpt: to.orcpt.clone(),
+            },
         };
 
         // A bounce coming back to one of our SRS addresses goes to the original sender.
@@ -91,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         alias: address.clone(),
                         prefix: String::new(),
                         from_rewrite: String::new(),
+                        dsn: Dsn::default(),
                     };
                     self.accept(Accepted {
                         address,
@@ -207,7 +223,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
     }
 
-    fn accept(&mut self, accepted: Accepted) {
+    fn accept(&mut self, mut accepted: Accepted) {
+        for d in &mut accepted.deliveries {
+            d.dsn = accepted.dsn.clone();
+        }
         self.state.rcpts.push(accepted);
         self.reply(250, "2.1.5", "Recipient OK");
     }
@@ -252,6 +271,7 @@ fn expand(
                 alias: alias.to_string(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                dsn: Dsn::default(),
             });
         }
     };

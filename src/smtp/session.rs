@@ -43,6 +43,8 @@ pub struct Accepted {
     pub reject_dmarc_fail: bool,
     /// The sender is on the recipient domain's allowlist: no refusals on auth results.
     pub allowlisted: bool,
+    /// The notices the sender asked for about this recipient (DSN).
+    pub dsn: crate::queue::Dsn,
 }
 
 /// The session's state: who the client said it is and the transaction in progress. A
@@ -51,6 +53,9 @@ pub struct Accepted {
 pub struct State {
     pub helo: Option<String>,
     pub mail_from: Option<String>,
+    /// MAIL FROM's DSN parameters: RET=FULL and ENVID.
+    pub ret_full: bool,
+    pub envid: Option<String>,
     pub rcpts: Vec<Accepted>,
     /// Protocol errors so far; past MAX_ERRORS the session is closed.
     pub errors: u32,
@@ -374,6 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     pub fn reset_transaction(&mut self) {
         self.state.mail_from = None;
+        self.state.ret_full = false;
+        self.state.envid = None;
         self.state.rcpts.clear();
         self.bdat_body.clear();
     }

@@ -260,6 +260,29 @@ pub struct Delivery {
     /// Key for the `X-Webhook-Signature` HMAC-SHA256 on every webhook post.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<SecretRef>,
+    /// How long a message is retried before it is bounced, e.g. "5d" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<String>,
+    /// After how long without delivery the sender gets one "delayed" notice, e.g. "4h"
+    /// (default); "0s" sends none. Only for senders who did not say NOTIFY without DELAY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_warning: Option<String>,
+}
+
+impl Delivery {
+    /// `expire_after` in seconds (validated: a bad value never reaches here).
+    pub fn expire_after_secs(&self) -> u64 {
+        duration_secs(self.expire_after.as_deref()).unwrap_or(5 * 86_400)
+    }
+
+    /// `delay_warning` in seconds; 0 = no delay notices.
+    pub fn delay_warning_secs(&self) -> u64 {
+        duration_secs(self.delay_warning.as_deref()).unwrap_or(4 * 3600)
+    }
+}
+
+fn duration_secs(text: Option<&str>) -> Option<u64> {
+    humantime::parse_duration(text?).ok().map(|d| d.as_secs())
 }
 
 /// DNS resolution and providers.

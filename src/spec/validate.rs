@@ -147,6 +147,19 @@ impl Validator {
         if let Some(key) = &spec.delivery.webhook_secret {
             self.secret(&SpecPath::keys(&["delivery", "webhook_secret"]), key);
         }
+        for (key, value) in [
+            ("expire_after", &spec.delivery.expire_after),
+            ("delay_warning", &spec.delivery.delay_warning),
+        ] {
+            if let Some(text) = value
+                && humantime::parse_duration(text).is_err()
+            {
+                self.err(
+                    SpecPath::keys(&["delivery", key]),
+                    format!("\"{text}\" is not a duration (e.g. \"5d\", \"4h\")"),
+                );
+            }
+        }
     }
 
     fn dns(&mut self, dns: &Dns) {

@@ -1,5 +1,6 @@
 """A receiving MTA for tests: aiosmtpd on 127.0.0.1:PORT, each message saved to DIR as
-N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs)."""
+N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs).
+Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 451."""
 import os
 import sys
 import threading
@@ -12,6 +13,15 @@ lock = threading.Lock()
 
 
 class Save:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0].lower()
+        if local.startswith("refuse"):
+            return "550 5.1.1 No such user here"
+        if local.startswith("slow"):
+            return "451 4.2.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         with lock:
             n = len([f for f in os.listdir(out) if f.endswith(".eml")])
