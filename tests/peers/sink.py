@@ -1,13 +1,21 @@
 """A receiving MTA for tests: aiosmtpd on 127.0.0.1:PORT, each message saved to DIR as
 N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs).
-Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 451."""
+Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 451.
+Optional arguments: the address to bind (default 127.0.0.1), then a certificate and key
+file to offer STARTTLS with; a message that came over TLS also gets an N.tls file."""
 import os
+import ssl
 import sys
 import threading
 
 from aiosmtpd.controller import Controller
 
 port, out = int(sys.argv[1]), sys.argv[2]
+host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+tls = None
+if len(sys.argv) > 5:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
 os.makedirs(out, exist_ok=True)
 lock = threading.Lock()
 
@@ -29,12 +37,15 @@ class Save:
                 f.write(envelope.mail_from + "\n" + "\n".join(envelope.rcpt_tos) + "\n")
             with open(os.path.join(out, f"{n}.eml.tmp"), "wb") as f:
                 f.write(envelope.original_content)
+            if session.ssl is not None:
+                with open(os.path.join(out, f"{n}.tls"), "w") as f:
+                    f.write(str(session.ssl.get("cipher")) + "\n")
             os.rename(os.path.join(out, f"{n}.env.tmp"), os.path.join(out, f"{n}.env"))
             os.rename(os.path.join(out, f"{n}.eml.tmp"), os.path.join(out, f"{n}.eml"))
         return "250 OK"
 
 
-controller = Controller(Save(), hostname="127.0.0.1", port=port)
+controller = Controller(Save(), hostname=host, port=port, tls_context=tls)
 controller.start()
 print("ready", flush=True)
 threading.Event().wait()
