@@ -115,6 +115,9 @@ fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back()
             "hello@example.test",
             "--h-Subject",
             "forward me",
+            // A forged verdict in this server's name must not survive.
+            "--add-header",
+            "Authentication-Results: mx.example.test; dkim=pass header.d=bank.test",
         ],
     );
     out.ok();
@@ -131,6 +134,19 @@ fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back()
     );
     let msg = &received(&s.sink_dir)[0];
     assert_eq!(msg.rcpt_to, ["friend@elsewhere.test"]);
+    assert!(
+        !msg.content.contains("header.d=bank.test"),
+        "forged Authentication-Results kept:\n{}",
+        msg.content
+    );
+    assert_eq!(
+        msg.content
+            .matches("Authentication-Results: mx.example.test")
+            .count(),
+        1,
+        "exactly our own verdict:\n{}",
+        msg.content
+    );
     assert!(
         msg.mail_from.starts_with("SRS0=")
             && msg.mail_from.ends_with("=sender.test=alice@example.test"),

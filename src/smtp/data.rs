@@ -127,6 +127,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
+        // Results that claim to come from this server were not made here (RFC 8601 §5):
+        // a sender could otherwise hand the mailbox owner a forged "dkim=pass".
+        let body = strip_results_of(body, &self.ctx.hostname);
         let (auth_header, arc_sets, friendly) = self.authenticate(&body).await?;
         let bounce = self
             .state
@@ -278,9 +281,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+/// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, from
+/// the header section only (a field's folded continuation lines go with it).
+fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |p| p + 2);
+    let ours = |field: &[u8]| {
+        let Some(value) = field
+            .get(..23)
+            .filter(|name| name.eq_ignore_ascii_case(b"Authentication-Results:"))
+            .map(|_| &field[23..])
+        else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(value);
+        let id = text
+            .trim_start()
+            .split(|c: char| c == ';' || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        id.eq_ignore_ascii_case(authserv_id)
+    };
+    // Field boundaries: a line that does not start with a space or tab begins a field.
+    let mut starts = vec![0];
+    let mut at = 0;
+    while let Some(nl) = message[at..header_end].iter().position(|&b| b == b'\n') {
+        at += nl + 1;
+        if at < header_end && !matches!(message[at], b' ' | b'\t') {
+            starts.push(at);
+        }
+    }
+    starts.push(header_end);
+    if !starts.windows(2).any(|w| ours(&message[w[0]..w[1]])) {
+        return message;
+    }
+    let mut out = Vec::with_capacity(message.len());
+    for w in starts.windows(2) {
+        if !ours(&message[w[0]..w[1]]) {
+            out.extend_from_slice(&message[w[0]..w[1]]);
+        }
+    }
+    out.extend_from_slice(&message[header_end..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forged_results_for_this_server_are_removed() {
+        let message =
+            b"Authentication-Results: MX.example.test;\r\n\tdkim=pass header.d=bank.test\r\n\
+            Subject: hi\r\n\
+            Authentication-Results: other.test; spf=pass\r\n\
+            Authentication-Results: mx.example.test.evil; spf=pass\r\n\
+            \r\n\
+            Authentication-Results: mx.example.test; in the body stays\r\n"
+                .to_vec();
+        let out = String::from_utf8(strip_results_of(message, "mx.example.test")).unwrap();
+        assert_eq!(
+            out,
+            "Subject: hi\r\n\
+             Authentication-Results: other.test; spf=pass\r\n\
+             Authentication-Results: mx.example.test.evil; spf=pass\r\n\
+             \r\n\
+             Authentication-Results: mx.example.test; in the body stays\r\n"
+        );
+    }
 
     #[test]
     fn bare_line_endings_are_found() {
