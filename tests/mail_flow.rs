@@ -241,12 +241,11 @@ fn mailbox_webhook_and_pattern_routes_deliver() {
     )
     .ok();
 
-    let boxes = ferrymail::mailbox::Mailboxes::new(&s.w.data_dir());
     assert!(
-        wait_for(Duration::from_secs(20), || boxes
-            .messages("me@example.test", "INBOX")
-            .map(|m| m.len())
-            .unwrap_or(0)
+        wait_for(Duration::from_secs(20), || s
+            .w
+            .inbox("me@example.test")
+            .len()
             == 2),
         "mailbox deliveries missing:\n{}",
         server.log_text()

@@ -126,7 +126,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             loaded.spec.delivery.relay.clone(),
             resolver.clone(),
         ),
-        mailboxes: Mailboxes::new(&data_dir),
+        mailboxes: Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
         snapshot: snapshot.clone(),
         srs: srs.clone(),
         hostname: hostname.clone(),
@@ -251,6 +251,21 @@ fn private_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("no system randomness"))?;
     super::write_private(path, &key)?;
     Ok(key)
+}
+
+/// The mailboxes' master key: the spec's secret, or data_dir/master.key (made once).
+fn master_key(loaded: &LoadedSpec, data_dir: &Path) -> anyhow::Result<crate::mailbox::MasterKey> {
+    let material = match &loaded.spec.server.master_key {
+        Some(r) => r
+            .resolve(&loaded.base_dir)
+            .context("server.master_key")?
+            .expose()
+            .trim()
+            .as_bytes()
+            .to_vec(),
+        None => private_key_file(&data_dir.join("master.key"))?,
+    };
+    crate::mailbox::MasterKey::new(&material).context("server.master_key")
 }
 
 fn webhook_key(loaded: &LoadedSpec) -> anyhow::Result<Option<Vec<u8>>> {

@@ -1,9 +1,17 @@
-//! Per-account message stores: one SQLite file per mailbox with folders (UIDVALIDITY,
-//! UIDNEXT) and messages (UID, flags, internal date, size), the base IMAP will build on.
+//! Per-account mailboxes: one SQLite file per account with folders, UIDs, flags, MODSEQ and
+//! quota; message bytes and parsed metadata are encrypted at rest (see crypto.rs).
+
+pub mod crypto;
+mod events;
+pub mod meta;
+mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+pub use crypto::{CryptoError, MasterKey};
+pub use events::Events;
+pub use store::{FlagChange, Folder, Mailbox, MessageInfo, SPECIAL_FOLDERS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
@@ -13,88 +21,95 @@ pub enum MailboxError {
         used: u64,
         quota: u64,
     },
+    #[error("no folder named {0:?}")]
+    NoFolder(String),
+    #[error("a folder named {0:?} already exists")]
+    FolderExists(String),
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("mailbox database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("mailbox files: {0}")]
     Io(#[from] std::io::Error),
     #[error("mailbox file {0}")]
     Open(#[from] crate::sqlite::OpenError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("mailbox metadata: {0}")]
+    Meta(#[from] serde_json::Error),
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS folders (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    special_use TEXT,
-    uidvalidity INTEGER NOT NULL,
-    uidnext INTEGER NOT NULL DEFAULT 1,
-    highestmodseq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS messages (
-    folder_id INTEGER NOT NULL REFERENCES folders(id),
-    uid INTEGER NOT NULL,
-    internal_date INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    flags TEXT NOT NULL DEFAULT '',
-    modseq INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (folder_id, uid)
-) WITHOUT ROWID;
-";
-
-/// Where every account's mailbox file lives: `data_dir/mailboxes/<domain>/<local>.db`.
-#[derive(Debug, Clone)]
+/// Where every account's mailbox file lives (`data_dir/mailboxes/<domain>/<local>.db`),
+/// the key they are sealed with, and who to tell when one changes.
+#[derive(Clone)]
 pub struct Mailboxes {
-    root: PathBuf,
+    inner: Arc<Inner>,
 }
 
-/// A message as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub uid: u32,
-    pub size: u64,
-    pub body: Vec<u8>,
+struct Inner {
+    root: PathBuf,
+    master: MasterKey,
+    events: Events,
 }
 
 impl Mailboxes {
-    pub fn new(data_dir: &Path) -> Mailboxes {
+    pub fn new(data_dir: &Path, master: MasterKey) -> Mailboxes {
         Mailboxes {
-            root: data_dir.join("mailboxes"),
+            inner: Arc::new(Inner {
+                root: data_dir.join("mailboxes"),
+                master,
+                events: Events::default(),
+            }),
         }
+    }
+
+    /// Change notices: sessions of an account subscribe, writers publish.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     fn path(&self, account: &str) -> PathBuf {
         let (local, domain) = account.rsplit_once('@').unwrap_or((account, "_"));
         // Local parts may hold '/', '%' and the like: escape everything but a safe set.
-        let safe: String = local
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.+".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        self.root.join(domain).join(format!("{safe}.db"))
+        let escape = |text: &str| -> String {
+            text.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.+".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let domain = match escape(&domain.to_lowercase()) {
+            d if d.starts_with('.') => format!("%2E{}", &d[1..]),
+            d => d,
+        };
+        self.inner
+            .root
+            .join(domain)
+            .join(format!("{}.db", escape(&local.to_lowercase())))
     }
 
-    fn open(&self, account: &str) -> Result<Connection, MailboxError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let path = self.path(account);
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(conn)
+    /// Whether the account has a mailbox file yet (nothing is created by asking).
+    pub fn exists(&self, account: &str) -> bool {
+        self.path(account).exists()
     }
 
-    /// Appends a message to a folder (created on first use), enforcing the quota.
-    /// Returns the new message's UID.
+    /// Opens (creating on first use) the mailbox of `account` (blocking).
+    pub fn open(&self, account: &str) -> Result<Mailbox, MailboxError> {
+        let account = account.to_lowercase();
+        Mailbox::open(
+            &self.path(&account),
+            account.clone(),
+            self.inner.master.account_key(&account),
+            self.inner.events.clone(),
+        )
+    }
+
+    /// Delivers a message to a folder of `account` (created on first use), enforcing the
+    /// quota. Returns the new message's UID (blocking).
     pub fn append(
         &self,
         account: &str,
@@ -102,74 +117,10 @@ impl Mailboxes {
         body: &[u8],
         quota: Option<u64>,
     ) -> Result<u32, MailboxError> {
-        let mut conn = self.open(account)?;
-        let tx = conn.transaction()?;
-        if let Some(quota) = quota {
-            let used: i64 =
-                tx.query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
-                    r.get(0)
-                })?;
-            if used as u64 + body.len() as u64 > quota {
-                return Err(MailboxError::OverQuota {
-                    account: account.to_string(),
-                    used: used as u64,
-                    quota,
-                });
-            }
-        }
-        let now = crate::queue::now_unix();
-        let folder_id: Option<i64> = tx
-            .query_row("SELECT id FROM folders WHERE name = ?1", [folder], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let folder_id = match folder_id {
-            Some(id) => id,
-            None => {
-                let special = (folder == "INBOX").then_some("\\Inbox");
-                tx.execute(
-                    "INSERT INTO folders (name, special_use, uidvalidity) VALUES (?1, ?2, ?3)",
-                    params![folder, special, now],
-                )?;
-                tx.last_insert_rowid()
-            }
-        };
-        let (uid, modseq): (i64, i64) = tx.query_row(
-            "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = ?1
-             RETURNING uidnext - 1, highestmodseq",
-            [folder_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        tx.execute(
-            "INSERT INTO messages (folder_id, uid, internal_date, size, modseq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![folder_id, uid, now, body.len() as i64, modseq, body],
-        )?;
-        tx.commit()?;
-        Ok(uid as u32)
-    }
-
-    /// The messages of a folder in UID order (empty when the mailbox does not exist yet).
-    pub fn messages(
-        &self,
-        account: &str,
-        folder: &str,
-    ) -> Result<Vec<StoredMessage>, MailboxError> {
-        if !self.path(account).exists() {
-            return Ok(Vec::new());
-        }
-        let conn = self.open(account)?;
-        let mut stmt = conn.prepare(
-            "SELECT m.uid, m.size, m.body FROM messages m JOIN folders f ON f.id = m.folder_id
-             WHERE f.name = ?1 ORDER BY m.uid",
-        )?;
-        let rows = stmt.query_map([folder], |r| {
-            Ok(StoredMessage {
-                uid: r.get::<_, i64>(0)? as u32,
-                size: r.get::<_, i64>(1)? as u64,
-                body: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut mailbox = self.open(account)?;
+        let folder = mailbox.folder_or_create(folder)?;
+        let (_, uid) = mailbox.append(&folder, body, &[], crate::queue::now_unix(), quota)?;
+        Ok(uid)
     }
 }
 
@@ -177,41 +128,59 @@ impl Mailboxes {
 mod tests {
     use super::*;
 
+    pub fn mailboxes(dir: &Path) -> Mailboxes {
+        Mailboxes::new(dir, MasterKey::new(&[9u8; 32]).unwrap())
+    }
+
     #[test]
-    fn append_assigns_uids_and_enforces_quota() {
+    fn append_assigns_uids_enforces_quota_and_encrypts() {
         let dir = tempfile::tempdir().unwrap();
-        let boxes = Mailboxes::new(dir.path());
+        let boxes = mailboxes(dir.path());
         assert_eq!(
             boxes
-                .append("me@d.test", "INBOX", b"one", Some(10))
+                .append("me@d.test", "INBOX", b"one secret", Some(25))
                 .unwrap(),
             1
         );
         assert_eq!(
             boxes
-                .append("me@d.test", "INBOX", b"two", Some(10))
+                .append("Me@D.test", "INBOX", b"two secret", Some(25))
                 .unwrap(),
             2
         );
         assert!(matches!(
-            boxes.append("me@d.test", "INBOX", b"too big", Some(10)),
+            boxes.append("me@d.test", "INBOX", b"too big now", Some(25)),
             Err(MailboxError::OverQuota { .. })
         ));
-        let msgs = boxes.messages("me@d.test", "INBOX").unwrap();
-        assert_eq!(msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
-        assert!(boxes.messages("nobody@d.test", "INBOX").unwrap().is_empty());
-        // Odd local parts stay inside the mailbox directory.
+        let mut mailbox = boxes.open("me@d.test").unwrap();
+        let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+        let list = mailbox.messages(&inbox).unwrap();
+        assert_eq!(list.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(mailbox.body(&inbox, 2).unwrap().unwrap(), b"two secret");
+        assert!(!boxes.exists("nobody@d.test"));
+        // At rest, nothing of the message is readable.
+        let file = std::fs::read(dir.path().join("mailboxes/d.test/me.db")).unwrap();
+        assert!(!file.windows(6).any(|w| w == b"secret"));
+        // Another master key cannot read it.
+        let other = Mailboxes::new(dir.path(), MasterKey::new(&[1u8; 32]).unwrap());
+        let theirs = other.open("me@d.test").unwrap();
+        assert!(theirs.body(&inbox, 1).is_err());
+        drop(mailbox.folder_or_create("x"));
+    }
+
+    #[test]
+    fn odd_local_parts_stay_inside_the_mailbox_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
         boxes
             .append("../../etc@d.test", "INBOX", b"x", None)
             .unwrap();
+        boxes.append("x@..", "INBOX", b"x", None).unwrap();
         assert!(
             dir.path()
-                .join("mailboxes/d.test/%2E%2E%2F%2E%2E%2Fetc.db")
+                .join("mailboxes/d.test/..%2F..%2Fetc.db")
                 .exists()
-                || dir
-                    .path()
-                    .join("mailboxes/d.test/..%2F..%2Fetc.db")
-                    .exists()
         );
+        assert!(dir.path().join("mailboxes/%2E./x.db").exists());
     }
 }

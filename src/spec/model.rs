@@ -61,6 +61,12 @@ pub struct Server {
     /// taken from the directory that holds the spec. Default "./data".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The key mailboxes are encrypted with (at least 32 characters). Unset: a random one
+    /// is made once and kept in data_dir/master.key (0600). Keep it apart from the data
+    /// (e.g. `{ file = "/run/secrets/ferrymail-master" }`) for the encryption to protect
+    /// copies of the data directory; losing it loses every mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<SecretRef>,
 }
 
 /// Listen addresses ("IP:port"). A listener that is not declared is not started.

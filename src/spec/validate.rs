@@ -141,6 +141,9 @@ impl Validator {
         if let Some(u) = &spec.cache.url {
             self.secret(&SpecPath::keys(&["cache", "url"]), u);
         }
+        if let Some(key) = &spec.server.master_key {
+            self.secret(&SpecPath::keys(&["server", "master_key"]), key);
+        }
         if let Some(pw) = &spec.delivery.relay_password {
             self.secret(&SpecPath::keys(&["delivery", "relay_password"]), pw);
         }

@@ -91,6 +91,30 @@ impl Workspace {
         run_in(self.path(), &self.spec, args, stdin)
     }
 
+    /// The messages in an account's INBOX, decrypted with the server's data_dir/master.key
+    /// (empty until the server has made its key and the mailbox).
+    #[allow(dead_code)]
+    pub fn inbox(&self, account: &str) -> Vec<Vec<u8>> {
+        let Ok(key) = std::fs::read(self.data_dir().join("master.key")) else {
+            return Vec::new();
+        };
+        let master = ferrymail::mailbox::MasterKey::new(&key).expect("master key");
+        let boxes = ferrymail::mailbox::Mailboxes::new(&self.data_dir(), master);
+        if !boxes.exists(account) {
+            return Vec::new();
+        }
+        let Ok(mailbox) = boxes.open(account) else {
+            return Vec::new();
+        };
+        let Ok(Some(inbox)) = mailbox.folder("INBOX") else {
+            return Vec::new();
+        };
+        let list = mailbox.messages(&inbox).unwrap_or_default();
+        list.iter()
+            .filter_map(|m| mailbox.body(&inbox, m.uid).ok().flatten())
+            .collect()
+    }
+
     /// The raw bytes of the store database (to prove a failed command changed nothing).
     pub fn store_bytes(&self) -> Vec<u8> {
         std::fs::read(self.data_dir().join("ferrymail.db")).unwrap_or_default()

@@ -1,0 +1,361 @@
+//! What IMAP asks of a message besides its bytes, worked out once at delivery: the
+//! ENVELOPE fields and the MIME structure with each part's byte range in the message.
+
+use mail_parser::{
+    Address as ParsedAddress, HeaderName, Message, MessageParser, MimeHeaders, PartType,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub envelope: Envelope,
+    pub structure: Structure,
+}
+
+/// RFC 3501 ENVELOPE: header values as written (unfolded), addresses parsed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Envelope {
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    pub from: Vec<Address>,
+    pub sender: Vec<Address>,
+    pub reply_to: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub bcc: Vec<Address>,
+    pub in_reply_to: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// One address, or a group marker as IMAP writes them: a group starts with an address
+/// whose host is None and whose mailbox is the group name, and ends with both None.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Address {
+    /// The display name, decoded (UTF-8).
+    pub name: Option<String>,
+    pub mailbox: Option<String>,
+    pub host: Option<String>,
+}
+
+/// A MIME part and, for multiparts and attached messages, what it contains.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Structure {
+    /// Lower-case type and subtype, e.g. "text", "plain".
+    pub kind: String,
+    pub subtype: String,
+    /// Content-Type parameters other than the boundary is kept too (IMAP lists them all).
+    pub params: Vec<(String, String)>,
+    pub id: Option<String>,
+    pub description: Option<String>,
+    /// Content-Transfer-Encoding, upper case ("7BIT" when absent).
+    pub encoding: String,
+    pub md5: Option<String>,
+    pub disposition: Option<(String, Vec<(String, String)>)>,
+    pub language: Vec<String>,
+    pub location: Option<String>,
+    /// Byte offsets in the whole message: where this part's header starts, where its
+    /// body starts, and where it ends.
+    pub header_start: u32,
+    pub body_start: u32,
+    pub end: u32,
+    /// Lines of the body, for text parts and attached messages.
+    pub lines: u32,
+    /// Parts of a multipart.
+    pub parts: Vec<Structure>,
+    /// An attached message/rfc822: its envelope and structure.
+    pub message: Option<Box<Meta>>,
+}
+
+impl Structure {
+    pub fn is_multipart(&self) -> bool {
+        self.kind == "multipart"
+    }
+
+    /// The part a section path like [1, 2] names (RFC 3501 §6.4.5): parts of a multipart
+    /// are numbered from 1; a non-multipart message has one part, numbered 1, itself.
+    pub fn part(&self, path: &[u32]) -> Option<&Structure> {
+        let Some((&first, rest)) = path.split_first() else {
+            return Some(self);
+        };
+        let next = if self.is_multipart() {
+            self.parts.get(first.checked_sub(1)? as usize)?
+        } else if let Some(inner) = &self.message {
+            return inner.structure.part(path);
+        } else if first == 1 {
+            self
+        } else {
+            return None;
+        };
+        if rest.is_empty() {
+            Some(next)
+        } else {
+            next.part(rest)
+        }
+    }
+}
+
+impl Meta {
+    /// Parses `raw` once; a message that cannot be parsed still gets a minimal structure
+    /// (text/plain over all its bytes) so every FETCH can be answered.
+    pub fn of(raw: &[u8]) -> Meta {
+        match MessageParser::new().parse(raw) {
+            Some(message) => meta_of(&message, 0),
+            None => Meta {
+                envelope: Envelope::default(),
+                structure: Structure {
+                    kind: "text".into(),
+                    subtype: "plain".into(),
+                    encoding: "7BIT".into(),
+                    end: raw.len() as u32,
+                    lines: count_lines(raw),
+                    ..Structure::default()
+                },
+            },
+        }
+    }
+}
+
+fn meta_of(message: &Message<'_>, base: u32) -> Meta {
+    Meta {
+        envelope: envelope_of(message),
+        structure: structure_of(message, 0, base),
+    }
+}
+
+fn raw_header(message: &Message<'_>, name: HeaderName<'static>) -> Option<String> {
+    let raw = message.header_raw(name)?;
+    let unfolded: String = raw.replace("\r\n", "").replace('\n', "");
+    Some(unfolded.trim().to_string())
+}
+
+fn envelope_of(message: &Message<'_>) -> Envelope {
+    let from = addresses(message.from());
+    let sender = match addresses(message.sender()) {
+        list if list.is_empty() => from.clone(),
+        list => list,
+    };
+    let reply_to = match addresses(message.reply_to()) {
+        list if list.is_empty() => from.clone(),
+        list => list,
+    };
+    Envelope {
+        date: raw_header(message, HeaderName::Date),
+        subject: raw_header(message, HeaderName::Subject),
+        from,
+        sender,
+        reply_to,
+        to: addresses(message.to()),
+        cc: addresses(message.cc()),
+        bcc: addresses(message.bcc()),
+        in_reply_to: raw_header(message, HeaderName::InReplyTo),
+        message_id: raw_header(message, HeaderName::MessageId),
+    }
+}
+
+fn addresses(value: Option<&ParsedAddress<'_>>) -> Vec<Address> {
+    let one = |a: &mail_parser::Addr<'_>| {
+        let (mailbox, host) = match a.address.as_deref().and_then(|s| s.rsplit_once('@')) {
+            Some((m, h)) => (Some(m.to_string()), Some(h.to_string())),
+            None => (a.address.as_deref().map(str::to_string), None),
+        };
+        Address {
+            name: a.name.as_deref().map(str::to_string),
+            mailbox,
+            host,
+        }
+    };
+    match value {
+        None => Vec::new(),
+        Some(ParsedAddress::List(list)) => list.iter().map(one).collect(),
+        Some(ParsedAddress::Group(groups)) => {
+            let mut out = Vec::new();
+            for group in groups {
+                match &group.name {
+                    Some(name) => {
+                        out.push(Address {
+                            name: None,
+                            mailbox: Some(name.to_string()),
+                            host: None,
+                        });
+                        out.extend(group.addresses.iter().map(one));
+                        out.push(Address::default());
+                    }
+                    None => out.extend(group.addresses.iter().map(one)),
+                }
+            }
+            out
+        }
+    }
+}
+
+fn structure_of(message: &Message<'_>, index: usize, base: u32) -> Structure {
+    let Some(part) = message.parts.get(index) else {
+        return Structure::default();
+    };
+    let raw = message.raw_message();
+    let (kind, subtype, params) = match part.content_type() {
+        Some(ct) => (
+            ct.c_type.to_lowercase(),
+            ct.c_subtype
+                .as_deref()
+                .map(str::to_lowercase)
+                .unwrap_or_default(),
+            ct.attributes
+                .iter()
+                .flatten()
+                .map(|a| (a.name.to_string(), a.value.to_string()))
+                .collect(),
+        ),
+        None => ("text".to_string(), "plain".to_string(), Vec::new()),
+    };
+    let (kind, subtype) = if subtype.is_empty() {
+        match kind.as_str() {
+            "text" => (kind, "plain".to_string()),
+            _ => ("application".to_string(), "octet-stream".to_string()),
+        }
+    } else {
+        (kind, subtype)
+    };
+    let body = raw
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or_default();
+    let mut structure = Structure {
+        kind,
+        subtype,
+        params,
+        id: part.content_id().map(|s| format!("<{s}>")),
+        description: part.content_description().map(str::to_string),
+        encoding: part
+            .content_transfer_encoding()
+            .map(str::to_uppercase)
+            .unwrap_or_else(|| "7BIT".to_string()),
+        md5: None,
+        disposition: part.content_disposition().map(|d| {
+            (
+                d.c_type.to_lowercase(),
+                d.attributes
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.name.to_string(), a.value.to_string()))
+                    .collect(),
+            )
+        }),
+        language: match part.content_language() {
+            mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+            mail_parser::HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+            _ => Vec::new(),
+        },
+        location: part.content_location().map(str::to_string),
+        header_start: base + part.offset_header,
+        body_start: base + part.offset_body,
+        end: base + part.offset_end,
+        lines: 0,
+        parts: Vec::new(),
+        message: None,
+    };
+    match &part.body {
+        PartType::Multipart(children) => {
+            structure.parts = children
+                .iter()
+                .map(|&child| structure_of(message, child as usize, base))
+                .collect();
+        }
+        PartType::Message(inner) => {
+            structure.lines = count_lines(body);
+            structure.message = Some(Box::new(meta_of(inner, base + part.offset_body)));
+        }
+        PartType::Text(_) | PartType::Html(_) => structure.lines = count_lines(body),
+        PartType::Binary(_) | PartType::InlineBinary(_) => {
+            if structure.kind == "text" {
+                structure.lines = count_lines(body);
+            }
+        }
+    }
+    structure
+}
+
+fn count_lines(body: &[u8]) -> u32 {
+    let newlines = body.iter().filter(|&&b| b == b'\n').count();
+    let unterminated = !body.is_empty() && !body.ends_with(b"\n");
+    (newlines + usize::from(unterminated)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIXED: &[u8] = b"From: \"Ann Example\" <ann@a.test>\r\n\
+To: bob@b.test, Team: c@c.test, d@d.test;\r\n\
+Subject: =?utf-8?q?caf=C3=A9?= and\r\n more\r\n\
+Date: Tue, 1 Jul 2025 10:00:00 +0000\r\n\
+Message-ID: <m1@a.test>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+\r\n\
+preamble\r\n\
+--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+line one\r\n\
+line two\r\n\
+--b1\r\n\
+Content-Type: application/pdf; name=\"x.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"x.pdf\"\r\n\
+\r\n\
+AAAA\r\n\
+--b1--\r\n";
+
+    #[test]
+    fn envelope_keeps_raw_values_and_parses_addresses() {
+        let meta = Meta::of(MIXED);
+        let e = &meta.envelope;
+        assert_eq!(e.subject.as_deref(), Some("=?utf-8?q?caf=C3=A9?= and more"));
+        assert_eq!(e.message_id.as_deref(), Some("<m1@a.test>"));
+        assert_eq!(e.from[0].name.as_deref(), Some("Ann Example"));
+        assert_eq!(
+            (e.from[0].mailbox.as_deref(), e.from[0].host.as_deref()),
+            (Some("ann"), Some("a.test"))
+        );
+        assert_eq!(e.sender, e.from, "Sender defaults to From");
+        assert!(e.to.len() >= 3, "{:?}", e.to);
+    }
+
+    #[test]
+    fn structure_has_parts_with_their_byte_ranges() {
+        let meta = Meta::of(MIXED);
+        let s = &meta.structure;
+        assert_eq!(
+            (s.kind.as_str(), s.subtype.as_str()),
+            ("multipart", "mixed")
+        );
+        assert_eq!(s.parts.len(), 2);
+        let text = s.part(&[1]).unwrap();
+        assert_eq!(
+            (text.kind.as_str(), text.subtype.as_str()),
+            ("text", "plain")
+        );
+        let body = &MIXED[text.body_start as usize..text.end as usize];
+        assert!(
+            body.starts_with(b"line one\r\nline two"),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+        let pdf = s.part(&[2]).unwrap();
+        assert_eq!(pdf.encoding, "BASE64");
+        assert_eq!(pdf.disposition.as_ref().unwrap().0, "attachment");
+        assert!(s.part(&[3]).is_none());
+    }
+
+    #[test]
+    fn a_single_part_message_is_its_own_part_one() {
+        let raw = b"Subject: hi\r\n\r\nhello\r\n";
+        let meta = Meta::of(raw);
+        let one = meta.structure.part(&[1]).unwrap();
+        assert_eq!(
+            &raw[one.body_start as usize..one.end as usize],
+            b"hello\r\n"
+        );
+        assert_eq!(one.lines, 1);
+    }
+}

@@ -1,0 +1,924 @@
+//! One account's mailbox file: folders (SPECIAL-USE role, UIDVALIDITY, UIDNEXT,
+//! HIGHESTMODSEQ), messages (UID, flags, MODSEQ, internal date, size) and sealed blobs.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::MailboxError;
+use super::crypto::{AccountKey, Part};
+use super::events::Events;
+use super::meta::Meta;
+
+/// The folders every mailbox has from the start, with their RFC 6154 roles.
+pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
+    ("INBOX", None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+    ("Archive", Some("\\Archive")),
+];
+
+const VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS folders (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    special_use TEXT,
+    subscribed INTEGER NOT NULL DEFAULT 1,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1
+);
+-- One row per message content; copies in several folders share it. The small sealed
+-- metadata comes before the body, so reading it never walks the body's overflow pages.
+CREATE TABLE IF NOT EXISTS blobs (
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    blob_id INTEGER NOT NULL REFERENCES blobs(id),
+    size INTEGER NOT NULL,
+    internal_date INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    pub id: i64,
+    pub name: String,
+    pub special_use: Option<String>,
+    pub subscribed: bool,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+}
+
+/// What a session keeps of each message of its selected folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub uid: u32,
+    /// System flags and keywords, e.g. ["\\Seen", "$Label1"].
+    pub flags: Vec<String>,
+    pub modseq: u64,
+    pub size: u64,
+    pub internal_date: i64,
+}
+
+impl MessageInfo {
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+}
+
+/// STORE's three forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagChange {
+    Add,
+    Remove,
+    Replace,
+}
+
+pub struct Mailbox {
+    conn: Connection,
+    account: String,
+    key: AccountKey,
+    events: Events,
+}
+
+fn now() -> i64 {
+    crate::queue::now_unix()
+}
+
+fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {
+    Ok(Folder {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        special_use: r.get(2)?,
+        subscribed: r.get(3)?,
+        uidvalidity: r.get::<_, i64>(4)? as u32,
+        uidnext: r.get::<_, i64>(5)? as u32,
+        highestmodseq: r.get::<_, i64>(6)? as u64,
+    })
+}
+
+const FOLDER_COLUMNS: &str =
+    "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq";
+
+fn parse_flags(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flags as stored: de-duplicated (case-insensitively), in a stable order.
+fn join_flags(flags: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for f in flags {
+        if !f.is_empty() && !f.contains(' ') && !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
+            out.push(f);
+        }
+    }
+    out.sort_by_key(|f| f.to_ascii_lowercase());
+    out.join(" ")
+}
+
+/// A UIDVALIDITY that differs from any earlier one of the file: the clock, bumped past
+/// the last one ever given (a folder deleted and made again within a second, or after the
+/// clock went back, must not repeat one, or clients would trust stale caches).
+fn new_uidvalidity(tx: &Connection) -> rusqlite::Result<i64> {
+    let last: i64 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT value FROM counters WHERE name = 'uidvalidity'), 0),
+                    COALESCE((SELECT MAX(uidvalidity) FROM folders), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    let next = now().max(last + 1) & 0xFFFF_FFFF;
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES ('uidvalidity', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [next],
+    )?;
+    Ok(next)
+}
+
+impl Mailbox {
+    pub(super) fn open(
+        path: &Path,
+        account: String,
+        key: AccountKey,
+        events: Events,
+    ) -> Result<Mailbox, MailboxError> {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let conn = crate::sqlite::open(path, crate::sqlite::Durability::Full)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut mailbox = Mailbox {
+            conn,
+            account,
+            key,
+            events,
+        };
+        mailbox.migrate()?;
+        Ok(mailbox)
+    }
+
+    fn migrate(&mut self) -> Result<(), MailboxError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version >= VERSION {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Version 1 (before encryption) kept bodies in plain text in `messages`.
+        let old: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('messages') WHERE name = 'body'",
+            [],
+            |r| r.get(0),
+        )?;
+        if old {
+            tx.execute_batch(
+                "ALTER TABLE messages RENAME TO messages_v1;
+                 ALTER TABLE folders ADD COLUMN subscribed INTEGER NOT NULL DEFAULT 1;
+                 UPDATE folders SET special_use = NULL WHERE special_use = '\\Inbox';",
+            )?;
+        }
+        tx.execute_batch(SCHEMA)?;
+        if old {
+            let rows: Vec<(i64, i64, i64, String, i64, Vec<u8>)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT folder_id, uid, internal_date, flags, modseq, body FROM messages_v1",
+                )?;
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            for (folder, uid, date, flags, modseq, body) in rows {
+                let blob = insert_blob(&tx, &self.key, &body)?;
+                tx.execute(
+                    "INSERT INTO messages (folder_id, uid, blob_id, size, internal_date, flags, modseq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![folder, uid, blob, body.len() as i64, date, flags, modseq],
+                )?;
+            }
+            tx.execute_batch("DROP TABLE messages_v1")?;
+        }
+        for (name, role) in SPECIAL_FOLDERS {
+            let exists: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM folders WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                let validity = new_uidvalidity(&tx)?;
+                tx.execute(
+                    "INSERT INTO folders (name, special_use, uidvalidity) VALUES (?1, ?2, ?3)",
+                    params![name, role, validity],
+                )?;
+            }
+        }
+        tx.pragma_update(None, "user_version", VERSION)?;
+        tx.commit()?;
+        if old {
+            // The plain text of version 1 is still in the file's free pages: rewrite the
+            // file without them, and empty the WAL.
+            self.conn
+                .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        Ok(())
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+}
+
+/// Seals and stores a message's bytes and metadata; returns the blob id.
+fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, MailboxError> {
+    let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs", [], |r| {
+        r.get(0)
+    })?;
+    let meta = serde_json::to_vec(&Meta::of(body))?;
+    tx.execute(
+        "INSERT INTO blobs (id, size, meta, body) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            id,
+            body.len() as i64,
+            key.seal(id, Part::Meta, &meta)?,
+            key.seal(id, Part::Body, body)?
+        ],
+    )?;
+    Ok(id)
+}
+
+impl Mailbox {
+    pub fn folders(&self) -> Result<Vec<Folder>, MailboxError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {FOLDER_COLUMNS} FROM folders ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], folder_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A folder by name; "INBOX" in any case is the inbox.
+    pub fn folder(&self, name: &str) -> Result<Option<Folder>, MailboxError> {
+        let name = canonical(name);
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {FOLDER_COLUMNS} FROM folders WHERE name = ?1"
+            ))?
+            .query_row([name], folder_row)
+            .optional()?)
+    }
+
+    pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        match self.folder(name)? {
+            Some(folder) => Ok(folder),
+            None => self.create_folder(name),
+        }
+    }
+
+    pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        let name = canonical(name);
+        if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+            return Err(MailboxError::Refused("not a valid folder name"));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM folders WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Err(MailboxError::FolderExists(name.to_string()));
+        }
+        let validity = new_uidvalidity(&tx)?;
+        tx.execute(
+            "INSERT INTO folders (name, uidvalidity) VALUES (?1, ?2)",
+            params![name, validity],
+        )?;
+        tx.commit()?;
+        self.events.changed(&self.account);
+        self.folder(name)?
+            .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
+    }
+
+    /// Deletes a folder and its messages. INBOX cannot be deleted.
+    pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
+        let folder = self
+            .folder(name)?
+            .ok_or_else(|| MailboxError::NoFolder(name.to_string()))?;
+        if folder.name == "INBOX" {
+            return Err(MailboxError::Refused("INBOX cannot be deleted"));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder.id])?;
+        tx.execute("DELETE FROM folders WHERE id = ?1", [folder.id])?;
+        collect_garbage(&tx)?;
+        tx.commit()?;
+        self.events.changed(&self.account);
+        Ok(())
+    }
+
+    /// Renames a folder (and the folders below it). Renaming INBOX moves its messages
+    /// into a new folder and leaves INBOX empty (RFC 3501 §6.3.5).
+    pub fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), MailboxError> {
+        let folder = self
+            .folder(from)?
+            .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
+        if self.folder(to)?.is_some() {
+            return Err(MailboxError::FolderExists(to.to_string()));
+        }
+        if folder.name == "INBOX" {
+            let target = self.create_folder(to)?;
+            let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
+            self.move_messages(&folder, &uids, &target)?;
+            return Ok(());
+        }
+        let to = canonical(to).to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE folders SET name = ?2 WHERE id = ?1",
+            params![folder.id, to],
+        )?;
+        let prefix = format!("{}/", folder.name);
+        let children: Vec<(i64, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT id, name FROM folders WHERE substr(name, 1, ?2) = ?1")?;
+            stmt.query_map(params![prefix, prefix.len() as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        for (id, name) in children {
+            let renamed = format!("{to}/{}", &name[prefix.len()..]);
+            tx.execute(
+                "UPDATE folders SET name = ?2 WHERE id = ?1",
+                params![id, renamed],
+            )?;
+        }
+        tx.commit()?;
+        self.events.changed(&self.account);
+        Ok(())
+    }
+
+    pub fn subscribe(&mut self, name: &str, on: bool) -> Result<(), MailboxError> {
+        let n = self.conn.execute(
+            "UPDATE folders SET subscribed = ?2 WHERE name = ?1",
+            params![canonical(name), on],
+        )?;
+        if n == 0 {
+            return Err(MailboxError::NoFolder(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Bytes used by every message of the account (copies count, as IMAP QUOTA does).
+    pub fn quota_used(&self) -> Result<u64, MailboxError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Stores a message in `folder`; returns (UIDVALIDITY, UID). `quota` (bytes) is
+    /// checked in the same transaction, so two deliveries cannot both slip under it.
+    pub fn append(
+        &mut self,
+        folder: &Folder,
+        body: &[u8],
+        flags: &[String],
+        internal_date: i64,
+        quota: Option<u64>,
+    ) -> Result<(u32, u32), MailboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(quota) = quota {
+            let used: i64 =
+                tx.query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
+                    r.get(0)
+                })?;
+            if used as u64 + body.len() as u64 > quota {
+                return Err(MailboxError::OverQuota {
+                    account: self.account.clone(),
+                    used: used as u64,
+                    quota,
+                });
+            }
+        }
+        let blob = insert_blob(&tx, &self.key, body)?;
+        let (validity, uid, modseq): (i64, i64, i64) = tx
+            .query_row(
+                "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+                 WHERE id = ?1 RETURNING uidvalidity, uidnext - 1, highestmodseq",
+                [folder.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
+        tx.execute(
+            "INSERT INTO messages (folder_id, uid, blob_id, size, internal_date, flags, modseq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                folder.id,
+                uid,
+                blob,
+                body.len() as i64,
+                internal_date,
+                join_flags(flags),
+                modseq
+            ],
+        )?;
+        tx.commit()?;
+        self.events.changed(&self.account);
+        Ok((validity as u32, uid as u32))
+    }
+
+    /// The folder as it is now (UIDNEXT and HIGHESTMODSEQ move with every change).
+    pub fn refresh(&self, folder: &Folder) -> Result<Folder, MailboxError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {FOLDER_COLUMNS} FROM folders WHERE id = ?1"
+            ))?
+            .query_row([folder.id], folder_row)
+            .optional()?
+            .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))
+    }
+
+    /// Every message of a folder, in UID order.
+    pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT uid, flags, modseq, size, internal_date FROM messages
+             WHERE folder_id = ?1 ORDER BY uid",
+        )?;
+        let rows = stmt.query_map([folder.id], |r| {
+            Ok(MessageInfo {
+                uid: r.get::<_, i64>(0)? as u32,
+                flags: parse_flags(&r.get::<_, String>(1)?),
+                modseq: r.get::<_, i64>(2)? as u64,
+                size: r.get::<_, i64>(3)? as u64,
+                internal_date: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn sealed(
+        &self,
+        folder: &Folder,
+        uid: u32,
+        part: Part,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        let column = match part {
+            Part::Body => "b.body",
+            Part::Meta => "b.meta",
+        };
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT b.id, {column} FROM messages m JOIN blobs b ON b.id = m.blob_id
+                 WHERE m.folder_id = ?1 AND m.uid = ?2"
+            ))?
+            .query_row(params![folder.id, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some((id, sealed)) => Ok(Some(self.key.open(id, part, &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A message's bytes, exactly as delivered.
+    pub fn body(&self, folder: &Folder, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.sealed(folder, uid, Part::Body)
+    }
+
+    /// A message's envelope and structure, parsed at delivery.
+    pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
+        match self.sealed(folder, uid, Part::Meta)? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes the flags of `uids`. With `unchanged_since` (CONDSTORE), a message whose
+    /// MODSEQ is higher is left alone and its UID returned in the second list. Returns
+    /// the messages as they are afterwards (only those that changed).
+    pub fn set_flags(
+        &mut self,
+        folder: &Folder,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut changed = Vec::new();
+        let mut refused = Vec::new();
+        let mut modseq: Option<i64> = None;
+        {
+            let mut read = tx.prepare_cached(
+                "SELECT flags, modseq, size, internal_date FROM messages WHERE folder_id = ?1 AND uid = ?2",
+            )?;
+            let mut write = tx.prepare_cached(
+                "UPDATE messages SET flags = ?3, modseq = ?4 WHERE folder_id = ?1 AND uid = ?2",
+            )?;
+            for &uid in uids {
+                let Some((old, old_modseq, size, date)) = read
+                    .query_row(params![folder.id, uid], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .optional()?
+                else {
+                    continue;
+                };
+                if unchanged_since.is_some_and(|since| old_modseq as u64 > since) {
+                    refused.push(uid);
+                    continue;
+                }
+                let mut now = parse_flags(&old);
+                match change {
+                    FlagChange::Replace => now = flags.to_vec(),
+                    FlagChange::Add => now.extend(flags.iter().cloned()),
+                    FlagChange::Remove => {
+                        now.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
+                    }
+                }
+                let joined = join_flags(&now);
+                if joined == join_flags(&parse_flags(&old)) {
+                    continue;
+                }
+                let next = match modseq {
+                    Some(m) => m,
+                    None => {
+                        let m: i64 = tx.query_row(
+                            "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1
+                             RETURNING highestmodseq",
+                            [folder.id],
+                            |r| r.get(0),
+                        )?;
+                        modseq = Some(m);
+                        m
+                    }
+                };
+                write.execute(params![folder.id, uid, joined, next])?;
+                changed.push(MessageInfo {
+                    uid,
+                    flags: parse_flags(&joined),
+                    modseq: next as u64,
+                    size: size as u64,
+                    internal_date: date,
+                });
+            }
+        }
+        tx.commit()?;
+        if !changed.is_empty() {
+            self.events.changed(&self.account);
+        }
+        Ok((changed, refused))
+    }
+
+    /// Copies messages (sharing their sealed content); returns (source UID, new UID)
+    /// pairs in order.
+    pub fn copy(
+        &mut self,
+        from: &Folder,
+        uids: &[u32],
+        to: &Folder,
+    ) -> Result<Vec<(u32, u32)>, MailboxError> {
+        let pairs = {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pairs = copy_rows(&tx, from, uids, to)?;
+            tx.commit()?;
+            pairs
+        };
+        self.events.changed(&self.account);
+        Ok(pairs)
+    }
+
+    /// MOVE (RFC 6851): copy and expunge in one transaction.
+    pub fn move_messages(
+        &mut self,
+        from: &Folder,
+        uids: &[u32],
+        to: &Folder,
+    ) -> Result<Vec<(u32, u32)>, MailboxError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pairs = copy_rows(&tx, from, uids, to)?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+            for (uid, _) in &pairs {
+                delete.execute(params![from.id, uid])?;
+            }
+        }
+        if !pairs.is_empty() {
+            tx.execute(
+                "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1",
+                [from.id],
+            )?;
+        }
+        tx.commit()?;
+        self.events.changed(&self.account);
+        Ok(pairs)
+    }
+
+    /// Removes the messages flagged \Deleted (only those in `uids` when given); returns
+    /// the UIDs removed.
+    pub fn expunge(
+        &mut self,
+        folder: &Folder,
+        uids: Option<&[u32]>,
+    ) -> Result<Vec<u32>, MailboxError> {
+        let doomed: Vec<u32> = self
+            .messages(folder)?
+            .into_iter()
+            .filter(|m| m.has("\\Deleted"))
+            .filter(|m| uids.is_none_or(|set| set.contains(&m.uid)))
+            .map(|m| m.uid)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+            for uid in &doomed {
+                delete.execute(params![folder.id, uid])?;
+            }
+        }
+        tx.execute(
+            "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1",
+            [folder.id],
+        )?;
+        collect_garbage(&tx)?;
+        tx.commit()?;
+        self.events.changed(&self.account);
+        Ok(doomed)
+    }
+}
+
+/// "inbox" in any case is INBOX (RFC 3501 §5.1); every other name is case-sensitive.
+fn canonical(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        name
+    }
+}
+
+fn copy_rows(
+    tx: &Connection,
+    from: &Folder,
+    uids: &[u32],
+    to: &Folder,
+) -> Result<Vec<(u32, u32)>, MailboxError> {
+    let mut pairs = Vec::new();
+    let mut read = tx.prepare_cached(
+        "SELECT blob_id, size, internal_date, flags FROM messages WHERE folder_id = ?1 AND uid = ?2",
+    )?;
+    let rows: Vec<(u32, i64, i64, i64, String)> = uids
+        .iter()
+        .filter_map(|&uid| {
+            read.query_row(params![from.id, uid], |r| {
+                Ok((uid, r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() {
+        return Ok(pairs);
+    }
+    let (first, modseq): (i64, i64) = tx.query_row(
+        "UPDATE folders SET uidnext = uidnext + ?2, highestmodseq = highestmodseq + 1
+         WHERE id = ?1 RETURNING uidnext - ?2, highestmodseq",
+        params![to.id, rows.len() as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (folder_id, uid, blob_id, size, internal_date, flags, modseq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (i, (uid, blob, size, date, flags)) in rows.into_iter().enumerate() {
+        let new_uid = first + i as i64;
+        insert.execute(params![to.id, new_uid, blob, size, date, flags, modseq])?;
+        pairs.push((uid, new_uid as u32));
+    }
+    Ok(pairs)
+}
+
+/// Content no message refers to any more.
+fn collect_garbage(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = blobs.id)",
+        [],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::mailboxes;
+    use super::*;
+
+    #[test]
+    fn folders_flags_copy_move_and_expunge() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
+        let mut mb = boxes.open("me@d.test").unwrap();
+        let names: Vec<String> = mb.folders().unwrap().into_iter().map(|f| f.name).collect();
+        for (name, _) in SPECIAL_FOLDERS {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+        let sent = mb.folder("Sent").unwrap().unwrap();
+        assert_eq!(sent.special_use.as_deref(), Some("\\Sent"));
+        let inbox = mb.folder("inbox").unwrap().unwrap();
+        for text in ["a", "b", "c"] {
+            mb.append(
+                &inbox,
+                format!("Subject: {text}\r\n\r\n{text}").as_bytes(),
+                &[],
+                1,
+                None,
+            )
+            .unwrap();
+        }
+        let before = mb.refresh(&inbox).unwrap().highestmodseq;
+        let (changed, refused) = mb
+            .set_flags(
+                &inbox,
+                &[1, 2],
+                FlagChange::Add,
+                &["\\Seen".into(), "$Work".into()],
+                None,
+            )
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        assert!(refused.is_empty());
+        assert!(changed[0].modseq > before);
+        // CONDSTORE: a message changed since the given MODSEQ is not touched.
+        let (_, refused) = mb
+            .set_flags(
+                &inbox,
+                &[1],
+                FlagChange::Remove,
+                &["\\Seen".into()],
+                Some(before),
+            )
+            .unwrap();
+        assert_eq!(refused, [1]);
+
+        let archive = mb.folder("Archive").unwrap().unwrap();
+        assert_eq!(
+            mb.copy(&inbox, &[2, 3], &archive).unwrap(),
+            [(2, 1), (3, 2)]
+        );
+        assert_eq!(
+            mb.body(&archive, 1).unwrap().unwrap(),
+            b"Subject: b\r\n\r\nb"
+        );
+        let trash = mb.folder("Trash").unwrap().unwrap();
+        assert_eq!(mb.move_messages(&inbox, &[1], &trash).unwrap(), [(1, 1)]);
+        assert_eq!(mb.messages(&inbox).unwrap().len(), 2);
+        assert!(mb.messages(&trash).unwrap()[0].has("$work"));
+
+        mb.set_flags(
+            &inbox,
+            &[2, 3],
+            FlagChange::Add,
+            &["\\Deleted".into()],
+            None,
+        )
+        .unwrap();
+        assert_eq!(mb.expunge(&inbox, Some(&[3])).unwrap(), [3]);
+        assert_eq!(mb.expunge(&inbox, None).unwrap(), [2]);
+        // The copies in Archive still read: shared content is kept while referenced.
+        assert!(mb.body(&archive, 2).unwrap().is_some());
+        assert_eq!(
+            mb.meta(&archive, 2)
+                .unwrap()
+                .unwrap()
+                .envelope
+                .subject
+                .as_deref(),
+            Some("c")
+        );
+    }
+
+    #[test]
+    fn folders_are_created_renamed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
+        let mut mb = boxes.open("me@d.test").unwrap();
+        let work = mb.create_folder("Work").unwrap();
+        mb.create_folder("Work/2025").unwrap();
+        assert!(matches!(
+            mb.create_folder("Work"),
+            Err(MailboxError::FolderExists(_))
+        ));
+        mb.rename_folder("Work", "Jobs").unwrap();
+        assert!(mb.folder("Jobs/2025").unwrap().is_some());
+        let jobs = mb.folder("Jobs").unwrap().unwrap();
+        assert_eq!(
+            jobs.uidvalidity, work.uidvalidity,
+            "a rename keeps UIDVALIDITY"
+        );
+        mb.delete_folder("Jobs/2025").unwrap();
+        mb.delete_folder("Jobs").unwrap();
+        let again = mb.create_folder("Jobs").unwrap();
+        assert_ne!(again.uidvalidity, jobs.uidvalidity, "never reused");
+        assert!(mb.delete_folder("INBOX").is_err());
+        // Renaming INBOX moves its mail and leaves it empty.
+        let inbox = mb.folder("INBOX").unwrap().unwrap();
+        mb.append(&inbox, b"x", &[], 1, None).unwrap();
+        mb.rename_folder("INBOX", "Old").unwrap();
+        assert!(mb.messages(&inbox).unwrap().is_empty());
+        let old = mb.folder("Old").unwrap().unwrap();
+        assert_eq!(mb.messages(&old).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn version_1_files_are_encrypted_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailboxes/d.test/me.db");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE folders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, special_use TEXT,
+               uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL DEFAULT 1, highestmodseq INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE messages (folder_id INTEGER NOT NULL, uid INTEGER NOT NULL, internal_date INTEGER NOT NULL,
+               size INTEGER NOT NULL, flags TEXT NOT NULL DEFAULT '', modseq INTEGER NOT NULL, body BLOB NOT NULL,
+               PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;
+             INSERT INTO folders VALUES (1, 'INBOX', '\\Inbox', 1000, 2, 1);
+             INSERT INTO messages VALUES (1, 1, 5, 19, '', 1, CAST('Subject: old secret' AS BLOB));",
+        )
+        .unwrap();
+        drop(conn);
+        let boxes = mailboxes(dir.path());
+        let mb = boxes.open("me@d.test").unwrap();
+        let inbox = mb.folder("INBOX").unwrap().unwrap();
+        assert_eq!(
+            (inbox.uidvalidity, inbox.uidnext),
+            (1000, 2),
+            "clients keep their cache"
+        );
+        assert_eq!(mb.body(&inbox, 1).unwrap().unwrap(), b"Subject: old secret");
+        drop(mb);
+        let file = std::fs::read(&path).unwrap();
+        assert!(!file.windows(10).any(|w| w == b"old secret"));
+    }
+}
