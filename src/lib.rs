@@ -6,6 +6,8 @@ pub mod cache;
 pub mod cli;
 pub mod dkim;
 pub mod dns;
+pub mod imap;
+pub mod login;
 pub mod mailbox;
 pub mod password;
 pub mod queue;

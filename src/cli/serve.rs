@@ -115,6 +115,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             bail!("cache.kind = \"redis\" is not available in this build yet; use \"memory\"")
         }
     };
+    let mailboxes = Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?);
+    let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -126,7 +128,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             loaded.spec.delivery.relay.clone(),
             resolver.clone(),
         ),
-        mailboxes: Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
+        mailboxes: mailboxes.clone(),
         snapshot: snapshot.clone(),
         srs: srs.clone(),
         hostname: hostname.clone(),
@@ -176,11 +178,36 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push(("mx".to_string(), addr.to_string()));
         tracing::info!(%addr, "mx listening");
     }
+    let imap_ctx = Arc::new(crate::imap::ImapContext {
+        hostname: hostname.clone(),
+        snapshot: snapshot.clone(),
+        mailboxes: mailboxes.clone(),
+        logins: logins.clone(),
+        tls: tls.clone(),
+    });
+    for (name, addr, implicit_tls) in [
+        ("imap", declared.imap, false),
+        ("imaps", declared.imaps, true),
+    ] {
+        let Some(addr) = addr else { continue };
+        if implicit_tls && tls.is_none() {
+            bail!("listeners.imaps needs a certificate: set [tls] mode");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tasks.spawn(crate::imap::serve_imap(
+            listener,
+            imap_ctx.clone(),
+            implicit_tls,
+            shutdown.clone(),
+        ));
+        listeners.push((name.to_string(), addr.to_string()));
+        tracing::info!(%addr, "{name} listening");
+    }
     for (name, addr) in [
         ("submission", declared.submission),
         ("submissions", declared.submissions),
-        ("imap", declared.imap),
-        ("imaps", declared.imaps),
         ("pop3", declared.pop3),
         ("pop3s", declared.pop3s),
         ("http", declared.http),

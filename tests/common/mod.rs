@@ -236,6 +236,22 @@ pub fn python_peer(script: &str, args: &[&str], dir: &Path) -> Process {
     Process { child, log }
 }
 
+/// Runs a Python client script from tests/peers to its end, in `dir`, with a time limit.
+pub fn python_peer_run(script: &str, args: &[&str], dir: &Path) -> Run {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("python3")
+        .arg(&path)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 must be installed (scripts/test installs the peers)");
+    Run::from(out)
+}
+
 /// A received message in a sink directory: envelope and content.
 pub struct Received {
     pub mail_from: String,

@@ -1,0 +1,269 @@
+//! FETCH data for one message: index fields from the session's view, ENVELOPE and
+//! BODYSTRUCTURE from the metadata cached at delivery, sections cut from the message.
+
+use std::num::NonZeroU64;
+
+use imap_next::imap_types::core::{AString, IString, Literal, NString};
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
+
+use super::convert;
+use crate::mailbox::meta::{Meta, Structure};
+use crate::mailbox::{Folder, Mailbox, MailboxError, MessageInfo};
+
+/// Whether any of `names` needs the message's bytes, or its cached metadata.
+fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
+    let body = names.iter().any(|n| {
+        matches!(
+            n,
+            MessageDataItemName::BodyExt { .. }
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Header
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. }
+        )
+    });
+    let meta = body
+        || names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Envelope
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Body
+            )
+        });
+    (body, meta)
+}
+
+/// Whether fetching `names` sets \Seen (RFC 3501: BODY[...] without .PEEK, RFC822, RFC822.TEXT).
+pub fn sets_seen(names: &[MessageDataItemName<'_>]) -> bool {
+    names.iter().any(|n| {
+        matches!(
+            n,
+            MessageDataItemName::BodyExt { peek: false, .. }
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::Binary { peek: false, .. }
+        )
+    })
+}
+
+fn literal(bytes: &[u8]) -> NString<'static> {
+    match Literal::try_from(bytes.to_vec()) {
+        Ok(l) => NString(Some(IString::Literal(l))),
+        // A NUL byte cannot travel in an IMAP literal: send it as a space, as Dovecot does.
+        Err(_) => {
+            let cleaned: Vec<u8> = bytes
+                .iter()
+                .map(|&b| if b == 0 { b' ' } else { b })
+                .collect();
+            Literal::try_from(cleaned)
+                .map(|l| NString(Some(IString::Literal(l))))
+                .unwrap_or(NString::NIL)
+        }
+    }
+}
+
+fn slice(raw: &[u8], from: u32, to: u32) -> &[u8] {
+    let len = raw.len();
+    let (from, to) = ((from as usize).min(len), (to as usize).min(len));
+    &raw[from..to.max(from)]
+}
+
+/// The header block (with its blank line) and text of a message starting at `root`.
+fn header_of<'r>(raw: &'r [u8], root: &Structure) -> &'r [u8] {
+    slice(raw, root.header_start, root.body_start)
+}
+
+fn text_of<'r>(raw: &'r [u8], root: &Structure) -> &'r [u8] {
+    slice(raw, root.body_start, root.end)
+}
+
+/// The fields of a header block named (or, with `not`, not named) in `names`, followed by
+/// the blank line.
+fn header_fields(header: &[u8], names: &[AString<'_>], not: bool) -> Vec<u8> {
+    let wanted = |line: &[u8]| {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name);
+        let listed = names
+            .iter()
+            .any(|n| String::from_utf8_lossy(n.as_ref()).eq_ignore_ascii_case(name.trim()));
+        listed != not
+    };
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            keep = wanted(line);
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The bytes a BODY[section] names, or None when the section does not exist.
+fn section_bytes(raw: &[u8], meta: &Meta, section: Option<&Section<'_>>) -> Option<Vec<u8>> {
+    let root = &meta.structure;
+    let path = |part: &imap_next::imap_types::fetch::Part| -> Vec<u32> {
+        part.0.as_ref().iter().map(|n| n.get()).collect()
+    };
+    // The message a HEADER/TEXT section refers to: the top one, or an attached one.
+    let message_at = |part: Option<&imap_next::imap_types::fetch::Part>| -> Option<&Structure> {
+        match part {
+            None => Some(root),
+            Some(p) => root
+                .part(&path(p))?
+                .message
+                .as_ref()
+                .map(|inner| &inner.structure),
+        }
+    };
+    Some(match section {
+        None => raw.to_vec(),
+        Some(Section::Header(part)) => header_of(raw, message_at(part.as_ref())?).to_vec(),
+        Some(Section::Text(part)) => text_of(raw, message_at(part.as_ref())?).to_vec(),
+        Some(Section::HeaderFields(part, names)) => header_fields(
+            header_of(raw, message_at(part.as_ref())?),
+            names.as_ref(),
+            false,
+        ),
+        Some(Section::HeaderFieldsNot(part, names)) => header_fields(
+            header_of(raw, message_at(part.as_ref())?),
+            names.as_ref(),
+            true,
+        ),
+        Some(Section::Mime(part)) => {
+            let p = root.part(&path(part))?;
+            slice(raw, p.header_start, p.body_start).to_vec()
+        }
+        Some(Section::Part(part)) => {
+            let p = root.part(&path(part))?;
+            slice(raw, p.body_start, p.end).to_vec()
+        }
+    })
+}
+
+/// The FETCH items for one message, in the order asked (UID first for UID FETCH).
+pub fn items(
+    mailbox: &Mailbox,
+    folder: &Folder,
+    info: &MessageInfo,
+    names: &[MessageDataItemName<'static>],
+    uid_command: bool,
+) -> Result<Vec<MessageDataItem<'static>>, MailboxError> {
+    let (need_body, need_meta) = needs(names);
+    let body = if need_body {
+        mailbox.body(folder, info.uid)?
+    } else {
+        None
+    };
+    let meta = if need_meta {
+        mailbox.meta(folder, info.uid)?
+    } else {
+        None
+    };
+    let empty = Meta::default();
+    let meta = meta.as_ref().unwrap_or(&empty);
+    let raw = body.as_deref().unwrap_or_default();
+    let mut out = Vec::new();
+    let has_uid = names.iter().any(|n| matches!(n, MessageDataItemName::Uid));
+    if uid_command && !has_uid {
+        out.push(MessageDataItem::Uid(convert::nz(info.uid)));
+    }
+    for name in names {
+        let item = match name {
+            MessageDataItemName::Uid => MessageDataItem::Uid(convert::nz(info.uid)),
+            MessageDataItemName::Flags => MessageDataItem::Flags(convert::flags(&info.flags)),
+            MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(info.size as u32),
+            MessageDataItemName::InternalDate => match convert::date(info.internal_date) {
+                Some(d) => MessageDataItem::InternalDate(d),
+                None => continue,
+            },
+            MessageDataItemName::ModSeq => {
+                MessageDataItem::ModSeq(NonZeroU64::new(info.modseq).unwrap_or(NonZeroU64::MIN))
+            }
+            MessageDataItemName::Envelope => {
+                MessageDataItem::Envelope(convert::envelope(&meta.envelope))
+            }
+            MessageDataItemName::BodyStructure => {
+                MessageDataItem::BodyStructure(convert::body_structure(&meta.structure, true))
+            }
+            MessageDataItemName::Body => {
+                MessageDataItem::Body(convert::body_structure(&meta.structure, false))
+            }
+            MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(raw)),
+            MessageDataItemName::Rfc822Header => {
+                MessageDataItem::Rfc822Header(literal(header_of(raw, &meta.structure)))
+            }
+            MessageDataItemName::Rfc822Text => {
+                MessageDataItem::Rfc822Text(literal(text_of(raw, &meta.structure)))
+            }
+            MessageDataItemName::BodyExt {
+                section, partial, ..
+            } => {
+                let bytes = section_bytes(raw, meta, section.as_ref()).unwrap_or_default();
+                let (origin, data) = match partial {
+                    Some((start, count)) => {
+                        let start = (*start as usize).min(bytes.len());
+                        let end = start.saturating_add(count.get() as usize).min(bytes.len());
+                        (Some(start as u32), literal(&bytes[start..end]))
+                    }
+                    None => (None, literal(&bytes)),
+                };
+                MessageDataItem::BodyExt {
+                    section: section.clone(),
+                    origin,
+                    data,
+                }
+            }
+            // BINARY is not advertised; a client that asks anyway gets nothing for it.
+            _ => continue,
+        };
+        out.push(item);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fields_keep_folded_lines_and_end_with_a_blank_line() {
+        let header = b"From: a\r\nSubject: one\r\n two\r\nTo: b\r\n\r\n";
+        let names = [AString::try_from("subject").unwrap()];
+        assert_eq!(
+            header_fields(header, &names, false),
+            b"Subject: one\r\n two\r\n\r\n"
+        );
+        assert_eq!(
+            header_fields(header, &names, true),
+            b"From: a\r\nTo: b\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn sections_cut_the_right_bytes() {
+        let raw = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>second</p>\r\n--b--\r\n";
+        let meta = Meta::of(raw);
+        let part = |n: u32| {
+            Section::Part(imap_next::imap_types::fetch::Part(
+                imap_next::imap_types::core::Vec1::from(std::num::NonZeroU32::new(n).unwrap()),
+            ))
+        };
+        assert_eq!(section_bytes(raw, &meta, Some(&part(1))).unwrap(), b"first");
+        assert_eq!(
+            section_bytes(raw, &meta, Some(&part(2))).unwrap(),
+            b"<p>second</p>"
+        );
+        assert!(section_bytes(raw, &meta, Some(&part(3))).is_none());
+        let header = section_bytes(raw, &meta, Some(&Section::Header(None))).unwrap();
+        assert!(header.starts_with(b"Subject: x\r\n") && header.ends_with(b"\r\n\r\n"));
+    }
+}

@@ -1,0 +1,13 @@
+//! The IMAP server (IMAP4rev1 with IDLE, UIDPLUS, MOVE, SPECIAL-USE, CONDSTORE, QUOTA…)
+//! on imap-codec's grammar and imap-next's state machine, over the mailbox store.
+
+mod convert;
+mod driver;
+mod fetch;
+mod listener;
+pub mod mutf7;
+mod search;
+mod selected;
+mod session;
+
+pub use listener::{ImapContext, serve_imap};

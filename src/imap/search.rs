@@ -1,0 +1,213 @@
+//! SEARCH (RFC 3501 §6.4.4) over the selected folder: flags, sizes and dates from the
+//! index, header keys from the cached envelope or the header, text keys from the decoded
+//! message (MIME parts decoded, case-insensitive).
+
+use std::cell::OnceCell;
+
+use imap_next::imap_types::search::SearchKey;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use super::selected::contains;
+use crate::mailbox::meta::Meta;
+use crate::mailbox::{Folder, Mailbox, MessageInfo};
+
+/// One message under test; its content is read (and decrypted) only if a key needs it.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub info: &'a MessageInfo,
+    pub largest_seq: u32,
+    pub largest_uid: u32,
+    mailbox: &'a Mailbox,
+    folder: &'a Folder,
+    meta: OnceCell<Option<Meta>>,
+    body: OnceCell<Option<Vec<u8>>>,
+}
+
+impl<'a> Candidate<'a> {
+    pub fn new(
+        mailbox: &'a Mailbox,
+        folder: &'a Folder,
+        seq: u32,
+        info: &'a MessageInfo,
+        largest_seq: u32,
+        largest_uid: u32,
+    ) -> Self {
+        Candidate {
+            seq,
+            info,
+            largest_seq,
+            largest_uid,
+            mailbox,
+            folder,
+            meta: OnceCell::new(),
+            body: OnceCell::new(),
+        }
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        self.meta
+            .get_or_init(|| self.mailbox.meta(self.folder, self.info.uid).ok().flatten())
+            .as_ref()
+    }
+
+    fn body(&self) -> Option<&[u8]> {
+        self.body
+            .get_or_init(|| self.mailbox.body(self.folder, self.info.uid).ok().flatten())
+            .as_deref()
+    }
+
+    /// The header field values named `name` (unfolded), from the message itself.
+    fn header(&self, name: &str) -> Vec<String> {
+        let Some(body) = self.body() else {
+            return Vec::new();
+        };
+        let Some(message) = MessageParser::new().parse_headers(body) else {
+            return Vec::new();
+        };
+        message
+            .headers_raw()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.replace("\r\n", "").trim().to_string())
+            .collect()
+    }
+}
+
+fn has(haystack: &str, needle: &str) -> bool {
+    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn text(s: &impl AsRef<[u8]>) -> String {
+    String::from_utf8_lossy(s.as_ref()).into_owned()
+}
+
+/// Addresses of an envelope field as searchable text: "Name <user@host>" each.
+fn addresses(list: &[crate::mailbox::meta::Address]) -> String {
+    list.iter()
+        .map(|a| {
+            format!(
+                "{} <{}@{}>",
+                a.name.as_deref().unwrap_or(""),
+                a.mailbox.as_deref().unwrap_or(""),
+                a.host.as_deref().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn day(unix: i64) -> Option<chrono::NaiveDate> {
+    chrono::DateTime::from_timestamp(unix, 0).map(|d| d.date_naive())
+}
+
+fn sent_day(c: &Candidate<'_>) -> Option<chrono::NaiveDate> {
+    let date = c.meta()?.envelope.date.clone()?;
+    let parsed = mail_parser::DateTime::parse_rfc822(&date)?;
+    // The date as the sender wrote it (RFC 3501: "disregarding time and timezone").
+    chrono::NaiveDate::from_ymd_opt(parsed.year as i32, parsed.month as u32, parsed.day as u32)
+}
+
+/// Decoded text of the whole message: header values and every text part.
+fn full_text(c: &Candidate<'_>, with_header: bool) -> String {
+    let Some(body) = c.body() else {
+        return String::new();
+    };
+    let Some(message) = MessageParser::new().parse(body) else {
+        return String::from_utf8_lossy(body).into_owned();
+    };
+    let mut out = String::new();
+    if with_header {
+        for (name, value) in message.headers_raw() {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+        }
+        // The decoded subject too, so a search finds words of an encoded one.
+        out.push_str(message.subject().unwrap_or_default());
+        out.push('\n');
+    }
+    for part in &message.parts {
+        match &part.body {
+            PartType::Text(t) | PartType::Html(t) => {
+                out.push_str(t);
+                out.push('\n');
+            }
+            PartType::Binary(_) | PartType::InlineBinary(_) => {
+                if let Some(name) = part.attachment_name() {
+                    out.push_str(name);
+                    out.push('\n');
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
+    let info = c.info;
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::All => true,
+        SearchKey::SequenceSet(set) => contains(set, c.seq, c.largest_seq),
+        SearchKey::Uid(set) => contains(set, info.uid, c.largest_uid),
+        SearchKey::Answered => info.has("\\Answered"),
+        SearchKey::Unanswered => !info.has("\\Answered"),
+        SearchKey::Deleted => info.has("\\Deleted"),
+        SearchKey::Undeleted => !info.has("\\Deleted"),
+        SearchKey::Draft => info.has("\\Draft"),
+        SearchKey::Undraft => !info.has("\\Draft"),
+        SearchKey::Flagged => info.has("\\Flagged"),
+        SearchKey::Unflagged => !info.has("\\Flagged"),
+        SearchKey::Seen => info.has("\\Seen"),
+        SearchKey::Unseen => !info.has("\\Seen"),
+        // \Recent is not kept: no session ever sees a message as recent.
+        SearchKey::Recent | SearchKey::New => false,
+        SearchKey::Old => true,
+        SearchKey::Keyword(k) => info.has(k.as_ref()),
+        SearchKey::Unkeyword(k) => !info.has(k.as_ref()),
+        SearchKey::Larger(n) => info.size > u64::from(*n),
+        SearchKey::Smaller(n) => info.size < u64::from(*n),
+        SearchKey::Before(d) => day(info.internal_date).is_some_and(|x| x < *d.as_ref()),
+        SearchKey::On(d) => day(info.internal_date).is_some_and(|x| x == *d.as_ref()),
+        SearchKey::Since(d) => day(info.internal_date).is_some_and(|x| x >= *d.as_ref()),
+        SearchKey::SentBefore(d) => sent_day(c).is_some_and(|x| x < *d.as_ref()),
+        SearchKey::SentOn(d) => sent_day(c).is_some_and(|x| x == *d.as_ref()),
+        SearchKey::SentSince(d) => sent_day(c).is_some_and(|x| x >= *d.as_ref()),
+        SearchKey::From(s) => c
+            .meta()
+            .is_some_and(|m| has(&addresses(&m.envelope.from), &text(s))),
+        SearchKey::To(s) => c
+            .meta()
+            .is_some_and(|m| has(&addresses(&m.envelope.to), &text(s))),
+        SearchKey::Cc(s) => c
+            .meta()
+            .is_some_and(|m| has(&addresses(&m.envelope.cc), &text(s))),
+        SearchKey::Bcc(s) => c
+            .meta()
+            .is_some_and(|m| has(&addresses(&m.envelope.bcc), &text(s))),
+        SearchKey::Subject(s) => {
+            let needle = text(s);
+            c.header("Subject").iter().any(|v| {
+                has(v, &needle)
+                    || has(
+                        &MessageParser::new()
+                            .parse(format!("Subject: {v}\r\n\r\n").as_bytes())
+                            .and_then(|m| m.subject().map(str::to_string))
+                            .unwrap_or_default(),
+                        &needle,
+                    )
+            })
+        }
+        SearchKey::Header(name, value) => {
+            let values = c.header(&text(name));
+            !values.is_empty() && values.iter().any(|v| has(v, &text(value)))
+        }
+        SearchKey::Body(s) => has(&full_text(c, false), &text(s)),
+        SearchKey::Text(s) => has(&full_text(c, true), &text(s)),
+        SearchKey::ModSequence { modseq, .. } => info.modseq >= *modseq,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}

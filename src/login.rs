@@ -1,0 +1,102 @@
+//! Mailbox logins for IMAP, POP3 and submission: argon2id checked off the async threads,
+//! failures limited per client IP and per account, and one answer, in the same time, for
+//! a wrong password and an unknown account (no enumeration).
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::snapshot::SnapshotHandle;
+
+/// Failed logins allowed per client IP, and per account, within `WINDOW`.
+const FAILURES_PER_IP: u32 = 10;
+const FAILURES_PER_ACCOUNT: u32 = 20;
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Every failure is answered this late: a guesser gets a few tries a second per
+/// connection, a user who mistyped hardly notices.
+const FAILURE_DELAY: Duration = Duration::from_millis(600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The account (lower-case address) the client is now logged in as.
+    Accepted(String),
+    Rejected,
+    /// Too many failures lately; try again later (nothing was checked).
+    Throttled,
+}
+
+pub struct Logins {
+    snapshot: Arc<SnapshotHandle>,
+    cache: Arc<dyn Cache>,
+}
+
+/// A hash of the same cost as real ones, checked for unknown accounts so they take as
+/// long as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| crate::password::hash("ferrymail decoy password").unwrap_or_default())
+}
+
+impl Logins {
+    pub fn new(snapshot: Arc<SnapshotHandle>, cache: Arc<dyn Cache>) -> Logins {
+        Logins { snapshot, cache }
+    }
+
+    /// Checks `user` (an account address) and `password` for a client at `ip`.
+    pub async fn check(&self, ip: IpAddr, user: &str, password: &str) -> Outcome {
+        let account = user.trim().to_lowercase();
+        let ip_key = format!("login-fail-ip:{ip}");
+        let account_key = format!("login-fail-account:{account}");
+        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP
+            || self.cache.recent(&account_key, WINDOW) >= FAILURES_PER_ACCOUNT
+        {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            return Outcome::Throttled;
+        }
+        let hash = self
+            .snapshot
+            .get()
+            .accounts
+            .get(&account)
+            .map(|a| a.password_hash.clone());
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
+        let password = password.to_string();
+        let matches =
+            tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
+                .await
+                .unwrap_or(false);
+        if matches && known {
+            self.cache.clear(&account_key);
+            return Outcome::Accepted(account);
+        }
+        self.cache.hit(&ip_key, u32::MAX, WINDOW);
+        self.cache.hit(&account_key, u32::MAX, WINDOW);
+        tracing::info!(%ip, account = %account, "login failed");
+        tokio::time::sleep(FAILURE_DELAY).await;
+        Outcome::Rejected
+    }
+
+    /// SASL PLAIN (RFC 4616): "authzid NUL authcid NUL password". An authzid other than
+    /// the authcid (acting for someone else) is refused.
+    pub async fn check_plain(&self, ip: IpAddr, response: &[u8]) -> Outcome {
+        let mut fields = response.split(|&b| b == 0);
+        let (Some(authz), Some(user), Some(pass), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Outcome::Rejected;
+        };
+        let (Ok(authz), Ok(user), Ok(pass)) = (
+            std::str::from_utf8(authz),
+            std::str::from_utf8(user),
+            std::str::from_utf8(pass),
+        ) else {
+            return Outcome::Rejected;
+        };
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
+            return Outcome::Rejected;
+        }
+        self.check(ip, user, pass).await
+    }
+}
