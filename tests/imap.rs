@@ -18,8 +18,16 @@ MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"xx\"\r\n\r\
 --xx\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain part\r\n\
 --xx\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>html part</p>\r\n--xx--\r\n";
 
-#[test]
-fn imaplib_works_a_mailbox_the_mx_delivered_to() {
+struct Setup {
+    w: Workspace,
+    mx: u16,
+    imap: u16,
+    server: common::Process,
+    _dns: common::Process,
+}
+
+/// A server with two mailboxes; `me` has received FIRST and SECOND through the MX.
+fn setup() -> Setup {
     let (mx, imap) = (free_port(), free_port());
     let w = Workspace::new("");
     let (dns, dns_port) = common::quiet_dns(w.path());
@@ -41,20 +49,8 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     ));
     let server = w.serve(mx);
     for (i, message) in [FIRST, SECOND].iter().enumerate() {
-        let file = w.path().join(format!("sent-{}.eml", i + 1));
-        std::fs::write(&file, message).unwrap();
-        python_peer_run(
-            "send_file.py",
-            &[
-                &mx.to_string(),
-                "alice@sender.test",
-                "me@example.test",
-                file.to_str().unwrap(),
-            ],
-            w.path(),
-        )
-        .ok();
-        // In order: the script expects the first message to be sequence number 1.
+        send(&w, mx, &format!("sent-{}.eml", i + 1), message);
+        // In order: clients see the first message as sequence number 1.
         assert!(
             wait_for(Duration::from_secs(20), || w.inbox("me@example.test").len()
                 == i + 1),
@@ -62,6 +58,41 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
             server.log_text()
         );
     }
+    Setup {
+        w,
+        mx,
+        imap,
+        server,
+        _dns: dns,
+    }
+}
+
+/// Sends `message` byte for byte through the MX to me@example.test (kept in `name`).
+fn send(w: &Workspace, mx: u16, name: &str, message: &str) {
+    let file = w.path().join(name);
+    std::fs::write(&file, message).unwrap();
+    python_peer_run(
+        "send_file.py",
+        &[
+            &mx.to_string(),
+            "alice@sender.test",
+            "me@example.test",
+            file.to_str().unwrap(),
+        ],
+        w.path(),
+    )
+    .ok();
+}
+
+#[test]
+fn imaplib_works_a_mailbox_the_mx_delivered_to() {
+    let Setup {
+        w,
+        mx,
+        imap,
+        server,
+        ..
+    } = setup();
     let run = python_peer_run(
         "imap_session.py",
         &[
@@ -81,5 +112,139 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         run.stderr,
         server.log_text()
     );
-    drop(dns);
+}
+
+/// Every message file in a maildir folder (new and cur).
+fn maildir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["new", "cur"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(dir.join(sub)).into_iter().flatten())
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect()
+}
+
+#[test]
+fn mbsync_syncs_both_ways_then_incrementally() {
+    let s = setup();
+    let local = s.w.path().join("mail");
+    std::fs::create_dir_all(&local).unwrap();
+    let config = s.w.path().join("mbsyncrc");
+    std::fs::write(
+        &config,
+        format!(
+            "IMAPAccount ferry\nHost 127.0.0.1\nPort {imap}\nUser me@example.test\nPass quickstart\n\
+             SSLType STARTTLS\nCertificateFile {cert}\n\n\
+             IMAPStore remote\nAccount ferry\n\n\
+             MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+            imap = s.imap,
+            cert = s.w.data_dir().join("self-signed.crt").display(),
+            local = local.display(),
+        ),
+    )
+    .unwrap();
+    let mbsync = || {
+        let out = std::process::Command::new("mbsync")
+            .arg("-c")
+            .arg(&config)
+            .arg("-a")
+            .output()
+            .expect("mbsync (isync) must be installed (scripts/test installs it)");
+        let run = common::Run::from(out);
+        assert_eq!(
+            run.code,
+            0,
+            "mbsync failed:\n{}\n{}\nserver log:\n{}",
+            run.stdout,
+            run.stderr,
+            s.server.log_text()
+        );
+        run
+    };
+
+    // First sync: every folder and both messages come down.
+    mbsync();
+    let inbox = maildir(&local.join("INBOX"));
+    assert_eq!(inbox.len(), 2, "{inbox:?}");
+    // Maildir keeps Unix line ends and mbsync adds its X-TUID tracking header; the
+    // content is otherwise the same.
+    let bodies: Vec<Vec<u8>> = inbox
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let kept: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| !l.starts_with("X-TUID:"))
+                .collect();
+            kept.concat().into_bytes()
+        })
+        .collect();
+    let unix = |m: &str| m.replace("\r\n", "\n").into_bytes();
+    assert!(
+        bodies.iter().any(|b| b.ends_with(&unix(FIRST))),
+        "{:?}",
+        bodies
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+    );
+    assert!(bodies.iter().any(|b| b.ends_with(&unix(SECOND))));
+    for folder in ["Sent", "Drafts", "Trash", "Junk", "Archive"] {
+        assert!(local.join(folder).is_dir(), "{folder} not created locally");
+    }
+
+    // Local changes go up: a new draft, a flag, a new folder with a message.
+    let draft = "From: me@example.test\nSubject: written offline\n\nsee you\n";
+    std::fs::write(local.join("Drafts/new/1.local:2,D"), draft).unwrap();
+    let flagged = &inbox[0];
+    let name = flagged.file_name().unwrap().to_string_lossy().into_owned();
+    let base = name.split(":2,").next().unwrap().to_string();
+    std::fs::rename(
+        flagged,
+        local.join("INBOX/cur").join(format!("{base}:2,FS")),
+    )
+    .unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(local.join("Projects").join(sub)).unwrap();
+    }
+    std::fs::write(
+        local.join("Projects/new/2.local:2,S"),
+        "Subject: filed\n\nkeep this\n",
+    )
+    .unwrap();
+    // And the server changes meanwhile: a third message arrives.
+    let third = "From: Bob <bob@sender.test>\r\nSubject: third\r\n\r\nnumber three\r\n";
+    send(&s.w, s.mx, "sent-3.eml", third);
+    assert!(wait_for(Duration::from_secs(20), || s
+        .w
+        .inbox("me@example.test")
+        .len()
+        == 3));
+    mbsync();
+
+    // Both sides now agree; check the server through IMAP (imaplib).
+    let check = common::python_peer_run(
+        "imap_expect.py",
+        &[
+            &s.imap.to_string(),
+            "me@example.test",
+            "quickstart",
+            "Drafts=1",
+            "Projects=1",
+            "INBOX=3",
+            "INBOX:FLAGGED=1",
+        ],
+        s.w.path(),
+    );
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    assert_eq!(
+        maildir(&local.join("INBOX")).len(),
+        3,
+        "the new message came down"
+    );
+
+    // A third run changes nothing.
+    mbsync();
+    assert_eq!(maildir(&local.join("INBOX")).len(), 3);
+    assert_eq!(maildir(&local.join("Drafts")).len(), 1);
 }
