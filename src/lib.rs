@@ -10,6 +10,7 @@ pub mod imap;
 pub mod login;
 pub mod mailbox;
 pub mod password;
+pub mod pop3;
 pub mod queue;
 pub mod reconcile;
 pub mod routing;

@@ -205,11 +205,33 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
+    let pop3_ctx = Arc::new(crate::pop3::Pop3Context {
+        hostname: hostname.clone(),
+        mailboxes: mailboxes.clone(),
+        logins: logins.clone(),
+        tls: tls.clone(),
+        locked: Default::default(),
+    });
+    for (name, addr, implicit_tls) in [
+        ("pop3", declared.pop3, false),
+        ("pop3s", declared.pop3s, true),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tasks.spawn(crate::pop3::serve_pop3(
+            listener,
+            pop3_ctx.clone(),
+            implicit_tls,
+            shutdown.clone(),
+        ));
+        listeners.push((name.to_string(), addr.to_string()));
+        tracing::info!(%addr, "{name} listening");
+    }
     for (name, addr) in [
         ("submission", declared.submission),
         ("submissions", declared.submissions),
-        ("pop3", declared.pop3),
-        ("pop3s", declared.pop3s),
         ("http", declared.http),
         ("https", declared.https),
     ] {

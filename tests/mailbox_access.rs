@@ -1,6 +1,6 @@
-//! IMAP against a real client: Python's imaplib logs in over STARTTLS and works a mailbox
-//! the MX delivered to (FETCH, SEARCH, STORE, COPY/MOVE, APPEND, folders, IDLE), and a
-//! second account sees none of it.
+//! Mailboxes through real clients: Python's imaplib works a mailbox the MX delivered to
+//! (FETCH, SEARCH, STORE, COPY/MOVE, APPEND, folders, IDLE), mbsync syncs it both ways,
+//! poplib and fetchmail read and delete over POP3; other accounts see none of it.
 
 mod common;
 
@@ -22,13 +22,14 @@ struct Setup {
     w: Workspace,
     mx: u16,
     imap: u16,
+    pop3: u16,
     server: common::Process,
     _dns: common::Process,
 }
 
 /// A server with two mailboxes; `me` has received FIRST and SECOND through the MX.
 fn setup() -> Setup {
-    let (mx, imap) = (free_port(), free_port());
+    let (mx, imap, pop3) = (free_port(), free_port(), free_port());
     let w = Workspace::new("");
     let (dns, dns_port) = common::quiet_dns(w.path());
     w.write_spec(&format!(
@@ -36,6 +37,7 @@ fn setup() -> Setup {
 [listeners]
 mx = "127.0.0.1:{mx}"
 imap = "127.0.0.1:{imap}"
+pop3 = "127.0.0.1:{pop3}"
 
 [dns]
 resolver = "127.0.0.1:{dns_port}"
@@ -62,6 +64,7 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         w,
         mx,
         imap,
+        pop3,
         server,
         _dns: dns,
     }
@@ -247,4 +250,74 @@ fn mbsync_syncs_both_ways_then_incrementally() {
     mbsync();
     assert_eq!(maildir(&local.join("INBOX")).len(), 3);
     assert_eq!(maildir(&local.join("Drafts")).len(), 1);
+}
+
+#[test]
+fn poplib_reads_and_deletes_with_the_maildrop_locked() {
+    let s = setup();
+    let run = python_peer_run(
+        "pop3_session.py",
+        &[&s.pop3.to_string(), "me@example.test", "quickstart"],
+        s.w.path(),
+    );
+    println!("{}", run.stdout);
+    assert!(
+        run.code == 0 && run.stdout.contains("all done"),
+        "poplib session failed:\n{}\n{}\nserver log:\n{}",
+        run.stdout,
+        run.stderr,
+        s.server.log_text()
+    );
+    // QUIT removed the message it deleted; IMAP agrees.
+    assert_eq!(s.w.inbox("me@example.test").len(), 1);
+}
+
+#[test]
+fn fetchmail_downloads_everything_over_pop3_with_stls() {
+    let s = setup();
+    let out_dir = s.w.path().join("fetched");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let rc = s.w.path().join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "poll 127.0.0.1 with proto POP3 port {port}\n  user \"me@example.test\" there with password \"quickstart\" is \"root\" here\n  \
+             options sslproto 'TLS1.2+' no sslcertck fetchall\n  mda \"/bin/sh -c 'cat > {dir}/msg-$$'\"\n",
+            port = s.pop3,
+            dir = out_dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("fetchmail")
+        .args(["-f"])
+        .arg(&rc)
+        .args(["--nodetach", "--nosyslog", "-v"])
+        .env("HOME", s.w.path())
+        .output()
+        .expect("fetchmail must be installed (scripts/test installs it)");
+    let run = common::Run::from(out);
+    let fetched: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        2,
+        "fetchmail:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(fetched.iter().any(|m| m.contains("Subject: first message")));
+    assert!(fetched.iter().any(|m| m.contains("plain part")));
+    // fetchmail deletes what it fetched (no `keep`): the maildrop is empty now.
+    assert!(
+        wait_for(Duration::from_secs(5), || s
+            .w
+            .inbox("me@example.test")
+            .is_empty()),
+        "{}",
+        run.stderr
+    );
 }

@@ -1,0 +1,106 @@
+//! The POP3 listeners and what their sessions share, including the maildrop locks.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::session::{Outcome, Session};
+use crate::login::Logins;
+use crate::mailbox::Mailboxes;
+
+const DRAIN: Duration = Duration::from_secs(5);
+
+pub struct Pop3Context {
+    pub hostname: String,
+    pub mailboxes: Mailboxes,
+    pub logins: Arc<Logins>,
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Accounts with a POP3 session in the transaction state (RFC 1939 maildrop lock).
+    pub locked: Mutex<HashSet<String>>,
+}
+
+impl Pop3Context {
+    /// Takes the maildrop lock of `account`; false when another session holds it.
+    pub fn lock(&self, account: &str) -> bool {
+        self.locked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_string())
+    }
+
+    pub fn unlock(&self, account: &str) {
+        self.locked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
+    }
+}
+
+/// Accepts connections until `shutdown`. `implicit_tls` is the pop3s port.
+pub async fn serve_pop3(
+    listener: TcpListener,
+    ctx: Arc<Pop3Context>,
+    implicit_tls: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, remote)) = accepted else { continue };
+                sessions.spawn(connection(stream, remote, ctx.clone(), implicit_tls));
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    sessions.abort_all();
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    ctx: Arc<Pop3Context>,
+    implicit_tls: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(config) = ctx.tls.clone() else {
+        if !implicit_tls {
+            Session::new(ctx, stream, remote, false).run(true).await;
+        }
+        return;
+    };
+    let acceptor = TlsAcceptor::from(config);
+    if implicit_tls {
+        match acceptor.accept(stream).await {
+            Ok(tls) => {
+                Session::new(ctx, tls, remote, true).run(true).await;
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "POP3 TLS handshake failed"),
+        }
+        return;
+    }
+    if let Outcome::StartTls(stream) = Session::new(ctx.clone(), stream, remote, false)
+        .run(true)
+        .await
+    {
+        match acceptor.accept(stream).await {
+            Ok(tls) => {
+                Session::new(ctx, tls, remote, true).run(false).await;
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "POP3 STLS handshake failed"),
+        }
+    }
+}
