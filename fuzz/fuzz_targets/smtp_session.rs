@@ -70,6 +70,7 @@ fn world() -> World {
             connections_per_minute: 0,
             connections_per_ip: 1_000_000,
             connections: Default::default(),
+            logins: None,
         })
     });
     World {

@@ -147,18 +147,33 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
 
     let mut listeners = Vec::new();
     let declared = &loaded.spec.listeners;
-    if let Some(addr) = declared.mx {
+    let max_size = snapshot
+        .get()
+        .domains
+        .values()
+        .map(|d| d.max_message_size)
+        .max()
+        .unwrap_or(50_000_000);
+    let smtp_listeners = [
+        ("mx", declared.mx, None, false),
+        (
+            "submission",
+            declared.submission,
+            Some(logins.clone()),
+            false,
+        ),
+        (
+            "submissions",
+            declared.submissions,
+            Some(logins.clone()),
+            true,
+        ),
+    ];
+    for (name, addr, logins, implicit_tls) in smtp_listeners {
+        let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the mx listener to {addr}"))?;
-        let max_size = snapshot
-            .get()
-            .domains
-            .values()
-            .map(|d| d.max_message_size)
-            .max()
-            .unwrap_or(50_000_000);
-        let authenticator = resolver.clone().map(mail_auth::MessageAuthenticator);
+            .with_context(|| format!("binding the {name} listener to {addr}"))?;
         let ctx = Arc::new(MxContext {
             hostname: hostname.clone(),
             snapshot: snapshot.clone(),
@@ -166,17 +181,18 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             tls: tls.clone(),
             srs: srs.clone(),
             max_message_size: max_size,
-            authenticator,
+            authenticator: resolver.clone().map(mail_auth::MessageAuthenticator),
             signing: signing.clone(),
             log: log.clone(),
             cache: cache.clone(),
             connections_per_minute: loaded.spec.limits.connections_per_minute,
             connections_per_ip: loaded.spec.limits.connections_per_ip,
             connections: Default::default(),
+            logins,
         });
-        tasks.spawn(serve_mx(listener, ctx, shutdown.clone()));
-        listeners.push(("mx".to_string(), addr.to_string()));
-        tracing::info!(%addr, "mx listening");
+        tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
+        listeners.push((name.to_string(), addr.to_string()));
+        tracing::info!(%addr, "{name} listening");
     }
     let imap_ctx = Arc::new(crate::imap::ImapContext {
         hostname: hostname.clone(),
@@ -229,12 +245,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
-    for (name, addr) in [
-        ("submission", declared.submission),
-        ("submissions", declared.submissions),
-        ("http", declared.http),
-        ("https", declared.https),
-    ] {
+    for (name, addr) in [("http", declared.http), ("https", declared.https)] {
         if let Some(addr) = addr {
             tracing::warn!(listener = name, %addr, "declared, but this build does not serve it yet");
         }

@@ -25,6 +25,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.ctx.tls.is_some() && !self.tls {
             ehlo.capabilities |= EXT_START_TLS;
         }
+        if self.auth_offered() && self.state.account.is_none() {
+            ehlo.capabilities |= EXT_AUTH;
+            ehlo.auth_mechanisms = AUTH_PLAIN | AUTH_LOGIN;
+        }
         ehlo.size = self.ctx.max_message_size as usize;
         let _ = ehlo.write(&mut self.out);
     }

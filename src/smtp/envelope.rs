@@ -19,7 +19,7 @@ use crate::queue::{DeliveryKind, Dsn, NewDelivery};
 use crate::routing::{Action, RejectMode, Target};
 
 /// Recipients per message (RFC 5321 asks servers to take at least 100).
-const MAX_RECIPIENTS: usize = 100;
+pub(super) const MAX_RECIPIENTS: usize = 100;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn handle_mail(&mut self, from: MailFrom<String>) {
@@ -32,6 +32,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if from.size as u64 > self.ctx.max_message_size {
             return self.reply(552, "5.3.4", "Message too big for this server");
         }
+        if self.is_submission() {
+            if self.state.account.is_none() {
+                return self.reply(530, "5.7.0", "Authentication required");
+            }
+            if !self.may_send_as(&from.address) {
+                let text = format!("Not allowed to send as <{}>", from.address);
+                return self.reply(553, "5.7.1", &text);
+            }
+        }
         self.state.mail_from = Some(from.address);
         // DSN (RFC 3461): kept with the message for the notices it may cause.
         self.state.ret_full = from.flags & smtp_proto::MAIL_RET_FULL != 0;
@@ -40,6 +49,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(super) fn handle_rcpt(&mut self, to: RcptTo<String>) {
+        if self.is_submission() {
+            return self.handle_submission_rcpt(to);
+        }
         let Some(sender) = self.state.mail_from.clone() else {
             return self.reply(503, "5.5.1", "MAIL first");
         };
@@ -251,7 +263,7 @@ fn network_of(ip: std::net::IpAddr) -> String {
 /// `team@` that forwards to `me@` lands in me's mailbox instead of leaving and coming back.
 const MAX_LOCAL_HOPS: usize = 8;
 
-fn expand(
+pub(super) fn expand(
     snapshot: &crate::snapshot::Snapshot,
     alias: &str,
     mailbox: Option<crate::address::Address>,

@@ -40,6 +40,8 @@ pub struct MxContext {
     pub authenticator: Option<mail_auth::MessageAuthenticator>,
     /// Open connections per client IP.
     pub connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Set on a submission listener: logins for AUTH, and sessions follow RFC 6409.
+    pub logins: Option<Arc<crate::login::Logins>>,
 }
 
 impl MxContext {
@@ -84,6 +86,7 @@ impl Drop for Admission {
 pub async fn serve_mx(
     listener: TcpListener,
     ctx: Arc<MxContext>,
+    implicit_tls: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
@@ -101,7 +104,7 @@ pub async fn serve_mx(
                     sessions.spawn(refuse(stream, "Too many open connections from your address"));
                     continue;
                 };
-                sessions.spawn(session(stream, remote, ctx.clone(), admission));
+                sessions.spawn(session(stream, remote, ctx.clone(), admission, implicit_tls));
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -121,8 +124,30 @@ async fn refuse(mut stream: TcpStream, why: &str) {
         .await;
 }
 
-async fn session(stream: TcpStream, remote: SocketAddr, ctx: Arc<MxContext>, admission: Admission) {
+async fn session(
+    stream: TcpStream,
+    remote: SocketAddr,
+    ctx: Arc<MxContext>,
+    admission: Admission,
+    implicit_tls: bool,
+) {
     let _ = stream.set_nodelay(true);
+    if implicit_tls {
+        // submissions (RFC 8314): TLS from the first byte.
+        let Some(config) = ctx.tls.clone() else {
+            return;
+        };
+        match TlsAcceptor::from(config).accept(stream).await {
+            Ok(tls) => {
+                let _ = Session::new(ctx, tls, remote, true)
+                    .with_admission(Some(admission))
+                    .run(true)
+                    .await;
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+        }
+        return;
+    }
     match Session::new(ctx.clone(), stream, remote, false)
         .with_admission(Some(admission))
         .run(true)

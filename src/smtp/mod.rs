@@ -8,6 +8,7 @@ mod envelope;
 pub mod listener;
 mod policy;
 mod session;
+mod submission;
 
 pub use listener::{MxContext, serve_mx};
 pub use session::{Outcome, Session};

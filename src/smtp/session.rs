@@ -53,6 +53,8 @@ pub struct Accepted {
 pub struct State {
     pub helo: Option<String>,
     pub mail_from: Option<String>,
+    /// The account logged in with AUTH (submission only).
+    pub account: Option<String>,
     /// MAIL FROM's DSN parameters: RET=FULL and ENVID.
     pub ret_full: bool,
     pub envid: Option<String>,
@@ -61,8 +63,10 @@ pub struct State {
     pub errors: u32,
 }
 
-enum Input {
+pub(super) enum Input {
     Command,
+    /// An AUTH exchange on the submission port, waiting for the client's next line.
+    Sasl(super::submission::Sasl),
     Data {
         receiver: DataReceiver,
         body: Vec<u8>,
@@ -210,6 +214,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             Input::Command
                         }
                     },
+                    Input::Sasl(mut sasl) => {
+                        if sasl.ingest(&mut bytes) {
+                            self.sasl_step(sasl).await
+                        } else {
+                            Input::Sasl(sasl)
+                        }
+                    }
                     Input::Data {
                         mut receiver,
                         mut body,
@@ -318,11 +329,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ),
             Request::Help { .. } => self.reply(214, "2.0.0", "See RFC 5321"),
             Request::StartTls => return self.handle_starttls(),
-            Request::Auth { .. } => self.reply(
-                503,
-                "5.5.1",
-                "AUTH is offered on the submission port, not the MX",
-            ),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.handle_auth(mechanism, initial_response).await,
             Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
                 self.reply(502, "5.5.1", "Command not implemented")
             }
@@ -386,7 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-enum Next {
+pub(super) enum Next {
     Continue(Input),
     Quit,
     StartTls,

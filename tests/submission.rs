@@ -1,0 +1,293 @@
+//! Authenticated submission with swaks: AUTH only after STARTTLS, PLAIN and LOGIN, the
+//! account may send as itself and the aliases that deliver to it and nobody else (MAIL
+//! FROM and From:), mail leaves DKIM-signed without SRS, and guessing is slowed down.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+use ferrymail::store::{SqliteStore, Store};
+
+struct Setup {
+    w: Workspace,
+    port: u16,
+    sink_dir: std::path::PathBuf,
+    server: common::Process,
+    _sink: common::Process,
+    _dns: common::Process,
+}
+
+fn setup() -> Setup {
+    let (mx, port, relay) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let (dns, dns_port) = common::quiet_dns(w.path());
+    w.write_spec(&format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+submission = "127.0.0.1:{port}"
+
+[dns]
+resolver = "127.0.0.1:{dns_port}"
+
+[delivery]
+relay = "127.0.0.1:{relay}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.other]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.sales]
+forward = ["me@example.test"]
+
+[domains."example.test".aliases.boss]
+forward = ["other@example.test"]
+"#
+    ));
+    let sink_dir = w.path().join("sink");
+    let sink = python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
+    let server = w.serve(port);
+    Setup {
+        w,
+        port,
+        sink_dir,
+        server,
+        _sink: sink,
+        _dns: dns,
+    }
+}
+
+fn submit(port: u16, auth: &[&str], from: &str, to: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec!["--tls"];
+    args.extend_from_slice(auth);
+    args.extend_from_slice(&["--from", from, "--to", to]);
+    args.extend_from_slice(extra);
+    swaks(port, &args)
+}
+
+const ME: [&str; 6] = [
+    "--auth",
+    "PLAIN",
+    "--auth-user",
+    "me@example.test",
+    "--auth-password",
+    "quickstart",
+];
+
+#[test]
+fn an_account_sends_as_itself_signed_and_only_as_itself() {
+    let s = setup();
+    // Before STARTTLS there is no AUTH, and trying gets 538.
+    let plain = swaks(
+        s.port,
+        &[
+            "--quit-after",
+            "EHLO",
+            "--from",
+            "me@example.test",
+            "--to",
+            "x@elsewhere.test",
+        ],
+    );
+    assert!(
+        !plain.stdout.contains("250-AUTH") && plain.stdout.contains("STARTTLS"),
+        "{}",
+        plain.stdout
+    );
+    let early = common::python_peer_run(
+        "smtp_raw.py",
+        &[
+            &s.port.to_string(),
+            "EHLO c\r\nAUTH PLAIN AG1lQGV4YW1wbGUudGVzdABxdWlja3N0YXJ0\r\nQUIT\r\n",
+        ],
+        s.w.path(),
+    );
+    assert!(early.stdout.contains("538 5.7.11"), "{}", early.stdout);
+
+    // Without AUTH, MAIL is refused.
+    let anonymous = submit(s.port, &[], "me@example.test", "friend@elsewhere.test", &[]);
+    assert!(
+        anonymous.stdout.contains("530 5.7.0"),
+        "{}",
+        anonymous.stdout
+    );
+
+    // AUTH PLAIN, own address: accepted, relayed DKIM-signed with the envelope kept.
+    let sent = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--h-Subject", "from me"],
+    );
+    assert!(
+        sent.stdout.contains("235 2.7.0") && sent.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        sent.stdout
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 1),
+        "{}",
+        s.server.log_text()
+    );
+    let msg = &received(&s.sink_dir)[0];
+    assert_eq!(
+        msg.mail_from, "me@example.test",
+        "no SRS for our own senders"
+    );
+    assert!(msg.content.contains("with ESMTPSA"), "{}", msg.content);
+    let store = SqliteStore::open(&s.w.data_dir()).unwrap();
+    let public = store
+        .dkim_public_key("ferrymail._domainkey.example.test")
+        .unwrap()
+        .unwrap();
+    let txt = format!(
+        "ferrymail._domainkey.example.test={}",
+        ferrymail::dkim::txt_record("rsa-2048", &public)
+    );
+    let verdict = common::dkimpy("dkim", &msg.path, &[&txt]);
+    assert!(
+        verdict.ok().stdout.contains("PASS example.test"),
+        "{}",
+        verdict.stdout
+    );
+
+    // AUTH LOGIN, as an alias that delivers to this account: accepted.
+    let login = [
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "me@example.test",
+        "--auth-password",
+        "quickstart",
+    ];
+    let alias = submit(
+        s.port,
+        &login,
+        "sales@example.test",
+        "friend@elsewhere.test",
+        &[],
+    );
+    assert!(
+        alias.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        alias.stdout
+    );
+
+    // Someone else's address: refused at MAIL FROM.
+    let spoof = submit(
+        s.port,
+        &ME,
+        "boss@example.test",
+        "friend@elsewhere.test",
+        &[],
+    );
+    assert!(spoof.stdout.contains("553 5.7.1"), "{}", spoof.stdout);
+    // Own envelope but a forged From: header: refused after DATA.
+    let header = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--h-From", "Boss <boss@example.test>"],
+    );
+    assert!(
+        header.stdout.contains("553 5.7.1") && header.stdout.contains("From: header"),
+        "{}",
+        header.stdout
+    );
+
+    // A local recipient is delivered to its mailbox.
+    let local = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "other@example.test",
+        &["--h-Subject", "hi other"],
+    );
+    assert!(
+        local.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        local.stdout
+    );
+    assert!(wait_for(Duration::from_secs(20), || s
+        .w
+        .inbox("other@example.test")
+        .len()
+        == 1));
+}
+
+#[test]
+fn password_guessing_is_refused_then_throttled() {
+    let s = setup();
+    let bad = |i: usize| {
+        let password = format!("guess-{i}");
+        submit(
+            s.port,
+            &[
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "me@example.test",
+                "--auth-password",
+                &password,
+            ],
+            "me@example.test",
+            "friend@elsewhere.test",
+            &["--quit-after", "AUTH"],
+        )
+    };
+    for i in 0..10 {
+        let run = bad(i);
+        assert!(
+            run.stdout.contains("535 5.7.8"),
+            "attempt {i}: {}",
+            run.stdout
+        );
+    }
+    // The 11th guess is not even checked, and neither is the right password now.
+    let throttled = bad(10);
+    assert!(
+        throttled.stdout.contains("454 4.7.0"),
+        "{}",
+        throttled.stdout
+    );
+    let right = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--quit-after", "AUTH"],
+    );
+    assert!(right.stdout.contains("454 4.7.0"), "{}", right.stdout);
+    // An unknown account gets the same answer as a wrong password (no enumeration).
+    let s2 = setup();
+    let unknown = submit(
+        s2.port,
+        &[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "nobody@example.test",
+            "--auth-password",
+            "x",
+        ],
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--quit-after", "AUTH"],
+    );
+    assert!(
+        unknown
+            .stdout
+            .contains("535 5.7.8 Authentication credentials invalid"),
+        "{}",
+        unknown.stdout
+    );
+}
