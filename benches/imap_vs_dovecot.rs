@@ -68,10 +68,18 @@ fn main() {
         .ok()
         .filter(|s| ["maildir", "sdbox", "mdbox"].contains(&s.as_str()))
         .unwrap_or_else(|| "maildir".into());
-    let dir =
+    let tmp =
         tempfile::tempdir().expect("creating a temp dir for the bench (set TMPDIR to move it)");
+    // FERRYMAIL_BENCH_KEEP=1 leaves the servers' files and logs behind, to look at.
+    let keep = std::env::var("FERRYMAIL_BENCH_KEEP").is_ok_and(|v| v == "1");
+    let (_removed_at_exit, dir) = if keep {
+        (None, tmp.keep())
+    } else {
+        let path = tmp.path().to_path_buf();
+        (Some(tmp), path)
+    };
     // Dovecot's login and mail processes run as other users and must get through it.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
         .expect("making the bench's temp dir traversable");
 
     println!("# ferrymail IMAP beside Dovecot\n");
@@ -81,7 +89,7 @@ fn main() {
         command_line("nproc", &[]),
         cpu_model(),
         command_line("uname", &["-r"]),
-        dir.path().display()
+        dir.display()
     );
     let dovecot = find_tool("dovecot");
     let dovecot_version = dovecot
@@ -117,7 +125,7 @@ fn main() {
     // ferrymail first: Dovecot borrows its self-signed certificate, so that both TLS
     // handshakes and record layers are alike.
     let mut sides = Vec::new();
-    let fm_dir = dir.path().join("ferrymail");
+    let fm_dir = dir.join("ferrymail");
     match Side::ferrymail(&fm_dir, &corpus, &config) {
         Ok(side) => sides.push(side),
         Err(e) => panic!("the ferrymail half could not start: {e}"),
@@ -140,7 +148,7 @@ fn main() {
             match Side::dovecot(
                 tool,
                 &name,
-                &dir.path().join("dovecot"),
+                &dir.join("dovecot"),
                 &storage,
                 &cert,
                 &corpus,
@@ -239,9 +247,26 @@ const FIRST_NAMES: &[&str] = &[
     "Karin", "Luis", "Maya", "Nils", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tess",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Anderson", "Bauer", "Costa", "Dubois", "Eriksen", "Fischer", "García", "Hansen", "Ito",
-    "Jensen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "O'Brien", "Petrov", "Rossi",
-    "Schmidt", "Tanaka", "Weber",
+    "Anderson",
+    "Bauer",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "García",
+    "Hansen",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "O'Brien",
+    "Petrov",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Weber",
 ];
 const DOMAINS: &[&str] = &[
     "example.com",
@@ -254,25 +279,150 @@ const DOMAINS: &[&str] = &[
     "friends.example",
 ];
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
-    "on", "not", "this", "are", "at", "from", "have", "or", "an", "they", "which", "you",
-    "one", "were", "all", "we", "when", "there", "can", "been", "has", "more", "if", "will",
-    "would", "about", "report", "meeting", "project", "schedule", "budget", "invoice",
-    "delivery", "server", "mailbox", "folder", "weekend", "holiday", "garden", "coffee",
-    "kitchen", "bicycle", "train", "ticket", "concert", "library", "payment", "contract",
-    "review", "release", "update", "question", "answer", "summary", "picture", "family",
-    "office", "friday", "monday", "morning", "evening", "quarter", "numbers", "figures",
-    "customer", "support", "account", "password", "network", "backup", "storage", "invite",
-    "agenda", "draft", "version", "feedback", "weather", "travel", "hotel", "airport",
-    "dinner", "lunch", "recipe", "birthday", "present", "thanks", "please", "soon", "later",
-    "tomorrow", "yesterday", "today", "important", "quick", "note", "reminder", "attached",
-    "document", "spreadsheet", "slides", "deadline", "progress", "team", "plan", "idea",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "this",
+    "are",
+    "at",
+    "from",
+    "have",
+    "or",
+    "an",
+    "they",
+    "which",
+    "you",
+    "one",
+    "were",
+    "all",
+    "we",
+    "when",
+    "there",
+    "can",
+    "been",
+    "has",
+    "more",
+    "if",
+    "will",
+    "would",
+    "about",
+    "report",
+    "meeting",
+    "project",
+    "schedule",
+    "budget",
+    "invoice",
+    "delivery",
+    "server",
+    "mailbox",
+    "folder",
+    "weekend",
+    "holiday",
+    "garden",
+    "coffee",
+    "kitchen",
+    "bicycle",
+    "train",
+    "ticket",
+    "concert",
+    "library",
+    "payment",
+    "contract",
+    "review",
+    "release",
+    "update",
+    "question",
+    "answer",
+    "summary",
+    "picture",
+    "family",
+    "office",
+    "friday",
+    "monday",
+    "morning",
+    "evening",
+    "quarter",
+    "numbers",
+    "figures",
+    "customer",
+    "support",
+    "account",
+    "password",
+    "network",
+    "backup",
+    "storage",
+    "invite",
+    "agenda",
+    "draft",
+    "version",
+    "feedback",
+    "weather",
+    "travel",
+    "hotel",
+    "airport",
+    "dinner",
+    "lunch",
+    "recipe",
+    "birthday",
+    "present",
+    "thanks",
+    "please",
+    "soon",
+    "later",
+    "tomorrow",
+    "yesterday",
+    "today",
+    "important",
+    "quick",
+    "note",
+    "reminder",
+    "attached",
+    "document",
+    "spreadsheet",
+    "slides",
+    "deadline",
+    "progress",
+    "team",
+    "plan",
+    "idea",
 ];
-const UTF8_WORDS: &[&str] = &["café", "naïve", "Grüße", "smørbrød", "façade", "déjà", "Ångström"];
+const UTF8_WORDS: &[&str] = &[
+    "café",
+    "naïve",
+    "Grüße",
+    "smørbrød",
+    "façade",
+    "déjà",
+    "Ångström",
+];
 const SUBJECT_OPENERS: &[&str] = &[
-    "Re:", "Fwd:", "Re: Re:", "[team]", "[announce]", "Invitation:", "Reminder:", "", "", "",
+    "Re:",
+    "Fwd:",
+    "Re: Re:",
+    "[team]",
+    "[announce]",
+    "Invitation:",
+    "Reminder:",
+    "",
+    "",
+    "",
 ];
-const ZONES: &[&str] = &["+0000", "+0100", "+0200", "-0500", "-0800", "+0530", "+0900"];
+const ZONES: &[&str] = &[
+    "+0000", "+0100", "+0200", "-0500", "-0800", "+0530", "+0900",
+];
 const MONTHS: &[&str] = &[
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
@@ -387,14 +537,28 @@ fn person(rng: &mut Lcg) -> (String, String) {
         .replace('\'', "");
     let local: String = local.chars().filter(char::is_ascii).collect();
     let addr = format!("{local}@{}", rng.pick(DOMAINS));
-    let shown = match rng.below(10) {
-        0 => addr.clone(),
-        1 => format!("\"{last}, {first}\" <{addr}>"),
-        2 if !first.is_ascii() || !last.is_ascii() => {
-            format!("=?UTF-8?B?{}?= <{addr}>", base64(format!("{first} {last}").as_bytes()))
+    let ascii = first.is_ascii() && last.is_ascii();
+    let comma = rng.percent(10);
+    let name = if comma {
+        format!("{last}, {first}")
+    } else {
+        format!("{first} {last}")
+    };
+    let shown = if rng.percent(10) {
+        addr.clone()
+    } else if ascii {
+        if comma || last.contains('\'') {
+            format!("\"{name}\" <{addr}>")
+        } else {
+            format!("{name} <{addr}>")
         }
-        _ => format!("{first} {last} <{addr}>")
-            .replace("O'Brien", "\"O'Brien\""),
+    } else {
+        // Most mailers encode a non-ASCII name (RFC 2047); a few send it raw (RFC 6532).
+        match rng.below(10) {
+            0..=5 => format!("=?UTF-8?B?{}?= <{addr}>", base64(name.as_bytes())),
+            6..=8 => format!("=?utf-8?q?{}?= <{addr}>", qp_word(&name)),
+            _ => format!("\"{name}\" <{addr}>"),
+        }
     };
     (shown, addr)
 }
@@ -446,7 +610,11 @@ fn message(rng: &mut Lcg, i: usize, when: i64, hit: bool) -> Message {
     let zone = rng.pick(ZONES);
     let (date, internal_date) = dates(when, zone);
     let (from, from_addr) = person(rng);
-    let domain = from_addr.split('@').nth(1).unwrap_or("example.com").to_string();
+    let domain = from_addr
+        .split('@')
+        .nth(1)
+        .unwrap_or("example.com")
+        .to_string();
     let utf8 = rng.percent(6);
     let kind = rng.below(10); // 0–5 plain, 6–8 alternative, 9 mixed
     let opener = rng.pick(SUBJECT_OPENERS);
@@ -462,7 +630,11 @@ fn message(rng: &mut Lcg, i: usize, when: i64, hit: bool) -> Message {
     if utf8 && rng.percent(50) {
         subject = format!(
             "=?UTF-8?Q?{}?=",
-            qp_word(&format!("{} {}", rng.pick(UTF8_WORDS), subject_words.join(" ")))
+            qp_word(&format!(
+                "{} {}",
+                rng.pick(UTF8_WORDS),
+                subject_words.join(" ")
+            ))
         );
     }
     if rng.percent(3) {
@@ -491,7 +663,11 @@ fn message(rng: &mut Lcg, i: usize, when: i64, hit: bool) -> Message {
     h.push_str(&format!("Date: {date}\r\n"));
     h.push_str(&format!("Message-ID: <{i}.{:x}@{domain}>\r\n", rng.next()));
     if opener.starts_with("Re:") {
-        let a = format!("<{}.{:x}@{domain}>", i.saturating_sub(1 + rng.below(50)), rng.next());
+        let a = format!(
+            "<{}.{:x}@{domain}>",
+            i.saturating_sub(1 + rng.below(50)),
+            rng.next()
+        );
         let b = format!("<{}.{:x}@{}>", i / 2, rng.next(), rng.pick(DOMAINS));
         h.push_str(&format!("In-Reply-To: {a}\r\nReferences: {b}\r\n {a}\r\n"));
     }
@@ -504,7 +680,13 @@ fn message(rng: &mut Lcg, i: usize, when: i64, hit: bool) -> Message {
     h.push_str("MIME-Version: 1.0\r\n");
     let charset = if utf8 { "utf-8" } else { "us-ascii" };
     let cte = if utf8 { "8bit" } else { "7bit" };
-    let text = paragraphs(rng, target, hit, utf8);
+    // An alternative carries its text twice (plain and html).
+    let text_target = if (6..=8).contains(&kind) {
+        target * 10 / 21
+    } else {
+        target
+    };
+    let text = paragraphs(rng, text_target, hit, utf8);
     let mut body = String::new();
     match kind {
         0..=5 => {
@@ -528,7 +710,11 @@ fn message(rng: &mut Lcg, i: usize, when: i64, hit: bool) -> Message {
                 "--{boundary}\r\nContent-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
             ));
             // Multipart messages carry part of their size in the second part.
-            let split = if mixed { text.len() * 2 / 3 } else { text.len() / 2 };
+            let split = if mixed {
+                text.len() * 2 / 3
+            } else {
+                text.len() / 2
+            };
             let split = split.max(1).min(text.len());
             // The rare word stays in the text part (and so in both parts of an alternative).
             let rare_line = text
@@ -816,14 +1002,16 @@ impl Imap {
         let mut caps = String::new();
         imap.command("CAPABILITY", |item| {
             if item.text.starts_with(b"* CAPABILITY") {
-                caps = show(&item.text);
+                caps = text(&item.text);
             }
         })?;
         imap.literal_plus = caps.split_whitespace().any(|c| c == "LITERAL+");
         if let Transport::Tls(s) = &imap.io {
             imap.tls = Some(format!(
                 "{:?} {:?}",
-                s.conn.protocol_version().unwrap_or(rustls::ProtocolVersion::Unknown(0)),
+                s.conn
+                    .protocol_version()
+                    .unwrap_or(rustls::ProtocolVersion::Unknown(0)),
                 s.conn
                     .negotiated_cipher_suite()
                     .map(|c| c.suite())
@@ -936,7 +1124,7 @@ impl Imap {
         loop {
             let item = self.read_item()?;
             if item.text.starts_with(tag.as_bytes()) && item.text.get(tag.len()) == Some(&b' ') {
-                let status = show(&item.text[tag.len() + 1..]);
+                let status = text(&item.text[tag.len() + 1..]);
                 return if status.starts_with("OK") {
                     Ok(status)
                 } else {
@@ -981,6 +1169,12 @@ impl Imap {
     }
 }
 
+/// The whole of a response's text, for parsing.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A response's text for a message, cut at 300 characters.
 fn show(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
     if s.len() > 300 {
@@ -1316,7 +1510,10 @@ impl Side {
         if !wait_for_port(port, START_TIMEOUT, || guard.exited()) {
             return Err(format!(
                 "dovecot did not listen on {port}: {} {}",
-                tail(&fs::read_to_string(dir.join("dovecot.err")).unwrap_or_default(), 5),
+                tail(
+                    &fs::read_to_string(dir.join("dovecot.err")).unwrap_or_default(),
+                    5
+                ),
                 tail(&fs::read_to_string(&log).unwrap_or_default(), 5)
             ));
         }
@@ -1417,7 +1614,7 @@ impl Side {
             Op::Select => {
                 self.selected = true;
                 let exists = items.iter().find_map(|i| {
-                    let t = show(&i.text);
+                    let t = text(&i.text);
                     t.strip_suffix(" EXISTS")?
                         .strip_prefix("* ")?
                         .parse::<usize>()
@@ -1438,9 +1635,8 @@ impl Side {
                 self.meta.clear();
                 self.sizes.clear();
                 for item in &items {
-                    let parsed = fetch_items(item).unwrap_or_else(|| {
-                        panic!("{name}: cannot parse `{}`", show(&item.text))
-                    });
+                    let parsed = fetch_items(item)
+                        .unwrap_or_else(|| panic!("{name}: cannot parse `{}`", show(&item.text)));
                     let uid = match parsed.get("UID") {
                         Some(Val::Atom(u)) => u.parse::<u32>().ok(),
                         _ => None,
@@ -1487,7 +1683,10 @@ impl Side {
                 );
                 for (uid, literals, len) in bodies {
                     let uid = uid.unwrap_or_else(|| panic!("{name}: a body FETCH without UID"));
-                    assert_eq!(literals, 1, "{name}: UID {uid}: one literal per body expected");
+                    assert_eq!(
+                        literals, 1,
+                        "{name}: UID {uid}: one literal per body expected"
+                    );
                     let announced = self.sizes.get(&uid).copied();
                     assert_eq!(
                         Some(len as u64),
@@ -1500,7 +1699,7 @@ impl Side {
                 let mut hits = BTreeSet::new();
                 for item in &items {
                     if let Some(rest) = item.text.strip_prefix(b"* SEARCH") {
-                        for word in show(rest).split_whitespace() {
+                        for word in text(rest).split_whitespace() {
                             if let Ok(u) = word.parse::<u32>() {
                                 hits.insert(u);
                             }
@@ -1508,7 +1707,10 @@ impl Side {
                     }
                 }
                 if let Some(before) = &self.search_hits {
-                    assert_eq!(before, &hits, "{name}: SEARCH answered differently across runs");
+                    assert_eq!(
+                        before, &hits,
+                        "{name}: SEARCH answered differently across runs"
+                    );
                 }
                 self.search_hits = Some(hits);
             }
@@ -1516,8 +1718,7 @@ impl Side {
                 // Untimed: every message is \Flagged now; then the flag is taken off again.
                 let flagged = self.count_search("UID SEARCH FLAGGED");
                 assert_eq!(
-                    flagged,
-                    n,
+                    flagged, n,
                     "{name}: after the STORE every message should be \\Flagged"
                 );
                 if let Err(e) = self
@@ -1538,7 +1739,7 @@ impl Side {
         self.imap()
             .command(command, |item| {
                 if let Some(rest) = item.text.strip_prefix(b"* SEARCH") {
-                    count += show(rest).split_whitespace().count();
+                    count += text(rest).split_whitespace().count();
                 }
             })
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -1604,7 +1805,8 @@ impl Side {
 
     /// Resets every process's VmHWM (clear_refs 5) and returns the peaks until now.
     fn reset_peaks(&mut self) -> Peaks {
-        let mut peaks = self.peaks_with(self.load_sampler.take());
+        let sampler = self.load_sampler.take();
+        let mut peaks = self.peaks_with(sampler);
         let mut reset = true;
         for pid in process_tree(self.pid) {
             reset &= fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
@@ -1658,7 +1860,10 @@ impl Side {
         let bad: Vec<&str> = text
             .lines()
             .filter(|l| {
-                l.contains("WARN") || l.contains("ERROR") || l.contains("Error:") || l.contains("Panic")
+                l.contains("WARN")
+                    || l.contains("ERROR")
+                    || l.contains("Error:")
+                    || l.contains("Panic")
             })
             .collect();
         if !bad.is_empty() {
@@ -1706,7 +1911,10 @@ fn check_across(sides: &[Side], corpus: &Corpus) {
         counts.push((side.name.clone(), hits.len()));
     }
     if let [(a, x), (b, y)] = counts.as_slice() {
-        assert_eq!(x, y, "SEARCH TEXT {RARE_WORD}: {a} found {x}, {b} found {y}");
+        assert_eq!(
+            x, y,
+            "SEARCH TEXT {RARE_WORD}: {a} found {x}, {b} found {y}"
+        );
     }
     // What the metadata FETCH said, message by message.
     if let [fm, dc] = sides {
@@ -1716,10 +1924,8 @@ fn check_across(sides: &[Side], corpus: &Corpus) {
         let mut fm_uids: Vec<(&u32, &usize)> = fm.index_of.iter().collect();
         fm_uids.sort();
         for (u, i) in fm_uids {
-            let (Some(a), Some(b)) = (
-                fm.meta.get(u),
-                dc_uid.get(i).and_then(|du| dc.meta.get(du)),
-            ) else {
+            let (Some(a), Some(b)) = (fm.meta.get(u), dc_uid.get(i).and_then(|du| dc.meta.get(du)))
+            else {
                 continue;
             };
             if a.get("ENVELOPE") != b.get("ENVELOPE") {
@@ -1745,24 +1951,47 @@ fn check_across(sides: &[Side], corpus: &Corpus) {
             fm.meta.len(),
             flag_diffs.len()
         );
-        for (u, a, b) in envelope_diffs.iter().take(3) {
+        // Per envelope field: how many messages differ, and the first example.
+        let fields = [
+            "date",
+            "subject",
+            "from",
+            "sender",
+            "reply-to",
+            "to",
+            "cc",
+            "bcc",
+            "in-reply-to",
+            "message-id",
+        ];
+        let mut per_field: Vec<(usize, Option<(u32, String, String)>)> =
+            vec![(0, None); fields.len()];
+        for (u, a, b) in &envelope_diffs {
             let parts = |v: &Option<Val>| match v {
                 Some(Val::List(l)) => l.clone(),
                 _ => Vec::new(),
             };
             let (pa, pb) = (parts(a), parts(b));
-            let fields = [
-                "date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
-                "in-reply-to", "message-id",
-            ];
-            for (k, field) in fields.iter().enumerate() {
+            for (k, slot) in per_field.iter_mut().enumerate() {
                 if pa.get(k) != pb.get(k) {
-                    println!(
-                        "  ferrymail UID {u} {field}: {}\n  Dovecot             : {}",
-                        pa.get(k).map(Val::render).unwrap_or_default(),
-                        pb.get(k).map(Val::render).unwrap_or_default()
-                    );
+                    slot.0 += 1;
+                    slot.1.get_or_insert_with(|| {
+                        (
+                            *u,
+                            pa.get(k).map(Val::render).unwrap_or_default(),
+                            pb.get(k).map(Val::render).unwrap_or_default(),
+                        )
+                    });
                 }
+            }
+        }
+        for (field, (count, example)) in fields.iter().zip(per_field) {
+            if let Some((u, a, b)) = example {
+                println!(
+                    "  {field}: {count} differ, e.g. ferrymail UID {u}: {a}\n  {:>width$}Dovecot: {b}",
+                    "",
+                    width = field.len() + count.to_string().len() + 19
+                );
             }
         }
     }
@@ -1811,7 +2040,9 @@ fn dovecot_unavailable(tool: Option<&Path>) -> Option<String> {
     }
     for user in ["dovecot", "dovenull"] {
         if user_ids(user).is_none() {
-            return Some(format!("the system user `{user}` (made by the package) is missing"));
+            return Some(format!(
+                "the system user `{user}` (made by the package) is missing"
+            ));
         }
     }
     None
@@ -1825,7 +2056,12 @@ struct DovecotInstance {
 }
 
 impl DovecotInstance {
-    fn create(dir: &Path, port: u16, storage: &str, cert_dir: &Path) -> Result<DovecotInstance, String> {
+    fn create(
+        dir: &Path,
+        port: u16,
+        storage: &str,
+        cert_dir: &Path,
+    ) -> Result<DovecotInstance, String> {
         fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
         // Mail is read and written as nobody: Dovecot refuses uid 0 for mail.
@@ -1843,8 +2079,22 @@ impl DovecotInstance {
         } else {
             checked(
                 Command::new("openssl")
-                    .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-                    .args(["-nodes", "-days", "30", "-subj", "/CN=mx.bench.test", "-keyout"])
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                    ])
+                    .args([
+                        "-nodes",
+                        "-days",
+                        "30",
+                        "-subj",
+                        "/CN=mx.bench.test",
+                        "-keyout",
+                    ])
                     .arg(&key)
                     .arg("-out")
                     .arg(&cert),
@@ -1855,7 +2105,10 @@ impl DovecotInstance {
         let users = dir.join("users");
         fs::write(
             &users,
-            format!("{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{}\n", home.display()),
+            format!(
+                "{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{}\n",
+                home.display()
+            ),
         )
         .map_err(|e| e.to_string())?;
         let mail_location = match storage {
@@ -1981,7 +2234,10 @@ fn report(sides: &[Side], corpus: &Corpus) {
             let (ratio, met) = match (a, b) {
                 (Some(a), Some(b)) if !b.wall.is_zero() => {
                     let r = a.wall.as_secs_f64() / b.wall.as_secs_f64();
-                    (format!("{r:.2}×"), if r <= 1.0 { "met" } else { "**not met**" })
+                    (
+                        format!("{r:.2}×"),
+                        if r <= 1.0 { "met" } else { "**not met**" },
+                    )
                 }
                 _ => ("—".into(), "**not met**"),
             };
@@ -1996,7 +2252,12 @@ fn report(sides: &[Side], corpus: &Corpus) {
             println!("| {} | {} |", op.label(), cell(&sides[0]));
         }
     }
-    let mem = |s: &Side| s.ops_memory.as_ref().map(fmt_peaks).unwrap_or_else(|| "—".into());
+    let mem = |s: &Side| {
+        s.ops_memory
+            .as_ref()
+            .map(fmt_peaks)
+            .unwrap_or_else(|| "—".into())
+    };
     if two {
         let ratio = match (&sides[0].ops_memory, &sides[1].ops_memory) {
             (Some(a), Some(b)) if b.hwm_sum_kib > 0 => {
@@ -2013,7 +2274,9 @@ fn report(sides: &[Side], corpus: &Corpus) {
         println!("| peak memory during the operations | {} |", mem(&sides[0]));
     }
 
-    println!("\nEvery run, the server's CPU and the response size (medians; CPU in 10 ms ticks):\n");
+    println!(
+        "\nEvery run, the server's CPU and the response size (medians; CPU in 10 ms ticks):\n"
+    );
     println!("| server | operation | runs | server CPU | response | untagged responses |");
     println!("| --- | --- | --- | ---: | ---: | ---: |");
     for s in sides {
@@ -2060,7 +2323,10 @@ fn report(sides: &[Side], corpus: &Corpus) {
             .map(|(op, _)| op.command())
             .collect();
         if missed.is_empty() {
-            println!("\nTarget (no operation slower than Dovecot): met for all {} operations.", OPS.len());
+            println!(
+                "\nTarget (no operation slower than Dovecot): met for all {} operations.",
+                OPS.len()
+            );
         } else {
             println!(
                 "\nTarget (no operation slower than Dovecot): **not met** for {} of {}: {}.",
@@ -2114,7 +2380,11 @@ impl ChildGuard {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("{} did not stop within {} s; killing it", self.what, grace.as_secs());
+        eprintln!(
+            "{} did not stop within {} s; killing it",
+            self.what,
+            grace.as_secs()
+        );
         self.kill();
         None
     }

@@ -908,3 +908,62 @@ fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expir
         .count();
     assert_eq!(delayed_notices, 1, "one delay notice per message");
 }
+
+#[test]
+fn a_full_mailbox_is_refused_at_rcpt_and_a_message_too_big_for_it_at_data() {
+    let quota = |q: &str| {
+        format!(
+            "\n[domains.\"example.test\".aliases.tiny]\nmailbox = {{ password = {{ hash = \"{TEST_HASH}\" }}, quota = \"{q}\" }}\n"
+        )
+    };
+    let s = setup(&quota("2000B"));
+    let server = s.w.serve(s.mx);
+    let send = |body: &str| {
+        swaks(
+            s.mx,
+            &[
+                "--from",
+                "a@sender.test",
+                "--to",
+                "tiny@example.test",
+                "--body",
+                body,
+            ],
+        )
+    };
+    // About 1,250 bytes as stored (with the trace headers): fits.
+    let first = send(&"x".repeat(600));
+    assert!(
+        first.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || s
+            .w
+            .inbox("tiny@example.test")
+            .len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+    // What is left of the quota is less than this message: 552 after DATA.
+    let refused = send(&"y".repeat(900));
+    assert!(refused.stdout.contains("552 5.2.2"), "{}", refused.stdout);
+    // The quota shrinks below what is stored: now RCPT is refused, with a temporary 452.
+    let path = s.w.path().join("ferrymail.toml");
+    let spec = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("quota = \"2000B\"", "quota = \"1000B\"");
+    std::fs::write(&path, spec).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || common::rcpt_probe(
+            s.mx,
+            "a@sender.test",
+            "tiny@example.test"
+        )
+        .contains("452 4.2.2")),
+        "a full mailbox must answer 452 4.2.2 at RCPT:\n{}",
+        server.log_text()
+    );
+}

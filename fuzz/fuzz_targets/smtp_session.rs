@@ -71,6 +71,10 @@ fn world() -> World {
             connections_per_ip: 1_000_000,
             connections: Default::default(),
             logins: None,
+            mailboxes: ferrymail::mailbox::Mailboxes::new(
+                &loaded.data_dir(),
+                ferrymail::mailbox::MasterKey::new(&[7u8; 32]).expect("key"),
+            ),
         })
     });
     World {

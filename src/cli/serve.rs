@@ -189,6 +189,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             connections_per_ip: loaded.spec.limits.connections_per_ip,
             connections: Default::default(),
             logins,
+            mailboxes: mailboxes.clone(),
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
         listeners.push((name.to_string(), addr.to_string()));

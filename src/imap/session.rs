@@ -524,7 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             body => {
                 let name = body.name();
-                let result = tokio::task::block_in_place(|| self.authenticated(tag.clone(), body));
+                let result = crate::blocking::run(|| self.authenticated(tag.clone(), body));
                 if let Err(e) = result {
                     tracing::debug!(command = name, error = %e, "IMAP command failed");
                     self.no(tag, &error_text(&e));
@@ -971,7 +971,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return;
         };
         user.changes.borrow_and_update();
-        let now = match tokio::task::block_in_place(|| user.mailbox.messages(&selected.folder)) {
+        let now = match crate::blocking::run(|| user.mailbox.messages(&selected.folder)) {
             Ok(now) => now,
             Err(e) => {
                 tracing::debug!(error = %e, "IMAP update failed");

@@ -347,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 let uid = self.maildrop().entries[n - 1].uid;
                 let drop = self.maildrop();
-                let body = tokio::task::block_in_place(|| drop.mailbox.body(&drop.inbox, uid));
+                let body = crate::blocking::run(|| drop.mailbox.body(&drop.inbox, uid));
                 match body {
                     Ok(Some(body)) => {
                         let part = match lines {
@@ -426,7 +426,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .err("[IN-USE] The maildrop is in use by another session")
                 .await;
         }
-        let opened = tokio::task::block_in_place(|| {
+        let opened = crate::blocking::run(|| {
             let mailbox = self.ctx.mailboxes.open(&account)?;
             let inbox = mailbox
                 .folder("INBOX")?
@@ -478,7 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .filter(|e| e.deleted)
             .map(|e| e.uid)
             .collect();
-        let result = tokio::task::block_in_place(|| {
+        let result = crate::blocking::run(|| {
             if doomed.is_empty() {
                 return Ok(Vec::new());
             }

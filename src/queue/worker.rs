@@ -298,10 +298,10 @@ impl Worker {
             .await
         {
             Ok(Ok(_uid)) => Ok(()),
-            Ok(Err(e @ MailboxError::OverQuota { .. })) => Err(DeliveryError {
-                permanent: true,
-                message: e.to_string(),
-            }),
+            // Temporary (4.2.2): the owner may make room before the message expires.
+            Ok(Err(e @ MailboxError::OverQuota { .. })) => {
+                Err(DeliveryError::temporary(format!("452 4.2.2 {e}")))
+            }
             Ok(Err(e)) => Err(DeliveryError::temporary(e.to_string())),
             Err(e) => Err(DeliveryError::temporary(e.to_string())),
         }

@@ -127,6 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
+
         // Results that claim to come from this server were not made here (RFC 8601 §5):
         // a sender could otherwise hand the mailbox owner a forged "dkim=pass".
         let body = strip_results_of(body, &self.ctx.hostname);
@@ -167,6 +168,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut message = self.received_header(&envelope).into_bytes();
         message.extend_from_slice(auth_header.as_bytes());
         message.extend_from_slice(&body);
+        // The quota counts the message as stored, trace headers included.
+        let too_big = deliveries.iter().any(|d| {
+            d.kind == DeliveryKind::Mailbox
+                && self
+                    .ctx
+                    .quota(&d.target)
+                    .is_some_and(|(used, quota)| used + message.len() as u64 > quota)
+        });
+        if too_big {
+            return Err((
+                552,
+                "5.2.2",
+                "Mailbox full: the message does not fit in the recipient's quota".into(),
+            ));
+        }
         match self.ctx.spool.enqueue(envelope, message, deliveries).await {
             Ok(id) => Ok(Some(id)),
             Err(e) => {

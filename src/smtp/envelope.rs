@@ -213,6 +213,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if deliveries.is_empty() {
                     return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here");
                 }
+                let full = deliveries.iter().any(|d| {
+                    d.kind == DeliveryKind::Mailbox
+                        && self
+                            .ctx
+                            .quota(&d.target)
+                            .is_some_and(|(used, quota)| used >= quota)
+                });
+                if full {
+                    // RFC 3463 4.2.2: the mailbox may have room later.
+                    return self.refuse_rcpt(&address, 452, "4.2.2", "Mailbox full");
+                }
                 self.accept(Accepted {
                     address,
                     deliveries,

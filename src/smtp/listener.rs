@@ -42,6 +42,27 @@ pub struct MxContext {
     pub connections: Mutex<HashMap<IpAddr, usize>>,
     /// Set on a submission listener: logins for AUTH, and sessions follow RFC 6409.
     pub logins: Option<Arc<crate::login::Logins>>,
+    /// The mailboxes, for quota checks before a message is taken.
+    pub mailboxes: crate::mailbox::Mailboxes,
+}
+
+impl MxContext {
+    /// Bytes an account's mailbox uses and its quota, when it has one.
+    pub fn quota(&self, account: &str) -> Option<(u64, u64)> {
+        let quota = self.snapshot.get().accounts.get(account)?.quota?;
+        if !self.mailboxes.exists(account) {
+            return Some((0, quota));
+        }
+        let used =
+            crate::blocking::run(|| self.mailboxes.open(account).and_then(|m| m.quota_used()));
+        match used {
+            Ok(used) => Some((used, quota)),
+            Err(e) => {
+                tracing::warn!(account, error = %e, "quota check failed");
+                None
+            }
+        }
+    }
 }
 
 impl MxContext {
