@@ -2,9 +2,12 @@
 //! failures limited per client IP and per account, and one answer, in the same time, for
 //! a wrong password and an unknown account (no enumeration).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
 use crate::snapshot::SnapshotHandle;
@@ -29,7 +32,15 @@ pub enum Outcome {
 pub struct Logins {
     snapshot: Arc<SnapshotHandle>,
     cache: Arc<dyn Cache>,
+    /// Recent successful checks (a digest of account, password and stored hash → when),
+    /// so a client that reconnects every minute does not pay argon2 each time, as with
+    /// Dovecot's auth cache. A changed password or hash never matches an old entry.
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
+
+/// How long a successful check is remembered.
+const VERIFIED_FOR: Duration = Duration::from_secs(10 * 60);
+const VERIFIED_MAX: usize = 10_000;
 
 /// A hash of the same cost as real ones, checked for unknown accounts so they take as
 /// long as a wrong password.
@@ -40,7 +51,43 @@ fn decoy_hash() -> &'static str {
 
 impl Logins {
     pub fn new(snapshot: Arc<SnapshotHandle>, cache: Arc<dyn Cache>) -> Logins {
-        Logins { snapshot, cache }
+        Logins {
+            snapshot,
+            cache,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn digest(account: &str, password: &str, hash: &str) -> [u8; 32] {
+        let mut d = Sha256::new();
+        for part in [account, password, hash] {
+            d.update(part.as_bytes());
+            d.update([0u8]);
+        }
+        d.finalize().into()
+    }
+
+    fn remembered(&self, key: &[u8; 32]) -> bool {
+        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some(at) if at.elapsed() < VERIFIED_FOR => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember(&self, key: [u8; 32]) {
+        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_MAX {
+            map.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+        }
+        map.insert(key, Instant::now());
     }
 
     /// Checks `user` (an account address) and `password` for a client at `ip`.
@@ -62,6 +109,10 @@ impl Logins {
             .map(|a| a.password_hash.clone());
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
+        let key = Self::digest(&account, password, &hash);
+        if known && self.remembered(&key) {
+            return Outcome::Accepted(account);
+        }
         let password = password.to_string();
         let matches =
             tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
@@ -69,6 +120,7 @@ impl Logins {
                 .unwrap_or(false);
         if matches && known {
             self.cache.clear(&account_key);
+            self.remember(key);
             return Outcome::Accepted(account);
         }
         self.cache.hit(&ip_key, u32::MAX, WINDOW);

@@ -22,7 +22,9 @@ struct Setup {
     w: Workspace,
     mx: u16,
     imap: u16,
+    imaps: u16,
     pop3: u16,
+    pop3s: u16,
     server: common::Process,
     _dns: common::Process,
 }
@@ -30,6 +32,7 @@ struct Setup {
 /// A server with two mailboxes; `me` has received FIRST and SECOND through the MX.
 fn setup() -> Setup {
     let (mx, imap, pop3) = (free_port(), free_port(), free_port());
+    let (imaps, pop3s) = (free_port(), free_port());
     let w = Workspace::new("");
     let (dns, dns_port) = common::quiet_dns(w.path());
     w.write_spec(&format!(
@@ -38,6 +41,8 @@ fn setup() -> Setup {
 mx = "127.0.0.1:{mx}"
 imap = "127.0.0.1:{imap}"
 pop3 = "127.0.0.1:{pop3}"
+imaps = "127.0.0.1:{imaps}"
+pop3s = "127.0.0.1:{pop3s}"
 
 [dns]
 resolver = "127.0.0.1:{dns_port}"
@@ -64,7 +69,9 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         w,
         mx,
         imap,
+        imaps,
         pop3,
+        pop3s,
         server,
         _dns: dns,
     }
@@ -319,5 +326,29 @@ fn fetchmail_downloads_everything_over_pop3_with_stls() {
             .is_empty()),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn sessions_of_one_mailbox_hear_of_each_others_changes_and_implicit_tls_works() {
+    let s = setup();
+    let run = python_peer_run(
+        "imap_two_sessions.py",
+        &[
+            &s.imap.to_string(),
+            &s.imaps.to_string(),
+            &s.pop3s.to_string(),
+            "me@example.test",
+            "quickstart",
+        ],
+        s.w.path(),
+    );
+    println!("{}", run.stdout);
+    assert!(
+        run.code == 0 && run.stdout.contains("all done"),
+        "{}\n{}\nserver log:\n{}",
+        run.stdout,
+        run.stderr,
+        s.server.log_text()
     );
 }

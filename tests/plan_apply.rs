@@ -372,3 +372,30 @@ fn status_reports_revision_and_contents() {
     );
     assert!(out.stdout.contains("revision 1 at "));
 }
+
+#[test]
+fn removing_a_mailbox_says_its_mail_is_kept_and_keeps_it() {
+    let w = Workspace::new(&base_spec());
+    w.run(&["apply", "--auto-approve"]).ok();
+    // Stand-in for mail the server stored for me@ (the file is what must survive).
+    let file = w.data_dir().join("mailboxes/example.test/me.db");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"stored mail").unwrap();
+    let without = base_spec().replace(
+        &format!(
+            "[domains.\"example.test\".aliases.me]\nmailbox = {{ password = {{ hash = \"{TEST_HASH}\" }}, quota = \"1GiB\" }}\n"
+        ),
+        "",
+    );
+    assert_ne!(without, base_spec());
+    w.write_spec(&without);
+    let plan = w.run(&["plan"]);
+    assert!(
+        plan.ok().stdout.contains("- account me@example.test")
+            && plan.stdout.contains("stored mail is kept"),
+        "{}",
+        plan.stdout
+    );
+    w.run(&["apply", "--auto-approve"]).ok();
+    assert_eq!(std::fs::read(&file).unwrap(), b"stored mail");
+}

@@ -324,7 +324,21 @@ fn master_key(loaded: &LoadedSpec, data_dir: &Path) -> anyhow::Result<crate::mai
             .trim()
             .as_bytes()
             .to_vec(),
-        None => private_key_file(&data_dir.join("master.key"))?,
+        None => {
+            // As `init` writes it: 32 random bytes, base64, on one line.
+            let path = data_dir.join("master.key");
+            if !path.exists() {
+                let mut key = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut key)
+                    .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+                use base64::Engine;
+                let text = base64::engine::general_purpose::STANDARD.encode(key) + "\n";
+                super::write_private(&path, text.as_bytes())?;
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.trim().as_bytes().to_vec()
+        }
     };
     crate::mailbox::MasterKey::new(&material).context("server.master_key")
 }

@@ -11,3 +11,4 @@ mod selected;
 mod session;
 
 pub use listener::{ImapContext, serve_imap};
+pub use session::Session;

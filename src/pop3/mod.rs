@@ -5,3 +5,4 @@ mod listener;
 mod session;
 
 pub use listener::{Pop3Context, serve_pop3};
+pub use session::Session;

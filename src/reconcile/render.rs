@@ -140,6 +140,14 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
         }
         Action::Delete => {
             let _ = writeln!(out, "{} {} {}", style.paint("31", "-"), c.kind, c.id);
+            if c.kind == Kind::Account {
+                // Mail is never deleted by a spec change: the file stays, readable again
+                // if the mailbox comes back (same address, same master key).
+                let _ = writeln!(
+                    out,
+                    "      (logins and deliveries stop; its stored mail is kept in data_dir/mailboxes/ and is back if the mailbox is declared again)"
+                );
+            }
         }
     }
 }

@@ -95,10 +95,10 @@ impl Workspace {
     /// (empty until the server has made its key and the mailbox).
     #[allow(dead_code)]
     pub fn inbox(&self, account: &str) -> Vec<Vec<u8>> {
-        let Ok(key) = std::fs::read(self.data_dir().join("master.key")) else {
+        let Ok(key) = std::fs::read_to_string(self.data_dir().join("master.key")) else {
             return Vec::new();
         };
-        let master = ferrymail::mailbox::MasterKey::new(&key).expect("master key");
+        let master = ferrymail::mailbox::MasterKey::new(key.trim().as_bytes()).expect("master key");
         let boxes = ferrymail::mailbox::Mailboxes::new(&self.data_dir(), master);
         if !boxes.exists(account) {
             return Vec::new();
