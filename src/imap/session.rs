@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use imap_next::imap_types::IntoStatic;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
-use imap_next::imap_types::command::{Command, CommandBody, SelectParameter, StoreModifier};
+use imap_next::imap_types::command::{
+    Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
 use imap_next::imap_types::core::{AString, Atom, IString, NString, QuotedChar, Tag, Vec1};
 use imap_next::imap_types::extensions::enable::CapabilityEnable;
 use imap_next::imap_types::extensions::namespace::Namespace;
@@ -1032,7 +1034,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
                 let names: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
                     MacroOrMessageDataItemNames::Macro(m) => {
@@ -1040,7 +1042,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
                 };
-                self.fetch(tag, &sequence_set, names, uid)?;
+                // CONDSTORE (RFC 7162 §3.1.4): only what changed since the client's MODSEQ.
+                let changed_since = modifiers.iter().find_map(|m| match m {
+                    FetchModifier::ChangedSince(n) => Some(n.get()),
+                    _ => None,
+                });
+                if changed_since.is_some() {
+                    self.condstore = true;
+                }
+                self.fetch(tag, &sequence_set, names, uid, changed_since)?;
             }
             CommandBody::Store {
                 sequence_set,
@@ -1137,16 +1147,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         set: &SequenceSet,
         names: Vec<MessageDataItemName<'static>>,
         uid: bool,
+        changed_since: Option<u64>,
     ) -> Result<(), MailboxError> {
-        let targets = self.selected().resolve(set, uid);
+        let mut targets = self.selected().resolve(set, uid);
+        if let Some(since) = changed_since {
+            let view = &self.selected().view;
+            targets.retain(|&i| view[i].modseq > since);
+        }
         let mut names = names;
         if self.condstore
             && !names
                 .iter()
                 .any(|n| matches!(n, MessageDataItemName::ModSeq))
-            && names
-                .iter()
-                .any(|n| matches!(n, MessageDataItemName::Flags))
+            && (changed_since.is_some()
+                || names
+                    .iter()
+                    .any(|n| matches!(n, MessageDataItemName::Flags)))
         {
             names.push(MessageDataItemName::ModSeq);
         }

@@ -102,12 +102,17 @@ uids = data[0].split()
 assert len(uids) == 2, data
 step("SEARCH flags, header, text, OR/NOT; UID SEARCH")
 
+typ, data = m.status("INBOX", "(HIGHESTMODSEQ)")
+before = int(re.search(rb"HIGHESTMODSEQ (\d+)", data[0]).group(1))
 typ, data = m.store("1", "+FLAGS", "(\\Flagged $Work)")
 assert b"\\Flagged" in data[0] and b"$Work" in data[0], data
 typ, data = m.uid("STORE", uids[0].decode(), "-FLAGS.SILENT", "($Work)")
 typ, data = m.fetch("1", "(FLAGS)")
 assert b"$Work" not in data[0] and b"\\Flagged" in data[0], data
-step("STORE +FLAGS / UID STORE -FLAGS.SILENT")
+# CONDSTORE: only the message changed since `before` comes back, with its MODSEQ.
+typ, data = m.uid("FETCH", "1:*", "(FLAGS) (CHANGEDSINCE %d)" % before)
+assert len(data) == 1 and b"MODSEQ" in data[0] and b"\\Flagged" in data[0], data
+step("STORE +FLAGS / UID STORE -FLAGS.SILENT; FETCH CHANGEDSINCE")
 
 typ, data = m.copy("1", "Archive")
 assert typ == "OK" and b"COPYUID" in data[0], data
@@ -184,7 +189,8 @@ m.logout()
 # Another account sees nothing of this one.
 o = imaplib.IMAP4_SSL("127.0.0.1", imap_port + 1, ssl_context=ctx) if False else imaplib.IMAP4("127.0.0.1", imap_port)
 o.starttls(ssl_context=ctx)
-o.login(other, password)
+typ, data = o.authenticate("PLAIN", lambda _: f"\0{other}\0{password}".encode())
+assert typ == "OK", data
 typ, data = o.select("INBOX")
 assert int(data[0]) == 0, data
 typ, data = o.uid("FETCH", "1:*", "(BODY.PEEK[])")
@@ -192,5 +198,5 @@ assert data == [None], data
 typ, data = o.status("Archive", "(MESSAGES)")
 assert b"MESSAGES 0" in data[0], data
 o.logout()
-step("another account sees none of it")
+step("AUTHENTICATE PLAIN; another account sees none of it")
 print("all done", flush=True)
