@@ -1888,6 +1888,9 @@ impl Side {
     }
 }
 
+/// A UID and how each server rendered one envelope field.
+type EnvelopeExample = (u32, String, String);
+
 /// The checks that compare the two servers and the corpus.
 fn check_across(sides: &[Side], corpus: &Corpus) {
     let expected: BTreeSet<usize> = corpus.hits.clone();
@@ -1964,8 +1967,7 @@ fn check_across(sides: &[Side], corpus: &Corpus) {
             "in-reply-to",
             "message-id",
         ];
-        let mut per_field: Vec<(usize, Option<(u32, String, String)>)> =
-            vec![(0, None); fields.len()];
+        let mut per_field: Vec<(usize, Option<EnvelopeExample>)> = vec![(0, None); fields.len()];
         for (u, a, b) in &envelope_diffs {
             let parts = |v: &Option<Val>| match v {
                 Some(Val::List(l)) => l.clone(),
