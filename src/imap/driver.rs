@@ -20,12 +20,28 @@ pub enum Step {
 /// How long a session may stay silent (RFC 3501 §5.4: at least 30 minutes, IDLE included).
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Drives `server` until it has an event. Only the read races the change notice, so a
-/// write is never cut in half.
+/// Output is gathered up to this size before it is written: a FETCH of many messages
+/// goes out in a few large writes, not one per message.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes what `pending` holds.
+pub async fn flush<S: AsyncWrite + Unpin>(io: &mut S, pending: &mut Vec<u8>) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let ok = io.write_all(pending).await.is_ok() && io.flush().await.is_ok();
+    pending.clear();
+    ok
+}
+
+/// Drives `server` until it has an event. Output collects in `pending` and is written
+/// before the session waits for input (or when it grows large); only the read races the
+/// change notice, so a write is never cut in half.
 pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     server: &mut Server,
     buf: &mut [u8],
+    pending: &mut Vec<u8>,
     changes: Option<&mut watch::Receiver<u64>>,
 ) -> Step {
     let mut changes = changes;
@@ -33,11 +49,15 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
         match server.next() {
             Ok(event) => return Step::Event(event),
             Err(Interrupt::Io(Io::Output(bytes))) => {
-                if io.write_all(&bytes).await.is_err() || io.flush().await.is_err() {
+                pending.extend_from_slice(&bytes);
+                if pending.len() >= WRITE_BATCH && !flush(io, pending).await {
                     return Step::Closed;
                 }
             }
             Err(Interrupt::Io(Io::NeedMoreInput)) => {
+                if !flush(io, pending).await {
+                    return Step::Closed;
+                }
                 let read = tokio::time::timeout(IDLE_TIMEOUT, io.read(buf));
                 let changed = async {
                     match changes.as_deref_mut() {

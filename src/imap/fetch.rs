@@ -7,8 +7,8 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 
 use super::convert;
+use crate::mailbox::MessageInfo;
 use crate::mailbox::meta::{Meta, Structure};
-use crate::mailbox::{Folder, Mailbox, MailboxError, MessageInfo};
 
 /// Whether any of `names` needs the message's bytes, or its cached metadata.
 fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
@@ -149,28 +149,23 @@ fn section_bytes(raw: &[u8], meta: &Meta, section: Option<&Section<'_>>) -> Opti
     })
 }
 
-/// The FETCH items for one message, in the order asked (UID first for UID FETCH).
+/// What a FETCH with `names` must read of each message: (bytes, metadata).
+pub fn needs_of(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
+    needs(names)
+}
+
+/// The FETCH items for one message, in the order asked (UID first for UID FETCH), from
+/// its bytes and metadata when `needs_of` asked for them.
 pub fn items(
-    mailbox: &Mailbox,
-    folder: &Folder,
     info: &MessageInfo,
     names: &[MessageDataItemName<'static>],
     uid_command: bool,
-) -> Result<Vec<MessageDataItem<'static>>, MailboxError> {
-    let (need_body, need_meta) = needs(names);
-    let body = if need_body {
-        mailbox.body(folder, info.uid)?
-    } else {
-        None
-    };
-    let meta = if need_meta {
-        mailbox.meta(folder, info.uid)?
-    } else {
-        None
-    };
+    body: Option<&[u8]>,
+    meta: Option<&Meta>,
+) -> Vec<MessageDataItem<'static>> {
     let empty = Meta::default();
-    let meta = meta.as_ref().unwrap_or(&empty);
-    let raw = body.as_deref().unwrap_or_default();
+    let meta = meta.unwrap_or(&empty);
+    let raw = body.unwrap_or_default();
     let mut out = Vec::new();
     let has_uid = names.iter().any(|n| matches!(n, MessageDataItemName::Uid));
     if uid_command && !has_uid {
@@ -227,7 +222,7 @@ pub fn items(
         };
         out.push(item);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

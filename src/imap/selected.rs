@@ -10,6 +10,8 @@ pub struct Selected {
     pub read_only: bool,
     /// Sequence number n is `view[n - 1]`.
     pub view: Vec<MessageInfo>,
+    /// Expunges seen but not yet told (held during FETCH, STORE, SEARCH).
+    pub held_expunges: bool,
 }
 
 /// What changed since the view was last brought up to date.
@@ -69,7 +71,10 @@ impl Selected {
         let mut changes = Changes::default();
         let current: std::collections::HashMap<u32, &MessageInfo> =
             now.iter().map(|m| (m.uid, m)).collect();
-        if expunges {
+        if !expunges {
+            self.held_expunges |= self.view.iter().any(|m| !current.contains_key(&m.uid));
+        } else {
+            self.held_expunges = false;
             let mut i = self.view.len();
             while i > 0 {
                 i -= 1;
@@ -134,10 +139,11 @@ mod tests {
                 msg(3, 1, &[]),
                 msg(4, 1, &[]),
             ],
+            held_expunges: false,
         };
         let now = vec![msg(1, 1, &[]), msg(3, 2, &["\\Seen"]), msg(5, 3, &[])];
         let held = s.catch_up(now.clone(), false);
-        assert!(held.expunged.is_empty());
+        assert!(held.expunged.is_empty() && s.held_expunges);
         assert_eq!(held.flags, [3]);
         assert_eq!(held.exists, Some(5));
         let c = s.catch_up(now, true);

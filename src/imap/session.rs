@@ -61,6 +61,8 @@ pub struct Session<S> {
     remote: SocketAddr,
     tls: bool,
     buf: Vec<u8>,
+    /// Responses encoded but not yet written (see driver::next).
+    pending: Vec<u8>,
     user: Option<User>,
     selected: Option<Selected>,
     auth_tag: Option<Tag<'static>>,
@@ -189,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             remote,
             tls,
             buf: vec![0u8; 64 * 1024],
+            pending: Vec::new(),
             user: None,
             selected: None,
             auth_tag: None,
@@ -264,11 +267,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (Some(_), Some(user)) => Some(&mut user.changes),
                 _ => None,
             };
-            let step = driver::next(&mut self.io, &mut self.server, &mut self.buf, watch).await;
+            let step = driver::next(
+                &mut self.io,
+                &mut self.server,
+                &mut self.buf,
+                &mut self.pending,
+                watch,
+            )
+            .await;
             let flow = match step {
                 Step::Closed => return Outcome::Closed,
                 Step::Changed => {
-                    self.send_updates(true);
+                    self.updates(true, true);
                     Flow::Continue
                 }
                 Step::Protocol(e) => {
@@ -315,9 +325,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Writes everything queued up to and including `handle`.
     async fn send_through(&mut self, handle: ResponseHandle) -> bool {
         loop {
-            match driver::next(&mut self.io, &mut self.server, &mut self.buf, None).await {
+            match driver::next(
+                &mut self.io,
+                &mut self.server,
+                &mut self.buf,
+                &mut self.pending,
+                None,
+            )
+            .await
+            {
                 Step::Event(Event::ResponseSent { handle: sent, .. }) if sent == handle => {
-                    return true;
+                    return driver::flush(&mut self.io, &mut self.pending).await;
                 }
                 Step::Closed => return false,
                 _ => {}
@@ -899,6 +917,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             self.condstore = true;
         }
+        // What happened before this point is in the view read now.
+        self.user().changes.borrow_and_update();
         let view = self.user().mailbox.messages(&folder)?;
         let system = [
             Flag::Answered,
@@ -951,6 +971,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             folder,
             read_only: examine,
             view,
+            held_expunges: false,
         });
         let code = if examine {
             Code::ReadOnly
@@ -969,9 +990,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Tells the client what changed in its selected folder since it last heard.
     fn send_updates(&mut self, expunges: bool) {
+        self.updates(expunges, false);
+    }
+
+    /// `woken`: the IDLE wait already took the change notice, so look regardless.
+    fn updates(&mut self, expunges: bool, woken: bool) {
         let (Some(user), Some(selected)) = (self.user.as_mut(), self.selected.as_mut()) else {
             return;
         };
+        // Only when something changed (here or elsewhere) since the last look, or an
+        // expunge is still to be told: SELECT of 10,000 messages is not re-read per command.
+        let changed = woken || user.changes.has_changed().unwrap_or(false);
+        if !changed && !selected.held_expunges {
+            return;
+        }
         user.changes.borrow_and_update();
         let now = match crate::blocking::run(|| user.mailbox.messages(&selected.folder)) {
             Ok(now) => now,
@@ -1197,27 +1229,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        let mut queued = 0;
-        for i in targets {
-            let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
-            let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
-            let info = &selected.view[i];
-            let items = match fetch::items(&user.mailbox, &selected.folder, info, &names, uid) {
-                Ok(items) => items,
-                // Expunged by another session meanwhile: nothing to say about it yet.
-                Err(MailboxError::Crypto(e)) => return Err(MailboxError::Crypto(e)),
-                Err(_) => continue,
+        let (need_body, need_meta) = fetch::needs_of(&names);
+        for chunk in targets.chunks(FETCH_CHUNK) {
+            let (bodies, metas) = {
+                let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+                let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+                let uids: Vec<u32> = chunk.iter().map(|&i| selected.view[i].uid).collect();
+                load(&user.mailbox, &selected.folder, &uids, need_body, need_meta)?
             };
-            if let Ok(items) = Vec1::try_from(items) {
-                let handle = self.server.enqueue_data(Data::Fetch {
-                    seq: convert::nz(i as u32 + 1),
-                    items,
-                });
-                queued += 1;
-                if queued % FETCH_CHUNK == 0 {
-                    // Write out what is queued before building more (bounded memory).
-                    tokio::runtime::Handle::current().block_on(self.send_through(handle));
+            let mut last = None;
+            for &i in chunk {
+                let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+                let info = &selected.view[i];
+                // Expunged by another session meanwhile: nothing to say about it yet.
+                let body = bodies.get(&info.uid);
+                let meta = metas.get(&info.uid);
+                if (need_body && body.is_none()) || (need_meta && meta.is_none()) {
+                    continue;
                 }
+                let items = fetch::items(info, &names, uid, body.map(Vec::as_slice), meta);
+                if let Ok(items) = Vec1::try_from(items) {
+                    last = Some(self.server.enqueue_data(Data::Fetch {
+                        seq: convert::nz(i as u32 + 1),
+                        items,
+                    }));
+                }
+            }
+            if let Some(handle) = last {
+                // Write out this chunk before building the next (bounded memory).
+                tokio::runtime::Handle::current().block_on(self.send_through(handle));
             }
         }
         self.ok(
@@ -1266,49 +1306,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .set_flags(&folder, &targets, change, &names, unchanged_since)?;
         let condstore = self.condstore || unchanged_since.is_some();
         let selected = self.selected.as_mut().unwrap_or_else(|| unreachable!());
+        let position: std::collections::HashMap<u32, usize> = selected
+            .view
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.uid, i))
+            .collect();
+        let silent = response == StoreResponse::Silent;
         let mut untagged = Vec::new();
+        let mut reported = std::collections::HashSet::new();
         for fresh in changed {
-            if let Some(pos) = selected.view.iter().position(|m| m.uid == fresh.uid) {
-                selected.view[pos] = fresh.clone();
-                let mut items = Vec::new();
-                if response == StoreResponse::Answer {
-                    items.push(MessageDataItem::Flags(convert::flags(&fresh.flags)));
+            let Some(&pos) = position.get(&fresh.uid) else {
+                continue;
+            };
+            selected.view[pos] = fresh.clone();
+            // .SILENT says nothing, except the new MODSEQ under CONDSTORE (RFC 7162 §3.2).
+            if silent && !condstore {
+                continue;
+            }
+            let mut items = Vec::new();
+            if !silent {
+                items.push(MessageDataItem::Flags(convert::flags(&fresh.flags)));
+            }
+            if uid || condstore {
+                items.push(MessageDataItem::Uid(convert::nz(fresh.uid)));
+            }
+            if condstore && let Some(m) = std::num::NonZeroU64::new(fresh.modseq) {
+                items.push(MessageDataItem::ModSeq(m));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                reported.insert(fresh.uid);
+                untagged.push(Data::Fetch {
+                    seq: convert::nz(pos as u32 + 1),
+                    items,
+                });
+            }
+        }
+        // Messages whose flags were already as asked are still reported (RFC 3501).
+        if !silent {
+            for &u in &targets {
+                if reported.contains(&u) || refused.contains(&u) {
+                    continue;
                 }
-                if uid || (condstore && response == StoreResponse::Answer) {
-                    items.push(MessageDataItem::Uid(convert::nz(fresh.uid)));
-                }
-                if condstore && let Some(m) = std::num::NonZeroU64::new(fresh.modseq) {
-                    items.push(MessageDataItem::ModSeq(m));
+                let Some(&pos) = position.get(&u) else {
+                    continue;
+                };
+                let m = &selected.view[pos];
+                let mut items = vec![MessageDataItem::Flags(convert::flags(&m.flags))];
+                if uid {
+                    items.push(MessageDataItem::Uid(convert::nz(m.uid)));
                 }
                 if let Ok(items) = Vec1::try_from(items) {
                     untagged.push(Data::Fetch {
                         seq: convert::nz(pos as u32 + 1),
                         items,
                     });
-                }
-            }
-        }
-        // Messages whose flags were already as asked are still reported (RFC 3501).
-        if response == StoreResponse::Answer {
-            for &u in &targets {
-                if untagged.iter().any(|d| matches!(d, Data::Fetch { items, .. } if items.as_ref().iter().any(|i| matches!(i, MessageDataItem::Uid(x) if x.get() == u)))) {
-                    continue;
-                }
-                if let Some(pos) = selected.view.iter().position(|m| m.uid == u) {
-                    if refused.contains(&u) {
-                        continue;
-                    }
-                    let m = &selected.view[pos];
-                    let mut items = vec![MessageDataItem::Flags(convert::flags(&m.flags))];
-                    if uid {
-                        items.push(MessageDataItem::Uid(convert::nz(m.uid)));
-                    }
-                    if let Ok(items) = Vec1::try_from(items) {
-                        untagged.push(Data::Fetch {
-                            seq: convert::nz(pos as u32 + 1),
-                            items,
-                        });
-                    }
                 }
             }
         }
@@ -1324,11 +1376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if uid {
                         Some(u.to_string())
                     } else {
-                        selected
-                            .view
-                            .iter()
-                            .position(|m| m.uid == *u)
-                            .map(|p| (p + 1).to_string())
+                        position.get(u).map(|p| (p + 1).to_string())
                     }
                 })
                 .collect();
@@ -1465,6 +1513,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         Ok(())
     }
+}
+
+/// The bytes and metadata a FETCH needs of `uids` (ascending): one range query when the
+/// UIDs are close together, one query each when they are scattered.
+type Loaded = (
+    std::collections::HashMap<u32, Vec<u8>>,
+    std::collections::HashMap<u32, crate::mailbox::meta::Meta>,
+);
+
+fn load(
+    mailbox: &Mailbox,
+    folder: &Folder,
+    uids: &[u32],
+    need_body: bool,
+    need_meta: bool,
+) -> Result<Loaded, MailboxError> {
+    let (mut bodies, mut metas) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let (Some(&first), Some(&last)) = (uids.first(), uids.last()) else {
+        return Ok((bodies, metas));
+    };
+    let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+    let dense = (last - first) as usize <= uids.len() * 4;
+    if need_body {
+        if dense {
+            bodies.extend(
+                mailbox
+                    .bodies_between(folder, first, last)?
+                    .into_iter()
+                    .filter(|(u, _)| wanted.contains(u)),
+            );
+        } else {
+            for &u in uids {
+                if let Some(b) = mailbox.body(folder, u)? {
+                    bodies.insert(u, b);
+                }
+            }
+        }
+    }
+    if need_meta {
+        if dense {
+            metas.extend(
+                mailbox
+                    .metas_between(folder, first, last)?
+                    .into_iter()
+                    .filter(|(u, _)| wanted.contains(u)),
+            );
+        } else {
+            for &u in uids {
+                if let Some(m) = mailbox.meta(folder, u)? {
+                    metas.insert(u, m);
+                }
+            }
+        }
+    }
+    Ok((bodies, metas))
 }
 
 #[cfg(test)]

@@ -15,15 +15,25 @@ pub struct Meta {
 /// RFC 3501 ENVELOPE: header values as written (unfolded), addresses parsed.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Envelope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sender: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reply_to: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cc: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bcc: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
 }
 
@@ -32,8 +42,11 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Address {
     /// The display name, decoded (UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
 
@@ -44,14 +57,21 @@ pub struct Structure {
     pub kind: String,
     pub subtype: String,
     /// Content-Type parameters other than the boundary is kept too (IMAP lists them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Content-Transfer-Encoding, upper case ("7BIT" when absent).
     pub encoding: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<(String, Vec<(String, String)>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub language: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// Byte offsets in the whole message: where this part's header starts, where its
     /// body starts, and where it ends.
@@ -61,8 +81,10 @@ pub struct Structure {
     /// Lines of the body, for text parts and attached messages.
     pub lines: u32,
     /// Parts of a multipart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<Structure>,
     /// An attached message/rfc822: its envelope and structure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Box<Meta>>,
 }
 
