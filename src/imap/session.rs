@@ -1230,12 +1230,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let (need_body, need_meta) = fetch::needs_of(&names);
+        let envelope_only = !need_body
+            && !names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyStructure | MessageDataItemName::Body
+                )
+            });
         for chunk in targets.chunks(FETCH_CHUNK) {
             let (bodies, metas) = {
                 let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
                 let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
                 let uids: Vec<u32> = chunk.iter().map(|&i| selected.view[i].uid).collect();
-                load(&user.mailbox, &selected.folder, &uids, need_body, need_meta)?
+                load(
+                    &user.mailbox,
+                    &selected.folder,
+                    &uids,
+                    need_body,
+                    need_meta,
+                    envelope_only,
+                )?
             };
             let mut last = None;
             for &i in chunk {
@@ -1528,6 +1542,7 @@ fn load(
     uids: &[u32],
     need_body: bool,
     need_meta: bool,
+    envelope_only: bool,
 ) -> Result<Loaded, MailboxError> {
     let (mut bodies, mut metas) = (
         std::collections::HashMap::new(),
@@ -1558,7 +1573,7 @@ fn load(
         if dense {
             metas.extend(
                 mailbox
-                    .metas_between(folder, first, last)?
+                    .metas_between(folder, first, last, envelope_only)?
                     .into_iter()
                     .filter(|(u, _)| wanted.contains(u)),
             );

@@ -570,15 +570,32 @@ impl Mailbox {
     }
 
     /// Metadata of the messages with UIDs in `first..=last`.
+    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE).
     pub fn metas_between(
         &self,
         folder: &Folder,
         first: u32,
         last: u32,
+        envelope_only: bool,
     ) -> Result<Vec<(u32, Meta)>, MailboxError> {
+        #[derive(serde::Deserialize)]
+        struct EnvelopeOnly {
+            envelope: super::meta::Envelope,
+        }
         self.sealed_range(folder, first, last, Part::Meta)?
             .into_iter()
-            .map(|(uid, json)| Ok((uid, serde_json::from_slice(&json)?)))
+            .map(|(uid, json)| {
+                let meta = if envelope_only {
+                    let e: EnvelopeOnly = serde_json::from_slice(&json)?;
+                    Meta {
+                        envelope: e.envelope,
+                        ..Meta::default()
+                    }
+                } else {
+                    serde_json::from_slice(&json)?
+                };
+                Ok((uid, meta))
+            })
             .collect()
     }
 
