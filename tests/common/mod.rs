@@ -151,11 +151,23 @@ pub fn run_in(cwd: &Path, spec: &Path, args: &[&str], stdin: Option<&str>) -> Ru
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Not from the kernel's ephemeral range (32768 and up): a port handed out there is
+    // free only until an outgoing connection takes it as its source port, before the
+    // server binds it. Below that range, each test process starts at its own place and
+    // each call moves on, so two tests never get the same port; TCP and UDP must both be
+    // free (Knot listens on both).
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (20_000 + (start.wrapping_add(n) % 12_000)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it is true or `timeout` passes.
