@@ -8,6 +8,7 @@ pub mod cli;
 pub mod dkim;
 pub mod dns;
 pub mod imap;
+pub mod listen;
 pub mod login;
 pub mod mailbox;
 pub mod password;

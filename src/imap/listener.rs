@@ -8,7 +8,6 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::session::{Outcome, Session};
@@ -33,25 +32,12 @@ pub async fn serve_imap(
     listener: TcpListener,
     ctx: Arc<ImapContext>,
     implicit_tls: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, remote)) = accepted else { continue };
-                sessions.spawn(connection(stream, remote, ctx.clone(), implicit_tls));
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN, async {
-        while sessions.join_next().await.is_some() {}
+    crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
+        Box::pin(connection(stream, remote, ctx.clone(), implicit_tls))
     })
     .await;
-    sessions.abort_all();
 }
 
 async fn connection(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::session::{Outcome, Session};
@@ -108,32 +107,30 @@ pub async fn serve_mx(
     listener: TcpListener,
     ctx: Arc<MxContext>,
     implicit_tls: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, remote)) = accepted else { continue };
-                let limit = ctx.connections_per_minute;
-                let rate_ok = limit == 0 || ctx.cache.hit(&format!("mx-connect:{}", remote.ip()), limit, Duration::from_secs(60));
-                if !rate_ok {
-                    sessions.spawn(refuse(stream, "Too many new connections from your address; slow down"));
-                    continue;
-                }
-                let Some(admission) = ctx.admit(remote.ip()) else {
-                    sessions.spawn(refuse(stream, "Too many open connections from your address"));
-                    continue;
-                };
-                sessions.spawn(session(stream, remote, ctx.clone(), admission, implicit_tls));
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = shutdown.changed() => break,
+    crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
+        let limit = ctx.connections_per_minute;
+        let key = format!("mx-connect:{}", remote.ip());
+        if limit != 0 && !ctx.cache.hit(&key, limit, Duration::from_secs(60)) {
+            return Box::pin(refuse(
+                stream,
+                "Too many new connections from your address; slow down",
+            ));
         }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN, async {
-        while sessions.join_next().await.is_some() {}
+        match ctx.admit(remote.ip()) {
+            Some(admission) => Box::pin(session(
+                stream,
+                remote,
+                ctx.clone(),
+                admission,
+                implicit_tls,
+            )),
+            None => Box::pin(refuse(
+                stream,
+                "Too many open connections from your address",
+            )),
+        }
     })
     .await;
 }
