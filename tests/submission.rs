@@ -40,6 +40,9 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 [domains."example.test".aliases.other]
 mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 
+[domains."example.test".aliases.keeper]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, save_sent = true }}
+
 [domains."example.test".aliases.sales]
 forward = ["me@example.test"]
 
@@ -203,6 +206,29 @@ fn an_account_sends_as_itself_signed_and_only_as_itself() {
         "{}",
         header.stdout
     );
+
+    // By default nothing is filed in Sent (clients keep their own copy)...
+    assert!(s.w.folder("me@example.test", "Sent").is_empty());
+    // ...unless the mailbox says save_sent = true.
+    let keeper = [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "keeper@example.test",
+        "--auth-password",
+        "quickstart",
+    ];
+    let kept = submit(
+        s.port,
+        &keeper,
+        "keeper@example.test",
+        "friend@elsewhere.test",
+        &["--h-Subject", "keep a copy"],
+    );
+    assert!(kept.stdout.contains("250 2.0.0 Queued"), "{}", kept.stdout);
+    let sent = s.w.folder("keeper@example.test", "Sent");
+    assert_eq!(sent.len(), 1);
+    assert!(String::from_utf8_lossy(&sent[0]).contains("Subject: keep a copy"));
 
     // A local recipient is delivered to its mailbox.
     let local = submit(

@@ -91,6 +91,7 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                             &AccountRecord {
                                 password_hash,
                                 quota,
+                                save_sent: mailbox.save_sent,
                             },
                         ));
                     }

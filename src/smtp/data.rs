@@ -183,8 +183,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Mailbox full: the message does not fit in the recipient's quota".into(),
             ));
         }
+        // A copy for the Sent folder, when the account asks for one (filed once queued).
+        let sent_copy = self
+            .state
+            .account
+            .clone()
+            .filter(|a| {
+                let snapshot = self.ctx.snapshot.get();
+                snapshot.accounts.get(a).is_some_and(|r| r.save_sent)
+            })
+            .map(|account| (account, message.clone()));
         match self.ctx.spool.enqueue(envelope, message, deliveries).await {
-            Ok(id) => Ok(Some(id)),
+            Ok(id) => {
+                if let Some((account, copy)) = sent_copy {
+                    self.file_sent_copy(&account, &copy);
+                }
+                Ok(Some(id))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not queue a message");
                 Err((
@@ -281,6 +296,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// Files what the account sent in its Sent folder, \Seen. It counts against the
+    /// quota but never stops the sending: a failure is only logged.
+    fn file_sent_copy(&self, account: &str, copy: &[u8]) {
+        let saved = crate::blocking::run(|| {
+            let mut mailbox = self.ctx.mailboxes.open(account)?;
+            let sent = mailbox.folder_or_create("Sent")?;
+            let seen = ["\\Seen".to_string()];
+            mailbox.append(&sent, copy, &seen, crate::queue::now_unix(), None)
+        });
+        if let Err(e) = saved {
+            tracing::warn!(account, error = %e, "could not file the Sent copy");
+        }
     }
 
     fn received_header(&self, envelope: &Envelope) -> String {

@@ -468,6 +468,11 @@ pub struct Mailbox {
     /// Storage quota, e.g. "10GiB". Unset = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<String>,
+    /// Keep a copy of what the account sends through submission in its Sent folder.
+    /// Off by default: mail clients save their own copy (IMAP APPEND), and a second one
+    /// would appear twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub save_sent: bool,
 }
 
 /// Where a password hash comes from: inline, or a secret reference holding the hash.

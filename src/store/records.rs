@@ -188,6 +188,9 @@ pub struct PatternRecord {
 pub struct AccountRecord {
     pub password_hash: String,
     pub quota: Option<u64>,
+    /// Submission files a copy of sent mail in the Sent folder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub save_sent: bool,
 }
 
 /// A DKIM key's public identity; id = "selector._domainkey.domain".

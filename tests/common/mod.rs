@@ -93,8 +93,12 @@ impl Workspace {
 
     /// The messages in an account's INBOX, decrypted with the server's data_dir/master.key
     /// (empty until the server has made its key and the mailbox).
-    #[allow(dead_code)]
     pub fn inbox(&self, account: &str) -> Vec<Vec<u8>> {
+        self.folder(account, "INBOX")
+    }
+
+    /// The messages in one folder of an account's mailbox (see `inbox`).
+    pub fn folder(&self, account: &str, name: &str) -> Vec<Vec<u8>> {
         let Ok(key) = std::fs::read_to_string(self.data_dir().join("master.key")) else {
             return Vec::new();
         };
@@ -106,7 +110,7 @@ impl Workspace {
         let Ok(mailbox) = boxes.open(account) else {
             return Vec::new();
         };
-        let Ok(Some(inbox)) = mailbox.folder("INBOX") else {
+        let Ok(Some(inbox)) = mailbox.folder(name) else {
             return Vec::new();
         };
         let list = mailbox.messages(&inbox).unwrap_or_default();
