@@ -39,3 +39,90 @@ pub async fn accept_until(
     .await;
     sessions.abort_all();
 }
+
+/// Connection limits per client IP for one listener: new connections per minute (through
+/// the cache, so Redis can share them across nodes) and connections open at once.
+pub struct Limits {
+    /// Short name used in cache keys ("mx", "imap"...).
+    name: &'static str,
+    per_minute: u32,
+    per_ip: u32,
+    cache: std::sync::Arc<dyn crate::cache::Cache>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Why a connection was not admitted; the two limits are told apart so a client (and
+/// its operator) can see which one it hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooFast,
+    TooMany,
+}
+
+impl Refused {
+    pub fn text(self) -> &'static str {
+        match self {
+            Refused::TooFast => "Too many new connections from your address; slow down",
+            Refused::TooMany => "Too many open connections from your address",
+        }
+    }
+}
+
+impl Limits {
+    /// `per_minute` = 0 turns the rate limit off.
+    pub fn new(
+        name: &'static str,
+        per_minute: u32,
+        per_ip: u32,
+        cache: std::sync::Arc<dyn crate::cache::Cache>,
+    ) -> std::sync::Arc<Limits> {
+        std::sync::Arc::new(Limits {
+            name,
+            per_minute,
+            per_ip,
+            cache,
+            open: Default::default(),
+        })
+    }
+
+    /// Counts a new connection from `ip`, or says which limit refuses it.
+    pub fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Result<Admission, Refused> {
+        if self.per_minute != 0 {
+            let key = format!("{}-connect:{ip}", self.name);
+            if !self
+                .cache
+                .hit(&key, self.per_minute, Duration::from_secs(60))
+            {
+                return Err(Refused::TooFast);
+            }
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= self.per_ip as usize {
+            return Err(Refused::TooMany);
+        }
+        *n += 1;
+        Ok(Admission {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection in its IP's count; dropping it gives the place back.
+pub struct Admission {
+    limits: std::sync::Arc<Limits>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}

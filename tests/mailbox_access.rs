@@ -352,3 +352,48 @@ fn sessions_of_one_mailbox_hear_of_each_others_changes_and_implicit_tls_works() 
         s.server.log_text()
     );
 }
+
+#[test]
+fn imap_and_pop3_connections_are_limited_per_address() {
+    use std::io::{BufRead, BufReader};
+    let (imap, pop3) = (free_port(), free_port());
+    let w = Workspace::new(&format!(
+        r#"
+[listeners]
+imap = "127.0.0.1:{imap}"
+pop3 = "127.0.0.1:{pop3}"
+
+[limits]
+connections_per_minute = 0
+connections_per_ip = 2
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    let _server = w.serve(imap);
+    for (port, refused) in [
+        (imap, "* BYE Too many open connections"),
+        (pop3, "-ERR [SYS/TEMP] Too many open connections"),
+    ] {
+        // The harness's readiness probe may still hold a place for a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let greet = |port: u16| {
+            let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            BufReader::new(conn.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            (conn, line)
+        };
+        let (_a, first) = greet(port);
+        let (_b, second) = greet(port);
+        assert!(
+            !first.contains("Too many") && !second.contains("Too many"),
+            "{first}{second}"
+        );
+        let (_c, third) = greet(port);
+        assert!(third.starts_with(refused), "{third}");
+    }
+}

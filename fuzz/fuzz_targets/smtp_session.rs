@@ -67,9 +67,12 @@ fn world() -> World {
             signing: Arc::new(ferrymail::dkim::signing::SigningKeys::new(store)),
             log: Arc::new(MailLog::open(&loaded.data_dir()).expect("log")),
             cache: Arc::new(ferrymail::cache::MemoryCache::default()),
-            connections_per_minute: 0,
-            connections_per_ip: 1_000_000,
-            connections: Default::default(),
+            limits: ferrymail::listen::Limits::new(
+                "mx",
+                0,
+                1_000_000,
+                Arc::new(ferrymail::cache::MemoryCache::default()),
+            ),
             logins: None,
             mailboxes: ferrymail::mailbox::Mailboxes::new(
                 &loaded.data_dir(),

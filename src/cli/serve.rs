@@ -154,6 +154,14 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         .map(|d| d.max_message_size)
         .max()
         .unwrap_or(50_000_000);
+    let connection_limits = |name: &'static str| {
+        crate::listen::Limits::new(
+            name,
+            loaded.spec.limits.connections_per_minute,
+            loaded.spec.limits.connections_per_ip,
+            cache.clone(),
+        )
+    };
     let smtp_listeners = [
         ("mx", declared.mx, None, false),
         (
@@ -185,9 +193,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             signing: signing.clone(),
             log: log.clone(),
             cache: cache.clone(),
-            connections_per_minute: loaded.spec.limits.connections_per_minute,
-            connections_per_ip: loaded.spec.limits.connections_per_ip,
-            connections: Default::default(),
+            limits: connection_limits(name),
             logins,
             mailboxes: mailboxes.clone(),
         });
@@ -216,6 +222,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         tasks.spawn(crate::imap::serve_imap(
             listener,
             imap_ctx.clone(),
+            connection_limits(name),
             implicit_tls,
             shutdown.clone(),
         ));
@@ -240,6 +247,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         tasks.spawn(crate::pop3::serve_pop3(
             listener,
             pop3_ctx.clone(),
+            connection_limits(name),
             implicit_tls,
             shutdown.clone(),
         ));

@@ -46,13 +46,34 @@ impl Pop3Context {
 pub async fn serve_pop3(
     listener: TcpListener,
     ctx: Arc<Pop3Context>,
+    limits: Arc<crate::listen::Limits>,
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
-        Box::pin(connection(stream, remote, ctx.clone(), implicit_tls))
+        match limits.admit(remote.ip()) {
+            Ok(admission) => {
+                let ctx = ctx.clone();
+                Box::pin(async move {
+                    connection(stream, remote, ctx, implicit_tls).await;
+                    drop(admission);
+                })
+            }
+            Err(why) => Box::pin(refuse(stream, why.text(), implicit_tls)),
+        }
     })
     .await;
+}
+
+/// Says why the connection is refused (in the clear on the plain port; on the TLS port
+/// the client would not understand it, so the connection is just closed).
+async fn refuse(mut stream: TcpStream, why: &'static str, implicit_tls: bool) {
+    use tokio::io::AsyncWriteExt;
+    if !implicit_tls {
+        let _ = stream
+            .write_all(format!("-ERR [SYS/TEMP] {}\r\n", why).as_bytes())
+            .await;
+    }
 }
 
 async fn connection(

@@ -1,9 +1,8 @@
 //! The MX listener: accepts connections (bounded per client IP), runs a session on each,
 //! upgrades on STARTTLS, and drains sessions on shutdown.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
@@ -30,15 +29,12 @@ pub struct MxContext {
     pub log: Arc<crate::queue::log::MailLog>,
     /// Rate limits and greylisting.
     pub cache: Arc<dyn crate::cache::Cache>,
-    /// New connections per IP and minute (0 = no limit), and open connections per IP.
-    pub connections_per_minute: u32,
-    pub connections_per_ip: u32,
+    /// Connections per client IP: new ones per minute and open ones.
+    pub limits: Arc<crate::listen::Limits>,
     /// The forwarding domains' parsed keys, for ARC sealing.
     pub signing: Arc<crate::dkim::signing::SigningKeys>,
     /// SPF/DKIM/ARC/DMARC checks; None when no DNS resolver could be set up.
     pub authenticator: Option<mail_auth::MessageAuthenticator>,
-    /// Open connections per client IP.
-    pub connections: Mutex<HashMap<IpAddr, usize>>,
     /// Set on a submission listener: logins for AUTH, and sessions follow RFC 6409.
     pub logins: Option<Arc<crate::login::Logins>>,
     /// The mailboxes, for quota checks before a message is taken.
@@ -64,44 +60,6 @@ impl MxContext {
     }
 }
 
-impl MxContext {
-    /// Counts a new connection from `ip`, or None when the IP has too many open.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
-        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= self.connections_per_ip as usize {
-            return None;
-        }
-        *n += 1;
-        Some(Admission {
-            ctx: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One open connection in its IP's count; dropping it gives the place back.
-pub struct Admission {
-    ctx: Arc<MxContext>,
-    ip: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut map = self
-            .ctx
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accepts MX connections until `shutdown`, then waits for open sessions to end.
 pub async fn serve_mx(
     listener: TcpListener,
@@ -110,26 +68,15 @@ pub async fn serve_mx(
     shutdown: watch::Receiver<bool>,
 ) {
     crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
-        let limit = ctx.connections_per_minute;
-        let key = format!("mx-connect:{}", remote.ip());
-        if limit != 0 && !ctx.cache.hit(&key, limit, Duration::from_secs(60)) {
-            return Box::pin(refuse(
-                stream,
-                "Too many new connections from your address; slow down",
-            ));
-        }
-        match ctx.admit(remote.ip()) {
-            Some(admission) => Box::pin(session(
+        match ctx.limits.admit(remote.ip()) {
+            Ok(admission) => Box::pin(session(
                 stream,
                 remote,
                 ctx.clone(),
                 admission,
                 implicit_tls,
             )),
-            None => Box::pin(refuse(
-                stream,
-                "Too many open connections from your address",
-            )),
+            Err(why) => Box::pin(refuse(stream, why.text())),
         }
     })
     .await;
@@ -146,7 +93,7 @@ async fn session(
     stream: TcpStream,
     remote: SocketAddr,
     ctx: Arc<MxContext>,
-    admission: Admission,
+    admission: crate::listen::Admission,
     implicit_tls: bool,
 ) {
     let _ = stream.set_nodelay(true);

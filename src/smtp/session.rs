@@ -12,7 +12,8 @@ use smtp_proto::request::receiver::{
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::listener::{Admission, MxContext};
+use super::listener::MxContext;
+use crate::listen::Admission;
 use crate::queue::NewDelivery;
 use crate::queue::log::{Entry, Event};
 

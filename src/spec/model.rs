@@ -220,7 +220,8 @@ pub struct Cache {
     pub url: Option<SecretRef>,
 }
 
-/// Per-client limits on the MX.
+/// Per-client connection limits, applied on every listener (MX, submission, IMAP, POP3)
+/// separately.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
