@@ -1,113 +1,49 @@
-//! Fuzzes one POP3 session: USER and PASS, then arbitrary client bytes, against the
-//! real session code over a real (encrypted) mailbox. A session must never panic, and
-//! must end when the client hangs up.
+//! Fuzzes one POP3 session: USER and PASS, then arbitrary client bytes, against the real
+//! session code over a real (encrypted) mailbox. A session must never panic, and must
+//! end when the client hangs up.
 #![no_main]
 
+#[path = "support/mailbox_world.rs"]
+mod mailbox_world;
+
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use ferrymail::cache::MemoryCache;
 use ferrymail::pop3::{Pop3Context, Session};
-use ferrymail::login::Logins;
-use ferrymail::mailbox::{Mailboxes, MasterKey};
-use ferrymail::snapshot::SnapshotHandle;
-use ferrymail::store::{SqliteStore, Store};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SPEC: &str = r#"
-[server]
-hostname = "mx.fuzz.test"
-data_dir = "data"
-[domains."fuzz.test".aliases.me]
-mailbox = { password = { hash = "$argon2id$v=19$m=19456,t=2,p=1$Qg98Va9ayqaw1HQ7vvK7nQ$xqVTaKQ3SYHqAOBOPknmor42UCN5mIJVixGFtr9oaHA" }, quota = "1MB" }
-"#;
 
 /// Logged in (password "quickstart") before the fuzzer's bytes.
 const PREFIX: &[u8] = b"USER me@fuzz.test\r\nPASS quickstart\r\n";
 
-const MESSAGES: [&[u8]; 2] = [
-    b"From: A <a@x.test>\r\nSubject: one\r\n\r\nhello\r\n",
-    b"Subject: two\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ny\r\n--b--\r\n",
-];
-
 struct World {
-    runtime: tokio::runtime::Runtime,
+    base: mailbox_world::Base,
     ctx: Arc<Pop3Context>,
-    _dir: tempfile::TempDir,
-}
-
-fn world() -> World {
-    let dir = tempfile::Builder::new()
-        .prefix("ferrymail-fuzz")
-        .tempdir_in(shm())
-        .expect("temp dir");
-    let spec_path = dir.path().join("spec.toml");
-    std::fs::write(&spec_path, SPEC).expect("spec");
-    let loaded = ferrymail::spec::load(&spec_path).expect("valid spec");
-    let store = SqliteStore::open(&loaded.data_dir()).expect("store");
-    let plan = ferrymail::reconcile::plan(&loaded, &store, "fuzz").expect("plan");
-    ferrymail::reconcile::apply(&store, &plan).expect("apply");
-    let store: Arc<dyn Store> = Arc::new(store);
-    let snapshot = Arc::new(SnapshotHandle::new(store.as_ref()).expect("snapshot"));
-    let mailboxes = Mailboxes::new(&loaded.data_dir(), MasterKey::new(&[7u8; 32]).expect("key"));
-    for m in MESSAGES {
-        mailboxes.append("me@fuzz.test", "INBOX", m, None).expect("append");
-    }
-    // Multi-threaded: the session runs its mailbox calls in block_in_place.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ctx = Arc::new(Pop3Context {
-        hostname: "mx.fuzz.test".into(),
-        logins: Arc::new(Logins::new(snapshot, Arc::new(MemoryCache::default()))),
-        mailboxes,
-        tls: None,
-        locked: Default::default(),
-    });
-    World {
-        runtime,
-        ctx,
-        _dir: dir,
-    }
-}
-
-/// Memory-backed temp space when there is some: the mailbox fsyncs.
-fn shm() -> std::path::PathBuf {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
 
+fn world() -> World {
+    let base = mailbox_world::base();
+    let ctx = Arc::new(Pop3Context {
+        hostname: "mx.fuzz.test".into(),
+        mailboxes: base.mailboxes.clone(),
+        logins: base.logins.clone(),
+        tls: None,
+        locked: Default::default(),
+    });
+    World { base, ctx }
+}
+
 fuzz_target!(|data: &[u8]| {
     let world = WORLD.get_or_init(world);
-    world.runtime.block_on(async {
-        let (client, server) = tokio::io::duplex(256 * 1024);
+    mailbox_world::feed(&world.base.runtime, PREFIX, data, |server| {
         let session = Session::new(
             world.ctx.clone(),
             server,
             "127.0.0.1:1110".parse().expect("addr"),
             false,
         );
-        let task = tokio::spawn(session.run(true));
-        let (mut replies, mut requests) = tokio::io::split(client);
-        let drain = tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            while matches!(replies.read(&mut buf).await, Ok(n) if n > 0) {}
-        });
-        let _ = requests.write_all(PREFIX).await;
-        let _ = requests.write_all(data).await;
-        let _ = requests.shutdown().await;
-        drop(requests);
-        let ended = tokio::time::timeout(Duration::from_secs(20), task).await;
-        assert!(ended.is_ok(), "the session did not end after the client hung up");
-        drain.abort();
+        tokio::spawn(async move {
+            session.run(true).await;
+        })
     });
 });

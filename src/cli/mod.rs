@@ -2,6 +2,7 @@
 //! where library errors get context (anyhow) and become exit codes.
 
 mod apply;
+mod dns;
 mod init;
 mod passwd;
 mod plan;
@@ -57,6 +58,9 @@ enum Command {
     Queue(queue::Command),
     /// Show the store's revision, contents and recent applies.
     Status(status::Args),
+    /// The DNS records the domains need.
+    #[command(subcommand)]
+    Dns(dns::Command),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve::run(&cli.spec),
         Command::Queue(command) => queue::run(&cli.spec, command),
         Command::Status(args) => status::run(&cli.spec, args),
+        Command::Dns(command) => dns::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),
     }

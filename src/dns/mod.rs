@@ -1,5 +1,7 @@
-//! DNS for the servers: one resolver, the system's or the spec's `dns.resolver`, shared by
-//! MX lookups for delivery and SPF/DKIM/DMARC checks on arrival.
+//! DNS: the resolver the servers share (the system's or the spec's `dns.resolver`, for MX
+//! lookups and SPF/DKIM/DMARC checks), and the records each mail domain needs (records.rs).
+
+pub mod records;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,81 @@
+//! `ferrymail dns records [DOMAIN]`: the records each mail domain needs, as zone-file
+//! lines to paste into a DNS panel (publishing through providers comes with `apply`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::dns::records::{self, DkimKey};
+use crate::store::Store;
+use crate::store::records::dkim_key_id;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// The desired records of every domain (or one), as zone-file lines.
+    Records {
+        /// Only this domain.
+        domain: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Records { domain, json } = command;
+    let loaded = super::load_spec(spec)?;
+    // DKIM keys exist once `apply` has made them; before that the rest still prints.
+    let store = super::open_store(&loaded, false)?;
+    let snapshot = match &store {
+        Some(s) => Some(crate::snapshot::Snapshot::load(s)?),
+        None => None,
+    };
+    let wanted = domain
+        .map(|d| crate::address::normalize_domain(&d))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut all = Vec::new();
+    let mut text = String::new();
+    let mut found = false;
+    for name in loaded.spec.domains.keys() {
+        let Ok(name) = crate::address::normalize_domain(name) else {
+            continue;
+        };
+        if wanted.as_ref().is_some_and(|w| *w != name) {
+            continue;
+        }
+        found = true;
+        let mut keys = Vec::new();
+        if let (Some(store), Some(snapshot)) = (&store, &snapshot) {
+            for k in snapshot.dkim_keys.get(&name).into_iter().flatten() {
+                if let Some(public) = store.dkim_public_key(&dkim_key_id(&k.selector, &name))? {
+                    keys.push(DkimKey {
+                        selector: k.selector.clone(),
+                        algorithm: k.algorithm.clone(),
+                        public,
+                    });
+                }
+            }
+        }
+        let list = records::for_domain(&loaded.spec, &name, &keys);
+        text.push_str(&format!("; {name}\n"));
+        if keys.is_empty() {
+            text.push_str("; (no DKIM record yet: `ferrymail apply` makes the key)\n");
+        }
+        for r in &list {
+            text.push_str(&r.zone_line());
+            text.push('\n');
+        }
+        all.extend(list);
+    }
+    if !found {
+        bail!("no such domain in the spec");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

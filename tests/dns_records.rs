@@ -1,0 +1,86 @@
+//! `ferrymail dns records`: the records a domain needs, as zone-file lines that Knot (a
+//! real authoritative server) loads and serves as written.
+
+mod common;
+
+use common::{TEST_HASH, Workspace, free_port, knot};
+
+fn kdig(port: u16, name: &str, kind: &str) -> String {
+    let out = std::process::Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+short", name, kind])
+        .output()
+        .expect("kdig (knot-dnsutils) must be installed; scripts/test installs it");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_printed_records_load_into_knot_and_say_what_the_spec_means() {
+    let (submission, imaps) = (free_port(), free_port());
+    let w = Workspace::new(&format!(
+        r#"
+[listeners]
+submission = "127.0.0.1:{submission}"
+imaps = "127.0.0.1:{imaps}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    // Before apply there is no DKIM key yet, and the output says so.
+    let early = w.run(&["dns", "records"]);
+    assert!(
+        early.ok().stdout.contains("no DKIM record yet"),
+        "{}",
+        early.stdout
+    );
+    w.run(&["apply", "--auto-approve"]).ok();
+    let records = w.run(&["dns", "records", "example.test"]);
+    let lines = records.ok().stdout.clone();
+    assert!(
+        lines.contains("example.test. 3600 IN MX 10 mx.example.test."),
+        "{lines}"
+    );
+
+    // Knot refuses a zone it cannot parse; these lines must load as they are.
+    let zone = common::zone("example.test", &lines);
+    let (_knot, port) = knot(w.path(), &[("example.test", &zone)]);
+    assert_eq!(
+        kdig(port, "example.test", "MX").trim(),
+        "10 mx.example.test."
+    );
+    assert_eq!(
+        kdig(port, "example.test", "TXT").trim(),
+        "\"v=spf1 mx -all\""
+    );
+    assert!(kdig(port, "_dmarc.example.test", "TXT").contains("v=DMARC1; p=quarantine"));
+    let srv = kdig(port, "_submission._tcp.example.test", "SRV");
+    assert_eq!(srv.trim(), format!("0 1 {submission} mx.example.test."));
+    assert_eq!(
+        kdig(port, "_imap._tcp.example.test", "SRV").trim(),
+        "0 0 0 .",
+        "a service that is not offered says so (RFC 6186)"
+    );
+    // The DKIM record is the public half of the key the store holds.
+    let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
+    use ferrymail::store::Store;
+    let public = store
+        .dkim_public_key("ferrymail._domainkey.example.test")
+        .unwrap()
+        .unwrap();
+    let expected = ferrymail::dkim::txt_record("rsa-2048", &public);
+    let served = kdig(port, "ferrymail._domainkey.example.test", "TXT");
+    // kdig prints the 255-byte strings separately: join them back.
+    let joined: String = served
+        .trim()
+        .split("\" \"")
+        .collect::<Vec<_>>()
+        .concat()
+        .replace('"', "");
+    assert_eq!(joined, expected);
+
+    // One domain only, and JSON for machines.
+    let json = w.run(&["dns", "records", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
+    assert!(parsed.as_array().unwrap().iter().any(|r| r["kind"] == "MX"));
+    w.run(&["dns", "records", "nope.test"]).code(1);
+}
