@@ -1,5 +1,6 @@
 //! `ferrymail dns records`: the records a domain needs, as zone-file lines that Knot (a
-//! real authoritative server) loads and serves as written.
+//! real authoritative server) loads and serves as written; `dns check` finds them there,
+//! and names exactly what was removed or changed by hand.
 
 mod common;
 
@@ -77,6 +78,75 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         .concat()
         .replace('"', "");
     assert_eq!(joined, expected);
+
+    // dns check, through the spec's resolver: everything published is ok...
+    let with_resolver = |port: u16| {
+        let spec = std::fs::read_to_string(w.path().join("ferrymail.toml")).unwrap();
+        let spec = match spec.find("\n[dns]") {
+            Some(at) => spec[..at].to_string(),
+            None => spec,
+        };
+        std::fs::write(
+            w.path().join("ferrymail.toml"),
+            format!("{spec}\n[dns]\nresolver = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
+    };
+    with_resolver(port);
+    let check = w.run(&["dns", "check"]);
+    assert!(
+        check.ok().stdout.contains("records as they should be"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        !check.stdout.contains("missing") && !check.stdout.contains("wrong"),
+        "{}",
+        check.stdout
+    );
+    // ...and a zone edited by hand shows exactly what was removed or changed.
+    let edited: String = lines
+        .lines()
+        .filter(|l| !l.starts_with("_dmarc."))
+        .map(|l| {
+            if l.starts_with("example.test. 3600 IN TXT") {
+                "example.test. 3600 IN TXT \"v=spf1 ~all\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let knot_dir = w.path().join("edited");
+    std::fs::create_dir_all(&knot_dir).unwrap();
+    let (_knot2, port2) = knot(
+        &knot_dir,
+        &[("example.test", &common::zone("example.test", &edited))],
+    );
+    with_resolver(port2);
+    let check = w.run(&["dns", "check"]);
+    check.code(1);
+    assert!(
+        check
+            .stdout
+            .contains("missing  _dmarc.example.test TXT v=DMARC1; p=quarantine"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("wrong    example.test TXT v=spf1 mx -all")
+            && check.stdout.contains("published: v=spf1 ~all"),
+        "{}",
+        check.stdout
+    );
+    let flagged = check
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("missing") || l.starts_with("wrong"))
+        .count();
+    assert_eq!(flagged, 2, "{}", check.stdout);
 
     // One domain only, and JSON for machines.
     let json = w.run(&["dns", "records", "--json"]);

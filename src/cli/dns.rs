@@ -20,10 +20,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look every desired record up live (through `dns.resolver`) and say which are
+    /// missing or wrong; exits 1 when any is.
+    Check {
+        /// Only this domain.
+        domain: Option<String>,
+    },
 }
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Records { domain, json } = command;
+    let (domain, json, check) = match command {
+        Command::Records { domain, json } => (domain, json, false),
+        Command::Check { domain } => (domain, false, true),
+    };
     let loaded = super::load_spec(spec)?;
     // DKIM keys exist once `apply` has made them; before that the rest still prints.
     let store = super::open_store(&loaded, false)?;
@@ -72,10 +81,52 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     if !found {
         bail!("no such domain in the spec");
     }
+    if check {
+        return check_live(&loaded, &all);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         print!("{text}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dns check`: every record looked up, one line each.
+fn check_live(
+    loaded: &crate::spec::LoadedSpec,
+    desired: &[records::Record],
+) -> anyhow::Result<ExitCode> {
+    use crate::dns::check::{Verdict, check};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
+    let mut bad = 0;
+    runtime.block_on(async {
+        for record in desired {
+            let what = format!("{} {} {}", record.name, record.kind, record.data);
+            match check(&resolver, record).await {
+                Verdict::Ok => println!("ok       {what}"),
+                Verdict::Missing => {
+                    bad += 1;
+                    println!("missing  {what}");
+                }
+                Verdict::Wrong(found) => {
+                    bad += 1;
+                    println!("wrong    {what}\n         published: {}", found.join(" | "));
+                }
+            }
+        }
+    });
+    println!(
+        "{} of {} records as they should be.",
+        desired.len() - bad,
+        desired.len()
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

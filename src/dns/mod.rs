@@ -1,6 +1,7 @@
 //! DNS: the resolver the servers share (the system's or the spec's `dns.resolver`, for MX
 //! lookups and SPF/DKIM/DMARC checks), and the records each mail domain needs (records.rs).
 
+pub mod check;
 pub mod records;
 
 use std::net::SocketAddr;
