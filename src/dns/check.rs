@@ -16,6 +16,8 @@ pub enum Verdict {
 
 fn record_type(kind: Kind) -> RecordType {
     match kind {
+        Kind::A => RecordType::A,
+        Kind::AAAA => RecordType::AAAA,
         Kind::MX => RecordType::MX,
         Kind::TXT => RecordType::TXT,
         Kind::CNAME => RecordType::CNAME,
@@ -26,6 +28,8 @@ fn record_type(kind: Kind) -> RecordType {
 /// An answer's data in the form `Record::data` uses.
 fn data_of(rdata: &RData) -> Option<String> {
     Some(match rdata {
+        RData::A(a) => a.to_string(),
+        RData::AAAA(a) => a.to_string(),
         RData::MX(mx) => format!("{} {}", mx.preference, mx.exchange),
         RData::TXT(txt) => txt
             .txt_data

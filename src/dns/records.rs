@@ -10,15 +10,34 @@ pub const TTL: u32 = 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Kind {
+    A,
+    AAAA,
     MX,
     TXT,
     CNAME,
     SRV,
 }
 
+impl Kind {
+    /// The type a spec names ("mx", "TXT"...), when it is one ferrymail publishes.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "A" => Kind::A,
+            "AAAA" => Kind::AAAA,
+            "MX" => Kind::MX,
+            "TXT" => Kind::TXT,
+            "CNAME" => Kind::CNAME,
+            "SRV" => Kind::SRV,
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Kind::A => "A",
+            Kind::AAAA => "AAAA",
             Kind::MX => "MX",
             Kind::TXT => "TXT",
             Kind::CNAME => "CNAME",
@@ -130,6 +149,32 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
         }
     }
+    // The spec's own records; a declared name and type replaces the computed ones.
+    let declared: Vec<Record> = spec
+        .domains
+        .iter()
+        .filter(|(name, _)| crate::address::normalize_domain(name).is_ok_and(|n| n == domain))
+        .flat_map(|(_, d)| d.dns_records.iter())
+        .filter_map(|r| {
+            let kind = Kind::parse(&r.kind)?;
+            let name = match r.name.trim_end_matches('.') {
+                "@" | "" => domain.to_string(),
+                relative => format!("{}.{domain}", relative.to_ascii_lowercase()),
+            };
+            Some(Record {
+                name,
+                kind,
+                ttl: r.ttl.unwrap_or(TTL),
+                data: r.value.clone(),
+            })
+        })
+        .collect();
+    out.retain(|r| {
+        !declared
+            .iter()
+            .any(|d| d.name == r.name && d.kind == r.kind)
+    });
+    out.extend(declared);
     out.sort();
     out
 }
@@ -137,6 +182,39 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_records_replace_computed_ones_of_the_same_name_and_type() {
+        let spec: Spec = toml::from_str(
+            r#"
+[server]
+hostname = "mx.d.test"
+[domains."d.test"]
+dns_records = [
+  { name = "@", type = "TXT", value = "v=spf1 mx include:_spf.mailer.test -all" },
+  { name = "_dmarc", type = "TXT", value = "v=DMARC1; p=reject; rua=mailto:dmarc@d.test" },
+  { name = "www", type = "A", value = "192.0.2.10", ttl = 300 },
+]
+"#,
+        )
+        .unwrap();
+        let records = for_domain(&spec, "d.test", &[]);
+        let txt: Vec<&str> = records
+            .iter()
+            .filter(|r| r.kind == Kind::TXT)
+            .map(|r| r.data.as_str())
+            .collect();
+        assert!(txt.contains(&"v=spf1 mx include:_spf.mailer.test -all"));
+        assert!(
+            !txt.contains(&"v=spf1 mx -all"),
+            "the computed SPF is replaced"
+        );
+        assert!(txt.contains(&"v=DMARC1; p=reject; rua=mailto:dmarc@d.test"));
+        assert!(!txt.contains(&"v=DMARC1; p=quarantine"));
+        let www = records.iter().find(|r| r.name == "www.d.test").unwrap();
+        assert_eq!(www.zone_line(), "www.d.test. 300 IN A 192.0.2.10");
+        assert!(records.iter().any(|r| r.kind == Kind::MX), "the rest stays");
+    }
 
     #[test]
     fn long_txt_data_is_split_into_quoted_strings() {

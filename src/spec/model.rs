@@ -342,6 +342,22 @@ pub struct DnsProvider {
     pub tsig_secret: Option<SecretRef>,
 }
 
+/// One DNS record declared in the spec.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    /// Relative to the domain ("_dmarc", "www"), "@" for the domain itself.
+    pub name: String,
+    /// A, AAAA, CNAME, MX, SRV or TXT.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// As in a zone file, TXT without quotes: "v=spf1 mx include:_spf.example.net -all".
+    pub value: String,
+    /// Seconds. Default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
 /// A mail domain and everything that receives mail in it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -349,6 +365,11 @@ pub struct Domain {
     /// Which `[dns.providers.NAME]` publishes this domain's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
+    /// Records to publish besides the computed ones. A declared name and type replaces
+    /// what ferrymail would compute for it (e.g. an SPF with more senders, a DMARC
+    /// policy with a report address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_records: Vec<DnsRecord>,
     /// Where mail for an address that matches no alias and no pattern goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_all: Option<Rule>,
