@@ -50,30 +50,26 @@ pub async fn serve_pop3(
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
-        match limits.admit(remote.ip()) {
-            Ok(admission) => {
-                let ctx = ctx.clone();
-                Box::pin(async move {
-                    connection(stream, remote, ctx, implicit_tls).await;
-                    drop(admission);
-                })
-            }
-            Err(why) => Box::pin(refuse(stream, why.text(), implicit_tls)),
-        }
-    })
+    let refusal: Option<fn(&str) -> String> = if implicit_tls {
+        None
+    } else {
+        Some(|why| format!("-ERR [SYS/TEMP] {why}\r\n"))
+    };
+    crate::listen::accept_limited(
+        listener,
+        shutdown,
+        DRAIN,
+        limits,
+        refusal,
+        |stream, remote, admission| {
+            let ctx = ctx.clone();
+            Box::pin(async move {
+                connection(stream, remote, ctx, implicit_tls).await;
+                drop(admission);
+            })
+        },
+    )
     .await;
-}
-
-/// Says why the connection is refused (in the clear on the plain port; on the TLS port
-/// the client would not understand it, so the connection is just closed).
-async fn refuse(mut stream: TcpStream, why: &'static str, implicit_tls: bool) {
-    use tokio::io::AsyncWriteExt;
-    if !implicit_tls {
-        let _ = stream
-            .write_all(format!("-ERR [SYS/TEMP] {}\r\n", why).as_bytes())
-            .await;
-    }
 }
 
 async fn connection(

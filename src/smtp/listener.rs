@@ -67,26 +67,29 @@ pub async fn serve_mx(
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::listen::accept_until(listener, shutdown, DRAIN, |stream, remote| {
-        match ctx.limits.admit(remote.ip()) {
-            Ok(admission) => Box::pin(session(
+    // SMTP's way of saying no (RFC 5321 §3.8): 421, so the client tries again later.
+    let refusal: Option<fn(&str) -> String> = if implicit_tls {
+        None
+    } else {
+        Some(|why| format!("421 4.7.0 {why}; try again later\r\n"))
+    };
+    crate::listen::accept_limited(
+        listener,
+        shutdown,
+        DRAIN,
+        ctx.limits.clone(),
+        refusal,
+        |stream, remote, admission| {
+            Box::pin(session(
                 stream,
                 remote,
                 ctx.clone(),
                 admission,
                 implicit_tls,
-            )),
-            Err(why) => Box::pin(refuse(stream, why.text())),
-        }
-    })
+            ))
+        },
+    )
     .await;
-}
-
-async fn refuse(mut stream: TcpStream, why: &str) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream
-        .write_all(format!("421 4.7.0 {why}; try again later\r\n").as_bytes())
-        .await;
 }
 
 async fn session(

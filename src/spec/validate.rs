@@ -323,36 +323,6 @@ impl Validator {
                 self.err(at.key("value"), "the record has no value".to_string());
             }
         }
-        for (i, record) in domain.dns_records.iter().enumerate() {
-            let at = p.key("dns_records").index(i);
-            let name = record.name.as_str();
-            let label_ok = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
-            };
-            if name != "@" && !name.split('.').all(label_ok) {
-                self.err(
-                    at.key("name"),
-                    format!("\"{name}\" is not a name relative to the domain (e.g. \"_dmarc\", \"www\", or \"@\" for the domain itself)"),
-                );
-            }
-            match crate::dns::records::Kind::parse(&record.kind) {
-                None => self.err(
-                    at.key("type"),
-                    format!("\"{}\" is not a record type ferrymail publishes (A, AAAA, CNAME, MX, SRV, TXT)", record.kind),
-                ),
-                Some(crate::dns::records::Kind::A) if record.value.parse::<std::net::Ipv4Addr>().is_err() => {
-                    self.err(at.key("value"), format!("\"{}\" is not an IPv4 address", record.value))
-                }
-                Some(crate::dns::records::Kind::AAAA) if record.value.parse::<std::net::Ipv6Addr>().is_err() => {
-                    self.err(at.key("value"), format!("\"{}\" is not an IPv6 address", record.value))
-                }
-                _ if record.value.trim().is_empty() => self.err(at.key("value"), "the record has no value".to_string()),
-                _ => {}
-            }
-        }
         let max_forwards = domain.max_forwards.unwrap_or(10);
         if max_forwards == 0 || max_forwards > MAX_FORWARDS_LIMIT {
             self.err(
