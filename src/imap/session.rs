@@ -1270,8 +1270,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             if let Some(handle) = last {
-                // Write out this chunk before building the next (bounded memory).
-                tokio::runtime::Handle::current().block_on(self.send_through(handle));
+                // Write out this chunk before building the next (bounded memory); a
+                // client that went away gets no more (the session loop then ends).
+                if !tokio::runtime::Handle::current().block_on(self.send_through(handle)) {
+                    return Ok(());
+                }
             }
         }
         self.ok(
