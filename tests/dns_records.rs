@@ -42,9 +42,15 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         "{lines}"
     );
 
-    // Knot refuses a zone it cannot parse; these lines must load as they are.
-    let zone = common::zone("example.test", &lines);
-    let (_knot, port) = knot(w.path(), &[("example.test", &zone)]);
+    // Knot refuses a zone it cannot parse; these lines must load as they are. The zone
+    // also gives the server's name an address, and the reverse zone names it back (a
+    // documentation address: 127.0.0.1 would be answered from /etc/hosts).
+    let zone = common::zone("example.test", &format!("{lines}\nmx A 192.0.2.25"));
+    let reverse = "$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 60\n@ SOA ns.example.test. admin.example.test. 1 60 60 600 60\n@ NS ns.example.test.\n25 PTR mx.example.test.\n";
+    let (_knot, port) = knot(
+        w.path(),
+        &[("example.test", &zone), ("2.0.192.in-addr.arpa", reverse)],
+    );
     assert_eq!(
         kdig(port, "example.test", "MX").trim(),
         "10 mx.example.test."
@@ -100,6 +106,13 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         check.stdout
     );
     assert!(
+        check
+            .stdout
+            .contains("ok       PTR 192.0.2.25 mx.example.test"),
+        "{}",
+        check.stdout
+    );
+    assert!(
         !check.stdout.contains("missing") && !check.stdout.contains("wrong"),
         "{}",
         check.stdout
@@ -116,7 +129,8 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
             }
         })
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+        + "\nmx A 192.0.2.25";
     let knot_dir = w.path().join("edited");
     std::fs::create_dir_all(&knot_dir).unwrap();
     let (_knot2, port2) = knot(
@@ -146,7 +160,15 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         .lines()
         .filter(|l| l.starts_with("missing") || l.starts_with("wrong"))
         .count();
-    assert_eq!(flagged, 2, "{}", check.stdout);
+    // No reverse zone this time: the missing PTR is named too.
+    assert!(
+        check
+            .stdout
+            .contains("missing  PTR 192.0.2.25 mx.example.test"),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(flagged, 3, "{}", check.stdout);
 
     // One domain only, and JSON for machines.
     let json = w.run(&["dns", "records", "--json"]);

@@ -119,11 +119,32 @@ fn check_live(
             }
         }
     });
-    println!(
-        "{} of {} records as they should be.",
-        desired.len() - bad,
-        desired.len()
-    );
+    // The server's own name: it must resolve (the MX points at it), and each address's
+    // PTR should name it back, or receivers distrust what it sends.
+    let hostname = loaded.spec.server.hostname.clone();
+    let host = runtime.block_on(crate::dns::check::host(&resolver, &hostname));
+    if host.addresses.is_empty() {
+        bad += 1;
+        println!("missing  {hostname} A/AAAA (the MX records point at it)");
+    }
+    for (ip, verdict) in &host.addresses {
+        match verdict {
+            Verdict::Ok => println!("ok       PTR {ip} {hostname}"),
+            Verdict::Missing => {
+                bad += 1;
+                println!("missing  PTR {ip} {hostname} (ask whoever gives you the address)");
+            }
+            Verdict::Wrong(names) => {
+                bad += 1;
+                println!(
+                    "wrong    PTR {ip} {hostname}\n         published: {}",
+                    names.join(" | ")
+                );
+            }
+        }
+    }
+    let total = desired.len() + host.addresses.len().max(1);
+    println!("{} of {total} records as they should be.", total - bad);
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
