@@ -4,7 +4,9 @@
 mod convert;
 mod driver;
 mod fetch;
+mod folders;
 mod listener;
+mod messages;
 pub mod mutf7;
 mod search;
 mod selected;

@@ -1,0 +1,434 @@
+//! IMAP commands on folders (authenticated state): SELECT/EXAMINE, CREATE, DELETE, RENAME,
+//! (UN)SUBSCRIBE, LIST/LSUB, STATUS, APPEND, NAMESPACE, ENABLE and the QUOTA commands.
+
+use std::borrow::Cow;
+
+use imap_next::imap_types::command::{CommandBody, SelectParameter};
+use imap_next::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1};
+use imap_next::imap_types::extensions::enable::CapabilityEnable;
+use imap_next::imap_types::extensions::namespace::Namespace;
+use imap_next::imap_types::extensions::quota::{QuotaGet, Resource};
+use imap_next::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm};
+use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as WireMailbox};
+use imap_next::imap_types::response::{Code, Data};
+use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::selected::Selected;
+use super::{convert, mutf7};
+use crate::mailbox::{Folder, MailboxError};
+
+use super::session::*;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Commands of the authenticated and selected states (blocking: the mailbox is SQLite).
+    pub(super) fn authenticated(
+        &mut self,
+        tag: Tag<'static>,
+        body: CommandBody<'static>,
+    ) -> Result<(), MailboxError> {
+        match body {
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(tag, &mailbox, false, &parameters)?;
+            }
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(tag, &mailbox, true, &parameters)?;
+            }
+            CommandBody::Create { mailbox } => {
+                let name =
+                    wire_name(&mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                let name = name.trim_end_matches('/').to_string();
+                self.user().mailbox.create_folder(&name)?;
+                self.ok(tag, "CREATE completed");
+            }
+            CommandBody::Delete { mailbox } => {
+                let folder = self.folder_named(&mailbox)?;
+                if self
+                    .selected
+                    .as_ref()
+                    .is_some_and(|s| s.folder.id == folder.id)
+                {
+                    self.selected = None;
+                }
+                self.user().mailbox.delete_folder(&folder.name)?;
+                self.ok(tag, "DELETE completed");
+            }
+            CommandBody::Rename { from, to } => {
+                let from = self.folder_named(&from)?;
+                let to = wire_name(&to).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                self.user().mailbox.rename_folder(&from.name, &to)?;
+                self.ok(tag, "RENAME completed");
+            }
+            CommandBody::Subscribe { mailbox } => {
+                let folder = self.folder_named(&mailbox)?;
+                self.user().mailbox.subscribe(&folder.name, true)?;
+                self.ok(tag, "SUBSCRIBE completed");
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                let name =
+                    wire_name(&mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                self.user().mailbox.subscribe(&name, false)?;
+                self.ok(tag, "UNSUBSCRIBE completed");
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(&reference, &mailbox_wildcard, false)?;
+                self.ok(tag, "LIST completed");
+            }
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(&reference, &mailbox_wildcard, true)?;
+                self.ok(tag, "LSUB completed");
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => {
+                let folder = self.folder_named(&mailbox)?;
+                self.status(&folder, &mailbox, &item_names)?;
+                self.ok(tag, "STATUS completed");
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let folder = match self.folder_named(&mailbox) {
+                    Ok(f) => f,
+                    Err(MailboxError::NoFolder(_)) => {
+                        self.no(tag, "[TRYCREATE] No such folder");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                let bytes: Vec<u8> = match &message {
+                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
+                        l.data().to_vec()
+                    }
+                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
+                        l.data.to_vec()
+                    }
+                };
+                let flags: Vec<String> = flags.iter().map(convert::flag_name).collect();
+                let when = date
+                    .map(|d| d.as_ref().timestamp())
+                    .unwrap_or_else(crate::queue::now_unix);
+                let quota = self.quota_of_user();
+                let (validity, uid) = self
+                    .user()
+                    .mailbox
+                    .append(&folder, &bytes, &flags, when, quota)?;
+                self.server.enqueue_status(status_ok(
+                    Some(tag),
+                    Some(Code::AppendUid {
+                        uid_validity: convert::nz(validity),
+                        uid: convert::nz(uid),
+                    }),
+                    "APPEND completed",
+                ));
+            }
+            CommandBody::Namespace => {
+                let personal = IString::try_from("")
+                    .ok()
+                    .map(|prefix| Namespace::new(prefix, QuotedChar::try_from('/').ok()));
+                self.server.enqueue_data(Data::Namespace {
+                    personal: personal.into_iter().collect(),
+                    other: Vec::new(),
+                    shared: Vec::new(),
+                });
+                self.ok(tag, "NAMESPACE completed");
+            }
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    if matches!(c, CapabilityEnable::CondStore) {
+                        self.condstore = true;
+                        enabled.push(c.clone());
+                    }
+                }
+                self.server.enqueue_data(Data::Enabled {
+                    capabilities: enabled,
+                });
+                self.ok(tag, "ENABLE completed");
+            }
+            CommandBody::GetQuotaRoot { mailbox } => {
+                self.folder_named(&mailbox)?;
+                let root = AString::try_from("").unwrap_or_else(|_| unreachable!());
+                self.server.enqueue_data(Data::QuotaRoot {
+                    mailbox: mailbox.clone(),
+                    roots: vec![root],
+                });
+                self.quota_data()?;
+                self.ok(tag, "GETQUOTAROOT completed");
+            }
+            CommandBody::GetQuota { root } => {
+                if !root.as_ref().is_empty() {
+                    self.no(tag, "No such quota root");
+                    return Ok(());
+                }
+                self.quota_data()?;
+                self.ok(tag, "GETQUOTA completed");
+            }
+            CommandBody::SetQuota { .. } => {
+                self.no(tag, "Quotas are set in the spec");
+            }
+            other if self.selected.is_none() => {
+                let _ = other;
+                self.server
+                    .enqueue_status(status_bad(Some(tag), "No folder selected"));
+            }
+            other => self.selected_command(tag, other)?,
+        }
+        Ok(())
+    }
+
+    pub(super) fn quota_of_user(&mut self) -> Option<u64> {
+        let account = self.user().account.clone();
+        self.ctx
+            .snapshot
+            .get()
+            .accounts
+            .get(&account)
+            .and_then(|a| a.quota)
+    }
+
+    pub(super) fn quota_data(&mut self) -> Result<(), MailboxError> {
+        let used = self.user().mailbox.quota_used()?;
+        let Some(limit) = self.quota_of_user() else {
+            return Ok(());
+        };
+        let root = AString::try_from("").unwrap_or_else(|_| unreachable!());
+        self.server.enqueue_data(Data::Quota {
+            root,
+            quotas: Vec1::from(QuotaGet::new(
+                Resource::Storage,
+                used.div_ceil(1024),
+                limit / 1024,
+            )),
+        });
+        Ok(())
+    }
+
+    pub(super) fn list(
+        &mut self,
+        reference: &WireMailbox<'_>,
+        wildcard: &ListMailbox<'_>,
+        subscribed_only: bool,
+    ) -> Result<(), MailboxError> {
+        let reference = match reference {
+            WireMailbox::Inbox => "INBOX".to_string(),
+            WireMailbox::Other(o) => mutf7::decode(o.as_ref()).unwrap_or_default(),
+        };
+        let pattern = match wildcard {
+            ListMailbox::Token(t) => mutf7::decode(t.as_ref()),
+            ListMailbox::String(s) => mutf7::decode(s.as_ref()),
+        }
+        .unwrap_or_default();
+        let delimiter = QuotedChar::try_from('/').ok();
+        if pattern.is_empty() {
+            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+            self.server.enqueue_data(Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter,
+                mailbox: WireMailbox::try_from("").unwrap_or(WireMailbox::Inbox),
+            });
+            return Ok(());
+        }
+        let full: Vec<char> = format!("{reference}{pattern}").chars().collect();
+        let folders = self.user().mailbox.folders()?;
+        for folder in &folders {
+            if subscribed_only && !folder.subscribed {
+                continue;
+            }
+            let name: Vec<char> = folder.name.chars().collect();
+            let inbox_match = folder.name == "INBOX"
+                && pattern_matches(
+                    &full
+                        .iter()
+                        .map(|c| c.to_ascii_uppercase())
+                        .collect::<Vec<_>>(),
+                    &name,
+                );
+            if !(pattern_matches(&full, &name) || inbox_match) {
+                continue;
+            }
+            let children = folders
+                .iter()
+                .any(|f| f.name.starts_with(&format!("{}/", folder.name)));
+            let mut items = Vec::new();
+            let atom = |s: &str| {
+                Atom::try_from(s.to_string())
+                    .ok()
+                    .map(FlagNameAttribute::from)
+            };
+            items.extend(atom(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if !subscribed_only && folder.subscribed {
+                items.extend(atom("Subscribed"));
+            }
+            if let Some(role) = &folder.special_use {
+                items.extend(atom(role.trim_start_matches('\\')));
+            }
+            let Some(mailbox) = to_wire(&folder.name) else {
+                continue;
+            };
+            let data = if subscribed_only {
+                Data::Lsub {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            };
+            self.server.enqueue_data(data);
+        }
+        Ok(())
+    }
+
+    pub(super) fn status(
+        &mut self,
+        folder: &Folder,
+        wire: &WireMailbox<'static>,
+        names: &[StatusDataItemName],
+    ) -> Result<(), MailboxError> {
+        let messages = self.user().mailbox.messages(folder)?;
+        let folder = self.user().mailbox.refresh(folder)?;
+        let mut items = Vec::new();
+        for name in names {
+            items.push(match name {
+                StatusDataItemName::Messages => StatusDataItem::Messages(messages.len() as u32),
+                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::UidNext => StatusDataItem::UidNext(convert::nz(folder.uidnext)),
+                StatusDataItemName::UidValidity => {
+                    StatusDataItem::UidValidity(convert::nz(folder.uidvalidity))
+                }
+                StatusDataItemName::Unseen => StatusDataItem::Unseen(
+                    messages.iter().filter(|m| !m.has("\\Seen")).count() as u32,
+                ),
+                StatusDataItemName::Deleted => StatusDataItem::Deleted(
+                    messages.iter().filter(|m| m.has("\\Deleted")).count() as u32,
+                ),
+                StatusDataItemName::HighestModSeq => {
+                    StatusDataItem::HighestModSeq(folder.highestmodseq)
+                }
+                _ => continue,
+            });
+        }
+        self.server.enqueue_data(Data::Status {
+            mailbox: wire.clone(),
+            items: Cow::Owned(items),
+        });
+        Ok(())
+    }
+
+    pub(super) fn select(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &WireMailbox<'_>,
+        examine: bool,
+        parameters: &[SelectParameter],
+    ) -> Result<(), MailboxError> {
+        self.selected = None;
+        let folder = match self.folder_named(mailbox) {
+            Ok(f) => f,
+            Err(e) => {
+                self.no(tag, &error_text(&e));
+                return Ok(());
+            }
+        };
+        if parameters
+            .iter()
+            .any(|p| matches!(p, SelectParameter::CondStore))
+        {
+            self.condstore = true;
+        }
+        // What happened before this point is in the view read now.
+        self.user().changes.borrow_and_update();
+        let view = self.user().mailbox.messages(&folder)?;
+        let system = [
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Seen,
+            Flag::Draft,
+        ];
+        let mut keywords: Vec<String> = view
+            .iter()
+            .flat_map(|m| m.flags.iter().cloned())
+            .filter(|f| !f.starts_with('\\'))
+            .collect();
+        keywords.sort();
+        keywords.dedup();
+        let mut flags: Vec<Flag<'static>> = system.to_vec();
+        flags.extend(keywords.iter().filter_map(|k| convert::flag(k)));
+        self.server.enqueue_data(Data::Flags(flags.clone()));
+        self.server.enqueue_data(Data::Exists(view.len() as u32));
+        self.server.enqueue_data(Data::Recent(0));
+        let mut perm: Vec<FlagPerm<'static>> = flags.into_iter().map(FlagPerm::Flag).collect();
+        perm.push(FlagPerm::Asterisk);
+        let untagged = |code: Code<'static>, msg: &str| status_ok(None, Some(code), msg);
+        if let Some(first_unseen) = view.iter().position(|m| !m.has("\\Seen")) {
+            self.server.enqueue_status(untagged(
+                Code::Unseen(convert::nz(first_unseen as u32 + 1)),
+                "First unseen",
+            ));
+        }
+        self.server.enqueue_status(untagged(
+            Code::UidValidity(convert::nz(folder.uidvalidity)),
+            "UIDs valid",
+        ));
+        self.server.enqueue_status(untagged(
+            Code::UidNext(convert::nz(folder.uidnext)),
+            "Predicted next UID",
+        ));
+        if let Some(m) = std::num::NonZeroU64::new(folder.highestmodseq) {
+            self.server
+                .enqueue_status(untagged(Code::HighestModSeq(m), "Highest"));
+        }
+        if !examine {
+            self.server
+                .enqueue_status(untagged(Code::PermanentFlags(perm), "Flags permitted"));
+        } else {
+            self.server
+                .enqueue_status(untagged(Code::PermanentFlags(Vec::new()), "Read-only"));
+        }
+        self.selected = Some(Selected {
+            folder,
+            read_only: examine,
+            view,
+            held_expunges: false,
+        });
+        let code = if examine {
+            Code::ReadOnly
+        } else {
+            Code::ReadWrite
+        };
+        let done = if examine {
+            "EXAMINE completed"
+        } else {
+            "SELECT completed"
+        };
+        self.server
+            .enqueue_status(status_ok(Some(tag), Some(code), done));
+        Ok(())
+    }
+}

@@ -1,0 +1,624 @@
+//! IMAP commands on the selected folder's messages: FETCH, STORE, COPY/MOVE, SEARCH,
+//! EXPUNGE, CLOSE, and the untagged updates that keep the client's view current.
+
+use imap_next::imap_types::IntoStatic;
+use imap_next::imap_types::command::{CommandBody, FetchModifier, StoreModifier};
+use imap_next::imap_types::core::{Tag, Vec1};
+use imap_next::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
+};
+use imap_next::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_next::imap_types::mailbox::Mailbox as WireMailbox;
+use imap_next::imap_types::response::{Code, Data};
+use imap_next::imap_types::sequence::SequenceSet;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::selected::Selected;
+use super::{convert, fetch, search};
+use crate::mailbox::{FlagChange, Folder, Mailbox, MailboxError};
+
+use super::session::*;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Tells the client what changed in its selected folder since it last heard.
+    pub(super) fn send_updates(&mut self, expunges: bool) {
+        self.updates(expunges, false);
+    }
+
+    /// `woken`: the IDLE wait already took the change notice, so look regardless.
+    pub(super) fn updates(&mut self, expunges: bool, woken: bool) {
+        let (Some(user), Some(selected)) = (self.user.as_mut(), self.selected.as_mut()) else {
+            return;
+        };
+        // Only when something changed (here or elsewhere) since the last look, or an
+        // expunge is still to be told: SELECT of 10,000 messages is not re-read per command.
+        let changed = woken || user.changes.has_changed().unwrap_or(false);
+        if !changed && !selected.held_expunges {
+            return;
+        }
+        user.changes.borrow_and_update();
+        let now = match crate::blocking::run(|| user.mailbox.messages(&selected.folder)) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::debug!(error = %e, "IMAP update failed");
+                return;
+            }
+        };
+        let changes = selected.catch_up(now, expunges);
+        for seq in &changes.expunged {
+            self.server.enqueue_data(Data::Expunge(convert::nz(*seq)));
+        }
+        if let Some(n) = changes.exists {
+            self.server.enqueue_data(Data::Exists(n));
+        }
+        for seq in &changes.flags {
+            let Some(info) = selected.view.get(*seq as usize - 1) else {
+                continue;
+            };
+            let mut items = vec![
+                MessageDataItem::Flags(convert::flags(&info.flags)),
+                MessageDataItem::Uid(convert::nz(info.uid)),
+            ];
+            if self.condstore
+                && let Some(m) = std::num::NonZeroU64::new(info.modseq)
+            {
+                items.push(MessageDataItem::ModSeq(m));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                self.server.enqueue_data(Data::Fetch {
+                    seq: convert::nz(*seq),
+                    items,
+                });
+            }
+        }
+    }
+
+    pub(super) fn selected_command(
+        &mut self,
+        tag: Tag<'static>,
+        body: CommandBody<'static>,
+    ) -> Result<(), MailboxError> {
+        match body {
+            CommandBody::Check => self.ok(tag, "CHECK completed"),
+            CommandBody::Close => {
+                if let Some(selected) = self.selected.take()
+                    && !selected.read_only
+                {
+                    self.user().mailbox.expunge(&selected.folder, None)?;
+                }
+                self.ok(tag, "CLOSE completed");
+            }
+            CommandBody::Unselect => {
+                self.selected = None;
+                self.ok(tag, "UNSELECT completed");
+            }
+            CommandBody::Expunge => self.expunge(tag, None)?,
+            CommandBody::ExpungeUid { sequence_set } => self.expunge(tag, Some(&sequence_set))?,
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                let names: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
+                    MacroOrMessageDataItemNames::Macro(m) => {
+                        m.expand().into_iter().map(|n| n.into_static()).collect()
+                    }
+                    MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+                };
+                // CONDSTORE (RFC 7162 §3.1.4): only what changed since the client's MODSEQ.
+                let changed_since = modifiers.iter().find_map(|m| match m {
+                    FetchModifier::ChangedSince(n) => Some(n.get()),
+                    _ => None,
+                });
+                if changed_since.is_some() {
+                    self.condstore = true;
+                }
+                self.fetch(tag, &sequence_set, names, uid, changed_since)?;
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|StoreModifier::UnchangedSince(m)| *m)
+                    .next();
+                self.store(
+                    tag,
+                    &sequence_set,
+                    kind,
+                    response,
+                    &flags,
+                    uid,
+                    unchanged_since,
+                )?;
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(tag, &sequence_set, &mailbox, uid, false)?,
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(tag, &sequence_set, &mailbox, uid, true)?,
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                if let Some(c) = charset {
+                    let name = match &c {
+                        imap_next::imap_types::core::Charset::Atom(a) => a.as_ref().to_string(),
+                        imap_next::imap_types::core::Charset::Quoted(q) => q.as_ref().to_string(),
+                    };
+                    if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII")
+                    {
+                        self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+                        return Ok(());
+                    }
+                }
+                self.search(tag, criteria.as_ref(), uid)?;
+            }
+            other => {
+                self.server.enqueue_status(status_bad(
+                    Some(tag),
+                    &format!("{} is not supported", other.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn selected(&self) -> &Selected {
+        self.selected
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("checked before selected-state commands"))
+    }
+
+    pub(super) fn expunge(
+        &mut self,
+        tag: Tag<'static>,
+        uids: Option<&SequenceSet>,
+    ) -> Result<(), MailboxError> {
+        if self.selected().read_only {
+            self.no(tag, "The folder is read-only");
+            return Ok(());
+        }
+        let folder = self.selected().folder.clone();
+        let only: Option<Vec<u32>> = uids.map(|set| {
+            let s = self.selected();
+            s.resolve(set, true)
+                .into_iter()
+                .map(|i| s.view[i].uid)
+                .collect()
+        });
+        self.user().mailbox.expunge(&folder, only.as_deref())?;
+        self.send_updates(true);
+        self.ok(tag, "EXPUNGE completed");
+        Ok(())
+    }
+
+    pub(super) fn fetch(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        names: Vec<MessageDataItemName<'static>>,
+        uid: bool,
+        changed_since: Option<u64>,
+    ) -> Result<(), MailboxError> {
+        let mut targets = self.selected().resolve(set, uid);
+        if let Some(since) = changed_since {
+            let view = &self.selected().view;
+            targets.retain(|&i| view[i].modseq > since);
+        }
+        let mut names = names;
+        if self.condstore
+            && !names
+                .iter()
+                .any(|n| matches!(n, MessageDataItemName::ModSeq))
+            && (changed_since.is_some()
+                || names
+                    .iter()
+                    .any(|n| matches!(n, MessageDataItemName::Flags)))
+        {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        // Reading a body marks it \Seen (not in EXAMINE, not with .PEEK).
+        if fetch::sets_seen(&names) && !self.selected().read_only {
+            let folder = self.selected().folder.clone();
+            let unseen: Vec<u32> = targets
+                .iter()
+                .map(|&i| &self.selected().view[i])
+                .filter(|m| !m.has("\\Seen"))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let (changed, _) = self.user().mailbox.set_flags(
+                    &folder,
+                    &unseen,
+                    FlagChange::Add,
+                    &["\\Seen".into()],
+                    None,
+                )?;
+                let selected = self.selected.as_mut().unwrap_or_else(|| unreachable!());
+                for fresh in changed {
+                    if let Some(m) = selected.view.iter_mut().find(|m| m.uid == fresh.uid) {
+                        *m = fresh;
+                    }
+                }
+                if !names
+                    .iter()
+                    .any(|n| matches!(n, MessageDataItemName::Flags))
+                {
+                    names.push(MessageDataItemName::Flags);
+                }
+            }
+        }
+        let (need_body, need_meta) = fetch::needs_of(&names);
+        let envelope_only = !need_body
+            && !names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyStructure | MessageDataItemName::Body
+                )
+            });
+        for chunk in targets.chunks(FETCH_CHUNK) {
+            let (bodies, metas) = {
+                let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+                let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+                let uids: Vec<u32> = chunk.iter().map(|&i| selected.view[i].uid).collect();
+                load(
+                    &user.mailbox,
+                    &selected.folder,
+                    &uids,
+                    need_body,
+                    need_meta,
+                    envelope_only,
+                )?
+            };
+            let mut last = None;
+            for &i in chunk {
+                let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+                let info = &selected.view[i];
+                // Expunged by another session meanwhile: nothing to say about it yet.
+                let body = bodies.get(&info.uid);
+                let meta = metas.get(&info.uid);
+                if (need_body && body.is_none()) || (need_meta && meta.is_none()) {
+                    continue;
+                }
+                let items = fetch::items(info, &names, uid, body.map(Vec::as_slice), meta);
+                if let Ok(items) = Vec1::try_from(items) {
+                    last = Some(self.server.enqueue_data(Data::Fetch {
+                        seq: convert::nz(i as u32 + 1),
+                        items,
+                    }));
+                }
+            }
+            if let Some(handle) = last {
+                // Write out this chunk before building the next (bounded memory); a
+                // client that went away gets no more (the session loop then ends).
+                if !tokio::runtime::Handle::current().block_on(self.send_through(handle)) {
+                    return Ok(());
+                }
+            }
+        }
+        self.ok(
+            tag,
+            if uid {
+                "UID FETCH completed"
+            } else {
+                "FETCH completed"
+            },
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag<'static>],
+        uid: bool,
+        unchanged_since: Option<u64>,
+    ) -> Result<(), MailboxError> {
+        if self.selected().read_only {
+            self.no(tag, "The folder is read-only");
+            return Ok(());
+        }
+        let folder = self.selected().folder.clone();
+        let targets: Vec<u32> = {
+            let s = self.selected();
+            s.resolve(set, uid)
+                .into_iter()
+                .map(|i| s.view[i].uid)
+                .collect()
+        };
+        let change = match kind {
+            StoreType::Add => FlagChange::Add,
+            StoreType::Remove => FlagChange::Remove,
+            StoreType::Replace => FlagChange::Replace,
+        };
+        let names: Vec<String> = flags.iter().map(convert::flag_name).collect();
+        let (changed, refused) =
+            self.user()
+                .mailbox
+                .set_flags(&folder, &targets, change, &names, unchanged_since)?;
+        let condstore = self.condstore || unchanged_since.is_some();
+        let selected = self.selected.as_mut().unwrap_or_else(|| unreachable!());
+        let position: std::collections::HashMap<u32, usize> = selected
+            .view
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.uid, i))
+            .collect();
+        let silent = response == StoreResponse::Silent;
+        let mut untagged = Vec::new();
+        let mut reported = std::collections::HashSet::new();
+        for fresh in changed {
+            let Some(&pos) = position.get(&fresh.uid) else {
+                continue;
+            };
+            selected.view[pos] = fresh.clone();
+            // .SILENT says nothing, except the new MODSEQ under CONDSTORE (RFC 7162 §3.2).
+            if silent && !condstore {
+                continue;
+            }
+            let mut items = Vec::new();
+            if !silent {
+                items.push(MessageDataItem::Flags(convert::flags(&fresh.flags)));
+            }
+            if uid || condstore {
+                items.push(MessageDataItem::Uid(convert::nz(fresh.uid)));
+            }
+            if condstore && let Some(m) = std::num::NonZeroU64::new(fresh.modseq) {
+                items.push(MessageDataItem::ModSeq(m));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                reported.insert(fresh.uid);
+                untagged.push(Data::Fetch {
+                    seq: convert::nz(pos as u32 + 1),
+                    items,
+                });
+            }
+        }
+        // Messages whose flags were already as asked are still reported (RFC 3501).
+        if !silent {
+            for &u in &targets {
+                if reported.contains(&u) || refused.contains(&u) {
+                    continue;
+                }
+                let Some(&pos) = position.get(&u) else {
+                    continue;
+                };
+                let m = &selected.view[pos];
+                let mut items = vec![MessageDataItem::Flags(convert::flags(&m.flags))];
+                if uid {
+                    items.push(MessageDataItem::Uid(convert::nz(m.uid)));
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    untagged.push(Data::Fetch {
+                        seq: convert::nz(pos as u32 + 1),
+                        items,
+                    });
+                }
+            }
+        }
+        for data in untagged {
+            self.server.enqueue_data(data);
+        }
+        let code = if refused.is_empty() {
+            None
+        } else {
+            let numbers: Vec<String> = refused
+                .iter()
+                .filter_map(|u| {
+                    if uid {
+                        Some(u.to_string())
+                    } else {
+                        position.get(u).map(|p| (p + 1).to_string())
+                    }
+                })
+                .collect();
+            SequenceSet::try_from(numbers.join(",").as_str())
+                .ok()
+                .map(Code::Modified)
+        };
+        self.server.enqueue_status(status_ok(
+            Some(tag),
+            code,
+            if uid {
+                "UID STORE completed"
+            } else {
+                "STORE completed"
+            },
+        ));
+        Ok(())
+    }
+
+    pub(super) fn copy(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        mailbox: &WireMailbox<'_>,
+        uid: bool,
+        moving: bool,
+    ) -> Result<(), MailboxError> {
+        let to = match self.folder_named(mailbox) {
+            Ok(f) => f,
+            Err(MailboxError::NoFolder(_)) => {
+                self.no(tag, "[TRYCREATE] No such folder");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if moving && self.selected().read_only {
+            self.no(tag, "The folder is read-only");
+            return Ok(());
+        }
+        let from = self.selected().folder.clone();
+        let uids: Vec<u32> = {
+            let s = self.selected();
+            s.resolve(set, uid)
+                .into_iter()
+                .map(|i| s.view[i].uid)
+                .collect()
+        };
+        let pairs = if moving {
+            self.user().mailbox.move_messages(&from, &uids, &to)?
+        } else {
+            self.user().mailbox.copy(&from, &uids, &to)?
+        };
+        let source: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let dest: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        let code = match (uid_set(&source), uid_set(&dest)) {
+            (Some(source), Some(destination)) => Some(Code::CopyUid {
+                uid_validity: convert::nz(to.uidvalidity),
+                source,
+                destination,
+            }),
+            _ => None,
+        };
+        if moving {
+            // RFC 6851: COPYUID comes untagged, before the EXPUNGEs.
+            if let Some(code) = code {
+                self.server
+                    .enqueue_status(status_ok(None, Some(code), "Moved"));
+            }
+            self.send_updates(true);
+            self.ok(
+                tag,
+                if uid {
+                    "UID MOVE completed"
+                } else {
+                    "MOVE completed"
+                },
+            );
+        } else {
+            self.server.enqueue_status(status_ok(
+                Some(tag),
+                code,
+                if uid {
+                    "UID COPY completed"
+                } else {
+                    "COPY completed"
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn search(
+        &mut self,
+        tag: Tag<'static>,
+        criteria: &[imap_next::imap_types::search::SearchKey<'static>],
+        uid: bool,
+    ) -> Result<(), MailboxError> {
+        let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+        let largest_seq = selected.view.len() as u32;
+        let largest_uid = selected.largest_uid();
+        let mut found = Vec::new();
+        let mut highest = 0u64;
+        let uses_modseq = criteria
+            .iter()
+            .any(|k| format!("{k:?}").contains("ModSequence"));
+        for (i, info) in selected.view.iter().enumerate() {
+            let candidate = search::Candidate::new(
+                &user.mailbox,
+                &selected.folder,
+                i as u32 + 1,
+                info,
+                largest_seq,
+                largest_uid,
+            );
+            if criteria.iter().all(|k| search::matches(k, &candidate)) {
+                found.push(convert::nz(if uid { info.uid } else { i as u32 + 1 }));
+                highest = highest.max(info.modseq);
+            }
+        }
+        let modseq = if uses_modseq {
+            std::num::NonZeroU64::new(highest)
+        } else {
+            None
+        };
+        self.server.enqueue_data(Data::Search(found, modseq));
+        self.ok(
+            tag,
+            if uid {
+                "UID SEARCH completed"
+            } else {
+                "SEARCH completed"
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The bytes and metadata a FETCH needs of `uids` (ascending): one range query when the
+/// UIDs are close together, one query each when they are scattered.
+type Loaded = (
+    std::collections::HashMap<u32, Vec<u8>>,
+    std::collections::HashMap<u32, crate::mailbox::meta::Meta>,
+);
+
+fn load(
+    mailbox: &Mailbox,
+    folder: &Folder,
+    uids: &[u32],
+    need_body: bool,
+    need_meta: bool,
+    envelope_only: bool,
+) -> Result<Loaded, MailboxError> {
+    let (mut bodies, mut metas) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let (Some(&first), Some(&last)) = (uids.first(), uids.last()) else {
+        return Ok((bodies, metas));
+    };
+    let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+    let dense = (last - first) as usize <= uids.len() * 4;
+    if need_body {
+        if dense {
+            bodies.extend(
+                mailbox
+                    .bodies_between(folder, first, last)?
+                    .into_iter()
+                    .filter(|(u, _)| wanted.contains(u)),
+            );
+        } else {
+            for &u in uids {
+                if let Some(b) = mailbox.body(folder, u)? {
+                    bodies.insert(u, b);
+                }
+            }
+        }
+    }
+    if need_meta {
+        if dense {
+            metas.extend(
+                mailbox
+                    .metas_between(folder, first, last, envelope_only)?
+                    .into_iter()
+                    .filter(|(u, _)| wanted.contains(u)),
+            );
+        } else {
+            for &u in uids {
+                if let Some(m) = mailbox.meta(folder, u)? {
+                    metas.insert(u, m);
+                }
+            }
+        }
+    }
+    Ok((bodies, metas))
+}
