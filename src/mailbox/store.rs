@@ -20,7 +20,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -56,6 +56,21 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 ";
+
+/// The running total of message sizes (copies count), and its starting value.
+const USED_BYTES: &str = "
+CREATE TRIGGER IF NOT EXISTS used_bytes_add AFTER INSERT ON messages BEGIN
+    UPDATE counters SET value = value + NEW.size WHERE name = 'used_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS used_bytes_remove AFTER DELETE ON messages BEGIN
+    UPDATE counters SET value = value - OLD.size WHERE name = 'used_bytes';
+END;
+INSERT INTO counters (name, value)
+    VALUES ('used_bytes', (SELECT COALESCE(SUM(size), 0) FROM messages))
+    ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+";
+
+const USED: &str = "SELECT COALESCE((SELECT value FROM counters WHERE name = 'used_bytes'), 0)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder {
@@ -234,6 +249,9 @@ impl Mailbox {
             }
             tx.execute_batch("DROP TABLE messages_v1")?;
         }
+        // Version 3: the bytes in use are kept up to date by triggers, so a quota check
+        // (at every RCPT for the account) reads one row instead of summing every message.
+        tx.execute_batch(USED_BYTES)?;
         for (name, role) in SPECIAL_FOLDERS {
             let exists: bool = tx.query_row(
                 "SELECT COUNT(*) > 0 FROM folders WHERE name = ?1",
@@ -413,11 +431,7 @@ impl Mailbox {
 
     /// Bytes used by every message of the account (copies count, as IMAP QUOTA does).
     pub fn quota_used(&self) -> Result<u64, MailboxError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        Ok(self.conn.query_row(USED, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Stores a message in `folder`; returns (UIDVALIDITY, UID). `quota` (bytes) is
@@ -434,10 +448,7 @@ impl Mailbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(quota) = quota {
-            let used: i64 =
-                tx.query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
-                    r.get(0)
-                })?;
+            let used: i64 = tx.query_row(USED, [], |r| r.get(0))?;
             if used as u64 + body.len() as u64 > quota {
                 return Err(MailboxError::OverQuota {
                     account: self.account.clone(),
@@ -918,6 +929,13 @@ mod tests {
         .unwrap();
         assert_eq!(mb.expunge(&inbox, Some(&[3])).unwrap(), [3]);
         assert_eq!(mb.expunge(&inbox, None).unwrap(), [2]);
+        // The running total follows appends, copies, moves and expunges.
+        let summed: u64 = [&inbox, &archive, &trash]
+            .iter()
+            .flat_map(|f| mb.messages(f).unwrap())
+            .map(|m| m.size)
+            .sum();
+        assert_eq!(mb.quota_used().unwrap(), summed);
         // The copies in Archive still read: shared content is kept while referenced.
         assert!(mb.body(&archive, 2).unwrap().is_some());
         assert_eq!(
