@@ -16,12 +16,12 @@ mod machine;
 #[path = "support/processes.rs"]
 mod processes;
 
-use machine::{command_line, cpu_model};
+use machine::{command_line, cpu_model, ferrymail_revision};
 use processes::*;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -2457,84 +2457,4 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-}
-
-fn ferrymail_revision() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let rev = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
-    let dirty = Command::new("git")
-        .args(["-C", dir, "status", "--porcelain", "src"])
-        .output()
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
-    if dirty {
-        format!("commit {rev} with uncommitted changes in src/")
-    } else {
-        format!("commit {rev}")
-    }
-}
-
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam takes a NUL-terminated string and returns null or a pointer to a
-    // static passwd record, read at once (the bench calls it from one thread).
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: checked non-null above.
-    let pw = unsafe { &*pw };
-    Some((pw.pw_uid, pw.pw_gid))
-}
-
-fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(|e| format!("chown {}: {e}", path.display()))
-}
-
-/// Runs a command to completion; its output becomes the error if it fails.
-fn checked(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a loopback port")
-}
-
-/// Polls until `port` accepts a connection, `gave_up` says stop, or `timeout` passes.
-fn wait_for_port(port: u16, timeout: Duration, mut gave_up: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            return true;
-        }
-        if gave_up() {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join(" / ")
 }

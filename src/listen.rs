@@ -128,24 +128,26 @@ impl Drop for Admission {
 }
 
 /// `accept_until` behind `limits`: an admitted connection runs `session` (holding its
-/// place until it ends); a refused one is told `refusal(why)` in the clear, or on a TLS
-/// port (`refusal` = None) simply closed, since the client could not read it.
+/// place until it ends or gives the admission back); a refused one is told
+/// `refusal(why)`, in the clear, or on a TLS port (`implicit_tls`) simply closed, since
+/// the client could not read it.
 pub async fn accept_limited(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
     limits: std::sync::Arc<Limits>,
-    refusal: Option<fn(&str) -> String>,
+    implicit_tls: bool,
+    refusal: fn(&str) -> String,
     mut session: impl FnMut(TcpStream, SocketAddr, Admission) -> Connection,
 ) {
     accept_until(listener, shutdown, drain, |stream, remote| {
         match limits.admit(remote.ip()) {
             Ok(admission) => session(stream, remote, admission),
             Err(why) => Box::pin(async move {
-                if let Some(line) = refusal {
+                if !implicit_tls {
                     use tokio::io::AsyncWriteExt;
                     let mut stream = stream;
-                    let _ = stream.write_all(line(why.text()).as_bytes()).await;
+                    let _ = stream.write_all(refusal(why.text()).as_bytes()).await;
                 }
             }),
         }

@@ -868,15 +868,19 @@ fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expir
     }));
     // The first retry comes after the delay warning (and, with the worker's idle wake-up
     // of at most 5 s, well before expiry): one "delayed" notice.
+    // Retries the stuck delivery now and returns the n-th notice the sender received.
+    let retry_for_notice = |n: usize| -> String {
+        s.w.run(&["queue", "retry", &delivery_id().to_string()])
+            .ok();
+        assert!(
+            wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == n),
+            "{}",
+            server.log_text()
+        );
+        notices(&s.sink_dir)[n - 1].content.clone()
+    };
     std::thread::sleep(Duration::from_millis(1500));
-    s.w.run(&["queue", "retry", &delivery_id().to_string()])
-        .ok();
-    assert!(
-        wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == 1),
-        "{}",
-        server.log_text()
-    );
-    let delayed = &notices(&s.sink_dir)[0].content;
+    let delayed = &retry_for_notice(1);
     assert!(
         delayed.contains("Action: delayed\r\nStatus: 4.2.0"),
         "{delayed}"
@@ -888,14 +892,7 @@ fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expir
     );
     // Past expire_after, the next attempt gives up: one "failed" notice, queue empty.
     std::thread::sleep(Duration::from_secs(11).saturating_sub(sent.elapsed()));
-    s.w.run(&["queue", "retry", &delivery_id().to_string()])
-        .ok();
-    assert!(
-        wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == 2),
-        "{}",
-        server.log_text()
-    );
-    let failed = &notices(&s.sink_dir)[1].content;
+    let failed = &retry_for_notice(2);
     assert!(
         failed.contains("Action: failed\r\nStatus: 5.4.7"),
         "{failed}"

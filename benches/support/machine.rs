@@ -29,3 +29,27 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into())
 }
+
+/// The commit the bench binary was built from, and whether src/ had changes.
+#[allow(dead_code)] // not every bench reports it
+pub fn ferrymail_revision() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let rev = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
+    let dirty = Command::new("git")
+        .args([
+            "-C",
+            dir,
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "src",
+        ])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        format!("commit {rev} with uncommitted changes in src/")
+    } else {
+        format!("commit {rev}")
+    }
+}

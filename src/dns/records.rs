@@ -217,6 +217,14 @@ dns_records = [
     }
 
     #[test]
+    fn every_type_the_spec_accepts_is_one_that_is_published() {
+        for name in crate::spec::DNS_RECORD_TYPES {
+            assert!(Kind::parse(name).is_some(), "{name}");
+        }
+        assert!(Kind::parse("SPF").is_none());
+    }
+
+    #[test]
     fn long_txt_data_is_split_into_quoted_strings() {
         let long = "p=".to_string() + &"A".repeat(400);
         let line = Record::new("k._domainkey.d.test", Kind::TXT, long).zone_line();

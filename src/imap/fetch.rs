@@ -11,7 +11,7 @@ use crate::mailbox::MessageInfo;
 use crate::mailbox::meta::{Meta, Structure};
 
 /// Whether any of `names` needs the message's bytes, or its cached metadata.
-fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
+pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
     let body = names.iter().any(|n| {
         matches!(
             n,
@@ -149,13 +149,8 @@ fn section_bytes(raw: &[u8], meta: &Meta, section: Option<&Section<'_>>) -> Opti
     })
 }
 
-/// What a FETCH with `names` must read of each message: (bytes, metadata).
-pub fn needs_of(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
-    needs(names)
-}
-
 /// The FETCH items for one message, in the order asked (UID first for UID FETCH), from
-/// its bytes and metadata when `needs_of` asked for them.
+/// its bytes and metadata when `needs` asked for them.
 pub fn items(
     info: &MessageInfo,
     names: &[MessageDataItemName<'static>],

@@ -35,17 +35,13 @@ pub async fn serve_imap(
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    let refusal: Option<fn(&str) -> String> = if implicit_tls {
-        None
-    } else {
-        Some(|why| format!("* BYE {why}\r\n"))
-    };
     crate::listen::accept_limited(
         listener,
         shutdown,
         DRAIN,
         limits,
-        refusal,
+        implicit_tls,
+        |why| format!("* BYE {why}\r\n"),
         |stream, remote, admission| {
             let ctx = ctx.clone();
             Box::pin(async move {

@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        let (need_body, need_meta) = fetch::needs_of(&names);
+        let (need_body, need_meta) = fetch::needs(&names);
         let envelope_only = !need_body
             && !names.iter().any(|n| {
                 matches!(

@@ -50,17 +50,13 @@ pub async fn serve_pop3(
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    let refusal: Option<fn(&str) -> String> = if implicit_tls {
-        None
-    } else {
-        Some(|why| format!("-ERR [SYS/TEMP] {why}\r\n"))
-    };
     crate::listen::accept_limited(
         listener,
         shutdown,
         DRAIN,
         limits,
-        refusal,
+        implicit_tls,
+        |why| format!("-ERR [SYS/TEMP] {why}\r\n"),
         |stream, remote, admission| {
             let ctx = ctx.clone();
             Box::pin(async move {

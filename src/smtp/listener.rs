@@ -67,18 +67,13 @@ pub async fn serve_mx(
     implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    // SMTP's way of saying no (RFC 5321 §3.8): 421, so the client tries again later.
-    let refusal: Option<fn(&str) -> String> = if implicit_tls {
-        None
-    } else {
-        Some(|why| format!("421 4.7.0 {why}; try again later\r\n"))
-    };
     crate::listen::accept_limited(
         listener,
         shutdown,
         DRAIN,
         ctx.limits.clone(),
-        refusal,
+        implicit_tls,
+        |why| format!("421 4.7.0 {why}; try again later\r\n"),
         |stream, remote, admission| {
             Box::pin(session(
                 stream,

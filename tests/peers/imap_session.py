@@ -118,7 +118,8 @@ typ, data = m.copy("1", "Archive")
 assert typ == "OK" and b"COPYUID" in data[0], data
 typ, data = m.uid("MOVE", uids[1].decode(), "Trash")
 assert typ == "OK", data
-assert m.untagged_responses.get("EXPUNGE") or True
+# MOVE tells the client the moved message is gone from the selected folder (RFC 6851).
+assert m.untagged_responses.get("EXPUNGE"), m.untagged_responses
 typ, data = m.status("Trash", "(MESSAGES UIDNEXT UNSEEN)")
 assert b"MESSAGES 1" in data[0], data
 typ, data = m.status("INBOX", "(MESSAGES)")
