@@ -16,13 +16,19 @@ pub struct Args {
     /// Apply without asking.
     #[arg(long)]
     auto_approve: bool,
+    /// Apply only this part (repeatable): store, dns.
+    #[arg(long, value_enum)]
+    target: Vec<super::Target>,
+    /// Let DNS changes delete more of a zone than `dns.max_delete_percent`.
+    #[arg(long)]
+    allow_dns_deletes: bool,
 }
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let style = render::Style {
         color: super::color_stdout(),
     };
-    let (store, plan) = match &args.plan_file {
+    let (store, plan, loaded) = match &args.plan_file {
         Some(file) => {
             let text = std::fs::read(file)
                 .with_context(|| format!("reading the plan {}", file.display()))?;
@@ -30,13 +36,13 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} is not a ferrymail plan", file.display()))?;
             // The spec tells where the store is; the plan itself is applied as saved.
             let loaded = super::load_spec(spec)?;
-            (open(&loaded)?, plan)
+            (open(&loaded)?, plan, loaded)
         }
         None => {
             let loaded = super::load_spec(spec)?;
             let store = open(&loaded)?;
-            let plan = super::make_plan(&loaded, Some(&store), spec)?;
-            (store, plan)
+            let plan = super::make_plan(&loaded, Some(&store), spec, super::targets(&args.target))?;
+            (store, plan, loaded)
         }
     };
     print!("{}", render::text(&plan, &style));
@@ -52,14 +58,38 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let revision =
         reconcile::apply(&store, &plan).context("apply failed; the store is unchanged")?;
     let s = plan.summary();
-    println!(
-        "Apply complete: {} added, {} changed, {} destroyed; store at revision {revision} ({:.2}s).",
-        s.add,
-        s.change,
-        s.destroy,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
+    let dns = if plan.dns.zones.is_empty() && plan.dns.errors.is_empty() {
+        Ok(Default::default())
+    } else {
+        reconcile::dns::block_on(reconcile::dns::apply(
+            &loaded,
+            &store,
+            &plan.dns,
+            args.allow_dns_deletes,
+        ))
+    };
+    match dns {
+        Ok(outcome) => {
+            println!(
+                "Apply complete: {} added, {} changed, {} destroyed; store at revision {revision} ({:.2}s).",
+                s.add,
+                s.change,
+                s.destroy,
+                started.elapsed().as_secs_f64()
+            );
+            if outcome.manual > 0 {
+                println!(
+                    "{} DNS change(s) are yours to make by hand (listed above); `ferrymail dns check` verifies them.",
+                    outcome.manual
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("The store is at revision {revision}; DNS was not (fully) applied:\n{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn open(loaded: &crate::spec::LoadedSpec) -> anyhow::Result<SqliteStore> {

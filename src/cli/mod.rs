@@ -110,23 +110,39 @@ fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
 }
 
 /// Plans against the store (an absent store is an empty one: planning never creates
-/// it); spec errors stay `SpecErrors` so they print as a list.
+/// it) and the DNS providers; spec errors stay `SpecErrors` so they print as a list.
 fn make_plan(
     loaded: &LoadedSpec,
     store: Option<&SqliteStore>,
     spec: &Path,
+    targets: crate::reconcile::Targets,
 ) -> anyhow::Result<crate::reconcile::Plan> {
-    let source = source_name(spec);
-    let result = match store {
-        Some(store) => crate::reconcile::plan(loaded, store, &source),
-        None => crate::reconcile::desired_objects(loaded)
-            .map(|desired| crate::reconcile::diff(desired, Vec::new(), 0, &source))
-            .map_err(Into::into),
-    };
-    result.map_err(|e| match e {
-        crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
-        other => anyhow::Error::from(other),
-    })
+    let store = store.map(|s| s as &dyn crate::store::Store);
+    crate::reconcile::plan_targets(loaded, store, &source_name(spec), targets).map_err(
+        |e| match e {
+            crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
+            other => anyhow::Error::from(other),
+        },
+    )
+}
+
+/// `--target`: limit a plan or apply to one part of the live state.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    /// Domains, aliases, mailboxes, keys: the store.
+    Store,
+    /// Records at the DNS providers.
+    Dns,
+}
+
+fn targets(chosen: &[Target]) -> crate::reconcile::Targets {
+    if chosen.is_empty() {
+        return crate::reconcile::Targets::ALL;
+    }
+    crate::reconcile::Targets {
+        store: chosen.contains(&Target::Store),
+        dns: chosen.contains(&Target::Dns),
+    }
 }
 
 /// Opens the store the spec names, creating it when `create` (apply) is set; `None`

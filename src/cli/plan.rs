@@ -18,12 +18,15 @@ pub struct Args {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    /// Plan only this part (repeatable): store, dns.
+    #[arg(long, value_enum)]
+    target: Vec<super::Target>,
 }
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
     let store = super::open_store(&loaded, false)?;
-    let plan = super::make_plan(&loaded, store.as_ref(), spec)?;
+    let plan = super::make_plan(&loaded, store.as_ref(), spec, super::targets(&args.target))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render::json(&plan))?);
     } else {
@@ -48,6 +51,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 out.display()
             );
         }
+    }
+    if !plan.dns.errors.is_empty() {
+        anyhow::bail!("DNS could not be planned (see above); `--target store` plans the rest");
     }
     Ok(if args.detailed_exitcode && !plan.is_empty() {
         ExitCode::from(2)

@@ -89,6 +89,12 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         for e in &r.errors {
             println!("  {e}");
         }
+        if !r.dns_problems.is_empty() {
+            println!("DNS not published:");
+            for p in &r.dns_problems {
+                println!("  {p}");
+            }
+        }
     }
     if let Some(n) = queue {
         println!("queue: {n} deliveries waiting");

@@ -1,7 +1,10 @@
-//! DNS: the resolver the servers share (the system's or the spec's `dns.resolver`, for MX
-//! lookups and SPF/DKIM/DMARC checks), and the records each mail domain needs (records.rs).
+//! DNS: the resolver the servers share (the system's or the spec's `dns.resolver`), the
+//! records each mail domain needs, and the providers that publish them.
 
 pub mod check;
+pub mod diff;
+pub mod provider;
+pub mod rdata;
 pub mod records;
 
 use std::net::SocketAddr;

@@ -8,7 +8,9 @@ use crate::spec::{Listeners, Spec};
 /// Records are published with this TTL unless the spec says otherwise.
 pub const TTL: u32 = 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     A,
     AAAA,
@@ -16,6 +18,7 @@ pub enum Kind {
     TXT,
     CNAME,
     SRV,
+    CAA,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             "TXT" => Kind::TXT,
             "CNAME" => Kind::CNAME,
             "SRV" => Kind::SRV,
+            "CAA" => Kind::CAA,
             _ => return None,
         })
     }
@@ -42,6 +46,7 @@ impl fmt::Display for Kind {
             Kind::TXT => "TXT",
             Kind::CNAME => "CNAME",
             Kind::SRV => "SRV",
+            Kind::CAA => "CAA",
         })
     }
 }
@@ -66,6 +71,24 @@ impl Record {
         }
     }
 
+    /// Whether this declared record takes the place of the computed `other`: same name
+    /// and type, and for TXT also the same tag (a declared `v=spf1` replaces the computed
+    /// SPF; a site verification at the same name sits beside it); and any record declared
+    /// where ferrymail would put a CNAME (`mail A 192.0.2.1` keeps mail.domain an A).
+    fn replaces(&self, other: &Record) -> bool {
+        self.name == other.name
+            && ((self.kind == other.kind
+                && (self.kind != Kind::TXT || txt_tag(&self.data) == txt_tag(&other.data)))
+                // A CNAME cannot share its name: any record declared there replaces it.
+                || other.kind == Kind::CNAME)
+    }
+
+    /// The data in one spelling for comparison: names lower-case with a final dot,
+    /// addresses as the standard library prints them, CAA values quoted.
+    pub fn canonical_data(&self) -> String {
+        canonical(self.kind, &self.data)
+    }
+
     /// The record as a zone-file line (RFC 1035 master file format).
     pub fn zone_line(&self) -> String {
         let data = match self.kind {
@@ -73,6 +96,51 @@ impl Record {
             _ => self.data.clone(),
         };
         format!("{}. {} IN {} {}", self.name, self.ttl, self.kind, data)
+    }
+}
+
+/// What a TXT record is for, when it says: "v=spf1", "v=DMARC1", "v=STSv1"... (a second
+/// SPF record at a name makes SPF fail, so two of a tag never stand side by side).
+pub fn txt_tag(data: &str) -> Option<String> {
+    let first = data.split([';', ' ']).next()?.trim();
+    first
+        .to_ascii_lowercase()
+        .starts_with("v=")
+        .then(|| first.to_ascii_lowercase())
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `data` of a `kind` record in the one spelling records are compared in.
+pub fn canonical(kind: Kind, data: &str) -> String {
+    let data = data.trim();
+    let fields: Vec<&str> = data.split_ascii_whitespace().collect();
+    match (kind, fields.as_slice()) {
+        (Kind::A, _) => data
+            .parse::<std::net::Ipv4Addr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| data.to_string()),
+        (Kind::AAAA, _) => data
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| data.to_string()),
+        (Kind::MX, [preference, host]) => format!("{preference} {}", fqdn(host)),
+        (Kind::CNAME, [host]) => fqdn(host),
+        (Kind::SRV, [priority, weight, port, host]) => {
+            format!("{priority} {weight} {port} {}", fqdn(host))
+        }
+        (Kind::CAA, [flags, tag, ..]) => {
+            let value = data
+                .splitn(3, char::is_whitespace)
+                .nth(2)
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            format!("{flags} {} \"{value}\"", tag.to_ascii_lowercase())
+        }
+        _ => data.to_string(),
     }
 }
 
@@ -169,11 +237,7 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             })
         })
         .collect();
-    out.retain(|r| {
-        !declared
-            .iter()
-            .any(|d| d.name == r.name && d.kind == r.kind)
-    });
+    out.retain(|r| !declared.iter().any(|d| d.replaces(r)));
     out.extend(declared);
     out.sort();
     out
@@ -214,6 +278,41 @@ dns_records = [
         let www = records.iter().find(|r| r.name == "www.d.test").unwrap();
         assert_eq!(www.zone_line(), "www.d.test. 300 IN A 192.0.2.10");
         assert!(records.iter().any(|r| r.kind == Kind::MX), "the rest stays");
+    }
+
+    #[test]
+    fn a_declared_txt_of_another_tag_sits_beside_the_computed_spf() {
+        let spec: Spec = toml::from_str(
+            r#"
+[server]
+hostname = "mx.d.test"
+[domains."d.test"]
+dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
+"#,
+        )
+        .unwrap();
+        let apex: Vec<String> = for_domain(&spec, "d.test", &[])
+            .into_iter()
+            .filter(|r| r.name == "d.test" && r.kind == Kind::TXT)
+            .map(|r| r.data)
+            .collect();
+        assert_eq!(apex, ["site-verification=abc", "v=spf1 mx -all"]);
+    }
+
+    #[test]
+    fn data_compares_in_one_spelling() {
+        assert_eq!(canonical(Kind::MX, "10  MX.D.test"), "10 mx.d.test.");
+        assert_eq!(
+            canonical(Kind::SRV, "0 1 993 mx.d.test."),
+            "0 1 993 mx.d.test."
+        );
+        assert_eq!(canonical(Kind::AAAA, "2001:DB8:0::1"), "2001:db8::1");
+        assert_eq!(
+            canonical(Kind::CAA, "0 Issue letsencrypt.org"),
+            "0 issue \"letsencrypt.org\""
+        );
+        assert_eq!(txt_tag("v=DMARC1; p=none").as_deref(), Some("v=dmarc1"));
+        assert_eq!(txt_tag("google-site-verification=x"), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
     if plan.format != super::plan::PLAN_FORMAT {
         return Err(ApplyError::Format(plan.format, super::plan::PLAN_FORMAT));
     }
-    if plan.is_empty() {
+    if plan.changes.is_empty() {
         let current = store.revision()?;
         if current != plan.base_revision {
             return Err(StoreError::Stale {

@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod desired;
+pub mod dns;
 pub mod plan;
 pub mod render;
 pub mod watch;
@@ -29,4 +30,39 @@ pub fn plan(loaded: &LoadedSpec, store: &dyn Store, source: &str) -> Result<Plan
     let desired = desired_objects(loaded)?;
     let (revision, live) = store.objects()?;
     Ok(diff(desired, live, revision, source))
+}
+
+/// What a plan covers (`--target`): the store's objects, the records at DNS providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets {
+    pub store: bool,
+    pub dns: bool,
+}
+
+impl Targets {
+    pub const ALL: Targets = Targets {
+        store: true,
+        dns: true,
+    };
+}
+
+/// Plans the store (an absent store is an empty one) and, when targeted, DNS.
+pub fn plan_targets(
+    loaded: &LoadedSpec,
+    store: Option<&dyn Store>,
+    source: &str,
+    targets: Targets,
+) -> Result<Plan, PlanError> {
+    let mut plan = match store {
+        Some(store) => plan(loaded, store, source)?,
+        None => diff(desired_objects(loaded)?, Vec::new(), 0, source),
+    };
+    if !targets.store {
+        plan.changes.clear();
+        plan.unmanaged.clear();
+    }
+    if targets.dns {
+        plan.dns = dns::block_on(dns::plan(loaded, store, &plan));
+    }
+    Ok(plan)
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::dns::DnsPlan;
 use crate::store::records::parse_fields;
 use crate::store::{Fields, Kind, Object, StoredObject};
 
@@ -48,6 +49,9 @@ pub struct Plan {
     /// Live objects not created from a spec: never touched, listed so nothing is a surprise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmanaged: Vec<(Kind, String)>,
+    /// Records at DNS providers: what changes, what is left alone.
+    #[serde(default, skip_serializing_if = "DnsPlan::is_empty_and_quiet")]
+    pub dns: DnsPlan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -60,8 +64,9 @@ pub struct Summary {
 impl Plan {
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
-        for c in &self.changes {
-            match c.action {
+        let dns = self.dns.changes().map(|(_, c)| super::dns::action(c));
+        for action in self.changes.iter().map(|c| c.action).chain(dns) {
+            match action {
                 Action::Create => s.add += 1,
                 Action::Update => s.change += 1,
                 Action::Delete => s.destroy += 1,
@@ -70,8 +75,9 @@ impl Plan {
         s
     }
 
+    /// Nothing to change in the store nor at any DNS provider.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.dns.is_empty()
     }
 }
 
@@ -148,6 +154,7 @@ pub fn diff(
         source: source.to_string(),
         changes,
         unmanaged,
+        dns: DnsPlan::default(),
     }
 }
 

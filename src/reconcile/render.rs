@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::dns::{self, DnsPlan};
 use super::plan::{Action, Change, Plan};
 use crate::store::{Fields, Kind};
 
@@ -67,6 +68,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         }
         render_change(&mut out, change, style);
     }
+    render_dns(&mut out, &plan.dns, style, !plan.changes.is_empty());
     if !plan.unmanaged.is_empty() {
         let _ = writeln!(
             out,
@@ -152,6 +154,147 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
     }
 }
 
+/// A name as the zone file writes it: relative to the zone, "@" for the apex.
+fn relative<'a>(name: &'a str, zone: &str) -> &'a str {
+    if name == zone {
+        "@"
+    } else {
+        name.strip_suffix(zone)
+            .and_then(|n| n.strip_suffix('.'))
+            .unwrap_or(name)
+    }
+}
+
+/// Record data for a plan line: TXT quoted, long values (DKIM keys) shortened.
+fn data_list(kind: crate::dns::records::Kind, values: &[String]) -> String {
+    let one = |v: &String| {
+        let v = if v.chars().count() > 72 {
+            format!("{}…", v.chars().take(60).collect::<String>())
+        } else {
+            v.clone()
+        };
+        if kind == crate::dns::records::Kind::TXT {
+            format!("\"{v}\"")
+        } else {
+            v
+        }
+    };
+    values.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether a change only touches the TTL.
+fn same_data(c: &crate::dns::provider::RrsetChange) -> bool {
+    let set = |v: &[String]| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|d| crate::dns::records::canonical(c.kind, d))
+            .collect();
+        v.sort();
+        v
+    };
+    set(&c.before) == set(&c.after)
+}
+
+/// DNS changes as `± dns ZONE TYPE NAME: before → after`, then what needs a person.
+fn render_dns(out: &mut String, dns: &DnsPlan, style: &Style, after_store: bool) {
+    let mut first = after_store;
+    let mut gap = |out: &mut String| {
+        if first {
+            out.push('\n');
+        }
+        first = false;
+    };
+    for zone in &dns.zones {
+        if zone.diff.changes.is_empty() && zone.diff.conflicts.is_empty() && zone.guard.is_none() {
+            continue;
+        }
+        gap(out);
+        if !zone.writes {
+            let _ = writeln!(
+                out,
+                "# {} is published by hand (provider \"{}\"): make these changes at your DNS host; `ferrymail dns check` verifies them.",
+                zone.zone, zone.provider
+            );
+        }
+        for c in &zone.diff.changes {
+            let name = relative(&c.name, &zone.zone);
+            let head = format!("dns {} {} {name}", zone.zone, c.kind);
+            let _ = match dns::action(c) {
+                Action::Create => writeln!(
+                    out,
+                    "{} {head}: {}",
+                    style.paint("32", "+"),
+                    data_list(c.kind, &c.after)
+                ),
+                Action::Update if same_data(c) => writeln!(
+                    out,
+                    "{} {head}: {} (TTL {} → {})",
+                    style.paint("33", "~"),
+                    data_list(c.kind, &c.after),
+                    c.old_ttl.unwrap_or(c.ttl),
+                    c.ttl
+                ),
+                Action::Update => writeln!(
+                    out,
+                    "{} {head}: {} → {}",
+                    style.paint("33", "~"),
+                    data_list(c.kind, &c.before),
+                    data_list(c.kind, &c.after)
+                ),
+                Action::Delete => writeln!(
+                    out,
+                    "{} {head}: {}",
+                    style.paint("31", "-"),
+                    data_list(c.kind, &c.before)
+                ),
+            };
+        }
+        for conflict in &zone.diff.conflicts {
+            let _ = writeln!(
+                out,
+                "{} dns {} {conflict}",
+                style.paint("31", "!"),
+                zone.zone
+            );
+        }
+        if let Some(guard) = &zone.guard {
+            let _ = writeln!(
+                out,
+                "{} apply will stop here: {guard}",
+                style.paint("31", "!")
+            );
+        }
+    }
+    for error in &dns.errors {
+        gap(out);
+        let _ = writeln!(out, "{} dns: {error}", style.paint("31", "!"));
+    }
+    let unmanaged: Vec<(&str, &crate::dns::provider::ZoneRecord)> = dns
+        .zones
+        .iter()
+        .flat_map(|z| z.diff.unmanaged.iter().map(move |r| (z.zone.as_str(), r)))
+        .collect();
+    if !unmanaged.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nDNS records not managed by ferrymail (left untouched): {}",
+            unmanaged.len()
+        );
+        for (zone, r) in unmanaged.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "  = dns {zone} {} {}: {}",
+                r.rtype,
+                relative(&r.name, zone),
+                r.data
+            );
+        }
+        if unmanaged.len() > 20 {
+            let _ = writeln!(out, "  … and {} more", unmanaged.len() - 20);
+        }
+    }
+}
+
 /// The plan as JSON for machines, with sensitive fields masked.
 pub fn json(plan: &Plan) -> Value {
     let mut masked = plan.clone();
@@ -206,6 +349,7 @@ mod tests {
                 },
             ],
             unmanaged: vec![],
+            dns: Default::default(),
         };
         let t = text(&plan, &Style { color: false });
         assert!(

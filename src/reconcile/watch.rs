@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{PlanError, apply, plan};
+use super::{PlanError, Targets, apply, dns, plan_targets};
 use crate::snapshot::SnapshotHandle;
 use crate::spec;
 use crate::store::Store;
@@ -28,6 +28,9 @@ pub struct ReconcileStatus {
     pub revision: u64,
     pub summary: String,
     pub errors: Vec<String>,
+    /// Why DNS records could not be published (the store was applied regardless).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_problems: Vec<String>,
 }
 
 pub struct Reconciler {
@@ -48,27 +51,47 @@ impl Reconciler {
         let outcome = spec::load(&self.spec_path)
             .map_err(PlanError::from)
             .and_then(|loaded| {
-                let p = plan(&loaded, self.store.as_ref(), &source.display().to_string())?;
+                let p = plan_targets(
+                    &loaded,
+                    Some(self.store.as_ref()),
+                    &source.display().to_string(),
+                    Targets::ALL,
+                )?;
                 let s = p.summary();
                 let revision =
                     apply(self.store.as_ref(), &p).map_err(|e| PlanError::Apply(e.to_string()))?;
+                // DNS trouble does not stop mail: the store is applied and serving; the
+                // problem is shown in `status` and the logs, and retried next reconcile.
+                let dns_problems = if p.dns.is_empty_and_quiet() {
+                    Vec::new()
+                } else {
+                    match dns::block_on(dns::apply(&loaded, self.store.as_ref(), &p.dns, false)) {
+                        Ok(_) => Vec::new(),
+                        Err(e) => e.to_string().lines().map(String::from).collect(),
+                    }
+                };
                 Ok((
                     revision,
                     format!(
                         "{} added, {} changed, {} destroyed",
                         s.add, s.change, s.destroy
                     ),
+                    dns_problems,
                 ))
             });
         let status = match outcome {
-            Ok((revision, summary)) => {
+            Ok((revision, summary, dns_problems)) => {
                 tracing::info!(revision, %summary, "spec reconciled");
+                for problem in &dns_problems {
+                    tracing::error!("DNS not applied: {problem}");
+                }
                 ReconcileStatus {
                     at,
                     ok: true,
                     revision,
                     summary,
                     errors: Vec::new(),
+                    dns_problems,
                 }
             }
             Err(e) => {
@@ -86,6 +109,7 @@ impl Reconciler {
                     revision,
                     summary: "not applied; the last good state keeps serving".into(),
                     errors,
+                    dns_problems: Vec::new(),
                 }
             }
         };

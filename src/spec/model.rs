@@ -302,6 +302,10 @@ pub struct Dns {
     /// Named DNS providers; a domain picks one with `dns_provider`.
     #[serde(default)]
     pub providers: BTreeMap<String, DnsProvider>,
+    /// An apply that would delete more than this share (in %) of a zone's records is
+    /// refused unless run with `--allow-dns-deletes`. Default 33.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_percent: Option<u32>,
 }
 
 /// DNS provider kinds.
@@ -348,10 +352,11 @@ pub struct DnsProvider {
 pub struct DnsRecord {
     /// Relative to the domain ("_dmarc", "www"), "@" for the domain itself.
     pub name: String,
-    /// A, AAAA, CNAME, MX, SRV or TXT.
+    /// A, AAAA, CAA, CNAME, MX, SRV or TXT.
     #[serde(rename = "type")]
     pub kind: String,
-    /// As in a zone file, TXT without quotes: "v=spf1 mx include:_spf.example.net -all".
+    /// As in a zone file, TXT without quotes: "v=spf1 mx include:_spf.example.net -all",
+    /// MX "10 mx.example.net", SRV "0 1 993 imap.example.net", CAA "0 issue letsencrypt.org".
     pub value: String,
     /// Seconds. Default 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -309,18 +309,8 @@ impl Validator {
                         DNS_RECORD_TYPES.join(", ")
                     ),
                 );
-            } else if kind == "A" && record.value.parse::<std::net::Ipv4Addr>().is_err() {
-                self.err(
-                    at.key("value"),
-                    format!("\"{}\" is not an IPv4 address", record.value),
-                );
-            } else if kind == "AAAA" && record.value.parse::<std::net::Ipv6Addr>().is_err() {
-                self.err(
-                    at.key("value"),
-                    format!("\"{}\" is not an IPv6 address", record.value),
-                );
-            } else if record.value.trim().is_empty() {
-                self.err(at.key("value"), "the record has no value".to_string());
+            } else if let Some(problem) = record_value_problem(&kind, &record.value) {
+                self.err(at.key("value"), format!("\"{}\" {problem}", record.value));
             }
         }
         let max_forwards = domain.max_forwards.unwrap_or(10);
@@ -547,7 +537,50 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// The record types a domain's `dns_records` may declare (what the DNS code publishes).
-pub const DNS_RECORD_TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "MX", "SRV", "TXT"];
+pub const DNS_RECORD_TYPES: [&str; 7] = ["A", "AAAA", "CAA", "CNAME", "MX", "SRV", "TXT"];
+
+/// What is wrong with a declared record's value for its type, if anything.
+fn record_value_problem(kind: &str, value: &str) -> Option<&'static str> {
+    let fields: Vec<&str> = value.split_ascii_whitespace().collect();
+    let number = |s: &str| s.parse::<u16>().is_ok();
+    let host = |s: &str| {
+        let s = s.trim_end_matches('.');
+        !s.is_empty()
+            && s.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    let ok = match kind {
+        _ if value.trim().is_empty() => return Some("is empty: the record has no value"),
+        "A" => value.parse::<std::net::Ipv4Addr>().is_ok(),
+        "AAAA" => value.parse::<std::net::Ipv6Addr>().is_ok(),
+        "CNAME" => fields.len() == 1 && host(fields[0]),
+        "MX" => fields.len() == 2 && number(fields[0]) && host(fields[1]),
+        "SRV" => {
+            fields.len() == 4
+                && fields[..3].iter().all(|f| number(f))
+                && (fields[3] == "." || host(fields[3]))
+        }
+        "CAA" => {
+            fields.len() >= 3
+                && fields[0].parse::<u8>().is_ok()
+                && ["issue", "issuewild", "iodef"]
+                    .contains(&fields[1].to_ascii_lowercase().as_str())
+        }
+        _ => true,
+    };
+    (!ok).then_some(match kind {
+        "A" => "is not an IPv4 address",
+        "AAAA" => "is not an IPv6 address",
+        "CNAME" => "is not a host name",
+        "MX" => "is not \"PREFERENCE HOST\" (e.g. \"10 mx.example.net\")",
+        "SRV" => "is not \"PRIORITY WEIGHT PORT HOST\" (e.g. \"0 1 993 imap.example.net\")",
+        _ => "is not \"FLAGS TAG VALUE\" with tag issue, issuewild or iodef (e.g. \"0 issue letsencrypt.org\")",
+    })
+}
 
 /// Accepts a PHC string of an argon2 hash (what `ferrymail passwd` prints).
 pub fn check_password_hash(hash: &str) -> Result<(), String> {

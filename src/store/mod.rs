@@ -70,6 +70,16 @@ pub struct ApplyRecord {
     pub source: String,
 }
 
+/// A record set ferrymail published at a DNS provider (`value` empty), or one TXT value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsOwned {
+    pub provider: String,
+    pub zone: String,
+    pub name: String,
+    pub rtype: String,
+    pub value: String,
+}
+
 /// An object as stored, with who owns it.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -92,6 +102,15 @@ pub trait Store: Send + Sync {
     fn dkim_public_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Private key (PKCS#8 DER) of a DKIM key object, for signing.
     fn dkim_private_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every record set (or TXT value) ferrymail published at a DNS provider.
+    fn dns_owned(&self) -> Result<Vec<DnsOwned>, StoreError>;
+    /// Replaces what ferrymail owns in one zone at one provider (after publishing there).
+    fn set_dns_owned(
+        &self,
+        provider: &str,
+        zone: &str,
+        owned: &[DnsOwned],
+    ) -> Result<(), StoreError>;
     /// The most recent applies, newest first.
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError>;
 }

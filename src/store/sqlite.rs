@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::sqlite::Durability;
 
-use super::{ApplyRecord, Kind, Object, Store, StoreError, StoredObject, Write};
+use super::{ApplyRecord, DnsOwned, Kind, Object, Store, StoreError, StoredObject, Write};
 
 /// Schema steps; index + 1 is the `user_version` after the step. Append, never edit.
 const MIGRATIONS: &[&str] = &[
@@ -38,6 +38,16 @@ const MIGRATIONS: &[&str] = &[
         destroyed INTEGER NOT NULL,
         source TEXT NOT NULL
      );",
+    // What each apply published at each DNS provider: ferrymail changes or deletes
+    // only these (value is '' for a whole RRset, the TXT value otherwise).
+    "CREATE TABLE dns_owned (
+        provider TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (provider, zone, name, type, value)
+     ) WITHOUT ROWID;",
 ];
 
 pub struct SqliteStore {
@@ -241,6 +251,47 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn dns_owned(&self) -> Result<Vec<DnsOwned>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT provider, zone, name, type, value FROM dns_owned ORDER BY provider, zone, name, type, value",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DnsOwned {
+                provider: r.get(0)?,
+                zone: r.get(1)?,
+                name: r.get(2)?,
+                rtype: r.get(3)?,
+                value: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_dns_owned(
+        &self,
+        provider: &str,
+        zone: &str,
+        owned: &[DnsOwned],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM dns_owned WHERE provider = ?1 AND zone = ?2",
+            params![provider, zone],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO dns_owned (provider, zone, name, type, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for o in owned {
+                insert.execute(params![provider, zone, o.name, o.rtype, o.value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {

@@ -345,18 +345,39 @@ pub fn swaks(port: u16, args: &[&str]) -> Run {
 /// An authoritative DNS server (Knot) on a free loopback port serving `zones`
 /// (name, zone-file text), so tests never ask the machine's resolver.
 pub fn knot(dir: &Path, zones: &[(&str, &str)]) -> (Process, u16) {
+    knot_with_key(dir, zones, None)
+}
+
+/// Knot as above; with `tsig` (key name, base64 secret) its zones also take dynamic
+/// updates (RFC 2136) and zone transfers signed with that HMAC-SHA256 key, and keep the
+/// changes in the journal (the zone files stay as written).
+pub fn knot_with_key(
+    dir: &Path,
+    zones: &[(&str, &str)],
+    tsig: Option<(&str, &str)>,
+) -> (Process, u16) {
     let port = free_port();
     let root = dir.join("knot");
     std::fs::create_dir_all(&root).expect("knot dir");
     let mut conf = format!(
-        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {r}\ndatabase:\n    storage: {r}\nzone:\n",
+        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {r}\ndatabase:\n    storage: {r}\n",
         r = root.display()
     );
+    let mut acl = "";
+    if let Some((name, secret)) = tsig {
+        conf.push_str(&format!(
+            "key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+             acl:\n  - id: updates\n    key: {name}\n    action: [update, transfer]\n\
+             template:\n  - id: default\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: changes\n"
+        ));
+        acl = "    acl: updates\n";
+    }
+    conf.push_str("zone:\n");
     for (name, text) in zones {
         let file = root.join(format!("{name}.zone"));
         std::fs::write(&file, text).expect("zone file");
         conf.push_str(&format!(
-            "  - domain: {name}\n    file: {}\n",
+            "  - domain: {name}\n    file: {}\n{acl}",
             file.display()
         ));
     }

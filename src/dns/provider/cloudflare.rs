@@ -1,0 +1,397 @@
+//! Cloudflare's API v4 over HTTPS with an API token: zones found by name, records
+//! listed page by page and written one at a time (the API has no atomic batch here).
+//!
+//! The `cloudflare` crate was not used: its releases trail the API, it brings its own
+//! HTTP stack and TLS choice, and the five calls needed are plain JSON.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{BoxFuture, Provider, ProviderError, RrsetChange, ZoneRecord, candidate_zones};
+use crate::dns::records::{Kind, canonical};
+use crate::spec::Secret;
+
+pub const API_URL: &str = "https://api.cloudflare.com/client/v4";
+const PER_PAGE: u32 = 100;
+
+pub struct Cloudflare {
+    name: String,
+    api: String,
+    token: Secret,
+    http: reqwest::Client,
+}
+
+/// Every response: `success`, `errors`, `result`, and `result_info` on lists.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+    #[serde(default)]
+    result: Value,
+    #[serde(default)]
+    result_info: Option<ResultInfo>,
+}
+
+#[derive(Deserialize)]
+struct ApiMessage {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ResultInfo {
+    #[serde(default)]
+    page: u32,
+    #[serde(default)]
+    total_pages: u32,
+}
+
+/// A DNS record as the API shows it.
+#[derive(Deserialize)]
+struct ApiRecord {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    ttl: u32,
+    #[serde(default)]
+    priority: Option<u16>,
+}
+
+impl ApiRecord {
+    /// The data in zone-file spelling: the API keeps MX and SRV priorities apart.
+    fn data(&self) -> String {
+        match (self.rtype.as_str(), self.priority) {
+            ("MX" | "SRV", Some(p)) => format!("{p} {}", self.content),
+            ("TXT", _) => unquote_txt(&self.content),
+            _ => self.content.clone(),
+        }
+    }
+}
+
+/// TXT content may come back quoted and split (`"v=DKIM1; k=rsa; " "p=..."`).
+fn unquote_txt(content: &str) -> String {
+    let t = content.trim();
+    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+        t[1..t.len() - 1]
+            .split("\" \"")
+            .collect::<String>()
+            .replace("\\\"", "\"")
+    } else {
+        t.to_string()
+    }
+}
+
+/// The request body for one record of `kind` at `name`.
+fn body(name: &str, kind: Kind, ttl: u32, data: &str) -> Value {
+    let fields: Vec<&str> = data.split_ascii_whitespace().collect();
+    let host = |s: &str| s.trim_end_matches('.').to_string();
+    match (kind, fields.as_slice()) {
+        (Kind::MX, [preference, exchange]) => json!({
+            "type": "MX", "name": name, "ttl": ttl,
+            "content": host(exchange),
+            "priority": preference.parse::<u16>().unwrap_or(10),
+        }),
+        (Kind::SRV, [priority, weight, port, target]) => json!({
+            "type": "SRV", "name": name, "ttl": ttl,
+            "data": {
+                "priority": priority.parse::<u16>().unwrap_or(0),
+                "weight": weight.parse::<u16>().unwrap_or(0),
+                "port": port.parse::<u16>().unwrap_or(0),
+                "target": if *target == "." { ".".to_string() } else { host(target) },
+            },
+        }),
+        (Kind::CAA, [flags, tag, ..]) => {
+            let value = data
+                .splitn(3, ' ')
+                .nth(2)
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            json!({
+                "type": "CAA", "name": name, "ttl": ttl,
+                "data": { "flags": flags.parse::<u8>().unwrap_or(0), "tag": tag, "value": value },
+            })
+        }
+        (Kind::CNAME, [target]) => json!({
+            "type": "CNAME", "name": name, "ttl": ttl, "content": host(target), "proxied": false,
+        }),
+        _ => json!({ "type": kind.to_string(), "name": name, "ttl": ttl, "content": data }),
+    }
+}
+
+impl Cloudflare {
+    pub fn new(name: &str, api: &str, token: Secret) -> Result<Cloudflare, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ProviderError::failed(name, e))?;
+        Ok(Cloudflare {
+            name: name.to_string(),
+            api: api.to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> ProviderError {
+        ProviderError::failed(&self.name, message)
+    }
+
+    /// One API call; a transport failure or `success: false` becomes an error naming
+    /// what was asked and what Cloudflare said.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Envelope, ProviderError> {
+        let what = format!("{method} {path}");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(self.token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{what}: {e}")))?;
+        let status = response.status();
+        let envelope: Envelope = response
+            .json()
+            .await
+            .map_err(|e| self.fail(format!("{what}: HTTP {status}, not an API answer: {e}")))?;
+        if !envelope.success {
+            let said: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{} (code {})", e.message, e.code))
+                .collect();
+            return Err(self.fail(format!("{what}: HTTP {status}: {}", said.join("; "))));
+        }
+        Ok(envelope)
+    }
+
+    /// Every page of a list.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<T>, ProviderError> {
+        let mut out = Vec::new();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut page = 1;
+        loop {
+            let envelope = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("{path}{sep}page={page}&per_page={PER_PAGE}"),
+                    None,
+                )
+                .await?;
+            let items: Vec<T> = serde_json::from_value(envelope.result)
+                .map_err(|e| self.fail(format!("GET {path}: unexpected result: {e}")))?;
+            let done = items.is_empty()
+                || envelope
+                    .result_info
+                    .as_ref()
+                    .is_none_or(|i| i.page >= i.total_pages);
+            out.extend(items);
+            if done {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+
+    async fn zone_id(&self, zone: &str) -> Result<Option<String>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Zone {
+            id: String,
+            name: String,
+        }
+        let zones: Vec<Zone> = self.list_all(&format!("/zones?name={zone}")).await?;
+        Ok(zones
+            .into_iter()
+            .find(|z| z.name.eq_ignore_ascii_case(zone))
+            .map(|z| z.id))
+    }
+
+    async fn records(&self, zone_id: &str, filter: &str) -> Result<Vec<ApiRecord>, ProviderError> {
+        self.list_all(&format!("/zones/{zone_id}/dns_records{filter}"))
+            .await
+    }
+
+    async fn apply_one(
+        &self,
+        zone: &str,
+        zone_id: &str,
+        change: &RrsetChange,
+    ) -> Result<(), ProviderError> {
+        let kind = change.kind;
+        let existing = self
+            .records(zone_id, &format!("?name={}&type={kind}", change.name))
+            .await?;
+        let mut seen: Vec<String> = existing
+            .iter()
+            .map(|r| canonical(kind, &r.data()))
+            .collect();
+        let mut planned: Vec<String> = change.before.iter().map(|d| canonical(kind, d)).collect();
+        seen.sort();
+        planned.sort();
+        if seen != planned {
+            return Err(ProviderError::Changed {
+                provider: self.name.clone(),
+                zone: zone.to_string(),
+                detail: format!("{} {kind} now holds {seen:?}", change.name),
+            });
+        }
+        let after: Vec<String> = change.after.iter().map(|d| canonical(kind, d)).collect();
+        // Records that stay keep their id (only the TTL may change); the rest are
+        // rewritten in place where possible, so a name is never briefly empty.
+        let (mut stale, kept): (Vec<&ApiRecord>, Vec<&ApiRecord>) = existing
+            .iter()
+            .partition(|r| !after.contains(&canonical(kind, &r.data())));
+        let base = format!("/zones/{zone_id}/dns_records");
+        for record in kept {
+            if record.ttl != change.ttl {
+                let body = body(&change.name, kind, change.ttl, &record.data());
+                self.call(
+                    reqwest::Method::PUT,
+                    &format!("{base}/{}", record.id),
+                    Some(&body),
+                )
+                .await?;
+            }
+        }
+        let kept_data: Vec<String> = existing
+            .iter()
+            .map(|r| canonical(kind, &r.data()))
+            .filter(|d| after.contains(d))
+            .collect();
+        for data in change
+            .after
+            .iter()
+            .filter(|d| !kept_data.contains(&canonical(kind, d)))
+        {
+            let body = body(&change.name, kind, change.ttl, data);
+            match stale.pop() {
+                Some(old) => {
+                    self.call(
+                        reqwest::Method::PUT,
+                        &format!("{base}/{}", old.id),
+                        Some(&body),
+                    )
+                    .await?
+                }
+                None => self.call(reqwest::Method::POST, &base, Some(&body)).await?,
+            };
+        }
+        for old in stale {
+            self.call(reqwest::Method::DELETE, &format!("{base}/{}", old.id), None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Provider for Cloudflare {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn zone_of<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            for candidate in candidate_zones(domain) {
+                if self.zone_id(candidate).await?.is_some() {
+                    return Ok(candidate.to_string());
+                }
+            }
+            Err(ProviderError::NoZone {
+                provider: self.name.clone(),
+                domain: domain.to_string(),
+            })
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        zone: &'a str,
+        _wanted: &'a [(String, Kind)],
+    ) -> BoxFuture<'a, Result<Vec<ZoneRecord>, ProviderError>> {
+        Box::pin(async move {
+            let zone_id = self
+                .zone_id(zone)
+                .await?
+                .ok_or_else(|| ProviderError::NoZone {
+                    provider: self.name.clone(),
+                    domain: zone.to_string(),
+                })?;
+            Ok(self
+                .records(&zone_id, "")
+                .await?
+                .into_iter()
+                .map(|r| ZoneRecord {
+                    name: r.name.trim_end_matches('.').to_ascii_lowercase(),
+                    data: r.data(),
+                    rtype: r.rtype,
+                    ttl: r.ttl,
+                })
+                .collect())
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        zone: &'a str,
+        changes: &'a [RrsetChange],
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let zone_id = self
+                .zone_id(zone)
+                .await?
+                .ok_or_else(|| ProviderError::NoZone {
+                    provider: self.name.clone(),
+                    domain: zone.to_string(),
+                })?;
+            for change in changes {
+                self.apply_one(zone, &zone_id, change).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_travel_apart_from_the_content() {
+        let mx = body("d.test", Kind::MX, 300, "10 mx.d.test.");
+        assert_eq!(mx["content"], "mx.d.test");
+        assert_eq!(mx["priority"], 10);
+        let srv = body("_imaps._tcp.d.test", Kind::SRV, 300, "0 1 993 mx.d.test.");
+        assert_eq!(srv["data"]["port"], 993);
+        let back = ApiRecord {
+            id: "x".into(),
+            name: "d.test".into(),
+            rtype: "MX".into(),
+            content: "mx.d.test".into(),
+            ttl: 300,
+            priority: Some(10),
+        };
+        assert_eq!(canonical(Kind::MX, &back.data()), "10 mx.d.test.");
+        assert_eq!(unquote_txt("\"v=DKIM1; \" \"p=AB\""), "v=DKIM1; p=AB");
+    }
+}

@@ -1,0 +1,401 @@
+//! DNS in the reconcile: each domain's records grouped by the provider and zone that
+//! publish them, diffed against the zone (plan) and written (apply), ownership in the store.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Action, Plan};
+use crate::dns::diff::{Owned, ZoneDiff, diff_zone};
+use crate::dns::provider::{self, Provider, ProviderError, RrsetChange};
+use crate::dns::records::{self, DkimKey, Kind, Record};
+use crate::spec::LoadedSpec;
+use crate::store::records::{DkimKeyRecord, dkim_key_id};
+use crate::store::{DnsOwned, Store, StoreError};
+
+/// Stands for a DKIM public key the apply is about to generate.
+pub const PENDING_DKIM: &str = "v=DKIM1; p=(public key, made at apply)";
+
+/// Deleting more than this share of a zone's records needs `--allow-dns-deletes`.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 33;
+
+/// Runs DNS work from synchronous code: on the runtime of the blocking thread it is
+/// called from (the serve loop's reconcile), or on a small runtime of its own (the CLI).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(future),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(future),
+    }
+}
+
+/// One zone at one provider: what changes there, and what is left alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZonePlan {
+    pub provider: String,
+    pub zone: String,
+    /// False for a manual provider: the changes are for a person to make.
+    pub writes: bool,
+    /// Why apply will refuse this zone's deletions without `--allow-dns-deletes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
+    #[serde(flatten)]
+    pub diff: ZoneDiff,
+}
+
+/// The DNS part of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsPlan {
+    pub zones: Vec<ZonePlan>,
+    /// Zones that could not be planned (provider unreachable, no such zone...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl DnsPlan {
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty() && self.zones.iter().all(|z| z.diff.changes.is_empty())
+    }
+
+    /// Nothing to show at all (no zone managed): left out of saved plans.
+    pub fn is_empty_and_quiet(&self) -> bool {
+        self.errors.is_empty() && self.zones.is_empty()
+    }
+
+    pub fn changes(&self) -> impl Iterator<Item = (&ZonePlan, &RrsetChange)> {
+        self.zones
+            .iter()
+            .flat_map(|z| z.diff.changes.iter().map(move |c| (z, c)))
+    }
+}
+
+/// What a change does to its RRset.
+pub fn action(change: &RrsetChange) -> Action {
+    match (change.before.is_empty(), change.after.is_empty()) {
+        (true, _) => Action::Create,
+        (false, true) => Action::Delete,
+        (false, false) => Action::Update,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(
+        "refusing to delete {removed} of the {size} records in {zone} at {provider} (more than {percent}%); \
+         check the plan, then apply with --allow-dns-deletes or raise dns.max_delete_percent"
+    )]
+    Guard {
+        provider: String,
+        zone: String,
+        removed: usize,
+        size: usize,
+        percent: u32,
+    },
+    #[error("{0}")]
+    Several(String),
+}
+
+fn owned_of(o: &DnsOwned) -> Option<Owned> {
+    Some(Owned {
+        name: o.name.clone(),
+        kind: Kind::parse(&o.rtype)?,
+        value: (!o.value.is_empty()).then(|| o.value.clone()),
+    })
+}
+
+fn stored(provider: &str, zone: &str, o: &Owned) -> DnsOwned {
+    DnsOwned {
+        provider: provider.to_string(),
+        zone: zone.to_string(),
+        name: o.name.clone(),
+        rtype: o.kind.to_string(),
+        value: o.value.clone().unwrap_or_default(),
+    }
+}
+
+/// The DKIM keys a domain will have once `store_plan` is applied: the store's public
+/// key, or a stand-in for one the apply generates.
+fn dkim_records(
+    domain: &str,
+    store: Option<&dyn Store>,
+    store_plan: &Plan,
+    desired_keys: &[DkimKeyRecord],
+) -> Result<(Vec<DkimKey>, Vec<Record>), StoreError> {
+    let mut keys = Vec::new();
+    let mut pending = Vec::new();
+    for key in desired_keys.iter().filter(|k| k.domain == domain) {
+        let id = dkim_key_id(&key.selector, domain);
+        let regenerated = store_plan
+            .changes
+            .iter()
+            .any(|c| c.regenerates_key() && c.id == id);
+        let public = match (regenerated, store) {
+            (false, Some(store)) => store.dkim_public_key(&id)?,
+            _ => None,
+        };
+        match public {
+            Some(public) => keys.push(DkimKey {
+                selector: key.selector.clone(),
+                algorithm: key.algorithm.clone(),
+                public,
+            }),
+            None if regenerated => pending.push(Record {
+                name: id,
+                kind: Kind::TXT,
+                ttl: records::TTL,
+                data: PENDING_DKIM.into(),
+            }),
+            // No key and none coming (a DNS-only plan before the first apply).
+            None => {}
+        }
+    }
+    Ok((keys, pending))
+}
+
+/// Plans the DNS of every domain that names a provider, and the clean-up of zones where
+/// ferrymail published records for domains the spec no longer has.
+pub async fn plan(loaded: &LoadedSpec, store: Option<&dyn Store>, store_plan: &Plan) -> DnsPlan {
+    let mut out = DnsPlan::default();
+    let spec = &loaded.spec;
+    let desired_keys: Vec<DkimKeyRecord> = super::desired_objects(loaded)
+        .map(|objects| {
+            objects
+                .iter()
+                .filter(|o| o.kind == crate::store::Kind::DkimKey)
+                .filter_map(|o| o.record().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let owned: Vec<DnsOwned> = match store.map(|s| s.dns_owned()) {
+        Some(Ok(owned)) => owned,
+        Some(Err(e)) => {
+            out.errors.push(format!("reading DNS ownership: {e}"));
+            return out;
+        }
+        None => Vec::new(),
+    };
+
+    let mut providers: BTreeMap<String, Box<dyn Provider>> = BTreeMap::new();
+    let wanted_providers = spec
+        .domains
+        .values()
+        .filter_map(|d| d.dns_provider.clone())
+        .chain(owned.iter().map(|o| o.provider.clone()));
+    for name in wanted_providers {
+        if providers.contains_key(&name) {
+            continue;
+        }
+        match spec.dns.providers.get(&name) {
+            Some(declared) => {
+                match provider::from_spec(&name, declared, &loaded.base_dir, spec.dns.resolver) {
+                    Ok(p) => {
+                        providers.insert(name, p);
+                    }
+                    Err(e) => out.errors.push(e.to_string()),
+                }
+            }
+            None => out.errors.push(format!(
+                "records published earlier through DNS provider \"{name}\" cannot be cleaned up: \
+                 it is no longer declared under [dns.providers]"
+            )),
+        }
+    }
+
+    // (provider, zone) → the records wanted there.
+    let mut zones: BTreeMap<(String, String), Vec<Record>> = BTreeMap::new();
+    for (name, domain) in &spec.domains {
+        let (Some(pname), Ok(dname)) =
+            (&domain.dns_provider, crate::address::normalize_domain(name))
+        else {
+            continue;
+        };
+        let Some(p) = providers.get(pname) else {
+            continue;
+        };
+        let (keys, pending) = match dkim_records(&dname, store, store_plan, &desired_keys) {
+            Ok(k) => k,
+            Err(e) => {
+                out.errors.push(format!("{dname}: DKIM keys: {e}"));
+                continue;
+            }
+        };
+        let zone = match p.zone_of(&dname).await {
+            Ok(zone) => zone,
+            Err(e) => {
+                out.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut wanted = records::for_domain(spec, &dname, &keys);
+        wanted.extend(pending);
+        // Only names inside the zone can be published there.
+        wanted.retain(|r| r.name == zone || r.name.ends_with(&format!(".{zone}")));
+        zones
+            .entry((pname.clone(), zone))
+            .or_default()
+            .extend(wanted);
+    }
+    for o in &owned {
+        if providers.contains_key(&o.provider) {
+            zones
+                .entry((o.provider.clone(), o.zone.clone()))
+                .or_default();
+        }
+    }
+
+    let percent = spec
+        .dns
+        .max_delete_percent
+        .unwrap_or(DEFAULT_MAX_DELETE_PERCENT);
+    for ((pname, zone), wanted) in zones {
+        let Some(p) = providers.get(&pname) else {
+            continue;
+        };
+        let owned_here: Vec<Owned> = owned
+            .iter()
+            .filter(|o| o.provider == pname && o.zone == zone)
+            .filter_map(owned_of)
+            .collect();
+        let mut lookups: Vec<(String, Kind)> = wanted
+            .iter()
+            .map(|r| (r.name.clone(), r.kind))
+            .chain(owned_here.iter().map(|o| (o.name.clone(), o.kind)))
+            .collect();
+        lookups.sort();
+        lookups.dedup();
+        match p.list(&zone, &lookups).await {
+            Ok(live) => {
+                let diff = diff_zone(&wanted, &live, &owned_here, p.writes());
+                let guard = (diff.removed > 0 && diff.removed * 100 > percent as usize * diff.size)
+                    .then(|| {
+                        DnsError::Guard {
+                            provider: pname.clone(),
+                            zone: zone.clone(),
+                            removed: diff.removed,
+                            size: diff.size,
+                            percent,
+                        }
+                        .to_string()
+                    });
+                out.zones.push(ZonePlan {
+                    provider: pname.clone(),
+                    zone: zone.clone(),
+                    writes: p.writes(),
+                    guard,
+                    diff,
+                })
+            }
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// Whether the zone now needs what the plan said, allowing for DKIM keys that were
+/// stand-ins at plan time and are real now.
+fn same_changes(planned: &[RrsetChange], fresh: &[RrsetChange]) -> bool {
+    planned.len() == fresh.len()
+        && planned.iter().zip(fresh).all(|(p, f)| {
+            p.name == f.name
+                && p.kind == f.kind
+                && p.before == f.before
+                && p.after.len() == f.after.len()
+                && p.after
+                    .iter()
+                    .all(|v| v == PENDING_DKIM || f.after.contains(v))
+        })
+}
+
+/// What an apply did to DNS.
+#[derive(Debug, Default)]
+pub struct DnsOutcome {
+    /// Record sets written.
+    pub written: usize,
+    /// Record sets a person must still create or change (manual providers).
+    pub manual: usize,
+}
+
+/// Applies the DNS part of `planned` after the store part went in: re-plans (the store
+/// has the new DKIM keys now), checks the zones still need what the plan showed, keeps
+/// the deletion guard, writes each zone, and records what ferrymail owns there.
+pub async fn apply(
+    loaded: &LoadedSpec,
+    store: &dyn Store,
+    planned: &DnsPlan,
+    allow_deletes: bool,
+) -> Result<DnsOutcome, DnsError> {
+    let mut outcome = DnsOutcome::default();
+    let empty = Plan {
+        format: super::plan::PLAN_FORMAT,
+        base_revision: 0,
+        source: String::new(),
+        changes: Vec::new(),
+        unmanaged: Vec::new(),
+        dns: DnsPlan::default(),
+    };
+    let fresh = plan(loaded, Some(store), &empty).await;
+    let mut errors: Vec<String> = fresh.errors.clone();
+    let spec_providers = &loaded.spec.dns.providers;
+    for zone in &fresh.zones {
+        if !zone.writes {
+            outcome.manual += zone.diff.changes.len();
+            continue;
+        }
+        let planned_changes = planned
+            .zones
+            .iter()
+            .find(|z| z.provider == zone.provider && z.zone == zone.zone)
+            .map(|z| z.diff.changes.as_slice())
+            .unwrap_or(&[]);
+        if !same_changes(planned_changes, &zone.diff.changes) {
+            errors.push(
+                ProviderError::Changed {
+                    provider: zone.provider.clone(),
+                    zone: zone.zone.clone(),
+                    detail: "its records are not what the plan saw".into(),
+                }
+                .to_string(),
+            );
+            continue;
+        }
+        let d = &zone.diff;
+        if let (Some(refusal), false) = (&zone.guard, allow_deletes) {
+            errors.push(refusal.clone());
+            continue;
+        }
+        let Some(declared) = spec_providers.get(&zone.provider) else {
+            continue;
+        };
+        let written = async {
+            let p = provider::from_spec(
+                &zone.provider,
+                declared,
+                &loaded.base_dir,
+                loaded.spec.dns.resolver,
+            )?;
+            p.apply(&zone.zone, &d.changes).await?;
+            let owned: Vec<DnsOwned> = d
+                .owned
+                .iter()
+                .map(|o| stored(&zone.provider, &zone.zone, o))
+                .collect();
+            store.set_dns_owned(&zone.provider, &zone.zone, &owned)?;
+            Ok::<_, DnsError>(d.changes.len())
+        };
+        match written.await {
+            Ok(n) => outcome.written += n,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    match errors.len() {
+        0 => Ok(outcome),
+        _ => Err(DnsError::Several(errors.join("\n"))),
+    }
+}
