@@ -196,7 +196,8 @@ class State:
         if prio is None:
             raise ApiError(400, err(9100, "priority is a required field."))
         weight, port = as_int(data.get("weight"), 0, 65535), as_int(data.get("port"), 0, 65535)
-        target = hostname(data.get("target"))
+        # "." is RFC 2782's "no such service here"; kept as is (not stripped to nothing).
+        target = "." if str(data.get("target") or "").strip() == "." else hostname(data.get("target"))
         if weight is None or port is None or not target:
             raise invalid("SRV data needs weight, port (0-65535) and target")
         data = {"priority": prio, "weight": weight, "port": port, "target": target}

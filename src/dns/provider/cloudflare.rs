@@ -42,6 +42,19 @@ struct ApiMessage {
     code: i64,
     #[serde(default)]
     message: String,
+    /// The specifics behind a general error ("DNS Validation Error" → what was wrong).
+    #[serde(default)]
+    error_chain: Vec<ApiMessage>,
+}
+
+impl std::fmt::Display for ApiMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)?;
+        for cause in &self.error_chain {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -173,11 +186,7 @@ impl Cloudflare {
             .await
             .map_err(|e| self.fail(format!("{what}: HTTP {status}, not an API answer: {e}")))?;
         if !envelope.success {
-            let said: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{} (code {})", e.message, e.code))
-                .collect();
+            let said: Vec<String> = envelope.errors.iter().map(|e| e.to_string()).collect();
             return Err(self.fail(format!("{what}: HTTP {status}: {}", said.join("; "))));
         }
         Ok(envelope)
@@ -365,7 +374,15 @@ impl Provider for Cloudflare {
                     domain: zone.to_string(),
                 })?;
             for change in changes {
-                self.apply_one(zone, &zone_id, change).await?;
+                self.apply_one(zone, &zone_id, change)
+                    .await
+                    .map_err(|e| match e {
+                        ProviderError::Failed { provider, message } => ProviderError::Failed {
+                            provider,
+                            message: format!("{} {}: {message}", change.kind, change.name),
+                        },
+                        other => other,
+                    })?;
             }
             Ok(())
         })
