@@ -49,10 +49,8 @@ fn spec(port: u16, submission: u16, with_domain: bool, extra: &str) -> String {
             r#"
 [domains."example.test"]
 dns_provider = "knot"
-dns_records = [
-  {{ name = "mx", type = "A", value = "192.0.2.25" }},
-  {extra}
-]
+tls_reports = "tls-reports@example.test"
+{extra}
 [domains."example.test".aliases.me]
 mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 "#
@@ -61,7 +59,8 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         String::new()
     };
     format!(
-        r#"
+        r#"addresses = ["192.0.2.25"]
+
 [listeners]
 submission = "127.0.0.1:{submission}"
 
@@ -107,6 +106,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         "~ dns example.test TXT _dmarc: \"v=DMARC1; p=none\" → \"v=DMARC1; p=quarantine\"",
         "~ dns example.test TXT @: \"site-verification=abc\" → \"v=spf1 mx -all\", \"site-verification=abc\"",
         "+ dns example.test A mx: 192.0.2.25",
+        "+ dns example.test TXT _smtp._tls: \"v=TLSRPTv1; rua=mailto:tls-reports@example.test\"",
         "+ dns example.test SRV _submission._tcp: 0 1",
         "+ dns example.test TXT ferrymail._domainkey: \"v=DKIM1; p=(public key, made at apply)\"",
         "! dns example.test CNAME mail.example.test: the zone has A there",
@@ -164,7 +164,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         port,
         submission,
         true,
-        r#"{ name = "mail", type = "A", value = "192.0.2.26" },"#,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26" }]"#,
     ));
     let adopt = w.run(&["plan"]);
     assert!(
@@ -179,11 +179,57 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         port,
         submission,
         true,
-        r#"{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 },"#,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]"#,
     ));
     let again = w.run(&["plan", "--detailed-exitcode"]);
     again.code(0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
+    w.run(&["apply", "--auto-approve"]).ok();
+
+    // Key rotation and policy: a new selector is made, published with the key the store
+    // then signs with, and the old one withdrawn; the DMARC record follows the spec.
+    w.write_spec(&spec(
+        port,
+        submission,
+        true,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]
+dmarc_policy = "reject"
+dmarc_reports = "dmarc@example.test"
+dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
+    ));
+    let rotate = w.run(&["plan"]);
+    let text = rotate.ok().stdout.clone();
+    for line in [
+        "+ dns example.test TXT s2026._domainkey: \"v=DKIM1; p=(public key, made at apply)\"",
+        "- dns example.test TXT ferrymail._domainkey: \"v=DKIM1; k=rsa;",
+        "~ dns example.test TXT _dmarc: \"v=DMARC1; p=quarantine\" → \"v=DMARC1; p=reject; rua=mailto:dmarc@example.test\"",
+    ] {
+        assert!(text.contains(line), "missing «{line}» in:\n{text}");
+    }
+    w.run(&["apply", "--auto-approve"]).ok();
+    let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
+    let public = store
+        .dkim_public_key("s2026._domainkey.example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kdig(port, "s2026._domainkey.example.test", "TXT").replace('"', ""),
+        ferrymail::dkim::txt_record("ed25519", &public)
+    );
+    drop(store);
+    assert_eq!(kdig(port, "ferrymail._domainkey.example.test", "TXT"), "");
+    assert_eq!(
+        kdig(port, "_dmarc.example.test", "TXT"),
+        "\"v=DMARC1; p=reject; rua=mailto:dmarc@example.test\""
+    );
+    // Back to the default policy for the rest of the test.
+    w.write_spec(&spec(
+        port,
+        submission,
+        true,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]
+dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
+    ));
     w.run(&["apply", "--auto-approve"]).ok();
 
     // Drift: a record changed and one removed behind ferrymail's back.
@@ -283,7 +329,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         "\"site-verification=abc\""
     );
     assert_eq!(kdig(port, "_dmarc.example.test", "TXT"), "");
-    assert_eq!(kdig(port, "ferrymail._domainkey.example.test", "TXT"), "");
+    assert_eq!(kdig(port, "s2026._domainkey.example.test", "TXT"), "");
     assert_eq!(kdig(port, "autoconfig.example.test", "CNAME"), "");
     assert_eq!(kdig(port, "www.example.test", "A"), "192.0.2.80");
     assert_eq!(kdig(port, "example.test", "NS"), "ns.example.test.");

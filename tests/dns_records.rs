@@ -176,3 +176,59 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     assert!(parsed.as_array().unwrap().iter().any(|r| r["kind"] == "MX"));
     w.run(&["dns", "records", "nope.test"]).code(1);
 }
+
+#[test]
+fn a_manual_provider_plans_what_a_person_must_change_and_writes_nothing() {
+    let w = Workspace::new("");
+    // What the person has published so far: the MX, and an SPF that is not ours yet.
+    let zone = common::zone(
+        "example.test",
+        "@ MX 10 mx.example.test.\n@ TXT \"v=spf1 a -all\"",
+    );
+    let (_knot, port) = knot(w.path(), &[("example.test", &zone)]);
+    w.write_spec(&format!(
+        r#"
+[dns]
+resolver = "127.0.0.1:{port}"
+[dns.providers.panel]
+kind = "manual"
+
+[domains."example.test"]
+dns_provider = "panel"
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    let plan = w.run(&["plan"]);
+    let text = plan.ok().stdout.clone();
+    assert!(
+        text.contains("# example.test is published by hand (provider \"panel\")"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ dns example.test TXT @: \"v=spf1 a -all\" → \"v=spf1 mx -all\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ dns example.test TXT _dmarc: \"v=DMARC1; p=quarantine\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("dns example.test MX"),
+        "the MX is right: {text}"
+    );
+    let applied = w.run(&["apply", "--auto-approve"]);
+    assert!(
+        applied
+            .ok()
+            .stdout
+            .contains("DNS change(s) are yours to make by hand"),
+        "{}",
+        applied.stdout
+    );
+    // Nothing was written: the zone still has the old SPF.
+    assert_eq!(
+        kdig(port, "example.test", "TXT").trim(),
+        "\"v=spf1 a -all\""
+    );
+}

@@ -55,19 +55,10 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let started = std::time::Instant::now();
-    let revision =
-        reconcile::apply(&store, &plan).context("apply failed; the store is unchanged")?;
+    let applied = reconcile::apply_all(&loaded, &store, &plan, args.allow_dns_deletes)
+        .context("apply failed; the store is unchanged")?;
+    let (revision, dns) = (applied.revision, applied.dns);
     let s = plan.summary();
-    let dns = if plan.dns.zones.is_empty() && plan.dns.errors.is_empty() {
-        Ok(Default::default())
-    } else {
-        reconcile::dns::block_on(reconcile::dns::apply(
-            &loaded,
-            &store,
-            &plan.dns,
-            args.allow_dns_deletes,
-        ))
-    };
     match dns {
         Ok(outcome) => {
             println!(

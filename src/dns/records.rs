@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::spec::{Listeners, Spec};
+use crate::spec::{DmarcPolicy, Listeners, Spec};
 
 /// Records are published with this TTL unless the spec says otherwise.
 pub const TTL: u32 = 3600;
@@ -186,13 +186,36 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
         // Everything the domain sends leaves from this server (the MX host); forwarded
         // mail carries an SRS sender of this domain, so it passes too.
         Record::new(domain, Kind::TXT, "v=spf1 mx -all"),
-        // Every message this server sends for the domain is DKIM-signed and aligned.
-        Record::new(
-            format!("_dmarc.{domain}"),
-            Kind::TXT,
-            "v=DMARC1; p=quarantine",
-        ),
     ];
+    let declared_domain = spec
+        .domains
+        .iter()
+        .find(|(name, _)| crate::address::normalize_domain(name).is_ok_and(|n| n == domain))
+        .map(|(_, d)| d);
+    // Every message this server sends for the domain is DKIM-signed and aligned, so a
+    // policy stricter than "none" is safe from the start.
+    let policy = declared_domain
+        .and_then(|d| d.dmarc_policy)
+        .unwrap_or(DmarcPolicy::Quarantine);
+    let mut dmarc = format!("v=DMARC1; p={}", policy.as_str());
+    if let Some(reports) = declared_domain.and_then(|d| d.dmarc_reports.as_deref()) {
+        dmarc.push_str(&format!("; rua=mailto:{reports}"));
+    }
+    out.push(Record::new(format!("_dmarc.{domain}"), Kind::TXT, dmarc));
+    if let Some(reports) = declared_domain.and_then(|d| d.tls_reports.as_deref()) {
+        out.push(Record::new(
+            format!("_smtp._tls.{domain}"),
+            Kind::TXT,
+            format!("v=TLSRPTv1; rua=mailto:{reports}"),
+        ));
+    }
+    // The server's own name, when it lives in this domain and its addresses are known.
+    if host == domain || host.ends_with(&format!(".{domain}")) {
+        for ip in &spec.server.addresses {
+            let kind = if ip.is_ipv4() { Kind::A } else { Kind::AAAA };
+            out.push(Record::new(host, kind, ip.to_string()));
+        }
+    }
     for key in dkim {
         out.push(Record::new(
             format!("{}._domainkey.{domain}", key.selector),

@@ -1,10 +1,14 @@
-//! Carries out a plan: generates DKIM key material for new keys, then writes every
-//! change to the store in one transaction, refused if the store moved since planning.
+//! Carries out a plan: generates DKIM key material for new keys, publishes DNS, then
+//! writes every change to the store in one transaction, refused if the store moved.
 
 use std::thread;
 
+use std::collections::HashMap;
+
+use super::dns::{DnsError, DnsOutcome};
 use super::plan::{Action, Plan};
 use crate::dkim;
+use crate::spec::LoadedSpec;
 use crate::store::{KeyMaterial, Object, Store, StoreError, Write};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +21,81 @@ pub enum ApplyError {
     Format(u32, u32),
 }
 
-/// Applies `plan`; returns the new store revision (unchanged for an empty plan).
+/// Applies `plan` to the store; returns the new store revision (unchanged for an
+/// empty plan).
 pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
+    check_format(plan)?;
+    let keys = generate_keys(plan)?;
+    apply_with_keys(store, plan, keys)
+}
+
+fn check_format(plan: &Plan) -> Result<(), ApplyError> {
     if plan.format != super::plan::PLAN_FORMAT {
         return Err(ApplyError::Format(plan.format, super::plan::PLAN_FORMAT));
     }
+    Ok(())
+}
+
+/// What a whole apply did: the store's new revision, and how DNS went (a DNS problem
+/// never holds mail routing back: the store part stands).
+pub struct Applied {
+    pub revision: u64,
+    pub dns: Result<DnsOutcome, DnsError>,
+}
+
+/// Applies a whole plan. New DKIM keys are made first and published in DNS before the
+/// store holds them, so no message is signed with a key receivers cannot find yet.
+pub fn apply_all(
+    loaded: &LoadedSpec,
+    store: &dyn Store,
+    plan: &Plan,
+    allow_dns_deletes: bool,
+) -> Result<Applied, ApplyError> {
+    check_format(plan)?;
+    let keys = generate_keys(plan)?;
+    let mut dns = Ok(DnsOutcome::default());
+    if !plan.dns.is_empty_and_quiet() {
+        // Nothing goes to DNS for a plan the store would refuse.
+        let current = store.revision()?;
+        if current != plan.base_revision {
+            return Err(StoreError::Stale {
+                planned: plan.base_revision,
+                current,
+            }
+            .into());
+        }
+        let new_keys: HashMap<String, String> = plan
+            .changes
+            .iter()
+            .filter(|c| c.regenerates_key())
+            .zip(&keys)
+            .map(|(c, k)| {
+                let algorithm = c
+                    .after
+                    .as_ref()
+                    .and_then(|f| f.get("algorithm"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("rsa-2048");
+                (c.id.clone(), dkim::txt_record(algorithm, &k.public))
+            })
+            .collect();
+        dns = super::dns::block_on(super::dns::apply(
+            loaded,
+            store,
+            plan,
+            &new_keys,
+            allow_dns_deletes,
+        ));
+    }
+    let revision = apply_with_keys(store, plan, keys)?;
+    Ok(Applied { revision, dns })
+}
+
+fn apply_with_keys(
+    store: &dyn Store,
+    plan: &Plan,
+    keys: Vec<KeyMaterial>,
+) -> Result<u64, ApplyError> {
     if plan.changes.is_empty() {
         let current = store.revision()?;
         if current != plan.base_revision {
@@ -33,7 +107,6 @@ pub fn apply(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
         }
         return Ok(current);
     }
-    let keys = generate_keys(plan)?;
     let mut keys = keys.into_iter();
     let mut writes = Vec::with_capacity(plan.changes.len());
     for change in &plan.changes {

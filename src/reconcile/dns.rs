@@ -1,7 +1,7 @@
 //! DNS in the reconcile: each domain's records grouped by the provider and zone that
 //! publish them, diffed against the zone (plan) and written (apply), ownership in the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,11 +121,12 @@ fn stored(provider: &str, zone: &str, o: &Owned) -> DnsOwned {
 }
 
 /// The DKIM keys a domain will have once `store_plan` is applied: the store's public
-/// key, or a stand-in for one the apply generates.
+/// key, the one the apply just generated (`new_keys`: key id → TXT), or a stand-in.
 fn dkim_records(
     domain: &str,
     store: Option<&dyn Store>,
     store_plan: &Plan,
+    new_keys: &HashMap<String, String>,
     desired_keys: &[DkimKeyRecord],
 ) -> Result<(Vec<DkimKey>, Vec<Record>), StoreError> {
     let mut keys = Vec::new();
@@ -147,10 +148,13 @@ fn dkim_records(
                 public,
             }),
             None if regenerated => pending.push(Record {
+                data: new_keys
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| PENDING_DKIM.into()),
                 name: id,
                 kind: Kind::TXT,
                 ttl: records::TTL,
-                data: PENDING_DKIM.into(),
             }),
             // No key and none coming (a DNS-only plan before the first apply).
             None => {}
@@ -162,6 +166,15 @@ fn dkim_records(
 /// Plans the DNS of every domain that names a provider, and the clean-up of zones where
 /// ferrymail published records for domains the spec no longer has.
 pub async fn plan(loaded: &LoadedSpec, store: Option<&dyn Store>, store_plan: &Plan) -> DnsPlan {
+    plan_with_keys(loaded, store, store_plan, &HashMap::new()).await
+}
+
+async fn plan_with_keys(
+    loaded: &LoadedSpec,
+    store: Option<&dyn Store>,
+    store_plan: &Plan,
+    new_keys: &HashMap<String, String>,
+) -> DnsPlan {
     let mut out = DnsPlan::default();
     let spec = &loaded.spec;
     let desired_keys: Vec<DkimKeyRecord> = super::desired_objects(loaded)
@@ -219,7 +232,8 @@ pub async fn plan(loaded: &LoadedSpec, store: Option<&dyn Store>, store_plan: &P
         let Some(p) = providers.get(pname) else {
             continue;
         };
-        let (keys, pending) = match dkim_records(&dname, store, store_plan, &desired_keys) {
+        let (keys, pending) = match dkim_records(&dname, store, store_plan, new_keys, &desired_keys)
+        {
             Ok(k) => k,
             Err(e) => {
                 out.errors.push(format!("{dname}: DKIM keys: {e}"));
@@ -322,25 +336,19 @@ pub struct DnsOutcome {
     pub manual: usize,
 }
 
-/// Applies the DNS part of `planned` after the store part went in: re-plans (the store
-/// has the new DKIM keys now), checks the zones still need what the plan showed, keeps
-/// the deletion guard, writes each zone, and records what ferrymail owns there.
+/// Applies the DNS part of `plan` before its store part goes in: re-plans with the DKIM
+/// keys just generated (`new_keys`), checks each zone still needs what the plan showed,
+/// keeps the deletion guard, writes each zone, and records what ferrymail owns there.
 pub async fn apply(
     loaded: &LoadedSpec,
     store: &dyn Store,
-    planned: &DnsPlan,
+    plan: &Plan,
+    new_keys: &HashMap<String, String>,
     allow_deletes: bool,
 ) -> Result<DnsOutcome, DnsError> {
     let mut outcome = DnsOutcome::default();
-    let empty = Plan {
-        format: super::plan::PLAN_FORMAT,
-        base_revision: 0,
-        source: String::new(),
-        changes: Vec::new(),
-        unmanaged: Vec::new(),
-        dns: DnsPlan::default(),
-    };
-    let fresh = plan(loaded, Some(store), &empty).await;
+    let planned = &plan.dns;
+    let fresh = plan_with_keys(loaded, Some(store), plan, new_keys).await;
     let mut errors: Vec<String> = fresh.errors.clone();
     let spec_providers = &loaded.spec.dns.providers;
     for zone in &fresh.zones {

@@ -8,7 +8,7 @@ pub mod plan;
 pub mod render;
 pub mod watch;
 
-pub use apply::{ApplyError, apply};
+pub use apply::{Applied, ApplyError, apply, apply_all};
 pub use desired::desired_objects;
 pub use plan::{Action, Change, Plan, Summary, diff};
 

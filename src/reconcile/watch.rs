@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{PlanError, Targets, apply, dns, plan_targets};
+use super::{PlanError, Targets, apply_all, plan_targets};
 use crate::snapshot::SnapshotHandle;
 use crate::spec;
 use crate::store::Store;
@@ -58,17 +58,14 @@ impl Reconciler {
                     Targets::ALL,
                 )?;
                 let s = p.summary();
-                let revision =
-                    apply(self.store.as_ref(), &p).map_err(|e| PlanError::Apply(e.to_string()))?;
+                let applied = apply_all(&loaded, self.store.as_ref(), &p, false)
+                    .map_err(|e| PlanError::Apply(e.to_string()))?;
+                let revision = applied.revision;
                 // DNS trouble does not stop mail: the store is applied and serving; the
                 // problem is shown in `status` and the logs, and retried next reconcile.
-                let dns_problems = if p.dns.is_empty_and_quiet() {
-                    Vec::new()
-                } else {
-                    match dns::block_on(dns::apply(&loaded, self.store.as_ref(), &p.dns, false)) {
-                        Ok(_) => Vec::new(),
-                        Err(e) => e.to_string().lines().map(String::from).collect(),
-                    }
+                let dns_problems = match applied.dns {
+                    Ok(_) => Vec::new(),
+                    Err(e) => e.to_string().lines().map(String::from).collect(),
                 };
                 Ok((
                     revision,

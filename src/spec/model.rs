@@ -67,6 +67,10 @@ pub struct Server {
     /// copies of the data directory; losing it loses every mailbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key: Option<SecretRef>,
+    /// The server's public addresses. When the hostname lies in a mail domain whose
+    /// records a DNS provider publishes, they become its A/AAAA records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// Listen addresses ("IP:port"). A listener that is not declared is not started.
@@ -346,6 +350,28 @@ pub struct DnsProvider {
     pub tsig_secret: Option<SecretRef>,
 }
 
+/// What receivers should do with mail that fails DMARC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcPolicy {
+    /// Only report.
+    None,
+    /// Treat as suspicious (spam folder).
+    Quarantine,
+    /// Refuse.
+    Reject,
+}
+
+impl DmarcPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmarcPolicy::None => "none",
+            DmarcPolicy::Quarantine => "quarantine",
+            DmarcPolicy::Reject => "reject",
+        }
+    }
+}
+
 /// One DNS record declared in the spec.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -370,6 +396,17 @@ pub struct Domain {
     /// Which `[dns.providers.NAME]` publishes this domain's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
+    /// The DMARC policy published for the domain: none | quarantine (default) | reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc_policy: Option<DmarcPolicy>,
+    /// Where receivers send DMARC aggregate reports (an address; `rua=mailto:` in the
+    /// record). An address in another domain must be authorised there (RFC 7489 §7.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc_reports: Option<String>,
+    /// Where senders send SMTP TLS reports (RFC 8460): an address, published at
+    /// `_smtp._tls`. Unset: no TLS-RPT record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_reports: Option<String>,
     /// Records to publish besides the computed ones. A declared name and type replaces
     /// what ferrymail would compute for it (e.g. an SPF with more senders, a DMARC
     /// policy with a report address).

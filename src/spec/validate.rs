@@ -272,6 +272,19 @@ impl Validator {
     }
 
     fn domain(&mut self, spec: &Spec, p: &SpecPath, domain: &Domain) {
+        for (key, value) in [
+            ("dmarc_reports", &domain.dmarc_reports),
+            ("tls_reports", &domain.tls_reports),
+        ] {
+            if let Some(address) = value
+                && crate::address::Address::parse(address).is_err()
+            {
+                self.err(
+                    p.key(key),
+                    format!("\"{address}\" is not an e-mail address"),
+                );
+            }
+        }
         if let Some(provider) = &domain.dns_provider
             && !spec.dns.providers.contains_key(provider)
         {
