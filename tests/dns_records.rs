@@ -232,3 +232,75 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         "\"v=spf1 a -all\""
     );
 }
+
+#[test]
+fn doctor_checks_dns_outbound_smtp_and_private_files() {
+    let w = Workspace::new(&format!(
+        r#"
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    w.run(&["apply", "--auto-approve"]).ok();
+    let lines = w.run(&["dns", "records"]).ok().stdout.clone();
+    let zone = common::zone("example.test", &format!("{lines}\nmx A 192.0.2.25"));
+    let reverse = "$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 60\n@ SOA ns.example.test. admin.example.test. 1 60 60 600 60\n@ NS ns.example.test.\n25 PTR mx.example.test.\n";
+    let (_knot, port) = knot(
+        w.path(),
+        &[("example.test", &zone), ("2.0.192.in-addr.arpa", reverse)],
+    );
+    let spec = std::fs::read_to_string(w.path().join("ferrymail.toml")).unwrap();
+    std::fs::write(
+        w.path().join("ferrymail.toml"),
+        format!("{spec}\n[dns]\nresolver = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    // An SMTP server that answers: outbound mail can leave.
+    let smtp = free_port();
+    let _sink = common::python_peer(
+        "sink.py",
+        &[
+            &smtp.to_string(),
+            &w.path().join("sink").display().to_string(),
+        ],
+        w.path(),
+    );
+    let doctor = w.run(&["doctor", "--smtp-probe", &format!("127.0.0.1:{smtp}")]);
+    let out = doctor.ok().stdout.clone();
+    assert!(out.contains("records as they should be"), "{out}");
+    assert!(
+        out.contains(&format!("ok       the probe: 127.0.0.1:{smtp}"))
+            && out.contains("answered \"220"),
+        "{out}"
+    );
+    assert!(out.contains("ferrymail.db is private (600)"), "{out}");
+    assert!(out.contains("No problems found."), "{out}");
+
+    // Nothing listens: the report says mail cannot leave, and doctor fails.
+    let closed = free_port();
+    let doctor = w.run(&["doctor", "--smtp-probe", &format!("127.0.0.1:{closed}")]);
+    doctor.code(1);
+    assert!(
+        doctor.stdout.contains(&format!(
+            "FAIL     the probe: 127.0.0.1:{closed}: cannot connect"
+        )),
+        "{}",
+        doctor.stdout
+    );
+    // A store (it holds the DKIM private keys) others can read is named.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        w.data_dir().join("ferrymail.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let doctor = w.run(&["doctor", "--smtp-probe", &format!("127.0.0.1:{smtp}")]);
+    doctor.code(1);
+    assert!(
+        doctor
+            .stdout
+            .contains("ferrymail.db is readable by others (mode 644)"),
+        "{}",
+        doctor.stdout
+    );
+}

@@ -34,8 +34,30 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { domain } => (domain, false, true),
     };
     let loaded = super::load_spec(spec)?;
+    let (text, all) = desired(&loaded, domain)?;
+    if check {
+        let bad = check_live(&loaded, &all)?;
+        return Ok(if bad == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every domain's desired records (or one domain's): as zone-file text, and as data.
+pub(super) fn desired(
+    loaded: &crate::spec::LoadedSpec,
+    domain: Option<String>,
+) -> anyhow::Result<(String, Vec<records::Record>)> {
     // DKIM keys exist once `apply` has made them; before that the rest still prints.
-    let store = super::open_store(&loaded, false)?;
+    let store = super::open_store(loaded, false)?;
     let snapshot = match &store {
         Some(s) => Some(crate::snapshot::Snapshot::load(s)?),
         None => None,
@@ -81,22 +103,14 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     if !found {
         bail!("no such domain in the spec");
     }
-    if check {
-        return check_live(&loaded, &all);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
-    } else {
-        print!("{text}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((text, all))
 }
 
-/// `dns check`: every record looked up, one line each.
-fn check_live(
+/// `dns check`: every record looked up, one line each; returns how many are not right.
+pub(super) fn check_live(
     loaded: &crate::spec::LoadedSpec,
     desired: &[records::Record],
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<usize> {
     use crate::dns::check::{Verdict, check};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -145,9 +159,5 @@ fn check_live(
     }
     let total = desired.len() + host.addresses.len().max(1);
     println!("{} of {total} records as they should be.", total - bad);
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(bad)
 }

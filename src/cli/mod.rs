@@ -3,6 +3,7 @@
 
 mod apply;
 mod dns;
+mod doctor;
 mod init;
 mod passwd;
 mod plan;
@@ -61,6 +62,9 @@ enum Command {
     /// The DNS records the domains need.
     #[command(subcommand)]
     Dns(dns::Command),
+    /// Check what a working mail server needs: DNS records live, outbound SMTP, TLS
+    /// and key files; exits 1 when something is wrong.
+    Doctor(doctor::Args),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue(command) => queue::run(&cli.spec, command),
         Command::Status(args) => status::run(&cli.spec, args),
         Command::Dns(command) => dns::run(&cli.spec, command),
+        Command::Doctor(args) => doctor::run(&cli.spec, args),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),
     }
