@@ -95,7 +95,12 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         &[("example.test", &zone)],
         Some((KEY_NAME, SECRET)),
     );
-    w.write_spec(&spec(port, submission, true, ""));
+    w.write_spec(&spec(
+        port,
+        submission,
+        true,
+        r#"dns_records = [{ name = "@", type = "CAA", value = "0 issue letsencrypt.org" }]"#,
+    ));
 
     // The plan shows each change in zone-file terms, the conflict, and the records it
     // will leave alone.
@@ -106,6 +111,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         "~ dns example.test TXT _dmarc: \"v=DMARC1; p=none\" → \"v=DMARC1; p=quarantine\"",
         "~ dns example.test TXT @: \"site-verification=abc\" → \"v=spf1 mx -all\", \"site-verification=abc\"",
         "+ dns example.test A mx: 192.0.2.25",
+        "+ dns example.test CAA @: 0 issue letsencrypt.org",
         "+ dns example.test TXT _smtp._tls: \"v=TLSRPTv1; rua=mailto:tls-reports@example.test\"",
         "+ dns example.test SRV _submission._tcp: 0 1",
         "+ dns example.test TXT ferrymail._domainkey: \"v=DKIM1; p=(public key, made at apply)\"",
@@ -164,7 +170,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         port,
         submission,
         true,
-        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26" }]"#,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26" }, { name = "@", type = "CAA", value = "0 issue letsencrypt.org" }]"#,
     ));
     let adopt = w.run(&["plan"]);
     assert!(
@@ -179,7 +185,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         port,
         submission,
         true,
-        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]"#,
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }, { name = "@", type = "CAA", value = "0 issue letsencrypt.org" }]"#,
     ));
     let again = w.run(&["plan", "--detailed-exitcode"]);
     again.code(0);
@@ -192,7 +198,7 @@ fn apply_publishes_repairs_drift_and_removes_only_its_own_records() {
         port,
         submission,
         true,
-        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }, { name = "@", type = "CAA", value = "0 issue letsencrypt.org" }]
 dmarc_policy = "reject"
 dmarc_reports = "dmarc@example.test"
 dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
@@ -227,7 +233,7 @@ dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
         port,
         submission,
         true,
-        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }]
+        r#"dns_records = [{ name = "mail", type = "A", value = "192.0.2.26", ttl = 60 }, { name = "@", type = "CAA", value = "0 issue letsencrypt.org" }]
 dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
     ));
     w.run(&["apply", "--auto-approve"]).ok();
@@ -335,4 +341,35 @@ dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
     assert_eq!(kdig(port, "example.test", "NS"), "ns.example.test.");
     let last = w.run(&["plan", "--detailed-exitcode"]);
     last.code(0);
+}
+
+#[test]
+fn serve_publishes_at_start_and_repairs_drift_on_its_own() {
+    let (submission, mx) = (free_port(), free_port());
+    let w = Workspace::new("");
+    std::fs::write(w.path().join("tsig.key"), format!("{SECRET}\n")).unwrap();
+    let (_knot, port) = knot_with_key(
+        w.path(),
+        &[("example.test", &common::zone("example.test", ""))],
+        Some((KEY_NAME, SECRET)),
+    );
+    let body = spec(port, submission, true, "")
+        .replace(
+            "[listeners]\n",
+            &format!("[listeners]\nmx = \"127.0.0.1:{mx}\"\n"),
+        )
+        .replace("[dns]\n", "[dns]\nresync_interval = \"1s\"\n");
+    w.write_spec(&body);
+    let _server = w.serve(mx);
+    let published = common::wait_for(std::time::Duration::from_secs(20), || {
+        kdig(port, "example.test", "MX") == "10 mx.example.test."
+    });
+    assert!(published, "serve did not publish the MX");
+
+    // Someone deletes the DMARC record; serve notices and puts it back.
+    knsupdate(port, "update delete _dmarc.example.test. TXT");
+    let repaired = common::wait_for(std::time::Duration::from_secs(20), || {
+        kdig(port, "_dmarc.example.test", "TXT") == "\"v=DMARC1; p=quarantine\""
+    });
+    assert!(repaired, "drift was not repaired");
 }

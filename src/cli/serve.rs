@@ -54,6 +54,11 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         snapshot: snapshot.clone(),
         status,
         status_file: Some(data_dir.join("reconcile.json")),
+        dns_resync: loaded
+            .spec
+            .dns
+            .resync_secs()
+            .map(std::time::Duration::from_secs),
     });
     let first = {
         let r = reconciler.clone();

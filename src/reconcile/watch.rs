@@ -40,6 +40,9 @@ pub struct Reconciler {
     pub status: Arc<Mutex<ReconcileStatus>>,
     /// Where the latest status is written for `ferrymail status` (data_dir/reconcile.json).
     pub status_file: Option<PathBuf>,
+    /// How often DNS zones are re-read and drift repaired (`dns.resync_interval`); None:
+    /// only when the spec changes.
+    pub dns_resync: Option<Duration>,
 }
 
 impl Reconciler {
@@ -137,8 +140,15 @@ impl Reconciler {
             }
         };
         let mut poll = tokio::time::interval(STORE_POLL);
+        // A zone edited behind ferrymail's back is put right on this beat.
+        let mut resync =
+            tokio::time::interval(self.dns_resync.unwrap_or(Duration::from_secs(86_400 * 365)));
+        resync.tick().await;
         loop {
             tokio::select! {
+                _ = resync.tick(), if self.dns_resync.is_some() => {
+                    self.reconcile_in_background().await;
+                }
                 Some(()) = changes.recv() => {
                     // Debounce: swallow the rest of the burst.
                     tokio::time::sleep(DEBOUNCE).await;

@@ -310,6 +310,23 @@ pub struct Dns {
     /// refused unless run with `--allow-dns-deletes`. Default 33.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete_percent: Option<u32>,
+    /// How often `serve` re-reads the zones it publishes to and repairs drift, e.g. "1h"
+    /// (default); "0s" = only when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_interval: Option<String>,
+}
+
+impl Dns {
+    /// `resync_interval` in seconds; None when off or when no domain has a provider.
+    pub fn resync_secs(&self) -> Option<u64> {
+        if self.providers.is_empty() {
+            return None;
+        }
+        match duration_secs(self.resync_interval.as_deref()).unwrap_or(3600) {
+            0 => None,
+            secs => Some(secs),
+        }
+    }
 }
 
 /// DNS provider kinds.

@@ -166,6 +166,20 @@ impl Validator {
     }
 
     fn dns(&mut self, dns: &Dns) {
+        if let Some(text) = &dns.resync_interval
+            && humantime::parse_duration(text).is_err()
+        {
+            self.err(
+                SpecPath::keys(&["dns", "resync_interval"]),
+                format!("\"{text}\" is not a duration (e.g. \"1h\", \"15m\", \"0s\" for never)"),
+            );
+        }
+        if dns.max_delete_percent.is_some_and(|p| p > 100) {
+            self.err(
+                SpecPath::keys(&["dns", "max_delete_percent"]),
+                "max_delete_percent is a share of the zone, 0 to 100".to_string(),
+            );
+        }
         for (name, provider) in &dns.providers {
             let p = SpecPath::keys(&["dns", "providers", name]);
             let need = |field: &str, present: bool, this: &mut Self| {
