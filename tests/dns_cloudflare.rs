@@ -213,6 +213,62 @@ fn cloudflare_zone_is_planned_applied_and_cleaned_up_through_the_api() {
     w.run(&["apply", "--auto-approve"]).ok();
     assert!(records(api).contains(&"TXT _dmarc.example.test v=DMARC1; p=quarantine".to_string()));
 
+    // A key rotation whose record cannot be published: the store keeps signing with
+    // the old key (published) instead of starting with one nobody can verify.
+    let mut rotated = spec(api, imaps, true);
+    rotated = rotated.replace(
+        "dns_provider = \"cf\"",
+        "dns_provider = \"cf\"\ndkim = [{ selector = \"s2\", algorithm = \"ed25519\" }]",
+    );
+    w.write_spec(&rotated);
+    control(
+        api,
+        "POST",
+        "/__standin/fail",
+        Some(
+            json!({"method": "POST", "path_contains": "dns_records", "count": 1, "status": 500, "code": 10001, "message": "try later"}),
+        ),
+    );
+    let held = w.run(&["apply", "--auto-approve"]);
+    held.code(1);
+    assert!(
+        held.stderr
+            .contains("DKIM key s2._domainkey.example.test: not changed, because its record could not be published"),
+        "{}",
+        held.stderr
+    );
+    let key = |id: &str| {
+        use ferrymail::store::Store;
+        let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
+        store.dkim_public_key(id).unwrap()
+    };
+    assert!(
+        key("ferrymail._domainkey.example.test").is_some(),
+        "the old key still signs"
+    );
+    assert!(key("s2._domainkey.example.test").is_none());
+    assert!(
+        records(api)
+            .iter()
+            .any(|r| r.starts_with("TXT ferrymail._domainkey.example.test")),
+        "and stays published"
+    );
+    w.run(&["apply", "--auto-approve"]).ok();
+    let public = key("s2._domainkey.example.test").expect("the new key, once published");
+    assert!(records(api).contains(&format!(
+        "TXT s2._domainkey.example.test {}",
+        ferrymail::dkim::txt_record("ed25519", &public)
+    )));
+    assert!(key("ferrymail._domainkey.example.test").is_none());
+    assert!(
+        !records(api)
+            .iter()
+            .any(|r| r.starts_with("TXT ferrymail._domainkey")),
+        "the retired key's record goes"
+    );
+    w.write_spec(&spec(api, imaps, true));
+    w.run(&["apply", "--auto-approve"]).ok();
+
     // A wrong token: the plan says so and fails.
     std::fs::write(w.path().join("cf.token"), "wrong\n").unwrap();
     let denied = w.run(&["plan"]);

@@ -312,7 +312,7 @@ dkim = [{ selector = "s2026", algorithm = "ed25519" }]"#,
         "{text}"
     );
     assert!(
-        text.contains("apply will refuse") || text.contains("refusing to delete"),
+        text.contains("! apply will stop here: refusing to delete"),
         "{text}"
     );
     let refused = w.run(&["apply", "--auto-approve"]);

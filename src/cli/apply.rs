@@ -56,8 +56,13 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let started = std::time::Instant::now();
     let applied = reconcile::apply_all(&loaded, &store, &plan, args.allow_dns_deletes)
-        .context("apply failed; the store is unchanged")?;
+        .context("apply failed; the store is unchanged (DNS records of new DKIM keys may already be published: plan again)")?;
     let (revision, dns) = (applied.revision, applied.dns);
+    for id in &applied.held_back {
+        eprintln!(
+            "DKIM key {id}: not changed, because its record could not be published; the key that signs now stays until an apply publishes the new one."
+        );
+    }
     let s = plan.summary();
     match dns {
         Ok(outcome) => {
@@ -68,11 +73,17 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 s.destroy,
                 started.elapsed().as_secs_f64()
             );
-            if outcome.manual > 0 {
+            if !outcome.manual.is_empty() {
                 println!(
-                    "{} DNS change(s) are yours to make by hand (listed above); `ferrymail dns check` verifies them.",
-                    outcome.manual
+                    "\n{} DNS change(s) are yours to make by hand; `ferrymail dns check` verifies them:",
+                    outcome.manual.len()
                 );
+                for line in &outcome.manual {
+                    println!("  {line}");
+                }
+            }
+            for conflict in &outcome.conflicts {
+                println!("Not done (conflict): {conflict}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -26,12 +26,21 @@ pub enum Command {
         /// Only this domain.
         domain: Option<String>,
     },
+    /// Let go of the records ferrymail published at a provider (all zones, or one):
+    /// nothing is deleted there; ferrymail just stops managing them.
+    Forget {
+        /// The provider's name, as it was declared under [dns.providers].
+        provider: String,
+        /// Only this zone.
+        zone: Option<String>,
+    },
 }
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let (domain, json, check) = match command {
         Command::Records { domain, json } => (domain, json, false),
         Command::Check { domain } => (domain, false, true),
+        Command::Forget { provider, zone } => return forget(spec, &provider, zone.as_deref()),
     };
     let loaded = super::load_spec(spec)?;
     let (text, all) = desired(&loaded, domain)?;
@@ -47,6 +56,36 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dns forget`: drops ownership rows, so a provider that is gone stops being planned.
+fn forget(spec: &Path, provider: &str, zone: Option<&str>) -> anyhow::Result<ExitCode> {
+    let loaded = super::load_spec(spec)?;
+    let Some(store) = super::open_store(&loaded, false)? else {
+        bail!("there is no store yet: nothing was published");
+    };
+    let owned = store.dns_owned()?;
+    let mut zones: Vec<&str> = owned
+        .iter()
+        .filter(|o| o.provider == provider && zone.is_none_or(|z| z == o.zone))
+        .map(|o| o.zone.as_str())
+        .collect();
+    zones.dedup();
+    if zones.is_empty() {
+        bail!(
+            "ferrymail owns no records at provider \"{provider}\"{}",
+            zone.map(|z| format!(" in {z}")).unwrap_or_default()
+        );
+    }
+    for z in &zones {
+        let n = owned
+            .iter()
+            .filter(|o| o.provider == provider && o.zone == *z)
+            .count();
+        store.set_dns_owned(provider, z, &[])?;
+        println!("Forgot {n} record set(s) in {z} at {provider}; they stay published, unmanaged.");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, SRV, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use super::records::Kind;
+use super::records::{Kind, caa_parts, txt_strings};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} data \"{data}\": {reason}")]
@@ -89,18 +89,11 @@ pub fn to_rdata(kind: Kind, data: &str) -> Result<RData, RdataError> {
         )),
         // A DKIM key is longer than one string may be (255 bytes): split, never in the
         // middle of a character (the data is ASCII in practice).
-        (Kind::TXT, _) => RData::TXT(TXT::from_bytes(data.as_bytes().chunks(255).collect())),
+        (Kind::TXT, _) => RData::TXT(TXT::from_bytes(txt_strings(data))),
         // CAA's wire form is flags, tag length, tag, value (RFC 8659 §4.1); hickory's
         // CAA type cannot be built from parts outside the crate, so it goes as raw data.
-        (Kind::CAA, [flags, tag, ..]) => {
-            let flags: u8 = flags.parse().map_err(|_| fail("flags not a number"))?;
-            let value = data
-                .splitn(3, char::is_whitespace)
-                .nth(2)
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"');
-            let tag = tag.to_ascii_lowercase();
+        (Kind::CAA, _) => {
+            let (flags, tag, value) = caa_parts(data).ok_or_else(|| fail("not FLAGS TAG VALUE"))?;
             let mut wire = vec![flags, tag.len() as u8];
             wire.extend_from_slice(tag.as_bytes());
             wire.extend_from_slice(value.as_bytes());

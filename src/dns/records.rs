@@ -109,6 +109,35 @@ pub fn txt_tag(data: &str) -> Option<String> {
         .then(|| first.to_ascii_lowercase())
 }
 
+/// Whether two lists of `kind` data hold the same records, however spelled or ordered.
+pub fn same_set(kind: Kind, a: &[String], b: &[String]) -> bool {
+    let set = |v: &[String]| {
+        v.iter()
+            .map(|d| canonical(kind, d))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    set(a) == set(b)
+}
+
+/// CAA data as (flags, tag, value): `0 issue "letsencrypt.org"`, quotes optional.
+pub fn caa_parts(data: &str) -> Option<(u8, String, String)> {
+    let mut fields = data.trim().splitn(3, char::is_whitespace);
+    let flags = fields.next()?.parse().ok()?;
+    let tag = fields.next()?.to_ascii_lowercase();
+    let value = fields
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    Some((flags, tag, value))
+}
+
+/// TXT data as the strings of at most 255 bytes a record carries it in.
+pub fn txt_strings(data: &str) -> Vec<&[u8]> {
+    data.as_bytes().chunks(255).collect()
+}
+
 fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
@@ -131,14 +160,30 @@ pub fn canonical(kind: Kind, data: &str) -> String {
         (Kind::SRV, [priority, weight, port, host]) => {
             format!("{priority} {weight} {port} {}", fqdn(host))
         }
-        (Kind::CAA, [flags, tag, ..]) => {
-            let value = data
-                .splitn(3, char::is_whitespace)
-                .nth(2)
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"');
-            format!("{flags} {} \"{value}\"", tag.to_ascii_lowercase())
+        (Kind::CAA, _) => match caa_parts(data) {
+            Some((flags, tag, value)) => format!("{flags} {tag} \"{value}\""),
+            None => data.to_string(),
+        },
+        _ => data.to_string(),
+    }
+}
+
+/// A host name in declared data made absolute: one label ("mail") is relative to the
+/// domain, as in a zone file; a name with dots is taken as written ("mx.example.net").
+fn qualify(kind: Kind, data: &str, domain: &str) -> String {
+    let host = |h: &str| {
+        if h == "." || h.contains('.') {
+            h.to_string()
+        } else {
+            format!("{h}.{domain}.")
+        }
+    };
+    let fields: Vec<&str> = data.split_ascii_whitespace().collect();
+    match (kind, fields.as_slice()) {
+        (Kind::CNAME, [target]) => host(target),
+        (Kind::MX, [preference, exchange]) => format!("{preference} {}", host(exchange)),
+        (Kind::SRV, [priority, weight, port, target]) => {
+            format!("{priority} {weight} {port} {}", host(target))
         }
         _ => data.to_string(),
     }
@@ -146,9 +191,8 @@ pub fn canonical(kind: Kind, data: &str) -> String {
 
 /// TXT data as quoted strings of at most 255 bytes each (a DKIM key is longer).
 fn quote_txt(text: &str) -> String {
-    let escaped: Vec<String> = text
-        .as_bytes()
-        .chunks(255)
+    let escaped: Vec<String> = txt_strings(text)
+        .into_iter()
         .map(|chunk| {
             let s = String::from_utf8_lossy(chunk);
             format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -256,7 +300,7 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
                 name,
                 kind,
                 ttl: r.ttl.unwrap_or(TTL),
-                data: r.value.clone(),
+                data: qualify(kind, &r.value, domain),
             })
         })
         .collect();
@@ -320,6 +364,17 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
             .map(|r| r.data)
             .collect();
         assert_eq!(apex, ["site-verification=abc", "v=spf1 mx -all"]);
+    }
+
+    #[test]
+    fn a_single_label_in_declared_data_is_relative_to_the_domain() {
+        assert_eq!(qualify(Kind::MX, "10 mail", "d.test"), "10 mail.d.test.");
+        assert_eq!(
+            qualify(Kind::MX, "10 mx.other.test", "d.test"),
+            "10 mx.other.test"
+        );
+        assert_eq!(qualify(Kind::SRV, "0 0 0 .", "d.test"), "0 0 0 .");
+        assert_eq!(qualify(Kind::CNAME, "www", "d.test"), "www.d.test.");
     }
 
     #[test]

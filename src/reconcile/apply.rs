@@ -41,6 +41,9 @@ fn check_format(plan: &Plan) -> Result<(), ApplyError> {
 pub struct Applied {
     pub revision: u64,
     pub dns: Result<DnsOutcome, DnsError>,
+    /// DKIM key changes not made because their domain's records could not be published
+    /// (key ids): the keys that sign stay as they were, and the next apply retries.
+    pub held_back: Vec<String>,
 }
 
 /// Applies a whole plan. New DKIM keys are made first and published in DNS before the
@@ -79,16 +82,64 @@ pub fn apply_all(
                 (c.id.clone(), dkim::txt_record(algorithm, &k.public))
             })
             .collect();
-        dns = super::dns::block_on(super::dns::apply(
+        let result = super::dns::block_on(super::dns::apply(
             loaded,
             store,
             plan,
             &new_keys,
             allow_dns_deletes,
         ));
+        if let Err(failure) = result {
+            let (held, rest) = hold_back_keys(plan, keys, &failure.domains);
+            let revision = apply_with_keys(store, &rest.0, rest.1)?;
+            return Ok(Applied {
+                revision,
+                dns: Err(failure.error),
+                held_back: held,
+            });
+        }
+        dns = result.map_err(|f| f.error);
     }
     let revision = apply_with_keys(store, plan, keys)?;
-    Ok(Applied { revision, dns })
+    Ok(Applied {
+        revision,
+        dns,
+        held_back: Vec::new(),
+    })
+}
+
+/// The plan without the DKIM key changes of `domains` (and their generated keys): a key
+/// whose record is not published must not sign, and one being retired keeps signing.
+fn hold_back_keys(
+    plan: &Plan,
+    keys: Vec<KeyMaterial>,
+    domains: &[String],
+) -> (Vec<String>, (Plan, Vec<KeyMaterial>)) {
+    let held = |c: &super::plan::Change| {
+        c.kind == crate::store::Kind::DkimKey
+            && c.id
+                .split_once("._domainkey.")
+                .is_some_and(|(_, domain)| domains.iter().any(|d| d == domain))
+    };
+    let mut keys = keys.into_iter();
+    let mut kept_keys = Vec::new();
+    let mut rest = plan.clone();
+    rest.changes.clear();
+    let mut held_ids = Vec::new();
+    for change in &plan.changes {
+        let key = if change.regenerates_key() {
+            keys.next()
+        } else {
+            None
+        };
+        if held(change) {
+            held_ids.push(change.id.clone());
+            continue;
+        }
+        kept_keys.extend(key);
+        rest.changes.push(change.clone());
+    }
+    (held_ids, (rest, kept_keys))
 }
 
 fn apply_with_keys(

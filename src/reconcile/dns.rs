@@ -1,14 +1,14 @@
 //! DNS in the reconcile: each domain's records grouped by the provider and zone that
 //! publish them, diffed against the zone (plan) and written (apply), ownership in the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Action, Plan};
 use crate::dns::diff::{Owned, ZoneDiff, diff_zone};
 use crate::dns::provider::{self, Provider, ProviderError, RrsetChange};
-use crate::dns::records::{self, DkimKey, Kind, Record};
+use crate::dns::records::{self, DkimKey, Kind, Record, canonical, same_set};
 use crate::spec::LoadedSpec;
 use crate::store::records::{DkimKeyRecord, dkim_key_id};
 use crate::store::{DnsOwned, Store, StoreError};
@@ -19,11 +19,13 @@ pub const PENDING_DKIM: &str = "v=DKIM1; p=(public key, made at apply)";
 /// Deleting more than this share of a zone's records needs `--allow-dns-deletes`.
 pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 33;
 
-/// Runs DNS work from synchronous code: on the runtime of the blocking thread it is
-/// called from (the serve loop's reconcile), or on a small runtime of its own (the CLI).
+/// Runs DNS work from synchronous code: on the runtime it is called from (the serve
+/// loop's reconcile), or on a small runtime of its own (the CLI).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(future),
+        // On a runtime thread (a blocking-pool thread, or a worker that hands its other
+        // tasks away first); a current-thread runtime never calls in here.
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -39,6 +41,9 @@ pub struct ZonePlan {
     pub zone: String,
     /// False for a manual provider: the changes are for a person to make.
     pub writes: bool,
+    /// The mail domains whose records live in this zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
     /// Why apply will refuse this zone's deletions without `--allow-dns-deletes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<String>,
@@ -53,11 +58,29 @@ pub struct DnsPlan {
     /// Zones that could not be planned (provider unreachable, no such zone...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Domains whose records could not be planned (their zone is unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_domains: Vec<String>,
 }
 
 impl DnsPlan {
+    /// Nothing an apply would write, nothing wrong, nothing in conflict. (Changes at a
+    /// manual provider are a person's to make: listed, never counted.)
     pub fn is_empty(&self) -> bool {
-        self.errors.is_empty() && self.zones.iter().all(|z| z.diff.changes.is_empty())
+        self.errors.is_empty()
+            && self
+                .zones
+                .iter()
+                .all(|z| z.diff.conflicts.is_empty() && (!z.writes || z.diff.changes.is_empty()))
+    }
+
+    /// Changes a person must make at manual providers.
+    pub fn manual_changes(&self) -> usize {
+        self.zones
+            .iter()
+            .filter(|z| !z.writes)
+            .map(|z| z.diff.changes.len())
+            .sum()
     }
 
     /// Nothing to show at all (no zone managed): left out of saved plans.
@@ -65,9 +88,11 @@ impl DnsPlan {
         self.errors.is_empty() && self.zones.is_empty()
     }
 
+    /// The changes an apply writes (not those at manual providers).
     pub fn changes(&self) -> impl Iterator<Item = (&ZonePlan, &RrsetChange)> {
         self.zones
             .iter()
+            .filter(|z| z.writes)
             .flat_map(|z| z.diff.changes.iter().map(move |c| (z, c)))
     }
 }
@@ -216,13 +241,17 @@ async fn plan_with_keys(
             }
             None => out.errors.push(format!(
                 "records published earlier through DNS provider \"{name}\" cannot be cleaned up: \
-                 it is no longer declared under [dns.providers]"
+                 it is no longer declared under [dns.providers] (declare it again to remove them, \
+                 or `ferrymail dns forget {name}` to leave them as they are)"
             )),
         }
     }
 
-    // (provider, zone) → the records wanted there.
-    let mut zones: BTreeMap<(String, String), Vec<Record>> = BTreeMap::new();
+    // (provider, zone) → the records wanted there, and the domains they are for.
+    let mut zones: BTreeMap<(String, String), (Vec<Record>, Vec<String>)> = BTreeMap::new();
+    // A provider that failed for one domain plans nothing at all: that domain's records
+    // would otherwise look unwanted, and be deleted.
+    let mut failed: BTreeSet<String> = BTreeSet::new();
     for (name, domain) in &spec.domains {
         let (Some(pname), Ok(dname)) =
             (&domain.dns_provider, crate::address::normalize_domain(name))
@@ -237,6 +266,8 @@ async fn plan_with_keys(
             Ok(k) => k,
             Err(e) => {
                 out.errors.push(format!("{dname}: DKIM keys: {e}"));
+                failed.insert(pname.clone());
+                out.failed_domains.push(dname);
                 continue;
             }
         };
@@ -244,6 +275,8 @@ async fn plan_with_keys(
             Ok(zone) => zone,
             Err(e) => {
                 out.errors.push(e.to_string());
+                failed.insert(pname.clone());
+                out.failed_domains.push(dname);
                 continue;
             }
         };
@@ -251,10 +284,9 @@ async fn plan_with_keys(
         wanted.extend(pending);
         // Only names inside the zone can be published there.
         wanted.retain(|r| r.name == zone || r.name.ends_with(&format!(".{zone}")));
-        zones
-            .entry((pname.clone(), zone))
-            .or_default()
-            .extend(wanted);
+        let entry = zones.entry((pname.clone(), zone)).or_default();
+        entry.0.extend(wanted);
+        entry.1.push(dname);
     }
     for o in &owned {
         if providers.contains_key(&o.provider) {
@@ -263,12 +295,25 @@ async fn plan_with_keys(
                 .or_default();
         }
     }
+    zones.retain(|(pname, _), _| !failed.contains(pname));
+    for (pname, _) in spec
+        .domains
+        .iter()
+        .filter_map(|(n, d)| Some((d.dns_provider.as_ref()?, n)))
+    {
+        if failed.contains(pname) {
+            out.errors.push(format!(
+                "nothing is planned at DNS provider \"{pname}\" until every domain it publishes can be"
+            ));
+            break;
+        }
+    }
 
     let percent = spec
         .dns
         .max_delete_percent
         .unwrap_or(DEFAULT_MAX_DELETE_PERCENT);
-    for ((pname, zone), wanted) in zones {
+    for ((pname, zone), (wanted, domains)) in zones {
         let Some(p) = providers.get(&pname) else {
             continue;
         };
@@ -302,10 +347,14 @@ async fn plan_with_keys(
                     provider: pname.clone(),
                     zone: zone.clone(),
                     writes: p.writes(),
+                    domains,
                     guard,
                     diff,
                 })
             }
+            Err(e) if domains.is_empty() => out.errors.push(format!(
+                "{e} (ferrymail published records in {zone} earlier; `ferrymail dns forget {pname} {zone}` lets go of them)"
+            )),
             Err(e) => out.errors.push(e.to_string()),
         }
     }
@@ -317,13 +366,23 @@ async fn plan_with_keys(
 fn same_changes(planned: &[RrsetChange], fresh: &[RrsetChange]) -> bool {
     planned.len() == fresh.len()
         && planned.iter().zip(fresh).all(|(p, f)| {
+            let known: Vec<String> = p
+                .after
+                .iter()
+                .filter(|v| *v != PENDING_DKIM)
+                .cloned()
+                .collect();
             p.name == f.name
                 && p.kind == f.kind
-                && p.before == f.before
+                && p.ttl == f.ttl
+                && p.old_ttl == f.old_ttl
+                && same_set(p.kind, &p.before, &f.before)
                 && p.after.len() == f.after.len()
-                && p.after
-                    .iter()
-                    .all(|v| v == PENDING_DKIM || f.after.contains(v))
+                && known.iter().all(|v| {
+                    f.after
+                        .iter()
+                        .any(|a| canonical(p.kind, a) == canonical(p.kind, v))
+                })
         })
 }
 
@@ -332,8 +391,19 @@ fn same_changes(planned: &[RrsetChange], fresh: &[RrsetChange]) -> bool {
 pub struct DnsOutcome {
     /// Record sets written.
     pub written: usize,
-    /// Record sets a person must still create or change (manual providers).
-    pub manual: usize,
+    /// Record sets a person must still create or change (manual providers), as zone
+    /// lines to copy.
+    pub manual: Vec<String>,
+    /// Conflicts left for a person to settle.
+    pub conflicts: Vec<String>,
+}
+
+/// A DNS apply that did not fully go through: what went wrong, and the domains whose
+/// records were not (all) written, whose new DKIM keys must therefore wait.
+#[derive(Debug)]
+pub struct DnsFailure {
+    pub error: DnsError,
+    pub domains: Vec<String>,
 }
 
 /// Applies the DNS part of `plan` before its store part goes in: re-plans with the DKIM
@@ -345,25 +415,58 @@ pub async fn apply(
     plan: &Plan,
     new_keys: &HashMap<String, String>,
     allow_deletes: bool,
-) -> Result<DnsOutcome, DnsError> {
+) -> Result<DnsOutcome, DnsFailure> {
     let mut outcome = DnsOutcome::default();
     let planned = &plan.dns;
     let fresh = plan_with_keys(loaded, Some(store), plan, new_keys).await;
     let mut errors: Vec<String> = fresh.errors.clone();
+    let mut failed_domains = fresh.failed_domains.clone();
     let spec_providers = &loaded.spec.dns.providers;
     for zone in &fresh.zones {
+        let d = &zone.diff;
+        outcome
+            .conflicts
+            .extend(d.conflicts.iter().map(|c| format!("{}: {c}", zone.zone)));
         if !zone.writes {
-            outcome.manual += zone.diff.changes.len();
+            outcome.manual.extend(d.changes.iter().map(|c| {
+                let verb = match action(c) {
+                    Action::Create => "create",
+                    Action::Update => "set",
+                    Action::Delete => "delete",
+                };
+                let values = if c.after.is_empty() {
+                    &c.before
+                } else {
+                    &c.after
+                };
+                let lines: Vec<String> = values
+                    .iter()
+                    .map(|v| {
+                        Record {
+                            name: c.name.clone(),
+                            kind: c.kind,
+                            ttl: c.ttl,
+                            data: v.clone(),
+                        }
+                        .zone_line()
+                    })
+                    .collect();
+                format!("{verb}: {}", lines.join("\n        "))
+            }));
             continue;
         }
+        let mut fail = |message: String| {
+            errors.push(message);
+            failed_domains.extend(zone.domains.iter().cloned());
+        };
         let planned_changes = planned
             .zones
             .iter()
             .find(|z| z.provider == zone.provider && z.zone == zone.zone)
             .map(|z| z.diff.changes.as_slice())
             .unwrap_or(&[]);
-        if !same_changes(planned_changes, &zone.diff.changes) {
-            errors.push(
+        if !same_changes(planned_changes, &d.changes) {
+            fail(
                 ProviderError::Changed {
                     provider: zone.provider.clone(),
                     zone: zone.zone.clone(),
@@ -373,13 +476,17 @@ pub async fn apply(
             );
             continue;
         }
-        let d = &zone.diff;
         if let (Some(refusal), false) = (&zone.guard, allow_deletes) {
-            errors.push(refusal.clone());
+            fail(refusal.clone());
             continue;
         }
         let Some(declared) = spec_providers.get(&zone.provider) else {
             continue;
+        };
+        let stored_all = |owned: &mut dyn Iterator<Item = &Owned>| -> Vec<DnsOwned> {
+            owned
+                .map(|o| stored(&zone.provider, &zone.zone, o))
+                .collect()
         };
         let written = async {
             let p = provider::from_spec(
@@ -388,22 +495,39 @@ pub async fn apply(
                 &loaded.base_dir,
                 loaded.spec.dns.resolver,
             )?;
-            p.apply(&zone.zone, &d.changes).await?;
-            let owned: Vec<DnsOwned> = d
-                .owned
-                .iter()
-                .map(|o| stored(&zone.provider, &zone.zone, o))
-                .collect();
-            store.set_dns_owned(&zone.provider, &zone.zone, &owned)?;
+            if !d.changes.is_empty() {
+                // Claimed before writing: a provider that stops halfway (Cloudflare
+                // writes record by record) leaves nothing ferrymail made unowned.
+                let before: Vec<DnsOwned> = store
+                    .dns_owned()?
+                    .into_iter()
+                    .filter(|o| o.provider == zone.provider && o.zone == zone.zone)
+                    .collect();
+                let mut claimed = before.clone();
+                for o in stored_all(&mut d.owned.iter()) {
+                    if !claimed.contains(&o) {
+                        claimed.push(o);
+                    }
+                }
+                store.set_dns_owned(&zone.provider, &zone.zone, &claimed)?;
+                p.apply(&zone.zone, &d.changes).await?;
+            }
+            store.set_dns_owned(&zone.provider, &zone.zone, &stored_all(&mut d.owned.iter()))?;
             Ok::<_, DnsError>(d.changes.len())
         };
         match written.await {
             Ok(n) => outcome.written += n,
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => fail(e.to_string()),
         }
     }
-    match errors.len() {
-        0 => Ok(outcome),
-        _ => Err(DnsError::Several(errors.join("\n"))),
+    if errors.is_empty() {
+        Ok(outcome)
+    } else {
+        failed_domains.sort();
+        failed_domains.dedup();
+        Err(DnsFailure {
+            error: DnsError::Several(errors.join("\n")),
+            domains: failed_domains,
+        })
     }
 }

@@ -90,6 +90,20 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         "Plan: {} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
     );
+    let manual = plan.dns.manual_changes();
+    if manual > 0 {
+        let _ = writeln!(
+            out,
+            "And {manual} DNS change(s) for you to make by hand (under the # lines above)."
+        );
+    }
+    let conflicts: usize = plan.dns.zones.iter().map(|z| z.diff.conflicts.len()).sum();
+    if conflicts > 0 {
+        let _ = writeln!(
+            out,
+            "{conflicts} DNS conflict(s) need you (marked !): nothing is written there."
+        );
+    }
     out
 }
 

@@ -66,10 +66,17 @@ impl Reconciler {
                 let revision = applied.revision;
                 // DNS trouble does not stop mail: the store is applied and serving; the
                 // problem is shown in `status` and the logs, and retried next reconcile.
-                let dns_problems = match applied.dns {
-                    Ok(_) => Vec::new(),
+                let mut dns_problems: Vec<String> = match applied.dns {
+                    Ok(outcome) => outcome
+                        .conflicts
+                        .into_iter()
+                        .map(|c| format!("conflict: {c}"))
+                        .collect(),
                     Err(e) => e.to_string().lines().map(String::from).collect(),
                 };
+                dns_problems.extend(applied.held_back.iter().map(|id| {
+                    format!("DKIM key {id} not changed until its record can be published")
+                }));
                 Ok((
                     revision,
                     format!(

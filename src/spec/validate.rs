@@ -165,6 +165,23 @@ impl Validator {
         }
     }
 
+    /// The token travels in every request: only over HTTPS, or to this machine.
+    fn api_url(&mut self, at: SpecPath, text: &str) {
+        match url::Url::parse(text) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u)
+                if u.scheme() == "http"
+                    && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => {}
+            Ok(_) => self.err(
+                at,
+                format!(
+                    "\"{text}\" must be an https:// URL (the API token is sent with every request)"
+                ),
+            ),
+            Err(e) => self.err(at, format!("\"{text}\" is not a URL: {e}")),
+        }
+    }
+
     fn dns(&mut self, dns: &Dns) {
         if let Some(text) = &dns.resync_interval
             && humantime::parse_duration(text).is_err()
@@ -192,7 +209,10 @@ impl Validator {
             };
             match provider.kind {
                 DnsProviderKind::Cloudflare => {
-                    need("api_token", provider.api_token.is_some(), self)
+                    need("api_token", provider.api_token.is_some(), self);
+                    if let Some(url) = &provider.api_url {
+                        self.api_url(p.key("api_url"), url);
+                    }
                 }
                 DnsProviderKind::Rfc2136 => {
                     need("server", provider.server.is_some(), self);

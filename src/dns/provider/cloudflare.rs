@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{BoxFuture, Provider, ProviderError, RrsetChange, ZoneRecord, candidate_zones};
-use crate::dns::records::{Kind, canonical};
+use crate::dns::records::{Kind, caa_parts, canonical, same_set};
 use crate::spec::Secret;
 
 pub const API_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -123,16 +123,11 @@ fn body(name: &str, kind: Kind, ttl: u32, data: &str) -> Value {
                 "target": if *target == "." { ".".to_string() } else { host(target) },
             },
         }),
-        (Kind::CAA, [flags, tag, ..]) => {
-            let value = data
-                .splitn(3, ' ')
-                .nth(2)
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"');
+        (Kind::CAA, _) if caa_parts(data).is_some() => {
+            let (flags, tag, value) = caa_parts(data).unwrap_or_default();
             json!({
                 "type": "CAA", "name": name, "ttl": ttl,
-                "data": { "flags": flags.parse::<u8>().unwrap_or(0), "tag": tag, "value": value },
+                "data": { "flags": flags, "tag": tag, "value": value },
             })
         }
         (Kind::CNAME, [target]) => json!({
@@ -176,10 +171,32 @@ impl Cloudflare {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
+        let mut response = request
+            .try_clone()
+            .ok_or_else(|| self.fail(format!("{what}: the request cannot be sent")))?
             .send()
             .await
             .map_err(|e| self.fail(format!("{what}: {e}")))?;
+        // Rate limited (1,200 requests per 5 minutes per user): wait as told, a few times.
+        for _ in 0..3 {
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                break;
+            }
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(5)
+                .min(60);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            response = request
+                .try_clone()
+                .ok_or_else(|| self.fail(format!("{what}: the request cannot be sent")))?
+                .send()
+                .await
+                .map_err(|e| self.fail(format!("{what}: {e}")))?;
+        }
         let status = response.status();
         let envelope: Envelope = response
             .json()
@@ -228,11 +245,16 @@ impl Cloudflare {
         struct Zone {
             id: String,
             name: String,
+            #[serde(default)]
+            status: String,
         }
         let zones: Vec<Zone> = self.list_all(&format!("/zones?name={zone}")).await?;
+        // A zone added but not yet delegated ("pending") or moved away is not the one
+        // the world sees; an active one is.
         Ok(zones
             .into_iter()
-            .find(|z| z.name.eq_ignore_ascii_case(zone))
+            .filter(|z| z.name.eq_ignore_ascii_case(zone))
+            .find(|z| z.status.is_empty() || z.status == "active")
             .map(|z| z.id))
     }
 
@@ -251,14 +273,8 @@ impl Cloudflare {
         let existing = self
             .records(zone_id, &format!("?name={}&type={kind}", change.name))
             .await?;
-        let mut seen: Vec<String> = existing
-            .iter()
-            .map(|r| canonical(kind, &r.data()))
-            .collect();
-        let mut planned: Vec<String> = change.before.iter().map(|d| canonical(kind, d)).collect();
-        seen.sort();
-        planned.sort();
-        if seen != planned {
+        let seen: Vec<String> = existing.iter().map(|r| r.data()).collect();
+        if !same_set(kind, &seen, &change.before) {
             return Err(ProviderError::Changed {
                 provider: self.name.clone(),
                 zone: zone.to_string(),
@@ -272,13 +288,15 @@ impl Cloudflare {
             .iter()
             .partition(|r| !after.contains(&canonical(kind, &r.data())));
         let base = format!("/zones/{zone_id}/dns_records");
+        let theirs: Vec<String> = change.theirs.iter().map(|d| canonical(kind, d)).collect();
         for record in kept {
-            if record.ttl != change.ttl {
-                let body = body(&change.name, kind, change.ttl, &record.data());
+            // Someone else's value (a TXT beside ours) is never rewritten.
+            if record.ttl != change.ttl && !theirs.contains(&canonical(kind, &record.data())) {
+                let ttl = json!({ "ttl": change.ttl });
                 self.call(
-                    reqwest::Method::PUT,
+                    reqwest::Method::PATCH,
                     &format!("{base}/{}", record.id),
-                    Some(&body),
+                    Some(&ttl),
                 )
                 .await?;
             }

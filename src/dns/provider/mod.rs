@@ -36,6 +36,9 @@ pub struct RrsetChange {
     pub ttl: u32,
     pub before: Vec<String>,
     pub after: Vec<String>,
+    /// Values in `after` that are someone else's (TXT beside ours): kept as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub theirs: Vec<String>,
     /// The TTL the zone has now, when it is not `ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_ttl: Option<u32>,

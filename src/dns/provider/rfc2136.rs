@@ -16,7 +16,7 @@ use hickory_proto::rr::{DNSClass, Name, Record, RecordType, TSigner};
 
 use super::{BoxFuture, Provider, ProviderError, RrsetChange, ZoneRecord};
 use crate::dns::rdata::{record_type, text_of, to_rdata};
-use crate::dns::records::Kind;
+use crate::dns::records::{Kind, canonical, same_set};
 use crate::spec::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,8 +182,39 @@ impl Provider for Rfc2136 {
             if changes.is_empty() {
                 return Ok(());
             }
-            let message = update_message(zone, changes).map_err(|e| self.fail(e))?;
-            let client = self.connect().await?;
+            let mut client = self.connect().await?;
+            // The sets as the server holds them, string for string: a TXT record split
+            // at other places than ours is the same text but other wire data, and the
+            // prerequisites and deletions must name the wire data exactly.
+            let mut live = Vec::with_capacity(changes.len());
+            for change in changes {
+                if change.before.is_empty() {
+                    live.push(Vec::new());
+                    continue;
+                }
+                let name = absolute(&change.name).map_err(|e| self.fail(e))?;
+                let rtype = record_type(change.kind);
+                let response = client
+                    .query(name, DNSClass::IN, rtype)
+                    .await
+                    .map_err(|e| self.exchange_error(e))?;
+                let records: Vec<Record> = response
+                    .answers
+                    .iter()
+                    .filter(|r| r.record_type() == rtype)
+                    .cloned()
+                    .collect();
+                let seen: Vec<String> = records.iter().map(|r| text_of(&r.data)).collect();
+                if !same_set(change.kind, &seen, &change.before) {
+                    return Err(ProviderError::Changed {
+                        provider: self.name.clone(),
+                        zone: zone.to_string(),
+                        detail: format!("{} {} now holds {seen:?}", change.name, change.kind),
+                    });
+                }
+                live.push(records);
+            }
+            let message = update_message(zone, changes, &live).map_err(|e| self.fail(e))?;
             let response = client
                 .send(DnsRequest::from(message))
                 .next()
@@ -211,10 +242,16 @@ impl Provider for Rfc2136 {
     }
 }
 
-/// One UPDATE message (RFC 2136 §2) for all of a zone's changes. Prerequisites make it
-/// a compare-and-swap: each RRset must still be exactly what the plan saw (§2.4.2), or
-/// absent when the plan creates it (§2.4.3); then it is deleted (§2.5.2) and refilled.
-fn update_message(zone: &str, changes: &[RrsetChange]) -> Result<Message, String> {
+/// One UPDATE message (RFC 2136 §2) for all of a zone's changes; `live[i]` is the set
+/// change `i` replaces, as the server holds it. Prerequisites make it a compare-and-swap:
+/// each set must still be exactly that (§2.4.2), or absent when the plan creates it
+/// (§2.4.3). Then values that go are deleted one by one (§2.5.4) and new ones added, so
+/// records that stay (someone else's TXT) are not touched; a TTL change rewrites the set.
+fn update_message(
+    zone: &str,
+    changes: &[RrsetChange],
+    live: &[Vec<Record>],
+) -> Result<Message, String> {
     let origin = absolute(zone)?;
     let mut zone_query = Query::new();
     zone_query
@@ -225,23 +262,51 @@ fn update_message(zone: &str, changes: &[RrsetChange]) -> Result<Message, String
     message.metadata.op_code = OpCode::Update;
     message.metadata.recursion_desired = false;
     message.add_zone(zone_query);
-    for change in changes {
+    for (change, current) in changes.iter().zip(live) {
         let name = absolute(&change.name)?;
         let rtype = record_type(change.kind);
         let rdata = |data: &str| to_rdata(change.kind, data).map_err(|e| e.to_string());
-        if change.before.is_empty() {
+        let kept = |r: &Record| {
+            let text = canonical(change.kind, &text_of(&r.data));
+            change
+                .after
+                .iter()
+                .any(|a| canonical(change.kind, a) == text)
+        };
+        if current.is_empty() {
             let mut absent = Record::update0(name.clone(), 0, rtype);
             absent.dns_class = DNSClass::NONE;
             message.add_pre_requisite(absent.into_record_of_rdata());
-        } else {
-            for data in &change.before {
-                message.add_pre_requisite(Record::from_rdata(name.clone(), 0, rdata(data)?));
-            }
+        }
+        for record in current {
+            let mut exists = record.clone();
+            exists.ttl = 0;
+            message.add_pre_requisite(exists);
+        }
+        if change.old_ttl.is_some() {
             let mut delete = Record::update0(name.clone(), 0, rtype);
             delete.dns_class = DNSClass::ANY;
             message.add_update(delete.into_record_of_rdata());
+            for record in current.iter().filter(|r| kept(r)) {
+                let mut again = record.clone();
+                again.ttl = change.ttl;
+                message.add_update(again);
+            }
+        } else {
+            for record in current.iter().filter(|r| !kept(r)) {
+                let mut delete = record.clone();
+                delete.ttl = 0;
+                delete.dns_class = DNSClass::NONE;
+                message.add_update(delete);
+            }
         }
-        for data in &change.after {
+        let present = |a: &String| {
+            let a = canonical(change.kind, a);
+            current
+                .iter()
+                .any(|r| canonical(change.kind, &text_of(&r.data)) == a)
+        };
+        for data in change.after.iter().filter(|a| !present(a)) {
             message.add_update(Record::from_rdata(name.clone(), change.ttl, rdata(data)?));
         }
     }
@@ -257,40 +322,59 @@ fn update_message(zone: &str, changes: &[RrsetChange]) -> Result<Message, String
 mod tests {
     use super::*;
     use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::TXT;
 
     #[test]
-    fn an_update_checks_what_the_plan_saw_before_it_writes() {
+    fn an_update_checks_what_the_plan_saw_and_leaves_other_values_alone() {
+        let change = |name: &str, kind, before: &[&str], after: &[&str]| RrsetChange {
+            name: name.into(),
+            kind,
+            ttl: 3600,
+            before: before.iter().map(|s| s.to_string()).collect(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            theirs: vec![],
+            old_ttl: None,
+        };
+        let txt = |strings: &[&str]| {
+            Record::from_rdata(
+                Name::from_ascii("d.test.").unwrap(),
+                300,
+                RData::TXT(TXT::new(strings.iter().map(|s| s.to_string()).collect())),
+            )
+        };
         let changes = [
-            RrsetChange {
-                name: "d.test".into(),
-                kind: Kind::MX,
-                ttl: 3600,
-                before: vec![],
-                after: vec!["10 mx.d.test.".into()],
-                old_ttl: None,
-            },
-            RrsetChange {
-                name: "_dmarc.d.test".into(),
-                kind: Kind::TXT,
-                ttl: 3600,
-                before: vec!["v=DMARC1; p=none".into()],
-                after: vec!["v=DMARC1; p=quarantine".into()],
-                old_ttl: None,
-            },
+            change("mx.d.test", Kind::A, &[], &["192.0.2.25"]),
+            // Someone else's verification, split in two strings, stays; SPF replaced.
+            change(
+                "d.test",
+                Kind::TXT,
+                &["verify=ab", "v=spf1 a -all"],
+                &["v=spf1 mx -all", "verify=ab"],
+            ),
         ];
-        let m = update_message("d.test", &changes).unwrap();
+        let live = [
+            vec![],
+            vec![txt(&["verify=", "ab"]), txt(&["v=spf1 a -all"])],
+        ];
+        let m = update_message("d.test", &changes, &live).unwrap();
         let pre = m.prerequisites();
-        assert_eq!(pre.len(), 2);
-        assert_eq!(pre[0].dns_class, DNSClass::NONE, "MX must not exist yet");
+        assert_eq!(pre.len(), 3);
+        assert_eq!(pre[0].dns_class, DNSClass::NONE, "the A must not exist yet");
+        assert_eq!(pre[0].record_type(), RecordType::A);
         assert_eq!(
-            pre[1].dns_class,
-            DNSClass::IN,
-            "the old DMARC must be there"
+            pre[1].data,
+            txt(&["verify=", "ab"]).data,
+            "as the server has it"
         );
+        assert_eq!(pre[1].ttl, 0);
         let updates = m.updates();
-        // add MX; delete the TXT set, add the new TXT
-        assert_eq!(updates.len(), 3);
-        assert_eq!(updates[1].dns_class, DNSClass::ANY);
-        assert!(matches!(updates[2].data, RData::TXT(_)));
+        assert_eq!(updates.len(), 3, "{updates:?}");
+        assert_eq!(updates[0].record_type(), RecordType::A);
+        assert_eq!(updates[0].ttl, 3600);
+        // Only the old SPF is deleted (class NONE: one RR), the new one added.
+        assert_eq!(updates[1].dns_class, DNSClass::NONE);
+        assert_eq!(updates[1].data, txt(&["v=spf1 a -all"]).data);
+        assert_eq!(updates[2].data, txt(&["v=spf1 mx -all"]).data);
+        assert_eq!(updates[2].dns_class, DNSClass::IN);
     }
 }
