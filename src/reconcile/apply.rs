@@ -72,15 +72,7 @@ pub fn apply_all(
             .iter()
             .filter(|c| c.regenerates_key())
             .zip(&keys)
-            .map(|(c, k)| {
-                let algorithm = c
-                    .after
-                    .as_ref()
-                    .and_then(|f| f.get("algorithm"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("rsa-2048");
-                (c.id.clone(), dkim::txt_record(algorithm, &k.public))
-            })
+            .map(|(c, k)| (c.id.clone(), dkim::txt_record(c.key_algorithm(), &k.public)))
             .collect();
         let result = super::dns::block_on(super::dns::apply(
             loaded,
@@ -191,14 +183,7 @@ fn generate_keys(plan: &Plan) -> Result<Vec<KeyMaterial>, ApplyError> {
         .changes
         .iter()
         .filter(|c| c.regenerates_key())
-        .map(|c| {
-            c.after
-                .as_ref()
-                .and_then(|f| f.get("algorithm"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("rsa-2048")
-                .to_string()
-        })
+        .map(|c| c.key_algorithm().to_string())
         .collect();
     let workers = thread::available_parallelism()
         .map(|n| n.get())

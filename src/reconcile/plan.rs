@@ -36,6 +36,15 @@ impl Change {
     pub fn regenerates_key(&self) -> bool {
         self.kind == Kind::DkimKey && self.action != Action::Delete
     }
+
+    /// The algorithm of the DKIM key this change makes.
+    pub fn key_algorithm(&self) -> &str {
+        self.after
+            .as_ref()
+            .and_then(|f| f.get("algorithm"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("rsa-2048")
+    }
 }
 
 /// Everything an apply will do, and the store revision it was computed against.

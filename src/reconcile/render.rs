@@ -150,7 +150,7 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
             if c.regenerates_key() {
                 let _ = writeln!(
                     out,
-                    "      (the key is replaced: a new private key is generated)"
+                    "      (the key is replaced under the same selector: receivers that cached the old record fail DKIM until its TTL runs out; a new selector rotates without that)"
                 );
             }
         }
