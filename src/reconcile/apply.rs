@@ -59,14 +59,7 @@ pub fn apply_all(
     let mut dns = Ok(DnsOutcome::default());
     if !plan.dns.is_empty_and_quiet() {
         // Nothing goes to DNS for a plan the store would refuse.
-        let current = store.revision()?;
-        if current != plan.base_revision {
-            return Err(StoreError::Stale {
-                planned: plan.base_revision,
-                current,
-            }
-            .into());
-        }
+        check_fresh(store, plan)?;
         let new_keys: HashMap<String, String> = plan
             .changes
             .iter()
@@ -134,21 +127,26 @@ fn hold_back_keys(
     (held_ids, (rest, kept_keys))
 }
 
+/// The store's revision, if it is still the one the plan was made against.
+fn check_fresh(store: &dyn Store, plan: &Plan) -> Result<u64, ApplyError> {
+    let current = store.revision()?;
+    if current != plan.base_revision {
+        return Err(StoreError::Stale {
+            planned: plan.base_revision,
+            current,
+        }
+        .into());
+    }
+    Ok(current)
+}
+
 fn apply_with_keys(
     store: &dyn Store,
     plan: &Plan,
     keys: Vec<KeyMaterial>,
 ) -> Result<u64, ApplyError> {
     if plan.changes.is_empty() {
-        let current = store.revision()?;
-        if current != plan.base_revision {
-            return Err(StoreError::Stale {
-                planned: plan.base_revision,
-                current,
-            }
-            .into());
-        }
-        return Ok(current);
+        return check_fresh(store, plan);
     }
     let mut keys = keys.into_iter();
     let mut writes = Vec::with_capacity(plan.changes.len());

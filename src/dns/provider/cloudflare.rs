@@ -258,6 +258,15 @@ impl Cloudflare {
             .map(|z| z.id))
     }
 
+    async fn existing_zone_id(&self, zone: &str) -> Result<String, ProviderError> {
+        self.zone_id(zone)
+            .await?
+            .ok_or_else(|| ProviderError::NoZone {
+                provider: self.name.clone(),
+                domain: zone.to_string(),
+            })
+    }
+
     async fn records(&self, zone_id: &str, filter: &str) -> Result<Vec<ApiRecord>, ProviderError> {
         self.list_all(&format!("/zones/{zone_id}/dns_records{filter}"))
             .await
@@ -357,13 +366,7 @@ impl Provider for Cloudflare {
         _wanted: &'a [(String, Kind)],
     ) -> BoxFuture<'a, Result<Vec<ZoneRecord>, ProviderError>> {
         Box::pin(async move {
-            let zone_id = self
-                .zone_id(zone)
-                .await?
-                .ok_or_else(|| ProviderError::NoZone {
-                    provider: self.name.clone(),
-                    domain: zone.to_string(),
-                })?;
+            let zone_id = self.existing_zone_id(zone).await?;
             Ok(self
                 .records(&zone_id, "")
                 .await?
@@ -384,13 +387,7 @@ impl Provider for Cloudflare {
         changes: &'a [RrsetChange],
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let zone_id = self
-                .zone_id(zone)
-                .await?
-                .ok_or_else(|| ProviderError::NoZone {
-                    provider: self.name.clone(),
-                    domain: zone.to_string(),
-                })?;
+            let zone_id = self.existing_zone_id(zone).await?;
             for change in changes {
                 self.apply_one(zone, &zone_id, change)
                     .await
