@@ -11,7 +11,7 @@ use crate::dns::provider::{self, Provider, ProviderError, RrsetChange};
 use crate::dns::records::{self, DkimKey, Kind, Record, canonical, same_set};
 use crate::spec::LoadedSpec;
 use crate::store::records::{DkimKeyRecord, dkim_key_id};
-use crate::store::{DnsOwned, Store, StoreError};
+use crate::store::{DnsOwned, RetiredKey, Store, StoreError};
 
 /// Stands for a DKIM public key the apply is about to generate.
 pub const PENDING_DKIM: &str = "v=DKIM1; p=(public key, made at apply)";
@@ -188,6 +188,36 @@ fn dkim_records(
     Ok((keys, pending))
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The records of `domain`'s retired DKIM keys still within `keep` seconds, unless the
+/// selector is in use again.
+fn retired_records(
+    domain: &str,
+    retired: &[RetiredKey],
+    wanted: &[Record],
+    keep: i64,
+) -> Vec<Record> {
+    let now = unix_now();
+    retired
+        .iter()
+        .filter(|k| k.id.ends_with(&format!("._domainkey.{domain}")))
+        .filter(|k| now - k.retired_at < keep)
+        .filter(|k| !wanted.iter().any(|w| w.name == k.id && w.kind == Kind::TXT))
+        .map(|k| Record {
+            name: k.id.clone(),
+            kind: Kind::TXT,
+            ttl: records::TTL,
+            data: crate::dkim::txt_record(&k.algorithm, &k.public),
+        })
+        .collect()
+}
+
 /// Plans the DNS of every domain that names a provider, and the clean-up of zones where
 /// ferrymail published records for domains the spec no longer has.
 pub async fn plan(loaded: &LoadedSpec, store: Option<&dyn Store>, store_plan: &Plan) -> DnsPlan {
@@ -219,6 +249,32 @@ async fn plan_with_keys(
         }
         None => Vec::new(),
     };
+
+    let retired = match store.map(|s| s.dkim_retired()) {
+        Some(Ok(retired)) => retired,
+        Some(Err(e)) => {
+            out.errors.push(format!("reading retired DKIM keys: {e}"));
+            return out;
+        }
+        None => Vec::new(),
+    };
+    let keep_retired = spec.dns.keep_retired_dkim_secs() as i64;
+    // Keys this plan takes out of the spec retire at apply: their records stay.
+    let mut retired = retired;
+    for change in store_plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == crate::store::Kind::DkimKey && c.action == Action::Delete)
+    {
+        if let Some(Ok(Some(public))) = store.map(|s| s.dkim_public_key(&change.id)) {
+            retired.push(RetiredKey {
+                id: change.id.clone(),
+                algorithm: change.key_algorithm().to_string(),
+                public,
+                retired_at: unix_now(),
+            });
+        }
+    }
 
     let mut providers: BTreeMap<String, Box<dyn Provider>> = BTreeMap::new();
     let wanted_providers = spec
@@ -282,6 +338,7 @@ async fn plan_with_keys(
         };
         let mut wanted = records::for_domain(spec, &dname, &keys);
         wanted.extend(pending);
+        wanted.extend(retired_records(&dname, &retired, &wanted, keep_retired));
         // Only names inside the zone can be published there.
         wanted.retain(|r| r.name == zone || r.name.ends_with(&format!(".{zone}")));
         let entry = zones.entry((pname.clone(), zone)).or_default();

@@ -37,10 +37,11 @@ impl Change {
         self.kind == Kind::DkimKey && self.action != Action::Delete
     }
 
-    /// The algorithm of the DKIM key this change makes.
+    /// The algorithm of the DKIM key this change makes (or, for a delete, removes).
     pub fn key_algorithm(&self) -> &str {
         self.after
             .as_ref()
+            .or(self.before.as_ref())
             .and_then(|f| f.get("algorithm"))
             .and_then(|v| v.as_str())
             .unwrap_or("rsa-2048")

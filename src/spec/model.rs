@@ -310,6 +310,10 @@ pub struct Dns {
     /// refused unless run with `--allow-dns-deletes`. Default 33.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete_percent: Option<u32>,
+    /// How long the record of a DKIM key taken out of the spec stays published, so mail
+    /// it signed just before still verifies, e.g. "7d" (default); "0s" = remove at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_retired_dkim: Option<String>,
     /// How often `serve` re-reads the zones it publishes to and repairs drift, e.g. "1h"
     /// (default); "0s" = only when the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +321,11 @@ pub struct Dns {
 }
 
 impl Dns {
+    /// `keep_retired_dkim` in seconds.
+    pub fn keep_retired_dkim_secs(&self) -> u64 {
+        duration_secs(self.keep_retired_dkim.as_deref()).unwrap_or(7 * 86_400)
+    }
+
     /// `resync_interval` in seconds; None when off or when no domain has a provider.
     pub fn resync_secs(&self) -> Option<u64> {
         if self.providers.is_empty() {

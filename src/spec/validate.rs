@@ -183,13 +183,18 @@ impl Validator {
     }
 
     fn dns(&mut self, dns: &Dns) {
-        if let Some(text) = &dns.resync_interval
-            && humantime::parse_duration(text).is_err()
-        {
-            self.err(
-                SpecPath::keys(&["dns", "resync_interval"]),
-                format!("\"{text}\" is not a duration (e.g. \"1h\", \"15m\", \"0s\" for never)"),
-            );
+        for (key, value) in [
+            ("resync_interval", &dns.resync_interval),
+            ("keep_retired_dkim", &dns.keep_retired_dkim),
+        ] {
+            if let Some(text) = value
+                && humantime::parse_duration(text).is_err()
+            {
+                self.err(
+                    SpecPath::keys(&["dns", key]),
+                    format!("\"{text}\" is not a duration (e.g. \"7d\", \"1h\", \"0s\")"),
+                );
+            }
         }
         if dns.max_delete_percent.is_some_and(|p| p > 100) {
             self.err(

@@ -70,6 +70,17 @@ pub struct ApplyRecord {
     pub source: String,
 }
 
+/// A DKIM key no longer in the spec: it signs nothing, its record is kept a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    /// "selector._domainkey.domain".
+    pub id: String,
+    pub algorithm: String,
+    pub public: Vec<u8>,
+    /// Unix seconds.
+    pub retired_at: i64,
+}
+
 /// A record set ferrymail published at a DNS provider (`value` empty), or one TXT value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsOwned {
@@ -102,6 +113,8 @@ pub trait Store: Send + Sync {
     fn dkim_public_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Private key (PKCS#8 DER) of a DKIM key object, for signing.
     fn dkim_private_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// DKIM keys deleted from the spec, still to be published for a while.
+    fn dkim_retired(&self) -> Result<Vec<RetiredKey>, StoreError>;
     /// Every record set (or TXT value) ferrymail published at a DNS provider.
     fn dns_owned(&self) -> Result<Vec<DnsOwned>, StoreError>;
     /// Replaces what ferrymail owns in one zone at one provider (after publishing there).

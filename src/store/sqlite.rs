@@ -9,7 +9,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::sqlite::Durability;
 
-use super::{ApplyRecord, DnsOwned, Kind, Object, Store, StoreError, StoredObject, Write};
+use super::{
+    ApplyRecord, DnsOwned, Kind, Object, RetiredKey, Store, StoreError, StoredObject, Write,
+};
 
 /// Schema steps; index + 1 is the `user_version` after the step. Append, never edit.
 const MIGRATIONS: &[&str] = &[
@@ -48,7 +50,22 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (provider, zone, name, type, value)
      ) WITHOUT ROWID;",
+    // DKIM keys taken out of the spec: no longer signing, but their records stay
+    // published a while for mail signed just before (dns.keep_retired_dkim).
+    "CREATE TABLE dkim_retired (
+        id TEXT PRIMARY KEY,
+        algorithm TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        retired_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -193,6 +210,13 @@ impl Store for SqliteStore {
                 "INSERT OR REPLACE INTO dkim_keys (id, private_key, public_key, created_revision) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut delete_key = tx.prepare_cached("DELETE FROM dkim_keys WHERE id = ?1")?;
+            let mut retire_key = tx.prepare_cached(
+                "INSERT OR REPLACE INTO dkim_retired (id, algorithm, public_key, retired_at)
+                 SELECT k.id, COALESCE(json_extract(o.fields, '$.algorithm'), 'rsa-2048'), k.public_key, ?2
+                 FROM dkim_keys k JOIN objects o ON o.kind = 'dkim_key' AND o.id = k.id
+                 WHERE k.id = ?1",
+            )?;
+            let mut unretire_key = tx.prepare_cached("DELETE FROM dkim_retired WHERE id = ?1")?;
             for write in writes {
                 match write {
                     Write::Put { object, key } => {
@@ -201,6 +225,7 @@ impl Store for SqliteStore {
                         let fields = &object.json;
                         insert.execute(params![kind, object.id, fields, revision as i64])?;
                         if let Some(key) = key {
+                            unretire_key.execute(params![object.id])?;
                             put_key.execute(params![
                                 object.id,
                                 key.private_der,
@@ -211,6 +236,9 @@ impl Store for SqliteStore {
                         if existed { changed += 1 } else { added += 1 }
                     }
                     Write::Delete { kind, id } => {
+                        if *kind == Kind::DkimKey {
+                            retire_key.execute(params![id, unix_now()])?;
+                        }
                         destroyed += delete.execute(params![kind.as_str(), id])?;
                         if *kind == Kind::DkimKey {
                             delete_key.execute(params![id])?;
@@ -251,6 +279,22 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn dkim_retired(&self) -> Result<Vec<RetiredKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, algorithm, public_key, retired_at FROM dkim_retired ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RetiredKey {
+                id: r.get(0)?,
+                algorithm: r.get(1)?,
+                public: r.get(2)?,
+                retired_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn dns_owned(&self) -> Result<Vec<DnsOwned>, StoreError> {
