@@ -71,7 +71,9 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         );
     }
 
-    let tls = match loaded.spec.tls.mode {
+    // One resolver for every TLS listener; what it serves changes without a restart.
+    let mut _tls_files_watch = None;
+    let certificates = match loaded.spec.tls.mode {
         TlsMode::Files => {
             let files = loaded
                 .spec
@@ -80,19 +82,28 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
                 .as_ref()
                 .context("tls.mode = \"files\" needs [tls.files]")?;
             let base = &loaded.base_dir;
-            Some(crate::tls::from_files(
-                &base.join(&files.cert),
-                &base.join(&files.key),
-            )?)
+            let (cert, key) = (base.join(&files.cert), base.join(&files.key));
+            let first = crate::tls::from_files(&cert, &key, "files")?;
+            let certs = crate::tls::Certificates::new(first);
+            match crate::tls::files::watch(certs.clone(), cert, key) {
+                Ok(w) => _tls_files_watch = Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the certificate files; a restart picks up new ones")
+                }
+            }
+            certs
         }
-        TlsMode::SelfSigned => Some(crate::tls::self_signed(&hostname, &data_dir)?),
+        TlsMode::SelfSigned => {
+            crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
+        }
         TlsMode::Acme => {
             tracing::warn!(
                 "ACME is not available in this build yet; serving a self-signed certificate"
             );
-            Some(crate::tls::self_signed(&hostname, &data_dir)?)
+            crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
         }
     };
+    let tls = Some(certificates.server_config());
 
     let resolver = match crate::dns::resolver(loaded.spec.dns.resolver) {
         Ok(r) => Some(r),

@@ -1,12 +1,12 @@
-//! TLS for every listener: a rustls server configuration from the certificate source
-//! the spec names. `self-signed` is generated (rcgen) and kept in data_dir; `files` loads PEM.
+//! TLS for every listener: one certificate resolver (certs.rs) fed from the source the
+//! spec names: `self-signed` (generated, kept in data_dir), `files` (PEM, reloaded).
+
+pub mod certs;
+pub mod files;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use certs::{CertInfo, Certificates, Loaded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -32,7 +32,7 @@ pub fn install_crypto_provider() {
 
 /// A self-signed certificate for `hostname`, made once and reused from `dir` so clients
 /// that pinned it keep working across restarts. The key file is 0600.
-pub fn self_signed(hostname: &str, dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn self_signed(hostname: &str, dir: &Path) -> Result<Loaded, TlsError> {
     let cert_path = dir.join("self-signed.crt");
     let key_path = dir.join("self-signed.key");
     if !cert_path.exists() || !key_path.exists() {
@@ -41,24 +41,20 @@ pub fn self_signed(hostname: &str, dir: &Path) -> Result<Arc<ServerConfig>, TlsE
         write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, certified.cert.pem()).map_err(io(&cert_path))?;
     }
-    from_files(&cert_path, &key_path)
+    from_files(&cert_path, &key_path, "self-signed")
 }
 
-/// A configuration from PEM files: a certificate chain and its private key.
-pub fn from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem_err(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(cert, e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)?;
-    Ok(Arc::new(config))
+/// A certificate chain and its private key from PEM files.
+pub fn from_files(cert: &Path, key: &Path, source: &str) -> Result<Loaded, TlsError> {
+    let chain = std::fs::read(cert).map_err(io(cert))?;
+    let key_pem = std::fs::read(key).map_err(io(key))?;
+    certs::load_pem(&chain, &key_pem, source).map_err(|e| match e {
+        TlsError::Pem { path, message } => TlsError::Pem {
+            path: format!("{path} ({}, {})", cert.display(), key.display()),
+            message,
+        },
+        other => other,
+    })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {

@@ -1,0 +1,120 @@
+//! Certificates served by every TLS listener through one resolver: `files` mode picks up
+//! renewed PEM files without a restart (connections already open keep working), and a
+//! broken pair is reported while the previous certificate keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::{TEST_HASH, Workspace, free_port, wait_for};
+use sha2::Digest;
+
+/// A certificate for `names` as (chain PEM, key PEM, SHA-256 of the DER, hex).
+fn certificate(names: &[&str]) -> (String, String, String) {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let fp = hex::encode(sha2::Sha256::digest(c.cert.der()));
+    (c.cert.pem(), c.signing_key.serialize_pem(), fp)
+}
+
+/// Writes a file the way renewal tools do: a new file renamed over the old.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn probe_once(dir: &std::path::Path, port: u16) -> String {
+    common::python_peer_run(
+        "tls_probe.py",
+        &[&port.to_string(), "mx.example.test", "--once"],
+        dir,
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn files_mode_serves_renewed_files_without_a_restart() {
+    let imaps = free_port();
+    let w = Workspace::new(&format!(
+        r#"
+[listeners]
+imaps = "127.0.0.1:{imaps}"
+
+[tls]
+mode = "files"
+files = {{ cert = "tls/fullchain.pem", key = "tls/privkey.pem" }}
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    let tls = w.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (cert_a, key_a, fp_a) = certificate(&["mx.example.test"]);
+    std::fs::write(tls.join("fullchain.pem"), &cert_a).unwrap();
+    std::fs::write(tls.join("privkey.pem"), &key_a).unwrap();
+    let server = w.serve(imaps);
+
+    // A client connects before the renewal and stays.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls_probe.py");
+    let mut early = Command::new("python3")
+        .arg(&script)
+        .args([&imaps.to_string(), "mx.example.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(early.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("first {fp_a}"));
+
+    // Renewed the way certbot does it: new files put in place.
+    let (cert_b, key_b, fp_b) = certificate(&["mx.example.test"]);
+    replace(&tls.join("privkey.pem"), &key_b);
+    replace(&tls.join("fullchain.pem"), &cert_b);
+    let served_b = wait_for(std::time::Duration::from_secs(15), || {
+        probe_once(w.path(), imaps) == fp_b
+    });
+    assert!(
+        served_b,
+        "the renewed certificate is not served:\n{}",
+        server.log_text()
+    );
+
+    // The connection opened before still works; a new one gets the new certificate.
+    early.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    out.read_line(&mut rest).unwrap();
+    assert!(rest.starts_with("old a OK"), "{rest}");
+    rest.clear();
+    out.read_line(&mut rest).unwrap();
+    assert_eq!(rest.trim(), format!("second {fp_b}"));
+    early.wait().unwrap();
+
+    // A broken file is reported; the certificate that works keeps serving.
+    replace(
+        &tls.join("fullchain.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    );
+    let reported = wait_for(std::time::Duration::from_secs(15), || {
+        server
+            .log_text()
+            .contains("cannot be used; the previous certificate keeps serving")
+    });
+    assert!(reported, "{}", server.log_text());
+    assert_eq!(probe_once(w.path(), imaps), fp_b);
+    // A key that does not belong to the certificate is refused too.
+    let (cert_c, _, fp_c) = certificate(&["mx.example.test"]);
+    replace(&tls.join("fullchain.pem"), &cert_c);
+    let reported = wait_for(std::time::Duration::from_secs(15), || {
+        server.log_text().contains("does not fit the certificate")
+    });
+    assert!(reported, "{}", server.log_text());
+    assert_ne!(probe_once(w.path(), imaps), fp_c);
+}
