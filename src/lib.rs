@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod dkim;
 pub mod dns;
+pub mod http;
 pub mod imap;
 pub mod listen;
 pub mod login;

@@ -2,6 +2,7 @@
 //! where library errors get context (anyhow) and become exit codes.
 
 mod apply;
+mod certificates;
 mod dns;
 mod doctor;
 mod init;
@@ -59,6 +60,9 @@ enum Command {
     Queue(queue::Command),
     /// Show the store's revision, contents and recent applies.
     Status(status::Args),
+    /// ACME certificates: what was issued, and renewing one now.
+    #[command(subcommand)]
+    Certificates(certificates::Command),
     /// The DNS records the domains need.
     #[command(subcommand)]
     Dns(dns::Command),
@@ -102,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve::run(&cli.spec),
         Command::Queue(command) => queue::run(&cli.spec, command),
         Command::Status(args) => status::run(&cli.spec, args),
+        Command::Certificates(command) => certificates::run(&cli.spec, command),
         Command::Dns(command) => dns::run(&cli.spec, command),
         Command::Doctor(args) => doctor::run(&cli.spec, args),
         Command::Schema(args) => schema::run(args),

@@ -28,6 +28,66 @@ pub struct ServeState {
     pub listeners: Vec<(String, String)>,
 }
 
+/// What the ACME manager needs from the spec: the CA, the account, and the names: the
+/// server's own, plus the names clients are pointed at (imap., smtp., autoconfig....) in
+/// domains whose records ferrymail publishes (elsewhere they may not lead here).
+fn acme_settings(
+    loaded: &crate::spec::LoadedSpec,
+    acme: &crate::spec::Acme,
+) -> anyhow::Result<crate::tls::acme::Settings> {
+    use crate::tls::acme::Challenge;
+    let spec = &loaded.spec;
+    let host = spec
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let mut names = vec![host.clone()];
+    for (name, domain) in &spec.domains {
+        let Ok(domain_name) = crate::address::normalize_domain(name) else {
+            continue;
+        };
+        let publishes = domain
+            .dns_provider
+            .as_ref()
+            .and_then(|p| spec.dns.providers.get(p))
+            .is_some_and(|p| p.kind != crate::spec::DnsProviderKind::Manual);
+        if publishes {
+            for label in crate::dns::records::CLIENT_NAMES {
+                let n = format!("{label}.{domain_name}");
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    let eab = match (&acme.eab_kid, &acme.eab_hmac_key) {
+        (Some(kid), Some(key)) => {
+            use base64::Engine as _;
+            let key = key
+                .resolve(&loaded.base_dir)
+                .context("tls.acme.eab_hmac_key")?;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(key.expose().trim_end_matches('='))
+                .context("tls.acme.eab_hmac_key is not base64url")?;
+            Some((kid.clone(), bytes))
+        }
+        _ => None,
+    };
+    Ok(crate::tls::acme::Settings {
+        directory: acme.directory.clone(),
+        contact: acme.contact.clone(),
+        challenge: match acme.challenge {
+            crate::spec::AcmeChallenge::Http01 => Challenge::Http01,
+            crate::spec::AcmeChallenge::TlsAlpn01 => Challenge::TlsAlpn01,
+            crate::spec::AcmeChallenge::Dns01 => Challenge::Dns01,
+        },
+        ca_file: acme.ca_file.as_ref().map(|f| loaded.base_dir.join(f)),
+        eab,
+        names,
+    })
+}
+
 pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
     crate::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,13 +156,13 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         TlsMode::SelfSigned => {
             crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
         }
+        // Serves at once with a self-signed certificate; the ACME manager (started
+        // below) switches to the issued one as soon as it has it.
         TlsMode::Acme => {
-            tracing::warn!(
-                "ACME is not available in this build yet; serving a self-signed certificate"
-            );
             crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
         }
     };
+    let challenges = Arc::new(crate::tls::acme::Challenges::default());
     let tls = Some(certificates.server_config());
 
     let resolver = match crate::dns::resolver(loaded.spec.dns.resolver) {
@@ -270,10 +330,30 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
-    for (name, addr) in [("http", declared.http), ("https", declared.https)] {
-        if let Some(addr) = addr {
-            tracing::warn!(listener = name, %addr, "declared, but this build does not serve it yet");
-        }
+    if let Some(addr) = declared.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the http listener to {addr}"))?;
+        let (challenges, shutdown) = (challenges.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, challenges, shutdown).await {
+                tracing::error!(error = %e, "the http listener stopped");
+            }
+        });
+        listeners.push(("http".to_string(), addr.to_string()));
+        tracing::info!(%addr, "http listening");
+    }
+    if let Some(addr) = declared.https {
+        tracing::warn!(listener = "https", %addr, "declared, but this build does not serve it yet");
+    }
+    if let (TlsMode::Acme, Some(acme)) = (loaded.spec.tls.mode, &loaded.spec.tls.acme) {
+        let manager = Arc::new(crate::tls::acme::Manager {
+            settings: acme_settings(&loaded, acme)?,
+            store: store.clone(),
+            certs: certificates.clone(),
+            challenges: challenges.clone(),
+        });
+        tasks.spawn(manager.run(shutdown.clone()));
     }
 
     let state = ServeState {

@@ -5,6 +5,10 @@ use std::fmt;
 
 use crate::spec::{DmarcPolicy, Listeners, Spec};
 
+/// The names in every mail domain that lead clients to this server (Thunderbird's
+/// autoconfig, Outlook's autodiscover, the mail./imap./smtp. setup guides use).
+pub const CLIENT_NAMES: [&str; 5] = ["autoconfig", "autodiscover", "mail", "imap", "smtp"];
+
 /// Records are published with this TTL unless the spec says otherwise.
 pub const TTL: u32 = 3600;
 
@@ -278,7 +282,7 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
     }
     // The names mail clients and setup guides try (Thunderbird's autoconfig, Outlook's
     // autodiscover, mail./imap./smtp.), all to this server.
-    for label in ["autoconfig", "autodiscover", "mail", "imap", "smtp"] {
+    for label in CLIENT_NAMES {
         let name = format!("{label}.{domain}");
         if name != host {
             out.push(Record::new(name, Kind::CNAME, format!("{host}.")));

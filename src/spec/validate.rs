@@ -16,7 +16,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     let mut v = Validator { errors: Vec::new() };
     let spec = &loaded.spec;
     v.server(&spec.server);
-    v.tls(&spec.tls);
+    v.tls(&spec.tls, &spec.listeners);
     v.backends(spec);
     v.dns(&spec.dns);
     v.domains(spec);
@@ -90,7 +90,7 @@ impl Validator {
         }
     }
 
-    fn tls(&mut self, tls: &Tls) {
+    fn tls(&mut self, tls: &Tls, listeners: &Listeners) {
         let p = SpecPath::keys(&["tls"]);
         match tls.mode {
             TlsMode::Acme if tls.acme.is_none() => self.err(
@@ -118,6 +118,26 @@ impl Validator {
             }
             if let Some(k) = &acme.eab_hmac_key {
                 self.secret(&p.key("acme").key("eab_hmac_key"), k);
+            }
+            if acme.eab_kid.is_some() != acme.eab_hmac_key.is_some() {
+                self.err(
+                    p.key("acme"),
+                    "External Account Binding needs both `eab_kid` and `eab_hmac_key`",
+                );
+            }
+            // The CA comes to port 80 (HTTP-01) or 443 (TLS-ALPN-01) of each name.
+            if tls.mode == TlsMode::Acme {
+                let (needed, present) = match acme.challenge {
+                    AcmeChallenge::Http01 => ("http", listeners.http.is_some()),
+                    AcmeChallenge::TlsAlpn01 => ("https", listeners.https.is_some()),
+                    AcmeChallenge::Dns01 => ("", true),
+                };
+                if !present {
+                    self.err(
+                        p.key("acme").key("challenge"),
+                        format!("this challenge is answered by the `{needed}` listener: declare listeners.{needed} (the CA connects to it)"),
+                    );
+                }
             }
         }
     }

@@ -70,6 +70,31 @@ pub struct ApplyRecord {
     pub source: String,
 }
 
+/// A certificate issued by ACME, with its private key (PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredCertificate {
+    /// The first name (the server's hostname).
+    pub id: String,
+    pub names: Vec<String>,
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub issued_at: i64,
+    /// Someone asked for a renewal (`ferrymail certificates renew`).
+    pub renew_requested: bool,
+}
+
+impl std::fmt::Debug for StoredCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCertificate")
+            .field("id", &self.id)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A DKIM key no longer in the spec: it signs nothing, its record is kept a while.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetiredKey {
@@ -113,6 +138,14 @@ pub trait Store: Send + Sync {
     fn dkim_public_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Private key (PKCS#8 DER) of a DKIM key object, for signing.
     fn dkim_private_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// ACME account credentials (JSON, holds the account key) for a directory URL.
+    fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError>;
+    fn set_acme_account(&self, directory: &str, credentials: &str) -> Result<(), StoreError>;
+    /// An issued certificate by id (its first name).
+    fn certificate(&self, id: &str) -> Result<Option<StoredCertificate>, StoreError>;
+    fn put_certificate(&self, cert: &StoredCertificate) -> Result<(), StoreError>;
+    /// Asks the serving node(s) to renew a certificate now; false when there is none.
+    fn request_renewal(&self, id: &str) -> Result<bool, StoreError>;
     /// DKIM keys deleted from the spec, still to be published for a while.
     fn dkim_retired(&self) -> Result<Vec<RetiredKey>, StoreError>;
     /// Every record set (or TXT value) ferrymail published at a DNS provider.

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::sqlite::Durability;
 
 use super::{
-    ApplyRecord, DnsOwned, Kind, Object, RetiredKey, Store, StoreError, StoredObject, Write,
+    ApplyRecord, DnsOwned, Kind, Object, RetiredKey, Store, StoreError, StoredCertificate,
+    StoredObject, Write,
 };
 
 /// Schema steps; index + 1 is the `user_version` after the step. Append, never edit.
@@ -57,6 +58,21 @@ const MIGRATIONS: &[&str] = &[
         algorithm TEXT NOT NULL,
         public_key BLOB NOT NULL,
         retired_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+    // ACME account credentials (one per directory URL) and issued certificates: in the
+    // store, so every node serves the same certificate and shares the account.
+    "CREATE TABLE acme_accounts (
+        directory TEXT PRIMARY KEY,
+        credentials TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE certificates (
+        id TEXT PRIMARY KEY,
+        names TEXT NOT NULL,
+        chain_pem TEXT NOT NULL,
+        key_pem TEXT NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        renew_requested INTEGER NOT NULL DEFAULT 0
      ) WITHOUT ROWID;",
 ];
 
@@ -279,6 +295,82 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT credentials FROM acme_accounts WHERE directory = ?1",
+                [directory],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_acme_account(&self, directory: &str, credentials: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO acme_accounts (directory, credentials) VALUES (?1, ?2)",
+            params![directory, credentials],
+        )?;
+        Ok(())
+    }
+
+    fn certificate(&self, id: &str) -> Result<Option<StoredCertificate>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, names, chain_pem, key_pem, not_after, issued_at, renew_requested FROM certificates WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(
+            |(id, names, chain_pem, key_pem, not_after, issued_at, renew)| StoredCertificate {
+                id,
+                names: serde_json::from_str(&names).unwrap_or_default(),
+                chain_pem,
+                key_pem,
+                not_after,
+                issued_at,
+                renew_requested: renew != 0,
+            },
+        ))
+    }
+
+    fn put_certificate(&self, cert: &StoredCertificate) -> Result<(), StoreError> {
+        let names = serde_json::to_string(&cert.names).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "INSERT OR REPLACE INTO certificates (id, names, chain_pem, key_pem, not_after, issued_at, renew_requested)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                cert.id,
+                names,
+                cert.chain_pem,
+                cert.key_pem,
+                cert.not_after,
+                cert.issued_at,
+                cert.renew_requested as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn request_renewal(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE certificates SET renew_requested = 1 WHERE id = ?1",
+            [id],
+        )? > 0)
     }
 
     fn dkim_retired(&self) -> Result<Vec<RetiredKey>, StoreError> {

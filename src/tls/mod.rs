@@ -1,6 +1,7 @@
 //! TLS for every listener: one certificate resolver (certs.rs) fed from the source the
 //! spec names: `self-signed` (generated, kept in data_dir), `files` (PEM, reloaded).
 
+pub mod acme;
 pub mod certs;
 pub mod files;
 

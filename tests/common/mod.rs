@@ -438,3 +438,61 @@ pub fn dkimpy(mode: &str, message: &Path, records: &[&str]) -> Run {
         .expect("python3 with dkimpy (scripts/test installs it)");
     Run::from(out)
 }
+
+/// Let's Encrypt's test CA (pebble) on loopback: it resolves names through `dns` and
+/// validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` of what they resolve
+/// to. Returns the process, the directory URL, the PEM file to trust for it, and the
+/// management port (its roots are at /roots/0).
+pub struct Pebble {
+    pub process: Process,
+    pub directory: String,
+    pub ca_file: PathBuf,
+    pub management: u16,
+}
+
+pub fn pebble(dir: &Path, dns: u16, http_port: u16, tls_port: u16) -> Pebble {
+    let root = dir.join("pebble");
+    std::fs::create_dir_all(&root).expect("pebble dir");
+    // pebble ships no certificate for its own listener: one for 127.0.0.1, trusted by
+    // the ACME client through tls.acme.ca_file.
+    let own =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("pebble certificate");
+    let (cert, key) = (root.join("pebble.pem"), root.join("pebble.key"));
+    std::fs::write(&cert, own.cert.pem()).expect("pebble cert");
+    std::fs::write(&key, own.signing_key.serialize_pem()).expect("pebble key");
+    let (api, management) = (free_port(), free_port());
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{api}"),
+        "managementListenAddress": format!("127.0.0.1:{management}"),
+        "certificate": cert, "privateKey": key,
+        "httpPort": http_port, "tlsPort": tls_port,
+        "ocspResponderURL": "", "externalAccountBindingRequired": false
+    }});
+    let config_path = root.join("pebble.json");
+    std::fs::write(&config_path, config.to_string()).expect("pebble config");
+    let log = root.join("pebble.log");
+    let child = Command::new("pebble")
+        .arg("-config")
+        .arg(&config_path)
+        .arg("-dnsserver")
+        .arg(format!("127.0.0.1:{dns}"))
+        // No random waits before validating, no nonces refused on purpose.
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(std::fs::File::create(&log).expect("pebble log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pebble must be installed (scripts/test installs it)");
+    let process = Process { child, log };
+    let up = wait_for(std::time::Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+    });
+    assert!(up, "pebble did not start: {}", process.log_text());
+    Pebble {
+        process,
+        directory: format!("https://127.0.0.1:{api}/dir"),
+        ca_file: cert,
+        management,
+    }
+}

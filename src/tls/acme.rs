@@ -1,0 +1,355 @@
+//! ACME (RFC 8555) with instant-acme: the account and certificates live in the store
+//! (every node shares them); issued at start when missing, renewed in the background.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use tokio::sync::watch;
+
+use super::{Certificates, TlsError, certs};
+use crate::store::{Store, StoreError, StoredCertificate};
+
+/// How often the store is looked at for a renewal request or a certificate another node
+/// issued; the renewal itself comes when a third of the lifetime is left.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// A failed issuance is tried again after 1, 2, 4… minutes, at most an hour apart.
+const RETRY_FIRST: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// Answers the CA will ask for, by token (HTTP-01).
+#[derive(Default)]
+pub struct Challenges {
+    http: Mutex<HashMap<String, String>>,
+}
+
+impl Challenges {
+    /// The key authorization for an HTTP-01 token, while its order is under way.
+    pub fn http01(&self, token: &str) -> Option<String> {
+        self.lock().get(token).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.http.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
+    Dns01,
+}
+
+/// What to ask for, and from whom.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub directory: String,
+    pub contact: String,
+    pub challenge: Challenge,
+    /// A CA certificate to trust for the directory (a private CA, pebble in tests).
+    pub ca_file: Option<PathBuf>,
+    /// External Account Binding: key id and HMAC key.
+    pub eab: Option<(String, Vec<u8>)>,
+    /// The names the certificate must cover; the first is its id.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("ACME {step}: {source}")]
+    Protocol {
+        step: &'static str,
+        #[source]
+        source: instant_acme::Error,
+    },
+    #[error("ACME: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+fn at(step: &'static str) -> impl FnOnce(instant_acme::Error) -> AcmeError {
+    move |source| AcmeError::Protocol { step, source }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// When a certificate is renewed: a third of its lifetime before it ends.
+pub fn renew_at(issued_at: i64, not_after: i64) -> i64 {
+    not_after - (not_after - issued_at).max(0) / 3
+}
+
+/// Keeps the served certificate issued and fresh.
+pub struct Manager {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub certs: Arc<Certificates>,
+    pub challenges: Arc<Challenges>,
+}
+
+impl Manager {
+    /// Runs until shutdown: issue when missing, renew when due or asked, retry with backoff.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut retry = RETRY_FIRST;
+        loop {
+            let wait = match self.ensure().await {
+                Ok(()) => {
+                    retry = RETRY_FIRST;
+                    LOOK_EVERY
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        retry_in_secs = retry.as_secs(),
+                        "certificate not issued; the current one keeps serving"
+                    );
+                    let wait = retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Serves the stored certificate when it is good for the names and not due; issues
+    /// (and stores) a new one when not.
+    pub async fn ensure(&self) -> Result<(), AcmeError> {
+        let id = self.settings.names.first().cloned().unwrap_or_default();
+        let stored = crate::blocking::run(|| self.store.certificate(&id))?;
+        let mut wanted = self.settings.names.clone();
+        wanted.sort();
+        if let Some(cert) = stored {
+            let mut names = cert.names.clone();
+            names.sort();
+            let due = unix_now() >= renew_at(cert.issued_at, cert.not_after);
+            if names == wanted && !due && !cert.renew_requested {
+                self.serve(&cert)?;
+                return Ok(());
+            }
+            let why = if names != wanted {
+                "the names changed"
+            } else if cert.renew_requested {
+                "a renewal was asked for"
+            } else {
+                "a third of its lifetime is left"
+            };
+            tracing::info!(certificate = %id, "renewing: {why}");
+        }
+        let issued = self.issue().await?;
+        crate::blocking::run(|| self.store.put_certificate(&issued))?;
+        self.serve(&issued)?;
+        tracing::info!(
+            certificate = %id,
+            names = ?issued.names,
+            not_after = issued.not_after,
+            "certificate issued and served"
+        );
+        Ok(())
+    }
+
+    /// Installs `cert` unless it is already what is served.
+    fn serve(&self, cert: &StoredCertificate) -> Result<(), AcmeError> {
+        let loaded = certs::load_pem(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes(), "acme")?;
+        if !self
+            .certs
+            .served()
+            .iter()
+            .any(|s| s.sha256 == loaded.info.sha256)
+        {
+            self.certs.install(loaded, true);
+        }
+        Ok(())
+    }
+
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let s = &self.settings;
+        let builder = match &s.ca_file {
+            Some(root) => Account::builder_with_root(root).map_err(at("trusting ca_file"))?,
+            None => Account::builder().map_err(at("starting the client"))?,
+        };
+        let saved = crate::blocking::run(|| self.store.acme_account(&s.directory))?;
+        if let Some(json) = saved
+            && let Ok(credentials) = serde_json::from_str::<AccountCredentials>(&json)
+        {
+            return builder
+                .from_credentials(credentials)
+                .await
+                .map_err(at("loading the account"));
+        }
+        let contact = format!("mailto:{}", s.contact);
+        let eab = s
+            .eab
+            .as_ref()
+            .map(|(kid, key)| ExternalAccountKey::new(kid.clone(), key));
+        let (account, credentials) = builder
+            .create(
+                &NewAccount {
+                    contact: &[&contact],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                s.directory.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(at("creating the account"))?;
+        let json = serde_json::to_string(&credentials)
+            .map_err(|e| AcmeError::Refused(format!("saving the account: {e}")))?;
+        crate::blocking::run(|| self.store.set_acme_account(&s.directory, &json))?;
+        tracing::info!(directory = %s.directory, "ACME account created");
+        Ok(account)
+    }
+
+    /// One order, start to end: challenges answered, CSR sent, chain fetched.
+    async fn issue(&self) -> Result<StoredCertificate, AcmeError> {
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = self
+            .settings
+            .names
+            .iter()
+            .map(|n| Identifier::Dns(n.clone()))
+            .collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(at("ordering"))?;
+        let mut tokens = Vec::new();
+        let answered = self.answer(&mut order, &mut tokens).await;
+        let ready = match answered {
+            Ok(()) => order
+                .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(120)))
+                .await
+                .map_err(at("waiting for validation")),
+            Err(e) => Err(e),
+        };
+        {
+            let mut http = self.challenges.lock();
+            for token in &tokens {
+                http.remove(token);
+            }
+        }
+        let status = ready?;
+        if status != OrderStatus::Ready {
+            return Err(AcmeError::Refused(refusal(&mut order).await));
+        }
+        let key_pem = order.finalize().await.map_err(at("finalizing"))?;
+        let chain_pem = order
+            .poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(120)))
+            .await
+            .map_err(at("fetching the certificate"))?;
+        let loaded = certs::load_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
+        Ok(StoredCertificate {
+            id: self.settings.names.first().cloned().unwrap_or_default(),
+            names: self.settings.names.clone(),
+            chain_pem,
+            key_pem,
+            not_after: loaded.info.not_after,
+            issued_at: unix_now().max(loaded.info.not_before),
+            renew_requested: false,
+        })
+    }
+
+    /// Sets up the answer to each pending authorization and tells the CA to look.
+    async fn answer(
+        &self,
+        order: &mut instant_acme::Order,
+        tokens: &mut Vec<String>,
+    ) -> Result<(), AcmeError> {
+        let kind = match self.settings.challenge {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Dns01 => ChallengeType::Dns01,
+        };
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(at("reading authorizations"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(AcmeError::Refused(format!(
+                        "authorization for {} is {other:?}",
+                        authz.identifier()
+                    )));
+                }
+            }
+            let name = authz.identifier().to_string();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                AcmeError::Refused(format!("the CA offers no {kind:?} challenge for {name}"))
+            })?;
+            match kind {
+                ChallengeType::Http01 => {
+                    let key_authorization = challenge.key_authorization().as_str().to_string();
+                    self.challenges
+                        .lock()
+                        .insert(challenge.token.clone(), key_authorization);
+                    tokens.push(challenge.token.clone());
+                }
+                other => {
+                    return Err(AcmeError::Refused(format!(
+                        "{other:?} is not available in this build yet; use http-01"
+                    )));
+                }
+            }
+            challenge.set_ready().await.map_err(at("answering"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the CA did not validate: the order's problem and each challenge's.
+async fn refusal(order: &mut instant_acme::Order) -> String {
+    let mut reasons = Vec::new();
+    if let Some(problem) = &order.state().error {
+        reasons.push(problem.to_string());
+    }
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        let name = authz.identifier().to_string();
+        if let Ok(state) = authz.refresh().await {
+            for c in &state.challenges {
+                if let Some(problem) = &c.error {
+                    reasons.push(format!("{name}: {problem}"));
+                }
+            }
+        }
+    }
+    if reasons.is_empty() {
+        "the CA did not validate the order".into()
+    } else {
+        format!("the CA did not validate the order: {}", reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_when_a_third_of_the_lifetime_is_left() {
+        let day = 86_400;
+        assert_eq!(renew_at(0, 90 * day), 60 * day);
+        assert_eq!(
+            renew_at(0, 6 * day),
+            4 * day,
+            "short-lived certificates too"
+        );
+    }
+}

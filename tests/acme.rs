@@ -1,0 +1,190 @@
+//! ACME against pebble (Let's Encrypt's test CA) on loopback: the certificate is issued
+//! over HTTP-01, served by the MX (STARTTLS) and IMAPS listeners with pebble's chain,
+//! kept across restarts, renewed on request without breaking open connections; an
+//! unreachable CA is reported while the self-signed certificate keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, knot, pebble, wait_for};
+
+fn spec(ports: (u16, u16, u16), directory: &str, ca_file: &std::path::Path) -> String {
+    let (mx, imaps, http) = ports;
+    format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+imaps = "127.0.0.1:{imaps}"
+http = "127.0.0.1:{http}"
+
+[tls]
+mode = "acme"
+[tls.acme]
+contact = "admin@example.test"
+directory = "{directory}"
+ca_file = "{}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#,
+        ca_file.display()
+    )
+}
+
+/// What `openssl s_client` says of the chain a listener presents, checked against `root`.
+fn s_client(port: u16, starttls: bool, root: &std::path::Path) -> String {
+    let mut args = vec![
+        "s_client".to_string(),
+        "-connect".into(),
+        format!("127.0.0.1:{port}"),
+        "-servername".into(),
+        "mx.example.test".into(),
+        "-CAfile".into(),
+        root.display().to_string(),
+        "-verify_return_error".into(),
+    ];
+    if starttls {
+        args.extend(["-starttls".into(), "smtp".into()]);
+    }
+    let out = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fingerprint(dir: &std::path::Path, port: u16) -> String {
+    common::python_peer_run(
+        "tls_probe.py",
+        &[&port.to_string(), "mx.example.test", "--once"],
+        dir,
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+fn issued(log: &str) -> usize {
+    log.matches("certificate issued and served").count()
+}
+
+#[test]
+fn pebble_issues_over_http01_and_every_listener_serves_it() {
+    let (mx, imaps, http) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let zone = common::zone("example.test", "mx A 127.0.0.1");
+    let (_knot, dns) = knot(w.path(), &[("example.test", &zone)]);
+    let ca = pebble(w.path(), dns, http, free_port());
+    w.write_spec(&spec((mx, imaps, http), &ca.directory, &ca.ca_file));
+    let mut server = w.serve(mx);
+    let done = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 1);
+    assert!(
+        done,
+        "no certificate:\n{}\npebble:\n{}",
+        server.log_text(),
+        ca.process.log_text()
+    );
+
+    // pebble's root, from its management API, verifies what both listeners present.
+    let root = w.path().join("pebble-root.pem");
+    let fetched = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import ssl,urllib.request;c=ssl._create_unverified_context();open('{}','wb').write(urllib.request.urlopen('https://127.0.0.1:{}/roots/0',context=c).read())",
+                root.display(),
+                ca.management
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(fetched.success());
+    for (port, starttls) in [(mx, true), (imaps, false)] {
+        let out = s_client(port, starttls, &root);
+        assert!(out.contains("Verify return code: 0 (ok)"), "{port}: {out}");
+        assert!(out.contains("Pebble Intermediate CA"), "{port}: {out}");
+    }
+    let first = fingerprint(w.path(), imaps);
+    let listed = w.run(&["certificates", "list"]);
+    assert!(
+        listed
+            .ok()
+            .stdout
+            .contains("mx.example.test: mx.example.test"),
+        "{}",
+        listed.stdout
+    );
+
+    // A renewal asked for while a client is connected: the client carries on, the next
+    // connection gets the new certificate.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls_probe.py");
+    let mut early = Command::new("python3")
+        .arg(&script)
+        .args([&imaps.to_string(), "mx.example.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(early.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("first {first}"));
+    w.run(&["certificates", "renew"]).ok();
+    let renewed = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 2);
+    assert!(renewed, "{}", server.log_text());
+    let second = fingerprint(w.path(), imaps);
+    assert_ne!(second, first);
+    early.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    out.read_line(&mut rest).unwrap();
+    assert!(rest.starts_with("old a OK"), "{rest}");
+    rest.clear();
+    out.read_line(&mut rest).unwrap();
+    assert_eq!(rest.trim(), format!("second {second}"));
+    early.wait().unwrap();
+
+    // A restart serves the stored certificate: no new order.
+    server.terminate();
+    let server = w.serve(mx);
+    let served = wait_for(Duration::from_secs(20), || {
+        fingerprint(w.path(), imaps) == second
+    });
+    assert!(served, "{}", server.log_text());
+    assert_eq!(issued(&server.log_text()), 0, "{}", server.log_text());
+}
+
+#[test]
+fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
+    let (mx, imaps, http) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let ca_file = w.path().join("nothing.pem");
+    std::fs::write(
+        &ca_file,
+        rcgen::generate_simple_self_signed(vec!["x.test".to_string()])
+            .unwrap()
+            .cert
+            .pem(),
+    )
+    .unwrap();
+    let closed = free_port();
+    w.write_spec(&spec(
+        (mx, imaps, http),
+        &format!("https://127.0.0.1:{closed}/dir"),
+        &ca_file,
+    ));
+    let server = w.serve(mx);
+    let reported = wait_for(Duration::from_secs(30), || {
+        server
+            .log_text()
+            .contains("certificate not issued; the current one keeps serving")
+    });
+    assert!(reported, "{}", server.log_text());
+    // Mail is still taken, over TLS, with the temporary self-signed certificate.
+    let out = s_client(mx, true, &ca_file);
+    assert!(out.contains("s:CN = rcgen self signed cert"), "{out}");
+    assert!(!fingerprint(w.path(), imaps).is_empty());
+}
