@@ -11,20 +11,25 @@ use std::time::Duration;
 
 use common::{TEST_HASH, Workspace, free_port, knot, pebble, wait_for};
 
-fn spec(ports: (u16, u16, u16), directory: &str, ca_file: &std::path::Path) -> String {
-    let (mx, imaps, http) = ports;
+/// Listener ports: mx, imaps, http, https.
+type Ports = (u16, u16, u16, u16);
+
+fn spec(ports: Ports, challenge: &str, directory: &str, ca_file: &std::path::Path) -> String {
+    let (mx, imaps, http, https) = ports;
     format!(
         r#"
 [listeners]
 mx = "127.0.0.1:{mx}"
 imaps = "127.0.0.1:{imaps}"
 http = "127.0.0.1:{http}"
+https = "127.0.0.1:{https}"
 
 [tls]
 mode = "acme"
 [tls.acme]
 contact = "admin@example.test"
 directory = "{directory}"
+challenge = "{challenge}"
 ca_file = "{}"
 
 [domains."example.test".aliases.me]
@@ -72,15 +77,24 @@ fn issued(log: &str) -> usize {
     log.matches("certificate issued and served").count()
 }
 
-#[test]
-fn pebble_issues_over_http01_and_every_listener_serves_it() {
-    let (mx, imaps, http) = (free_port(), free_port(), free_port());
+/// Starts Knot (mx.example.test → 127.0.0.1), pebble and `serve` with `challenge`, and
+/// waits for the first certificate.
+fn issued_with(
+    challenge: &str,
+) -> (
+    Workspace,
+    Ports,
+    common::Process,
+    common::Pebble,
+    common::Process,
+) {
+    let ports = (free_port(), free_port(), free_port(), free_port());
     let w = Workspace::new("");
     let zone = common::zone("example.test", "mx A 127.0.0.1");
-    let (_knot, dns) = knot(w.path(), &[("example.test", &zone)]);
-    let ca = pebble(w.path(), dns, http, free_port());
-    w.write_spec(&spec((mx, imaps, http), &ca.directory, &ca.ca_file));
-    let mut server = w.serve(mx);
+    let (knot_process, dns) = knot(w.path(), &[("example.test", &zone)]);
+    let ca = pebble(w.path(), dns, ports.2, ports.3);
+    w.write_spec(&spec(ports, challenge, &ca.directory, &ca.ca_file));
+    let server = w.serve(ports.0);
     let done = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 1);
     assert!(
         done,
@@ -88,8 +102,11 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
         server.log_text(),
         ca.process.log_text()
     );
+    (w, ports, knot_process, ca, server)
+}
 
-    // pebble's root, from its management API, verifies what both listeners present.
+/// pebble's root, from its management API.
+fn pebble_root(w: &Workspace, ca: &common::Pebble) -> std::path::PathBuf {
     let root = w.path().join("pebble-root.pem");
     let fetched = Command::new("python3")
         .args([
@@ -103,7 +120,26 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
         .status()
         .unwrap();
     assert!(fetched.success());
-    for (port, starttls) in [(mx, true), (imaps, false)] {
+    root
+}
+
+#[test]
+fn tls_alpn01_is_answered_inside_the_https_handshake() {
+    let (w, (mx, imaps, _, https), _knot, ca, server) = issued_with("tls-alpn-01");
+    let root = pebble_root(&w, &ca);
+    for (port, starttls) in [(https, false), (mx, true), (imaps, false)] {
+        let out = s_client(port, starttls, &root);
+        assert!(out.contains("Verify return code: 0 (ok)"), "{port}: {out}");
+    }
+    assert!(server.log_text().contains("certificate issued and served"));
+}
+
+#[test]
+fn pebble_issues_over_http01_and_every_listener_serves_it() {
+    let (w, (mx, imaps, _, https), _knot, ca, mut server) = issued_with("http-01");
+    // pebble's root verifies what every TLS listener presents.
+    let root = pebble_root(&w, &ca);
+    for (port, starttls) in [(mx, true), (imaps, false), (https, false)] {
         let out = s_client(port, starttls, &root);
         assert!(out.contains("Verify return code: 0 (ok)"), "{port}: {out}");
         assert!(out.contains("Pebble Intermediate CA"), "{port}: {out}");
@@ -159,7 +195,8 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
 
 #[test]
 fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
-    let (mx, imaps, http) = (free_port(), free_port(), free_port());
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let (mx, imaps) = (ports.0, ports.1);
     let w = Workspace::new("");
     let ca_file = w.path().join("nothing.pem");
     std::fs::write(
@@ -172,7 +209,8 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
     .unwrap();
     let closed = free_port();
     w.write_spec(&spec(
-        (mx, imaps, http),
+        ports,
+        "http-01",
         &format!("https://127.0.0.1:{closed}/dir"),
         &ca_file,
     ));

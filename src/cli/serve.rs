@@ -344,7 +344,17 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(%addr, "http listening");
     }
     if let Some(addr) = declared.https {
-        tracing::warn!(listener = "https", %addr, "declared, but this build does not serve it yet");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the https listener to {addr}"))?;
+        tasks.spawn(crate::http::serve_tls(
+            listener,
+            certificates.server_config(),
+            challenges.clone(),
+            shutdown.clone(),
+        ));
+        listeners.push(("https".to_string(), addr.to_string()));
+        tracing::info!(%addr, "https listening");
     }
     if let (TlsMode::Acme, Some(acme)) = (loaded.spec.tls.mode, &loaded.spec.tls.acme) {
         let manager = Arc::new(crate::tls::acme::Manager {

@@ -1,5 +1,6 @@
-//! The `http` listener (axum): for now the ACME HTTP-01 answers (RFC 8555 §8.3); the
-//! admin UI, API, autoconfig and MTA-STS policy join it later.
+//! The `http` and `https` listeners (axum): for now the ACME answers — HTTP-01 over
+//! http (RFC 8555 §8.3), TLS-ALPN-01 inside the https handshake (RFC 8737); the admin UI,
+//! API, autoconfig and MTA-STS policy join them later.
 
 use std::sync::Arc;
 
@@ -7,25 +8,93 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::LazyConfigAcceptor;
 
-use crate::tls::acme::Challenges;
+use crate::tls::acme::{ACME_TLS_ALPN, Challenges};
 
-/// Serves until `shutdown` turns true.
+fn router(challenges: Arc<Challenges>) -> Router {
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(http01))
+        .with_state(challenges)
+}
+
+/// Serves plain HTTP until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     challenges: Arc<Challenges>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/.well-known/acme-challenge/{token}", get(http01))
-        .with_state(challenges);
-    axum::serve(listener, app)
+    axum::serve(listener, router(challenges))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
+}
+
+/// Serves HTTPS with the shared certificates until `shutdown` turns true; a handshake
+/// that asks for acme-tls/1 gets the challenge certificate instead, and nothing else.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    challenges: Arc<Challenges>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(challenges.clone());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "https accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (tls, challenges, app) = (tls.clone(), challenges.clone(), app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, tls, challenges, app).await {
+                tracing::debug!(error = %e, "https connection ended");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    tls: Arc<ServerConfig>,
+    challenges: Arc<Challenges>,
+    app: Router,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let acme = hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+    if acme {
+        // The CA only completes the handshake and looks at the certificate.
+        let name = hello.server_name().map(str::to_string).unwrap_or_default();
+        match challenges.tls_alpn01(&name) {
+            Some(config) => {
+                start.into_stream(config).await?;
+            }
+            None => tracing::warn!(
+                name,
+                "TLS-ALPN-01 validation for a name with no order under way"
+            ),
+        }
+        return Ok(());
+    }
+    let stream = start.into_stream(tls).await?;
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .await?;
+    Ok(())
 }
 
 /// The key authorization for a token ferrymail is being asked to prove, as plain text.

@@ -131,10 +131,13 @@ pub struct Tls {
 pub enum AcmeChallenge {
     /// Answered by the `http` listener on port 80.
     #[default]
+    #[serde(rename = "http-01")]
     Http01,
     /// Answered inside the TLS handshake on port 443.
+    #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
     /// A TXT record published through the domain's DNS provider.
+    #[serde(rename = "dns-01")]
     Dns01,
 }
 

@@ -10,6 +10,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
+use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::{Certificates, TlsError, certs};
@@ -22,21 +23,73 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_secs(60);
 const RETRY_MAX: Duration = Duration::from_secs(3600);
 
-/// Answers the CA will ask for, by token (HTTP-01).
+/// Answers the CA will ask for while an order is under way: HTTP-01 key authorizations
+/// by token, TLS-ALPN-01 certificates by name.
 #[derive(Default)]
 pub struct Challenges {
     http: Mutex<HashMap<String, String>>,
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
 
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 impl Challenges {
-    /// The key authorization for an HTTP-01 token, while its order is under way.
+    /// The key authorization for an HTTP-01 token.
     pub fn http01(&self, token: &str) -> Option<String> {
         self.lock().get(token).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.http.lock().unwrap_or_else(|p| p.into_inner())
+    /// The TLS configuration that answers a TLS-ALPN-01 validation of `name`: only the
+    /// challenge certificate, only the acme-tls/1 protocol.
+    pub fn tls_alpn01(&self, name: &str) -> Option<Arc<rustls::ServerConfig>> {
+        let key = lock(&self.alpn).get(&name.to_ascii_lowercase()).cloned()?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(key)));
+        config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+        Some(Arc::new(config))
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        lock(&self.http)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One certificate for every handshake.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The self-signed certificate for `name` carrying the acmeIdentifier extension with
+/// the key authorization's digest (RFC 8737 §3).
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let fail = |e: String| AcmeError::Refused(format!("TLS-ALPN-01 certificate for {name}: {e}"));
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| fail(e.to_string()))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+    let cert = params.self_signed(&key).map_err(|e| fail(e.to_string()))?;
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    // Not CertifiedKey::from_der: its key check parses the certificate with webpki,
+    // which refuses the critical acmeIdentifier extension this certificate exists for.
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,11 +292,11 @@ impl Manager {
                 .map_err(at("waiting for validation")),
             Err(e) => Err(e),
         };
-        {
-            let mut http = self.challenges.lock();
-            for token in &tokens {
-                http.remove(token);
-            }
+        for token in &tokens {
+            match token.strip_prefix("alpn:") {
+                Some(name) => lock(&self.challenges.alpn).remove(name).map(|_| ()),
+                None => self.challenges.lock().remove(token).map(|_| ()),
+            };
         }
         let status = ready?;
         if status != OrderStatus::Ready {
@@ -302,9 +355,15 @@ impl Manager {
                         .insert(challenge.token.clone(), key_authorization);
                     tokens.push(challenge.token.clone());
                 }
+                ChallengeType::TlsAlpn01 => {
+                    let digest = challenge.key_authorization().digest();
+                    let cert = alpn_certificate(&name, digest.as_ref())?;
+                    lock(&self.challenges.alpn).insert(name.to_ascii_lowercase(), cert);
+                    tokens.push(format!("alpn:{}", name.to_ascii_lowercase()));
+                }
                 other => {
                     return Err(AcmeError::Refused(format!(
-                        "{other:?} is not available in this build yet; use http-01"
+                        "{other:?} is not available in this build yet; use http-01 or tls-alpn-01"
                     )));
                 }
             }
