@@ -226,3 +226,63 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
     assert!(out.contains("s:CN = rcgen self signed cert"), "{out}");
     assert!(!fingerprint(w.path(), imaps).is_empty());
 }
+
+#[test]
+fn dns01_answers_are_published_through_the_dns_provider_and_taken_down() {
+    const KEY: &str = "ferrymail-acme";
+    const SECRET: &str = "8aDl8RrjJBcb6sGMnMAmS4qO2pOQZy2fe28vUb+2fPk=";
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    std::fs::write(w.path().join("tsig.key"), SECRET).unwrap();
+    let zone = common::zone("example.test", "mx A 127.0.0.1");
+    let (_knot, dns) =
+        common::knot_with_key(w.path(), &[("example.test", &zone)], Some((KEY, SECRET)));
+    let ca = pebble(w.path(), dns, ports.2, ports.3);
+    let body = spec(ports, "dns-01", &ca.directory, &ca.ca_file)
+        + &format!(
+            r#"
+[dns]
+resolver = "127.0.0.1:{dns}"
+[dns.providers.knot]
+kind = "rfc2136"
+server = "127.0.0.1:{dns}"
+tsig_name = "{KEY}"
+tsig_secret = {{ file = "tsig.key" }}
+
+[domains."example.test"]
+dns_provider = "knot"
+"#
+        );
+    w.write_spec(&body);
+    let server = w.serve(ports.0);
+    let done = wait_for(Duration::from_secs(90), || issued(&server.log_text()) == 1);
+    assert!(
+        done,
+        "no certificate:\n{}\npebble:\n{}",
+        server.log_text(),
+        ca.process.log_text()
+    );
+    let root = pebble_root(&w, &ca);
+    let out = s_client(ports.1, false, &root);
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    // The names clients are pointed at are in the certificate too, and the answers are
+    // gone from the zone.
+    let listed = w.run(&["certificates", "list"]);
+    assert!(
+        listed.ok().stdout.contains("imap.example.test"),
+        "{}",
+        listed.stdout
+    );
+    let kdig = |name: &str| {
+        let out = Command::new("kdig")
+            .args(["@127.0.0.1", "-p", &dns.to_string(), "+short", name, "TXT"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let cleaned = wait_for(Duration::from_secs(10), || {
+        kdig("_acme-challenge.mx.example.test").is_empty()
+            && kdig("_acme-challenge.imap.example.test").is_empty()
+    });
+    assert!(cleaned, "DNS-01 answers left in the zone");
+}

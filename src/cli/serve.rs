@@ -88,6 +88,33 @@ fn acme_settings(
     })
 }
 
+/// The DNS providers that can publish DNS-01 answers, by mail domain.
+fn dns01(loaded: &crate::spec::LoadedSpec) -> Option<crate::tls::acme::Dns01> {
+    let spec = &loaded.spec;
+    let mut domains: Vec<(String, Arc<dyn crate::dns::provider::Provider>)> = Vec::new();
+    for (name, domain) in &spec.domains {
+        let (Ok(name), Some(pname)) = (
+            crate::address::normalize_domain(name),
+            domain.dns_provider.as_ref(),
+        ) else {
+            continue;
+        };
+        let Some(declared) = spec.dns.providers.get(pname) else {
+            continue;
+        };
+        match crate::dns::provider::from_spec(pname, declared, &loaded.base_dir, spec.dns.resolver)
+        {
+            Ok(p) if p.writes() => domains.push((name, Arc::from(p))),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "this provider cannot publish DNS-01 answers"),
+        }
+    }
+    (!domains.is_empty()).then_some(crate::tls::acme::Dns01 {
+        domains,
+        resolver: spec.dns.resolver,
+    })
+}
+
 pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
     crate::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -362,6 +389,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             store: store.clone(),
             certs: certificates.clone(),
             challenges: challenges.clone(),
+            dns01: dns01(&loaded),
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }

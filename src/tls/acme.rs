@@ -14,6 +14,8 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::{Certificates, TlsError, certs};
+use crate::dns::provider::{Provider, RrsetChange};
+use crate::dns::records::Kind;
 use crate::store::{Store, StoreError, StoredCertificate};
 
 /// How often the store is looked at for a renewal request or a certificate another node
@@ -145,12 +147,108 @@ pub fn renew_at(issued_at: i64, not_after: i64) -> i64 {
     not_after - (not_after - issued_at).max(0) / 3
 }
 
+/// Where DNS-01 answers are published: the DNS provider of each mail domain (a name is
+/// published through the domain it lies in), and the resolver that shows them published.
+pub struct Dns01 {
+    pub domains: Vec<(String, Arc<dyn Provider>)>,
+    pub resolver: Option<std::net::SocketAddr>,
+}
+
+/// How long a published answer may take to be seen before the order is given up.
+const PROPAGATION: Duration = Duration::from_secs(120);
+
+impl Dns01 {
+    fn provider_for(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.domains
+            .iter()
+            .filter(|(d, _)| name == d || name.ends_with(&format!(".{d}")))
+            .max_by_key(|(d, _)| d.len())
+            .map(|(_, p)| p)
+    }
+
+    /// Adds (or, with `add` false, takes away) `value` at `_acme-challenge.NAME`, next to
+    /// whatever else is there (a wildcard and its base name share one name).
+    async fn change(&self, name: &str, value: &str, add: bool) -> Result<(), AcmeError> {
+        let fail = |e: String| AcmeError::Refused(format!("DNS-01 for {name}: {e}"));
+        let provider = self
+            .provider_for(name)
+            .ok_or_else(|| fail("no DNS provider publishes this name's domain".into()))?;
+        let record = format!("_acme-challenge.{name}");
+        let zone = provider
+            .zone_of(name)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let wanted = [(record.clone(), Kind::TXT)];
+        let before: Vec<String> = provider
+            .list(&zone, &wanted)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .filter(|r| r.name == record && r.rtype == "TXT")
+            .map(|r| r.data)
+            .collect();
+        let mut after: Vec<String> = before.iter().filter(|v| *v != value).cloned().collect();
+        if add {
+            after.push(value.to_string());
+        }
+        if after == before {
+            return Ok(());
+        }
+        let change = RrsetChange {
+            name: record,
+            kind: Kind::TXT,
+            ttl: 60,
+            before,
+            after,
+            theirs: Vec::new(),
+            old_ttl: None,
+        };
+        provider
+            .apply(&zone, std::slice::from_ref(&change))
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Waits until resolvers see `value` at `_acme-challenge.NAME`.
+    async fn propagated(&self, name: &str, value: &str) -> Result<(), AcmeError> {
+        let record = format!("_acme-challenge.{name}.");
+        let deadline = tokio::time::Instant::now() + PROPAGATION;
+        loop {
+            // A fresh resolver each time: no answer cached from before the change.
+            if let Ok(resolver) = crate::dns::resolver(self.resolver)
+                && let Ok(found) = resolver.txt_lookup(record.as_str()).await
+                && found.answers().iter().any(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::TXT(t) => {
+                        t.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s))
+                            .collect::<String>()
+                            == value
+                    }
+                    _ => false,
+                })
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AcmeError::Refused(format!(
+                    "DNS-01 for {name}: {record} not visible after {} s",
+                    PROPAGATION.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 /// Keeps the served certificate issued and fresh.
 pub struct Manager {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub certs: Arc<Certificates>,
     pub challenges: Arc<Challenges>,
+    /// For DNS-01; None when no domain has a DNS provider that writes.
+    pub dns01: Option<Dns01>,
 }
 
 impl Manager {
@@ -283,8 +381,8 @@ impl Manager {
             .new_order(&NewOrder::new(&identifiers))
             .await
             .map_err(at("ordering"))?;
-        let mut tokens = Vec::new();
-        let answered = self.answer(&mut order, &mut tokens).await;
+        let (mut tokens, mut published) = (Vec::new(), Vec::new());
+        let answered = self.answer(&mut order, &mut tokens, &mut published).await;
         let ready = match answered {
             Ok(()) => order
                 .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(120)))
@@ -292,6 +390,14 @@ impl Manager {
                 .map_err(at("waiting for validation")),
             Err(e) => Err(e),
         };
+        // DNS-01 answers are taken down again, whatever happened.
+        if let Some(dns) = &self.dns01 {
+            for (name, value) in &published {
+                if let Err(e) = dns.change(name, value, false).await {
+                    tracing::warn!(error = %e, "a DNS-01 answer could not be removed");
+                }
+            }
+        }
         for token in &tokens {
             match token.strip_prefix("alpn:") {
                 Some(name) => lock(&self.challenges.alpn).remove(name).map(|_| ()),
@@ -324,6 +430,7 @@ impl Manager {
         &self,
         order: &mut instant_acme::Order,
         tokens: &mut Vec<String>,
+        published: &mut Vec<(String, String)>,
     ) -> Result<(), AcmeError> {
         let kind = match self.settings.challenge {
             Challenge::Http01 => ChallengeType::Http01,
@@ -361,9 +468,21 @@ impl Manager {
                     lock(&self.challenges.alpn).insert(name.to_ascii_lowercase(), cert);
                     tokens.push(format!("alpn:{}", name.to_ascii_lowercase()));
                 }
+                ChallengeType::Dns01 => {
+                    let dns = self.dns01.as_ref().ok_or_else(|| {
+                        AcmeError::Refused(
+                            "dns-01 needs a DNS provider (not manual) for the domains".into(),
+                        )
+                    })?;
+                    let value = challenge.key_authorization().dns_value();
+                    let bare = name.trim_start_matches("*.").to_string();
+                    dns.change(&bare, &value, true).await?;
+                    published.push((bare.clone(), value.clone()));
+                    dns.propagated(&bare, &value).await?;
+                }
                 other => {
                     return Err(AcmeError::Refused(format!(
-                        "{other:?} is not available in this build yet; use http-01 or tls-alpn-01"
+                        "the {other:?} challenge is not supported"
                     )));
                 }
             }
