@@ -94,6 +94,14 @@ fn issued_with(
     let (knot_process, dns) = knot(w.path(), &[("example.test", &zone)]);
     let ca = pebble(w.path(), dns, ports.2, ports.3);
     w.write_spec(&spec(ports, challenge, &ca.directory, &ca.ca_file));
+    let plan = w.run(&["plan"]);
+    assert!(
+        plan.ok().stdout.contains(&format!(
+            "+ certificate mx.example.test (acme, {challenge}): mx.example.test"
+        )),
+        "{}",
+        plan.stdout
+    );
     let server = w.serve(ports.0);
     let done = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 1);
     assert!(
@@ -145,6 +153,17 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
         assert!(out.contains("Pebble Intermediate CA"), "{port}: {out}");
     }
     let first = fingerprint(w.path(), imaps);
+    let plan = w.run(&["plan"]);
+    assert!(!plan.ok().stdout.contains("certificate"), "{}", plan.stdout);
+    let status = w.run(&["status"]);
+    assert!(
+        status
+            .ok()
+            .stdout
+            .contains("certificate: mx.example.test (acme), expires in"),
+        "{}",
+        status.stdout
+    );
     let listed = w.run(&["certificates", "list"]);
     assert!(
         listed
@@ -221,6 +240,12 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
             .contains("certificate not issued; the current one keeps serving")
     });
     assert!(reported, "{}", server.log_text());
+    let status = w.run(&["status"]);
+    assert!(
+        status.ok().stdout.contains("ACME: FAILED at"),
+        "{}",
+        status.stdout
+    );
     // Mail is still taken, over TLS, with the temporary self-signed certificate.
     let out = s_client(mx, true, &ca_file);
     assert!(out.contains("s:CN = rcgen self signed cert"), "{out}");
@@ -285,4 +310,30 @@ dns_provider = "knot"
             && kdig("_acme-challenge.imap.example.test").is_empty()
     });
     assert!(cleaned, "DNS-01 answers left in the zone");
+}
+
+#[test]
+fn a_rejected_challenge_is_reported_with_the_cas_reason() {
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let zone = common::zone("example.test", "mx A 127.0.0.1");
+    let (_knot, dns) = knot(w.path(), &[("example.test", &zone)]);
+    // The CA looks for the answer on a port where nothing listens.
+    let ca = pebble(w.path(), dns, free_port(), free_port());
+    w.write_spec(&spec(ports, "http-01", &ca.directory, &ca.ca_file));
+    let server = w.serve(ports.0);
+    let reported = wait_for(Duration::from_secs(60), || {
+        server
+            .log_text()
+            .contains("certificate not issued; the current one keeps serving")
+    });
+    assert!(reported, "{}", server.log_text());
+    // The CA's own words: what it fetched, what went wrong, the problem type.
+    let log = server.log_text();
+    assert!(log.contains("/.well-known/acme-challenge/"), "{log}");
+    assert!(
+        log.contains("urn:ietf:params:acme:error:connection"),
+        "{log}"
+    );
+    assert_eq!(issued(&log), 0);
 }

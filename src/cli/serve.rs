@@ -28,39 +28,13 @@ pub struct ServeState {
     pub listeners: Vec<(String, String)>,
 }
 
-/// What the ACME manager needs from the spec: the CA, the account, and the names: the
-/// server's own, plus the names clients are pointed at (imap., smtp., autoconfig....) in
-/// domains whose records ferrymail publishes (elsewhere they may not lead here).
+/// What the ACME manager needs from the spec: the CA, the account, and the names.
 fn acme_settings(
     loaded: &crate::spec::LoadedSpec,
     acme: &crate::spec::Acme,
 ) -> anyhow::Result<crate::tls::acme::Settings> {
     use crate::tls::acme::Challenge;
-    let spec = &loaded.spec;
-    let host = spec
-        .server
-        .hostname
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let mut names = vec![host.clone()];
-    for (name, domain) in &spec.domains {
-        let Ok(domain_name) = crate::address::normalize_domain(name) else {
-            continue;
-        };
-        let publishes = domain
-            .dns_provider
-            .as_ref()
-            .and_then(|p| spec.dns.providers.get(p))
-            .is_some_and(|p| p.kind != crate::spec::DnsProviderKind::Manual);
-        if publishes {
-            for label in crate::dns::records::CLIENT_NAMES {
-                let n = format!("{label}.{domain_name}");
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-        }
-    }
+    let names = crate::reconcile::certs::acme_names(&loaded.spec);
     let eab = match (&acme.eab_kid, &acme.eab_hmac_key) {
         (Some(kid), Some(key)) => {
             use base64::Engine as _;
@@ -390,6 +364,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             certs: certificates.clone(),
             challenges: challenges.clone(),
             dns01: dns01(&loaded),
+            status_file: Some(data_dir.join("acme.json")),
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::queue::QueueDb;
 use crate::reconcile::watch::ReconcileStatus;
+use crate::store::unix_now;
 use crate::store::{Kind, Store};
 
 use super::serve::ServeState;
@@ -95,6 +96,32 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 println!("  {p}");
             }
         }
+    }
+    let hostname = loaded
+        .spec
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if let Some(cert) = store.certificate(&hostname)? {
+        let renew = crate::tls::acme::renew_at(cert.issued_at, cert.not_after);
+        let days = (cert.not_after - unix_now()) / 86_400;
+        println!(
+            "certificate: {} (acme), expires in {days} days, renews {} days before",
+            cert.names.join(", "),
+            (cert.not_after - renew) / 86_400
+        );
+    }
+    let acme: Option<crate::tls::acme::AcmeStatus> = std::fs::read(data_dir.join("acme.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(a) = acme.filter(|a| !a.ok) {
+        println!(
+            "ACME: FAILED at {}: {} (retrying in {} s; the current certificate keeps serving)",
+            a.at,
+            a.error.unwrap_or_default(),
+            a.retry_in_secs.unwrap_or(0)
+        );
     }
     if let Some(n) = queue {
         println!("queue: {n} deliveries waiting");

@@ -11,7 +11,7 @@ use crate::dns::provider::{self, Provider, ProviderError, RrsetChange};
 use crate::dns::records::{self, DkimKey, Kind, Record, canonical, same_set};
 use crate::spec::LoadedSpec;
 use crate::store::records::{DkimKeyRecord, dkim_key_id};
-use crate::store::{DnsOwned, RetiredKey, Store, StoreError};
+use crate::store::{DnsOwned, RetiredKey, Store, StoreError, unix_now};
 
 /// Stands for a DKIM public key the apply is about to generate.
 pub const PENDING_DKIM: &str = "v=DKIM1; p=(public key, made at apply)";
@@ -186,13 +186,6 @@ fn dkim_records(
         }
     }
     Ok((keys, pending))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The records of `domain`'s retired DKIM keys still within `keep` seconds, unless the

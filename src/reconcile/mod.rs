@@ -2,6 +2,7 @@
 //! that diffs them, and the apply that makes the store match.
 
 mod apply;
+pub mod certs;
 pub mod desired;
 pub mod dns;
 pub mod plan;
@@ -64,5 +65,6 @@ pub fn plan_targets(
     if targets.dns {
         plan.dns = dns::block_on(dns::plan(loaded, store, &plan));
     }
+    plan.certificate = certs::plan(&loaded.spec, store, crate::store::unix_now())?;
     Ok(plan)
 }

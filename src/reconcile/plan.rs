@@ -62,6 +62,10 @@ pub struct Plan {
     /// Records at DNS providers: what changes, what is left alone.
     #[serde(default, skip_serializing_if = "DnsPlan::is_empty_and_quiet")]
     pub dns: DnsPlan,
+    /// What `serve` will do about the server's certificate (not counted: apply does not
+    /// issue; the running server answers the CA's challenges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<super::certs::CertChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -165,6 +169,7 @@ pub fn diff(
         changes,
         unmanaged,
         dns: DnsPlan::default(),
+        certificate: None,
     }
 }
 

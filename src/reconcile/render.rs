@@ -90,6 +90,41 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         "Plan: {} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
     );
+    if let Some(c) = &plan.certificate {
+        let (sign, code) = if c.action == "issue" {
+            ("+", "32")
+        } else {
+            ("~", "33")
+        };
+        let _ = match c.action.as_str() {
+            "issue" => writeln!(
+                out,
+                "{} certificate {} ({}): {}",
+                style.paint(code, sign),
+                c.id,
+                c.how,
+                c.names.join(", ")
+            ),
+            "renew" => writeln!(
+                out,
+                "{} certificate {} {} → renew",
+                style.paint(code, sign),
+                c.id,
+                c.why
+            ),
+            _ => writeln!(
+                out,
+                "{} certificate {} {}",
+                style.paint(code, sign),
+                c.id,
+                c.why
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  (done by `ferrymail serve`, which answers the CA's challenges)"
+        );
+    }
     let manual = plan.dns.manual_changes();
     if manual > 0 {
         let _ = writeln!(
@@ -364,6 +399,7 @@ mod tests {
             ],
             unmanaged: vec![],
             dns: Default::default(),
+            certificate: None,
         };
         let t = text(&plan, &Style { color: false });
         assert!(

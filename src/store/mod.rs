@@ -5,7 +5,7 @@ pub mod records;
 mod sqlite;
 
 pub use records::{Fields, Kind, Object};
-pub use sqlite::{SqliteStore, now_rfc3339};
+pub use sqlite::{SqliteStore, now_rfc3339, unix_now};
 
 use serde::{Deserialize, Serialize};
 

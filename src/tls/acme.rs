@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::{Certificates, TlsError, certs};
 use crate::dns::provider::{Provider, RrsetChange};
 use crate::dns::records::Kind;
-use crate::store::{Store, StoreError, StoredCertificate};
+use crate::store::{Store, StoreError, StoredCertificate, unix_now};
 
 /// How often the store is looked at for a renewal request or a certificate another node
 /// issued; the renewal itself comes when a third of the lifetime is left.
@@ -135,13 +135,6 @@ fn at(step: &'static str) -> impl FnOnce(instant_acme::Error) -> AcmeError {
     move |source| AcmeError::Protocol { step, source }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// When a certificate is renewed: a third of its lifetime before it ends.
 pub fn renew_at(issued_at: i64, not_after: i64) -> i64 {
     not_after - (not_after - issued_at).max(0) / 3
@@ -249,6 +242,19 @@ pub struct Manager {
     pub challenges: Arc<Challenges>,
     /// For DNS-01; None when no domain has a DNS provider that writes.
     pub dns01: Option<Dns01>,
+    /// Where the last outcome is written for `ferrymail status` (data_dir/acme.json).
+    pub status_file: Option<PathBuf>,
+}
+
+/// The last thing the manager did, for `status`: failures show long before expiry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AcmeStatus {
+    pub at: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_secs: Option<u64>,
 }
 
 impl Manager {
@@ -256,10 +262,10 @@ impl Manager {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut retry = RETRY_FIRST;
         loop {
-            let wait = match self.ensure().await {
+            let (wait, status) = match self.ensure().await {
                 Ok(()) => {
                     retry = RETRY_FIRST;
-                    LOOK_EVERY
+                    (LOOK_EVERY, None)
                 }
                 Err(e) => {
                     tracing::error!(
@@ -269,13 +275,29 @@ impl Manager {
                     );
                     let wait = retry;
                     retry = (retry * 2).min(RETRY_MAX);
-                    wait
+                    (wait, Some(e.to_string()))
                 }
             };
+            self.record(status, wait);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
+        }
+    }
+
+    fn record(&self, error: Option<String>, wait: Duration) {
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        let status = AcmeStatus {
+            at: crate::store::now_rfc3339(),
+            ok: error.is_none(),
+            retry_in_secs: error.as_ref().map(|_| wait.as_secs()),
+            error,
+        };
+        if let Ok(json) = serde_json::to_vec_pretty(&status) {
+            let _ = std::fs::write(path, json);
         }
     }
 
