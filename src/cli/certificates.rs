@@ -36,7 +36,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 println!("No ACME certificate for {hostname} yet.");
                 return Ok(ExitCode::SUCCESS);
             };
-            let renew = crate::tls::acme::renew_at(cert.issued_at, cert.not_after);
+            let renew = crate::tls::acme::renewal_time(&cert);
             println!(
                 "{}: {}\n  expires {}, renewed from {}{}",
                 cert.id,

@@ -104,7 +104,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     if let Some(cert) = store.certificate(&hostname)? {
-        let renew = crate::tls::acme::renew_at(cert.issued_at, cert.not_after);
+        let renew = crate::tls::acme::renewal_time(&cert);
         let days = (cert.not_after - unix_now()) / 86_400;
         println!(
             "certificate: {} (acme), expires in {days} days, renews {} days before",

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{AcmeChallenge, DnsProviderKind, Spec, TlsMode};
 use crate::store::{Store, StoreError};
-use crate::tls::acme::renew_at;
+use crate::tls::acme::renewal_time;
 
 /// The names the server's certificate must cover: its own, plus the names clients are
 /// pointed at (imap., smtp., autoconfig....) in domains whose records ferrymail
@@ -117,7 +117,7 @@ pub fn plan(
     if cert.renew_requested {
         return Ok(Some(change("renew", "a renewal was asked for".into())));
     }
-    if now >= renew_at(cert.issued_at, cert.not_after) {
+    if now >= renewal_time(&cert) {
         return Ok(Some(change("renew", format!("expires in {days} days"))));
     }
     Ok(None)

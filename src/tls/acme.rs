@@ -140,6 +140,18 @@ pub fn renew_at(issued_at: i64, not_after: i64) -> i64 {
     not_after - (not_after - issued_at).max(0) / 3
 }
 
+/// When this certificate is renewed: `renew_at`, moved up to a thirtieth of the lifetime
+/// earlier by a jitter drawn from the certificate itself, so that servers issued
+/// together do not all come back to the CA in the same minute, and every node of one
+/// server agrees on the moment.
+pub fn renewal_time(cert: &StoredCertificate) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cert.chain_pem.as_bytes());
+    let draw = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+    let span = ((cert.not_after - cert.issued_at).max(0) / 30).max(1) as u64;
+    renew_at(cert.issued_at, cert.not_after) - (draw % span) as i64
+}
+
 /// Where DNS-01 answers are published: the DNS provider of each mail domain (a name is
 /// published through the domain it lies in), and the resolver that shows them published.
 pub struct Dns01 {
@@ -311,7 +323,7 @@ impl Manager {
         if let Some(cert) = stored {
             let mut names = cert.names.clone();
             names.sort();
-            let due = unix_now() >= renew_at(cert.issued_at, cert.not_after);
+            let due = unix_now() >= renewal_time(&cert);
             if names == wanted && !due && !cert.renew_requested {
                 self.serve(&cert)?;
                 return Ok(());
@@ -546,6 +558,27 @@ mod tests {
     fn renewal_comes_when_a_third_of_the_lifetime_is_left() {
         let day = 86_400;
         assert_eq!(renew_at(0, 90 * day), 60 * day);
+        // The jitter moves it at most three days (a thirtieth of 90) earlier, never later,
+        // and the same certificate always gets the same moment.
+        let cert = |pem: &str| StoredCertificate {
+            id: "mx.d.test".into(),
+            names: vec![],
+            chain_pem: pem.into(),
+            key_pem: String::new(),
+            not_after: 90 * day,
+            issued_at: 0,
+            renew_requested: false,
+        };
+        let times: Vec<i64> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|p| renewal_time(&cert(p)))
+            .collect();
+        assert!(
+            times.iter().all(|t| (57 * day..=60 * day).contains(t)),
+            "{times:?}"
+        );
+        assert!(times.windows(2).any(|w| w[0] != w[1]), "{times:?}");
+        assert_eq!(renewal_time(&cert("a")), times[0]);
         assert_eq!(
             renew_at(0, 6 * day),
             4 * day,
