@@ -14,6 +14,7 @@ pub mod login;
 pub mod mailbox;
 pub mod password;
 pub mod pop3;
+pub mod private_file;
 pub mod queue;
 pub mod reconcile;
 pub mod routing;

@@ -19,10 +19,20 @@ fn certificate(names: &[&str]) -> (String, String, String) {
     (c.cert.pem(), c.signing_key.serialize_pem(), fp)
 }
 
-/// Writes a file the way renewal tools do: a new file renamed over the old.
+/// Writes a file the way certbot does: the new version in archive/, then the link in
+/// live/ swapped over to it (a new link renamed over the old one).
 fn replace(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, text).unwrap();
+    static VERSION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let n = VERSION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let live = path.parent().unwrap();
+    let archive = live.parent().unwrap().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let stem = path.file_stem().unwrap().to_string_lossy();
+    let target = archive.join(format!("{stem}{n}.pem"));
+    std::fs::write(&target, text).unwrap();
+    let tmp = live.join(format!(".{stem}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("../archive/{stem}{n}.pem"), &tmp).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
@@ -47,17 +57,18 @@ imaps = "127.0.0.1:{imaps}"
 
 [tls]
 mode = "files"
-files = {{ cert = "tls/fullchain.pem", key = "tls/privkey.pem" }}
+files = {{ cert = "tls/live/fullchain.pem", key = "tls/live/privkey.pem" }}
 
 [domains."example.test".aliases.me]
 mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 "#
     ));
-    let tls = w.path().join("tls");
+    // certbot's layout: live/ holds links into archive/.
+    let tls = w.path().join("tls/live");
     std::fs::create_dir_all(&tls).unwrap();
     let (cert_a, key_a, fp_a) = certificate(&["mx.example.test"]);
-    std::fs::write(tls.join("fullchain.pem"), &cert_a).unwrap();
-    std::fs::write(tls.join("privkey.pem"), &key_a).unwrap();
+    replace(&tls.join("fullchain.pem"), &cert_a);
+    replace(&tls.join("privkey.pem"), &key_a);
     let server = w.serve(imaps);
 
     // A client connects before the renewal and stays.

@@ -58,7 +58,9 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             {
                 bail!("no ACME certificate named {id} in the store");
             }
-            println!("Renewal of {id} asked for; the running server renews it within seconds.");
+            println!(
+                "Renewal of {id} asked for: a running `ferrymail serve` renews it within seconds (see `ferrymail status`)."
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -188,19 +188,6 @@ fn color_stdout() -> bool {
 
 /// Writes a file only the owner can read (plans hold password hashes; keys are keys).
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    let _ = std::fs::OpenOptions::new().mode(0o600).open(path);
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(())
+    crate::private_file::write(path, contents)
+        .with_context(|| format!("writing {}", path.display()))
 }

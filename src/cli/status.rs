@@ -11,6 +11,53 @@ use crate::store::{Kind, Store};
 
 use super::serve::ServeState;
 
+/// What ACME issued for the server and how the last attempt went (only while a server
+/// runs: an old failure of a stopped server is not news).
+fn certificate_lines(
+    loaded: &crate::spec::LoadedSpec,
+    store: &crate::store::SqliteStore,
+    running: bool,
+) -> anyhow::Result<Vec<String>> {
+    use crate::store::Store;
+    let mut out = Vec::new();
+    if loaded.spec.tls.mode != crate::spec::TlsMode::Acme {
+        return Ok(out);
+    }
+    let hostname = loaded
+        .spec
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if let Some(cert) = store.certificate(&hostname)? {
+        let left = cert.not_after - unix_now();
+        let when = if left >= 0 {
+            format!("expires in {} days", left / 86_400)
+        } else {
+            format!("EXPIRED {} days ago", -left / 86_400)
+        };
+        let renew = crate::tls::acme::renewal_time(&cert);
+        out.push(format!(
+            "certificate: {} (acme), {when}, renewed from {} days before",
+            cert.names.join(", "),
+            (cert.not_after - renew) / 86_400
+        ));
+    }
+    let acme: Option<crate::tls::acme::AcmeStatus> =
+        std::fs::read(loaded.data_dir().join("acme.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    if let (true, Some(a)) = (running, acme.filter(|a| !a.ok)) {
+        out.push(format!(
+            "ACME: FAILED at {}: {} (retrying in {} s; the current certificate keeps serving)",
+            a.at,
+            a.error.unwrap_or_default(),
+            a.retry_in_secs.unwrap_or(0)
+        ));
+    }
+    Ok(out)
+}
+
 /// The server described by data_dir/serve.json, if its process is alive.
 fn running_server(data_dir: &Path) -> Option<ServeState> {
     let state: ServeState =
@@ -61,6 +108,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "last_reconcile": reconcile,
             "queue": queue,
             "applies": applies,
+            "certificate": certificate_lines(&loaded, &store, server.is_some())?,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -97,31 +145,8 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let hostname = loaded
-        .spec
-        .server
-        .hostname
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    if let Some(cert) = store.certificate(&hostname)? {
-        let renew = crate::tls::acme::renewal_time(&cert);
-        let days = (cert.not_after - unix_now()) / 86_400;
-        println!(
-            "certificate: {} (acme), expires in {days} days, renews {} days before",
-            cert.names.join(", "),
-            (cert.not_after - renew) / 86_400
-        );
-    }
-    let acme: Option<crate::tls::acme::AcmeStatus> = std::fs::read(data_dir.join("acme.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(a) = acme.filter(|a| !a.ok) {
-        println!(
-            "ACME: FAILED at {}: {} (retrying in {} s; the current certificate keeps serving)",
-            a.at,
-            a.error.unwrap_or_default(),
-            a.retry_in_secs.unwrap_or(0)
-        );
+    for line in certificate_lines(&loaded, &store, server.is_some())? {
+        println!("{line}");
     }
     if let Some(n) = queue {
         println!("queue: {n} deliveries waiting");

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +18,9 @@ use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::tls::acme::{ACME_TLS_ALPN, Challenges};
+
+/// A TLS handshake, or a request's headers, that take longer are dropped.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 fn router(challenges: Arc<Challenges>) -> Router {
     Router::new()
@@ -46,15 +51,18 @@ pub async fn serve_tls(
 ) {
     let app = router(challenges.clone());
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "https accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin.
+                tracing::warn!(error = %e, "https accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (tls, challenges, app) = (tls.clone(), challenges.clone(), app.clone());
         tokio::spawn(async move {
@@ -71,7 +79,11 @@ async fn connection(
     challenges: Arc<Challenges>,
     app: Router,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let start = tokio::time::timeout(
+        HANDSHAKE,
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream),
+    )
+    .await??;
     let hello = start.client_hello();
     let acme = hello
         .alpn()
@@ -90,8 +102,10 @@ async fn connection(
         }
         return Ok(());
     }
-    let stream = start.into_stream(tls).await?;
+    let stream = tokio::time::timeout(HANDSHAKE, start.into_stream(tls)).await??;
     hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
         .await?;
     Ok(())

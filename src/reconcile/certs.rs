@@ -9,7 +9,7 @@ use crate::tls::acme::renewal_time;
 
 /// The names the server's certificate must cover: its own, plus the names clients are
 /// pointed at (imap., smtp., autoconfig....) in domains whose records ferrymail
-/// publishes (elsewhere they may not lead here, and one such name fails the order).
+/// publishes and that lead here (one name that does not fails the whole order).
 pub fn acme_names(spec: &Spec) -> Vec<String> {
     let host = spec
         .server
@@ -26,17 +26,27 @@ pub fn acme_names(spec: &Spec) -> Vec<String> {
             .as_ref()
             .and_then(|p| spec.dns.providers.get(p))
             .is_some_and(|p| p.kind != DnsProviderKind::Manual);
-        if publishes {
-            for label in crate::dns::records::CLIENT_NAMES {
-                let n = format!("{label}.{domain_name}");
-                if !names.contains(&n) {
-                    names.push(n);
-                }
+        if !publishes {
+            continue;
+        }
+        // Only the names that lead here: a name the spec gives its own record (mail.
+        // pointing at a webmail host, say) would fail the whole order.
+        let target = format!("{}.", names[0]);
+        for record in crate::dns::records::for_domain(spec, &domain_name, &[]) {
+            if record.kind == crate::dns::records::Kind::CNAME
+                && record.data.eq_ignore_ascii_case(&target)
+                && !names.contains(&record.name)
+                && names.len() < MAX_NAMES
+            {
+                names.push(record.name);
             }
         }
     }
     names
 }
+
+/// Let's Encrypt puts at most 100 names in one certificate.
+const MAX_NAMES: usize = 100;
 
 /// What will happen to a certificate, done by `serve` (it answers the challenges).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

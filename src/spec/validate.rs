@@ -16,7 +16,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     let mut v = Validator { errors: Vec::new() };
     let spec = &loaded.spec;
     v.server(&spec.server);
-    v.tls(&spec.tls, &spec.listeners);
+    v.tls(&spec.tls, &spec.listeners, dns01_possible(spec));
     v.backends(spec);
     v.dns(&spec.dns);
     v.domains(spec);
@@ -90,7 +90,7 @@ impl Validator {
         }
     }
 
-    fn tls(&mut self, tls: &Tls, listeners: &Listeners) {
+    fn tls(&mut self, tls: &Tls, listeners: &Listeners, dns01_possible: bool) {
         let p = SpecPath::keys(&["tls"]);
         match tls.mode {
             TlsMode::Acme if tls.acme.is_none() => self.err(
@@ -132,6 +132,12 @@ impl Validator {
                     AcmeChallenge::TlsAlpn01 => ("https", listeners.https.is_some()),
                     AcmeChallenge::Dns01 => ("", true),
                 };
+                if acme.challenge == AcmeChallenge::Dns01 && !dns01_possible {
+                    self.err(
+                        p.key("acme").key("challenge"),
+                        "dns-01 publishes its answers through the DNS provider of the domain the server's hostname is in: give that domain a dns_provider that is not manual".to_string(),
+                    );
+                }
                 if !present {
                     self.err(
                         p.key("acme").key("challenge"),
@@ -610,6 +616,24 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// The record types a domain's `dns_records` may declare (what the DNS code publishes).
 pub const DNS_RECORD_TYPES: [&str; 7] = ["A", "AAAA", "CAA", "CNAME", "MX", "SRV", "TXT"];
+
+/// Whether a DNS provider that writes publishes the domain the hostname is in.
+fn dns01_possible(spec: &Spec) -> bool {
+    let host = spec
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    spec.domains.iter().any(|(name, domain)| {
+        let name = name.to_ascii_lowercase();
+        (host == name || host.ends_with(&format!(".{name}")))
+            && domain
+                .dns_provider
+                .as_ref()
+                .and_then(|p| spec.dns.providers.get(p))
+                .is_some_and(|p| p.kind != DnsProviderKind::Manual)
+    })
+}
 
 /// What is wrong with a declared record's value for its type, if anything.
 fn record_value_problem(kind: &str, value: &str) -> Option<&'static str> {

@@ -24,6 +24,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 /// A failed issuance is tried again after 1, 2, 4… minutes, at most an hour apart.
 const RETRY_FIRST: Duration = Duration::from_secs(60);
 const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// An order (account, challenges, finalization) that takes longer is given up and retried.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Answers the CA will ask for while an order is under way: HTTP-01 key authorizations
 /// by token, TLS-ALPN-01 certificates by name.
@@ -199,13 +201,15 @@ impl Dns01 {
         if after == before {
             return Ok(());
         }
+        // Other answers at the name (another order's) are left as they are.
+        let theirs = before.iter().filter(|v| *v != value).cloned().collect();
         let change = RrsetChange {
             name: record,
             kind: Kind::TXT,
             ttl: 60,
             before,
             after,
-            theirs: Vec::new(),
+            theirs,
             old_ttl: None,
         };
         provider
@@ -259,7 +263,7 @@ pub struct Manager {
 }
 
 /// The last thing the manager did, for `status`: failures show long before expiry.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AcmeStatus {
     pub at: String,
     pub ok: bool,
@@ -273,8 +277,17 @@ impl Manager {
     /// Runs until shutdown: issue when missing, renew when due or asked, retry with backoff.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut retry = RETRY_FIRST;
+        let mut last: Option<String> = None;
         loop {
-            let (wait, status) = match self.ensure().await {
+            // Shutdown does not wait for an order under way (a CA can be slow).
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(ORDER_TIMEOUT, self.ensure()) => outcome
+                    .unwrap_or_else(|_| Err(AcmeError::Refused(format!(
+                        "the order took longer than {} s", ORDER_TIMEOUT.as_secs()
+                    )))),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (wait, status) = match outcome {
                 Ok(()) => {
                     retry = RETRY_FIRST;
                     (LOOK_EVERY, None)
@@ -290,7 +303,11 @@ impl Manager {
                     (wait, Some(e.to_string()))
                 }
             };
-            self.record(status, wait);
+            // Written when something changes, not on every look.
+            if status != last || status.is_some() {
+                self.record(status.clone(), wait);
+            }
+            last = status;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
@@ -308,8 +325,10 @@ impl Manager {
             retry_in_secs: error.as_ref().map(|_| wait.as_secs()),
             error,
         };
-        if let Ok(json) = serde_json::to_vec_pretty(&status) {
-            let _ = std::fs::write(path, json);
+        if let Ok(json) = serde_json::to_vec_pretty(&status)
+            && let Err(e) = crate::private_file::write(path, &json)
+        {
+            tracing::warn!(error = %e, "cannot write {}", path.display());
         }
     }
 
@@ -323,9 +342,13 @@ impl Manager {
         if let Some(cert) = stored {
             let mut names = cert.names.clone();
             names.sort();
+            // Whatever happens to the renewal, a certificate that has not expired is
+            // better than the temporary self-signed one (after a restart, say).
+            if unix_now() < cert.not_after {
+                self.serve(&cert)?;
+            }
             let due = unix_now() >= renewal_time(&cert);
             if names == wanted && !due && !cert.renew_requested {
-                self.serve(&cert)?;
                 return Ok(());
             }
             let why = if names != wanted {

@@ -104,10 +104,27 @@ fn describe(cert: &CertificateDer<'_>, source: &str) -> Result<CertInfo, TlsErro
 }
 
 struct Table {
-    by_name: HashMap<String, Arc<CertifiedKey>>,
+    /// What is served, newest last; a name goes to the newest certificate that has it.
+    active: Vec<Loaded>,
     /// Served when the client names nothing we know (or no name at all).
     fallback: Arc<CertifiedKey>,
-    served: Vec<CertInfo>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl Table {
+    fn new(active: Vec<Loaded>, fallback: Arc<CertifiedKey>) -> Table {
+        let mut by_name = HashMap::new();
+        for cert in &active {
+            for name in &cert.info.names {
+                by_name.insert(name.clone(), cert.key.clone());
+            }
+        }
+        Table {
+            active,
+            fallback,
+            by_name,
+        }
+    }
 }
 
 /// The resolver all TLS listeners share.
@@ -118,7 +135,7 @@ pub struct Certificates {
 impl std::fmt::Debug for Certificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificates")
-            .field("served", &self.table.load().served)
+            .field("served", &self.served())
             .finish()
     }
 }
@@ -126,48 +143,46 @@ impl std::fmt::Debug for Certificates {
 impl Certificates {
     /// Starts with one certificate, also the fallback.
     pub fn new(first: Loaded) -> Arc<Certificates> {
-        let mut by_name = HashMap::new();
-        for name in &first.info.names {
-            by_name.insert(name.clone(), first.key.clone());
-        }
+        let fallback = first.key.clone();
         Arc::new(Certificates {
-            table: ArcSwap::from_pointee(Table {
-                by_name,
-                fallback: first.key,
-                served: vec![first.info],
-            }),
+            table: ArcSwap::from_pointee(Table::new(vec![first], fallback)),
         })
     }
 
-    /// Serves `cert` from now on for its names (and as the fallback when `fallback`):
-    /// handshakes already under way finish with what they had.
+    /// Serves `cert` from now on for its names (and as the fallback when `fallback`).
+    /// It replaces the certificate it takes over from (the fallback, or one whose names
+    /// it all covers): a name the new one leaves out is no longer served from the old.
+    /// Handshakes already under way finish with what they had.
     pub fn install(&self, cert: Loaded, fallback: bool) {
-        let old = self.table.load();
-        let mut by_name = old.by_name.clone();
-        for name in &cert.info.names {
-            by_name.insert(name.clone(), cert.key.clone());
-        }
-        let mut served: Vec<CertInfo> = old
-            .served
-            .iter()
-            .filter(|i| !i.names.iter().all(|n| cert.info.names.contains(n)))
-            .cloned()
-            .collect();
-        served.push(cert.info.clone());
-        self.table.store(Arc::new(Table {
-            by_name,
-            fallback: if fallback {
-                cert.key
+        self.table.rcu(|old| {
+            let mut active: Vec<Loaded> = old
+                .active
+                .iter()
+                .filter(|c| {
+                    let replaced_fallback = fallback && Arc::ptr_eq(&c.key, &old.fallback);
+                    let covered = c.info.names.iter().all(|n| cert.info.names.contains(n));
+                    !replaced_fallback && !covered
+                })
+                .cloned()
+                .collect();
+            active.push(cert.clone());
+            let next_fallback = if fallback {
+                cert.key.clone()
             } else {
                 old.fallback.clone()
-            },
-            served,
-        }));
+            };
+            Table::new(active, next_fallback)
+        });
     }
 
     /// What is being served now.
     pub fn served(&self) -> Vec<CertInfo> {
-        self.table.load().served.clone()
+        self.table
+            .load()
+            .active
+            .iter()
+            .map(|c| c.info.clone())
+            .collect()
     }
 
     /// A rustls configuration that takes its certificates from here.
@@ -180,11 +195,13 @@ impl Certificates {
     }
 }
 
-impl ResolvesServerCert for Certificates {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl Certificates {
+    /// The certificate for a name the client asked for (SNI): exact, then a wildcard one
+    /// level up, then the server's own.
+    fn lookup(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
         let table = self.table.load();
-        let Some(name) = hello.server_name().map(|n| n.to_ascii_lowercase()) else {
-            return Some(table.fallback.clone());
+        let Some(name) = sni.map(|n| n.to_ascii_lowercase()) else {
+            return table.fallback.clone();
         };
         let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
         table
@@ -192,7 +209,13 @@ impl ResolvesServerCert for Certificates {
             .get(&name)
             .or_else(|| wildcard.and_then(|w| table.by_name.get(&w)))
             .cloned()
-            .or_else(|| Some(table.fallback.clone()))
+            .unwrap_or_else(|| table.fallback.clone())
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.lookup(hello.server_name()))
     }
 }
 
@@ -220,6 +243,32 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("does not fit"), "{err}");
         assert!(load_pem(b"not pem", key.as_bytes(), "files").is_err());
+    }
+
+    fn name_served(certs: &Certificates, sni: Option<&str>) -> String {
+        let key = certs.lookup(sni);
+        describe(&key.cert[0], "x").unwrap().names.join(",")
+    }
+
+    #[test]
+    fn names_wildcards_and_the_fallback_are_served_and_dropped_names_go() {
+        let load = |names: &[&str]| {
+            let (c, k) = make(names);
+            load_pem(c.as_bytes(), k.as_bytes(), "files").unwrap()
+        };
+        let certs = Certificates::new(load(&["mx.d.test", "old.d.test"]));
+        certs.install(load(&["*.other.test"]), false);
+        assert_eq!(name_served(&certs, Some("imap.other.test")), "*.other.test");
+        assert_eq!(
+            name_served(&certs, Some("unknown.test")),
+            "mx.d.test,old.d.test"
+        );
+        assert_eq!(name_served(&certs, None), "mx.d.test,old.d.test");
+        // The renewed server certificate leaves old.d.test out: it is no longer served
+        // from the certificate it replaced.
+        certs.install(load(&["mx.d.test"]), true);
+        assert_eq!(name_served(&certs, Some("old.d.test")), "mx.d.test");
+        assert_eq!(certs.served().len(), 2, "the wildcard one stays");
     }
 
     #[test]

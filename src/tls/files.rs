@@ -12,46 +12,57 @@ use super::Certificates;
 
 /// Renewal tools write the chain and the key one after the other: wait for both.
 const SETTLE: Duration = Duration::from_millis(500);
+/// The files are read again this often even without an event.
+const REREAD: Duration = Duration::from_secs(3600);
 
-/// Watches `cert` and `key` (their directories: certbot swaps symlinks there) and
-/// installs the pair again after each change. Dropping the watcher stops it.
+/// Watches `cert` and `key` and installs the pair again after each change. Dropping the
+/// watcher stops it.
 pub fn watch(
     certs: Arc<Certificates>,
     cert: PathBuf,
     key: PathBuf,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, rx) = mpsc::channel::<()>();
-    let names: Vec<_> = [&cert, &key]
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-        .collect();
+    // Any change in the watched directories reloads (reloading is idempotent): certbot
+    // swaps symlinks in live/, a Kubernetes secret mount swaps a `..data` link.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        let ours = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)));
-        if ours && !event.kind.is_access() {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
         }
     })?;
-    let dirs: Vec<&Path> = [&cert, &key]
-        .iter()
-        .map(|p| {
-            p.parent()
+    // The directories of the paths as written and of what their links lead to
+    // (live/NAME/fullchain.pem → archive/NAME/fullchainN.pem).
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in [&cert, &key] {
+        let resolved = std::fs::canonicalize(path).ok();
+        for p in std::iter::once(path.clone()).chain(resolved) {
+            let dir = p
+                .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
-        })
-        .collect();
-    for dir in dirs {
+                .to_path_buf();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     std::thread::Builder::new()
         .name("tls-files".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
-                std::thread::sleep(SETTLE);
-                while rx.try_recv().is_ok() {}
+            loop {
+                // A missed event (the directory itself replaced) is caught by the hourly
+                // look; the files are read again either way.
+                match rx.recv_timeout(REREAD) {
+                    Ok(()) => {
+                        std::thread::sleep(SETTLE);
+                        while rx.try_recv().is_ok() {}
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
                 reload(&certs, &cert, &key);
             }
         })

@@ -36,7 +36,19 @@ pub fn install_crypto_provider() {
 pub fn self_signed(hostname: &str, dir: &Path) -> Result<Loaded, TlsError> {
     let cert_path = dir.join("self-signed.crt");
     let key_path = dir.join("self-signed.key");
-    if !cert_path.exists() || !key_path.exists() {
+    // Made again when missing, unreadable, or for another hostname.
+    let current = from_files(&cert_path, &key_path, "self-signed")
+        .ok()
+        .filter(|c| {
+            c.info
+                .names
+                .iter()
+                .any(|n| n == &hostname.to_ascii_lowercase())
+        });
+    if let Some(current) = current {
+        return Ok(current);
+    }
+    {
         let names = vec![hostname.to_string(), "localhost".to_string()];
         let certified = rcgen::generate_simple_self_signed(names)?;
         write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
@@ -66,14 +78,5 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))
+    crate::private_file::write(path, bytes).map_err(io(path))
 }

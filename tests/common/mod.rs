@@ -480,6 +480,8 @@ pub fn pebble(dir: &Path, dns: u16, http_port: u16, tls_port: u16) -> Pebble {
         // No random waits before validating, no nonces refused on purpose.
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
+        // Every order validates afresh (a reused authorization would skip the challenge).
+        .env("PEBBLE_AUTHZREUSE", "0")
         .stdout(std::fs::File::create(&log).expect("pebble log"))
         .stderr(Stdio::null())
         .spawn()
