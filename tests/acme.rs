@@ -260,8 +260,14 @@ fn dns01_answers_are_published_through_the_dns_provider_and_taken_down() {
     let w = Workspace::new("");
     std::fs::write(w.path().join("tsig.key"), SECRET).unwrap();
     let zone = common::zone("example.test", "mx A 127.0.0.1");
-    let (_knot, dns) =
-        common::knot_with_key(w.path(), &[("example.test", &zone)], Some((KEY, SECRET)));
+    let (_knot, dns) = common::knot_with_key(
+        w.path(),
+        &[
+            ("example.test", &zone),
+            ("second.test", &common::zone("second.test", "")),
+        ],
+        Some((KEY, SECRET)),
+    );
     let ca = pebble(w.path(), dns, ports.2, ports.3);
     let body = spec(ports, "dns-01", &ca.directory, &ca.ca_file)
         + &format!(
@@ -310,6 +316,30 @@ dns_provider = "knot"
             && kdig("_acme-challenge.imap.example.test").is_empty()
     });
     assert!(cleaned, "DNS-01 answers left in the zone");
+
+    // A domain added to the running server's spec: its client names join the
+    // certificate, without a restart.
+    std::fs::write(
+        w.path().join("ferrymail.toml"),
+        std::fs::read_to_string(w.path().join("ferrymail.toml")).unwrap()
+            + "\n[domains.\"second.test\"]\ndns_provider = \"knot\"\n",
+    )
+    .unwrap();
+    let reissued = wait_for(Duration::from_secs(90), || issued(&server.log_text()) == 2);
+    assert!(reissued, "{}", server.log_text());
+    let listed = w.run(&["certificates", "list"]);
+    assert!(
+        listed.ok().stdout.contains("imap.second.test"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        w.run(&["plan"])
+            .ok()
+            .stdout
+            .lines()
+            .all(|l| !l.contains("certificate"))
+    );
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn acme_settings(
         ca_file: acme.ca_file.as_ref().map(|f| loaded.base_dir.join(f)),
         eab,
         names,
+        dns01: dns01(loaded).map(Arc::new),
     })
 }
 
@@ -109,6 +110,23 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     let snapshot =
         Arc::new(SnapshotHandle::new(store.as_ref()).context("building the first snapshot")?);
     let status = Arc::new(Mutex::new(ReconcileStatus::default()));
+    // The certificate manager's settings, kept in step with every applied spec.
+    let acme = match (loaded.spec.tls.mode, &loaded.spec.tls.acme) {
+        (TlsMode::Acme, Some(acme)) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(
+            acme_settings(&loaded, acme)?,
+        ))),
+        _ => None,
+    };
+    let after_apply: Option<crate::reconcile::watch::AfterApply> = acme.clone().map(|swap| {
+        Box::new(move |loaded: &crate::spec::LoadedSpec| {
+            if let Some(acme) = &loaded.spec.tls.acme {
+                match acme_settings(loaded, acme) {
+                    Ok(settings) => swap.store(Arc::new(settings)),
+                    Err(e) => tracing::error!(error = %e, "ACME settings not updated"),
+                }
+            }
+        }) as crate::reconcile::watch::AfterApply
+    });
     let reconciler = Arc::new(Reconciler {
         spec_path: spec_path.clone(),
         store: store.clone(),
@@ -120,6 +138,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .dns
             .resync_secs()
             .map(std::time::Duration::from_secs),
+        after_apply,
     });
     let first = {
         let r = reconciler.clone();
@@ -357,13 +376,12 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push(("https".to_string(), addr.to_string()));
         tracing::info!(%addr, "https listening");
     }
-    if let (TlsMode::Acme, Some(acme)) = (loaded.spec.tls.mode, &loaded.spec.tls.acme) {
+    if let Some(settings) = acme {
         let manager = Arc::new(crate::tls::acme::Manager {
-            settings: acme_settings(&loaded, acme)?,
+            settings,
             store: store.clone(),
             certs: certificates.clone(),
             challenges: challenges.clone(),
-            dns01: dns01(&loaded),
             status_file: Some(data_dir.join("acme.json")),
         });
         tasks.spawn(manager.run(shutdown.clone()));

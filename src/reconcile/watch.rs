@@ -43,7 +43,12 @@ pub struct Reconciler {
     /// How often DNS zones are re-read and drift repaired (`dns.resync_interval`); None:
     /// only when the spec changes.
     pub dns_resync: Option<Duration>,
+    /// Told about every spec that was applied (the certificate manager's names follow).
+    pub after_apply: Option<AfterApply>,
 }
+
+/// A callback for each applied spec.
+pub type AfterApply = Box<dyn Fn(&spec::LoadedSpec) + Send + Sync>;
 
 impl Reconciler {
     /// Loads, plans and applies the spec once; never panics, records what happened.
@@ -64,6 +69,9 @@ impl Reconciler {
                 let applied = apply_all(&loaded, self.store.as_ref(), &p, false)
                     .map_err(|e| PlanError::Apply(e.to_string()))?;
                 let revision = applied.revision;
+                if let Some(after) = &self.after_apply {
+                    after(&loaded);
+                }
                 // DNS trouble does not stop mail: the store is applied and serving; the
                 // problem is shown in `status` and the logs, and retried next reconcile.
                 let mut dns_problems: Vec<String> = match applied.dns {

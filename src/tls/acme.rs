@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -115,6 +116,8 @@ pub struct Settings {
     pub eab: Option<(String, Vec<u8>)>,
     /// The names the certificate must cover; the first is its id.
     pub names: Vec<String>,
+    /// For DNS-01; None when no domain has a DNS provider that writes.
+    pub dns01: Option<Arc<Dns01>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,13 @@ pub struct Dns01 {
 
 /// How long a published answer may take to be seen before the order is given up.
 const PROPAGATION: Duration = Duration::from_secs(120);
+
+impl std::fmt::Debug for Dns01 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let domains: Vec<&str> = self.domains.iter().map(|(d, _)| d.as_str()).collect();
+        f.debug_struct("Dns01").field("domains", &domains).finish()
+    }
+}
 
 impl Dns01 {
     fn provider_for(&self, name: &str) -> Option<&Arc<dyn Provider>> {
@@ -252,12 +262,11 @@ impl Dns01 {
 
 /// Keeps the served certificate issued and fresh.
 pub struct Manager {
-    pub settings: Settings,
+    /// Swapped when the spec changes (new names are then a reason to re-issue).
+    pub settings: Arc<ArcSwap<Settings>>,
     pub store: Arc<dyn Store>,
     pub certs: Arc<Certificates>,
     pub challenges: Arc<Challenges>,
-    /// For DNS-01; None when no domain has a DNS provider that writes.
-    pub dns01: Option<Dns01>,
     /// Where the last outcome is written for `ferrymail status` (data_dir/acme.json).
     pub status_file: Option<PathBuf>,
 }
@@ -335,9 +344,10 @@ impl Manager {
     /// Serves the stored certificate when it is good for the names and not due; issues
     /// (and stores) a new one when not.
     pub async fn ensure(&self) -> Result<(), AcmeError> {
-        let id = self.settings.names.first().cloned().unwrap_or_default();
+        let settings = self.settings.load_full();
+        let id = settings.names.first().cloned().unwrap_or_default();
         let stored = crate::blocking::run(|| self.store.certificate(&id))?;
-        let mut wanted = self.settings.names.clone();
+        let mut wanted = settings.names.clone();
         wanted.sort();
         if let Some(cert) = stored {
             let mut names = cert.names.clone();
@@ -360,7 +370,7 @@ impl Manager {
             };
             tracing::info!(certificate = %id, "renewing: {why}");
         }
-        let issued = self.issue().await?;
+        let issued = self.issue(&settings).await?;
         crate::blocking::run(|| self.store.put_certificate(&issued))?;
         self.serve(&issued)?;
         tracing::info!(
@@ -386,8 +396,7 @@ impl Manager {
         Ok(())
     }
 
-    async fn account(&self) -> Result<Account, AcmeError> {
-        let s = &self.settings;
+    async fn account(&self, s: &Settings) -> Result<Account, AcmeError> {
         let builder = match &s.ca_file {
             Some(root) => Account::builder_with_root(root).map_err(at("trusting ca_file"))?,
             None => Account::builder().map_err(at("starting the client"))?,
@@ -426,10 +435,9 @@ impl Manager {
     }
 
     /// One order, start to end: challenges answered, CSR sent, chain fetched.
-    async fn issue(&self) -> Result<StoredCertificate, AcmeError> {
-        let account = self.account().await?;
-        let identifiers: Vec<Identifier> = self
-            .settings
+    async fn issue(&self, settings: &Settings) -> Result<StoredCertificate, AcmeError> {
+        let account = self.account(settings).await?;
+        let identifiers: Vec<Identifier> = settings
             .names
             .iter()
             .map(|n| Identifier::Dns(n.clone()))
@@ -439,7 +447,9 @@ impl Manager {
             .await
             .map_err(at("ordering"))?;
         let (mut tokens, mut published) = (Vec::new(), Vec::new());
-        let answered = self.answer(&mut order, &mut tokens, &mut published).await;
+        let answered = self
+            .answer(&mut order, &mut tokens, &mut published, settings)
+            .await;
         let ready = match answered {
             Ok(()) => order
                 .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(120)))
@@ -448,7 +458,7 @@ impl Manager {
             Err(e) => Err(e),
         };
         // DNS-01 answers are taken down again, whatever happened.
-        if let Some(dns) = &self.dns01 {
+        if let Some(dns) = &settings.dns01 {
             for (name, value) in &published {
                 if let Err(e) = dns.change(name, value, false).await {
                     tracing::warn!(error = %e, "a DNS-01 answer could not be removed");
@@ -472,8 +482,8 @@ impl Manager {
             .map_err(at("fetching the certificate"))?;
         let loaded = certs::load_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
         Ok(StoredCertificate {
-            id: self.settings.names.first().cloned().unwrap_or_default(),
-            names: self.settings.names.clone(),
+            id: settings.names.first().cloned().unwrap_or_default(),
+            names: settings.names.clone(),
             chain_pem,
             key_pem,
             not_after: loaded.info.not_after,
@@ -488,8 +498,9 @@ impl Manager {
         order: &mut instant_acme::Order,
         tokens: &mut Vec<String>,
         published: &mut Vec<(String, String)>,
+        settings: &Settings,
     ) -> Result<(), AcmeError> {
-        let kind = match self.settings.challenge {
+        let kind = match settings.challenge {
             Challenge::Http01 => ChallengeType::Http01,
             Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             Challenge::Dns01 => ChallengeType::Dns01,
@@ -526,7 +537,7 @@ impl Manager {
                     tokens.push(format!("alpn:{}", name.to_ascii_lowercase()));
                 }
                 ChallengeType::Dns01 => {
-                    let dns = self.dns01.as_ref().ok_or_else(|| {
+                    let dns = settings.dns01.as_ref().ok_or_else(|| {
                         AcmeError::Refused(
                             "dns-01 needs a DNS provider (not manual) for the domains".into(),
                         )

@@ -113,28 +113,33 @@ impl Provider for Rfc2136 {
     fn zone_of<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<String, ProviderError>> {
         Box::pin(async move {
             // The server answers an SOA question with the SOA of the zone that holds the
-            // name: in the answer at the apex, in the authority section below it.
+            // name: in the answer at the apex, in the authority section below it. A name
+            // that is a CNAME is answered with the CNAME instead: ask its parent.
             let mut client = self.connect().await?;
-            let name = absolute(domain).map_err(|e| self.fail(e))?;
-            let response = client
-                .query(name, DNSClass::IN, RecordType::SOA)
-                .await
-                .map_err(|e| self.exchange_error(e))?;
-            let code = response.metadata.response_code;
-            let soa = response
-                .answers
-                .iter()
-                .chain(response.authorities.iter())
-                .find(|r| r.record_type() == RecordType::SOA);
-            match (code, soa) {
-                (ResponseCode::NoError | ResponseCode::NXDomain, Some(soa)) => {
-                    Ok(relative_text(&soa.name))
+            let mut last = ResponseCode::NoError;
+            for candidate in super::candidate_zones(domain) {
+                let name = absolute(candidate).map_err(|e| self.fail(e))?;
+                let response = client
+                    .query(name, DNSClass::IN, RecordType::SOA)
+                    .await
+                    .map_err(|e| self.exchange_error(e))?;
+                last = response.metadata.response_code;
+                if !matches!(last, ResponseCode::NoError | ResponseCode::NXDomain) {
+                    break;
                 }
-                _ => Err(ProviderError::NoZone {
-                    provider: self.name.clone(),
-                    domain: format!("{domain} ({} answered {code})", self.server),
-                }),
+                let soa = response
+                    .answers
+                    .iter()
+                    .chain(response.authorities.iter())
+                    .find(|r| r.record_type() == RecordType::SOA);
+                if let Some(soa) = soa {
+                    return Ok(relative_text(&soa.name));
+                }
             }
+            Err(ProviderError::NoZone {
+                provider: self.name.clone(),
+                domain: format!("{domain} ({} answered {last})", self.server),
+            })
         })
     }
 
