@@ -383,6 +383,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             certs: certificates.clone(),
             challenges: challenges.clone(),
             status_file: Some(data_dir.join("acme.json")),
+            ari: Default::default(),
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
@@ -269,6 +269,29 @@ pub struct Manager {
     pub challenges: Arc<Challenges>,
     /// Where the last outcome is written for `ferrymail status` (data_dir/acme.json).
     pub status_file: Option<PathBuf>,
+    /// When to ask the CA's renewal information (ARI) next, and whether it has any.
+    pub ari: Mutex<Ari>,
+}
+
+/// What is known of the CA's renewal information (RFC 9773) for the served certificate.
+#[derive(Debug, Default)]
+pub struct Ari {
+    /// Unix seconds; 0 = ask at the next look.
+    pub next_check: i64,
+    /// The CA offers renewal information (new orders then say what they replace).
+    pub offered: bool,
+    /// The moment chosen in the CA's suggested window, once known.
+    pub renew_at: Option<i64>,
+}
+
+/// The moment in a suggested window `[start, end]` this certificate is renewed at: drawn
+/// uniformly from the certificate itself (RFC 9773 §4.2 asks for a random point).
+pub fn moment_in_window(cert: &StoredCertificate, start: i64, end: i64) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cert.chain_pem.as_bytes());
+    let draw = u64::from_be_bytes(digest[8..16].try_into().unwrap_or_default());
+    let span = (end - start).max(0) as u64;
+    start + (draw % (span + 1)) as i64
 }
 
 /// The last thing the manager did, for `status`: failures show long before expiry.
@@ -347,6 +370,8 @@ impl Manager {
         let settings = self.settings.load_full();
         let id = settings.names.first().cloned().unwrap_or_default();
         let stored = crate::blocking::run(|| self.store.certificate(&id))?;
+        // The certificate a new order replaces (RFC 9773 §5), when the CA cares.
+        let stored_id = stored.as_ref().and_then(certificate_identifier);
         let mut wanted = settings.names.clone();
         wanted.sort();
         if let Some(cert) = stored {
@@ -357,7 +382,8 @@ impl Manager {
             if unix_now() < cert.not_after {
                 self.serve(&cert)?;
             }
-            let due = unix_now() >= renewal_time(&cert);
+            let due =
+                unix_now() >= renewal_time(&cert) || self.ari_says_renew(&settings, &cert).await;
             if names == wanted && !due && !cert.renew_requested {
                 return Ok(());
             }
@@ -370,7 +396,13 @@ impl Manager {
             };
             tracing::info!(certificate = %id, "renewing: {why}");
         }
-        let issued = self.issue(&settings).await?;
+        let replaces = lock(&self.ari)
+            .offered
+            .then_some(stored_id.as_ref())
+            .flatten()
+            .cloned();
+        let issued = self.issue(&settings, replaces).await?;
+        *lock(&self.ari) = Ari::default();
         crate::blocking::run(|| self.store.put_certificate(&issued))?;
         self.serve(&issued)?;
         tracing::info!(
@@ -380,6 +412,62 @@ impl Manager {
             "certificate issued and served"
         );
         Ok(())
+    }
+
+    /// Asks the CA's renewal information when it is time to (RFC 9773): true when its
+    /// suggested window says to renew now (a CA revoking early, say). A CA without it is
+    /// asked again a day later; the lifetime rule alone then decides.
+    async fn ari_says_renew(&self, settings: &Settings, cert: &StoredCertificate) -> bool {
+        let now = unix_now();
+        {
+            let ari = lock(&self.ari);
+            if let Some(at) = ari.renew_at {
+                return now >= at;
+            }
+            if now < ari.next_check {
+                return false;
+            }
+        }
+        let Some(identifier) = certificate_identifier(cert) else {
+            lock(&self.ari).next_check = now + 86_400;
+            return false;
+        };
+        let answer = match self.account(settings).await {
+            Ok(account) => account.renewal_info(&identifier).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "no account for renewal information");
+                lock(&self.ari).next_check = now + 3600;
+                return false;
+            }
+        };
+        let mut ari = lock(&self.ari);
+        match answer {
+            Ok((info, retry_after)) => {
+                let (start, end) = (
+                    info.suggested_window.start.unix_timestamp(),
+                    info.suggested_window.end.unix_timestamp(),
+                );
+                let at = moment_in_window(cert, start, end);
+                ari.offered = true;
+                // The CA says when to ask again; within an hour and a day.
+                ari.next_check = now + retry_after.as_secs().clamp(3600, 86_400) as i64;
+                // A moment before the next question is kept: no need to ask again.
+                if at <= ari.next_check {
+                    ari.renew_at = Some(at);
+                }
+                tracing::debug!(start, end, at, "renewal information from the CA");
+                now >= at
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                ari.next_check = now + 86_400;
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "renewal information not available");
+                ari.next_check = now + 3600;
+                false
+            }
+        }
     }
 
     /// Installs `cert` unless it is already what is served.
@@ -435,15 +523,23 @@ impl Manager {
     }
 
     /// One order, start to end: challenges answered, CSR sent, chain fetched.
-    async fn issue(&self, settings: &Settings) -> Result<StoredCertificate, AcmeError> {
+    async fn issue(
+        &self,
+        settings: &Settings,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<StoredCertificate, AcmeError> {
         let account = self.account(settings).await?;
         let identifiers: Vec<Identifier> = settings
             .names
             .iter()
             .map(|n| Identifier::Dns(n.clone()))
             .collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(replaces) = replaces {
+            new_order = new_order.replaces(replaces);
+        }
         let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
+            .new_order(&new_order)
             .await
             .map_err(at("ordering"))?;
         let (mut tokens, mut published) = (Vec::new(), Vec::new());
@@ -560,6 +656,18 @@ impl Manager {
     }
 }
 
+/// The ARI identifier of a stored certificate (its end-entity certificate's AKI and
+/// serial), when it has one.
+fn certificate_identifier(cert: &StoredCertificate) -> Option<CertificateIdentifier<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let first = rustls::pki_types::CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    CertificateIdentifier::try_from(&first)
+        .ok()
+        .map(|id| id.into_owned())
+}
+
 /// Why the CA did not validate: the order's problem and each challenge's.
 async fn refusal(order: &mut instant_acme::Order) -> String {
     let mut reasons = Vec::new();
@@ -613,6 +721,16 @@ mod tests {
         );
         assert!(times.windows(2).any(|w| w[0] != w[1]), "{times:?}");
         assert_eq!(renewal_time(&cert("a")), times[0]);
+        // A CA's suggested window (RFC 9773): a point inside it, the same each time.
+        let moments: Vec<i64> = ["a", "b", "c"]
+            .iter()
+            .map(|p| moment_in_window(&cert(p), 100, 200))
+            .collect();
+        assert!(
+            moments.iter().all(|m| (100..=200).contains(m)),
+            "{moments:?}"
+        );
+        assert_eq!(moment_in_window(&cert("a"), 100, 100), 100);
         assert_eq!(
             renew_at(0, 6 * day),
             4 * day,
