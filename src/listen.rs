@@ -23,13 +23,23 @@ pub async fn accept_until(
 ) {
     let mut sessions = JoinSet::new();
     loop {
+        let mut failed = false;
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, remote)) = accepted else { continue };
-                sessions.spawn(session(stream, remote));
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    sessions.spawn(session(stream, remote));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    failed = true;
+                }
+            },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,
+        }
+        // Out of file descriptors, say: give connections time to close, do not spin.
+        if failed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     drop(listener);

@@ -371,6 +371,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             listener,
             certificates.server_config(),
             challenges.clone(),
+            connection_limits("https"),
             shutdown.clone(),
         ));
         listeners.push(("https".to_string(), addr.to_string()));

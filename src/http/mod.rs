@@ -41,36 +41,35 @@ pub async fn serve(
         .await
 }
 
-/// Serves HTTPS with the shared certificates until `shutdown` turns true; a handshake
-/// that asks for acme-tls/1 gets the challenge certificate instead, and nothing else.
+/// Serves HTTPS with the shared certificates until `shutdown` turns true, behind the
+/// same connection limits as the mail listeners; a handshake that asks for acme-tls/1
+/// gets the challenge certificate instead, and nothing else.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     challenges: Arc<Challenges>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: Arc<crate::listen::Limits>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let app = router(challenges.clone());
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: do not spin.
-                tracing::warn!(error = %e, "https accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (tls, challenges, app) = (tls.clone(), challenges.clone(), app.clone());
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, tls, challenges, app).await {
-                tracing::debug!(error = %e, "https connection ended");
-            }
-        });
-    }
+    crate::listen::accept_limited(
+        listener,
+        shutdown,
+        Duration::from_secs(5),
+        limits,
+        true,
+        |_| String::new(),
+        move |stream, _, admission| {
+            let (tls, challenges, app) = (tls.clone(), challenges.clone(), app.clone());
+            Box::pin(async move {
+                if let Err(e) = connection(stream, tls, challenges, app).await {
+                    tracing::debug!(error = %e, "https connection ended");
+                }
+                drop(admission);
+            })
+        },
+    )
+    .await;
 }
 
 async fn connection(
