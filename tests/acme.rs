@@ -79,15 +79,18 @@ fn issued(log: &str) -> usize {
 
 /// Starts Knot (mx.example.test → 127.0.0.1), pebble and `serve` with `challenge`, and
 /// waits for the first certificate.
-fn issued_with(
-    challenge: &str,
-) -> (
-    Workspace,
-    Ports,
-    common::Process,
-    common::Pebble,
-    common::Process,
-) {
+/// What `issued_with` started: the workspace, its ports, Knot (and its port), pebble,
+/// and the server.
+struct Started {
+    w: Workspace,
+    ports: Ports,
+    _knot: common::Process,
+    dns: u16,
+    ca: common::Pebble,
+    server: common::Process,
+}
+
+fn issued_with(challenge: &str) -> Started {
     let ports = (free_port(), free_port(), free_port(), free_port());
     let w = Workspace::new("");
     let zone = common::zone("example.test", "mx A 127.0.0.1");
@@ -110,7 +113,14 @@ fn issued_with(
         server.log_text(),
         ca.process.log_text()
     );
-    (w, ports, knot_process, ca, server)
+    Started {
+        w,
+        ports,
+        _knot: knot_process,
+        dns,
+        ca,
+        server,
+    }
 }
 
 /// pebble's root, from its management API.
@@ -133,7 +143,14 @@ fn pebble_root(w: &Workspace, ca: &common::Pebble) -> std::path::PathBuf {
 
 #[test]
 fn tls_alpn01_is_answered_inside_the_https_handshake() {
-    let (w, (mx, imaps, _, https), _knot, ca, server) = issued_with("tls-alpn-01");
+    let Started {
+        w,
+        ports: (mx, imaps, _, https),
+        ca,
+        server,
+        _knot,
+        ..
+    } = issued_with("tls-alpn-01");
     let root = pebble_root(&w, &ca);
     for (port, starttls) in [(https, false), (mx, true), (imaps, false)] {
         let out = s_client(port, starttls, &root);
@@ -144,7 +161,14 @@ fn tls_alpn01_is_answered_inside_the_https_handshake() {
 
 #[test]
 fn pebble_issues_over_http01_and_every_listener_serves_it() {
-    let (w, (mx, imaps, _, https), _knot, ca, mut server) = issued_with("http-01");
+    let Started {
+        w,
+        ports: (mx, imaps, http, https),
+        dns,
+        ca,
+        mut server,
+        _knot,
+    } = issued_with("http-01");
     // pebble's root verifies what every TLS listener presents.
     let root = pebble_root(&w, &ca);
     for (port, starttls) in [(mx, true), (imaps, false), (https, false)] {
@@ -210,6 +234,27 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
     });
     assert!(served, "{}", server.log_text());
     assert_eq!(issued(&server.log_text()), 0, "{}", server.log_text());
+
+    // The CA restarts and forgets every account: the next order registers a new one.
+    let api: u16 = ca
+        .directory
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/dir")
+        .parse()
+        .unwrap();
+    let mut ca = ca;
+    ca.process.terminate();
+    let _ca2 = common::pebble_at(w.path(), dns, http, free_port(), api);
+    w.run(&["certificates", "renew"]).ok();
+    let again = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 1);
+    assert!(again, "{}", server.log_text());
+    assert!(
+        server.log_text().contains("registering a new one"),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]

@@ -228,13 +228,19 @@ impl Dns01 {
             .map_err(|e| fail(e.to_string()))
     }
 
-    /// Waits until resolvers see `value` at `_acme-challenge.NAME`.
+    /// Waits until `value` is seen at `_acme-challenge.NAME`: at the provider's own
+    /// authoritative server when it has one (no cache can hide the change there), else
+    /// through the spec's resolver.
     async fn propagated(&self, name: &str, value: &str) -> Result<(), AcmeError> {
         let record = format!("_acme-challenge.{name}.");
+        let server = self
+            .provider_for(name)
+            .and_then(|p| p.authoritative())
+            .or(self.resolver);
         let deadline = tokio::time::Instant::now() + PROPAGATION;
         loop {
             // A fresh resolver each time: no answer cached from before the change.
-            if let Ok(resolver) = crate::dns::resolver(self.resolver)
+            if let Ok(resolver) = crate::dns::resolver(server)
                 && let Ok(found) = resolver.txt_lookup(record.as_str()).await
                 && found.answers().iter().any(|r| match &r.data {
                     hickory_resolver::proto::rr::RData::TXT(t) => {
@@ -432,7 +438,7 @@ impl Manager {
             lock(&self.ari).next_check = now + 86_400;
             return false;
         };
-        let answer = match self.account(settings).await {
+        let answer = match self.account(settings, false).await {
             Ok(account) => account.renewal_info(&identifier).await,
             Err(e) => {
                 tracing::debug!(error = %e, "no account for renewal information");
@@ -484,12 +490,16 @@ impl Manager {
         Ok(())
     }
 
-    async fn account(&self, s: &Settings) -> Result<Account, AcmeError> {
+    /// The account, from the store; made (and stored) when there is none, or `fresh`.
+    async fn account(&self, s: &Settings, fresh: bool) -> Result<Account, AcmeError> {
         let builder = match &s.ca_file {
             Some(root) => Account::builder_with_root(root).map_err(at("trusting ca_file"))?,
             None => Account::builder().map_err(at("starting the client"))?,
         };
-        let saved = crate::blocking::run(|| self.store.acme_account(&s.directory))?;
+        let saved = match fresh {
+            true => None,
+            false => crate::blocking::run(|| self.store.acme_account(&s.directory))?,
+        };
         if let Some(json) = saved
             && let Ok(credentials) = serde_json::from_str::<AccountCredentials>(&json)
         {
@@ -528,7 +538,7 @@ impl Manager {
         settings: &Settings,
         replaces: Option<CertificateIdentifier<'static>>,
     ) -> Result<StoredCertificate, AcmeError> {
-        let account = self.account(settings).await?;
+        let account = self.account(settings, false).await?;
         let identifiers: Vec<Identifier> = settings
             .names
             .iter()
@@ -538,10 +548,21 @@ impl Manager {
         if let Some(replaces) = replaces {
             new_order = new_order.replaces(replaces);
         }
-        let mut order = account
-            .new_order(&new_order)
-            .await
-            .map_err(at("ordering"))?;
+        let mut order = match account.new_order(&new_order).await {
+            // The CA forgot the account (a test CA restarted, a deactivation): a new one.
+            Err(instant_acme::Error::Api(problem))
+                if problem
+                    .r#type
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with(":accountDoesNotExist")) =>
+            {
+                tracing::warn!("the CA no longer knows the ACME account; registering a new one");
+                let account = self.account(settings, true).await?;
+                account.new_order(&new_order).await
+            }
+            other => other,
+        }
+        .map_err(at("ordering"))?;
         let (mut tokens, mut published) = (Vec::new(), Vec::new());
         let answered = self
             .answer(&mut order, &mut tokens, &mut published, settings)

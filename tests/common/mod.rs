@@ -451,6 +451,12 @@ pub struct Pebble {
 }
 
 pub fn pebble(dir: &Path, dns: u16, http_port: u16, tls_port: u16) -> Pebble {
+    pebble_at(dir, dns, http_port, tls_port, free_port())
+}
+
+/// `pebble` with its API on `api` (a second pebble at the same address has forgotten
+/// every account the first one made).
+pub fn pebble_at(dir: &Path, dns: u16, http_port: u16, tls_port: u16, api: u16) -> Pebble {
     let root = dir.join("pebble");
     std::fs::create_dir_all(&root).expect("pebble dir");
     // pebble ships no certificate for its own listener: one for 127.0.0.1, trusted by
@@ -461,7 +467,7 @@ pub fn pebble(dir: &Path, dns: u16, http_port: u16, tls_port: u16) -> Pebble {
     let (cert, key) = (root.join("pebble.pem"), root.join("pebble.key"));
     std::fs::write(&cert, own.cert.pem()).expect("pebble cert");
     std::fs::write(&key, own.signing_key.serialize_pem()).expect("pebble key");
-    let (api, management) = (free_port(), free_port());
+    let management = free_port();
     let config = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{api}"),
         "managementListenAddress": format!("127.0.0.1:{management}"),

@@ -81,6 +81,12 @@ pub trait Provider: Send + Sync {
         true
     }
 
+    /// A server that answers for the zones it writes, when one is known (RFC 2136): a
+    /// change can be seen there at once, with no resolver's cache in between.
+    fn authoritative(&self) -> Option<SocketAddr> {
+        None
+    }
+
     /// The zone (its apex, no final dot) that holds `domain`: the domain itself or a
     /// parent of it.
     fn zone_of<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<String, ProviderError>>;

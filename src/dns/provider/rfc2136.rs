@@ -110,6 +110,10 @@ impl Provider for Rfc2136 {
         &self.name
     }
 
+    fn authoritative(&self) -> Option<SocketAddr> {
+        Some(self.server)
+    }
+
     fn zone_of<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<String, ProviderError>> {
         Box::pin(async move {
             // The server answers an SOA question with the SOA of the zone that holds the
