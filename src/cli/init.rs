@@ -120,7 +120,12 @@ submission = "127.0.0.1:2587"
 imaps = "127.0.0.1:2993"
 
 [tls]
-# self-signed to start; "acme" issues real certificates (add a [tls.acme] section).
+# self-signed to start (clients warn). In production, certificates from Let's Encrypt,
+# issued and renewed by `ferrymail serve`: set mode = "acme", declare the http listener
+# (the CA connects to port 80, e.g. http = "0.0.0.0:80") and add
+#   [tls.acme]
+#   contact = "postmaster@{domain}"
+# Or mode = "files" with [tls.files] cert/key for certbot's files.
 mode = "self-signed"
 
 [domains."{domain}"]

@@ -174,6 +174,17 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             certs
         }
         TlsMode::SelfSigned => {
+            let public = loaded
+                .spec
+                .listeners
+                .all()
+                .iter()
+                .any(|a| !a.ip().is_loopback());
+            if public {
+                tracing::warn!(
+                    "tls.mode = \"self-signed\" on a listener others can reach: clients will warn and other servers cannot verify it; use \"acme\" or \"files\""
+                );
+            }
             crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
         }
         // Serves at once with a self-signed certificate; the ACME manager (started

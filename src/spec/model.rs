@@ -97,6 +97,26 @@ pub struct Listeners {
     pub https: Option<SocketAddr>,
 }
 
+impl Listeners {
+    /// Every declared listen address.
+    pub fn all(&self) -> Vec<SocketAddr> {
+        [
+            self.mx,
+            self.submission,
+            self.submissions,
+            self.imap,
+            self.imaps,
+            self.pop3,
+            self.pop3s,
+            self.http,
+            self.https,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// How certificates are obtained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
