@@ -23,4 +23,5 @@ pub mod snapshot;
 pub mod spec;
 pub mod sqlite;
 pub mod store;
+pub mod systemd;
 pub mod tls;

@@ -411,12 +411,19 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
 
     let (reload_tx, reload) = mpsc::channel(4);
     tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
+    tasks.spawn(crate::systemd::watchdog(shutdown.clone()));
     println!(
         "ferrymail serving {hostname} (store revision {}); Ctrl-C or SIGTERM stops it",
         first.revision
     );
+    // Listeners are bound and the spec applied: systemd may start what depends on mail.
+    crate::systemd::ready(&format!(
+        "serving {hostname}; store revision {}; last reconcile: {}",
+        first.revision, first.summary
+    ));
 
     wait_for_signals(reload_tx).await;
+    crate::systemd::stopping();
     tracing::info!("shutting down: draining sessions and deliveries");
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}

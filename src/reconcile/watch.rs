@@ -131,6 +131,13 @@ impl Reconciler {
         if let Err(e) = self.snapshot.refresh(self.store.as_ref()) {
             tracing::error!(error = %e, "snapshot refresh failed; the previous one keeps serving");
         }
+        crate::systemd::status(&format!(
+            "store revision {}; last reconcile {}: {}{}",
+            status.revision,
+            status.at,
+            if status.ok { "" } else { "FAILED, " },
+            status.summary
+        ));
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
         if let Some(path) = &self.status_file
             && let Ok(json) = serde_json::to_vec_pretty(&status)

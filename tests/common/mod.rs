@@ -299,13 +299,20 @@ pub fn received(dir: &Path) -> Vec<Received> {
 impl Workspace {
     /// Starts `ferrymail serve` on this workspace's spec and waits for `port` to accept.
     pub fn serve(&self, port: u16) -> Process {
+        self.serve_with(port, &[], &[])
+    }
+
+    /// `serve` with extra global arguments and environment.
+    pub fn serve_with(&self, port: u16, args: &[&str], env: &[(&str, &str)]) -> Process {
         let log = self.path().join("serve.log");
         let child = Command::new(BIN)
             .current_dir(self.path())
             .arg("--spec")
             .arg(&self.spec)
+            .args(args)
             .arg("serve")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .env_remove("FERRYMAIL_SPEC")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("serve log"))
