@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -60,17 +59,6 @@ fn s_client(port: u16, starttls: bool, root: &std::path::Path) -> String {
         .output()
         .expect("openssl");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fingerprint(dir: &std::path::Path, port: u16) -> String {
-    common::python_peer_run(
-        "tls_probe.py",
-        &[&port.to_string(), "mx.example.test", "--once"],
-        dir,
-    )
-    .stdout
-    .trim()
-    .to_string()
 }
 
 fn issued(log: &str) -> usize {
@@ -176,7 +164,7 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
         assert!(out.contains("Verify return code: 0 (ok)"), "{port}: {out}");
         assert!(out.contains("Pebble Intermediate CA"), "{port}: {out}");
     }
-    let first = fingerprint(w.path(), imaps);
+    let first = common::tls_fingerprint(w.path(), imaps);
     let plan = w.run(&["plan"]);
     assert!(!plan.ok().stdout.contains("certificate"), "{}", plan.stdout);
     let status = w.run(&["status"]);
@@ -200,37 +188,22 @@ fn pebble_issues_over_http01_and_every_listener_serves_it() {
 
     // A renewal asked for while a client is connected: the client carries on, the next
     // connection gets the new certificate.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls_probe.py");
-    let mut early = Command::new("python3")
-        .arg(&script)
-        .args([&imaps.to_string(), "mx.example.test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(early.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("first {first}"));
+    let early = common::LingeringTls::open(imaps);
+    assert_eq!(early.first, first);
     w.run(&["certificates", "renew"]).ok();
     let renewed = wait_for(Duration::from_secs(60), || issued(&server.log_text()) == 2);
     assert!(renewed, "{}", server.log_text());
-    let second = fingerprint(w.path(), imaps);
+    let second = common::tls_fingerprint(w.path(), imaps);
     assert_ne!(second, first);
-    early.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let mut rest = String::new();
-    out.read_line(&mut rest).unwrap();
-    assert!(rest.starts_with("old a OK"), "{rest}");
-    rest.clear();
-    out.read_line(&mut rest).unwrap();
-    assert_eq!(rest.trim(), format!("second {second}"));
-    early.wait().unwrap();
+    let (old, again) = early.finish();
+    assert!(old.starts_with("a OK"), "{old}");
+    assert_eq!(again, second);
 
     // A restart serves the stored certificate: no new order.
     server.terminate();
     let server = w.serve(mx);
     let served = wait_for(Duration::from_secs(20), || {
-        fingerprint(w.path(), imaps) == second
+        common::tls_fingerprint(w.path(), imaps) == second
     });
     assert!(served, "{}", server.log_text());
     assert_eq!(issued(&server.log_text()), 0, "{}", server.log_text());
@@ -294,7 +267,7 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
     // Mail is still taken, over TLS, with the temporary self-signed certificate.
     let out = s_client(mx, true, &ca_file);
     assert!(out.contains("s:CN = rcgen self signed cert"), "{out}");
-    assert!(!fingerprint(w.path(), imaps).is_empty());
+    assert!(!common::tls_fingerprint(w.path(), imaps).is_empty());
 }
 
 #[test]

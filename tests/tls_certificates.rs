@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-
 use common::{TEST_HASH, Workspace, free_port, wait_for};
 use sha2::Digest;
 
@@ -36,17 +33,6 @@ fn replace(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn probe_once(dir: &std::path::Path, port: u16) -> String {
-    common::python_peer_run(
-        "tls_probe.py",
-        &[&port.to_string(), "mx.example.test", "--once"],
-        dir,
-    )
-    .stdout
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn files_mode_serves_renewed_files_without_a_restart() {
     let imaps = free_port();
@@ -72,25 +58,15 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     let server = w.serve(imaps);
 
     // A client connects before the renewal and stays.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls_probe.py");
-    let mut early = Command::new("python3")
-        .arg(&script)
-        .args([&imaps.to_string(), "mx.example.test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(early.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("first {fp_a}"));
+    let early = common::LingeringTls::open(imaps);
+    assert_eq!(early.first, fp_a);
 
     // Renewed the way certbot does it: new files put in place.
     let (cert_b, key_b, fp_b) = certificate(&["mx.example.test"]);
     replace(&tls.join("privkey.pem"), &key_b);
     replace(&tls.join("fullchain.pem"), &cert_b);
     let served_b = wait_for(std::time::Duration::from_secs(15), || {
-        probe_once(w.path(), imaps) == fp_b
+        common::tls_fingerprint(w.path(), imaps) == fp_b
     });
     assert!(
         served_b,
@@ -99,14 +75,9 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     );
 
     // The connection opened before still works; a new one gets the new certificate.
-    early.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let mut rest = String::new();
-    out.read_line(&mut rest).unwrap();
-    assert!(rest.starts_with("old a OK"), "{rest}");
-    rest.clear();
-    out.read_line(&mut rest).unwrap();
-    assert_eq!(rest.trim(), format!("second {fp_b}"));
-    early.wait().unwrap();
+    let (old, second) = early.finish();
+    assert!(old.starts_with("a OK"), "{old}");
+    assert_eq!(second, fp_b);
 
     // A broken file is reported; the certificate that works keeps serving.
     replace(
@@ -119,7 +90,7 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
             .contains("cannot be used; the previous certificate keeps serving")
     });
     assert!(reported, "{}", server.log_text());
-    assert_eq!(probe_once(w.path(), imaps), fp_b);
+    assert_eq!(common::tls_fingerprint(w.path(), imaps), fp_b);
     // A key that does not belong to the certificate is refused too.
     let (cert_c, _, fp_c) = certificate(&["mx.example.test"]);
     replace(&tls.join("fullchain.pem"), &cert_c);
@@ -127,5 +98,5 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         server.log_text().contains("does not fit the certificate")
     });
     assert!(reported, "{}", server.log_text());
-    assert_ne!(probe_once(w.path(), imaps), fp_c);
+    assert_ne!(common::tls_fingerprint(w.path(), imaps), fp_c);
 }

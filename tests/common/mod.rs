@@ -511,3 +511,60 @@ pub fn pebble_at(dir: &Path, dns: u16, http_port: u16, tls_port: u16, api: u16) 
         management,
     }
 }
+
+/// The SHA-256 of the certificate an implicit-TLS listener (IMAPS) serves for
+/// mx.example.test, through Python's ssl (tests/peers/tls_probe.py).
+pub fn tls_fingerprint(dir: &Path, port: u16) -> String {
+    python_peer_run(
+        "tls_probe.py",
+        &[&port.to_string(), "mx.example.test", "--once"],
+        dir,
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+/// An IMAPS client that connects now and stays, to show that a certificate change
+/// leaves open connections alone.
+pub struct LingeringTls {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    /// The fingerprint of the certificate the connection got.
+    pub first: String,
+}
+
+impl LingeringTls {
+    pub fn open(port: u16) -> LingeringTls {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls_probe.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args([&port.to_string(), "mx.example.test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("probe output");
+        let first = line.trim().trim_start_matches("first ").to_string();
+        LingeringTls { child, out, first }
+    }
+
+    /// NOOP on the open connection (its reply line), then the fingerprint a new one gets.
+    pub fn finish(mut self) -> (String, String) {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("probe stdin");
+        let mut old = String::new();
+        self.out.read_line(&mut old).expect("probe output");
+        let mut second = String::new();
+        self.out.read_line(&mut second).expect("probe output");
+        let _ = self.child.wait();
+        (
+            old.trim().trim_start_matches("old ").to_string(),
+            second.trim().trim_start_matches("second ").to_string(),
+        )
+    }
+}
