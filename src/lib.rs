@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod routing;
 pub mod smtp;
 pub mod snapshot;
+pub mod source;
 pub mod spec;
 pub mod sqlite;
 pub mod store;

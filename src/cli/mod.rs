@@ -133,9 +133,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Loads and validates the spec; spec errors pass through unchanged for printing.
+/// Loads and validates the spec (from its git repository when it names one); spec
+/// errors pass through unchanged for printing.
 fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
-    Ok(spec::load(path)?)
+    match crate::source::load(path) {
+        Ok(loaded) => Ok(loaded),
+        Err(crate::source::SourceError::Spec(errors)) => Err(errors.into()),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Plans against the store (an absent store is an empty one: planning never creates
@@ -147,12 +152,11 @@ fn make_plan(
     targets: crate::reconcile::Targets,
 ) -> anyhow::Result<crate::reconcile::Plan> {
     let store = store.map(|s| s as &dyn crate::store::Store);
-    crate::reconcile::plan_targets(loaded, store, &source_name(spec), targets).map_err(
-        |e| match e {
-            crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
-            other => anyhow::Error::from(other),
-        },
-    )
+    let source = loaded.origin.clone().unwrap_or_else(|| source_name(spec));
+    crate::reconcile::plan_targets(loaded, store, &source, targets).map_err(|e| match e {
+        crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
+        other => anyhow::Error::from(other),
+    })
 }
 
 /// `--target`: limit a plan or apply to one part of the live state.

@@ -139,6 +139,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .resync_secs()
             .map(std::time::Duration::from_secs),
         after_apply,
+        git_interval: crate::source::interval(&spec_path),
     });
     let first = {
         let r = reconciler.clone();

@@ -135,6 +135,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "last reconcile: {verdict} at {} (revision {}): {}",
             r.at, r.revision, r.summary
         );
+        if !r.source.is_empty() {
+            println!("  from {}", r.source);
+        }
         for e in &r.errors {
             println!("  {e}");
         }

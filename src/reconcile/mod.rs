@@ -24,6 +24,8 @@ pub enum PlanError {
     Store(#[from] StoreError),
     #[error("apply failed: {0}")]
     Apply(String),
+    #[error("{0}")]
+    Source(String),
 }
 
 /// Plans the changes that make `store` match `loaded`.

@@ -28,6 +28,9 @@ pub struct ReconcileStatus {
     pub revision: u64,
     pub summary: String,
     pub errors: Vec<String>,
+    /// Where the applied spec came from (a path, or "git URL@commit (branch)").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
     /// Why DNS records could not be published (the store was applied regardless).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_problems: Vec<String>,
@@ -45,6 +48,8 @@ pub struct Reconciler {
     pub dns_resync: Option<Duration>,
     /// Told about every spec that was applied (the certificate manager's names follow).
     pub after_apply: Option<AfterApply>,
+    /// How often a spec kept in git is fetched (`[source] interval`); None: not in git.
+    pub git_interval: Option<Duration>,
 }
 
 /// A callback for each applied spec.
@@ -56,15 +61,17 @@ impl Reconciler {
         let at = crate::store::now_rfc3339();
         let source =
             std::fs::canonicalize(&self.spec_path).unwrap_or_else(|_| self.spec_path.clone());
-        let outcome = spec::load(&self.spec_path)
-            .map_err(PlanError::from)
+        let outcome = crate::source::load(&self.spec_path)
+            .map_err(|e| match e {
+                crate::source::SourceError::Spec(errors) => PlanError::Spec(errors),
+                other => PlanError::Source(other.to_string()),
+            })
             .and_then(|loaded| {
-                let p = plan_targets(
-                    &loaded,
-                    Some(self.store.as_ref()),
-                    &source.display().to_string(),
-                    Targets::ALL,
-                )?;
+                let source = loaded
+                    .origin
+                    .clone()
+                    .unwrap_or_else(|| source.display().to_string());
+                let p = plan_targets(&loaded, Some(self.store.as_ref()), &source, Targets::ALL)?;
                 let s = p.summary();
                 let applied = apply_all(&loaded, self.store.as_ref(), &p, false)
                     .map_err(|e| PlanError::Apply(e.to_string()))?;
@@ -92,10 +99,11 @@ impl Reconciler {
                         s.add, s.change, s.destroy
                     ),
                     dns_problems,
+                    source,
                 ))
             });
         let status = match outcome {
-            Ok((revision, summary, dns_problems)) => {
+            Ok((revision, summary, dns_problems, source)) => {
                 tracing::info!(revision, %summary, "spec reconciled");
                 for problem in &dns_problems {
                     tracing::error!("DNS not applied: {problem}");
@@ -107,6 +115,7 @@ impl Reconciler {
                     summary,
                     errors: Vec::new(),
                     dns_problems,
+                    source,
                 }
             }
             Err(e) => {
@@ -125,6 +134,7 @@ impl Reconciler {
                     summary: "not applied; the last good state keeps serving".into(),
                     errors,
                     dns_problems: Vec::new(),
+                    source: String::new(),
                 }
             }
         };
@@ -162,12 +172,21 @@ impl Reconciler {
             }
         };
         let mut poll = tokio::time::interval(STORE_POLL);
+        // A spec kept in git: fetch on this beat (an unchanged commit plans nothing).
+        let mut fetch = tokio::time::interval(
+            self.git_interval
+                .unwrap_or(Duration::from_secs(86_400 * 365)),
+        );
+        fetch.tick().await;
         // A zone edited behind ferrymail's back is put right on this beat.
         let mut resync =
             tokio::time::interval(self.dns_resync.unwrap_or(Duration::from_secs(86_400 * 365)));
         resync.tick().await;
         loop {
             tokio::select! {
+                _ = fetch.tick(), if self.git_interval.is_some() => {
+                    self.reconcile_in_background().await;
+                }
                 _ = resync.tick(), if self.dns_resync.is_some() => {
                     self.reconcile_in_background().await;
                 }

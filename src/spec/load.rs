@@ -16,6 +16,8 @@ pub struct LoadedSpec {
     pub sources: Vec<Source>,
     /// Relative paths in the spec (data_dir, secret files) are taken from here.
     pub base_dir: PathBuf,
+    /// Where the spec came from when not from the file given ("git URL@commit").
+    pub origin: Option<String>,
 }
 
 /// Tables that are collections of independent entries; the same key in two files merges
@@ -65,6 +67,7 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
     {
         return Ok((
             LoadedSpec {
+                origin: None,
                 spec,
                 sources,
                 base_dir,
@@ -102,6 +105,7 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
             spec,
             sources,
             base_dir,
+            origin: None,
         },
         structural,
     ))

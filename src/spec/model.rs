@@ -48,6 +48,42 @@ pub struct Spec {
     /// Scheduled, encrypted backups of everything needed to rebuild the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<Backups>,
+    /// Take the spec from a git repository instead (GitOps): this file then only says
+    /// where (and `[server]`: where the data lives); each new commit is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<GitSource>,
+}
+
+/// A git repository the spec is pulled from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// Repository: https://…, ssh://… or git@host:path, or a local path.
+    pub git: String,
+    /// Branch to follow. Default "main".
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// The spec inside the repository: a file or a directory of *.toml. Default
+    /// "ferrymail.toml".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How often the branch is fetched, e.g. "60s" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Deploy key (private, OpenSSH format) for ssh URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<SecretRef>,
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+impl GitSource {
+    /// `interval` in seconds.
+    pub fn interval_secs(&self) -> u64 {
+        duration_secs(self.interval.as_deref()).unwrap_or(60).max(1)
+    }
 }
 
 /// The server's identity.

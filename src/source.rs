@@ -1,0 +1,147 @@
+//! GitOps: a spec that names a git repository (`[source]`) is read from a checkout of
+//! its branch in data_dir/source, fetched on each load (the git CLI: it speaks every
+//! transport, credential helper and ssh setup users already have; gix would not).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::spec::{self, GitSource, LoadedSpec, SpecErrors};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Spec(#[from] SpecErrors),
+    #[error("spec source {url}: git {what} failed: {detail}")]
+    Git {
+        url: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// Loads the spec at `path`; when it names a repository, the repository's spec instead
+/// (fetched first), keeping `path`'s data directory and its directory for relative paths
+/// (secret files stay out of git).
+pub fn load(path: &Path) -> Result<LoadedSpec, SourceError> {
+    let bootstrap = spec::load_unchecked(path)?;
+    let Some(source) = bootstrap.spec.source.clone() else {
+        return Ok(spec::load(path)?);
+    };
+    let data_dir = bootstrap.data_dir();
+    let (checkout, commit) = sync(&source, &bootstrap.base_dir, &data_dir)?;
+    let inner = checkout.join(source.path.as_deref().unwrap_or("ferrymail.toml"));
+    let short: String = commit.chars().take(12).collect();
+    let mut loaded = spec::load(&inner).map_err(|mut errors| {
+        errors.0.insert(
+            0,
+            format!(
+                "commit {short} of {} ({}) is not applied:",
+                source.git, source.branch
+            ),
+        );
+        errors
+    })?;
+    loaded.spec.server.data_dir = Some(data_dir);
+    loaded.base_dir = bootstrap.base_dir;
+    loaded.origin = Some(format!("git {}@{short} ({})", source.git, source.branch));
+    Ok(loaded)
+}
+
+/// How often `serve` fetches, when `path` names a repository.
+pub fn interval(path: &Path) -> Option<std::time::Duration> {
+    let bootstrap = spec::load_unchecked(path).ok()?;
+    let source = bootstrap.spec.source?;
+    Some(std::time::Duration::from_secs(source.interval_secs()))
+}
+
+/// Clones or fetches the branch into data_dir/source; returns the checkout and its commit.
+fn sync(
+    source: &GitSource,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<(PathBuf, String), SourceError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let checkout = data_dir.join("source");
+    let fail = |what: &'static str, detail: String| SourceError::Git {
+        url: source.git.clone(),
+        what,
+        detail,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| fail("preparing the data directory", e.to_string()))?;
+    // A local repository named relative to the spec.
+    let url =
+        if source.git.contains("://") || source.git.contains('@') || source.git.starts_with('/') {
+            source.git.clone()
+        } else {
+            base.join(&source.git).display().to_string()
+        };
+    let ssh = ssh_command(source, base, data_dir).map_err(|e| fail("reading ssh_key", e))?;
+    let run = |what: &'static str, args: &[&str]| -> Result<String, SourceError> {
+        let mut command = Command::new("git");
+        command.args(args).env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(ssh) = &ssh {
+            command.env("GIT_SSH_COMMAND", ssh);
+        }
+        let out = command
+            .output()
+            .map_err(|e| fail(what, format!("cannot run git: {e}")))?;
+        if !out.status.success() {
+            return Err(fail(
+                what,
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let dir = checkout.display().to_string();
+    if checkout.join(".git").exists() {
+        run(
+            "fetch",
+            &["-C", &dir, "fetch", "--quiet", &url, &source.branch],
+        )?;
+        run(
+            "checkout",
+            &["-C", &dir, "reset", "--quiet", "--hard", "FETCH_HEAD"],
+        )?;
+    } else {
+        run(
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--single-branch",
+                "--branch",
+                &source.branch,
+                &url,
+                &dir,
+            ],
+        )?;
+    }
+    let commit = run("rev-parse", &["-C", &dir, "rev-parse", "HEAD"])?;
+    Ok((checkout, commit))
+}
+
+/// The ssh command that uses the deploy key, when one is given.
+fn ssh_command(source: &GitSource, base: &Path, data_dir: &Path) -> Result<Option<String>, String> {
+    let Some(key) = &source.ssh_key else {
+        return Ok(None);
+    };
+    let path = match &key.file {
+        Some(file) => base.join(file),
+        None => {
+            let secret = key.resolve(base).map_err(|e| e.to_string())?;
+            let path = data_dir.join("source.key");
+            crate::private_file::write(&path, format!("{}\n", secret.expose()).as_bytes())
+                .map_err(|e| e.to_string())?;
+            path
+        }
+    };
+    Ok(Some(format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
+        path.display()
+    )))
+}
