@@ -23,12 +23,41 @@ pub enum SourceError {
 /// (fetched first), keeping `path`'s data directory and its directory for relative paths
 /// (secret files stay out of git).
 pub fn load(path: &Path) -> Result<LoadedSpec, SourceError> {
+    load_commit(path, None)
+}
+
+/// `load`, except that a branch whose newest commit is broken falls back to the last
+/// commit that loaded (for `serve` starting: a broken push must not keep mail down).
+pub fn load_for_serving(path: &Path) -> Result<LoadedSpec, SourceError> {
+    match load(path) {
+        Err(SourceError::Spec(errors)) => {
+            let bootstrap = spec::load_unchecked(path)?;
+            let good = std::fs::read_to_string(bootstrap.data_dir().join("source.good"))
+                .ok()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty());
+            match good {
+                Some(commit) => {
+                    for line in &errors.0 {
+                        tracing::error!("spec not applied: {line}");
+                    }
+                    tracing::warn!(commit, "serving the last good commit of the spec");
+                    load_commit(path, Some(&commit))
+                }
+                None => Err(SourceError::Spec(errors)),
+            }
+        }
+        other => other,
+    }
+}
+
+fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceError> {
     let bootstrap = spec::load_unchecked(path)?;
     let Some(source) = bootstrap.spec.source.clone() else {
         return Ok(spec::load(path)?);
     };
     let data_dir = bootstrap.data_dir();
-    let (checkout, commit) = sync(&source, &bootstrap.base_dir, &data_dir)?;
+    let (checkout, commit) = sync(&source, &bootstrap.base_dir, &data_dir, pinned)?;
     let inner = checkout.join(source.path.as_deref().unwrap_or("ferrymail.toml"));
     let short: String = commit.chars().take(12).collect();
     let mut loaded = spec::load(&inner).map_err(|mut errors| {
@@ -41,6 +70,8 @@ pub fn load(path: &Path) -> Result<LoadedSpec, SourceError> {
         );
         errors
     })?;
+    // Remembered, so a restart can fall back to it when the branch breaks.
+    let _ = std::fs::write(data_dir.join("source.good"), &commit);
     loaded.spec.server.data_dir = Some(data_dir);
     loaded.base_dir = bootstrap.base_dir;
     loaded.origin = Some(format!("git {}@{short} ({})", source.git, source.branch));
@@ -59,6 +90,7 @@ fn sync(
     source: &GitSource,
     base: &Path,
     data_dir: &Path,
+    pinned: Option<&str>,
 ) -> Result<(PathBuf, String), SourceError> {
     use std::os::unix::fs::DirBuilderExt;
     let checkout = data_dir.join("source");
@@ -98,7 +130,12 @@ fn sync(
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let dir = checkout.display().to_string();
-    if checkout.join(".git").exists() {
+    if let Some(commit) = pinned {
+        run(
+            "checkout",
+            &["-C", &dir, "reset", "--quiet", "--hard", commit],
+        )?;
+    } else if checkout.join(".git").exists() {
         run(
             "fetch",
             &["-C", &dir, "fetch", "--quiet", &url, &source.branch],

@@ -109,4 +109,17 @@ second = { forward = ["b@elsewhere.test"] }"#,
     assert!(accepted("second@example.test"));
     let status = w.run(&["status"]);
     assert!(status.ok().stdout.contains("FAILED"), "{}", status.stdout);
+
+    // A restart while the branch is broken serves the last good commit.
+    let mut server = server;
+    server.terminate();
+    let server = w.serve(mx);
+    assert!(accepted("second@example.test"), "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("serving the last good commit of the spec"),
+        "{}",
+        server.log_text()
+    );
 }

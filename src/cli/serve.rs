@@ -101,8 +101,13 @@ pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
-    // The first load must succeed: the listeners and data dir come from it.
-    let loaded = super::load_spec(&spec_path)?;
+    // The first load must succeed: the listeners and data dir come from it. (A spec kept
+    // in git falls back to its last good commit.)
+    let loaded = match crate::source::load_for_serving(&spec_path) {
+        Ok(loaded) => loaded,
+        Err(crate::source::SourceError::Spec(errors)) => return Err(errors.into()),
+        Err(other) => return Err(other.into()),
+    };
     let data_dir = loaded.data_dir();
     let hostname = loaded.spec.server.hostname.clone();
     let store: Arc<dyn Store> =
@@ -145,7 +150,9 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         let r = reconciler.clone();
         tokio::task::spawn_blocking(move || r.reconcile_once()).await?
     };
-    if !first.ok {
+    // A spec from git that is broken now still serves its last good commit, applied
+    // before; a local spec must apply before the server starts.
+    if !first.ok && loaded.origin.is_none() {
         bail!(
             "the spec could not be applied:\n{}",
             first.errors.join("\n")
