@@ -172,7 +172,7 @@ fn cloudflare_zone_is_planned_applied_and_cleaned_up_through_the_api() {
         .unwrap();
     let zone_id = dmarc["zone_id"].as_str().unwrap().to_string();
     control(api, "DELETE", "/__standin/requests", None);
-    let mut edit = std::process::Command::new("python3")
+    let edit = std::process::Command::new("python3")
         .args([
             "-c",
             &format!(
@@ -183,7 +183,6 @@ fn cloudflare_zone_is_planned_applied_and_cleaned_up_through_the_api() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&edit.stdout).trim(), "True");
-    edit.stdout.clear();
     let drift = w.run(&["plan"]);
     assert!(
         drift.ok().stdout.contains(

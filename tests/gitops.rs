@@ -94,6 +94,16 @@ second = { forward = ["b@elsewhere.test"] }"#,
         server.log_text()
     );
 
+    let validated = w.run(&["validate"]);
+    assert!(
+        validated
+            .ok()
+            .stdout
+            .starts_with(&format!("git repo@{second} (main): valid")),
+        "{}",
+        validated.stdout
+    );
+
     // A broken commit: reported with its id, not applied; the last good state serves.
     let broken = commit(
         &repo,

@@ -9,9 +9,12 @@ pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
     let objects = desired_objects(&loaded)?;
     let domains = loaded.spec.domains.len();
+    let name = loaded
+        .origin
+        .clone()
+        .unwrap_or_else(|| spec.display().to_string());
     println!(
-        "{}: valid ({domains} domain{}, {} objects)",
-        spec.display(),
+        "{name}: valid ({domains} domain{}, {} objects)",
         if domains == 1 { "" } else { "s" },
         objects.len()
     );
