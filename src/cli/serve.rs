@@ -404,6 +404,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             challenges: challenges.clone(),
             status_file: Some(data_dir.join("acme.json")),
             ari: Default::default(),
+            installed: Default::default(),
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }

@@ -277,6 +277,8 @@ pub struct Manager {
     pub status_file: Option<PathBuf>,
     /// When to ask the CA's renewal information (ARI) next, and whether it has any.
     pub ari: Mutex<Ari>,
+    /// The SHA-256 of the chain (PEM) last installed from the store.
+    pub installed: Mutex<Option<Vec<u8>>>,
 }
 
 /// What is known of the CA's renewal information (RFC 9773) for the served certificate.
@@ -478,15 +480,18 @@ impl Manager {
 
     /// Installs `cert` unless it is already what is served.
     fn serve(&self, cert: &StoredCertificate) -> Result<(), AcmeError> {
-        let loaded = certs::load_pem(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes(), "acme")?;
-        if !self
-            .certs
-            .served()
-            .iter()
-            .any(|s| s.sha256 == loaded.info.sha256)
-        {
-            self.certs.install(loaded, true);
+        // Looked at every few seconds: parse only what has not been installed yet.
+        let digest = {
+            use sha2::Digest;
+            sha2::Sha256::digest(cert.chain_pem.as_bytes()).to_vec()
+        };
+        let mut installed = lock(&self.installed);
+        if installed.as_deref() == Some(digest.as_slice()) {
+            return Ok(());
         }
+        let loaded = certs::load_pem(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes(), "acme")?;
+        self.certs.install(loaded, true);
+        *installed = Some(digest);
         Ok(())
     }
 
