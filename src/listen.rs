@@ -164,3 +164,33 @@ pub async fn accept_limited(
     })
     .await;
 }
+
+/// A TLS handshake longer than this is dropped (a client that connects and stalls would
+/// otherwise hold its place in the connection limits for good).
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// The handshake every listener does, at the first byte or after STARTTLS: `None` when
+/// there is no certificate, or the client failed or stalled (its problem: logged at
+/// debug, `what` says which listener).
+pub async fn tls_handshake<S>(
+    config: Option<&std::sync::Arc<rustls::ServerConfig>>,
+    stream: S,
+    remote: SocketAddr,
+    what: &str,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config?.clone());
+    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "{what} TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "{what} TLS handshake timed out");
+            None
+        }
+    }
+}

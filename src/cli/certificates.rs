@@ -24,12 +24,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let Some(store) = super::open_store(&loaded, false)? else {
         bail!("there is no store yet: no certificate was issued");
     };
-    let hostname = loaded
-        .spec
-        .server
-        .hostname
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let hostname = crate::reconcile::certs::certificate_id(&loaded.spec);
     match command {
         Command::List => {
             let Some(cert) = store.certificate(&hostname)? else {

@@ -23,12 +23,7 @@ fn certificate_lines(
     if loaded.spec.tls.mode != crate::spec::TlsMode::Acme {
         return Ok(out);
     }
-    let hostname = loaded
-        .spec
-        .server
-        .hostname
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let hostname = crate::reconcile::certs::certificate_id(&loaded.spec);
     if let Some(cert) = store.certificate(&hostname)? {
         let left = cert.not_after - unix_now();
         let when = if left >= 0 {

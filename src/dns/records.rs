@@ -289,11 +289,9 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
         }
     }
     // The spec's own records; a declared name and type replaces the computed ones.
-    let declared: Vec<Record> = spec
-        .domains
-        .iter()
-        .filter(|(name, _)| crate::address::normalize_domain(name).is_ok_and(|n| n == domain))
-        .flat_map(|(_, d)| d.dns_records.iter())
+    let declared: Vec<Record> = declared_domain
+        .into_iter()
+        .flat_map(|d| d.dns_records.iter())
         .filter_map(|r| {
             let kind = Kind::parse(&r.kind)?;
             let name = match r.name.trim_end_matches('.') {

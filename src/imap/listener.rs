@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listen::tls_handshake;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::session::{Outcome, Session};
 use crate::login::Logins;
@@ -61,29 +61,16 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     if implicit_tls {
-        let Some(config) = ctx.tls.clone() else {
-            return;
-        };
-        match TlsAcceptor::from(config).accept(stream).await {
-            Ok(tls) => {
-                Session::new(ctx, tls, remote, true, true).run().await;
-            }
-            Err(e) => tracing::debug!(%remote, error = %e, "IMAP TLS handshake failed"),
+        if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "IMAPS").await {
+            Session::new(ctx, tls, remote, true, true).run().await;
         }
         return;
     }
     if let Outcome::StartTls(stream) = Session::new(ctx.clone(), stream, remote, false, true)
         .run()
         .await
+        && let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "IMAP STARTTLS").await
     {
-        let Some(config) = ctx.tls.clone() else {
-            return;
-        };
-        match TlsAcceptor::from(config).accept(stream).await {
-            Ok(tls) => {
-                Session::new(ctx, tls, remote, true, false).run().await;
-            }
-            Err(e) => tracing::debug!(%remote, error = %e, "IMAP STARTTLS handshake failed"),
-        }
+        Session::new(ctx, tls, remote, true, false).run().await;
     }
 }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::listen::tls_handshake;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::session::{Outcome, Session};
 use crate::login::Logins;
@@ -75,31 +75,17 @@ async fn connection(
     implicit_tls: bool,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(config) = ctx.tls.clone() else {
-        if !implicit_tls {
-            Session::new(ctx, stream, remote, false).run(true).await;
-        }
-        return;
-    };
-    let acceptor = TlsAcceptor::from(config);
     if implicit_tls {
-        match acceptor.accept(stream).await {
-            Ok(tls) => {
-                Session::new(ctx, tls, remote, true).run(true).await;
-            }
-            Err(e) => tracing::debug!(%remote, error = %e, "POP3 TLS handshake failed"),
+        if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "POP3S").await {
+            Session::new(ctx, tls, remote, true).run(true).await;
         }
         return;
     }
     if let Outcome::StartTls(stream) = Session::new(ctx.clone(), stream, remote, false)
         .run(true)
         .await
+        && let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "POP3 STLS").await
     {
-        match acceptor.accept(stream).await {
-            Ok(tls) => {
-                Session::new(ctx, tls, remote, true).run(false).await;
-            }
-            Err(e) => tracing::debug!(%remote, error = %e, "POP3 STLS handshake failed"),
-        }
+        Session::new(ctx, tls, remote, true).run(false).await;
     }
 }

@@ -7,6 +7,14 @@ use crate::spec::{AcmeChallenge, DnsProviderKind, Spec, TlsMode};
 use crate::store::{Store, StoreError};
 use crate::tls::acme::renewal_time;
 
+/// The id the server's certificate is stored under: its hostname, as DNS writes it.
+pub fn certificate_id(spec: &Spec) -> String {
+    spec.server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
 /// The names the server's certificate must cover: its own, plus the names clients are
 /// pointed at (imap., smtp., autoconfig....) in domains whose records ferrymail
 /// publishes and that lead here (one name that does not fails the whole order).

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listen::tls_handshake;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::session::{Outcome, Session};
 use crate::queue::Spool;
@@ -97,17 +97,11 @@ async fn session(
     let _ = stream.set_nodelay(true);
     if implicit_tls {
         // submissions (RFC 8314): TLS from the first byte.
-        let Some(config) = ctx.tls.clone() else {
-            return;
-        };
-        match TlsAcceptor::from(config).accept(stream).await {
-            Ok(tls) => {
-                let _ = Session::new(ctx, tls, remote, true)
-                    .with_admission(Some(admission))
-                    .run(true)
-                    .await;
-            }
-            Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+        if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "SMTP").await {
+            let _ = Session::new(ctx, tls, remote, true)
+                .with_admission(Some(admission))
+                .run(true)
+                .await;
         }
         return;
     }
@@ -118,17 +112,13 @@ async fn session(
     {
         Outcome::Closed => {}
         Outcome::StartTls(stream, admission) => {
-            let Some(config) = ctx.tls.clone() else {
-                return;
-            };
-            match TlsAcceptor::from(config).accept(stream).await {
-                Ok(tls) => {
-                    let _ = Session::new(ctx, tls, remote, true)
-                        .with_admission(admission)
-                        .run(false)
-                        .await;
-                }
-                Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+            if let Some(tls) =
+                tls_handshake(ctx.tls.as_ref(), stream, remote, "SMTP STARTTLS").await
+            {
+                let _ = Session::new(ctx, tls, remote, true)
+                    .with_admission(admission)
+                    .run(false)
+                    .await;
             }
         }
     }
