@@ -2,6 +2,7 @@
 //! the reconciler (`plan`, `apply`) makes the live state match; servers read a Snapshot.
 
 pub mod address;
+pub mod backup;
 pub mod blocking;
 pub mod cache;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! where library errors get context (anyhow) and become exit codes.
 
 mod apply;
+mod backup;
 mod certificates;
 mod dns;
 mod doctor;
@@ -84,6 +85,9 @@ enum Command {
     /// Check what a working mail server needs: DNS records live, outbound SMTP, TLS
     /// and key files; exits 1 when something is wrong.
     Doctor(doctor::Args),
+    /// Backups: make one now, list them, restore one.
+    #[command(subcommand)]
+    Backup(backup::Command),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
@@ -128,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certificates(command) => certificates::run(&cli.spec, command),
         Command::Dns(command) => dns::run(&cli.spec, command),
         Command::Doctor(args) => doctor::run(&cli.spec, args),
+        Command::Backup(command) => backup::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),
     }

@@ -122,16 +122,26 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
-    let after_apply: Option<crate::reconcile::watch::AfterApply> = acme.clone().map(|swap| {
+    // The backup schedule and target, likewise (None: the spec has no [backups]).
+    let backups = Arc::new(arc_swap::ArcSwapOption::from(
+        super::backup::settings(&loaded)?.map(Arc::new),
+    ));
+    let after_apply: crate::reconcile::watch::AfterApply = {
+        let acme = acme.clone();
+        let backups = backups.clone();
         Box::new(move |loaded: &crate::spec::LoadedSpec| {
-            if let Some(acme) = &loaded.spec.tls.acme {
+            if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                 match acme_settings(loaded, acme) {
                     Ok(settings) => swap.store(Arc::new(settings)),
                     Err(e) => tracing::error!(error = %e, "ACME settings not updated"),
                 }
             }
-        }) as crate::reconcile::watch::AfterApply
-    });
+            match super::backup::settings(loaded) {
+                Ok(settings) => backups.store(settings.map(Arc::new)),
+                Err(e) => tracing::error!(error = %e, "backup settings not updated"),
+            }
+        })
+    };
     let reconciler = Arc::new(Reconciler {
         spec_path: spec_path.clone(),
         store: store.clone(),
@@ -143,7 +153,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .dns
             .resync_secs()
             .map(std::time::Duration::from_secs),
-        after_apply,
+        after_apply: Some(after_apply),
         git_interval: crate::source::interval(&spec_path),
     });
     let first = {
@@ -408,6 +418,15 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }
+
+    tasks.spawn(
+        Arc::new(crate::backup::Runner {
+            settings: backups,
+            store: store.clone(),
+            data_dir: data_dir.clone(),
+        })
+        .run(shutdown.clone()),
+    );
 
     let state = ServeState {
         pid: std::process::id(),

@@ -53,6 +53,41 @@ fn certificate_lines(
     Ok(out)
 }
 
+/// The last backup, the next, and the last failure if it came after the last success.
+fn backup_lines(
+    loaded: &crate::spec::LoadedSpec,
+    store: &crate::store::SqliteStore,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let Some(line) =
+        crate::reconcile::backups::plan(&loaded.spec, &loaded.base_dir, Some(store), unix_now())
+    else {
+        return Ok(out);
+    };
+    let last = match (&line.last, &line.last_at, line.last_size) {
+        (Some(id), Some(at), Some(size)) => {
+            format!("last {id} at {at} ({})", crate::backup::human_bytes(size))
+        }
+        _ => "none yet".to_string(),
+    };
+    out.push(format!(
+        "backups: {last}; next {} to {}",
+        line.next.as_deref().unwrap_or("never"),
+        line.target
+    ));
+    if let Some(run) = store.backup_runs(1)?.into_iter().next().filter(|r| !r.ok) {
+        out.push(format!(
+            "  FAILED at {}: {}",
+            crate::backup::rfc3339(run.started_at),
+            run.error.unwrap_or_default()
+        ));
+    }
+    if let Some(w) = line.warning {
+        out.push(format!("  warning: {w}"));
+    }
+    Ok(out)
+}
+
 /// The server described by data_dir/serve.json, if its process is alive.
 fn running_server(data_dir: &Path) -> Option<ServeState> {
     let state: ServeState =
@@ -104,6 +139,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "queue": queue,
             "applies": applies,
             "certificate": certificate_lines(&loaded, &store, server.is_some())?,
+            "backups": backup_lines(&loaded, &store)?,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -144,6 +180,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     for line in certificate_lines(&loaded, &store, server.is_some())? {
+        println!("{line}");
+    }
+    for line in backup_lines(&loaded, &store)? {
         println!("{line}");
     }
     if let Some(n) = queue {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
-pub use store::{FlagChange, Folder, Mailbox, MessageInfo, SPECIAL_FOLDERS};
+pub use store::{FlagChange, Folder, Mailbox, MessageInfo, SPECIAL_FOLDERS, renew_uidvalidity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {

@@ -172,6 +172,27 @@ fn new_uidvalidity(tx: &Connection) -> rusqlite::Result<i64> {
     Ok(next)
 }
 
+/// Gives every folder of the mailbox file at `path` a new UIDVALIDITY (after a restore:
+/// UIDs given out since the backup may be given again, and clients must resync rather
+/// than trust their caches). Returns how many folders changed.
+pub fn renew_uidvalidity(path: &Path) -> rusqlite::Result<usize> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let ids: Vec<i64> = tx
+        .prepare("SELECT id FROM folders ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        let validity = new_uidvalidity(&tx)?;
+        tx.execute(
+            "UPDATE folders SET uidvalidity = ?1 WHERE id = ?2",
+            [validity, *id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
 impl Mailbox {
     pub(super) fn open(
         path: &Path,

@@ -2,6 +2,7 @@
 //! that diffs them, and the apply that makes the store match.
 
 mod apply;
+pub mod backups;
 pub mod certs;
 pub mod desired;
 pub mod dns;
@@ -68,5 +69,11 @@ pub fn plan_targets(
         plan.dns = dns::block_on(dns::plan(loaded, store, &plan));
     }
     plan.certificate = certs::plan(&loaded.spec, store, crate::store::unix_now())?;
+    plan.backups = backups::plan(
+        &loaded.spec,
+        &loaded.base_dir,
+        store,
+        crate::store::unix_now(),
+    );
     Ok(plan)
 }

@@ -66,6 +66,10 @@ pub struct Plan {
     /// issue; the running server answers the CA's challenges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<super::certs::CertChange>,
+    /// The backup schedule and how recent the last backup is (not counted: `serve` runs
+    /// backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<super::backups::BackupsLine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -170,6 +174,7 @@ pub fn diff(
         unmanaged,
         dns: DnsPlan::default(),
         certificate: None,
+        backups: None,
     }
 }
 

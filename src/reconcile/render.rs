@@ -125,6 +125,25 @@ pub fn text(plan: &Plan, style: &Style) -> String {
             "  (done by `ferrymail serve`, which answers the CA's challenges)"
         );
     }
+    if let Some(b) = &plan.backups {
+        let last = match (&b.last, &b.last_at, b.last_size) {
+            (Some(id), Some(at), Some(size)) => {
+                format!("last {id} at {at} ({})", crate::backup::human_bytes(size))
+            }
+            _ => "none yet: the first runs when `ferrymail serve` starts".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  backups {:?} (UTC) → {}, keep {}; next {}; {last}",
+            b.schedule,
+            b.target,
+            b.keep,
+            b.next.as_deref().unwrap_or("never")
+        );
+        if let Some(w) = &b.warning {
+            let _ = writeln!(out, "{} backups: {w}", style.paint("31", "!"));
+        }
+    }
     let manual = plan.dns.manual_changes();
     if manual > 0 {
         let _ = writeln!(
@@ -400,6 +419,7 @@ mod tests {
             unmanaged: vec![],
             dns: Default::default(),
             certificate: None,
+            backups: None,
         };
         let t = text(&plan, &Style { color: false });
         assert!(

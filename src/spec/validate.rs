@@ -28,20 +28,23 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
                 v.secret(&p.key(name), s);
             }
         }
-        if !(b.target.starts_with("s3://") || b.target.starts_with("file://")) {
-            v.err(
-                p.key("target"),
-                format!(
-                    "backup target \"{}\" must start with s3:// or file://",
-                    b.target
-                ),
-            );
+        if let Err(e) = crate::backup::TargetConfig::parse(
+            &b.target,
+            &loaded.base_dir,
+            b.endpoint.clone(),
+            None,
+            None,
+            None,
+        ) {
+            v.err(p.key("target"), e.to_string());
         }
-        if b.schedule.split_whitespace().count() != 5 {
-            v.err(
-                p.key("schedule"),
-                "schedule must have five cron fields, e.g. \"0 3 * * *\"",
-            );
+        if let Err(crate::backup::BackupError::Schedule { message, .. }) =
+            crate::backup::Schedule::parse(&b.schedule)
+        {
+            v.err(p.key("schedule"), message);
+        }
+        if b.keep == 0 {
+            v.err(p.key("keep"), "keep must be at least 1");
         }
     }
     v.errors

@@ -116,6 +116,22 @@ pub struct DnsOwned {
     pub value: String,
 }
 
+/// One backup run (successful or not), for `status`, `plan` and the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRun {
+    /// The backup's id at the target; empty when the run failed before it had one.
+    pub id: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub target: String,
+    pub ok: bool,
+    /// Bytes stored at the target.
+    pub size: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
 /// An object as stored, with who owns it.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -159,4 +175,10 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The most recent applies, newest first.
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError>;
+    /// Records a backup run.
+    fn record_backup(&self, run: &BackupRun) -> Result<(), StoreError>;
+    /// The most recent backup runs, newest first.
+    fn backup_runs(&self, limit: usize) -> Result<Vec<BackupRun>, StoreError>;
+    /// The most recent successful backup run.
+    fn last_good_backup(&self) -> Result<Option<BackupRun>, StoreError>;
 }

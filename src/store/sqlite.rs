@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::sqlite::Durability;
 
 use super::{
-    ApplyRecord, DnsOwned, Kind, Object, RetiredKey, Store, StoreError, StoredCertificate,
-    StoredObject, Write,
+    ApplyRecord, BackupRun, DnsOwned, Kind, Object, RetiredKey, Store, StoreError,
+    StoredCertificate, StoredObject, Write,
 };
 
 /// Schema steps; index + 1 is the `user_version` after the step. Append, never edit.
@@ -74,6 +74,19 @@ const MIGRATIONS: &[&str] = &[
         issued_at INTEGER NOT NULL,
         renew_requested INTEGER NOT NULL DEFAULT 0
      ) WITHOUT ROWID;",
+    // Backup runs, successful or not: status, the plan's staleness warning, the scheduler.
+    "CREATE TABLE backup_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        error TEXT
+     );
+     CREATE INDEX backup_runs_ok ON backup_runs (ok, started_at);",
 ];
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -159,6 +172,30 @@ fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
     })?;
     v.parse()
         .map_err(|_| StoreError::Data(format!("revision {v:?} is not a number")))
+}
+
+fn backup_runs(
+    conn: &Connection,
+    filter: &str,
+    limit: usize,
+) -> Result<Vec<BackupRun>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, started_at, target, ok, size, sha256, duration_ms, error FROM backup_runs
+         {filter} ORDER BY seq DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok(BackupRun {
+            id: r.get(0)?,
+            started_at: r.get(1)?,
+            target: r.get(2)?,
+            ok: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            sha256: r.get(5)?,
+            duration_ms: r.get::<_, i64>(6)? as u64,
+            error: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn now_rfc3339() -> String {
@@ -429,6 +466,38 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn record_backup(&self, run: &BackupRun) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO backup_runs (id, started_at, target, ok, size, sha256, duration_ms, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.id,
+                run.started_at,
+                run.target,
+                run.ok,
+                run.size as i64,
+                run.sha256,
+                run.duration_ms as i64,
+                run.error
+            ],
+        )?;
+        // A history, not an archive: the last thousand runs are plenty.
+        conn.execute(
+            "DELETE FROM backup_runs WHERE seq <= (SELECT MAX(seq) FROM backup_runs) - 1000",
+            [],
+        )?;
+        Ok(())
+    }
+
+    fn backup_runs(&self, limit: usize) -> Result<Vec<BackupRun>, StoreError> {
+        backup_runs(&self.conn(), "", limit)
+    }
+
+    fn last_good_backup(&self) -> Result<Option<BackupRun>, StoreError> {
+        Ok(backup_runs(&self.conn(), "WHERE ok = 1", 1)?.pop())
     }
 
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
