@@ -244,7 +244,14 @@ impl Target {
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_region(region)
-                    .with_virtual_hosted_style_request(false);
+                    .with_virtual_hosted_style_request(false)
+                    // A few quick retries per request; the scheduler retries the whole
+                    // backup later, so a dead endpoint fails in seconds, not minutes.
+                    .with_retry(object_store::RetryConfig {
+                        backoff: Default::default(),
+                        max_retries: 3,
+                        retry_timeout: std::time::Duration::from_secs(60),
+                    });
                 if let Some(endpoint) = endpoint {
                     // parse() allowed plain http on loopback only.
                     builder = builder
