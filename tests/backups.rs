@@ -140,14 +140,7 @@ fn dkim_public(w: &Workspace) -> Vec<u8> {
 }
 
 /// Forwards one message through `hello@` and has dkimpy verify it with `txt`.
-fn forward_and_verify(
-    w: &Workspace,
-    mx: u16,
-    sink: &Path,
-    txt: &str,
-    subject: &str,
-    server: &Process,
-) {
+fn forward_and_verify(mx: u16, sink: &Path, txt: &str, subject: &str, server: &Process) {
     let before = received(sink).len();
     swaks(
         mx,
@@ -281,7 +274,7 @@ fn round_trip(
         "ferrymail._domainkey.example.test={}",
         ferrymail::dkim::txt_record("rsa-2048", &public)
     );
-    forward_and_verify(&w, mx, &sink_dir, &txt, "before the backup", &server);
+    forward_and_verify(mx, &sink_dir, &txt, "before the backup", &server);
 
     // A backup made by hand while the server runs.
     let made = run(&["backup", "create"]);
@@ -373,7 +366,7 @@ fn round_trip(
     assert!(!probe.contains("<** "), "{probe}");
     let probe = common::rcpt_probe(mx, "alice@sender.test", "nobody@example.test");
     assert!(probe.contains("<** "), "{probe}");
-    forward_and_verify(&w, mx, &sink_dir, &txt, "after the restore", &server);
+    forward_and_verify(mx, &sink_dir, &txt, "after the restore", &server);
 }
 
 /// An age identity, as age-keygen writes it.
