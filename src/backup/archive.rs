@@ -214,46 +214,60 @@ pub fn write(
         files: Vec::new(),
     };
     let mut done = 0u64;
-    let copy_path = staging.path().join("copy.db");
-    for (rel, is_db) in entries {
-        let path = data_dir.join(&rel);
-        let source = if is_db {
-            if let Err(e) = copy_database(&path, &copy_path) {
-                // A database that went away meanwhile (a mailbox removed) is not an error.
-                if !path.exists() {
-                    continue;
+    let copies = staging.path();
+    std::thread::scope(|scope| -> Result<(), BackupError> {
+        // Databases are copied one ahead of the stream: the next is copied while the
+        // current one is compressed and sealed, so both cores work.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for (n, (rel, is_db)) in entries.into_iter().enumerate() {
+                let path = data_dir.join(&rel);
+                let item = if is_db {
+                    let copy = copies.join(format!("copy-{n}.db"));
+                    match copy_database(&path, &copy) {
+                        Ok(()) => Ok((rel, copy, true)),
+                        // A database that went away meanwhile (a mailbox removed) is fine.
+                        Err(_) if !path.exists() => continue,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    Ok((rel, path, false))
+                };
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    return;
                 }
-                return Err(e);
             }
-            copy_path.clone()
-        } else {
-            path.clone()
-        };
-        let file = match std::fs::File::open(&source) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_db => continue,
-            Err(e) => return Err(io_error(&source)(e)),
-        };
-        let size = file.metadata().map_err(io_error(&source))?.len();
-        let mut header = tar::Header::new_gnu();
-        header.set_size(size);
-        header.set_mode(0o600);
-        header.set_mtime(crate::store::unix_now().max(0) as u64);
-        header.set_entry_type(tar::EntryType::Regular);
-        let mut reader = Hashing::new(file.take(size));
-        tar.append_data(&mut header, &rel, &mut reader)
-            .map_err(io_error(&path))?;
-        done += size;
-        progress(done);
-        manifest.files.push(FileEntry {
-            path: rel.to_string_lossy().to_string(),
-            size,
-            sha256: reader.hex(),
         });
-        if is_db {
-            let _ = std::fs::remove_file(&copy_path);
+        for item in rx {
+            let (rel, source, is_db): (PathBuf, PathBuf, bool) = item?;
+            let file = match std::fs::File::open(&source) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_db => continue,
+                Err(e) => return Err(io_error(&source)(e)),
+            };
+            let size = file.metadata().map_err(io_error(&source))?.len();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o600);
+            header.set_mtime(crate::store::unix_now().max(0) as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut reader = Hashing::new(file.take(size));
+            tar.append_data(&mut header, &rel, &mut reader)
+                .map_err(io_error(&data_dir.join(&rel)))?;
+            done += size;
+            progress(done);
+            manifest.files.push(FileEntry {
+                path: rel.to_string_lossy().to_string(),
+                size,
+                sha256: reader.hex(),
+            });
+            if is_db {
+                let _ = std::fs::remove_file(&source);
+            }
         }
-    }
+        Ok(())
+    })?;
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Damaged {
         id: String::new(),
         message: e.to_string(),

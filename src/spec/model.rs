@@ -674,32 +674,38 @@ fn default_dkim_algorithm() -> DkimAlgorithm {
     DkimAlgorithm::Rsa2048
 }
 
-/// Scheduled backups.
+/// Scheduled, encrypted backups, run by `serve` (and `ferrymail backup create`).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backups {
-    /// When to run, in cron syntax ("0 3 * * *").
+    /// When to run: five cron fields in UTC ("0 3 * * *" = 03:00 UTC daily). The first
+    /// backup runs when `serve` starts with none; a missed one runs at the next start.
     pub schedule: String,
-    /// Where to: "s3://bucket/prefix" or "file:///path".
+    /// Where to: "s3://bucket/prefix" or "file:///path" (a relative file path is read
+    /// from the spec's directory).
     pub target: String,
-    /// S3 endpoint URL, for S3-compatible stores (MinIO, Garage, R2, B2).
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, Garage, R2, B2); requests are
+    /// path-style. https, or http on loopback only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// S3 region. Default "us-east-1".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// S3 access key.
+    /// S3 access key; unset: AWS_ACCESS_KEY_ID and the other usual AWS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key: Option<SecretRef>,
     /// S3 secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<SecretRef>,
-    /// Key that encrypts every backup; the target never sees plaintext.
+    /// Key that encrypts every backup (age): an identity from `age-keygen`
+    /// ("AGE-SECRET-KEY-1…", or its whole file), or a passphrase of 16 or more
+    /// characters. The target never sees plaintext; losing this key loses the backups.
     pub encryption_key: SecretRef,
-    /// How many backups to keep. Default 14.
+    /// How many backups to keep at the target; older ones are deleted. Default 14.
     #[serde(default = "default_keep")]
     pub keep: u32,
-    /// Include the server's master key in backups. Default false.
+    /// Include the mailboxes' master key (data_dir/master.key) in backups. Default
+    /// false: then keep that key safe elsewhere, or restored mail cannot be read.
     #[serde(default)]
     pub include_master_key: bool,
 }
