@@ -177,8 +177,25 @@ fn ssh_command(source: &GitSource, base: &Path, data_dir: &Path) -> Result<Optio
             path
         }
     };
+    // Without a home directory (systemd's DynamicUser) ssh has no known_hosts of its
+    // own: the spec's, or the first key seen, pinned in the data dir.
+    let known = data_dir.join("source.known_hosts");
+    let checking = match &source.known_hosts {
+        Some(lines) => {
+            crate::private_file::write(&known, format!("{}\n", lines.trim()).as_bytes())
+                .map_err(|e| e.to_string())?;
+            "yes"
+        }
+        None => "accept-new",
+    };
     Ok(Some(format!(
-        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
-        path.display()
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking={checking}",
+        shell_quote(&path.display().to_string()),
+        shell_quote(&known.display().to_string()),
     )))
+}
+
+/// Quotes a word for the shell git runs GIT_SSH_COMMAND with.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
 }

@@ -349,12 +349,18 @@ fn round_trip(
         "the same messages, UIDs and flags"
     );
     assert!(
-        before_content["INBOX"]["messages"][0][2]
+        before_content["INBOX"]["messages"][0][3]
             .as_array()
             .unwrap()
             .contains(&serde_json::json!("\\Flagged")),
         "{before}"
     );
+    // Restored files are the server's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&w.data_dir()), 0o700);
+    assert_eq!(mode(&w.data_dir().join("mailboxes")), 0o700);
+    assert_eq!(mode(&w.data_dir().join("ferrymail.db")), 0o600);
     for (b, a) in before_validity.iter().zip(&after_validity) {
         assert!(
             a > b,
@@ -490,9 +496,21 @@ fn wrong_keys_truncated_and_missing_objects_leave_the_data_alone() {
             .exists()
     );
     w.run(&["plan", "--detailed-exitcode"]).code(0);
+    // Retention: with keep = 2 the next backup removes the two oldest records.
+    let spec_text = std::fs::read_to_string(&w.spec).unwrap();
+    std::fs::write(&w.spec, spec_text.replace("keep = 10", "keep = 2")).unwrap();
+    let newest = w.run(&["backup", "create"]);
+    assert!(
+        newest.ok().stdout.contains(&format!(
+            "Removed 2 old backup(s) beyond keep = 2: {good}, {damaged}"
+        )),
+        "{}",
+        newest.stdout
+    );
+    assert!(!object(&good).exists() && !object(&damaged).exists());
     // Nobody else may read the backups.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(object(&good))
+    let mode = std::fs::metadata(backups.join(format!("ferrymail-{missing}.json")))
         .unwrap()
         .permissions()
         .mode();

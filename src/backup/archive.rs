@@ -61,7 +61,10 @@ fn collect(data_dir: &Path, include_master_key: bool) -> Result<Vec<(PathBuf, bo
             {
                 continue;
             }
-            let kind = entry.file_type().map_err(io_error(&path))?;
+            // Followed: a mailboxes directory linked to a bigger disk is still backed up.
+            let kind = std::fs::metadata(&path)
+                .map_err(io_error(&path))?
+                .file_type();
             if kind.is_dir() {
                 stack.push(path);
             } else if kind.is_file() {
@@ -172,14 +175,14 @@ fn copy_database(from: &Path, to: &Path) -> Result<(), BackupError> {
         loop {
             match backup.step(-1).map_err(sqlite)? {
                 rusqlite::backup::StepResult::Done => break,
-                _ if tries < 600 => {
+                _ if tries < 3 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 _ => {
                     return Err(sqlite(rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                        Some("the database stayed locked for 30 s".into()),
+                        Some("the database stayed locked".into()),
                     )));
                 }
             }
@@ -199,7 +202,16 @@ pub fn write(
     progress: &dyn Fn(u64),
 ) -> Result<Manifest, BackupError> {
     let entries = collect(data_dir, include_master_key)?;
-    // Database copies are made one at a time beside the data (same disk, same owner).
+    // Copies left by a run that was killed hold the store unencrypted: remove them
+    // (the caller holds the backup lock, so no other run is using them).
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".backup-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    // Database copies are made beside the data (same disk, same owner).
     let staging = tempfile::Builder::new()
         .prefix(".backup-")
         .tempdir_in(data_dir)
@@ -210,7 +222,7 @@ pub fn write(
         created_at: crate::store::now_rfc3339(),
         hostname: hostname.to_string(),
         ferrymail_version: env!("CARGO_PKG_VERSION").to_string(),
-        includes_master_key: include_master_key,
+        includes_master_key: false,
         files: Vec::new(),
     };
     let mut done = 0u64;
@@ -241,20 +253,39 @@ pub fn write(
         });
         for item in rx {
             let (rel, source, is_db): (PathBuf, PathBuf, bool) = item?;
-            let file = match std::fs::File::open(&source) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_db => continue,
-                Err(e) => return Err(io_error(&source)(e)),
+            // A database copy is ours alone; other files (keys, certificates: small) are
+            // read whole, so one rewritten meanwhile cannot disagree with its header.
+            let (file, size): (Box<dyn Read>, u64) = if is_db {
+                let file = std::fs::File::open(&source).map_err(io_error(&source))?;
+                let size = file.metadata().map_err(io_error(&source))?.len();
+                (Box::new(file.take(size)), size)
+            } else {
+                match std::fs::read(&source) {
+                    Ok(bytes) => {
+                        let size = bytes.len() as u64;
+                        (Box::new(std::io::Cursor::new(bytes)), size)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&source)(e)),
+                }
             };
-            let size = file.metadata().map_err(io_error(&source))?.len();
             let mut header = tar::Header::new_gnu();
             header.set_size(size);
             header.set_mode(0o600);
             header.set_mtime(crate::store::unix_now().max(0) as u64);
             header.set_entry_type(tar::EntryType::Regular);
-            let mut reader = Hashing::new(file.take(size));
+            let mut reader = Hashing::new(file);
             tar.append_data(&mut header, &rel, &mut reader)
                 .map_err(io_error(&data_dir.join(&rel)))?;
+            if reader.bytes != size {
+                return Err(io_error(&source)(std::io::Error::other(format!(
+                    "read {} bytes of {size}: it changed while being read",
+                    reader.bytes
+                ))));
+            }
+            if rel == Path::new("master.key") {
+                manifest.includes_master_key = true;
+            }
             done += size;
             progress(done);
             manifest.files.push(FileEntry {

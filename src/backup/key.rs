@@ -39,6 +39,30 @@ impl Key {
         {
             return Key::parse(line);
         }
+        // Things pasted by mistake that would otherwise pass for a passphrase: a
+        // recipient or a public key is public, and sealing with it protects nothing.
+        for (prefix, what) in [
+            (
+                "age1",
+                "an age recipient (public key); give the identity (AGE-SECRET-KEY-1…)",
+            ),
+            (
+                "AGE-PLUGIN-",
+                "an age plugin identity, which ferrymail cannot use",
+            ),
+            (
+                "ssh-",
+                "an ssh public key; give an age identity or a passphrase",
+            ),
+            (
+                "-----BEGIN",
+                "a PEM key; give an age identity or a passphrase",
+            ),
+        ] {
+            if text.starts_with(prefix) {
+                return Err(BackupError::Key(format!("this is {what}")));
+            }
+        }
         if text.chars().count() < MIN_PASSPHRASE {
             return Err(BackupError::Key(format!(
                 "a passphrase needs at least {MIN_PASSPHRASE} characters (or use an age identity from age-keygen)"
@@ -137,6 +161,10 @@ mod tests {
         );
         assert_eq!(Key::parse(&file).unwrap().kind(), "age-x25519");
         assert!(matches!(Key::parse("short"), Err(BackupError::Key(_))));
+        assert!(matches!(
+            Key::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
+            Err(BackupError::Key(_))
+        ));
         assert!(matches!(
             Key::parse("AGE-SECRET-KEY-1NOPE"),
             Err(BackupError::Key(_))

@@ -121,7 +121,22 @@ pub fn record_name(id: &str) -> String {
 
 /// `id` of a record file name, if it is one.
 pub fn id_of_record(name: &str) -> Option<&str> {
-    name.strip_prefix("ferrymail-")?.strip_suffix(".json")
+    name.strip_prefix("ferrymail-")?
+        .strip_suffix(".json")
+        .filter(|id| is_id(id))
+}
+
+/// Whether `id` is one `id_at` makes (`20261126T030000Z`, maybe `-2`): ids from a
+/// target become file names, so nothing else is taken.
+pub fn is_id(id: &str) -> bool {
+    let (stamp, suffix) = id.split_once('-').unwrap_or((id, "1"));
+    let b = stamp.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        && !suffix.is_empty()
+        && suffix.bytes().all(|c| c.is_ascii_digit())
 }
 
 /// A backup id for a Unix time: `20261126T030000Z`.
@@ -158,5 +173,7 @@ mod tests {
             Some("20261127T000000Z")
         );
         assert_eq!(id_of_record("ferrymail-x.tar.zst.age"), None);
+        assert_eq!(id_of_record("ferrymail-../../etc.json"), None);
+        assert!(is_id("20261127T000000Z-2") && !is_id("20261127T000000Z-") && !is_id("/x"));
     }
 }

@@ -62,7 +62,9 @@ pub async fn restore(
     request: &Restore,
     progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
 ) -> Result<RestoreReport, BackupError> {
-    let to = &request.to;
+    // systemd's StateDirectory under DynamicUser is a symlink into /var/lib/private:
+    // the data goes where the link points, the link stays.
+    let to = &std::fs::canonicalize(&request.to).unwrap_or_else(|_| request.to.clone());
     if let Some(pid) = running_server(to) {
         return Err(BackupError::Refused(format!(
             "a ferrymail server (pid {pid}) is serving from {}; stop it before restoring into it",
@@ -140,10 +142,8 @@ pub async fn restore(
                 })?;
                 Ok(manifest)
             })();
-            if let Err(BackupError::WrongKey(_)) = result {
-                return result;
-            }
-            // Whatever else went wrong, a checksum that does not match is the clearer story.
+            // Whatever went wrong, a checksum that does not match is the clearer story
+            // (a damaged header also fails to decrypt).
             let _ = std::io::copy(&mut source, &mut std::io::sink());
             if source.bytes != record.size || source.hex() != record.sha256 {
                 return Err(BackupError::Checksum {
@@ -191,13 +191,25 @@ pub async fn restore(
 
     let mut moved_aside = None;
     if occupied {
-        let aside = parent.join(format!("{name}.before-restore-{id}"));
+        let mut aside = parent.join(format!("{name}.before-restore-{id}"));
+        for n in 2.. {
+            if !aside.exists() {
+                break;
+            }
+            aside = parent.join(format!("{name}.before-restore-{id}-{n}"));
+        }
         std::fs::rename(to, &aside).map_err(io_error(to))?;
         moved_aside = Some(aside);
     } else if to.exists() {
         std::fs::remove_dir(to).map_err(io_error(to))?;
     }
-    std::fs::rename(&staging_dir, to).map_err(io_error(to))?;
+    if let Err(e) = std::fs::rename(&staging_dir, to) {
+        // Put the old data back rather than leave no data dir at all.
+        if let Some(aside) = &moved_aside {
+            let _ = std::fs::rename(aside, to);
+        }
+        return Err(io_error(to)(e));
+    }
     staging.0 = None;
     if let Ok(dir) = std::fs::File::open(&parent) {
         let _ = dir.sync_all();

@@ -16,6 +16,33 @@ use super::{BackupError, Record, Settings};
 pub struct Created {
     pub record: Record,
     pub pruned: Vec<String>,
+    /// Retention failed (the backup itself is stored): why.
+    pub prune_error: Option<String>,
+}
+
+/// One backup of a data dir at a time, between `serve` and the CLI alike.
+struct Lock(#[allow(dead_code)] std::fs::File);
+
+impl Lock {
+    fn take(data_dir: &Path) -> Result<Lock, BackupError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join(".backup.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(super::io_error(&path))?;
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(BackupError::Refused(format!(
+                "another backup of {} is running",
+                data_dir.display()
+            )));
+        }
+        Ok(Lock(file))
+    }
 }
 
 /// zstd level: fast, and most of the size is already-compressed-looking ciphertext of
@@ -28,6 +55,7 @@ pub async fn create(
     data_dir: &Path,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Created, BackupError> {
+    let _lock = Lock::take(data_dir)?;
     let target = Target::open(&settings.target)?;
     let started = Instant::now();
     let now = crate::store::unix_now();
@@ -91,14 +119,29 @@ pub async fn create(
     };
     // The record is written last: it is what says the backup is complete.
     target.put_record(&record).await?;
-    let pruned = prune(&target, settings.keep).await?;
-    Ok(Created { record, pruned })
+    // A backup that is stored stays a success even when old ones cannot be removed
+    // (credentials without delete rights, object lock): say so, do not retry it.
+    let (pruned, prune_error) = match prune(&target, settings.keep, &settings.hostname).await {
+        Ok(pruned) => (pruned, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(Created {
+        record,
+        pruned,
+        prune_error,
+    })
 }
 
-/// Removes the oldest backups beyond `keep` (record first, so a half-removed backup is
-/// never listed), and objects left by runs that never finished, older than every kept one.
-pub async fn prune(target: &Target, keep: u32) -> Result<Vec<String>, BackupError> {
-    let records = target.records().await?;
+/// Removes this host's oldest backups beyond `keep` (record first, so a half-removed
+/// backup is never listed), and objects left by runs that never finished, older than
+/// every kept one. Other hosts' backups under the same prefix are theirs to keep.
+pub async fn prune(target: &Target, keep: u32, hostname: &str) -> Result<Vec<String>, BackupError> {
+    let records: Vec<Record> = target
+        .records()
+        .await?
+        .into_iter()
+        .filter(|r| r.hostname == hostname)
+        .collect();
     let surplus = records.len().saturating_sub(keep.max(1) as usize);
     let mut removed = Vec::new();
     for record in &records[..surplus] {

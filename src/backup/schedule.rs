@@ -87,6 +87,9 @@ impl Runner {
         let mut wait = Duration::from_secs(2);
         let mut failures = 0usize;
         let mut last_failed_at = i64::MIN;
+        // The last success as this process knows it: a store that cannot be read or
+        // written must not make every loop look like a missed backup.
+        let mut last_ok_at: Option<i64> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -97,18 +100,25 @@ impl Runner {
                 continue;
             };
             let now = crate::store::unix_now();
-            let last_good = self.store.last_good_backup().ok().flatten();
+            let stored = match self.store.last_good_backup() {
+                Ok(run) => run.map(|r| r.started_at),
+                Err(e) => {
+                    tracing::warn!(error = %e, "backup history unreadable; waiting");
+                    continue;
+                }
+            };
+            let last_good = stored.max(last_ok_at);
             let due_since = settings.schedule.previous(now).unwrap_or(i64::MIN);
             // A new scheduled time starts the retries afresh.
             if last_failed_at < due_since {
                 failures = 0;
             }
-            let missed = last_good.as_ref().is_none_or(|b| b.started_at < due_since);
+            let missed = last_good.is_none_or(|at| at < due_since);
             let retry_at = match failures {
                 0 => i64::MIN,
                 n => RETRY_AFTER
                     .get(n - 1)
-                    .map_or(i64::MAX, |s| last_failed_at + *s as i64),
+                    .map_or(i64::MAX, |s| last_failed_at.saturating_add(*s as i64)),
             };
             if !missed || now < retry_at {
                 let next = settings.schedule.next_after(now).unwrap_or(now + 3600);
@@ -119,10 +129,22 @@ impl Runner {
             }
             let started_at = now;
             tracing::info!(target = %settings.target, "backup starting");
-            let result = super::create(&settings, &self.data_dir, Arc::new(|_| {})).await;
+            // A backup in progress gives way to shutdown: dropping it closes the stream,
+            // the snapshot stops at its next chunk and the upload is abandoned.
+            let result = tokio::select! {
+                result = super::create(&settings, &self.data_dir, Arc::new(|_| {})) => result,
+                _ = shutdown.changed() => {
+                    tracing::info!("backup abandoned: shutting down");
+                    return;
+                }
+            };
             let run = match &result {
                 Ok(created) => {
                     failures = 0;
+                    last_ok_at = Some(started_at);
+                    if let Some(e) = &created.prune_error {
+                        tracing::warn!(error = %e, "old backups could not be removed");
+                    }
                     tracing::info!(
                         id = %created.record.id,
                         size = created.record.size,
@@ -139,7 +161,10 @@ impl Runner {
                         size: created.record.size,
                         sha256: created.record.sha256.clone(),
                         duration_ms: created.record.duration_ms,
-                        error: None,
+                        error: created
+                            .prune_error
+                            .as_ref()
+                            .map(|e| format!("old backups not removed: {e}")),
                     }
                 }
                 Err(e) => {

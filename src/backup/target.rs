@@ -252,11 +252,12 @@ impl Target {
                         max_retries: 3,
                         retry_timeout: std::time::Duration::from_secs(60),
                     });
+                // parse() allowed plain http on loopback only; AWS_ALLOW_HTTP from the
+                // environment does not get around that.
+                builder = builder
+                    .with_allow_http(endpoint.as_ref().is_some_and(|e| e.starts_with("http://")));
                 if let Some(endpoint) = endpoint {
-                    // parse() allowed plain http on loopback only.
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"));
+                    builder = builder.with_endpoint(endpoint);
                 }
                 if let Some(key) = access_key {
                     builder = builder.with_access_key_id(key);
@@ -351,6 +352,9 @@ impl Target {
     }
 
     pub async fn record(&self, id: &str) -> Result<Option<Record>, BackupError> {
+        if !super::is_id(id) {
+            return Ok(None);
+        }
         let name = super::record_name(id);
         let bytes = match &self.kind {
             Kind::Dir(dir) => match tokio::fs::read(dir.join(&name)).await {
@@ -366,9 +370,12 @@ impl Target {
                 }
             }
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| self.fail(format!("{name}: {e}")))
+        let record: Record =
+            serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("{name}: {e}")))?;
+        if record.id != id || record.object != super::object_name(id) {
+            return Err(self.fail(format!("{name} names another backup ({:?})", record.id)));
+        }
+        Ok(Some(record))
     }
 
     pub async fn put_record(&self, record: &Record) -> Result<(), BackupError> {

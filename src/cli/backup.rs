@@ -151,7 +151,13 @@ async fn create(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
             .map(|c| c.record.sha256.clone())
             .unwrap_or_default(),
         duration_ms: result.as_ref().map_or(0, |c| c.record.duration_ms),
-        error: result.as_ref().err().map(|e| e.to_string()),
+        error: match &result {
+            Err(e) => Some(e.to_string()),
+            Ok(c) => c
+                .prune_error
+                .as_ref()
+                .map(|e| format!("old backups not removed: {e}")),
+        },
     };
     store
         .record_backup(&run)
@@ -174,6 +180,9 @@ async fn create(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
             "  The mailboxes' master key ({}) is not in the backup: keep a copy of it elsewhere, or mail cannot be read after a restore on a new machine.",
             data_dir.join("master.key").display()
         );
+    }
+    if let Some(e) = &created.prune_error {
+        println!("  Old backups could not be removed: {e}");
     }
     if !created.pruned.is_empty() {
         println!(

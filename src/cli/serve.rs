@@ -123,8 +123,31 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         _ => None,
     };
     // The backup schedule and target, likewise (None: the spec has no [backups]).
+    // A backup setting that cannot be read (a missing secret) must not keep mail from
+    // being served: it is logged and shown in status as a failed backup.
     let backups = Arc::new(arc_swap::ArcSwapOption::from(
-        super::backup::settings(&loaded)?.map(Arc::new),
+        match super::backup::settings(&loaded) {
+            Ok(settings) => settings.map(Arc::new),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "backups are off");
+                let _ = store.record_backup(&crate::store::BackupRun {
+                    id: String::new(),
+                    started_at: crate::store::unix_now(),
+                    target: loaded
+                        .spec
+                        .backups
+                        .as_ref()
+                        .map(|b| b.target.clone())
+                        .unwrap_or_default(),
+                    ok: false,
+                    size: 0,
+                    sha256: String::new(),
+                    duration_ms: 0,
+                    error: Some(format!("backups are off: {e:#}")),
+                });
+                None
+            }
+        },
     ));
     let after_apply: crate::reconcile::watch::AfterApply = {
         let acme = acme.clone();

@@ -75,12 +75,13 @@ fn backup_lines(
         line.next.as_deref().unwrap_or("never"),
         line.target
     ));
-    if let Some(run) = store.backup_runs(1)?.into_iter().next().filter(|r| !r.ok) {
-        out.push(format!(
-            "  FAILED at {}: {}",
-            crate::backup::rfc3339(run.started_at),
-            run.error.unwrap_or_default()
-        ));
+    if let Some(run) = store.backup_runs(1)?.into_iter().next() {
+        let at = crate::backup::rfc3339(run.started_at);
+        match (run.ok, run.error) {
+            (false, e) => out.push(format!("  FAILED at {at}: {}", e.unwrap_or_default())),
+            (true, Some(e)) => out.push(format!("  warning at {at}: {e}")),
+            (true, None) => {}
+        }
     }
     if let Some(w) = line.warning {
         out.push(format!("  warning: {w}"));

@@ -178,6 +178,11 @@ fn new_uidvalidity(tx: &Connection) -> rusqlite::Result<i64> {
 pub fn renew_uidvalidity(path: &Path) -> rusqlite::Result<usize> {
     let mut conn = rusqlite::Connection::open(path)?;
     let tx = conn.transaction()?;
+    // Files from before the counter existed get it here (the rest of their upgrade
+    // happens when they are next opened).
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    )?;
     let ids: Vec<i64> = tx
         .prepare("SELECT id FROM folders ORDER BY id")?
         .query_map([], |r| r.get(0))?

@@ -20,6 +20,9 @@ pub struct BackupsLine {
     pub last_size: Option<u64>,
     /// Set when the last success is too old (or there is none after a failure).
     pub warning: Option<String>,
+    /// Set when the mailboxes' master key is in no backup and not in the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_note: Option<String>,
 }
 
 pub fn plan(
@@ -58,5 +61,10 @@ pub fn plan(
         last_at: good.as_ref().map(|g| crate::backup::rfc3339(g.started_at)),
         last_size: good.as_ref().map(|g| g.size),
         warning,
+        master_key_note: (!b.include_master_key && spec.server.master_key.is_none()).then(|| {
+            "the mailboxes' master key (data_dir/master.key) is in no backup: keep a copy \
+             elsewhere, or set include_master_key = true or server.master_key"
+                .to_string()
+        }),
     })
 }

@@ -143,6 +143,9 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         if let Some(w) = &b.warning {
             let _ = writeln!(out, "{} backups: {w}", style.paint("31", "!"));
         }
+        if let Some(note) = &b.master_key_note {
+            let _ = writeln!(out, "  backups: {note}");
+        }
     }
     let manual = plan.dns.manual_changes();
     if manual > 0 {

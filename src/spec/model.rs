@@ -73,6 +73,11 @@ pub struct GitSource {
     /// Deploy key (private, OpenSSH format) for ssh URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<SecretRef>,
+    /// The git server's host keys, as known_hosts lines ("git.example.com ssh-ed25519
+    /// AAAA…"), for ssh URLs. Unset: the key seen at the first connection is kept in
+    /// data_dir/source.known_hosts and required from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
 }
 
 fn default_branch() -> String {

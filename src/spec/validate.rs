@@ -28,7 +28,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
                 v.secret(&p.key(name), s);
             }
         }
-        if let Err(e) = crate::backup::TargetConfig::parse(
+        match crate::backup::TargetConfig::parse(
             &b.target,
             &loaded.base_dir,
             b.endpoint.clone(),
@@ -36,7 +36,16 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
             None,
             None,
         ) {
-            v.err(p.key("target"), e.to_string());
+            Err(e) => v.err(p.key("target"), e.to_string()),
+            Ok(crate::backup::TargetConfig::Dir(dir))
+                if dir.starts_with(std::path::absolute(loaded.data_dir()).unwrap_or_else(|_| loaded.data_dir())) =>
+            {
+                v.err(
+                    p.key("target"),
+                    "the backup directory lies inside server.data_dir: each backup would hold the ones before it, and a lost disk loses both",
+                )
+            }
+            Ok(_) => {}
         }
         if let Err(crate::backup::BackupError::Schedule { message, .. }) =
             crate::backup::Schedule::parse(&b.schedule)

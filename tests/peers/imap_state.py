@@ -1,7 +1,8 @@
 """Prints what an IMAP client sees of a mailbox, as JSON, with imaplib over STARTTLS:
 imap_state.py PORT USER PASSWORD [FLAG-SET...] where FLAG-SET is "FOLDER:SEQ:FLAGS"
 (e.g. 'INBOX:1:\\Flagged \\Seen'), applied first. Output: {folder: {"uidvalidity": N,
-"messages": [[uid, subject, [flags...]], ...]}} for every folder."""
+"messages": [[uid, subject, sha256 of the whole message, [flags...]], ...]}} for every folder."""
+import hashlib
 import email
 import imaplib
 import json
@@ -30,7 +31,7 @@ for line in folders:
     validity = int(m.response("UIDVALIDITY")[1][0])
     messages = []
     if int(data[0]) > 0:
-        typ, data = m.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        typ, data = m.fetch("1:*", "(UID FLAGS BODY.PEEK[])")
         for item in data:
             if not isinstance(item, tuple):
                 continue
@@ -38,7 +39,7 @@ for line in folders:
             uid = int(re.search(r"UID (\d+)", meta).group(1))
             flags = sorted(re.search(r"FLAGS \(([^)]*)\)", meta).group(1).split())
             subject = email.message_from_bytes(item[1])["Subject"]
-            messages.append([uid, subject, flags])
+            messages.append([uid, subject, hashlib.sha256(item[1]).hexdigest(), flags])
     state[name] = {"uidvalidity": validity, "messages": sorted(messages)}
 m.logout()
 print(json.dumps(state, sort_keys=True))
