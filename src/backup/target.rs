@@ -47,7 +47,15 @@ impl std::fmt::Display for TargetConfig {
                     write!(f, "/{prefix}")?;
                 }
                 if let Some(endpoint) = endpoint {
-                    write!(f, " at {endpoint}")?;
+                    // Credentials written into the URL stay out of plans, status and logs.
+                    match url::Url::parse(endpoint) {
+                        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                            let _ = url.set_username("");
+                            let _ = url.set_password(None);
+                            write!(f, " at {url}")?;
+                        }
+                        _ => write!(f, " at {endpoint}")?,
+                    }
                 }
                 Ok(())
             }
@@ -548,6 +556,19 @@ mod tests {
             "s3://bucket/ferry/mail at https://s3.example.net"
         );
         assert!(!shown.contains("SECRET") && !shown.contains("AKID"));
+        let with_userinfo = TargetConfig::parse(
+            "s3://bucket",
+            base,
+            Some("https://key:pass@s3.example.net".into()),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            with_userinfo.to_string(),
+            "s3://bucket at https://s3.example.net/"
+        );
         let dir = TargetConfig::parse("file://backups", base, None, None, None, None).unwrap();
         assert_eq!(dir.to_string(), "file:///etc/ferrymail/backups");
         assert!(TargetConfig::parse("s3://", base, None, None, None, None).is_err());
