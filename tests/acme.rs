@@ -322,6 +322,12 @@ dns_provider = "knot"
         "{}",
         listed.stdout
     );
+    // ...with mta-sts.DOMAIN, since https serves the MTA-STS policy there.
+    assert!(
+        listed.stdout.contains("mta-sts.example.test"),
+        "{}",
+        listed.stdout
+    );
     let kdig = |name: &str| {
         let out = Command::new("kdig")
             .args(["@127.0.0.1", "-p", &dns.to_string(), "+short", name, "TXT"])

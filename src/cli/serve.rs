@@ -149,10 +149,14 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             }
         },
     ));
+    // What the http side says about the server (autoconfig, MTA-STS), likewise.
+    let site = Arc::new(arc_swap::ArcSwap::from_pointee(http_site(&loaded)));
     let after_apply: crate::reconcile::watch::AfterApply = {
         let acme = acme.clone();
         let backups = backups.clone();
+        let site = site.clone();
         Box::new(move |loaded: &crate::spec::LoadedSpec| {
+            site.store(Arc::new(http_site(loaded)));
             if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                 match acme_settings(loaded, acme) {
                     Ok(settings) => swap.store(Arc::new(settings)),
@@ -402,13 +406,20 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http_state = crate::http::AppState {
+        challenges: challenges.clone(),
+        site,
+        snapshot: snapshot.clone(),
+        ready: ready.clone(),
+    };
     if let Some(addr) = declared.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the http listener to {addr}"))?;
-        let (challenges, shutdown) = (challenges.clone(), shutdown.clone());
+        let (state, shutdown) = (http_state.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, challenges, shutdown).await {
+            if let Err(e) = crate::http::serve(listener, state, shutdown).await {
                 tracing::error!(error = %e, "the http listener stopped");
             }
         });
@@ -422,7 +433,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         tasks.spawn(crate::http::serve_tls(
             listener,
             certificates.server_config(),
-            challenges.clone(),
+            http_state.clone(),
             connection_limits("https"),
             shutdown.clone(),
         ));
@@ -468,6 +479,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         first.revision
     );
     // Listeners are bound and the spec applied: systemd may start what depends on mail.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::systemd::ready(&format!(
         "serving {hostname}; store revision {}; last reconcile: {}",
         first.revision, first.summary
@@ -484,6 +496,47 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     log.flush();
     let _ = std::fs::remove_file(&state_path);
     Ok(())
+}
+
+/// What the http side tells clients: the hostname, the mail services on offer (by the
+/// port each listener binds), and the MTA-STS policy when https serves one.
+fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
+    use crate::http::{Security, Service, ServiceKind};
+    let spec = &loaded.spec;
+    let l = &spec.listeners;
+    let services = [
+        (l.imaps, ServiceKind::Imap, Security::Implicit),
+        (l.imap, ServiceKind::Imap, Security::StartTls),
+        (l.pop3s, ServiceKind::Pop3, Security::Implicit),
+        (l.pop3, ServiceKind::Pop3, Security::StartTls),
+        (l.submissions, ServiceKind::Submission, Security::Implicit),
+        (l.submission, ServiceKind::Submission, Security::StartTls),
+    ]
+    .into_iter()
+    .filter_map(|(addr, kind, security)| {
+        addr.map(|a| Service {
+            kind,
+            port: a.port(),
+            security,
+        })
+    })
+    .collect();
+    let hostname = spec
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    crate::http::Site {
+        mta_sts: l.https.map(|_| {
+            crate::dns::mta_sts::policy(
+                spec.mta_sts.mode.as_str(),
+                &hostname,
+                spec.mta_sts.max_age_secs(),
+            )
+        }),
+        hostname,
+        services,
+    }
 }
 
 /// SIGHUP asks for a reload; SIGTERM or SIGINT return (shutdown).

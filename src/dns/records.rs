@@ -288,6 +288,24 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
         }
     }
+    // MTA-STS only where the policy is served (https), so the TXT never points senders
+    // at a policy nobody answers for; the mta-sts. name is then in the certificate too.
+    if spec.listeners.https.is_some() {
+        let policy = crate::dns::mta_sts::policy(
+            spec.mta_sts.mode.as_str(),
+            host,
+            spec.mta_sts.max_age_secs(),
+        );
+        out.push(Record::new(
+            format!("_mta-sts.{domain}"),
+            Kind::TXT,
+            format!("v=STSv1; id={}", crate::dns::mta_sts::policy_id(&policy)),
+        ));
+        let name = format!("mta-sts.{domain}");
+        if name != host {
+            out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
+        }
+    }
     // The spec's own records; a declared name and type replaces the computed ones.
     let declared: Vec<Record> = declared_domain
         .into_iter()

@@ -1,13 +1,15 @@
-//! The `http` and `https` listeners (axum): for now the ACME answers — HTTP-01 over
-//! http (RFC 8555 §8.3), TLS-ALPN-01 inside the https handshake (RFC 8737); the admin UI,
-//! API, autoconfig and MTA-STS policy join them later.
+//! The `http` and `https` listeners (axum): ACME answers (HTTP-01 over http, TLS-ALPN-01
+//! inside the https handshake), health checks, client autoconfiguration, MTA-STS.
+
+mod wellknown;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,19 +24,76 @@ use crate::tls::acme::{ACME_TLS_ALPN, Challenges};
 /// A TLS handshake, or a request's headers, that take longer are dropped.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-fn router(challenges: Arc<Challenges>) -> Router {
+/// What the HTTP side says about the server, built from the applied spec (the servers
+/// never read the spec themselves).
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    pub hostname: String,
+    /// The mail services clients may be pointed at.
+    pub services: Vec<Service>,
+    /// The MTA-STS policy text, when one is published.
+    pub mta_sts: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub kind: ServiceKind,
+    pub port: u16,
+    pub security: Security,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServiceKind {
+    Imap,
+    Pop3,
+    Submission,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Security {
+    Implicit,
+    StartTls,
+}
+
+/// Everything a request may look at.
+#[derive(Clone)]
+pub struct AppState {
+    pub challenges: Arc<Challenges>,
+    pub site: Arc<arc_swap::ArcSwap<Site>>,
+    pub snapshot: Arc<crate::snapshot::SnapshotHandle>,
+    /// Set once the listeners are bound and the spec applied (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(http01))
-        .with_state(challenges)
+        .route("/healthz", get(wellknown::healthz))
+        .route("/readyz", get(wellknown::readyz))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            get(wellknown::autoconfig),
+        )
+        .route("/mail/config-v1.1.xml", get(wellknown::autoconfig))
+        .route(
+            "/autodiscover/autodiscover.xml",
+            post(wellknown::autodiscover),
+        )
+        .route(
+            "/Autodiscover/Autodiscover.xml",
+            post(wellknown::autodiscover),
+        )
+        .route("/.well-known/mta-sts.txt", get(wellknown::mta_sts))
+        .with_state(state)
 }
 
 /// Serves plain HTTP until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    challenges: Arc<Challenges>,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(challenges))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
@@ -47,11 +106,12 @@ pub async fn serve(
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    challenges: Arc<Challenges>,
+    state: AppState,
     limits: Arc<crate::listen::Limits>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(challenges.clone());
+    let challenges = state.challenges.clone();
+    let app = router(state);
     crate::listen::accept_limited(
         listener,
         shutdown,
@@ -112,8 +172,8 @@ async fn connection(
 
 /// The key authorization for a token ferrymail is being asked to prove, as plain text.
 async fn http01(
-    State(challenges): State<Arc<Challenges>>,
+    State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<String, StatusCode> {
-    challenges.http01(&token).ok_or(StatusCode::NOT_FOUND)
+    state.challenges.http01(&token).ok_or(StatusCode::NOT_FOUND)
 }

@@ -48,6 +48,10 @@ pub struct Spec {
     /// Scheduled, encrypted backups of everything needed to rebuild the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<Backups>,
+    /// MTA-STS (RFC 8461): senders that support it deliver to this server over verified
+    /// TLS only. Published when `listeners.https` serves the policy.
+    #[serde(default)]
+    pub mta_sts: MtaSts,
     /// Take the spec from a git repository instead (GitOps): this file then only says
     /// where (and `[server]`: where the data lives); each new commit is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -438,6 +442,51 @@ pub struct DnsProvider {
     /// TSIG secret (base64), for rfc2136.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_secret: Option<SecretRef>,
+}
+
+/// The MTA-STS policy every domain publishes (served at
+/// https://mta-sts.DOMAIN/.well-known/mta-sts.txt, announced by `_mta-sts.DOMAIN` TXT).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtaSts {
+    /// testing (default: senders report failures but deliver anyway) | enforce (senders
+    /// refuse to deliver without verified TLS) | none (withdraw a policy).
+    #[serde(default)]
+    pub mode: MtaStsMode,
+    /// How long senders keep the policy, e.g. "7d" (default; RFC 8461 suggests weeks
+    /// once it is enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+impl MtaSts {
+    /// Seconds senders cache the policy (the default when unset or unreadable:
+    /// validation reports the latter).
+    pub fn max_age_secs(&self) -> u64 {
+        self.max_age
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .map_or(7 * 86_400, |d| d.as_secs())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaStsMode {
+    #[default]
+    Testing,
+    Enforce,
+    None,
+}
+
+impl MtaStsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::Enforce => "enforce",
+            MtaStsMode::None => "none",
+        }
+    }
 }
 
 /// What receivers should do with mail that fails DMARC.

@@ -56,6 +56,15 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
             v.err(p.key("keep"), "keep must be at least 1");
         }
     }
+    if let Some(text) = &spec.mta_sts.max_age {
+        let p = SpecPath::keys(&["mta_sts", "max_age"]);
+        match humantime::parse_duration(text) {
+            Err(e) => v.err(p, format!("max_age {text:?}: {e} (e.g. \"7d\")")),
+            // RFC 8461 §3.2: at most 31557600 seconds.
+            Ok(d) if d.as_secs() > 31_557_600 => v.err(p, "max_age is at most a year (RFC 8461)"),
+            Ok(_) => {}
+        }
+    }
     v.errors
 }
 
