@@ -13,6 +13,7 @@ pub mod imap;
 pub mod listen;
 pub mod login;
 pub mod mailbox;
+pub mod metrics;
 pub mod password;
 pub mod pop3;
 pub mod private_file;

@@ -32,6 +32,9 @@ pub enum Outcome {
 pub struct Logins {
     snapshot: Arc<SnapshotHandle>,
     cache: Arc<dyn Cache>,
+    /// Failed and throttled attempts since the process started (for /metrics).
+    failures: std::sync::atomic::AtomicU64,
+    throttled: std::sync::atomic::AtomicU64,
     /// Recent successful checks (a digest of account, password and stored hash → when),
     /// so a client that reconnects every minute does not pay argon2 each time, as with
     /// Dovecot's auth cache. A changed password or hash never matches an old entry.
@@ -54,6 +57,8 @@ impl Logins {
         Logins {
             snapshot,
             cache,
+            failures: Default::default(),
+            throttled: Default::default(),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -90,6 +95,12 @@ impl Logins {
         map.insert(key, Instant::now());
     }
 
+    /// Failed and throttled login attempts so far.
+    pub fn failure_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.failures.load(Relaxed), self.throttled.load(Relaxed))
+    }
+
     /// Checks `user` (an account address) and `password` for a client at `ip`.
     pub async fn check(&self, ip: IpAddr, user: &str, password: &str) -> Outcome {
         let account = user.trim().to_lowercase();
@@ -98,6 +109,8 @@ impl Logins {
         if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP
             || self.cache.recent(&account_key, WINDOW) >= FAILURES_PER_ACCOUNT
         {
+            self.throttled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(FAILURE_DELAY).await;
             return Outcome::Throttled;
         }
@@ -125,6 +138,8 @@ impl Logins {
         }
         self.cache.hit(&ip_key, u32::MAX, WINDOW);
         self.cache.hit(&account_key, u32::MAX, WINDOW);
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(%ip, account = %account, "login failed");
         tokio::time::sleep(FAILURE_DELAY).await;
         Outcome::Rejected

@@ -222,3 +222,128 @@ fn clients_find_their_settings_and_senders_the_mta_sts_policy() {
     let records = w.run(&["dns", "records", "example.test"]).stdout;
     assert!(records.contains(&policy_id(&policy)), "{records}");
 }
+
+/// Samples as Prometheus' own OpenMetrics parser (Python prometheus_client) reads them:
+/// "name{label=value,...} value" per line, labels sorted.
+fn openmetrics(text: &str) -> Vec<String> {
+    let script = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+        for family in parse(sys.stdin.read()):\n\
+        \x20   for s in family.samples:\n\
+        \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+        \x20       print(f'{s.name}{{{labels}}} {s.value:g}')";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/test installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not OpenMetrics:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn metrics_count_mail_logins_and_reconciles_for_a_local_scraper() {
+    let ports = [(); 7].map(|_| free_port());
+    let [mx, _, _, submission, _, http, https] = ports;
+    let w = Workspace::new(&spec(&ports, "testing"));
+    let server = w.serve(http);
+    assert!(wait_for(Duration::from_secs(10), || curl(&[&format!(
+        "http://127.0.0.1:{http}/readyz"
+    )])
+    .1 == 200));
+    common::swaks(mx, &["--from", "a@sender.test", "--to", "me@example.test"]).ok();
+    let refused = common::swaks(
+        mx,
+        &["--from", "a@sender.test", "--to", "nobody@example.test"],
+    );
+    assert!(refused.stdout.contains("<** "), "{}", refused.stdout);
+    let failed = common::swaks(
+        submission,
+        &[
+            "--from",
+            "me@example.test",
+            "--to",
+            "x@elsewhere.test",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "me@example.test",
+            "--auth-password",
+            "wrong",
+        ],
+    );
+    assert!(failed.stdout.contains("<~* 535"), "{}", failed.stdout);
+
+    let scrape = |url: &str| {
+        let (text, code) = curl(&[url]);
+        assert_eq!(code, 200, "{text}");
+        openmetrics(&text)
+    };
+    let samples = scrape(&format!("http://127.0.0.1:{http}/metrics"));
+    for expected in [
+        "ferrymail_messages_total{event=accepted} 1",
+        "ferrymail_messages_total{event=rejected} 1",
+        "ferrymail_auth_failures_total{} 1",
+        "ferrymail_reconcile_runs_total{} 1",
+        "ferrymail_reconcile_failures_total{} 0",
+        "ferrymail_store_revision{} 1",
+    ] {
+        assert!(
+            samples.iter().any(|s| s == expected),
+            "{expected} missing in:\n{}\n{}",
+            samples.join("\n"),
+            server.log_text()
+        );
+    }
+    assert!(
+        samples.iter().any(|s| s.starts_with(
+            "ferrymail_certificate_expiry_timestamp_seconds{name=mx.example.test,source=self-signed} "
+        )),
+        "{}",
+        samples.join("\n")
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.starts_with("ferrymail_queue_deliveries{} "))
+    );
+    // The same over https; a spec that fails to apply is counted.
+    let over_tls = scrape(&format!("https://127.0.0.1:{https}/metrics"));
+    assert!(
+        over_tls
+            .iter()
+            .any(|s| s == "ferrymail_messages_total{event=accepted} 1")
+    );
+    std::fs::write(
+        &w.spec,
+        format!("{}[domains.\"bad..name\"]\n", common::header()),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || scrape(&format!(
+            "http://127.0.0.1:{http}/metrics"
+        ))
+        .iter()
+        .any(|s| s == "ferrymail_reconcile_failures_total{} 1")),
+        "{}",
+        server.log_text()
+    );
+}

@@ -182,6 +182,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .map(std::time::Duration::from_secs),
         after_apply: Some(after_apply),
         git_interval: crate::source::interval(&spec_path),
+        runs: Default::default(),
+        failures: Default::default(),
     });
     let first = {
         let r = reconciler.clone();
@@ -407,11 +409,56 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(%addr, "{name} listening");
     }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics: crate::http::MetricsSource = {
+        let (log, logins, reconciler) = (log.clone(), logins.clone(), reconciler.clone());
+        let (queue, certificates, store) = (queue.clone(), certificates.clone(), store.clone());
+        let backups = backups.clone();
+        Arc::new(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let (auth_failures, auth_throttled) = logins.failure_counts();
+            crate::metrics::Values {
+                messages: log
+                    .counts()
+                    .into_iter()
+                    .map(|(event, n)| (event.as_str(), n))
+                    .collect(),
+                auth_failures,
+                auth_throttled,
+                reconcile_runs: reconciler.runs.load(Relaxed),
+                reconcile_failures: reconciler.failures.load(Relaxed),
+                store_revision: reconciler.snapshot.get().revision,
+                queue_deliveries: queue.pending().unwrap_or(0),
+                queue_oldest_age: queue
+                    .oldest_received_at()
+                    .ok()
+                    .flatten()
+                    .map(|at| crate::store::unix_now() - at),
+                certificates: certificates
+                    .served()
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            c.names.first().cloned().unwrap_or_default(),
+                            c.source,
+                            c.not_after,
+                        )
+                    })
+                    .collect(),
+                last_backup: store
+                    .last_good_backup()
+                    .ok()
+                    .flatten()
+                    .map(|run| run.started_at),
+                backups_declared: backups.load().is_some(),
+            }
+        })
+    };
     let http_state = crate::http::AppState {
         challenges: challenges.clone(),
         site,
         snapshot: snapshot.clone(),
         ready: ready.clone(),
+        metrics,
     };
     if let Some(addr) = declared.http {
         let listener = tokio::net::TcpListener::bind(addr)

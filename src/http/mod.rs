@@ -63,13 +63,18 @@ pub struct AppState {
     pub snapshot: Arc<crate::snapshot::SnapshotHandle>,
     /// Set once the listeners are bound and the spec applied (`/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// Reads the values `/metrics` reports (blocking: it asks the queue and the store).
+    pub metrics: MetricsSource,
 }
+
+pub type MetricsSource = Arc<dyn Fn() -> crate::metrics::Values + Send + Sync>;
 
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(http01))
         .route("/healthz", get(wellknown::healthz))
         .route("/readyz", get(wellknown::readyz))
+        .route("/metrics", get(wellknown::metrics))
         .route(
             "/.well-known/autoconfig/mail/config-v1.1.xml",
             get(wellknown::autoconfig),
@@ -93,11 +98,14 @@ pub async fn serve(
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
 }
 
 /// Serves HTTPS with the shared certificates until `shutdown` turns true, behind the
@@ -119,8 +127,12 @@ pub async fn serve_tls(
         limits,
         true,
         |_| String::new(),
-        move |stream, _, admission| {
-            let (tls, challenges, app) = (tls.clone(), challenges.clone(), app.clone());
+        move |stream, peer, admission| {
+            let (tls, challenges) = (tls.clone(), challenges.clone());
+            // Handlers that care who asks (/metrics) read it as axum's ConnectInfo.
+            let app = app
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             Box::pin(async move {
                 if let Err(e) = connection(stream, tls, challenges, app).await {
                     tracing::debug!(error = %e, "https connection ended");

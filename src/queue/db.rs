@@ -375,6 +375,16 @@ impl QueueDb {
             })? as u64)
     }
 
+    /// When the oldest message still waiting was received (Unix seconds).
+    pub fn oldest_received_at(&self) -> Result<Option<i64>, QueueError> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(m.received_at) FROM messages m
+             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Seconds until the next delivery is due (None when the queue is empty).
     pub fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
         let next: Option<i64> = self.conn().query_row(

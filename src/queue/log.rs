@@ -21,7 +21,15 @@ pub enum Event {
 }
 
 impl Event {
-    fn as_str(self) -> &'static str {
+    pub const ALL: [Event; 5] = [
+        Event::Accepted,
+        Event::Rejected,
+        Event::Delivered,
+        Event::Deferred,
+        Event::Bounced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Event::Accepted => "accepted",
             Event::Rejected => "rejected",
@@ -60,6 +68,9 @@ enum Job {
 pub struct MailLog {
     tx: mpsc::Sender<Job>,
     reader: Mutex<Connection>,
+    /// Records of each event since the process started (for /metrics), in `Event::ALL`
+    /// order.
+    counts: [std::sync::atomic::AtomicU64; 5],
 }
 
 const SCHEMA: &str = "
@@ -119,13 +130,28 @@ impl MailLog {
         Ok(MailLog {
             tx,
             reader: Mutex::new(reader),
+            counts: Default::default(),
         })
     }
 
     /// Records an event (never blocks on the disk) and traces it.
     pub fn record(&self, entry: Entry) {
+        self.counts[entry.event as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(event = entry.event.as_str(), message = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
         let _ = self.tx.send(Job::Record(entry));
+    }
+
+    /// How many records of each event this process made.
+    pub fn counts(&self) -> Vec<(Event, u64)> {
+        Event::ALL
+            .iter()
+            .map(|e| {
+                (
+                    *e,
+                    self.counts[*e as usize].load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Blocks until every record so far is written (at shutdown).

@@ -50,6 +50,9 @@ pub struct Reconciler {
     pub after_apply: Option<AfterApply>,
     /// How often a spec kept in git is fetched (`[source] interval`); None: not in git.
     pub git_interval: Option<Duration>,
+    /// Reconciles run and failed since the process started (for /metrics).
+    pub runs: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 /// A callback for each applied spec.
@@ -102,6 +105,11 @@ impl Reconciler {
                     source,
                 ))
             });
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if outcome.is_err() {
+            self.failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let status = match outcome {
             Ok((revision, summary, dns_problems, source)) => {
                 tracing::info!(revision, %summary, "spec reconciled");
