@@ -453,12 +453,74 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             }
         })
     };
+    let overview: Arc<dyn Fn() -> crate::http::admin::Overview + Send + Sync> = {
+        let (reconciler, queue, certificates) =
+            (reconciler.clone(), queue.clone(), certificates.clone());
+        let hostname = hostname.clone();
+        // Every declared listener is bound by the time anyone can ask (or serve stopped).
+        let listeners: Vec<(String, String)> = [
+            ("mx", declared.mx),
+            ("submission", declared.submission),
+            ("submissions", declared.submissions),
+            ("imap", declared.imap),
+            ("imaps", declared.imaps),
+            ("pop3", declared.pop3),
+            ("pop3s", declared.pop3s),
+            ("http", declared.http),
+            ("https", declared.https),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| (name.to_string(), a.to_string())))
+        .collect();
+        Arc::new(move || {
+            let status = reconciler
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            crate::http::admin::Overview {
+                hostname: hostname.clone(),
+                listeners: listeners.clone(),
+                revision: reconciler.snapshot.get().revision,
+                source: status.source.clone(),
+                last_reconcile: (!status.at.is_empty()).then(|| {
+                    (
+                        status.at.clone(),
+                        status.ok,
+                        status.summary.clone(),
+                        status.errors.clone(),
+                    )
+                }),
+                dns_problems: status.dns_problems.clone(),
+                queue_deliveries: queue.pending().unwrap_or(0),
+                certificates: certificates
+                    .served()
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            c.names.join(", "),
+                            c.source,
+                            crate::backup::rfc3339(c.not_after),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+    };
     let http_state = crate::http::AppState {
         challenges: challenges.clone(),
         site,
         snapshot: snapshot.clone(),
         ready: ready.clone(),
         metrics,
+        admin: Arc::new(crate::http::admin::AdminState {
+            sessions: Default::default(),
+            cache: cache.clone(),
+            logins: logins.clone(),
+            log: log.clone(),
+            mailboxes: mailboxes.clone(),
+            overview,
+        }),
     };
     if let Some(addr) = declared.http {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -573,7 +635,29 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
         .hostname
         .trim_end_matches('.')
         .to_ascii_lowercase();
+    let admins: Vec<(String, String)> = spec
+        .admin
+        .users
+        .iter()
+        .filter_map(|(name, user)| {
+            let path = || crate::spec::SpecPath::keys(&["admin", "users", name, "password"]);
+            match crate::reconcile::desired::password_hash(&user.password, loaded, &path) {
+                Ok(hash) => Some((name.clone(), hash)),
+                Err(e) => {
+                    tracing::error!(error = %e.message, user = %name, "admin user left out");
+                    None
+                }
+            }
+        })
+        .collect();
+    let first_boot_password = if spec.admin.users.is_empty() {
+        first_boot_password(&loaded.data_dir())
+    } else {
+        None
+    };
     crate::http::Site {
+        admins,
+        first_boot_password,
         mta_sts: l.https.map(|_| {
             crate::dns::mta_sts::policy(
                 spec.mta_sts.mode.as_str(),
@@ -584,6 +668,25 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
         hostname,
         services,
     }
+}
+
+/// The web admin's password for "admin" until the spec declares an administrator: made
+/// once into data_dir/admin.password (0600) and printed then, read back afterwards.
+fn first_boot_password(data_dir: &Path) -> Option<String> {
+    let path = data_dir.join("admin.password");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Some(text.trim().to_string());
+    }
+    let password = crate::http::admin::new_password();
+    if let Err(e) = super::write_private(&path, format!("{password}\n").as_bytes()) {
+        tracing::error!(error = %e, "no first-boot admin password");
+        return None;
+    }
+    println!(
+        "web admin: log in as \"admin\" with password {password} (kept in {}); declare [admin.users] in the spec to replace it",
+        path.display()
+    );
+    Some(password)
 }
 
 /// SIGHUP asks for a reload; SIGTERM or SIGINT return (shutdown).

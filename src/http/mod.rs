@@ -1,6 +1,7 @@
 //! The `http` and `https` listeners (axum): ACME answers (HTTP-01 over http, TLS-ALPN-01
 //! inside the https handshake), health checks, client autoconfiguration, MTA-STS.
 
+pub mod admin;
 mod wellknown;
 
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub struct Site {
     pub services: Vec<Service>,
     /// The MTA-STS policy text, when one is published.
     pub mta_sts: Option<String>,
+    /// Administrators of the web admin: (name, argon2 hash).
+    pub admins: Vec<(String, String)>,
+    /// The generated password of "admin" while the spec declares no administrator.
+    pub first_boot_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +70,7 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Reads the values `/metrics` reports (blocking: it asks the queue and the store).
     pub metrics: MetricsSource,
+    pub admin: Arc<admin::AdminState>,
 }
 
 pub type MetricsSource = Arc<dyn Fn() -> crate::metrics::Values + Send + Sync>;
@@ -89,6 +95,12 @@ fn router(state: AppState) -> Router {
             post(wellknown::autodiscover),
         )
         .route("/.well-known/mta-sts.txt", get(wellknown::mta_sts))
+        .route("/admin", get(admin::overview))
+        .route("/admin/login", get(admin::login_form).post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/aliases", get(admin::aliases))
+        .route("/admin/emails", get(admin::emails))
+        .route("/admin/me", get(admin::me))
         .with_state(state)
 }
 
@@ -132,7 +144,8 @@ pub async fn serve_tls(
             // Handlers that care who asks (/metrics) read it as axum's ConnectInfo.
             let app = app
                 .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+                .layer(axum::Extension(admin::OverTls));
             Box::pin(async move {
                 if let Err(e) = connection(stream, tls, challenges, app).await {
                     tracing::debug!(error = %e, "https connection ended");

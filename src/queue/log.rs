@@ -164,11 +164,33 @@ impl MailLog {
 
     /// The newest `limit` records, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<Entry>, QueueError> {
+        self.search("", None, limit)
+    }
+
+    /// The newest records whose sender, recipient or detail contains `text` (any, when
+    /// empty), of one event or all.
+    pub fn search(
+        &self,
+        text: &str,
+        event: Option<Event>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, QueueError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare(
-            "SELECT at, event, message_id, mail_from, rcpt, remote_ip, detail FROM mail_log ORDER BY id DESC LIMIT ?1",
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, event, message_id, mail_from, rcpt, remote_ip, detail FROM mail_log
+             WHERE (?1 = '' OR mail_from LIKE ?2 ESCAPE '\\' OR rcpt LIKE ?2 ESCAPE '\\'
+                    OR detail LIKE ?2 ESCAPE '\\')
+               AND (?3 IS NULL OR event = ?3)
+             ORDER BY id DESC LIMIT ?4",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let args = params![text, pattern, event.map(Event::as_str), limit as i64];
+        let rows = stmt.query_map(args, |r| {
             let event = match r.get::<_, String>(1)?.as_str() {
                 "accepted" => Event::Accepted,
                 "rejected" => Event::Rejected,

@@ -292,7 +292,7 @@ fn pattern_targets(raw: &[String]) -> Vec<String> {
 
 /// Resolves a mailbox password to its hash; env/file references are read here, the only
 /// place that needs them, and a hash read from them is checked like an inline one.
-fn password_hash(
+pub(crate) fn password_hash(
     p: &PasswordRef,
     loaded: &LoadedSpec,
     path: &dyn Fn() -> SpecPath,

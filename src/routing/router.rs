@@ -146,6 +146,33 @@ impl Router {
         self.domains.keys().map(String::as_str)
     }
 
+    /// Every alias, pattern and catch-all, for people to read: (domain, what matches —
+    /// a local part, `/regex/` or `*` —, the rule), sorted by domain then local part.
+    pub fn listing(&self) -> Vec<(&str, String, &Rule)> {
+        let mut out = Vec::new();
+        let mut domains: Vec<(&String, &DomainRoutes)> = self.domains.iter().collect();
+        domains.sort_by_key(|(d, _)| *d);
+        for (domain, routes) in domains {
+            let mut aliases: Vec<(&String, &Rule)> = routes.aliases.iter().collect();
+            aliases.sort_by_key(|(local, _)| *local);
+            out.extend(
+                aliases
+                    .into_iter()
+                    .map(|(l, r)| (domain.as_str(), l.clone(), r)),
+            );
+            out.extend(
+                routes
+                    .patterns
+                    .iter()
+                    .map(|(re, r)| (domain.as_str(), format!("/{}/", re.as_str()), r)),
+            );
+            if let Some(rule) = &routes.catch_all {
+                out.push((domain.as_str(), "*".to_string(), rule));
+            }
+        }
+        out
+    }
+
     /// Resolves a recipient. `Ok(None)`: not a local domain, or no such address here.
     pub fn resolve(&self, recipient: &str) -> Result<Option<Resolution>, AddressError> {
         let recipient = Address::parse(recipient)?;

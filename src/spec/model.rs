@@ -52,6 +52,9 @@ pub struct Spec {
     /// TLS only. Published when `listeners.https` serves the policy.
     #[serde(default)]
     pub mta_sts: MtaSts,
+    /// The web admin (https, and http from loopback): who may log in.
+    #[serde(default)]
+    pub admin: Admin,
     /// Take the spec from a git repository instead (GitOps): this file then only says
     /// where (and `[server]`: where the data lives); each new commit is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,6 +445,23 @@ pub struct DnsProvider {
     /// TSIG secret (base64), for rfc2136.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_secret: Option<SecretRef>,
+}
+
+/// Web admin users. With none declared, `serve` makes a one-time password for "admin"
+/// in data_dir/admin.password (0600) and prints it once; declare a user to retire it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Administrators by login name, each with an argon2id password hash (as mailboxes:
+    /// `password = { hash = "..." }`, made with `ferrymail passwd`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, AdminUser>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub password: PasswordRef,
 }
 
 /// The MTA-STS policy every domain publishes (served at

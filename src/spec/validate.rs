@@ -56,6 +56,20 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
             v.err(p.key("keep"), "keep must be at least 1");
         }
     }
+    for (name, user) in &spec.admin.users {
+        let p = SpecPath::keys(&["admin", "users", name]);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        {
+            v.err(
+                p.clone(),
+                format!("admin name {name:?}: letters, digits and . _ - @ only"),
+            );
+        }
+        v.password(&p.key("password"), &user.password);
+    }
     if let Some(text) = &spec.mta_sts.max_age {
         let p = SpecPath::keys(&["mta_sts", "max_age"]);
         match humantime::parse_duration(text) {
@@ -601,19 +615,28 @@ impl Validator {
         }
     }
 
+    fn password(&mut self, p: &SpecPath, pw: &PasswordRef) {
+        let n = [pw.hash.is_some(), pw.env.is_some(), pw.file.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if n != 1 {
+            self.err(
+                p.clone(),
+                "password needs exactly one of `hash`, `env` or `file`",
+            );
+        }
+        if let Some(hash) = &pw.hash
+            && let Err(e) = check_password_hash(hash)
+        {
+            self.err(p.key("hash"), e);
+        }
+    }
+
     fn mailbox(&mut self, p: &SpecPath, mailbox: &Mailbox) {
         match &mailbox.password {
             None => self.err(p.clone(), "a mailbox needs a password: `password = { hash = \"...\" }` (make one with `ferrymail passwd`)"),
-            Some(pw) => {
-                let n = [pw.hash.is_some(), pw.env.is_some(), pw.file.is_some()].iter().filter(|x| **x).count();
-                if n != 1 {
-                    self.err(p.key("password"), "password needs exactly one of `hash`, `env` or `file`");
-                }
-                if let Some(hash) = &pw.hash
-                    && let Err(e) = check_password_hash(hash) {
-                        self.err(p.key("password").key("hash"), e);
-                    }
-            }
+            Some(pw) => self.password(&p.key("password"), pw),
         }
         if let Some(q) = &mailbox.quota
             && parse_size(q).is_none()

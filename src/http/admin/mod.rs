@@ -1,0 +1,286 @@
+//! The web admin: server-rendered pages (no JavaScript needed) showing the reconciled
+//! state and the mail log; it never edits live state, the spec stays the only source.
+
+mod auth;
+mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+pub use auth::{Role, Sessions};
+
+/// A password for the first-boot "admin": 24 URL-safe characters (144 bits).
+pub fn new_password() -> String {
+    auth::random_token()[..24].to_string()
+}
+
+use super::AppState;
+
+/// What the overview shows, read when the page is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    pub hostname: String,
+    pub listeners: Vec<(String, String)>,
+    pub revision: u64,
+    pub source: String,
+    /// When the last reconcile ran, whether it applied, what it did, its errors.
+    pub last_reconcile: Option<(String, bool, String, Vec<String>)>,
+    pub dns_problems: Vec<String>,
+    pub queue_deliveries: u64,
+    /// (names, source, expiry as RFC 3339) of each served certificate.
+    pub certificates: Vec<(String, String, String)>,
+}
+
+/// What the admin pages need besides the site and the snapshot.
+pub struct AdminState {
+    pub sessions: Sessions,
+    pub cache: Arc<dyn crate::cache::Cache>,
+    pub logins: Arc<crate::login::Logins>,
+    pub log: Arc<crate::queue::log::MailLog>,
+    pub mailboxes: crate::mailbox::Mailboxes,
+    pub overview: Arc<dyn Fn() -> Overview + Send + Sync>,
+}
+
+/// Set on requests that came over the https listener.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Who is looking, once the request passed the checks every admin page makes.
+pub struct Viewer {
+    pub session: auth::Session,
+    pub token: String,
+}
+
+/// The admin is served over TLS, or over plain http to loopback clients only.
+fn transport_ok(peer: SocketAddr, tls: Option<&OverTls>) -> bool {
+    tls.is_some() || peer.ip().is_loopback()
+}
+
+fn refuse_plain() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "the admin is served over https (plain http from this host only)\n",
+    )
+        .into_response()
+}
+
+fn peer_and_tls(parts: &axum::http::request::Parts) -> (Option<SocketAddr>, Option<OverTls>) {
+    (
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        parts.extensions.get::<OverTls>().copied(),
+    )
+}
+
+/// The session behind the request's cookie; a request without one is sent to the login
+/// page, one over plain http from elsewhere is refused.
+impl axum::extract::FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let (peer, tls) = peer_and_tls(parts);
+        if !peer.is_some_and(|p| transport_ok(p, tls.as_ref())) {
+            return Err(refuse_plain());
+        }
+        let to_login = || Redirect::to("/admin/login").into_response();
+        let token = auth::cookie(&parts.headers, auth::COOKIE).ok_or_else(to_login)?;
+        let session = state.admin.sessions.get(&token).ok_or_else(to_login)?;
+        Ok(Viewer { session, token })
+    }
+}
+
+/// A viewer who is an administrator; anyone else gets 403.
+pub struct AdminViewer(pub Viewer);
+
+impl axum::extract::FromRequestParts<AppState> for AdminViewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        if viewer.session.role != Role::Admin {
+            let mut response = html(pages::page(&viewer, "Not allowed", pages::forbidden()));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return Err(response);
+        }
+        Ok(AdminViewer(viewer))
+    }
+}
+
+fn html(markup: maud::Markup) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing here is meant to be framed, cached by others or sniffed.
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
+    for c in cookies {
+        if let Ok(value) = HeaderValue::from_str(c) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// `GET /admin/login`: the form, with a CSRF token tied to a cookie of its own.
+pub async fn login_form(
+    State(_state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<axum::Extension<OverTls>>,
+) -> Response {
+    let tls = tls.map(|t| t.0);
+    if !transport_ok(peer, tls.as_ref()) {
+        return refuse_plain();
+    }
+    let token = auth::random_token();
+    with_cookies(
+        html(pages::login(&token, None)),
+        &[auth::set_cookie(
+            auth::LOGIN_COOKIE,
+            &token,
+            tls.is_some(),
+            Some(3600),
+        )],
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+/// `POST /admin/login`: an administrator, the first-boot "admin", or a mailbox user.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<axum::Extension<OverTls>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let tls = tls.map(|t| t.0);
+    if !transport_ok(peer, tls.as_ref()) {
+        return refuse_plain();
+    }
+    let secure = tls.is_some();
+    let expected = auth::cookie(&headers, auth::LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !auth::same(&expected, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the login form expired or came from elsewhere; load it again\n",
+        )
+            .into_response();
+    }
+    let retry = |status: StatusCode, message: &str| {
+        let token = auth::random_token();
+        let mut response = html(pages::login(&token, Some(message)));
+        *response.status_mut() = status;
+        with_cookies(
+            response,
+            &[auth::set_cookie(
+                auth::LOGIN_COOKIE,
+                &token,
+                secure,
+                Some(3600),
+            )],
+        )
+    };
+    let failures = auth::failure_key(peer.ip());
+    if state.admin.cache.recent(&failures, auth::WINDOW) >= auth::FAILURES_PER_IP {
+        return retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed logins from here; wait a few minutes.",
+        );
+    }
+    let site = state.site.load_full();
+    let user = form.user.trim().to_string();
+    let role = if let Some((_, hash)) = site.admins.iter().find(|(name, _)| *name == user) {
+        let (password, hash) = (form.password.clone(), hash.clone());
+        let ok = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
+            .await
+            .unwrap_or(false);
+        ok.then_some(Role::Admin)
+    } else if let (true, Some(first)) = (user == "admin", &site.first_boot_password) {
+        auth::same(first, &form.password).then_some(Role::Admin)
+    } else if user.contains('@') {
+        match state
+            .admin
+            .logins
+            .check(peer.ip(), &user, &form.password)
+            .await
+        {
+            crate::login::Outcome::Accepted(account) => Some(Role::Mailbox(account)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let Some(role) = role else {
+        state.admin.cache.hit(&failures, u32::MAX, auth::WINDOW);
+        tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return retry(StatusCode::UNAUTHORIZED, "Wrong name or password.");
+    };
+    state.admin.cache.clear(&failures);
+    // Always a new session: a cookie planted before the login is never promoted.
+    if let Some(old) = auth::cookie(&headers, auth::COOKIE) {
+        state.admin.sessions.remove(&old);
+    }
+    let landing = match role {
+        Role::Admin => "/admin",
+        Role::Mailbox(_) => "/admin/me",
+    };
+    let token = state.admin.sessions.create(user, role);
+    with_cookies(
+        Redirect::to(landing).into_response(),
+        &[
+            auth::set_cookie(auth::COOKIE, &token, secure, None),
+            auth::set_cookie(auth::LOGIN_COOKIE, "", secure, Some(0)),
+        ],
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /admin/logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    tls: Option<axum::Extension<OverTls>>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !auth::same(&viewer.session.csrf, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token\n").into_response();
+    }
+    state.admin.sessions.remove(&viewer.token);
+    with_cookies(
+        Redirect::to("/admin/login").into_response(),
+        &[auth::set_cookie(auth::COOKIE, "", tls.is_some(), Some(0))],
+    )
+}
+
+pub use pages::{aliases, emails, me, overview};

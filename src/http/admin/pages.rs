@@ -1,0 +1,332 @@
+//! The admin's pages as HTML (maud escapes every value): the layout, login, overview,
+//! aliases with a route tester, the mail log, and a mailbox user's own page.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::{AdminViewer, Role, Viewer, html as respond};
+use crate::http::AppState;
+
+/// At most this many rows on a page; a search narrows them.
+const ROWS: usize = 500;
+
+const STYLE: &str = "
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d2430;color:#fff;padding:.6em 1em;display:flex;flex-wrap:wrap;gap:1em;align-items:center}
+header a{color:#cfe3ff;text-decoration:none}header .who{margin-left:auto}
+header form{display:inline}header button{font:inherit}
+main{padding:1em;max-width:72em;margin:auto}
+table{border-collapse:collapse;width:100%;background:#fff}
+td,th{border-bottom:1px solid #e3e6ea;padding:.35em .5em;text-align:left;vertical-align:top;word-break:break-word}
+.ok{color:#14743a}.bad{color:#b3261e}.muted{color:#6b7280}
+input,select,button{font:inherit;padding:.3em .5em}
+form.search{display:flex;flex-wrap:wrap;gap:.5em;margin:.5em 0 1em}
+.card{background:#fff;padding:1em;margin-bottom:1em;border-radius:6px}
+";
+
+/// The frame of every page for a logged-in viewer.
+pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · ferrymail" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "ferrymail" }
+                    @if viewer.session.role == Role::Admin {
+                        a href="/admin" { "Overview" }
+                        a href="/admin/aliases" { "Aliases" }
+                        a href="/admin/emails" { "Mail log" }
+                    } @else {
+                        a href="/admin/me" { "My mailbox" }
+                    }
+                    span.who {
+                        (viewer.session.user) " "
+                        form method="post" action="/admin/logout" {
+                            input type="hidden" name="csrf" value=(viewer.session.csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+pub fn login(csrf: &str, message: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Log in · ferrymail" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                main {
+                    h1 { "Log in" }
+                    @if let Some(message) = message { p.bad role="alert" { (message) } }
+                    form.card method="post" action="/admin/login" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        p { label { "Name or mail address" br; input name="user" autocomplete="username" required autofocus; } }
+                        p { label { "Password" br; input name="password" type="password" autocomplete="current-password" required; } }
+                        button type="submit" { "Log in" }
+                    }
+                    p.muted { "Administrators are declared in the spec ([admin.users]); mailbox users see their own mailbox." }
+                }
+            }
+        }
+    }
+}
+
+pub fn forbidden() -> Markup {
+    html! { p { "This page is for administrators." } }
+}
+
+/// `GET /admin`: what is serving, from where, and how the last reconcile went.
+pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
+    let source = state.admin.overview.clone();
+    let Ok(o) = tokio::task::spawn_blocking(move || source()).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let snapshot = state.snapshot.get();
+    let body = html! {
+        div.card {
+            p { "Serving " strong { (o.hostname) } " at store revision " (o.revision)
+                @if !o.source.is_empty() { ", from " code { (o.source) } } "." }
+            @match &o.last_reconcile {
+                Some((at, ok, summary, errors)) => {
+                    p {
+                        "Last reconcile " (at) ": "
+                        @if *ok { span.ok { "applied" } } @else { span.bad { "FAILED" } }
+                        " — " (summary)
+                    }
+                    @if !errors.is_empty() { ul.bad { @for e in errors { li { (e) } } } }
+                }
+                None => p.muted { "No reconcile yet." },
+            }
+            @if !o.dns_problems.is_empty() {
+                p.bad { "DNS not published:" }
+                ul { @for p in &o.dns_problems { li { (p) } } }
+            }
+            p { (snapshot.domains.len()) " domains, " (snapshot.accounts.len()) " mailboxes; "
+                (o.queue_deliveries) " deliveries queued." }
+        }
+        h2 { "Listeners" }
+        table { @for (name, addr) in &o.listeners { tr { th { (name) } td { (addr) } } } }
+        h2 { "Certificates" }
+        table {
+            tr { th { "Names" } th { "Source" } th { "Expires" } }
+            @for (names, source, expires) in &o.certificates { tr { td { (names) } td { (source) } td { (expires) } } }
+        }
+    };
+    respond(page(&viewer, "Overview", body))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct AliasQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    test: String,
+}
+
+fn describe_rule(rule: &crate::routing::Rule) -> String {
+    let mut parts = Vec::new();
+    if !rule.enabled {
+        parts.push("disabled".to_string());
+    }
+    if let Some(mode) = rule.reject {
+        parts.push(format!("reject ({})", mode.as_str()));
+    }
+    if rule.mailbox {
+        parts.push("mailbox".to_string());
+    }
+    if !rule.forward.is_empty() {
+        parts.push(format!("forward to {}", rule.forward.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// `GET /admin/aliases`: every address and what it does, a search, and "test an
+/// address": the route a recipient would take, as the MX would decide it.
+pub async fn aliases(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Query(query): Query<AliasQuery>,
+) -> Response {
+    let snapshot = state.snapshot.get();
+    let needle = query.q.trim().to_lowercase();
+    let listing = snapshot.router.listing();
+    let matching: Vec<_> = listing
+        .iter()
+        .filter(|(domain, local, rule)| {
+            needle.is_empty()
+                || format!("{local}@{domain}").contains(&needle)
+                || rule
+                    .forward
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&needle))
+        })
+        .collect();
+    let test = query.test.trim();
+    let route = (!test.is_empty()).then(|| match snapshot.resolve(test) {
+        Err(e) => format!("not an address: {e}"),
+        Ok(None) => "no such address here: the MX refuses it (550)".to_string(),
+        Ok(Some(r)) => {
+            let how = match &r.matched {
+                crate::routing::Matched::Exact => format!("alias {}", r.alias),
+                crate::routing::Matched::Pattern(i) => {
+                    format!("pattern #{} of {}", i + 1, r.alias.domain)
+                }
+                crate::routing::Matched::CatchAll => format!("the catch-all of {}", r.alias.domain),
+            };
+            let what = match &r.action {
+                crate::routing::Action::Reject { mode, message } => format!(
+                    "rejected ({}){}",
+                    mode.as_str(),
+                    message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+                crate::routing::Action::Deliver { mailbox, forward } => {
+                    let mut parts = Vec::new();
+                    if let Some(m) = mailbox {
+                        parts.push(format!("kept in the mailbox of {m}"));
+                    }
+                    if !forward.is_empty() {
+                        let list: Vec<String> = forward.iter().map(|f| f.to_string()).collect();
+                        parts.push(format!("forwarded to {}", list.join(", ")));
+                    }
+                    if parts.is_empty() {
+                        "accepted and dropped".into()
+                    } else {
+                        parts.join("; ")
+                    }
+                }
+            };
+            let tag = r
+                .tag
+                .as_deref()
+                .map(|t| format!(" (tag +{t})"))
+                .unwrap_or_default();
+            format!("{} matches {how}{tag}: {what}", r.recipient)
+        }
+    });
+    let body = html! {
+        form.search method="get" action="/admin/aliases" {
+            label { "Test an address " input name="test" value=(test) placeholder="someone@example.com"; }
+            button type="submit" { "Show its route" }
+        }
+        @if let Some(route) = &route { p.card #route { (route) } }
+        form.search method="get" action="/admin/aliases" {
+            input name="q" value=(query.q) placeholder="search addresses and targets";
+            button type="submit" { "Search" }
+        }
+        p.muted { (matching.len()) " of " (listing.len()) " entries"
+            @if matching.len() > ROWS { ", the first " (ROWS) " shown" } "." }
+        table {
+            tr { th { "Address" } th { "Does" } }
+            @for (domain, local, rule) in matching.iter().take(ROWS) {
+                tr { td { (local) "@" (domain) } td { (describe_rule(rule)) } }
+            }
+        }
+    };
+    respond(page(&viewer, "Aliases", body))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct LogQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    event: String,
+}
+
+/// `GET /admin/emails`: the mail log, newest first, searchable, filtered by event.
+pub async fn emails(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    use crate::queue::log::Event;
+    let event = Event::ALL.into_iter().find(|e| e.as_str() == query.event);
+    let log = state.admin.log.clone();
+    let text = query.q.trim().to_string();
+    let entries = tokio::task::spawn_blocking(move || log.search(&text, event, ROWS)).await;
+    let entries = match entries {
+        Ok(Ok(entries)) => entries,
+        _ => return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let body = html! {
+        form.search method="get" action="/admin/emails" {
+            input name="q" value=(query.q) placeholder="sender, recipient or reason";
+            select name="event" {
+                option value="" { "every event" }
+                @for e in Event::ALL {
+                    option value=(e.as_str()) selected[event == Some(e)] { (e.as_str()) }
+                }
+            }
+            button type="submit" { "Search" }
+        }
+        p.muted { (entries.len()) " records" @if entries.len() == ROWS { " (the newest " (ROWS) ")" } "." }
+        table {
+            tr { th { "When" } th { "Event" } th { "From" } th { "To" } th { "Client" } th { "Detail" } }
+            @for e in &entries {
+                tr {
+                    td { (crate::backup::rfc3339(e.at)) }
+                    td class=(if matches!(e.event, Event::Rejected | Event::Bounced) { "bad" } else { "" }) { (e.event.as_str()) }
+                    td { (e.mail_from) } td { (e.rcpt) } td { (e.remote_ip) } td { (e.detail) }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Mail log", body))
+}
+
+/// `GET /admin/me`: a mailbox user's own usage; nothing else, nobody else's.
+pub async fn me(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let Role::Mailbox(account) = viewer.session.role.clone() else {
+        return Redirect::to("/admin").into_response();
+    };
+    let quota = state
+        .snapshot
+        .get()
+        .accounts
+        .get(&account)
+        .and_then(|a| a.quota);
+    let mailboxes = state.admin.mailboxes.clone();
+    let who = account.clone();
+    let used = tokio::task::spawn_blocking(move || {
+        if mailboxes.exists(&who) {
+            mailboxes.open(&who).and_then(|m| m.quota_used()).ok()
+        } else {
+            Some(0)
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let body = html! {
+        div.card {
+            p { "Mailbox " strong { (account) } }
+            @match used {
+                Some(used) => p #usage {
+                    (crate::backup::human_bytes(used)) " used"
+                    @if let Some(q) = quota { " of " (crate::backup::human_bytes(q)) " (" (used * 100 / q.max(1)) "%)" } @else { " (no quota)" }
+                },
+                None => p.bad { "The mailbox could not be read." },
+            }
+        }
+    };
+    respond(page(&viewer, "My mailbox", body))
+}

@@ -1,0 +1,317 @@
+//! The web admin through curl (a real HTTP client with a cookie jar) over https: the
+//! first-boot password, login, CSRF and session-fixation checks, the pages, rate limits,
+//! and a mailbox user who sees their own mailbox and nothing else.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, swaks, wait_for};
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One request with curl, cookies kept in `jar`.
+fn curl(jar: &Path, args: &[&str]) -> Response {
+    let head = jar.with_extension(format!("head-{}", free_port()));
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-c"])
+        .arg(jar)
+        .arg("-b")
+        .arg(jar)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Response {
+        status: code.trim().parse().unwrap_or(0),
+        headers: std::fs::read_to_string(&head).unwrap_or_default(),
+        body: body.to_string(),
+    }
+}
+
+/// The value of the first hidden csrf field in a page.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+struct Browser {
+    jar: PathBuf,
+    base: String,
+}
+
+impl Browser {
+    fn new(dir: &Path, name: &str, https: u16) -> Browser {
+        Browser {
+            jar: dir.join(format!("{name}.jar")),
+            base: format!("https://127.0.0.1:{https}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        curl(&self.jar, &[&format!("{}{path}", self.base)])
+    }
+
+    fn post(&self, path: &str, form: &str) -> Response {
+        curl(
+            &self.jar,
+            &["--data", form, &format!("{}{path}", self.base)],
+        )
+    }
+
+    fn login(&self, user: &str, password: &str) -> Response {
+        let form = self.get("/admin/login");
+        assert_eq!(form.status, 200);
+        self.post(
+            "/admin/login",
+            &format!("user={user}&password={password}&csrf={}", csrf(&form.body)),
+        )
+    }
+}
+
+fn spec(mx: u16, http: u16, https: u16, admins: &str) -> String {
+    format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+http = "127.0.0.1:{http}"
+https = "127.0.0.1:{https}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, quota = "1GiB" }}
+
+[domains."example.test".aliases.other]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.hello]
+forward = ["friend@elsewhere.test"]
+{admins}"#
+    )
+}
+
+#[test]
+fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
+    let (mx, http, https) = (free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, http, https, ""));
+    let server = w.serve(https);
+    let dir = w.path();
+
+    // First boot: a generated password for "admin", private to the server.
+    let password_file = w.data_dir().join("admin.password");
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(password.len(), 24);
+
+    let admin = Browser::new(dir, "admin", https);
+    // No session: sent to the login page.
+    let page = admin.get("/admin");
+    assert_eq!(page.status, 303);
+    assert!(
+        page.headers.contains("location: /admin/login"),
+        "{}",
+        page.headers
+    );
+    // A login without the form's CSRF token is refused, even with the right password.
+    let forged = admin.post(
+        "/admin/login",
+        &format!("user=admin&password={password}&csrf=x"),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let wrong = admin.login("admin", "not-it");
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong name or password."));
+
+    // Session fixation: a cookie planted before the login is not the one after it.
+    std::fs::write(
+        &admin.jar,
+        "127.0.0.1\tFALSE\t/\tTRUE\t0\tferrymail_session\tplanted-by-attacker\n",
+    )
+    .unwrap();
+    let ok = admin.login("admin", &password);
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(
+        ok.headers.contains("location: /admin\r\n"),
+        "{}",
+        ok.headers
+    );
+    let cookie = ok
+        .headers
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: ferrymail_session=")
+        })
+        .expect("a session cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("planted-by-attacker"));
+    let attacker = Browser::new(dir, "attacker", https);
+    std::fs::write(
+        &attacker.jar,
+        "127.0.0.1\tFALSE\t/\tTRUE\t0\tferrymail_session\tplanted-by-attacker\n",
+    )
+    .unwrap();
+    assert_eq!(
+        attacker.get("/admin").status,
+        303,
+        "the planted cookie opens nothing"
+    );
+
+    // The pages.
+    let overview = admin.get("/admin");
+    assert_eq!(overview.status, 200);
+    assert!(
+        overview
+            .body
+            .contains("Serving <strong>mx.example.test</strong> at store revision 1"),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("applied"));
+    assert!(
+        overview.headers.contains("x-frame-options: DENY"),
+        "{}",
+        overview.headers
+    );
+    let aliases = admin.get("/admin/aliases?test=hello%2Bnews%40example.test");
+    assert!(
+        aliases.body.contains("hello+news@example.test matches alias hello@example.test (tag +news): forwarded to friend+news@elsewhere.test"),
+        "{}",
+        aliases.body
+    );
+    assert!(aliases.body.contains("3 of 3 entries"), "{}", aliases.body);
+    let unknown = admin.get("/admin/aliases?test=nobody%40example.test");
+    assert!(
+        unknown.body.contains("no such address here"),
+        "{}",
+        unknown.body
+    );
+    // What a value holds is shown, never run.
+    let escaped = admin.get("/admin/aliases?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert!(escaped.body.contains("&lt;script&gt;") && !escaped.body.contains("<script>"));
+
+    swaks(
+        mx,
+        &["--from", "alice@sender.test", "--to", "me@example.test"],
+    )
+    .ok();
+    let refused = swaks(
+        mx,
+        &[
+            "--from",
+            "mallory@sender.test",
+            "--to",
+            "nobody@example.test",
+        ],
+    );
+    assert!(refused.stdout.contains("<** "));
+    let log = |query: &str| admin.get(&format!("/admin/emails{query}")).body;
+    assert!(
+        wait_for(Duration::from_secs(10), || log("")
+            .contains("mallory@sender.test")),
+        "{}",
+        server.log_text()
+    );
+    let rejected = log("?event=rejected");
+    assert!(
+        rejected.contains("mallory@sender.test") && !rejected.contains("alice@sender.test"),
+        "{rejected}"
+    );
+    let searched = log("?q=alice");
+    assert!(
+        searched.contains("alice@sender.test") && !searched.contains("mallory@sender.test"),
+        "{searched}"
+    );
+
+    // Logging out needs the session's CSRF token; afterwards the cookie opens nothing.
+    assert_eq!(admin.post("/admin/logout", "csrf=guess").status, 403);
+    let page = admin.get("/admin");
+    assert_eq!(
+        admin
+            .post("/admin/logout", &format!("csrf={}", csrf(&page.body)))
+            .status,
+        303
+    );
+    assert_eq!(admin.get("/admin").status, 303);
+
+    // A mailbox user: their own usage, no admin page.
+    let me = Browser::new(dir, "me", https);
+    let ok = me.login("me%40example.test", "quickstart");
+    assert!(ok.headers.contains("location: /admin/me"), "{}", ok.headers);
+    let own = me.get("/admin/me");
+    assert!(
+        own.body
+            .contains("Mailbox <strong>me@example.test</strong>"),
+        "{}",
+        own.body
+    );
+    assert!(own.body.contains(" used of 1.0 GiB ("), "{}", own.body);
+    assert!(!own.body.contains("other@example.test"));
+    for path in ["/admin", "/admin/aliases", "/admin/emails?q=other"] {
+        let page = me.get(path);
+        assert_eq!(page.status, 403, "{path}");
+        assert!(!page.body.contains("mallory") && !page.body.contains("friend@elsewhere.test"));
+    }
+
+    // Declaring an administrator retires the first-boot password.
+    std::fs::write(
+        &w.spec,
+        format!(
+            "{}{}",
+            common::header(),
+            spec(
+                mx,
+                http,
+                https,
+                &format!("[admin.users.ops]\npassword = {{ hash = \"{TEST_HASH}\" }}\n")
+            )
+        ),
+    )
+    .unwrap();
+    let ops = Browser::new(dir, "ops", https);
+    assert!(
+        wait_for(Duration::from_secs(20), || ops
+            .login("ops", "quickstart")
+            .status
+            == 303),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        Browser::new(dir, "old", https)
+            .login("admin", &password)
+            .status,
+        401
+    );
+
+    // Ten failures from one address: the next attempt is refused unchecked.
+    let guesser = Browser::new(dir, "guesser", https);
+    for _ in 0..9 {
+        assert_eq!(guesser.login("ops", "guess").status, 401);
+    }
+    let limited = guesser.login("ops", "quickstart");
+    assert_eq!(limited.status, 429, "{}", limited.body);
+}
