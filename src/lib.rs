@@ -18,6 +18,7 @@ pub mod password;
 pub mod pop3;
 pub mod private_file;
 pub mod queue;
+pub mod recent_log;
 pub mod reconcile;
 pub mod routing;
 pub mod smtp;

@@ -246,6 +246,71 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "{searched}"
     );
 
+    // The queue: a forward that cannot be delivered (no route to elsewhere.test) waits
+    // there; retry and remove need the session's CSRF token.
+    swaks(
+        mx,
+        &["--from", "alice@sender.test", "--to", "hello@example.test"],
+    )
+    .ok();
+    assert!(
+        wait_for(Duration::from_secs(20), || admin
+            .get("/admin/queue")
+            .body
+            .contains("friend@elsewhere.test")),
+        "{}",
+        server.log_text()
+    );
+    let queue = admin.get("/admin/queue").body;
+    let at = queue.find("action=\"/admin/queue/").unwrap() + "action=\"/admin/queue/".len();
+    let id: String = queue[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(
+        admin
+            .post(&format!("/admin/queue/{id}/remove"), "csrf=guess")
+            .status,
+        403
+    );
+    let removed = admin.post(
+        &format!("/admin/queue/{id}/remove"),
+        &format!("csrf={}", csrf(&queue)),
+    );
+    assert_eq!(removed.status, 303, "{}", removed.body);
+    assert!(
+        !admin
+            .get("/admin/queue")
+            .body
+            .contains("friend@elsewhere.test")
+    );
+    assert!(
+        admin
+            .get("/admin/queue")
+            .body
+            .contains("0 deliveries waiting")
+    );
+
+    // The error log shows what went wrong, as the server logged it.
+    let good_spec = std::fs::read_to_string(&w.spec).unwrap();
+    std::fs::write(&w.spec, format!("{good_spec}\n[domains.\"bad..name\"]\n")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || admin
+            .get("/admin/logs")
+            .body
+            .contains("spec not applied")),
+        "{}",
+        server.log_text()
+    );
+    std::fs::write(&w.spec, good_spec).unwrap();
+    // No backups declared: the page says so.
+    assert!(
+        admin
+            .get("/admin/backups")
+            .body
+            .contains("No backups are declared")
+    );
+
     // Logging out needs the session's CSRF token; afterwards the cookie opens nothing.
     assert_eq!(admin.post("/admin/logout", "csrf=guess").status, 403);
     let page = admin.get("/admin");
@@ -270,7 +335,14 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
     );
     assert!(own.body.contains(" used of 1.0 GiB ("), "{}", own.body);
     assert!(!own.body.contains("other@example.test"));
-    for path in ["/admin", "/admin/aliases", "/admin/emails?q=other"] {
+    for path in [
+        "/admin",
+        "/admin/aliases",
+        "/admin/emails?q=other",
+        "/admin/queue",
+        "/admin/logs",
+        "/admin/backups",
+    ] {
         let page = me.get(path);
         assert_eq!(page.status, 403, "{path}");
         assert!(!page.body.contains("mallory") && !page.body.contains("friend@elsewhere.test"));

@@ -97,16 +97,24 @@ enum Command {
 /// Runs the CLI and maps the outcome to an exit code (1 for any error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
         // One JSON object per line: journald and log shippers keep the fields.
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    // Warnings and errors are also kept for the web admin's error log.
+    let recent =
+        crate::recent_log::Layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(recent)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

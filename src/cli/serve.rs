@@ -520,6 +520,9 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             log: log.clone(),
             mailboxes: mailboxes.clone(),
             overview,
+            queue: queue.clone(),
+            wake: spool.committed.clone(),
+            store: store.clone(),
         }),
     };
     if let Some(addr) = declared.http {
@@ -658,6 +661,18 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
     crate::http::Site {
         admins,
         first_boot_password,
+        backups: spec.backups.as_ref().map(|b| {
+            let target = crate::backup::TargetConfig::parse(
+                &b.target,
+                &loaded.base_dir,
+                b.endpoint.clone(),
+                None,
+                None,
+                None,
+            )
+            .map_or_else(|_| b.target.clone(), |t| t.to_string());
+            (b.schedule.clone(), target)
+        }),
         mta_sts: l.https.map(|_| {
             crate::dns::mta_sts::policy(
                 spec.mta_sts.mode.as_str(),

@@ -38,6 +38,8 @@ pub struct Site {
     pub admins: Vec<(String, String)>,
     /// The generated password of "admin" while the spec declares no administrator.
     pub first_boot_password: Option<String>,
+    /// The backup schedule and target, when backups are declared.
+    pub backups: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,10 @@ fn router(state: AppState) -> Router {
         .route("/admin/aliases", get(admin::aliases))
         .route("/admin/emails", get(admin::emails))
         .route("/admin/me", get(admin::me))
+        .route("/admin/queue", get(admin::queue))
+        .route("/admin/queue/{id}/{action}", post(admin::queue_action))
+        .route("/admin/logs", get(admin::errors))
+        .route("/admin/backups", get(admin::backups))
         .with_state(state)
 }
 

@@ -44,6 +44,10 @@ pub struct AdminState {
     pub log: Arc<crate::queue::log::MailLog>,
     pub mailboxes: crate::mailbox::Mailboxes,
     pub overview: Arc<dyn Fn() -> Overview + Send + Sync>,
+    pub queue: Arc<crate::queue::QueueDb>,
+    /// Wakes the delivery workers after a retry.
+    pub wake: Arc<tokio::sync::Notify>,
+    pub store: Arc<dyn crate::store::Store>,
 }
 
 /// Set on requests that came over the https listener.
@@ -283,4 +287,4 @@ pub async fn logout(
     )
 }
 
-pub use pages::{aliases, emails, me, overview};
+pub use pages::{aliases, backups, emails, errors, me, overview, queue, queue_action};

@@ -1,11 +1,12 @@
 //! The admin's pages as HTML (maud escapes every value): the layout, login, overview,
 //! aliases with a route tester, the mail log, and a mailbox user's own page.
 
-use axum::extract::{Query, State};
+use axum::Form;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
-use super::{AdminViewer, Role, Viewer, html as respond};
+use super::{AdminViewer, CsrfForm, Role, Viewer, auth, html as respond};
 use crate::http::AppState;
 
 /// At most this many rows on a page; a search narrows them.
@@ -43,6 +44,9 @@ pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                         a href="/admin" { "Overview" }
                         a href="/admin/aliases" { "Aliases" }
                         a href="/admin/emails" { "Mail log" }
+                        a href="/admin/queue" { "Queue" }
+                        a href="/admin/backups" { "Backups" }
+                        a href="/admin/logs" { "Errors" }
                     } @else {
                         a href="/admin/me" { "My mailbox" }
                     }
@@ -329,4 +333,129 @@ pub async fn me(State(state): State<AppState>, viewer: Viewer) -> Response {
         }
     };
     respond(page(&viewer, "My mailbox", body))
+}
+
+/// `GET /admin/queue`: what waits for delivery, with retry and remove buttons.
+pub async fn queue(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
+    let db = state.admin.queue.clone();
+    let Ok(Ok(entries)) = tokio::task::spawn_blocking(move || db.list(ROWS)).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let csrf = viewer.session.csrf.clone();
+    let body = html! {
+        p.muted { (entries.len()) " deliveries waiting" @if entries.len() == ROWS { " (the first " (ROWS) ")" } "." }
+        table {
+            tr { th { "#" } th { "From" } th { "To" } th { "Tries" } th { "Next try" } th { "Last error" } th {} }
+            @for e in &entries {
+                tr {
+                    td { (e.id) } td { (e.mail_from) } td { (e.target) } td { (e.attempts) }
+                    td { (crate::backup::rfc3339(e.next_attempt_at)) }
+                    td.bad { (e.last_error.as_deref().unwrap_or("")) }
+                    td {
+                        form method="post" action={ "/admin/queue/" (e.id) "/retry" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Retry now" }
+                        }
+                        form method="post" action={ "/admin/queue/" (e.id) "/remove" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Remove" }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Queue", body))
+}
+
+/// `POST /admin/queue/{id}/retry|remove`: as `ferrymail queue retry|remove`.
+pub async fn queue_action(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Path((id, action)): Path<(i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !auth::same(&viewer.session.csrf, &form.csrf) {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token\n",
+        )
+            .into_response();
+    }
+    let db = state.admin.queue.clone();
+    let done = match action.as_str() {
+        "retry" => tokio::task::spawn_blocking(move || db.retry_now(id)).await,
+        "remove" => tokio::task::spawn_blocking(move || db.remove(id)).await,
+        _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+    };
+    match done {
+        Ok(Ok(true)) => {
+            tracing::info!(delivery = id, action = %action, user = %viewer.session.user, "queue changed from the web admin");
+            state.admin.wake.notify_one();
+            Redirect::to("/admin/queue").into_response()
+        }
+        Ok(Ok(false)) => (
+            axum::http::StatusCode::NOT_FOUND,
+            "no such delivery (done already?)\n",
+        )
+            .into_response(),
+        _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `GET /admin/logs`: the warnings and errors this process logged, newest first.
+pub async fn errors(AdminViewer(viewer): AdminViewer) -> Response {
+    let lines = crate::recent_log::lines();
+    let body = html! {
+        p.muted { (lines.len()) " warnings and errors since the server started (the last 1,000)." }
+        table {
+            tr { th { "When" } th { "Level" } th { "Where" } th { "What" } }
+            @for l in &lines {
+                tr {
+                    td { (crate::backup::rfc3339(l.at)) }
+                    td class=(if l.level == "ERROR" { "bad" } else { "" }) { (l.level) }
+                    td { (l.target) } td { (l.text) }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Errors", body))
+}
+
+/// `GET /admin/backups`: the schedule, the next run, and the runs so far.
+pub async fn backups(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
+    let site = state.site.load_full();
+    let store = state.admin.store.clone();
+    let Ok(Ok(runs)) = tokio::task::spawn_blocking(move || store.backup_runs(100)).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let next = site.backups.as_ref().and_then(|(schedule, _)| {
+        crate::backup::Schedule::parse(schedule)
+            .ok()?
+            .next_after(crate::store::unix_now())
+            .map(crate::backup::rfc3339)
+    });
+    let body = html! {
+        @match &site.backups {
+            Some((schedule, target)) => p.card {
+                "Schedule " code { (schedule) } " (UTC) to " code { (target) } "; next run "
+                (next.as_deref().unwrap_or("never")) "."
+            },
+            None => p.card { "No backups are declared: add a [backups] section to the spec." },
+        }
+        table {
+            tr { th { "Started" } th { "Backup" } th { "Result" } th { "Size" } th { "Took" } }
+            @for r in &runs {
+                tr {
+                    td { (crate::backup::rfc3339(r.started_at)) }
+                    td { (r.id) }
+                    @if r.ok { td.ok { "stored" @if let Some(e) = &r.error { " (" (e) ")" } } }
+                    @else { td.bad { "FAILED: " (r.error.as_deref().unwrap_or("")) } }
+                    td { (crate::backup::human_bytes(r.size)) }
+                    td { (format!("{:.1} s", r.duration_ms as f64 / 1000.0)) }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Backups", body))
 }
