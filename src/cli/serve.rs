@@ -408,6 +408,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
+    let (reload_tx, reload) = mpsc::channel(4);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics: crate::http::MetricsSource = {
         let (log, logins, reconciler) = (log.clone(), logins.clone(), reconciler.clone());
@@ -523,6 +524,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             queue: queue.clone(),
             wake: spool.committed.clone(),
             store: store.clone(),
+            plan: dry_run_plan(&spec_path, store.clone()),
+            reload: reload_tx.clone(),
         }),
     };
     if let Some(addr) = declared.http {
@@ -583,7 +586,6 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     std::fs::write(&state_path, serde_json::to_vec_pretty(&state)?)
         .context("writing serve.json")?;
 
-    let (reload_tx, reload) = mpsc::channel(4);
     tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
     tasks.spawn(crate::systemd::watchdog(shutdown.clone()));
     println!(
@@ -661,6 +663,22 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
     crate::http::Site {
         admins,
         first_boot_password,
+        api_tokens: spec
+            .admin
+            .api_tokens
+            .iter()
+            .filter_map(|(name, token)| match token.resolve(&loaded.base_dir) {
+                Ok(t) if t.expose().trim().len() >= 32 => Some((name.clone(), t.expose().trim().to_string())),
+                Ok(_) => {
+                    tracing::error!(token = %name, "API token left out: it needs at least 32 characters");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(token = %name, error = %e, "API token left out");
+                    None
+                }
+            })
+            .collect(),
         backups: spec.backups.as_ref().map(|b| {
             let target = crate::backup::TargetConfig::parse(
                 &b.target,
@@ -683,6 +701,57 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
         hostname,
         services,
     }
+}
+
+/// A dry run of a spec given as text, against the live store (DNS providers are not
+/// asked): for the API's and the admin's plan. Relative paths are read from the served
+/// spec's directory, so its secret files and data dir are the same.
+fn dry_run_plan(
+    spec_path: &Path,
+    store: Arc<dyn Store>,
+) -> Arc<dyn Fn(String) -> crate::http::api::PlanOutcome + Send + Sync> {
+    let base = spec_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Arc::new(move |text: String| {
+        let failed = |errors: Vec<String>| crate::http::api::PlanOutcome {
+            ok: false,
+            text: String::new(),
+            errors,
+            add: 0,
+            change: 0,
+            destroy: 0,
+        };
+        let loaded = match crate::spec::load_text("posted-spec.toml", text, &base) {
+            Ok(loaded) => loaded,
+            Err(errors) => return failed(errors.0),
+        };
+        let targets = crate::reconcile::Targets {
+            store: true,
+            dns: false,
+        };
+        match crate::reconcile::plan_targets(&loaded, Some(store.as_ref()), "posted spec", targets)
+        {
+            Ok(plan) => {
+                let s = plan.summary();
+                crate::http::api::PlanOutcome {
+                    ok: true,
+                    text: crate::reconcile::render::text(
+                        &plan,
+                        &crate::reconcile::render::Style { color: false },
+                    ),
+                    errors: Vec::new(),
+                    add: s.add,
+                    change: s.change,
+                    destroy: s.destroy,
+                }
+            }
+            Err(crate::reconcile::PlanError::Spec(errors)) => failed(errors.0),
+            Err(e) => failed(vec![e.to_string()]),
+        }
+    })
 }
 
 /// The web admin's password for "admin" until the spec declares an administrator: made

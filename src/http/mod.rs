@@ -2,6 +2,7 @@
 //! inside the https handshake), health checks, client autoconfiguration, MTA-STS.
 
 pub mod admin;
+pub mod api;
 mod wellknown;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Site {
     pub first_boot_password: Option<String>,
     /// The backup schedule and target, when backups are declared.
     pub backups: Option<(String, String)>,
+    /// API tokens: (name, token).
+    pub api_tokens: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,18 @@ fn router(state: AppState) -> Router {
         .route("/admin/queue/{id}/{action}", post(admin::queue_action))
         .route("/admin/logs", get(admin::errors))
         .route("/admin/backups", get(admin::backups))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/domains", get(api::domains))
+        .route("/api/v1/aliases", get(api::aliases))
+        .route("/api/v1/route", get(api::route))
+        .route("/api/v1/mailboxes", get(api::mailboxes))
+        .route("/api/v1/queue", get(api::queue))
+        .route("/api/v1/emails", get(api::emails))
+        .route("/api/v1/logs", get(api::logs))
+        .route("/api/v1/backups", get(api::backups))
+        .route("/api/v1/plan", post(api::plan))
+        .route("/api/v1/reconcile", post(api::reconcile))
         .with_state(state)
 }
 

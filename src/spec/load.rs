@@ -57,7 +57,15 @@ pub fn load(path: &Path) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
             .map_err(|e| SpecErrors::one(format!("{}: cannot read: {e}", file.display())))?;
         sources.push(Source { path: file, text });
     }
+    load_sources(sources, base_dir)
+}
 
+/// Loads a spec from texts already read (`name` is how errors locate them), with
+/// relative paths read from `base_dir`.
+pub fn load_sources(
+    sources: Vec<Source>,
+    base_dir: PathBuf,
+) -> Result<(LoadedSpec, Vec<SpecError>), SpecErrors> {
     // The common case, one valid file, deserializes straight from the text with
     // basic-toml, which keeps no span tree: a 100,000-alias spec peaks at ~90 MB of heap
     // instead of ~315 MB. Anything it refuses takes the path below, whose spans locate

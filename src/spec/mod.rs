@@ -8,7 +8,7 @@ pub mod secret;
 mod validate;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use load::LoadedSpec;
 pub use location::{Location, SpecPath};
@@ -94,7 +94,20 @@ impl std::error::Error for SpecErrors {}
 
 /// Loads and fully validates the spec at `path` (file or directory of *.toml).
 pub fn load(path: &Path) -> Result<LoadedSpec, SpecErrors> {
-    let (loaded, mut errors) = load::load(path)?;
+    checked(load::load(path)?)
+}
+
+/// Loads and checks a spec given as text (a spec pasted into the web admin), named
+/// `name` in its errors, with relative paths read from `base_dir`.
+pub fn load_text(name: &str, text: String, base_dir: &Path) -> Result<LoadedSpec, SpecErrors> {
+    let source = location::Source {
+        path: PathBuf::from(name),
+        text,
+    };
+    checked(load::load_sources(vec![source], base_dir.to_path_buf())?)
+}
+
+fn checked((loaded, mut errors): (LoadedSpec, Vec<SpecError>)) -> Result<LoadedSpec, SpecErrors> {
     // A key pruned for a structural error leaves its entity incomplete: semantic
     // complaints about that entity would only repeat the same mistake.
     let broken: Vec<SpecPath> = errors.iter().filter_map(|e| e.path.clone()).collect();

@@ -456,6 +456,10 @@ pub struct Admin {
     /// `password = { hash = "..." }`, made with `ferrymail passwd`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, AdminUser>,
+    /// Tokens for the JSON API (`Authorization: Bearer TOKEN`), by name: each a secret
+    /// reference to a random string of at least 32 characters (`openssl rand -hex 32`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_tokens: BTreeMap<String, SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

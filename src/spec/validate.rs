@@ -70,6 +70,9 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
         }
         v.password(&p.key("password"), &user.password);
     }
+    for (name, token) in &spec.admin.api_tokens {
+        v.secret(&SpecPath::keys(&["admin", "api_tokens", name]), token);
+    }
     if let Some(text) = &spec.mta_sts.max_age {
         let p = SpecPath::keys(&["mta_sts", "max_age"]);
         match humantime::parse_duration(text) {

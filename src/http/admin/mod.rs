@@ -1,7 +1,7 @@
 //! The web admin: server-rendered pages (no JavaScript needed) showing the reconciled
 //! state and the mail log; it never edits live state, the spec stays the only source.
 
-mod auth;
+pub(crate) mod auth;
 mod pages;
 
 use std::net::SocketAddr;
@@ -48,6 +48,10 @@ pub struct AdminState {
     /// Wakes the delivery workers after a retry.
     pub wake: Arc<tokio::sync::Notify>,
     pub store: Arc<dyn crate::store::Store>,
+    /// A dry-run plan of a spec's text (blocking).
+    pub plan: Arc<dyn Fn(String) -> crate::http::api::PlanOutcome + Send + Sync>,
+    /// Asks for a reconcile, as SIGHUP does.
+    pub reload: tokio::sync::mpsc::Sender<()>,
 }
 
 /// Set on requests that came over the https listener.

@@ -1,0 +1,198 @@
+//! The JSON API with curl and schemathesis: bearer tokens from the spec, the reconciled
+//! state as JSON, a dry-run plan of a posted spec, a reconcile trigger, and the OpenAPI
+//! document, which schemathesis fuzzes against the running server (no server errors, every
+//! answer as documented).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, swaks, wait_for};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef-test";
+
+fn api(http: u16, token: &str, args: &[&str], path: &str) -> (u16, serde_json::Value) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(args)
+        .arg(format!("http://127.0.0.1:{http}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())),
+    )
+}
+
+fn spec(mx: u16, http: u16, extra: &str) -> String {
+    format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+http = "127.0.0.1:{http}"
+
+[admin.api_tokens]
+ci = {{ env = "TEST_API_TOKEN" }}
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, quota = "1GiB" }}
+
+[domains."example.test".aliases.hello]
+forward = ["friend@elsewhere.test"]
+{extra}"#
+    )
+}
+
+#[test]
+fn the_api_answers_token_holders_as_its_openapi_document_says() {
+    let (mx, http) = (free_port(), free_port());
+    let w = Workspace::new(&spec(mx, http, ""));
+    let server = w.serve_with(http, &[], &[("TEST_API_TOKEN", TOKEN)]);
+
+    // No token, a wrong one: 401 with a JSON reason.
+    let (code, body) = api(http, "", &[], "/api/v1/status");
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+    assert_eq!(
+        api(
+            http,
+            "wrong-token-wrong-token-wrong-token",
+            &[],
+            "/api/v1/aliases"
+        )
+        .0,
+        401
+    );
+
+    let (code, status) = api(http, TOKEN, &[], "/api/v1/status");
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["hostname"], "mx.example.test");
+    assert_eq!(status["revision"], 1);
+    assert_eq!(status["last_reconcile"]["ok"], true);
+    let (_, aliases) = api(http, TOKEN, &[], "/api/v1/aliases?q=hello");
+    assert_eq!(aliases["total"], 1);
+    assert_eq!(aliases["aliases"][0]["forward"][0], "friend@elsewhere.test");
+    let (_, route) = api(
+        http,
+        TOKEN,
+        &[],
+        "/api/v1/route?address=hello%2Bnews%40example.test",
+    );
+    assert_eq!(route["found"], true);
+    assert_eq!(route["alias"], "hello@example.test");
+    assert_eq!(route["forward"][0], "friend+news@elsewhere.test");
+    let (_, mailboxes) = api(http, TOKEN, &[], "/api/v1/mailboxes");
+    assert_eq!(mailboxes[0]["account"], "me@example.test");
+    assert_eq!(mailboxes[0]["quota"], 1_073_741_824u64);
+
+    swaks(
+        mx,
+        &["--from", "alice@sender.test", "--to", "me@example.test"],
+    )
+    .ok();
+    assert!(wait_for(Duration::from_secs(10), || {
+        api(http, TOKEN, &[], "/api/v1/emails?event=accepted").1[0]["mail_from"]
+            == "alice@sender.test"
+    }));
+    let (code, _) = api(http, TOKEN, &[], "/api/v1/emails?limit=0");
+    assert_eq!(code, 400);
+
+    // A dry-run plan of a changed spec: what it would do, and nothing is applied.
+    let changed = format!(
+        "{}{}",
+        common::header(),
+        spec(
+            mx,
+            http,
+            "\n[domains.\"example.test\".aliases.new]\nforward = [\"x@elsewhere.test\"]\n"
+        )
+    );
+    let (code, plan) = api(
+        http,
+        TOKEN,
+        &["-H", "Content-Type: text/plain", "--data-binary", &changed],
+        "/api/v1/plan",
+    );
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(plan["ok"], true, "{plan}");
+    assert_eq!(plan["add"], 1, "{plan}");
+    assert!(
+        plan["text"]
+            .as_str()
+            .unwrap()
+            .contains("+ alias new@example.test"),
+        "{plan}"
+    );
+    let (_, broken) = api(
+        http,
+        TOKEN,
+        &[
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "[server]\nhostnam = \"x\"\n",
+        ],
+        "/api/v1/plan",
+    );
+    assert_eq!(broken["ok"], false);
+    assert!(
+        broken["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("posted-spec.toml:2:1"),
+        "{broken}"
+    );
+    assert_eq!(
+        api(http, TOKEN, &[], "/api/v1/status").1["revision"],
+        1,
+        "nothing applied"
+    );
+
+    // A reconcile asked for through the API applies the spec on disk.
+    std::fs::write(&w.spec, &changed).unwrap();
+    let (code, _) = api(http, TOKEN, &["-X", "POST"], "/api/v1/reconcile");
+    assert_eq!(code, 202);
+    assert!(
+        wait_for(Duration::from_secs(20), || api(
+            http,
+            TOKEN,
+            &[],
+            "/api/v1/status"
+        )
+        .1["revision"]
+            == 2),
+        "{}",
+        server.log_text()
+    );
+
+    // schemathesis fuzzes every operation against the document.
+    let out = Command::new("schemathesis")
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{http}/api/v1/openapi.json"),
+        ])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--checks", "all", "-n", "40", "--no-color"])
+        .output()
+        .expect("schemathesis (scripts/test installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("11 selected / 11 total") && report.contains(" passed"),
+        "{report}"
+    );
+    assert!(!report.contains("Unresolvable references"), "{report}");
+}
