@@ -37,18 +37,26 @@ fn error(status: StatusCode, message: &str) -> Response {
     response
 }
 
+/// A request the API turns down, answered as `ApiError` JSON.
+pub struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, &self.0)
+    }
+}
+
 /// A query's parameters, or the JSON error a client can read when they do not parse.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
-    q.map(|Query(t)| t)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, BadRequest> {
+    q.map(|Query(t)| t).map_err(|e| BadRequest(e.body_text()))
 }
 
 /// `limit`, checked: 1–1000, 100 when not given.
-fn limit(given: Option<usize>) -> Result<usize, Response> {
+fn limit(given: Option<usize>) -> Result<usize, BadRequest> {
     match given {
         None => Ok(100),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(error(StatusCode::BAD_REQUEST, "limit is 1 to 1000")),
+        Some(_) => Err(BadRequest("limit is 1 to 1000".into())),
     }
 }
 
@@ -231,11 +239,11 @@ pub async fn aliases(
 ) -> Response {
     let query = match query(q) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let limit = match limit(query.limit) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let snapshot = state.snapshot.get();
     let needle = query.q.trim().to_lowercase();
@@ -298,7 +306,7 @@ pub async fn route(
 ) -> Response {
     let query = match query(q) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let snapshot = state.snapshot.get();
     match snapshot.resolve(&query.address) {
@@ -476,12 +484,12 @@ pub async fn emails(
 ) -> Response {
     let query = match query(q) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let event = query.event.map(EventName::event);
     let limit = match limit(query.limit) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let log = state.admin.log.clone();
     let text = query.q.trim().to_string();
