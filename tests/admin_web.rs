@@ -387,3 +387,98 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
     let limited = guesser.login("ops", "quickstart");
     assert_eq!(limited.status, 429, "{}", limited.body);
 }
+
+#[test]
+fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
+    let (mx, http, https) = (free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, http, https, ""));
+    let server = w.serve(https);
+    swaks(
+        mx,
+        &["--from", "alice@sender.test", "--to", "me@example.test"],
+    )
+    .ok();
+    swaks(
+        mx,
+        &["--from", "bob@sender.test", "--to", "me@example.test"],
+    )
+    .ok();
+    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
+    let shots = std::env::var_os("FERRYMAIL_SCREENSHOTS")
+        .map_or_else(|| w.path().join("screenshots"), std::path::PathBuf::from);
+    std::fs::create_dir_all(&shots).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/peers/admin_browser.js"))
+        .arg(format!("https://127.0.0.1:{https}"))
+        .arg(password.trim())
+        .arg(&shots)
+        .env("NODE_PATH", root.join("target/node/node_modules"))
+        .output()
+        .expect("node (scripts/test installs playwright-core and chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "start: /admin/login",
+            "wrong password: Wrong name or password.",
+            "logged in: /admin",
+            "logged out: /admin/login",
+            "after logout: /admin/login",
+        ],
+        "{report}"
+    );
+    assert_eq!(report["cookie"]["httpOnly"], true, "{report}");
+    assert_eq!(report["cookie"]["secure"], true, "{report}");
+    assert_eq!(report["cookie"]["sameSite"], "Strict", "{report}");
+    for (name, heading) in [
+        ("overview", "Overview"),
+        ("aliases", "Aliases"),
+        ("emails", "Mail log"),
+        ("queue", "Queue"),
+        ("backups", "Backups"),
+        ("logs", "Errors"),
+    ] {
+        assert_eq!(report["pages"][name]["heading"], heading, "{report}");
+        // Readable on a phone: nothing wider than its 390 px.
+        assert!(
+            report["pages"][name]["width"].as_u64().unwrap() <= 390,
+            "{name}: {report}"
+        );
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 2000,
+            "{name}.png"
+        );
+    }
+    assert_eq!(
+        report["route"],
+        "hello+news@example.test matches alias hello@example.test (tag +news): forwarded to friend+news@elsewhere.test"
+    );
+    let log = report["log_text"].as_str().unwrap();
+    assert!(
+        log.contains("alice@sender.test") && !log.contains("bob@sender.test"),
+        "{log}"
+    );
+    assert_eq!(report["mailbox_user"]["landed"], "/admin/me", "{report}");
+    assert!(
+        report["mailbox_user"]["usage"]
+            .as_str()
+            .unwrap()
+            .contains("used of 1.0 GiB")
+    );
+    assert_eq!(report["mailbox_user"]["admin_status"], 403);
+}

@@ -24,6 +24,12 @@ td,th{border-bottom:1px solid #e3e6ea;padding:.35em .5em;text-align:left;vertica
 input,select,button{font:inherit;padding:.3em .5em}
 form.search{display:flex;flex-wrap:wrap;gap:.5em;margin:.5em 0 1em}
 .card{background:#fff;padding:1em;margin-bottom:1em;border-radius:6px}
+@media (max-width:40em){
+table.rows tr:first-child{display:none}
+table.rows tr{display:block;border-bottom:1px solid #e3e6ea;padding:.4em 0;background:#fff}
+table.rows td{display:block;border:0;padding:.1em .5em}
+table.rows td[data-label]::before{content:attr(data-label) \": \";color:#6b7280}
+}
 ";
 
 /// The frame of every page for a logged-in viewer.
@@ -283,13 +289,16 @@ pub async fn emails(
             button type="submit" { "Search" }
         }
         p.muted { (entries.len()) " records" @if entries.len() == ROWS { " (the newest " (ROWS) ")" } "." }
-        table {
+        table.rows {
             tr { th { "When" } th { "Event" } th { "From" } th { "To" } th { "Client" } th { "Detail" } }
             @for e in &entries {
                 tr {
-                    td { (crate::backup::rfc3339(e.at)) }
-                    td class=(if matches!(e.event, Event::Rejected | Event::Bounced) { "bad" } else { "" }) { (e.event.as_str()) }
-                    td { (e.mail_from) } td { (e.rcpt) } td { (e.remote_ip) } td { (e.detail) }
+                    td data-label="When" { (crate::backup::rfc3339(e.at)) }
+                    td data-label="Event" class=(if matches!(e.event, Event::Rejected | Event::Bounced) { "bad" } else { "" }) { (e.event.as_str()) }
+                    td data-label="From" { (e.mail_from) }
+                    td data-label="To" { (e.rcpt) }
+                    td data-label="Client" { (e.remote_ip) }
+                    @if !e.detail.is_empty() { td data-label="Detail" { (e.detail) } } @else { td {} }
                 }
             }
         }
@@ -344,13 +353,16 @@ pub async fn queue(State(state): State<AppState>, AdminViewer(viewer): AdminView
     let csrf = viewer.session.csrf.clone();
     let body = html! {
         p.muted { (entries.len()) " deliveries waiting" @if entries.len() == ROWS { " (the first " (ROWS) ")" } "." }
-        table {
+        table.rows {
             tr { th { "#" } th { "From" } th { "To" } th { "Tries" } th { "Next try" } th { "Last error" } th {} }
             @for e in &entries {
                 tr {
-                    td { (e.id) } td { (e.mail_from) } td { (e.target) } td { (e.attempts) }
-                    td { (crate::backup::rfc3339(e.next_attempt_at)) }
-                    td.bad { (e.last_error.as_deref().unwrap_or("")) }
+                    td data-label="#" { (e.id) }
+                    td data-label="From" { (e.mail_from) }
+                    td data-label="To" { (e.target) }
+                    td data-label="Tries" { (e.attempts) }
+                    td data-label="Next try" { (crate::backup::rfc3339(e.next_attempt_at)) }
+                    td.bad data-label="Last error" { (e.last_error.as_deref().unwrap_or("")) }
                     td {
                         form method="post" action={ "/admin/queue/" (e.id) "/retry" } {
                             input type="hidden" name="csrf" value=(csrf);
