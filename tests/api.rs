@@ -176,6 +176,8 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
 
     // schemathesis fuzzes every operation against the document.
     let out = Command::new("schemathesis")
+        // It keeps a cache in its working directory: the workspace, not the repository.
+        .current_dir(w.path())
         .args([
             "run",
             &format!("http://127.0.0.1:{http}/api/v1/openapi.json"),
