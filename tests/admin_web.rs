@@ -39,6 +39,16 @@ fn curl(jar: &Path, args: &[&str]) -> Response {
     }
 }
 
+/// A form value, percent-encoded.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The value of the first hidden csrf field in a page.
 fn csrf(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
@@ -303,6 +313,62 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         server.log_text()
     );
     std::fs::write(&w.spec, good_spec).unwrap();
+    // Every mailbox with its quota; a pasted spec planned, nothing applied.
+    let boxes = admin.get("/admin/mailboxes").body;
+    assert!(
+        boxes.contains("me@example.test")
+            && boxes.contains("other@example.test")
+            && boxes.contains("1.0 GiB"),
+        "{boxes}"
+    );
+    let form = admin.get("/admin/plan").body;
+    let pasted = format!(
+        "{}{}\n[domains.\"example.test\".aliases.sales]\nforward = [\"x@elsewhere.test\"]\n",
+        common::header(),
+        spec(mx, http, https, "")
+    );
+    let encoded: String = url_encode(&pasted);
+    assert_eq!(
+        admin
+            .post("/admin/plan", &format!("csrf=guess&spec={encoded}"))
+            .status,
+        403
+    );
+    let planned = admin.post(
+        "/admin/plan",
+        &format!("csrf={}&spec={encoded}", csrf(&form)),
+    );
+    assert_eq!(planned.status, 200);
+    assert!(
+        planned.body.contains("+ alias sales@example.test"),
+        "{}",
+        planned.body
+    );
+    assert!(
+        planned
+            .body
+            .contains("Plan: 1 to add, 0 to change, 0 to destroy."),
+        "{}",
+        planned.body
+    );
+    assert!(
+        !admin
+            .get("/admin/aliases?q=sales")
+            .body
+            .contains("sales@example.test"),
+        "nothing applied"
+    );
+    let broken = admin.post(
+        "/admin/plan",
+        &format!("csrf={}&spec=%5Bserver%5D%0Ahostnam%3D1", csrf(&form)),
+    );
+    assert!(
+        broken.body.contains("The spec is not valid")
+            && broken.body.contains("posted-spec.toml:2:1"),
+        "{}",
+        broken.body
+    );
+
     // No backups declared: the page says so.
     assert!(
         admin
@@ -342,6 +408,8 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "/admin/queue",
         "/admin/logs",
         "/admin/backups",
+        "/admin/mailboxes",
+        "/admin/plan",
     ] {
         let page = me.get(path);
         assert_eq!(page.status, 403, "{path}");
@@ -451,6 +519,8 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
         ("queue", "Queue"),
         ("backups", "Backups"),
         ("logs", "Errors"),
+        ("mailboxes", "Mailboxes"),
+        ("plan", "Plan a spec"),
     ] {
         assert_eq!(report["pages"][name]["heading"], heading, "{report}");
         // Readable on a phone: nothing wider than its 390 px.

@@ -110,6 +110,8 @@ fn router(state: AppState) -> Router {
         .route("/admin/queue/{id}/{action}", post(admin::queue_action))
         .route("/admin/logs", get(admin::errors))
         .route("/admin/backups", get(admin::backups))
+        .route("/admin/mailboxes", get(admin::mailboxes))
+        .route("/admin/plan", get(admin::plan_form).post(admin::plan))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/domains", get(api::domains))

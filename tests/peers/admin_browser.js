@@ -39,6 +39,8 @@ const [base, password, outDir] = process.argv.slice(2);
       ['queue', '/admin/queue'],
       ['backups', '/admin/backups'],
       ['logs', '/admin/logs'],
+      ['mailboxes', '/admin/mailboxes'],
+      ['plan', '/admin/plan'],
     ]) {
       await page.goto(`${base}${path}`);
       const heading = (await page.textContent('h1')).trim();

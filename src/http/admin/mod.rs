@@ -291,4 +291,6 @@ pub async fn logout(
     )
 }
 
-pub use pages::{aliases, backups, emails, errors, me, overview, queue, queue_action};
+pub use pages::{
+    aliases, backups, emails, errors, mailboxes, me, overview, plan, plan_form, queue, queue_action,
+};

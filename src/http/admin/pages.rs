@@ -53,6 +53,8 @@ pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                         a href="/admin/queue" { "Queue" }
                         a href="/admin/backups" { "Backups" }
                         a href="/admin/logs" { "Errors" }
+                        a href="/admin/mailboxes" { "Mailboxes" }
+                        a href="/admin/plan" { "Plan" }
                     } @else {
                         a href="/admin/me" { "My mailbox" }
                     }
@@ -470,4 +472,119 @@ pub async fn backups(State(state): State<AppState>, AdminViewer(viewer): AdminVi
         }
     };
     respond(page(&viewer, "Backups", body))
+}
+
+#[derive(serde::Deserialize)]
+pub struct PlanForm {
+    csrf: String,
+    spec: String,
+}
+
+fn plan_page(
+    viewer: &Viewer,
+    spec: &str,
+    outcome: Option<&crate::http::api::PlanOutcome>,
+) -> Markup {
+    let body = html! {
+        p.muted { "Paste a spec to see what applying it would change. Nothing is applied: the spec in "
+            "its repository stays the only way to change the server. DNS providers are not asked." }
+        form method="post" action="/admin/plan" {
+            input type="hidden" name="csrf" value=(viewer.session.csrf);
+            textarea name="spec" rows="16" style="width:100%;font-family:monospace" { (spec) }
+            p { button type="submit" { "Show the plan" } }
+        }
+        @if let Some(o) = outcome {
+            @if o.ok {
+                pre.card #plan { (o.text) }
+            } @else {
+                div.card.bad #plan { p { "The spec is not valid:" } ul { @for e in &o.errors { li { (e) } } } }
+            }
+        }
+    };
+    page(viewer, "Plan a spec", body)
+}
+
+/// `GET /admin/plan`: a form to paste a spec into.
+pub async fn plan_form(AdminViewer(viewer): AdminViewer) -> Response {
+    respond(plan_page(&viewer, "", None))
+}
+
+/// `POST /admin/plan`: the dry-run plan of the pasted spec.
+pub async fn plan(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Form(form): Form<PlanForm>,
+) -> Response {
+    if !auth::same(&viewer.session.csrf, &form.csrf) {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token\n",
+        )
+            .into_response();
+    }
+    let plan = state.admin.plan.clone();
+    let text = form.spec.clone();
+    let Ok(outcome) = tokio::task::spawn_blocking(move || plan(text)).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    respond(plan_page(&viewer, &form.spec, Some(&outcome)))
+}
+
+/// Mailboxes whose usage is read per page view; past this, usage is left out.
+const USAGE_READS: usize = 200;
+
+/// `GET /admin/mailboxes`: every account, its quota and (for the first 200) its usage.
+pub async fn mailboxes(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+) -> Response {
+    let snapshot = state.snapshot.get();
+    let mut accounts: Vec<(String, Option<u64>)> = snapshot
+        .accounts
+        .iter()
+        .map(|(a, r)| (a.clone(), r.quota))
+        .collect();
+    accounts.sort();
+    let boxes = state.admin.mailboxes.clone();
+    let names: Vec<String> = accounts
+        .iter()
+        .take(USAGE_READS)
+        .map(|(a, _)| a.clone())
+        .collect();
+    let used: Vec<Option<u64>> = tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|a| {
+                if boxes.exists(a) {
+                    boxes.open(a).and_then(|m| m.quota_used()).ok()
+                } else {
+                    Some(0)
+                }
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    let body = html! {
+        p.muted { (accounts.len()) " mailboxes" @if accounts.len() > USAGE_READS { "; usage read for the first " (USAGE_READS) } "." }
+        table.rows {
+            tr { th { "Account" } th { "Used" } th { "Quota" } }
+            @for (i, (account, quota)) in accounts.iter().enumerate() {
+                tr {
+                    td data-label="Account" { (account) }
+                    td data-label="Used" {
+                        @match used.get(i).copied().flatten() {
+                            Some(u) => {
+                                (crate::backup::human_bytes(u))
+                                @if let Some(q) = quota { " (" (u * 100 / (*q).max(1)) "%)" }
+                            }
+                            None => span.muted { "—" },
+                        }
+                    }
+                    td data-label="Quota" { (quota.map(crate::backup::human_bytes).unwrap_or_else(|| "none".into())) }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Mailboxes", body))
 }
