@@ -410,6 +410,7 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "/admin/backups",
         "/admin/mailboxes",
         "/admin/plan",
+        "/admin/domains",
     ] {
         let page = me.get(path);
         assert_eq!(page.status, 403, "{path}");
@@ -521,6 +522,7 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
         ("logs", "Errors"),
         ("mailboxes", "Mailboxes"),
         ("plan", "Plan a spec"),
+        ("domains", "Domains"),
     ] {
         assert_eq!(report["pages"][name]["heading"], heading, "{report}");
         // Readable on a phone: nothing wider than its 390 px.
@@ -551,4 +553,54 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
             .contains("used of 1.0 GiB")
     );
     assert_eq!(report["mailbox_user"]["admin_status"], 403);
+}
+
+#[test]
+fn the_domains_page_checks_each_record_live() {
+    let (mx, http, https) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    // The zone as it stands: the MX is right, the SPF record is someone else's, the
+    // rest is missing.
+    let (_dns, dns) = common::knot(
+        w.path(),
+        &[(
+            "example.test",
+            &common::zone(
+                "example.test",
+                "@ 3600 IN MX 10 mx.example.test.\n@ 3600 IN TXT \"v=spf1 include:elsewhere.test ~all\"\n",
+            ),
+        )],
+    );
+    w.write_spec(&format!(
+        "{}\n[dns]\nresolver = \"127.0.0.1:{dns}\"\n",
+        spec(mx, http, https, "")
+    ));
+    let _server = w.serve(https);
+    let admin = Browser::new(w.path(), "admin", https);
+    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
+    assert_eq!(admin.login("admin", password.trim()).status, 303);
+    let page = admin.get("/admin/domains").body;
+    let row = |name: &str, kind: &str| -> String {
+        let at = page
+            .find(&format!(
+                "<td data-label=\"Name\">{name}</td><td data-label=\"Type\">{kind}</td>"
+            ))
+            .unwrap_or_else(|| panic!("{name} {kind} in:\n{page}"));
+        page[at..].split("</tr>").next().unwrap().to_string()
+    };
+    assert!(
+        row("example.test", "MX").contains("✓ published"),
+        "{}",
+        row("example.test", "MX")
+    );
+    let spf = row("example.test", "TXT");
+    assert!(
+        spf.contains("✗ wrong: v=spf1 include:elsewhere.test ~all"),
+        "{spf}"
+    );
+    assert!(row("_dmarc.example.test", "TXT").contains("✗ missing"));
+    assert!(
+        page.contains("ferrymail._domainkey.example.test. 3600 IN TXT"),
+        "the zone lines, DKIM key included"
+    );
 }

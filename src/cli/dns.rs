@@ -90,6 +90,25 @@ fn forget(spec: &Path, provider: &str, zone: Option<&str>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// The DKIM keys of `domain` as published: from the snapshot's key list and the store.
+pub(super) fn dkim_keys(
+    store: &dyn crate::store::Store,
+    snapshot: &crate::snapshot::Snapshot,
+    domain: &str,
+) -> anyhow::Result<Vec<DkimKey>> {
+    let mut keys = Vec::new();
+    for k in snapshot.dkim_keys.get(domain).into_iter().flatten() {
+        if let Some(public) = store.dkim_public_key(&dkim_key_id(&k.selector, domain))? {
+            keys.push(DkimKey {
+                selector: k.selector.clone(),
+                algorithm: k.algorithm.clone(),
+                public,
+            });
+        }
+    }
+    Ok(keys)
+}
+
 /// Every domain's desired records (or one domain's): as zone-file text, and as data.
 pub(super) fn desired(
     loaded: &crate::spec::LoadedSpec,
@@ -116,18 +135,10 @@ pub(super) fn desired(
             continue;
         }
         found = true;
-        let mut keys = Vec::new();
-        if let (Some(store), Some(snapshot)) = (&store, &snapshot) {
-            for k in snapshot.dkim_keys.get(&name).into_iter().flatten() {
-                if let Some(public) = store.dkim_public_key(&dkim_key_id(&k.selector, &name))? {
-                    keys.push(DkimKey {
-                        selector: k.selector.clone(),
-                        algorithm: k.algorithm.clone(),
-                        public,
-                    });
-                }
-            }
-        }
+        let keys = match (&store, &snapshot) {
+            (Some(store), Some(snapshot)) => dkim_keys(store, snapshot, &name)?,
+            _ => Vec::new(),
+        };
         let list = records::for_domain(&loaded.spec, &name, &keys);
         text.push_str(&format!("; {name}\n"));
         if keys.is_empty() {

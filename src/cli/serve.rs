@@ -150,13 +150,16 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         },
     ));
     // What the http side says about the server (autoconfig, MTA-STS), likewise.
-    let site = Arc::new(arc_swap::ArcSwap::from_pointee(http_site(&loaded)));
+    let site = Arc::new(arc_swap::ArcSwap::from_pointee(http_site(
+        &loaded,
+        store.as_ref(),
+    )));
     let after_apply: crate::reconcile::watch::AfterApply = {
         let acme = acme.clone();
         let backups = backups.clone();
-        let site = site.clone();
+        let (site, store) = (site.clone(), store.clone());
         Box::new(move |loaded: &crate::spec::LoadedSpec| {
-            site.store(Arc::new(http_site(loaded)));
+            site.store(Arc::new(http_site(loaded, store.as_ref())));
             if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                 match acme_settings(loaded, acme) {
                     Ok(settings) => swap.store(Arc::new(settings)),
@@ -526,6 +529,8 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             store: store.clone(),
             plan: dry_run_plan(&spec_path, store.clone()),
             reload: reload_tx.clone(),
+            resolver: resolver.clone(),
+            dns_checks: Default::default(),
         }),
     };
     if let Some(addr) = declared.http {
@@ -614,7 +619,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
 
 /// What the http side tells clients: the hostname, the mail services on offer (by the
 /// port each listener binds), and the MTA-STS policy when https serves one.
-fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
+fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
     use crate::http::{Security, Service, ServiceKind};
     let spec = &loaded.spec;
     let l = &spec.listeners;
@@ -660,9 +665,25 @@ fn http_site(loaded: &LoadedSpec) -> crate::http::Site {
     } else {
         None
     };
+    // The records each domain needs, with its DKIM keys as the store has them now.
+    let snapshot = crate::snapshot::Snapshot::load(store).ok();
+    let records = spec
+        .domains
+        .keys()
+        .filter_map(|name| crate::address::normalize_domain(name).ok())
+        .map(|name| {
+            let keys = snapshot
+                .as_ref()
+                .and_then(|s| super::dns::dkim_keys(store, s, &name).ok())
+                .unwrap_or_default();
+            let list = crate::dns::records::for_domain(spec, &name, &keys);
+            (name, list)
+        })
+        .collect();
     crate::http::Site {
         admins,
         first_boot_password,
+        records,
         api_tokens: spec
             .admin
             .api_tokens

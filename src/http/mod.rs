@@ -43,6 +43,8 @@ pub struct Site {
     pub backups: Option<(String, String)>,
     /// API tokens: (name, token).
     pub api_tokens: Vec<(String, String)>,
+    /// The DNS records each domain needs.
+    pub records: Vec<(String, Vec<crate::dns::records::Record>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,7 @@ fn router(state: AppState) -> Router {
         .route("/admin/logs", get(admin::errors))
         .route("/admin/backups", get(admin::backups))
         .route("/admin/mailboxes", get(admin::mailboxes))
+        .route("/admin/domains", get(admin::domains))
         .route("/admin/plan", get(admin::plan_form).post(admin::plan))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/status", get(api::status))

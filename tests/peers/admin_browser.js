@@ -41,6 +41,7 @@ const [base, password, outDir] = process.argv.slice(2);
       ['logs', '/admin/logs'],
       ['mailboxes', '/admin/mailboxes'],
       ['plan', '/admin/plan'],
+      ['domains', '/admin/domains'],
     ]) {
       await page.goto(`${base}${path}`);
       const heading = (await page.textContent('h1')).trim();

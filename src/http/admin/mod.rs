@@ -52,6 +52,12 @@ pub struct AdminState {
     pub plan: Arc<dyn Fn(String) -> crate::http::api::PlanOutcome + Send + Sync>,
     /// Asks for a reconcile, as SIGHUP does.
     pub reload: tokio::sync::mpsc::Sender<()>,
+    /// Looks the domains' records up for the domains page (None: no DNS here).
+    pub resolver: Option<hickory_resolver::TokioResolver>,
+    /// Recent live checks, by zone line: a page view does not query DNS every time.
+    pub dns_checks: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, crate::dns::check::Verdict)>,
+    >,
 }
 
 /// Set on requests that came over the https listener.
@@ -292,5 +298,6 @@ pub async fn logout(
 }
 
 pub use pages::{
-    aliases, backups, emails, errors, mailboxes, me, overview, plan, plan_form, queue, queue_action,
+    aliases, backups, domains, emails, errors, mailboxes, me, overview, plan, plan_form, queue,
+    queue_action,
 };

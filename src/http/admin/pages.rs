@@ -48,6 +48,7 @@ pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                     strong { "ferrymail" }
                     @if viewer.session.role == Role::Admin {
                         a href="/admin" { "Overview" }
+                        a href="/admin/domains" { "Domains" }
                         a href="/admin/aliases" { "Aliases" }
                         a href="/admin/emails" { "Mail log" }
                         a href="/admin/queue" { "Queue" }
@@ -587,4 +588,77 @@ pub async fn mailboxes(
         }
     };
     respond(page(&viewer, "Mailboxes", body))
+}
+
+/// A live check is reused this long before DNS is asked again.
+const CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `GET /admin/domains`: each domain's required records, green when DNS serves them
+/// (checked live, at most once a minute), red otherwise, with the zone lines to copy.
+pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
+    use crate::dns::check::Verdict;
+    let site = state.site.load_full();
+    let mut verdicts: Vec<Vec<Option<Verdict>>> = Vec::new();
+    for (_, records) in &site.records {
+        let lookups = records.iter().map(|record| {
+            let state = state.clone();
+            async move {
+                let key = record.zone_line();
+                let cached = state
+                    .admin
+                    .dns_checks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .filter(|(at, _)| at.elapsed() < CHECK_FOR)
+                    .map(|(_, v)| v.clone());
+                if cached.is_some() {
+                    return cached;
+                }
+                let resolver = state.admin.resolver.as_ref()?;
+                let verdict = tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    crate::dns::check::check(resolver, record),
+                )
+                .await
+                .ok()?;
+                state
+                    .admin
+                    .dns_checks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, (std::time::Instant::now(), verdict.clone()));
+                Some(verdict)
+            }
+        });
+        verdicts.push(futures_util::future::join_all(lookups).await);
+    }
+    let body = html! {
+        p.muted { "Each record as DNS serves it now (checked at most once a minute). "
+            "Records published by a DNS provider are kept right by the reconciler; the others are yours to set." }
+        @for ((domain, records), checks) in site.records.iter().zip(&verdicts) {
+            h2 { (domain) }
+            table.rows {
+                tr { th { "Name" } th { "Type" } th { "Value" } th { "Live" } }
+                @for (record, verdict) in records.iter().zip(checks) {
+                    tr {
+                        td data-label="Name" { (record.name) }
+                        td data-label="Type" { (record.kind.to_string()) }
+                        td data-label="Value" { code { (record.data) } }
+                        @match verdict {
+                            Some(Verdict::Ok) => td.ok data-label="Live" { "✓ published" },
+                            Some(Verdict::Missing) => td.bad data-label="Live" { "✗ missing" },
+                            Some(Verdict::Wrong(found)) => td.bad data-label="Live" { "✗ wrong: " (found.join(" | ")) },
+                            None => td.muted data-label="Live" { "not checked (no DNS answer)" },
+                        }
+                    }
+                }
+            }
+            details {
+                summary { "Zone-file lines" }
+                pre.card { @for record in records { (record.zone_line()) "\n" } }
+            }
+        }
+    };
+    respond(page(&viewer, "Domains", body))
 }
