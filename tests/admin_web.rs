@@ -201,6 +201,19 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         overview.body
     );
     assert!(overview.body.contains("applied"));
+    // ...with the plan that reconcile applied.
+    assert!(
+        overview.body.contains("+ alias hello@example.test"),
+        "{}",
+        overview.body
+    );
+    let certs = admin.get("/admin/certificates").body;
+    assert!(
+        certs.contains("mx.example.test")
+            && certs.contains("self-signed")
+            && certs.contains(" days)"),
+        "{certs}"
+    );
     assert!(
         overview.headers.contains("x-frame-options: DENY"),
         "{}",
@@ -411,6 +424,7 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "/admin/mailboxes",
         "/admin/plan",
         "/admin/domains",
+        "/admin/certificates",
     ] {
         let page = me.get(path);
         assert_eq!(page.status, 403, "{path}");
@@ -523,6 +537,7 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
         ("mailboxes", "Mailboxes"),
         ("plan", "Plan a spec"),
         ("domains", "Domains"),
+        ("certificates", "Certificates"),
     ] {
         assert_eq!(report["pages"][name]["heading"], heading, "{report}");
         // Readable on a phone: nothing wider than its 390 px.

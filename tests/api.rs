@@ -78,6 +78,16 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
     assert_eq!(status["hostname"], "mx.example.test");
     assert_eq!(status["revision"], 1);
     assert_eq!(status["last_reconcile"]["ok"], true);
+    assert!(
+        status["last_reconcile"]["plan"]
+            .as_str()
+            .unwrap()
+            .contains("+ alias hello@example.test"),
+        "{status}"
+    );
+    let (_, certs) = api(http, TOKEN, &[], "/api/v1/certificates");
+    assert_eq!(certs[0]["names"][0], "mx.example.test", "{certs}");
+    assert_eq!(certs[0]["source"], "self-signed");
     let (_, aliases) = api(http, TOKEN, &[], "/api/v1/aliases?q=hello");
     assert_eq!(aliases["total"], 1);
     assert_eq!(aliases["aliases"][0]["forward"][0], "friend@elsewhere.test");
@@ -193,7 +203,7 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("11 selected / 11 total") && report.contains(" passed"),
+        report.contains("12 selected / 12 total") && report.contains(" passed"),
         "{report}"
     );
     assert!(!report.contains("Unresolvable references"), "{report}");

@@ -496,18 +496,9 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
                     )
                 }),
                 dns_problems: status.dns_problems.clone(),
+                plan: status.plan.clone(),
                 queue_deliveries: queue.pending().unwrap_or(0),
-                certificates: certificates
-                    .served()
-                    .into_iter()
-                    .map(|c| {
-                        (
-                            c.names.join(", "),
-                            c.source,
-                            crate::backup::rfc3339(c.not_after),
-                        )
-                    })
-                    .collect(),
+                certificates: certificates.served(),
             }
         })
     };

@@ -126,6 +126,8 @@ pub struct Reconcile {
     pub ok: bool,
     pub summary: String,
     pub errors: Vec<String>,
+    /// The plan it applied, as `ferrymail plan` prints it.
+    pub plan: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -157,6 +159,7 @@ pub async fn status(State(state): State<AppState>, _client: ApiClient) -> Respon
             ok,
             summary,
             errors,
+            plan: o.plan.clone(),
         }),
         dns_problems: o.dns_problems,
         listeners: o
@@ -166,6 +169,46 @@ pub async fn status(State(state): State<AppState>, _client: ApiClient) -> Respon
             .collect(),
         queue_deliveries: o.queue_deliveries,
     })
+    .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Certificate {
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// self-signed | files | acme
+    pub source: String,
+    /// SHA-256 of the certificate (DER), hex.
+    pub sha256: String,
+}
+
+/// Every certificate served.
+#[utoipa::path(get, path = "/api/v1/certificates", security(("token" = [])),
+    responses((status = 200, body = Vec<Certificate>), (status = 401, body = ApiError), (status = 500, body = ApiError)))]
+pub async fn certificates(State(state): State<AppState>, _client: ApiClient) -> Response {
+    let source = state.admin.overview.clone();
+    let Ok(o) = tokio::task::spawn_blocking(move || source()).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the certificates could not be read",
+        );
+    };
+    Json(
+        o.certificates
+            .into_iter()
+            .map(|c| Certificate {
+                names: c.names,
+                issuer: c.issuer,
+                not_before: c.not_before,
+                not_after: c.not_after,
+                source: c.source,
+                sha256: c.sha256,
+            })
+            .collect::<Vec<_>>(),
+    )
     .into_response()
 }
 
@@ -664,7 +707,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ferrymail API", description = "Read the reconciled state of a ferrymail server; plan a spec; trigger a reconcile."),
-    paths(status, domains, aliases, route, mailboxes, queue, emails, logs, backups, plan, reconcile),
+    paths(status, certificates, domains, aliases, route, mailboxes, queue, emails, logs, backups, plan, reconcile),
     components(schemas(EventName)),
     modifiers(&BearerAuth)
 )]

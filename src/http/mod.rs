@@ -114,6 +114,8 @@ fn router(state: AppState) -> Router {
         .route("/admin/backups", get(admin::backups))
         .route("/admin/mailboxes", get(admin::mailboxes))
         .route("/admin/domains", get(admin::domains))
+        .route("/admin/certificates", get(admin::certificates))
+        .route("/api/v1/certificates", get(api::certificates))
         .route("/admin/plan", get(admin::plan_form).post(admin::plan))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/status", get(api::status))

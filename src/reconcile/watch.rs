@@ -34,6 +34,9 @@ pub struct ReconcileStatus {
     /// Why DNS records could not be published (the store was applied regardless).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_problems: Vec<String>,
+    /// The plan this reconcile applied, as `ferrymail plan` prints it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan: String,
 }
 
 pub struct Reconciler {
@@ -95,6 +98,7 @@ impl Reconciler {
                 dns_problems.extend(applied.held_back.iter().map(|id| {
                     format!("DKIM key {id} not changed until its record can be published")
                 }));
+                let text = super::render::text(&p, &super::render::Style { color: false });
                 Ok((
                     revision,
                     format!(
@@ -103,6 +107,7 @@ impl Reconciler {
                     ),
                     dns_problems,
                     source,
+                    text,
                 ))
             });
         self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -111,7 +116,7 @@ impl Reconciler {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let status = match outcome {
-            Ok((revision, summary, dns_problems, source)) => {
+            Ok((revision, summary, dns_problems, source, plan)) => {
                 tracing::info!(revision, %summary, "spec reconciled");
                 for problem in &dns_problems {
                     tracing::error!("DNS not applied: {problem}");
@@ -124,6 +129,7 @@ impl Reconciler {
                     errors: Vec::new(),
                     dns_problems,
                     source,
+                    plan,
                 }
             }
             Err(e) => {
@@ -143,6 +149,7 @@ impl Reconciler {
                     errors,
                     dns_problems: Vec::new(),
                     source: String::new(),
+                    plan: String::new(),
                 }
             }
         };

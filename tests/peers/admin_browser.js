@@ -42,6 +42,7 @@ const [base, password, outDir] = process.argv.slice(2);
       ['mailboxes', '/admin/mailboxes'],
       ['plan', '/admin/plan'],
       ['domains', '/admin/domains'],
+      ['certificates', '/admin/certificates'],
     ]) {
       await page.goto(`${base}${path}`);
       const heading = (await page.textContent('h1')).trim();

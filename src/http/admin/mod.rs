@@ -31,9 +31,11 @@ pub struct Overview {
     /// When the last reconcile ran, whether it applied, what it did, its errors.
     pub last_reconcile: Option<(String, bool, String, Vec<String>)>,
     pub dns_problems: Vec<String>,
+    /// The plan the last reconcile applied, as text.
+    pub plan: String,
     pub queue_deliveries: u64,
-    /// (names, source, expiry as RFC 3339) of each served certificate.
-    pub certificates: Vec<(String, String, String)>,
+    /// Every served certificate.
+    pub certificates: Vec<crate::tls::CertInfo>,
 }
 
 /// What the admin pages need besides the site and the snapshot.
@@ -298,6 +300,6 @@ pub async fn logout(
 }
 
 pub use pages::{
-    aliases, backups, domains, emails, errors, mailboxes, me, overview, plan, plan_form, queue,
-    queue_action,
+    aliases, backups, certificates, domains, emails, errors, mailboxes, me, overview, plan,
+    plan_form, queue, queue_action,
 };

@@ -52,6 +52,7 @@ pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                         a href="/admin/aliases" { "Aliases" }
                         a href="/admin/emails" { "Mail log" }
                         a href="/admin/queue" { "Queue" }
+                        a href="/admin/certificates" { "Certificates" }
                         a href="/admin/backups" { "Backups" }
                         a href="/admin/logs" { "Errors" }
                         a href="/admin/mailboxes" { "Mailboxes" }
@@ -133,13 +134,16 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
             p { (snapshot.domains.len()) " domains, " (snapshot.accounts.len()) " mailboxes; "
                 (o.queue_deliveries) " deliveries queued." }
         }
+        @if !o.plan.is_empty() {
+            details {
+                summary { "The plan the last reconcile applied" }
+                pre.card #last-plan { (o.plan) }
+            }
+        }
         h2 { "Listeners" }
         table { @for (name, addr) in &o.listeners { tr { th { (name) } td { (addr) } } } }
         h2 { "Certificates" }
-        table {
-            tr { th { "Names" } th { "Source" } th { "Expires" } }
-            @for (names, source, expires) in &o.certificates { tr { td { (names) } td { (source) } td { (expires) } } }
-        }
+        (certificate_table(&o.certificates))
     };
     respond(page(&viewer, "Overview", body))
 }
@@ -661,4 +665,41 @@ pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminVi
         }
     };
     respond(page(&viewer, "Domains", body))
+}
+
+fn certificate_table(certs: &[crate::tls::CertInfo]) -> Markup {
+    let now = crate::store::unix_now();
+    html! {
+        table.rows {
+            tr { th { "Names" } th { "Issuer" } th { "Source" } th { "Valid from" } th { "Expires" } }
+            @for c in certs {
+                tr {
+                    td data-label="Names" { (c.names.join(", ")) }
+                    td data-label="Issuer" { (c.issuer) }
+                    td data-label="Source" { (c.source) }
+                    td data-label="Valid from" { (crate::backup::rfc3339(c.not_before)) }
+                    @let days = (c.not_after - now) / 86_400;
+                    td data-label="Expires" class=(if days < 14 { "bad" } else { "" }) {
+                        (crate::backup::rfc3339(c.not_after)) " (" (days) " days)"
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /admin/certificates`: every certificate served, its names, issuer and expiry.
+pub async fn certificates(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+) -> Response {
+    let source = state.admin.overview.clone();
+    let Ok(o) = tokio::task::spawn_blocking(move || source()).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    respond(page(
+        &viewer,
+        "Certificates",
+        certificate_table(&o.certificates),
+    ))
 }
