@@ -594,6 +594,13 @@ pub async fn mailboxes(
     respond(page(&viewer, "Mailboxes", body))
 }
 
+/// Shows the copy buttons and copies the zone lines before each.
+const COPY_SCRIPT: &str = "for (const b of document.querySelectorAll('button.copy')) {\
+  if (!navigator.clipboard) continue; b.hidden = false;\
+  b.addEventListener('click', () => navigator.clipboard.writeText(b.previousElementSibling.textContent)\
+    .then(() => { b.textContent = 'Copied'; }));\
+}";
+
 /// A live check is reused this long before DNS is asked again.
 const CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -660,9 +667,12 @@ pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminVi
             }
             details {
                 summary { "Zone-file lines" }
-                pre.card { @for record in records { (record.zone_line()) "\n" } }
+                pre.card.zone { @for record in records { (record.zone_line()) "\n" } }
+                // Works without JavaScript (select the lines); with it, one click copies.
+                button.copy type="button" hidden { "Copy these lines" }
             }
         }
+        script { (maud::PreEscaped(COPY_SCRIPT)) }
     };
     respond(page(&viewer, "Domains", body))
 }
