@@ -65,7 +65,8 @@ fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceEr
             0,
             format!(
                 "commit {short} of {} ({}) is not applied:",
-                source.git, source.branch
+                shown_url(&source.git),
+                source.branch
             ),
         );
         errors
@@ -74,7 +75,11 @@ fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceEr
     let _ = std::fs::write(data_dir.join("source.good"), &commit);
     loaded.spec.server.data_dir = Some(data_dir);
     loaded.base_dir = bootstrap.base_dir;
-    loaded.origin = Some(format!("git {}@{short} ({})", source.git, source.branch));
+    loaded.origin = Some(format!(
+        "git {}@{short} ({})",
+        shown_url(&source.git),
+        source.branch
+    ));
     Ok(loaded)
 }
 
@@ -95,7 +100,7 @@ fn sync(
     use std::os::unix::fs::DirBuilderExt;
     let checkout = data_dir.join("source");
     let fail = |what: &'static str, detail: String| SourceError::Git {
-        url: source.git.clone(),
+        url: shown_url(&source.git),
         what,
         detail,
     };
@@ -195,7 +200,36 @@ fn ssh_command(source: &GitSource, base: &Path, data_dir: &Path) -> Result<Optio
     )))
 }
 
+/// The repository URL as shown in status, pages and logs: a token or password written
+/// into it (https://user:TOKEN@host/…, as credential setups often do) left out.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Quotes a word for the shell git runs GIT_SSH_COMMAND with.
 fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod shown_url_tests {
+    #[test]
+    fn credentials_in_a_repository_url_are_not_shown() {
+        assert_eq!(
+            super::shown_url("https://x-access-token:ghp_secret@github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(
+            super::shown_url("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+        assert_eq!(super::shown_url("repo"), "repo");
+    }
 }

@@ -149,10 +149,23 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
     assert_eq!(wrong.status, 401);
     assert!(wrong.body.contains("Wrong name or password."));
 
-    // Session fixation: a cookie planted before the login is not the one after it.
+    // Session fixation: an attacker with a session of their own (a mailbox login) plants
+    // its cookie in the admin's browser; after the admin logs in, that cookie is not the
+    // admin's session, and it no longer opens anything at all.
+    let attacker = Browser::new(dir, "attacker", https);
+    let theirs = attacker.login("other%40example.test", "quickstart");
+    assert_eq!(theirs.status, 303, "{}", theirs.body);
+    let planted = std::fs::read_to_string(&attacker.jar)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.split_once("ferrymail_session\t")
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .expect("the attacker's session");
     std::fs::write(
         &admin.jar,
-        "127.0.0.1\tFALSE\t/\tTRUE\t0\tferrymail_session\tplanted-by-attacker\n",
+        format!("127.0.0.1\tFALSE\t/\tTRUE\t0\tferrymail_session\t{planted}\n"),
     )
     .unwrap();
     let ok = admin.login("admin", &password);
@@ -177,17 +190,11 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
             && cookie.contains("Secure"),
         "{cookie}"
     );
-    assert!(!cookie.contains("planted-by-attacker"));
-    let attacker = Browser::new(dir, "attacker", https);
-    std::fs::write(
-        &attacker.jar,
-        "127.0.0.1\tFALSE\t/\tTRUE\t0\tferrymail_session\tplanted-by-attacker\n",
-    )
-    .unwrap();
+    assert!(!cookie.contains(&planted));
+    let replay = attacker.get("/admin/me");
     assert_eq!(
-        attacker.get("/admin").status,
-        303,
-        "the planted cookie opens nothing"
+        replay.status, 303,
+        "the planted session was ended, not promoted"
     );
 
     // The pages.
@@ -431,7 +438,11 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         assert!(!page.body.contains("mallory") && !page.body.contains("friend@elsewhere.test"));
     }
 
-    // Declaring an administrator retires the first-boot password.
+    // Declaring an administrator retires the first-boot password, and ends the sessions
+    // opened with it.
+    let kept = Browser::new(dir, "kept", https);
+    assert_eq!(kept.login("admin", &password).status, 303);
+    assert_eq!(kept.get("/admin").status, 200);
     std::fs::write(
         &w.spec,
         format!(
@@ -461,14 +472,32 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
             .status,
         401
     );
+    let ended = kept.get("/admin");
+    assert_eq!(
+        ended.status, 303,
+        "a first-boot session outlived its password"
+    );
 
-    // Ten failures from one address: the next attempt is refused unchecked.
+    // Ten failures from one address (this test's earlier ones count: a success clears
+    // nothing): from then on every attempt is refused unchecked, the right one too.
     let guesser = Browser::new(dir, "guesser", https);
-    for _ in 0..9 {
-        assert_eq!(guesser.login("ops", "guess").status, 401);
+    let mut refused = 0;
+    for _ in 0..11 {
+        match guesser.login("ops", "guess").status {
+            401 => refused += 1,
+            429 => break,
+            other => panic!("status {other}"),
+        }
     }
+    assert!(refused < 10, "429 came after {refused} more failures");
     let limited = guesser.login("ops", "quickstart");
     assert_eq!(limited.status, 429, "{}", limited.body);
+    // A success of one's own does not reset the count for someone else's name.
+    let me_again = Browser::new(dir, "me-again", https);
+    assert_eq!(
+        me_again.login("me%40example.test", "quickstart").status,
+        429
+    );
 }
 
 #[test]

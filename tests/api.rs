@@ -166,6 +166,25 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
         1,
         "nothing applied"
     );
+    // A posted spec cannot make the server read a file (or variable) its own spec does not.
+    let prying = changed.replace(
+        &format!("{{ hash = \"{TEST_HASH}\" }}"),
+        "{ file = \"/etc/passwd\" }",
+    );
+    assert!(prying.contains("/etc/passwd"));
+    let (_, pried) = api(
+        http,
+        TOKEN,
+        &["-H", "Content-Type: text/plain", "--data-binary", &prying],
+        "/api/v1/plan",
+    );
+    assert_eq!(pried["ok"], false, "{pried}");
+    let why = pried["errors"][0].as_str().unwrap();
+    assert!(
+        why.contains("{ file = \"/etc/passwd\" } is not a secret reference the served spec uses"),
+        "{why}"
+    );
+    assert!(!pried.to_string().contains("root:"), "{pried}");
 
     // A reconcile asked for through the API applies the spec on disk.
     std::fs::write(&w.spec, &changed).unwrap();

@@ -154,12 +154,16 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         &loaded,
         store.as_ref(),
     )));
+    // The spec being served: a posted spec's dry run reads relative paths from its
+    // directory and may use only its secret references.
+    let served = Arc::new(arc_swap::ArcSwap::from_pointee(loaded.clone()));
     let after_apply: crate::reconcile::watch::AfterApply = {
         let acme = acme.clone();
         let backups = backups.clone();
-        let (site, store) = (site.clone(), store.clone());
+        let (site, store, served) = (site.clone(), store.clone(), served.clone());
         Box::new(move |loaded: &crate::spec::LoadedSpec| {
             site.store(Arc::new(http_site(loaded, store.as_ref())));
+            served.store(Arc::new(loaded.clone()));
             if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                 match acme_settings(loaded, acme) {
                     Ok(settings) => swap.store(Arc::new(settings)),
@@ -518,7 +522,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             queue: queue.clone(),
             wake: spool.committed.clone(),
             store: store.clone(),
-            plan: dry_run_plan(&spec_path, store.clone()),
+            plan: dry_run_plan(served.clone(), store.clone()),
             reload: reload_tx.clone(),
             resolver: resolver.clone(),
             dns_checks: Default::default(),
@@ -717,16 +721,12 @@ fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
 
 /// A dry run of a spec given as text, against the live store (DNS providers are not
 /// asked): for the API's and the admin's plan. Relative paths are read from the served
-/// spec's directory, so its secret files and data dir are the same.
+/// spec's directory, and the posted spec may use only the secret references the served
+/// one uses: a plan must not become a way to read the server's files or environment.
 fn dry_run_plan(
-    spec_path: &Path,
+    served: Arc<arc_swap::ArcSwap<LoadedSpec>>,
     store: Arc<dyn Store>,
 ) -> Arc<dyn Fn(String) -> crate::http::api::PlanOutcome + Send + Sync> {
-    let base = spec_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
     Arc::new(move |text: String| {
         let failed = |errors: Vec<String>| crate::http::api::PlanOutcome {
             ok: false,
@@ -736,7 +736,29 @@ fn dry_run_plan(
             change: 0,
             destroy: 0,
         };
-        let loaded = match crate::spec::load_text("posted-spec.toml", text, &base) {
+        let current = served.load_full();
+        // Parsed without being judged first: judging resolves secret files.
+        let unchecked = match crate::spec::load_text_unchecked(
+            "posted-spec.toml",
+            text.clone(),
+            &current.base_dir,
+        ) {
+            Ok(loaded) => loaded,
+            Err(errors) => return failed(errors.0),
+        };
+        let allowed = secret_references(&current.spec);
+        let foreign: Vec<String> = secret_references(&unchecked.spec)
+            .difference(&allowed)
+            .map(|(kind, value)| {
+                format!(
+                    "posted-spec.toml: {{ {kind} = {value:?} }} is not a secret reference the served spec uses; a posted spec may use only those (nothing else is read)"
+                )
+            })
+            .collect();
+        if !foreign.is_empty() {
+            return failed(foreign);
+        }
+        let loaded = match crate::spec::load_text("posted-spec.toml", text, &current.base_dir) {
             Ok(loaded) => loaded,
             Err(errors) => return failed(errors.0),
         };
@@ -766,11 +788,37 @@ fn dry_run_plan(
     })
 }
 
+/// Every `{ env = … }` and `{ file = … }` a spec holds (secrets, password references).
+fn secret_references(spec: &crate::spec::Spec) -> std::collections::BTreeSet<(String, String)> {
+    fn walk(value: &serde_json::Value, out: &mut std::collections::BTreeSet<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for kind in ["env", "file"] {
+                    if let Some(serde_json::Value::String(v)) = map.get(kind) {
+                        out.insert((kind.to_string(), v.clone()));
+                    }
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(list) => list.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(value) = serde_json::to_value(spec) {
+        walk(&value, &mut out);
+    }
+    out
+}
+
 /// The web admin's password for "admin" until the spec declares an administrator: made
 /// once into data_dir/admin.password (0600) and printed then, read back afterwards.
 fn first_boot_password(data_dir: &Path) -> Option<String> {
     let path = data_dir.join("admin.password");
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    // An emptied file is a request for a new password, never an empty one.
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && text.trim().len() >= 16
+    {
         return Some(text.trim().to_string());
     }
     let password = crate::http::admin::new_password();

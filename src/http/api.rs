@@ -72,10 +72,19 @@ impl axum::extract::FromRequestParts<AppState> for ApiClient {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
+            .map(|c| c.0);
+        // Tokens travel over TLS (plain http from this host only), as the admin does.
+        let tls = parts.extensions.get::<super::admin::OverTls>().copied();
+        if !peer.is_some_and(|p| super::admin::transport_ok(p, tls.as_ref())) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "the API is served over https (plain http from this host only)",
+            ));
+        }
+        let ip = peer.map(|p| p.ip());
         let failures = ip.map(|ip| format!("api-token-fail:{ip}"));
         let given = parts
             .headers
@@ -100,9 +109,12 @@ impl axum::extract::FromRequestParts<AppState> for ApiClient {
                 if let Some(key) = &failures
                     && !given.is_empty()
                 {
-                    state.admin.cache.hit(key, u32::MAX, auth::WINDOW);
+                    // Counted up to the limit only: a flood of bad tokens does not grow
+                    // the counter without end, it is just answered slowly.
                     if state.admin.cache.recent(key, auth::WINDOW) > auth::FAILURES_PER_IP {
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    } else {
+                        state.admin.cache.hit(key, u32::MAX, auth::WINDOW);
                     }
                 }
                 Err(error(

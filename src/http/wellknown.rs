@@ -74,7 +74,7 @@ pub async fn metrics(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
 ) -> Response {
-    if !peer.ip().is_loopback() {
+    if !peer.ip().to_canonical().is_loopback() {
         return (
             StatusCode::FORBIDDEN,
             "metrics are served to loopback clients only\n",
@@ -144,8 +144,11 @@ pub async fn autoconfig(
 /// `POST /autodiscover/autodiscover.xml` (Outlook's "POX" autodiscover): the request
 /// names the address; the answer gives IMAP and SMTP settings for its domain.
 pub async fn autodiscover(State(state): State<AppState>, body: String) -> Response {
-    let address = regex::Regex::new(r"<EMailAddress>\s*([^<\s]+)\s*</EMailAddress>")
-        .ok()
+    static EMAIL: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"<EMailAddress>\s*([^<\s]+)\s*</EMailAddress>").ok()
+    });
+    let address = EMAIL
+        .as_ref()
         .and_then(|re| re.captures(&body).map(|c| c[1].to_string()));
     // Only the domain is checked: the answer says nothing about whether the user exists.
     let Some(address) = address.filter(|a| {

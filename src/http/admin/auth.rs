@@ -31,7 +31,15 @@ pub struct Session {
     pub user: String,
     pub role: Role,
     pub csrf: String,
+    /// A digest of the credential the login used (the password hash, or the first-boot
+    /// password): a session ends when that credential is changed or removed.
+    pub credential: [u8; 32],
     created: Instant,
+}
+
+/// The digest a session keeps of the credential it was opened with.
+pub fn fingerprint(credential: &str) -> [u8; 32] {
+    Sha256::digest(credential.as_bytes()).into()
 }
 
 /// Random bytes as URL-safe base64 (cookies, CSRF tokens).
@@ -56,7 +64,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// A new session; returns its cookie value.
-    pub fn create(&self, user: String, role: Role) -> String {
+    pub fn create(&self, user: String, role: Role, credential: [u8; 32]) -> String {
         let token = random_token();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, s| s.created.elapsed() < LIFETIME);
@@ -71,6 +79,7 @@ impl Sessions {
                 user,
                 role,
                 csrf: random_token(),
+                credential,
                 created: Instant::now(),
             },
         );
@@ -121,9 +130,19 @@ pub fn same(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
-/// The rate-limit key of a client's failed admin logins.
+/// The rate-limit key of a client's failed admin logins: per address, per /64 for IPv6
+/// (one host usually holds a whole /64).
 pub fn failure_key(ip: IpAddr) -> String {
-    format!("admin-login-fail:{ip}")
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!(
+                "admin-login-fail:{:x}:{:x}:{:x}:{:x}::/64",
+                s[0], s[1], s[2], s[3]
+            )
+        }
+        v4 => format!("admin-login-fail:{v4}"),
+    }
 }
 
 #[cfg(test)]
@@ -133,8 +152,12 @@ mod tests {
     #[test]
     fn sessions_are_random_and_found_only_by_their_token() {
         let sessions = Sessions::default();
-        let a = sessions.create("alice".into(), Role::Admin);
-        let b = sessions.create("bob".into(), Role::Mailbox("bob@example.test".into()));
+        let a = sessions.create("alice".into(), Role::Admin, fingerprint("x"));
+        let b = sessions.create(
+            "bob".into(),
+            Role::Mailbox("bob@example.test".into()),
+            fingerprint("y"),
+        );
         assert_ne!(a, b);
         assert_eq!(sessions.get(&a).unwrap().user, "alice");
         assert!(sessions.get("forged").is_none());

@@ -73,8 +73,9 @@ pub struct Viewer {
 }
 
 /// The admin is served over TLS, or over plain http to loopback clients only.
-fn transport_ok(peer: SocketAddr, tls: Option<&OverTls>) -> bool {
-    tls.is_some() || peer.ip().is_loopback()
+pub(crate) fn transport_ok(peer: SocketAddr, tls: Option<&OverTls>) -> bool {
+    // to_canonical: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+    tls.is_some() || peer.ip().to_canonical().is_loopback()
 }
 
 fn refuse_plain() -> Response {
@@ -111,7 +112,34 @@ impl axum::extract::FromRequestParts<AppState> for Viewer {
         let to_login = || Redirect::to("/admin/login").into_response();
         let token = auth::cookie(&parts.headers, auth::COOKIE).ok_or_else(to_login)?;
         let session = state.admin.sessions.get(&token).ok_or_else(to_login)?;
+        // A credential changed or removed since the login ends the session.
+        if current_credential(state, &session.user, &session.role) != Some(session.credential) {
+            state.admin.sessions.remove(&token);
+            return Err(to_login());
+        }
         Ok(Viewer { session, token })
+    }
+}
+
+/// The digest of what `user` logs in with now, if they still may.
+fn current_credential(state: &AppState, user: &str, role: &Role) -> Option<[u8; 32]> {
+    match role {
+        Role::Admin => {
+            let site = state.site.load();
+            if let Some((_, hash)) = site.admins.iter().find(|(name, _)| name == user) {
+                Some(auth::fingerprint(hash))
+            } else if user == "admin" {
+                site.first_boot_password.as_deref().map(auth::fingerprint)
+            } else {
+                None
+            }
+        }
+        Role::Mailbox(account) => state
+            .snapshot
+            .get()
+            .accounts
+            .get(account)
+            .map(|a| auth::fingerprint(&a.password_hash)),
     }
 }
 
@@ -222,15 +250,23 @@ pub async fn login(
             )],
         )
     };
-    let failures = auth::failure_key(peer.ip());
-    if state.admin.cache.recent(&failures, auth::WINDOW) >= auth::FAILURES_PER_IP {
+    let user = form.user.trim().to_string();
+    // Failures count per address and per name, and a success clears neither: a login of
+    // one's own must not reset the count of guesses at someone else's password.
+    let failures = [
+        auth::failure_key(peer.ip()),
+        format!("admin-login-fail-name:{}", user.to_lowercase()),
+    ];
+    if failures
+        .iter()
+        .any(|key| state.admin.cache.recent(key, auth::WINDOW) >= auth::FAILURES_PER_IP)
+    {
         return retry(
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed logins from here; wait a few minutes.",
+            "Too many failed logins from here or for this name; wait a few minutes.",
         );
     }
     let site = state.site.load_full();
-    let user = form.user.trim().to_string();
     let role = if let Some((_, hash)) = site.admins.iter().find(|(name, _)| *name == user) {
         let (password, hash) = (form.password.clone(), hash.clone());
         let ok = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
@@ -252,13 +288,17 @@ pub async fn login(
     } else {
         None
     };
-    let Some(role) = role else {
-        state.admin.cache.hit(&failures, u32::MAX, auth::WINDOW);
+    let credential = role
+        .as_ref()
+        .and_then(|role| current_credential(&state, &user, role));
+    let (Some(role), Some(credential)) = (role, credential) else {
+        for key in &failures {
+            state.admin.cache.hit(key, u32::MAX, auth::WINDOW);
+        }
         tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         return retry(StatusCode::UNAUTHORIZED, "Wrong name or password.");
     };
-    state.admin.cache.clear(&failures);
     // Always a new session: a cookie planted before the login is never promoted.
     if let Some(old) = auth::cookie(&headers, auth::COOKIE) {
         state.admin.sessions.remove(&old);
@@ -267,7 +307,7 @@ pub async fn login(
         Role::Admin => "/admin",
         Role::Mailbox(_) => "/admin/me",
     };
-    let token = state.admin.sessions.create(user, role);
+    let token = state.admin.sessions.create(user, role, credential);
     with_cookies(
         Redirect::to(landing).into_response(),
         &[
