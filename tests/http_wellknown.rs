@@ -187,6 +187,13 @@ fn clients_find_their_settings_and_senders_the_mta_sts_policy() {
         &format!("https://mta-sts.elsewhere.test:{https}/.well-known/mta-sts.txt"),
     ]);
     assert_eq!(code, 404);
+    // Only over https (RFC 8461 §3.3).
+    let (_, code) = curl(&[
+        "-H",
+        "Host: mta-sts.example.test",
+        &format!("http://127.0.0.1:{http}/.well-known/mta-sts.txt"),
+    ]);
+    assert_eq!(code, 404);
     // The TXT record names this very policy.
     let policy_id = |text: &str| {
         use sha2::Digest;

@@ -532,12 +532,12 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the http listener to {addr}"))?;
-        let (state, shutdown) = (http_state.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "the http listener stopped");
-            }
-        });
+        tasks.spawn(crate::http::serve(
+            listener,
+            http_state.clone(),
+            connection_limits("http"),
+            shutdown.clone(),
+        ));
         listeners.push(("http".to_string(), addr.to_string()));
         tracing::info!(%addr, "http listening");
     }

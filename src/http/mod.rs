@@ -132,20 +132,40 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves plain HTTP until `shutdown` turns true.
+/// Serves plain HTTP until `shutdown` turns true, behind the same connection limits and
+/// header timeout as https (port 80 is open to anyone for ACME).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(
+    limits: Arc<crate::listen::Limits>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let app = router(state);
+    crate::listen::accept_limited(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        shutdown,
+        Duration::from_secs(5),
+        limits,
+        true,
+        |_| String::new(),
+        move |stream, peer, admission| {
+            let app = app
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            Box::pin(async move {
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HANDSHAKE)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "http connection ended");
+                }
+                drop(admission);
+            })
+        },
     )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    })
-    .await
+    .await;
 }
 
 /// Serves HTTPS with the shared certificates until `shutdown` turns true, behind the

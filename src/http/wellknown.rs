@@ -68,8 +68,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     }
 }
 
-/// `GET /metrics` (Prometheus), to loopback clients only until the API's tokens exist:
-/// a local Prometheus or node exporter proxy scrapes it.
+/// `GET /metrics` (Prometheus), to loopback clients only: a local Prometheus (or a
+/// proxy beside it) scrapes it.
 pub async fn metrics(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -188,10 +188,15 @@ pub async fn autodiscover(State(state): State<AppState>, body: String) -> Respon
 }
 
 /// `GET /.well-known/mta-sts.txt` on `mta-sts.DOMAIN` (RFC 8461 §3.3).
-pub async fn mta_sts(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn mta_sts(
+    State(state): State<AppState>,
+    tls: Option<axum::Extension<super::admin::OverTls>>,
+    headers: HeaderMap,
+) -> Response {
     let site = state.site.load();
     match (&site.mta_sts, domain_from_host(&state, &headers, "mta-sts")) {
-        (Some(policy), Some(_)) => (
+        // RFC 8461 §3.3: the policy is fetched over HTTPS only.
+        (Some(policy), Some(_)) if tls.is_some() => (
             [
                 (header::CONTENT_TYPE, "text/plain"),
                 (header::CACHE_CONTROL, "max-age=300"),

@@ -58,7 +58,7 @@ pub struct AdminState {
     pub resolver: Option<hickory_resolver::TokioResolver>,
     /// Recent live checks, by zone line: a page view does not query DNS every time.
     pub dns_checks: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, crate::dns::check::Verdict)>,
+        std::collections::HashMap<String, (std::time::Instant, Option<crate::dns::check::Verdict>)>,
     >,
 }
 
