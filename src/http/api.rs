@@ -304,16 +304,8 @@ pub async fn aliases(
     let needle = query.q.trim().to_lowercase();
     let matching: Vec<Alias> = snapshot
         .router
-        .listing()
+        .search(&needle)
         .into_iter()
-        .filter(|(domain, local, rule)| {
-            needle.is_empty()
-                || format!("{local}@{domain}").contains(&needle)
-                || rule
-                    .forward
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(&needle))
-        })
         .map(|(domain, local, rule)| Alias {
             address: format!("{local}@{domain}"),
             forward: rule.forward.clone(),

@@ -153,12 +153,7 @@ pub async fn serve(
                 .clone()
                 .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             Box::pin(async move {
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HANDSHAKE)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-                    .await;
-                if let Err(e) = served {
+                if let Err(e) = http1(stream, app).await {
                     tracing::debug!(error = %e, "http connection ended");
                 }
                 drop(admission);
@@ -235,12 +230,20 @@ async fn connection(
         return Ok(());
     }
     let stream = tokio::time::timeout(HANDSHAKE, start.into_stream(tls)).await??;
+    http1(stream, app).await?;
+    Ok(())
+}
+
+/// HTTP/1.1 on one connection, plain or TLS: requests must send their headers in time.
+async fn http1<S>(stream: S, app: Router) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-        .await?;
-    Ok(())
+        .await
 }
 
 /// The key authorization for a token ferrymail is being asked to prove, as plain text.

@@ -146,6 +146,22 @@ impl Router {
         self.domains.keys().map(String::as_str)
     }
 
+    /// `listing()` narrowed to the entries whose address or a target contains `needle`
+    /// (lower case; everything when empty).
+    pub fn search(&self, needle: &str) -> Vec<(&str, String, &Rule)> {
+        self.listing()
+            .into_iter()
+            .filter(|(domain, local, rule)| {
+                needle.is_empty()
+                    || format!("{local}@{domain}").contains(needle)
+                    || rule
+                        .forward
+                        .iter()
+                        .any(|f| f.to_lowercase().contains(needle))
+            })
+            .collect()
+    }
+
     /// Every alias, pattern and catch-all, for people to read: (domain, what matches —
     /// a local part, `/regex/` or `*` —, the rule), sorted by domain then local part.
     pub fn listing(&self) -> Vec<(&str, String, &Rule)> {

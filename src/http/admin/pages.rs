@@ -182,18 +182,8 @@ pub async fn aliases(
 ) -> Response {
     let snapshot = state.snapshot.get();
     let needle = query.q.trim().to_lowercase();
-    let listing = snapshot.router.listing();
-    let matching: Vec<_> = listing
-        .iter()
-        .filter(|(domain, local, rule)| {
-            needle.is_empty()
-                || format!("{local}@{domain}").contains(&needle)
-                || rule
-                    .forward
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(&needle))
-        })
-        .collect();
+    let total = snapshot.router.listing().len();
+    let matching = snapshot.router.search(&needle);
     let test = query.test.trim();
     let route = (!test.is_empty()).then(|| match snapshot.resolve(test) {
         Err(e) => format!("not an address: {e}"),
@@ -249,7 +239,7 @@ pub async fn aliases(
             input name="q" value=(query.q) placeholder="search addresses and targets";
             button type="submit" { "Search" }
         }
-        p.muted { (matching.len()) " of " (listing.len()) " entries"
+        p.muted { (matching.len()) " of " (total) " entries"
             @if matching.len() > ROWS { ", the first " (ROWS) " shown" } "." }
         table {
             tr { th { "Address" } th { "Does" } }
