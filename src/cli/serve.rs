@@ -655,7 +655,9 @@ fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
             }
         })
         .collect();
-    let first_boot_password = if spec.admin.users.is_empty() {
+    // Only where a web admin is served at all.
+    let serves_admin = spec.listeners.http.is_some() || spec.listeners.https.is_some();
+    let first_boot_password = if spec.admin.users.is_empty() && serves_admin {
         first_boot_password(&loaded.data_dir())
     } else {
         None
