@@ -128,6 +128,17 @@ impl TargetConfig {
     }
 }
 
+impl TargetConfig {
+    /// The target without its credentials: for validation, plans and pages.
+    pub fn public(
+        url: &str,
+        base: &std::path::Path,
+        endpoint: Option<String>,
+    ) -> Result<TargetConfig, BackupError> {
+        TargetConfig::parse(url, base, endpoint, None, None, None)
+    }
+}
+
 /// One chunk of an upload; `End` says the snapshot finished (a channel closed without it
 /// is a snapshot that failed, and its upload is abandoned, never completed).
 pub enum Chunk {

@@ -153,6 +153,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     let site = Arc::new(arc_swap::ArcSwap::from_pointee(http_site(
         &loaded,
         store.as_ref(),
+        &snapshot.get(),
     )));
     // The spec being served: a posted spec's dry run reads relative paths from its
     // directory and may use only its secret references.
@@ -161,8 +162,10 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         let acme = acme.clone();
         let backups = backups.clone();
         let (site, store, served) = (site.clone(), store.clone(), served.clone());
+        let snapshot = snapshot.clone();
         Box::new(move |loaded: &crate::spec::LoadedSpec| {
-            site.store(Arc::new(http_site(loaded, store.as_ref())));
+            // Called with the snapshot already refreshed: its DKIM keys are the new ones.
+            site.store(Arc::new(http_site(loaded, store.as_ref(), &snapshot.get())));
             served.store(Arc::new(loaded.clone()));
             if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                 match acme_settings(loaded, acme) {
@@ -614,7 +617,11 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
 
 /// What the http side tells clients: the hostname, the mail services on offer (by the
 /// port each listener binds), and the MTA-STS policy when https serves one.
-fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
+fn http_site(
+    loaded: &LoadedSpec,
+    store: &dyn Store,
+    snapshot: &crate::snapshot::Snapshot,
+) -> crate::http::Site {
     use crate::http::{Security, Service, ServiceKind};
     let spec = &loaded.spec;
     let l = &spec.listeners;
@@ -663,16 +670,12 @@ fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
         None
     };
     // The records each domain needs, with its DKIM keys as the store has them now.
-    let snapshot = crate::snapshot::Snapshot::load(store).ok();
     let records = spec
         .domains
         .keys()
         .filter_map(|name| crate::address::normalize_domain(name).ok())
         .map(|name| {
-            let keys = snapshot
-                .as_ref()
-                .and_then(|s| super::dns::dkim_keys(store, s, &name).ok())
-                .unwrap_or_default();
+            let keys = super::dns::dkim_keys(store, snapshot, &name).unwrap_or_default();
             let list = crate::dns::records::for_domain(spec, &name, &keys);
             (name, list)
         })
@@ -698,13 +701,10 @@ fn http_site(loaded: &LoadedSpec, store: &dyn Store) -> crate::http::Site {
             })
             .collect(),
         backups: spec.backups.as_ref().map(|b| {
-            let target = crate::backup::TargetConfig::parse(
+            let target = crate::backup::TargetConfig::public(
                 &b.target,
                 &loaded.base_dir,
                 b.endpoint.clone(),
-                None,
-                None,
-                None,
             )
             .map_or_else(|_| b.target.clone(), |t| t.to_string());
             (b.schedule.clone(), target)

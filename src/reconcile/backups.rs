@@ -33,8 +33,7 @@ pub fn plan(
 ) -> Option<BackupsLine> {
     let b = spec.backups.as_ref()?;
     let schedule = Schedule::parse(&b.schedule).ok()?;
-    let target =
-        TargetConfig::parse(&b.target, base_dir, b.endpoint.clone(), None, None, None).ok()?;
+    let target = TargetConfig::public(&b.target, base_dir, b.endpoint.clone()).ok()?;
     let runs = store
         .and_then(|s| s.backup_runs(1).ok())
         .unwrap_or_default();

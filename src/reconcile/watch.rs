@@ -82,9 +82,6 @@ impl Reconciler {
                 let applied = apply_all(&loaded, self.store.as_ref(), &p, false)
                     .map_err(|e| PlanError::Apply(e.to_string()))?;
                 let revision = applied.revision;
-                if let Some(after) = &self.after_apply {
-                    after(&loaded);
-                }
                 // DNS trouble does not stop mail: the store is applied and serving; the
                 // problem is shown in `status` and the logs, and retried next reconcile.
                 let mut dns_problems: Vec<String> = match applied.dns {
@@ -108,6 +105,7 @@ impl Reconciler {
                     dns_problems,
                     source,
                     text,
+                    loaded,
                 ))
             });
         self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -115,8 +113,10 @@ impl Reconciler {
             self.failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut applied_spec = None;
         let status = match outcome {
-            Ok((revision, summary, dns_problems, source, plan)) => {
+            Ok((revision, summary, dns_problems, source, plan, loaded)) => {
+                applied_spec = Some(loaded);
                 tracing::info!(revision, %summary, "spec reconciled");
                 for problem in &dns_problems {
                     tracing::error!("DNS not applied: {problem}");
@@ -155,6 +155,10 @@ impl Reconciler {
         };
         if let Err(e) = self.snapshot.refresh(self.store.as_ref()) {
             tracing::error!(error = %e, "snapshot refresh failed; the previous one keeps serving");
+        }
+        // Told after the snapshot is fresh, so listeners of the hook see what was applied.
+        if let (Some(after), Some(loaded)) = (&self.after_apply, &applied_spec) {
+            after(loaded);
         }
         crate::systemd::status(&format!(
             "store revision {}; last reconcile {}: {}{}",

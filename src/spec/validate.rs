@@ -28,14 +28,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
                 v.secret(&p.key(name), s);
             }
         }
-        match crate::backup::TargetConfig::parse(
-            &b.target,
-            &loaded.base_dir,
-            b.endpoint.clone(),
-            None,
-            None,
-            None,
-        ) {
+        match crate::backup::TargetConfig::public(&b.target, &loaded.base_dir, b.endpoint.clone()) {
             Err(e) => v.err(p.key("target"), e.to_string()),
             Ok(crate::backup::TargetConfig::Dir(dir))
                 if dir.starts_with(std::path::absolute(loaded.data_dir()).unwrap_or_else(|_| loaded.data_dir())) =>

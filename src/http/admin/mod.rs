@@ -143,6 +143,14 @@ fn current_credential(state: &AppState, user: &str, role: &Role) -> Option<[u8; 
     }
 }
 
+impl Viewer {
+    /// The refusal of a form whose CSRF token is not this session's (None: it is).
+    pub fn csrf_refusal(&self, token: &str) -> Option<Response> {
+        (!auth::same(&self.session.csrf, token))
+            .then(|| (StatusCode::FORBIDDEN, "missing or wrong CSRF token\n").into_response())
+    }
+}
+
 /// A viewer who is an administrator; anyone else gets 403.
 pub struct AdminViewer(pub Viewer);
 
@@ -329,8 +337,8 @@ pub async fn logout(
     tls: Option<axum::Extension<OverTls>>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !auth::same(&viewer.session.csrf, &form.csrf) {
-        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token\n").into_response();
+    if let Some(refused) = viewer.csrf_refusal(&form.csrf) {
+        return refused;
     }
     state.admin.sessions.remove(&viewer.token);
     with_cookies(

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
-use super::{AdminViewer, CsrfForm, Role, Viewer, auth, html as respond};
+use super::{AdminViewer, CsrfForm, Role, Viewer, html as respond};
 use crate::http::AppState;
 
 /// At most this many rows on a page; a search narrows them.
@@ -384,12 +384,8 @@ pub async fn queue_action(
     Path((id, action)): Path<(i64, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !auth::same(&viewer.session.csrf, &form.csrf) {
-        return (
-            axum::http::StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token\n",
-        )
-            .into_response();
+    if let Some(refused) = viewer.csrf_refusal(&form.csrf) {
+        return refused;
     }
     let db = state.admin.queue.clone();
     let done = match action.as_str() {
@@ -510,12 +506,8 @@ pub async fn plan(
     AdminViewer(viewer): AdminViewer,
     Form(form): Form<PlanForm>,
 ) -> Response {
-    if !auth::same(&viewer.session.csrf, &form.csrf) {
-        return (
-            axum::http::StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token\n",
-        )
-            .into_response();
+    if let Some(refused) = viewer.csrf_refusal(&form.csrf) {
+        return refused;
     }
     let plan = state.admin.plan.clone();
     let text = form.spec.clone();
