@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use crate::reconcile::{self, Plan, render};
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,13 +41,18 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let loaded = super::load_spec(spec)?;
             let store = open(&loaded)?;
-            let plan = super::make_plan(&loaded, Some(&store), spec, super::targets(&args.target))?;
+            let plan = super::make_plan(
+                &loaded,
+                Some(store.as_ref()),
+                spec,
+                super::targets(&args.target),
+            )?;
             (store, plan, loaded)
         }
     };
     print!("{}", render::text(&plan, &style));
     if plan.is_empty() {
-        check_fresh(&store, &plan)?;
+        check_fresh(store.as_ref(), &plan)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.plan_file.is_none() && !args.auto_approve && !confirm()? {
@@ -55,7 +60,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let started = std::time::Instant::now();
-    let applied = reconcile::apply_all(&loaded, &store, &plan, args.allow_dns_deletes)
+    let applied = reconcile::apply_all(&loaded, store.as_ref(), &plan, args.allow_dns_deletes)
         .context("apply failed; the store is unchanged (DNS records of new DKIM keys may already be published: plan again)")?;
     let (revision, dns) = (applied.revision, applied.dns);
     for id in &applied.held_back {
@@ -94,11 +99,11 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(loaded: &crate::spec::LoadedSpec) -> anyhow::Result<SqliteStore> {
+fn open(loaded: &crate::spec::LoadedSpec) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     super::open_store(loaded, true)?.context("the store could not be created")
 }
 
-fn check_fresh(store: &SqliteStore, plan: &Plan) -> anyhow::Result<()> {
+fn check_fresh(store: &dyn Store, plan: &Plan) -> anyhow::Result<()> {
     reconcile::apply(store, plan).context("apply failed")?;
     Ok(())
 }

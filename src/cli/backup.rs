@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::backup::{self, Settings};
 use crate::spec::LoadedSpec;
-use crate::store::{BackupRun, Store};
+use crate::store::BackupRun;
 
 #[derive(clap::Subcommand)]
 pub enum Command {

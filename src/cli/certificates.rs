@@ -6,8 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::store::Store;
-
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// The certificate issued for the server's hostname.

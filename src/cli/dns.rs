@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use crate::dns::records::{self, DkimKey};
-use crate::store::Store;
 use crate::store::records::dkim_key_id;
 
 #[derive(clap::Subcommand)]
@@ -117,7 +116,7 @@ pub(super) fn desired(
     // DKIM keys exist once `apply` has made them; before that the rest still prints.
     let store = super::open_store(loaded, false)?;
     let snapshot = match &store {
-        Some(s) => Some(crate::snapshot::Snapshot::load(s)?),
+        Some(s) => Some(crate::snapshot::Snapshot::load(s.as_ref())?),
         None => None,
     };
     let wanted = domain
@@ -136,7 +135,7 @@ pub(super) fn desired(
         }
         found = true;
         let keys = match (&store, &snapshot) {
-            (Some(store), Some(snapshot)) => dkim_keys(store, snapshot, &name)?,
+            (Some(store), Some(snapshot)) => dkim_keys(store.as_ref(), snapshot, &name)?,
             _ => Vec::new(),
         };
         let list = records::for_domain(&loaded.spec, &name, &keys);

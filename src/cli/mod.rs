@@ -18,12 +18,13 @@ mod validate;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::spec::{self, LoadedSpec, StoreKind};
-use crate::store::SqliteStore;
+use crate::store::{MongoStore, SqliteStore, Store};
 
 #[derive(Parser)]
 #[command(
@@ -160,11 +161,10 @@ fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
 /// it) and the DNS providers; spec errors stay `SpecErrors` so they print as a list.
 fn make_plan(
     loaded: &LoadedSpec,
-    store: Option<&SqliteStore>,
+    store: Option<&dyn Store>,
     spec: &Path,
     targets: crate::reconcile::Targets,
 ) -> anyhow::Result<crate::reconcile::Plan> {
-    let store = store.map(|s| s as &dyn crate::store::Store);
     let source = loaded.origin.clone().unwrap_or_else(|| source_name(spec));
     crate::reconcile::plan_targets(loaded, store, &source, targets).map_err(|e| match e {
         crate::reconcile::PlanError::Spec(errors) => anyhow::Error::from(errors),
@@ -193,8 +193,17 @@ fn targets(chosen: &[Target]) -> crate::reconcile::Targets {
 
 /// Opens the store the spec names, creating it when `create` (apply) is set; `None`
 /// when it does not exist yet and must not be created (plan, status).
-fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<SqliteStore>> {
-    match loaded.spec.store.kind {
+fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    open_store_of(loaded, &loaded.spec.store, create)
+}
+
+/// Opens the store `config` describes (the spec's own, or `migrate`'s other side).
+fn open_store_of(
+    loaded: &LoadedSpec,
+    config: &crate::spec::model::Store,
+    create: bool,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    match config.kind {
         StoreKind::Sqlite => {
             let dir = loaded.data_dir();
             let store = if create {
@@ -202,10 +211,21 @@ fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<Sqlite
             } else {
                 SqliteStore::open_existing(&dir)
             };
-            store.with_context(|| format!("opening the store in {}", dir.display()))
+            let store = store.with_context(|| format!("opening the store in {}", dir.display()))?;
+            Ok(store.map(|s| Arc::new(s) as Arc<dyn Store>))
         }
         StoreKind::Mongodb => {
-            bail!("store.kind = \"mongodb\" is not available in this build yet; use \"sqlite\"")
+            let url = config
+                .url
+                .as_ref()
+                .context("store.kind = \"mongodb\" needs store.url")?
+                .resolve(&loaded.base_dir)
+                .context("store.url")?;
+            let database = config.database.as_deref().unwrap_or("ferrymail");
+            // The URL may hold a password: name only the database in errors.
+            let store = MongoStore::connect(url.expose().trim(), database)
+                .with_context(|| format!("opening the MongoDB store (database {database:?})"))?;
+            Ok(Some(Arc::new(store)))
         }
     }
 }

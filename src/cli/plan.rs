@@ -26,7 +26,12 @@ pub struct Args {
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
     let store = super::open_store(&loaded, false)?;
-    let plan = super::make_plan(&loaded, store.as_ref(), spec, super::targets(&args.target))?;
+    let plan = super::make_plan(
+        &loaded,
+        store.as_deref(),
+        spec,
+        super::targets(&args.target),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render::json(&plan))?);
     } else {

@@ -111,7 +111,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     let data_dir = loaded.data_dir();
     let hostname = loaded.spec.server.hostname.clone();
     let store: Arc<dyn Store> =
-        Arc::new(super::open_store(&loaded, true)?.context("the store could not be created")?);
+        super::open_store(&loaded, true)?.context("the store could not be created")?;
     let snapshot =
         Arc::new(SnapshotHandle::new(store.as_ref()).context("building the first snapshot")?);
     let status = Arc::new(Mutex::new(ReconcileStatus::default()));

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use crate::queue::QueueDb;
 use crate::reconcile::watch::ReconcileStatus;
+use crate::store::Kind;
 use crate::store::unix_now;
-use crate::store::{Kind, Store};
 
 use super::serve::ServeState;
 
@@ -15,10 +15,9 @@ use super::serve::ServeState;
 /// runs: an old failure of a stopped server is not news).
 fn certificate_lines(
     loaded: &crate::spec::LoadedSpec,
-    store: &crate::store::SqliteStore,
+    store: &dyn crate::store::Store,
     running: bool,
 ) -> anyhow::Result<Vec<String>> {
-    use crate::store::Store;
     let mut out = Vec::new();
     if loaded.spec.tls.mode != crate::spec::TlsMode::Acme {
         return Ok(out);
@@ -56,7 +55,7 @@ fn certificate_lines(
 /// The last backup, the next, and the last failure if it came after the last success.
 fn backup_lines(
     loaded: &crate::spec::LoadedSpec,
-    store: &crate::store::SqliteStore,
+    store: &dyn crate::store::Store,
 ) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     let Some(line) =
@@ -134,13 +133,13 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let v = serde_json::json!({
             "server": server.as_ref().map(|s| serde_json::json!({ "pid": s.pid, "started_at": s.started_at, "listeners": s.listeners })),
-            "store": { "kind": "sqlite", "path": store.path(), "revision": revision },
+            "store": { "kind": store.kind(), "at": store.location(), "revision": revision },
             "objects": counts,
             "last_reconcile": reconcile,
             "queue": queue,
             "applies": applies,
-            "certificate": certificate_lines(&loaded, &store, server.is_some())?,
-            "backups": backup_lines(&loaded, &store)?,
+            "certificate": certificate_lines(&loaded, store.as_ref(), server.is_some())?,
+            "backups": backup_lines(&loaded, store.as_ref())?,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -180,18 +179,19 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    for line in certificate_lines(&loaded, &store, server.is_some())? {
+    for line in certificate_lines(&loaded, store.as_ref(), server.is_some())? {
         println!("{line}");
     }
-    for line in backup_lines(&loaded, &store)? {
+    for line in backup_lines(&loaded, store.as_ref())? {
         println!("{line}");
     }
     if let Some(n) = queue {
         println!("queue: {n} deliveries waiting");
     }
     println!(
-        "store: sqlite {} (revision {revision})",
-        store.path().display()
+        "store: {} {} (revision {revision})",
+        store.kind(),
+        store.location()
     );
     let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("objects: {}", list.join(", "));

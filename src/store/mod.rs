@@ -1,9 +1,13 @@
 //! The live state behind one trait: the directory (domains, aliases, accounts, patterns),
 //! DKIM key material, and the history of applies. SQLite is the embedded backend.
 
+mod dump;
+mod mongo;
 pub mod records;
 mod sqlite;
 
+pub use dump::{DumpedKey, DumpedObject, StoreDump};
+pub use mongo::MongoStore;
 pub use records::{Fields, Kind, Object};
 pub use sqlite::{SqliteStore, now_rfc3339, unix_now};
 
@@ -19,6 +23,16 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store data: {0}")]
     Data(String),
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] Box<mongodb::error::Error>),
+    /// The backend cannot serve as a store (e.g. MongoDB without a replica set).
+    #[error("{0}")]
+    Unsuitable(String),
+    /// `load` into a store that already holds something.
+    #[error(
+        "the target store is not empty (revision {0}); ferrymail copies into an empty store only"
+    )]
+    NotEmpty(u64),
     #[error("store file {0}")]
     Open(#[from] crate::sqlite::OpenError),
     #[error("store files in {path}: {source}")]
@@ -140,9 +154,31 @@ pub struct StoredObject {
     pub managed: bool,
 }
 
-/// The live-state store. Every backend (SQLite now, MongoDB later) implements this and
-/// passes the same tests.
+/// A `serve` process, as it last reported itself: `status` lists every node of a shared
+/// store, and which of them holds which cluster-wide lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// `serve --node` (default: the host name); unique among the nodes of one store.
+    pub name: String,
+    pub version: String,
+    pub pid: u32,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds of the latest heartbeat.
+    pub last_seen: i64,
+    /// The store revision its snapshot serves.
+    pub revision: u64,
+    /// Cluster-wide locks it held at its latest heartbeat (e.g. "reconcile", "backup").
+    pub locks: Vec<String>,
+}
+
+/// The live-state store. Every backend (SQLite, MongoDB) implements this and passes the
+/// same conformance suite (tests/store_conformance.rs).
 pub trait Store: Send + Sync {
+    /// "sqlite" or "mongodb".
+    fn kind(&self) -> &'static str;
+    /// Where the store is, for `status` (never a credential).
+    fn location(&self) -> String;
     /// The revision, bumped by every apply that changes something.
     fn revision(&self) -> Result<u64, StoreError>;
     /// Every object with the revision they were read at, consistently.
@@ -181,4 +217,14 @@ pub trait Store: Send + Sync {
     fn backup_runs(&self, limit: usize) -> Result<Vec<BackupRun>, StoreError>;
     /// The most recent successful backup run.
     fn last_good_backup(&self) -> Result<Option<BackupRun>, StoreError>;
+    /// Records a node's heartbeat (replacing its previous one).
+    fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError>;
+    /// Every node that ever reported, most recently seen first.
+    fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+    /// Forgets nodes not seen since `before` (Unix seconds); returns how many.
+    fn forget_nodes(&self, before: i64) -> Result<usize, StoreError>;
+    /// Everything the store holds, read consistently (`ferrymail migrate`).
+    fn dump(&self) -> Result<StoreDump, StoreError>;
+    /// Fills an empty store with a dump, atomically; refuses a store that holds anything.
+    fn load(&self, dump: &StoreDump) -> Result<(), StoreError>;
 }

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::sqlite::Durability;
 
 use super::{
-    ApplyRecord, BackupRun, DnsOwned, Kind, Object, RetiredKey, Store, StoreError,
-    StoredCertificate, StoredObject, Write,
+    ApplyRecord, BackupRun, DnsOwned, DumpedKey, DumpedObject, Kind, NodeInfo, Object, RetiredKey,
+    Store, StoreDump, StoreError, StoredCertificate, StoredObject, Write,
 };
 
 /// Schema steps; index + 1 is the `user_version` after the step. Append, never edit.
@@ -87,6 +87,12 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX backup_runs_ok ON backup_runs (ok, started_at);",
+    // Serving nodes' heartbeats (one here; many on a shared store), for `status`.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        last_seen INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -203,6 +209,14 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
     fn revision(&self) -> Result<u64, StoreError> {
         read_revision(&self.conn())
     }
@@ -355,53 +369,11 @@ impl Store for SqliteStore {
     }
 
     fn certificate(&self, id: &str) -> Result<Option<StoredCertificate>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT id, names, chain_pem, key_pem, not_after, issued_at, renew_requested FROM certificates WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        Ok(row.map(
-            |(id, names, chain_pem, key_pem, not_after, issued_at, renew)| StoredCertificate {
-                id,
-                names: serde_json::from_str(&names).unwrap_or_default(),
-                chain_pem,
-                key_pem,
-                not_after,
-                issued_at,
-                renew_requested: renew != 0,
-            },
-        ))
+        certificate(&self.conn(), id)
     }
 
     fn put_certificate(&self, cert: &StoredCertificate) -> Result<(), StoreError> {
-        let names = serde_json::to_string(&cert.names).unwrap_or_else(|_| "[]".into());
-        self.conn().execute(
-            "INSERT OR REPLACE INTO certificates (id, names, chain_pem, key_pem, not_after, issued_at, renew_requested)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                cert.id,
-                names,
-                cert.chain_pem,
-                cert.key_pem,
-                cert.not_after,
-                cert.issued_at,
-                cert.renew_requested as i64
-            ],
-        )?;
-        Ok(())
+        put_certificate(&self.conn(), cert)
     }
 
     fn request_renewal(&self, id: &str) -> Result<bool, StoreError> {
@@ -412,36 +384,11 @@ impl Store for SqliteStore {
     }
 
     fn dkim_retired(&self) -> Result<Vec<RetiredKey>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, algorithm, public_key, retired_at FROM dkim_retired ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(RetiredKey {
-                id: r.get(0)?,
-                algorithm: r.get(1)?,
-                public: r.get(2)?,
-                retired_at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        dkim_retired(&self.conn())
     }
 
     fn dns_owned(&self) -> Result<Vec<DnsOwned>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT provider, zone, name, type, value FROM dns_owned ORDER BY provider, zone, name, type, value",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(DnsOwned {
-                provider: r.get(0)?,
-                zone: r.get(1)?,
-                name: r.get(2)?,
-                rtype: r.get(3)?,
-                value: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        dns_owned(&self.conn())
     }
 
     fn set_dns_owned(
@@ -470,20 +417,7 @@ impl Store for SqliteStore {
 
     fn record_backup(&self, run: &BackupRun) -> Result<(), StoreError> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO backup_runs (id, started_at, target, ok, size, sha256, duration_ms, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                run.id,
-                run.started_at,
-                run.target,
-                run.ok,
-                run.size as i64,
-                run.sha256,
-                run.duration_ms as i64,
-                run.error
-            ],
-        )?;
+        insert_backup_run(&conn, run)?;
         // A history, not an archive: the last thousand runs are plenty.
         conn.execute(
             "DELETE FROM backup_runs WHERE seq <= (SELECT MAX(seq) FROM backup_runs) - 1000",
@@ -500,12 +434,175 @@ impl Store for SqliteStore {
         Ok(backup_runs(&self.conn(), "WHERE ok = 1", 1)?.pop())
     }
 
-    fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
+    fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        let info = serde_json::to_string(node).map_err(|e| StoreError::Data(e.to_string()))?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO nodes (name, info, last_seen) VALUES (?1, ?2, ?3)",
+            params![node.name, info, node.last_seen],
+        )?;
+        Ok(())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT info FROM nodes ORDER BY last_seen DESC, name")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|info| {
+            serde_json::from_str(&info?).map_err(|e| StoreError::Data(format!("node: {e}")))
+        })
+        .collect()
+    }
+
+    fn forget_nodes(&self, before: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM nodes WHERE last_seen < ?1", [before])?)
+    }
+
+    fn dump(&self) -> Result<StoreDump, StoreError> {
+        let mut conn = self.conn();
+        // One read transaction: a dump of a live store is one consistent moment.
+        let tx = conn.transaction()?;
+        let mut dump = StoreDump {
+            revision: read_revision(&tx)?,
+            ..StoreDump::default()
+        };
+        {
+            let mut stmt = tx.prepare(
+                "SELECT kind, id, fields, managed_by, created_revision, updated_revision FROM objects",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(0)?;
+                dump.objects.push(DumpedObject {
+                    kind: Kind::parse(&kind)
+                        .ok_or_else(|| StoreError::Data(format!("unknown object kind {kind:?}")))?,
+                    id: r.get(1)?,
+                    json: r.get(2)?,
+                    managed: r.get::<_, String>(3)? == "spec",
+                    created_revision: r.get::<_, i64>(4)? as u64,
+                    updated_revision: r.get::<_, i64>(5)? as u64,
+                });
+            }
+            let mut stmt =
+                tx.prepare("SELECT id, private_key, public_key, created_revision FROM dkim_keys")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                dump.dkim_keys.push(DumpedKey {
+                    id: r.get(0)?,
+                    private_der: r.get(1)?,
+                    public: r.get(2)?,
+                    created_revision: r.get::<_, i64>(3)? as u64,
+                });
+            }
+            let mut stmt = tx.prepare("SELECT directory, credentials FROM acme_accounts")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                dump.acme_accounts.push((r.get(0)?, r.get(1)?));
+            }
+            let mut stmt = tx.prepare("SELECT id FROM certificates")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for id in ids {
+                if let Some(cert) = certificate(&tx, &id)? {
+                    dump.certificates.push(cert);
+                }
+            }
+            dump.applies = applies(&tx, usize::MAX)?;
+            dump.applies.reverse();
+            dump.backup_runs = backup_runs(&tx, "", usize::MAX)?;
+            dump.backup_runs.reverse();
+        }
+        dump.dkim_retired = dkim_retired(&tx)?;
+        dump.dns_owned = dns_owned(&tx)?;
+        tx.commit()?;
+        dump.sort();
+        Ok(dump)
+    }
+
+    fn load(&self, dump: &StoreDump) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = read_revision(&tx)?;
+        let held: i64 = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM objects) + (SELECT COUNT(*) FROM applies)
+                  + (SELECT COUNT(*) FROM certificates)",
+            [],
+            |r| r.get(0),
+        )?;
+        if current != 0 || held != 0 {
+            return Err(StoreError::NotEmpty(current));
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+            [dump.revision.to_string()],
+        )?;
+        for o in &dump.objects {
+            tx.execute(
+                "INSERT INTO objects (kind, id, fields, managed_by, created_revision, updated_revision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    o.kind.as_str(),
+                    o.id,
+                    o.json,
+                    if o.managed { "spec" } else { "user" },
+                    o.created_revision as i64,
+                    o.updated_revision as i64
+                ],
+            )?;
+        }
+        for k in &dump.dkim_keys {
+            tx.execute(
+                "INSERT INTO dkim_keys (id, private_key, public_key, created_revision) VALUES (?1, ?2, ?3, ?4)",
+                params![k.id, k.private_der, k.public, k.created_revision as i64],
+            )?;
+        }
+        for k in &dump.dkim_retired {
+            tx.execute(
+                "INSERT INTO dkim_retired (id, algorithm, public_key, retired_at) VALUES (?1, ?2, ?3, ?4)",
+                params![k.id, k.algorithm, k.public, k.retired_at],
+            )?;
+        }
+        for o in &dump.dns_owned {
+            tx.execute(
+                "INSERT INTO dns_owned (provider, zone, name, type, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![o.provider, o.zone, o.name, o.rtype, o.value],
+            )?;
+        }
+        for (directory, credentials) in &dump.acme_accounts {
+            tx.execute(
+                "INSERT INTO acme_accounts (directory, credentials) VALUES (?1, ?2)",
+                params![directory, credentials],
+            )?;
+        }
+        for cert in &dump.certificates {
+            put_certificate(&tx, cert)?;
+        }
+        for a in &dump.applies {
+            tx.execute(
+                "INSERT INTO applies (revision, applied_at, added, changed, destroyed, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.revision as i64, a.applied_at, a.added as i64, a.changed as i64, a.destroyed as i64, a.source],
+            )?;
+        }
+        for run in &dump.backup_runs {
+            insert_backup_run(&tx, run)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
+        applies(&self.conn(), limit)
+    }
+}
+
+fn applies(conn: &Connection, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
+    {
         let mut stmt = conn.prepare(
             "SELECT revision, applied_at, added, changed, destroyed, source FROM applies ORDER BY revision DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let rows = stmt.query_map([limit.min(i64::MAX as usize) as i64], |r| {
             Ok(ApplyRecord {
                 revision: r.get::<_, i64>(0)? as u64,
                 applied_at: r.get(1)?,
@@ -517,6 +614,102 @@ impl Store for SqliteStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+fn insert_backup_run(conn: &Connection, run: &BackupRun) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO backup_runs (id, started_at, target, ok, size, sha256, duration_ms, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            run.id,
+            run.started_at,
+            run.target,
+            run.ok,
+            run.size as i64,
+            run.sha256,
+            run.duration_ms as i64,
+            run.error
+        ],
+    )?;
+    Ok(())
+}
+
+fn certificate(conn: &Connection, id: &str) -> Result<Option<StoredCertificate>, StoreError> {
+    let row = conn
+        .query_row(            "SELECT id, names, chain_pem, key_pem, not_after, issued_at, renew_requested FROM certificates WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.map(
+        |(id, names, chain_pem, key_pem, not_after, issued_at, renew)| StoredCertificate {
+            id,
+            names: serde_json::from_str(&names).unwrap_or_default(),
+            chain_pem,
+            key_pem,
+            not_after,
+            issued_at,
+            renew_requested: renew != 0,
+        },
+    ))
+}
+
+fn put_certificate(conn: &Connection, cert: &StoredCertificate) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&cert.names).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT OR REPLACE INTO certificates (id, names, chain_pem, key_pem, not_after, issued_at, renew_requested)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            cert.id,
+            names,
+            cert.chain_pem,
+            cert.key_pem,
+            cert.not_after,
+            cert.issued_at,
+            cert.renew_requested as i64
+        ],
+    )?;
+    Ok(())
+}
+
+fn dkim_retired(conn: &Connection) -> Result<Vec<RetiredKey>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT id, algorithm, public_key, retired_at FROM dkim_retired ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RetiredKey {
+            id: r.get(0)?,
+            algorithm: r.get(1)?,
+            public: r.get(2)?,
+            retired_at: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn dns_owned(conn: &Connection) -> Result<Vec<DnsOwned>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT provider, zone, name, type, value FROM dns_owned ORDER BY provider, zone, name, type, value",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DnsOwned {
+            provider: r.get(0)?,
+            zone: r.get(1)?,
+            name: r.get(2)?,
+            rtype: r.get(3)?,
+            value: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

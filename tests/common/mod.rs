@@ -568,3 +568,67 @@ impl LingeringTls {
         )
     }
 }
+
+/// A MongoDB-wire server (secantusd, a one-member replica set) on a free loopback port,
+/// storing in `dir`; returns it and its URL.
+pub fn mongodb(dir: &Path) -> (Process, String) {
+    let port = free_port();
+    let log = dir.join("secantusd.log");
+    let storage = dir.join("mongodb");
+    std::fs::create_dir_all(&storage).expect("mongodb storage dir");
+    let child = Command::new("secantusd-py")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+        ])
+        .arg(&storage)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("secantusd log"))
+        .spawn()
+        .expect("secantusd-py must be installed (scripts/test installs secantusdb from PyPI)");
+    let process = Process { child, log };
+    listening(&process, port, "secantusd");
+    (
+        process,
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+    )
+}
+
+/// Debian's redis-server on a free loopback port, nothing saved to disk; returns it and
+/// its URL.
+pub fn redis(dir: &Path) -> (Process, String) {
+    let port = free_port();
+    let log = dir.join("redis.log");
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(std::fs::File::create(&log).expect("redis log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test installs it)");
+    let process = Process { child, log };
+    listening(&process, port, "redis-server");
+    (process, format!("redis://127.0.0.1:{port}/"))
+}
+
+fn listening(process: &Process, port: u16, name: &str) {
+    let up = wait_for(std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        up,
+        "{name} did not listen on {port}:\n{}",
+        process.log_text()
+    );
+}
