@@ -15,6 +15,9 @@ pub struct MemoryCache {
     hits: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// First seen, and passed-until once a retry came after the delay.
     grey: Mutex<HashMap<String, (Instant, Option<Instant>)>>,
+    /// Lock name → (holder, expiry, fencing token).
+    locks: Mutex<HashMap<String, (String, Instant, u64)>>,
+    fences: std::sync::atomic::AtomicU64,
 }
 
 impl Cache for MemoryCache {
@@ -72,42 +75,51 @@ impl Cache for MemoryCache {
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sliding_window_counts_and_forgets() {
-        let cache = MemoryCache::default();
-        let window = Duration::from_millis(200);
-        assert!(cache.hit("ip", 2, window));
-        assert!(cache.hit("ip", 2, window));
-        assert!(!cache.hit("ip", 2, window));
-        assert!(cache.hit("other", 2, window));
-        assert_eq!(cache.recent("ip", window), 3);
-        cache.clear("ip");
-        assert_eq!(cache.recent("ip", window), 0);
-        assert!(cache.hit("ip", 2, window));
-        std::thread::sleep(window);
-        assert!(cache.hit("ip", 2, window));
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Option<u64> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        match locks.get_mut(name) {
+            Some((who, until, fence)) if *until > now => {
+                if who != holder {
+                    return None;
+                }
+                *until = now + ttl;
+                Some(*fence)
+            }
+            _ => {
+                let fence = self
+                    .fences
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                locks.insert(name.to_string(), (holder.to_string(), now + ttl, fence));
+                Some(fence)
+            }
+        }
     }
 
-    #[test]
-    fn greylisting_defers_then_passes_after_the_delay() {
-        let cache = MemoryCache::default();
-        let (delay, remember) = (Duration::from_millis(100), Duration::from_secs(60));
-        assert!(matches!(
-            cache.greylist("t", delay, remember),
-            Greylist::Defer { .. }
-        ));
-        assert!(matches!(
-            cache.greylist("t", delay, remember),
-            Greylist::Defer { .. }
-        ));
-        std::thread::sleep(delay);
-        assert_eq!(cache.greylist("t", delay, remember), Greylist::Pass);
-        assert_eq!(cache.greylist("t", delay, remember), Greylist::Pass);
+    fn unlock(&self, name: &str, holder: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(name).is_some_and(|(who, _, _)| who == holder) {
+            locks.remove(name);
+        }
+    }
+
+    fn lock_holder(&self, name: &str) -> Option<String> {
+        let locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .get(name)
+            .filter(|(_, until, _)| *until > Instant::now())
+            .map(|(who, _, _)| who.clone())
+    }
+
+    fn publish(&self, _channel: &str, _message: &str) {}
+
+    fn subscribe(&self, _channel: &str) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }

@@ -7,6 +7,7 @@ mod certificates;
 mod dns;
 mod doctor;
 mod init;
+mod migrate;
 mod passwd;
 mod plan;
 mod queue;
@@ -89,6 +90,8 @@ enum Command {
     /// Backups: make one now, list them, restore one.
     #[command(subcommand)]
     Backup(backup::Command),
+    /// Copy the store into an empty one of the other kind (sqlite ↔ mongodb).
+    Migrate(migrate::Args),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dns(command) => dns::run(&cli.spec, command),
         Command::Doctor(args) => doctor::run(&cli.spec, args),
         Command::Backup(command) => backup::run(&cli.spec, command),
+        Command::Migrate(args) => migrate::run(&cli.spec, args),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),
     }
