@@ -14,6 +14,8 @@ use crate::store::{BackupRun, Store};
 
 /// Waits after the 1st, 2nd… failure before trying again; then the next scheduled time.
 const RETRY_AFTER: &[u64] = &[60, 300, 900, 1800];
+/// A node that died while backing up holds the backup lock at most this long.
+const BACKUP_LOCK: Duration = Duration::from_secs(3600);
 
 /// A five-field cron schedule, read in UTC.
 #[derive(Clone)]
@@ -79,6 +81,8 @@ pub struct Runner {
     pub settings: Arc<ArcSwapOption<Settings>>,
     pub store: Arc<dyn Store>,
     pub data_dir: PathBuf,
+    /// One node runs each scheduled backup.
+    pub cluster: Arc<crate::cache::Cluster>,
 }
 
 impl Runner {
@@ -125,6 +129,22 @@ impl Runner {
                 let until = next.min(if failures > 0 { retry_at } else { i64::MAX });
                 // Wake at the time, or within a minute to see new settings.
                 wait = Duration::from_secs((until - now).clamp(1, 60) as u64);
+                continue;
+            }
+            // Nodes sharing a store share its backups: the one that takes the lock runs
+            // this one, and the others see it in the history (checked again under the
+            // lock: it may have finished just now).
+            let Some(_held) = self
+                .cluster
+                .try_lock(crate::cache::cluster::BACKUP, BACKUP_LOCK)
+            else {
+                continue;
+            };
+            let done_elsewhere = matches!(
+                self.store.last_good_backup(),
+                Ok(Some(run)) if run.started_at >= due_since
+            );
+            if done_elsewhere {
                 continue;
             }
             let started_at = now;

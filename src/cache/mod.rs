@@ -1,11 +1,13 @@
 //! Short-lived state shared by the nodes: rate limits, greylisting, cluster-wide locks and
 //! change notifications. The memory backend serves one node; Redis serves several.
 
+pub mod cluster;
 mod memory;
 mod redis;
 
 use std::time::Duration;
 
+pub use cluster::{Cluster, Held};
 pub use memory::MemoryCache;
 pub use redis::RedisCache;
 

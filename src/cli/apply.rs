@@ -63,6 +63,15 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let applied = reconcile::apply_all(&loaded, store.as_ref(), &plan, args.allow_dns_deletes)
         .context("apply failed; the store is unchanged (DNS records of new DKIM keys may already be published: plan again)")?;
     let (revision, dns) = (applied.revision, applied.dns);
+    // Serving nodes that share a Redis refresh now rather than at their next poll.
+    if loaded.spec.cache.kind == crate::spec::CacheKind::Redis {
+        match super::open_cache(&loaded) {
+            Ok(cache) => cache.publish(crate::cache::REVISION_CHANNEL, &revision.to_string()),
+            Err(e) => {
+                eprintln!("warning: serving nodes not told (they notice within seconds): {e:#}")
+            }
+        }
+    }
     for id in &applied.held_back {
         eprintln!(
             "DKIM key {id}: not changed, because its record could not be published; the key that signs now stays until an apply publishes the new one."

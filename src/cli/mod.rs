@@ -72,7 +72,7 @@ enum Command {
     /// Make the live state match the spec (or a saved plan).
     Apply(apply::Args),
     /// Run the server: reconcile loop, listeners, delivery workers.
-    Serve,
+    Serve(serve::Args),
     /// Inspect and act on the delivery queue.
     #[command(subcommand)]
     Queue(queue::Command),
@@ -138,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate => validate::run(&cli.spec),
         Command::Plan(args) => plan::run(&cli.spec, args),
         Command::Apply(args) => apply::run(&cli.spec, args),
-        Command::Serve => serve::run(&cli.spec),
+        Command::Serve(args) => serve::run(&cli.spec, args),
         Command::Queue(command) => queue::run(&cli.spec, command),
         Command::Status(args) => status::run(&cli.spec, args),
         Command::Certificates(command) => certificates::run(&cli.spec, command),
@@ -199,6 +199,24 @@ fn targets(chosen: &[Target]) -> crate::reconcile::Targets {
 /// when it does not exist yet and must not be created (plan, status).
 fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<Arc<dyn Store>>> {
     open_store_of(loaded, &loaded.spec.store, create)
+}
+
+/// Opens the cache the spec names (the in-process one, or Redis shared by the nodes).
+fn open_cache(loaded: &LoadedSpec) -> anyhow::Result<Arc<dyn crate::cache::Cache>> {
+    Ok(match loaded.spec.cache.kind {
+        crate::spec::CacheKind::Memory => Arc::new(crate::cache::MemoryCache::default()),
+        crate::spec::CacheKind::Redis => {
+            let url = loaded
+                .spec
+                .cache
+                .url
+                .as_ref()
+                .context("cache.kind = \"redis\" needs cache.url")?
+                .resolve(&loaded.base_dir)
+                .context("cache.url")?;
+            Arc::new(crate::cache::RedisCache::connect(url.expose().trim()).context("cache")?)
+        }
+    })
 }
 
 /// Opens the store `config` describes (the spec's own, or `migrate`'s other side).

@@ -90,17 +90,41 @@ fn dns01(loaded: &crate::spec::LoadedSpec) -> Option<crate::tls::acme::Dns01> {
     })
 }
 
-pub fn run(spec: &Path) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// This node's name among the nodes sharing one store (status, locks); unique per
+    /// node. Default: the host name.
+    #[arg(long, env = "FERRYMAIL_NODE", value_name = "NAME")]
+    node: Option<String>,
+}
+
+pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     crate::tls::install_crypto_provider();
+    let node = match args.node {
+        Some(name) if !name.trim().is_empty() => name.trim().to_string(),
+        _ => host_name(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(spec.to_path_buf()))?;
+    runtime.block_on(serve(spec.to_path_buf(), node))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
+/// The operating system's host name ("localhost" if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "localhost".into(),
+    }
+}
+
+async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     // The first load must succeed: the listeners and data dir come from it. (A spec kept
     // in git falls back to its last good commit.)
     let loaded = match crate::source::load_for_serving(&spec_path) {
@@ -109,11 +133,23 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
         Err(other) => return Err(other.into()),
     };
     let data_dir = loaded.data_dir();
+    // The queue, mail log, mailboxes and keys live here whichever store is used (the
+    // SQLite store would make it; a MongoDB one does not).
+    if !data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    }
     let hostname = loaded.spec.server.hostname.clone();
     let store: Arc<dyn Store> =
         super::open_store(&loaded, true)?.context("the store could not be created")?;
     let snapshot =
         Arc::new(SnapshotHandle::new(store.as_ref()).context("building the first snapshot")?);
+    let cache = super::open_cache(&loaded)?;
+    let cluster = crate::cache::Cluster::new(cache.clone(), node);
     let status = Arc::new(Mutex::new(ReconcileStatus::default()));
     // The certificate manager's settings, kept in step with every applied spec.
     let acme = match (loaded.spec.tls.mode, &loaded.spec.tls.acme) {
@@ -192,6 +228,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             .map(std::time::Duration::from_secs),
         after_apply: Some(after_apply),
         git_interval: crate::source::interval(&spec_path),
+        cluster: cluster.clone(),
         runs: Default::default(),
         failures: Default::default(),
     });
@@ -273,12 +310,6 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
     let spool = Spool::start(queue.clone());
     let log =
         Arc::new(crate::queue::log::MailLog::open(&data_dir).context("opening the mail log")?);
-    let cache: Arc<dyn crate::cache::Cache> = match loaded.spec.cache.kind {
-        crate::spec::CacheKind::Memory => Arc::new(crate::cache::MemoryCache::default()),
-        crate::spec::CacheKind::Redis => {
-            bail!("cache.kind = \"redis\" is not available in this build yet; use \"memory\"")
-        }
-    };
     let mailboxes = Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?);
     let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -567,6 +598,7 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             status_file: Some(data_dir.join("acme.json")),
             ari: Default::default(),
             installed: Default::default(),
+            cluster: cluster.clone(),
         });
         tasks.spawn(manager.run(shutdown.clone()));
     }
@@ -576,9 +608,16 @@ async fn serve(spec_path: PathBuf) -> anyhow::Result<()> {
             settings: backups,
             store: store.clone(),
             data_dir: data_dir.clone(),
+            cluster: cluster.clone(),
         })
         .run(shutdown.clone()),
     );
+    tasks.spawn(heartbeat(
+        cluster.clone(),
+        store.clone(),
+        snapshot.clone(),
+        shutdown.clone(),
+    ));
 
     let state = ServeState {
         pid: std::process::id(),
@@ -908,5 +947,46 @@ fn webhook_key(loaded: &LoadedSpec) -> anyhow::Result<Option<Vec<u8>>> {
                 .to_vec(),
         )),
         None => Ok(None),
+    }
+}
+
+/// How often a node reports itself in the store; `status` calls a node silent for three
+/// beats "not seen".
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Nodes not seen for this long are forgotten.
+const FORGET_NODES_AFTER: i64 = 30 * 86_400;
+
+/// Writes this node's heartbeat (version, revision served, locks held) until shutdown.
+async fn heartbeat(
+    cluster: Arc<crate::cache::Cluster>,
+    store: Arc<dyn Store>,
+    snapshot: Arc<SnapshotHandle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started_at = crate::store::unix_now();
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let node = crate::store::NodeInfo {
+            name: cluster.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at,
+            last_seen: crate::store::unix_now(),
+            revision: snapshot.get().revision,
+            locks: cluster.held(),
+        };
+        let store = store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.heartbeat(&node)?;
+            store.forget_nodes(node.last_seen - FORGET_NODES_AFTER)
+        })
+        .await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(error = %e, "heartbeat not written");
+        }
     }
 }

@@ -104,6 +104,38 @@ pub struct Args {
     json: bool,
 }
 
+/// One line per node that shares the store: version, revision served, when it was last
+/// seen, the cluster-wide locks it holds.
+fn node_lines(nodes: &[crate::store::NodeInfo], now: i64) -> Vec<String> {
+    let silent_after = 3 * super::serve::HEARTBEAT.as_secs() as i64;
+    let mut out = Vec::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    out.push(format!("nodes: {}", nodes.len()));
+    for n in nodes {
+        let ago = (now - n.last_seen).max(0);
+        let seen = if ago > silent_after {
+            format!(
+                "NOT SEEN for {}",
+                humantime::format_duration(std::time::Duration::from_secs(ago as u64))
+            )
+        } else {
+            format!("last seen {ago} s ago")
+        };
+        let locks = if n.locks.is_empty() {
+            String::new()
+        } else {
+            format!("; holds {}", n.locks.join(", "))
+        };
+        out.push(format!(
+            "  {} (ferrymail {}, pid {}): {seen}, serving revision {}{locks}",
+            n.name, n.version, n.pid, n.revision
+        ));
+    }
+    out
+}
+
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     // A broken spec must not hide the server's state.
     let loaded = crate::spec::load_unchecked(spec)?;
@@ -120,6 +152,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         *counts.entry(o.object.kind.as_str()).or_default() += 1;
     }
     let applies = store.applies(5)?;
+    let nodes = store.nodes()?;
     let data_dir = loaded.data_dir();
     let server = running_server(&data_dir);
     let reconcile: Option<ReconcileStatus> = std::fs::read(data_dir.join("reconcile.json"))
@@ -138,6 +171,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "last_reconcile": reconcile,
             "queue": queue,
             "applies": applies,
+            "nodes": nodes,
             "certificate": certificate_lines(&loaded, store.as_ref(), server.is_some())?,
             "backups": backup_lines(&loaded, store.as_ref())?,
         });
@@ -195,6 +229,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     );
     let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("objects: {}", list.join(", "));
+    for line in node_lines(&nodes, crate::store::unix_now()) {
+        println!("{line}");
+    }
     match applies.first() {
         None => println!("last apply: never (run `ferrymail apply`)"),
         Some(_) => {

@@ -11,14 +11,18 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::{PlanError, Targets, apply_all, plan_targets};
+use crate::cache::cluster::RECONCILE;
 use crate::snapshot::SnapshotHandle;
 use crate::spec;
 use crate::store::Store;
 
 /// Editors write files in several steps; wait for the burst to settle.
 const DEBOUNCE: Duration = Duration::from_millis(300);
-/// How often the store revision is checked for applies made elsewhere (CLI, CI).
+/// How often the store revision is checked for applies made elsewhere (CLI, CI, another
+/// node); notices through Redis or a MongoDB change stream come sooner.
 const STORE_POLL: Duration = Duration::from_secs(2);
+/// The apply lock lapses this long after a node that held it died.
+const APPLY_LOCK: Duration = Duration::from_secs(120);
 
 /// The outcome of the latest reconcile, for `status`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -53,6 +57,8 @@ pub struct Reconciler {
     pub after_apply: Option<AfterApply>,
     /// How often a spec kept in git is fetched (`[source] interval`); None: not in git.
     pub git_interval: Option<Duration>,
+    /// This node and its locks: one node at a time applies.
+    pub cluster: Arc<crate::cache::Cluster>,
     /// Reconciles run and failed since the process started (for /metrics).
     pub runs: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
@@ -77,11 +83,36 @@ impl Reconciler {
                     .origin
                     .clone()
                     .unwrap_or_else(|| source.display().to_string());
+                // One node applies at a time; the others serve what it applied (the
+                // store's revision check would refuse a second apply of the same plan).
+                let Some(_held) = self.cluster.try_lock(RECONCILE, APPLY_LOCK) else {
+                    let holder = self
+                        .cluster
+                        .holder_elsewhere(RECONCILE)
+                        .unwrap_or_else(|| "the cache is unreachable".into());
+                    let revision = self.store.revision().map_err(PlanError::Store)?;
+                    return Ok((
+                        revision,
+                        format!(
+                            "not applied here: another node applies ({holder}); serving the store"
+                        ),
+                        Vec::new(),
+                        source,
+                        String::new(),
+                        loaded,
+                    ));
+                };
                 let p = plan_targets(&loaded, Some(self.store.as_ref()), &source, Targets::ALL)?;
                 let s = p.summary();
                 let applied = apply_all(&loaded, self.store.as_ref(), &p, false)
                     .map_err(|e| PlanError::Apply(e.to_string()))?;
                 let revision = applied.revision;
+                if revision != p.base_revision {
+                    // Every other node refreshes its snapshot now, not at its next poll.
+                    self.cluster
+                        .cache
+                        .publish(crate::cache::REVISION_CHANNEL, &revision.to_string());
+                }
                 // DNS trouble does not stop mail: the store is applied and serving; the
                 // problem is shown in `status` and the logs, and retried next reconcile.
                 let mut dns_problems: Vec<String> = match applied.dns {
@@ -191,6 +222,10 @@ impl Reconciler {
             }
         };
         let mut poll = tokio::time::interval(STORE_POLL);
+        // Another node's apply, heard through the cache (Redis) or the store (a MongoDB
+        // change stream); None where there is nobody to hear from.
+        let mut notices = self.cluster.cache.subscribe(crate::cache::REVISION_CHANNEL);
+        let mut changes_in_store = self.store.watch_revision();
         // A spec kept in git: fetch on this beat (an unchanged commit plans nothing).
         let mut fetch = tokio::time::interval(
             self.git_interval
@@ -216,18 +251,38 @@ impl Reconciler {
                     self.reconcile_in_background().await;
                 }
                 Some(()) = reload.recv() => self.reconcile_in_background().await,
-                _ = poll.tick() => {
-                    let this = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || this.snapshot.refresh(this.store.as_ref())).await;
-                }
+                _ = poll.tick() => self.refresh_in_background().await,
+                Some(_) = next(&mut notices) => self.refresh_in_background().await,
+                Some(_) = next(&mut changes_in_store) => self.refresh_in_background().await,
                 _ = shutdown.changed() => break,
             }
         }
     }
 
+    async fn refresh_in_background(self: &Arc<Self>) {
+        let this = self.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || this.snapshot.refresh(this.store.as_ref())).await;
+    }
+
     async fn reconcile_in_background(self: &Arc<Self>) {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.reconcile_once()).await;
+    }
+}
+
+/// The next message of an optional channel; pending forever without one (or once it
+/// closed), so a `select!` branch on it simply never fires.
+async fn next<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(v) => Some(v),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

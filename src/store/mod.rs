@@ -227,4 +227,9 @@ pub trait Store: Send + Sync {
     fn dump(&self) -> Result<StoreDump, StoreError>;
     /// Fills an empty store with a dump, atomically; refuses a store that holds anything.
     fn load(&self, dump: &StoreDump) -> Result<(), StoreError>;
+    /// A message whenever another writer may have moved the revision, where the backend
+    /// can push it (a MongoDB change stream); None: poll `revision`.
+    fn watch_revision(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+        None
+    }
 }

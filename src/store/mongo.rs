@@ -1167,6 +1167,34 @@ impl Store for MongoStore {
         self.block(self.dump_now())
     }
 
+    fn watch_revision(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+        use futures_util::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let meta = self.coll("meta");
+        self.runtime.as_ref()?.spawn(async move {
+            while !tx.is_closed() {
+                let mut stream = match meta.watch().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::info!(error = %e, "no MongoDB change stream; the store revision is polled");
+                        return;
+                    }
+                };
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "MongoDB change stream lost; reopening");
+                        break;
+                    }
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Some(rx)
+    }
+
     fn load(&self, dump: &StoreDump) -> Result<(), StoreError> {
         self.block(in_transaction!(self, |s| self.load_in(s, dump)))
     }

@@ -268,6 +268,8 @@ impl Dns01 {
 
 /// Keeps the served certificate issued and fresh.
 pub struct Manager {
+    /// One node at a time orders a certificate; the others serve it from the store.
+    pub cluster: Arc<crate::cache::Cluster>,
     /// Swapped when the spec changes (new names are then a reason to re-issue).
     pub settings: Arc<ArcSwap<Settings>>,
     pub store: Arc<dyn Store>,
@@ -380,6 +382,7 @@ impl Manager {
         let stored = crate::blocking::run(|| self.store.certificate(&id))?;
         // The certificate a new order replaces (RFC 9773 §5), when the CA cares.
         let stored_id = stored.as_ref().and_then(certificate_identifier);
+        let issued_before = stored.as_ref().map_or(i64::MIN, |c| c.issued_at);
         let mut wanted = settings.names.clone();
         wanted.sort();
         if let Some(cert) = stored {
@@ -403,6 +406,20 @@ impl Manager {
                 "a third of its lifetime is left"
             };
             tracing::info!(certificate = %id, "renewing: {why}");
+        }
+        let Some(_held) = self
+            .cluster
+            .try_lock(crate::cache::cluster::ACME, ORDER_TIMEOUT * 2)
+        else {
+            // Another node is ordering: its certificate arrives through the store.
+            return Ok(());
+        };
+        // It may have just finished one.
+        if let Some(cert) = crate::blocking::run(|| self.store.certificate(&id))?
+            && cert.issued_at > issued_before
+        {
+            self.serve(&cert)?;
+            return Ok(());
         }
         let replaces = lock(&self.ari)
             .offered

@@ -1,0 +1,213 @@
+//! Two `serve` nodes on one MongoDB-wire store (secantusd) and one redis-server, each with
+//! its own listeners and data dir and one shared spec file: an apply through one is
+//! served by both, status lists both, one backup is made for both, and the connection
+//! rate limit is one limit across them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Process, Workspace, free_port, quiet_dns, rcpt_probe, wait_for};
+
+/// One node: its own spec directory holding node.toml and a link to the shared spec.
+struct Node {
+    w: Workspace,
+    name: &'static str,
+    mx: u16,
+}
+
+fn node(name: &'static str, shared: &Path) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec");
+    std::fs::create_dir(&spec).unwrap();
+    let mx = free_port();
+    std::fs::write(
+        spec.join("node.toml"),
+        format!(
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"../data\"\n\n[listeners]\nmx = \"127.0.0.1:{mx}\"\n"
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(shared.join("shared.toml"), spec.join("shared.toml")).unwrap();
+    for secret in ["mongo.url", "redis.url", "backup.key"] {
+        std::fs::copy(shared.join(secret), spec.join(secret)).unwrap();
+    }
+    Node {
+        w: Workspace { dir, spec },
+        name,
+        mx,
+    }
+}
+
+impl Node {
+    fn serve(&self) -> Process {
+        self.w
+            .serve_with(self.mx, &[], &[("FERRYMAIL_NODE", self.name)])
+    }
+
+    fn accepts(&self, to: &str) -> bool {
+        !rcpt_probe(self.mx, "x@sender.test", to).contains("<** ")
+    }
+
+    /// The first line the MX sends to a new connection.
+    fn greeting(&self) -> String {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.mx)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line
+    }
+}
+
+fn shared_spec(dns: u16, backups: &Path, aliases: &str) -> String {
+    format!(
+        r#"[store]
+kind = "mongodb"
+url = {{ file = "mongo.url" }}
+database = "cluster"
+
+[cache]
+kind = "redis"
+url = {{ file = "redis.url" }}
+
+[limits]
+connections_per_minute = 40
+
+[dns]
+resolver = "127.0.0.1:{dns}"
+
+[backups]
+schedule = "0 3 * * *"
+target = "file://{}"
+encryption_key = {{ file = "backup.key" }}
+
+[domains."example.test".aliases]
+{aliases}
+"#,
+        backups.display()
+    )
+}
+
+#[test]
+fn two_nodes_share_one_store_one_cache_and_one_limit() {
+    let shared = tempfile::tempdir().unwrap();
+    let (_mongo, mongo_url) = common::mongodb(shared.path());
+    let (_redis, redis_url) = common::redis(shared.path());
+    let (_dns, dns) = quiet_dns(shared.path());
+    let backups = shared.path().join("backups");
+    std::fs::write(shared.path().join("mongo.url"), &mongo_url).unwrap();
+    std::fs::write(shared.path().join("redis.url"), &redis_url).unwrap();
+    std::fs::write(
+        shared.path().join("backup.key"),
+        "a long enough backup passphrase for the test\n",
+    )
+    .unwrap();
+    let write_shared = |aliases: &str| {
+        std::fs::write(
+            shared.path().join("shared.toml"),
+            shared_spec(dns, &backups, aliases),
+        )
+        .unwrap()
+    };
+    write_shared(r#"first = { forward = ["a@elsewhere.test"] }"#);
+
+    let a = node("node-a", shared.path());
+    let b = node("node-b", shared.path());
+    let server_a = a.serve();
+    let server_b = b.serve();
+    let logs = || {
+        format!(
+            "node a:\n{}\nnode b:\n{}",
+            server_a.log_text(),
+            server_b.log_text()
+        )
+    };
+    for n in [&a, &b] {
+        assert!(n.accepts("first@example.test"), "{}: {}", n.name, logs());
+        assert!(!n.accepts("second@example.test"), "{}", n.name);
+    }
+
+    // An apply through node a's spec: both nodes route the new alias.
+    write_shared(
+        r#"first = { forward = ["a@elsewhere.test"] }
+second = { forward = ["b@elsewhere.test"] }"#,
+    );
+    let applied = a.w.run(&["apply", "--auto-approve"]);
+    applied.ok();
+    let started = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(10), || a.accepts("second@example.test")
+            && b.accepts("second@example.test")),
+        "{}",
+        logs()
+    );
+    println!(
+        "the new alias was routable on both nodes {} ms after apply returned",
+        started.elapsed().as_millis()
+    );
+
+    // Status, from either node, lists both; the store is the shared one.
+    let listed = wait_for(Duration::from_secs(15), || {
+        let s = b.w.run(&["status"]).stdout;
+        s.contains("node-a (ferrymail") && s.contains("node-b (ferrymail")
+    });
+    let status = b.w.run(&["status"]).stdout;
+    assert!(listed, "{status}");
+    assert!(status.contains("nodes: 2"), "{status}");
+    assert!(
+        status.contains("store: mongodb database \"cluster\" on 127.0.0.1:"),
+        "{status}"
+    );
+    assert!(!status.contains("mongodb://"), "no URL in status: {status}");
+
+    // The first backup is made at start when there is none: by one node, not both.
+    assert!(
+        wait_for(Duration::from_secs(30), || b
+            .w
+            .run(&["backup", "list"])
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("20"))),
+        "no backup: {}\n{}",
+        b.w.run(&["backup", "list"]).stdout,
+        logs()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let objects = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".age"))
+        .count();
+    let records = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert_eq!((objects, records), (1, 1), "{}", logs());
+    // Backup ids are timestamps: two nodes starting in the same second would write one
+    // object twice, so count the runs themselves.
+    assert_eq!(logs().matches("backup starting").count(), 1, "{}", logs());
+
+    // One rate limit: node a takes new connections until it refuses, then node b
+    // refuses the very next one (with per-node counting it would still have room).
+    let mut taken_by_a = 0;
+    loop {
+        let line = a.greeting();
+        if line.starts_with("421") {
+            break;
+        }
+        assert!(line.starts_with("220"), "{line}");
+        taken_by_a += 1;
+        assert!(taken_by_a <= 40, "node a never refused");
+    }
+    let line = b.greeting();
+    assert!(
+        line.starts_with("421") && line.contains("Too many new connections"),
+        "node b took a connection over the shared limit: {line}"
+    );
+    println!("node a took {taken_by_a} connections before the shared limit of 40 refused both");
+}
