@@ -211,3 +211,63 @@ second = { forward = ["b@elsewhere.test"] }"#,
     );
     println!("node a took {taken_by_a} connections before the shared limit of 40 refused both");
 }
+
+/// `migrate` copies a live SQLite store into MongoDB and back; the spec plans nothing
+/// against either copy, and a target that holds anything is refused.
+#[test]
+fn migrate_copies_the_store_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_mongo, url) = common::mongodb(dir.path());
+    let w = Workspace::new("");
+    std::fs::write(w.path().join("mongo.url"), &url).unwrap();
+    let body = |kind: &str| {
+        format!(
+            r#"
+[store]
+kind = "{kind}"
+url = {{ file = "mongo.url" }}
+database = "moved"
+
+[domains."example.test".aliases]
+hello = {{ forward = ["someone@elsewhere.test"] }}
+me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
+"#,
+            common::TEST_HASH
+        )
+    };
+    w.write_spec(&body("sqlite"));
+    w.run(&["apply", "--auto-approve"]).ok();
+    let key_before = w.run(&["dns", "records"]).ok().stdout.clone();
+    assert!(key_before.contains("_domainkey"), "{key_before}");
+
+    let moved = w.run(&["migrate", "--from", "sqlite", "--to", "mongodb"]);
+    moved.ok();
+    assert!(
+        moved.stdout.contains("plan against the copy: no changes"),
+        "{}",
+        moved.stdout
+    );
+    assert!(!moved.stdout.contains("mongodb://"), "{}", moved.stdout);
+    // Now served from MongoDB: nothing to change, the same DKIM key published.
+    w.write_spec(&body("mongodb"));
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_eq!(w.run(&["dns", "records"]).ok().stdout, key_before);
+    let status = w.run(&["status"]).ok().stdout.clone();
+    assert!(
+        status.contains("store: mongodb database \"moved\""),
+        "{status}"
+    );
+
+    // A second copy into a store that holds something is refused, and changes nothing.
+    let again = w.run(&["migrate", "--from", "sqlite", "--to", "mongodb"]);
+    again.code(1);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+
+    // And back, into a fresh data dir.
+    std::fs::remove_dir_all(w.data_dir()).unwrap();
+    w.run(&["migrate", "--from", "mongodb", "--to", "sqlite"])
+        .ok();
+    w.write_spec(&body("sqlite"));
+    w.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_eq!(w.run(&["dns", "records"]).ok().stdout, key_before);
+}
