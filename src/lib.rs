@@ -14,6 +14,7 @@ pub mod listen;
 pub mod login;
 pub mod mailbox;
 pub mod metrics;
+pub mod mongo;
 pub mod password;
 pub mod pop3;
 pub mod private_file;

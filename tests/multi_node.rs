@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Process, Workspace, free_port, quiet_dns, rcpt_probe, wait_for};
+use common::{
+    Process, Workspace, free_port, python_peer, quiet_dns, rcpt_probe, received, wait_for,
+};
 
 /// One node: its own spec directory holding node.toml and a link to the shared spec.
 struct Node {
@@ -19,6 +21,11 @@ struct Node {
 }
 
 fn node(name: &'static str, shared: &Path) -> Node {
+    node_with(name, shared, "")
+}
+
+/// A node whose node.toml also holds `extra` (its own [delivery] relay, say).
+fn node_with(name: &'static str, shared: &Path, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec");
     std::fs::create_dir(&spec).unwrap();
@@ -26,7 +33,7 @@ fn node(name: &'static str, shared: &Path) -> Node {
     std::fs::write(
         spec.join("node.toml"),
         format!(
-            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"../data\"\n\n[listeners]\nmx = \"127.0.0.1:{mx}\"\n"
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"../data\"\n\n[listeners]\nmx = \"127.0.0.1:{mx}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -63,7 +70,15 @@ impl Node {
     }
 }
 
-fn shared_spec(dns: u16, backups: &Path, aliases: &str) -> String {
+/// The [backups] part of the first test's shared spec.
+fn backups_to(dir: &Path) -> String {
+    format!(
+        "[backups]\nschedule = \"0 3 * * *\"\ntarget = \"file://{}\"\nencryption_key = {{ file = \"backup.key\" }}\n",
+        dir.display()
+    )
+}
+
+fn shared_spec(dns: u16, extra: &str, aliases: &str) -> String {
     format!(
         r#"[store]
 kind = "mongodb"
@@ -80,36 +95,22 @@ connections_per_minute = 40
 [dns]
 resolver = "127.0.0.1:{dns}"
 
-[backups]
-schedule = "0 3 * * *"
-target = "file://{}"
-encryption_key = {{ file = "backup.key" }}
-
+{extra}
 [domains."example.test".aliases]
 {aliases}
-"#,
-        backups.display()
+"#
     )
 }
 
 #[test]
 fn two_nodes_share_one_store_one_cache_and_one_limit() {
-    let shared = tempfile::tempdir().unwrap();
-    let (_mongo, mongo_url) = common::mongodb(shared.path());
-    let (_redis, redis_url) = common::redis(shared.path());
-    let (_dns, dns) = quiet_dns(shared.path());
+    let c = cluster();
+    let shared = &c.dir;
     let backups = shared.path().join("backups");
-    std::fs::write(shared.path().join("mongo.url"), &mongo_url).unwrap();
-    std::fs::write(shared.path().join("redis.url"), &redis_url).unwrap();
-    std::fs::write(
-        shared.path().join("backup.key"),
-        "a long enough backup passphrase for the test\n",
-    )
-    .unwrap();
     let write_shared = |aliases: &str| {
         std::fs::write(
             shared.path().join("shared.toml"),
-            shared_spec(dns, &backups, aliases),
+            shared_spec(c.dns, &backups_to(&backups), aliases),
         )
         .unwrap()
     };
@@ -210,6 +211,121 @@ second = { forward = ["b@elsewhere.test"] }"#,
         "node b took a connection over the shared limit: {line}"
     );
     println!("node a took {taken_by_a} connections before the shared limit of 40 refused both");
+}
+
+/// The shared setup: MongoDB, Redis, a quiet DNS and the secrets, in one directory.
+struct Cluster {
+    dir: tempfile::TempDir,
+    dns: u16,
+    _servers: Vec<Process>,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let (mongo, mongo_url) = common::mongodb(dir.path());
+    let (redis, redis_url) = common::redis(dir.path());
+    let (dns_server, dns) = quiet_dns(dir.path());
+    std::fs::write(dir.path().join("mongo.url"), &mongo_url).unwrap();
+    std::fs::write(dir.path().join("redis.url"), &redis_url).unwrap();
+    std::fs::write(
+        dir.path().join("backup.key"),
+        "a long enough backup passphrase for the test\n",
+    )
+    .unwrap();
+    Cluster {
+        dir,
+        dns,
+        _servers: vec![mongo, redis, dns_server],
+    }
+}
+
+/// A message node a accepted (250) and was delivering when it was killed is delivered by
+/// node b: the queue is in the shared store, and once node a's heartbeat stops its lease
+/// is node b's to take, long before it would expire.
+#[test]
+fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
+    let c = cluster();
+    std::fs::write(
+        c.dir.path().join("shared.toml"),
+        shared_spec(
+            c.dns,
+            "",
+            r#"hello = { forward = ["friend@elsewhere.test"] }"#,
+        ),
+    )
+    .unwrap();
+    // Node a relays to a tarpit: it takes the delivery and hangs in it. Node b relays to
+    // a real sink.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for conn in tarpit.incoming().flatten() {
+                held.lock().unwrap().push(conn);
+            }
+        });
+    }
+    let sink_port = free_port();
+    let sink_dir = c.dir.path().join("sink");
+    let _sink = python_peer(
+        "sink.py",
+        &[&sink_port.to_string(), sink_dir.to_str().unwrap()],
+        c.dir.path(),
+    );
+    let a = node_with(
+        "node-a",
+        c.dir.path(),
+        &format!("\n[delivery]\nrelay = \"127.0.0.1:{tarpit_port}\"\n"),
+    );
+    let b = node_with(
+        "node-b",
+        c.dir.path(),
+        &format!("\n[delivery]\nrelay = \"127.0.0.1:{sink_port}\"\n"),
+    );
+    let mut server_a = a.serve();
+    let server_b = b.serve();
+    let sent = common::swaks(
+        a.mx,
+        &[
+            "--from",
+            "alice@sender.test",
+            "--to",
+            "hello@example.test",
+            "--body",
+            "kept safe",
+        ],
+    );
+    assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    // Node a is delivering it (into the tarpit) when it dies.
+    assert!(
+        wait_for(Duration::from_secs(10), || !held.lock().unwrap().is_empty()),
+        "node a never tried to deliver: {}",
+        server_a.log_text()
+    );
+    server_a.kill_hard();
+    let killed_at = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(90), || !received(&sink_dir).is_empty()),
+        "not delivered by node b: {}",
+        server_b.log_text()
+    );
+    let got = received(&sink_dir);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].content.contains("kept safe"));
+    assert_eq!(got[0].rcpt_to, vec!["friend@elsewhere.test".to_string()]);
+    println!(
+        "node b delivered node a's message {} s after node a was killed",
+        killed_at.elapsed().as_secs()
+    );
+    // Delivered once: the queue is empty for both.
+    let queue = b.w.run(&["queue", "list"]);
+    assert!(
+        queue.ok().stdout.contains("The queue is empty."),
+        "{}",
+        queue.stdout
+    );
 }
 
 /// `migrate` copies a live SQLite store into MongoDB and back; the spec plans nothing

@@ -108,7 +108,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Backend::Mongodb => "mongodb",
     };
     println!(
-        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The queue, mail log and mailboxes stay where they are."
+        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The mail log and mailboxes stay in the data dir; let the queue drain first (`ferrymail queue list`), since it moves with the store."
     );
     Ok(ExitCode::SUCCESS)
 }

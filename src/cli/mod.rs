@@ -201,6 +201,32 @@ fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<Arc<dy
     open_store_of(loaded, &loaded.spec.store, create)
 }
 
+/// Opens the queue beside the store: in the data dir with SQLite, in the same database
+/// with MongoDB (so every node delivers what any node accepted). `node` names the leases.
+fn open_queue(
+    loaded: &LoadedSpec,
+    store: Option<&dyn Store>,
+    node: &str,
+) -> anyhow::Result<Arc<dyn crate::queue::Queue>> {
+    let opened;
+    let store = match (store, loaded.spec.store.kind) {
+        (Some(s), _) => Some(s),
+        (None, StoreKind::Mongodb) => {
+            opened = open_store(loaded, false)?;
+            opened.as_deref()
+        }
+        (None, StoreKind::Sqlite) => None,
+    };
+    match store.and_then(|s| s.connection()) {
+        Some(mongo) => Ok(Arc::new(
+            crate::queue::MongoQueue::open(mongo, node).context("opening the queue in MongoDB")?,
+        )),
+        None => Ok(Arc::new(
+            crate::queue::QueueDb::open(&loaded.data_dir()).context("opening the queue")?,
+        )),
+    }
+}
+
 /// Opens the cache the spec names (the in-process one, or Redis shared by the nodes).
 fn open_cache(loaded: &LoadedSpec) -> anyhow::Result<Arc<dyn crate::cache::Cache>> {
     Ok(match loaded.spec.cache.kind {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use crate::queue::{QueueDb, now_unix};
+use crate::queue::now_unix;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -33,7 +33,7 @@ pub enum Command {
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     // A broken spec must not hide the server's state.
     let loaded = crate::spec::load_unchecked(spec)?;
-    let db = QueueDb::open(&loaded.data_dir())?;
+    let db = super::open_queue(&loaded, None, "cli")?;
     match command {
         Command::List { json } => {
             let entries = db.list(10_000)?;

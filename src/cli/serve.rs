@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::mailbox::Mailboxes;
+use crate::queue::Spool;
 use crate::queue::outbound::Outbound;
 use crate::queue::worker::Worker;
-use crate::queue::{QueueDb, Spool};
 use crate::reconcile::watch::{ReconcileStatus, Reconciler};
 use crate::routing::srs::Srs;
 use crate::smtp::{MxContext, serve_mx};
@@ -299,7 +299,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     };
     let signing = Arc::new(crate::dkim::signing::SigningKeys::new(store.clone()));
     let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
-    let queue = Arc::new(QueueDb::open(&data_dir).context("opening the queue")?);
+    let queue = super::open_queue(&loaded, Some(store.as_ref()), &cluster.node)?;
     let released = queue.release_leases()?;
     if released > 0 {
         tracing::info!(

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::queue::QueueDb;
 use crate::reconcile::watch::ReconcileStatus;
 use crate::store::Kind;
 use crate::store::unix_now;
@@ -161,7 +160,11 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let queue = data_dir
         .join("queue.db")
         .exists()
-        .then(|| QueueDb::open(&data_dir).and_then(|q| q.pending()).ok())
+        .then(|| {
+            super::open_queue(&loaded, Some(store.as_ref()), "cli")
+                .ok()
+                .and_then(|q| q.pending().ok())
+        })
         .flatten();
     if args.json {
         let v = serde_json::json!({

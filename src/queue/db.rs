@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Envelope, NewDelivery};
+use super::{Envelope, NewDelivery, Queue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -19,6 +19,23 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
     #[error("queue file {0}")]
     Open(#[from] crate::sqlite::OpenError),
+    #[error("queue in MongoDB: {0}")]
+    Mongo(#[from] Box<mongodb::error::Error>),
+}
+
+impl From<mongodb::error::Error> for QueueError {
+    fn from(e: mongodb::error::Error) -> QueueError {
+        QueueError::Mongo(Box::new(e))
+    }
+}
+
+impl crate::mongo::DriverError for QueueError {
+    fn driver(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            QueueError::Mongo(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +47,7 @@ pub enum DeliveryKind {
 }
 
 impl DeliveryKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DeliveryKind::Forward => "forward",
             DeliveryKind::Mailbox => "mailbox",
@@ -38,7 +55,7 @@ impl DeliveryKind {
         }
     }
 
-    fn parse(s: &str) -> Option<DeliveryKind> {
+    pub fn parse(s: &str) -> Option<DeliveryKind> {
         [
             DeliveryKind::Forward,
             DeliveryKind::Mailbox,
@@ -79,7 +96,7 @@ pub struct Delivery {
 /// Bodies up to this size come with the deliveries `take_due` returns: one read instead
 /// of one more per delivery; larger ones are read when their attempt starts, so a batch
 /// of leased deliveries (at most 512) holds 32 MiB at most.
-const INLINE_BODY: i64 = 64 * 1024;
+pub(super) const INLINE_BODY: i64 = 64 * 1024;
 
 /// A delivery as `queue list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -188,11 +205,17 @@ impl QueueDb {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         result
     }
+}
+
+impl Queue for QueueDb {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
 
     /// One commit of the spool: stores new messages with their deliveries and removes
     /// finished deliveries. With new messages it is on disk (fsync) before it returns,
     /// since a 250 waits for it; removals alone need not be.
-    pub fn commit(
+    fn commit(
         &self,
         batch: &[(Envelope, Vec<u8>, Vec<NewDelivery>)],
         finished: &[i64],
@@ -215,7 +238,7 @@ impl QueueDb {
 
     /// Takes up to `limit` due deliveries and leases them for `lease_secs`, so no other
     /// worker (or node) takes them meanwhile; a crashed worker's lease simply expires.
-    pub fn take_due(&self, limit: usize, lease_secs: i64) -> Result<Vec<Delivery>, QueueError> {
+    fn take_due(&self, limit: usize, lease_secs: i64) -> Result<Vec<Delivery>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now();
@@ -258,7 +281,7 @@ impl QueueDb {
 
     /// Claims the one bounce a message may cause: true the first time only, so a message
     /// whose several deliveries fail sends its sender one DSN, not one per failure.
-    pub fn claim_bounce(&self, message_id: i64) -> Result<bool, QueueError> {
+    fn claim_bounce(&self, message_id: i64) -> Result<bool, QueueError> {
         let n = self.conn().execute(
             "UPDATE messages SET bounced = 1 WHERE id = ?1 AND bounced = 0",
             [message_id],
@@ -267,7 +290,7 @@ impl QueueDb {
     }
 
     /// Claims the one delay notice a message may cause (like `claim_bounce`).
-    pub fn claim_delay_notice(&self, message_id: i64) -> Result<bool, QueueError> {
+    fn claim_delay_notice(&self, message_id: i64) -> Result<bool, QueueError> {
         let n = self.conn().execute(
             "UPDATE messages SET delay_notified = 1 WHERE id = ?1 AND delay_notified = 0",
             [message_id],
@@ -276,7 +299,7 @@ impl QueueDb {
     }
 
     /// The envelope a message arrived with.
-    pub fn envelope(&self, message_id: i64) -> Result<Option<Envelope>, QueueError> {
+    fn envelope(&self, message_id: i64) -> Result<Option<Envelope>, QueueError> {
         let text: Option<String> = self
             .conn()
             .query_row(
@@ -291,14 +314,14 @@ impl QueueDb {
 
     /// Frees every lease. Called at start: on one node, a lease still held then belonged to
     /// this server before it died, and its deliveries must not wait for the lease to expire.
-    pub fn release_leases(&self) -> Result<usize, QueueError> {
+    fn release_leases(&self) -> Result<usize, QueueError> {
         Ok(self.conn().execute(
             "UPDATE deliveries SET leased_until = 0 WHERE leased_until > 0",
             [],
         )?)
     }
 
-    pub fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError> {
+    fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .conn()
             .query_row(
@@ -310,12 +333,7 @@ impl QueueDb {
     }
 
     /// A delivery failed temporarily: try again at `next_at`.
-    pub fn retry_later(
-        &self,
-        delivery_id: i64,
-        next_at: i64,
-        error: &str,
-    ) -> Result<(), QueueError> {
+    fn retry_later(&self, delivery_id: i64, next_at: i64, error: &str) -> Result<(), QueueError> {
         self.conn().execute(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, leased_until = 0, last_error = ?3 WHERE id = ?1",
             params![delivery_id, next_at, error],
@@ -324,7 +342,7 @@ impl QueueDb {
     }
 
     /// Makes a delivery due now (`queue retry`). Returns whether it exists.
-    pub fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
+    fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
         self.durably(|conn| {
             let n = conn.execute(
                 "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
@@ -335,7 +353,7 @@ impl QueueDb {
     }
 
     /// Removes a delivery (`queue remove`). Returns whether it existed.
-    pub fn remove(&self, delivery_id: i64) -> Result<bool, QueueError> {
+    fn remove(&self, delivery_id: i64) -> Result<bool, QueueError> {
         self.durably(|conn| {
             let tx = conn.transaction()?;
             let existed = remove_delivery(&tx, delivery_id)?;
@@ -344,7 +362,7 @@ impl QueueDb {
         })
     }
 
-    pub fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
+    fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT d.id, d.message_id, d.kind, d.target, m.mail_from, d.attempts, d.next_attempt_at, d.last_error, m.size
@@ -367,7 +385,7 @@ impl QueueDb {
     }
 
     /// Deliveries not yet done.
-    pub fn pending(&self) -> Result<u64, QueueError> {
+    fn pending(&self) -> Result<u64, QueueError> {
         Ok(self
             .conn()
             .query_row("SELECT COUNT(*) FROM deliveries", [], |r| {
@@ -376,7 +394,7 @@ impl QueueDb {
     }
 
     /// When the oldest message still waiting was received (Unix seconds).
-    pub fn oldest_received_at(&self) -> Result<Option<i64>, QueueError> {
+    fn oldest_received_at(&self) -> Result<Option<i64>, QueueError> {
         Ok(self.conn().query_row(
             "SELECT MIN(m.received_at) FROM messages m
              WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
@@ -386,7 +404,7 @@ impl QueueDb {
     }
 
     /// Seconds until the next delivery is due (None when the queue is empty).
-    pub fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
+    fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
         let next: Option<i64> = self.conn().query_row(
             "SELECT MIN(MAX(next_attempt_at, leased_until)) FROM deliveries",
             [],
@@ -456,97 +474,4 @@ fn remove_delivery(tx: &rusqlite::Transaction<'_>, delivery_id: i64) -> Result<b
         )?;
     }
     Ok(message_id.is_some())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn envelope() -> Envelope {
-        Envelope {
-            mail_from: "a@b.test".into(),
-            rcpt_to: vec!["x@d.test".into()],
-            remote_ip: "127.0.0.1".into(),
-            helo: "h".into(),
-            tls: false,
-            ret_full: true,
-            envid: Some("E1".into()),
-        }
-    }
-
-    #[test]
-    fn deliveries_round_trip_lease_retry_and_finish() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = QueueDb::open(dir.path()).unwrap();
-        let delivery = NewDelivery {
-            kind: DeliveryKind::Forward,
-            target: "t@e.test".into(),
-            alias: "x@d.test".into(),
-            prefix: "ARC-Seal: x\r\n".into(),
-            from_rewrite: "x@d.test".into(),
-            dsn: crate::queue::Dsn {
-                rcpt: "x@d.test".into(),
-                notify: smtp_proto::RCPT_NOTIFY_FAILURE,
-                orcpt: None,
-            },
-        };
-        let ids = db
-            .commit(&[(envelope(), b"body".to_vec(), vec![delivery])], &[])
-            .unwrap();
-        let due = db.take_due(10, 600).unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(
-            (due[0].prefix.as_str(), due[0].from_rewrite.as_str()),
-            ("ARC-Seal: x\r\n", "x@d.test")
-        );
-        assert_eq!(
-            due[0].body.as_deref(),
-            Some(&b"body"[..]),
-            "small bodies come along"
-        );
-        assert_eq!(due[0].dsn.notify, smtp_proto::RCPT_NOTIFY_FAILURE);
-        let stored = db.envelope(ids[0]).unwrap().unwrap();
-        assert_eq!(
-            (stored.ret_full, stored.envid.as_deref()),
-            (true, Some("E1"))
-        );
-        assert!(db.claim_delay_notice(ids[0]).unwrap());
-        assert!(
-            !db.claim_delay_notice(ids[0]).unwrap(),
-            "one delay notice per message"
-        );
-        assert!(
-            db.take_due(10, 600).unwrap().is_empty(),
-            "a leased delivery is not handed out twice"
-        );
-        db.retry_later(due[0].id, now() + 3600, "421 busy").unwrap();
-        assert!(
-            db.take_due(10, 600).unwrap().is_empty(),
-            "not due before its retry time"
-        );
-        assert_eq!(
-            db.list(10).unwrap()[0].last_error.as_deref(),
-            Some("421 busy")
-        );
-        assert!(db.retry_now(due[0].id).unwrap());
-        assert_eq!(db.take_due(10, 600).unwrap().len(), 1);
-        db.commit(&[], &[due[0].id]).unwrap();
-        assert_eq!(db.pending().unwrap(), 0);
-        assert_eq!(
-            db.body(ids[0]).unwrap(),
-            None,
-            "the message goes with its last delivery"
-        );
-    }
-
-    #[test]
-    fn a_message_bounces_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = QueueDb::open(dir.path()).unwrap();
-        let ids = db
-            .commit(&[(envelope(), b"body".to_vec(), vec![])], &[])
-            .unwrap();
-        assert!(db.claim_bounce(ids[0]).unwrap());
-        assert!(!db.claim_bounce(ids[0]).unwrap());
-    }
 }

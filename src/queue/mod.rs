@@ -4,6 +4,7 @@
 pub mod bounce;
 mod db;
 pub mod log;
+mod mongo;
 pub mod outbound;
 pub mod rewrite;
 pub mod sign;
@@ -12,6 +13,7 @@ pub mod webhook;
 pub mod worker;
 
 pub use db::{Delivery, DeliveryKind, QueueDb, QueueEntry, QueueError, now as now_unix};
+pub use mongo::MongoQueue;
 pub use spool::{Spool, SpoolError};
 
 use serde::{Deserialize, Serialize};
@@ -84,4 +86,45 @@ pub struct NewDelivery {
     /// The recipient it comes from and the notices its sender asked for.
     #[serde(default)]
     pub dsn: Dsn,
+}
+
+/// The queue behind one trait: SQLite in the data dir (one node) or MongoDB (several
+/// nodes, any of which delivers what another accepted). Both pass tests/queue_conformance.rs.
+pub trait Queue: Send + Sync {
+    /// "sqlite" or "mongodb".
+    fn kind(&self) -> &'static str;
+    /// One commit of the spool: stores new messages with their deliveries and removes
+    /// finished deliveries. With new messages it is durable before it returns (a 250
+    /// waits for it); removals alone need not be. Returns the new messages' ids.
+    fn commit(
+        &self,
+        batch: &[(Envelope, Vec<u8>, Vec<NewDelivery>)],
+        finished: &[i64],
+    ) -> Result<Vec<i64>, QueueError>;
+    /// Takes up to `limit` due deliveries and leases them for `lease_secs`, so no other
+    /// worker or node takes them meanwhile; a crashed worker's lease simply expires.
+    fn take_due(&self, limit: usize, lease_secs: i64) -> Result<Vec<Delivery>, QueueError>;
+    /// Claims the one bounce a message may cause: true the first time only.
+    fn claim_bounce(&self, message_id: i64) -> Result<bool, QueueError>;
+    /// Claims the one delay notice a message may cause.
+    fn claim_delay_notice(&self, message_id: i64) -> Result<bool, QueueError>;
+    /// The envelope a message arrived with.
+    fn envelope(&self, message_id: i64) -> Result<Option<Envelope>, QueueError>;
+    /// Frees this server's leases, at start: they belonged to it before it stopped, and
+    /// its deliveries must not wait for them to expire.
+    fn release_leases(&self) -> Result<usize, QueueError>;
+    fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError>;
+    /// A delivery failed temporarily: try again at `next_at`.
+    fn retry_later(&self, delivery_id: i64, next_at: i64, error: &str) -> Result<(), QueueError>;
+    /// Makes a delivery due now (`queue retry`). Returns whether it exists.
+    fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError>;
+    /// Removes a delivery, and its message with its last one (`queue remove`).
+    fn remove(&self, delivery_id: i64) -> Result<bool, QueueError>;
+    fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError>;
+    /// Deliveries not yet done.
+    fn pending(&self) -> Result<u64, QueueError>;
+    /// When the oldest message still waiting was received (Unix seconds).
+    fn oldest_received_at(&self) -> Result<Option<i64>, QueueError>;
+    /// Seconds until the next delivery is due (None when the queue is empty).
+    fn next_due_in(&self) -> Result<Option<i64>, QueueError>;
 }

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::{Envelope, NewDelivery, QueueDb, QueueError};
+use super::{Envelope, NewDelivery, Queue, QueueError};
 
 /// At most this many messages share one commit.
 const MAX_BATCH: usize = 256;
@@ -43,7 +43,7 @@ pub struct Spool {
 }
 
 impl Spool {
-    pub fn start(db: Arc<QueueDb>) -> Spool {
+    pub fn start(db: Arc<dyn Queue>) -> Spool {
         let (jobs, rx) = mpsc::channel::<Job>();
         let committed = Arc::new(tokio::sync::Notify::new());
         let notify = committed.clone();
@@ -93,7 +93,7 @@ impl Spool {
     }
 }
 
-fn writer(db: Arc<QueueDb>, rx: mpsc::Receiver<Job>, committed: Arc<tokio::sync::Notify>) {
+fn writer(db: Arc<dyn Queue>, rx: mpsc::Receiver<Job>, committed: Arc<tokio::sync::Notify>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut replies = Vec::new();

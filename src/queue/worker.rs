@@ -9,7 +9,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::bounce::{Action, Notice};
 use super::log::{Entry, Event};
 use super::outbound::{DeliveryError, DsnRequest, Outbound};
-use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, QueueDb, Spool, now_unix};
+use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
 use crate::snapshot::SnapshotHandle;
@@ -26,7 +26,7 @@ const PER_DESTINATION: usize = 20;
 const MAX_TAKEN: usize = 512;
 
 pub struct Worker {
-    pub db: Arc<QueueDb>,
+    pub db: Arc<dyn Queue>,
     pub spool: Spool,
     pub outbound: Outbound,
     pub mailboxes: Mailboxes,

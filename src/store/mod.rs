@@ -232,4 +232,8 @@ pub trait Store: Send + Sync {
     fn watch_revision(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
         None
     }
+    /// The MongoDB connection, for the queue and the mail log kept beside the store.
+    fn connection(&self) -> Option<std::sync::Arc<crate::mongo::Mongo>> {
+        None
+    }
 }

@@ -3,24 +3,22 @@
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Binary, Bson, Document, doc, spec::BinarySubtype};
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
-use mongodb::{ClientSession, Collection, Database, IndexModel};
+use mongodb::options::IndexOptions;
+use mongodb::{ClientSession, Collection, IndexModel};
+
+use crate::mongo::{DriverError, Mongo, in_transaction};
 
 use super::{
     ApplyRecord, BackupRun, DnsOwned, DumpedKey, DumpedObject, Kind, NodeInfo, RetiredKey, Store,
     StoreDump, StoreError, StoredCertificate, StoredObject, Write, now_rfc3339, unix_now,
 };
 
-/// How long an operation waits for a usable server before it fails (the driver's default
-/// is 30 s; a mail server should say what is wrong sooner).
-const SERVER_SELECTION: Duration = Duration::from_secs(10);
-/// Transactions that lose a write conflict are retried this many times.
-const TRANSACTION_ATTEMPTS: usize = 5;
+use crate::mongo::TRANSACTION_ATTEMPTS;
 /// Documents per insert_many or $in list in one apply: well under the 16 MiB message
 /// limit, and few round trips.
 const BATCH: usize = 1_000;
@@ -33,132 +31,48 @@ impl From<mongodb::error::Error> for StoreError {
     }
 }
 
+impl DriverError for StoreError {
+    fn driver(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            StoreError::Mongo(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 fn data(what: &str) -> impl FnOnce(bson::error::Error) -> StoreError + '_ {
     move |e| StoreError::Data(format!("{what}: {e}"))
 }
 
-/// Runs `$body` (an expression using the session `$s`) in a transaction, retrying it when
-/// MongoDB says the failure was transient (another node's apply touched the same
-/// documents) and retrying a commit whose outcome is unknown.
-macro_rules! in_transaction {
-    ($store:expr, |$s:ident| $body:expr) => {{
-        async {
-            let mut session = $store.client.start_session().await?;
-            let mut attempt = 0;
-            'attempts: loop {
-                attempt += 1;
-                session.start_transaction().await?;
-                let value = {
-                    let $s = &mut session;
-                    match $body.await {
-                        Ok(value) => value,
-                        Err(e) => {
-                            let _ = session.abort_transaction().await;
-                            if attempt < TRANSACTION_ATTEMPTS
-                                && is_label(&e, TRANSIENT_TRANSACTION_ERROR)
-                            {
-                                continue 'attempts;
-                            }
-                            return Err(e);
-                        }
-                    }
-                };
-                let mut commits = 0;
-                loop {
-                    commits += 1;
-                    match session.commit_transaction().await {
-                        Ok(()) => return Ok(value),
-                        Err(e)
-                            if commits < TRANSACTION_ATTEMPTS
-                                && e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {}
-                        Err(e)
-                            if attempt < TRANSACTION_ATTEMPTS
-                                && e.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
-                        {
-                            continue 'attempts;
-                        }
-                        Err(e) => return Err(StoreError::from(e)),
-                    }
-                }
-            }
-        }
-    }};
-}
-
 pub struct MongoStore {
-    /// The driver is async and the store trait is not: a small runtime of its own runs
-    /// every operation, whatever runtime (or none) the caller is on.
-    runtime: Option<tokio::runtime::Runtime>,
-    db: Database,
-    client: mongodb::Client,
-    /// The servers named in the URL, without credentials.
-    hosts: String,
+    mongo: Arc<Mongo>,
 }
 
 impl MongoStore {
     /// Connects, checks that the deployment can run transactions, and creates the
     /// collections and indexes (idempotent; every node does it at start).
     pub fn connect(url: &str, database: &str) -> Result<MongoStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferrymail-mongo")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unsuitable(format!("starting the MongoDB runtime: {e}")))?;
-        let (client, db, hosts) = run_on(&runtime, async {
-            let mut options = ClientOptions::parse(url).await?;
-            let hosts = options
-                .hosts
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            options.app_name = Some(format!("ferrymail {}", env!("CARGO_PKG_VERSION")));
-            options
-                .server_selection_timeout
-                .get_or_insert(SERVER_SELECTION);
-            // An apply or a certificate is acknowledged once a majority has it on disk:
-            // a failover must not lose what a node reported as done.
-            options.write_concern.get_or_insert(
-                WriteConcern::builder()
-                    .w(Acknowledgment::Majority)
-                    .journal(true)
-                    .build(),
-            );
-            options.read_concern.get_or_insert(ReadConcern::majority());
-            let client = mongodb::Client::with_options(options)?;
-            let db = client.database(database);
-            Ok::<_, StoreError>((client, db, hosts))
-        })?;
-        let store = MongoStore {
-            runtime: Some(runtime),
-            db,
-            client,
-            hosts,
-        };
+        let mongo = Mongo::connect(url, database)?;
+        let store = MongoStore { mongo };
         store.block(store.check_deployment())?;
         store.block(store.prepare())?;
         Ok(store)
     }
 
-    /// Runs a future to completion on the store's runtime.
     fn block<F: Future + Send>(&self, future: F) -> F::Output
     where
         F::Output: Send,
     {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("runtime lives as long as the store");
-        run_on(runtime, future)
+        self.mongo.block(future)
     }
 
     fn coll(&self, name: &str) -> Collection<Document> {
-        self.db.collection(name)
+        self.mongo.coll(name)
     }
 
     async fn check_deployment(&self) -> Result<(), StoreError> {
         let hello = self
+            .mongo
             .client
             .database("admin")
             .run_command(doc! { "hello": 1 })
@@ -691,39 +605,6 @@ impl MongoStore {
     }
 }
 
-impl Drop for MongoStore {
-    fn drop(&mut self) {
-        // Dropping a runtime from async code panics; this one may be dropped anywhere.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// Blocks on `future` on `runtime`, from any thread: inside tokio's multi-threaded runtime
-/// it steps out first (block_in_place); inside a current-thread runtime, which cannot
-/// block, it waits from a scoped thread.
-fn run_on<F: Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
-where
-    F::Output: Send,
-{
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| runtime.block_on(future)),
-        Ok(_) => std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(future))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }),
-        Err(_) => runtime.block_on(future),
-    }
-}
-
-fn is_label(e: &StoreError, label: &str) -> bool {
-    matches!(e, StoreError::Mongo(m) if m.contains_label(label))
-}
-
 fn write_kind(w: &Write) -> Kind {
     match w {
         Write::Put { object, .. } => object.kind,
@@ -960,7 +841,11 @@ impl Store for MongoStore {
     }
 
     fn location(&self) -> String {
-        format!("database {:?} on {}", self.db.name(), self.hosts)
+        format!(
+            "database {:?} on {}",
+            self.mongo.db.name(),
+            self.mongo.hosts
+        )
     }
 
     fn revision(&self) -> Result<u64, StoreError> {
@@ -972,7 +857,7 @@ impl Store for MongoStore {
     }
 
     fn apply(&self, base_revision: u64, writes: &[Write], source: &str) -> Result<u64, StoreError> {
-        self.block(in_transaction!(self, |s| self.apply_in(
+        self.block(in_transaction!(self.mongo, |s| self.apply_in(
             s,
             base_revision,
             writes,
@@ -1080,7 +965,8 @@ impl Store for MongoStore {
             .collect();
         let mut seen = std::collections::HashSet::new();
         docs.retain(|d| seen.insert(d.to_string()));
-        self.block(in_transaction!(self, |s| self.replace_dns_owned(s, provider, zone, &docs)))
+        self.block(in_transaction!(self.mongo, |s| self
+            .replace_dns_owned(s, provider, zone, &docs)))
     }
 
     fn applies(&self, limit: usize) -> Result<Vec<ApplyRecord>, StoreError> {
@@ -1167,11 +1053,15 @@ impl Store for MongoStore {
         self.block(self.dump_now())
     }
 
+    fn connection(&self) -> Option<Arc<Mongo>> {
+        Some(self.mongo.clone())
+    }
+
     fn watch_revision(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
         use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let meta = self.coll("meta");
-        self.runtime.as_ref()?.spawn(async move {
+        self.mongo.spawn(async move {
             while !tx.is_closed() {
                 let mut stream = match meta.watch().await {
                     Ok(stream) => stream,
@@ -1196,7 +1086,7 @@ impl Store for MongoStore {
     }
 
     fn load(&self, dump: &StoreDump) -> Result<(), StoreError> {
-        self.block(in_transaction!(self, |s| self.load_in(s, dump)))
+        self.block(in_transaction!(self.mongo, |s| self.load_in(s, dump)))
     }
 }
 

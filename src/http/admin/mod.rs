@@ -46,7 +46,7 @@ pub struct AdminState {
     pub log: Arc<crate::queue::log::MailLog>,
     pub mailboxes: crate::mailbox::Mailboxes,
     pub overview: Arc<dyn Fn() -> Overview + Send + Sync>,
-    pub queue: Arc<crate::queue::QueueDb>,
+    pub queue: Arc<dyn crate::queue::Queue>,
     /// Wakes the delivery workers after a retry.
     pub wake: Arc<tokio::sync::Notify>,
     pub store: Arc<dyn crate::store::Store>,

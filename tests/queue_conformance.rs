@@ -1,0 +1,305 @@
+//! The queue conformance suite: every test written once against the `Queue` trait and run
+//! on the SQLite queue and on the MongoDB queue (secantusd on loopback); then what only a
+//! shared queue does: two nodes never take the same delivery, and a dead node's leased
+//! deliveries go to a living one.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Process;
+use ferrymail::queue::{DeliveryKind, Dsn, Envelope, MongoQueue, NewDelivery, Queue, QueueDb};
+use ferrymail::store::{MongoStore, NodeInfo, Store};
+
+struct Backend {
+    queue: Arc<dyn Queue>,
+    _dir: tempfile::TempDir,
+    _server: Option<Process>,
+}
+
+fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        queue: Arc::new(QueueDb::open(dir.path()).unwrap()),
+        _dir: dir,
+        _server: None,
+    }
+}
+
+fn mongodb() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = common::mongodb(dir.path());
+    let store = MongoStore::connect(&url, "ferrymail").unwrap();
+    let queue = MongoQueue::open(store.connection().unwrap(), "node-a").unwrap();
+    Backend {
+        queue: Arc::new(queue),
+        _dir: dir,
+        _server: Some(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $name() { super::$name(super::sqlite().queue.as_ref()); })*
+        }
+        mod on_mongodb {
+            $(#[test] fn $name() { super::$name(super::mongodb().queue.as_ref()); })*
+        }
+    };
+}
+
+conformance!(
+    deliveries_round_trip_lease_retry_and_finish,
+    a_message_bounces_once,
+    large_bodies_come_back_whole,
+    listing_and_removing,
+);
+
+fn envelope() -> Envelope {
+    Envelope {
+        mail_from: "a@b.test".into(),
+        rcpt_to: vec!["x@d.test".into()],
+        remote_ip: "127.0.0.1".into(),
+        helo: "h".into(),
+        tls: false,
+        ret_full: true,
+        envid: Some("E1".into()),
+    }
+}
+
+fn forward(target: &str) -> NewDelivery {
+    NewDelivery {
+        kind: DeliveryKind::Forward,
+        target: target.into(),
+        alias: "x@d.test".into(),
+        prefix: "ARC-Seal: x\r\n".into(),
+        from_rewrite: "x@d.test".into(),
+        dsn: Dsn {
+            rcpt: "x@d.test".into(),
+            notify: smtp_proto::RCPT_NOTIFY_FAILURE,
+            orcpt: None,
+        },
+    }
+}
+
+fn now() -> i64 {
+    ferrymail::queue::now_unix()
+}
+
+fn deliveries_round_trip_lease_retry_and_finish(q: &dyn Queue) {
+    let ids = q
+        .commit(
+            &[(envelope(), b"body".to_vec(), vec![forward("t@e.test")])],
+            &[],
+        )
+        .unwrap();
+    let due = q.take_due(10, 600).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].message_id, ids[0]);
+    assert_eq!(
+        (due[0].prefix.as_str(), due[0].from_rewrite.as_str()),
+        ("ARC-Seal: x\r\n", "x@d.test")
+    );
+    assert_eq!(due[0].mail_from, "a@b.test");
+    assert_eq!(
+        due[0].body.as_deref(),
+        Some(&b"body"[..]),
+        "small bodies come along"
+    );
+    assert_eq!(due[0].dsn.notify, smtp_proto::RCPT_NOTIFY_FAILURE);
+    let stored = q.envelope(ids[0]).unwrap().unwrap();
+    assert_eq!(
+        (stored.ret_full, stored.envid.as_deref()),
+        (true, Some("E1"))
+    );
+    assert!(q.claim_delay_notice(ids[0]).unwrap());
+    assert!(
+        !q.claim_delay_notice(ids[0]).unwrap(),
+        "one delay notice per message"
+    );
+    assert!(
+        q.take_due(10, 600).unwrap().is_empty(),
+        "a leased delivery is not handed out twice"
+    );
+    assert!(
+        q.next_due_in().unwrap().unwrap() > 500,
+        "due when the lease ends"
+    );
+    q.retry_later(due[0].id, now() + 3600, "421 busy").unwrap();
+    assert!(
+        q.take_due(10, 600).unwrap().is_empty(),
+        "not due before its retry time"
+    );
+    let listed = q.list(10).unwrap();
+    assert_eq!(listed[0].last_error.as_deref(), Some("421 busy"));
+    assert_eq!(listed[0].attempts, 1);
+    assert!(q.retry_now(due[0].id).unwrap());
+    assert_eq!(q.next_due_in().unwrap(), Some(0));
+    let again = q.take_due(10, 600).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    // A lease released at restart is due at once.
+    assert_eq!(q.release_leases().unwrap(), 1);
+    assert_eq!(q.take_due(10, 600).unwrap().len(), 1);
+    q.commit(&[], &[due[0].id]).unwrap();
+    assert_eq!(q.pending().unwrap(), 0);
+    assert_eq!(q.next_due_in().unwrap(), None);
+    assert_eq!(
+        q.body(ids[0]).unwrap(),
+        None,
+        "the message goes with its last delivery"
+    );
+}
+
+fn a_message_bounces_once(q: &dyn Queue) {
+    let ids = q
+        .commit(&[(envelope(), b"body".to_vec(), vec![])], &[])
+        .unwrap();
+    assert!(q.claim_bounce(ids[0]).unwrap());
+    assert!(!q.claim_bounce(ids[0]).unwrap());
+}
+
+fn large_bodies_come_back_whole(q: &dyn Queue) {
+    // Larger than a MongoDB document: stored in chunks there.
+    let body: Vec<u8> = (0..18 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let ids = q
+        .commit(
+            &[
+                (
+                    envelope(),
+                    body.clone(),
+                    vec![forward("a@e.test"), forward("b@e.test")],
+                ),
+                (envelope(), b"small".to_vec(), vec![forward("c@e.test")]),
+            ],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let due = q.take_due(10, 600).unwrap();
+    assert_eq!(due.len(), 3);
+    let big: Vec<_> = due.iter().filter(|d| d.message_id == ids[0]).collect();
+    assert_eq!(big.len(), 2);
+    assert!(
+        big[0].body.is_none(),
+        "large bodies are read when their attempt starts"
+    );
+    assert_eq!(q.body(ids[0]).unwrap().as_deref(), Some(&body[..]));
+    assert_eq!(
+        q.oldest_received_at().unwrap().map(|t| (now() - t) < 60),
+        Some(true)
+    );
+    // The message stays until its last delivery is done.
+    q.commit(&[], &[big[0].id]).unwrap();
+    assert_eq!(q.body(ids[0]).unwrap().map(|b| b.len()), Some(body.len()));
+    q.commit(&[], &[big[1].id]).unwrap();
+    assert_eq!(q.body(ids[0]).unwrap(), None);
+    assert_eq!(q.pending().unwrap(), 1);
+}
+
+fn listing_and_removing(q: &dyn Queue) {
+    let ids = q
+        .commit(
+            &[(
+                envelope(),
+                b"0123456789".to_vec(),
+                vec![forward("a@e.test"), forward("b@e.test")],
+            )],
+            &[],
+        )
+        .unwrap();
+    let listed = q.list(10).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            listed[0].message_id,
+            listed[0].size,
+            listed[0].mail_from.as_str()
+        ),
+        (ids[0], 10, "a@b.test")
+    );
+    assert_eq!(listed[1].target, "b@e.test");
+    assert!(q.remove(listed[0].id).unwrap());
+    assert!(!q.remove(listed[0].id).unwrap(), "gone already");
+    assert!(q.body(ids[0]).unwrap().is_some(), "one delivery left");
+    assert!(q.remove(listed[1].id).unwrap());
+    assert_eq!(q.body(ids[0]).unwrap(), None);
+    assert!(!q.retry_now(listed[1].id).unwrap());
+}
+
+fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {
+    store
+        .heartbeat(&NodeInfo {
+            name: name.into(),
+            version: "test".into(),
+            pid: 1,
+            started_at: 0,
+            last_seen,
+            revision: 0,
+            locks: vec![],
+        })
+        .unwrap();
+}
+
+/// Two nodes polling one queue at once never lease the same delivery; when one dies with
+/// deliveries leased, the other takes them once its heartbeat has stopped, without
+/// waiting for the lease.
+#[test]
+fn nodes_share_the_queue_and_take_over_from_the_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = common::mongodb(dir.path());
+    let store = MongoStore::connect(&url, "ferrymail").unwrap();
+    let a = Arc::new(MongoQueue::open(store.connection().unwrap(), "node-a").unwrap());
+    let b = Arc::new(MongoQueue::open(store.connection().unwrap(), "node-b").unwrap());
+    heartbeat(&store, "node-a", now());
+    heartbeat(&store, "node-b", now());
+    let batch: Vec<_> = (0..40)
+        .map(|i| {
+            (
+                envelope(),
+                format!("m{i}").into_bytes(),
+                vec![forward("t@e.test")],
+            )
+        })
+        .collect();
+    a.commit(&batch, &[]).unwrap();
+    let takers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|q| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..10 {
+                    got.extend(q.take_due(3, 600).unwrap().into_iter().map(|d| d.id));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut taken: Vec<Vec<i64>> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+    // Racing, a call may lease fewer than it asked for; node a takes what is left.
+    taken[0].extend(a.take_due(100, 600).unwrap().into_iter().map(|d| d.id));
+    let mut all: Vec<i64> = taken.concat();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a delivery was leased to both nodes");
+    assert_eq!(n, 40);
+    // Everything is leased now; node a dies (its heartbeat goes stale).
+    assert!(b.take_due(100, 600).unwrap().is_empty());
+    heartbeat(&store, "node-a", now() - 120);
+    assert_eq!(
+        b.next_due_in().unwrap(),
+        Some(0),
+        "node a's deliveries are due"
+    );
+    let rescued = b.take_due(100, 600).unwrap();
+    assert_eq!(
+        rescued.len(),
+        taken[0].len(),
+        "node b takes exactly node a's"
+    );
+    assert!(rescued.iter().all(|d| taken[0].contains(&d.id)));
+    // A restarted node a frees only its own leases (none are left).
+    assert_eq!(a.release_leases().unwrap(), 0);
+}
