@@ -122,6 +122,15 @@ where
     }
 }
 
+/// Waits a little before a transaction's next attempt: a few milliseconds, more with each
+/// attempt and drawn at random, so that two nodes that conflicted do not meet again.
+pub async fn back_off(attempt: usize) {
+    let mut byte = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+    let ms = (attempt as u64) * (5 + u64::from(byte[0]) % 20);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 /// An error that may carry the driver's, whose labels say whether a transaction can be
 /// retried.
 pub trait DriverError: From<mongodb::error::Error> {
@@ -155,6 +164,7 @@ macro_rules! in_transaction {
                             if attempt < $crate::mongo::TRANSACTION_ATTEMPTS
                                 && e.has_label(TRANSIENT_TRANSACTION_ERROR)
                             {
+                                $crate::mongo::back_off(attempt).await;
                                 continue 'attempts;
                             }
                             return Err(e);
@@ -173,6 +183,7 @@ macro_rules! in_transaction {
                             if attempt < $crate::mongo::TRANSACTION_ATTEMPTS
                                 && e.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
                         {
+                            $crate::mongo::back_off(attempt).await;
                             continue 'attempts;
                         }
                         Err(e) => return Err(e.into()),

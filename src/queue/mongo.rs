@@ -71,6 +71,16 @@ impl MongoQueue {
     }
 
     async fn prepare(&self) -> Result<(), QueueError> {
+        // The id counter exists before any commit needs it: nodes that first commit at
+        // the same moment must not race to create it.
+        self.mongo
+            .coll("counters")
+            .update_one(
+                doc! { "_id": "queue" },
+                doc! { "$setOnInsert": { "next": 0_i64 } },
+            )
+            .upsert(true)
+            .await?;
         let plain = |keys: Document| IndexModel::builder().keys(keys).build();
         let deliveries = self.deliveries();
         for keys in [
@@ -95,8 +105,10 @@ impl MongoQueue {
         Ok(())
     }
 
-    /// Reserves `n` consecutive ids; returns the first.
-    async fn ids(&self, s: &mut ClientSession, n: usize) -> Result<i64, QueueError> {
+    /// Reserves `n` consecutive ids; returns the first. Outside the commit's transaction:
+    /// every node's commits would otherwise conflict on this one document, and an id
+    /// lost to an aborted commit costs nothing.
+    async fn ids(&self, n: usize) -> Result<i64, QueueError> {
         let counter = self
             .mongo
             .coll("counters")
@@ -104,9 +116,7 @@ impl MongoQueue {
                 doc! { "_id": "queue" },
                 doc! { "$inc": { "next": n as i64 } },
             )
-            .upsert(true)
             .return_document(ReturnDocument::After)
-            .session(&mut *s)
             .await?
             .ok_or_else(|| QueueError::Data("the queue id counter is missing".into()))?;
         Ok(int(&counter, "next") - n as i64 + 1)
@@ -121,7 +131,7 @@ impl MongoQueue {
         let mut ids = Vec::with_capacity(batch.len());
         if !batch.is_empty() {
             let count = batch.len() + batch.iter().map(|(_, _, d)| d.len()).sum::<usize>();
-            let mut next = self.ids(s, count).await?;
+            let mut next = self.ids(count).await?;
             let now = now();
             let (mut messages, mut deliveries, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
             for (envelope, body, new) in batch {
