@@ -90,7 +90,7 @@ fn write_spec(dir: &Path, mx: u16, http: u16) {
 
 fn fill_log(data: &Path) {
     use ferrymail::queue::log::{Entry, Event, MailLog};
-    let log = MailLog::open(data).expect("mail log");
+    let log = MailLog::open(data, 365 * 86_400).expect("mail log");
     for i in 0..RECORDS {
         let event = Event::ALL[i % 5];
         log.record(Entry {

@@ -108,7 +108,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Backend::Mongodb => "mongodb",
     };
     println!(
-        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The mail log and mailboxes stay in the data dir; let the queue drain first (`ferrymail queue list`), since it moves with the store."
+        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The mailboxes stay in the data dir; the queue and mail log move with the store and are not copied, so let the queue drain first (`ferrymail queue list`)."
     );
     Ok(ExitCode::SUCCESS)
 }

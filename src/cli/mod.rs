@@ -208,16 +208,7 @@ fn open_queue(
     store: Option<&dyn Store>,
     node: &str,
 ) -> anyhow::Result<Arc<dyn crate::queue::Queue>> {
-    let opened;
-    let store = match (store, loaded.spec.store.kind) {
-        (Some(s), _) => Some(s),
-        (None, StoreKind::Mongodb) => {
-            opened = open_store(loaded, false)?;
-            opened.as_deref()
-        }
-        (None, StoreKind::Sqlite) => None,
-    };
-    match store.and_then(|s| s.connection()) {
+    match mongo_of(loaded, store)? {
         Some(mongo) => Ok(Arc::new(
             crate::queue::MongoQueue::open(mongo, node).context("opening the queue in MongoDB")?,
         )),
@@ -225,6 +216,33 @@ fn open_queue(
             crate::queue::QueueDb::open(&loaded.data_dir()).context("opening the queue")?,
         )),
     }
+}
+
+/// Opens the mail log beside the store, like the queue (`open_queue`).
+fn open_mail_log(
+    loaded: &LoadedSpec,
+    store: Option<&dyn Store>,
+    node: &str,
+) -> anyhow::Result<crate::queue::log::MailLog> {
+    let retention = loaded.spec.delivery.log_retention_secs();
+    let log = match mongo_of(loaded, store)? {
+        Some(mongo) => crate::queue::log::MailLog::open_mongo(mongo, node, retention),
+        None => crate::queue::log::MailLog::open(&loaded.data_dir(), retention),
+    };
+    log.context("opening the mail log")
+}
+
+/// The MongoDB connection of the store (`store`, or the spec's when not given); None
+/// with SQLite.
+fn mongo_of(
+    loaded: &LoadedSpec,
+    store: Option<&dyn Store>,
+) -> anyhow::Result<Option<Arc<crate::mongo::Mongo>>> {
+    Ok(match (store, loaded.spec.store.kind) {
+        (Some(s), _) => s.connection(),
+        (None, StoreKind::Mongodb) => open_store(loaded, false)?.and_then(|s| s.connection()),
+        (None, StoreKind::Sqlite) => None,
+    })
 }
 
 /// Opens the cache the spec names (the in-process one, or Redis shared by the nodes).

@@ -73,7 +73,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             println!("Delivery {id} will be tried now (by the running server).");
         }
         Command::Log { limit, json } => {
-            let log = crate::queue::log::MailLog::open(&loaded.data_dir())?;
+            let log = super::open_mail_log(&loaded, None, "cli")?;
             let entries = log.recent(limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);

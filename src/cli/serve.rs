@@ -308,8 +308,11 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         );
     }
     let spool = Spool::start(queue.clone());
-    let log =
-        Arc::new(crate::queue::log::MailLog::open(&data_dir).context("opening the mail log")?);
+    let log = Arc::new(super::open_mail_log(
+        &loaded,
+        Some(store.as_ref()),
+        &cluster.node,
+    )?);
     let mailboxes = Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?);
     let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);

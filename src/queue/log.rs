@@ -1,14 +1,22 @@
 //! The mail log: one structured record per accepted, rejected, delivered, deferred or
-//! bounced message, for `queue log` now and the admin pages later. Records go through a
-//! channel to a writer thread (batched, WAL, synchronous=NORMAL: a log needs no fsync).
+//! bounced message, for `queue log`, the admin pages and the API. Records go through a
+//! channel to a writer thread, batched: into data_dir/maillog.db (WAL, no fsync: a log
+//! needs none), or into MongoDB beside a shared store, where every node's records meet.
 
+use std::future::IntoFuture;
 use std::path::Path;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::QueueError;
+use crate::mongo::Mongo;
+
+/// How often old records are pruned (SQLite; MongoDB's TTL index does it there).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +36,14 @@ impl Event {
         Event::Deferred,
         Event::Bounced,
     ];
+
+    /// The event an `as_str` text names (an unknown one reads as a bounce).
+    pub fn parse(text: &str) -> Event {
+        Event::ALL
+            .into_iter()
+            .find(|e| e.as_str() == text)
+            .unwrap_or(Event::Bounced)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +83,7 @@ enum Job {
 
 pub struct MailLog {
     tx: mpsc::Sender<Job>,
-    reader: Mutex<Connection>,
+    reader: Reader,
     /// Records of each event since the process started (for /metrics), in `Event::ALL`
     /// order.
     counts: [std::sync::atomic::AtomicU64; 5],
@@ -93,17 +109,120 @@ fn open(path: &Path) -> Result<Connection, QueueError> {
     Ok(conn)
 }
 
+/// Where searches read.
+enum Reader {
+    Sqlite(Mutex<Connection>),
+    Mongo(Arc<Mongo>),
+}
+
+/// Where the writer thread writes.
+enum Writer {
+    Sqlite(Connection),
+    Mongo(Arc<Mongo>, String),
+}
+
+impl Writer {
+    fn write(&mut self, batch: &[Entry]) -> Result<(), QueueError> {
+        match self {
+            Writer::Sqlite(conn) => write(conn, batch),
+            Writer::Mongo(mongo, node) => {
+                let docs: Vec<Document> = batch
+                    .iter()
+                    .map(|e| {
+                        doc! {
+                            "at": e.at,
+                            // A date for the TTL index, which reads only dates.
+                            "at_date": DateTime::from_millis(e.at.saturating_mul(1000)),
+                            "event": e.event.as_str(),
+                            "message_id": e.message_id,
+                            "mail_from": &e.mail_from,
+                            "rcpt": &e.rcpt,
+                            "remote_ip": &e.remote_ip,
+                            "detail": &e.detail,
+                            "node": node.as_str(),
+                        }
+                    })
+                    .collect();
+                mongo.block(mongo.coll("mail_log").insert_many(&docs).into_future())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn prune(&mut self, before: i64) -> Result<(), QueueError> {
+        if let Writer::Sqlite(conn) = self {
+            conn.execute("DELETE FROM mail_log WHERE at < ?1", [before])?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the TTL index that keeps `retention` seconds of log in MongoDB, replacing one
+/// made with another retention.
+async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError> {
+    use mongodb::IndexModel;
+    use mongodb::options::IndexOptions;
+    let coll = mongo.coll("mail_log");
+    let ttl = || {
+        IndexModel::builder()
+            .keys(doc! { "at_date": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("retention".to_string())
+                    .expire_after(std::time::Duration::from_secs(retention))
+                    .build(),
+            )
+            .build()
+    };
+    if coll.create_index(ttl()).await.is_err() {
+        // An index of that name with another expiry: make it again.
+        coll.drop_index("retention").await?;
+        coll.create_index(ttl()).await?;
+    }
+    coll.create_index(IndexModel::builder().keys(doc! { "at": -1 }).build())
+        .await?;
+    Ok(())
+}
+
 impl MailLog {
     /// Opens data_dir/maillog.db and starts its writer thread.
-    pub fn open(data_dir: &Path) -> Result<MailLog, QueueError> {
+    pub fn open(data_dir: &Path, retention_secs: u64) -> Result<MailLog, QueueError> {
         let path = data_dir.join("maillog.db");
-        let mut writer = open(&path)?;
-        let reader = open(&path)?;
+        let writer = Writer::Sqlite(open(&path)?);
+        let reader = Reader::Sqlite(Mutex::new(open(&path)?));
+        Self::start(writer, reader, retention_secs)
+    }
+
+    /// Opens the mail log in MongoDB, shared by every node (each record names its node);
+    /// records older than `retention_secs` expire by a TTL index.
+    pub fn open_mongo(
+        mongo: Arc<Mongo>,
+        node: &str,
+        retention_secs: u64,
+    ) -> Result<MailLog, QueueError> {
+        mongo.block(retention_index(&mongo, retention_secs))?;
+        let writer = Writer::Mongo(mongo.clone(), node.to_string());
+        Self::start(writer, Reader::Mongo(mongo), retention_secs)
+    }
+
+    fn start(
+        mut writer: Writer,
+        reader: Reader,
+        retention_secs: u64,
+    ) -> Result<MailLog, QueueError> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("mail-log".into())
             .spawn(move || {
+                let mut pruned: Option<std::time::Instant> = None;
                 while let Ok(first) = rx.recv() {
+                    if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                        pruned = Some(std::time::Instant::now());
+                        let before = super::now_unix() - retention_secs as i64;
+                        if let Err(e) = writer.prune(before) {
+                            tracing::warn!(error = %e, "mail log not pruned");
+                        }
+                    }
                     // Nobody waits for a log record: gather for a moment so a busy server
                     // writes a few transactions a second, not two per message.
                     if matches!(first, Job::Record(_)) {
@@ -118,7 +237,7 @@ impl MailLog {
                         }
                     }
                     if !batch.is_empty()
-                        && let Err(e) = write(&mut writer, &batch)
+                        && let Err(e) = writer.write(&batch)
                     {
                         tracing::error!(error = %e, "mail log write failed");
                     }
@@ -129,7 +248,7 @@ impl MailLog {
             })?;
         Ok(MailLog {
             tx,
-            reader: Mutex::new(reader),
+            reader,
             counts: Default::default(),
         })
     }
@@ -175,7 +294,11 @@ impl MailLog {
         event: Option<Event>,
         limit: usize,
     ) -> Result<Vec<Entry>, QueueError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = match &self.reader {
+            Reader::Sqlite(conn) => conn,
+            Reader::Mongo(mongo) => return search_mongo(mongo, text, event, limit),
+        };
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare_cached(
             "SELECT at, event, message_id, mail_from, rcpt, remote_ip, detail FROM mail_log
              WHERE (?1 = '' OR mail_from LIKE ?2 ESCAPE '\\' OR rcpt LIKE ?2 ESCAPE '\\'
@@ -191,16 +314,9 @@ impl MailLog {
         );
         let args = params![text, pattern, event.map(Event::as_str), limit as i64];
         let rows = stmt.query_map(args, |r| {
-            let event = match r.get::<_, String>(1)?.as_str() {
-                "accepted" => Event::Accepted,
-                "rejected" => Event::Rejected,
-                "delivered" => Event::Delivered,
-                "deferred" => Event::Deferred,
-                _ => Event::Bounced,
-            };
             Ok(Entry {
                 at: r.get(0)?,
-                event,
+                event: Event::parse(&r.get::<_, String>(1)?),
                 message_id: r.get(2)?,
                 mail_from: r.get(3)?,
                 rcpt: r.get(4)?,
@@ -232,4 +348,50 @@ fn write(conn: &mut Connection, batch: &[Entry]) -> Result<(), QueueError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The newest records matching a search, from MongoDB: a case-insensitive substring of
+/// the sender, recipient or detail, as SQLite's LIKE matches.
+fn search_mongo(
+    mongo: &Mongo,
+    text: &str,
+    event: Option<Event>,
+    limit: usize,
+) -> Result<Vec<Entry>, QueueError> {
+    let mut filter = Document::new();
+    if !text.is_empty() {
+        let pattern = regex::escape(text);
+        let like = |field: &str| doc! { field: { "$regex": &pattern, "$options": "i" } };
+        filter.insert("$or", vec![like("mail_from"), like("rcpt"), like("detail")]);
+    }
+    if let Some(event) = event {
+        filter.insert("event", event.as_str());
+    }
+    let docs: Vec<Document> = mongo.block(async {
+        mongo
+            .coll("mail_log")
+            .find(filter)
+            .sort(doc! { "at": -1, "_id": -1 })
+            .limit(limit.min(i64::MAX as usize) as i64)
+            .await?
+            .try_collect()
+            .await
+    })?;
+    let text = |d: &Document, k: &str| d.get_str(k).unwrap_or_default().to_string();
+    Ok(docs
+        .iter()
+        .map(|d| Entry {
+            at: d.get_i64("at").unwrap_or_default(),
+            event: Event::parse(d.get_str("event").unwrap_or_default()),
+            message_id: match d.get("message_id") {
+                Some(Bson::Int64(v)) => Some(*v),
+                Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                _ => None,
+            },
+            mail_from: text(d, "mail_from"),
+            rcpt: text(d, "rcpt"),
+            remote_ip: text(d, "remote_ip"),
+            detail: text(d, "detail"),
+        })
+        .collect())
 }

@@ -349,12 +349,23 @@ pub struct Delivery {
     /// (default); "0s" sends none. Only for senders who did not say NOTIFY without DELAY.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_warning: Option<String>,
+    /// How long the mail log keeps a record (accepted, delivered, bounced…), e.g. "30d"
+    /// (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention: Option<String>,
 }
 
 impl Delivery {
     /// `expire_after` in seconds (validated: a bad value never reaches here).
     pub fn expire_after_secs(&self) -> u64 {
         duration_secs(self.expire_after.as_deref()).unwrap_or(5 * 86_400)
+    }
+
+    /// `log_retention` in seconds (at least an hour).
+    pub fn log_retention_secs(&self) -> u64 {
+        duration_secs(self.log_retention.as_deref())
+            .unwrap_or(30 * 86_400)
+            .max(3600)
     }
 
     /// `delay_warning` in seconds; 0 = no delay notices.

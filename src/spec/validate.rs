@@ -210,6 +210,7 @@ impl Validator {
         for (key, value) in [
             ("expire_after", &spec.delivery.expire_after),
             ("delay_warning", &spec.delivery.delay_warning),
+            ("log_retention", &spec.delivery.log_retention),
         ] {
             if let Some(text) = value
                 && humantime::parse_duration(text).is_err()
