@@ -33,12 +33,12 @@ fn node_with(name: &'static str, shared: &Path, extra: &str) -> Node {
     std::fs::write(
         spec.join("node.toml"),
         format!(
-            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"../data\"\n\n[listeners]\nmx = \"127.0.0.1:{mx}\"\n{extra}"
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"../data\"\nmaster_key = {{ file = \"master.key\" }}\n\n[listeners]\nmx = \"127.0.0.1:{mx}\"\n{extra}"
         ),
     )
     .unwrap();
     std::os::unix::fs::symlink(shared.join("shared.toml"), spec.join("shared.toml")).unwrap();
-    for secret in ["mongo.url", "redis.url", "backup.key"] {
+    for secret in ["mongo.url", "redis.url", "backup.key", "master.key"] {
         std::fs::copy(shared.join(secret), spec.join(secret)).unwrap();
     }
     Node {
@@ -232,6 +232,12 @@ fn cluster() -> Cluster {
         "a long enough backup passphrase for the test\n",
     )
     .unwrap();
+    // Every node seals and opens the shared mailboxes with this key.
+    std::fs::write(
+        dir.path().join("master.key"),
+        "the cluster's master key, at least 32 characters\n",
+    )
+    .unwrap();
     Cluster {
         dir,
         dns,
@@ -328,6 +334,92 @@ fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
     );
 }
 
+/// A mailbox kept in MongoDB is one mailbox for every node: mail accepted by node a is
+/// read over IMAP on node b, and flags set through node b show through node a.
+#[test]
+fn a_mailbox_is_served_by_every_node() {
+    let c = cluster();
+    std::fs::write(
+        c.dir.path().join("shared.toml"),
+        shared_spec(
+            c.dns,
+            "",
+            &format!(
+                "me = {{ mailbox = {{ password = {{ hash = \"{}\" }} }} }}",
+                common::TEST_HASH
+            ),
+        ),
+    )
+    .unwrap();
+    let (imap_a, imap_b) = (free_port(), free_port());
+    let a = node_with(
+        "node-a",
+        c.dir.path(),
+        &format!("imap = \"127.0.0.1:{imap_a}\"\n"),
+    );
+    let b = node_with(
+        "node-b",
+        c.dir.path(),
+        &format!("imap = \"127.0.0.1:{imap_b}\"\n"),
+    );
+    let server_a = a.serve();
+    let server_b = b.serve();
+    let sent = common::swaks(
+        a.mx,
+        &[
+            "--from",
+            "alice@sender.test",
+            "--to",
+            "me@example.test",
+            "--header",
+            "Subject: for every node",
+        ],
+    );
+    assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    let state = |port: u16, flags: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            port.to_string(),
+            "me@example.test".into(),
+            "quickstart".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = common::python_peer_run("imap_state.py", &args, c.dir.path());
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"))
+    };
+    let delivered = wait_for(Duration::from_secs(30), || {
+        state(imap_b, &[])["INBOX"]["messages"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+    });
+    assert!(
+        delivered,
+        "node b does not show the message: {}\n{}",
+        server_a.log_text(),
+        server_b.log_text()
+    );
+    let on_b = state(imap_b, &["INBOX:1:\\Flagged"]);
+    let on_a = state(imap_a, &[]);
+    assert_eq!(
+        on_a["INBOX"], on_b["INBOX"],
+        "one mailbox, seen alike from both nodes"
+    );
+    let message = &on_a["INBOX"]["messages"][0];
+    assert_eq!(message[1], "for every node");
+    assert!(
+        message[3]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "\\Flagged"),
+        "{message}"
+    );
+    // Nothing of it in either node's data dir: the mailbox lives in the store.
+    for n in [&a, &b] {
+        assert!(!n.w.data_dir().join("mailboxes").exists(), "{}", n.name);
+    }
+}
+
 /// `migrate` copies a live SQLite store into MongoDB and back; the spec plans nothing
 /// against either copy, and a target that holds anything is refused.
 #[test]
@@ -336,9 +428,15 @@ fn migrate_copies_the_store_both_ways() {
     let (_mongo, url) = common::mongodb(dir.path());
     let w = Workspace::new("");
     std::fs::write(w.path().join("mongo.url"), &url).unwrap();
+    std::fs::write(
+        w.path().join("master.key"),
+        "a master key of at least 32 characters\n",
+    )
+    .unwrap();
     let body = |kind: &str| {
         format!(
-            r#"
+            r#"master_key = {{ file = "master.key" }}
+
 [store]
 kind = "{kind}"
 url = {{ file = "mongo.url" }}

@@ -108,7 +108,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Backend::Mongodb => "mongodb",
     };
     println!(
-        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The mailboxes stay in the data dir; the queue and mail log move with the store and are not copied, so let the queue drain first (`ferrymail queue list`)."
+        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The queue, mail log and mailboxes move with the store and are not copied by migrate yet: let the queue drain first (`ferrymail queue list`), and move mailboxes with an IMAP copy (e.g. imapsync or mbsync)."
     );
     Ok(ExitCode::SUCCESS)
 }

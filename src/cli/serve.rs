@@ -313,7 +313,12 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         Some(store.as_ref()),
         &cluster.node,
     )?);
-    let mailboxes = Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?);
+    // Beside a MongoDB store the mailboxes are there too, so any node serves any account.
+    let mailboxes = match store.connection() {
+        Some(mongo) => Mailboxes::in_mongo(&data_dir, master_key(&loaded, &data_dir)?, mongo)
+            .context("opening the mailboxes in MongoDB")?,
+        None => Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
+    };
     let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

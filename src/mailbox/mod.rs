@@ -1,17 +1,20 @@
 //! Per-account mailboxes: one SQLite file per account with folders, UIDs, flags, MODSEQ and
 //! quota; message bytes and parsed metadata are encrypted at rest (see crypto.rs).
 
+mod backend;
 pub mod crypto;
 mod events;
 pub mod meta;
+mod mongo;
 mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use backend::Mailbox;
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
-pub use store::{FlagChange, Folder, Mailbox, MessageInfo, SPECIAL_FOLDERS, renew_uidvalidity};
+pub use store::{FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, renew_uidvalidity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
@@ -37,6 +40,8 @@ pub enum MailboxError {
     Crypto(#[from] CryptoError),
     #[error("mailbox metadata: {0}")]
     Meta(#[from] serde_json::Error),
+    #[error("mailbox in MongoDB: {0}")]
+    Mongo(Box<mongodb::error::Error>),
 }
 
 /// Where every account's mailbox file lives (`data_dir/mailboxes/<domain>/<local>.db`),
@@ -50,6 +55,8 @@ struct Inner {
     root: PathBuf,
     master: MasterKey,
     events: Events,
+    /// Set beside a MongoDB store: mailboxes live there, for every node.
+    mongo: Option<Arc<crate::mongo::Mongo>>,
 }
 
 impl Mailboxes {
@@ -59,7 +66,35 @@ impl Mailboxes {
                 root: data_dir.join("mailboxes"),
                 master,
                 events: Events::default(),
+                mongo: None,
             }),
+        }
+    }
+
+    /// Mailboxes kept in MongoDB beside a shared store, so that any node serves any
+    /// account; `data_dir` still holds nothing of them.
+    pub fn in_mongo(
+        data_dir: &Path,
+        master: MasterKey,
+        mongo: Arc<crate::mongo::Mongo>,
+    ) -> Result<Mailboxes, MailboxError> {
+        mongo::prepare(&mongo)?;
+        Ok(Mailboxes {
+            inner: Arc::new(Inner {
+                root: data_dir.join("mailboxes"),
+                master,
+                events: Events::default(),
+                mongo: Some(mongo),
+            }),
+        })
+    }
+
+    /// "sqlite" or "mongodb".
+    pub fn kind(&self) -> &'static str {
+        if self.inner.mongo.is_some() {
+            "mongodb"
+        } else {
+            "sqlite"
         }
     }
 
@@ -94,18 +129,26 @@ impl Mailboxes {
 
     /// Whether the account has a mailbox file yet (nothing is created by asking).
     pub fn exists(&self, account: &str) -> bool {
-        self.path(account).exists()
+        match &self.inner.mongo {
+            Some(m) => mongo::exists(m, &account.to_lowercase()),
+            None => self.path(account).exists(),
+        }
     }
 
     /// Opens (creating on first use) the mailbox of `account` (blocking).
     pub fn open(&self, account: &str) -> Result<Mailbox, MailboxError> {
         let account = account.to_lowercase();
-        Mailbox::open(
-            &self.path(&account),
-            account.clone(),
-            self.inner.master.account_key(&account),
-            self.inner.events.clone(),
-        )
+        let key = self.inner.master.account_key(&account);
+        let events = self.inner.events.clone();
+        Ok(match &self.inner.mongo {
+            Some(m) => Mailbox::mongo(mongo::MongoMailbox::open(m.clone(), account, key, events)?),
+            None => Mailbox::sqlite(store::SqliteMailbox::open(
+                &self.path(&account),
+                account,
+                key,
+                events,
+            )?),
+        })
     }
 
     /// Delivers a message to a folder of `account` (created on first use), enforcing the

@@ -108,7 +108,7 @@ pub enum FlagChange {
     Replace,
 }
 
-pub struct Mailbox {
+pub(super) struct SqliteMailbox {
     conn: Connection,
     account: String,
     key: AccountKey,
@@ -134,7 +134,7 @@ fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {
 const FOLDER_COLUMNS: &str =
     "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq";
 
-fn parse_flags(text: &str) -> Vec<String> {
+pub(super) fn parse_flags(text: &str) -> Vec<String> {
     text.split(' ')
         .filter(|f| !f.is_empty())
         .map(str::to_string)
@@ -142,7 +142,7 @@ fn parse_flags(text: &str) -> Vec<String> {
 }
 
 /// Flags as stored: de-duplicated (case-insensitively), in a stable order.
-fn join_flags(flags: &[String]) -> String {
+pub(super) fn join_flags(flags: &[String]) -> String {
     let mut out: Vec<&str> = Vec::new();
     for f in flags {
         if !f.is_empty() && !f.contains(' ') && !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
@@ -198,13 +198,13 @@ pub fn renew_uidvalidity(path: &Path) -> rusqlite::Result<usize> {
     Ok(ids.len())
 }
 
-impl Mailbox {
+impl SqliteMailbox {
     pub(super) fn open(
         path: &Path,
         account: String,
         key: AccountKey,
         events: Events,
-    ) -> Result<Mailbox, MailboxError> {
+    ) -> Result<SqliteMailbox, MailboxError> {
         use std::os::unix::fs::DirBuilderExt;
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
@@ -214,7 +214,7 @@ impl Mailbox {
         }
         let conn = crate::sqlite::open(path, crate::sqlite::Durability::Full)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut mailbox = Mailbox {
+        let mut mailbox = SqliteMailbox {
             conn,
             account,
             key,
@@ -326,7 +326,7 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
     Ok(id)
 }
 
-impl Mailbox {
+impl SqliteMailbox {
     pub fn folders(&self) -> Result<Vec<Folder>, MailboxError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {FOLDER_COLUMNS} FROM folders ORDER BY name"
@@ -345,13 +345,6 @@ impl Mailbox {
             ))?
             .query_row([name], folder_row)
             .optional()?)
-    }
-
-    pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
-        match self.folder(name)? {
-            Some(folder) => Ok(folder),
-            None => self.create_folder(name),
-        }
     }
 
     pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
@@ -540,7 +533,7 @@ impl Mailbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn sealed(
+    pub(super) fn sealed(
         &self,
         folder: &Folder,
         uid: u32,
@@ -566,7 +559,7 @@ impl Mailbox {
 
     /// The sealed part of every message whose UID is in `first..=last`, opened, in UID
     /// order: one query for a run of messages (a FETCH of a whole folder), not one each.
-    fn sealed_range(
+    pub(super) fn sealed_range(
         &self,
         folder: &Folder,
         first: u32,
@@ -597,58 +590,6 @@ impl Mailbox {
     }
 
     /// Bytes of the messages with UIDs in `first..=last`.
-    pub fn bodies_between(
-        &self,
-        folder: &Folder,
-        first: u32,
-        last: u32,
-    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
-        self.sealed_range(folder, first, last, Part::Body)
-    }
-
-    /// Metadata of the messages with UIDs in `first..=last`.
-    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE).
-    pub fn metas_between(
-        &self,
-        folder: &Folder,
-        first: u32,
-        last: u32,
-        envelope_only: bool,
-    ) -> Result<Vec<(u32, Meta)>, MailboxError> {
-        #[derive(serde::Deserialize)]
-        struct EnvelopeOnly {
-            envelope: super::meta::Envelope,
-        }
-        self.sealed_range(folder, first, last, Part::Meta)?
-            .into_iter()
-            .map(|(uid, json)| {
-                let meta = if envelope_only {
-                    let e: EnvelopeOnly = serde_json::from_slice(&json)?;
-                    Meta {
-                        envelope: e.envelope,
-                        ..Meta::default()
-                    }
-                } else {
-                    serde_json::from_slice(&json)?
-                };
-                Ok((uid, meta))
-            })
-            .collect()
-    }
-
-    /// A message's bytes, exactly as delivered.
-    pub fn body(&self, folder: &Folder, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
-        self.sealed(folder, uid, Part::Body)
-    }
-
-    /// A message's envelope and structure, parsed at delivery.
-    pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
-        match self.sealed(folder, uid, Part::Meta)? {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
-            None => Ok(None),
-        }
-    }
-
     /// Changes the flags of `uids`. With `unchanged_since` (CONDSTORE), a message whose
     /// MODSEQ is higher is left alone and its UID returned in the second list. Returns
     /// the messages as they are afterwards (only those that changed).
@@ -821,7 +762,7 @@ impl Mailbox {
 }
 
 /// "inbox" in any case is INBOX (RFC 3501 §5.1); every other name is case-sensitive.
-fn canonical(name: &str) -> &str {
+pub(super) fn canonical(name: &str) -> &str {
     if name.eq_ignore_ascii_case("INBOX") {
         "INBOX"
     } else {
@@ -883,129 +824,6 @@ fn collect_garbage(tx: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::super::tests::mailboxes;
     use super::*;
-
-    #[test]
-    fn folders_flags_copy_move_and_expunge() {
-        let dir = tempfile::tempdir().unwrap();
-        let boxes = mailboxes(dir.path());
-        let mut mb = boxes.open("me@d.test").unwrap();
-        let names: Vec<String> = mb.folders().unwrap().into_iter().map(|f| f.name).collect();
-        for (name, _) in SPECIAL_FOLDERS {
-            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
-        }
-        let sent = mb.folder("Sent").unwrap().unwrap();
-        assert_eq!(sent.special_use.as_deref(), Some("\\Sent"));
-        let inbox = mb.folder("inbox").unwrap().unwrap();
-        for text in ["a", "b", "c"] {
-            mb.append(
-                &inbox,
-                format!("Subject: {text}\r\n\r\n{text}").as_bytes(),
-                &[],
-                1,
-                None,
-            )
-            .unwrap();
-        }
-        let before = mb.refresh(&inbox).unwrap().highestmodseq;
-        let (changed, refused) = mb
-            .set_flags(
-                &inbox,
-                &[1, 2],
-                FlagChange::Add,
-                &["\\Seen".into(), "$Work".into()],
-                None,
-            )
-            .unwrap();
-        assert_eq!(changed.len(), 2);
-        assert!(refused.is_empty());
-        assert!(changed[0].modseq > before);
-        // CONDSTORE: a message changed since the given MODSEQ is not touched.
-        let (_, refused) = mb
-            .set_flags(
-                &inbox,
-                &[1],
-                FlagChange::Remove,
-                &["\\Seen".into()],
-                Some(before),
-            )
-            .unwrap();
-        assert_eq!(refused, [1]);
-
-        let archive = mb.folder("Archive").unwrap().unwrap();
-        assert_eq!(
-            mb.copy(&inbox, &[2, 3], &archive).unwrap(),
-            [(2, 1), (3, 2)]
-        );
-        assert_eq!(
-            mb.body(&archive, 1).unwrap().unwrap(),
-            b"Subject: b\r\n\r\nb"
-        );
-        let trash = mb.folder("Trash").unwrap().unwrap();
-        assert_eq!(mb.move_messages(&inbox, &[1], &trash).unwrap(), [(1, 1)]);
-        assert_eq!(mb.messages(&inbox).unwrap().len(), 2);
-        assert!(mb.messages(&trash).unwrap()[0].has("$work"));
-
-        mb.set_flags(
-            &inbox,
-            &[2, 3],
-            FlagChange::Add,
-            &["\\Deleted".into()],
-            None,
-        )
-        .unwrap();
-        assert_eq!(mb.expunge(&inbox, Some(&[3])).unwrap(), [3]);
-        assert_eq!(mb.expunge(&inbox, None).unwrap(), [2]);
-        // The running total follows appends, copies, moves and expunges.
-        let summed: u64 = [&inbox, &archive, &trash]
-            .iter()
-            .flat_map(|f| mb.messages(f).unwrap())
-            .map(|m| m.size)
-            .sum();
-        assert_eq!(mb.quota_used().unwrap(), summed);
-        // The copies in Archive still read: shared content is kept while referenced.
-        assert!(mb.body(&archive, 2).unwrap().is_some());
-        assert_eq!(
-            mb.meta(&archive, 2)
-                .unwrap()
-                .unwrap()
-                .envelope
-                .subject
-                .as_deref(),
-            Some("c")
-        );
-    }
-
-    #[test]
-    fn folders_are_created_renamed_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let boxes = mailboxes(dir.path());
-        let mut mb = boxes.open("me@d.test").unwrap();
-        let work = mb.create_folder("Work").unwrap();
-        mb.create_folder("Work/2025").unwrap();
-        assert!(matches!(
-            mb.create_folder("Work"),
-            Err(MailboxError::FolderExists(_))
-        ));
-        mb.rename_folder("Work", "Jobs").unwrap();
-        assert!(mb.folder("Jobs/2025").unwrap().is_some());
-        let jobs = mb.folder("Jobs").unwrap().unwrap();
-        assert_eq!(
-            jobs.uidvalidity, work.uidvalidity,
-            "a rename keeps UIDVALIDITY"
-        );
-        mb.delete_folder("Jobs/2025").unwrap();
-        mb.delete_folder("Jobs").unwrap();
-        let again = mb.create_folder("Jobs").unwrap();
-        assert_ne!(again.uidvalidity, jobs.uidvalidity, "never reused");
-        assert!(mb.delete_folder("INBOX").is_err());
-        // Renaming INBOX moves its mail and leaves it empty.
-        let inbox = mb.folder("INBOX").unwrap().unwrap();
-        mb.append(&inbox, b"x", &[], 1, None).unwrap();
-        mb.rename_folder("INBOX", "Old").unwrap();
-        assert!(mb.messages(&inbox).unwrap().is_empty());
-        let old = mb.folder("Old").unwrap().unwrap();
-        assert_eq!(mb.messages(&old).unwrap().len(), 1);
-    }
 
     #[test]
     fn version_1_files_are_encrypted_in_place() {

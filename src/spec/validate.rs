@@ -186,6 +186,14 @@ impl Validator {
                 "store.kind = \"mongodb\" needs store.url",
             );
         }
+        // Mailboxes live in MongoDB then, sealed with the master key: every node needs
+        // the same one, and a key made up by one node would lock the others out.
+        if spec.store.kind == StoreKind::Mongodb && spec.server.master_key.is_none() {
+            self.err(
+                SpecPath::keys(&["store", "kind"]),
+                "store.kind = \"mongodb\" needs server.master_key: every node seals and opens the mailboxes kept there with it",
+            );
+        }
         if let Some(u) = &spec.store.url {
             self.secret(&SpecPath::keys(&["store", "url"]), u);
         }

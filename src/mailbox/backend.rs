@@ -1,0 +1,211 @@
+//! One account's mailbox, whichever backend holds it: a SQLite file in the data dir (one
+//! node) or documents in MongoDB beside a shared store (any node).
+
+use super::MailboxError;
+use super::crypto::Part;
+use super::meta::Meta;
+use super::mongo::MongoMailbox;
+use super::store::{FlagChange, Folder, MessageInfo, SqliteMailbox};
+
+pub struct Mailbox(Backend);
+
+enum Backend {
+    Sqlite(SqliteMailbox),
+    Mongo(MongoMailbox),
+}
+
+/// Runs the same call on whichever backend this is.
+macro_rules! each {
+    ($backend:expr, $b:ident => $call:expr) => {
+        match $backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Mongo($b) => $call,
+        }
+    };
+}
+
+impl Mailbox {
+    pub(super) fn sqlite(inner: SqliteMailbox) -> Mailbox {
+        Mailbox(Backend::Sqlite(inner))
+    }
+
+    pub(super) fn mongo(inner: MongoMailbox) -> Mailbox {
+        Mailbox(Backend::Mongo(inner))
+    }
+
+    pub fn account(&self) -> &str {
+        each!(&self.0, b => b.account())
+    }
+
+    pub fn folders(&self) -> Result<Vec<Folder>, MailboxError> {
+        each!(&self.0, b => b.folders())
+    }
+
+    pub fn folder(&self, name: &str) -> Result<Option<Folder>, MailboxError> {
+        each!(&self.0, b => b.folder(name))
+    }
+
+    pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        match self.folder(name)? {
+            Some(folder) => Ok(folder),
+            None => self.create_folder(name),
+        }
+    }
+
+    pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        each!(&mut self.0, b => b.create_folder(name))
+    }
+
+    pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
+        each!(&mut self.0, b => b.delete_folder(name))
+    }
+
+    pub fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), MailboxError> {
+        each!(&mut self.0, b => b.rename_folder(from, to))
+    }
+
+    pub fn subscribe(&mut self, name: &str, on: bool) -> Result<(), MailboxError> {
+        each!(&mut self.0, b => b.subscribe(name, on))
+    }
+
+    pub fn quota_used(&self) -> Result<u64, MailboxError> {
+        each!(&self.0, b => b.quota_used())
+    }
+
+    /// Stores a message with its flags; returns (UIDVALIDITY, UID). Refused over `quota`.
+    pub fn append(
+        &mut self,
+        folder: &Folder,
+        body: &[u8],
+        flags: &[String],
+        internal_date: i64,
+        quota: Option<u64>,
+    ) -> Result<(u32, u32), MailboxError> {
+        each!(&mut self.0, b => b.append(folder, body, flags, internal_date, quota))
+    }
+
+    /// The folder as stored now (UIDNEXT, HIGHESTMODSEQ move with every change).
+    pub fn refresh(&self, folder: &Folder) -> Result<Folder, MailboxError> {
+        each!(&self.0, b => b.refresh(folder))
+    }
+
+    pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
+        each!(&self.0, b => b.messages(folder))
+    }
+
+    fn sealed(
+        &self,
+        folder: &Folder,
+        uid: u32,
+        part: Part,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        each!(&self.0, b => b.sealed(folder, uid, part))
+    }
+
+    fn sealed_range(
+        &self,
+        folder: &Folder,
+        first: u32,
+        last: u32,
+        part: Part,
+    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
+        each!(&self.0, b => b.sealed_range(folder, first, last, part))
+    }
+
+    /// The bodies of the messages with UIDs in `first..=last`, in UID order: one read for
+    /// a FETCH of many.
+    pub fn bodies_between(
+        &self,
+        folder: &Folder,
+        first: u32,
+        last: u32,
+    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
+        self.sealed_range(folder, first, last, Part::Body)
+    }
+
+    /// Metadata of the messages with UIDs in `first..=last`.
+    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE).
+    pub fn metas_between(
+        &self,
+        folder: &Folder,
+        first: u32,
+        last: u32,
+        envelope_only: bool,
+    ) -> Result<Vec<(u32, Meta)>, MailboxError> {
+        #[derive(serde::Deserialize)]
+        struct EnvelopeOnly {
+            envelope: super::meta::Envelope,
+        }
+        self.sealed_range(folder, first, last, Part::Meta)?
+            .into_iter()
+            .map(|(uid, json)| {
+                let meta = if envelope_only {
+                    let e: EnvelopeOnly = serde_json::from_slice(&json)?;
+                    Meta {
+                        envelope: e.envelope,
+                        ..Meta::default()
+                    }
+                } else {
+                    serde_json::from_slice(&json)?
+                };
+                Ok((uid, meta))
+            })
+            .collect()
+    }
+
+    /// A message's bytes, exactly as delivered.
+    pub fn body(&self, folder: &Folder, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.sealed(folder, uid, Part::Body)
+    }
+
+    /// A message's envelope and structure, parsed at delivery.
+    pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
+        match self.sealed(folder, uid, Part::Meta)? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes the flags of `uids`. With `unchanged_since` (CONDSTORE), a message whose
+    /// MODSEQ is higher is left alone and its UID returned in the second list. Returns
+    /// the messages as they are afterwards (only those that changed).
+    pub fn set_flags(
+        &mut self,
+        folder: &Folder,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
+        each!(&mut self.0, b => b.set_flags(folder, uids, change, flags, unchanged_since))
+    }
+
+    /// COPY: returns (source UID, new UID) pairs.
+    pub fn copy(
+        &mut self,
+        from: &Folder,
+        uids: &[u32],
+        to: &Folder,
+    ) -> Result<Vec<(u32, u32)>, MailboxError> {
+        each!(&mut self.0, b => b.copy(from, uids, to))
+    }
+
+    /// MOVE: returns (source UID, new UID) pairs.
+    pub fn move_messages(
+        &mut self,
+        from: &Folder,
+        uids: &[u32],
+        to: &Folder,
+    ) -> Result<Vec<(u32, u32)>, MailboxError> {
+        each!(&mut self.0, b => b.move_messages(from, uids, to))
+    }
+
+    /// EXPUNGE (of `uids` only, for UID EXPUNGE): returns the UIDs removed.
+    pub fn expunge(
+        &mut self,
+        folder: &Folder,
+        uids: Option<&[u32]>,
+    ) -> Result<Vec<u32>, MailboxError> {
+        each!(&mut self.0, b => b.expunge(folder, uids))
+    }
+}

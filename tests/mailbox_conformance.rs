@@ -1,0 +1,286 @@
+//! The mailbox conformance suite: folders, UIDs, flags, MODSEQ, copy, move, expunge and
+//! quota, written once against `Mailboxes` and run on the SQLite files and on MongoDB
+//! (secantusd on loopback); then two nodes' views of one MongoDB mailbox.
+
+mod common;
+
+use common::Process;
+use ferrymail::mailbox::{FlagChange, MailboxError, Mailboxes, MasterKey, SPECIAL_FOLDERS};
+use ferrymail::store::{MongoStore, Store};
+
+struct Backend {
+    boxes: Mailboxes,
+    _dir: tempfile::TempDir,
+    _server: Option<Process>,
+}
+
+fn key() -> MasterKey {
+    MasterKey::new(&[9u8; 32]).unwrap()
+}
+
+fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        boxes: Mailboxes::new(dir.path(), key()),
+        _dir: dir,
+        _server: None,
+    }
+}
+
+fn mongodb() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = common::mongodb(dir.path());
+    let store = MongoStore::connect(&url, "ferrymail").unwrap();
+    let boxes = Mailboxes::in_mongo(dir.path(), key(), store.connection().unwrap()).unwrap();
+    Backend {
+        boxes,
+        _dir: dir,
+        _server: Some(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $name() { super::$name(&super::sqlite().boxes); })*
+        }
+        mod on_mongodb {
+            $(#[test] fn $name() { super::$name(&super::mongodb().boxes); })*
+        }
+    };
+}
+
+conformance!(
+    append_assigns_uids_and_enforces_quota,
+    folders_flags_copy_move_and_expunge,
+    folders_are_created_renamed_and_deleted,
+    large_messages_come_back_whole,
+);
+
+fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
+    assert!(!boxes.exists("me@d.test"));
+    assert_eq!(
+        boxes
+            .append("me@d.test", "INBOX", b"one secret", Some(25))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        boxes
+            .append("Me@D.test", "INBOX", b"two secret", Some(25))
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        boxes.append("me@d.test", "INBOX", b"too big now", Some(25)),
+        Err(MailboxError::OverQuota { .. })
+    ));
+    assert!(boxes.exists("me@d.test"));
+    assert!(!boxes.exists("nobody@d.test"));
+    let mailbox = boxes.open("me@d.test").unwrap();
+    let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+    let list = mailbox.messages(&inbox).unwrap();
+    assert_eq!(list.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(mailbox.body(&inbox, 2).unwrap().unwrap(), b"two secret");
+    assert_eq!(mailbox.quota_used().unwrap(), 20);
+    assert_eq!(
+        mailbox
+            .bodies_between(&inbox, 1, 10)
+            .unwrap()
+            .iter()
+            .map(|(u, _)| *u)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+}
+
+fn large_messages_come_back_whole(boxes: &Mailboxes) {
+    let body: Vec<u8> = (0..9 * 1024 * 1024)
+        .map(|i| b"abcdefghij\r\n"[i % 12])
+        .collect();
+    let uid = boxes.append("big@d.test", "INBOX", &body, None).unwrap();
+    let mut mailbox = boxes.open("big@d.test").unwrap();
+    let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+    assert_eq!(mailbox.body(&inbox, uid).unwrap().unwrap(), body);
+    let archive = mailbox.folder("Archive").unwrap().unwrap();
+    mailbox.copy(&inbox, &[uid], &archive).unwrap();
+    mailbox
+        .set_flags(&inbox, &[uid], FlagChange::Add, &["\\Deleted".into()], None)
+        .unwrap();
+    assert_eq!(mailbox.expunge(&inbox, None).unwrap(), [uid]);
+    // The copy keeps the shared bytes alive.
+    assert_eq!(
+        mailbox.body(&archive, 1).unwrap().unwrap().len(),
+        body.len()
+    );
+    assert_eq!(mailbox.quota_used().unwrap(), body.len() as u64);
+}
+
+fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
+    let mut mb = boxes.open("me@d.test").unwrap();
+    let names: Vec<String> = mb.folders().unwrap().into_iter().map(|f| f.name).collect();
+    for (name, _) in SPECIAL_FOLDERS {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+    let sent = mb.folder("Sent").unwrap().unwrap();
+    assert_eq!(sent.special_use.as_deref(), Some("\\Sent"));
+    let inbox = mb.folder("inbox").unwrap().unwrap();
+    for text in ["a", "b", "c"] {
+        mb.append(
+            &inbox,
+            format!("Subject: {text}\r\n\r\n{text}").as_bytes(),
+            &[],
+            1,
+            None,
+        )
+        .unwrap();
+    }
+    let before = mb.refresh(&inbox).unwrap().highestmodseq;
+    let (changed, refused) = mb
+        .set_flags(
+            &inbox,
+            &[1, 2],
+            FlagChange::Add,
+            &["\\Seen".into(), "$Work".into()],
+            None,
+        )
+        .unwrap();
+    assert_eq!(changed.len(), 2);
+    assert!(refused.is_empty());
+    assert!(changed[0].modseq > before);
+    // CONDSTORE: a message changed since the given MODSEQ is not touched.
+    let (_, refused) = mb
+        .set_flags(
+            &inbox,
+            &[1],
+            FlagChange::Remove,
+            &["\\Seen".into()],
+            Some(before),
+        )
+        .unwrap();
+    assert_eq!(refused, [1]);
+
+    let archive = mb.folder("Archive").unwrap().unwrap();
+    assert_eq!(
+        mb.copy(&inbox, &[2, 3], &archive).unwrap(),
+        [(2, 1), (3, 2)]
+    );
+    assert_eq!(
+        mb.body(&archive, 1).unwrap().unwrap(),
+        b"Subject: b\r\n\r\nb"
+    );
+    let trash = mb.folder("Trash").unwrap().unwrap();
+    assert_eq!(mb.move_messages(&inbox, &[1], &trash).unwrap(), [(1, 1)]);
+    assert_eq!(mb.messages(&inbox).unwrap().len(), 2);
+    assert!(mb.messages(&trash).unwrap()[0].has("$work"));
+
+    mb.set_flags(
+        &inbox,
+        &[2, 3],
+        FlagChange::Add,
+        &["\\Deleted".into()],
+        None,
+    )
+    .unwrap();
+    assert_eq!(mb.expunge(&inbox, Some(&[3])).unwrap(), [3]);
+    assert_eq!(mb.expunge(&inbox, None).unwrap(), [2]);
+    // The running total follows appends, copies, moves and expunges.
+    let summed: u64 = [&inbox, &archive, &trash]
+        .iter()
+        .flat_map(|f| mb.messages(f).unwrap())
+        .map(|m| m.size)
+        .sum();
+    assert_eq!(mb.quota_used().unwrap(), summed);
+    // The copies in Archive still read: shared content is kept while referenced.
+    assert!(mb.body(&archive, 2).unwrap().is_some());
+    assert_eq!(
+        mb.meta(&archive, 2)
+            .unwrap()
+            .unwrap()
+            .envelope
+            .subject
+            .as_deref(),
+        Some("c")
+    );
+}
+
+fn folders_are_created_renamed_and_deleted(boxes: &Mailboxes) {
+    let mut mb = boxes.open("me@d.test").unwrap();
+    let work = mb.create_folder("Work").unwrap();
+    mb.create_folder("Work/2025").unwrap();
+    assert!(matches!(
+        mb.create_folder("Work"),
+        Err(MailboxError::FolderExists(_))
+    ));
+    mb.rename_folder("Work", "Jobs").unwrap();
+    assert!(mb.folder("Jobs/2025").unwrap().is_some());
+    let jobs = mb.folder("Jobs").unwrap().unwrap();
+    assert_eq!(
+        jobs.uidvalidity, work.uidvalidity,
+        "a rename keeps UIDVALIDITY"
+    );
+    mb.delete_folder("Jobs/2025").unwrap();
+    mb.delete_folder("Jobs").unwrap();
+    let again = mb.create_folder("Jobs").unwrap();
+    assert_ne!(again.uidvalidity, jobs.uidvalidity, "never reused");
+    assert!(mb.delete_folder("INBOX").is_err());
+    // Renaming INBOX moves its mail and leaves it empty.
+    let inbox = mb.folder("INBOX").unwrap().unwrap();
+    mb.append(&inbox, b"x", &[], 1, None).unwrap();
+    mb.rename_folder("INBOX", "Old").unwrap();
+    assert!(mb.messages(&inbox).unwrap().is_empty());
+    let old = mb.folder("Old").unwrap().unwrap();
+    assert_eq!(mb.messages(&old).unwrap().len(), 1);
+}
+
+/// Two nodes on one MongoDB: what one delivers the other lists, flags set on one show
+/// on the other, and nothing of a message is readable in the database or with another
+/// master key.
+#[test]
+fn two_nodes_share_one_mongodb_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = common::mongodb(dir.path());
+    let store = MongoStore::connect(&url, "ferrymail").unwrap();
+    let mongo = store.connection().unwrap();
+    let a = Mailboxes::in_mongo(dir.path(), key(), mongo.clone()).unwrap();
+    let b = Mailboxes::in_mongo(dir.path(), key(), mongo.clone()).unwrap();
+    let uid = a
+        .append("me@d.test", "INBOX", b"Subject: hi\r\n\r\ntop secret", None)
+        .unwrap();
+    let mut on_b = b.open("me@d.test").unwrap();
+    let inbox = on_b.folder("INBOX").unwrap().unwrap();
+    assert_eq!(on_b.messages(&inbox).unwrap().len(), 1);
+    on_b.set_flags(&inbox, &[uid], FlagChange::Add, &["\\Seen".into()], None)
+        .unwrap();
+    let on_a = a.open("me@d.test").unwrap();
+    assert!(on_a.messages(&inbox).unwrap()[0].has("\\Seen"));
+    assert_eq!(
+        on_a.refresh(&inbox).unwrap().highestmodseq,
+        on_b.refresh(&inbox).unwrap().highestmodseq
+    );
+    // Both opened the account at once: one set of special folders.
+    assert_eq!(on_a.folders().unwrap().len(), SPECIAL_FOLDERS.len());
+    let other = Mailboxes::in_mongo(
+        dir.path(),
+        MasterKey::new(&[1u8; 32]).unwrap(),
+        mongo.clone(),
+    )
+    .unwrap();
+    assert!(other.open("me@d.test").unwrap().body(&inbox, uid).is_err());
+    let raw: Vec<u8> = mongo.block(async {
+        use futures_util::TryStreamExt;
+        let docs: Vec<mongodb::bson::Document> = mongo
+            .coll("mailbox_blobs")
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        docs.iter()
+            .flat_map(|d| mongodb::bson::serialize_to_vec(d).unwrap_or_default())
+            .collect()
+    });
+    assert!(!raw.is_empty());
+    assert!(!raw.windows(6).any(|w| w == b"secret"), "stored sealed");
+}
