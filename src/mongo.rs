@@ -50,12 +50,23 @@ impl Mongo {
             options
                 .server_selection_timeout
                 .get_or_insert(SERVER_SELECTION);
-            options.write_concern.get_or_insert(
-                WriteConcern::builder()
-                    .w(Acknowledgment::Majority)
-                    .journal(true)
-                    .build(),
-            );
+            match &options.write_concern {
+                None => {
+                    options.write_concern = Some(
+                        WriteConcern::builder()
+                            .w(Acknowledgment::Majority)
+                            .journal(true)
+                            .build(),
+                    )
+                }
+                // The URL may ask for less; a 250 then means less than it should.
+                Some(wc) if wc.w != Some(Acknowledgment::Majority) || wc.journal == Some(false) => {
+                    tracing::warn!(
+                        "the MongoDB URL sets a write concern weaker than w=majority with journal: mail acknowledged with 250 can be lost in a failover"
+                    );
+                }
+                Some(_) => {}
+            }
             options.read_concern.get_or_insert(ReadConcern::majority());
             let client = mongodb::Client::with_options(options)?;
             let db = client.database(database);
@@ -90,6 +101,37 @@ impl Mongo {
 
     pub fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection(name)
+    }
+
+    /// A secret every node must share (the SRS key): the one stored under `name`, or
+    /// `fresh` when none is yet (the first node to ask stores it; the others read it).
+    pub fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+    ) -> Result<Vec<u8>, mongodb::error::Error> {
+        use mongodb::bson::{Binary, Bson, doc, spec::BinarySubtype};
+        self.block(async {
+            let secrets = self.coll("secrets");
+            let value = Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: fresh.to_vec(),
+            };
+            secrets
+                .update_one(
+                    doc! { "_id": name },
+                    doc! { "$setOnInsert": { "value": value } },
+                )
+                .upsert(true)
+                .await?;
+            let stored = secrets.find_one(doc! { "_id": name }).await?;
+            match stored.as_ref().and_then(|d| d.get("value")) {
+                Some(Bson::Binary(b)) => Ok(b.bytes.clone()),
+                _ => Err(mongodb::error::Error::custom(format!(
+                    "the shared secret {name:?} is not stored as bytes"
+                ))),
+            }
+        })
     }
 }
 

@@ -165,6 +165,22 @@ second = { forward = ["b@elsewhere.test"] }"#,
     );
     assert!(!status.contains("mongodb://"), "no URL in status: {status}");
 
+    // A second process calling itself node-a, from another data dir, is refused: it would
+    // share node a's leases and locks.
+    let twin = node("node-a", shared.path());
+    let refused = std::process::Command::new(common::BIN)
+        .current_dir(twin.w.path())
+        .arg("--spec")
+        .arg(&twin.w.spec)
+        .arg("serve")
+        .env("FERRYMAIL_NODE", "node-a")
+        .env_remove("FERRYMAIL_SPEC")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("another node named \"node-a\" is running"), "{stderr}");
+
     // The first backup is made at start when there is none: by one node, not both.
     assert!(
         wait_for(Duration::from_secs(30), || b
@@ -246,8 +262,8 @@ fn cluster() -> Cluster {
 }
 
 /// A message node a accepted (250) and was delivering when it was killed is delivered by
-/// node b: the queue is in the shared store, and once node a's heartbeat stops its lease
-/// is node b's to take, long before it would expire.
+/// node b: the queue is in the shared store, and once node a's heartbeat has been silent
+/// for a minute its lease is node b's to take, long before it would expire (ten minutes).
 #[test]
 fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
     let c = cluster();
@@ -313,7 +329,7 @@ fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
     server_a.kill_hard();
     let killed_at = Instant::now();
     assert!(
-        wait_for(Duration::from_secs(90), || !received(&sink_dir).is_empty()),
+        wait_for(Duration::from_secs(150), || !received(&sink_dir).is_empty()),
         "not delivered by node b: {}",
         server_b.log_text()
     );

@@ -238,6 +238,7 @@ fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {
             last_seen,
             revision: 0,
             locks: vec![],
+            instance: String::new(),
         })
         .unwrap();
 }

@@ -477,6 +477,7 @@ fn node(name: &str, last_seen: i64) -> NodeInfo {
         last_seen,
         revision: 7,
         locks: vec!["reconcile".into()],
+        instance: format!("{name}-1"),
     }
 }
 

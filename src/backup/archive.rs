@@ -21,6 +21,8 @@ const SKIPPED: &[&str] = &[
     "source.key",
     "source",
     "master.key",
+    // A node's identity among the nodes of one store: a restore elsewhere is a new node.
+    "node.id",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,6 +149,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     let snapshot =
         Arc::new(SnapshotHandle::new(store.as_ref()).context("building the first snapshot")?);
     let cache = super::open_cache(&loaded)?;
+    let instance = node_instance(&data_dir)?;
+    refuse_a_twin(store.as_ref(), &node, &instance)?;
     let cluster = crate::cache::Cluster::new(cache.clone(), node);
     let status = Arc::new(Mutex::new(ReconcileStatus::default()));
     // The certificate manager's settings, kept in step with every applied spec.
@@ -298,7 +300,20 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         }
     };
     let signing = Arc::new(crate::dkim::signing::SigningKeys::new(store.clone()));
-    let srs = Srs::new(private_key_file(&data_dir.join("srs.key"))?);
+    // Nodes sharing a store share the SRS key: a bounce to an address rewritten by one
+    // node may come back to any other.
+    let srs_key = match store.connection() {
+        Some(mongo) => {
+            let mut fresh = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut fresh)
+                .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            mongo
+                .shared_secret("srs", &fresh)
+                .context("reading the SRS key from MongoDB")?
+        }
+        None => private_key_file(&data_dir.join("srs.key"))?,
+    };
+    let srs = Srs::new(srs_key);
     let queue = super::open_queue(&loaded, Some(store.as_ref()), &cluster.node)?;
     let released = queue.release_leases()?;
     if released > 0 {
@@ -622,6 +637,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     );
     tasks.spawn(heartbeat(
         cluster.clone(),
+        instance,
         store.clone(),
         snapshot.clone(),
         shutdown.clone(),
@@ -958,6 +974,41 @@ fn webhook_key(loaded: &LoadedSpec) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
+/// This data dir's node instance id (data_dir/node.id, made once).
+fn node_instance(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node.id");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return Ok(text.trim().to_string());
+    }
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let id = hex::encode(random);
+    super::write_private(&path, format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// Two live processes with one node name would share leases and locks as if they were
+/// one: the second is refused. A restart of the same node (same data dir) is not.
+fn refuse_a_twin(store: &dyn Store, node: &str, instance: &str) -> anyhow::Result<()> {
+    let now = crate::store::unix_now();
+    let fresh = 3 * HEARTBEAT.as_secs() as i64;
+    if let Some(twin) = store.nodes()?.into_iter().find(|n| {
+        n.name == node
+            && n.last_seen > now - fresh
+            && !n.instance.is_empty()
+            && n.instance != instance
+    }) {
+        bail!(
+            "another node named {node:?} is running (pid {}, seen {} s ago, from another data dir); give each node its own name with --node or FERRYMAIL_NODE",
+            twin.pid,
+            now - twin.last_seen
+        );
+    }
+    Ok(())
+}
+
 /// How often a node reports itself in the store; `status` calls a node silent for three
 /// beats "not seen".
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -967,6 +1018,7 @@ const FORGET_NODES_AFTER: i64 = 30 * 86_400;
 /// Writes this node's heartbeat (version, revision served, locks held) until shutdown.
 async fn heartbeat(
     cluster: Arc<crate::cache::Cluster>,
+    instance: String,
     store: Arc<dyn Store>,
     snapshot: Arc<SnapshotHandle>,
     mut shutdown: watch::Receiver<bool>,
@@ -986,6 +1038,7 @@ async fn heartbeat(
             last_seen: crate::store::unix_now(),
             revision: snapshot.get().revision,
             locks: cluster.held(),
+            instance: instance.clone(),
         };
         let store = store.clone();
         let written = tokio::task::spawn_blocking(move || {

@@ -157,9 +157,8 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let reconcile: Option<ReconcileStatus> = std::fs::read(data_dir.join("reconcile.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let queue = data_dir
-        .join("queue.db")
-        .exists()
+    // Asking must not create a queue: SQLite's is a file that may not exist yet.
+    let queue = (store.connection().is_some() || data_dir.join("queue.db").exists())
         .then(|| {
             super::open_queue(&loaded, Some(store.as_ref()), "cli")
                 .ok()

@@ -174,10 +174,17 @@ async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError
             )
             .build()
     };
-    if coll.create_index(ttl()).await.is_err() {
-        // An index of that name with another expiry: make it again.
-        coll.drop_index("retention").await?;
-        coll.create_index(ttl()).await?;
+    if let Err(e) = coll.create_index(ttl()).await {
+        use mongodb::error::ErrorKind;
+        // An index of that name with another expiry (IndexOptionsConflict, or
+        // IndexKeySpecsConflict): make it again. Anything else is an error.
+        match e.kind.as_ref() {
+            ErrorKind::Command(c) if c.code == 85 || c.code == 86 => {
+                coll.drop_index("retention").await?;
+                coll.create_index(ttl()).await?;
+            }
+            _ => return Err(e.into()),
+        }
     }
     coll.create_index(IndexModel::builder().keys(doc! { "at": -1 }).build())
         .await?;

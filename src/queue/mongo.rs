@@ -17,9 +17,10 @@ use crate::mongo::{Mongo, in_transaction};
 /// Bodies larger than this are stored in chunks of this size (a document holds 16 MiB
 /// at most, and smaller ones travel better).
 const CHUNK: usize = 4 * 1024 * 1024;
-/// A node not seen for this long (three heartbeats) is taken for dead: its leased
-/// deliveries are handed to the living.
-const DEAD_AFTER: i64 = 30;
+/// A node not seen for this long (six heartbeats) is taken for dead: its leased
+/// deliveries are handed to the living. The nodes' clocks must agree to well within it
+/// (NTP), as for every lease.
+pub const DEAD_AFTER: i64 = 60;
 
 pub struct MongoQueue {
     mongo: Arc<Mongo>,
@@ -147,6 +148,8 @@ impl MongoQueue {
                     "size": body.len() as i64,
                     "bounced": false,
                     "delay_notified": false,
+                    // Deliveries still to do: the last one done takes the message.
+                    "remaining": new.len() as i64,
                 };
                 if body.len() <= CHUNK {
                     m.insert("body", binary(body));
@@ -206,12 +209,20 @@ impl MongoQueue {
             return Ok(false);
         };
         let message = int(&d, "message_id");
+        // A count kept on the message, not a count of deliveries: two nodes finishing a
+        // message's last two deliveries at once both write this document, so MongoDB
+        // sees the conflict and one of them retries and removes the message.
         let left = self
-            .deliveries()
-            .count_documents(doc! { "message_id": message })
+            .messages()
+            .find_one_and_update(
+                doc! { "_id": message },
+                doc! { "$inc": { "remaining": -1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
             .session(&mut *s)
-            .await?;
-        if left == 0 {
+            .await?
+            .map_or(0, |m| int(&m, "remaining"));
+        if left <= 0 {
             self.messages()
                 .delete_one(doc! { "_id": message })
                 .session(&mut *s)
@@ -248,6 +259,16 @@ impl MongoQueue {
         lease_secs: i64,
     ) -> Result<Vec<Delivery>, QueueError> {
         let now = now();
+        // A node whose own heartbeat has not been written for a while may already look
+        // dead to the others, who take over its deliveries: it starts no new ones.
+        let me = self
+            .mongo
+            .coll("nodes")
+            .find_one(doc! { "_id": &self.node })
+            .await?;
+        if me.is_some_and(|d| int(&d, "last_seen") < now - DEAD_AFTER / 2) {
+            return Ok(Vec::new());
+        }
         let dead = self.dead_nodes(now).await?;
         let takeable = doc! {
             "next_attempt_at": { "$lte": now },
@@ -295,22 +316,44 @@ impl MongoQueue {
             .try_collect()
             .await?;
         let message_ids: Vec<i64> = leased.iter().map(|d| int(d, "message_id")).collect();
-        let messages: HashMap<i64, Document> = self
+        // Envelopes first, bodies only of the small messages: a batch of large ones must
+        // not be read whole here.
+        let mut messages: HashMap<i64, Document> = self
             .messages()
             .find(doc! { "_id": { "$in": &message_ids } })
+            .projection(doc! { "body": 0 })
             .await?
             .try_collect::<Vec<Document>>()
             .await?
             .into_iter()
             .map(|m| (int(&m, "_id"), m))
             .collect();
+        let small: Vec<i64> = messages
+            .values()
+            .filter(|m| int(m, "size") <= INLINE_BODY)
+            .map(|m| int(m, "_id"))
+            .collect();
+        if !small.is_empty() {
+            let bodies: Vec<Document> = self
+                .messages()
+                .find(doc! { "_id": { "$in": &small } })
+                .projection(doc! { "body": 1 })
+                .await?
+                .try_collect()
+                .await?;
+            for b in bodies {
+                if let (Some(m), Some(body)) = (messages.get_mut(&int(&b, "_id")), b.get("body")) {
+                    m.insert("body", body.clone());
+                }
+            }
+        }
         let mut out = Vec::with_capacity(leased.len());
         for d in leased {
             let Some(m) = messages.get(&int(&d, "message_id")) else {
                 continue;
             };
             let body = match m.get("body") {
-                Some(Bson::Binary(b)) if int(m, "size") <= INLINE_BODY => Some(b.bytes.clone()),
+                Some(Bson::Binary(b)) => Some(b.bytes.clone()),
                 _ => None,
             };
             out.push(Delivery {

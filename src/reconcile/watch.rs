@@ -21,6 +21,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// How often the store revision is checked for applies made elsewhere (CLI, CI, another
 /// node); notices through Redis or a MongoDB change stream come sooner.
 const STORE_POLL: Duration = Duration::from_secs(2);
+/// A reconcile deferred because another node held the apply lock is tried again after this.
+const DEFERRED_RETRY: Duration = Duration::from_secs(5);
 /// The apply lock lapses this long after a node that held it died.
 const APPLY_LOCK: Duration = Duration::from_secs(120);
 
@@ -41,6 +43,9 @@ pub struct ReconcileStatus {
     /// The plan this reconcile applied, as `ferrymail plan` prints it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plan: String,
+    /// Not applied because another node was applying: tried again shortly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
 }
 
 pub struct Reconciler {
@@ -100,6 +105,7 @@ impl Reconciler {
                         source,
                         String::new(),
                         loaded,
+                        true,
                     ));
                 };
                 let p = plan_targets(&loaded, Some(self.store.as_ref()), &source, Targets::ALL)?;
@@ -137,6 +143,7 @@ impl Reconciler {
                     source,
                     text,
                     loaded,
+                    false,
                 ))
             });
         self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -146,7 +153,7 @@ impl Reconciler {
         }
         let mut applied_spec = None;
         let status = match outcome {
-            Ok((revision, summary, dns_problems, source, plan, loaded)) => {
+            Ok((revision, summary, dns_problems, source, plan, loaded, deferred)) => {
                 applied_spec = Some(loaded);
                 tracing::info!(revision, %summary, "spec reconciled");
                 for problem in &dns_problems {
@@ -161,6 +168,7 @@ impl Reconciler {
                     dns_problems,
                     source,
                     plan,
+                    deferred,
                 }
             }
             Err(e) => {
@@ -181,6 +189,7 @@ impl Reconciler {
                     dns_problems: Vec::new(),
                     source: String::new(),
                     plan: String::new(),
+                    deferred: false,
                 }
             }
         };
@@ -236,21 +245,32 @@ impl Reconciler {
         let mut resync =
             tokio::time::interval(self.dns_resync.unwrap_or(Duration::from_secs(86_400 * 365)));
         resync.tick().await;
+        // Set when another node held the apply lock: this node's spec is applied once it
+        // is free, not left waiting for the next edit.
+        let mut retry = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deferred
+            .then(|| tokio::time::Instant::now() + DEFERRED_RETRY);
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
+                    retry = self.reconcile_in_background().await;
+                }
                 _ = fetch.tick(), if self.git_interval.is_some() => {
-                    self.reconcile_in_background().await;
+                    retry = self.reconcile_in_background().await;
                 }
                 _ = resync.tick(), if self.dns_resync.is_some() => {
-                    self.reconcile_in_background().await;
+                    retry = self.reconcile_in_background().await;
                 }
                 Some(()) = changes.recv() => {
                     // Debounce: swallow the rest of the burst.
                     tokio::time::sleep(DEBOUNCE).await;
                     while changes.try_recv().is_ok() {}
-                    self.reconcile_in_background().await;
+                    retry = self.reconcile_in_background().await;
                 }
-                Some(()) = reload.recv() => self.reconcile_in_background().await,
+                Some(()) = reload.recv() => retry = self.reconcile_in_background().await,
                 _ = poll.tick() => self.refresh_in_background().await,
                 Some(_) = next(&mut notices) => self.refresh_in_background().await,
                 Some(_) = next(&mut changes_in_store) => self.refresh_in_background().await,
@@ -265,9 +285,14 @@ impl Reconciler {
             tokio::task::spawn_blocking(move || this.snapshot.refresh(this.store.as_ref())).await;
     }
 
-    async fn reconcile_in_background(self: &Arc<Self>) {
+    /// Reconciles off the async threads; returns when to try again if another node was
+    /// applying.
+    async fn reconcile_in_background(self: &Arc<Self>) -> Option<tokio::time::Instant> {
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.reconcile_once()).await;
+        let status = tokio::task::spawn_blocking(move || this.reconcile_once()).await;
+        status
+            .is_ok_and(|s| s.deferred)
+            .then(|| tokio::time::Instant::now() + DEFERRED_RETRY)
     }
 }
 

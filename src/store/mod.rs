@@ -170,6 +170,10 @@ pub struct NodeInfo {
     pub revision: u64,
     /// Cluster-wide locks it held at its latest heartbeat (e.g. "reconcile", "backup").
     pub locks: Vec<String>,
+    /// Random, kept in the node's data dir: two processes that claim one name are told
+    /// apart (a restart keeps it, another machine has its own).
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// The live-state store. Every backend (SQLite, MongoDB) implements this and passes the

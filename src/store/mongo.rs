@@ -367,7 +367,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .coll("backup_runs")
             .find(filter)
-            .sort(doc! { "seq": -1 })
+            .sort(doc! { "seq": -1, "started_at": -1 })
             .limit(limit.min(i64::MAX as usize) as i64)
             .await?
             .try_collect()
