@@ -179,7 +179,10 @@ second = { forward = ["b@elsewhere.test"] }"#,
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
-    assert!(stderr.contains("another node named \"node-a\" is running"), "{stderr}");
+    assert!(
+        stderr.contains("another node named \"node-a\" is running"),
+        "{stderr}"
+    );
 
     // The first backup is made at start when there is none: by one node, not both.
     assert!(
@@ -469,6 +472,59 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     w.run(&["apply", "--auto-approve"]).ok();
     let key_before = w.run(&["dns", "records"]).ok().stdout.clone();
     assert!(key_before.contains("_domainkey"), "{key_before}");
+    // Mail in me@'s mailbox file, one message flagged in a folder of its own.
+    let key =
+        || ferrymail::mailbox::MasterKey::new(b"a master key of at least 32 characters").unwrap();
+    let files = ferrymail::mailbox::Mailboxes::new(&w.data_dir(), key());
+    files
+        .append(
+            "me@example.test",
+            "INBOX",
+            b"Subject: one\r\n\r\nfirst",
+            None,
+        )
+        .unwrap();
+    {
+        let mut mb = files.open("me@example.test").unwrap();
+        let work = mb.create_folder("Work").unwrap();
+        mb.append(
+            &work,
+            b"Subject: two\r\n\r\nsecond",
+            &["\\Flagged".into()],
+            1_700_000_000,
+            None,
+        )
+        .unwrap();
+    }
+    // What a user sees of a mailbox: folders, and per message its subject line, flags
+    // and date.
+    let view = |boxes: &ferrymail::mailbox::Mailboxes| {
+        let mb = boxes.open("me@example.test").unwrap();
+        let mut out = Vec::new();
+        for f in mb.folders().unwrap() {
+            for m in mb.messages(&f).unwrap() {
+                let body = mb.body(&f, m.uid).unwrap().unwrap();
+                out.push((
+                    f.name.clone(),
+                    String::from_utf8(body).unwrap(),
+                    m.flags,
+                    m.internal_date,
+                ));
+            }
+        }
+        out
+    };
+    let before = view(&files);
+    assert_eq!(before.len(), 2);
+    let in_mongo = || {
+        let store = ferrymail::store::MongoStore::connect(&url, "moved").unwrap();
+        ferrymail::mailbox::Mailboxes::in_mongo(
+            &w.data_dir(),
+            key(),
+            ferrymail::store::Store::connection(&store).unwrap(),
+        )
+        .unwrap()
+    };
 
     let moved = w.run(&["migrate", "--from", "sqlite", "--to", "mongodb"]);
     moved.ok();
@@ -478,6 +534,12 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
         moved.stdout
     );
     assert!(!moved.stdout.contains("mongodb://"), "{}", moved.stdout);
+    assert!(
+        moved.stdout.contains("copied 1 mailbox(es), 2 message(s)"),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(view(&in_mongo()), before, "the mailbox moved whole");
     // Now served from MongoDB: nothing to change, the same DKIM key published.
     w.write_spec(&body("mongodb"));
     w.run(&["plan", "--detailed-exitcode"]).code(0);
@@ -500,4 +562,6 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     w.write_spec(&body("sqlite"));
     w.run(&["plan", "--detailed-exitcode"]).code(0);
     assert_eq!(w.run(&["dns", "records"]).ok().stdout, key_before);
+    let back = ferrymail::mailbox::Mailboxes::new(&w.data_dir(), key());
+    assert_eq!(view(&back), before, "and back");
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::mailbox::Mailboxes;
 use crate::spec::StoreKind;
 use crate::spec::model::Store as StoreConfig;
 
@@ -47,6 +48,13 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = &loaded.spec.store;
     if (args.from == Backend::Mongodb || args.to == Backend::Mongodb) && config.url.is_none() {
         bail!("the MongoDB side is [store] url (and database) in the spec; set store.url");
+    }
+    if (args.from == Backend::Mongodb || args.to == Backend::Mongodb)
+        && loaded.spec.server.master_key.is_none()
+    {
+        bail!(
+            "set server.master_key in the spec first: mailboxes in MongoDB are sealed with it on every node (to keep reading mail sealed with data_dir/master.key, give it that file)"
+        );
     }
     let source = super::open_store_of(&loaded, &args.from.config(config), false)?
         .context("the source store does not exist yet: nothing to copy")?;
@@ -103,12 +111,82 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "the spec has changes not applied yet (the same against the source); apply them after switching"
         );
     }
+    // The mailboxes follow the store: files in the data dir beside SQLite, documents
+    // beside MongoDB.
+    let data_dir = loaded.data_dir();
+    let mailboxes = |store: &dyn crate::store::Store| -> anyhow::Result<Mailboxes> {
+        let key = super::serve::master_key(&loaded, &data_dir)?;
+        Ok(match store.connection() {
+            Some(mongo) => Mailboxes::in_mongo(&data_dir, key, mongo)?,
+            None => Mailboxes::new(&data_dir, key),
+        })
+    };
+    let accounts: Vec<String> = dump
+        .objects
+        .iter()
+        .filter(|o| o.kind == crate::store::Kind::Account)
+        .map(|o| o.id.clone())
+        .collect();
+    let (copied, messages) = copy_mailboxes(
+        &mailboxes(source.as_ref())?,
+        &mailboxes(target.as_ref())?,
+        &accounts,
+    )?;
+    println!(
+        "copied {copied} mailbox(es), {messages} message(s); every folder has a new UIDVALIDITY, so mail clients fetch again"
+    );
     let kind = match args.to {
         Backend::Sqlite => "sqlite",
         Backend::Mongodb => "mongodb",
     };
     println!(
-        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The queue, mail log and mailboxes move with the store and are not copied by migrate yet: let the queue drain first (`ferrymail queue list`), and move mailboxes with an IMAP copy (e.g. imapsync or mbsync)."
+        "To switch, set store.kind = \"{kind}\" in the spec and restart serve on every node. The queue and the mail log move with the store and are not copied: let the queue drain first (`ferrymail queue list`)."
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies every account's folders and messages (with their flags and dates) into the
+/// other backend. UIDs are given anew, and with them UIDVALIDITY, which tells IMAP
+/// clients to fetch again rather than trust their caches. Refuses an account that already
+/// has mail on the other side (a second run would copy it twice).
+fn copy_mailboxes(
+    from: &Mailboxes,
+    to: &Mailboxes,
+    accounts: &[String],
+) -> anyhow::Result<(usize, usize)> {
+    let (mut copied, mut messages) = (0, 0);
+    for account in accounts {
+        if !from.exists(account) {
+            continue;
+        }
+        let source = from.open(account)?;
+        let mut target = to.open(account)?;
+        for folder in target.folders()? {
+            if !target.messages(&folder)?.is_empty() {
+                bail!(
+                    "{account} already has mail in the target's {}: not copied twice",
+                    folder.name
+                );
+            }
+        }
+        for folder in source.folders()? {
+            let into = target.folder_or_create(&folder.name)?;
+            if !folder.subscribed {
+                target.subscribe(&folder.name, false)?;
+            }
+            for m in source.messages(&folder)? {
+                let Some(body) = source.body(&folder, m.uid)? else {
+                    continue;
+                };
+                target
+                    .append(&into, &body, &m.flags, m.internal_date, None)
+                    .with_context(|| {
+                        format!("copying {account}'s {} UID {}", folder.name, m.uid)
+                    })?;
+                messages += 1;
+            }
+        }
+        copied += 1;
+    }
+    Ok((copied, messages))
 }

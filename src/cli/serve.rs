@@ -933,7 +933,10 @@ fn private_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The mailboxes' master key: the spec's secret, or data_dir/master.key (made once).
-fn master_key(loaded: &LoadedSpec, data_dir: &Path) -> anyhow::Result<crate::mailbox::MasterKey> {
+pub(super) fn master_key(
+    loaded: &LoadedSpec,
+    data_dir: &Path,
+) -> anyhow::Result<crate::mailbox::MasterKey> {
     let material = match &loaded.spec.server.master_key {
         Some(r) => r
             .resolve(&loaded.base_dir)
