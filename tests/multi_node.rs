@@ -439,6 +439,89 @@ fn a_mailbox_is_served_by_every_node() {
     }
 }
 
+/// One certificate for the cluster: the node holding the ACME lock orders it, the CA's
+/// HTTP-01 check reaches the other node (which answers from the shared store), and both
+/// serve the one certificate issued.
+#[test]
+fn one_node_orders_the_certificate_and_every_node_serves_it() {
+    let c = cluster();
+    let zone = common::zone("example.test", "mx A 127.0.0.1");
+    let zone_dir = c.dir.path().join("zone");
+    std::fs::create_dir_all(&zone_dir).unwrap();
+    let (_knot, dns) = common::knot(&zone_dir, &[("example.test", &zone)]);
+    let (http_a, http_b, https_a, https_b) = (free_port(), free_port(), free_port(), free_port());
+    let (imaps_a, imaps_b) = (free_port(), free_port());
+    // The CA validates at node b's http port only.
+    let ca = common::pebble(c.dir.path(), dns, http_b, https_b);
+    let acme = format!(
+        "[tls]\nmode = \"acme\"\n[tls.acme]\ncontact = \"admin@example.test\"\ndirectory = \"{}\"\nchallenge = \"http-01\"\nca_file = \"{}\"\n",
+        ca.directory,
+        ca.ca_file.display()
+    );
+    std::fs::write(
+        c.dir.path().join("shared.toml"),
+        shared_spec(dns, &acme, r#"hello = { forward = ["a@elsewhere.test"] }"#),
+    )
+    .unwrap();
+    let listeners = |http: u16, https: u16, imaps: u16| {
+        format!(
+            "http = \"127.0.0.1:{http}\"\nhttps = \"127.0.0.1:{https}\"\nimaps = \"127.0.0.1:{imaps}\"\n"
+        )
+    };
+    let a = node_with("node-a", c.dir.path(), &listeners(http_a, https_a, imaps_a));
+    let b = node_with("node-b", c.dir.path(), &listeners(http_b, https_b, imaps_b));
+    // Node a is made the holder of the ACME lock before anyone starts, so the node that
+    // orders is not the one the CA asks.
+    let redis_url = std::fs::read_to_string(c.dir.path().join("redis.url")).unwrap();
+    let cache = ferrymail::cache::RedisCache::connect(&redis_url).unwrap();
+    use ferrymail::cache::Cache;
+    assert!(
+        cache
+            .lock("acme", "node-a", Duration::from_secs(120))
+            .is_some()
+    );
+    let server_b = b.serve();
+    let server_a = a.serve();
+    let logs = || {
+        format!(
+            "node a:\n{}\nnode b:\n{}\npebble:\n{}",
+            server_a.log_text(),
+            server_b.log_text(),
+            ca.process.log_text()
+        )
+    };
+    let issued = |p: &Process| {
+        p.log_text()
+            .matches("certificate issued and served")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || issued(&server_a) == 1),
+        "node a did not get the certificate: {}",
+        logs()
+    );
+    // Node b serves it from the store (it looks every few seconds).
+    let served_alike = wait_for(Duration::from_secs(30), || {
+        let (fa, fb) = (
+            common::tls_fingerprint(c.dir.path(), imaps_a),
+            common::tls_fingerprint(c.dir.path(), imaps_b),
+        );
+        !fa.is_empty() && fa == fb
+    });
+    assert!(
+        served_alike,
+        "the nodes serve different certificates: {}",
+        logs()
+    );
+    assert_eq!(issued(&server_b), 0, "node b ordered too: {}", logs());
+    let listed = b.w.run(&["certificates", "list"]);
+    assert!(
+        listed.ok().stdout.contains("mx.example.test"),
+        "{}",
+        listed.stdout
+    );
+}
+
 /// `migrate` copies a live SQLite store into MongoDB and back; the spec plans nothing
 /// against either copy, and a target that holds anything is refused.
 #[test]

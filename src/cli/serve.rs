@@ -289,7 +289,10 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             crate::tls::Certificates::new(crate::tls::self_signed(&hostname, &data_dir)?)
         }
     };
-    let challenges = Arc::new(crate::tls::acme::Challenges::default());
+    let challenges = Arc::new(match store.connection() {
+        Some(mongo) => crate::tls::acme::Challenges::shared(mongo),
+        None => crate::tls::acme::Challenges::default(),
+    });
     let tls = Some(certificates.server_config());
 
     let resolver = match crate::dns::resolver(loaded.spec.dns.resolver) {

@@ -34,15 +34,74 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Challenges {
     http: Mutex<HashMap<String, String>>,
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// Beside a MongoDB store, HTTP-01 answers are kept there too: the CA may ask any
+    /// node behind the name, not only the one that ordered.
+    shared: Option<Arc<crate::mongo::Mongo>>,
 }
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl Challenges {
-    /// The key authorization for an HTTP-01 token.
+    /// Challenges answered by every node sharing `mongo`.
+    pub fn shared(mongo: Arc<crate::mongo::Mongo>) -> Challenges {
+        Challenges {
+            shared: Some(mongo),
+            ..Challenges::default()
+        }
+    }
+
+    /// The key authorization for an HTTP-01 token: this node's, or another node's.
     pub fn http01(&self, token: &str) -> Option<String> {
-        self.lock().get(token).cloned()
+        if let Some(answer) = self.lock().get(token).cloned() {
+            return Some(answer);
+        }
+        let mongo = self.shared.as_ref()?;
+        let found = mongo.block(async {
+            mongo
+                .coll("acme_challenges")
+                .find_one(mongodb::bson::doc! { "_id": token })
+                .await
+        });
+        match found {
+            Ok(d) => d.and_then(|d| d.get_str("key_authorization").ok().map(str::to_string)),
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP-01 answers of other nodes unreadable");
+                None
+            }
+        }
+    }
+
+    fn put_http01(&self, token: &str, key_authorization: &str) {
+        self.lock()
+            .insert(token.to_string(), key_authorization.to_string());
+        if let Some(mongo) = &self.shared {
+            let written = mongo.block(async {
+                mongo
+                    .coll("acme_challenges")
+                    .replace_one(
+                        mongodb::bson::doc! { "_id": token },
+                        mongodb::bson::doc! { "_id": token, "key_authorization": key_authorization },
+                    )
+                    .upsert(true)
+                    .await
+            });
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "HTTP-01 answer not shared with the other nodes");
+            }
+        }
+    }
+
+    fn remove_http01(&self, token: &str) {
+        self.lock().remove(token);
+        if let Some(mongo) = &self.shared {
+            let _ = mongo.block(async {
+                mongo
+                    .coll("acme_challenges")
+                    .delete_one(mongodb::bson::doc! { "_id": token })
+                    .await
+            });
+        }
     }
 
     /// The TLS configuration that answers a TLS-ALPN-01 validation of `name`: only the
@@ -606,9 +665,11 @@ impl Manager {
         }
         for token in &tokens {
             match token.strip_prefix("alpn:") {
-                Some(name) => lock(&self.challenges.alpn).remove(name).map(|_| ()),
-                None => self.challenges.lock().remove(token).map(|_| ()),
-            };
+                Some(name) => {
+                    lock(&self.challenges.alpn).remove(name);
+                }
+                None => self.challenges.remove_http01(token),
+            }
         }
         let status = ready?;
         if status != OrderStatus::Ready {
@@ -665,8 +726,7 @@ impl Manager {
                 ChallengeType::Http01 => {
                     let key_authorization = challenge.key_authorization().as_str().to_string();
                     self.challenges
-                        .lock()
-                        .insert(challenge.token.clone(), key_authorization);
+                        .put_http01(&challenge.token, &key_authorization);
                     tokens.push(challenge.token.clone());
                 }
                 ChallengeType::TlsAlpn01 => {
