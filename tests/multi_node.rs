@@ -211,6 +211,14 @@ second = { forward = ["b@elsewhere.test"] }"#,
     // Backup ids are timestamps: two nodes starting in the same second would write one
     // object twice, so count the runs themselves.
     assert_eq!(logs().matches("backup starting").count(), 1, "{}", logs());
+    // What those backups leave out is said where a user looks.
+    let plan = a.w.run(&["plan"]).stdout;
+    assert!(
+        plan.contains(
+            "! backups: these backups hold this node's data dir only; the MongoDB database"
+        ),
+        "{plan}"
+    );
 
     // One rate limit: node a takes new connections until it refuses, then node b
     // refuses the very next one (with per-node counting it would still have room).

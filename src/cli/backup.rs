@@ -181,6 +181,9 @@ async fn create(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
             data_dir.join("master.key").display()
         );
     }
+    if loaded.spec.store.kind == crate::spec::StoreKind::Mongodb {
+        println!("  ! {}", crate::reconcile::backups::DATABASE_NOTE);
+    }
     if let Some(e) = &created.prune_error {
         println!("  Old backups could not be removed: {e}");
     }
