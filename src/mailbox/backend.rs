@@ -57,11 +57,31 @@ impl Mailbox {
     }
 
     pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
-        each!(&mut self.0, b => b.delete_folder(name))
+        let folder = self
+            .folder(name)?
+            .ok_or_else(|| MailboxError::NoFolder(name.to_string()))?;
+        if folder.name == "INBOX" {
+            return Err(MailboxError::Refused("INBOX cannot be deleted"));
+        }
+        each!(&mut self.0, b => b.delete_folder(&folder))
     }
 
+    /// Renames a folder with those below it; renaming INBOX moves its messages into a new
+    /// folder and leaves INBOX empty (RFC 3501 §6.3.5).
     pub fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), MailboxError> {
-        each!(&mut self.0, b => b.rename_folder(from, to))
+        let folder = self
+            .folder(from)?
+            .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
+        if self.folder(to)?.is_some() {
+            return Err(MailboxError::FolderExists(to.to_string()));
+        }
+        if folder.name == "INBOX" {
+            let target = self.create_folder(to)?;
+            let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
+            self.move_messages(&folder, &uids, &target)?;
+            return Ok(());
+        }
+        each!(&mut self.0, b => b.rename_folder(&folder, to))
     }
 
     pub fn subscribe(&mut self, name: &str, on: bool) -> Result<(), MailboxError> {

@@ -375,13 +375,8 @@ impl MongoMailbox {
         Ok(int(&d, "highestmodseq"))
     }
 
-    pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
-        let folder = self
-            .folder(name)?
-            .ok_or_else(|| MailboxError::NoFolder(name.to_string()))?;
-        if folder.name == "INBOX" {
-            return Err(MailboxError::Refused("INBOX cannot be deleted"));
-        }
+    /// Deletes a folder (not INBOX: the caller checks) with its messages.
+    pub(super) fn delete_folder(&mut self, folder: &Folder) -> Result<(), MailboxError> {
         self.mongo.block(in_transaction!(self.mongo, |s| async {
             let doomed: Vec<Document> = self
                 .messages_coll()
@@ -403,19 +398,8 @@ impl MongoMailbox {
         Ok(())
     }
 
-    pub fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), MailboxError> {
-        let folder = self
-            .folder(from)?
-            .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
-        if self.folder(to)?.is_some() {
-            return Err(MailboxError::FolderExists(to.to_string()));
-        }
-        if folder.name == "INBOX" {
-            let target = self.create_folder(to)?;
-            let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
-            self.move_messages(&folder, &uids, &target)?;
-            return Ok(());
-        }
+    /// Renames a folder and those below it (not INBOX: the caller moves its messages).
+    pub(super) fn rename_folder(&mut self, folder: &Folder, to: &str) -> Result<(), MailboxError> {
         let to = canonical(to).to_string();
         let prefix = format!("{}/", folder.name);
         self.mongo.block(in_transaction!(self.mongo, |s| async {

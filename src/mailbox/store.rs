@@ -374,14 +374,8 @@ impl SqliteMailbox {
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
     }
 
-    /// Deletes a folder and its messages. INBOX cannot be deleted.
-    pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
-        let folder = self
-            .folder(name)?
-            .ok_or_else(|| MailboxError::NoFolder(name.to_string()))?;
-        if folder.name == "INBOX" {
-            return Err(MailboxError::Refused("INBOX cannot be deleted"));
-        }
+    /// Deletes a folder (not INBOX: the caller checks) with its messages.
+    pub(super) fn delete_folder(&mut self, folder: &Folder) -> Result<(), MailboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -393,21 +387,9 @@ impl SqliteMailbox {
         Ok(())
     }
 
-    /// Renames a folder (and the folders below it). Renaming INBOX moves its messages
-    /// into a new folder and leaves INBOX empty (RFC 3501 §6.3.5).
-    pub fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), MailboxError> {
-        let folder = self
-            .folder(from)?
-            .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
-        if self.folder(to)?.is_some() {
-            return Err(MailboxError::FolderExists(to.to_string()));
-        }
-        if folder.name == "INBOX" {
-            let target = self.create_folder(to)?;
-            let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
-            self.move_messages(&folder, &uids, &target)?;
-            return Ok(());
-        }
+    /// Renames a folder and those below it (not INBOX, whose rename is a move: the
+    /// caller does that, and checks that `to` is free).
+    pub(super) fn rename_folder(&mut self, folder: &Folder, to: &str) -> Result<(), MailboxError> {
         let to = canonical(to).to_string();
         let tx = self
             .conn
