@@ -211,14 +211,6 @@ second = { forward = ["b@elsewhere.test"] }"#,
     // Backup ids are timestamps: two nodes starting in the same second would write one
     // object twice, so count the runs themselves.
     assert_eq!(logs().matches("backup starting").count(), 1, "{}", logs());
-    // What those backups leave out is said where a user looks.
-    let plan = a.w.run(&["plan"]).stdout;
-    assert!(
-        plan.contains(
-            "! backups: these backups hold this node's data dir only; the MongoDB database"
-        ),
-        "{plan}"
-    );
 
     // One rate limit: node a takes new connections until it refuses, then node b
     // refuses the very next one (with per-node counting it would still have room).
@@ -528,6 +520,121 @@ fn one_node_orders_the_certificate_and_every_node_serves_it() {
         "{}",
         listed.stdout
     );
+}
+
+/// Beside a MongoDB store, a backup holds the database: wiped and restored, the same
+/// directory, DKIM key and mail come back (with a new UIDVALIDITY), and a restore into a
+/// database that holds data is refused.
+#[test]
+fn a_backup_holds_the_mongodb_database() {
+    let c = cluster();
+    let backups = c.dir.path().join("backups");
+    std::fs::write(
+        c.dir.path().join("shared.toml"),
+        shared_spec(
+            c.dns,
+            &backups_to(&backups),
+            &format!(
+                "me = {{ mailbox = {{ password = {{ hash = \"{}\" }} }} }}",
+                common::TEST_HASH
+            ),
+        ),
+    )
+    .unwrap();
+    let a = node("node-a", c.dir.path());
+    let mut server = a.serve();
+    let sent = common::swaks(
+        a.mx,
+        &[
+            "--from",
+            "alice@sender.test",
+            "--to",
+            "me@example.test",
+            "--header",
+            "Subject: kept",
+        ],
+    );
+    assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    let url = std::fs::read_to_string(c.dir.path().join("mongo.url")).unwrap();
+    let key = || {
+        ferrymail::mailbox::MasterKey::new(b"the cluster's master key, at least 32 characters")
+            .unwrap()
+    };
+    let mailbox = || {
+        let store = ferrymail::store::MongoStore::connect(&url, "cluster").unwrap();
+        let boxes = ferrymail::mailbox::Mailboxes::in_mongo(
+            &a.w.data_dir(),
+            key(),
+            ferrymail::store::Store::connection(&store).unwrap(),
+        )
+        .unwrap();
+        let mb = boxes.open("me@example.test").unwrap();
+        let inbox = mb.folder("INBOX").unwrap().unwrap();
+        let bodies: Vec<String> = mb
+            .messages(&inbox)
+            .unwrap()
+            .iter()
+            .map(|m| String::from_utf8(mb.body(&inbox, m.uid).unwrap().unwrap()).unwrap())
+            .collect();
+        (inbox.uidvalidity, bodies)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || mailbox().1.len() == 1),
+        "{}",
+        server.log_text()
+    );
+    let (validity, before) = mailbox();
+    let records = a.w.run(&["dns", "records"]).ok().stdout.clone();
+    server.terminate();
+    let made = a.w.run(&["backup", "create"]);
+    made.ok();
+
+    // The database is lost, and the data dir with it.
+    let dropped = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!("import pymongo; pymongo.MongoClient('{url}').drop_database('cluster')"),
+        ])
+        .status()
+        .unwrap();
+    assert!(dropped.success());
+    std::fs::remove_dir_all(a.w.data_dir()).unwrap();
+    let restored = a.w.run(&["backup", "restore", "latest"]);
+    restored.ok();
+    assert!(
+        restored
+            .stdout
+            .contains("The database \"cluster\" was loaded"),
+        "{}",
+        restored.stdout
+    );
+    a.w.run(&["plan", "--detailed-exitcode", "--target", "store"])
+        .code(0);
+    assert_eq!(
+        a.w.run(&["dns", "records"]).ok().stdout,
+        records,
+        "the same DKIM key"
+    );
+    let (renewed, after) = mailbox();
+    assert_eq!(after, before);
+    assert!(renewed > validity, "UIDVALIDITY {renewed} after {validity}");
+    assert!(
+        !a.w.data_dir().join("mongodb").exists(),
+        "the dump is not left behind"
+    );
+
+    // A second restore meets a database that holds data: refused, unless --force
+    // replaces it.
+    let again =
+        a.w.run(&["backup", "restore", "latest", "--to", "elsewhere"]);
+    again.code(1);
+    assert!(
+        again.stderr.contains("already holds data"),
+        "{}",
+        again.stderr
+    );
+    a.w.run(&["backup", "restore", "latest", "--force"]).ok();
+    assert_eq!(mailbox().1, before);
 }
 
 /// `migrate` copies a live SQLite store into MongoDB and back; the spec plans nothing

@@ -200,6 +200,7 @@ pub fn write(
     data_dir: &Path,
     hostname: &str,
     include_master_key: bool,
+    database: Option<&crate::mongo::Mongo>,
     out: impl Write,
     progress: &dyn Fn(u64),
 ) -> Result<Manifest, BackupError> {
@@ -301,6 +302,30 @@ pub fn write(
         }
         Ok(())
     })?;
+    // Beside a MongoDB store, the database is most of what there is to keep.
+    if let Some(mongo) = database {
+        for (name, path) in super::database::export(mongo, copies)? {
+            let rel = Path::new(super::database::DIR).join(format!("{name}.bson"));
+            let file = std::fs::File::open(&path).map_err(io_error(&path))?;
+            let size = file.metadata().map_err(io_error(&path))?.len();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o600);
+            header.set_mtime(crate::store::unix_now().max(0) as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut reader = Hashing::new(file.take(size));
+            tar.append_data(&mut header, &rel, &mut reader)
+                .map_err(io_error(&path))?;
+            done += size;
+            progress(done);
+            manifest.files.push(FileEntry {
+                path: rel.to_string_lossy().to_string(),
+                size,
+                sha256: reader.hex(),
+            });
+            let _ = std::fs::remove_file(&path);
+        }
+    }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Damaged {
         id: String::new(),
         message: e.to_string(),
@@ -425,7 +450,7 @@ mod tests {
         std::fs::write(data.join("master.key"), b"secret").unwrap();
         std::fs::write(data.join("serve.json"), b"{}").unwrap();
         let mut tar = Vec::new();
-        let manifest = write(&data, "mx.example.test", false, &mut tar, &|_| {}).unwrap();
+        let manifest = write(&data, "mx.example.test", false, None, &mut tar, &|_| {}).unwrap();
         let paths: Vec<_> = manifest.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["mailboxes/example.test/a.db", "srs.key"]);
         // The writer's connection is still open with the row in its WAL: the copy has it.
@@ -439,7 +464,7 @@ mod tests {
         assert!(!out.join("master.key").exists());
 
         let mut with_key = Vec::new();
-        let manifest = write(&data, "mx", true, &mut with_key, &|_| {}).unwrap();
+        let manifest = write(&data, "mx", true, None, &mut with_key, &|_| {}).unwrap();
         assert!(manifest.files.iter().any(|f| f.path == "master.key"));
         // A file changed inside the archive no longer matches the manifest.
         let at = with_key.windows(6).position(|w| w == b"secret").unwrap();

@@ -7,6 +7,7 @@
 //! without ferrymail: `age -d -i KEY FILE | zstd -d | tar x`.
 
 mod archive;
+pub mod database;
 mod key;
 mod restore;
 mod run;

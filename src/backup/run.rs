@@ -53,6 +53,7 @@ const LEVEL: i32 = 3;
 pub async fn create(
     settings: &Settings,
     data_dir: &Path,
+    database: Option<Arc<crate::mongo::Mongo>>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Created, BackupError> {
     let _lock = Lock::take(data_dir)?;
@@ -78,8 +79,14 @@ pub async fn create(
             let io = |e: std::io::Error| super::io_error(Path::new("the backup stream"))(e);
             let sealed = encryptor.wrap_output(&mut sink).map_err(io)?;
             let mut compressed = zstd::Encoder::new(sealed, LEVEL).map_err(io)?;
-            let manifest =
-                archive::write(&data_dir, &hostname, include, &mut compressed, &*progress)?;
+            let manifest = archive::write(
+                &data_dir,
+                &hostname,
+                include,
+                database.as_deref(),
+                &mut compressed,
+                &*progress,
+            )?;
             compressed.finish().map_err(io)?.finish().map_err(io)?;
             sink.inner.finish().map_err(io)?;
             Ok::<_, BackupError>((manifest, sink.hex(), sink.bytes))

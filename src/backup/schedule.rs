@@ -152,7 +152,7 @@ impl Runner {
             // A backup in progress gives way to shutdown: dropping it closes the stream,
             // the snapshot stops at its next chunk and the upload is abandoned.
             let result = tokio::select! {
-                result = super::create(&settings, &self.data_dir, Arc::new(|_| {})) => result,
+                result = super::create(&settings, &self.data_dir, self.store.connection(), Arc::new(|_| {})) => result,
                 _ = shutdown.changed() => {
                     tracing::info!("backup abandoned: shutting down");
                     return;

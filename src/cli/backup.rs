@@ -132,9 +132,16 @@ async fn create(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
         "backing up",
     );
     let started_at = crate::store::unix_now();
+    let database = store.connection();
     let result = {
         let bar = bar.clone();
-        backup::create(&settings, &data_dir, Arc::new(move |n| bar.set_position(n))).await
+        backup::create(
+            &settings,
+            &data_dir,
+            database,
+            Arc::new(move |n| bar.set_position(n)),
+        )
+        .await
     };
     bar.finish_and_clear();
     let run = BackupRun {
@@ -180,9 +187,6 @@ async fn create(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
             "  The mailboxes' master key ({}) is not in the backup: keep a copy of it elsewhere, or mail cannot be read after a restore on a new machine.",
             data_dir.join("master.key").display()
         );
-    }
-    if loaded.spec.store.kind == crate::spec::StoreKind::Mongodb {
-        println!("  ! {}", crate::reconcile::backups::DATABASE_NOTE);
     }
     if let Some(e) = &created.prune_error {
         println!("  Old backups could not be removed: {e}");
@@ -234,6 +238,23 @@ async fn list(loaded: &LoadedSpec) -> anyhow::Result<ExitCode> {
 
 async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Result<ExitCode> {
     let settings = required(loaded)?;
+    // Beside a MongoDB store the database is restored too: checked before anything is
+    // unpacked, so a refusal leaves everything as it was.
+    let database = match loaded.spec.store.kind {
+        crate::spec::StoreKind::Mongodb => {
+            let mongo = super::mongo_connection(loaded)?;
+            if let Some(name) = backup::database::held(&mongo)?
+                && !request.force
+            {
+                bail!(
+                    "the database {:?} already holds data (collection {name}); restore into an empty database, or pass --force to replace it (stop every node first)",
+                    mongo.db.name()
+                );
+            }
+            Some(mongo)
+        }
+        crate::spec::StoreKind::Sqlite => None,
+    };
     let bar = progress_bar(0, "restoring");
     let report = {
         let bar = bar.clone();
@@ -261,6 +282,31 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
     );
     if let Some(aside) = &report.moved_aside {
         println!("  The data that was there is kept in {}.", aside.display());
+    }
+    let dumped = request.to.join(backup::database::DIR);
+    match (&database, dumped.is_dir()) {
+        (Some(mongo), true) => {
+            let loaded_docs = backup::database::import(mongo, &dumped, request.force)?;
+            let renewed = if request.keep_uidvalidity {
+                0
+            } else {
+                backup::database::renew_uidvalidity(mongo)?
+            };
+            std::fs::remove_dir_all(&dumped)
+                .with_context(|| format!("removing {}", dumped.display()))?;
+            println!(
+                "  The database {:?} was loaded: {loaded_docs} documents; {renewed} mailbox folders have a new UIDVALIDITY.",
+                mongo.db.name()
+            );
+        }
+        (None, true) => println!(
+            "  The backup holds a MongoDB database ({}): set store.kind = \"mongodb\" and restore again to load it, or load it with mongorestore.",
+            dumped.display()
+        ),
+        (Some(_), false) => println!(
+            "  ! The backup holds no MongoDB database (it was made beside a SQLite store): the database was left as it was."
+        ),
+        (None, false) => {}
     }
     if report.folders_renewed > 0 {
         println!(

@@ -232,6 +232,22 @@ fn open_mail_log(
     log.context("opening the mail log")
 }
 
+/// A connection to the spec's MongoDB database that prepares nothing in it (a restore
+/// must find an empty database empty).
+fn mongo_connection(loaded: &LoadedSpec) -> anyhow::Result<Arc<crate::mongo::Mongo>> {
+    let url = loaded
+        .spec
+        .store
+        .url
+        .as_ref()
+        .context("store.kind = \"mongodb\" needs store.url")?
+        .resolve(&loaded.base_dir)
+        .context("store.url")?;
+    let database = loaded.spec.store.database.as_deref().unwrap_or("ferrymail");
+    crate::mongo::Mongo::connect(url.expose().trim(), database)
+        .with_context(|| format!("connecting to the MongoDB database {database:?}"))
+}
+
 /// The MongoDB connection of the store (`store`, or the spec's when not given); None
 /// with SQLite.
 fn mongo_of(

@@ -998,6 +998,11 @@ fn node_instance(data_dir: &Path) -> anyhow::Result<String> {
 /// Two live processes with one node name would share leases and locks as if they were
 /// one: the second is refused. A restart of the same node (same data dir) is not.
 fn refuse_a_twin(store: &dyn Store, node: &str, instance: &str) -> anyhow::Result<()> {
+    // Only a shared store has other nodes; a SQLite store restored from a backup holds
+    // the heartbeat of the process that made it.
+    if store.connection().is_none() {
+        return Ok(());
+    }
     let now = crate::store::unix_now();
     let fresh = 3 * HEARTBEAT.as_secs() as i64;
     if let Some(twin) = store.nodes()?.into_iter().find(|n| {

@@ -73,9 +73,6 @@ fn backup_lines(
         line.next.as_deref().unwrap_or("never"),
         line.target
     ));
-    if let Some(note) = &line.database_note {
-        out.push(format!("  ! {note}"));
-    }
     if let Some(run) = store.backup_runs(1)?.into_iter().next() {
         let at = crate::backup::rfc3339(run.started_at);
         match (run.ok, run.error) {

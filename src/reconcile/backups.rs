@@ -23,13 +23,7 @@ pub struct BackupsLine {
     /// Set when the mailboxes' master key is in no backup and not in the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key_note: Option<String>,
-    /// Set when the live state is in MongoDB, which backups do not hold yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_note: Option<String>,
 }
-
-/// What a backup beside a MongoDB store leaves out, said wherever backups are shown.
-pub const DATABASE_NOTE: &str = "these backups hold this node's data dir only; the MongoDB database (domains, keys, certificates, queue, mail log, mailboxes) is not in them yet: back it up with mongodump or the database's own snapshots";
 
 pub fn plan(
     spec: &Spec,
@@ -71,7 +65,5 @@ pub fn plan(
              elsewhere, or set include_master_key = true or server.master_key"
                 .to_string()
         }),
-        database_note: (spec.store.kind == crate::spec::StoreKind::Mongodb)
-            .then(|| DATABASE_NOTE.to_string()),
     })
 }

@@ -146,9 +146,6 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         if let Some(note) = &b.master_key_note {
             let _ = writeln!(out, "  backups: {note}");
         }
-        if let Some(note) = &b.database_note {
-            let _ = writeln!(out, "{} backups: {note}", style.paint("31", "!"));
-        }
     }
     let manual = plan.dns.manual_changes();
     if manual > 0 {
