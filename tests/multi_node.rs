@@ -433,6 +433,24 @@ fn a_mailbox_is_served_by_every_node() {
             .any(|f| f == "\\Flagged"),
         "{message}"
     );
+    // A client IDLEing on node b hears of mail that node a takes in.
+    let idle = common::python_peer_run(
+        "imap_idle.py",
+        &[
+            &imap_b.to_string(),
+            &a.mx.to_string(),
+            "me@example.test",
+            "quickstart",
+        ],
+        c.dir.path(),
+    );
+    assert!(
+        idle.stdout.starts_with("EXISTS after"),
+        "{idle:?}\n{}\n{}",
+        server_a.log_text(),
+        server_b.log_text()
+    );
+    println!("IDLE on node b: {}", idle.stdout.trim());
     // Nothing of it in either node's data dir: the mailbox lives in the store.
     for n in [&a, &b] {
         assert!(!n.w.data_dir().join("mailboxes").exists(), "{}", n.name);

@@ -337,6 +337,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             .context("opening the mailboxes in MongoDB")?,
         None => Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
     };
+    relay_mailbox_changes(&mailboxes, &cache, &cluster.node);
     let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -1061,4 +1062,31 @@ async fn heartbeat(
             tracing::warn!(error = %e, "heartbeat not written");
         }
     }
+}
+
+/// The cache channel on which nodes tell each other "this account's mailbox changed".
+const MAILBOX_CHANNEL: &str = "mailbox";
+
+/// Beside a shared cache, a change to a mailbox on one node wakes the IDLE sessions of
+/// that account on every node (each message: the node, a newline, the account).
+fn relay_mailbox_changes(mailboxes: &Mailboxes, cache: &Arc<dyn crate::cache::Cache>, node: &str) {
+    let Some(mut heard) = cache.subscribe(MAILBOX_CHANNEL) else {
+        return;
+    };
+    {
+        let (cache, node) = (cache.clone(), node.to_string());
+        mailboxes
+            .events()
+            .relay_to(move |account| cache.publish(MAILBOX_CHANNEL, &format!("{node}\n{account}")));
+    }
+    let (events, node) = (mailboxes.events().clone(), node.to_string());
+    tokio::spawn(async move {
+        while let Some(message) = heard.recv().await {
+            if let Some((from, account)) = message.split_once('\n')
+                && from != node
+            {
+                events.changed_elsewhere(account);
+            }
+        }
+    });
 }

@@ -2,7 +2,7 @@
 //! IMAP sessions that have it open, so an IDLE client hears of new mail at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -10,7 +10,12 @@ use tokio::sync::watch;
 #[derive(Clone, Default)]
 pub struct Events {
     accounts: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// Also told of every change made here, so that other nodes' sessions hear of it
+    /// (set once, by `serve` beside a shared cache).
+    relay: Arc<OnceLock<Relay>>,
 }
+
+type Relay = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Events {
     fn sender(&self, account: &str) -> watch::Sender<u64> {
@@ -29,7 +34,21 @@ impl Events {
         self.sender(account).subscribe()
     }
 
+    /// A change made on this node: its sessions, and through the relay the others'.
     pub fn changed(&self, account: &str) {
+        self.changed_elsewhere(account);
+        if let Some(relay) = self.relay.get() {
+            relay(account);
+        }
+    }
+
+    /// A change another node made: wakes this node's sessions only.
+    pub fn changed_elsewhere(&self, account: &str) {
         self.sender(account).send_modify(|n| *n += 1);
+    }
+
+    /// Passes every change made here on to `relay` as well.
+    pub fn relay_to(&self, relay: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.relay.set(Box::new(relay));
     }
 }
