@@ -144,6 +144,23 @@ impl Drop for Mongo {
     }
 }
 
+/// An index on `keys`.
+pub fn index(keys: Document) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder().keys(keys).build()
+}
+
+/// A unique index on `keys`: what SQLite's primary keys and UNIQUE constraints are.
+pub fn unique(keys: Document) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder()
+        .keys(keys)
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .unique(true)
+                .build(),
+        )
+        .build()
+}
+
 /// Blocks on `future` on `runtime`, from any thread: inside tokio's multi-threaded runtime
 /// it steps out first (block_in_place); inside a current-thread runtime, which cannot
 /// block, it waits from a scoped thread.

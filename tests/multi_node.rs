@@ -70,6 +70,14 @@ impl Node {
     }
 }
 
+/// The alias line of me@example.test's mailbox (password "quickstart").
+fn me_mailbox() -> String {
+    format!(
+        "me = {{ mailbox = {{ password = {{ hash = \"{}\" }} }} }}",
+        common::TEST_HASH
+    )
+}
+
 /// The [backups] part of the first test's shared spec.
 fn backups_to(dir: &Path) -> String {
     format!(
@@ -360,14 +368,7 @@ fn a_mailbox_is_served_by_every_node() {
     let c = cluster();
     std::fs::write(
         c.dir.path().join("shared.toml"),
-        shared_spec(
-            c.dns,
-            "",
-            &format!(
-                "me = {{ mailbox = {{ password = {{ hash = \"{}\" }} }} }}",
-                common::TEST_HASH
-            ),
-        ),
+        shared_spec(c.dns, "", &me_mailbox()),
     )
     .unwrap();
     let (imap_a, imap_b) = (free_port(), free_port());
@@ -549,14 +550,7 @@ fn a_backup_holds_the_mongodb_database() {
     let backups = c.dir.path().join("backups");
     std::fs::write(
         c.dir.path().join("shared.toml"),
-        shared_spec(
-            c.dns,
-            &backups_to(&backups),
-            &format!(
-                "me = {{ mailbox = {{ password = {{ hash = \"{}\" }} }} }}",
-                common::TEST_HASH
-            ),
-        ),
+        shared_spec(c.dns, &backups_to(&backups), &me_mailbox()),
     )
     .unwrap();
     let a = node("node-a", c.dir.path());

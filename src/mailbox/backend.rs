@@ -220,12 +220,23 @@ impl Mailbox {
         each!(&mut self.0, b => b.move_messages(from, uids, to))
     }
 
-    /// EXPUNGE (of `uids` only, for UID EXPUNGE): returns the UIDs removed.
+    /// Removes the messages flagged \Deleted (only those in `uids` when given); returns
+    /// the UIDs removed.
     pub fn expunge(
         &mut self,
         folder: &Folder,
         uids: Option<&[u32]>,
     ) -> Result<Vec<u32>, MailboxError> {
-        each!(&mut self.0, b => b.expunge(folder, uids))
+        let doomed: Vec<u32> = self
+            .messages(folder)?
+            .into_iter()
+            .filter(|m| m.has("\\Deleted"))
+            .filter(|m| uids.is_none_or(|set| set.contains(&m.uid)))
+            .map(|m| m.uid)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        each!(&mut self.0, b => b.expunge(folder, doomed))
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{ClientSession, Collection, IndexModel};
+use mongodb::options::ReturnDocument;
+use mongodb::{ClientSession, Collection};
 
 use super::MailboxError;
 use super::crypto::{AccountKey, Part};
@@ -17,7 +17,7 @@ use super::meta::Meta;
 use super::store::{
     FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, canonical, join_flags, parse_flags,
 };
-use crate::mongo::{DriverError, Mongo, in_transaction};
+use crate::mongo::{DriverError, Mongo, in_transaction, index, unique};
 
 /// Sealed bodies larger than this are stored in chunks (a document holds 16 MiB).
 const CHUNK: usize = 4 * 1024 * 1024;
@@ -90,12 +90,6 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
 /// Creates the collections' indexes (every node at start; idempotent).
 pub(super) fn prepare(mongo: &Mongo) -> Result<(), MailboxError> {
     mongo.block(async {
-        let unique = |keys: Document| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().unique(true).build())
-                .build()
-        };
         mongo
             .coll("mailbox_folders")
             .create_index(unique(doc! { "account": 1, "name": 1 }))
@@ -104,9 +98,7 @@ pub(super) fn prepare(mongo: &Mongo) -> Result<(), MailboxError> {
         messages
             .create_index(unique(doc! { "folder_id": 1, "uid": 1 }))
             .await?;
-        messages
-            .create_index(IndexModel::builder().keys(doc! { "blob_id": 1 }).build())
-            .await?;
+        messages.create_index(index(doc! { "blob_id": 1 })).await?;
         mongo
             .coll("mailbox_chunks")
             .create_index(unique(doc! { "blob_id": 1, "n": 1 }))
@@ -857,21 +849,12 @@ impl MongoMailbox {
         Ok(pairs)
     }
 
-    pub fn expunge(
+    /// Removes `doomed` (the caller chose them: \Deleted, and in the UID set if any).
+    pub(super) fn expunge(
         &mut self,
         folder: &Folder,
-        uids: Option<&[u32]>,
+        doomed: Vec<u32>,
     ) -> Result<Vec<u32>, MailboxError> {
-        let doomed: Vec<u32> = self
-            .messages(folder)?
-            .into_iter()
-            .filter(|m| m.has("\\Deleted"))
-            .filter(|m| uids.is_none_or(|set| set.contains(&m.uid)))
-            .map(|m| m.uid)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(doomed);
-        }
         let wanted: Vec<i64> = doomed.iter().map(|u| i64::from(*u)).collect();
         self.mongo.block(in_transaction!(self.mongo, |s| async {
             let docs: Vec<Document> = self

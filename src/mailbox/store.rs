@@ -705,23 +705,12 @@ impl SqliteMailbox {
         Ok(pairs)
     }
 
-    /// Removes the messages flagged \Deleted (only those in `uids` when given); returns
-    /// the UIDs removed.
-    pub fn expunge(
+    /// Removes `doomed` (the caller chose them: \Deleted, and in the UID set if any).
+    pub(super) fn expunge(
         &mut self,
         folder: &Folder,
-        uids: Option<&[u32]>,
+        doomed: Vec<u32>,
     ) -> Result<Vec<u32>, MailboxError> {
-        let doomed: Vec<u32> = self
-            .messages(folder)?
-            .into_iter()
-            .filter(|m| m.has("\\Deleted"))
-            .filter(|m| uids.is_none_or(|set| set.contains(&m.uid)))
-            .map(|m| m.uid)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(doomed);
-        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

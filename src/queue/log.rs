@@ -186,7 +186,7 @@ async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError
             _ => return Err(e.into()),
         }
     }
-    coll.create_index(IndexModel::builder().keys(doc! { "at": -1 }).build())
+    coll.create_index(crate::mongo::index(doc! { "at": -1 }))
         .await?;
     Ok(())
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{ClientSession, Collection, IndexModel};
+use mongodb::options::ReturnDocument;
+use mongodb::{ClientSession, Collection};
 
 use super::db::{INLINE_BODY, now};
 use super::{Delivery, DeliveryKind, Envelope, NewDelivery, Queue, QueueEntry, QueueError};
-use crate::mongo::{Mongo, in_transaction};
+use crate::mongo::{Mongo, in_transaction, index, unique};
 
 /// Bodies larger than this are stored in chunks of this size (a document holds 16 MiB
 /// at most, and smaller ones travel better).
@@ -82,7 +82,6 @@ impl MongoQueue {
             )
             .upsert(true)
             .await?;
-        let plain = |keys: Document| IndexModel::builder().keys(keys).build();
         let deliveries = self.deliveries();
         for keys in [
             doc! { "next_attempt_at": 1 },
@@ -90,18 +89,13 @@ impl MongoQueue {
             doc! { "lease_token": 1 },
             doc! { "lease_holder": 1 },
         ] {
-            deliveries.create_index(plain(keys)).await?;
+            deliveries.create_index(index(keys)).await?;
         }
         self.messages()
-            .create_index(plain(doc! { "received_at": 1 }))
+            .create_index(index(doc! { "received_at": 1 }))
             .await?;
         self.chunks()
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "message_id": 1, "n": 1 })
-                    .options(IndexOptions::builder().unique(true).build())
-                    .build(),
-            )
+            .create_index(unique(doc! { "message_id": 1, "n": 1 }))
             .await?;
         Ok(())
     }

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Binary, Bson, Document, doc, spec::BinarySubtype};
-use mongodb::options::IndexOptions;
-use mongodb::{ClientSession, Collection, IndexModel};
+use mongodb::{ClientSession, Collection};
 
-use crate::mongo::{DriverError, Mongo, in_transaction};
+use crate::mongo::{DriverError, Mongo, in_transaction, index, unique};
 
 use super::{
     ApplyRecord, BackupRun, DnsOwned, DumpedKey, DumpedObject, Kind, NodeInfo, RetiredKey, Store,
@@ -97,13 +96,6 @@ impl MongoStore {
         )
         .upsert(true)
         .await?;
-        let unique = |keys: Document| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().unique(true).build())
-                .build()
-        };
-        let plain = |keys: Document| IndexModel::builder().keys(keys).build();
         self.coll("objects")
             .create_index(unique(doc! { "kind": 1, "id": 1 }))
             .await?;
@@ -113,13 +105,13 @@ impl MongoStore {
             ))
             .await?;
         self.coll("backup_runs")
-            .create_index(plain(doc! { "ok": 1, "started_at": -1 }))
+            .create_index(index(doc! { "ok": 1, "started_at": -1 }))
             .await?;
         self.coll("backup_runs")
-            .create_index(plain(doc! { "seq": -1 }))
+            .create_index(index(doc! { "seq": -1 }))
             .await?;
         self.coll("nodes")
-            .create_index(plain(doc! { "last_seen": -1 }))
+            .create_index(index(doc! { "last_seen": -1 }))
             .await?;
         Ok(())
     }
