@@ -14,8 +14,6 @@ use crate::store::{BackupRun, Store};
 
 /// Waits after the 1st, 2nd… failure before trying again; then the next scheduled time.
 const RETRY_AFTER: &[u64] = &[60, 300, 900, 1800];
-/// A node that died while backing up holds the backup lock at most this long.
-const BACKUP_LOCK: Duration = Duration::from_secs(3600);
 
 /// A five-field cron schedule, read in UTC.
 #[derive(Clone)]
@@ -134,10 +132,7 @@ impl Runner {
             // Nodes sharing a store share its backups: the one that takes the lock runs
             // this one, and the others see it in the history (checked again under the
             // lock: it may have finished just now).
-            let Some(_held) = self
-                .cluster
-                .try_lock(crate::cache::cluster::BACKUP, BACKUP_LOCK)
-            else {
+            let Some(_held) = self.cluster.try_lock(crate::cache::cluster::BACKUP) else {
                 continue;
             };
             let done_elsewhere = matches!(

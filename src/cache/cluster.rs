@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use super::{Cache, MemoryCache};
 
+/// How long a lock outlives a node that died holding it; a live holder renews it every
+/// third of this for as long as its work runs, however long that is.
+const LEASE: Duration = Duration::from_secs(60);
+
 /// Work that runs on one node at a time.
 pub const RECONCILE: &str = "reconcile";
 pub const ACME: &str = "acme";
@@ -33,18 +37,37 @@ impl Cluster {
         Cluster::new(Arc::new(MemoryCache::default()), "local".into())
     }
 
-    /// Takes `name` until the guard is dropped, or for `ttl` if this process dies first;
-    /// None while another node holds it.
-    pub fn try_lock(self: &Arc<Self>, name: &'static str, ttl: Duration) -> Option<Held> {
-        let fence = crate::blocking::run(|| self.cache.lock(name, &self.node, ttl))?;
+    /// Takes `name` until the guard is dropped (renewing it meanwhile), or for a minute
+    /// if this process dies first; None while another node holds it.
+    pub fn try_lock(self: &Arc<Self>, name: &'static str) -> Option<Held> {
+        self.try_lock_for(name, LEASE)
+    }
+
+    fn try_lock_for(self: &Arc<Self>, name: &'static str, lease: Duration) -> Option<Held> {
+        let fence = crate::blocking::run(|| self.cache.lock(name, &self.node, lease))?;
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (cache, node) = (self.cache.clone(), self.node.clone());
+        let renewer = std::thread::Builder::new()
+            .name("ferrymail-lock".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 3) {
+                    if cache.lock(name, &node, lease).is_none() {
+                        tracing::warn!(lock = name, "a cluster lock was lost while its work ran");
+                        break;
+                    }
+                }
+            })
+            .ok();
         Some(Held {
             cluster: self.clone(),
             name,
             fence,
+            renewer: renewer.map(|thread| (stop, thread)),
         })
     }
 
@@ -71,15 +94,41 @@ pub struct Held {
     /// Grows with every new holder: work stamped with it can be told from a stale
     /// holder's.
     pub fence: u64,
+    /// Renews the lock until told to stop (by the sender's drop).
+    renewer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // The renewer stops first: a renewal after the unlock would take the lock again.
+        if let Some((stop, thread)) = self.renewer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         let c = &self.cluster;
         crate::blocking::run(|| c.cache.unlock(self.name, &c.node));
         c.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_renewed_until_dropped() {
+        let cluster = Cluster::alone();
+        let lease = Duration::from_millis(150);
+        let held = cluster.try_lock_for(BACKUP, lease).expect("free");
+        // Long past its lease, the work still holds it.
+        std::thread::sleep(lease * 4);
+        assert_eq!(cluster.cache.lock(BACKUP, "other", lease), None);
+        assert_eq!(cluster.held(), vec![BACKUP.to_string()]);
+        drop(held);
+        assert!(cluster.held().is_empty());
+        assert!(cluster.cache.lock(BACKUP, "other", lease).is_some());
     }
 }

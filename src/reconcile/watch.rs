@@ -23,8 +23,6 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 const STORE_POLL: Duration = Duration::from_secs(2);
 /// A reconcile deferred because another node held the apply lock is tried again after this.
 const DEFERRED_RETRY: Duration = Duration::from_secs(5);
-/// The apply lock lapses this long after a node that held it died.
-const APPLY_LOCK: Duration = Duration::from_secs(120);
 
 /// The outcome of the latest reconcile, for `status`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -90,7 +88,7 @@ impl Reconciler {
                     .unwrap_or_else(|| source.display().to_string());
                 // One node applies at a time; the others serve what it applied (the
                 // store's revision check would refuse a second apply of the same plan).
-                let Some(_held) = self.cluster.try_lock(RECONCILE, APPLY_LOCK) else {
+                let Some(_held) = self.cluster.try_lock(RECONCILE) else {
                     let holder = self
                         .cluster
                         .holder_elsewhere(RECONCILE)

@@ -466,10 +466,7 @@ impl Manager {
             };
             tracing::info!(certificate = %id, "renewing: {why}");
         }
-        let Some(_held) = self
-            .cluster
-            .try_lock(crate::cache::cluster::ACME, ORDER_TIMEOUT * 2)
-        else {
+        let Some(_held) = self.cluster.try_lock(crate::cache::cluster::ACME) else {
             // Another node is ordering: its certificate arrives through the store.
             return Ok(());
         };
