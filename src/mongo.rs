@@ -144,6 +144,38 @@ impl Drop for Mongo {
     }
 }
 
+/// Bytes as a BSON binary value.
+pub fn binary(bytes: &[u8]) -> mongodb::bson::Binary {
+    mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// A binary field's bytes (empty when missing or of another type).
+pub fn bytes(d: &Document, key: &str) -> Vec<u8> {
+    match d.get(key) {
+        Some(mongodb::bson::Bson::Binary(b)) => b.bytes.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// An integer field, however it was stored (0 when missing).
+pub fn int(d: &Document, key: &str) -> i64 {
+    use mongodb::bson::Bson;
+    match d.get(key) {
+        Some(Bson::Int64(v)) => *v,
+        Some(Bson::Int32(v)) => i64::from(*v),
+        Some(Bson::Double(v)) => *v as i64,
+        _ => 0,
+    }
+}
+
+/// A string field ("" when missing).
+pub fn text(d: &Document, key: &str) -> String {
+    d.get_str(key).unwrap_or_default().to_string()
+}
+
 /// An index on `keys`.
 pub fn index(keys: Document) -> mongodb::IndexModel {
     mongodb::IndexModel::builder().keys(keys).build()

@@ -3,11 +3,16 @@
 
 use super::MailboxError;
 use super::crypto::Part;
+use super::events::Events;
 use super::meta::Meta;
 use super::mongo::MongoMailbox;
 use super::store::{FlagChange, Folder, MessageInfo, SqliteMailbox};
 
-pub struct Mailbox(Backend);
+pub struct Mailbox {
+    backend: Backend,
+    /// Told after every committed change, whichever backend made it.
+    events: Events,
+}
 
 enum Backend {
     Sqlite(SqliteMailbox),
@@ -25,24 +30,39 @@ macro_rules! each {
 }
 
 impl Mailbox {
-    pub(super) fn sqlite(inner: SqliteMailbox) -> Mailbox {
-        Mailbox(Backend::Sqlite(inner))
+    pub(super) fn sqlite(inner: SqliteMailbox, events: Events) -> Mailbox {
+        Mailbox {
+            backend: Backend::Sqlite(inner),
+            events,
+        }
     }
 
-    pub(super) fn mongo(inner: MongoMailbox) -> Mailbox {
-        Mailbox(Backend::Mongo(inner))
+    pub(super) fn mongo(inner: MongoMailbox, events: Events) -> Mailbox {
+        Mailbox {
+            backend: Backend::Mongo(inner),
+            events,
+        }
+    }
+
+    /// Passes a committed change on to the account's sessions (here and, through the
+    /// relay, on other nodes).
+    fn changed<T>(&self, done: Result<T, MailboxError>) -> Result<T, MailboxError> {
+        if done.is_ok() {
+            self.events.changed(self.account());
+        }
+        done
     }
 
     pub fn account(&self) -> &str {
-        each!(&self.0, b => b.account())
+        each!(&self.backend, b => b.account())
     }
 
     pub fn folders(&self) -> Result<Vec<Folder>, MailboxError> {
-        each!(&self.0, b => b.folders())
+        each!(&self.backend, b => b.folders())
     }
 
     pub fn folder(&self, name: &str) -> Result<Option<Folder>, MailboxError> {
-        each!(&self.0, b => b.folder(name))
+        each!(&self.backend, b => b.folder(name))
     }
 
     pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
@@ -53,7 +73,8 @@ impl Mailbox {
     }
 
     pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
-        each!(&mut self.0, b => b.create_folder(name))
+        let done = each!(&mut self.backend, b => b.create_folder(name));
+        self.changed(done)
     }
 
     pub fn delete_folder(&mut self, name: &str) -> Result<(), MailboxError> {
@@ -63,7 +84,8 @@ impl Mailbox {
         if folder.name == "INBOX" {
             return Err(MailboxError::Refused("INBOX cannot be deleted"));
         }
-        each!(&mut self.0, b => b.delete_folder(&folder))
+        let done = each!(&mut self.backend, b => b.delete_folder(&folder));
+        self.changed(done)
     }
 
     /// Renames a folder with those below it; renaming INBOX moves its messages into a new
@@ -81,15 +103,16 @@ impl Mailbox {
             self.move_messages(&folder, &uids, &target)?;
             return Ok(());
         }
-        each!(&mut self.0, b => b.rename_folder(&folder, to))
+        let done = each!(&mut self.backend, b => b.rename_folder(&folder, to));
+        self.changed(done)
     }
 
     pub fn subscribe(&mut self, name: &str, on: bool) -> Result<(), MailboxError> {
-        each!(&mut self.0, b => b.subscribe(name, on))
+        each!(&mut self.backend, b => b.subscribe(name, on))
     }
 
     pub fn quota_used(&self) -> Result<u64, MailboxError> {
-        each!(&self.0, b => b.quota_used())
+        each!(&self.backend, b => b.quota_used())
     }
 
     /// Stores a message with its flags; returns (UIDVALIDITY, UID). Refused over `quota`.
@@ -101,16 +124,18 @@ impl Mailbox {
         internal_date: i64,
         quota: Option<u64>,
     ) -> Result<(u32, u32), MailboxError> {
-        each!(&mut self.0, b => b.append(folder, body, flags, internal_date, quota))
+        let done =
+            each!(&mut self.backend, b => b.append(folder, body, flags, internal_date, quota));
+        self.changed(done)
     }
 
     /// The folder as stored now (UIDNEXT, HIGHESTMODSEQ move with every change).
     pub fn refresh(&self, folder: &Folder) -> Result<Folder, MailboxError> {
-        each!(&self.0, b => b.refresh(folder))
+        each!(&self.backend, b => b.refresh(folder))
     }
 
     pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
-        each!(&self.0, b => b.messages(folder))
+        each!(&self.backend, b => b.messages(folder))
     }
 
     fn sealed(
@@ -119,7 +144,7 @@ impl Mailbox {
         uid: u32,
         part: Part,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        each!(&self.0, b => b.sealed(folder, uid, part))
+        each!(&self.backend, b => b.sealed(folder, uid, part))
     }
 
     fn sealed_range(
@@ -129,7 +154,7 @@ impl Mailbox {
         last: u32,
         part: Part,
     ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
-        each!(&self.0, b => b.sealed_range(folder, first, last, part))
+        each!(&self.backend, b => b.sealed_range(folder, first, last, part))
     }
 
     /// The bodies of the messages with UIDs in `first..=last`, in UID order: one read for
@@ -197,7 +222,11 @@ impl Mailbox {
         flags: &[String],
         unchanged_since: Option<u64>,
     ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
-        each!(&mut self.0, b => b.set_flags(folder, uids, change, flags, unchanged_since))
+        let (changed, refused) = each!(&mut self.backend, b => b.set_flags(folder, uids, change, flags, unchanged_since))?;
+        if !changed.is_empty() {
+            self.events.changed(self.account());
+        }
+        Ok((changed, refused))
     }
 
     /// COPY: returns (source UID, new UID) pairs.
@@ -207,7 +236,8 @@ impl Mailbox {
         uids: &[u32],
         to: &Folder,
     ) -> Result<Vec<(u32, u32)>, MailboxError> {
-        each!(&mut self.0, b => b.copy(from, uids, to))
+        let done = each!(&mut self.backend, b => b.copy(from, uids, to));
+        self.changed(done)
     }
 
     /// MOVE: returns (source UID, new UID) pairs.
@@ -217,7 +247,8 @@ impl Mailbox {
         uids: &[u32],
         to: &Folder,
     ) -> Result<Vec<(u32, u32)>, MailboxError> {
-        each!(&mut self.0, b => b.move_messages(from, uids, to))
+        let done = each!(&mut self.backend, b => b.move_messages(from, uids, to));
+        self.changed(done)
     }
 
     /// Removes the messages flagged \Deleted (only those in `uids` when given); returns
@@ -237,6 +268,7 @@ impl Mailbox {
         if doomed.is_empty() {
             return Ok(doomed);
         }
-        each!(&mut self.0, b => b.expunge(folder, doomed))
+        let done = each!(&mut self.backend, b => b.expunge(folder, doomed));
+        self.changed(done)
     }
 }

@@ -141,13 +141,11 @@ impl Mailboxes {
         let key = self.inner.master.account_key(&account);
         let events = self.inner.events.clone();
         Ok(match &self.inner.mongo {
-            Some(m) => Mailbox::mongo(mongo::MongoMailbox::open(m.clone(), account, key, events)?),
-            None => Mailbox::sqlite(store::SqliteMailbox::open(
-                &self.path(&account),
-                account,
-                key,
+            Some(m) => Mailbox::mongo(mongo::MongoMailbox::open(m.clone(), account, key)?, events),
+            None => Mailbox::sqlite(
+                store::SqliteMailbox::open(&self.path(&account), account, key)?,
                 events,
-            )?),
+            ),
         })
     }
 

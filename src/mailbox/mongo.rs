@@ -6,18 +6,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Collection};
 
 use super::MailboxError;
 use super::crypto::{AccountKey, Part};
-use super::events::Events;
 use super::meta::Meta;
 use super::store::{
-    FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, canonical, join_flags, parse_flags,
+    FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, canonical, changed_flags, join_flags,
+    parse_flags,
 };
-use crate::mongo::{DriverError, Mongo, in_transaction, index, unique};
+use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
 
 /// Sealed bodies larger than this are stored in chunks (a document holds 16 MiB).
 const CHUNK: usize = 4 * 1024 * 1024;
@@ -34,22 +34,6 @@ impl DriverError for MailboxError {
             MailboxError::Mongo(e) => Some(e),
             _ => None,
         }
-    }
-}
-
-fn binary(bytes: Vec<u8>) -> Binary {
-    Binary {
-        subtype: BinarySubtype::Generic,
-        bytes,
-    }
-}
-
-fn int(d: &Document, key: &str) -> i64 {
-    match d.get(key) {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => i64::from(*v),
-        Some(Bson::Double(v)) => *v as i64,
-        _ => 0,
     }
 }
 
@@ -135,7 +119,6 @@ pub(super) struct MongoMailbox {
     mongo: Arc<Mongo>,
     account: String,
     key: AccountKey,
-    events: Events,
 }
 
 impl MongoMailbox {
@@ -143,13 +126,11 @@ impl MongoMailbox {
         mongo: Arc<Mongo>,
         account: String,
         key: AccountKey,
-        events: Events,
     ) -> Result<MongoMailbox, MailboxError> {
         let mailbox = MongoMailbox {
             mongo,
             account,
             key,
-            events,
         };
         for (name, role) in SPECIAL_FOLDERS {
             if mailbox.folder(name)?.is_some() {
@@ -299,7 +280,6 @@ impl MongoMailbox {
             return Err(MailboxError::Refused("not a valid folder name"));
         }
         self.insert_folder(name, None)?;
-        self.events.changed(&self.account);
         self.folder(name)?
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
     }
@@ -353,6 +333,24 @@ impl MongoMailbox {
         Ok(())
     }
 
+    /// The messages of `folder` with UIDs in `uids`, inside the transaction.
+    async fn messages_in(
+        &self,
+        s: &mut ClientSession,
+        folder: &Folder,
+        uids: &[u32],
+    ) -> Result<Vec<Document>, MailboxError> {
+        let wanted: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
+        Ok(self
+            .messages_coll()
+            .find(doc! { "folder_id": folder.id, "uid": { "$in": wanted } })
+            .session(&mut *s)
+            .await?
+            .stream(&mut *s)
+            .try_collect()
+            .await?)
+    }
+
     async fn bump_modseq(&self, s: &mut ClientSession, folder: i64) -> Result<i64, MailboxError> {
         let d = self
             .folders_coll()
@@ -386,7 +384,6 @@ impl MongoMailbox {
                 .await?;
             Ok::<_, MailboxError>(())
         }))?;
-        self.events.changed(&self.account);
         Ok(())
     }
 
@@ -423,7 +420,6 @@ impl MongoMailbox {
             }
             Ok::<_, MailboxError>(())
         }))?;
-        self.events.changed(&self.account);
         Ok(())
     }
 
@@ -519,7 +515,6 @@ impl MongoMailbox {
                 .await?;
             Ok::<_, MailboxError>((int(&f, "uidvalidity") as u32, uid as u32))
         }))?;
-        self.events.changed(&self.account);
         Ok(out)
     }
 
@@ -533,15 +528,15 @@ impl MongoMailbox {
         let mut d = doc! {
             "_id": blob,
             "account": &self.account,
-            "meta": binary(meta.to_vec()),
+            "meta": binary(meta),
         };
         if body.len() <= CHUNK {
-            d.insert("body", binary(body.to_vec()));
+            d.insert("body", binary(body));
         } else {
             let parts: Vec<Document> = body
                 .chunks(CHUNK)
                 .enumerate()
-                .map(|(n, part)| doc! { "blob_id": blob, "n": n as i64, "data": binary(part.to_vec()) })
+                .map(|(n, part)| doc! { "blob_id": blob, "n": n as i64, "data": binary(part) })
                 .collect();
             self.chunks().insert_many(&parts).session(&mut *s).await?;
         }
@@ -681,15 +676,7 @@ impl MongoMailbox {
             let mut changed = Vec::new();
             let mut refused = Vec::new();
             let mut modseq: Option<i64> = None;
-            let wanted: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
-            let found: Vec<Document> = self
-                .messages_coll()
-                .find(doc! { "folder_id": folder.id, "uid": { "$in": &wanted } })
-                .session(&mut *s)
-                .await?
-                .stream(&mut *s)
-                .try_collect()
-                .await?;
+            let found = self.messages_in(s, folder, uids).await?;
             let by_uid: HashMap<u32, &Document> =
                 found.iter().map(|d| (int(d, "uid") as u32, d)).collect();
             for &uid in uids {
@@ -701,18 +688,9 @@ impl MongoMailbox {
                     refused.push(uid);
                     continue;
                 }
-                let mut now = parse_flags(old);
-                match change {
-                    FlagChange::Replace => now = flags.to_vec(),
-                    FlagChange::Add => now.extend(flags.iter().cloned()),
-                    FlagChange::Remove => {
-                        now.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
-                    }
-                }
-                let joined = join_flags(&now);
-                if joined == join_flags(&parse_flags(old)) {
+                let Some(joined) = changed_flags(old, change, flags) else {
                     continue;
-                }
+                };
                 let next = match modseq {
                     Some(m) => m,
                     None => {
@@ -738,9 +716,6 @@ impl MongoMailbox {
             }
             Ok::<_, MailboxError>((changed, refused))
         }))?;
-        if !out.0.is_empty() {
-            self.events.changed(&self.account);
-        }
         Ok(out)
     }
 
@@ -753,15 +728,7 @@ impl MongoMailbox {
         uids: &[u32],
         to: &Folder,
     ) -> Result<(Vec<(u32, u32)>, Vec<Document>), MailboxError> {
-        let wanted: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
-        let found: Vec<Document> = self
-            .messages_coll()
-            .find(doc! { "folder_id": from.id, "uid": { "$in": &wanted } })
-            .session(&mut *s)
-            .await?
-            .stream(&mut *s)
-            .try_collect()
-            .await?;
+        let found = self.messages_in(s, from, uids).await?;
         let by_uid: HashMap<u32, Document> = found
             .into_iter()
             .map(|d| (int(&d, "uid") as u32, d))
@@ -827,7 +794,6 @@ impl MongoMailbox {
         let (pairs, _) = self
             .mongo
             .block(in_transaction!(self.mongo, |s| self.copy_in(s, from, uids, to)))?;
-        self.events.changed(&self.account);
         Ok(pairs)
     }
 
@@ -845,7 +811,6 @@ impl MongoMailbox {
             }
             Ok::<_, MailboxError>(pairs)
         }))?;
-        self.events.changed(&self.account);
         Ok(pairs)
     }
 
@@ -855,22 +820,12 @@ impl MongoMailbox {
         folder: &Folder,
         doomed: Vec<u32>,
     ) -> Result<Vec<u32>, MailboxError> {
-        let wanted: Vec<i64> = doomed.iter().map(|u| i64::from(*u)).collect();
         self.mongo.block(in_transaction!(self.mongo, |s| async {
-            let docs: Vec<Document> = self
-                .messages_coll()
-                .find(doc! { "folder_id": folder.id, "uid": { "$in": &wanted } })
-                .projection(doc! { "size": 1, "blob_id": 1 })
-                .session(&mut *s)
-                .await?
-                .stream(&mut *s)
-                .try_collect()
-                .await?;
+            let docs = self.messages_in(s, folder, &doomed).await?;
             self.remove_messages(s, &docs).await?;
             self.bump_modseq(s, folder.id).await?;
             Ok::<_, MailboxError>(())
         }))?;
-        self.events.changed(&self.account);
         Ok(doomed)
     }
 }

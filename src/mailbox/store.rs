@@ -7,7 +7,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::MailboxError;
 use super::crypto::{AccountKey, Part};
-use super::events::Events;
 use super::meta::Meta;
 
 /// The folders every mailbox has from the start, with their RFC 6154 roles.
@@ -112,7 +111,6 @@ pub(super) struct SqliteMailbox {
     conn: Connection,
     account: String,
     key: AccountKey,
-    events: Events,
 }
 
 fn now() -> i64 {
@@ -139,6 +137,19 @@ pub(super) fn parse_flags(text: &str) -> Vec<String> {
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The flags stored after STORE's `change` of `flags` on `old` (as stored); None when
+/// they stay as they are.
+pub(super) fn changed_flags(old: &str, change: FlagChange, flags: &[String]) -> Option<String> {
+    let mut now = parse_flags(old);
+    match change {
+        FlagChange::Replace => now = flags.to_vec(),
+        FlagChange::Add => now.extend(flags.iter().cloned()),
+        FlagChange::Remove => now.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f))),
+    }
+    let joined = join_flags(&now);
+    (joined != join_flags(&parse_flags(old))).then_some(joined)
 }
 
 /// Flags as stored: de-duplicated (case-insensitively), in a stable order.
@@ -203,7 +214,6 @@ impl SqliteMailbox {
         path: &Path,
         account: String,
         key: AccountKey,
-        events: Events,
     ) -> Result<SqliteMailbox, MailboxError> {
         use std::os::unix::fs::DirBuilderExt;
         if let Some(dir) = path.parent() {
@@ -214,12 +224,7 @@ impl SqliteMailbox {
         }
         let conn = crate::sqlite::open(path, crate::sqlite::Durability::Full)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut mailbox = SqliteMailbox {
-            conn,
-            account,
-            key,
-            events,
-        };
+        let mut mailbox = SqliteMailbox { conn, account, key };
         mailbox.migrate()?;
         Ok(mailbox)
     }
@@ -369,7 +374,6 @@ impl SqliteMailbox {
             params![name, validity],
         )?;
         tx.commit()?;
-        self.events.changed(&self.account);
         self.folder(name)?
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
     }
@@ -383,7 +387,6 @@ impl SqliteMailbox {
         tx.execute("DELETE FROM folders WHERE id = ?1", [folder.id])?;
         collect_garbage(&tx)?;
         tx.commit()?;
-        self.events.changed(&self.account);
         Ok(())
     }
 
@@ -415,7 +418,6 @@ impl SqliteMailbox {
             )?;
         }
         tx.commit()?;
-        self.events.changed(&self.account);
         Ok(())
     }
 
@@ -482,7 +484,6 @@ impl SqliteMailbox {
             ],
         )?;
         tx.commit()?;
-        self.events.changed(&self.account);
         Ok((validity as u32, uid as u32))
     }
 
@@ -614,18 +615,9 @@ impl SqliteMailbox {
                     refused.push(uid);
                     continue;
                 }
-                let mut now = parse_flags(&old);
-                match change {
-                    FlagChange::Replace => now = flags.to_vec(),
-                    FlagChange::Add => now.extend(flags.iter().cloned()),
-                    FlagChange::Remove => {
-                        now.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
-                    }
-                }
-                let joined = join_flags(&now);
-                if joined == join_flags(&parse_flags(&old)) {
+                let Some(joined) = changed_flags(&old, change, flags) else {
                     continue;
-                }
+                };
                 let next = match modseq {
                     Some(m) => m,
                     None => {
@@ -650,9 +642,6 @@ impl SqliteMailbox {
             }
         }
         tx.commit()?;
-        if !changed.is_empty() {
-            self.events.changed(&self.account);
-        }
         Ok((changed, refused))
     }
 
@@ -672,7 +661,6 @@ impl SqliteMailbox {
             tx.commit()?;
             pairs
         };
-        self.events.changed(&self.account);
         Ok(pairs)
     }
 
@@ -701,7 +689,6 @@ impl SqliteMailbox {
             )?;
         }
         tx.commit()?;
-        self.events.changed(&self.account);
         Ok(pairs)
     }
 
@@ -727,7 +714,6 @@ impl SqliteMailbox {
         )?;
         collect_garbage(&tx)?;
         tx.commit()?;
-        self.events.changed(&self.account);
         Ok(doomed)
     }
 }

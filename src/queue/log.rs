@@ -384,7 +384,6 @@ fn search_mongo(
             .try_collect()
             .await
     })?;
-    let text = |d: &Document, k: &str| d.get_str(k).unwrap_or_default().to_string();
     Ok(docs
         .iter()
         .map(|d| Entry {
@@ -395,10 +394,10 @@ fn search_mongo(
                 Some(Bson::Int32(v)) => Some(i64::from(*v)),
                 _ => None,
             },
-            mail_from: text(d, "mail_from"),
-            rcpt: text(d, "rcpt"),
-            remote_ip: text(d, "remote_ip"),
-            detail: text(d, "detail"),
+            mail_from: crate::mongo::text(d, "mail_from"),
+            rcpt: crate::mongo::text(d, "rcpt"),
+            remote_ip: crate::mongo::text(d, "remote_ip"),
+            detail: crate::mongo::text(d, "detail"),
         })
         .collect())
 }

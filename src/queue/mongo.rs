@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Collection};
 
 use super::db::{INLINE_BODY, now};
 use super::{Delivery, DeliveryKind, Envelope, NewDelivery, Queue, QueueEntry, QueueError};
-use crate::mongo::{Mongo, in_transaction, index, unique};
+use crate::mongo::{Mongo, binary, in_transaction, index, int, text, unique};
 
 /// Bodies larger than this are stored in chunks of this size (a document holds 16 MiB
 /// at most, and smaller ones travel better).
@@ -26,26 +26,6 @@ pub struct MongoQueue {
     mongo: Arc<Mongo>,
     /// This node's name, written on every lease it takes.
     node: String,
-}
-
-fn binary(bytes: &[u8]) -> Binary {
-    Binary {
-        subtype: BinarySubtype::Generic,
-        bytes: bytes.to_vec(),
-    }
-}
-
-fn int(d: &Document, key: &str) -> i64 {
-    match d.get(key) {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => i64::from(*v),
-        Some(Bson::Double(v)) => *v as i64,
-        _ => 0,
-    }
-}
-
-fn text(d: &Document, key: &str) -> String {
-    d.get_str(key).unwrap_or_default().to_string()
 }
 
 impl MongoQueue {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{self, Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::{ClientSession, Collection};
 
-use crate::mongo::{DriverError, Mongo, in_transaction, index, unique};
+use crate::mongo::{DriverError, Mongo, binary, bytes, in_transaction, index, unique};
 
 use super::{
     ApplyRecord, BackupRun, DnsOwned, DumpedKey, DumpedObject, Kind, NodeInfo, RetiredKey, Store,
@@ -622,20 +622,6 @@ fn as_u64(b: &Bson) -> Option<u64> {
         Bson::Int32(v) => u64::try_from(*v).ok(),
         Bson::Double(v) if v.fract() == 0.0 && *v >= 0.0 => Some(*v as u64),
         _ => None,
-    }
-}
-
-fn binary(bytes: &[u8]) -> Binary {
-    Binary {
-        subtype: BinarySubtype::Generic,
-        bytes: bytes.to_vec(),
-    }
-}
-
-fn bytes(d: &Document, key: &str) -> Vec<u8> {
-    match d.get(key) {
-        Some(Bson::Binary(b)) => b.bytes.clone(),
-        _ => Vec::new(),
     }
 }
 
