@@ -10,6 +10,7 @@ pub mod dkim;
 pub mod dns;
 pub mod http;
 pub mod imap;
+pub mod limits;
 pub mod listen;
 pub mod login;
 pub mod mailbox;

@@ -12,10 +12,70 @@ use sha2::{Digest, Sha256};
 use crate::cache::Cache;
 use crate::snapshot::SnapshotHandle;
 
-/// Failed logins allowed per client IP, and per account, within `WINDOW`.
+/// Failed logins allowed per client network (any account) within `WINDOW`; and per
+/// account from everywhere, past which only networks the account logged in from lately
+/// may still try (a distributed guesser must not lock the owner out).
 const FAILURES_PER_IP: u32 = 10;
 const FAILURES_PER_ACCOUNT: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How long a network an account logged in from stays known for it.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
+
+/// A client's address as login limits count it: IPv4 (or IPv4-mapped) as is, IPv6 by
+/// its /64, which one host or household usually holds whole.
+pub fn client_network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    }
+}
+
+/// Who failed logins count against, kept in the cache (Redis when declared, so every
+/// node and a restart see them): the client's network, and the account. `kind` keeps
+/// mailbox and admin logins apart.
+pub struct Throttle<'a> {
+    pub cache: &'a dyn Cache,
+    pub kind: &'static str,
+}
+
+impl Throttle<'_> {
+    fn keys(&self, ip: IpAddr, account: &str) -> (String, String, String) {
+        let net = client_network(ip);
+        (
+            format!("{}-fail-ip:{net}", self.kind),
+            format!("{}-fail-account:{account}", self.kind),
+            format!("{}-known:{net}:{account}", self.kind),
+        )
+    }
+
+    /// Whether `ip` may try to log in as `account` now.
+    pub fn allows(&self, ip: IpAddr, account: &str) -> bool {
+        let (ip_key, account_key, known) = self.keys(ip, account);
+        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP {
+            return false;
+        }
+        self.cache.recent(&account_key, WINDOW) < FAILURES_PER_ACCOUNT
+            || self.cache.recent(&known, KNOWN_FOR) > 0
+    }
+
+    pub fn failed(&self, ip: IpAddr, account: &str) {
+        let (ip_key, account_key, _) = self.keys(ip, account);
+        self.cache.hit(&ip_key, u32::MAX, WINDOW);
+        self.cache.hit(&account_key, u32::MAX, WINDOW);
+    }
+
+    /// The client's network becomes known for the account; no count is cleared (a
+    /// login of one's own must not reset the guesses at someone else's password).
+    pub fn succeeded(&self, ip: IpAddr, account: &str) {
+        let (_, _, known) = self.keys(ip, account);
+        if self.cache.recent(&known, KNOWN_FOR) == 0 {
+            self.cache.hit(&known, u32::MAX, KNOWN_FOR);
+        }
+    }
+}
 /// Every failure is answered this late: a guesser gets a few tries a second per
 /// connection, a user who mistyped hardly notices.
 const FAILURE_DELAY: Duration = Duration::from_millis(600);
@@ -104,11 +164,11 @@ impl Logins {
     /// Checks `user` (an account address) and `password` for a client at `ip`.
     pub async fn check(&self, ip: IpAddr, user: &str, password: &str) -> Outcome {
         let account = user.trim().to_lowercase();
-        let ip_key = format!("login-fail-ip:{ip}");
-        let account_key = format!("login-fail-account:{account}");
-        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP
-            || self.cache.recent(&account_key, WINDOW) >= FAILURES_PER_ACCOUNT
-        {
+        let throttle = Throttle {
+            cache: self.cache.as_ref(),
+            kind: "login",
+        };
+        if !throttle.allows(ip, &account) {
             self.throttled
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(FAILURE_DELAY).await;
@@ -124,6 +184,7 @@ impl Logins {
         let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
         let key = Self::digest(&account, password, &hash);
         if known && self.remembered(&key) {
+            throttle.succeeded(ip, &account);
             return Outcome::Accepted(account);
         }
         let password = password.to_string();
@@ -132,12 +193,11 @@ impl Logins {
                 .await
                 .unwrap_or(false);
         if matches && known {
-            self.cache.clear(&account_key);
+            throttle.succeeded(ip, &account);
             self.remember(key);
             return Outcome::Accepted(account);
         }
-        self.cache.hit(&ip_key, u32::MAX, WINDOW);
-        self.cache.hit(&account_key, u32::MAX, WINDOW);
+        throttle.failed(ip, &account);
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(%ip, account = %account, "login failed");

@@ -15,7 +15,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Try a delivery again now.
+    /// Try a delivery again now (a held one too).
     Retry { id: i64 },
     /// Drop a delivery (no bounce is sent).
     Remove { id: i64 },
@@ -46,9 +46,12 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
             let now = now_unix();
             for e in &entries {
-                let next = (e.next_attempt_at - now).max(0);
+                let next = match &e.held {
+                    Some(_) => "HELD (processing failed)".to_string(),
+                    None => format!("next in {}s", (e.next_attempt_at - now).max(0)),
+                };
                 println!(
-                    "{:>6}  {:?}  {} → {}  {} bytes, {} attempt(s), next in {next}s{}",
+                    "{:>6}  {:?}  {} → {}  {} bytes, {} attempt(s), {next}{}",
                     e.id,
                     e.kind,
                     if e.mail_from.is_empty() {

@@ -305,6 +305,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     let signing = Arc::new(crate::dkim::signing::SigningKeys::new(store.clone()));
     // Nodes sharing a store share the SRS key: a bounce to an address rewritten by one
     // node may come back to any other.
+    // A new key has issued no short hashes: none are ever taken back.
+    let new_srs_key = store.connection().is_none() && !data_dir.join("srs.key").exists();
     let srs_key = match store.connection() {
         Some(mongo) => {
             let mut fresh = vec![0u8; 32];
@@ -316,7 +318,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         }
         None => private_key_file(&data_dir.join("srs.key"))?,
     };
-    let srs = Srs::new(srs_key);
+    let srs =
+        Srs::new(srs_key).accepting_legacy_until(srs_legacy_until(&store, &data_dir, new_srs_key)?);
     let queue = super::open_queue(&loaded, Some(store.as_ref()), &cluster.node)?;
     let released = queue.release_leases()?;
     if released > 0 {
@@ -418,6 +421,12 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             limits: connection_limits(name),
             logins,
             mailboxes: mailboxes.clone(),
+            session_limits: crate::limits::Smtp {
+                command_timeout: loaded.spec.limits.smtp_timeout(),
+                data_timeout: loaded.spec.limits.smtp_data_timeout(),
+                refused_recipients: loaded.spec.limits.refused_recipients,
+                refused_recipients_per_hour: loaded.spec.limits.refused_recipients_per_hour,
+            },
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
         listeners.push((name.to_string(), addr.to_string()));
@@ -926,6 +935,33 @@ async fn wait_for_signals(reload: mpsc::Sender<()>) {
 }
 
 /// A random key kept in data_dir (0600), made on first use.
+/// The day this server (or cluster) first wrote long SRS hashes: short ones are taken
+/// back for addresses issued until then (at most `srs::MAX_AGE_DAYS` more). Written once.
+fn srs_legacy_until(
+    store: &Arc<dyn crate::store::Store>,
+    data_dir: &Path,
+    new_key: bool,
+) -> anyhow::Result<u64> {
+    let today = if new_key { 0 } else { Srs::today() }.to_string();
+    let stored = match store.connection() {
+        Some(mongo) => mongo
+            .shared_secret("srs-legacy-until", today.as_bytes())
+            .context("reading the SRS change day from MongoDB")?,
+        None => {
+            let path = data_dir.join("srs.legacy-until");
+            match std::fs::read(&path) {
+                Ok(day) => day,
+                Err(_) => {
+                    std::fs::write(&path, &today)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    today.into_bytes()
+                }
+            }
+        }
+    };
+    Ok(String::from_utf8_lossy(&stored).trim().parse().unwrap_or(0))
+}
+
 fn private_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     if let Ok(key) = std::fs::read(path) {
         return Ok(key);

@@ -162,7 +162,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .then(|| {
             super::open_queue(&loaded, Some(store.as_ref()), "cli")
                 .ok()
-                .and_then(|q| q.pending().ok())
+                .and_then(|q| Some((q.pending().ok()?, q.held().ok()?)))
         })
         .flatten();
     if args.json {
@@ -171,7 +171,8 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "store": { "kind": store.kind(), "at": store.location(), "revision": revision },
             "objects": counts,
             "last_reconcile": reconcile,
-            "queue": queue,
+            "queue": queue.map(|(n, _)| n),
+            "queue_held": queue.map(|(_, held)| held),
             "applies": applies,
             "nodes": nodes,
             "certificate": certificate_lines(&loaded, store.as_ref(), server.is_some())?,
@@ -221,8 +222,13 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     for line in backup_lines(&loaded, store.as_ref())? {
         println!("{line}");
     }
-    if let Some(n) = queue {
+    if let Some((n, held)) = queue {
         println!("queue: {n} deliveries waiting");
+        if held > 0 {
+            println!(
+                "! queue: {held} held (processing failed; see `ferrymail queue list`, then `queue retry ID` or `queue remove ID`)"
+            );
+        }
     }
     println!(
         "store: {} {} (revision {revision})",

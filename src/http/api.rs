@@ -442,6 +442,8 @@ pub struct QueueEntry {
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub size: i64,
+    /// Why the delivery is held (not tried until retried by hand), when it is.
+    pub held: Option<String>,
 }
 
 /// What waits for delivery.
@@ -462,6 +464,7 @@ pub async fn queue(State(state): State<AppState>, _client: ApiClient) -> Respons
                     next_attempt_at: e.next_attempt_at,
                     last_error: e.last_error,
                     size: e.size,
+                    held: e.held,
                 })
                 .collect::<Vec<_>>(),
         )

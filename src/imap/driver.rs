@@ -15,6 +15,66 @@ pub enum Step {
     Changed,
     /// The client went away, or the connection failed.
     Closed,
+    /// Before login, the client sent (or announced a literal) past what one command may
+    /// hold then, or stayed silent too long: the session says BYE and ends.
+    PreAuthLimit(&'static str),
+}
+
+/// What a client that has not logged in may do: a few KB per command (Dovecot takes a
+/// few KB before authentication), however it is split, and a short silence.
+pub struct PreAuth {
+    /// Bytes of the command in progress (those read since the last event).
+    seen: Vec<u8>,
+}
+
+impl PreAuth {
+    pub fn new() -> PreAuth {
+        PreAuth { seen: Vec::new() }
+    }
+
+    /// Takes newly read bytes; an error says why the session must end.
+    fn take(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        if self.seen.len() + bytes.len() > crate::limits::IMAP_PREAUTH_COMMAND {
+            return Err("Command too long before login");
+        }
+        self.seen.extend_from_slice(bytes);
+        if announced_literal(&self.seen) > crate::limits::IMAP_PREAUTH_COMMAND as u64 {
+            return Err("Literal too long before login");
+        }
+        Ok(())
+    }
+}
+
+impl Default for PreAuth {
+    fn default() -> Self {
+        PreAuth::new()
+    }
+}
+
+/// The largest literal length (`{N}` or `{N+}` at a line end) in `bytes`.
+fn announced_literal(bytes: &[u8]) -> u64 {
+    let mut largest = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(inner) = line.strip_suffix(b"}") else {
+            continue;
+        };
+        let Some(open) = inner.iter().rposition(|&b| b == b'{') else {
+            continue;
+        };
+        let digits = &inner[open + 1..];
+        let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+        let n = if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            0
+        } else {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        largest = largest.max(n);
+    }
+    largest
 }
 
 /// How long a session may stay silent (RFC 3501 §5.4: at least 30 minutes, IDLE included).
@@ -43,11 +103,22 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut [u8],
     pending: &mut Vec<u8>,
     changes: Option<&mut watch::Receiver<u64>>,
+    mut preauth: Option<&mut PreAuth>,
 ) -> Step {
     let mut changes = changes;
+    let silence = if preauth.is_some() {
+        crate::limits::IMAP_PREAUTH_IDLE
+    } else {
+        IDLE_TIMEOUT
+    };
     loop {
         match server.next() {
-            Ok(event) => return Step::Event(event),
+            Ok(event) => {
+                if let Some(p) = preauth.as_deref_mut() {
+                    p.seen.clear();
+                }
+                return Step::Event(event);
+            }
             Err(Interrupt::Io(Io::Output(bytes))) => {
                 pending.extend_from_slice(&bytes);
                 if pending.len() >= WRITE_BATCH && !flush(io, pending).await {
@@ -58,7 +129,7 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
                 if !flush(io, pending).await {
                     return Step::Closed;
                 }
-                let read = tokio::time::timeout(IDLE_TIMEOUT, io.read(buf));
+                let read = tokio::time::timeout(silence, io.read(buf));
                 let changed = async {
                     match changes.as_deref_mut() {
                         Some(rx) => rx.changed().await.is_ok(),
@@ -67,13 +138,45 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 tokio::select! {
                     n = read => match n {
-                        Ok(Ok(n)) if n > 0 => server.enqueue_input(&buf[..n]),
-                        _ => return Step::Closed,
+                        Ok(Ok(n)) if n > 0 => {
+                            if let Some(p) = preauth.as_deref_mut()
+                                && let Err(why) = p.take(&buf[..n])
+                            {
+                                return Step::PreAuthLimit(why);
+                            }
+                            server.enqueue_input(&buf[..n]);
+                        }
+                        Ok(Ok(_)) | Ok(Err(_)) => return Step::Closed,
+                        Err(_) if preauth.is_some() => {
+                            return Step::PreAuthLimit("Too slow to log in");
+                        }
+                        Err(_) => return Step::Closed,
                     },
                     true = changed => return Step::Changed,
                 }
             }
             Err(Interrupt::Error(e)) => return Step::Protocol(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_announced_before_login_are_read_off_the_line() {
+        assert_eq!(announced_literal(b"a LOGIN {66060288+}\r\n"), 66_060_288);
+        assert_eq!(announced_literal(b"a LOGIN {5}\r\nalice {8}\r\n"), 8);
+        assert_eq!(
+            announced_literal(b"a LOGIN {99999999999999999999999}\r\n"),
+            u64::MAX
+        );
+        assert_eq!(announced_literal(b"a LOGIN alice secret\r\n"), 0);
+        let mut p = PreAuth::new();
+        assert!(p.take(b"a LOGIN {5}\r\n").is_ok());
+        assert!(p.take(b"a LOGIN {100000}\r\n").is_err());
+        let mut p = PreAuth::new();
+        assert!(p.take(&[b'x'; 9000]).is_err());
     }
 }

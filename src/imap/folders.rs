@@ -246,7 +246,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         let full: Vec<char> = format!("{reference}{pattern}").chars().collect();
+        if full.len() > 2 * crate::limits::FOLDER_NAME_CHARS {
+            return Err(MailboxError::Refused("[LIMIT] pattern too long"));
+        }
         let folders = self.user().mailbox.folders()?;
+        // Every name that has a folder below it, found once (not per folder listed).
+        let parents: std::collections::HashSet<&str> = folders
+            .iter()
+            .flat_map(|f| f.name.match_indices('/').map(|(i, _)| &f.name[..i]))
+            .collect();
         for folder in &folders {
             if subscribed_only && !folder.subscribed {
                 continue;
@@ -263,9 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if !(pattern_matches(&full, &name) || inbox_match) {
                 continue;
             }
-            let children = folders
-                .iter()
-                .any(|f| f.name.starts_with(&format!("{}/", folder.name)));
+            let children = parents.contains(folder.name.as_str());
             let mut items = Vec::new();
             let atom = |s: &str| {
                 Atom::try_from(s.to_string())

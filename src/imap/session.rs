@@ -24,8 +24,6 @@ use super::{convert, mutf7};
 use crate::login::Outcome as LoginOutcome;
 use crate::mailbox::{Folder, Mailbox, MailboxError};
 
-/// Largest APPEND (and command) a client may send.
-pub(super) const MAX_LITERAL: u32 = 64 * 1024 * 1024;
 /// FETCH responses queued before they are written out, so a FETCH of a whole large
 /// folder never sits in memory at once.
 pub(super) const FETCH_CHUNK: usize = 64;
@@ -56,6 +54,8 @@ pub struct Session<S> {
     pub(super) auth_tag: Option<Tag<'static>>,
     pub(super) idle_tag: Option<Tag<'static>>,
     pub(super) condstore: bool,
+    /// What the client has in flight before login (see driver::PreAuth).
+    pub(super) preauth: Option<driver::PreAuth>,
 }
 
 enum Flow {
@@ -66,8 +66,8 @@ enum Flow {
 
 fn options() -> Options {
     let mut options = Options::default();
-    options.max_literal_size = MAX_LITERAL;
-    options.max_command_size = MAX_LITERAL + 64 * 1024;
+    options.max_literal_size = crate::limits::IMAP_MAX_LITERAL;
+    options.max_command_size = crate::limits::IMAP_MAX_LITERAL + 64 * 1024;
     options
 }
 
@@ -124,17 +124,42 @@ pub(super) fn to_wire(name: &str) -> Option<WireMailbox<'static>> {
 }
 
 /// LIST pattern matching (RFC 3501 §6.3.8): `*` matches anything, `%` anything but the
-/// hierarchy delimiter.
+/// hierarchy delimiter. Run as a set of pattern positions over the name, so it takes
+/// pattern × name steps at most, whatever the pattern (a backtracking match of
+/// `*d*d*x` against a long name never ends).
 pub(super) fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => (0..=name.len()).any(|i| pattern_matches(rest, &name[i..])),
-        Some(('%', rest)) => {
-            let stop = name.iter().position(|&c| c == '/').unwrap_or(name.len());
-            (0..=stop).any(|i| pattern_matches(rest, &name[i..]))
+    // live[i]: the first i pattern characters can match the name read so far.
+    let close = |live: &mut Vec<bool>| {
+        for i in 0..pattern.len() {
+            if live[i] && matches!(pattern[i], '*' | '%') {
+                live[i + 1] = true;
+            }
         }
-        Some((p, rest)) => name.first() == Some(p) && pattern_matches(rest, &name[1..]),
+    };
+    let mut live = vec![false; pattern.len() + 1];
+    live[0] = true;
+    close(&mut live);
+    for &c in name {
+        let mut next = vec![false; pattern.len() + 1];
+        for (i, &p) in pattern.iter().enumerate() {
+            if !live[i] {
+                continue;
+            }
+            match p {
+                '*' => next[i] = true,
+                '%' if c != '/' => next[i] = true,
+                '%' => {}
+                p if p == c => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close(&mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        live = next;
     }
+    live[pattern.len()]
 }
 
 pub(super) fn uid_set(uids: &[u32]) -> Option<UidSet> {
@@ -189,6 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             auth_tag: None,
             idle_tag: None,
             condstore: false,
+            preauth: Some(driver::PreAuth::new()),
         };
         let ready = format!("{} ferrymail IMAP ready", text(&session.ctx.hostname));
         let greeting = Greeting::ok(
@@ -259,16 +285,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (Some(_), Some(user)) => Some(&mut user.changes),
                 _ => None,
             };
+            let preauth = self.preauth.as_mut();
             let step = driver::next(
                 &mut self.io,
                 &mut self.server,
                 &mut self.buf,
                 &mut self.pending,
                 watch,
+                preauth,
             )
             .await;
             let flow = match step {
                 Step::Closed => return Outcome::Closed,
+                Step::PreAuthLimit(why) => {
+                    let bye = Status::bye(None, why).unwrap_or_else(|_| unreachable!());
+                    self.server.enqueue_status(bye);
+                    // What imap-next has to say (the BYE) goes out; nothing more is read.
+                    while let Err(imap_next::Interrupt::Io(imap_next::Io::Output(bytes))) =
+                        imap_next::State::next(&mut self.server)
+                    {
+                        self.pending.extend_from_slice(&bytes);
+                    }
+                    let _ = driver::flush(&mut self.io, &mut self.pending).await;
+                    return Outcome::Closed;
+                }
                 Step::Changed => {
                     self.updates(true, true);
                     Flow::Continue
@@ -322,6 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &mut self.server,
                 &mut self.buf,
                 &mut self.pending,
+                None,
                 None,
             )
             .await
@@ -428,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         mailbox,
                         changes,
                     });
+                    self.preauth = None;
                     status_ok(
                         Some(tag),
                         Some(Code::Capability(self.capabilities())),
@@ -591,6 +633,15 @@ mod tests {
         assert!(m("a/%", "a/b"));
         assert!(m("INBOX", "INBOX"));
         assert!(!m("Sent", "Sent/x"));
+        assert!(m("*b", "a/b"));
+        assert!(m("a%c", "abc"));
+        assert!(!m("a%c", "a/c"));
+        assert!(m("", ""));
+        assert!(!m("", "a"));
+        // A pattern that backtracks exponentially, against a long name: answered at once.
+        let name = "d/".repeat(2500) + "y";
+        assert!(!m("*d*d*d*d*d*d*d*d*x", &name));
+        assert!(m("*d*d*d*d*d*d*d*d*y", &name));
     }
 
     #[test]

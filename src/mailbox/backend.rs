@@ -73,6 +73,7 @@ impl Mailbox {
     }
 
     pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        within_limits(name)?;
         let done = each!(&mut self.backend, b => b.create_folder(name));
         self.changed(done)
     }
@@ -94,6 +95,7 @@ impl Mailbox {
         let folder = self
             .folder(from)?
             .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
+        within_limits(to)?;
         if self.folder(to)?.is_some() {
             return Err(MailboxError::FolderExists(to.to_string()));
         }
@@ -185,17 +187,32 @@ impl Mailbox {
             .into_iter()
             .map(|(uid, json)| {
                 let meta = if envelope_only {
-                    let e: EnvelopeOnly = serde_json::from_slice(&json)?;
-                    Meta {
-                        envelope: e.envelope,
-                        ..Meta::default()
+                    match serde_json::from_slice::<EnvelopeOnly>(&json) {
+                        Ok(e) => Meta {
+                            envelope: e.envelope,
+                            ..Meta::default()
+                        },
+                        Err(_) => self.meta_again(folder, uid)?,
                     }
                 } else {
-                    serde_json::from_slice(&json)?
+                    match serde_json::from_slice(&json) {
+                        Ok(meta) => meta,
+                        Err(_) => self.meta_again(folder, uid)?,
+                    }
                 };
                 Ok((uid, meta))
             })
             .collect()
+    }
+
+    /// The metadata worked out afresh from the message, for one whose cached copy
+    /// cannot be read: one stored before MIME nesting was bounded nests deeper than
+    /// serde_json reads back. Any message that could be stored must stay fetchable.
+    fn meta_again(&self, folder: &Folder, uid: u32) -> Result<Meta, MailboxError> {
+        Ok(self
+            .body(folder, uid)?
+            .map(|body| Meta::of(&body))
+            .unwrap_or_default())
     }
 
     /// A message's bytes, exactly as delivered.
@@ -206,7 +223,10 @@ impl Mailbox {
     /// A message's envelope and structure, parsed at delivery.
     pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
         match self.sealed(folder, uid, Part::Meta)? {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            Some(json) => match serde_json::from_slice(&json) {
+                Ok(meta) => Ok(Some(meta)),
+                Err(_) => self.meta_again(folder, uid).map(Some),
+            },
             None => Ok(None),
         }
     }
@@ -271,4 +291,15 @@ impl Mailbox {
         let done = each!(&mut self.backend, b => b.expunge(folder, doomed));
         self.changed(done)
     }
+}
+
+/// Folder names are bounded in length and depth: every LIST walks them.
+fn within_limits(name: &str) -> Result<(), MailboxError> {
+    if name.chars().count() > crate::limits::FOLDER_NAME_CHARS {
+        return Err(MailboxError::Refused("[LIMIT] folder name too long"));
+    }
+    if name.split('/').count() > crate::limits::FOLDER_DEPTH {
+        return Err(MailboxError::Refused("[LIMIT] folders nested too deep"));
+    }
+    Ok(())
 }

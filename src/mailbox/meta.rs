@@ -121,7 +121,7 @@ impl Meta {
     /// (text/plain over all its bytes) so every FETCH can be answered.
     pub fn of(raw: &[u8]) -> Meta {
         match MessageParser::new().parse(raw) {
-            Some(message) => meta_of(&message, 0),
+            Some(message) => meta_of(&message, 0, 0),
             None => Meta {
                 envelope: Envelope::default(),
                 structure: Structure {
@@ -137,10 +137,11 @@ impl Meta {
     }
 }
 
-fn meta_of(message: &Message<'_>, base: u32) -> Meta {
+/// `depth` counts the parts above this message; see `limits::MIME_DEPTH`.
+fn meta_of(message: &Message<'_>, base: u32, depth: usize) -> Meta {
     Meta {
         envelope: envelope_of(message),
-        structure: structure_of(message, 0, base),
+        structure: structure_of(message, 0, base, depth),
     }
 }
 
@@ -210,11 +211,14 @@ fn addresses(value: Option<&ParsedAddress<'_>>) -> Vec<Address> {
     }
 }
 
-fn structure_of(message: &Message<'_>, index: usize, base: u32) -> Structure {
+fn structure_of(message: &Message<'_>, index: usize, base: u32, depth: usize) -> Structure {
     let Some(part) = message.parts.get(index) else {
         return Structure::default();
     };
     let raw = message.raw_message();
+    if depth >= crate::limits::MIME_DEPTH {
+        return opaque(part, base);
+    }
     let (kind, subtype, params) = match part.content_type() {
         Some(ct) => (
             ct.c_type.to_lowercase(),
@@ -279,12 +283,12 @@ fn structure_of(message: &Message<'_>, index: usize, base: u32) -> Structure {
         PartType::Multipart(children) => {
             structure.parts = children
                 .iter()
-                .map(|&child| structure_of(message, child as usize, base))
+                .map(|&child| structure_of(message, child as usize, base, depth + 1))
                 .collect();
         }
         PartType::Message(inner) => {
             structure.lines = count_lines(body);
-            structure.message = Some(Box::new(meta_of(inner, base + part.offset_body)));
+            structure.message = Some(Box::new(meta_of(inner, base + part.offset_body, depth + 1)));
         }
         PartType::Text(_) | PartType::Html(_) => structure.lines = count_lines(body),
         PartType::Binary(_) | PartType::InlineBinary(_) => {
@@ -294,6 +298,20 @@ fn structure_of(message: &Message<'_>, index: usize, base: u32) -> Structure {
         }
     }
     structure
+}
+
+/// A part past the nesting limit: its bytes as one application/octet-stream body, so
+/// it can still be fetched whole, but nothing inside it is looked at.
+fn opaque(part: &mail_parser::MessagePart<'_>, base: u32) -> Structure {
+    Structure {
+        kind: "application".into(),
+        subtype: "octet-stream".into(),
+        encoding: "7BIT".into(),
+        header_start: base + part.offset_header,
+        body_start: base + part.offset_body,
+        end: base + part.offset_end,
+        ..Structure::default()
+    }
 }
 
 fn count_lines(body: &[u8]) -> u32 {
@@ -367,6 +385,79 @@ AAAA\r\n\
         assert_eq!(pdf.encoding, "BASE64");
         assert_eq!(pdf.disposition.as_ref().unwrap().0, "attachment");
         assert!(s.part(&[3]).is_none());
+    }
+
+    /// `levels` multiparts, each inside the last, around one text part.
+    pub(crate) fn nested_multiparts(levels: usize) -> Vec<u8> {
+        let mut m = String::from("From: a@b.test\r\nMIME-Version: 1.0\r\n");
+        m.push_str("Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
+        for i in 1..levels {
+            m.push_str(&format!(
+                "--b{}\r\nContent-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n",
+                i - 1
+            ));
+        }
+        m.push_str(&format!(
+            "--b{}\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+            levels - 1
+        ));
+        for i in (0..levels).rev() {
+            m.push_str(&format!("--b{i}--\r\n"));
+        }
+        m.into_bytes()
+    }
+
+    /// `levels` message/rfc822 parts, each the body of the last.
+    pub(crate) fn nested_messages(levels: usize) -> Vec<u8> {
+        let mut m = String::from("From: a@b.test\r\n");
+        for _ in 0..levels {
+            m.push_str("Subject: x\r\nContent-Type: message/rfc822\r\n\r\n");
+        }
+        m.push_str("Subject: end\r\n\r\nhello\r\n");
+        m.into_bytes()
+    }
+
+    fn depth(s: &Structure) -> usize {
+        let below = s
+            .parts
+            .iter()
+            .map(depth)
+            .chain(s.message.as_ref().map(|m| depth(&m.structure)))
+            .max()
+            .unwrap_or(0);
+        below + 1
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_kept_opaque_and_survives_a_round_trip() {
+        for raw in [
+            nested_multiparts(1000),
+            nested_messages(5000),
+            nested_multiparts(crate::limits::MIME_DEPTH + 1),
+        ] {
+            // On half the stack a tokio worker has: nothing may recurse once per level.
+            let meta = std::thread::Builder::new()
+                .stack_size(1024 * 1024)
+                .spawn(move || {
+                    let meta = Meta::of(&raw);
+                    let json = serde_json::to_vec(&meta).unwrap();
+                    let back: Meta = serde_json::from_slice(&json).expect("cached meta reads back");
+                    assert_eq!(back, meta);
+                    meta
+                })
+                .unwrap()
+                .join()
+                .expect("no stack overflow");
+            assert!(depth(&meta.structure) <= crate::limits::MIME_DEPTH + 1);
+        }
+        // Within the limit, nothing is cut.
+        let meta = Meta::of(&nested_multiparts(10));
+        assert_eq!(depth(&meta.structure), 11);
+        let leaf = meta.structure.part(&[1; 10]).unwrap();
+        assert_eq!(
+            (leaf.kind.as_str(), leaf.subtype.as_str()),
+            ("text", "plain")
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Delivery {
     pub attempts: u32,
     pub mail_from: String,
     pub received_at: i64,
+    /// Attempts that started and never ended: the process died during them.
+    pub interrupted: u32,
     /// The message, read with the delivery when it is small (see `INLINE_BODY`).
     pub body: Option<Vec<u8>>,
     pub dsn: super::Dsn,
@@ -110,7 +112,13 @@ pub struct QueueEntry {
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub size: i64,
+    /// Why the delivery is held (never tried until `queue retry`), when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
+
+/// `next_attempt_at` of a held delivery: never due.
+pub(super) const HELD_UNTIL: i64 = i64::MAX;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -135,16 +143,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at INTEGER NOT NULL,
     leased_until INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    dsn TEXT NOT NULL DEFAULT ''
+    dsn TEXT NOT NULL DEFAULT '',
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    held TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 ";
 
 /// Columns added after the first release of the schema, for queue files that predate them.
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("messages", "delay_notified", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "dsn", "TEXT NOT NULL DEFAULT ''"),
+    ("deliveries", "interrupted", "INTEGER NOT NULL DEFAULT 0"),
+    ("deliveries", "held", "TEXT"),
 ];
 
 /// One connection, shared. What precedes a reply to a user (a 250, `queue remove`)
@@ -245,7 +257,7 @@ impl Queue for QueueDb {
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite,
-                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn
+                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn, d.interrupted
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -264,6 +276,7 @@ impl Queue for QueueDb {
                     from_rewrite: r.get(9)?,
                     body: r.get(10)?,
                     dsn: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+                    interrupted: r.get::<_, i64>(12)?.max(0) as u32,
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -335,7 +348,7 @@ impl Queue for QueueDb {
     /// A delivery failed temporarily: try again at `next_at`.
     fn retry_later(&self, delivery_id: i64, next_at: i64, error: &str) -> Result<(), QueueError> {
         self.conn().execute(
-            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, leased_until = 0, last_error = ?3 WHERE id = ?1",
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, leased_until = 0, last_error = ?3, interrupted = 0 WHERE id = ?1",
             params![delivery_id, next_at, error],
         )?;
         Ok(())
@@ -345,10 +358,30 @@ impl Queue for QueueDb {
     fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError> {
         self.durably(|conn| {
             let n = conn.execute(
-                "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0 WHERE id = ?1",
+                "UPDATE deliveries SET next_attempt_at = ?2, leased_until = 0, held = NULL, interrupted = 0 WHERE id = ?1",
                 params![delivery_id, now()],
             )?;
             Ok(n > 0)
+        })
+    }
+
+    /// Counted before anything of the message is looked at; a process crash leaves it
+    /// counted (the WAL reaches the OS at commit, fsync or not).
+    fn begin_attempt(&self, delivery_id: i64) -> Result<(), QueueError> {
+        self.conn().execute(
+            "UPDATE deliveries SET interrupted = interrupted + 1 WHERE id = ?1",
+            [delivery_id],
+        )?;
+        Ok(())
+    }
+
+    fn hold(&self, delivery_id: i64, reason: &str) -> Result<(), QueueError> {
+        self.durably(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET held = ?2, next_attempt_at = ?3, leased_until = 0, last_error = ?2 WHERE id = ?1",
+                params![delivery_id, reason, HELD_UNTIL],
+            )?;
+            Ok(())
         })
     }
 
@@ -365,7 +398,7 @@ impl Queue for QueueDb {
     fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT d.id, d.message_id, d.kind, d.target, m.mail_from, d.attempts, d.next_attempt_at, d.last_error, m.size
+            "SELECT d.id, d.message_id, d.kind, d.target, m.mail_from, d.attempts, d.next_attempt_at, d.last_error, m.size, d.held
              FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -379,6 +412,7 @@ impl Queue for QueueDb {
                 next_attempt_at: r.get(6)?,
                 last_error: r.get(7)?,
                 size: r.get(8)?,
+                held: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -391,6 +425,14 @@ impl Queue for QueueDb {
             .query_row("SELECT COUNT(*) FROM deliveries", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+
+    fn held(&self) -> Result<u64, QueueError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE held IS NOT NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// When the oldest message still waiting was received (Unix seconds).

@@ -26,15 +26,18 @@ pub enum Event {
     Delivered,
     Deferred,
     Bounced,
+    /// Parked: its processing failed (a panic, or the process died in it twice).
+    Held,
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 6] = [
         Event::Accepted,
         Event::Rejected,
         Event::Delivered,
         Event::Deferred,
         Event::Bounced,
+        Event::Held,
     ];
 
     /// The event an `as_str` text names (an unknown one reads as a bounce).
@@ -52,6 +55,7 @@ impl Event {
             Event::Delivered => "delivered",
             Event::Deferred => "deferred",
             Event::Bounced => "bounced",
+            Event::Held => "held",
         }
     }
 }
@@ -86,7 +90,7 @@ pub struct MailLog {
     reader: Reader,
     /// Records of each event since the process started (for /metrics), in `Event::ALL`
     /// order.
-    counts: [std::sync::atomic::AtomicU64; 5],
+    counts: [std::sync::atomic::AtomicU64; Event::ALL.len()],
 }
 
 const SCHEMA: &str = "

@@ -116,13 +116,24 @@ pub trait Queue: Send + Sync {
     fn body(&self, message_id: i64) -> Result<Option<Vec<u8>>, QueueError>;
     /// A delivery failed temporarily: try again at `next_at`.
     fn retry_later(&self, delivery_id: i64, next_at: i64, error: &str) -> Result<(), QueueError>;
-    /// Makes a delivery due now (`queue retry`). Returns whether it exists.
+    /// Marks an attempt as started, before anything of the message is looked at. An
+    /// attempt that never ends (the process died in it) stays counted in the delivery's
+    /// `interrupted`, which a normal end resets: the worker runs a delivery counted once
+    /// alone, and holds one counted twice, so a message that crashes the server is
+    /// parked instead of crashing it at every start.
+    fn begin_attempt(&self, delivery_id: i64) -> Result<(), QueueError>;
+    /// Parks a delivery: never tried again until `queue retry`; `reason` is shown by
+    /// `queue list`, `status` and the admin.
+    fn hold(&self, delivery_id: i64, reason: &str) -> Result<(), QueueError>;
+    /// Makes a delivery due now (`queue retry`), held or not. Returns whether it exists.
     fn retry_now(&self, delivery_id: i64) -> Result<bool, QueueError>;
     /// Removes a delivery, and its message with its last one (`queue remove`).
     fn remove(&self, delivery_id: i64) -> Result<bool, QueueError>;
     fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError>;
     /// Deliveries not yet done.
     fn pending(&self) -> Result<u64, QueueError>;
+    /// Deliveries held (see `hold`).
+    fn held(&self) -> Result<u64, QueueError>;
     /// When the oldest message still waiting was received (Unix seconds).
     fn oldest_received_at(&self) -> Result<Option<i64>, QueueError>;
     /// Seconds until the next delivery is due (None when the queue is empty).

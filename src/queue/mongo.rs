@@ -342,6 +342,7 @@ impl MongoQueue {
                 attempts: int(&d, "attempts").max(0) as u32,
                 mail_from: text(m, "mail_from"),
                 received_at: int(m, "received_at"),
+                interrupted: int(&d, "interrupted").max(0) as u32,
                 body,
                 dsn: serde_json::from_str(d.get_str("dsn").unwrap_or_default()).unwrap_or_default(),
             });
@@ -425,6 +426,7 @@ impl MongoQueue {
                     next_attempt_at: int(d, "next_attempt_at"),
                     last_error: d.get_str("last_error").ok().map(str::to_string),
                     size: m.map(|m| int(m, "size")).unwrap_or(0),
+                    held: d.get_str("held").ok().map(str::to_string),
                 }
             })
             .collect())
@@ -551,7 +553,7 @@ impl Queue for MongoQueue {
                     doc! { "_id": delivery_id },
                     doc! {
                         "$inc": { "attempts": 1_i64 },
-                        "$set": { "next_attempt_at": next_at, "leased_until": 0_i64, "last_error": error },
+                        "$set": { "next_attempt_at": next_at, "leased_until": 0_i64, "last_error": error, "interrupted": 0_i64 },
                     },
                 )
                 .await
@@ -564,11 +566,43 @@ impl Queue for MongoQueue {
             self.deliveries()
                 .update_one(
                     doc! { "_id": delivery_id },
-                    doc! { "$set": { "next_attempt_at": now(), "leased_until": 0_i64 } },
+                    doc! {
+                        "$set": { "next_attempt_at": now(), "leased_until": 0_i64, "interrupted": 0_i64 },
+                        "$unset": { "held": "" },
+                    },
                 )
                 .await
         })?;
         Ok(result.matched_count > 0)
+    }
+
+    fn begin_attempt(&self, delivery_id: i64) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.deliveries()
+                .update_one(
+                    doc! { "_id": delivery_id },
+                    doc! { "$inc": { "interrupted": 1_i64 } },
+                )
+                .await
+        })?;
+        Ok(())
+    }
+
+    fn hold(&self, delivery_id: i64, reason: &str) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.deliveries()
+                .update_one(
+                    doc! { "_id": delivery_id },
+                    doc! { "$set": {
+                        "held": reason,
+                        "last_error": reason,
+                        "next_attempt_at": super::db::HELD_UNTIL,
+                        "leased_until": 0_i64,
+                    } },
+                )
+                .await
+        })?;
+        Ok(())
     }
 
     fn remove(&self, delivery_id: i64) -> Result<bool, QueueError> {
@@ -584,6 +618,14 @@ impl Queue for MongoQueue {
         Ok(self
             .mongo
             .block(async { self.deliveries().count_documents(doc! {}).await })?)
+    }
+
+    fn held(&self) -> Result<u64, QueueError> {
+        Ok(self.mongo.block(async {
+            self.deliveries()
+                .count_documents(doc! { "held": { "$exists": true } })
+                .await
+        })?)
     }
 
     fn oldest_received_at(&self) -> Result<Option<i64>, QueueError> {

@@ -24,6 +24,9 @@ const CONCURRENCY: usize = 32;
 const PER_DESTINATION: usize = 20;
 /// Deliveries taken from the queue and not yet finished, at most (all well within a lease).
 const MAX_TAKEN: usize = 512;
+/// A delivery the process died in this many times (each time it ran alone the second
+/// time) is held: the message is what kills it.
+const INTERRUPTIONS_BEFORE_HOLD: u32 = 2;
 
 pub struct Worker {
     pub db: Arc<dyn Queue>,
@@ -55,6 +58,15 @@ pub const WEBHOOK_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 pub fn webhook_failure_key(url: &str) -> String {
     format!("webhook-fail:{url}")
+}
+
+/// A blocking task's panic goes on in the attempt (where `attempt_guarded` catches it
+/// and holds the delivery); one cancelled at shutdown is a temporary failure.
+fn rethrow(e: tokio::task::JoinError) -> DeliveryError {
+    match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => DeliveryError::temporary(e.to_string()),
+    }
 }
 
 pub fn retry_delay(attempts: u32) -> i64 {
@@ -97,10 +109,17 @@ impl Worker {
                     let Ok(turn) = destination.acquire_owned().await else {
                         return;
                     };
-                    let Ok(permit) = slots.acquire_owned().await else {
+                    // A delivery in progress when the process died runs alone: should it
+                    // bring the process down again, it alone is counted twice and held.
+                    let width = if delivery.interrupted > 0 {
+                        CONCURRENCY
+                    } else {
+                        1
+                    };
+                    let Ok(permit) = slots.acquire_many_owned(width as u32).await else {
                         return;
                     };
-                    worker.attempt(delivery).await;
+                    worker.attempt_guarded(delivery).await;
                     drop((permit, turn, held));
                 });
             }
@@ -147,6 +166,59 @@ impl Worker {
         map.entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(PER_DESTINATION)))
             .clone()
+    }
+
+    /// One attempt, marked as started first; a delivery the process already died in
+    /// twice, or whose attempt panics, is held rather than tried again, so one message
+    /// can never keep the server down (the mail stays in the queue, shown with why).
+    async fn attempt_guarded(&self, d: Delivery) {
+        use futures_util::FutureExt;
+        if d.interrupted >= INTERRUPTIONS_BEFORE_HOLD {
+            let reason = format!(
+                "held: processing failed: the server stopped {} times while delivering it; \
+                 `ferrymail queue retry {}` tries it again",
+                d.interrupted, d.id
+            );
+            self.hold(&d, reason).await;
+            return;
+        }
+        let db = self.db.clone();
+        let id = d.id;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.begin_attempt(id)).await {
+            tracing::warn!(delivery = id, error = %e, "could not mark a delivery attempt");
+        }
+        let mut d = d;
+        let body = d.body.take();
+        let copy = d.clone();
+        d.body = body;
+        if let Err(panic) = std::panic::AssertUnwindSafe(self.attempt(d))
+            .catch_unwind()
+            .await
+        {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let reason = format!(
+                "held: processing failed: {why}; `ferrymail queue retry {}` tries it again",
+                copy.id
+            );
+            self.hold(&copy, reason).await;
+        }
+    }
+
+    async fn hold(&self, d: &Delivery, reason: String) {
+        tracing::error!(delivery = d.id, message = d.message_id, "{reason}");
+        self.record(d, Event::Held, &reason);
+        let db = self.db.clone();
+        let id = d.id;
+        match tokio::task::spawn_blocking(move || db.hold(id, &reason)).await {
+            Ok(Ok(())) => {}
+            // Left to its lease: tried again later, and counted again.
+            Ok(Err(e)) => tracing::error!(delivery = id, error = %e, "could not hold a delivery"),
+            Err(e) => tracing::error!(delivery = id, error = %e, "could not hold a delivery"),
+        }
     }
 
     async fn attempt(&self, mut d: Delivery) {
@@ -261,7 +333,7 @@ impl Worker {
             Ok::<_, crate::dkim::signing::KeyError>(out)
         })
         .await
-        .map_err(|e| DeliveryError::temporary(e.to_string()))?
+        .map_err(rethrow)?
         .map_err(|e| DeliveryError::temporary(e.to_string()))?;
         let envelope = if d.dsn.notify == 0 {
             None
@@ -303,7 +375,7 @@ impl Worker {
                 Err(DeliveryError::temporary(format!("452 4.2.2 {e}")))
             }
             Ok(Err(e)) => Err(DeliveryError::temporary(e.to_string())),
-            Err(e) => Err(DeliveryError::temporary(e.to_string())),
+            Err(e) => Err(rethrow(e)),
         }
     }
 

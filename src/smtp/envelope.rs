@@ -20,6 +20,14 @@ use crate::routing::{Action, RejectMode, Target};
 
 /// Recipients per message (RFC 5321 asks servers to take at least 100).
 pub(super) const MAX_RECIPIENTS: usize = 100;
+/// Refused recipients of one session logged one by one; the rest are counted.
+const LOGGED_REFUSALS: u32 = 3;
+const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The cache key counting refused recipients of one client: its address, or its /64.
+fn refused_key(ip: std::net::IpAddr) -> String {
+    format!("rcpt-refused:{}", crate::login::client_network(ip))
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn handle_mail(&mut self, from: MailFrom<String>) {
@@ -234,8 +242,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Refuses one recipient and logs why.
+    /// Refused recipients (5xx) are counted: per session, and per client IP through
+    /// the cache. Past a few, a session's further refusals are summed up in one record
+    /// when it ends, so a harvester cannot flood the mail log.
     fn refuse_rcpt(&mut self, address: &str, code: u16, status: &str, text: &str) {
         self.reply(code, status, text);
+        if code >= 500 {
+            self.state.refused += 1;
+            let per_hour = self.ctx.session_limits.refused_recipients_per_hour;
+            if per_hour > 0 {
+                let key = refused_key(self.remote.ip());
+                self.ctx.cache.hit(&key, u32::MAX, REFUSAL_WINDOW);
+            }
+        }
+        if self.refusals.logged >= LOGGED_REFUSALS {
+            self.refusals.unlogged += 1;
+            return;
+        }
+        self.refusals.logged += 1;
         let sender = self.state.mail_from.clone().unwrap_or_default();
         self.log(
             Event::Rejected,
@@ -244,6 +268,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             address,
             &format!("{code} {status} {text}"),
         );
+    }
+
+    /// Whether the client's address has had more recipients refused lately than
+    /// `[limits] refused_recipients_per_hour` allows.
+    pub(super) fn refusing_too_many(&self) -> bool {
+        let per_hour = self.ctx.session_limits.refused_recipients_per_hour;
+        per_hour > 0
+            && self
+                .ctx
+                .cache
+                .recent(&refused_key(self.remote.ip()), REFUSAL_WINDOW)
+                >= per_hour
     }
 
     fn accept(&mut self, mut accepted: Accepted) {

@@ -39,6 +39,8 @@ pub struct MxContext {
     pub logins: Option<Arc<crate::login::Logins>>,
     /// The mailboxes, for quota checks before a message is taken.
     pub mailboxes: crate::mailbox::Mailboxes,
+    /// Timeouts and refusal counts from the spec's `[limits]`.
+    pub session_limits: crate::limits::Smtp,
 }
 
 impl MxContext {

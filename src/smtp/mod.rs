@@ -3,6 +3,7 @@
 
 mod auth;
 mod data;
+mod dot;
 mod ehlo;
 mod envelope;
 pub mod listener;

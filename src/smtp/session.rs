@@ -4,11 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use smtp_proto::request::receiver::{
-    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
-};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -17,12 +15,7 @@ use crate::listen::Admission;
 use crate::queue::NewDelivery;
 use crate::queue::log::{Entry, Event};
 
-/// How long a client may stay silent between commands (RFC 5321 §4.5.3.2: 5 minutes).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a client may stay silent inside DATA (RFC 5321: 3 minutes per block).
-const DATA_TIMEOUT: Duration = Duration::from_secs(180);
-/// Protocol errors tolerated before the session is closed.
-const MAX_ERRORS: u32 = 10;
+use crate::limits::{SMTP_DATA_SILENCE, SMTP_MAX_ERRORS};
 
 /// How a session ended.
 pub enum Outcome<S> {
@@ -60,8 +53,10 @@ pub struct State {
     pub ret_full: bool,
     pub envid: Option<String>,
     pub rcpts: Vec<Accepted>,
-    /// Protocol errors so far; past MAX_ERRORS the session is closed.
+    /// Protocol errors so far; past SMTP_MAX_ERRORS the session is closed.
     pub errors: u32,
+    /// Recipients refused so far (see `limits::Smtp::refused_recipients`).
+    pub refused: u32,
 }
 
 pub(super) enum Input {
@@ -69,7 +64,7 @@ pub(super) enum Input {
     /// An AUTH exchange on the submission port, waiting for the client's next line.
     Sasl(super::submission::Sasl),
     Data {
-        receiver: DataReceiver,
+        reader: super::dot::DataReader,
         body: Vec<u8>,
     },
     /// Discarding the rest of a message; answers 552 at its end when a reason is given.
@@ -91,11 +86,47 @@ pub struct Session<S> {
     pub bdat_body: Vec<u8>,
     /// This connection's place in its IP's open-connection count, given back at QUIT.
     pub admission: Option<Admission>,
+    /// Refused recipients logged one by one, and those only counted.
+    pub refusals: RefusalLog,
+}
+
+/// The refused recipients of a session past the first few: summed up in one mail log
+/// record when the session ends (however it ends), not one record each.
+pub struct RefusalLog {
+    pub logged: u32,
+    pub unlogged: u32,
+    log: Arc<crate::queue::log::MailLog>,
+    remote: SocketAddr,
+}
+
+impl Drop for RefusalLog {
+    fn drop(&mut self) {
+        if self.unlogged > 0 {
+            self.log.record(Entry {
+                at: crate::queue::now_unix(),
+                event: Event::Rejected,
+                message_id: None,
+                mail_from: String::new(),
+                rcpt: String::new(),
+                remote_ip: self.remote.ip().to_string(),
+                detail: format!(
+                    "{} more recipients refused in this session (not logged one by one)",
+                    self.unlogged
+                ),
+            });
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(ctx: Arc<MxContext>, stream: S, remote: SocketAddr, tls: bool) -> Self {
         Session {
+            refusals: RefusalLog {
+                logged: 0,
+                unlogged: 0,
+                log: ctx.log.clone(),
+                remote,
+            },
             ctx,
             stream,
             remote,
@@ -163,15 +194,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut commands = RequestReceiver::default();
         let mut input = Input::Command;
         let mut buf = vec![0u8; 64 * 1024];
+        // When the command (or message) now coming in began: however it trickles in, it
+        // must be whole within its budget.
+        let mut began = Instant::now();
+        let mut was_command = true;
         loop {
             if self.flush().await.is_err() {
                 return Outcome::Closed;
             }
-            let timeout = if matches!(input, Input::Command) {
-                COMMAND_TIMEOUT
+            let limits = self.ctx.session_limits;
+            let is_command = matches!(input, Input::Command | Input::Sasl(_));
+            if is_command != was_command {
+                began = Instant::now();
+                was_command = is_command;
+            }
+            let timeout = if is_command {
+                limits.command_timeout
             } else {
-                DATA_TIMEOUT
+                SMTP_DATA_SILENCE.min(limits.data_timeout)
             };
+            let budget = if is_command {
+                limits.command_timeout
+            } else {
+                limits.data_timeout
+            };
+            let timeout = timeout.min(budget.saturating_sub(began.elapsed()));
             let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Closed,
                 Ok(Ok(n)) => n,
@@ -186,6 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 input = match input {
                     Input::Command => match commands.ingest(&mut bytes) {
                         Ok(request) => {
+                            began = Instant::now();
                             let request = request.into_owned();
                             match self.command(request).await {
                                 Next::Continue(next) => next,
@@ -207,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         Err(ProtoError::NeedsMoreData { .. }) => Input::Command,
                         Err(e) => {
                             self.protocol_error(e);
-                            if self.state.errors > MAX_ERRORS {
+                            if self.state.errors > SMTP_MAX_ERRORS {
                                 self.reply(421, "4.7.0", "Too many errors; closing connection");
                                 let _ = self.flush().await;
                                 return Outcome::Closed;
@@ -223,20 +271,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                     Input::Data {
-                        mut receiver,
+                        mut reader,
                         mut body,
                     } => {
-                        let done = receiver.ingest(&mut bytes, &mut body);
-                        if done {
+                        if !reader.ingest(&mut bytes, &mut body) {
+                            Input::Data { reader, body }
+                        } else if reader.overflowed() {
+                            self.reply(552, "5.3.4", "Message exceeds the size limit");
+                            self.reset_transaction();
+                            Input::Command
+                        } else {
                             self.finish_message(body).await;
                             Input::Command
-                        } else if body.len() as u64 > self.ctx.max_message_size {
-                            Input::Discard(
-                                DummyDataReceiver::new_data(&receiver),
-                                Some("Message exceeds the size limit"),
-                            )
-                        } else {
-                            Input::Data { receiver, body }
                         }
                     }
                     Input::Discard(mut receiver, why) => {
@@ -256,11 +302,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         self.bdat_body = chunk;
                         if !done {
                             Input::Bdat { receiver, last }
-                        } else if self.bdat_body.len() as u64 > self.ctx.max_message_size {
-                            self.bdat_body.clear();
-                            self.reply(552, "5.3.4", "Message exceeds the size limit");
-                            self.reset_transaction();
-                            Input::Command
                         } else if last {
                             let body = std::mem::take(&mut self.bdat_body);
                             self.finish_message(body).await;
@@ -308,7 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Lhlo { .. } => self.reply(500, "5.5.1", "LHLO is for LMTP"),
             Request::Mail { from } => self.handle_mail(from),
-            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Rcpt { to } => return self.rcpt_within_limits(to).await,
             Request::Data => return self.handle_data(),
             Request::Bdat {
                 chunk_size,
@@ -341,6 +382,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Next::Continue(Input::Command)
     }
 
+    /// RCPT, unless the client has had too many recipients refused (in this session, or
+    /// from its address lately): then 421 and the connection is closed. From the third
+    /// refusal on, each is answered a second late, which is nothing to a sender who
+    /// mistyped and ruin to a harvester (or an SRS forger).
+    async fn rcpt_within_limits(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
+        if self.state.refused >= self.ctx.session_limits.refused_recipients {
+            self.reply(
+                421,
+                "4.7.0",
+                "Too many refused recipients; closing connection",
+            );
+            return Next::Quit;
+        }
+        if self.refusing_too_many() {
+            self.reply(
+                421,
+                "4.7.0",
+                "Too many refused recipients from your address; try again later",
+            );
+            return Next::Quit;
+        }
+        let before = self.state.refused;
+        self.handle_rcpt(to);
+        if self.state.refused > before
+            && self.state.refused >= crate::limits::SMTP_REFUSALS_BEFORE_SLEEP
+        {
+            tokio::time::sleep(crate::limits::SMTP_ERROR_SLEEP).await;
+        }
+        Next::Continue(Input::Command)
+    }
+
     fn handle_starttls(&mut self) -> Next {
         if self.tls {
             self.reply(503, "5.5.1", "Already in TLS");
@@ -360,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.reply(354, "", "Start mail input; end with <CRLF>.<CRLF>");
         Next::Continue(Input::Data {
-            receiver: DataReceiver::new(),
+            reader: super::dot::DataReader::new(self.ctx.max_message_size),
             body: Vec::with_capacity(16 * 1024),
         })
     }
@@ -369,6 +441,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(err) = self.transaction_ready() {
             // The chunk still follows on the wire: read it and drop it.
             self.reply(err.0, err.1, err.2);
+            return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
+        }
+        // Checked before a byte of the chunk is read: it is never buffered to find out.
+        if (self.bdat_body.len() as u64).saturating_add(size as u64) > self.ctx.max_message_size {
+            self.reply(552, "5.3.4", "Message exceeds the size limit");
+            self.reset_transaction();
             return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
         }
         Next::Continue(Input::Bdat {

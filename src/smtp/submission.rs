@@ -263,29 +263,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reply(250, "2.1.5", "Recipient OK");
     }
 
-    /// Every From: address of a submitted message must be one the account may use.
+    /// A submitted message has exactly one From: and at most one Sender: (RFC 5322
+    /// §3.6), and every address in them must be one the account may use: a second
+    /// From: above the checked one is what a mail client shows.
     pub(super) fn check_from_header(
         &self,
         message: &[u8],
     ) -> Result<(), (u16, &'static str, String)> {
+        use mail_parser::HeaderName;
         let parsed = mail_parser::MessageParser::new().parse_headers(message);
-        let from: Vec<String> = parsed
-            .as_ref()
-            .and_then(|m| m.from())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|addr| addr.address.as_deref().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if from.is_empty() {
-            return Err((550, "5.6.0", "The message has no From: address".into()));
+        let headers = parsed.as_ref().map(|m| m.headers()).unwrap_or_default();
+        let count = |name: HeaderName<'_>| headers.iter().filter(|h| h.name == name).count();
+        if count(HeaderName::From) > 1 || count(HeaderName::Sender) > 1 {
+            return Err((
+                550,
+                "5.6.0",
+                "More than one From: or Sender: header (RFC 5322 allows one)".into(),
+            ));
         }
-        match from.iter().find(|a| !self.may_send_as(a)) {
-            Some(bad) => Err((
+        let mut from = Vec::new();
+        let mut unreadable = false;
+        for header in headers
+            .iter()
+            .filter(|h| matches!(h.name, HeaderName::From | HeaderName::Sender))
+        {
+            match header.value.as_address() {
+                Some(list) => {
+                    for addr in list.iter() {
+                        match addr.address.as_deref() {
+                            Some(a) => from.push((header.name.clone(), a.to_string())),
+                            None => unreadable = true,
+                        }
+                    }
+                }
+                None => unreadable = true,
+            }
+        }
+        if unreadable || !from.iter().any(|(n, _)| *n == HeaderName::From) {
+            return Err((
+                550,
+                "5.6.0",
+                "The From: header must hold addresses only".into(),
+            ));
+        }
+        match from.iter().find(|(_, a)| !self.may_send_as(a)) {
+            Some((name, bad)) => Err((
                 553,
                 "5.7.1",
-                format!("Not allowed to send as <{bad}> (From: header)"),
+                format!("Not allowed to send as <{bad}> ({}: header)", name.as_str()),
             )),
             None => Ok(()),
         }

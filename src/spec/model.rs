@@ -29,7 +29,7 @@ pub struct Spec {
     /// Rate limits, greylisting and cross-node notifications.
     #[serde(default)]
     pub cache: Cache,
-    /// Limits that protect the server from one noisy client.
+    /// Limits that protect the server from one noisy or hostile client.
     #[serde(default)]
     pub limits: Limits,
     /// Outbound delivery.
@@ -295,8 +295,9 @@ pub struct Cache {
     pub url: Option<SecretRef>,
 }
 
-/// Per-client connection limits, applied on every listener (MX, submission, IMAP, POP3)
-/// separately.
+/// Limits that protect the server from one noisy or hostile client. Connection limits
+/// apply on every listener (MX, submission, IMAP, POP3) separately; SECURITY.md lists
+/// the fixed ones beside these.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -307,6 +308,23 @@ pub struct Limits {
     /// smtpd_client_connection_count_limit.
     #[serde(default = "default_connections_per_ip")]
     pub connections_per_ip: u32,
+    /// How long an SMTP client may take over one command line, silence and trickle
+    /// included, e.g. "5m" (default; RFC 5321 §4.5.3.2 asks for at least 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_timeout: Option<String>,
+    /// How long one message's DATA, or one BDAT chunk, may take in all, e.g. "30m"
+    /// (default): one byte every few seconds cannot hold a connection for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_data_timeout: Option<String>,
+    /// Recipients an SMTP session may have refused before it is closed with 421.
+    /// Default 10 (Postfix closes after 20 errors of any kind); from the third on, each
+    /// refusal is answered a second later, as Postfix's smtpd_error_sleep_time does.
+    #[serde(default = "default_refused_recipients")]
+    pub refused_recipients: u32,
+    /// Refused recipients one IP address may cause per hour, across its connections (and
+    /// nodes, through Redis); past it every RCPT gets 421. Default 100; 0 = no limit.
+    #[serde(default = "default_refused_recipients_per_hour")]
+    pub refused_recipients_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -314,7 +332,25 @@ impl Default for Limits {
         Limits {
             connections_per_minute: default_connections_per_minute(),
             connections_per_ip: default_connections_per_ip(),
+            smtp_timeout: None,
+            smtp_data_timeout: None,
+            refused_recipients: default_refused_recipients(),
+            refused_recipients_per_hour: default_refused_recipients_per_hour(),
         }
+    }
+}
+
+impl Limits {
+    /// `smtp_timeout` (validated: a bad value never reaches here).
+    pub fn smtp_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(duration_secs(self.smtp_timeout.as_deref()).unwrap_or(300))
+    }
+
+    /// `smtp_data_timeout`.
+    pub fn smtp_data_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            duration_secs(self.smtp_data_timeout.as_deref()).unwrap_or(30 * 60),
+        )
     }
 }
 
@@ -324,6 +360,14 @@ fn default_connections_per_minute() -> u32 {
 
 fn default_connections_per_ip() -> u32 {
     50
+}
+
+fn default_refused_recipients() -> u32 {
+    10
+}
+
+fn default_refused_recipients_per_hour() -> u32 {
+    100
 }
 
 /// Outbound delivery.

@@ -19,6 +19,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     v.tls(&spec.tls, &spec.listeners, dns01_possible(spec));
     v.backends(spec);
     v.dns(&spec.dns);
+    v.limits(&spec.limits);
     v.domains(spec);
     if let Some(b) = &spec.backups {
         let p = SpecPath::keys(&["backups"]);
@@ -245,6 +246,21 @@ impl Validator {
                 ),
             ),
             Err(e) => self.err(at, format!("\"{text}\" is not a URL: {e}")),
+        }
+    }
+
+    fn limits(&mut self, limits: &super::model::Limits) {
+        for (key, value) in [
+            ("smtp_timeout", &limits.smtp_timeout),
+            ("smtp_data_timeout", &limits.smtp_data_timeout),
+        ] {
+            let Some(text) = value else { continue };
+            let at = SpecPath::keys(&["limits", key]);
+            match humantime::parse_duration(text) {
+                Err(_) => self.err(at, format!("\"{text}\" is not a duration (e.g. \"5m\")")),
+                Ok(d) if d.is_zero() => self.err(at, "a timeout of 0 would refuse every client"),
+                Ok(_) => {}
+            }
         }
     }
 

@@ -3,7 +3,6 @@
 //! and logins checked against the admins or the mailbox accounts, rate limited per IP.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -128,21 +127,6 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<u64>) -
 /// Equal without telling, by its timing, how much of a secret was right.
 pub fn same(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
-}
-
-/// The rate-limit key of a client's failed admin logins: per address, per /64 for IPv6
-/// (one host usually holds a whole /64).
-pub fn failure_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!(
-                "admin-login-fail:{:x}:{:x}:{:x}:{:x}::/64",
-                s[0], s[1], s[2], s[3]
-            )
-        }
-        v4 => format!("admin-login-fail:{v4}"),
-    }
 }
 
 #[cfg(test)]

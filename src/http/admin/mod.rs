@@ -260,15 +260,14 @@ pub async fn login(
     };
     let user = form.user.trim().to_string();
     // Failures count per address and per name, and a success clears neither: a login of
-    // one's own must not reset the count of guesses at someone else's password.
-    let failures = [
-        auth::failure_key(peer.ip()),
-        format!("admin-login-fail-name:{}", user.to_lowercase()),
-    ];
-    if failures
-        .iter()
-        .any(|key| state.admin.cache.recent(key, auth::WINDOW) >= auth::FAILURES_PER_IP)
-    {
+    // one's own must not reset the count of guesses at someone else's password. A name
+    // guessed at from everywhere stays open to the networks it logged in from lately.
+    let throttle = crate::login::Throttle {
+        cache: state.admin.cache.as_ref(),
+        kind: "admin-login",
+    };
+    let name = user.to_lowercase();
+    if !throttle.allows(peer.ip(), &name) {
         return retry(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed logins from here or for this name; wait a few minutes.",
@@ -300,13 +299,12 @@ pub async fn login(
         .as_ref()
         .and_then(|role| current_credential(&state, &user, role));
     let (Some(role), Some(credential)) = (role, credential) else {
-        for key in &failures {
-            state.admin.cache.hit(key, u32::MAX, auth::WINDOW);
-        }
+        throttle.failed(peer.ip(), &name);
         tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         return retry(StatusCode::UNAUTHORIZED, "Wrong name or password.");
     };
+    throttle.succeeded(peer.ip(), &name);
     // Always a new session: a cookie planted before the login is never promoted.
     if let Some(old) = auth::cookie(&headers, auth::COOKIE) {
         state.admin.sessions.remove(&old);

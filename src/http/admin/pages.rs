@@ -358,7 +358,11 @@ pub async fn queue(State(state): State<AppState>, AdminViewer(viewer): AdminView
                     td data-label="From" { (e.mail_from) }
                     td data-label="To" { (e.target) }
                     td data-label="Tries" { (e.attempts) }
-                    td data-label="Next try" { (crate::backup::rfc3339(e.next_attempt_at)) }
+                    @if e.held.is_some() {
+                        td.bad data-label="Next try" { "held: processing failed" }
+                    } @else {
+                        td data-label="Next try" { (crate::backup::rfc3339(e.next_attempt_at)) }
+                    }
                     td.bad data-label="Last error" { (e.last_error.as_deref().unwrap_or("")) }
                     td {
                         form method="post" action={ "/admin/queue/" (e.id) "/retry" } {

@@ -1,0 +1,570 @@
+//! Attacks a stranger (or a logged-in user) can make, each through the real binary on
+//! loopback: the server answers with a protocol error or degrades, stays up, stays
+//! within its memory, keeps serving a normal client, and loses nothing it acknowledged.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Process, TEST_HASH, Workspace, free_port, python_peer_run, wait_for};
+
+struct Server {
+    w: Workspace,
+    mx: u16,
+    submission: u16,
+    imap: u16,
+    process: Process,
+    _dns: Process,
+}
+
+/// A server with one mailbox (me@), a forward (fwd@ → a relay on `relay`) and the MX,
+/// submission and IMAP listeners; `extra` is added to the spec.
+fn start(relay: u16, extra: &str) -> Server {
+    let (mx, submission, imap) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let (dns, dns_port) = common::quiet_dns(w.path());
+    w.write_spec(&format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+submission = "127.0.0.1:{submission}"
+imap = "127.0.0.1:{imap}"
+
+[dns]
+resolver = "127.0.0.1:{dns_port}"
+
+[delivery]
+relay = "127.0.0.1:{relay}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.fwd]
+forward = ["friend@elsewhere.test"]
+{extra}
+"#
+    ));
+    let process = w.serve(mx);
+    Server {
+        w,
+        mx,
+        submission,
+        imap,
+        process,
+        _dns: dns,
+    }
+}
+
+impl Server {
+    fn restart(&mut self) {
+        self.process = self.w.serve(self.mx);
+    }
+
+    /// A normal client is still served: a message to me@ gets its 250.
+    #[track_caller]
+    fn still_serves(&mut self) {
+        self.still_serves_from("127.0.0.1");
+    }
+
+    /// `still_serves` for a client at `source` (a loopback address).
+    #[track_caller]
+    fn still_serves_from(&mut self, source: &str) {
+        assert!(
+            self.process.alive(),
+            "the server died:\n{}",
+            self.process.log_text()
+        );
+        let sent = common::swaks(
+            self.mx,
+            &[
+                "--local-interface",
+                source,
+                "--from",
+                "alice@sender.test",
+                "--to",
+                "me@example.test",
+            ],
+        );
+        assert!(
+            sent.stdout.contains("<-  250 2.0.0 Queued"),
+            "a normal client was not served:\n{}\n{}",
+            sent.stdout,
+            self.process.log_text()
+        );
+    }
+
+    fn queue_list(&self) -> String {
+        self.w.run(&["queue", "list"]).stdout
+    }
+}
+
+fn deep_message(dir: &Path, kind: &str, levels: usize) -> std::path::PathBuf {
+    let path = dir.join(format!("deep-{kind}-{levels}.eml"));
+    let made = python_peer_run(
+        "deep_mime.py",
+        &[kind, &levels.to_string(), path.to_str().unwrap()],
+        dir,
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    path
+}
+
+/// A relay that takes connections and never answers: a delivery to it hangs until the
+/// server is killed. Returns its port and how many connections it has had.
+fn tarpit() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    (port, held)
+}
+
+#[test]
+fn deeply_nested_mime_is_stored_and_every_client_can_still_read_the_folder() {
+    let mut s = start(free_port(), "");
+    let dir = s.w.path().to_path_buf();
+    // 1000 nested multiparts (70 KB) and 5000 nested attached messages, from a stranger.
+    for (kind, levels) in [("multipart", 1000), ("rfc822", 5000)] {
+        let file = deep_message(&dir, kind, levels);
+        let sent = python_peer_run(
+            "send_file.py",
+            &[
+                &s.mx.to_string(),
+                "mallory@sender.test",
+                "me@example.test",
+                file.to_str().unwrap(),
+            ],
+            &dir,
+        );
+        assert_eq!(sent.code, 0, "{}{}", sent.stdout, sent.stderr);
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), || s
+            .w
+            .inbox("me@example.test")
+            .len()
+            == 2),
+        "the deep messages were not delivered:\n{}",
+        s.process.log_text()
+    );
+    assert!(s.process.alive(), "{}", s.process.log_text());
+    // A logged-in user appends one more; then a client reads the whole folder: every
+    // structure, every body, a section inside the nesting, and a text search.
+    let appended = deep_message(&dir, "multipart", 2000);
+    let read = python_peer_run(
+        "imap_fetch_all.py",
+        &[
+            &s.imap.to_string(),
+            "me@example.test",
+            "quickstart",
+            appended.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(
+        read.code,
+        0,
+        "the folder could not be read:\n{}{}\n{}",
+        read.stdout,
+        read.stderr,
+        s.process.log_text()
+    );
+    assert!(read.stdout.contains("append OK"), "{}", read.stdout);
+    assert!(read.stdout.contains("select OK 3"), "{}", read.stdout);
+    // The text at the bottom of the multiparts is beyond the nesting limit: a search
+    // need not find it, but must answer.
+    assert!(read.stdout.contains("search OK"), "{}", read.stdout);
+    let peak = s.process.memory_kib("VmHWM");
+    assert!(peak < 300 * 1024, "peak memory {peak} KiB");
+    s.still_serves();
+}
+
+#[test]
+fn a_delivery_the_server_dies_in_twice_is_held_not_retried_into_a_crash_loop() {
+    let (relay, tarpit) = tarpit();
+    let mut s = start(relay, "");
+    let sent = common::swaks(
+        s.mx,
+        &["--from", "alice@sender.test", "--to", "fwd@example.test"],
+    );
+    assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    // The process dies while it delivers (as it would in a crash the message causes),
+    // twice: the first time the delivery is tried again (alone), the second it is held.
+    for round in 1..=2 {
+        assert!(
+            wait_for(Duration::from_secs(20), || tarpit.lock().unwrap().len()
+                == round),
+            "attempt {round} never started:\n{}",
+            s.process.log_text()
+        );
+        s.process.kill_hard();
+        s.restart();
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || s.queue_list().contains("HELD")),
+        "not held:\n{}\n{}",
+        s.queue_list(),
+        s.process.log_text()
+    );
+    let list = s.queue_list();
+    assert!(list.contains("processing failed"), "{list}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tarpit.lock().unwrap().len(), 2, "a held delivery was tried");
+    let status = s.w.run(&["status"]).stdout;
+    assert!(status.contains("1 held"), "{status}");
+    let log = s.w.run(&["queue", "log"]).stdout;
+    assert!(log.contains("held"), "{log}");
+    s.still_serves();
+    // The operator looks, and releases it: it is tried again.
+    let id = list.split_whitespace().next().unwrap().to_string();
+    s.w.run(&["queue", "retry", &id]).ok();
+    assert!(
+        wait_for(Duration::from_secs(20), || tarpit.lock().unwrap().len()
+            == 3),
+        "not tried after queue retry:\n{}",
+        s.process.log_text()
+    );
+}
+
+/// Reads SMTP replies until one is final (a line whose fourth byte is a space).
+fn smtp_reply(r: &mut impl BufRead) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return all;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) == Some(&b' ') {
+            return all;
+        }
+    }
+}
+
+fn smtp_connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let banner = smtp_reply(&mut reader);
+    assert!(banner.starts_with("220"), "{banner}");
+    (stream, reader)
+}
+
+fn smtp_say(stream: &mut TcpStream, reader: &mut impl BufRead, line: &str) -> String {
+    stream.write_all(line.as_bytes()).unwrap();
+    smtp_reply(reader)
+}
+
+#[test]
+fn a_huge_bdat_chunk_is_refused_before_it_is_read() {
+    let mut s = start(free_port(), "");
+    let (mut c, mut r) = smtp_connect(s.mx);
+    smtp_say(&mut c, &mut r, "EHLO attacker.test\r\n");
+    smtp_say(&mut c, &mut r, "MAIL FROM:<m@sender.test>\r\n");
+    smtp_say(&mut c, &mut r, "RCPT TO:<me@example.test>\r\n");
+    // 4 GB announced: refused at once, before a byte of it is taken.
+    let reply = smtp_say(&mut c, &mut r, "BDAT 4000000000 LAST\r\n");
+    assert!(reply.starts_with("552"), "{reply}");
+    // The attacker sends 200 MB anyway; the server does not keep it.
+    let junk = vec![b'x'; 1 << 20];
+    for _ in 0..200 {
+        if c.write_all(&junk).is_err() {
+            break;
+        }
+    }
+    drop(c);
+    let peak = s.process.memory_kib("VmHWM");
+    assert!(peak < 150 * 1024, "peak memory {peak} KiB");
+    // Chunks that add up past the limit are refused too, and the transaction with them.
+    let (mut c, mut r) = smtp_connect(s.mx);
+    smtp_say(&mut c, &mut r, "EHLO attacker.test\r\n");
+    smtp_say(&mut c, &mut r, "MAIL FROM:<m@sender.test>\r\n");
+    smtp_say(&mut c, &mut r, "RCPT TO:<me@example.test>\r\n");
+    c.write_all(b"BDAT 30000000\r\n").unwrap();
+    let chunk = vec![b'y'; 30_000_000];
+    c.write_all(&chunk).unwrap();
+    let reply = smtp_reply(&mut r);
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = smtp_say(&mut c, &mut r, "BDAT 30000000 LAST\r\n");
+    assert!(reply.starts_with("552"), "{reply}");
+    s.still_serves();
+}
+
+#[test]
+fn only_crlf_dot_crlf_ends_data_and_bare_cr_is_refused() {
+    let (sink_port, sink_dir) = (free_port(), tempfile::tempdir().unwrap());
+    let _sink = common::python_peer(
+        "sink.py",
+        &[&sink_port.to_string(), sink_dir.path().to_str().unwrap()],
+        sink_dir.path(),
+    );
+    let mut s = start(sink_port, "");
+    // Smuggling: a message ended by <CR><LF>.<CR><CR><LF>, then a second transaction
+    // the sender's MTA would have passed on as message text.
+    for ending in ["\r\n.\r\r\n", "\r\n.\r\r\r\n", "\n.\r\n", "\r\n.\n"] {
+        let (mut c, mut r) = smtp_connect(s.mx);
+        smtp_say(&mut c, &mut r, "EHLO attacker.test\r\n");
+        smtp_say(&mut c, &mut r, "MAIL FROM:<m@sender.test>\r\n");
+        smtp_say(&mut c, &mut r, "RCPT TO:<fwd@example.test>\r\n");
+        let reply = smtp_say(&mut c, &mut r, "DATA\r\n");
+        assert!(reply.starts_with("354"), "{reply}");
+        let smuggled = format!(
+            "Subject: first\r\n\r\nfirst{ending}MAIL FROM:<ceo@example.test>\r\n\
+             RCPT TO:<fwd@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n"
+        );
+        c.write_all(smuggled.as_bytes()).unwrap();
+        // One reply for one message (the whole is one message, refused for its bare
+        // line ending); nothing after it runs as a command.
+        let reply = smtp_reply(&mut r);
+        assert!(reply.starts_with("550 5.6.0"), "{ending:?}: {reply}");
+        let quit = smtp_say(&mut c, &mut r, "QUIT\r\n");
+        assert!(quit.starts_with("221"), "{ending:?}: {quit}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        common::received(sink_dir.path()).is_empty(),
+        "something was relayed"
+    );
+    s.still_serves();
+}
+
+#[test]
+fn pre_login_imap_literals_are_small_and_memory_comes_back() {
+    let mut s = start(free_port(), "");
+    // 50 connections each announce a 63 MiB literal in LOGIN and start sending it.
+    let start_rss = s.process.memory_kib("VmRSS");
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.imap)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut greeting = [0u8; 512];
+        let _ = c.read(&mut greeting);
+        let _ = c.write_all(b"a LOGIN {66060288+}\r\n");
+        let junk = vec![b'x'; 1 << 20];
+        for _ in 0..4 {
+            if c.write_all(&junk).is_err() {
+                break;
+            }
+        }
+        clients.push(c);
+    }
+    // Each was told off and closed, having cost the server a few KB.
+    for mut c in clients {
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("BYE") || answer.contains("BAD"), "{answer}");
+    }
+    let peak = s.process.memory_kib("VmHWM");
+    assert!(
+        peak < start_rss + 100 * 1024,
+        "peak {peak} KiB from {start_rss} KiB"
+    );
+    s.still_serves();
+    // A synchronising literal is refused before the client sends it.
+    let mut c = TcpStream::connect(("127.0.0.1", s.imap)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    c.write_all(b"a LOGIN {100000}\r\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(!line.starts_with('+'), "{line}");
+}
+
+#[test]
+fn a_trickling_smtp_client_is_cut_off_by_the_line_budget() {
+    let s = start(free_port(), "[limits]\nsmtp_timeout = \"3s\"\n");
+    let (mut c, mut r) = smtp_connect(s.mx);
+    let began = Instant::now();
+    // One byte a second, never a whole line.
+    let mut answer = String::new();
+    for b in b"EHLO slowly.attacker.test and on and on".iter() {
+        if c.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        if let Ok(n) = r.get_mut().read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if n == 0 || answer.contains("421") {
+                break;
+            }
+        }
+        c.set_nonblocking(false).unwrap();
+    }
+    assert!(answer.contains("421"), "{answer:?}");
+    assert!(began.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn refused_recipients_end_the_session_and_then_the_address_is_refused() {
+    let mut s = start(free_port(), "[limits]\nrefused_recipients_per_hour = 15\n");
+    // Forged SRS addresses (a short hash and a wrong long one) and unknown users.
+    let forged = [
+        "SRS0=AAAA=AA=victim.test=ceo@example.test",
+        "SRS0=AAAAAAAA=AA=victim.test=ceo@example.test",
+        "nobody@example.test",
+    ];
+    let (mut c, mut r) = smtp_connect(s.mx);
+    smtp_say(&mut c, &mut r, "EHLO harvester.test\r\n");
+    smtp_say(&mut c, &mut r, "MAIL FROM:<h@sender.test>\r\n");
+    for i in 0..10 {
+        let to = forged[i % forged.len()];
+        let reply = smtp_say(&mut c, &mut r, &format!("RCPT TO:<{to}>\r\n"));
+        assert!(reply.starts_with("550"), "refusal {i}: {reply}");
+    }
+    let reply = smtp_say(&mut c, &mut r, "RCPT TO:<nobody2@example.test>\r\n");
+    assert!(reply.starts_with("421"), "{reply}");
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    assert!(rest.is_empty(), "the connection stayed open: {rest}");
+    // A new connection from the same address has five more refusals left this hour.
+    let (mut c, mut r) = smtp_connect(s.mx);
+    smtp_say(&mut c, &mut r, "EHLO harvester.test\r\n");
+    smtp_say(&mut c, &mut r, "MAIL FROM:<h@sender.test>\r\n");
+    let mut refused = 0;
+    let last = loop {
+        let reply = smtp_say(&mut c, &mut r, "RCPT TO:<nobody@example.test>\r\n");
+        if !reply.starts_with("550") {
+            break reply;
+        }
+        refused += 1;
+        assert!(refused <= 5, "{refused} refusals");
+    };
+    assert_eq!(refused, 5);
+    assert!(last.starts_with("421"), "{last}");
+    // Fifteen refusals, but only a few records each session and one sum.
+    let log =
+        s.w.run(&["queue", "log", "--json", "--limit", "1000"])
+            .stdout;
+    let records: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let rejected: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "rejected")
+        .collect();
+    assert!(rejected.len() <= 8, "{log}");
+    assert!(
+        log.contains("more recipients refused in this session"),
+        "{log}"
+    );
+    s.still_serves_from("127.0.0.2");
+}
+
+#[test]
+fn a_second_from_or_a_foreign_sender_header_is_refused_at_submission() {
+    let s = start(free_port(), "");
+    let submit = |data: &str| {
+        common::swaks(
+            s.submission,
+            &[
+                "--tls",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "me@example.test",
+                "--auth-password",
+                "quickstart",
+                "--from",
+                "me@example.test",
+                "--to",
+                "friend@elsewhere.test",
+                "--data",
+                data,
+            ],
+        )
+        .stdout
+    };
+    let two_froms = submit(
+        "From: \"PayPal Security\" <security@paypal.example>\\nFrom: me@example.test\\nSubject: x\\n\\nverify your account\\n",
+    );
+    assert!(two_froms.contains("<~* 550 5.6.0"), "{two_froms}");
+    let list = submit("From: me@example.test, ceo@example.test\\nSubject: x\\n\\nhi\\n");
+    assert!(list.contains("<~* 553 5.7.1"), "{list}");
+    let sender = submit("From: me@example.test\\nSender: ceo@example.test\\nSubject: x\\n\\nhi\\n");
+    assert!(sender.contains("<~* 553 5.7.1"), "{sender}");
+    let own = submit("From: Me <me@example.test>\\nSubject: x\\n\\nhi\\n");
+    assert!(own.contains("<~  250 2.0.0"), "{own}");
+}
+
+#[test]
+fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
+    let mut s = start(free_port(), "");
+    let dir = s.w.path().to_path_buf();
+    let logins = |source: &str, password: &str, times: usize| {
+        python_peer_run(
+            "imap_logins.py",
+            &[
+                &s.imap.to_string(),
+                source,
+                "me@example.test",
+                password,
+                &times.to_string(),
+            ],
+            &dir,
+        )
+        .stdout
+    };
+    // The owner logs in from home (127.0.0.1) as usual.
+    assert_eq!(logins("127.0.0.1", "quickstart", 1).trim(), "ok");
+    // Three addresses guess 8 times each: 24 failures, under each address's limit.
+    let guessers: Vec<_> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .into_iter()
+        .map(|ip| {
+            let (port, dir) = (s.imap, dir.clone());
+            std::thread::spawn(move || {
+                python_peer_run(
+                    "imap_logins.py",
+                    &[&port.to_string(), ip, "me@example.test", "guess", "8"],
+                    &dir,
+                )
+                .stdout
+            })
+        })
+        .collect();
+    for g in guessers {
+        let out = g.join().unwrap();
+        assert!(!out.contains("ok"), "{out}");
+    }
+    // The owner still gets in from home; a guesser's next try is refused unchecked,
+    // even with the right password (a new address while the account is under attack).
+    assert_eq!(logins("127.0.0.1", "quickstart", 1).trim(), "ok");
+    assert_eq!(logins("127.0.0.5", "quickstart", 1).trim(), "throttled");
+    // Ten failures from one address close it to every account.
+    let out = logins("127.0.0.6", "guess", 11);
+    assert!(out.trim_end().ends_with("throttled"), "{out}");
+    s.still_serves();
+}
+
+#[test]
+fn a_deep_folder_and_a_backtracking_list_pattern_cost_nothing() {
+    let mut s = start(free_port(), "");
+    let dir = s.w.path().to_path_buf();
+    let out = python_peer_run(
+        "imap_list_attack.py",
+        &[&s.imap.to_string(), "me@example.test", "quickstart"],
+        &dir,
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("deep NO"), "{}", out.stdout);
+    assert!(out.stdout.contains("long NO"), "{}", out.stdout);
+    assert!(out.stdout.contains("list OK"), "{}", out.stdout);
+    s.still_serves();
+    // Shutdown is never held up by a session.
+    assert!(
+        s.process.terminate().is_some(),
+        "SIGTERM did not stop the server"
+    );
+}
