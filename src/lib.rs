@@ -15,6 +15,7 @@ pub mod listen;
 pub mod login;
 pub mod mailbox;
 pub mod metrics;
+pub mod mime;
 pub mod mongo;
 pub mod password;
 pub mod pop3;

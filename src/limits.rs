@@ -6,15 +6,17 @@ use std::time::Duration;
 /// MIME parts nested deeper than this (multiparts and attached messages together) are
 /// kept as opaque bodies: structure, FETCH and search stop there. Postfix's
 /// `mime_nesting_limit` is 100; 50 keeps the cached structure within serde_json's
-/// depth limit and every walk over it far from the end of a 2 MiB stack.
+/// depth limit (128) and every walk over it within tokio's default 2 MiB stack even in
+/// a debug build (the server's threads have 8 MiB). The parse itself is not recursive
+/// (see `mime`).
 pub const MIME_DEPTH: usize = 50;
 
 /// Before login, an IMAP client may have this many bytes of one command in flight
 /// (literals included); Dovecot takes a few KB before authentication.
 pub const IMAP_PREAUTH_COMMAND: usize = 8 * 1024;
 
-/// An IMAP client that is not logged in after this long is told BYE.
-pub const IMAP_PREAUTH_IDLE: Duration = Duration::from_secs(60);
+/// An IMAP or POP3 client that has not logged in may stay silent this long.
+pub const LOGIN_SILENCE: Duration = Duration::from_secs(60);
 
 /// The most bytes one IMAP command may take once logged in, literals included (APPEND
 /// of the largest message a domain accepts, and a margin).
@@ -28,10 +30,9 @@ pub const FOLDER_DEPTH: usize = 32;
 pub const SMTP_DATA_SILENCE: Duration = Duration::from_secs(180);
 /// SMTP: protocol errors tolerated before the session is closed.
 pub const SMTP_MAX_ERRORS: u32 = 10;
-/// SMTP: refused recipients after which each further refusal waits a second (Postfix's
-/// smtpd_soft_error_limit and smtpd_error_sleep_time).
+/// SMTP: refused recipients after which each further refusal waits `Smtp::error_sleep`
+/// (Postfix's smtpd_soft_error_limit and smtpd_error_sleep_time).
 pub const SMTP_REFUSALS_BEFORE_SLEEP: u32 = 3;
-pub const SMTP_ERROR_SLEEP: Duration = Duration::from_secs(1);
 
 /// The SMTP limits an operator may set (`[limits]` in the spec), as sessions read them.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,8 @@ pub struct Smtp {
     pub refused_recipients: u32,
     /// Refused recipients per client IP per hour (0: no limit).
     pub refused_recipients_per_hour: u32,
+    /// How late each refusal past `SMTP_REFUSALS_BEFORE_SLEEP` is answered (a second).
+    pub error_sleep: Duration,
 }
 
 impl Default for Smtp {
@@ -53,6 +56,7 @@ impl Default for Smtp {
             data_timeout: Duration::from_secs(30 * 60),
             refused_recipients: 10,
             refused_recipients_per_hour: 100,
+            error_sleep: Duration::from_secs(1),
         }
     }
 }

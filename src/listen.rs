@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -50,23 +51,62 @@ pub async fn accept_until(
     sessions.abort_all();
 }
 
-/// Connection limits per client IP for one listener: new connections per minute (through
-/// the cache, so Redis can share them across nodes) and connections open at once.
+/// Connection limits for one listener: per client IP, new connections per minute
+/// (through the cache, so Redis can share them across nodes), connections open at once
+/// and, where clients log in, connections not logged in yet; and open connections on
+/// this listener and on all of them together, below the process's file descriptors.
 pub struct Limits {
     /// Short name used in cache keys ("mx", "imap"...).
     name: &'static str,
-    per_minute: u32,
-    per_ip: u32,
+    settings: Settings,
     cache: std::sync::Arc<dyn crate::cache::Cache>,
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    unauthenticated: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    listener_open: AtomicUsize,
+    global: std::sync::Arc<Global>,
 }
 
-/// Why a connection was not admitted; the two limits are told apart so a client (and
-/// its operator) can see which one it hit.
+/// A listener's limits, as the spec's `[limits]` sets them.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// New connections per IP per minute; 0 = no limit.
+    pub per_minute: u32,
+    /// Open connections per IP.
+    pub per_ip: u32,
+    /// Open connections per IP that have not logged in; 0 = not counted (the MX, where
+    /// nobody logs in).
+    pub unauthenticated_per_ip: u32,
+    /// Open connections on this listener.
+    pub listener_max: usize,
+}
+
+/// Open connections on every listener together.
+pub struct Global {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl Global {
+    pub fn new(max: usize) -> std::sync::Arc<Global> {
+        std::sync::Arc::new(Global {
+            open: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection was not admitted; the limits are told apart so a client (and its
+/// operator) can see which one it hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     TooFast,
     TooMany,
+    TooManyUnauthenticated,
+    Busy,
 }
 
 impl Refused {
@@ -74,67 +114,179 @@ impl Refused {
         match self {
             Refused::TooFast => "Too many new connections from your address; slow down",
             Refused::TooMany => "Too many open connections from your address",
+            Refused::TooManyUnauthenticated => {
+                "Too many connections from your address that have not logged in"
+            }
+            Refused::Busy => "The server is busy; try again later",
+        }
+    }
+}
+
+/// Takes one place in `count` if fewer than `max` are taken.
+fn take(count: &AtomicUsize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn give_back(
+    map: &std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    ip: std::net::IpAddr,
+) {
+    let mut open = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = open.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            open.remove(&ip);
         }
     }
 }
 
 impl Limits {
-    /// `per_minute` = 0 turns the rate limit off.
+    /// Per-IP limits only (`per_minute` = 0 turns the rate limit off).
     pub fn new(
         name: &'static str,
         per_minute: u32,
         per_ip: u32,
         cache: std::sync::Arc<dyn crate::cache::Cache>,
     ) -> std::sync::Arc<Limits> {
-        std::sync::Arc::new(Limits {
-            name,
+        let settings = Settings {
             per_minute,
             per_ip,
+            unauthenticated_per_ip: 0,
+            listener_max: usize::MAX,
+        };
+        Limits::with(name, settings, Global::new(usize::MAX), cache)
+    }
+
+    pub fn with(
+        name: &'static str,
+        settings: Settings,
+        global: std::sync::Arc<Global>,
+        cache: std::sync::Arc<dyn crate::cache::Cache>,
+    ) -> std::sync::Arc<Limits> {
+        std::sync::Arc::new(Limits {
+            name,
+            settings,
             cache,
             open: Default::default(),
+            unauthenticated: Default::default(),
+            listener_open: AtomicUsize::new(0),
+            global,
         })
     }
 
     /// Counts a new connection from `ip`, or says which limit refuses it.
     pub fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Result<Admission, Refused> {
-        if self.per_minute != 0 {
+        let s = self.settings;
+        if s.per_minute != 0 {
             let key = format!("{}-connect:{ip}", self.name);
-            if !self
-                .cache
-                .hit(&key, self.per_minute, Duration::from_secs(60))
-            {
+            if !self.cache.hit(&key, s.per_minute, Duration::from_secs(60)) {
                 return Err(Refused::TooFast);
             }
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_default();
-        if *n >= self.per_ip as usize {
-            return Err(Refused::TooMany);
+        {
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if open.get(&ip).copied().unwrap_or(0) >= s.per_ip as usize {
+                return Err(Refused::TooMany);
+            }
+            let waiting = self
+                .unauthenticated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if s.unauthenticated_per_ip != 0
+                && waiting.get(&ip).copied().unwrap_or(0) >= s.unauthenticated_per_ip as usize
+            {
+                return Err(Refused::TooManyUnauthenticated);
+            }
         }
-        *n += 1;
+        if !take(&self.listener_open, s.listener_max) {
+            return Err(Refused::Busy);
+        }
+        if !take(&self.global.open, self.global.max) {
+            self.listener_open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Busy);
+        }
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ip)
+            .or_default() += 1;
+        if s.unauthenticated_per_ip != 0 {
+            *self
+                .unauthenticated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(ip)
+                .or_default() += 1;
+        }
         Ok(Admission {
             limits: self.clone(),
             ip,
+            unauthenticated: AtomicBool::new(s.unauthenticated_per_ip != 0),
         })
     }
 }
 
-/// One open connection in its IP's count; dropping it gives the place back.
+/// One open connection in its IP's counts; dropping it gives the places back.
 pub struct Admission {
     limits: std::sync::Arc<Limits>,
     ip: std::net::IpAddr,
+    unauthenticated: AtomicBool,
+}
+
+impl Admission {
+    /// The client logged in: it no longer counts against its address's connections that
+    /// have not.
+    pub fn logged_in(&self) {
+        if self.unauthenticated.swap(false, Ordering::AcqRel) {
+            give_back(&self.limits.unauthenticated, self.ip);
+        }
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
+        self.logged_in();
+        give_back(&self.limits.open, self.ip);
+        self.limits.listener_open.fetch_sub(1, Ordering::AcqRel);
+        self.limits.global.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Raises the process's open-file limit to its hard limit (many connections each hold
+/// one); returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
             }
         }
     }
+    limit.rlim_cur
+}
+
+/// Connections on all listeners together when the spec names no number: half the file
+/// descriptors (a logged-in IMAP session holds its mailbox's files too, and deliveries
+/// and the store need theirs), at most 10,000.
+pub fn default_max_connections(file_descriptors: u64) -> usize {
+    (file_descriptors.saturating_sub(256) / 2).clamp(16, 10_000) as usize
 }
 
 /// `accept_until` behind `limits`: an admitted connection runs `session` (holding its

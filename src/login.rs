@@ -107,7 +107,7 @@ const VERIFIED_MAX: usize = 10_000;
 
 /// A hash of the same cost as real ones, checked for unknown accounts so they take as
 /// long as a wrong password.
-fn decoy_hash() -> &'static str {
+pub(crate) fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| crate::password::hash("ferrymail decoy password").unwrap_or_default())
 }

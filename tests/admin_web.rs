@@ -105,6 +105,10 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 
 [domains."example.test".aliases.hello]
 forward = ["friend@elsewhere.test"]
+
+# Nothing listens there: forwards wait in the queue, tried again later.
+[delivery]
+relay = "127.0.0.1:1"
 {admins}"#
     )
 }
@@ -276,8 +280,8 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "{searched}"
     );
 
-    // The queue: a forward that cannot be delivered (no route to elsewhere.test) waits
-    // there; retry and remove need the session's CSRF token.
+    // The queue: a forward that cannot be delivered (the relay is down) waits there;
+    // retry and remove need the session's CSRF token.
     swaks(
         mx,
         &["--from", "alice@sender.test", "--to", "hello@example.test"],
@@ -597,6 +601,11 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
             .contains("used of 1.0 GiB")
     );
     assert_eq!(report["mailbox_user"]["admin_status"], 403);
+    assert_eq!(report["csp_refusals"], serde_json::json!([]), "{report}");
+    assert!(
+        report["copy_buttons_shown"].as_u64().unwrap() > 0,
+        "the copy script did not run: {report}"
+    );
 }
 
 #[test]

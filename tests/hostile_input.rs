@@ -568,3 +568,159 @@ fn a_deep_folder_and_a_backtracking_list_pattern_cost_nothing() {
         "SIGTERM did not stop the server"
     );
 }
+
+/// Opens a plain connection from `source` (a loopback address) and reads its greeting.
+fn connect_from(source: &str, port: u16) -> TcpStream {
+    // std cannot bind a source address before connecting: libc does it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = addr(source.parse().unwrap(), 0);
+    let remote = addr(std::net::Ipv4Addr::LOCALHOST, port);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+    }
+    let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn first_line(stream: &TcpStream) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line
+}
+
+#[test]
+fn connections_are_capped_per_address_before_login_and_for_the_whole_server() {
+    let mut s = start(
+        free_port(),
+        "[limits]\nmax_connections = 40\nunauthenticated_per_ip = 5\nconnections_per_minute = 0\nconnections_per_ip = 1000\n",
+    );
+    // The start-up log says what the file descriptor limit was raised to.
+    assert!(
+        s.process.log_text().contains("file_descriptors"),
+        "{}",
+        s.process.log_text()
+    );
+    // Five IMAP connections from one address that never log in; the sixth is refused,
+    // another address is not.
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let c = connect_from("127.0.0.7", s.imap);
+        assert!(first_line(&c).starts_with("* OK"));
+        waiting.push(c);
+    }
+    let sixth = connect_from("127.0.0.7", s.imap);
+    let refused = first_line(&sixth);
+    assert!(
+        refused.contains("BYE") && refused.contains("not logged in"),
+        "{refused}"
+    );
+    let other = connect_from("127.0.0.8", s.imap);
+    assert!(first_line(&other).starts_with("* OK"));
+    // The MX alone may take three quarters of the 40: a flood from many addresses gets
+    // "busy" from the 31st connection on.
+    let mut flood = Vec::new();
+    let mut busy = None;
+    for i in 0..40 {
+        let c = connect_from(&format!("127.0.1.{}", i + 1), s.mx);
+        let line = first_line(&c);
+        if line.starts_with("421") {
+            busy = Some((i, line));
+            break;
+        }
+        assert!(line.starts_with("220"), "{line}");
+        flood.push(c);
+    }
+    let (at, line) = busy.expect("the MX never said it was busy");
+    assert_eq!(at, 30, "{line}");
+    assert!(line.contains("busy"), "{line}");
+    // IMAP still has room; when the flood goes, the MX has room again.
+    let imap = connect_from("127.0.0.9", s.imap);
+    assert!(first_line(&imap).starts_with("* OK"));
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    s.still_serves();
+}
+
+#[test]
+fn silent_clients_before_login_and_trickled_http_bodies_are_cut_off() {
+    let (pop3, mx, imap, http) = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new(&format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\nimap = \"127.0.0.1:{imap}\"\npop3 = \"127.0.0.1:{pop3}\"\nhttp = \"127.0.0.1:{http}\"\n"
+    ));
+    let _server = w.serve(mx);
+    let began = Instant::now();
+    let quiet_imap = connect_from("127.0.0.1", imap);
+    assert!(first_line(&quiet_imap).starts_with("* OK"));
+    let quiet_pop3 = connect_from("127.0.0.1", pop3);
+    assert!(first_line(&quiet_pop3).starts_with("+OK"));
+    // A login form whose body comes one byte every five seconds.
+    let trickle = std::thread::spawn(move || {
+        let mut c = connect_from("127.0.0.1", http);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(
+            b"POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        for _ in 0..30 {
+            if c.write_all(b"u").is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    for (name, c) in [("imap", &quiet_imap), ("pop3", &quiet_pop3)] {
+        c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let line = first_line(c);
+        assert!(
+            line.contains("BYE") || line.starts_with("-ERR"),
+            "{name}: {line:?}"
+        );
+        assert!(began.elapsed() < Duration::from_secs(80), "{name}");
+    }
+    let answer = trickle.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // And every page carries the headers that keep a browser safe.
+    let mut c = connect_from("127.0.0.1", http);
+    c.write_all(b"GET /admin/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    let _ = c.read_to_string(&mut page);
+    let head = page.to_lowercase();
+    for header in [
+        "content-security-policy: default-src 'self'",
+        "referrer-policy: no-referrer",
+        "x-frame-options: deny",
+    ] {
+        assert!(head.contains(header), "{header}: {page}");
+    }
+}

@@ -7,11 +7,23 @@ use std::path::Path;
 use std::process::Command;
 
 fn nix_instantiate(args: &[&str]) -> String {
-    let out = Command::new("nix-instantiate")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("nix-instantiate (nix-bin) must be installed; scripts/test installs it");
+    let run = || {
+        Command::new("nix-instantiate")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .expect("nix-instantiate (nix-bin) must be installed; scripts/test installs it")
+    };
+    // On a fresh machine two runs at once can find Nix's own database busy while the
+    // first one creates it: that says nothing about our files, so it is tried again.
+    let mut out = run();
+    for _ in 0..10 {
+        if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("is busy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        out = run();
+    }
     assert!(
         out.status.success(),
         "nix-instantiate {args:?}: {}",

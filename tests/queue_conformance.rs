@@ -54,6 +54,7 @@ conformance!(
     a_message_bounces_once,
     large_bodies_come_back_whole,
     listing_and_removing,
+    interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand,
 );
 
 fn envelope() -> Envelope {
@@ -65,6 +66,7 @@ fn envelope() -> Envelope {
         tls: false,
         ret_full: true,
         envid: Some("E1".into()),
+        no_notices: false,
     }
 }
 
@@ -226,6 +228,42 @@ fn listing_and_removing(q: &dyn Queue) {
     assert!(q.remove(listed[1].id).unwrap());
     assert_eq!(q.body(ids[0]).unwrap(), None);
     assert!(!q.retry_now(listed[1].id).unwrap());
+}
+
+fn interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand(q: &dyn Queue) {
+    q.commit(
+        &[(envelope(), b"body".to_vec(), vec![forward("t@e.test")])],
+        &[],
+    )
+    .unwrap();
+    let first = q.take_due(10, 600).unwrap().remove(0);
+    assert_eq!(first.interrupted, 0);
+    // The process dies during the attempt: the mark stays, and the restart releases it.
+    q.begin_attempt(first.id).unwrap();
+    q.release_leases().unwrap();
+    let second = q.take_due(10, 600).unwrap().remove(0);
+    assert_eq!(second.interrupted, 1);
+    // An attempt that ends (here: a retry) clears the count.
+    q.begin_attempt(second.id).unwrap();
+    q.retry_later(second.id, now(), "451 later").unwrap();
+    let third = q.take_due(10, 600).unwrap().remove(0);
+    assert_eq!(third.interrupted, 0);
+    // Held: listed with why, counted, never due, until retried by hand.
+    q.hold(third.id, "held: processing failed: test").unwrap();
+    assert!(q.take_due(10, 600).unwrap().is_empty());
+    let listed = q.list(10).unwrap();
+    assert_eq!(
+        listed[0].held.as_deref(),
+        Some("held: processing failed: test")
+    );
+    assert_eq!((q.pending().unwrap(), q.held().unwrap()), (1, 1));
+    assert!(q.next_due_in().unwrap().unwrap() > 86_400 * 365);
+    assert!(q.retry_now(third.id).unwrap());
+    assert_eq!(q.held().unwrap(), 0);
+    let again = q.take_due(10, 600).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].interrupted, 0);
+    assert_eq!(q.list(10).unwrap()[0].held, None);
 }
 
 fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {

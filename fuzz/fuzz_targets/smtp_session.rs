@@ -78,6 +78,11 @@ fn world() -> World {
                 &loaded.data_dir(),
                 ferrymail::mailbox::MasterKey::new(&[7u8; 32]).expect("key"),
             ),
+            // No refusal is answered late: the fuzzer would wait.
+            session_limits: ferrymail::limits::Smtp {
+                error_sleep: std::time::Duration::ZERO,
+                ..Default::default()
+            },
         })
     });
     World {

@@ -106,10 +106,42 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Four times tokio's 2 MiB: what a message's structure costs to walk is bounded
+        // (limits::MIME_DEPTH), and this keeps that bound far from the end of the stack.
+        // Only the pages a thread touches are ever used.
+        .thread_stack_size(8 << 20)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(spec.to_path_buf(), node))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An exclusive lock (flock) on data_dir/serve.lock, which also names the holder's pid.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("serve.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        bail!(
+            "another `ferrymail serve` (pid {}) is running on the data dir {}; stop it first",
+            holder.trim(),
+            data_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// The operating system's host name ("localhost" if it has none).
@@ -143,6 +175,10 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             .create(&data_dir)
             .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     }
+    // Held until the process ends: a second server on this data dir would apply its own
+    // spec under the first one's feet, and tell `status` it is gone when it exits.
+    let _data_dir_lock = lock_data_dir(&data_dir)?;
+    let file_descriptors = crate::listen::raise_file_limit();
     let hostname = loaded.spec.server.hostname.clone();
     let store: Arc<dyn Store> =
         super::open_store(&loaded, true)?.context("the store could not be created")?;
@@ -379,11 +415,31 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         .map(|d| d.max_message_size)
         .max()
         .unwrap_or(50_000_000);
+    let limits = &loaded.spec.limits;
+    let max_connections = limits
+        .max_connections
+        .map(|n| n as usize)
+        .unwrap_or_else(|| crate::listen::default_max_connections(file_descriptors));
+    tracing::info!(file_descriptors, max_connections, "connection limits");
+    let all_connections = crate::listen::Global::new(max_connections);
     let connection_limits = |name: &'static str| {
-        crate::listen::Limits::new(
+        let logs_in = matches!(
             name,
-            loaded.spec.limits.connections_per_minute,
-            loaded.spec.limits.connections_per_ip,
+            "submission" | "submissions" | "imap" | "imaps" | "pop3" | "pop3s"
+        );
+        crate::listen::Limits::with(
+            name,
+            crate::listen::Settings {
+                per_minute: limits.connections_per_minute,
+                per_ip: limits.connections_per_ip,
+                unauthenticated_per_ip: if logs_in {
+                    limits.unauthenticated_per_ip
+                } else {
+                    0
+                },
+                listener_max: (max_connections * 3 / 4).max(1),
+            },
+            all_connections.clone(),
             cache.clone(),
         )
     };
@@ -426,6 +482,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
                 data_timeout: loaded.spec.limits.smtp_data_timeout(),
                 refused_recipients: loaded.spec.limits.refused_recipients,
                 refused_recipients_per_hour: loaded.spec.limits.refused_recipients_per_hour,
+                ..Default::default()
             },
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
@@ -890,7 +947,9 @@ fn secret_references(spec: &crate::spec::Spec) -> std::collections::BTreeSet<(St
 }
 
 /// The web admin's password for "admin" until the spec declares an administrator: made
-/// once into data_dir/admin.password (0600) and printed then, read back afterwards.
+/// once into data_dir/admin.password (0600), read back afterwards. Only where it is kept
+/// is said: a password printed goes into the journal and log files for anyone who reads
+/// them.
 fn first_boot_password(data_dir: &Path) -> Option<String> {
     let path = data_dir.join("admin.password");
     // An emptied file is a request for a new password, never an empty one.
@@ -905,7 +964,7 @@ fn first_boot_password(data_dir: &Path) -> Option<String> {
         return None;
     }
     println!(
-        "web admin: log in as \"admin\" with password {password} (kept in {}); declare [admin.users] in the spec to replace it",
+        "web admin: log in as \"admin\" with the password in {} (readable by this server's user only); declare [admin.users] in the spec to replace it",
         path.display()
     );
     Some(password)

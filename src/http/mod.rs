@@ -25,6 +25,9 @@ use crate::tls::acme::{ACME_TLS_ALPN, Challenges};
 
 /// A TLS handshake, or a request's headers, that take longer are dropped.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// A whole request, its body included, gets this long: a body sent one byte every few
+/// seconds is cut off with 408 (hyper times only the headers).
+const REQUEST_BUDGET: Duration = Duration::from_secs(60);
 
 /// What the HTTP side says about the server, built from the applied spec (the servers
 /// never read the spec themselves).
@@ -129,7 +132,59 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/backups", get(api::backups))
         .route("/api/v1/plan", post(api::plan))
         .route("/api/v1/reconcile", post(api::reconcile))
+        .layer(axum::middleware::from_fn(guard))
         .with_state(state)
+}
+
+/// Every request: within its time budget, and every response with the headers that
+/// keep a browser from being turned against the admin (no framing, no foreign scripts,
+/// no referrer leaving with a URL, HTTPS remembered).
+async fn guard(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{self, HeaderValue};
+    use axum::response::IntoResponse;
+    let tls = request.extensions().get::<admin::OverTls>().is_some();
+    let mut response = match tokio::time::timeout(REQUEST_BUDGET, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
+    };
+    let headers = response.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(content_security_policy()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
+/// Only this server's own resources; the one inline script by its hash.
+fn content_security_policy() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(admin::COPY_SCRIPT.as_bytes());
+        let hash = base64::engine::general_purpose::STANDARD.encode(hash);
+        format!(
+            "default-src 'self'; script-src 'sha256-{hash}'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        )
+    })
 }
 
 /// Serves plain HTTP until `shutdown` turns true, behind the same connection limits and

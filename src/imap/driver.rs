@@ -107,7 +107,7 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Step {
     let mut changes = changes;
     let silence = if preauth.is_some() {
-        crate::limits::IMAP_PREAUTH_IDLE
+        crate::limits::LOGIN_SILENCE
     } else {
         IDLE_TIMEOUT
     };

@@ -44,10 +44,13 @@ pub async fn serve_imap(
         |why| format!("* BYE {why}\r\n"),
         |stream, remote, admission| {
             let ctx = ctx.clone();
-            Box::pin(async move {
-                connection(stream, remote, ctx, implicit_tls).await;
-                drop(admission);
-            })
+            Box::pin(connection(
+                stream,
+                remote,
+                ctx,
+                implicit_tls,
+                Arc::new(admission),
+            ))
         },
     )
     .await;
@@ -58,19 +61,27 @@ async fn connection(
     remote: SocketAddr,
     ctx: Arc<ImapContext>,
     implicit_tls: bool,
+    admission: Arc<crate::listen::Admission>,
 ) {
     let _ = stream.set_nodelay(true);
     if implicit_tls {
         if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "IMAPS").await {
-            Session::new(ctx, tls, remote, true, true).run().await;
+            Session::new(ctx, tls, remote, true, true)
+                .with_admission(admission)
+                .run()
+                .await;
         }
         return;
     }
     if let Outcome::StartTls(stream) = Session::new(ctx.clone(), stream, remote, false, true)
+        .with_admission(admission.clone())
         .run()
         .await
         && let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "IMAP STARTTLS").await
     {
-        Session::new(ctx, tls, remote, true, false).run().await;
+        Session::new(ctx, tls, remote, true, false)
+            .with_admission(admission)
+            .run()
+            .await;
     }
 }

@@ -111,7 +111,7 @@ fn full_text(c: &Candidate<'_>, with_header: bool) -> String {
     let Some(body) = c.body() else {
         return String::new();
     };
-    let Some(message) = MessageParser::new().parse(body) else {
+    let Some(message) = crate::mime::parse(body) else {
         return String::from_utf8_lossy(body).into_owned();
     };
     let mut out = String::new();

@@ -56,6 +56,8 @@ pub struct Session<S> {
     pub(super) condstore: bool,
     /// What the client has in flight before login (see driver::PreAuth).
     pub(super) preauth: Option<driver::PreAuth>,
+    /// This connection's place in the listener's counts (told of a login).
+    pub(super) admission: Option<Arc<crate::listen::Admission>>,
 }
 
 enum Flow {
@@ -215,6 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             idle_tag: None,
             condstore: false,
             preauth: Some(driver::PreAuth::new()),
+            admission: None,
         };
         let ready = format!("{} ferrymail IMAP ready", text(&session.ctx.hostname));
         let greeting = Greeting::ok(
@@ -232,6 +235,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {}
         }
         session
+    }
+
+    pub fn with_admission(mut self, admission: Arc<crate::listen::Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     pub(super) fn capabilities(&self) -> Vec1<Capability<'static>> {
@@ -470,6 +478,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         changes,
                     });
                     self.preauth = None;
+                    if let Some(admission) = &self.admission {
+                        admission.logged_in();
+                    }
                     status_ok(
                         Some(tag),
                         Some(Code::Capability(self.capabilities())),

@@ -1,9 +1,7 @@
 //! What IMAP asks of a message besides its bytes, worked out once at delivery: the
 //! ENVELOPE fields and the MIME structure with each part's byte range in the message.
 
-use mail_parser::{
-    Address as ParsedAddress, HeaderName, Message, MessageParser, MimeHeaders, PartType,
-};
+use mail_parser::{Address as ParsedAddress, HeaderName, Message, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -120,7 +118,7 @@ impl Meta {
     /// Parses `raw` once; a message that cannot be parsed still gets a minimal structure
     /// (text/plain over all its bytes) so every FETCH can be answered.
     pub fn of(raw: &[u8]) -> Meta {
-        match MessageParser::new().parse(raw) {
+        match crate::mime::parse(raw) {
             Some(message) => meta_of(&message, 0, 0),
             None => Meta {
                 envelope: Envelope::default(),
@@ -435,9 +433,10 @@ AAAA\r\n\
             nested_messages(5000),
             nested_multiparts(crate::limits::MIME_DEPTH + 1),
         ] {
-            // On half the stack a tokio worker has: nothing may recurse once per level.
+            // On tokio's default thread stack (the server gives its threads four times
+            // as much), in a debug build: nothing may recurse once per level.
             let meta = std::thread::Builder::new()
-                .stack_size(1024 * 1024)
+                .stack_size(2048 * 1024)
                 .spawn(move || {
                     let meta = Meta::of(&raw);
                     let json = serde_json::to_vec(&meta).unwrap();

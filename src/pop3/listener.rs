@@ -59,10 +59,13 @@ pub async fn serve_pop3(
         |why| format!("-ERR [SYS/TEMP] {why}\r\n"),
         |stream, remote, admission| {
             let ctx = ctx.clone();
-            Box::pin(async move {
-                connection(stream, remote, ctx, implicit_tls).await;
-                drop(admission);
-            })
+            Box::pin(connection(
+                stream,
+                remote,
+                ctx,
+                implicit_tls,
+                Arc::new(admission),
+            ))
         },
     )
     .await;
@@ -73,19 +76,27 @@ async fn connection(
     remote: SocketAddr,
     ctx: Arc<Pop3Context>,
     implicit_tls: bool,
+    admission: Arc<crate::listen::Admission>,
 ) {
     let _ = stream.set_nodelay(true);
     if implicit_tls {
         if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "POP3S").await {
-            Session::new(ctx, tls, remote, true).run(true).await;
+            Session::new(ctx, tls, remote, true)
+                .with_admission(admission)
+                .run(true)
+                .await;
         }
         return;
     }
     if let Outcome::StartTls(stream) = Session::new(ctx.clone(), stream, remote, false)
+        .with_admission(admission.clone())
         .run(true)
         .await
         && let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "POP3 STLS").await
     {
-        Session::new(ctx, tls, remote, true).run(false).await;
+        Session::new(ctx, tls, remote, true)
+            .with_admission(admission)
+            .run(false)
+            .await;
     }
 }

@@ -45,6 +45,8 @@ pub struct Session<S> {
     user: Option<String>,
     drop: Option<Maildrop>,
     errors: u32,
+    /// This connection's place in the listener's counts (told of a login).
+    admission: Option<Arc<crate::listen::Admission>>,
 }
 
 enum Next {
@@ -100,6 +102,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             user: None,
             drop: None,
             errors: 0,
+            admission: None,
+        }
+    }
+
+    pub fn with_admission(mut self, admission: Arc<crate::listen::Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// How long the client may stay silent: short until it has logged in.
+    fn silence(&self) -> Duration {
+        if self.drop.is_some() {
+            IDLE_TIMEOUT
+        } else {
+            crate::limits::LOGIN_SILENCE
         }
     }
 
@@ -126,9 +143,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut buf = Vec::new();
         loop {
             buf.clear();
+            let silence = self.silence();
             let mut limited = (&mut self.io).take(MAX_LINE as u64 + 2);
             let read = limited.read_until(b'\n', &mut buf);
-            let n = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+            let n = match tokio::time::timeout(silence, read).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -269,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         let mut answer = Vec::new();
                         let mut limited = (&mut self.io).take(MAX_LINE as u64 * 4);
                         let read = limited.read_until(b'\n', &mut answer);
-                        if !matches!(tokio::time::timeout(IDLE_TIMEOUT, read).await, Ok(Ok(n)) if n > 0)
+                        if !matches!(tokio::time::timeout(crate::limits::LOGIN_SILENCE, read).await, Ok(Ok(n)) if n > 0)
                         {
                             return Next::Quit;
                         }
@@ -451,6 +469,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     inbox,
                     entries,
                 });
+                if let Some(admission) = &self.admission {
+                    admission.logged_in();
+                }
                 let count = self.maildrop().entries.len();
                 self.line(&format!("+OK Maildrop locked, {count} messages"))
                     .await;

@@ -42,7 +42,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",

@@ -34,6 +34,10 @@ pub struct Envelope {
     /// ENVID: the sender's id for this transaction, quoted back in every notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// The sender failed SPF or DMARC on arrival: probably forged, so it gets no failure
+    /// or delay notices (they would be backscatter to whoever it names).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_notices: bool,
 }
 
 /// What the sender asked about delivery status notifications (RFC 3461) for the

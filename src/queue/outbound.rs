@@ -149,8 +149,18 @@ impl Outbound {
                     .map(|(_, host)| format!("{host}:25"))
                     .collect())
             }
-            // No MX: the domain itself is the mail host (RFC 5321 §5.1).
-            Err(_) => Ok(vec![format!("{domain}:25")]),
+            // The domain does not exist: nothing will ever take the mail.
+            Err(e) if e.is_nx_domain() => Err(DeliveryError {
+                permanent: true,
+                message: format!("{domain} does not exist (NXDOMAIN)"),
+            }),
+            // No MX, but the name exists: it is its own mail host (RFC 5321 §5.1).
+            Err(e) if e.is_no_records_found() => Ok(vec![format!("{domain}:25")]),
+            // A timeout or a failing server says nothing about the MX: try again later
+            // rather than deliver to whatever the address record points at.
+            Err(e) => Err(DeliveryError::temporary(format!(
+                "MX lookup for {domain} failed: {e}"
+            ))),
         }
     }
 

@@ -2,13 +2,13 @@
 //! signature header, so the receiver can tell the post came from this server.
 
 use hmac::{Hmac, KeyInit, Mac};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 /// The message as JSON: envelope, main headers, text and HTML bodies, attachments' names.
 pub fn payload(mail_from: &str, recipient: &str, raw: &[u8]) -> Value {
-    let parsed = MessageParser::new().parse(raw);
+    let parsed = crate::mime::parse(raw);
     let Some(m) = parsed else {
         return json!({ "envelope": { "mail_from": mail_from, "recipient": recipient }, "raw": String::from_utf8_lossy(raw) });
     };

@@ -438,6 +438,14 @@ impl Worker {
             return;
         }
         let envelope = envelope.ok().flatten();
+        if envelope.as_ref().is_some_and(|e| e.no_notices) {
+            tracing::info!(
+                message = d.message_id,
+                "no {} notice: the sender failed SPF or DMARC on arrival (backscatter)",
+                action.name()
+            );
+            return;
+        }
         let domain = d
             .alias
             .rsplit_once('@')
@@ -470,6 +478,7 @@ impl Worker {
             tls: false,
             ret_full: false,
             envid: None,
+            no_notices: false,
         };
         let delivery = NewDelivery {
             kind: DeliveryKind::Forward,

@@ -36,6 +36,22 @@ pub struct Verdict {
     /// Forwarded copies must carry a friendly From: the author's domain enforces DMARC
     /// and no aligned DKIM signature would survive to vouch for it.
     pub friendly_from: bool,
+    /// SPF failed, or DMARC did: the envelope sender is probably forged, and a notice
+    /// sent to it would be backscatter.
+    pub sender_unverified: bool,
+}
+
+impl Verdict {
+    /// No checks made (submitted mail, or no resolver): nothing to add or refuse.
+    pub fn none() -> Verdict {
+        Verdict {
+            header: String::new(),
+            refuse: None,
+            arc_sets: Vec::new(),
+            friendly_from: false,
+            sender_unverified: false,
+        }
+    }
 }
 
 /// An alias that forwards this message, sealing with one of its domain's DKIM keys.
@@ -99,6 +115,7 @@ pub async fn check(
             refuse: None,
             arc_sets: Vec::new(),
             friendly_from: false,
+            sender_unverified: spf.result() == SpfResult::Fail,
         };
     };
     let dkim = authenticator.verify_dkim(&parsed).await;
@@ -150,8 +167,15 @@ pub async fn check(
     } else {
         None
     };
+    let dmarc_failed = dmarc.dmarc_record().is_some()
+        && matches!(dmarc.spf_result(), DmarcResult::Fail(_) | DmarcResult::None)
+        && matches!(
+            dmarc.dkim_result(),
+            DmarcResult::Fail(_) | DmarcResult::None
+        );
     Verdict {
         header,
+        sender_unverified: spf.result() == SpfResult::Fail || dmarc_failed,
         refuse,
         arc_sets,
         friendly_from,

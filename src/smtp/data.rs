@@ -131,14 +131,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Results that claim to come from this server were not made here (RFC 8601 §5):
         // a sender could otherwise hand the mailbox owner a forged "dkim=pass".
         let body = strip_results_of(body, &self.ctx.hostname);
-        let (auth_header, arc_sets, friendly) = if self.is_submission() {
+        let verdict = if self.is_submission() {
             // Submitted mail is the account's own: no arrival checks, but its From: must
             // be an address the account may use.
             self.check_from_header(&body)?;
-            (String::new(), Vec::new(), false)
+            super::auth::Verdict::none()
         } else {
             self.authenticate(&body).await?
         };
+        let (auth_header, arc_sets, friendly) =
+            (verdict.header, verdict.arc_sets, verdict.friendly_from);
         let bounce = self
             .state
             .mail_from
@@ -164,6 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tls: self.tls,
             ret_full: self.state.ret_full,
             envid: self.state.envid.clone(),
+            no_notices: verdict.sender_unverified,
         };
         let mut message = self.received_header(&envelope).into_bytes();
         message.extend_from_slice(auth_header.as_bytes());
@@ -216,9 +219,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn authenticate(
         &self,
         body: &[u8],
-    ) -> Result<(String, Vec<(String, String)>, bool), (u16, &'static str, String)> {
+    ) -> Result<super::auth::Verdict, (u16, &'static str, String)> {
         let Some(authenticator) = &self.ctx.authenticator else {
-            return Ok((String::new(), Vec::new(), false));
+            return Ok(super::auth::Verdict::none());
         };
         let mail_from = self.state.mail_from.clone().unwrap_or_default();
         let helo = self.state.helo.clone().unwrap_or_default();
@@ -235,16 +238,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         .await;
         let rcpts = &self.state.rcpts;
         let allowlisted = rcpts.iter().any(|r| r.allowlisted);
-        match verdict.refuse {
+        match &verdict.refuse {
             Some(Refusal::Spf(text)) if !allowlisted && rcpts.iter().any(|r| r.reject_spf_fail) => {
-                Err((550, "5.7.23", text))
+                Err((550, "5.7.23", text.clone()))
             }
             Some(Refusal::Dmarc(text))
                 if !allowlisted && rcpts.iter().any(|r| r.reject_dmarc_fail) =>
             {
-                Err((550, "5.7.1", text))
+                Err((550, "5.7.1", text.clone()))
             }
-            _ => Ok((verdict.header, verdict.arc_sets, verdict.friendly_from)),
+            _ => Ok(verdict),
         }
     }
 

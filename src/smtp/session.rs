@@ -408,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.state.refused > before
             && self.state.refused >= crate::limits::SMTP_REFUSALS_BEFORE_SLEEP
         {
-            tokio::time::sleep(crate::limits::SMTP_ERROR_SLEEP).await;
+            tokio::time::sleep(self.ctx.session_limits.error_sleep).await;
         }
         Next::Continue(Input::Command)
     }

@@ -136,6 +136,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             LoginOutcome::Accepted(account) => {
                 tracing::info!(remote = %self.remote, account = %account, "submission login");
                 self.state.account = Some(account);
+                if let Some(admission) = &self.admission {
+                    admission.logged_in();
+                }
                 self.reply(235, "2.7.0", "Authentication successful");
             }
             LoginOutcome::Rejected => {

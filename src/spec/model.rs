@@ -308,6 +308,16 @@ pub struct Limits {
     /// smtpd_client_connection_count_limit.
     #[serde(default = "default_connections_per_ip")]
     pub connections_per_ip: u32,
+    /// Connections one IP address may hold open without having logged in, on each
+    /// listener where clients log in (IMAP, POP3, submission). Default 10.
+    #[serde(default = "default_unauthenticated_per_ip")]
+    pub unauthenticated_per_ip: u32,
+    /// Connections open at once on all listeners together. Unset: half the file
+    /// descriptors the process may open (raised to its hard limit at start), at most
+    /// 10,000, keeping the rest for deliveries, mailboxes and the store. One listener
+    /// alone may take three quarters of it, so a flood on the MX leaves IMAP room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     /// How long an SMTP client may take over one command line, silence and trickle
     /// included, e.g. "5m" (default; RFC 5321 §4.5.3.2 asks for at least 5 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,6 +342,8 @@ impl Default for Limits {
         Limits {
             connections_per_minute: default_connections_per_minute(),
             connections_per_ip: default_connections_per_ip(),
+            unauthenticated_per_ip: default_unauthenticated_per_ip(),
+            max_connections: None,
             smtp_timeout: None,
             smtp_data_timeout: None,
             refused_recipients: default_refused_recipients(),
@@ -360,6 +372,10 @@ fn default_connections_per_minute() -> u32 {
 
 fn default_connections_per_ip() -> u32 {
     50
+}
+
+fn default_unauthenticated_per_ip() -> u32 {
+    10
 }
 
 fn default_refused_recipients() -> u32 {

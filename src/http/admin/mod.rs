@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 mod pages;
+pub(crate) use pages::COPY_SCRIPT;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -293,6 +294,13 @@ pub async fn login(
             _ => None,
         }
     } else {
+        // An unknown name costs what a known one does: the time taken must not tell
+        // which administrator names exist.
+        let password = form.password.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::password::verify(&password, crate::login::decoy_hash())
+        })
+        .await;
         None
     };
     let credential = role

@@ -581,7 +581,7 @@ pub async fn mailboxes(
 }
 
 /// Shows the copy buttons and copies the zone lines before each.
-const COPY_SCRIPT: &str = "for (const b of document.querySelectorAll('button.copy')) {\
+pub(crate) const COPY_SCRIPT: &str = "for (const b of document.querySelectorAll('button.copy')) {\
   if (!navigator.clipboard) continue; b.hidden = false;\
   b.addEventListener('click', () => navigator.clipboard.writeText(b.previousElementSibling.textContent)\
     .then(() => { b.textContent = 'Copied'; }));\
