@@ -71,6 +71,7 @@ imaps = "127.0.0.1:{imaps}"
 [dns.providers.cf]
 kind = "cloudflare"
 api_url = "http://127.0.0.1:{api}/client/v4"
+api_stand_in = true
 api_token = {{ file = "cf.token" }}
 
 [domains."other.test"]

@@ -20,12 +20,29 @@ struct Server {
     _dns: Process,
 }
 
-/// A server with one mailbox (me@), a forward (fwd@ → a relay on `relay`) and the MX,
-/// submission and IMAP listeners; `extra` is added to the spec.
+/// A server with one mailbox (me@), a forward (fwd@ → friend@elsewhere.test, through a
+/// relay on `relay`, or by MX lookup when it is 0) and the MX, submission and IMAP
+/// listeners; `extra` is added to the spec. DNS is Knot serving the zones `test` and
+/// `sender.test` with `sender_records` in the latter.
 fn start(relay: u16, extra: &str) -> Server {
+    start_with_dns(relay, extra, "")
+}
+
+fn start_with_dns(relay: u16, extra: &str, sender_records: &str) -> Server {
     let (mx, submission, imap) = (free_port(), free_port(), free_port());
     let w = Workspace::new("");
-    let (dns, dns_port) = common::quiet_dns(w.path());
+    let (dns, dns_port) = common::knot(
+        w.path(),
+        &[
+            ("test", &common::zone("test", "")),
+            ("sender.test", &common::zone("sender.test", sender_records)),
+        ],
+    );
+    let delivery = if relay == 0 {
+        String::new()
+    } else {
+        format!("[delivery]\nrelay = \"127.0.0.1:{relay}\"\n")
+    };
     w.write_spec(&format!(
         r#"
 [listeners]
@@ -36,9 +53,7 @@ imap = "127.0.0.1:{imap}"
 [dns]
 resolver = "127.0.0.1:{dns_port}"
 
-[delivery]
-relay = "127.0.0.1:{relay}"
-
+{delivery}
 [domains."example.test".aliases.me]
 mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 
@@ -723,4 +738,129 @@ fn silent_clients_before_login_and_trickled_http_bodies_are_cut_off() {
     ] {
         assert!(head.contains(header), "{header}: {page}");
     }
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let s = start(free_port(), "");
+    let second = s.w.run(&["serve"]);
+    assert_ne!(second.code, 0, "{second:?}");
+    let pid = s.process.child.id().to_string();
+    assert!(
+        second.stderr.contains("another `ferrymail serve`") && second.stderr.contains(&pid),
+        "{}",
+        second.stderr
+    );
+    let status = s.w.run(&["status"]).stdout;
+    assert!(!status.contains("not running"), "{status}");
+}
+
+/// The mail log records (newest first) as JSON.
+fn mail_log(w: &Workspace) -> Vec<serde_json::Value> {
+    let out = w.run(&["queue", "log", "--json", "--limit", "200"]).stdout;
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+#[test]
+fn a_domain_that_does_not_exist_bounces_at_once_and_a_failing_lookup_is_retried() {
+    let s = start(
+        0,
+        "[domains.\"example.test\".aliases.gone]\nforward = [\"someone@nowhere.test\"]\n\
+         [domains.\"example.test\".aliases.dark]\nforward = [\"someone@unreachable.zz\"]\n",
+    );
+    for to in ["gone@example.test", "dark@example.test"] {
+        let sent = common::swaks(s.mx, &["--from", "alice@sender.test", "--to", to]);
+        assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    }
+    let find = |event: &str, target: &str| {
+        mail_log(&s.w)
+            .into_iter()
+            .find(|r| r["event"] == event && r["rcpt"].as_str().unwrap_or("").contains(target))
+    };
+    // nowhere.test is NXDOMAIN in a zone that exists: bounced on the first try.
+    assert!(
+        wait_for(Duration::from_secs(20), || find(
+            "bounced",
+            "someone@nowhere.test"
+        )
+        .is_some()),
+        "{:?}\n{}",
+        mail_log(&s.w),
+        s.process.log_text()
+    );
+    let bounced = find("bounced", "someone@nowhere.test").unwrap();
+    assert!(
+        bounced["detail"].as_str().unwrap().contains("NXDOMAIN"),
+        "{bounced}"
+    );
+    // unreachable.zz is no zone this server knows (REFUSED): a temporary failure,
+    // never a delivery to whatever an address lookup might find.
+    assert!(
+        wait_for(Duration::from_secs(20), || find(
+            "deferred",
+            "someone@unreachable.zz"
+        )
+        .is_some()),
+        "{:?}",
+        mail_log(&s.w)
+    );
+    let deferred = find("deferred", "someone@unreachable.zz").unwrap();
+    assert!(
+        deferred["detail"].as_str().unwrap().contains("MX lookup"),
+        "{deferred}"
+    );
+    assert!(find("bounced", "someone@unreachable.zz").is_none());
+}
+
+#[test]
+fn a_sender_that_fails_spf_gets_no_bounce_from_a_forward() {
+    // The relay refuses every recipient whose local part starts with "refuse".
+    let (sink_port, sink_dir) = (free_port(), tempfile::tempdir().unwrap());
+    let _sink = common::python_peer(
+        "sink.py",
+        &[&sink_port.to_string(), sink_dir.path().to_str().unwrap()],
+        sink_dir.path(),
+    );
+    let s = start_with_dns(
+        sink_port,
+        "[domains.\"example.test\"]\nreject_spf_fail = false\n\
+         [domains.\"example.test\".aliases.bounces]\nforward = [\"refused@elsewhere.test\"]\n",
+        "forged TXT \"v=spf1 -all\"",
+    );
+    // The domain takes mail that fails SPF (reject_spf_fail = false). One sender the SPF
+    // record of its name disowns, one with no SPF at all: each forward is refused
+    // downstream.
+    for from in ["ceo@forged.sender.test", "bob@sender.test"] {
+        let sent = common::swaks(s.mx, &["--from", from, "--to", "bounces@example.test"]);
+        assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    }
+    let bounced = || {
+        mail_log(&s.w)
+            .iter()
+            .filter(|r| r["event"] == "bounced")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || bounced() == 2),
+        "{:?}",
+        mail_log(&s.w)
+    );
+    // A notice goes to the sender with no SPF (queued, or already at the relay); none
+    // to the forged one.
+    std::thread::sleep(Duration::from_secs(2));
+    let queued: String = s.queue_list();
+    let delivered_notices: Vec<String> = common::received(sink_dir.path())
+        .into_iter()
+        .filter(|m| m.mail_from.is_empty() || m.mail_from == "<>")
+        .flat_map(|m| m.rcpt_to)
+        .collect();
+    let all = format!("{queued}\n{delivered_notices:?}");
+    assert!(
+        all.contains("bob@sender.test"),
+        "no notice for the real sender: {all}"
+    );
+    assert!(
+        !all.contains("ceo@forged.sender.test"),
+        "backscatter: {all}"
+    );
 }

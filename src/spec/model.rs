@@ -502,8 +502,13 @@ pub struct DnsProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<SecretRef>,
     /// API base URL, for cloudflare. Default "https://api.cloudflare.com/client/v4".
+    /// Another host only with `api_stand_in = true`: the token goes wherever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
+    /// `api_url` is a stand-in for Cloudflare's API (a test double, a proxy of your
+    /// own), not api.cloudflare.com: send it the token anyway. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_stand_in: bool,
     /// Authoritative server "IP:port", for rfc2136.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<SocketAddr>,

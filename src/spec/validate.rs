@@ -299,6 +299,16 @@ impl Validator {
                     need("api_token", provider.api_token.is_some(), self);
                     if let Some(url) = &provider.api_url {
                         self.api_url(p.key("api_url"), url);
+                        let cloudflare = url::Url::parse(url)
+                            .is_ok_and(|u| u.host_str() == Some("api.cloudflare.com"));
+                        if !cloudflare && !provider.api_stand_in {
+                            self.err(
+                                p.key("api_url"),
+                                format!(
+                                    "\"{url}\" is not Cloudflare's API (api.cloudflare.com), and the API token would be sent there; set api_stand_in = true if it stands in for Cloudflare on purpose"
+                                ),
+                            );
+                        }
                     }
                 }
                 DnsProviderKind::Rfc2136 => {
