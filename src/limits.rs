@@ -15,8 +15,10 @@ pub const MIME_DEPTH: usize = 50;
 /// (literals included); Dovecot takes a few KB before authentication.
 pub const IMAP_PREAUTH_COMMAND: usize = 8 * 1024;
 
-/// An IMAP or POP3 client that has not logged in may stay silent this long.
+/// An IMAP or POP3 client that has not logged in may stay silent this long, and take
+/// this long in all to log in (per connection, and again after STARTTLS).
 pub const LOGIN_SILENCE: Duration = Duration::from_secs(60);
+pub const LOGIN_BUDGET: Duration = Duration::from_secs(300);
 
 /// The most bytes one IMAP command may take once logged in, literals included (APPEND
 /// of the largest message a domain accepts, and a margin).
@@ -25,6 +27,8 @@ pub const IMAP_MAX_LITERAL: u32 = 64 * 1024 * 1024;
 /// Folder names longer than this (in characters) or with more levels are refused.
 pub const FOLDER_NAME_CHARS: usize = 512;
 pub const FOLDER_DEPTH: usize = 32;
+/// Folders one account may have (Dovecot's mailbox_list_limit-like bound).
+pub const FOLDERS_PER_ACCOUNT: usize = 10_000;
 
 /// SMTP: how long a client may stay silent inside DATA (RFC 5321: 3 minutes per block).
 pub const SMTP_DATA_SILENCE: Duration = Duration::from_secs(180);
@@ -58,5 +62,79 @@ impl Default for Smtp {
             refused_recipients_per_hour: 100,
             error_sleep: Duration::from_secs(1),
         }
+    }
+}
+
+/// Bytes of messages being received (DATA and BDAT bodies held until they are queued),
+/// on every SMTP listener together (`[limits] message_memory`). DKIM, ARC and DMARC are
+/// checked on the whole message and the queue stores it in one transaction, so each
+/// message in flight is held; this bounds what all of them hold at once. A session that
+/// would go past it is told 451 4.3.1 and its sender tries again later.
+pub struct MessageMemory {
+    used: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// Reservations grow in steps of this much.
+const MEMORY_STEP: usize = 256 << 10;
+
+impl MessageMemory {
+    pub fn new(max: u64) -> std::sync::Arc<MessageMemory> {
+        std::sync::Arc::new(MessageMemory {
+            used: Default::default(),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Bytes reserved now, by every session.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One session's share of `MessageMemory`, given back when dropped or released.
+pub struct Reservation {
+    memory: std::sync::Arc<MessageMemory>,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub fn new(memory: std::sync::Arc<MessageMemory>) -> Reservation {
+        Reservation { memory, bytes: 0 }
+    }
+
+    /// Makes the share at least `bytes`; false when the budget has no room for it.
+    pub fn cover(&mut self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        if bytes <= self.bytes {
+            return true;
+        }
+        let want = bytes.div_ceil(MEMORY_STEP).saturating_mul(MEMORY_STEP);
+        let more = want - self.bytes;
+        let max = self.memory.max;
+        let taken = self
+            .memory
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&n| n <= max)
+            })
+            .is_ok();
+        if taken {
+            self.bytes = want;
+        }
+        taken
+    }
+
+    pub fn release(&mut self) {
+        self.memory
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release();
     }
 }

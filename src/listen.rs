@@ -122,6 +122,17 @@ impl Refused {
     }
 }
 
+/// The address limits count a client by: IPv4 (IPv4-mapped too) as is, IPv6 by its /64.
+pub fn network_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Takes one place in `count` if fewer than `max` are taken.
 fn take(count: &AtomicUsize, max: usize) -> bool {
     count
@@ -178,8 +189,10 @@ impl Limits {
         })
     }
 
-    /// Counts a new connection from `ip`, or says which limit refuses it.
+    /// Counts a new connection from `ip`, or says which limit refuses it. An IPv6
+    /// client counts by its /64: one host usually holds all of it.
     pub fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Result<Admission, Refused> {
+        let ip = network_of(ip);
         let s = self.settings;
         if s.per_minute != 0 {
             let key = format!("{}-connect:{ip}", self.name);
@@ -282,11 +295,11 @@ pub fn raise_file_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// Connections on all listeners together when the spec names no number: half the file
-/// descriptors (a logged-in IMAP session holds its mailbox's files too, and deliveries
-/// and the store need theirs), at most 10,000.
+/// Connections on all listeners together when the spec names no number: a quarter of
+/// the file descriptors (a logged-in IMAP session also holds its mailbox's database,
+/// WAL and shared-memory files; deliveries and the store need theirs), at most 10,000.
 pub fn default_max_connections(file_descriptors: u64) -> usize {
-    (file_descriptors.saturating_sub(256) / 2).clamp(16, 10_000) as usize
+    (file_descriptors.saturating_sub(256) / 4).clamp(16, 10_000) as usize
 }
 
 /// `accept_until` behind `limits`: an admitted connection runs `session` (holding its

@@ -12,10 +12,13 @@ use sha2::{Digest, Sha256};
 use crate::cache::Cache;
 use crate::snapshot::SnapshotHandle;
 
-/// Failed logins allowed per client network (any account) within `WINDOW`; and per
-/// account from everywhere, past which only networks the account logged in from lately
-/// may still try (a distributed guesser must not lock the owner out).
+/// Failed logins allowed within `WINDOW`: per client network (any account), and per
+/// network for one account. Past `FAILURES_PER_ACCOUNT` from everywhere (a distributed
+/// guesser), a network that has failed for the account and never logged in to it
+/// lately gets no more tries; its owner, from a known network or a new one trying for
+/// the first time, still does.
 const FAILURES_PER_IP: u32 = 10;
+const FAILURES_PER_NETWORK_AND_ACCOUNT: u32 = 5;
 const FAILURES_PER_ACCOUNT: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a network an account logged in from stays known for it.
@@ -42,35 +45,43 @@ pub struct Throttle<'a> {
 }
 
 impl Throttle<'_> {
-    fn keys(&self, ip: IpAddr, account: &str) -> (String, String, String) {
-        let net = client_network(ip);
-        (
-            format!("{}-fail-ip:{net}", self.kind),
-            format!("{}-fail-account:{account}", self.kind),
-            format!("{}-known:{net}:{account}", self.kind),
-        )
+    /// The counters: this network, this network for the account, the account, and
+    /// whether the network logged in to the account lately.
+    fn keys(&self, ip: IpAddr, account: &str) -> [String; 4] {
+        let (kind, net) = (self.kind, client_network(ip));
+        [
+            format!("{kind}-fail-ip:{net}"),
+            format!("{kind}-fail:{net}:{account}"),
+            format!("{kind}-fail-account:{account}"),
+            format!("{kind}-known:{net}:{account}"),
+        ]
     }
 
     /// Whether `ip` may try to log in as `account` now.
     pub fn allows(&self, ip: IpAddr, account: &str) -> bool {
-        let (ip_key, account_key, known) = self.keys(ip, account);
-        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP {
+        let [ip_key, pair, account_key, known] = self.keys(ip, account);
+        let failed_here = self.cache.recent(&pair, WINDOW);
+        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP
+            || failed_here >= FAILURES_PER_NETWORK_AND_ACCOUNT
+        {
             return false;
         }
-        self.cache.recent(&account_key, WINDOW) < FAILURES_PER_ACCOUNT
+        failed_here == 0
+            || self.cache.recent(&account_key, WINDOW) < FAILURES_PER_ACCOUNT
             || self.cache.recent(&known, KNOWN_FOR) > 0
     }
 
     pub fn failed(&self, ip: IpAddr, account: &str) {
-        let (ip_key, account_key, _) = self.keys(ip, account);
-        self.cache.hit(&ip_key, u32::MAX, WINDOW);
-        self.cache.hit(&account_key, u32::MAX, WINDOW);
+        let [ip_key, pair, account_key, _] = self.keys(ip, account);
+        for key in [ip_key, pair, account_key] {
+            self.cache.hit(&key, u32::MAX, WINDOW);
+        }
     }
 
     /// The client's network becomes known for the account; no count is cleared (a
     /// login of one's own must not reset the guesses at someone else's password).
     pub fn succeeded(&self, ip: IpAddr, account: &str) {
-        let (_, _, known) = self.keys(ip, account);
+        let [_, _, _, known] = self.keys(ip, account);
         if self.cache.recent(&known, KNOWN_FOR) == 0 {
             self.cache.hit(&known, u32::MAX, KNOWN_FOR);
         }

@@ -29,6 +29,7 @@ fn world() -> World {
         mailboxes: base.mailboxes.clone(),
         logins: base.logins.clone(),
         tls: None,
+        max_append: 1 << 20,
     });
     World { base, ctx }
 }

@@ -65,7 +65,7 @@ fn world() -> World {
             max_message_size: 64 * 1024,
             authenticator: None,
             signing: Arc::new(ferrymail::dkim::signing::SigningKeys::new(store)),
-            log: Arc::new(MailLog::open(&loaded.data_dir()).expect("log")),
+            log: Arc::new(MailLog::open(&loaded.data_dir(), 30 * 86_400).expect("log")),
             cache: Arc::new(ferrymail::cache::MemoryCache::default()),
             limits: ferrymail::listen::Limits::new(
                 "mx",
@@ -83,6 +83,7 @@ fn world() -> World {
                 error_sleep: std::time::Duration::ZERO,
                 ..Default::default()
             },
+            message_memory: ferrymail::limits::MessageMemory::new(1 << 30),
         })
     });
     World {

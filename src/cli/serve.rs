@@ -342,15 +342,18 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     // Nodes sharing a store share the SRS key: a bounce to an address rewritten by one
     // node may come back to any other.
     // A new key has issued no short hashes: none are ever taken back.
-    let new_srs_key = store.connection().is_none() && !data_dir.join("srs.key").exists();
+    let mut new_srs_key = store.connection().is_none() && !data_dir.join("srs.key").exists();
     let srs_key = match store.connection() {
         Some(mongo) => {
             let mut fresh = vec![0u8; 32];
             aws_lc_rs::rand::fill(&mut fresh)
                 .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-            mongo
+            let key = mongo
                 .shared_secret("srs", &fresh)
-                .context("reading the SRS key from MongoDB")?
+                .context("reading the SRS key from MongoDB")?;
+            // Our random bytes came back: this node made the cluster's key just now.
+            new_srs_key = key == fresh;
+            key
         }
         None => private_key_file(&data_dir.join("srs.key"))?,
     };
@@ -458,6 +461,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             true,
         ),
     ];
+    let message_memory = crate::limits::MessageMemory::new(limits.message_memory());
     for (name, addr, logins, implicit_tls) in smtp_listeners {
         let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -484,6 +488,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
                 refused_recipients_per_hour: loaded.spec.limits.refused_recipients_per_hour,
                 ..Default::default()
             },
+            message_memory: message_memory.clone(),
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
         listeners.push((name.to_string(), addr.to_string()));
@@ -495,6 +500,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         mailboxes: mailboxes.clone(),
         logins: logins.clone(),
         tls: tls.clone(),
+        max_append: u32::try_from(max_size).unwrap_or(u32::MAX),
     });
     for (name, addr, implicit_tls) in [
         ("imap", declared.imap, false),

@@ -25,11 +25,33 @@ pub enum Step {
 pub struct PreAuth {
     /// Bytes of the command in progress (those read since the last event).
     seen: Vec<u8>,
+    /// When the connection (or its TLS session) began: logging in has a time budget,
+    /// however the bytes trickle in.
+    since: std::time::Instant,
 }
 
 impl PreAuth {
     pub fn new() -> PreAuth {
-        PreAuth { seen: Vec::new() }
+        PreAuth {
+            seen: Vec::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// A command ended: what follows its last line feed is the next one's start.
+    fn command_done(&mut self) {
+        match self.seen.iter().rposition(|&b| b == b'\n') {
+            Some(end) => {
+                self.seen.drain(..=end);
+            }
+            None => self.seen.clear(),
+        }
+    }
+
+    /// How long the next read may wait.
+    fn wait(&self) -> std::time::Duration {
+        crate::limits::LOGIN_SILENCE
+            .min(crate::limits::LOGIN_BUDGET.saturating_sub(self.since.elapsed()))
     }
 
     /// Takes newly read bytes; an error says why the session must end.
@@ -106,16 +128,11 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     mut preauth: Option<&mut PreAuth>,
 ) -> Step {
     let mut changes = changes;
-    let silence = if preauth.is_some() {
-        crate::limits::LOGIN_SILENCE
-    } else {
-        IDLE_TIMEOUT
-    };
     loop {
         match server.next() {
             Ok(event) => {
                 if let Some(p) = preauth.as_deref_mut() {
-                    p.seen.clear();
+                    p.command_done();
                 }
                 return Step::Event(event);
             }
@@ -129,6 +146,7 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
                 if !flush(io, pending).await {
                     return Step::Closed;
                 }
+                let silence = preauth.as_deref().map_or(IDLE_TIMEOUT, PreAuth::wait);
                 let read = tokio::time::timeout(silence, io.read(buf));
                 let changed = async {
                     match changes.as_deref_mut() {

@@ -25,6 +25,9 @@ pub struct ImapContext {
     pub mailboxes: Mailboxes,
     pub logins: Arc<Logins>,
     pub tls: Option<Arc<ServerConfig>>,
+    /// The largest APPEND (the largest message a domain of this server accepts), and so
+    /// the largest literal a logged-in client may send.
+    pub max_append: u32,
 }
 
 /// Accepts connections until `shutdown`. `implicit_tls` is the imaps port.

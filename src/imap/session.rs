@@ -66,10 +66,13 @@ enum Flow {
     StartTls,
 }
 
-fn options() -> Options {
+/// Literals up to the largest message a domain accepts (within IMAP_MAX_LITERAL);
+/// before login the driver holds clients to far less (driver::PreAuth).
+fn options(max_append: u32) -> Options {
+    let largest = max_append.clamp(64 * 1024, crate::limits::IMAP_MAX_LITERAL);
     let mut options = Options::default();
-    options.max_literal_size = crate::limits::IMAP_MAX_LITERAL;
-    options.max_command_size = crate::limits::IMAP_MAX_LITERAL + 64 * 1024;
+    options.max_literal_size = largest;
+    options.max_command_size = largest + 64 * 1024;
     options
 }
 
@@ -200,11 +203,12 @@ pub(super) fn error_text(e: &MailboxError) -> String {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session on a new connection (`greet`), or after STARTTLS (no second greeting).
     pub fn new(ctx: Arc<ImapContext>, io: S, remote: SocketAddr, tls: bool, greet: bool) -> Self {
+        let max_append = ctx.max_append;
         let mut session = Session {
             ctx,
             io,
             server: Server::new(
-                options(),
+                options(max_append),
                 Greeting::ok(None, "unused").unwrap_or_else(|_| unreachable!()),
             ),
             remote,
@@ -227,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         .map(|g| g.into_static())
         .or_else(|_| Greeting::ok(None, "ferrymail IMAP ready"))
         .unwrap_or_else(|_| unreachable!());
-        session.server = Server::new(options(), greeting);
+        session.server = Server::new(options(max_append), greeting);
         if !greet {
             // imap-next always queues a greeting; after STARTTLS none may be sent.
             while let Err(imap_next::Interrupt::Io(imap_next::Io::Output(_))) =

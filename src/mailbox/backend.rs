@@ -74,6 +74,9 @@ impl Mailbox {
 
     pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
         within_limits(name)?;
+        if self.folders()?.len() >= crate::limits::FOLDERS_PER_ACCOUNT {
+            return Err(MailboxError::Refused("[LIMIT] too many folders"));
+        }
         let done = each!(&mut self.backend, b => b.create_folder(name));
         self.changed(done)
     }
@@ -95,7 +98,14 @@ impl Mailbox {
         let folder = self
             .folder(from)?
             .ok_or_else(|| MailboxError::NoFolder(from.to_string()))?;
+        // The folders below move with it: their new names are held to the limits too.
         within_limits(to)?;
+        let below = format!("{}/", folder.name);
+        for inner in self.folders()? {
+            if let Some(rest) = inner.name.strip_prefix(&below) {
+                within_limits(&format!("{to}/{rest}"))?;
+            }
+        }
         if self.folder(to)?.is_some() {
             return Err(MailboxError::FolderExists(to.to_string()));
         }

@@ -47,6 +47,8 @@ pub struct Session<S> {
     errors: u32,
     /// This connection's place in the listener's counts (told of a login).
     admission: Option<Arc<crate::listen::Admission>>,
+    /// When the session began (see `silence`).
+    since: std::time::Instant,
 }
 
 enum Next {
@@ -103,6 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             drop: None,
             errors: 0,
             admission: None,
+            since: std::time::Instant::now(),
         }
     }
 
@@ -111,12 +114,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self
     }
 
-    /// How long the client may stay silent: short until it has logged in.
+    /// How long the client may stay silent: short until it has logged in, and logging
+    /// in has a budget in all.
     fn silence(&self) -> Duration {
         if self.drop.is_some() {
             IDLE_TIMEOUT
         } else {
             crate::limits::LOGIN_SILENCE
+                .min(crate::limits::LOGIN_BUDGET.saturating_sub(self.since.elapsed()))
         }
     }
 
@@ -285,9 +290,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => {
                         self.line("+ ").await;
                         let mut answer = Vec::new();
+                        let silence = self.silence();
                         let mut limited = (&mut self.io).take(MAX_LINE as u64 * 4);
                         let read = limited.read_until(b'\n', &mut answer);
-                        if !matches!(tokio::time::timeout(crate::limits::LOGIN_SILENCE, read).await, Ok(Ok(n)) if n > 0)
+                        if !matches!(tokio::time::timeout(silence, read).await, Ok(Ok(n)) if n > 0)
                         {
                             return Next::Quit;
                         }

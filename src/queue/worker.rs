@@ -27,6 +27,8 @@ const MAX_TAKEN: usize = 512;
 /// A delivery the process died in this many times (each time it ran alone the second
 /// time) is held: the message is what kills it.
 const INTERRUPTIONS_BEFORE_HOLD: u32 = 2;
+/// How long a delivery that runs alone (see `attempt_guarded`) may take.
+const ALONE_FOR: Duration = Duration::from_secs(180);
 
 pub struct Worker {
     pub db: Arc<dyn Queue>,
@@ -191,10 +193,22 @@ impl Worker {
         let body = d.body.take();
         let copy = d.clone();
         d.body = body;
-        if let Err(panic) = std::panic::AssertUnwindSafe(self.attempt(d))
-            .catch_unwind()
-            .await
-        {
+        let attempt = std::panic::AssertUnwindSafe(self.attempt(d)).catch_unwind();
+        // A delivery that runs alone holds up every other: it gets a few minutes, then
+        // waits for its next turn like any temporary failure.
+        let outcome = if copy.interrupted > 0 {
+            match tokio::time::timeout(ALONE_FOR, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.later(&copy, "the attempt run alone took too long")
+                        .await;
+                    return;
+                }
+            }
+        } else {
+            attempt.await
+        };
+        if let Err(panic) = outcome {
             let why = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -205,6 +219,18 @@ impl Worker {
                 copy.id
             );
             self.hold(&copy, reason).await;
+        }
+    }
+
+    /// A temporary failure outside the delivery itself: tried again on the usual ladder.
+    async fn later(&self, d: &Delivery, why: &str) {
+        self.record(d, Event::Deferred, why);
+        let (db, id, why) = (self.db.clone(), d.id, why.to_string());
+        let next = now_unix() + retry_delay(d.attempts);
+        match tokio::task::spawn_blocking(move || db.retry_later(id, next, &why)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(delivery = id, error = %e, "could not defer a delivery"),
+            Err(e) => tracing::error!(delivery = id, error = %e, "could not defer a delivery"),
         }
     }
 
@@ -229,7 +255,13 @@ impl Worker {
                 let id = d.message_id;
                 match tokio::task::spawn_blocking(move || db.body(id)).await {
                     Ok(Ok(Some(body))) => body,
-                    _ => return,
+                    // Gone (removed meanwhile): nothing to do.
+                    Ok(Ok(None)) => return,
+                    // Not readable now: an attempt that ended, to be tried again.
+                    Ok(Err(e)) => {
+                        return self.later(&d, &format!("reading the message: {e}")).await;
+                    }
+                    Err(e) => return self.later(&d, &format!("reading the message: {e}")).await,
                 }
             }
         };

@@ -35,6 +35,11 @@ impl DataReader {
         }
     }
 
+    /// Keeps no more bytes: the rest is read only to find the end.
+    pub fn keep_nothing(&mut self) {
+        self.limit = 0;
+    }
+
     /// Whether the message went past the limit (its body then holds only the start).
     pub fn overflowed(&self) -> bool {
         self.overflowed

@@ -41,6 +41,8 @@ pub struct MxContext {
     pub mailboxes: crate::mailbox::Mailboxes,
     /// Timeouts and refusal counts from the spec's `[limits]`.
     pub session_limits: crate::limits::Smtp,
+    /// What every listener's sessions together may hold of messages being received.
+    pub message_memory: Arc<crate::limits::MessageMemory>,
 }
 
 impl MxContext {
@@ -113,12 +115,13 @@ async fn session(
         .await
     {
         Outcome::Closed => {}
-        Outcome::StartTls(stream, admission) => {
+        Outcome::StartTls(stream, admission, refused) => {
             if let Some(tls) =
                 tls_handshake(ctx.tls.as_ref(), stream, remote, "SMTP STARTTLS").await
             {
                 let _ = Session::new(ctx, tls, remote, true)
                     .with_admission(admission)
+                    .with_refused(refused)
                     .run(false)
                     .await;
             }

@@ -21,8 +21,9 @@ use crate::limits::{SMTP_DATA_SILENCE, SMTP_MAX_ERRORS};
 pub enum Outcome<S> {
     Closed,
     /// The client asked for STARTTLS; the caller upgrades `S` and starts a new session,
-    /// which keeps the connection's place in the per-IP count.
-    StartTls(S, Option<Admission>),
+    /// which keeps the connection's place in the per-IP count and its refused recipients
+    /// (a TLS restart must not reset what a harvester has used up).
+    StartTls(S, Option<Admission>, u32),
 }
 
 /// A recipient accepted in this transaction.
@@ -66,6 +67,9 @@ pub(super) enum Input {
     Data {
         reader: super::dot::DataReader,
         body: Vec<u8>,
+        /// The server's message memory ran out: the rest is read and dropped, and the
+        /// sender told to try again later.
+        starved: bool,
     },
     /// Discarding the rest of a message; answers 552 at its end when a reason is given.
     Discard(DummyDataReceiver, Option<&'static str>),
@@ -88,6 +92,8 @@ pub struct Session<S> {
     pub admission: Option<Admission>,
     /// Refused recipients logged one by one, and those only counted.
     pub refusals: RefusalLog,
+    /// This session's share of the server's message memory (the body being received).
+    pub memory: crate::limits::Reservation,
 }
 
 /// The refused recipients of a session past the first few: summed up in one mail log
@@ -127,6 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 log: ctx.log.clone(),
                 remote,
             },
+            memory: crate::limits::Reservation::new(ctx.message_memory.clone()),
             ctx,
             stream,
             remote,
@@ -140,6 +147,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     pub fn with_admission(mut self, admission: Option<Admission>) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// Recipients this connection already had refused (before STARTTLS).
+    pub fn with_refused(mut self, refused: u32) -> Self {
+        self.state.refused = refused;
         self
     }
 
@@ -248,7 +261,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                                     // Anything pipelined after STARTTLS is discarded: it
                                     // was sent in the clear (CVE-2011-0411).
                                     let _ = self.flush().await;
-                                    return Outcome::StartTls(self.stream, self.admission);
+                                    let refused = self.state.refused;
+                                    return Outcome::StartTls(self.stream, self.admission, refused);
                                 }
                             }
                         }
@@ -273,9 +287,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Input::Data {
                         mut reader,
                         mut body,
+                        mut starved,
                     } => {
-                        if !reader.ingest(&mut bytes, &mut body) {
-                            Input::Data { reader, body }
+                        let done = reader.ingest(&mut bytes, &mut body);
+                        if !starved && !self.memory.cover(body.capacity()) {
+                            starved = true;
+                            reader.keep_nothing();
+                            body = Vec::new();
+                        }
+                        if !done {
+                            Input::Data {
+                                reader,
+                                body,
+                                starved,
+                            }
+                        } else if starved {
+                            self.reply(
+                                451,
+                                "4.3.1",
+                                "Insufficient system resources; try again later",
+                            );
+                            self.reset_transaction();
+                            Input::Command
                         } else if reader.overflowed() {
                             self.reply(552, "5.3.4", "Message exceeds the size limit");
                             self.reset_transaction();
@@ -351,6 +384,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Mail { from } => self.handle_mail(from),
             Request::Rcpt { to } => return self.rcpt_within_limits(to).await,
             Request::Data => return self.handle_data(),
+            // An empty chunk has no bytes to wait for (RFC 3030 allows `BDAT 0 LAST`).
+            Request::Bdat {
+                chunk_size: 0,
+                is_last,
+            } => return self.empty_bdat(is_last).await,
             Request::Bdat {
                 chunk_size,
                 is_last,
@@ -395,7 +433,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             );
             return Next::Quit;
         }
-        if self.refusing_too_many() {
+        // Past its address's hourly count, a client still gets its good recipients (a
+        // shared provider's outbound address must not be blocked for everyone by one
+        // sender's guessing); a recipient that would be refused ends the connection
+        // with 421 instead, so each connection guesses once at most.
+        let over_hourly = self.refusing_too_many();
+        let (before, replies) = (self.state.refused, self.out.len());
+        self.handle_rcpt(to);
+        if over_hourly && self.state.refused > before {
+            self.out.truncate(replies);
             self.reply(
                 421,
                 "4.7.0",
@@ -403,8 +449,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             );
             return Next::Quit;
         }
-        let before = self.state.refused;
-        self.handle_rcpt(to);
         if self.state.refused > before
             && self.state.refused >= crate::limits::SMTP_REFUSALS_BEFORE_SLEEP
         {
@@ -434,6 +478,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Next::Continue(Input::Data {
             reader: super::dot::DataReader::new(self.ctx.max_message_size),
             body: Vec::with_capacity(16 * 1024),
+            starved: false,
         })
     }
 
@@ -444,8 +489,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
         }
         // Checked before a byte of the chunk is read: it is never buffered to find out.
-        if (self.bdat_body.len() as u64).saturating_add(size as u64) > self.ctx.max_message_size {
+        let total = (self.bdat_body.len() as u64).saturating_add(size as u64);
+        if total > self.ctx.max_message_size {
             self.reply(552, "5.3.4", "Message exceeds the size limit");
+            self.reset_transaction();
+            return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
+        }
+        if !self.memory.cover(total as usize) {
+            self.reply(
+                451,
+                "4.3.1",
+                "Insufficient system resources; try again later",
+            );
             self.reset_transaction();
             return Next::Continue(Input::Discard(DummyDataReceiver::new_bdat(size), None));
         }
@@ -453,6 +508,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             receiver: BdatReceiver::new(size, last),
             last,
         })
+    }
+
+    async fn empty_bdat(&mut self, last: bool) -> Next {
+        if let Some(err) = self.transaction_ready() {
+            self.reply(err.0, err.1, err.2);
+        } else if last {
+            let body = std::mem::take(&mut self.bdat_body);
+            self.finish_message(body).await;
+        } else {
+            let size = self.bdat_body.len();
+            self.reply(250, "2.6.0", &format!("{size} octets received"));
+        }
+        Next::Continue(Input::Command)
     }
 
     /// Why DATA/BDAT cannot start now, if it cannot.
@@ -471,7 +539,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state.ret_full = false;
         self.state.envid = None;
         self.state.rcpts.clear();
-        self.bdat_body.clear();
+        // The buffer goes too, not only its contents: its memory is given back.
+        self.bdat_body = Vec::new();
+        self.memory.release();
     }
 }
 

@@ -309,15 +309,19 @@ pub struct Limits {
     #[serde(default = "default_connections_per_ip")]
     pub connections_per_ip: u32,
     /// Connections one IP address may hold open without having logged in, on each
-    /// listener where clients log in (IMAP, POP3, submission). Default 10.
+    /// listener where clients log in (IMAP, POP3, submission). Default 10; 0 = no limit.
     #[serde(default = "default_unauthenticated_per_ip")]
     pub unauthenticated_per_ip: u32,
-    /// Connections open at once on all listeners together. Unset: half the file
+    /// Connections open at once on all listeners together. Unset: a quarter of the file
     /// descriptors the process may open (raised to its hard limit at start), at most
     /// 10,000, keeping the rest for deliveries, mailboxes and the store. One listener
     /// alone may take three quarters of it, so a flood on the MX leaves IMAP room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Memory all SMTP sessions together may hold for messages being received, e.g.
+    /// "1GiB" (default). Past it, a message is answered 451 4.3.1 (try again later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_memory: Option<String>,
     /// How long an SMTP client may take over one command line, silence and trickle
     /// included, e.g. "5m" (default; RFC 5321 §4.5.3.2 asks for at least 5 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,6 +348,7 @@ impl Default for Limits {
             connections_per_ip: default_connections_per_ip(),
             unauthenticated_per_ip: default_unauthenticated_per_ip(),
             max_connections: None,
+            message_memory: None,
             smtp_timeout: None,
             smtp_data_timeout: None,
             refused_recipients: default_refused_recipients(),
@@ -356,6 +361,14 @@ impl Limits {
     /// `smtp_timeout` (validated: a bad value never reaches here).
     pub fn smtp_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(duration_secs(self.smtp_timeout.as_deref()).unwrap_or(300))
+    }
+
+    /// `message_memory` in bytes (validated).
+    pub fn message_memory(&self) -> u64 {
+        self.message_memory
+            .as_deref()
+            .and_then(crate::spec::parse_size)
+            .unwrap_or(1 << 30)
     }
 
     /// `smtp_data_timeout`.

@@ -250,6 +250,14 @@ impl Validator {
     }
 
     fn limits(&mut self, limits: &super::model::Limits) {
+        if let Some(size) = &limits.message_memory
+            && parse_size(size).is_none()
+        {
+            self.err(
+                SpecPath::keys(&["limits", "message_memory"]),
+                format!("\"{size}\" is not a size (e.g. \"1GiB\")"),
+            );
+        }
         for (key, value) in [
             ("smtp_timeout", &limits.smtp_timeout),
             ("smtp_data_timeout", &limits.smtp_data_timeout),
@@ -258,9 +266,23 @@ impl Validator {
             let at = SpecPath::keys(&["limits", key]);
             match humantime::parse_duration(text) {
                 Err(_) => self.err(at, format!("\"{text}\" is not a duration (e.g. \"5m\")")),
-                Ok(d) if d.is_zero() => self.err(at, "a timeout of 0 would refuse every client"),
+                Ok(d) if d.as_secs() == 0 => {
+                    self.err(at, "a timeout under a second would refuse every client")
+                }
                 Ok(_) => {}
             }
+        }
+        if limits.max_connections == Some(0) {
+            self.err(
+                SpecPath::keys(&["limits", "max_connections"]),
+                "max_connections = 0 would refuse every client",
+            );
+        }
+        if limits.refused_recipients == 0 {
+            self.err(
+                SpecPath::keys(&["limits", "refused_recipients"]),
+                "refused_recipients = 0 would close every session at its first RCPT",
+            );
         }
     }
 
