@@ -942,3 +942,39 @@ fn messages_in_flight_share_a_memory_budget_and_the_rest_are_told_to_come_back()
     let reply = smtp_say(&mut c, &mut r, &message);
     assert!(reply.starts_with("250"), "{reply}");
 }
+
+#[test]
+fn memory_taken_by_a_burst_of_large_appends_is_given_back() {
+    let s = start(free_port(), "");
+    let dir = s.w.path().to_path_buf();
+    let before = s.process.memory_kib("VmRSS");
+    // Ten logged-in clients append 20 MB each at once: 200 MB in flight.
+    let out = python_peer_run(
+        "imap_append_burst.py",
+        &[
+            &s.imap.to_string(),
+            "me@example.test",
+            "quickstart",
+            "10",
+            "20",
+        ],
+        &dir,
+    );
+    assert!(
+        out.stdout.contains("appended 10"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let peak = s.process.memory_kib("VmHWM");
+    // Once they are gone, what they took goes back (within a few seconds).
+    let settled = wait_for(Duration::from_secs(15), || {
+        s.process.memory_kib("VmRSS") < before + 64 * 1024
+    });
+    let after = s.process.memory_kib("VmRSS");
+    eprintln!("RSS before {before} KiB, peak {peak} KiB, after {after} KiB");
+    assert!(
+        settled,
+        "RSS before {before} KiB, peak {peak} KiB, after {after} KiB"
+    );
+}

@@ -112,7 +112,11 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .thread_stack_size(8 << 20)
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(spec.to_path_buf(), node))?;
+    let served = runtime.block_on(serve(spec.to_path_buf(), node));
+    // The services have drained; whatever still runs (a client's command stuck in a
+    // blocking call, say) must not keep the process from ending.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

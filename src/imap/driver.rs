@@ -15,31 +15,49 @@ pub enum Step {
     Changed,
     /// The client went away, or the connection failed.
     Closed,
-    /// Before login, the client sent (or announced a literal) past what one command may
-    /// hold then, or stayed silent too long: the session says BYE and ends.
-    PreAuthLimit(&'static str),
+    /// The client went past what one command may take (before login: its size, an
+    /// announced literal, a silence or the time to log in; after: the time one command
+    /// may take in all): the session says BYE and ends.
+    Limit(&'static str),
 }
 
-/// What a client that has not logged in may do: a few KB per command (Dovecot takes a
-/// few KB before authentication), however it is split, and a short silence.
-pub struct PreAuth {
-    /// Bytes of the command in progress (those read since the last event).
+/// What a client may do with its input: before login, a few KB per command (Dovecot
+/// takes a few KB before authentication), however it is split, a short silence and a
+/// few minutes in all; after, each command must be whole within `COMMAND_BUDGET`,
+/// however slowly it trickles (IDLE waits between commands, not inside one).
+pub struct Guard {
+    logged_in: bool,
+    /// Bytes of the command in progress before login (those read since the last event).
     seen: Vec<u8>,
-    /// When the connection (or its TLS session) began: logging in has a time budget,
-    /// however the bytes trickle in.
+    /// When the connection (or its TLS session) began.
     since: std::time::Instant,
+    /// When the first byte of the command in progress came.
+    command_since: Option<std::time::Instant>,
 }
 
-impl PreAuth {
-    pub fn new() -> PreAuth {
-        PreAuth {
+/// How long one command may take in all once logged in (an APPEND of the largest
+/// message over a slow line included).
+pub const COMMAND_BUDGET: std::time::Duration = IDLE_TIMEOUT;
+
+impl Guard {
+    pub fn new() -> Guard {
+        Guard {
+            logged_in: false,
             seen: Vec::new(),
             since: std::time::Instant::now(),
+            command_since: None,
         }
+    }
+
+    /// The client logged in: larger commands, longer silences.
+    pub fn logged_in(&mut self) {
+        self.logged_in = true;
+        self.seen = Vec::new();
     }
 
     /// A command ended: what follows its last line feed is the next one's start.
     fn command_done(&mut self) {
+        self.command_since = None;
         match self.seen.iter().rposition(|&b| b == b'\n') {
             Some(end) => {
                 self.seen.drain(..=end);
@@ -48,14 +66,29 @@ impl PreAuth {
         }
     }
 
-    /// How long the next read may wait.
-    fn wait(&self) -> std::time::Duration {
-        crate::limits::LOGIN_SILENCE
-            .min(crate::limits::LOGIN_BUDGET.saturating_sub(self.since.elapsed()))
+    /// How long the next read may wait, and what to say when it has waited that long.
+    fn wait(&self) -> (std::time::Duration, Option<&'static str>) {
+        use crate::limits::{LOGIN_BUDGET, LOGIN_SILENCE};
+        if !self.logged_in {
+            let left = LOGIN_BUDGET.saturating_sub(self.since.elapsed());
+            return (LOGIN_SILENCE.min(left), Some("Too slow to log in"));
+        }
+        match self.command_since {
+            Some(began) => {
+                let left = COMMAND_BUDGET.saturating_sub(began.elapsed());
+                (IDLE_TIMEOUT.min(left), Some("Command took too long"))
+            }
+            None => (IDLE_TIMEOUT, None),
+        }
     }
 
     /// Takes newly read bytes; an error says why the session must end.
     fn take(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        self.command_since
+            .get_or_insert_with(std::time::Instant::now);
+        if self.logged_in {
+            return Ok(());
+        }
         if self.seen.len() + bytes.len() > crate::limits::IMAP_PREAUTH_COMMAND {
             return Err("Command too long before login");
         }
@@ -67,9 +100,9 @@ impl PreAuth {
     }
 }
 
-impl Default for PreAuth {
+impl Default for Guard {
     fn default() -> Self {
-        PreAuth::new()
+        Guard::new()
     }
 }
 
@@ -125,15 +158,13 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut [u8],
     pending: &mut Vec<u8>,
     changes: Option<&mut watch::Receiver<u64>>,
-    mut preauth: Option<&mut PreAuth>,
+    guard: &mut Guard,
 ) -> Step {
     let mut changes = changes;
     loop {
         match server.next() {
             Ok(event) => {
-                if let Some(p) = preauth.as_deref_mut() {
-                    p.command_done();
-                }
+                guard.command_done();
                 return Step::Event(event);
             }
             Err(Interrupt::Io(Io::Output(bytes))) => {
@@ -146,7 +177,7 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
                 if !flush(io, pending).await {
                     return Step::Closed;
                 }
-                let silence = preauth.as_deref().map_or(IDLE_TIMEOUT, PreAuth::wait);
+                let (silence, cut_off) = guard.wait();
                 let read = tokio::time::timeout(silence, io.read(buf));
                 let changed = async {
                     match changes.as_deref_mut() {
@@ -157,18 +188,13 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
                 tokio::select! {
                     n = read => match n {
                         Ok(Ok(n)) if n > 0 => {
-                            if let Some(p) = preauth.as_deref_mut()
-                                && let Err(why) = p.take(&buf[..n])
-                            {
-                                return Step::PreAuthLimit(why);
+                            if let Err(why) = guard.take(&buf[..n]) {
+                                return Step::Limit(why);
                             }
                             server.enqueue_input(&buf[..n]);
                         }
                         Ok(Ok(_)) | Ok(Err(_)) => return Step::Closed,
-                        Err(_) if preauth.is_some() => {
-                            return Step::PreAuthLimit("Too slow to log in");
-                        }
-                        Err(_) => return Step::Closed,
+                        Err(_) => return cut_off.map_or(Step::Closed, Step::Limit),
                     },
                     true = changed => return Step::Changed,
                 }
@@ -191,10 +217,18 @@ mod tests {
             u64::MAX
         );
         assert_eq!(announced_literal(b"a LOGIN alice secret\r\n"), 0);
-        let mut p = PreAuth::new();
+        let mut p = Guard::new();
         assert!(p.take(b"a LOGIN {5}\r\n").is_ok());
         assert!(p.take(b"a LOGIN {100000}\r\n").is_err());
-        let mut p = PreAuth::new();
+        let mut p = Guard::new();
         assert!(p.take(&[b'x'; 9000]).is_err());
+        // Split across reads after a finished command: still seen.
+        let mut p = Guard::new();
+        assert!(p.take(b"a NOOP\r\nb LOGIN {6606").is_ok());
+        p.command_done();
+        assert!(p.take(b"0288}\r\n").is_err());
+        // Once logged in, only time limits apply.
+        p.logged_in();
+        assert!(p.take(b"c APPEND INBOX {66060288+}\r\n").is_ok());
     }
 }

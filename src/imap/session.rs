@@ -54,8 +54,8 @@ pub struct Session<S> {
     pub(super) auth_tag: Option<Tag<'static>>,
     pub(super) idle_tag: Option<Tag<'static>>,
     pub(super) condstore: bool,
-    /// What the client has in flight before login (see driver::PreAuth).
-    pub(super) preauth: Option<driver::PreAuth>,
+    /// What the client may still send, and for how long (see driver::Guard).
+    pub(super) guard: driver::Guard,
     /// This connection's place in the listener's counts (told of a login).
     pub(super) admission: Option<Arc<crate::listen::Admission>>,
 }
@@ -67,7 +67,7 @@ enum Flow {
 }
 
 /// Literals up to the largest message a domain accepts (within IMAP_MAX_LITERAL);
-/// before login the driver holds clients to far less (driver::PreAuth).
+/// before login the driver holds clients to far less (driver::Guard).
 fn options(max_append: u32) -> Options {
     let largest = max_append.clamp(64 * 1024, crate::limits::IMAP_MAX_LITERAL);
     let mut options = Options::default();
@@ -220,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             auth_tag: None,
             idle_tag: None,
             condstore: false,
-            preauth: Some(driver::PreAuth::new()),
+            guard: driver::Guard::new(),
             admission: None,
         };
         let ready = format!("{} ferrymail IMAP ready", text(&session.ctx.hostname));
@@ -297,19 +297,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (Some(_), Some(user)) => Some(&mut user.changes),
                 _ => None,
             };
-            let preauth = self.preauth.as_mut();
             let step = driver::next(
                 &mut self.io,
                 &mut self.server,
                 &mut self.buf,
                 &mut self.pending,
                 watch,
-                preauth,
+                &mut self.guard,
             )
             .await;
             let flow = match step {
                 Step::Closed => return Outcome::Closed,
-                Step::PreAuthLimit(why) => {
+                Step::Limit(why) => {
                     let bye = Status::bye(None, why).unwrap_or_else(|_| unreachable!());
                     self.server.enqueue_status(bye);
                     // What imap-next has to say (the BYE) goes out; nothing more is read.
@@ -375,14 +374,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &mut self.buf,
                 &mut self.pending,
                 None,
-                None,
+                &mut self.guard,
             )
             .await
             {
                 Step::Event(Event::ResponseSent { handle: sent, .. }) if sent == handle => {
                     return driver::flush(&mut self.io, &mut self.pending).await;
                 }
-                Step::Closed => return false,
+                Step::Closed | Step::Limit(_) => return false,
                 _ => {}
             }
         }
@@ -481,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         mailbox,
                         changes,
                     });
-                    self.preauth = None;
+                    self.guard.logged_in();
                     if let Some(admission) = &self.admission {
                         admission.logged_in();
                     }
