@@ -12,13 +12,11 @@ use sha2::{Digest, Sha256};
 use crate::cache::Cache;
 use crate::snapshot::SnapshotHandle;
 
-/// Failed logins allowed within `WINDOW`: per client network (any account), and per
-/// network for one account. Past `FAILURES_PER_ACCOUNT` from everywhere (a distributed
-/// guesser), a network that has failed for the account and never logged in to it
-/// lately gets no more tries; its owner, from a known network or a new one trying for
-/// the first time, still does.
+/// Failed logins allowed within `WINDOW` per client network (any account). Past
+/// `FAILURES_PER_ACCOUNT` from everywhere (a distributed guesser), a network that has
+/// failed for the account and never logged in to it lately gets no more tries; its
+/// owner, from a known network or a new one trying for the first time, still does.
 const FAILURES_PER_IP: u32 = 10;
-const FAILURES_PER_NETWORK_AND_ACCOUNT: u32 = 5;
 const FAILURES_PER_ACCOUNT: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a network an account logged in from stays known for it.
@@ -60,13 +58,10 @@ impl Throttle<'_> {
     /// Whether `ip` may try to log in as `account` now.
     pub fn allows(&self, ip: IpAddr, account: &str) -> bool {
         let [ip_key, pair, account_key, known] = self.keys(ip, account);
-        let failed_here = self.cache.recent(&pair, WINDOW);
-        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP
-            || failed_here >= FAILURES_PER_NETWORK_AND_ACCOUNT
-        {
+        if self.cache.recent(&ip_key, WINDOW) >= FAILURES_PER_IP {
             return false;
         }
-        failed_here == 0
+        self.cache.recent(&pair, WINDOW) == 0
             || self.cache.recent(&account_key, WINDOW) < FAILURES_PER_ACCOUNT
             || self.cache.recent(&known, KNOWN_FOR) > 0
     }

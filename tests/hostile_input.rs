@@ -544,8 +544,8 @@ fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
     let me = "me@example.test";
     // The owner logs in from home (127.0.0.1) as usual.
     assert_eq!(logins("127.0.0.1", me, "quickstart", 1).trim(), "ok");
-    // Five addresses guess 6 times each: each is stopped after 5 on this account at
-    // most, and the account has its 20 failures.
+    // Five addresses guess 6 times each, under each address's limit of ten: the account
+    // has its 20 failures, and the last guesses are refused unchecked.
     let guessers: Vec<_> = (2..=6)
         .map(|n| {
             let (port, dir) = (s.imap, dir.clone());
@@ -570,13 +570,12 @@ fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
         let out = g.join().unwrap();
         let tries: Vec<&str> = out.split_whitespace().collect();
         let wrong = tries.iter().take_while(|t| **t == "no").count();
-        // At most five checked guesses each, then refusals unchecked (sooner once the
-        // account as a whole has had twenty).
-        assert!(wrong <= 5, "{out}");
+        // Checked guesses, then refusals unchecked once the account as a whole has had
+        // twenty.
         assert!(tries[wrong..].iter().all(|t| *t == "throttled"), "{out}");
         checked += wrong;
     }
-    assert!(checked >= 20, "{checked} guesses checked");
+    assert!((20..30).contains(&checked), "{checked} guesses checked");
     // The owner still gets in, from home and from a network never seen (a first try);
     // a guesser gets no more tries, even with the right password.
     assert_eq!(logins("127.0.0.1", me, "quickstart", 1).trim(), "ok");
