@@ -127,21 +127,6 @@ fn deep_message(dir: &Path, kind: &str, levels: usize) -> std::path::PathBuf {
     path
 }
 
-/// A relay that takes connections and never answers: a delivery to it hangs until the
-/// server is killed. Returns its port and how many connections it has had.
-fn tarpit() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            keep.lock().unwrap().push(conn);
-        }
-    });
-    (port, held)
-}
-
 #[test]
 fn deeply_nested_mime_is_stored_and_every_client_can_still_read_the_folder() {
     let mut s = start(free_port(), "");
@@ -204,7 +189,7 @@ fn deeply_nested_mime_is_stored_and_every_client_can_still_read_the_folder() {
 
 #[test]
 fn a_delivery_the_server_dies_in_twice_is_held_not_retried_into_a_crash_loop() {
-    let (relay, tarpit) = tarpit();
+    let (relay, tarpit) = common::tarpit();
     let mut s = start(relay, "");
     let sent = common::swaks(
         s.mx,

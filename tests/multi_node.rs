@@ -289,17 +289,7 @@ fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
     .unwrap();
     // Node a relays to a tarpit: it takes the delivery and hangs in it. Node b relays to
     // a real sink.
-    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let tarpit_port = tarpit.local_addr().unwrap().port();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    {
-        let held = held.clone();
-        std::thread::spawn(move || {
-            for conn in tarpit.incoming().flatten() {
-                held.lock().unwrap().push(conn);
-            }
-        });
-    }
+    let (tarpit_port, held) = common::tarpit();
     let sink_port = free_port();
     let sink_dir = c.dir.path().join("sink");
     let _sink = python_peer(

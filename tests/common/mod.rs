@@ -348,6 +348,24 @@ impl Workspace {
     }
 }
 
+/// A relay that takes connections and never answers: a delivery to it hangs until the
+/// server gives up or is killed. Returns its port and the connections it has had.
+pub fn tarpit() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("tarpit");
+    let port = listener.local_addr().expect("tarpit address").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        }
+    });
+    (port, held)
+}
+
 /// Runs swaks against 127.0.0.1:port with the given arguments.
 pub fn swaks(port: u16, args: &[&str]) -> Run {
     let out = Command::new("swaks")
