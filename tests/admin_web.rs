@@ -230,6 +230,18 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         "{}",
         overview.headers
     );
+    // Over https, browsers are told to keep to it, and pages run only their own scripts.
+    for header in [
+        "strict-transport-security: max-age=31536000",
+        "content-security-policy: default-src 'self'; script-src 'sha256-",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(
+            overview.headers.to_lowercase().contains(header),
+            "{header}: {}",
+            overview.headers
+        );
+    }
     let aliases = admin.get("/admin/aliases?test=hello%2Bnews%40example.test");
     assert!(
         aliases.body.contains("hello+news@example.test matches alias hello@example.test (tag +news): forwarded to friend+news@elsewhere.test"),
