@@ -85,11 +85,6 @@ impl MessageMemory {
             max: usize::try_from(max).unwrap_or(usize::MAX),
         })
     }
-
-    /// Bytes reserved now, by every session.
-    pub fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// One session's share of `MessageMemory`, given back when dropped or released.

@@ -93,10 +93,6 @@ impl Global {
             max,
         })
     }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
 }
 
 /// Why a connection was not admitted; the limits are told apart so a client (and its
@@ -200,20 +196,21 @@ impl Limits {
                 return Err(Refused::TooFast);
             }
         }
+        // Checked and counted under the locks, so two connections at once cannot both
+        // take the last place.
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let counts_waiting = s.unauthenticated_per_ip != 0;
+        if open.get(&ip).copied().unwrap_or(0) >= s.per_ip as usize {
+            return Err(Refused::TooMany);
+        }
+        if counts_waiting
+            && waiting.get(&ip).copied().unwrap_or(0) >= s.unauthenticated_per_ip as usize
         {
-            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            if open.get(&ip).copied().unwrap_or(0) >= s.per_ip as usize {
-                return Err(Refused::TooMany);
-            }
-            let waiting = self
-                .unauthenticated
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if s.unauthenticated_per_ip != 0
-                && waiting.get(&ip).copied().unwrap_or(0) >= s.unauthenticated_per_ip as usize
-            {
-                return Err(Refused::TooManyUnauthenticated);
-            }
+            return Err(Refused::TooManyUnauthenticated);
         }
         if !take(&self.listener_open, s.listener_max) {
             return Err(Refused::Busy);
@@ -222,24 +219,14 @@ impl Limits {
             self.listener_open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Busy);
         }
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(ip)
-            .or_default() += 1;
-        if s.unauthenticated_per_ip != 0 {
-            *self
-                .unauthenticated
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(ip)
-                .or_default() += 1;
+        *open.entry(ip).or_default() += 1;
+        if counts_waiting {
+            *waiting.entry(ip).or_default() += 1;
         }
         Ok(Admission {
             limits: self.clone(),
             ip,
-            unauthenticated: AtomicBool::new(s.unauthenticated_per_ip != 0),
+            unauthenticated: AtomicBool::new(counts_waiting),
         })
     }
 }

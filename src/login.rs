@@ -19,20 +19,10 @@ use crate::snapshot::SnapshotHandle;
 const FAILURES_PER_IP: u32 = 10;
 const FAILURES_PER_ACCOUNT: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Characters of an account name the counters keep.
+const MAX_ACCOUNT_CHARS: usize = 254;
 /// How long a network an account logged in from stays known for it.
 const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
-
-/// A client's address as login limits count it: IPv4 (or IPv4-mapped) as is, IPv6 by
-/// its /64, which one host or household usually holds whole.
-pub fn client_network(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        v4 => v4.to_string(),
-    }
-}
 
 /// Who failed logins count against, kept in the cache (Redis when declared, so every
 /// node and a restart see them): the client's network, and the account. `kind` keeps
@@ -45,8 +35,15 @@ pub struct Throttle<'a> {
 impl Throttle<'_> {
     /// The counters: this network, this network for the account, the account, and
     /// whether the network logged in to the account lately.
+    /// The account as the client gave it, up to the length an address can have (RFC
+    /// 5321: 254): a name of a megabyte must not make a megabyte of keys.
     fn keys(&self, ip: IpAddr, account: &str) -> [String; 4] {
-        let (kind, net) = (self.kind, client_network(ip));
+        let (kind, net) = (self.kind, crate::listen::network_of(ip));
+        let end = account
+            .char_indices()
+            .nth(MAX_ACCOUNT_CHARS)
+            .map_or(account.len(), |(i, _)| i);
+        let account = &account[..end];
         [
             format!("{kind}-fail-ip:{net}"),
             format!("{kind}-fail:{net}:{account}"),
@@ -231,5 +228,34 @@ impl Logins {
             return Outcome::Rejected;
         }
         self.check(ip, user, pass).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_megabyte_of_account_name_makes_keys_of_an_address_length() {
+        let cache = crate::cache::MemoryCache::default();
+        let throttle = Throttle {
+            cache: &cache,
+            kind: "login",
+        };
+        let ip: IpAddr = "2001:db8:1:2::7".parse().unwrap();
+        let name = "é".repeat(1 << 20);
+        for key in throttle.keys(ip, &name) {
+            assert!(key.len() < 600, "{} bytes", key.len());
+        }
+        // An IPv6 client counts by its /64: another address in it shares the counts.
+        let neighbour: IpAddr = "2001:db8:1:2::8".parse().unwrap();
+        assert_eq!(
+            throttle.keys(ip, "a@b.test"),
+            throttle.keys(neighbour, "a@b.test")
+        );
+        for _ in 0..FAILURES_PER_IP {
+            throttle.failed(ip, &name);
+        }
+        assert!(!throttle.allows(neighbour, "a@b.test"));
     }
 }

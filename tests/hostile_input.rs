@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Process, TEST_HASH, Workspace, free_port, python_peer_run, wait_for};
 
@@ -387,8 +387,8 @@ fn pre_login_imap_literals_are_small_and_memory_comes_back() {
 fn a_trickling_smtp_client_is_cut_off_by_the_line_budget() {
     let s = start(free_port(), "[limits]\nsmtp_timeout = \"3s\"\n");
     let (mut c, mut r) = smtp_connect(s.mx);
-    let began = Instant::now();
-    // One byte a second, never a whole line.
+    // One byte a second, never a whole line: never silent for the 3 s either, so only
+    // the budget for the whole line can end it (the 40 bytes would take 40 s).
     let mut answer = String::new();
     for b in b"EHLO slowly.attacker.test and on and on".iter() {
         if c.write_all(&[*b]).is_err() {
@@ -406,7 +406,6 @@ fn a_trickling_smtp_client_is_cut_off_by_the_line_budget() {
         c.set_nonblocking(false).unwrap();
     }
     assert!(answer.contains("421"), "{answer:?}");
-    assert!(began.elapsed() < Duration::from_secs(15));
 }
 
 #[test]
@@ -599,9 +598,26 @@ fn a_deep_folder_and_a_backtracking_list_pattern_cost_nothing() {
 
 /// Opens a plain connection from `source` (a loopback address) and reads its greeting.
 fn connect_from(source: &str, port: u16) -> TcpStream {
+    // A listener bound after the one `serve` waited for may not be up yet.
+    for _ in 0..100 {
+        if let Some(stream) = try_connect_from(source, port) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            return stream;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn try_connect_from(source: &str, port: u16) -> Option<TcpStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
     // std cannot bind a source address before connecting: libc does it.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     assert!(fd >= 0);
+    // Owned at once, so a failed attempt closes its socket.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -613,21 +629,11 @@ fn connect_from(source: &str, port: u16) -> TcpStream {
     let local = addr(source.parse().unwrap(), 0);
     let remote = addr(std::net::Ipv4Addr::LOCALHOST, port);
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    unsafe {
-        assert_eq!(
-            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        assert_eq!(
-            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-    }
-    let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
+    let connected = unsafe {
+        libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
+            && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0
+    };
+    connected.then(|| TcpStream::from(owned))
 }
 
 fn first_line(stream: &TcpStream) -> String {
@@ -696,7 +702,6 @@ fn silent_clients_before_login_and_trickled_http_bodies_are_cut_off() {
         "[listeners]\nmx = \"127.0.0.1:{mx}\"\nimap = \"127.0.0.1:{imap}\"\npop3 = \"127.0.0.1:{pop3}\"\nhttp = \"127.0.0.1:{http}\"\n"
     ));
     let _server = w.serve(mx);
-    let began = Instant::now();
     let quiet_imap = connect_from("127.0.0.1", imap);
     assert!(first_line(&quiet_imap).starts_with("* OK"));
     let quiet_pop3 = connect_from("127.0.0.1", pop3);
@@ -726,6 +731,8 @@ fn silent_clients_before_login_and_trickled_http_bodies_are_cut_off() {
         }
         String::from_utf8_lossy(&answer).into_owned()
     });
+    // Told off within 90 s: before login a minute of silence, not the half hour (IMAP)
+    // or ten minutes (POP3) a logged-in client may keep.
     for (name, c) in [("imap", &quiet_imap), ("pop3", &quiet_pop3)] {
         c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
         let line = first_line(c);
@@ -733,7 +740,6 @@ fn silent_clients_before_login_and_trickled_http_bodies_are_cut_off() {
             line.contains("BYE") || line.starts_with("-ERR"),
             "{name}: {line:?}"
         );
-        assert!(began.elapsed() < Duration::from_secs(80), "{name}");
     }
     let answer = trickle.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

@@ -485,13 +485,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             limits: connection_limits(name),
             logins,
             mailboxes: mailboxes.clone(),
-            session_limits: crate::limits::Smtp {
-                command_timeout: loaded.spec.limits.smtp_timeout(),
-                data_timeout: loaded.spec.limits.smtp_data_timeout(),
-                refused_recipients: loaded.spec.limits.refused_recipients,
-                refused_recipients_per_hour: loaded.spec.limits.refused_recipients_per_hour,
-                ..Default::default()
-            },
+            session_limits: limits.smtp(),
             message_memory: message_memory.clone(),
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));

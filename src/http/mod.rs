@@ -151,9 +151,7 @@ async fn guard(
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
     };
     let headers = response.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(content_security_policy()) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, content_security_policy());
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -172,19 +170,22 @@ async fn guard(
     response
 }
 
-/// Only this server's own resources; the one inline script by its hash.
-fn content_security_policy() -> &'static str {
-    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Only this server's own resources; the one inline script by its hash. Made once.
+fn content_security_policy() -> axum::http::HeaderValue {
+    static CSP: std::sync::OnceLock<axum::http::HeaderValue> = std::sync::OnceLock::new();
     CSP.get_or_init(|| {
         use base64::Engine;
         use sha2::Digest;
         let hash = sha2::Sha256::digest(admin::COPY_SCRIPT.as_bytes());
         let hash = base64::engine::general_purpose::STANDARD.encode(hash);
-        format!(
+        let policy = format!(
             "default-src 'self'; script-src 'sha256-{hash}'; style-src 'self' 'unsafe-inline'; \
              img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-        )
+        );
+        axum::http::HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| unreachable!("base64 and ASCII only"))
     })
+    .clone()
 }
 
 /// Serves plain HTTP until `shutdown` turns true, behind the same connection limits and

@@ -36,7 +36,7 @@ pub struct Guard {
 }
 
 /// How long one command may take in all once logged in (an APPEND of the largest
-/// message over a slow line included).
+/// message over a slow line included); no longer than the silence a session may keep.
 pub const COMMAND_BUDGET: std::time::Duration = IDLE_TIMEOUT;
 
 impl Guard {
@@ -74,10 +74,10 @@ impl Guard {
             return (LOGIN_SILENCE.min(left), Some("Too slow to log in"));
         }
         match self.command_since {
-            Some(began) => {
-                let left = COMMAND_BUDGET.saturating_sub(began.elapsed());
-                (IDLE_TIMEOUT.min(left), Some("Command took too long"))
-            }
+            Some(began) => (
+                COMMAND_BUDGET.saturating_sub(began.elapsed()),
+                Some("Command took too long"),
+            ),
             None => (IDLE_TIMEOUT, None),
         }
     }

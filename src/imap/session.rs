@@ -142,10 +142,11 @@ pub(super) fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
         }
     };
     let mut live = vec![false; pattern.len() + 1];
+    let mut next = live.clone();
     live[0] = true;
     close(&mut live);
     for &c in name {
-        let mut next = vec![false; pattern.len() + 1];
+        next.fill(false);
         for (i, &p) in pattern.iter().enumerate() {
             if !live[i] {
                 continue;
@@ -162,7 +163,7 @@ pub(super) fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
         if !next.contains(&true) {
             return false;
         }
-        live = next;
+        std::mem::swap(&mut live, &mut next);
     }
     live[pattern.len()]
 }

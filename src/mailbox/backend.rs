@@ -197,18 +197,14 @@ impl Mailbox {
             .into_iter()
             .map(|(uid, json)| {
                 let meta = if envelope_only {
-                    match serde_json::from_slice::<EnvelopeOnly>(&json) {
-                        Ok(e) => Meta {
+                    serde_json::from_slice::<EnvelopeOnly>(&json)
+                        .map(|e| Meta {
                             envelope: e.envelope,
                             ..Meta::default()
-                        },
-                        Err(_) => self.meta_again(folder, uid)?,
-                    }
+                        })
+                        .or_else(|_| self.meta_again(folder, uid))?
                 } else {
-                    match serde_json::from_slice(&json) {
-                        Ok(meta) => meta,
-                        Err(_) => self.meta_again(folder, uid)?,
-                    }
+                    serde_json::from_slice(&json).or_else(|_| self.meta_again(folder, uid))?
                 };
                 Ok((uid, meta))
             })
@@ -233,10 +229,9 @@ impl Mailbox {
     /// A message's envelope and structure, parsed at delivery.
     pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
         match self.sealed(folder, uid, Part::Meta)? {
-            Some(json) => match serde_json::from_slice(&json) {
-                Ok(meta) => Ok(Some(meta)),
-                Err(_) => self.meta_again(folder, uid).map(Some),
-            },
+            Some(json) => serde_json::from_slice(&json)
+                .or_else(|_| self.meta_again(folder, uid))
+                .map(Some),
             None => Ok(None),
         }
     }

@@ -190,18 +190,15 @@ impl Worker {
             tracing::warn!(delivery = id, error = %e, "could not mark a delivery attempt");
         }
         let mut d = d;
-        let body = d.body.take();
-        let copy = d.clone();
-        d.body = body;
-        let attempt = std::panic::AssertUnwindSafe(self.attempt(d)).catch_unwind();
+        let inline = d.body.take();
+        let attempt = std::panic::AssertUnwindSafe(self.attempt(&d, inline)).catch_unwind();
         // A delivery that runs alone holds up every other: it gets a few minutes, then
         // waits for its next turn like any temporary failure.
-        let outcome = if copy.interrupted > 0 {
+        let outcome = if d.interrupted > 0 {
             match tokio::time::timeout(ALONE_FOR, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
-                    self.later(&copy, "the attempt run alone took too long")
-                        .await;
+                    self.later(&d, "the attempt run alone took too long").await;
                     return;
                 }
             }
@@ -216,13 +213,13 @@ impl Worker {
                 .unwrap_or_else(|| "a panic".into());
             let reason = format!(
                 "held: processing failed: {why}; `ferrymail queue retry {}` tries it again",
-                copy.id
+                d.id
             );
-            self.hold(&copy, reason).await;
+            self.hold(&d, reason).await;
         }
     }
 
-    /// A temporary failure outside the delivery itself: tried again on the usual ladder.
+    /// A temporary failure: tried again on the usual ladder.
     async fn later(&self, d: &Delivery, why: &str) {
         self.record(d, Event::Deferred, why);
         let (db, id, why) = (self.db.clone(), d.id, why.to_string());
@@ -247,8 +244,9 @@ impl Worker {
         }
     }
 
-    async fn attempt(&self, mut d: Delivery) {
-        let body = match d.body.take() {
+    /// `inline`: the message when it came with the delivery (see `INLINE_BODY`).
+    async fn attempt(&self, d: &Delivery, inline: Option<Vec<u8>>) {
+        let body = match inline {
             Some(body) => body,
             None => {
                 let db = self.db.clone();
@@ -259,21 +257,21 @@ impl Worker {
                     Ok(Ok(None)) => return,
                     // Not readable now: an attempt that ended, to be tried again.
                     Ok(Err(e)) => {
-                        return self.later(&d, &format!("reading the message: {e}")).await;
+                        return self.later(d, &format!("reading the message: {e}")).await;
                     }
-                    Err(e) => return self.later(&d, &format!("reading the message: {e}")).await,
+                    Err(e) => return self.later(d, &format!("reading the message: {e}")).await,
                 }
             }
         };
         let result = match d.kind {
-            DeliveryKind::Forward => self.forward(&d, &body).await,
-            DeliveryKind::Mailbox => self.to_mailbox(&d, body.clone()).await.map(|()| true),
-            DeliveryKind::Webhook => self.webhook(&d, &body).await.map(|()| true),
+            DeliveryKind::Forward => self.forward(d, &body).await,
+            DeliveryKind::Mailbox => self.to_mailbox(d, body.clone()).await.map(|()| true),
+            DeliveryKind::Webhook => self.webhook(d, &body).await.map(|()| true),
         };
         let age = now_unix() - d.received_at;
         match result {
             Ok(reports) => {
-                self.record(&d, Event::Delivered, "");
+                self.record(d, Event::Delivered, "");
                 self.finished(d.id);
                 // A next hop that speaks DSN got the request and answers it itself.
                 if d.dsn.on_success() {
@@ -282,7 +280,7 @@ impl Worker {
                     } else {
                         Action::Relayed
                     };
-                    self.notify(&d, &body, action, "").await;
+                    self.notify(d, &body, action, "").await;
                 }
             }
             Err(e) if e.permanent || age > self.expire_after => {
@@ -295,22 +293,17 @@ impl Worker {
                         humantime::format_duration(Duration::from_secs(age.max(0) as u64))
                     )
                 };
-                self.record(&d, Event::Bounced, &reason);
+                self.record(d, Event::Bounced, &reason);
                 if d.dsn.on_failure() {
-                    self.notify(&d, &body, Action::Failed, &reason).await;
+                    self.notify(d, &body, Action::Failed, &reason).await;
                 }
                 self.finished(d.id);
             }
             Err(e) => {
-                let next = now_unix() + retry_delay(d.attempts);
-                self.record(&d, Event::Deferred, &e.message);
                 if self.delay_warning > 0 && age >= self.delay_warning && d.dsn.on_delay() {
-                    self.notify(&d, &body, Action::Delayed, &e.message).await;
+                    self.notify(d, &body, Action::Delayed, &e.message).await;
                 }
-                let message = e.message.clone();
-                let db = self.db.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || db.retry_later(d.id, next, &message)).await;
+                self.later(d, &e.message).await;
             }
         }
     }

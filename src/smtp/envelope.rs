@@ -26,7 +26,7 @@ const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600)
 
 /// The cache key counting refused recipients of one client: its address, or its /64.
 fn refused_key(ip: std::net::IpAddr) -> String {
-    format!("rcpt-refused:{}", crate::login::client_network(ip))
+    format!("rcpt-refused:{}", crate::listen::network_of(ip))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

@@ -221,17 +221,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 began = Instant::now();
                 was_command = is_command;
             }
-            let timeout = if is_command {
-                limits.command_timeout
+            // Within DATA, a silence of its own; and each has a budget in all.
+            let (silence, budget) = if is_command {
+                (limits.command_timeout, limits.command_timeout)
             } else {
-                SMTP_DATA_SILENCE.min(limits.data_timeout)
+                (SMTP_DATA_SILENCE, limits.data_timeout)
             };
-            let budget = if is_command {
-                limits.command_timeout
-            } else {
-                limits.data_timeout
-            };
-            let timeout = timeout.min(budget.saturating_sub(began.elapsed()));
+            let timeout = silence.min(budget.saturating_sub(began.elapsed()));
             let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Closed,
                 Ok(Ok(n)) => n,

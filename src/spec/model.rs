@@ -358,9 +358,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// `smtp_timeout` (validated: a bad value never reaches here).
-    pub fn smtp_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(duration_secs(self.smtp_timeout.as_deref()).unwrap_or(300))
+    /// What SMTP sessions read of these (validated: a bad value never reaches here).
+    /// The defaults are `limits::Smtp`'s own.
+    pub fn smtp(&self) -> crate::limits::Smtp {
+        let defaults = crate::limits::Smtp::default();
+        let duration = |text: &Option<String>, default: std::time::Duration| {
+            duration_secs(text.as_deref()).map_or(default, std::time::Duration::from_secs)
+        };
+        crate::limits::Smtp {
+            command_timeout: duration(&self.smtp_timeout, defaults.command_timeout),
+            data_timeout: duration(&self.smtp_data_timeout, defaults.data_timeout),
+            refused_recipients: self.refused_recipients,
+            refused_recipients_per_hour: self.refused_recipients_per_hour,
+            ..defaults
+        }
     }
 
     /// `message_memory` in bytes (validated).
@@ -369,13 +380,6 @@ impl Limits {
             .as_deref()
             .and_then(crate::spec::parse_size)
             .unwrap_or(1 << 30)
-    }
-
-    /// `smtp_data_timeout`.
-    pub fn smtp_data_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(
-            duration_secs(self.smtp_data_timeout.as_deref()).unwrap_or(30 * 60),
-        )
     }
 }
 
@@ -392,11 +396,11 @@ fn default_unauthenticated_per_ip() -> u32 {
 }
 
 fn default_refused_recipients() -> u32 {
-    10
+    crate::limits::Smtp::default().refused_recipients
 }
 
 fn default_refused_recipients_per_hour() -> u32 {
-    100
+    crate::limits::Smtp::default().refused_recipients_per_hour
 }
 
 /// Outbound delivery.

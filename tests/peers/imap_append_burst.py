@@ -1,10 +1,10 @@
 """Many logged-in clients APPEND a large message at once, over STARTTLS:
 imap_append_burst.py PORT USER PASSWORD CLIENTS MEGABYTES. Prints "appended N" (how many
 got OK) once every client has logged out."""
-import imaplib
-import ssl
 import sys
 import threading
+
+from imap_tls import connect
 
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 clients, megabytes = int(sys.argv[4]), int(sys.argv[5])
@@ -14,11 +14,7 @@ ok = []
 
 
 def one():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    m = imaplib.IMAP4("127.0.0.1", port, timeout=120)
-    m.starttls(ssl_context=ctx)
+    m = connect(port, timeout=120)
     m.login(user, password)
     typ, _ = m.append("INBOX", None, None, message)
     ok.append(typ)

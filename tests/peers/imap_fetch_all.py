@@ -2,16 +2,12 @@
 imap_fetch_all.py PORT USER PASSWORD [APPEND_FILE]. With APPEND_FILE, appends it to INBOX
 first. Then FETCHes BODYSTRUCTURE, ENVELOPE and BODY.PEEK[] of every message, searches the
 text of all of them, and prints one line per message: "uid SIZE ok" or what failed."""
-import imaplib
-import ssl
 import sys
 
+from imap_tls import connect
+
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-m = imaplib.IMAP4("127.0.0.1", port, timeout=60)
-m.starttls(ssl_context=ctx)
+m = connect(port)
 m.login(user, password)
 if len(sys.argv) > 4:
     with open(sys.argv[4], "rb") as f:
