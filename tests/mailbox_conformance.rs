@@ -55,6 +55,7 @@ conformance!(
     folders_flags_copy_move_and_expunge,
     folders_are_created_renamed_and_deleted,
     large_messages_come_back_whole,
+    recent_messages_are_claimed_once_and_created_folders_unsubscribed,
 );
 
 fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
@@ -136,7 +137,7 @@ fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
         .unwrap();
     }
     let before = mb.refresh(&inbox).unwrap().highestmodseq;
-    let (changed, refused) = mb
+    let stored = mb
         .set_flags(
             &inbox,
             &[1, 2],
@@ -145,11 +146,18 @@ fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
             None,
         )
         .unwrap();
-    assert_eq!(changed.len(), 2);
-    assert!(refused.is_empty());
-    assert!(changed[0].modseq > before);
+    assert_eq!(stored.changed, [1, 2]);
+    assert!(stored.refused.is_empty());
+    assert!(stored.now[0].modseq > before);
+    // Asking again changes nothing, and still tells the flags as they are.
+    let again = mb
+        .set_flags(&inbox, &[1, 3], FlagChange::Add, &["\\Seen".into()], None)
+        .unwrap();
+    assert_eq!(again.changed, [3]);
+    assert_eq!(again.now.len(), 2);
+    assert!(again.now[0].has("$work") && again.now[0].has("\\seen"));
     // CONDSTORE: a message changed since the given MODSEQ is not touched.
-    let (_, refused) = mb
+    let refused = mb
         .set_flags(
             &inbox,
             &[1],
@@ -157,7 +165,8 @@ fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
             &["\\Seen".into()],
             Some(before),
         )
-        .unwrap();
+        .unwrap()
+        .refused;
     assert_eq!(refused, [1]);
 
     let archive = mb.folder("Archive").unwrap().unwrap();
@@ -231,6 +240,29 @@ fn folders_are_created_renamed_and_deleted(boxes: &Mailboxes) {
     assert!(mb.messages(&inbox).unwrap().is_empty());
     let old = mb.folder("Old").unwrap().unwrap();
     assert_eq!(mb.messages(&old).unwrap().len(), 1);
+}
+
+/// \Recent (RFC 3501 §2.3.2): the first session to claim new messages gets them, nobody
+/// else; IMAP CREATE leaves a folder unsubscribed, a folder mail lands in is subscribed.
+fn recent_messages_are_claimed_once_and_created_folders_unsubscribed(boxes: &Mailboxes) {
+    let mut mb = boxes.open("me@d.test").unwrap();
+    let inbox = mb.folder("INBOX").unwrap().unwrap();
+    assert_eq!(mb.claim_recent(&inbox).unwrap(), None);
+    for _ in 0..2 {
+        mb.append(&inbox, b"x", &[], 1, None).unwrap();
+    }
+    assert_eq!(mb.refresh(&inbox).unwrap().first_recent, 1);
+    assert_eq!(mb.claim_recent(&inbox).unwrap(), Some((1, 3)));
+    let mut other = boxes.open("me@d.test").unwrap();
+    assert_eq!(other.claim_recent(&inbox).unwrap(), None);
+    mb.append(&inbox, b"y", &[], 1, None).unwrap();
+    assert_eq!(other.claim_recent(&inbox).unwrap(), Some((3, 4)));
+    assert_eq!(mb.claim_recent(&inbox).unwrap(), None);
+    assert_eq!(mb.refresh(&inbox).unwrap().first_recent, 4);
+
+    assert!(!mb.create_folder("Made").unwrap().subscribed);
+    assert!(mb.folder_or_create("Landed").unwrap().subscribed);
+    assert!(mb.folder("Sent").unwrap().unwrap().subscribed);
 }
 
 /// Two nodes on one MongoDB: what one delivers the other lists, flags set on one show

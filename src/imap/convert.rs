@@ -50,7 +50,7 @@ fn addresses(list: &[meta::Address]) -> Vec<Address<'static>> {
     list.iter()
         .map(|a| Address {
             name: nstring(a.name.as_deref().map(display_name).as_deref()),
-            adl: NString::NIL,
+            adl: nstring(a.route.as_deref()),
             mailbox: nstring(a.mailbox.as_deref()),
             host: nstring(a.host.as_deref()),
         })
@@ -169,9 +169,14 @@ pub fn flags(list: &[String]) -> Vec<FlagFetch<'static>> {
         .collect()
 }
 
-/// A flag from the wire as the store keeps it ("\Seen", "$Label").
-pub fn flag_name(flag: &Flag<'_>) -> String {
-    flag.to_string()
+/// Flags from the wire as the store keeps them ("\Seen", "$Label"); \Recent is the
+/// server's to set, never stored (RFC 3501 §2.3.2).
+pub fn storable_flags(flags: &[Flag<'_>]) -> Vec<String> {
+    flags
+        .iter()
+        .map(|f| f.to_string())
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .collect()
 }
 
 pub fn date(unix: i64) -> Option<DateTime> {

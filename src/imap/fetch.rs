@@ -5,6 +5,7 @@ use std::num::NonZeroU64;
 
 use imap_next::imap_types::core::{AString, IString, Literal, NString};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
+use imap_next::imap_types::flag::FlagFetch;
 
 use super::convert;
 use crate::mailbox::MessageInfo;
@@ -153,6 +154,7 @@ fn section_bytes(raw: &[u8], meta: &Meta, section: Option<&Section<'_>>) -> Opti
 /// its bytes and metadata when `needs` asked for them.
 pub fn items(
     info: &MessageInfo,
+    flags: Vec<FlagFetch<'static>>,
     names: &[MessageDataItemName<'static>],
     uid_command: bool,
     body: Option<&[u8]>,
@@ -169,7 +171,7 @@ pub fn items(
     for name in names {
         let item = match name {
             MessageDataItemName::Uid => MessageDataItem::Uid(convert::nz(info.uid)),
-            MessageDataItemName::Flags => MessageDataItem::Flags(convert::flags(&info.flags)),
+            MessageDataItemName::Flags => MessageDataItem::Flags(flags.clone()),
             MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(info.size as u32),
             MessageDataItemName::InternalDate => match convert::date(info.internal_date) {
                 Some(d) => MessageDataItem::InternalDate(d),
@@ -255,5 +257,92 @@ mod tests {
         assert!(section_bytes(raw, &meta, Some(&part(3))).is_none());
         let header = section_bytes(raw, &meta, Some(&Section::Header(None))).unwrap();
         assert!(header.starts_with(b"Subject: x\r\n") && header.ends_with(b"\r\n\r\n"));
+    }
+
+    fn part(path: &[u32]) -> imap_next::imap_types::fetch::Part {
+        let numbers: Vec<_> = path
+            .iter()
+            .map(|&n| std::num::NonZeroU32::new(n).unwrap())
+            .collect();
+        imap_next::imap_types::fetch::Part(
+            imap_next::imap_types::core::Vec1::try_from(numbers).unwrap(),
+        )
+    }
+
+    /// RFC 3501 §6.4.5's rules for the parts of an attached message: 2.HEADER and
+    /// 2.TEXT are its header and text, 2.1 its first part, 2.MIME the part's own header.
+    #[test]
+    fn sections_inside_an_attached_message() {
+        let raw = b"From: a@b.test\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n\
+--outer\r\nContent-Type: text/plain\r\n\r\nouter text\r\n\
+--outer\r\nContent-Type: message/rfc822\r\n\r\n\
+From: c@d.test\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n\
+--inner\r\nContent-Type: text/plain\r\n\r\ninner plain\r\n\
+--inner\r\nContent-Type: text/html\r\n\r\n<p>inner</p>\r\n--inner--\r\n\r\n--outer--\r\n";
+        let meta = Meta::of(raw);
+        let cut = |section: Section<'_>| {
+            String::from_utf8(section_bytes(raw, &meta, Some(&section)).unwrap()).unwrap()
+        };
+        assert_eq!(
+            cut(Section::Mime(part(&[2]))),
+            "Content-Type: message/rfc822\r\n\r\n"
+        );
+        assert_eq!(
+            cut(Section::Header(Some(part(&[2])))),
+            "From: c@d.test\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
+        );
+        let text = cut(Section::Text(Some(part(&[2]))));
+        assert!(
+            text.starts_with("--inner\r\n") && text.ends_with("--inner--\r\n"),
+            "{text:?}"
+        );
+        assert_eq!(cut(Section::Part(part(&[2, 1]))), "inner plain");
+        assert_eq!(cut(Section::Part(part(&[2, 2]))), "<p>inner</p>");
+        assert_eq!(
+            cut(Section::Mime(part(&[2, 1]))),
+            "Content-Type: text/plain\r\n\r\n"
+        );
+        let fields = Section::HeaderFields(
+            Some(part(&[2])),
+            imap_next::imap_types::core::Vec1::from(AString::try_from("subject").unwrap()),
+        );
+        assert_eq!(cut(fields), "Subject: inner\r\n\r\n");
+        // Line counts of the text parts inside it.
+        let inner = &meta
+            .structure
+            .part(&[2])
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .structure;
+        assert_eq!(inner.part(&[1]).unwrap().lines, 1);
+        assert!(meta.structure.part(&[2]).unwrap().lines > 5);
+    }
+
+    #[test]
+    fn digest_parts_are_messages_by_default() {
+        let raw = b"From: a@b.test\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n\
+--d\r\n\r\nFrom: one@x.test\r\nSubject: first\r\n\r\nbody one\r\n\
+--d\r\nContent-Type: text/plain\r\n\r\nnot a message\r\n--d--\r\n";
+        let meta = Meta::of(raw);
+        let first = meta.structure.part(&[1]).unwrap();
+        assert_eq!(
+            (first.kind.as_str(), first.subtype.as_str()),
+            ("message", "rfc822")
+        );
+        let inner = first.message.as_ref().unwrap();
+        assert_eq!(inner.envelope.subject.as_deref(), Some("first"));
+        let cut = |section: Section<'_>| {
+            String::from_utf8(section_bytes(raw, &meta, Some(&section)).unwrap()).unwrap()
+        };
+        // The line break before the boundary belongs to the boundary (RFC 2046 §5.1.1).
+        assert_eq!(cut(Section::Text(Some(part(&[1])))), "body one");
+        assert_eq!(cut(Section::Part(part(&[1, 1]))), "body one");
+        let second = meta.structure.part(&[2]).unwrap();
+        assert_eq!(
+            (second.kind.as_str(), second.subtype.as_str()),
+            ("text", "plain")
+        );
     }
 }

@@ -8,7 +8,7 @@ use imap_next::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1}
 use imap_next::imap_types::extensions::enable::CapabilityEnable;
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::quota::{QuotaGet, Resource};
-use imap_next::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm};
+use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as WireMailbox};
 use imap_next::imap_types::response::{Code, Data};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         l.data.to_vec()
                     }
                 };
-                let flags: Vec<String> = flags.iter().map(convert::flag_name).collect();
+                let flags = convert::storable_flags(&flags);
                 let when = date
                     .map(|d| d.as_ref().timestamp())
                     .unwrap_or_else(crate::queue::now_unix);
@@ -129,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .user()
                     .mailbox
                     .append(&folder, &bytes, &flags, when, quota)?;
-                self.server.enqueue_status(status_ok(
+                self.done(status_ok(
                     Some(tag),
                     Some(Code::AppendUid {
                         uid_validity: convert::nz(validity),
@@ -185,8 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             other if self.selected.is_none() => {
                 let _ = other;
-                self.server
-                    .enqueue_status(status_bad(Some(tag), "No folder selected"));
+                self.done(status_bad(Some(tag), "No folder selected"));
             }
             other => self.selected_command(tag, other)?,
         }
@@ -255,41 +254,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .iter()
             .flat_map(|f| f.name.match_indices('/').map(|(i, _)| &f.name[..i]))
             .collect();
+        let matches = |name: &str| {
+            let name: Vec<char> = name.chars().collect();
+            pattern_matches(&full, &name)
+                || (name == ['I', 'N', 'B', 'O', 'X']
+                    && pattern_matches(
+                        &full
+                            .iter()
+                            .map(|c| c.to_ascii_uppercase())
+                            .collect::<Vec<_>>(),
+                        &name,
+                    ))
+        };
+        let atom = |s: &str| {
+            Atom::try_from(s.to_string())
+                .ok()
+                .map(FlagNameAttribute::from)
+        };
+        // (name, attributes), in name order.
+        let mut found: std::collections::BTreeMap<String, Vec<FlagNameAttribute<'static>>> =
+            Default::default();
         for folder in &folders {
-            if subscribed_only && !folder.subscribed {
+            let listed = !subscribed_only || folder.subscribed;
+            if listed && matches(&folder.name) {
+                let mut items = Vec::new();
+                let children = parents.contains(folder.name.as_str());
+                items.extend(atom(if children {
+                    "HasChildren"
+                } else {
+                    "HasNoChildren"
+                }));
+                if let Some(role) = &folder.special_use {
+                    items.extend(atom(role.trim_start_matches('\\')));
+                }
+                found.insert(folder.name.clone(), items);
+            }
+            // The levels above a listed name that are not folders (LIST), or not
+            // subscribed (LSUB), show as \Noselect when the pattern stops there
+            // (RFC 3501 §6.3.8, §6.3.9): a client walking the tree with % still finds
+            // the way down.
+            if !listed || (subscribed_only && matches(&folder.name)) {
                 continue;
             }
-            let name: Vec<char> = folder.name.chars().collect();
-            let inbox_match = folder.name == "INBOX"
-                && pattern_matches(
-                    &full
-                        .iter()
-                        .map(|c| c.to_ascii_uppercase())
-                        .collect::<Vec<_>>(),
-                    &name,
-                );
-            if !(pattern_matches(&full, &name) || inbox_match) {
-                continue;
+            for (i, _) in folder.name.match_indices('/') {
+                let above = &folder.name[..i];
+                if found.contains_key(above) || !matches(above) {
+                    continue;
+                }
+                let shown = folders.iter().find(|f| f.name == above);
+                let hidden = match shown {
+                    None => true,
+                    Some(f) => subscribed_only && !f.subscribed,
+                };
+                if hidden {
+                    let mut items = vec![FlagNameAttribute::Noselect];
+                    items.extend(atom("HasChildren"));
+                    found.insert(above.to_string(), items);
+                }
             }
-            let children = parents.contains(folder.name.as_str());
-            let mut items = Vec::new();
-            let atom = |s: &str| {
-                Atom::try_from(s.to_string())
-                    .ok()
-                    .map(FlagNameAttribute::from)
-            };
-            items.extend(atom(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if !subscribed_only && folder.subscribed {
-                items.extend(atom("Subscribed"));
-            }
-            if let Some(role) = &folder.special_use {
-                items.extend(atom(role.trim_start_matches('\\')));
-            }
-            let Some(mailbox) = to_wire(&folder.name) else {
+        }
+        for (name, items) in found {
+            let Some(mailbox) = to_wire(&name) else {
                 continue;
             };
             let data = if subscribed_only {
@@ -322,7 +347,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for name in names {
             items.push(match name {
                 StatusDataItemName::Messages => StatusDataItem::Messages(messages.len() as u32),
-                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                // Those no session has been told of yet.
+                StatusDataItemName::Recent => StatusDataItem::Recent(
+                    messages
+                        .iter()
+                        .filter(|m| m.uid >= folder.first_recent)
+                        .count() as u32,
+                ),
                 StatusDataItemName::UidNext => StatusDataItem::UidNext(convert::nz(folder.uidnext)),
                 StatusDataItemName::UidValidity => {
                     StatusDataItem::UidValidity(convert::nz(folder.uidvalidity))
@@ -370,34 +401,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // What happened before this point is in the view read now.
         self.user().changes.borrow_and_update();
         let view = self.user().mailbox.messages(&folder)?;
-        let system = [
-            Flag::Answered,
-            Flag::Flagged,
-            Flag::Deleted,
-            Flag::Seen,
-            Flag::Draft,
-        ];
-        let mut keywords: Vec<String> = view
-            .iter()
-            .flat_map(|m| m.flags.iter().cloned())
-            .filter(|f| !f.starts_with('\\'))
-            .collect();
-        keywords.sort();
-        keywords.dedup();
-        let mut flags: Vec<Flag<'static>> = system.to_vec();
-        flags.extend(keywords.iter().filter_map(|k| convert::flag(k)));
-        self.server.enqueue_data(Data::Flags(flags.clone()));
-        self.server.enqueue_data(Data::Exists(view.len() as u32));
-        self.server.enqueue_data(Data::Recent(0));
-        let mut perm: Vec<FlagPerm<'static>> = flags.into_iter().map(FlagPerm::Flag).collect();
-        perm.push(FlagPerm::Asterisk);
+        let mut selected = Selected::new(folder, examine, view);
+        // The messages no session has seen yet are this one's \Recent; EXAMINE only
+        // looks (RFC 3501 §6.3.2).
+        let recent = if examine {
+            let now = self.user().mailbox.refresh(&selected.folder)?;
+            (now.first_recent < now.uidnext).then_some((now.first_recent, now.uidnext))
+        } else {
+            self.user().mailbox.claim_recent(&selected.folder)?
+        };
+        selected.claimed(recent);
+        selected.note_keywords();
+        let (flags, permanent) = selected.flag_responses();
+        self.server.enqueue_data(flags);
+        self.server
+            .enqueue_data(Data::Exists(selected.view.len() as u32));
+        self.server
+            .enqueue_data(Data::Recent(selected.recent_count()));
         let untagged = |code: Code<'static>, msg: &str| status_ok(None, Some(code), msg);
-        if let Some(first_unseen) = view.iter().position(|m| !m.has("\\Seen")) {
+        if let Some(first_unseen) = selected.view.iter().position(|m| !m.has("\\Seen")) {
             self.server.enqueue_status(untagged(
                 Code::Unseen(convert::nz(first_unseen as u32 + 1)),
                 "First unseen",
             ));
         }
+        let folder = &selected.folder;
         self.server.enqueue_status(untagged(
             Code::UidValidity(convert::nz(folder.uidvalidity)),
             "UIDs valid",
@@ -410,19 +438,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.server
                 .enqueue_status(untagged(Code::HighestModSeq(m), "Highest"));
         }
-        if !examine {
-            self.server
-                .enqueue_status(untagged(Code::PermanentFlags(perm), "Flags permitted"));
-        } else {
-            self.server
-                .enqueue_status(untagged(Code::PermanentFlags(Vec::new()), "Read-only"));
-        }
-        self.selected = Some(Selected {
-            folder,
-            read_only: examine,
-            view,
-            held_expunges: false,
-        });
+        self.server.enqueue_status(permanent);
+        self.selected = Some(selected);
         let code = if examine {
             Code::ReadOnly
         } else {
@@ -433,8 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             "SELECT completed"
         };
-        self.server
-            .enqueue_status(status_ok(Some(tag), Some(code), done));
+        self.done(status_ok(Some(tag), Some(code), done));
         Ok(())
     }
 }

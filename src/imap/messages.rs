@@ -45,18 +45,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let changes = selected.catch_up(now, expunges);
+        if changes.exists.is_some() {
+            // New messages: those no other session has seen are this one's \Recent.
+            let recent = if selected.read_only {
+                user.mailbox.refresh(&selected.folder).ok().and_then(|f| {
+                    (f.first_recent < f.uidnext).then_some((f.first_recent, f.uidnext))
+                })
+            } else {
+                crate::blocking::run(|| user.mailbox.claim_recent(&selected.folder)).unwrap_or_else(
+                    |e| {
+                        tracing::debug!(error = %e, "IMAP \\Recent claim failed");
+                        None
+                    },
+                )
+            };
+            selected.claimed(recent);
+        }
+        if selected.note_keywords() {
+            let (flags, permanent) = selected.flag_responses();
+            self.server.enqueue_data(flags);
+            self.server.enqueue_status(permanent);
+        }
         for seq in &changes.expunged {
             self.server.enqueue_data(Data::Expunge(convert::nz(*seq)));
         }
         if let Some(n) = changes.exists {
             self.server.enqueue_data(Data::Exists(n));
+            self.server
+                .enqueue_data(Data::Recent(selected.recent_count()));
         }
         for seq in &changes.flags {
             let Some(info) = selected.view.get(*seq as usize - 1) else {
                 continue;
             };
             let mut items = vec![
-                MessageDataItem::Flags(convert::flags(&info.flags)),
+                MessageDataItem::Flags(selected.flags(info)),
                 MessageDataItem::Uid(convert::nz(info.uid)),
             ];
             if self.condstore
@@ -167,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.search(tag, criteria.as_ref(), uid)?;
             }
             other => {
-                self.server.enqueue_status(status_bad(
+                self.done(status_bad(
                     Some(tag),
                     &format!("{} is not supported", other.name()),
                 ));
@@ -240,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .map(|m| m.uid)
                 .collect();
             if !unseen.is_empty() {
-                let (changed, _) = self.user().mailbox.set_flags(
+                let stored = self.user().mailbox.set_flags(
                     &folder,
                     &unseen,
                     FlagChange::Add,
@@ -248,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None,
                 )?;
                 let selected = self.selected.as_mut().unwrap_or_else(|| unreachable!());
-                for fresh in changed {
+                for fresh in stored.now {
                     if let Some(m) = selected.view.iter_mut().find(|m| m.uid == fresh.uid) {
                         *m = fresh;
                     }
@@ -293,7 +316,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if (need_body && body.is_none()) || (need_meta && meta.is_none()) {
                     continue;
                 }
-                let items = fetch::items(info, &names, uid, body.map(Vec::as_slice), meta);
+                let flags = selected.flags(info);
+                let items = fetch::items(info, flags, &names, uid, body.map(Vec::as_slice), meta);
                 if let Ok(items) = Vec1::try_from(items) {
                     last = Some(self.server.enqueue_data(Data::Fetch {
                         seq: convert::nz(i as u32 + 1),
@@ -348,8 +372,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             StoreType::Remove => FlagChange::Remove,
             StoreType::Replace => FlagChange::Replace,
         };
-        let names: Vec<String> = flags.iter().map(convert::flag_name).collect();
-        let (changed, refused) =
+        let names = convert::storable_flags(flags);
+        let stored =
             self.user()
                 .mailbox
                 .set_flags(&folder, &targets, change, &names, unchanged_since)?;
@@ -362,60 +386,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|(i, m)| (m.uid, i))
             .collect();
         let silent = response == StoreResponse::Silent;
-        let mut untagged = Vec::new();
-        let mut reported = std::collections::HashSet::new();
-        for fresh in changed {
+        let changed: std::collections::HashSet<u32> = stored.changed.iter().copied().collect();
+        // The view takes the state told here, so the catch-up after the command does not
+        // tell it again.
+        for fresh in &stored.now {
+            if let Some(&pos) = position.get(&fresh.uid) {
+                selected.view[pos] = fresh.clone();
+            }
+        }
+        // A keyword new to the folder is announced before the FETCHes that carry it.
+        if selected.note_keywords() {
+            let (flags, permanent) = selected.flag_responses();
+            self.server.enqueue_data(flags);
+            self.server.enqueue_status(permanent);
+        }
+        for fresh in stored.now {
             let Some(&pos) = position.get(&fresh.uid) else {
                 continue;
             };
-            selected.view[pos] = fresh.clone();
-            // .SILENT says nothing, except the new MODSEQ under CONDSTORE (RFC 7162 §3.2).
-            if silent && !condstore {
-                continue;
-            }
+            // Every message named is told with its flags as they are now, changed here
+            // or not (RFC 3501 §6.4.6); .SILENT says nothing, except the new MODSEQ of
+            // those changed under CONDSTORE (RFC 7162 §3.2).
+            let was_changed = changed.contains(&fresh.uid);
             let mut items = Vec::new();
             if !silent {
-                items.push(MessageDataItem::Flags(convert::flags(&fresh.flags)));
+                items.push(MessageDataItem::Flags(selected.flags(&fresh)));
             }
-            if uid || condstore {
-                items.push(MessageDataItem::Uid(convert::nz(fresh.uid)));
-            }
-            if condstore && let Some(m) = std::num::NonZeroU64::new(fresh.modseq) {
-                items.push(MessageDataItem::ModSeq(m));
+            if !silent || (condstore && was_changed) {
+                if uid || condstore {
+                    items.push(MessageDataItem::Uid(convert::nz(fresh.uid)));
+                }
+                if condstore && let Some(m) = std::num::NonZeroU64::new(fresh.modseq) {
+                    items.push(MessageDataItem::ModSeq(m));
+                }
             }
             if let Ok(items) = Vec1::try_from(items) {
-                reported.insert(fresh.uid);
-                untagged.push(Data::Fetch {
+                self.server.enqueue_data(Data::Fetch {
                     seq: convert::nz(pos as u32 + 1),
                     items,
                 });
             }
         }
-        // Messages whose flags were already as asked are still reported (RFC 3501).
-        if !silent {
-            for &u in &targets {
-                if reported.contains(&u) || refused.contains(&u) {
-                    continue;
-                }
-                let Some(&pos) = position.get(&u) else {
-                    continue;
-                };
-                let m = &selected.view[pos];
-                let mut items = vec![MessageDataItem::Flags(convert::flags(&m.flags))];
-                if uid {
-                    items.push(MessageDataItem::Uid(convert::nz(m.uid)));
-                }
-                if let Ok(items) = Vec1::try_from(items) {
-                    untagged.push(Data::Fetch {
-                        seq: convert::nz(pos as u32 + 1),
-                        items,
-                    });
-                }
-            }
-        }
-        for data in untagged {
-            self.server.enqueue_data(data);
-        }
+        let refused = stored.refused;
         let code = if refused.is_empty() {
             None
         } else {
@@ -433,7 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .ok()
                 .map(Code::Modified)
         };
-        self.server.enqueue_status(status_ok(
+        self.done(status_ok(
             Some(tag),
             code,
             if uid {
@@ -504,7 +516,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
             );
         } else {
-            self.server.enqueue_status(status_ok(
+            self.done(status_ok(
                 Some(tag),
                 code,
                 if uid {
@@ -538,6 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &selected.folder,
                 i as u32 + 1,
                 info,
+                selected.is_recent(info.uid),
                 largest_seq,
                 largest_uid,
             );

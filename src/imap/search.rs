@@ -15,6 +15,8 @@ use crate::mailbox::{Folder, Mailbox, MessageInfo};
 pub struct Candidate<'a> {
     pub seq: u32,
     pub info: &'a MessageInfo,
+    /// \Recent for the searching session.
+    pub recent: bool,
     pub largest_seq: u32,
     pub largest_uid: u32,
     mailbox: &'a Mailbox,
@@ -29,12 +31,14 @@ impl<'a> Candidate<'a> {
         folder: &'a Folder,
         seq: u32,
         info: &'a MessageInfo,
+        recent: bool,
         largest_seq: u32,
         largest_uid: u32,
     ) -> Self {
         Candidate {
             seq,
             info,
+            recent,
             largest_seq,
             largest_uid,
             mailbox,
@@ -162,9 +166,9 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::Unflagged => !info.has("\\Flagged"),
         SearchKey::Seen => info.has("\\Seen"),
         SearchKey::Unseen => !info.has("\\Seen"),
-        // \Recent is not kept: no session ever sees a message as recent.
-        SearchKey::Recent | SearchKey::New => false,
-        SearchKey::Old => true,
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !info.has("\\Seen"),
+        SearchKey::Old => !c.recent,
         SearchKey::Keyword(k) => info.has(k.as_ref()),
         SearchKey::Unkeyword(k) => !info.has(k.as_ref()),
         SearchKey::Larger(n) => info.size > u64::from(*n),

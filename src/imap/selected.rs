@@ -1,6 +1,8 @@
 //! The selected folder as one session sees it: messages in sequence order, and how that
 //! view catches up with changes made elsewhere (EXISTS, EXPUNGE, FETCH FLAGS).
 
+use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm};
+use imap_next::imap_types::response::{Code, Data, Status};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use crate::mailbox::{Folder, MessageInfo};
@@ -12,6 +14,10 @@ pub struct Selected {
     pub view: Vec<MessageInfo>,
     /// Expunges seen but not yet told (held during FETCH, STORE, SEARCH).
     pub held_expunges: bool,
+    /// The UID ranges (from, to) this session was first to see: its \Recent messages.
+    pub recent: Vec<(u32, u32)>,
+    /// The keywords the client was told of in FLAGS (a new one means a new FLAGS).
+    pub keywords: std::collections::BTreeSet<String>,
 }
 
 /// What changed since the view was last brought up to date.
@@ -42,6 +48,88 @@ pub fn contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
 }
 
 impl Selected {
+    pub fn new(folder: Folder, read_only: bool, view: Vec<MessageInfo>) -> Selected {
+        Selected {
+            folder,
+            read_only,
+            view,
+            held_expunges: false,
+            recent: Vec::new(),
+            keywords: Default::default(),
+        }
+    }
+
+    /// Takes note of keywords in the view the client was not told of; true when there
+    /// were any (RFC 3501 §7.2.6: FLAGS then lists them).
+    pub fn note_keywords(&mut self) -> bool {
+        let before = self.keywords.len();
+        for m in &self.view {
+            for f in &m.flags {
+                if !f.starts_with('\\') && !self.keywords.contains(f) {
+                    self.keywords.insert(f.clone());
+                }
+            }
+        }
+        self.keywords.len() != before
+    }
+
+    /// The untagged FLAGS and OK [PERMANENTFLAGS] that describe the folder's flags.
+    pub fn flag_responses(&self) -> (Data<'static>, Status<'static>) {
+        let mut flags = vec![
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Seen,
+            Flag::Draft,
+        ];
+        flags.extend(self.keywords.iter().filter_map(|k| super::convert::flag(k)));
+        let (code, text) = if self.read_only {
+            (Code::PermanentFlags(Vec::new()), "Read-only")
+        } else {
+            let mut perm: Vec<FlagPerm<'static>> =
+                flags.iter().cloned().map(FlagPerm::Flag).collect();
+            perm.push(FlagPerm::Asterisk);
+            (Code::PermanentFlags(perm), "Flags permitted")
+        };
+        (
+            Data::Flags(flags),
+            super::session::status_ok(None, Some(code), text),
+        )
+    }
+
+    /// Adds UIDs this session is first to see (from Mailbox::claim_recent).
+    pub fn claimed(&mut self, range: Option<(u32, u32)>) {
+        if let Some((from, to)) = range {
+            match self.recent.last_mut() {
+                Some(last) if last.1 >= from => last.1 = last.1.max(to),
+                _ => self.recent.push((from, to)),
+            }
+        }
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent
+            .iter()
+            .any(|&(from, to)| from <= uid && uid < to)
+    }
+
+    /// How many messages in the view are \Recent for this session.
+    pub fn recent_count(&self) -> u32 {
+        if self.recent.is_empty() {
+            return 0;
+        }
+        self.view.iter().filter(|m| self.is_recent(m.uid)).count() as u32
+    }
+
+    /// A message's flags as this session tells them: the stored ones, and \Recent.
+    pub fn flags(&self, info: &MessageInfo) -> Vec<FlagFetch<'static>> {
+        let mut flags = super::convert::flags(&info.flags);
+        if self.is_recent(info.uid) {
+            flags.push(FlagFetch::Recent);
+        }
+        flags
+    }
+
     pub fn largest_uid(&self) -> u32 {
         self.view.last().map_or(0, |m| m.uid)
     }
@@ -129,18 +217,22 @@ mod tests {
             uidvalidity: 1,
             uidnext: 5,
             highestmodseq: 1,
+            first_recent: 1,
         };
-        let mut s = Selected {
+        let mut s = Selected::new(
             folder,
-            read_only: false,
-            view: vec![
+            false,
+            vec![
                 msg(1, 1, &[]),
                 msg(2, 1, &[]),
                 msg(3, 1, &[]),
                 msg(4, 1, &[]),
             ],
-            held_expunges: false,
-        };
+        );
+        s.claimed(Some((3, 5)));
+        s.claimed(Some((5, 6)));
+        assert_eq!(s.recent, [(3, 6)]);
+        assert_eq!(s.recent_count(), 2);
         let now = vec![msg(1, 1, &[]), msg(3, 2, &["\\Seen"]), msg(5, 3, &[])];
         let held = s.catch_up(now.clone(), false);
         assert!(held.expunged.is_empty() && s.held_expunges);
@@ -150,6 +242,7 @@ mod tests {
         // 4 then 2, each numbered as it was when announced.
         assert_eq!(c.expunged, [4, 2]);
         assert_eq!(s.view.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 3, 5]);
+        assert_eq!(s.recent_count(), 2, "3 and 5");
         let set: SequenceSet = "2:*".try_into().unwrap();
         assert_eq!(s.resolve(&set, false), [1, 2]);
         assert_eq!(s.resolve(&set, true), [1, 2]);

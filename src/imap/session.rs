@@ -56,6 +56,9 @@ pub struct Session<S> {
     pub(super) condstore: bool,
     /// What the client may still send, and for how long (see driver::Guard).
     pub(super) guard: driver::Guard,
+    /// The tagged completion of the command in progress, held back until the untagged
+    /// updates it brings are queued: they must reach the client before it (RFC 3501 §7).
+    pub(super) completion: Option<Status<'static>>,
     /// This connection's place in the listener's counts (told of a login).
     pub(super) admission: Option<Arc<crate::listen::Admission>>,
 }
@@ -222,6 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             idle_tag: None,
             condstore: false,
             guard: driver::Guard::new(),
+            completion: None,
             admission: None,
         };
         let ready = format!("{} ferrymail IMAP ready", text(&session.ctx.hostname));
@@ -505,15 +509,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Ends the command in progress with `status` (sent after its untagged updates).
+    pub(super) fn done(&mut self, status: Status<'static>) {
+        self.completion = Some(status);
+    }
+
     pub(super) fn ok(&mut self, tag: Tag<'static>, msg: &str) {
-        self.server.enqueue_status(status_ok(Some(tag), None, msg));
+        self.done(status_ok(Some(tag), None, msg));
     }
 
     pub(super) fn no(&mut self, tag: Tag<'static>, msg: &str) {
-        self.server.enqueue_status(status_no(tag, msg));
+        self.done(status_no(tag, msg));
     }
 
     async fn command(&mut self, command: Command<'static>) -> Flow {
+        let flow = self.command_body(command).await;
+        if let Some(status) = self.completion.take() {
+            self.server.enqueue_status(status);
+        }
+        flow
+    }
+
+    async fn command_body(&mut self, command: Command<'static>) -> Flow {
         let Command { tag, body } = command;
         // Commands any state takes.
         match body {
@@ -557,8 +574,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             CommandBody::StartTLS => {
                 if self.tls || self.ctx.tls.is_none() {
-                    self.server
-                        .enqueue_status(status_bad(Some(tag), "TLS is not available here"));
+                    self.done(status_bad(Some(tag), "TLS is not available here"));
                     return Flow::Continue;
                 }
                 let handle = self.server.enqueue_status(status_ok(
@@ -574,8 +590,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             CommandBody::Login { username, password } => {
                 if self.user.is_some() {
-                    self.server
-                        .enqueue_status(status_bad(Some(tag), "Already logged in"));
+                    self.done(status_bad(Some(tag), "Already logged in"));
                 } else if !self.login_allowed() {
                     self.no(tag, "[PRIVACYREQUIRED] LOGIN is disabled until STARTTLS");
                 } else {
@@ -598,15 +613,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tracing::debug!(command = name, error = %e, "IMAP command failed");
                     self.no(tag, &error_text(&e));
                 }
-                // Updates ride along after every command except those RFC 3501 §7.4.1 names.
-                if !matches!(
+                // What changed meanwhile goes out before the tagged completion; expunges
+                // wait while FETCH, STORE and SEARCH (RFC 3501 §7.4.1) answer in sequence
+                // numbers the client must be able to trust.
+                let expunges = !matches!(
                     name,
                     "FETCH" | "STORE" | "SEARCH" | "UID FETCH" | "UID STORE" | "UID SEARCH"
-                ) {
-                    self.send_updates(true);
-                } else {
-                    self.send_updates(false);
-                }
+                );
+                self.send_updates(expunges);
             }
         }
         Flow::Continue

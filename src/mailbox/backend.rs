@@ -6,7 +6,7 @@ use super::crypto::Part;
 use super::events::Events;
 use super::meta::Meta;
 use super::mongo::MongoMailbox;
-use super::store::{FlagChange, Folder, MessageInfo, SqliteMailbox};
+use super::store::{FlagChange, Folder, MessageInfo, SqliteMailbox, Stored};
 
 pub struct Mailbox {
     backend: Backend,
@@ -65,19 +65,27 @@ impl Mailbox {
         each!(&self.backend, b => b.folder(name))
     }
 
+    /// A folder for mail to land in, made (and subscribed, so that clients showing
+    /// only subscribed folders show it) when it is not there yet.
     pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
         match self.folder(name)? {
             Some(folder) => Ok(folder),
-            None => self.create_folder(name),
+            None => self.make_folder(name, true),
         }
     }
 
+    /// IMAP CREATE: a new folder, not subscribed (RFC 3501 §6.3.3 leaves that to the
+    /// client's SUBSCRIBE).
     pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        self.make_folder(name, false)
+    }
+
+    fn make_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
         within_limits(name)?;
         if self.folders()?.len() >= crate::limits::FOLDERS_PER_ACCOUNT {
             return Err(MailboxError::Refused("[LIMIT] too many folders"));
         }
-        let done = each!(&mut self.backend, b => b.create_folder(name));
+        let done = each!(&mut self.backend, b => b.create_folder(name, subscribed));
         self.changed(done)
     }
 
@@ -110,7 +118,7 @@ impl Mailbox {
             return Err(MailboxError::FolderExists(to.to_string()));
         }
         if folder.name == "INBOX" {
-            let target = self.create_folder(to)?;
+            let target = self.make_folder(to, folder.subscribed)?;
             let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
             self.move_messages(&folder, &uids, &target)?;
             return Ok(());
@@ -144,6 +152,11 @@ impl Mailbox {
     /// The folder as stored now (UIDNEXT, HIGHESTMODSEQ move with every change).
     pub fn refresh(&self, folder: &Folder) -> Result<Folder, MailboxError> {
         each!(&self.backend, b => b.refresh(folder))
+    }
+
+    /// Claims what no session has yet seen as \Recent (see SqliteMailbox::claim_recent).
+    pub fn claim_recent(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
+        each!(&mut self.backend, b => b.claim_recent(folder))
     }
 
     pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
@@ -204,7 +217,10 @@ impl Mailbox {
                         })
                         .or_else(|_| self.meta_again(folder, uid))?
                 } else {
-                    serde_json::from_slice(&json).or_else(|_| self.meta_again(folder, uid))?
+                    match serde_json::from_slice::<Meta>(&json) {
+                        Ok(meta) if !meta.stale() => meta,
+                        _ => self.meta_again(folder, uid)?,
+                    }
                 };
                 Ok((uid, meta))
             })
@@ -212,8 +228,9 @@ impl Mailbox {
     }
 
     /// The metadata worked out afresh from the message, for one whose cached copy
-    /// cannot be read: one stored before MIME nesting was bounded nests deeper than
-    /// serde_json reads back. Any message that could be stored must stay fetchable.
+    /// cannot be read (one stored before MIME nesting was bounded nests deeper than
+    /// serde_json reads back: any message that could be stored must stay fetchable), or
+    /// was worked out wrong by an older version (`Meta::stale`).
     fn meta_again(&self, folder: &Folder, uid: u32) -> Result<Meta, MailboxError> {
         Ok(self
             .body(folder, uid)?
@@ -229,16 +246,16 @@ impl Mailbox {
     /// A message's envelope and structure, parsed at delivery.
     pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
         match self.sealed(folder, uid, Part::Meta)? {
-            Some(json) => serde_json::from_slice(&json)
-                .or_else(|_| self.meta_again(folder, uid))
-                .map(Some),
+            Some(json) => match serde_json::from_slice::<Meta>(&json) {
+                Ok(meta) if !meta.stale() => Ok(Some(meta)),
+                _ => self.meta_again(folder, uid).map(Some),
+            },
             None => Ok(None),
         }
     }
 
     /// Changes the flags of `uids`. With `unchanged_since` (CONDSTORE), a message whose
-    /// MODSEQ is higher is left alone and its UID returned in the second list. Returns
-    /// the messages as they are afterwards (only those that changed).
+    /// MODSEQ is higher is left alone (see `Stored`).
     pub fn set_flags(
         &mut self,
         folder: &Folder,
@@ -246,12 +263,12 @@ impl Mailbox {
         change: FlagChange,
         flags: &[String],
         unchanged_since: Option<u64>,
-    ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
-        let (changed, refused) = each!(&mut self.backend, b => b.set_flags(folder, uids, change, flags, unchanged_since))?;
-        if !changed.is_empty() {
+    ) -> Result<Stored, MailboxError> {
+        let stored = each!(&mut self.backend, b => b.set_flags(folder, uids, change, flags, unchanged_since))?;
+        if !stored.changed.is_empty() {
             self.events.changed(self.account());
         }
-        Ok((changed, refused))
+        Ok(stored)
     }
 
     /// COPY: returns (source UID, new UID) pairs.

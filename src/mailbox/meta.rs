@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct Meta {
     pub envelope: Envelope,
     pub structure: Structure,
+    /// How it was worked out (`Meta::VERSION`); cached metadata of an older version
+    /// that the fixes since would change is worked out again (`Meta::stale`).
+    #[serde(default)]
+    pub version: u32,
 }
 
 /// RFC 3501 ENVELOPE: header values as written (unfolded), addresses parsed.
@@ -42,6 +46,9 @@ pub struct Address {
     /// The display name, decoded (UTF-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An obsolete source route ("@relay1,@relay2"), IMAP's adl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,12 +122,35 @@ impl Structure {
 }
 
 impl Meta {
+    /// 1: parts inside an attached message have their own byte ranges (they were
+    /// shifted), the parts of a multipart/digest default to message/rfc822, comments
+    /// are no addresses and source routes are split off.
+    pub const VERSION: u32 = 1;
+
+    /// Whether this cached metadata predates a fix that changes it: only messages with
+    /// an attached message or a digest inside, or odd addresses, were worked out wrong.
+    pub fn stale(&self) -> bool {
+        fn touched(s: &Structure) -> bool {
+            s.message.is_some() || s.subtype == "digest" || s.parts.iter().any(touched)
+        }
+        let e = &self.envelope;
+        let odd = [&e.from, &e.sender, &e.reply_to, &e.to, &e.cc, &e.bcc]
+            .iter()
+            .flat_map(|list| list.iter())
+            .any(|a| {
+                (a.mailbox.is_none() && a.name.is_some())
+                    || a.mailbox.as_deref().is_some_and(|m| m.starts_with('@'))
+            });
+        self.version < Self::VERSION && (odd || touched(&self.structure))
+    }
+
     /// Parses `raw` once; a message that cannot be parsed still gets a minimal structure
     /// (text/plain over all its bytes) so every FETCH can be answered.
     pub fn of(raw: &[u8]) -> Meta {
         match crate::mime::parse(raw) {
-            Some(message) => meta_of(&message, 0, 0),
+            Some(message) => meta_of(&message, raw, 0, 0),
             None => Meta {
+                version: Self::VERSION,
                 envelope: Envelope::default(),
                 structure: Structure {
                     kind: "text".into(),
@@ -135,11 +165,13 @@ impl Meta {
     }
 }
 
-/// `depth` counts the parts above this message; see `limits::MIME_DEPTH`.
-fn meta_of(message: &Message<'_>, base: u32, depth: usize) -> Meta {
+/// `raw` holds the bytes `message`'s offsets count in, which start at `base` in the
+/// whole message; `depth` counts the parts above this message (`limits::MIME_DEPTH`).
+fn meta_of(message: &Message<'_>, raw: &[u8], base: u32, depth: usize) -> Meta {
     Meta {
         envelope: envelope_of(message),
-        structure: structure_of(message, 0, base, depth),
+        structure: structure_of(message, 0, raw, base, depth, false),
+        version: Meta::VERSION,
     }
 }
 
@@ -174,34 +206,42 @@ fn envelope_of(message: &Message<'_>) -> Envelope {
 }
 
 fn addresses(value: Option<&ParsedAddress<'_>>) -> Vec<Address> {
+    // A name with no address is a comment (`group: (nobody) ;`), not an address.
     let one = |a: &mail_parser::Addr<'_>| {
-        let (mailbox, host) = match a.address.as_deref().and_then(|s| s.rsplit_once('@')) {
-            Some((m, h)) => (Some(m.to_string()), Some(h.to_string())),
-            None => (a.address.as_deref().map(str::to_string), None),
+        let address = a.address.as_deref()?;
+        let (mailbox, host) = match address.rsplit_once('@') {
+            Some((m, h)) => (m, Some(h.to_string())),
+            None => (address, None),
         };
-        Address {
+        // An obsolete source route, `<@relay1,@relay2:user@host>` (RFC 5322 §4.4),
+        // goes in the envelope's route field, apart from the mailbox.
+        let (route, mailbox) = match mailbox.strip_prefix('@').and(mailbox.rsplit_once(':')) {
+            Some((route, rest)) => (Some(route.to_string()), rest),
+            None => (None, mailbox),
+        };
+        Some(Address {
             name: a.name.as_deref().map(str::to_string),
-            mailbox,
+            route,
+            mailbox: Some(mailbox.to_string()),
             host,
-        }
+        })
     };
     match value {
         None => Vec::new(),
-        Some(ParsedAddress::List(list)) => list.iter().map(one).collect(),
+        Some(ParsedAddress::List(list)) => list.iter().filter_map(one).collect(),
         Some(ParsedAddress::Group(groups)) => {
             let mut out = Vec::new();
             for group in groups {
                 match &group.name {
                     Some(name) => {
                         out.push(Address {
-                            name: None,
                             mailbox: Some(name.to_string()),
-                            host: None,
+                            ..Address::default()
                         });
-                        out.extend(group.addresses.iter().map(one));
+                        out.extend(group.addresses.iter().filter_map(one));
                         out.push(Address::default());
                     }
-                    None => out.extend(group.addresses.iter().map(one)),
+                    None => out.extend(group.addresses.iter().filter_map(one)),
                 }
             }
             out
@@ -209,11 +249,17 @@ fn addresses(value: Option<&ParsedAddress<'_>>) -> Vec<Address> {
     }
 }
 
-fn structure_of(message: &Message<'_>, index: usize, base: u32, depth: usize) -> Structure {
+fn structure_of(
+    message: &Message<'_>,
+    index: usize,
+    raw: &[u8],
+    base: u32,
+    depth: usize,
+    in_digest: bool,
+) -> Structure {
     let Some(part) = message.parts.get(index) else {
         return Structure::default();
     };
-    let raw = message.raw_message();
     if depth >= crate::limits::MIME_DEPTH {
         return opaque(part, base);
     }
@@ -230,6 +276,8 @@ fn structure_of(message: &Message<'_>, index: usize, base: u32, depth: usize) ->
                 .map(|a| (a.name.to_string(), a.value.to_string()))
                 .collect(),
         ),
+        // RFC 2046 §5.1.5: in a digest, a part's default type is message/rfc822.
+        None if in_digest => ("message".to_string(), "rfc822".to_string(), Vec::new()),
         None => ("text".to_string(), "plain".to_string(), Vec::new()),
     };
     let (kind, subtype) = if subtype.is_empty() {
@@ -279,14 +327,33 @@ fn structure_of(message: &Message<'_>, index: usize, base: u32, depth: usize) ->
     };
     match &part.body {
         PartType::Multipart(children) => {
+            let digest = structure.subtype == "digest";
             structure.parts = children
                 .iter()
-                .map(|&child| structure_of(message, child as usize, base, depth + 1))
+                .map(|&child| structure_of(message, child as usize, raw, base, depth + 1, digest))
                 .collect();
         }
-        PartType::Message(inner) => {
+        // A digest's part with no Content-Type is a message mail-parser took for text:
+        // parsed here, from its own bytes.
+        _ if structure.kind == "message" && part.content_type().is_none() => {
             structure.lines = count_lines(body);
-            structure.message = Some(Box::new(meta_of(inner, base + part.offset_body, depth + 1)));
+            if let Some(inner) = crate::mime::parse(body) {
+                let at = base + part.offset_body;
+                structure.message = Some(Box::new(meta_of(&inner, body, at, depth + 1)));
+            }
+        }
+        PartType::Message(inner) => {
+            // mail-parser parses an attached message in place: its offsets count in the
+            // enclosing message's bytes (its own raw_message is a copy of its part).
+            // One it had to decode first (base64 or quoted-printable, which RFC 2046
+            // §5.2.1 forbids for message/rfc822) has offsets in the decoded bytes, which
+            // are not in the message: it stays an opaque leaf.
+            if inner.raw_message() == body {
+                structure.lines = count_lines(body);
+                structure.message = Some(Box::new(meta_of(inner, raw, base, depth + 1)));
+            } else {
+                return opaque(part, base);
+            }
         }
         PartType::Text(_) | PartType::Html(_) => structure.lines = count_lines(body),
         PartType::Binary(_) | PartType::InlineBinary(_) => {
@@ -469,5 +536,37 @@ AAAA\r\n\
             b"hello\r\n"
         );
         assert_eq!(one.lines, 1);
+    }
+
+    #[test]
+    fn envelope_addresses_skip_comments_and_split_source_routes() {
+        let raw = b"From: <@relay1,@relay2:user@domain.test>\r\n\
+To: group1: a@b.test;, group2: (foo) ;, c@d.test\r\nBcc: (only a comment)\r\n\r\nx\r\n";
+        let e = Meta::of(raw).envelope;
+        assert_eq!(
+            e.from,
+            [Address {
+                name: None,
+                route: Some("@relay1,@relay2".into()),
+                mailbox: Some("user".into()),
+                host: Some("domain.test".into()),
+            }]
+        );
+        let to: Vec<(Option<&str>, Option<&str>)> =
+            e.to.iter()
+                .map(|a| (a.mailbox.as_deref(), a.host.as_deref()))
+                .collect();
+        assert_eq!(
+            to,
+            [
+                (Some("group1"), None),
+                (Some("a"), Some("b.test")),
+                (None, None),
+                (Some("group2"), None),
+                (None, None),
+                (Some("c"), Some("d.test")),
+            ]
+        );
+        assert!(e.bcc.is_empty());
     }
 }

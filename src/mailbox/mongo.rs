@@ -14,7 +14,7 @@ use super::MailboxError;
 use super::crypto::{AccountKey, Part};
 use super::meta::Meta;
 use super::store::{
-    FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, canonical, changed_flags, join_flags,
+    FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags, join_flags,
     parse_flags,
 };
 use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
@@ -46,6 +46,11 @@ fn folder_of(d: &Document) -> Folder {
         uidvalidity: int(d, "uidvalidity") as u32,
         uidnext: int(d, "uidnext") as u32,
         highestmodseq: int(d, "highestmodseq") as u64,
+        // Folders from before \Recent was kept: what is there was seen.
+        first_recent: d
+            .get("first_recent")
+            .map(|_| int(d, "first_recent"))
+            .unwrap_or_else(|| int(d, "uidnext")) as u32,
     }
 }
 
@@ -138,7 +143,7 @@ impl MongoMailbox {
             }
             // Two nodes making the same account's folders at once: the unique index keeps
             // one, and the other's attempt is no error.
-            match mailbox.insert_folder(name, role) {
+            match mailbox.insert_folder(name, role, true) {
                 Ok(()) | Err(MailboxError::FolderExists(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -203,14 +208,20 @@ impl MongoMailbox {
         Ok(next)
     }
 
-    fn insert_folder(&self, name: &str, role: Option<&str>) -> Result<(), MailboxError> {
+    fn insert_folder(
+        &self,
+        name: &str,
+        role: Option<&str>,
+        subscribed: bool,
+    ) -> Result<(), MailboxError> {
         let name = name.to_string();
         let role = role.map(str::to_string);
         self.mongo
             .block(in_transaction!(self.mongo, |s| self.insert_folder_in(
                 s,
                 &name,
-                role.as_deref()
+                role.as_deref(),
+                subscribed
             )))
     }
 
@@ -219,6 +230,7 @@ impl MongoMailbox {
         s: &mut ClientSession,
         name: &str,
         role: Option<&str>,
+        subscribed: bool,
     ) -> Result<(), MailboxError> {
         let exists = self
             .folders_coll()
@@ -238,10 +250,11 @@ impl MongoMailbox {
                 "account": &self.account,
                 "name": name,
                 "special_use": role,
-                "subscribed": true,
+                "subscribed": subscribed,
                 "uidvalidity": validity,
                 "uidnext": 1_i64,
                 "highestmodseq": 1_i64,
+                "first_recent": 1_i64,
             })
             .session(&mut *s)
             .await;
@@ -274,12 +287,12 @@ impl MongoMailbox {
         Ok(found.as_ref().map(folder_of))
     }
 
-    pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+    pub fn create_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
         let name = canonical(name);
         if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
             return Err(MailboxError::Refused("not a valid folder name"));
         }
-        self.insert_folder(name, None)?;
+        self.insert_folder(name, None, subscribed)?;
         self.folder(name)?
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
     }
@@ -556,6 +569,27 @@ impl MongoMailbox {
             .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))
     }
 
+    /// See SqliteMailbox::claim_recent.
+    pub fn claim_recent(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
+        let now = self.refresh(folder)?;
+        if now.first_recent >= now.uidnext {
+            return Ok(None);
+        }
+        // One update that moves first_recent up to uidnext and returns what it was.
+        let before = self.mongo.block(async {
+            self.folders_coll()
+                .find_one_and_update(
+                    doc! { "_id": folder.id },
+                    vec![doc! { "$set": { "first_recent": "$uidnext" } }],
+                )
+                .return_document(ReturnDocument::Before)
+                .await
+        })?;
+        Ok(before
+            .map(|d| folder_of(&d))
+            .and_then(|f| (f.first_recent < f.uidnext).then_some((f.first_recent, f.uidnext))))
+    }
+
     pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
         let docs: Vec<Document> = self.mongo.block(async {
             self.messages_coll()
@@ -671,10 +705,9 @@ impl MongoMailbox {
         change: FlagChange,
         flags: &[String],
         unchanged_since: Option<u64>,
-    ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
+    ) -> Result<Stored, MailboxError> {
         let out = self.mongo.block(in_transaction!(self.mongo, |s| async {
-            let mut changed = Vec::new();
-            let mut refused = Vec::new();
+            let mut stored = Stored::default();
             let mut modseq: Option<i64> = None;
             let found = self.messages_in(s, folder, uids).await?;
             let by_uid: HashMap<u32, &Document> =
@@ -685,36 +718,33 @@ impl MongoMailbox {
                 };
                 let old = d.get_str("flags").unwrap_or_default();
                 if unchanged_since.is_some_and(|since| int(d, "modseq") as u64 > since) {
-                    refused.push(uid);
+                    stored.refused.push(uid);
                     continue;
                 }
-                let Some(joined) = changed_flags(old, change, flags) else {
-                    continue;
-                };
-                let next = match modseq {
-                    Some(m) => m,
-                    None => {
-                        let m = self.bump_modseq(s, folder.id).await?;
-                        modseq = Some(m);
-                        m
-                    }
-                };
-                self.messages_coll()
-                    .update_one(
-                        doc! { "_id": d.get("_id").cloned().unwrap_or(Bson::Null) },
-                        doc! { "$set": { "flags": &joined, "modseq": next } },
-                    )
-                    .session(&mut *s)
-                    .await?;
-                changed.push(MessageInfo {
-                    uid,
-                    flags: parse_flags(&joined),
-                    modseq: next as u64,
-                    size: int(d, "size") as u64,
-                    internal_date: int(d, "internal_date"),
-                });
+                let mut info = info_of(d);
+                if let Some(joined) = changed_flags(old, change, flags) {
+                    let next = match modseq {
+                        Some(m) => m,
+                        None => {
+                            let m = self.bump_modseq(s, folder.id).await?;
+                            modseq = Some(m);
+                            m
+                        }
+                    };
+                    self.messages_coll()
+                        .update_one(
+                            doc! { "_id": d.get("_id").cloned().unwrap_or(Bson::Null) },
+                            doc! { "$set": { "flags": &joined, "modseq": next } },
+                        )
+                        .session(&mut *s)
+                        .await?;
+                    info.flags = parse_flags(&joined);
+                    info.modseq = next as u64;
+                    stored.changed.push(uid);
+                }
+                stored.now.push(info);
             }
-            Ok::<_, MailboxError>((changed, refused))
+            Ok::<_, MailboxError>(stored)
         }))?;
         Ok(out)
     }

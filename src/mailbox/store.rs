@@ -19,7 +19,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS folders (
     subscribed INTEGER NOT NULL DEFAULT 1,
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
-    highestmodseq INTEGER NOT NULL DEFAULT 1
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    first_recent INTEGER NOT NULL DEFAULT 1
 );
 -- One row per message content; copies in several folders share it. The small sealed
 -- metadata comes before the body, so reading it never walks the body's overflow pages.
@@ -80,6 +81,9 @@ pub struct Folder {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highestmodseq: u64,
+    /// The first UID no session has yet been told of as \Recent (RFC 3501 §2.3.2):
+    /// the session that selects the folder next claims those from here to UIDNEXT.
+    pub first_recent: u32,
 }
 
 /// What a session keeps of each message of its selected folder.
@@ -97,6 +101,16 @@ impl MessageInfo {
     pub fn has(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
     }
+}
+
+/// What a flag change did: every message named that exists, as it is afterwards (all
+/// of them, so a STORE reply shows flags another session set meanwhile), which of them
+/// changed, and which CONDSTORE's UNCHANGEDSINCE left alone (not in `now`).
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub now: Vec<MessageInfo>,
+    pub changed: Vec<u32>,
+    pub refused: Vec<u32>,
 }
 
 /// STORE's three forms.
@@ -126,11 +140,12 @@ fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {
         uidvalidity: r.get::<_, i64>(4)? as u32,
         uidnext: r.get::<_, i64>(5)? as u32,
         highestmodseq: r.get::<_, i64>(6)? as u64,
+        first_recent: r.get::<_, i64>(7)? as u32,
     })
 }
 
 const FOLDER_COLUMNS: &str =
-    "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq";
+    "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, first_recent";
 
 pub(super) fn parse_flags(text: &str) -> Vec<String> {
     text.split(' ')
@@ -283,6 +298,18 @@ impl SqliteMailbox {
         // Version 3: the bytes in use are kept up to date by triggers, so a quota check
         // (at every RCPT for the account) reads one row instead of summing every message.
         tx.execute_batch(USED_BYTES)?;
+        // Version 4: \Recent. What is already there was seen before it was kept.
+        let has_recent: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('folders') WHERE name = 'first_recent'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_recent {
+            tx.execute_batch(
+                "ALTER TABLE folders ADD COLUMN first_recent INTEGER NOT NULL DEFAULT 1;
+                 UPDATE folders SET first_recent = uidnext;",
+            )?;
+        }
         for (name, role) in SPECIAL_FOLDERS {
             let exists: bool = tx.query_row(
                 "SELECT COUNT(*) > 0 FROM folders WHERE name = ?1",
@@ -352,7 +379,7 @@ impl SqliteMailbox {
             .optional()?)
     }
 
-    pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+    pub fn create_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
         let name = canonical(name);
         if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
             return Err(MailboxError::Refused("not a valid folder name"));
@@ -370,8 +397,8 @@ impl SqliteMailbox {
         }
         let validity = new_uidvalidity(&tx)?;
         tx.execute(
-            "INSERT INTO folders (name, uidvalidity) VALUES (?1, ?2)",
-            params![name, validity],
+            "INSERT INTO folders (name, uidvalidity, subscribed) VALUES (?1, ?2, ?3)",
+            params![name, validity, subscribed],
         )?;
         tx.commit()?;
         self.folder(name)?
@@ -498,6 +525,35 @@ impl SqliteMailbox {
             .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))
     }
 
+    /// Claims the messages no session has yet seen as \Recent: returns the UIDs
+    /// `from..to` that are recent for the caller alone (None when there are none).
+    pub fn claim_recent(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
+        let unclaimed = |conn: &Connection| -> Result<Option<(u32, u32)>, MailboxError> {
+            let (first, next): (i64, i64) = conn
+                .prepare_cached("SELECT first_recent, uidnext FROM folders WHERE id = ?1")?
+                .query_row([folder.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
+            Ok((first < next).then_some((first as u32, next as u32)))
+        };
+        // Most looks find nothing new: no write transaction for those.
+        if unclaimed(&self.conn)?.is_none() {
+            return Ok(None);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed = unclaimed(&tx)?;
+        if let Some((_, next)) = claimed {
+            tx.execute(
+                "UPDATE folders SET first_recent = ?2 WHERE id = ?1",
+                params![folder.id, next],
+            )?;
+        }
+        tx.commit()?;
+        Ok(claimed)
+    }
+
     /// Every message of a folder, in UID order.
     pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
         let mut stmt = self.conn.prepare_cached(
@@ -572,10 +628,7 @@ impl SqliteMailbox {
         Ok(out)
     }
 
-    /// Bytes of the messages with UIDs in `first..=last`.
-    /// Changes the flags of `uids`. With `unchanged_since` (CONDSTORE), a message whose
-    /// MODSEQ is higher is left alone and its UID returned in the second list. Returns
-    /// the messages as they are afterwards (only those that changed).
+    /// Changes the flags of `uids` (see `Stored`).
     pub fn set_flags(
         &mut self,
         folder: &Folder,
@@ -583,12 +636,11 @@ impl SqliteMailbox {
         change: FlagChange,
         flags: &[String],
         unchanged_since: Option<u64>,
-    ) -> Result<(Vec<MessageInfo>, Vec<u32>), MailboxError> {
+    ) -> Result<Stored, MailboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut changed = Vec::new();
-        let mut refused = Vec::new();
+        let mut stored = Stored::default();
         let mut modseq: Option<i64> = None;
         {
             let mut read = tx.prepare_cached(
@@ -612,37 +664,40 @@ impl SqliteMailbox {
                     continue;
                 };
                 if unchanged_since.is_some_and(|since| old_modseq as u64 > since) {
-                    refused.push(uid);
+                    stored.refused.push(uid);
                     continue;
                 }
-                let Some(joined) = changed_flags(&old, change, flags) else {
-                    continue;
-                };
-                let next = match modseq {
-                    Some(m) => m,
-                    None => {
-                        let m: i64 = tx.query_row(
-                            "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1
-                             RETURNING highestmodseq",
-                            [folder.id],
-                            |r| r.get(0),
-                        )?;
-                        modseq = Some(m);
-                        m
-                    }
-                };
-                write.execute(params![folder.id, uid, joined, next])?;
-                changed.push(MessageInfo {
+                let mut info = MessageInfo {
                     uid,
-                    flags: parse_flags(&joined),
-                    modseq: next as u64,
+                    flags: parse_flags(&old),
+                    modseq: old_modseq as u64,
                     size: size as u64,
                     internal_date: date,
-                });
+                };
+                if let Some(joined) = changed_flags(&old, change, flags) {
+                    let next = match modseq {
+                        Some(m) => m,
+                        None => {
+                            let m: i64 = tx.query_row(
+                                "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1
+                                 RETURNING highestmodseq",
+                                [folder.id],
+                                |r| r.get(0),
+                            )?;
+                            modseq = Some(m);
+                            m
+                        }
+                    };
+                    write.execute(params![folder.id, uid, joined, next])?;
+                    info.flags = parse_flags(&joined);
+                    info.modseq = next as u64;
+                    stored.changed.push(uid);
+                }
+                stored.now.push(info);
             }
         }
         tx.commit()?;
-        Ok((changed, refused))
+        Ok(stored)
     }
 
     /// Copies messages (sharing their sealed content); returns (source UID, new UID)
@@ -807,6 +862,7 @@ mod tests {
             (1000, 2),
             "clients keep their cache"
         );
+        assert_eq!(inbox.first_recent, 2, "what was there before is not new");
         assert_eq!(mb.body(&inbox, 1).unwrap().unwrap(), b"Subject: old secret");
         drop(mb);
         let file = std::fs::read(&path).unwrap();

@@ -2,6 +2,8 @@
 //! `ferrymail` binary run against it. Every integration test goes through here.
 #![allow(dead_code)]
 
+pub mod imap;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

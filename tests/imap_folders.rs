@@ -1,0 +1,140 @@
+//! Folders to the letter (RFC 3501 §6.3, RFC 5258 §3 on \Subscribed, RFC 6154): CREATE
+//! leaves subscribing to the client, LIST and LSUB show the levels a `%` stops at as
+//! \Noselect, plain LIST says nothing of subscriptions, RENAME and DELETE follow the
+//! RFC's own examples.
+
+mod common;
+
+use common::imap::{Server, expect};
+
+const ME: &str = "me@example.test";
+
+#[test]
+fn create_does_not_subscribe_and_plain_list_does_not_tell_subscriptions() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    expect(&c.run("CREATE Work"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" *"),
+        &[
+            "* LIST (\\HasNoChildren \\Archive) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts) \"/\" Drafts",
+            "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk) \"/\" Junk",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash",
+            "* LIST (\\HasNoChildren) \"/\" Work",
+            "T OK …",
+        ],
+    );
+    // The folders every mailbox starts with are subscribed; the new one is not.
+    expect(
+        &c.run("LSUB \"\" *"),
+        &[
+            "* LSUB (…) \"/\" Archive",
+            "* LSUB (…) \"/\" Drafts",
+            "* LSUB (…) \"/\" INBOX",
+            "* LSUB (…) \"/\" Junk",
+            "* LSUB (…) \"/\" Sent",
+            "* LSUB (…) \"/\" Trash",
+            "T OK …",
+        ],
+    );
+    expect(&c.run("SUBSCRIBE Work"), &["T OK …"]);
+    expect(
+        &c.run("LSUB \"\" Work"),
+        &["* LSUB (…) \"/\" Work", "T OK …"],
+    );
+    expect(&c.run("UNSUBSCRIBE Work"), &["T OK …"]);
+    expect(&c.run("LSUB \"\" Work"), &["T OK …"]);
+}
+
+/// RFC 3501 §6.3.9: "if foo/bar is subscribed and foo is not, LSUB with % must return
+/// foo with \Noselect"; with * only what is subscribed.
+#[test]
+fn lsub_shows_an_unsubscribed_parent_of_a_subscribed_child_as_noselect() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    c.run("CREATE Work");
+    c.run("CREATE Work/2025");
+    c.run("SUBSCRIBE Work/2025");
+    expect(
+        &c.run("LSUB \"\" Work%"),
+        &["* LSUB (\\Noselect …) \"/\" Work", "T OK …"],
+    );
+    expect(
+        &c.run("LSUB \"\" Work*"),
+        &["* LSUB (…) \"/\" Work/2025", "T OK …"],
+    );
+    expect(
+        &c.run("LSUB Work/ %"),
+        &["* LSUB (…) \"/\" Work/2025", "T OK …"],
+    );
+    // Subscribed, the parent is shown as it is.
+    c.run("SUBSCRIBE Work");
+    let shown = c.run("LSUB \"\" Work%");
+    expect(&shown, &["* LSUB (\\HasChildren) \"/\" Work", "T OK …"]);
+}
+
+/// A level with no folder of its own (`a` and `a/b` above `a/b/c`) is listed as
+/// \Noselect where the pattern stops, so a client walking the tree with % finds c.
+#[test]
+fn list_shows_levels_without_a_folder_as_noselect() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    expect(&c.run("CREATE a/b/c"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" a%"),
+        &["* LIST (\\Noselect \\HasChildren) \"/\" a", "T OK …"],
+    );
+    expect(
+        &c.run("LIST a/ %"),
+        &["* LIST (\\Noselect \\HasChildren) \"/\" a/b", "T OK …"],
+    );
+    expect(
+        &c.run("LIST \"\" a/b/%"),
+        &["* LIST (\\HasNoChildren) \"/\" a/b/c", "T OK …"],
+    );
+    expect(&c.run("SELECT a/b"), &["T NO …"]);
+    // The hierarchy delimiter (RFC 3501 §6.3.8).
+    expect(
+        &c.run("LIST \"\" \"\""),
+        &["* LIST (\\Noselect) \"/\" \"\"", "T OK …"],
+    );
+}
+
+/// RFC 3501 §6.3.5's example: renaming a folder renames those below it; renaming
+/// INBOX moves its messages to a new folder and leaves INBOX empty.
+#[test]
+fn rename_and_delete_as_the_rfc_shows() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    for name in ["foo", "foo/bar", "foo/baz"] {
+        expect(&c.run(&format!("CREATE {name}")), &["T OK …"]);
+    }
+    expect(&c.run("RENAME foo zowie"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" zowie*"),
+        &[
+            "* LIST (\\HasChildren) \"/\" zowie",
+            "* LIST (\\HasNoChildren) \"/\" zowie/bar",
+            "* LIST (\\HasNoChildren) \"/\" zowie/baz",
+            "T OK …",
+        ],
+    );
+    expect(&c.run("LIST \"\" foo*"), &["T OK …"]);
+    expect(&c.run("RENAME zowie/bar Sent"), &["T NO [ALREADYEXISTS] …"]);
+    c.append("INBOX", "", &common::imap::message("kept"));
+    expect(&c.run("RENAME INBOX Old"), &["T OK …"]);
+    expect(
+        &c.run("STATUS INBOX (MESSAGES)"),
+        &["* STATUS INBOX (MESSAGES 0)", "T OK …"],
+    );
+    expect(
+        &c.run("STATUS Old (MESSAGES)"),
+        &["* STATUS Old (MESSAGES 1)", "T OK …"],
+    );
+    expect(&c.run("DELETE INBOX"), &["T NO …"]);
+    expect(&c.run("DELETE zowie/baz"), &["T OK …"]);
+    expect(&c.run("DELETE nothing-here"), &["T NO [NONEXISTENT] …"]);
+}
