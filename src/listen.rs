@@ -185,16 +185,33 @@ impl Limits {
         })
     }
 
+    /// Logs a refusal, once a minute per address, listener and reason (a flood must not
+    /// flood the log too).
+    pub fn log_refusal(&self, remote: SocketAddr, why: Refused) {
+        let network = network_of(remote.ip());
+        let key = format!("refusal-logged:{}:{network}:{why:?}", self.name);
+        if self.cache.hit(&key, 1, Duration::from_secs(60)) {
+            tracing::info!(listener = self.name, %remote, reason = why.text(), "connection refused");
+        }
+    }
+
     /// Counts a new connection from `ip`, or says which limit refuses it. An IPv6
     /// client counts by its /64: one host usually holds all of it.
     pub fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Result<Admission, Refused> {
         let ip = network_of(ip);
         let s = self.settings;
-        if s.per_minute != 0 {
-            let key = format!("{}-connect:{ip}", self.name);
-            if !self.cache.hit(&key, s.per_minute, Duration::from_secs(60)) {
-                return Err(Refused::TooFast);
-            }
+        // New connections count per address across every listener. An address that
+        // logged in lately is not held to the rate: a client that reconnects often
+        // (mbsync per folder, a phone on a flaky network) is not what the limit is for.
+        if s.per_minute != 0
+            && !self.cache.hit(
+                &format!("connect:{ip}"),
+                s.per_minute,
+                Duration::from_secs(60),
+            )
+            && self.cache.recent(&logged_in_key(ip), LOGGED_IN_TRUST) == 0
+        {
+            return Err(Refused::TooFast);
         }
         // Checked and counted under the locks, so two connections at once cannot both
         // take the last place.
@@ -231,6 +248,13 @@ impl Limits {
     }
 }
 
+/// How long an address that logged in is spared the new-connection rate.
+const LOGGED_IN_TRUST: Duration = Duration::from_secs(10 * 60);
+
+fn logged_in_key(network: std::net::IpAddr) -> String {
+    format!("logged-in:{network}")
+}
+
 /// One open connection in its IP's counts; dropping it gives the places back.
 pub struct Admission {
     limits: std::sync::Arc<Limits>,
@@ -244,13 +268,22 @@ impl Admission {
     pub fn logged_in(&self) {
         if self.unauthenticated.swap(false, Ordering::AcqRel) {
             give_back(&self.limits.unauthenticated, self.ip);
+            // Marked at most once per half of the trust (a sliding window keeps every
+            // mark), so an address logging in all the time stays trusted at no cost.
+            let key = logged_in_key(self.ip);
+            let cache = &self.limits.cache;
+            if cache.recent(&key, LOGGED_IN_TRUST / 2) == 0 {
+                cache.hit(&key, u32::MAX, LOGGED_IN_TRUST);
+            }
         }
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.logged_in();
+        if self.unauthenticated.swap(false, Ordering::AcqRel) {
+            give_back(&self.limits.unauthenticated, self.ip);
+        }
         give_back(&self.limits.open, self.ip);
         self.limits.listener_open.fetch_sub(1, Ordering::AcqRel);
         self.limits.global.open.fetch_sub(1, Ordering::AcqRel);
@@ -305,16 +338,38 @@ pub async fn accept_limited(
     accept_until(listener, shutdown, drain, |stream, remote| {
         match limits.admit(remote.ip()) {
             Ok(admission) => session(stream, remote, admission),
-            Err(why) => Box::pin(async move {
-                if !implicit_tls {
-                    use tokio::io::AsyncWriteExt;
-                    let mut stream = stream;
-                    let _ = stream.write_all(refusal(why.text()).as_bytes()).await;
-                }
-            }),
+            Err(why) => {
+                limits.log_refusal(remote, why);
+                Box::pin(async move {
+                    if !implicit_tls {
+                        refuse(stream, &refusal(why.text())).await;
+                    }
+                })
+            }
         }
     })
     .await;
+}
+
+/// Says why to a refused client and closes gently: what it already sent is read
+/// (briefly) before the close, or the kernel would answer it with a reset and the
+/// client might never see the reason.
+async fn refuse(mut stream: TcpStream, why: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(why.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// A TLS handshake longer than this is dropped (a client that connects and stalls would

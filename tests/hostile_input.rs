@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Process, TEST_HASH, Workspace, free_port, python_peer_run, wait_for};
+use common::{Process, TEST_HASH, Workspace, connect_from, free_port, python_peer_run, wait_for};
 
 struct Server {
     w: Workspace,
@@ -594,46 +594,6 @@ fn a_deep_folder_and_a_backtracking_list_pattern_cost_nothing() {
         s.process.terminate().is_some(),
         "SIGTERM did not stop the server"
     );
-}
-
-/// Opens a plain connection from `source` (a loopback address) and reads its greeting.
-fn connect_from(source: &str, port: u16) -> TcpStream {
-    // A listener bound after the one `serve` waited for may not be up yet.
-    for _ in 0..100 {
-        if let Some(stream) = try_connect_from(source, port) {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            return stream;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn try_connect_from(source: &str, port: u16) -> Option<TcpStream> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // std cannot bind a source address before connecting: libc does it.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    assert!(fd >= 0);
-    // Owned at once, so a failed attempt closes its socket.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let local = addr(source.parse().unwrap(), 0);
-    let remote = addr(std::net::Ipv4Addr::LOCALHOST, port);
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let connected = unsafe {
-        libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
-            && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0
-    };
-    connected.then(|| TcpStream::from(owned))
 }
 
 fn first_line(stream: &TcpStream) -> String {

@@ -397,3 +397,49 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         assert!(third.starts_with(refused), "{third}");
     }
 }
+
+/// The new-connection rate counts per address across listeners; a refused client is
+/// told why (and the log says so, once); an address that logged in lately is not held
+/// to it: a client reconnecting all day is not a flood.
+#[test]
+fn the_connection_rate_says_why_counts_per_address_and_spares_clients_that_logged_in() {
+    use common::imap::{Client, Server};
+    let pop3 = free_port();
+    let server = Server::with(
+        &["me@example.test"],
+        &format!("pop3 = \"127.0.0.1:{pop3}\"\n\n[limits]\nconnections_per_minute = 10\n"),
+    );
+    // 127.0.0.2: five POP3 connections and five IMAP ones are the ten allowed.
+    for _ in 0..5 {
+        let c = common::connect_from("127.0.0.2", pop3);
+        drop(c);
+    }
+    for _ in 0..5 {
+        let c = Client::connect_from("127.0.0.2", server.port);
+        assert!(c.greeting.starts_with("* OK"), "{}", c.greeting);
+    }
+    for _ in 0..3 {
+        let refused = Client::connect_from("127.0.0.2", server.port);
+        assert_eq!(
+            refused.greeting,
+            "* BYE Too many new connections from your address; slow down"
+        );
+    }
+    // 127.0.0.3 logs in once, then reconnects far past the rate.
+    let first = Client::login_from("127.0.0.3", server.port, "me@example.test");
+    drop(first);
+    for i in 0..20 {
+        let c = Client::connect_from("127.0.0.3", server.port);
+        assert!(
+            c.greeting.starts_with("* OK"),
+            "connection {i}: {}",
+            c.greeting
+        );
+    }
+    let log = server.process.log_text();
+    let told = log
+        .lines()
+        .filter(|l| l.contains("connection refused") && l.contains("127.0.0.2"))
+        .count();
+    assert_eq!(told, 1, "{log}");
+}

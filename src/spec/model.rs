@@ -301,7 +301,8 @@ pub struct Cache {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// New connections one IP address may open per minute; 0 turns the limit off. Default 600.
+    /// New connections one IP address may open per minute, on all listeners together;
+    /// an address that logged in lately is spared. 0 turns the limit off. Default 600.
     #[serde(default = "default_connections_per_minute")]
     pub connections_per_minute: u32,
     /// Connections one IP address may hold open at once. Default 50, as Postfix's

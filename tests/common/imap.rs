@@ -26,10 +26,11 @@ impl Server {
         Server::with(accounts, "")
     }
 
-    /// `extra` is added to the spec (a [limits] table, say).
+    /// `extra` follows the IMAP listener's line in the spec: other listeners first,
+    /// then tables ([limits], say).
     pub fn with(accounts: &[&str], extra: &str) -> Server {
         let port = free_port();
-        let mut spec = format!("[listeners]\nimap = \"127.0.0.1:{port}\"\n\n{extra}\n");
+        let mut spec = format!("[listeners]\nimap = \"127.0.0.1:{port}\"\n{extra}\n");
         for account in accounts {
             let (local, domain) = account.split_once('@').expect("local@domain");
             spec.push_str(&format!(
@@ -96,7 +97,13 @@ pub struct Client {
 impl Client {
     /// A connection in the clear, its greeting read.
     pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to IMAP");
+        Client::connect_from("127.0.0.1", port)
+    }
+
+    /// A connection from the loopback address `source` (127.0.0.2…): another client
+    /// to the per-address limits.
+    pub fn connect_from(source: &str, port: u16) -> Client {
+        let stream = super::connect_from(source, port);
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -123,7 +130,11 @@ impl Client {
 
     /// A session of `account`, logged in over STARTTLS.
     pub fn login(port: u16, account: &str) -> Client {
-        let mut c = Client::connect(port);
+        Client::login_from("127.0.0.1", port, account)
+    }
+
+    pub fn login_from(source: &str, port: u16, account: &str) -> Client {
+        let mut c = Client::connect_from(source, port);
         c.starttls();
         let done = c.run(&format!("LOGIN {account} quickstart"));
         assert!(

@@ -176,6 +176,47 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Opens a plain connection from `source` (a loopback address such as 127.0.0.2, so a
+/// test can be several clients to the per-address limits).
+pub fn connect_from(source: &str, port: u16) -> std::net::TcpStream {
+    // A listener bound after the one `serve` waited for may not be up yet.
+    for _ in 0..100 {
+        if let Some(stream) = try_connect_from(source, port) {
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            return stream;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing listens on {port}");
+}
+
+pub fn try_connect_from(source: &str, port: u16) -> Option<std::net::TcpStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // std cannot bind a source address before connecting: libc does it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    // Owned at once, so a failed attempt closes its socket.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = addr(source.parse().unwrap(), 0);
+    let remote = addr(std::net::Ipv4Addr::LOCALHOST, port);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let connected = unsafe {
+        libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
+            && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0
+    };
+    connected.then(|| std::net::TcpStream::from(owned))
+}
+
 /// Polls `check` until it is true or `timeout` passes.
 pub fn wait_for(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
