@@ -212,6 +212,11 @@ fn main() {
     }
     check_across(&sides, &corpus);
     report(&sides, &corpus);
+    let mixes: Vec<MixResult> = sides
+        .iter()
+        .map(|side| write_mix(side, &corpus, &config))
+        .collect();
+    report_mix(&sides, &mixes);
     for side in &mut sides {
         side.stop();
     }
@@ -1144,12 +1149,16 @@ impl Imap {
         }
     }
 
-    /// APPEND with LITERAL+ when offered; returns the UID from APPENDUID.
+    /// APPEND to INBOX with LITERAL+ when offered; returns the UID from APPENDUID.
     fn append(&mut self, m: &Message) -> Result<u32, String> {
+        self.append_to("INBOX", m)
+    }
+
+    fn append_to(&mut self, folder: &str, m: &Message) -> Result<u32, String> {
         let tag = self.next_tag();
         let plus = if self.literal_plus { "+" } else { "" };
         let head = format!(
-            "{tag} APPEND INBOX ({}) \"{}\" {{{}{plus}}}\r\n",
+            "{tag} APPEND {folder} ({}) \"{}\" {{{}{plus}}}\r\n",
             m.flags,
             m.internal_date,
             m.bytes.len()
@@ -2457,4 +2466,297 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+// ---------------------------------------------------------------------------------------
+// The write mix: several clients at once on one folder, as a household's phones and
+// laptops are, each command timed.
+
+/// Clients in the write mix, each on its own connection.
+const MIX_CLIENTS: usize = 5;
+/// Messages copied from INBOX into the mix's folder before it starts.
+const MIX_MESSAGES: usize = 1000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum MixOp {
+    Store,
+    Expunge,
+    Copy,
+    Append,
+    Fetch,
+    Search,
+}
+
+const MIX_OPS: [MixOp; 6] = [
+    MixOp::Store,
+    MixOp::Expunge,
+    MixOp::Copy,
+    MixOp::Append,
+    MixOp::Fetch,
+    MixOp::Search,
+];
+
+impl MixOp {
+    fn label(self) -> &'static str {
+        match self {
+            MixOp::Store => "`UID STORE u +FLAGS/-FLAGS (\\Seen)`",
+            MixOp::Expunge => "`UID EXPUNGE u` (after `+FLAGS.SILENT (\\Deleted)`)",
+            MixOp::Copy => "`UID COPY u MixCopies`",
+            MixOp::Append => "`APPEND Mix` (2–20 KB)",
+            MixOp::Fetch => "`UID FETCH u (FLAGS BODY.PEEK[HEADER])`",
+            MixOp::Search => "`UID SEARCH UNSEEN`",
+        }
+    }
+
+    /// The mix: a third flag changes, the rest spread over the other five.
+    fn pick(rng: &mut Lcg) -> MixOp {
+        match rng.below(100) {
+            0..35 => MixOp::Store,
+            35..50 => MixOp::Expunge,
+            50..63 => MixOp::Copy,
+            63..78 => MixOp::Append,
+            78..90 => MixOp::Fetch,
+            _ => MixOp::Search,
+        }
+    }
+}
+
+struct MixResult {
+    times: HashMap<MixOp, Vec<Duration>>,
+    errors: Vec<String>,
+    wall: Duration,
+    /// Sampled every 100 ms over the server's processes (Dovecot's per-connection
+    /// `imap` processes come and go with the clients).
+    peak_rss_kib: u64,
+    peak_pss_kib: u64,
+}
+
+/// How long each server runs the mix (FERRYMAIL_BENCH_MIX_SECONDS overrides it).
+fn mix_seconds() -> u64 {
+    std::env::var("FERRYMAIL_BENCH_MIX_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Runs the mix against one server: MIX_CLIENTS clients on folder "Mix", each working
+/// on its own messages (so it always knows which UIDs live) while every change reaches
+/// the others as untagged updates.
+fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixResult {
+    let fail = |e: String| -> ! { panic!("{}: write mix setup: {e}", side.name) };
+    let mut admin = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
+    for folder in ["Mix", "MixCopies"] {
+        admin
+            .command(&format!("CREATE {folder}"), |_| {})
+            .unwrap_or_else(|e| fail(e));
+    }
+    admin.command("SELECT INBOX", |_| {}).unwrap_or_else(|e| fail(e));
+    let last = MIX_MESSAGES.min(corpus.messages.len());
+    admin
+        .command(&format!("UID COPY 1:{last} Mix"), |_| {})
+        .unwrap_or_else(|e| fail(e));
+    admin.command("SELECT Mix", |_| {}).unwrap_or_else(|e| fail(e));
+    let mut uids: Vec<u32> = Vec::new();
+    admin
+        .command("UID SEARCH ALL", |item| {
+            if item.text.starts_with(b"* SEARCH") {
+                uids.extend(
+                    text(&item.text)
+                        .split_whitespace()
+                        .skip(2)
+                        .filter_map(|u| u.parse::<u32>().ok()),
+                );
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    let _ = admin.command("LOGOUT", |_| {});
+    let seconds = mix_seconds();
+    println!(
+        "\n{}: write mix, {MIX_CLIENTS} clients on {} messages for {seconds} s",
+        side.name,
+        uids.len()
+    );
+    let sampler = Sampler::start(side.pid);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let results: Vec<(HashMap<MixOp, Vec<Duration>>, Vec<String>)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..MIX_CLIENTS)
+            .map(|k| {
+                let own: Vec<u32> = uids
+                    .iter()
+                    .copied()
+                    .filter(|u| *u as usize % MIX_CLIENTS == k)
+                    .collect();
+                let port = side.port;
+                scope.spawn(move || mix_client(k, port, config, own, corpus, deadline))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("a mix client panicked")))
+            .collect()
+    });
+    let wall = started.elapsed();
+    let mut times: HashMap<MixOp, Vec<Duration>> = HashMap::new();
+    let mut errors = Vec::new();
+    for (t, e) in results {
+        for (op, mut list) in t {
+            times.entry(op).or_default().append(&mut list);
+        }
+        errors.extend(e);
+    }
+    for list in times.values_mut() {
+        list.sort();
+    }
+    let sampled = sampler.stop();
+    MixResult {
+        times,
+        errors,
+        wall,
+        peak_rss_kib: sampled.peak_rss_kib,
+        peak_pss_kib: sampled.peak_pss_kib,
+    }
+}
+
+type MixTimes = (HashMap<MixOp, Vec<Duration>>, Vec<String>);
+
+fn mix_client(
+    k: usize,
+    port: u16,
+    config: &Arc<ClientConfig>,
+    mut own: Vec<u32>,
+    corpus: &Corpus,
+    deadline: Instant,
+) -> MixTimes {
+    let mut times: HashMap<MixOp, Vec<Duration>> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut imap = match Imap::login(port, config) {
+        Ok(imap) => imap,
+        Err(e) => return (times, vec![format!("client {k}: login: {e}")]),
+    };
+    if let Err(e) = imap.command("SELECT Mix", |_| {}) {
+        return (times, vec![format!("client {k}: {e}")]);
+    }
+    let mut rng = Lcg(SEED ^ (k as u64 + 1) * 0x9e37_79b9);
+    let mut seen = false;
+    while Instant::now() < deadline && errors.len() < 20 {
+        let mut op = MixOp::pick(&mut rng);
+        if own.is_empty() {
+            op = MixOp::Append;
+        }
+        let at = if own.is_empty() { 0 } else { rng.below(own.len()) };
+        let uid = own.get(at).copied().unwrap_or(0);
+        let began = Instant::now();
+        let done = match op {
+            MixOp::Store => {
+                seen = !seen;
+                let sign = if seen { '+' } else { '-' };
+                imap.command(&format!("UID STORE {uid} {sign}FLAGS (\\Seen)"), |_| {})
+            }
+            MixOp::Expunge => {
+                let marked =
+                    imap.command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"), |_| {});
+                match marked {
+                    Ok(_) => {
+                        own.swap_remove(at);
+                        let began = Instant::now();
+                        let done = imap.command(&format!("UID EXPUNGE {uid}"), |_| {});
+                        if done.is_ok() {
+                            times.entry(op).or_default().push(began.elapsed());
+                        }
+                        if let Err(e) = done {
+                            errors.push(format!("client {k}: {e}"));
+                        }
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            MixOp::Copy => imap.command(&format!("UID COPY {uid} MixCopies"), |_| {}),
+            MixOp::Append => {
+                let m = &corpus.messages[rng.below(corpus.messages.len())];
+                match imap.append_to("Mix", m) {
+                    Ok(new) => {
+                        own.push(new);
+                        Ok(String::new())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            MixOp::Fetch => imap.command(&format!("UID FETCH {uid} (FLAGS BODY.PEEK[HEADER])"), |_| {}),
+            MixOp::Search => imap.command("UID SEARCH UNSEEN", |_| {}),
+        };
+        match done {
+            Ok(_) => times.entry(op).or_default().push(began.elapsed()),
+            Err(e) => errors.push(format!("client {k}: {e}")),
+        }
+    }
+    let _ = imap.command("LOGOUT", |_| {});
+    (times, errors)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Some(sorted[i])
+}
+
+fn report_mix(sides: &[Side], mixes: &[MixResult]) {
+    println!(
+        "\n## Write mix\n\n{MIX_CLIENTS} clients at once on one folder of {MIX_MESSAGES} \
+         messages, {} s per server, each command timed to its tagged OK (p50 / p99).\n",
+        mix_seconds()
+    );
+    let mut head = String::from("| command |");
+    let mut rule = String::from("| --- |");
+    for side in sides {
+        head.push_str(&format!(" {} p50 / p99 (n) |", side.name));
+        rule.push_str(" ---: |");
+    }
+    if sides.len() == 2 {
+        head.push_str(" ferrymail ÷ Dovecot (p50) | target ≤ 0.5× |");
+        rule.push_str(" ---: | --- |");
+    }
+    println!("{head}\n{rule}");
+    for op in MIX_OPS {
+        let mut row = format!("| {} |", op.label());
+        let mut p50s = Vec::new();
+        for mix in mixes {
+            let list = mix.times.get(&op).map(Vec::as_slice).unwrap_or_default();
+            match (percentile(list, 0.5), percentile(list, 0.99)) {
+                (Some(a), Some(b)) => {
+                    row.push_str(&format!(" {} / {} ({}) |", fmt_time(a), fmt_time(b), list.len()));
+                    p50s.push(a);
+                }
+                _ => row.push_str(" — |"),
+            }
+        }
+        if let [a, b] = p50s[..] {
+            let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            let met = if ratio <= 0.5 { "met" } else { "**not met**" };
+            row.push_str(&format!(" {ratio:.2}× | {met} |"));
+        } else if sides.len() == 2 {
+            row.push_str(" — | — |");
+        }
+        println!("{row}");
+    }
+    println!();
+    for (side, mix) in sides.iter().zip(mixes) {
+        let n: usize = mix.times.values().map(Vec::len).sum();
+        println!(
+            "- {}: {n} commands in {:.1} s ({:.0}/s), peak memory {:.0} MB RSS / {:.0} MB PSS (summed over its processes, sampled), {} errors{}",
+            side.name,
+            mix.wall.as_secs_f64(),
+            n as f64 / mix.wall.as_secs_f64().max(1e-9),
+            mix.peak_rss_kib as f64 * 1024.0 / 1e6,
+            mix.peak_pss_kib as f64 * 1024.0 / 1e6,
+            mix.errors.len(),
+            mix.errors
+                .first()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+    }
 }

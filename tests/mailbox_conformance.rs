@@ -56,6 +56,7 @@ conformance!(
     folders_are_created_renamed_and_deleted,
     large_messages_come_back_whole,
     recent_messages_are_claimed_once_and_created_folders_unsubscribed,
+    changes_since_a_modseq_tell_new_changed_and_expunged_messages,
 );
 
 fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
@@ -263,6 +264,45 @@ fn recent_messages_are_claimed_once_and_created_folders_unsubscribed(boxes: &Mai
     assert!(!mb.create_folder("Made").unwrap().subscribed);
     assert!(mb.folder_or_create("Landed").unwrap().subscribed);
     assert!(mb.folder("Sent").unwrap().unwrap().subscribed);
+}
+
+/// How sessions catch up: what changed after a MODSEQ, without reading the folder.
+fn changes_since_a_modseq_tell_new_changed_and_expunged_messages(boxes: &Mailboxes) {
+    let mut mb = boxes.open("me@d.test").unwrap();
+    let inbox = mb.folder("INBOX").unwrap().unwrap();
+    for _ in 0..3 {
+        mb.append(&inbox, b"x", &[], 1, None).unwrap();
+    }
+    let start = mb.refresh(&inbox).unwrap().highestmodseq;
+    let none = mb.changes_since(&inbox, start).unwrap();
+    assert!(none.changed.is_empty() && none.expunged.is_empty());
+    assert_eq!(none.highest, start);
+    mb.set_flags(&inbox, &[1], FlagChange::Add, &["\\Deleted".into()], None)
+        .unwrap();
+    mb.set_flags(&inbox, &[2], FlagChange::Add, &["\\Seen".into()], None)
+        .unwrap();
+    mb.expunge(&inbox, None).unwrap();
+    mb.append(&inbox, b"y", &[], 1, None).unwrap();
+    let trash = mb.folder("Trash").unwrap().unwrap();
+    mb.move_messages(&inbox, &[3], &trash).unwrap();
+    let delta = mb.changes_since(&inbox, start).unwrap();
+    let changed: Vec<(u32, bool)> = delta
+        .changed
+        .iter()
+        .map(|m| (m.uid, m.has("\\seen")))
+        .collect();
+    assert_eq!(changed, [(2, true), (4, false)]);
+    assert_eq!(delta.expunged, [1, 3]);
+    assert_eq!(delta.highest, mb.refresh(&inbox).unwrap().highestmodseq);
+    // From the last change on, nothing.
+    let after = mb.changes_since(&inbox, delta.highest).unwrap();
+    assert!(after.changed.is_empty() && after.expunged.is_empty());
+    // A folder deleted takes its expunged UIDs with it.
+    let work = mb.create_folder("Work").unwrap();
+    mb.append(&work, b"z", &["\\Deleted".into()], 1, None).unwrap();
+    mb.expunge(&work, None).unwrap();
+    assert_eq!(mb.changes_since(&work, 0).unwrap().expunged, [1]);
+    mb.delete_folder("Work").unwrap();
 }
 
 /// Two nodes on one MongoDB: what one delivers the other lists, flags set on one show

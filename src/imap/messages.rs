@@ -31,20 +31,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return;
         };
         // Only when something changed (here or elsewhere) since the last look, or an
-        // expunge is still to be told: SELECT of 10,000 messages is not re-read per command.
+        // expunge is still to be told; and then only what changed after the MODSEQ the
+        // view is at (a folder of 10,000 messages is not read again per command).
         let changed = woken || user.changes.has_changed().unwrap_or(false);
-        if !changed && !selected.held_expunges {
+        if !changed && (selected.held_expunges.is_empty() || !expunges) {
             return;
         }
         user.changes.borrow_and_update();
-        let now = match crate::blocking::run(|| user.mailbox.messages(&selected.folder)) {
-            Ok(now) => now,
-            Err(e) => {
-                tracing::debug!(error = %e, "IMAP update failed");
-                return;
+        let since = selected.modseq;
+        let delta = if changed {
+            match crate::blocking::run(|| user.mailbox.changes_since(&selected.folder, since)) {
+                Ok(delta) => delta,
+                Err(e) => {
+                    tracing::debug!(error = %e, "IMAP update failed");
+                    return;
+                }
+            }
+        } else {
+            crate::mailbox::Delta {
+                highest: since,
+                ..Default::default()
             }
         };
-        let changes = selected.catch_up(now, expunges);
+        let changes = selected.catch_up(delta, expunges);
         if changes.exists.is_some() {
             // New messages: those no other session has seen are this one's \Recent.
             let recent = if selected.read_only {

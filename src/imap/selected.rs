@@ -1,19 +1,22 @@
 //! The selected folder as one session sees it: messages in sequence order, and how that
-//! view catches up with changes made elsewhere (EXISTS, EXPUNGE, FETCH FLAGS).
+//! view catches up with changes made elsewhere (EXISTS, EXPUNGE, FETCH FLAGS), from
+//! what changed after the MODSEQ it last saw.
 
 use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm};
 use imap_next::imap_types::response::{Code, Data, Status};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use crate::mailbox::{Folder, MessageInfo};
+use crate::mailbox::{Delta, Folder, MessageInfo};
 
 pub struct Selected {
     pub folder: Folder,
     pub read_only: bool,
-    /// Sequence number n is `view[n - 1]`.
+    /// Sequence number n is `view[n - 1]`; UIDs ascend.
     pub view: Vec<MessageInfo>,
-    /// Expunges seen but not yet told (held during FETCH, STORE, SEARCH).
-    pub held_expunges: bool,
+    /// The folder's HIGHESTMODSEQ the view is up to date with.
+    pub modseq: u64,
+    /// UIDs expunged but not yet told (held during FETCH, STORE, SEARCH).
+    pub held_expunges: std::collections::BTreeSet<u32>,
     /// The UID ranges (from, to) this session was first to see: its \Recent messages.
     pub recent: Vec<(u32, u32)>,
     /// The keywords the client was told of in FLAGS (a new one means a new FLAGS).
@@ -48,12 +51,14 @@ pub fn contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
 }
 
 impl Selected {
+    /// `view` was read after `folder`, so it is at least as new as its HIGHESTMODSEQ.
     pub fn new(folder: Folder, read_only: bool, view: Vec<MessageInfo>) -> Selected {
         Selected {
+            modseq: folder.highestmodseq,
             folder,
             read_only,
             view,
-            held_expunges: false,
+            held_expunges: Default::default(),
             recent: Vec::new(),
             keywords: Default::default(),
         }
@@ -152,41 +157,64 @@ impl Selected {
             .collect()
     }
 
-    /// Brings the view up to `now` (the folder's messages in UID order). Expunges are
-    /// applied only when `expunges` is true (not during FETCH, STORE or SEARCH, RFC 3501
-    /// §7.4.1); until then the vanished messages keep their sequence numbers.
-    pub fn catch_up(&mut self, now: Vec<MessageInfo>, expunges: bool) -> Changes {
+    /// Where `uid` is in the view.
+    pub fn position(&self, uid: u32) -> Option<usize> {
+        self.view.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Brings the view up to date with `delta`. Expunges are applied only when
+    /// `expunges` is true (not during FETCH, STORE or SEARCH, RFC 3501 §7.4.1); until
+    /// then the vanished messages keep their sequence numbers.
+    pub fn catch_up(&mut self, delta: Delta, expunges: bool) -> Changes {
         let mut changes = Changes::default();
-        let current: std::collections::HashMap<u32, &MessageInfo> =
-            now.iter().map(|m| (m.uid, m)).collect();
-        if !expunges {
-            self.held_expunges |= self.view.iter().any(|m| !current.contains_key(&m.uid));
-        } else {
-            self.held_expunges = false;
-            let mut i = self.view.len();
-            while i > 0 {
-                i -= 1;
-                if !current.contains_key(&self.view[i].uid) {
+        self.modseq = self.modseq.max(delta.highest);
+        let largest = self.largest_uid();
+        // Only what the view holds can be expunged from it (an expunge may be told again).
+        let gone: Vec<u32> = delta
+            .expunged
+            .into_iter()
+            .filter(|&u| u <= largest)
+            .collect();
+        self.held_expunges.extend(gone);
+        let mut arrived = Vec::new();
+        for fresh in delta.changed {
+            if self.held_expunges.contains(&fresh.uid) {
+                continue;
+            }
+            match self.position(fresh.uid) {
+                Some(i) => {
+                    let m = &mut self.view[i];
+                    if fresh.modseq > m.modseq {
+                        if fresh.flags != m.flags {
+                            changes.flags.push(i as u32 + 1);
+                        }
+                        *m = fresh;
+                    }
+                }
+                None if fresh.uid > largest => arrived.push(fresh),
+                // Gone already, and told.
+                None => {}
+            }
+        }
+        if expunges && !self.held_expunges.is_empty() {
+            let held = std::mem::take(&mut self.held_expunges);
+            // From the highest number down, each told as numbered at that moment.
+            for uid in held.into_iter().rev() {
+                if let Some(i) = self.position(uid) {
                     self.view.remove(i);
                     changes.expunged.push(i as u32 + 1);
+                    // Flag changes told below refer to numbers after the expunges.
+                    changes.flags.retain(|&n| n != i as u32 + 1);
+                    for n in changes.flags.iter_mut() {
+                        if *n > i as u32 + 1 {
+                            *n -= 1;
+                        }
+                    }
                 }
             }
         }
-        for (i, m) in self.view.iter_mut().enumerate() {
-            if let Some(fresh) = current.get(&m.uid)
-                && fresh.modseq != m.modseq
-            {
-                if fresh.flags != m.flags {
-                    changes.flags.push(i as u32 + 1);
-                }
-                *m = (*fresh).clone();
-            }
-        }
-        let largest = self.largest_uid();
-        let before = self.view.len();
-        self.view
-            .extend(now.into_iter().filter(|m| m.uid > largest));
-        if self.view.len() != before {
+        if !arrived.is_empty() {
+            self.view.extend(arrived);
             changes.exists = Some(self.view.len() as u32);
         }
         changes
@@ -233,16 +261,24 @@ mod tests {
         s.claimed(Some((5, 6)));
         assert_eq!(s.recent, [(3, 6)]);
         assert_eq!(s.recent_count(), 2);
-        let now = vec![msg(1, 1, &[]), msg(3, 2, &["\\Seen"]), msg(5, 3, &[])];
-        let held = s.catch_up(now.clone(), false);
-        assert!(held.expunged.is_empty() && s.held_expunges);
+        let delta = || Delta {
+            highest: 4,
+            changed: vec![msg(3, 2, &["\\Seen"]), msg(5, 3, &[])],
+            expunged: vec![2, 4],
+        };
+        let held = s.catch_up(delta(), false);
+        assert!(held.expunged.is_empty());
+        assert_eq!(s.held_expunges.len(), 2);
         assert_eq!(held.flags, [3]);
         assert_eq!(held.exists, Some(5));
-        let c = s.catch_up(now, true);
+        // Told again (a look that overlapped a change): nothing new.
+        let c = s.catch_up(delta(), true);
         // 4 then 2, each numbered as it was when announced.
         assert_eq!(c.expunged, [4, 2]);
+        assert!(c.flags.is_empty() && c.exists.is_none());
         assert_eq!(s.view.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 3, 5]);
         assert_eq!(s.recent_count(), 2, "3 and 5");
+        assert_eq!(s.modseq, 4);
         let set: SequenceSet = "2:*".try_into().unwrap();
         assert_eq!(s.resolve(&set, false), [1, 2]);
         assert_eq!(s.resolve(&set, true), [1, 2]);

@@ -6,7 +6,7 @@ use super::crypto::Part;
 use super::events::Events;
 use super::meta::Meta;
 use super::mongo::MongoMailbox;
-use super::store::{FlagChange, Folder, MessageInfo, SqliteMailbox, Stored};
+use super::store::{Delta, FlagChange, Folder, MessageInfo, SqliteMailbox, Stored};
 
 pub struct Mailbox {
     backend: Backend,
@@ -159,6 +159,12 @@ impl Mailbox {
         each!(&mut self.backend, b => b.claim_recent(folder))
     }
 
+    /// What changed in `folder` after MODSEQ `since` (see `Delta`): how a session
+    /// catches up without reading the whole folder again.
+    pub fn changes_since(&self, folder: &Folder, since: u64) -> Result<Delta, MailboxError> {
+        each!(&self.backend, b => b.changes_since(folder, since))
+    }
+
     pub fn messages(&self, folder: &Folder) -> Result<Vec<MessageInfo>, MailboxError> {
         each!(&self.backend, b => b.messages(folder))
     }
@@ -300,13 +306,7 @@ impl Mailbox {
         folder: &Folder,
         uids: Option<&[u32]>,
     ) -> Result<Vec<u32>, MailboxError> {
-        let doomed: Vec<u32> = self
-            .messages(folder)?
-            .into_iter()
-            .filter(|m| m.has("\\Deleted"))
-            .filter(|m| uids.is_none_or(|set| set.contains(&m.uid)))
-            .map(|m| m.uid)
-            .collect();
+        let doomed = each!(&self.backend, b => b.deleted(folder, uids))?;
         if doomed.is_empty() {
             return Ok(doomed);
         }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 pub use backend::Mailbox;
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
-pub use store::{FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, renew_uidvalidity};
+pub use store::{
+    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, renew_uidvalidity,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {

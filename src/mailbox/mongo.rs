@@ -14,7 +14,7 @@ use super::MailboxError;
 use super::crypto::{AccountKey, Part};
 use super::meta::Meta;
 use super::store::{
-    FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags, join_flags,
+    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags, join_flags,
     parse_flags,
 };
 use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
@@ -88,6 +88,16 @@ pub(super) fn prepare(mongo: &Mongo) -> Result<(), MailboxError> {
             .create_index(unique(doc! { "folder_id": 1, "uid": 1 }))
             .await?;
         messages.create_index(index(doc! { "blob_id": 1 })).await?;
+        messages
+            .create_index(index(doc! { "folder_id": 1, "modseq": 1 }))
+            .await?;
+        let expunged = mongo.coll("mailbox_expunged");
+        expunged
+            .create_index(unique(doc! { "folder_id": 1, "uid": 1 }))
+            .await?;
+        expunged
+            .create_index(index(doc! { "folder_id": 1, "modseq": 1 }))
+            .await?;
         mongo
             .coll("mailbox_chunks")
             .create_index(unique(doc! { "blob_id": 1, "n": 1 }))
@@ -161,6 +171,11 @@ impl MongoMailbox {
 
     fn messages_coll(&self) -> Collection<Document> {
         self.mongo.coll("mailbox_messages")
+    }
+
+    /// Expunged UIDs with the MODSEQ of their expunge (see store.rs's `expunged`).
+    fn expunged_coll(&self) -> Collection<Document> {
+        self.mongo.coll("mailbox_expunged")
     }
 
     fn blobs(&self) -> Collection<Document> {
@@ -378,6 +393,88 @@ impl MongoMailbox {
         Ok(int(&d, "highestmodseq"))
     }
 
+    /// Notes the UIDs of `removed` (message documents) as expunged at `modseq`.
+    async fn note_expunged(
+        &self,
+        s: &mut ClientSession,
+        folder: &Folder,
+        removed: &[Document],
+        modseq: i64,
+    ) -> Result<(), MailboxError> {
+        for d in removed {
+            self.expunged_coll()
+                .update_one(
+                    doc! { "folder_id": folder.id, "uid": int(d, "uid") },
+                    doc! { "$set": { "modseq": modseq, "account": &self.account } },
+                )
+                .upsert(true)
+                .session(&mut *s)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// See SqliteMailbox::deleted.
+    pub fn deleted(&self, folder: &Folder, only: Option<&[u32]>) -> Result<Vec<u32>, MailboxError> {
+        let mut filter = doc! {
+            "folder_id": folder.id,
+            "flags": { "$regex": "\\\\Deleted", "$options": "i" },
+        };
+        if let Some(uids) = only {
+            let uids: Vec<i64> = uids.iter().map(|&u| i64::from(u)).collect();
+            filter.insert("uid", doc! { "$in": uids });
+        }
+        let docs: Vec<Document> = self.mongo.block(async {
+            self.messages_coll()
+                .find(filter)
+                .projection(doc! { "uid": 1, "flags": 1 })
+                .sort(doc! { "uid": 1 })
+                .await?
+                .try_collect()
+                .await
+        })?;
+        Ok(docs
+            .iter()
+            .map(info_of)
+            .filter(|m| m.has("\\Deleted"))
+            .map(|m| m.uid)
+            .collect())
+    }
+
+    /// See SqliteMailbox::changes_since. The folder is read first, so a change made
+    /// meanwhile is at worst told twice, never missed.
+    pub fn changes_since(&self, folder: &Folder, since: u64) -> Result<Delta, MailboxError> {
+        let highest = self.refresh(folder)?.highestmodseq;
+        let mut delta = Delta {
+            highest,
+            ..Delta::default()
+        };
+        if highest <= since {
+            return Ok(delta);
+        }
+        let (changed, expunged): (Vec<Document>, Vec<Document>) = self.mongo.block(async {
+            let changed = self
+                .messages_coll()
+                .find(doc! { "folder_id": folder.id, "modseq": { "$gt": since as i64 } })
+                .projection(doc! { "uid": 1, "flags": 1, "modseq": 1, "size": 1, "internal_date": 1 })
+                .sort(doc! { "uid": 1 })
+                .await?
+                .try_collect()
+                .await?;
+            let expunged = self
+                .expunged_coll()
+                .find(doc! { "folder_id": folder.id, "modseq": { "$gt": since as i64 } })
+                .sort(doc! { "uid": 1 })
+                .await?
+                .try_collect()
+                .await?;
+            Ok::<_, MailboxError>((changed, expunged))
+        })?;
+        delta.changed = changed.iter().map(info_of).collect();
+        delta.expunged = expunged.iter().map(|d| int(d, "uid") as u32).collect();
+        Ok(delta)
+    }
+
     /// Deletes a folder (not INBOX: the caller checks) with its messages.
     pub(super) fn delete_folder(&mut self, folder: &Folder) -> Result<(), MailboxError> {
         self.mongo.block(in_transaction!(self.mongo, |s| async {
@@ -391,6 +488,10 @@ impl MongoMailbox {
                 .try_collect()
                 .await?;
             self.remove_messages(s, &doomed).await?;
+            self.expunged_coll()
+                .delete_many(doc! { "folder_id": folder.id })
+                .session(&mut *s)
+                .await?;
             self.folders_coll()
                 .delete_one(doc! { "_id": folder.id })
                 .session(&mut *s)
@@ -837,7 +938,8 @@ impl MongoMailbox {
             let (pairs, moved) = self.copy_in(s, from, uids, to).await?;
             if !moved.is_empty() {
                 self.remove_messages(s, &moved).await?;
-                self.bump_modseq(s, from.id).await?;
+                let modseq = self.bump_modseq(s, from.id).await?;
+                self.note_expunged(s, from, &moved, modseq).await?;
             }
             Ok::<_, MailboxError>(pairs)
         }))?;
@@ -853,7 +955,8 @@ impl MongoMailbox {
         self.mongo.block(in_transaction!(self.mongo, |s| async {
             let docs = self.messages_in(s, folder, &doomed).await?;
             self.remove_messages(s, &docs).await?;
-            self.bump_modseq(s, folder.id).await?;
+            let modseq = self.bump_modseq(s, folder.id).await?;
+            self.note_expunged(s, folder, &docs, modseq).await?;
             Ok::<_, MailboxError>(())
         }))?;
         Ok(doomed)

@@ -19,7 +19,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 4;
+const VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -51,6 +51,17 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (folder_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- A session catches up with what changed after the MODSEQ it last saw (not by reading
+-- the whole folder again): changed messages by this index, expunged ones from below.
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);
+-- Every expunged UID with the MODSEQ of its expunge (what QRESYNC calls VANISHED).
+CREATE TABLE IF NOT EXISTS expunged (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (folder_id, modseq);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -111,6 +122,16 @@ pub struct Stored {
     pub now: Vec<MessageInfo>,
     pub changed: Vec<u32>,
     pub refused: Vec<u32>,
+}
+
+/// What changed in a folder after a MODSEQ: messages new or changed (in UID order) and
+/// UIDs expunged, up to `highest`, the folder's HIGHESTMODSEQ when the look began
+/// (changes past it may be in the lists too: applying one twice is harmless).
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub highest: u64,
+    pub changed: Vec<MessageInfo>,
+    pub expunged: Vec<u32>,
 }
 
 /// STORE's three forms.
@@ -213,6 +234,16 @@ pub fn renew_uidvalidity(path: &Path) -> rusqlite::Result<usize> {
         .prepare("SELECT id FROM folders ORDER BY id")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    // UIDs may be given again under the new UIDVALIDITY: what was expunged before is
+    // no news to anyone.
+    let has_expunged: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'expunged'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_expunged {
+        tx.execute("DELETE FROM expunged", [])?;
+    }
     for id in &ids {
         let validity = new_uidvalidity(&tx)?;
         tx.execute(
@@ -338,6 +369,21 @@ impl SqliteMailbox {
     pub fn account(&self) -> &str {
         &self.account
     }
+
+    /// Runs `body` with commits the disk is not made to flush (SQLite's synchronous
+    /// NORMAL: consistent after a crash, but the last changes may be lost to a power
+    /// cut), for what is no mail: a flag change, an expunge, a \Recent mark. Dovecot's
+    /// default (`mail_fsync = optimized`) makes the same trade. The connection goes back
+    /// to flushing every commit (FULL) before anything else runs on it.
+    fn lightly<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<T, MailboxError>,
+    ) -> Result<T, MailboxError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let done = body(self);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        done
+    }
 }
 
 /// Seals and stores a message's bytes and metadata; returns the blob id.
@@ -410,9 +456,12 @@ impl SqliteMailbox {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder.id])?;
+        let blobs: Vec<i64> = tx
+            .prepare("DELETE FROM messages WHERE folder_id = ?1 RETURNING blob_id")?
+            .query_map([folder.id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM folders WHERE id = ?1", [folder.id])?;
-        collect_garbage(&tx)?;
+        collect_garbage(&tx, blobs)?;
         tx.commit()?;
         Ok(())
     }
@@ -528,6 +577,10 @@ impl SqliteMailbox {
     /// Claims the messages no session has yet seen as \Recent: returns the UIDs
     /// `from..to` that are recent for the caller alone (None when there are none).
     pub fn claim_recent(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
+        self.lightly(|me| me.claim(folder))
+    }
+
+    fn claim(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
         let unclaimed = |conn: &Connection| -> Result<Option<(u32, u32)>, MailboxError> {
             let (first, next): (i64, i64) = conn
                 .prepare_cached("SELECT first_recent, uidnext FROM folders WHERE id = ?1")?
@@ -570,6 +623,85 @@ impl SqliteMailbox {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The UIDs of `folder` flagged \Deleted (only those in `only`, when given), in
+    /// UID order: what EXPUNGE removes.
+    pub fn deleted(&self, folder: &Folder, only: Option<&[u32]>) -> Result<Vec<u32>, MailboxError> {
+        let deleted = |flags: &str| parse_flags(flags).iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+        let mut out = Vec::new();
+        match only {
+            Some(uids) => {
+                let mut read = self.conn.prepare_cached(
+                    "SELECT flags FROM messages WHERE folder_id = ?1 AND uid = ?2",
+                )?;
+                for &uid in uids {
+                    let flags: Option<String> = read
+                        .query_row(params![folder.id, uid], |r| r.get(0))
+                        .optional()?;
+                    if flags.is_some_and(|f| deleted(&f)) {
+                        out.push(uid);
+                    }
+                }
+                out.sort_unstable();
+            }
+            None => {
+                // LIKE narrows it down (no keyword can hold a backslash), the parse decides.
+                let mut read = self.conn.prepare_cached(
+                    "SELECT uid, flags FROM messages WHERE folder_id = ?1
+                     AND flags LIKE '%\\Deleted%' ORDER BY uid",
+                )?;
+                let rows = read.query_map([folder.id], |r| {
+                    Ok((r.get::<_, i64>(0)? as u32, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (uid, flags) = row?;
+                    if deleted(&flags) {
+                        out.push(uid);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What changed in `folder` after MODSEQ `since`, read in one snapshot.
+    pub fn changes_since(&self, folder: &Folder, since: u64) -> Result<Delta, MailboxError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let highest: i64 = tx
+            .prepare_cached("SELECT highestmodseq FROM folders WHERE id = ?1")?
+            .query_row([folder.id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
+        let mut delta = Delta {
+            highest: highest as u64,
+            ..Delta::default()
+        };
+        if highest as u64 > since {
+            let mut stmt = tx.prepare_cached(
+                "SELECT uid, flags, modseq, size, internal_date FROM messages
+                 WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
+            )?;
+            let rows = stmt.query_map(params![folder.id, since as i64], |r| {
+                Ok(MessageInfo {
+                    uid: r.get::<_, i64>(0)? as u32,
+                    flags: parse_flags(&r.get::<_, String>(1)?),
+                    modseq: r.get::<_, i64>(2)? as u64,
+                    size: r.get::<_, i64>(3)? as u64,
+                    internal_date: r.get(4)?,
+                })
+            })?;
+            delta.changed = rows.collect::<Result<_, _>>()?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT uid FROM expunged WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
+            )?;
+            let rows = stmt.query_map(params![folder.id, since as i64], |r| {
+                Ok(r.get::<_, i64>(0)? as u32)
+            })?;
+            delta.expunged = rows.collect::<Result<_, _>>()?;
+        }
+        tx.finish()?;
+        Ok(delta)
     }
 
     pub(super) fn sealed(
@@ -630,6 +762,17 @@ impl SqliteMailbox {
 
     /// Changes the flags of `uids` (see `Stored`).
     pub fn set_flags(
+        &mut self,
+        folder: &Folder,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<Stored, MailboxError> {
+        self.lightly(|me| me.store_flags(folder, uids, change, flags, unchanged_since))
+    }
+
+    fn store_flags(
         &mut self,
         folder: &Folder,
         uids: &[u32],
@@ -730,19 +873,8 @@ impl SqliteMailbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pairs = copy_rows(&tx, from, uids, to)?;
-        {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
-            for (uid, _) in &pairs {
-                delete.execute(params![from.id, uid])?;
-            }
-        }
-        if !pairs.is_empty() {
-            tx.execute(
-                "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1",
-                [from.id],
-            )?;
-        }
+        let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        remove_rows(&tx, from, &moved)?;
         tx.commit()?;
         Ok(pairs)
     }
@@ -753,21 +885,15 @@ impl SqliteMailbox {
         folder: &Folder,
         doomed: Vec<u32>,
     ) -> Result<Vec<u32>, MailboxError> {
+        self.lightly(|me| me.remove(folder, doomed))
+    }
+
+    fn remove(&mut self, folder: &Folder, doomed: Vec<u32>) -> Result<Vec<u32>, MailboxError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
-            for uid in &doomed {
-                delete.execute(params![folder.id, uid])?;
-            }
-        }
-        tx.execute(
-            "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1",
-            [folder.id],
-        )?;
-        collect_garbage(&tx)?;
+        let blobs = remove_rows(&tx, folder, &doomed)?;
+        collect_garbage(&tx, blobs)?;
         tx.commit()?;
         Ok(doomed)
     }
@@ -823,12 +949,49 @@ fn copy_rows(
     Ok(pairs)
 }
 
-/// Content no message refers to any more.
-fn collect_garbage(tx: &Connection) -> rusqlite::Result<()> {
-    tx.execute(
-        "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = blobs.id)",
-        [],
+/// Removes `uids` from `folder` under one new MODSEQ, and notes them as expunged.
+/// Returns the blobs they used (which other copies may still use).
+fn remove_rows(tx: &Connection, folder: &Folder, uids: &[u32]) -> Result<Vec<i64>, MailboxError> {
+    let mut blobs = Vec::new();
+    if uids.is_empty() {
+        return Ok(blobs);
+    }
+    let modseq: i64 = tx.query_row(
+        "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?1
+         RETURNING highestmodseq",
+        [folder.id],
+        |r| r.get(0),
     )?;
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2 RETURNING blob_id",
+    )?;
+    let mut note = tx.prepare_cached(
+        "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
+    )?;
+    for uid in uids {
+        let blob: Option<i64> = delete
+            .query_row(params![folder.id, uid], |r| r.get(0))
+            .optional()?;
+        if let Some(blob) = blob {
+            note.execute(params![folder.id, uid, modseq])?;
+            blobs.push(blob);
+        }
+    }
+    Ok(blobs)
+}
+
+/// Deletes those of `blobs` no message refers to any more (each looked up by the
+/// messages_blob index: an expunge costs what it removes, not what the mailbox holds).
+fn collect_garbage(tx: &Connection, mut blobs: Vec<i64>) -> rusqlite::Result<()> {
+    blobs.sort_unstable();
+    blobs.dedup();
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM blobs WHERE id = ?1
+         AND NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = ?1)",
+    )?;
+    for blob in blobs {
+        delete.execute([blob])?;
+    }
     Ok(())
 }
 
