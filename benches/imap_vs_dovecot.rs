@@ -2529,6 +2529,7 @@ struct MixResult {
     /// `imap` processes come and go with the clients).
     peak_rss_kib: u64,
     peak_pss_kib: u64,
+    most_threads: u64,
 }
 
 /// How long each server runs the mix (FERRYMAIL_BENCH_MIX_SECONDS overrides it).
@@ -2550,12 +2551,16 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
             .command(&format!("CREATE {folder}"), |_| {})
             .unwrap_or_else(|e| fail(e));
     }
-    admin.command("SELECT INBOX", |_| {}).unwrap_or_else(|e| fail(e));
+    admin
+        .command("SELECT INBOX", |_| {})
+        .unwrap_or_else(|e| fail(e));
     let last = MIX_MESSAGES.min(corpus.messages.len());
     admin
         .command(&format!("UID COPY 1:{last} Mix"), |_| {})
         .unwrap_or_else(|e| fail(e));
-    admin.command("SELECT Mix", |_| {}).unwrap_or_else(|e| fail(e));
+    admin
+        .command("SELECT Mix", |_| {})
+        .unwrap_or_else(|e| fail(e));
     let mut uids: Vec<u32> = Vec::new();
     admin
         .command("UID SEARCH ALL", |item| {
@@ -2579,7 +2584,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
     let sampler = Sampler::start(side.pid);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let results: Vec<(HashMap<MixOp, Vec<Duration>>, Vec<String>)> = thread::scope(|scope| {
+    let results: Vec<MixTimes> = thread::scope(|scope| {
         let handles: Vec<_> = (0..MIX_CLIENTS)
             .map(|k| {
                 let own: Vec<u32> = uids
@@ -2615,6 +2620,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         wall,
         peak_rss_kib: sampled.peak_rss_kib,
         peak_pss_kib: sampled.peak_pss_kib,
+        most_threads: sampled.most_threads,
     }
 }
 
@@ -2637,14 +2643,18 @@ fn mix_client(
     if let Err(e) = imap.command("SELECT Mix", |_| {}) {
         return (times, vec![format!("client {k}: {e}")]);
     }
-    let mut rng = Lcg(SEED ^ (k as u64 + 1) * 0x9e37_79b9);
+    let mut rng = Lcg(SEED ^ ((k as u64 + 1) * 0x9e37_79b9));
     let mut seen = false;
     while Instant::now() < deadline && errors.len() < 20 {
         let mut op = MixOp::pick(&mut rng);
         if own.is_empty() {
             op = MixOp::Append;
         }
-        let at = if own.is_empty() { 0 } else { rng.below(own.len()) };
+        let at = if own.is_empty() {
+            0
+        } else {
+            rng.below(own.len())
+        };
         let uid = own.get(at).copied().unwrap_or(0);
         let began = Instant::now();
         let done = match op {
@@ -2654,8 +2664,10 @@ fn mix_client(
                 imap.command(&format!("UID STORE {uid} {sign}FLAGS (\\Seen)"), |_| {})
             }
             MixOp::Expunge => {
-                let marked =
-                    imap.command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"), |_| {});
+                let marked = imap.command(
+                    &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"),
+                    |_| {},
+                );
                 match marked {
                     Ok(_) => {
                         own.swap_remove(at);
@@ -2683,7 +2695,10 @@ fn mix_client(
                     Err(e) => Err(e),
                 }
             }
-            MixOp::Fetch => imap.command(&format!("UID FETCH {uid} (FLAGS BODY.PEEK[HEADER])"), |_| {}),
+            MixOp::Fetch => imap.command(
+                &format!("UID FETCH {uid} (FLAGS BODY.PEEK[HEADER])"),
+                |_| {},
+            ),
             MixOp::Search => imap.command("UID SEARCH UNSEEN", |_| {}),
         };
         match done {
@@ -2727,7 +2742,12 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
             let list = mix.times.get(&op).map(Vec::as_slice).unwrap_or_default();
             match (percentile(list, 0.5), percentile(list, 0.99)) {
                 (Some(a), Some(b)) => {
-                    row.push_str(&format!(" {} / {} ({}) |", fmt_time(a), fmt_time(b), list.len()));
+                    row.push_str(&format!(
+                        " {} / {} ({}) |",
+                        fmt_time(a),
+                        fmt_time(b),
+                        list.len()
+                    ));
                     p50s.push(a);
                 }
                 _ => row.push_str(" — |"),
@@ -2746,12 +2766,13 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
     for (side, mix) in sides.iter().zip(mixes) {
         let n: usize = mix.times.values().map(Vec::len).sum();
         println!(
-            "- {}: {n} commands in {:.1} s ({:.0}/s), peak memory {:.0} MB RSS / {:.0} MB PSS (summed over its processes, sampled), {} errors{}",
+            "- {}: {n} commands in {:.1} s ({:.0}/s), peak memory {:.0} MB RSS / {:.0} MB PSS (summed over its processes, sampled; {} threads at most), {} errors{}",
             side.name,
             mix.wall.as_secs_f64(),
             n as f64 / mix.wall.as_secs_f64().max(1e-9),
             mix.peak_rss_kib as f64 * 1024.0 / 1e6,
             mix.peak_pss_kib as f64 * 1024.0 / 1e6,
+            mix.most_threads,
             mix.errors.len(),
             mix.errors
                 .first()

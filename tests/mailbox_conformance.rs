@@ -299,7 +299,8 @@ fn changes_since_a_modseq_tell_new_changed_and_expunged_messages(boxes: &Mailbox
     assert!(after.changed.is_empty() && after.expunged.is_empty());
     // A folder deleted takes its expunged UIDs with it.
     let work = mb.create_folder("Work").unwrap();
-    mb.append(&work, b"z", &["\\Deleted".into()], 1, None).unwrap();
+    mb.append(&work, b"z", &["\\Deleted".into()], 1, None)
+        .unwrap();
     mb.expunge(&work, None).unwrap();
     assert_eq!(mb.changes_since(&work, 0).unwrap().expunged, [1]);
     mb.delete_folder("Work").unwrap();

@@ -301,6 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     MessageDataItemName::BodyStructure | MessageDataItemName::Body
                 )
             });
+        let mut vanished = false;
         for chunk in targets.chunks(FETCH_CHUNK) {
             let (bodies, metas) = {
                 let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
@@ -319,10 +320,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             for &i in chunk {
                 let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
                 let info = &selected.view[i];
-                // Expunged by another session meanwhile: nothing to say about it yet.
+                // Expunged by another session meanwhile: nothing to say about it.
                 let body = bodies.get(&info.uid);
                 let meta = metas.get(&info.uid);
                 if (need_body && body.is_none()) || (need_meta && meta.is_none()) {
+                    vanished = true;
                     continue;
                 }
                 let flags = selected.flags(info);
@@ -342,14 +344,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.ok(
-            tag,
-            if uid {
-                "UID FETCH completed"
-            } else {
-                "FETCH completed"
-            },
-        );
+        if vanished && !uid {
+            // RFC 2180 §4.1.2: what still exists was sent; the rest is gone.
+            self.no(tag, "[EXPUNGEISSUED] Some of the messages no longer exist");
+        } else {
+            self.ok(
+                tag,
+                if uid {
+                    "UID FETCH completed"
+                } else {
+                    "FETCH completed"
+                },
+            );
+        }
         Ok(())
     }
 
@@ -397,10 +404,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let silent = response == StoreResponse::Silent;
         let changed: std::collections::HashSet<u32> = stored.changed.iter().copied().collect();
         // The view takes the state told here, so the catch-up after the command does not
-        // tell it again.
+        // tell it again. After .SILENT the client knows only its own change: where
+        // another session changed the message too, the view keeps what the client
+        // knows, and the catch-up tells it the rest.
         for fresh in &stored.now {
             if let Some(&pos) = position.get(&fresh.uid) {
-                selected.view[pos] = fresh.clone();
+                let known = &selected.view[pos];
+                if !silent || same_flags(&fresh.flags, &expected(&known.flags, change, &names)) {
+                    selected.view[pos] = fresh.clone();
+                }
             }
         }
         // A keyword new to the folder is announced before the FETCHes that carry it.
@@ -409,6 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.server.enqueue_data(flags);
             self.server.enqueue_status(permanent);
         }
+        let stored_count = stored.now.len();
         for fresh in stored.now {
             let Some(&pos) = position.get(&fresh.uid) else {
                 continue;
@@ -437,6 +450,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let refused = stored.refused;
+        // Named by number but expunged by another session (not yet told): RFC 2180
+        // §4.2.1, the others are changed and the command says NO.
+        let vanished = !uid && stored_count + refused.len() < targets.len();
         let code = if refused.is_empty() {
             None
         } else {
@@ -454,15 +470,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .ok()
                 .map(Code::Modified)
         };
-        self.done(status_ok(
-            Some(tag),
-            code,
-            if uid {
-                "UID STORE completed"
-            } else {
-                "STORE completed"
-            },
-        ));
+        if vanished {
+            self.no(tag, "[EXPUNGEISSUED] Some of the messages no longer exist");
+        } else {
+            self.done(status_ok(
+                Some(tag),
+                code,
+                if uid {
+                    "UID STORE completed"
+                } else {
+                    "STORE completed"
+                },
+            ));
+        }
         Ok(())
     }
 
@@ -643,4 +663,23 @@ fn load(
         }
     }
     Ok((bodies, metas))
+}
+
+/// The flags a client expects after its STORE of `names` on flags it knew as `old`.
+fn expected(old: &[String], change: FlagChange, names: &[String]) -> Vec<String> {
+    let mut now = old.to_vec();
+    match change {
+        FlagChange::Replace => now = names.to_vec(),
+        FlagChange::Add => now.extend(names.iter().cloned()),
+        FlagChange::Remove => now.retain(|f| !names.iter().any(|n| n.eq_ignore_ascii_case(f))),
+    }
+    now
+}
+
+/// Whether two flag lists hold the same flags (case-insensitive, as IMAP compares them).
+fn same_flags(a: &[String], b: &[String]) -> bool {
+    let set = |l: &[String]| -> std::collections::BTreeSet<String> {
+        l.iter().map(|f| f.to_ascii_lowercase()).collect()
+    };
+    set(a) == set(b)
 }

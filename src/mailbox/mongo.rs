@@ -14,8 +14,8 @@ use super::MailboxError;
 use super::crypto::{AccountKey, Part};
 use super::meta::Meta;
 use super::store::{
-    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags, join_flags,
-    parse_flags,
+    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags,
+    join_flags, parse_flags,
 };
 use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
 
@@ -456,7 +456,9 @@ impl MongoMailbox {
             let changed = self
                 .messages_coll()
                 .find(doc! { "folder_id": folder.id, "modseq": { "$gt": since as i64 } })
-                .projection(doc! { "uid": 1, "flags": 1, "modseq": 1, "size": 1, "internal_date": 1 })
+                .projection(
+                    doc! { "uid": 1, "flags": 1, "modseq": 1, "size": 1, "internal_date": 1 },
+                )
                 .sort(doc! { "uid": 1 })
                 .await?
                 .try_collect()

@@ -628,7 +628,11 @@ impl SqliteMailbox {
     /// The UIDs of `folder` flagged \Deleted (only those in `only`, when given), in
     /// UID order: what EXPUNGE removes.
     pub fn deleted(&self, folder: &Folder, only: Option<&[u32]>) -> Result<Vec<u32>, MailboxError> {
-        let deleted = |flags: &str| parse_flags(flags).iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+        let deleted = |flags: &str| {
+            parse_flags(flags)
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case("\\Deleted"))
+        };
         let mut out = Vec::new();
         match only {
             Some(uids) => {
