@@ -1,5 +1,5 @@
 //! Several clients at once on one mailbox, each doing random APPEND, STORE, EXPUNGE,
-//! FETCH, SEARCH and NOOP, and each keeping a model of its session's view (message
+//! FETCH, SEARCH and NOOP (one of them with QRESYNC on), and each keeping a model of its session's view (message
 //! numbers, UIDs, flags) from nothing but what the server told it. Every response is
 //! held against the model as it arrives (numbers in range, UIDs that match, EXPUNGE
 //! never while FETCH, STORE or SEARCH answer, a STORE's flags that show its change);
@@ -69,6 +69,17 @@ impl Model {
             self.who
         );
         for line in untagged {
+            if let Some(uids) = line.strip_prefix("* VANISHED ") {
+                assert!(!numbered, "client {}: VANISHED during {command}", self.who);
+                for uid in expand(uids) {
+                    let at = self.view.iter().position(|m| m.uid == Some(uid));
+                    let at = at.unwrap_or_else(|| {
+                        panic!("client {}: VANISHED {uid}, not in its view", self.who)
+                    });
+                    self.view.remove(at);
+                }
+                continue;
+            }
             let words: Vec<&str> = line.split(' ').collect();
             let n = words.get(1).and_then(|w| w.parse::<usize>().ok());
             match (words.get(2).copied(), n) {
@@ -132,6 +143,17 @@ impl Model {
     }
 }
 
+/// The UIDs of a set like "3:5,9".
+fn expand(set: &str) -> Vec<u32> {
+    set.split(',')
+        .flat_map(|part| {
+            let (a, b) = part.split_once(':').unwrap_or((part, part));
+            let (a, b): (u32, u32) = (a.parse().expect("uid"), b.parse().expect("uid"));
+            a.min(b)..=a.max(b)
+        })
+        .collect()
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -163,6 +185,10 @@ fn client(port: u16, who: usize, until: Instant) -> (Client, Model, usize) {
         view: Vec::new(),
         who,
     };
+    // The first client has QRESYNC on: it hears of expunges as VANISHED UIDs.
+    if who == 0 {
+        run(&mut c, &mut model, "ENABLE QRESYNC");
+    }
     run(&mut c, &mut model, "SELECT INBOX");
     run(&mut c, &mut model, "FETCH 1:* (UID FLAGS)");
     let mut rng = Rng(who as u64 * 7919 + 17);

@@ -155,6 +155,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if matches!(c, CapabilityEnable::CondStore) {
                         self.condstore = true;
                         enabled.push(c.clone());
+                    } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
+                        // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
+                        self.condstore = true;
+                        self.qresync = true;
+                        enabled.push(c.clone());
                     }
                 }
                 self.server.enqueue_data(Data::Enabled {
@@ -384,7 +389,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         examine: bool,
         parameters: &[SelectParameter],
     ) -> Result<(), MailboxError> {
-        self.selected = None;
+        // RFC 7162 §3.2.11: the responses before this belong to the folder now closed.
+        if self.selected.take().is_some() {
+            self.server.enqueue_status(status_ok(
+                None,
+                Some(Code::Closed),
+                "Previous folder closed",
+            ));
+        }
+        let resync = parameters.iter().find_map(|p| match p {
+            SelectParameter::QResync {
+                uid_validity,
+                mod_sequence_value,
+                known_uids,
+                ..
+            } => Some((
+                uid_validity.get(),
+                mod_sequence_value.get(),
+                known_uids.clone(),
+            )),
+            SelectParameter::CondStore => None,
+        });
+        if resync.is_some() && !self.qresync {
+            self.done(status_bad(Some(tag), "ENABLE QRESYNC first"));
+            return Ok(());
+        }
         let folder = match self.folder_named(mailbox) {
             Ok(f) => f,
             Err(e) => {
@@ -439,6 +468,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .enqueue_status(untagged(Code::HighestModSeq(m), "Highest"));
         }
         self.server.enqueue_status(permanent);
+        // QRESYNC (RFC 7162 §3.2.5): what the client missed since its MODSEQ, if its
+        // UIDs are still valid.
+        if let Some((validity, since, known)) = resync
+            && validity == selected.folder.uidvalidity
+        {
+            let largest = selected.folder.uidnext.saturating_sub(1);
+            let known = match &known {
+                Some(set) => super::selected::ranges(set, largest),
+                None => vec![(1, largest)],
+            };
+            self.resync(&selected, since, &known);
+        }
         self.selected = Some(selected);
         let code = if examine {
             Code::ReadOnly

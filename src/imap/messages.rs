@@ -75,8 +75,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.server.enqueue_data(flags);
             self.server.enqueue_status(permanent);
         }
-        for seq in &changes.expunged {
-            self.server.enqueue_data(Data::Expunge(convert::nz(*seq)));
+        if self.qresync {
+            // RFC 7162 §3.2.10: once QRESYNC is on, expunges are told by UID.
+            if let Some(known_uids) =
+                super::selected::to_set(&super::selected::runs(&changes.vanished))
+            {
+                self.server.enqueue_data(Data::Vanished {
+                    earlier: false,
+                    known_uids,
+                });
+            }
+        } else {
+            for seq in &changes.expunged {
+                self.server.enqueue_data(Data::Expunge(convert::nz(*seq)));
+            }
         }
         if let Some(n) = changes.exists {
             self.server.enqueue_data(Data::Exists(n));
@@ -99,6 +111,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Ok(items) = Vec1::try_from(items) {
                 self.server.enqueue_data(Data::Fetch {
                     seq: convert::nz(*seq),
+                    items,
+                });
+            }
+        }
+    }
+
+    /// VANISHED (EARLIER) for the UIDs of `known` that are gone, then FETCH (UID FLAGS
+    /// MODSEQ) of every message changed after `since` (RFC 7162 §3.2.5.1).
+    pub(super) fn resync(&mut self, selected: &Selected, since: u64, known: &[(u32, u32)]) {
+        if let Some(known_uids) = super::selected::to_set(&selected.vanished(known)) {
+            self.server.enqueue_data(Data::Vanished {
+                earlier: true,
+                known_uids,
+            });
+        }
+        for (i, m) in selected.view.iter().enumerate() {
+            if m.modseq <= since {
+                continue;
+            }
+            let mut items = vec![
+                MessageDataItem::Uid(convert::nz(m.uid)),
+                MessageDataItem::Flags(selected.flags(m)),
+            ];
+            if let Some(modseq) = std::num::NonZeroU64::new(m.modseq) {
+                items.push(MessageDataItem::ModSeq(modseq));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                self.server.enqueue_data(Data::Fetch {
+                    seq: convert::nz(i as u32 + 1),
                     items,
                 });
             }
@@ -145,6 +186,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 });
                 if changed_since.is_some() {
                     self.condstore = true;
+                }
+                // UID FETCH … (CHANGEDSINCE m VANISHED): the UIDs of the set that are
+                // gone come first, as VANISHED (EARLIER) (RFC 7162 §3.2.6).
+                if modifiers
+                    .iter()
+                    .any(|m| matches!(m, FetchModifier::Vanished))
+                {
+                    if !(uid && changed_since.is_some() && self.qresync) {
+                        self.done(status_bad(
+                            Some(tag),
+                            "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+                        ));
+                        return Ok(());
+                    }
+                    let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+                    let largest = selected.folder.uidnext.max(selected.largest_uid() + 1) - 1;
+                    let gone = selected.vanished(&super::selected::ranges(&sequence_set, largest));
+                    if let Some(known_uids) = super::selected::to_set(&gone) {
+                        self.server.enqueue_data(Data::Vanished {
+                            earlier: true,
+                            known_uids,
+                        });
+                    }
                 }
                 self.fetch(tag, &sequence_set, names, uid, changed_since)?;
             }

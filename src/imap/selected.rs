@@ -28,6 +28,8 @@ pub struct Selected {
 pub struct Changes {
     /// Sequence numbers to announce as expunged, in the order to send them.
     pub expunged: Vec<u32>,
+    /// Their UIDs (QRESYNC tells these, in VANISHED).
+    pub vanished: Vec<u32>,
     /// The new EXISTS count, when messages arrived.
     pub exists: Option<u32>,
     /// Sequence numbers whose flags changed.
@@ -50,7 +52,103 @@ pub fn contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
     })
 }
 
+/// The ranges `set` names, within 1..=`largest` (`*` is `largest`), sorted and merged:
+/// "1:4294967295" is one range, never four billion numbers.
+pub fn ranges(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    let mut out: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|s| match s {
+            Sequence::Single(a) => (value(a), value(a)),
+            Sequence::Range(a, b) => {
+                let (a, b) = (value(a), value(b));
+                (a.min(b), a.max(b))
+            }
+        })
+        .filter(|&(a, _)| a <= largest)
+        .map(|(a, b)| (a, b.min(largest)))
+        .collect();
+    out.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(out.len());
+    for (a, b) in out {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
+/// `numbers` (in any order) as sorted runs of consecutive ones.
+pub fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for n in sorted {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(n) => last.1 = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+/// The sequence set of `ranges` (None when empty).
+pub fn to_set(ranges: &[(u32, u32)]) -> Option<SequenceSet> {
+    let nz = super::convert::nz;
+    let items: Vec<Sequence> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                Sequence::Single(SeqOrUid::Value(nz(a)))
+            } else {
+                Sequence::Range(SeqOrUid::Value(nz(a)), SeqOrUid::Value(nz(b)))
+            }
+        })
+        .collect();
+    imap_next::imap_types::core::Vec1::try_from(items)
+        .ok()
+        .map(SequenceSet)
+}
+
 impl Selected {
+    /// The UIDs among `known` (merged ranges) that no longer exist: what QRESYNC's
+    /// VANISHED (EARLIER) tells (RFC 7162 §3.2.5.1 lets it include UIDs expunged before
+    /// the client's MODSEQ; it names only UIDs the client knew).
+    pub fn vanished(&self, known: &[(u32, u32)]) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        for &(a, b) in known {
+            // The next UID of a..=b not yet known to exist (None past u32::MAX).
+            let mut from = Some(a);
+            while i < self.view.len() && self.view[i].uid < a {
+                i += 1;
+            }
+            while i < self.view.len() && self.view[i].uid <= b {
+                let uid = self.view[i].uid;
+                if let Some(f) = from
+                    && uid > f
+                {
+                    out.push((f, uid - 1));
+                }
+                from = uid.checked_add(1);
+                i += 1;
+            }
+            if let Some(f) = from
+                && f <= b
+            {
+                out.push((f, b));
+            }
+        }
+        out
+    }
+
     /// `view` was read after `folder`, so it is at least as new as its HIGHESTMODSEQ.
     pub fn new(folder: Folder, read_only: bool, view: Vec<MessageInfo>) -> Selected {
         Selected {
@@ -203,6 +301,7 @@ impl Selected {
                 if let Some(i) = self.position(uid) {
                     self.view.remove(i);
                     changes.expunged.push(i as u32 + 1);
+                    changes.vanished.push(uid);
                     // Flag changes told below refer to numbers after the expunges.
                     changes.flags.retain(|&n| n != i as u32 + 1);
                     for n in changes.flags.iter_mut() {
@@ -284,5 +383,36 @@ mod tests {
         assert_eq!(s.resolve(&set, true), [1, 2]);
         let all: SequenceSet = "1:4294967295".try_into().unwrap();
         assert_eq!(s.resolve(&all, true).len(), 3);
+    }
+
+    #[test]
+    fn vanished_uids_are_worked_out_as_ranges() {
+        let folder = Folder {
+            id: 1,
+            name: "INBOX".into(),
+            special_use: None,
+            subscribed: true,
+            uidvalidity: 1,
+            uidnext: 20,
+            highestmodseq: 1,
+            first_recent: 1,
+        };
+        let s = Selected::new(
+            folder,
+            false,
+            [2, 3, 7, 10].iter().map(|&u| msg(u, 1, &[])).collect(),
+        );
+        let all: SequenceSet = "1:4294967295".try_into().unwrap();
+        let known = ranges(&all, 19);
+        assert_eq!(known, [(1, 19)]);
+        assert_eq!(s.vanished(&known), [(1, 1), (4, 6), (8, 9), (11, 19)]);
+        let some: SequenceSet = "3,5:7,9,2".try_into().unwrap();
+        assert_eq!(ranges(&some, 19), [(2, 3), (5, 7), (9, 9)]);
+        assert_eq!(s.vanished(&ranges(&some, 19)), [(5, 6), (9, 9)]);
+        assert_eq!(
+            to_set(&[(5, 6), (9, 9)]).unwrap(),
+            "5:6,9".try_into().unwrap()
+        );
+        assert_eq!(runs(&[9, 5, 6, 6]), [(5, 6), (9, 9)]);
     }
 }

@@ -54,6 +54,9 @@ pub struct Session<S> {
     pub(super) auth_tag: Option<Tag<'static>>,
     pub(super) idle_tag: Option<Tag<'static>>,
     pub(super) condstore: bool,
+    /// ENABLE QRESYNC (RFC 7162): expunges are told as VANISHED (UIDs), and SELECT and
+    /// UID FETCH may resynchronise from a MODSEQ.
+    pub(super) qresync: bool,
     /// What the client may still send, and for how long (see driver::Guard).
     pub(super) guard: driver::Guard,
     /// The tagged completion of the command in progress, held back until the untagged
@@ -224,6 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             auth_tag: None,
             idle_tag: None,
             condstore: false,
+            qresync: false,
             guard: driver::Guard::new(),
             completion: None,
             admission: None,
@@ -277,6 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Capability::Enable,
                 Capability::Unselect,
                 Capability::CondStore,
+                Capability::QResync,
                 Capability::Quota,
             ]);
             caps.extend(
