@@ -85,6 +85,19 @@ fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
     assert_eq!(list.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(mailbox.body(&inbox, 2).unwrap().unwrap(), b"two secret");
     assert_eq!(mailbox.quota_used().unwrap(), 20);
+    // A copy counts: past the quota it is refused, and nothing of it stays.
+    let mut mailbox = mailbox;
+    let trash = mailbox.folder("Trash").unwrap().unwrap();
+    assert!(matches!(
+        mailbox.copy(&inbox, &[1, 2], &trash, Some(30)),
+        Err(MailboxError::OverQuota { .. })
+    ));
+    assert!(mailbox.messages(&trash).unwrap().is_empty());
+    assert_eq!(
+        mailbox.copy(&inbox, &[1], &trash, Some(30)).unwrap().len(),
+        1
+    );
+    assert_eq!(mailbox.quota_used().unwrap(), 30);
     assert_eq!(
         mailbox
             .bodies_between(&inbox, 1, 10)
@@ -105,7 +118,7 @@ fn large_messages_come_back_whole(boxes: &Mailboxes) {
     let inbox = mailbox.folder("INBOX").unwrap().unwrap();
     assert_eq!(mailbox.body(&inbox, uid).unwrap().unwrap(), body);
     let archive = mailbox.folder("Archive").unwrap().unwrap();
-    mailbox.copy(&inbox, &[uid], &archive).unwrap();
+    mailbox.copy(&inbox, &[uid], &archive, None).unwrap();
     mailbox
         .set_flags(&inbox, &[uid], FlagChange::Add, &["\\Deleted".into()], None)
         .unwrap();
@@ -172,7 +185,7 @@ fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
 
     let archive = mb.folder("Archive").unwrap().unwrap();
     assert_eq!(
-        mb.copy(&inbox, &[2, 3], &archive).unwrap(),
+        mb.copy(&inbox, &[2, 3], &archive, None).unwrap(),
         [(2, 1), (3, 2)]
     );
     assert_eq!(

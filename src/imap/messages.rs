@@ -249,18 +249,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 criteria,
                 uid,
             } => {
-                if let Some(c) = charset {
-                    let name = match &c {
-                        imap_next::imap_types::core::Charset::Atom(a) => a.as_ref().to_string(),
-                        imap_next::imap_types::core::Charset::Quoted(q) => q.as_ref().to_string(),
-                    };
-                    if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII")
-                    {
-                        self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
-                        return Ok(());
-                    }
+                if charset.as_ref().is_some_and(|c| !known_charset(c)) {
+                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+                    return Ok(());
                 }
                 self.search(tag, criteria.as_ref(), uid)?;
+            }
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                if !known_charset(&charset) {
+                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+                    return Ok(());
+                }
+                let mut facts = self.facts(search_criteria.as_ref(), uid)?.0;
+                super::sort::sort(&mut facts, sort_criteria.as_ref());
+                let numbers = facts.iter().map(|f| convert::nz(f.seq)).collect();
+                self.server.enqueue_data(Data::Sort(numbers, None));
+                self.ok(
+                    tag,
+                    if uid {
+                        "UID SORT completed"
+                    } else {
+                        "SORT completed"
+                    },
+                );
+            }
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                if !known_charset(&charset) {
+                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+                    return Ok(());
+                }
+                use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
+                let threads = match algorithm {
+                    ThreadingAlgorithm::OrderedSubject => super::thread::ordered_subject(
+                        &self.facts(search_criteria.as_ref(), uid)?.0,
+                    ),
+                    ThreadingAlgorithm::References => {
+                        let (facts, references) = self.facts(search_criteria.as_ref(), uid)?;
+                        super::thread::references(&facts, &references)
+                    }
+                    ThreadingAlgorithm::Other(_) => {
+                        self.done(status_bad(Some(tag), "Unknown threading algorithm"));
+                        return Ok(());
+                    }
+                };
+                self.server.enqueue_data(Data::Thread(threads));
+                self.ok(
+                    tag,
+                    if uid {
+                        "UID THREAD completed"
+                    } else {
+                        "THREAD completed"
+                    },
+                );
             }
             other => {
                 self.done(status_bad(
@@ -581,7 +631,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let pairs = if moving {
             self.user().mailbox.move_messages(&from, &uids, &to)?
         } else {
-            self.user().mailbox.copy(&from, &uids, &to)?
+            let quota = self.quota_of_user();
+            self.user().mailbox.copy(&from, &uids, &to, quota)?
         };
         let source: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let dest: Vec<u32> = pairs.iter().map(|p| p.1).collect();
@@ -620,6 +671,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         }
         Ok(())
+    }
+
+    /// What SORT and THREAD need of the messages `criteria` finds (numbered by UID for
+    /// the UID forms: the orders agree), with each one's References header.
+    fn facts(
+        &mut self,
+        criteria: &[imap_next::imap_types::search::SearchKey<'static>],
+        uid: bool,
+    ) -> Result<(Vec<super::sort::Facts>, Vec<Option<String>>), MailboxError> {
+        let found: Vec<usize> = {
+            let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+            let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+            let (largest_seq, largest_uid) = (selected.view.len() as u32, selected.largest_uid());
+            (0..selected.view.len())
+                .filter(|&i| {
+                    let info = &selected.view[i];
+                    let candidate = search::Candidate::new(
+                        &user.mailbox,
+                        &selected.folder,
+                        i as u32 + 1,
+                        info,
+                        selected.is_recent(info.uid),
+                        largest_seq,
+                        largest_uid,
+                    );
+                    criteria.iter().all(|k| search::matches(k, &candidate))
+                })
+                .collect()
+        };
+        let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+        let mut facts = Vec::with_capacity(found.len());
+        let mut references = Vec::with_capacity(found.len());
+        for chunk in found.chunks(FETCH_CHUNK) {
+            let uids: Vec<u32> = chunk.iter().map(|&i| selected.view[i].uid).collect();
+            let (_, metas) = load(&user.mailbox, &selected.folder, &uids, false, true, true)?;
+            for &i in chunk {
+                let info = &selected.view[i];
+                let meta = metas.get(&info.uid).cloned().unwrap_or_default();
+                let number = if uid { info.uid } else { i as u32 + 1 };
+                references.push(if meta.version >= 2 {
+                    meta.references.clone()
+                } else {
+                    // Cached before References was kept: read from the message.
+                    user.mailbox
+                        .body(&selected.folder, info.uid)?
+                        .and_then(|body| {
+                            let parsed = mail_parser::MessageParser::new().parse_headers(&body)?;
+                            parsed
+                                .header_raw("References")
+                                .map(|v| v.replace(['\r', '\n'], " "))
+                        })
+                });
+                facts.push(super::sort::Facts::new(number, info, &meta));
+            }
+        }
+        Ok((facts, references))
     }
 
     pub(super) fn search(
@@ -746,4 +854,14 @@ fn same_flags(a: &[String], b: &[String]) -> bool {
         l.iter().map(|f| f.to_ascii_lowercase()).collect()
     };
     set(a) == set(b)
+}
+
+/// The charsets SEARCH, SORT and THREAD take (everything is compared as UTF-8).
+fn known_charset(charset: &imap_next::imap_types::core::Charset<'_>) -> bool {
+    use imap_next::imap_types::core::Charset;
+    let name = match charset {
+        Charset::Atom(a) => a.as_ref().to_string(),
+        Charset::Quoted(q) => q.as_ref().to_string(),
+    };
+    name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII")
 }

@@ -1,4 +1,4 @@
-//! The IMAP server (IMAP4rev1 with IDLE, UIDPLUS, MOVE, SPECIAL-USE, CONDSTORE, QUOTA…)
+//! The IMAP server (IMAP4rev1 with IDLE, MOVE, CONDSTORE, QRESYNC, SORT, THREAD, QUOTA…)
 //! on imap-codec's grammar and imap-next's state machine, over the mailbox store.
 
 mod convert;
@@ -11,6 +11,8 @@ pub mod mutf7;
 mod search;
 mod selected;
 mod session;
+mod sort;
+mod thread;
 
 pub use listener::{ImapContext, serve_imap};
 pub use session::Session;

@@ -8,6 +8,8 @@ use imap_next::imap_types::IntoStatic;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{IString, NString, Tag, Vec1};
+use imap_next::imap_types::extensions::sort::SortAlgorithm;
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_next::imap_types::response::{
@@ -283,6 +285,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Capability::CondStore,
                 Capability::QResync,
                 Capability::Quota,
+                Capability::Sort(None),
+                Capability::Sort(Some(SortAlgorithm::Display)),
+                Capability::Thread(ThreadingAlgorithm::OrderedSubject),
+                Capability::Thread(ThreadingAlgorithm::References),
             ]);
             caps.extend(
                 ["SPECIAL-USE", "CHILDREN", "QUOTA=RES-STORAGE"]

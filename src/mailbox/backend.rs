@@ -200,7 +200,8 @@ impl Mailbox {
     }
 
     /// Metadata of the messages with UIDs in `first..=last`.
-    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE).
+    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE,
+    /// SORT, THREAD).
     pub fn metas_between(
         &self,
         folder: &Folder,
@@ -211,6 +212,10 @@ impl Mailbox {
         #[derive(serde::Deserialize)]
         struct EnvelopeOnly {
             envelope: super::meta::Envelope,
+            #[serde(default)]
+            references: Option<String>,
+            #[serde(default)]
+            version: u32,
         }
         self.sealed_range(folder, first, last, Part::Meta)?
             .into_iter()
@@ -219,6 +224,8 @@ impl Mailbox {
                     serde_json::from_slice::<EnvelopeOnly>(&json)
                         .map(|e| Meta {
                             envelope: e.envelope,
+                            references: e.references,
+                            version: e.version,
                             ..Meta::default()
                         })
                         .or_else(|_| self.meta_again(folder, uid))?
@@ -277,14 +284,15 @@ impl Mailbox {
         Ok(stored)
     }
 
-    /// COPY: returns (source UID, new UID) pairs.
+    /// COPY: returns (source UID, new UID) pairs. Refused past `quota` (copies count).
     pub fn copy(
         &mut self,
         from: &Folder,
         uids: &[u32],
         to: &Folder,
+        quota: Option<u64>,
     ) -> Result<Vec<(u32, u32)>, MailboxError> {
-        let done = each!(&mut self.backend, b => b.copy(from, uids, to));
+        let done = each!(&mut self.backend, b => b.copy(from, uids, to, quota));
         self.changed(done)
     }
 

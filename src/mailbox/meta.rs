@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct Meta {
     pub envelope: Envelope,
     pub structure: Structure,
+    /// The References header, unfolded (THREAD=REFERENCES reads it for every message;
+    /// None in metadata older than version 2, which does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
     /// How it was worked out (`Meta::VERSION`); cached metadata of an older version
     /// that the fixes since would change is worked out again (`Meta::stale`).
     #[serde(default)]
@@ -124,8 +128,8 @@ impl Structure {
 impl Meta {
     /// 1: parts inside an attached message have their own byte ranges (they were
     /// shifted), the parts of a multipart/digest default to message/rfc822, comments
-    /// are no addresses and source routes are split off.
-    pub const VERSION: u32 = 1;
+    /// are no addresses and source routes are split off. 2: `references`.
+    pub const VERSION: u32 = 2;
 
     /// Whether this cached metadata predates a fix that changes it: only messages with
     /// an attached message or a digest inside, or odd addresses, were worked out wrong.
@@ -141,7 +145,7 @@ impl Meta {
                 (a.mailbox.is_none() && a.name.is_some())
                     || a.mailbox.as_deref().is_some_and(|m| m.starts_with('@'))
             });
-        self.version < Self::VERSION && (odd || touched(&self.structure))
+        self.version < 1 && (odd || touched(&self.structure))
     }
 
     /// Parses `raw` once; a message that cannot be parsed still gets a minimal structure
@@ -151,6 +155,7 @@ impl Meta {
             Some(message) => meta_of(&message, raw, 0, 0),
             None => Meta {
                 version: Self::VERSION,
+                references: None,
                 envelope: Envelope::default(),
                 structure: Structure {
                     kind: "text".into(),
@@ -171,6 +176,7 @@ fn meta_of(message: &Message<'_>, raw: &[u8], base: u32, depth: usize) -> Meta {
     Meta {
         envelope: envelope_of(message),
         structure: structure_of(message, 0, raw, base, depth, false),
+        references: raw_header(message, HeaderName::References),
         version: Meta::VERSION,
     }
 }

@@ -923,10 +923,28 @@ impl MongoMailbox {
         from: &Folder,
         uids: &[u32],
         to: &Folder,
+        quota: Option<u64>,
     ) -> Result<Vec<(u32, u32)>, MailboxError> {
-        let (pairs, _) = self
-            .mongo
-            .block(in_transaction!(self.mongo, |s| self.copy_in(s, from, uids, to)))?;
+        let pairs = self.mongo.block(in_transaction!(self.mongo, |s| async {
+            let (pairs, _) = self.copy_in(s, from, uids, to).await?;
+            if let Some(quota) = quota {
+                let used = self
+                    .accounts()
+                    .find_one(doc! { "_id": &self.account })
+                    .session(&mut *s)
+                    .await?
+                    .map_or(0, |d| int(&d, "used_bytes"))
+                    .max(0) as u64;
+                if used > quota {
+                    return Err(MailboxError::OverQuota {
+                        account: self.account.clone(),
+                        used,
+                        quota,
+                    });
+                }
+            }
+            Ok::<_, MailboxError>(pairs)
+        }))?;
         Ok(pairs)
     }
 

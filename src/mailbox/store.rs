@@ -849,20 +849,30 @@ impl SqliteMailbox {
 
     /// Copies messages (sharing their sealed content); returns (source UID, new UID)
     /// pairs in order.
+    /// A copy counts against `quota` as a new message does (RFC 9208 §4.1).
     pub fn copy(
         &mut self,
         from: &Folder,
         uids: &[u32],
         to: &Folder,
+        quota: Option<u64>,
     ) -> Result<Vec<(u32, u32)>, MailboxError> {
-        let pairs = {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let pairs = copy_rows(&tx, from, uids, to)?;
-            tx.commit()?;
-            pairs
-        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pairs = copy_rows(&tx, from, uids, to)?;
+        if let Some(quota) = quota {
+            // The copies are in: the running total says whether they fit.
+            let used: i64 = tx.query_row(USED, [], |r| r.get(0))?;
+            if used as u64 > quota {
+                return Err(MailboxError::OverQuota {
+                    account: self.account.clone(),
+                    used: used as u64,
+                    quota,
+                });
+            }
+        }
+        tx.commit()?;
         Ok(pairs)
     }
 
