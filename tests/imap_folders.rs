@@ -138,3 +138,27 @@ fn rename_and_delete_as_the_rfc_shows() {
     expect(&c.run("DELETE zowie/baz"), &["T OK …"]);
     expect(&c.run("DELETE nothing-here"), &["T NO [NONEXISTENT] …"]);
 }
+
+/// STATUS=SIZE (RFC 8438) and APPENDLIMIT (RFC 7889): the folder's size as RFC822.SIZE
+/// counts it, and the largest APPEND taken, advertised.
+#[test]
+fn status_size_and_appendlimit() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let caps = c.run("CAPABILITY");
+    assert!(caps[0].contains(" STATUS=SIZE"), "{caps:?}");
+    assert!(caps[0].contains(" APPENDLIMIT="), "{caps:?}");
+    let (one, two) = (
+        common::imap::message("one"),
+        common::imap::message("second one"),
+    );
+    c.append("INBOX", "", &one);
+    c.append("INBOX", "", &two);
+    expect(
+        &c.run("STATUS INBOX (SIZE MESSAGES)"),
+        &[
+            &format!("* STATUS INBOX (SIZE {} MESSAGES 2)", one.len() + two.len()),
+            "T OK …",
+        ],
+    );
+}

@@ -372,6 +372,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 StatusDataItemName::HighestModSeq => {
                     StatusDataItem::HighestModSeq(folder.highestmodseq)
                 }
+                // RFC 8438: the folder's size in octets, as RFC822.SIZE counts them.
+                StatusDataItemName::Size => {
+                    StatusDataItem::Size(messages.iter().map(|m| m.size).sum())
+                }
                 _ => continue,
             });
         }

@@ -291,10 +291,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Capability::Thread(ThreadingAlgorithm::References),
             ]);
             caps.extend(
-                ["SPECIAL-USE", "CHILDREN", "QUOTA=RES-STORAGE"]
-                    .into_iter()
-                    .filter_map(other),
+                [
+                    "SPECIAL-USE",
+                    "CHILDREN",
+                    "QUOTA=RES-STORAGE",
+                    "STATUS=SIZE",
+                ]
+                .into_iter()
+                .filter_map(other),
             );
+            // RFC 7889: the largest APPEND taken (a larger literal is refused).
+            caps.extend(other(&format!(
+                "APPENDLIMIT={}",
+                options(self.ctx.max_append).max_literal_size
+            )));
         } else {
             caps.push(Capability::Id);
         }
