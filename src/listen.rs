@@ -351,6 +351,12 @@ pub async fn accept_limited(
     .await;
 }
 
+/// Refused connections being closed gently at once, at most (each holds a file
+/// descriptor no limit counts; past this, a flood's refusals are closed at once).
+const GENTLE_CLOSES: usize = 256;
+
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+
 /// Says why to a refused client and closes gently: what it already sent is read
 /// (briefly) before the close, or the kernel would answer it with a reset and the
 /// client might never see the reason.
@@ -359,6 +365,16 @@ async fn refuse(mut stream: TcpStream, why: &str) {
     if stream.write_all(why.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }
+    if !take(&CLOSING, GENTLE_CLOSES) {
+        return;
+    }
+    struct Closed;
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            CLOSING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _closed = Closed;
     let mut sink = [0u8; 4096];
     let drain = async {
         let mut left: usize = 64 * 1024;
@@ -369,7 +385,7 @@ async fn refuse(mut stream: TcpStream, why: &str) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 /// A TLS handshake longer than this is dropped (a client that connects and stalls would

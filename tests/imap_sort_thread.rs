@@ -186,3 +186,39 @@ fn a_thread_forking_at_every_level_is_answered_without_deep_recursion() {
     assert_eq!(numbers, 2 * levels, "{}", &line[..200.min(line.len())]);
     expect(&c.run("NOOP"), &["T OK …"]);
 }
+
+/// RFC 5256 §4 (5): a thread held by a dummy (two replies to a lost message) keeps its
+/// place when a non-reply with the same subject comes: the message goes under the
+/// dummy. Subjects in any script sort and thread (nothing is cut inside a character).
+#[test]
+fn a_dummy_keeps_its_subject_and_any_script_sorts() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let mail = [
+        ("Re: foo", 9, "x@x", "References: <lost@x>\r\n"),
+        ("Re: foo", 10, "y@x", "References: <lost@x>\r\n"),
+        ("foo", 11, "b@x", ""),
+        ("Привет (fwd)", 12, "p@x", ""),
+        ("🎉 [fwd: 日本語]", 13, "j@x", ""),
+    ];
+    for (subject, hour, id, refs) in mail {
+        let m = format!(
+            "Subject: {subject}\r\nDate: Tue, 1 Jul 2025 {hour:02}:00:00 +0000\r\n\
+Message-ID: <{id}>\r\n{refs}\r\nx\r\n"
+        );
+        expect(&c.append("INBOX", "", &m), &["T OK …"]);
+    }
+    c.run("SELECT INBOX");
+    expect(
+        &c.run("THREAD REFERENCES UTF-8 SUBJECT foo"),
+        &["* THREAD ((1)(2)(3))", "T OK …"],
+    );
+    expect(
+        &c.run("SORT (SUBJECT) UTF-8 ALL"),
+        &["* SORT 1 2 3 4 5", "T OK …"],
+    );
+    expect(
+        &c.run("THREAD ORDEREDSUBJECT UTF-8 ALL"),
+        &["* THREAD (1 (2)(3))(4)(5)", "T OK …"],
+    );
+}

@@ -246,3 +246,23 @@ fn recent_goes_to_exactly_one_session() {
         &["* 1 FETCH (FLAGS ())", "T OK …"],
     );
 }
+
+/// SORT and THREAD answer in sequence numbers, as SEARCH does: an expunge another
+/// session made waits until a command that may tell it.
+#[test]
+fn sort_and_thread_hold_expunges_as_search_does() {
+    let (_server, mut a, mut b) = two_sessions(3);
+    b.run("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    b.run("EXPUNGE");
+    expect(
+        &a.run("SORT (ARRIVAL) UTF-8 ALL"),
+        &["* SORT 1 2 3", "T OK …"],
+    );
+    // Message 2's content is gone; it is still numbered 2 and threaded somewhere.
+    let threaded = a.run("THREAD ORDEREDSUBJECT UTF-8 ALL");
+    expect(&threaded, &["* THREAD …", "T OK …"]);
+    for n in ["(1)", "(2)", "(3)"] {
+        assert!(threaded[0].contains(n), "{threaded:?}");
+    }
+    expect(&a.run("NOOP"), &["* 2 EXPUNGE", "T OK …"]);
+}

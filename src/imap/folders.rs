@@ -393,14 +393,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         examine: bool,
         parameters: &[SelectParameter],
     ) -> Result<(), MailboxError> {
-        // RFC 7162 §3.2.11: the responses before this belong to the folder now closed.
-        if self.selected.take().is_some() {
-            self.server.enqueue_status(status_ok(
-                None,
-                Some(Code::Closed),
-                "Previous folder closed",
-            ));
-        }
         let resync = parameters.iter().find_map(|p| match p {
             SelectParameter::QResync {
                 uid_validity,
@@ -414,9 +406,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )),
             SelectParameter::CondStore => None,
         });
+        // A command refused as BAD leaves the selected folder as it was.
         if resync.is_some() && !self.qresync {
             self.done(status_bad(Some(tag), "ENABLE QRESYNC first"));
             return Ok(());
+        }
+        // RFC 7162 §3.2.11: the responses before this belong to the folder now closed.
+        if self.selected.take().is_some() {
+            self.server.enqueue_status(status_ok(
+                None,
+                Some(Code::Closed),
+                "Previous folder closed",
+            ));
         }
         let folder = match self.folder_named(mailbox) {
             Ok(f) => f,

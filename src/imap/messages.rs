@@ -265,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
                     return Ok(());
                 }
-                let mut facts = self.facts(search_criteria.as_ref(), uid)?.0;
+                let mut facts = self.facts(search_criteria.as_ref(), uid, false)?.0;
                 super::sort::sort(&mut facts, sort_criteria.as_ref());
                 let numbers = facts.iter().map(|f| convert::nz(f.seq)).collect();
                 self.server.enqueue_data(Data::Sort(numbers, None));
@@ -291,10 +291,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
                 let threads = match algorithm {
                     ThreadingAlgorithm::OrderedSubject => super::thread::ordered_subject(
-                        &self.facts(search_criteria.as_ref(), uid)?.0,
+                        &self.facts(search_criteria.as_ref(), uid, false)?.0,
                     ),
                     ThreadingAlgorithm::References => {
-                        let (facts, references) = self.facts(search_criteria.as_ref(), uid)?;
+                        let (facts, references) =
+                            self.facts(search_criteria.as_ref(), uid, true)?;
                         super::thread::references(&facts, &references)
                     }
                     ThreadingAlgorithm::Other(_) => {
@@ -674,11 +675,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// What SORT and THREAD need of the messages `criteria` finds (numbered by UID for
-    /// the UID forms: the orders agree), with each one's References header.
+    /// the UID forms: the orders agree), with each one's References header when
+    /// `with_references` (THREAD=REFERENCES).
     fn facts(
         &mut self,
         criteria: &[imap_next::imap_types::search::SearchKey<'static>],
         uid: bool,
+        with_references: bool,
     ) -> Result<(Vec<super::sort::Facts>, Vec<Option<String>>), MailboxError> {
         let found: Vec<usize> = {
             let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
@@ -711,7 +714,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let info = &selected.view[i];
                 let meta = metas.get(&info.uid).cloned().unwrap_or_default();
                 let number = if uid { info.uid } else { i as u32 + 1 };
-                references.push(if meta.version >= 2 {
+                references.push(if !with_references {
+                    None
+                } else if meta.version >= 2 {
                     meta.references.clone()
                 } else {
                     // Cached before References was kept: read from the message.

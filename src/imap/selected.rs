@@ -275,6 +275,8 @@ impl Selected {
             .collect();
         self.held_expunges.extend(gone);
         let mut arrived = Vec::new();
+        // By UID until the expunges are applied: the numbers are worked out after.
+        let mut flagged = Vec::new();
         for fresh in delta.changed {
             if self.held_expunges.contains(&fresh.uid) {
                 continue;
@@ -284,7 +286,7 @@ impl Selected {
                     let m = &mut self.view[i];
                     if fresh.modseq > m.modseq {
                         if fresh.flags != m.flags {
-                            changes.flags.push(i as u32 + 1);
+                            flagged.push(fresh.uid);
                         }
                         *m = fresh;
                     }
@@ -302,16 +304,14 @@ impl Selected {
                     self.view.remove(i);
                     changes.expunged.push(i as u32 + 1);
                     changes.vanished.push(uid);
-                    // Flag changes told below refer to numbers after the expunges.
-                    changes.flags.retain(|&n| n != i as u32 + 1);
-                    for n in changes.flags.iter_mut() {
-                        if *n > i as u32 + 1 {
-                            *n -= 1;
-                        }
-                    }
                 }
             }
         }
+        // Flag changes are told with the numbers after the expunges.
+        changes.flags = flagged
+            .into_iter()
+            .filter_map(|uid| self.position(uid).map(|i| i as u32 + 1))
+            .collect();
         if !arrived.is_empty() {
             self.view.extend(arrived);
             changes.exists = Some(self.view.len() as u32);

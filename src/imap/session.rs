@@ -635,12 +635,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.no(tag, &error_text(&e));
                 }
                 // What changed meanwhile goes out before the tagged completion; expunges
-                // wait while FETCH, STORE and SEARCH (RFC 3501 §7.4.1) answer in sequence
-                // numbers the client must be able to trust.
-                let expunges = !matches!(
-                    name,
-                    "FETCH" | "STORE" | "SEARCH" | "UID FETCH" | "UID STORE" | "UID SEARCH"
-                );
+                // wait while FETCH, STORE and SEARCH (RFC 3501 §7.4.1), and SORT and
+                // THREAD like it, answer in sequence numbers the client must be able to
+                // trust (the UID forms share the names, and wait too).
+                let expunges = !matches!(name, "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD");
                 self.send_updates(expunges);
             }
         }

@@ -125,10 +125,12 @@ pub fn base_subject(subject: &str) -> (String, bool) {
     let mut reply = false;
     loop {
         // (2) Trailers: "(fwd)" and whitespace at the end.
+        // (Compared as bytes: the subject is any UTF-8, and "(fwd)" is ASCII.)
         loop {
             let trimmed = s.trim_end();
-            if trimmed.len() >= 5 && trimmed[trimmed.len() - 5..].eq_ignore_ascii_case("(fwd)") {
-                s = trimmed[..trimmed.len() - 5].to_string();
+            let cut = trimmed.len().saturating_sub(5);
+            if trimmed.len() >= 5 && trimmed.as_bytes()[cut..].eq_ignore_ascii_case(b"(fwd)") {
+                s = trimmed[..cut].to_string();
                 reply = true;
             } else {
                 s = trimmed.to_string();
@@ -152,7 +154,7 @@ pub fn base_subject(subject: &str) -> (String, bool) {
             }
         }
         // (6) "[fwd: subject]".
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
+        if s.len() >= 6 && s.as_bytes()[..5].eq_ignore_ascii_case(b"[fwd:") && s.ends_with(']') {
             s = s[5..s.len() - 1].to_string();
             reply = true;
             continue;
@@ -180,10 +182,10 @@ fn strip_leader(s: &str) -> (String, bool) {
         rest = after;
     }
     for mark in ["fwd", "fw", "re"] {
-        let Some(head) = rest.get(..mark.len()) else {
+        let Some(head) = rest.as_bytes().get(..mark.len()) else {
             continue;
         };
-        if !head.eq_ignore_ascii_case(mark) {
+        if !head.eq_ignore_ascii_case(mark.as_bytes()) {
             continue;
         }
         let mut after = rest[mark.len()..].trim_start();
@@ -218,5 +220,19 @@ mod tests {
         assert!(base_subject("Re: hello").1);
         assert_eq!(base(""), "");
         assert_eq!(base("Re:"), "");
+        // Any UTF-8: nothing is cut inside a character.
+        for subject in [
+            "Привет",
+            "日本語",
+            "🎉🎉",
+            "Re: été (fwd)",
+            "[fwd: 🎉]",
+            "é",
+            "Réé",
+        ] {
+            base_subject(subject);
+        }
+        assert_eq!(base("Re: Привет (fwd)"), "привет");
+        assert_eq!(base("[Fwd: 日本語]"), "日本語");
     }
 }

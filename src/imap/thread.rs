@@ -10,6 +10,11 @@ use imap_next::imap_types::extensions::thread::Thread;
 
 use super::sort::Facts;
 
+/// A message's References beyond its last this many are not looked at: the nearest
+/// ancestors place it, and linking each one checks for loops up the chain (a header of
+/// a million IDs would cost a million squared).
+const REFERENCES: usize = 64;
+
 /// Deeper than this, the rest of a thread is told as one chain: a thread response is
 /// nested lists, and nothing that reads or drops them should recurse without bound.
 const DEPTH: usize = 200;
@@ -129,6 +134,9 @@ pub fn references(facts: &[Facts], references: &[Option<String>]) -> Vec<Thread>
             }
         };
         let mut refs = references[i].as_deref().map(ids).unwrap_or_default();
+        if refs.len() > REFERENCES {
+            refs.drain(..refs.len() - REFERENCES);
+        }
         if refs.is_empty() {
             refs = f
                 .in_reply_to
@@ -257,7 +265,9 @@ fn gather(tree: &mut Tree, roots: Vec<usize>, facts: &[Facts]) -> Vec<usize> {
                 let old_dummy = tree.nodes[old].message.is_none();
                 let new_dummy = tree.nodes[r].message.is_none();
                 let old_reply = tree.subject(old, facts).is_some_and(|o| o.reply);
-                if (!old_dummy && new_dummy) || (old_reply && !f.reply && !new_dummy) {
+                // RFC 5256 §4 (5)(B): a dummy takes the place of a message; a message
+                // that is no reply takes the place of one that is.
+                if !old_dummy && (new_dummy || (old_reply && !f.reply)) {
                     table.insert(f.subject.clone(), r);
                 }
             }
