@@ -17,6 +17,8 @@
 mod machine;
 #[path = "support/processes.rs"]
 mod processes;
+#[path = "support/tls_client.rs"]
+mod tls_client;
 
 use machine::{command_line, cpu_model, ferrymail_revision};
 use processes::*;
@@ -32,9 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 const FERRYMAIL: &str = env!("CARGO_BIN_EXE_ferrymail");
 /// Messages in the mailbox (FERRYMAIL_BENCH_MESSAGES overrides it, for a quick look).
@@ -125,7 +126,7 @@ fn main() {
         corpus.hits.len(),
         started.elapsed().as_secs_f64()
     );
-    let config = tls_client_config();
+    let config = tls_client::any_certificate();
 
     // ferrymail first: Dovecot borrows its self-signed certificate, so that both TLS
     // handshakes and record layers are alike.
@@ -845,67 +846,6 @@ fn memmem(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 // ---------------------------------------------------------------------------------------
 // The IMAP client: blocking, over rustls after STARTTLS.
-
-/// Accepts any certificate (both servers use a self-signed one on loopback), but checks
-/// the handshake signatures, so the TLS work is what a real client does.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn tls_client_config() -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("rustls's default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Arc::new(config)
-}
 
 enum Transport {
     Plain(TcpStream),

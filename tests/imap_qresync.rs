@@ -6,7 +6,6 @@
 mod common;
 
 use common::imap::{Client, Server, expect, message};
-use common::python_peer_run;
 
 const ME: &str = "me@example.test";
 
@@ -161,15 +160,5 @@ fn selecting_another_folder_says_the_first_is_closed() {
 #[test]
 fn python_imaplib_resynchronises_with_qresync() {
     let server = Server::start(&[ME]);
-    let run = python_peer_run(
-        "imap_qresync.py",
-        &[&server.port.to_string(), ME, "quickstart"],
-        server.w.path(),
-    );
-    assert!(
-        run.code == 0 && run.stdout.contains("all done"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    server.peer_passes("imap_qresync.py", ME);
 }

@@ -6,7 +6,6 @@
 mod common;
 
 use common::imap::{Client, Server, expect};
-use common::python_peer_run;
 
 const ME: &str = "me@example.test";
 
@@ -136,17 +135,7 @@ References: <a@x>\r\n\r\nfork\r\n",
 #[test]
 fn python_imaplib_sorts_and_threads() {
     let (server, _c) = mailbox();
-    let run = python_peer_run(
-        "imap_sort_thread.py",
-        &[&server.port.to_string(), ME, "quickstart"],
-        server.w.path(),
-    );
-    assert!(
-        run.code == 0 && run.stdout.contains("all done"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    server.peer_passes("imap_sort_thread.py", ME);
 }
 
 /// The attacker's mailbox: 1,500 messages that fork at every level (each has a reply

@@ -151,6 +151,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tag: Tag<'static>,
         body: CommandBody<'static>,
     ) -> Result<(), MailboxError> {
+        let charset = match &body {
+            CommandBody::Search { charset, .. } => charset.as_ref(),
+            CommandBody::Sort { charset, .. } | CommandBody::Thread { charset, .. } => {
+                Some(charset)
+            }
+            _ => None,
+        };
+        if charset.is_some_and(|c| !known_charset(c)) {
+            self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+            return Ok(());
+        }
         match body {
             CommandBody::Check => self.ok(tag, "CHECK completed"),
             CommandBody::Close => {
@@ -244,27 +255,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 mailbox,
                 uid,
             } => self.copy(tag, &sequence_set, &mailbox, uid, true)?,
-            CommandBody::Search {
-                charset,
-                criteria,
-                uid,
-            } => {
-                if charset.as_ref().is_some_and(|c| !known_charset(c)) {
-                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
-                    return Ok(());
-                }
+            CommandBody::Search { criteria, uid, .. } => {
                 self.search(tag, criteria.as_ref(), uid)?;
             }
             CommandBody::Sort {
                 sort_criteria,
-                charset,
                 search_criteria,
                 uid,
+                ..
             } => {
-                if !known_charset(&charset) {
-                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
-                    return Ok(());
-                }
                 let mut facts = self.facts(search_criteria.as_ref(), uid, false)?.0;
                 super::sort::sort(&mut facts, sort_criteria.as_ref());
                 let numbers = facts.iter().map(|f| convert::nz(f.seq)).collect();
@@ -280,14 +279,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             CommandBody::Thread {
                 algorithm,
-                charset,
                 search_criteria,
                 uid,
+                ..
             } => {
-                if !known_charset(&charset) {
-                    self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
-                    return Ok(());
-                }
                 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
                 let threads = match algorithm {
                     ThreadingAlgorithm::OrderedSubject => super::thread::ordered_subject(
@@ -683,26 +678,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         uid: bool,
         with_references: bool,
     ) -> Result<(Vec<super::sort::Facts>, Vec<Option<String>>), MailboxError> {
-        let found: Vec<usize> = {
-            let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
-            let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
-            let (largest_seq, largest_uid) = (selected.view.len() as u32, selected.largest_uid());
-            (0..selected.view.len())
-                .filter(|&i| {
-                    let info = &selected.view[i];
-                    let candidate = search::Candidate::new(
-                        &user.mailbox,
-                        &selected.folder,
-                        i as u32 + 1,
-                        info,
-                        selected.is_recent(info.uid),
-                        largest_seq,
-                        largest_uid,
-                    );
-                    criteria.iter().all(|k| search::matches(k, &candidate))
-                })
-                .collect()
-        };
+        let found = self.matching(criteria);
         let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
         let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
         let mut facts = Vec::with_capacity(found.len());
@@ -735,35 +711,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok((facts, references))
     }
 
+    /// The view's indexes of the messages that match every one of `criteria`.
+    fn matching(
+        &self,
+        criteria: &[imap_next::imap_types::search::SearchKey<'static>],
+    ) -> Vec<usize> {
+        let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
+        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+        let (largest_seq, largest_uid) = (selected.view.len() as u32, selected.largest_uid());
+        (0..selected.view.len())
+            .filter(|&i| {
+                let info = &selected.view[i];
+                let candidate = search::Candidate::new(
+                    &user.mailbox,
+                    &selected.folder,
+                    i as u32 + 1,
+                    info,
+                    selected.is_recent(info.uid),
+                    largest_seq,
+                    largest_uid,
+                );
+                criteria.iter().all(|k| search::matches(k, &candidate))
+            })
+            .collect()
+    }
+
     pub(super) fn search(
         &mut self,
         tag: Tag<'static>,
         criteria: &[imap_next::imap_types::search::SearchKey<'static>],
         uid: bool,
     ) -> Result<(), MailboxError> {
-        let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
-        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
-        let largest_seq = selected.view.len() as u32;
-        let largest_uid = selected.largest_uid();
-        let mut found = Vec::new();
-        let mut highest = 0u64;
         let uses_modseq = criteria
             .iter()
             .any(|k| format!("{k:?}").contains("ModSequence"));
-        for (i, info) in selected.view.iter().enumerate() {
-            let candidate = search::Candidate::new(
-                &user.mailbox,
-                &selected.folder,
-                i as u32 + 1,
-                info,
-                selected.is_recent(info.uid),
-                largest_seq,
-                largest_uid,
-            );
-            if criteria.iter().all(|k| search::matches(k, &candidate)) {
-                found.push(convert::nz(if uid { info.uid } else { i as u32 + 1 }));
-                highest = highest.max(info.modseq);
-            }
+        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
+        let mut found = Vec::new();
+        let mut highest = 0u64;
+        for i in self.matching(criteria) {
+            let info = &selected.view[i];
+            found.push(convert::nz(if uid { info.uid } else { i as u32 + 1 }));
+            highest = highest.max(info.modseq);
         }
         let modseq = if uses_modseq {
             std::num::NonZeroU64::new(highest)

@@ -324,6 +324,19 @@ impl Selected {
 mod tests {
     use super::*;
 
+    fn inbox(uidnext: u32) -> Folder {
+        Folder {
+            id: 1,
+            name: "INBOX".into(),
+            special_use: None,
+            subscribed: true,
+            uidvalidity: 1,
+            uidnext,
+            highestmodseq: 1,
+            first_recent: 1,
+        }
+    }
+
     fn msg(uid: u32, modseq: u64, flags: &[&str]) -> MessageInfo {
         MessageInfo {
             uid,
@@ -336,16 +349,7 @@ mod tests {
 
     #[test]
     fn catching_up_reports_expunges_arrivals_and_flag_changes() {
-        let folder = Folder {
-            id: 1,
-            name: "INBOX".into(),
-            special_use: None,
-            subscribed: true,
-            uidvalidity: 1,
-            uidnext: 5,
-            highestmodseq: 1,
-            first_recent: 1,
-        };
+        let folder = inbox(5);
         let mut s = Selected::new(
             folder,
             false,
@@ -387,16 +391,7 @@ mod tests {
 
     #[test]
     fn vanished_uids_are_worked_out_as_ranges() {
-        let folder = Folder {
-            id: 1,
-            name: "INBOX".into(),
-            special_use: None,
-            subscribed: true,
-            uidvalidity: 1,
-            uidnext: 20,
-            highestmodseq: 1,
-            first_recent: 1,
-        };
+        let folder = inbox(20);
         let s = Selected::new(
             folder,
             false,

@@ -393,6 +393,17 @@ impl MongoMailbox {
         Ok(int(&d, "highestmodseq"))
     }
 
+    /// The bytes the account uses, read in the transaction `s`.
+    async fn used_in(&self, s: &mut ClientSession) -> Result<u64, MailboxError> {
+        Ok(self
+            .accounts()
+            .find_one(doc! { "_id": &self.account })
+            .session(&mut *s)
+            .await?
+            .map_or(0, |d| int(&d, "used_bytes"))
+            .max(0) as u64)
+    }
+
     /// Notes the UIDs of `removed` (message documents) as expunged at `modseq`.
     async fn note_expunged(
         &self,
@@ -580,13 +591,7 @@ impl MongoMailbox {
         let size = body.len() as i64;
         let out = self.mongo.block(in_transaction!(self.mongo, |s| async {
             if let Some(quota) = quota {
-                let used = self
-                    .accounts()
-                    .find_one(doc! { "_id": &self.account })
-                    .session(&mut *s)
-                    .await?
-                    .map_or(0, |d| int(&d, "used_bytes"))
-                    .max(0) as u64;
+                let used = self.used_in(s).await?;
                 if used + size as u64 > quota {
                     return Err(MailboxError::OverQuota {
                         account: self.account.clone(),
@@ -928,13 +933,7 @@ impl MongoMailbox {
         let pairs = self.mongo.block(in_transaction!(self.mongo, |s| async {
             let (pairs, _) = self.copy_in(s, from, uids, to).await?;
             if let Some(quota) = quota {
-                let used = self
-                    .accounts()
-                    .find_one(doc! { "_id": &self.account })
-                    .session(&mut *s)
-                    .await?
-                    .map_or(0, |d| int(&d, "used_bytes"))
-                    .max(0) as u64;
+                let used = self.used_in(s).await?;
                 if used > quota {
                     return Err(MailboxError::OverQuota {
                         account: self.account.clone(),

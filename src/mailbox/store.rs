@@ -165,6 +165,17 @@ fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {
     })
 }
 
+/// A message row of `uid, flags, modseq, size, internal_date`.
+fn info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageInfo> {
+    Ok(MessageInfo {
+        uid: r.get::<_, i64>(0)? as u32,
+        flags: parse_flags(&r.get::<_, String>(1)?),
+        modseq: r.get::<_, i64>(2)? as u64,
+        size: r.get::<_, i64>(3)? as u64,
+        internal_date: r.get(4)?,
+    })
+}
+
 const FOLDER_COLUMNS: &str =
     "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, first_recent";
 
@@ -613,15 +624,7 @@ impl SqliteMailbox {
             "SELECT uid, flags, modseq, size, internal_date FROM messages
              WHERE folder_id = ?1 ORDER BY uid",
         )?;
-        let rows = stmt.query_map([folder.id], |r| {
-            Ok(MessageInfo {
-                uid: r.get::<_, i64>(0)? as u32,
-                flags: parse_flags(&r.get::<_, String>(1)?),
-                modseq: r.get::<_, i64>(2)? as u64,
-                size: r.get::<_, i64>(3)? as u64,
-                internal_date: r.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map([folder.id], info_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -686,15 +689,7 @@ impl SqliteMailbox {
                 "SELECT uid, flags, modseq, size, internal_date FROM messages
                  WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
             )?;
-            let rows = stmt.query_map(params![folder.id, since as i64], |r| {
-                Ok(MessageInfo {
-                    uid: r.get::<_, i64>(0)? as u32,
-                    flags: parse_flags(&r.get::<_, String>(1)?),
-                    modseq: r.get::<_, i64>(2)? as u64,
-                    size: r.get::<_, i64>(3)? as u64,
-                    internal_date: r.get(4)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![folder.id, since as i64], info_row)?;
             delta.changed = rows.collect::<Result<_, _>>()?;
             let mut stmt = tx.prepare_cached(
                 "SELECT uid FROM expunged WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",

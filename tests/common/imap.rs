@@ -4,12 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+
+#[path = "../../benches/support/tls_client.rs"]
+mod tls_client;
 
 use super::{Process, TEST_HASH, Workspace, free_port};
 
@@ -45,6 +46,20 @@ impl Server {
     /// A logged-in session of `account`.
     pub fn login(&self, account: &str) -> Client {
         Client::login(self.port, account)
+    }
+
+    /// Runs a Python client from tests/peers as `script PORT ACCOUNT quickstart`; it must
+    /// end saying "all done".
+    #[track_caller]
+    pub fn peer_passes(&self, script: &str, account: &str) {
+        let port = self.port.to_string();
+        let run = super::python_peer_run(script, &[&port, account, "quickstart"], self.w.path());
+        assert!(
+            run.code == 0 && run.stdout.contains("all done"),
+            "{script}:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
     }
 }
 
@@ -124,7 +139,7 @@ impl Client {
         };
         let socket = socket.try_clone().expect("clone");
         let name = ServerName::try_from("mx.example.test").expect("name");
-        let tls = ClientConnection::new(tls_config(), name).expect("TLS client");
+        let tls = ClientConnection::new(tls_client::any_certificate(), name).expect("TLS client");
         self.stream = BufReader::new(Conn::Tls(Box::new(StreamOwned::new(tls, socket))));
     }
 
@@ -285,57 +300,4 @@ pub fn message(subject: &str) -> String {
 Date: Tue, 1 Jul 2025 10:00:00 +0000\r\nMessage-ID: <{}@example.test>\r\n\r\n{subject} body\r\n",
         subject.replace(' ', ".")
     )
-}
-
-/// Accepts any certificate (the server's is self-signed, on loopback), checking the
-/// handshake signatures all the same.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn tls_config() -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("rustls's default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Arc::new(config)
 }
