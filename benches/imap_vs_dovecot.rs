@@ -40,6 +40,8 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 const FERRYMAIL: &str = env!("CARGO_BIN_EXE_ferrymail");
 /// Messages in the mailbox (FERRYMAIL_BENCH_MESSAGES overrides it, for a quick look).
 const MESSAGES: usize = 10_000;
+/// The target: each operation in at most this share of Dovecot's time (issue 17).
+const TARGET: f64 = 0.5;
 /// Runs of each operation; the median counts.
 const RUNS: usize = 3;
 /// The word SEARCH TEXT looks for; about 1 message in 100 has it.
@@ -2192,7 +2194,7 @@ fn report(sides: &[Side], corpus: &Corpus) {
                     let r = a.wall.as_secs_f64() / b.wall.as_secs_f64();
                     (
                         format!("{r:.2}×"),
-                        if r <= 1.0 { "met" } else { "**not met**" },
+                        if r <= TARGET { "met" } else { "**not met**" },
                     )
                 }
                 _ => ("—".into(), "**not met**"),
@@ -2280,12 +2282,12 @@ fn report(sides: &[Side], corpus: &Corpus) {
             .collect();
         if missed.is_empty() {
             println!(
-                "\nTarget (no operation slower than Dovecot): met for all {} operations.",
+                "\nTarget (every operation at ≤ {TARGET}× Dovecot's time): met for all {} operations.",
                 OPS.len()
             );
         } else {
             println!(
-                "\nTarget (no operation slower than Dovecot): **not met** for {} of {}: {}.",
+                "\nTarget (every operation at ≤ {TARGET}× Dovecot's time): **not met** for {} of {}: {}.",
                 missed.len(),
                 OPS.len(),
                 missed.join("; ")
@@ -2673,7 +2675,9 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
         rule.push_str(" ---: |");
     }
     if sides.len() == 2 {
-        head.push_str(" ferrymail ÷ Dovecot (p50) | target ≤ 0.5× |");
+        head.push_str(&format!(
+            " ferrymail ÷ Dovecot (p50) | target ≤ {TARGET}× |"
+        ));
         rule.push_str(" ---: | --- |");
     }
     println!("{head}\n{rule}");
@@ -2697,7 +2701,11 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
         }
         if let [a, b] = p50s[..] {
             let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-            let met = if ratio <= 0.5 { "met" } else { "**not met**" };
+            let met = if ratio <= TARGET {
+                "met"
+            } else {
+                "**not met**"
+            };
             row.push_str(&format!(" {ratio:.2}× | {met} |"));
         } else if sides.len() == 2 {
             row.push_str(" — | — |");
