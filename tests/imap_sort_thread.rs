@@ -211,3 +211,39 @@ Message-ID: <{id}>\r\n{refs}\r\nx\r\n"
         &["* THREAD (1 (2)(3))(4)(5)", "T OK …"],
     );
 }
+
+/// Many threads at once: 3,000 messages, each its own subject but every tenth a reply
+/// ("Re: ") to the one before it. Every message is in the answer once, and the replies
+/// are gathered under their originals by subject.
+#[test]
+fn thousands_of_threads_are_gathered_once_each() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let total: usize = 3000;
+    let mut batch = String::new();
+    for i in 0..total {
+        let subject = if i % 10 == 9 {
+            format!("Re: topic {}", i - 1)
+        } else {
+            format!("topic {i}")
+        };
+        let m = format!("Subject: {subject}\r\nMessage-ID: <t{i}@x>\r\n\r\nx\r\n");
+        batch.push_str(&format!("A{i} APPEND INBOX {{{}+}}\r\n{m}\r\n", m.len()));
+    }
+    c.send(batch.as_bytes());
+    c.until(&format!("A{}", total - 1));
+    c.run("SELECT INBOX");
+    let done = c.run("THREAD REFERENCES UTF-8 ALL");
+    expect(&done, &["* THREAD …", "T OK …"]);
+    let line = &done[0]["* THREAD ".len()..];
+    let mut numbers: Vec<usize> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=total).collect::<Vec<_>>());
+    // Message 9 ("topic 8") holds its reply 10 ("Re: topic 8").
+    assert!(line.contains("(9 10)"), "{}", &line[..300.min(line.len())]);
+    assert_eq!(line.matches("(9 10)").count(), 1);
+}

@@ -436,16 +436,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.user().changes.borrow_and_update();
         let view = self.user().mailbox.messages(&folder)?;
         let mut selected = Selected::new(folder, examine, view);
-        // The messages no session has seen yet are this one's \Recent; EXAMINE only
-        // looks (RFC 3501 §6.3.2).
-        let recent = if examine {
-            let now = self.user().mailbox.refresh(&selected.folder)?;
-            (now.first_recent < now.uidnext).then_some((now.first_recent, now.uidnext))
-        } else {
-            self.user().mailbox.claim_recent(&selected.folder)?
-        };
+        // The messages no session has seen yet are this one's \Recent.
+        let recent = self.user().mailbox.recent_for(&selected.folder, examine)?;
         selected.claimed(recent);
-        selected.note_keywords();
         let (flags, permanent) = selected.flag_responses();
         self.server.enqueue_data(flags);
         self.server

@@ -56,21 +56,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let changes = selected.catch_up(delta, expunges);
         if changes.exists.is_some() {
             // New messages: those no other session has seen are this one's \Recent.
-            let recent = if selected.read_only {
-                user.mailbox.refresh(&selected.folder).ok().and_then(|f| {
-                    (f.first_recent < f.uidnext).then_some((f.first_recent, f.uidnext))
-                })
-            } else {
-                crate::blocking::run(|| user.mailbox.claim_recent(&selected.folder)).unwrap_or_else(
-                    |e| {
-                        tracing::debug!(error = %e, "IMAP \\Recent claim failed");
-                        None
-                    },
-                )
-            };
+            let (folder, read_only) = (&selected.folder, selected.read_only);
+            let recent = crate::blocking::run(|| user.mailbox.recent_for(folder, read_only))
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "IMAP \\Recent claim failed");
+                    None
+                });
             selected.claimed(recent);
         }
-        if selected.note_keywords() {
+        if changes.keywords {
             let (flags, permanent) = selected.flag_responses();
             self.server.enqueue_data(flags);
             self.server.enqueue_status(permanent);
@@ -520,13 +514,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for fresh in &stored.now {
             if let Some(&pos) = position.get(&fresh.uid) {
                 let known = &selected.view[pos];
-                if !silent || same_flags(&fresh.flags, &expected(&known.flags, change, &names)) {
+                let expected = crate::mailbox::flags_after(&known.flags, change, &names);
+                if !silent || crate::mailbox::same_flags(&fresh.flags, &expected) {
                     selected.view[pos] = fresh.clone();
                 }
             }
         }
         // A keyword new to the folder is announced before the FETCHes that carry it.
-        if selected.note_keywords() {
+        if selected.note_keywords(&stored.now) {
             let (flags, permanent) = selected.flag_responses();
             self.server.enqueue_data(flags);
             self.server.enqueue_status(permanent);
@@ -828,25 +823,6 @@ fn load(
         }
     }
     Ok((bodies, metas))
-}
-
-/// The flags a client expects after its STORE of `names` on flags it knew as `old`.
-fn expected(old: &[String], change: FlagChange, names: &[String]) -> Vec<String> {
-    let mut now = old.to_vec();
-    match change {
-        FlagChange::Replace => now = names.to_vec(),
-        FlagChange::Add => now.extend(names.iter().cloned()),
-        FlagChange::Remove => now.retain(|f| !names.iter().any(|n| n.eq_ignore_ascii_case(f))),
-    }
-    now
-}
-
-/// Whether two flag lists hold the same flags (case-insensitive, as IMAP compares them).
-fn same_flags(a: &[String], b: &[String]) -> bool {
-    let set = |l: &[String]| -> std::collections::BTreeSet<String> {
-        l.iter().map(|f| f.to_ascii_lowercase()).collect()
-    };
-    set(a) == set(b)
 }
 
 /// The charsets SEARCH, SORT and THREAD take (everything is compared as UTF-8).

@@ -30,6 +30,8 @@ pub struct Changes {
     pub expunged: Vec<u32>,
     /// Their UIDs (QRESYNC tells these, in VANISHED).
     pub vanished: Vec<u32>,
+    /// A keyword the client was not told of came: FLAGS must list it.
+    pub keywords: bool,
     /// The new EXISTS count, when messages arrived.
     pub exists: Option<u32>,
     /// Sequence numbers whose flags changed.
@@ -151,22 +153,29 @@ impl Selected {
 
     /// `view` was read after `folder`, so it is at least as new as its HIGHESTMODSEQ.
     pub fn new(folder: Folder, read_only: bool, view: Vec<MessageInfo>) -> Selected {
-        Selected {
+        let mut selected = Selected {
             modseq: folder.highestmodseq,
             folder,
             read_only,
-            view,
+            view: Vec::new(),
             held_expunges: Default::default(),
             recent: Vec::new(),
             keywords: Default::default(),
-        }
+        };
+        selected.note_keywords(&view);
+        selected.view = view;
+        selected
     }
 
-    /// Takes note of keywords in the view the client was not told of; true when there
-    /// were any (RFC 3501 §7.2.6: FLAGS then lists them).
-    pub fn note_keywords(&mut self) -> bool {
+    /// Takes note of keywords of `messages` the client was not told of; true when there
+    /// were any (RFC 3501 §7.2.6: FLAGS then lists them). Only what changed is looked
+    /// at, never the whole folder per command.
+    pub fn note_keywords<'m>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'m MessageInfo>,
+    ) -> bool {
         let before = self.keywords.len();
-        for m in &self.view {
+        for m in messages {
             for f in &m.flags {
                 if !f.starts_with('\\') && !self.keywords.contains(f) {
                     self.keywords.insert(f.clone());
@@ -216,12 +225,14 @@ impl Selected {
             .any(|&(from, to)| from <= uid && uid < to)
     }
 
-    /// How many messages in the view are \Recent for this session.
+    /// How many messages in the view are \Recent for this session (told with every
+    /// EXISTS): counted per claimed range by binary search, not over the view.
     pub fn recent_count(&self) -> u32 {
-        if self.recent.is_empty() {
-            return 0;
-        }
-        self.view.iter().filter(|m| self.is_recent(m.uid)).count() as u32
+        let below = |uid: u32| self.view.partition_point(|m| m.uid < uid);
+        self.recent
+            .iter()
+            .map(|&(from, to)| (below(to) - below(from)) as u32)
+            .sum()
     }
 
     /// A message's flags as this session tells them: the stored ones, and \Recent.
@@ -277,6 +288,7 @@ impl Selected {
         let mut arrived = Vec::new();
         // By UID until the expunges are applied: the numbers are worked out after.
         let mut flagged = Vec::new();
+        changes.keywords = self.note_keywords(&delta.changed);
         for fresh in delta.changed {
             if self.held_expunges.contains(&fresh.uid) {
                 continue;

@@ -273,24 +273,31 @@ fn gather(tree: &mut Tree, roots: Vec<usize>, facts: &[Facts]) -> Vec<usize> {
             }
         }
     }
+    // The roots in order, and where each stands (no scan of the list per root: a
+    // mailbox of 50,000 threads would cost 50,000 squared).
     let mut out: Vec<usize> = Vec::new();
+    let mut at: HashMap<usize, usize> = HashMap::new();
+    let push = |out: &mut Vec<usize>, at: &mut HashMap<usize, usize>, n: usize| {
+        at.entry(n).or_insert_with(|| {
+            out.push(n);
+            out.len() - 1
+        });
+    };
     let mut merged_into: HashMap<usize, usize> = HashMap::new();
     for r in roots {
         let Some(f) = tree.subject(r, facts) else {
-            out.push(r);
+            push(&mut out, &mut at, r);
             continue;
         };
         let key = f.subject.clone();
         let reply = f.reply;
         let Some(&keep) = table.get(&key).filter(|_| !key.is_empty()) else {
-            out.push(r);
+            push(&mut out, &mut at, r);
             continue;
         };
         let keep = merged_into.get(&keep).copied().unwrap_or(keep);
         if keep == r {
-            if !out.contains(&r) {
-                out.push(r);
-            }
+            push(&mut out, &mut at, r);
             continue;
         }
         let keep_dummy = tree.nodes[keep].message.is_none();
@@ -311,19 +318,18 @@ fn gather(tree: &mut Tree, roots: Vec<usize>, facts: &[Facts]) -> Vec<usize> {
             tree.link(dummy, r);
             merged_into.insert(keep, dummy);
             table.insert(key, dummy);
-            if let Some(at) = out.iter().position(|&o| o == keep) {
-                out[at] = dummy;
-            } else {
-                out.push(dummy);
+            match at.remove(&keep) {
+                Some(i) => {
+                    out[i] = dummy;
+                    at.insert(dummy, i);
+                }
+                None => push(&mut out, &mut at, dummy),
             }
             continue;
         }
-        if !out.contains(&keep) {
-            out.push(keep);
-        }
+        push(&mut out, &mut at, keep);
     }
     out.retain(|&n| tree.nodes[n].parent.is_none());
-    out.dedup();
     out
 }
 

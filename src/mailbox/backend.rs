@@ -159,6 +159,20 @@ impl Mailbox {
         each!(&mut self.backend, b => b.claim_recent(folder))
     }
 
+    /// What a session gets as \Recent: claimed, or (read-only, RFC 3501 §6.3.2) only
+    /// looked at, left for the next session that selects the folder.
+    pub fn recent_for(
+        &mut self,
+        folder: &Folder,
+        read_only: bool,
+    ) -> Result<Option<(u32, u32)>, MailboxError> {
+        if !read_only {
+            return self.claim_recent(folder);
+        }
+        let now = self.refresh(folder)?;
+        Ok((now.first_recent < now.uidnext).then_some((now.first_recent, now.uidnext)))
+    }
+
     /// What changed in `folder` after MODSEQ `since` (see `Delta`): how a session
     /// catches up without reading the whole folder again.
     pub fn changes_since(&self, folder: &Folder, since: u64) -> Result<Delta, MailboxError> {

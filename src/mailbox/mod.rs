@@ -15,7 +15,8 @@ pub use backend::Mailbox;
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
 pub use store::{
-    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, renew_uidvalidity,
+    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, flags_after,
+    renew_uidvalidity, same_flags,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -189,14 +189,24 @@ pub(super) fn parse_flags(text: &str) -> Vec<String> {
 /// The flags stored after STORE's `change` of `flags` on `old` (as stored); None when
 /// they stay as they are.
 pub(super) fn changed_flags(old: &str, change: FlagChange, flags: &[String]) -> Option<String> {
-    let mut now = parse_flags(old);
+    let joined = join_flags(&flags_after(&parse_flags(old), change, flags));
+    (joined != join_flags(&parse_flags(old))).then_some(joined)
+}
+
+/// The flags after STORE's `change` of `flags` on `old`.
+pub fn flags_after(old: &[String], change: FlagChange, flags: &[String]) -> Vec<String> {
+    let mut now = old.to_vec();
     match change {
         FlagChange::Replace => now = flags.to_vec(),
         FlagChange::Add => now.extend(flags.iter().cloned()),
         FlagChange::Remove => now.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f))),
     }
-    let joined = join_flags(&now);
-    (joined != join_flags(&parse_flags(old))).then_some(joined)
+    now
+}
+
+/// Whether two lists hold the same flags (case-insensitively, as IMAP compares them).
+pub fn same_flags(a: &[String], b: &[String]) -> bool {
+    join_flags(a).eq_ignore_ascii_case(&join_flags(b))
 }
 
 /// Flags as stored: de-duplicated (case-insensitively), in a stable order.
