@@ -172,10 +172,11 @@ fn run(c: &mut Client, model: &mut Model, command: &str) -> Vec<String> {
     lines
 }
 
-/// Learns the UIDs of messages told by EXISTS only, as a client does.
+/// Learns the UIDs and flags of messages told by EXISTS only, as a client does (EXISTS
+/// says nothing of a new message's flags: another session may have set some already).
 fn learn_uids(c: &mut Client, model: &mut Model) {
     if let (Some(&first), Some(&last)) = (model.unknown().first(), model.unknown().last()) {
-        run(c, model, &format!("FETCH {first}:{last} (UID)"));
+        run(c, model, &format!("FETCH {first}:{last} (UID FLAGS)"));
     }
 }
 
