@@ -229,10 +229,10 @@ fn folders_flags_copy_move_and_expunge(boxes: &Mailboxes) {
 
 fn folders_are_created_renamed_and_deleted(boxes: &Mailboxes) {
     let mut mb = boxes.open("me@d.test").unwrap();
-    let work = mb.create_folder("Work").unwrap();
-    mb.create_folder("Work/2025").unwrap();
+    let work = mb.create_folder("Work", None).unwrap();
+    mb.create_folder("Work/2025", None).unwrap();
     assert!(matches!(
-        mb.create_folder("Work"),
+        mb.create_folder("Work", None),
         Err(MailboxError::FolderExists(_))
     ));
     mb.rename_folder("Work", "Jobs").unwrap();
@@ -244,7 +244,7 @@ fn folders_are_created_renamed_and_deleted(boxes: &Mailboxes) {
     );
     mb.delete_folder("Jobs/2025").unwrap();
     mb.delete_folder("Jobs").unwrap();
-    let again = mb.create_folder("Jobs").unwrap();
+    let again = mb.create_folder("Jobs", None).unwrap();
     assert_ne!(again.uidvalidity, jobs.uidvalidity, "never reused");
     assert!(mb.delete_folder("INBOX").is_err());
     // Renaming INBOX moves its mail and leaves it empty.
@@ -274,7 +274,14 @@ fn recent_messages_are_claimed_once_and_created_folders_unsubscribed(boxes: &Mai
     assert_eq!(mb.claim_recent(&inbox).unwrap(), None);
     assert_eq!(mb.refresh(&inbox).unwrap().first_recent, 4);
 
-    assert!(!mb.create_folder("Made").unwrap().subscribed);
+    assert!(!mb.create_folder("Made", None).unwrap().subscribed);
+    // CREATE-SPECIAL-USE (RFC 6154): the use is kept with the folder.
+    let kept = mb.create_folder("Keep", Some("\\Archive")).unwrap();
+    assert_eq!(kept.special_use.as_deref(), Some("\\Archive"));
+    assert_eq!(
+        mb.folder("Keep").unwrap().unwrap().special_use.as_deref(),
+        Some("\\Archive")
+    );
     assert!(mb.folder_or_create("Landed").unwrap().subscribed);
     assert!(mb.folder("Sent").unwrap().unwrap().subscribed);
 }
@@ -311,7 +318,7 @@ fn changes_since_a_modseq_tell_new_changed_and_expunged_messages(boxes: &Mailbox
     let after = mb.changes_since(&inbox, delta.highest).unwrap();
     assert!(after.changed.is_empty() && after.expunged.is_empty());
     // A folder deleted takes its expunged UIDs with it.
-    let work = mb.create_folder("Work").unwrap();
+    let work = mb.create_folder("Work", None).unwrap();
     mb.append(&work, b"z", &["\\Deleted".into()], 1, None)
         .unwrap();
     mb.expunge(&work, None).unwrap();

@@ -686,7 +686,7 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
         .unwrap();
     {
         let mut mb = files.open("me@example.test").unwrap();
-        let work = mb.create_folder("Work").unwrap();
+        let work = mb.create_folder("Work", None).unwrap();
         mb.append(
             &work,
             b"Subject: two\r\n\r\nsecond",

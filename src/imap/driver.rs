@@ -1,7 +1,7 @@
 //! Moves bytes between a connection and imap-next's sans-I/O server: writes what it has
 //! to say, reads when it needs more, and lets a mailbox change interrupt a wait (IDLE).
 
-use imap_next::server::{Error as ProtocolError, Event, Server};
+use imap_next::server::{Error as ProtocolError, Event, ResponseHandle, Server};
 use imap_next::{Interrupt, Io, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -139,24 +139,69 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 
 /// goes out in a few large writes, not one per message.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Writes what `pending` holds.
-pub async fn flush<S: AsyncWrite + Unpin>(io: &mut S, pending: &mut Vec<u8>) -> bool {
-    if pending.is_empty() {
+/// Responses encoded but not yet written, and the lines imap-codec cannot encode
+/// (ESEARCH, LIST's extended data) waiting for their place in the queue.
+#[derive(Default)]
+pub struct Outbox {
+    bytes: Vec<u8>,
+    /// Where the last response imap-next encoded starts in `bytes`.
+    last: usize,
+    /// Each stands in for the placeholder response queued under its handle: when that
+    /// placeholder is encoded, these bytes go out in its place, in order with the rest.
+    substitutes: std::collections::VecDeque<(ResponseHandle, Vec<u8>)>,
+}
+
+impl Outbox {
+    /// `bytes` go out instead of the response queued under `handle`.
+    pub fn substitute(&mut self, handle: ResponseHandle, bytes: Vec<u8>) {
+        self.substitutes.push_back((handle, bytes));
+    }
+
+    /// Bytes that need no placeholder: nothing of imap-next's is queued before them.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn encoded(&mut self, bytes: &[u8]) {
+        self.last = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn sent(&mut self, handle: ResponseHandle) {
+        if self.substitutes.front().is_some_and(|(h, _)| *h == handle)
+            && let Some((_, bytes)) = self.substitutes.pop_front()
+        {
+            self.bytes.truncate(self.last);
+            self.bytes.extend_from_slice(&bytes);
+        }
+    }
+
+    /// A placeholder may sit at the end until its event comes: large output is written
+    /// early only when none is waiting.
+    fn full(&self) -> bool {
+        self.bytes.len() >= WRITE_BATCH && self.substitutes.is_empty()
+    }
+}
+
+/// Writes what `out` holds.
+pub async fn flush<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Outbox) -> bool {
+    if out.bytes.is_empty() {
         return true;
     }
-    let ok = io.write_all(pending).await.is_ok() && io.flush().await.is_ok();
-    pending.clear();
+    let ok = io.write_all(&out.bytes).await.is_ok() && io.flush().await.is_ok();
+    out.bytes.clear();
+    out.last = 0;
     ok
 }
 
-/// Drives `server` until it has an event. Output collects in `pending` and is written
+/// Drives `server` until it has an event. Output collects in `out` and is written
 /// before the session waits for input (or when it grows large); only the read races the
 /// change notice, so a write is never cut in half.
 pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     server: &mut Server,
     buf: &mut [u8],
-    pending: &mut Vec<u8>,
+    out: &mut Outbox,
     changes: Option<&mut watch::Receiver<u64>>,
     guard: &mut Guard,
 ) -> Step {
@@ -164,17 +209,23 @@ pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         match server.next() {
             Ok(event) => {
+                if let Event::ResponseSent { handle, .. } = &event {
+                    out.sent(*handle);
+                }
+                if out.full() && !flush(io, out).await {
+                    return Step::Closed;
+                }
                 guard.command_done();
                 return Step::Event(event);
             }
             Err(Interrupt::Io(Io::Output(bytes))) => {
-                pending.extend_from_slice(&bytes);
-                if pending.len() >= WRITE_BATCH && !flush(io, pending).await {
+                out.encoded(&bytes);
+                if out.full() && !flush(io, out).await {
                     return Step::Closed;
                 }
             }
             Err(Interrupt::Io(Io::NeedMoreInput)) => {
-                if !flush(io, pending).await {
+                if !flush(io, out).await {
                     return Step::Closed;
                 }
                 let (silence, cut_off) = guard.wait();

@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use imap_codec::ResponseCodec;
+use imap_codec::encode::Encoder;
 use imap_next::imap_types::command::{CommandBody, SelectParameter};
 use imap_next::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1};
 use imap_next::imap_types::extensions::enable::CapabilityEnable;
@@ -10,15 +12,40 @@ use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::quota::{QuotaGet, Resource};
 use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as WireMailbox};
-use imap_next::imap_types::response::{Code, Data};
+use imap_next::imap_types::response::{Code, Data, Response};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::extended::{Extras, ListOptions};
 use super::selected::Selected;
 use super::{convert, mutf7};
 use crate::mailbox::{Folder, MailboxError};
 
 use super::session::*;
+
+/// The special uses a folder may be created with (RFC 6154 §2), upper-cased as the
+/// extended command parser gives its words.
+const SPECIAL_USES: [&str; 7] = [
+    "\\ALL",
+    "\\ARCHIVE",
+    "\\DRAFTS",
+    "\\FLAGGED",
+    "\\JUNK",
+    "\\SENT",
+    "\\TRASH",
+];
+
+/// `\\ARCHIVE` as folders keep it: `\\Archive`.
+fn special_use_name(upper: &str) -> String {
+    let word = upper.trim_start_matches('\\');
+    let mut name = String::from("\\");
+    name.extend(word.chars().take(1));
+    name.push_str(&word[1..].to_lowercase());
+    name
+}
+
+/// The most patterns one extended LIST may hold.
+const LIST_PATTERNS: usize = 64;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Commands of the authenticated and selected states (blocking: the mailbox is SQLite).
@@ -44,7 +71,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let name =
                     wire_name(&mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
                 let name = name.trim_end_matches('/').to_string();
-                self.user().mailbox.create_folder(&name)?;
+                let special_use = match self.extras.take() {
+                    Some(Extras::CreateUse(uses)) => match uses.as_slice() {
+                        [] => None,
+                        [one] if SPECIAL_USES.contains(&one.as_str()) => {
+                            Some(special_use_name(one))
+                        }
+                        // One use per folder here; an unknown one is refused.
+                        _ => {
+                            self.no(tag, "[USEATTR] Unsupported special-use attribute");
+                            return Ok(());
+                        }
+                    },
+                    _ => None,
+                };
+                self.user()
+                    .mailbox
+                    .create_folder(&name, special_use.as_deref())?;
                 self.ok(tag, "CREATE completed");
             }
             CommandBody::Delete { mailbox } => {
@@ -80,14 +123,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(&reference, &mailbox_wildcard, false)?;
+                let extras = match self.extras.take() {
+                    Some(Extras::List(options)) => Some(options),
+                    _ => None,
+                };
+                self.list(&reference, &mailbox_wildcard, false, extras.as_ref())?;
                 self.ok(tag, "LIST completed");
             }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(&reference, &mailbox_wildcard, true)?;
+                self.list(&reference, &mailbox_wildcard, true, None)?;
                 self.ok(tag, "LSUB completed");
             }
             CommandBody::Status {
@@ -224,23 +271,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
+    /// LIST and LSUB (RFC 3501 §6.3.8–9), and LIST's extended forms (RFC 5258, 5819,
+    /// 6154) when `options` holds what they added.
     pub(super) fn list(
         &mut self,
         reference: &WireMailbox<'_>,
         wildcard: &ListMailbox<'_>,
-        subscribed_only: bool,
+        lsub: bool,
+        options: Option<&ListOptions>,
     ) -> Result<(), MailboxError> {
         let reference = match reference {
             WireMailbox::Inbox => "INBOX".to_string(),
             WireMailbox::Other(o) => mutf7::decode(o.as_ref()).unwrap_or_default(),
         };
-        let pattern = match wildcard {
-            ListMailbox::Token(t) => mutf7::decode(t.as_ref()),
-            ListMailbox::String(s) => mutf7::decode(s.as_ref()),
-        }
-        .unwrap_or_default();
+        let decode = |wildcard: &ListMailbox<'_>| {
+            match wildcard {
+                ListMailbox::Token(t) => mutf7::decode(t.as_ref()),
+                ListMailbox::String(s) => mutf7::decode(s.as_ref()),
+            }
+            .unwrap_or_default()
+        };
+        let mut patterns = vec![decode(wildcard)];
+        patterns.extend(
+            options
+                .iter()
+                .flat_map(|o| o.more_patterns.iter().map(decode)),
+        );
         let delimiter = QuotedChar::try_from('/').ok();
-        if pattern.is_empty() {
+        if patterns.len() == 1 && patterns[0].is_empty() {
             // The hierarchy delimiter and root (RFC 3501 §6.3.8).
             self.server.enqueue_data(Data::List {
                 items: vec![FlagNameAttribute::Noselect],
@@ -249,93 +307,171 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Ok(());
         }
-        let full: Vec<char> = format!("{reference}{pattern}").chars().collect();
-        if full.len() > 2 * crate::limits::FOLDER_NAME_CHARS {
-            return Err(MailboxError::Refused("[LIMIT] pattern too long"));
+        let mut full = Vec::new();
+        for pattern in &patterns {
+            let chars: Vec<char> = format!("{reference}{pattern}").chars().collect();
+            if chars.len() > 2 * crate::limits::FOLDER_NAME_CHARS {
+                return Err(MailboxError::Refused("[LIMIT] pattern too long"));
+            }
+            full.push(chars);
         }
+        if full.len() > LIST_PATTERNS {
+            return Err(MailboxError::Refused("[LIMIT] too many patterns"));
+        }
+        let upper: Vec<Vec<char>> = full
+            .iter()
+            .map(|p| p.iter().map(|c| c.to_ascii_uppercase()).collect())
+            .collect();
+        let matches = |name: &str| {
+            let name: Vec<char> = name.chars().collect();
+            full.iter().any(|p| pattern_matches(p, &name))
+                || (name == ['I', 'N', 'B', 'O', 'X']
+                    && upper.iter().any(|p| pattern_matches(p, &name)))
+        };
+        let extended = options.is_some();
+        let plain = ListOptions::default();
+        let options = options.unwrap_or(&plain);
+        let by_subscription = lsub || options.subscribed;
+        let chosen = |f: &Folder| {
+            (!by_subscription || f.subscribed) && (!options.special_use || f.special_use.is_some())
+        };
         let folders = self.user().mailbox.folders()?;
         // Every name that has a folder below it, found once (not per folder listed).
         let parents: std::collections::HashSet<&str> = folders
             .iter()
             .flat_map(|f| f.name.match_indices('/').map(|(i, _)| &f.name[..i]))
             .collect();
-        let matches = |name: &str| {
-            let name: Vec<char> = name.chars().collect();
-            pattern_matches(&full, &name)
-                || (name == ['I', 'N', 'B', 'O', 'X']
-                    && pattern_matches(
-                        &full
-                            .iter()
-                            .map(|c| c.to_ascii_uppercase())
-                            .collect::<Vec<_>>(),
-                        &name,
-                    ))
-        };
         let atom = |s: &str| {
             Atom::try_from(s.to_string())
                 .ok()
                 .map(FlagNameAttribute::from)
         };
-        // (name, attributes), in name order.
-        let mut found: std::collections::BTreeMap<String, Vec<FlagNameAttribute<'static>>> =
+        let attributes = |f: &Folder| {
+            let mut items = Vec::new();
+            let children = parents.contains(f.name.as_str());
+            items.extend(atom(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if let Some(role) = &f.special_use {
+                items.extend(atom(role.trim_start_matches('\\')));
+            }
+            if options.return_subscribed && f.subscribed {
+                items.extend(atom("Subscribed"));
+            }
+            items
+        };
+        // A name in the hierarchy with no folder of its own: \Noselect to RFC 3501's
+        // LIST, \NonExistent (which implies it) to the extended forms (RFC 5258 §3).
+        let missing = || {
+            let mut items = Vec::new();
+            if extended {
+                items.extend(atom("NonExistent"));
+            } else {
+                items.push(FlagNameAttribute::Noselect);
+            }
+            items.extend(atom("HasChildren"));
+            items
+        };
+        let by_name: std::collections::HashMap<&str, &Folder> =
+            folders.iter().map(|f| (f.name.as_str(), f)).collect();
+        // Name → (attributes, CHILDINFO), in name order.
+        let mut found: std::collections::BTreeMap<String, (Vec<FlagNameAttribute<'static>>, bool)> =
             Default::default();
         for folder in &folders {
-            let listed = !subscribed_only || folder.subscribed;
-            if listed && matches(&folder.name) {
-                let mut items = Vec::new();
-                let children = parents.contains(folder.name.as_str());
-                items.extend(atom(if children {
-                    "HasChildren"
-                } else {
-                    "HasNoChildren"
-                }));
-                if let Some(role) = &folder.special_use {
-                    items.extend(atom(role.trim_start_matches('\\')));
+            if !chosen(folder) {
+                continue;
+            }
+            let matched = matches(&folder.name);
+            if matched {
+                found.insert(folder.name.clone(), (attributes(folder), false));
+            }
+            let ancestors = folder
+                .name
+                .match_indices('/')
+                .map(|(i, _)| &folder.name[..i]);
+            if extended && (options.subscribed || options.special_use) {
+                // RFC 5258 §3.5: with RECURSIVEMATCH, a matching parent of a chosen name
+                // the pattern does not reach is listed, with CHILDINFO saying why.
+                if !options.recursive || matched {
+                    continue;
                 }
-                found.insert(folder.name.clone(), items);
+                for above in ancestors {
+                    if !matches(above) {
+                        continue;
+                    }
+                    let entry = found.entry(above.to_string()).or_insert_with(|| {
+                        match by_name.get(above) {
+                            Some(f) => (attributes(f), false),
+                            None => (missing(), false),
+                        }
+                    });
+                    entry.1 = true;
+                }
+                continue;
             }
             // The levels above a listed name that are not folders (LIST), or not
             // subscribed (LSUB), show as \Noselect when the pattern stops there
             // (RFC 3501 §6.3.8, §6.3.9): a client walking the tree with % still finds
             // the way down.
-            if !listed || (subscribed_only && matches(&folder.name)) {
+            if lsub && matched {
                 continue;
             }
-            for (i, _) in folder.name.match_indices('/') {
-                let above = &folder.name[..i];
+            for above in ancestors {
                 if found.contains_key(above) || !matches(above) {
                     continue;
                 }
-                let shown = folders.iter().find(|f| f.name == above);
-                let hidden = match shown {
+                let hidden = match by_name.get(above) {
                     None => true,
-                    Some(f) => subscribed_only && !f.subscribed,
+                    Some(f) => lsub && !f.subscribed,
                 };
                 if hidden {
-                    let mut items = vec![FlagNameAttribute::Noselect];
-                    items.extend(atom("HasChildren"));
-                    found.insert(above.to_string(), items);
+                    found.insert(above.to_string(), (missing(), false));
                 }
             }
         }
-        for (name, items) in found {
+        let status = options.status.clone();
+        for (name, (items, childinfo)) in found {
             let Some(mailbox) = to_wire(&name) else {
                 continue;
             };
-            let data = if subscribed_only {
+            let data = if lsub {
                 Data::Lsub {
                     items,
                     delimiter,
-                    mailbox,
+                    mailbox: mailbox.clone(),
                 }
             } else {
                 Data::List {
                     items,
                     delimiter,
-                    mailbox,
+                    mailbox: mailbox.clone(),
                 }
             };
-            self.server.enqueue_data(data);
+            if childinfo {
+                let mut line = ResponseCodec::default()
+                    .encode(&Response::Data(data))
+                    .dump();
+                line.truncate(line.len().saturating_sub(2));
+                let why: Vec<&str> = [
+                    (options.subscribed, "\"SUBSCRIBED\""),
+                    (options.special_use, "\"SPECIAL-USE\""),
+                ]
+                .into_iter()
+                .filter_map(|(on, word)| on.then_some(word))
+                .collect();
+                line.extend_from_slice(
+                    format!(" (\"CHILDINFO\" ({}))\r\n", why.join(" ")).as_bytes(),
+                );
+                self.raw(line);
+            } else {
+                self.server.enqueue_data(data);
+            }
+            // RFC 5819: the STATUS of each selectable folder listed, right after it.
+            if let (Some(names), Some(folder)) = (&status, by_name.get(name.as_str())) {
+                self.status(folder, &mailbox, names)?;
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use imap_next::imap_types::response::{Code, Data};
 use imap_next::imap_types::sequence::SequenceSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::extended::{Extras, SearchReturn};
 use super::selected::Selected;
 use super::{convert, fetch, search};
 use crate::mailbox::{FlagChange, Folder, Mailbox, MailboxError};
@@ -753,7 +754,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             None
         };
-        self.server.enqueue_data(Data::Search(found, modseq));
+        match self.extras.take() {
+            Some(Extras::Search(options)) => {
+                let line = esearch(&tag, uid, &options, &found, modseq);
+                self.raw(line);
+            }
+            _ => {
+                self.server.enqueue_data(Data::Search(found, modseq));
+            }
+        }
         self.ok(
             tag,
             if uid {
@@ -764,6 +773,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         Ok(())
     }
+}
+
+/// RFC 4731's answer to SEARCH RETURN: only what was asked of the matches (ascending).
+fn esearch(
+    tag: &Tag<'_>,
+    uid: bool,
+    options: &SearchReturn,
+    found: &[std::num::NonZeroU32],
+    modseq: Option<std::num::NonZeroU64>,
+) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut line = format!("* ESEARCH (TAG \"{}\")", tag.as_ref());
+    if uid {
+        line.push_str(" UID");
+    }
+    let numbers: Vec<u32> = found.iter().map(|n| n.get()).collect();
+    // RFC 4731 §3.1: no MIN, MAX or ALL when nothing matched; COUNT is still said.
+    if let (Some(min), Some(max)) = (numbers.iter().min(), numbers.iter().max()) {
+        if options.min {
+            let _ = write!(line, " MIN {min}");
+        }
+        if options.max {
+            let _ = write!(line, " MAX {max}");
+        }
+        if options.all {
+            let set: Vec<String> = super::selected::runs(&numbers)
+                .into_iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}:{b}")
+                    }
+                })
+                .collect();
+            let _ = write!(line, " ALL {}", set.join(","));
+        }
+    }
+    if options.count {
+        let _ = write!(line, " COUNT {}", numbers.len());
+    }
+    // RFC 7162 §3.1.5: the highest MODSEQ of the matches, when the search used MODSEQ.
+    if let Some(modseq) = modseq.filter(|_| !numbers.is_empty()) {
+        let _ = write!(line, " MODSEQ {modseq}");
+    }
+    line.push_str("\r\n");
+    line.into_bytes()
 }
 
 /// The bytes and metadata a FETCH needs of `uids` (ascending): one range query when the

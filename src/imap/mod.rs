@@ -1,8 +1,9 @@
-//! The IMAP server (IMAP4rev1 with IDLE, MOVE, CONDSTORE, QRESYNC, SORT, THREAD, QUOTA…)
-//! on imap-codec's grammar and imap-next's state machine, over the mailbox store.
+//! The IMAP server (IMAP4rev1 with IDLE, MOVE, CONDSTORE, QRESYNC, SORT, THREAD, ESEARCH,
+//! LIST-EXTENDED, QUOTA…) on imap-codec's grammar and imap-next's state machine, over the mailbox store.
 
 mod convert;
 mod driver;
+mod extended;
 mod fetch;
 mod folders;
 mod listener;

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::driver::{self, Step};
+use super::extended::{self, Extras, Parsed};
 use super::listener::ImapContext;
 use super::selected::Selected;
 use super::{convert, mutf7};
@@ -50,7 +51,7 @@ pub struct Session<S> {
     pub(super) tls: bool,
     pub(super) buf: Vec<u8>,
     /// Responses encoded but not yet written (see driver::next).
-    pub(super) pending: Vec<u8>,
+    pub(super) out: driver::Outbox,
     pub(super) user: Option<User>,
     pub(super) selected: Option<Selected>,
     pub(super) auth_tag: Option<Tag<'static>>,
@@ -66,6 +67,8 @@ pub struct Session<S> {
     pub(super) completion: Option<Status<'static>>,
     /// This connection's place in the listener's counts (told of a login).
     pub(super) admission: Option<Arc<crate::listen::Admission>>,
+    /// What an extended command form added to the command in progress (see extended.rs).
+    pub(super) extras: Option<Extras>,
 }
 
 enum Flow {
@@ -223,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             remote,
             tls,
             buf: vec![0u8; 64 * 1024],
-            pending: Vec::new(),
+            out: driver::Outbox::default(),
             user: None,
             selected: None,
             auth_tag: None,
@@ -233,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             guard: driver::Guard::new(),
             completion: None,
             admission: None,
+            extras: None,
         };
         let ready = format!("{} ferrymail IMAP ready", text(&session.ctx.hostname));
         let greeting = Greeting::ok(
@@ -293,7 +297,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             caps.extend(
                 [
                     "SPECIAL-USE",
+                    "CREATE-SPECIAL-USE",
                     "CHILDREN",
+                    "LIST-EXTENDED",
+                    "LIST-STATUS",
+                    "ESEARCH",
                     "QUOTA=RES-STORAGE",
                     "STATUS=SIZE",
                 ]
@@ -327,7 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &mut self.io,
                 &mut self.server,
                 &mut self.buf,
-                &mut self.pending,
+                &mut self.out,
                 watch,
                 &mut self.guard,
             )
@@ -341,19 +349,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     while let Err(imap_next::Interrupt::Io(imap_next::Io::Output(bytes))) =
                         imap_next::State::next(&mut self.server)
                     {
-                        self.pending.extend_from_slice(&bytes);
+                        self.out.extend(&bytes);
                     }
-                    let _ = driver::flush(&mut self.io, &mut self.pending).await;
+                    let _ = driver::flush(&mut self.io, &mut self.out).await;
                     return Outcome::Closed;
                 }
                 Step::Changed => {
                     self.updates(true, true);
                     Flow::Continue
                 }
-                Step::Protocol(e) => {
-                    self.protocol_error(e);
-                    Flow::Continue
-                }
+                Step::Protocol(e) => match self.protocol_error(e) {
+                    Some((command, extras)) => {
+                        self.extras = Some(extras);
+                        let flow = self.command(command).await;
+                        self.extras = None;
+                        flow
+                    }
+                    None => Flow::Continue,
+                },
                 Step::Event(event) => self.event(event).await,
             };
             match flow {
@@ -364,7 +377,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    fn protocol_error(&mut self, e: ProtocolError) {
+    /// Answers what imap-next could not read; a command in one of the extended forms
+    /// only we read comes back to be run.
+    fn protocol_error(&mut self, e: ProtocolError) -> Option<(Command<'static>, Extras)> {
         match e {
             ProtocolError::LiteralTooLong { .. } => {}
             ProtocolError::CommandTooLong { .. } => {
@@ -378,9 +393,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let _ = self
                         .server
                         .authenticate_finish(status_bad(Some(tag), "Invalid base64"));
-                    return;
+                    return None;
                 }
                 let raw: &[u8] = discarded_bytes.declassify();
+                if self.user.is_some() && raw.ends_with(b"\r\n") {
+                    match extended::parse(raw) {
+                        Parsed::Command(command, extras) => return Some((command, extras)),
+                        Parsed::Bad(tag, why) => {
+                            self.server.enqueue_status(status_bad(Some(tag), why));
+                            return None;
+                        }
+                        Parsed::Unknown => {}
+                    }
+                }
                 let tag = raw
                     .split(|&b| b == b' ')
                     .next()
@@ -389,6 +414,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .enqueue_status(status_bad(tag, "Could not parse the command"));
             }
         }
+        None
+    }
+
+    /// Sends a response imap-codec cannot encode (ESEARCH, LIST's extended data), in
+    /// its place among those queued around it.
+    pub(super) fn raw(&mut self, line: Vec<u8>) {
+        let placeholder = self.server.enqueue_data(Data::Exists(0));
+        self.out.substitute(placeholder, line);
     }
 
     /// Writes everything queued up to and including `handle`.
@@ -398,14 +431,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &mut self.io,
                 &mut self.server,
                 &mut self.buf,
-                &mut self.pending,
+                &mut self.out,
                 None,
                 &mut self.guard,
             )
             .await
             {
                 Step::Event(Event::ResponseSent { handle: sent, .. }) if sent == handle => {
-                    return driver::flush(&mut self.io, &mut self.pending).await;
+                    return driver::flush(&mut self.io, &mut self.out).await;
                 }
                 Step::Closed | Step::Limit(_) => return false,
                 _ => {}

@@ -70,22 +70,32 @@ impl Mailbox {
     pub fn folder_or_create(&mut self, name: &str) -> Result<Folder, MailboxError> {
         match self.folder(name)? {
             Some(folder) => Ok(folder),
-            None => self.make_folder(name, true),
+            None => self.make_folder(name, true, None),
         }
     }
 
     /// IMAP CREATE: a new folder, not subscribed (RFC 3501 §6.3.3 leaves that to the
-    /// client's SUBSCRIBE).
-    pub fn create_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
-        self.make_folder(name, false)
+    /// client's SUBSCRIBE), with the special use (`\\Sent`…) it was created for, if any
+    /// (RFC 6154 §3).
+    pub fn create_folder(
+        &mut self,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<Folder, MailboxError> {
+        self.make_folder(name, false, special_use)
     }
 
-    fn make_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
+    fn make_folder(
+        &mut self,
+        name: &str,
+        subscribed: bool,
+        special_use: Option<&str>,
+    ) -> Result<Folder, MailboxError> {
         within_limits(name)?;
         if self.folders()?.len() >= crate::limits::FOLDERS_PER_ACCOUNT {
             return Err(MailboxError::Refused("[LIMIT] too many folders"));
         }
-        let done = each!(&mut self.backend, b => b.create_folder(name, subscribed));
+        let done = each!(&mut self.backend, b => b.create_folder(name, subscribed, special_use));
         self.changed(done)
     }
 
@@ -118,7 +128,7 @@ impl Mailbox {
             return Err(MailboxError::FolderExists(to.to_string()));
         }
         if folder.name == "INBOX" {
-            let target = self.make_folder(to, folder.subscribed)?;
+            let target = self.make_folder(to, folder.subscribed, None)?;
             let uids: Vec<u32> = self.messages(&folder)?.iter().map(|m| m.uid).collect();
             self.move_messages(&folder, &uids, &target)?;
             return Ok(());

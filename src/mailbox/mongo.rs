@@ -302,12 +302,17 @@ impl MongoMailbox {
         Ok(found.as_ref().map(folder_of))
     }
 
-    pub fn create_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
+    pub fn create_folder(
+        &mut self,
+        name: &str,
+        subscribed: bool,
+        special_use: Option<&str>,
+    ) -> Result<Folder, MailboxError> {
         let name = canonical(name);
         if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
             return Err(MailboxError::Refused("not a valid folder name"));
         }
-        self.insert_folder(name, None, subscribed)?;
+        self.insert_folder(name, special_use, subscribed)?;
         self.folder(name)?
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
     }

@@ -446,7 +446,12 @@ impl SqliteMailbox {
             .optional()?)
     }
 
-    pub fn create_folder(&mut self, name: &str, subscribed: bool) -> Result<Folder, MailboxError> {
+    pub fn create_folder(
+        &mut self,
+        name: &str,
+        subscribed: bool,
+        special_use: Option<&str>,
+    ) -> Result<Folder, MailboxError> {
         let name = canonical(name);
         if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
             return Err(MailboxError::Refused("not a valid folder name"));
@@ -464,8 +469,9 @@ impl SqliteMailbox {
         }
         let validity = new_uidvalidity(&tx)?;
         tx.execute(
-            "INSERT INTO folders (name, uidvalidity, subscribed) VALUES (?1, ?2, ?3)",
-            params![name, validity, subscribed],
+            "INSERT INTO folders (name, uidvalidity, subscribed, special_use)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, validity, subscribed, special_use],
         )?;
         tx.commit()?;
         self.folder(name)?

@@ -1,0 +1,272 @@
+//! The extended command forms, to the letter: LIST-EXTENDED (RFC 5258, its §5 examples'
+//! shapes), LIST-STATUS (RFC 5819), ESEARCH (RFC 4731) and CREATE-SPECIAL-USE (RFC 6154),
+//! from our raw client and from Python's imaplib.
+
+mod common;
+
+use common::imap::{Client, Server, expect};
+
+const ME: &str = "me@example.test";
+
+/// Fruit is not subscribed but Fruit/Apple is; Vegetable and Vegetable/Broccoli both are;
+/// Tree/Oak has no Tree folder above it.
+fn tree(c: &mut Client) {
+    for name in [
+        "Fruit",
+        "Fruit/Apple",
+        "Vegetable",
+        "Vegetable/Broccoli",
+        "Tree/Oak",
+    ] {
+        expect(&c.run(&format!("CREATE {name}")), &["T OK …"]);
+    }
+    for name in ["Fruit/Apple", "Vegetable", "Vegetable/Broccoli"] {
+        expect(&c.run(&format!("SUBSCRIBE {name}")), &["T OK …"]);
+    }
+}
+
+#[test]
+fn capabilities_advertise_the_extended_forms() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let caps = c.run("CAPABILITY").join(" ");
+    for cap in [
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "ESEARCH",
+        "CREATE-SPECIAL-USE",
+        "SPECIAL-USE",
+    ] {
+        assert!(caps.contains(&format!(" {cap}")), "{cap} missing: {caps}");
+    }
+}
+
+#[test]
+fn list_selection_and_return_options() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    tree(&mut c);
+    // SUBSCRIBED selects by subscription and says so.
+    expect(
+        &c.run("LIST (SUBSCRIBED) \"\" \"*\""),
+        &[
+            "* LIST (\\HasNoChildren \\Archive \\Subscribed) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts \\Subscribed) \"/\" Drafts",
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" Fruit/Apple",
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk \\Subscribed) \"/\" Junk",
+            "* LIST (\\HasNoChildren \\Sent \\Subscribed) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash \\Subscribed) \"/\" Trash",
+            "* LIST (\\HasChildren \\Subscribed) \"/\" Vegetable",
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" Vegetable/Broccoli",
+            "T OK …",
+        ],
+    );
+    // Without RECURSIVEMATCH, % stops at names that are themselves subscribed.
+    expect(
+        &c.run("LIST (SUBSCRIBED) \"\" \"V%\""),
+        &[
+            "* LIST (\\HasChildren \\Subscribed) \"/\" Vegetable",
+            "T OK …",
+        ],
+    );
+    // RFC 5258 §5 example 8's shape: a parent the pattern reaches, with a subscribed
+    // child it does not, comes with CHILDINFO; subscribed itself, with \Subscribed too.
+    expect(
+        &c.run("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\" RETURN (CHILDREN)"),
+        &[
+            "* LIST (\\HasNoChildren \\Archive \\Subscribed) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts \\Subscribed) \"/\" Drafts",
+            "* LIST (\\HasChildren) \"/\" Fruit (\"CHILDINFO\" (\"SUBSCRIBED\"))",
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk \\Subscribed) \"/\" Junk",
+            "* LIST (\\HasNoChildren \\Sent \\Subscribed) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash \\Subscribed) \"/\" Trash",
+            "* LIST (\\HasChildren \\Subscribed) \"/\" Vegetable (\"CHILDINFO\" (\"SUBSCRIBED\"))",
+            "T OK …",
+        ],
+    );
+    // With *, every subscribed child is listed itself: no parent needs CHILDINFO.
+    let all = c.run("LIST (RECURSIVEMATCH SUBSCRIBED) \"\" \"Fruit*\"");
+    expect(
+        &all,
+        &[
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" Fruit/Apple",
+            "T OK …",
+        ],
+    );
+    // RETURN (SUBSCRIBED) lists everything and marks what is subscribed; a level with no
+    // folder of its own is \NonExistent.
+    expect(
+        &c.run("LIST \"\" \"%\" RETURN (SUBSCRIBED)"),
+        &[
+            "* LIST (\\HasNoChildren \\Archive \\Subscribed) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts \\Subscribed) \"/\" Drafts",
+            "* LIST (\\HasChildren) \"/\" Fruit",
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk \\Subscribed) \"/\" Junk",
+            "* LIST (\\HasNoChildren \\Sent \\Subscribed) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash \\Subscribed) \"/\" Trash",
+            "* LIST (\\NonExistent \\HasChildren) \"/\" Tree",
+            "* LIST (\\HasChildren \\Subscribed) \"/\" Vegetable",
+            "T OK …",
+        ],
+    );
+    // Several patterns at once; a literal among them.
+    c.send(b"T LIST \"\" (\"INBOX\" {4+}\r\nTre%) RETURN ()\r\n");
+    expect(
+        &c.until("T"),
+        &[
+            "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* LIST (\\NonExistent \\HasChildren) \"/\" Tree",
+            "T OK …",
+        ],
+    );
+    // SPECIAL-USE selects the folders that have one (RFC 6154 §3).
+    expect(
+        &c.run("LIST (SPECIAL-USE) \"\" \"*\" RETURN (SPECIAL-USE)"),
+        &[
+            "* LIST (\\HasNoChildren \\Archive) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts) \"/\" Drafts",
+            "* LIST (\\HasNoChildren \\Junk) \"/\" Junk",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash",
+            "T OK …",
+        ],
+    );
+    // Plain LIST is unchanged: no \Subscribed, \Noselect for the missing level.
+    expect(
+        &c.run("LIST \"\" \"T%\""),
+        &[
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash",
+            "* LIST (\\Noselect \\HasChildren) \"/\" Tree",
+            "T OK …",
+        ],
+    );
+    // What RFC 5258 §3 makes BAD.
+    for bad in [
+        "LIST (RECURSIVEMATCH) \"\" \"*\"",
+        "LIST (BOGUS) \"\" \"*\"",
+        "LIST \"\" \"*\" RETURN (BOGUS)",
+        "LIST \"\" \"*\" RETURN (STATUS (BOGUS))",
+    ] {
+        expect(&c.run(bad), &["T BAD …"]);
+    }
+    // The session goes on.
+    expect(&c.run("NOOP"), &["T OK …"]);
+}
+
+/// RFC 5819: a STATUS after each selectable folder, none for a level with no folder.
+#[test]
+fn list_status_follows_each_listed_folder() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    c.run("CREATE Tree/Oak");
+    c.append("INBOX", "(\\Seen)", &common::imap::message("one"));
+    c.append("INBOX", "()", &common::imap::message("two"));
+    expect(
+        &c.run("LIST \"\" (INBOX \"Tre*\") RETURN (STATUS (MESSAGES UNSEEN SIZE))"),
+        &[
+            "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* STATUS INBOX (MESSAGES 2 UNSEEN 1 SIZE …)",
+            "* LIST (\\NonExistent \\HasChildren) \"/\" Tree",
+            "* LIST (\\HasNoChildren) \"/\" Tree/Oak",
+            "* STATUS Tree/Oak (MESSAGES 0 UNSEEN 0 SIZE 0)",
+            "T OK …",
+        ],
+    );
+}
+
+/// RFC 4731 §3.1's examples' shapes: MIN, MAX, COUNT and ALL as asked, COUNT 0 alone
+/// when nothing matches, ALL when the list is empty; UID forms; MODSEQ with CONDSTORE.
+#[test]
+fn esearch_answers_what_was_asked() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    for (i, flags) in ["(\\Seen)", "()", "()", "(\\Seen)", "()"]
+        .iter()
+        .enumerate()
+    {
+        c.append("INBOX", flags, &common::imap::message(&format!("m{i}")));
+    }
+    c.run("SELECT INBOX");
+    expect(
+        &c.run("STORE 1 -FLAGS (\\Seen)"),
+        &["* 1 FETCH …", "T OK …"],
+    );
+    expect(
+        &c.run("SEARCH RETURN (MIN COUNT) UNSEEN"),
+        &["* ESEARCH (TAG \"…\") MIN 1 COUNT 4", "T OK …"],
+    );
+    expect(
+        &c.run("SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN"),
+        &[
+            "* ESEARCH (TAG \"…\") MIN 1 MAX 5 ALL 1:3,5 COUNT 4",
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("UID SEARCH RETURN () SEEN"),
+        &["* ESEARCH (TAG \"…\") UID ALL 4", "T OK …"],
+    );
+    expect(
+        &c.run("UID SEARCH RETURN (MIN MAX COUNT ALL) KEYWORD nothing"),
+        &["* ESEARCH (TAG \"…\") UID COUNT 0", "T OK …"],
+    );
+    expect(
+        &c.run("SEARCH RETURN (MAX) MODSEQ 1"),
+        &["* ESEARCH (TAG \"…\") MAX 5 MODSEQ …", "T OK …"],
+    );
+    // SEARCHRES is not offered: SAVE is an unknown option.
+    expect(&c.run("SEARCH RETURN (SAVE) ALL"), &["T BAD …"]);
+    // Pipelined: each answer in its place, tagged as sent.
+    c.send(b"a SEARCH RETURN (COUNT) ALL\r\nb NOOP\r\nc UID SEARCH RETURN (MAX) ALL\r\n");
+    let got = c.until("c");
+    expect(
+        &got,
+        &[
+            "* ESEARCH (TAG \"a\") COUNT 5",
+            "a OK …",
+            "b OK …",
+            "* ESEARCH (TAG \"c\") UID MAX 5",
+            "T OK …",
+        ],
+    );
+    // Plain SEARCH is unchanged.
+    expect(&c.run("SEARCH SEEN"), &["* SEARCH 4", "T OK …"]);
+}
+
+#[test]
+fn create_special_use_sets_the_use() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    expect(&c.run("CREATE \"Old Mail\" (USE (\\Archive))"), &["T OK …"]);
+    expect(&c.run("CREATE Stuff (USE ())"), &["T OK …"]);
+    expect(&c.run("CREATE Odd (USE (\\Bogus))"), &["T NO [USEATTR] …"]);
+    expect(
+        &c.run("CREATE Two (USE (\\Sent \\Trash))"),
+        &["T NO [USEATTR] …"],
+    );
+    expect(&c.run("LIST \"\" Odd"), &["T OK …"]);
+    expect(
+        &c.run("LIST (SPECIAL-USE) \"\" \"*Mail\""),
+        &[
+            "* LIST (\\HasNoChildren \\Archive) \"/\" \"Old Mail\"",
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("LIST \"\" Stuff"),
+        &["* LIST (\\HasNoChildren) \"/\" Stuff", "T OK …"],
+    );
+    expect(
+        &c.run("CREATE Stuff (USE (\\Junk))"),
+        &["T NO [ALREADYEXISTS] …"],
+    );
+}
+
+#[test]
+fn python_imaplib_lists_searches_and_creates_with_the_extensions() {
+    let server = Server::start(&[ME]);
+    server.peer_passes("imap_extended.py", ME);
+}

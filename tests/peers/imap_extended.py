@@ -1,0 +1,69 @@
+"""LIST-EXTENDED, LIST-STATUS, ESEARCH and CREATE-SPECIAL-USE from Python's imaplib (its
+raw command path, as clients built on it send them): imap_extended.py PORT USER PASSWORD."""
+import sys
+
+from imap_tls import connect
+
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+m = connect(port)
+m.login(user, password)
+caps = m.capability()[1][0].decode().split()
+failed = False
+
+
+def check(what, ok, got):
+    global failed
+    print(("ok   " if ok else "FAIL ") + f"{what}: {got}")
+    failed |= not ok
+
+
+for cap in ("LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CREATE-SPECIAL-USE"):
+    check(f"capability {cap}", cap in caps, caps)
+
+typ, data = m._simple_command("CREATE", '"Old Mail"', "(USE (\\Archive))")
+check("create with a special use", typ == "OK", data)
+typ, data = m._simple_command("CREATE", "Bogus", "(USE (\\Nonsense))")
+check("create with an unknown use", typ == "NO" and b"USEATTR" in data[0], data)
+m.subscribe("Sent")
+m._simple_command("CREATE", "Fruit")
+m._simple_command("CREATE", "Fruit/Apple")
+m.subscribe("Fruit/Apple")
+
+typ, data = m._simple_command("LIST", "(SPECIAL-USE)", '""', '"*"')
+typ, lines = m._untagged_response(typ, data, "LIST")
+check(
+    "list special-use folders",
+    typ == "OK" and b'(\\HasNoChildren \\Archive) "/" "Old Mail"' in lines and len(lines) == 6,
+    lines,
+)
+typ, data = m._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', '"F%"')
+typ, lines = m._untagged_response(typ, data, "LIST")
+check(
+    "recursive match tells CHILDINFO",
+    lines == [b'(\\HasChildren) "/" Fruit ("CHILDINFO" ("SUBSCRIBED"))'],
+    lines,
+)
+
+m.append("INBOX", "(\\Seen)", None, b"Subject: one\r\n\r\nbody\r\n")
+m.append("INBOX", None, None, b"Subject: two\r\n\r\nbody\r\n")
+m.append("INBOX", None, None, b"Subject: three\r\n\r\nbody\r\n")
+typ, data = m._simple_command("LIST", '""', "INBOX", "RETURN", "(STATUS (MESSAGES UNSEEN))")
+typ, status = m._untagged_response(typ, data, "STATUS")
+check("list-status", typ == "OK" and status == [b"INBOX (MESSAGES 3 UNSEEN 2)"], status)
+
+m.select("INBOX")
+typ, data = m._simple_command("SEARCH", "RETURN", "(MIN MAX COUNT)", "UNSEEN")
+typ, found = m._untagged_response(typ, data, "ESEARCH")
+check(
+    "esearch",
+    typ == "OK" and found[0].startswith(b'(TAG "') and found[0].endswith(b") MIN 2 MAX 3 COUNT 2"),
+    found,
+)
+typ, data = m.uid("SEARCH", "RETURN", "(ALL)", "ALL")
+typ, found = m.response("ESEARCH")
+check("uid esearch", found and found[-1].endswith(b" UID ALL 1:3"), found)
+
+m.logout()
+if failed:
+    sys.exit(1)
+print("all done")
