@@ -1,6 +1,7 @@
 //! The extended command forms, to the letter: LIST-EXTENDED (RFC 5258, its §5 examples'
 //! shapes), LIST-STATUS (RFC 5819), ESEARCH (RFC 4731) and CREATE-SPECIAL-USE (RFC 6154),
-//! from our raw client and from Python's imaplib.
+//! COMPRESS=DEFLATE (RFC 4978) and BINARY beside them, from our raw client and from
+//! Python's imaplib.
 
 mod common;
 
@@ -269,4 +270,26 @@ fn create_special_use_sets_the_use() {
 fn python_imaplib_lists_searches_and_creates_with_the_extensions() {
     let server = Server::start(&[ME]);
     server.peer_passes("imap_extended.py", ME);
+}
+
+/// RFC 4978 from imaplib wrapped in zlib: the session goes on compressed, a large
+/// message crosses both ways, a second COMPRESS is refused.
+#[test]
+fn python_imaplib_compresses_with_deflate() {
+    let server = Server::start(&[ME]);
+    server.peer_passes("imap_compress.py", ME);
+}
+
+/// Garbage after COMPRESS is the end of the session, not a crash or a hang.
+#[test]
+fn a_broken_deflate_stream_ends_the_session() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    expect(&c.run("COMPRESS DEFLATE"), &["T OK …"]);
+    c.send(&[0xff; 64]);
+    c.send(b"\r\n");
+    assert_eq!(c.line(), None);
+    // The server still serves others.
+    let mut other = server.login(ME);
+    expect(&other.run("NOOP"), &["T OK …"]);
 }

@@ -142,3 +142,75 @@ fn fetching_a_body_sets_seen_and_tells_it() {
         &["* 1 FETCH (FLAGS (\\Seen \\Recent))", "T OK …"],
     );
 }
+
+const ENCODED: &str = "From: a@b.test\r\nSubject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+AAFiaW4AYXJ5DQpsaW5l\r\nIHR3bw==\r\n\
+--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+caf=C3=A9 =\r\nsoft break\r\n\
+--b\r\nContent-Type: application/x-thing\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n\
+begin 644 x\r\nend\r\n--b--\r\n";
+
+/// RFC 3516: BINARY undoes the transfer encoding; a NUL sends the bytes as a literal8;
+/// BINARY.SIZE is the decoded size; an encoding it cannot undo fails the FETCH with
+/// [UNKNOWN-CTE]; APPEND takes a literal8.
+#[test]
+fn binary_fetches_decoded_parts() {
+    let (_server, mut c) = with(ENCODED);
+    let caps = c.run("CAPABILITY").join(" ");
+    assert!(caps.contains(" BINARY"), "{caps}");
+    let decoded = "\u{0}\u{1}bin\u{0}ary\r\nline two";
+    expect(
+        &c.run("FETCH 1 (BINARY.SIZE[2] BINARY.SIZE[3] BINARY.SIZE[1])"),
+        &[
+            "* 1 FETCH (BINARY.SIZE[2] 19 BINARY.SIZE[3] 16 BINARY.SIZE[1] 5)",
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("FETCH 1 BINARY.PEEK[2]"),
+        &[
+            &format!("* 1 FETCH (BINARY[2] ~{{19}}\r\n{decoded})"),
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("FETCH 1 BINARY.PEEK[3]"),
+        &["* 1 FETCH (BINARY[3] {16}\r\ncafé soft break)", "T OK …"],
+    );
+    expect(
+        &c.run("FETCH 1 BINARY.PEEK[2]<5.3>"),
+        &["* 1 FETCH (BINARY[2] ~{3}\r\n\u{0}ar)", "T OK …"],
+    );
+    expect(&c.run("FETCH 1 BINARY.PEEK[4]"), &["T NO [UNKNOWN-CTE] …"]);
+    // PEEK left \Seen alone; BINARY without it sets it.
+    expect(
+        &c.run("FETCH 1 FLAGS"),
+        &["* 1 FETCH (FLAGS (\\Recent))", "T OK …"],
+    );
+    expect(
+        &c.run("FETCH 1 BINARY[1]"),
+        &[
+            "* 1 FETCH (BINARY[1] {5}\r\nplain FLAGS (\\Seen \\Recent))",
+            "T OK …",
+        ],
+    );
+    // A literal8 APPEND keeps its bytes.
+    let body = "Subject: raw\r\n\r\nnul \u{0} inside\r\n";
+    c.send(format!("A APPEND INBOX ~{{{}}}\r\n", body.len()).as_bytes());
+    let go = c.line().unwrap();
+    assert!(go.starts_with('+'), "{go}");
+    c.send(format!("{body}\r\n").as_bytes());
+    expect(
+        &c.until("A"),
+        &["* 2 EXISTS", "* 2 RECENT", "T OK [APPENDUID …"],
+    );
+    expect(
+        &c.run("FETCH 2 BINARY.PEEK[]"),
+        &[
+            &format!("* 2 FETCH (BINARY[] ~{{{}}}\r\n{body})", body.len()),
+            "T OK …",
+        ],
+    );
+}

@@ -3,7 +3,8 @@
 
 use std::num::NonZeroU64;
 
-use imap_next::imap_types::core::{AString, IString, Literal, NString};
+use imap_next::imap_types::core::{AString, IString, Literal, LiteralMode, NString, NString8};
+use imap_next::imap_types::extensions::binary::Literal8;
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::flag::FlagFetch;
 
@@ -152,6 +153,65 @@ fn section_bytes(raw: &[u8], meta: &Meta, section: Option<&Section<'_>>) -> Opti
 
 /// The FETCH items for one message, in the order asked (UID first for UID FETCH), from
 /// its bytes and metadata when `needs` asked for them.
+/// Why a FETCH must fail as a whole (RFC 3516 §4.3: a part BINARY cannot decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfetchable {
+    UnknownCte,
+    Corrupt,
+}
+
+impl Unfetchable {
+    pub fn text(self) -> &'static str {
+        match self {
+            Unfetchable::UnknownCte => "[UNKNOWN-CTE] Cannot decode that part's transfer encoding",
+            Unfetchable::Corrupt => "[PARSE] That part's transfer encoding is damaged",
+        }
+    }
+}
+
+/// What BINARY[section] names, its transfer encoding undone (RFC 3516 §4.2): the whole
+/// message as it is for `[]`; a multipart or attached message as it is (MIME allows them
+/// no encoding but identity); None when there is no such part.
+fn binary_bytes(
+    raw: &[u8],
+    meta: &Meta,
+    section: &[std::num::NonZeroU32],
+) -> Result<Option<Vec<u8>>, Unfetchable> {
+    if section.is_empty() {
+        return Ok(Some(raw.to_vec()));
+    }
+    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+    let Some(part) = meta.structure.part(&path) else {
+        return Ok(None);
+    };
+    let body = slice(raw, part.body_start, part.end);
+    if part.is_multipart() || part.message.is_some() {
+        return Ok(Some(body.to_vec()));
+    }
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    match part.encoding.as_str() {
+        "7BIT" | "8BIT" | "BINARY" | "" => Ok(Some(body.to_vec())),
+        "BASE64" => base64_decode(body).map(Some).ok_or(Unfetchable::Corrupt),
+        "QUOTED-PRINTABLE" => quoted_printable_decode(body)
+            .map(Some)
+            .ok_or(Unfetchable::Corrupt),
+        _ => Err(Unfetchable::UnknownCte),
+    }
+}
+
+/// Decoded bytes travel as a literal8 (`~{n}`) only when they hold a NUL, which no
+/// other string may (RFC 3516 §4.3).
+fn binary_value(bytes: &[u8]) -> NString8<'static> {
+    if bytes.contains(&0) {
+        NString8::Literal8(Literal8 {
+            data: std::borrow::Cow::Owned(bytes.to_vec()),
+            mode: LiteralMode::Sync,
+        })
+    } else {
+        NString8::NString(literal(bytes))
+    }
+}
+
 pub fn items(
     info: &MessageInfo,
     flags: Vec<FlagFetch<'static>>,
@@ -159,7 +219,7 @@ pub fn items(
     uid_command: bool,
     body: Option<&[u8]>,
     meta: Option<&Meta>,
-) -> Vec<MessageDataItem<'static>> {
+) -> Result<Vec<MessageDataItem<'static>>, Unfetchable> {
     let empty = Meta::default();
     let meta = meta.unwrap_or(&empty);
     let raw = body.unwrap_or_default();
@@ -214,12 +274,33 @@ pub fn items(
                     data,
                 }
             }
-            // BINARY is not advertised; a client that asks anyway gets nothing for it.
-            _ => continue,
+            MessageDataItemName::Binary {
+                section, partial, ..
+            } => {
+                let bytes = binary_bytes(raw, meta, section)?.unwrap_or_default();
+                let bytes = match partial {
+                    Some((start, count)) => {
+                        let start = (*start as usize).min(bytes.len());
+                        let end = start.saturating_add(count.get() as usize).min(bytes.len());
+                        &bytes[start..end]
+                    }
+                    None => &bytes[..],
+                };
+                // RFC 3516's grammar has no origin octet in the answer: the client
+                // knows where its partial began.
+                MessageDataItem::Binary {
+                    section: section.clone(),
+                    value: binary_value(bytes),
+                }
+            }
+            MessageDataItemName::BinarySize { section } => MessageDataItem::BinarySize {
+                section: section.clone(),
+                size: binary_bytes(raw, meta, section)?.map_or(0, |b| b.len() as u32),
+            },
         };
         out.push(item);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

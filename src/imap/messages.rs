@@ -407,6 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
             });
         let mut vanished = false;
+        let mut failed = None;
         for chunk in targets.chunks(FETCH_CHUNK) {
             let (bodies, metas) = {
                 let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
@@ -433,7 +434,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     continue;
                 }
                 let flags = selected.flags(info);
-                let items = fetch::items(info, flags, &names, uid, body.map(Vec::as_slice), meta);
+                let items =
+                    match fetch::items(info, flags, &names, uid, body.map(Vec::as_slice), meta) {
+                        Ok(items) => items,
+                        Err(why) => {
+                            failed = Some(why);
+                            break;
+                        }
+                    };
                 if let Ok(items) = Vec1::try_from(items) {
                     last = Some(self.server.enqueue_data(Data::Fetch {
                         seq: convert::nz(i as u32 + 1),
@@ -448,8 +456,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(());
                 }
             }
+            if failed.is_some() {
+                break;
+            }
         }
-        if vanished && !uid {
+        if let Some(why) = failed {
+            self.no(tag, why.text());
+        } else if vanished && !uid {
             // RFC 2180 §4.1.2: what still exists was sent; the rest is gone.
             self.no(tag, "[EXPUNGEISSUED] Some of the messages no longer exist");
         } else {

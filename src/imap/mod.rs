@@ -1,6 +1,7 @@
 //! The IMAP server (IMAP4rev1 with IDLE, MOVE, CONDSTORE, QRESYNC, SORT, THREAD, ESEARCH,
 //! LIST-EXTENDED, QUOTA…) on imap-codec's grammar and imap-next's state machine, over the mailbox store.
 
+mod compress;
 mod convert;
 mod driver;
 mod extended;

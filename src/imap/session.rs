@@ -8,6 +8,7 @@ use imap_next::imap_types::IntoStatic;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{IString, NString, Tag, Vec1};
+use imap_next::imap_types::extensions::compress::CompressionAlgorithm;
 use imap_next::imap_types::extensions::sort::SortAlgorithm;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
@@ -19,6 +20,7 @@ use imap_next::server::{Error as ProtocolError, Event, Options, ResponseHandle, 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::compress::Stream;
 use super::driver::{self, Step};
 use super::extended::{self, Extras, Parsed};
 use super::listener::ImapContext;
@@ -45,7 +47,7 @@ pub(super) struct User {
 
 pub struct Session<S> {
     pub(super) ctx: Arc<ImapContext>,
-    pub(super) io: S,
+    pub(super) io: Stream<S>,
     pub(super) server: Server,
     pub(super) remote: SocketAddr,
     pub(super) tls: bool,
@@ -218,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let max_append = ctx.max_append;
         let mut session = Session {
             ctx,
-            io,
+            io: Stream::Plain(io),
             server: Server::new(
                 options(max_append),
                 Greeting::ok(None, "unused").unwrap_or_else(|_| unreachable!()),
@@ -293,6 +295,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Capability::Sort(Some(SortAlgorithm::Display)),
                 Capability::Thread(ThreadingAlgorithm::OrderedSubject),
                 Capability::Thread(ThreadingAlgorithm::References),
+                Capability::Compress {
+                    algorithm: CompressionAlgorithm::Deflate,
+                },
             ]);
             caps.extend(
                 [
@@ -304,6 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "ESEARCH",
                     "QUOTA=RES-STORAGE",
                     "STATUS=SIZE",
+                    "BINARY",
                 ]
                 .into_iter()
                 .filter_map(other),
@@ -372,7 +378,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match flow {
                 Flow::Continue => {}
                 Flow::Logout => return Outcome::Closed,
-                Flow::StartTls => return Outcome::StartTls(self.io),
+                Flow::StartTls => {
+                    return match self.io.into_plain() {
+                        Some(io) => Outcome::StartTls(io),
+                        None => Outcome::Closed,
+                    };
+                }
             }
         }
     }
@@ -653,6 +664,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let outcome = self.ctx.logins.check(self.remote.ip(), &user, &pass).await;
                     self.finish_login(tag, outcome, false);
                 }
+                return Flow::Continue;
+            }
+            CommandBody::Compress { .. } if self.user.is_some() => {
+                if self.io.is_compressed() {
+                    self.no(tag, "[COMPRESSIONACTIVE] DEFLATE is already on");
+                    return Flow::Continue;
+                }
+                // The OK goes out plain; everything after it, both ways, is DEFLATE.
+                let handle =
+                    self.server
+                        .enqueue_status(status_ok(Some(tag), None, "DEFLATE active"));
+                if !self.send_through(handle).await {
+                    return Flow::Logout;
+                }
+                self.io.compress();
                 return Flow::Continue;
             }
             other if self.user.is_none() => {

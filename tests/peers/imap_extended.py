@@ -63,6 +63,24 @@ typ, data = m.uid("SEARCH", "RETURN", "(ALL)", "ALL")
 typ, found = m.response("ESEARCH")
 check("uid esearch", found and found[-1].endswith(b" UID ALL 1:3"), found)
 
+# BINARY (RFC 3516): the attachment's own bytes, NULs and all, not its base64.
+import base64
+blob = bytes(range(256)) * 4
+attached = (
+    b"Subject: binary\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    + b"--b--\r\n"
+)
+m.append("INBOX", None, None, attached)
+typ, data = m.fetch("4", "(BINARY.SIZE[2] BINARY.PEEK[2])")
+check(
+    "binary fetch",
+    typ == "OK" and data[0][0].endswith(b"BINARY.SIZE[2] 1024 BINARY[2] ~{1024}") and data[0][1] == blob,
+    data[0][0] if data and isinstance(data[0], tuple) else data,
+)
+
 m.logout()
 if failed:
     sys.exit(1)
