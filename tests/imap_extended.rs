@@ -293,3 +293,67 @@ fn a_broken_deflate_stream_ends_the_session() {
     let mut other = server.login(ME);
     expect(&other.run("NOOP"), &["T OK …"]);
 }
+
+/// RFC 6855: after ENABLE UTF8=ACCEPT folder names travel as UTF-8 both ways, and APPEND
+/// takes its UTF8 (literal8) form; a session that did not enable it keeps modified UTF-7.
+#[test]
+fn utf8_accept_switches_folder_names_to_utf8() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let caps = c.run("CAPABILITY").join(" ");
+    assert!(caps.contains(" UTF8=ACCEPT"), "{caps}");
+    expect(&c.run("CREATE Entw&APw-rfe"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" Entw*"),
+        &["* LIST (\\HasNoChildren) \"/\" Entw&APw-rfe", "T OK …"],
+    );
+    expect(
+        &c.run("ENABLE UTF8=ACCEPT"),
+        &["* ENABLED UTF8=ACCEPT", "T OK …"],
+    );
+    expect(
+        &c.run("LIST \"\" Entw*"),
+        &["* LIST (\\HasNoChildren) \"/\" \"Entwürfe\"", "T OK …"],
+    );
+    expect(&c.run("CREATE \"Données\""), &["T OK …"]);
+    // '&' is itself now, not the start of modified UTF-7.
+    expect(&c.run("CREATE \"R&D\""), &["T OK …"]);
+    expect(
+        &c.run("STATUS \"Données\" (MESSAGES)"),
+        &["* STATUS \"Données\" (MESSAGES 0)", "T OK …"],
+    );
+    let message = "Subject: Grüße\r\nFrom: Jürgen <j@example.test>\r\n\r\nHallo\r\n";
+    c.send(
+        format!(
+            "A APPEND \"Données\" UTF8 (~{{{}+}}\r\n{message})\r\n",
+            message.len()
+        )
+        .as_bytes(),
+    );
+    expect(&c.until("A"), &["T OK [APPENDUID …"]);
+    c.run("SELECT \"Données\"");
+    expect(
+        &c.run("FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]"),
+        &[
+            "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {20}\r\nSubject: Grüße\r\n\r\n)",
+            "T OK …",
+        ],
+    );
+    // Another session, not enabled: the same folders in modified UTF-7.
+    let mut other = server.login(ME);
+    // Not valid modified UTF-7: a pattern that matches nothing.
+    expect(&other.run("LIST \"\" \"*&*\""), &["T OK …"]);
+    expect(
+        &other.run("LIST \"\" \"*&-*\""),
+        &["* LIST (\\HasNoChildren) \"/\" R&-D", "T OK …"],
+    );
+    expect(
+        &other.run("LIST \"\" (Donn* Entw* R*)"),
+        &[
+            "* LIST (\\HasNoChildren) \"/\" Donn&AOk-es",
+            "* LIST (\\HasNoChildren) \"/\" Entw&APw-rfe",
+            "* LIST (\\HasNoChildren) \"/\" R&-D",
+            "T OK …",
+        ],
+    );
+}

@@ -1,6 +1,7 @@
 //! The command forms of IMAP extensions imap-codec's grammar does not take: LIST-EXTENDED
 //! and LIST-STATUS (RFC 5258, 5819), ESEARCH's `SEARCH RETURN` (RFC 4731) and
-//! CREATE-SPECIAL-USE (RFC 6154), read from the bytes imap-next could not decode.
+//! CREATE-SPECIAL-USE (RFC 6154) and APPEND's UTF8 data (RFC 6855), read from the bytes
+//! imap-next could not decode.
 //!
 //! Each is a command imap-codec knows with something added: the additions are taken off
 //! here, and what is left is handed back to imap-codec, so every mailbox name, pattern
@@ -25,6 +26,9 @@ pub enum Extras {
     Search(SearchReturn),
     /// CREATE … (USE (…)): the special use the new folder takes.
     CreateUse(Vec<String>),
+    /// APPEND … UTF8 (literal8): a message whose header may hold UTF-8 (RFC 6855 §4),
+    /// stored as it came.
+    Utf8Append,
 }
 
 /// RFC 5258 §3's selection and return options.
@@ -106,9 +110,10 @@ fn lex(raw: &[u8]) -> Option<Tokens<'_>> {
                 list.push((Kind::Quoted, i..j + 1));
                 i = j + 1;
             }
-            b'{' => {
-                let close = i + raw[i..].iter().position(|&b| b == b'}')?;
-                let digits = &raw[i + 1..close];
+            b'{' | b'~' if raw[i] == b'{' || raw.get(i + 1) == Some(&b'{') => {
+                let open = if raw[i] == b'~' { i + 1 } else { i };
+                let close = open + raw[open..].iter().position(|&b| b == b'}')?;
+                let digits = &raw[open + 1..close];
                 let digits = digits.strip_suffix(b"+").unwrap_or(digits);
                 let length: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
                 if raw.get(close + 1..close + 3)? != b"\r\n" {
@@ -224,6 +229,8 @@ pub fn parse(raw: &[u8]) -> Parsed {
         search(&t, 3)
     } else if t.is_word(1, "CREATE") {
         create(&t)
+    } else if t.is_word(1, "APPEND") {
+        append(&t)
     } else {
         return Parsed::Unknown;
     };
@@ -403,6 +410,28 @@ fn search(t: &Tokens<'_>, at: usize) -> Found {
     }
 }
 
+/// `APPEND mailbox [flags] [date] UTF8 (literal8)`: the message is the literal.
+fn append(t: &Tokens<'_>) -> Found {
+    let at = (3..t.list.len()).find(|&i| t.is_word(i, "UTF8"))?;
+    if t.kind(at + 1) != Some(Kind::Open)
+        || t.kind(at + 2) != Some(Kind::Literal)
+        || t.kind(at + 3) != Some(Kind::Close)
+        || t.kind(at + 4).is_some()
+    {
+        return Some(Err("Invalid UTF8 APPEND data"));
+    }
+    let line = join(&[t.span(0, at), t.bytes(at + 2)]);
+    match decode(&line) {
+        Some(
+            command @ Command {
+                body: CommandBody::Append { .. },
+                ..
+            },
+        ) => Some(Ok((command, Extras::Utf8Append))),
+        _ => Some(Err("Invalid APPEND arguments")),
+    }
+}
+
 /// `CREATE mailbox (USE (attributes))`.
 fn create(t: &Tokens<'_>) -> Found {
     if !t.is_string(2) || t.kind(3) != Some(Kind::Open) || !t.is_word(4, "USE") {
@@ -497,6 +526,10 @@ mod tests {
         bad("t SEARCH RETURN (SAVE) ALL\r\n");
         bad("t SEARCH RETURN (MIN)\r\n");
         bad("t SEARCH RETURN (MIN) NOTAKEY\r\n");
+        let (body, e) = extras("u APPEND INBOX (\\Seen) UTF8 (~{4}\r\nab\0c)\r\n");
+        assert!(matches!(body, CommandBody::Append { .. }));
+        assert_eq!(e, Extras::Utf8Append);
+        bad("u APPEND INBOX UTF8 ({4}\r\nabcd\r\n");
         let (body, e) = extras("c CREATE \"My Sent\" (USE (\\Sent))\r\n");
         assert!(matches!(body, CommandBody::Create { .. }));
         assert_eq!(e, Extras::CreateUse(vec!["\\SENT".into()]));

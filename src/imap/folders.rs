@@ -10,15 +10,16 @@ use imap_next::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1}
 use imap_next::imap_types::extensions::enable::CapabilityEnable;
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::quota::{QuotaGet, Resource};
+use imap_next::imap_types::extensions::utf8::Utf8Kind;
 use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as WireMailbox};
 use imap_next::imap_types::response::{Code, Data, Response};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::convert;
 use super::extended::{Extras, ListOptions};
 use super::selected::Selected;
-use super::{convert, mutf7};
 use crate::mailbox::{Folder, MailboxError};
 
 use super::session::*;
@@ -68,8 +69,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.select(tag, &mailbox, true, &parameters)?;
             }
             CommandBody::Create { mailbox } => {
-                let name =
-                    wire_name(&mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                let name = wire_name(&mailbox, self.utf8)
+                    .ok_or(MailboxError::Refused("Invalid folder name"))?;
                 let name = name.trim_end_matches('/').to_string();
                 let special_use = match self.extras.take() {
                     Some(Extras::CreateUse(uses)) => match uses.as_slice() {
@@ -104,7 +105,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             CommandBody::Rename { from, to } => {
                 let from = self.folder_named(&from)?;
-                let to = wire_name(&to).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                let to = wire_name(&to, self.utf8)
+                    .ok_or(MailboxError::Refused("Invalid folder name"))?;
                 self.user().mailbox.rename_folder(&from.name, &to)?;
                 self.ok(tag, "RENAME completed");
             }
@@ -114,8 +116,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.ok(tag, "SUBSCRIBE completed");
             }
             CommandBody::Unsubscribe { mailbox } => {
-                let name =
-                    wire_name(&mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
+                let name = wire_name(&mailbox, self.utf8)
+                    .ok_or(MailboxError::Refused("Invalid folder name"))?;
                 self.user().mailbox.subscribe(&name, false)?;
                 self.ok(tag, "UNSUBSCRIBE completed");
             }
@@ -202,6 +204,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if matches!(c, CapabilityEnable::CondStore) {
                         self.condstore = true;
                         enabled.push(c.clone());
+                    } else if matches!(c, CapabilityEnable::Utf8(Utf8Kind::Accept)) {
+                        self.utf8 = true;
+                        enabled.push(c.clone());
                     } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
                         // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
                         self.condstore = true;
@@ -282,21 +287,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<(), MailboxError> {
         let reference = match reference {
             WireMailbox::Inbox => "INBOX".to_string(),
-            WireMailbox::Other(o) => mutf7::decode(o.as_ref()).unwrap_or_default(),
+            WireMailbox::Other(o) => decode_name(o.as_ref(), self.utf8).unwrap_or_default(),
         };
-        let decode = |wildcard: &ListMailbox<'_>| {
-            match wildcard {
-                ListMailbox::Token(t) => mutf7::decode(t.as_ref()),
-                ListMailbox::String(s) => mutf7::decode(s.as_ref()),
-            }
-            .unwrap_or_default()
+        let utf8 = self.utf8;
+        // A pattern that is not a valid name matches no name.
+        let decode = |wildcard: &ListMailbox<'_>| match wildcard {
+            ListMailbox::Token(t) => decode_name(t.as_ref(), utf8),
+            ListMailbox::String(s) => decode_name(s.as_ref(), utf8),
         };
-        let mut patterns = vec![decode(wildcard)];
+        let mut patterns: Vec<String> = decode(wildcard).into_iter().collect();
         patterns.extend(
             options
                 .iter()
-                .flat_map(|o| o.more_patterns.iter().map(decode)),
+                .flat_map(|o| o.more_patterns.iter().filter_map(decode)),
         );
+        if patterns.is_empty() {
+            return Ok(());
+        }
         let delimiter = QuotedChar::try_from('/').ok();
         if patterns.len() == 1 && patterns[0].is_empty() {
             // The hierarchy delimiter and root (RFC 3501 §6.3.8).
@@ -433,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let status = options.status.clone();
         for (name, (items, childinfo)) in found {
-            let Some(mailbox) = to_wire(&name) else {
+            let Some(mailbox) = to_wire(&name, self.utf8) else {
                 continue;
             };
             let data = if lsub {

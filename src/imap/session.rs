@@ -7,11 +7,12 @@ use std::sync::Arc;
 use imap_next::imap_types::IntoStatic;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{IString, NString, Tag, Vec1};
+use imap_next::imap_types::core::{AString, IString, NString, Tag, Vec1};
 use imap_next::imap_types::extensions::compress::CompressionAlgorithm;
 use imap_next::imap_types::extensions::sort::SortAlgorithm;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_next::imap_types::extensions::utf8::QuotedUtf8;
 use imap_next::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
@@ -62,6 +63,8 @@ pub struct Session<S> {
     /// ENABLE QRESYNC (RFC 7162): expunges are told as VANISHED (UIDs), and SELECT and
     /// UID FETCH may resynchronise from a MODSEQ.
     pub(super) qresync: bool,
+    /// ENABLE UTF8=ACCEPT (RFC 6855): folder names travel as UTF-8, not modified UTF-7.
+    pub(super) utf8: bool,
     /// What the client may still send, and for how long (see driver::Guard).
     pub(super) guard: driver::Guard,
     /// The tagged completion of the command in progress, held back until the untagged
@@ -130,15 +133,33 @@ pub(super) fn status_bad(tag: Option<Tag<'static>>, msg: &str) -> Status<'static
         .unwrap_or_else(|_| unreachable!("a plain BAD is always valid"))
 }
 
-pub(super) fn wire_name(mailbox: &WireMailbox<'_>) -> Option<String> {
-    match mailbox {
-        WireMailbox::Inbox => Some("INBOX".into()),
-        WireMailbox::Other(o) => mutf7::decode(o.as_ref()),
+/// A name as the client sent it, to UTF-8: modified UTF-7 (RFC 3501 §5.1.3), or UTF-8
+/// itself once the client enabled UTF8=ACCEPT (RFC 6855 §3). Non-ASCII bytes can only be
+/// UTF-8, so they are taken as such either way.
+pub(super) fn decode_name(wire: &[u8], utf8: bool) -> Option<String> {
+    if utf8 || !wire.is_ascii() {
+        std::str::from_utf8(wire).ok().map(str::to_string)
+    } else {
+        mutf7::decode(wire)
     }
 }
 
-pub(super) fn to_wire(name: &str) -> Option<WireMailbox<'static>> {
-    WireMailbox::try_from(mutf7::encode(name)).ok()
+pub(super) fn wire_name(mailbox: &WireMailbox<'_>, utf8: bool) -> Option<String> {
+    match mailbox {
+        WireMailbox::Inbox => Some("INBOX".into()),
+        WireMailbox::Other(o) => decode_name(o.as_ref(), utf8),
+    }
+}
+
+/// A stored name as the client expects it (see `decode_name`).
+pub(super) fn to_wire(name: &str, utf8: bool) -> Option<WireMailbox<'static>> {
+    if !utf8 || name.is_ascii() {
+        return WireMailbox::try_from(mutf7::encode(name)).ok();
+    }
+    let quoted = QuotedUtf8::try_from(name.to_string()).ok()?;
+    Some(WireMailbox::from(AString::String(IString::QuotedUtf8(
+        quoted,
+    ))))
 }
 
 /// LIST pattern matching (RFC 3501 §6.3.8): `*` matches anything, `%` anything but the
@@ -235,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             idle_tag: None,
             condstore: false,
             qresync: false,
+            utf8: false,
             guard: driver::Guard::new(),
             completion: None,
             admission: None,
@@ -310,6 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "QUOTA=RES-STORAGE",
                     "STATUS=SIZE",
                     "BINARY",
+                    "UTF8=ACCEPT",
                 ]
                 .into_iter()
                 .filter_map(other),
@@ -714,7 +737,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         mailbox: &WireMailbox<'_>,
     ) -> Result<Folder, MailboxError> {
-        let name = wire_name(mailbox).ok_or(MailboxError::Refused("Invalid folder name"))?;
+        let name =
+            wire_name(mailbox, self.utf8).ok_or(MailboxError::Refused("Invalid folder name"))?;
         self.user()
             .mailbox
             .folder(&name)?
