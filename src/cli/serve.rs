@@ -497,7 +497,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         snapshot: snapshot.clone(),
         mailboxes: mailboxes.clone(),
         logins: logins.clone(),
-        tls: tls.clone(),
+        tls: tls.as_deref().map(crate::tls::without_tickets),
         max_append: u32::try_from(max_size).unwrap_or(u32::MAX),
     });
     for (name, addr, implicit_tls) in [

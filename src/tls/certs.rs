@@ -195,6 +195,17 @@ impl Certificates {
     }
 }
 
+/// `config` without TLS 1.3 session tickets, for IMAP. Clients built on imaplib2
+/// (offlineimap) read and write one TLS socket from two threads; the tickets a TLS 1.3
+/// server sends right after the handshake reach it while one thread reads and the other
+/// writes, and OpenSSL fails there ("[SSL] internal error"). IMAP connections live long
+/// (IDLE), so the resumption tickets would buy is small.
+pub fn without_tickets(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
+}
+
 impl Certificates {
     /// The certificate for a name the client asked for (SNI): exact, then a wildcard one
     /// level up, then the server's own.

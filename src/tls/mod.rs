@@ -7,7 +7,7 @@ pub mod files;
 
 use std::path::Path;
 
-pub use certs::{CertInfo, Certificates, Loaded};
+pub use certs::{CertInfo, Certificates, Loaded, without_tickets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
