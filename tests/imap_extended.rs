@@ -218,8 +218,8 @@ fn esearch_answers_what_was_asked() {
         &c.run("SEARCH RETURN (MAX) MODSEQ 1"),
         &["* ESEARCH (TAG \"…\") MAX 5 MODSEQ …", "T OK …"],
     );
-    // SEARCHRES is not offered: SAVE is an unknown option.
-    expect(&c.run("SEARCH RETURN (SAVE) ALL"), &["T BAD …"]);
+    // An option RFC 4731 does not define is BAD.
+    expect(&c.run("SEARCH RETURN (BOGUS) ALL"), &["T BAD …"]);
     // Pipelined: each answer in its place, tagged as sent.
     c.send(b"a SEARCH RETURN (COUNT) ALL\r\nb NOOP\r\nc UID SEARCH RETURN (MAX) ALL\r\n");
     let got = c.until("c");

@@ -55,6 +55,8 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    pub save: bool,
 }
 
 /// How an extended command was read.
@@ -63,7 +65,8 @@ pub enum Parsed {
     Unknown,
     /// One of ours, but its arguments are wrong: BAD with this text.
     Bad(Tag<'static>, &'static str),
-    Command(Command<'static>, Extras),
+    /// With what the extended form added, if anything (a `$` alone adds nothing).
+    Command(Command<'static>, Option<Extras>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,8 +212,48 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
     line
 }
 
-/// Reads a command imap-codec refused, when it is one of the extended forms.
-pub fn parse(raw: &[u8]) -> Parsed {
+/// Reads a command imap-codec refused, when it is one of the extended forms. `saved`
+/// gives the set `$` stands for (RFC 5182), of UIDs or of sequence numbers.
+pub fn parse(raw: &[u8], saved: &dyn Fn(bool) -> String) -> Parsed {
+    let Some(t) = lex(raw) else {
+        return Parsed::Unknown;
+    };
+    // Past the tag and the command's name (a tag may itself be `$`).
+    let dollars: Vec<usize> = (2..t.list.len())
+        .filter(|&i| t.kind(i) == Some(Kind::Atom) && t.bytes(i) == b"$")
+        .collect();
+    if !dollars.is_empty() {
+        // `$` is a whole sequence set: put the saved one in its place, then read again.
+        // It is of UIDs in a UID command, and after the UID key of a search; a bare `$`
+        // key in a search is of sequence numbers, like any bare set there.
+        let search = t.is_word(1, "SEARCH") || (t.is_word(1, "UID") && t.is_word(2, "SEARCH"));
+        let (uids, numbers) = (saved(true), saved(false));
+        let mut line = Vec::with_capacity(raw.len() + uids.len().max(numbers.len()));
+        let mut from = 0;
+        for i in dollars {
+            let uid = if search {
+                t.is_word(i - 1, "UID")
+            } else {
+                t.is_word(1, "UID")
+            };
+            let at = t.list[i].1.clone();
+            line.extend_from_slice(&raw[from..at.start]);
+            line.extend_from_slice(if uid { &uids } else { &numbers }.as_bytes());
+            from = at.end;
+        }
+        line.extend_from_slice(&raw[from..]);
+        if let Some(command) = decode(&line) {
+            return Parsed::Command(command, None);
+        }
+        return match extended(&line) {
+            Parsed::Unknown => Parsed::Unknown,
+            other => other,
+        };
+    }
+    extended(raw)
+}
+
+fn extended(raw: &[u8]) -> Parsed {
     let Some(t) = lex(raw) else {
         return Parsed::Unknown;
     };
@@ -235,7 +278,7 @@ pub fn parse(raw: &[u8]) -> Parsed {
         return Parsed::Unknown;
     };
     match found {
-        Some(Ok((command, extras))) => Parsed::Command(command, extras),
+        Some(Ok((command, extras))) => Parsed::Command(command, Some(extras)),
         Some(Err(why)) => Parsed::Bad(tag, why),
         None => Parsed::Unknown,
     }
@@ -387,6 +430,7 @@ fn search(t: &Tokens<'_>, at: usize) -> Found {
             "MAX" => options.max = true,
             "ALL" => options.all = true,
             "COUNT" => options.count = true,
+            "SAVE" => options.save = true,
             _ => return Some(Err("Unknown RETURN option")),
         }
     }
@@ -455,12 +499,14 @@ mod tests {
     use super::*;
 
     fn read(line: &str) -> Parsed {
-        parse(line.as_bytes())
+        parse(line.as_bytes(), &|uid| {
+            if uid { "7:9".into() } else { "2".into() }
+        })
     }
 
     fn extras(line: &str) -> (CommandBody<'static>, Extras) {
         match read(line) {
-            Parsed::Command(c, e) => (c.body, e),
+            Parsed::Command(c, e) => (c.body, e.expect("extras")),
             Parsed::Bad(_, why) => panic!("{line:?}: BAD {why}"),
             Parsed::Unknown => panic!("{line:?}: not read"),
         }
@@ -523,7 +569,9 @@ mod tests {
                 ..Default::default()
             })
         );
-        bad("t SEARCH RETURN (SAVE) ALL\r\n");
+        let (_, e) = extras("t SEARCH RETURN (SAVE MIN) ALL\r\n");
+        let Extras::Search(r) = e else { panic!() };
+        assert!(r.save && r.min && !r.all);
         bad("t SEARCH RETURN (MIN)\r\n");
         bad("t SEARCH RETURN (MIN) NOTAKEY\r\n");
         let (body, e) = extras("u APPEND INBOX (\\Seen) UTF8 (~{4}\r\nab\0c)\r\n");
@@ -533,6 +581,34 @@ mod tests {
         let (body, e) = extras("c CREATE \"My Sent\" (USE (\\Sent))\r\n");
         assert!(matches!(body, CommandBody::Create { .. }));
         assert_eq!(e, Extras::CreateUse(vec!["\\SENT".into()]));
+    }
+
+    /// RFC 5182's `$`: the saved set takes its place, of UIDs in UID commands.
+    #[test]
+    fn dollar_is_the_saved_result() {
+        let Parsed::Command(c, None) = read("a UID FETCH $ (FLAGS)\r\n") else {
+            panic!()
+        };
+        assert!(format!("{:?}", c.body).contains("7"), "{:?}", c.body);
+        let Parsed::Command(c, None) = read("a STORE $ +FLAGS (\\Seen)\r\n") else {
+            panic!()
+        };
+        assert!(matches!(c.body, CommandBody::Store { .. }));
+        let Parsed::Command(c, None) = read("a UID SEARCH UID $ $\r\n") else {
+            panic!()
+        };
+        let text = format!("{:?}", c.body);
+        assert!(text.contains("7") && text.contains("Value(2)"), "{text}");
+        let (body, e) = extras("a SEARCH RETURN (COUNT) OR $ UNSEEN\r\n");
+        assert!(matches!(body, CommandBody::Search { .. }));
+        assert!(matches!(e, Extras::Search(_)));
+        // A tag that is `$` is a tag.
+        assert!(matches!(read("$ FETCH 1 (FLAGS\r\n"), Parsed::Unknown));
+        // A flag that starts with $ is not the saved result.
+        assert!(matches!(
+            read("a STORE 1 +FLAGS ($Junk\r\n"),
+            Parsed::Unknown
+        ));
     }
 
     /// Hostile shapes: cost their length, never panic, never read past the end.
@@ -551,10 +627,10 @@ mod tests {
             "\r\n".to_string(),
             String::new(),
         ] {
-            let _ = parse(line.as_bytes());
+            let _ = read(&line);
         }
         assert!(matches!(
-            parse(format!("a LIST {}\r\n", "(".repeat(100_000)).as_bytes()),
+            read(&format!("a LIST {}\r\n", "(".repeat(100_000))),
             Parsed::Bad(..)
         ));
     }

@@ -207,6 +207,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     } else if matches!(c, CapabilityEnable::Utf8(Utf8Kind::Accept)) {
                         self.utf8 = true;
                         enabled.push(c.clone());
+                    } else if c.to_string().eq_ignore_ascii_case("IMAP4REV2") {
+                        // RFC 9051: UTF-8 names, ESEARCH answers, no \Recent.
+                        self.rev2 = true;
+                        self.utf8 = true;
+                        enabled.push(c.clone());
                     } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
                         // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
                         self.condstore = true;
@@ -335,7 +340,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 || (name == ['I', 'N', 'B', 'O', 'X']
                     && upper.iter().any(|p| pattern_matches(p, &name)))
         };
-        let extended = options.is_some();
+        // IMAP4rev2's LIST is RFC 5258's, options or not.
+        let extended = options.is_some() || self.rev2;
         let plain = ListOptions::default();
         let options = options.unwrap_or(&plain);
         let by_subscription = lsub || options.subscribed;
@@ -579,17 +585,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.user().changes.borrow_and_update();
         let view = self.user().mailbox.messages(&folder)?;
         let mut selected = Selected::new(folder, examine, view);
-        // The messages no session has seen yet are this one's \Recent.
-        let recent = self.user().mailbox.recent_for(&selected.folder, examine)?;
-        selected.claimed(recent);
+        // The messages no session has seen yet are this one's \Recent (IMAP4rev1 only:
+        // rev2 has none, and no UNSEEN code either).
+        if !self.rev2 {
+            let recent = self.user().mailbox.recent_for(&selected.folder, examine)?;
+            selected.claimed(recent);
+        }
         let (flags, permanent) = selected.flag_responses();
         self.server.enqueue_data(flags);
         self.server
             .enqueue_data(Data::Exists(selected.view.len() as u32));
-        self.server
-            .enqueue_data(Data::Recent(selected.recent_count()));
+        if !self.rev2 {
+            self.server
+                .enqueue_data(Data::Recent(selected.recent_count()));
+        }
         let untagged = |code: Code<'static>, msg: &str| status_ok(None, Some(code), msg);
-        if let Some(first_unseen) = selected.view.iter().position(|m| !m.has("\\Seen")) {
+        if let Some(first_unseen) = selected
+            .view
+            .iter()
+            .position(|m| !m.has("\\Seen"))
+            .filter(|_| !self.rev2)
+        {
             self.server.enqueue_status(untagged(
                 Code::Unseen(convert::nz(first_unseen as u32 + 1)),
                 "First unseen",
@@ -609,6 +625,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .enqueue_status(untagged(Code::HighestModSeq(m), "Highest"));
         }
         self.server.enqueue_status(permanent);
+        // RFC 9051 §6.3.2: a rev2 client learns the folder's name and attributes here.
+        if self.rev2 {
+            let name = selected.folder.name.clone();
+            let below = format!("{name}/");
+            let children = self
+                .user()
+                .mailbox
+                .folders()?
+                .iter()
+                .any(|f| f.name.starts_with(&below));
+            let mut items: Vec<FlagNameAttribute<'static>> = Vec::new();
+            let role = selected.folder.special_use.clone();
+            for word in [
+                Some(if children {
+                    "HasChildren"
+                } else {
+                    "HasNoChildren"
+                }),
+                role.as_deref().map(|r| r.trim_start_matches('\\')),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                items.extend(
+                    Atom::try_from(word.to_string())
+                        .ok()
+                        .map(FlagNameAttribute::from),
+                );
+            }
+            if let Some(mailbox) = to_wire(&name, true) {
+                self.server.enqueue_data(Data::List {
+                    items,
+                    delimiter: QuotedChar::try_from('/').ok(),
+                    mailbox,
+                });
+            }
+        }
         // QRESYNC (RFC 7162 §3.2.5): what the client missed since its MODSEQ, if its
         // UIDs are still valid.
         if let Some((validity, since, known)) = resync

@@ -55,7 +55,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let changes = selected.catch_up(delta, expunges);
-        if changes.exists.is_some() {
+        // IMAP4rev2 has no \Recent (RFC 9051 appendix E): such a session claims none,
+        // and leaves them to a rev1 session.
+        let rev2 = self.rev2;
+        if changes.exists.is_some() && !rev2 {
             // New messages: those no other session has seen are this one's \Recent.
             let (folder, read_only) = (&selected.folder, selected.read_only);
             let recent = crate::blocking::run(|| user.mailbox.recent_for(folder, read_only))
@@ -87,8 +90,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let Some(n) = changes.exists {
             self.server.enqueue_data(Data::Exists(n));
-            self.server
-                .enqueue_data(Data::Recent(selected.recent_count()));
+            if !rev2 {
+                self.server
+                    .enqueue_data(Data::Recent(selected.recent_count()));
+            }
         }
         for seq in &changes.flags {
             let Some(info) = selected.view.get(*seq as usize - 1) else {
@@ -745,6 +750,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .collect()
     }
 
+    /// Keeps a SEARCH result for `$` (RFC 5182 §2.4): all of it, or only its least and
+    /// greatest message when MIN or MAX (and not ALL or COUNT) were asked for.
+    fn save_result(&mut self, found: &[std::num::NonZeroU32], uid: bool, options: &SearchReturn) {
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        let mut numbers: Vec<u32> = found.iter().map(|n| n.get()).collect();
+        if (options.min || options.max) && !options.all && !options.count {
+            let (min, max) = (numbers.iter().min().copied(), numbers.iter().max().copied());
+            numbers = [min.filter(|_| options.min), max.filter(|_| options.max)]
+                .into_iter()
+                .flatten()
+                .collect();
+        }
+        let mut uids: Vec<u32> = if uid {
+            numbers
+        } else {
+            numbers
+                .iter()
+                .filter_map(|&n| selected.view.get(n as usize - 1).map(|m| m.uid))
+                .collect()
+        };
+        uids.sort_unstable();
+        uids.dedup();
+        selected.saved = uids;
+    }
+
     pub(super) fn search(
         &mut self,
         tag: Tag<'static>,
@@ -769,7 +801,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match self.extras.take() {
             Some(Extras::Search(options)) => {
-                let line = esearch(&tag, uid, &options, &found, modseq);
+                if options.save {
+                    self.save_result(&found, uid, &options);
+                }
+                // SAVE alone answers nothing but the tagged OK (RFC 5182 §2.4).
+                if options.min || options.max || options.all || options.count {
+                    let line = esearch(&tag, uid, &options, &found, modseq);
+                    self.raw(line);
+                }
+            }
+            // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 §6.4.4).
+            _ if self.rev2 => {
+                let all = SearchReturn {
+                    all: true,
+                    ..Default::default()
+                };
+                let line = esearch(&tag, uid, &all, &found, modseq);
                 self.raw(line);
             }
             _ => {

@@ -21,6 +21,9 @@ pub struct Selected {
     pub recent: Vec<(u32, u32)>,
     /// The keywords the client was told of in FLAGS (a new one means a new FLAGS).
     pub keywords: std::collections::BTreeSet<String>,
+    /// The UIDs the last SEARCH RETURN (SAVE) kept, which `$` names (RFC 5182); empty
+    /// at SELECT.
+    pub saved: Vec<u32>,
 }
 
 /// What changed since the view was last brought up to date.
@@ -151,6 +154,35 @@ impl Selected {
         out
     }
 
+    /// The saved search result (RFC 5182 `$`) as a set: of UIDs, or of the sequence
+    /// numbers those messages have now (an expunged one drops out). A result that is
+    /// empty names a number no message has, so `$` matches nothing.
+    pub fn saved_set(&self, uid: bool) -> String {
+        let numbers: Vec<u32> = if uid {
+            self.saved.clone()
+        } else {
+            self.saved
+                .iter()
+                .filter_map(|&u| self.position(u).map(|i| i as u32 + 1))
+                .collect()
+        };
+        let set: Vec<String> = runs(&numbers)
+            .into_iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}:{b}")
+                }
+            })
+            .collect();
+        if set.is_empty() {
+            u32::MAX.to_string()
+        } else {
+            set.join(",")
+        }
+    }
+
     /// `view` was read after `folder`, so it is at least as new as its HIGHESTMODSEQ.
     pub fn new(folder: Folder, read_only: bool, view: Vec<MessageInfo>) -> Selected {
         let mut selected = Selected {
@@ -161,6 +193,7 @@ impl Selected {
             held_expunges: Default::default(),
             recent: Vec::new(),
             keywords: Default::default(),
+            saved: Vec::new(),
         };
         selected.note_keywords(&view);
         selected.view = view;

@@ -65,6 +65,8 @@ pub struct Session<S> {
     pub(super) qresync: bool,
     /// ENABLE UTF8=ACCEPT (RFC 6855): folder names travel as UTF-8, not modified UTF-7.
     pub(super) utf8: bool,
+    /// ENABLE IMAP4rev2 (RFC 9051): its rules where they differ from rev1's.
+    pub(super) rev2: bool,
     /// What the client may still send, and for how long (see driver::Guard).
     pub(super) guard: driver::Guard,
     /// The tagged completion of the command in progress, held back until the untagged
@@ -257,6 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             condstore: false,
             qresync: false,
             utf8: false,
+            rev2: false,
             guard: driver::Guard::new(),
             completion: None,
             admission: None,
@@ -286,12 +289,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(super) fn capabilities(&self) -> Vec1<Capability<'static>> {
-        let mut caps = vec![
-            Capability::Imap4Rev1,
-            Capability::LiteralPlus,
-            Capability::SaslIr,
-        ];
         let other = |s: &str| Capability::try_from(s.to_string()).ok();
+        let mut caps = vec![Capability::Imap4Rev1];
+        // Both, so rev1 clients keep rev1 until they ENABLE IMAP4rev2 (RFC 9051 §2.1).
+        caps.extend(other("IMAP4rev2"));
+        caps.extend([Capability::LiteralPlus, Capability::SaslIr]);
         if self.tls || self.ctx.tls.is_none() {
             caps.push(Capability::Auth(AuthMechanism::Plain));
         }
@@ -329,6 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "LIST-EXTENDED",
                     "LIST-STATUS",
                     "ESEARCH",
+                    "SEARCHRES",
                     "QUOTA=RES-STORAGE",
                     "STATUS=SIZE",
                     "BINARY",
@@ -389,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Step::Protocol(e) => match self.protocol_error(e) {
                     Some((command, extras)) => {
-                        self.extras = Some(extras);
+                        self.extras = extras;
                         let flow = self.command(command).await;
                         self.extras = None;
                         flow
@@ -413,7 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Answers what imap-next could not read; a command in one of the extended forms
     /// only we read comes back to be run.
-    fn protocol_error(&mut self, e: ProtocolError) -> Option<(Command<'static>, Extras)> {
+    fn protocol_error(&mut self, e: ProtocolError) -> Option<(Command<'static>, Option<Extras>)> {
         match e {
             ProtocolError::LiteralTooLong { .. } => {}
             ProtocolError::CommandTooLong { .. } => {
@@ -431,7 +434,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let raw: &[u8] = discarded_bytes.declassify();
                 if self.user.is_some() && raw.ends_with(b"\r\n") {
-                    match extended::parse(raw) {
+                    let selected = self.selected.as_ref();
+                    let saved = |uid: bool| {
+                        selected.map_or_else(|| u32::MAX.to_string(), |s| s.saved_set(uid))
+                    };
+                    match extended::parse(raw, &saved) {
                         Parsed::Command(command, extras) => return Some((command, extras)),
                         Parsed::Bad(tag, why) => {
                             self.server.enqueue_status(status_bad(Some(tag), why));

@@ -94,6 +94,25 @@ check(
 )
 
 m.logout()
+
+# IMAP4rev2 and SEARCHRES from a second session.
+r = connect(port)
+r.login(user, password)
+r.capabilities = tuple(r.capability()[1][0].decode().upper().split())
+typ, data = r.enable("IMAP4rev2")
+check("enable rev2", typ == "OK" and r.untagged_responses.pop("ENABLED", None) == [b"IMAP4rev2"], data)
+typ, data = r.select("INBOX")
+listed = r.untagged_responses.pop("LIST", None)
+recent = r.untagged_responses.pop("RECENT", None)
+check("rev2 select", typ == "OK" and listed == [b'(\\HasNoChildren) "/" INBOX'] and recent is None, (listed, recent))
+typ, data = r._simple_command("SEARCH", "RETURN", "(SAVE)", "UNSEEN")
+check("save a result", typ == "OK" and "ESEARCH" not in r.untagged_responses, data)
+typ, data = r.fetch("$", "(UID)")
+check("fetch $", typ == "OK" and data == [b"2 (UID 2)", b"3 (UID 3)", b"4 (UID 4)"], data)
+typ, data = r._simple_command("SEARCH", "NOT", "$")
+typ, found = r._untagged_response(typ, data, "ESEARCH")
+check("rev2 search answers ESEARCH", found and found[0].endswith(b") ALL 1"), found)
+r.logout()
 if failed:
     sys.exit(1)
 print("all done")
