@@ -9,9 +9,10 @@
 //! `UID FETCH 1:* (BODY.PEEK[])`, `UID SEARCH TEXT zebracorn` and
 //! `UID STORE 1:* +FLAGS.SILENT (\Flagged)`. Each operation runs 3 times, the servers
 //! taking turns, and the median counts. It also reports each server's peak memory. Then
-//! a write mix: 5 clients at once on one folder for 20 s per server, random STORE,
-//! EXPUNGE, COPY, APPEND, FETCH and SEARCH, with p50/p99 per command. The target: every
-//! operation at ≤ 0.5× Dovecot's time. BENCHMARKS.md says how to read the results.
+//! a write mix: 5 clients at once on one folder, 4,000 commands each per server (the same
+//! random sequence on both): STORE, EXPUNGE, COPY, APPEND, FETCH and SEARCH, with p50/p99
+//! per command. The target: every operation at ≤ 0.5× Dovecot's time. BENCHMARKS.md says
+//! how to read the results.
 
 #[path = "support/machine.rs"]
 mod machine;
@@ -2476,12 +2477,14 @@ struct MixResult {
     most_threads: u64,
 }
 
-/// How long each server runs the mix (FERRYMAIL_BENCH_MIX_SECONDS overrides it).
-fn mix_seconds() -> u64 {
-    std::env::var("FERRYMAIL_BENCH_MIX_SECONDS")
+/// Commands each mix client sends (FERRYMAIL_BENCH_MIX_COMMANDS overrides it). A fixed
+/// count, not a fixed time: the faster server would otherwise APPEND more, grow its
+/// folder further and be timed on a larger one than the slower server.
+fn mix_commands() -> usize {
+    std::env::var("FERRYMAIL_BENCH_MIX_COMMANDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(4_000)
 }
 
 /// Runs the mix against one server: MIX_CLIENTS clients on folder "Mix", each working
@@ -2519,14 +2522,13 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         })
         .unwrap_or_else(|e| fail(e));
     let _ = admin.command("LOGOUT", |_| {});
-    let seconds = mix_seconds();
+    let commands = mix_commands();
     println!(
-        "\n{}: write mix, {MIX_CLIENTS} clients on {} messages for {seconds} s",
+        "\n{}: write mix, {MIX_CLIENTS} clients on {} messages, {commands} commands each",
         side.name,
         uids.len()
     );
     let sampler = Sampler::start(side.pid);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let results: Vec<MixTimes> = thread::scope(|scope| {
         let handles: Vec<_> = (0..MIX_CLIENTS)
@@ -2537,7 +2539,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
                     .filter(|u| *u as usize % MIX_CLIENTS == k)
                     .collect();
                 let port = side.port;
-                scope.spawn(move || mix_client(k, port, config, own, corpus, deadline))
+                scope.spawn(move || mix_client(k, port, config, own, corpus, commands))
             })
             .collect();
         handles
@@ -2576,7 +2578,7 @@ fn mix_client(
     config: &Arc<ClientConfig>,
     mut own: Vec<u32>,
     corpus: &Corpus,
-    deadline: Instant,
+    commands: usize,
 ) -> MixTimes {
     let mut times: HashMap<MixOp, Vec<Duration>> = HashMap::new();
     let mut errors = Vec::new();
@@ -2589,7 +2591,10 @@ fn mix_client(
     }
     let mut rng = Lcg(SEED ^ ((k as u64 + 1) * 0x9e37_79b9));
     let mut seen = false;
-    while Instant::now() < deadline && errors.len() < 20 {
+    for _ in 0..commands {
+        if errors.len() >= 20 {
+            break;
+        }
         let mut op = MixOp::pick(&mut rng);
         if own.is_empty() {
             op = MixOp::Append;
@@ -2665,8 +2670,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
 fn report_mix(sides: &[Side], mixes: &[MixResult]) {
     println!(
         "\n## Write mix\n\n{MIX_CLIENTS} clients at once on one folder of {MIX_MESSAGES} \
-         messages, {} s per server, each command timed to its tagged OK (p50 / p99).\n",
-        mix_seconds()
+         messages, {} commands per client on each server (the same random sequence on \
+         both), each command timed to its tagged OK (p50 / p99).\n",
+        mix_commands()
     );
     let mut head = String::from("| command |");
     let mut rule = String::from("| --- |");

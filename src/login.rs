@@ -102,6 +102,10 @@ pub struct Logins {
     /// so a client that reconnects every minute does not pay argon2 each time, as with
     /// Dovecot's auth cache. A changed password or hash never matches an old entry.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Checks running at once: each argon2id check holds 19 MiB for its length, so a
+    /// crowd of logins (from anywhere: unknown accounts pay the decoy's cost) would
+    /// otherwise hold that much per login at once. As many as there are cores.
+    checking: tokio::sync::Semaphore,
 }
 
 /// How long a successful check is remembered.
@@ -123,6 +127,9 @@ impl Logins {
             failures: Default::default(),
             throttled: Default::default(),
             verified: Mutex::new(HashMap::new()),
+            checking: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -190,11 +197,21 @@ impl Logins {
             throttle.succeeded(ip, &account);
             return Outcome::Accepted(account);
         }
-        let password = password.to_string();
-        let matches =
+        let matches = {
+            let Ok(_permit) = self.checking.acquire().await else {
+                return Outcome::Rejected;
+            };
+            // The same login may have been checked while this one waited (a client
+            // opening several connections at once).
+            if known && self.remembered(&key) {
+                throttle.succeeded(ip, &account);
+                return Outcome::Accepted(account);
+            }
+            let password = password.to_string();
             tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
                 .await
-                .unwrap_or(false);
+                .unwrap_or(false)
+        };
         if matches && known {
             throttle.succeeded(ip, &account);
             self.remember(key);

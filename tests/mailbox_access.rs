@@ -443,3 +443,35 @@ fn the_connection_rate_says_why_counts_per_address_and_spares_clients_that_logge
         .count();
     assert_eq!(told, 1, "{log}");
 }
+
+/// A crowd of LOGINs from many addresses, for accounts that do not exist (the decoy hash
+/// costs what a real one does: argon2id's 19 MiB): checked a few at a time, so memory
+/// holds a few checks' worth, not one per login (before: 60 such logins took 1.2 GB). A
+/// real user still logs in afterwards.
+#[test]
+fn a_crowd_of_logins_is_checked_a_few_at_a_time() {
+    let server = common::imap::Server::start(&["me@example.test"]);
+    let before = server.process.memory_kib("VmHWM");
+    let crowd = 16;
+    let handles: Vec<_> = (0..crowd)
+        .map(|i| {
+            let port = server.port;
+            std::thread::spawn(move || {
+                let mut c = common::imap::Client::connect_from(&format!("127.0.3.{}", i + 2), port);
+                c.starttls();
+                c.run("LOGIN nobody@example.test wrong")
+            })
+        })
+        .collect();
+    for h in handles {
+        let got = h.join().expect("client");
+        common::imap::expect(&got, &["T NO …"]);
+    }
+    let grew = server.process.memory_kib("VmHWM").saturating_sub(before);
+    assert!(
+        grew < 100 * 1024,
+        "{crowd} logins at once grew the peak by {grew} KiB"
+    );
+    let mut c = server.login("me@example.test");
+    common::imap::expect(&c.run("NOOP"), &["T OK …"]);
+}

@@ -91,6 +91,11 @@ fn options(max_append: u32) -> Options {
     let mut options = Options::default();
     options.max_literal_size = largest;
     options.max_command_size = largest + 64 * 1024;
+    // imap-next answers an over-large synchronizing literal with BAD and this text (it
+    // cannot carry RFC 7889's [TOOBIG] code); APPENDLIMIT tells clients the size first.
+    let _ = options.set_literal_reject_text(format!(
+        "Literal too large: the most taken is {largest} octets (APPENDLIMIT)"
+    ));
     options
 }
 
@@ -718,17 +723,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             body => {
                 let name = body.name();
-                let result = crate::blocking::run(|| self.authenticated(tag.clone(), body));
-                if let Err(e) = result {
-                    tracing::debug!(command = name, error = %e, "IMAP command failed");
-                    self.no(tag, &error_text(&e));
-                }
-                // What changed meanwhile goes out before the tagged completion; expunges
-                // wait while FETCH, STORE and SEARCH (RFC 3501 §7.4.1), and SORT and
-                // THREAD like it, answer in sequence numbers the client must be able to
-                // trust (the UID forms share the names, and wait too).
-                let expunges = !matches!(name, "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD");
-                self.send_updates(expunges);
+                // One hand-over of the worker thread for the command and its catch-up
+                // together (each costs a thread wake-up).
+                crate::blocking::run(|| {
+                    let result = self.authenticated(tag.clone(), body);
+                    if let Err(e) = result {
+                        tracing::debug!(command = name, error = %e, "IMAP command failed");
+                        self.no(tag, &error_text(&e));
+                    }
+                    // What changed meanwhile goes out before the tagged completion;
+                    // expunges wait while FETCH, STORE and SEARCH (RFC 3501 §7.4.1), and
+                    // SORT and THREAD like it, answer in sequence numbers the client must
+                    // be able to trust (the UID forms share the names, and wait too).
+                    let expunges =
+                        !matches!(name, "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD");
+                    self.send_updates(expunges);
+                });
             }
         }
         Flow::Continue
