@@ -35,7 +35,7 @@ fn empty() -> IString<'static> {
 
 /// RFC 2047 for display names with non-ASCII characters: IMAP envelopes carry header
 /// text, and clients decode encoded-words there.
-fn display_name(name: &str) -> String {
+pub(super) fn display_name(name: &str) -> String {
     if name.is_ascii() {
         return name.to_string();
     }

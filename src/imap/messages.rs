@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::extended::{Extras, SearchReturn};
 use super::selected::Selected;
-use super::{convert, fetch, search};
+use super::{convert, fetch, fetch_lines, search};
 use crate::mailbox::{FlagChange, Folder, Mailbox, MailboxError};
 
 use super::session::*;
@@ -411,6 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     MessageDataItemName::BodyStructure | MessageDataItemName::Body
                 )
             });
+        let fast = fetch_lines::simple(&names);
         let mut vanished = false;
         let mut failed = None;
         for chunk in targets.chunks(FETCH_CHUNK) {
@@ -428,6 +429,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )?
             };
             let mut last = None;
+            // Metadata-only items are written straight to bytes, the chunk as one piece.
+            let mut lines = fast.then(|| Vec::with_capacity(chunk.len() * 512));
             for &i in chunk {
                 let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
                 let info = &selected.view[i];
@@ -439,6 +442,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     continue;
                 }
                 let flags = selected.flags(info);
+                if let Some(lines) = lines.as_mut() {
+                    fetch_lines::write(lines, i as u32 + 1, info, &flags, &names, uid, meta);
+                    continue;
+                }
                 let items =
                     match fetch::items(info, flags, &names, uid, body.map(Vec::as_slice), meta) {
                         Ok(items) => items,
@@ -453,6 +460,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         items,
                     }));
                 }
+            }
+            if let Some(lines) = lines.filter(|l| !l.is_empty()) {
+                last = Some(self.raw(lines));
             }
             if let Some(handle) = last {
                 // Write out this chunk before building the next (bounded memory); a

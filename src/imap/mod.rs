@@ -6,6 +6,7 @@ mod convert;
 mod driver;
 mod extended;
 mod fetch;
+mod fetch_lines;
 mod folders;
 mod listener;
 mod messages;

@@ -465,9 +465,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends a response imap-codec cannot encode (ESEARCH, LIST's extended data), in
     /// its place among those queued around it.
-    pub(super) fn raw(&mut self, line: Vec<u8>) {
+    pub(super) fn raw(&mut self, line: Vec<u8>) -> ResponseHandle {
         let placeholder = self.server.enqueue_data(Data::Exists(0));
         self.out.substitute(placeholder, line);
+        placeholder
     }
 
     /// Writes everything queued up to and including `handle`.
