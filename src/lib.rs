@@ -32,3 +32,4 @@ pub mod sqlite;
 pub mod store;
 pub mod systemd;
 pub mod tls;
+pub mod trim;

@@ -8,6 +8,7 @@ use imap_next::imap_types::IntoStatic;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{AString, IString, NString, Tag, Vec1};
+use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::extensions::compress::CompressionAlgorithm;
 use imap_next::imap_types::extensions::sort::SortAlgorithm;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
@@ -29,6 +30,9 @@ use super::selected::Selected;
 use super::{convert, mutf7};
 use crate::login::Outcome as LoginOutcome;
 use crate::mailbox::{Folder, Mailbox, MailboxError};
+
+/// A message this large (an APPEND's) has its memory given back to the OS once stored.
+const LARGE_MESSAGE: usize = 1 << 20;
 
 /// FETCH responses queued before they are written out, so a FETCH of a whole large
 /// folder never sits in memory at once.
@@ -724,6 +728,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             body => {
                 let name = body.name();
+                // A message of megabytes: its memory goes back once it is stored.
+                let large = match &body {
+                    CommandBody::Append { message, .. } => {
+                        let len = match message {
+                            LiteralOrLiteral8::Literal(l) => l.data().len(),
+                            LiteralOrLiteral8::Literal8(l) => l.data.len(),
+                        };
+                        len >= LARGE_MESSAGE
+                    }
+                    _ => false,
+                };
                 // One hand-over of the worker thread for the command and its catch-up
                 // together (each costs a thread wake-up).
                 crate::blocking::run(|| {
@@ -739,6 +754,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let expunges =
                         !matches!(name, "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD");
                     self.send_updates(expunges);
+                    if large {
+                        crate::trim::give_back();
+                    }
                 });
             }
         }
