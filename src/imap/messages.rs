@@ -868,17 +868,7 @@ fn esearch(
             let _ = write!(line, " MAX {max}");
         }
         if options.all {
-            let set: Vec<String> = super::selected::runs(&numbers)
-                .into_iter()
-                .map(|(a, b)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}:{b}")
-                    }
-                })
-                .collect();
-            let _ = write!(line, " ALL {}", set.join(","));
+            let _ = write!(line, " ALL {}", super::selected::set_text(&numbers));
         }
     }
     if options.count {

@@ -89,6 +89,21 @@ pub fn ranges(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
     merged
 }
 
+/// `numbers` as a sequence set's text ("1:3,5"), in runs.
+pub fn set_text(numbers: &[u32]) -> String {
+    let set: Vec<String> = runs(numbers)
+        .into_iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect();
+    set.join(",")
+}
+
 /// `numbers` (in any order) as sorted runs of consecutive ones.
 pub fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
     let mut sorted = numbers.to_vec();
@@ -166,20 +181,10 @@ impl Selected {
                 .filter_map(|&u| self.position(u).map(|i| i as u32 + 1))
                 .collect()
         };
-        let set: Vec<String> = runs(&numbers)
-            .into_iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}:{b}")
-                }
-            })
-            .collect();
-        if set.is_empty() {
+        if numbers.is_empty() {
             u32::MAX.to_string()
         } else {
-            set.join(",")
+            set_text(&numbers)
         }
     }
 
