@@ -355,7 +355,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 options(self.ctx.max_append).max_literal_size
             )));
         } else {
-            caps.push(Capability::Id);
+            // ENABLE and IDLE before login too, as Dovecot does: clients built on
+            // Python's imaplib keep the greeting's list and check ENABLE against it.
+            caps.extend([Capability::Id, Capability::Enable, Capability::Idle]);
         }
         Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
     }

@@ -7,8 +7,10 @@ from imap_tls import connect
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 m = connect(port)
 m.login(user, password)
+# imaplib keeps the greeting's (pre-login) list and checks ENABLE against it.
+greeting_caps = m.capabilities
 caps = m.capability()[1][0].decode().split()
-# imaplib keeps the greeting's (pre-login) list; what login added is asked for again.
+# What login added is asked for again.
 m.capabilities = tuple(caps)
 failed = False
 
@@ -19,6 +21,7 @@ def check(what, ok, got):
     failed |= not ok
 
 
+check("ENABLE before login", "ENABLE" in greeting_caps, greeting_caps)
 for cap in ("LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CREATE-SPECIAL-USE"):
     check(f"capability {cap}", cap in caps, caps)
 
