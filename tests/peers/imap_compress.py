@@ -6,20 +6,14 @@ import sys
 import imaplib
 import zlib
 
-from imap_tls import connect
+from imap_tls import Checks, connect
 
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
 m = connect(port)
 m.login(user, password)
 caps = m.capability()[1][0].decode().split()
-failed = False
-
-
-def check(what, ok, got):
-    global failed
-    print(("ok   " if ok else "FAIL ") + f"{what}: {got}")
-    failed |= not ok
+check = Checks()
 
 
 check("capability COMPRESS=DEFLATE", "COMPRESS=DEFLATE" in caps, caps)
@@ -84,6 +78,6 @@ check(
     wire,
 )
 m.logout()
-if failed:
+if check.failed:
     sys.exit(1)
 print("all done")

@@ -2,7 +2,7 @@
 raw command path, as clients built on it send them): imap_extended.py PORT USER PASSWORD."""
 import sys
 
-from imap_tls import connect
+from imap_tls import Checks, connect
 
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 m = connect(port)
@@ -12,13 +12,7 @@ greeting_caps = m.capabilities
 caps = m.capability()[1][0].decode().split()
 # What login added is asked for again.
 m.capabilities = tuple(caps)
-failed = False
-
-
-def check(what, ok, got):
-    global failed
-    print(("ok   " if ok else "FAIL ") + f"{what}: {got}")
-    failed |= not ok
+check = Checks()
 
 
 check("ENABLE before login", "ENABLE" in greeting_caps, greeting_caps)
@@ -116,6 +110,6 @@ typ, data = r._simple_command("SEARCH", "NOT", "$")
 typ, found = r._untagged_response(typ, data, "ESEARCH")
 check("rev2 search answers ESEARCH", found and found[0].endswith(b") ALL 1"), found)
 r.logout()
-if failed:
+if check.failed:
     sys.exit(1)
 print("all done")

@@ -17,3 +17,14 @@ def connect(port, source=None, timeout=60):
     client = FromSource("127.0.0.1", port, timeout=timeout)
     client.starttls(ssl_context=ctx)
     return client
+
+
+class Checks:
+    """Prints each check as "ok" or "FAIL" with what was seen, and remembers a failure."""
+
+    def __init__(self):
+        self.failed = False
+
+    def __call__(self, what, ok, got):
+        print(("ok   " if ok else "FAIL ") + f"{what}: {got}")
+        self.failed |= not ok
