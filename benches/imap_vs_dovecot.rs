@@ -2475,7 +2475,13 @@ struct MixResult {
     peak_rss_kib: u64,
     peak_pss_kib: u64,
     most_threads: u64,
+    /// NOOPs from one client alone after the mix, with the folder selected: the round
+    /// trip every command pays, against which the sub-millisecond p50s read.
+    noops: Vec<Duration>,
 }
+
+/// NOOPs timed for the round-trip floor.
+const FLOOR_NOOPS: usize = 2_000;
 
 /// Commands each mix client sends (FERRYMAIL_BENCH_MIX_COMMANDS overrides it). A fixed
 /// count, not a fixed time: the faster server would otherwise APPEND more, grow its
@@ -2560,6 +2566,18 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         list.sort();
     }
     let sampled = sampler.stop();
+    let mut noops = Vec::with_capacity(FLOOR_NOOPS);
+    let mut alone = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
+    alone
+        .command("SELECT Mix", |_| {})
+        .unwrap_or_else(|e| fail(e));
+    for _ in 0..FLOOR_NOOPS {
+        let began = Instant::now();
+        alone.command("NOOP", |_| {}).unwrap_or_else(|e| fail(e));
+        noops.push(began.elapsed());
+    }
+    let _ = alone.command("LOGOUT", |_| {});
+    noops.sort();
     MixResult {
         times,
         errors,
@@ -2567,6 +2585,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         peak_rss_kib: sampled.peak_rss_kib,
         peak_pss_kib: sampled.peak_pss_kib,
         most_threads: sampled.most_threads,
+        noops,
     }
 }
 
@@ -2718,6 +2737,23 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
         }
         println!("{row}");
     }
+    let mut floor =
+        format!("| `NOOP`, {FLOOR_NOOPS} from one client alone afterwards (the round trip) |");
+    for mix in mixes {
+        match (percentile(&mix.noops, 0.5), percentile(&mix.noops, 0.99)) {
+            (Some(a), Some(b)) => floor.push_str(&format!(
+                " {} / {} ({}) |",
+                fmt_time(a),
+                fmt_time(b),
+                mix.noops.len()
+            )),
+            _ => floor.push_str(" — |"),
+        }
+    }
+    if sides.len() == 2 {
+        floor.push_str(" — | (no target) |");
+    }
+    println!("{floor}");
     println!();
     for (side, mix) in sides.iter().zip(mixes) {
         let n: usize = mix.times.values().map(Vec::len).sum();
