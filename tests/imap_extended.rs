@@ -357,3 +357,20 @@ fn utf8_accept_switches_folder_names_to_utf8() {
         ],
     );
 }
+
+/// The attacker's line for the extended forms: 8 MB of `( ` after SEARCH RETURN (a
+/// logged-in command may be as long as the largest message). It is refused without
+/// noting millions of tokens, and the session goes on.
+#[test]
+fn a_line_of_millions_of_tokens_is_refused_without_noting_them() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    c.run("SELECT INBOX");
+    let before = server.process.memory_kib("VmHWM");
+    let line = format!("X SEARCH RETURN (COUNT) {}ALL\r\n", "( ".repeat(4_000_000));
+    c.send(line.as_bytes());
+    expect(&c.until("X"), &["T BAD …"]);
+    let grew = server.process.memory_kib("VmHWM").saturating_sub(before);
+    assert!(grew < 64 * 1024, "the line grew the peak by {grew} KiB");
+    expect(&c.run("NOOP"), &["T OK …"]);
+}

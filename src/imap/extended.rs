@@ -78,8 +78,16 @@ enum Kind {
     Close,
 }
 
-/// A command's tokens, with where each one's bytes are. One pass, no recursion: a
-/// hostile line costs its length and nothing more.
+/// The most tokens read of one command. A logged-in client's command may be as long as
+/// its largest message, and each token costs 24 bytes to note: a line of `(` would
+/// otherwise cost twelve times its length. The forms read here need a few dozen.
+const MOST_TOKENS: usize = 20_000;
+
+/// The most `$` one command may hold: each becomes the whole saved set, which may be long.
+const MOST_DOLLARS: usize = 8;
+
+/// A command's tokens, with where each one's bytes are. One pass, no recursion, at most
+/// MOST_TOKENS of them.
 struct Tokens<'a> {
     raw: &'a [u8],
     list: Vec<(Kind, Range<usize>)>,
@@ -89,6 +97,9 @@ fn lex(raw: &[u8]) -> Option<Tokens<'_>> {
     let mut list = Vec::new();
     let mut i = 0;
     while i < raw.len() {
+        if list.len() >= MOST_TOKENS {
+            return None;
+        }
         match raw[i] {
             b' ' => i += 1,
             b'\r' | b'\n' => break,
@@ -222,6 +233,12 @@ pub fn parse(raw: &[u8], saved: &dyn Fn(bool) -> String) -> Parsed {
     let dollars: Vec<usize> = (2..t.list.len())
         .filter(|&i| t.kind(i) == Some(Kind::Atom) && t.bytes(i) == b"$")
         .collect();
+    if dollars.len() > MOST_DOLLARS {
+        return match Tag::try_from(t.bytes(0).to_vec()) {
+            Ok(tag) => Parsed::Bad(tag.into_static(), "Too many $ in one command"),
+            Err(_) => Parsed::Unknown,
+        };
+    }
     if !dollars.is_empty() {
         // `$` is a whole sequence set: put the saved one in its place, then read again.
         // It is of UIDs in a UID command, and after the UID key of a search; a bare `$`
@@ -629,8 +646,23 @@ mod tests {
         ] {
             let _ = read(&line);
         }
+        // A line of tokens past the most read is not read at all (its tokens would
+        // cost twelve times its length), however it would have parsed.
         assert!(matches!(
-            read(&format!("a LIST {}\r\n", "(".repeat(100_000))),
+            read(&format!(
+                "a SEARCH RETURN (COUNT) {}ALL\r\n",
+                "( ".repeat(MOST_TOKENS)
+            )),
+            Parsed::Unknown
+        ));
+        // Many `$`: each would become the whole saved set.
+        let many = format!("a SEARCH RETURN (COUNT) {}ALL\r\n", "OR $ ".repeat(50));
+        assert!(matches!(
+            parse(many.as_bytes(), &|_| "1,3,5".repeat(100_000)),
+            Parsed::Bad(_, "Too many $ in one command")
+        ));
+        assert!(matches!(
+            read(&format!("a LIST {}\r\n", "(".repeat(MOST_TOKENS / 2))),
             Parsed::Bad(..)
         ));
     }

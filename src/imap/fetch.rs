@@ -66,6 +66,18 @@ fn literal(bytes: &[u8]) -> NString<'static> {
     }
 }
 
+/// The `<start.count>` of a BODY or BINARY fetch, within the bytes there are.
+fn cut<'b>(bytes: &'b [u8], partial: &Option<(u32, std::num::NonZeroU32)>) -> &'b [u8] {
+    match partial {
+        Some((start, count)) => {
+            let start = (*start as usize).min(bytes.len());
+            let end = start.saturating_add(count.get() as usize).min(bytes.len());
+            &bytes[start..end]
+        }
+        None => bytes,
+    }
+}
+
 fn slice(raw: &[u8], from: u32, to: u32) -> &[u8] {
     let len = raw.len();
     let (from, to) = ((from as usize).min(len), (to as usize).min(len));
@@ -261,11 +273,7 @@ pub fn items(
             } => {
                 let bytes = section_bytes(raw, meta, section.as_ref()).unwrap_or_default();
                 let (origin, data) = match partial {
-                    Some((start, count)) => {
-                        let start = (*start as usize).min(bytes.len());
-                        let end = start.saturating_add(count.get() as usize).min(bytes.len());
-                        (Some(start as u32), literal(&bytes[start..end]))
-                    }
+                    Some((start, _)) => (Some(*start), literal(cut(&bytes, partial))),
                     None => (None, literal(&bytes)),
                 };
                 MessageDataItem::BodyExt {
@@ -278,14 +286,7 @@ pub fn items(
                 section, partial, ..
             } => {
                 let bytes = binary_bytes(raw, meta, section)?.unwrap_or_default();
-                let bytes = match partial {
-                    Some((start, count)) => {
-                        let start = (*start as usize).min(bytes.len());
-                        let end = start.saturating_add(count.get() as usize).min(bytes.len());
-                        &bytes[start..end]
-                    }
-                    None => &bytes[..],
-                };
+                let bytes = cut(&bytes, partial);
                 // RFC 3516's grammar has no origin octet in the answer: the client
                 // knows where its partial began.
                 MessageDataItem::Binary {
