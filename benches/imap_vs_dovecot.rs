@@ -2061,11 +2061,15 @@ impl DovecotInstance {
             )?;
             "a self-signed ECDSA P-256 certificate from openssl".to_string()
         };
+        // The same argon2id parameters as ferrymail's (OWASP's 19 MiB), so the two
+        // servers' peaks both hold one login's check; Dovecot verifies the PHC string
+        // through libsodium.
+        let hash = ferrymail_hash(PASSWORD)?;
         let users = dir.join("users");
         fs::write(
             &users,
             format!(
-                "{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{}\n",
+                "{USER}:{{ARGON2ID}}{hash}:{uid}:{gid}::{}\n",
                 home.display()
             ),
         )
@@ -2094,7 +2098,7 @@ ssl_key = <{d}/key.pem
 auth_mechanisms = plain
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {d}/users
+  args = {d}/users
 }}
 userdb {{
   driver = passwd-file

@@ -33,6 +33,9 @@ use crate::mailbox::{Folder, Mailbox, MailboxError};
 
 /// A message this large (an APPEND's) has its memory given back to the OS once stored.
 const LARGE_MESSAGE: usize = 1 << 20;
+/// A command that ran this long worked through much of a folder; the memory it took goes
+/// back to the OS after it (a collect costs well under a millisecond).
+const LONG_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// FETCH responses queued before they are written out, so a FETCH of a whole large
 /// folder never sits in memory at once.
@@ -743,6 +746,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 // One hand-over of the worker thread for the command and its catch-up
                 // together (each costs a thread wake-up).
+                let started = std::time::Instant::now();
                 crate::blocking::run(|| {
                     let result = self.authenticated(tag.clone(), body);
                     if let Err(e) = result {
@@ -756,7 +760,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let expunges =
                         !matches!(name, "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD");
                     self.send_updates(expunges);
-                    if large {
+                    // So does a long command's (a whole folder fetched or searched):
+                    // the allocator would keep it for the next one, an idle session has none.
+                    if large || started.elapsed() >= LONG_COMMAND {
                         crate::trim::give_back();
                     }
                 });
