@@ -243,13 +243,19 @@ impl Process {
     /// A memory figure of the process from /proc/PID/status, in KiB: "VmHWM" (the peak
     /// resident size so far) or "VmRSS" (now); 0 once it is gone.
     pub fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        self.status_field(field)
+            .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A field of /proc/PID/status as written ("THP_enabled" → "0"); None when the
+    /// kernel does not have it or the process is gone.
+    pub fn status_field(&self, field: &str) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+            .map(|v| v.trim().to_string())
     }
 
     /// Whether the process is still running.
