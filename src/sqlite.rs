@@ -69,3 +69,40 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
     .map_err(sqlite)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    /// How often a cached range query was compiled again over `runs` different ranges.
+    fn reprepares(conn: &rusqlite::Connection, runs: u32) -> i32 {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS t (f INTEGER, u INTEGER, PRIMARY KEY (f, u));
+             INSERT OR IGNORE INTO t VALUES (1, 1), (1, 2), (1, 3);",
+        )
+        .unwrap();
+        let sql = "SELECT u FROM t WHERE f = ?1 AND u BETWEEN ?2 AND ?3 ORDER BY u";
+        for n in 1..=runs {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let rows: Vec<i64> = stmt
+                .query_map(rusqlite::params![1, n, n + 1], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(!rows.is_empty() || n > 3);
+        }
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn a_cached_statement_is_not_compiled_again_for_new_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("a.db"), super::Durability::Full).unwrap();
+        assert_eq!(reprepares(&conn, 5), 0);
+        // What the setting prevents, on the same SQLite.
+        let plain = rusqlite::Connection::open(dir.path().join("b.db")).unwrap();
+        assert!(reprepares(&plain, 5) > 0);
+    }
+}
