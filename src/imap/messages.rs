@@ -793,9 +793,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         criteria: &[imap_next::imap_types::search::SearchKey<'static>],
         uid: bool,
     ) -> Result<(), MailboxError> {
-        let uses_modseq = criteria
-            .iter()
-            .any(|k| format!("{k:?}").contains("ModSequence"));
+        let uses_modseq = criteria.iter().any(search::uses_modseq);
         let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
         let mut found = Vec::new();
         let mut highest = 0u64;

@@ -147,6 +147,17 @@ fn full_text(c: &Candidate<'_>, with_header: bool) -> String {
     out
 }
 
+/// Whether `key` names MODSEQ anywhere (the answer then says the highest, RFC 7162).
+pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::ModSequence { .. } => true,
+        _ => false,
+    }
+}
+
 pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     let info = c.info;
     match key {

@@ -19,7 +19,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 5;
+const VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -32,13 +32,20 @@ CREATE TABLE IF NOT EXISTS folders (
     highestmodseq INTEGER NOT NULL DEFAULT 1,
     first_recent INTEGER NOT NULL DEFAULT 1
 );
--- One row per message content; copies in several folders share it. The small sealed
--- metadata comes before the body, so reading it never walks the body's overflow pages.
+-- One row per message content; copies in several folders share it. `meta` is empty
+-- since version 6 (rows from before keep a copy nothing reads): see `metas`.
 CREATE TABLE IF NOT EXISTS blobs (
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     meta BLOB NOT NULL,
     body BLOB NOT NULL
+);
+-- Each blob's sealed metadata (ENVELOPE, MIME structure), apart from the body: a row of
+-- `blobs` fills a page with the body's first bytes, so a FETCH of every envelope read a
+-- page per message; here a page holds several.
+CREATE TABLE IF NOT EXISTS metas (
+    id INTEGER PRIMARY KEY,
+    meta BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
     folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
@@ -376,6 +383,13 @@ impl SqliteMailbox {
                 )?;
             }
         }
+        // Version 6: metadata apart from the bodies (see `metas`). The copies left in
+        // `blobs.meta` are not read again; rewriting every body to drop them would make
+        // the first login after the upgrade read and write the whole mailbox.
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO metas (id, meta)
+                 SELECT id, meta FROM blobs WHERE length(meta) > 0",
+        )?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit()?;
         if old {
@@ -413,15 +427,14 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
         r.get(0)
     })?;
     let meta = serde_json::to_vec(&Meta::of(body))?;
-    tx.execute(
-        "INSERT INTO blobs (id, size, meta, body) VALUES (?1, ?2, ?3, ?4)",
-        params![
+    tx.prepare_cached("INSERT INTO blobs (id, size, meta, body) VALUES (?1, ?2, x'', ?3)")?
+        .execute(params![
             id,
             body.len() as i64,
-            key.seal(id, Part::Meta, &meta)?,
             key.seal(id, Part::Body, body)?
-        ],
-    )?;
+        ])?;
+    tx.prepare_cached("INSERT INTO metas (id, meta) VALUES (?1, ?2)")?
+        .execute(params![id, key.seal(id, Part::Meta, &meta)?])?;
     Ok(id)
 }
 
@@ -725,21 +738,28 @@ impl SqliteMailbox {
         uid: u32,
         part: Part,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        let column = match part {
-            Part::Body => "b.body",
-            Part::Meta => "b.meta",
-        };
+        let table = Self::table_of(part);
         let row: Option<(i64, Vec<u8>)> = self
             .conn
             .prepare_cached(&format!(
-                "SELECT b.id, {column} FROM messages m JOIN blobs b ON b.id = m.blob_id
-                 WHERE m.folder_id = ?1 AND m.uid = ?2"
+                "SELECT b.id, b.{table_column} FROM messages m JOIN {table} b ON b.id = m.blob_id
+                 WHERE m.folder_id = ?1 AND m.uid = ?2",
+                table = table.0,
+                table_column = table.1,
             ))?
             .query_row(params![folder.id, uid], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             Some((id, sealed)) => Ok(Some(self.key.open(id, part, &sealed)?)),
             None => Ok(None),
+        }
+    }
+
+    /// The table and column that hold `part` of each blob.
+    fn table_of(part: Part) -> (&'static str, &'static str) {
+        match part {
+            Part::Body => ("blobs", "body"),
+            Part::Meta => ("metas", "meta"),
         }
     }
 
@@ -752,13 +772,12 @@ impl SqliteMailbox {
         last: u32,
         part: Part,
     ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
-        let column = match part {
-            Part::Body => "b.body",
-            Part::Meta => "b.meta",
-        };
+        let table = Self::table_of(part);
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT m.uid, b.id, {column} FROM messages m JOIN blobs b ON b.id = m.blob_id
-             WHERE m.folder_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid"
+            "SELECT m.uid, b.id, b.{table_column} FROM messages m JOIN {table} b ON b.id = m.blob_id
+             WHERE m.folder_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
+            table = table.0,
+            table_column = table.1,
         ))?;
         let rows = stmt.query_map(params![folder.id, first, last], |r| {
             Ok((
@@ -1014,8 +1033,11 @@ fn collect_garbage(tx: &Connection, mut blobs: Vec<i64>) -> rusqlite::Result<()>
         "DELETE FROM blobs WHERE id = ?1
          AND NOT EXISTS (SELECT 1 FROM messages WHERE blob_id = ?1)",
     )?;
+    let mut delete_meta = tx.prepare_cached("DELETE FROM metas WHERE id = ?1")?;
     for blob in blobs {
-        delete.execute([blob])?;
+        if delete.execute([blob])? > 0 {
+            delete_meta.execute([blob])?;
+        }
     }
     Ok(())
 }
@@ -1055,5 +1077,58 @@ mod tests {
         drop(mb);
         let file = std::fs::read(&path).unwrap();
         assert!(!file.windows(10).any(|w| w == b"old secret"));
+    }
+
+    #[test]
+    fn version_5_metadata_moves_beside_the_bodies_and_goes_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
+        let message = b"Subject: kept\r\nFrom: a@b.test\r\n\r\nhello\r\n";
+        boxes.append("me@d.test", "INBOX", message, None).unwrap();
+        // Make it a version 5 file: the metadata in `blobs.meta`, no `metas`.
+        let path = dir.path().join("mailboxes/d.test/me.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE blobs SET meta = (SELECT meta FROM metas WHERE metas.id = blobs.id);
+             DROP TABLE metas;
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut mailbox = boxes.open("me@d.test").unwrap();
+        let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+        let meta = mailbox.meta(&inbox, 1).unwrap().unwrap();
+        assert_eq!(meta.envelope.subject.as_deref(), Some("kept"));
+        let count = |table: &str| -> i64 {
+            Connection::open(&path)
+                .unwrap()
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count("metas"), 1);
+        // A new message's metadata is only in `metas`; an expunge takes both rows.
+        drop(mailbox);
+        boxes.append("me@d.test", "INBOX", message, None).unwrap();
+        let mut mailbox = boxes.open("me@d.test").unwrap();
+        let empty: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM blobs WHERE length(meta) = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((count("metas"), empty), (2, 1));
+        mailbox
+            .set_flags(
+                &inbox,
+                &[1, 2],
+                FlagChange::Add,
+                &["\\Deleted".to_string()],
+                None,
+            )
+            .unwrap();
+        mailbox.expunge(&inbox, None).unwrap();
+        assert_eq!((count("metas"), count("blobs")), (0, 0));
     }
 }
