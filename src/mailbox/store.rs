@@ -1095,7 +1095,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let mut mailbox = boxes.open("me@d.test").unwrap();
+        let mailbox = boxes.open("me@d.test").unwrap();
         let inbox = mailbox.folder("INBOX").unwrap().unwrap();
         let meta = mailbox.meta(&inbox, 1).unwrap().unwrap();
         assert_eq!(meta.envelope.subject.as_deref(), Some("kept"));
