@@ -783,12 +783,19 @@ impl MongoMailbox {
                 .await?;
             let blobs: Vec<i64> = messages.iter().map(|m| int(m, "blob_id")).collect();
             let mut opened = self.open_blobs(&blobs, part).await?;
+            // Copies share a blob: the last one takes it, the others clone (counted
+            // once: asking each message how many share its blob was quadratic).
+            let mut left = std::collections::HashMap::<i64, usize>::new();
+            for blob in &blobs {
+                *left.entry(*blob).or_default() += 1;
+            }
             Ok(messages
                 .iter()
                 .filter_map(|m| {
                     let blob = int(m, "blob_id");
-                    // Copies share a blob: the last one takes it, the others clone.
-                    let bytes = if blobs.iter().filter(|b| **b == blob).count() > 1 {
+                    let count = left.entry(blob).or_default();
+                    *count = count.saturating_sub(1);
+                    let bytes = if *count > 0 {
                         opened.get(&blob).cloned()
                     } else {
                         opened.remove(&blob)
