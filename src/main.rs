@@ -4,6 +4,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    ferrymail::trim::small_pages();
+    ferrymail::trim::at_start();
     ferrymail::cli::main()
 }
