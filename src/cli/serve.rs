@@ -728,6 +728,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
 
     tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
     tasks.spawn(crate::systemd::watchdog(shutdown.clone()));
+    tasks.spawn(crate::trim::purge_freed(shutdown.clone()));
     println!(
         "ferrymail serving {hostname} (store revision {}); Ctrl-C or SIGTERM stops it",
         first.revision
