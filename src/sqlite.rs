@@ -84,12 +84,10 @@ mod tests {
         let sql = "SELECT u FROM t WHERE f = ?1 AND u BETWEEN ?2 AND ?3 ORDER BY u";
         for n in 1..=runs {
             let mut stmt = conn.prepare_cached(sql).unwrap();
-            let rows: Vec<i64> = stmt
-                .query_map(rusqlite::params![1, n, n + 1], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
+            let rows = stmt
+                .query_map(rusqlite::params![1, n, n + 1], |r| r.get::<_, i64>(0))
                 .unwrap();
-            assert!(!rows.is_empty() || n > 3);
+            assert!(rows.count() <= 2);
         }
         conn.prepare_cached(sql)
             .unwrap()

@@ -35,7 +35,8 @@ pub fn at_start() {
 
 /// Every second, gives back what mimalloc freed and set aside to purge: it purges only
 /// when it next allocates, so an idle server kept a burst's peak (eight 8 MB SMTP
-/// messages at once left 198 MB for as long as the threads lived; 51 MB with this).
+/// messages at once left 198 MB for as long as the threads lived; with this, 60-70 MB
+/// two seconds later).
 /// Purging at once instead (mimalloc's purge delay 0) cost a whole-folder FETCH of every
 /// body a third more CPU, giving back and faulting in each chunk's buffers again.
 pub async fn purge_freed(mut shutdown: tokio::sync::watch::Receiver<bool>) {

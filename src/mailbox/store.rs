@@ -738,14 +738,12 @@ impl SqliteMailbox {
         uid: u32,
         part: Part,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        let table = Self::table_of(part);
+        let (table, column) = Self::table_of(part);
         let row: Option<(i64, Vec<u8>)> = self
             .conn
             .prepare_cached(&format!(
-                "SELECT b.id, b.{table_column} FROM messages m JOIN {table} b ON b.id = m.blob_id
-                 WHERE m.folder_id = ?1 AND m.uid = ?2",
-                table = table.0,
-                table_column = table.1,
+                "SELECT b.id, b.{column} FROM messages m JOIN {table} b ON b.id = m.blob_id
+                 WHERE m.folder_id = ?1 AND m.uid = ?2"
             ))?
             .query_row(params![folder.id, uid], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
@@ -772,12 +770,10 @@ impl SqliteMailbox {
         last: u32,
         part: Part,
     ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
-        let table = Self::table_of(part);
+        let (table, column) = Self::table_of(part);
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT m.uid, b.id, b.{table_column} FROM messages m JOIN {table} b ON b.id = m.blob_id
-             WHERE m.folder_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
-            table = table.0,
-            table_column = table.1,
+            "SELECT m.uid, b.id, b.{column} FROM messages m JOIN {table} b ON b.id = m.blob_id
+             WHERE m.folder_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid"
         ))?;
         let rows = stmt.query_map(params![folder.id, first, last], |r| {
             Ok((

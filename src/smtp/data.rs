@@ -46,18 +46,9 @@ fn hops(body: &[u8]) -> usize {
         .count()
 }
 
-/// A message this large has its memory given back to the OS once queued.
-const LARGE_MESSAGE: usize = 1 << 20;
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn finish_message(&mut self, body: Vec<u8>) {
-        // A message of megabytes (and its copies on the way to the queue): its memory
-        // goes back to the OS once it is stored, as an IMAP APPEND's does.
-        let large = body.len() >= LARGE_MESSAGE;
         let outcome = self.check_and_queue(body).await;
-        if large {
-            crate::trim::give_back();
-        }
         let sender = self.state.mail_from.clone().unwrap_or_default();
         let rcpts: Vec<&str> = self
             .state
