@@ -20,6 +20,12 @@ use crate::mailbox::{FlagChange, Folder, Mailbox, MailboxError};
 
 use super::session::*;
 
+/// The most messages, and bytes, a FETCH may name to count as short (`is_short`).
+const SHORT_FETCH_MESSAGES: u64 = 8;
+const SHORT_FETCH_BYTES: u64 = 256 * 1024;
+/// The largest folder whose index a SEARCH goes through on the worker thread.
+const SHORT_SEARCH_MESSAGES: usize = 10_000;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Tells the client what changed in its selected folder since it last heard.
     pub(super) fn send_updates(&mut self, expunges: bool) {
@@ -61,7 +67,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if changes.exists.is_some() && !rev2 {
             // New messages: those no other session has seen are this one's \Recent.
             let (folder, read_only) = (&selected.folder, selected.read_only);
-            let recent = crate::blocking::run(|| user.mailbox.recent_for(folder, read_only))
+            // A claim writes, and may wait for another session's write to end.
+            let recent = crate::blocking::off_worker(|| user.mailbox.recent_for(folder, read_only))
                 .unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "IMAP \\Recent claim failed");
                     None
@@ -143,6 +150,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     items,
                 });
             }
+        }
+    }
+
+    /// Whether `body` is a short read of the selected folder, to run on the worker
+    /// thread itself (`blocking::run_here`): a FETCH of a few small messages that sets
+    /// no flag, or a SEARCH of the index alone.
+    pub(super) fn is_short(&self, body: &CommandBody<'_>) -> bool {
+        let Some(selected) = self.selected.as_ref() else {
+            return false;
+        };
+        match body {
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(names),
+                uid,
+                ..
+            } => {
+                let largest = if *uid {
+                    selected.largest_uid()
+                } else {
+                    selected.view.len() as u32
+                };
+                let named: u64 = super::selected::ranges(sequence_set, largest)
+                    .iter()
+                    .map(|&(a, b)| u64::from(b - a) + 1)
+                    .sum();
+                named <= SHORT_FETCH_MESSAGES
+                    && !fetch::sets_seen(names)
+                    && selected
+                        .resolve(sequence_set, *uid)
+                        .iter()
+                        .map(|&i| selected.view[i].size)
+                        .sum::<u64>()
+                        <= SHORT_FETCH_BYTES
+            }
+            CommandBody::Search { criteria, .. } => {
+                selected.view.len() <= SHORT_SEARCH_MESSAGES
+                    && criteria.as_ref().iter().all(search::index_only)
+            }
+            _ => false,
         }
     }
 
@@ -414,7 +461,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let fast = fetch_lines::simple(&names);
         let mut vanished = false;
         let mut failed = None;
-        for chunk in targets.chunks(FETCH_CHUNK) {
+        let chunks = targets.len().div_ceil(FETCH_CHUNK);
+        for (n, chunk) in targets.chunks(FETCH_CHUNK).enumerate() {
             let (bodies, metas) = {
                 let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
                 let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
@@ -464,10 +512,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Some(lines) = lines.filter(|l| !l.is_empty()) {
                 last = Some(self.raw(lines));
             }
-            if let Some(handle) = last {
+            if let Some(handle) = last.filter(|_| n + 1 < chunks) {
                 // Write out this chunk before building the next (bounded memory); a
-                // client that went away gets no more (the session loop then ends).
-                if !tokio::runtime::Handle::current().block_on(self.send_through(handle)) {
+                // client that went away gets no more (the session loop then ends). The
+                // last goes out with the tagged completion, in one write.
+                if !crate::blocking::wait(self.send_through(handle)) {
                     return Ok(());
                 }
             }

@@ -158,6 +158,42 @@ pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// Whether `key` is answered from the index the session holds (flags, numbers, sizes,
+/// arrival dates) without reading any message.
+pub fn index_only(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(index_only),
+        SearchKey::Or(a, b) => index_only(a) && index_only(b),
+        SearchKey::Not(k) => index_only(k),
+        SearchKey::All
+        | SearchKey::SequenceSet(_)
+        | SearchKey::Uid(_)
+        | SearchKey::Answered
+        | SearchKey::Unanswered
+        | SearchKey::Deleted
+        | SearchKey::Undeleted
+        | SearchKey::Draft
+        | SearchKey::Undraft
+        | SearchKey::Flagged
+        | SearchKey::Unflagged
+        | SearchKey::Seen
+        | SearchKey::Unseen
+        | SearchKey::Recent
+        | SearchKey::New
+        | SearchKey::Old
+        | SearchKey::Keyword(_)
+        | SearchKey::Unkeyword(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_)
+        | SearchKey::Before(_)
+        | SearchKey::On(_)
+        | SearchKey::Since(_)
+        | SearchKey::ModSequence { .. } => true,
+        // Envelope, header and text keys read the messages.
+        _ => false,
+    }
+}
+
 pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     let info = c.info;
     match key {

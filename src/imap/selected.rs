@@ -288,20 +288,20 @@ impl Selected {
 
     /// Indexes into the view of the messages `set` names (UIDs or sequence numbers).
     pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
-        if self.view.is_empty() {
-            return Vec::new();
-        }
-        let largest = if uid {
-            self.largest_uid()
+        // Range by range (the view is in UID order), not the whole view per command:
+        // a FETCH of one message in a folder of 10,000 looks at one.
+        let mut out = Vec::new();
+        if uid {
+            for (a, b) in ranges(set, self.largest_uid()) {
+                let start = self.view.partition_point(|m| m.uid < a);
+                out.extend((start..self.view.len()).take_while(|&i| self.view[i].uid <= b));
+            }
         } else {
-            self.view.len() as u32
-        };
-        (0..self.view.len())
-            .filter(|&i| {
-                let n = if uid { self.view[i].uid } else { i as u32 + 1 };
-                contains(set, n, largest)
-            })
-            .collect()
+            for (a, b) in ranges(set, self.view.len() as u32) {
+                out.extend(a as usize - 1..b as usize);
+            }
+        }
+        out
     }
 
     /// Where `uid` is in the view.
@@ -394,6 +394,44 @@ mod tests {
             modseq,
             size: 1,
             internal_date: 0,
+        }
+    }
+
+    #[test]
+    fn resolving_a_set_agrees_with_testing_every_message() {
+        // UIDs with gaps, as after expunges.
+        let uids = [2, 3, 5, 8, 9, 10, 40, 41, 100];
+        let s = Selected::new(
+            inbox(101),
+            false,
+            uids.iter().map(|&u| msg(u, 1, &[])).collect(),
+        );
+        for text in [
+            "1",
+            "*",
+            "1:*",
+            "*:1",
+            "4:6",
+            "9:2",
+            "3,1,3",
+            "200",
+            "50:*",
+            "100:200",
+            "11:39",
+            "2,5:8,41:*",
+            "1:4294967295",
+        ] {
+            let set = SequenceSet::try_from(text).unwrap();
+            for uid in [false, true] {
+                let largest = if uid { 100 } else { uids.len() as u32 };
+                let every: Vec<usize> = (0..uids.len())
+                    .filter(|&i| {
+                        let n = if uid { uids[i] } else { i as u32 + 1 };
+                        contains(&set, n, largest)
+                    })
+                    .collect();
+                assert_eq!(s.resolve(&set, uid), every, "{text} uid={uid}");
+            }
         }
     }
 

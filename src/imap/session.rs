@@ -651,7 +651,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Flow::Continue;
             }
             CommandBody::Noop => {
-                self.send_updates(true);
+                crate::blocking::run_here(|| self.send_updates(true));
                 self.ok(tag, "NOOP completed");
                 return Flow::Continue;
             }
@@ -745,9 +745,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ => false,
                 };
                 // One hand-over of the worker thread for the command and its catch-up
-                // together (each costs a thread wake-up).
+                // together (each costs a thread wake-up), none for a short read.
+                let short = self.is_short(&body);
                 let started = std::time::Instant::now();
-                crate::blocking::run(|| {
+                let work = || {
                     let result = self.authenticated(tag.clone(), body);
                     if let Err(e) = result {
                         tracing::debug!(command = name, error = %e, "IMAP command failed");
@@ -765,7 +766,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if large || started.elapsed() >= LONG_COMMAND {
                         crate::trim::give_back();
                     }
-                });
+                };
+                if short {
+                    crate::blocking::run_here(work);
+                } else {
+                    crate::blocking::run(work);
+                }
             }
         }
         Flow::Continue
