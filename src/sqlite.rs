@@ -67,8 +67,14 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
         true,
     )
     .map_err(sqlite)?;
+    // rusqlite keeps 16 compiled statements; a mailbox's writes use more than that, and
+    // the ones pushed out were compiled again on their next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// Compiled statements kept per connection (each a few KB).
+const STATEMENT_CACHE: usize = 64;
 
 #[cfg(test)]
 mod tests {
