@@ -220,9 +220,14 @@ fn main() {
     report(&sides, &corpus);
     let mixes: Vec<MixResult> = sides
         .iter()
-        .map(|side| write_mix(side, &corpus, &config))
+        .map(|side| write_mix(side, &corpus, &config, &Mix::FLAT_OUT))
         .collect();
-    report_mix(&sides, &mixes);
+    report_mix(&sides, &mixes, &Mix::FLAT_OUT);
+    let paced: Vec<MixResult> = sides
+        .iter()
+        .map(|side| write_mix(side, &corpus, &config, &Mix::PACED))
+        .collect();
+    report_mix(&sides, &paced, &Mix::PACED);
     for side in &mut sides {
         side.stop();
     }
@@ -2479,13 +2484,61 @@ struct MixResult {
     peak_rss_kib: u64,
     peak_pss_kib: u64,
     most_threads: u64,
-    /// NOOPs from one client alone after the mix, with the folder selected: the round
-    /// trip every command pays, against which the sub-millisecond p50s read.
-    noops: Vec<Duration>,
+    /// `ALONE` from one client alone after the mix, with the folder selected (sorted
+    /// times, one list per command; none after the paced mix): NOOP is the round trip
+    /// every command pays, the reads are the mix's without other clients to wait for.
+    alone: Vec<Vec<Duration>>,
+    /// CPU seconds the server's processes used during the mix.
+    server_cpu: f64,
+    /// Share of the machine's CPU time that was busy during the mix (clients included).
+    machine_busy: f64,
 }
 
-/// NOOPs timed for the round-trip floor.
-const FLOOR_NOOPS: usize = 2_000;
+/// Commands of each kind one client sends alone after the mix.
+const ALONE_COMMANDS: usize = 2_000;
+
+/// What one client alone sends after the mix (`u` a message of the folder), as labelled.
+const ALONE: [(&str, &str); 3] = [
+    ("NOOP", "`NOOP` (the round trip)"),
+    (
+        "UID FETCH u (FLAGS BODY.PEEK[HEADER])",
+        "`UID FETCH u (FLAGS BODY.PEEK[HEADER])`",
+    ),
+    ("UID SEARCH UNSEEN", "`UID SEARCH UNSEEN`"),
+];
+
+/// How the mix's clients send: each as fast as its answers come back, or each at a
+/// fixed rate. Flat out, the faster server is also sent more commands a second, and its
+/// short reads wait behind more work on the two cores; at a fixed rate both servers get
+/// the same load, and what differs is only how they answer it.
+struct Mix {
+    folder: &'static str,
+    /// Commands a second per client.
+    rate: Option<u32>,
+    heading: &'static str,
+}
+
+impl Mix {
+    const FLAT_OUT: Mix = Mix {
+        folder: "Mix",
+        rate: None,
+        heading: "Write mix",
+    };
+    /// 5 × 100 commands a second: about half of what Dovecot answers flat out here.
+    const PACED: Mix = Mix {
+        folder: "Paced",
+        rate: Some(100),
+        heading: "Write mix at a fixed rate",
+    };
+
+    /// Commands per client: the paced run sends half as many (it takes longer).
+    fn commands(&self) -> usize {
+        match self.rate {
+            None => mix_commands(),
+            Some(_) => mix_commands().div_ceil(2),
+        }
+    }
+}
 
 /// Commands each mix client sends (FERRYMAIL_BENCH_MIX_COMMANDS overrides it). A fixed
 /// count, not a fixed time: the faster server would otherwise APPEND more, grow its
@@ -2500,10 +2553,11 @@ fn mix_commands() -> usize {
 /// Runs the mix against one server: MIX_CLIENTS clients on folder "Mix", each working
 /// on its own messages (so it always knows which UIDs live) while every change reaches
 /// the others as untagged updates.
-fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixResult {
+fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>, mix: &Mix) -> MixResult {
     let fail = |e: String| -> ! { panic!("{}: write mix setup: {e}", side.name) };
     let mut admin = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
-    for folder in ["Mix", "MixCopies"] {
+    let folder = mix.folder;
+    for folder in [folder.to_string(), format!("{folder}Copies")] {
         admin
             .command(&format!("CREATE {folder}"), |_| {})
             .unwrap_or_else(|e| fail(e));
@@ -2513,10 +2567,10 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         .unwrap_or_else(|e| fail(e));
     let last = MIX_MESSAGES.min(corpus.messages.len());
     admin
-        .command(&format!("UID COPY 1:{last} Mix"), |_| {})
+        .command(&format!("UID COPY 1:{last} {folder}"), |_| {})
         .unwrap_or_else(|e| fail(e));
     admin
-        .command("SELECT Mix", |_| {})
+        .command(&format!("SELECT {folder}"), |_| {})
         .unwrap_or_else(|e| fail(e));
     let mut uids: Vec<u32> = Vec::new();
     admin
@@ -2532,13 +2586,15 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         })
         .unwrap_or_else(|e| fail(e));
     let _ = admin.command("LOGOUT", |_| {});
-    let commands = mix_commands();
+    let commands = mix.commands();
     println!(
-        "\n{}: write mix, {MIX_CLIENTS} clients on {} messages, {commands} commands each",
+        "\n{}: {}, {MIX_CLIENTS} clients on {} messages, {commands} commands each",
         side.name,
+        mix.heading.to_lowercase(),
         uids.len()
     );
     let sampler = Sampler::start(side.pid);
+    let (cpu_before, machine_before) = (side.cpu_seconds(), machine_cpu());
     let started = Instant::now();
     let results: Vec<MixTimes> = thread::scope(|scope| {
         let handles: Vec<_> = (0..MIX_CLIENTS)
@@ -2549,7 +2605,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
                     .filter(|u| *u as usize % MIX_CLIENTS == k)
                     .collect();
                 let port = side.port;
-                scope.spawn(move || mix_client(k, port, config, own, corpus, commands))
+                scope.spawn(move || mix_client(k, port, config, own, corpus, commands, mix))
             })
             .collect();
         handles
@@ -2558,6 +2614,13 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
             .collect()
     });
     let wall = started.elapsed();
+    // Dovecot's per-connection processes end after LOGOUT; their time counts once the
+    // master has reaped them.
+    thread::sleep(Duration::from_millis(300));
+    let server_cpu = side.cpu_seconds() - cpu_before;
+    let machine_after = machine_cpu();
+    let machine_busy = machine_after.0.saturating_sub(machine_before.0) as f64
+        / (machine_after.1.saturating_sub(machine_before.1) as f64).max(1.0);
     let mut times: HashMap<MixOp, Vec<Duration>> = HashMap::new();
     let mut errors = Vec::new();
     for (t, e) in results {
@@ -2570,18 +2633,40 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         list.sort();
     }
     let sampled = sampler.stop();
-    let mut noops = Vec::with_capacity(FLOOR_NOOPS);
-    let mut alone = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
-    alone
-        .command("SELECT Mix", |_| {})
-        .unwrap_or_else(|e| fail(e));
-    for _ in 0..FLOOR_NOOPS {
-        let began = Instant::now();
-        alone.command("NOOP", |_| {}).unwrap_or_else(|e| fail(e));
-        noops.push(began.elapsed());
+    let mut alone_times = Vec::new();
+    if mix.rate.is_none() {
+        let mut alone = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
+        alone
+            .command(&format!("SELECT {folder}"), |_| {})
+            .unwrap_or_else(|e| fail(e));
+        let mut left: Vec<u32> = Vec::new();
+        alone
+            .command("UID SEARCH ALL", |item| {
+                if item.text.starts_with(b"* SEARCH") {
+                    left.extend(
+                        text(&item.text)
+                            .split_whitespace()
+                            .skip(2)
+                            .filter_map(|u| u.parse::<u32>().ok()),
+                    );
+                }
+            })
+            .unwrap_or_else(|e| fail(e));
+        let mut rng = Lcg(SEED);
+        for (command, _) in ALONE {
+            let mut list = Vec::with_capacity(ALONE_COMMANDS);
+            for _ in 0..ALONE_COMMANDS {
+                let uid = left.get(rng.below(left.len().max(1))).copied().unwrap_or(1);
+                let command = command.replace(" u ", &format!(" {uid} "));
+                let began = Instant::now();
+                alone.command(&command, |_| {}).unwrap_or_else(|e| fail(e));
+                list.push(began.elapsed());
+            }
+            list.sort();
+            alone_times.push(list);
+        }
+        let _ = alone.command("LOGOUT", |_| {});
     }
-    let _ = alone.command("LOGOUT", |_| {});
-    noops.sort();
     MixResult {
         times,
         errors,
@@ -2589,7 +2674,9 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>) -> MixRes
         peak_rss_kib: sampled.peak_rss_kib,
         peak_pss_kib: sampled.peak_pss_kib,
         most_threads: sampled.most_threads,
-        noops,
+        alone: alone_times,
+        server_cpu,
+        machine_busy,
     }
 }
 
@@ -2602,6 +2689,7 @@ fn mix_client(
     mut own: Vec<u32>,
     corpus: &Corpus,
     commands: usize,
+    mix: &Mix,
 ) -> MixTimes {
     let mut times: HashMap<MixOp, Vec<Duration>> = HashMap::new();
     let mut errors = Vec::new();
@@ -2609,12 +2697,22 @@ fn mix_client(
         Ok(imap) => imap,
         Err(e) => return (times, vec![format!("client {k}: login: {e}")]),
     };
-    if let Err(e) = imap.command("SELECT Mix", |_| {}) {
+    let folder = mix.folder;
+    if let Err(e) = imap.command(&format!("SELECT {folder}"), |_| {}) {
         return (times, vec![format!("client {k}: {e}")]);
     }
     let mut rng = Lcg(SEED ^ ((k as u64 + 1) * 0x9e37_79b9));
     let mut seen = false;
-    for _ in 0..commands {
+    let interval = mix.rate.map(|r| Duration::from_secs(1) / r);
+    let start = Instant::now();
+    for sent in 0..commands {
+        if let Some(interval) = interval {
+            // The next command's turn; a client that fell behind sends at once.
+            let due = start + interval * sent as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
         if errors.len() >= 20 {
             break;
         }
@@ -2656,10 +2754,10 @@ fn mix_client(
                     Err(e) => Err(e),
                 }
             }
-            MixOp::Copy => imap.command(&format!("UID COPY {uid} MixCopies"), |_| {}),
+            MixOp::Copy => imap.command(&format!("UID COPY {uid} {folder}Copies"), |_| {}),
             MixOp::Append => {
                 let m = &corpus.messages[rng.below(corpus.messages.len())];
-                match imap.append_to("Mix", m) {
+                match imap.append_to(folder, m) {
                     Ok(new) => {
                         own.push(new);
                         Ok(String::new())
@@ -2690,12 +2788,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     Some(sorted[i])
 }
 
-fn report_mix(sides: &[Side], mixes: &[MixResult]) {
+fn report_mix(sides: &[Side], mixes: &[MixResult], plan: &Mix) {
+    let pace = match plan.rate {
+        None => "each sending its next command as soon as the last is answered".to_string(),
+        Some(rate) => format!("each sending {rate} commands a second"),
+    };
     println!(
-        "\n## Write mix\n\n{MIX_CLIENTS} clients at once on one folder of {MIX_MESSAGES} \
-         messages, {} commands per client on each server (the same random sequence on \
+        "\n## {}\n\n{MIX_CLIENTS} clients at once on one folder of {MIX_MESSAGES} \
+         messages, {pace}, {} commands per client on each server (the same random sequence on \
          both), each command timed to its tagged OK (p50 / p99).\n",
-        mix_commands()
+        plan.heading,
+        plan.commands()
     );
     let mut head = String::from("| command |");
     let mut rule = String::from("| --- |");
@@ -2741,31 +2844,55 @@ fn report_mix(sides: &[Side], mixes: &[MixResult]) {
         }
         println!("{row}");
     }
-    let mut floor =
-        format!("| `NOOP`, {FLOOR_NOOPS} from one client alone afterwards (the round trip) |");
-    for mix in mixes {
-        match (percentile(&mix.noops, 0.5), percentile(&mix.noops, 0.99)) {
-            (Some(a), Some(b)) => floor.push_str(&format!(
-                " {} / {} ({}) |",
-                fmt_time(a),
-                fmt_time(b),
-                mix.noops.len()
-            )),
-            _ => floor.push_str(" — |"),
+    if mixes.iter().any(|m| !m.alone.is_empty()) {
+        println!(
+            "\nThen one client alone, {ALONE_COMMANDS} of each (p50 / p99): what the reads \
+             cost without the other clients' work to wait for.\n"
+        );
+        println!("{head}\n{rule}");
+        for (k, (_, label)) in ALONE.iter().enumerate() {
+            let mut row = format!("| {label} |");
+            let mut p50s = Vec::new();
+            for mix in mixes {
+                let list = mix.alone.get(k).map(Vec::as_slice).unwrap_or_default();
+                match (percentile(list, 0.5), percentile(list, 0.99)) {
+                    (Some(a), Some(b)) => {
+                        row.push_str(&format!(
+                            " {} / {} ({}) |",
+                            fmt_time(a),
+                            fmt_time(b),
+                            list.len()
+                        ));
+                        p50s.push(a);
+                    }
+                    _ => row.push_str(" — |"),
+                }
+            }
+            if let [a, b] = p50s[..] {
+                let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+                let met = match k {
+                    0 => "(no target)",
+                    _ if ratio <= TARGET => "met",
+                    _ => "**not met**",
+                };
+                row.push_str(&format!(" {ratio:.2}× | {met} |"));
+            } else if sides.len() == 2 {
+                row.push_str(" — | — |");
+            }
+            println!("{row}");
         }
     }
-    if sides.len() == 2 {
-        floor.push_str(" — | (no target) |");
-    }
-    println!("{floor}");
     println!();
     for (side, mix) in sides.iter().zip(mixes) {
         let n: usize = mix.times.values().map(Vec::len).sum();
         println!(
-            "- {}: {n} commands in {:.1} s ({:.0}/s), peak memory {:.0} MB RSS / {:.0} MB PSS (summed over its processes, sampled; {} threads at most), {} errors{}",
+            "- {}: {n} commands in {:.1} s ({:.0}/s), server CPU {:.1} s ({:.0} µs a command; the machine {:.0}% busy), peak memory {:.0} MB RSS / {:.0} MB PSS (summed over its processes, sampled; {} threads at most), {} errors{}",
             side.name,
             mix.wall.as_secs_f64(),
             n as f64 / mix.wall.as_secs_f64().max(1e-9),
+            mix.server_cpu,
+            mix.server_cpu * 1e6 / (n as f64).max(1.0),
+            mix.machine_busy * 100.0,
             mix.peak_rss_kib as f64 * 1024.0 / 1e6,
             mix.peak_pss_kib as f64 * 1024.0 / 1e6,
             mix.most_threads,
