@@ -67,8 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if changes.exists.is_some() && !rev2 {
             // New messages: those no other session has seen are this one's \Recent.
             let (folder, read_only) = (&selected.folder, selected.read_only);
-            // A claim writes, and may wait for another session's write to end.
-            let recent = crate::blocking::off_worker(|| user.mailbox.recent_for(folder, read_only))
+            let recent = crate::blocking::run(|| user.mailbox.recent_for(folder, read_only))
                 .unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "IMAP \\Recent claim failed");
                     None

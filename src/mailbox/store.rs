@@ -426,6 +426,37 @@ impl SqliteMailbox {
     }
 }
 
+/// Runs the reads of `body` on one snapshot of the file. BEGIN and COMMIT are cached
+/// statements: rusqlite's transactions compile both again each time, and every IMAP
+/// command after another session's change catches up in one of these.
+fn in_snapshot<T>(
+    conn: &Connection,
+    body: impl FnOnce(&Connection) -> Result<T, MailboxError>,
+) -> Result<T, MailboxError> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let out = body(conn);
+    if let Err(e) = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+    {
+        // Never leave the connection inside a transaction.
+        let _ = conn.execute_batch("ROLLBACK");
+        out?;
+        return Err(e.into());
+    }
+    out
+}
+
+/// The UIDs of `folder` no session has claimed as \Recent yet (`from..to`), if any.
+fn unclaimed(conn: &Connection, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
+    let (first, next): (i64, i64) = conn
+        .prepare_cached("SELECT first_recent, uidnext FROM folders WHERE id = ?1")?
+        .query_row([folder.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
+    Ok((first < next).then_some((first as u32, next as u32)))
+}
+
 /// Seals and stores a message's bytes and metadata; returns the blob id.
 fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, MailboxError> {
     let id: i64 = tx
@@ -624,26 +655,21 @@ impl SqliteMailbox {
     /// Claims the messages no session has yet seen as \Recent: returns the UIDs
     /// `from..to` that are recent for the caller alone (None when there are none).
     pub fn claim_recent(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
-        self.lightly(|me| me.claim(folder))
+        // Most looks find nothing new: a read, with no write transaction and no hand-over
+        // of the thread.
+        if unclaimed(&self.conn, folder)?.is_none() {
+            return Ok(None);
+        }
+        // The claim writes, and may wait for another session's write to end.
+        crate::blocking::off_worker(|| self.lightly(|me| me.claim(folder)))
     }
 
     fn claim(&mut self, folder: &Folder) -> Result<Option<(u32, u32)>, MailboxError> {
-        let unclaimed = |conn: &Connection| -> Result<Option<(u32, u32)>, MailboxError> {
-            let (first, next): (i64, i64) = conn
-                .prepare_cached("SELECT first_recent, uidnext FROM folders WHERE id = ?1")?
-                .query_row([folder.id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
-            Ok((first < next).then_some((first as u32, next as u32)))
-        };
-        // Most looks find nothing new: no write transaction for those.
-        if unclaimed(&self.conn)?.is_none() {
-            return Ok(None);
-        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let claimed = unclaimed(&tx)?;
+        // Again inside the write lock: another session may have claimed them meanwhile.
+        let claimed = unclaimed(&tx, folder)?;
         if let Some((_, next)) = claimed {
             tx.prepare_cached("UPDATE folders SET first_recent = ?2 WHERE id = ?1")?
                 .execute(params![folder.id, next])?;
@@ -708,33 +734,33 @@ impl SqliteMailbox {
 
     /// What changed in `folder` after MODSEQ `since`, read in one snapshot.
     pub fn changes_since(&self, folder: &Folder, since: u64) -> Result<Delta, MailboxError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let highest: i64 = tx
-            .prepare_cached("SELECT highestmodseq FROM folders WHERE id = ?1")?
-            .query_row([folder.id], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
-        let mut delta = Delta {
-            highest: highest as u64,
-            ..Delta::default()
-        };
-        if highest as u64 > since {
-            let mut stmt = tx.prepare_cached(
-                "SELECT uid, flags, modseq, size, internal_date FROM messages
-                 WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
-            )?;
-            let rows = stmt.query_map(params![folder.id, since as i64], info_row)?;
-            delta.changed = rows.collect::<Result<_, _>>()?;
-            let mut stmt = tx.prepare_cached(
-                "SELECT uid FROM expunged WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
-            )?;
-            let rows = stmt.query_map(params![folder.id, since as i64], |r| {
-                Ok(r.get::<_, i64>(0)? as u32)
-            })?;
-            delta.expunged = rows.collect::<Result<_, _>>()?;
-        }
-        tx.finish()?;
-        Ok(delta)
+        in_snapshot(&self.conn, |tx| {
+            let highest: i64 = tx
+                .prepare_cached("SELECT highestmodseq FROM folders WHERE id = ?1")?
+                .query_row([folder.id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| MailboxError::NoFolder(folder.name.clone()))?;
+            let mut delta = Delta {
+                highest: highest as u64,
+                ..Delta::default()
+            };
+            if highest as u64 > since {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT uid, flags, modseq, size, internal_date FROM messages
+                     WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
+                )?;
+                let rows = stmt.query_map(params![folder.id, since as i64], info_row)?;
+                delta.changed = rows.collect::<Result<_, _>>()?;
+                let mut stmt = tx.prepare_cached(
+                    "SELECT uid FROM expunged WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
+                )?;
+                let rows = stmt.query_map(params![folder.id, since as i64], |r| {
+                    Ok(r.get::<_, i64>(0)? as u32)
+                })?;
+                delta.expunged = rows.collect::<Result<_, _>>()?;
+            }
+            Ok(delta)
+        })
     }
 
     pub(super) fn sealed(
@@ -1080,6 +1106,30 @@ mod tests {
         drop(mb);
         let file = std::fs::read(&path).unwrap();
         assert!(!file.windows(10).any(|w| w == b"old secret"));
+    }
+
+    #[test]
+    fn a_catch_up_that_fails_leaves_no_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
+        boxes
+            .append("me@d.test", "INBOX", b"Subject: a\r\n\r\nx", None)
+            .unwrap();
+        let mut mailbox = boxes.open("me@d.test").unwrap();
+        let mut gone = mailbox.folder("INBOX").unwrap().unwrap();
+        gone.id = 999;
+        assert!(matches!(
+            mailbox.changes_since(&gone, 0),
+            Err(MailboxError::NoFolder(_))
+        ));
+        // A write on the same connection still commits (no BEGIN left dangling), and
+        // the next catch-up sees it.
+        let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+        mailbox
+            .set_flags(&inbox, &[1], FlagChange::Add, &["\\Seen".into()], None)
+            .unwrap();
+        let delta = mailbox.changes_since(&inbox, 0).unwrap();
+        assert!(delta.changed[0].has("\\Seen"));
     }
 
     #[test]
