@@ -791,6 +791,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let user = self.user.as_ref().unwrap_or_else(|| unreachable!());
         let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
         let (largest_seq, largest_uid) = (selected.view.len() as u32, selected.largest_uid());
+        let recent = criteria.iter().any(search::uses_recent);
         (0..selected.view.len())
             .filter(|&i| {
                 let info = &selected.view[i];
@@ -799,7 +800,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     &selected.folder,
                     i as u32 + 1,
                     info,
-                    selected.is_recent(info.uid),
+                    recent && selected.is_recent(info.uid),
                     largest_seq,
                     largest_uid,
                 );

@@ -158,6 +158,18 @@ pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// Whether `key` asks about \Recent anywhere (RECENT, NEW, OLD): the per-message
+/// look-up is skipped when it does not.
+pub fn uses_recent(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_recent),
+        SearchKey::Or(a, b) => uses_recent(a) || uses_recent(b),
+        SearchKey::Not(k) => uses_recent(k),
+        SearchKey::Recent | SearchKey::New | SearchKey::Old => true,
+        _ => false,
+    }
+}
+
 /// Whether `key` is answered from the index the session holds (flags, numbers, sizes,
 /// arrival dates) without reading any message.
 pub fn index_only(key: &SearchKey<'_>) -> bool {
