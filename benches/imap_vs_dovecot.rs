@@ -1104,6 +1104,22 @@ impl Imap {
         self.append_to("INBOX", m)
     }
 
+    /// The UIDs of the selected folder (UID SEARCH ALL).
+    fn all_uids(&mut self) -> Result<Vec<u32>, String> {
+        let mut uids = Vec::new();
+        self.command("UID SEARCH ALL", |item| {
+            if item.text.starts_with(b"* SEARCH") {
+                uids.extend(
+                    text(&item.text)
+                        .split_whitespace()
+                        .skip(2)
+                        .filter_map(|u| u.parse::<u32>().ok()),
+                );
+            }
+        })?;
+        Ok(uids)
+    }
+
     fn append_to(&mut self, folder: &str, m: &Message) -> Result<u32, String> {
         let tag = self.next_tag();
         let plus = if self.literal_plus { "+" } else { "" };
@@ -2572,19 +2588,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>, mix: &Mix
     admin
         .command(&format!("SELECT {folder}"), |_| {})
         .unwrap_or_else(|e| fail(e));
-    let mut uids: Vec<u32> = Vec::new();
-    admin
-        .command("UID SEARCH ALL", |item| {
-            if item.text.starts_with(b"* SEARCH") {
-                uids.extend(
-                    text(&item.text)
-                        .split_whitespace()
-                        .skip(2)
-                        .filter_map(|u| u.parse::<u32>().ok()),
-                );
-            }
-        })
-        .unwrap_or_else(|e| fail(e));
+    let uids = admin.all_uids().unwrap_or_else(|e| fail(e));
     let _ = admin.command("LOGOUT", |_| {});
     let commands = mix.commands();
     println!(
@@ -2639,19 +2643,7 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>, mix: &Mix
         alone
             .command(&format!("SELECT {folder}"), |_| {})
             .unwrap_or_else(|e| fail(e));
-        let mut left: Vec<u32> = Vec::new();
-        alone
-            .command("UID SEARCH ALL", |item| {
-                if item.text.starts_with(b"* SEARCH") {
-                    left.extend(
-                        text(&item.text)
-                            .split_whitespace()
-                            .skip(2)
-                            .filter_map(|u| u.parse::<u32>().ok()),
-                    );
-                }
-            })
-            .unwrap_or_else(|e| fail(e));
+        let left = alone.all_uids().unwrap_or_else(|e| fail(e));
         let mut rng = Lcg(SEED);
         for (command, _) in ALONE {
             let mut list = Vec::with_capacity(ALONE_COMMANDS);
