@@ -2772,6 +2772,39 @@ fn mix_client(
     (times, errors)
 }
 
+/// One table row: p50 / p99 (n) per server, then the ratio of the p50s and whether it
+/// meets the target (when `targeted`).
+fn mix_row(label: &str, lists: &[&[Duration]], servers: usize, targeted: bool) -> String {
+    let mut row = format!("| {label} |");
+    let mut p50s = Vec::new();
+    for list in lists {
+        match (percentile(list, 0.5), percentile(list, 0.99)) {
+            (Some(a), Some(b)) => {
+                row.push_str(&format!(
+                    " {} / {} ({}) |",
+                    fmt_time(a),
+                    fmt_time(b),
+                    list.len()
+                ));
+                p50s.push(a);
+            }
+            _ => row.push_str(" — |"),
+        }
+    }
+    if let [a, b] = p50s[..] {
+        let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        let met = match () {
+            _ if !targeted => "(no target)",
+            _ if ratio <= TARGET => "met",
+            _ => "**not met**",
+        };
+        row.push_str(&format!(" {ratio:.2}× | {met} |"));
+    } else if servers == 2 {
+        row.push_str(" — | — |");
+    }
+    row
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
@@ -2806,35 +2839,11 @@ fn report_mix(sides: &[Side], mixes: &[MixResult], plan: &Mix) {
     }
     println!("{head}\n{rule}");
     for op in MIX_OPS {
-        let mut row = format!("| {} |", op.label());
-        let mut p50s = Vec::new();
-        for mix in mixes {
-            let list = mix.times.get(&op).map(Vec::as_slice).unwrap_or_default();
-            match (percentile(list, 0.5), percentile(list, 0.99)) {
-                (Some(a), Some(b)) => {
-                    row.push_str(&format!(
-                        " {} / {} ({}) |",
-                        fmt_time(a),
-                        fmt_time(b),
-                        list.len()
-                    ));
-                    p50s.push(a);
-                }
-                _ => row.push_str(" — |"),
-            }
-        }
-        if let [a, b] = p50s[..] {
-            let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-            let met = if ratio <= TARGET {
-                "met"
-            } else {
-                "**not met**"
-            };
-            row.push_str(&format!(" {ratio:.2}× | {met} |"));
-        } else if sides.len() == 2 {
-            row.push_str(" — | — |");
-        }
-        println!("{row}");
+        let lists: Vec<&[Duration]> = mixes
+            .iter()
+            .map(|m| m.times.get(&op).map(Vec::as_slice).unwrap_or_default())
+            .collect();
+        println!("{}", mix_row(op.label(), &lists, sides.len(), true));
     }
     if mixes.iter().any(|m| !m.alone.is_empty()) {
         println!(
@@ -2843,35 +2852,12 @@ fn report_mix(sides: &[Side], mixes: &[MixResult], plan: &Mix) {
         );
         println!("{head}\n{rule}");
         for (k, (_, label)) in ALONE.iter().enumerate() {
-            let mut row = format!("| {label} |");
-            let mut p50s = Vec::new();
-            for mix in mixes {
-                let list = mix.alone.get(k).map(Vec::as_slice).unwrap_or_default();
-                match (percentile(list, 0.5), percentile(list, 0.99)) {
-                    (Some(a), Some(b)) => {
-                        row.push_str(&format!(
-                            " {} / {} ({}) |",
-                            fmt_time(a),
-                            fmt_time(b),
-                            list.len()
-                        ));
-                        p50s.push(a);
-                    }
-                    _ => row.push_str(" — |"),
-                }
-            }
-            if let [a, b] = p50s[..] {
-                let ratio = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-                let met = match k {
-                    0 => "(no target)",
-                    _ if ratio <= TARGET => "met",
-                    _ => "**not met**",
-                };
-                row.push_str(&format!(" {ratio:.2}× | {met} |"));
-            } else if sides.len() == 2 {
-                row.push_str(" — | — |");
-            }
-            println!("{row}");
+            let lists: Vec<&[Duration]> = mixes
+                .iter()
+                .map(|m| m.alone.get(k).map(Vec::as_slice).unwrap_or_default())
+                .collect();
+            // The first, NOOP, is the round trip: no target.
+            println!("{}", mix_row(label, &lists, sides.len(), k > 0));
         }
     }
     println!();
