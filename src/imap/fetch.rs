@@ -25,15 +25,25 @@ pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
                 | MessageDataItemName::BinarySize { .. }
         )
     });
-    let meta = body
-        || names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Envelope
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Body
-            )
-        });
+    // The whole message (BODY[], RFC822) is cut from nothing: only a section needs the
+    // structure, so a FETCH of every body does not read and parse every message's
+    // metadata too.
+    let meta = names.iter().any(|n| {
+        matches!(
+            n,
+            MessageDataItemName::Envelope
+                | MessageDataItemName::BodyStructure
+                | MessageDataItemName::Body
+                | MessageDataItemName::Rfc822Header
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. }
+                | MessageDataItemName::BodyExt {
+                    section: Some(_),
+                    ..
+                }
+        )
+    });
     (body, meta)
 }
 
@@ -307,6 +317,26 @@ pub fn items(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sections_and_structure_items_read_the_metadata() {
+        let whole = MessageDataItemName::BodyExt {
+            section: None,
+            partial: None,
+            peek: true,
+        };
+        let header = MessageDataItemName::BodyExt {
+            section: Some(Section::Header(None)),
+            partial: None,
+            peek: true,
+        };
+        assert_eq!(needs(&[whole]), (true, false));
+        assert_eq!(needs(&[MessageDataItemName::Rfc822]), (true, false));
+        assert_eq!(needs(&[header]), (true, true));
+        assert_eq!(needs(&[MessageDataItemName::Rfc822Header]), (true, true));
+        assert_eq!(needs(&[MessageDataItemName::Envelope]), (false, true));
+        assert_eq!(needs(&[MessageDataItemName::Flags]), (false, false));
+    }
 
     #[test]
     fn header_fields_keep_folded_lines_and_end_with_a_blank_line() {
