@@ -158,6 +158,9 @@ pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// The most elements a sequence set in an `index_only` SEARCH may have.
+const SHORT_SET: usize = 64;
+
 /// Whether `key` asks about \Recent anywhere (RECENT, NEW, OLD): the per-message
 /// look-up is skipped when it does not.
 pub fn uses_recent(key: &SearchKey<'_>) -> bool {
@@ -171,15 +174,16 @@ pub fn uses_recent(key: &SearchKey<'_>) -> bool {
 }
 
 /// Whether `key` is answered from the index the session holds (flags, numbers, sizes,
-/// arrival dates) without reading any message.
+/// arrival dates) without reading any message, and cheaply: a set of more than
+/// `SHORT_SET` elements is tested element by element against every message (a command
+/// line may hold millions), so it does not count.
 pub fn index_only(key: &SearchKey<'_>) -> bool {
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(index_only),
         SearchKey::Or(a, b) => index_only(a) && index_only(b),
         SearchKey::Not(k) => index_only(k),
+        SearchKey::SequenceSet(set) | SearchKey::Uid(set) => set.0.as_ref().len() <= SHORT_SET,
         SearchKey::All
-        | SearchKey::SequenceSet(_)
-        | SearchKey::Uid(_)
         | SearchKey::Answered
         | SearchKey::Unanswered
         | SearchKey::Deleted
@@ -272,5 +276,25 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::ModSequence { modseq, .. } => info.modseq >= *modseq,
         #[allow(unreachable_patterns)]
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_next::imap_types::sequence::SequenceSet;
+
+    #[test]
+    fn a_long_set_is_not_a_short_search() {
+        let set = |text: &str| SequenceSet::try_from(text).unwrap();
+        assert!(index_only(&SearchKey::Unseen));
+        assert!(index_only(&SearchKey::Uid(set("1:*"))));
+        // An attacker's set of thousands of single UIDs is tested against every message:
+        // it stays off the worker thread.
+        let many: Vec<String> = (1..=10_000).map(|n| (n * 2).to_string()).collect();
+        let long = SearchKey::Uid(set(&many.join(",")));
+        assert!(!index_only(&long));
+        assert!(!index_only(&SearchKey::Not(Box::new(long))));
+        assert!(!index_only(&SearchKey::Subject("x".try_into().unwrap())));
     }
 }
