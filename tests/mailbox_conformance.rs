@@ -55,6 +55,7 @@ conformance!(
     folders_flags_copy_move_and_expunge,
     folders_are_created_renamed_and_deleted,
     large_messages_come_back_whole,
+    bodies_come_with_where_their_header_ends,
     recent_messages_are_claimed_once_and_created_folders_unsubscribed,
     changes_since_a_modseq_tell_new_changed_and_expunged_messages,
 );
@@ -107,6 +108,29 @@ fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
             .collect::<Vec<_>>(),
         [1, 2]
     );
+}
+
+/// A FETCH of BODY[HEADER] cuts the body at the length kept beside it, on every backend
+/// and for bodies stored in chunks too; a copy shares it.
+fn bodies_come_with_where_their_header_ends(boxes: &Mailboxes) {
+    let header = b"Subject: cut here\r\nFrom: a@b.test\r\n\r\n";
+    let small = [&header[..], b"hello\r\n"].concat();
+    let large = [&header[..], &vec![b'x'; 9 * 1024 * 1024]].concat();
+    for body in [small, large] {
+        let uid = boxes.append("cut@d.test", "INBOX", &body, None).unwrap();
+        let mut mailbox = boxes.open("cut@d.test").unwrap();
+        let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+        let archive = mailbox.folder("Archive").unwrap().unwrap();
+        let copied = mailbox.copy(&inbox, &[uid], &archive, None).unwrap()[0].1;
+        for (folder, uid) in [(&inbox, uid), (&archive, copied)] {
+            let found = mailbox.bodies_between(folder, uid, uid).unwrap();
+            let [(_, got)] = &found[..] else {
+                panic!("one body expected, got {}", found.len());
+            };
+            assert_eq!(got.bytes.len(), body.len());
+            assert_eq!(got.header_len, Some(header.len() as u32));
+        }
+    }
 }
 
 fn large_messages_come_back_whole(boxes: &Mailboxes) {

@@ -12,8 +12,18 @@ use super::convert;
 use crate::mailbox::MessageInfo;
 use crate::mailbox::meta::{Meta, Structure};
 
-/// Whether any of `names` needs the message's bytes, or its cached metadata.
-pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
+/// How much of a message's cached metadata a FETCH needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaNeed {
+    None,
+    /// Only where the top header block ends (HEADER, HEADER.FIELDS, TEXT of the top
+    /// message, RFC822.HEADER/TEXT): kept beside the body, so no metadata is read.
+    TopHeader,
+    All,
+}
+
+/// Whether any of `names` needs the message's bytes, and how much of its metadata.
+pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, MetaNeed) {
     let body = names.iter().any(|n| {
         matches!(
             n,
@@ -28,22 +38,33 @@ pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, bool) {
     // The whole message (BODY[], RFC822) is cut from nothing: only a section needs the
     // structure, so a FETCH of every body does not read and parse every message's
     // metadata too.
-    let meta = names.iter().any(|n| {
-        matches!(
-            n,
-            MessageDataItemName::Envelope
-                | MessageDataItemName::BodyStructure
-                | MessageDataItemName::Body
-                | MessageDataItemName::Rfc822Header
-                | MessageDataItemName::Rfc822Text
-                | MessageDataItemName::Binary { .. }
-                | MessageDataItemName::BinarySize { .. }
-                | MessageDataItemName::BodyExt {
-                    section: Some(_),
-                    ..
-                }
-        )
-    });
+    let need = |n: &MessageDataItemName<'_>| match n {
+        MessageDataItemName::Envelope
+        | MessageDataItemName::BodyStructure
+        | MessageDataItemName::Body
+        | MessageDataItemName::Binary { .. }
+        | MessageDataItemName::BinarySize { .. } => MetaNeed::All,
+        MessageDataItemName::Rfc822Header | MessageDataItemName::Rfc822Text => MetaNeed::TopHeader,
+        MessageDataItemName::BodyExt {
+            section: Some(section),
+            ..
+        } => match section {
+            Section::Header(None)
+            | Section::Text(None)
+            | Section::HeaderFields(None, _)
+            | Section::HeaderFieldsNot(None, _) => MetaNeed::TopHeader,
+            _ => MetaNeed::All,
+        },
+        _ => MetaNeed::None,
+    };
+    let meta = names
+        .iter()
+        .map(need)
+        .fold(MetaNeed::None, |a, b| match (a, b) {
+            (MetaNeed::All, _) | (_, MetaNeed::All) => MetaNeed::All,
+            (MetaNeed::TopHeader, _) | (_, MetaNeed::TopHeader) => MetaNeed::TopHeader,
+            _ => MetaNeed::None,
+        });
     (body, meta)
 }
 
@@ -330,12 +351,38 @@ mod tests {
             partial: None,
             peek: true,
         };
-        assert_eq!(needs(&[whole]), (true, false));
-        assert_eq!(needs(&[MessageDataItemName::Rfc822]), (true, false));
-        assert_eq!(needs(&[header]), (true, true));
-        assert_eq!(needs(&[MessageDataItemName::Rfc822Header]), (true, true));
-        assert_eq!(needs(&[MessageDataItemName::Envelope]), (false, true));
-        assert_eq!(needs(&[MessageDataItemName::Flags]), (false, false));
+        let attached = MessageDataItemName::BodyExt {
+            section: Some(Section::Header(Some(part(&[2])))),
+            partial: None,
+            peek: true,
+        };
+        assert_eq!(needs(std::slice::from_ref(&whole)), (true, MetaNeed::None));
+        assert_eq!(
+            needs(&[MessageDataItemName::Rfc822]),
+            (true, MetaNeed::None)
+        );
+        assert_eq!(
+            needs(std::slice::from_ref(&header)),
+            (true, MetaNeed::TopHeader)
+        );
+        assert_eq!(
+            needs(&[MessageDataItemName::Rfc822Header]),
+            (true, MetaNeed::TopHeader)
+        );
+        // A part's header needs the structure, and so does anything asked beside it.
+        assert_eq!(needs(&[attached]), (true, MetaNeed::All));
+        assert_eq!(
+            needs(&[header, MessageDataItemName::BodyStructure]),
+            (true, MetaNeed::All)
+        );
+        assert_eq!(
+            needs(&[MessageDataItemName::Envelope]),
+            (false, MetaNeed::All)
+        );
+        assert_eq!(
+            needs(&[MessageDataItemName::Flags]),
+            (false, MetaNeed::None)
+        );
     }
 
     #[test]
@@ -369,6 +416,44 @@ mod tests {
         assert!(section_bytes(raw, &meta, Some(&part(3))).is_none());
         let header = section_bytes(raw, &meta, Some(&Section::Header(None))).unwrap();
         assert!(header.starts_with(b"Subject: x\r\n") && header.ends_with(b"\r\n\r\n"));
+    }
+
+    /// The header length kept beside the body cuts the top message's HEADER, TEXT and
+    /// HEADER.FIELDS exactly where its metadata does, whatever the message's shape.
+    #[test]
+    fn the_kept_header_length_cuts_as_the_metadata_does() {
+        let messages: [&[u8]; 8] = [
+            b"Subject: x\r\nFrom: a@b.test\r\n\r\nbody\r\n",
+            b"Subject: bare LF\nTo: c@d.test\n\nbody\n",
+            b"Subject: no body\r\n\r\n",
+            b"Subject: folded\r\n  on two lines\r\nX-A: 1\r\n\r\n\r\nstarts blank\r\n",
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+            b"Subject: \"quoted\r\n\r\nstill header?\"\r\n\r\nbody\r\n",
+            b"From: <a@b.test\r\n\r\nTo: broken\r\n\r\n",
+            b"\r\n\r\nno header at all\r\n",
+        ];
+        let fields = Section::HeaderFields(
+            None,
+            imap_next::imap_types::core::Vec1::from(AString::try_from("Subject").unwrap()),
+        );
+        let mut kept = 0;
+        for raw in messages {
+            let full = Meta::of(raw);
+            let Some(len) = full.header_len(raw.len()) else {
+                continue;
+            };
+            kept += 1;
+            let top = Meta::top_only(len, raw.len());
+            for section in [Section::Header(None), Section::Text(None), fields.clone()] {
+                assert_eq!(
+                    section_bytes(raw, &top, Some(&section)),
+                    section_bytes(raw, &full, Some(&section)),
+                    "{section:?} of {:?}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+        assert!(kept >= 6, "only {kept} messages had a header length kept");
     }
 
     fn part(path: &[u32]) -> imap_next::imap_types::fetch::Part {

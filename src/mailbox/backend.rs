@@ -6,7 +6,14 @@ use super::crypto::Part;
 use super::events::Events;
 use super::meta::Meta;
 use super::mongo::MongoMailbox;
-use super::store::{Delta, FlagChange, Folder, MessageInfo, SqliteMailbox, Stored};
+use super::store::{Delta, FlagChange, Folder, MessageInfo, Opened, SqliteMailbox, Stored};
+
+/// A message's bytes as delivered, and where its top header block ends when that was
+/// recorded at delivery (`Meta::header_len`; None for older messages).
+pub struct Body {
+    pub bytes: Vec<u8>,
+    pub header_len: Option<u32>,
+}
 
 pub struct Mailbox {
     backend: Backend,
@@ -208,7 +215,7 @@ impl Mailbox {
         first: u32,
         last: u32,
         part: Part,
-    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
+    ) -> Result<Vec<Opened>, MailboxError> {
         each!(&self.backend, b => b.sealed_range(folder, first, last, part))
     }
 
@@ -219,8 +226,12 @@ impl Mailbox {
         folder: &Folder,
         first: u32,
         last: u32,
-    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
-        self.sealed_range(folder, first, last, Part::Body)
+    ) -> Result<Vec<(u32, Body)>, MailboxError> {
+        Ok(self
+            .sealed_range(folder, first, last, Part::Body)?
+            .into_iter()
+            .map(|(uid, bytes, header_len)| (uid, Body { bytes, header_len }))
+            .collect())
     }
 
     /// Metadata of the messages with UIDs in `first..=last`.
@@ -243,7 +254,7 @@ impl Mailbox {
         }
         self.sealed_range(folder, first, last, Part::Meta)?
             .into_iter()
-            .map(|(uid, json)| {
+            .map(|(uid, json, _)| {
                 let meta = if envelope_only {
                     serde_json::from_slice::<EnvelopeOnly>(&json)
                         .map(|e| Meta {

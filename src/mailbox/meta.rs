@@ -148,6 +148,28 @@ impl Meta {
         self.version < 1 && (odd || touched(&self.structure))
     }
 
+    /// Where the top header block ends (its blank line included), kept beside the body
+    /// so a FETCH of BODY[HEADER] or BODY[TEXT] does not read and parse the metadata.
+    /// None when the top part does not span the message from its first byte to its last.
+    pub fn header_len(&self, size: usize) -> Option<u32> {
+        let top = &self.structure;
+        (top.header_start == 0 && top.end as usize == size).then_some(top.body_start)
+    }
+
+    /// Metadata that knows only where the top header block ends (`header_len`): enough
+    /// for the top message's HEADER, HEADER.FIELDS and TEXT, and for nothing else.
+    pub fn top_only(header_len: u32, size: usize) -> Meta {
+        Meta {
+            structure: Structure {
+                body_start: header_len.min(size as u32),
+                end: size as u32,
+                ..Structure::default()
+            },
+            version: Self::VERSION,
+            ..Meta::default()
+        }
+    }
+
     /// Parses `raw` once; a message that cannot be parsed still gets a minimal structure
     /// (text/plain over all its bytes) so every FETCH can be answered.
     pub fn of(raw: &[u8]) -> Meta {

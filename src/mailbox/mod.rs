@@ -11,7 +11,7 @@ mod store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use backend::Mailbox;
+pub use backend::{Body, Mailbox};
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
 pub use store::{

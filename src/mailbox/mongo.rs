@@ -14,8 +14,8 @@ use super::MailboxError;
 use super::crypto::{AccountKey, Part};
 use super::meta::Meta;
 use super::store::{
-    Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, canonical, changed_flags,
-    join_flags, parse_flags,
+    Delta, FlagChange, Folder, MessageInfo, Opened, SPECIAL_FOLDERS, Stored, canonical,
+    changed_flags, join_flags, parse_flags,
 };
 use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
 
@@ -589,7 +589,9 @@ impl MongoMailbox {
     ) -> Result<(u32, u32), MailboxError> {
         // Sealed before the transaction: a retried attempt reuses the work.
         let blob = self.mongo.block(self.next_id("mailbox_blob", 1))?;
-        let meta = serde_json::to_vec(&Meta::of(body))?;
+        let meta = Meta::of(body);
+        let header_len = meta.header_len(body.len());
+        let meta = serde_json::to_vec(&meta)?;
         let sealed_meta = self.key.seal(blob, Part::Meta, &meta)?;
         let sealed_body = self.key.seal(blob, Part::Body, body)?;
         let flags = join_flags(flags);
@@ -605,7 +607,7 @@ impl MongoMailbox {
                     });
                 }
             }
-            self.insert_blob(s, blob, &sealed_meta, &sealed_body)
+            self.insert_blob(s, blob, &sealed_meta, &sealed_body, header_len)
                 .await?;
             let f = self
                 .folders_coll()
@@ -650,12 +652,16 @@ impl MongoMailbox {
         blob: i64,
         meta: &[u8],
         body: &[u8],
+        header_len: Option<u32>,
     ) -> Result<(), MailboxError> {
         let mut d = doc! {
             "_id": blob,
             "account": &self.account,
             "meta": binary(meta),
         };
+        if let Some(n) = header_len {
+            d.insert("header_len", i64::from(n));
+        }
         if body.len() <= CHUNK {
             d.insert("body", binary(body));
         } else {
@@ -718,12 +724,13 @@ impl MongoMailbox {
         Ok(docs.iter().map(info_of).collect())
     }
 
-    /// The sealed `part` of each blob, opened.
+    /// The sealed `part` of each blob, opened, with the body's header length when it
+    /// was recorded (see `SqliteMailbox::sealed_range`).
     async fn open_blobs(
         &self,
         blobs: &[i64],
         part: Part,
-    ) -> Result<HashMap<i64, Vec<u8>>, MailboxError> {
+    ) -> Result<HashMap<i64, (Vec<u8>, Option<u32>)>, MailboxError> {
         let field = match part {
             Part::Body => "body",
             Part::Meta => "meta",
@@ -731,7 +738,7 @@ impl MongoMailbox {
         let docs: Vec<Document> = self
             .blobs()
             .find(doc! { "_id": { "$in": blobs } })
-            .projection(doc! { field: 1 })
+            .projection(doc! { field: 1, "header_len": 1 })
             .await?
             .try_collect()
             .await?;
@@ -757,7 +764,14 @@ impl MongoMailbox {
                     sealed
                 }
             };
-            out.insert(id, self.key.open(id, part, &sealed)?);
+            let header_len = match part {
+                Part::Body => d
+                    .get("header_len")
+                    .and_then(Bson::as_i64)
+                    .and_then(|n| u32::try_from(n).ok()),
+                Part::Meta => None,
+            };
+            out.insert(id, (self.key.open(id, part, &sealed)?, header_len));
         }
         Ok(out)
     }
@@ -768,7 +782,7 @@ impl MongoMailbox {
         first: u32,
         last: u32,
         part: Part,
-    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
+    ) -> Result<Vec<Opened>, MailboxError> {
         self.mongo.block(async {
             let messages: Vec<Document> = self
                 .messages_coll()
@@ -800,7 +814,7 @@ impl MongoMailbox {
                     } else {
                         opened.remove(&blob)
                     };
-                    bytes.map(|b| (int(m, "uid") as u32, b))
+                    bytes.map(|(b, header_len)| (int(m, "uid") as u32, b, header_len))
                 })
                 .collect())
         })
@@ -815,7 +829,7 @@ impl MongoMailbox {
         Ok(self
             .sealed_range(folder, uid, uid, part)?
             .pop()
-            .map(|(_, bytes)| bytes))
+            .map(|(_, bytes, _)| bytes))
     }
 
     pub fn set_flags(

@@ -19,7 +19,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 6;
+const VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS blobs (
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     meta BLOB NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    -- Where the top header block ends (Meta::header_len), or NULL: a FETCH of
+    -- BODY[HEADER] reads it with the body instead of reading the metadata.
+    header_len INTEGER
 );
 -- Each blob's sealed metadata (ENVELOPE, MIME structure), apart from the body: a row of
 -- `blobs` fills a page with the body's first bytes, so a FETCH of every envelope read a
@@ -103,6 +106,10 @@ pub struct Folder {
     /// the session that selects the folder next claims those from here to UIDNEXT.
     pub first_recent: u32,
 }
+
+/// One message's UID and opened part, with (for a body) where its top header block
+/// ends when that was recorded at delivery (`Meta::header_len`).
+pub type Opened = (u32, Vec<u8>, Option<u32>);
 
 /// What a session keeps of each message of its selected folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +390,16 @@ impl SqliteMailbox {
                 )?;
             }
         }
+        // Version 7: the top header block's length beside each body. Older bodies
+        // have none and are cut with their metadata, as before.
+        let has_header_len: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('blobs') WHERE name = 'header_len'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_header_len {
+            tx.execute_batch("ALTER TABLE blobs ADD COLUMN header_len INTEGER")?;
+        }
         // Version 6: metadata apart from the bodies (see `metas`). The copies left in
         // `blobs.meta` are not read again; rewriting every body to drop them would make
         // the first login after the upgrade read and write the whole mailbox.
@@ -462,13 +479,18 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
     let id: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs")?
         .query_row([], |r| r.get(0))?;
-    let meta = serde_json::to_vec(&Meta::of(body))?;
-    tx.prepare_cached("INSERT INTO blobs (id, size, meta, body) VALUES (?1, ?2, x'', ?3)")?
-        .execute(params![
-            id,
-            body.len() as i64,
-            key.seal(id, Part::Body, body)?
-        ])?;
+    let meta = Meta::of(body);
+    let header_len = meta.header_len(body.len());
+    let meta = serde_json::to_vec(&meta)?;
+    tx.prepare_cached(
+        "INSERT INTO blobs (id, size, meta, body, header_len) VALUES (?1, ?2, x'', ?3, ?4)",
+    )?
+    .execute(params![
+        id,
+        body.len() as i64,
+        key.seal(id, Part::Body, body)?,
+        header_len
+    ])?;
     tx.prepare_cached("INSERT INTO metas (id, meta) VALUES (?1, ?2)")?
         .execute(params![id, key.seal(id, Part::Meta, &meta)?])?;
     Ok(id)
@@ -794,16 +816,23 @@ impl SqliteMailbox {
 
     /// The sealed part of every message whose UID is in `first..=last`, opened, in UID
     /// order: one query for a run of messages (a FETCH of a whole folder), not one each.
+    /// With the bodies comes where each one's top header block ends (`Meta::header_len`),
+    /// when it was recorded (version 7 on); metadata comes with None.
     pub(super) fn sealed_range(
         &self,
         folder: &Folder,
         first: u32,
         last: u32,
         part: Part,
-    ) -> Result<Vec<(u32, Vec<u8>)>, MailboxError> {
+    ) -> Result<Vec<Opened>, MailboxError> {
         let (table, column) = Self::table_of(part);
+        let header_len = match part {
+            Part::Body => "b.header_len",
+            Part::Meta => "NULL",
+        };
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT m.uid, b.id, b.{column} FROM messages m JOIN {table} b ON b.id = m.blob_id
+            "SELECT m.uid, b.id, b.{column}, {header_len} FROM messages m
+             JOIN {table} b ON b.id = m.blob_id
              WHERE m.folder_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid"
         ))?;
         let rows = stmt.query_map(params![folder.id, first, last], |r| {
@@ -811,12 +840,14 @@ impl SqliteMailbox {
                 r.get::<_, i64>(0)? as u32,
                 r.get::<_, i64>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (uid, id, sealed) = row?;
-            out.push((uid, self.key.open(id, part, &sealed)?));
+            let (uid, id, sealed, header_len) = row?;
+            let header_len = header_len.and_then(|n| u32::try_from(n).ok());
+            out.push((uid, self.key.open(id, part, &sealed)?, header_len));
         }
         Ok(out)
     }
@@ -1130,6 +1161,30 @@ mod tests {
             .unwrap();
         let delta = mailbox.changes_since(&inbox, 0).unwrap();
         assert!(delta.changed[0].has("\\Seen"));
+    }
+
+    #[test]
+    fn bodies_come_with_their_header_length_from_version_7_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = mailboxes(dir.path());
+        let old = b"Subject: before\r\n\r\nhello\r\n";
+        boxes.append("me@d.test", "INBOX", old, None).unwrap();
+        // Make it a version 6 file: no `header_len`.
+        let path = dir.path().join("mailboxes/d.test/me.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE blobs DROP COLUMN header_len; PRAGMA user_version = 6;")
+            .unwrap();
+        drop(conn);
+        let new = b"Subject: after\r\nX-Long: header\r\n\r\nhello\r\n";
+        boxes.append("me@d.test", "INBOX", new, None).unwrap();
+        let mailbox = boxes.open("me@d.test").unwrap();
+        let inbox = mailbox.folder("INBOX").unwrap().unwrap();
+        let bodies = mailbox.bodies_between(&inbox, 1, 2).unwrap();
+        assert_eq!(bodies[0].1.bytes, old);
+        assert_eq!(bodies[0].1.header_len, None, "older bodies have none");
+        let expected = Meta::of(new).structure.body_start;
+        assert_eq!(expected as usize, new.len() - b"hello\r\n".len());
+        assert_eq!(bodies[1].1.header_len, Some(expected));
     }
 
     #[test]
