@@ -2500,9 +2500,9 @@ struct MixResult {
     peak_rss_kib: u64,
     peak_pss_kib: u64,
     most_threads: u64,
-    /// `ALONE` from one client alone after the mix, with the folder selected (sorted
-    /// times, one list per command; none after the paced mix): NOOP is the round trip
-    /// every command pays, the reads are the mix's without other clients to wait for.
+    /// `ALONE` from one client alone after the mix, at the mix's rate, with the folder
+    /// selected (sorted times, one list per command): NOOP is the round trip every
+    /// command pays, the reads are the mix's without other clients to wait for.
     alone: Vec<Vec<Duration>>,
     /// CPU seconds the server's processes used during the mix.
     server_cpu: f64,
@@ -2552,6 +2552,15 @@ impl Mix {
         match self.rate {
             None => mix_commands(),
             Some(_) => mix_commands().div_ceil(2),
+        }
+    }
+
+    /// Commands of each kind the lone client sends after the mix, at the mix's rate:
+    /// paced, fewer (300 take 3 s at 100 a second).
+    fn alone_commands(&self) -> usize {
+        match self.rate {
+            None => ALONE_COMMANDS,
+            Some(_) => ALONE_COMMANDS.min(300),
         }
     }
 }
@@ -2638,27 +2647,28 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>, mix: &Mix
     }
     let sampled = sampler.stop();
     let mut alone_times = Vec::new();
-    if mix.rate.is_none() {
-        let mut alone = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
-        alone
-            .command(&format!("SELECT {folder}"), |_| {})
-            .unwrap_or_else(|e| fail(e));
-        let left = alone.all_uids().unwrap_or_else(|e| fail(e));
-        let mut rng = Lcg(SEED);
-        for (command, _) in ALONE {
-            let mut list = Vec::with_capacity(ALONE_COMMANDS);
-            for _ in 0..ALONE_COMMANDS {
-                let uid = left.get(rng.below(left.len().max(1))).copied().unwrap_or(1);
-                let command = command.replace(" u ", &format!(" {uid} "));
-                let began = Instant::now();
-                alone.command(&command, |_| {}).unwrap_or_else(|e| fail(e));
-                list.push(began.elapsed());
-            }
-            list.sort();
-            alone_times.push(list);
+    let mut alone = Imap::login(side.port, config).unwrap_or_else(|e| fail(e));
+    alone
+        .command(&format!("SELECT {folder}"), |_| {})
+        .unwrap_or_else(|e| fail(e));
+    let left = alone.all_uids().unwrap_or_else(|e| fail(e));
+    let mut rng = Lcg(SEED);
+    let interval = mix.rate.map(|r| Duration::from_secs(1) / r);
+    for (command, _) in ALONE {
+        let mut list = Vec::with_capacity(mix.alone_commands());
+        let start = Instant::now();
+        for sent in 0..mix.alone_commands() {
+            wait_turn(start, interval, sent);
+            let uid = left.get(rng.below(left.len().max(1))).copied().unwrap_or(1);
+            let command = command.replace(" u ", &format!(" {uid} "));
+            let began = Instant::now();
+            alone.command(&command, |_| {}).unwrap_or_else(|e| fail(e));
+            list.push(began.elapsed());
         }
-        let _ = alone.command("LOGOUT", |_| {});
+        list.sort();
+        alone_times.push(list);
     }
+    let _ = alone.command("LOGOUT", |_| {});
     MixResult {
         times,
         errors,
@@ -2669,6 +2679,15 @@ fn write_mix(side: &Side, corpus: &Corpus, config: &Arc<ClientConfig>, mix: &Mix
         alone: alone_times,
         server_cpu,
         machine_busy,
+    }
+}
+
+/// Sleeps until command `sent`'s turn at one every `interval` from `start` (none when
+/// flat out); a client that fell behind sends at once.
+fn wait_turn(start: Instant, interval: Option<Duration>, sent: usize) {
+    if let Some(interval) = interval {
+        let due = start + interval * sent as u32;
+        thread::sleep(due.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -2698,13 +2717,7 @@ fn mix_client(
     let interval = mix.rate.map(|r| Duration::from_secs(1) / r);
     let start = Instant::now();
     for sent in 0..commands {
-        if let Some(interval) = interval {
-            // The next command's turn; a client that fell behind sends at once.
-            let due = start + interval * sent as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
+        wait_turn(start, interval, sent);
         if errors.len() >= 20 {
             break;
         }
@@ -2846,10 +2859,21 @@ fn report_mix(sides: &[Side], mixes: &[MixResult], plan: &Mix) {
         println!("{}", mix_row(op.label(), &lists, sides.len(), true));
     }
     if mixes.iter().any(|m| !m.alone.is_empty()) {
-        println!(
-            "\nThen one client alone, {ALONE_COMMANDS} of each (p50 / p99): what the reads \
-             cost without the other clients' work to wait for.\n"
-        );
+        match plan.rate {
+            None => println!(
+                "\nThen one client alone, {} of each back to back (p50 / p99): what the \
+                 reads cost without the other clients' work to wait for.\n",
+                plan.alone_commands()
+            ),
+            // At this rate both servers sleep between commands, and waking them (and the
+            // client) is most of a short read's time: NOOP shows that floor.
+            Some(rate) => println!(
+                "\nThen one client alone, {} of each at {rate} a second (p50 / p99): `NOOP` \
+                 is the floor of waking an idle server and client on this machine, which \
+                 every command above pays too.\n",
+                plan.alone_commands()
+            ),
+        }
         println!("{head}\n{rule}");
         for (k, (_, label)) in ALONE.iter().enumerate() {
             let lists: Vec<&[Duration]> = mixes
