@@ -358,6 +358,30 @@ fn utf8_accept_switches_folder_names_to_utf8() {
     );
 }
 
+/// The attacker's SEARCH: sets of 300,000 numbers (a logged-in line may be as long as
+/// the largest message). Each set is resolved once into ranges, so every message costs
+/// one binary search, not 300,000 comparisons; the answers are right, under NOT and OR
+/// too, and the session goes on.
+#[test]
+fn search_sets_of_hundreds_of_thousands_of_numbers_are_answered_right() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    for i in 0..5 {
+        c.append("INBOX", "()", &common::imap::message(&format!("m{i}")));
+    }
+    c.run("SELECT INBOX");
+    // Every even number up to 600,000: of UIDs and numbers 1 to 5, 2 and 4.
+    let evens: Vec<String> = (1..=300_000u32).map(|n| (n * 2).to_string()).collect();
+    let evens = evens.join(",");
+    c.send(format!("X1 UID SEARCH UID {evens}\r\n").as_bytes());
+    expect(&c.until("X1"), &["* SEARCH 2 4", "T OK …"]);
+    c.send(format!("X2 SEARCH NOT {evens}\r\n").as_bytes());
+    expect(&c.until("X2"), &["* SEARCH 1 3 5", "T OK …"]);
+    c.send(format!("X3 SEARCH OR UID {evens} 5\r\n").as_bytes());
+    expect(&c.until("X3"), &["* SEARCH 2 4 5", "T OK …"]);
+    expect(&c.run("NOOP"), &["T OK …"]);
+}
+
 /// The attacker's line for the extended forms: 8 MB of `( ` after SEARCH RETURN (a
 /// logged-in command may be as long as the largest message). It is refused without
 /// noting millions of tokens, and the session goes on.

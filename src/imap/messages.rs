@@ -795,6 +795,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
         let (largest_seq, largest_uid) = (selected.view.len() as u32, selected.largest_uid());
         let recent = criteria.iter().any(search::uses_recent);
+        let sets = search::Sets::of(criteria, largest_seq, largest_uid);
         (0..selected.view.len())
             .filter(|&i| {
                 let info = &selected.view[i];
@@ -804,8 +805,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     i as u32 + 1,
                     info,
                     recent && selected.is_recent(info.uid),
-                    largest_seq,
-                    largest_uid,
+                    &sets,
                 );
                 criteria.iter().all(|k| search::matches(k, &candidate))
             })

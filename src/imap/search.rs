@@ -7,9 +7,76 @@ use std::cell::OnceCell;
 use imap_next::imap_types::search::SearchKey;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use super::selected::contains;
+use imap_next::imap_types::sequence::SequenceSet;
+
+use super::selected::{contains, ranges};
 use crate::mailbox::meta::Meta;
 use crate::mailbox::{Folder, Mailbox, MessageInfo};
+
+/// The sequence sets of a search's keys, each resolved once into sorted, merged ranges:
+/// a set of a million elements then costs each message one binary search, not a million
+/// comparisons (a logged-in command line may be as long as the largest message).
+/// `*` stands for the largest message number or UID of the folder searched.
+#[derive(Debug, Default)]
+pub struct Sets {
+    largest_seq: u32,
+    largest_uid: u32,
+    resolved: Vec<(usize, Vec<(u32, u32)>)>,
+}
+
+impl Sets {
+    pub fn of(criteria: &[SearchKey<'_>], largest_seq: u32, largest_uid: u32) -> Sets {
+        // As deep as imap-codec lets search keys nest, like `uses_recent`.
+        fn walk(key: &SearchKey<'_>, out: &mut Sets) {
+            match key {
+                SearchKey::And(keys) => keys.as_ref().iter().for_each(|k| walk(k, out)),
+                SearchKey::Or(a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                SearchKey::Not(k) => walk(k, out),
+                SearchKey::SequenceSet(set) => out
+                    .resolved
+                    .push((address(set), ranges(set, out.largest_seq))),
+                SearchKey::Uid(set) => out
+                    .resolved
+                    .push((address(set), ranges(set, out.largest_uid))),
+                _ => {}
+            }
+        }
+        let mut sets = Sets {
+            largest_seq,
+            largest_uid,
+            resolved: Vec::new(),
+        };
+        for key in criteria {
+            walk(key, &mut sets);
+        }
+        sets
+    }
+
+    /// Whether `n`, a message number (or a UID, with `uid`) of the folder, is in `set`,
+    /// one of the keys these were made of.
+    fn contains(&self, set: &SequenceSet, n: u32, uid: bool) -> bool {
+        let largest = if uid {
+            self.largest_uid
+        } else {
+            self.largest_seq
+        };
+        match self.resolved.iter().find(|(at, _)| *at == address(set)) {
+            Some((_, ranges)) => {
+                let i = ranges.partition_point(|&(_, last)| last < n);
+                ranges.get(i).is_some_and(|&(first, _)| first <= n)
+            }
+            None => contains(set, n, largest),
+        }
+    }
+}
+
+/// A key's set is known by where it lives: the criteria stay borrowed while they match.
+fn address(set: &SequenceSet) -> usize {
+    std::ptr::from_ref(set).cast::<()>() as usize
+}
 
 /// One message under test; its content is read (and decrypted) only if a key needs it.
 pub struct Candidate<'a> {
@@ -17,8 +84,8 @@ pub struct Candidate<'a> {
     pub info: &'a MessageInfo,
     /// \Recent for the searching session.
     pub recent: bool,
-    pub largest_seq: u32,
-    pub largest_uid: u32,
+    /// The search's sets, resolved, and what `*` stands for.
+    sets: &'a Sets,
     mailbox: &'a Mailbox,
     folder: &'a Folder,
     meta: OnceCell<Option<Meta>>,
@@ -32,15 +99,13 @@ impl<'a> Candidate<'a> {
         seq: u32,
         info: &'a MessageInfo,
         recent: bool,
-        largest_seq: u32,
-        largest_uid: u32,
+        sets: &'a Sets,
     ) -> Self {
         Candidate {
             seq,
             info,
             recent,
-            largest_seq,
-            largest_uid,
+            sets,
             mailbox,
             folder,
             meta: OnceCell::new(),
@@ -217,8 +282,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
         SearchKey::Not(k) => !matches(k, c),
         SearchKey::All => true,
-        SearchKey::SequenceSet(set) => contains(set, c.seq, c.largest_seq),
-        SearchKey::Uid(set) => contains(set, info.uid, c.largest_uid),
+        SearchKey::SequenceSet(set) => c.sets.contains(set, c.seq, false),
+        SearchKey::Uid(set) => c.sets.contains(set, info.uid, true),
         SearchKey::Answered => info.has("\\Answered"),
         SearchKey::Unanswered => !info.has("\\Answered"),
         SearchKey::Deleted => info.has("\\Deleted"),
@@ -283,6 +348,55 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
 mod tests {
     use super::*;
     use imap_next::imap_types::sequence::SequenceSet;
+
+    /// Sets resolved once answer as testing every element does, for numbers up to the
+    /// largest, with `*`, reversed and overlapping ranges.
+    #[test]
+    fn resolved_sets_agree_with_testing_every_element() {
+        let keys = [
+            "1,3:5,9:*",
+            "*",
+            "7:2,4:6,20:30,25:40",
+            "1:4294967295",
+            "50,40,30,31,32",
+            "100:*",
+        ]
+        .map(|text| SearchKey::SequenceSet(SequenceSet::try_from(text).unwrap()));
+        let uid = SearchKey::Uid(SequenceSet::try_from("2,4:8,33:*").unwrap());
+        let nested = [SearchKey::Not(Box::new(SearchKey::Or(
+            Box::new(keys[0].clone()),
+            Box::new(uid.clone()),
+        )))];
+        for largest in [1u32, 10, 37, 99] {
+            let sets = Sets::of(&keys, largest, largest * 3);
+            let uids = Sets::of(std::slice::from_ref(&uid), 0, largest * 3);
+            let inner = Sets::of(&nested, largest, largest * 3);
+            assert_eq!(sets.resolved.len(), keys.len());
+            assert_eq!(
+                inner.resolved.len(),
+                2,
+                "keys under NOT and OR are found too"
+            );
+            for n in 1..=largest {
+                for key in &keys {
+                    let SearchKey::SequenceSet(set) = key else {
+                        unreachable!()
+                    };
+                    assert_eq!(
+                        sets.contains(set, n, false),
+                        contains(set, n, largest),
+                        "{n} of {largest} in {set:?}"
+                    );
+                }
+            }
+            let SearchKey::Uid(set) = &uid else {
+                unreachable!()
+            };
+            for n in 1..=largest * 3 {
+                assert_eq!(uids.contains(set, n, true), contains(set, n, largest * 3));
+            }
+        }
+    }
 
     #[test]
     fn a_long_set_is_not_a_short_search() {
