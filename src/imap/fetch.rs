@@ -12,8 +12,8 @@ use super::convert;
 use crate::mailbox::MessageInfo;
 use crate::mailbox::meta::{Meta, Structure};
 
-/// How much of a message's cached metadata a FETCH needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much of a message's cached metadata a FETCH needs, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MetaNeed {
     None,
     /// Only where the top header block ends (HEADER, HEADER.FIELDS, TEXT of the top
@@ -57,14 +57,7 @@ pub fn needs(names: &[MessageDataItemName<'_>]) -> (bool, MetaNeed) {
         },
         _ => MetaNeed::None,
     };
-    let meta = names
-        .iter()
-        .map(need)
-        .fold(MetaNeed::None, |a, b| match (a, b) {
-            (MetaNeed::All, _) | (_, MetaNeed::All) => MetaNeed::All,
-            (MetaNeed::TopHeader, _) | (_, MetaNeed::TopHeader) => MetaNeed::TopHeader,
-            _ => MetaNeed::None,
-        });
+    let meta = names.iter().map(need).max().unwrap_or(MetaNeed::None);
     (body, meta)
 }
 

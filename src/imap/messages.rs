@@ -185,8 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         <= SHORT_FETCH_BYTES
             }
             CommandBody::Search { criteria, .. } => {
-                selected.view.len() <= SHORT_SEARCH_MESSAGES
-                    && criteria.as_ref().iter().all(search::index_only)
+                selected.view.len() <= SHORT_SEARCH_MESSAGES && search::short(criteria.as_ref())
             }
             _ => false,
         }

@@ -52,6 +52,9 @@ impl Sets {
         for key in criteria {
             walk(key, &mut sets);
         }
+        // Found by binary search: a search may name thousands of sets, each looked up
+        // for every message.
+        sets.resolved.sort_unstable_by_key(|(at, _)| *at);
         sets
     }
 
@@ -63,12 +66,16 @@ impl Sets {
         } else {
             self.largest_seq
         };
-        match self.resolved.iter().find(|(at, _)| *at == address(set)) {
-            Some((_, ranges)) => {
+        match self
+            .resolved
+            .binary_search_by_key(&address(set), |(at, _)| *at)
+            .map(|i| &self.resolved[i])
+        {
+            Ok((_, ranges)) => {
                 let i = ranges.partition_point(|&(_, last)| last < n);
                 ranges.get(i).is_some_and(|&(first, _)| first <= n)
             }
-            None => contains(set, n, largest),
+            Err(_) => contains(set, n, largest),
         }
     }
 }
@@ -225,6 +232,31 @@ pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
 
 /// The most elements a sequence set in an `index_only` SEARCH may have.
 const SHORT_SET: usize = 64;
+
+/// The most keys a SEARCH run on the worker thread may have: every message is tested
+/// against each, and a command line may hold millions.
+const SHORT_KEYS: usize = 64;
+
+/// Whether a SEARCH of `criteria` is short enough for the worker thread: answered from
+/// the index (`index_only`) with at most `SHORT_KEYS` keys.
+pub fn short(criteria: &[SearchKey<'_>]) -> bool {
+    // Counts down from the budget and stops when it runs out: a million keys are not
+    // all walked to learn that there are too many.
+    fn within(key: &SearchKey<'_>, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        match key {
+            SearchKey::And(keys) => keys.as_ref().iter().all(|k| within(k, left)),
+            SearchKey::Or(a, b) => within(a, left) && within(b, left),
+            SearchKey::Not(k) => within(k, left),
+            _ => true,
+        }
+    }
+    let mut left = SHORT_KEYS;
+    criteria.iter().all(|k| within(k, &mut left)) && criteria.iter().all(index_only)
+}
 
 /// Whether `key` asks about \Recent anywhere (RECENT, NEW, OLD): the per-message
 /// look-up is skipped when it does not.
@@ -410,5 +442,14 @@ mod tests {
         assert!(!index_only(&long));
         assert!(!index_only(&SearchKey::Not(Box::new(long))));
         assert!(!index_only(&SearchKey::Subject("x".try_into().unwrap())));
+        // Nor is an attacker's search of thousands of keys, each cheap.
+        assert!(short(&[SearchKey::Unseen, SearchKey::Uid(set("1:*"))]));
+        let keys = vec![SearchKey::Seen; SHORT_KEYS + 1];
+        assert!(!short(&keys));
+        assert!(short(&keys[..SHORT_KEYS]));
+        let nested = SearchKey::Not(Box::new(SearchKey::And(
+            imap_next::imap_types::core::Vec1::try_from(keys).unwrap(),
+        )));
+        assert!(!short(&[nested]));
     }
 }

@@ -156,6 +156,13 @@ impl Meta {
         (top.header_start == 0 && top.end as usize == size).then_some(top.body_start)
     }
 
+    /// What delivery stores of `raw`: its metadata as JSON, and the header length kept
+    /// beside the body.
+    pub fn stored(raw: &[u8]) -> serde_json::Result<(Vec<u8>, Option<u32>)> {
+        let meta = Meta::of(raw);
+        Ok((serde_json::to_vec(&meta)?, meta.header_len(raw.len())))
+    }
+
     /// Metadata that knows only where the top header block ends (`header_len`): enough
     /// for the top message's HEADER, HEADER.FIELDS and TEXT, and for nothing else.
     pub fn top_only(header_len: u32, size: usize) -> Meta {

@@ -479,9 +479,7 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
     let id: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs")?
         .query_row([], |r| r.get(0))?;
-    let meta = Meta::of(body);
-    let header_len = meta.header_len(body.len());
-    let meta = serde_json::to_vec(&meta)?;
+    let (meta, header_len) = Meta::stored(body)?;
     tx.prepare_cached(
         "INSERT INTO blobs (id, size, meta, body, header_len) VALUES (?1, ?2, x'', ?3, ?4)",
     )?
@@ -1163,6 +1161,12 @@ mod tests {
         assert!(delta.changed[0].has("\\Seen"));
     }
 
+    /// Turns me@d.test's file under `dir` into an older version's, by `sql`.
+    fn older(dir: &std::path::Path, sql: &str) {
+        let conn = Connection::open(dir.join("mailboxes/d.test/me.db")).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
     #[test]
     fn bodies_come_with_their_header_length_from_version_7_on() {
         let dir = tempfile::tempdir().unwrap();
@@ -1170,11 +1174,10 @@ mod tests {
         let old = b"Subject: before\r\n\r\nhello\r\n";
         boxes.append("me@d.test", "INBOX", old, None).unwrap();
         // Make it a version 6 file: no `header_len`.
-        let path = dir.path().join("mailboxes/d.test/me.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("ALTER TABLE blobs DROP COLUMN header_len; PRAGMA user_version = 6;")
-            .unwrap();
-        drop(conn);
+        older(
+            dir.path(),
+            "ALTER TABLE blobs DROP COLUMN header_len; PRAGMA user_version = 6;",
+        );
         let new = b"Subject: after\r\nX-Long: header\r\n\r\nhello\r\n";
         boxes.append("me@d.test", "INBOX", new, None).unwrap();
         let mailbox = boxes.open("me@d.test").unwrap();
@@ -1194,15 +1197,13 @@ mod tests {
         let message = b"Subject: kept\r\nFrom: a@b.test\r\n\r\nhello\r\n";
         boxes.append("me@d.test", "INBOX", message, None).unwrap();
         // Make it a version 5 file: the metadata in `blobs.meta`, no `metas`.
-        let path = dir.path().join("mailboxes/d.test/me.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
+        older(
+            dir.path(),
             "UPDATE blobs SET meta = (SELECT meta FROM metas WHERE metas.id = blobs.id);
              DROP TABLE metas;
              PRAGMA user_version = 5;",
-        )
-        .unwrap();
-        drop(conn);
+        );
+        let path = dir.path().join("mailboxes/d.test/me.db");
         let mailbox = boxes.open("me@d.test").unwrap();
         let inbox = mailbox.folder("INBOX").unwrap().unwrap();
         let meta = mailbox.meta(&inbox, 1).unwrap().unwrap();
