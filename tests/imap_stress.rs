@@ -174,9 +174,21 @@ fn run(c: &mut Client, model: &mut Model, command: &str) -> Vec<String> {
 
 /// Learns the UIDs and flags of messages told by EXISTS only, as a client does (EXISTS
 /// says nothing of a new message's flags: another session may have set some already).
+/// Asks the UIDs of the messages announced without one, again while that teaches
+/// something: the FETCH itself may announce new arrivals (EXISTS), and a later VANISHED
+/// names them by UID. (One expunged meanwhile stays unknown until its expunge is told.)
 fn learn_uids(c: &mut Client, model: &mut Model) {
-    if let (Some(&first), Some(&last)) = (model.unknown().first(), model.unknown().last()) {
+    let mut before = Vec::new();
+    loop {
+        let unknown = model.unknown();
+        let (Some(&first), Some(&last)) = (unknown.first(), unknown.last()) else {
+            return;
+        };
+        if unknown == before {
+            return;
+        }
         run(c, model, &format!("FETCH {first}:{last} (UID FLAGS)"));
+        before = unknown;
     }
 }
 
