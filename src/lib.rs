@@ -6,6 +6,8 @@ pub mod backup;
 pub mod blocking;
 pub mod cache;
 pub mod cli;
+pub mod collections;
+pub mod dav;
 pub mod dkim;
 pub mod dns;
 pub mod http;

@@ -607,6 +607,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             ("pop3s", declared.pop3s),
             ("http", declared.http),
             ("https", declared.https),
+            ("caldav", declared.caldav),
+            ("carddav", declared.carddav),
         ]
         .into_iter()
         .filter_map(|(name, addr)| addr.map(|a| (name.to_string(), a.to_string())))
@@ -658,6 +660,11 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             resolver: resolver.clone(),
             dns_checks: Default::default(),
         }),
+        dav: Arc::new(crate::dav::Dav {
+            collections: crate::collections::Collections::new(mailboxes.clone()),
+            logins: logins.clone(),
+            snapshot: snapshot.clone(),
+        }),
     };
     if let Some(addr) = declared.http {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -685,6 +692,21 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         ));
         listeners.push(("https".to_string(), addr.to_string()));
         tracing::info!(%addr, "https listening");
+    }
+    for (name, addr) in [("caldav", declared.caldav), ("carddav", declared.carddav)] {
+        let Some(addr) = addr else { continue };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {name} listener to {addr}"))?;
+        tasks.spawn(crate::http::serve_dav_tls(
+            listener,
+            certificates.server_config(),
+            http_state.clone(),
+            connection_limits(name),
+            shutdown.clone(),
+        ));
+        listeners.push((name.to_string(), addr.to_string()));
+        tracing::info!(%addr, "{name} listening");
     }
     if let Some(settings) = acme {
         let manager = Arc::new(crate::tls::acme::Manager {

@@ -1,5 +1,6 @@
 //! The `http` and `https` listeners (axum): ACME answers (HTTP-01 over http, TLS-ALPN-01
-//! inside the https handshake), health checks, client autoconfiguration, MTA-STS.
+//! inside the https handshake), health checks, client autoconfiguration, MTA-STS, and the
+//! DAV tree (also alone on the `caldav` and `carddav` listeners).
 
 pub mod admin;
 pub mod api;
@@ -11,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -81,12 +82,45 @@ pub struct AppState {
     /// Reads the values `/metrics` reports (blocking: it asks the queue and the store).
     pub metrics: MetricsSource,
     pub admin: Arc<admin::AdminState>,
+    /// Calendars and contacts (src/dav).
+    pub dav: Arc<crate::dav::Dav>,
 }
 
 pub type MetricsSource = Arc<dyn Fn() -> crate::metrics::Values + Send + Sync>;
 
+/// The DAV tree's routes, on every router that serves it.
+fn dav_routes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/.well-known/caldav", any(crate::dav::well_known))
+        .route("/.well-known/carddav", any(crate::dav::well_known))
+        .route("/dav", any(dav))
+        .route("/dav/", any(dav))
+        .route("/dav/{*rest}", any(dav))
+}
+
+async fn dav(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let tls = request.extensions().get::<admin::OverTls>().is_some();
+    crate::dav::handle(state.dav.clone(), peer, tls, request).await
+}
+
+/// The `caldav` and `carddav` listeners: the DAV tree only, its root also at `/`.
+fn dav_router(state: AppState) -> Router {
+    dav_routes(Router::new())
+        .route("/", any(dav))
+        .route("/healthz", get(wellknown::healthz))
+        .layer(axum::middleware::from_fn(guard))
+        .with_state(state)
+}
+
 fn router(state: AppState) -> Router {
-    Router::new()
+    dav_routes(Router::new())
         .route("/.well-known/acme-challenge/{token}", get(http01))
         .route("/healthz", get(wellknown::healthz))
         .route("/readyz", get(wellknown::readyz))
@@ -230,7 +264,37 @@ pub async fn serve_tls(
     shutdown: watch::Receiver<bool>,
 ) {
     let challenges = state.challenges.clone();
-    let app = router(state);
+    serve_tls_app(listener, tls, router(state), challenges, limits, shutdown).await
+}
+
+/// The `caldav` or `carddav` listener: HTTPS serving the DAV tree alone.
+pub async fn serve_dav_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: AppState,
+    limits: Arc<crate::listen::Limits>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let challenges = state.challenges.clone();
+    serve_tls_app(
+        listener,
+        tls,
+        dav_router(state),
+        challenges,
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_tls_app(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: Router,
+    challenges: Arc<Challenges>,
+    limits: Arc<crate::listen::Limits>,
+    shutdown: watch::Receiver<bool>,
+) {
     crate::listen::accept_limited(
         listener,
         shutdown,

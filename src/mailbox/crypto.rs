@@ -57,12 +57,33 @@ pub enum Part {
     Meta = 2,
 }
 
+/// The associated-data tag of a calendar or contact resource (src/collections), beside
+/// `Part`'s: a resource never opens as a message part, nor the reverse.
+const RESOURCE: u8 = 3;
+
 pub struct AccountKey(Option<LessSafeKey>);
 
 impl AccountKey {
     /// nonce ‖ ciphertext ‖ tag. The associated data binds it to its blob and part: a
     /// sealed value copied onto another row does not open there.
     pub fn seal(&self, blob: i64, part: Part, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_tagged(blob, part as u8, plain)
+    }
+
+    pub fn open(&self, blob: i64, part: Part, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_tagged(blob, part as u8, sealed)
+    }
+
+    /// A calendar object or vCard, bound to its row.
+    pub fn seal_resource(&self, id: i64, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_tagged(id, RESOURCE, plain)
+    }
+
+    pub fn open_resource(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_tagged(id, RESOURCE, sealed)
+    }
+
+    fn seal_tagged(&self, blob: i64, tag: u8, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let key = self.0.as_ref().ok_or(CryptoError::Random)?;
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CryptoError::Random)?;
@@ -72,7 +93,7 @@ impl AccountKey {
         let mut body = out.split_off(NONCE_LEN);
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(blob, part)),
+            Aad::from(aad(blob, tag)),
             &mut body,
         )
         .map_err(|_| CryptoError::Random)?;
@@ -80,7 +101,7 @@ impl AccountKey {
         Ok(out)
     }
 
-    pub fn open(&self, blob: i64, part: Part, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    fn open_tagged(&self, blob: i64, tag: u8, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let key = self.0.as_ref().ok_or(CryptoError::Open)?;
         if sealed.len() < NONCE_LEN {
             return Err(CryptoError::Open);
@@ -89,7 +110,7 @@ impl AccountKey {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Open)?;
         let mut body = body.to_vec();
         let plain = key
-            .open_in_place(nonce, Aad::from(aad(blob, part)), &mut body)
+            .open_in_place(nonce, Aad::from(aad(blob, tag)), &mut body)
             .map_err(|_| CryptoError::Open)?;
         let len = plain.len();
         body.truncate(len);
@@ -97,10 +118,10 @@ impl AccountKey {
     }
 }
 
-fn aad(blob: i64, part: Part) -> [u8; 9] {
+fn aad(blob: i64, tag: u8) -> [u8; 9] {
     let mut aad = [0u8; 9];
     aad[..8].copy_from_slice(&blob.to_le_bytes());
-    aad[8] = part as u8;
+    aad[8] = tag;
     aad
 }
 
@@ -117,6 +138,10 @@ mod tests {
         assert_eq!(key.open(5, Part::Body, &sealed).unwrap(), b"hello");
         assert!(key.open(6, Part::Body, &sealed).is_err(), "another blob");
         assert!(key.open(5, Part::Meta, &sealed).is_err(), "another part");
+        assert!(key.open_resource(5, &sealed).is_err(), "a resource");
+        let resource = key.seal_resource(5, b"hello").unwrap();
+        assert_eq!(key.open_resource(5, &resource).unwrap(), b"hello");
+        assert!(key.open(5, Part::Body, &resource).is_err());
         let same = master.account_key("me@d.test");
         assert_eq!(same.open(5, Part::Body, &sealed).unwrap(), b"hello");
         let other = master.account_key("you@d.test");

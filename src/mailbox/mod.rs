@@ -106,7 +106,8 @@ impl Mailboxes {
         &self.inner.events
     }
 
-    fn path(&self, account: &str) -> PathBuf {
+    /// The account's file, which also holds its calendars and contacts (src/collections).
+    pub(crate) fn path(&self, account: &str) -> PathBuf {
         let (local, domain) = account.rsplit_once('@').unwrap_or((account, "_"));
         // Local parts may hold '/', '%' and the like: escape everything but a safe set.
         let escape = |text: &str| -> String {
@@ -128,6 +129,11 @@ impl Mailboxes {
             .root
             .join(domain)
             .join(format!("{}.db", escape(&local.to_lowercase())))
+    }
+
+    /// The key the account's data is sealed with.
+    pub(crate) fn account_key(&self, account: &str) -> crypto::AccountKey {
+        self.inner.master.account_key(&account.to_lowercase())
     }
 
     /// Whether the account has a mailbox file yet (nothing is created by asking).

@@ -91,7 +91,10 @@ INSERT INTO counters (name, value)
     ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 ";
 
-const USED: &str = "SELECT COALESCE((SELECT value FROM counters WHERE name = 'used_bytes'), 0)";
+/// Messages and calendar/contact resources (`dav_bytes`, kept by src/collections) share
+/// the account's quota.
+const USED: &str = "SELECT COALESCE((SELECT SUM(value) FROM counters
+                     WHERE name IN ('used_bytes', 'dav_bytes')), 0)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder {

@@ -141,8 +141,12 @@ pub struct Listeners {
     pub pop3s: Option<SocketAddr>,
     /// Plain HTTP: ACME http-01, redirects, autoconfig, usually port 80.
     pub http: Option<SocketAddr>,
-    /// HTTPS: admin UI, API, CalDAV, CardDAV, usually port 443.
+    /// HTTPS: admin UI, API, CalDAV, CardDAV (under /dav/), usually port 443.
     pub https: Option<SocketAddr>,
+    /// CalDAV over HTTPS on a port of its own (Forward Email's is 5000).
+    pub caldav: Option<SocketAddr>,
+    /// CardDAV over HTTPS on a port of its own (Forward Email's is 6000).
+    pub carddav: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -158,6 +162,8 @@ impl Listeners {
             self.pop3s,
             self.http,
             self.https,
+            self.caldav,
+            self.carddav,
         ]
         .into_iter()
         .flatten()

@@ -1,0 +1,197 @@
+//! Each account's calendars and address books (CalDAV, CardDAV): collections, their
+//! resources (sealed like messages), dead properties and change numbers for sync tokens.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use crate::mailbox::{CryptoError, Mailboxes};
+
+pub use sqlite::SqliteCollections;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectionError {
+    #[error("the account is over its quota ({used} of {quota} bytes used)")]
+    OverQuota { used: u64, quota: u64 },
+    #[error("a collection named {0:?} already exists")]
+    Exists(String),
+    #[error("no collection named {0:?}")]
+    NoCollection(String),
+    #[error("another resource ({0:?}) holds the same UID")]
+    UidConflict(String),
+    #[error("the resource changed meanwhile")]
+    Changed,
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error("collections database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("collections files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("collections file {0}")]
+    Open(#[from] crate::sqlite::OpenError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("collections: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Mailbox(#[from] crate::mailbox::MailboxError),
+}
+
+/// What a collection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Calendar,
+    AddressBook,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Calendar => "calendar",
+            Kind::AddressBook => "addressbook",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "calendar" => Some(Kind::Calendar),
+            "addressbook" => Some(Kind::AddressBook),
+            _ => None,
+        }
+    }
+}
+
+/// A property's name: namespace URI and local name (`("DAV:", "displayname")`).
+pub type PropName = (String, String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    pub id: i64,
+    pub kind: Kind,
+    /// The last segment of its URL.
+    pub name: String,
+    /// Chosen at creation: a token of a deleted and re-made collection of the same name
+    /// is not taken for one of this.
+    pub instance: String,
+    /// Its change number: raised by every change to it or its resources.
+    pub modseq: u64,
+    /// Component types a calendar takes (VEVENT, VTODO, VJOURNAL); empty for books.
+    pub components: Vec<String>,
+    /// Dead properties (displayname, calendar-color…): name → text value.
+    pub props: BTreeMap<PropName, String>,
+}
+
+impl Collection {
+    /// The sync token (RFC 6578) and ctag: a URI naming this instance and change.
+    pub fn sync_token(&self) -> String {
+        format!("urn:ferrymail:sync:{}:{}", self.instance, self.modseq)
+    }
+
+    /// The change number a token of this collection names, if it is one.
+    pub fn token_modseq(&self, token: &str) -> Option<u64> {
+        let rest = token.strip_prefix("urn:ferrymail:sync:")?;
+        let (instance, modseq) = rest.rsplit_once(':')?;
+        (instance == self.instance).then_some(())?;
+        modseq.parse().ok().filter(|n| *n <= self.modseq)
+    }
+
+    pub fn prop(&self, ns: &str, name: &str) -> Option<&str> {
+        self.props
+            .get(&(ns.to_string(), name.to_string()))
+            .map(String::as_str)
+    }
+}
+
+/// A calendar object or vCard, without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub name: String,
+    /// The iCalendar or vCard UID: unique within the collection.
+    pub uid: String,
+    /// VEVENT, VTODO, VJOURNAL or VCARD.
+    pub component: String,
+    /// The strong ETag's value, quotes included.
+    pub etag: String,
+    pub size: u64,
+    pub modseq: u64,
+    /// Unix seconds of the last write.
+    pub modified: i64,
+    /// The content type it was stored with.
+    pub content_type: String,
+}
+
+/// What a client sends to store one resource.
+pub struct NewResource<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub component: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The condition a write is made under (If-Match / If-None-Match: *).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    Any,
+    /// Only when nothing is stored under the name (If-None-Match: *).
+    Absent,
+    /// Only when something is (If-Match: *).
+    Present,
+    /// Only when what is stored has one of these ETags (quotes included).
+    Etags(Vec<String>),
+}
+
+impl Precondition {
+    /// Whether it holds for what is stored now (its ETag, if anything is).
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match (self, current) {
+            (Precondition::Any, _) => true,
+            (Precondition::Absent, current) => current.is_none(),
+            (Precondition::Present, current) => current.is_some(),
+            (Precondition::Etags(tags), Some(current)) => tags.iter().any(|t| t == current),
+            (Precondition::Etags(_), None) => false,
+        }
+    }
+}
+
+/// What changed in a collection after a change number.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub changed: Vec<Resource>,
+    pub removed: Vec<String>,
+}
+
+/// The collections of one collection kind a new account starts with.
+pub const DEFAULTS: [(Kind, &str, &str); 2] = [
+    (Kind::Calendar, "calendar", "Calendar"),
+    (Kind::AddressBook, "contacts", "Contacts"),
+];
+
+/// The calendar component types a calendar takes unless told otherwise.
+pub const CALENDAR_COMPONENTS: [&str; 3] = ["VEVENT", "VTODO", "VJOURNAL"];
+
+/// Strong ETag of a body: the same bytes give the same tag on every node and backend.
+pub fn etag_of(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// Where every account's collections are kept: in the account's mailbox file, sealed
+/// with its key, so they share its quota, its backups and its removal.
+#[derive(Clone)]
+pub struct Collections {
+    mailboxes: Mailboxes,
+}
+
+impl Collections {
+    pub fn new(mailboxes: Mailboxes) -> Collections {
+        Collections { mailboxes }
+    }
+
+    /// Opens the collections of `account`, making the defaults on first use (blocking).
+    pub fn open(&self, account: &str) -> Result<SqliteCollections, CollectionError> {
+        let account = account.to_lowercase();
+        SqliteCollections::open(&self.mailboxes, &account)
+    }
+}

@@ -1,0 +1,731 @@
+//! Collections in the account's mailbox file: tables beside the mail, resource bodies
+//! sealed with the account key; names, UIDs, ETags and change numbers stay plain to be indexed.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Changes, Collection, CollectionError, DEFAULTS, Kind, NewResource, Precondition, PropName,
+    Resource, etag_of,
+};
+use crate::mailbox::Mailboxes;
+use crate::mailbox::crypto::AccountKey;
+
+/// Raised when the tables change shape; kept in `counters` (the file's `user_version`
+/// belongs to the mailbox).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dav_collections (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    modseq INTEGER NOT NULL DEFAULT 1,
+    components TEXT NOT NULL DEFAULT '',
+    -- Dead properties as JSON [[ns, name, value]...]: display names and colours, in
+    -- the clear like folder names.
+    props TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS dav_resources (
+    id INTEGER PRIMARY KEY,
+    collection_id INTEGER NOT NULL REFERENCES dav_collections(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    component TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    modified INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (collection_id, name)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS dav_resources_uid ON dav_resources (collection_id, uid);
+CREATE INDEX IF NOT EXISTS dav_resources_modseq ON dav_resources (collection_id, modseq);
+-- Names removed and the change that removed them: what sync-collection reports as 404.
+CREATE TABLE IF NOT EXISTS dav_removed (
+    collection_id INTEGER NOT NULL REFERENCES dav_collections(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (collection_id, name)
+) WITHOUT ROWID;
+-- Resources count against the mailbox's quota: the mailbox adds this counter to its own.
+INSERT OR IGNORE INTO counters (name, value) VALUES ('dav_bytes', 0);
+CREATE TRIGGER IF NOT EXISTS dav_bytes_add AFTER INSERT ON dav_resources BEGIN
+    UPDATE counters SET value = value + NEW.size WHERE name = 'dav_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS dav_bytes_remove AFTER DELETE ON dav_resources BEGIN
+    UPDATE counters SET value = value - OLD.size WHERE name = 'dav_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS dav_bytes_change AFTER UPDATE OF size ON dav_resources BEGIN
+    UPDATE counters SET value = value + NEW.size - OLD.size WHERE name = 'dav_bytes';
+END;
+";
+
+const USED: &str = "SELECT COALESCE((SELECT SUM(value) FROM counters
+                     WHERE name IN ('used_bytes', 'dav_bytes')), 0)";
+
+const COLLECTION_COLUMNS: &str = "id, kind, name, instance, modseq, components, props";
+const RESOURCE_COLUMNS: &str = "name, uid, component, etag, size, modseq, modified, content_type";
+
+/// Collections an account may have (every PROPFIND of the home lists them all).
+pub const COLLECTIONS_PER_ACCOUNT: usize = 200;
+/// Resources in one collection.
+pub const RESOURCES_PER_COLLECTION: i64 = 100_000;
+
+pub struct SqliteCollections {
+    conn: Connection,
+    key: AccountKey,
+}
+
+impl SqliteCollections {
+    /// Opens the account's file, made (with its mailbox) on first use; a file without
+    /// the tables gets them and the default collections once.
+    pub(super) fn open(
+        mailboxes: &Mailboxes,
+        account: &str,
+    ) -> Result<SqliteCollections, CollectionError> {
+        let path = mailboxes.path(account);
+        if !path.exists() {
+            // The mailbox makes the directory, the file, its tables and counters.
+            drop(mailboxes.open(account)?);
+        }
+        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut this = SqliteCollections {
+            conn,
+            key: mailboxes.account_key(account),
+        };
+        if this.schema_version()? < SCHEMA_VERSION {
+            // A file from before the mailbox had `counters` is brought up first.
+            drop(mailboxes.open(account)?);
+            this.prepare()?;
+        }
+        Ok(this)
+    }
+
+    fn schema_version(&self) -> Result<i64, CollectionError> {
+        let version = self
+            .conn
+            .prepare_cached("SELECT value FROM counters WHERE name = 'dav_schema'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional());
+        // No `counters` table yet: a mailbox file from before it (made up to date next).
+        Ok(version.ok().flatten().unwrap_or(0))
+    }
+
+    fn prepare(&mut self) -> Result<(), CollectionError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'dav_schema'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if version < SCHEMA_VERSION {
+            tx.execute_batch(SCHEMA)?;
+            if version == 0 {
+                for (kind, name, display) in DEFAULTS {
+                    let components = match kind {
+                        Kind::Calendar => super::CALENDAR_COMPONENTS.join(","),
+                        Kind::AddressBook => String::new(),
+                    };
+                    let props = vec![("DAV:", "displayname", display)];
+                    tx.execute(
+                        "INSERT INTO dav_collections (kind, name, instance, components, props)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            kind.as_str(),
+                            name,
+                            instance()?,
+                            components,
+                            serde_json::to_string(&props)?
+                        ],
+                    )?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('dav_schema', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn collections(&self, kind: Kind) -> Result<Vec<Collection>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLLECTION_COLUMNS} FROM dav_collections WHERE kind = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([kind.as_str()], collection_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    pub fn collection(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<Collection>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLLECTION_COLUMNS} FROM dav_collections WHERE kind = ?1 AND name = ?2"
+        ))?;
+        stmt.query_row(params![kind.as_str(), name], collection_row)
+            .optional()?
+            .transpose()
+    }
+
+    /// Makes a collection; refused when the name is taken or the account has too many.
+    pub fn create(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        components: &[String],
+        props: &[(PropName, String)],
+    ) -> Result<Collection, CollectionError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (count, taken): (i64, bool) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(kind = ?1 AND name = ?2), 0) > 0 FROM dav_collections",
+            params![kind.as_str(), name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if taken {
+            return Err(CollectionError::Exists(name.to_string()));
+        }
+        if count as usize >= COLLECTIONS_PER_ACCOUNT {
+            return Err(CollectionError::Refused("too many collections"));
+        }
+        let props: Vec<(&str, &str, &str)> = props
+            .iter()
+            .map(|((ns, n), v)| (ns.as_str(), n.as_str(), v.as_str()))
+            .collect();
+        tx.execute(
+            "INSERT INTO dav_collections (kind, name, instance, components, props)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                kind.as_str(),
+                name,
+                instance()?,
+                components.join(","),
+                serde_json::to_string(&props)?
+            ],
+        )?;
+        tx.commit()?;
+        self.collection(kind, name)?
+            .ok_or_else(|| CollectionError::NoCollection(name.to_string()))
+    }
+
+    /// Removes a collection with everything in it.
+    pub fn remove(&mut self, collection: &Collection) -> Result<(), CollectionError> {
+        self.conn
+            .prepare_cached("DELETE FROM dav_collections WHERE id = ?1")?
+            .execute([collection.id])?;
+        Ok(())
+    }
+
+    /// Sets and removes dead properties (PROPPATCH), all or none.
+    pub fn update_props(
+        &mut self,
+        collection: &Collection,
+        set: &[(PropName, String)],
+        remove: &[PropName],
+    ) -> Result<Collection, CollectionError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let json: String = tx.query_row(
+            "SELECT props FROM dav_collections WHERE id = ?1",
+            [collection.id],
+            |r| r.get(0),
+        )?;
+        let mut props = parse_props(&json)?;
+        for name in remove {
+            props.remove(name);
+        }
+        for (name, value) in set {
+            props.insert(name.clone(), value.clone());
+        }
+        let list: Vec<(&str, &str, &str)> = props
+            .iter()
+            .map(|((ns, n), v)| (ns.as_str(), n.as_str(), v.as_str()))
+            .collect();
+        tx.execute(
+            "UPDATE dav_collections SET props = ?1 WHERE id = ?2",
+            params![serde_json::to_string(&list)?, collection.id],
+        )?;
+        tx.commit()?;
+        Ok(Collection {
+            props,
+            ..collection.clone()
+        })
+    }
+
+    pub fn resources(&self, collection: &Collection) -> Result<Vec<Resource>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM dav_resources WHERE collection_id = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([collection.id], resource_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn resource(
+        &self,
+        collection: &Collection,
+        name: &str,
+    ) -> Result<Option<Resource>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM dav_resources WHERE collection_id = ?1 AND name = ?2"
+        ))?;
+        Ok(stmt
+            .query_row(params![collection.id, name], resource_row)
+            .optional()?)
+    }
+
+    /// A resource with its body, opened.
+    pub fn read(
+        &self,
+        collection: &Collection,
+        name: &str,
+    ) -> Result<Option<(Resource, Vec<u8>)>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS}, id, body FROM dav_resources
+             WHERE collection_id = ?1 AND name = ?2"
+        ))?;
+        let row = stmt
+            .query_row(params![collection.id, name], |r| {
+                Ok((
+                    resource_row(r)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, Vec<u8>>(9)?,
+                ))
+            })
+            .optional()?;
+        match row {
+            Some((resource, id, sealed)) => {
+                let body = self.key.open_resource(id, &sealed)?;
+                Ok(Some((resource, body)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every resource of the collection with its body (queries that look inside).
+    pub fn read_all(
+        &self,
+        collection: &Collection,
+    ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS}, id, body FROM dav_resources
+             WHERE collection_id = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([collection.id], |r| {
+            Ok((
+                resource_row(r)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Vec<u8>>(9)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (resource, id, sealed) = row?;
+            let body = self.key.open_resource(id, &sealed)?;
+            out.push((resource, body));
+        }
+        Ok(out)
+    }
+
+    /// Stores a resource under its name if `precondition` holds: returns it as stored and
+    /// whether it is new. Refused when another resource has its UID, or past `quota`.
+    pub fn put(
+        &mut self,
+        collection: &Collection,
+        new: &NewResource,
+        precondition: &Precondition,
+        quota: Option<u64>,
+    ) -> Result<(Resource, bool), CollectionError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<(i64, String, i64)> = tx
+            .prepare_cached(
+                "SELECT id, etag, size FROM dav_resources WHERE collection_id = ?1 AND name = ?2",
+            )?
+            .query_row(params![collection.id, new.name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if !precondition.holds(old.as_ref().map(|o| o.1.as_str())) {
+            return Err(CollectionError::Changed);
+        }
+        let holder: Option<String> = tx
+            .prepare_cached("SELECT name FROM dav_resources WHERE collection_id = ?1 AND uid = ?2")?
+            .query_row(params![collection.id, new.uid], |r| r.get(0))
+            .optional()?;
+        if let Some(holder) = holder.filter(|h| h != new.name) {
+            return Err(CollectionError::UidConflict(holder));
+        }
+        let size = new.body.len() as i64;
+        let old_size = old.as_ref().map_or(0, |o| o.2);
+        if let Some(quota) = quota.filter(|_| size > old_size) {
+            let used: i64 = tx.prepare_cached(USED)?.query_row([], |r| r.get(0))?;
+            if (used - old_size + size) as u64 > quota {
+                return Err(CollectionError::OverQuota {
+                    used: used.max(0) as u64,
+                    quota,
+                });
+            }
+        }
+        if old.is_none() {
+            let count: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM dav_resources WHERE collection_id = ?1")?
+                .query_row([collection.id], |r| r.get(0))?;
+            if count >= RESOURCES_PER_COLLECTION {
+                return Err(CollectionError::Refused(
+                    "too many resources in the collection",
+                ));
+            }
+        }
+        let modseq = bump(&tx, collection.id)?;
+        let etag = etag_of(new.body);
+        let now = crate::store::unix_now();
+        let id = match &old {
+            Some((id, _, _)) => *id,
+            None => tx
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM dav_resources")?
+                .query_row([], |r| r.get(0))?,
+        };
+        let sealed = self.key.seal_resource(id, new.body)?;
+        tx.prepare_cached(
+            "INSERT INTO dav_resources (id, collection_id, name, uid, component, content_type,
+                                        etag, size, modseq, modified, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET uid = excluded.uid, component = excluded.component,
+                 content_type = excluded.content_type, etag = excluded.etag,
+                 size = excluded.size, modseq = excluded.modseq,
+                 modified = excluded.modified, body = excluded.body",
+        )?
+        .execute(params![
+            id,
+            collection.id,
+            new.name,
+            new.uid,
+            new.component,
+            new.content_type,
+            etag,
+            size,
+            modseq as i64,
+            now,
+            sealed
+        ])?;
+        tx.prepare_cached("DELETE FROM dav_removed WHERE collection_id = ?1 AND name = ?2")?
+            .execute(params![collection.id, new.name])?;
+        tx.commit()?;
+        let resource = Resource {
+            name: new.name.to_string(),
+            uid: new.uid.to_string(),
+            component: new.component.to_string(),
+            etag,
+            size: size as u64,
+            modseq,
+            modified: now,
+            content_type: new.content_type.to_string(),
+        };
+        Ok((resource, old.is_none()))
+    }
+
+    /// Removes a resource if `precondition` holds; false when there was none.
+    pub fn delete(
+        &mut self,
+        collection: &Collection,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<bool, CollectionError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .prepare_cached(
+                "SELECT etag FROM dav_resources WHERE collection_id = ?1 AND name = ?2",
+            )?
+            .query_row(params![collection.id, name], |r| r.get(0))
+            .optional()?;
+        if !precondition.holds(current.as_deref()) {
+            return Err(CollectionError::Changed);
+        }
+        if current.is_none() {
+            return Ok(false);
+        }
+        let modseq = bump(&tx, collection.id)?;
+        tx.prepare_cached("DELETE FROM dav_resources WHERE collection_id = ?1 AND name = ?2")?
+            .execute(params![collection.id, name])?;
+        tx.prepare_cached(
+            "INSERT INTO dav_removed (collection_id, name, modseq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (collection_id, name) DO UPDATE SET modseq = excluded.modseq",
+        )?
+        .execute(params![collection.id, name, modseq as i64])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// What changed after change number `since` (sync-collection).
+    pub fn changes_since(
+        &self,
+        collection: &Collection,
+        since: u64,
+    ) -> Result<Changes, CollectionError> {
+        let changed = {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLUMNS} FROM dav_resources
+                 WHERE collection_id = ?1 AND modseq > ?2 ORDER BY modseq"
+            ))?;
+            stmt.query_map(params![collection.id, since as i64], resource_row)?
+                .collect::<Result<_, _>>()?
+        };
+        let removed = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT name FROM dav_removed WHERE collection_id = ?1 AND modseq > ?2
+                 ORDER BY modseq",
+            )?;
+            stmt.query_map(params![collection.id, since as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Changes { changed, removed })
+    }
+}
+
+/// The collection's next change number, taken.
+fn bump(tx: &Connection, collection: i64) -> Result<u64, CollectionError> {
+    let modseq: i64 = tx
+        .prepare_cached(
+            "UPDATE dav_collections SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
+        )?
+        .query_row([collection], |r| r.get(0))?;
+    Ok(modseq as u64)
+}
+
+/// A random name for a collection's instance (see `Collection::instance`).
+fn instance() -> Result<String, CollectionError> {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| CollectionError::Crypto(crate::mailbox::CryptoError::Random))?;
+    Ok(hex::encode(bytes))
+}
+
+fn parse_props(
+    json: &str,
+) -> Result<std::collections::BTreeMap<PropName, String>, CollectionError> {
+    let list: Vec<(String, String, String)> = serde_json::from_str(json)?;
+    Ok(list
+        .into_iter()
+        .map(|(ns, name, value)| ((ns, name), value))
+        .collect())
+}
+
+fn collection_row(r: &rusqlite::Row) -> rusqlite::Result<Result<Collection, CollectionError>> {
+    let kind: String = r.get(1)?;
+    let components: String = r.get(5)?;
+    let props: String = r.get(6)?;
+    let id: i64 = r.get(0)?;
+    let name: String = r.get(2)?;
+    let instance: String = r.get(3)?;
+    let modseq: i64 = r.get(4)?;
+    Ok((|| {
+        Ok(Collection {
+            id,
+            kind: Kind::parse(&kind).ok_or(CollectionError::Refused("unknown collection kind"))?,
+            name,
+            instance,
+            modseq: modseq as u64,
+            components: components
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+            props: parse_props(&props)?,
+        })
+    })())
+}
+
+fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
+    Ok(Resource {
+        name: r.get(0)?,
+        uid: r.get(1)?,
+        component: r.get(2)?,
+        etag: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        modseq: r.get::<_, i64>(5)? as u64,
+        modified: r.get(6)?,
+        content_type: r.get(7)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn collections(dir: &std::path::Path) -> Collections {
+        let master = crate::mailbox::MasterKey::new(&[9u8; 32]).unwrap();
+        Collections::new(Mailboxes::new(dir, master))
+    }
+
+    fn event(uid: &str) -> Vec<u8> {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nBEGIN:VEVENT\r\n\
+             UID:{uid}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260102T100000Z\r\n\
+             SUMMARY:secret meeting\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn new<'a>(name: &'a str, uid: &'a str, body: &'a [u8]) -> NewResource<'a> {
+        NewResource {
+            name,
+            uid,
+            component: "VEVENT",
+            content_type: "text/calendar",
+            body,
+        }
+    }
+
+    #[test]
+    fn an_account_starts_with_a_calendar_and_an_address_book_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = collections(dir.path());
+        let mut mine = all.open("Me@D.test").unwrap();
+        let calendars = mine.collections(Kind::Calendar).unwrap();
+        assert_eq!(calendars.len(), 1);
+        assert_eq!(calendars[0].name, "calendar");
+        assert_eq!(calendars[0].prop("DAV:", "displayname"), Some("Calendar"));
+        assert_eq!(calendars[0].components, CALENDAR_COMPONENTS);
+        let books = mine.collections(Kind::AddressBook).unwrap();
+        assert_eq!(books[0].name, "contacts");
+        // Removed by its owner, a default is not made again.
+        mine.remove(&calendars[0]).unwrap();
+        drop(mine);
+        let again = all.open("me@d.test").unwrap();
+        assert!(again.collections(Kind::Calendar).unwrap().is_empty());
+        // The mailbox in the same file is whole.
+        let boxes = all.mailboxes.open("me@d.test").unwrap();
+        assert!(boxes.folder("INBOX").unwrap().is_some());
+    }
+
+    #[test]
+    fn resources_are_sealed_versioned_and_unique_by_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = collections(dir.path());
+        let mut mine = all.open("me@d.test").unwrap();
+        let cal = mine
+            .collection(Kind::Calendar, "calendar")
+            .unwrap()
+            .unwrap();
+        let body = event("u1");
+        let (first, created) = mine
+            .put(
+                &cal,
+                &new("a.ics", "u1", &body),
+                &Precondition::Absent,
+                None,
+            )
+            .unwrap();
+        assert!(created);
+        assert_eq!(first.etag, etag_of(&body));
+        // If-None-Match: * on a taken name.
+        assert!(matches!(
+            mine.put(
+                &cal,
+                &new("a.ics", "u1", &body),
+                &Precondition::Absent,
+                None
+            ),
+            Err(CollectionError::Changed)
+        ));
+        // The same UID under another name.
+        match mine.put(&cal, &new("b.ics", "u1", &body), &Precondition::Any, None) {
+            Err(CollectionError::UidConflict(holder)) => assert_eq!(holder, "a.ics"),
+            other => panic!("{other:?}"),
+        }
+        let changed = event("u1").into_iter().chain(*b"X").collect::<Vec<u8>>();
+        assert!(matches!(
+            mine.put(
+                &cal,
+                &new("a.ics", "u1", &changed),
+                &Precondition::Etags(vec!["\"old\"".into()]),
+                None
+            ),
+            Err(CollectionError::Changed)
+        ));
+        let (second, created) = mine
+            .put(
+                &cal,
+                &new("a.ics", "u1", &changed),
+                &Precondition::Etags(vec![first.etag.clone()]),
+                None,
+            )
+            .unwrap();
+        assert!(!created && second.etag != first.etag && second.modseq > first.modseq);
+        assert_eq!(mine.read(&cal, "a.ics").unwrap().unwrap().1, changed);
+        let file = std::fs::read(dir.path().join("mailboxes/d.test/me.db")).unwrap();
+        assert!(!file.windows(6).any(|w| w == b"secret"));
+        // Changes since the first write: the rewrite; then a removal.
+        let before = mine
+            .collection(Kind::Calendar, "calendar")
+            .unwrap()
+            .unwrap();
+        let since = before.token_modseq(&before.sync_token()).unwrap();
+        assert!(mine.delete(&cal, "a.ics", &Precondition::Any).unwrap());
+        assert!(!mine.delete(&cal, "a.ics", &Precondition::Any).unwrap());
+        let changes = mine.changes_since(&cal, since).unwrap();
+        assert!(changes.changed.is_empty());
+        assert_eq!(changes.removed, ["a.ics"]);
+        let changes = mine.changes_since(&cal, first.modseq - 1).unwrap();
+        assert_eq!(changes.removed, ["a.ics"]);
+        // A token of another instance, or from the future, is not this collection's.
+        assert_eq!(before.token_modseq("urn:ferrymail:sync:0000:1"), None);
+        assert_eq!(
+            before.token_modseq(&format!("urn:ferrymail:sync:{}:999", before.instance)),
+            None
+        );
+    }
+
+    #[test]
+    fn resources_share_the_mailbox_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = collections(dir.path());
+        all.mailboxes
+            .append("me@d.test", "INBOX", &[b'x'; 600], None)
+            .unwrap();
+        let mut mine = all.open("me@d.test").unwrap();
+        let cal = mine
+            .collection(Kind::Calendar, "calendar")
+            .unwrap()
+            .unwrap();
+        let body = event("u1");
+        assert!(matches!(
+            mine.put(
+                &cal,
+                &new("a.ics", "u1", &body),
+                &Precondition::Any,
+                Some(700)
+            ),
+            Err(CollectionError::OverQuota { used: 600, .. })
+        ));
+        mine.put(
+            &cal,
+            &new("a.ics", "u1", &body),
+            &Precondition::Any,
+            Some(2000),
+        )
+        .unwrap();
+        let mailbox = all.mailboxes.open("me@d.test").unwrap();
+        assert_eq!(mailbox.quota_used().unwrap(), 600 + body.len() as u64);
+        // Removing the calendar gives its bytes back.
+        mine.remove(&cal).unwrap();
+        assert_eq!(mailbox.quota_used().unwrap(), 600);
+    }
+}
