@@ -2,8 +2,10 @@
 //! account's calendars and address books, served on the https, caldav and carddav listeners.
 
 mod content;
+mod filter;
 mod path;
 mod propfind;
+mod report;
 mod write;
 pub mod xml;
 
@@ -107,6 +109,7 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
     let answer = crate::blocking::run(|| match method.as_str() {
         "PROPFIND" => propfind::propfind(&call, &body),
         "PROPPATCH" => write::proppatch(&call, &body),
+        "REPORT" => report::report(&call, &body),
         // hyper sends no body in answer to HEAD.
         "GET" | "HEAD" => write::get(&call),
         "PUT" => write::put(&call, &body),

@@ -172,6 +172,18 @@ impl Multistatus {
     /// One response with the properties `want` names: found ones under 200, the rest
     /// under 404.
     pub(super) fn node(&mut self, call: &Call, href: &str, node: &Node, want: &Want) {
+        self.node_with_data(call, href, node, want, None)
+    }
+
+    /// `node`, with a resource's body for calendar-data or address-data when read.
+    pub(super) fn node_with_data(
+        &mut self,
+        call: &Call,
+        href: &str,
+        node: &Node,
+        want: &Want,
+        data: Option<&[u8]>,
+    ) {
         let mut found: Vec<(PropName, String)> = Vec::new();
         let mut missing: Vec<PropName> = Vec::new();
         match want {
@@ -181,11 +193,15 @@ impl Multistatus {
                 }
             }
             Want::All(include) => {
-                for name in all_names(node).into_iter().chain(include.iter().cloned()) {
+                let dead = |n: &PropName| matches!(node, Node::Collection(c) if c.props.contains_key(n));
+                let shown = all_names(node)
+                    .into_iter()
+                    .filter(|n| in_allprop(n) || dead(n));
+                for name in shown.chain(include.iter().cloned()) {
                     if found.iter().any(|(n, _)| *n == name) {
                         continue;
                     }
-                    if let Some(value) = value(call, node, &name) {
+                    if let Some(value) = value(call, node, &name, data) {
                         found.push((name, value));
                     } else if include.contains(&name) {
                         missing.push(name);
@@ -194,7 +210,7 @@ impl Multistatus {
             }
             Want::Props(names) => {
                 for name in names {
-                    match value(call, node, name) {
+                    match value(call, node, name, data) {
                         Some(value) => found.push((name.clone(), value)),
                         None => missing.push(name.clone()),
                     }
@@ -334,12 +350,31 @@ fn all_names(node: &Node) -> Vec<PropName> {
     names
 }
 
+/// What allprop shows (RFC 4918 §9.1): RFC 4918's own live properties and the dead
+/// ones; those of other specifications (privileges, reports, sync-token…) only by name.
+fn in_allprop(name: &PropName) -> bool {
+    name.0 != DAV
+        && !matches!(name.0.as_str(), CALDAV | CARDDAV | CALSERVER)
+        || matches!(
+            (name.0.as_str(), name.1.as_str()),
+            (
+                DAV,
+                "resourcetype"
+                    | "displayname"
+                    | "getetag"
+                    | "getcontenttype"
+                    | "getcontentlength"
+                    | "getlastmodified"
+            )
+        )
+}
+
 fn href_xml(href: &str) -> String {
     format!("<d:href>{}</d:href>", escape(href))
 }
 
 /// A property's value as XML, or None where the node has no such property.
-fn value(call: &Call, node: &Node, (ns, local): &PropName) -> Option<String> {
+fn value(call: &Call, node: &Node, (ns, local): &PropName, data: Option<&[u8]>) -> Option<String> {
     let account = &call.account;
     let principal = || href_xml(&path::principal(account));
     let value = match (ns.as_str(), local.as_str(), node) {
@@ -398,6 +433,12 @@ fn value(call: &Call, node: &Node, (ns, local): &PropName) -> Option<String> {
         }
         (_, _, Node::Collection(c)) if c.prop(ns, local).is_some() => {
             escape(c.prop(ns, local).unwrap_or_default()).into_owned()
+        }
+        (CALDAV, "calendar-data", Node::Resource(c, _)) if c.kind == Kind::Calendar => {
+            escape(&String::from_utf8_lossy(data?)).into_owned()
+        }
+        (CARDDAV, "address-data", Node::Resource(c, _)) if c.kind == Kind::AddressBook => {
+            escape(&String::from_utf8_lossy(data?)).into_owned()
         }
         (DAV, "getetag", Node::Resource(_, r)) => escape(&r.etag).into_owned(),
         (DAV, "getcontenttype", Node::Resource(_, r)) => escape(&r.content_type).into_owned(),

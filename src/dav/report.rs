@@ -1,0 +1,196 @@
+//! REPORT: calendar-multiget and calendar-query (RFC 4791 §7.8–7.9), addressbook-multiget
+//! and addressbook-query (RFC 6352 §8.6–8.7), sync-collection (RFC 6578).
+
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::filter::{CalendarFilter, CardFilter, Unsupported};
+use super::path::{self, Target};
+use super::propfind::{Multistatus, Node, Want, bad_request};
+use super::xml::{self, CALDAV, CARDDAV, DAV, Element};
+use super::{Call, precondition_failed};
+use crate::collections::{Collection, CollectionError, Kind, SqliteCollections};
+
+pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionError> {
+    let root = match xml::parse(body) {
+        Ok(root) => root,
+        Err(e) => return Ok(bad_request(&e.to_string())),
+    };
+    let store = call.dav.collections.open(&call.account)?;
+    let (kind, collection) = match &call.target {
+        Target::Collection(kind, _, name) | Target::Resource(kind, _, name, _) => {
+            match store.collection(*kind, name)? {
+                Some(c) => (*kind, c),
+                None => return Ok(super::plain(StatusCode::NOT_FOUND, "nothing here\n")),
+            }
+        }
+        _ => return Ok(unsupported_report()),
+    };
+    let Some(want) = Want::of(&root) else {
+        return Ok(bad_request("the report names no prop, allprop or propname"));
+    };
+    match (root.ns.as_str(), root.name.as_str(), kind) {
+        (CALDAV, "calendar-multiget", Kind::Calendar)
+        | (CARDDAV, "addressbook-multiget", Kind::AddressBook) => {
+            multiget(call, &store, &collection, &root, &want)
+        }
+        (CALDAV, "calendar-query", Kind::Calendar) => {
+            let filter = match root.child(CALDAV, "filter").map(CalendarFilter::read) {
+                Some(Ok(filter)) => filter,
+                Some(Err(e)) => return Ok(refused(&e)),
+                None => return Ok(bad_request("calendar-query without a filter")),
+            };
+            query(call, &store, &collection, &want, |body| {
+                std::str::from_utf8(body)
+                    .ok()
+                    .and_then(|t| calcard::icalendar::ICalendar::parse(t).ok())
+                    .is_some_and(|c| filter.matches(&c))
+            })
+        }
+        (CARDDAV, "addressbook-query", Kind::AddressBook) => {
+            let filter = match root.child(CARDDAV, "filter").map(CardFilter::read) {
+                Some(Ok(filter)) => filter,
+                Some(Err(e)) => return Ok(refused(&e)),
+                None => return Ok(bad_request("addressbook-query without a filter")),
+            };
+            query(call, &store, &collection, &want, |body| {
+                std::str::from_utf8(body)
+                    .ok()
+                    .and_then(|t| calcard::vcard::VCard::parse(t).ok())
+                    .is_some_and(|c| filter.matches(&c))
+            })
+        }
+        (DAV, "sync-collection", _) => sync(call, &store, &collection, &root, &want),
+        _ => Ok(unsupported_report()),
+    }
+}
+
+fn unsupported_report() -> Response {
+    precondition_failed(StatusCode::FORBIDDEN, DAV, "supported-report")
+}
+
+fn refused(e: &Unsupported) -> Response {
+    tracing::info!(why = %e.why, precondition = e.precondition, "dav REPORT refused");
+    precondition_failed(StatusCode::FORBIDDEN, e.ns, e.precondition)
+}
+
+/// Whether the properties asked for include the resource's data (a read of the body).
+fn wants_data(want: &Want) -> bool {
+    match want {
+        Want::Props(names) => names
+            .iter()
+            .any(|(ns, n)| (ns == CALDAV && n == "calendar-data") || (ns == CARDDAV && n == "address-data")),
+        _ => false,
+    }
+}
+
+/// The resources the hrefs name, in the order asked; those not in this collection 404.
+fn multiget(
+    call: &Call,
+    store: &SqliteCollections,
+    collection: &Collection,
+    root: &Element,
+    want: &Want,
+) -> Result<Response, CollectionError> {
+    let mut out = Multistatus::new();
+    let data = wants_data(want);
+    for href in root.all(DAV, "href") {
+        let text = href.text.trim();
+        let name = match path::href_target(text) {
+            Some(Target::Resource(kind, account, c, name))
+                if kind == collection.kind && account == call.account && c == collection.name =>
+            {
+                name
+            }
+            _ => {
+                out.status(text, StatusCode::NOT_FOUND);
+                continue;
+            }
+        };
+        let found = if data {
+            store.read(collection, &name)?.map(|(r, b)| (r, Some(b)))
+        } else {
+            store.resource(collection, &name)?.map(|r| (r, None))
+        };
+        match found {
+            Some((resource, body)) => {
+                let node = Node::Resource(collection.clone(), resource);
+                let href = super::propfind::href(call, &node);
+                out.node_with_data(call, &href, &node, want, body.as_deref());
+            }
+            None => out.status(text, StatusCode::NOT_FOUND),
+        }
+    }
+    Ok(out.finish())
+}
+
+/// Every resource of the collection that `matches` passes.
+fn query(
+    call: &Call,
+    store: &SqliteCollections,
+    collection: &Collection,
+    want: &Want,
+    matches: impl Fn(&[u8]) -> bool,
+) -> Result<Response, CollectionError> {
+    let mut out = Multistatus::new();
+    let data = wants_data(want);
+    for (resource, body) in store.read_all(collection)? {
+        if !matches(&body) {
+            continue;
+        }
+        let node = Node::Resource(collection.clone(), resource);
+        let href = super::propfind::href(call, &node);
+        out.node_with_data(call, &href, &node, want, data.then_some(body.as_slice()));
+    }
+    Ok(out.finish())
+}
+
+/// sync-collection: everything (no token) or what changed since the token, removals as
+/// 404s, and the token to come back with.
+fn sync(
+    call: &Call,
+    store: &SqliteCollections,
+    collection: &Collection,
+    root: &Element,
+    want: &Want,
+) -> Result<Response, CollectionError> {
+    if !matches!(call.target, Target::Collection(..)) {
+        return Ok(unsupported_report());
+    }
+    let token = root
+        .child(DAV, "sync-token")
+        .map(|t| t.text.trim().to_string())
+        .unwrap_or_default();
+    let since = if token.is_empty() {
+        0
+    } else {
+        match collection.token_modseq(&token) {
+            Some(since) => since,
+            None => return Ok(precondition_failed(StatusCode::FORBIDDEN, DAV, "valid-sync-token")),
+        }
+    };
+    let changes = store.changes_since(collection, since)?;
+    let data = wants_data(want);
+    let mut out = Multistatus::new();
+    for resource in changes.changed {
+        let body = if data {
+            store.read(collection, &resource.name)?.map(|(_, b)| b)
+        } else {
+            None
+        };
+        let node = Node::Resource(collection.clone(), resource);
+        let href = super::propfind::href(call, &node);
+        out.node_with_data(call, &href, &node, want, body.as_deref());
+    }
+    if since > 0 {
+        for name in changes.removed {
+            let href = path::resource(collection.kind, &call.account, &collection.name, &name);
+            out.status(&href, StatusCode::NOT_FOUND);
+        }
+    }
+    out.trailer(&format!(
+        "<d:sync-token>{}</d:sync-token>",
+        xml::escape(&collection.sync_token())
+    ));
+    Ok(out.finish())
+}
