@@ -172,11 +172,11 @@ impl PropFilter {
 
     /// Against one property's value text and its parameters (name → values).
     fn test_one(&self, text: &str, params: &dyn Fn(&str) -> Vec<String>) -> bool {
-        let tests = self
-            .texts
-            .iter()
-            .map(|t| t.test(text))
-            .chain(self.params.iter().map(|p| p.test(params(&p.name).into_iter())));
+        let tests = self.texts.iter().map(|t| t.test(text)).chain(
+            self.params
+                .iter()
+                .map(|p| p.test(params(&p.name).into_iter())),
+        );
         let mut tests = tests.peekable();
         if tests.peek().is_none() {
             return true;
@@ -212,12 +212,22 @@ fn time_range(e: &Element) -> Result<(i64, i64), Unsupported> {
             None => Ok(default),
             Some(text) => chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y%m%dT%H%M%SZ")
                 .map(|t| t.and_utc().timestamp())
-                .map_err(|_| unsupported(CALDAV, "valid-filter", "a time-range bound is not a UTC date-time")),
+                .map_err(|_| {
+                    unsupported(
+                        CALDAV,
+                        "valid-filter",
+                        "a time-range bound is not a UTC date-time",
+                    )
+                }),
         }
     };
     let range = (bound("start", i64::MIN)?, bound("end", i64::MAX)?);
     if range.0 >= range.1 {
-        return Err(unsupported(CALDAV, "valid-filter", "a time range that ends before it starts"));
+        return Err(unsupported(
+            CALDAV,
+            "valid-filter",
+            "a time range that ends before it starts",
+        ));
     }
     Ok(range)
 }
@@ -261,7 +271,11 @@ impl CalendarFilter {
             .ok_or_else(|| unsupported(CALDAV, "valid-filter", "no comp-filter"))?;
         let top = CompFilter::read(top, 0)?;
         if top.name != "VCALENDAR" {
-            return Err(unsupported(CALDAV, "valid-filter", "the top comp-filter is not VCALENDAR"));
+            return Err(unsupported(
+                CALDAV,
+                "valid-filter",
+                "the top comp-filter is not VCALENDAR",
+            ));
         }
         Ok(CalendarFilter { top })
     }
@@ -298,7 +312,10 @@ impl Run<'_> {
         candidates.any(|(id, component)| {
             filter.range.is_none_or(|range| self.in_range(id, range))
                 && filter.props.iter().all(|p| prop_matches(component, p))
-                && filter.comps.iter().all(|c| self.comp(&component.component_ids, c))
+                && filter
+                    .comps
+                    .iter()
+                    .all(|c| self.comp(&component.component_ids, c))
         })
     }
 
@@ -418,12 +435,17 @@ impl CardFilter {
                 return entries.peek().is_none();
             }
             entries.any(|entry| {
+                // Structured values (N, ADR, ORG) are fields with ';' between them;
+                // others are lists with ','.
+                let structured = ["N", "ADR", "ORG", "GENDER", "CLIENTPIDMAP"]
+                    .iter()
+                    .any(|n| entry.name.as_str().eq_ignore_ascii_case(n));
                 let text = entry
                     .values
                     .iter()
                     .map(vcard_text)
                     .collect::<Vec<_>>()
-                    .join(",");
+                    .join(if structured { ";" } else { "," });
                 let params = |name: &str| -> Vec<String> {
                     entry
                         .params
@@ -456,9 +478,7 @@ mod tests {
     use super::*;
 
     fn calendar_filter(xml: &str) -> Result<CalendarFilter, Unsupported> {
-        let body = format!(
-            "<C:filter xmlns:C=\"urn:ietf:params:xml:ns:caldav\">{xml}</C:filter>"
-        );
+        let body = format!("<C:filter xmlns:C=\"urn:ietf:params:xml:ns:caldav\">{xml}</C:filter>");
         CalendarFilter::read(&super::super::xml::parse(body.as_bytes()).unwrap())
     }
 
@@ -480,7 +500,8 @@ mod tests {
     /// Weekly on Mondays 10:00 Berlin from 5 Jan 2026, five times; the 12 Jan one moved
     /// to 14:00, the 19 Jan one cancelled.
     fn weekly() -> ICalendar {
-        ics("BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\n\
+        ics(
+            "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\n\
              DTSTART:19701025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\n\
              END:STANDARD\r\nEND:VTIMEZONE\r\n\
              BEGIN:VEVENT\r\nUID:w\r\nDTSTAMP:20260101T000000Z\r\n\
@@ -490,7 +511,8 @@ mod tests {
              BEGIN:VEVENT\r\nUID:w\r\nDTSTAMP:20260101T000000Z\r\n\
              RECURRENCE-ID;TZID=Europe/Berlin:20260112T100000\r\n\
              DTSTART;TZID=Europe/Berlin:20260112T140000\r\nDURATION:PT1H\r\n\
-             SUMMARY:Standup (moved)\r\nEND:VEVENT\r\n")
+             SUMMARY:Standup (moved)\r\nEND:VEVENT\r\n",
+        )
     }
 
     #[test]
@@ -526,9 +548,8 @@ mod tests {
     fn components_properties_and_parameters_filter() {
         let cal = weekly();
         let f = |xml: &str| calendar_filter(xml).unwrap().matches(&cal);
-        let wrap = |inner: &str| {
-            format!("<C:comp-filter name=\"VCALENDAR\">{inner}</C:comp-filter>")
-        };
+        let wrap =
+            |inner: &str| format!("<C:comp-filter name=\"VCALENDAR\">{inner}</C:comp-filter>");
         assert!(f(&wrap("<C:comp-filter name=\"VEVENT\"/>")));
         assert!(!f(&wrap("<C:comp-filter name=\"VTODO\"/>")));
         assert!(f(&wrap(
@@ -557,14 +578,19 @@ mod tests {
             "<C:comp-filter name=\"VEVENT\"><C:comp-filter name=\"VALARM\">\
              <C:time-range start=\"20260101T000000Z\"/></C:comp-filter></C:comp-filter>",
         );
-        assert_eq!(calendar_filter(&alarm).unwrap_err().precondition, "supported-filter");
+        assert_eq!(
+            calendar_filter(&alarm).unwrap_err().precondition,
+            "supported-filter"
+        );
         let collation = summary("<C:text-match collation=\"i;klingon\">x</C:text-match>");
         assert_eq!(
             calendar_filter(&collation).unwrap_err().precondition,
             "supported-collation"
         );
         assert_eq!(
-            calendar_filter("<C:comp-filter name=\"VEVENT\"/>").unwrap_err().precondition,
+            calendar_filter("<C:comp-filter name=\"VEVENT\"/>")
+                .unwrap_err()
+                .precondition,
             "valid-filter"
         );
     }
@@ -577,9 +603,8 @@ mod tests {
         )
         .unwrap();
         let filter = |xml: &str| {
-            let body = format!(
-                "<C:filter xmlns:C=\"urn:ietf:params:xml:ns:carddav\" {xml}</C:filter>"
-            );
+            let body =
+                format!("<C:filter xmlns:C=\"urn:ietf:params:xml:ns:carddav\" {xml}</C:filter>");
             CardFilter::read(&super::super::xml::parse(body.as_bytes()).unwrap())
                 .unwrap()
                 .matches(&card)

@@ -29,15 +29,16 @@ pub(super) enum Want {
 
 impl Want {
     /// From a PROPFIND body; an empty one means allprop (RFC 4918 §9.1).
-    pub(super) fn of_propfind(body: &[u8]) -> Result<Want, Response> {
+    /// Err says why the body is refused.
+    pub(super) fn of_propfind(body: &[u8]) -> Result<Want, String> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Want::All(Vec::new()));
         }
-        let root = xml::parse(body).map_err(|e| bad_request(&e.to_string()))?;
+        let root = xml::parse(body).map_err(|e| e.to_string())?;
         if !root.is(DAV, "propfind") {
-            return Err(bad_request("the body is not a DAV:propfind"));
+            return Err("the body is not a DAV:propfind".into());
         }
-        Want::of(&root).ok_or_else(|| bad_request("propfind names no prop, allprop or propname"))
+        Want::of(&root).ok_or_else(|| "propfind names no prop, allprop or propname".into())
     }
 
     /// From an element holding `prop`, `allprop` or `propname` (propfind, REPORTs).
@@ -77,7 +78,7 @@ pub(super) fn bad_request(why: &str) -> Response {
 pub(super) fn propfind(call: &Call, body: &[u8]) -> Result<Response, CollectionError> {
     let want = match Want::of_propfind(body) {
         Ok(want) => want,
-        Err(response) => return Ok(response),
+        Err(why) => return Ok(bad_request(&why)),
     };
     let depth = call.depth();
     let store = call.dav.collections.open(&call.account)?;
@@ -193,7 +194,8 @@ impl Multistatus {
                 }
             }
             Want::All(include) => {
-                let dead = |n: &PropName| matches!(node, Node::Collection(c) if c.props.contains_key(n));
+                let dead =
+                    |n: &PropName| matches!(node, Node::Collection(c) if c.props.contains_key(n));
                 let shown = all_names(node)
                     .into_iter()
                     .filter(|n| in_allprop(n) || dead(n));
@@ -353,8 +355,7 @@ fn all_names(node: &Node) -> Vec<PropName> {
 /// What allprop shows (RFC 4918 §9.1): RFC 4918's own live properties and the dead
 /// ones; those of other specifications (privileges, reports, sync-token…) only by name.
 fn in_allprop(name: &PropName) -> bool {
-    name.0 != DAV
-        && !matches!(name.0.as_str(), CALDAV | CARDDAV | CALSERVER)
+    name.0 != DAV && !matches!(name.0.as_str(), CALDAV | CARDDAV | CALSERVER)
         || matches!(
             (name.0.as_str(), name.1.as_str()),
             (

@@ -77,9 +77,9 @@ fn refused(e: &Unsupported) -> Response {
 /// Whether the properties asked for include the resource's data (a read of the body).
 fn wants_data(want: &Want) -> bool {
     match want {
-        Want::Props(names) => names
-            .iter()
-            .any(|(ns, n)| (ns == CALDAV && n == "calendar-data") || (ns == CARDDAV && n == "address-data")),
+        Want::Props(names) => names.iter().any(|(ns, n)| {
+            (ns == CALDAV && n == "calendar-data") || (ns == CARDDAV && n == "address-data")
+        }),
         _ => false,
     }
 }
@@ -166,7 +166,13 @@ fn sync(
     } else {
         match collection.token_modseq(&token) {
             Some(since) => since,
-            None => return Ok(precondition_failed(StatusCode::FORBIDDEN, DAV, "valid-sync-token")),
+            None => {
+                return Ok(precondition_failed(
+                    StatusCode::FORBIDDEN,
+                    DAV,
+                    "valid-sync-token",
+                ));
+            }
         }
     };
     let changes = store.changes_since(collection, since)?;

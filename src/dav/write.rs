@@ -288,10 +288,7 @@ pub(super) fn make(call: &Call, body: &[u8], calendar: bool) -> Result<Response,
                 bad.push(name_of);
             }
         } else if prop.is(CALDAV, "supported-calendar-component-set") && kind == Kind::Calendar {
-            let named: Vec<String> = prop
-                .all(CALDAV, "comp")
-                .filter_map(|c| comp_name(c))
-                .collect();
+            let named: Vec<String> = prop.all(CALDAV, "comp").filter_map(comp_name).collect();
             if named.is_empty() {
                 bad.push(name_of);
             } else {

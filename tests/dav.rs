@@ -1,0 +1,596 @@
+//! CalDAV and CardDAV on the real server: the Python caldav library as a client, and curl
+//! for what clients do on their own (well-known redirects, OPTIONS) and for every
+//! refusal a client must be able to read (401, 403 with its precondition, 412, 507).
+
+mod common;
+
+use std::process::Command;
+
+use common::{Process, TEST_HASH, Workspace, free_port};
+
+const ME: &str = "me@example.test";
+
+/// A server with https, caldav and carddav listeners and the account `ME` (password
+/// "quickstart", quota `quota`).
+struct Dav {
+    w: Workspace,
+    process: Process,
+    https: u16,
+    caldav: u16,
+    carddav: u16,
+}
+
+impl Dav {
+    fn start(quota: &str) -> Dav {
+        let (https, caldav, carddav) = (free_port(), free_port(), free_port());
+        let w = Workspace::new(&format!(
+            "[listeners]\nhttps = \"127.0.0.1:{https}\"\ncaldav = \"127.0.0.1:{caldav}\"\n\
+             carddav = \"127.0.0.1:{carddav}\"\n\n[tls]\nmode = \"self-signed\"\n\n\
+             [domains.\"example.test\".aliases.me]\n\
+             mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }}, quota = \"{quota}\" }}\n"
+        ));
+        let process = w.serve(carddav);
+        Dav {
+            w,
+            process,
+            https,
+            caldav,
+            carddav,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.process.terminate();
+        self.process = self.w.serve(self.carddav);
+    }
+
+    fn ca(&self) -> String {
+        self.w
+            .data_dir()
+            .join("self-signed.crt")
+            .display()
+            .to_string()
+    }
+
+    /// `curl -X METHOD` as `ME` against the caldav listener: (status, headers, body).
+    fn call(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+        self.call_as(Some("quickstart"), self.caldav, method, path, headers, body)
+    }
+
+    fn call_as(
+        &self,
+        password: Option<&str>,
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> Reply {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "20", "-D", "-", "--cacert"])
+            .arg(self.ca())
+            .args(["-X", method]);
+        if let Some(password) = password {
+            cmd.args(["-u", &format!("{ME}:{password}")]);
+        }
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        // A long body goes through a file: one argument may hold 128 KiB at most.
+        if body.len() > 64 * 1024 {
+            let file = self.w.path().join("body");
+            std::fs::write(&file, body).expect("body file");
+            cmd.args(["--data-binary", &format!("@{}", file.display())]);
+        } else if !body.is_empty() {
+            cmd.args(["--data-binary", body]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .expect("curl");
+        let mut text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        // curl shows the interim "100 Continue" of a large body before the answer.
+        while text.starts_with("HTTP/1.1 1") {
+            text = text
+                .split_once("\n\n")
+                .map_or("", |(_, rest)| rest)
+                .to_string();
+        }
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Reply {
+            status,
+            head: head.to_lowercase(),
+            body: body.to_string(),
+        }
+    }
+}
+
+struct Reply {
+    status: u16,
+    /// Lower-cased header lines.
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+    }
+}
+
+const CAL: &str = "/dav/calendars/me@example.test/calendar";
+const BOOK: &str = "/dav/addressbooks/me@example.test/contacts";
+
+fn event(uid: &str, summary: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\n\
+         DTSTAMP:20260101T000000Z\r\nDTSTART:20260301T100000Z\r\nDURATION:PT1H\r\n\
+         SUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+const ICS: &str = "Content-Type: text/calendar; charset=utf-8";
+const VCF: &str = "Content-Type: text/vcard; charset=utf-8";
+
+#[test]
+fn the_python_caldav_library_syncs_calendars_events_and_todos() {
+    let dav = Dav::start("1GiB");
+    let run = common::python_peer_run(
+        "caldav_client.py",
+        &[
+            &format!("https://localhost:{}/", dav.caldav),
+            ME,
+            "quickstart",
+            &dav.ca(),
+        ],
+        dav.w.path(),
+    );
+    assert!(
+        run.code == 0 && run.stdout.contains("all done"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    // The same tree answers on the https listener under /dav/.
+    let reply = dav.call_as(
+        Some("quickstart"),
+        dav.https,
+        "PROPFIND",
+        "/dav/calendars/me@example.test/",
+        &["Depth: 1"],
+        "",
+    );
+    assert_eq!(reply.status, 207, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("<d:displayname>Calendar</d:displayname>")
+    );
+    assert!(
+        !reply.body.contains("/work/"),
+        "the deleted calendar is gone"
+    );
+}
+
+#[test]
+fn discovery_starts_anywhere_and_needs_a_login() {
+    let dav = Dav::start("1GiB");
+    for (port, path) in [
+        (dav.caldav, "/.well-known/caldav"),
+        (dav.carddav, "/.well-known/carddav"),
+        (dav.https, "/.well-known/caldav"),
+    ] {
+        for method in ["GET", "PROPFIND"] {
+            let reply = dav.call_as(None, port, method, path, &[], "");
+            assert_eq!(reply.status, 301, "{method} {path}");
+            assert_eq!(reply.header("location").as_deref(), Some("/dav/"));
+        }
+    }
+    let options = dav.call_as(None, dav.carddav, "OPTIONS", "/dav/", &[], "");
+    assert_eq!(options.status, 200);
+    let classes = options.header("dav").unwrap_or_default();
+    for class in ["1", "3", "calendar-access", "addressbook"] {
+        assert!(classes.split(", ").any(|c| c == class), "{classes}");
+    }
+    assert!(
+        !classes.split(", ").any(|c| c == "2"),
+        "no locks, no class 2"
+    );
+    let anonymous = dav.call_as(None, dav.caldav, "PROPFIND", "/", &["Depth: 0"], "");
+    assert_eq!(anonymous.status, 401);
+    assert!(
+        anonymous
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .starts_with("basic")
+    );
+    let wrong = dav.call_as(Some("nope"), dav.caldav, "PROPFIND", "/", &["Depth: 0"], "");
+    assert_eq!(wrong.status, 401);
+    // From the root to the homes, as a client discovers them (RFC 5397, 4791 §6.2.1).
+    let root = dav.call(
+        "PROPFIND",
+        "/",
+        &["Depth: 0"],
+        "<d:propfind xmlns:d=\"DAV:\"><d:prop><d:current-user-principal/><d:nope/></d:prop></d:propfind>",
+    );
+    assert_eq!(root.status, 207);
+    assert!(
+        root.body.contains(
+            "<d:current-user-principal><d:href>/dav/principals/me@example.test/</d:href>"
+        )
+    );
+    assert!(
+        root.body
+            .contains("<d:nope/></d:prop><d:status>HTTP/1.1 404 Not Found")
+    );
+    let principal = dav.call(
+        "PROPFIND",
+        "/dav/principals/me@example.test/",
+        &["Depth: 0"],
+        "<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\" \
+         xmlns:r=\"urn:ietf:params:xml:ns:carddav\"><d:prop><c:calendar-home-set/>\
+         <r:addressbook-home-set/></d:prop></d:propfind>",
+    );
+    assert!(
+        principal
+            .body
+            .contains("<cal:calendar-home-set><d:href>/dav/calendars/me@example.test/</d:href>")
+    );
+    assert!(principal.body.contains(
+        "<card:addressbook-home-set><d:href>/dav/addressbooks/me@example.test/</d:href>"
+    ));
+    // Another account's tree is not ours to read.
+    let theirs = dav.call(
+        "PROPFIND",
+        "/dav/calendars/you@example.test/",
+        &["Depth: 0"],
+        "",
+    );
+    assert_eq!(theirs.status, 403);
+    let infinite = dav.call("PROPFIND", "/dav/calendars/me@example.test/", &[], "");
+    assert_eq!(infinite.status, 403);
+    assert!(infinite.body.contains("propfind-finite-depth"));
+}
+
+#[test]
+fn writes_are_refused_with_the_reason_a_client_can_act_on() {
+    let dav = Dav::start("20KB");
+    let one = event("one", "First");
+    let created = dav.call(
+        "PUT",
+        &format!("{CAL}/one.ics"),
+        &[ICS, "If-None-Match: *"],
+        &one,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let etag = created.header("etag").expect("an ETag on PUT");
+    let again = dav.call(
+        "PUT",
+        &format!("{CAL}/one.ics"),
+        &[ICS, "If-None-Match: *"],
+        &one,
+    );
+    assert_eq!(again.status, 412);
+    let stale = dav.call(
+        "PUT",
+        &format!("{CAL}/one.ics"),
+        &[ICS, "If-Match: \"stale\""],
+        &event("one", "Changed"),
+    );
+    assert_eq!(stale.status, 412);
+    let fresh = dav.call(
+        "PUT",
+        &format!("{CAL}/one.ics"),
+        &[ICS, &format!("If-Match: {etag}")],
+        &event("one", "Changed"),
+    );
+    assert_eq!(fresh.status, 204);
+    let get = dav.call("GET", &format!("{CAL}/one.ics"), &[], "");
+    assert!(get.body.contains("SUMMARY:Changed"));
+    assert_eq!(get.header("etag"), fresh.header("etag"));
+    let unchanged = dav.call(
+        "GET",
+        &format!("{CAL}/one.ics"),
+        &[&format!("If-None-Match: {}", get.header("etag").unwrap())],
+        "",
+    );
+    assert_eq!(unchanged.status, 304);
+
+    let precondition = |reply: &Reply, ns_prefix: &str, name: &str| {
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(
+            reply.body.contains(&format!("<{ns_prefix}:{name}")),
+            "{name}: {}",
+            reply.body
+        );
+    };
+    let same_uid = dav.call("PUT", &format!("{CAL}/two.ics"), &[ICS], &one);
+    precondition(&same_uid, "cal", "no-uid-conflict");
+    assert!(
+        same_uid
+            .body
+            .contains(&format!("<d:href>{CAL}/one.ics</d:href>"))
+    );
+    precondition(
+        &dav.call("PUT", &format!("{CAL}/bad.ics"), &[ICS], "not a calendar"),
+        "cal",
+        "valid-calendar-data",
+    );
+    precondition(
+        &dav.call(
+            "PUT",
+            &format!("{CAL}/bad.ics"),
+            &["Content-Type: text/plain"],
+            &event("p", "x"),
+        ),
+        "cal",
+        "supported-calendar-data",
+    );
+    let scheduling = event("m", "x").replace("VERSION:2.0", "VERSION:2.0\r\nMETHOD:REQUEST");
+    precondition(
+        &dav.call("PUT", &format!("{CAL}/m.ics"), &[ICS], &scheduling),
+        "cal",
+        "valid-calendar-object-resource",
+    );
+    precondition(
+        &dav.call("PUT", &format!("{BOOK}/c.vcf"), &[VCF], &event("c", "x")),
+        "card",
+        "valid-address-data",
+    );
+    let missing = dav.call(
+        "PUT",
+        "/dav/calendars/me@example.test/nope/x.ics",
+        &[ICS],
+        &one,
+    );
+    assert_eq!(missing.status, 409, "no such calendar");
+
+    // The quota is the mailbox's: 20 KB, and one object of 25 KB does not fit.
+    let big = event("big", &"x".repeat(25_000));
+    let full = dav.call("PUT", &format!("{CAL}/big.ics"), &[ICS], &big);
+    assert_eq!(full.status, 507, "{}", full.body);
+    assert!(full.body.contains("quota-not-exceeded"));
+
+    let deleted = dav.call(
+        "DELETE",
+        &format!("{CAL}/one.ics"),
+        &["If-Match: \"stale\""],
+        "",
+    );
+    assert_eq!(deleted.status, 412);
+    assert_eq!(
+        dav.call("DELETE", &format!("{CAL}/one.ics"), &[], "")
+            .status,
+        204
+    );
+    assert_eq!(
+        dav.call("DELETE", &format!("{CAL}/one.ics"), &[], "")
+            .status,
+        404
+    );
+
+    // MKCALENDAR with properties, then PROPPATCH: dead properties kept, protected refused.
+    let made = dav.call(
+        "MKCALENDAR",
+        "/dav/calendars/me@example.test/tasks/",
+        &[],
+        "<c:mkcalendar xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:set><d:prop>\
+         <d:displayname>Tasks</d:displayname><c:supported-calendar-component-set>\
+         <c:comp name=\"VTODO\"/></c:supported-calendar-component-set></d:prop></d:set></c:mkcalendar>",
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(
+        dav.call(
+            "MKCALENDAR",
+            "/dav/calendars/me@example.test/tasks/",
+            &[],
+            ""
+        )
+        .status,
+        405
+    );
+    precondition(
+        &dav.call(
+            "PUT",
+            "/dav/calendars/me@example.test/tasks/e.ics",
+            &[ICS],
+            &event("e", "x"),
+        ),
+        "cal",
+        "supported-calendar-component",
+    );
+    let patch = dav.call(
+        "PROPPATCH",
+        "/dav/calendars/me@example.test/tasks/",
+        &[],
+        "<d:propertyupdate xmlns:d=\"DAV:\" xmlns:a=\"http://apple.com/ns/ical/\"><d:set><d:prop>\
+         <a:calendar-color>#00ff00</a:calendar-color></d:prop></d:set></d:propertyupdate>",
+    );
+    assert!(patch.body.contains("HTTP/1.1 200 OK"), "{}", patch.body);
+    let protected = dav.call(
+        "PROPPATCH",
+        "/dav/calendars/me@example.test/tasks/",
+        &[],
+        "<d:propertyupdate xmlns:d=\"DAV:\"><d:set><d:prop><d:getetag>x</d:getetag>\
+         <d:displayname>Renamed</d:displayname></d:prop></d:set></d:propertyupdate>",
+    );
+    assert!(
+        protected.body.contains("HTTP/1.1 403 Forbidden"),
+        "{}",
+        protected.body
+    );
+    assert!(protected.body.contains("HTTP/1.1 424 Failed Dependency"));
+    let props = dav.call(
+        "PROPFIND",
+        "/dav/calendars/me@example.test/tasks/",
+        &["Depth: 0"],
+        "<d:propfind xmlns:d=\"DAV:\" xmlns:a=\"http://apple.com/ns/ical/\"><d:prop>\
+         <a:calendar-color/><d:displayname/></d:prop></d:propfind>",
+    );
+    assert!(
+        props
+            .body
+            .contains("<ical:calendar-color>#00ff00</ical:calendar-color>")
+    );
+    assert!(
+        props.body.contains("<d:displayname>Tasks</d:displayname>"),
+        "all or nothing"
+    );
+}
+
+fn vcard(uid: &str, name: &str, email: &str, version: &str) -> String {
+    format!(
+        "BEGIN:VCARD\r\nVERSION:{version}\r\nUID:{uid}\r\nFN:{name}\r\nN:{name};;;;\r\n\
+         EMAIL;TYPE=work:{email}\r\nEND:VCARD\r\n"
+    )
+}
+
+#[test]
+fn address_books_answer_queries_multigets_and_sync_across_a_restart() {
+    let mut dav = Dav::start("1GiB");
+    let card = |dav: &Dav, uid: &str, name: &str, version: &str| {
+        let reply = dav.call_as(
+            Some("quickstart"),
+            dav.carddav,
+            "PUT",
+            &format!("{BOOK}/{uid}.vcf"),
+            &[VCF],
+            &vcard(uid, name, &format!("{uid}@example.net"), version),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    };
+    card(&dav, "ann", "Ann Archer", "3.0");
+    card(&dav, "bob", "Bob Baker", "4.0");
+    let report = |dav: &Dav, body: &str| {
+        dav.call_as(
+            Some("quickstart"),
+            dav.carddav,
+            "REPORT",
+            &format!("{BOOK}/"),
+            &["Depth: 1"],
+            body,
+        )
+    };
+    let query = report(
+        &dav,
+        "<r:addressbook-query xmlns:d=\"DAV:\" xmlns:r=\"urn:ietf:params:xml:ns:carddav\">\
+         <d:prop><d:getetag/><r:address-data/></d:prop><r:filter>\
+         <r:prop-filter name=\"FN\"><r:text-match match-type=\"starts-with\">bob</r:text-match>\
+         </r:prop-filter></r:filter></r:addressbook-query>",
+    );
+    assert_eq!(query.status, 207);
+    assert!(
+        query.body.contains("FN:Bob Baker") && !query.body.contains("Ann"),
+        "{}",
+        query.body
+    );
+    let multiget = report(
+        &dav,
+        &format!(
+            "<r:addressbook-multiget xmlns:d=\"DAV:\" xmlns:r=\"urn:ietf:params:xml:ns:carddav\">\
+             <d:prop><r:address-data/></d:prop><d:href>{BOOK}/ann.vcf</d:href>\
+             <d:href>{BOOK}/gone.vcf</d:href></r:addressbook-multiget>"
+        ),
+    );
+    assert!(multiget.body.contains("FN:Ann Archer"));
+    assert!(multiget.body.contains(&format!(
+        "<d:href>{BOOK}/gone.vcf</d:href><d:status>HTTP/1.1 404 Not Found"
+    )));
+    let sync = |dav: &Dav, token: &str| {
+        report(
+            dav,
+            &format!(
+                "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>{token}</d:sync-token>\
+                 <d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"
+            ),
+        )
+    };
+    let token_of = |reply: &Reply| {
+        let start = reply.body.find("<d:sync-token>").expect("a token") + 14;
+        let end = reply.body[start..].find('<').unwrap() + start;
+        reply.body[start..end].to_string()
+    };
+    let first = sync(&dav, "");
+    assert_eq!(first.body.matches("<d:response>").count(), 2);
+    let token = token_of(&first);
+
+    // The token outlives the process: after a restart it still names this state.
+    dav.restart();
+    let delete = dav.call_as(
+        Some("quickstart"),
+        dav.carddav,
+        "DELETE",
+        &format!("{BOOK}/ann.vcf"),
+        &[],
+        "",
+    );
+    assert_eq!(delete.status, 204);
+    card(&dav, "cy", "Cy Cooper", "3.0");
+    let later = sync(&dav, &token);
+    assert_eq!(later.status, 207, "{}", later.body);
+    assert!(later.body.contains(&format!(
+        "<d:href>{BOOK}/ann.vcf</d:href><d:status>HTTP/1.1 404 Not Found"
+    )));
+    assert!(
+        later
+            .body
+            .contains(&format!("<d:href>{BOOK}/cy.vcf</d:href>"))
+    );
+    assert!(!later.body.contains("bob.vcf"), "{}", later.body);
+    let bogus = sync(&dav, "urn:ferrymail:sync:0000:1");
+    assert_eq!(bogus.status, 403);
+    assert!(bogus.body.contains("valid-sync-token"));
+    // getctag moves with every change, for Apple's clients.
+    let ctag = dav.call_as(
+        Some("quickstart"),
+        dav.carddav,
+        "PROPFIND",
+        &format!("{BOOK}/"),
+        &["Depth: 0"],
+        "<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\"><d:prop>\
+         <cs:getctag/></d:prop></d:propfind>",
+    );
+    assert!(
+        ctag.body
+            .contains(&format!("<cs:getctag>{}</cs:getctag>", token_of(&later)))
+    );
+}
+
+#[test]
+fn hostile_bodies_get_clear_refusals() {
+    let dav = Dav::start("1GiB");
+    let deep = "<d:propfind xmlns:d=\"DAV:\">".repeat(10_000);
+    let reply = dav.call("PROPFIND", &format!("{CAL}/"), &["Depth: 0"], &deep);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let entity = "<?xml version=\"1.0\"?><!DOCTYPE d [<!ENTITY a \"aaaaaaaaaa\">]>\
+                  <d:propfind xmlns:d=\"DAV:\"><d:prop>&a;</d:prop></d:propfind>";
+    assert_eq!(
+        dav.call("PROPFIND", &format!("{CAL}/"), &["Depth: 0"], entity)
+            .status,
+        400
+    );
+    // A body past the resource size limit is cut off, not read whole.
+    let path = dav.w.path().join("huge.ics");
+    std::fs::write(&path, vec![b'x'; 12 * 1024 * 1024]).unwrap();
+    let huge = dav.call(
+        "PUT",
+        &format!("{CAL}/huge.ics"),
+        &[ICS],
+        &format!("@{}", path.display()),
+    );
+    assert_eq!(huge.status, 403);
+    assert!(huge.body.contains("max-resource-size"));
+    let rss = dav.process.memory_kib("VmHWM");
+    assert!(rss < 200 * 1024, "peak RSS {rss} KiB");
+    let fine = dav.call("PROPFIND", &format!("{CAL}/"), &["Depth: 0"], "");
+    assert_eq!(fine.status, 207);
+}
