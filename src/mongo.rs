@@ -176,6 +176,19 @@ pub fn text(d: &Document, key: &str) -> String {
     d.get_str(key).unwrap_or_default().to_string()
 }
 
+/// Whether a write failed on a unique index (another node made the same thing).
+pub fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().all(|w| w.code == 11000)),
+        _ => false,
+    }
+}
+
 /// An index on `keys`.
 pub fn index(keys: Document) -> mongodb::IndexModel {
     mongodb::IndexModel::builder().keys(keys).build()

@@ -661,7 +661,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             dns_checks: Default::default(),
         }),
         dav: Arc::new(crate::dav::Dav {
-            collections: crate::collections::Collections::new(mailboxes.clone()),
+            collections: crate::collections::Collections::new(mailboxes.clone())
+                .context("preparing the calendars and contacts store")?,
             logins: logins.clone(),
             snapshot: snapshot.clone(),
         }),

@@ -1,12 +1,14 @@
 //! Each account's calendars and address books (CalDAV, CardDAV): collections, their
 //! resources (sealed like messages), dead properties and change numbers for sync tokens.
 
+mod mongo;
 mod sqlite;
 
 use std::collections::BTreeMap;
 
 use crate::mailbox::{CryptoError, Mailboxes};
 
+pub use mongo::MongoCollections;
 pub use sqlite::SqliteCollections;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum CollectionError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Mailbox(#[from] crate::mailbox::MailboxError),
+    #[error("collections in MongoDB: {0}")]
+    Mongo(Box<mongodb::error::Error>),
 }
 
 /// What a collection holds.
@@ -178,20 +182,148 @@ pub fn etag_of(body: &[u8]) -> String {
 }
 
 /// Where every account's collections are kept: in the account's mailbox file, sealed
-/// with its key, so they share its quota, its backups and its removal.
+/// with its key, so they share its quota, its backups and its removal; or in MongoDB
+/// beside the mailboxes there.
 #[derive(Clone)]
 pub struct Collections {
     mailboxes: Mailboxes,
 }
 
 impl Collections {
-    pub fn new(mailboxes: Mailboxes) -> Collections {
-        Collections { mailboxes }
+    /// Prepares MongoDB's indexes when the mailboxes live there.
+    pub fn new(mailboxes: Mailboxes) -> Result<Collections, CollectionError> {
+        if let Some(m) = mailboxes.mongo() {
+            mongo::prepare(m)?;
+        }
+        Ok(Collections { mailboxes })
     }
 
     /// Opens the collections of `account`, making the defaults on first use (blocking).
-    pub fn open(&self, account: &str) -> Result<SqliteCollections, CollectionError> {
+    pub fn open(&self, account: &str) -> Result<AccountCollections, CollectionError> {
         let account = account.to_lowercase();
-        SqliteCollections::open(&self.mailboxes, &account)
+        Ok(match self.mailboxes.mongo() {
+            Some(m) => AccountCollections::Mongo(MongoCollections::open(
+                m.clone(),
+                account.clone(),
+                self.mailboxes.account_key(&account),
+            )?),
+            None => AccountCollections::Sqlite(SqliteCollections::open(&self.mailboxes, &account)?),
+        })
+    }
+}
+
+/// One account's collections, whichever backend holds them.
+pub enum AccountCollections {
+    Sqlite(SqliteCollections),
+    Mongo(MongoCollections),
+}
+
+/// Runs the same call on whichever backend this is.
+macro_rules! each {
+    ($backend:expr, $b:ident => $call:expr) => {
+        match $backend {
+            AccountCollections::Sqlite($b) => $call,
+            AccountCollections::Mongo($b) => $call,
+        }
+    };
+}
+
+impl AccountCollections {
+    pub fn collections(&self, kind: Kind) -> Result<Vec<Collection>, CollectionError> {
+        each!(self, b => b.collections(kind))
+    }
+
+    pub fn collection(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<Collection>, CollectionError> {
+        each!(self, b => b.collection(kind, name))
+    }
+
+    /// Makes a collection; refused when the name is taken or the account has too many.
+    pub fn create(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        components: &[String],
+        props: &[(PropName, String)],
+    ) -> Result<Collection, CollectionError> {
+        each!(self, b => b.create(kind, name, components, props))
+    }
+
+    /// Removes a collection with everything in it.
+    pub fn remove(&mut self, collection: &Collection) -> Result<(), CollectionError> {
+        each!(self, b => b.remove(collection))
+    }
+
+    /// Sets and removes dead properties (PROPPATCH), all or none.
+    pub fn update_props(
+        &mut self,
+        collection: &Collection,
+        set: &[(PropName, String)],
+        remove: &[PropName],
+    ) -> Result<Collection, CollectionError> {
+        each!(self, b => b.update_props(collection, set, remove))
+    }
+
+    pub fn resources(&self, collection: &Collection) -> Result<Vec<Resource>, CollectionError> {
+        each!(self, b => b.resources(collection))
+    }
+
+    pub fn resource(
+        &self,
+        collection: &Collection,
+        name: &str,
+    ) -> Result<Option<Resource>, CollectionError> {
+        each!(self, b => b.resource(collection, name))
+    }
+
+    /// A resource with its body, opened.
+    pub fn read(
+        &self,
+        collection: &Collection,
+        name: &str,
+    ) -> Result<Option<(Resource, Vec<u8>)>, CollectionError> {
+        each!(self, b => b.read(collection, name))
+    }
+
+    /// Every resource of the collection with its body (queries that look inside).
+    pub fn read_all(
+        &self,
+        collection: &Collection,
+    ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
+        each!(self, b => b.read_all(collection))
+    }
+
+    /// Stores a resource under its name if `precondition` holds: returns it as stored and
+    /// whether it is new. Refused when another resource has its UID, or past `quota`.
+    pub fn put(
+        &mut self,
+        collection: &Collection,
+        new: &NewResource,
+        precondition: &Precondition,
+        quota: Option<u64>,
+    ) -> Result<(Resource, bool), CollectionError> {
+        each!(self, b => b.put(collection, new, precondition, quota))
+    }
+
+    /// Removes a resource if `precondition` holds; false when there was none.
+    pub fn delete(
+        &mut self,
+        collection: &Collection,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<bool, CollectionError> {
+        each!(self, b => b.delete(collection, name, precondition))
+    }
+
+    /// What changed after change number `since` (sync-collection).
+    pub fn changes_since(
+        &self,
+        collection: &Collection,
+        since: u64,
+    ) -> Result<Changes, CollectionError> {
+        each!(self, b => b.changes_since(collection, since))
     }
 }

@@ -70,9 +70,9 @@ const COLLECTION_COLUMNS: &str = "id, kind, name, instance, modseq, components, 
 const RESOURCE_COLUMNS: &str = "name, uid, component, etag, size, modseq, modified, content_type";
 
 /// Collections an account may have (every PROPFIND of the home lists them all).
-pub const COLLECTIONS_PER_ACCOUNT: usize = 200;
+pub(super) const COLLECTIONS_PER_ACCOUNT: usize = 200;
 /// Resources in one collection.
-pub const RESOURCES_PER_COLLECTION: i64 = 100_000;
+pub(super) const RESOURCES_PER_COLLECTION: i64 = 100_000;
 
 pub struct SqliteCollections {
     conn: Connection,
@@ -510,7 +510,7 @@ fn bump(tx: &Connection, collection: i64) -> Result<u64, CollectionError> {
 }
 
 /// A random name for a collection's instance (see `Collection::instance`).
-fn instance() -> Result<String, CollectionError> {
+pub(super) fn instance() -> Result<String, CollectionError> {
     let mut bytes = [0u8; 8];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| CollectionError::Crypto(crate::mailbox::CryptoError::Random))?;
@@ -569,163 +569,29 @@ fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
 mod tests {
     use super::super::*;
 
-    fn collections(dir: &std::path::Path) -> Collections {
+    /// The rest is in the conformance suite (tests/collections_conformance.rs); what is
+    /// the file's own: nothing of a resource readable in it.
+    #[test]
+    fn resource_bodies_are_sealed_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
         let master = crate::mailbox::MasterKey::new(&[9u8; 32]).unwrap();
-        Collections::new(Mailboxes::new(dir, master))
-    }
-
-    fn event(uid: &str) -> Vec<u8> {
-        format!(
-            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nBEGIN:VEVENT\r\n\
-             UID:{uid}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260102T100000Z\r\n\
-             SUMMARY:secret meeting\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
-        )
-        .into_bytes()
-    }
-
-    fn new<'a>(name: &'a str, uid: &'a str, body: &'a [u8]) -> NewResource<'a> {
-        NewResource {
-            name,
-            uid,
+        let all = Collections::new(Mailboxes::new(dir.path(), master)).unwrap();
+        let mut mine = all.open("me@d.test").unwrap();
+        let cal = mine
+            .collection(Kind::Calendar, "calendar")
+            .unwrap()
+            .unwrap();
+        let body = b"BEGIN:VCALENDAR\r\nSUMMARY:secret meeting\r\nEND:VCALENDAR\r\n";
+        let new = NewResource {
+            name: "a.ics",
+            uid: "u1",
             component: "VEVENT",
             content_type: "text/calendar",
             body,
-        }
-    }
-
-    #[test]
-    fn an_account_starts_with_a_calendar_and_an_address_book_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let all = collections(dir.path());
-        let mut mine = all.open("Me@D.test").unwrap();
-        let calendars = mine.collections(Kind::Calendar).unwrap();
-        assert_eq!(calendars.len(), 1);
-        assert_eq!(calendars[0].name, "calendar");
-        assert_eq!(calendars[0].prop("DAV:", "displayname"), Some("Calendar"));
-        assert_eq!(calendars[0].components, CALENDAR_COMPONENTS);
-        let books = mine.collections(Kind::AddressBook).unwrap();
-        assert_eq!(books[0].name, "contacts");
-        // Removed by its owner, a default is not made again.
-        mine.remove(&calendars[0]).unwrap();
+        };
+        mine.put(&cal, &new, &Precondition::Any, None).unwrap();
         drop(mine);
-        let again = all.open("me@d.test").unwrap();
-        assert!(again.collections(Kind::Calendar).unwrap().is_empty());
-        // The mailbox in the same file is whole.
-        let boxes = all.mailboxes.open("me@d.test").unwrap();
-        assert!(boxes.folder("INBOX").unwrap().is_some());
-    }
-
-    #[test]
-    fn resources_are_sealed_versioned_and_unique_by_uid() {
-        let dir = tempfile::tempdir().unwrap();
-        let all = collections(dir.path());
-        let mut mine = all.open("me@d.test").unwrap();
-        let cal = mine
-            .collection(Kind::Calendar, "calendar")
-            .unwrap()
-            .unwrap();
-        let body = event("u1");
-        let (first, created) = mine
-            .put(
-                &cal,
-                &new("a.ics", "u1", &body),
-                &Precondition::Absent,
-                None,
-            )
-            .unwrap();
-        assert!(created);
-        assert_eq!(first.etag, etag_of(&body));
-        // If-None-Match: * on a taken name.
-        assert!(matches!(
-            mine.put(
-                &cal,
-                &new("a.ics", "u1", &body),
-                &Precondition::Absent,
-                None
-            ),
-            Err(CollectionError::Changed)
-        ));
-        // The same UID under another name.
-        match mine.put(&cal, &new("b.ics", "u1", &body), &Precondition::Any, None) {
-            Err(CollectionError::UidConflict(holder)) => assert_eq!(holder, "a.ics"),
-            other => panic!("{other:?}"),
-        }
-        let changed = event("u1").into_iter().chain(*b"X").collect::<Vec<u8>>();
-        assert!(matches!(
-            mine.put(
-                &cal,
-                &new("a.ics", "u1", &changed),
-                &Precondition::Etags(vec!["\"old\"".into()]),
-                None
-            ),
-            Err(CollectionError::Changed)
-        ));
-        let (second, created) = mine
-            .put(
-                &cal,
-                &new("a.ics", "u1", &changed),
-                &Precondition::Etags(vec![first.etag.clone()]),
-                None,
-            )
-            .unwrap();
-        assert!(!created && second.etag != first.etag && second.modseq > first.modseq);
-        assert_eq!(mine.read(&cal, "a.ics").unwrap().unwrap().1, changed);
         let file = std::fs::read(dir.path().join("mailboxes/d.test/me.db")).unwrap();
         assert!(!file.windows(6).any(|w| w == b"secret"));
-        // Changes since the first write: the rewrite; then a removal.
-        let before = mine
-            .collection(Kind::Calendar, "calendar")
-            .unwrap()
-            .unwrap();
-        let since = before.token_modseq(&before.sync_token()).unwrap();
-        assert!(mine.delete(&cal, "a.ics", &Precondition::Any).unwrap());
-        assert!(!mine.delete(&cal, "a.ics", &Precondition::Any).unwrap());
-        let changes = mine.changes_since(&cal, since).unwrap();
-        assert!(changes.changed.is_empty());
-        assert_eq!(changes.removed, ["a.ics"]);
-        let changes = mine.changes_since(&cal, first.modseq - 1).unwrap();
-        assert_eq!(changes.removed, ["a.ics"]);
-        // A token of another instance, or from the future, is not this collection's.
-        assert_eq!(before.token_modseq("urn:ferrymail:sync:0000:1"), None);
-        assert_eq!(
-            before.token_modseq(&format!("urn:ferrymail:sync:{}:999", before.instance)),
-            None
-        );
-    }
-
-    #[test]
-    fn resources_share_the_mailbox_quota() {
-        let dir = tempfile::tempdir().unwrap();
-        let all = collections(dir.path());
-        all.mailboxes
-            .append("me@d.test", "INBOX", &[b'x'; 600], None)
-            .unwrap();
-        let mut mine = all.open("me@d.test").unwrap();
-        let cal = mine
-            .collection(Kind::Calendar, "calendar")
-            .unwrap()
-            .unwrap();
-        let body = event("u1");
-        assert!(matches!(
-            mine.put(
-                &cal,
-                &new("a.ics", "u1", &body),
-                &Precondition::Any,
-                Some(700)
-            ),
-            Err(CollectionError::OverQuota { used: 600, .. })
-        ));
-        mine.put(
-            &cal,
-            &new("a.ics", "u1", &body),
-            &Precondition::Any,
-            Some(2000),
-        )
-        .unwrap();
-        let mailbox = all.mailboxes.open("me@d.test").unwrap();
-        assert_eq!(mailbox.quota_used().unwrap(), 600 + body.len() as u64);
-        // Removing the calendar gives its bytes back.
-        mine.remove(&cal).unwrap();
-        assert_eq!(mailbox.quota_used().unwrap(), 600);
     }
 }

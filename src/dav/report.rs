@@ -9,7 +9,7 @@ use super::path::{self, Target};
 use super::propfind::{Multistatus, Node, Want, bad_request};
 use super::xml::{self, CALDAV, CARDDAV, DAV, Element};
 use super::{Call, precondition_failed};
-use crate::collections::{Collection, CollectionError, Kind, SqliteCollections};
+use crate::collections::{AccountCollections, Collection, CollectionError, Kind};
 
 pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionError> {
     let root = match xml::parse(body) {
@@ -87,7 +87,7 @@ fn wants_data(want: &Want) -> bool {
 /// The resources the hrefs name, in the order asked; those not in this collection 404.
 fn multiget(
     call: &Call,
-    store: &SqliteCollections,
+    store: &AccountCollections,
     collection: &Collection,
     root: &Element,
     want: &Want,
@@ -127,7 +127,7 @@ fn multiget(
 /// Every resource of the collection that `matches` passes.
 fn query(
     call: &Call,
-    store: &SqliteCollections,
+    store: &AccountCollections,
     collection: &Collection,
     want: &Want,
     matches: impl Fn(&[u8]) -> bool,
@@ -149,7 +149,7 @@ fn query(
 /// 404s, and the token to come back with.
 fn sync(
     call: &Call,
-    store: &SqliteCollections,
+    store: &AccountCollections,
     collection: &Collection,
     root: &Element,
     want: &Want,

@@ -131,6 +131,11 @@ impl Mailboxes {
             .join(format!("{}.db", escape(&local.to_lowercase())))
     }
 
+    /// The MongoDB connection mailboxes live in, if they are there.
+    pub(crate) fn mongo(&self) -> Option<&Arc<crate::mongo::Mongo>> {
+        self.inner.mongo.as_ref()
+    }
+
     /// The key the account's data is sealed with.
     pub(crate) fn account_key(&self, account: &str) -> crypto::AccountKey {
         self.inner.master.account_key(&account.to_lowercase())

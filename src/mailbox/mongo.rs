@@ -17,7 +17,7 @@ use super::store::{
     Delta, FlagChange, Folder, MessageInfo, Opened, SPECIAL_FOLDERS, Stored, canonical,
     changed_flags, join_flags, parse_flags,
 };
-use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, unique};
+use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, is_duplicate, unique};
 
 /// Sealed bodies larger than this are stored in chunks (a document holds 16 MiB).
 const CHUNK: usize = 4 * 1024 * 1024;
@@ -64,16 +64,10 @@ fn info_of(d: &Document) -> MessageInfo {
     }
 }
 
-fn is_duplicate(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .as_ref()
-            .is_some_and(|errs| errs.iter().all(|w| w.code == 11000)),
-        _ => false,
-    }
+/// What counts against the quota: messages, and calendar and contact resources
+/// (`dav_bytes`, kept by src/collections).
+fn used_bytes(account: &Document) -> i64 {
+    int(account, "used_bytes") + int(account, "dav_bytes")
 }
 
 /// Creates the collections' indexes (every node at start; idempotent).
@@ -405,7 +399,7 @@ impl MongoMailbox {
             .find_one(doc! { "_id": &self.account })
             .session(&mut *s)
             .await?
-            .map_or(0, |d| int(&d, "used_bytes"))
+            .map_or(0, |d| used_bytes(&d))
             .max(0) as u64)
     }
 
@@ -576,7 +570,7 @@ impl MongoMailbox {
                 .find_one(doc! { "_id": &self.account })
                 .await
         })?;
-        Ok(found.map_or(0, |d| int(&d, "used_bytes")).max(0) as u64)
+        Ok(found.map_or(0, |d| used_bytes(&d)).max(0) as u64)
     }
 
     pub fn append(
