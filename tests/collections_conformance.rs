@@ -133,7 +133,11 @@ fn collections_are_made_patched_and_removed(b: &Backend) {
     // The same name in the other home is another collection.
     mine.create(Kind::AddressBook, "work", &[], &[]).unwrap();
     let patched = mine
-        .update_props(&work, &[(color.clone(), "#ff0000".into())], &[name.clone()])
+        .update_props(
+            &work,
+            &[(color.clone(), "#ff0000".into())],
+            std::slice::from_ref(&name),
+        )
         .unwrap();
     assert_eq!(patched.prop(&color.0, &color.1), Some("#ff0000"));
     let read = mine.collection(Kind::Calendar, "work").unwrap().unwrap();
@@ -212,7 +216,7 @@ fn resources_keep_etags_preconditions_and_unique_uids(b: &Backend) {
     let (resource, read) = mine.read(&cal, "a.ics").unwrap().unwrap();
     assert_eq!(read, changed);
     assert_eq!(resource, second);
-    assert_eq!(mine.resources(&cal).unwrap(), [second.clone()]);
+    assert_eq!(mine.resources(&cal).unwrap(), std::slice::from_ref(&second));
     assert_eq!(mine.resource(&cal, "a.ics").unwrap(), Some(second.clone()));
     // A 9 MB object comes back whole.
     let big = event("big", &"x".repeat(9_000_000));

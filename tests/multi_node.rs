@@ -362,15 +362,16 @@ fn a_mailbox_is_served_by_every_node() {
     )
     .unwrap();
     let (imap_a, imap_b) = (free_port(), free_port());
+    let (caldav_a, caldav_b) = (free_port(), free_port());
     let a = node_with(
         "node-a",
         c.dir.path(),
-        &format!("imap = \"127.0.0.1:{imap_a}\"\n"),
+        &format!("imap = \"127.0.0.1:{imap_a}\"\ncaldav = \"127.0.0.1:{caldav_a}\"\n"),
     );
     let b = node_with(
         "node-b",
         c.dir.path(),
-        &format!("imap = \"127.0.0.1:{imap_b}\"\n"),
+        &format!("imap = \"127.0.0.1:{imap_b}\"\ncaldav = \"127.0.0.1:{caldav_b}\"\n"),
     );
     let server_a = a.serve();
     let server_b = b.serve();
@@ -442,6 +443,80 @@ fn a_mailbox_is_served_by_every_node() {
         server_b.log_text()
     );
     println!("IDLE on node b: {}", idle.stdout.trim());
+    // The account's calendar too: an event PUT through node a is seen through node b,
+    // with a new ctag and sync token.
+    let dav = |port: u16, method: &str, path: &str, headers: &[&str], body: &str| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-u",
+            "me@example.test:quickstart",
+        ])
+        .args(["-X", method]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if !body.is_empty() {
+            cmd.args(["--data-binary", body]);
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let calendar = "/dav/calendars/me@example.test/calendar/";
+    let ctag = |port: u16| {
+        let reply = dav(
+            port,
+            "PROPFIND",
+            calendar,
+            &["Depth: 0"],
+            "<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\">\
+             <d:prop><cs:getctag/><d:sync-token/></d:prop></d:propfind>",
+        );
+        let start = reply.find("<cs:getctag>").map(|i| i + 12);
+        let end = reply.find("</cs:getctag>");
+        match (start, end) {
+            (Some(s), Some(e)) => reply[s..e].to_string(),
+            _ => panic!("no ctag: {reply}"),
+        }
+    };
+    let before = ctag(caldav_b);
+    assert_eq!(before, ctag(caldav_a));
+    let event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\n\
+                 UID:both-nodes\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260301T100000Z\r\n\
+                 SUMMARY:Seen everywhere\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    dav(
+        caldav_a,
+        "PUT",
+        &format!("{calendar}both.ics"),
+        &["Content-Type: text/calendar"],
+        event,
+    );
+    let after = ctag(caldav_b);
+    assert_ne!(after, before, "node b sees the new ctag");
+    let sync = dav(
+        caldav_b,
+        "REPORT",
+        calendar,
+        &["Depth: 1"],
+        &format!(
+            "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>{before}</d:sync-token>\
+             <d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"
+        ),
+    );
+    assert!(sync.contains(&format!("{calendar}both.ics")), "{sync}");
+    assert!(
+        sync.contains(&format!("<d:sync-token>{after}</d:sync-token>")),
+        "{sync}"
+    );
+    assert!(
+        dav(caldav_b, "GET", &format!("{calendar}both.ics"), &[], "")
+            .contains("SUMMARY:Seen everywhere")
+    );
     // Nothing of it in either node's data dir: the mailbox lives in the store.
     for n in [&a, &b] {
         assert!(!n.w.data_dir().join("mailboxes").exists(), "{}", n.name);
