@@ -594,3 +594,177 @@ fn hostile_bodies_get_clear_refusals() {
     let fine = dav.call("PROPFIND", &format!("{CAL}/"), &["Depth: 0"], "");
     assert_eq!(fine.status, 207);
 }
+
+/// vdirsyncer (Debian) between local directories and the server: both ways, a run that
+/// changes nothing, then a change and a deletion on each side.
+#[test]
+fn vdirsyncer_syncs_a_calendar_and_an_address_book_both_ways() {
+    let dav = Dav::start("1GiB");
+    let dir = dav.w.path().join("vdir");
+    let (cal, book) = (dir.join("cal"), dir.join("book"));
+    std::fs::create_dir_all(&cal).unwrap();
+    std::fs::create_dir_all(&book).unwrap();
+    let storage = |name: &str, kind: &str, port: u16, path: &str| {
+        format!(
+            "[storage {name}]\ntype = \"{kind}\"\nurl = \"https://localhost:{port}{path}/\"\n\
+             username = \"{ME}\"\npassword = \"quickstart\"\nverify = \"{}\"\n\n",
+            dav.ca()
+        )
+    };
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\nstatus_path = \"{status}\"\n\n\
+             [pair cal]\na = \"cal_local\"\nb = \"cal_remote\"\ncollections = null\n\n\
+             [storage cal_local]\ntype = \"filesystem\"\npath = \"{cal}\"\nfileext = \".ics\"\n\n\
+             {cal_remote}\
+             [pair book]\na = \"book_local\"\nb = \"book_remote\"\ncollections = null\n\n\
+             [storage book_local]\ntype = \"filesystem\"\npath = \"{book}\"\nfileext = \".vcf\"\n\n\
+             {book_remote}",
+            status = dir.join("status").display(),
+            cal = cal.display(),
+            book = book.display(),
+            cal_remote = storage("cal_remote", "caldav", dav.caldav, CAL),
+            book_remote = storage("book_remote", "carddav", dav.carddav, BOOK),
+        ),
+    )
+    .unwrap();
+    let vdirsyncer = |args: &[&str]| {
+        let out = Command::new("vdirsyncer")
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("vdirsyncer (scripts/test installs it)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "vdirsyncer {args:?}:\n{text}");
+        text
+    };
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // One event on the server, one on disk; one card on each side.
+    assert_eq!(
+        dav.call(
+            "PUT",
+            &format!("{CAL}/remote.ics"),
+            &[ICS],
+            &event("remote", "Server side")
+        )
+        .status,
+        201
+    );
+    std::fs::write(cal.join("local.ics"), event("local", "Disk side")).unwrap();
+    std::fs::write(
+        book.join("ann.vcf"),
+        vcard("ann", "Ann Archer", "ann@x.test", "3.0"),
+    )
+    .unwrap();
+    assert_eq!(
+        dav.call_as(
+            Some("quickstart"),
+            dav.carddav,
+            "PUT",
+            &format!("{BOOK}/bob.vcf"),
+            &[VCF],
+            &vcard("bob", "Bob Baker", "bob@x.test", "4.0"),
+        )
+        .status,
+        201
+    );
+    vdirsyncer(&["discover"]);
+    let first = vdirsyncer(&["sync"]);
+    for (item, to) in [
+        ("local", "cal_remote"),
+        ("ann", "book_remote"),
+        ("remote", "cal_local"),
+        ("bob", "book_local"),
+    ] {
+        assert!(first.contains(&format!("item {item} to {to}")), "{first}");
+    }
+    assert_eq!(files(&cal).len(), 2);
+    assert_eq!(files(&book).len(), 2);
+    let local = dav.call("GET", &format!("{CAL}/local.ics"), &[], "");
+    assert!(local.body.contains("SUMMARY:Disk side"), "{}", local.body);
+    // Nothing changed: nothing moves.
+    let idle = vdirsyncer(&["sync"]);
+    assert!(
+        !idle.contains("Copying") && !idle.contains("Deleting"),
+        "{idle}"
+    );
+    // A change and a deletion on each side.
+    std::fs::write(cal.join("local.ics"), event("local", "Disk side, moved")).unwrap();
+    std::fs::remove_file(book.join("ann.vcf")).unwrap();
+    let remote = dav.call("GET", &format!("{CAL}/remote.ics"), &[], "");
+    let etag = remote.header("etag").unwrap();
+    assert_eq!(
+        dav.call(
+            "PUT",
+            &format!("{CAL}/remote.ics"),
+            &[ICS, &format!("If-Match: {etag}")],
+            &event("remote", "Server side, moved"),
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        dav.call_as(
+            Some("quickstart"),
+            dav.carddav,
+            "DELETE",
+            &format!("{BOOK}/bob.vcf"),
+            &[],
+            ""
+        )
+        .status,
+        204
+    );
+    let both = vdirsyncer(&["sync"]);
+    for (item, to) in [("local", "cal_remote"), ("remote", "cal_local")] {
+        assert!(both.contains(&format!("item {item} to {to}")), "{both}");
+    }
+    for (item, from) in [("ann", "book_remote"), ("bob", "book_local")] {
+        assert!(
+            both.contains(&format!("Deleting item {item} from {from}")),
+            "{both}"
+        );
+    }
+    assert!(files(&book).is_empty());
+    let on_disk: String = files(&cal)
+        .iter()
+        .map(|f| std::fs::read_to_string(cal.join(f)).unwrap())
+        .collect();
+    assert!(on_disk.contains("Server side, moved"), "{on_disk}");
+    assert!(
+        dav.call("GET", &format!("{CAL}/local.ics"), &[], "")
+            .body
+            .contains("Disk side, moved")
+    );
+    assert_eq!(
+        dav.call_as(
+            Some("quickstart"),
+            dav.carddav,
+            "GET",
+            &format!("{BOOK}/ann.vcf"),
+            &[],
+            ""
+        )
+        .status,
+        404
+    );
+    let last = vdirsyncer(&["sync"]);
+    assert!(
+        !last.contains("Copying") && !last.contains("Deleting"),
+        "{last}"
+    );
+}
