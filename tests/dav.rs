@@ -22,13 +22,13 @@ struct Dav {
 
 impl Dav {
     fn start(quota: &str) -> Dav {
+        Dav::start_with(quota, "")
+    }
+
+    /// `mailbox` adds fields to the account's mailbox table.
+    fn start_with(quota: &str, mailbox: &str) -> Dav {
         let (https, caldav, carddav) = (free_port(), free_port(), free_port());
-        let w = Workspace::new(&format!(
-            "[listeners]\nhttps = \"127.0.0.1:{https}\"\ncaldav = \"127.0.0.1:{caldav}\"\n\
-             carddav = \"127.0.0.1:{carddav}\"\n\n[tls]\nmode = \"self-signed\"\n\n\
-             [domains.\"example.test\".aliases.me]\n\
-             mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }}, quota = \"{quota}\" }}\n"
-        ));
+        let w = Workspace::new(&spec(https, caldav, carddav, quota, mailbox));
         let process = w.serve(carddav);
         Dav {
             w,
@@ -109,6 +109,15 @@ impl Dav {
             body: body.to_string(),
         }
     }
+}
+
+fn spec(https: u16, caldav: u16, carddav: u16, quota: &str, mailbox: &str) -> String {
+    format!(
+        "[listeners]\nhttps = \"127.0.0.1:{https}\"\ncaldav = \"127.0.0.1:{caldav}\"\n\
+         carddav = \"127.0.0.1:{carddav}\"\n\n[tls]\nmode = \"self-signed\"\n\n\
+         [domains.\"example.test\".aliases.me]\n\
+         mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }}, quota = \"{quota}\"{mailbox} }}\n"
+    )
 }
 
 struct Reply {
@@ -766,5 +775,109 @@ fn vdirsyncer_syncs_a_calendar_and_an_address_book_both_ways() {
     assert!(
         !last.contains("Copying") && !last.contains("Deleting"),
         "{last}"
+    );
+}
+
+/// Calendars and address books the spec declares are there on first use; one dropped
+/// from the spec keeps its events, and the plan says so.
+#[test]
+fn declared_calendars_appear_and_stay_when_dropped() {
+    let declared = ", calendars = [\"Work\", \"Team Trips\"], address_books = [\"Family\"]";
+    let dav = Dav::start_with("1GiB", declared);
+    let home = dav.call(
+        "PROPFIND",
+        "/dav/calendars/me@example.test/",
+        &["Depth: 1"],
+        "",
+    );
+    for (href, name) in [
+        ("calendar", "Calendar"),
+        ("work", "Work"),
+        ("team-trips", "Team Trips"),
+    ] {
+        assert!(
+            home.body.contains(&format!(
+                "<d:href>/dav/calendars/me@example.test/{href}/</d:href>"
+            )) && home
+                .body
+                .contains(&format!("<d:displayname>{name}</d:displayname>")),
+            "{href}: {}",
+            home.body
+        );
+    }
+    let books = dav.call(
+        "PROPFIND",
+        "/dav/addressbooks/me@example.test/",
+        &["Depth: 1"],
+        "",
+    );
+    assert!(
+        books
+            .body
+            .contains("<d:href>/dav/addressbooks/me@example.test/family/</d:href>")
+    );
+    let put = dav.call(
+        "PUT",
+        "/dav/calendars/me@example.test/work/plan.ics",
+        &[ICS],
+        &event("plan", "Planning"),
+    );
+    assert_eq!(put.status, 201);
+
+    // Dropped from the spec: the plan says it stays, and it does.
+    std::fs::write(
+        dav.w.path().join("ferrymail.toml"),
+        format!(
+            "{}{}",
+            common::header(),
+            spec(
+                dav.https,
+                dav.caldav,
+                dav.carddav,
+                "1GiB",
+                ", calendars = [\"Team Trips\"], address_books = [\"Family\"]"
+            )
+        ),
+    )
+    .unwrap();
+    let plan = dav.w.run(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("\"Work\" is no longer declared: it stays"),
+        "{}",
+        plan.stdout
+    );
+    let applied = common::wait_for(std::time::Duration::from_secs(30), || {
+        dav.w.run(&["plan", "--detailed-exitcode"]).code == 0
+    });
+    assert!(applied, "the server applies the changed spec");
+    let kept = dav.call(
+        "GET",
+        "/dav/calendars/me@example.test/work/plan.ics",
+        &[],
+        "",
+    );
+    assert_eq!(kept.status, 200);
+    assert!(kept.body.contains("SUMMARY:Planning"));
+    // Validation: two names with one URL are refused where they are written.
+    std::fs::write(
+        dav.w.path().join("ferrymail.toml"),
+        format!(
+            "{}{}",
+            common::header(),
+            spec(1, 2, 3, "1GiB", ", calendars = [\"Work\", \"work\"]")
+        ),
+    )
+    .unwrap();
+    let refused = dav.w.run(&["validate"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("ferrymail.toml:14:")
+            && refused
+                .stderr
+                .contains("\"work\" has the same URL (…/work/)"),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
     );
 }

@@ -660,12 +660,12 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             resolver: resolver.clone(),
             dns_checks: Default::default(),
         }),
-        dav: Arc::new(crate::dav::Dav {
-            collections: crate::collections::Collections::new(mailboxes.clone())
+        dav: Arc::new(crate::dav::Dav::new(
+            crate::collections::Collections::new(mailboxes.clone())
                 .context("preparing the calendars and contacts store")?,
-            logins: logins.clone(),
-            snapshot: snapshot.clone(),
-        }),
+            logins.clone(),
+            snapshot.clone(),
+        )),
     };
     if let Some(addr) = declared.http {
         let listener = tokio::net::TcpListener::bind(addr)

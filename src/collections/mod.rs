@@ -174,6 +174,26 @@ pub const DEFAULTS: [(Kind, &str, &str); 2] = [
 /// The calendar component types a calendar takes unless told otherwise.
 pub const CALENDAR_COMPONENTS: [&str; 3] = ["VEVENT", "VTODO", "VJOURNAL"];
 
+/// Calendars (and, apart, address books) a spec may declare for one account.
+pub const DECLARED_PER_KIND: usize = 50;
+
+/// The URL segment of a declared collection: its name in lower case, letters and digits
+/// kept, every run of anything else one '-' ("Team Work" → "team-work").
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
 /// Strong ETag of a body: the same bytes give the same tag on every node and backend.
 pub fn etag_of(body: &[u8]) -> String {
     use sha2::Digest;
@@ -325,5 +345,40 @@ impl AccountCollections {
         since: u64,
     ) -> Result<Changes, CollectionError> {
         each!(self, b => b.changes_since(collection, since))
+    }
+
+    /// Makes the declared collections (display names) that are not there yet; those
+    /// there, and those no longer declared, are left as they are.
+    pub fn ensure(&mut self, kind: Kind, names: &[String]) -> Result<(), CollectionError> {
+        for name in names {
+            let segment = slug(name);
+            if segment.is_empty() || self.collection(kind, &segment)?.is_some() {
+                continue;
+            }
+            let components = match kind {
+                Kind::Calendar => CALENDAR_COMPONENTS.map(String::from).to_vec(),
+                Kind::AddressBook => Vec::new(),
+            };
+            let props = [(
+                ("DAV:".to_string(), "displayname".to_string()),
+                name.clone(),
+            )];
+            match self.create(kind, &segment, &components, &props) {
+                Ok(_) | Err(CollectionError::Exists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn declared_names_make_plain_url_segments() {
+        assert_eq!(super::slug("Team Work"), "team-work");
+        assert_eq!(super::slug("  Ärzte & Co. "), "ärzte-co");
+        assert_eq!(super::slug("Calendar"), "calendar");
+        assert_eq!(super::slug("../"), "");
     }
 }

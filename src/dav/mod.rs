@@ -36,6 +36,48 @@ pub struct Dav {
     pub collections: Collections,
     pub logins: Arc<Logins>,
     pub snapshot: Arc<SnapshotHandle>,
+    /// The store revision each account's declared collections were last made for.
+    pub declared: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Dav {
+    pub fn new(
+        collections: Collections,
+        logins: Arc<Logins>,
+        snapshot: Arc<SnapshotHandle>,
+    ) -> Dav {
+        Dav {
+            collections,
+            logins,
+            snapshot,
+            declared: Default::default(),
+        }
+    }
+
+    /// Makes the calendars and address books the spec declares for `account`, once per
+    /// store revision (blocking).
+    fn ensure_declared(&self, account: &str) -> Result<(), CollectionError> {
+        let snapshot = self.snapshot.get();
+        let revision = snapshot.revision;
+        let done =
+            |map: &std::collections::HashMap<String, u64>| map.get(account) == Some(&revision);
+        if done(&self.declared.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        if let Some(record) = snapshot.accounts.get(account)
+            && (!record.calendars.is_empty() || !record.address_books.is_empty())
+        {
+            let mut store = self.collections.open(account)?;
+            store.ensure(Kind::Calendar, &record.calendars)?;
+            store.ensure(Kind::AddressBook, &record.address_books)?;
+        }
+        let mut map = self.declared.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.insert(account.to_string(), revision);
+        Ok(())
+    }
 }
 
 /// One authenticated request: who asks and what for.
@@ -106,24 +148,31 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
         headers: parts.headers,
         path,
     };
-    let answer = crate::blocking::run(|| match method.as_str() {
-        "PROPFIND" => propfind::propfind(&call, &body),
-        "PROPPATCH" => write::proppatch(&call, &body),
-        "REPORT" => report::report(&call, &body),
+    let answer = crate::blocking::run(|| {
+        dav.ensure_declared(&call.account)?;
+        dispatch(&call, &method, &body)
+    });
+    answer.unwrap_or_else(|e| failure(&e))
+}
+
+fn dispatch(call: &Call, method: &Method, body: &[u8]) -> Result<Response, CollectionError> {
+    match method.as_str() {
+        "PROPFIND" => propfind::propfind(call, body),
+        "PROPPATCH" => write::proppatch(call, body),
+        "REPORT" => report::report(call, body),
         // hyper sends no body in answer to HEAD.
-        "GET" | "HEAD" => write::get(&call),
-        "PUT" => write::put(&call, &body),
-        "DELETE" => write::delete(&call),
-        "MKCALENDAR" => write::make(&call, &body, true),
-        "MKCOL" => write::make(&call, &body, false),
+        "GET" | "HEAD" => write::get(call),
+        "PUT" => write::put(call, body),
+        "DELETE" => write::delete(call),
+        "MKCALENDAR" => write::make(call, body, true),
+        "MKCOL" => write::make(call, body, false),
         _ => Ok((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, ALLOW)],
             "not a method this server takes here\n",
         )
             .into_response()),
-    });
-    answer.unwrap_or_else(|e| failure(&e))
+    }
 }
 
 fn options() -> Response {

@@ -92,6 +92,8 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                                 password_hash,
                                 quota,
                                 save_sent: mailbox.save_sent,
+                                calendars: mailbox.calendars.clone(),
+                                address_books: mailbox.address_books.clone(),
                             },
                         ));
                     }

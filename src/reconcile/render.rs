@@ -204,6 +204,31 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
                     let _ = writeln!(out, "{line}");
                 }
             }
+            if c.kind == Kind::Account {
+                // A calendar or address book dropped from the spec keeps its data.
+                for field in ["calendars", "address_books"] {
+                    let names = |v: &Value| -> Vec<String> {
+                        v.get(field)
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|n| n.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    let (was, now) = (
+                        names(&Value::Object(before.clone())),
+                        names(&Value::Object(after.clone())),
+                    );
+                    for gone in was.iter().filter(|n| !now.contains(n)) {
+                        let _ = writeln!(
+                            out,
+                            "      (\"{gone}\" is no longer declared: it stays, with what it holds, until its owner deletes it)"
+                        );
+                    }
+                }
+            }
             if c.regenerates_key() {
                 let _ = writeln!(
                     out,

@@ -800,6 +800,13 @@ pub struct Mailbox {
     /// would appear twice.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub save_sent: bool,
+    /// Calendars the account has besides its default "Calendar" (made on first use; one
+    /// no longer declared keeps its events), e.g. ["Work", "Holidays"].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
+    /// Address books besides the default "Contacts", kept like calendars.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_books: Vec<String>,
 }
 
 /// Where a password hash comes from: inline, or a secret reference holding the hash.

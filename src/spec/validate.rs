@@ -699,6 +699,49 @@ impl Validator {
                 format!("\"{q}\" is not a size (e.g. \"10GiB\")"),
             );
         }
+        for (key, names) in [
+            ("calendars", &mailbox.calendars),
+            ("address_books", &mailbox.address_books),
+        ] {
+            self.collection_names(&p.key(key), names);
+        }
+    }
+
+    /// Declared calendars or address books: named, few, and each to a URL of its own.
+    fn collection_names(&mut self, p: &SpecPath, names: &[String]) {
+        if names.len() > crate::collections::DECLARED_PER_KIND {
+            self.err(
+                p.clone(),
+                format!(
+                    "at most {} may be declared",
+                    crate::collections::DECLARED_PER_KIND
+                ),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let slug = crate::collections::slug(name);
+            if name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control)
+            {
+                self.err(
+                    p.index(i),
+                    "a name of 1 to 100 characters, no control characters",
+                );
+            } else if slug.is_empty() {
+                self.err(
+                    p.index(i),
+                    "the name needs a letter or a digit (it becomes part of a URL)",
+                );
+            } else if seen.contains(&slug) {
+                self.err(
+                    p.index(i),
+                    format!("\"{name}\" has the same URL (…/{slug}/) as a name before it"),
+                );
+            }
+            seen.push(slug);
+        }
     }
 }
 

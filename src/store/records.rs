@@ -191,6 +191,12 @@ pub struct AccountRecord {
     /// Submission files a copy of sent mail in the Sent folder.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub save_sent: bool,
+    /// Declared calendars' display names (src/collections makes them on first use).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
+    /// Declared address books' display names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_books: Vec<String>,
 }
 
 /// A DKIM key's public identity; id = "selector._domainkey.domain".
