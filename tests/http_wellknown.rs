@@ -134,6 +134,15 @@ fn clients_find_their_settings_and_senders_the_mta_sts_policy() {
         "socketType=STARTTLS".into(),
         "authentication=password-cleartext".into(),
         "username=%EMAILADDRESS%".into(),
+        // Contacts and calendars, served under /dav/ on https here.
+        "addressBook type=carddav".into(),
+        "username=%EMAILADDRESS%".into(),
+        "authentication=http-basic".into(),
+        format!("serverURL=https://mx.example.test:{https}/dav/"),
+        "calendar type=caldav".into(),
+        "username=%EMAILADDRESS%".into(),
+        "authentication=http-basic".into(),
+        format!("serverURL=https://mx.example.test:{https}/dav/"),
     ];
     assert_eq!(leaves, expected, "{xml}");
     // The well-known path, by Host alone; a domain not served here is not described.

@@ -845,6 +845,8 @@ fn http_site(
         admins,
         first_boot_password,
         records,
+        caldav_port: l.caldav.or(l.https).map(|a| a.port()),
+        carddav_port: l.carddav.or(l.https).map(|a| a.port()),
         api_tokens: spec
             .admin
             .api_tokens

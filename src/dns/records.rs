@@ -306,6 +306,31 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
         }
     }
+    // CalDAV and CardDAV (RFC 6764): the port that serves each (its own listener, else
+    // https) and the context path; the caldav./carddav. names setup guides use.
+    for (service, label, own) in [
+        ("_caldavs._tcp", "caldav", spec.listeners.caldav),
+        ("_carddavs._tcp", "carddav", spec.listeners.carddav),
+    ] {
+        let Some(addr) = own.or(spec.listeners.https) else {
+            continue;
+        };
+        let srv = format!("{service}.{domain}");
+        out.push(Record::new(
+            &srv,
+            Kind::SRV,
+            format!("0 1 {} {host}.", addr.port()),
+        ));
+        out.push(Record::new(
+            &srv,
+            Kind::TXT,
+            format!("path={}", crate::dav::BASE),
+        ));
+        let name = format!("{label}.{domain}");
+        if name != host {
+            out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
+        }
+    }
     // The spec's own records; a declared name and type replaces the computed ones.
     let declared: Vec<Record> = declared_domain
         .into_iter()
@@ -384,6 +409,33 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
             .map(|r| r.data)
             .collect();
         assert_eq!(apex, ["site-verification=abc", "v=spf1 mx -all"]);
+    }
+
+    #[test]
+    fn calendars_and_contacts_are_found_by_srv_txt_and_their_names() {
+        let records = |listeners: &str| {
+            let spec: Spec = toml::from_str(&format!(
+                "[server]\nhostname = \"mx.d.test\"\n[listeners]\n{listeners}\n[domains.\"d.test\"]\n"
+            ))
+            .unwrap();
+            for_domain(&spec, "d.test", &[])
+                .into_iter()
+                .filter(|r| r.name.contains("dav"))
+                .map(|r| format!("{} {:?} {}", r.name, r.kind, r.data))
+                .collect::<Vec<_>>()
+        };
+        assert!(records("").is_empty(), "not offered, not published");
+        assert_eq!(
+            records("https = \"0.0.0.0:443\"\ncaldav = \"0.0.0.0:5000\""),
+            [
+                "_caldavs._tcp.d.test TXT path=/dav/",
+                "_caldavs._tcp.d.test SRV 0 1 5000 mx.d.test.",
+                "_carddavs._tcp.d.test TXT path=/dav/",
+                "_carddavs._tcp.d.test SRV 0 1 443 mx.d.test.",
+                "caldav.d.test CNAME mx.d.test.",
+                "carddav.d.test CNAME mx.d.test.",
+            ]
+        );
     }
 
     #[test]

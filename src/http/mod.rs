@@ -49,6 +49,9 @@ pub struct Site {
     pub api_tokens: Vec<(String, String)>,
     /// The DNS records each domain needs.
     pub records: Vec<(String, Vec<crate::dns::records::Record>)>,
+    /// The ports CalDAV and CardDAV are served on (their own listener, else https).
+    pub caldav_port: Option<u16>,
+    pub carddav_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

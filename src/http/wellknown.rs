@@ -137,7 +137,20 @@ pub async fn autoconfig(
             service.port
         ));
     }
-    body.push_str("  </emailProvider>\n</clientConfig>\n");
+    body.push_str("  </emailProvider>\n");
+    // Calendars and contacts (Thunderbird 115 and later set them up from these).
+    for (element, kind, port) in [
+        ("addressBook", "carddav", site.carddav_port),
+        ("calendar", "caldav", site.caldav_port),
+    ] {
+        if let Some(port) = port {
+            body.push_str(&format!(
+                "  <{element} type=\"{kind}\">\n    <username>%EMAILADDRESS%</username>\n    <authentication>http-basic</authentication>\n    <serverURL>https://{host}:{port}{}</serverURL>\n  </{element}>\n",
+                crate::dav::BASE
+            ));
+        }
+    }
+    body.push_str("</clientConfig>\n");
     xml(body)
 }
 
