@@ -56,6 +56,14 @@ impl Kind {
         }
     }
 
+    /// The component types a new collection of this kind takes.
+    pub fn default_components(self) -> Vec<String> {
+        match self {
+            Kind::Calendar => CALENDAR_COMPONENTS.map(String::from).to_vec(),
+            Kind::AddressBook => Vec::new(),
+        }
+    }
+
     fn parse(text: &str) -> Option<Kind> {
         match text {
             "calendar" => Some(Kind::Calendar),
@@ -165,10 +173,11 @@ pub struct Changes {
     pub removed: Vec<String>,
 }
 
-/// The collections of one collection kind a new account starts with.
-pub const DEFAULTS: [(Kind, &str, &str); 2] = [
-    (Kind::Calendar, "calendar", "Calendar"),
-    (Kind::AddressBook, "contacts", "Contacts"),
+/// The collections a new account starts with, by display name (their URL segments are
+/// `slug`s of it: "calendar", "contacts").
+pub const DEFAULTS: [(Kind, &str); 2] = [
+    (Kind::Calendar, "Calendar"),
+    (Kind::AddressBook, "Contacts"),
 ];
 
 /// The calendar component types a calendar takes unless told otherwise.
@@ -201,43 +210,6 @@ pub fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
-/// Where every account's collections are kept: in the account's mailbox file, sealed
-/// with its key, so they share its quota, its backups and its removal; or in MongoDB
-/// beside the mailboxes there.
-#[derive(Clone)]
-pub struct Collections {
-    mailboxes: Mailboxes,
-}
-
-impl Collections {
-    /// Prepares MongoDB's indexes when the mailboxes live there.
-    pub fn new(mailboxes: Mailboxes) -> Result<Collections, CollectionError> {
-        if let Some(m) = mailboxes.mongo() {
-            mongo::prepare(m)?;
-        }
-        Ok(Collections { mailboxes })
-    }
-
-    /// Opens the collections of `account`, making the defaults on first use (blocking).
-    pub fn open(&self, account: &str) -> Result<AccountCollections, CollectionError> {
-        let account = account.to_lowercase();
-        Ok(match self.mailboxes.mongo() {
-            Some(m) => AccountCollections::Mongo(MongoCollections::open(
-                m.clone(),
-                account.clone(),
-                self.mailboxes.account_key(&account),
-            )?),
-            None => AccountCollections::Sqlite(SqliteCollections::open(&self.mailboxes, &account)?),
-        })
-    }
-}
-
-/// One account's collections, whichever backend holds them.
-pub enum AccountCollections {
-    Sqlite(SqliteCollections),
-    Mongo(MongoCollections),
-}
-
 /// Runs the same call on whichever backend this is.
 macro_rules! each {
     ($backend:expr, $b:ident => $call:expr) => {
@@ -246,6 +218,71 @@ macro_rules! each {
             AccountCollections::Mongo($b) => $call,
         }
     };
+}
+
+/// Where every account's collections are kept: in the account's mailbox file, sealed
+/// with its key, so they share its quota, its backups and its removal; or in MongoDB
+/// beside the mailboxes there.
+#[derive(Clone)]
+pub struct Collections {
+    mailboxes: Mailboxes,
+    /// Accounts in MongoDB known to have had their defaults made: asking again is a
+    /// round trip per request, and the answer never turns back.
+    ready: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Collections {
+    /// Prepares MongoDB's indexes when the mailboxes live there.
+    pub fn new(mailboxes: Mailboxes) -> Result<Collections, CollectionError> {
+        if let Some(m) = mailboxes.mongo() {
+            mongo::prepare(m)?;
+        }
+        Ok(Collections {
+            mailboxes,
+            ready: Default::default(),
+        })
+    }
+
+    /// Opens the collections of `account`, making the defaults on first use (blocking).
+    pub fn open(&self, account: &str) -> Result<AccountCollections, CollectionError> {
+        let account = account.to_lowercase();
+        let key = self.mailboxes.account_key(&account);
+        let (mut store, defaults_due) = match self.mailboxes.mongo() {
+            Some(m) => {
+                let known = self
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&account);
+                let (store, due) = MongoCollections::open(m.clone(), account.clone(), key, known)?;
+                (AccountCollections::Mongo(store), due)
+            }
+            None => {
+                let (store, due) = SqliteCollections::open(&self.mailboxes, &account)?;
+                (AccountCollections::Sqlite(store), due)
+            }
+        };
+        if defaults_due {
+            for (kind, display) in DEFAULTS {
+                store.ensure(kind, &[display.to_string()])?;
+            }
+            each!(&mut store, b => b.defaults_made())?;
+        }
+        if let AccountCollections::Mongo(_) = store {
+            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            if ready.len() > 100_000 {
+                ready.clear();
+            }
+            ready.insert(account);
+        }
+        Ok(store)
+    }
+}
+
+/// One account's collections, whichever backend holds them.
+pub enum AccountCollections {
+    Sqlite(SqliteCollections),
+    Mongo(MongoCollections),
 }
 
 impl AccountCollections {
@@ -355,15 +392,12 @@ impl AccountCollections {
             if segment.is_empty() || self.collection(kind, &segment)?.is_some() {
                 continue;
             }
-            let components = match kind {
-                Kind::Calendar => CALENDAR_COMPONENTS.map(String::from).to_vec(),
-                Kind::AddressBook => Vec::new(),
-            };
             let props = [(
                 ("DAV:".to_string(), "displayname".to_string()),
                 name.clone(),
             )];
-            match self.create(kind, &segment, &components, &props) {
+            // Two nodes making it at once: one wins, the other is no error.
+            match self.create(kind, &segment, &kind.default_components(), &props) {
                 Ok(_) | Err(CollectionError::Exists(_)) => {}
                 Err(e) => return Err(e),
             }

@@ -10,8 +10,8 @@ use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Collection as MongoCollection};
 
 use super::{
-    Changes, Collection, CollectionError, DEFAULTS, Kind, NewResource, Precondition, PropName,
-    Resource, etag_of, sqlite::COLLECTIONS_PER_ACCOUNT, sqlite::RESOURCES_PER_COLLECTION,
+    Changes, Collection, CollectionError, Kind, NewResource, Precondition, PropName, Resource,
+    etag_of, sqlite::COLLECTIONS_PER_ACCOUNT, sqlite::RESOURCES_PER_COLLECTION,
 };
 use crate::mailbox::crypto::AccountKey;
 use crate::mongo::{
@@ -115,49 +115,42 @@ pub struct MongoCollections {
 }
 
 impl MongoCollections {
-    /// The account's collections; the defaults are made once, on first use.
+    /// The account's collections, and whether the defaults are still to make (asked of
+    /// the database unless the caller `knows` they were made).
     pub(super) fn open(
         mongo: Arc<Mongo>,
         account: String,
         key: AccountKey,
-    ) -> Result<MongoCollections, CollectionError> {
+        knows: bool,
+    ) -> Result<(MongoCollections, bool), CollectionError> {
         let this = MongoCollections {
             mongo,
             account,
             key,
         };
+        if knows {
+            return Ok((this, false));
+        }
         let ready = this.mongo.block(async {
             this.accounts()
                 .find_one(doc! { "_id": &this.account, "dav_ready": true })
                 .await
         })?;
-        if ready.is_none() {
-            for (kind, name, display) in DEFAULTS {
-                let components = match kind {
-                    Kind::Calendar => super::CALENDAR_COMPONENTS.map(String::from).to_vec(),
-                    Kind::AddressBook => Vec::new(),
-                };
-                let props = [(
-                    ("DAV:".to_string(), "displayname".to_string()),
-                    display.to_string(),
-                )];
-                // Two nodes making the defaults at once: one wins, the other is no error.
-                match this.insert(kind, name, &components, &props) {
-                    Ok(()) | Err(CollectionError::Exists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            this.mongo.block(async {
-                this.accounts()
-                    .update_one(
-                        doc! { "_id": &this.account },
-                        doc! { "$set": { "dav_ready": true } },
-                    )
-                    .upsert(true)
-                    .await
-            })?;
-        }
-        Ok(this)
+        Ok((this, ready.is_none()))
+    }
+
+    /// Notes that the defaults were made: one its owner deletes is not made again.
+    pub(super) fn defaults_made(&mut self) -> Result<(), CollectionError> {
+        self.mongo.block(async {
+            self.accounts()
+                .update_one(
+                    doc! { "_id": &self.account },
+                    doc! { "$set": { "dav_ready": true } },
+                )
+                .upsert(true)
+                .await
+        })?;
+        Ok(())
     }
 
     fn collections_coll(&self) -> MongoCollection<Document> {
@@ -421,10 +414,6 @@ impl MongoCollections {
         let etag = etag_of(new.body);
         let size = new.body.len() as i64;
         let now = crate::store::unix_now();
-        // A new resource's id (and so its seal) is taken before the transaction: a retried
-        // attempt reuses the work; an unused id is only a gap.
-        let fresh_id = self.mongo.block(self.next_id("dav_resource"))?;
-        let fresh_seal = self.key.seal_resource(fresh_id, new.body)?;
         let outcome = self.mongo.block(in_transaction!(self.mongo, |s| async {
             let old = self
                 .resources_coll()
@@ -452,7 +441,7 @@ impl MongoCollections {
                     .find_one(doc! { "_id": &self.account })
                     .session(&mut *s)
                     .await?
-                    .map_or(0, |d| int(&d, "used_bytes") + int(&d, "dav_bytes"))
+                    .map_or(0, |d| crate::mailbox::used_bytes(&d))
                     .max(0);
                 if (used - old_size + size) as u64 > quota {
                     return Err(CollectionError::OverQuota {
@@ -474,13 +463,13 @@ impl MongoCollections {
                 }
             }
             let modseq = self.bump(s, cid).await?;
-            let (id, sealed) = match &old {
-                Some(d) => {
-                    let id = int(d, "_id");
-                    (id, self.key.seal_resource(id, new.body)?)
-                }
-                None => (fresh_id, fresh_seal.clone()),
+            // A rewrite keeps its id; a new resource takes one (outside the transaction:
+            // an id a failed attempt took is only a gap). The seal is bound to the id.
+            let id = match &old {
+                Some(d) => int(d, "_id"),
+                None => self.next_id("dav_resource").await?,
             };
+            let sealed = self.key.seal_resource(id, new.body)?;
             self.resources_coll()
                 .replace_one(
                     doc! { "_id": id },

@@ -4,8 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Changes, Collection, CollectionError, DEFAULTS, Kind, NewResource, Precondition, PropName,
-    Resource, etag_of,
+    Changes, Collection, CollectionError, Kind, NewResource, Precondition, PropName, Resource,
+    etag_of,
 };
 use crate::mailbox::Mailboxes;
 use crate::mailbox::crypto::AccountKey;
@@ -63,9 +63,6 @@ CREATE TRIGGER IF NOT EXISTS dav_bytes_change AFTER UPDATE OF size ON dav_resour
 END;
 ";
 
-const USED: &str = "SELECT COALESCE((SELECT SUM(value) FROM counters
-                     WHERE name IN ('used_bytes', 'dav_bytes')), 0)";
-
 const COLLECTION_COLUMNS: &str = "id, kind, name, instance, modseq, components, props";
 const RESOURCE_COLUMNS: &str = "name, uid, component, etag, size, modseq, modified, content_type";
 
@@ -81,11 +78,11 @@ pub struct SqliteCollections {
 
 impl SqliteCollections {
     /// Opens the account's file, made (with its mailbox) on first use; a file without
-    /// the tables gets them and the default collections once.
+    /// the tables gets them. Says too whether the default collections are still to make.
     pub(super) fn open(
         mailboxes: &Mailboxes,
         account: &str,
-    ) -> Result<SqliteCollections, CollectionError> {
+    ) -> Result<(SqliteCollections, bool), CollectionError> {
         let path = mailboxes.path(account);
         if !path.exists() {
             // The mailbox makes the directory, the file, its tables and counters.
@@ -97,21 +94,29 @@ impl SqliteCollections {
             conn,
             key: mailboxes.account_key(account),
         };
-        if this.schema_version()? < SCHEMA_VERSION {
+        let (mut version, mut defaults_made) = this.state();
+        if version < SCHEMA_VERSION {
             // A file from before the mailbox had `counters` is brought up first.
             drop(mailboxes.open(account)?);
             this.prepare()?;
+            (version, defaults_made) = this.state();
+            debug_assert!(version >= SCHEMA_VERSION);
         }
-        Ok(this)
+        Ok((this, !defaults_made))
     }
 
-    fn schema_version(&self) -> Result<i64, CollectionError> {
-        let version = self
+    /// The tables' version, and whether the defaults were made (one query: it runs for
+    /// every request).
+    fn state(&self) -> (i64, bool) {
+        let state = self
             .conn
-            .prepare_cached("SELECT value FROM counters WHERE name = 'dav_schema'")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional());
+            .prepare_cached(
+                "SELECT COALESCE((SELECT value FROM counters WHERE name = 'dav_schema'), 0),
+                        EXISTS (SELECT 1 FROM counters WHERE name = 'dav_defaults')",
+            )
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))));
         // No `counters` table yet: a mailbox file from before it (made up to date next).
-        Ok(version.ok().flatten().unwrap_or(0))
+        state.unwrap_or((0, false))
     }
 
     fn prepare(&mut self) -> Result<(), CollectionError> {
@@ -128,26 +133,6 @@ impl SqliteCollections {
             .unwrap_or(0);
         if version < SCHEMA_VERSION {
             tx.execute_batch(SCHEMA)?;
-            if version == 0 {
-                for (kind, name, display) in DEFAULTS {
-                    let components = match kind {
-                        Kind::Calendar => super::CALENDAR_COMPONENTS.join(","),
-                        Kind::AddressBook => String::new(),
-                    };
-                    let props = vec![("DAV:", "displayname", display)];
-                    tx.execute(
-                        "INSERT INTO dav_collections (kind, name, instance, components, props)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![
-                            kind.as_str(),
-                            name,
-                            instance()?,
-                            components,
-                            serde_json::to_string(&props)?
-                        ],
-                    )?;
-                }
-            }
             tx.execute(
                 "INSERT INTO counters (name, value) VALUES ('dav_schema', ?1)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -155,6 +140,15 @@ impl SqliteCollections {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that the defaults were made: one its owner deletes is not made again.
+    pub(super) fn defaults_made(&mut self) -> Result<(), CollectionError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO counters (name, value) VALUES ('dav_defaults', 1)",
+            [],
+        )?;
         Ok(())
     }
 
@@ -373,7 +367,9 @@ impl SqliteCollections {
         let size = new.body.len() as i64;
         let old_size = old.as_ref().map_or(0, |o| o.2);
         if let Some(quota) = quota.filter(|_| size > old_size) {
-            let used: i64 = tx.prepare_cached(USED)?.query_row([], |r| r.get(0))?;
+            let used: i64 = tx
+                .prepare_cached(crate::mailbox::USED_SQL)?
+                .query_row([], |r| r.get(0))?;
             if (used - old_size + size) as u64 > quota {
                 return Err(CollectionError::OverQuota {
                     used: used.max(0) as u64,

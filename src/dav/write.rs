@@ -9,9 +9,7 @@ use super::path::{self, Target};
 use super::propfind::{Multistatus, bad_request, http_date, names};
 use super::xml::{self, CALDAV, CALSERVER, CARDDAV, DAV, Element};
 use super::{Call, kind_ns, plain, precondition_failed, xml_response};
-use crate::collections::{
-    CALENDAR_COMPONENTS, CollectionError, Kind, NewResource, Precondition, PropName,
-};
+use crate::collections::{CollectionError, Kind, NewResource, Precondition, PropName};
 
 /// Dead properties a collection may carry, and the longest value of one.
 const MAX_DEAD_PROPS: usize = 64;
@@ -271,10 +269,7 @@ pub(super) fn make(call: &Call, body: &[u8], calendar: bool) -> Result<Response,
             }
         }
     }
-    let mut components: Vec<String> = match kind {
-        Kind::Calendar => CALENDAR_COMPONENTS.map(String::from).to_vec(),
-        Kind::AddressBook => Vec::new(),
-    };
+    let mut components = kind.default_components();
     let mut dead: Vec<(PropName, String)> = Vec::new();
     let mut bad: Vec<PropName> = Vec::new();
     for prop in &set {

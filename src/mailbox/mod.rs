@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub use backend::{Body, Mailbox};
 pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
+/// The bytes an account's file holds against its quota (SQL), and the same for an
+/// account document in MongoDB: what src/collections checks its writes against.
+pub(crate) use mongo::used_bytes;
+pub(crate) use store::USED as USED_SQL;
 pub use store::{
     Delta, FlagChange, Folder, MessageInfo, SPECIAL_FOLDERS, Stored, flags_after,
     renew_uidvalidity, same_flags,

@@ -66,7 +66,7 @@ fn info_of(d: &Document) -> MessageInfo {
 
 /// What counts against the quota: messages, and calendar and contact resources
 /// (`dav_bytes`, kept by src/collections).
-fn used_bytes(account: &Document) -> i64 {
+pub(crate) fn used_bytes(account: &Document) -> i64 {
     int(account, "used_bytes") + int(account, "dav_bytes")
 }
 

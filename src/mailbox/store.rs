@@ -93,7 +93,7 @@ INSERT INTO counters (name, value)
 
 /// Messages and calendar/contact resources (`dav_bytes`, kept by src/collections) share
 /// the account's quota.
-const USED: &str = "SELECT COALESCE((SELECT SUM(value) FROM counters
+pub(crate) const USED: &str = "SELECT COALESCE((SELECT SUM(value) FROM counters
                      WHERE name IN ('used_bytes', 'dav_bytes')), 0)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

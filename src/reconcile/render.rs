@@ -207,20 +207,14 @@ fn render_change(out: &mut String, c: &Change, style: &Style) {
             if c.kind == Kind::Account {
                 // A calendar or address book dropped from the spec keeps its data.
                 for field in ["calendars", "address_books"] {
-                    let names = |v: &Value| -> Vec<String> {
-                        v.get(field)
+                    fn names<'a>(fields: &'a Fields, field: &str) -> Vec<&'a str> {
+                        fields
+                            .get(field)
                             .and_then(Value::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|n| n.as_str().map(str::to_string))
-                                    .collect()
-                            })
+                            .map(|a| a.iter().filter_map(Value::as_str).collect())
                             .unwrap_or_default()
-                    };
-                    let (was, now) = (
-                        names(&Value::Object(before.clone())),
-                        names(&Value::Object(after.clone())),
-                    );
+                    }
+                    let (was, now) = (names(before, field), names(after, field));
                     for gone in was.iter().filter(|n| !now.contains(n)) {
                         let _ = writeln!(
                             out,

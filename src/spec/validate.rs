@@ -718,7 +718,7 @@ impl Validator {
                 ),
             );
         }
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, name) in names.iter().enumerate() {
             let slug = crate::collections::slug(name);
             if name.trim().is_empty()
@@ -734,13 +734,12 @@ impl Validator {
                     p.index(i),
                     "the name needs a letter or a digit (it becomes part of a URL)",
                 );
-            } else if seen.contains(&slug) {
+            } else if !seen.insert(slug.clone()) {
                 self.err(
                     p.index(i),
                     format!("\"{name}\" has the same URL (…/{slug}/) as a name before it"),
                 );
             }
-            seen.push(slug);
         }
     }
 }
