@@ -7,7 +7,8 @@ mod common;
 
 use common::Process;
 use ferrymail::collections::{
-    CALENDAR_COMPONENTS, CollectionError, Collections, Kind, NewResource, Precondition, etag_of,
+    CALENDAR_COMPONENTS, CollectionError, Collections, Kind, NewResource, Precondition, Span,
+    etag_of,
 };
 use ferrymail::mailbox::{Mailboxes, MasterKey};
 use ferrymail::store::{MongoStore, Store};
@@ -64,6 +65,8 @@ conformance!(
     resources_keep_etags_preconditions_and_unique_uids,
     changes_since_a_token_tell_writes_and_removals,
     resources_share_the_mailbox_quota,
+    spans_keep_queries_from_what_cannot_overlap,
+    a_move_takes_the_uid_and_leaves_a_removal,
 );
 
 fn event(uid: &str, summary: &str) -> Vec<u8> {
@@ -82,6 +85,8 @@ fn new<'a>(name: &'a str, uid: &'a str, body: &'a [u8]) -> NewResource<'a> {
         component: "VEVENT",
         content_type: "text/calendar; charset=utf-8",
         body,
+        span: Span::ANY,
+        moved_from: None,
     }
 }
 
@@ -223,7 +228,7 @@ fn resources_keep_etags_preconditions_and_unique_uids(b: &Backend) {
     mine.put(&cal, &new("big.ics", "big", &big), &Precondition::Any, None)
         .unwrap();
     assert_eq!(mine.read(&cal, "big.ics").unwrap().unwrap().1, big);
-    assert_eq!(mine.read_all(&cal).unwrap().len(), 2);
+    assert_eq!(mine.read_all(&cal, None).unwrap().len(), 2);
     assert!(matches!(
         mine.delete(&cal, "a.ics", &Precondition::Etags(vec!["\"old\"".into()])),
         Err(CollectionError::Changed)
@@ -236,6 +241,130 @@ fn resources_keep_etags_preconditions_and_unique_uids(b: &Backend) {
     // The UID is free again.
     mine.put(&cal, &new("b.ics", "u1", &body), &Precondition::Any, None)
         .unwrap();
+}
+
+fn spans_keep_queries_from_what_cannot_overlap(b: &Backend) {
+    let mut mine = b.dav.open("me@d.test").unwrap();
+    let cal = mine
+        .collection(Kind::Calendar, "calendar")
+        .unwrap()
+        .unwrap();
+    let spans = [
+        (
+            "march.ics",
+            Span {
+                start: 100,
+                end: 200,
+                exact: true,
+            },
+        ),
+        (
+            "instant.ics",
+            Span {
+                start: 300,
+                end: 300,
+                exact: true,
+            },
+        ),
+        (
+            "forever.ics",
+            Span {
+                start: 150,
+                end: i64::MAX,
+                exact: false,
+            },
+        ),
+        ("unknown.ics", Span::ANY),
+    ];
+    for (name, span) in spans {
+        let body = event(name, name);
+        let new = NewResource {
+            span,
+            ..new(name, name, &body)
+        };
+        mine.put(&cal, &new, &Precondition::Any, None).unwrap();
+    }
+    let names = |within| {
+        let mut names: Vec<String> = mine
+            .read_all(&cal, within)
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r.name)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(None).len(), 4);
+    // Before everything but the unknown; the end of a range is not in it.
+    assert_eq!(names(Some((0, 100))), ["unknown.ics"]);
+    assert_eq!(names(Some((0, 101))), ["march.ics", "unknown.ics"]);
+    // An instant at the start of a range is in it; one at its end is not.
+    assert_eq!(
+        names(Some((300, 400))),
+        ["forever.ics", "instant.ics", "unknown.ics"]
+    );
+    assert_eq!(names(Some((250, 300))), ["forever.ics", "unknown.ics"]);
+    // Far on, only what goes on for ever.
+    assert_eq!(
+        names(Some((1_000_000, i64::MAX))),
+        ["forever.ics", "unknown.ics"]
+    );
+    // The span comes back as stored.
+    assert_eq!(
+        mine.resource(&cal, "forever.ics").unwrap().unwrap().span,
+        spans[2].1
+    );
+}
+
+fn a_move_takes_the_uid_and_leaves_a_removal(b: &Backend) {
+    let mut mine = b.dav.open("me@d.test").unwrap();
+    let cal = mine
+        .collection(Kind::Calendar, "calendar")
+        .unwrap()
+        .unwrap();
+    let body = event("u1", "Moving");
+    mine.put(&cal, &new("a.ics", "u1", &body), &Precondition::Any, None)
+        .unwrap();
+    let before = mine
+        .collection(Kind::Calendar, "calendar")
+        .unwrap()
+        .unwrap();
+    // Within the collection, under a quota the two together would not fit in.
+    let quota = Some(body.len() as u64 + 10);
+    let moved = NewResource {
+        moved_from: Some((&cal, "a.ics")),
+        ..new("b.ics", "u1", &body)
+    };
+    let (resource, created) = mine
+        .put(&cal, &moved, &Precondition::Absent, quota)
+        .unwrap();
+    assert!(created);
+    assert!(mine.resource(&cal, "a.ics").unwrap().is_none());
+    assert_eq!(mine.read(&cal, "b.ics").unwrap().unwrap().1, body);
+    let changes = mine.changes_since(&cal, before.modseq).unwrap();
+    assert_eq!(changes.removed, ["a.ics"]);
+    assert_eq!(changes.changed, [resource]);
+    // Into another collection; the source gone since is no move at all.
+    let other = mine.create(Kind::Calendar, "other", &[], &[]).unwrap();
+    let away = NewResource {
+        moved_from: Some((&cal, "b.ics")),
+        ..new("c.ics", "u1", &body)
+    };
+    mine.put(&other, &away, &Precondition::Any, quota).unwrap();
+    assert!(mine.resources(&cal).unwrap().is_empty());
+    assert!(matches!(
+        mine.put(
+            &other,
+            &NewResource {
+                name: "d.ics",
+                ..away
+            },
+            &Precondition::Any,
+            None
+        ),
+        Err(CollectionError::Changed)
+    ));
+    assert_eq!(mine.resources(&other).unwrap().len(), 1);
 }
 
 fn changes_since_a_token_tell_writes_and_removals(b: &Backend) {

@@ -884,3 +884,147 @@ fn declared_calendars_appear_and_stay_when_dropped() {
         refused.stderr
     );
 }
+
+#[test]
+fn resources_are_copied_and_moved_within_the_account() {
+    let dav = Dav::start("1MB");
+    let mkcal = dav.call(
+        "MKCALENDAR",
+        "/dav/calendars/me@example.test/work/",
+        &[],
+        "",
+    );
+    assert_eq!(mkcal.status, 201, "{}", mkcal.body);
+    let put = dav.call(
+        "PUT",
+        &format!("{CAL}/a.ics"),
+        &[ICS],
+        &event("a", "Moving"),
+    );
+    assert_eq!(put.status, 201);
+    let token = |path: &str| {
+        let reply = dav.call(
+            "PROPFIND",
+            path,
+            &["Depth: 0"],
+            "<d:propfind xmlns:d=\"DAV:\"><d:prop><d:sync-token/></d:prop></d:propfind>",
+        );
+        let body = reply.body;
+        let start = body.find("<d:sync-token>").expect("a sync-token") + 14;
+        body[start..start + body[start..].find('<').unwrap()].to_string()
+    };
+    let before = token(&format!("{CAL}/"));
+    // Renamed in its calendar: the UID goes with it, the old name is gone.
+    let destination = |path: &str| format!("Destination: https://localhost:{}{path}", dav.caldav);
+    let renamed = dav.call(
+        "MOVE",
+        &format!("{CAL}/a.ics"),
+        &[&destination(&format!("{CAL}/b.ics"))],
+        "",
+    );
+    assert_eq!(renamed.status, 201, "{}", renamed.body);
+    assert_eq!(
+        dav.call("GET", &format!("{CAL}/a.ics"), &[], "").status,
+        404
+    );
+    assert!(
+        dav.call("GET", &format!("{CAL}/b.ics"), &[], "")
+            .body
+            .contains("SUMMARY:Moving")
+    );
+    // A sync from before sees the removal and the new name.
+    let sync = dav.call(
+        "REPORT",
+        &format!("{CAL}/"),
+        &[],
+        &format!(
+            "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>{before}</d:sync-token>\
+             <d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"
+        ),
+    );
+    assert!(
+        sync.body.contains("a.ics") && sync.body.contains("404"),
+        "{}",
+        sync.body
+    );
+    assert!(sync.body.contains("b.ics"), "{}", sync.body);
+    // Copied to another calendar: both are there, each calendar holds the UID once.
+    let work = "/dav/calendars/me@example.test/work";
+    let copied = dav.call(
+        "COPY",
+        &format!("{CAL}/b.ics"),
+        &[&destination(&format!("{work}/b.ics"))],
+        "",
+    );
+    assert_eq!(copied.status, 201, "{}", copied.body);
+    assert_eq!(
+        dav.call("GET", &format!("{CAL}/b.ics"), &[], "").status,
+        200
+    );
+    assert_eq!(
+        dav.call("GET", &format!("{work}/b.ics"), &[], "").status,
+        200
+    );
+    // A copy beside itself would hold the UID twice.
+    let twice = dav.call(
+        "COPY",
+        &format!("{CAL}/b.ics"),
+        &[&destination(&format!("{CAL}/c.ics"))],
+        "",
+    );
+    assert_eq!(twice.status, 403);
+    assert!(twice.body.contains("no-uid-conflict"), "{}", twice.body);
+    // Overwrite: F keeps what is there; the default replaces it.
+    dav.call("PUT", &format!("{CAL}/d.ics"), &[ICS], &event("d", "Other"));
+    let kept = dav.call(
+        "MOVE",
+        &format!("{work}/b.ics"),
+        &[&destination(&format!("{CAL}/d.ics")), "Overwrite: F"],
+        "",
+    );
+    assert_eq!(kept.status, 412);
+    let replaced = dav.call(
+        "MOVE",
+        &format!("{CAL}/d.ics"),
+        &[&destination(&format!("{work}/b.ics"))],
+        "",
+    );
+    assert_eq!(replaced.status, 204, "{}", replaced.body);
+    assert!(
+        dav.call("GET", &format!("{work}/b.ics"), &[], "")
+            .body
+            .contains("SUMMARY:Other")
+    );
+    // Where it cannot go: another account, an address book, nowhere, a missing calendar.
+    let theirs = dav.call(
+        "COPY",
+        &format!("{CAL}/b.ics"),
+        &[&destination(
+            "/dav/calendars/you@example.test/calendar/b.ics",
+        )],
+        "",
+    );
+    assert_eq!(theirs.status, 403);
+    let book = dav.call(
+        "COPY",
+        &format!("{CAL}/b.ics"),
+        &[&destination(&format!("{BOOK}/b.vcf"))],
+        "",
+    );
+    assert_eq!(book.status, 403);
+    assert_eq!(
+        dav.call("MOVE", &format!("{CAL}/b.ics"), &[], "").status,
+        400
+    );
+    let missing = dav.call(
+        "MOVE",
+        &format!("{CAL}/b.ics"),
+        &[&destination("/dav/calendars/me@example.test/nope/b.ics")],
+        "",
+    );
+    assert_eq!(missing.status, 409);
+    assert_eq!(
+        dav.call("GET", &format!("{CAL}/b.ics"), &[], "").status,
+        200
+    );
+}

@@ -130,6 +130,47 @@ pub struct Resource {
     pub modified: i64,
     /// The content type it was stored with.
     pub content_type: String,
+    /// When a calendar object happens, as far as queries need to know without opening it.
+    pub span: Span,
+}
+
+/// The time a calendar object's instances cover, in Unix seconds, worked out when it is
+/// stored: queries skip objects outside a time range without opening them. Stored in the
+/// clear beside the sealed body, like the UID (the issue allows indexes in the clear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The first instance's start.
+    pub start: i64,
+    /// The last instance's end, never before `start`.
+    pub end: i64,
+    /// Whether the object has exactly one instance and it is `start..end` (an instant
+    /// when they are equal): a time-range test on it needs nothing else.
+    pub exact: bool,
+}
+
+impl Span {
+    /// What is known of a vCard, or of an object stored before spans were kept.
+    pub const ANY: Span = Span {
+        start: i64::MIN,
+        end: i64::MAX,
+        exact: false,
+    };
+
+    /// Whether an instance `start..end` overlaps the range `from..to` (RFC 4791 §9.9): an
+    /// instant when its end is not after its start.
+    pub fn overlaps(start: i64, end: i64, (from, to): (i64, i64)) -> bool {
+        if end > start {
+            start < to && end > from
+        } else {
+            from <= start && start < to
+        }
+    }
+
+    /// Whether anything in the span can overlap `range`: objects for which this is false
+    /// are not read by a query for the range.
+    pub fn may_overlap(&self, (from, to): (i64, i64)) -> bool {
+        self.start < to && self.end >= from
+    }
 }
 
 /// What a client sends to store one resource.
@@ -139,6 +180,10 @@ pub struct NewResource<'a> {
     pub component: &'a str,
     pub content_type: &'a str,
     pub body: &'a [u8],
+    pub span: Span,
+    /// MOVE: the resource (collection, name) this one replaces, removed in the same
+    /// write; its UID is free for this one and its size is not counted twice.
+    pub moved_from: Option<(&'a Collection, &'a str)>,
 }
 
 /// The condition a write is made under (If-Match / If-None-Match: *).
@@ -345,12 +390,14 @@ impl AccountCollections {
         each!(self, b => b.read(collection, name))
     }
 
-    /// Every resource of the collection with its body (queries that look inside).
+    /// Every resource of the collection with its body (queries that look inside), or
+    /// those whose span may overlap `within`.
     pub fn read_all(
         &self,
         collection: &Collection,
+        within: Option<(i64, i64)>,
     ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
-        each!(self, b => b.read_all(collection))
+        each!(self, b => b.read_all(collection, within))
     }
 
     /// Stores a resource under its name if `precondition` holds: returns it as stored and

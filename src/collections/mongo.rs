@@ -11,7 +11,7 @@ use mongodb::{ClientSession, Collection as MongoCollection};
 
 use super::{
     Changes, Collection, CollectionError, Kind, NewResource, Precondition, PropName, Resource,
-    etag_of, sqlite::COLLECTIONS_PER_ACCOUNT, sqlite::RESOURCES_PER_COLLECTION,
+    Span, etag_of, sqlite::COLLECTIONS_PER_ACCOUNT, sqlite::RESOURCES_PER_COLLECTION,
 };
 use crate::mailbox::crypto::AccountKey;
 use crate::mongo::{
@@ -92,6 +92,19 @@ fn resource_of(d: &Document) -> Resource {
         modseq: int(d, "modseq") as u64,
         modified: int(d, "modified"),
         content_type: text(d, "content_type"),
+        span: span_of(d),
+    }
+}
+
+/// A resource's span; one stored before spans were kept has `Span::ANY`.
+fn span_of(d: &Document) -> Span {
+    match (d.get("span_start"), d.get("span_end")) {
+        (Some(_), Some(_)) => Span {
+            start: int(d, "span_start"),
+            end: int(d, "span_end"),
+            exact: d.get_bool("span_exact").unwrap_or(false),
+        },
+        _ => Span::ANY,
     }
 }
 
@@ -379,10 +392,21 @@ impl MongoCollections {
     pub fn read_all(
         &self,
         collection: &Collection,
+        within: Option<(i64, i64)>,
     ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
+        let filter = match within {
+            None => doc! { "collection_id": collection.id },
+            Some((from, to)) => doc! {
+                "collection_id": collection.id,
+                "$or": [
+                    { "span_start": { "$exists": false } },
+                    { "span_start": { "$lt": to }, "span_end": { "$gte": from } },
+                ],
+            },
+        };
         let docs: Vec<Document> = self.mongo.block(async {
             self.resources_coll()
-                .find(doc! { "collection_id": collection.id })
+                .find(filter)
                 .sort(doc! { "name": 1 })
                 .await?
                 .try_collect()
@@ -431,11 +455,29 @@ impl MongoCollections {
                 .session(&mut *s)
                 .await?
                 .map(|d| text(&d, "name"));
-            if let Some(holder) = holder.filter(|h| h != new.name) {
+            let moved = match new.moved_from {
+                Some((from, name)) => {
+                    let source = self
+                        .resources_coll()
+                        .find_one(doc! { "collection_id": from.id, "name": name })
+                        .projection(doc! { "size": 1 })
+                        .session(&mut *s)
+                        .await?
+                        // Gone since the request looked: the move is not made.
+                        .ok_or(CollectionError::Changed)?;
+                    Some((from, name, int(&source, "_id"), int(&source, "size")))
+                }
+                None => None,
+            };
+            let vacated = |holder: &str| {
+                moved.is_some_and(|(from, name, _, _)| from.id == cid && name == holder)
+            };
+            if let Some(holder) = holder.filter(|h| h != new.name && !vacated(h)) {
                 return Err(CollectionError::UidConflict(holder));
             }
             let old_size = old.as_ref().map_or(0, |d| int(d, "size"));
-            if let Some(quota) = quota.filter(|_| size > old_size) {
+            let freed = old_size + moved.map_or(0, |m| m.3);
+            if let Some(quota) = quota.filter(|_| size > freed) {
                 let used = self
                     .accounts()
                     .find_one(doc! { "_id": &self.account })
@@ -443,7 +485,7 @@ impl MongoCollections {
                     .await?
                     .map_or(0, |d| crate::mailbox::used_bytes(&d))
                     .max(0);
-                if (used - old_size + size) as u64 > quota {
+                if (used - freed + size) as u64 > quota {
                     return Err(CollectionError::OverQuota {
                         used: used as u64,
                         quota,
@@ -461,6 +503,9 @@ impl MongoCollections {
                         "too many resources in the collection",
                     ));
                 }
+            }
+            if let Some((from, name, id, size)) = moved {
+                self.remove_doc(s, from.id, name, id, size).await?;
             }
             let modseq = self.bump(s, cid).await?;
             // A rewrite keeps its id; a new resource takes one (outside the transaction:
@@ -486,6 +531,9 @@ impl MongoCollections {
                         "modseq": modseq as i64,
                         "modified": now,
                         "body": Bson::Binary(binary(&sealed)),
+                        "span_start": new.span.start,
+                        "span_end": new.span.end,
+                        "span_exact": new.span.exact,
                     },
                 )
                 .upsert(true)
@@ -515,6 +563,7 @@ impl MongoCollections {
             modseq,
             modified: now,
             content_type: new.content_type.to_string(),
+            span: new.span,
         };
         Ok((resource, created))
     }
@@ -543,28 +592,43 @@ impl MongoCollections {
             let Some(current) = current else {
                 return Ok(false);
             };
-            let modseq = self.bump(s, cid).await?;
-            self.resources_coll()
-                .delete_one(doc! { "_id": int(&current, "_id") })
-                .session(&mut *s)
-                .await?;
-            self.removed_coll()
-                .update_one(
-                    doc! { "collection_id": cid, "name": name },
-                    doc! { "$set": { "modseq": modseq as i64 } },
-                )
-                .upsert(true)
-                .session(&mut *s)
-                .await?;
-            self.accounts()
-                .update_one(
-                    doc! { "_id": &self.account },
-                    doc! { "$inc": { "dav_bytes": -int(&current, "size") } },
-                )
-                .session(&mut *s)
+            self.remove_doc(s, cid, name, int(&current, "_id"), int(&current, "size"))
                 .await?;
             Ok::<_, CollectionError>(true)
         }))
+    }
+
+    /// Removes a resource in the transaction `s`, noting the removal for sync-collection
+    /// under a new change number.
+    async fn remove_doc(
+        &self,
+        s: &mut ClientSession,
+        cid: i64,
+        name: &str,
+        id: i64,
+        size: i64,
+    ) -> Result<(), CollectionError> {
+        let modseq = self.bump(s, cid).await?;
+        self.resources_coll()
+            .delete_one(doc! { "_id": id })
+            .session(&mut *s)
+            .await?;
+        self.removed_coll()
+            .update_one(
+                doc! { "collection_id": cid, "name": name },
+                doc! { "$set": { "modseq": modseq as i64 } },
+            )
+            .upsert(true)
+            .session(&mut *s)
+            .await?;
+        self.accounts()
+            .update_one(
+                doc! { "_id": &self.account },
+                doc! { "$inc": { "dav_bytes": -size } },
+            )
+            .session(&mut *s)
+            .await?;
+        Ok(())
     }
 
     pub fn changes_since(

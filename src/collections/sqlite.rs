@@ -12,7 +12,7 @@ use crate::mailbox::crypto::AccountKey;
 
 /// Raised when the tables change shape; kept in `counters` (the file's `user_version`
 /// belongs to the mailbox).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dav_collections (
@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS dav_resources (
     modseq INTEGER NOT NULL,
     modified INTEGER NOT NULL,
     body BLOB NOT NULL,
+    -- When a calendar object happens (Span): in the clear, so queries skip what they need not open.
+    span_start INTEGER NOT NULL DEFAULT -9223372036854775808,
+    span_end INTEGER NOT NULL DEFAULT 9223372036854775807,
+    span_exact INTEGER NOT NULL DEFAULT 0,
     UNIQUE (collection_id, name)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dav_resources_uid ON dav_resources (collection_id, uid);
@@ -63,8 +67,17 @@ CREATE TRIGGER IF NOT EXISTS dav_bytes_change AFTER UPDATE OF size ON dav_resour
 END;
 ";
 
+/// From version 1: objects stored before spans were kept have `Span::ANY`, which every
+/// query opens.
+const SPANS: &str = "
+ALTER TABLE dav_resources ADD COLUMN span_start INTEGER NOT NULL DEFAULT -9223372036854775808;
+ALTER TABLE dav_resources ADD COLUMN span_end INTEGER NOT NULL DEFAULT 9223372036854775807;
+ALTER TABLE dav_resources ADD COLUMN span_exact INTEGER NOT NULL DEFAULT 0;
+";
+
 const COLLECTION_COLUMNS: &str = "id, kind, name, instance, modseq, components, props";
-const RESOURCE_COLUMNS: &str = "name, uid, component, etag, size, modseq, modified, content_type";
+const RESOURCE_COLUMNS: &str = "name, uid, component, etag, size, modseq, modified, content_type, \
+                                span_start, span_end, span_exact";
 
 /// Collections an account may have (every PROPFIND of the home lists them all).
 pub(super) const COLLECTIONS_PER_ACCOUNT: usize = 200;
@@ -131,6 +144,9 @@ impl SqliteCollections {
             )
             .optional()?
             .unwrap_or(0);
+        if version == 1 {
+            tx.execute_batch(SPANS)?;
+        }
         if version < SCHEMA_VERSION {
             tx.execute_batch(SCHEMA)?;
             tx.execute(
@@ -295,8 +311,8 @@ impl SqliteCollections {
             .query_row(params![collection.id, name], |r| {
                 Ok((
                     resource_row(r)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, Vec<u8>>(9)?,
+                    r.get::<_, i64>(11)?,
+                    r.get::<_, Vec<u8>>(12)?,
                 ))
             })
             .optional()?;
@@ -309,20 +325,24 @@ impl SqliteCollections {
         }
     }
 
-    /// Every resource of the collection with its body (queries that look inside).
+    /// Every resource of the collection with its body (queries that look inside), or
+    /// those whose span may overlap `within`.
     pub fn read_all(
         &self,
         collection: &Collection,
+        within: Option<(i64, i64)>,
     ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {RESOURCE_COLUMNS}, id, body FROM dav_resources
-             WHERE collection_id = ?1 ORDER BY name"
+             WHERE collection_id = ?1 AND span_start < ?2 AND span_end >= ?3 ORDER BY name"
         ))?;
-        let rows = stmt.query_map([collection.id], |r| {
+        let (from, to) = within.unwrap_or((i64::MIN, i64::MAX));
+        // `span_start < i64::MAX` would leave out a span starting there; none can.
+        let rows = stmt.query_map(params![collection.id, to, from], |r| {
             Ok((
                 resource_row(r)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Vec<u8>>(9)?,
+                r.get::<_, i64>(11)?,
+                r.get::<_, Vec<u8>>(12)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -361,11 +381,27 @@ impl SqliteCollections {
             .prepare_cached("SELECT name FROM dav_resources WHERE collection_id = ?1 AND uid = ?2")?
             .query_row(params![collection.id, new.uid], |r| r.get(0))
             .optional()?;
-        if let Some(holder) = holder.filter(|h| h != new.name) {
+        let moved = match new.moved_from {
+            Some((from, name)) => {
+                let size: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT size FROM dav_resources WHERE collection_id = ?1 AND name = ?2",
+                    )?
+                    .query_row(params![from.id, name], |r| r.get(0))
+                    .optional()?;
+                // Gone since the request looked: the move is not made.
+                Some((from, name, size.ok_or(CollectionError::Changed)?))
+            }
+            None => None,
+        };
+        let vacated = |holder: &str| {
+            moved.is_some_and(|(from, name, _)| from.id == collection.id && name == holder)
+        };
+        if let Some(holder) = holder.filter(|h| h != new.name && !vacated(h)) {
             return Err(CollectionError::UidConflict(holder));
         }
         let size = new.body.len() as i64;
-        let old_size = old.as_ref().map_or(0, |o| o.2);
+        let old_size = old.as_ref().map_or(0, |o| o.2) + moved.map_or(0, |m| m.2);
         if let Some(quota) = quota.filter(|_| size > old_size) {
             let used: i64 = tx
                 .prepare_cached(crate::mailbox::USED_SQL)?
@@ -387,6 +423,9 @@ impl SqliteCollections {
                 ));
             }
         }
+        if let Some((from, name, _)) = moved {
+            remove_row(&tx, from.id, name)?;
+        }
         let modseq = bump(&tx, collection.id)?;
         let etag = etag_of(new.body);
         let now = crate::store::unix_now();
@@ -399,12 +438,15 @@ impl SqliteCollections {
         let sealed = self.key.seal_resource(id, new.body)?;
         tx.prepare_cached(
             "INSERT INTO dav_resources (id, collection_id, name, uid, component, content_type,
-                                        etag, size, modseq, modified, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                        etag, size, modseq, modified, body,
+                                        span_start, span_end, span_exact)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (id) DO UPDATE SET uid = excluded.uid, component = excluded.component,
                  content_type = excluded.content_type, etag = excluded.etag,
                  size = excluded.size, modseq = excluded.modseq,
-                 modified = excluded.modified, body = excluded.body",
+                 modified = excluded.modified, body = excluded.body,
+                 span_start = excluded.span_start, span_end = excluded.span_end,
+                 span_exact = excluded.span_exact",
         )?
         .execute(params![
             id,
@@ -417,7 +459,10 @@ impl SqliteCollections {
             size,
             modseq as i64,
             now,
-            sealed
+            sealed,
+            new.span.start,
+            new.span.end,
+            new.span.exact
         ])?;
         tx.prepare_cached("DELETE FROM dav_removed WHERE collection_id = ?1 AND name = ?2")?
             .execute(params![collection.id, new.name])?;
@@ -431,6 +476,7 @@ impl SqliteCollections {
             modseq,
             modified: now,
             content_type: new.content_type.to_string(),
+            span: new.span,
         };
         Ok((resource, old.is_none()))
     }
@@ -457,14 +503,7 @@ impl SqliteCollections {
         if current.is_none() {
             return Ok(false);
         }
-        let modseq = bump(&tx, collection.id)?;
-        tx.prepare_cached("DELETE FROM dav_resources WHERE collection_id = ?1 AND name = ?2")?
-            .execute(params![collection.id, name])?;
-        tx.prepare_cached(
-            "INSERT INTO dav_removed (collection_id, name, modseq) VALUES (?1, ?2, ?3)
-             ON CONFLICT (collection_id, name) DO UPDATE SET modseq = excluded.modseq",
-        )?
-        .execute(params![collection.id, name, modseq as i64])?;
+        remove_row(&tx, collection.id, name)?;
         tx.commit()?;
         Ok(true)
     }
@@ -493,6 +532,19 @@ impl SqliteCollections {
         };
         Ok(Changes { changed, removed })
     }
+}
+
+/// Removes a resource, noting the removal for sync-collection under a new change number.
+fn remove_row(tx: &Connection, collection: i64, name: &str) -> Result<(), CollectionError> {
+    let modseq = bump(tx, collection)?;
+    tx.prepare_cached("DELETE FROM dav_resources WHERE collection_id = ?1 AND name = ?2")?
+        .execute(params![collection, name])?;
+    tx.prepare_cached(
+        "INSERT INTO dav_removed (collection_id, name, modseq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (collection_id, name) DO UPDATE SET modseq = excluded.modseq",
+    )?
+    .execute(params![collection, name, modseq as i64])?;
+    Ok(())
 }
 
 /// The collection's next change number, taken.
@@ -558,6 +610,11 @@ fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
         modseq: r.get::<_, i64>(5)? as u64,
         modified: r.get(6)?,
         content_type: r.get(7)?,
+        span: super::Span {
+            start: r.get(8)?,
+            end: r.get(9)?,
+            exact: r.get(10)?,
+        },
     })
 }
 
@@ -584,10 +641,59 @@ mod tests {
             component: "VEVENT",
             content_type: "text/calendar",
             body,
+            span: Span::ANY,
+            moved_from: None,
         };
         mine.put(&cal, &new, &Precondition::Any, None).unwrap();
         drop(mine);
         let file = std::fs::read(dir.path().join("mailboxes/d.test/me.db")).unwrap();
         assert!(!file.windows(6).any(|w| w == b"secret"));
+    }
+
+    /// A file from before spans were kept gets the columns; what it holds is read by
+    /// every query (Span::ANY) until it is written again.
+    #[test]
+    fn a_file_of_version_one_is_brought_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = crate::mailbox::MasterKey::new(&[9u8; 32]).unwrap();
+        let all = Collections::new(Mailboxes::new(dir.path(), master)).unwrap();
+        let mut mine = all.open("me@d.test").unwrap();
+        let cal = mine
+            .collection(Kind::Calendar, "calendar")
+            .unwrap()
+            .unwrap();
+        let exact = Span {
+            start: 1,
+            end: 2,
+            exact: true,
+        };
+        let new = NewResource {
+            name: "a.ics",
+            uid: "u1",
+            component: "VEVENT",
+            content_type: "text/calendar",
+            body: b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+            span: exact,
+            moved_from: None,
+        };
+        mine.put(&cal, &new, &Precondition::Any, None).unwrap();
+        drop(mine);
+        let file = dir.path().join("mailboxes/d.test/me.db");
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE dav_resources DROP COLUMN span_start;
+             ALTER TABLE dav_resources DROP COLUMN span_end;
+             ALTER TABLE dav_resources DROP COLUMN span_exact;
+             UPDATE counters SET value = 1 WHERE name = 'dav_schema';",
+        )
+        .unwrap();
+        drop(conn);
+        let mut mine = all.open("me@d.test").unwrap();
+        let old = mine.resource(&cal, "a.ics").unwrap().unwrap();
+        assert_eq!(old.span, Span::ANY);
+        assert_eq!(mine.read_all(&cal, Some((5, 6))).unwrap().len(), 1);
+        mine.put(&cal, &new, &Precondition::Any, None).unwrap();
+        assert_eq!(mine.resource(&cal, "a.ics").unwrap().unwrap().span, exact);
+        assert!(mine.read_all(&cal, Some((5, 6))).unwrap().is_empty());
     }
 }

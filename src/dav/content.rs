@@ -4,6 +4,7 @@
 use calcard::icalendar::{ICalendarComponentType, ICalendarProperty};
 
 use super::xml::{CALDAV, CARDDAV};
+use crate::collections::Span;
 
 /// The largest calendar object or vCard taken (`max-resource-size`).
 pub const MAX_RESOURCE_SIZE: usize = 10 * 1024 * 1024;
@@ -13,6 +14,7 @@ pub const MAX_RESOURCE_SIZE: usize = 10 * 1024 * 1024;
 pub struct Checked {
     pub uid: String,
     pub component: String,
+    pub span: Span,
 }
 
 /// A refused body: the precondition element (namespace, name) and why, for the log.
@@ -118,6 +120,7 @@ pub fn calendar_object(body: &[u8], allowed: &[String]) -> Result<Checked, Refus
     Ok(Checked {
         uid: uid.to_string(),
         component,
+        span: super::instances::span(&calendar),
     })
 }
 
@@ -141,6 +144,7 @@ pub fn vcard(body: &[u8], name: &str) -> Result<Checked, Refusal> {
     Ok(Checked {
         uid: uid.to_string(),
         component: "VCARD".to_string(),
+        span: Span::ANY,
     })
 }
 
@@ -169,7 +173,13 @@ mod tests {
             calendar_object(EVENT.as_bytes(), &all()),
             Ok(Checked {
                 uid: "e1".into(),
-                component: "VEVENT".into()
+                component: "VEVENT".into(),
+                span: Span {
+                    // 5 Jan to 2 Feb, 09:00 UTC: instants, as they have no end.
+                    start: 1_767_603_600,
+                    end: 1_770_022_800,
+                    exact: false
+                }
             })
         );
         let only_todos = vec!["VTODO".to_string()];

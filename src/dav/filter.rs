@@ -4,14 +4,12 @@
 
 use std::cell::OnceCell;
 
-use calcard::icalendar::{ICalendar, ICalendarComponent, ICalendarProperty, ICalendarValue};
+use calcard::icalendar::{ICalendar, ICalendarComponent, ICalendarValue};
 use calcard::vcard::{VCard, VCardValue};
 
+use super::instances::{Instance, instances};
 use super::xml::{CALDAV, CARDDAV, Element};
-
-/// Instances a recurring object is expanded to, at most, for a time-range test: the
-/// bound on what one object can cost a query.
-const MAX_INSTANCES: usize = 10_000;
+use crate::collections::Span;
 
 /// A filter the server cannot apply: the precondition to name (supported-filter,
 /// supported-collation) and why.
@@ -206,7 +204,7 @@ struct CompFilter {
 
 /// A time-range's bounds as Unix seconds (RFC 4791 §9.9: UTC date-times; either may be
 /// left out).
-fn time_range(e: &Element) -> Result<(i64, i64), Unsupported> {
+pub(super) fn time_range(e: &Element) -> Result<(i64, i64), Unsupported> {
     let bound = |name: &str, default: i64| -> Result<i64, Unsupported> {
         match e.attr(name) {
             None => Ok(default),
@@ -286,15 +284,60 @@ impl CalendarFilter {
         let run = Run {
             calendar,
             instances: &instances,
+            until: self.top.latest_end(),
         };
         run.comp(&[0], &self.top)
+    }
+
+    /// A time range every match has an instance in: objects whose span cannot overlap it
+    /// need not be read.
+    pub fn window(&self) -> Option<(i64, i64)> {
+        if self.top.not_defined {
+            return None;
+        }
+        self.top
+            .comps
+            .iter()
+            .filter(|c| !c.not_defined)
+            .find_map(|c| c.range)
+    }
+
+    /// The answer for an object known only by its main component and span, when the
+    /// filter is the one every client syncs with (one component type in a time range)
+    /// and the span is the object's one instance; otherwise the object must be read.
+    pub fn by_span(&self, component: &str, span: &Span) -> Option<bool> {
+        let [only] = self.top.comps.as_slice() else {
+            return None;
+        };
+        let plain = |c: &CompFilter| !c.not_defined && c.props.is_empty();
+        if !span.exact || !plain(&self.top) || !plain(only) || !only.comps.is_empty() {
+            return None;
+        }
+        let range = only.range?;
+        Some(
+            component.eq_ignore_ascii_case(&only.name)
+                && Span::overlaps(span.start, span.end, range),
+        )
+    }
+}
+
+impl CompFilter {
+    /// The latest end of the time ranges in the filter: how far recurrences must go.
+    fn latest_end(&self) -> i64 {
+        self.comps
+            .iter()
+            .map(CompFilter::latest_end)
+            .chain(self.range.map(|r| r.1))
+            .max()
+            .unwrap_or(i64::MIN)
     }
 }
 
 /// One object under test, with its instances worked out once if a time range asks.
 struct Run<'a> {
     calendar: &'a ICalendar,
-    instances: &'a OnceCell<Vec<(u32, i64, i64)>>,
+    instances: &'a OnceCell<Vec<Instance>>,
+    until: i64,
 }
 
 impl Run<'_> {
@@ -320,52 +363,14 @@ impl Run<'_> {
     }
 
     /// Whether an instance of component `id` overlaps `range` (RFC 4791 §9.9).
-    fn in_range(&self, id: u32, (start, end): (i64, i64)) -> bool {
-        let instances = self.instances.get_or_init(|| instances(self.calendar));
-        instances.iter().any(|&(comp, from, to)| {
-            comp == id
-                && if to > from {
-                    from < end && to > start
-                } else {
-                    start <= from && from < end
-                }
-        })
+    fn in_range(&self, id: u32, range: (i64, i64)) -> bool {
+        let instances = self
+            .instances
+            .get_or_init(|| instances(self.calendar, self.until));
+        instances
+            .iter()
+            .any(|i| i.component == id && Span::overlaps(i.start, i.end, range))
     }
-}
-
-/// Every instance (component id, start, end) of the object, floating times read as UTC.
-fn instances(calendar: &ICalendar) -> Vec<(u32, i64, i64)> {
-    use calcard::icalendar::dates::TimeOrDelta;
-    let expanded = calendar.expand_dates(calcard::common::timezone::Tz::UTC, MAX_INSTANCES);
-    expanded
-        .events
-        .into_iter()
-        .map(|event| {
-            let from = event.start.timestamp();
-            let to = match event.end {
-                TimeOrDelta::Time(end) => end.timestamp(),
-                TimeOrDelta::Delta(delta) => from + delta.num_seconds(),
-            };
-            let to = match calendar.component_by_id(event.comp_id) {
-                // A VEVENT with a DATE-TIME start and neither end nor duration takes no
-                // time (RFC 5545 §3.6.1); calcard stretches it to the end of its day.
-                Some(c) if instant_event(c) => from,
-                _ => to,
-            };
-            (event.comp_id, from, to)
-        })
-        .collect()
-}
-
-fn instant_event(component: &ICalendarComponent) -> bool {
-    use calcard::icalendar::ICalendarComponentType;
-    component.component_type == ICalendarComponentType::VEvent
-        && component.property(&ICalendarProperty::Dtend).is_none()
-        && component.property(&ICalendarProperty::Duration).is_none()
-        && component
-            .property(&ICalendarProperty::Dtstart)
-            .and_then(|e| e.values.first())
-            .is_some_and(|v| matches!(v, ICalendarValue::PartialDateTime(dt) if dt.has_time()))
 }
 
 fn ical_text(value: &ICalendarValue) -> String {

@@ -3,6 +3,8 @@
 
 mod content;
 mod filter;
+mod freebusy;
+mod instances;
 mod path;
 mod propfind;
 mod report;
@@ -27,7 +29,7 @@ use path::Target;
 /// What `DAV:` says the server does (OPTIONS). No class 2: there are no locks.
 const DAV_CLASSES: &str = "1, 3, calendar-access, addressbook, extended-mkcol";
 const ALLOW: &str =
-    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, MKCALENDAR, REPORT";
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, MKCALENDAR, REPORT, COPY, MOVE";
 /// The largest XML request body read (PROPFIND, PROPPATCH, REPORT…).
 const MAX_XML_BODY: usize = 1024 * 1024;
 
@@ -166,6 +168,8 @@ fn dispatch(call: &Call, method: &Method, body: &[u8]) -> Result<Response, Colle
         "DELETE" => write::delete(call),
         "MKCALENDAR" => write::make(call, body, true),
         "MKCOL" => write::make(call, body, false),
+        "COPY" => write::transfer(call, true),
+        "MOVE" => write::transfer(call, false),
         _ => Ok((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, ALLOW)],

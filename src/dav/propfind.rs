@@ -490,6 +490,7 @@ fn reports(node: &Node) -> String {
         Node::Collection(c) if c.kind == Kind::Calendar => &[
             (CALDAV, "calendar-multiget"),
             (CALDAV, "calendar-query"),
+            (CALDAV, "free-busy-query"),
             (DAV, "sync-collection"),
         ],
         Node::Collection(_) => &[

@@ -1,15 +1,16 @@
 //! REPORT: calendar-multiget and calendar-query (RFC 4791 §7.8–7.9), addressbook-multiget
-//! and addressbook-query (RFC 6352 §8.6–8.7), sync-collection (RFC 6578).
+//! and addressbook-query (RFC 6352 §8.6–8.7), sync-collection (RFC 6578), free-busy-query.
 
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::filter::{CalendarFilter, CardFilter, Unsupported};
+use super::freebusy::FreeBusy;
 use super::path::{self, Target};
 use super::propfind::{Multistatus, Node, Want, bad_request};
 use super::xml::{self, CALDAV, CARDDAV, DAV, Element};
 use super::{Call, precondition_failed};
-use crate::collections::{AccountCollections, Collection, CollectionError, Kind};
+use crate::collections::{AccountCollections, Collection, CollectionError, Kind, Resource};
 
 pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionError> {
     let root = match xml::parse(body) {
@@ -26,6 +27,9 @@ pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionErr
         }
         _ => return Ok(unsupported_report()),
     };
+    if root.is(CALDAV, "free-busy-query") && kind == Kind::Calendar {
+        return free_busy(&store, &collection, &root);
+    }
     let Some(want) = Want::of(&root) else {
         return Ok(bad_request("the report names no prop, allprop or propname"));
     };
@@ -40,12 +44,22 @@ pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionErr
                 Some(Err(e)) => return Ok(refused(&e)),
                 None => return Ok(bad_request("calendar-query without a filter")),
             };
-            query(call, &store, &collection, &want, |body| {
-                std::str::from_utf8(body)
-                    .ok()
-                    .and_then(|t| calcard::icalendar::ICalendar::parse(t).ok())
-                    .is_some_and(|c| filter.matches(&c))
-            })
+            query(
+                call,
+                &store,
+                &collection,
+                &want,
+                filter.window(),
+                |resource, body| {
+                    if let Some(answer) = filter.by_span(&resource.component, &resource.span) {
+                        return answer;
+                    }
+                    std::str::from_utf8(body)
+                        .ok()
+                        .and_then(|t| calcard::icalendar::ICalendar::parse(t).ok())
+                        .is_some_and(|c| filter.matches(&c))
+                },
+            )
         }
         (CARDDAV, "addressbook-query", Kind::AddressBook) => {
             let filter = match root.child(CARDDAV, "filter").map(CardFilter::read) {
@@ -53,7 +67,7 @@ pub(super) fn report(call: &Call, body: &[u8]) -> Result<Response, CollectionErr
                 Some(Err(e)) => return Ok(refused(&e)),
                 None => return Ok(bad_request("addressbook-query without a filter")),
             };
-            query(call, &store, &collection, &want, |body| {
+            query(call, &store, &collection, &want, None, |_, body| {
                 std::str::from_utf8(body)
                     .ok()
                     .and_then(|t| calcard::vcard::VCard::parse(t).ok())
@@ -124,18 +138,20 @@ fn multiget(
     Ok(out.finish())
 }
 
-/// Every resource of the collection that `matches` passes.
+/// Every resource of the collection that `matches` passes (only those that may overlap
+/// `window` are read).
 fn query(
     call: &Call,
     store: &AccountCollections,
     collection: &Collection,
     want: &Want,
-    matches: impl Fn(&[u8]) -> bool,
+    window: Option<(i64, i64)>,
+    matches: impl Fn(&Resource, &[u8]) -> bool,
 ) -> Result<Response, CollectionError> {
     let mut out = Multistatus::new();
     let data = wants_data(want);
-    for (resource, body) in store.read_all(collection)? {
-        if !matches(&body) {
+    for (resource, body) in store.read_all(collection, window)? {
+        if !matches(&resource, &body) {
             continue;
         }
         let node = Node::Resource(collection.clone(), resource);
@@ -143,6 +159,41 @@ fn query(
         out.node_with_data(call, &href, &node, want, data.then_some(body.as_slice()));
     }
     Ok(out.finish())
+}
+
+/// free-busy-query (RFC 4791 §7.10): 200 with one VFREEBUSY for the range.
+fn free_busy(
+    store: &AccountCollections,
+    collection: &Collection,
+    root: &Element,
+) -> Result<Response, CollectionError> {
+    let range = match root
+        .child(CALDAV, "time-range")
+        .map(super::filter::time_range)
+    {
+        Some(Ok(range)) if range.0 != i64::MIN && range.1 != i64::MAX => range,
+        Some(Err(e)) => return Ok(refused(&e)),
+        _ => {
+            return Ok(bad_request(
+                "free-busy-query needs a time-range with a start and an end",
+            ));
+        }
+    };
+    let mut busy = FreeBusy::new(range);
+    for (_, body) in store.read_all(collection, Some(range))? {
+        if let Some(calendar) = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| calcard::icalendar::ICalendar::parse(t).ok())
+        {
+            busy.add(&calendar);
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/calendar; charset=utf-8")],
+        busy.to_ical(crate::store::unix_now()),
+    )
+        .into_response())
 }
 
 /// sync-collection: everything (no token) or what changed since the token, removals as

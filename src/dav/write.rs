@@ -9,7 +9,9 @@ use super::path::{self, Target};
 use super::propfind::{Multistatus, bad_request, http_date, names};
 use super::xml::{self, CALDAV, CALSERVER, CARDDAV, DAV, Element};
 use super::{Call, kind_ns, plain, precondition_failed, xml_response};
-use crate::collections::{CollectionError, Kind, NewResource, Precondition, PropName};
+use crate::collections::{
+    Collection, CollectionError, Kind, NewResource, Precondition, PropName, Resource,
+};
 
 /// Dead properties a collection may carry, and the longest value of one.
 const MAX_DEAD_PROPS: usize = 64;
@@ -143,8 +145,21 @@ pub(super) fn put(call: &Call, body: &[u8]) -> Result<Response, CollectionError>
         component: &checked.component,
         content_type: stored_type(kind),
         body,
+        span: checked.span,
+        moved_from: None,
     };
-    match store.put(&collection, &new, &precondition(call), call.quota()) {
+    let result = store.put(&collection, &new, &precondition(call), call.quota());
+    stored(call, kind, &collection, result)
+}
+
+/// The answer to a write of a resource: 201 or 204 with its ETag, or why it was refused.
+fn stored(
+    call: &Call,
+    kind: Kind,
+    collection: &Collection,
+    result: Result<(Resource, bool), CollectionError>,
+) -> Result<Response, CollectionError> {
+    match result {
         Ok((resource, created)) => {
             let status = if created {
                 StatusCode::CREATED
@@ -163,6 +178,92 @@ pub(super) fn put(call: &Call, body: &[u8]) -> Result<Response, CollectionError>
         }
         Err(e) => Err(e),
     }
+}
+
+/// COPY and MOVE of a resource (RFC 4918 §9.8–9.9) to another name in any of the
+/// account's collections of its kind; what arrives is checked as a PUT would be. A MOVE
+/// is one write: the source goes in the same transaction the destination is stored in.
+pub(super) fn transfer(call: &Call, keep_source: bool) -> Result<Response, CollectionError> {
+    let Target::Resource(kind, _, from_collection, from_name) = &call.target else {
+        return Ok(plain(
+            StatusCode::FORBIDDEN,
+            "only calendar objects and contacts are copied or moved\n",
+        ));
+    };
+    let kind = *kind;
+    let destination = call
+        .header(header::HeaderName::from_static("destination"))
+        .and_then(|d| d.parse::<axum::http::Uri>().ok())
+        .and_then(|uri| Target::parse(uri.path()));
+    let (to_collection, to_name) = match destination {
+        Some(Target::Resource(k, account, collection, name))
+            if k == kind && account == call.account =>
+        {
+            (collection, name)
+        }
+        Some(_) => {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "the destination is not a resource in one of your collections of this kind\n",
+            ));
+        }
+        None => return Ok(bad_request("no Destination header naming a resource")),
+    };
+    if (&to_collection, &to_name) == (from_collection, from_name) {
+        return Ok(plain(
+            StatusCode::FORBIDDEN,
+            "the source and the destination are the same\n",
+        ));
+    }
+    let mut store = call.dav.collections.open(&call.account)?;
+    let Some(source_collection) = store.collection(kind, from_collection)? else {
+        return Ok(not_found());
+    };
+    let Some((source, body)) = store.read(&source_collection, from_name)? else {
+        return Ok(not_found());
+    };
+    if let Some(tags) = call.header(header::IF_MATCH)
+        && tags.trim() != "*"
+        && !etags(tags).contains(&source.etag)
+    {
+        return Ok(plain(StatusCode::PRECONDITION_FAILED, "the ETag differs\n"));
+    }
+    let collection = if to_collection == source_collection.name {
+        source_collection.clone()
+    } else {
+        match store.collection(kind, &to_collection)? {
+            Some(c) => c,
+            None => return Ok(collection_missing()),
+        }
+    };
+    let checked = match kind {
+        Kind::Calendar => content::calendar_object(&body, &collection.components),
+        Kind::AddressBook => content::vcard(&body, &to_name),
+    };
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(refusal) => return Ok(refused(&refusal)),
+    };
+    // Overwrite: F refuses an existing destination with 412 (RFC 4918 §10.6).
+    let precondition = match call.header(header::HeaderName::from_static("overwrite")) {
+        Some(o) if o.trim().eq_ignore_ascii_case("f") => Precondition::Absent,
+        _ => Precondition::Any,
+    };
+    let new = NewResource {
+        name: &to_name,
+        uid: &checked.uid,
+        component: &checked.component,
+        content_type: stored_type(kind),
+        body: &body,
+        span: checked.span,
+        moved_from: (!keep_source).then_some((&source_collection, from_name.as_str())),
+    };
+    stored(
+        call,
+        kind,
+        &collection,
+        store.put(&collection, &new, &precondition, call.quota()),
+    )
 }
 
 pub(super) fn delete(call: &Call) -> Result<Response, CollectionError> {

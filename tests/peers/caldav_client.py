@@ -1,6 +1,6 @@
 """The Python caldav library (PyPI, 3.x) against ferrymail's CalDAV: discovery, a new
 calendar, a recurring event with a moved and a cancelled instance, a todo, server-side
-time-range searches (no client-side filtering), multiget, sync tokens across a change and
+time-range searches (no client-side filtering), multiget, free-busy, sync tokens across a change and
 a deletion, a wrong password. Usage: caldav_client.py URL ACCOUNT PASSWORD CA_FILE"""
 
 import datetime
@@ -118,6 +118,17 @@ try:
     check(False, "a wrong password is refused")
 except error.AuthorizationError:
     pass
+
+# free-busy-query (RFC 4791 §7.10): the moved instance counts where it went, the
+# cancelled one not at all.
+busy = work.freebusy_request(
+    datetime.datetime(2026, 1, 5, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2026, 1, 20, tzinfo=datetime.timezone.utc),
+)
+text = busy.data.replace("\r\n", "\n")
+check("FREEBUSY:20260105T090000Z/20260105T093000Z" in text, f"the first instance busy: {text}")
+check("FREEBUSY:20260114T140000Z/20260114T143000Z" in text, f"the moved instance: {text}")
+check("20260112T09" not in text and "20260119T" not in text, f"no moved or cancelled: {text}")
 
 work.delete()
 check([c.name for c in principal.calendars()] == ["Calendar"], "the deleted calendar is gone")
