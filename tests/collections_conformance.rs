@@ -228,7 +228,13 @@ fn resources_keep_etags_preconditions_and_unique_uids(b: &Backend) {
     mine.put(&cal, &new("big.ics", "big", &big), &Precondition::Any, None)
         .unwrap();
     assert_eq!(mine.read(&cal, "big.ics").unwrap().unwrap().1, big);
-    assert_eq!(mine.read_all(&cal, None).unwrap().len(), 2);
+    let mut both = 0;
+    mine.each_within(&cal, None, &mut |_, _| {
+        both += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(both, 2);
     assert!(matches!(
         mine.delete(&cal, "a.ics", &Precondition::Etags(vec!["\"old\"".into()])),
         Err(CollectionError::Changed)
@@ -285,12 +291,12 @@ fn spans_keep_queries_from_what_cannot_overlap(b: &Backend) {
         mine.put(&cal, &new, &Precondition::Any, None).unwrap();
     }
     let names = |within| {
-        let mut names: Vec<String> = mine
-            .read_all(&cal, within)
-            .unwrap()
-            .into_iter()
-            .map(|(r, _)| r.name)
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        mine.each_within(&cal, within, &mut |r, _| {
+            names.push(r.name);
+            true
+        })
+        .unwrap();
         names.sort();
         names
     };

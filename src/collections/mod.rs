@@ -391,13 +391,14 @@ impl AccountCollections {
     }
 
     /// Every resource of the collection with its body (queries that look inside), or
-    /// those whose span may overlap `within`.
-    pub fn read_all(
+    /// those whose span may overlap `within`, one at a time to `f` while it says go on.
+    pub fn each_within(
         &self,
         collection: &Collection,
         within: Option<(i64, i64)>,
-    ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
-        each!(self, b => b.read_all(collection, within))
+        f: &mut dyn FnMut(Resource, Vec<u8>) -> bool,
+    ) -> Result<(), CollectionError> {
+        each!(self, b => b.each_within(collection, within, f))
     }
 
     /// Stores a resource under its name if `precondition` holds: returns it as stored and

@@ -389,11 +389,12 @@ impl MongoCollections {
         found.as_ref().map(|d| self.opened(d)).transpose()
     }
 
-    pub fn read_all(
+    pub fn each_within(
         &self,
         collection: &Collection,
         within: Option<(i64, i64)>,
-    ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
+        f: &mut dyn FnMut(Resource, Vec<u8>) -> bool,
+    ) -> Result<(), CollectionError> {
         let filter = match within {
             None => doc! { "collection_id": collection.id },
             Some((from, to)) => doc! {
@@ -404,15 +405,20 @@ impl MongoCollections {
                 ],
             },
         };
-        let docs: Vec<Document> = self.mongo.block(async {
+        let mut cursor = self.mongo.block(async {
             self.resources_coll()
                 .find(filter)
                 .sort(doc! { "name": 1 })
-                .await?
-                .try_collect()
                 .await
         })?;
-        docs.iter().map(|d| self.opened(d)).collect()
+        // One document at a time: a query holds one body, not the collection.
+        while let Some(d) = self.mongo.block(cursor.try_next())? {
+            let (resource, body) = self.opened(&d)?;
+            if !f(resource, body) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The collection's next change number, taken in the transaction `s`.

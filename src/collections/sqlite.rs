@@ -326,32 +326,29 @@ impl SqliteCollections {
     }
 
     /// Every resource of the collection with its body (queries that look inside), or
-    /// those whose span may overlap `within`.
-    pub fn read_all(
+    /// those whose span may overlap `within`, one at a time to `f` while it says go on.
+    pub fn each_within(
         &self,
         collection: &Collection,
         within: Option<(i64, i64)>,
-    ) -> Result<Vec<(Resource, Vec<u8>)>, CollectionError> {
+        f: &mut dyn FnMut(Resource, Vec<u8>) -> bool,
+    ) -> Result<(), CollectionError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {RESOURCE_COLUMNS}, id, body FROM dav_resources
              WHERE collection_id = ?1 AND span_start < ?2 AND span_end >= ?3 ORDER BY name"
         ))?;
         let (from, to) = within.unwrap_or((i64::MIN, i64::MAX));
         // `span_start < i64::MAX` would leave out a span starting there; none can.
-        let rows = stmt.query_map(params![collection.id, to, from], |r| {
-            Ok((
-                resource_row(r)?,
-                r.get::<_, i64>(11)?,
-                r.get::<_, Vec<u8>>(12)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (resource, id, sealed) = row?;
-            let body = self.key.open_resource(id, &sealed)?;
-            out.push((resource, body));
+        let mut rows = stmt.query(params![collection.id, to, from])?;
+        while let Some(r) = rows.next()? {
+            let resource = resource_row(r)?;
+            let sealed: Vec<u8> = r.get(12)?;
+            let body = self.key.open_resource(r.get(11)?, &sealed)?;
+            if !f(resource, body) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Stores a resource under its name if `precondition` holds: returns it as stored and
@@ -650,6 +647,17 @@ mod tests {
         assert!(!file.windows(6).any(|w| w == b"secret"));
     }
 
+    fn count(store: &AccountCollections, collection: &Collection, range: (i64, i64)) -> usize {
+        let mut n = 0;
+        store
+            .each_within(collection, Some(range), &mut |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    }
+
     /// A file from before spans were kept gets the columns; what it holds is read by
     /// every query (Span::ANY) until it is written again.
     #[test]
@@ -691,9 +699,9 @@ mod tests {
         let mut mine = all.open("me@d.test").unwrap();
         let old = mine.resource(&cal, "a.ics").unwrap().unwrap();
         assert_eq!(old.span, Span::ANY);
-        assert_eq!(mine.read_all(&cal, Some((5, 6))).unwrap().len(), 1);
+        assert_eq!(count(&mine, &cal, (5, 6)), 1);
         mine.put(&cal, &new, &Precondition::Any, None).unwrap();
         assert_eq!(mine.resource(&cal, "a.ics").unwrap().unwrap().span, exact);
-        assert!(mine.read_all(&cal, Some((5, 6))).unwrap().is_empty());
+        assert_eq!(count(&mine, &cal, (5, 6)), 0);
     }
 }

@@ -282,6 +282,17 @@ impl Multistatus {
         self.out.push_str("</d:status></d:response>");
     }
 
+    /// The answer for the request-URI of a query cut short (RFC 4918's 507 with
+    /// DAV:number-of-matches-within-limits, as RFC 4791 §7.8 and RFC 6578 §3.7 use it).
+    pub(super) fn truncated(&mut self, href: &str) {
+        self.out.push_str("<d:response><d:href>");
+        self.out.push_str(&escape(href));
+        self.out.push_str(
+            "</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status>\
+             <d:error><d:number-of-matches-within-limits/></d:error></d:response>",
+        );
+    }
+
     /// Text placed after the responses (sync-collection's sync-token).
     pub(super) fn trailer(&mut self, xml: &str) {
         self.out.push_str(xml);
