@@ -349,12 +349,40 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
         server.log_text()
     );
     std::fs::write(&w.spec, good_spec).unwrap();
-    // Every mailbox with its quota; a pasted spec planned, nothing applied.
+    // Every mailbox with its quota and what its calendars and address books hold; a
+    // pasted spec planned, nothing applied.
+    {
+        use ferrymail::collections::{Collections, Kind, NewResource, Precondition, Span};
+        let key = std::fs::read_to_string(w.data_dir().join("master.key")).unwrap();
+        let master = ferrymail::mailbox::MasterKey::new(key.trim().as_bytes()).unwrap();
+        let boxes = ferrymail::mailbox::Mailboxes::new(&w.data_dir(), master);
+        let mut dav = Collections::new(boxes)
+            .unwrap()
+            .open("me@example.test")
+            .unwrap();
+        let calendar = dav.collection(Kind::Calendar, "calendar").unwrap().unwrap();
+        for uid in ["a", "b"] {
+            let new = NewResource {
+                name: &format!("{uid}.ics"),
+                uid,
+                component: "VEVENT",
+                content_type: "text/calendar",
+                body: b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+                span: Span::ANY,
+                moved_from: None,
+            };
+            dav.put(&calendar, &new, &Precondition::Any, None).unwrap();
+        }
+    }
     let boxes = admin.get("/admin/mailboxes").body;
     assert!(
         boxes.contains("me@example.test")
             && boxes.contains("other@example.test")
             && boxes.contains("1.0 GiB"),
+        "{boxes}"
+    );
+    assert!(
+        boxes.contains("1 (2 items)") && boxes.contains("1 (0 contacts)"),
         "{boxes}"
     );
     let form = admin.get("/admin/plan").body;

@@ -66,12 +66,31 @@ impl Dav {
         headers: &[&str],
         body: &str,
     ) -> Reply {
+        let login = password.map(|p| (ME, p));
+        self.request(login, port, method, path, headers, body)
+    }
+
+    /// As another account (password "quickstart"), on the caldav listener.
+    fn call_by(&self, user: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+        let login = Some((user, "quickstart"));
+        self.request(login, self.caldav, method, path, headers, body)
+    }
+
+    fn request(
+        &self,
+        login: Option<(&str, &str)>,
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> Reply {
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "--max-time", "20", "-D", "-", "--cacert"])
             .arg(self.ca())
             .args(["-X", method]);
-        if let Some(password) = password {
-            cmd.args(["-u", &format!("{ME}:{password}")]);
+        if let Some((user, password)) = login {
+            cmd.args(["-u", &format!("{user}:{password}")]);
         }
         for h in headers {
             cmd.args(["-H", h]);
@@ -1026,5 +1045,259 @@ fn resources_are_copied_and_moved_within_the_account() {
     assert_eq!(
         dav.call("GET", &format!("{CAL}/b.ics"), &[], "").status,
         200
+    );
+}
+
+#[test]
+fn declared_shares_let_other_mailboxes_read_or_write() {
+    // me@ shares "Team" with bob@ (write) and carol@ (read); its address book with carol@.
+    let others = format!(
+        "\n[domains.\"example.test\".aliases.bob]\n\
+         mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }} }}\n\
+         [domains.\"example.test\".aliases.carol]\n\
+         mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }} }}\n"
+    );
+    let shares = ", calendars = [{ name = \"Team\", share = { \"bob@example.test\" = \"write\", \
+                  \"carol@example.test\" = \"read\" } }], address_books = [{ name = \"Contacts\", \
+                  share = { \"Carol@Example.test\" = \"read\" } }]";
+    let dav = Dav::start_with("1MB", &format!("{shares} }}{others}#"));
+    let bob_home = "/dav/calendars/bob@example.test/";
+    let mount = format!("{bob_home}me@example.test~team/");
+    // bob@ sees it in his own home, before me@ ever logged in, with what he may do.
+    let listing = dav.call_by(
+        "bob@example.test",
+        "PROPFIND",
+        bob_home,
+        &["Depth: 1"],
+        "<d:propfind xmlns:d=\"DAV:\"><d:prop><d:displayname/><d:owner/>\
+         <d:current-user-privilege-set/><d:resourcetype/></d:prop></d:propfind>",
+    );
+    assert_eq!(listing.status, 207, "{}", listing.body);
+    assert!(
+        listing.body.contains(&format!("<d:href>{mount}</d:href>")),
+        "{}",
+        listing.body
+    );
+    assert!(listing.body.contains("Team"), "{}", listing.body);
+    assert!(
+        listing.body.contains("/dav/principals/me@example.test/"),
+        "the owner: {}",
+        listing.body
+    );
+    let shared = &listing.body[listing.body.find(&format!("<d:href>{mount}")).unwrap()..];
+    let shared = &shared[..shared.find("</d:response>").unwrap()];
+    assert!(
+        shared.contains("<d:write-content/>")
+            && !shared.contains("<d:all/>")
+            && !shared.contains("<d:write-properties/>"),
+        "{shared}"
+    );
+    // He adds an event; me@ sees it in Team, with the same ETag.
+    let put = dav.call_by(
+        "bob@example.test",
+        "PUT",
+        &format!("{mount}trip.ics"),
+        &[ICS],
+        &event("trip", "Trip"),
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+    let mine = dav.call(
+        "GET",
+        "/dav/calendars/me@example.test/team/trip.ics",
+        &[],
+        "",
+    );
+    assert_eq!(mine.status, 200);
+    assert_eq!(mine.header("etag"), put.header("etag"));
+    // A query through the mount answers with the mount's paths.
+    let query = dav.call_by(
+        "bob@example.test",
+        "REPORT",
+        &mount,
+        &["Depth: 1"],
+        "<c:calendar-query xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\">\
+         <d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name=\"VCALENDAR\">\
+         <c:comp-filter name=\"VEVENT\"/></c:comp-filter></c:filter></c:calendar-query>",
+    );
+    assert!(
+        query
+            .body
+            .contains(&format!("<d:href>{mount}trip.ics</d:href>")),
+        "{}",
+        query.body
+    );
+    // carol@ reads it, and may not change it, nor the calendar itself.
+    let carol = "carol@example.test";
+    let carol_mount = "/dav/calendars/carol@example.test/me@example.test~team/";
+    let read = dav.call_by(carol, "GET", &format!("{carol_mount}trip.ics"), &[], "");
+    assert!(read.body.contains("SUMMARY:Trip"), "{}", read.body);
+    let write = dav.call_by(
+        carol,
+        "PUT",
+        &format!("{carol_mount}x.ics"),
+        &[ICS],
+        &event("x", "X"),
+    );
+    assert_eq!(write.status, 403);
+    assert!(write.body.contains("need-privileges"), "{}", write.body);
+    assert_eq!(
+        dav.call_by(carol, "DELETE", &format!("{carol_mount}trip.ics"), &[], "")
+            .status,
+        403
+    );
+    // bob@ neither: the calendar is its owner's.
+    assert_eq!(
+        dav.call_by("bob@example.test", "DELETE", &mount, &[], "")
+            .status,
+        403
+    );
+    let patch = dav.call_by(
+        "bob@example.test",
+        "PROPPATCH",
+        &mount,
+        &[],
+        "<d:propertyupdate xmlns:d=\"DAV:\"><d:set><d:prop><d:displayname>Mine</d:displayname>\
+         </d:prop></d:set></d:propertyupdate>",
+    );
+    assert_eq!(patch.status, 403);
+    // The shared address book: carol@ sees it, bob@ does not.
+    let book = dav.call_by(
+        carol,
+        "PROPFIND",
+        "/dav/addressbooks/carol@example.test/",
+        &["Depth: 1"],
+        "",
+    );
+    assert!(
+        book.body.contains("me@example.test~contacts/"),
+        "{}",
+        book.body
+    );
+    let not_his = dav.call_by(
+        "bob@example.test",
+        "PROPFIND",
+        "/dav/addressbooks/bob@example.test/me@example.test~contacts/",
+        &["Depth: 0"],
+        "",
+    );
+    assert_eq!(not_his.status, 404);
+    // A real client, as bob@: the shared calendar among his own, read and written.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(root.join("target/dav-venv/bin/python"))
+        .arg(root.join("tests/peers/caldav_shared.py"))
+        .arg(format!("https://localhost:{}/", dav.caldav))
+        .args(["bob@example.test", "quickstart", &dav.ca()])
+        .output()
+        .expect("target/dav-venv/bin/python (scripts/test makes it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all done"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner_view = dav.call(
+        "PROPFIND",
+        "/dav/calendars/me@example.test/team/",
+        &["Depth: 1"],
+        "",
+    );
+    assert_eq!(
+        owner_view.body.matches(".ics</d:href>").count(),
+        2,
+        "the owner sees the colleague's event: {}",
+        owner_view.body
+    );
+    // The owner's own path stays the owner's.
+    assert_eq!(
+        dav.call_by(
+            "bob@example.test",
+            "GET",
+            "/dav/calendars/me@example.test/team/trip.ics",
+            &[],
+            ""
+        )
+        .status,
+        403
+    );
+    // bob@ deletes the event he may write; me@ sees it gone.
+    assert_eq!(
+        dav.call_by(
+            "bob@example.test",
+            "DELETE",
+            &format!("{mount}trip.ics"),
+            &[],
+            ""
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        dav.call(
+            "GET",
+            "/dav/calendars/me@example.test/team/trip.ics",
+            &[],
+            ""
+        )
+        .status,
+        404
+    );
+    // Names with '@' are the mounts': not made by MKCOL.
+    let taken = dav.call("MKCALENDAR", "/dav/calendars/me@example.test/a@b/", &[], "");
+    assert_eq!(taken.status, 403);
+}
+
+#[test]
+fn shares_are_checked_where_they_are_written() {
+    let w = Workspace::new(&spec(
+        1,
+        2,
+        3,
+        "1GiB",
+        ", calendars = [{ name = \"Team\", share = { \"nobody@example.test\" = \"read\", \
+         \"me@example.test\" = \"write\" } }]",
+    ));
+    let out = w.run(&["validate"]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains("nobody@example.test has no mailbox here"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("its owner's already"), "{}", out.stderr);
+    w.write_spec(&spec(
+        1,
+        2,
+        3,
+        "1GiB",
+        ", calendars = [{ name = \"X\", sharing = {} }]",
+    ));
+    let out = w.run(&["validate"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("sharing"),
+        "a mistyped key is named: {}",
+        out.stderr
+    );
+    // A good one reads as what it does in the plan.
+    let bob = format!(
+        " }}\n[domains.\"example.test\".aliases.bob]\n\
+         mailbox = {{ password = {{ hash = \"{TEST_HASH}\" }} }}\n#"
+    );
+    w.write_spec(&spec(
+        1,
+        2,
+        3,
+        "1GiB",
+        &format!(", calendars = [{{ name = \"Team\", share = {{ \"bob@example.test\" = \"write\" }} }}]{bob}"),
+    ));
+    let plan = w.run(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("shares: calendar \"Team\" with bob@example.test (write)"),
+        "{}",
+        plan.stdout
     );
 }

@@ -791,6 +791,92 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     };
     let before = view(&files);
     assert_eq!(before.len(), 2);
+    // A calendar of its own with an event, and a contact in the default address book;
+    // the default calendar deleted by its owner.
+    {
+        use ferrymail::collections::{Collections, Kind, NewResource, Precondition, Span};
+        let mut dav = Collections::new(files.clone())
+            .unwrap()
+            .open("me@example.test")
+            .unwrap();
+        let default = dav.collection(Kind::Calendar, "calendar").unwrap().unwrap();
+        dav.remove(&default).unwrap();
+        let color = (
+            (
+                "http://apple.com/ns/ical/".to_string(),
+                "calendar-color".to_string(),
+            ),
+            "#ff0000".to_string(),
+        );
+        let work = dav
+            .create(Kind::Calendar, "work", &["VEVENT".to_string()], &[color])
+            .unwrap();
+        let event = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\nBEGIN:VEVENT\r\nUID:e1\r\n\
+                      DTSTAMP:20260101T000000Z\r\nDTSTART:20260301T100000Z\r\nEND:VEVENT\r\n\
+                      END:VCALENDAR\r\n";
+        let span = Span {
+            start: 1,
+            end: 1,
+            exact: true,
+        };
+        let new = |name, uid, component, body| NewResource {
+            name,
+            uid,
+            component,
+            content_type: "text/calendar; charset=utf-8",
+            body,
+            span,
+            moved_from: None,
+        };
+        dav.put(
+            &work,
+            &new("e1.ics", "e1", "VEVENT", event),
+            &Precondition::Any,
+            None,
+        )
+        .unwrap();
+        let book = dav
+            .collection(Kind::AddressBook, "contacts")
+            .unwrap()
+            .unwrap();
+        let card = b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c1\r\nFN:Ann\r\nEND:VCARD\r\n";
+        dav.put(
+            &book,
+            &new("c1.vcf", "c1", "VCARD", card),
+            &Precondition::Any,
+            None,
+        )
+        .unwrap();
+    }
+    // What a user sees of calendars and contacts: each collection with its properties,
+    // each item with its name, ETag, span and body.
+    let dav_view = |boxes: &ferrymail::mailbox::Mailboxes| {
+        use ferrymail::collections::{Collections, Kind};
+        let dav = Collections::new(boxes.clone())
+            .unwrap()
+            .open("me@example.test")
+            .unwrap();
+        let mut out = Vec::new();
+        for kind in [Kind::Calendar, Kind::AddressBook] {
+            for c in dav.collections(kind).unwrap() {
+                out.push(format!("{} {:?} {:?}", c.name, c.props, c.components));
+                dav.each_within(&c, None, &mut |r, body| {
+                    out.push(format!(
+                        "{} {} {:?} {}",
+                        r.name,
+                        r.etag,
+                        r.span,
+                        String::from_utf8_lossy(&body)
+                    ));
+                    true
+                })
+                .unwrap();
+            }
+        }
+        out
+    };
+    let dav_before = dav_view(&files);
+    assert_eq!(dav_before.len(), 4, "{dav_before:?}");
     let in_mongo = || {
         let store = ferrymail::store::MongoStore::connect(&url, "moved").unwrap();
         ferrymail::mailbox::Mailboxes::in_mongo(
@@ -815,6 +901,18 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
         moved.stdout
     );
     assert_eq!(view(&in_mongo()), before, "the mailbox moved whole");
+    assert!(
+        moved.stdout.contains(
+            "copied 2 calendar(s) and address book(s), 2 event(s), task(s) and contact(s)"
+        ),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(
+        dav_view(&in_mongo()),
+        dav_before,
+        "calendars and contacts too"
+    );
     // Now served from MongoDB: nothing to change, the same DKIM key published.
     w.write_spec(&body("mongodb"));
     w.run(&["plan", "--detailed-exitcode"]).code(0);
@@ -839,4 +937,5 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     assert_eq!(w.run(&["dns", "records"]).ok().stdout, key_before);
     let back = ferrymail::mailbox::Mailboxes::new(&w.data_dir(), key());
     assert_eq!(view(&back), before, "and back");
+    assert_eq!(dav_view(&back), dav_before, "calendars and contacts too");
 }

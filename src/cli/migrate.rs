@@ -127,13 +127,14 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .filter(|o| o.kind == crate::store::Kind::Account)
         .map(|o| o.id.clone())
         .collect();
-    let (copied, messages) = copy_mailboxes(
-        &mailboxes(source.as_ref())?,
-        &mailboxes(target.as_ref())?,
-        &accounts,
-    )?;
+    let (from, to) = (mailboxes(source.as_ref())?, mailboxes(target.as_ref())?);
+    let (copied, messages) = copy_mailboxes(&from, &to, &accounts)?;
     println!(
         "copied {copied} mailbox(es), {messages} message(s); every folder has a new UIDVALIDITY, so mail clients fetch again"
+    );
+    let (collections, resources) = copy_collections(&from, &to, &accounts)?;
+    println!(
+        "copied {collections} calendar(s) and address book(s), {resources} event(s), task(s) and contact(s); their ETags are the same, their sync tokens new, so clients check every item once"
     );
     let kind = match args.to {
         Backend::Sqlite => "sqlite",
@@ -189,4 +190,82 @@ fn copy_mailboxes(
         copied += 1;
     }
     Ok((copied, messages))
+}
+
+/// Copies every account's calendars and address books with their properties and
+/// resources. Collections the other side made on its own (the defaults) and the source
+/// does not have are removed; one that holds anything there is refused.
+fn copy_collections(
+    from: &Mailboxes,
+    to: &Mailboxes,
+    accounts: &[String],
+) -> anyhow::Result<(usize, usize)> {
+    use crate::collections::{Collections, Kind, NewResource, Precondition};
+    let (source_all, target_all) = (
+        Collections::new(from.clone())?,
+        Collections::new(to.clone())?,
+    );
+    let (mut collections, mut resources) = (0, 0);
+    for account in accounts {
+        if !from.exists(account) {
+            continue;
+        }
+        let source = source_all.open(account)?;
+        let mut target = target_all.open(account)?;
+        for kind in [Kind::Calendar, Kind::AddressBook] {
+            let wanted = source.collections(kind)?;
+            for there in target.collections(kind)? {
+                let mut any = false;
+                target.each_within(&there, None, &mut |_, _| {
+                    any = true;
+                    false
+                })?;
+                if any {
+                    bail!(
+                        "{account} already has {} in the target's {}: not copied twice",
+                        match kind {
+                            Kind::Calendar => "events",
+                            Kind::AddressBook => "contacts",
+                        },
+                        there.name
+                    );
+                }
+                target.remove(&there)?;
+            }
+            for collection in wanted {
+                let props: Vec<_> = collection.props.clone().into_iter().collect();
+                let into = target.create(kind, &collection.name, &collection.components, &props)?;
+                let mut failed = None;
+                source.each_within(&collection, None, &mut |resource, body| {
+                    let new = NewResource {
+                        name: &resource.name,
+                        uid: &resource.uid,
+                        component: &resource.component,
+                        content_type: &resource.content_type,
+                        body: &body,
+                        span: resource.span,
+                        moved_from: None,
+                    };
+                    match target.put(&into, &new, &Precondition::Absent, None) {
+                        Ok(_) => {
+                            resources += 1;
+                            true
+                        }
+                        Err(e) => {
+                            failed = Some(anyhow::Error::new(e).context(format!(
+                                "copying {account}'s {} {}",
+                                collection.name, resource.name
+                            )));
+                            false
+                        }
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                collections += 1;
+            }
+        }
+    }
+    Ok((collections, resources))
 }

@@ -211,6 +211,16 @@ impl Precondition {
     }
 }
 
+/// What an account holds, for the admin.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub calendars: u64,
+    /// Events, tasks and journal entries.
+    pub calendar_items: u64,
+    pub address_books: u64,
+    pub contacts: u64,
+}
+
 /// What changed in a collection after a change number.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -288,8 +298,38 @@ impl Collections {
         })
     }
 
+    /// How many collections and items an account has, made nothing of (the admin's
+    /// view; an account never used has none).
+    pub fn counts(&self, account: &str) -> Result<Counts, CollectionError> {
+        let mut counts = Counts::default();
+        if !self.mailboxes.exists(account) {
+            return Ok(counts);
+        }
+        let store = self.open_with(account, false)?;
+        for kind in [Kind::Calendar, Kind::AddressBook] {
+            for collection in store.collections(kind)? {
+                let items = each!(&store, b => b.count(&collection))?;
+                let (collections, total) = match kind {
+                    Kind::Calendar => (&mut counts.calendars, &mut counts.calendar_items),
+                    Kind::AddressBook => (&mut counts.address_books, &mut counts.contacts),
+                };
+                *collections += 1;
+                *total += items;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Opens the collections of `account`, making the defaults on first use (blocking).
     pub fn open(&self, account: &str) -> Result<AccountCollections, CollectionError> {
+        self.open_with(account, true)
+    }
+
+    fn open_with(
+        &self,
+        account: &str,
+        make_defaults: bool,
+    ) -> Result<AccountCollections, CollectionError> {
         let account = account.to_lowercase();
         let key = self.mailboxes.account_key(&account);
         let (mut store, defaults_due) = match self.mailboxes.mongo() {
@@ -307,7 +347,7 @@ impl Collections {
                 (AccountCollections::Sqlite(store), due)
             }
         };
-        if defaults_due {
+        if defaults_due && make_defaults {
             for (kind, display) in DEFAULTS {
                 store.ensure(kind, &[display.to_string()])?;
             }

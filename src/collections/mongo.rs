@@ -357,6 +357,14 @@ impl MongoCollections {
         Ok(docs.iter().map(resource_of).collect())
     }
 
+    pub fn count(&self, collection: &Collection) -> Result<u64, CollectionError> {
+        Ok(self.mongo.block(async {
+            self.resources_coll()
+                .count_documents(doc! { "collection_id": collection.id })
+                .await
+        })?)
+    }
+
     pub fn resource(
         &self,
         collection: &Collection,

@@ -284,6 +284,14 @@ impl SqliteCollections {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    pub fn count(&self, collection: &Collection) -> Result<u64, CollectionError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM dav_resources WHERE collection_id = ?1")?
+            .query_row([collection.id], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     pub fn resource(
         &self,
         collection: &Collection,

@@ -40,6 +40,30 @@ pub struct Dav {
     pub snapshot: Arc<SnapshotHandle>,
     /// The store revision each account's declared collections were last made for.
     pub declared: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Who sees which other accounts' collections (from the spec's `share`), and the
+    /// store revision it was worked out for.
+    mounts: std::sync::Mutex<Option<(u64, Arc<MountMap>)>>,
+}
+
+type MountMap = std::collections::HashMap<String, Vec<Mount>>;
+
+/// Another account's collection shared with the account logged in: it appears in that
+/// account's own home as `OWNER~SLUG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mount {
+    owner: String,
+    kind: Kind,
+    /// The collection's URL segment in the owner's home.
+    slug: String,
+    write: bool,
+}
+
+impl Mount {
+    /// Its URL segment in the home of the account it is shared with. Own collections
+    /// never hold '@' (MKCOL refuses it), so the two never meet.
+    fn segment(&self) -> String {
+        format!("{}~{}", self.owner, self.slug)
+    }
 }
 
 impl Dav {
@@ -53,7 +77,37 @@ impl Dav {
             logins,
             snapshot,
             declared: Default::default(),
+            mounts: Default::default(),
         }
+    }
+
+    /// The collections shared with `account`, per the applied spec.
+    fn mounts_of(&self, account: &str) -> Vec<Mount> {
+        let snapshot = self.snapshot.get();
+        let mut cached = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|c| c.0 != snapshot.revision) {
+            let mut map = MountMap::new();
+            for (owner, record) in &snapshot.accounts {
+                for share in &record.shares {
+                    let kind = if share.kind == "calendar" {
+                        Kind::Calendar
+                    } else {
+                        Kind::AddressBook
+                    };
+                    map.entry(share.with.clone()).or_default().push(Mount {
+                        owner: owner.clone(),
+                        kind,
+                        slug: crate::collections::slug(&share.name),
+                        write: share.access == "write",
+                    });
+                }
+            }
+            *cached = Some((snapshot.revision, Arc::new(map)));
+        }
+        cached
+            .as_ref()
+            .and_then(|c| c.1.get(account).cloned())
+            .unwrap_or_default()
     }
 
     /// Makes the calendars and address books the spec declares for `account`, once per
@@ -85,8 +139,15 @@ impl Dav {
 /// One authenticated request: who asks and what for.
 struct Call<'a> {
     dav: &'a Dav,
+    /// The account logged in.
+    user: String,
+    /// The account whose collections the request reaches: the user's own, or the owner's
+    /// through a mount.
     account: String,
+    /// The target, in the owner's terms (a mount's path rewritten to the owner's).
     target: Target,
+    /// The shared collection the request is in, when it came through one.
+    mount: Option<Mount>,
     headers: HeaderMap,
     /// The request path as sent (the root is answered under it).
     path: String,
@@ -125,8 +186,23 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
         Err(response) => return response,
     };
     if target.account().is_some_and(|a| a != account) {
-        // Sharing is not there yet: only one's own tree.
+        // Another account's collections are reached through the mounts in one's own home.
         return plain(StatusCode::FORBIDDEN, "this belongs to another account\n");
+    }
+    let (target, mount) = match mounted(&dav, &account, target) {
+        Some(found) => found,
+        None if matches!(method.as_str(), "MKCOL" | "MKCALENDAR") => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "names with '@' are kept for collections shared with you\n",
+            );
+        }
+        None => return plain(StatusCode::NOT_FOUND, "no such calendar or address book\n"),
+    };
+    if let Some(mount) = &mount
+        && !mount_allows(mount, &method, &target)
+    {
+        return precondition_failed(StatusCode::FORBIDDEN, xml::DAV, "need-privileges");
     }
     let limit = match method.as_str() {
         "PUT" => content::MAX_RESOURCE_SIZE + 1,
@@ -145,16 +221,57 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
     };
     let call = Call {
         dav: &dav,
-        account,
+        account: mount
+            .as_ref()
+            .map_or_else(|| account.clone(), |m| m.owner.clone()),
+        user: account,
         target,
+        mount,
         headers: parts.headers,
         path,
     };
     let answer = crate::blocking::run(|| {
-        dav.ensure_declared(&call.account)?;
+        dav.ensure_declared(&call.user)?;
+        if call.account != call.user {
+            dav.ensure_declared(&call.account)?;
+        }
         dispatch(&call, &method, &body)
     });
     answer.unwrap_or_else(|e| failure(&e))
+}
+
+/// A path in the user's own tree, with a mount's segment rewritten to the owner's
+/// collection; None for a mount segment nothing is shared under.
+fn mounted(dav: &Dav, user: &str, target: Target) -> Option<(Target, Option<Mount>)> {
+    let (kind, segment) = match &target {
+        Target::Collection(kind, _, segment) | Target::Resource(kind, _, segment, _)
+            if segment.contains('@') =>
+        {
+            (*kind, segment.clone())
+        }
+        _ => return Some((target, None)),
+    };
+    let mount = dav
+        .mounts_of(user)
+        .into_iter()
+        .find(|m| m.kind == kind && m.segment() == segment)?;
+    let owner = mount.owner.clone();
+    let slug = mount.slug.clone();
+    let target = match target {
+        Target::Resource(kind, _, _, name) => Target::Resource(kind, owner, slug, name),
+        _ => Target::Collection(kind, owner, slug),
+    };
+    Some((target, Some(mount)))
+}
+
+/// What a mount lets its user do: read, and with write access change what the
+/// collection holds (never the collection itself: its owner's).
+fn mount_allows(mount: &Mount, method: &Method, target: &Target) -> bool {
+    match method.as_str() {
+        "GET" | "HEAD" | "PROPFIND" | "REPORT" => true,
+        "PUT" | "DELETE" | "COPY" | "MOVE" => mount.write && matches!(target, Target::Resource(..)),
+        _ => false,
+    }
 }
 
 fn dispatch(call: &Call, method: &Method, body: &[u8]) -> Result<Response, CollectionError> {
@@ -241,6 +358,37 @@ async fn authenticate(
 }
 
 impl Call<'_> {
+    /// A collection's URL as the user sees it: through the mount the request came by, or
+    /// in the owner's (the user's own) home.
+    fn collection_href(&self, kind: Kind, name: &str) -> String {
+        match &self.mount {
+            Some(m) if m.kind == kind && m.slug == name => {
+                path::collection(kind, &self.user, &m.segment())
+            }
+            _ => path::collection(kind, &self.account, name),
+        }
+    }
+
+    fn resource_href(&self, kind: Kind, collection: &str, name: &str) -> String {
+        match &self.mount {
+            Some(m) if m.kind == kind && m.slug == collection => format!(
+                "{}{}",
+                self.collection_href(kind, collection),
+                path::encode(name)
+            ),
+            _ => path::resource(kind, &self.account, collection, name),
+        }
+    }
+
+    /// A path a client sent (an href, a Destination) in the owner's terms, if it is in
+    /// the user's reach.
+    fn resolve(&self, target: Target) -> Option<Target> {
+        if target.account().is_some_and(|a| a != self.user) {
+            return None;
+        }
+        mounted(self.dav, &self.user, target).map(|(t, _)| t)
+    }
+
     /// The account's quota, from the applied spec.
     fn quota(&self) -> Option<u64> {
         self.dav

@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use super::path::{self, Target};
 use super::xml::{self, CALDAV, CALSERVER, CARDDAV, DAV, Element, escape};
-use super::{Call, Depth, kind_ns, precondition_failed, xml_response};
+use super::{Call, Depth, Mount, kind_ns, precondition_failed, xml_response};
 use crate::collections::{Collection, CollectionError, Kind, PropName, Resource};
 
 /// One thing the tree holds, as PROPFIND walks it.
@@ -17,6 +17,9 @@ pub(super) enum Node {
     Home(Kind),
     Collection(Collection),
     Resource(Collection, Resource),
+    /// Another account's collection in the user's home (listed there, reached by its
+    /// mount's path).
+    Shared(Collection, Mount),
 }
 
 /// What a PROPFIND (or a REPORT's `prop`) asks for.
@@ -121,13 +124,25 @@ pub(super) fn propfind(call: &Call, body: &[u8]) -> Result<Response, CollectionE
                 for collection in store.collections(*kind)? {
                     children.push(Node::Collection(collection));
                 }
+                for mount in call.dav.mounts_of(&call.user) {
+                    if mount.kind != *kind {
+                        continue;
+                    }
+                    // The owner's declared collection is made before it is listed; one
+                    // its owner deleted is not there to see.
+                    call.dav.ensure_declared(&mount.owner)?;
+                    let owner = call.dav.collections.open(&mount.owner)?;
+                    if let Some(collection) = owner.collection(mount.kind, &mount.slug)? {
+                        children.push(Node::Shared(collection, mount));
+                    }
+                }
             }
             Node::Collection(collection) => {
                 for resource in store.resources(collection)? {
                     children.push(Node::Resource(collection.clone(), resource));
                 }
             }
-            Node::Principal | Node::Resource(..) => {}
+            Node::Principal | Node::Resource(..) | Node::Shared(..) => {}
         }
     }
     let mut out = Multistatus::new();
@@ -144,15 +159,16 @@ fn not_found() -> Response {
 
 /// A node's URL.
 pub(super) fn href(call: &Call, node: &Node) -> String {
-    let account = &call.account;
+    let user = &call.user;
     match node {
         Node::Root if call.path == "/" => "/".to_string(),
         Node::Root => path::BASE.to_string(),
         Node::Principals => format!("{}principals/", path::BASE),
-        Node::Principal => path::principal(account),
-        Node::Home(kind) => path::home(*kind, account),
-        Node::Collection(c) => path::collection(c.kind, account, &c.name),
-        Node::Resource(c, r) => path::resource(c.kind, account, &c.name, &r.name),
+        Node::Principal => path::principal(user),
+        Node::Home(kind) => path::home(*kind, user),
+        Node::Collection(c) => call.collection_href(c.kind, &c.name),
+        Node::Resource(c, r) => call.resource_href(c.kind, &c.name, &r.name),
+        Node::Shared(c, m) => path::collection(c.kind, user, &m.segment()),
     }
 }
 
@@ -328,7 +344,7 @@ fn all_names(node: &Node) -> Vec<PropName> {
             names.push(name(CARDDAV, "addressbook-home-set"));
         }
         Node::Home(_) => names.push(name(DAV, "owner")),
-        Node::Collection(c) => {
+        Node::Collection(c) | Node::Shared(c, _) => {
             for n in ["owner", "getetag", "sync-token"] {
                 names.push(name(DAV, n));
             }
@@ -386,14 +402,35 @@ fn href_xml(href: &str) -> String {
 }
 
 /// A property's value as XML, or None where the node has no such property.
-fn value(call: &Call, node: &Node, (ns, local): &PropName, data: Option<&[u8]>) -> Option<String> {
-    let account = &call.account;
+fn value(call: &Call, node: &Node, name: &PropName, data: Option<&[u8]>) -> Option<String> {
+    let (ns, local) = name;
+    let account = &call.user;
     let principal = || href_xml(&path::principal(account));
+    // Whose the collection is, and what the user may do in it.
+    let shared = match node {
+        Node::Shared(_, m) => Some(m),
+        Node::Collection(_) | Node::Resource(..) => call.mount.as_ref(),
+        _ => None,
+    };
+    if let Some(mount) = shared {
+        match (ns.as_str(), local.as_str(), node) {
+            (DAV, "owner", Node::Shared(..) | Node::Collection(_)) => {
+                return Some(href_xml(&path::principal(&mount.owner)));
+            }
+            (DAV, "current-user-privilege-set", node) => {
+                return Some(privileges(node, Some(mount)));
+            }
+            (_, _, Node::Shared(c, _)) => {
+                return value(call, &Node::Collection(c.clone()), name, data);
+            }
+            _ => {}
+        }
+    }
     let value = match (ns.as_str(), local.as_str(), node) {
         (DAV, "resourcetype", node) => match node {
             Node::Root | Node::Principals | Node::Home(_) => "<d:collection/>".into(),
             Node::Principal => "<d:collection/><d:principal/>".into(),
-            Node::Collection(c) => match c.kind {
+            Node::Collection(c) | Node::Shared(c, _) => match c.kind {
                 Kind::Calendar => "<d:collection/><cal:calendar/>".into(),
                 Kind::AddressBook => "<d:collection/><card:addressbook/>".into(),
             },
@@ -415,7 +452,7 @@ fn value(call: &Call, node: &Node, (ns, local): &PropName, data: Option<&[u8]>) 
         (CALDAV, "calendar-user-address-set", Node::Principal) => {
             href_xml(&format!("mailto:{account}"))
         }
-        (DAV, "current-user-privilege-set", node) => privileges(node),
+        (DAV, "current-user-privilege-set", node) => privileges(node, None),
         (DAV, "supported-report-set", node) => reports(node),
         (DAV, "sync-token", Node::Collection(c)) | (CALSERVER, "getctag", Node::Collection(c)) => {
             escape(&c.sync_token()).into_owned()
@@ -469,27 +506,39 @@ pub(super) fn http_date(unix: i64) -> String {
         .to_string()
 }
 
-/// The owner may do everything to what is theirs (RFC 3744 §5.4).
-fn privileges(node: &Node) -> String {
+/// The owner may do everything to what is theirs (RFC 3744 §5.4); one it is shared with
+/// reads, and with write access changes what the collection holds.
+fn privileges(node: &Node, shared: Option<&Mount>) -> String {
     let mut out = String::new();
     let mut privilege = |ns: &str, name: &str| {
         out.push_str("<d:privilege>");
         xml::element(&mut out, ns, name, None);
         out.push_str("</d:privilege>");
     };
-    for name in [
-        "all",
-        "read",
-        "write",
-        "write-properties",
-        "write-content",
-        "bind",
-        "unbind",
-        "read-current-user-privilege-set",
-    ] {
+    let names: &[&str] = match shared {
+        None => &[
+            "all",
+            "read",
+            "write",
+            "write-properties",
+            "write-content",
+            "bind",
+            "unbind",
+            "read-current-user-privilege-set",
+        ],
+        Some(m) if m.write => &[
+            "read",
+            "write-content",
+            "bind",
+            "unbind",
+            "read-current-user-privilege-set",
+        ],
+        Some(_) => &["read", "read-current-user-privilege-set"],
+    };
+    for name in names {
         privilege(DAV, name);
     }
-    if matches!(node, Node::Collection(c) if c.kind == Kind::Calendar) {
+    if matches!(node, Node::Collection(c) | Node::Shared(c, _) if c.kind == Kind::Calendar) {
         privilege(CALDAV, "read-free-busy");
     }
     out

@@ -117,7 +117,7 @@ fn multiget(
     let data = wants_data(want);
     for href in root.all(DAV, "href") {
         let text = href.text.trim();
-        let name = match path::href_target(text) {
+        let name = match path::href_target(text).and_then(|t| call.resolve(t)) {
             Some(Target::Resource(kind, account, c, name))
                 if kind == collection.kind && account == call.account && c == collection.name =>
             {
@@ -270,7 +270,7 @@ fn sync(
     }
     if since > 0 {
         for name in changes.removed {
-            let href = path::resource(collection.kind, &call.account, &collection.name, &name);
+            let href = call.resource_href(collection.kind, &collection.name, &name);
             out.status(&href, StatusCode::NOT_FOUND);
         }
     }

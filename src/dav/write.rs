@@ -169,7 +169,7 @@ fn stored(
             Ok((status, [(header::ETAG, resource.etag)]).into_response())
         }
         Err(CollectionError::UidConflict(holder)) => {
-            let href = path::resource(kind, &call.account, &collection.name, &holder);
+            let href = call.resource_href(kind, &collection.name, &holder);
             let inner = format!("<d:href>{}</d:href>", xml::escape(&href));
             Ok(xml_response(
                 StatusCode::FORBIDDEN,
@@ -194,7 +194,19 @@ pub(super) fn transfer(call: &Call, keep_source: bool) -> Result<Response, Colle
     let destination = call
         .header(header::HeaderName::from_static("destination"))
         .and_then(|d| d.parse::<axum::http::Uri>().ok())
-        .and_then(|uri| Target::parse(uri.path()));
+        .and_then(|uri| Target::parse(uri.path()))
+        .map(|target| call.resolve(target));
+    let destination = match destination {
+        Some(Some(target)) => Some(target),
+        // A path under a mount that shares nothing, or someone else's tree.
+        Some(None) => {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "the destination is not in your reach\n",
+            ));
+        }
+        None => None,
+    };
     let (to_collection, to_name) = match destination {
         Some(Target::Resource(k, account, collection, name))
             if k == kind && account == call.account =>

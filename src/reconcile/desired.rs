@@ -92,8 +92,9 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                                 password_hash,
                                 quota,
                                 save_sent: mailbox.save_sent,
-                                calendars: mailbox.calendars.clone(),
-                                address_books: mailbox.address_books.clone(),
+                                calendars: names(&mailbox.calendars),
+                                address_books: names(&mailbox.address_books),
+                                shares: shares(mailbox),
                             },
                         ));
                     }
@@ -327,4 +328,34 @@ fn describe(p: &PasswordRef) -> String {
         (_, Some(f)) => format!("file {}", f.display()),
         _ => "inline hash".into(),
     }
+}
+
+/// The display names of declared collections.
+fn names(declared: &[spec::model::DeclaredCollection]) -> Vec<String> {
+    declared.iter().map(|d| d.name().to_string()).collect()
+}
+
+/// Every (collection, mailbox) sharing of a mailbox, in the spec's order.
+fn shares(mailbox: &spec::model::Mailbox) -> Vec<crate::store::records::ShareRecord> {
+    let mut out = Vec::new();
+    for (kind, declared) in [
+        ("calendar", &mailbox.calendars),
+        ("address book", &mailbox.address_books),
+    ] {
+        for d in declared {
+            for (with, access) in d.share().into_iter().flatten() {
+                out.push(crate::store::records::ShareRecord {
+                    kind: kind.to_string(),
+                    name: d.name().to_string(),
+                    with: with.to_lowercase(),
+                    access: match access {
+                        spec::model::ShareAccess::Read => "read",
+                        spec::model::ShareAccess::Write => "write",
+                    }
+                    .to_string(),
+                });
+            }
+        }
+    }
+    out
 }

@@ -28,6 +28,28 @@ impl Style {
 fn show(kind: Kind, field: &str, value: &Value) -> String {
     if kind.sensitive_fields().contains(&field) {
         MASK.to_string()
+    } else if kind == Kind::Account && field == "shares" {
+        // `calendar "Team" with bob@example.com (write)`, not a JSON dump.
+        let shares: Vec<String> = value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+                format!(
+                    "{} \"{}\" with {} ({})",
+                    text("kind"),
+                    text("name"),
+                    text("with"),
+                    text("access")
+                )
+            })
+            .collect();
+        if shares.is_empty() {
+            "none".to_string()
+        } else {
+            shares.join(", ")
+        }
     } else {
         value.to_string()
     }

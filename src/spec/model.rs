@@ -801,12 +801,89 @@ pub struct Mailbox {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub save_sent: bool,
     /// Calendars the account has besides its default "Calendar" (made on first use; one
-    /// no longer declared keeps its events), e.g. ["Work", "Holidays"].
+    /// no longer declared keeps its events), e.g. ["Work", "Holidays"]. One shared with
+    /// other mailboxes is a table: { name = "Team", share = { "bob@example.com" = "write" } }
+    /// (the default is shared by declaring it: { name = "Calendar", share = {...} }).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub calendars: Vec<String>,
-    /// Address books besides the default "Contacts", kept like calendars.
+    pub calendars: Vec<DeclaredCollection>,
+    /// Address books besides the default "Contacts", declared and shared like calendars.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub address_books: Vec<String>,
+    pub address_books: Vec<DeclaredCollection>,
+}
+
+/// A declared calendar or address book: its name, or its name and the mailboxes it is
+/// shared with.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DeclaredCollection {
+    Name(String),
+    Shared(SharedCollection),
+}
+
+/// A declared calendar or address book that other mailboxes see.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedCollection {
+    /// Its display name, as in the plain form.
+    pub name: String,
+    /// Mailbox addresses of this server that see it in their own calendar or address
+    /// book list, and whether they may change what it holds: { "team@example.com" = "read" }.
+    #[serde(default)]
+    pub share: BTreeMap<String, ShareAccess>,
+}
+
+/// What a mailbox a collection is shared with may do.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareAccess {
+    /// Read events or contacts, and free/busy time.
+    Read,
+    /// Also add, change and remove them (not the collection or its properties).
+    Write,
+}
+
+impl DeclaredCollection {
+    pub fn name(&self) -> &str {
+        match self {
+            DeclaredCollection::Name(name) => name,
+            DeclaredCollection::Shared(shared) => &shared.name,
+        }
+    }
+
+    pub fn share(&self) -> Option<&BTreeMap<String, ShareAccess>> {
+        match self {
+            DeclaredCollection::Name(_) => None,
+            DeclaredCollection::Shared(shared) => Some(&shared.share),
+        }
+    }
+}
+
+/// A string, or a table read strictly: a mistyped key names itself rather than being
+/// lost in "did not match any variant".
+impl<'de> Deserialize<'de> for DeclaredCollection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DeclaredCollection;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a name, or a table { name = \"...\", share = { ... } }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DeclaredCollection::Name(v.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                SharedCollection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DeclaredCollection::Shared)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Where a password hash comes from: inline, or a secret reference holding the hash.

@@ -1,7 +1,7 @@
 //! Field-level checks on a loaded spec: names, addresses, targets, regexes, references
 //! between sections. Each problem becomes a located `SpecError`; all are collected.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::location::SpecPath;
@@ -13,7 +13,11 @@ use crate::routing::{Target, expand_placeholders_for_check};
 pub const MAX_FORWARDS_LIMIT: u32 = 1000;
 
 pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
-    let mut v = Validator { errors: Vec::new() };
+    let mut v = Validator {
+        errors: Vec::new(),
+        accounts: HashSet::new(),
+        shares: Vec::new(),
+    };
     let spec = &loaded.spec;
     v.server(&spec.server);
     v.tls(&spec.tls, &spec.listeners, dns01_possible(spec));
@@ -100,6 +104,10 @@ impl<'a> RuleShape<'a> {
 
 struct Validator {
     errors: Vec<SpecError>,
+    /// Every mailbox address, for the shares to name.
+    accounts: HashSet<String>,
+    /// Each share: where it is written, the owner, the mailbox it names.
+    shares: Vec<(SpecPath, String, String)>,
 }
 
 impl Validator {
@@ -402,7 +410,7 @@ impl Validator {
             let max_forwards = domain.max_forwards.unwrap_or(10);
             self.rule(&|| ap.clone(), RuleShape::alias(alias), max_forwards, None);
             if let Some(mailbox) = &alias.mailbox {
-                self.mailbox(&ap.key("mailbox"), mailbox);
+                self.mailbox(&ap.key("mailbox"), &parsed.to_string(), mailbox);
             }
         }
     }
@@ -420,11 +428,31 @@ impl Validator {
                 }
                 Err(e) => self.err(p.clone(), e.to_string()),
             }
-            self.domain(spec, &p, domain);
+            self.domain(spec, name, &p, domain);
+        }
+        self.shares();
+    }
+
+    /// A collection is shared with another mailbox of this server, never its owner's own.
+    fn shares(&mut self) {
+        for (p, owner, with) in std::mem::take(&mut self.shares) {
+            match Address::parse(&with) {
+                Err(e) => self.err(p, e.to_string()),
+                Ok(a) if a.to_string() == owner => {
+                    self.err(p, "a collection is its owner's already: share it with others")
+                }
+                Ok(a) if !self.accounts.contains(&a.to_string()) => self.err(
+                    p,
+                    format!(
+                        "{with} has no mailbox here: only mailboxes of this server log in to calendars and contacts"
+                    ),
+                ),
+                Ok(_) => {}
+            }
         }
     }
 
-    fn domain(&mut self, spec: &Spec, p: &SpecPath, domain: &Domain) {
+    fn domain(&mut self, spec: &Spec, domain_name: &str, p: &SpecPath, domain: &Domain) {
         for (key, value) in [
             ("dmarc_reports", &domain.dmarc_reports),
             ("tls_reports", &domain.tls_reports),
@@ -555,7 +583,11 @@ impl Validator {
             }
             self.rule(&ap, RuleShape::alias(alias), max_forwards, None);
             if let Some(mailbox) = &alias.mailbox {
-                self.mailbox(&ap().key("mailbox"), mailbox);
+                let address = match (normalize_local(local), normalize_domain(domain_name)) {
+                    (Ok(l), Ok(d)) => format!("{l}@{d}"),
+                    _ => String::new(),
+                };
+                self.mailbox(&ap().key("mailbox"), &address, mailbox);
             }
         }
         let mut regexes = HashMap::new();
@@ -686,7 +718,7 @@ impl Validator {
         }
     }
 
-    fn mailbox(&mut self, p: &SpecPath, mailbox: &Mailbox) {
+    fn mailbox(&mut self, p: &SpecPath, address: &str, mailbox: &Mailbox) {
         match &mailbox.password {
             None => self.err(p.clone(), "a mailbox needs a password: `password = { hash = \"...\" }` (make one with `ferrymail passwd`)"),
             Some(pw) => self.password(&p.key("password"), pw),
@@ -699,16 +731,26 @@ impl Validator {
                 format!("\"{q}\" is not a size (e.g. \"10GiB\")"),
             );
         }
-        for (key, names) in [
+        for (key, declared) in [
             ("calendars", &mailbox.calendars),
             ("address_books", &mailbox.address_books),
         ] {
-            self.collection_names(&p.key(key), names);
+            self.collection_names(&p.key(key), declared);
+            for (i, d) in declared.iter().enumerate() {
+                for with in d.share().into_iter().flat_map(|s| s.keys()) {
+                    let at = p.key(key).index(i).key("share").key(with);
+                    self.shares.push((at, address.to_string(), with.clone()));
+                }
+            }
+        }
+        if !address.is_empty() {
+            self.accounts.insert(address.to_string());
         }
     }
 
     /// Declared calendars or address books: named, few, and each to a URL of its own.
-    fn collection_names(&mut self, p: &SpecPath, names: &[String]) {
+    fn collection_names(&mut self, p: &SpecPath, declared: &[DeclaredCollection]) {
+        let names: Vec<&str> = declared.iter().map(DeclaredCollection::name).collect();
         if names.len() > crate::collections::DECLARED_PER_KIND {
             self.err(
                 p.clone(),

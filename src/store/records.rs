@@ -197,6 +197,22 @@ pub struct AccountRecord {
     /// Declared address books' display names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub address_books: Vec<String>,
+    /// Declared collections other mailboxes see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareRecord>,
+}
+
+/// One declared collection shared with one other mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    /// "calendar" or "address book".
+    pub kind: String,
+    /// The collection's display name (its URL segment is the slug of it).
+    pub name: String,
+    /// The mailbox account that sees it.
+    pub with: String,
+    /// "read" or "write".
+    pub access: String,
 }
 
 /// A DKIM key's public identity; id = "selector._domainkey.domain".

@@ -524,7 +524,8 @@ pub async fn plan(
 /// Mailboxes whose usage is read per page view; past this, usage is left out.
 const USAGE_READS: usize = 200;
 
-/// `GET /admin/mailboxes`: every account, its quota and (for the first 200) its usage.
+/// `GET /admin/mailboxes`: every account, its quota and (for the first 200) its usage and
+/// how many calendars, events, address books and contacts it has.
 pub async fn mailboxes(
     State(state): State<AppState>,
     AdminViewer(viewer): AdminViewer,
@@ -537,20 +538,23 @@ pub async fn mailboxes(
         .collect();
     accounts.sort();
     let boxes = state.admin.mailboxes.clone();
+    let dav = state.dav.collections.clone();
     let names: Vec<String> = accounts
         .iter()
         .take(USAGE_READS)
         .map(|(a, _)| a.clone())
         .collect();
-    let used: Vec<Option<u64>> = tokio::task::spawn_blocking(move || {
+    type Usage = (Option<u64>, Option<crate::collections::Counts>);
+    let usage: Vec<Usage> = tokio::task::spawn_blocking(move || {
         names
             .iter()
             .map(|a| {
-                if boxes.exists(a) {
+                let used = if boxes.exists(a) {
                     boxes.open(a).and_then(|m| m.quota_used()).ok()
                 } else {
                     Some(0)
-                }
+                };
+                (used, dav.counts(a).ok())
             })
             .collect()
     })
@@ -559,12 +563,13 @@ pub async fn mailboxes(
     let body = html! {
         p.muted { (accounts.len()) " mailboxes" @if accounts.len() > USAGE_READS { "; usage read for the first " (USAGE_READS) } "." }
         table.rows {
-            tr { th { "Account" } th { "Used" } th { "Quota" } }
+            tr { th { "Account" } th { "Used" } th { "Quota" } th { "Calendars" } th { "Address books" } }
             @for (i, (account, quota)) in accounts.iter().enumerate() {
+                @let (used, counts) = usage.get(i).copied().unwrap_or((None, None));
                 tr {
                     td data-label="Account" { (account) }
                     td data-label="Used" {
-                        @match used.get(i).copied().flatten() {
+                        @match used {
                             Some(u) => {
                                 (crate::backup::human_bytes(u))
                                 @if let Some(q) = quota { " (" (u * 100 / (*q).max(1)) "%)" }
@@ -573,6 +578,13 @@ pub async fn mailboxes(
                         }
                     }
                     td data-label="Quota" { (quota.map(crate::backup::human_bytes).unwrap_or_else(|| "none".into())) }
+                    @match counts {
+                        Some(c) => {
+                            td data-label="Calendars" { (c.calendars) " (" (c.calendar_items) " items)" }
+                            td data-label="Address books" { (c.address_books) " (" (c.contacts) " contacts)" }
+                        }
+                        None => { td { span.muted { "—" } } td { span.muted { "—" } } }
+                    }
                 }
             }
         }
