@@ -1301,3 +1301,61 @@ fn shares_are_checked_where_they_are_written() {
         plan.stdout
     );
 }
+
+/// litmus (the WebDAV conformance suite) on the calendar home. What fails is only what a
+/// calendar home refuses on purpose: bodies that are not iCalendar, collections inside
+/// calendars, properties on events; everything else of RFC 4918 it tries passes.
+#[test]
+fn litmus_finds_nothing_but_what_calendars_refuse() {
+    let dav = Dav::start("1GiB");
+    let out = Command::new("timeout")
+        .args(["300", "litmus", "-k"])
+        .arg(format!(
+            "https://localhost:{}/dav/calendars/me@example.test/",
+            dav.caldav
+        ))
+        .args([ME, "quickstart"])
+        .env("SSL_CERT_FILE", dav.ca())
+        .output()
+        .expect("litmus (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Content rules, not protocol: what litmus PUTs is text, it nests collections in
+    // calendars, and sets properties on events.
+    let refused_on_purpose = [
+        "put_get",
+        "put_get_utf8_segment",
+        "delete_fragment",
+        "mkcol",
+        "copy_init",
+        "copy_coll",
+        "copy_shallow",
+        "move",
+        "move_coll",
+        "propinit",
+        "propmanyns",
+        "propcleanup",
+    ];
+    for line in text.lines().filter(|l| l.contains(" FAIL")) {
+        let before = line[..line.find(" FAIL").unwrap_or(0)].trim_end_matches('.');
+        let name = before.split_whitespace().last().unwrap_or_default();
+        assert!(
+            refused_on_purpose.contains(&name),
+            "litmus: {name}: {line}\n{text}"
+        );
+    }
+    for must in [
+        "mkcol_with_body",
+        "delete_null",
+        "propfind_invalid",
+        "propfind_d0",
+        "propwformed",
+        "put_no_parent",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(must) && l.trim_end().ends_with("pass")),
+            "{must} should pass:\n{text}"
+        );
+    }
+    assert!(!text.contains("should be 409"), "{text}");
+}

@@ -179,6 +179,13 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
         return options();
     }
     let Some(target) = Target::parse(&path) else {
+        if matches!(method.as_str(), "MKCOL" | "MKCALENDAR" | "PUT") && path.starts_with(BASE) {
+            // Deeper than the tree goes: its parent is no collection (RFC 4918 §9.3.1).
+            return plain(
+                StatusCode::CONFLICT,
+                "the parent collection does not exist\n",
+            );
+        }
         return plain(StatusCode::NOT_FOUND, "no such calendar or address book\n");
     };
     let account = match authenticate(&dav, peer, &parts.headers).await {

@@ -345,11 +345,39 @@ fn protected(ns: &str, name: &str) -> bool {
 /// MKCALENDAR (RFC 4791 §5.3.1) and MKCOL, extended (RFC 5689) or plain: a calendar in
 /// the calendar home, an address book in the address book home.
 pub(super) fn make(call: &Call, body: &[u8], calendar: bool) -> Result<Response, CollectionError> {
-    let Target::Collection(kind, _, name) = &call.target else {
+    // RFC 4918 §9.3: a body the server does not understand is 415, wherever it is sent.
+    if !body.iter().all(u8::is_ascii_whitespace)
+        && xml::parse(body).is_err()
+        && !content::media_type_is(
+            call.header(header::CONTENT_TYPE),
+            &["application/xml", "text/xml"],
+        )
+    {
         return Ok(plain(
-            StatusCode::FORBIDDEN,
-            "collections are made inside a calendar or address book home\n",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "MKCOL and MKCALENDAR take an XML body or none\n",
         ));
+    }
+    let (kind, name) = match &call.target {
+        Target::Collection(kind, _, name) => (kind, name),
+        Target::Resource(kind, _, parent, _) => {
+            let store = call.dav.collections.open(&call.account)?;
+            // RFC 4918 §9.3.1: 409 when the parent is missing; calendars and address
+            // books hold no collections.
+            return Ok(match store.collection(*kind, parent)? {
+                None => collection_missing(),
+                Some(_) => plain(
+                    StatusCode::FORBIDDEN,
+                    "calendars and address books hold no collections\n",
+                ),
+            });
+        }
+        _ => {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "collections are made inside a calendar or address book home\n",
+            ));
+        }
     };
     let kind = *kind;
     if calendar && kind != Kind::Calendar {
