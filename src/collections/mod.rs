@@ -157,19 +157,14 @@ impl Span {
     };
 
     /// Whether an instance `start..end` overlaps the range `from..to` (RFC 4791 §9.9): an
-    /// instant when its end is not after its start.
+    /// instant when its end is not after its start. The backends' `each_within` filters
+    /// with the looser `start < to && end >= from`, which keeps every such instance.
     pub fn overlaps(start: i64, end: i64, (from, to): (i64, i64)) -> bool {
         if end > start {
             start < to && end > from
         } else {
             from <= start && start < to
         }
-    }
-
-    /// Whether anything in the span can overlap `range`: objects for which this is false
-    /// are not read by a query for the range.
-    pub fn may_overlap(&self, (from, to): (i64, i64)) -> bool {
-        self.start < to && self.end >= from
     }
 }
 

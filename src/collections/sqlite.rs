@@ -627,18 +627,29 @@ fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
 mod tests {
     use super::super::*;
 
-    /// The rest is in the conformance suite (tests/collections_conformance.rs); what is
-    /// the file's own: nothing of a resource readable in it.
-    #[test]
-    fn resource_bodies_are_sealed_in_the_file() {
+    /// An account's store in a fresh data dir, with its default calendar.
+    fn account() -> (
+        tempfile::TempDir,
+        Collections,
+        AccountCollections,
+        Collection,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let master = crate::mailbox::MasterKey::new(&[9u8; 32]).unwrap();
         let all = Collections::new(Mailboxes::new(dir.path(), master)).unwrap();
-        let mut mine = all.open("me@d.test").unwrap();
+        let mine = all.open("me@d.test").unwrap();
         let cal = mine
             .collection(Kind::Calendar, "calendar")
             .unwrap()
             .unwrap();
+        (dir, all, mine, cal)
+    }
+
+    /// The rest is in the conformance suite (tests/collections_conformance.rs); what is
+    /// the file's own: nothing of a resource readable in it.
+    #[test]
+    fn resource_bodies_are_sealed_in_the_file() {
+        let (dir, _all, mut mine, cal) = account();
         let body = b"BEGIN:VCALENDAR\r\nSUMMARY:secret meeting\r\nEND:VCALENDAR\r\n";
         let new = NewResource {
             name: "a.ics",
@@ -670,14 +681,7 @@ mod tests {
     /// every query (Span::ANY) until it is written again.
     #[test]
     fn a_file_of_version_one_is_brought_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let master = crate::mailbox::MasterKey::new(&[9u8; 32]).unwrap();
-        let all = Collections::new(Mailboxes::new(dir.path(), master)).unwrap();
-        let mut mine = all.open("me@d.test").unwrap();
-        let cal = mine
-            .collection(Kind::Calendar, "calendar")
-            .unwrap()
-            .unwrap();
+        let (dir, all, mut mine, cal) = account();
         let exact = Span {
             start: 1,
             end: 2,

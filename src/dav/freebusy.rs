@@ -29,10 +29,15 @@ impl FbType {
     }
 }
 
+/// Busy periods one answer may gather before merging: a calendar of events every
+/// minute for ever is 10,000 instances per object, and 100,000 objects may be asked for.
+const MAX_PERIODS: usize = 200_000;
+
 /// The busy periods of a calendar in one range, merged per kind of busy.
 pub struct FreeBusy {
     range: (i64, i64),
     periods: BTreeMap<FbType, Vec<(i64, i64)>>,
+    gathered: usize,
 }
 
 impl FreeBusy {
@@ -40,7 +45,14 @@ impl FreeBusy {
         FreeBusy {
             range,
             periods: BTreeMap::new(),
+            gathered: 0,
         }
+    }
+
+    /// Whether more periods were met than an answer takes: it is then refused, since a
+    /// part of them would say busy time is free.
+    pub fn overflowed(&self) -> bool {
+        self.gathered > MAX_PERIODS
     }
 
     /// Adds what one calendar object makes busy.
@@ -108,7 +120,11 @@ impl FreeBusy {
 
     fn period(&mut self, busy: FbType, start: i64, end: i64) {
         let (from, to) = self.range;
-        if end > start && Span::overlaps(start, end, self.range) {
+        if end > start && Span::overlaps(start, end, self.range) && !self.overflowed() {
+            self.gathered += 1;
+            if self.overflowed() {
+                return;
+            }
             self.periods
                 .entry(busy)
                 .or_default()
@@ -254,5 +270,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DTSTART:20260302T000000Z\r\nDTEND:20260303T000000Z\r\n"));
+    }
+
+    #[test]
+    fn a_calendar_busy_every_second_is_refused_not_cut() {
+        let mut fb = FreeBusy::new((at("20260101T000000Z"), at("20270101T000000Z")));
+        // 10,000 one-second meetings two seconds apart per object, 21 objects.
+        for i in 0..21 {
+            fb.add(&ics(&format!(
+                "BEGIN:VEVENT\r\nUID:s{i}\r\nDTSTAMP:20260101T000000Z\r\n\
+                 DTSTART:202603{:02}T000000Z\r\nDURATION:PT1S\r\n\
+                 RRULE:FREQ=SECONDLY;INTERVAL=2\r\nEND:VEVENT\r\n",
+                i + 1
+            )));
+        }
+        assert!(fb.overflowed());
+        let stored: usize = fb.periods.values().map(Vec::len).sum();
+        assert!(stored <= MAX_PERIODS, "{stored}");
     }
 }

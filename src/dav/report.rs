@@ -198,7 +198,7 @@ fn free_busy(
     let started = Instant::now();
     let mut whole = true;
     store.each_within(collection, Some(range), &mut |_, body| {
-        if started.elapsed() > QUERY_BUDGET {
+        if started.elapsed() > QUERY_BUDGET || busy.overflowed() {
             whole = false;
             return false;
         }
@@ -210,7 +210,7 @@ fn free_busy(
         }
         true
     })?;
-    if !whole {
+    if !whole || busy.overflowed() {
         // A partial answer would say the time is free when it may not be.
         return Ok(super::plain(
             StatusCode::INSUFFICIENT_STORAGE,

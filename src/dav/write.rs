@@ -345,19 +345,27 @@ fn protected(ns: &str, name: &str) -> bool {
 /// MKCALENDAR (RFC 4791 §5.3.1) and MKCOL, extended (RFC 5689) or plain: a calendar in
 /// the calendar home, an address book in the address book home.
 pub(super) fn make(call: &Call, body: &[u8], calendar: bool) -> Result<Response, CollectionError> {
-    // RFC 4918 §9.3: a body the server does not understand is 415, wherever it is sent.
-    if !body.iter().all(u8::is_ascii_whitespace)
-        && xml::parse(body).is_err()
-        && !content::media_type_is(
-            call.header(header::CONTENT_TYPE),
-            &["application/xml", "text/xml"],
-        )
-    {
-        return Ok(plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "MKCOL and MKCALENDAR take an XML body or none\n",
-        ));
-    }
+    // The body is read once, before anything else: RFC 4918 §9.3 makes one the server
+    // does not understand 415 wherever it is sent (400 when it claims to be XML).
+    let root = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match xml::parse(body) {
+            Ok(root) => Some(root),
+            Err(_)
+                if !content::media_type_is(
+                    call.header(header::CONTENT_TYPE),
+                    &["application/xml", "text/xml"],
+                ) =>
+            {
+                return Ok(plain(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "MKCOL and MKCALENDAR take an XML body or none\n",
+                ));
+            }
+            Err(e) => return Ok(bad_request(&e.to_string())),
+        }
+    };
     let (kind, name) = match &call.target {
         Target::Collection(kind, _, name) => (kind, name),
         Target::Resource(kind, _, parent, _) => {
@@ -387,12 +395,7 @@ pub(super) fn make(call: &Call, body: &[u8], calendar: bool) -> Result<Response,
         ));
     }
     let mut set: Vec<&Element> = Vec::new();
-    let root;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        root = match xml::parse(body) {
-            Ok(root) => root,
-            Err(e) => return Ok(bad_request(&e.to_string())),
-        };
+    if let Some(root) = &root {
         let expected = if calendar {
             root.is(CALDAV, "mkcalendar")
         } else {
