@@ -545,14 +545,9 @@ fn address_books_answer_queries_multigets_and_sync_across_a_restart() {
             ),
         )
     };
-    let token_of = |reply: &Reply| {
-        let start = reply.body.find("<d:sync-token>").expect("a token") + 14;
-        let end = reply.body[start..].find('<').unwrap() + start;
-        reply.body[start..end].to_string()
-    };
     let first = sync(&dav, "");
     assert_eq!(first.body.matches("<d:response>").count(), 2);
-    let token = token_of(&first);
+    let token = token_of(&first.body);
 
     // The token outlives the process: after a restart it still names this state.
     dav.restart();
@@ -592,7 +587,7 @@ fn address_books_answer_queries_multigets_and_sync_across_a_restart() {
     );
     assert!(
         ctag.body
-            .contains(&format!("<cs:getctag>{}</cs:getctag>", token_of(&later)))
+            .contains(&format!("<cs:getctag>{}</cs:getctag>", token_of(&later.body)))
     );
 }
 
@@ -1316,6 +1311,8 @@ fn litmus_finds_nothing_but_what_calendars_refuse() {
         ))
         .args([ME, "quickstart"])
         .env("SSL_CERT_FILE", dav.ca())
+        // litmus writes debug.log and child.log where it runs.
+        .current_dir(dav.w.path())
         .output()
         .expect("litmus (scripts/test installs it)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1358,4 +1355,91 @@ fn litmus_finds_nothing_but_what_calendars_refuse() {
         );
     }
     assert!(!text.contains("should be 409"), "{text}");
+}
+
+/// Calendars and contacts live in the mailbox files (SQLite): a backup holds them, and a
+/// restore brings them back with their ETags and the collections' sync state.
+#[test]
+fn a_backup_restores_calendars_and_contacts_with_their_etags() {
+    let (https, caldav, carddav) = (free_port(), free_port(), free_port());
+    let backups = "\n[backups]\nschedule = \"0 3 * * *\"\ntarget = \"file://backups\"\n\
+                   encryption_key = { file = \"backup.key\" }\nkeep = 3\ninclude_master_key = true\n";
+    let w = Workspace::new(&format!(
+        "{}{backups}",
+        spec(https, caldav, carddav, "1GiB", "")
+    ));
+    std::fs::write(
+        w.path().join("backup.key"),
+        "a long passphrase for the backups\n",
+    )
+    .unwrap();
+    let mut dav = Dav {
+        process: w.serve(carddav),
+        w,
+        https,
+        caldav,
+        carddav,
+    };
+    let put = dav.call(
+        "PUT",
+        &format!("{CAL}/kept.ics"),
+        &[ICS],
+        &event("kept-1", "Kept across a restore"),
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:card-1\r\nFN:Ada Restored\r\nN:Restored;Ada;;;\r\nEND:VCARD\r\n";
+    let put_card = dav.call("PUT", &format!("{BOOK}/ada.vcf"), &[VCF], card);
+    assert_eq!(put_card.status, 201, "{}", put_card.body);
+    let made = dav.w.run(&["backup", "create"]);
+    made.ok();
+    let id = made.stdout.split_whitespace().nth(1).unwrap().to_string();
+    let token_before = dav.call(
+        "PROPFIND",
+        &format!("{CAL}/"),
+        &["Depth: 0"],
+        "<d:propfind xmlns:d=\"DAV:\"><d:prop><d:sync-token/></d:prop></d:propfind>",
+    );
+
+    dav.process.terminate();
+    std::fs::remove_dir_all(dav.w.data_dir()).unwrap();
+    let restored = dav.w.run(&["backup", "restore", &id]);
+    restored.ok();
+    dav.process = dav.w.serve(dav.carddav);
+
+    let got = dav.call("GET", &format!("{CAL}/kept.ics"), &[], "");
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(got.body.contains("Kept across a restore"), "{}", got.body);
+    assert_eq!(got.header("etag"), put.header("etag"), "the same ETag");
+    let got_card = dav.call("GET", &format!("{BOOK}/ada.vcf"), &[], "");
+    assert_eq!(got_card.status, 200, "{}", got_card.body);
+    assert!(got_card.body.contains("Ada Restored"), "{}", got_card.body);
+    assert_eq!(got_card.header("etag"), put_card.header("etag"));
+    // Changes made after the backup are gone: a client's token from then must not name
+    // a state the restored collection reaches again with other contents. Every token
+    // is refused, and the client syncs afresh (RFC 6578 §3.2).
+    let old_token = token_of(&token_before.body);
+    let sync = |token: &str| {
+        dav.call(
+            "REPORT",
+            &format!("{CAL}/"),
+            &[],
+            &format!(
+                "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>{token}</d:sync-token>\
+                 <d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"
+            ),
+        )
+    };
+    let refused = sync(&old_token);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("valid-sync-token"), "{}", refused.body);
+    assert!(restored.stdout.contains("calendars and address books have a new sync token"), "{}", restored.stdout);
+    let afresh = sync("");
+    assert_eq!(afresh.status, 207, "{}", afresh.body);
+    assert!(afresh.body.contains("kept.ics"), "{}", afresh.body);
+}
+
+/// The sync token in a multistatus or PROPFIND answer.
+fn token_of(body: &str) -> String {
+    let start = body.find("<d:sync-token>").expect("a token") + 14;
+    body[start..start + body[start..].find('<').unwrap()].to_string()
 }

@@ -685,6 +685,13 @@ fn a_backup_holds_the_mongodb_database() {
         "{}",
         restored.stdout
     );
+    assert!(
+        restored
+            .stdout
+            .contains("calendars and address books a new sync token"),
+        "{}",
+        restored.stdout
+    );
     a.w.run(&["plan", "--detailed-exitcode", "--target", "store"])
         .code(0);
     assert_eq!(

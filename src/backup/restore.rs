@@ -28,6 +28,8 @@ pub struct RestoreReport {
     pub moved_aside: Option<PathBuf>,
     /// Mailbox folders given a new UIDVALIDITY.
     pub folders_renewed: usize,
+    /// Calendars and address books given a new sync-token instance.
+    pub collections_renewed: usize,
     /// The old data dir's master key was carried over (the backup holds none).
     pub master_key_carried: bool,
 }
@@ -165,7 +167,7 @@ pub async fn restore(
     let manifest =
         unpacked.map_err(|e| BackupError::Refused(format!("the restore task failed: {e}")))??;
 
-    let mut folders_renewed = 0;
+    let (mut folders_renewed, mut collections_renewed) = (0, 0);
     if !request.keep_uidvalidity {
         for file in manifest
             .files
@@ -178,6 +180,8 @@ pub async fn restore(
                     path: path.display().to_string(),
                     source,
                 })?;
+            collections_renewed += crate::collections::renew_instances(&path)
+                .map_err(|e| BackupError::Refused(format!("{}: {e}", path.display())))?;
         }
     }
     let mut master_key_carried = false;
@@ -218,6 +222,7 @@ pub async fn restore(
         record,
         moved_aside,
         folders_renewed,
+        collections_renewed,
         master_key_carried,
     })
 }

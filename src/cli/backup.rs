@@ -29,8 +29,9 @@ pub enum Command {
         /// Replace a data dir that holds data (it is kept beside, renamed, not deleted).
         #[arg(long)]
         force: bool,
-        /// Keep the mailboxes' UIDVALIDITY (only when moving a stopped server whole:
-        /// otherwise IMAP clients must see a new one and resync).
+        /// Keep the mailboxes' UIDVALIDITY and the calendars' sync tokens (only when
+        /// moving a stopped server whole: otherwise IMAP, CalDAV and CardDAV clients
+        /// must see new ones and resync).
         #[arg(long)]
         keep_uidvalidity: bool,
     },
@@ -287,15 +288,19 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
     match (&database, dumped.is_dir()) {
         (Some(mongo), true) => {
             let loaded_docs = backup::database::import(mongo, &dumped, request.force)?;
-            let renewed = if request.keep_uidvalidity {
-                0
+            let (renewed, collections) = if request.keep_uidvalidity {
+                (0, 0)
             } else {
-                backup::database::renew_uidvalidity(mongo)?
+                (
+                    backup::database::renew_uidvalidity(mongo)?,
+                    crate::collections::renew_instances_in_mongo(mongo)
+                        .context("renewing the calendars' sync state")?,
+                )
             };
             std::fs::remove_dir_all(&dumped)
                 .with_context(|| format!("removing {}", dumped.display()))?;
             println!(
-                "  The database {:?} was loaded: {loaded_docs} documents; {renewed} mailbox folders have a new UIDVALIDITY.",
+                "  The database {:?} was loaded: {loaded_docs} documents; {renewed} mailbox folders have a new UIDVALIDITY; {collections} calendars and address books a new sync token.",
                 mongo.db.name()
             );
         }
@@ -312,6 +317,12 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
         println!(
             "  {} mailbox folders have a new UIDVALIDITY: IMAP clients resync them.",
             report.folders_renewed
+        );
+    }
+    if report.collections_renewed > 0 {
+        println!(
+            "  {} calendars and address books have a new sync token: CalDAV and CardDAV clients resync them.",
+            report.collections_renewed
         );
     }
     if report.master_key_carried {

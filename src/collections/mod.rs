@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::mailbox::{CryptoError, Mailboxes};
 
-pub use mongo::MongoCollections;
-pub use sqlite::SqliteCollections;
+pub use mongo::{MongoCollections, renew_instances as renew_instances_in_mongo};
+pub use sqlite::{SqliteCollections, renew_instances};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectionError {

@@ -33,6 +33,33 @@ impl DriverError for CollectionError {
     }
 }
 
+/// Gives every collection in the database a new instance after a restore (see
+/// `sqlite::renew_instances`). Returns how many.
+pub fn renew_instances(mongo: &Mongo) -> Result<usize, CollectionError> {
+    mongo.block(async {
+        let ids: Vec<Bson> = mongo
+            .coll("dav_collections")
+            .find(doc! {})
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        for id in &ids {
+            mongo
+                .coll("dav_collections")
+                .update_one(
+                    doc! { "_id": id },
+                    doc! { "$set": { "instance": super::sqlite::instance()? } },
+                )
+                .await?;
+        }
+        Ok(ids.len())
+    })
+}
+
 /// Creates the indexes (every node at start; idempotent).
 pub(super) fn prepare(mongo: &Mongo) -> Result<(), CollectionError> {
     mongo.block(async {

@@ -562,6 +562,35 @@ fn bump(tx: &Connection, collection: i64) -> Result<u64, CollectionError> {
     Ok(modseq as u64)
 }
 
+/// Gives every collection in a restored mailbox file a new instance, as its folders get a
+/// new UIDVALIDITY: a client's sync token from after the backup would otherwise name a
+/// state the restored collection reaches again with other contents. Clients sync anew
+/// (their ETags still match, so nothing is fetched twice). Returns how many.
+pub fn renew_instances(path: &std::path::Path) -> Result<usize, CollectionError> {
+    let mut conn = Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let present: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'dav_collections'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !present {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = tx
+        .prepare("SELECT id FROM dav_collections")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        tx.execute(
+            "UPDATE dav_collections SET instance = ?1 WHERE id = ?2",
+            params![instance()?, id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
 /// A random name for a collection's instance (see `Collection::instance`).
 pub(super) fn instance() -> Result<String, CollectionError> {
     let mut bytes = [0u8; 8];
