@@ -29,6 +29,7 @@ pub mod routing;
 pub mod smtp;
 pub mod snapshot;
 pub mod source;
+pub mod spam;
 pub mod spec;
 pub mod sqlite;
 pub mod store;

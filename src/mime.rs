@@ -5,6 +5,60 @@ use std::ops::Deref;
 
 use mail_parser::{Message, MessageParser, PartType};
 
+/// The header section's fields as byte ranges (each with its folded lines and final
+/// CRLF), and the offset of the blank line that ends the section (the end of `raw` when
+/// there is none).
+pub fn header_fields(raw: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 2);
+    let mut fields = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    while at < end {
+        let line_end = raw[at..end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |p| at + p + 1);
+        if line_end < end && matches!(raw[line_end], b' ' | b'\t') {
+            at = line_end;
+            continue;
+        }
+        fields.push(start..line_end);
+        start = line_end;
+        at = line_end;
+    }
+    (fields, end)
+}
+
+/// `message` without the header fields `drop` picks (given each whole field); the same
+/// bytes when it picks none.
+pub fn without_fields(message: Vec<u8>, drop: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let (fields, end) = header_fields(&message);
+    if !fields.iter().any(|f| drop(&message[f.clone()])) {
+        return message;
+    }
+    let mut out = Vec::with_capacity(message.len());
+    for f in fields {
+        if !drop(&message[f.clone()]) {
+            out.extend_from_slice(&message[f]);
+        }
+    }
+    out.extend_from_slice(&message[end..]);
+    out
+}
+
+/// A field's name, as it is written (before the colon, trailing blanks removed).
+pub fn field_name(field: &[u8]) -> &[u8] {
+    let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    let mut name = &field[..colon];
+    while let [rest @ .., b' ' | b'\t'] = name {
+        name = rest;
+    }
+    name
+}
+
 /// A parsed message, taken apart level by level when dropped. Every full parse of a
 /// message from the network goes through `parse`.
 pub struct Parsed<'x>(Option<Message<'x>>);
@@ -42,6 +96,17 @@ impl Drop for Parsed<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_fields_keep_their_folded_lines() {
+        let raw = b"A: 1\r\n\t2\r\nB : x\r\n\r\nC: body\r\n";
+        let (fields, end) = super::header_fields(raw);
+        assert_eq!(fields, [0..10, 10..17]);
+        assert_eq!(end, 17);
+        assert_eq!(super::field_name(&raw[fields[1].clone()]), b"B");
+        let (fields, end) = super::header_fields(b"A: 1\r\nB: 2");
+        assert_eq!((fields, end), (vec![0..6, 6..10], 10));
+    }
+
     use super::*;
 
     #[test]

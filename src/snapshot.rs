@@ -192,6 +192,7 @@ mod tests {
             reject_dmarc_fail: true,
             subaddressing: true,
             catch_all: None,
+            spam: SpamPolicy::default(),
         }
     }
 

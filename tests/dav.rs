@@ -585,10 +585,10 @@ fn address_books_answer_queries_multigets_and_sync_across_a_restart() {
         "<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\"><d:prop>\
          <cs:getctag/></d:prop></d:propfind>",
     );
-    assert!(
-        ctag.body
-            .contains(&format!("<cs:getctag>{}</cs:getctag>", token_of(&later.body)))
-    );
+    assert!(ctag.body.contains(&format!(
+        "<cs:getctag>{}</cs:getctag>",
+        token_of(&later.body)
+    )));
 }
 
 #[test]
@@ -1431,8 +1431,18 @@ fn a_backup_restores_calendars_and_contacts_with_their_etags() {
     };
     let refused = sync(&old_token);
     assert_eq!(refused.status, 403, "{}", refused.body);
-    assert!(refused.body.contains("valid-sync-token"), "{}", refused.body);
-    assert!(restored.stdout.contains("calendars and address books have a new sync token"), "{}", restored.stdout);
+    assert!(
+        refused.body.contains("valid-sync-token"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        restored
+            .stdout
+            .contains("calendars and address books have a new sync token"),
+        "{}",
+        restored.stdout
+    );
     let afresh = sync("");
     assert_eq!(afresh.status, 207, "{}", afresh.body);
     assert!(afresh.body.contains("kept.ics"), "{}", afresh.body);

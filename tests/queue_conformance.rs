@@ -77,6 +77,7 @@ fn forward(target: &str) -> NewDelivery {
         alias: "x@d.test".into(),
         prefix: "ARC-Seal: x\r\n".into(),
         from_rewrite: "x@d.test".into(),
+        folder: String::new(),
         dsn: Dsn {
             rcpt: "x@d.test".into(),
             notify: smtp_proto::RCPT_NOTIFY_FAILURE,

@@ -74,6 +74,7 @@ fn world() -> World {
                 Arc::new(ferrymail::cache::MemoryCache::default()),
             ),
             logins: None,
+            spam: None,
             mailboxes: ferrymail::mailbox::Mailboxes::new(
                 &loaded.data_dir(),
                 ferrymail::mailbox::MasterKey::new(&[7u8; 32]).expect("key"),

@@ -466,6 +466,9 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         ),
     ];
     let message_memory = crate::limits::MessageMemory::new(limits.message_memory());
+    let spam = crate::spam::Rspamd::from_spec(&loaded.spec.spam, &loaded.base_dir)
+        .context("[spam]")?
+        .map(Arc::new);
     for (name, addr, logins, implicit_tls) in smtp_listeners {
         let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -487,6 +490,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             mailboxes: mailboxes.clone(),
             session_limits: limits.smtp(),
             message_memory: message_memory.clone(),
+            spam: spam.clone(),
         });
         tasks.spawn(serve_mx(listener, ctx, implicit_tls, shutdown.clone()));
         listeners.push((name.to_string(), addr.to_string()));

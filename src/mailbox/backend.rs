@@ -81,6 +81,26 @@ impl Mailbox {
         }
     }
 
+    /// The folder marked with a special use (`\\Junk`…) wherever the user moved or
+    /// renamed it, else the one named `name`, made with that use when missing.
+    pub fn special_folder(
+        &mut self,
+        special_use: &str,
+        name: &str,
+    ) -> Result<Folder, MailboxError> {
+        if let Some(folder) = self
+            .folders()?
+            .into_iter()
+            .find(|f| f.special_use.as_deref() == Some(special_use))
+        {
+            return Ok(folder);
+        }
+        match self.folder(name)? {
+            Some(folder) => Ok(folder),
+            None => self.make_folder(name, true, Some(special_use)),
+        }
+    }
+
     /// IMAP CREATE: a new folder, not subscribed (RFC 3501 §6.3.3 leaves that to the
     /// client's SUBSCRIBE), with the special use (`\\Sent`…) it was created for, if any
     /// (RFC 6154 §3).

@@ -177,7 +177,11 @@ impl Mailboxes {
         quota: Option<u64>,
     ) -> Result<u32, MailboxError> {
         let mut mailbox = self.open(account)?;
-        let folder = mailbox.folder_or_create(folder)?;
+        let folder = match folder {
+            // Spam goes where the user's client keeps it (RFC 6154), by name or not.
+            "Junk" => mailbox.special_folder("\\Junk", "Junk")?,
+            name => mailbox.folder_or_create(name)?,
+        };
         let (_, uid) = mailbox.append(&folder, body, &[], crate::queue::now_unix(), quota)?;
         Ok(uid)
     }

@@ -85,6 +85,8 @@ pub struct Delivery {
     pub alias: String,
     pub prefix: String,
     pub from_rewrite: String,
+    /// Where a mailbox delivery is filed (empty: INBOX).
+    pub folder: String,
     pub attempts: u32,
     pub mail_from: String,
     pub received_at: i64,
@@ -145,18 +147,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     dsn TEXT NOT NULL DEFAULT '',
     interrupted INTEGER NOT NULL DEFAULT 0,
-    held TEXT
+    held TEXT,
+    folder TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 ";
 
 /// Columns added after the first release of the schema, for queue files that predate them.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("messages", "delay_notified", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "dsn", "TEXT NOT NULL DEFAULT ''"),
     ("deliveries", "interrupted", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "held", "TEXT"),
+    ("deliveries", "folder", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// One connection, shared. What precedes a reply to a user (a 250, `queue remove`)
@@ -257,7 +261,7 @@ impl Queue for QueueDb {
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite,
-                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn, d.interrupted
+                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn, d.interrupted, d.folder
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -277,6 +281,7 @@ impl Queue for QueueDb {
                     body: r.get(10)?,
                     dsn: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
                     interrupted: r.get::<_, i64>(12)?.max(0) as u32,
+                    folder: r.get(13)?,
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -467,7 +472,7 @@ fn insert_messages(
             "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut del = tx.prepare_cached(
-            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at, dsn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at, dsn, folder) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let now = now();
         for (envelope, body, deliveries) in batch {
@@ -490,7 +495,8 @@ fn insert_messages(
                     d.prefix,
                     d.from_rewrite,
                     now,
-                    serde_json::to_string(&d.dsn).map_err(|e| QueueError::Data(e.to_string()))?
+                    serde_json::to_string(&d.dsn).map_err(|e| QueueError::Data(e.to_string()))?,
+                    d.folder
                 ])?;
             }
             ids.push(id);

@@ -87,6 +87,10 @@ pub struct NewDelivery {
     /// When set, the copy leaves with a friendly From of this alias (DMARC protection).
     #[serde(default)]
     pub from_rewrite: String,
+    /// The mailbox folder a mailbox delivery is filed in ("Junk" for spam); empty is the
+    /// INBOX.
+    #[serde(default)]
+    pub folder: String,
     /// The recipient it comes from and the notices its sender asked for.
     #[serde(default)]
     pub dsn: Dsn,

@@ -391,7 +391,19 @@ impl Worker {
             .and_then(|a| a.quota);
         let boxes = self.mailboxes.clone();
         let account = d.target.clone();
-        match tokio::task::spawn_blocking(move || boxes.append(&account, "INBOX", &body, quota))
+        let folder = match d.folder.as_str() {
+            "" => "INBOX".to_string(),
+            name => name.to_string(),
+        };
+        // The lines for this copy only (the spam verdict for its recipient) go on top.
+        let body = if d.prefix.is_empty() {
+            body
+        } else {
+            let mut with = d.prefix.as_bytes().to_vec();
+            with.extend_from_slice(&body);
+            with
+        };
+        match tokio::task::spawn_blocking(move || boxes.append(&account, &folder, &body, quota))
             .await
         {
             Ok(Ok(_uid)) => Ok(()),
@@ -511,6 +523,7 @@ impl Worker {
             alias: format!("mailer-daemon@{domain}"),
             prefix: String::new(),
             from_rewrite: String::new(),
+            folder: String::new(),
             dsn: Dsn {
                 rcpt: d.mail_from.clone(),
                 // Notices about notices are never wanted (RFC 3461 §6.2).

@@ -181,6 +181,15 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
             message: r.message.clone(),
             enabled: r.enabled,
         }),
+        spam: domain
+            .spam
+            .as_ref()
+            .map(|s| SpamPolicy {
+                reject_score: s.reject_score.map(SpamPolicy::hundredths),
+                junk_score: s.junk_score.map(SpamPolicy::hundredths),
+                junk_forward: s.junk_forward.as_deref().map(str::to_lowercase),
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -57,29 +57,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|r| r.address.as_str())
             .collect();
         let rcpts = rcpts.join(", ");
+        let spam = self.state.spam_note.take();
         match outcome {
             Ok(Some(id)) => {
-                self.log(Event::Accepted, Some(id), &sender, &rcpts, "");
+                self.log(
+                    Event::Accepted,
+                    Some(id),
+                    &sender,
+                    &rcpts,
+                    spam.as_deref().unwrap_or_default(),
+                );
                 self.reply(250, "2.0.0", &format!("Queued as {id}"));
             }
             Ok(None) => {
-                self.log(
-                    Event::Accepted,
-                    None,
-                    &sender,
-                    &rcpts,
-                    "dropped: every recipient is a quiet reject",
-                );
+                let why = match &spam {
+                    Some(note) => format!("dropped: {note}"),
+                    None => "dropped: every recipient is a quiet reject".to_string(),
+                };
+                self.log(Event::Accepted, None, &sender, &rcpts, &why);
                 self.reply(250, "2.0.0", "OK");
             }
             Err((code, status, text)) => {
-                self.log(
-                    Event::Rejected,
-                    None,
-                    &sender,
-                    &rcpts,
-                    &format!("{code} {status} {text}"),
-                );
+                let mut detail = format!("{code} {status} {text}");
+                if let Some(note) = &spam {
+                    detail.push_str("; ");
+                    detail.push_str(note);
+                }
+                self.log(Event::Rejected, None, &sender, &rcpts, &detail);
                 self.reply(code, status, &text);
             }
         }
@@ -170,6 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let mut message = self.received_header(&envelope).into_bytes();
         message.extend_from_slice(auth_header.as_bytes());
+        let body = self.filter_spam(&message, body, &mut deliveries).await?;
+        if deliveries.is_empty() {
+            return Ok(None);
+        }
         message.extend_from_slice(&body);
         // The quota counts the message as stored, trace headers included.
         let too_big = deliveries.iter().any(|d| {
@@ -345,18 +353,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, from
 /// the header section only (a field's folded continuation lines go with it).
 fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
-    let header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 2);
-    let ours = |field: &[u8]| {
-        let Some(value) = field
-            .get(..23)
-            .filter(|name| name.eq_ignore_ascii_case(b"Authentication-Results:"))
-            .map(|_| &field[23..])
-        else {
+    crate::mime::without_fields(message, |field| {
+        if !crate::mime::field_name(field).eq_ignore_ascii_case(b"Authentication-Results") {
             return false;
-        };
+        }
+        let value = field
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&field[..0], |colon| &field[colon + 1..]);
         let text = String::from_utf8_lossy(value);
         let id = text
             .trim_start()
@@ -364,28 +368,7 @@ fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
             .next()
             .unwrap_or_default();
         id.eq_ignore_ascii_case(authserv_id)
-    };
-    // Field boundaries: a line that does not start with a space or tab begins a field.
-    let mut starts = vec![0];
-    let mut at = 0;
-    while let Some(nl) = message[at..header_end].iter().position(|&b| b == b'\n') {
-        at += nl + 1;
-        if at < header_end && !matches!(message[at], b' ' | b'\t') {
-            starts.push(at);
-        }
-    }
-    starts.push(header_end);
-    if !starts.windows(2).any(|w| ours(&message[w[0]..w[1]])) {
-        return message;
-    }
-    let mut out = Vec::with_capacity(message.len());
-    for w in starts.windows(2) {
-        if !ours(&message[w[0]..w[1]]) {
-            out.extend_from_slice(&message[w[0]..w[1]]);
-        }
-    }
-    out.extend_from_slice(&message[header_end..]);
-    out
+    })
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reject_spf_fail: settings.reject_spf_fail,
             reject_dmarc_fail: settings.reject_dmarc_fail,
             allowlisted: verdict == Some(true),
+            spam: settings.spam.clone(),
+            greylist_delay: settings.greylist_delay,
             dsn: Dsn {
                 rcpt: address.clone(),
                 notify: to.flags
@@ -126,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         alias: address.clone(),
                         prefix: String::new(),
                         from_rewrite: String::new(),
+                        folder: String::new(),
                         dsn: Dsn::default(),
                     };
                     self.accept(Accepted {
@@ -140,23 +143,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
         }
 
-        if settings.greylisting && verdict != Some(true) {
-            let key = format!(
-                "grey:{}:{}:{}",
-                network_of(self.remote.ip()),
-                sender.to_lowercase(),
-                address.to_lowercase()
-            );
-            let delay = std::time::Duration::from_secs(settings.greylist_delay);
-            // Passed triples are remembered for 36 days, as Postgrey does.
-            let remember = std::time::Duration::from_secs(36 * 86_400);
-            if let Greylist::Defer { retry_in } = self.ctx.cache.greylist(&key, delay, remember) {
-                let text = format!(
-                    "Greylisted: please try again in {} seconds",
-                    retry_in.as_secs().max(1)
-                );
-                return self.refuse_rcpt(&address, 450, "4.7.1", &text);
-            }
+        if settings.greylisting
+            && verdict != Some(true)
+            && let Some(text) = self.greylist(&sender, &address, settings.greylist_delay)
+        {
+            return self.refuse_rcpt(&address, 450, "4.7.1", &text);
         }
 
         let resolution = match snapshot.resolve(&address) {
@@ -291,6 +282,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Greylisting (network, sender, recipient): the answer's text while the triple must
+    /// still wait, None once it has waited `delay_secs` and come back.
+    pub(super) fn greylist(&self, sender: &str, rcpt: &str, delay_secs: u64) -> Option<String> {
+        let key = format!(
+            "grey:{}:{}:{}",
+            network_of(self.remote.ip()),
+            sender.to_lowercase(),
+            rcpt.to_lowercase()
+        );
+        let delay = std::time::Duration::from_secs(delay_secs);
+        // Passed triples are remembered for 36 days, as Postgrey does.
+        let remember = std::time::Duration::from_secs(36 * 86_400);
+        match self.ctx.cache.greylist(&key, delay, remember) {
+            Greylist::Defer { retry_in } => Some(format!(
+                "Greylisted: please try again in {} seconds",
+                retry_in.as_secs().max(1)
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The client's network for greylisting: senders retry from another address of the
 /// same pool, so the /24 (IPv4) or /64 (IPv6) is what must match.
 fn network_of(ip: std::net::IpAddr) -> String {
@@ -330,6 +344,7 @@ pub(super) fn expand(
                 alias: alias.to_string(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                folder: String::new(),
                 dsn: Dsn::default(),
             });
         }

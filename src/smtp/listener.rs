@@ -43,6 +43,8 @@ pub struct MxContext {
     pub session_limits: crate::limits::Smtp,
     /// What every listener's sessions together may hold of messages being received.
     pub message_memory: Arc<crate::limits::MessageMemory>,
+    /// The spam filter, when `[spam]` declares one.
+    pub spam: Option<Arc<crate::spam::Rspamd>>,
 }
 
 impl MxContext {

@@ -9,6 +9,7 @@ mod envelope;
 pub mod listener;
 mod policy;
 mod session;
+mod spam;
 mod submission;
 
 pub use listener::{MxContext, serve_mx};

@@ -40,6 +40,10 @@ pub struct Accepted {
     pub allowlisted: bool,
     /// The notices the sender asked for about this recipient (DSN).
     pub dsn: crate::queue::Dsn,
+    /// What the recipient domain does with the spam filter's verdict.
+    pub spam: crate::store::records::SpamPolicy,
+    /// Seconds a new sender waits when greylisted (here or on rspamd's advice).
+    pub greylist_delay: u64,
 }
 
 /// The session's state: who the client said it is and the transaction in progress. A
@@ -58,6 +62,8 @@ pub struct State {
     pub errors: u32,
     /// Recipients refused so far (see `limits::Smtp::refused_recipients`).
     pub refused: u32,
+    /// What the spam filter made of the message in progress, for the mail log.
+    pub spam_note: Option<String>,
 }
 
 pub(super) enum Input {
@@ -535,6 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state.ret_full = false;
         self.state.envid = None;
         self.state.rcpts.clear();
+        self.state.spam_note = None;
         // The buffer goes too, not only its contents: its memory is given back.
         self.bdat_body = Vec::new();
         self.memory.release();

@@ -248,6 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 alias: sender.clone(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                folder: String::new(),
                 dsn: Dsn::default(),
             });
         }
@@ -262,6 +263,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reject_dmarc_fail: false,
             allowlisted: true,
             dsn,
+            spam: Default::default(),
+            greylist_delay: 0,
         });
         self.reply(250, "2.1.5", "Recipient OK");
     }

@@ -35,6 +35,9 @@ pub struct Spec {
     /// Outbound delivery.
     #[serde(default)]
     pub delivery: Delivery,
+    /// The spam filter every arriving message passes before its 250.
+    #[serde(default)]
+    pub spam: Spam,
     /// DNS resolution and the providers that publish each domain's records.
     #[serde(default)]
     pub dns: Dns,
@@ -410,6 +413,69 @@ fn default_refused_recipients_per_hour() -> u32 {
     crate::limits::Smtp::default().refused_recipients_per_hour
 }
 
+/// The spam filter: rspamd, asked over its HTTP API at the end of DATA.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spam {
+    /// "rspamd" judges every arriving message; "none" (default) keeps only the SPF/DMARC,
+    /// greylisting and allow/deny checks.
+    #[serde(default)]
+    pub kind: SpamKind,
+    /// rspamd's scanning worker. Default "http://127.0.0.1:11333".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// rspamd's controller, which learns spam and ham. Default "http://127.0.0.1:11334".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_url: Option<String>,
+    /// The controller's password, when it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// How long one scan may take, e.g. "20s" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// What arriving mail gets while rspamd cannot answer: "tempfail" (default: 451, the
+    /// sender retries and nothing is lost) or "accept" (taken unscanned).
+    #[serde(default)]
+    pub on_error: SpamOnError,
+    /// Scan what mailbox users submit too, and refuse what rspamd would reject: a stolen
+    /// password must not make the server a spam cannon. Default false.
+    #[serde(default)]
+    pub scan_outbound: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamKind {
+    #[default]
+    None,
+    Rspamd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamOnError {
+    #[default]
+    Tempfail,
+    Accept,
+}
+
+/// How one domain treats the spam filter's verdicts. Unset scores use rspamd's own action.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpam {
+    /// Refuse (554) at or above this score, instead of when rspamd says "reject".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_score: Option<f64>,
+    /// Junk at or above this score, instead of when rspamd says "add header" or "rewrite
+    /// subject": a mailbox files it in Junk, a forward does not send it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_score: Option<f64>,
+    /// Where junk an alias would have forwarded goes instead (an address). Unset: it is
+    /// not forwarded, and the mail log says so. Spam is never bounced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_forward: Option<String>,
+}
+
 /// Outbound delivery.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -705,6 +771,9 @@ pub struct Domain {
     /// Refuse inbound mail that did not arrive over TLS. Default false.
     #[serde(default)]
     pub require_tls: bool,
+    /// What the spam filter's verdicts do to this domain's mail (with `[spam]` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<DomainSpam>,
     /// Refuse mail whose sender domain's SPF record hard-fails the sending IP. Default true.
     #[serde(default = "yes")]
     pub reject_spf_fail: bool,

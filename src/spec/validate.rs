@@ -24,6 +24,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     v.backends(spec);
     v.dns(&spec.dns);
     v.limits(&spec.limits);
+    v.spam(&spec.spam);
     v.domains(spec);
     if let Some(b) = &spec.backups {
         let p = SpecPath::keys(&["backups"]);
@@ -254,6 +255,71 @@ impl Validator {
                 ),
             ),
             Err(e) => self.err(at, format!("\"{text}\" is not a URL: {e}")),
+        }
+    }
+
+    fn spam(&mut self, spam: &super::model::Spam) {
+        let p = SpecPath::keys(&["spam"]);
+        for (key, value) in [("url", &spam.url), ("controller_url", &spam.controller_url)] {
+            if let Some(text) = value {
+                match url::Url::parse(text) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    Ok(_) => self.err(
+                        p.key(key),
+                        format!("\"{text}\" must be an http:// or https:// URL with a host"),
+                    ),
+                    Err(e) => self.err(
+                        p.key(key),
+                        format!("\"{text}\" is not a URL ({e}); e.g. \"http://127.0.0.1:11333\""),
+                    ),
+                }
+            }
+        }
+        if let Some(password) = &spam.password {
+            self.secret(&p.key("password"), password);
+        }
+        if let Some(timeout) = &spam.timeout {
+            match humantime::parse_duration(timeout) {
+                Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(300) => {}
+                Ok(_) => self.err(
+                    p.key("timeout"),
+                    format!("\"{timeout}\": between 1s and 5m (the sender waits for it)"),
+                ),
+                Err(_) => self.err(
+                    p.key("timeout"),
+                    format!("\"{timeout}\" is not a duration (e.g. \"20s\")"),
+                ),
+            }
+        }
+    }
+
+    fn domain_spam(&mut self, p: &SpecPath, spam: &super::model::DomainSpam) {
+        for (key, score) in [
+            ("reject_score", spam.reject_score),
+            ("junk_score", spam.junk_score),
+        ] {
+            if score.is_some_and(|s| !s.is_finite() || s.abs() > 1_000_000.0) {
+                self.err(
+                    p.key(key),
+                    "a score is a number between -1000000 and 1000000",
+                );
+            }
+        }
+        if let (Some(junk), Some(reject)) = (spam.junk_score, spam.reject_score)
+            && junk > reject
+        {
+            self.err(
+                p.key("junk_score"),
+                format!("junk_score {junk} is above reject_score {reject}: nothing would be junk"),
+            );
+        }
+        if let Some(address) = &spam.junk_forward
+            && crate::address::Address::parse(address).is_err()
+        {
+            self.err(
+                p.key("junk_forward"),
+                format!("\"{address}\" is not an e-mail address"),
+            );
         }
     }
 
@@ -521,6 +587,9 @@ impl Validator {
                 p.key("max_message_size"),
                 format!("\"{size}\" is not a size (e.g. \"25MB\", \"50MiB\")"),
             );
+        }
+        if let Some(spam) = &domain.spam {
+            self.domain_spam(&p.key("spam"), spam);
         }
         if let Some(delay) = &domain.greylist_delay
             && humantime::parse_duration(delay).is_err()

@@ -149,6 +149,32 @@ pub struct DomainRecord {
     pub reject_dmarc_fail: bool,
     pub subaddressing: bool,
     pub catch_all: Option<RuleRecord>,
+    /// Added with the spam filter: stores written before have the default.
+    #[serde(default, skip_serializing_if = "SpamPolicy::is_default")]
+    pub spam: SpamPolicy,
+}
+
+/// What a domain does with the spam filter's verdicts. Scores are in hundredths (the
+/// records compare exactly; a score has two decimals anyway).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpamPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_score: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_score: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_forward: Option<String>,
+}
+
+impl SpamPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == SpamPolicy::default()
+    }
+
+    /// A score as the spec writes it, in hundredths.
+    pub fn hundredths(score: f64) -> i64 {
+        (score * 100.0).round() as i64
+    }
 }
 
 pub const DEFAULT_GREYLIST_DELAY: u64 = 300;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod imap;
+pub mod rspamd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

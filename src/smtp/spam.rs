@@ -1,0 +1,159 @@
+//! The spam filter's turn at the end of DATA: rspamd's verdict refuses the message,
+//! defers it, or decides per recipient whether the copy is junk (Junk folder, not forwarded).
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::session::Session;
+use crate::queue::{DeliveryKind, NewDelivery};
+use crate::spam::{Action, Facts, Judgement};
+use crate::spec::model::SpamOnError;
+
+/// An SMTP answer refusing the message.
+type Refusal = (u16, &'static str, String);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Asks rspamd about `body` (scanned with `trace`, the headers this server adds on
+    /// top) and applies its verdict: the body to store, with the spam headers, and the
+    /// deliveries each recipient's domain wants. What it decided goes to `spam_note`.
+    pub(super) async fn filter_spam(
+        &mut self,
+        trace: &[u8],
+        body: Vec<u8>,
+        deliveries: &mut Vec<NewDelivery>,
+    ) -> Result<Vec<u8>, Refusal> {
+        let Some(rspamd) = self.ctx.spam.clone() else {
+            return Ok(body);
+        };
+        let submission = self.is_submission();
+        if (submission && !rspamd.scan_outbound)
+            || (!submission && self.state.rcpts.iter().all(|r| r.allowlisted))
+        {
+            return Ok(body);
+        }
+        let mail_from = self.state.mail_from.clone().unwrap_or_default();
+        let helo = self.state.helo.clone().unwrap_or_default();
+        let mut scanned = Vec::with_capacity(trace.len() + body.len());
+        scanned.extend_from_slice(trace);
+        scanned.extend_from_slice(&body);
+        let facts = Facts {
+            ip: self.remote.ip(),
+            helo: &helo,
+            mail_from: &mail_from,
+            rcpts: self
+                .state
+                .rcpts
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect(),
+            user: self.state.account.as_deref(),
+            mta: &self.ctx.hostname,
+        };
+        let verdict = match rspamd.check(&facts, scanned).await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                tracing::warn!(error = %e, "the spam filter did not answer");
+                return match rspamd.on_error {
+                    SpamOnError::Tempfail => {
+                        self.state.spam_note = Some(format!("spam filter: {e}"));
+                        Err((
+                            451,
+                            "4.3.0",
+                            "The spam filter is not answering; please try again later".into(),
+                        ))
+                    }
+                    SpamOnError::Accept => {
+                        self.state.spam_note = Some(format!("taken unscanned: {e}"));
+                        Ok(body)
+                    }
+                };
+            }
+        };
+        self.state.spam_note = Some(format!("spam {}", verdict.summary()));
+        let refused = |default: &str| {
+            verdict
+                .smtp_message
+                .as_deref()
+                .map(|m| m.chars().filter(|c| !c.is_control()).take(200).collect())
+                .unwrap_or_else(|| default.to_string())
+        };
+        match verdict.action {
+            Action::SoftReject => {
+                return Err((451, "4.7.1", refused("Try again later")));
+            }
+            Action::Greylist if !submission => {
+                let delay = self.state.rcpts.iter().map(|r| r.greylist_delay).max();
+                let waiting = self
+                    .state
+                    .rcpts
+                    .iter()
+                    .find_map(|r| self.greylist(&mail_from, &r.address, delay.unwrap_or(300)));
+                if let Some(text) = waiting {
+                    return Err((451, "4.7.1", text));
+                }
+            }
+            _ => {}
+        }
+        if submission {
+            // What users send leaves as they wrote it; only what rspamd would refuse
+            // from anyone is held back.
+            return match verdict.action {
+                Action::Reject => Err((554, "5.7.1", refused("Message refused as spam"))),
+                _ => Ok(body),
+            };
+        }
+
+        let judgements: Vec<(Judgement, Option<String>)> = deliveries
+            .iter()
+            .map(|d| {
+                let rcpt = self.state.rcpts.iter().find(|r| {
+                    r.deliveries
+                        .iter()
+                        .any(|x| x.kind == d.kind && x.target == d.target)
+                });
+                match rcpt {
+                    Some(r) if r.allowlisted => (Judgement::Deliver, None),
+                    Some(r) => (verdict.judge(&r.spam), r.spam.junk_forward.clone()),
+                    None => (verdict.judge(&Default::default()), None),
+                }
+            })
+            .collect();
+        // One transaction, one answer: the strictest recipient domain decides.
+        if judgements.iter().any(|(j, _)| *j == Judgement::Refuse) {
+            return Err((554, "5.7.1", refused("Message refused as spam")));
+        }
+        let mut kept: Vec<NewDelivery> = Vec::with_capacity(deliveries.len());
+        let mut notes = Vec::new();
+        for (mut d, (judgement, junk_forward)) in deliveries.drain(..).zip(judgements) {
+            d.prefix.push_str(&verdict.status_lines(judgement));
+            if judgement == Judgement::Junk {
+                match (d.kind, junk_forward) {
+                    (DeliveryKind::Mailbox, _) => d.folder = "Junk".into(),
+                    (_, Some(to)) => {
+                        notes.push(format!("junk for {} sent to {to}", d.target));
+                        d.kind = DeliveryKind::Forward;
+                        d.target = to;
+                    }
+                    // Never bounced (that would be backscatter), never sent on.
+                    (_, None) => {
+                        notes.push(format!("junk not forwarded to {}", d.target));
+                        continue;
+                    }
+                }
+            }
+            if !kept
+                .iter()
+                .any(|x| x.kind == d.kind && x.target == d.target)
+            {
+                kept.push(d);
+            }
+        }
+        *deliveries = kept;
+        if !notes.is_empty()
+            && let Some(note) = &mut self.state.spam_note
+        {
+            note.push_str("; ");
+            note.push_str(&notes.join("; "));
+        }
+        Ok(crate::spam::rewrite(body, &verdict))
+    }
+}

@@ -1,0 +1,269 @@
+//! The spam filter with a real rspamd (Debian's, offline): what it rejects is refused at
+//! the MX, what it marks is junk (Junk folder, not forwarded), ham arrives with headers,
+//! and while it is down senders are asked to retry and nothing is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rspamd::{GREY_SUBJECT, GTUBE, JUNK_SUBJECT, SOFT_SUBJECT};
+use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+
+fn spec(mx: u16, relay: u16, dns: u16, spam: &str) -> String {
+    format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+
+[dns]
+resolver = "127.0.0.1:{dns}"
+
+[delivery]
+relay = "127.0.0.1:{relay}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+
+[domains."example.test".aliases.fwd]
+forward = ["friend@elsewhere.test"]
+
+[domains."lenient.test"]
+spam = {{ reject_score = 100, junk_forward = "trap@elsewhere.test" }}
+
+[domains."lenient.test".aliases.fwd]
+forward = ["pal@elsewhere.test"]
+
+{spam}"#
+    )
+}
+
+fn send(mx: u16, to: &str, subject: &str, body: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "--from",
+        "alice@sender.test",
+        "--to",
+        to,
+        "--h-Subject",
+        subject,
+        "--body",
+        body,
+    ];
+    args.extend_from_slice(extra);
+    swaks(mx, &args)
+}
+
+fn text(message: &[u8]) -> String {
+    String::from_utf8_lossy(message).into_owned()
+}
+
+#[test]
+fn rspamd_refuses_marks_and_passes_mail_as_each_domain_says() {
+    let w = Workspace::new("");
+    let rspamd = common::rspamd::start(w.path());
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, relay, dns, &rspamd.spec("")));
+    let sink_dir = w.path().join("sink");
+    let _sink = python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
+    let server = w.serve(mx);
+
+    // GTUBE: rspamd says reject, and the MX refuses before taking the message.
+    let gtube = send(mx, "me@example.test", "test", GTUBE, &[]);
+    assert!(
+        gtube.stdout.contains("<** 554 5.7.1 Gtube pattern"),
+        "{}",
+        gtube.stdout
+    );
+    // rspamd's soft reject asks the sender to come back.
+    let soft = send(mx, "me@example.test", SOFT_SUBJECT, "hello", &[]);
+    assert!(
+        soft.stdout
+            .contains("<** 451 4.7.1 Try again later, please"),
+        "{}",
+        soft.stdout
+    );
+    // Ham, with a verdict of the sender's own that must not survive.
+    send(
+        mx,
+        "me@example.test",
+        "lunch on friday",
+        "see you there",
+        &["--add-header", "X-Spam-Status: No, score=-100 forged"],
+    )
+    .ok();
+    // Marked as spam: a mailbox files it in Junk.
+    send(mx, "me@example.test", JUNK_SUBJECT, "buy now", &[]).ok();
+    // Marked as spam for a forward: not forwarded; ham is.
+    send(mx, "fwd@example.test", JUNK_SUBJECT, "buy now", &[]).ok();
+    send(mx, "fwd@example.test", "minutes", "as agreed", &[]).ok();
+    // A domain whose reject_score is above GTUBE's 15: junk there, and its junk goes to
+    // its junk_forward address instead of the alias's target.
+    send(mx, "fwd@lenient.test", "test", GTUBE, &[]).ok();
+
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            w.inbox("me@example.test").len() == 1 && w.folder("me@example.test", "Junk").len() == 1
+        }),
+        "inbox {} junk {}\n{}",
+        w.inbox("me@example.test").len(),
+        w.folder("me@example.test", "Junk").len(),
+        server.log_text()
+    );
+    let ham = text(&w.inbox("me@example.test")[0]);
+    assert!(ham.contains("Subject: lunch on friday"), "{ham}");
+    assert!(ham.starts_with("X-Spam-Status: No, score="), "{ham}");
+    assert!(ham.contains("X-Spamd-Result: default: False ["), "{ham}");
+    assert!(
+        !ham.contains("forged"),
+        "the sender's own verdict is gone:\n{ham}"
+    );
+    assert!(!ham.contains("X-Spam-Flag"), "{ham}");
+    let junk = text(&w.folder("me@example.test", "Junk")[0]);
+    assert!(junk.starts_with("X-Spam-Status: Yes, score="), "{junk}");
+    assert!(junk.contains("X-Spam-Flag: YES"), "{junk}");
+    assert!(junk.contains("FERRYMAIL_TEST_JUNK(8.00)"), "{junk}");
+
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&sink_dir).len() == 2),
+        "{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = received(&sink_dir);
+    assert_eq!(sent.len(), 2, "junk for friend@ is never sent on");
+    let to_friend: Vec<_> = sent
+        .iter()
+        .filter(|m| m.rcpt_to == ["friend@elsewhere.test"])
+        .collect();
+    assert_eq!(to_friend.len(), 1);
+    assert!(to_friend[0].content.contains("Subject: minutes"));
+    assert!(to_friend[0].content.contains("X-Spam-Status: No, score="));
+    let trapped = sent
+        .iter()
+        .find(|m| m.rcpt_to == ["trap@elsewhere.test"])
+        .expect("lenient.test's junk goes to its junk_forward");
+    assert!(
+        trapped.content.contains("X-Spam-Flag: YES"),
+        "{}",
+        trapped.content
+    );
+
+    // The mail log says what rspamd found, refused or not.
+    assert!(wait_for(Duration::from_secs(10), || w
+        .run(&["queue", "log", "--json"])
+        .stdout
+        .contains("junk not forwarded")));
+    let log = w.run(&["queue", "log", "--json"]).stdout;
+    assert!(
+        log.contains("554 5.7.1 Gtube pattern; spam score 15.00 (reject)"),
+        "{log}"
+    );
+    assert!(log.contains("FERRYMAIL_TEST_JUNK(8.00)"), "{log}");
+    assert!(
+        log.contains("junk not forwarded to friend@elsewhere.test"),
+        "{log}"
+    );
+    assert!(
+        log.contains("junk for pal@elsewhere.test sent to trap@elsewhere.test"),
+        "{log}"
+    );
+}
+
+#[test]
+fn rspamd_greylist_advice_uses_the_servers_greylisting() {
+    let w = Workspace::new("");
+    let rspamd = common::rspamd::start(w.path());
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let body = spec(mx, relay, dns, &rspamd.spec("")).replace(
+        "[domains.\"lenient.test\"]\n",
+        "[domains.\"lenient.test\"]\ngreylist_delay = \"2s\"\n",
+    );
+    w.write_spec(&body);
+    let server = w.serve(mx);
+    let first = send(mx, "fwd@lenient.test", GREY_SUBJECT, "hi", &[]);
+    assert!(
+        first
+            .stdout
+            .contains("<** 451 4.7.1 Greylisted: please try again in"),
+        "{}",
+        first.stdout
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let again = send(mx, "fwd@lenient.test", GREY_SUBJECT, "hi", &[]);
+    assert!(
+        again.stdout.contains("<-  250 2.0.0"),
+        "{}\n{}",
+        again.stdout,
+        server.log_text()
+    );
+}
+
+#[test]
+fn while_rspamd_is_down_senders_retry_and_nothing_is_lost() {
+    let w = Workspace::new("");
+    let mut rspamd = common::rspamd::start(w.path());
+    let (port, controller) = (rspamd.port, rspamd.controller);
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, relay, dns, &rspamd.spec("timeout = \"5s\"")));
+    let mut server = w.serve(mx);
+
+    rspamd.stop();
+    let refused = send(mx, "me@example.test", "while it is down", "hello", &[]);
+    assert!(
+        refused
+            .stdout
+            .contains("<** 451 4.3.0 The spam filter is not answering; please try again later"),
+        "{}",
+        refused.stdout
+    );
+    assert!(w.inbox("me@example.test").is_empty());
+    // The mail log is written in batches: what it says shows within a moment.
+    let log = || w.run(&["queue", "log", "--json"]).stdout;
+    assert!(
+        wait_for(Duration::from_secs(10), || log()
+            .contains("spam filter: rspamd at http://127.0.0.1:")),
+        "{}",
+        log()
+    );
+
+    // The sender's retry, once rspamd is back, is delivered: once.
+    let _back = common::rspamd::start_on(w.path(), port, controller);
+    send(mx, "me@example.test", "while it is down", "hello", &[]).ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || w.inbox("me@example.test").len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+    assert!(text(&w.inbox("me@example.test")[0]).contains("X-Spam-Status: No"));
+
+    // on_error = "accept": taken unscanned, and the log says so.
+    server.terminate();
+    drop(_back);
+    w.write_spec(&spec(
+        mx,
+        relay,
+        dns,
+        &rspamd.spec("timeout = \"5s\"\non_error = \"accept\""),
+    ));
+    let server = w.serve(mx);
+    send(mx, "me@example.test", "unscanned", "hello", &[]).ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || w.inbox("me@example.test").len()
+            == 2),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || log()
+            .contains("taken unscanned: rspamd at")),
+        "{}",
+        log()
+    );
+}
