@@ -267,3 +267,114 @@ fn while_rspamd_is_down_senders_retry_and_nothing_is_lost() {
         log()
     );
 }
+
+/// How many messages rspamd's Bayes classifier has learned as spam or ham (kept in its
+/// Redis, as rspamd's own `RS` hash).
+fn learns(redis_port: &str, class: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", redis_port, "hget", "RS", &format!("learns_{class}")])
+        .output()
+        .expect("redis-cli (redis-tools, with redis-server)");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn moving_mail_into_and_out_of_junk_teaches_rspamd() {
+    let w = Workspace::new("");
+    let (_redis, url) = common::redis(w.path());
+    let redis = url.trim_start_matches("redis://").trim_end_matches('/');
+    let redis_port = redis.rsplit_once(':').unwrap().1.to_string();
+    let rspamd = common::rspamd::start_with_bayes(w.path(), redis);
+    let (mx, relay, imap) = (free_port(), free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let with_imap = format!(
+        "[tls]\nmode = \"self-signed\"\n\n{}",
+        spec(mx, relay, dns, &rspamd.spec(""))
+    )
+    .replace(
+        "[listeners]\n",
+        &format!("[listeners]\nimap = \"127.0.0.1:{imap}\"\n"),
+    );
+    w.write_spec(&with_imap);
+    let server = w.serve(mx);
+    // rspamd learns from text: each message has words enough for its classifier.
+    let words = "quarterly figures attached please review the spreadsheet before \
+                 thursday meeting with finance team regarding budget allocation and \
+                 hiring plans for next year";
+    // (rspamd takes a second message with the same text for one it learned already.)
+    for (n, extra) in ["marketing conference venue", "warehouse inventory audit"]
+        .iter()
+        .enumerate()
+    {
+        let text = format!("{words} {extra}");
+        send(mx, "me@example.test", &format!("offer {n}"), &text, &[]).ok();
+    }
+    assert!(wait_for(Duration::from_secs(30), || w
+        .inbox("me@example.test")
+        .len()
+        == 2));
+    assert_eq!(learns(&redis_port, "spam"), 0);
+
+    let peer = |from: &str, to: &str| {
+        common::python_peer_run(
+            "imap_move.py",
+            &[&imap.to_string(), "me@example.test", "quickstart", from, to],
+            w.path(),
+        )
+        .ok();
+    };
+    // The user's "Junk" button: rspamd learns both as spam, in the background.
+    peer("INBOX", "Junk");
+    assert!(
+        wait_for(Duration::from_secs(30), || learns(&redis_port, "spam") == 2),
+        "learned as spam: {}\n{}",
+        learns(&redis_port, "spam"),
+        server.log_text()
+    );
+    // "Not junk": back out of Junk, learned as ham.
+    peer("Junk", "Archive");
+    assert!(
+        wait_for(Duration::from_secs(30), || learns(&redis_port, "ham") == 2),
+        "learned as ham: {}\n{}",
+        learns(&redis_port, "ham"),
+        server.log_text()
+    );
+    // rspamd moved them: a message is spam or ham to it, never both.
+    assert_eq!(learns(&redis_port, "spam"), 0);
+
+    // The operator's command, for messages at hand.
+    let file = w.path().join("complaint.eml");
+    std::fs::write(
+        &file,
+        format!(
+            "From: spammer@sender.test\r\nTo: me@example.test\r\nSubject: winner\r\n\
+             Message-ID: <complaint@sender.test>\r\n\r\nclaim your lottery prize money \
+             transfer bank account details urgently required today winner selected {words}\r\n"
+        ),
+    )
+    .unwrap();
+    let taught = w.run(&["spam", "learn", "--spam", file.to_str().unwrap()]);
+    taught.ok();
+    assert!(
+        taught.stdout.contains("learned as spam"),
+        "{}",
+        taught.stdout
+    );
+    assert_eq!(learns(&redis_port, "spam"), 1);
+}
+
+#[test]
+fn spam_learn_without_a_filter_says_what_to_set() {
+    let w = Workspace::new("[domains.\"example.test\"]\ncatch_all = { reject = \"hard\" }\n");
+    std::fs::write(w.path().join("m.eml"), "Subject: x\r\n\r\nx\r\n").unwrap();
+    let out = w.run(&["spam", "learn", "--ham", "m.eml"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("set [spam] kind = \"rspamd\""),
+        "{}",
+        out.stderr
+    );
+}

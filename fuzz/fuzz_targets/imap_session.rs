@@ -30,6 +30,7 @@ fn world() -> World {
         logins: base.logins.clone(),
         tls: None,
         max_append: 1 << 20,
+        learner: None,
     });
     World { base, ctx }
 }

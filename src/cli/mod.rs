@@ -13,6 +13,7 @@ mod plan;
 mod queue;
 mod schema;
 mod serve;
+mod spam;
 mod status;
 mod validate;
 
@@ -92,6 +93,9 @@ enum Command {
     Backup(backup::Command),
     /// Copy the store into an empty one of the other kind (sqlite ↔ mongodb).
     Migrate(migrate::Args),
+    /// The spam filter: teach it spam and ham.
+    #[command(subcommand)]
+    Spam(spam::Command),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
@@ -146,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(&cli.spec, args),
         Command::Backup(command) => backup::run(&cli.spec, command),
         Command::Migrate(args) => migrate::run(&cli.spec, args),
+        Command::Spam(command) => spam::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
         Command::Passwd => passwd::run(),
     }

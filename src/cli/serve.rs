@@ -503,6 +503,9 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         logins: logins.clone(),
         tls: tls.as_deref().map(crate::tls::without_tickets),
         max_append: u32::try_from(max_size).unwrap_or(u32::MAX),
+        learner: spam
+            .clone()
+            .map(|rspamd| crate::spam::Learner::start(rspamd, mailboxes.clone())),
     });
     for (name, addr, implicit_tls) in [
         ("imap", declared.imap, false),

@@ -28,6 +28,8 @@ pub struct ImapContext {
     /// The largest APPEND (the largest message a domain of this server accepts), and so
     /// the largest literal a logged-in client may send.
     pub max_append: u32,
+    /// Teaches the spam filter what users move into and out of Junk.
+    pub learner: Option<crate::spam::Learner>,
 }
 
 /// Accepts connections until `shutdown`. `implicit_tls` is the imaps port.

@@ -699,6 +699,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let source: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let dest: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        if let Some(learner) = self.ctx.learner.clone()
+            && let Some(spam) =
+                crate::spam::direction(from.special_use.as_deref(), to.special_use.as_deref())
+            && !dest.is_empty()
+        {
+            learner.learn(crate::spam::Lesson {
+                account: self.user().mailbox.account().to_string(),
+                folder: to.name.clone(),
+                uids: dest.clone(),
+                spam,
+            });
+        }
         let code = match (uid_set(&source), uid_set(&dest)) {
             (Some(source), Some(destination)) => Some(Code::CopyUid {
                 uid_validity: convert::nz(to.uidvalidity),

@@ -2,9 +2,11 @@
 //! recipient domain's policy turns the verdict into refuse, junk or deliver.
 
 mod headers;
+mod learn;
 mod rspamd;
 
 pub use headers::{is_spam_header, rewrite};
+pub use learn::{Learner, Lesson, direction};
 pub use rspamd::{Facts, Rspamd, SpamError};
 
 use crate::store::records::SpamPolicy;

@@ -58,8 +58,17 @@ pub fn start(dir: &Path) -> Rspamd {
     start_on(dir, free_port(), free_port())
 }
 
+/// Starts rspamd with its Bayes classifier in the Redis at `redis` ("host:port").
+pub fn start_with_bayes(dir: &Path, redis: &str) -> Rspamd {
+    start_with(dir, free_port(), free_port(), Some(redis))
+}
+
 /// Starts rspamd on the given ports (again, after `stop`, to come back where it was).
 pub fn start_on(dir: &Path, port: u16, controller: u16) -> Rspamd {
+    start_with(dir, port, controller, None)
+}
+
+fn start_with(dir: &Path, port: u16, controller: u16, redis: Option<&str>) -> Rspamd {
     let root = dir.join("rspamd");
     for sub in ["local.d", "db", "run", "log"] {
         std::fs::create_dir_all(root.join(sub)).expect("rspamd dirs");
@@ -114,6 +123,12 @@ pub fn start_on(dir: &Path, port: u16, controller: u16) -> Rspamd {
          }\n"
             .into(),
     );
+    if let Some(redis) = redis {
+        write(
+            "local.d/classifier-bayes.conf",
+            format!("backend = \"redis\";\nservers = \"{redis}\";\nautolearn = false;\n"),
+        );
+    }
     let log = root.join("stderr.log");
     let var = |name: &str, sub: &str| format!("{name}={}", root.join(sub).display());
     let child = Command::new("rspamd")
