@@ -51,6 +51,8 @@ pub struct Smtp {
     pub refused_recipients_per_hour: u32,
     /// How late each refusal past `SMTP_REFUSALS_BEFORE_SLEEP` is answered (a second).
     pub error_sleep: Duration,
+    /// What a mailbox may send through submission unless it declares its own.
+    pub sending: crate::spec::model::SendingLimits,
 }
 
 impl Default for Smtp {
@@ -61,6 +63,7 @@ impl Default for Smtp {
             refused_recipients: 10,
             refused_recipients_per_hour: 100,
             error_sleep: Duration::from_secs(1),
+            sending: Default::default(),
         }
     }
 }

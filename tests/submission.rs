@@ -43,6 +43,9 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 [domains."example.test".aliases.keeper]
 mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, save_sent = true }}
 
+[domains."example.test".aliases.limited]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }}, sending = {{ per_hour = 3, recipients_per_message = 2 }} }}
+
 [domains."example.test".aliases.sales]
 forward = ["me@example.test"]
 
@@ -315,5 +318,71 @@ fn password_guessing_is_refused_then_throttled() {
             .contains("535 5.7.8 Authentication credentials invalid"),
         "{}",
         unknown.stdout
+    );
+}
+
+/// A stolen password must not make the server a spam cannon: past its hourly limit an
+/// account's mail is refused (every recipient counts), and the refusal is logged where
+/// the admin reads warnings and in the mail log.
+#[test]
+fn an_account_over_its_sending_limit_is_refused() {
+    let s = setup();
+    let limited = [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "limited@example.test",
+        "--auth-password",
+        "quickstart",
+    ];
+    let from = "limited@example.test";
+    // Three recipients for one message: the third is refused, the message goes to two.
+    let three = submit(
+        s.port,
+        &limited,
+        from,
+        "a@elsewhere.test,b@elsewhere.test,c@elsewhere.test",
+        &[],
+    );
+    assert!(
+        three
+            .stdout
+            .contains("452 4.5.3 Too many recipients: at most 2 for one message"),
+        "{}",
+        three.stdout
+    );
+    assert!(
+        three.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        three.stdout
+    );
+    // One more makes three this hour; the next is over the limit.
+    submit(s.port, &limited, from, "d@elsewhere.test", &[]).ok();
+    let over = submit(s.port, &limited, from, "e@elsewhere.test", &[]);
+    assert!(
+        over.stdout.contains(
+            "450 4.7.1 Sending limit reached: at most 3 messages an hour (each recipient counts); try again later"
+        ),
+        "{}",
+        over.stdout
+    );
+    // Another account is not held back by it.
+    submit(s.port, &ME, "me@example.test", "f@elsewhere.test", &[]).ok();
+    assert!(
+        wait_for(Duration::from_secs(20), || s
+            .server
+            .log_text()
+            .contains("a mailbox reached its sending limit")),
+        "{}",
+        s.server.log_text()
+    );
+    assert!(wait_for(Duration::from_secs(10), || s
+        .w
+        .run(&["queue", "log", "--json"])
+        .stdout
+        .contains("450 4.7.1 Sending limit reached")));
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 3),
+        "two messages from limited@, one from me@"
     );
 }

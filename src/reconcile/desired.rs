@@ -95,6 +95,7 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                                 calendars: names(&mailbox.calendars),
                                 address_books: names(&mailbox.address_books),
                                 shares: shares(mailbox),
+                                sending: mailbox.sending,
                             },
                         ));
                     }

@@ -1,6 +1,8 @@
 //! Message submission (RFC 6409) on the same session code as the MX: AUTH PLAIN/LOGIN
 //! only over TLS, senders limited to the addresses the account may use, any recipient.
 
+use std::time::Duration;
+
 use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -12,6 +14,7 @@ use crate::address::normalize_domain;
 use crate::login::Outcome as LoginOutcome;
 use crate::queue::{DeliveryKind, Dsn, NewDelivery};
 use crate::routing::{Action, Target};
+use crate::spec::model::SendingLimits;
 
 /// Longest SASL line taken.
 const MAX_SASL_LINE: usize = 16 * 1024;
@@ -190,6 +193,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.state.rcpts.len() >= super::envelope::MAX_RECIPIENTS {
             return self.reply(452, "4.5.3", "Too many recipients");
         }
+        let most = self.sending_limits().recipients_per_message;
+        if most > 0 && self.state.rcpts.len() >= most as usize {
+            // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction.
+            return self.reply(
+                452,
+                "4.5.3",
+                &format!("Too many recipients: at most {most} for one message"),
+            );
+        }
         let address = to.address;
         if is_relay_trick(&address) || !address.contains('@') {
             return self.reply(553, "5.1.3", "Not a valid recipient address");
@@ -269,6 +281,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reply(250, "2.1.5", "Recipient OK");
     }
 
+    /// The sending limits of the account logged in: its own over `[limits.sending]`.
+    fn sending_limits(&self) -> SendingLimits {
+        let defaults = self.ctx.session_limits.sending;
+        let snapshot = self.ctx.snapshot.get();
+        self.state
+            .account
+            .as_ref()
+            .and_then(|a| snapshot.accounts.get(a))
+            .map_or(defaults, |r| r.sending.over(defaults))
+    }
+
+    /// Whether `count` more messages (recipients) keep the account within its hourly and
+    /// daily limits (counted across nodes when the cache is Redis); the refusal if not.
+    pub(super) fn within_sending_limits(
+        &self,
+        count: u32,
+    ) -> Result<(), (u16, &'static str, String)> {
+        let Some(account) = &self.state.account else {
+            return Ok(());
+        };
+        let limits = self.sending_limits();
+        for (limit, window, per) in sending_windows(&limits) {
+            if count > limit {
+                return Err((
+                    550,
+                    "5.7.1",
+                    format!("More recipients than this account may send to {per} ({limit})"),
+                ));
+            }
+            let sent = self.ctx.cache.recent(&sending_key(account, per), window);
+            if sent + count > limit {
+                tracing::warn!(
+                    account,
+                    limit,
+                    per,
+                    "a mailbox reached its sending limit: what it sends is refused until \
+                     the window has passed (a stolen password?)"
+                );
+                return Err((
+                    450,
+                    "4.7.1",
+                    format!(
+                        "Sending limit reached: at most {limit} messages {per} (each recipient counts); try again later"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `count` messages sent by the account logged in.
+    pub(super) fn count_sent(&self, count: u32) {
+        let Some(account) = &self.state.account else {
+            return;
+        };
+        for (_, window, per) in sending_windows(&self.sending_limits()) {
+            let key = sending_key(account, per);
+            for _ in 0..count {
+                self.ctx.cache.hit(&key, u32::MAX, window);
+            }
+        }
+    }
+
     /// A submitted message has exactly one From: and at most one Sender: (RFC 5322
     /// §3.6), and every address in them must be one the account may use: a second
     /// From: above the checked one is what a mail client shows.
@@ -321,4 +396,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => Ok(()),
         }
     }
+}
+
+/// The limited windows: (limit, length, how the refusal names it); 0 means no limit.
+fn sending_windows(limits: &SendingLimits) -> impl Iterator<Item = (u32, Duration, &'static str)> {
+    [
+        (limits.per_hour, Duration::from_secs(3600), "an hour"),
+        (limits.per_day, Duration::from_secs(86_400), "a day"),
+    ]
+    .into_iter()
+    .filter(|(limit, _, _)| *limit > 0)
+}
+
+fn sending_key(account: &str, per: &str) -> String {
+    format!("sent:{per}:{account}")
 }

@@ -349,6 +349,76 @@ pub struct Limits {
     /// nodes, through Redis); past it every RCPT gets 421. Default 100; 0 = no limit.
     #[serde(default = "default_refused_recipients_per_hour")]
     pub refused_recipients_per_hour: u32,
+    /// What each mailbox may send through submission (a mailbox may declare its own).
+    #[serde(default)]
+    pub sending: SendingLimits,
+}
+
+/// What one mailbox may send through submission: a stolen password must not make the
+/// server a spam cannon. Every recipient counts as one message; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendingLimits {
+    /// Messages per hour (rolling). Default 200.
+    #[serde(default = "default_sending_per_hour")]
+    pub per_hour: u32,
+    /// Messages per day (rolling 24 hours). Default 1000.
+    #[serde(default = "default_sending_per_day")]
+    pub per_day: u32,
+    /// Recipients of one message. Default 100.
+    #[serde(default = "default_recipients_per_message")]
+    pub recipients_per_message: u32,
+}
+
+impl Default for SendingLimits {
+    fn default() -> Self {
+        SendingLimits {
+            per_hour: default_sending_per_hour(),
+            per_day: default_sending_per_day(),
+            recipients_per_message: default_recipients_per_message(),
+        }
+    }
+}
+
+fn default_sending_per_hour() -> u32 {
+    200
+}
+
+fn default_sending_per_day() -> u32 {
+    1000
+}
+
+fn default_recipients_per_message() -> u32 {
+    100
+}
+
+/// A mailbox's own sending limits; what it leaves unset comes from `[limits.sending]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSending {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_hour: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients_per_message: Option<u32>,
+}
+
+impl MailboxSending {
+    pub fn is_empty(&self) -> bool {
+        *self == MailboxSending::default()
+    }
+
+    /// These over `defaults`.
+    pub fn over(&self, defaults: SendingLimits) -> SendingLimits {
+        SendingLimits {
+            per_hour: self.per_hour.unwrap_or(defaults.per_hour),
+            per_day: self.per_day.unwrap_or(defaults.per_day),
+            recipients_per_message: self
+                .recipients_per_message
+                .unwrap_or(defaults.recipients_per_message),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -363,6 +433,7 @@ impl Default for Limits {
             smtp_data_timeout: None,
             refused_recipients: default_refused_recipients(),
             refused_recipients_per_hour: default_refused_recipients_per_hour(),
+            sending: SendingLimits::default(),
         }
     }
 }
@@ -380,6 +451,7 @@ impl Limits {
             data_timeout: duration(&self.smtp_data_timeout, defaults.data_timeout),
             refused_recipients: self.refused_recipients,
             refused_recipients_per_hour: self.refused_recipients_per_hour,
+            sending: self.sending,
             ..defaults
         }
     }
@@ -878,6 +950,10 @@ pub struct Mailbox {
     /// Address books besides the default "Contacts", declared and shared like calendars.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub address_books: Vec<DeclaredCollection>,
+    /// This mailbox's own sending limits, e.g. { per_day = 5000 }; the rest come from
+    /// `[limits.sending]`.
+    #[serde(default, skip_serializing_if = "MailboxSending::is_empty")]
+    pub sending: MailboxSending,
 }
 
 /// A declared calendar or address book: its name, or its name and the mailboxes it is

@@ -226,6 +226,12 @@ pub struct AccountRecord {
     /// Declared collections other mailboxes see.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareRecord>,
+    /// The mailbox's own sending limits (over `[limits.sending]`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::spec::model::MailboxSending::is_empty"
+    )]
+    pub sending: crate::spec::model::MailboxSending,
 }
 
 /// One declared collection shared with one other mailbox.
