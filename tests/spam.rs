@@ -223,6 +223,12 @@ fn while_rspamd_is_down_senders_retry_and_nothing_is_lost() {
         refused.stdout
     );
     assert!(w.inbox("me@example.test").is_empty());
+    let status = w.run(&["status"]).stdout;
+    assert!(
+        status.contains("! spam filter: NOT answering: rspamd at http://127.0.0.1:")
+            && status.contains("arriving mail is deferred (451) until it is back"),
+        "{status}"
+    );
     // The mail log is written in batches: what it says shows within a moment.
     let log = || w.run(&["queue", "log", "--json"]).stdout;
     assert!(
@@ -242,6 +248,13 @@ fn while_rspamd_is_down_senders_retry_and_nothing_is_lost() {
         server.log_text()
     );
     assert!(text(&w.inbox("me@example.test")[0]).contains("X-Spam-Status: No"));
+    let status = w.run(&["status"]).stdout;
+    assert!(
+        status.contains(&format!(
+            "spam filter: rspamd at http://127.0.0.1:{port} answers"
+        )),
+        "{status}"
+    );
 
     // on_error = "accept": taken unscanned, and the log says so.
     server.terminate();

@@ -381,6 +381,11 @@ fn an_account_over_its_sending_limit_is_refused() {
         .run(&["queue", "log", "--json"])
         .stdout
         .contains("450 4.7.1 Sending limit reached")));
+    let status = s.w.run(&["status"]).stdout;
+    assert!(
+        status.contains("! sending limit: limited@example.test was refused 1 time in the last day"),
+        "{status}"
+    );
     assert!(
         wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 3),
         "two messages from limited@, one from me@"

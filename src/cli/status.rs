@@ -51,6 +51,52 @@ fn certificate_lines(
     Ok(out)
 }
 
+/// Whether the spam filter answers now, and the accounts that reached their sending
+/// limit in the last day (from the mail log).
+fn spam_lines(loaded: &crate::spec::LoadedSpec, store: &dyn crate::store::Store) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(Some(rspamd)) = crate::spam::Rspamd::from_spec(&loaded.spec.spam, &loaded.base_dir) {
+        let answer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(rspamd.ping()).map_err(|e| e.to_string()));
+        out.push(match answer {
+            Ok(()) => format!("spam filter: rspamd at {} answers", rspamd.url),
+            Err(e) => {
+                let meanwhile = match rspamd.on_error {
+                    crate::spec::model::SpamOnError::Tempfail => {
+                        "arriving mail is deferred (451) until it is back"
+                    }
+                    crate::spec::model::SpamOnError::Accept => {
+                        "arriving mail is taken unscanned until it is back"
+                    }
+                };
+                format!("! spam filter: NOT answering: {e}; {meanwhile}")
+            }
+        });
+    }
+    // Asking must not create a mail log (see the queue's below).
+    let has_log = store.connection().is_some() || loaded.data_dir().join("maillog.db").exists();
+    if has_log
+        && let Ok(log) = super::open_mail_log(loaded, Some(store), "cli")
+        && let Ok(refused) = log.search("Sending limit reached", None, 1000)
+    {
+        let since = unix_now() - 86_400;
+        let mut accounts: BTreeMap<&str, u32> = BTreeMap::new();
+        for e in refused.iter().filter(|e| e.at >= since) {
+            *accounts.entry(e.mail_from.as_str()).or_default() += 1;
+        }
+        for (account, n) in accounts {
+            out.push(format!(
+                "! sending limit: {account} was refused {n} time{} in the last day (a stolen password? see `ferrymail queue log`)",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    out
+}
+
 /// The last backup, the next, and the last failure if it came after the last success.
 fn backup_lines(
     loaded: &crate::spec::LoadedSpec,
@@ -177,6 +223,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "nodes": nodes,
             "certificate": certificate_lines(&loaded, store.as_ref(), server.is_some())?,
             "backups": backup_lines(&loaded, store.as_ref())?,
+            "spam": spam_lines(&loaded, store.as_ref()),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -220,6 +267,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     for line in backup_lines(&loaded, store.as_ref())? {
+        println!("{line}");
+    }
+    for line in spam_lines(&loaded, store.as_ref()) {
         println!("{line}");
     }
     if let Some((n, held)) = queue {

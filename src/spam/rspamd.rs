@@ -51,6 +51,8 @@ pub struct Facts<'a> {
 /// One rspamd, as `[spam]` declares it.
 pub struct Rspamd {
     http: reqwest::Client,
+    /// The scanning worker, without a trailing '/'.
+    pub url: String,
     check: String,
     controller: String,
     password: Option<String>,
@@ -98,9 +100,11 @@ impl Rspamd {
                 .trim_end_matches('/')
                 .to_string()
         };
+        let url = base(&spec.url, DEFAULT_URL);
         Ok(Some(Rspamd {
             http,
-            check: format!("{}/checkv2", base(&spec.url, DEFAULT_URL)),
+            check: format!("{url}/checkv2"),
+            url,
             controller: base(&spec.controller_url, DEFAULT_CONTROLLER),
             password,
             on_error: spec.on_error,
@@ -150,6 +154,31 @@ impl Rspamd {
         parse_verdict(&body).map_err(|reason| SpamError::Answer {
             url: self.check.clone(),
             reason,
+        })
+    }
+
+    /// Whether the scanning worker answers its `/ping`.
+    pub async fn ping(&self) -> Result<(), SpamError> {
+        let url = format!("{}/ping", self.url);
+        let answer = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|source| SpamError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = answer.status();
+        let body = read_bounded(answer, &url).await?;
+        if status.is_success() && body.starts_with(b"pong") {
+            return Ok(());
+        }
+        Err(SpamError::Status {
+            url,
+            status: status.as_u16(),
+            text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         })
     }
 
