@@ -391,3 +391,70 @@ fn spam_learn_without_a_filter_says_what_to_set() {
         out.stderr
     );
 }
+
+#[test]
+fn clamav_refuses_a_virus_by_name_with_or_without_rspamd() {
+    let w = Workspace::new("");
+    let mut clamd = common::clamav::start(w.path());
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    // No rspamd: the virus scanner alone.
+    let antivirus = format!(
+        "[spam.antivirus]\nkind = \"clamav\"\naddress = \"127.0.0.1:{}\"\n",
+        clamd.port
+    );
+    w.write_spec(&spec(mx, relay, dns, &antivirus));
+    let server = w.serve(mx);
+    let eicar = w.path().join("invoice.com");
+    std::fs::write(&eicar, common::clamav::EICAR).unwrap();
+    let infected = send(
+        mx,
+        "me@example.test",
+        "your invoice",
+        "see attached",
+        &["--attach", &format!("@{}", eicar.display())],
+    );
+    assert!(
+        infected.stdout.contains(&format!(
+            "<** 554 5.7.1 Message refused: it carries a virus ({})",
+            common::clamav::EICAR_NAME
+        )),
+        "{}",
+        infected.stdout
+    );
+    send(mx, "me@example.test", "clean", "nothing attached", &[]).ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || w.inbox("me@example.test").len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+    let log = || w.run(&["queue", "log", "--json"]).stdout;
+    assert!(
+        wait_for(Duration::from_secs(10), || log()
+            .contains(&format!("virus {}", common::clamav::EICAR_NAME))),
+        "{}",
+        log()
+    );
+    assert!(
+        w.run(&["status"])
+            .stdout
+            .contains("spam filter: clamd at 127.0.0.1:")
+    );
+
+    // clamd gone: the sender is asked to retry, as with rspamd.
+    clamd.process.terminate();
+    let refused = send(mx, "me@example.test", "while clamd is down", "hello", &[]);
+    assert!(
+        refused
+            .stdout
+            .contains("<** 451 4.3.0 The spam filter is not answering"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        w.run(&["status"])
+            .stdout
+            .contains("! spam filter: NOT answering: clamd at 127.0.0.1:")
+    );
+}

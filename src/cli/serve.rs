@@ -466,7 +466,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         ),
     ];
     let message_memory = crate::limits::MessageMemory::new(limits.message_memory());
-    let spam = crate::spam::Rspamd::from_spec(&loaded.spec.spam, &loaded.base_dir)
+    let spam = crate::spam::Filter::from_spec(&loaded.spec.spam, &loaded.base_dir)
         .context("[spam]")?
         .map(Arc::new);
     for (name, addr, logins, implicit_tls) in smtp_listeners {
@@ -504,7 +504,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         tls: tls.as_deref().map(crate::tls::without_tickets),
         max_append: u32::try_from(max_size).unwrap_or(u32::MAX),
         learner: spam
-            .clone()
+            .as_ref()
+            .and_then(|filter| filter.rspamd.clone())
             .map(|rspamd| crate::spam::Learner::start(rspamd, mailboxes.clone())),
     });
     for (name, addr, implicit_tls) in [

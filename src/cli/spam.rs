@@ -25,7 +25,8 @@ pub enum Command {
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
     let Command::Learn { spam, files, .. } = command;
-    let Some(rspamd) = crate::spam::Rspamd::from_spec(&loaded.spec.spam, &loaded.base_dir)? else {
+    let filter = crate::spam::Filter::from_spec(&loaded.spec.spam, &loaded.base_dir)?;
+    let Some(rspamd) = filter.and_then(|f| f.rspamd) else {
         bail!("the spec declares no spam filter: set [spam] kind = \"rspamd\"");
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -55,26 +55,35 @@ fn certificate_lines(
 /// limit in the last day (from the mail log).
 fn spam_lines(loaded: &crate::spec::LoadedSpec, store: &dyn crate::store::Store) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(Some(rspamd)) = crate::spam::Rspamd::from_spec(&loaded.spec.spam, &loaded.base_dir) {
-        let answer = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(rspamd.ping()).map_err(|e| e.to_string()));
-        out.push(match answer {
-            Ok(()) => format!("spam filter: rspamd at {} answers", rspamd.url),
-            Err(e) => {
-                let meanwhile = match rspamd.on_error {
-                    crate::spec::model::SpamOnError::Tempfail => {
-                        "arriving mail is deferred (451) until it is back"
-                    }
-                    crate::spec::model::SpamOnError::Accept => {
-                        "arriving mail is taken unscanned until it is back"
-                    }
-                };
-                format!("! spam filter: NOT answering: {e}; {meanwhile}")
-            }
-        });
+    let filter = crate::spam::Filter::from_spec(&loaded.spec.spam, &loaded.base_dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    if let (Ok(Some(filter)), Ok(runtime)) = (&filter, &runtime) {
+        let mut answers = Vec::new();
+        if let Some(rspamd) = &filter.rspamd {
+            let name = format!("rspamd at {}", rspamd.url);
+            answers.push((name, runtime.block_on(rspamd.ping())));
+        }
+        if let Some(clamd) = &filter.clamd {
+            answers.push((clamd.name.clone(), runtime.block_on(clamd.ping())));
+        }
+        for (name, answer) in answers {
+            out.push(match answer {
+                Ok(()) => format!("spam filter: {name} answers"),
+                Err(e) => {
+                    let meanwhile = match filter.on_error {
+                        crate::spec::model::SpamOnError::Tempfail => {
+                            "arriving mail is deferred (451) until it is back"
+                        }
+                        crate::spec::model::SpamOnError::Accept => {
+                            "arriving mail is taken unscanned until it is back"
+                        }
+                    };
+                    format!("! spam filter: NOT answering: {e}; {meanwhile}")
+                }
+            });
+        }
     }
     // Asking must not create a mail log (see the queue's below).
     let has_log = store.connection().is_some() || loaded.data_dir().join("maillog.db").exists();

@@ -44,7 +44,7 @@ pub struct MxContext {
     /// What every listener's sessions together may hold of messages being received.
     pub message_memory: Arc<crate::limits::MessageMemory>,
     /// The spam filter, when `[spam]` declares one.
-    pub spam: Option<Arc<crate::spam::Rspamd>>,
+    pub spam: Option<Arc<crate::spam::Filter>>,
 }
 
 impl MxContext {

@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::session::Session;
 use crate::queue::{DeliveryKind, NewDelivery};
-use crate::spam::{Action, Facts, Judgement};
+use crate::spam::{Action, Facts, Filter, Judgement, SpamError};
 use crate::spec::model::SpamOnError;
 
 /// An SMTP answer refusing the message.
@@ -21,20 +21,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         body: Vec<u8>,
         deliveries: &mut Vec<NewDelivery>,
     ) -> Result<Vec<u8>, Refusal> {
-        let Some(rspamd) = self.ctx.spam.clone() else {
+        let Some(filter) = self.ctx.spam.clone() else {
             return Ok(body);
         };
         let submission = self.is_submission();
-        if (submission && !rspamd.scan_outbound)
+        if (submission && !filter.scan_outbound)
             || (!submission && self.state.rcpts.iter().all(|r| r.allowlisted))
         {
             return Ok(body);
         }
-        let mail_from = self.state.mail_from.clone().unwrap_or_default();
-        let helo = self.state.helo.clone().unwrap_or_default();
         let mut scanned = Vec::with_capacity(trace.len() + body.len());
         scanned.extend_from_slice(trace);
         scanned.extend_from_slice(&body);
+        if let Some(clamd) = &filter.clamd {
+            match clamd.scan(&scanned).await {
+                Ok(None) => {}
+                Ok(Some(virus)) => {
+                    self.note(format!("virus {virus} ({})", clamd.name));
+                    return Err((
+                        554,
+                        "5.7.1",
+                        format!("Message refused: it carries a virus ({virus})"),
+                    ));
+                }
+                Err(e) => self.unscanned(&filter, e)?,
+            }
+        }
+        let Some(rspamd) = &filter.rspamd else {
+            return Ok(body);
+        };
+        let mail_from = self.state.mail_from.clone().unwrap_or_default();
+        let helo = self.state.helo.clone().unwrap_or_default();
         let facts = Facts {
             ip: self.remote.ip(),
             helo: &helo,
@@ -51,24 +68,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let verdict = match rspamd.check(&facts, scanned).await {
             Ok(verdict) => verdict,
             Err(e) => {
-                tracing::warn!(error = %e, "the spam filter did not answer");
-                return match rspamd.on_error {
-                    SpamOnError::Tempfail => {
-                        self.state.spam_note = Some(format!("spam filter: {e}"));
-                        Err((
-                            451,
-                            "4.3.0",
-                            "The spam filter is not answering; please try again later".into(),
-                        ))
-                    }
-                    SpamOnError::Accept => {
-                        self.state.spam_note = Some(format!("taken unscanned: {e}"));
-                        Ok(body)
-                    }
-                };
+                self.unscanned(&filter, e)?;
+                return Ok(body);
             }
         };
-        self.state.spam_note = Some(format!("spam {}", verdict.summary()));
+        self.note(format!("spam {}", verdict.summary()));
         let refused = |default: &str| {
             verdict
                 .smtp_message
@@ -148,12 +152,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         *deliveries = kept;
-        if !notes.is_empty()
-            && let Some(note) = &mut self.state.spam_note
-        {
-            note.push_str("; ");
-            note.push_str(&notes.join("; "));
+        if !notes.is_empty() {
+            self.note(notes.join("; "));
         }
         Ok(crate::spam::rewrite(body, &verdict))
+    }
+
+    /// What a scanner that did not answer means for the message: 451 (the sender comes
+    /// back), or taken unscanned, as `[spam] on_error` says.
+    fn unscanned(&mut self, filter: &Filter, error: SpamError) -> Result<(), Refusal> {
+        tracing::warn!(error = %error, "a mail scanner did not answer");
+        match filter.on_error {
+            SpamOnError::Tempfail => {
+                self.note(format!("spam filter: {error}"));
+                Err((
+                    451,
+                    "4.3.0",
+                    "The spam filter is not answering; please try again later".into(),
+                ))
+            }
+            SpamOnError::Accept => {
+                self.note(format!("taken unscanned: {error}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds to what the mail log says of the filter's work on this message.
+    fn note(&mut self, text: String) {
+        match &mut self.state.spam_note {
+            Some(note) => {
+                note.push_str("; ");
+                note.push_str(&text);
+            }
+            None => self.state.spam_note = Some(text),
+        }
     }
 }

@@ -1,15 +1,43 @@
 //! The spam filter: rspamd judges each arriving message before its 250, and each
 //! recipient domain's policy turns the verdict into refuse, junk or deliver.
 
+mod clamav;
 mod headers;
 mod learn;
 mod rspamd;
 
+pub use clamav::Clamd;
 pub use headers::{is_spam_header, rewrite};
 pub use learn::{Learner, Lesson, direction};
 pub use rspamd::{Facts, Rspamd, SpamError};
 
+use crate::spec::model::{Spam, SpamOnError};
 use crate::store::records::SpamPolicy;
+
+/// What `[spam]` declares: rspamd, clamd, or both, and how they are used.
+pub struct Filter {
+    pub rspamd: Option<std::sync::Arc<Rspamd>>,
+    pub clamd: Option<Clamd>,
+    pub on_error: SpamOnError,
+    pub scan_outbound: bool,
+}
+
+impl Filter {
+    /// None when the spec declares neither; secrets are resolved here.
+    pub fn from_spec(spec: &Spam, base_dir: &std::path::Path) -> Result<Option<Filter>, SpamError> {
+        let rspamd = Rspamd::from_spec(spec, base_dir)?.map(std::sync::Arc::new);
+        let clamd = spec.antivirus.as_ref().map(Clamd::from_spec).transpose()?;
+        if rspamd.is_none() && clamd.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Filter {
+            rspamd,
+            clamd,
+            on_error: spec.on_error,
+            scan_outbound: spec.scan_outbound,
+        }))
+    }
+}
 
 /// What rspamd advises (its `action`), mildest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Action, Symbol, Verdict};
-use crate::spec::model::{Spam, SpamKind, SpamOnError};
+use crate::spec::model::{Spam, SpamKind};
 
 const DEFAULT_URL: &str = "http://127.0.0.1:11333";
 const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:11334";
@@ -33,6 +33,8 @@ pub enum SpamError {
     Answer { url: String, reason: String },
     #[error("spam.{key}: {reason}")]
     Config { key: &'static str, reason: String },
+    #[error("{name}: {reason}")]
+    Antivirus { name: String, reason: String },
 }
 
 /// What rspamd is told about a message besides its bytes.
@@ -56,8 +58,6 @@ pub struct Rspamd {
     check: String,
     controller: String,
     password: Option<String>,
-    pub on_error: SpamOnError,
-    pub scan_outbound: bool,
 }
 
 impl Rspamd {
@@ -107,8 +107,6 @@ impl Rspamd {
             url,
             controller: base(&spec.controller_url, DEFAULT_CONTROLLER),
             password,
-            on_error: spec.on_error,
-            scan_outbound: spec.scan_outbound,
         }))
     }
 

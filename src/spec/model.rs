@@ -513,6 +513,33 @@ pub struct Spam {
     /// password must not make the server a spam cannon. Default false.
     #[serde(default)]
     pub scan_outbound: bool,
+    /// A virus scanner every message passes too (with or without rspamd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub antivirus: Option<Antivirus>,
+}
+
+/// ClamAV's clamd, asked over INSTREAM at the same point as rspamd: a message with a
+/// virus is refused (554 5.7.1) with the signature's name.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Antivirus {
+    /// "clamav".
+    pub kind: AntivirusKind,
+    /// clamd's TCPSocket, e.g. "127.0.0.1:3310"; or give `socket`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// clamd's LocalSocket, e.g. "/run/clamav/clamd.ctl".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// How long one scan may take, e.g. "60s" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AntivirusKind {
+    Clamav,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

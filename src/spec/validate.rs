@@ -278,6 +278,40 @@ impl Validator {
         if let Some(password) = &spam.password {
             self.secret(&p.key("password"), password);
         }
+        if let Some(av) = &spam.antivirus {
+            let at = p.key("antivirus");
+            match (&av.address, &av.socket) {
+                (Some(address), None) => {
+                    let port = address
+                        .rsplit_once(':')
+                        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+                        .and_then(|port| port.parse::<u16>().ok());
+                    if port.is_none() {
+                        self.err(
+                            at.key("address"),
+                            format!("\"{address}\" is not HOST:PORT (e.g. \"127.0.0.1:3310\")"),
+                        );
+                    }
+                }
+                (None, Some(socket)) if !socket.starts_with('/') => self.err(
+                    at.key("socket"),
+                    format!("\"{socket}\": give the socket's absolute path"),
+                ),
+                (None, Some(_)) => {}
+                _ => self.err(
+                    at.clone(),
+                    "give clamd's address or its socket, one of the two",
+                ),
+            }
+            if let Some(timeout) = &av.timeout
+                && humantime::parse_duration(timeout).is_err()
+            {
+                self.err(
+                    at.key("timeout"),
+                    format!("\"{timeout}\" is not a duration (e.g. \"60s\")"),
+                );
+            }
+        }
         if let Some(timeout) = &spam.timeout {
             match humantime::parse_duration(timeout) {
                 Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(300) => {}

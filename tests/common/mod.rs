@@ -2,6 +2,7 @@
 //! `ferrymail` binary run against it. Every integration test goes through here.
 #![allow(dead_code)]
 
+pub mod clamav;
 pub mod imap;
 pub mod rspamd;
 
