@@ -458,3 +458,61 @@ fn clamav_refuses_a_virus_by_name_with_or_without_rspamd() {
             .contains("! spam filter: NOT answering: clamd at 127.0.0.1:")
     );
 }
+
+#[test]
+fn our_own_checks_refuse_executables_and_junk_lookalike_links() {
+    let w = Workspace::new("");
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    // No rspamd, no clamd: the checks alone, with their defaults.
+    w.write_spec(&spec(mx, relay, dns, "[spam.checks]\n"));
+    let server = w.serve(mx);
+    let exe = w.path().join("invoice.exe");
+    std::fs::write(&exe, b"not even a program, but named like one").unwrap();
+    let refused = send(
+        mx,
+        "me@example.test",
+        "invoice",
+        "see attached",
+        &["--attach", &format!("@{}", exe.display())],
+    );
+    assert!(
+        refused
+            .stdout
+            .contains("<** 554 5.7.1 Message refused: an executable attachment (invoice.exe)"),
+        "{}",
+        refused.stdout
+    );
+    // A Cyrillic "р" in "paypal", as links carry it: in punycode.
+    send(
+        mx,
+        "me@example.test",
+        "your account",
+        "Log in at https://xn--ypal-43d9g.com/login to keep it",
+        &[],
+    )
+    .ok();
+    send(
+        mx,
+        "me@example.test",
+        "lunch",
+        "at https://example.com/menu",
+        &[],
+    )
+    .ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            w.inbox("me@example.test").len() == 1 && w.folder("me@example.test", "Junk").len() == 1
+        }),
+        "{}",
+        server.log_text()
+    );
+    let junk = text(&w.folder("me@example.test", "Junk")[0]);
+    assert!(junk.contains("Subject: your account"), "{junk}");
+    assert!(junk.contains("X-Spam-Flag: YES"), "{junk}");
+    assert!(
+        junk.contains("FERRYMAIL_LOOKALIKE_LINK(0.00)[a link to a domain that imitates another"),
+        "{junk}"
+    );
+    assert!(text(&w.inbox("me@example.test")[0]).contains("Subject: lunch"));
+}

@@ -1,6 +1,7 @@
 //! Fuzzes what delivery does with a stranger's message: the mailbox append (metadata
 //! worked out once, sealed, read back), a FETCH-style read of the metadata, the webhook's
-//! JSON, the friendly-From rewrite and a failure notice quoting it. None may panic or
+//! JSON, the friendly-From rewrite, a failure notice quoting it, and the spam filter's own
+//! checks (attachments, zip archives, links) and header rewrite. None may panic or
 //! overflow the stack, however deep the MIME nesting.
 #![no_main]
 
@@ -45,6 +46,11 @@ fn deliver(boxes: &ferrymail::mailbox::Mailboxes, message: &[u8]) {
     let _ = ferrymail::queue::webhook::payload("a@x.test", "me@fuzz.test", message);
     let _ = ferrymail::queue::rewrite::friendly_from(message, "me@fuzz.test");
     let _ = ferrymail::queue::bounce::is_auto_submitted(message);
+    let _ = ferrymail::spam::inspect(message, &Default::default());
+    let mut verdict = ferrymail::spam::Verdict::local();
+    verdict.subject = Some("*** SPAM *** ünïcode".into());
+    verdict.remove_headers = vec![("Received".into(), 2)];
+    let _ = ferrymail::spam::rewrite(message.to_vec(), &verdict);
     let _ = ferrymail::queue::bounce::report(&Notice {
         hostname: "mx.fuzz.test",
         domain: "fuzz.test",

@@ -5,7 +5,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::session::Session;
 use crate::queue::{DeliveryKind, NewDelivery};
-use crate::spam::{Action, Facts, Filter, Judgement, SpamError};
+use crate::spam::{Action, Facts, Filter, Judgement, SpamError, Symbol, Verdict};
+use crate::spec::model::CheckAction;
 use crate::spec::model::SpamOnError;
 
 /// An SMTP answer refusing the message.
@@ -47,32 +48,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e) => self.unscanned(&filter, e)?,
             }
         }
-        let Some(rspamd) = &filter.rspamd else {
-            return Ok(body);
-        };
+        // ferrymail's own checks: what they refuse is refused here; the rest is junk.
+        let findings = crate::blocking::run(|| crate::spam::inspect(&body, &filter.checks));
+        if let Some(refusal) = findings.iter().find(|f| f.action == CheckAction::Refuse) {
+            self.note(format!("{}: {}", refusal.rule, refusal.what));
+            return Err((554, "5.7.1", format!("Message refused: {}", refusal.what)));
+        }
+        for f in &findings {
+            self.note(format!("{}: {} (junk)", f.rule, f.what));
+        }
         let mail_from = self.state.mail_from.clone().unwrap_or_default();
         let helo = self.state.helo.clone().unwrap_or_default();
-        let facts = Facts {
-            ip: self.remote.ip(),
-            helo: &helo,
-            mail_from: &mail_from,
-            rcpts: self
-                .state
-                .rcpts
-                .iter()
-                .map(|r| r.address.as_str())
-                .collect(),
-            user: self.state.account.as_deref(),
-            mta: &self.ctx.hostname,
-        };
-        let verdict = match rspamd.check(&facts, scanned).await {
-            Ok(verdict) => verdict,
-            Err(e) => {
-                self.unscanned(&filter, e)?;
-                return Ok(body);
+        let asked = match &filter.rspamd {
+            Some(rspamd) => {
+                let facts = Facts {
+                    ip: self.remote.ip(),
+                    helo: &helo,
+                    mail_from: &mail_from,
+                    rcpts: self
+                        .state
+                        .rcpts
+                        .iter()
+                        .map(|r| r.address.as_str())
+                        .collect(),
+                    user: self.state.account.as_deref(),
+                    mta: &self.ctx.hostname,
+                };
+                Some(rspamd.check(&facts, scanned).await)
             }
+            None => None,
         };
-        self.note(format!("spam {}", verdict.summary()));
+        let mut verdict = match asked {
+            Some(Ok(verdict)) => {
+                self.note(format!("spam {}", verdict.summary()));
+                verdict
+            }
+            Some(Err(e)) => {
+                self.unscanned(&filter, e)?;
+                if findings.is_empty() {
+                    return Ok(body);
+                }
+                Verdict::local()
+            }
+            None if findings.is_empty() => return Ok(body),
+            None => Verdict::local(),
+        };
+        verdict.symbols.extend(findings.iter().map(|f| Symbol {
+            name: f.rule.to_string(),
+            score: 0.0,
+            options: vec![f.what.clone()],
+        }));
+        let forced_junk = !findings.is_empty();
         let refused = |default: &str| {
             verdict
                 .smtp_message
@@ -114,10 +140,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .iter()
                         .any(|x| x.kind == d.kind && x.target == d.target)
                 });
-                match rcpt {
-                    Some(r) if r.allowlisted => (Judgement::Deliver, None),
+                let (judgement, junk_forward) = match rcpt {
+                    Some(r) if r.allowlisted => return (Judgement::Deliver, None),
                     Some(r) => (verdict.judge(&r.spam), r.spam.junk_forward.clone()),
                     None => (verdict.judge(&Default::default()), None),
+                };
+                match judgement {
+                    Judgement::Deliver if forced_junk => (Judgement::Junk, junk_forward),
+                    other => (other, junk_forward),
                 }
             })
             .collect();

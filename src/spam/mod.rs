@@ -1,23 +1,26 @@
 //! The spam filter: rspamd judges each arriving message before its 250, and each
 //! recipient domain's policy turns the verdict into refuse, junk or deliver.
 
+mod checks;
 mod clamav;
 mod headers;
 mod learn;
 mod rspamd;
 
+pub use checks::{Finding, inspect, is_lookalike};
 pub use clamav::Clamd;
 pub use headers::{is_spam_header, rewrite};
 pub use learn::{Learner, Lesson, direction};
 pub use rspamd::{Facts, Rspamd, SpamError};
 
-use crate::spec::model::{Spam, SpamOnError};
+use crate::spec::model::{Spam, SpamChecks, SpamOnError};
 use crate::store::records::SpamPolicy;
 
 /// What `[spam]` declares: rspamd, clamd, or both, and how they are used.
 pub struct Filter {
     pub rspamd: Option<std::sync::Arc<Rspamd>>,
     pub clamd: Option<Clamd>,
+    pub checks: SpamChecks,
     pub on_error: SpamOnError,
     pub scan_outbound: bool,
 }
@@ -27,12 +30,13 @@ impl Filter {
     pub fn from_spec(spec: &Spam, base_dir: &std::path::Path) -> Result<Option<Filter>, SpamError> {
         let rspamd = Rspamd::from_spec(spec, base_dir)?.map(std::sync::Arc::new);
         let clamd = spec.antivirus.as_ref().map(Clamd::from_spec).transpose()?;
-        if rspamd.is_none() && clamd.is_none() {
+        if rspamd.is_none() && clamd.is_none() && spec.checks.is_none() {
             return Ok(None);
         }
         Ok(Some(Filter {
             rspamd,
             clamd,
+            checks: spec.checks.unwrap_or_default(),
             on_error: spec.on_error,
             scan_outbound: spec.scan_outbound,
         }))
@@ -112,6 +116,20 @@ pub enum Judgement {
 }
 
 impl Verdict {
+    /// What stands for rspamd's verdict when only ferrymail's own checks judged.
+    pub fn local() -> Verdict {
+        Verdict {
+            action: Action::NoAction,
+            score: 0.0,
+            required: 0.0,
+            symbols: Vec::new(),
+            smtp_message: None,
+            subject: None,
+            add_headers: Vec::new(),
+            remove_headers: Vec::new(),
+        }
+    }
+
     /// The recipient domain's thresholds where it sets them, rspamd's action where not.
     pub fn judge(&self, policy: &SpamPolicy) -> Judgement {
         let score = SpamPolicy::hundredths(self.score);

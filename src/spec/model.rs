@@ -516,6 +516,57 @@ pub struct Spam {
     /// A virus scanner every message passes too (with or without rspamd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub antivirus: Option<Antivirus>,
+    /// Checks of ferrymail's own beside rspamd. They run whenever a filter is declared
+    /// (rspamd or antivirus), with the defaults below, or alone when this is declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<SpamChecks>,
+}
+
+/// What each check of ferrymail's own does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpamChecks {
+    /// Attachments that run code: by name (.exe, .scr, .js… as Gmail blocks them), by
+    /// content (Windows, Linux and macOS programs), and inside zip archives.
+    /// Default "refuse" (554).
+    #[serde(default = "refuse")]
+    pub executables: CheckAction,
+    /// Password-protected zip archives (scanners cannot look inside). Default "junk".
+    #[serde(default = "junk")]
+    pub encrypted_archives: CheckAction,
+    /// Links and senders whose domain imitates another with letters from another
+    /// alphabet ("раypal.com" with a Cyrillic "р"). Default "junk".
+    #[serde(default = "junk")]
+    pub lookalikes: CheckAction,
+}
+
+impl Default for SpamChecks {
+    fn default() -> Self {
+        SpamChecks {
+            executables: CheckAction::Refuse,
+            encrypted_archives: CheckAction::Junk,
+            lookalikes: CheckAction::Junk,
+        }
+    }
+}
+
+fn refuse() -> CheckAction {
+    CheckAction::Refuse
+}
+
+fn junk() -> CheckAction {
+    CheckAction::Junk
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckAction {
+    /// Not checked.
+    Off,
+    /// The message is junk for every recipient.
+    Junk,
+    /// The message is refused (554 5.7.1).
+    Refuse,
 }
 
 /// ClamAV's clamd, asked over INSTREAM at the same point as rspamd: a message with a
