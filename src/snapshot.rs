@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub accounts: HashMap<String, AccountRecord>,
     /// DKIM key ids ("selector._domainkey.domain") per domain.
     pub dkim_keys: HashMap<String, Vec<DkimKeyRecord>>,
+    /// Aliases that send their junk elsewhere than their domain says: alias → address.
+    pub junk_forwards: HashMap<String, String>,
 }
 
 impl Snapshot {
@@ -57,7 +59,13 @@ impl Snapshot {
                         .or_default()
                         .push(k);
                 }
-                Kind::Alias | Kind::Pattern => {}
+                Kind::Alias => {
+                    let alias: AliasRecord = o.record()?;
+                    if let Some(to) = alias.junk_forward {
+                        snapshot.junk_forwards.insert(o.id.clone(), to);
+                    }
+                }
+                Kind::Pattern => {}
             }
         }
         Ok(snapshot)
@@ -208,6 +216,7 @@ mod tests {
             reject: None,
             message: None,
             enabled: true,
+            junk_forward: None,
         };
         let writes = [
             Write::Put {

@@ -27,6 +27,10 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 [domains."example.test".aliases.fwd]
 forward = ["friend@elsewhere.test"]
 
+[domains."example.test".aliases.fwd2]
+forward = ["buddy@elsewhere.test"]
+junk_forward = "trap2@elsewhere.test"
+
 [domains."lenient.test"]
 spam = {{ reject_score = 100, junk_forward = "trap@elsewhere.test" }}
 
@@ -100,6 +104,8 @@ fn rspamd_refuses_marks_and_passes_mail_as_each_domain_says() {
     // Marked as spam for a forward: not forwarded; ham is.
     send(mx, "fwd@example.test", JUNK_SUBJECT, "buy now", &[]).ok();
     send(mx, "fwd@example.test", "minutes", "as agreed", &[]).ok();
+    // An alias of its own mind: its junk goes to its junk_forward.
+    send(mx, "fwd2@example.test", JUNK_SUBJECT, "buy now", &[]).ok();
     // A domain whose reject_score is above GTUBE's 15: junk there, and its junk goes to
     // its junk_forward address instead of the alias's target.
     send(mx, "fwd@lenient.test", "test", GTUBE, &[]).ok();
@@ -128,13 +134,19 @@ fn rspamd_refuses_marks_and_passes_mail_as_each_domain_says() {
     assert!(junk.contains("FERRYMAIL_TEST_JUNK(8.00)"), "{junk}");
 
     assert!(
-        wait_for(Duration::from_secs(30), || received(&sink_dir).len() == 2),
+        wait_for(Duration::from_secs(30), || received(&sink_dir).len() == 3),
         "{}",
         server.log_text()
     );
     std::thread::sleep(Duration::from_secs(2));
     let sent = received(&sink_dir);
-    assert_eq!(sent.len(), 2, "junk for friend@ is never sent on");
+    assert_eq!(sent.len(), 3, "junk for friend@ is never sent on");
+    assert!(
+        sent.iter().any(
+            |m| m.rcpt_to == ["trap2@elsewhere.test"] && m.content.contains("X-Spam-Flag: YES")
+        ),
+        "fwd2's junk goes to its own junk_forward"
+    );
     let to_friend: Vec<_> = sent
         .iter()
         .filter(|m| m.rcpt_to == ["friend@elsewhere.test"])
@@ -515,4 +527,65 @@ fn our_own_checks_refuse_executables_and_junk_lookalike_links() {
         "{junk}"
     );
     assert!(text(&w.inbox("me@example.test")[0]).contains("Subject: lunch"));
+}
+
+#[test]
+fn scan_outbound_holds_back_what_rspamd_would_reject_from_a_user() {
+    let w = Workspace::new("");
+    let rspamd = common::rspamd::start(w.path());
+    let (mx, relay, submission) = (free_port(), free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let body = format!(
+        "[tls]\nmode = \"self-signed\"\n\n{}",
+        spec(mx, relay, dns, &rspamd.spec("scan_outbound = true"))
+    )
+    .replace(
+        "[listeners]\n",
+        &format!("[listeners]\nsubmission = \"127.0.0.1:{submission}\"\n"),
+    );
+    w.write_spec(&body);
+    let sink_dir = w.path().join("sink");
+    let _sink = python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
+    let server = w.serve(mx);
+    let submit = |subject: &str, text: &str| {
+        swaks(
+            submission,
+            &[
+                "--tls",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "me@example.test",
+                "--auth-password",
+                "quickstart",
+                "--from",
+                "me@example.test",
+                "--to",
+                "someone@elsewhere.test",
+                "--h-Subject",
+                subject,
+                "--body",
+                text,
+            ],
+        )
+    };
+    let refused = submit("test", GTUBE);
+    assert!(
+        refused.stdout.contains("554 5.7.1 Gtube pattern"),
+        "{}",
+        refused.stdout
+    );
+    // What rspamd only marks leaves as the user wrote it: no spam headers on outbound mail.
+    submit(JUNK_SUBJECT, "a newsletter the user meant to send").ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&sink_dir).len() == 1),
+        "{}",
+        server.log_text()
+    );
+    let sent = &received(&sink_dir)[0];
+    assert!(!sent.content.contains("X-Spam"), "{}", sent.content);
 }

@@ -109,6 +109,7 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                 reject: alias.reject,
                 message: alias.message.clone(),
                 enabled: alias.enabled,
+                junk_forward: alias.junk_forward.as_deref().map(str::to_lowercase),
             };
             objects.push(Object::new(Kind::Alias, address, &record));
         }

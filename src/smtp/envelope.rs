@@ -95,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Sender refused by the recipient domain's policy",
             );
         }
-        let policy = Accepted {
+        let mut policy = Accepted {
             address: String::new(),
             deliveries: Vec::new(),
             max_size: settings.max_message_size,
@@ -158,6 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let alias = resolution.alias.to_string();
+        if let Some(to) = snapshot.junk_forwards.get(&alias) {
+            policy.spam.junk_forward = Some(to.clone());
+        }
         match resolution.action {
             Action::Reject {
                 mode: RejectMode::Quiet,

@@ -963,6 +963,10 @@ pub struct Alias {
     /// false turns the alias off (the address is then unknown). Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Where spam this alias would forward goes instead (an address), over the domain's
+    /// `spam.junk_forward`. Unset: as the domain says (by default, not forwarded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_forward: Option<String>,
 }
 
 /// A catch-all rule: forwards or a rejection.

@@ -357,6 +357,14 @@ impl Validator {
         }
     }
 
+    fn junk_forward(&mut self, p: &SpecPath, alias: &Alias) {
+        if let Some(address) = &alias.junk_forward
+            && crate::address::Address::parse(address).is_err()
+        {
+            self.err(p.clone(), format!("\"{address}\" is not an e-mail address"));
+        }
+    }
+
     fn limits(&mut self, limits: &super::model::Limits) {
         if let Some(size) = &limits.message_memory
             && parse_size(size).is_none()
@@ -509,6 +517,7 @@ impl Validator {
             }
             let max_forwards = domain.max_forwards.unwrap_or(10);
             self.rule(&|| ap.clone(), RuleShape::alias(alias), max_forwards, None);
+            self.junk_forward(&ap.key("junk_forward"), alias);
             if let Some(mailbox) = &alias.mailbox {
                 self.mailbox(&ap.key("mailbox"), &parsed.to_string(), mailbox);
             }
@@ -685,6 +694,7 @@ impl Validator {
                 Err(e) => self.err(ap(), e.to_string()),
             }
             self.rule(&ap, RuleShape::alias(alias), max_forwards, None);
+            self.junk_forward(&ap().key("junk_forward"), alias);
             if let Some(mailbox) = &alias.mailbox {
                 let address = match (normalize_local(local), normalize_domain(domain_name)) {
                     (Ok(l), Ok(d)) => format!("{l}@{d}"),

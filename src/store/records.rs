@@ -195,6 +195,9 @@ pub struct AliasRecord {
     pub reject: Option<RejectMode>,
     pub message: Option<String>,
     pub enabled: bool,
+    /// Added with the spam filter: where junk this alias would forward goes instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_forward: Option<String>,
 }
 
 /// A regex rule; id = "domain regex".
