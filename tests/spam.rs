@@ -589,3 +589,62 @@ fn scan_outbound_holds_back_what_rspamd_would_reject_from_a_user() {
     let sent = &received(&sink_dir)[0];
     assert!(!sent.content.contains("X-Spam"), "{}", sent.content);
 }
+
+/// An rspamd that takes the connection and never answers, and one whose answer never
+/// ends: each costs the sender a 451 after the timeout, never a hung session or the
+/// server's memory (an answer is read up to 1 MB), and other mail is served meanwhile.
+#[test]
+fn a_silent_or_endless_rspamd_costs_a_timeout_never_a_hang_or_memory() {
+    use std::io::{Read, Write};
+    let w = Workspace::new("");
+    let silent = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    let endless = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    let endless_port = endless.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for connection in endless.incoming() {
+            let Ok(mut c) = connection else { continue };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 65536];
+                let _ = c.read(&mut request);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"action\":\"",
+                );
+                let chunk = vec![b'x'; 64 * 1024];
+                // Up to 1 GB, or until ferrymail hangs up.
+                for _ in 0..16_384 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let scanner = |port: u16| {
+        format!("[spam]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"3s\"\n")
+    };
+    for (port, what) in [(silent_port, "silent"), (endless_port, "endless")] {
+        w.write_spec(&spec(mx, relay, dns, &scanner(port)));
+        let mut server = w.serve(mx);
+        let before = server.memory_kib("VmRSS");
+        let refused = send(mx, "me@example.test", what, "hello", &[]);
+        assert!(
+            refused
+                .stdout
+                .contains("<** 451 4.3.0 The spam filter is not answering"),
+            "{what}: {}",
+            refused.stdout
+        );
+        let grown = server.memory_kib("VmHWM").saturating_sub(before);
+        assert!(grown < 64 * 1024, "{what}: the server grew {grown} KiB");
+        server.terminate();
+    }
+}

@@ -437,6 +437,13 @@ mod tests {
         assert!(found.is_empty(), "{found:?}");
     }
 
+    /// A text that is nothing but link openings: the hosts looked at stay bounded.
+    #[test]
+    fn a_million_links_are_not_a_million_lookups() {
+        let text = "http://a.test ".repeat(1_000_000);
+        assert_eq!(link_hosts(&text).count(), MAX_LINKS);
+    }
+
     #[test]
     fn lookalike_domains_are_told_from_real_ones() {
         for fake in ["раypal.com", "аррӏе.com", "gοogle.com"] {
