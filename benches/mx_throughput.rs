@@ -18,6 +18,8 @@ mod machine;
 mod processes;
 #[path = "support/rspamd.rs"]
 mod rspamd;
+#[path = "../tests/common/rspamd_config.rs"]
+mod rspamd_config;
 #[path = "support/smtp.rs"]
 mod smtp;
 

@@ -41,6 +41,26 @@ forward = ["pal@elsewhere.test"]
     )
 }
 
+/// `spec` with a self-signed certificate and one more listener ("imap = \"…\"").
+fn spec_over_tls(mx: u16, relay: u16, dns: u16, spam: &str, listener: &str) -> String {
+    format!(
+        "[tls]\nmode = \"self-signed\"\n\n{}",
+        spec(mx, relay, dns, spam)
+    )
+    .replace("[listeners]\n", &format!("[listeners]\n{listener}\n"))
+}
+
+/// The sink that takes what the server forwards: it and the folder it writes to.
+fn sink(w: &Workspace, relay: u16) -> (common::Process, std::path::PathBuf) {
+    let dir = w.path().join("sink");
+    let process = python_peer(
+        "sink.py",
+        &[&relay.to_string(), dir.to_str().unwrap()],
+        w.path(),
+    );
+    (process, dir)
+}
+
 fn send(mx: u16, to: &str, subject: &str, body: &str, extra: &[&str]) -> common::Run {
     let mut args = vec![
         "--from",
@@ -67,12 +87,7 @@ fn rspamd_refuses_marks_and_passes_mail_as_each_domain_says() {
     let (mx, relay) = (free_port(), free_port());
     let (_dns, dns) = common::quiet_dns(w.path());
     w.write_spec(&spec(mx, relay, dns, &rspamd.spec("")));
-    let sink_dir = w.path().join("sink");
-    let _sink = python_peer(
-        "sink.py",
-        &[&relay.to_string(), sink_dir.to_str().unwrap()],
-        w.path(),
-    );
+    let (_sink, sink_dir) = sink(&w, relay);
     let server = w.serve(mx);
 
     // GTUBE: rspamd says reject, and the MX refuses before taking the message.
@@ -315,15 +330,13 @@ fn moving_mail_into_and_out_of_junk_teaches_rspamd() {
     let rspamd = common::rspamd::start_with_bayes(w.path(), redis);
     let (mx, relay, imap) = (free_port(), free_port(), free_port());
     let (_dns, dns) = common::quiet_dns(w.path());
-    let with_imap = format!(
-        "[tls]\nmode = \"self-signed\"\n\n{}",
-        spec(mx, relay, dns, &rspamd.spec(""))
-    )
-    .replace(
-        "[listeners]\n",
-        &format!("[listeners]\nimap = \"127.0.0.1:{imap}\"\n"),
-    );
-    w.write_spec(&with_imap);
+    w.write_spec(&spec_over_tls(
+        mx,
+        relay,
+        dns,
+        &rspamd.spec(""),
+        &format!("imap = \"127.0.0.1:{imap}\""),
+    ));
     let server = w.serve(mx);
     // rspamd learns from text: each message has words enough for its classifier.
     let words = "quarterly figures attached please review the spreadsheet before \
@@ -535,21 +548,14 @@ fn scan_outbound_holds_back_what_rspamd_would_reject_from_a_user() {
     let rspamd = common::rspamd::start(w.path());
     let (mx, relay, submission) = (free_port(), free_port(), free_port());
     let (_dns, dns) = common::quiet_dns(w.path());
-    let body = format!(
-        "[tls]\nmode = \"self-signed\"\n\n{}",
-        spec(mx, relay, dns, &rspamd.spec("scan_outbound = true"))
-    )
-    .replace(
-        "[listeners]\n",
-        &format!("[listeners]\nsubmission = \"127.0.0.1:{submission}\"\n"),
-    );
-    w.write_spec(&body);
-    let sink_dir = w.path().join("sink");
-    let _sink = python_peer(
-        "sink.py",
-        &[&relay.to_string(), sink_dir.to_str().unwrap()],
-        w.path(),
-    );
+    w.write_spec(&spec_over_tls(
+        mx,
+        relay,
+        dns,
+        &rspamd.spec("scan_outbound = true"),
+        &format!("submission = \"127.0.0.1:{submission}\""),
+    ));
+    let (_sink, sink_dir) = sink(&w, relay);
     let server = w.serve(mx);
     let submit = |subject: &str, text: &str| {
         swaks(

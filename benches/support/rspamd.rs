@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::processes::{ChildGuard, free_port, wait_for_port};
+use super::rspamd_config;
 
 pub struct Rspamd {
     pub guard: ChildGuard,
@@ -17,84 +18,20 @@ pub struct Rspamd {
     pub milter: u16,
 }
 
-/// Modules that reach the network (DNS lists, URL maps, rspamd.com) or need Redis.
-const OFF: [&str; 26] = [
-    "rbl",
-    "fuzzy_check",
-    "asn",
-    "mx_check",
-    "spf",
-    "dkim",
-    "dmarc",
-    "arc",
-    "dkim_signing",
-    "rspamd_update",
-    "phishing",
-    "url_redirector",
-    "reputation",
-    "neural",
-    "greylist",
-    "ratelimit",
-    "history_redis",
-    "bimi",
-    "dcc",
-    "external_services",
-    "emails",
-    "replies",
-    "clickhouse",
-    "elastic",
-    "metadata_exporter",
-    "whitelist",
-];
-
 pub fn start(dir: &Path) -> Result<Rspamd, String> {
     if Command::new("rspamd").arg("--version").output().is_err() {
         return Err("rspamd is not installed (apt-get install -y rspamd)".into());
     }
     let (port, milter, controller) = (free_port(), free_port(), free_port());
-    for sub in ["local.d", "db", "run", "log"] {
-        fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
-    }
-    // The compiled expressions the tests keep: minutes saved on a 2-core machine.
-    let hs_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rspamd-hs");
-    fs::create_dir_all(&hs_cache).map_err(|e| e.to_string())?;
-    let write =
-        |name: &str, text: String| fs::write(dir.join(name), text).map_err(|e| e.to_string());
-    write(
-        "rspamd.conf",
-        format!(
-            ".include \"$CONFDIR/common.conf\"\n\
-             options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n\
-               .include(try=true; priority=1,duplicate=merge) \"$LOCAL_CONFDIR/local.d/options.inc\"\n}}\n\
-             logging {{\n  type = \"file\";\n  filename = \"$LOGDIR/rspamd.log\";\n  level = \"warning\";\n}}\n\
-             worker \"normal\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  .include \"$CONFDIR/worker-normal.inc\"\n}}\n\
-             worker \"controller\" {{\n  bind_socket = \"127.0.0.1:{controller}\";\n  .include \"$CONFDIR/worker-controller.inc\"\n}}\n\
-             worker \"rspamd_proxy\" {{\n  bind_socket = \"127.0.0.1:{milter}\";\n  milter = yes;\n  timeout = 120s;\n\
-               upstream \"local\" {{\n    default = yes;\n    hosts = \"127.0.0.1:{port}\";\n  }}\n}}\n"
-        ),
-    )?;
-    write(
-        "local.d/options.inc",
-        format!(
-            "dns {{ nameserver = [\"127.0.0.1:9\"]; timeout = 0.1s; retransmits = 1; }}\n\
-             hs_cache_dir = \"{}\";\n",
-            hs_cache.display()
-        ),
-    )?;
-    for module in OFF {
-        write(
-            &format!("local.d/{module}.conf"),
-            "enabled = false;\n".into(),
-        )?;
-    }
-    let var = |name: &str, sub: &str| format!("{name}={}", dir.join(sub).display());
-    let child = Command::new("rspamd")
-        .args(["-f", "-u", "root", "-g", "root", "-c"])
-        .arg(dir.join("rspamd.conf"))
-        .args(["--var", &var("LOCAL_CONFDIR", "")])
-        .args(["--var", &var("DBDIR", "db")])
-        .args(["--var", &var("RUNDIR", "run")])
-        .args(["--var", &var("LOGDIR", "log")])
+    // The proxy in milter mode hands each message to the scanning worker above.
+    let workers = format!(
+        "{}{}worker \"rspamd_proxy\" {{\n  bind_socket = \"127.0.0.1:{milter}\";\n  milter = yes;\n  \
+         timeout = 120s;\n  upstream \"local\" {{\n    default = yes;\n    hosts = \"127.0.0.1:{port}\";\n  }}\n}}\n",
+        rspamd_config::worker("normal", port),
+        rspamd_config::worker("controller", controller)
+    );
+    rspamd_config::write_offline(dir, &workers).map_err(|e| e.to_string())?;
+    let child = rspamd_config::command(dir)
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?)
         .spawn()

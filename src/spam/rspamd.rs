@@ -143,11 +143,7 @@ impl Rspamd {
         let status = answer.status();
         let body = read_bounded(answer, &self.check).await?;
         if !status.is_success() {
-            return Err(SpamError::Status {
-                url: self.check.clone(),
-                status: status.as_u16(),
-                text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            });
+            return Err(refusal(self.check.clone(), status, &body));
         }
         parse_verdict(&body).map_err(|reason| SpamError::Answer {
             url: self.check.clone(),
@@ -173,11 +169,7 @@ impl Rspamd {
         if status.is_success() && body.starts_with(b"pong") {
             return Ok(());
         }
-        Err(SpamError::Status {
-            url,
-            status: status.as_u16(),
-            text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        })
+        Err(refusal(url, status, &body))
     }
 
     /// Teaches rspamd's Bayes classifier that `message` is spam (or ham).
@@ -204,11 +196,16 @@ impl Rspamd {
         if status.is_success() || status.as_u16() == 208 {
             return Ok(());
         }
-        Err(SpamError::Status {
-            url,
-            status: status.as_u16(),
-            text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        })
+        Err(refusal(url, status, &body))
+    }
+}
+
+/// An answer that is not a success, with the start of what it said.
+fn refusal(url: String, status: reqwest::StatusCode, body: &[u8]) -> SpamError {
+    SpamError::Status {
+        url,
+        status: status.as_u16(),
+        text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
 }
 

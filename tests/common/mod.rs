@@ -5,6 +5,7 @@
 pub mod clamav;
 pub mod imap;
 pub mod rspamd;
+pub mod rspamd_config;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::rspamd_config as config;
 use super::{Process, free_port, wait_for};
 
 /// Subjects that make the test rules fire.
@@ -23,36 +24,6 @@ pub struct Rspamd {
     pub dir: PathBuf,
 }
 
-/// Modules that would reach the network (DNS lists, URL maps, rspamd.com) or need Redis.
-const OFF: [&str; 26] = [
-    "rbl",
-    "fuzzy_check",
-    "asn",
-    "mx_check",
-    "spf",
-    "dkim",
-    "dmarc",
-    "arc",
-    "dkim_signing",
-    "rspamd_update",
-    "phishing",
-    "url_redirector",
-    "reputation",
-    "neural",
-    "greylist",
-    "ratelimit",
-    "history_redis",
-    "bimi",
-    "dcc",
-    "external_services",
-    "emails",
-    "replies",
-    "clickhouse",
-    "elastic",
-    "metadata_exporter",
-    "whitelist",
-];
-
 /// Starts rspamd in `dir`/rspamd and waits until it answers.
 pub fn start(dir: &Path) -> Rspamd {
     start_on(dir, free_port(), free_port())
@@ -70,41 +41,15 @@ pub fn start_on(dir: &Path, port: u16, controller: u16) -> Rspamd {
 
 fn start_with(dir: &Path, port: u16, controller: u16, redis: Option<&str>) -> Rspamd {
     let root = dir.join("rspamd");
-    for sub in ["local.d", "db", "run", "log"] {
-        std::fs::create_dir_all(root.join(sub)).expect("rspamd dirs");
-    }
-    // Compiling rspamd's regular expressions takes seconds: every test shares the result.
-    let hs_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rspamd-hs");
-    std::fs::create_dir_all(&hs_cache).expect("hyperscan cache dir");
+    let workers = format!(
+        "{}{}",
+        config::worker("normal", port),
+        config::worker("controller", controller)
+    );
+    config::write_offline(&root, &workers).expect("rspamd config");
     let write = |name: &str, text: String| {
         std::fs::write(root.join(name), text).expect("rspamd config");
     };
-    write(
-        "rspamd.conf",
-        format!(
-            ".include \"$CONFDIR/common.conf\"\n\
-             options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n\
-               .include(try=true; priority=1,duplicate=merge) \"$LOCAL_CONFDIR/local.d/options.inc\"\n}}\n\
-             logging {{\n  type = \"file\";\n  filename = \"$LOGDIR/rspamd.log\";\n  level = \"info\";\n}}\n\
-             worker \"normal\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  .include \"$CONFDIR/worker-normal.inc\"\n}}\n\
-             worker \"controller\" {{\n  bind_socket = \"127.0.0.1:{controller}\";\n  .include \"$CONFDIR/worker-controller.inc\"\n}}\n"
-        ),
-    );
-    // DNS goes to a closed port: every lookup fails at once instead of timing out.
-    write(
-        "local.d/options.inc",
-        format!(
-            "dns {{ nameserver = [\"127.0.0.1:9\"]; timeout = 0.1s; retransmits = 1; }}\n\
-             hs_cache_dir = \"{}\";\n",
-            hs_cache.display()
-        ),
-    );
-    for module in OFF {
-        write(
-            &format!("local.d/{module}.conf"),
-            "enabled = false;\n".into(),
-        );
-    }
     write("junk.map", "/junk-me/i\n".into());
     write("soft.map", "/later-please/i\n".into());
     write("grey.map", "/grey-me/i\n".into());
@@ -130,14 +75,7 @@ fn start_with(dir: &Path, port: u16, controller: u16, redis: Option<&str>) -> Rs
         );
     }
     let log = root.join("stderr.log");
-    let var = |name: &str, sub: &str| format!("{name}={}", root.join(sub).display());
-    let child = Command::new("rspamd")
-        .args(["-f", "-u", "root", "-g", "root", "-c"])
-        .arg(root.join("rspamd.conf"))
-        .args(["--var", &var("LOCAL_CONFDIR", "")])
-        .args(["--var", &var("DBDIR", "db")])
-        .args(["--var", &var("RUNDIR", "run")])
-        .args(["--var", &var("LOGDIR", "log")])
+    let child = config::command(&root)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("rspamd log"))
         .spawn()
