@@ -395,6 +395,19 @@ pub const TLS_HANDSHAKE: Duration = Duration::from_secs(15);
 /// The handshake every listener does, at the first byte or after STARTTLS: `None` when
 /// there is no certificate, or the client failed or stalled (its problem: logged at
 /// debug, `what` says which listener).
+/// The protocol version and cipher suite a TLS connection negotiated, as rspamd's
+/// protocol writes them ("TLSv1.3", "TLS13_AES_256_GCM_SHA384").
+pub fn tls_facts<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<(String, String)> {
+    let connection = tls.get_ref().1;
+    let version = match connection.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        other => format!("{other:?}"),
+    };
+    let cipher = connection.negotiated_cipher_suite()?.suite();
+    Some((version, format!("{cipher:?}")))
+}
+
 pub async fn tls_handshake<S>(
     config: Option<&std::sync::Arc<rustls::ServerConfig>>,
     stream: S,

@@ -654,3 +654,95 @@ fn a_silent_or_endless_rspamd_costs_a_timeout_never_a_hang_or_memory() {
         server.terminate();
     }
 }
+
+/// What rspamd is told besides the message: the envelope, the client (with its name when
+/// its reverse DNS is forward-confirmed) and the TLS it came over, in rspamd's protocol
+/// headers. A stand-in rspamd records each request and answers "no action".
+#[test]
+fn rspamd_is_told_the_envelope_the_client_and_its_tls() {
+    use std::io::{Read, Write};
+    let w = Workspace::new("");
+    let stub = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    let stub_port = stub.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for connection in stub.incoming() {
+            let Ok(mut c) = connection else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = c.read(&mut buf) {
+                request.extend_from_slice(&buf[..n]);
+                if n == 0 || request.windows(12).any(|w| w == b"\r\n\r\nReceived") {
+                    break;
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&request).to_lowercase());
+            let body = r#"{"action":"no action","score":1.5,"required_score":15,"symbols":{}}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let (mx, relay) = (free_port(), free_port());
+    w.write_spec(&format!(
+        "[tls]\nmode = \"self-signed\"\n\n{}",
+        spec(
+            mx,
+            relay,
+            dns,
+            &format!("[spam]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{stub_port}\"\n")
+        )
+    ));
+    let server = w.serve(mx);
+    let ask = |from_ip: &str| {
+        swaks(
+            mx,
+            &[
+                "--tls",
+                "--local-interface",
+                from_ip,
+                "--ehlo",
+                "client.sender.test",
+                "--from",
+                "alice@sender.test",
+                "--to",
+                "me@example.test,fwd@example.test",
+            ],
+        )
+        .ok();
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("rspamd was never asked\n{}", server.log_text()))
+    };
+    // 127.0.0.1 is "localhost" both ways (the resolver answers loopback names itself,
+    // RFC 6761): a forward-confirmed name.
+    let request = ask("127.0.0.1");
+    for header in [
+        "post /checkv2 ",
+        "\r\nip: 127.0.0.1\r\n",
+        "\r\nhelo: client.sender.test\r\n",
+        "\r\nfrom: alice@sender.test\r\n",
+        "\r\nrcpt: me@example.test\r\n",
+        "\r\nrcpt: fwd@example.test\r\n",
+        "\r\nhostname: localhost\r\n",
+        "\r\ntls-version: tlsv1.3\r\n",
+        "\r\ntls-cipher: tls13_",
+        "\r\nmta-name: mx.example.test\r\n",
+    ] {
+        assert!(
+            request.contains(header),
+            "{header:?} in\n{request}\n{}",
+            server.log_text()
+        );
+    }
+    assert!(
+        !request.contains("\r\nuser: "),
+        "no login on the MX:\n{request}"
+    );
+    // 127.0.0.3's name ("localhost" too) does not lead back to it: rspamd is told none.
+    let request = ask("127.0.0.3");
+    assert!(request.contains("\r\nip: 127.0.0.3\r\n"), "{request}");
+    assert!(!request.contains("\r\nhostname:"), "{request}");
+}

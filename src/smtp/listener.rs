@@ -104,7 +104,9 @@ async fn session(
     if implicit_tls {
         // submissions (RFC 8314): TLS from the first byte.
         if let Some(tls) = tls_handshake(ctx.tls.as_ref(), stream, remote, "SMTP").await {
+            let facts = crate::listen::tls_facts(&tls);
             let _ = Session::new(ctx, tls, remote, true)
+                .with_tls_facts(facts)
                 .with_admission(Some(admission))
                 .run(true)
                 .await;
@@ -121,7 +123,9 @@ async fn session(
             if let Some(tls) =
                 tls_handshake(ctx.tls.as_ref(), stream, remote, "SMTP STARTTLS").await
             {
+                let facts = crate::listen::tls_facts(&tls);
                 let _ = Session::new(ctx, tls, remote, true)
+                    .with_tls_facts(facts)
                     .with_admission(admission)
                     .with_refused(refused)
                     .run(false)

@@ -90,6 +90,8 @@ pub struct Session<S> {
     pub stream: S,
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The TLS version and cipher suite, for the spam filter.
+    pub tls_facts: Option<(String, String)>,
     pub state: State,
     pub out: Vec<u8>,
     /// BDAT chunks gathered so far.
@@ -144,11 +146,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             stream,
             remote,
             tls,
+            tls_facts: None,
             state: State::default(),
             out: Vec::new(),
             bdat_body: Vec::new(),
             admission: None,
         }
+    }
+
+    pub fn with_tls_facts(mut self, facts: Option<(String, String)>) -> Self {
+        self.tls_facts = facts;
+        self
     }
 
     pub fn with_admission(mut self, admission: Option<Admission>) -> Self {

@@ -61,6 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let helo = self.state.helo.clone().unwrap_or_default();
         let asked = match &filter.rspamd {
             Some(rspamd) => {
+                let hostname = self.confirmed_hostname().await;
                 let facts = Facts {
                     ip: self.remote.ip(),
                     helo: &helo,
@@ -72,6 +73,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .map(|r| r.address.as_str())
                         .collect(),
                     user: self.state.account.as_deref(),
+                    hostname: hostname.as_deref(),
+                    tls: self.tls_facts.as_ref(),
                     mta: &self.ctx.hostname,
                 };
                 Some(rspamd.check(&facts, scanned).await)
@@ -206,6 +209,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(())
             }
         }
+    }
+
+    /// The client's name when its reverse DNS is forward-confirmed (iprev, RFC 8601
+    /// §3): rspamd counts a missing one against the message, as it should.
+    async fn confirmed_hostname(&self) -> Option<String> {
+        let authenticator = self.ctx.authenticator.as_ref()?;
+        let iprev = authenticator.verify_iprev(self.remote.ip()).await;
+        if iprev.result != mail_auth::IprevResult::Pass {
+            return None;
+        }
+        let name = iprev.ptr?.first()?.trim_end_matches('.').to_string();
+        Some(name)
     }
 
     /// Adds to what the mail log says of the filter's work on this message.

@@ -46,6 +46,10 @@ pub struct Facts<'a> {
     pub rcpts: Vec<&'a str>,
     /// The account that submitted it (submission only).
     pub user: Option<&'a str>,
+    /// The client's name, when its reverse DNS is forward-confirmed.
+    pub hostname: Option<&'a str>,
+    /// The TLS version and cipher suite it sent over.
+    pub tls: Option<&'a (String, String)>,
     /// This server's name, for rspamd's `MTA-Name`.
     pub mta: &'a str,
 }
@@ -127,6 +131,13 @@ impl Rspamd {
         }
         if let Some(user) = facts.user {
             put("user", user);
+        }
+        if let Some(hostname) = facts.hostname {
+            put("hostname", hostname);
+        }
+        if let Some((version, cipher)) = facts.tls {
+            put("tls-version", version);
+            put("tls-cipher", cipher);
         }
         put("mta-name", facts.mta);
         let answer = self
