@@ -9,9 +9,14 @@ use std::time::Duration;
 use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
 use ferrymail::store::{SqliteStore, Store};
 
+/// The API token the tests' admin uses (read from the environment, as a spec says).
+const TOKEN: &str = "0123456789abcdef0123456789abcdef-test";
+
 struct Setup {
     w: Workspace,
     port: u16,
+    /// The admin's http listener (loopback, plain HTTP).
+    http: u16,
     sink_dir: std::path::PathBuf,
     server: common::Process,
     _sink: common::Process,
@@ -19,7 +24,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let (mx, port, relay) = (free_port(), free_port(), free_port());
+    let (mx, port, relay, http) = (free_port(), free_port(), free_port(), free_port());
     let w = Workspace::new("");
     let (dns, dns_port) = common::quiet_dns(w.path());
     w.write_spec(&format!(
@@ -27,6 +32,10 @@ fn setup() -> Setup {
 [listeners]
 mx = "127.0.0.1:{mx}"
 submission = "127.0.0.1:{port}"
+http = "127.0.0.1:{http}"
+
+[admin.api_tokens]
+ci = {{ env = "TEST_API_TOKEN" }}
 
 [dns]
 resolver = "127.0.0.1:{dns_port}"
@@ -59,10 +68,11 @@ forward = ["other@example.test"]
         &[&relay.to_string(), sink_dir.to_str().unwrap()],
         w.path(),
     );
-    let server = w.serve(port);
+    let server = w.serve_with(port, &[], &[("TEST_API_TOKEN", TOKEN)]);
     Setup {
         w,
         port,
+        http,
         sink_dir,
         server,
         _sink: sink,
@@ -381,6 +391,19 @@ fn an_account_over_its_sending_limit_is_refused() {
         .run(&["queue", "log", "--json"])
         .stdout
         .contains("450 4.7.1 Sending limit reached")));
+    // The admin's error log (the web page and the API read the same lines) names it.
+    let logs = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(format!("http://127.0.0.1:{}/api/v1/logs", s.http))
+        .output()
+        .expect("curl");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("a mailbox reached its sending limit")
+            && logs.contains("limited@example.test"),
+        "{logs}"
+    );
     let status = s.w.run(&["status"]).stdout;
     assert!(
         status.contains("! sending limit: limited@example.test was refused 1 time in the last day"),
