@@ -425,7 +425,8 @@ fn clamav_refuses_a_virus_by_name_with_or_without_rspamd() {
     let (_dns, dns) = common::quiet_dns(w.path());
     // No rspamd: the virus scanner alone.
     let antivirus = format!(
-        "[spam.antivirus]\nkind = \"clamav\"\naddress = \"127.0.0.1:{}\"\n",
+        "[spam.antivirus]\nkind = \"clamav\"\naddress = \"127.0.0.1:{}\"\n\n\
+         [domains.\"example.test\"]\nallowlist = [\"boss@sender.test\"]\n",
         clamd.port
     );
     w.write_spec(&spec(mx, relay, dns, &antivirus));
@@ -446,6 +447,25 @@ fn clamav_refuses_a_virus_by_name_with_or_without_rspamd() {
         )),
         "{}",
         infected.stdout
+    );
+    // An allowlisted sender is never judged spam, but a virus from it is still a virus.
+    let trusted = swaks(
+        mx,
+        &[
+            "--from",
+            "boss@sender.test",
+            "--to",
+            "me@example.test",
+            "--attach",
+            &format!("@{}", eicar.display()),
+        ],
+    );
+    assert!(
+        trusted
+            .stdout
+            .contains("<** 554 5.7.1 Message refused: it carries a virus"),
+        "{}",
+        trusted.stdout
     );
     send(mx, "me@example.test", "clean", "nothing attached", &[]).ok();
     assert!(

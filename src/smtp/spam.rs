@@ -26,11 +26,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(body);
         };
         let submission = self.is_submission();
-        if (submission && !filter.scan_outbound)
-            || (!submission && self.state.rcpts.iter().all(|r| r.allowlisted))
-        {
+        if submission && !filter.scan_outbound {
             return Ok(body);
         }
+        // Senders every recipient's domain allowlists are never judged spam; a virus or
+        // a program from them is still refused (a trusted partner can be compromised).
+        let trusted = !submission && self.state.rcpts.iter().all(|r| r.allowlisted);
         let mut scanned = Vec::with_capacity(trace.len() + body.len());
         scanned.extend_from_slice(trace);
         scanned.extend_from_slice(&body);
@@ -53,6 +54,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(refusal) = findings.iter().find(|f| f.action == CheckAction::Refuse) {
             self.note(format!("{}: {}", refusal.rule, refusal.what));
             return Err((554, "5.7.1", format!("Message refused: {}", refusal.what)));
+        }
+        if trusted {
+            return Ok(body);
         }
         for f in &findings {
             self.note(format!("{}: {} (junk)", f.rule, f.what));
