@@ -392,9 +392,6 @@ async fn refuse(mut stream: TcpStream, why: &str) {
 /// otherwise hold its place in the connection limits for good).
 pub const TLS_HANDSHAKE: Duration = Duration::from_secs(15);
 
-/// The handshake every listener does, at the first byte or after STARTTLS: `None` when
-/// there is no certificate, or the client failed or stalled (its problem: logged at
-/// debug, `what` says which listener).
 /// The protocol version and cipher suite a TLS connection negotiated, as rspamd's
 /// protocol writes them ("TLSv1.3", "TLS13_AES_256_GCM_SHA384").
 pub fn tls_facts<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<(String, String)> {
@@ -408,6 +405,9 @@ pub fn tls_facts<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<(String,
     Some((version, format!("{cipher:?}")))
 }
 
+/// The handshake every listener does, at the first byte or after STARTTLS: `None` when
+/// there is no certificate, or the client failed or stalled (its problem: logged at
+/// debug, `what` says which listener).
 pub async fn tls_handshake<S>(
     config: Option<&std::sync::Arc<rustls::ServerConfig>>,
     stream: S,

@@ -37,6 +37,9 @@ spam = {{ reject_score = 100, junk_forward = "trap@elsewhere.test" }}
 [domains."lenient.test".aliases.fwd]
 forward = ["pal@elsewhere.test"]
 
+[domains."lenient.test".aliases.team]
+forward = ["mate@elsewhere.test"]
+
 {spam}"#
     )
 }
@@ -212,7 +215,14 @@ fn rspamd_greylist_advice_uses_the_servers_greylisting() {
     );
     w.write_spec(&body);
     let server = w.serve(mx);
-    let first = send(mx, "fwd@lenient.test", GREY_SUBJECT, "hi", &[]);
+    // Two recipients: both triples are recorded at once, so one retry passes for both.
+    let first = send(
+        mx,
+        "fwd@lenient.test,team@lenient.test",
+        GREY_SUBJECT,
+        "hi",
+        &[],
+    );
     assert!(
         first
             .stdout
@@ -221,7 +231,13 @@ fn rspamd_greylist_advice_uses_the_servers_greylisting() {
         first.stdout
     );
     std::thread::sleep(Duration::from_secs(3));
-    let again = send(mx, "fwd@lenient.test", GREY_SUBJECT, "hi", &[]);
+    let again = send(
+        mx,
+        "fwd@lenient.test,team@lenient.test",
+        GREY_SUBJECT,
+        "hi",
+        &[],
+    );
     assert!(
         again.stdout.contains("<-  250 2.0.0"),
         "{}\n{}",
@@ -765,4 +781,49 @@ fn rspamd_is_told_the_envelope_the_client_and_its_tls() {
     let request = ask("127.0.0.3");
     assert!(request.contains("\r\nip: 127.0.0.3\r\n"), "{request}");
     assert!(!request.contains("\r\nhostname:"), "{request}");
+}
+
+/// The allowlist matches the envelope sender, which anyone can write: mail from it is
+/// taken, but what rspamd would refuse is filed as junk, not delivered, and the sender's
+/// own verdict headers go as for anyone.
+#[test]
+fn an_allowlisted_sender_is_taken_but_what_rspamd_refuses_is_junk() {
+    let w = Workspace::new("");
+    let rspamd = common::rspamd::start(w.path());
+    let (mx, relay) = (free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    let allowlist = format!(
+        "{}\n[domains.\"example.test\"]\nallowlist = [\"boss@sender.test\"]\n",
+        rspamd.spec("")
+    );
+    w.write_spec(&spec(mx, relay, dns, &allowlist));
+    let server = w.serve(mx);
+    swaks(
+        mx,
+        &[
+            "--from",
+            "boss@sender.test",
+            "--to",
+            "me@example.test",
+            "--add-header",
+            "X-Spam-Status: No, score=-100 forged",
+            "--body",
+            GTUBE,
+        ],
+    )
+    .ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || w
+            .folder("me@example.test", "Junk")
+            .len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+    let junk = text(&w.folder("me@example.test", "Junk")[0]);
+    assert!(
+        junk.contains("X-Spam-Flag: YES") && !junk.contains("forged"),
+        "{junk}"
+    );
+    assert!(w.inbox("me@example.test").is_empty());
 }

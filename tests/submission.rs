@@ -406,7 +406,9 @@ fn an_account_over_its_sending_limit_is_refused() {
     );
     let status = s.w.run(&["status"]).stdout;
     assert!(
-        status.contains("! sending limit: limited@example.test was refused 1 time in the last day"),
+        status.contains(
+            "! sending limit: mail from limited@example.test was refused 1 time in the last day"
+        ),
         "{status}"
     );
     assert!(

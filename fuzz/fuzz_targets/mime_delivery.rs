@@ -48,7 +48,7 @@ fn deliver(boxes: &ferrymail::mailbox::Mailboxes, message: &[u8]) {
     let _ = ferrymail::queue::bounce::is_auto_submitted(message);
     let _ = ferrymail::spam::inspect(message, &Default::default());
     let mut verdict = ferrymail::spam::Verdict::local();
-    verdict.subject = Some("*** SPAM *** ünïcode".into());
+    verdict.add_headers = vec![("X-Filter".into(), "ünïcode\r\nInjected: 1".into())];
     verdict.remove_headers = vec![("Received".into(), 2)];
     let _ = ferrymail::spam::rewrite(message.to_vec(), &verdict);
     let _ = ferrymail::queue::bounce::report(&Notice {

@@ -93,12 +93,14 @@ fn spam_lines(loaded: &crate::spec::LoadedSpec, store: &dyn crate::store::Store)
     {
         let since = unix_now() - 86_400;
         let mut accounts: BTreeMap<&str, u32> = BTreeMap::new();
-        for e in refused.iter().filter(|e| e.at >= since) {
+        // The refusal itself, not any record that quotes its words (an attachment name).
+        let ours = |detail: &str| detail.starts_with("450 4.7.1 Sending limit reached");
+        for e in refused.iter().filter(|e| e.at >= since && ours(&e.detail)) {
             *accounts.entry(e.mail_from.as_str()).or_default() += 1;
         }
         for (account, n) in accounts {
             out.push(format!(
-                "! sending limit: {account} was refused {n} time{} in the last day (a stolen password? see `ferrymail queue log`)",
+                "! sending limit: mail from {account} was refused {n} time{} in the last day (a stolen password? see `ferrymail queue log`)",
                 if n == 1 { "" } else { "s" }
             ));
         }

@@ -139,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Submitted mail is the account's own: no arrival checks, but its From: must
             // be an address the account may use.
             self.check_from_header(&body)?;
-            self.within_sending_limits(self.state.rcpts.len() as u32)?;
+            self.take_sending_allowance(self.state.rcpts.len() as u32)?;
             super::auth::Verdict::none()
         } else {
             self.authenticate(&body).await?
@@ -205,12 +205,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 snapshot.accounts.get(a).is_some_and(|r| r.save_sent)
             })
             .map(|account| (account, message.clone()));
-        let recipients = self.state.rcpts.len() as u32;
         match self.ctx.spool.enqueue(envelope, message, deliveries).await {
             Ok(id) => {
-                if self.is_submission() {
-                    self.count_sent(recipients);
-                }
                 if let Some((account, copy)) = sent_copy {
                     self.file_sent_copy(&account, &copy);
                 }

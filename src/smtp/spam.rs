@@ -29,13 +29,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if submission && !filter.scan_outbound {
             return Ok(body);
         }
-        // Senders every recipient's domain allowlists are never judged spam; a virus or
-        // a program from them is still refused (a trusted partner can be compromised).
-        let trusted = !submission && self.state.rcpts.iter().all(|r| r.allowlisted);
+        // What arrives is stored without the sender's own verdict, scanned or not.
+        let unmarked = |body: Vec<u8>| {
+            if submission {
+                body
+            } else {
+                crate::spam::strip(body)
+            }
+        };
         let mut scanned = Vec::with_capacity(trace.len() + body.len());
         scanned.extend_from_slice(trace);
         scanned.extend_from_slice(&body);
-        if let Some(clamd) = &filter.clamd {
+        if let Some(clamd) = &filter.clamd
+            && scanned.len() as u64 > clamd.max_size
+        {
+            self.note(format!(
+                "not scanned for viruses: larger than {} bytes",
+                clamd.max_size
+            ));
+        } else if let Some(clamd) = &filter.clamd {
             match clamd.scan(&scanned).await {
                 Ok(None) => {}
                 Ok(Some(virus)) => {
@@ -54,9 +66,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(refusal) = findings.iter().find(|f| f.action == CheckAction::Refuse) {
             self.note(format!("{}: {}", refusal.rule, refusal.what));
             return Err((554, "5.7.1", format!("Message refused: {}", refusal.what)));
-        }
-        if trusted {
-            return Ok(body);
         }
         for f in &findings {
             self.note(format!("{}: {} (junk)", f.rule, f.what));
@@ -93,11 +102,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(Err(e)) => {
                 self.unscanned(&filter, e)?;
                 if findings.is_empty() {
-                    return Ok(body);
+                    return Ok(unmarked(body));
                 }
                 Verdict::local()
             }
-            None if findings.is_empty() => return Ok(body),
+            None if findings.is_empty() => return Ok(unmarked(body)),
             None => Verdict::local(),
         };
         verdict.symbols.extend(findings.iter().map(|f| Symbol {
@@ -119,12 +128,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Action::Greylist if !submission => {
                 let delay = self.state.rcpts.iter().map(|r| r.greylist_delay).max();
-                let waiting = self
+                // Every recipient's triple is recorded now: the sender's one retry then
+                // passes for all of them.
+                let waiting: Vec<String> = self
                     .state
                     .rcpts
                     .iter()
-                    .find_map(|r| self.greylist(&mail_from, &r.address, delay.unwrap_or(300)));
-                if let Some(text) = waiting {
+                    .filter_map(|r| self.greylist(&mail_from, &r.address, delay.unwrap_or(300)))
+                    .collect();
+                if let Some(text) = waiting.into_iter().next() {
                     return Err((451, "4.7.1", text));
                 }
             }
@@ -148,7 +160,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .any(|x| x.kind == d.kind && x.target == d.target)
                 });
                 let (judgement, junk_forward) = match rcpt {
-                    Some(r) if r.allowlisted => return (Judgement::Deliver, None),
+                    // The sender is on the allowlist (by its unauthenticated MAIL FROM):
+                    // taken, but what rspamd refuses is filed as junk, not delivered.
+                    Some(r) if r.allowlisted => {
+                        let judgement = match verdict.judge(&r.spam) {
+                            Judgement::Refuse => Judgement::Junk,
+                            _ => Judgement::Deliver,
+                        };
+                        return (judgement, r.spam.junk_forward.clone());
+                    }
                     Some(r) => (verdict.judge(&r.spam), r.spam.junk_forward.clone()),
                     None => (verdict.judge(&Default::default()), None),
                 };
@@ -173,6 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         notes.push(format!("junk for {} sent to {to}", d.target));
                         d.kind = DeliveryKind::Forward;
                         d.target = to;
+                        // Never a bounce to a sender who is likely forged (backscatter).
+                        d.dsn.notify = smtp_proto::RCPT_NOTIFY_NEVER;
                     }
                     // Never bounced (that would be backscatter), never sent on.
                     (_, None) => {

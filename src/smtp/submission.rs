@@ -294,7 +294,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Whether `count` more messages (recipients) keep the account within its hourly and
     /// daily limits (counted across nodes when the cache is Redis); the refusal if not.
-    pub(super) fn within_sending_limits(
+    /// Within them, they are counted at once, before the scans and the queue: parallel
+    /// sessions each checking before any had counted would all pass.
+    pub(super) fn take_sending_allowance(
         &self,
         count: u32,
     ) -> Result<(), (u16, &'static str, String)> {
@@ -328,11 +330,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ));
             }
         }
+        self.count_sent(count);
         Ok(())
     }
 
     /// Counts `count` messages sent by the account logged in.
-    pub(super) fn count_sent(&self, count: u32) {
+    fn count_sent(&self, count: u32) {
         let Some(account) = &self.state.account else {
             return;
         };

@@ -92,9 +92,25 @@ pub fn inspect(raw: &[u8], checks: &SpamChecks) -> Vec<Finding> {
     let Some(message) = crate::mime::parse(raw) else {
         return found;
     };
-    let mut seen = 0;
-    let mut links = 0;
-    walk(&message, checks, 0, &mut seen, &mut links, &mut found);
+    let mut walk = Walk {
+        checks,
+        seen: 0,
+        links: 0,
+        found: &mut found,
+        cut_short: false,
+    };
+    walk.message(&message, 0);
+    // What was not looked at may hide what the checks look for: a message that deep or
+    // that many parts is treated as one that hides a program.
+    if walk.cut_short && checks.executables != CheckAction::Off {
+        found.push(Finding {
+            rule: "FERRYMAIL_TOO_DEEP",
+            what: format!(
+                "more than {MAX_PARTS} parts or {MAX_DEPTH} nested messages, not all checked"
+            ),
+            action: checks.executables,
+        });
+    }
     if checks.lookalikes != CheckAction::Off
         && let Some(domain) = message
             .from()
@@ -106,7 +122,7 @@ pub fn inspect(raw: &[u8], checks: &SpamChecks) -> Vec<Finding> {
     {
         found.push(Finding {
             rule: "FERRYMAIL_LOOKALIKE_FROM",
-            what: format!("a sender domain that imitates another ({domain})"),
+            what: format!("a sender domain that imitates another ({})", shown(&domain)),
             action: checks.lookalikes,
         });
     }
@@ -114,63 +130,99 @@ pub fn inspect(raw: &[u8], checks: &SpamChecks) -> Vec<Finding> {
     found
 }
 
-fn walk(
-    message: &Message<'_>,
-    checks: &SpamChecks,
-    depth: usize,
-    seen: &mut usize,
-    links: &mut usize,
-    found: &mut Vec<Finding>,
-) {
-    for part in &message.parts {
-        *seen += 1;
-        if *seen > MAX_PARTS {
-            return;
-        }
-        if let Some(nested) = part.message() {
-            if depth < MAX_DEPTH {
-                walk(nested, checks, depth + 1, seen, links, found);
+/// One message's parts being looked at, within the budget.
+struct Walk<'a> {
+    checks: &'a SpamChecks,
+    seen: usize,
+    links: usize,
+    found: &'a mut Vec<Finding>,
+    /// The budget ran out before every part was seen.
+    cut_short: bool,
+}
+
+impl Walk<'_> {
+    fn message(&mut self, message: &Message<'_>, depth: usize) {
+        for part in &message.parts {
+            self.seen += 1;
+            if self.seen > MAX_PARTS {
+                self.cut_short = true;
+                return;
             }
-            continue;
-        }
-        if part.is_multipart() {
-            continue;
-        }
-        if part.is_text() && checks.lookalikes != CheckAction::Off {
-            if let Some(text) = part.text_contents() {
-                for host in link_hosts(text).take(MAX_LINKS.saturating_sub(*links)) {
-                    *links += 1;
-                    if is_lookalike(&host) {
-                        found.push(Finding {
-                            rule: "FERRYMAIL_LOOKALIKE_LINK",
-                            what: format!("a link to a domain that imitates another ({host})"),
-                            action: checks.lookalikes,
-                        });
-                        break;
-                    }
+            if let Some(nested) = part.message() {
+                if depth < MAX_DEPTH {
+                    self.message(nested, depth + 1);
+                } else {
+                    self.cut_short = true;
                 }
+                continue;
             }
-            continue;
+            if part.is_multipart() {
+                continue;
+            }
+            self.part(part);
         }
+    }
+
+    fn part(&mut self, part: &mail_parser::MessagePart<'_>) {
+        let checks = self.checks;
         let name = part.attachment_name().unwrap_or_default();
         let contents = part.contents();
+        // A text part is judged by its name only ("invoice.js" sent as text/plain); a
+        // text body that happens to start with "MZ" is no program.
         if checks.executables != CheckAction::Off
-            && (executable_name(name) || executable_content(contents))
+            && (executable_name(name) || (!part.is_text() && executable_content(contents)))
         {
-            found.push(Finding {
+            self.found.push(Finding {
                 rule: "FERRYMAIL_EXECUTABLE",
                 what: format!("an executable attachment ({})", shown(name)),
                 action: checks.executables,
             });
         }
         if contents.starts_with(b"PK\x03\x04") {
-            zip_findings(name, contents, checks, found);
+            zip_findings(name, contents, checks, self.found);
+        }
+        if part.is_text()
+            && checks.lookalikes != CheckAction::Off
+            && let Some(text) = part.text_contents()
+        {
+            for host in link_hosts(text).take(MAX_LINKS.saturating_sub(self.links)) {
+                self.links += 1;
+                if is_lookalike(&host) {
+                    self.found.push(Finding {
+                        rule: "FERRYMAIL_LOOKALIKE_LINK",
+                        what: format!(
+                            "a link to a domain that imitates another ({})",
+                            shown(&host)
+                        ),
+                        action: checks.lookalikes,
+                    });
+                    break;
+                }
+            }
         }
     }
 }
 
 /// What a zip archive holds: executables by name, and whether entries are encrypted.
 fn zip_findings(name: &str, contents: &[u8], checks: &SpamChecks, found: &mut Vec<Finding>) {
+    // The zip crate reads the whole central directory into memory first: count its
+    // entries before (46 bytes each at least), and treat a larger one as unchecked.
+    let entries = memchr::memmem::find_iter(contents, b"PK\x01\x02")
+        .take(MAX_ZIP_ENTRIES + 1)
+        .count();
+    if entries > MAX_ZIP_ENTRIES {
+        if checks.executables != CheckAction::Off {
+            found.push(Finding {
+                rule: "FERRYMAIL_TOO_DEEP",
+                what: format!(
+                    "an archive of more than {MAX_ZIP_ENTRIES} files, not checked ({})",
+                    shown(name)
+                ),
+                action: checks.executables,
+            });
+        }
+        return;
+    }
     let Ok(mut archive) = zip::ZipArchive::new(std::io::Cursor::new(contents)) else {
         return;
     };
@@ -204,8 +256,15 @@ fn zip_findings(name: &str, contents: &[u8], checks: &SpamChecks, found: &mut Ve
     }
 }
 
+/// A name from the message as replies, logs and headers carry it: printable ASCII (other
+/// characters as '?': a header or a reply line stays 7-bit), at most 100 characters.
 fn shown(name: &str) -> String {
-    let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
+    let name: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .take(100)
+        .collect();
     if name.is_empty() {
         "unnamed".into()
     } else {
@@ -289,6 +348,10 @@ fn script(c: char) -> Option<Script> {
 /// mixing Latin with Cyrillic or Greek letters, or one made only of their Latin
 /// lookalikes under a Latin top-level domain.
 pub fn is_lookalike(domain: &str) -> bool {
+    // No DNS name is longer (RFC 1035 §2.3.4); decoding longer ones costs time for nothing.
+    if domain.len() > 253 || domain.split('.').any(|label| label.len() > 63) {
+        return false;
+    }
     let (unicode, _) = idna::domain_to_unicode(domain);
     let labels: Vec<&str> = unicode.split('.').filter(|l| !l.is_empty()).collect();
     let latin_tld = labels
@@ -403,6 +466,15 @@ mod tests {
             ["FERRYMAIL_ENCRYPTED_ARCHIVE"]
         );
         assert!(rules(&message(&attachment("report.pdf", b"%PDF-1.7"))).is_empty());
+        // A script sent as text is still a script; a text that starts "MZ" is text.
+        let script = "--b\r\nContent-Type: text/plain\r\n\
+                      Content-Disposition: attachment; filename=\"invoice.js\"\r\n\r\nWScript.Run()\r\n";
+        assert_eq!(rules(&message(script)), ["FERRYMAIL_EXECUTABLE"]);
+        let mz = "--b\r\nContent-Type: text/plain\r\n\r\nMZ is where we met\r\n";
+        assert!(rules(&message(mz)).is_empty());
+        // Hiding it behind a thousand empty parts is found out.
+        let many = "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n".repeat(1001);
+        assert_eq!(rules(&message(&many)), ["FERRYMAIL_TOO_DEEP"]);
         assert!(rules(&message(&attachment("docs.zip", &zip_of("a.txt", false)))).is_empty());
         let off = SpamChecks {
             executables: CheckAction::Off,

@@ -13,6 +13,8 @@ const CHUNK: usize = 64 * 1024;
 /// clamd's answer is one short line; anything longer is not clamd.
 const MAX_ANSWER: usize = 4096;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// clamd's default StreamMaxLength.
+const DEFAULT_MAX_SIZE: u64 = 25 * 1000 * 1000;
 
 enum Target {
     Tcp(String),
@@ -23,6 +25,8 @@ enum Target {
 pub struct Clamd {
     target: Target,
     timeout: Duration,
+    /// Messages larger than this are not sent (clamd would refuse them).
+    pub max_size: u64,
     /// For messages: "clamd at ADDRESS".
     pub name: String,
 }
@@ -46,9 +50,15 @@ impl Clamd {
                 });
             }
         };
+        let max_size = spec
+            .max_size
+            .as_deref()
+            .and_then(crate::spec::parse_size)
+            .unwrap_or(DEFAULT_MAX_SIZE);
         Ok(Clamd {
             target,
             timeout,
+            max_size,
             name: format!("clamd at {name}"),
         })
     }

@@ -1,5 +1,7 @@
 //! The message as stored after the verdict: the sender's own spam headers gone (a spammer
 //! would write "X-Spam-Status: No"), rspamd's header changes made, ours on top.
+//! rspamd's new Subject ("rewrite subject") is not applied: the message is junk, and a
+//! changed Subject would break the author's DKIM signature on forwarded copies.
 
 use super::Verdict;
 use crate::mime::{field_name, header_fields};
@@ -13,8 +15,14 @@ pub fn is_spam_header(name: &[u8]) -> bool {
     lower.starts_with(b"x-spam") || lower.starts_with(b"x-rspamd")
 }
 
+/// `message` (the sender's header and body) without the sender's spam fields: what is
+/// stored when nothing judged it (rspamd down, clamd alone).
+pub fn strip(message: Vec<u8>) -> Vec<u8> {
+    crate::mime::without_fields(message, |field| is_spam_header(field_name(field)))
+}
+
 /// `message` (the sender's header and body) with the sender's spam fields removed,
-/// rspamd's removals and new Subject applied, and the verdict's fields on top.
+/// rspamd's removals applied, and the verdict's fields on top.
 pub fn rewrite(message: Vec<u8>, verdict: &Verdict) -> Vec<u8> {
     let (fields, end) = header_fields(&message);
     let mut out = Vec::with_capacity(message.len() + 1024);
@@ -31,7 +39,6 @@ pub fn rewrite(message: Vec<u8>, verdict: &Verdict) -> Vec<u8> {
         out.extend_from_slice(format!("{name}: {}\r\n", one_line(value)).as_bytes());
     }
     let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-    let mut subject_done = false;
     for range in fields {
         let field = &message[range];
         let name = field_name(field).to_ascii_lowercase();
@@ -43,29 +50,22 @@ pub fn rewrite(message: Vec<u8>, verdict: &Verdict) -> Vec<u8> {
         if removed || is_spam_header(&name) {
             continue;
         }
-        if name == b"subject"
-            && !subject_done
-            && let Some(subject) = &verdict.subject
-        {
-            subject_done = true;
-            out.extend_from_slice(
-                format!("Subject: {}\r\n", encode_word(&one_line(subject))).as_bytes(),
-            );
-            continue;
-        }
         out.extend_from_slice(field);
     }
     out.extend_from_slice(&message[end..]);
     out
 }
 
-/// A value on one line: line breaks become spaces, control characters go, bounded.
+/// A value on one line: line breaks become spaces, control characters go, other than
+/// ASCII becomes '?' (7-bit headers travel anywhere), bounded.
 fn one_line(value: &str) -> String {
     let mut out: String = value
         .chars()
         .map(|c| {
             if c == '\r' || c == '\n' || c == '\t' {
                 ' '
+            } else if !c.is_ascii() {
+                '?'
             } else {
                 c
             }
@@ -82,33 +82,6 @@ fn one_line(value: &str) -> String {
     out
 }
 
-/// Non-ASCII text as RFC 2047 encoded words (base64, whole characters per word).
-fn encode_word(text: &str) -> String {
-    use base64::Engine;
-    if text.is_ascii() {
-        return text.to_string();
-    }
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in text.chars() {
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(std::mem::take(&mut chunk));
-        }
-        chunk.push(c);
-    }
-    words.push(chunk);
-    words
-        .iter()
-        .map(|w| {
-            format!(
-                "=?UTF-8?B?{}?=",
-                base64::engine::general_purpose::STANDARD.encode(w)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +94,6 @@ mod tests {
             required: 15.0,
             symbols: vec![],
             smtp_message: None,
-            subject: Some("*** SPAM *** hi".into()),
             add_headers: vec![
                 ("X-Virus".into(), "clean\r\nInjected: yes".into()),
                 ("X-Spam-Status".into(), "No".into()),
@@ -148,16 +120,12 @@ mod tests {
         assert!(head.contains("X-Virus: clean  Injected: yes\r\n"), "{head}");
         assert!(!head.contains("Bad Name"));
         assert!(!head.contains("score=-100") && !head.contains("NO") && !head.contains("queue-id"));
-        assert!(head.contains("Subject: *** SPAM *** hi\r\n"));
+        // rspamd's "rewrite subject" is junk, the Subject left alone: a rewritten one would
+        // break the author's DKIM signature on every forwarded copy.
+        assert!(head.contains("Subject: hi\r\n"));
         assert_eq!(head.matches("X-Old:").count(), 1);
         assert!(head.contains("X-Old: 1"));
         assert!(!head.contains("X-Gone"));
         assert_eq!(body, "X-Spam-Status: in the body stays\r\n");
-    }
-
-    #[test]
-    fn a_rewritten_subject_outside_ascii_is_encoded() {
-        let word = encode_word("*** SPAM *** Grüße");
-        assert_eq!(word, "=?UTF-8?B?KioqIFNQQU0gKioqIEdyw7zDn2U=?=");
     }
 }

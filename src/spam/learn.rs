@@ -15,6 +15,9 @@ const QUEUE: usize = 256;
 const PER_LESSON: usize = 1000;
 /// Messages larger than this are not taught (rspamd learns from text, not attachments).
 const MAX_LEARN_SIZE: usize = 10 * 1024 * 1024;
+/// Messages one account may teach per hour: the classifier is shared, and an account
+/// moving its own campaign out of Junk by the thousand would teach everyone it is ham.
+const PER_ACCOUNT_HOUR: u32 = 500;
 
 /// Messages that just arrived in a folder, and what they teach.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct Lesson {
 #[derive(Clone)]
 pub struct Learner {
     tx: mpsc::Sender<Lesson>,
+    /// Per account: when its hour began and what it taught in it.
+    taught: Arc<std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>>,
 }
 
 impl Learner {
@@ -40,11 +45,37 @@ impl Learner {
                 teach(&rspamd, &mailboxes, lesson).await;
             }
         });
-        Learner { tx }
+        Learner {
+            tx,
+            taught: Default::default(),
+        }
     }
 
-    /// Queues a lesson without waiting.
-    pub fn learn(&self, lesson: Lesson) {
+    /// Queues a lesson without waiting, within the account's hourly allowance.
+    pub fn learn(&self, mut lesson: Lesson) {
+        {
+            let mut taught = self.taught.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if taught.len() > 100_000 {
+                taught.retain(|_, (since, _)| now.duration_since(*since).as_secs() < 3600);
+            }
+            let (since, count) = taught.entry(lesson.account.clone()).or_insert((now, 0));
+            if now.duration_since(*since).as_secs() >= 3600 {
+                (*since, *count) = (now, 0);
+            }
+            let left = PER_ACCOUNT_HOUR.saturating_sub(*count) as usize;
+            if lesson.uids.len() > left {
+                tracing::warn!(
+                    account = %lesson.account,
+                    "spam learning: the account taught {PER_ACCOUNT_HOUR} messages this hour; the rest are not taught"
+                );
+                lesson.uids.truncate(left);
+            }
+            *count += lesson.uids.len() as u32;
+            if lesson.uids.is_empty() {
+                return;
+            }
+        }
         if let Err(e) = self.tx.try_send(lesson) {
             tracing::warn!(error = %e, "spam learning is behind; a lesson was dropped");
         }

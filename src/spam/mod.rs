@@ -9,7 +9,7 @@ mod rspamd;
 
 pub use checks::{Finding, inspect, is_lookalike};
 pub use clamav::Clamd;
-pub use headers::{is_spam_header, rewrite};
+pub use headers::{is_spam_header, rewrite, strip};
 pub use learn::{Learner, Lesson, direction};
 pub use rspamd::{Facts, Rspamd, SpamError};
 
@@ -98,8 +98,6 @@ pub struct Verdict {
     pub symbols: Vec<Symbol>,
     /// The text rspamd wants the SMTP reply to carry, if any.
     pub smtp_message: Option<String>,
-    /// The new Subject, for "rewrite subject".
-    pub subject: Option<String>,
     /// Header changes its modules ask for (the `milter` block): fields to add…
     pub add_headers: Vec<(String, String)>,
     /// …and to remove (0: every one of that name, n: the n-th).
@@ -124,7 +122,6 @@ impl Verdict {
             required: 0.0,
             symbols: Vec::new(),
             smtp_message: None,
-            subject: None,
             add_headers: Vec::new(),
             remove_headers: Vec::new(),
         }
@@ -187,9 +184,11 @@ impl Verdict {
             self.required
         );
         for s in &self.symbols {
+            // A few options each, so that no line passes RFC 5322's 998 octets.
             let options = s
                 .options
                 .iter()
+                .take(5)
                 .map(|o| clean(o, 100))
                 .collect::<Vec<_>>()
                 .join(",");
@@ -219,11 +218,16 @@ impl Verdict {
     }
 }
 
-/// Text from rspamd made safe for a header line: printable, no line breaks, bounded.
+/// Text from rspamd made safe for a header line: printable ASCII (a forwarded copy may
+/// meet a server without SMTPUTF8), no line breaks, bounded.
 fn clean(text: &str, max: usize) -> String {
     text.chars()
         .filter(|c| !c.is_control())
-        .map(|c| if matches!(c, '[' | ']') { '_' } else { c })
+        .map(|c| match c {
+            '[' | ']' => '_',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
         .take(max)
         .collect()
 }
@@ -243,7 +247,6 @@ mod tests {
                 options: vec!["a\r\nb".into()],
             }],
             smtp_message: None,
-            subject: None,
             add_headers: vec![],
             remove_headers: vec![],
         }

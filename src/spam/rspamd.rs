@@ -244,7 +244,7 @@ async fn read_bounded(mut answer: reqwest::Response, url: &str) -> Result<Vec<u8
     }
 }
 
-/// The `/checkv2` JSON: action, score, required_score, symbols, messages, subject, milter.
+/// The `/checkv2` JSON: action, score, required_score, symbols, messages, milter.
 pub(super) fn parse_verdict(body: &[u8]) -> Result<Verdict, String> {
     let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let action = json
@@ -320,7 +320,6 @@ pub(super) fn parse_verdict(body: &[u8]) -> Result<Verdict, String> {
         required: number("required_score"),
         symbols,
         smtp_message: text(json.get("messages").and_then(|m| m.get("smtp_message"))),
-        subject: text(json.get("subject")),
         add_headers,
         remove_headers,
     })

@@ -585,6 +585,10 @@ pub struct Antivirus {
     /// How long one scan may take, e.g. "60s" (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Larger messages are not sent to clamd (the mail log says so; the other checks
+    /// still run). Default "25MB", clamd's own StreamMaxLength: keep it at most that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

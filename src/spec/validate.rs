@@ -303,6 +303,14 @@ impl Validator {
                     "give clamd's address or its socket, one of the two",
                 ),
             }
+            if let Some(size) = &av.max_size
+                && parse_size(size).is_none()
+            {
+                self.err(
+                    at.key("max_size"),
+                    format!("\"{size}\" is not a size (e.g. \"25MB\")"),
+                );
+            }
             if let Some(timeout) = &av.timeout
                 && humantime::parse_duration(timeout).is_err()
             {
