@@ -48,6 +48,7 @@ macro_rules! conformance {
 
 conformance!(
     sliding_window_counts_and_forgets,
+    taking_several_counts_all_or_nothing,
     greylisting_defers_then_passes_after_the_delay,
     locks_have_one_holder_and_expire,
 );
@@ -66,6 +67,26 @@ fn sliding_window_counts_and_forgets(b: &Backend) {
     std::thread::sleep(window + Duration::from_millis(20));
     assert_eq!(cache.recent("ip", window), 0);
     assert!(cache.hit("ip", 2, window));
+}
+
+fn taking_several_counts_all_or_nothing(b: &Backend) {
+    let cache = b.cache.as_ref();
+    let window = Duration::from_millis(300);
+    assert!(cache.take("sent", 2, 3, window));
+    assert!(!cache.take("sent", 2, 3, window), "2 more would make 4");
+    assert_eq!(
+        cache.recent("sent", window),
+        2,
+        "a refused take counts nothing"
+    );
+    assert!(cache.take("sent", 1, 3, window));
+    assert!(!cache.take("sent", 1, 3, window));
+    assert!(
+        !cache.take("big", 4, 3, window),
+        "more than the limit at once"
+    );
+    std::thread::sleep(window + Duration::from_millis(20));
+    assert!(cache.take("sent", 3, 3, window));
 }
 
 fn greylisting_defers_then_passes_after_the_delay(b: &Backend) {

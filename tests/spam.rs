@@ -693,7 +693,9 @@ fn a_silent_or_endless_rspamd_costs_a_timeout_never_a_hang_or_memory() {
 
 /// What rspamd is told besides the message: the envelope, the client (with its name when
 /// its reverse DNS is forward-confirmed) and the TLS it came over, in rspamd's protocol
-/// headers. A stand-in rspamd records each request and answers "no action".
+/// headers. A stand-in rspamd records each request and answers "no action": the real one
+/// runs in the other tests, but shows nowhere which headers it was given (and skips the
+/// host-name and TLS rules for loopback clients, which is all a test here can be).
 #[test]
 fn rspamd_is_told_the_envelope_the_client_and_its_tls() {
     use std::io::{Read, Write};

@@ -35,6 +35,20 @@ impl Cache for MemoryCache {
         q.len() <= limit as usize
     }
 
+    fn take(&self, key: &str, count: u32, limit: u32, window: Duration) -> bool {
+        let now = Instant::now();
+        let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let q = map.entry(key.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+        if q.len() + count as usize > limit as usize {
+            return false;
+        }
+        q.extend(std::iter::repeat_n(now, count as usize));
+        true
+    }
+
     fn recent(&self, key: &str, window: Duration) -> u32 {
         let now = Instant::now();
         let map = self.hits.lock().unwrap_or_else(|p| p.into_inner());

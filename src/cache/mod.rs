@@ -27,6 +27,10 @@ pub trait Cache: Send + Sync {
     /// Counts one event for `key`; true while at most `limit` fell in the last `window`.
     fn hit(&self, key: &str, limit: u32, window: Duration) -> bool;
 
+    /// Counts `count` events for `key` only if that keeps the last `window` at most
+    /// `limit`, in one step (no other node counts in between); false counts nothing.
+    fn take(&self, key: &str, count: u32, limit: u32, window: Duration) -> bool;
+
     /// How many events for `key` fell in the last `window` (counts nothing itself).
     fn recent(&self, key: &str, window: Duration) -> u32;
 

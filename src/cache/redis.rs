@@ -35,6 +35,19 @@ static HIT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// Adds ARGV[3] members (named ARGV[4]..i) only if the window then holds at most ARGV[2].
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_MS}
+         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+         local count = tonumber(ARGV[3])
+         if redis.call('ZCARD', KEYS[1]) + count > tonumber(ARGV[2]) then return 0 end
+         for i = 1, count do redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i) end
+         redis.call('PEXPIRE', KEYS[1], ARGV[1])
+         return 1"
+    ))
+});
+
 static RECENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW_MS}
@@ -203,6 +216,29 @@ impl Cache for RedisCache {
             Err(e) => {
                 self.degraded("rate limit", &e);
                 self.fallback.hit(key, limit, window)
+            }
+        }
+    }
+
+    fn take(&self, key: &str, count: u32, limit: u32, window: Duration) -> bool {
+        let member = format!(
+            "{}-{}",
+            self.member_prefix,
+            self.members.fetch_add(1, Ordering::Relaxed)
+        );
+        let outcome = self.with_conn(|c| {
+            TAKE.key(Self::key("hits", key))
+                .arg(ms(window))
+                .arg(limit)
+                .arg(count)
+                .arg(&member)
+                .invoke::<i64>(c)
+        });
+        match outcome {
+            Ok(ok) => ok == 1,
+            Err(e) => {
+                self.degraded("rate limit", &e);
+                self.fallback.take(key, count, limit, window)
             }
         }
     }

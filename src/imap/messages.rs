@@ -700,10 +700,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let source: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let dest: Vec<u32> = pairs.iter().map(|p| p.1).collect();
         if let Some(learner) = self.ctx.learner.clone()
-            && let Some(spam) = crate::spam::direction(
-                crate::spam::role(from.special_use.as_deref(), &from.name).as_deref(),
-                crate::spam::role(to.special_use.as_deref(), &to.name).as_deref(),
-            )
+            && let Some(spam) = crate::spam::direction(from.role(), to.role())
             && !dest.is_empty()
         {
             learner.learn(crate::spam::Lesson {

@@ -110,6 +110,19 @@ pub struct Folder {
     pub first_recent: u32,
 }
 
+impl Folder {
+    /// Its role: the special use it is marked with, or `\\Junk` for a folder named
+    /// "Junk" marked with none (where delivery files spam when no folder is marked,
+    /// `Mailbox::special_folder`).
+    pub fn role(&self) -> Option<&str> {
+        match self.special_use.as_deref() {
+            Some(role) => Some(role),
+            None if self.name.eq_ignore_ascii_case("Junk") => Some("\\Junk"),
+            None => None,
+        }
+    }
+}
+
 /// One message's UID and opened part, with (for a body) where its top header block
 /// ends when that was recorded at delivery (`Meta::header_len`).
 pub type Opened = (u32, Vec<u8>, Option<u32>);
@@ -1107,6 +1120,23 @@ fn collect_garbage(tx: &Connection, mut blobs: Vec<i64>) -> rusqlite::Result<()>
 mod tests {
     use super::super::tests::mailboxes;
     use super::*;
+
+    #[test]
+    fn a_folder_named_junk_is_junk_when_none_is_marked() {
+        let folder = |name: &str, special_use: Option<&str>| Folder {
+            id: 1,
+            name: name.into(),
+            special_use: special_use.map(String::from),
+            subscribed: true,
+            uidvalidity: 1,
+            uidnext: 1,
+            highestmodseq: 0,
+            first_recent: 1,
+        };
+        assert_eq!(folder("junk", None).role(), Some("\\Junk"));
+        assert_eq!(folder("Junk", Some("\\Archive")).role(), Some("\\Archive"));
+        assert_eq!(folder("Work", None).role(), None);
+    }
 
     #[test]
     fn version_1_files_are_encrypted_in_place() {

@@ -36,13 +36,10 @@ pub fn has_bare_line_ending(body: &[u8]) -> bool {
 
 /// Counts Received headers in the header section.
 fn hops(body: &[u8]) -> usize {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(body.len());
-    body[..end]
-        .split(|&b| b == b'\n')
-        .filter(|line| line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:"))
+    let (fields, _) = crate::mime::header_fields(body);
+    fields
+        .into_iter()
+        .filter(|f| crate::mime::field_name(&body[f.clone()]).eq_ignore_ascii_case(b"received"))
         .count()
 }
 

@@ -37,18 +37,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 crate::spam::strip(body)
             }
         };
-        let mut scanned = Vec::with_capacity(trace.len() + body.len());
-        scanned.extend_from_slice(trace);
-        scanned.extend_from_slice(&body);
+        let size = (trace.len() + body.len()) as u64;
         if let Some(clamd) = &filter.clamd
-            && scanned.len() as u64 > clamd.max_size
+            && size > clamd.max_size
         {
             self.note(format!(
                 "not scanned for viruses: larger than {} bytes",
                 clamd.max_size
             ));
         } else if let Some(clamd) = &filter.clamd {
-            match clamd.scan(&scanned).await {
+            match clamd.scan(&[trace, &body]).await {
                 Ok(None) => {}
                 Ok(Some(virus)) => {
                     self.note(format!("virus {virus} ({})", clamd.name));
@@ -90,6 +88,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tls: self.tls_facts.as_ref(),
                     mta: &self.ctx.hostname,
                 };
+                // rspamd reads the message as it will be stored, trace headers on top.
+                let mut scanned = Vec::with_capacity(trace.len() + body.len());
+                scanned.extend_from_slice(trace);
+                scanned.extend_from_slice(&body);
                 Some(rspamd.check(&facts, scanned).await)
             }
             None => None,

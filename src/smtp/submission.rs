@@ -292,10 +292,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_or(defaults, |r| r.sending.over(defaults))
     }
 
-    /// Whether `count` more messages (recipients) keep the account within its hourly and
-    /// daily limits (counted across nodes when the cache is Redis); the refusal if not.
-    /// Within them, they are counted at once, before the scans and the queue: parallel
-    /// sessions each checking before any had counted would all pass.
+    /// Takes `count` messages (recipients) from the account's hourly and daily allowance,
+    /// before the scans and the queue, each window in one step of the cache (across nodes
+    /// with Redis): parallel sessions cannot all pass one check. The refusal if it is used
+    /// up (what one window took stays taken when the next refuses).
     pub(super) fn take_sending_allowance(
         &self,
         count: u32,
@@ -304,16 +304,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         };
         let limits = self.sending_limits();
+        if let Some((limit, _, per)) = sending_windows(&limits).find(|(limit, _, _)| count > *limit)
+        {
+            return Err((
+                550,
+                "5.7.1",
+                format!("More recipients than this account may send to {per} ({limit})"),
+            ));
+        }
         for (limit, window, per) in sending_windows(&limits) {
-            if count > limit {
-                return Err((
-                    550,
-                    "5.7.1",
-                    format!("More recipients than this account may send to {per} ({limit})"),
-                ));
-            }
-            let sent = self.ctx.cache.recent(&sending_key(account, per), window);
-            if sent + count > limit {
+            if !self
+                .ctx
+                .cache
+                .take(&format!("sent:{per}:{account}"), count, limit, window)
+            {
                 tracing::warn!(
                     account,
                     limit,
@@ -330,21 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ));
             }
         }
-        self.count_sent(count);
         Ok(())
-    }
-
-    /// Counts `count` messages sent by the account logged in.
-    fn count_sent(&self, count: u32) {
-        let Some(account) = &self.state.account else {
-            return;
-        };
-        for (_, window, per) in sending_windows(&self.sending_limits()) {
-            let key = sending_key(account, per);
-            for _ in 0..count {
-                self.ctx.cache.hit(&key, u32::MAX, window);
-            }
-        }
     }
 
     /// A submitted message has exactly one From: and at most one Sender: (RFC 5322
@@ -409,8 +399,4 @@ fn sending_windows(limits: &SendingLimits) -> impl Iterator<Item = (u32, Duratio
     ]
     .into_iter()
     .filter(|(limit, _, _)| *limit > 0)
-}
-
-fn sending_key(account: &str, per: &str) -> String {
-    format!("sent:{per}:{account}")
 }

@@ -516,6 +516,21 @@ mod tests {
         assert_eq!(link_hosts(&text).count(), MAX_LINKS);
     }
 
+    /// An archive of more directory records than are looked at is not opened (the zip
+    /// crate would hold all of them) and counts as unchecked.
+    #[test]
+    fn an_archive_of_too_many_files_is_not_opened() {
+        let mut zip = b"PK\x03\x04".to_vec();
+        for _ in 0..=MAX_ZIP_ENTRIES {
+            zip.extend_from_slice(b"PK\x01\x02");
+            zip.extend_from_slice(&[0; 42]);
+        }
+        let found = inspect(&message(&attachment("many.zip", &zip)), &checks());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].rule, "FERRYMAIL_TOO_DEEP");
+        assert!(found[0].what.contains("many.zip"), "{found:?}");
+    }
+
     #[test]
     fn lookalike_domains_are_told_from_real_ones() {
         for fake in ["раypal.com", "аррӏе.com", "gοogle.com"] {

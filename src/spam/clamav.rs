@@ -63,8 +63,9 @@ impl Clamd {
         })
     }
 
-    /// The signature clamd found in `message`, or None when it is clean.
-    pub async fn scan(&self, message: &[u8]) -> Result<Option<String>, SpamError> {
+    /// The signature clamd found in the message made of `parts` (trace headers, then
+    /// the message as received), or None when it is clean.
+    pub async fn scan(&self, message: &[&[u8]]) -> Result<Option<String>, SpamError> {
         let answer = self.ask(Some(message)).await?;
         parse_answer(&answer).map_err(|reason| self.failed(reason))
     }
@@ -86,7 +87,7 @@ impl Clamd {
     }
 
     /// INSTREAM with `message`, or PING without.
-    async fn ask(&self, message: Option<&[u8]>) -> Result<Vec<u8>, SpamError> {
+    async fn ask(&self, message: Option<&[&[u8]]>) -> Result<Vec<u8>, SpamError> {
         tokio::time::timeout(self.timeout, async {
             match &self.target {
                 Target::Tcp(address) => {
@@ -112,13 +113,13 @@ impl Clamd {
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    message: Option<&[u8]>,
+    message: Option<&[&[u8]]>,
 ) -> std::io::Result<Vec<u8>> {
     // The 'z' form: the command and the answer end with a NUL.
     match message {
         Some(message) => {
             stream.write_all(b"zINSTREAM\0").await?;
-            for chunk in message.chunks(CHUNK) {
+            for chunk in message.iter().flat_map(|part| part.chunks(CHUNK)) {
                 stream
                     .write_all(&(chunk.len() as u32).to_be_bytes())
                     .await?;

@@ -82,16 +82,6 @@ impl Learner {
     }
 }
 
-/// A folder's role for learning: its special use, or `\\Junk` for a folder named "Junk"
-/// that carries none (delivery files spam there when no folder is marked).
-pub fn role(special_use: Option<&str>, name: &str) -> Option<String> {
-    match special_use {
-        Some(role) => Some(role.to_string()),
-        None if name.eq_ignore_ascii_case("Junk") => Some("\\Junk".to_string()),
-        None => None,
-    }
-}
-
 /// Which way a move between folders teaches, if any: into Junk is spam; out of Junk,
 /// except into Trash (deleting is not a verdict), is ham.
 pub fn direction(from_use: Option<&str>, to_use: Option<&str>) -> Option<bool> {
@@ -149,16 +139,6 @@ async fn teach(rspamd: &Rspamd, mailboxes: &Mailboxes, lesson: Lesson) {
 #[cfg(test)]
 mod tests {
     use super::direction;
-
-    #[test]
-    fn a_folder_named_junk_is_junk_when_none_is_marked() {
-        assert_eq!(super::role(None, "junk").as_deref(), Some("\\Junk"));
-        assert_eq!(
-            super::role(Some("\\Archive"), "Junk").as_deref(),
-            Some("\\Archive")
-        );
-        assert_eq!(super::role(None, "Work"), None);
-    }
 
     #[test]
     fn only_moves_across_junk_teach() {

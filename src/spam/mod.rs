@@ -10,7 +10,7 @@ mod rspamd;
 pub use checks::{Finding, inspect, is_lookalike};
 pub use clamav::Clamd;
 pub use headers::{is_spam_header, rewrite, strip};
-pub use learn::{Learner, Lesson, direction, role};
+pub use learn::{Learner, Lesson, direction};
 pub use rspamd::{Facts, Rspamd, SpamError};
 
 use crate::spec::model::{Spam, SpamChecks, SpamOnError};

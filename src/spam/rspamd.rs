@@ -140,19 +140,8 @@ impl Rspamd {
             put("tls-cipher", cipher);
         }
         put("mta-name", facts.mta);
-        let answer = self
-            .http
-            .post(&self.check)
-            .headers(headers)
-            .body(message)
-            .send()
-            .await
-            .map_err(|source| SpamError::Unreachable {
-                url: self.check.clone(),
-                source,
-            })?;
-        let status = answer.status();
-        let body = read_bounded(answer, &self.check).await?;
+        let request = self.http.post(&self.check).headers(headers).body(message);
+        let (status, body) = exchange(request, &self.check).await?;
         if !status.is_success() {
             return Err(refusal(self.check.clone(), status, &body));
         }
@@ -165,18 +154,8 @@ impl Rspamd {
     /// Whether the scanning worker answers its `/ping`.
     pub async fn ping(&self) -> Result<(), SpamError> {
         let url = format!("{}/ping", self.url);
-        let answer = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|source| SpamError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = answer.status();
-        let body = read_bounded(answer, &url).await?;
+        let request = self.http.get(&url).timeout(Duration::from_secs(5));
+        let (status, body) = exchange(request, &url).await?;
         if status.is_success() && body.starts_with(b"pong") {
             return Ok(());
         }
@@ -194,15 +173,7 @@ impl Rspamd {
         if let Some(password) = &self.password {
             request = request.header("password", password);
         }
-        let answer = request
-            .send()
-            .await
-            .map_err(|source| SpamError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = answer.status();
-        let body = read_bounded(answer, &url).await?;
+        let (status, body) = exchange(request, &url).await?;
         // rspamd answers 208 when it learned this message before: nothing to do.
         if status.is_success() || status.as_u16() == 208 {
             return Ok(());
@@ -218,6 +189,22 @@ fn refusal(url: String, status: reqwest::StatusCode, body: &[u8]) -> SpamError {
         status: status.as_u16(),
         text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
+}
+
+/// Sends `request`; its status and its body (up to `MAX_ANSWER`).
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>), SpamError> {
+    let answer = request
+        .send()
+        .await
+        .map_err(|source| SpamError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?;
+    let status = answer.status();
+    Ok((status, read_bounded(answer, url).await?))
 }
 
 async fn read_bounded(mut answer: reqwest::Response, url: &str) -> Result<Vec<u8>, SpamError> {
