@@ -193,17 +193,24 @@ impl RedisCache {
     }
 }
 
+impl RedisCache {
+    /// A name for a new event in a window's sorted set: unique across nodes and calls.
+    fn next_member(&self) -> String {
+        format!(
+            "{}-{}",
+            self.member_prefix,
+            self.members.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     (d.as_millis().min(u64::MAX as u128) as u64).max(1)
 }
 
 impl Cache for RedisCache {
     fn hit(&self, key: &str, limit: u32, window: Duration) -> bool {
-        let member = format!(
-            "{}-{}",
-            self.member_prefix,
-            self.members.fetch_add(1, Ordering::Relaxed)
-        );
+        let member = self.next_member();
         let outcome = self.with_conn(|c| {
             HIT.key(Self::key("hits", key))
                 .arg(ms(window))
@@ -221,11 +228,7 @@ impl Cache for RedisCache {
     }
 
     fn take(&self, key: &str, count: u32, limit: u32, window: Duration) -> bool {
-        let member = format!(
-            "{}-{}",
-            self.member_prefix,
-            self.members.fetch_add(1, Ordering::Relaxed)
-        );
+        let member = self.next_member();
         let outcome = self.with_conn(|c| {
             TAKE.key(Self::key("hits", key))
                 .arg(ms(window))
