@@ -26,6 +26,7 @@ pub mod queue;
 pub mod recent_log;
 pub mod reconcile;
 pub mod routing;
+pub mod sieve;
 pub mod smtp;
 pub mod snapshot;
 pub mod source;

@@ -31,6 +31,15 @@ pub struct Snapshot {
     pub dkim_keys: HashMap<String, Vec<DkimKeyRecord>>,
     /// Aliases that send their junk elsewhere than their domain says: alias → address.
     pub junk_forwards: HashMap<String, String>,
+    /// The operator's Sieve script and vacation responder per account, compiled.
+    pub sieve: HashMap<String, DeclaredSieve>,
+}
+
+/// What the spec runs on an account's mail before the user's own script.
+#[derive(Debug, Default, Clone)]
+pub struct DeclaredSieve {
+    pub script: Option<Arc<crate::sieve::Sieve>>,
+    pub vacation: Option<(crate::spec::model::Vacation, Arc<crate::sieve::Sieve>)>,
 }
 
 impl Snapshot {
@@ -49,7 +58,11 @@ impl Snapshot {
                     snapshot.domains.insert(o.id.clone(), o.record()?);
                 }
                 Kind::Account => {
-                    snapshot.accounts.insert(o.id.clone(), o.record()?);
+                    let account: AccountRecord = o.record()?;
+                    if let Some(declared) = declared_sieve(&o.id, &account) {
+                        snapshot.sieve.insert(o.id.clone(), declared);
+                    }
+                    snapshot.accounts.insert(o.id.clone(), account);
                 }
                 Kind::DkimKey => {
                     let k: DkimKeyRecord = o.record()?;
@@ -78,6 +91,32 @@ impl Snapshot {
     ) -> Result<Option<Resolution>, crate::address::AddressError> {
         self.router.resolve(recipient)
     }
+}
+
+/// Compiles an account's declared scripts. They were checked at validate; one that no
+/// longer compiles (a stored record from another version) is left out and logged, and
+/// the account's mail is delivered unfiltered rather than not at all.
+fn declared_sieve(account: &str, record: &AccountRecord) -> Option<DeclaredSieve> {
+    let compile = |what: &str, text: &str| match crate::sieve::compile(text.as_bytes()) {
+        Ok(script) => Some(script),
+        Err(e) => {
+            tracing::error!(
+                account,
+                "the declared {what} does not compile, left out: {e}"
+            );
+            None
+        }
+    };
+    let declared = DeclaredSieve {
+        script: record
+            .sieve
+            .as_deref()
+            .and_then(|t| compile("Sieve script", t)),
+        vacation: record.vacation.as_ref().and_then(|v| {
+            compile("vacation", &crate::sieve::vacation::script(v)).map(|s| (v.clone(), s))
+        }),
+    };
+    (declared.script.is_some() || declared.vacation.is_some()).then_some(declared)
 }
 
 /// Builds the routing table from stored (or desired) objects.

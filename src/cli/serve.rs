@@ -410,6 +410,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         expire_after: loaded.spec.delivery.expire_after_secs() as i64,
         delay_warning: loaded.spec.delivery.delay_warning_secs() as i64,
         destinations: Default::default(),
+        sieve: Arc::new(crate::sieve::Interpreter::new(&hostname)),
     });
     tasks.spawn(worker.run(spool.committed.clone(), shutdown.clone()));
 

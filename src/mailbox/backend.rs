@@ -81,6 +81,15 @@ impl Mailbox {
         }
     }
 
+    /// Where delivery files into the folder `name`: made when missing, and "Junk" is
+    /// wherever the user's client keeps spam (RFC 6154), by name or not.
+    pub fn delivery_folder(&mut self, name: &str) -> Result<Folder, MailboxError> {
+        match name {
+            "Junk" => self.special_folder("\\Junk", "Junk"),
+            name => self.folder_or_create(name),
+        }
+    }
+
     /// The folder marked with a special use (`\\Junk`…) wherever the user moved or
     /// renamed it, else the one named `name`, made with that use when missing.
     pub fn special_folder(

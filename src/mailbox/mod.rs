@@ -177,11 +177,7 @@ impl Mailboxes {
         quota: Option<u64>,
     ) -> Result<u32, MailboxError> {
         let mut mailbox = self.open(account)?;
-        let folder = match folder {
-            // Spam goes where the user's client keeps it (RFC 6154), by name or not.
-            "Junk" => mailbox.special_folder("\\Junk", "Junk")?,
-            name => mailbox.folder_or_create(name)?,
-        };
+        let folder = mailbox.delivery_folder(folder)?;
         let (_, uid) = mailbox.append(&folder, body, &[], crate::queue::now_unix(), quota)?;
         Ok(uid)
     }

@@ -3,6 +3,8 @@
 
 pub mod bounce;
 mod db;
+mod filter;
+pub mod local;
 pub mod log;
 mod mongo;
 pub mod outbound;

@@ -7,12 +7,14 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::bounce::{Action, Notice};
+use super::filter::{self, Around, Filing};
 use super::log::{Entry, Event};
 use super::outbound::{DeliveryError, DsnRequest, Outbound};
 use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
-use crate::snapshot::SnapshotHandle;
+use crate::sieve::{Facts, Scripts};
+use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
 const RETRY_LADDER: [i64; 8] = [120, 300, 600, 900, 1800, 3600, 7200, 14_400];
@@ -51,6 +53,8 @@ pub struct Worker {
     pub delay_warning: i64,
     /// Per-destination concurrency, created on first use.
     pub destinations: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+    /// Runs accounts' Sieve scripts at mailbox delivery.
+    pub sieve: Arc<crate::sieve::Interpreter>,
 }
 
 /// A webhook that failed this often within the window makes the MX answer 421 for the
@@ -69,6 +73,19 @@ fn rethrow(e: tokio::task::JoinError) -> DeliveryError {
         Ok(panic) => std::panic::resume_unwind(panic),
         Err(e) => DeliveryError::temporary(e.to_string()),
     }
+}
+
+/// What the spam filter said of this copy: junk when it was filed as junk, else what
+/// its X-Spam-Status line says, None when no filter looked.
+fn spam_judgement(d: &Delivery) -> Option<bool> {
+    if d.folder == "Junk" {
+        return Some(true);
+    }
+    let status = d
+        .prefix
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Spam-Status: "))?;
+    Some(status.starts_with("Yes"))
 }
 
 pub fn retry_delay(attempts: u32) -> i64 {
@@ -263,15 +280,16 @@ impl Worker {
                 }
             }
         };
+        // Ok(whether the next hop reports on it, what happened for the log).
         let result = match d.kind {
-            DeliveryKind::Forward => self.forward(d, &body).await,
-            DeliveryKind::Mailbox => self.to_mailbox(d, body.clone()).await.map(|()| true),
-            DeliveryKind::Webhook => self.webhook(d, &body).await.map(|()| true),
+            DeliveryKind::Forward => self.forward(d, &body).await.map(|r| (r, String::new())),
+            DeliveryKind::Mailbox => self.to_mailbox(d, body.clone()).await.map(|n| (true, n)),
+            DeliveryKind::Webhook => self.webhook(d, &body).await.map(|()| (true, String::new())),
         };
         let age = now_unix() - d.received_at;
         match result {
-            Ok(reports) => {
-                self.record(d, Event::Delivered, "");
+            Ok((reports, detail)) => {
+                self.record(d, Event::Delivered, &detail);
                 self.finished(d.id);
                 // A next hop that speaks DSN got the request and answers it itself.
                 if d.dsn.on_success() {
@@ -382,15 +400,11 @@ impl Worker {
             .await
     }
 
-    async fn to_mailbox(&self, d: &Delivery, body: Vec<u8>) -> Result<(), DeliveryError> {
-        let quota = self
-            .snapshot
-            .get()
-            .accounts
-            .get(&d.target)
-            .and_then(|a| a.quota);
-        let boxes = self.mailboxes.clone();
-        let account = d.target.clone();
+    /// Files the message in the account's mailbox, through its Sieve scripts when it has
+    /// any. Ok with what the scripts did, for the mail log.
+    async fn to_mailbox(&self, d: &Delivery, body: Vec<u8>) -> Result<String, DeliveryError> {
+        let snapshot = self.snapshot.get();
+        let quota = snapshot.accounts.get(&d.target).and_then(|a| a.quota);
         let folder = match d.folder.as_str() {
             "" => "INBOX".to_string(),
             name => name.to_string(),
@@ -403,10 +417,173 @@ impl Worker {
             with.extend_from_slice(&body);
             with
         };
-        match tokio::task::spawn_blocking(move || boxes.append(&account, &folder, &body, quota))
-            .await
+        let spam = spam_judgement(d);
+        let scripts = self.scripts_for(&snapshot, &d.target, spam);
+        if scripts.is_empty() {
+            let filing = Filing {
+                folder: None,
+                special_use: None,
+                flags: Vec::new(),
+                message: body,
+            };
+            return self
+                .file(d, folder, vec![filing], quota)
+                .await
+                .map(|()| String::new());
+        }
+
+        let (boxes, cache, interpreter) = (
+            self.mailboxes.clone(),
+            self.cache.clone(),
+            self.sieve.clone(),
+        );
+        let (account, recipient, mail_from) =
+            (d.target.clone(), d.dsn.rcpt.clone(), d.mail_from.clone());
+        let ran = tokio::task::spawn_blocking(move || {
+            let mailbox = boxes.open(&account)?;
+            let mut around = Around {
+                mailbox: &mailbox,
+                cache: cache.as_ref(),
+                account: &account,
+            };
+            let facts = Facts {
+                account: &account,
+                recipient: if recipient.is_empty() {
+                    &account
+                } else {
+                    &recipient
+                },
+                mail_from: &mail_from,
+                spam,
+            };
+            let outcome = interpreter.run(&body, &scripts, &facts, &mut around);
+            Ok::<_, MailboxError>((outcome, body))
+        })
+        .await
+        .map_err(rethrow)?
+        .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+
+        let carried = match ran {
+            (Ok(outcome), body) => filter::carry(
+                outcome,
+                &body,
+                &d.target,
+                &d.mail_from,
+                &snapshot,
+                self.cache.as_ref(),
+                &self.hostname,
+            ),
+            // A script that fails never loses mail: kept where it would have gone, with
+            // the reason on top for its owner to see.
+            (Err(e), body) => {
+                tracing::warn!(account = d.target, delivery = d.id, "Sieve: {e}; kept");
+                let note: String = e
+                    .to_string()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii() && !c.is_control() {
+                            c
+                        } else {
+                            ' '
+                        }
+                    })
+                    .take(300)
+                    .collect();
+                let mut message = format!("X-Sieve-Error: {note}\r\n").into_bytes();
+                message.extend_from_slice(&body);
+                let filing = Filing {
+                    folder: None,
+                    special_use: None,
+                    flags: Vec::new(),
+                    message,
+                };
+                self.file(d, folder, vec![filing], quota).await?;
+                return Ok(format!("Sieve error, kept: {e}"));
+            }
+        };
+        if let Some(reason) = carried.reject {
+            return Err(DeliveryError {
+                permanent: true,
+                message: format!("550 5.7.1 Refused by the recipient's filter: {reason}"),
+            });
+        }
+        // Messages the scripts send are queued once per delivery: a retry (the mailbox
+        // was full) files again but does not send again.
+        let sent_key = format!("sieve-sent:{}", d.id);
+        if !carried.sends.is_empty()
+            && self.cache.take(
+                &sent_key,
+                1,
+                1,
+                Duration::from_secs(self.expire_after.max(60) as u64),
+            )
         {
-            Ok(Ok(_uid)) => Ok(()),
+            for (envelope, message, deliveries) in carried.sends {
+                if let Err(e) = self.spool.enqueue(envelope, message, deliveries).await {
+                    self.cache.clear(&sent_key);
+                    return Err(DeliveryError::temporary(format!(
+                        "queueing what the Sieve scripts send: {e}"
+                    )));
+                }
+            }
+        }
+        self.file(d, folder, carried.filings, quota).await?;
+        Ok(format!("Sieve: {}", carried.notes.join("; ")))
+    }
+
+    /// The scripts that run on mail for `account`: the spec's, its vacation responder
+    /// while in effect (never for junk), then the user's own.
+    fn scripts_for(&self, snapshot: &Snapshot, account: &str, spam: Option<bool>) -> Scripts {
+        let Some(declared) = snapshot.sieve.get(account) else {
+            return Scripts::default();
+        };
+        let today = crate::sieve::vacation::today(now_unix());
+        Scripts {
+            operator: declared.script.clone(),
+            vacation: declared
+                .vacation
+                .as_ref()
+                .filter(|(v, _)| spam != Some(true) && crate::sieve::vacation::in_effect(v, today))
+                .map(|(_, script)| script.clone()),
+            personal: None,
+        }
+    }
+
+    /// Stores the filings in the account's mailbox; one without a folder goes to
+    /// `default` (the INBOX, or Junk for spam).
+    async fn file(
+        &self,
+        d: &Delivery,
+        default: String,
+        filings: Vec<Filing>,
+        quota: Option<u64>,
+    ) -> Result<(), DeliveryError> {
+        if filings.is_empty() {
+            return Ok(());
+        }
+        let boxes = self.mailboxes.clone();
+        let account = d.target.clone();
+        let filed = tokio::task::spawn_blocking(move || {
+            let mut mailbox = boxes.open(&account)?;
+            for filing in filings {
+                let folder = match (&filing.folder, &filing.special_use) {
+                    (None, _) => mailbox.delivery_folder(&default),
+                    (Some(name), Some(role)) => mailbox.special_folder(role, name),
+                    (Some(name), None) => mailbox.folder_or_create(name),
+                };
+                // A name no folder may have (too long, too deep) files where the
+                // message would have gone, rather than never.
+                let folder = match folder {
+                    Err(MailboxError::Refused(_)) => mailbox.delivery_folder(&default)?,
+                    other => other?,
+                };
+                mailbox.append(&folder, &filing.message, &filing.flags, now_unix(), quota)?;
+            }
+            Ok::<_, MailboxError>(())
+        })
+        .await;
+        match filed {
+            Ok(Ok(())) => Ok(()),
             // Temporary (4.2.2): the owner may make room before the message expires.
             Ok(Err(e @ MailboxError::OverQuota { .. })) => {
                 Err(DeliveryError::temporary(format!("452 4.2.2 {e}")))

@@ -84,6 +84,16 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                     .map(|p| password_hash(p, loaded, &password_path))
                 {
                     Some(Ok(password_hash)) => {
+                        // Read again here (validate read it too): the plan shows the
+                        // text that will run.
+                        let sieve = match mailbox.sieve.as_ref().map(|s| s.text(&loaded.base_dir)) {
+                            Some(Ok(text)) => Some(text),
+                            Some(Err(e)) => {
+                                errors.push(SpecError::new(path().key("mailbox").key("sieve"), e));
+                                None
+                            }
+                            None => None,
+                        };
                         let quota = mailbox.quota.as_deref().and_then(spec::parse_size);
                         objects.push(Object::new(
                             Kind::Account,
@@ -96,6 +106,8 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                                 address_books: names(&mailbox.address_books),
                                 shares: shares(mailbox),
                                 sending: mailbox.sending,
+                                sieve,
+                                vacation: mailbox.vacation.clone(),
                             },
                         ));
                     }

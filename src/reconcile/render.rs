@@ -50,9 +50,46 @@ fn show(kind: Kind, field: &str, value: &Value) -> String {
         } else {
             shares.join(", ")
         }
+    } else if kind == Kind::Account && field == "sieve" {
+        // The script's size and a fingerprint: its text is in the spec, reviewed there.
+        match value.as_str() {
+            Some(text) => format!(
+                "a script of {} line{} ({})",
+                text.lines().count(),
+                if text.lines().count() == 1 { "" } else { "s" },
+                fingerprint(text)
+            ),
+            None => "none".to_string(),
+        }
+    } else if kind == Kind::Account && field == "vacation" {
+        // `on until 2027-01-05`, as someone checking their away message reads it.
+        match value.as_object() {
+            Some(v) => {
+                let text = |k: &str| v.get(k).and_then(Value::as_str);
+                let mut out = "on".to_string();
+                if let Some(from) = text("from") {
+                    let _ = write!(out, " from {from}");
+                }
+                if let Some(until) = text("until") {
+                    let _ = write!(out, " until {until}");
+                }
+                if let Some(subject) = text("subject") {
+                    let _ = write!(out, ", subject {subject:?}");
+                }
+                out
+            }
+            None => "off".to_string(),
+        }
     } else {
         value.to_string()
     }
+}
+
+/// A short fingerprint of a text, to see in a plan that it changed.
+fn fingerprint(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Fields a create line leaves out: already in the id, or at their usual value.

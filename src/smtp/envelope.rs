@@ -11,12 +11,13 @@ use super::policy::{is_relay_trick, sender_verdict};
 use super::session::{Accepted, Session};
 use crate::address::normalize_domain;
 use crate::cache::Greylist;
+use crate::queue::local::expand;
 use crate::queue::log::Event;
 use crate::queue::worker::{
     WEBHOOK_FAILURE_WINDOW, WEBHOOK_FAILURES_BEFORE_421, webhook_failure_key,
 };
 use crate::queue::{DeliveryKind, Dsn, NewDelivery};
-use crate::routing::{Action, RejectMode, Target};
+use crate::routing::{Action, RejectMode};
 
 /// Recipients per message (RFC 5321 asks servers to take at least 100).
 pub(super) const MAX_RECIPIENTS: usize = 100;
@@ -319,68 +320,6 @@ fn network_of(ip: std::net::IpAddr) -> String {
         std::net::IpAddr::V6(v6) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
-
-/// Local targets are chains inside this server: follow them here (bounded) so mail for
-/// `team@` that forwards to `me@` lands in me's mailbox instead of leaving and coming back.
-const MAX_LOCAL_HOPS: usize = 8;
-
-pub(super) fn expand(
-    snapshot: &crate::snapshot::Snapshot,
-    alias: &str,
-    mailbox: Option<crate::address::Address>,
-    forward: Vec<Target>,
-    seen: &mut Vec<String>,
-    depth: usize,
-    out: &mut Vec<NewDelivery>,
-) {
-    let push = |kind, target: String, out: &mut Vec<NewDelivery>| {
-        if !out
-            .iter()
-            .any(|d: &NewDelivery| d.kind == kind && d.target == target)
-        {
-            out.push(NewDelivery {
-                kind,
-                target,
-                alias: alias.to_string(),
-                prefix: String::new(),
-                from_rewrite: String::new(),
-                folder: String::new(),
-                dsn: Dsn::default(),
-            });
-        }
-    };
-    if let Some(account) = mailbox {
-        push(DeliveryKind::Mailbox, account.to_string(), out);
-    }
-    for target in forward {
-        match target {
-            Target::Webhook(url) => push(DeliveryKind::Webhook, url, out),
-            Target::Address(a)
-                if snapshot.router.is_local_domain(&a.domain) && depth < MAX_LOCAL_HOPS =>
-            {
-                let address = a.to_string();
-                if seen.contains(&address) {
-                    continue;
-                }
-                seen.push(address.clone());
-                if let Ok(Some(res)) = snapshot.resolve(&address)
-                    && let Action::Deliver { mailbox, forward } = res.action
-                {
-                    expand(
-                        snapshot,
-                        &res.alias.to_string(),
-                        mailbox,
-                        forward,
-                        seen,
-                        depth + 1,
-                        out,
-                    );
-                }
-            }
-            other => push(DeliveryKind::Forward, other.to_string(), out),
         }
     }
 }

@@ -7,11 +7,11 @@ use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::envelope::expand;
 use super::policy::is_relay_trick;
 use super::session::{Accepted, Input, Next, Session};
 use crate::address::normalize_domain;
 use crate::login::Outcome as LoginOutcome;
+use crate::queue::local::expand;
 use crate::queue::{DeliveryKind, Dsn, NewDelivery};
 use crate::routing::{Action, Target};
 use crate::spec::model::SendingLimits;

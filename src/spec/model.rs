@@ -1040,6 +1040,110 @@ pub struct Mailbox {
     /// `[limits.sending]`.
     #[serde(default, skip_serializing_if = "MailboxSending::is_empty")]
     pub sending: MailboxSending,
+    /// A Sieve script (RFC 5228) run on every message delivered here, before the user's
+    /// own (ManageSieve): inline text (`sieve = '''require "fileinto"; ...'''`) or a
+    /// file, `sieve = { file = "filters/me.sieve" }` (relative to the spec). Checked at
+    /// validate; errors name the script's line and column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sieve: Option<SieveSource>,
+    /// An automatic reply while the owner is away (RFC 5230), e.g. { from = "2026-12-20",
+    /// until = "2027-01-05", subject = "Away", body = "Back on the 6th." }: each sender
+    /// gets one every `days` (7), never lists, bounces or automatic mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacation: Option<Vacation>,
+}
+
+/// A Sieve script: its text, or the file holding it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SieveSource {
+    Inline(String),
+    File(SieveFile),
+}
+
+/// A Sieve script kept in a file beside the spec.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SieveFile {
+    /// The script's path, relative to the spec's directory.
+    pub file: PathBuf,
+}
+
+impl<'de> Deserialize<'de> for SieveSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SieveSource;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the script's text, or { file = \"path.sieve\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(SieveSource::Inline(v.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                SieveFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SieveSource::File)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl SieveSource {
+    /// The script's text, read from its file when it has one.
+    pub fn text(&self, base_dir: &std::path::Path) -> Result<String, String> {
+        match self {
+            SieveSource::Inline(text) => Ok(text.clone()),
+            SieveSource::File(SieveFile { file }) => {
+                let path = base_dir.join(file);
+                let size = std::fs::metadata(&path)
+                    .map_err(|e| format!("{}: {e}", file.display()))?
+                    .len();
+                if size > crate::sieve::MAX_SCRIPT_SIZE as u64 {
+                    return Err(format!(
+                        "{}: larger than a script may be ({} bytes)",
+                        file.display(),
+                        crate::sieve::MAX_SCRIPT_SIZE
+                    ));
+                }
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", file.display()))
+            }
+        }
+    }
+
+    /// How errors inside it say where: "the script" or its file.
+    pub fn name(&self) -> String {
+        match self {
+            SieveSource::Inline(_) => "the script".into(),
+            SieveSource::File(SieveFile { file }) => file.display().to_string(),
+        }
+    }
+}
+
+/// A declared vacation responder.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Vacation {
+    /// The first day replies go out ("2026-12-20", UTC); unset = already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The last day replies go out ("2027-01-05", UTC); unset = until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The reply's subject; unset = "Auto: " and the message's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The reply's text.
+    pub body: String,
+    /// Days before the same sender gets another reply (RFC 5230 :days). Default 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
 }
 
 /// A declared calendar or address book: its name, or its name and the mailboxes it is

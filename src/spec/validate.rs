@@ -14,6 +14,7 @@ pub const MAX_FORWARDS_LIMIT: u32 = 1000;
 
 pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     let mut v = Validator {
+        base_dir: loaded.base_dir.clone(),
         errors: Vec::new(),
         accounts: HashSet::new(),
         shares: Vec::new(),
@@ -104,6 +105,8 @@ impl<'a> RuleShape<'a> {
 }
 
 struct Validator {
+    /// Where files the spec names (Sieve scripts) are read from.
+    base_dir: std::path::PathBuf,
     errors: Vec<SpecError>,
     /// Every mailbox address, for the shares to name.
     accounts: HashSet<String>,
@@ -864,8 +867,74 @@ impl Validator {
                 }
             }
         }
+        if let Some(source) = &mailbox.sieve {
+            match source.text(&self.base_dir) {
+                Err(e) => self.err(p.key("sieve"), e),
+                Ok(text) => {
+                    if let Err(e) = crate::sieve::compile(text.as_bytes()) {
+                        let where_ = source.name();
+                        self.err(
+                            p.key("sieve"),
+                            format!(
+                                "in {where_}, line {}, column {}: {}",
+                                e.line, e.column, e.message
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(vacation) = &mailbox.vacation {
+            self.vacation(&p.key("vacation"), vacation);
+        }
         if !address.is_empty() {
             self.accounts.insert(address.to_string());
+        }
+    }
+
+    fn vacation(&mut self, p: &SpecPath, vacation: &Vacation) {
+        for (key, text) in [("from", &vacation.from), ("until", &vacation.until)] {
+            if let Some(text) = text
+                && crate::sieve::vacation::parse_date(text).is_none()
+            {
+                self.err(
+                    p.key(key),
+                    format!("{text:?} is not a date (e.g. \"2026-12-20\")"),
+                );
+            }
+        }
+        if let (Some(from), Some(until)) = (
+            vacation
+                .from
+                .as_deref()
+                .and_then(crate::sieve::vacation::parse_date),
+            vacation
+                .until
+                .as_deref()
+                .and_then(crate::sieve::vacation::parse_date),
+        ) && until < from
+        {
+            self.err(
+                p.key("until"),
+                "until is before from: the reply would never go out",
+            );
+        }
+        if vacation.body.trim().is_empty() {
+            self.err(p.key("body"), "the reply needs a body");
+        }
+        if vacation.days == Some(0) {
+            self.err(p.key("days"), "days is at least 1 (RFC 5230)");
+        }
+        if let Some(subject) = &vacation.subject
+            && subject.contains(['\r', '\n'])
+        {
+            self.err(p.key("subject"), "the subject is one line");
+        }
+        if let Err(e) = crate::sieve::compile(crate::sieve::vacation::script(vacation).as_bytes()) {
+            self.err(
+                p.clone(),
+                format!("the reply cannot be written as Sieve: {e}"),
+            );
         }
     }
 

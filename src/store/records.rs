@@ -235,6 +235,12 @@ pub struct AccountRecord {
         skip_serializing_if = "crate::spec::model::MailboxSending::is_empty"
     )]
     pub sending: crate::spec::model::MailboxSending,
+    /// The operator's Sieve script for this mailbox (its text, read from the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sieve: Option<String>,
+    /// The declared vacation responder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacation: Option<crate::spec::model::Vacation>,
 }
 
 /// One declared collection shared with one other mailbox.

@@ -1,5 +1,5 @@
 """Checks folder counts on the IMAP server with imaplib (over STARTTLS):
-imap_expect.py PORT USER PASSWORD FOLDER=N ... ; FOLDER:FLAGGED=N counts \\Flagged ones."""
+imap_expect.py PORT USER PASSWORD FOLDER=N ... ; FOLDER:FLAGGED=N counts \\Flagged ones, FOLDER:SEEN=N \\Seen ones."""
 import imaplib
 import ssl
 import sys
@@ -20,8 +20,8 @@ for spec in sys.argv[4:]:
         print(f"{folder}: {typ} {data}")
         failed = True
         continue
-    if what == "FLAGGED":
-        typ, data = m.search(None, "FLAGGED")
+    if what in ("FLAGGED", "SEEN"):
+        typ, data = m.search(None, what)
         got = len(data[0].split())
     else:
         got = int(data[0])

@@ -1,0 +1,287 @@
+//! Mailbox delivery through the account's Sieve scripts (src/sieve): what the scripts ask
+//! becomes folders to file in and messages to queue, within per-account limits.
+
+use std::time::Duration;
+
+use super::local::expand;
+use super::{DeliveryKind, Dsn, Envelope, NewDelivery};
+use crate::cache::Cache;
+use crate::mailbox::Mailbox;
+use crate::routing::Target;
+use crate::sieve::{Outcome, Sieve, Surroundings};
+use crate::snapshot::Snapshot;
+
+/// Redirects one account's scripts may send a day (Forward Email's limit).
+pub const REDIRECTS_PER_DAY: u32 = 100;
+/// Vacation replies one account may send an hour.
+pub const REPLIES_PER_HOUR: u32 = 10;
+/// Marks a redirected copy: one that comes back to the account it left is not
+/// redirected again (a redirect to an alias of oneself would loop inside the server,
+/// where no Received line is added to stop it). Dovecot's header has the same name.
+const REDIRECTED_FROM: &str = "X-Sieve-Redirected-From";
+
+/// What a run needs from the account's mailbox and the server's memory.
+pub(super) struct Around<'a> {
+    pub mailbox: &'a Mailbox,
+    pub cache: &'a dyn Cache,
+    pub account: &'a str,
+}
+
+impl Surroundings for Around<'_> {
+    fn folder_exists(&mut self, name: &str) -> bool {
+        matches!(self.mailbox.folder(name), Ok(Some(_)))
+    }
+
+    fn special_use_exists(&mut self, special_use: &str) -> bool {
+        self.mailbox.folders().is_ok_and(|folders| {
+            folders.iter().any(|f| {
+                f.role()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(special_use))
+            })
+        })
+    }
+
+    fn first_time(&mut self, id: &str, period: Duration) -> bool {
+        // Ids hold the sender and the reply's text: a digest keeps keys short.
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.cache
+            .take(&format!("sieve-seen:{}:{hex}", self.account), 1, 1, period)
+    }
+
+    fn personal_script(&mut self, _name: &str) -> Option<std::sync::Arc<Sieve>> {
+        None
+    }
+}
+
+/// A copy to file: the folder (None: where the delivery would have gone), its special
+/// use, its flags, its bytes.
+pub(super) struct Filing {
+    pub folder: Option<String>,
+    pub special_use: Option<String>,
+    pub flags: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+/// What one delivery's scripts come to, ready to carry out.
+#[derive(Default)]
+pub(super) struct Carried {
+    pub filings: Vec<Filing>,
+    pub sends: Vec<(Envelope, Vec<u8>, Vec<NewDelivery>)>,
+    /// Refused by the scripts, with the reason for the sender.
+    pub reject: Option<String>,
+    /// What happened, for the mail log ("filed in Lists; replied to a@b").
+    pub notes: Vec<String>,
+}
+
+/// Turns an outcome into filings and messages to queue, applying the limits.
+pub(super) fn carry(
+    outcome: Outcome,
+    message: &[u8],
+    account: &str,
+    mail_from: &str,
+    snapshot: &Snapshot,
+    cache: &dyn Cache,
+    hostname: &str,
+) -> Carried {
+    let mut carried = Carried::default();
+    if let Some(reason) = &outcome.reject {
+        // One line, bounded: it goes into the notice's text.
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(500)
+            .collect();
+        carried.notes.push(format!("rejected: {reason}"));
+        carried.reject = Some(reason);
+        return carried;
+    }
+    let looped = redirected_from(message, account);
+    let mut redirect_refused = false;
+    for out in &outcome.redirects {
+        let why_not = if looped {
+            Some("it was redirected here from this account before")
+        } else if !cache.take(
+            &format!("sieve-redirects:{account}"),
+            1,
+            REDIRECTS_PER_DAY,
+            Duration::from_secs(86_400),
+        ) {
+            Some("the account's redirects for today are used up")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            carried
+                .notes
+                .push(format!("not redirected to {}: {why}", out.to));
+            redirect_refused = true;
+            continue;
+        }
+        let mut bytes = format!("{REDIRECTED_FROM}: <{account}>\r\n").into_bytes();
+        bytes.extend_from_slice(outcome.message(message, out.message));
+        let deliveries = deliveries_to(snapshot, account, &out.to, Dsn::default());
+        if deliveries.is_empty() {
+            carried
+                .notes
+                .push(format!("not redirected to {:?}: not an address", out.to));
+            redirect_refused = true;
+            continue;
+        }
+        let envelope = envelope(mail_from, &out.to, hostname);
+        carried.notes.push(format!("redirected to {}", out.to));
+        carried.sends.push((envelope, bytes, deliveries));
+    }
+    // RFC 5230 §4.6: no replies to list or bulk mail (sieve-rs looks at List-* fields
+    // and "bulk" only).
+    let replies = if is_bulk(message) {
+        &[][..]
+    } else {
+        &outcome.replies[..]
+    };
+    for out in replies {
+        if !cache.take(
+            &format!("sieve-replies:{account}"),
+            1,
+            REPLIES_PER_HOUR,
+            Duration::from_secs(3600),
+        ) {
+            carried.notes.push(format!(
+                "no vacation reply to {}: the account's replies for this hour are used up",
+                out.to
+            ));
+            continue;
+        }
+        // Notices about automatic replies are never wanted.
+        let dsn = Dsn {
+            rcpt: out.to.clone(),
+            notify: smtp_proto::RCPT_NOTIFY_NEVER,
+            orcpt: None,
+        };
+        let deliveries = deliveries_to(snapshot, account, &out.to, dsn);
+        if deliveries.is_empty() {
+            continue;
+        }
+        // RFC 5230 §5.1: replies go out with the null sender, so nothing answers them.
+        carried.notes.push(format!("vacation reply to {}", out.to));
+        carried.sends.push((
+            envelope("", &out.to, hostname),
+            outcome.message(message, out.message).to_vec(),
+            deliveries,
+        ));
+    }
+    for store in &outcome.stores {
+        carried.filings.push(Filing {
+            folder: store.folder.clone(),
+            special_use: store.special_use.clone(),
+            flags: store.flags.iter().filter(|f| is_flag(f)).cloned().collect(),
+            message: outcome.message(message, store.message).to_vec(),
+        });
+    }
+    // A redirect that could not go out must not lose the message it was to carry.
+    if redirect_refused && carried.filings.is_empty() {
+        carried.filings.push(Filing {
+            folder: None,
+            special_use: None,
+            flags: Vec::new(),
+            message: message.to_vec(),
+        });
+    }
+    if carried.filings.is_empty() && carried.sends.is_empty() {
+        carried.notes.push("discarded".into());
+    }
+    for filing in &carried.filings {
+        carried.notes.push(match &filing.folder {
+            Some(folder) => format!("filed in {folder}"),
+            None => "kept".into(),
+        });
+    }
+    carried
+}
+
+/// Where a message for `to` goes: this server's own mailboxes and aliases are followed
+/// here, anything else is forwarded (SRS and DKIM as for any forward).
+fn deliveries_to(snapshot: &Snapshot, account: &str, to: &str, dsn: Dsn) -> Vec<NewDelivery> {
+    let Ok(address) = crate::address::Address::parse(to) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut seen = vec![account.to_string()];
+    expand(
+        snapshot,
+        account,
+        None,
+        vec![Target::Address(address)],
+        &mut seen,
+        0,
+        &mut out,
+    );
+    for d in &mut out {
+        if d.kind == DeliveryKind::Forward {
+            d.dsn = Dsn {
+                rcpt: d.target.clone(),
+                ..dsn.clone()
+            };
+        }
+    }
+    out
+}
+
+fn envelope(mail_from: &str, to: &str, hostname: &str) -> Envelope {
+    Envelope {
+        mail_from: mail_from.to_string(),
+        rcpt_to: vec![to.to_string()],
+        remote_ip: "127.0.0.1".into(),
+        helo: hostname.to_string(),
+        tls: false,
+        ret_full: false,
+        envid: None,
+        no_notices: false,
+    }
+}
+
+/// Whether the message was redirected from `account` already.
+fn redirected_from(message: &[u8], account: &str) -> bool {
+    let (fields, _) = crate::mime::header_fields(message);
+    fields.into_iter().any(|range| {
+        let field = &message[range];
+        let name = crate::mime::field_name(field);
+        name.eq_ignore_ascii_case(REDIRECTED_FROM.as_bytes())
+            && String::from_utf8_lossy(&field[name.len()..])
+                .trim_start_matches([' ', '\t', ':'])
+                .trim()
+                .trim_matches(['<', '>'])
+                .eq_ignore_ascii_case(account)
+    })
+}
+
+/// Whether the message says it went to many (Precedence: bulk, list or junk).
+fn is_bulk(message: &[u8]) -> bool {
+    let (fields, _) = crate::mime::header_fields(message);
+    fields.into_iter().any(|range| {
+        let field = &message[range];
+        let name = crate::mime::field_name(field);
+        name.eq_ignore_ascii_case(b"Precedence")
+            && ["bulk", "list", "junk"].contains(
+                &String::from_utf8_lossy(&field[name.len()..])
+                    .trim_start_matches([' ', '\t', ':'])
+                    .trim()
+                    .to_ascii_lowercase()
+                    .as_str(),
+            )
+    })
+}
+
+/// A flag IMAP can show: a system flag or a keyword atom (RFC 3501 §9 `flag`).
+fn is_flag(flag: &str) -> bool {
+    const SYSTEM: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
+    if flag.starts_with('\\') {
+        return SYSTEM.iter().any(|s| s.eq_ignore_ascii_case(flag));
+    }
+    !flag.is_empty()
+        && flag.len() <= 64
+        && flag
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+}

@@ -1,0 +1,370 @@
+//! Sieve at delivery through the real server: the operator's script files, rejects and
+//! redirects, the declared vacation responder answers once per sender and never lists
+//! or bounces, a failing script keeps the mail; the sink, IMAP and dkimpy check it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+use ferrymail::store::Store;
+
+const SCRIPT: &str = r#"require ["fileinto", "reject", "envelope", "imap4flags", "include"];
+# Lists go to their folder, already read.
+if header :contains "List-Id" "rust.lists" {
+    fileinto :flags "\\Seen" "Lists/rust";
+    stop;
+}
+if envelope :is "from" "pest@sender.test" {
+    reject "I do not take mail from you.";
+    stop;
+}
+if header :contains "subject" "please forward" {
+    redirect "friend@elsewhere.test";
+    stop;
+}
+if header :contains "subject" "broken" {
+    include :personal "missing";
+}
+"#;
+
+fn spec(mx: u16, imap: u16, relay: u16, dns: u16, mailbox_extra: &str) -> String {
+    format!(
+        r#"
+[tls]
+mode = "self-signed"
+
+[listeners]
+mx = "127.0.0.1:{mx}"
+imap = "127.0.0.1:{imap}"
+
+[dns]
+resolver = "127.0.0.1:{dns}"
+
+[delivery]
+relay = "127.0.0.1:{relay}"
+
+[domains."example.test".aliases.info]
+forward = ["me@example.test"]
+
+[domains."example.test".aliases.me.mailbox]
+password = {{ hash = "{TEST_HASH}" }}
+sieve = {{ file = "me.sieve" }}
+{mailbox_extra}
+"#
+    )
+}
+
+const VACATION: &str = r#"vacation = { subject = "Away", body = "I am away until Monday.\nAsk bob@example.test meanwhile.", days = 7 }"#;
+
+fn send(mx: u16, from: &str, to: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "--from",
+        from,
+        "--to",
+        to,
+        "--h-Subject",
+        subject,
+        "--body",
+        "Hello there.",
+    ];
+    args.extend_from_slice(extra);
+    let run = swaks(mx, &args);
+    run.ok();
+    assert!(run.stdout.contains("250 2.0.0"), "{}", run.stdout);
+}
+
+fn dkim_txt(w: &Workspace) -> String {
+    let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
+    let public = store
+        .dkim_public_key("ferrymail._domainkey.example.test")
+        .unwrap()
+        .expect("DKIM key in the store");
+    format!(
+        "ferrymail._domainkey.example.test={}",
+        ferrymail::dkim::txt_record("rsa-2048", &public)
+    )
+}
+
+#[test]
+fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_once() {
+    let w = Workspace::new("");
+    std::fs::write(w.path().join("me.sieve"), SCRIPT).unwrap();
+    let (mx, imap, relay) = (free_port(), free_port(), free_port());
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, imap, relay, dns, VACATION));
+    let sink_dir = w.path().join("sink");
+    let _sink = python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
+    let server = w.serve(mx);
+
+    // A list message: filed, marked read, and never answered.
+    send(
+        mx,
+        "list@lists.test",
+        "me@example.test",
+        "[rust] release",
+        &[
+            "--add-header",
+            "List-Id: Rust users <rust.lists.example.org>",
+        ],
+    );
+    // A sender the script refuses: the sender is told why.
+    send(mx, "pest@sender.test", "me@example.test", "buy now", &[]);
+    // Redirected, signed for the account's domain and SRS-rewritten like any forward.
+    send(
+        mx,
+        "alice@sender.test",
+        "me@example.test",
+        "please forward this",
+        &[],
+    );
+    // The script fails on this one: kept in the INBOX, the reason on top.
+    send(
+        mx,
+        "carol@sender.test",
+        "me@example.test",
+        "broken thing",
+        &[],
+    );
+    // The vacation responder: one reply to Dave however often he writes.
+    for n in 0..2 {
+        send(
+            mx,
+            "dave@sender.test",
+            "me@example.test",
+            &format!("hello {n}"),
+            &[
+                "--add-header",
+                &format!("Message-ID: <dave{n}@sender.test>"),
+            ],
+        );
+    }
+    // Nor to bulk mail or to a bounce.
+    send(
+        mx,
+        "news@sender.test",
+        "me@example.test",
+        "newsletter",
+        &["--add-header", "Precedence: list"],
+    );
+    send(mx, "<>", "me@example.test", "Undelivered Mail", &[]);
+    // Mail to an alias of the mailbox is answered too (the alias is one of its addresses).
+    send(
+        mx,
+        "frank@sender.test",
+        "info@example.test",
+        "question",
+        &[],
+    );
+
+    // The rejection notice, the redirect and two replies; nothing else.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&sink_dir).len() >= 4),
+        "sink has {}:\n{}",
+        received(&sink_dir).len(),
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = received(&sink_dir);
+    let summary: Vec<String> = sent
+        .iter()
+        .map(|m| format!("{} -> {:?}", m.mail_from, m.rcpt_to))
+        .collect();
+    assert_eq!(sent.len(), 4, "{summary:?}");
+    let to = |rcpt: &str| {
+        sent.iter()
+            .find(|m| m.rcpt_to == [rcpt])
+            .unwrap_or_else(|| panic!("nothing to {rcpt}: {summary:?}"))
+    };
+
+    let notice = to("pest@sender.test");
+    assert_eq!(notice.mail_from, "<>", "notices go from the null sender");
+    assert!(
+        notice.content.contains("I do not take mail from you."),
+        "{}",
+        notice.content
+    );
+    assert!(
+        notice.content.contains("multipart/report"),
+        "{}",
+        notice.content
+    );
+
+    let redirect = to("friend@elsewhere.test");
+    assert!(
+        redirect.mail_from.starts_with("SRS0=")
+            && redirect
+                .mail_from
+                .ends_with("=sender.test=alice@example.test"),
+        "{}",
+        redirect.mail_from
+    );
+    assert!(redirect.content.contains("Subject: please forward this"));
+    assert!(
+        redirect
+            .content
+            .contains("X-Sieve-Redirected-From: <me@example.test>")
+    );
+    let verdict = common::dkimpy("dkim", &redirect.path, &[&dkim_txt(&w)]);
+    assert!(
+        verdict.ok().stdout.contains("PASS example.test ferrymail"),
+        "{}",
+        verdict.stdout
+    );
+
+    let reply = to("dave@sender.test");
+    assert_eq!(
+        reply.mail_from, "<>",
+        "RFC 5230 §5.1: replies go from the null sender"
+    );
+    for line in [
+        "Subject: Away",
+        "Auto-Submitted: auto-replied",
+        "In-Reply-To: <dave0@sender.test>",
+        "From: me@example.test",
+        "I am away until Monday.\r\nAsk bob@example.test meanwhile.",
+    ] {
+        assert!(
+            reply.content.contains(line),
+            "{line:?} missing:\n{}",
+            reply.content
+        );
+    }
+    verdict_passes(&w, &reply.path);
+    to("frank@sender.test");
+
+    // Over IMAP: the list folder holds the list mail, read; the INBOX the rest.
+    common::python_peer_run(
+        "imap_expect.py",
+        &[
+            &imap.to_string(),
+            "me@example.test",
+            "quickstart",
+            "Lists/rust=1",
+            "Lists/rust:SEEN=1",
+            // carol's, dave's two, the newsletter, the bounce and frank's.
+            "INBOX=6",
+        ],
+        w.path(),
+    )
+    .ok();
+    let inbox: Vec<String> = w
+        .inbox("me@example.test")
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    let broken = inbox
+        .iter()
+        .find(|m| m.contains("Subject: broken thing"))
+        .expect("the message the script failed on is kept");
+    assert!(
+        broken.starts_with("X-Sieve-Error: no script named \"missing\""),
+        "{broken}"
+    );
+    assert!(
+        !inbox.iter().any(|m| m.contains("buy now")),
+        "rejected mail is not kept"
+    );
+    assert!(
+        !inbox.iter().any(|m| m.contains("please forward")),
+        "redirect without :copy"
+    );
+
+    // The mail log (traced in the server's log too) says what the scripts did.
+    let log = server.log_text();
+    for said in [
+        "Sieve: filed in Lists/rust",
+        "Sieve: redirected to friend@elsewhere.test",
+        "Sieve: vacation reply to dave@sender.test",
+        "Sieve error, kept: no script named \"missing\"",
+        "550 5.7.1 Refused by the recipient's filter: I do not take mail from you.",
+    ] {
+        assert!(log.contains(said), "{said:?} not in the log:\n{log}");
+    }
+}
+
+/// dkimpy verifies the reply's signature: it leaves as the account's domain's mail.
+fn verdict_passes(w: &Workspace, path: &std::path::Path) {
+    let verdict = common::dkimpy("dkim", path, &[&dkim_txt(w)]);
+    assert!(
+        verdict.ok().stdout.contains("PASS example.test ferrymail"),
+        "{}",
+        verdict.stdout
+    );
+}
+
+#[test]
+fn a_broken_script_is_refused_at_validate_with_its_line() {
+    let (mx, imap, relay, dns) = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, imap, relay, dns, ""));
+    std::fs::write(
+        w.path().join("me.sieve"),
+        "require \"fileinto\";\n\nif header :contains \"subject\" \"x\" {\n    fileinto;\n}\n",
+    )
+    .unwrap();
+    let run = w.run(&["validate"]);
+    run.code(1);
+    assert!(
+        run.stderr.contains("in me.sieve, line 4, column"),
+        "{}",
+        run.stderr
+    );
+    // An inline script and a vacation with a bad date: each named where it is.
+    let inline = spec(mx, imap, relay, dns, "").replace(
+        "sieve = { file = \"me.sieve\" }",
+        "sieve = '''\nrequire \"enotify\";\nkeep;\n'''\nvacation = { until = \"next week\", body = \"Away.\" }",
+    );
+    w.write_spec(&inline);
+    let run = w.run(&["validate"]);
+    run.code(1);
+    assert!(
+        run.stderr.contains(
+            "in the script, line 1, column 10: the extension \"enotify\" is not supported"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("\"next week\" is not a date"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_plan_says_when_the_vacation_responder_is_on_and_the_script_changed() {
+    let (mx, imap, relay, dns) = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, imap, relay, dns, ""));
+    std::fs::write(w.path().join("me.sieve"), SCRIPT).unwrap();
+    w.run(&["apply", "--auto-approve"]).ok();
+    w.write_spec(&spec(
+        mx,
+        imap,
+        relay,
+        dns,
+        "vacation = { until = \"2027-01-05\", body = \"Away.\" }",
+    ));
+    std::fs::write(w.path().join("me.sieve"), format!("{SCRIPT}\nkeep;\n")).unwrap();
+    let plan = w.run(&["plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains("~ account me@example.test"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("vacation: off → on until 2027-01-05"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("sieve: a script of 17 lines (")
+            && plan.stdout.contains("→ a script of 19 lines ("),
+        "{}",
+        plan.stdout
+    );
+}
