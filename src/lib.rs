@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listen;
 pub mod login;
 pub mod mailbox;
+pub mod managesieve;
 pub mod metrics;
 pub mod mime;
 pub mod mongo;

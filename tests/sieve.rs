@@ -368,3 +368,162 @@ fn the_plan_says_when_the_vacation_responder_is_on_and_the_script_changed() {
         plan.stdout
     );
 }
+
+/// Runs Debian's sieve-connect as me@example.test (password on stdin) with `args`.
+fn sieve_connect(port: u16, dir: &std::path::Path, args: &[&str]) -> common::Run {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sieve-connect")
+        .current_dir(dir)
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--user",
+            "me@example.test",
+            "--notlsverify",
+            "--passwordfd",
+            "0",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sieve-connect must be installed (scripts/test installs it)");
+    let _ = child.stdin.take().unwrap().write_all(b"quickstart\n");
+    common::Run::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn users_manage_their_own_scripts_over_managesieve_and_the_next_delivery_obeys() {
+    let (mx, sieve) = (free_port(), free_port());
+    let w = Workspace::new(&format!(
+        r#"
+[tls]
+mode = "self-signed"
+
+[listeners]
+mx = "127.0.0.1:{mx}"
+managesieve = "127.0.0.1:{sieve}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    let server = w.serve(sieve);
+
+    // Before TLS no mechanism is offered, and a login is refused unread.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", sieve)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut greeting = String::new();
+        while !greeting.lines().last().is_some_and(|l| l.starts_with("OK")) {
+            assert!(reader.read_line(&mut greeting).unwrap() > 0, "{greeting}");
+        }
+        assert!(greeting.contains("\"SASL\" \"\"\r\n"), "{greeting}");
+        assert!(greeting.contains("\"STARTTLS\"\r\n"), "{greeting}");
+        (&stream)
+            .write_all(b"AUTHENTICATE \"PLAIN\" \"AG1lQGV4YW1wbGUudGVzdABxdWlja3N0YXJ0\"\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("NO (ENCRYPT-NEEDED)"), "{answer}");
+    }
+
+    // sievelib uploads, checks, renames and activates "filters" (and is refused what
+    // RFC 5804 refuses); the next message obeys it.
+    let port = sieve.to_string();
+    let run = common::python_peer_run(
+        "sievelib_session.py",
+        &[&port, "me@example.test", "quickstart"],
+        w.path(),
+    );
+    assert!(
+        run.stdout.contains("all done"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    send(mx, "list@lists.test", "me@example.test", "[rust] news", &[]);
+    assert!(
+        wait_for(Duration::from_secs(20), || w
+            .folder("me@example.test", "Lists")
+            .len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+
+    // sieve-connect: upload another, make it the active one, read it back, list.
+    let away = "require \"fileinto\";\n# filed while away\nfileinto \"Away\";\n";
+    std::fs::write(w.path().join("away.sieve"), away).unwrap();
+    sieve_connect(
+        sieve,
+        w.path(),
+        &[
+            "--upload",
+            "--localsieve",
+            "away.sieve",
+            "--remotesieve",
+            "away",
+        ],
+    )
+    .ok();
+    sieve_connect(sieve, w.path(), &["--activate", "--remotesieve", "away"]).ok();
+    let listed = sieve_connect(sieve, w.path(), &["--list"]);
+    assert!(
+        listed.ok().stdout.contains("\"away\" ACTIVE"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains("\"filters\""), "{}", listed.stdout);
+    sieve_connect(
+        sieve,
+        w.path(),
+        &[
+            "--download",
+            "--remotesieve",
+            "away",
+            "--localsieve",
+            "back.sieve",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(w.path().join("back.sieve")).unwrap(),
+        away
+    );
+    send(mx, "ann@sender.test", "me@example.test", "[rust] more", &[]);
+    assert!(wait_for(Duration::from_secs(20), || w
+        .folder("me@example.test", "Away")
+        .len()
+        == 1));
+    // A broken upload is refused with its line; the active one stays.
+    std::fs::write(w.path().join("broken.sieve"), "keep;\nfileinto \"x\";\n").unwrap();
+    let refused = sieve_connect(
+        sieve,
+        w.path(),
+        &[
+            "--upload",
+            "--localsieve",
+            "broken.sieve",
+            "--remotesieve",
+            "broken",
+        ],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("line 2"), "{}", refused.stderr);
+
+    // Deactivated and deleted: mail goes to the INBOX again.
+    sieve_connect(sieve, w.path(), &["--deactivate"]).ok();
+    sieve_connect(sieve, w.path(), &["--delete", "--remotesieve", "filters"]).ok();
+    let listed = sieve_connect(sieve, w.path(), &["--list"]);
+    assert_eq!(listed.ok().stdout.trim(), "\"away\"", "{}", listed.stdout);
+    send(mx, "ann@sender.test", "me@example.test", "[rust] last", &[]);
+    assert!(wait_for(Duration::from_secs(20), || w
+        .inbox("me@example.test")
+        .len()
+        == 1));
+}

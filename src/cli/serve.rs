@@ -433,7 +433,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     let connection_limits = |name: &'static str| {
         let logs_in = matches!(
             name,
-            "submission" | "submissions" | "imap" | "imaps" | "pop3" | "pop3s"
+            "submission" | "submissions" | "imap" | "imaps" | "pop3" | "pop3s" | "managesieve"
         );
         crate::listen::Limits::with(
             name,
@@ -555,6 +555,28 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         listeners.push((name.to_string(), addr.to_string()));
         tracing::info!(%addr, "{name} listening");
     }
+    if let Some(addr) = declared.managesieve {
+        if let Some(mongo) = mailboxes.mongo() {
+            crate::sieve::store::prepare_mongo(mongo)
+                .context("preparing Sieve scripts in MongoDB")?;
+        }
+        let ctx = Arc::new(crate::managesieve::ManageSieveContext {
+            mailboxes: mailboxes.clone(),
+            logins: logins.clone(),
+            tls: tls.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the managesieve listener to {addr}"))?;
+        tasks.spawn(crate::managesieve::serve_managesieve(
+            listener,
+            ctx,
+            connection_limits("managesieve"),
+            shutdown.clone(),
+        ));
+        listeners.push(("managesieve".to_string(), addr.to_string()));
+        tracing::info!(%addr, "managesieve listening");
+    }
     let (reload_tx, reload) = mpsc::channel(4);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics: crate::http::MetricsSource = {
@@ -618,6 +640,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             ("https", declared.https),
             ("caldav", declared.caldav),
             ("carddav", declared.carddav),
+            ("managesieve", declared.managesieve),
         ]
         .into_iter()
         .filter_map(|(name, addr)| addr.map(|a| (name.to_string(), a.to_string())))

@@ -331,6 +331,14 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             out.push(Record::new(name, Kind::CNAME, format!("{host}.")));
         }
     }
+    // RFC 5804 §1.8: where ManageSieve clients find the server.
+    if let Some(addr) = spec.listeners.managesieve {
+        out.push(Record::new(
+            format!("_sieve._tcp.{domain}"),
+            Kind::SRV,
+            format!("0 1 {} {host}.", addr.port()),
+        ));
+    }
     // The spec's own records; a declared name and type replaces the computed ones.
     let declared: Vec<Record> = declared_domain
         .into_iter()

@@ -60,6 +60,8 @@ pub enum Part {
 /// The associated-data tag of a calendar or contact resource (src/collections), beside
 /// `Part`'s: a resource never opens as a message part, nor the reverse.
 const RESOURCE: u8 = 3;
+/// The tag of a user's Sieve script (src/sieve/store.rs).
+const SCRIPT: u8 = 4;
 
 pub struct AccountKey(Option<LessSafeKey>);
 
@@ -81,6 +83,15 @@ impl AccountKey {
 
     pub fn open_resource(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.open_tagged(id, RESOURCE, sealed)
+    }
+
+    /// A user's Sieve script, bound to the id it was stored under.
+    pub fn seal_script(&self, id: i64, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_tagged(id, SCRIPT, plain)
+    }
+
+    pub fn open_script(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_tagged(id, SCRIPT, sealed)
     }
 
     fn seal_tagged(&self, blob: i64, tag: u8, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {

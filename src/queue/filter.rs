@@ -8,6 +8,7 @@ use super::{DeliveryKind, Dsn, Envelope, NewDelivery};
 use crate::cache::Cache;
 use crate::mailbox::Mailbox;
 use crate::routing::Target;
+use crate::sieve::store::UserScripts;
 use crate::sieve::{Outcome, Sieve, Surroundings};
 use crate::snapshot::Snapshot;
 
@@ -22,6 +23,7 @@ const REDIRECTED_FROM: &str = "X-Sieve-Redirected-From";
 
 /// What a run needs from the account's mailbox and the server's memory.
 pub(super) struct Around<'a> {
+    pub mailboxes: &'a crate::mailbox::Mailboxes,
     pub mailbox: &'a Mailbox,
     pub cache: &'a dyn Cache,
     pub account: &'a str,
@@ -50,8 +52,11 @@ impl Surroundings for Around<'_> {
             .take(&format!("sieve-seen:{}:{hex}", self.account), 1, 1, period)
     }
 
-    fn personal_script(&mut self, _name: &str) -> Option<std::sync::Arc<Sieve>> {
-        None
+    fn personal_script(&mut self, name: &str) -> Option<std::sync::Arc<Sieve>> {
+        let text = UserScripts::open(self.mailboxes, self.account)
+            .and_then(|scripts| scripts.get(name))
+            .ok()??;
+        crate::sieve::compile_cached(&text).ok()
     }
 }
 

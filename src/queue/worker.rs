@@ -13,7 +13,8 @@ use super::outbound::{DeliveryError, DsnRequest, Outbound};
 use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
-use crate::sieve::{Facts, Scripts};
+use crate::sieve::store::UserScripts;
+use crate::sieve::{Facts, RunError, Scripts};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
@@ -418,19 +419,7 @@ impl Worker {
             with
         };
         let spam = spam_judgement(d);
-        let scripts = self.scripts_for(&snapshot, &d.target, spam);
-        if scripts.is_empty() {
-            let filing = Filing {
-                folder: None,
-                special_use: None,
-                flags: Vec::new(),
-                message: body,
-            };
-            return self
-                .file(d, folder, vec![filing], quota)
-                .await
-                .map(|()| String::new());
-        }
+        let mut scripts = self.scripts_for(&snapshot, &d.target, spam);
 
         let (boxes, cache, interpreter) = (
             self.mailboxes.clone(),
@@ -440,8 +429,27 @@ impl Worker {
         let (account, recipient, mail_from) =
             (d.target.clone(), d.dsn.rcpt.clone(), d.mail_from.clone());
         let ran = tokio::task::spawn_blocking(move || {
-            let mailbox = boxes.open(&account)?;
+            // The user's own script (ManageSieve) runs after the spec's.
+            let personal = UserScripts::active_of(&boxes, &account)
+                .map_err(|e| DeliveryError::temporary(format!("reading the Sieve script: {e}")))?;
+            let mut broken = None;
+            if let Some((name, text)) = personal {
+                match crate::sieve::compile_cached(&text) {
+                    Ok(script) => scripts.personal = Some(script),
+                    Err(e) => broken = Some(RunError(format!("the script {name:?}: {e}"))),
+                }
+            }
+            if scripts.is_empty() && broken.is_none() {
+                return Ok((None, body));
+            }
+            if let Some(e) = broken {
+                return Ok((Some(Err(e)), body));
+            }
+            let mailbox = boxes
+                .open(&account)
+                .map_err(|e| DeliveryError::temporary(e.to_string()))?;
             let mut around = Around {
+                mailboxes: &boxes,
                 mailbox: &mailbox,
                 cache: cache.as_ref(),
                 account: &account,
@@ -457,12 +465,27 @@ impl Worker {
                 spam,
             };
             let outcome = interpreter.run(&body, &scripts, &facts, &mut around);
-            Ok::<_, MailboxError>((outcome, body))
+            Ok::<_, DeliveryError>((Some(outcome), body))
         })
         .await
-        .map_err(rethrow)?
-        .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+        .map_err(rethrow)??;
 
+        let ran = match ran {
+            (Some(outcome), body) => (outcome, body),
+            // No scripts: where it would have gone.
+            (None, body) => {
+                let filing = Filing {
+                    folder: None,
+                    special_use: None,
+                    flags: Vec::new(),
+                    message: body,
+                };
+                return self
+                    .file(d, folder, vec![filing], quota)
+                    .await
+                    .map(|()| String::new());
+            }
+        };
         let carried = match ran {
             (Ok(outcome), body) => filter::carry(
                 outcome,

@@ -84,6 +84,26 @@ pub fn compile(text: &[u8]) -> Result<Arc<Sieve>, ScriptError> {
     Ok(script)
 }
 
+/// `compile`, remembering the last scripts compiled: delivery compiles a user's script
+/// for every message otherwise.
+pub fn compile_cached(text: &[u8]) -> Result<Arc<Sieve>, ScriptError> {
+    use sha2::Digest;
+    type Compiled = std::collections::HashMap<[u8; 32], Arc<Sieve>>;
+    static CACHE: LazyLock<std::sync::Mutex<Compiled>> = LazyLock::new(Default::default);
+    const KEPT: usize = 1024;
+    let digest: [u8; 32] = sha2::Sha256::digest(text).into();
+    if let Some(script) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        return Ok(script.clone());
+    }
+    let script = compile(text)?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= KEPT {
+        cache.clear();
+    }
+    cache.insert(digest, script.clone());
+    Ok(script)
+}
+
 /// `require` is checked when the script runs, so run it on an empty message: the
 /// requirements come first and are all that can fail before the first event.
 fn withheld_extension(script: &Arc<Sieve>, text: &[u8]) -> Result<(), ScriptError> {

@@ -3,8 +3,11 @@
 
 mod compile;
 mod run;
+pub mod store;
 pub mod vacation;
 
-pub use compile::{MAX_SCRIPT_SIZE, MAX_SCRIPTS, ScriptError, compile, extensions};
-pub use run::{Facts, Interpreter, Outcome, Outgoing, RunError, Scripts, Store, Surroundings};
+pub use compile::{MAX_SCRIPT_SIZE, MAX_SCRIPTS, ScriptError, compile, compile_cached, extensions};
+pub use run::{
+    Facts, Interpreter, MAX_REDIRECTS, Outcome, Outgoing, RunError, Scripts, Store, Surroundings,
+};
 pub use sieve::Sieve;

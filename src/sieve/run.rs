@@ -14,7 +14,7 @@ use super::compile::{allowed, compile};
 /// Instructions one delivery's scripts may execute (sieve-rs counts each one).
 const CPU_LIMIT: usize = 20_000;
 /// Redirects one message may cause; Dovecot's sieve_max_redirects is 4 too.
-const MAX_REDIRECTS: usize = 4;
+pub const MAX_REDIRECTS: usize = 4;
 /// Messages one run may send (redirects and the vacation reply together).
 const MAX_OUT_MESSAGES: usize = 6;
 /// Folders one message may be filed in; Dovecot's sieve_max_actions is 32.

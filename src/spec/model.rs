@@ -150,6 +150,9 @@ pub struct Listeners {
     pub caldav: Option<SocketAddr>,
     /// CardDAV over HTTPS on a port of its own (Forward Email's is 6000).
     pub carddav: Option<SocketAddr>,
+    /// ManageSieve (RFC 5804) with STARTTLS, usually port 4190: users manage their own
+    /// Sieve filters from their mail client.
+    pub managesieve: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -167,6 +170,7 @@ impl Listeners {
             self.https,
             self.caldav,
             self.carddav,
+            self.managesieve,
         ]
         .into_iter()
         .flatten()
