@@ -373,8 +373,22 @@ fn admins_and_mailbox_users_see_what_they_may_and_nothing_else() {
             };
             dav.put(&calendar, &new, &Precondition::Any, None).unwrap();
         }
+        // other@ has a Sieve script of its own, active.
+        let boxes = ferrymail::mailbox::Mailboxes::new(
+            &w.data_dir(),
+            ferrymail::mailbox::MasterKey::new(key.trim().as_bytes()).unwrap(),
+        );
+        let mut scripts =
+            ferrymail::sieve::store::UserScripts::open(&boxes, "other@example.test").unwrap();
+        scripts.put("filters", b"keep;\n").unwrap();
+        scripts.set_active(Some("filters")).unwrap();
     }
     let boxes = admin.get("/admin/mailboxes").body;
+    assert!(
+        boxes.contains("own script &quot;filters&quot; active")
+            || boxes.contains("own script \"filters\" active"),
+        "{boxes}"
+    );
     assert!(
         boxes.contains("me@example.test")
             && boxes.contains("other@example.test")

@@ -275,6 +275,23 @@ fn round_trip(
         ferrymail::dkim::txt_record("rsa-2048", &public)
     );
     forward_and_verify(mx, &sink_dir, &txt, "before the backup", &server);
+    // The user's own Sieve script (ManageSieve) is the account's data too.
+    let mailboxes = || {
+        let key = if include_master_key {
+            std::fs::read_to_string(w.data_dir().join("master.key")).unwrap()
+        } else {
+            std::fs::read_to_string(w.path().join("master.secret")).unwrap()
+        };
+        let key = ferrymail::mailbox::MasterKey::new(key.trim().as_bytes()).unwrap();
+        ferrymail::mailbox::Mailboxes::new(&w.data_dir(), key)
+    };
+    let script = b"require \"fileinto\";\nfileinto \"Lists\";\n";
+    {
+        use ferrymail::sieve::store::UserScripts;
+        let mut scripts = UserScripts::open(&mailboxes(), "me@example.test").unwrap();
+        scripts.put("lists", script).unwrap();
+        scripts.set_active(Some("lists")).unwrap();
+    }
 
     // A backup made by hand while the server runs.
     let made = run(&["backup", "create"]);
@@ -373,6 +390,11 @@ fn round_trip(
     let probe = common::rcpt_probe(mx, "alice@sender.test", "nobody@example.test");
     assert!(probe.contains("<** "), "{probe}");
     forward_and_verify(mx, &sink_dir, &txt, "after the restore", &server);
+    let (name, body) =
+        ferrymail::sieve::store::UserScripts::active_of(&mailboxes(), "me@example.test")
+            .unwrap()
+            .expect("the active Sieve script is back");
+    assert_eq!((name.as_str(), body.as_slice()), ("lists", &script[..]));
 }
 
 /// An age identity, as age-keygen writes it.

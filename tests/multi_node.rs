@@ -884,6 +884,27 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     };
     let dav_before = dav_view(&files);
     assert_eq!(dav_before.len(), 4, "{dav_before:?}");
+    // Two Sieve scripts of the user's own, one active.
+    {
+        let mut scripts =
+            ferrymail::sieve::store::UserScripts::open(&files, "me@example.test").unwrap();
+        scripts
+            .put("lists", b"require \"fileinto\";\nfileinto \"Lists\";\n")
+            .unwrap();
+        scripts.put("spare", b"keep;\n").unwrap();
+        scripts.set_active(Some("lists")).unwrap();
+    }
+    let sieve_view = |boxes: &ferrymail::mailbox::Mailboxes| {
+        let scripts = ferrymail::sieve::store::UserScripts::open(boxes, "me@example.test").unwrap();
+        scripts
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.active, scripts.get(&l.name).unwrap().unwrap(), l.name))
+            .collect::<Vec<_>>()
+    };
+    let sieve_before = sieve_view(&files);
+    assert_eq!(sieve_before.len(), 2);
     let in_mongo = || {
         let store = ferrymail::store::MongoStore::connect(&url, "moved").unwrap();
         ferrymail::mailbox::Mailboxes::in_mongo(
@@ -920,6 +941,16 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
         dav_before,
         "calendars and contacts too"
     );
+    assert!(
+        moved.stdout.contains("copied 2 Sieve script(s)"),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(
+        sieve_view(&in_mongo()),
+        sieve_before,
+        "and the Sieve scripts"
+    );
     // Now served from MongoDB: nothing to change, the same DKIM key published.
     w.write_spec(&body("mongodb"));
     w.run(&["plan", "--detailed-exitcode"]).code(0);
@@ -945,4 +976,5 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     let back = ferrymail::mailbox::Mailboxes::new(&w.data_dir(), key());
     assert_eq!(view(&back), before, "and back");
     assert_eq!(dav_view(&back), dav_before, "calendars and contacts too");
+    assert_eq!(sieve_view(&back), sieve_before, "and the Sieve scripts");
 }

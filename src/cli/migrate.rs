@@ -136,6 +136,8 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     println!(
         "copied {collections} calendar(s) and address book(s), {resources} event(s), task(s) and contact(s); their ETags are the same, their sync tokens new, so clients check every item once"
     );
+    let scripts = copy_sieve_scripts(&from, &to, &accounts)?;
+    println!("copied {scripts} Sieve script(s), the active one still active");
     let kind = match args.to {
         Backend::Sqlite => "sqlite",
         Backend::Mongodb => "mongodb",
@@ -190,6 +192,41 @@ fn copy_mailboxes(
         copied += 1;
     }
     Ok((copied, messages))
+}
+
+/// Copies every account's own Sieve scripts (ManageSieve), and which is active.
+fn copy_sieve_scripts(
+    from: &Mailboxes,
+    to: &Mailboxes,
+    accounts: &[String],
+) -> anyhow::Result<usize> {
+    use crate::sieve::store::UserScripts;
+    if let Some(mongo) = to.mongo() {
+        crate::sieve::store::prepare_mongo(mongo)?;
+    }
+    let mut copied = 0;
+    for account in accounts {
+        if !from.exists(account) {
+            continue;
+        }
+        let source = UserScripts::open(from, account)?;
+        let listed = source.list()?;
+        if listed.is_empty() {
+            continue;
+        }
+        let mut target = UserScripts::open(to, account)?;
+        for script in &listed {
+            let body = source
+                .get(&script.name)?
+                .with_context(|| format!("{account}'s script {:?} vanished", script.name))?;
+            target.put(&script.name, &body)?;
+            copied += 1;
+        }
+        if let Some(active) = listed.iter().find(|l| l.active) {
+            target.set_active(Some(&active.name))?;
+        }
+    }
+    Ok(copied)
 }
 
 /// Copies every account's calendars and address books with their properties and

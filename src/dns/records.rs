@@ -447,6 +447,26 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
     }
 
     #[test]
+    fn managesieve_is_found_by_its_srv_record_when_offered() {
+        let records = |listeners: &str| {
+            let spec: Spec = toml::from_str(&format!(
+                "[server]\nhostname = \"mx.d.test\"\n[listeners]\n{listeners}\n[domains.\"d.test\"]\n"
+            ))
+            .unwrap();
+            for_domain(&spec, "d.test", &[])
+                .into_iter()
+                .filter(|r| r.name.contains("sieve"))
+                .map(|r| format!("{} {:?} {}", r.name, r.kind, r.data))
+                .collect::<Vec<_>>()
+        };
+        assert!(records("").is_empty());
+        assert_eq!(
+            records("managesieve = \"0.0.0.0:4190\""),
+            ["_sieve._tcp.d.test SRV 0 1 4190 mx.d.test."]
+        );
+    }
+
+    #[test]
     fn a_single_label_in_declared_data_is_relative_to_the_domain() {
         assert_eq!(qualify(Kind::MX, "10 mail", "d.test"), "10 mail.d.test.");
         assert_eq!(

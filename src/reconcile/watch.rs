@@ -310,7 +310,7 @@ async fn next<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
 }
 
 /// Watches the spec's directory (editors replace files by rename, which a watch on the
-/// file itself would miss) and signals on any change to a *.toml below it.
+/// file itself would miss) and signals on any change to a *.toml (or *.sieve) below it.
 fn watch_path(spec: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     let (dir, mode) = if spec.is_dir() {
         (spec.to_path_buf(), RecursiveMode::Recursive)
@@ -327,12 +327,15 @@ fn watch_path(spec: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recom
     let is_dir = spec.is_dir();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        // Sieve scripts the spec names by file are part of it too (those beside the
+        // spec file, or anywhere under a spec directory).
         let relevant = event.paths.iter().any(|p| {
-            if is_dir {
-                p.extension().is_some_and(|e| e == "toml")
-            } else {
-                p.file_name() == file.as_deref()
-            }
+            p.extension().is_some_and(|e| e == "sieve")
+                || if is_dir {
+                    p.extension().is_some_and(|e| e == "toml")
+                } else {
+                    p.file_name() == file.as_deref()
+                }
         });
         if relevant && !event.kind.is_access() {
             let _ = tx.try_send(());

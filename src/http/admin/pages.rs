@@ -544,7 +544,11 @@ pub async fn mailboxes(
         .take(USAGE_READS)
         .map(|(a, _)| a.clone())
         .collect();
-    type Usage = (Option<u64>, Option<crate::collections::Counts>);
+    type Usage = (
+        Option<u64>,
+        Option<crate::collections::Counts>,
+        Option<Option<String>>,
+    );
     let usage: Vec<Usage> = tokio::task::spawn_blocking(move || {
         names
             .iter()
@@ -554,18 +558,51 @@ pub async fn mailboxes(
                 } else {
                     Some(0)
                 };
-                (used, dav.counts(a).ok())
+                // The user's own active Sieve script, by name (ManageSieve).
+                let own = crate::sieve::store::UserScripts::active_of(&boxes, a)
+                    .ok()
+                    .map(|active| active.map(|(name, _)| name));
+                (used, dav.counts(a).ok(), own)
             })
             .collect()
     })
     .await
     .unwrap_or_default();
+    let today = crate::sieve::vacation::today(crate::queue::now_unix());
+    // What filters an account's mail: the spec's script and vacation, the user's own.
+    let filters = |account: &str, own: &Option<Option<String>>| -> String {
+        let mut parts = Vec::new();
+        if let Some(declared) = snapshot.sieve.get(account) {
+            if declared.script.is_some() {
+                parts.push("script from the spec".to_string());
+            }
+            if let Some((v, _)) = &declared.vacation {
+                let state = if crate::sieve::vacation::in_effect(v, today) {
+                    "on"
+                } else {
+                    "set"
+                };
+                let until = v
+                    .until
+                    .as_deref()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default();
+                parts.push(format!("vacation {state}{until}"));
+            }
+        }
+        match own {
+            Some(Some(name)) => parts.push(format!("own script \"{name}\" active")),
+            Some(None) => {}
+            None => parts.push("own scripts unreadable".into()),
+        }
+        parts.join("; ")
+    };
     let body = html! {
         p.muted { (accounts.len()) " mailboxes" @if accounts.len() > USAGE_READS { "; usage read for the first " (USAGE_READS) } "." }
         table.rows {
-            tr { th { "Account" } th { "Used" } th { "Quota" } th { "Calendars" } th { "Address books" } }
+            tr { th { "Account" } th { "Used" } th { "Quota" } th { "Calendars" } th { "Address books" } th { "Filters" } }
             @for (i, (account, quota)) in accounts.iter().enumerate() {
-                @let (used, counts) = usage.get(i).copied().unwrap_or((None, None));
+                @let (used, counts, own) = usage.get(i).cloned().unwrap_or((None, None, Some(None)));
                 tr {
                     td data-label="Account" { (account) }
                     td data-label="Used" {
@@ -584,6 +621,10 @@ pub async fn mailboxes(
                             td data-label="Address books" { (c.address_books) " (" (c.contacts) " contacts)" }
                         }
                         None => { td { span.muted { "—" } } td { span.muted { "—" } } }
+                    }
+                    @let filtered = filters(account, &own);
+                    td data-label="Filters" {
+                        @if filtered.is_empty() { span.muted { "none" } } @else { (filtered) }
                     }
                 }
             }
