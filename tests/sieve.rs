@@ -527,3 +527,133 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
         .len()
         == 1));
 }
+
+/// The attacker's side of ManageSieve: literals announced before logging in are refused
+/// unread (a stranger makes the server hold nothing), a 4 GB length is refused, errors
+/// end the session, and a real client is served meanwhile.
+#[test]
+fn strangers_cannot_make_managesieve_hold_memory() {
+    use std::io::{Read, Write};
+    let (mx, sieve) = (free_port(), free_port());
+    let w = Workspace::new(&format!(
+        r#"
+[tls]
+mode = "self-signed"
+
+[listeners]
+mx = "127.0.0.1:{mx}"
+managesieve = "127.0.0.1:{sieve}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    let server = w.serve(sieve);
+    let start_rss = server.memory_kib("VmRSS");
+    let greeting = |c: &mut std::net::TcpStream| {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"ready\"\r\n") {
+            assert_eq!(
+                c.read(&mut byte).unwrap(),
+                1,
+                "{}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.push(byte[0]);
+        }
+    };
+    // 60 connections from 30 addresses each announce a 1 MB literal and send it.
+    let mut clients = Vec::new();
+    for i in 0..60 {
+        let mut c = common::connect_from(&format!("127.0.0.{}", 2 + i % 30), sieve);
+        greeting(&mut c);
+        let _ = c.write_all(b"AUTHENTICATE \"PLAIN\" {1048576+}\r\n");
+        let junk = vec![b'x'; 1 << 20];
+        let _ = c.write_all(&junk);
+        clients.push(c);
+    }
+    for mut c in clients {
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("BYE"), "{answer}");
+    }
+    // A length no literal may have; a flood of nonsense.
+    let mut c = common::connect_from("127.0.0.40", sieve);
+    greeting(&mut c);
+    c.write_all(b"PUTSCRIPT \"x\" {4294967296+}\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("BYE"), "{answer}");
+    let mut c = common::connect_from("127.0.0.41", sieve);
+    greeting(&mut c);
+    let _ = c.write_all(&b"\"unterminated\r\n".repeat(1000));
+    let mut answer = String::new();
+    // The connection ends after the error budget (its BYE may be lost to the reset the
+    // unread flood causes; the count of answers is what shows it).
+    let _ = c.read_to_string(&mut answer);
+    let refusals = answer.matches("NO \"Syntax error").count();
+    assert!((10..=12).contains(&refusals), "{answer}");
+
+    let peak = server.memory_kib("VmHWM");
+    assert!(
+        peak < start_rss + 30 * 1024,
+        "peak {peak} KiB from {start_rss} KiB"
+    );
+    // And a real client is served.
+    let run = common::python_peer_run(
+        "sievelib_session.py",
+        &[&sieve.to_string(), "me@example.test", "quickstart"],
+        w.path(),
+    );
+    assert!(
+        run.stdout.contains("all done"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// An edited script file beside the spec is taken up like an edited spec: the next
+/// message follows the new text.
+#[test]
+fn an_edited_script_file_is_reloaded_without_a_restart() {
+    let (mx, imap, relay) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    std::fs::write(
+        w.path().join("me.sieve"),
+        "require \"fileinto\";\nfileinto \"Before\";\n",
+    )
+    .unwrap();
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, imap, relay, dns, ""));
+    let server = w.serve(mx);
+    send(mx, "ann@sender.test", "me@example.test", "one", &[]);
+    assert!(wait_for(Duration::from_secs(20), || w
+        .folder("me@example.test", "Before")
+        .len()
+        == 1));
+    std::fs::write(
+        w.path().join("me.sieve"),
+        "require \"fileinto\";\nfileinto \"After\";\n",
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || w
+            .run(&["status"])
+            .stdout
+            .contains("serving revision 2")),
+        "{}",
+        server.log_text()
+    );
+    send(mx, "ann@sender.test", "me@example.test", "two", &[]);
+    assert!(
+        wait_for(Duration::from_secs(20), || w
+            .folder("me@example.test", "After")
+            .len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+}

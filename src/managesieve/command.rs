@@ -7,8 +7,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 /// Longest line outside literals.
 pub const MAX_LINE: usize = 8 * 1024;
-/// Largest literal: a whole script, and a little room.
+/// Largest literal once logged in: a whole script, and a little room.
 pub const MAX_LITERAL: usize = crate::sieve::MAX_SCRIPT_SIZE + 1024;
+/// Largest literal before: an AUTHENTICATE answer is a few hundred bytes, and a stranger
+/// must not make the server hold a megabyte per connection.
+pub const MAX_LITERAL_BEFORE_LOGIN: usize = 8 * 1024;
 /// Most words in one command (RENAMESCRIPT has three).
 const MAX_WORDS: usize = 8;
 
@@ -48,6 +51,7 @@ pub enum ReadError {
 pub async fn read<R: AsyncBufRead + Unpin>(
     io: &mut R,
     silence: Duration,
+    max_literal: usize,
 ) -> Result<Vec<Word>, ReadError> {
     let mut words = Vec::new();
     let mut bad = None;
@@ -72,7 +76,7 @@ pub async fn read<R: AsyncBufRead + Unpin>(
         }
         let Some(size) = literal else { break };
         let size = size.ok_or(ReadError::TooLong)?;
-        if size > MAX_LITERAL {
+        if size > max_literal {
             return Err(ReadError::TooLong);
         }
         let mut bytes = vec![0; size];
@@ -185,7 +189,7 @@ mod tests {
 
     async fn parse(input: &[u8]) -> Result<Vec<Word>, ReadError> {
         let mut io = tokio::io::BufReader::new(input);
-        read(&mut io, Duration::from_secs(1)).await
+        read(&mut io, Duration::from_secs(1), MAX_LITERAL).await
     }
 
     fn text(s: &str) -> Word {

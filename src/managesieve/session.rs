@@ -68,6 +68,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    fn max_literal(&self) -> usize {
+        if self.account.is_some() {
+            command::MAX_LITERAL
+        } else {
+            command::MAX_LITERAL_BEFORE_LOGIN
+        }
+    }
+
     fn login_allowed(&self) -> bool {
         self.tls || self.ctx.tls.is_none()
     }
@@ -140,7 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         loop {
             let silence = self.silence();
-            let words = match command::read(&mut self.io, silence).await {
+            let max_literal = self.max_literal();
+            let words = match command::read(&mut self.io, silence, max_literal).await {
                 Ok(words) => words,
                 Err(ReadError::Syntax(why)) => {
                     self.no(None, &format!("Syntax error: {why}")).await;
@@ -259,7 +268,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Next::Quit;
                 }
                 let silence = self.silence();
-                match command::read(&mut self.io, silence).await {
+                let max_literal = self.max_literal();
+                match command::read(&mut self.io, silence, max_literal).await {
                     Ok(words) => match words.as_slice() {
                         [Word::Text(answer)] => answer.clone(),
                         _ => return self.no(None, "Expected a string").await,
