@@ -362,11 +362,13 @@ fn a_mailbox_is_served_by_every_node() {
     )
     .unwrap();
     let (imap_a, imap_b) = (free_port(), free_port());
-    let (caldav_a, caldav_b) = (free_port(), free_port());
+    let (caldav_a, caldav_b, sieve_a) = (free_port(), free_port(), free_port());
     let a = node_with(
         "node-a",
         c.dir.path(),
-        &format!("imap = \"127.0.0.1:{imap_a}\"\ncaldav = \"127.0.0.1:{caldav_a}\"\n"),
+        &format!(
+            "imap = \"127.0.0.1:{imap_a}\"\ncaldav = \"127.0.0.1:{caldav_a}\"\nmanagesieve = \"127.0.0.1:{sieve_a}\"\n"
+        ),
     );
     let b = node_with(
         "node-b",
@@ -516,6 +518,35 @@ fn a_mailbox_is_served_by_every_node() {
     assert!(
         dav(caldav_b, "GET", &format!("{calendar}both.ics"), &[], "")
             .contains("SUMMARY:Seen everywhere")
+    );
+    // A Sieve script uploaded through node a files what node b takes in.
+    let run = common::python_peer_run(
+        "sievelib_session.py",
+        &[&sieve_a.to_string(), "me@example.test", "quickstart"],
+        c.dir.path(),
+    );
+    assert!(run.stdout.contains("all done"), "{run:?}");
+    let sent = common::swaks(
+        b.mx,
+        &[
+            "--from",
+            "alice@sender.test",
+            "--to",
+            "me@example.test",
+            "--header",
+            "Subject: [rust] filtered",
+        ],
+    );
+    assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            state(imap_a, &[])["Lists"]["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        }),
+        "{}\n{}",
+        server_a.log_text(),
+        server_b.log_text()
     );
     // Nothing of it in either node's data dir: the mailbox lives in the store.
     for n in [&a, &b] {

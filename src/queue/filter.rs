@@ -172,7 +172,7 @@ pub(super) fn carry(
         carried.notes.push(format!("vacation reply to {}", out.to));
         carried.sends.push((
             envelope("", &out.to, hostname),
-            outcome.message(message, out.message).to_vec(),
+            tidy_reply(outcome.message(message, out.message)),
             deliveries,
         ));
     }
@@ -261,6 +261,58 @@ fn redirected_from(message: &[u8], account: &str) -> bool {
     })
 }
 
+/// The reply as sieve-rs writes it lacks what a MIME message must say of itself: it
+/// gets MIME-Version, 8bit when its text is not ASCII, and a Subject that is not ASCII
+/// as an RFC 2047 encoded word (a raw 8-bit header needs SMTPUTF8 all the way).
+fn tidy_reply(reply: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let (fields, end) = crate::mime::header_fields(reply);
+    let body = &reply[end.min(reply.len())..];
+    let has = |wanted: &[u8]| {
+        fields
+            .iter()
+            .any(|f| crate::mime::field_name(&reply[f.clone()]).eq_ignore_ascii_case(wanted))
+    };
+    let mut out = Vec::with_capacity(reply.len() + 64);
+    for field in &fields {
+        let line = &reply[field.clone()];
+        let name = crate::mime::field_name(line);
+        if name.eq_ignore_ascii_case(b"Subject") && !line.is_ascii() {
+            let value = String::from_utf8_lossy(&line[name.len() + 1..]);
+            let value = value.trim();
+            out.extend_from_slice(b"Subject:");
+            // Encoded words of at most 39 bytes of text each, on folded lines (RFC 2047
+            // §2: 75 characters a word; RFC 5322: lines of 78), split between characters.
+            let mut chunk = String::new();
+            let flush = |chunk: &mut String, out: &mut Vec<u8>| {
+                if !chunk.is_empty() {
+                    let encoded =
+                        base64::engine::general_purpose::STANDARD.encode(chunk.as_bytes());
+                    out.extend_from_slice(format!(" =?UTF-8?B?{encoded}?=\r\n").as_bytes());
+                    chunk.clear();
+                }
+            };
+            for c in value.chars() {
+                if chunk.len() + c.len_utf8() > 39 {
+                    flush(&mut chunk, &mut out);
+                }
+                chunk.push(c);
+            }
+            flush(&mut chunk, &mut out);
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    if !has(b"MIME-Version") {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    if !body.is_ascii() && !has(b"Content-Transfer-Encoding") {
+        out.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
+    }
+    out.extend_from_slice(body);
+    out
+}
+
 /// Whether the message says it went to many (Precedence: bulk, list or junk).
 fn is_bulk(message: &[u8]) -> bool {
     let (fields, _) = crate::mime::header_fields(message);
@@ -289,4 +341,45 @@ fn is_flag(flag: &str) -> bool {
         && flag
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_says_it_is_mime_and_encodes_what_is_not_ascii() {
+        let reply = "From: me@d.test\r\nTo: ann@x.test\r\nSubject: Auto: Grüße aus dem Urlaub, bis zum sechsten Januar zurück\r\n\
+                     Auto-Submitted: auto-replied\r\nContent-type: text/plain; charset=utf-8\r\n\r\nBin weg. Grüße\r\n";
+        let tidy = String::from_utf8(tidy_reply(reply.as_bytes())).unwrap();
+        let (head, body) = tidy.split_once("\r\n\r\n").unwrap();
+        assert!(head.is_ascii(), "{head}");
+        assert!(
+            head.contains("MIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit"),
+            "{head}"
+        );
+        assert!(head.contains("Subject: =?UTF-8?B?"), "{head}");
+        assert!(head.lines().all(|l| l.len() <= 78), "{head}");
+        assert_eq!(body, "Bin weg. Grüße\r\n");
+        // What mail-parser reads back is the subject as written.
+        let parsed = mail_parser::MessageParser::new()
+            .parse(tidy.as_bytes())
+            .unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some("Auto: Grüße aus dem Urlaub, bis zum sechsten Januar zurück")
+        );
+        let plain = "Subject: Away\r\nContent-type: text/plain\r\n\r\nBack soon.\r\n";
+        let tidy = String::from_utf8(tidy_reply(plain.as_bytes())).unwrap();
+        assert_eq!(
+            tidy,
+            "Subject: Away\r\nContent-type: text/plain\r\nMIME-Version: 1.0\r\n\r\nBack soon.\r\n"
+        );
+    }
+
+    #[test]
+    fn flags_imap_cannot_show_are_left_out() {
+        assert!(is_flag("\\Seen") && is_flag("$Label1") && is_flag("work"));
+        assert!(!is_flag("\\Recent") && !is_flag("two words") && !is_flag("a(b") && !is_flag(""));
+    }
 }

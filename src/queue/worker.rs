@@ -14,7 +14,7 @@ use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, no
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
 use crate::sieve::store::UserScripts;
-use crate::sieve::{Facts, RunError, Scripts};
+use crate::sieve::{Facts, RunError, Scripts, SpamStatus};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// Seconds to wait after the Nth failed attempt (2 minutes up to 4 hours, then 4 hours).
@@ -76,17 +76,36 @@ fn rethrow(e: tokio::task::JoinError) -> DeliveryError {
     }
 }
 
-/// What the spam filter said of this copy: junk when it was filed as junk, else what
-/// its X-Spam-Status line says, None when no filter looked.
-fn spam_judgement(d: &Delivery) -> Option<bool> {
-    if d.folder == "Junk" {
-        return Some(true);
+/// What the spam filter said of this copy, for Sieve's `spamtest`: spam when it was filed
+/// as junk or its X-Spam-Status says Yes; else its score against the threshold the
+/// filter wrote beside it (SpamAssassin's reading of "score=S required=R"); unknown when
+/// no filter looked.
+fn spam_judgement(folder: &str, prefix: &str) -> SpamStatus {
+    if folder == "Junk" {
+        return SpamStatus::Spam;
     }
-    let status = d
-        .prefix
+    let Some(status) = prefix
         .lines()
-        .find_map(|l| l.strip_prefix("X-Spam-Status: "))?;
-    Some(status.starts_with("Yes"))
+        .find_map(|l| l.strip_prefix("X-Spam-Status: "))
+    else {
+        return SpamStatus::Unknown;
+    };
+    if status.starts_with("Yes") {
+        return SpamStatus::Spam;
+    }
+    let number = |key: &str| {
+        status
+            .split([' ', ','])
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    match (number("score="), number("required=")) {
+        (Some(score), _) if score <= 0.0 => SpamStatus::Ham,
+        (Some(score), Some(required)) if required > 0.0 => {
+            SpamStatus::MaybeSpam((score / required).clamp(0.1, 0.9))
+        }
+        _ => SpamStatus::Ham,
+    }
 }
 
 pub fn retry_delay(attempts: u32) -> i64 {
@@ -418,7 +437,7 @@ impl Worker {
             with.extend_from_slice(&body);
             with
         };
-        let spam = spam_judgement(d);
+        let spam = spam_judgement(&d.folder, &d.prefix);
         let mut scripts = self.scripts_for(&snapshot, &d.target, spam);
 
         let (boxes, cache, interpreter) = (
@@ -556,7 +575,7 @@ impl Worker {
 
     /// The scripts that run on mail for `account`: the spec's, its vacation responder
     /// while in effect (never for junk), then the user's own.
-    fn scripts_for(&self, snapshot: &Snapshot, account: &str, spam: Option<bool>) -> Scripts {
+    fn scripts_for(&self, snapshot: &Snapshot, account: &str, spam: SpamStatus) -> Scripts {
         let Some(declared) = snapshot.sieve.get(account) else {
             return Scripts::default();
         };
@@ -566,7 +585,9 @@ impl Worker {
             vacation: declared
                 .vacation
                 .as_ref()
-                .filter(|(v, _)| spam != Some(true) && crate::sieve::vacation::in_effect(v, today))
+                .filter(|(v, _)| {
+                    spam != SpamStatus::Spam && crate::sieve::vacation::in_effect(v, today)
+                })
                 .map(|(_, script)| script.clone()),
             personal: None,
         }
@@ -734,5 +755,30 @@ impl Worker {
         if let Err(e) = self.spool.enqueue(envelope, report, vec![delivery]).await {
             tracing::error!(error = %e, "could not queue a bounce");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spamtest_reads_the_filters_verdict() {
+        assert_eq!(spam_judgement("", ""), SpamStatus::Unknown);
+        assert_eq!(spam_judgement("Junk", ""), SpamStatus::Spam);
+        let line = |s: &str| format!("X-Spam-Status: {s}\r\n");
+        assert_eq!(
+            spam_judgement("", &line("Yes, score=20.00 required=15.00")),
+            SpamStatus::Spam
+        );
+        assert_eq!(
+            spam_judgement("", &line("No, score=-1.00 required=15.00")),
+            SpamStatus::Ham
+        );
+        assert_eq!(
+            spam_judgement("", &line("No, score=6.00 required=15.00")),
+            SpamStatus::MaybeSpam(0.4)
+        );
+        assert_eq!(spam_judgement("", &line("No, score=3.00")), SpamStatus::Ham);
     }
 }

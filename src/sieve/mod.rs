@@ -10,4 +10,4 @@ pub use compile::{MAX_SCRIPT_SIZE, MAX_SCRIPTS, ScriptError, compile, compile_ca
 pub use run::{
     Facts, Interpreter, MAX_REDIRECTS, Outcome, Outgoing, RunError, Scripts, Store, Surroundings,
 };
-pub use sieve::Sieve;
+pub use sieve::{Sieve, SpamStatus};

@@ -65,8 +65,8 @@ pub struct Facts<'a> {
     pub recipient: &'a str,
     /// The envelope sender; empty for a bounce.
     pub mail_from: &'a str,
-    /// The spam filter's judgement: Some(true) junk, Some(false) not, None unknown.
-    pub spam: Option<bool>,
+    /// The spam filter's judgement, for `spamtest` (RFC 5235).
+    pub spam: SpamStatus,
 }
 
 /// Where a copy of the message goes: a folder (None is where it would have gone
@@ -176,11 +176,7 @@ impl Interpreter {
         ctx.set_envelope(Envelope::From, facts.mail_from);
         ctx.set_envelope(Envelope::To, facts.recipient);
         ctx.set_user_address(facts.account);
-        ctx.set_spam_status(match facts.spam {
-            Some(true) => SpamStatus::Spam,
-            Some(false) => SpamStatus::Ham,
-            None => SpamStatus::Unknown,
-        });
+        ctx.set_spam_status(facts.spam);
 
         let mut outcome = Outcome::default();
         let mut given: HashSet<&str> = HashSet::new();
@@ -392,7 +388,7 @@ mod tests {
             account: "me@example.test",
             recipient: "me@example.test",
             mail_from: "ann@example.org",
-            spam: Some(false),
+            spam: SpamStatus::Ham,
         }
     }
 

@@ -206,10 +206,12 @@ impl Verdict {
     /// mail client and filters.
     pub fn status_lines(&self, judgement: Judgement) -> String {
         let junk = judgement != Judgement::Deliver;
+        // "required" as SpamAssassin writes it: Sieve's spamtest reads the two.
         let mut out = format!(
-            "X-Spam-Status: {}, score={:.2}\r\n",
+            "X-Spam-Status: {}, score={:.2} required={:.2}\r\n",
             if junk { "Yes" } else { "No" },
-            self.score
+            self.score,
+            self.required
         );
         if junk {
             out.push_str("X-Spam-Flag: YES\r\n");
