@@ -51,6 +51,15 @@ impl Mailbox {
         }
     }
 
+    /// The account file's connection when the mailbox is a SQLite file: what else the
+    /// file holds is read through it without opening the file again.
+    pub(crate) fn sqlite_connection(&self) -> Option<&rusqlite::Connection> {
+        match &self.backend {
+            Backend::Sqlite(b) => Some(b.connection()),
+            Backend::Mongo(_) => None,
+        }
+    }
+
     /// Passes a committed change on to the account's sessions (here and, through the
     /// relay, on other nodes).
     fn changed<T>(&self, done: Result<T, MailboxError>) -> Result<T, MailboxError> {

@@ -178,6 +178,13 @@ pub(super) struct SqliteMailbox {
     key: AccountKey,
 }
 
+impl SqliteMailbox {
+    /// The file's connection, for what else the account's file holds (its Sieve scripts).
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 fn now() -> i64 {
     crate::queue::now_unix()
 }

@@ -447,9 +447,13 @@ impl Worker {
         );
         let (account, recipient, mail_from) =
             (d.target.clone(), d.dsn.rcpt.clone(), d.mail_from.clone());
+        // One opening of the mailbox serves the script's questions and the filing.
         let ran = tokio::task::spawn_blocking(move || {
+            let mailbox = boxes
+                .open(&account)
+                .map_err(|e| DeliveryError::temporary(e.to_string()))?;
             // The user's own script (ManageSieve) runs after the spec's.
-            let personal = UserScripts::active_of(&boxes, &account)
+            let personal = UserScripts::active_in(&boxes, &mailbox)
                 .map_err(|e| DeliveryError::temporary(format!("reading the Sieve script: {e}")))?;
             let mut broken = None;
             if let Some((name, text)) = personal {
@@ -459,14 +463,11 @@ impl Worker {
                 }
             }
             if scripts.is_empty() && broken.is_none() {
-                return Ok((None, body));
+                return Ok((None, body, mailbox));
             }
             if let Some(e) = broken {
-                return Ok((Some(Err(e)), body));
+                return Ok((Some(Err(e)), body, mailbox));
             }
-            let mailbox = boxes
-                .open(&account)
-                .map_err(|e| DeliveryError::temporary(e.to_string()))?;
             let mut around = Around {
                 mailboxes: &boxes,
                 mailbox: &mailbox,
@@ -484,15 +485,15 @@ impl Worker {
                 spam,
             };
             let outcome = interpreter.run(&body, &scripts, &facts, &mut around);
-            Ok::<_, DeliveryError>((Some(outcome), body))
+            Ok::<_, DeliveryError>((Some(outcome), body, mailbox))
         })
         .await
         .map_err(rethrow)??;
 
-        let ran = match ran {
-            (Some(outcome), body) => (outcome, body),
+        let (ran, mailbox) = match ran {
+            (Some(outcome), body, mailbox) => ((outcome, body), mailbox),
             // No scripts: where it would have gone.
-            (None, body) => {
+            (None, body, mailbox) => {
                 let filing = Filing {
                     folder: None,
                     special_use: None,
@@ -500,7 +501,7 @@ impl Worker {
                     message: body,
                 };
                 return self
-                    .file(d, folder, vec![filing], quota)
+                    .file(folder, vec![filing], quota, mailbox)
                     .await
                     .map(|()| String::new());
             }
@@ -539,7 +540,7 @@ impl Worker {
                     flags: Vec::new(),
                     message,
                 };
-                self.file(d, folder, vec![filing], quota).await?;
+                self.file(folder, vec![filing], quota, mailbox).await?;
                 return Ok(format!("Sieve error, kept: {e}"));
             }
         };
@@ -569,7 +570,7 @@ impl Worker {
                 }
             }
         }
-        self.file(d, folder, carried.filings, quota).await?;
+        self.file(folder, carried.filings, quota, mailbox).await?;
         Ok(format!("Sieve: {}", carried.notes.join("; ")))
     }
 
@@ -593,22 +594,19 @@ impl Worker {
         }
     }
 
-    /// Stores the filings in the account's mailbox; one without a folder goes to
-    /// `default` (the INBOX, or Junk for spam).
+    /// Stores the filings in the account's mailbox (opened for the scripts); one without a
+    /// folder goes to `default` (the INBOX, or Junk for spam).
     async fn file(
         &self,
-        d: &Delivery,
         default: String,
         filings: Vec<Filing>,
         quota: Option<u64>,
+        mut mailbox: crate::mailbox::Mailbox,
     ) -> Result<(), DeliveryError> {
         if filings.is_empty() {
             return Ok(());
         }
-        let boxes = self.mailboxes.clone();
-        let account = d.target.clone();
         let filed = tokio::task::spawn_blocking(move || {
-            let mut mailbox = boxes.open(&account)?;
             for filing in filings {
                 let folder = match (&filing.folder, &filing.special_use) {
                     (None, _) => mailbox.delivery_folder(&default),

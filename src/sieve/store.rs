@@ -105,14 +105,12 @@ impl UserScripts {
         })
     }
 
-    /// The active script of `account`, if it has one, without making anything: what
-    /// delivery asks for every message.
+    /// The active script of `account`, if it has one, without making anything.
     pub fn active_of(
         mailboxes: &Mailboxes,
         account: &str,
     ) -> Result<Option<(String, Vec<u8>)>, ScriptStoreError> {
         let account = account.to_lowercase();
-        let key = mailboxes.account_key(&account);
         let found = match mailboxes.mongo() {
             Some(mongo) => mongo_active(mongo, &account)?,
             None => {
@@ -121,30 +119,25 @@ impl UserScripts {
                     return Ok(None);
                 }
                 let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-                let row = conn
-                    .prepare_cached(
-                        "SELECT name, seal_id, body FROM sieve_scripts WHERE active = 1",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                            .optional()
-                    });
-                match row {
-                    Ok(row) => row,
-                    // A file that never had a script has no table.
-                    Err(rusqlite::Error::SqliteFailure(_, Some(m)))
-                        if m.contains("no such table") =>
-                    {
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                sqlite_active(&conn)?
             }
         };
-        match found {
-            Some((name, id, sealed)) => Ok(Some((name, key.open_script(id, &sealed)?))),
-            None => Ok(None),
-        }
+        opened(mailboxes, &account, found)
+    }
+
+    /// The active script of the open `mailbox`, read through its own connection: what
+    /// delivery asks for every message, at the cost of one query.
+    pub fn active_in(
+        mailboxes: &Mailboxes,
+        mailbox: &crate::mailbox::Mailbox,
+    ) -> Result<Option<(String, Vec<u8>)>, ScriptStoreError> {
+        let account = mailbox.account().to_lowercase();
+        let found = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
+            (Some(conn), _) => sqlite_active(conn)?,
+            (None, Some(mongo)) => mongo_active(mongo, &account)?,
+            (None, None) => None,
+        };
+        opened(mailboxes, &account, found)
     }
 
     pub fn list(&self) -> Result<Vec<Listed>, ScriptStoreError> {
@@ -384,6 +377,37 @@ pub fn prepare_mongo(mongo: &Mongo) -> Result<(), ScriptStoreError> {
             .await?;
         Ok(())
     })
+}
+
+/// The active script's row in an account file.
+fn sqlite_active(conn: &Connection) -> Result<Option<(String, i64, Vec<u8>)>, ScriptStoreError> {
+    let row = conn
+        .prepare_cached("SELECT name, seal_id, body FROM sieve_scripts WHERE active = 1")
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        });
+    match row {
+        Ok(row) => Ok(row),
+        // A file that never had a script has no table.
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sealed script opened with the account's key.
+fn opened(
+    mailboxes: &Mailboxes,
+    account: &str,
+    found: Option<(String, i64, Vec<u8>)>,
+) -> Result<Option<(String, Vec<u8>)>, ScriptStoreError> {
+    match found {
+        Some((name, id, sealed)) => {
+            let key = mailboxes.account_key(account);
+            Ok(Some((name, key.open_script(id, &sealed)?)))
+        }
+        None => Ok(None),
+    }
 }
 
 fn mongo_active(
