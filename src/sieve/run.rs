@@ -481,6 +481,26 @@ mod tests {
     }
 
     #[test]
+    fn an_edited_header_is_filed_and_received_lines_cannot_be_removed() {
+        let scripts = Scripts {
+            personal: script(
+                "require [\"editheader\", \"fileinto\"];\n\
+                 addheader \"X-Filed-By\" \"rules\";\n\
+                 deleteheader \"Received\";\n\
+                 fileinto \"Filed\";",
+            ),
+            ..Default::default()
+        };
+        let message = b"Received: from a by b\r\nSubject: hi\r\n\r\nbody\r\n";
+        let outcome = run(&scripts, &mut Around::default(), message).unwrap();
+        assert_eq!(outcome.stores.len(), 1, "{outcome:?}");
+        let filed = String::from_utf8_lossy(outcome.message(message, outcome.stores[0].message))
+            .into_owned();
+        assert!(filed.contains("X-Filed-By: rules"), "{filed}");
+        assert!(filed.contains("Received: from a by b"), "{filed}");
+    }
+
+    #[test]
     fn a_runaway_script_is_an_error_not_a_hang() {
         let loop_ = format!(
             "require \"variables\";\n{}",
