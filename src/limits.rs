@@ -20,6 +20,12 @@ pub const IMAP_PREAUTH_COMMAND: usize = 8 * 1024;
 pub const LOGIN_SILENCE: Duration = Duration::from_secs(60);
 pub const LOGIN_BUDGET: Duration = Duration::from_secs(300);
 
+/// How long a client that has not logged in may stay silent now, `since` its connection
+/// began: `LOGIN_SILENCE`, within what is left of `LOGIN_BUDGET`.
+pub fn silence_before_login(since: std::time::Instant) -> Duration {
+    LOGIN_SILENCE.min(LOGIN_BUDGET.saturating_sub(since.elapsed()))
+}
+
 /// The most bytes one IMAP command may take once logged in, literals included (APPEND
 /// of the largest message a domain accepts, and a margin).
 pub const IMAP_MAX_LITERAL: u32 = 64 * 1024 * 1024;

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
-use ferrymail::store::{SqliteStore, Store};
 
 struct Setup {
     w: Workspace,
@@ -90,18 +89,6 @@ fn setup(extra: &str) -> Setup {
     }
 }
 
-fn dkim_txt(w: &Workspace) -> String {
-    let store = SqliteStore::open(&w.data_dir()).unwrap();
-    let public = store
-        .dkim_public_key("ferrymail._domainkey.example.test")
-        .unwrap()
-        .expect("DKIM key in the store");
-    format!(
-        "ferrymail._domainkey.example.test={}",
-        ferrymail::dkim::txt_record("rsa-2048", &public)
-    )
-}
-
 #[test]
 fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back() {
     let s = setup("");
@@ -157,7 +144,7 @@ fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back()
     assert!(msg.content.contains("Received: from "));
 
     // dkimpy, an independent implementation, verifies the signature with our published key.
-    let txt = dkim_txt(&s.w);
+    let txt = common::dkim_txt(&s.w);
     let verify = common::dkimpy("dkim", &msg.path, &[&txt]);
     let verdict = verify.ok().stdout.clone();
     assert!(verdict.contains("PASS example.test ferrymail"), "{verdict}");

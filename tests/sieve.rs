@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
-use ferrymail::store::Store;
 
 const SCRIPT: &str = r#"require ["fileinto", "reject", "envelope", "imap4flags", "include"];
 # Lists go to their folder, already read.
@@ -72,18 +71,6 @@ fn send(mx: u16, from: &str, to: &str, subject: &str, extra: &[&str]) {
     let run = swaks(mx, &args);
     run.ok();
     assert!(run.stdout.contains("250 2.0.0"), "{}", run.stdout);
-}
-
-fn dkim_txt(w: &Workspace) -> String {
-    let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
-    let public = store
-        .dkim_public_key("ferrymail._domainkey.example.test")
-        .unwrap()
-        .expect("DKIM key in the store");
-    format!(
-        "ferrymail._domainkey.example.test={}",
-        ferrymail::dkim::txt_record("rsa-2048", &public)
-    )
 }
 
 #[test]
@@ -209,7 +196,7 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
             .content
             .contains("X-Sieve-Redirected-From: <me@example.test>")
     );
-    let verdict = common::dkimpy("dkim", &redirect.path, &[&dkim_txt(&w)]);
+    let verdict = common::dkimpy("dkim", &redirect.path, &[&common::dkim_txt(&w)]);
     assert!(
         verdict.ok().stdout.contains("PASS example.test ferrymail"),
         "{}",
@@ -289,7 +276,7 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
 
 /// dkimpy verifies the reply's signature: it leaves as the account's domain's mail.
 fn verdict_passes(w: &Workspace, path: &std::path::Path) {
-    let verdict = common::dkimpy("dkim", path, &[&dkim_txt(w)]);
+    let verdict = common::dkimpy("dkim", path, &[&common::dkim_txt(w)]);
     assert!(
         verdict.ok().stdout.contains("PASS example.test ferrymail"),
         "{}",
@@ -369,6 +356,23 @@ fn the_plan_says_when_the_vacation_responder_is_on_and_the_script_changed() {
     );
 }
 
+/// A mailbox me@example.test, the MX and ManageSieve (STARTTLS, self-signed).
+fn managesieve_spec(mx: u16, sieve: u16) -> String {
+    format!(
+        r#"
+[tls]
+mode = "self-signed"
+
+[listeners]
+mx = "127.0.0.1:{mx}"
+managesieve = "127.0.0.1:{sieve}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    )
+}
+
 /// Runs Debian's sieve-connect as me@example.test (password on stdin) with `args`.
 fn sieve_connect(port: u16, dir: &std::path::Path, args: &[&str]) -> common::Run {
     use std::io::Write;
@@ -395,19 +399,7 @@ fn sieve_connect(port: u16, dir: &std::path::Path, args: &[&str]) -> common::Run
 #[test]
 fn users_manage_their_own_scripts_over_managesieve_and_the_next_delivery_obeys() {
     let (mx, sieve) = (free_port(), free_port());
-    let w = Workspace::new(&format!(
-        r#"
-[tls]
-mode = "self-signed"
-
-[listeners]
-mx = "127.0.0.1:{mx}"
-managesieve = "127.0.0.1:{sieve}"
-
-[domains."example.test".aliases.me]
-mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
-"#
-    ));
+    let w = Workspace::new(&managesieve_spec(mx, sieve));
     let server = w.serve(sieve);
 
     // Before TLS no mechanism is offered, and a login is refused unread.
@@ -535,19 +527,7 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
 fn strangers_cannot_make_managesieve_hold_memory() {
     use std::io::{Read, Write};
     let (mx, sieve) = (free_port(), free_port());
-    let w = Workspace::new(&format!(
-        r#"
-[tls]
-mode = "self-signed"
-
-[listeners]
-mx = "127.0.0.1:{mx}"
-managesieve = "127.0.0.1:{sieve}"
-
-[domains."example.test".aliases.me]
-mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
-"#
-    ));
+    let w = Workspace::new(&managesieve_spec(mx, sieve));
     let server = w.serve(sieve);
     let start_rss = server.memory_kib("VmRSS");
     let greeting = |c: &mut std::net::TcpStream| {

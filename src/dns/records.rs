@@ -419,19 +419,22 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
         assert_eq!(apex, ["site-verification=abc", "v=spf1 mx -all"]);
     }
 
+    /// d.test's records whose names contain `part`, with `listeners` declared.
+    fn records_named(listeners: &str, part: &str) -> Vec<String> {
+        let spec: Spec = toml::from_str(&format!(
+            "[server]\nhostname = \"mx.d.test\"\n[listeners]\n{listeners}\n[domains.\"d.test\"]\n"
+        ))
+        .unwrap();
+        for_domain(&spec, "d.test", &[])
+            .into_iter()
+            .filter(|r| r.name.contains(part))
+            .map(|r| format!("{} {:?} {}", r.name, r.kind, r.data))
+            .collect()
+    }
+
     #[test]
     fn calendars_and_contacts_are_found_by_srv_txt_and_their_names() {
-        let records = |listeners: &str| {
-            let spec: Spec = toml::from_str(&format!(
-                "[server]\nhostname = \"mx.d.test\"\n[listeners]\n{listeners}\n[domains.\"d.test\"]\n"
-            ))
-            .unwrap();
-            for_domain(&spec, "d.test", &[])
-                .into_iter()
-                .filter(|r| r.name.contains("dav"))
-                .map(|r| format!("{} {:?} {}", r.name, r.kind, r.data))
-                .collect::<Vec<_>>()
-        };
+        let records = |listeners: &str| records_named(listeners, "dav");
         assert!(records("").is_empty(), "not offered, not published");
         assert_eq!(
             records("https = \"0.0.0.0:443\"\ncaldav = \"0.0.0.0:5000\""),
@@ -448,17 +451,7 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
 
     #[test]
     fn managesieve_is_found_by_its_srv_record_when_offered() {
-        let records = |listeners: &str| {
-            let spec: Spec = toml::from_str(&format!(
-                "[server]\nhostname = \"mx.d.test\"\n[listeners]\n{listeners}\n[domains.\"d.test\"]\n"
-            ))
-            .unwrap();
-            for_domain(&spec, "d.test", &[])
-                .into_iter()
-                .filter(|r| r.name.contains("sieve"))
-                .map(|r| format!("{} {:?} {}", r.name, r.kind, r.data))
-                .collect::<Vec<_>>()
-        };
+        let records = |listeners: &str| records_named(listeners, "sieve");
         assert!(records("").is_empty());
         assert_eq!(
             records("managesieve = \"0.0.0.0:4190\""),

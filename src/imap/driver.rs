@@ -68,10 +68,11 @@ impl Guard {
 
     /// How long the next read may wait, and what to say when it has waited that long.
     fn wait(&self) -> (std::time::Duration, Option<&'static str>) {
-        use crate::limits::{LOGIN_BUDGET, LOGIN_SILENCE};
         if !self.logged_in {
-            let left = LOGIN_BUDGET.saturating_sub(self.since.elapsed());
-            return (LOGIN_SILENCE.min(left), Some("Too slow to log in"));
+            return (
+                crate::limits::silence_before_login(self.since),
+                Some("Too slow to log in"),
+            );
         }
         match self.command_since {
             Some(began) => (

@@ -120,8 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.drop.is_some() {
             IDLE_TIMEOUT
         } else {
-            crate::limits::LOGIN_SILENCE
-                .min(crate::limits::LOGIN_BUDGET.saturating_sub(self.since.elapsed()))
+            crate::limits::silence_before_login(self.since)
         }
     }
 

@@ -517,6 +517,21 @@ pub fn rcpt_probe(port: u16, from: &str, to: &str) -> String {
     swaks(port, &["--from", from, "--to", to, "--quit-after", "RCPT"]).stdout
 }
 
+/// The TXT record of example.test's default DKIM key ("name=value", as `dkimpy` takes
+/// records), read from the workspace's store.
+pub fn dkim_txt(w: &Workspace) -> String {
+    use ferrymail::store::Store;
+    let store = ferrymail::store::SqliteStore::open(&w.data_dir()).unwrap();
+    let public = store
+        .dkim_public_key("ferrymail._domainkey.example.test")
+        .unwrap()
+        .expect("DKIM key in the store");
+    format!(
+        "ferrymail._domainkey.example.test={}",
+        ferrymail::dkim::txt_record("rsa-2048", &public)
+    )
+}
+
 /// Runs dkimpy on a message: `mode` is "dkim" (every signature) or "arc" (the chain);
 /// `records` are the DNS TXT records as "name=value".
 pub fn dkimpy(mode: &str, message: &Path, records: &[&str]) -> Run {
