@@ -268,8 +268,8 @@ fn sieve_cpu_per_message() -> Duration {
         fn special_use_exists(&mut self, _: &str) -> bool {
             false
         }
-        fn first_time(&mut self, _: &str, _: Duration) -> bool {
-            true
+        fn seen(&mut self, _: &str, _: Duration) -> bool {
+            false
         }
         fn personal_script(&mut self, _: &str) -> Option<Arc<Sieve>> {
             None

@@ -54,7 +54,8 @@ sieve = {{ file = "me.sieve" }}
     )
 }
 
-const VACATION: &str = r#"vacation = { subject = "Away", body = "I am away until Monday.\nAsk bob@example.test meanwhile.", days = 7 }"#;
+const VACATION: &str =
+    r#"vacation = { body = "I am away until Monday.\nAsk bob@example.test meanwhile.", days = 7 }"#;
 
 fn send(mx: u16, from: &str, to: &str, subject: &str, extra: &[&str]) {
     let mut args = vec![
@@ -147,10 +148,19 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
         "question",
         &[],
     );
+    // A stranger's subject that decodes to line breaks ("x", CR LF CR LF, "Click here")
+    // must not break the reply's header open.
+    send(
+        mx,
+        "mallory@sender.test",
+        "me@example.test",
+        "=?UTF-8?B?eA0KDQpDbGljayBoZXJl?=",
+        &[],
+    );
 
-    // The rejection notice, the redirect and two replies; nothing else.
+    // The rejection notice, the redirect and three replies; nothing else.
     assert!(
-        wait_for(Duration::from_secs(30), || received(&sink_dir).len() >= 4),
+        wait_for(Duration::from_secs(30), || received(&sink_dir).len() >= 5),
         "sink has {}:\n{}",
         received(&sink_dir).len(),
         server.log_text()
@@ -161,7 +171,7 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
         .iter()
         .map(|m| format!("{} -> {:?}", m.mail_from, m.rcpt_to))
         .collect();
-    assert_eq!(sent.len(), 4, "{summary:?}");
+    assert_eq!(sent.len(), 5, "{summary:?}");
     let to = |rcpt: &str| {
         sent.iter()
             .find(|m| m.rcpt_to == [rcpt])
@@ -209,7 +219,8 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
         "RFC 5230 §5.1: replies go from the null sender"
     );
     for line in [
-        "Subject: Away",
+        // No subject declared: "Auto: " and the message's own.
+        "Subject: Auto: hello 0",
         "Auto-Submitted: auto-replied",
         "In-Reply-To: <dave0@sender.test>",
         "From: me@example.test",
@@ -223,6 +234,14 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
     }
     verdict_passes(&w, &reply.path);
     to("frank@sender.test");
+    let tricked = &to("mallory@sender.test").content;
+    let (head, body) = tricked.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Subject: Auto: x    Click here\r\n"),
+        "{tricked}"
+    );
+    assert!(head.contains("Auto-Submitted: auto-replied"), "{tricked}");
+    assert!(!body.contains("Click"), "{tricked}");
 
     // Over IMAP: the list folder holds the list mail, read; the INBOX the rest.
     common::python_peer_run(
@@ -233,8 +252,8 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
             "quickstart",
             "Lists/rust=1",
             "Lists/rust:SEEN=1",
-            // carol's, dave's two, the newsletter, the bounce and frank's.
-            "INBOX=6",
+            // carol's, dave's two, the newsletter, the bounce, frank's and mallory's.
+            "INBOX=7",
         ],
         w.path(),
     )
@@ -636,4 +655,48 @@ fn an_edited_script_file_is_reloaded_without_a_restart() {
         "{}",
         server.log_text()
     );
+}
+
+/// A user's script that fails cannot undo the operator's: the spec's script runs alone
+/// and its filing stands, with the user's error on top of the message.
+#[test]
+fn a_failing_user_script_leaves_the_operators_filing_in_place() {
+    let (mx, imap, relay) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    std::fs::write(
+        w.path().join("me.sieve"),
+        "require \"fileinto\";\nif header :contains \"subject\" \"invoice\" { fileinto \"Quarantine\"; }\n",
+    )
+    .unwrap();
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, imap, relay, dns, ""));
+    let server = w.serve(mx);
+    {
+        let key = std::fs::read_to_string(w.data_dir().join("master.key")).unwrap();
+        let boxes = ferrymail::mailbox::Mailboxes::new(
+            &w.data_dir(),
+            ferrymail::mailbox::MasterKey::new(key.trim().as_bytes()).unwrap(),
+        );
+        let mut scripts =
+            ferrymail::sieve::store::UserScripts::open(&boxes, "me@example.test").unwrap();
+        scripts
+            .put("mine", b"require [\"include\", \"fileinto\"];\ninclude :personal \"gone\";\nfileinto \"Mine\";\n")
+            .unwrap();
+        scripts.set_active(Some("mine")).unwrap();
+    }
+    send(mx, "ann@sender.test", "me@example.test", "invoice 42", &[]);
+    assert!(
+        wait_for(Duration::from_secs(20), || w
+            .folder("me@example.test", "Quarantine")
+            .len()
+            == 1),
+        "{}",
+        server.log_text()
+    );
+    let filed = String::from_utf8_lossy(&w.folder("me@example.test", "Quarantine")[0]).into_owned();
+    assert!(
+        filed.starts_with("X-Sieve-Error: no script named \"gone\""),
+        "{filed}"
+    );
+    assert!(w.folder("me@example.test", "Mine").is_empty());
 }

@@ -22,8 +22,8 @@ impl Surroundings for Around {
     fn special_use_exists(&mut self, _: &str) -> bool {
         true
     }
-    fn first_time(&mut self, id: &str, _: Duration) -> bool {
-        id.len() % 2 == 1
+    fn seen(&mut self, id: &str, _: Duration) -> bool {
+        id.len() % 2 == 0
     }
     fn personal_script(&mut self, _: &str) -> Option<Arc<Sieve>> {
         None

@@ -47,19 +47,22 @@ pub enum ReadError {
 
 /// Reads one command's words: a line, and when it ends in a literal `{n+}` (or `{n}`,
 /// taken the same way: ManageSieve has no continuation), the literal and the line that
-/// goes on after it.
+/// goes on after it. The whole command has `silence` to arrive, its literals
+/// `max_literal` bytes together and `MAX_WORDS` words: past either it is refused unread.
 pub async fn read<R: AsyncBufRead + Unpin>(
     io: &mut R,
     silence: Duration,
     max_literal: usize,
 ) -> Result<Vec<Word>, ReadError> {
+    let deadline = tokio::time::Instant::now() + silence;
     let mut words = Vec::new();
     let mut bad = None;
+    let mut literal_bytes = 0usize;
     loop {
         let mut line = Vec::new();
         let mut limited = (&mut *io).take(MAX_LINE as u64 + 2);
         let read = limited.read_until(b'\n', &mut line);
-        match tokio::time::timeout(silence, read).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Err(_) => return Err(ReadError::Idle),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(ReadError::Closed),
             Ok(Ok(_)) => {}
@@ -76,19 +79,17 @@ pub async fn read<R: AsyncBufRead + Unpin>(
         }
         let Some(size) = literal else { break };
         let size = size.ok_or(ReadError::TooLong)?;
-        if size > max_literal {
+        literal_bytes = literal_bytes.saturating_add(size);
+        if literal_bytes > max_literal || words.len() >= MAX_WORDS {
             return Err(ReadError::TooLong);
         }
         let mut bytes = vec![0; size];
-        match tokio::time::timeout(silence, io.read_exact(&mut bytes)).await {
+        match tokio::time::timeout_at(deadline, io.read_exact(&mut bytes)).await {
             Err(_) => return Err(ReadError::Idle),
             Ok(Err(_)) => return Err(ReadError::Closed),
             Ok(Ok(_)) => {}
         }
         words.push(Word::Text(bytes));
-        if words.len() > MAX_WORDS {
-            bad.get_or_insert("too many arguments");
-        }
     }
     match bad {
         Some(why) => Err(ReadError::Syntax(why)),
@@ -225,6 +226,23 @@ mod tests {
         assert_eq!(parse(b"X {4294967296+}\r\n").await, Err(ReadError::TooLong));
         assert_eq!(parse(&[b'A'; MAX_LINE + 10]).await, Err(ReadError::TooLong));
         assert_eq!(parse(b"X {5+}\r\nab").await, Err(ReadError::Closed));
+        // Literal after literal: the command's bound is for all of them.
+        let mut chained = b"X".to_vec();
+        for _ in 0..20 {
+            chained.extend_from_slice(b" {4+}\r\nabcd");
+        }
+        chained.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&chained).await, Err(ReadError::TooLong));
+        let mut many = b"X {6000+}\r\n".to_vec();
+        many.extend_from_slice(&[b'a'; 6000]);
+        many.extend_from_slice(b" {6000+}\r\n");
+        many.extend_from_slice(&[b'a'; 6000]);
+        many.extend_from_slice(b"\r\n");
+        let mut io = tokio::io::BufReader::new(&many[..]);
+        assert_eq!(
+            read(&mut io, Duration::from_secs(1), MAX_LITERAL_BEFORE_LOGIN).await,
+            Err(ReadError::TooLong)
+        );
     }
 
     #[test]

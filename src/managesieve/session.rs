@@ -98,8 +98,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send(&out).await
     }
 
+    /// NO to what is not a command here (syntax, unknown, out of state): these count
+    /// toward the errors that end the session.
     async fn no(&mut self, code: Option<&str>, text: &str) -> Next {
         self.errors += 1;
+        self.refuse(code, text).await
+    }
+
+    /// NO to a command a client may fairly send (a script that does not compile, one
+    /// that does not exist): a client checking its scripts is not misbehaving.
+    async fn refuse(&mut self, code: Option<&str>, text: &str) -> Next {
         self.reply("NO", code, text).await;
         Next::Continue
     }
@@ -236,6 +244,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             "UNAUTHENTICATE" if arity(0) && self.account.is_some() => {
                 self.account = None;
+                // A new login gets the whole budget, as a new connection would.
+                self.since = std::time::Instant::now();
                 self.reply("OK", None, "Logged out").await;
                 Next::Continue
             }
@@ -314,19 +324,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let name = |i: usize| args.get(i).and_then(|b| String::from_utf8(b.clone()).ok());
         let arity = args.len();
         // Checks that need no store first.
+        let too_large = format!(
+            "A script is at most {} bytes",
+            crate::sieve::MAX_SCRIPT_SIZE
+        );
         match (verb, arity) {
+            ("CHECKSCRIPT" | "PUTSCRIPT", _)
+                if args
+                    .last()
+                    .is_some_and(|a| a.len() > crate::sieve::MAX_SCRIPT_SIZE) =>
+            {
+                return self.refuse(Some("QUOTA/MAXSIZE"), &too_large).await;
+            }
             ("CHECKSCRIPT", 1) => {
-                return match crate::sieve::compile(&args[0]) {
+                // A megabyte of script compiles off the async worker.
+                return match crate::blocking::run(|| crate::sieve::compile(&args[0])) {
                     Ok(_) => {
                         self.reply("OK", None, "").await;
                         Next::Continue
                     }
-                    Err(e) => self.no(None, &e.to_string()).await,
+                    Err(e) => self.refuse(None, &e.to_string()).await,
                 };
             }
             ("PUTSCRIPT", 2) => {
-                if let Err(e) = crate::sieve::compile(&args[1]) {
-                    return self.no(None, &e.to_string()).await;
+                if let Err(e) = crate::blocking::run(|| crate::sieve::compile(&args[1])) {
+                    return self.refuse(None, &e.to_string()).await;
                 }
             }
             ("HAVESPACE", 2) => {
@@ -334,15 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .parse::<u64>()
                     .unwrap_or(u64::MAX);
                 if size > crate::sieve::MAX_SCRIPT_SIZE as u64 {
-                    return self
-                        .no(
-                            Some("QUOTA/MAXSIZE"),
-                            &format!(
-                                "A script is at most {} bytes",
-                                crate::sieve::MAX_SCRIPT_SIZE
-                            ),
-                        )
-                        .await;
+                    return self.refuse(Some("QUOTA/MAXSIZE"), &too_large).await;
                 }
             }
             ("LISTSCRIPTS", 0)
@@ -434,11 +448,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ => {
                         tracing::error!(account = ?self.account, error = %e, "ManageSieve: storage failed");
                         return self
-                            .no(Some("TRYLATER"), "The scripts cannot be reached now")
+                            .refuse(Some("TRYLATER"), "The scripts cannot be reached now")
                             .await;
                     }
                 };
-                return self.no(code, &e.to_string()).await;
+                return self.refuse(code, &e.to_string()).await;
             }
         }
         Next::Continue

@@ -9,17 +9,13 @@ use crate::cache::Cache;
 use crate::mailbox::Mailbox;
 use crate::routing::Target;
 use crate::sieve::store::UserScripts;
-use crate::sieve::{Outcome, Sieve, Surroundings};
+use crate::sieve::{Outcome, REDIRECTED_FROM, Sieve, Surroundings};
 use crate::snapshot::Snapshot;
 
 /// Redirects one account's scripts may send a day (Forward Email's limit).
 pub const REDIRECTS_PER_DAY: u32 = 100;
 /// Vacation replies one account may send an hour.
 pub const REPLIES_PER_HOUR: u32 = 10;
-/// Marks a redirected copy: one that comes back to the account it left is not
-/// redirected again (a redirect to an alias of oneself would loop inside the server,
-/// where no Received line is added to stop it). Dovecot's header has the same name.
-const REDIRECTED_FROM: &str = "X-Sieve-Redirected-From";
 
 /// What a run needs from the account's mailbox and the server's memory.
 pub(super) struct Around<'a> {
@@ -43,20 +39,29 @@ impl Surroundings for Around<'_> {
         })
     }
 
-    fn first_time(&mut self, id: &str, period: Duration) -> bool {
-        // Ids hold the sender and the reply's text: a digest keeps keys short.
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(id.as_bytes());
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        self.cache
-            .take(&format!("sieve-seen:{}:{hex}", self.account), 1, 1, period)
+    fn seen(&mut self, id: &str, period: Duration) -> bool {
+        self.cache.recent(&seen_key(self.account, id), period) > 0
     }
 
     fn personal_script(&mut self, name: &str) -> Option<std::sync::Arc<Sieve>> {
-        let text = UserScripts::open(self.mailboxes, self.account)
-            .and_then(|scripts| scripts.get(name))
-            .ok()??;
+        let text = UserScripts::get_in(self.mailboxes, self.mailbox, name).ok()??;
         crate::sieve::compile_cached(&text).ok()
+    }
+}
+
+/// Where the cache remembers a Sieve id of an account. Ids hold the sender and the
+/// reply's text: a digest keeps keys short.
+fn seen_key(account: &str, id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sieve-seen:{account}:{hex}")
+}
+
+/// Records the ids a run saw first, once its message is delivered (filed and sent).
+pub(super) fn remember(cache: &dyn Cache, account: &str, ids: &[(String, Duration)]) {
+    for (id, period) in ids {
+        cache.take(&seen_key(account, id), 1, 1, *period);
     }
 }
 
@@ -78,6 +83,8 @@ pub(super) struct Carried {
     pub reject: Option<String>,
     /// What happened, for the mail log ("filed in Lists; replied to a@b").
     pub notes: Vec<String>,
+    /// Ids to record once all is done (`remember`), with their periods.
+    pub remember: Vec<(String, Duration)>,
 }
 
 /// Turns an outcome into filings and messages to queue, applying the limits.
@@ -145,7 +152,26 @@ pub(super) fn carry(
     } else {
         &outcome.replies[..]
     };
-    for out in replies {
+    let mut sent_replies = Vec::new();
+    for (n, out) in replies.iter().enumerate() {
+        let reply = match tidy_reply(outcome.message(message, out.message)) {
+            Ok(reply) => reply,
+            Err(why) => {
+                carried
+                    .notes
+                    .push(format!("no vacation reply to {}: {why}", out.to));
+                continue;
+            }
+        };
+        if let Some(from) = reply_from(&reply)
+            && !is_own_address(snapshot, account, &from)
+        {
+            carried.notes.push(format!(
+                "no vacation reply to {}: {from} is not an address of this mailbox",
+                out.to
+            ));
+            continue;
+        }
         if !cache.take(
             &format!("sieve-replies:{account}"),
             1,
@@ -170,12 +196,18 @@ pub(super) fn carry(
         }
         // RFC 5230 §5.1: replies go out with the null sender, so nothing answers them.
         carried.notes.push(format!("vacation reply to {}", out.to));
-        carried.sends.push((
-            envelope("", &out.to, hostname),
-            tidy_reply(outcome.message(message, out.message)),
-            deliveries,
-        ));
+        carried
+            .sends
+            .push((envelope("", &out.to, hostname), reply, deliveries));
+        sent_replies.push(n);
     }
+    // A sender is remembered as answered only when the answer went out.
+    carried.remember = outcome
+        .remember
+        .iter()
+        .filter(|r| r.reply.is_none_or(|n| sent_replies.contains(&n)))
+        .map(|r| (r.id.clone(), r.period))
+        .collect();
     for store in &outcome.stores {
         carried.filings.push(Filing {
             folder: store.folder.clone(),
@@ -261,13 +293,32 @@ fn redirected_from(message: &[u8], account: &str) -> bool {
     })
 }
 
-/// The reply as sieve-rs writes it lacks what a MIME message must say of itself: it
-/// gets MIME-Version, 8bit when its text is not ASCII, and a Subject that is not ASCII
-/// as an RFC 2047 encoded word (a raw 8-bit header needs SMTPUTF8 all the way).
-fn tidy_reply(reply: &[u8]) -> Vec<u8> {
-    use base64::Engine;
+/// The reply as sieve-rs writes it, checked and completed: its header must be well formed
+/// and still say it is automatic (a value with line breaks in it, such as a user's
+/// `:subject`, would have broken it open); it gets MIME-Version, 8bit when its text is
+/// not ASCII, and a Subject that is not ASCII as RFC 2047 encoded words (a raw 8-bit
+/// header needs SMTPUTF8 all the way).
+fn tidy_reply(reply: &[u8]) -> Result<Vec<u8>, &'static str> {
     let (fields, end) = crate::mime::header_fields(reply);
     let body = &reply[end.min(reply.len())..];
+    let mut automatic = false;
+    for field in &fields {
+        let line = &reply[field.clone()];
+        let name = crate::mime::field_name(line);
+        let well_formed = !name.is_empty()
+            && name.iter().all(|b| b.is_ascii_graphic() && *b != b':')
+            && line.get(name.len()) == Some(&b':')
+            && !line[..line.len().saturating_sub(2)].contains(&b'\r')
+            && line.ends_with(b"\r\n");
+        if !well_formed {
+            return Err("the reply's header is malformed");
+        }
+        automatic |= name.eq_ignore_ascii_case(b"Auto-Submitted")
+            && String::from_utf8_lossy(&line[name.len() + 1..]).trim() == "auto-replied";
+    }
+    if !automatic {
+        return Err("the reply's header lost its Auto-Submitted field");
+    }
     let has = |wanted: &[u8]| {
         fields
             .iter()
@@ -279,26 +330,7 @@ fn tidy_reply(reply: &[u8]) -> Vec<u8> {
         let name = crate::mime::field_name(line);
         if name.eq_ignore_ascii_case(b"Subject") && !line.is_ascii() {
             let value = String::from_utf8_lossy(&line[name.len() + 1..]);
-            let value = value.trim();
-            out.extend_from_slice(b"Subject:");
-            // Encoded words of at most 39 bytes of text each, on folded lines (RFC 2047
-            // §2: 75 characters a word; RFC 5322: lines of 78), split between characters.
-            let mut chunk = String::new();
-            let flush = |chunk: &mut String, out: &mut Vec<u8>| {
-                if !chunk.is_empty() {
-                    let encoded =
-                        base64::engine::general_purpose::STANDARD.encode(chunk.as_bytes());
-                    out.extend_from_slice(format!(" =?UTF-8?B?{encoded}?=\r\n").as_bytes());
-                    chunk.clear();
-                }
-            };
-            for c in value.chars() {
-                if chunk.len() + c.len_utf8() > 39 {
-                    flush(&mut chunk, &mut out);
-                }
-                chunk.push(c);
-            }
-            flush(&mut chunk, &mut out);
+            out.extend_from_slice(subject_line(value.trim()).as_bytes());
             continue;
         }
         out.extend_from_slice(line);
@@ -310,7 +342,99 @@ fn tidy_reply(reply: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
     }
     out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// "Subject: …\r\n" for any text: ASCII as it is, else RFC 2047 encoded words of at most
+/// 39 bytes of text each on folded lines (§2: 75 characters a word; RFC 5322: lines of
+/// 78), split between characters. Control characters become spaces.
+fn subject_line(text: &str) -> String {
+    use base64::Engine;
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.is_ascii() {
+        return format!("Subject: {text}\r\n");
+    }
+    let mut out = String::from("Subject:");
+    let mut chunk = String::new();
+    let flush = |chunk: &mut String, out: &mut String| {
+        if !chunk.is_empty() {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(chunk.as_bytes());
+            out.push_str(&format!(" =?UTF-8?B?{encoded}?=\r\n"));
+            chunk.clear();
+        }
+    };
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > 39 {
+            flush(&mut chunk, &mut out);
+        }
+        chunk.push(c);
+    }
+    flush(&mut chunk, &mut out);
     out
+}
+
+/// The message as the scripts see it. A stranger's Subject that decodes to line breaks
+/// (an encoded word hiding CR LF) would break open the vacation reply sieve-rs writes
+/// from it: the scripts get it with spaces instead. The message filed is the original.
+pub(super) fn sieve_view(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let (fields, end) = crate::mime::header_fields(message);
+    let Some(subject) = fields
+        .iter()
+        .find(|f| crate::mime::field_name(&message[(*f).clone()]).eq_ignore_ascii_case(b"Subject"))
+    else {
+        return message.into();
+    };
+    let raw = &message[subject.clone()];
+    if !raw.windows(2).any(|w| w == b"=?") {
+        return message.into();
+    }
+    let parsed =
+        mail_parser::MessageParser::new().parse_headers(&message[..end.min(message.len())]);
+    let Some(text) = parsed.as_ref().and_then(|m| m.subject()) else {
+        return message.into();
+    };
+    if !text.chars().any(char::is_control) {
+        return message.into();
+    }
+    let mut out = Vec::with_capacity(message.len());
+    out.extend_from_slice(&message[..subject.start]);
+    out.extend_from_slice(subject_line(text).as_bytes());
+    out.extend_from_slice(&message[subject.end..]);
+    out.into()
+}
+
+/// The address a reply's From field names.
+fn reply_from(reply: &[u8]) -> Option<String> {
+    let (fields, _) = crate::mime::header_fields(reply);
+    let line = fields
+        .iter()
+        .map(|f| &reply[f.clone()])
+        .find(|l| crate::mime::field_name(l).eq_ignore_ascii_case(b"From"))?;
+    let value = String::from_utf8_lossy(&line[5..]).trim().to_string();
+    let address = match (value.rfind('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
+        _ => value,
+    };
+    Some(address.trim().to_string())
+}
+
+/// Whether `address` is the account's own or one of its aliases (RFC 5230 §4.4: a
+/// `:from` is to be the user's address; otherwise a user could write as anyone).
+fn is_own_address(snapshot: &Snapshot, account: &str, address: &str) -> bool {
+    if address.eq_ignore_ascii_case(account) {
+        return true;
+    }
+    match snapshot.resolve(address) {
+        Ok(Some(resolution)) => matches!(
+            resolution.action,
+            crate::routing::Action::Deliver { mailbox: Some(ref m), .. }
+                if m.to_string().eq_ignore_ascii_case(account)
+        ),
+        _ => false,
+    }
 }
 
 /// Whether the message says it went to many (Precedence: bulk, list or junk).
@@ -351,7 +475,7 @@ mod tests {
     fn a_reply_says_it_is_mime_and_encodes_what_is_not_ascii() {
         let reply = "From: me@d.test\r\nTo: ann@x.test\r\nSubject: Auto: Grüße aus dem Urlaub, bis zum sechsten Januar zurück\r\n\
                      Auto-Submitted: auto-replied\r\nContent-type: text/plain; charset=utf-8\r\n\r\nBin weg. Grüße\r\n";
-        let tidy = String::from_utf8(tidy_reply(reply.as_bytes())).unwrap();
+        let tidy = String::from_utf8(tidy_reply(reply.as_bytes()).unwrap()).unwrap();
         let (head, body) = tidy.split_once("\r\n\r\n").unwrap();
         assert!(head.is_ascii(), "{head}");
         assert!(
@@ -369,12 +493,29 @@ mod tests {
             parsed.subject(),
             Some("Auto: Grüße aus dem Urlaub, bis zum sechsten Januar zurück")
         );
-        let plain = "Subject: Away\r\nContent-type: text/plain\r\n\r\nBack soon.\r\n";
-        let tidy = String::from_utf8(tidy_reply(plain.as_bytes())).unwrap();
+        let plain = "Subject: Away\r\nAuto-Submitted: auto-replied\r\nContent-type: text/plain\r\n\r\nBack soon.\r\n";
+        let tidy = String::from_utf8(tidy_reply(plain.as_bytes()).unwrap()).unwrap();
         assert_eq!(
             tidy,
-            "Subject: Away\r\nContent-type: text/plain\r\nMIME-Version: 1.0\r\n\r\nBack soon.\r\n"
+            "Subject: Away\r\nAuto-Submitted: auto-replied\r\nContent-type: text/plain\r\nMIME-Version: 1.0\r\n\r\nBack soon.\r\n"
         );
+        // A line break in a value breaks the header open: no reply.
+        let broken = "From: me@d.test\r\nSubject: x\r\n\r\nClick here\r\nAuto-Submitted: auto-replied\r\n\r\nbody";
+        assert!(tidy_reply(broken.as_bytes()).is_err());
+        let bare =
+            "From: me@d.test\r\nSubject: x\rBcc: y\r\nAuto-Submitted: auto-replied\r\n\r\nbody";
+        assert!(tidy_reply(bare.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_subject_hiding_line_breaks_reaches_the_scripts_as_one_line() {
+        // "x\r\n\r\nClick" in an encoded word.
+        let message = b"From: a@x.test\r\nSubject: =?UTF-8?B?eA0KDQpDbGljaw==?=\r\n\r\nbody\r\n";
+        let view = sieve_view(message);
+        let text = String::from_utf8_lossy(&view);
+        assert!(text.contains("Subject: x    Click\r\n\r\nbody"), "{text}");
+        let plain = b"Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\r\nbody\r\n";
+        assert!(matches!(sieve_view(plain), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -76,6 +76,33 @@ fn rethrow(e: tokio::task::JoinError) -> DeliveryError {
     }
 }
 
+/// What a mailbox delivery's scripts came to.
+enum Ran {
+    /// There were none.
+    Plain,
+    /// What they ask; with the user's script's error when the spec's ran without it.
+    Filtered(crate::sieve::Outcome, Option<RunError>),
+    /// They failed: the message is kept.
+    Failed(RunError),
+}
+
+/// The line put on top of a message a script failed on: one line of ASCII, bounded.
+fn sieve_error_line(e: &RunError) -> String {
+    let note: String = e
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_control() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(300)
+        .collect();
+    format!("X-Sieve-Error: {note}\r\n")
+}
+
 /// What the spam filter said of this copy, for Sieve's `spamtest`: spam when it was filed
 /// as junk or its X-Spam-Status says Yes; else its score against the threshold the
 /// filter wrote beside it (SpamAssassin's reading of "score=S required=R"); unknown when
@@ -448,7 +475,7 @@ impl Worker {
         let (account, recipient, mail_from) =
             (d.target.clone(), d.dsn.rcpt.clone(), d.mail_from.clone());
         // One opening of the mailbox serves the script's questions and the filing.
-        let ran = tokio::task::spawn_blocking(move || {
+        let (ran, body, mailbox) = tokio::task::spawn_blocking(move || {
             let mailbox = boxes
                 .open(&account)
                 .map_err(|e| DeliveryError::temporary(e.to_string()))?;
@@ -462,11 +489,12 @@ impl Worker {
                     Err(e) => broken = Some(RunError(format!("the script {name:?}: {e}"))),
                 }
             }
-            if scripts.is_empty() && broken.is_none() {
-                return Ok((None, body, mailbox));
-            }
-            if let Some(e) = broken {
-                return Ok((Some(Err(e)), body, mailbox));
+            if scripts.is_empty() {
+                let ran = match broken {
+                    Some(e) => Ran::Failed(e),
+                    None => Ran::Plain,
+                };
+                return Ok((ran, body, mailbox));
             }
             let mut around = Around {
                 mailboxes: &boxes,
@@ -484,67 +512,88 @@ impl Worker {
                 mail_from: &mail_from,
                 spam,
             };
-            let outcome = interpreter.run(&body, &scripts, &facts, &mut around);
-            Ok::<_, DeliveryError>((Some(outcome), body, mailbox))
+            let view = filter::sieve_view(&body);
+            let ran = match (
+                broken,
+                interpreter.run(&view, &scripts, &facts, &mut around),
+            ) {
+                (None, Ok(outcome)) => Ran::Filtered(outcome, None),
+                (Some(e), Ok(outcome)) => Ran::Filtered(outcome, Some(e)),
+                // The user's script failed: the spec's run alone, as with Pigeonhole's
+                // sieve_before, so a user (or a message made to trip their script)
+                // cannot undo what the operator's script does.
+                (None, Err(e)) if scripts.personal.is_some() => {
+                    scripts.personal = None;
+                    if scripts.is_empty() {
+                        Ran::Failed(e)
+                    } else {
+                        match interpreter.run(&view, &scripts, &facts, &mut around) {
+                            Ok(outcome) => Ran::Filtered(outcome, Some(e)),
+                            Err(_) => Ran::Failed(e),
+                        }
+                    }
+                }
+                (_, Err(e)) => Ran::Failed(e),
+            };
+            drop(view);
+            Ok::<_, DeliveryError>((ran, body, mailbox))
         })
         .await
         .map_err(rethrow)??;
 
-        let (ran, mailbox) = match ran {
-            (Some(outcome), body, mailbox) => ((outcome, body), mailbox),
+        let plain = |message: Vec<u8>| Filing {
+            folder: None,
+            special_use: None,
+            flags: Vec::new(),
+            message,
+        };
+        let (outcome, user_error) = match ran {
             // No scripts: where it would have gone.
-            (None, body, mailbox) => {
-                let filing = Filing {
-                    folder: None,
-                    special_use: None,
-                    flags: Vec::new(),
-                    message: body,
-                };
+            Ran::Plain => {
                 return self
-                    .file(folder, vec![filing], quota, mailbox)
+                    .file(folder, vec![plain(body)], quota, mailbox)
                     .await
                     .map(|()| String::new());
             }
-        };
-        let carried = match ran {
-            (Ok(outcome), body) => filter::carry(
-                outcome,
-                &body,
-                &d.target,
-                &d.mail_from,
-                &snapshot,
-                self.cache.as_ref(),
-                &self.hostname,
-            ),
             // A script that fails never loses mail: kept where it would have gone, with
             // the reason on top for its owner to see.
-            (Err(e), body) => {
+            Ran::Failed(e) => {
                 tracing::warn!(account = d.target, delivery = d.id, "Sieve: {e}; kept");
-                let note: String = e
-                    .to_string()
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii() && !c.is_control() {
-                            c
-                        } else {
-                            ' '
-                        }
-                    })
-                    .take(300)
-                    .collect();
-                let mut message = format!("X-Sieve-Error: {note}\r\n").into_bytes();
+                let mut message = sieve_error_line(&e).into_bytes();
                 message.extend_from_slice(&body);
-                let filing = Filing {
-                    folder: None,
-                    special_use: None,
-                    flags: Vec::new(),
-                    message,
-                };
-                self.file(folder, vec![filing], quota, mailbox).await?;
+                self.file(folder, vec![plain(message)], quota, mailbox)
+                    .await?;
                 return Ok(format!("Sieve error, kept: {e}"));
             }
+            Ran::Filtered(outcome, user_error) => (outcome, user_error),
         };
+        let mut carried = filter::carry(
+            outcome,
+            &body,
+            &d.target,
+            &d.mail_from,
+            &snapshot,
+            self.cache.as_ref(),
+            &self.hostname,
+        );
+        if let Some(e) = &user_error {
+            tracing::warn!(
+                account = d.target,
+                delivery = d.id,
+                "Sieve: {e}; the spec's script alone ran"
+            );
+            for filing in &mut carried.filings {
+                let mut message = sieve_error_line(e).into_bytes();
+                message.extend_from_slice(&filing.message);
+                filing.message = message;
+            }
+            carried.notes.insert(
+                0,
+                format!("error in the user's script ({e}), the spec's alone ran"),
+            );
+        }
         if let Some(reason) = carried.reject {
+            filter::remember(self.cache.as_ref(), &d.target, &carried.remember);
             return Err(DeliveryError {
                 permanent: true,
                 message: format!("550 5.7.1 Refused by the recipient's filter: {reason}"),
@@ -571,6 +620,9 @@ impl Worker {
             }
         }
         self.file(folder, carried.filings, quota, mailbox).await?;
+        // Only now is the message safe: a retry before this must not find its own ids
+        // (a `duplicate` test would discard it).
+        filter::remember(self.cache.as_ref(), &d.target, &carried.remember);
         Ok(format!("Sieve: {}", carried.notes.join("; ")))
     }
 
@@ -607,6 +659,7 @@ impl Worker {
             return Ok(());
         }
         let filed = tokio::task::spawn_blocking(move || {
+            let mut filed = Vec::new();
             for filing in filings {
                 let folder = match (&filing.folder, &filing.special_use) {
                     (None, _) => mailbox.delivery_folder(&default),
@@ -619,6 +672,11 @@ impl Worker {
                     Err(MailboxError::Refused(_)) => mailbox.delivery_folder(&default)?,
                     other => other?,
                 };
+                // `keep` and `fileinto "INBOX"` are one copy (RFC 5228 §2.10.3).
+                if filed.contains(&folder.id) {
+                    continue;
+                }
+                filed.push(folder.id);
                 mailbox.append(&folder, &filing.message, &filing.flags, now_unix(), quota)?;
             }
             Ok::<_, MailboxError>(())

@@ -12,11 +12,13 @@ pub const MAX_SCRIPT_SIZE: usize = 1024 * 1024;
 /// Scripts one account may keep (ManageSieve).
 pub const MAX_SCRIPTS: usize = 15;
 
-/// Extensions the interpreter has that delivery here cannot honour: no notification
-/// methods or external lists are configured, DELIVERBY and DSN options on redirect are
+/// Extensions the interpreter has that delivery here cannot honour: no metadata
+/// (RFC 5490), notification methods or external lists are configured, DELIVERBY and DSN options on redirect are
 /// not passed on, conversion needs outside programs, IMAP events are not delivery, and
 /// `expressions`/`while` are one vendor's, not registered ones.
-const WITHHELD: [Capability; 9] = [
+const WITHHELD: [Capability; 11] = [
+    Capability::MboxMetadata,
+    Capability::ServerMetadata,
     Capability::Enotify,
     Capability::ExtLists,
     Capability::EnvelopeDeliverBy,
@@ -90,16 +92,23 @@ pub fn compile_cached(text: &[u8]) -> Result<Arc<Sieve>, ScriptError> {
     use sha2::Digest;
     type Compiled = std::collections::HashMap<[u8; 32], Arc<Sieve>>;
     static CACHE: LazyLock<std::sync::Mutex<Compiled>> = LazyLock::new(Default::default);
+    // Bounded in bytes too: one account re-uploading megabyte scripts must not hold
+    // a gigabyte (a compiled script is a few times its text).
     const KEPT: usize = 1024;
+    const KEPT_BYTES: usize = 64 << 20;
+    static TEXT_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let digest: [u8; 32] = sha2::Sha256::digest(text).into();
     if let Some(script) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
         return Ok(script.clone());
     }
     let script = compile(text)?;
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= KEPT {
+    use std::sync::atomic::Ordering::Relaxed;
+    if cache.len() >= KEPT || TEXT_BYTES.load(Relaxed) + text.len() > KEPT_BYTES {
         cache.clear();
+        TEXT_BYTES.store(0, Relaxed);
     }
+    TEXT_BYTES.fetch_add(text.len(), Relaxed);
     cache.insert(digest, script.clone());
     Ok(script)
 }

@@ -11,3 +11,9 @@ pub use run::{
     Facts, Interpreter, MAX_REDIRECTS, Outcome, Outgoing, RunError, Scripts, Store, Surroundings,
 };
 pub use sieve::{Sieve, SpamStatus};
+
+/// Marks a redirected copy: one that comes back to the account it left is not
+/// redirected again (inside the server no Received line is added to stop a loop).
+/// Dovecot's header has the same name; scripts may not remove it, and the MX removes a
+/// stranger's.
+pub const REDIRECTED_FROM: &str = "X-Sieve-Redirected-From";

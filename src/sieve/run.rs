@@ -2,32 +2,33 @@
 //! own) as one Sieve program, answering the interpreter's questions and gathering what it
 //! asks to be done; nothing is done here, so a script that fails changes nothing.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sieve::compiler::grammar::actions::action_redirect::Notify;
 use sieve::runtime::RuntimeError;
 use sieve::{Envelope, Event, Input, Recipient, Runtime, Script, Sieve, SpamStatus};
 
 use super::compile::{allowed, compile};
 
-/// Instructions one delivery's scripts may execute (sieve-rs counts each one).
-const CPU_LIMIT: usize = 20_000;
+/// Instructions one delivery's scripts may execute (sieve-rs counts each one), by the
+/// size of the message: one instruction may scan a whole body, so a large message gets
+/// fewer (Pigeonhole bounds CPU time instead; sieve-rs cannot be stopped mid-instruction).
+const CPU_LIMITS: [(usize, usize); 3] = [(1 << 20, 20_000), (10 << 20, 5_000), (usize::MAX, 2_000)];
 /// Redirects one message may cause; Dovecot's sieve_max_redirects is 4 too.
 pub const MAX_REDIRECTS: usize = 4;
 /// Messages one run may send (redirects and the vacation reply together).
 const MAX_OUT_MESSAGES: usize = 6;
 /// Folders one message may be filed in; Dovecot's sieve_max_actions is 32.
 const MAX_STORES: usize = 32;
+/// Messages one run may make (edited copies and replies): each is a whole message, and
+/// editheader before every `keep` would otherwise make thousands.
+const MAX_MADE: usize = 16;
 /// A message that has passed this many hops is looping: never redirected or answered.
 const MAX_RECEIVED: usize = 25;
 /// Shortest time before the same sender may get a second reply (RFC 6131 lets a server
 /// raise `:seconds`; Dovecot's own minimum is a day, which would make a test wait).
 const MIN_REPLY_PERIOD: Duration = Duration::from_secs(3600);
-/// Script names the wrapper program includes; only it is given them, each once.
-const OPERATOR: &str = "ferrymail/operator";
-const VACATION: &str = "ferrymail/vacation";
-const PERSONAL: &str = "ferrymail/personal";
 
 /// What runs for one mailbox: the operator's script and vacation (from the spec) first,
 /// then the user's active script (ManageSieve), like Dovecot's sieve_before.
@@ -50,9 +51,11 @@ pub trait Surroundings {
     fn folder_exists(&mut self, name: &str) -> bool;
     /// Whether a folder marked with this special use exists (`specialuse_exists`).
     fn special_use_exists(&mut self, special_use: &str) -> bool;
-    /// Records `id` for `period` and says whether this is its first time in it: the
-    /// vacation responder's "once per sender" and the `duplicate` test.
-    fn first_time(&mut self, id: &str, period: Duration) -> bool;
+    /// Whether `id` was remembered within `period`: the vacation responder's "once per
+    /// sender" and the `duplicate` test. Nothing is remembered here: ids new to this run
+    /// are in `Outcome::remember`, for delivery to record once the message is safe
+    /// (RFC 7352 §3: only when the script completed; a retry must not find its own id).
+    fn seen(&mut self, id: &str, period: Duration) -> bool;
     /// The user's script of that name (`include :personal`).
     fn personal_script(&mut self, name: &str) -> Option<Arc<Sieve>>;
 }
@@ -97,6 +100,18 @@ pub struct Outcome {
     pub reject: Option<String>,
     /// Messages the run made: edited copies and replies, numbered from 1.
     pub messages: Vec<Vec<u8>>,
+    /// Ids to remember once delivery succeeded (see `Surroundings::seen`); one that
+    /// stands for a vacation reply names it (an index into `replies`), so a reply not
+    /// sent is not remembered either.
+    pub remember: Vec<Remember>,
+}
+
+/// An id the run saw for the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remember {
+    pub id: String,
+    pub period: Duration,
+    pub reply: Option<usize>,
 }
 
 impl Outcome {
@@ -116,38 +131,53 @@ pub struct RunError(pub String);
 
 /// The interpreter set up once for the server.
 pub struct Interpreter {
-    runtime: Runtime,
+    /// By message size (see `CPU_LIMITS`).
+    runtimes: Vec<(usize, Runtime)>,
     /// The program that includes the scripts present, by which are: bit 0 operator,
     /// bit 1 vacation, bit 2 personal.
     wrappers: Vec<Option<Arc<Sieve>>>,
+    /// The names it includes them by: random, so a user's `include :global` cannot
+    /// name them (sieve-rs would run its cached copy without asking).
+    names: [String; 3],
 }
 
 impl Interpreter {
     pub fn new(hostname: &str) -> Interpreter {
-        let runtime = allowed(Runtime::new())
-            .with_cpu_limit(CPU_LIMIT)
-            .with_max_redirects(MAX_REDIRECTS)
-            .with_max_out_messages(MAX_OUT_MESSAGES)
-            .with_max_received_headers(MAX_RECEIVED)
-            // The wrapper is one level; users keep the three RFC 6609 suggests.
-            .with_max_nested_includes(4)
-            .with_default_vacation_expiry(super::vacation::DEFAULT_DAYS as u64 * 86_400)
-            .with_default_duplicate_expiry(7 * 86_400)
-            .with_local_hostname(hostname.to_string())
-            // RFC 5293 §6: scripts must not hide where mail came from or that it was
-            // automatic.
-            .with_protected_header("Received")
-            .with_protected_header("Auto-Submitted")
-            .with_env_variable("name", "ferrymail")
-            .with_env_variable("version", env!("CARGO_PKG_VERSION"))
-            .with_env_variable("host", hostname.to_string())
-            .with_env_variable("domain", hostname.to_string())
-            .with_env_variable("location", "MDA")
-            .with_env_variable("phase", "during");
+        let runtime = |cpu_limit: usize| {
+            allowed(Runtime::new())
+                .with_cpu_limit(cpu_limit)
+                .with_max_redirects(MAX_REDIRECTS)
+                .with_max_out_messages(MAX_OUT_MESSAGES)
+                .with_max_received_headers(MAX_RECEIVED)
+                // The wrapper is one level; users keep the three RFC 6609 suggests.
+                .with_max_nested_includes(4)
+                .with_default_vacation_expiry(super::vacation::DEFAULT_DAYS as u64 * 86_400)
+                .with_default_duplicate_expiry(7 * 86_400)
+                .with_local_hostname(hostname.to_string())
+                // RFC 5293 §6: scripts must not hide where mail came from or that it was
+                // automatic; nor remove the mark that stops redirect loops here.
+                .with_protected_header("Received")
+                .with_protected_header("Auto-Submitted")
+                .with_protected_header(super::REDIRECTED_FROM)
+                .with_env_variable("name", "ferrymail")
+                .with_env_variable("version", env!("CARGO_PKG_VERSION"))
+                .with_env_variable("host", hostname.to_string())
+                .with_env_variable("domain", hostname.to_string())
+                .with_env_variable("location", "MDA")
+                .with_env_variable("phase", "during")
+        };
+        let runtimes = CPU_LIMITS
+            .iter()
+            .map(|&(size, limit)| (size, runtime(limit)))
+            .collect();
+        let mut nonce = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut nonce);
+        let tag: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let names = ["operator", "vacation", "personal"].map(|n| format!("ferrymail/{n}/{tag}"));
         let wrappers = (0..8u8)
             .map(|which| {
                 let mut text = String::from("require \"include\";\n");
-                for (bit, name) in [(1, OPERATOR), (2, VACATION), (4, PERSONAL)] {
+                for (bit, name) in [1, 2, 4].iter().zip(&names) {
                     if which & bit != 0 {
                         text.push_str(&format!("include :global \"{name}\";\n"));
                     }
@@ -155,7 +185,11 @@ impl Interpreter {
                 compile(text.as_bytes()).ok()
             })
             .collect();
-        Interpreter { runtime, wrappers }
+        Interpreter {
+            runtimes,
+            wrappers,
+            names,
+        }
     }
 
     /// Runs `scripts` over `message`. Ok with what to do, or why nothing should be.
@@ -172,38 +206,46 @@ impl Interpreter {
         let Some(Some(program)) = self.wrappers.get(which) else {
             return Err(RunError("the script wrapper did not compile".into()));
         };
-        let mut ctx = self.runtime.filter(message);
+        let runtime = self
+            .runtimes
+            .iter()
+            .find(|(size, _)| message.len() <= *size)
+            .map(|(_, r)| r)
+            .ok_or_else(|| RunError("no interpreter for the message's size".into()))?;
+        let mut ctx = runtime.filter(message);
         ctx.set_envelope(Envelope::From, facts.mail_from);
         ctx.set_envelope(Envelope::To, facts.recipient);
         ctx.set_user_address(facts.account);
         ctx.set_spam_status(facts.spam);
 
         let mut outcome = Outcome::default();
-        let mut given: HashSet<&str> = HashSet::new();
-        // The reply a vacation test just allowed is the next message made.
-        let mut replying = false;
-        let mut replies: HashSet<usize> = HashSet::new();
+        let mut given = [false; 3];
+        // The vacation test's id, until its reply is made.
+        let mut pending_reply: Option<usize> = None;
         let mut input = Input::script("ferrymail", program.clone());
         while let Some(result) = ctx.run(input) {
             let event = result.map_err(|e| RunError(describe(e)))?;
             input = match event {
                 Event::IncludeScript { name, optional } => {
                     let found = match &name {
-                        Script::Global(n) => [
-                            (OPERATOR, &scripts.operator),
-                            (VACATION, &scripts.vacation),
-                            (PERSONAL, &scripts.personal),
-                        ]
-                        .into_iter()
-                        .find(|(wanted, _)| n == wanted && given.insert(wanted))
-                        .and_then(|(_, script)| script.clone()),
+                        Script::Global(n) => self
+                            .names
+                            .iter()
+                            .position(|wanted| wanted == n)
+                            .filter(|&i| !std::mem::replace(&mut given[i], true))
+                            .and_then(|i| {
+                                [&scripts.operator, &scripts.vacation, &scripts.personal][i].clone()
+                            }),
                         Script::Personal(n) => around.personal_script(n),
                     };
                     match found {
                         Some(script) => Input::script(name, script),
                         None if optional => Input::False,
                         None => {
-                            return Err(RunError(format!("no script named {:?}", name.as_str())));
+                            return Err(RunError(format!(
+                                "no script named {:?}, or it does not compile",
+                                name.as_str()
+                            )));
                         }
                     }
                 }
@@ -220,20 +262,33 @@ impl Interpreter {
                 }
                 Event::DuplicateId { id, expiry, .. } => {
                     let period = Duration::from_secs(expiry).max(MIN_REPLY_PERIOD);
-                    let first = around.first_time(&id, period);
-                    // sieve-rs names the vacation responder's ids "_v<sender><handle>".
-                    replying = first && id.starts_with("_v");
-                    (!first).into()
+                    let seen =
+                        around.seen(&id, period) || outcome.remember.iter().any(|r| r.id == id);
+                    pending_reply = None;
+                    if !seen {
+                        if outcome.remember.len() >= MAX_STORES {
+                            return Err(RunError("the scripts test too many ids".into()));
+                        }
+                        pending_reply = Some(outcome.remember.len());
+                        outcome.remember.push(Remember {
+                            id,
+                            period,
+                            reply: None,
+                        });
+                    }
+                    seen.into()
                 }
                 Event::CreatedMessage {
                     message_id,
                     message,
                 } => {
-                    if std::mem::take(&mut replying) && is_reply(&message) {
-                        replies.insert(message_id);
-                    }
                     if message_id != outcome.messages.len() + 1 {
                         return Err(RunError("messages made out of order".into()));
+                    }
+                    if outcome.messages.len() >= MAX_MADE {
+                        return Err(RunError(format!(
+                            "the scripts make more than {MAX_MADE} messages"
+                        )));
                     }
                     outcome.messages.push(message);
                     Input::True
@@ -259,6 +314,7 @@ impl Interpreter {
                 }
                 Event::SendMessage {
                     recipient: Recipient::Address(to),
+                    notify,
                     message_id,
                     ..
                 } => {
@@ -266,7 +322,15 @@ impl Interpreter {
                         to,
                         message: message_id,
                     };
-                    if replies.contains(&message_id) {
+                    // Only the vacation action asks for no notices: `redirect :notify`
+                    // (redirect-dsn) is withheld.
+                    if notify == Notify::Never {
+                        if let Some(r) = pending_reply
+                            .take()
+                            .and_then(|i| outcome.remember.get_mut(i))
+                        {
+                            r.reply = Some(outcome.replies.len());
+                        }
                         outcome.replies.push(sent);
                     } else {
                         outcome.redirects.push(sent);
@@ -316,17 +380,6 @@ impl Outcome {
     }
 }
 
-/// The vacation action's message says what it is in its header.
-fn is_reply(message: &[u8]) -> bool {
-    let head = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message, |end| &message[..end]);
-    String::from_utf8_lossy(head)
-        .to_ascii_lowercase()
-        .contains("\nauto-submitted: auto-replied")
-}
-
 fn describe(e: RuntimeError) -> String {
     match e {
         RuntimeError::TooManyIncludes => "too many nested includes".into(),
@@ -347,7 +400,7 @@ fn describe(e: RuntimeError) -> String {
             format!("the extension {c:?} is not supported by this server")
         }
         RuntimeError::CPULimitReached => {
-            format!("the scripts ran more than {CPU_LIMIT} instructions")
+            "the scripts ran more instructions than a message may cost".to_string()
         }
     }
 }
@@ -361,7 +414,7 @@ mod tests {
     #[derive(Default)]
     struct Around {
         folders: Vec<String>,
-        seen: HashSet<String>,
+        seen: std::collections::HashSet<String>,
         scripts: HashMap<String, Arc<Sieve>>,
     }
 
@@ -372,8 +425,8 @@ mod tests {
         fn special_use_exists(&mut self, _: &str) -> bool {
             false
         }
-        fn first_time(&mut self, id: &str, _: Duration) -> bool {
-            self.seen.insert(id.to_string())
+        fn seen(&mut self, id: &str, _: Duration) -> bool {
+            self.seen.contains(id)
         }
         fn personal_script(&mut self, name: &str) -> Option<Arc<Sieve>> {
             self.scripts.get(name).cloned()
@@ -472,7 +525,10 @@ mod tests {
             }]
         );
         assert_eq!(outcome.stores.len(), 1, "redirect :copy keeps");
-        // The second message from the same sender gets no reply.
+        // Once delivered, the sender is remembered: the second message gets no reply.
+        assert_eq!(outcome.remember.len(), 1);
+        assert_eq!(outcome.remember[0].reply, Some(0));
+        around.seen.insert(outcome.remember[0].id.clone());
         let again = run(&scripts, &mut around, plain).unwrap();
         assert!(again.replies.is_empty(), "{again:?}");
         // A list message never gets one.
@@ -498,6 +554,19 @@ mod tests {
             .into_owned();
         assert!(filed.contains("X-Filed-By: rules"), "{filed}");
         assert!(filed.contains("Received: from a by b"), "{filed}");
+    }
+
+    #[test]
+    fn a_script_cannot_make_copies_without_end() {
+        let copies = "addheader \"X-A\" \"b\";\nfileinto :copy \"F\";\n".repeat(200);
+        let scripts = Scripts {
+            personal: script(&format!(
+                "require [\"editheader\", \"fileinto\", \"copy\"];\n{copies}"
+            )),
+            ..Default::default()
+        };
+        let e = run(&scripts, &mut Around::default(), MESSAGE).unwrap_err();
+        assert!(e.0.contains("messages"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,15 @@ pub enum ScriptStoreError {
     Mongo(Box<mongodb::error::Error>),
 }
 
+impl crate::mongo::DriverError for ScriptStoreError {
+    fn driver(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            ScriptStoreError::Mongo(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<mongodb::error::Error> for ScriptStoreError {
     fn from(e: mongodb::error::Error) -> ScriptStoreError {
         ScriptStoreError::Mongo(Box::new(e))
@@ -138,6 +147,67 @@ impl UserScripts {
             (None, None) => None,
         };
         opened(mailboxes, &account, found)
+    }
+
+    /// The user's script `name` in the open `mailbox` (for `include :personal`), read
+    /// through its connection.
+    pub fn get_in(
+        mailboxes: &Mailboxes,
+        mailbox: &crate::mailbox::Mailbox,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, ScriptStoreError> {
+        let account = mailbox.account().to_lowercase();
+        let found = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
+            (Some(conn), _) => {
+                let row = conn
+                    .prepare_cached("SELECT name, seal_id, body FROM sieve_scripts WHERE name = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
+                    });
+                match row {
+                    Ok(row) => row,
+                    Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+                        if m.contains("no such table") =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (None, Some(mongo)) => mongo.block(async {
+                let found = mongo
+                    .coll(COLLECTION)
+                    .find_one(doc! { "account": &account, "name": name })
+                    .await?;
+                Ok::<_, ScriptStoreError>(
+                    found.map(|d| (text(&d, "name"), int(&d, "seal_id"), bytes(&d, "body"))),
+                )
+            })?,
+            (None, None) => None,
+        };
+        Ok(opened(mailboxes, &account, found)?.map(|(_, body)| body))
+    }
+
+    /// The name of `account`'s active script, if any, without opening (decrypting) it:
+    /// what the admin shows.
+    pub fn active_name_of(
+        mailboxes: &Mailboxes,
+        account: &str,
+    ) -> Result<Option<String>, ScriptStoreError> {
+        let account = account.to_lowercase();
+        let found = match mailboxes.mongo() {
+            Some(mongo) => mongo_active(mongo, &account)?,
+            None => {
+                let path = mailboxes.path(&account);
+                if !path.exists() {
+                    return Ok(None);
+                }
+                let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+                sqlite_active(&conn)?
+            }
+        };
+        Ok(found.map(|(name, _, _)| name))
     }
 
     pub fn list(&self) -> Result<Vec<Listed>, ScriptStoreError> {
@@ -345,22 +415,29 @@ impl UserScripts {
                 )?;
                 tx.commit()?;
             }
-            Backend::Mongo(mongo) => mongo.block(async {
-                let coll = mongo.coll(COLLECTION);
-                coll.update_many(
-                    doc! { "account": account, "active": true },
-                    doc! { "$set": { "active": false } },
-                )
-                .await?;
-                if let Some(name) = name {
-                    coll.update_one(
-                        doc! { "account": account, "name": name },
-                        doc! { "$set": { "active": true } },
+            // One transaction: a delivery meanwhile sees the old script or the new one,
+            // never none, and two at once cannot leave two active.
+            Backend::Mongo(mongo) => {
+                let mongo = mongo.clone();
+                mongo.block(crate::mongo::in_transaction!(mongo, |s| async {
+                    let coll = mongo.coll(COLLECTION);
+                    coll.update_many(
+                        doc! { "account": account, "active": true },
+                        doc! { "$set": { "active": false } },
                     )
+                    .session(&mut *s)
                     .await?;
-                }
-                Ok::<_, ScriptStoreError>(())
-            })?,
+                    if let Some(name) = name {
+                        coll.update_one(
+                            doc! { "account": account, "name": name },
+                            doc! { "$set": { "active": true } },
+                        )
+                        .session(&mut *s)
+                        .await?;
+                    }
+                    Ok::<_, ScriptStoreError>(())
+                }))?
+            }
         }
         Ok(())
     }

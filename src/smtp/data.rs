@@ -348,11 +348,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, from
-/// the header section only (a field's folded continuation lines go with it).
+/// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, and
+/// any `X-Sieve-Redirected-From` (only this server's own redirects may carry it: a
+/// stranger's would turn off an account's redirects), from the header section only (a
+/// field's folded continuation lines go with it).
 fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
     crate::mime::without_fields(message, |field| {
-        if !crate::mime::field_name(field).eq_ignore_ascii_case(b"Authentication-Results") {
+        let name = crate::mime::field_name(field);
+        if name.eq_ignore_ascii_case(crate::sieve::REDIRECTED_FROM.as_bytes()) {
+            return true;
+        }
+        if !name.eq_ignore_ascii_case(b"Authentication-Results") {
             return false;
         }
         let value = field
@@ -374,12 +380,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forged_results_for_this_server_are_removed() {
+    fn forged_results_for_this_server_and_redirect_marks_are_removed() {
         let message =
             b"Authentication-Results: MX.example.test;\r\n\tdkim=pass header.d=bank.test\r\n\
             Subject: hi\r\n\
             Authentication-Results: other.test; spf=pass\r\n\
             Authentication-Results: mx.example.test.evil; spf=pass\r\n\
+            X-Sieve-Redirected-From: <victim@example.test>\r\n\
             \r\n\
             Authentication-Results: mx.example.test; in the body stays\r\n"
                 .to_vec();

@@ -559,9 +559,7 @@ pub async fn mailboxes(
                     Some(0)
                 };
                 // The user's own active Sieve script, by name (ManageSieve).
-                let own = crate::sieve::store::UserScripts::active_of(&boxes, a)
-                    .ok()
-                    .map(|active| active.map(|(name, _)| name));
+                let own = crate::sieve::store::UserScripts::active_name_of(&boxes, a).ok();
                 (used, dav.counts(a).ok(), own)
             })
             .collect()
