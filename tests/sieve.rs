@@ -74,20 +74,50 @@ fn send(mx: u16, from: &str, to: &str, subject: &str, extra: &[&str]) {
     assert!(run.stdout.contains("250 2.0.0"), "{}", run.stdout);
 }
 
+/// A server whose mailbox me@example.test runs `script` (me.sieve) from the spec, with
+/// `mailbox_extra` in its table; the MX's port, and the DNS server to keep alive.
+struct Scripted {
+    w: Workspace,
+    server: common::Process,
+    mx: u16,
+    imap: u16,
+    relay: u16,
+    _dns: common::Process,
+}
+
+fn scripted(script: &str, mailbox_extra: &str) -> Scripted {
+    let w = Workspace::new("");
+    std::fs::write(w.path().join("me.sieve"), script).unwrap();
+    let (mx, imap, relay) = (free_port(), free_port(), free_port());
+    let (dns_server, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(mx, imap, relay, dns, mailbox_extra));
+    let server = w.serve(mx);
+    Scripted {
+        w,
+        server,
+        mx,
+        imap,
+        relay,
+        _dns: dns_server,
+    }
+}
+
 #[test]
 fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_once() {
-    let w = Workspace::new("");
-    std::fs::write(w.path().join("me.sieve"), SCRIPT).unwrap();
-    let (mx, imap, relay) = (free_port(), free_port(), free_port());
-    let (_dns, dns) = common::quiet_dns(w.path());
-    w.write_spec(&spec(mx, imap, relay, dns, VACATION));
+    let Scripted {
+        w,
+        server,
+        mx,
+        imap,
+        relay,
+        _dns,
+    } = scripted(SCRIPT, VACATION);
     let sink_dir = w.path().join("sink");
     let _sink = python_peer(
         "sink.py",
         &[&relay.to_string(), sink_dir.to_str().unwrap()],
         w.path(),
     );
-    let server = w.serve(mx);
 
     // A list message: filed, marked read, and never answered.
     send(
@@ -618,16 +648,13 @@ fn strangers_cannot_make_managesieve_hold_memory() {
 /// message follows the new text.
 #[test]
 fn an_edited_script_file_is_reloaded_without_a_restart() {
-    let (mx, imap, relay) = (free_port(), free_port(), free_port());
-    let w = Workspace::new("");
-    std::fs::write(
-        w.path().join("me.sieve"),
-        "require \"fileinto\";\nfileinto \"Before\";\n",
-    )
-    .unwrap();
-    let (_dns, dns) = common::quiet_dns(w.path());
-    w.write_spec(&spec(mx, imap, relay, dns, ""));
-    let server = w.serve(mx);
+    let Scripted {
+        w,
+        server,
+        mx,
+        _dns,
+        ..
+    } = scripted("require \"fileinto\";\nfileinto \"Before\";\n", "");
     send(mx, "ann@sender.test", "me@example.test", "one", &[]);
     assert!(wait_for(Duration::from_secs(20), || w
         .folder("me@example.test", "Before")
@@ -661,16 +688,16 @@ fn an_edited_script_file_is_reloaded_without_a_restart() {
 /// and its filing stands, with the user's error on top of the message.
 #[test]
 fn a_failing_user_script_leaves_the_operators_filing_in_place() {
-    let (mx, imap, relay) = (free_port(), free_port(), free_port());
-    let w = Workspace::new("");
-    std::fs::write(
-        w.path().join("me.sieve"),
+    let Scripted {
+        w,
+        server,
+        mx,
+        _dns,
+        ..
+    } = scripted(
         "require \"fileinto\";\nif header :contains \"subject\" \"invoice\" { fileinto \"Quarantine\"; }\n",
-    )
-    .unwrap();
-    let (_dns, dns) = common::quiet_dns(w.path());
-    w.write_spec(&spec(mx, imap, relay, dns, ""));
-    let server = w.serve(mx);
+        "",
+    );
     {
         let key = std::fs::read_to_string(w.data_dir().join("master.key")).unwrap();
         let boxes = ferrymail::mailbox::Mailboxes::new(

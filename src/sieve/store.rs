@@ -120,17 +120,7 @@ impl UserScripts {
         account: &str,
     ) -> Result<Option<(String, Vec<u8>)>, ScriptStoreError> {
         let account = account.to_lowercase();
-        let found = match mailboxes.mongo() {
-            Some(mongo) => mongo_active(mongo, &account)?,
-            None => {
-                let path = mailboxes.path(&account);
-                if !path.exists() {
-                    return Ok(None);
-                }
-                let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-                sqlite_active(&conn)?
-            }
-        };
+        let found = active_row(mailboxes, &account)?;
         opened(mailboxes, &account, found)
     }
 
@@ -195,18 +185,7 @@ impl UserScripts {
         mailboxes: &Mailboxes,
         account: &str,
     ) -> Result<Option<String>, ScriptStoreError> {
-        let account = account.to_lowercase();
-        let found = match mailboxes.mongo() {
-            Some(mongo) => mongo_active(mongo, &account)?,
-            None => {
-                let path = mailboxes.path(&account);
-                if !path.exists() {
-                    return Ok(None);
-                }
-                let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-                sqlite_active(&conn)?
-            }
-        };
+        let found = active_row(mailboxes, &account.to_lowercase())?;
         Ok(found.map(|(name, _, _)| name))
     }
 
@@ -454,6 +433,25 @@ pub fn prepare_mongo(mongo: &Mongo) -> Result<(), ScriptStoreError> {
             .await?;
         Ok(())
     })
+}
+
+/// The active script's row of `account` (lower-case), sealed, wherever it is kept; no
+/// file is made to ask.
+fn active_row(
+    mailboxes: &Mailboxes,
+    account: &str,
+) -> Result<Option<(String, i64, Vec<u8>)>, ScriptStoreError> {
+    match mailboxes.mongo() {
+        Some(mongo) => mongo_active(mongo, account),
+        None => {
+            let path = mailboxes.path(account);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+            sqlite_active(&conn)
+        }
+    }
 }
 
 /// The active script's row in an account file.
