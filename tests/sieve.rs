@@ -473,6 +473,20 @@ fn users_manage_their_own_scripts_over_managesieve_and_the_next_delivery_obeys()
         assert!(answer.starts_with("NO (ENCRYPT-NEEDED)"), "{answer}");
     }
 
+    // What neither client sends: the challenge form of AUTHENTICATE, a cancelled and a
+    // failed one, NOOP with a tag, UNAUTHENTICATE.
+    let raw = common::python_peer_run(
+        "managesieve_raw.py",
+        &[&sieve.to_string(), "me@example.test", "quickstart"],
+        w.path(),
+    );
+    assert!(
+        raw.stdout.contains("all done"),
+        "{}\n{}",
+        raw.stdout,
+        raw.stderr
+    );
+
     // sievelib uploads, checks, renames and activates "filters" (and is refused what
     // RFC 5804 refuses); the next message obeys it.
     let port = sieve.to_string();
