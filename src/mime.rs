@@ -49,6 +49,19 @@ pub fn without_fields(message: Vec<u8>, drop: impl Fn(&[u8]) -> bool) -> Vec<u8>
     out
 }
 
+/// The values (what follows the colon, folded lines and all) of the header fields named
+/// `name`, in order.
+pub fn field_values<'a>(raw: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let (fields, _) = header_fields(raw);
+    fields.into_iter().filter_map(move |range| {
+        let field = &raw[range];
+        let found = field_name(field);
+        found
+            .eq_ignore_ascii_case(name)
+            .then(|| field.get(found.len() + 1..).unwrap_or_default())
+    })
+}
+
 /// A field's name, as it is written (before the colon, trailing blanks removed).
 pub fn field_name(field: &[u8]) -> &[u8] {
     let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());

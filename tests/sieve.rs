@@ -422,6 +422,23 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     )
 }
 
+/// Runs a ManageSieve client from tests/peers as me@example.test against `port`; it must
+/// end saying "all done".
+#[track_caller]
+fn peer_passes(script: &str, port: u16, dir: &std::path::Path) {
+    let run = common::python_peer_run(
+        script,
+        &[&port.to_string(), "me@example.test", "quickstart"],
+        dir,
+    );
+    assert!(
+        run.stdout.contains("all done"),
+        "{script}:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
 /// Runs Debian's sieve-connect as me@example.test (password on stdin) with `args`.
 fn sieve_connect(port: u16, dir: &std::path::Path, args: &[&str]) -> common::Run {
     use std::io::Write;
@@ -475,32 +492,11 @@ fn users_manage_their_own_scripts_over_managesieve_and_the_next_delivery_obeys()
 
     // What neither client sends: the challenge form of AUTHENTICATE, a cancelled and a
     // failed one, NOOP with a tag, UNAUTHENTICATE.
-    let raw = common::python_peer_run(
-        "managesieve_raw.py",
-        &[&sieve.to_string(), "me@example.test", "quickstart"],
-        w.path(),
-    );
-    assert!(
-        raw.stdout.contains("all done"),
-        "{}\n{}",
-        raw.stdout,
-        raw.stderr
-    );
+    peer_passes("managesieve_raw.py", sieve, w.path());
 
     // sievelib uploads, checks, renames and activates "filters" (and is refused what
     // RFC 5804 refuses); the next message obeys it.
-    let port = sieve.to_string();
-    let run = common::python_peer_run(
-        "sievelib_session.py",
-        &[&port, "me@example.test", "quickstart"],
-        w.path(),
-    );
-    assert!(
-        run.stdout.contains("all done"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    peer_passes("sievelib_session.py", sieve, w.path());
     send(mx, "list@lists.test", "me@example.test", "[rust] news", &[]);
     assert!(
         wait_for(Duration::from_secs(20), || w
@@ -645,17 +641,7 @@ fn strangers_cannot_make_managesieve_hold_memory() {
         "peak {peak} KiB from {start_rss} KiB"
     );
     // And a real client is served.
-    let run = common::python_peer_run(
-        "sievelib_session.py",
-        &[&sieve.to_string(), "me@example.test", "quickstart"],
-        w.path(),
-    );
-    assert!(
-        run.stdout.contains("all done"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    peer_passes("sievelib_session.py", sieve, w.path());
 }
 
 /// An edited script file beside the spec is taken up like an edited spec: the next

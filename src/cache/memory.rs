@@ -12,7 +12,7 @@ const SWEEP_AT: usize = 100_000;
 
 #[derive(Default)]
 pub struct MemoryCache {
-    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+    hits: Mutex<HashMap<String, Events>>,
     /// First seen, and passed-until once a retry came after the delay.
     grey: Mutex<HashMap<String, (Instant, Option<Instant>)>>,
     /// Lock name → (holder, expiry, fencing token).
@@ -20,40 +20,64 @@ pub struct MemoryCache {
     fences: std::sync::atomic::AtomicU64,
 }
 
+/// One key's events, and the longest window it was counted over: a sweep keeps what is
+/// still inside that (a vacation's week-long memory is not swept by a minute's counter).
+#[derive(Default)]
+struct Events {
+    window: Duration,
+    at: VecDeque<Instant>,
+}
+
+/// The key's events inside `window`, made when missing; the map swept when it grew.
+fn counted<'m>(
+    map: &'m mut HashMap<String, Events>,
+    key: &str,
+    window: Duration,
+    now: Instant,
+) -> &'m mut Events {
+    if map.len() > SWEEP_AT {
+        map.retain(|_, e| {
+            e.at.back()
+                .is_some_and(|t| now.duration_since(*t) < e.window)
+        });
+    }
+    let events = map.entry(key.to_string()).or_default();
+    events.window = events.window.max(window);
+    while events
+        .at
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        events.at.pop_front();
+    }
+    events
+}
+
 impl Cache for MemoryCache {
     fn hit(&self, key: &str, limit: u32, window: Duration) -> bool {
         let now = Instant::now();
         let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > SWEEP_AT {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        let q = map.entry(key.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            q.pop_front();
-        }
-        q.push_back(now);
-        q.len() <= limit as usize
+        let events = counted(&mut map, key, window, now);
+        events.at.push_back(now);
+        events.at.len() <= limit as usize
     }
 
     fn take(&self, key: &str, count: u32, limit: u32, window: Duration) -> bool {
         let now = Instant::now();
         let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        let q = map.entry(key.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            q.pop_front();
-        }
-        if q.len() + count as usize > limit as usize {
+        let events = counted(&mut map, key, window, now);
+        if events.at.len() + count as usize > limit as usize {
             return false;
         }
-        q.extend(std::iter::repeat_n(now, count as usize));
+        events.at.extend(std::iter::repeat_n(now, count as usize));
         true
     }
 
     fn recent(&self, key: &str, window: Duration) -> u32 {
         let now = Instant::now();
         let map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map_or(0, |q| {
-            q.iter()
+        map.get(key).map_or(0, |e| {
+            e.at.iter()
                 .filter(|t| now.duration_since(**t) < window)
                 .count() as u32
         })
@@ -135,5 +159,25 @@ impl Cache for MemoryCache {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep keeps each key by its own window: a week-long memory outlives the
+    /// minute-long counters that made the map grow.
+    #[test]
+    fn a_sweep_keeps_each_key_for_its_own_window() {
+        let cache = MemoryCache::default();
+        let week = Duration::from_secs(7 * 86_400);
+        assert!(cache.take("answered", 1, 1, week));
+        std::thread::sleep(Duration::from_millis(20));
+        for n in 0..=SWEEP_AT {
+            cache.hit(&format!("ip:{n}"), u32::MAX, Duration::from_millis(10));
+        }
+        assert_eq!(cache.recent("answered", week), 1);
+        assert!(!cache.take("answered", 1, 1, week), "still remembered");
     }
 }

@@ -280,16 +280,11 @@ fn envelope(mail_from: &str, to: &str, hostname: &str) -> Envelope {
 
 /// Whether the message was redirected from `account` already.
 fn redirected_from(message: &[u8], account: &str) -> bool {
-    let (fields, _) = crate::mime::header_fields(message);
-    fields.into_iter().any(|range| {
-        let field = &message[range];
-        let name = crate::mime::field_name(field);
-        name.eq_ignore_ascii_case(REDIRECTED_FROM.as_bytes())
-            && String::from_utf8_lossy(&field[name.len()..])
-                .trim_start_matches([' ', '\t', ':'])
-                .trim()
-                .trim_matches(['<', '>'])
-                .eq_ignore_ascii_case(account)
+    crate::mime::field_values(message, REDIRECTED_FROM.as_bytes()).any(|value| {
+        String::from_utf8_lossy(value)
+            .trim()
+            .trim_matches(['<', '>'])
+            .eq_ignore_ascii_case(account)
     })
 }
 
@@ -408,12 +403,8 @@ pub(super) fn sieve_view(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// The address a reply's From field names.
 fn reply_from(reply: &[u8]) -> Option<String> {
-    let (fields, _) = crate::mime::header_fields(reply);
-    let line = fields
-        .iter()
-        .map(|f| &reply[f.clone()])
-        .find(|l| crate::mime::field_name(l).eq_ignore_ascii_case(b"From"))?;
-    let value = String::from_utf8_lossy(&line[5..]).trim().to_string();
+    let value = crate::mime::field_values(reply, b"From").next()?;
+    let value = String::from_utf8_lossy(value).trim().to_string();
     let address = match (value.rfind('<'), value.rfind('>')) {
         (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
         _ => value,
@@ -439,18 +430,9 @@ fn is_own_address(snapshot: &Snapshot, account: &str, address: &str) -> bool {
 
 /// Whether the message says it went to many (Precedence: bulk, list or junk).
 fn is_bulk(message: &[u8]) -> bool {
-    let (fields, _) = crate::mime::header_fields(message);
-    fields.into_iter().any(|range| {
-        let field = &message[range];
-        let name = crate::mime::field_name(field);
-        name.eq_ignore_ascii_case(b"Precedence")
-            && ["bulk", "list", "junk"].contains(
-                &String::from_utf8_lossy(&field[name.len()..])
-                    .trim_start_matches([' ', '\t', ':'])
-                    .trim()
-                    .to_ascii_lowercase()
-                    .as_str(),
-            )
+    crate::mime::field_values(message, b"Precedence").any(|value| {
+        let value = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+        ["bulk", "list", "junk"].contains(&value.as_str())
     })
 }
 

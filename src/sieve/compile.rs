@@ -41,7 +41,12 @@ pub struct ScriptError {
 
 /// The extensions scripts may `require`, by their registered names (ManageSieve's
 /// SIEVE capability).
-pub fn extensions() -> Vec<String> {
+pub fn extensions() -> &'static [String] {
+    static NAMES: LazyLock<Vec<String>> = LazyLock::new(offered);
+    &NAMES
+}
+
+fn offered() -> Vec<String> {
     let mut names: Vec<String> = Capability::all()
         .iter()
         .filter(|c| !WITHHELD.contains(c))

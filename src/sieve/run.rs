@@ -29,6 +29,8 @@ const MAX_RECEIVED: usize = 25;
 /// Shortest time before the same sender may get a second reply (RFC 6131 lets a server
 /// raise `:seconds`; Dovecot's own minimum is a day, which would make a test wait).
 const MIN_REPLY_PERIOD: Duration = Duration::from_secs(3600);
+/// Longest time an id is remembered: a script's `:days` or `:seconds` is a user's number.
+const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
 /// What runs for one mailbox: the operator's script and vacation (from the spec) first,
 /// then the user's active script (ManageSieve), like Dovecot's sieve_before.
@@ -261,7 +263,7 @@ impl Interpreter {
                     (folders && uses).into()
                 }
                 Event::DuplicateId { id, expiry, .. } => {
-                    let period = Duration::from_secs(expiry).max(MIN_REPLY_PERIOD);
+                    let period = Duration::from_secs(expiry).clamp(MIN_REPLY_PERIOD, MAX_PERIOD);
                     let seen =
                         around.seen(&id, period) || outcome.remember.iter().any(|r| r.id == id);
                     pending_reply = None;
@@ -554,6 +556,25 @@ mod tests {
             .into_owned();
         assert!(filed.contains("X-Filed-By: rules"), "{filed}");
         assert!(filed.contains("Received: from a by b"), "{filed}");
+    }
+
+    #[test]
+    fn a_vacation_period_past_any_calendar_is_bounded() {
+        let scripts = Scripts {
+            personal: script(
+                "require [\"vacation\", \"vacation-seconds\"];\n\
+                 vacation :days 99999999999999 \"away\";\n\
+                 vacation :seconds 18446744073709551614 :handle \"b\" \"away\";",
+            ),
+            ..Default::default()
+        };
+        let plain = b"From: ann@example.org\r\nTo: me@example.test\r\nSubject: hi\r\n\r\nHi\r\n";
+        let outcome = run(&scripts, &mut Around::default(), plain).unwrap();
+        assert!(!outcome.remember.is_empty());
+        assert!(
+            outcome.remember.iter().all(|r| r.period <= MAX_PERIOD),
+            "{outcome:?}"
+        );
     }
 
     #[test]

@@ -148,23 +148,7 @@ impl UserScripts {
     ) -> Result<Option<Vec<u8>>, ScriptStoreError> {
         let account = mailbox.account().to_lowercase();
         let found = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
-            (Some(conn), _) => {
-                let row = conn
-                    .prepare_cached("SELECT name, seal_id, body FROM sieve_scripts WHERE name = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                            .optional()
-                    });
-                match row {
-                    Ok(row) => row,
-                    Err(rusqlite::Error::SqliteFailure(_, Some(m)))
-                        if m.contains("no such table") =>
-                    {
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            (Some(conn), _) => sqlite_script(conn, Some(name))?,
             (None, Some(mongo)) => mongo.block(async {
                 let found = mongo
                     .coll(COLLECTION)
@@ -456,10 +440,21 @@ fn active_row(
 
 /// The active script's row in an account file.
 fn sqlite_active(conn: &Connection) -> Result<Option<(String, i64, Vec<u8>)>, ScriptStoreError> {
+    sqlite_script(conn, None)
+}
+
+/// A script's row in an account file: the one named, or the active one (None); sealed.
+fn sqlite_script(
+    conn: &Connection,
+    name: Option<&str>,
+) -> Result<Option<(String, i64, Vec<u8>)>, ScriptStoreError> {
     let row = conn
-        .prepare_cached("SELECT name, seal_id, body FROM sieve_scripts WHERE active = 1")
+        .prepare_cached(
+            "SELECT name, seal_id, body FROM sieve_scripts
+             WHERE (?1 IS NULL AND active = 1) OR name = ?1",
+        )
         .and_then(|mut s| {
-            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         });
     match row {
