@@ -5,6 +5,7 @@ pub mod address;
 pub mod backup;
 pub mod blocking;
 pub mod cache;
+pub mod change;
 pub mod cli;
 pub mod collections;
 pub mod dav;

@@ -80,6 +80,7 @@ fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceEr
         shown_url(&source.git),
         source.branch
     ));
+    loaded.git = Some((source, checkout));
     Ok(loaded)
 }
 

@@ -112,6 +112,9 @@ fn starter_spec(domain: &str, hostname: &str, data_dir: &Path, hash: &str) -> St
 hostname = "{hostname}"
 # Store, spool, mailboxes and keys. Relative paths start at this file's directory.
 data_dir = "{data_dir}"
+# A saved edit waits for `ferrymail plan` and `ferrymail apply` (or a reload, or the
+# web admin); "auto" applies every save.
+apply = "manual"
 
 [listeners]
 # Omit a listener to disable it. Unprivileged ports to start with; 25/587/993 in production.

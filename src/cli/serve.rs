@@ -273,6 +273,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         runs: Default::default(),
         failures: Default::default(),
+        auto: (loaded.apply_mode() == crate::spec::ApplyMode::Auto).into(),
     });
     let first = {
         let r = reconciler.clone();

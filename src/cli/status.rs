@@ -192,6 +192,43 @@ fn node_lines(nodes: &[crate::store::NodeInfo], now: i64) -> Vec<String> {
     out
 }
 
+/// When the running server applies the spec, and whether a saved edit waits for it.
+fn apply_line(spec: &Path, loaded: &crate::spec::LoadedSpec, store: &dyn crate::store::Store) -> String {
+    let mode = if loaded.spec.source.is_some() {
+        loaded.spec.server.apply.unwrap_or(crate::spec::ApplyMode::Auto)
+    } else {
+        loaded.apply_mode()
+    };
+    let how = match mode {
+        crate::spec::ApplyMode::Auto => "every save (or new commit) is applied",
+        crate::spec::ApplyMode::Manual => {
+            "a saved edit waits for `ferrymail apply` or a reload"
+        }
+    };
+    let pending = match crate::spec::load(spec) {
+        _ if loaded.spec.source.is_some() => String::new(),
+        Ok(checked) => {
+            let targets = crate::reconcile::Targets {
+                store: true,
+                dns: false,
+            };
+            match crate::reconcile::plan_targets(&checked, Some(store), "spec", targets) {
+                Ok(plan) if plan.is_empty() => "; the spec file is applied".to_string(),
+                Ok(plan) => {
+                    let s = plan.summary();
+                    format!(
+                        "; not applied yet: {} to add, {} to change, {} to destroy (`ferrymail plan`)",
+                        s.add, s.change, s.destroy
+                    )
+                }
+                Err(_) => "; the spec file cannot be planned (`ferrymail plan` says why)".into(),
+            }
+        }
+        Err(_) => "; the spec file has errors (`ferrymail validate`)".into(),
+    };
+    format!("apply: {} ({how}){pending}", mode.as_str())
+}
+
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     // A broken spec must not hide the server's state.
     let loaded = crate::spec::load_unchecked(spec)?;
@@ -235,6 +272,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "certificate": certificate_lines(&loaded, store.as_ref(), server.is_some())?,
             "backups": backup_lines(&loaded, store.as_ref())?,
             "spam": spam_lines(&loaded, store.as_ref()),
+            "apply": apply_line(spec, &loaded, store.as_ref()),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -274,6 +312,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    println!("{}", apply_line(spec, &loaded, store.as_ref()));
     for line in certificate_lines(&loaded, store.as_ref(), server.is_some())? {
         println!("{line}");
     }

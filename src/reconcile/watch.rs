@@ -1,5 +1,5 @@
-//! The serve loop's reconciler: re-reads the spec when its file or directory changes
-//! (debounced) or on SIGHUP, applies it, and refreshes the Snapshot. An invalid spec
+//! The serve loop's reconciler: applies the spec on SIGHUP or when asked, and with
+//! `apply = "auto"` on every save (debounced); refreshes the Snapshot. An invalid spec
 //! is reported and the last good state keeps serving.
 
 use std::path::{Path, PathBuf};
@@ -65,6 +65,9 @@ pub struct Reconciler {
     /// Reconciles run and failed since the process started (for /metrics).
     pub runs: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
+    /// `[server] apply = "auto"` in the spec applied last: saves and new commits apply
+    /// themselves. Manual: only a reload, `ferrymail apply` or the admin applies.
+    pub auto: std::sync::atomic::AtomicBool,
 }
 
 /// A callback for each applied spec.
@@ -150,6 +153,12 @@ impl Reconciler {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let mut applied_spec = None;
+        if let Ok((.., loaded, _)) = &outcome {
+            self.auto.store(
+                loaded.apply_mode() == spec::ApplyMode::Auto,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let status = match outcome {
             Ok((revision, summary, dns_problems, source, plan, loaded, deferred)) => {
                 applied_spec = Some(loaded);
@@ -257,7 +266,9 @@ impl Reconciler {
                     retry = self.reconcile_in_background().await;
                 }
                 _ = fetch.tick(), if self.git_interval.is_some() => {
-                    retry = self.reconcile_in_background().await;
+                    if self.is_auto() {
+                        retry = self.reconcile_in_background().await;
+                    }
                 }
                 _ = resync.tick(), if self.dns_resync.is_some() => {
                     retry = self.reconcile_in_background().await;
@@ -266,7 +277,11 @@ impl Reconciler {
                     // Debounce: swallow the rest of the burst.
                     tokio::time::sleep(DEBOUNCE).await;
                     while changes.try_recv().is_ok() {}
-                    retry = self.reconcile_in_background().await;
+                    if self.is_auto() {
+                        retry = self.reconcile_in_background().await;
+                    } else {
+                        tracing::info!("the spec changed; not applied (apply = \"manual\"): `ferrymail plan` shows the change, `ferrymail apply` or a reload applies it");
+                    }
                 }
                 Some(()) = reload.recv() => retry = self.reconcile_in_background().await,
                 _ = poll.tick() => self.refresh_in_background().await,
@@ -277,10 +292,40 @@ impl Reconciler {
         }
     }
 
+    fn is_auto(&self) -> bool {
+        self.auto.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn refresh_in_background(self: &Arc<Self>) {
         let this = self.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || this.snapshot.refresh(this.store.as_ref())).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let swapped = this.snapshot.refresh(this.store.as_ref());
+            if swapped.is_ok_and(|s| s) && !this.is_auto() {
+                this.adopt_outside_apply();
+            }
+        })
+        .await;
+    }
+
+    /// Another process (`ferrymail apply`) applied: when the spec file now says exactly
+    /// what the store holds, the settings read from it (admin users, ACME, backups)
+    /// follow; an edit saved since is left for its own apply.
+    fn adopt_outside_apply(&self) {
+        let Some(after) = &self.after_apply else {
+            return;
+        };
+        let Ok(loaded) = crate::source::load(&self.spec_path) else {
+            return;
+        };
+        let targets = Targets {
+            store: true,
+            dns: false,
+        };
+        if let Ok(plan) = plan_targets(&loaded, Some(self.store.as_ref()), "spec", targets)
+            && plan.is_empty()
+        {
+            after(&loaded);
+        }
     }
 
     /// Reconciles off the async threads; returns when to try again if another node was

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 use super::location::{Locator, Seg, Source, SpecPath, location_of};
-use super::model::Spec;
+use super::model::{GitSource, Spec};
 use super::{SpecError, SpecErrors};
 
 /// A spec as loaded: the typed model plus the sources it came from.
@@ -18,6 +18,9 @@ pub struct LoadedSpec {
     pub base_dir: PathBuf,
     /// Where the spec came from when not from the file given ("git URL@commit").
     pub origin: Option<String>,
+    /// The repository it was read from (the `[source]` of the file given), and the
+    /// checkout it was read in.
+    pub git: Option<(GitSource, PathBuf)>,
 }
 
 /// Tables that are collections of independent entries; the same key in two files merges
@@ -76,6 +79,7 @@ pub fn load_sources(
         return Ok((
             LoadedSpec {
                 origin: None,
+                git: None,
                 spec,
                 sources,
                 base_dir,
@@ -114,6 +118,7 @@ pub fn load_sources(
             sources,
             base_dir,
             origin: None,
+            git: None,
         },
         structural,
     ))
@@ -123,7 +128,7 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
 
-fn spec_files(path: &Path) -> Result<Vec<PathBuf>, SpecErrors> {
+pub(super) fn spec_files(path: &Path) -> Result<Vec<PathBuf>, SpecErrors> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }

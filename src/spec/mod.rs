@@ -1,6 +1,7 @@
 //! The desired state: the spec model users write, loading from a file or directory,
 //! secret references, and validation that reports every problem with its location.
 
+pub mod edit;
 mod load;
 pub mod location;
 pub mod model;
@@ -107,6 +108,12 @@ pub fn load_text(name: &str, text: String, base_dir: &Path) -> Result<LoadedSpec
     checked(load::load_sources(vec![source], base_dir.to_path_buf())?)
 }
 
+/// Loads and checks a spec made of texts not (yet) on disk: an edit before it is
+/// written. Relative paths are read from `base_dir`.
+pub fn load_sources(sources: Vec<location::Source>, base_dir: &Path) -> Result<LoadedSpec, SpecErrors> {
+    checked(load::load_sources(sources, base_dir.to_path_buf())?)
+}
+
 /// `load_text` without the checks (which read secret files): the structure only.
 pub fn load_text_unchecked(
     name: &str,
@@ -159,6 +166,26 @@ impl LoadedSpec {
         } else {
             self.base_dir.join(dir)
         }
+    }
+
+    /// The apply mode in effect: as declared, else auto for a spec kept in git (a
+    /// commit is the reviewed change), manual for a local file.
+    pub fn apply_mode(&self) -> ApplyMode {
+        self.spec.server.apply.unwrap_or(if self.git.is_some() {
+            ApplyMode::Auto
+        } else {
+            ApplyMode::Manual
+        })
+    }
+
+    /// Where admin edits go: as declared, else "apply" for a local spec, "none" for one
+    /// in git (pushing is a choice to declare).
+    pub fn admin_changes(&self) -> AdminChanges {
+        self.spec.admin.changes.unwrap_or(if self.git.is_some() {
+            AdminChanges::None
+        } else {
+            AdminChanges::Apply
+        })
     }
 
     /// Reports an error found after validation (e.g. while computing desired state).

@@ -122,7 +122,33 @@ pub struct Server {
     /// records a DNS provider publishes, they become its A/AAAA records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<std::net::IpAddr>,
+    /// When `serve` applies the spec: "manual" (default for a local spec) applies it at
+    /// start and when told — `ferrymail apply`, SIGHUP or `systemctl reload`, the web
+    /// admin — so a saved edit waits for its plan to be read; "auto" (default for a
+    /// `[source]` in git) applies every save of the file, or every new commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<ApplyMode>,
 }
+
+/// When a running server applies the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyMode {
+    /// Every save of the spec (or every new commit of a git source) is applied.
+    Auto,
+    /// Only what `ferrymail apply`, a reload or the web admin applies.
+    Manual,
+}
+
+impl ApplyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyMode::Auto => "auto",
+            ApplyMode::Manual => "manual",
+        }
+    }
+}
+
 
 /// Listen addresses ("IP:port"). A listener that is not declared is not started.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -784,7 +810,45 @@ pub struct Admin {
     /// reference to a random string of at least 32 characters (`openssl rand -hex 32`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_tokens: BTreeMap<String, SecretRef>,
+    /// What an edit made in the web admin or through the API does: "apply" writes the
+    /// spec file (comments and order kept) and applies it; "commit" (spec in git)
+    /// commits it as the admin user and pushes to the branch, and the GitOps loop applies
+    /// it; "propose" (spec in git) pushes a branch `ferrymail/CHANGE` for review; "none"
+    /// keeps the admin read-only. Default: "apply" for a local spec, "none" for git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<AdminChanges>,
+    /// For a spec that is a directory: the file (relative to it) new entries made in the
+    /// admin go to, e.g. "admin.toml" (the default). Edits of an entry go to the file
+    /// that declares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_file: Option<String>,
 }
+
+/// Where an edit made in the web admin or the API goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminChanges {
+    /// Read-only: the admin shows, the spec is edited elsewhere.
+    None,
+    /// Write the spec file, then apply it.
+    Apply,
+    /// Commit to the git source's branch and push; the GitOps loop applies it.
+    Commit,
+    /// Push a branch for review; nothing is applied until it is merged.
+    Propose,
+}
+
+impl AdminChanges {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminChanges::None => "none",
+            AdminChanges::Apply => "apply",
+            AdminChanges::Commit => "commit",
+            AdminChanges::Propose => "propose",
+        }
+    }
+}
+
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
