@@ -7,18 +7,47 @@ use utoipa::ToSchema;
 /// One change to the spec. Fields left out (None) are left as the spec has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    AddDomain { name: String, fields: DomainFields },
-    EditDomain { name: String, fields: DomainFields },
-    RemoveDomain { name: String },
-    AddAlias { address: String, fields: AliasFields },
-    EditAlias { address: String, fields: AliasFields },
-    RemoveAlias { address: String },
-    AddPattern { domain: String, fields: PatternFields },
-    EditPattern { domain: String, index: usize, fields: PatternFields },
-    RemovePattern { domain: String, index: usize },
+    AddDomain {
+        name: String,
+        fields: DomainFields,
+    },
+    EditDomain {
+        name: String,
+        fields: DomainFields,
+    },
+    RemoveDomain {
+        name: String,
+    },
+    AddAlias {
+        address: String,
+        fields: AliasFields,
+    },
+    EditAlias {
+        address: String,
+        fields: AliasFields,
+    },
+    RemoveAlias {
+        address: String,
+    },
+    AddPattern {
+        domain: String,
+        fields: PatternFields,
+    },
+    EditPattern {
+        domain: String,
+        index: usize,
+        fields: PatternFields,
+    },
+    RemovePattern {
+        domain: String,
+        index: usize,
+    },
     /// A mailbox's new password, as its argon2id hash (the password itself is shown to
     /// whoever asked, once, and never written).
-    NewPassword { address: String, hash: String },
+    NewPassword {
+        address: String,
+        hash: String,
+    },
 }
 
 impl Change {
@@ -134,6 +163,64 @@ pub struct PatternFields {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+/// An edit asked for: the change, the ETag of the spec the asker saw (None: whatever
+/// it is now), whether to stop at the plan, and who asks (a commit's author).
+#[derive(Debug, Clone)]
+pub struct EditCall {
+    pub change: Change,
+    pub etag: Option<String>,
+    pub dry_run: bool,
+    pub author: String,
+}
+
+/// Why an edit was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// What the change names is not in the spec.
+    NotFound,
+    /// What it would add is there already.
+    Exists,
+    /// The change, or the spec it would make, is not valid.
+    Invalid,
+    /// The spec changed since the asker loaded it.
+    Stale,
+    /// Edits are off (`[admin] changes = "none"`) or cannot be made here.
+    ReadOnly,
+    /// Reading, writing or applying failed.
+    Failed,
+}
+
+/// What an edit did, or would do.
+#[derive(Debug, Clone, Default)]
+pub struct EditOutcome {
+    /// None: made (or, for a dry run, it would be).
+    pub refused: Option<Refusal>,
+    /// Why it was refused, or what went wrong after it was written: one line each,
+    /// located (`file:line:col: …`) where the spec is the problem.
+    pub errors: Vec<String>,
+    /// The plan against the live state, as `ferrymail plan` prints it.
+    pub plan: String,
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    /// The text change of each file, as `+`/`-` lines.
+    pub diff: String,
+    /// The files written.
+    pub written: Vec<String>,
+    /// What the apply after the write did ("revision 7: 1 added, 0 changed, 0 destroyed").
+    pub applied: Option<String>,
+    /// The spec's ETag now (after the write, if one was made).
+    pub etag: String,
+}
+
+/// Where the admin's and the API's edits go: the serve loop's editor of the spec.
+pub trait SpecEditor: Send + Sync {
+    /// The ETag of the spec as it is now, and where edits go ("apply", "none", …).
+    fn current(&self) -> (String, String);
+    /// Makes (or plans) an edit; blocking.
+    fn edit(&self, call: EditCall) -> EditOutcome;
 }
 
 #[cfg(test)]

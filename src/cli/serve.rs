@@ -692,6 +692,12 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
             reload: reload_tx.clone(),
             resolver: resolver.clone(),
             dns_checks: Default::default(),
+            editor: Arc::new(crate::reconcile::edits::Editor {
+                spec_path: spec_path.clone(),
+                store: store.clone(),
+                reconciler: reconciler.clone(),
+                lock: Default::default(),
+            }),
         }),
         dav: Arc::new(crate::dav::Dav::new(
             crate::collections::Collections::new(mailboxes.clone())

@@ -193,17 +193,23 @@ fn node_lines(nodes: &[crate::store::NodeInfo], now: i64) -> Vec<String> {
 }
 
 /// When the running server applies the spec, and whether a saved edit waits for it.
-fn apply_line(spec: &Path, loaded: &crate::spec::LoadedSpec, store: &dyn crate::store::Store) -> String {
+fn apply_line(
+    spec: &Path,
+    loaded: &crate::spec::LoadedSpec,
+    store: &dyn crate::store::Store,
+) -> String {
     let mode = if loaded.spec.source.is_some() {
-        loaded.spec.server.apply.unwrap_or(crate::spec::ApplyMode::Auto)
+        loaded
+            .spec
+            .server
+            .apply
+            .unwrap_or(crate::spec::ApplyMode::Auto)
     } else {
         loaded.apply_mode()
     };
     let how = match mode {
         crate::spec::ApplyMode::Auto => "every save (or new commit) is applied",
-        crate::spec::ApplyMode::Manual => {
-            "a saved edit waits for `ferrymail apply` or a reload"
-        }
+        crate::spec::ApplyMode::Manual => "a saved edit waits for `ferrymail apply` or a reload",
     };
     let pending = match crate::spec::load(spec) {
         _ if loaded.spec.source.is_some() => String::new(),

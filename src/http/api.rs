@@ -713,8 +713,12 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ferrymail API", description = "Read the reconciled state of a ferrymail server; plan a spec; trigger a reconcile."),
-    paths(status, certificates, domains, aliases, route, mailboxes, queue, emails, logs, backups, plan, reconcile),
+    info(title = "ferrymail API", description = "Read the reconciled state of a ferrymail server; plan a spec; trigger a reconcile; add, change and remove domains, aliases and patterns as edits of the spec (each answered with its plan; ?dry_run=true plans only)."),
+    paths(status, certificates, domains, aliases, route, mailboxes, queue, emails, logs, backups, plan, reconcile,
+        super::edits::add_domain, super::edits::edit_domain, super::edits::remove_domain,
+        super::edits::add_alias, super::edits::edit_alias, super::edits::remove_alias,
+        super::edits::new_mailbox_password, super::edits::add_pattern, super::edits::edit_pattern,
+        super::edits::remove_pattern),
     components(schemas(EventName)),
     modifiers(&BearerAuth)
 )]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod edits;
 mod wellknown;
 
 use std::sync::Arc;
@@ -146,6 +147,11 @@ fn router(state: AppState) -> Router {
         .route("/admin/login", get(admin::login_form).post(admin::login))
         .route("/admin/logout", post(admin::logout))
         .route("/admin/aliases", get(admin::aliases))
+        .route("/admin/aliases/new", get(admin::new_alias))
+        .route("/admin/aliases/{address}/edit", get(admin::edit_alias_form))
+        .route("/admin/domains/new", get(admin::new_domain))
+        .route("/admin/domains/{name}/edit", get(admin::edit_domain_form))
+        .route("/admin/edit", post(admin::edit))
         .route("/admin/emails", get(admin::emails))
         .route("/admin/me", get(admin::me))
         .route("/admin/queue", get(admin::queue))
@@ -159,8 +165,25 @@ fn router(state: AppState) -> Router {
         .route("/admin/plan", get(admin::plan_form).post(admin::plan))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/status", get(api::status))
-        .route("/api/v1/domains", get(api::domains))
-        .route("/api/v1/aliases", get(api::aliases))
+        .route("/api/v1/domains", get(api::domains).post(edits::add_domain))
+        .route(
+            "/api/v1/domains/{name}",
+            axum::routing::patch(edits::edit_domain).delete(edits::remove_domain),
+        )
+        .route("/api/v1/domains/{name}/patterns", post(edits::add_pattern))
+        .route(
+            "/api/v1/domains/{name}/patterns/{index}",
+            axum::routing::patch(edits::edit_pattern).delete(edits::remove_pattern),
+        )
+        .route("/api/v1/aliases", get(api::aliases).post(edits::add_alias))
+        .route(
+            "/api/v1/aliases/{address}",
+            axum::routing::patch(edits::edit_alias).delete(edits::remove_alias),
+        )
+        .route(
+            "/api/v1/aliases/{address}/password",
+            post(edits::new_mailbox_password),
+        )
         .route("/api/v1/route", get(api::route))
         .route("/api/v1/mailboxes", get(api::mailboxes))
         .route("/api/v1/queue", get(api::queue))

@@ -6,6 +6,7 @@ pub mod backups;
 pub mod certs;
 pub mod desired;
 pub mod dns;
+pub mod edits;
 pub mod plan;
 pub mod render;
 pub mod watch;

@@ -146,6 +146,26 @@ impl Router {
         self.domains.keys().map(String::as_str)
     }
 
+    /// The alias `local` of `domain`, as its rule (for the admin's edit form).
+    pub fn alias(&self, domain: &str, local: &str) -> Option<&Rule> {
+        self.domains.get(domain)?.aliases.get(local)
+    }
+
+    /// A domain's patterns in order, as (regex, rule), and its catch-all.
+    pub fn rules_of(&self, domain: &str) -> (Vec<(String, &Rule)>, Option<&Rule>) {
+        match self.domains.get(domain) {
+            Some(routes) => (
+                routes
+                    .patterns
+                    .iter()
+                    .map(|(re, rule)| (re.as_str().to_string(), rule))
+                    .collect(),
+                routes.catch_all.as_ref(),
+            ),
+            None => (Vec::new(), None),
+        }
+    }
+
     /// `listing()` narrowed to the entries whose address or a target contains `needle`
     /// (lower case; everything when empty).
     pub fn search(&self, needle: &str) -> Vec<(&str, String, &Rule)> {

@@ -58,11 +58,9 @@ impl SpecFiles {
             path: p.display().to_string(),
             error,
         };
-        let names = super::load::spec_files(path).map_err(|e| {
-            EditError::Io {
-                path: path.display().to_string(),
-                error: std::io::Error::other(e.to_string()),
-            }
+        let names = super::load::spec_files(path).map_err(|e| EditError::Io {
+            path: path.display().to_string(),
+            error: std::io::Error::other(e.to_string()),
         })?;
         let mut files = Vec::new();
         for name in names {
@@ -118,7 +116,8 @@ impl SpecFiles {
             }
             Change::EditDomain { name, fields } => {
                 let i = find(&docs, &["domains", name]).ok_or_else(|| no_domain(name))?;
-                let domain = table_at(&mut docs[i], &["domains", name]).ok_or_else(|| no_domain(name))?;
+                let domain =
+                    table_at(&mut docs[i], &["domains", name]).ok_or_else(|| no_domain(name))?;
                 domain_fields(domain, fields)?;
             }
             Change::RemoveDomain { name } => {
@@ -168,8 +167,8 @@ impl SpecFiles {
             }
             Change::RemoveAlias { address } => {
                 let (local, domain) = split(address)?;
-                let (i, path) = locate_alias(&docs, local, domain)
-                    .ok_or_else(|| no_alias(address))?;
+                let (i, path) =
+                    locate_alias(&docs, local, domain).ok_or_else(|| no_alias(address))?;
                 let (last, parent) = path.split_last().unwrap_or((&path[0], &[]));
                 let keys: Vec<&str> = parent.iter().map(String::as_str).collect();
                 if let Some(mut table) = table_at(&mut docs[i], &keys) {
@@ -487,7 +486,10 @@ fn push_pattern<'a>(domain: Node<'a>) -> Node<'a> {
     let Some(patterns) = domain.table.get_mut("patterns") else {
         unreachable!("inserted above")
     };
-    if !matches!(patterns, Item::ArrayOfTables(_) | Item::Value(Value::Array(_))) {
+    if !matches!(
+        patterns,
+        Item::ArrayOfTables(_) | Item::Value(Value::Array(_))
+    ) {
         // Written as something else (a validation error anyway): replaced.
         *patterns = Item::ArrayOfTables(ArrayOfTables::new());
     }
@@ -612,7 +614,12 @@ fn pattern_fields(mut pattern: Node, fields: &PatternFields) -> Result<(), EditE
         if regex.is_empty() {
             return Err(EditError::Invalid("a pattern needs a regex".into()));
         }
-        set(&mut pattern, "regex", Some(Value::from(regex.as_str())), None);
+        set(
+            &mut pattern,
+            "regex",
+            Some(Value::from(regex.as_str())),
+            None,
+        );
     }
     routing_fields(
         pattern,
@@ -640,8 +647,8 @@ fn alias_fields(alias: Node, fields: &AliasFields, address: &str) -> Result<(), 
         }
         _ => {}
     }
-    let wants_mailbox = fields.quota.as_deref().is_some_and(|q| !q.is_empty())
-        || fields.password_hash.is_some();
+    let wants_mailbox =
+        fields.quota.as_deref().is_some_and(|q| !q.is_empty()) || fields.password_hash.is_some();
     match alias.table.get_mut("mailbox").and_then(node) {
         Some(mut mailbox) => {
             if let Some(hash) = &fields.password_hash {
@@ -697,7 +704,12 @@ fn routing_fields<'a>(
         set(&mut table, "message", text(message), None);
     }
     if let Some(enabled) = enabled {
-        set(&mut table, "enabled", Some(Value::from(enabled)), Some(true));
+        set(
+            &mut table,
+            "enabled",
+            Some(Value::from(enabled)),
+            Some(true),
+        );
     }
     Ok(table)
 }
@@ -981,7 +993,9 @@ api_tokens = {}
             },
         );
         assert!(
-            new.contains("mailbox = { quota = \"2GB\", password = { hash = \"$argon2id$v=19$x\" } }"),
+            new.contains(
+                "mailbox = { quota = \"2GB\", password = { hash = \"$argon2id$v=19$x\" } }"
+            ),
             "{new}"
         );
         let refused = one(SPEC).edit(
@@ -1091,7 +1105,10 @@ api_tokens = {}
                 },
             },
         );
-        assert!(!back.contains("dns_provider") && !back.contains("catch_all"), "{back}");
+        assert!(
+            !back.contains("dns_provider") && !back.contains("catch_all"),
+            "{back}"
+        );
     }
 
     #[test]
@@ -1128,7 +1145,10 @@ api_tokens = {}
                 },
             },
         );
-        assert!(changed.contains("reject = \"hard\"\nenabled = false"), "{changed}");
+        assert!(
+            changed.contains("reject = \"hard\"\nenabled = false"),
+            "{changed}"
+        );
         let removed = edited(
             &changed,
             Change::RemovePattern {
@@ -1159,14 +1179,18 @@ api_tokens = {}
 
     #[test]
     fn removing_a_domain_takes_its_aliases_by_address_too() {
-        let spec = format!("{SPEC}\n[aliases]\n\"x@example.test\" = {{ forward = [\"y@z.test\"] }}\n");
+        let spec =
+            format!("{SPEC}\n[aliases]\n\"x@example.test\" = {{ forward = [\"y@z.test\"] }}\n");
         let new = edited(
             &spec,
             Change::RemoveDomain {
                 name: "example.test".into(),
             },
         );
-        assert!(!new.contains("[domains") && !new.contains("x@example.test"), "{new}");
+        assert!(
+            !new.contains("[domains") && !new.contains("x@example.test"),
+            "{new}"
+        );
         assert!(new.contains("# Who runs the admin.\n[admin]"), "{new}");
     }
 
@@ -1217,7 +1241,10 @@ api_tokens = {}
         assert_ne!(one(SPEC).etag(), one(&format!("{SPEC} ")).etag());
         assert_eq!(one(SPEC).etag(), one(SPEC).etag());
         let d = diff("f.toml", "a\nb\nc\nd\n", "a\nb\nx\nc\nd\n");
-        assert_eq!(d, "--- f.toml\n+++ f.toml\n@@ line 1 @@\n  a\n  b\n+ x\n  c\n  d\n");
+        assert_eq!(
+            d,
+            "--- f.toml\n+++ f.toml\n@@ line 1 @@\n  a\n  b\n+ x\n  c\n  d\n"
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub fn load_text(name: &str, text: String, base_dir: &Path) -> Result<LoadedSpec
 
 /// Loads and checks a spec made of texts not (yet) on disk: an edit before it is
 /// written. Relative paths are read from `base_dir`.
-pub fn load_sources(sources: Vec<location::Source>, base_dir: &Path) -> Result<LoadedSpec, SpecErrors> {
+pub fn load_sources(
+    sources: Vec<location::Source>,
+    base_dir: &Path,
+) -> Result<LoadedSpec, SpecErrors> {
     checked(load::load_sources(sources, base_dir.to_path_buf())?)
 }
 

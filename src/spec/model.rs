@@ -149,7 +149,6 @@ impl ApplyMode {
     }
 }
 
-
 /// Listen addresses ("IP:port"). A listener that is not declared is not started.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -848,7 +847,6 @@ impl AdminChanges {
         }
     }
 }
-
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

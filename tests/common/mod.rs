@@ -63,7 +63,8 @@ impl From<std::process::Output> for Run {
 /// The server and store part every test spec starts with.
 pub fn header() -> String {
     // Tests edit the spec under a running server and expect it applied, as "auto" does.
-    "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\napply = \"auto\"\n\n".to_string()
+    "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\napply = \"auto\"\n\n"
+        .to_string()
 }
 
 impl Workspace {

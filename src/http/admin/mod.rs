@@ -2,6 +2,7 @@
 //! state and the mail log; it never edits live state, the spec stays the only source.
 
 pub(crate) mod auth;
+mod edit_pages;
 mod pages;
 pub(crate) use pages::COPY_SCRIPT;
 
@@ -61,6 +62,8 @@ pub struct AdminState {
     pub dns_checks: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::Instant, Option<crate::dns::check::Verdict>)>,
     >,
+    /// Makes the admin's and the API's edits of the spec.
+    pub editor: Arc<dyn crate::change::SpecEditor>,
 }
 
 /// Set on requests that came over the https listener.
@@ -353,6 +356,9 @@ pub async fn logout(
     )
 }
 
+pub use edit_pages::{
+    edit, edit_alias as edit_alias_form, edit_domain as edit_domain_form, new_alias, new_domain,
+};
 pub use pages::{
     aliases, backups, certificates, domains, emails, errors, mailboxes, me, overview, plan,
     plan_form, queue, queue_action,

@@ -19,7 +19,13 @@ header a{color:#cfe3ff;text-decoration:none}header .who{margin-left:auto}
 header form{display:inline}header button{font:inherit}
 main{padding:1em;max-width:72em;margin:auto}
 table{border-collapse:collapse;width:100%;background:#fff}
-td,th{border-bottom:1px solid #e3e6ea;padding:.35em .5em;text-align:left;vertical-align:top;word-break:break-word}
+td,th{border-bottom:1px solid #e3e6ea;padding:.35em .5em;text-align:left;vertical-align:top;overflow-wrap:break-word}
+td code{overflow-wrap:anywhere}
+a.button{display:inline-block;background:#1d4ed8;color:#fff;padding:.3em .8em;border-radius:4px;text-decoration:none}
+a.small{font-size:.7em;font-weight:normal}
+form.edit textarea,form.edit input[size]{max-width:100%;box-sizing:border-box}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
+fieldset{border:1px solid #e3e6ea;margin:.5em 0}
 .ok{color:#14743a}.bad{color:#b3261e}.muted{color:#6b7280}
 input,select,button{font:inherit;padding:.3em .5em}
 form.search{display:flex;flex-wrap:wrap;gap:.5em;margin:.5em 0 1em}
@@ -241,10 +247,20 @@ pub async fn aliases(
         }
         p.muted { (matching.len()) " of " (total) " entries"
             @if matching.len() > ROWS { ", the first " (ROWS) " shown" } "." }
+        p { a.button href="/admin/aliases/new" { "Add an alias" } }
         table {
             tr { th { "Address" } th { "Does" } }
             @for (domain, local, rule) in matching.iter().take(ROWS) {
-                tr { td { (local) "@" (domain) } td { (describe_rule(rule)) } }
+                tr {
+                    td {
+                        @if local.starts_with('/') || local == "*" {
+                            a href=(format!("/admin/domains/{domain}/edit")) { (local) "@" (domain) }
+                        } @else {
+                            a href=(format!("/admin/aliases/{local}@{domain}/edit")) { (local) "@" (domain) }
+                        }
+                    }
+                    td { (describe_rule(rule)) }
+                }
             }
         }
     };
@@ -682,10 +698,11 @@ pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminVi
     });
     let verdicts: Vec<Vec<Option<Verdict>>> = futures_util::future::join_all(lookups).await;
     let body = html! {
+        p { a.button href="/admin/domains/new" { "Add a domain" } }
         p.muted { "Each record as DNS serves it now (checked at most once a minute). "
             "Records published by a DNS provider are kept right by the reconciler; the others are yours to set." }
         @for ((domain, records), checks) in site.records.iter().zip(&verdicts) {
-            h2 { (domain) }
+            h2 { (domain) " " a.small href=(format!("/admin/domains/{domain}/edit")) { "Edit" } }
             table.rows {
                 tr { th { "Name" } th { "Type" } th { "Value" } th { "Live" } }
                 @for (record, verdict) in records.iter().zip(checks) {

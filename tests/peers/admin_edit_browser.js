@@ -1,0 +1,80 @@
+// Edits the spec through the web admin in headless Chromium (Debian's, driven by
+// playwright-core), scripts off: add a domain, then an alias with a mailbox, each by
+// its form, its plan page and its confirmation. Screenshots of each new page at 390 px
+// and 1280 px go to OUT_DIR; prints one JSON report.
+// Usage: node admin_edit_browser.js BASE_URL ADMIN_PASSWORD OUT_DIR
+const { chromium } = require('playwright-core');
+
+const [base, password, outDir] = process.argv.slice(2);
+
+(async () => {
+  const report = { steps: [], pages: {} };
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  try {
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      viewport: { width: 390, height: 844 },
+      javaScriptEnabled: false,
+    });
+    const page = await context.newPage();
+    // Each new page, as it is now, at both widths: wider than the window would mean
+    // sideways scrolling.
+    const shoot = async (name) => {
+      report.pages[name] = { heading: (await page.textContent('h1')).trim() };
+      for (const width of [390, 1280]) {
+        await page.setViewportSize({ width, height: 844 });
+        report.pages[name][`width_${width}`] = await page.evaluate(
+          () => document.documentElement.scrollWidth);
+        await page.screenshot({ path: `${outDir}/${name}-${width}.png`, fullPage: true });
+      }
+      await page.setViewportSize({ width: 390, height: 844 });
+    };
+    await page.goto(`${base}/admin/login`);
+    await page.fill('input[name=user]', 'admin');
+    await page.fill('input[name=password]', password);
+    await page.click('button[type=submit]');
+
+    await page.goto(`${base}/admin/domains`);
+    await page.click('text=Add a domain');
+    await shoot('domain-new');
+    await page.fill('input[name=name]', 'new.test');
+    await page.click('form.edit button[type=submit]');
+    await shoot('domain-plan');
+    report.domain_plan = (await page.textContent('#plan')).trim();
+    report.domain_diff = (await page.textContent('#diff')).trim();
+    await page.click('#confirm');
+    await shoot('domain-done');
+    report.steps.push(`domain: ${(await page.textContent('h1')).trim()}`);
+    report.domain_applied = (await page.textContent('#applied')).trim();
+
+    await page.goto(`${base}/admin/aliases`);
+    await page.click('text=Add an alias');
+    await shoot('alias-new');
+    await page.fill('input[name=local]', 'sales');
+    await page.selectOption('select[name=domain]', 'new.test');
+    await page.fill('textarea[name=forward]', 'boss@elsewhere.test');
+    await page.check('input[name=mailbox]');
+    await page.fill('input[name=quota]', '1GB');
+    await page.click('form.edit button[type=submit]');
+    await shoot('alias-plan');
+    report.alias_plan = (await page.textContent('#plan')).trim();
+    await page.click('#confirm');
+    await shoot('alias-done');
+    report.steps.push(`alias: ${(await page.textContent('h1')).trim()}`);
+    report.password = (await page.textContent('#new-password')).trim();
+
+    await page.goto(`${base}/admin/aliases/sales@new.test/edit`);
+    await shoot('alias-edit');
+    await page.goto(`${base}/admin/domains/new.test/edit`);
+    await shoot('domain-edit');
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(report));
+})().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
