@@ -524,15 +524,15 @@ fn with_apply_manual_a_saved_edit_waits_for_apply() {
         manual("\n[domains.\"example.test\".aliases.later]\nforward = [\"l@elsewhere.test\"]\n"),
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert!(rcpt_probe(mx, "a@sender.test", "later@example.test").contains("550"));
+    // The save is noticed, and left for `apply`.
     assert!(
-        server
+        common::wait_for(std::time::Duration::from_secs(15), || server
             .log_text()
-            .contains("not applied (apply = \"manual\")"),
+            .contains("not applied (apply = \"manual\")")),
         "{}",
         server.log_text()
     );
+    assert!(rcpt_probe(mx, "a@sender.test", "later@example.test").contains("550"));
     let status = w.run(&["status"]);
     assert!(
         status.stdout.contains("apply: manual")

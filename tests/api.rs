@@ -213,6 +213,10 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
         ])
         .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--checks", "all", "-n", "40", "--no-color"])
+        // The edits check what no schema can say (that an address is one, that its
+        // domain is declared) and answer 422 with the reason: a schema-valid request
+        // may be refused, and that is not a fault.
+        .args(["--exclude-checks", "positive_data_acceptance"])
         .output()
         .expect("schemathesis (scripts/test installs it)");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -222,7 +226,7 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("12 selected / 12 total") && report.contains(" passed"),
+        report.contains("22 selected / 22 total") && report.contains(" passed"),
         "{report}"
     );
     assert!(!report.contains("Unresolvable references"), "{report}");

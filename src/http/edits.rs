@@ -2,7 +2,7 @@
 //! and removed as patches of the spec, each answered with the plan it made (`?dry_run`).
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use crate::change::{
 };
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DryRun {
     /// true: only plan; nothing is written or applied.
     #[serde(default)]
@@ -177,8 +178,15 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(ApiError { error: message })).into_response()
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, String> {
-    body.map(|Json(t)| t).map_err(|e| e.body_text())
+/// A JSON object body as `T` (serde would take a list for a struct too).
+fn body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<T, String> {
+    let Json(value) = body.map_err(|e| e.body_text())?;
+    if !value.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("the body: {e}"))
 }
 
 /// A domain to add.
@@ -209,9 +217,9 @@ pub async fn add_domain(
     client: ApiClient,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<NewDomain>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let new = match body(request) {
+    let new: NewDomain = match body(request) {
         Ok(new) => new,
         Err(e) => return bad_request(e),
     };
@@ -235,11 +243,15 @@ pub async fn add_domain(
 pub async fn edit_domain(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<DomainFields>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
+    let Path(name) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let fields = match body(request) {
         Ok(fields) => fields,
         Err(e) => return bad_request(e),
@@ -256,10 +268,14 @@ pub async fn edit_domain(
 pub async fn remove_domain(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Path(name) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let change = Change::RemoveDomain { name };
     answer(&state, &client, change, query, &headers, None).await
 }
@@ -298,9 +314,9 @@ pub async fn add_alias(
     client: ApiClient,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<NewAlias>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let new = match body(request) {
+    let new: NewAlias = match body(request) {
         Ok(new) => new,
         Err(e) => return bad_request(e),
     };
@@ -328,11 +344,15 @@ pub async fn add_alias(
 pub async fn edit_alias(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(address): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<AliasFields>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
+    let Path(address) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let mut fields = match body(request) {
         Ok(fields) => fields,
         Err(e) => return bad_request(e),
@@ -350,10 +370,14 @@ pub async fn edit_alias(
 pub async fn remove_alias(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(address): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Path(address) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let change = Change::RemoveAlias { address };
     answer(&state, &client, change, query, &headers, None).await
 }
@@ -366,10 +390,14 @@ pub async fn remove_alias(
 pub async fn new_mailbox_password(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(address): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Path(address) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let Some((password, hash)) = new_password().await else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -392,11 +420,15 @@ pub async fn new_mailbox_password(
 pub async fn add_pattern(
     State(state): State<AppState>,
     client: ApiClient,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<PatternFields>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
+    let Path(name) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let fields = match body(request) {
         Ok(fields) => fields,
         Err(e) => return bad_request(e),
@@ -417,11 +449,15 @@ pub async fn add_pattern(
 pub async fn edit_pattern(
     State(state): State<AppState>,
     client: ApiClient,
-    Path((name, index)): Path<(String, usize)>,
+    path: Result<Path<(String, usize)>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
-    request: Result<Json<PatternFields>, JsonRejection>,
+    request: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
+    let Path((name, index)) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let fields = match body(request) {
         Ok(fields) => fields,
         Err(e) => return bad_request(e),
@@ -442,10 +478,14 @@ pub async fn edit_pattern(
 pub async fn remove_pattern(
     State(state): State<AppState>,
     client: ApiClient,
-    Path((name, index)): Path<(String, usize)>,
+    path: Result<Path<(String, usize)>, PathRejection>,
     query: Result<Query<DryRun>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Path((name, index)) = match path {
+        Ok(path) => path,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let change = Change::RemovePattern {
         domain: name,
         index,

@@ -153,7 +153,11 @@ impl SpecEditor for Editor {
             destroy: summary.destroy,
             diff: changed
                 .iter()
-                .map(|(path, old, new)| diff(&path.display().to_string(), old, new))
+                .map(|(path, old, new)| {
+                    // Named as in the spec's directory, not by the server's absolute path.
+                    let name = path.strip_prefix(&base_dir).unwrap_or(path);
+                    diff(&name.display().to_string(), old, new)
+                })
                 .collect(),
             etag: etag.clone(),
             ..EditOutcome::default()

@@ -1,5 +1,5 @@
 //! The web admin: server-rendered pages (no JavaScript needed) showing the reconciled
-//! state and the mail log; it never edits live state, the spec stays the only source.
+//! state and the mail log; its edits are patches of the spec, the only source of truth.
 
 pub(crate) mod auth;
 mod edit_pages;

@@ -25,7 +25,8 @@ a.button{display:inline-block;background:#1d4ed8;color:#fff;padding:.3em .8em;bo
 a.small{font-size:.7em;font-weight:normal}
 form.edit textarea,form.edit input[size]{max-width:100%;box-sizing:border-box}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}
-fieldset{border:1px solid #e3e6ea;margin:.5em 0}
+fieldset{border:1px solid #e3e6ea;margin:.5em 0;min-width:0}
+textarea,input{max-width:100%;box-sizing:border-box}
 .ok{color:#14743a}.bad{color:#b3261e}.muted{color:#6b7280}
 input,select,button{font:inherit;padding:.3em .5em}
 form.search{display:flex;flex-wrap:wrap;gap:.5em;margin:.5em 0 1em}
