@@ -207,8 +207,12 @@ pub struct EditOutcome {
     pub destroy: usize,
     /// The text change of each file, as `+`/`-` lines.
     pub diff: String,
-    /// The files written.
+    /// The files written (or, for a spec in git, changed in the commit).
     pub written: Vec<String>,
+    /// The commit made, for a spec kept in git.
+    pub commit: Option<String>,
+    /// The branch it was pushed to: the source's, or `ferrymail/CHANGE` for review.
+    pub branch: Option<String>,
     /// What the apply after the write did ("revision 7: 1 added, 0 changed, 0 destroyed").
     pub applied: Option<String>,
     /// The spec's ETag now (after the write, if one was made).

@@ -84,6 +84,116 @@ fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceEr
     Ok(loaded)
 }
 
+/// A clone of the branch kept for edits (data_dir/source.edit), apart from the checkout
+/// the serve loop reads: an edit never races the loop's fetch. Fetched to the branch's
+/// newest commit; returns its directory.
+pub fn edit_checkout(
+    source: &GitSource,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<PathBuf, SourceError> {
+    let git = Git::new(source, base, data_dir)?;
+    let checkout = data_dir.join("source.edit");
+    git.fetch_into(&checkout, &source.branch)?;
+    // A fresh clone has fetched nothing yet; FETCH_HEAD is what an edit is put back to.
+    if !checkout.join(".git/FETCH_HEAD").exists() {
+        let dir = checkout.display().to_string();
+        git.run(
+            "fetch",
+            &["-C", &dir, "fetch", "--quiet", &git.url, &source.branch],
+        )?;
+    }
+    Ok(checkout)
+}
+
+/// A commit to make from an edit.
+pub struct Publish<'a> {
+    /// Files inside the checkout with their new text.
+    pub files: &'a [(PathBuf, String)],
+    /// "Name <address>".
+    pub author: &'a str,
+    pub message: &'a str,
+    /// The branch it is pushed to (the source's own, or a new one for review).
+    pub branch: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The branch has moved since the edit was made on it.
+    #[error("the branch moved while the edit was made (someone pushed); load the form again")]
+    Moved,
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Write(String),
+}
+
+/// Writes the files in the edit checkout, commits them as `author` and pushes the commit
+/// to `branch`; returns the commit id. The checkout is put back to the branch afterwards
+/// (a proposal's commit lives only on its own branch).
+pub fn publish(
+    source: &GitSource,
+    base: &Path,
+    data_dir: &Path,
+    checkout: &Path,
+    change: &Publish,
+) -> Result<String, PublishError> {
+    let git = Git::new(source, base, data_dir)?;
+    let dir = checkout.display().to_string();
+    let result = (|| {
+        let mut names = Vec::new();
+        for (path, text) in change.files {
+            crate::spec::edit::write_atomically(path, text)
+                .map_err(|e| PublishError::Write(format!("{}: {e}", path.display())))?;
+            names.push(
+                path.strip_prefix(checkout)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string(),
+            );
+        }
+        let mut add = vec!["-C", &dir, "add", "--"];
+        add.extend(names.iter().map(String::as_str));
+        git.run("add", &add)?;
+        git.run(
+            "commit",
+            &[
+                "-C",
+                &dir,
+                "-c",
+                "user.name=ferrymail",
+                "-c",
+                "user.email=ferrymail@localhost",
+                "commit",
+                "--quiet",
+                "--author",
+                change.author,
+                "-m",
+                change.message,
+            ],
+        )?;
+        let commit = git.run("rev-parse", &["-C", &dir, "rev-parse", "HEAD"])?;
+        let target = format!("HEAD:refs/heads/{}", change.branch);
+        match git.run("push", &["-C", &dir, "push", "--quiet", &git.url, &target]) {
+            Ok(_) => Ok(commit),
+            Err(SourceError::Git { detail, .. })
+                if detail.contains("non-fast-forward")
+                    || detail.contains("fetch first")
+                    || detail.contains("rejected") =>
+            {
+                Err(PublishError::Moved)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })();
+    // Back to the branch as fetched: nothing of a failed or proposed edit stays behind.
+    let _ = git.run(
+        "checkout",
+        &["-C", &dir, "reset", "--quiet", "--hard", "FETCH_HEAD"],
+    );
+    result
+}
+
 /// How often `serve` fetches, when `path` names a repository.
 pub fn interval(path: &Path) -> Option<std::time::Duration> {
     let bootstrap = spec::load_unchecked(path).ok()?;
@@ -98,74 +208,108 @@ fn sync(
     data_dir: &Path,
     pinned: Option<&str>,
 ) -> Result<(PathBuf, String), SourceError> {
-    use std::os::unix::fs::DirBuilderExt;
+    let git = Git::new(source, base, data_dir)?;
     let checkout = data_dir.join("source");
-    let fail = |what: &'static str, detail: String| SourceError::Git {
-        url: shown_url(&source.git),
-        what,
-        detail,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .map_err(|e| fail("preparing the data directory", e.to_string()))?;
-    // A local repository named relative to the spec.
-    let url =
-        if source.git.contains("://") || source.git.contains('@') || source.git.starts_with('/') {
+    let dir = checkout.display().to_string();
+    match pinned {
+        Some(commit) => {
+            git.run(
+                "checkout",
+                &["-C", &dir, "reset", "--quiet", "--hard", commit],
+            )?;
+        }
+        None => git.fetch_into(&checkout, &source.branch)?,
+    }
+    let commit = git.run("rev-parse", &["-C", &dir, "rev-parse", "HEAD"])?;
+    Ok((checkout, commit))
+}
+
+/// The git CLI pointed at one source: its URL (a local path read from the spec's
+/// directory) and the ssh command of its deploy key.
+struct Git {
+    url: String,
+    shown: String,
+    ssh: Option<String>,
+}
+
+impl Git {
+    fn new(source: &GitSource, base: &Path, data_dir: &Path) -> Result<Git, SourceError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let shown = shown_url(&source.git);
+        let fail = |what: &'static str, detail: String| SourceError::Git {
+            url: shown.clone(),
+            what,
+            detail,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|e| fail("preparing the data directory", e.to_string()))?;
+        // A local repository named relative to the spec.
+        let url = if source.git.contains("://")
+            || source.git.contains('@')
+            || source.git.starts_with('/')
+        {
             source.git.clone()
         } else {
             base.join(&source.git).display().to_string()
         };
-    let ssh = ssh_command(source, base, data_dir).map_err(|e| fail("reading ssh_key", e))?;
-    let run = |what: &'static str, args: &[&str]| -> Result<String, SourceError> {
+        let ssh = ssh_command(source, base, data_dir).map_err(|e| fail("reading ssh_key", e))?;
+        Ok(Git { url, shown, ssh })
+    }
+
+    fn run(&self, what: &'static str, args: &[&str]) -> Result<String, SourceError> {
+        let fail = |detail: String| SourceError::Git {
+            url: self.shown.clone(),
+            what,
+            detail,
+        };
         let mut command = Command::new("git");
         command.args(args).env("GIT_TERMINAL_PROMPT", "0");
-        if let Some(ssh) = &ssh {
+        if let Some(ssh) = &self.ssh {
             command.env("GIT_SSH_COMMAND", ssh);
         }
         let out = command
             .output()
-            .map_err(|e| fail(what, format!("cannot run git: {e}")))?;
+            .map_err(|e| fail(format!("cannot run git: {e}")))?;
         if !out.status.success() {
             return Err(fail(
-                what,
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let dir = checkout.display().to_string();
-    if let Some(commit) = pinned {
-        run(
-            "checkout",
-            &["-C", &dir, "reset", "--quiet", "--hard", commit],
-        )?;
-    } else if checkout.join(".git").exists() {
-        run(
-            "fetch",
-            &["-C", &dir, "fetch", "--quiet", &url, &source.branch],
-        )?;
-        run(
-            "checkout",
-            &["-C", &dir, "reset", "--quiet", "--hard", "FETCH_HEAD"],
-        )?;
-    } else {
-        run(
-            "clone",
-            &[
-                "clone",
-                "--quiet",
-                "--single-branch",
-                "--branch",
-                &source.branch,
-                &url,
-                &dir,
-            ],
-        )?;
     }
-    let commit = run("rev-parse", &["-C", &dir, "rev-parse", "HEAD"])?;
-    Ok((checkout, commit))
+
+    /// `checkout` at the newest commit of `branch`: cloned the first time, fetched and
+    /// reset after.
+    fn fetch_into(&self, checkout: &Path, branch: &str) -> Result<(), SourceError> {
+        let dir = checkout.display().to_string();
+        if checkout.join(".git").exists() {
+            self.run(
+                "fetch",
+                &["-C", &dir, "fetch", "--quiet", &self.url, branch],
+            )?;
+            self.run(
+                "checkout",
+                &["-C", &dir, "reset", "--quiet", "--hard", "FETCH_HEAD"],
+            )?;
+        } else {
+            self.run(
+                "clone",
+                &[
+                    "clone",
+                    "--quiet",
+                    "--single-branch",
+                    "--branch",
+                    branch,
+                    &self.url,
+                    &dir,
+                ],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The ssh command that uses the deploy key, when one is given.

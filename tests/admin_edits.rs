@@ -551,3 +551,121 @@ fn with_apply_manual_a_saved_edit_waits_for_apply() {
         status.stdout
     );
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.test")
+        .env("GIT_COMMITTER_NAME", "ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.test")
+        .output()
+        .expect("git must be installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
+    let (mx, imap, https) = (free_port(), free_port(), free_port());
+    let w = Workspace::new("[source]\ngit = \"repo.git\"\ninterval = \"1s\"\n");
+    git(
+        w.path(),
+        &["init", "--quiet", "--bare", "-b", "main", "repo.git"],
+    );
+    git(w.path(), &["clone", "--quiet", "repo.git", "work"]);
+    let work = w.path().join("work");
+    let inner = |changes: &str| {
+        format!(
+            "[server]\nhostname = \"mx.example.test\"\n\n{}\n[admin]\nchanges = \"{changes}\"\n",
+            spec(mx, imap, https, "")
+        )
+    };
+    std::fs::write(work.join("ferrymail.toml"), inner("commit")).unwrap();
+    git(&work, &["add", "ferrymail.toml"]);
+    git(&work, &["commit", "--quiet", "-m", "the spec"]);
+    git(&work, &["push", "--quiet", "origin", "main"]);
+    let server = serve(&w, https);
+    let api = Api {
+        base: format!("https://127.0.0.1:{https}"),
+    };
+
+    // "commit": a commit on the branch, by the token, named for the change; the
+    // GitOps loop applies it.
+    let (status, made, _) = api.call(
+        "POST",
+        "/api/v1/aliases",
+        Some(r#"{"address":"sales@example.test","forward":["s@elsewhere.test"]}"#),
+        &[],
+    );
+    assert_eq!(status, 200, "{made}\n{}", server.log_text());
+    assert_eq!(made["branch"], "main", "{made}");
+    assert!(
+        made["applied"].as_str().unwrap().starts_with("revision"),
+        "{made}"
+    );
+    let bare = w.path().join("repo.git");
+    let head = git(&bare, &["log", "-1", "--format=%h|%an|%ae|%s", "main"]);
+    assert_eq!(
+        head,
+        format!(
+            "{}|api token ci|api-token-ci@mx.example.test|add alias sales@example.test",
+            &made["commit"].as_str().unwrap()[..head.split('|').next().unwrap().len()]
+        )
+    );
+    assert!(rcpt_probe(mx, "a@sender.test", "sales@example.test").contains("<-  250"));
+    let file = git(&bare, &["show", "main:ferrymail.toml"]);
+    assert_eq!(
+        only_added(&inner("commit"), &file),
+        [
+            "[domains.\"example.test\".aliases.sales]",
+            "forward = [\"s@elsewhere.test\"]",
+            ""
+        ]
+    );
+
+    // "propose": a branch for review; nothing applied, the main branch untouched.
+    git(&work, &["pull", "--quiet", "origin", "main"]);
+    let proposing = std::fs::read_to_string(work.join("ferrymail.toml"))
+        .unwrap()
+        .replace("changes = \"commit\"", "changes = \"propose\"");
+    std::fs::write(work.join("ferrymail.toml"), proposing).unwrap();
+    git(&work, &["commit", "--quiet", "-am", "edits for review"]);
+    git(&work, &["push", "--quiet", "origin", "main"]);
+    let (status, proposed, _) = api.call(
+        "POST",
+        "/api/v1/aliases",
+        Some(r#"{"address":"other@example.test","forward":["o@elsewhere.test"]}"#),
+        &[],
+    );
+    assert_eq!(status, 200, "{proposed}");
+    assert_eq!(
+        proposed["branch"], "ferrymail/add-alias-other-example.test",
+        "{proposed}"
+    );
+    assert_eq!(proposed["applied"], serde_json::Value::Null, "{proposed}");
+    let branch = git(
+        &bare,
+        &[
+            "show",
+            "ferrymail/add-alias-other-example.test:ferrymail.toml",
+        ],
+    );
+    assert!(branch.contains("aliases.other]"), "{branch}");
+    assert!(!git(&bare, &["show", "main:ferrymail.toml"]).contains("aliases.other]"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(rcpt_probe(mx, "a@sender.test", "other@example.test").contains("550"));
+    // The same proposal twice: the branch is there already.
+    let (status, again, _) = api.call(
+        "POST",
+        "/api/v1/aliases",
+        Some(r#"{"address":"other@example.test","forward":["o@elsewhere.test"]}"#),
+        &[],
+    );
+    assert_eq!(status, 409, "{again}");
+}

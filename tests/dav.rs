@@ -889,7 +889,7 @@ fn declared_calendars_appear_and_stay_when_dropped() {
     let refused = dav.w.run(&["validate"]);
     assert_ne!(refused.code, 0);
     assert!(
-        refused.stderr.contains("ferrymail.toml:14:")
+        refused.stderr.contains("ferrymail.toml:15:")
             && refused
                 .stderr
                 .contains("\"work\" has the same URL (…/work/)"),

@@ -412,7 +412,29 @@ fn an_account_over_its_sending_limit_is_refused() {
         "{status}"
     );
     assert!(
-        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 3),
-        "two messages from limited@, one from me@"
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() >= 4),
+        "{}",
+        s.server.log_text()
+    );
+    // Two messages from limited@ (to a and b, then d), one from me@, each recipient a
+    // delivery of its own; nothing to c or e.
+    let mut delivered: Vec<(String, String)> = received(&s.sink_dir)
+        .into_iter()
+        .flat_map(|r| {
+            r.rcpt_to
+                .into_iter()
+                .map(move |to| (r.mail_from.clone(), to))
+        })
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        [
+            ("limited@example.test", "a@elsewhere.test"),
+            ("limited@example.test", "b@elsewhere.test"),
+            ("limited@example.test", "d@elsewhere.test"),
+            ("me@example.test", "f@elsewhere.test"),
+        ]
+        .map(|(f, t)| (f.to_string(), t.to_string()))
     );
 }

@@ -656,6 +656,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
                 hostname: hostname.clone(),
                 listeners: listeners.clone(),
                 revision: reconciler.snapshot.get().revision,
+                auto_apply: reconciler.auto.load(std::sync::atomic::Ordering::Relaxed),
                 source: status.source.clone(),
                 last_reconcile: (!status.at.is_empty()).then(|| {
                     (

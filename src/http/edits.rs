@@ -43,6 +43,10 @@ pub struct EditResult {
     pub diff: String,
     /// The files written (none for a dry run).
     pub written: Vec<String>,
+    /// For a spec kept in git: the commit made, and the branch it was pushed to (the
+    /// source's own, or `ferrymail/CHANGE` to review; then nothing is applied).
+    pub commit: Option<String>,
+    pub branch: Option<String>,
     /// What the apply after the write did.
     pub applied: Option<String>,
     /// The spec's ETag now: send it as If-Match to refuse an edit of a spec that moved.
@@ -161,6 +165,8 @@ async fn answer(
             },
             diff: outcome.diff,
             written: outcome.written,
+            commit: outcome.commit,
+            branch: outcome.branch,
             applied: outcome.applied,
             etag: etag.clone(),
             password: password.filter(|_| made),

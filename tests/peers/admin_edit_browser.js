@@ -19,6 +19,10 @@ const [base, password, outDir] = process.argv.slice(2);
       viewport: { width: 390, height: 844 },
       javaScriptEnabled: false,
     });
+    // A confirm hashes a password and applies the spec: on a busy two-core machine
+    // running the debug build, that can take longer than playwright's 30 s default.
+    context.setDefaultTimeout(120000);
+    context.setDefaultNavigationTimeout(120000);
     const page = await context.newPage();
     // Each new page, as it is now, at both widths: wider than the window would mean
     // sideways scrolling.

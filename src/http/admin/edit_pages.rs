@@ -37,7 +37,7 @@ fn hidden(viewer: &Viewer, op: &str, etag: &str) -> Markup {
 
 fn read_only(mode: &str) -> Option<Markup> {
     (mode == "none").then(|| {
-        html! { p.card.bad { "Edits are off for this spec ([admin] changes = \"none\", or the spec is kept in git): change it where it is kept, and it is applied from there." } }
+        html! { p.card.bad { "Edits are off for this spec ([admin] changes = \"none\"; in git, \"commit\" or \"propose\" turns them on): change it where it is kept, and it is applied from there." } }
     })
 }
 
@@ -555,9 +555,15 @@ fn made(outcome: &EditOutcome, password: Option<&str>) -> Markup {
     }
     html! {
         div.card {
-            p.ok #done { "Written to " (outcome.written.join(", ")) "." }
+            @match (&outcome.commit, &outcome.branch) {
+                (Some(commit), Some(branch)) => p.ok #done { "Committed " code { (commit) } " ("
+                    (outcome.written.join(", ")) ") and pushed to " code #branch { (branch) } "." },
+                _ => p.ok #done { "Written to " (outcome.written.join(", ")) "." },
+            }
             @match &outcome.applied {
                 Some(applied) => p.ok #applied { "Applied: " (applied) "." },
+                None if outcome.errors.is_empty() => p #proposed {
+                    "Proposed for review: nothing is applied until the branch is merged." },
                 None => div.bad { @for line in &outcome.errors { p { (line) } } },
             }
         }

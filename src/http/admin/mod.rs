@@ -29,6 +29,8 @@ pub struct Overview {
     pub hostname: String,
     pub listeners: Vec<(String, String)>,
     pub revision: u64,
+    /// `[server] apply = "auto"`: every save is applied; else only when told.
+    pub auto_apply: bool,
     pub source: String,
     /// When the last reconcile ran, whether it applied, what it did, its errors.
     pub last_reconcile: Option<(String, bool, String, Vec<String>)>,

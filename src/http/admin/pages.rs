@@ -123,6 +123,14 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
         div.card {
             p { "Serving " strong { (o.hostname) } " at store revision " (o.revision)
                 @if !o.source.is_empty() { ", from " code { (o.source) } } "." }
+            p #apply-mode {
+                @if o.auto_apply {
+                    "Apply: auto — every save of the spec (or new commit) is applied."
+                } @else {
+                    "Apply: manual — a saved edit waits for " code { "ferrymail apply" }
+                    ", a reload, or an edit made here; " code { "ferrymail plan" } " shows it."
+                }
+            }
             @match &o.last_reconcile {
                 Some((at, ok, summary, errors)) => {
                     p {
