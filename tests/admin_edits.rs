@@ -154,6 +154,24 @@ fn an_admin_adds_a_domain_and_an_alias_in_chromium_and_the_spec_keeps_every_line
         ]),
         "{report}"
     );
+    assert_eq!(report["records_at"], "#domain-new.test", "{report}");
+    assert!(
+        report["records_heading"]
+            .as_str()
+            .unwrap()
+            .starts_with("new.test"),
+        "{report}"
+    );
+    assert_eq!(report["front_page"], "/admin", "{report}");
+    // Mail by hour and by six hours, the certificate; no backups declared, still a strip.
+    assert_eq!(report["charts"], 4, "{report}");
+    assert!(
+        report["chart_label"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mail in the last day"),
+        "{report}"
+    );
     let domain_plan = report["domain_plan"].as_str().unwrap();
     assert!(domain_plan.contains("+ domain new.test"), "{domain_plan}");
     assert!(
@@ -188,6 +206,7 @@ fn an_admin_adds_a_domain_and_an_alias_in_chromium_and_the_spec_keeps_every_line
         ("alias-done", "Done: add alias sales@new.test"),
         ("alias-edit", "Alias sales@new.test"),
         ("domain-edit", "Domain new.test"),
+        ("overview", "Overview"),
     ] {
         let shown = &report["pages"][name];
         assert_eq!(shown["heading"], heading, "{report}");

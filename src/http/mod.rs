@@ -143,6 +143,11 @@ fn router(state: AppState) -> Router {
             post(wellknown::autodiscover),
         )
         .route("/.well-known/mta-sts.txt", get(wellknown::mta_sts))
+        // The host's front page is the admin (its login, for a stranger).
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/admin") }),
+        )
         .route("/admin", get(admin::overview))
         .route("/admin/login", get(admin::login_form).post(admin::login))
         .route("/admin/logout", post(admin::logout))

@@ -293,6 +293,86 @@ impl MailLog {
     }
 
     /// The newest `limit` records, newest first.
+    /// Records of each event (in `Event::ALL` order) per bucket of `bucket_secs`, for the
+    /// `buckets` buckets that end at `now`, oldest first: the overview's charts.
+    pub fn per_bucket(
+        &self,
+        now: i64,
+        bucket_secs: i64,
+        buckets: usize,
+    ) -> Result<Vec<[u64; Event::ALL.len()]>, QueueError> {
+        let bucket_secs = bucket_secs.max(1);
+        // The last bucket ends with the current second.
+        let since = now + 1 - bucket_secs * buckets as i64;
+        let mut out = vec![[0u64; Event::ALL.len()]; buckets];
+        let mut add = |at_bucket: i64, event: &str, n: u64| {
+            let index = Event::ALL.iter().position(|e| e.as_str() == event);
+            if let (Ok(b), Some(e)) = (usize::try_from(at_bucket), index)
+                && b < buckets
+            {
+                out[b][e] += n;
+            }
+        };
+        match &self.reader {
+            Reader::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let mut stmt = conn.prepare_cached(
+                    "SELECT (at - ?1) / ?2 AS bucket, event, COUNT(*) FROM mail_log
+                     WHERE at >= ?1 GROUP BY bucket, event",
+                )?;
+                let rows = stmt.query_map(params![since, bucket_secs], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (bucket, event, n) = row?;
+                    add(bucket, &event, n.max(0) as u64);
+                }
+            }
+            Reader::Mongo(mongo) => {
+                let pipeline = vec![
+                    doc! { "$match": { "at": { "$gte": since } } },
+                    doc! { "$group": {
+                        "_id": {
+                            "b": { "$floor": { "$divide": [ { "$subtract": ["$at", since] }, bucket_secs ] } },
+                            "e": "$event",
+                        },
+                        "n": { "$sum": 1 },
+                    } },
+                ];
+                let docs: Vec<Document> = mongo.block(async {
+                    mongo
+                        .coll("mail_log")
+                        .aggregate(pipeline)
+                        .await?
+                        .try_collect()
+                        .await
+                })?;
+                for d in &docs {
+                    let Ok(id) = d.get_document("_id") else {
+                        continue;
+                    };
+                    let bucket = match id.get("b") {
+                        Some(Bson::Int64(v)) => *v,
+                        Some(Bson::Int32(v)) => i64::from(*v),
+                        Some(Bson::Double(v)) => *v as i64,
+                        _ => continue,
+                    };
+                    let n = match d.get("n") {
+                        Some(Bson::Int64(v)) => *v,
+                        Some(Bson::Int32(v)) => i64::from(*v),
+                        _ => 0,
+                    };
+                    add(bucket, id.get_str("e").unwrap_or_default(), n.max(0) as u64);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn recent(&self, limit: usize) -> Result<Vec<Entry>, QueueError> {
         self.search("", None, limit)
     }
@@ -404,4 +484,37 @@ fn search_mongo(
             detail: crate::mongo::text(d, "detail"),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_counted_per_bucket_and_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = MailLog::open(dir.path(), 86_400 * 30).expect("open");
+        let now = crate::store::unix_now();
+        let entry = |at: i64, event: Event| Entry {
+            at,
+            event,
+            message_id: None,
+            mail_from: String::new(),
+            rcpt: String::new(),
+            remote_ip: String::new(),
+            detail: String::new(),
+        };
+        log.record(entry(now - 10, Event::Accepted));
+        log.record(entry(now - 20, Event::Accepted));
+        log.record(entry(now - 30, Event::Delivered));
+        log.record(entry(now - 3600 - 5, Event::Bounced));
+        // Older than the chart: not counted.
+        log.record(entry(now - 25 * 3600, Event::Rejected));
+        log.flush();
+        let counts = log.per_bucket(now, 3600, 24).expect("counts");
+        assert_eq!(counts.len(), 24);
+        assert_eq!(counts[23], [2, 0, 1, 0, 0, 0]);
+        assert_eq!(counts[22], [0, 0, 0, 0, 1, 0]);
+        assert_eq!(counts.iter().flatten().sum::<u64>(), 4);
+    }
 }

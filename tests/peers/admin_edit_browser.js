@@ -53,6 +53,10 @@ const [base, password, outDir] = process.argv.slice(2);
     await shoot('domain-done');
     report.steps.push(`domain: ${(await page.textContent('h1')).trim()}`);
     report.domain_applied = (await page.textContent('#applied')).trim();
+    // Onboarding: the done page leads to the new domain's records.
+    await page.click('#next a');
+    report.records_at = new URL(page.url()).hash;
+    report.records_heading = (await page.textContent('h2#domain-new\\.test')).trim();
 
     await page.goto(`${base}/admin/aliases`);
     await page.click('text=Add an alias');
@@ -74,6 +78,11 @@ const [base, password, outDir] = process.argv.slice(2);
     await shoot('alias-edit');
     await page.goto(`${base}/admin/domains/new.test/edit`);
     await shoot('domain-edit');
+    await page.goto(`${base}/`);
+    report.front_page = new URL(page.url()).pathname;
+    await shoot('overview');
+    report.charts = await page.locator('#charts svg').count();
+    report.chart_label = await page.getAttribute('#charts svg >> nth=0', 'aria-label');
   } finally {
     await browser.close();
   }

@@ -496,10 +496,13 @@ pub async fn edit(
         Some(refusal) => status_of(refusal),
         None => StatusCode::OK,
     };
+    let new_domain = (field(&fields, "op") == "add-domain" && outcome.applied.is_some())
+        .then(|| field(&fields, "name").to_lowercase());
     let body = if confirm {
         made(
             &outcome,
             password.as_deref().filter(|_| !outcome.written.is_empty()),
+            new_domain.as_deref(),
         )
     } else {
         planned(&viewer, &fields, &outcome)
@@ -549,7 +552,7 @@ fn planned(viewer: &Viewer, fields: &Fields, outcome: &EditOutcome) -> Markup {
     }
 }
 
-fn made(outcome: &EditOutcome, password: Option<&str>) -> Markup {
+fn made(outcome: &EditOutcome, password: Option<&str>, new_domain: Option<&str>) -> Markup {
     if outcome.refused.is_some() {
         return refusal(outcome);
     }
@@ -571,6 +574,13 @@ fn made(outcome: &EditOutcome, password: Option<&str>) -> Markup {
             div.card #password {
                 p { "The mailbox's password, shown this once (only its hash is kept):" }
                 p { code #new-password { (password) } }
+            }
+        }
+        @if let Some(domain) = new_domain {
+            p.card #next {
+                "Next: publish " (domain) "'s DNS records (MX, SPF, DKIM, DMARC…). "
+                a href=(format!("/admin/domains#domain-{domain}")) { "The records, checked live" }
+                " — each turns green once DNS serves it; a domain with a DNS provider has them published by the apply."
             }
         }
         pre.card { (outcome.diff) }

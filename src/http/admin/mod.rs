@@ -2,6 +2,7 @@
 //! state and the mail log; its edits are patches of the spec, the only source of truth.
 
 pub(crate) mod auth;
+mod charts;
 mod edit_pages;
 mod pages;
 pub(crate) use pages::COPY_SCRIPT;

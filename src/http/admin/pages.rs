@@ -26,6 +26,10 @@ a.small{font-size:.7em;font-weight:normal}
 form.edit textarea,form.edit input[size]{max-width:100%;box-sizing:border-box}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}
 fieldset{border:1px solid #e3e6ea;margin:.5em 0;min-width:0}
+figure.chart{margin:0 0 1em}figure.chart svg{width:100%;height:8em;display:block;background:#fafbfc}
+figure.chart svg.strip{height:2.5em}
+.legend{font-size:.85em;margin:.2em 0;padding:0;list-style:none}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
 textarea,input{max-width:100%;box-sizing:border-box}
 .ok{color:#14743a}.bad{color:#b3261e}.muted{color:#6b7280}
 input,select,button{font:inherit;padding:.3em .5em}
@@ -119,6 +123,17 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
         return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let snapshot = state.snapshot.get();
+    let now = crate::store::unix_now();
+    let (log, store) = (state.admin.log.clone(), state.admin.store.clone());
+    let (day, week, runs) = tokio::task::spawn_blocking(move || {
+        (
+            log.per_bucket(now, 3600, 24).unwrap_or_default(),
+            log.per_bucket(now, 6 * 3600, 28).unwrap_or_default(),
+            store.backup_runs(100).unwrap_or_default(),
+        )
+    })
+    .await
+    .unwrap_or_default();
     let body = html! {
         div.card {
             p { "Serving " strong { (o.hostname) } " at store revision " (o.revision)
@@ -148,6 +163,12 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
             }
             p { (snapshot.domains.len()) " domains, " (snapshot.accounts.len()) " mailboxes; "
                 (o.queue_deliveries) " deliveries queued." }
+        }
+        div.card #charts {
+            (super::charts::mail_per_bucket("Mail in the last day", &day, 3600))
+            (super::charts::mail_per_bucket("Mail in the last week", &week, 6 * 3600))
+            (super::charts::certificates(&o.certificates, now))
+            (super::charts::backups(&runs, now, 14))
         }
         @if !o.plan.is_empty() {
             details {
@@ -711,7 +732,7 @@ pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminVi
         p.muted { "Each record as DNS serves it now (checked at most once a minute). "
             "Records published by a DNS provider are kept right by the reconciler; the others are yours to set." }
         @for ((domain, records), checks) in site.records.iter().zip(&verdicts) {
-            h2 { (domain) " " a.small href=(format!("/admin/domains/{domain}/edit")) { "Edit" } }
+            h2 id=(format!("domain-{domain}")) { (domain) " " a.small href=(format!("/admin/domains/{domain}/edit")) { "Edit" } }
             table.rows {
                 tr { th { "Name" } th { "Type" } th { "Value" } th { "Live" } }
                 @for (record, verdict) in records.iter().zip(checks) {

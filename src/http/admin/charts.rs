@@ -1,0 +1,190 @@
+//! The overview's pictures as server-rendered SVG (no JavaScript): mail per hour by
+//! outcome, certificate lifetimes, and backup runs, each with its numbers as text too.
+
+use maud::{Markup, html};
+
+use crate::queue::log::Event;
+
+/// Width and height of a chart's drawing, in SVG units (it scales to the page).
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 160.0;
+
+/// An event's colour, and whether it is shown at all (held is rare and shown in the
+/// queue page instead).
+fn colour(event: Event) -> &'static str {
+    match event {
+        Event::Accepted => "#2563eb",
+        Event::Delivered => "#15803d",
+        Event::Deferred => "#d97706",
+        Event::Bounced => "#b91c1c",
+        Event::Rejected => "#6b7280",
+        Event::Held => "#7c3aed",
+    }
+}
+
+/// Stacked bars: one per bucket of `bucket_secs` ending now, each split by event.
+pub fn mail_per_bucket(
+    title: &str,
+    counts: &[[u64; Event::ALL.len()]],
+    bucket_secs: i64,
+) -> Markup {
+    let tallest = counts
+        .iter()
+        .map(|c| c.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = counts.len().max(1) as f64;
+    let bar = WIDTH / n;
+    let totals: Vec<(Event, u64)> = Event::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (*e, counts.iter().map(|c| c[i]).sum()))
+        .collect();
+    let summary: Vec<String> = totals
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| format!("{n} {}", e.as_str()))
+        .collect();
+    let label = format!(
+        "{title}: {}",
+        if summary.is_empty() {
+            "no mail".to_string()
+        } else {
+            summary.join(", ")
+        }
+    );
+    let hours = bucket_secs / 3600;
+    // Each bucket's events stacked from the bottom: (x, y, width, height, colour, tip).
+    let mut rects = Vec::new();
+    for (i, bucket) in counts.iter().enumerate() {
+        let mut top = HEIGHT;
+        for (j, event) in Event::ALL.iter().enumerate() {
+            if bucket[j] == 0 {
+                continue;
+            }
+            let h = bucket[j] as f64 / tallest as f64 * (HEIGHT - 4.0);
+            top -= h;
+            rects.push((
+                i as f64 * bar + bar * 0.1,
+                top,
+                bar * 0.8,
+                h,
+                colour(*event),
+                format!("{} {}", bucket[j], event.as_str()),
+            ));
+        }
+    }
+    html! {
+        figure.chart {
+            figcaption { (title) " " span.muted { "(a bar per " (if hours == 1 { "hour".to_string() } else { format!("{hours} hours") }) "; tallest " (tallest) ")" } }
+            svg viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + 2.0)) role="img" aria-label=(label) preserveAspectRatio="none" {
+                line x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) stroke="#cbd5e1" {}
+                @for (x, y, w, h, fill, tip) in &rects {
+                    rect x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{w:.1}")) height=(format!("{h:.1}")) fill=(fill) {
+                        title { (tip) }
+                    }
+                }
+            }
+            p.legend {
+                @for (event, n) in &totals {
+                    @if *event != Event::Held || *n > 0 {
+                        span { span.swatch style=(format!("background:{}", colour(*event))) {} (event.as_str()) " " (n) }
+                        " "
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One bar per certificate from its start to its expiry, with today marked.
+pub fn certificates(certs: &[crate::tls::CertInfo], now: i64) -> Markup {
+    if certs.is_empty() {
+        return html! {};
+    }
+    let start = certs
+        .iter()
+        .map(|c| c.not_before)
+        .min()
+        .unwrap_or(now)
+        .min(now);
+    let end = certs
+        .iter()
+        .map(|c| c.not_after)
+        .max()
+        .unwrap_or(now)
+        .max(now + 86_400);
+    let span = (end - start).max(1) as f64;
+    let x = |t: i64| (t - start) as f64 / span * WIDTH;
+    let row = 22.0;
+    let height = row * certs.len() as f64 + 4.0;
+    html! {
+        figure.chart {
+            figcaption { "Certificates: valid from, until; the line is now" }
+            svg viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="certificate lifetimes" preserveAspectRatio="none"
+                style=(format!("height:{:.1}em", certs.len() as f64 * 1.4 + 0.4)) {
+                @for (i, cert) in certs.iter().enumerate() {
+                    @let days = (cert.not_after - now) / 86_400;
+                    @let fill = if days < 14 { "#b91c1c" } else if days < 30 { "#d97706" } else { "#15803d" };
+                    rect x=(format!("{:.1}", x(cert.not_before))) y=(format!("{:.1}", i as f64 * row + 4.0)) width=(format!("{:.1}", (x(cert.not_after) - x(cert.not_before)).max(2.0))) height="16" fill=(fill) {
+                        title { (cert.names.join(", ")) ": " (days) " days left" }
+                    }
+                }
+                line x1=(format!("{:.1}", x(now))) y1="0" x2=(format!("{:.1}", x(now))) y2=(format!("{height}")) stroke="#1d2430" stroke-width="2" {}
+            }
+            ul.legend {
+                @for cert in certs {
+                    li { (cert.names.first().cloned().unwrap_or_default()) ": " ((cert.not_after - now) / 86_400) " days left" }
+                }
+            }
+        }
+    }
+}
+
+/// Each backup run of the last `days` days as a mark: green done, red failed.
+pub fn backups(runs: &[crate::store::BackupRun], now: i64, days: i64) -> Markup {
+    let start = now - days * 86_400;
+    let x = |t: i64| (t - start) as f64 / (days * 86_400) as f64 * WIDTH;
+    let shown: Vec<&crate::store::BackupRun> =
+        runs.iter().filter(|r| r.started_at >= start).collect();
+    let failed = shown.iter().filter(|r| !r.ok).count();
+    html! {
+        figure.chart {
+            figcaption { "Backups in the last " (days) " days: " (shown.len() - failed) " done, " (failed) " failed" }
+            svg.strip viewBox=(format!("0 0 {WIDTH} 30")) role="img" aria-label=(format!("{} backups, {failed} failed", shown.len())) preserveAspectRatio="none" {
+                line x1="0" y1="15" x2=(WIDTH) y2="15" stroke="#cbd5e1" {}
+                @for run in &shown {
+                    rect x=(format!("{:.1}", x(run.started_at) - 3.0)) y="5" width="6" height="20"
+                        fill=(if run.ok { "#15803d" } else { "#b91c1c" }) {
+                        title { (crate::backup::rfc3339(run.started_at)) @if let Some(e) = &run.error { ": " (e) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_are_as_tall_as_their_counts_and_say_them_in_words() {
+        let mut counts = vec![[0u64; 6]; 24];
+        counts[23][0] = 4; // accepted
+        counts[23][2] = 2; // delivered
+        counts[10][4] = 1; // bounced
+        let svg = mail_per_bucket("Last day", &counts, 3600).into_string();
+        assert!(
+            svg.contains("aria-label=\"Last day: 4 accepted, 2 delivered, 1 bounced\""),
+            "{svg}"
+        );
+        // The tallest bar (6) fills the height but for the margin: 4 of 6 and 2 of 6.
+        assert!(svg.contains("height=\"104.0\""), "{svg}");
+        assert!(svg.contains("height=\"52.0\""), "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 3);
+        let empty = mail_per_bucket("Last week", &vec![[0u64; 6]; 28], 6 * 3600).into_string();
+        assert!(empty.contains("Last week: no mail") && !empty.contains("<rect"));
+    }
+}
