@@ -104,8 +104,11 @@ impl Api {
             args.push(h.to_string());
         }
         if let Some(body) = body {
-            args.push("--data".into());
-            args.push(body.into());
+            // From a file: a large body does not fit in an argument list.
+            let file = dir.path().join("body");
+            std::fs::write(&file, body).unwrap();
+            args.push("--data-binary".into());
+            args.push(format!("@{}", file.display()));
         }
         args.push(format!("{}{path}", self.base));
         let out = Command::new("curl").args(&args).output().expect("curl");
@@ -687,4 +690,71 @@ fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
         &[],
     );
     assert_eq!(status, 409, "{again}");
+}
+
+#[test]
+fn hostile_edits_are_refused_and_the_spec_stays_as_it_was() {
+    let (mx, imap, https) = (free_port(), free_port(), free_port());
+    let w = Workspace::new(&spec(mx, imap, https, ""));
+    let server = serve(&w, https);
+    let before = std::fs::read_to_string(&w.spec).unwrap();
+    let api = Api {
+        base: format!("https://127.0.0.1:{https}"),
+    };
+    // TOML written into a key or a value stays a string: refused as not an address,
+    // never a new table.
+    let injected_key = serde_json::json!({
+        "address": "x\"]\n[admin.users.evil]\npassword = { hash = \"h\" }\n#@example.test",
+        "forward": ["a@elsewhere.test"],
+    });
+    let injected_value = serde_json::json!({
+        "address": "y@example.test",
+        "forward": ["a@elsewhere.test\"]\n[admin.users.evil]\n#"],
+    });
+    for body in [injected_key, injected_value] {
+        let (status, answer, _) = api.call("POST", "/api/v1/aliases", Some(&body.to_string()), &[]);
+        assert_eq!(status, 422, "{answer}");
+    }
+    // A domain's provider must be one the spec declares.
+    let (status, answer, _) = api.call(
+        "PATCH",
+        "/api/v1/domains/example.test",
+        Some(r#"{"dns_provider":"nowhere"}"#),
+        &[],
+    );
+    assert_eq!(status, 422, "{answer}");
+    // Deep nesting and a large body: refused before anything is read.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, _, _) = api.call("POST", "/api/v1/aliases", Some(&deep), &[]);
+    assert_eq!(status, 400);
+    let big = format!(
+        "{{\"address\":\"z@example.test\",\"forward\":[{}]}}",
+        vec!["\"a@elsewhere.test\""; 200_000].join(",")
+    );
+    let (status, _, _) = api.call("POST", "/api/v1/aliases", Some(&big), &[]);
+    assert!(status == 413 || status == 422, "{status}");
+    // Without a token, nothing.
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{https}/api/v1/domains/example.test"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    assert_eq!(std::fs::read_to_string(&w.spec).unwrap(), before);
+    assert!(
+        !server.log_text().contains("panicked"),
+        "{}",
+        server.log_text()
+    );
+    assert!(rcpt_probe(mx, "a@sender.test", "hello@example.test").contains("<-  250"));
 }

@@ -187,12 +187,29 @@ fn bad_request(message: String) -> Response {
 /// A JSON object body as `T` (serde would take a list for a struct too).
 fn body<T: serde::de::DeserializeOwned>(
     body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> Result<T, String> {
-    let Json(value) = body.map_err(|e| e.body_text())?;
+) -> Result<T, Box<Response>> {
+    // Too large stays 413; anything else the client sent wrong is 400.
+    let Json(value) = body.map_err(|e| {
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Box::new(
+            (
+                status,
+                Json(ApiError {
+                    error: e.body_text(),
+                }),
+            )
+                .into_response(),
+        )
+    })?;
     if !value.is_object() {
-        return Err("the body must be a JSON object".into());
+        return Err(Box::new(bad_request(
+            "the body must be a JSON object".into(),
+        )));
     }
-    serde_json::from_value(value).map_err(|e| format!("the body: {e}"))
+    serde_json::from_value(value).map_err(|e| Box::new(bad_request(format!("the body: {e}"))))
 }
 
 /// A domain to add.
@@ -215,7 +232,7 @@ pub struct NewDomain {
 /// Adds a domain to the spec, then applies it.
 #[utoipa::path(post, path = "/api/v1/domains", params(DryRun), security(("token" = [])),
     request_body = NewDomain,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 409, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn add_domain(
@@ -227,7 +244,7 @@ pub async fn add_domain(
 ) -> Response {
     let new: NewDomain = match body(request) {
         Ok(new) => new,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let change = Change::AddDomain {
         name: new.name.trim().to_lowercase(),
@@ -243,7 +260,7 @@ pub async fn add_domain(
 /// Changes a domain's DNS provider, DKIM selectors or catch-all.
 #[utoipa::path(patch, path = "/api/v1/domains/{name}", params(("name" = String, Path), DryRun), security(("token" = [])),
     request_body = DomainFields,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 404, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn edit_domain(
@@ -260,7 +277,7 @@ pub async fn edit_domain(
     };
     let fields = match body(request) {
         Ok(fields) => fields,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let change = Change::EditDomain { name, fields };
     answer(&state, &client, change, query, &headers, None).await
@@ -312,7 +329,7 @@ pub struct NewAlias {
 /// Adds an alias (forwards, a mailbox, or a rejection), then applies it.
 #[utoipa::path(post, path = "/api/v1/aliases", params(DryRun), security(("token" = [])),
     request_body = NewAlias,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 409, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn add_alias(
@@ -324,7 +341,7 @@ pub async fn add_alias(
 ) -> Response {
     let new: NewAlias = match body(request) {
         Ok(new) => new,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let address = new.address.trim().to_string();
     let mut fields = AliasFields {
@@ -344,7 +361,7 @@ pub async fn add_alias(
 /// Changes an alias; fields left out stay as they are.
 #[utoipa::path(patch, path = "/api/v1/aliases/{address}", params(("address" = String, Path), DryRun), security(("token" = [])),
     request_body = AliasFields,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 404, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn edit_alias(
@@ -361,7 +378,7 @@ pub async fn edit_alias(
     };
     let mut fields = match body(request) {
         Ok(fields) => fields,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let password = password_for(&state, &address, &mut fields).await;
     let change = Change::EditAlias { address, fields };
@@ -420,7 +437,7 @@ pub async fn new_mailbox_password(
 /// Adds a pattern at the end of a domain's list.
 #[utoipa::path(post, path = "/api/v1/domains/{name}/patterns", params(("name" = String, Path), DryRun), security(("token" = [])),
     request_body = PatternFields,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 404, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn add_pattern(
@@ -437,7 +454,7 @@ pub async fn add_pattern(
     };
     let fields = match body(request) {
         Ok(fields) => fields,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let change = Change::AddPattern {
         domain: name,
@@ -449,7 +466,7 @@ pub async fn add_pattern(
 /// Changes a domain's pattern, counted from 0 in the order the spec lists them.
 #[utoipa::path(patch, path = "/api/v1/domains/{name}/patterns/{index}", params(("name" = String, Path), ("index" = usize, Path), DryRun), security(("token" = [])),
     request_body = PatternFields,
-    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 200, body = EditResult), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = EditResult), (status = 404, body = EditResult), (status = 412, body = EditResult),
         (status = 422, body = EditResult), (status = 500, body = EditResult)))]
 pub async fn edit_pattern(
@@ -466,7 +483,7 @@ pub async fn edit_pattern(
     };
     let fields = match body(request) {
         Ok(fields) => fields,
-        Err(e) => return bad_request(e),
+        Err(refused) => return *refused,
     };
     let change = Change::EditPattern {
         domain: name,
