@@ -128,27 +128,7 @@ fn an_admin_adds_a_domain_and_an_alias_in_chromium_and_the_spec_keeps_every_line
     let w = Workspace::new(&spec(mx, imap, https, ""));
     let before = std::fs::read_to_string(&w.spec).unwrap();
     let server = serve(&w, https);
-    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
-    let shots = std::env::var_os("FERRYMAIL_SCREENSHOTS")
-        .map_or_else(|| w.path().join("screenshots"), std::path::PathBuf::from);
-    std::fs::create_dir_all(&shots).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root.join("tests/peers/admin_edit_browser.js"))
-        .arg(format!("https://127.0.0.1:{https}"))
-        .arg(password.trim())
-        .arg(&shots)
-        .env("NODE_PATH", root.join("target/node/node_modules"))
-        .output()
-        .expect("node (scripts/test installs playwright-core and chromium)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report");
+    let (report, shots) = common::browser_peer(&w, "admin_edit_browser.js", https, &server);
     assert_eq!(
         report["steps"],
         serde_json::json!([
@@ -732,7 +712,9 @@ fn hostile_edits_are_refused_and_the_spec_stays_as_it_was() {
         vec!["\"a@elsewhere.test\""; 200_000].join(",")
     );
     let (status, _, _) = api.call("POST", "/api/v1/aliases", Some(&big), &[]);
-    assert!(status == 413 || status == 422, "{status}");
+    // 413 once the limit is read; the server may close before curl has sent the rest,
+    // which curl reports as no answer (0). Either way nothing is read or written.
+    assert!(status == 413 || status == 0, "{status}");
     // Without a token, nothing.
     let out = Command::new("curl")
         .args([

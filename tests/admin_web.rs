@@ -573,27 +573,7 @@ fn headless_chromium_walks_every_page_on_a_phone_sized_screen() {
         &["--from", "bob@sender.test", "--to", "me@example.test"],
     )
     .ok();
-    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
-    let shots = std::env::var_os("FERRYMAIL_SCREENSHOTS")
-        .map_or_else(|| w.path().join("screenshots"), std::path::PathBuf::from);
-    std::fs::create_dir_all(&shots).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root.join("tests/peers/admin_browser.js"))
-        .arg(format!("https://127.0.0.1:{https}"))
-        .arg(password.trim())
-        .arg(&shots)
-        .env("NODE_PATH", root.join("target/node/node_modules"))
-        .output()
-        .expect("node (scripts/test installs playwright-core and chromium)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report");
+    let (report, shots) = common::browser_peer(&w, "admin_browser.js", https, &server);
     let steps: Vec<&str> = report["steps"]
         .as_array()
         .unwrap()

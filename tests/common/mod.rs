@@ -736,3 +736,39 @@ fn listening(process: &Process, port: u16, name: &str) {
         process.log_text()
     );
 }
+
+/// Runs a browser script of tests/peers (playwright-core driving Debian's chromium)
+/// against the admin at `https` with the first-boot password; screenshots go to
+/// $FERRYMAIL_SCREENSHOTS or the workspace. Returns the JSON report it prints.
+pub fn browser_peer(
+    w: &Workspace,
+    script: &str,
+    https: u16,
+    server: &Process,
+) -> (serde_json::Value, PathBuf) {
+    let password =
+        std::fs::read_to_string(w.data_dir().join("admin.password")).expect("admin.password");
+    let shots = std::env::var_os("FERRYMAIL_SCREENSHOTS")
+        .map_or_else(|| w.path().join("screenshots"), PathBuf::from);
+    std::fs::create_dir_all(&shots).expect("screenshots dir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/peers").join(script))
+        .arg(format!("https://127.0.0.1:{https}"))
+        .arg(password.trim())
+        .arg(&shots)
+        .env("NODE_PATH", root.join("target/node/node_modules"))
+        .output()
+        .expect("node (scripts/test installs playwright-core and chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    (
+        serde_json::from_str(stdout.trim()).expect("the report"),
+        shots,
+    )
+}
