@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TEST_HASH, Workspace, free_port, rcpt_probe};
+use common::{TEST_HASH, Workspace, free_port, git, rcpt_probe};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-ci";
 
@@ -552,24 +552,6 @@ fn with_apply_manual_a_saved_edit_waits_for_apply() {
         "{}",
         status.stdout
     );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.test")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.test")
-        .output()
-        .expect("git must be installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
