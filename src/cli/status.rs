@@ -227,10 +227,17 @@ fn apply_line(
                         s.add, s.change, s.destroy
                     )
                 }
-                Err(_) => "; the spec file cannot be planned (`ferrymail plan` says why)".into(),
+                Err(_) => {
+                    "; whether the file is applied is not known here (`ferrymail plan` says why)"
+                        .into()
+                }
             }
         }
-        Err(_) => "; the spec file has errors (`ferrymail validate`)".into(),
+        // Secrets the service's environment holds may be missing from this shell's: the
+        // file is not necessarily wrong.
+        Err(_) => {
+            "; whether the file is applied is not known here (`ferrymail validate` says why)".into()
+        }
     };
     format!("apply: {} ({how}){pending}", mode.as_str())
 }
