@@ -521,16 +521,17 @@ fn with_apply_manual_a_saved_edit_waits_for_apply() {
     };
     std::fs::write(&w.spec, manual("")).unwrap();
     let server = serve(&w, https);
-    std::fs::write(
-        &w.spec,
-        manual("\n[domains.\"example.test\".aliases.later]\nforward = [\"l@elsewhere.test\"]\n"),
-    )
-    .unwrap();
-    // The save is noticed, and left for `apply`.
+    let edited =
+        manual("\n[domains.\"example.test\".aliases.later]\nforward = [\"l@elsewhere.test\"]\n");
+    // The save is noticed, and left for `apply`. (Saved again while waiting: the port
+    // answers a moment before the spec's watcher is in place.)
     assert!(
-        common::wait_for(std::time::Duration::from_secs(15), || server
-            .log_text()
-            .contains("not applied (apply = \"manual\")")),
+        common::wait_for(std::time::Duration::from_secs(15), || {
+            std::fs::write(&w.spec, &edited).unwrap();
+            server
+                .log_text()
+                .contains("not applied (apply = \"manual\")")
+        }),
         "{}",
         server.log_text()
     );
