@@ -41,14 +41,6 @@ fn read_only(mode: &str) -> Option<Markup> {
     })
 }
 
-fn lines(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn reject_select(current: Option<&str>) -> Markup {
     html! {
         select name="reject" {
@@ -297,7 +289,11 @@ fn optional(fields: &Fields, name: &str) -> Option<String> {
 }
 
 fn targets(text: &str) -> Vec<String> {
-    lines(text).lines().map(str::to_string).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The change a form asks for; None when the form is not one of ours.
