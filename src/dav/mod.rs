@@ -215,7 +215,19 @@ pub async fn handle(dav: Arc<Dav>, peer: Option<IpAddr>, tls: bool, request: Req
         "PUT" => content::MAX_RESOURCE_SIZE + 1,
         _ => MAX_XML_BODY + 1,
     };
-    let body = match axum::body::to_bytes(body, limit).await {
+    // A declared length past the limit is refused before a byte of the body is read:
+    // no 100 Continue goes out, so the client hears the answer instead of a reset
+    // halfway through sending.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = match declared {
+        Some(length) if length >= limit => Err(()),
+        _ => axum::body::to_bytes(body, limit).await.map_err(|_| ()),
+    };
+    let body = match body {
         Ok(body) => body,
         Err(_) if method == Method::PUT => {
             return precondition_failed(

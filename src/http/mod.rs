@@ -201,6 +201,9 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// axum's default limit on a body its extractors read (2 MiB).
+const FORM_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Every request: within its time budget, and every response with the headers that
 /// keep a browser from being turned against the admin (no framing, no foreign scripts,
 /// no referrer leaving with a URL, HTTPS remembered).
@@ -211,9 +214,24 @@ async fn guard(
     use axum::http::header::{self, HeaderValue};
     use axum::response::IntoResponse;
     let tls = request.extensions().get::<admin::OverTls>().is_some();
-    let mut response = match tokio::time::timeout(REQUEST_BUDGET, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
+    let path = request.uri().path();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // The admin's and the API's bodies are held to axum's limit; a declared length past
+    // it is answered before the body is read, so the client hears 413 rather than a
+    // reset halfway through sending (DAV checks its own, larger limit the same way).
+    let too_large = (path.starts_with("/api/") || path.starts_with("/admin"))
+        && declared.is_some_and(|length| length > FORM_BODY_LIMIT);
+    let mut response = if too_large {
+        (StatusCode::PAYLOAD_TOO_LARGE, "the body is too large\n").into_response()
+    } else {
+        match tokio::time::timeout(REQUEST_BUDGET, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
+        }
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, content_security_policy());
