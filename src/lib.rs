@@ -28,6 +28,7 @@ pub mod queue;
 pub mod recent_log;
 pub mod reconcile;
 pub mod routing;
+pub mod selfservice;
 pub mod sieve;
 pub mod smtp;
 pub mod snapshot;

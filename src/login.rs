@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
+use crate::mailbox::Mailboxes;
+use crate::selfservice::{self, Own, app_password};
 use crate::snapshot::SnapshotHandle;
+use crate::spec::model::{MainPassword, SelfService};
 
 /// Failed logins allowed within `WINDOW` per client network (any account). Past
 /// `FAILURES_PER_ACCOUNT` from everywhere (a distributed guesser), a network that has
@@ -92,9 +95,23 @@ pub enum Outcome {
     Throttled,
 }
 
+/// Where a login is made: a mail protocol (IMAP, POP3, SMTP, DAV, ManageSieve), or the
+/// owner's own web page. App passwords open only the first; a main password kept to
+/// the web only the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Mail,
+    Web,
+}
+
+/// How often an app password's "last used" is written at most.
+const LAST_USED_EVERY: i64 = 3600;
+
 pub struct Logins {
     snapshot: Arc<SnapshotHandle>,
     cache: Arc<dyn Cache>,
+    /// Where the owners' own settings are kept (their password, app passwords).
+    mailboxes: Option<Mailboxes>,
     /// Failed and throttled attempts since the process started (for /metrics).
     failures: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
@@ -120,10 +137,15 @@ pub(crate) fn decoy_hash() -> &'static str {
 }
 
 impl Logins {
-    pub fn new(snapshot: Arc<SnapshotHandle>, cache: Arc<dyn Cache>) -> Logins {
+    pub fn new(
+        snapshot: Arc<SnapshotHandle>,
+        cache: Arc<dyn Cache>,
+        mailboxes: Option<Mailboxes>,
+    ) -> Logins {
         Logins {
             snapshot,
             cache,
+            mailboxes,
             failures: Default::default(),
             throttled: Default::default(),
             verified: Mutex::new(HashMap::new()),
@@ -171,8 +193,37 @@ impl Logins {
         (self.failures.load(Relaxed), self.throttled.load(Relaxed))
     }
 
-    /// Checks `user` (an account address) and `password` for a client at `ip`.
+    /// The owner's own settings of `account` (blocking read, off the async threads);
+    /// none kept here is none set.
+    pub async fn own(&self, account: &str) -> Result<Own, selfservice::SettingsError> {
+        let Some(mailboxes) = self.mailboxes.clone() else {
+            return Ok(Own::default());
+        };
+        let account = account.to_string();
+        tokio::task::spawn_blocking(move || selfservice::settings::read(&mailboxes, &account))
+            .await
+            .unwrap_or_else(|_| Err(selfservice::SettingsError::Busy))
+    }
+
+    /// The hash of `account`'s main password in effect (the owner's own or the spec's);
+    /// None when the account is gone or its settings cannot be read.
+    pub async fn main_hash(&self, account: &str) -> Option<String> {
+        let record = self.snapshot.get().accounts.get(account).cloned()?;
+        if !selfservice::has_own(&record) {
+            return Some(record.password_hash);
+        }
+        let own = self.own(account).await.ok()?;
+        Some(selfservice::main_hash(&record, &own).to_string())
+    }
+
+    /// Checks `user` (an account address) and `password` for a mail client at `ip`.
     pub async fn check(&self, ip: IpAddr, user: &str, password: &str) -> Outcome {
+        self.check_at(ip, user, password, Door::Mail).await
+    }
+
+    /// Checks a login at `door`: a mail client may use an app password; the main
+    /// password works where the spec lets it.
+    pub async fn check_at(&self, ip: IpAddr, user: &str, password: &str, door: Door) -> Outcome {
         let account = user.trim().to_lowercase();
         let throttle = Throttle {
             cache: self.cache.as_ref(),
@@ -184,12 +235,43 @@ impl Logins {
             tokio::time::sleep(FAILURE_DELAY).await;
             return Outcome::Throttled;
         }
-        let hash = self
-            .snapshot
-            .get()
-            .accounts
-            .get(&account)
-            .map(|a| a.password_hash.clone());
+        let record = self.snapshot.get().accounts.get(&account).cloned();
+        let own = match &record {
+            Some(r) if selfservice::has_own(r) => match self.own(&account).await {
+                Ok(own) => own,
+                // Never the spec's hash instead: the owner may have changed it because
+                // it leaked.
+                Err(e) => {
+                    tracing::error!(account = %account, "login: the owner's settings cannot be read: {e}");
+                    tokio::time::sleep(FAILURE_DELAY).await;
+                    return Outcome::Rejected;
+                }
+            },
+            _ => Own::default(),
+        };
+        // An app password is found by its digest: no argon2, and no trying each in turn.
+        if let (Door::Mail, Some(r)) = (door, &record)
+            && r.allows(SelfService::AppPasswords)
+            && let Some(digest) = app_password::digest(&account, password)
+            && let Some(found) = own.app_passwords.iter().find(|a| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    a.digest.as_bytes(),
+                    digest.as_bytes(),
+                )
+                .is_ok()
+            })
+        {
+            throttle.succeeded(ip, &account);
+            self.note_use(&account, found);
+            return Outcome::Accepted(account);
+        }
+        let main_opens = |r: &crate::store::records::AccountRecord| {
+            door == Door::Web || r.main_password == MainPassword::Everywhere
+        };
+        let hash = record
+            .as_ref()
+            .filter(|r| main_opens(r))
+            .map(|r| selfservice::main_hash(r, &own).to_string());
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
         let key = Self::digest(&account, password, &hash);
@@ -223,6 +305,29 @@ impl Logins {
         tracing::info!(%ip, account = %account, "login failed");
         tokio::time::sleep(FAILURE_DELAY).await;
         Outcome::Rejected
+    }
+
+    /// Writes when an app password was last used, once an hour at most, in the
+    /// background: the login does not wait for it.
+    fn note_use(&self, account: &str, used: &selfservice::AppPassword) {
+        let now = crate::store::unix_now();
+        if used.last_used.is_some_and(|t| now - t < LAST_USED_EVERY) {
+            return;
+        }
+        let Some(mailboxes) = self.mailboxes.clone() else {
+            return;
+        };
+        let (account, id) = (account.to_string(), used.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let written = selfservice::settings::update(&mailboxes, &account, |own| {
+                if let Some(a) = own.app_passwords.iter_mut().find(|a| a.id == id) {
+                    a.last_used = Some(now);
+                }
+            });
+            if let Err(e) = written {
+                tracing::warn!(account, "noting an app password's use: {e}");
+            }
+        });
     }
 
     /// SASL PLAIN (RFC 4616): "authzid NUL authcid NUL password". An authzid other than

@@ -138,6 +138,10 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     );
     let scripts = copy_sieve_scripts(&from, &to, &accounts)?;
     println!("copied {scripts} Sieve script(s), the active one still active");
+    let owners = copy_own_settings(&from, &to, &accounts)?;
+    println!(
+        "copied {owners} owner's own settings (passwords, app passwords, forwarding, vacation)"
+    );
     let kind = match args.to {
         Backend::Sqlite => "sqlite",
         Backend::Mongodb => "mongodb",
@@ -192,6 +196,29 @@ fn copy_mailboxes(
         copied += 1;
     }
     Ok((copied, messages))
+}
+
+/// Copies what each owner set on their own page (src/selfservice): without it, a
+/// changed password would fall back to the spec's and app passwords would stop working.
+fn copy_own_settings(
+    from: &Mailboxes,
+    to: &Mailboxes,
+    accounts: &[String],
+) -> anyhow::Result<usize> {
+    use crate::selfservice::settings;
+    if let Some(mongo) = to.mongo() {
+        settings::prepare_mongo(mongo)?;
+    }
+    let mut copied = 0;
+    for account in accounts {
+        let own = settings::read(from, account)?;
+        if own == settings::Own::default() {
+            continue;
+        }
+        settings::update(to, account, |theirs| *theirs = own.clone())?;
+        copied += 1;
+    }
+    Ok(copied)
 }
 
 /// Copies every account's own Sieve scripts (ManageSieve), and which is active.

@@ -385,7 +385,15 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         None => Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
     };
     relay_mailbox_changes(&mailboxes, &cache, &cluster.node);
-    let logins = Arc::new(crate::login::Logins::new(snapshot.clone(), cache.clone()));
+    if let Some(mongo) = mailboxes.mongo() {
+        crate::selfservice::settings::prepare_mongo(mongo)
+            .context("preparing the owners' settings in MongoDB")?;
+    }
+    let logins = Arc::new(crate::login::Logins::new(
+        snapshot.clone(),
+        cache.clone(),
+        Some(mailboxes.clone()),
+    ));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 

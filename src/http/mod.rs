@@ -159,6 +159,15 @@ fn router(state: AppState) -> Router {
         .route("/admin/edit", post(admin::edit))
         .route("/admin/emails", get(admin::emails))
         .route("/admin/me", get(admin::me))
+        .route("/admin/me/password", post(admin::change_password))
+        .route("/admin/me/app-passwords", post(admin::make_app_password))
+        .route(
+            "/admin/me/app-passwords/{id}/revoke",
+            post(admin::revoke_app_password),
+        )
+        .route("/admin/me/forwarding", post(admin::set_forwarding))
+        .route("/admin/me/vacation", post(admin::set_vacation))
+        .route("/admin/me/apple.mobileconfig", get(admin::apple_profile))
         .route("/admin/queue", get(admin::queue))
         .route("/admin/queue/{id}/{action}", post(admin::queue_action))
         .route("/admin/logs", get(admin::errors))

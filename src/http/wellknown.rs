@@ -223,7 +223,7 @@ pub async fn mta_sts(
 
 impl super::Site {
     /// Services in the order clients should prefer them: implicit TLS first.
-    fn preferred(&self) -> Vec<&Service> {
+    pub(crate) fn preferred(&self) -> Vec<&Service> {
         let mut list: Vec<&Service> = self.services.iter().collect();
         list.sort_by_key(|s| (s.kind, s.security));
         list

@@ -62,6 +62,8 @@ pub enum Part {
 const RESOURCE: u8 = 3;
 /// The tag of a user's Sieve script (src/sieve/store.rs).
 const SCRIPT: u8 = 4;
+/// The tag of an owner's own settings (src/selfservice/settings.rs).
+const SETTINGS: u8 = 5;
 
 pub struct AccountKey(Option<LessSafeKey>);
 
@@ -92,6 +94,15 @@ impl AccountKey {
 
     pub fn open_script(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.open_tagged(id, SCRIPT, sealed)
+    }
+
+    /// An owner's settings record, bound to the id it was stored under.
+    pub fn seal_settings(&self, id: i64, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_tagged(id, SETTINGS, plain)
+    }
+
+    pub fn open_settings(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_tagged(id, SETTINGS, sealed)
     }
 
     fn seal_tagged(&self, blob: i64, tag: u8, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {

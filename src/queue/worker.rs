@@ -466,6 +466,13 @@ impl Worker {
         };
         let spam = spam_judgement(&d.folder, &d.prefix);
         let mut scripts = self.scripts_for(&snapshot, &d.target, spam);
+        // An owner's own reply and forwarding (self-service) are read beside the mail;
+        // junk is neither answered nor forwarded.
+        let owner = snapshot
+            .accounts
+            .get(&d.target)
+            .filter(|r| crate::selfservice::has_own(r) && spam != SpamStatus::Spam)
+            .cloned();
 
         let (boxes, cache, interpreter) = (
             self.mailboxes.clone(),
@@ -479,6 +486,22 @@ impl Worker {
             let mailbox = boxes
                 .open(&account)
                 .map_err(|e| DeliveryError::temporary(e.to_string()))?;
+            if let Some(record) = &owner {
+                let own = crate::selfservice::settings::read_in(&boxes, &mailbox).map_err(|e| {
+                    DeliveryError::temporary(format!("reading the owner's settings: {e}"))
+                })?;
+                let today = crate::sieve::vacation::today(now_unix());
+                match crate::selfservice::owner_script(record, &own, today) {
+                    None => {}
+                    Some(text) if text.is_empty() => scripts.vacation = None,
+                    Some(text) => match crate::sieve::compile_cached(text.as_bytes()) {
+                        Ok(script) => scripts.vacation = Some(script),
+                        // Only what the page let through is in it; were it refused,
+                        // the declared reply stays rather than the mail going unfiltered.
+                        Err(e) => tracing::warn!(account, "the owner's settings: {e}"),
+                    },
+                }
+            }
             // The user's own script (ManageSieve) runs after the spec's.
             let personal = UserScripts::active_in(&boxes, &mailbox)
                 .map_err(|e| DeliveryError::temporary(format!("reading the Sieve script: {e}")))?;

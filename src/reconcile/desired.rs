@@ -108,6 +108,8 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
                                 sending: mailbox.sending,
                                 sieve,
                                 vacation: mailbox.vacation.clone(),
+                                self_service: mailbox.self_service.clone(),
+                                main_password: mailbox.main_password,
                             },
                         ));
                     }

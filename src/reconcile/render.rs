@@ -61,6 +61,21 @@ fn show(kind: Kind, field: &str, value: &Value) -> String {
             ),
             None => "none".to_string(),
         }
+    } else if kind == Kind::Account && field == "self_service" {
+        // `password, app-passwords`: what the owner may change.
+        let rights: Vec<&str> = value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if rights.is_empty() {
+            "none".to_string()
+        } else {
+            rights.join(", ")
+        }
+    } else if kind == Kind::Account && field == "main_password" {
+        value.as_str().unwrap_or("everywhere").to_string()
     } else if kind == Kind::Account && field == "vacation" {
         // `on until 2027-01-05`, as someone checking their away message reads it.
         match value.as_object() {

@@ -10,7 +10,12 @@ pub const DEFAULT_DAYS: u32 = 7;
 
 /// The script the declaration stands for.
 pub fn script(vacation: &Vacation) -> String {
-    let mut out = String::from("require [\"vacation\"];\nvacation");
+    format!("require [\"vacation\"];\n{}", action(vacation))
+}
+
+/// The `vacation` command alone, for a script that requires the extension itself.
+pub fn action(vacation: &Vacation) -> String {
+    let mut out = String::from("vacation");
     out.push_str(&format!(
         " :days {}",
         vacation.days.unwrap_or(DEFAULT_DAYS).max(1)
@@ -54,7 +59,7 @@ pub fn today(now_unix: i64) -> NaiveDate {
 }
 
 /// A Sieve quoted string (RFC 5228 §2.4.2): only `"` and `\` need a backslash.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -1117,6 +1117,49 @@ pub struct Mailbox {
     /// gets one every `days` (7), never lists, bounces or automatic mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vacation: Option<Vacation>,
+    /// What the mailbox's owner may change on their own web page (/admin/me), kept in
+    /// the store, never written to the spec: "password" (the spec's hash is then the
+    /// first one, and setting a new hash in the spec resets theirs), "app-passwords"
+    /// (one per device, revocable), "forwarding", "vacation" (over the one declared
+    /// here). E.g. self_service = ["password", "app-passwords"].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub self_service: Vec<SelfService>,
+    /// Where the main password logs in: "everywhere" (default), or "web" (the owner's
+    /// page only; mail clients then need an app password, so a password typed into a
+    /// phone never opens the account's settings). "web" needs "app-passwords".
+    #[serde(default, skip_serializing_if = "MainPassword::is_everywhere")]
+    pub main_password: MainPassword,
+}
+
+/// What a mailbox's owner may change without the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelfService {
+    /// Their own password.
+    Password,
+    /// Passwords for mail clients, one per device.
+    AppPasswords,
+    /// Where their mail is forwarded (a copy kept, or not).
+    Forwarding,
+    /// An automatic reply while they are away.
+    Vacation,
+}
+
+/// Where a mailbox's main password is accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MainPassword {
+    /// The web page, IMAP, POP3, SMTP submission, CalDAV and CardDAV.
+    #[default]
+    Everywhere,
+    /// The web page only.
+    Web,
+}
+
+impl MainPassword {
+    pub fn is_everywhere(&self) -> bool {
+        *self == MainPassword::Everywhere
+    }
 }
 
 /// A Sieve script: its text, or the file holding it.

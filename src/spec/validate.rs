@@ -847,6 +847,14 @@ impl Validator {
             None => self.err(p.clone(), "a mailbox needs a password: `password = { hash = \"...\" }` (make one with `ferrymail passwd`)"),
             Some(pw) => self.password(&p.key("password"), pw),
         }
+        if mailbox.main_password == MainPassword::Web
+            && !mailbox.self_service.contains(&SelfService::AppPasswords)
+        {
+            self.err(
+                p.key("main_password"),
+                "with the main password on the web only, mail clients need app passwords: add \"app-passwords\" to `self_service`",
+            );
+        }
         if let Some(q) = &mailbox.quota
             && parse_size(q).is_none()
         {

@@ -241,6 +241,22 @@ pub struct AccountRecord {
     /// The declared vacation responder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vacation: Option<crate::spec::model::Vacation>,
+    /// What the owner may change on their own page (src/selfservice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub self_service: Vec<crate::spec::model::SelfService>,
+    /// Where the main password is accepted.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::spec::model::MainPassword::is_everywhere"
+    )]
+    pub main_password: crate::spec::model::MainPassword,
+}
+
+impl AccountRecord {
+    /// Whether the owner may change `what` themselves.
+    pub fn allows(&self, what: crate::spec::model::SelfService) -> bool {
+        self.self_service.contains(&what)
+    }
 }
 
 /// One declared collection shared with one other mailbox.

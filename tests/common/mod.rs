@@ -748,6 +748,19 @@ pub fn browser_peer(
 ) -> (serde_json::Value, PathBuf) {
     let password =
         std::fs::read_to_string(w.data_dir().join("admin.password")).expect("admin.password");
+    browser_peer_with(w, script, https, server, password.trim(), &[])
+}
+
+/// `browser_peer` with another password than the first-boot one, and more arguments
+/// after the screenshot directory.
+pub fn browser_peer_with(
+    w: &Workspace,
+    script: &str,
+    https: u16,
+    server: &Process,
+    password: &str,
+    extra: &[&str],
+) -> (serde_json::Value, PathBuf) {
     let shots = std::env::var_os("FERRYMAIL_SCREENSHOTS")
         .map_or_else(|| w.path().join("screenshots"), PathBuf::from);
     std::fs::create_dir_all(&shots).expect("screenshots dir");
@@ -755,8 +768,9 @@ pub fn browser_peer(
     let out = Command::new("node")
         .arg(root.join("tests/peers").join(script))
         .arg(format!("https://127.0.0.1:{https}"))
-        .arg(password.trim())
+        .arg(password)
         .arg(&shots)
+        .args(extra)
         .env("NODE_PATH", root.join("target/node/node_modules"))
         .output()
         .expect("node (scripts/test installs playwright-core and chromium)");

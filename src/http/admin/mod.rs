@@ -4,7 +4,9 @@
 pub(crate) mod auth;
 mod charts;
 mod edit_pages;
+mod me;
 mod pages;
+mod profile;
 pub(crate) use pages::COPY_SCRIPT;
 
 use std::net::SocketAddr;
@@ -120,7 +122,8 @@ impl axum::extract::FromRequestParts<AppState> for Viewer {
         let token = auth::cookie(&parts.headers, auth::COOKIE).ok_or_else(to_login)?;
         let session = state.admin.sessions.get(&token).ok_or_else(to_login)?;
         // A credential changed or removed since the login ends the session.
-        if current_credential(state, &session.user, &session.role) != Some(session.credential) {
+        if current_credential(state, &session.user, &session.role).await != Some(session.credential)
+        {
             state.admin.sessions.remove(&token);
             return Err(to_login());
         }
@@ -128,8 +131,9 @@ impl axum::extract::FromRequestParts<AppState> for Viewer {
     }
 }
 
-/// The digest of what `user` logs in with now, if they still may.
-fn current_credential(state: &AppState, user: &str, role: &Role) -> Option<[u8; 32]> {
+/// The digest of what `user` logs in with now, if they still may: a mailbox owner's
+/// own password once they changed it.
+async fn current_credential(state: &AppState, user: &str, role: &Role) -> Option<[u8; 32]> {
     match role {
         Role::Admin => {
             let site = state.site.load();
@@ -142,11 +146,11 @@ fn current_credential(state: &AppState, user: &str, role: &Role) -> Option<[u8; 
             }
         }
         Role::Mailbox(account) => state
-            .snapshot
-            .get()
-            .accounts
-            .get(account)
-            .map(|a| auth::fingerprint(&a.password_hash)),
+            .admin
+            .logins
+            .main_hash(account)
+            .await
+            .map(|hash| auth::fingerprint(&hash)),
     }
 }
 
@@ -293,7 +297,7 @@ pub async fn login(
         match state
             .admin
             .logins
-            .check(peer.ip(), &user, &form.password)
+            .check_at(peer.ip(), &user, &form.password, crate::login::Door::Web)
             .await
         {
             crate::login::Outcome::Accepted(account) => Some(Role::Mailbox(account)),
@@ -309,9 +313,10 @@ pub async fn login(
         .await;
         None
     };
-    let credential = role
-        .as_ref()
-        .and_then(|role| current_credential(&state, &user, role));
+    let credential = match &role {
+        Some(role) => current_credential(&state, &user, role).await,
+        None => None,
+    };
     let (Some(role), Some(credential)) = (role, credential) else {
         throttle.failed(peer.ip(), &name);
         tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
@@ -362,7 +367,11 @@ pub async fn logout(
 pub use edit_pages::{
     edit, edit_alias as edit_alias_form, edit_domain as edit_domain_form, new_alias, new_domain,
 };
+pub use me::{
+    apple_profile, change_password, make_app_password, me, revoke_app_password, set_forwarding,
+    set_vacation,
+};
 pub use pages::{
-    aliases, backups, certificates, domains, emails, errors, mailboxes, me, overview, plan,
-    plan_form, queue, queue_action,
+    aliases, backups, certificates, domains, emails, errors, mailboxes, overview, plan, plan_form,
+    queue, queue_action,
 };

@@ -349,44 +349,6 @@ pub async fn emails(
     respond(page(&viewer, "Mail log", body))
 }
 
-/// `GET /admin/me`: a mailbox user's own usage; nothing else, nobody else's.
-pub async fn me(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let Role::Mailbox(account) = viewer.session.role.clone() else {
-        return Redirect::to("/admin").into_response();
-    };
-    let quota = state
-        .snapshot
-        .get()
-        .accounts
-        .get(&account)
-        .and_then(|a| a.quota);
-    let mailboxes = state.admin.mailboxes.clone();
-    let who = account.clone();
-    let used = tokio::task::spawn_blocking(move || {
-        if mailboxes.exists(&who) {
-            mailboxes.open(&who).and_then(|m| m.quota_used()).ok()
-        } else {
-            Some(0)
-        }
-    })
-    .await
-    .ok()
-    .flatten();
-    let body = html! {
-        div.card {
-            p { "Mailbox " strong { (account) } }
-            @match used {
-                Some(used) => p #usage {
-                    (crate::backup::human_bytes(used)) " used"
-                    @if let Some(q) = quota { " of " (crate::backup::human_bytes(q)) " (" (used * 100 / q.max(1)) "%)" } @else { " (no quota)" }
-                },
-                None => p.bad { "The mailbox could not be read." },
-            }
-        }
-    };
-    respond(page(&viewer, "My mailbox", body))
-}
-
 /// `GET /admin/queue`: what waits for delivery, with retry and remove buttons.
 pub async fn queue(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
     let db = state.admin.queue.clone();
