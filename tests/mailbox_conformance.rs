@@ -58,7 +58,43 @@ conformance!(
     bodies_come_with_where_their_header_ends,
     recent_messages_are_claimed_once_and_created_folders_unsubscribed,
     changes_since_a_modseq_tell_new_changed_and_expunged_messages,
+    owners_settings_are_kept_and_no_change_is_lost,
 );
+
+/// What an owner sets on their page (src/selfservice): none until set, then kept; two
+/// writers at once (the page, a login noting an app password's use) both land.
+fn owners_settings_are_kept_and_no_change_is_lost(boxes: &Mailboxes) {
+    use ferrymail::selfservice::{AppPassword, settings};
+    settings::prepare(boxes).unwrap();
+    assert_eq!(
+        settings::read(boxes, "me@d.test").unwrap(),
+        settings::Own::default()
+    );
+    std::thread::scope(|scope| {
+        for writer in 0..2 {
+            scope.spawn(move || {
+                for n in 0..5 {
+                    settings::update(boxes, "me@d.test", |own| {
+                        own.app_passwords.push(AppPassword {
+                            id: format!("{writer}-{n}"),
+                            name: format!("device {writer} {n}"),
+                            digest: "d".into(),
+                            created: n,
+                            last_used: None,
+                        })
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let own = settings::read(boxes, "ME@d.test").unwrap();
+    assert_eq!(own.app_passwords.len(), 10, "{:?}", own.app_passwords);
+    assert_eq!(
+        settings::read(boxes, "other@d.test").unwrap(),
+        settings::Own::default()
+    );
+}
 
 fn append_assigns_uids_and_enforces_quota(boxes: &Mailboxes) {
     assert!(!boxes.exists("me@d.test"));

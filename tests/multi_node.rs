@@ -936,6 +936,16 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     };
     let sieve_before = sieve_view(&files);
     assert_eq!(sieve_before.len(), 2);
+    // What the owner set on their page: a forward.
+    use ferrymail::selfservice::{Forwarding, settings};
+    settings::update(&files, "me@example.test", |own| {
+        own.forwarding = Some(Forwarding {
+            to: vec!["far@elsewhere.test".into()],
+            keep: true,
+        })
+    })
+    .unwrap();
+    let own_before = settings::read(&files, "me@example.test").unwrap();
     let in_mongo = || {
         let store = ferrymail::store::MongoStore::connect(&url, "moved").unwrap();
         ferrymail::mailbox::Mailboxes::in_mongo(
@@ -982,6 +992,16 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
         sieve_before,
         "and the Sieve scripts"
     );
+    assert!(
+        moved.stdout.contains("copied 1 owner's own settings"),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(
+        settings::read(&in_mongo(), "me@example.test").unwrap(),
+        own_before,
+        "and what the owner set"
+    );
     // Now served from MongoDB: nothing to change, the same DKIM key published.
     w.write_spec(&body("mongodb"));
     w.run(&["plan", "--detailed-exitcode"]).code(0);
@@ -1008,4 +1028,8 @@ me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
     assert_eq!(view(&back), before, "and back");
     assert_eq!(dav_view(&back), dav_before, "calendars and contacts too");
     assert_eq!(sieve_view(&back), sieve_before, "and the Sieve scripts");
+    assert_eq!(
+        settings::read(&back, "me@example.test").unwrap(),
+        own_before
+    );
 }

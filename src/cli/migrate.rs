@@ -206,9 +206,7 @@ fn copy_own_settings(
     accounts: &[String],
 ) -> anyhow::Result<usize> {
     use crate::selfservice::settings;
-    if let Some(mongo) = to.mongo() {
-        settings::prepare_mongo(mongo)?;
-    }
+    settings::prepare(to)?;
     let mut copied = 0;
     for account in accounts {
         let own = settings::read(from, account)?;

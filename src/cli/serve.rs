@@ -385,10 +385,8 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         None => Mailboxes::new(&data_dir, master_key(&loaded, &data_dir)?),
     };
     relay_mailbox_changes(&mailboxes, &cache, &cluster.node);
-    if let Some(mongo) = mailboxes.mongo() {
-        crate::selfservice::settings::prepare_mongo(mongo)
-            .context("preparing the owners' settings in MongoDB")?;
-    }
+    crate::selfservice::settings::prepare(&mailboxes)
+        .context("preparing the owners' settings in MongoDB")?;
     let logins = Arc::new(crate::login::Logins::new(
         snapshot.clone(),
         cache.clone(),

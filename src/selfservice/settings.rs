@@ -90,8 +90,12 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS own_settings (
 
 const COLLECTION: &str = "own_settings";
 
-/// Creates the index (every node at start; idempotent).
-pub fn prepare_mongo(mongo: &Mongo) -> Result<(), SettingsError> {
+/// Creates the index where the mailboxes are in MongoDB (every node at start;
+/// idempotent); the SQLite files need nothing.
+pub fn prepare(mailboxes: &Mailboxes) -> Result<(), SettingsError> {
+    let Some(mongo) = mailboxes.mongo() else {
+        return Ok(());
+    };
     mongo.block(async {
         mongo
             .coll(COLLECTION)
