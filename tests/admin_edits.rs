@@ -614,6 +614,43 @@ fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
         ]
     );
 
+    // The same through the admin's form in Chromium: the admin is the author.
+    let (clicked, _) = common::browser_peer_with(
+        &w,
+        "admin_git_browser.js",
+        https,
+        &server,
+        std::fs::read_to_string(w.data_dir().join("admin.password"))
+            .unwrap()
+            .trim(),
+        &["web"],
+    );
+    assert_eq!(
+        clicked["heading"], "Done: add alias web@example.test",
+        "{clicked}"
+    );
+    assert_eq!(clicked["branch"], "main", "{clicked}");
+    assert!(
+        clicked["applied"]
+            .as_str()
+            .unwrap()
+            .starts_with("Applied: revision"),
+        "{clicked}"
+    );
+    let head = git(&bare, &["log", "-1", "--format=%an|%ae|%s|%b", "main"]);
+    assert_eq!(
+        head,
+        "admin|admin@mx.example.test|add alias web@example.test|Made in the ferrymail admin by admin."
+    );
+    assert!(
+        clicked["done"]
+            .as_str()
+            .unwrap()
+            .contains(&git(&bare, &["log", "-1", "--format=%h", "main"])),
+        "{clicked}"
+    );
+    assert!(rcpt_probe(mx, "a@sender.test", "web@example.test").contains("<-  250"));
+
     // "propose": a branch for review; nothing applied, the main branch untouched.
     git(&work, &["pull", "--quiet", "origin", "main"]);
     let proposing = std::fs::read_to_string(work.join("ferrymail.toml"))
@@ -653,6 +690,40 @@ fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
         &[],
     );
     assert_eq!(status, 409, "{again}");
+    // Proposed from the form: the branch is named on the page, nothing applied.
+    let (clicked, _) = common::browser_peer_with(
+        &w,
+        "admin_git_browser.js",
+        https,
+        &server,
+        std::fs::read_to_string(w.data_dir().join("admin.password"))
+            .unwrap()
+            .trim(),
+        &["later"],
+    );
+    assert_eq!(
+        clicked["branch"], "ferrymail/add-alias-later-example.test",
+        "{clicked}"
+    );
+    assert!(
+        clicked["proposed"]
+            .as_str()
+            .unwrap()
+            .starts_with("Proposed for review")
+    );
+    assert_eq!(
+        git(
+            &bare,
+            &[
+                "log",
+                "-1",
+                "--format=%an",
+                "ferrymail/add-alias-later-example.test"
+            ]
+        ),
+        "admin"
+    );
+    assert!(rcpt_probe(mx, "a@sender.test", "later@example.test").contains("550"));
 }
 
 #[test]
