@@ -13,7 +13,7 @@ use crate::cache::Cache;
 use crate::mailbox::Mailboxes;
 use crate::selfservice::{self, Own, app_password};
 use crate::snapshot::SnapshotHandle;
-use crate::spec::model::{MainPassword, SelfService};
+use crate::spec::model::MainPassword;
 
 /// Failed logins allowed within `WINDOW` per client network (any account). Past
 /// `FAILURES_PER_ACCOUNT` from everywhere (a distributed guesser), a network that has
@@ -95,12 +95,16 @@ pub enum Outcome {
     Throttled,
 }
 
-/// Where a login is made: a mail protocol (IMAP, POP3, SMTP, DAV, ManageSieve), or the
-/// owner's own web page. App passwords open only the first; a main password kept to
-/// the web only the second.
+/// Where a login is made. App passwords open mail and DAV only; a main password kept
+/// to the web opens the owner's page only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
+    /// IMAP, POP3, SMTP submission, CalDAV, CardDAV.
     Mail,
+    /// ManageSieve: a script may redirect all mail, so a device's app password does not
+    /// open it (nor would it open the settings page).
+    Sieve,
+    /// The owner's own web page.
     Web,
 }
 
@@ -112,6 +116,9 @@ pub struct Logins {
     cache: Arc<dyn Cache>,
     /// Where the owners' own settings are kept (their password, app passwords).
     mailboxes: Option<Mailboxes>,
+    /// When this process last wrote an app password's use (by its id): clients that
+    /// open several connections at once cause one write, not one each.
+    noted: Mutex<HashMap<String, Instant>>,
     /// Failed and throttled attempts since the process started (for /metrics).
     failures: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
@@ -146,6 +153,7 @@ impl Logins {
             snapshot,
             cache,
             mailboxes,
+            noted: Mutex::new(HashMap::new()),
             failures: Default::default(),
             throttled: Default::default(),
             verified: Mutex::new(HashMap::new()),
@@ -209,7 +217,7 @@ impl Logins {
     /// None when the account is gone or its settings cannot be read.
     pub async fn main_hash(&self, account: &str) -> Option<String> {
         let record = self.snapshot.get().accounts.get(account).cloned()?;
-        if !selfservice::has_own(&record) {
+        if !selfservice::keeps_credentials(&record) {
             return Some(record.password_hash);
         }
         let own = self.own(account).await.ok()?;
@@ -237,7 +245,7 @@ impl Logins {
         }
         let record = self.snapshot.get().accounts.get(&account).cloned();
         let own = match &record {
-            Some(r) if selfservice::has_own(r) => match self.own(&account).await {
+            Some(r) if selfservice::keeps_credentials(r) => match self.own(&account).await {
                 Ok(own) => own,
                 // Never the spec's hash instead: the owner may have changed it because
                 // it leaked.
@@ -251,9 +259,8 @@ impl Logins {
         };
         // An app password is found by its digest: no argon2, and no trying each in turn.
         if let (Door::Mail, Some(r)) = (door, &record)
-            && r.allows(SelfService::AppPasswords)
             && let Some(digest) = app_password::digest(&account, password)
-            && let Some(found) = own.app_passwords.iter().find(|a| {
+            && let Some(found) = selfservice::live_app_passwords(r, &own).find(|a| {
                 aws_lc_rs::constant_time::verify_slices_are_equal(
                     a.digest.as_bytes(),
                     digest.as_bytes(),
@@ -314,6 +321,17 @@ impl Logins {
         if used.last_used.is_some_and(|t| now - t < LAST_USED_EVERY) {
             return;
         }
+        {
+            let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            let every = Duration::from_secs(LAST_USED_EVERY as u64);
+            if noted.get(&used.id).is_some_and(|at| at.elapsed() < every) {
+                return;
+            }
+            if noted.len() >= VERIFIED_MAX {
+                noted.retain(|_, at| at.elapsed() < every);
+            }
+            noted.insert(used.id.clone(), Instant::now());
+        }
         let Some(mailboxes) = self.mailboxes.clone() else {
             return;
         };
@@ -333,6 +351,11 @@ impl Logins {
     /// SASL PLAIN (RFC 4616): "authzid NUL authcid NUL password". An authzid other than
     /// the authcid (acting for someone else) is refused.
     pub async fn check_plain(&self, ip: IpAddr, response: &[u8]) -> Outcome {
+        self.check_plain_at(ip, response, Door::Mail).await
+    }
+
+    /// `check_plain` at another door than mail's.
+    pub async fn check_plain_at(&self, ip: IpAddr, response: &[u8], door: Door) -> Outcome {
         let mut fields = response.split(|&b| b == 0);
         let (Some(authz), Some(user), Some(pass), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -349,7 +372,7 @@ impl Logins {
         if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
             return Outcome::Rejected;
         }
-        self.check(ip, user, pass).await
+        self.check_at(ip, user, pass, door).await
     }
 }
 

@@ -49,6 +49,11 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
         source,
     };
     let conn = Connection::open(path).map_err(sqlite)?;
+    // Waiting comes first: turning a new file to WAL takes a write lock, and a second
+    // opener of the same new file (two first deliveries to an account, a delivery and
+    // the owner's page) was told "database is locked" at once instead of waiting.
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sqlite)?;
     let level = match durability {
@@ -56,8 +61,6 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
         Durability::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", level)
-        .map_err(sqlite)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sqlite)?;
     // Without the query planner stability guarantee, this SQLite (built with STAT4)
     // compiles a cached statement again each time a new value is bound to a column it

@@ -79,6 +79,7 @@ fn owners_settings_are_kept_and_no_change_is_lost(boxes: &Mailboxes) {
                             id: format!("{writer}-{n}"),
                             name: format!("device {writer} {n}"),
                             digest: "d".into(),
+                            over: String::new(),
                             created: n,
                             last_used: None,
                         })

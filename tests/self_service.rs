@@ -1,7 +1,8 @@
 //! A mailbox owner's own page (headless Chromium): a changed password ends the old one
-//! on IMAP, an app password opens IMAP, POP3, SMTP and DAV until it is revoked, their
-//! forwarding and vacation reply act on the next message; and what the spec does not
-//! allow, or a stranger tries, is refused.
+//! on IMAP, an app password opens IMAP, POP3, SMTP and DAV (not ManageSieve, not the
+//! page) until it is revoked or the password changes, their forwarding and vacation
+//! reply act on the next message; and what the spec does not allow, or a stranger or a
+//! stolen session tries, is refused.
 
 mod common;
 
@@ -16,6 +17,7 @@ const FIRST: &str = "quickstart";
 const CHANGED: &str = "a-new-password-42";
 
 struct Ports {
+    managesieve: u16,
     mx: u16,
     submission: u16,
     imap: u16,
@@ -26,6 +28,7 @@ struct Ports {
 
 fn spec(p: &Ports, dns: u16) -> String {
     let Ports {
+        managesieve,
         mx,
         submission,
         imap,
@@ -40,6 +43,7 @@ mx = "127.0.0.1:{mx}"
 submission = "127.0.0.1:{submission}"
 imap = "127.0.0.1:{imap}"
 pop3 = "127.0.0.1:{pop3}"
+managesieve = "127.0.0.1:{managesieve}"
 https = "127.0.0.1:{https}"
 
 [dns]
@@ -82,6 +86,13 @@ fn pop3(port: u16, user: &str, password: &str) -> String {
 fn smtp(port: u16, user: &str, password: &str) -> String {
     python(&format!(
         "import smtplib,ssl\nc=smtplib.SMTP('127.0.0.1',{port})\nc.starttls(context=ssl._create_unverified_context())\ntry:\n  print(c.login({user:?},{password:?})[0])\nexcept Exception as e:\n  print('refused', e)\n"
+    ))
+}
+
+/// Logs in to ManageSieve with sievelib (PyPI): "True" or "False".
+fn managesieve(port: u16, user: &str, password: &str) -> String {
+    python(&format!(
+        "import ssl\nfrom sievelib import managesieve\nc=ssl._create_unverified_context\nssl.create_default_context=lambda *a,**k: c()\nm=managesieve.Client('127.0.0.1',{port})\nprint(m.connect({user:?},{password:?},starttls=True,authmech='PLAIN'))\n"
     ))
 }
 
@@ -187,6 +198,7 @@ impl Web {
 fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys() {
     let w = Workspace::new("");
     let p = Ports {
+        managesieve: free_port(),
         mx: free_port(),
         submission: free_port(),
         imap: free_port(),
@@ -295,6 +307,12 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     assert_eq!(pop3(p.pop3, "me@example.test", &app), "+OK");
     assert_eq!(smtp(p.submission, "me@example.test", &app), "235");
     assert_eq!(dav(p.https, "me@example.test", &app), "207");
+    // Nor ManageSieve, where a script could send all mail away; the password does.
+    assert_eq!(managesieve(p.managesieve, "me@example.test", &app), "False");
+    assert_eq!(
+        managesieve(p.managesieve, "me@example.test", CHANGED),
+        "True"
+    );
     // An app password never opens the page where passwords are changed.
     let web = Web::new(w.path(), "app", p.https);
     assert_eq!(web.login("me@example.test", &app).0, 401);
@@ -350,7 +368,50 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     assert!(imap(p.imap, "me@example.test", &app).starts_with("refused"));
     assert_eq!(imap(p.imap, "me@example.test", CHANGED), "OK");
 
-    // The operator resets the password in the spec: the new hash wins over the owner's.
+    // One more app password, made without the browser (the form asks for the password).
+    let web = Web::new(w.path(), "tablet", p.https);
+    assert_eq!(web.login("me@example.test", CHANGED).0, 303);
+    let (_, page) = web.call("/admin/me", &[]);
+    let csrf = Web::csrf(&page);
+    let (status, page) = web.call(
+        "/admin/me/app-passwords",
+        &[("csrf", &csrf), ("name", "tablet"), ("current", "wrong")],
+    );
+    assert_eq!(status, 422);
+    assert!(page.contains("The current password is wrong."));
+    let (status, made) = web.call(
+        "/admin/me/app-passwords",
+        &[("csrf", &csrf), ("name", "tablet"), ("current", CHANGED)],
+    );
+    assert_eq!(status, 200, "{made}");
+    let tablet = new_app_password(&made);
+    assert_eq!(imap(p.imap, "me@example.test", &tablet), "OK");
+    // A session alone (a stolen cookie) does not send the mail away.
+    let (status, page) = web.call(
+        "/admin/me/forwarding",
+        &[
+            ("csrf", &csrf),
+            ("to", "thief@elsewhere.test"),
+            ("current", ""),
+        ],
+    );
+    assert_eq!(status, 422, "{page}");
+    // A reply longer than a Sieve string can hold is refused when saved, not dropped at
+    // delivery (2,100 "é" are 4,200 bytes).
+    let long = "é".repeat(2_100);
+    let (status, page) = web.call(
+        "/admin/me/vacation",
+        &[("csrf", &csrf), ("on", "on"), ("body", &long)],
+    );
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("at most 4000 bytes"), "{page}");
+    assert!(
+        page.contains("Back on Monday."),
+        "the saved reply stays: {page}"
+    );
+
+    // The operator resets the password in the spec: the new hash wins over the owner's,
+    // and the app passwords made under the old one end with it.
     let reset = spec(&p, dns).replacen(
         &format!("password = {{ hash = \"{TEST_HASH}\" }}\nself_service"),
         &format!(
@@ -370,12 +431,31 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
         server.log_text()
     );
     assert!(imap(p.imap, "me@example.test", CHANGED).starts_with("refused"));
+    assert!(imap(p.imap, "me@example.test", &tablet).starts_with("refused"));
+    // The reset ended the page's sessions too.
+    assert_eq!(web.call("/admin/me", &[]).0, 303);
+}
+
+/// The app password a page shows once.
+fn new_app_password(page: &str) -> String {
+    let at = page
+        .find("id=\"app-password\"")
+        .expect("the new app password");
+    page[at..]
+        .split('>')
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
 fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
     let w = Workspace::new("");
     let p = Ports {
+        managesieve: free_port(),
         mx: free_port(),
         submission: free_port(),
         imap: free_port(),
@@ -419,20 +499,16 @@ fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
     let csrf = Web::csrf(&page);
     let (status, made) = web.call(
         "/admin/me/app-passwords",
-        &[("csrf", &csrf), ("name", "laptop")],
+        &[("csrf", &csrf), ("name", "laptop"), ("current", FIRST)],
     );
     assert_eq!(status, 200, "{made}");
-    let at = made
-        .find("id=\"app-password\"")
-        .expect("the new app password");
-    let app = made[at..]
-        .split('>')
-        .nth(1)
-        .unwrap()
-        .split('<')
-        .next()
-        .unwrap();
-    assert_eq!(imap(p.imap, "web@example.test", app), "OK");
+    let app = new_app_password(&made);
+    assert_eq!(imap(p.imap, "web@example.test", &app), "OK");
+    // The main password kept to the web does not open ManageSieve either.
+    assert_eq!(
+        managesieve(p.managesieve, "web@example.test", FIRST),
+        "False"
+    );
 
     // Without the session's CSRF token, nothing; an unknown app password, 404.
     let (status, _) = web.call(
@@ -470,7 +546,11 @@ fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
     for n in 0..25 {
         let (status, _) = web.call(
             "/admin/me/app-passwords",
-            &[("csrf", &csrf), ("name", &format!("device {n}"))],
+            &[
+                ("csrf", &csrf),
+                ("name", &format!("device {n}")),
+                ("current", FIRST),
+            ],
         );
         last = status;
         if status == 429 {

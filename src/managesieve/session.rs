@@ -297,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match self
             .ctx
             .logins
-            .check_plain(self.remote.ip(), &response)
+            .check_plain_at(self.remote.ip(), &response, crate::login::Door::Sieve)
             .await
         {
             LoginOutcome::Accepted(account) => {

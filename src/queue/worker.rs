@@ -471,7 +471,7 @@ impl Worker {
         let owner = snapshot
             .accounts
             .get(&d.target)
-            .filter(|r| crate::selfservice::has_own(r) && spam != SpamStatus::Spam)
+            .filter(|r| crate::selfservice::keeps_delivery_settings(r) && spam != SpamStatus::Spam)
             .cloned();
 
         let (boxes, cache, interpreter) = (
@@ -486,10 +486,19 @@ impl Worker {
             let mailbox = boxes
                 .open(&account)
                 .map_err(|e| DeliveryError::temporary(e.to_string()))?;
-            if let Some(record) = &owner {
-                let own = crate::selfservice::settings::read_in(&boxes, &mailbox).map_err(|e| {
-                    DeliveryError::temporary(format!("reading the owner's settings: {e}"))
-                })?;
+            // Settings that cannot be read leave the spec's scripts in place: the mail is
+            // kept here either way, and a forward or reply missed is no mail lost.
+            let own =
+                owner.as_ref().and_then(|record| {
+                    match crate::selfservice::settings::read_in(&boxes, &mailbox) {
+                        Ok(own) => Some((record, own)),
+                        Err(e) => {
+                            tracing::warn!(account, "the owner's settings cannot be read: {e}");
+                            None
+                        }
+                    }
+                });
+            if let Some((record, own)) = own {
                 let today = crate::sieve::vacation::today(now_unix());
                 match crate::selfservice::owner_script(record, &own, today) {
                     None => {}

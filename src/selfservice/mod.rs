@@ -20,7 +20,9 @@ pub const MAX_NAME_CHARS: usize = 60;
 pub const MAX_FORWARDS: usize = crate::sieve::MAX_REDIRECTS;
 /// Characters of a vacation reply's subject and text.
 pub const MAX_SUBJECT_CHARS: usize = 200;
-pub const MAX_REPLY_CHARS: usize = 8_000;
+/// A reply's text in bytes, with CRLF line ends: the Sieve compiler takes strings of
+/// 4 KiB at most.
+pub const MAX_REPLY_BYTES: usize = 4_000;
 
 /// What the owner's settings say of the spec's hash they replaced.
 pub fn fingerprint(spec_hash: &str) -> String {
@@ -41,9 +43,27 @@ pub fn main_hash<'a>(record: &'a AccountRecord, own: &'a Own) -> &'a str {
     }
 }
 
-/// Whether the account has anything of its owner's to read at login or delivery.
-pub fn has_own(record: &AccountRecord) -> bool {
-    !record.self_service.is_empty()
+/// Whether a login needs the owner's settings: their own password or app passwords.
+pub fn keeps_credentials(record: &AccountRecord) -> bool {
+    record.allows(SelfService::Password) || record.allows(SelfService::AppPasswords)
+}
+
+/// Whether delivery needs the owner's settings: their forwarding or vacation reply.
+pub fn keeps_delivery_settings(record: &AccountRecord) -> bool {
+    record.allows(SelfService::Forwarding) || record.allows(SelfService::Vacation)
+}
+
+/// The app passwords that open the account now: made while the main password in effect
+/// was the one it is now. A new password, the owner's or an operator's reset, ends the
+/// others: one made with a leaked password must not outlive it.
+pub fn live_app_passwords<'a>(
+    record: &'a AccountRecord,
+    own: &'a Own,
+) -> impl Iterator<Item = &'a AppPassword> {
+    let main = fingerprint(main_hash(record, own));
+    own.app_passwords
+        .iter()
+        .filter(move |a| record.allows(SelfService::AppPasswords) && a.over == main)
 }
 
 /// The vacation reply in effect: the owner's, when they may set one and did, else the
@@ -104,8 +124,12 @@ pub fn check_vacation(v: &Vacation) -> Result<(), String> {
     if v.body.trim().is_empty() {
         return Err("the reply needs a text".into());
     }
-    if v.body.chars().count() > MAX_REPLY_CHARS {
-        return Err(format!("the reply is at most {MAX_REPLY_CHARS} characters"));
+    let crlf = v.body.replace("\r\n", "\n").replace('\n', "\r\n");
+    if crlf.len() > MAX_REPLY_BYTES {
+        return Err(format!(
+            "the reply is at most {MAX_REPLY_BYTES} bytes ({} now; letters outside English take two to four each)",
+            crlf.len()
+        ));
     }
     if v.subject
         .as_deref()
@@ -122,5 +146,8 @@ pub fn check_vacation(v: &Vacation) -> Result<(), String> {
             return Err(format!("the {what} day {day:?} is not a date (2026-12-20)"));
         }
     }
-    Ok(())
+    // What is saved runs at delivery: it must compile now, not fail then.
+    crate::sieve::compile(crate::sieve::vacation::script(v).as_bytes())
+        .map(drop)
+        .map_err(|e| format!("the reply cannot be sent as written ({e})"))
 }

@@ -43,6 +43,9 @@ pub struct AppPassword {
     pub name: String,
     /// `app_password::digest` of it.
     pub digest: String,
+    /// `super::fingerprint` of the main password's hash in effect when it was made.
+    #[serde(default)]
+    pub over: String,
     pub created: i64,
     /// When it last logged in, to the hour (a login does not write more often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,8 +169,12 @@ pub fn update<T>(
         }
         Some(mongo) => {
             // Optimistic: written only over the version read; another node's write in
-            // between makes this one read again.
-            for _ in 0..5 {
+            // between makes this one read again, after a pause that grows, with jitter
+            // so two writers do not meet again.
+            for attempt in 0..ATTEMPTS {
+                if attempt > 0 {
+                    std::thread::sleep(backoff(attempt));
+                }
                 let found = mongo_row(mongo, &account)?;
                 let version = found.as_ref().map(|(_, _, v)| *v);
                 let mut own = opened(mailboxes, &account, found.map(|(id, b, _)| (id, b)))?;
@@ -208,6 +215,15 @@ pub fn update<T>(
             Err(SettingsError::Busy)
         }
     }
+}
+
+/// Tries of a MongoDB write that meets another writer's.
+const ATTEMPTS: u32 = 12;
+
+fn backoff(attempt: u32) -> std::time::Duration {
+    let mut jitter = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut jitter);
+    std::time::Duration::from_millis(u64::from(attempt) * 5 + u64::from(jitter[0] % 16))
 }
 
 fn sqlite_row(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, SettingsError> {
@@ -275,6 +291,7 @@ mod tests {
                 id: "a1".into(),
                 name: "phone".into(),
                 digest: "d".into(),
+                over: String::new(),
                 created: 1,
                 last_used: None,
             });

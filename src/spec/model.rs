@@ -1119,14 +1119,16 @@ pub struct Mailbox {
     pub vacation: Option<Vacation>,
     /// What the mailbox's owner may change on their own web page (/admin/me), kept in
     /// the store, never written to the spec: "password" (the spec's hash is then the
-    /// first one, and setting a new hash in the spec resets theirs), "app-passwords"
-    /// (one per device, revocable), "forwarding", "vacation" (over the one declared
-    /// here). E.g. self_service = ["password", "app-passwords"].
+    /// first one; a new hash in the spec resets theirs, and taking "password" away
+    /// brings the spec's back), "app-passwords" (one per device for IMAP, POP3, SMTP and
+    /// DAV, revocable, ended by any new password), "forwarding", "vacation" (over the
+    /// one declared here). E.g. self_service = ["password", "app-passwords"].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub self_service: Vec<SelfService>,
     /// Where the main password logs in: "everywhere" (default), or "web" (the owner's
     /// page only; mail clients then need an app password, so a password typed into a
-    /// phone never opens the account's settings). "web" needs "app-passwords".
+    /// phone never opens the account's settings, and ManageSieve, which app passwords
+    /// do not open, is closed). "web" needs "app-passwords".
     #[serde(default, skip_serializing_if = "MainPassword::is_everywhere")]
     pub main_password: MainPassword,
 }

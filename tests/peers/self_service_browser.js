@@ -65,6 +65,7 @@ const [base, password, outDir, user, phase, newPassword] = process.argv.slice(2)
       report.after_change = new URL(page.url()).pathname;
 
       await page.fill('#app-password-form input[name=name]', 'phone');
+      await page.fill('#app-password-form input[name=current]', newPassword);
       await page.click('#app-password-form button[type=submit]');
       await shoot('me-app-password');
       report.app_password = (await page.textContent('#app-password')).trim();
@@ -72,6 +73,7 @@ const [base, password, outDir, user, phase, newPassword] = process.argv.slice(2)
 
       await page.fill('#forwarding-form textarea[name=to]', 'far@elsewhere.test');
       await page.check('#forwarding-form input[name=keep]');
+      await page.fill('#forwarding-form input[name=current]', newPassword);
       await page.click('#forwarding-form button[type=submit]');
       report.forwarding = await notice();
 

@@ -128,7 +128,7 @@ async fn render(state: &AppState, viewer: &Viewer, notice: Notice, status: Statu
             (password_form(csrf))
         }
         @if record.allows(SelfService::AppPasswords) {
-            (app_passwords(csrf, &own.app_passwords))
+            (app_passwords(csrf, &selfservice::live_app_passwords(&record, &own).cloned().collect::<Vec<_>>()))
         }
         @if record.allows(SelfService::Forwarding) {
             (forwarding_form(csrf, own.forwarding.as_ref()))
@@ -196,7 +196,7 @@ fn password_form(csrf: &str) -> Markup {
             p { label { "Current password" br; input name="current" type="password" autocomplete="current-password" required; } }
             p { label { "New password" br; input name="new" type="password" autocomplete="new-password" minlength=(MIN_PASSWORD_CHARS) required; } }
             p { label { "New password again" br; input name="again" type="password" autocomplete="new-password" minlength=(MIN_PASSWORD_CHARS) required; } }
-            p.muted { "At least " (MIN_PASSWORD_CHARS) " characters. Other sessions of this page end; mail apps need the new one." }
+            p.muted { "At least " (MIN_PASSWORD_CHARS) " characters. Other sessions of this page end, and app passwords stop working: make new ones." }
             button type="submit" { "Change password" }
         }
     }
@@ -228,6 +228,7 @@ fn app_passwords(csrf: &str, list: &[AppPassword]) -> Markup {
             form.card.search #app-password-form method="post" action="/admin/me/app-passwords" {
                 input type="hidden" name="csrf" value=(csrf);
                 label { "Device " input name="name" required maxlength=(selfservice::MAX_NAME_CHARS) placeholder="phone"; }
+                label { "Your password " input name="current" type="password" autocomplete="current-password" required; }
                 button type="submit" { "Make an app password" }
             }
         } @else {
@@ -246,6 +247,7 @@ fn forwarding_form(csrf: &str, forwarding: Option<&Forwarding>) -> Markup {
             p { label { "Forward my mail to (one address a line, at most " (selfservice::MAX_FORWARDS) "; empty: none)" br;
                 textarea name="to" rows="3" cols="40" { (to) } } }
             p { label { input type="checkbox" name="keep" value="on" checked[keep]; " Keep a copy here" } }
+            p { label { "Your password" br; input name="current" type="password" autocomplete="current-password" required; } }
             button type="submit" { "Save forwarding" }
         }
     }
@@ -262,7 +264,7 @@ fn vacation_form(csrf: &str, vacation: Option<&Vacation>) -> Markup {
             p { label { "From (first day, UTC)" br; input name="from" type="date" value=(field(|v| v.from.clone())); } }
             p { label { "Until (last day)" br; input name="until" type="date" value=(field(|v| v.until.clone())); } }
             p { label { "Subject" br; input name="subject" size="40" maxlength=(selfservice::MAX_SUBJECT_CHARS) value=(field(|v| v.subject.clone())); } }
-            p { label { "Reply" br; textarea name="body" rows="5" cols="40" maxlength=(selfservice::MAX_REPLY_CHARS) { (field(|v| Some(v.body.clone()))) } } }
+            p { label { "Reply" br; textarea name="body" rows="5" cols="40" maxlength=(selfservice::MAX_REPLY_BYTES) { (field(|v| Some(v.body.clone()))) } } }
             p.muted { "Each sender gets one reply a week; lists, bounces and automatic mail none." }
             button type="submit" { "Save vacation reply" }
         }
@@ -366,6 +368,51 @@ fn admitted(
     Ok((account, record))
 }
 
+/// Checks the owner's current password, as a login is checked: throttled per network
+/// and account. What a stolen session alone must not do (a new password, an app
+/// password, forwarding mail away) asks for it. Err is the page's refusal text and
+/// status.
+async fn confirm(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    account: &str,
+    record: &AccountRecord,
+    given: &str,
+) -> Result<(), (String, StatusCode)> {
+    let throttle = crate::login::Throttle {
+        cache: state.admin.cache.as_ref(),
+        kind: "self-service",
+    };
+    if !throttle.allows(peer, account) {
+        return Err((
+            "Too many wrong passwords lately; wait a few minutes.".into(),
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
+    }
+    let Ok(own) = read_own(state, account).await else {
+        return Err((
+            "The settings could not be read; try again in a moment.".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ));
+    };
+    let (hash, given) = (
+        selfservice::main_hash(record, &own).to_string(),
+        given.to_string(),
+    );
+    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&given, &hash))
+        .await
+        .unwrap_or(false);
+    if matches {
+        return Ok(());
+    }
+    throttle.failed(peer, account);
+    tracing::info!(ip = %peer, account, "self-service: wrong current password");
+    Err((
+        "The current password is wrong.".into(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ))
+}
+
 #[derive(serde::Deserialize)]
 pub struct PasswordForm {
     csrf: String,
@@ -407,38 +454,16 @@ pub async fn change_password(
     if form.new == form.current {
         return refuse("The new password is the current one.").await;
     }
-    // The current password is checked as a login is: throttled per network and account.
-    let throttle = crate::login::Throttle {
-        cache: state.admin.cache.as_ref(),
-        kind: "self-service",
-    };
-    if !throttle.allows(peer.ip(), &account) {
-        return render(
-            &state,
-            &viewer,
-            Notice::Refused("Too many wrong passwords lately; wait a few minutes.".into()),
-            StatusCode::TOO_MANY_REQUESTS,
-        )
-        .await;
+    if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
+        return render(&state, &viewer, Notice::Refused(why), status).await;
     }
-    let own = match read_own(&state, &account).await {
-        Ok(own) => own,
-        Err(response) => return response,
-    };
-    let current_hash = selfservice::main_hash(&record, &own).to_string();
-    let (current, new) = (form.current.clone(), form.new.clone());
-    let checked = tokio::task::spawn_blocking(move || {
-        crate::password::verify(&current, &current_hash)
-            .then(|| crate::password::hash(&new).ok())
-            .flatten()
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some(hash) = checked else {
-        throttle.failed(peer.ip(), &account);
-        tracing::info!(ip = %peer.ip(), account, "self-service: wrong current password");
-        return refuse("The current password is wrong.").await;
+    let new = form.new.clone();
+    let made = tokio::task::spawn_blocking(move || crate::password::hash(&new).ok())
+        .await
+        .ok()
+        .flatten();
+    let Some(hash) = made else {
+        return unavailable();
     };
     let over = selfservice::fingerprint(&record.password_hash);
     let stored = hash.clone();
@@ -448,6 +473,8 @@ pub async fn change_password(
             over: over.clone(),
             changed: crate::store::unix_now(),
         });
+        // Made under the old password, which may be why it is changed.
+        own.app_passwords.clear();
     })
     .await
     {
@@ -485,15 +512,18 @@ pub async fn change_password(
 pub struct NameForm {
     csrf: String,
     name: String,
+    #[serde(default)]
+    current: String,
 }
 
 /// `POST /admin/me/app-passwords`: a new one, shown once.
 pub async fn make_app_password(
     State(state): State<AppState>,
     viewer: Viewer,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<NameForm>,
 ) -> Response {
-    let (account, _) = match admitted(&state, &viewer, &form.csrf, SelfService::AppPasswords) {
+    let (account, record) = match admitted(&state, &viewer, &form.csrf, SelfService::AppPasswords) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -526,23 +556,33 @@ pub async fn make_app_password(
         )
         .await;
     }
+    if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
+        return render(&state, &viewer, Notice::Refused(why), status).await;
+    }
     let (Some(password), Some(id)) = (selfservice::app_password::generate(), id()) else {
         return unavailable();
     };
     let Some(digest) = selfservice::app_password::digest(&account, &password) else {
         return unavailable();
     };
-    let made = AppPassword {
+    let mut made = AppPassword {
         id,
         name: name.clone(),
         digest,
+        over: String::new(),
         created: crate::store::unix_now(),
         last_used: None,
     };
     let added = change_own(&state, &account, move |own| {
+        // Those a new main password ended go; the new one is bound to the one now.
+        let live: Vec<String> = selfservice::live_app_passwords(&record, own)
+            .map(|a| a.id.clone())
+            .collect();
+        own.app_passwords.retain(|a| live.contains(&a.id));
         if own.app_passwords.len() >= selfservice::MAX_APP_PASSWORDS {
             return false;
         }
+        made.over = selfservice::fingerprint(selfservice::main_hash(&record, own));
         own.app_passwords.push(made.clone());
         true
     })
@@ -628,6 +668,8 @@ pub struct ForwardingForm {
     #[serde(default)]
     to: String,
     keep: Option<String>,
+    #[serde(default)]
+    current: String,
 }
 
 /// `POST /admin/me/forwarding`: the addresses (none: no forwarding) and whether a copy
@@ -635,9 +677,10 @@ pub struct ForwardingForm {
 pub async fn set_forwarding(
     State(state): State<AppState>,
     viewer: Viewer,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<ForwardingForm>,
 ) -> Response {
-    let (account, _) = match admitted(&state, &viewer, &form.csrf, SelfService::Forwarding) {
+    let (account, record) = match admitted(&state, &viewer, &form.csrf, SelfService::Forwarding) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -655,6 +698,9 @@ pub async fn set_forwarding(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
+    }
+    if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
+        return render(&state, &viewer, Notice::Refused(why), status).await;
     }
     let keep = form.keep.is_some();
     let saved = change_own(&state, &account, move |own| {
