@@ -4,7 +4,7 @@
 
 mod common;
 
-use ferrymail::queue::log::{Entry, Event, MailLog};
+use ferrymail::queue::log::{Entry, Event, JUNK_MARK, MailLog, Outcome};
 use ferrymail::store::{MongoStore, Store};
 
 fn entry(at: i64, event: Event, from: &str, detail: &str) -> Entry {
@@ -60,6 +60,25 @@ fn searches(log: &MailLog) {
     assert_eq!(rejected[0].mail_from, "bob@sender.test");
     assert_eq!(rejected[0].message_id, Some(7));
     assert_eq!(log.search("", None, 1).unwrap().len(), 1);
+    // The overview's chart: the junk among the accepted counts as spam.
+    log.record(entry(
+        now(),
+        Event::Accepted,
+        "spammer@sender.test",
+        &format!("{JUNK_MARK}spam score 9.00 (add header)"),
+    ));
+    log.flush();
+    let counts = log.per_bucket(now(), 3600, 2).unwrap();
+    let outcome = |o: Outcome| counts[1][Outcome::ALL.iter().position(|x| *x == o).unwrap()];
+    assert_eq!(
+        (
+            outcome(Outcome::Accepted),
+            outcome(Outcome::Spam),
+            outcome(Outcome::Rejected),
+            outcome(Outcome::Delivered)
+        ),
+        (1, 1, 1, 1)
+    );
 }
 
 #[test]
@@ -82,7 +101,7 @@ fn sqlite_log_searches_and_prunes() {
     log.record(entry(now(), Event::Accepted, "x@sender.test", "250"));
     log.flush();
     assert_eq!(log.search("old@", None, 10).unwrap().len(), 0);
-    assert_eq!(log.recent(10).unwrap().len(), 4);
+    assert_eq!(log.recent(10).unwrap().len(), 5);
 }
 
 #[test]

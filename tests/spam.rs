@@ -193,6 +193,8 @@ fn rspamd_refuses_marks_and_passes_mail_as_each_domain_says() {
         "{log}"
     );
     assert!(log.contains("FERRYMAIL_TEST_JUNK(8.00)"), "{log}");
+    // Filed as junk: marked so, which the overview's chart counts as spam.
+    assert!(log.contains("\"detail\": \"junk: spam score 8.50"), "{log}");
     assert!(
         log.contains("junk not forwarded to friend@elsewhere.test"),
         "{log}"

@@ -60,6 +60,58 @@ impl Event {
     }
 }
 
+/// How an accepted message the spam filter filed as junk begins its detail: the
+/// overview counts those as spam (`Outcome::Spam`), the log shows why.
+pub const JUNK_MARK: &str = "junk: ";
+
+/// What became of mail, as the overview's chart tells it: the log's events, with
+/// accepted junk apart from the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Spam,
+    Rejected,
+    Delivered,
+    Deferred,
+    Bounced,
+    Held,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Accepted,
+        Outcome::Spam,
+        Outcome::Rejected,
+        Outcome::Delivered,
+        Outcome::Deferred,
+        Outcome::Bounced,
+        Outcome::Held,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Spam => "spam",
+            Outcome::Accepted => Event::Accepted.as_str(),
+            Outcome::Rejected => Event::Rejected.as_str(),
+            Outcome::Delivered => Event::Delivered.as_str(),
+            Outcome::Deferred => Event::Deferred.as_str(),
+            Outcome::Bounced => Event::Bounced.as_str(),
+            Outcome::Held => Event::Held.as_str(),
+        }
+    }
+
+    fn index(self) -> usize {
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+
+    fn of(event: &str, junk: bool) -> Option<Outcome> {
+        if junk && event == Event::Accepted.as_str() {
+            return Some(Outcome::Spam);
+        }
+        Outcome::ALL.into_iter().find(|o| o.as_str() == event)
+    }
+}
+
 /// One log record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
@@ -300,58 +352,83 @@ impl MailLog {
         now: i64,
         bucket_secs: i64,
         buckets: usize,
-    ) -> Result<Vec<[u64; Event::ALL.len()]>, QueueError> {
+    ) -> Result<Vec<[u64; Outcome::ALL.len()]>, QueueError> {
         let bucket_secs = bucket_secs.max(1);
         // The last bucket ends with the current second.
         let since = now + 1 - bucket_secs * buckets as i64;
-        let mut out = vec![[0u64; Event::ALL.len()]; buckets];
-        let mut add = |at_bucket: i64, event: &str, n: u64| {
-            let index = Event::ALL.iter().position(|e| e.as_str() == event);
-            if let (Ok(b), Some(e)) = (usize::try_from(at_bucket), index)
+        let mut out = vec![[0u64; Outcome::ALL.len()]; buckets];
+        let mut add = |at_bucket: i64, event: &str, junk: bool, n: i64| {
+            if let (Ok(b), Some(o)) = (usize::try_from(at_bucket), Outcome::of(event, junk))
                 && b < buckets
             {
-                out[b][e] += n;
+                let cell = &mut out[b][o.index()];
+                *cell = cell.saturating_add_signed(n);
             }
         };
         match &self.reader {
             Reader::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
                 let mut stmt = conn.prepare_cached(
-                    "SELECT (at - ?1) / ?2 AS bucket, event, COUNT(*) FROM mail_log
-                     WHERE at >= ?1 GROUP BY bucket, event",
+                    "SELECT (at - ?1) / ?2 AS bucket, event, substr(detail, 1, ?3) = ?4 AS junk,
+                            COUNT(*)
+                     FROM mail_log WHERE at >= ?1 GROUP BY bucket, event, junk",
                 )?;
-                let rows = stmt.query_map(params![since, bucket_secs], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?;
+                let rows = stmt.query_map(
+                    params![since, bucket_secs, JUNK_MARK.len() as i64, JUNK_MARK],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, bool>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )?;
                 for row in rows {
-                    let (bucket, event, n) = row?;
-                    add(bucket, &event, n.max(0) as u64);
+                    let (bucket, event, junk, n) = row?;
+                    add(bucket, &event, junk, n.max(0));
                 }
             }
             Reader::Mongo(mongo) => {
-                let pipeline = vec![
-                    doc! { "$match": { "at": { "$gte": since } } },
-                    doc! { "$group": {
-                        "_id": {
-                            "b": { "$floor": { "$divide": [ { "$subtract": ["$at", since] }, bucket_secs ] } },
-                            "e": "$event",
-                        },
-                        "n": { "$sum": 1 },
-                    } },
-                ];
-                let docs: Vec<Document> = mongo.block(async {
-                    mongo
-                        .coll("mail_log")
-                        .aggregate(pipeline)
+                let group = |filter: Document| {
+                    vec![
+                        doc! { "$match": filter },
+                        doc! { "$group": {
+                            "_id": {
+                                "b": { "$floor": { "$divide": [ { "$subtract": ["$at", since] }, bucket_secs ] } },
+                                "e": "$event",
+                            },
+                            "n": { "$sum": 1 },
+                        } },
+                    ]
+                };
+                // Every record by event; then the junk among the accepted, moved from
+                // "accepted" to "spam" (a plain $regex match: no expression operators
+                // beyond what every MongoDB-wire server has).
+                let junk = format!("^{}", regex::escape(JUNK_MARK));
+                let (all, junked): (Vec<Document>, Vec<Document>) = mongo.block(async {
+                    let coll = mongo.coll("mail_log");
+                    let all = coll
+                        .aggregate(group(doc! { "at": { "$gte": since } }))
                         .await?
                         .try_collect()
-                        .await
+                        .await?;
+                    let junked = coll
+                        .aggregate(group(doc! {
+                            "at": { "$gte": since },
+                            "event": Event::Accepted.as_str(),
+                            "detail": { "$regex": junk },
+                        }))
+                        .await?
+                        .try_collect()
+                        .await?;
+                    Ok::<_, mongodb::error::Error>((all, junked))
                 })?;
-                for d in &docs {
+                let docs = all
+                    .iter()
+                    .map(|d| (d, false, 1))
+                    .chain(junked.iter().flat_map(|d| [(d, true, 1), (d, false, -1)]));
+                for (d, junk, sign) in docs {
                     let Ok(id) = d.get_document("_id") else {
                         continue;
                     };
@@ -366,7 +443,12 @@ impl MailLog {
                         Some(Bson::Int32(v)) => i64::from(*v),
                         _ => 0,
                     };
-                    add(bucket, id.get_str("e").unwrap_or_default(), n.max(0) as u64);
+                    add(
+                        bucket,
+                        id.get_str("e").unwrap_or_default(),
+                        junk,
+                        sign * n.max(0),
+                    );
                 }
             }
         }
@@ -506,6 +588,11 @@ mod tests {
         };
         log.record(entry(now - 10, Event::Accepted));
         log.record(entry(now - 20, Event::Accepted));
+        // Filed as junk: spam, not accepted.
+        log.record(Entry {
+            detail: format!("{JUNK_MARK}spam score 9.00 (add header)"),
+            ..entry(now - 15, Event::Accepted)
+        });
         log.record(entry(now - 30, Event::Delivered));
         log.record(entry(now - 3600 - 5, Event::Bounced));
         // Older than the chart: not counted.
@@ -513,8 +600,9 @@ mod tests {
         log.flush();
         let counts = log.per_bucket(now, 3600, 24).expect("counts");
         assert_eq!(counts.len(), 24);
-        assert_eq!(counts[23], [2, 0, 1, 0, 0, 0]);
-        assert_eq!(counts[22], [0, 0, 0, 0, 1, 0]);
-        assert_eq!(counts.iter().flatten().sum::<u64>(), 4);
+        // accepted, spam, rejected, delivered, deferred, bounced, held
+        assert_eq!(counts[23], [2, 1, 0, 1, 0, 0, 0]);
+        assert_eq!(counts[22], [0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(counts.iter().flatten().sum::<u64>(), 5);
     }
 }

@@ -55,15 +55,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .collect();
         let rcpts = rcpts.join(", ");
         let spam = self.state.spam_note.take();
+        let junk = std::mem::take(&mut self.state.junk);
         match outcome {
             Ok(Some(id)) => {
-                self.log(
-                    Event::Accepted,
-                    Some(id),
-                    &sender,
-                    &rcpts,
-                    spam.as_deref().unwrap_or_default(),
-                );
+                let note = spam.as_deref().unwrap_or_default();
+                let detail = if junk {
+                    format!("{}{note}", crate::queue::log::JUNK_MARK)
+                } else {
+                    note.to_string()
+                };
+                self.log(Event::Accepted, Some(id), &sender, &rcpts, &detail);
                 self.reply(250, "2.0.0", &format!("Queued as {id}"));
             }
             Ok(None) => {

@@ -64,6 +64,8 @@ pub struct State {
     pub refused: u32,
     /// What the spam filter made of the message in progress, for the mail log.
     pub spam_note: Option<String>,
+    /// The spam filter filed it as junk for some recipient (the log marks it spam).
+    pub junk: bool,
 }
 
 pub(super) enum Input {
@@ -550,6 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state.envid = None;
         self.state.rcpts.clear();
         self.state.spam_note = None;
+        self.state.junk = false;
         // The buffer goes too, not only its contents: its memory is given back.
         self.bdat_body = Vec::new();
         self.memory.release();

@@ -180,6 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             })
             .collect();
+        self.state.junk = judgements.iter().any(|(j, _)| *j == Judgement::Junk);
         // One transaction, one answer: the strictest recipient domain decides.
         if judgements.iter().any(|(j, _)| *j == Judgement::Refuse) {
             return Err((554, "5.7.1", refused("Message refused as spam")));

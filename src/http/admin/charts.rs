@@ -3,29 +3,29 @@
 
 use maud::{Markup, html};
 
-use crate::queue::log::Event;
+use crate::queue::log::Outcome;
 
 /// Width and height of a chart's drawing, in SVG units (it scales to the page).
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 160.0;
 
-/// An event's colour, and whether it is shown at all (held is rare and shown in the
-/// queue page instead).
-fn colour(event: Event) -> &'static str {
-    match event {
-        Event::Accepted => "#2563eb",
-        Event::Delivered => "#15803d",
-        Event::Deferred => "#d97706",
-        Event::Bounced => "#b91c1c",
-        Event::Rejected => "#6b7280",
-        Event::Held => "#7c3aed",
+/// An outcome's colour.
+fn colour(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Accepted => "#2563eb",
+        Outcome::Spam => "#db2777",
+        Outcome::Delivered => "#15803d",
+        Outcome::Deferred => "#d97706",
+        Outcome::Bounced => "#b91c1c",
+        Outcome::Rejected => "#6b7280",
+        Outcome::Held => "#7c3aed",
     }
 }
 
 /// Stacked bars: one per bucket of `bucket_secs` ending now, each split by event.
 pub fn mail_per_bucket(
     title: &str,
-    counts: &[[u64; Event::ALL.len()]],
+    counts: &[[u64; Outcome::ALL.len()]],
     bucket_secs: i64,
 ) -> Markup {
     let tallest = counts
@@ -36,7 +36,7 @@ pub fn mail_per_bucket(
         .max(1);
     let n = counts.len().max(1) as f64;
     let bar = WIDTH / n;
-    let totals: Vec<(Event, u64)> = Event::ALL
+    let totals: Vec<(Outcome, u64)> = Outcome::ALL
         .iter()
         .enumerate()
         .map(|(i, e)| (*e, counts.iter().map(|c| c[i]).sum()))
@@ -59,7 +59,7 @@ pub fn mail_per_bucket(
     let mut rects = Vec::new();
     for (i, bucket) in counts.iter().enumerate() {
         let mut top = HEIGHT;
-        for (j, event) in Event::ALL.iter().enumerate() {
+        for (j, event) in Outcome::ALL.iter().enumerate() {
             if bucket[j] == 0 {
                 continue;
             }
@@ -88,7 +88,8 @@ pub fn mail_per_bucket(
             }
             p.legend {
                 @for (event, n) in &totals {
-                    @if *event != Event::Held || *n > 0 {
+                    // Held is rare (the queue page shows it): named only when there.
+                    @if *event != Outcome::Held || *n > 0 {
                         span { span.swatch style=(format!("background:{}", colour(*event))) {} (event.as_str()) " " (n) }
                         " "
                     }
@@ -171,20 +172,24 @@ mod tests {
 
     #[test]
     fn bars_are_as_tall_as_their_counts_and_say_them_in_words() {
-        let mut counts = vec![[0u64; 6]; 24];
-        counts[23][0] = 4; // accepted
-        counts[23][2] = 2; // delivered
-        counts[10][4] = 1; // bounced
+        let at = |o: Outcome| Outcome::ALL.iter().position(|x| *x == o).unwrap();
+        let mut counts = vec![[0u64; Outcome::ALL.len()]; 24];
+        counts[23][at(Outcome::Accepted)] = 3;
+        counts[23][at(Outcome::Spam)] = 1;
+        counts[23][at(Outcome::Delivered)] = 2;
+        counts[10][at(Outcome::Bounced)] = 1;
         let svg = mail_per_bucket("Last day", &counts, 3600).into_string();
         assert!(
-            svg.contains("aria-label=\"Last day: 4 accepted, 2 delivered, 1 bounced\""),
+            svg.contains("aria-label=\"Last day: 3 accepted, 1 spam, 2 delivered, 1 bounced\""),
             "{svg}"
         );
-        // The tallest bar (6) fills the height but for the margin: 4 of 6 and 2 of 6.
-        assert!(svg.contains("height=\"104.0\""), "{svg}");
+        // The tallest bar (6) fills the height but for the margin: 3, 1 and 2 of 6.
+        assert!(svg.contains("height=\"78.0\""), "{svg}");
+        assert!(svg.contains("height=\"26.0\""), "{svg}");
         assert!(svg.contains("height=\"52.0\""), "{svg}");
-        assert_eq!(svg.matches("<rect").count(), 3);
-        let empty = mail_per_bucket("Last week", &vec![[0u64; 6]; 28], 6 * 3600).into_string();
+        assert_eq!(svg.matches("<rect").count(), 4);
+        let empty = mail_per_bucket("Last week", &vec![[0u64; Outcome::ALL.len()]; 28], 6 * 3600)
+            .into_string();
         assert!(empty.contains("Last week: no mail") && !empty.contains("<rect"));
     }
 }
