@@ -146,8 +146,9 @@ fn an_admin_adds_a_domain_and_an_alias_in_chromium_and_the_spec_keeps_every_line
         "{report}"
     );
     assert_eq!(report["front_page"], "/admin", "{report}");
-    // Mail by hour and by six hours, the certificate; no backups declared, still a strip.
-    assert_eq!(report["charts"], 4, "{report}");
+    // Mail by hour and by six hours, the queue, the certificate; no backups declared,
+    // still a strip.
+    assert_eq!(report["charts"], 5, "{report}");
     assert!(
         report["chart_label"]
             .as_str()

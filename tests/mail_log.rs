@@ -79,6 +79,15 @@ fn searches(log: &MailLog) {
         ),
         (1, 1, 1, 1)
     );
+    // The queue's depth, sampled: the deepest per bucket, None where nothing was noted.
+    log.sample_queue(now() - 3600 - 60, 7);
+    log.sample_queue(now() - 2, 3);
+    log.sample_queue(now() - 1, 5);
+    log.flush();
+    assert_eq!(
+        log.queue_depth(now(), 3600, 3).unwrap(),
+        [None, Some(7), Some(5)]
+    );
 }
 
 #[test]

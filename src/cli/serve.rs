@@ -795,6 +795,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     std::fs::write(&state_path, serde_json::to_vec_pretty(&state)?)
         .context("writing serve.json")?;
 
+    tasks.spawn(sample_queue(queue.clone(), log.clone(), shutdown.clone()));
     tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
     tasks.spawn(crate::systemd::watchdog(shutdown.clone()));
     tasks.spawn(crate::trim::purge_freed(shutdown.clone()));
@@ -1231,6 +1232,30 @@ async fn heartbeat(
         .await;
         if let Ok(Err(e)) = written {
             tracing::warn!(error = %e, "heartbeat not written");
+        }
+    }
+}
+
+/// How often the queue's depth is noted for the overview's chart.
+const QUEUE_SAMPLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Notes how many deliveries wait, now and every `QUEUE_SAMPLE`, until shutdown.
+async fn sample_queue(
+    queue: Arc<dyn crate::queue::Queue>,
+    log: Arc<crate::queue::log::MailLog>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(QUEUE_SAMPLE);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let queue = queue.clone();
+        match tokio::task::spawn_blocking(move || queue.pending()).await {
+            Ok(Ok(n)) => log.sample_queue(crate::store::unix_now(), n),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the queue's depth not read"),
+            Err(_) => {}
         }
     }
 }

@@ -134,6 +134,8 @@ const MAX_BATCH: usize = 1024;
 
 enum Job {
     Record(Entry),
+    /// How many deliveries waited in the queue at that second.
+    Depth(i64, u64),
     Flush(mpsc::Sender<()>),
 }
 
@@ -157,6 +159,10 @@ CREATE TABLE IF NOT EXISTS mail_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mail_log_at ON mail_log (at);
+CREATE TABLE IF NOT EXISTS queue_depth (
+    at INTEGER PRIMARY KEY,
+    deliveries INTEGER NOT NULL
+);
 ";
 
 fn open(path: &Path) -> Result<Connection, QueueError> {
@@ -205,20 +211,53 @@ impl Writer {
         }
     }
 
+    fn depth(&mut self, at: i64, deliveries: u64) -> Result<(), QueueError> {
+        let n = i64::try_from(deliveries).unwrap_or(i64::MAX);
+        match self {
+            Writer::Sqlite(conn) => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO queue_depth (at, deliveries) VALUES (?1, ?2)",
+                    params![at, n],
+                )?;
+            }
+            Writer::Mongo(mongo, node) => {
+                let d = doc! {
+                    "at": at,
+                    "at_date": DateTime::from_millis(at.saturating_mul(1000)),
+                    "deliveries": n,
+                    "node": node.as_str(),
+                };
+                mongo.block(mongo.coll(DEPTH).insert_one(d).into_future())?;
+            }
+        }
+        Ok(())
+    }
+
     fn prune(&mut self, before: i64) -> Result<(), QueueError> {
         if let Writer::Sqlite(conn) = self {
             conn.execute("DELETE FROM mail_log WHERE at < ?1", [before])?;
+            conn.execute("DELETE FROM queue_depth WHERE at < ?1", [before])?;
         }
         Ok(())
     }
 }
 
-/// Makes the TTL index that keeps `retention` seconds of log in MongoDB, replacing one
-/// made with another retention.
+/// The samples of the queue's depth, beside the log in MongoDB.
+const DEPTH: &str = "queue_depth";
+
+/// Makes the TTL indexes that keep `retention` seconds of log (and of queue depths) in
+/// MongoDB, replacing ones made with another retention.
 async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError> {
+    for name in ["mail_log", DEPTH] {
+        retention_index_of(mongo, name, retention).await?;
+    }
+    Ok(())
+}
+
+async fn retention_index_of(mongo: &Mongo, name: &str, retention: u64) -> Result<(), QueueError> {
     use mongodb::IndexModel;
     use mongodb::options::IndexOptions;
-    let coll = mongo.coll("mail_log");
+    let coll = mongo.coll(name);
     let ttl = || {
         IndexModel::builder()
             .keys(doc! { "at_date": 1 })
@@ -296,6 +335,11 @@ impl MailLog {
                     for job in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
                         match job {
                             Job::Record(entry) => batch.push(entry),
+                            Job::Depth(at, n) => {
+                                if let Err(e) = writer.depth(at, n) {
+                                    tracing::warn!(error = %e, "queue depth not recorded");
+                                }
+                            }
                             Job::Flush(done) => flushed.push(done),
                         }
                     }
@@ -321,6 +365,73 @@ impl MailLog {
         self.counts[entry.event as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(event = entry.event.as_str(), message = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
         let _ = self.tx.send(Job::Record(entry));
+    }
+
+    /// Notes how many deliveries wait in the queue now (never blocks on the disk): the
+    /// overview draws the queue's depth over time from these samples.
+    pub fn sample_queue(&self, at: i64, deliveries: u64) {
+        let _ = self.tx.send(Job::Depth(at, deliveries));
+    }
+
+    /// The deepest the queue was sampled in each bucket of `bucket_secs`, for the
+    /// `buckets` buckets that end at `now`, oldest first; None where nothing was sampled
+    /// (the server was not running).
+    pub fn queue_depth(
+        &self,
+        now: i64,
+        bucket_secs: i64,
+        buckets: usize,
+    ) -> Result<Vec<Option<u64>>, QueueError> {
+        let bucket_secs = bucket_secs.max(1);
+        let since = now + 1 - bucket_secs * buckets as i64;
+        let mut out = vec![None; buckets];
+        let mut put = |bucket: i64, n: i64| {
+            if let Ok(b) = usize::try_from(bucket)
+                && b < buckets
+            {
+                let n = n.max(0) as u64;
+                out[b] = Some(out[b].map_or(n, |m: u64| m.max(n)));
+            }
+        };
+        match &self.reader {
+            Reader::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let mut stmt = conn.prepare_cached(
+                    "SELECT (at - ?1) / ?2 AS bucket, MAX(deliveries) FROM queue_depth
+                     WHERE at >= ?1 GROUP BY bucket",
+                )?;
+                let rows = stmt.query_map(params![since, bucket_secs], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                for row in rows {
+                    let (bucket, n) = row?;
+                    put(bucket, n);
+                }
+            }
+            Reader::Mongo(mongo) => {
+                // Every node samples the one shared queue: the deepest sample counts.
+                let docs: Vec<Document> = mongo.block(async {
+                    mongo
+                        .coll(DEPTH)
+                        .find(doc! { "at": { "$gte": since } })
+                        .projection(doc! { "at": 1, "deliveries": 1 })
+                        .await?
+                        .try_collect()
+                        .await
+                })?;
+                for d in &docs {
+                    let number = |key: &str| match d.get(key) {
+                        Some(Bson::Int64(v)) => Some(*v),
+                        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                        _ => None,
+                    };
+                    if let (Some(at), Some(n)) = (number("at"), number("deliveries")) {
+                        put((at - since) / bucket_secs, n);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// How many records of each event this process made.

@@ -99,6 +99,38 @@ pub fn mail_per_bucket(
     }
 }
 
+/// The deepest the queue was in each bucket (sampled every few minutes); a gap where the
+/// server was not running.
+pub fn queue_depth(title: &str, samples: &[Option<u64>], bucket_secs: i64) -> Markup {
+    let tallest = samples.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let bar = WIDTH / samples.len().max(1) as f64;
+    let known: Vec<u64> = samples.iter().flatten().copied().collect();
+    let label = match (known.iter().max(), known.last()) {
+        (Some(most), Some(last)) => {
+            format!("{title}: at most {most} deliveries waiting, {last} at the last sample")
+        }
+        _ => format!("{title}: no samples yet"),
+    };
+    let hours = bucket_secs / 3600;
+    html! {
+        figure.chart {
+            figcaption { (title) " " span.muted { "(the deepest per " (if hours == 1 { "hour".to_string() } else { format!("{hours} hours") }) "; tallest " (tallest) ")" } }
+            svg viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + 2.0)) role="img" aria-label=(label) preserveAspectRatio="none" {
+                line x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) stroke="#cbd5e1" {}
+                @for (i, sample) in samples.iter().enumerate() {
+                    @if let Some(n) = sample.filter(|n| *n > 0) {
+                        @let h = n as f64 / tallest as f64 * (HEIGHT - 4.0);
+                        rect x=(format!("{:.1}", i as f64 * bar + bar * 0.1)) y=(format!("{:.1}", HEIGHT - h)) width=(format!("{:.1}", bar * 0.8)) height=(format!("{h:.1}")) fill="#d97706" {
+                            title { (n) " waiting" }
+                        }
+                    }
+                }
+            }
+            p.legend { (label) }
+        }
+    }
+}
+
 /// One bar per certificate from its start to its expiry, with today marked.
 pub fn certificates(certs: &[crate::tls::CertInfo], now: i64) -> Markup {
     if certs.is_empty() {
@@ -191,5 +223,24 @@ mod tests {
         let empty = mail_per_bucket("Last week", &vec![[0u64; Outcome::ALL.len()]; 28], 6 * 3600)
             .into_string();
         assert!(empty.contains("Last week: no mail") && !empty.contains("<rect"));
+    }
+
+    #[test]
+    fn the_queue_chart_draws_the_deepest_sample_and_leaves_gaps() {
+        let mut samples = vec![None; 24];
+        samples[20] = Some(0);
+        samples[21] = Some(12);
+        samples[23] = Some(3);
+        let svg = queue_depth("Queue", &samples, 3600).into_string();
+        assert!(
+            svg.contains("Queue: at most 12 deliveries waiting, 3 at the last sample"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert!(
+            queue_depth("Queue", &[None; 24], 3600)
+                .into_string()
+                .contains("no samples yet")
+        );
     }
 }

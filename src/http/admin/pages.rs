@@ -125,10 +125,11 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
     let snapshot = state.snapshot.get();
     let now = crate::store::unix_now();
     let (log, store) = (state.admin.log.clone(), state.admin.store.clone());
-    let (day, week, runs) = tokio::task::spawn_blocking(move || {
+    let (day, week, depth, runs) = tokio::task::spawn_blocking(move || {
         (
             log.per_bucket(now, 3600, 24).unwrap_or_default(),
             log.per_bucket(now, 6 * 3600, 28).unwrap_or_default(),
+            log.queue_depth(now, 3600, 24).unwrap_or_default(),
             store.backup_runs(100).unwrap_or_default(),
         )
     })
@@ -167,6 +168,7 @@ pub async fn overview(State(state): State<AppState>, AdminViewer(viewer): AdminV
         div.card #charts {
             (super::charts::mail_per_bucket("Mail in the last day", &day, 3600))
             (super::charts::mail_per_bucket("Mail in the last week", &week, 6 * 3600))
+            (super::charts::queue_depth("Queue in the last day", &depth, 3600))
             (super::charts::certificates(&o.certificates, now))
             (super::charts::backups(&runs, now, 14))
         }
