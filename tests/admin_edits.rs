@@ -336,6 +336,57 @@ fn of_two_admins_editing_at_once_the_second_is_refused_and_the_first_change_stay
 }
 
 #[test]
+fn a_pattern_is_changed_through_its_form_and_the_mx_follows() {
+    let (mx, imap, https) = (free_port(), free_port(), free_port());
+    let extra = "\n# Shops get their own addresses.\n[[domains.\"example.test\".patterns]]\nregex = \"^shop-(.+)$\"   # one per shop\nforward = [\"$1@shops.test\"]\n";
+    let w = Workspace::new(&spec(mx, imap, https, extra));
+    let before = std::fs::read_to_string(&w.spec).unwrap();
+    let _server = serve(&w, https);
+    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
+    let (jar, csrf, etag) = form(
+        w.path(),
+        "admin",
+        https,
+        password.trim(),
+        "/admin/domains/example.test/edit",
+    );
+    let edit = |step: &str| {
+        format!(
+            "op=edit-pattern&step={step}&csrf={csrf}&etag={etag}&name=example.test&index=0&regex=%5Estore-%28.%2B%29%24&forward=%241%40shops.test&reject=&enabled=on"
+        )
+    };
+    let (status, planned) = post(&jar, https, &edit("plan"));
+    assert_eq!(status, 200, "{planned}");
+    // A pattern is known by its regex: a new one replaces the old.
+    assert!(
+        planned.contains("+ pattern example.test ^store-(.+)$")
+            && planned.contains("- pattern example.test ^shop-(.+)$"),
+        "{planned}"
+    );
+    let (status, done) = post(&jar, https, &edit("confirm"));
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Applied: revision"), "{done}");
+    let after = std::fs::read_to_string(&w.spec).unwrap();
+    // Only the regex's value changed: its comment, the table's and every other line stay.
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed,
+        [(
+            "regex = \"^shop-(.+)$\"   # one per shop",
+            "regex = \"^store-(.+)$\"   # one per shop"
+        )],
+        "{after}"
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
+    assert!(rcpt_probe(mx, "a@sender.test", "store-north@example.test").contains("<-  250"));
+    assert!(rcpt_probe(mx, "a@sender.test", "shop-north@example.test").contains("550"));
+}
+
+#[test]
 fn the_api_plans_writes_and_refuses_edits_with_the_reason() {
     let (mx, imap, https) = (free_port(), free_port(), free_port());
     let w = Workspace::new(&spec(mx, imap, https, ""));

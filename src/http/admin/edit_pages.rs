@@ -230,13 +230,32 @@ pub async fn edit_domain(
         h2 { "Patterns" }
         @if patterns.is_empty() { p.muted { "None: only aliases and the catch-all receive mail." } }
         @for (i, (regex, rule)) in patterns.iter().enumerate() {
-            form.card method="post" action="/admin/edit" {
-                (hidden(&viewer, "remove-pattern", &etag))
-                input type="hidden" name="name" value=(name);
-                input type="hidden" name="index" value=(i);
-                code { "/" (regex) "/" } " → " (rule.forward.join(", "))
-                @if let Some(reject) = rule.reject { " refused (" (reject.as_str()) ")" }
-                " " button type="submit" { "Remove" }
+            div.card.pattern {
+                p {
+                    code { "/" (regex) "/" } " → " (rule.forward.join(", "))
+                    @if let Some(reject) = rule.reject { " refused (" (reject.as_str()) ")" }
+                    @if !rule.enabled { " " span.muted { "(off)" } }
+                }
+                details {
+                    summary { "Change" }
+                    form.edit method="post" action="/admin/edit" {
+                        (hidden(&viewer, "edit-pattern", &etag))
+                        input type="hidden" name="name" value=(name);
+                        input type="hidden" name="index" value=(i);
+                        p { label { "Regex on the local part" br; input name="regex" required size="30" value=(regex); } }
+                        p { label { "Forward to (one a line; $1 is the first capture)" br;
+                            textarea name="forward" rows="2" cols="40" { (rule.forward.join("\n")) } } }
+                        p { label { "Refuse instead " (reject_select(rule.reject.map(|r| r.as_str()))) } }
+                        p { label { input type="checkbox" name="enabled" value="on" checked[rule.enabled]; " On" } }
+                        button type="submit" { "Show the plan" }
+                    }
+                }
+                form method="post" action="/admin/edit" {
+                    (hidden(&viewer, "remove-pattern", &etag))
+                    input type="hidden" name="name" value=(name);
+                    input type="hidden" name="index" value=(i);
+                    button type="submit" { "Remove" }
+                }
             }
         }
         form.card.edit method="post" action="/admin/edit" {
@@ -365,6 +384,17 @@ fn change_of(fields: &Fields, snapshot: &crate::snapshot::Snapshot) -> Option<Ch
                 reject: optional(fields, "reject"),
                 message: None,
                 enabled: None,
+            },
+        },
+        "edit-pattern" => Change::EditPattern {
+            domain: name,
+            index: index?,
+            fields: PatternFields {
+                regex: optional(fields, "regex"),
+                forward: Some(targets(field(fields, "forward"))),
+                reject: Some(field(fields, "reject").to_string()),
+                message: None,
+                enabled: Some(fields.contains_key("enabled")),
             },
         },
         "remove-pattern" => Change::RemovePattern {
