@@ -274,6 +274,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         runs: Default::default(),
         failures: Default::default(),
         auto: (loaded.apply_mode() == crate::spec::ApplyMode::Auto).into(),
+        read_tag: Default::default(),
     });
     let first = {
         let r = reconciler.clone();

@@ -68,6 +68,14 @@ pub struct Reconciler {
     /// `[server] apply = "auto"` in the spec applied last: saves and new commits apply
     /// themselves. Manual: only a reload, `ferrymail apply` or the admin applies.
     pub auto: std::sync::atomic::AtomicBool,
+    /// A tag of the spec's files as the last reconcile read them: a save made before the
+    /// watcher was in place (serve starting) is seen by comparing it once after.
+    pub read_tag: Mutex<Option<String>>,
+}
+
+/// A tag of the spec's files now (None if they cannot be read).
+fn spec_tag(path: &std::path::Path) -> Option<String> {
+    spec::edit::SpecFiles::read(path).ok().map(|f| f.etag())
 }
 
 /// A callback for each applied spec.
@@ -77,6 +85,7 @@ impl Reconciler {
     /// Loads, plans and applies the spec once; never panics, records what happened.
     pub fn reconcile_once(&self) -> ReconcileStatus {
         let at = crate::store::now_rfc3339();
+        *self.read_tag.lock().unwrap_or_else(|p| p.into_inner()) = spec_tag(&self.spec_path);
         let source =
             std::fs::canonicalize(&self.spec_path).unwrap_or_else(|_| self.spec_path.clone());
         let outcome = crate::source::load(&self.spec_path)
@@ -230,6 +239,7 @@ impl Reconciler {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let (tx, mut changes) = mpsc::channel::<()>(16);
+        let tx_missed = tx.clone();
         let _watcher = match watch_path(&self.spec_path, tx) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -237,6 +247,18 @@ impl Reconciler {
                 None
             }
         };
+        // Saved between the first reconcile and the watcher: as if the watcher saw it.
+        let missed = {
+            let path = self.spec_path.clone();
+            let now = tokio::task::spawn_blocking(move || spec_tag(&path))
+                .await
+                .ok()
+                .flatten();
+            now.is_some() && now != *self.read_tag.lock().unwrap_or_else(|p| p.into_inner())
+        };
+        if missed {
+            let _ = tx_missed.send(()).await;
+        }
         let mut poll = tokio::time::interval(STORE_POLL);
         // Another node's apply, heard through the cache (Redis) or the store (a MongoDB
         // change stream); None where there is nobody to hear from.
