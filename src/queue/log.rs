@@ -104,6 +104,7 @@ impl Outcome {
         Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
     }
 
+    /// The outcome of a record of `event` (or of a stored outcome's name).
     fn of(event: &str, junk: bool) -> Option<Outcome> {
         if junk && event == Event::Accepted.as_str() {
             return Some(Outcome::Spam);
@@ -159,6 +160,14 @@ CREATE TABLE IF NOT EXISTS mail_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mail_log_at ON mail_log (at);
+-- Records per hour and outcome, kept as they are written: the overview's charts read a
+-- few hundred rows here instead of grouping a day of the log at every view.
+CREATE TABLE IF NOT EXISTS mail_counts (
+    hour INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, outcome)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue_depth (
     at INTEGER PRIMARY KEY,
     deliveries INTEGER NOT NULL
@@ -168,7 +177,35 @@ CREATE TABLE IF NOT EXISTS queue_depth (
 fn open(path: &Path) -> Result<Connection, QueueError> {
     let conn = crate::sqlite::open(path, crate::sqlite::Durability::Normal)?;
     conn.execute_batch(SCHEMA)?;
+    // A log written before the counts were kept: counted once, from the records.
+    conn.execute(
+        "INSERT INTO mail_counts (hour, outcome, n)
+         SELECT at / 3600, CASE WHEN event = 'accepted' AND substr(detail, 1, ?1) = ?2
+                                THEN 'spam' ELSE event END, COUNT(*)
+         FROM mail_log WHERE NOT EXISTS (SELECT 1 FROM mail_counts)
+         GROUP BY 1, 2",
+        params![JUNK_MARK.len() as i64, JUNK_MARK],
+    )?;
     Ok(conn)
+}
+
+/// The number (since the epoch, in `bucket_secs`) of the first of `buckets` buckets
+/// whose last holds `now`.
+fn first_bucket(now: i64, bucket_secs: i64, buckets: usize) -> i64 {
+    now.div_euclid(bucket_secs) - (buckets as i64 - 1)
+}
+
+/// Records of a batch per (hour, outcome): what the counts gain.
+fn tally(batch: &[Entry]) -> std::collections::HashMap<(i64, &'static str), i64> {
+    let mut counts = std::collections::HashMap::new();
+    for e in batch {
+        let outcome = Outcome::of(e.event.as_str(), e.detail.starts_with(JUNK_MARK))
+            .unwrap_or(Outcome::Accepted);
+        *counts
+            .entry((e.at.div_euclid(3600), outcome.as_str()))
+            .or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Where searches read.
@@ -205,7 +242,26 @@ impl Writer {
                         }
                     })
                     .collect();
-                mongo.block(mongo.coll("mail_log").insert_many(&docs).into_future())?;
+                mongo.block(async {
+                    mongo.coll("mail_log").insert_many(&docs).await?;
+                    // Each node counts its own records; the chart sums the nodes.
+                    for ((hour, outcome), n) in tally(batch) {
+                        mongo
+                            .coll(COUNTS)
+                            .update_one(
+                                doc! { "hour": hour, "outcome": outcome, "node": node.as_str() },
+                                doc! {
+                                    "$inc": { "n": n },
+                                    "$setOnInsert": {
+                                        "at_date": DateTime::from_millis(hour.saturating_mul(3_600_000)),
+                                    },
+                                },
+                            )
+                            .upsert(true)
+                            .await?;
+                    }
+                    Ok::<_, mongodb::error::Error>(())
+                })?;
                 Ok(())
             }
         }
@@ -237,6 +293,7 @@ impl Writer {
         if let Writer::Sqlite(conn) = self {
             conn.execute("DELETE FROM mail_log WHERE at < ?1", [before])?;
             conn.execute("DELETE FROM queue_depth WHERE at < ?1", [before])?;
+            conn.execute("DELETE FROM mail_counts WHERE hour < ?1", [before / 3600])?;
         }
         Ok(())
     }
@@ -244,11 +301,13 @@ impl Writer {
 
 /// The samples of the queue's depth, beside the log in MongoDB.
 const DEPTH: &str = "queue_depth";
+/// Records per hour, outcome and node (`mail_counts` in SQLite).
+const COUNTS: &str = "mail_counts";
 
 /// Makes the TTL indexes that keep `retention` seconds of log (and of queue depths) in
 /// MongoDB, replacing ones made with another retention.
 async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError> {
-    for name in ["mail_log", DEPTH] {
+    for name in ["mail_log", DEPTH, COUNTS] {
         retention_index_of(mongo, name, retention).await?;
     }
     Ok(())
@@ -373,9 +432,9 @@ impl MailLog {
         let _ = self.tx.send(Job::Depth(at, deliveries));
     }
 
-    /// The deepest the queue was sampled in each bucket of `bucket_secs`, for the
-    /// `buckets` buckets that end at `now`, oldest first; None where nothing was sampled
-    /// (the server was not running).
+    /// The deepest the queue was sampled in each bucket of `bucket_secs` (aligned to the
+    /// clock, as `per_bucket`'s), for the `buckets` buckets up to the one `now` is in,
+    /// oldest first; None where nothing was sampled (the server was not running).
     pub fn queue_depth(
         &self,
         now: i64,
@@ -383,9 +442,11 @@ impl MailLog {
         buckets: usize,
     ) -> Result<Vec<Option<u64>>, QueueError> {
         let bucket_secs = bucket_secs.max(1);
-        let since = now + 1 - bucket_secs * buckets as i64;
+        let first = first_bucket(now, bucket_secs, buckets);
+        let since = first * bucket_secs;
         let mut out = vec![None; buckets];
-        let mut put = |bucket: i64, n: i64| {
+        let mut put = |at: i64, n: i64| {
+            let bucket = at.div_euclid(bucket_secs) - first;
             if let Ok(b) = usize::try_from(bucket)
                 && b < buckets
             {
@@ -396,16 +457,13 @@ impl MailLog {
         match &self.reader {
             Reader::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                let mut stmt = conn.prepare_cached(
-                    "SELECT (at - ?1) / ?2 AS bucket, MAX(deliveries) FROM queue_depth
-                     WHERE at >= ?1 GROUP BY bucket",
-                )?;
-                let rows = stmt.query_map(params![since, bucket_secs], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                })?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT at, deliveries FROM queue_depth WHERE at >= ?1")?;
+                let rows =
+                    stmt.query_map([since], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
                 for row in rows {
-                    let (bucket, n) = row?;
-                    put(bucket, n);
+                    let (at, n) = row?;
+                    put(at, n);
                 }
             }
             Reader::Mongo(mongo) => {
@@ -426,7 +484,7 @@ impl MailLog {
                         _ => None,
                     };
                     if let (Some(at), Some(n)) = (number("at"), number("deliveries")) {
-                        put((at - since) / bucket_secs, n);
+                        put(at, n);
                     }
                 }
             }
@@ -456,110 +514,64 @@ impl MailLog {
     }
 
     /// The newest `limit` records, newest first.
-    /// Records of each event (in `Event::ALL` order) per bucket of `bucket_secs`, for the
-    /// `buckets` buckets that end at `now`, oldest first: the overview's charts.
+    /// Records of each outcome (in `Outcome::ALL` order) per bucket of `bucket_secs`
+    /// (whole hours, aligned to the UTC clock), for the `buckets` buckets up to the one
+    /// `now` is in, oldest first: the overview's charts. Read from the hourly counts.
     pub fn per_bucket(
         &self,
         now: i64,
         bucket_secs: i64,
         buckets: usize,
     ) -> Result<Vec<[u64; Outcome::ALL.len()]>, QueueError> {
-        let bucket_secs = bucket_secs.max(1);
-        // The last bucket ends with the current second.
-        let since = now + 1 - bucket_secs * buckets as i64;
+        let bucket_secs = (bucket_secs.max(3600) / 3600) * 3600;
+        let first = first_bucket(now, bucket_secs, buckets);
+        let first_hour = first * bucket_secs / 3600;
         let mut out = vec![[0u64; Outcome::ALL.len()]; buckets];
-        let mut add = |at_bucket: i64, event: &str, junk: bool, n: i64| {
-            if let (Ok(b), Some(o)) = (usize::try_from(at_bucket), Outcome::of(event, junk))
+        let mut add = |hour: i64, outcome: &str, n: i64| {
+            let bucket = (hour * 3600).div_euclid(bucket_secs) - first;
+            if let (Ok(b), Some(o)) = (usize::try_from(bucket), Outcome::of(outcome, false))
                 && b < buckets
             {
                 let cell = &mut out[b][o.index()];
-                *cell = cell.saturating_add_signed(n);
+                *cell = cell.saturating_add(n.max(0) as u64);
             }
         };
         match &self.reader {
             Reader::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                let mut stmt = conn.prepare_cached(
-                    "SELECT (at - ?1) / ?2 AS bucket, event, substr(detail, 1, ?3) = ?4 AS junk,
-                            COUNT(*)
-                     FROM mail_log WHERE at >= ?1 GROUP BY bucket, event, junk",
-                )?;
-                let rows = stmt.query_map(
-                    params![since, bucket_secs, JUNK_MARK.len() as i64, JUNK_MARK],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, bool>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    },
-                )?;
+                let mut stmt = conn
+                    .prepare_cached("SELECT hour, outcome, n FROM mail_counts WHERE hour >= ?1")?;
+                let rows = stmt.query_map([first_hour], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
                 for row in rows {
-                    let (bucket, event, junk, n) = row?;
-                    add(bucket, &event, junk, n.max(0));
+                    let (hour, outcome, n) = row?;
+                    add(hour, &outcome, n);
                 }
             }
             Reader::Mongo(mongo) => {
-                let group = |filter: Document| {
-                    vec![
-                        doc! { "$match": filter },
-                        doc! { "$group": {
-                            "_id": {
-                                "b": { "$floor": { "$divide": [ { "$subtract": ["$at", since] }, bucket_secs ] } },
-                                "e": "$event",
-                            },
-                            "n": { "$sum": 1 },
-                        } },
-                    ]
-                };
-                // Every record by event; then the junk among the accepted, moved from
-                // "accepted" to "spam" (a plain $regex match: no expression operators
-                // beyond what every MongoDB-wire server has).
-                let junk = format!("^{}", regex::escape(JUNK_MARK));
-                let (all, junked): (Vec<Document>, Vec<Document>) = mongo.block(async {
-                    let coll = mongo.coll("mail_log");
-                    let all = coll
-                        .aggregate(group(doc! { "at": { "$gte": since } }))
+                let docs: Vec<Document> = mongo.block(async {
+                    mongo
+                        .coll(COUNTS)
+                        .find(doc! { "hour": { "$gte": first_hour } })
                         .await?
                         .try_collect()
-                        .await?;
-                    let junked = coll
-                        .aggregate(group(doc! {
-                            "at": { "$gte": since },
-                            "event": Event::Accepted.as_str(),
-                            "detail": { "$regex": junk },
-                        }))
-                        .await?
-                        .try_collect()
-                        .await?;
-                    Ok::<_, mongodb::error::Error>((all, junked))
+                        .await
                 })?;
-                let docs = all
-                    .iter()
-                    .map(|d| (d, false, 1))
-                    .chain(junked.iter().flat_map(|d| [(d, true, 1), (d, false, -1)]));
-                for (d, junk, sign) in docs {
-                    let Ok(id) = d.get_document("_id") else {
-                        continue;
+                for d in &docs {
+                    let number = |key: &str| match d.get(key) {
+                        Some(Bson::Int64(v)) => Some(*v),
+                        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                        Some(Bson::Double(v)) => Some(*v as i64),
+                        _ => None,
                     };
-                    let bucket = match id.get("b") {
-                        Some(Bson::Int64(v)) => *v,
-                        Some(Bson::Int32(v)) => i64::from(*v),
-                        Some(Bson::Double(v)) => *v as i64,
-                        _ => continue,
-                    };
-                    let n = match d.get("n") {
-                        Some(Bson::Int64(v)) => *v,
-                        Some(Bson::Int32(v)) => i64::from(*v),
-                        _ => 0,
-                    };
-                    add(
-                        bucket,
-                        id.get_str("e").unwrap_or_default(),
-                        junk,
-                        sign * n.max(0),
-                    );
+                    if let (Some(hour), Some(n)) = (number("hour"), number("n")) {
+                        add(hour, d.get_str("outcome").unwrap_or_default(), n);
+                    }
                 }
             }
         }
@@ -629,6 +641,13 @@ fn write(conn: &mut Connection, batch: &[Entry]) -> Result<(), QueueError> {
                 e.detail
             ])?;
         }
+        let mut count = tx.prepare_cached(
+            "INSERT INTO mail_counts (hour, outcome, n) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hour, outcome) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((hour, outcome), n) in tally(batch) {
+            count.execute(params![hour, outcome, n])?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -687,7 +706,8 @@ mod tests {
     fn records_are_counted_per_bucket_and_event() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = MailLog::open(dir.path(), 86_400 * 30).expect("open");
-        let now = crate::store::unix_now();
+        // Half past an hour: the records a minute before are in the same hour.
+        let now = crate::store::unix_now() / 3600 * 3600 + 1800;
         let entry = |at: i64, event: Event| Entry {
             at,
             event,
