@@ -54,8 +54,20 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
     // the owner's page) was told "database is locked" at once instead of waiting.
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sqlite)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite)?;
+    // Changing the journal mode may answer "busy" without waiting, while another
+    // connection is turning the same new file to WAL: asked again, briefly.
+    let mut tries = 0;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.map_err(sqlite)?,
+        }
+    }
     let level = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
@@ -81,6 +93,7 @@ const STATEMENT_CACHE: usize = 64;
 
 #[cfg(test)]
 mod tests {
+    use super::{Durability, open};
     use rusqlite::StatementStatus;
 
     /// How often a cached range query was compiled again over `runs` different ranges.
@@ -111,5 +124,30 @@ mod tests {
         // What the setting prevents, on the same SQLite.
         let plain = rusqlite::Connection::open(dir.path().join("b.db")).unwrap();
         assert!(reprepares(&plain, 5) > 0);
+    }
+
+    #[test]
+    fn many_first_openers_of_one_new_file_all_get_it() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("{round}.db"));
+            std::thread::scope(|scope| {
+                for n in 0..8 {
+                    let path = &path;
+                    scope.spawn(move || {
+                        let conn = open(path, Durability::Full).expect("opened");
+                        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+                            .expect("schema");
+                        conn.execute("INSERT INTO t VALUES (?1)", [n])
+                            .expect("write");
+                    });
+                }
+            });
+            let conn = open(&path, Durability::Full).unwrap();
+            let rows: i64 = conn
+                .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(rows, 8);
+        }
     }
 }

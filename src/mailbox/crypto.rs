@@ -67,6 +67,14 @@ const SETTINGS: u8 = 5;
 
 pub struct AccountKey(Option<LessSafeKey>);
 
+/// A random id a sealed value is bound to (its row's, where the row has no id of its
+/// own to bind to).
+pub fn new_seal_id() -> Result<i64, CryptoError> {
+    let mut raw = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| CryptoError::Random)?;
+    Ok(i64::from_le_bytes(raw) & i64::MAX)
+}
+
 impl AccountKey {
     /// nonce ‖ ciphertext ‖ tag. The associated data binds it to its blob and part: a
     /// sealed value copied onto another row does not open there.

@@ -478,14 +478,10 @@ impl MailLog {
                         .await
                 })?;
                 for d in &docs {
-                    let number = |key: &str| match d.get(key) {
-                        Some(Bson::Int64(v)) => Some(*v),
-                        Some(Bson::Int32(v)) => Some(i64::from(*v)),
-                        _ => None,
-                    };
-                    if let (Some(at), Some(n)) = (number("at"), number("deliveries")) {
-                        put(at, n);
-                    }
+                    put(
+                        crate::mongo::int(d, "at"),
+                        crate::mongo::int(d, "deliveries"),
+                    );
                 }
             }
         }
@@ -563,15 +559,11 @@ impl MailLog {
                         .await
                 })?;
                 for d in &docs {
-                    let number = |key: &str| match d.get(key) {
-                        Some(Bson::Int64(v)) => Some(*v),
-                        Some(Bson::Int32(v)) => Some(i64::from(*v)),
-                        Some(Bson::Double(v)) => Some(*v as i64),
-                        _ => None,
-                    };
-                    if let (Some(hour), Some(n)) = (number("hour"), number("n")) {
-                        add(hour, d.get_str("outcome").unwrap_or_default(), n);
-                    }
+                    add(
+                        crate::mongo::int(d, "hour"),
+                        d.get_str("outcome").unwrap_or_default(),
+                        crate::mongo::int(d, "n"),
+                    );
                 }
             }
         }

@@ -157,7 +157,7 @@ pub fn update<T>(
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut own = opened(mailboxes, &account, sqlite_row(&tx)?)?;
             let answer = change(&mut own);
-            let id = seal_id()?;
+            let id = crate::mailbox::crypto::new_seal_id()?;
             let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
             tx.execute(
                 "INSERT INTO own_settings (id, seal_id, body) VALUES (1, ?1, ?2)
@@ -179,7 +179,7 @@ pub fn update<T>(
                 let version = found.as_ref().map(|(_, _, v)| *v);
                 let mut own = opened(mailboxes, &account, found.map(|(id, b, _)| (id, b)))?;
                 let answer = change(&mut own);
-                let id = seal_id()?;
+                let id = crate::mailbox::crypto::new_seal_id()?;
                 let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
                 let written = mongo.block(async {
                     let coll = mongo.coll(COLLECTION);
@@ -260,12 +260,6 @@ fn opened(
         }
         None => Ok(Own::default()),
     }
-}
-
-fn seal_id() -> Result<i64, CryptoError> {
-    let mut raw = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| CryptoError::Random)?;
-    Ok(i64::from_le_bytes(raw) & i64::MAX)
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ impl UserScripts {
         if script.len() > super::MAX_SCRIPT_SIZE {
             return Err(ScriptStoreError::TooLarge);
         }
-        let id = seal_id()?;
+        let id = crate::mailbox::crypto::new_seal_id()?;
         let sealed = self.key.seal_script(id, script)?;
         match &mut self.backend {
             Backend::Sqlite(conn) => {
@@ -328,7 +328,7 @@ impl UserScripts {
         }
         // The body is sealed again: the sealed value is bound to its id, not its name,
         // but a rename is rare and this keeps one way of writing.
-        let id = seal_id()?;
+        let id = crate::mailbox::crypto::new_seal_id()?;
         let sealed = self.key.seal_script(id, &body)?;
         match &mut self.backend {
             Backend::Sqlite(conn) => {
@@ -491,12 +491,6 @@ fn mongo_active(
             .await?;
         Ok(found.map(|d| (text(&d, "name"), int(&d, "seal_id"), bytes(&d, "body"))))
     })
-}
-
-fn seal_id() -> Result<i64, CryptoError> {
-    let mut raw = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| CryptoError::Random)?;
-    Ok(i64::from_le_bytes(raw) & i64::MAX)
 }
 
 #[cfg(test)]

@@ -2,23 +2,14 @@
 // phone-sized browser: login, every page, the route tester, the log search, a mailbox
 // user's view, logout. Prints one JSON report; screenshots go to OUT_DIR.
 // Usage: node admin_browser.js BASE_URL ADMIN_PASSWORD OUT_DIR
-const { chromium } = require('playwright-core');
+const { open } = require('./browser');
 
 const [base, password, outDir] = process.argv.slice(2);
 
 (async () => {
   const report = { pages: {}, steps: [] };
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  const { browser, context, page } = await open(390);
   try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true,
-      viewport: { width: 390, height: 844 },
-      javaScriptEnabled: false,
-    });
-    const page = await context.newPage();
     await page.goto(`${base}/admin`);
     report.steps.push(`start: ${new URL(page.url()).pathname}`);
     await page.fill('input[name=user]', 'admin');

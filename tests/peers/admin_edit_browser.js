@@ -3,39 +3,15 @@
 // its form, its plan page and its confirmation. Screenshots of each new page at 390 px
 // and 1280 px go to OUT_DIR; prints one JSON report.
 // Usage: node admin_edit_browser.js BASE_URL ADMIN_PASSWORD OUT_DIR
-const { chromium } = require('playwright-core');
+const { open, shooter } = require('./browser');
 
 const [base, password, outDir] = process.argv.slice(2);
 
 (async () => {
   const report = { steps: [], pages: {} };
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  const { browser, page } = await open(390);
   try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true,
-      viewport: { width: 390, height: 844 },
-      javaScriptEnabled: false,
-    });
-    // A confirm hashes a password and applies the spec: on a busy two-core machine
-    // running the debug build, that can take longer than playwright's 30 s default.
-    context.setDefaultTimeout(120000);
-    context.setDefaultNavigationTimeout(120000);
-    const page = await context.newPage();
-    // Each new page, as it is now, at both widths: wider than the window would mean
-    // sideways scrolling.
-    const shoot = async (name) => {
-      report.pages[name] = { heading: (await page.textContent('h1')).trim() };
-      for (const width of [390, 1280]) {
-        await page.setViewportSize({ width, height: 844 });
-        report.pages[name][`width_${width}`] = await page.evaluate(
-          () => document.documentElement.scrollWidth);
-        await page.screenshot({ path: `${outDir}/${name}-${width}.png`, fullPage: true });
-      }
-      await page.setViewportSize({ width: 390, height: 844 });
-    };
+    const shoot = shooter(page, report, outDir);
     await page.goto(`${base}/admin/login`);
     await page.fill('input[name=user]', 'admin');
     await page.fill('input[name=password]', password);

@@ -3,26 +3,14 @@
 // confirmation; prints what the done page says (the commit, the branch, applied or
 // proposed) as JSON.
 // Usage: node admin_git_browser.js BASE_URL ADMIN_PASSWORD OUT_DIR LOCAL_PART
-const { chromium } = require('playwright-core');
+const { open } = require('./browser');
 
 const [base, password, outDir, local] = process.argv.slice(2);
 
 (async () => {
   const report = {};
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  const { browser, page } = await open(1280);
   try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1280, height: 844 },
-      javaScriptEnabled: false,
-    });
-    // A confirm commits, pushes and waits for the apply: slow on a busy debug build.
-    context.setDefaultTimeout(120000);
-    context.setDefaultNavigationTimeout(120000);
-    const page = await context.newPage();
     await page.goto(`${base}/admin/login`);
     await page.fill('input[name=user]', 'admin');
     await page.fill('input[name=password]', password);

@@ -4,36 +4,15 @@
 // "revoke": log in with the new password and revoke the app password. Screenshots at
 // 390 px and 1280 px go to OUT_DIR; prints one JSON report.
 // Usage: node self_service_browser.js BASE_URL PASSWORD OUT_DIR USER PHASE [NEW_PASSWORD]
-const { chromium } = require('playwright-core');
+const { open, shooter } = require('./browser');
 
 const [base, password, outDir, user, phase, newPassword] = process.argv.slice(2);
 
 (async () => {
   const report = { pages: {} };
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  const { browser, page } = await open(390);
   try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true,
-      viewport: { width: 390, height: 844 },
-      javaScriptEnabled: false,
-    });
-    // argon2 on a busy two-core machine with the debug build can be slow.
-    context.setDefaultTimeout(120000);
-    context.setDefaultNavigationTimeout(120000);
-    const page = await context.newPage();
-    const shoot = async (name) => {
-      report.pages[name] = {};
-      for (const width of [390, 1280]) {
-        await page.setViewportSize({ width, height: 844 });
-        report.pages[name][`width_${width}`] = await page.evaluate(
-          () => document.documentElement.scrollWidth);
-        await page.screenshot({ path: `${outDir}/${name}-${width}.png`, fullPage: true });
-      }
-      await page.setViewportSize({ width: 390, height: 844 });
-    };
+    const shoot = shooter(page, report, outDir);
     const notice = async () => (await page.textContent('#notice')).trim();
     const login = async (secret) => {
       await page.goto(`${base}/admin/login`);

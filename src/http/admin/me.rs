@@ -305,6 +305,16 @@ fn client_settings(site: &crate::http::Site, account: &str) -> Markup {
     }
 }
 
+/// The page again with why the change was refused on top.
+async fn refuse(
+    state: &AppState,
+    viewer: &Viewer,
+    why: impl Into<String>,
+    status: StatusCode,
+) -> Response {
+    render(state, viewer, Notice::Refused(why.into()), status).await
+}
+
 /// Counts one change of `account`'s settings; false once it made too many lately.
 fn may_write(state: &AppState, account: &str) -> bool {
     state
@@ -433,29 +443,29 @@ pub async fn change_password(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let refuse = |why: &str| {
-        render(
+    let invalid = |why: &str| {
+        refuse(
             &state,
             &viewer,
-            Notice::Refused(why.into()),
+            why.to_string(),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
     };
     let new_chars = form.new.chars().count();
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&new_chars) {
-        return refuse(&format!(
+        return invalid(&format!(
             "The new password needs {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."
         ))
         .await;
     }
     if form.new != form.again {
-        return refuse("The two new passwords differ.").await;
+        return invalid("The two new passwords differ.").await;
     }
     if form.new == form.current {
-        return refuse("The new password is the current one.").await;
+        return invalid("The new password is the current one.").await;
     }
     if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
-        return render(&state, &viewer, Notice::Refused(why), status).await;
+        return refuse(&state, &viewer, why, status).await;
     }
     let new = form.new.clone();
     let made = tokio::task::spawn_blocking(move || crate::password::hash(&new).ok())
@@ -532,13 +542,13 @@ pub async fn make_app_password(
         || name.chars().count() > selfservice::MAX_NAME_CHARS
         || name.chars().any(char::is_control)
     {
-        return render(
+        return refuse(
             &state,
             &viewer,
-            Notice::Refused(format!(
+            format!(
                 "A device's name is 1 to {} characters.",
                 selfservice::MAX_NAME_CHARS
-            )),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
@@ -548,16 +558,16 @@ pub async fn make_app_password(
         MADE_PER_DAY,
         Duration::from_secs(86_400),
     ) {
-        return render(
+        return refuse(
             &state,
             &viewer,
-            Notice::Refused("Too many app passwords made today; try again tomorrow.".into()),
+            "Too many app passwords made today; try again tomorrow.",
             StatusCode::TOO_MANY_REQUESTS,
         )
         .await;
     }
     if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
-        return render(&state, &viewer, Notice::Refused(why), status).await;
+        return refuse(&state, &viewer, why, status).await;
     }
     let (Some(password), Some(id)) = (selfservice::app_password::generate(), id()) else {
         return unavailable();
@@ -599,13 +609,13 @@ pub async fn make_app_password(
             .await
         }
         Ok(false) => {
-            render(
+            refuse(
                 &state,
                 &viewer,
-                Notice::Refused(format!(
+                format!(
                     "An account keeps at most {} app passwords; revoke one first.",
                     selfservice::MAX_APP_PASSWORDS
-                )),
+                ),
                 StatusCode::CONFLICT,
             )
             .await
@@ -650,10 +660,10 @@ pub async fn revoke_app_password(
             .await
         }
         Ok(false) => {
-            render(
+            refuse(
                 &state,
                 &viewer,
-                Notice::Refused("No such app password (revoked already?).".into()),
+                "No such app password (revoked already?).",
                 StatusCode::NOT_FOUND,
             )
             .await
@@ -691,16 +701,16 @@ pub async fn set_forwarding(
         .filter(|a| !a.is_empty())
         .collect();
     if let Err(why) = selfservice::check_forwarding(&to, &account) {
-        return render(
+        return refuse(
             &state,
             &viewer,
-            Notice::Refused(format!("Not saved: {why}.")),
+            format!("Not saved: {why}."),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
     }
     if let Err((why, status)) = confirm(&state, peer.ip(), &account, &record, &form.current).await {
-        return render(&state, &viewer, Notice::Refused(why), status).await;
+        return refuse(&state, &viewer, why, status).await;
     }
     let keep = form.keep.is_some();
     let saved = change_own(&state, &account, move |own| {
@@ -759,10 +769,10 @@ pub async fn set_vacation(
     if let Some(v) = &vacation
         && let Err(why) = selfservice::check_vacation(v)
     {
-        return render(
+        return refuse(
             &state,
             &viewer,
-            Notice::Refused(format!("Not saved: {why}.")),
+            format!("Not saved: {why}."),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
