@@ -275,6 +275,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         failures: Default::default(),
         auto: (loaded.apply_mode() == crate::spec::ApplyMode::Auto).into(),
         read_tag: Default::default(),
+        running: Default::default(),
     });
     let first = {
         let r = reconciler.clone();

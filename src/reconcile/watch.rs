@@ -71,6 +71,12 @@ pub struct Reconciler {
     /// A tag of the spec's files as the last reconcile read them: a save made before the
     /// watcher was in place (serve starting) is seen by comparing it once after.
     pub read_tag: Mutex<Option<String>>,
+    /// Held for a whole reconcile: the watcher's and an admin edit's (which writes the
+    /// file the watcher then sees) run one after the other. The cluster lock does not
+    /// part two threads of one node, and overlapping, the second planned against the
+    /// revision the first was replacing and failed ("the store changed since the plan
+    /// was made"), so the admin said its edit failed although it was applied.
+    pub running: Mutex<()>,
 }
 
 /// A tag of the spec's files now (None if they cannot be read).
@@ -84,6 +90,7 @@ pub type AfterApply = Box<dyn Fn(&spec::LoadedSpec) + Send + Sync>;
 impl Reconciler {
     /// Loads, plans and applies the spec once; never panics, records what happened.
     pub fn reconcile_once(&self) -> ReconcileStatus {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let at = crate::store::now_rfc3339();
         *self.read_tag.lock().unwrap_or_else(|p| p.into_inner()) = spec_tag(&self.spec_path);
         let source =
