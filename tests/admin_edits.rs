@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TEST_HASH, Workspace, free_port, git, rcpt_probe};
+use common::{TEST_HASH, Workspace, free_port, git, imap_login, rcpt_probe};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-ci";
 
@@ -57,18 +57,6 @@ fn only_added(old: &str, new: &str) -> Vec<String> {
 
 fn serve(w: &Workspace, https: u16) -> common::Process {
     w.serve_with(https, &[], &[("FERRYMAIL_TEST_TOKEN", TOKEN)])
-}
-
-/// IMAP LOGIN (after STARTTLS) with Python's imaplib: "OK" or the error.
-fn imap_login(port: u16, user: &str, password: &str) -> String {
-    let script = format!(
-        "import imaplib,ssl\nc=imaplib.IMAP4('127.0.0.1',{port})\nc.starttls(ssl._create_unverified_context())\ntry:\n  print(c.login({user:?},{password:?})[0])\nexcept Exception as e:\n  print('refused', e)\n"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 struct Api {
@@ -667,16 +655,19 @@ fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
     );
 
     // The same through the admin's form in Chromium: the admin is the author.
-    let (clicked, _) = common::browser_peer_with(
-        &w,
-        "admin_git_browser.js",
-        https,
-        &server,
-        std::fs::read_to_string(w.data_dir().join("admin.password"))
-            .unwrap()
-            .trim(),
-        &["web"],
-    );
+    let password = std::fs::read_to_string(w.data_dir().join("admin.password")).unwrap();
+    let add_in_browser = |local: &str| {
+        common::browser_peer_with(
+            &w,
+            "admin_git_browser.js",
+            https,
+            &server,
+            password.trim(),
+            &[local],
+        )
+        .0
+    };
+    let clicked = add_in_browser("web");
     assert_eq!(
         clicked["heading"], "Done: add alias web@example.test",
         "{clicked}"
@@ -743,16 +734,7 @@ fn with_the_spec_in_git_an_edit_is_a_commit_or_a_proposal() {
     );
     assert_eq!(status, 409, "{again}");
     // Proposed from the form: the branch is named on the page, nothing applied.
-    let (clicked, _) = common::browser_peer_with(
-        &w,
-        "admin_git_browser.js",
-        https,
-        &server,
-        std::fs::read_to_string(w.data_dir().join("admin.password"))
-            .unwrap()
-            .trim(),
-        &["later"],
-    );
+    let clicked = add_in_browser("later");
     assert_eq!(
         clicked["branch"], "ferrymail/add-alias-later-example.test",
         "{clicked}"

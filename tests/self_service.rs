@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+use common::{TEST_HASH, Workspace, free_port, imap_login, python_peer, received, swaks, wait_for};
 
 /// TEST_HASH's password.
 const FIRST: &str = "quickstart";
@@ -70,11 +70,22 @@ main_password = "web"
     )
 }
 
-/// Logs in with Python's imaplib (after STARTTLS): "OK" or why not.
-fn imap(port: u16, user: &str, password: &str) -> String {
-    python(&format!(
-        "import imaplib,ssl\nc=imaplib.IMAP4('127.0.0.1',{port})\nc.starttls(ssl._create_unverified_context())\ntry:\n  print(c.login({user:?},{password:?})[0])\nexcept Exception as e:\n  print('refused', e)\n"
-    ))
+/// A server with the spec above on free ports, and the quiet DNS server it asks.
+fn start() -> (Workspace, Ports, u16, common::Process, common::Process) {
+    let w = Workspace::new("");
+    let p = Ports {
+        managesieve: free_port(),
+        mx: free_port(),
+        submission: free_port(),
+        imap: free_port(),
+        pop3: free_port(),
+        https: free_port(),
+        relay: free_port(),
+    };
+    let (dns_server, dns) = common::quiet_dns(w.path());
+    w.write_spec(&spec(&p, dns));
+    let server = w.serve(p.https);
+    (w, p, dns, server, dns_server)
 }
 
 fn pop3(port: u16, user: &str, password: &str) -> String {
@@ -196,26 +207,14 @@ impl Web {
 
 #[test]
 fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys() {
-    let w = Workspace::new("");
-    let p = Ports {
-        managesieve: free_port(),
-        mx: free_port(),
-        submission: free_port(),
-        imap: free_port(),
-        pop3: free_port(),
-        https: free_port(),
-        relay: free_port(),
-    };
-    let (_dns, dns) = common::quiet_dns(w.path());
-    w.write_spec(&spec(&p, dns));
-    let server = w.serve(p.https);
+    let (w, p, dns, server, _dns) = start();
     let sink_dir = w.path().join("sink");
     let _sink = python_peer(
         "sink.py",
         &[&p.relay.to_string(), sink_dir.to_str().unwrap()],
         w.path(),
     );
-    assert_eq!(imap(p.imap, "me@example.test", FIRST), "OK");
+    assert_eq!(imap_login(p.imap, "me@example.test", FIRST), "OK");
 
     let (report, shots) = common::browser_peer_with(
         &w,
@@ -292,12 +291,12 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     );
 
     // The old password is refused everywhere, the new one works, so does the app password.
-    assert!(imap(p.imap, "me@example.test", FIRST).starts_with("refused"));
-    assert_eq!(imap(p.imap, "me@example.test", CHANGED), "OK");
-    assert_eq!(imap(p.imap, "me@example.test", &app), "OK");
+    assert!(imap_login(p.imap, "me@example.test", FIRST).starts_with("refused"));
+    assert_eq!(imap_login(p.imap, "me@example.test", CHANGED), "OK");
+    assert_eq!(imap_login(p.imap, "me@example.test", &app), "OK");
     // Typed without dashes, in capitals, as a phone's keyboard may.
     assert_eq!(
-        imap(
+        imap_login(
             p.imap,
             "me@example.test",
             &app.replace('-', "").to_uppercase()
@@ -317,7 +316,7 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     let web = Web::new(w.path(), "app", p.https);
     assert_eq!(web.login("me@example.test", &app).0, 401);
     // Nor does it open another account.
-    assert!(imap(p.imap, "kept@example.test", &app).starts_with("refused"));
+    assert!(imap_login(p.imap, "kept@example.test", &app).starts_with("refused"));
 
     // The forwarding and the reply act on the next message: a copy kept, one forwarded,
     // one reply to the sender.
@@ -365,8 +364,8 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     assert_eq!(report["landed"], "/admin/me", "{report}");
     assert_eq!(report["revoked"], "App password revoked.", "{report}");
     assert_eq!(report["left"], 0, "{report}");
-    assert!(imap(p.imap, "me@example.test", &app).starts_with("refused"));
-    assert_eq!(imap(p.imap, "me@example.test", CHANGED), "OK");
+    assert!(imap_login(p.imap, "me@example.test", &app).starts_with("refused"));
+    assert_eq!(imap_login(p.imap, "me@example.test", CHANGED), "OK");
 
     // One more app password, made without the browser (the form asks for the password).
     let web = Web::new(w.path(), "tablet", p.https);
@@ -385,7 +384,7 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     );
     assert_eq!(status, 200, "{made}");
     let tablet = new_app_password(&made);
-    assert_eq!(imap(p.imap, "me@example.test", &tablet), "OK");
+    assert_eq!(imap_login(p.imap, "me@example.test", &tablet), "OK");
     // A session alone (a stolen cookie) does not send the mail away.
     let (status, page) = web.call(
         "/admin/me/forwarding",
@@ -422,7 +421,7 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
     );
     w.write_spec(&reset);
     assert!(
-        wait_for(Duration::from_secs(30), || imap(
+        wait_for(Duration::from_secs(30), || imap_login(
             p.imap,
             "me@example.test",
             "an-operator-reset"
@@ -430,8 +429,8 @@ fn an_owner_changes_their_password_and_app_passwords_in_chromium_and_imap_obeys(
         "{}",
         server.log_text()
     );
-    assert!(imap(p.imap, "me@example.test", CHANGED).starts_with("refused"));
-    assert!(imap(p.imap, "me@example.test", &tablet).starts_with("refused"));
+    assert!(imap_login(p.imap, "me@example.test", CHANGED).starts_with("refused"));
+    assert!(imap_login(p.imap, "me@example.test", &tablet).starts_with("refused"));
     // The reset ended the page's sessions too.
     assert_eq!(web.call("/admin/me", &[]).0, 303);
 }
@@ -453,19 +452,7 @@ fn new_app_password(page: &str) -> String {
 
 #[test]
 fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
-    let w = Workspace::new("");
-    let p = Ports {
-        managesieve: free_port(),
-        mx: free_port(),
-        submission: free_port(),
-        imap: free_port(),
-        pop3: free_port(),
-        https: free_port(),
-        relay: free_port(),
-    };
-    let (_dns, dns) = common::quiet_dns(w.path());
-    w.write_spec(&spec(&p, dns));
-    let server = w.serve(p.https);
+    let (w, p, _, server, _dns) = start();
 
     // An account without self-service sees its page, no forms; a change is refused.
     let kept = Web::new(w.path(), "kept", p.https);
@@ -488,12 +475,12 @@ fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
         ],
     );
     assert_eq!(status, 403);
-    assert_eq!(imap(p.imap, "kept@example.test", FIRST), "OK");
+    assert_eq!(imap_login(p.imap, "kept@example.test", FIRST), "OK");
 
     // With the main password kept to the web: the page opens, IMAP does not.
     let web = Web::new(w.path(), "web", p.https);
     assert_eq!(web.login("web@example.test", FIRST).0, 303);
-    assert!(imap(p.imap, "web@example.test", FIRST).starts_with("refused"));
+    assert!(imap_login(p.imap, "web@example.test", FIRST).starts_with("refused"));
     let (_, page) = web.call("/admin/me", &[]);
     assert!(page.contains("mail apps log in with an app password"));
     let csrf = Web::csrf(&page);
@@ -503,7 +490,7 @@ fn what_the_spec_keeps_or_a_stranger_tries_is_refused() {
     );
     assert_eq!(status, 200, "{made}");
     let app = new_app_password(&made);
-    assert_eq!(imap(p.imap, "web@example.test", &app), "OK");
+    assert_eq!(imap_login(p.imap, "web@example.test", &app), "OK");
     // The main password kept to the web does not open ManageSieve either.
     assert_eq!(
         managesieve(p.managesieve, "web@example.test", FIRST),

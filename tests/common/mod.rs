@@ -805,3 +805,16 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// IMAP LOGIN after STARTTLS with Python's imaplib: "OK", or "refused" and why.
+#[allow(dead_code)]
+pub fn imap_login(port: u16, user: &str, password: &str) -> String {
+    let script = format!(
+        "import imaplib,ssl\nc=imaplib.IMAP4('127.0.0.1',{port})\nc.starttls(ssl._create_unverified_context())\ntry:\n  print(c.login({user:?},{password:?})[0])\nexcept Exception as e:\n  print('refused', e)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
