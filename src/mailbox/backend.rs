@@ -5,6 +5,7 @@ use super::MailboxError;
 use super::crypto::Part;
 use super::events::Events;
 use super::meta::Meta;
+use super::meta_codec;
 use super::mongo::MongoMailbox;
 use super::store::{Delta, FlagChange, Folder, MessageInfo, Opened, SqliteMailbox, Stored};
 
@@ -273,7 +274,7 @@ impl Mailbox {
     }
 
     /// Metadata of the messages with UIDs in `first..=last`.
-    /// With `envelope_only`, the MIME structure is skipped, not built (FETCH ENVELOPE,
+    /// With `envelope_only`, the MIME structure after the envelope is not read (FETCH ENVELOPE,
     /// SORT, THREAD).
     pub fn metas_between(
         &self,
@@ -282,31 +283,17 @@ impl Mailbox {
         last: u32,
         envelope_only: bool,
     ) -> Result<Vec<(u32, Meta)>, MailboxError> {
-        #[derive(serde::Deserialize)]
-        struct EnvelopeOnly {
-            envelope: super::meta::Envelope,
-            #[serde(default)]
-            references: Option<String>,
-            #[serde(default)]
-            version: u32,
-        }
         self.sealed_range(folder, first, last, Part::Meta)?
             .into_iter()
-            .map(|(uid, json, _)| {
-                let meta = if envelope_only {
-                    serde_json::from_slice::<EnvelopeOnly>(&json)
-                        .map(|e| Meta {
-                            envelope: e.envelope,
-                            references: e.references,
-                            version: e.version,
-                            ..Meta::default()
-                        })
-                        .or_else(|_| self.meta_again(folder, uid))?
+            .map(|(uid, kept, _)| {
+                let read = if envelope_only {
+                    meta_codec::decode_envelope(&kept)
                 } else {
-                    match serde_json::from_slice::<Meta>(&json) {
-                        Ok(meta) if !meta.stale() => meta,
-                        _ => self.meta_again(folder, uid)?,
-                    }
+                    meta_codec::decode(&kept)
+                };
+                let meta = match read {
+                    Ok(meta) if !meta.stale() => meta,
+                    _ => self.meta_again(folder, uid)?,
                 };
                 Ok((uid, meta))
             })
@@ -332,7 +319,7 @@ impl Mailbox {
     /// A message's envelope and structure, parsed at delivery.
     pub fn meta(&self, folder: &Folder, uid: u32) -> Result<Option<Meta>, MailboxError> {
         match self.sealed(folder, uid, Part::Meta)? {
-            Some(json) => match serde_json::from_slice::<Meta>(&json) {
+            Some(kept) => match meta_codec::decode(&kept) {
                 Ok(meta) if !meta.stale() => Ok(Some(meta)),
                 _ => self.meta_again(folder, uid).map(Some),
             },

@@ -156,11 +156,11 @@ impl Meta {
         (top.header_start == 0 && top.end as usize == size).then_some(top.body_start)
     }
 
-    /// What delivery stores of `raw`: its metadata as JSON, and the header length kept
-    /// beside the body.
-    pub fn stored(raw: &[u8]) -> serde_json::Result<(Vec<u8>, Option<u32>)> {
+    /// What delivery stores of `raw`: its metadata (`meta_codec`), and the header length
+    /// kept beside the body.
+    pub fn stored(raw: &[u8]) -> (Vec<u8>, Option<u32>) {
         let meta = Meta::of(raw);
-        Ok((serde_json::to_vec(&meta)?, meta.header_len(raw.len())))
+        (super::meta_codec::encode(&meta), meta.header_len(raw.len()))
     }
 
     /// Metadata that knows only where the top header block ends (`header_len`): enough
@@ -421,7 +421,7 @@ fn count_lines(body: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MIXED: &[u8] = b"From: \"Ann Example\" <ann@a.test>\r\n\
@@ -541,9 +541,9 @@ AAAA\r\n\
                 .stack_size(2048 * 1024)
                 .spawn(move || {
                     let meta = Meta::of(&raw);
-                    let json = serde_json::to_vec(&meta).unwrap();
-                    let back: Meta = serde_json::from_slice(&json).expect("cached meta reads back");
-                    assert_eq!(back, meta);
+                    let kept = crate::mailbox::meta_codec::encode(&meta);
+                    let back = crate::mailbox::meta_codec::decode(&kept);
+                    assert_eq!(back.expect("cached meta reads back"), meta);
                     meta
                 })
                 .unwrap()

@@ -5,6 +5,7 @@ mod backend;
 pub mod crypto;
 mod events;
 pub mod meta;
+mod meta_codec;
 mod mongo;
 mod store;
 

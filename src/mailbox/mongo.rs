@@ -583,7 +583,7 @@ impl MongoMailbox {
     ) -> Result<(u32, u32), MailboxError> {
         // Sealed before the transaction: a retried attempt reuses the work.
         let blob = self.mongo.block(self.next_id("mailbox_blob", 1))?;
-        let (meta, header_len) = Meta::stored(body)?;
+        let (meta, header_len) = Meta::stored(body);
         let sealed_meta = self.key.seal(blob, Part::Meta, &meta)?;
         let sealed_body = self.key.seal(blob, Part::Body, body)?;
         let flags = join_flags(flags);

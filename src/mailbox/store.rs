@@ -502,7 +502,7 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
     let id: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs")?
         .query_row([], |r| r.get(0))?;
-    let (meta, header_len) = Meta::stored(body)?;
+    let (meta, header_len) = Meta::stored(body);
     tx.prepare_cached(
         "INSERT INTO blobs (id, size, meta, body, header_len) VALUES (?1, ?2, x'', ?3, ?4)",
     )?
