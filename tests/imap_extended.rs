@@ -10,7 +10,7 @@ use common::imap::{Client, Server, expect};
 const ME: &str = "me@example.test";
 
 /// Fruit is not subscribed but Fruit/Apple is; Vegetable and Vegetable/Broccoli both are;
-/// Tree/Oak has no Tree folder above it.
+/// Tree/Oak has no Tree folder above it (CREATE made one, and it was deleted).
 fn tree(c: &mut Client) {
     for name in [
         "Fruit",
@@ -21,6 +21,7 @@ fn tree(c: &mut Client) {
     ] {
         expect(&c.run(&format!("CREATE {name}")), &["T OK …"]);
     }
+    expect(&c.run("DELETE Tree"), &["T OK …"]);
     for name in ["Fruit/Apple", "Vegetable", "Vegetable/Broccoli"] {
         expect(&c.run(&format!("SUBSCRIBE {name}")), &["T OK …"]);
     }
@@ -163,6 +164,7 @@ fn list_status_follows_each_listed_folder() {
     let server = Server::start(&[ME]);
     let mut c = server.login(ME);
     c.run("CREATE Tree/Oak");
+    c.run("DELETE Tree");
     c.append("INBOX", "(\\Seen)", &common::imap::message("one"));
     c.append("INBOX", "()", &common::imap::message("two"));
     expect(
@@ -214,9 +216,46 @@ fn esearch_answers_what_was_asked() {
         &c.run("UID SEARCH RETURN (MIN MAX COUNT ALL) KEYWORD nothing"),
         &["* ESEARCH (TAG \"…\") UID COUNT 0", "T OK …"],
     );
+    // MODSEQ in a SEARCH enables CONDSTORE, so the first says the folder's highest
+    // (RFC 7162 §3.1); with MIN or MAX alone the MODSEQ is that of the messages
+    // returned (RFC 4731 §3.2), not the highest of all that matched.
+    c.run("STORE 5 +FLAGS (\\Answered)");
+    c.run("STORE 1 +FLAGS (\\Answered)");
     expect(
         &c.run("SEARCH RETURN (MAX) MODSEQ 1"),
-        &["* ESEARCH (TAG \"…\") MAX 5 MODSEQ …", "T OK …"],
+        &[
+            "* OK [HIGHESTMODSEQ …] …",
+            "* ESEARCH (TAG \"…\") MAX 5 MODSEQ …",
+            "T OK …",
+        ],
+    );
+    let modseq = |c: &mut Client, n: u32| -> String {
+        let line = c.run(&format!("FETCH {n} (MODSEQ)")).join(" ");
+        let at = line.find("MODSEQ (").expect("a MODSEQ") + 8;
+        line[at..].split(')').next().unwrap_or_default().to_string()
+    };
+    let (first, last) = (modseq(&mut c, 1), modseq(&mut c, 5));
+    assert!(first.parse::<u64>().unwrap() > last.parse::<u64>().unwrap());
+    expect(
+        &c.run("SEARCH RETURN (MAX) MODSEQ 1"),
+        &[
+            &format!("* ESEARCH (TAG \"…\") MAX 5 MODSEQ {last}"),
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("SEARCH RETURN (MIN MAX) MODSEQ 1"),
+        &[
+            &format!("* ESEARCH (TAG \"…\") MIN 1 MAX 5 MODSEQ {first}"),
+            "T OK …",
+        ],
+    );
+    expect(
+        &c.run("SEARCH RETURN (COUNT) 4:5 MODSEQ 1"),
+        &[
+            &format!("* ESEARCH (TAG \"…\") COUNT 2 MODSEQ {last}"),
+            "T OK …",
+        ],
     );
     // An option RFC 4731 does not define is BAD.
     expect(&c.run("SEARCH RETURN (BOGUS) ALL"), &["T BAD …"]);

@@ -67,6 +67,48 @@ fn sections_of_an_attached_message() {
     );
 }
 
+/// A message that is itself a message/rfc822 (a bounce or a forward as the whole
+/// body): it has one part, 1, the attached message whole (RFC 3501 §6.4.5), and
+/// 1.HEADER, 1.TEXT, 1.1 … name what is inside that. The attached message here is a
+/// digest with an epilogue, which is still its text (imaptest's
+/// fetch-body-message-rfc822-mime case).
+#[test]
+fn sections_of_a_message_that_is_an_attached_message() {
+    let inner_header =
+        "From: sub@x.test\r\nSubject: sub\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n";
+    // The line break before a boundary belongs to the boundary, not to the part.
+    let m1 = "From: m1@x.test\r\nSubject: m1\r\n\r\nm1 body";
+    let inner_text = format!("prologue\r\n--d\r\n\r\n{m1}\r\n--d--\r\nepilogue\r\n");
+    let inner = format!("{inner_header}{inner_text}");
+    let (_server, mut c) = with(&format!(
+        "From: a@x.test\r\nContent-Type: message/rfc822\r\n\r\n{inner}"
+    ));
+    let cases = [
+        ("1", inner.clone()),
+        ("TEXT", inner.clone()),
+        ("1.HEADER", inner_header.to_string()),
+        ("1.TEXT", inner_text.clone()),
+        ("1.1", m1.to_string()),
+        (
+            "1.1.HEADER",
+            "From: m1@x.test\r\nSubject: m1\r\n\r\n".to_string(),
+        ),
+        ("1.1.TEXT", "m1 body".to_string()),
+        ("1.1.1", "m1 body".to_string()),
+    ];
+    for (section, bytes) in cases {
+        let done = c.run(&format!("FETCH 1 (BODY.PEEK[{section}])"));
+        let name = format!("BODY[{section}]");
+        expect(&done, &[&literal(&name, &bytes), "T OK …"]);
+    }
+    let structure = c.run("FETCH 1 (BODYSTRUCTURE)").join(" ");
+    assert!(
+        structure.contains("(BODYSTRUCTURE (\"MESSAGE\" \"RFC822\""),
+        "{structure}"
+    );
+    assert!(structure.contains("\"DIGEST\""), "{structure}");
+}
+
 #[test]
 fn bodystructure_counts_lines_inside_attached_messages_and_types_digest_parts() {
     let (_server, mut c) = with(&forwarded());

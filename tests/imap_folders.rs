@@ -76,13 +76,29 @@ fn lsub_shows_an_unsubscribed_parent_of_a_subscribed_child_as_noselect() {
     expect(&shown, &["* LSUB (\\HasChildren) \"/\" Work", "T OK …"]);
 }
 
-/// A level with no folder of its own (`a` and `a/b` above `a/b/c`) is listed as
-/// \Noselect where the pattern stops, so a client walking the tree with % finds c.
+/// CREATE of `a/b/c` makes `a` and `a/b` too (RFC 3501 §6.3.3's SHOULD); once they are
+/// deleted, a level with no folder of its own is listed as \Noselect where the pattern
+/// stops, so a client walking the tree with % still finds c.
 #[test]
 fn list_shows_levels_without_a_folder_as_noselect() {
     let server = Server::start(&[ME]);
     let mut c = server.login(ME);
     expect(&c.run("CREATE a/b/c"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" a*"),
+        &[
+            "* LIST (\\HasChildren) \"/\" a",
+            "* LIST (\\HasChildren) \"/\" a/b",
+            "* LIST (\\HasNoChildren) \"/\" a/b/c",
+            "T OK …",
+        ],
+    );
+    expect(&c.run("SELECT a/b"), &["* …", "T OK [READ-WRITE] …"]);
+    expect(&c.run("CREATE a/b"), &["T NO [ALREADYEXISTS] …"]);
+    expect(&c.run("CLOSE"), &["T OK …"]);
+    // RFC 3501 §6.3.4: a deleted name with inferiors stays, as \Noselect.
+    expect(&c.run("DELETE a/b"), &["T OK …"]);
+    expect(&c.run("DELETE a"), &["T OK …"]);
     expect(
         &c.run("LIST \"\" a%"),
         &["* LIST (\\Noselect \\HasChildren) \"/\" a", "T OK …"],
@@ -101,6 +117,48 @@ fn list_shows_levels_without_a_folder_as_noselect() {
         &c.run("LIST \"\" \"\""),
         &["* LIST (\\Noselect) \"/\" \"\"", "T OK …"],
     );
+}
+
+/// A subscription outlives its folder (RFC 3501 §6.3.6: the server MUST NOT remove a
+/// name from the subscriptions unilaterally): LSUB shows it \Noselect, LIST
+/// (SUBSCRIBED) \NonExistent (RFC 5258 §3.1), a folder made again under the name is
+/// subscribed, and UNSUBSCRIBE of the lost name works.
+#[test]
+fn a_deleted_folder_stays_subscribed() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    for command in [
+        "CREATE Old",
+        "SUBSCRIBE Old",
+        "CREATE Gone",
+        "SUBSCRIBE Gone",
+    ] {
+        expect(&c.run(command), &["T OK …"]);
+    }
+    expect(&c.run("DELETE Old"), &["T OK …"]);
+    expect(&c.run("DELETE Gone"), &["T OK …"]);
+    expect(
+        &c.run("LSUB \"\" Old"),
+        &["* LSUB (\\Noselect) \"/\" Old", "T OK …"],
+    );
+    expect(
+        &c.run("LIST (SUBSCRIBED) \"\" \"*o*\""),
+        &[
+            "* LIST (\\NonExistent \\Subscribed) \"/\" Gone",
+            "* LIST (\\NonExistent \\Subscribed) \"/\" Old",
+            "T OK …",
+        ],
+    );
+    // Plain LIST does not show names without a folder.
+    expect(&c.run("LIST \"\" Old"), &["T OK …"]);
+    expect(&c.run("CREATE Old"), &["T OK …"]);
+    expect(
+        &c.run("LIST \"\" Old RETURN (SUBSCRIBED)"),
+        &["* LIST (\\HasNoChildren \\Subscribed) \"/\" Old", "T OK …"],
+    );
+    expect(&c.run("UNSUBSCRIBE Gone"), &["T OK …"]);
+    expect(&c.run("LSUB \"\" Gone"), &["T OK …"]);
+    expect(&c.run("UNSUBSCRIBE Gone"), &["T NO …"]);
 }
 
 /// RFC 3501 §6.3.5's example: renaming a folder renames those below it; renaming

@@ -34,6 +34,37 @@ fn with_five() -> (Server, Client) {
     (server, c)
 }
 
+/// Any CONDSTORE enabling command turns it on (RFC 7162 §3.1), not only ENABLE and
+/// SELECT (CONDSTORE): the first one while a folder is selected tells its
+/// HIGHESTMODSEQ, and every flag change told from then on carries its MODSEQ
+/// (imaptest's esearch-condstore case).
+#[test]
+fn a_fetch_of_modseq_enables_condstore() {
+    let (_server, mut c) = with_five();
+    c.run("SELECT INBOX");
+    let first = c.run("FETCH 1 (MODSEQ)");
+    expect(
+        &first,
+        &[
+            "* OK [HIGHESTMODSEQ …] …",
+            "* 1 FETCH (MODSEQ (…))",
+            "T OK …",
+        ],
+    );
+    let highest = number_after(&first, "HIGHESTMODSEQ ");
+    let stored = c.run("STORE 2 +FLAGS (\\Seen)");
+    expect(
+        &stored,
+        &["* 2 FETCH (FLAGS (\\Seen …) UID 2 MODSEQ (…))", "T OK …"],
+    );
+    assert!(number_after(&stored, "MODSEQ (") > highest);
+    // Only the first enabling command says it.
+    expect(
+        &c.run("FETCH 1 (MODSEQ)"),
+        &["* 1 FETCH (MODSEQ (…))", "T OK …"],
+    );
+}
+
 #[test]
 fn enabled_qresync_tells_expunges_as_vanished_uids() {
     let (server, mut other) = with_five();

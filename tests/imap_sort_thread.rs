@@ -98,6 +98,28 @@ fn sort_orders_by_each_key_with_ties_by_number() {
     );
 }
 
+/// SORT compares with i;ascii-casemap, which folds to upper case (RFC 5256 §3, RFC 4790
+/// §9.2): "[" and "_" sort after the letters, not between the cases (imaptest's
+/// sort-subject case). A subject that is only a blob keeps it as its base subject.
+#[test]
+fn sort_folds_to_upper_case_as_its_collation_does() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    for subject in ["_", "b", "[xyz]", "A", "Re: c"] {
+        let m = format!("Subject: {subject}\r\n\r\nx\r\n");
+        expect(&c.append("INBOX", "", &m), &["T OK …"]);
+    }
+    c.run("SELECT INBOX");
+    expect(
+        &c.run("SORT (SUBJECT) US-ASCII ALL"),
+        &["* SORT 4 2 5 3 1", "T OK …"],
+    );
+    expect(
+        &c.run("SORT (REVERSE SUBJECT) US-ASCII ALL"),
+        &["* SORT 1 3 5 2 4", "T OK …"],
+    );
+}
+
 #[test]
 fn thread_references_and_orderedsubject_as_the_rfc_builds_them() {
     let (_server, mut c) = mailbox();

@@ -59,6 +59,7 @@ conformance!(
     recent_messages_are_claimed_once_and_created_folders_unsubscribed,
     changes_since_a_modseq_tell_new_changed_and_expunged_messages,
     owners_settings_are_kept_and_no_change_is_lost,
+    subscriptions_outlive_their_folders,
 );
 
 /// What an owner sets on their page (src/selfservice): none until set, then kept; two
@@ -315,6 +316,32 @@ fn folders_are_created_renamed_and_deleted(boxes: &Mailboxes) {
     assert!(mb.messages(&inbox).unwrap().is_empty());
     let old = mb.folder("Old").unwrap().unwrap();
     assert_eq!(mb.messages(&old).unwrap().len(), 1);
+}
+
+/// A subscription outlives its folder (RFC 3501 §6.3.6); a folder made or renamed
+/// under the name is subscribed again, and UNSUBSCRIBE forgets the name. CREATE makes
+/// the levels above a new folder (§6.3.3).
+fn subscriptions_outlive_their_folders(boxes: &Mailboxes) {
+    let mut mb = boxes.open("me@d.test").unwrap();
+    mb.create_folder("a/b/c", None).unwrap();
+    assert!(mb.folder("a").unwrap().is_some() && mb.folder("a/b").unwrap().is_some());
+    assert!(!mb.folder("a").unwrap().unwrap().subscribed);
+    mb.create_folder("Old", None).unwrap();
+    mb.subscribe("Old", true).unwrap();
+    mb.subscribe("a/b/c", true).unwrap();
+    mb.delete_folder("Old").unwrap();
+    mb.delete_folder("a/b/c").unwrap();
+    assert_eq!(mb.lost_subscriptions().unwrap(), ["Old", "a/b/c"]);
+    assert!(mb.create_folder("Old", None).unwrap().subscribed);
+    mb.create_folder("x", None).unwrap();
+    mb.rename_folder("x", "a/b/c").unwrap();
+    assert!(mb.folder("a/b/c").unwrap().unwrap().subscribed);
+    assert!(mb.lost_subscriptions().unwrap().is_empty());
+    mb.delete_folder("Old").unwrap();
+    mb.subscribe("Old", false).unwrap();
+    assert!(mb.lost_subscriptions().unwrap().is_empty());
+    assert!(mb.subscribe("Old", false).is_err());
+    assert!(mb.subscribe("Old", true).is_err(), "only folders that exist");
 }
 
 /// \Recent (RFC 3501 §2.3.2): the first session to claim new messages gets them, nobody

@@ -202,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let mut enabled = Vec::new();
                 for c in capabilities.as_ref() {
                     if matches!(c, CapabilityEnable::CondStore) {
-                        self.condstore = true;
+                        self.enable_condstore();
                         enabled.push(c.clone());
                     } else if matches!(c, CapabilityEnable::Utf8(Utf8Kind::Accept)) {
                         self.utf8 = true;
@@ -214,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         enabled.push(c.clone());
                     } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
                         // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
-                        self.condstore = true;
+                        self.enable_condstore();
                         self.qresync = true;
                         enabled.push(c.clone());
                     }
@@ -392,18 +392,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Name → (attributes, CHILDINFO), in name order.
         let mut found: std::collections::BTreeMap<String, (Vec<FlagNameAttribute<'static>>, bool)> =
             Default::default();
-        for folder in &folders {
-            if !chosen(folder) {
-                continue;
+        // Names subscribed whose folder is gone are chosen by subscription too (RFC
+        // 5258 §3.1: \NonExistent, and \Noselect to LSUB).
+        let lost = if by_subscription && !options.special_use {
+            self.user().mailbox.lost_subscriptions()?
+        } else {
+            Vec::new()
+        };
+        let lost_attributes = || {
+            let mut items = Vec::new();
+            if extended {
+                items.extend(atom("NonExistent"));
+                items.extend(atom("Subscribed"));
+            } else {
+                items.push(FlagNameAttribute::Noselect);
             }
-            let matched = matches(&folder.name);
+            items
+        };
+        let candidates = folders
+            .iter()
+            .filter(|f| chosen(f))
+            .map(|f| (f.name.as_str(), attributes(f)))
+            .chain(
+                lost.iter()
+                    .filter(|name| !by_name.contains_key(name.as_str()))
+                    .map(|name| (name.as_str(), lost_attributes())),
+            );
+        for (name, items) in candidates {
+            let matched = matches(name);
             if matched {
-                found.insert(folder.name.clone(), (attributes(folder), false));
+                found.insert(name.to_string(), (items, false));
             }
-            let ancestors = folder
-                .name
-                .match_indices('/')
-                .map(|(i, _)| &folder.name[..i]);
+            let ancestors = name.match_indices('/').map(|(i, _)| &name[..i]);
             if extended && (options.subscribed || options.special_use) {
                 // RFC 5258 §3.5: with RECURSIVEMATCH, a matching parent of a chosen name
                 // the pattern does not reach is listed, with CHILDINFO saying why.
@@ -495,6 +515,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         wire: &WireMailbox<'static>,
         names: &[StatusDataItemName],
     ) -> Result<(), MailboxError> {
+        if names.contains(&StatusDataItemName::HighestModSeq) {
+            self.enable_condstore();
+        }
         let messages = self.user().mailbox.messages(folder)?;
         let folder = self.user().mailbox.refresh(folder)?;
         let mut items = Vec::new();

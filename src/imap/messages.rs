@@ -240,22 +240,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     FetchModifier::ChangedSince(n) => Some(n.get()),
                     _ => None,
                 });
-                if changed_since.is_some() {
-                    self.condstore = true;
+                let vanished = modifiers
+                    .iter()
+                    .any(|m| matches!(m, FetchModifier::Vanished));
+                if vanished && !(uid && changed_since.is_some() && self.qresync) {
+                    self.done(status_bad(
+                        Some(tag),
+                        "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+                    ));
+                    return Ok(());
+                }
+                // Asking for MODSEQ, or changes since one, enables CONDSTORE (§3.1).
+                if changed_since.is_some()
+                    || names
+                        .iter()
+                        .any(|n| matches!(n, MessageDataItemName::ModSeq))
+                {
+                    self.enable_condstore();
                 }
                 // UID FETCH … (CHANGEDSINCE m VANISHED): the UIDs of the set that are
                 // gone come first, as VANISHED (EARLIER) (RFC 7162 §3.2.6).
-                if modifiers
-                    .iter()
-                    .any(|m| matches!(m, FetchModifier::Vanished))
-                {
-                    if !(uid && changed_since.is_some() && self.qresync) {
-                        self.done(status_bad(
-                            Some(tag),
-                            "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
-                        ));
-                        return Ok(());
-                    }
+                if vanished {
                     let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
                     let largest = selected.folder.uidnext.max(selected.largest_uid() + 1) - 1;
                     let gone = selected.vanished(&super::selected::ranges(&sequence_set, largest));
@@ -361,6 +366,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(())
+    }
+
+    /// A CONDSTORE enabling command (RFC 7162 §3.1): from now on every FETCH of flags
+    /// carries the message's MODSEQ, and the first such command while a folder is
+    /// selected tells the folder's HIGHESTMODSEQ before its tagged OK.
+    pub(super) fn enable_condstore(&mut self) {
+        if std::mem::replace(&mut self.condstore, true) {
+            return;
+        }
+        if let Some(m) = self
+            .selected
+            .as_ref()
+            .and_then(|s| std::num::NonZeroU64::new(s.modseq))
+        {
+            self.server
+                .enqueue_status(status_ok(None, Some(Code::HighestModSeq(m)), "Highest"));
+        }
     }
 
     pub(super) fn selected(&self) -> &Selected {
@@ -575,7 +597,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.user()
                 .mailbox
                 .set_flags(&folder, &targets, change, &names, unchanged_since)?;
-        let condstore = self.condstore || unchanged_since.is_some();
+        if unchanged_since.is_some() {
+            self.enable_condstore();
+        }
+        let condstore = self.condstore;
         let selected = self.selected.as_mut().unwrap_or_else(|| unreachable!());
         let silent = response == StoreResponse::Silent;
         let changed: std::collections::HashSet<u32> = stored.changed.iter().copied().collect();
@@ -856,13 +881,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         uid: bool,
     ) -> Result<(), MailboxError> {
         let uses_modseq = criteria.iter().any(search::uses_modseq);
+        if uses_modseq {
+            self.enable_condstore();
+        }
         let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
         let mut found = Vec::new();
         let mut highest = 0u64;
+        let (mut first, mut last) = (0u64, 0u64);
         for i in self.matching(criteria) {
             let info = &selected.view[i];
             found.push(convert::nz(if uid { info.uid } else { i as u32 + 1 }));
             highest = highest.max(info.modseq);
+            if found.len() == 1 {
+                first = info.modseq;
+            }
+            last = info.modseq;
         }
         let modseq = if uses_modseq {
             std::num::NonZeroU64::new(highest)
@@ -874,6 +907,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if options.save {
                     self.save_result(&found, uid, &options);
                 }
+                // RFC 4731 §3.2: with MIN or MAX alone, the MODSEQ is the highest of
+                // the messages returned, not of all that matched.
+                let modseq = match modseq {
+                    Some(_) if !options.all && !options.count => std::num::NonZeroU64::new(
+                        (if options.min { first } else { 0 }).max(if options.max {
+                            last
+                        } else {
+                            0
+                        }),
+                    ),
+                    other => other,
+                };
                 // SAVE alone answers nothing but the tagged OK (RFC 5182 §2.4).
                 if options.min || options.max || options.all || options.count {
                     let line = esearch(&tag, uid, &options, &found, modseq);

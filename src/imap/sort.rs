@@ -74,7 +74,7 @@ fn mailbox_of(list: &[Address]) -> String {
         .find(|a| a.host.is_some())
         .and_then(|a| a.mailbox.clone())
         .unwrap_or_default()
-        .to_lowercase()
+        .to_uppercase()
 }
 
 /// RFC 5957: the first address's display name, decoded, or else its address.
@@ -83,13 +83,13 @@ fn display_of(list: &[Address]) -> String {
         return String::new();
     };
     match a.name.as_deref().filter(|n| !n.trim().is_empty()) {
-        Some(name) => name.to_lowercase(),
+        Some(name) => name.to_uppercase(),
         None => format!(
             "{}@{}",
             a.mailbox.as_deref().unwrap_or_default(),
             a.host.as_deref().unwrap_or_default()
         )
-        .to_lowercase(),
+        .to_uppercase(),
     }
 }
 
@@ -117,8 +117,9 @@ pub fn sort(facts: &mut [Facts], criteria: &[SortCriterion]) {
     });
 }
 
-/// The base subject (RFC 5256 §2.1), compared case-insensitively (i;unicode-casemap
-/// folded to lower case), and whether a reply or forward mark was taken off it.
+/// The base subject (RFC 5256 §2.1), folded to upper case as SORT's collations compare
+/// (i;ascii-casemap, i;unicode-casemap: "[" and "_" sort after the letters, not before),
+/// and whether a reply or forward mark was taken off it.
 pub fn base_subject(subject: &str) -> (String, bool) {
     // (1) Whitespace runs, tabs and folds are one space.
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -161,7 +162,7 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         }
         break;
     }
-    (s.trim().to_lowercase(), reply)
+    (s.trim().to_uppercase(), reply)
 }
 
 /// A leading "[...]" and the whitespace after it, taken off.
@@ -206,17 +207,19 @@ mod tests {
     #[test]
     fn base_subjects_as_rfc_5256_strips_them() {
         let base = |s: &str| base_subject(s).0;
-        assert_eq!(base("Re: hello"), "hello");
-        assert_eq!(base("RE: Re: re:hello"), "hello");
-        assert_eq!(base("Fwd: hello (fwd)"), "hello");
-        assert_eq!(base("[list] Re: hello"), "hello");
-        assert_eq!(base("Re[2]: hello"), "hello");
-        assert_eq!(base("[Fwd: Re: hello]"), "hello");
-        assert_eq!(base("  Hello\t  World  "), "hello world");
+        assert_eq!(base("Re: hello"), "HELLO");
+        assert_eq!(base("RE: Re: re:hello"), "HELLO");
+        assert_eq!(base("Fwd: hello (fwd)"), "HELLO");
+        assert_eq!(base("[list] Re: hello"), "HELLO");
+        assert_eq!(base("Re[2]: hello"), "HELLO");
+        assert_eq!(base("[Fwd: Re: hello]"), "HELLO");
+        assert_eq!(base("  Hello\t  World  "), "HELLO WORLD");
         // A blob that is all there is stays.
-        assert_eq!(base("[announce]"), "[announce]");
-        assert_eq!(base("[x] [y] topic"), "topic");
+        assert_eq!(base("[announce]"), "[ANNOUNCE]");
+        assert_eq!(base("[x] [y] topic"), "TOPIC");
         assert!(!base_subject("hello").1);
+        // Punctuation between the upper and lower case letters sorts after both.
+        assert!(base("_") > base("b") && base("[xyz]") > base("Zebra"));
         assert!(base_subject("Re: hello").1);
         assert_eq!(base(""), "");
         assert_eq!(base("Re:"), "");
@@ -232,7 +235,7 @@ mod tests {
         ] {
             base_subject(subject);
         }
-        assert_eq!(base("Re: Привет (fwd)"), "привет");
+        assert_eq!(base("Re: Привет (fwd)"), "ПРИВЕТ");
         assert_eq!(base("[Fwd: 日本語]"), "日本語");
     }
 }

@@ -123,11 +123,29 @@ impl Mailbox {
     /// IMAP CREATE: a new folder, not subscribed (RFC 3501 §6.3.3 leaves that to the
     /// client's SUBSCRIBE), with the special use (`\\Sent`…) it was created for, if any
     /// (RFC 6154 §3).
+    ///
+    /// The levels above it that are not folders are made too (RFC 3501 §6.3.3: CREATE
+    /// of "a/b/c" SHOULD make "a" and "a/b"), so every name shown in a LIST can be
+    /// selected.
     pub fn create_folder(
         &mut self,
         name: &str,
         special_use: Option<&str>,
     ) -> Result<Folder, MailboxError> {
+        within_limits(name)?;
+        let name = name.trim_end_matches('/');
+        if name.is_empty() || name.starts_with('/') || name.contains("//") {
+            return Err(MailboxError::Refused("not a valid folder name"));
+        }
+        if self.folder(name)?.is_some() {
+            return Err(MailboxError::FolderExists(name.to_string()));
+        }
+        for (at, _) in name.match_indices('/') {
+            let above = &name[..at];
+            if !above.is_empty() && self.folder(above)?.is_none() {
+                self.make_folder(above, false, None)?;
+            }
+        }
         self.make_folder(name, false, special_use)
     }
 
@@ -183,8 +201,16 @@ impl Mailbox {
         self.changed(done)
     }
 
+    /// SUBSCRIBE and UNSUBSCRIBE. A subscribed folder that is deleted stays subscribed
+    /// by name (RFC 3501 §6.3.6: never removed unilaterally): see `lost_subscriptions`.
     pub fn subscribe(&mut self, name: &str, on: bool) -> Result<(), MailboxError> {
         each!(&mut self.backend, b => b.subscribe(name, on))
+    }
+
+    /// Names subscribed whose folder was deleted, in name order; a folder made under one
+    /// of them is subscribed.
+    pub fn lost_subscriptions(&self) -> Result<Vec<String>, MailboxError> {
+        each!(&self.backend, b => b.lost_subscriptions())
     }
 
     pub fn quota_used(&self) -> Result<u64, MailboxError> {

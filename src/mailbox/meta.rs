@@ -102,16 +102,17 @@ impl Structure {
         self.kind == "multipart"
     }
 
-    /// The part a section path like [1, 2] names (RFC 3501 §6.4.5): parts of a multipart
-    /// are numbered from 1; a non-multipart message has one part, numbered 1, itself.
+    /// The part a section path like [1, 2] names, counted from the top of the message
+    /// this is the structure of (RFC 3501 §6.4.5): parts of a multipart are numbered
+    /// from 1; a message that is not multipart has one part, numbered 1, its body, even
+    /// when that body is itself a message (message/rfc822 at the top: [1] is the whole
+    /// attached message, [1, 1] its body).
     pub fn part(&self, path: &[u32]) -> Option<&Structure> {
         let Some((&first, rest)) = path.split_first() else {
             return Some(self);
         };
         let next = if self.is_multipart() {
             self.parts.get(first.checked_sub(1)? as usize)?
-        } else if let Some(inner) = &self.message {
-            return inner.structure.part(path);
         } else if first == 1 {
             self
         } else {
@@ -120,7 +121,16 @@ impl Structure {
         if rest.is_empty() {
             Some(next)
         } else {
-            next.part(rest)
+            next.inside(rest)
+        }
+    }
+
+    /// What `path` names below this part: in an attached message, the path counts from
+    /// that message's top; in a multipart, from its parts.
+    fn inside(&self, path: &[u32]) -> Option<&Structure> {
+        match &self.message {
+            Some(inner) => inner.structure.part(path),
+            None => self.part(path),
         }
     }
 }
@@ -383,9 +393,13 @@ fn structure_of(
             // One it had to decode first (base64 or quoted-printable, which RFC 2046
             // §5.2.1 forbids for message/rfc822) has offsets in the decoded bytes, which
             // are not in the message: it stays an opaque leaf.
-            if inner.raw_message() == body {
+            // Its raw message stops where its own multipart's closing boundary does;
+            // what follows (an epilogue) is still the attached message's text.
+            if body.starts_with(inner.raw_message()) {
                 structure.lines = count_lines(body);
-                structure.message = Some(Box::new(meta_of(inner, raw, base, depth + 1)));
+                let mut meta = meta_of(inner, raw, base, depth + 1);
+                meta.structure.end = meta.structure.end.max(structure.end);
+                structure.message = Some(Box::new(meta));
             } else {
                 return opaque(part, base);
             }

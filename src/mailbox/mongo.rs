@@ -250,6 +250,18 @@ impl MongoMailbox {
         if exists {
             return Err(MailboxError::FolderExists(name.to_string()));
         }
+        // A name still subscribed after its folder was deleted (see `lost_subscriptions`).
+        let lost = self
+            .accounts()
+            .update_one(
+                doc! { "_id": &self.account, "lost_subscriptions": name },
+                doc! { "$pull": { "lost_subscriptions": name } },
+            )
+            .session(&mut *s)
+            .await?
+            .modified_count
+            > 0;
+        let subscribed = subscribed || lost;
         let validity = self.new_uidvalidity(s).await?;
         let id = self.next_id("mailbox_folder", 1).await?;
         let inserted = self
@@ -508,6 +520,15 @@ impl MongoMailbox {
                 .delete_one(doc! { "_id": folder.id })
                 .session(&mut *s)
                 .await?;
+            if folder.subscribed {
+                self.accounts()
+                    .update_one(
+                        doc! { "_id": &self.account },
+                        doc! { "$addToSet": { "lost_subscriptions": &folder.name } },
+                    )
+                    .session(&mut *s)
+                    .await?;
+            }
             Ok::<_, MailboxError>(())
         }))?;
         Ok(())
@@ -518,8 +539,23 @@ impl MongoMailbox {
         let to = canonical(to).to_string();
         let prefix = format!("{}/", folder.name);
         self.mongo.block(in_transaction!(self.mongo, |s| async {
+            let lost = self
+                .accounts()
+                .update_one(
+                    doc! { "_id": &self.account, "lost_subscriptions": &to },
+                    doc! { "$pull": { "lost_subscriptions": &to } },
+                )
+                .session(&mut *s)
+                .await?
+                .modified_count
+                > 0;
+            let set = if lost {
+                doc! { "name": &to, "subscribed": true }
+            } else {
+                doc! { "name": &to }
+            };
             self.folders_coll()
-                .update_one(doc! { "_id": folder.id }, doc! { "$set": { "name": &to } })
+                .update_one(doc! { "_id": folder.id }, doc! { "$set": set })
                 .session(&mut *s)
                 .await?;
             let children: Vec<Document> = self
@@ -558,10 +594,43 @@ impl MongoMailbox {
                 )
                 .await
         })?;
-        if result.matched_count == 0 {
+        if result.matched_count == 0 && (on || !self.forget_subscription(name)?) {
             return Err(MailboxError::NoFolder(name.to_string()));
         }
         Ok(())
+    }
+
+    /// UNSUBSCRIBE of a name whose folder is gone: whether it was subscribed.
+    fn forget_subscription(&self, name: &str) -> Result<bool, MailboxError> {
+        let name = canonical(name);
+        let result = self.mongo.block(async {
+            self.accounts()
+                .update_one(
+                    doc! { "_id": &self.account, "lost_subscriptions": name },
+                    doc! { "$pull": { "lost_subscriptions": name } },
+                )
+                .await
+        })?;
+        Ok(result.modified_count > 0)
+    }
+
+    pub fn lost_subscriptions(&self) -> Result<Vec<String>, MailboxError> {
+        let found = self.mongo.block(async {
+            self.accounts()
+                .find_one(doc! { "_id": &self.account })
+                .await
+        })?;
+        let mut names: Vec<String> = found
+            .as_ref()
+            .and_then(|d| d.get_array("lost_subscriptions").ok())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
     }
 
     pub fn quota_used(&self) -> Result<u64, MailboxError> {

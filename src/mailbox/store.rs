@@ -19,7 +19,7 @@ pub const SPECIAL_FOLDERS: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const VERSION: i64 = 7;
+const VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS folders (
@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (folder_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (folder_id, modseq);
+-- Names still subscribed whose folder was deleted (version 8): a subscription outlives
+-- its folder (RFC 3501 §6.3.6), shows in LIST (SUBSCRIBED) as NonExistent, and holds
+-- again for a folder made under the name.
+CREATE TABLE IF NOT EXISTS lost_subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -559,11 +563,12 @@ impl SqliteMailbox {
         if exists {
             return Err(MailboxError::FolderExists(name.to_string()));
         }
+        let lost = tx.execute("DELETE FROM lost_subscriptions WHERE name = ?1", [name])? > 0;
         let validity = new_uidvalidity(&tx)?;
         tx.execute(
             "INSERT INTO folders (name, uidvalidity, subscribed, special_use)
              VALUES (?1, ?2, ?3, ?4)",
-            params![name, validity, subscribed, special_use],
+            params![name, validity, subscribed || lost, special_use],
         )?;
         tx.commit()?;
         self.folder(name)?
@@ -580,6 +585,12 @@ impl SqliteMailbox {
             .query_map([folder.id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM folders WHERE id = ?1", [folder.id])?;
+        if folder.subscribed {
+            tx.execute(
+                "INSERT OR IGNORE INTO lost_subscriptions (name) VALUES (?1)",
+                [&folder.name],
+            )?;
+        }
         collect_garbage(&tx, blobs)?;
         tx.commit()?;
         Ok(())
@@ -596,6 +607,12 @@ impl SqliteMailbox {
             "UPDATE folders SET name = ?2 WHERE id = ?1",
             params![folder.id, to],
         )?;
+        if tx.execute("DELETE FROM lost_subscriptions WHERE name = ?1", [&to])? > 0 {
+            tx.execute(
+                "UPDATE folders SET subscribed = 1 WHERE id = ?1",
+                [folder.id],
+            )?;
+        }
         let prefix = format!("{}/", folder.name);
         let children: Vec<(i64, String)> = {
             let mut stmt =
@@ -621,10 +638,24 @@ impl SqliteMailbox {
             "UPDATE folders SET subscribed = ?2 WHERE name = ?1",
             params![canonical(name), on],
         )?;
-        if n == 0 {
+        if n == 0
+            && (on
+                || self.conn.execute(
+                    "DELETE FROM lost_subscriptions WHERE name = ?1",
+                    [canonical(name)],
+                )? == 0)
+        {
             return Err(MailboxError::NoFolder(name.to_string()));
         }
         Ok(())
+    }
+
+    pub fn lost_subscriptions(&self) -> Result<Vec<String>, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM lost_subscriptions ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
     }
 
     /// Bytes used by every message of the account (copies count, as IMAP QUOTA does).
