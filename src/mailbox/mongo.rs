@@ -520,10 +520,15 @@ impl MongoMailbox {
                 .delete_one(doc! { "_id": folder.id })
                 .session(&mut *s)
                 .await?;
+            // At most as many names as an account may have folders (see the SQLite side).
             if folder.subscribed {
+                let full = format!(
+                    "lost_subscriptions.{}",
+                    crate::limits::FOLDERS_PER_ACCOUNT - 1
+                );
                 self.accounts()
                     .update_one(
-                        doc! { "_id": &self.account },
+                        doc! { "_id": &self.account, full: { "$exists": false } },
                         doc! { "$addToSet": { "lost_subscriptions": &folder.name } },
                     )
                     .session(&mut *s)

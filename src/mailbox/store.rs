@@ -585,10 +585,13 @@ impl SqliteMailbox {
             .query_map([folder.id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM folders WHERE id = ?1", [folder.id])?;
+        // Kept up to as many names as an account may have folders: a client making and
+        // deleting subscribed folders in a loop cannot grow the list without end.
         if folder.subscribed {
             tx.execute(
-                "INSERT OR IGNORE INTO lost_subscriptions (name) VALUES (?1)",
-                [&folder.name],
+                "INSERT OR IGNORE INTO lost_subscriptions (name) SELECT ?1
+                 WHERE (SELECT COUNT(*) FROM lost_subscriptions) < ?2",
+                params![folder.name, crate::limits::FOLDERS_PER_ACCOUNT as i64],
             )?;
         }
         collect_garbage(&tx, blobs)?;
