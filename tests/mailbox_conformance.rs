@@ -341,7 +341,10 @@ fn subscriptions_outlive_their_folders(boxes: &Mailboxes) {
     mb.subscribe("Old", false).unwrap();
     assert!(mb.lost_subscriptions().unwrap().is_empty());
     assert!(mb.subscribe("Old", false).is_err());
-    assert!(mb.subscribe("Old", true).is_err(), "only folders that exist");
+    assert!(
+        mb.subscribe("Old", true).is_err(),
+        "only folders that exist"
+    );
 }
 
 /// \Recent (RFC 3501 §2.3.2): the first session to claim new messages gets them, nobody
