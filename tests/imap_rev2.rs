@@ -22,6 +22,8 @@ fn rev2_is_advertised_and_enabled_per_session() {
     expect(&c.append("INBOX", "(\\Seen)", &message("one")), &["T OK …"]);
     expect(&c.append("INBOX", "", &message("two")), &["T OK …"]);
     expect(&c.run("CREATE Work/2025"), &["T OK …"]);
+    // CREATE made Work too; without it, Work is a level with no folder.
+    expect(&c.run("DELETE Work"), &["T OK …"]);
     expect(&c.run("CREATE \"Données\""), &["T OK …"]);
     expect(
         &c.run("ENABLE IMAP4rev2"),
