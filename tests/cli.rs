@@ -113,3 +113,59 @@ fn shipped_specs_are_valid() {
         run_in(root, &root.join(spec), &["validate"], None).ok();
     }
 }
+
+/// `ferrymail … | head`: the command ends quietly when its reader goes, killed by
+/// SIGPIPE as Unix tools are, instead of panicking in println! (issue 22).
+#[test]
+fn output_piped_into_a_reader_that_goes_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    // A pipe whose reader is gone before the command writes a byte.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_ferrymail"))
+        .args(["schema", "--out", "-"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("ferrymail runs");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert_eq!(done.status.signal(), Some(13), "SIGPIPE: {:?}", done.status);
+}
+
+/// A client that sends an IP address as its TLS SNI name (openssl s_client, some
+/// phones) is served quietly: rustls's "Illegal SNI" warning is not logged for each
+/// one (issue 22).
+#[test]
+fn an_ip_address_as_sni_is_not_logged() {
+    let imaps = common::free_port();
+    let server = common::imap::Server::with(
+        &["me@example.test"],
+        &format!("imaps = \"127.0.0.1:{imaps}\""),
+    );
+    assert!(common::wait_for(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", imaps)).is_ok()
+    }));
+    // LOGOUT makes the server close, and so s_client end (-quiet ignores EOF on stdin).
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{imaps}")])
+        .args(["-servername", "127.0.0.1", "-quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    std::io::Write::write_all(&mut client.stdin.take().expect("stdin"), b"a LOGOUT\r\n")
+        .expect("LOGOUT sent");
+    let done = client.wait_with_output().expect("openssl ends");
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("* OK"),
+        "no greeting over TLS: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let log = server.process.log_text();
+    assert!(!log.contains("Illegal SNI"), "{log}");
+}

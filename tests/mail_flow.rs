@@ -119,6 +119,9 @@ fn forwarded_mail_is_srs_rewritten_dkim_signed_and_bounces_find_their_way_back()
         "nothing forwarded:\n{}",
         server.log_text()
     );
+    // The log is a file, not a terminal: no colour escape codes in it (issue 22).
+    let log = server.log_text();
+    assert!(!log.is_empty() && !log.contains('\u{1b}'), "{log}");
     let msg = &received(&s.sink_dir)[0];
     assert_eq!(msg.rcpt_to, ["friend@elsewhere.test"]);
     assert!(

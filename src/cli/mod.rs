@@ -105,12 +105,33 @@ enum Command {
 /// Runs the CLI and maps the outcome to an exit code (1 for any error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `ferrymail status | head` ends quietly when the reader goes, as Unix tools do:
+    // Rust ignores SIGPIPE, so the next write to stdout failed and println! panicked.
+    // serve keeps ignoring it (a write to a closed socket is that connection's error).
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: sets this process's SIGPIPE disposition back to the default; no
+        // handler runs, and nothing else here relies on it being ignored.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter =
+    let mut filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // rustls warns of every client that sends an IP address as its SNI name, which is
+    // common and harmless (the name is ignored, the default certificate served), unless
+    // RUST_LOG names rustls itself.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"))
+        && let Ok(quiet) = "rustls::msgs::handshake=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
+    // Colours only on a terminal: log files and the journal got escape codes.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let logs = match cli.log_format {
         LogFormat::Text => logs.with_filter(filter).boxed(),
         // One JSON object per line: journald and log shippers keep the fields.
