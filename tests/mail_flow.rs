@@ -439,6 +439,37 @@ fn raw_exchange(port: u16, script: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `--log-format json`: every line is one JSON object, and a mail record keeps both its
+/// text ("mail") and the message's id, which used the same key and lost one (issue 22).
+#[test]
+fn json_log_lines_all_parse_and_mail_records_keep_their_id() {
+    let s = setup("");
+    let mut server = s.w.serve_with(s.mx, &["--log-format", "json"], &[]);
+    let out = swaks(
+        s.mx,
+        &["--from", "x@sender.test", "--to", "hello@example.test"],
+    );
+    out.ok();
+    assert!(
+        wait_for(Duration::from_secs(20), || received(&s.sink_dir).len() == 1),
+        "{}",
+        server.log_text()
+    );
+    server.terminate();
+    let log = server.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["message"] == "mail" && v["msg_id"].is_u64() && v["event"].is_string()),
+        "{log}"
+    );
+}
+
 #[test]
 fn starttls_works_with_swaks() {
     let s = setup("");

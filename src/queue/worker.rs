@@ -296,7 +296,7 @@ impl Worker {
     }
 
     async fn hold(&self, d: &Delivery, reason: String) {
-        tracing::error!(delivery = d.id, message = d.message_id, "{reason}");
+        tracing::error!(delivery = d.id, msg_id = d.message_id, "{reason}");
         self.record(d, Event::Held, &reason);
         let db = self.db.clone();
         let id = d.id;
@@ -786,7 +786,7 @@ impl Worker {
         let envelope = envelope.ok().flatten();
         if envelope.as_ref().is_some_and(|e| e.no_notices) {
             tracing::info!(
-                message = d.message_id,
+                msg_id = d.message_id,
                 "no {} notice: the sender failed SPF or DMARC on arrival (backscatter)",
                 action.name()
             );
