@@ -123,6 +123,21 @@ fn list_shows_levels_without_a_folder_as_noselect() {
     );
 }
 
+/// The attacker's CREATE: the levels it makes are bounded by the nesting limit (32), and
+/// a name past it is refused before any level is made.
+#[test]
+fn create_makes_at_most_the_nesting_limit_of_levels() {
+    let server = Server::start(&[ME]);
+    let mut c = server.login(ME);
+    let deep = |levels: usize| vec!["d"; levels].join("/");
+    expect(&c.run(&format!("CREATE {}", deep(33))), &["T NO [LIMIT] …"]);
+    expect(&c.run("LIST \"\" d*"), &["T OK …"]);
+    expect(&c.run(&format!("CREATE {}", deep(32))), &["T OK …"]);
+    let listed = c.run("LIST \"\" d*");
+    assert_eq!(listed.len(), 33, "{listed:?}");
+    assert!(listed.iter().all(|l| !l.contains("Noselect")), "{listed:?}");
+}
+
 /// A subscription outlives its folder (RFC 3501 §6.3.6: the server MUST NOT remove a
 /// name from the subscriptions unilaterally): LSUB shows it \Noselect, LIST
 /// (SUBSCRIBED) \NonExistent (RFC 5258 §3.1), a folder made again under the name is

@@ -456,12 +456,7 @@ fn json_log_lines_all_parse_and_mail_records_keep_their_id() {
         server.log_text()
     );
     server.terminate();
-    let log = server.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (log, lines) = (server.log_text(), server.json_log());
     assert!(
         lines
             .iter()

@@ -80,12 +80,7 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     assert!(seen.iter().any(|l| l == "STOPPING=1"), "{seen:?}");
 
     // Every log line is one JSON object with the event's fields.
-    let log = server.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (log, lines) = (server.log_text(), server.json_log());
     assert!(
         lines
             .iter()

@@ -884,41 +884,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if uses_modseq {
             self.enable_condstore();
         }
-        let selected = self.selected.as_ref().unwrap_or_else(|| unreachable!());
-        let mut found = Vec::new();
-        let mut highest = 0u64;
-        let (mut first, mut last) = (0u64, 0u64);
-        for i in self.matching(criteria) {
-            let info = &selected.view[i];
-            found.push(convert::nz(if uid { info.uid } else { i as u32 + 1 }));
-            highest = highest.max(info.modseq);
-            if found.len() == 1 {
-                first = info.modseq;
+        let matched = self.matching(criteria);
+        let extras = self.extras.take();
+        let view = &self.selected().view;
+        let found: Vec<_> = matched
+            .iter()
+            .map(|&i| convert::nz(if uid { view[i].uid } else { i as u32 + 1 }))
+            .collect();
+        // With MODSEQ in the criteria, the answer ends with the highest MODSEQ of the
+        // messages it names (RFC 7162 §3.1.5): all that matched, or with ESEARCH's MIN
+        // or MAX alone, just those (RFC 4731 §3.2).
+        let ends: Vec<usize>;
+        let named: &[usize] = match &extras {
+            Some(Extras::Search(o)) if !o.all && !o.count => {
+                ends = [
+                    o.min.then(|| matched.first()),
+                    o.max.then(|| matched.last()),
+                ]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .copied()
+                .collect();
+                &ends
             }
-            last = info.modseq;
-        }
+            _ => &matched,
+        };
         let modseq = if uses_modseq {
-            std::num::NonZeroU64::new(highest)
+            named
+                .iter()
+                .map(|&i| view[i].modseq)
+                .max()
+                .and_then(std::num::NonZeroU64::new)
         } else {
             None
         };
-        match self.extras.take() {
+        match extras {
             Some(Extras::Search(options)) => {
                 if options.save {
                     self.save_result(&found, uid, &options);
                 }
-                // RFC 4731 §3.2: with MIN or MAX alone, the MODSEQ is the highest of
-                // the messages returned, not of all that matched.
-                let modseq = match modseq {
-                    Some(_) if !options.all && !options.count => std::num::NonZeroU64::new(
-                        (if options.min { first } else { 0 }).max(if options.max {
-                            last
-                        } else {
-                            0
-                        }),
-                    ),
-                    other => other,
-                };
                 // SAVE alone answers nothing but the tagged OK (RFC 5182 §2.4).
                 if options.min || options.max || options.all || options.count {
                     let line = esearch(&tag, uid, &options, &found, modseq);

@@ -133,16 +133,13 @@ impl Mailbox {
         special_use: Option<&str>,
     ) -> Result<Folder, MailboxError> {
         within_limits(name)?;
-        let name = name.trim_end_matches('/');
-        if name.is_empty() || name.starts_with('/') || name.contains("//") {
-            return Err(MailboxError::Refused("not a valid folder name"));
-        }
+        let name = super::store::folder_name(name.trim_end_matches('/'))?;
         if self.folder(name)?.is_some() {
             return Err(MailboxError::FolderExists(name.to_string()));
         }
         for (at, _) in name.match_indices('/') {
             let above = &name[..at];
-            if !above.is_empty() && self.folder(above)?.is_none() {
+            if self.folder(above)?.is_none() {
                 self.make_folder(above, false, None)?;
             }
         }

@@ -15,7 +15,7 @@ use super::crypto::{AccountKey, Part};
 use super::meta::Meta;
 use super::store::{
     Delta, FlagChange, Folder, MessageInfo, Opened, SPECIAL_FOLDERS, Stored, canonical,
-    changed_flags, join_flags, parse_flags,
+    changed_flags, folder_name, join_flags, parse_flags,
 };
 use crate::mongo::{DriverError, Mongo, binary, in_transaction, index, int, is_duplicate, unique};
 
@@ -251,17 +251,7 @@ impl MongoMailbox {
             return Err(MailboxError::FolderExists(name.to_string()));
         }
         // A name still subscribed after its folder was deleted (see `lost_subscriptions`).
-        let lost = self
-            .accounts()
-            .update_one(
-                doc! { "_id": &self.account, "lost_subscriptions": name },
-                doc! { "$pull": { "lost_subscriptions": name } },
-            )
-            .session(&mut *s)
-            .await?
-            .modified_count
-            > 0;
-        let subscribed = subscribed || lost;
+        let subscribed = self.take_lost(s, name).await? || subscribed;
         let validity = self.new_uidvalidity(s).await?;
         let id = self.next_id("mailbox_folder", 1).await?;
         let inserted = self
@@ -314,10 +304,7 @@ impl MongoMailbox {
         subscribed: bool,
         special_use: Option<&str>,
     ) -> Result<Folder, MailboxError> {
-        let name = canonical(name);
-        if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-            return Err(MailboxError::Refused("not a valid folder name"));
-        }
+        let name = folder_name(name)?;
         self.insert_folder(name, special_use, subscribed)?;
         self.folder(name)?
             .ok_or_else(|| MailboxError::NoFolder(name.to_string()))
@@ -544,17 +531,7 @@ impl MongoMailbox {
         let to = canonical(to).to_string();
         let prefix = format!("{}/", folder.name);
         self.mongo.block(in_transaction!(self.mongo, |s| async {
-            let lost = self
-                .accounts()
-                .update_one(
-                    doc! { "_id": &self.account, "lost_subscriptions": &to },
-                    doc! { "$pull": { "lost_subscriptions": &to } },
-                )
-                .session(&mut *s)
-                .await?
-                .modified_count
-                > 0;
-            let set = if lost {
+            let set = if self.take_lost(s, &to).await? {
                 doc! { "name": &to, "subscribed": true }
             } else {
                 doc! { "name": &to }
@@ -608,15 +585,21 @@ impl MongoMailbox {
     /// UNSUBSCRIBE of a name whose folder is gone: whether it was subscribed.
     fn forget_subscription(&self, name: &str) -> Result<bool, MailboxError> {
         let name = canonical(name);
-        let result = self.mongo.block(async {
-            self.accounts()
-                .update_one(
-                    doc! { "_id": &self.account, "lost_subscriptions": name },
-                    doc! { "$pull": { "lost_subscriptions": name } },
-                )
-                .await
-        })?;
-        Ok(result.modified_count > 0)
+        self.mongo
+            .block(in_transaction!(self.mongo, |s| self.take_lost(s, name)))
+    }
+
+    /// Takes `name` off the account's lost subscriptions; whether it was there.
+    async fn take_lost(&self, s: &mut ClientSession, name: &str) -> Result<bool, MailboxError> {
+        let pulled = self
+            .accounts()
+            .update_one(
+                doc! { "_id": &self.account, "lost_subscriptions": name },
+                doc! { "$pull": { "lost_subscriptions": name } },
+            )
+            .session(&mut *s)
+            .await?;
+        Ok(pulled.modified_count > 0)
     }
 
     pub fn lost_subscriptions(&self) -> Result<Vec<String>, MailboxError> {

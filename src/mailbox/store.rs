@@ -548,10 +548,7 @@ impl SqliteMailbox {
         subscribed: bool,
         special_use: Option<&str>,
     ) -> Result<Folder, MailboxError> {
-        let name = canonical(name);
-        if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-            return Err(MailboxError::Refused("not a valid folder name"));
-        }
+        let name = folder_name(name)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -563,7 +560,7 @@ impl SqliteMailbox {
         if exists {
             return Err(MailboxError::FolderExists(name.to_string()));
         }
-        let lost = tx.execute("DELETE FROM lost_subscriptions WHERE name = ?1", [name])? > 0;
+        let lost = take_lost(&tx, name)?;
         let validity = new_uidvalidity(&tx)?;
         tx.execute(
             "INSERT INTO folders (name, uidvalidity, subscribed, special_use)
@@ -610,7 +607,7 @@ impl SqliteMailbox {
             "UPDATE folders SET name = ?2 WHERE id = ?1",
             params![folder.id, to],
         )?;
-        if tx.execute("DELETE FROM lost_subscriptions WHERE name = ?1", [&to])? > 0 {
+        if take_lost(&tx, &to)? {
             tx.execute(
                 "UPDATE folders SET subscribed = 1 WHERE id = ?1",
                 [folder.id],
@@ -641,13 +638,7 @@ impl SqliteMailbox {
             "UPDATE folders SET subscribed = ?2 WHERE name = ?1",
             params![canonical(name), on],
         )?;
-        if n == 0
-            && (on
-                || self.conn.execute(
-                    "DELETE FROM lost_subscriptions WHERE name = ?1",
-                    [canonical(name)],
-                )? == 0)
-        {
+        if n == 0 && (on || !take_lost(&self.conn, canonical(name))?) {
             return Err(MailboxError::NoFolder(name.to_string()));
         }
         Ok(())
@@ -1057,6 +1048,23 @@ impl SqliteMailbox {
 }
 
 /// "inbox" in any case is INBOX (RFC 3501 §5.1); every other name is case-sensitive.
+/// A name a folder can have, as stored: no empty level, none at either end.
+pub(super) fn folder_name(name: &str) -> Result<&str, MailboxError> {
+    let name = canonical(name);
+    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err(MailboxError::Refused("not a valid folder name"));
+    }
+    Ok(name)
+}
+
+/// Takes `name` off the lost subscriptions; whether it was there.
+fn take_lost(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM lost_subscriptions WHERE name = ?1")?
+        .execute([name])?
+        > 0)
+}
+
 pub(super) fn canonical(name: &str) -> &str {
     if name.eq_ignore_ascii_case("INBOX") {
         "INBOX"

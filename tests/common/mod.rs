@@ -245,6 +245,16 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log of a server run with `--log-format json`, a line each; panics on any
+    /// line that is not one JSON object.
+    pub fn json_log(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     /// A memory figure of the process from /proc/PID/status, in KiB: "VmHWM" (the peak
     /// resident size so far) or "VmRSS" (now); 0 once it is gone.
     pub fn memory_kib(&self, field: &str) -> u64 {
