@@ -52,7 +52,10 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
     // Waiting comes first: turning a new file to WAL takes a write lock, and a second
     // opener of the same new file (two first deliveries to an account, a delivery and
     // the owner's page) was told "database is locked" at once instead of waiting.
-    conn.busy_timeout(std::time::Duration::from_secs(10))
+    // 30 s: a write waiting behind others' large messages is taking its turn, not failing
+    // (ten 20 MB APPENDs into one mailbox kept the last one waiting over 10 s on a busy
+    // machine, and it was told "database is locked").
+    conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(sqlite)?;
     // Changing the journal mode may answer "busy" without waiting, while another
     // connection is turning the same new file to WAL: asked again, briefly.

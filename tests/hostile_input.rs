@@ -955,9 +955,10 @@ fn memory_taken_by_a_burst_of_large_appends_is_given_back() {
     );
     assert!(
         out.stdout.contains("appended 10"),
-        "{}{}",
+        "{}{}\nserver log:\n{}",
         out.stdout,
-        out.stderr
+        out.stderr,
+        s.process.log_text()
     );
     memory_comes_back(&s, before);
 }

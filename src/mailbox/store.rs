@@ -379,7 +379,7 @@ impl SqliteMailbox {
                 .collect::<Result<_, _>>()?
             };
             for (folder, uid, date, flags, modseq, body) in rows {
-                let blob = insert_blob(&tx, &self.key, &body)?;
+                let blob = insert_blob(&tx, &self.key, &body, &Meta::stored(&body))?;
                 tx.execute(
                     "INSERT INTO messages (folder_id, uid, blob_id, size, internal_date, flags, modseq)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -502,11 +502,18 @@ fn unclaimed(conn: &Connection, folder: &Folder) -> Result<Option<(u32, u32)>, M
 }
 
 /// Seals and stores a message's bytes and metadata; returns the blob id.
-fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, MailboxError> {
+/// `stored` is `Meta::stored(body)`, parsed by the caller before its write transaction:
+/// parsing a large message inside it kept every other writer of the mailbox waiting.
+fn insert_blob(
+    tx: &Connection,
+    key: &AccountKey,
+    body: &[u8],
+    stored: &(Vec<u8>, Option<u32>),
+) -> Result<i64, MailboxError> {
     let id: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs")?
         .query_row([], |r| r.get(0))?;
-    let (meta, header_len) = Meta::stored(body);
+    let (meta, header_len) = stored;
     tx.prepare_cached(
         "INSERT INTO blobs (id, size, meta, body, header_len) VALUES (?1, ?2, x'', ?3, ?4)",
     )?
@@ -517,7 +524,7 @@ fn insert_blob(tx: &Connection, key: &AccountKey, body: &[u8]) -> Result<i64, Ma
         header_len
     ])?;
     tx.prepare_cached("INSERT INTO metas (id, meta) VALUES (?1, ?2)")?
-        .execute(params![id, key.seal(id, Part::Meta, &meta)?])?;
+        .execute(params![id, key.seal(id, Part::Meta, meta)?])?;
     Ok(id)
 }
 
@@ -670,6 +677,9 @@ impl SqliteMailbox {
         internal_date: i64,
         quota: Option<u64>,
     ) -> Result<(u32, u32), MailboxError> {
+        // Parsed before the write lock is taken: ten 20 MB APPENDs at once each parsed
+        // inside it, and the last waited past the busy timeout ("database is locked").
+        let stored = Meta::stored(body);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -683,7 +693,7 @@ impl SqliteMailbox {
                 });
             }
         }
-        let blob = insert_blob(&tx, &self.key, body)?;
+        let blob = insert_blob(&tx, &self.key, body, &stored)?;
         let (validity, uid, modseq): (i64, i64, i64) = tx
             .prepare_cached(
                 "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1

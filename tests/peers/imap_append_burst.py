@@ -16,8 +16,10 @@ ok = []
 def one():
     m = connect(port, timeout=120)
     m.login(user, password)
-    typ, _ = m.append("INBOX", None, None, message)
+    typ, data = m.append("INBOX", None, None, message)
     ok.append(typ)
+    if typ != "OK":
+        print("APPEND answered", typ, data, file=sys.stderr, flush=True)
     m.logout()
 
 
