@@ -169,3 +169,80 @@ fn an_ip_address_as_sni_is_not_logged() {
     let log = server.process.log_text();
     assert!(!log.contains("Illegal SNI"), "{log}");
 }
+
+/// serve's log says what an operator needs without RUST_LOG: each listener, the
+/// reconcile, each delivery and each failed login; other commands print no log lines
+/// (issue 22).
+#[test]
+fn serve_logs_what_happens_by_default_and_other_commands_stay_quiet() {
+    let (mx, submission) = (common::free_port(), common::free_port());
+    let w = common::Workspace::new("");
+    let (_dns, dns) = common::quiet_dns(w.path());
+    w.write_spec(&format!(
+        r#"
+[listeners]
+mx = "127.0.0.1:{mx}"
+submission = "127.0.0.1:{submission}"
+
+[dns]
+resolver = "127.0.0.1:{dns}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{}" }} }}
+"#,
+        common::TEST_HASH
+    ));
+    let mut server = w.serve_with_default_log(mx);
+    common::swaks(mx, &["--from", "x@sender.test", "--to", "me@example.test"]).ok();
+    let refused = common::swaks(
+        submission,
+        &[
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "me@example.test",
+            "--auth-password",
+            "wrong",
+            "--quit-after",
+            "AUTH",
+        ],
+    );
+    assert!(refused.stdout.contains("535"), "{}", refused.stdout);
+    let logged = |text: &str| server.log_text().contains(text);
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(20), || logged(
+            "event=delivered"
+        ) && logged(
+            "login failed"
+        )),
+        "{}",
+        server.log_text()
+    );
+    server.terminate();
+    let log = server.log_text();
+    for line in [
+        &format!("mx listening addr=127.0.0.1:{mx}"),
+        &format!("submission listening addr=127.0.0.1:{submission}"),
+        "spec reconciled revision=1",
+        "mail event=accepted msg_id=1 from=x@sender.test rcpt=me@example.test",
+        "mail event=delivered msg_id=1 from=x@sender.test rcpt=mailbox me@example.test",
+        "login failed ip=127.0.0.1 account=me@example.test",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    // Nothing of the password, and no DEBUG lines.
+    assert!(!log.contains("wrong") && !log.contains("DEBUG"), "{log}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ferrymail"))
+        .current_dir(w.path())
+        .args(["--spec", "ferrymail.toml", "status"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("status runs");
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stderr),
+        "",
+        "status logs nothing"
+    );
+}

@@ -158,17 +158,39 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     let flagged = check
         .stdout
         .lines()
-        .filter(|l| l.starts_with("missing") || l.starts_with("wrong"))
+        .filter(|l| l.starts_with("missing") || l.starts_with("wrong") || l.starts_with("unknown"))
         .count();
-    // No reverse zone this time: the missing PTR is named too.
+    // No reverse zone this time, and Knot refuses names outside its zones: the PTR is
+    // not known to be missing, and the check says why.
     assert!(
-        check
-            .stdout
-            .contains("missing  PTR 192.0.2.25 mx.example.test"),
+        check.stdout.contains(
+            "unknown  PTR 192.0.2.25 mx.example.test\n         lookup failed: the DNS server refused the query (REFUSED)"
+        ),
         "{}",
         check.stdout
     );
     assert_eq!(flagged, 3, "{}", check.stdout);
+
+    // A server that fails (a zone Knot cannot load answers SERVFAIL): nothing is known,
+    // which is neither "missing" nor Debug text, and the check fails.
+    let broken_dir = w.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let (_knot3, port3) = knot(&broken_dir, &[("example.test", "not a zone file\n")]);
+    with_resolver(port3);
+    let check = w.run(&["dns", "check"]);
+    check.code(1);
+    assert!(
+        check
+            .stdout
+            .contains("unknown  _dmarc.example.test TXT v=DMARC1; p=quarantine\n         lookup failed: the DNS server failed to answer (SERVFAIL)"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        !check.stdout.contains("missing") && !check.stdout.contains("Query {"),
+        "{}",
+        check.stdout
+    );
 
     // One domain only, and JSON for machines.
     let json = w.run(&["dns", "records", "--json"]);

@@ -17,7 +17,8 @@ struct Server {
     submission: u16,
     imap: u16,
     process: Process,
-    _dns: Process,
+    /// The DNS server the test started, if it started one.
+    _dns: Option<Process>,
 }
 
 /// A server with one mailbox (me@), a forward (fwd@ → friend@elsewhere.test, through a
@@ -29,15 +30,28 @@ fn start(relay: u16, extra: &str) -> Server {
 }
 
 fn start_with_dns(relay: u16, extra: &str, sender_records: &str) -> Server {
-    let (mx, submission, imap) = (free_port(), free_port(), free_port());
     let w = Workspace::new("");
     let (dns, dns_port) = common::knot(
         w.path(),
         &[
             ("test", &common::zone("test", "")),
             ("sender.test", &common::zone("sender.test", sender_records)),
+            // A zone Knot cannot load: every name in it is answered SERVFAIL.
+            ("broken.test", "this is not a zone file\n"),
         ],
     );
+    start_with_resolver(w, Some(dns), dns_port, relay, extra)
+}
+
+/// The test server, asking the DNS server at `dns_port` (kept running by `dns`).
+fn start_with_resolver(
+    w: Workspace,
+    dns: Option<Process>,
+    dns_port: u16,
+    relay: u16,
+    extra: &str,
+) -> Server {
+    let (mx, submission, imap) = (free_port(), free_port(), free_port());
     let delivery = if relay == 0 {
         String::new()
     } else {
@@ -746,9 +760,14 @@ fn a_domain_that_does_not_exist_bounces_at_once_and_a_failing_lookup_is_retried(
     let s = start(
         0,
         "[domains.\"example.test\".aliases.gone]\nforward = [\"someone@nowhere.test\"]\n\
-         [domains.\"example.test\".aliases.dark]\nforward = [\"someone@unreachable.zz\"]\n",
+         [domains.\"example.test\".aliases.dark]\nforward = [\"someone@unreachable.zz\"]\n\
+         [domains.\"example.test\".aliases.failing]\nforward = [\"someone@broken.test\"]\n",
     );
-    for to in ["gone@example.test", "dark@example.test"] {
+    for to in [
+        "gone@example.test",
+        "dark@example.test",
+        "failing@example.test",
+    ] {
         let sent = common::swaks(s.mx, &["--from", "alice@sender.test", "--to", to]);
         assert!(sent.stdout.contains("<-  250 2.0.0"), "{}", sent.stdout);
     }
@@ -785,11 +804,103 @@ fn a_domain_that_does_not_exist_bounces_at_once_and_a_failing_lookup_is_retried(
         mail_log(&s.w)
     );
     let deferred = find("deferred", "someone@unreachable.zz").unwrap();
-    assert!(
-        deferred["detail"].as_str().unwrap().contains("MX lookup"),
+    assert_eq!(
+        deferred["detail"],
+        "looking up the MX of unreachable.zz: the DNS server refused the query (REFUSED)",
         "{deferred}"
     );
     assert!(find("bounced", "someone@unreachable.zz").is_none());
+    // broken.test's server fails (SERVFAIL): retried, and said so in words.
+    assert!(
+        wait_for(Duration::from_secs(20), || find(
+            "deferred",
+            "someone@broken.test"
+        )
+        .is_some()),
+        "{:?}",
+        mail_log(&s.w)
+    );
+    let failing = find("deferred", "someone@broken.test").unwrap();
+    assert_eq!(
+        failing["detail"],
+        "looking up the MX of broken.test: the DNS server failed to answer (SERVFAIL)",
+        "{failing}"
+    );
+    assert_eq!(
+        bounced["detail"], "nowhere.test does not exist (NXDOMAIN)",
+        "{bounced}"
+    );
+    no_debug_text(&s);
+}
+
+/// What an operator reads of DNS failures (the queue, the mail log, the server's log)
+/// is in words: none of hickory's Debug text (`Query { name: Name("…") … }`).
+#[track_caller]
+fn no_debug_text(s: &Server) {
+    let queue = s.queue_list();
+    let log = serde_json::to_string(&mail_log(&s.w)).unwrap();
+    let served = s.process.log_text();
+    for (what, text) in [
+        ("queue list", &queue),
+        ("queue log", &log),
+        ("serve log", &served),
+    ] {
+        for debug in ["Query {", "Name(", "query_type"] {
+            assert!(!text.contains(debug), "{what} shows {debug:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_dns_server_that_never_answers_is_a_timeout_in_words() {
+    // A resolver that takes queries over UDP and TCP and never answers either.
+    let silent_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent_udp.local_addr().unwrap().port();
+    let silent_tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = silent_tcp.accept() {
+            open.push(c);
+        }
+    });
+    let s = start_with_resolver(Workspace::new(""), None, port, 0, "");
+    // Submitted (no arrival checks to wait for DNS): the MX lookup for the forward's
+    // domain times out.
+    let sent = common::swaks(
+        s.submission,
+        &[
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "me@example.test",
+            "--auth-password",
+            "quickstart",
+            "--from",
+            "me@example.test",
+            "--to",
+            "friend@elsewhere.test",
+        ],
+    );
+    assert!(sent.stdout.contains("<~  250 2.0.0"), "{}", sent.stdout);
+    let deferred = || {
+        mail_log(&s.w)
+            .into_iter()
+            .find(|r| r["event"] == "deferred")
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || deferred().is_some()),
+        "{:?}\n{}",
+        mail_log(&s.w),
+        s.process.log_text()
+    );
+    assert_eq!(
+        deferred().unwrap()["detail"],
+        "looking up the MX of elsewhere.test: no answer from the DNS server (timed out)"
+    );
+    no_debug_text(&s);
+    drop(silent_udp);
+    drop(held);
 }
 
 #[test]

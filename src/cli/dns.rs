@@ -179,6 +179,10 @@ pub(super) fn check_live(
                     bad += 1;
                     println!("wrong    {what}\n         published: {}", found.join(" | "));
                 }
+                Verdict::Unknown(why) => {
+                    bad += 1;
+                    println!("unknown  {what}\n         lookup failed: {why}");
+                }
             }
         }
     });
@@ -186,7 +190,10 @@ pub(super) fn check_live(
     // PTR should name it back, or receivers distrust what it sends.
     let hostname = loaded.spec.server.hostname.clone();
     let host = runtime.block_on(crate::dns::check::host(&resolver, &hostname));
-    if host.addresses.is_empty() {
+    if let Some(why) = &host.failed {
+        bad += 1;
+        println!("unknown  {hostname} A/AAAA\n         lookup failed: {why}");
+    } else if host.addresses.is_empty() {
         bad += 1;
         println!("missing  {hostname} A/AAAA (the MX records point at it)");
     }
@@ -203,6 +210,10 @@ pub(super) fn check_live(
                     "wrong    PTR {ip} {hostname}\n         published: {}",
                     names.join(" | ")
                 );
+            }
+            Verdict::Unknown(why) => {
+                bad += 1;
+                println!("unknown  PTR {ip} {hostname}\n         lookup failed: {why}");
             }
         }
     }

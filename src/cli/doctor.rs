@@ -77,7 +77,11 @@ fn outbound(loaded: &LoadedSpec, probe: Option<&str>) -> anyhow::Result<bool> {
                         }
                     },
                     Err(e) => {
-                        println!("FAIL     cannot look up gmail.com's MX ({e}); is DNS working?");
+                        println!(
+                            "FAIL     cannot look up gmail.com's MX through {}: {}; is DNS working?",
+                            resolver_name(loaded),
+                            crate::dns::lookup_error::explain(&e)
+                        );
                         return Ok(false);
                     }
                 }

@@ -118,8 +118,14 @@ pub fn main() -> ExitCode {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    // serve says what it does by default (listeners, reconciles, each delivery, failed
+    // logins); one-shot commands print their answer and keep their log to warnings.
+    let default_level = match cli.command {
+        Command::Serve(_) => "warn,ferrymail=info",
+        _ => "warn",
+    };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     // rustls warns of every client that sends an IP address as its SNI name, which is
     // common and harmless (the name is ignored, the default certificate served), unless
     // RUST_LOG names rustls itself.

@@ -13,6 +13,13 @@ pub enum Verdict {
     Missing,
     /// What is published instead.
     Wrong(Vec<String>),
+    /// The lookup itself failed (SERVFAIL, a timeout): nothing is known, in words.
+    Unknown(String),
+}
+
+/// No record (or no such name) is an answer; anything else leaves the question open.
+fn is_answer(e: &hickory_resolver::net::NetError) -> bool {
+    e.is_no_records_found() || e.is_nx_domain()
 }
 
 /// Looks `record` up and compares. Several TXT records may share a name (SPF beside
@@ -26,7 +33,8 @@ pub async fn check(resolver: &TokioResolver, record: &Record) -> Verdict {
             .filter(|r| r.record_type() == kind)
             .map(|r| text_of(&r.data))
             .collect(),
-        Err(_) => Vec::new(),
+        Err(e) if is_answer(&e) => Vec::new(),
+        Err(e) => return Verdict::Unknown(super::lookup_error::explain(&e)),
     };
     if found.is_empty() {
         Verdict::Missing
@@ -61,13 +69,21 @@ fn arpa(ip: std::net::IpAddr) -> String {
 /// have some), and for each the PTR name, which receivers expect to match (FCrDNS).
 pub struct HostCheck {
     pub addresses: Vec<(std::net::IpAddr, Verdict)>,
+    /// Why the addresses could not be looked up, when they could not.
+    pub failed: Option<String>,
 }
 
 pub async fn host(resolver: &TokioResolver, hostname: &str) -> HostCheck {
     let hostname = hostname.trim_end_matches('.').to_ascii_lowercase();
     let ips: Vec<std::net::IpAddr> = match resolver.lookup_ip(format!("{hostname}.")).await {
         Ok(found) => found.iter().collect(),
-        Err(_) => Vec::new(),
+        Err(e) if is_answer(&e) => Vec::new(),
+        Err(e) => {
+            return HostCheck {
+                addresses: Vec::new(),
+                failed: Some(super::lookup_error::explain(&e)),
+            };
+        }
     };
     let mut addresses = Vec::new();
     for ip in ips {
@@ -82,7 +98,11 @@ pub async fn host(resolver: &TokioResolver, hostname: &str) -> HostCheck {
                     _ => None,
                 })
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(e) if is_answer(&e) => Vec::new(),
+            Err(e) => {
+                addresses.push((ip, Verdict::Unknown(super::lookup_error::explain(&e))));
+                continue;
+            }
         };
         let verdict = if names.is_empty() {
             Verdict::Missing
@@ -93,7 +113,10 @@ pub async fn host(resolver: &TokioResolver, hostname: &str) -> HostCheck {
         };
         addresses.push((ip, verdict));
     }
-    HostCheck { addresses }
+    HostCheck {
+        addresses,
+        failed: None,
+    }
 }
 
 #[cfg(test)]

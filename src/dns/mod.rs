@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod diff;
+pub mod lookup_error;
 pub mod mta_sts;
 pub mod provider;
 pub mod rdata;

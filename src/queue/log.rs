@@ -422,7 +422,7 @@ impl MailLog {
     /// Records an event (never blocks on the disk) and traces it.
     pub fn record(&self, entry: Entry) {
         self.counts[entry.event as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(event = entry.event.as_str(), msg_id = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
+        tracing::info!(event = %entry.event.as_str(), msg_id = entry.message_id, from = %entry.mail_from, rcpt = %entry.rcpt, detail = %entry.detail, "mail");
         let _ = self.tx.send(Job::Record(entry));
     }
 

@@ -159,7 +159,8 @@ impl Outbound {
             // A timeout or a failing server says nothing about the MX: try again later
             // rather than deliver to whatever the address record points at.
             Err(e) => Err(DeliveryError::temporary(format!(
-                "MX lookup for {domain} failed: {e}"
+                "looking up the MX of {domain}: {}",
+                crate::dns::lookup_error::explain(&e)
             ))),
         }
     }
@@ -186,7 +187,18 @@ impl Outbound {
                     client = Some(c);
                     break;
                 }
-                Err(e) => last = format!("{addr}: {e}"),
+                // The caller names the host; the address only when it says more.
+                Err(e) => {
+                    let why = match e {
+                        mail_send::Error::Io(io) => io.to_string(),
+                        other => other.to_string(),
+                    };
+                    last = if addr.to_string() == host {
+                        format!("cannot connect: {why}")
+                    } else {
+                        format!("cannot connect to {addr}: {why}")
+                    }
+                }
             }
         }
         let mut client = client.ok_or_else(|| DeliveryError::temporary(last))?;
@@ -218,7 +230,12 @@ impl Outbound {
             Some(resolver) => resolver
                 .lookup_ip(format!("{name}."))
                 .await
-                .map_err(|e| DeliveryError::temporary(format!("resolving {name}: {e}")))?
+                .map_err(|e| {
+                    DeliveryError::temporary(format!(
+                        "looking up the address of {name}: {}",
+                        crate::dns::lookup_error::explain(&e)
+                    ))
+                })?
                 .iter()
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect(),

@@ -178,7 +178,7 @@ impl Reconciler {
         let status = match outcome {
             Ok((revision, summary, dns_problems, source, plan, loaded, deferred)) => {
                 applied_spec = Some(loaded);
-                tracing::info!(revision, %summary, "spec reconciled");
+                tracing::info!(revision, %summary, %source, "spec reconciled");
                 for problem in &dns_problems {
                     tracing::error!("DNS not applied: {problem}");
                 }

@@ -385,14 +385,33 @@ impl Workspace {
 
     /// `serve` with extra global arguments and environment.
     pub fn serve_with(&self, port: u16, args: &[&str], env: &[(&str, &str)]) -> Process {
+        self.spawn_serve(port, args, env, Some("info"))
+    }
+
+    /// `serve` as an operator starts it: no RUST_LOG, so its default log level.
+    pub fn serve_with_default_log(&self, port: u16) -> Process {
+        self.spawn_serve(port, &[], &[], None)
+    }
+
+    fn spawn_serve(
+        &self,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+        rust_log: Option<&str>,
+    ) -> Process {
         let log = self.path().join("serve.log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        match rust_log {
+            Some(level) => command.env("RUST_LOG", level),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .current_dir(self.path())
             .arg("--spec")
             .arg(&self.spec)
             .args(args)
             .arg("serve")
-            .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .env_remove("FERRYMAIL_SPEC")
             .stdout(Stdio::null())

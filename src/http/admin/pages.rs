@@ -708,6 +708,7 @@ pub async fn domains(State(state): State<AppState>, AdminViewer(viewer): AdminVi
                             Some(Verdict::Ok) => td.ok data-label="Live" { "✓ published" },
                             Some(Verdict::Missing) => td.bad data-label="Live" { "✗ missing" },
                             Some(Verdict::Wrong(found)) => td.bad data-label="Live" { "✗ wrong: " (found.join(" | ")) },
+                            Some(Verdict::Unknown(why)) => td.bad data-label="Live" { "? lookup failed: " (why) },
                             None => td.muted data-label="Live" { "not checked (no DNS answer)" },
                         }
                     }
