@@ -188,7 +188,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn load_spec(path: &Path) -> anyhow::Result<LoadedSpec> {
     match crate::source::load(path) {
         Ok(loaded) => Ok(loaded),
-        Err(crate::source::SourceError::Spec(errors)) => Err(errors.into()),
+        Err(crate::source::SourceError::Spec(mut errors)) => {
+            let more = crate::reconcile::whole_spec_errors_despite(path, &errors);
+            errors.0.extend(more);
+            Err(errors.into())
+        }
         Err(other) => Err(other.into()),
     }
 }

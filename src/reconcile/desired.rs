@@ -169,6 +169,23 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
     }
 }
 
+/// The checks above run on the parts of a spec that parsed when other parts did not (a
+/// type error elsewhere): `validate` shows a forward loop at once, not after the typo is
+/// fixed. Only the errors not already in `found` are returned.
+pub fn whole_spec_errors_despite(path: &std::path::Path, found: &SpecErrors) -> Vec<String> {
+    let Ok(partial) = spec::load_unchecked(path) else {
+        return Vec::new();
+    };
+    match desired_objects(&partial) {
+        Ok(_) => Vec::new(),
+        Err(more) => more
+            .0
+            .into_iter()
+            .filter(|e| !found.0.contains(e))
+            .collect(),
+    }
+}
+
 fn domain_record(domain: &spec::Domain) -> DomainRecord {
     DomainRecord {
         dns_provider: domain.dns_provider.clone(),

@@ -97,7 +97,11 @@ impl Reconciler {
             std::fs::canonicalize(&self.spec_path).unwrap_or_else(|_| self.spec_path.clone());
         let outcome = crate::source::load(&self.spec_path)
             .map_err(|e| match e {
-                crate::source::SourceError::Spec(errors) => PlanError::Spec(errors),
+                crate::source::SourceError::Spec(mut errors) => {
+                    let more = super::whole_spec_errors_despite(&self.spec_path, &errors);
+                    errors.0.extend(more);
+                    PlanError::Spec(errors)
+                }
                 other => PlanError::Source(other.to_string()),
             })
             .and_then(|loaded| {

@@ -103,7 +103,13 @@ pub fn load_sources(
             Err(e) => {
                 let at = e.span().map(|s| location_of(source, s).to_string());
                 let at = at.unwrap_or_else(|| source.path.display().to_string());
-                errors.push(SpecError::at_text(at, first_line(e.message())));
+                let mut message = first_line(e.message());
+                if message == "duplicate key"
+                    && let Some(span) = e.span()
+                {
+                    message = duplicate(&source.text, span.start);
+                }
+                errors.push(SpecError::at_text(at, message));
             }
         }
     }
@@ -122,6 +128,37 @@ pub fn load_sources(
         },
         structural,
     ))
+}
+
+/// toml says only "duplicate key": name the key, and where it was first defined (the
+/// same table header, or the same key earlier in the same table).
+fn duplicate(text: &str, at: usize) -> String {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let earlier: Vec<&str> = text[..line_start].lines().collect();
+    let first = if line.starts_with('[') {
+        let header = line.split('#').next().unwrap_or(line).trim();
+        earlier.iter().position(|l| l.trim() == header)
+    } else {
+        let key = line.split('=').next().unwrap_or(line).trim();
+        // Back to this table's header: the key is a duplicate within it.
+        let table = earlier
+            .iter()
+            .rposition(|l| l.trim_start().starts_with('['));
+        let from = table.map_or(0, |t| t + 1);
+        earlier[from..]
+            .iter()
+            .position(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+            .map(|i| i + from)
+    };
+    let what = line.split(" =").next().unwrap_or(line).trim();
+    match first {
+        Some(i) => format!(
+            "{what} is defined twice (first at line {}); merge the two into one",
+            i + 1
+        ),
+        None => format!("{what} is defined twice; merge the two into one"),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -276,8 +313,32 @@ fn explain(path: SpecPath, message: &str) -> (SpecError, SpecPath) {
         ("expected a sequence", "expected a list"),
         ("expected a map", "expected a table"),
         ("expected a boolean", "expected true or false"),
+        (
+            "expected struct PasswordRef",
+            "expected a password hash, e.g. password = { hash = \"$argon2id$…\" } (`ferrymail passwd` makes one), or { env = \"VAR\" } or { file = \"path\" } holding it",
+        ),
+        (
+            "expected struct SecretRef",
+            "expected a secret kept outside the spec: { env = \"VAR\" } or { file = \"path\" }",
+        ),
+        (
+            "expected socket address",
+            "expected an address and port in quotes, e.g. \"127.0.0.1:2525\" or \"[::]:25\"",
+        ),
+        (
+            "invalid socket address syntax",
+            "not an address and port: expected e.g. \"127.0.0.1:2525\" or \"[::]:25\"",
+        ),
+        (
+            "invalid IP address syntax",
+            "not an IP address: expected e.g. \"192.0.2.1\" or \"2001:db8::1\"",
+        ),
     ] {
         text = text.replace(rust, plain);
+    }
+    // Any other struct is a table in the spec.
+    if let Some(at) = text.find("expected struct ") {
+        text.replace_range(at.., "expected a table");
     }
     (SpecError::new(path.clone(), text), path)
 }
@@ -356,5 +417,39 @@ mod tests {
                 .any(|t| t.contains("did you mean \"hostname\""))
         );
         assert!(texts.iter().any(|t| t.contains("did you mean \"forward\"")));
+    }
+
+    #[test]
+    fn type_errors_are_located_and_pruned() {
+        let v: Value = toml::from_str(
+            "[listeners]\nmx = \"127.0.0.1\"\n[domains.\"a.test\".aliases.x]\nmailbox = { password = \"secret\" }\n[domains.\"a.test\".aliases.y]\nforward = [\"z@a.test\"]\n",
+        )
+        .unwrap();
+        let (spec, errors) = deserialize_all(v);
+        let found: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+        assert_eq!(
+            found,
+            [
+                "wrong type: string \"secret\", expected a password hash, e.g. password = { hash = \"$argon2id$…\" } (`ferrymail passwd` makes one), or { env = \"VAR\" } or { file = \"path\" } holding it",
+                "not an address and port: expected e.g. \"127.0.0.1:2525\" or \"[::]:25\""
+            ]
+        );
+        // Pruned, the rest is there for the checks that need the whole spec.
+        assert!(spec.domains["a.test"].aliases.contains_key("y"));
+    }
+
+    #[test]
+    fn a_duplicate_says_what_and_where_it_was_first() {
+        let text = "[a]\nx = 1\n\n[b]\nx = 1\ny = 2\nx = 3\n[a]\n";
+        let at = text.rfind("x = 3").unwrap();
+        assert_eq!(
+            duplicate(text, at),
+            "x is defined twice (first at line 5); merge the two into one"
+        );
+        let at = text.rfind("[a]").unwrap() + 1;
+        assert_eq!(
+            duplicate(text, at),
+            "[a] is defined twice (first at line 1); merge the two into one"
+        );
     }
 }
