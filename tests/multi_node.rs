@@ -86,7 +86,9 @@ fn backups_to(dir: &Path) -> String {
     )
 }
 
-fn shared_spec(dns: u16, extra: &str, aliases: &str) -> String {
+/// The spec every node shares. The Redis URL holds no password, so it is written out;
+/// MongoDB's is read from a file, as a URL with credentials must be.
+fn shared_spec(redis_url: &str, dns: u16, extra: &str, aliases: &str) -> String {
     format!(
         r#"[store]
 kind = "mongodb"
@@ -95,7 +97,7 @@ database = "cluster"
 
 [cache]
 kind = "redis"
-url = {{ file = "redis.url" }}
+url = "{redis_url}"
 
 [limits]
 connections_per_minute = 40
@@ -118,7 +120,7 @@ fn two_nodes_share_one_store_one_cache_and_one_limit() {
     let write_shared = |aliases: &str| {
         std::fs::write(
             shared.path().join("shared.toml"),
-            shared_spec(c.dns, &backups_to(&backups), aliases),
+            shared_spec(&c.redis_url, c.dns, &backups_to(&backups), aliases),
         )
         .unwrap()
     };
@@ -244,6 +246,7 @@ second = { forward = ["b@elsewhere.test"] }"#,
 struct Cluster {
     dir: tempfile::TempDir,
     dns: u16,
+    redis_url: String,
     _servers: Vec<Process>,
 }
 
@@ -268,6 +271,7 @@ fn cluster() -> Cluster {
     Cluster {
         dir,
         dns,
+        redis_url,
         _servers: vec![mongo, redis, dns_server],
     }
 }
@@ -281,6 +285,7 @@ fn mail_accepted_by_a_killed_node_is_delivered_by_another() {
     std::fs::write(
         c.dir.path().join("shared.toml"),
         shared_spec(
+            &c.redis_url,
             c.dns,
             "",
             r#"hello = { forward = ["friend@elsewhere.test"] }"#,
@@ -358,7 +363,7 @@ fn a_mailbox_is_served_by_every_node() {
     let c = cluster();
     std::fs::write(
         c.dir.path().join("shared.toml"),
-        shared_spec(c.dns, "", &me_mailbox()),
+        shared_spec(&c.redis_url, c.dns, "", &me_mailbox()),
     )
     .unwrap();
     let (imap_a, imap_b) = (free_port(), free_port());
@@ -575,7 +580,12 @@ fn one_node_orders_the_certificate_and_every_node_serves_it() {
     );
     std::fs::write(
         c.dir.path().join("shared.toml"),
-        shared_spec(dns, &acme, r#"hello = { forward = ["a@elsewhere.test"] }"#),
+        shared_spec(
+            &c.redis_url,
+            dns,
+            &acme,
+            r#"hello = { forward = ["a@elsewhere.test"] }"#,
+        ),
     )
     .unwrap();
     let listeners = |http: u16, https: u16, imaps: u16| {
@@ -646,7 +656,7 @@ fn a_backup_holds_the_mongodb_database() {
     let backups = c.dir.path().join("backups");
     std::fs::write(
         c.dir.path().join("shared.toml"),
-        shared_spec(c.dns, &backups_to(&backups), &me_mailbox()),
+        shared_spec(&c.redis_url, c.dns, &backups_to(&backups), &me_mailbox()),
     )
     .unwrap();
     let a = node("node-a", c.dir.path());

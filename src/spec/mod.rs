@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub use load::LoadedSpec;
 pub use location::{Location, SpecPath};
 pub use model::*;
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretRef, UrlRef};
 pub use validate::{DNS_RECORD_TYPES, check_password_hash, parse_size};
 
 /// One problem in a spec: where (a spec path, or an already rendered location) and what.

@@ -302,9 +302,10 @@ pub struct Store {
     /// sqlite (default) | mongodb.
     #[serde(default)]
     pub kind: StoreKind,
-    /// Connection URL, for mongodb.
+    /// Connection URL, for mongodb: in quotes when it holds no password
+    /// ("mongodb://db1,db2/?replicaSet=rs0"), else `{ env = "…" }` or `{ file = "…" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<SecretRef>,
+    pub url: Option<super::secret::UrlRef>,
     /// Database name, for mongodb. Default "ferrymail".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -328,9 +329,10 @@ pub struct Cache {
     /// memory (default) | redis.
     #[serde(default)]
     pub kind: CacheKind,
-    /// Connection URL, for redis.
+    /// Connection URL, for redis: in quotes when it holds no password
+    /// ("redis://127.0.0.1:6379"), else `{ env = "…" }` or `{ file = "…" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<SecretRef>,
+    pub url: Option<super::secret::UrlRef>,
 }
 
 /// Limits that protect the server from one noisy or hostile client. Connection limits

@@ -50,6 +50,10 @@ pub enum SecretError {
     },
     #[error("secret {0} is empty")]
     Empty(String),
+    #[error(
+        "this URL holds a password, and the spec is kept in git: keep the URL outside it: url = {{ env = \"VAR\" }} or {{ file = \"path\" }} holding it"
+    )]
+    PasswordInUrl,
 }
 
 impl SecretRef {
@@ -81,6 +85,70 @@ impl SecretRef {
     }
 }
 
+/// A connection URL (`store.url`, `cache.url`): written out when it holds no password
+/// (`"redis://127.0.0.1:6379"`), else kept outside the spec like any secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UrlRef {
+    /// The URL itself; refused by validation when it carries a password.
+    Plain(String),
+    /// Where the URL is kept: `{ env = "REDIS_URL" }` or `{ file = "redis.url" }`.
+    Secret(SecretRef),
+}
+
+impl<'de> Deserialize<'de> for UrlRef {
+    // By hand rather than `untagged`: serde's untagged error ("data did not match any
+    // variant") would say nothing of the two shapes.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UrlRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a URL in quotes, or { env = \"VAR\" } or { file = \"path\" } holding it",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UrlRef, E> {
+                Ok(UrlRef::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<UrlRef, A::Error> {
+                SecretRef::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(UrlRef::Secret)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl UrlRef {
+    /// A plain URL must not carry a password: the spec is kept in git and shown in plans.
+    pub fn check(&self) -> Result<(), SecretError> {
+        match self {
+            UrlRef::Plain(url) if has_password(url) => Err(SecretError::PasswordInUrl),
+            UrlRef::Plain(_) => Ok(()),
+            UrlRef::Secret(r) => r.check_shape(),
+        }
+    }
+
+    /// The URL, read from where it is kept.
+    pub fn resolve(&self, base: &Path) -> Result<Secret, SecretError> {
+        self.check()?;
+        match self {
+            UrlRef::Plain(url) => Ok(Secret(url.clone())),
+            UrlRef::Secret(r) => r.resolve(base),
+        }
+    }
+}
+
+/// Whether `url`'s authority has `user:password@` (MongoDB lists several hosts after it).
+fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// A resolved secret value. Debug and Display never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -106,6 +174,21 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_written_out_unless_it_holds_a_password() {
+        let plain = |u: &str| UrlRef::Plain(u.into()).check().is_ok();
+        assert!(plain("redis://127.0.0.1:6379"));
+        assert!(plain("redis://user@127.0.0.1:6379/0"));
+        assert!(plain("mongodb://a.test,b.test/?replicaSet=rs0"));
+        assert!(!plain("redis://:hunter2@127.0.0.1:6379"));
+        assert!(!plain("mongodb://admin:hunter2@a.test,b.test/db"));
+        let read: UrlRef = toml::from_str::<toml::Table>("u = { env = \"X\" }").unwrap()["u"]
+            .clone()
+            .try_into()
+            .unwrap();
+        assert!(matches!(read, UrlRef::Secret(_)));
+    }
 
     #[test]
     fn secret_never_prints_its_value() {

@@ -207,8 +207,10 @@ impl Validator {
                 "store.kind = \"mongodb\" needs server.master_key: every node seals and opens the mailboxes kept there with it",
             );
         }
-        if let Some(u) = &spec.store.url {
-            self.secret(&SpecPath::keys(&["store", "url"]), u);
+        if let Some(u) = &spec.store.url
+            && let Err(e) = u.check()
+        {
+            self.err(SpecPath::keys(&["store", "url"]), e.to_string());
         }
         if spec.cache.kind == CacheKind::Redis && spec.cache.url.is_none() {
             self.err(
@@ -216,8 +218,10 @@ impl Validator {
                 "cache.kind = \"redis\" needs cache.url",
             );
         }
-        if let Some(u) = &spec.cache.url {
-            self.secret(&SpecPath::keys(&["cache", "url"]), u);
+        if let Some(u) = &spec.cache.url
+            && let Err(e) = u.check()
+        {
+            self.err(SpecPath::keys(&["cache", "url"]), e.to_string());
         }
         if let Some(key) = &spec.server.master_key {
             self.secret(&SpecPath::keys(&["server", "master_key"]), key);
