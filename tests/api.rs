@@ -231,3 +231,43 @@ fn the_api_answers_token_holders_as_its_openapi_document_says() {
     );
     assert!(!report.contains("Unresolvable references"), "{report}");
 }
+
+/// A declared token that cannot be read fails serve's reconcile, loudly (it used to be
+/// left out with a log line while `status` said ok): a first start refuses to start and
+/// says why; a running server keeps its last good state, logs why, and `status` says the
+/// reconcile failed. `apply` does not read it: CI applying the spec need not hold it.
+#[test]
+fn an_unreadable_api_token_fails_the_reconcile_and_status_says_why() {
+    let (mx, http) = (free_port(), free_port());
+    let w = Workspace::new(&spec(mx, http, ""));
+    w.run(&["apply", "--auto-approve"]).ok();
+    let why = "API token ci: environment variable TEST_API_TOKEN is not set";
+    let refused = Command::new("timeout")
+        .arg("30")
+        .arg(common::BIN)
+        .current_dir(w.path())
+        .args(["--spec", "ferrymail.toml", "serve"])
+        .env_remove("TEST_API_TOKEN")
+        .output()
+        .expect("serve runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
+
+    let server = w.serve_with(http, &[], &[("TEST_API_TOKEN", TOKEN)]);
+    let renamed = spec(mx, http, "").replace("TEST_API_TOKEN", "TEST_API_TOKEN_RENAMED");
+    w.write_spec(&renamed);
+    let why = "API token ci: environment variable TEST_API_TOKEN_RENAMED is not set";
+    assert!(
+        wait_for(Duration::from_secs(15), || server.log_text().contains(why)),
+        "{}",
+        server.log_text()
+    );
+    let status = w.run(&["status"]).stdout;
+    assert!(
+        status.contains("last reconcile: FAILED") && status.contains(why),
+        "{status}"
+    );
+    // The token the server read at start still opens the API.
+    assert_eq!(api(http, TOKEN, &[], "/api/v1/status").0, 200);
+}

@@ -17,6 +17,8 @@ use crate::store::{Kind, Object};
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
 pub const DEFAULT_MAX_FORWARDS: u32 = 10;
 pub const DEFAULT_DKIM_SELECTOR: &str = "ferrymail";
+/// The shortest API token accepted: guessing one must be hopeless.
+pub const API_TOKEN_MIN: usize = 32;
 
 /// Computes every desired object, or every reason it cannot.
 pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
@@ -184,6 +186,27 @@ pub fn whole_spec_errors_despite(path: &std::path::Path, found: &SpecErrors) -> 
             .filter(|e| !found.0.contains(e))
             .collect(),
     }
+}
+
+/// What is wrong with the declared API tokens: unreadable, or too short to be safe. Only
+/// `serve` reads them (CI applying the spec need not hold them), so its reconcile fails
+/// on these, rather than leaving a token out with a log line while `status` said ok.
+pub fn api_token_errors(loaded: &LoadedSpec) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    for (name, token) in &loaded.spec.admin.api_tokens {
+        let path = SpecPath::keys(&["admin", "api_tokens", name]);
+        match token.resolve(&loaded.base_dir) {
+            Err(e) => errors.push(SpecError::new(path, format!("API token {name}: {e}"))),
+            Ok(t) if t.expose().trim().len() < API_TOKEN_MIN => errors.push(SpecError::new(
+                path,
+                format!(
+                    "API token {name} has fewer than {API_TOKEN_MIN} characters (make one with `openssl rand -hex 32`)"
+                ),
+            )),
+            Ok(_) => {}
+        }
+    }
+    errors
 }
 
 fn domain_record(domain: &spec::Domain) -> DomainRecord {

@@ -12,7 +12,7 @@ pub mod render;
 pub mod watch;
 
 pub use apply::{Applied, ApplyError, apply, apply_all};
-pub use desired::{desired_objects, whole_spec_errors_despite};
+pub use desired::{api_token_errors, desired_objects, whole_spec_errors_despite};
 pub use plan::{Action, Change, Plan, Summary, diff};
 
 use crate::spec::{LoadedSpec, SpecErrors};

@@ -105,6 +105,10 @@ impl Reconciler {
                 other => PlanError::Source(other.to_string()),
             })
             .and_then(|loaded| {
+                let unreadable = super::api_token_errors(&loaded);
+                if !unreadable.is_empty() {
+                    return Err(PlanError::Spec(loaded.errors(unreadable)));
+                }
                 let source = loaded
                     .origin
                     .clone()
