@@ -661,12 +661,21 @@ fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
         "\n[domains.\"example.test\".aliases.deadhook]\nforward = [\"http://127.0.0.1:{dead}/mail\"]\n"
     ));
     let _server = s.w.serve(s.mx);
+    let mut queued_as = Vec::new();
     for _ in 0..5 {
-        swaks(
+        let sent = swaks(
             s.mx,
             &["--from", "x@sender.test", "--to", "deadhook@example.test"],
-        )
-        .ok();
+        );
+        let id = sent
+            .ok()
+            .stdout
+            .split("Queued as ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("250 2.0.0 Queued as ID")
+            .to_string();
+        queued_as.push(id);
     }
     let deferred = wait_for(Duration::from_secs(20), || {
         s.w.run(&["queue", "log", "--json"])
@@ -707,10 +716,26 @@ fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
         .contains("<-  250")
     );
 
-    // An operator can drop one, or ask for an immediate retry.
-    let id: String = queue.split_whitespace().next().unwrap().to_string();
-    s.w.run(&["queue", "retry", &id]).ok();
-    s.w.run(&["queue", "remove", &id]).ok();
+    // One id from the 250 line to the log to the queue: an operator told "Queued as N"
+    // finds message N in `queue list` and in the log, and retries or drops it by N.
+    let id = queued_as[0].clone();
+    assert!(
+        queue.contains(&format!("#{id}  from x@sender.test")),
+        "{queue}"
+    );
+    let log = s.w.run(&["queue", "log"]).stdout;
+    assert!(log.contains(&format!("#{id} x@sender.test")), "{log}");
+    let retried = s.w.run(&["queue", "retry", &id]);
+    assert!(
+        retried
+            .ok()
+            .stdout
+            .contains(&format!("Message {id}: 1 delivery will be tried now")),
+        "{}",
+        retried.stdout
+    );
+    // The queue list's own form of it is taken too.
+    s.w.run(&["queue", "remove", &format!("#{id}")]).ok();
     assert_eq!(
         s.w.run(&["queue", "list"])
             .stdout
@@ -718,7 +743,22 @@ fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
             .count(),
         4
     );
-    s.w.run(&["queue", "remove", &id]).code(1);
+    let gone = s.w.run(&["queue", "remove", &id]);
+    gone.code(1);
+    assert!(
+        gone.stderr
+            .contains(&format!("no message {id} in the queue")),
+        "{}",
+        gone.stderr
+    );
+    // One delivery of a message, as the list shows it (#N/D).
+    let delivery = s.w.run(&["queue", "list"]).stdout;
+    let one = delivery
+        .split_whitespace()
+        .find(|w| w.starts_with('#') && w.contains('/'))
+        .expect("a delivery line")
+        .to_string();
+    s.w.run(&["queue", "retry", &one]).ok();
 }
 
 #[test]
@@ -870,12 +910,12 @@ fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expir
     let server = s.w.serve(s.mx);
     let sent = std::time::Instant::now();
     send_with_dsn(s.mx, "ENVID=slow-1", "slow@example.test", "", "stuck");
-    let delivery_id = || -> i64 {
+    let message_id = || -> i64 {
         let list = s.w.run(&["queue", "list", "--json"]);
         let entries: serde_json::Value = serde_json::from_str(&list.ok().stdout).unwrap();
-        entries[0]["id"]
+        entries[0]["message_id"]
             .as_i64()
-            .expect("the stuck delivery in the queue")
+            .expect("the stuck message in the queue")
     };
     assert!(wait_for(Duration::from_secs(10), || {
         s.w.run(&["queue", "list", "--json"])
@@ -886,8 +926,7 @@ fn a_message_that_keeps_failing_gets_one_delay_notice_then_bounces_when_it_expir
     // of at most 5 s, well before expiry): one "delayed" notice.
     // Retries the stuck delivery now and returns the n-th notice the sender received.
     let retry_for_notice = |n: usize| -> String {
-        s.w.run(&["queue", "retry", &delivery_id().to_string()])
-            .ok();
+        s.w.run(&["queue", "retry", &message_id().to_string()]).ok();
         assert!(
             wait_for(Duration::from_secs(15), || notices(&s.sink_dir).len() == n),
             "{}",

@@ -1,11 +1,10 @@
-//! `ferrymail queue list | retry ID | remove ID`: the deliveries waiting in the queue.
+//! `ferrymail queue list | retry ID | remove ID`: the messages waiting in the queue, and
+//! each delivery of them; ID is the message's (SMTP's "Queued as 8") or one delivery's (8/10).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
-
-use crate::queue::now_unix;
+use crate::queue::{QueueEntry, now_unix};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -15,10 +14,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Try a delivery again now (a held one too).
-    Retry { id: i64 },
-    /// Drop a delivery (no bounce is sent).
-    Remove { id: i64 },
+    /// Try a message's deliveries again now (held ones too): ID is the message's, as
+    /// SMTP's "Queued as 8" and the log's msg_id=8 give it, or 8/10 for one delivery.
+    Retry { id: QueueId },
+    /// Drop a message's deliveries, or one delivery (8/10); no bounce is sent.
+    Remove { id: QueueId },
     /// The mail log: accepted, rejected, delivered, deferred and bounced messages.
     Log {
         /// How many records, newest first.
@@ -28,6 +28,61 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `retry` and `remove` act on: a message (every delivery of it still queued), or
+/// one delivery of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueId {
+    Message(i64),
+    Delivery { message: i64, delivery: i64 },
+}
+
+impl std::str::FromStr for QueueId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?}: expected a message id (8, as in \"Queued as 8\") or one delivery of it (8/10)"
+            )
+        };
+        let number = |t: &str| t.trim().parse::<i64>().map_err(|_| bad());
+        let text = text.trim().trim_start_matches('#');
+        match text.split_once('/') {
+            Some((message, delivery)) => Ok(QueueId::Delivery {
+                message: number(message)?,
+                delivery: number(delivery)?,
+            }),
+            None => Ok(QueueId::Message(number(text)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueId::Message(m) => write!(f, "message {m}"),
+            QueueId::Delivery { message, delivery } => write!(f, "delivery {message}/{delivery}"),
+        }
+    }
+}
+
+/// The queued deliveries `id` names (none when it names nothing queued).
+fn deliveries_of(entries: &[QueueEntry], id: QueueId) -> Vec<i64> {
+    entries
+        .iter()
+        .filter(|e| match id {
+            QueueId::Message(m) => e.message_id == m,
+            QueueId::Delivery { message, delivery } => e.message_id == message && e.id == delivery,
+        })
+        .map(|e| e.id)
+        .collect()
+}
+
+fn not_queued(id: QueueId) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no {id} in the queue: `ferrymail queue list` shows what waits, `ferrymail queue log` what became of the rest"
+    )
 }
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -45,22 +100,30 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 println!("The queue is empty.");
             }
             let now = now_unix();
+            // A message (the id SMTP's 250 and the log give), then each of its deliveries.
+            let mut entries = entries;
+            entries.sort_by_key(|e| (e.message_id, e.id));
+            let mut shown = None;
             for e in &entries {
+                if shown != Some(e.message_id) {
+                    shown = Some(e.message_id);
+                    let from = if e.mail_from.is_empty() {
+                        "<>"
+                    } else {
+                        &e.mail_from
+                    };
+                    println!("#{}  from {from}, {} bytes", e.message_id, e.size);
+                }
                 let next = match &e.held {
                     Some(_) => "HELD (processing failed)".to_string(),
                     None => format!("next in {}s", (e.next_attempt_at - now).max(0)),
                 };
                 println!(
-                    "{:>6}  {:?}  {} → {}  {} bytes, {} attempt(s), {next}{}",
+                    "    #{}/{}  {:?} {}  {} attempt(s), {next}{}",
+                    e.message_id,
                     e.id,
                     e.kind,
-                    if e.mail_from.is_empty() {
-                        "<>"
-                    } else {
-                        &e.mail_from
-                    },
                     e.target,
-                    e.size,
                     e.attempts,
                     e.last_error
                         .as_deref()
@@ -70,10 +133,18 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Retry { id } => {
-            if !db.retry_now(id)? {
-                bail!("no delivery {id} in the queue");
+            let mut tried = 0;
+            for delivery in deliveries_of(&db.list(10_000)?, id) {
+                tried += usize::from(db.retry_now(delivery)?);
             }
-            println!("Delivery {id} will be tried now (by the running server).");
+            if tried == 0 {
+                return Err(not_queued(id));
+            }
+            println!(
+                "{}: {tried} deliver{} will be tried now (by the running server).",
+                capitalised(&id.to_string()),
+                if tried == 1 { "y" } else { "ies" }
+            );
         }
         Command::Log { limit, json } => {
             let log = super::open_mail_log(&loaded, None, "cli")?;
@@ -101,11 +172,47 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Remove { id } => {
-            if !db.remove(id)? {
-                bail!("no delivery {id} in the queue");
+            let mut removed = 0;
+            for delivery in deliveries_of(&db.list(10_000)?, id) {
+                removed += usize::from(db.remove(delivery)?);
             }
-            println!("Removed delivery {id}.");
+            if removed == 0 {
+                return Err(not_queued(id));
+            }
+            println!(
+                "{}: removed {removed} deliver{} (no bounce is sent).",
+                capitalised(&id.to_string()),
+                if removed == 1 { "y" } else { "ies" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_a_message_or_one_delivery_of_it() {
+        assert_eq!("8".parse(), Ok(QueueId::Message(8)));
+        assert_eq!("#8".parse(), Ok(QueueId::Message(8)));
+        assert_eq!(
+            "#8/10".parse(),
+            Ok(QueueId::Delivery {
+                message: 8,
+                delivery: 10
+            })
+        );
+        assert!("eight".parse::<QueueId>().is_err());
+        assert!("8/".parse::<QueueId>().is_err());
+    }
 }
