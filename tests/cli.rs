@@ -34,6 +34,46 @@ fn passwd_hashes_what_it_reads_on_stdin() {
         Some("\n"),
     );
     empty.code(1);
+
+    // An easily guessed password is refused unless forced, and the reason is named.
+    let weak = run_in(
+        dir.path(),
+        std::path::Path::new("unused.toml"),
+        &["passwd"],
+        Some("letmein\n"),
+    );
+    weak.code(1);
+    assert!(
+        weak.stderr.contains("easy to guess: it has fewer than 10 characters")
+            && weak.stdout.is_empty(),
+        "{}",
+        weak.stderr
+    );
+    let forced = run_in(
+        dir.path(),
+        std::path::Path::new("unused.toml"),
+        &["passwd", "--force"],
+        Some("quickstart\n"),
+    );
+    forced.ok();
+    assert!(forced.stderr.contains("warning: this password is easy to guess"));
+    assert!(ferrymail::password::verify("quickstart", forced.stdout.trim()));
+
+    // --generate makes one, and hashes it.
+    let made = run_in(
+        dir.path(),
+        std::path::Path::new("unused.toml"),
+        &["passwd", "--generate"],
+        None,
+    );
+    made.ok();
+    let (password, hash) = (
+        made.stdout.lines().find_map(|l| l.strip_prefix("password: ")),
+        made.stdout.lines().find_map(|l| l.strip_prefix("hash: ")),
+    );
+    let (password, hash) = (password.expect("password: line"), hash.expect("hash: line"));
+    assert_eq!(password.len(), 24);
+    assert!(ferrymail::password::verify(password, hash));
 }
 
 #[test]

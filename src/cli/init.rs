@@ -60,7 +60,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
         super::write_private(&master_key, text.as_bytes())?;
     }
     let password_file = data_dir.join("postmaster.password");
-    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<18>()?);
+    let password = crate::password::generate()?;
     super::write_private(&password_file, format!("{password}\n").as_bytes())?;
     let hash = crate::password::hash(&password)?;
 

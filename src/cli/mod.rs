@@ -98,8 +98,9 @@ enum Command {
     Spam(spam::Command),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
-    /// Hash a password (read from stdin or a prompt) for a mailbox in the spec.
-    Passwd,
+    /// Hash a password (read from stdin or a prompt) for a mailbox in the spec, or make
+    /// a strong one (--generate).
+    Passwd(passwd::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code (1 for any error).
@@ -179,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(&cli.spec, args),
         Command::Spam(command) => spam::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
-        Command::Passwd => passwd::run(),
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 
