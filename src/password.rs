@@ -39,10 +39,30 @@ pub const MIN_LENGTH: usize = 10;
 
 /// Passwords guessed first: the top of every breach list, and this project's demo one.
 const COMMON: &[&str] = &[
-    "password", "password1", "password123", "123456789", "1234567890", "12345678910",
-    "qwertyuiop", "qwerty123", "1q2w3e4r5t", "iloveyou", "sunshine", "princess",
-    "football", "baseball", "welcome1", "letmein123", "admin12345", "passw0rd",
-    "changeme", "trustno1", "quickstart", "ferrymail", "mailserver", "abcdefghij",
+    "password",
+    "password1",
+    "password123",
+    "123456789",
+    "1234567890",
+    "12345678910",
+    "qwertyuiop",
+    "qwerty123",
+    "1q2w3e4r5t",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "welcome1",
+    "letmein123",
+    "admin12345",
+    "passw0rd",
+    "changeme",
+    "trustno1",
+    "quickstart",
+    "ferrymail",
+    "mailserver",
+    "abcdefghij",
 ];
 
 /// Why `password` is easy to guess, if it is: too short, one repeated character, a
@@ -81,7 +101,13 @@ pub fn generate() -> Result<String, PasswordError> {
 mod tests {
     #[test]
     fn weak_passwords_are_named_and_strong_ones_pass() {
-        for weak in ["s3cret", "Password123", "aaaaaaaaaaaa", "0123456789", "quickstart"] {
+        for weak in [
+            "s3cret",
+            "Password123",
+            "aaaaaaaaaaaa",
+            "0123456789",
+            "quickstart",
+        ] {
             assert!(super::weakness(weak).is_some(), "{weak}");
         }
         for strong in ["correct horse battery", "s3cret pass phrase"] {

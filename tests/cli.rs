@@ -44,7 +44,8 @@ fn passwd_hashes_what_it_reads_on_stdin() {
     );
     weak.code(1);
     assert!(
-        weak.stderr.contains("easy to guess: it has fewer than 10 characters")
+        weak.stderr
+            .contains("easy to guess: it has fewer than 10 characters")
             && weak.stdout.is_empty(),
         "{}",
         weak.stderr
@@ -56,8 +57,15 @@ fn passwd_hashes_what_it_reads_on_stdin() {
         Some("quickstart\n"),
     );
     forced.ok();
-    assert!(forced.stderr.contains("warning: this password is easy to guess"));
-    assert!(ferrymail::password::verify("quickstart", forced.stdout.trim()));
+    assert!(
+        forced
+            .stderr
+            .contains("warning: this password is easy to guess")
+    );
+    assert!(ferrymail::password::verify(
+        "quickstart",
+        forced.stdout.trim()
+    ));
 
     // --generate makes one, and hashes it.
     let made = run_in(
@@ -68,7 +76,9 @@ fn passwd_hashes_what_it_reads_on_stdin() {
     );
     made.ok();
     let (password, hash) = (
-        made.stdout.lines().find_map(|l| l.strip_prefix("password: ")),
+        made.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("password: ")),
         made.stdout.lines().find_map(|l| l.strip_prefix("hash: ")),
     );
     let (password, hash) = (password.expect("password: line"), hash.expect("hash: line"));

@@ -100,3 +100,78 @@ mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
     assert!(reported, "{}", server.log_text());
     assert_ne!(common::tls_fingerprint(w.path(), imaps), fp_c);
 }
+
+/// The self-signed certificate names the server (CN = hostname, not rcgen's default),
+/// lasts a year rather than until 4096, is made again when it nears its end, and
+/// `certificates list` shows it (issue 22).
+#[test]
+fn the_self_signed_certificate_names_the_host_lasts_a_year_and_is_listed() {
+    let imaps = free_port();
+    let w = Workspace::new(&format!(
+        r#"
+[listeners]
+imaps = "127.0.0.1:{imaps}"
+
+[domains."example.test".aliases.me]
+mailbox = {{ password = {{ hash = "{TEST_HASH}" }} }}
+"#
+    ));
+    // One ending in ten days is left from an earlier run: it is made again.
+    std::fs::create_dir_all(w.data_dir()).unwrap();
+    let (crt, key) = (
+        w.data_dir().join("self-signed.crt"),
+        w.data_dir().join("self-signed.key"),
+    );
+    let old = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "10", "-subj", "/CN=mx.example.test"])
+        .args(["-addext", "subjectAltName=DNS:mx.example.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(old.status.success(), "{old:?}");
+    let old_fingerprint = std::fs::read(&crt).unwrap();
+    let server = w.serve(imaps);
+    assert_ne!(std::fs::read(&crt).unwrap(), old_fingerprint, "not renewed");
+    let x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-issuer", "-checkend"])
+        .arg((330 * 86_400).to_string())
+        .arg("-in")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&x509.stdout);
+    assert!(x509.status.success(), "ends within 330 days: {text}");
+    assert!(
+        text.contains("subject=CN = mx.example.test")
+            && text.contains("issuer=CN = mx.example.test"),
+        "{text}"
+    );
+    let too_long = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-checkend"])
+        .arg((367 * 86_400).to_string())
+        .arg("-in")
+        .arg(&crt)
+        .status()
+        .unwrap();
+    assert!(!too_long.success(), "valid for more than a year");
+    let listed = w.run(&["certificates", "list"]);
+    let out = &listed.ok().stdout;
+    assert!(
+        out.contains("self-signed")
+            && out.contains("mx.example.test, localhost")
+            && out.contains("issuer CN=mx.example.test"),
+        "{out}"
+    );
+    drop(server);
+}

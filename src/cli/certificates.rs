@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::spec::TlsMode;
+
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// The certificate issued for the server's hostname.
+    /// The certificate the server serves: issued by ACME, read from files, or
+    /// self-signed.
     List,
     /// Ask the running server to renew now (it looks every few seconds).
     Renew {
@@ -19,6 +22,9 @@ pub enum Command {
 
 pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let loaded = super::load_spec(spec)?;
+    if matches!(command, Command::List) && loaded.spec.tls.mode != TlsMode::Acme {
+        return list_local(&loaded);
+    }
     let Some(store) = super::open_store(&loaded, false)? else {
         bail!("there is no store yet: no certificate was issued");
     };
@@ -55,6 +61,50 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 "Renewal of {id} asked for: a running `ferrymail serve` renews it within seconds (see `ferrymail status`)."
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `list` for a certificate that lives in files: the spec's, or the self-signed one
+/// `serve` made in the data directory.
+fn list_local(loaded: &crate::spec::LoadedSpec) -> anyhow::Result<ExitCode> {
+    let (cert, key, what) = match &loaded.spec.tls.files {
+        Some(files) if loaded.spec.tls.mode == TlsMode::Files => (
+            loaded.base_dir.join(&files.cert),
+            loaded.base_dir.join(&files.key),
+            "files",
+        ),
+        _ => {
+            let (cert, key) = crate::tls::self_signed_paths(&loaded.data_dir());
+            if !cert.exists() {
+                println!(
+                    "No self-signed certificate yet: `ferrymail serve` makes one for {} at its first start.",
+                    loaded.spec.server.hostname
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            (cert, key, "self-signed")
+        }
+    };
+    let found = crate::tls::from_files(&cert, &key, what)
+        .with_context(|| format!("reading {}", cert.display()))?;
+    let info = &found.info;
+    println!(
+        "{what} ({}): {}
+  issuer {}
+  valid {} to {}
+  sha256 {}",
+        cert.display(),
+        info.names.join(", "),
+        info.issuer,
+        rfc3339(info.not_before),
+        rfc3339(info.not_after),
+        info.sha256
+    );
+    if what == "self-signed" {
+        println!(
+            "  made again by `serve` at a start within its last 30 days; clients warn about it: use tls.mode = \"acme\" or \"files\" for anything others reach"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

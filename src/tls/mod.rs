@@ -31,12 +31,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// A self-signed certificate for `hostname`, made once and reused from `dir` so clients
-/// that pinned it keep working across restarts. The key file is 0600.
+/// A self-signed certificate lasts a year, as a CA's would at most; it is made again
+/// at a start within its last 30 days.
+const SELF_SIGNED_DAYS: i64 = 365;
+const SELF_SIGNED_RENEW_DAYS: i64 = 30;
+
+/// Where `self_signed` keeps its certificate and key in the data directory.
+pub fn self_signed_paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join("self-signed.crt"), dir.join("self-signed.key"))
+}
+
+/// A self-signed certificate for `hostname` (its common name, and a name with
+/// "localhost"), made once and reused from `dir` so clients that pinned it keep working
+/// across restarts, until it nears its end. The key file is 0600.
 pub fn self_signed(hostname: &str, dir: &Path) -> Result<Loaded, TlsError> {
-    let cert_path = dir.join("self-signed.crt");
-    let key_path = dir.join("self-signed.key");
-    // Made again when missing, unreadable, or for another hostname.
+    let (cert_path, key_path) = self_signed_paths(dir);
+    let now = crate::store::unix_now();
+    // Made again when missing, unreadable, for another hostname, or ending soon.
     let current = from_files(&cert_path, &key_path, "self-signed")
         .ok()
         .filter(|c| {
@@ -44,17 +55,35 @@ pub fn self_signed(hostname: &str, dir: &Path) -> Result<Loaded, TlsError> {
                 .names
                 .iter()
                 .any(|n| n == &hostname.to_ascii_lowercase())
+                && c.info.not_after - now > SELF_SIGNED_RENEW_DAYS * 86_400
         });
     if let Some(current) = current {
         return Ok(current);
     }
     {
-        let names = vec![hostname.to_string(), "localhost".to_string()];
-        let certified = rcgen::generate_simple_self_signed(names)?;
-        write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, certified.cert.pem()).map_err(io(&cert_path))?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()])?;
+        let mut subject = rcgen::DistinguishedName::new();
+        subject.push(rcgen::DnType::CommonName, hostname);
+        params.distinguished_name = subject;
+        // A day back: a client whose clock is a little behind still accepts it.
+        let (y, m, d) = day_of(now - 86_400);
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = day_of(now + SELF_SIGNED_DAYS * 86_400);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
     }
     from_files(&cert_path, &key_path, "self-signed")
+}
+
+/// The UTC day (year, month, day) `unix` falls on, as rcgen takes validity dates.
+fn day_of(unix: i64) -> (i32, u8, u8) {
+    use chrono::Datelike as _;
+    let day = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
+    (day.year(), day.month() as u8, day.day() as u8)
 }
 
 /// A certificate chain and its private key from PEM files.
