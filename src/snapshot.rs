@@ -131,7 +131,11 @@ pub fn build_router(objects: &[Object]) -> Result<Router, SnapshotError> {
             message: c.message,
             enabled: c.enabled,
         });
-        domains.insert(&o.id, DomainRoutes::new(d.subaddressing, catch_all));
+        domains.insert(
+            &o.id,
+            DomainRoutes::new(d.subaddressing, catch_all)
+                .external_forward_tags(d.external_forward_tags),
+        );
     }
     let mut patterns: Vec<(&str, PatternRecord)> = Vec::new();
     for o in objects {
@@ -238,6 +242,7 @@ mod tests {
             reject_spf_fail: true,
             reject_dmarc_fail: true,
             subaddressing: true,
+            external_forward_tags: false,
             catch_all: None,
             spam: SpamPolicy::default(),
         }

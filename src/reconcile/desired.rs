@@ -231,6 +231,7 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
         reject_spf_fail: domain.reject_spf_fail,
         reject_dmarc_fail: domain.reject_dmarc_fail,
         subaddressing: domain.subaddressing,
+        external_forward_tags: domain.external_forward_tags,
         catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
             forward: targets(&r.forward),
             reject: r.reject,

@@ -46,6 +46,9 @@ pub struct DomainRoutes {
     set: Option<RegexSet>,
     pub(super) catch_all: Option<Rule>,
     subaddressing: bool,
+    /// A +tag is passed on to forward targets on other servers too, not only to this
+    /// server's own addresses.
+    external_tags: bool,
 }
 
 impl DomainRoutes {
@@ -55,6 +58,13 @@ impl DomainRoutes {
             catch_all,
             ..Default::default()
         }
+    }
+
+    /// Whether forwards to other servers keep the +tag (`b+news@elsewhere.net`): off by
+    /// default, since many receivers refuse a subaddress they do not know.
+    pub fn external_forward_tags(mut self, on: bool) -> Self {
+        self.external_tags = on;
+        self
     }
 
     /// Adds an exact alias by normalised local part.
@@ -215,9 +225,16 @@ impl Router {
         let Some(routes) = self.domains.get(&recipient.domain) else {
             return Ok(None);
         };
+        // This server's own addresses always take the tag; others only when the domain
+        // says so.
+        let keep_tag = |t: &Target| match t {
+            Target::Address(a) => routes.external_tags || self.domains.contains_key(&a.domain),
+            _ => true,
+        };
 
         if let Some(rule) = routes.aliases.get(&recipient.local) {
             return Ok(finish(
+                &keep_tag,
                 &recipient,
                 &recipient.local,
                 None,
@@ -233,7 +250,15 @@ impl Router {
         if tag.is_some()
             && let Some(rule) = routes.aliases.get(base)
         {
-            return Ok(finish(&recipient, base, tag, Matched::Exact, rule, None));
+            return Ok(finish(
+                &keep_tag,
+                &recipient,
+                base,
+                tag,
+                Matched::Exact,
+                rule,
+                None,
+            ));
         }
         let first_match = match &routes.set {
             Some(set) => set.matches(base).iter().next(),
@@ -243,6 +268,7 @@ impl Router {
             let (re, rule) = &routes.patterns[i];
             let caps = re.captures(base);
             return Ok(finish(
+                &keep_tag,
                 &recipient,
                 base,
                 tag,
@@ -252,13 +278,22 @@ impl Router {
             ));
         }
         if let Some(rule) = &routes.catch_all {
-            return Ok(finish(&recipient, base, tag, Matched::CatchAll, rule, None));
+            return Ok(finish(
+                &keep_tag,
+                &recipient,
+                base,
+                tag,
+                Matched::CatchAll,
+                rule,
+                None,
+            ));
         }
         Ok(None)
     }
 }
 
 fn finish(
+    keep_tag: &dyn Fn(&Target) -> bool,
     recipient: &Address,
     base: &str,
     tag: Option<&str>,
@@ -291,7 +326,7 @@ fn finish(
                 };
                 // A capture can make a target invalid (e.g. a dot at the end): skip it.
                 if let Ok(t) = Target::parse(&text) {
-                    let t = t.for_recipient(&recipient.local, tag);
+                    let t = t.for_recipient(&recipient.local, tag.filter(|_| keep_tag(&t)));
                     if !forward.contains(&t) {
                         forward.push(t);
                     }
@@ -382,15 +417,34 @@ mod tests {
     }
 
     #[test]
-    fn subaddress_resolves_to_base_and_keeps_tag() {
+    fn subaddress_resolves_to_base_and_keeps_tag_on_this_servers_addresses() {
         let r = router();
         let res = r.resolve("Hello+News@EXAMPLE.test").unwrap().unwrap();
         assert_eq!(res.alias.to_string(), "hello@example.test");
         assert_eq!(res.tag.as_deref(), Some("news"));
-        assert_eq!(forwards(&r, "hello+x@example.test"), ["user+x@gmail.com"]);
+        // Another server's address: the tag stays here (receivers refuse unknown ones).
+        assert_eq!(forwards(&r, "hello+x@example.test"), ["user@gmail.com"]);
+        // A host target takes the whole local part, as sent.
         assert_eq!(
             forwards(&r, "relay+y@example.test"),
             ["relay+y@other.example"]
+        );
+        // This server's own address keeps it.
+        let mut r = router();
+        let mut local = DomainRoutes::new(true, None);
+        local.add_alias("team".into(), fwd(&["me@example.test", "b@elsewhere.net"]));
+        r.insert("local.test".into(), local).unwrap();
+        assert_eq!(
+            forwards(&r, "team+news@local.test"),
+            ["me+news@example.test", "b@elsewhere.net"]
+        );
+        // Unless the domain passes tags on everywhere.
+        let mut everywhere = DomainRoutes::new(true, None).external_forward_tags(true);
+        everywhere.add_alias("team".into(), fwd(&["b@elsewhere.net"]));
+        r.insert("tags.test".into(), everywhere).unwrap();
+        assert_eq!(
+            forwards(&r, "team+news@tags.test"),
+            ["b+news@elsewhere.net"]
         );
     }
 

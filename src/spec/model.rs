@@ -1002,9 +1002,15 @@ pub struct Domain {
     /// Refuse mail that fails DMARC when the sender domain publishes `p=reject`. Default true.
     #[serde(default = "yes")]
     pub reject_dmarc_fail: bool,
-    /// `user+tag@domain` is delivered as `user@domain`, keeping the tag on forward. Default true.
+    /// `user+tag@domain` is delivered as `user@domain`, the tag kept on forwards to this
+    /// server's own addresses. Default true.
     #[serde(default = "yes")]
     pub subaddressing: bool,
+    /// Pass the +tag on to forward targets on other servers too
+    /// (`b+news@elsewhere.net`). Default false: many receivers refuse a subaddress they
+    /// do not know.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external_forward_tags: bool,
     /// DKIM signing keys. Default: one rsa-2048 key with selector "ferrymail".
     /// An empty list disables DKIM signing for the domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]

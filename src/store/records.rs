@@ -148,6 +148,9 @@ pub struct DomainRecord {
     #[serde(default = "enforce")]
     pub reject_dmarc_fail: bool,
     pub subaddressing: bool,
+    /// Added later: stores written before keep tags to this server's addresses only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external_forward_tags: bool,
     pub catch_all: Option<RuleRecord>,
     /// Added with the spam filter: stores written before have the default.
     #[serde(default, skip_serializing_if = "SpamPolicy::is_default")]
