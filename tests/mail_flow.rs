@@ -463,6 +463,29 @@ fn json_log_lines_all_parse_and_mail_records_keep_their_id() {
             .any(|v| v["message"] == "mail" && v["msg_id"].is_u64() && v["event"].is_string()),
         "{log}"
     );
+    // What used to be plain lines on stdout is a record too.
+    assert!(
+        lines.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ferrymail serving mx.example.test"))),
+        "{log}"
+    );
+    // And a start that fails says why in JSON, on stderr, with nothing on stdout.
+    std::fs::write(s.w.path().join("broken.toml"), "[server]\nhostname = 5\n").unwrap();
+    let failed = std::process::Command::new(common::BIN)
+        .current_dir(s.w.path())
+        .args(["--log-format", "json", "--spec", "broken.toml", "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(failed.stdout.is_empty(), "{failed:?}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    for line in stderr.lines() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(record["level"], "ERROR", "{line}");
+    }
+    assert!(stderr.contains("spec error: broken.toml:2:1"), "{stderr}");
 }
 
 #[test]

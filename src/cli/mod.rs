@@ -151,8 +151,21 @@ pub fn main() -> ExitCode {
         .with(logs)
         .with(recent)
         .init();
+    let json = matches!(cli.log_format, LogFormat::Json);
     match run(cli) {
         Ok(code) => code,
+        // With --log-format json the last words are JSON too: a log shipper reads them.
+        Err(e) if json => {
+            match e.downcast_ref::<spec::SpecErrors>() {
+                Some(spec_errors) => {
+                    for line in &spec_errors.0 {
+                        tracing::error!("spec error: {line}");
+                    }
+                }
+                None => tracing::error!("{e:#}"),
+            }
+            ExitCode::from(1)
+        }
         Err(e) => {
             if let Some(spec_errors) = e.downcast_ref::<spec::SpecErrors>() {
                 eprintln!("{spec_errors}");

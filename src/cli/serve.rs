@@ -801,9 +801,11 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     tasks.spawn(reconciler.clone().run(reload, shutdown.clone()));
     tasks.spawn(crate::systemd::watchdog(shutdown.clone()));
     tasks.spawn(crate::trim::purge_freed(shutdown.clone()));
-    println!(
-        "ferrymail serving {hostname} (store revision {}); Ctrl-C or SIGTERM stops it",
-        first.revision
+    // A log record, not a line on stdout: with --log-format json, everything the
+    // journal gets from serve is JSON.
+    tracing::info!(
+        revision = first.revision,
+        "ferrymail serving {hostname}; Ctrl-C or SIGTERM stops it"
     );
     // Listeners are bound and the spec applied: systemd may start what depends on mail.
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1042,7 +1044,7 @@ fn first_boot_password(data_dir: &Path) -> Option<String> {
         tracing::error!(error = %e, "no first-boot admin password");
         return None;
     }
-    println!(
+    tracing::info!(
         "web admin: log in as \"admin\" with the password in {} (readable by this server's user only); declare [admin.users] in the spec to replace it",
         path.display()
     );
