@@ -174,19 +174,61 @@ fn saved_plan_applies_once_and_a_stale_one_is_refused() {
     let before = w.store_bytes();
     let stale = w.run(&["apply", "second.plan.json"]);
     stale.code(1);
+    // The cause comes first, before any plan is shown or anything else is said.
     assert!(
-        stale
-            .stderr
-            .contains("the store changed since the plan was made"),
-        "{}",
+        stale.stderr.starts_with(
+            "error: this plan was made against store revision 1, and the store is at revision 2 now"
+        ) && stale.stderr.contains("`ferrymail plan --out`")
+            && stale.stdout.is_empty(),
+        "{}{}",
+        stale.stdout,
         stale.stderr
     );
-    assert!(stale.stderr.contains("run plan again"));
     assert_eq!(
         before,
         w.store_bytes(),
         "a refused plan must not touch the store"
     );
+}
+
+/// On a terminal a saved plan is shown and confirmed too (it may have been saved long
+/// ago); "no" changes nothing. `script` gives the command a terminal.
+#[test]
+fn a_saved_plan_on_a_terminal_is_shown_and_asked_for() {
+    let w = Workspace::new(&base_spec());
+    w.run(&["plan", "--out", "saved.plan.json"]).ok();
+    let command = format!(
+        "{} --spec {} apply saved.plan.json",
+        common::BIN,
+        w.spec.display()
+    );
+    let asked = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(b"no\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let out = String::from_utf8_lossy(&asked.stdout);
+    assert!(
+        out.contains("+ domain example.test") && out.contains("Apply these changes?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Apply cancelled; nothing was changed."),
+        "{out}"
+    );
+    let revision = SqliteStore::open(&w.data_dir())
+        .unwrap()
+        .revision()
+        .unwrap();
+    assert_eq!(revision, 0, "a declined plan was applied");
 }
 
 #[test]

@@ -50,12 +50,24 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
             (store, plan, loaded)
         }
     };
-    print!("{}", render::text(&plan, &style));
+    // A saved plan made before the last apply is refused first, for that reason, before
+    // it is shown or confirmed.
+    let current = store.revision().context("reading the store's revision")?;
+    if args.plan_file.is_some() && plan.base_revision != current {
+        bail!(
+            "this plan was made against store revision {}, and the store is at revision {current} now (something was applied since): make the plan again with `ferrymail plan --out`",
+            plan.base_revision
+        );
+    }
+    println!("{}", render::text(&plan, &style).trim_end());
     if plan.is_empty() {
         check_fresh(store.as_ref(), &plan)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.plan_file.is_none() && !args.auto_approve && !confirm()? {
+    // A fresh plan is always confirmed; a saved one on a terminal too (it was read when
+    // saved, perhaps long ago), but not in CI, where saving it was the approval.
+    let ask = !args.auto_approve && (args.plan_file.is_none() || std::io::stdin().is_terminal());
+    if ask && !confirm()? {
         println!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::from(1));
     }
