@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod cache;
 pub mod change;
 pub mod cli;
+pub mod clock;
 pub mod collections;
 pub mod dav;
 pub mod dkim;

@@ -172,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let flags = convert::storable_flags(&flags);
                 let when = date
                     .map(|d| d.as_ref().timestamp())
-                    .unwrap_or_else(crate::queue::now_unix);
+                    .unwrap_or_else(crate::clock::unix_now);
                 let quota = self.quota_of_user();
                 let (validity, uid) = self
                     .user()

@@ -179,7 +179,7 @@ impl Mailboxes {
     ) -> Result<u32, MailboxError> {
         let mut mailbox = self.open(account)?;
         let folder = mailbox.delivery_folder(folder)?;
-        let (_, uid) = mailbox.append(&folder, body, &[], crate::queue::now_unix(), quota)?;
+        let (_, uid) = mailbox.append(&folder, body, &[], crate::clock::unix_now(), quota)?;
         Ok(uid)
     }
 }

@@ -205,7 +205,7 @@ impl MongoMailbox {
             .session(&mut *s)
             .await?
             .map_or(0, |d| int(&d, "uidvalidity"));
-        let next = crate::queue::now_unix().max(last + 1) & 0xFFFF_FFFF;
+        let next = crate::clock::unix_now().max(last + 1) & 0xFFFF_FFFF;
         self.accounts()
             .update_one(
                 doc! { "_id": &self.account },

@@ -190,7 +190,7 @@ impl SqliteMailbox {
 }
 
 fn now() -> i64 {
-    crate::queue::now_unix()
+    crate::clock::unix_now()
 }
 
 fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {

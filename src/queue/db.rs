@@ -173,12 +173,7 @@ pub struct QueueDb {
     conn: Mutex<Connection>,
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now as now;
 
 impl QueueDb {
     pub fn open(data_dir: &Path) -> Result<QueueDb, QueueError> {

@@ -315,7 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let mut mailbox = self.ctx.mailboxes.open(account)?;
             let sent = mailbox.folder_or_create("Sent")?;
             let seen = ["\\Seen".to_string()];
-            mailbox.append(&sent, copy, &seen, crate::queue::now_unix(), None)
+            mailbox.append(&sent, copy, &seen, crate::clock::unix_now(), None)
         });
         if let Err(e) = saved {
             tracing::warn!(account, error = %e, "could not file the Sent copy");
@@ -323,7 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn received_header(&self, envelope: &Envelope) -> String {
-        let date = mail_parser::DateTime::from_timestamp(crate::queue::now_unix()).to_rfc822();
+        let date = mail_parser::DateTime::from_timestamp(crate::clock::unix_now()).to_rfc822();
         // RFC 3848: A for authenticated, S for TLS.
         let with = match (self.state.account.is_some(), self.tls) {
             (true, true) => "ESMTPSA",

@@ -119,7 +119,7 @@ impl Drop for RefusalLog {
     fn drop(&mut self) {
         if self.unlogged > 0 {
             self.log.record(Entry {
-                at: crate::queue::now_unix(),
+                at: crate::clock::unix_now(),
                 event: Event::Rejected,
                 message_id: None,
                 mail_from: String::new(),
@@ -195,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         detail: &str,
     ) {
         self.ctx.log.record(Entry {
-            at: crate::queue::now_unix(),
+            at: crate::clock::unix_now(),
             event,
             message_id,
             mail_from: mail_from.to_string(),

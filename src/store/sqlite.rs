@@ -95,13 +95,8 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;",
 ];
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+// The clock lives in a leaf module; `store::unix_now` stays for its many callers.
+pub use crate::clock::unix_now;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,

@@ -576,7 +576,7 @@ pub async fn mailboxes(
     })
     .await
     .unwrap_or_default();
-    let today = crate::sieve::vacation::today(crate::queue::now_unix());
+    let today = crate::sieve::vacation::today(crate::clock::unix_now());
     // What filters an account's mail: the spec's script and vacation, the user's own.
     let filters = |account: &str, own: &Option<Option<String>>| -> String {
         let mut parts = Vec::new();
