@@ -278,9 +278,11 @@ mod tests {
         assert!(!handle.refresh(&store).unwrap());
         // A reader holding the old snapshot keeps a consistent view.
         assert!(before.resolve("hi@d.test").unwrap().is_none());
+        // The +tag is matched, and kept here: y.test is another server's domain.
         let res = handle.get().resolve("HI+tag@D.test").unwrap().unwrap();
+        assert_eq!(res.tag.as_deref(), Some("tag"));
         assert!(
-            matches!(res.action, Action::Deliver { ref forward, .. } if forward[0].to_string() == "x+tag@y.test")
+            matches!(res.action, Action::Deliver { ref forward, .. } if forward[0].to_string() == "x@y.test")
         );
     }
 }
