@@ -799,7 +799,7 @@ pub struct DnsProvider {
 }
 
 /// Web admin users. With none declared, `serve` makes a one-time password for "admin"
-/// in data_dir/admin.password (0600) and prints it once; declare a user to retire it.
+/// in data_dir/admin.password (0600) and logs where it is; declare a user to retire it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
