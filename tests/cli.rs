@@ -244,19 +244,11 @@ mailbox = {{ password = {{ hash = "{}" }} }}
     ));
     let mut server = w.serve_with_default_log(mx);
     common::swaks(mx, &["--from", "x@sender.test", "--to", "me@example.test"]).ok();
-    let refused = common::swaks(
+    let refused = common::submit(
         submission,
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "me@example.test",
-            "--auth-password",
-            "wrong",
-            "--quit-after",
-            "AUTH",
-        ],
+        "me@example.test",
+        "wrong",
+        &["--quit-after", "AUTH"],
     );
     assert!(refused.stdout.contains("535"), "{}", refused.stdout);
     let logged = |text: &str| server.log_text().contains(text);

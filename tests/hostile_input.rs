@@ -490,16 +490,11 @@ fn refused_recipients_end_the_session_and_then_the_address_is_refused() {
 fn a_second_from_or_a_foreign_sender_header_is_refused_at_submission() {
     let s = start(free_port(), "");
     let submit = |data: &str| {
-        common::swaks(
+        common::submit(
             s.submission,
+            "me@example.test",
+            "quickstart",
             &[
-                "--tls",
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                "me@example.test",
-                "--auth-password",
-                "quickstart",
                 "--from",
                 "me@example.test",
                 "--to",
@@ -866,21 +861,11 @@ fn a_dns_server_that_never_answers_is_a_timeout_in_words() {
     let s = start_with_resolver(Workspace::new(""), None, port, 0, "");
     // Submitted (no arrival checks to wait for DNS): the MX lookup for the forward's
     // domain times out.
-    let sent = common::swaks(
+    let sent = common::submit(
         s.submission,
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "me@example.test",
-            "--auth-password",
-            "quickstart",
-            "--from",
-            "me@example.test",
-            "--to",
-            "friend@elsewhere.test",
-        ],
+        "me@example.test",
+        "quickstart",
+        &["--from", "me@example.test", "--to", "friend@elsewhere.test"],
     );
     assert!(sent.stdout.contains("<~  250 2.0.0"), "{}", sent.stdout);
     let deferred = || {

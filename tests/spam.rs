@@ -596,16 +596,11 @@ fn scan_outbound_holds_back_what_rspamd_would_reject_from_a_user() {
     let (_sink, sink_dir) = sink(&w, relay);
     let server = w.serve(mx);
     let submit = |subject: &str, text: &str| {
-        swaks(
+        common::submit(
             submission,
+            "me@example.test",
+            "quickstart",
             &[
-                "--tls",
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                "me@example.test",
-                "--auth-password",
-                "quickstart",
                 "--from",
                 "me@example.test",
                 "--to",

@@ -449,6 +449,21 @@ pub fn tarpit() -> (
     (port, held)
 }
 
+/// swaks through a submission port: STARTTLS, then AUTH PLAIN as `user`, then `args`.
+pub fn submit(port: u16, user: &str, password: &str, args: &[&str]) -> Run {
+    let mut all = vec![
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        user,
+        "--auth-password",
+        password,
+    ];
+    all.extend_from_slice(args);
+    swaks(port, &all)
+}
+
 /// Runs swaks against 127.0.0.1:port with the given arguments.
 pub fn swaks(port: u16, args: &[&str]) -> Run {
     let out = Command::new("swaks")
