@@ -58,6 +58,16 @@ impl std::str::FromStr for QueueId {
     }
 }
 
+impl QueueId {
+    /// "Message 8" or "Delivery 8/10", to begin a sentence.
+    fn title(&self) -> String {
+        match self {
+            QueueId::Message(m) => format!("Message {m}"),
+            QueueId::Delivery { message, delivery } => format!("Delivery {message}/{delivery}"),
+        }
+    }
+}
+
 impl std::fmt::Display for QueueId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -133,16 +143,10 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Retry { id } => {
-            let mut tried = 0;
-            for delivery in deliveries_of(&db.list(10_000)?, id) {
-                tried += usize::from(db.retry_now(delivery)?);
-            }
-            if tried == 0 {
-                return Err(not_queued(id));
-            }
+            let tried = each_delivery(db.as_ref(), id, |d| db.retry_now(d))?;
             println!(
                 "{}: {tried} deliver{} will be tried now (by the running server).",
-                capitalised(&id.to_string()),
+                id.title(),
                 if tried == 1 { "y" } else { "ies" }
             );
         }
@@ -172,16 +176,10 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Remove { id } => {
-            let mut removed = 0;
-            for delivery in deliveries_of(&db.list(10_000)?, id) {
-                removed += usize::from(db.remove(delivery)?);
-            }
-            if removed == 0 {
-                return Err(not_queued(id));
-            }
+            let removed = each_delivery(db.as_ref(), id, |d| db.remove(d))?;
             println!(
                 "{}: removed {removed} deliver{} (no bounce is sent).",
-                capitalised(&id.to_string()),
+                id.title(),
                 if removed == 1 { "y" } else { "ies" }
             );
         }
@@ -189,12 +187,21 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+/// Does `act` to each queued delivery `id` names; how many it did, or an error saying
+/// where to look when `id` names nothing queued.
+fn each_delivery(
+    db: &dyn crate::queue::Queue,
+    id: QueueId,
+    act: impl Fn(i64) -> Result<bool, crate::queue::QueueError>,
+) -> anyhow::Result<usize> {
+    let mut done = 0;
+    for delivery in deliveries_of(&db.list(10_000)?, id) {
+        done += usize::from(act(delivery)?);
+    }
+    if done == 0 {
+        return Err(not_queued(id));
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
