@@ -258,12 +258,11 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
             .contains("certificate not issued; the current one keeps serving")
     });
     assert!(reported, "{}", server.log_text());
-    let status = w.run(&["status"]);
-    assert!(
-        status.ok().stdout.contains("ACME: FAILED at"),
-        "{}",
-        status.stdout
-    );
+    // The failure is logged a moment before it is written where `status` reads it.
+    let failed = wait_for(Duration::from_secs(10), || {
+        w.run(&["status"]).stdout.contains("ACME: FAILED at")
+    });
+    assert!(failed, "{}", w.run(&["status"]).stdout);
     // Mail is still taken, over TLS, with the temporary self-signed certificate (its
     // own issuer, named for the host).
     let out = s_client(mx, true, &ca_file);
