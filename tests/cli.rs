@@ -225,25 +225,44 @@ fn an_ip_address_as_sni_is_not_logged() {
 /// (issue 22).
 #[test]
 fn serve_logs_what_happens_by_default_and_other_commands_stay_quiet() {
-    let (mx, submission) = (common::free_port(), common::free_port());
+    let (mx, submission, relay) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let w = common::Workspace::new("");
     let (_dns, dns) = common::quiet_dns(w.path());
+    let sink_dir = w.path().join("sink");
+    let _sink = common::python_peer(
+        "sink.py",
+        &[&relay.to_string(), sink_dir.to_str().unwrap()],
+        w.path(),
+    );
     w.write_spec(&format!(
         r#"
 [listeners]
 mx = "127.0.0.1:{mx}"
 submission = "127.0.0.1:{submission}"
 
+[delivery]
+relay = "127.0.0.1:{relay}"
+
 [dns]
 resolver = "127.0.0.1:{dns}"
 
-[domains."example.test".aliases.me]
-mailbox = {{ password = {{ hash = "{}" }} }}
+[domains."example.test".aliases]
+me = {{ mailbox = {{ password = {{ hash = "{}" }} }} }}
+friend = {{ forward = ["friend@elsewhere.test"] }}
 "#,
         common::TEST_HASH
     ));
     let mut server = w.serve_with_default_log(mx);
     common::swaks(mx, &["--from", "x@sender.test", "--to", "me@example.test"]).ok();
+    common::swaks(
+        mx,
+        &["--from", "y@sender.test", "--to", "friend@example.test"],
+    )
+    .ok();
     let refused = common::submit(
         submission,
         "me@example.test",
@@ -254,7 +273,9 @@ mailbox = {{ password = {{ hash = "{}" }} }}
     let logged = |text: &str| server.log_text().contains(text);
     assert!(
         common::wait_for(std::time::Duration::from_secs(20), || logged(
-            "event=delivered"
+            "rcpt=mailbox me@example.test"
+        ) && logged(
+            "rcpt=forward friend@elsewhere.test"
         ) && logged(
             "login failed"
         )),
@@ -269,6 +290,12 @@ mailbox = {{ password = {{ hash = "{}" }} }}
         "spec reconciled revision=1",
         "mail event=accepted msg_id=1 from=x@sender.test rcpt=me@example.test",
         "mail event=delivered msg_id=1 from=x@sender.test rcpt=mailbox me@example.test",
+        // A forward names the host that took it and quotes its reply, queue id and all:
+        // what a sender asks for when a message "never arrived".
+        &format!(
+            "mail event=delivered msg_id=2 from=y@sender.test rcpt=forward friend@elsewhere.test \
+             detail=127.0.0.1:{relay} said 250 2.0.0 Ok: saved as 0"
+        ),
         "login failed ip=127.0.0.1 account=me@example.test",
     ] {
         assert!(log.contains(line), "no {line:?} in:\n{log}");

@@ -36,25 +36,37 @@ impl From<mail_send::Error> for DeliveryError {
         match &e {
             // Quoted as the server said it, e.g. "550 5.1.1 No such user": the form
             // bounces and `queue list` show.
-            mail_send::Error::UnexpectedReply(r) => {
-                let [a, b, c] = r.esc;
-                let status = if a == 0 {
-                    String::new()
-                } else {
-                    format!(" {a}.{b}.{c}")
-                };
-                DeliveryError {
-                    permanent: r.severity() == smtp_proto::Severity::PermanentNegativeCompletion,
-                    message: format!(
-                        "{}{status} {}",
-                        r.code,
-                        r.message.replace(['\r', '\n'], " ")
-                    ),
-                }
-            }
+            mail_send::Error::UnexpectedReply(r) => DeliveryError {
+                permanent: r.severity() == smtp_proto::Severity::PermanentNegativeCompletion,
+                message: quoted(r),
+            },
             _ => DeliveryError::temporary(e.to_string()),
         }
     }
+}
+
+/// A reply as the server said it, on one line: "250 2.0.0 Ok: queued as 4XyZ".
+fn quoted(r: &smtp_proto::Response<String>) -> String {
+    let [a, b, c] = r.esc;
+    let status = if a == 0 {
+        String::new()
+    } else {
+        format!(" {a}.{b}.{c}")
+    };
+    format!(
+        "{}{status} {}",
+        r.code,
+        r.message.replace(['\r', '\n'], " ")
+    )
+}
+
+/// A message the next hop took.
+#[derive(Debug, Clone)]
+pub struct Handed {
+    /// Whether the sender's DSN request went along (the next hop then reports on it).
+    pub dsn_passed_on: bool,
+    /// Who took it and what it answered, for the mail log: the proof a sender asks for.
+    pub reply: String,
 }
 
 pub struct Outbound {
@@ -85,14 +97,14 @@ impl Outbound {
     }
 
     /// Delivers `body` from `from` to `to` (all at one domain), with the sender's DSN
-    /// request when there is one; Ok(true) when the host took that request along.
+    /// request when there is one.
     pub async fn send(
         &self,
         from: &str,
         to: &[String],
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
-    ) -> Result<bool, DeliveryError> {
+    ) -> Result<Handed, DeliveryError> {
         let hosts = match &self.relay {
             Some(relay) => vec![relay.clone()],
             None => self.mx_hosts(to).await?,
@@ -100,7 +112,7 @@ impl Outbound {
         let mut last = DeliveryError::temporary("no host to deliver to");
         for host in hosts {
             match self.send_to(&host, from, to, body, dsn).await {
-                Ok(passed_on) => return Ok(passed_on),
+                Ok(handed) => return Ok(handed),
                 Err(e) if e.permanent => return Err(e),
                 Err(e) => {
                     last = DeliveryError {
@@ -172,7 +184,7 @@ impl Outbound {
         to: &[String],
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
-    ) -> Result<bool, DeliveryError> {
+    ) -> Result<Handed, DeliveryError> {
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) => (name, port.parse::<u16>().unwrap_or(25)),
             None => (host, 25),
@@ -184,7 +196,7 @@ impl Outbound {
         for addr in addresses {
             match SmtpClient::connect(addr, self.timeout).await {
                 Ok(c) => {
-                    client = Some(c);
+                    client = Some((c, addr));
                     break;
                 }
                 // The caller names the host; the address only when it says more.
@@ -201,7 +213,7 @@ impl Outbound {
                 }
             }
         }
-        let mut client = client.ok_or_else(|| DeliveryError::temporary(last))?;
+        let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
         client.read().await?.assert_positive_completion()?;
         let ehlo = client.ehlo(&self.hostname).await?;
         if ehlo.has_capability(EXT_START_TLS) {
@@ -217,6 +229,18 @@ impl Outbound {
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
             transaction(&mut client, from, to, body, dsn).await
         }
+        .map(|(dsn_passed_on, reply)| {
+            // The address only when the name does not already say it.
+            let to = if addr.to_string() == host {
+                host.to_string()
+            } else {
+                format!("{host} ({addr})")
+            };
+            Handed {
+                dsn_passed_on,
+                reply: format!("{to} said {reply}"),
+            }
+        })
     }
 
     /// The addresses of a mail host, through the spec's resolver when there is one (the
@@ -310,14 +334,14 @@ pub fn xtext(value: &str) -> String {
     out
 }
 
-/// One transaction; Ok(true) when a DSN request went along with it.
+/// One transaction; Ok(whether a DSN request went along, the reply to the message).
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     from: &str,
     to: &[String],
     body: &[u8],
     dsn: Option<DsnRequest<'_>>,
-) -> Result<bool, DeliveryError> {
+) -> Result<(bool, String), DeliveryError> {
     let (mail, rcpt) = match &dsn {
         Some(request) => (request.mail_params(), request.rcpt_params()),
         None => (Parameters::default(), Parameters::default()),
@@ -326,7 +350,19 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     for address in to {
         client.rcpt_to(address, &rcpt).await?;
     }
-    client.data(body).await?;
+    // As `SmtpClient::data`, keeping the final reply: its queue id is what the
+    // receiving side's log can be searched for.
+    client.cmd(b"DATA\r\n").await?.assert_code(354)?;
+    let timeout = client.timeout;
+    let reply = tokio::time::timeout(timeout, async {
+        client.write_message(body).await?;
+        client.read().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??;
+    if !reply.is_positive_completion() {
+        return Err(mail_send::Error::UnexpectedReply(reply).into());
+    }
     let _ = client.rset().await;
-    Ok(dsn.is_some())
+    Ok((dsn.is_some(), quoted(&reply)))
 }

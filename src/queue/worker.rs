@@ -9,7 +9,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::bounce::{Action, Notice};
 use super::filter::{self, Around, Filing};
 use super::log::{Entry, Event};
-use super::outbound::{DeliveryError, DsnRequest, Outbound};
+use super::outbound::{DeliveryError, DsnRequest, Handed, Outbound};
 use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
@@ -329,7 +329,10 @@ impl Worker {
         };
         // Ok(whether the next hop reports on it, what happened for the log).
         let result = match d.kind {
-            DeliveryKind::Forward => self.forward(d, &body).await.map(|r| (r, String::new())),
+            DeliveryKind::Forward => self
+                .forward(d, &body)
+                .await
+                .map(|handed| (handed.dsn_passed_on, handed.reply)),
             DeliveryKind::Mailbox => self.to_mailbox(d, body.clone()).await.map(|n| (true, n)),
             DeliveryKind::Webhook => self.webhook(d, &body).await.map(|()| (true, String::new())),
         };
@@ -392,8 +395,8 @@ impl Worker {
         });
     }
 
-    /// Forwards a copy; Ok(true) when the next hop took the sender's DSN request along.
-    async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<bool, DeliveryError> {
+    /// Forwards a copy; Ok with what the next hop answered.
+    async fn forward(&self, d: &Delivery, body: &[u8]) -> Result<Handed, DeliveryError> {
         let domain = d
             .alias
             .rsplit_once('@')

@@ -2,7 +2,7 @@
 N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs).
 Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 451.
 Optional arguments: the address to bind (default 127.0.0.1), then a certificate and key
-file to offer STARTTLS with; a message that came over TLS also gets an N.tls file."""
+file to offer STARTTLS with; a message that came over TLS also gets an N.tls file. DATA is answered "250 2.0.0 Ok: saved as N"."""
 import os
 import ssl
 import sys
@@ -42,7 +42,8 @@ class Save:
                     f.write(str(session.ssl.get("cipher")) + "\n")
             os.rename(os.path.join(out, f"{n}.env.tmp"), os.path.join(out, f"{n}.env"))
             os.rename(os.path.join(out, f"{n}.eml.tmp"), os.path.join(out, f"{n}.eml"))
-        return "250 OK"
+        # A queue id as real MTAs give one, for the sender's log to quote.
+        return f"250 2.0.0 Ok: saved as {n}"
 
 
 controller = Controller(Save(), hostname=host, port=port, tls_context=tls)
