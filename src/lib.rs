@@ -12,6 +12,7 @@ pub mod collections;
 pub mod dav;
 pub mod dkim;
 pub mod dns;
+pub mod error_chain;
 pub mod http;
 pub mod imap;
 pub mod limits;

@@ -258,6 +258,14 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
             .contains("certificate not issued; the current one keeps serving")
     });
     assert!(reported, "{}", server.log_text());
+    // Where it went and why, in words.
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("cannot connect: Connection refused")),
+        "{}",
+        server.log_text()
+    );
     // The failure is logged a moment before it is written where `status` reads it.
     let failed = wait_for(Duration::from_secs(10), || {
         w.run(&["status"]).stdout.contains("ACME: FAILED at")
@@ -271,6 +279,71 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
         "{out}"
     );
     assert!(!common::tls_fingerprint(w.path(), imaps).is_empty());
+}
+
+/// A private CA whose HTTPS server presents a CA:TRUE certificate as its own: rustls
+/// refuses it, and the operator reads why in words, not "client error (Connect)".
+#[test]
+fn a_ca_whose_certificate_cannot_be_verified_is_explained() {
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let w = Workspace::new("");
+    let (cert, key) = (w.path().join("ca.pem"), w.path().join("ca.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let log = w.path().join("s_server.log");
+    let child = Command::new("openssl")
+        .args(["s_server", "-www", "-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server runs");
+    let _ca = common::Process { child, log };
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    w.write_spec(&spec(
+        ports,
+        "http-01",
+        &format!("https://127.0.0.1:{port}/dir"),
+        &cert,
+    ));
+    let server = w.serve(ports.0);
+    let explained = "cannot connect: certificate verification failed: the server \
+                     presents a CA certificate (basicConstraints CA:TRUE) as its own \
+                     (CaUsedAsEndEntity)";
+    let said = wait_for(Duration::from_secs(30), || {
+        server.log_text().contains(explained)
+    });
+    assert!(said, "{}", server.log_text());
+    assert!(
+        !server.log_text().contains("client error"),
+        "{}",
+        server.log_text()
+    );
+    let status = wait_for(Duration::from_secs(10), || {
+        w.run(&["status"]).stdout.contains("CaUsedAsEndEntity")
+    });
+    assert!(status, "{}", w.run(&["status"]).stdout);
 }
 
 #[test]

@@ -723,6 +723,13 @@ fn a_failing_webhook_makes_the_mx_ask_senders_to_retry() {
     // The accepted messages wait in the queue, not lost; other addresses are unaffected.
     let queue = s.w.run(&["queue", "list"]).stdout;
     assert_eq!(queue.matches("Webhook").count(), 5, "{queue}");
+    // Why, in words: where it went and what the system said, not reqwest's outer layer.
+    assert!(
+        queue.contains(&format!(
+            "cannot connect to 127.0.0.1:{dead}: Connection refused"
+        )) && !queue.contains("error sending request"),
+        "{queue}"
+    );
     assert!(
         swaks(
             s.mx,

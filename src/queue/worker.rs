@@ -746,7 +746,7 @@ impl Worker {
             Ok(response) => response,
             Err(e) => {
                 self.cache.hit(&key, u32::MAX, WEBHOOK_FAILURE_WINDOW);
-                return Err(DeliveryError::temporary(e.to_string()));
+                return Err(DeliveryError::temporary(crate::error_chain::http(&e)));
             }
         };
         let status = response.status();

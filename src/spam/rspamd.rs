@@ -17,7 +17,7 @@ const MAX_ANSWER: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpamError {
-    #[error("rspamd at {url}: {source}")]
+    #[error("rspamd at {url}: {}", crate::error_chain::http(source))]
     Unreachable {
         url: String,
         #[source]

@@ -181,7 +181,7 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("ACME {step}: {source}")]
+    #[error("ACME {step}: {}", crate::error_chain::in_words(source))]
     Protocol {
         step: &'static str,
         #[source]

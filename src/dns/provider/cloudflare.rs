@@ -176,7 +176,7 @@ impl Cloudflare {
             .ok_or_else(|| self.fail(format!("{what}: the request cannot be sent")))?
             .send()
             .await
-            .map_err(|e| self.fail(format!("{what}: {e}")))?;
+            .map_err(|e| self.fail(format!("{what}: {}", crate::error_chain::http(&e))))?;
         // Rate limited (1,200 requests per 5 minutes per user): wait as told, a few times.
         for _ in 0..3 {
             if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -195,7 +195,7 @@ impl Cloudflare {
                 .ok_or_else(|| self.fail(format!("{what}: the request cannot be sent")))?
                 .send()
                 .await
-                .map_err(|e| self.fail(format!("{what}: {e}")))?;
+                .map_err(|e| self.fail(format!("{what}: {}", crate::error_chain::http(&e))))?;
         }
         let status = response.status();
         let envelope: Envelope = response
