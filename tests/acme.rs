@@ -262,7 +262,7 @@ fn an_unreachable_ca_is_reported_and_the_server_keeps_serving() {
     assert!(
         server
             .log_text()
-            .contains(&format!("cannot connect: Connection refused")),
+            .contains("cannot connect: Connection refused"),
         "{}",
         server.log_text()
     );
