@@ -17,6 +17,7 @@ pub mod http;
 pub mod imap;
 pub mod limits;
 pub mod listen;
+pub mod log_budget;
 pub mod login;
 pub mod mailbox;
 pub mod managesieve;

@@ -136,6 +136,14 @@ pub struct Logins {
 const VERIFIED_FOR: Duration = Duration::from_secs(10 * 60);
 const VERIFIED_MAX: usize = 10_000;
 
+/// Failed logins (mailbox and admin) logged one by one each minute: a botnet guessing
+/// from thousands of addresses stays under every per-network limit, and must not fill
+/// the disk or the journal with a line per guess. The rest are summed up each minute.
+pub fn failed_logins_logged() -> &'static crate::log_budget::LogBudget {
+    static BUDGET: OnceLock<crate::log_budget::LogBudget> = OnceLock::new();
+    BUDGET.get_or_init(|| crate::log_budget::LogBudget::new("failed logins", 60))
+}
+
 /// A hash of the same cost as real ones, checked for unknown accounts so they take as
 /// long as a wrong password.
 pub(crate) fn decoy_hash() -> &'static str {
@@ -309,7 +317,9 @@ impl Logins {
         throttle.failed(ip, &account);
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(%ip, account = %account, "login failed");
+        if failed_logins_logged().allows() {
+            tracing::info!(%ip, account = %account, "login failed");
+        }
         tokio::time::sleep(FAILURE_DELAY).await;
         Outcome::Rejected
     }

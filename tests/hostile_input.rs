@@ -585,6 +585,85 @@ fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
     s.still_serves();
 }
 
+/// A botnet guesses from many addresses, each under every limit: the log gets at most
+/// 60 "login failed" lines a minute and one line summing up the rest, so neither the
+/// disk nor the journal fills with a line per guess (issue 22).
+#[test]
+fn a_botnets_guesses_do_not_fill_the_log() {
+    let bots: String = (1..=8)
+        .map(|n| {
+            format!(
+                "[domains.\"example.test\".aliases.bot{n}]\nmailbox = {{ password = {{ hash = \"{TEST_HASH}\" }} }}\n"
+            )
+        })
+        .collect();
+    let mut s = start(free_port(), &bots);
+    let dir = s.w.path().to_path_buf();
+    let started = std::time::Instant::now();
+    // Eight addresses, nine wrong guesses each at an account of its own: under the ten
+    // per address and twenty per account, so every guess is checked and fails.
+    let guessers: Vec<_> = (1..=8)
+        .map(|n| {
+            let (port, dir) = (s.imap, dir.clone());
+            std::thread::spawn(move || {
+                python_peer_run(
+                    "imap_logins.py",
+                    &[
+                        &port.to_string(),
+                        &format!("127.0.0.{}", 40 + n),
+                        &format!("bot{n}@example.test"),
+                        "guess",
+                        "9",
+                    ],
+                    &dir,
+                )
+                .stdout
+            })
+        })
+        .collect();
+    let failed: usize = guessers
+        .into_iter()
+        .map(|g| {
+            g.join()
+                .unwrap()
+                .split_whitespace()
+                .filter(|t| *t == "no")
+                .count()
+        })
+        .sum();
+    eprintln!("{failed} failures in {:?}", started.elapsed());
+    assert_eq!(failed, 72);
+    // The rest are summed up when the minute ends, with no further guess needed.
+    let summed = |log: &str| -> u64 {
+        log.lines()
+            .filter(|l| l.contains("more failed logins in the last minute"))
+            .filter_map(|l| {
+                l.split("left_out=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let log_text = || s.process.log_text();
+    assert!(
+        wait_for(Duration::from_secs(90), || summed(&log_text()) > 0),
+        "{}",
+        log_text()
+    );
+    let log = log_text();
+    let one_by_one = log.matches("login failed").count() as u64;
+    // Every failure is either on a line of its own or counted in a summary.
+    assert_eq!(one_by_one + summed(&log), 72, "{log}");
+    assert!(
+        one_by_one <= 60 * (1 + started.elapsed().as_secs() / 60),
+        "{log}"
+    );
+    s.still_serves();
+}
+
 #[test]
 fn a_deep_folder_and_a_backtracking_list_pattern_cost_nothing() {
     let mut s = start(free_port(), "");

@@ -319,7 +319,9 @@ pub async fn login(
     };
     let (Some(role), Some(credential)) = (role, credential) else {
         throttle.failed(peer.ip(), &name);
-        tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
+        if crate::login::failed_logins_logged().allows() {
+            tracing::info!(ip = %peer.ip(), user = %user, "admin login failed");
+        }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         return retry(StatusCode::UNAUTHORIZED, "Wrong name or password.");
     };
