@@ -223,7 +223,14 @@ fn listing_and_removing(q: &dyn Queue) {
         (ids[0], 10, "a@b.test")
     );
     assert_eq!(listed[1].target, "b@e.test");
+    // A message's deliveries are found by its id, past any page `list` shows.
+    assert_eq!(
+        q.deliveries_of(ids[0]).unwrap(),
+        vec![listed[0].id, listed[1].id]
+    );
+    assert_eq!(q.deliveries_of(ids[0] + 1000).unwrap(), Vec::<i64>::new());
     assert!(q.remove(listed[0].id).unwrap());
+    assert_eq!(q.deliveries_of(ids[0]).unwrap(), vec![listed[1].id]);
     assert!(!q.remove(listed[0].id).unwrap(), "gone already");
     assert!(q.body(ids[0]).unwrap().is_some(), "one delivery left");
     assert!(q.remove(listed[1].id).unwrap());

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::queue::{QueueEntry, now_unix};
+use crate::queue::now_unix;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -78,16 +78,8 @@ impl std::fmt::Display for QueueId {
 }
 
 /// The queued deliveries `id` names (none when it names nothing queued).
-fn deliveries_of(entries: &[QueueEntry], id: QueueId) -> Vec<i64> {
-    entries
-        .iter()
-        .filter(|e| match id {
-            QueueId::Message(m) => e.message_id == m,
-            QueueId::Delivery { message, delivery } => e.message_id == message && e.id == delivery,
-        })
-        .map(|e| e.id)
-        .collect()
-}
+/// Deliveries `queue list` prints: a page a person can still read or grep.
+const LIST_AT_MOST: usize = 10_000;
 
 fn not_queued(id: QueueId) -> anyhow::Error {
     anyhow::anyhow!(
@@ -101,7 +93,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let db = super::open_queue(&loaded, None, "cli")?;
     match command {
         Command::List { json } => {
-            let entries = db.list(10_000)?;
+            let entries = db.list(LIST_AT_MOST)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
                 return Ok(ExitCode::SUCCESS);
@@ -139,6 +131,12 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                         .as_deref()
                         .map(|x| format!(": {x}"))
                         .unwrap_or_default()
+                );
+            }
+            if entries.len() == LIST_AT_MOST {
+                println!(
+                    "… the first {LIST_AT_MOST} deliveries of {} queued are shown; `queue retry` and `queue remove` reach every one.",
+                    db.pending()?
                 );
             }
         }
@@ -194,9 +192,15 @@ fn each_delivery(
     id: QueueId,
     act: impl Fn(i64) -> Result<bool, crate::queue::QueueError>,
 ) -> anyhow::Result<usize> {
+    let (message, only) = match id {
+        QueueId::Message(m) => (m, None),
+        QueueId::Delivery { message, delivery } => (message, Some(delivery)),
+    };
     let mut done = 0;
-    for delivery in deliveries_of(&db.list(10_000)?, id) {
-        done += usize::from(act(delivery)?);
+    for delivery in db.deliveries_of(message)? {
+        if only.is_none_or(|d| d == delivery) {
+            done += usize::from(act(delivery)?);
+        }
     }
     if done == 0 {
         return Err(not_queued(id));

@@ -418,6 +418,14 @@ impl Queue for QueueDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn deliveries_of(&self, message_id: i64) -> Result<Vec<i64>, QueueError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id FROM deliveries WHERE message_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([message_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Deliveries not yet done.
     fn pending(&self) -> Result<u64, QueueError> {
         Ok(self

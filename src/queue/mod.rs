@@ -140,6 +140,9 @@ pub trait Queue: Send + Sync {
     /// Removes a delivery, and its message with its last one (`queue remove`).
     fn remove(&self, delivery_id: i64) -> Result<bool, QueueError>;
     fn list(&self, limit: usize) -> Result<Vec<QueueEntry>, QueueError>;
+    /// The deliveries of one message still queued, however long the queue is (`queue
+    /// retry` and `queue remove` by message id).
+    fn deliveries_of(&self, message_id: i64) -> Result<Vec<i64>, QueueError>;
     /// Deliveries not yet done.
     fn pending(&self) -> Result<u64, QueueError>;
     /// Deliveries held (see `hold`).

@@ -616,6 +616,20 @@ impl Queue for MongoQueue {
         self.mongo.block(self.list_now(limit))
     }
 
+    fn deliveries_of(&self, message_id: i64) -> Result<Vec<i64>, QueueError> {
+        self.mongo.block(async {
+            let found: Vec<Document> = self
+                .deliveries()
+                .find(doc! { "message_id": message_id })
+                .projection(doc! { "_id": 1 })
+                .sort(doc! { "_id": 1 })
+                .await?
+                .try_collect()
+                .await?;
+            Ok(found.iter().map(|d| int(d, "_id")).collect())
+        })
+    }
+
     fn pending(&self) -> Result<u64, QueueError> {
         Ok(self
             .mongo
