@@ -93,11 +93,39 @@ fn init_writes_a_working_spec_and_private_secrets() {
     let out = run_in(
         dir.path(),
         &spec,
-        &["init", "--domain", "Example.ORG"],
+        &[
+            "init",
+            "--domain",
+            "Example.ORG",
+            "--address",
+            "203.0.113.7",
+        ],
         None,
     );
     out.ok();
-    assert!(out.stdout.contains("Next steps"), "{}", out.stdout);
+    // The next steps go as far as serving mail and publishing its DNS records.
+    for step in [
+        "Next steps",
+        "plan",
+        "apply",
+        "dns records",
+        "serve",
+        "doctor",
+    ] {
+        assert!(out.stdout.contains(step), "no {step:?} in {}", out.stdout);
+    }
+    // A spec for the world: every address at the standard ports, Let's Encrypt, and
+    // the server's public address for its A record.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    for line in [
+        "mx = \"0.0.0.0:25\"",
+        "submission = \"0.0.0.0:587\"",
+        "imaps = \"0.0.0.0:993\"",
+        "mode = \"acme\"",
+        "addresses = [\"203.0.113.7\"]",
+    ] {
+        assert!(text.contains(line), "no {line:?} in {text}");
+    }
     let data = dir.path().join("data");
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("master.key")), 0o600);
@@ -124,6 +152,37 @@ fn init_writes_a_working_spec_and_private_secrets() {
         .unwrap();
     assert!(ferrymail::password::verify(password.trim(), hash));
     run_in(dir.path(), &spec, &["apply", "--auto-approve"], None).ok();
+    // The records it asks for advertise the standard ports and the public address.
+    let records = run_in(dir.path(), &spec, &["dns", "records"], None);
+    for record in [
+        "mx.example.org. 3600 IN A 203.0.113.7",
+        "example.org. 3600 IN MX 10 mx.example.org.",
+        "_submission._tcp.example.org. 3600 IN SRV 0 1 587 mx.example.org.",
+        "_imaps._tcp.example.org. 3600 IN SRV 0 1 993 mx.example.org.",
+    ] {
+        assert!(
+            records.ok().stdout.contains(record),
+            "no {record:?} in {}",
+            records.stdout
+        );
+    }
+
+    // --local: loopback, clear of the quickstart's ports, self-signed.
+    let local = tempfile::tempdir().unwrap();
+    let local_spec = local.path().join("ferrymail.toml");
+    run_in(
+        local.path(),
+        &local_spec,
+        &["init", "--domain", "example.org", "--local"],
+        None,
+    )
+    .ok();
+    let text = std::fs::read_to_string(&local_spec).unwrap();
+    assert!(
+        text.contains("mx = \"127.0.0.1:10025\"") && text.contains("mode = \"self-signed\""),
+        "{text}"
+    );
+    run_in(local.path(), &local_spec, &["validate"], None).ok();
 
     let again = run_in(
         dir.path(),

@@ -29,6 +29,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     println!("\n== TLS and keys");
     problems += tls_and_keys(&loaded);
 
+    println!("\n== listeners the DNS records send others to");
+    let warnings = advertised_listeners(&loaded);
+
     println!("\n== DNS records (through {})", resolver_name(&loaded));
     let (_, desired) = super::dns::desired(&loaded, None)?;
     problems += super::dns::check_live(&loaded, &desired)?;
@@ -38,7 +41,10 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
 
     println!();
     if problems == 0 {
-        println!("No problems found.");
+        match warnings {
+            0 => println!("No problems found."),
+            n => println!("No problems found; {n} warning(s) about listeners (marked above)."),
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{problems} problem(s) found (marked above).");
@@ -139,7 +145,7 @@ fn tls_and_keys(loaded: &LoadedSpec) -> usize {
             "warn     tls.mode = \"self-signed\": clients will warn and other servers cannot verify it; use \"acme\" or \"files\" in production"
         ),
         TlsMode::Acme => println!(
-            "warn     tls.mode = \"acme\": certificates are not issued by this build yet; a self-signed one is served"
+            "ok       tls.mode = \"acme\": issued and renewed by `serve` (`ferrymail certificates list` shows them)"
         ),
         TlsMode::Files => println!("ok       tls.mode = \"files\""),
     }
@@ -171,4 +177,53 @@ fn tls_and_keys(loaded: &LoadedSpec) -> usize {
         }
     }
     problems
+}
+
+/// Warns of a listener the DNS records advertise that the world cannot reach: bound to
+/// loopback (a trial spec taken to production), or an MX on a port other servers never
+/// try. Returns the number of warnings.
+fn advertised_listeners(loaded: &LoadedSpec) -> usize {
+    let spec = &loaded.spec;
+    if spec.domains.is_empty() {
+        println!("ok       no domains: nothing is advertised");
+        return 0;
+    }
+    let host = spec.server.hostname.trim_end_matches('.');
+    let mut warnings = 0;
+    let mut warn = |text: String| {
+        warnings += 1;
+        println!("warn     {text}");
+    };
+    match spec.listeners.mx {
+        None => warn(format!(
+            "no mx listener: the MX records send other servers to {host}:25, and nothing here takes their mail"
+        )),
+        Some(addr) if addr.ip().is_loopback() => warn(format!(
+            "mx listens on {addr} only: the MX records send other servers to {host}:25, which they cannot reach there"
+        )),
+        Some(addr) if addr.port() != 25 => warn(format!(
+            "mx listens on port {}: other servers always connect to port 25 (fine only when 25 is forwarded to it)",
+            addr.port()
+        )),
+        Some(addr) => println!("ok       mx {addr}"),
+    }
+    let mut advertised: Vec<(&str, SocketAddr)> = crate::dns::records::services(&spec.listeners)
+        .into_iter()
+        .filter_map(|(label, addr)| Some((label, addr?)))
+        .collect();
+    // Autoconfig, MTA-STS and the CalDAV/CardDAV SRV records point at the https listener.
+    if let Some(https) = spec.listeners.https {
+        advertised.push(("autoconfig and _caldavs._tcp", https));
+    }
+    for (label, addr) in advertised {
+        if addr.ip().is_loopback() {
+            warn(format!(
+                "{label} advertises {host}:{} to mail clients, but the listener is on {addr} only",
+                addr.port()
+            ));
+        } else {
+            println!("ok       {label} {addr}");
+        }
+    }
+    warnings
 }

@@ -213,7 +213,7 @@ pub struct DkimKey {
 }
 
 /// RFC 6186 services a listener provides: (SRV service label, listener address).
-fn services(listeners: &Listeners) -> [(&'static str, Option<std::net::SocketAddr>); 6] {
+pub fn services(listeners: &Listeners) -> [(&'static str, Option<std::net::SocketAddr>); 6] {
     [
         ("_submission._tcp", listeners.submission),
         ("_submissions._tcp", listeners.submissions),
