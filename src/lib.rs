@@ -15,6 +15,7 @@ pub mod dns;
 pub mod error_chain;
 pub mod http;
 pub mod imap;
+pub mod import;
 pub mod limits;
 pub mod listen;
 pub mod log_budget;

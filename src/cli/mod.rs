@@ -6,6 +6,7 @@ mod backup;
 mod certificates;
 mod dns;
 mod doctor;
+mod import;
 mod init;
 mod migrate;
 mod passwd;
@@ -93,6 +94,10 @@ enum Command {
     Backup(backup::Command),
     /// Copy the store into an empty one of the other kind (sqlite ↔ mongodb).
     Migrate(migrate::Args),
+    /// Spec tables from another system's forwarding: a Postfix virtual map, or a
+    /// domain's Forward Email TXT records (printed for review, nothing applied).
+    #[command(subcommand)]
+    Import(import::Command),
     /// The spam filter: teach it spam and ham.
     #[command(subcommand)]
     Spam(spam::Command),
@@ -194,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Spam(command) => spam::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Import(command) => import::run(&cli.spec, command),
     }
 }
 
