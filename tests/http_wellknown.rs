@@ -290,21 +290,11 @@ fn metrics_count_mail_logins_and_reconciles_for_a_local_scraper() {
         &["--from", "a@sender.test", "--to", "nobody@example.test"],
     );
     assert!(refused.stdout.contains("<** "), "{}", refused.stdout);
-    let failed = common::swaks(
+    let failed = common::submit(
         submission,
-        &[
-            "--from",
-            "me@example.test",
-            "--to",
-            "x@elsewhere.test",
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "me@example.test",
-            "--auth-password",
-            "wrong",
-        ],
+        "me@example.test",
+        "wrong",
+        &["--from", "me@example.test", "--to", "x@elsewhere.test"],
     );
     assert!(failed.stdout.contains("<~* 535"), "{}", failed.stdout);
 

@@ -88,14 +88,19 @@ fn submit(port: u16, auth: &[&str], from: &str, to: &str, extra: &[&str]) -> com
     swaks(port, &args)
 }
 
-const ME: [&str; 6] = [
-    "--auth",
-    "PLAIN",
-    "--auth-user",
-    "me@example.test",
-    "--auth-password",
-    "quickstart",
-];
+/// swaks's arguments for AUTH PLAIN as `user`.
+const fn auth_plain<'a>(user: &'a str, password: &'a str) -> [&'a str; 6] {
+    [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        user,
+        "--auth-password",
+        password,
+    ]
+}
+
+const ME: [&str; 6] = auth_plain("me@example.test", "quickstart");
 
 #[test]
 fn an_account_sends_as_itself_signed_and_only_as_itself() {
@@ -223,14 +228,7 @@ fn an_account_sends_as_itself_signed_and_only_as_itself() {
     // By default nothing is filed in Sent (clients keep their own copy)...
     assert!(s.w.folder("me@example.test", "Sent").is_empty());
     // ...unless the mailbox says save_sent = true.
-    let keeper = [
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "keeper@example.test",
-        "--auth-password",
-        "quickstart",
-    ];
+    let keeper = auth_plain("keeper@example.test", "quickstart");
     let kept = submit(
         s.port,
         &keeper,
@@ -270,14 +268,7 @@ fn password_guessing_is_refused_then_throttled() {
         let password = format!("guess-{i}");
         submit(
             s.port,
-            &[
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                "me@example.test",
-                "--auth-password",
-                &password,
-            ],
+            &auth_plain("me@example.test", &password),
             "me@example.test",
             "friend@elsewhere.test",
             &["--quit-after", "AUTH"],
@@ -310,14 +301,7 @@ fn password_guessing_is_refused_then_throttled() {
     let s2 = setup();
     let unknown = submit(
         s2.port,
-        &[
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "nobody@example.test",
-            "--auth-password",
-            "x",
-        ],
+        &auth_plain("nobody@example.test", "x"),
         "me@example.test",
         "friend@elsewhere.test",
         &["--quit-after", "AUTH"],
@@ -337,14 +321,7 @@ fn password_guessing_is_refused_then_throttled() {
 #[test]
 fn an_account_over_its_sending_limit_is_refused() {
     let s = setup();
-    let limited = [
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "limited@example.test",
-        "--auth-password",
-        "quickstart",
-    ];
+    let limited = auth_plain("limited@example.test", "quickstart");
     let from = "limited@example.test";
     // Three recipients for one message: the third is refused, the message goes to two.
     let three = submit(
