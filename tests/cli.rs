@@ -194,6 +194,24 @@ fn init_writes_a_working_spec_and_private_secrets() {
     assert!(again.stderr.contains("--force"));
 }
 
+/// The spec reference's examples (docs/spec-examples.toml) are one spec that validates:
+/// no example shows a key that does not exist or a value that is refused.
+#[test]
+fn the_spec_references_examples_are_a_valid_spec() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_in(
+        root,
+        &root.join("docs/spec-examples.toml"),
+        &["validate"],
+        None,
+    );
+    assert!(
+        out.ok().stdout.contains("valid (1 domain"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn committed_schema_is_fresh() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
