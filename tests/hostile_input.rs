@@ -517,23 +517,48 @@ fn a_second_from_or_a_foreign_sender_header_is_refused_at_submission() {
     assert!(own.contains("<~  250 2.0.0"), "{own}");
 }
 
+/// IMAP logins from `source` (a loopback address): one word per try, as imap_logins.py
+/// prints them ("ok", "no", "throttled").
+fn imap_logins(
+    port: u16,
+    dir: &Path,
+    source: &str,
+    user: &str,
+    password: &str,
+    times: usize,
+) -> String {
+    python_peer_run(
+        "imap_logins.py",
+        &[
+            &port.to_string(),
+            source,
+            user,
+            password,
+            &times.to_string(),
+        ],
+        dir,
+    )
+    .stdout
+}
+
+/// `imap_logins` with a wrong password, in a thread of its own (guessers run at once).
+fn guesser(
+    port: u16,
+    dir: &Path,
+    source: String,
+    user: String,
+    times: usize,
+) -> std::thread::JoinHandle<String> {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || imap_logins(port, &dir, &source, &user, "guess", times))
+}
+
 #[test]
 fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
     let mut s = start(free_port(), "");
     let dir = s.w.path().to_path_buf();
     let logins = |source: &str, user: &str, password: &str, times: usize| {
-        python_peer_run(
-            "imap_logins.py",
-            &[
-                &s.imap.to_string(),
-                source,
-                user,
-                password,
-                &times.to_string(),
-            ],
-            &dir,
-        )
-        .stdout
+        imap_logins(s.imap, &dir, source, user, password, times)
     };
     let me = "me@example.test";
     // The owner logs in from home (127.0.0.1) as usual.
@@ -541,23 +566,7 @@ fn guessing_from_many_addresses_does_not_lock_the_owner_out() {
     // Five addresses guess 6 times each, under each address's limit of ten: the account
     // has its 20 failures, and the last guesses are refused unchecked.
     let guessers: Vec<_> = (2..=6)
-        .map(|n| {
-            let (port, dir) = (s.imap, dir.clone());
-            std::thread::spawn(move || {
-                python_peer_run(
-                    "imap_logins.py",
-                    &[
-                        &port.to_string(),
-                        &format!("127.0.0.{n}"),
-                        "me@example.test",
-                        "guess",
-                        "6",
-                    ],
-                    &dir,
-                )
-                .stdout
-            })
-        })
+        .map(|n| guesser(s.imap, &dir, format!("127.0.0.{n}"), me.to_string(), 6))
         .collect();
     let mut checked = 0;
     for g in guessers {
@@ -604,21 +613,11 @@ fn a_botnets_guesses_do_not_fill_the_log() {
     // per address and twenty per account, so every guess is checked and fails.
     let guessers: Vec<_> = (1..=8)
         .map(|n| {
-            let (port, dir) = (s.imap, dir.clone());
-            std::thread::spawn(move || {
-                python_peer_run(
-                    "imap_logins.py",
-                    &[
-                        &port.to_string(),
-                        &format!("127.0.0.{}", 40 + n),
-                        &format!("bot{n}@example.test"),
-                        "guess",
-                        "9",
-                    ],
-                    &dir,
-                )
-                .stdout
-            })
+            let (source, bot) = (
+                format!("127.0.0.{}", 40 + n),
+                format!("bot{n}@example.test"),
+            );
+            guesser(s.imap, &dir, source, bot, 9)
         })
         .collect();
     let failed: usize = guessers

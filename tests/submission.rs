@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TEST_HASH, Workspace, free_port, python_peer, received, swaks, wait_for};
+use common::{TEST_HASH, Workspace, auth_plain, free_port, python_peer, received, swaks, wait_for};
 use ferrymail::store::{SqliteStore, Store};
 
 /// The API token the tests' admin uses (read from the environment, as a spec says).
@@ -86,18 +86,6 @@ fn submit(port: u16, auth: &[&str], from: &str, to: &str, extra: &[&str]) -> com
     args.extend_from_slice(&["--from", from, "--to", to]);
     args.extend_from_slice(extra);
     swaks(port, &args)
-}
-
-/// swaks's arguments for AUTH PLAIN as `user`.
-const fn auth_plain<'a>(user: &'a str, password: &'a str) -> [&'a str; 6] {
-    [
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        user,
-        "--auth-password",
-        password,
-    ]
 }
 
 const ME: [&str; 6] = auth_plain("me@example.test", "quickstart");

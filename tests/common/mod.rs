@@ -451,17 +451,22 @@ pub fn tarpit() -> (
 
 /// swaks through a submission port: STARTTLS, then AUTH PLAIN as `user`, then `args`.
 pub fn submit(port: u16, user: &str, password: &str, args: &[&str]) -> Run {
-    let mut all = vec![
-        "--tls",
+    let mut all = vec!["--tls"];
+    all.extend_from_slice(&auth_plain(user, password));
+    all.extend_from_slice(args);
+    swaks(port, &all)
+}
+
+/// swaks's arguments for AUTH PLAIN as `user`.
+pub const fn auth_plain<'a>(user: &'a str, password: &'a str) -> [&'a str; 6] {
+    [
         "--auth",
         "PLAIN",
         "--auth-user",
         user,
         "--auth-password",
         password,
-    ];
-    all.extend_from_slice(args);
-    swaks(port, &all)
+    ]
 }
 
 /// Runs swaks against 127.0.0.1:port with the given arguments.
