@@ -1,6 +1,15 @@
 //! ferrymail: a declarative, self-hosted mail server. A TOML spec says what must exist;
 //! the reconciler (`plan`, `apply`) makes the live state match; servers read a Snapshot.
 
+/// The version `--version`, `status` and the node heartbeat show: the package's, and
+/// the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FERRYMAIL_COMMIT"),
+    ")"
+);
+
 pub mod address;
 pub mod backup;
 pub mod blocking;

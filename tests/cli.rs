@@ -212,6 +212,29 @@ fn the_spec_references_examples_are_a_valid_spec() {
     );
 }
 
+/// `--version` names the commit the binary was built from, so a report or `status`
+/// points at the exact source.
+#[test]
+fn version_names_the_commit() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_in(
+        root,
+        std::path::Path::new("unused.toml"),
+        &["--version"],
+        None,
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .expect("git runs");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(
+        out.ok().stdout.trim(),
+        format!("ferrymail {} ({head})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn committed_schema_is_fresh() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

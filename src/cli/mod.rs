@@ -32,7 +32,7 @@ use crate::store::{MongoStore, SqliteStore, Store};
 #[derive(Parser)]
 #[command(
     name = "ferrymail",
-    version,
+    version = crate::VERSION,
     about = "A declarative, self-hosted mail server: spec → plan → apply → serve"
 )]
 pub struct Cli {

@@ -130,7 +130,7 @@ pub async fn heartbeat(
         }
         let node = crate::store::NodeInfo {
             name: cluster.node.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::VERSION.to_string(),
             pid: std::process::id(),
             started_at,
             last_seen: crate::store::unix_now(),
