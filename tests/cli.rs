@@ -99,6 +99,8 @@ fn init_writes_a_working_spec_and_private_secrets() {
             "Example.ORG",
             "--address",
             "203.0.113.7",
+            "--address",
+            "2001:db8::7",
         ],
         None,
     );
@@ -114,15 +116,15 @@ fn init_writes_a_working_spec_and_private_secrets() {
     ] {
         assert!(out.stdout.contains(step), "no {step:?} in {}", out.stdout);
     }
-    // A spec for the world: every address at the standard ports, Let's Encrypt, and
-    // the server's public address for its A record.
+    // A spec for the world: every address (IPv6 too, as it has an IPv6 address) at the
+    // standard ports, Let's Encrypt, and the public addresses for its A/AAAA records.
     let text = std::fs::read_to_string(&spec).unwrap();
     for line in [
-        "mx = \"0.0.0.0:25\"",
-        "submission = \"0.0.0.0:587\"",
-        "imaps = \"0.0.0.0:993\"",
+        "mx = \"[::]:25\"",
+        "submission = \"[::]:587\"",
+        "imaps = \"[::]:993\"",
         "mode = \"acme\"",
-        "addresses = [\"203.0.113.7\"]",
+        "addresses = [\"203.0.113.7\", \"2001:db8::7\"]",
     ] {
         assert!(text.contains(line), "no {line:?} in {text}");
     }
@@ -156,6 +158,7 @@ fn init_writes_a_working_spec_and_private_secrets() {
     let records = run_in(dir.path(), &spec, &["dns", "records"], None);
     for record in [
         "mx.example.org. 3600 IN A 203.0.113.7",
+        "mx.example.org. 3600 IN AAAA 2001:db8::7",
         "example.org. 3600 IN MX 10 mx.example.org.",
         "_submission._tcp.example.org. 3600 IN SRV 0 1 587 mx.example.org.",
         "_imaps._tcp.example.org. 3600 IN SRV 0 1 993 mx.example.org.",

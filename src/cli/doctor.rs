@@ -211,9 +211,18 @@ fn advertised_listeners(loaded: &LoadedSpec) -> usize {
         .into_iter()
         .filter_map(|(label, addr)| Some((label, addr?)))
         .collect();
-    // Autoconfig, MTA-STS and the CalDAV/CardDAV SRV records point at the https listener.
-    if let Some(https) = spec.listeners.https {
-        advertised.push(("autoconfig and _caldavs._tcp", https));
+    // As `dns::records::for_domain` advertises them: autoconfig and MTA-STS on https,
+    // CalDAV and CardDAV on their own listener else https, ManageSieve on its own.
+    let l = &spec.listeners;
+    for (label, addr) in [
+        ("autoconfig and MTA-STS", l.https),
+        ("_caldavs._tcp", l.caldav.or(l.https)),
+        ("_carddavs._tcp", l.carddav.or(l.https)),
+        ("_sieve._tcp", l.managesieve),
+    ] {
+        if let Some(addr) = addr {
+            advertised.push((label, addr));
+        }
     }
     for (label, addr) in advertised {
         if addr.ip().is_loopback() {

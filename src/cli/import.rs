@@ -63,6 +63,11 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             records,
             out,
         } => {
+            // The records given belong to one domain: read for several, each would take
+            // the others' aliases.
+            if !records.is_empty() && domains.len() > 1 {
+                bail!("--txt gives one domain's records: import one domain at a time with it");
+            }
             let mut imported = Imported::default();
             for domain in &domains {
                 let domain = normalize_domain(domain)?;

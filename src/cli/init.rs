@@ -39,6 +39,13 @@ pub struct Args {
 }
 
 pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    // Before any question: an answer typed for nothing is worse than none asked.
+    if spec.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            spec.display()
+        );
+    }
     let domain = match args.domain {
         Some(d) => d,
         None if std::io::stdin().is_terminal() => ask("Mail domain (e.g. example.com): ")?,
@@ -51,12 +58,6 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         public_addresses()?
     };
-    if spec.exists() && !args.force {
-        bail!(
-            "{} already exists; pass --force to overwrite it",
-            spec.display()
-        );
-    }
     let base = spec
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -185,21 +186,23 @@ fn public_addresses() -> anyhow::Result<Vec<IpAddr>> {
 fn is_public(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b)))
+                || v4.is_broadcast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0))
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+            let seg = v6.segments();
+            // Global unicast is 2000::/3; within it, documentation and NAT64 are not ours.
+            (seg[0] & 0xe000) == 0x2000 && !(seg[0] == 0x2001 && seg[1] == 0x0db8)
         }
     }
 }
@@ -246,6 +249,13 @@ impl Starter<'_> {
                 quoted.join(", ")
             )
         };
+        // With an IPv6 address published, the listeners must take IPv6 too: "[::]" is
+        // both (Linux's dual stack), "0.0.0.0" IPv4 only.
+        let any = if self.addresses.iter().any(IpAddr::is_ipv6) {
+            "[::]"
+        } else {
+            "0.0.0.0"
+        };
         let listeners = if self.local {
             r#"# On this machine only, at 10000 + the standard ports. For the world: 0.0.0.0 and
 # the standard ports (25, 587, 465, 993, 80, 443), as `ferrymail init` without --local.
@@ -255,15 +265,16 @@ imaps = "127.0.0.1:10993"
 https = "127.0.0.1:10443"        # the web admin (/admin), the API, CalDAV and CardDAV"#
                 .to_string()
         } else {
-            r#"# Omit a listener to disable it. Ports below 1024 need root or CAP_NET_BIND_SERVICE
-# (examples/ferrymail.service grants it). "[::]:25" serves IPv6 as well.
-mx = "0.0.0.0:25"
-submission = "0.0.0.0:587"
-submissions = "0.0.0.0:465"
-imaps = "0.0.0.0:993"
-http = "0.0.0.0:80"              # Let's Encrypt's http-01 challenge, autoconfig
-https = "0.0.0.0:443"            # the web admin (/admin), the API, CalDAV and CardDAV"#
-                .to_string()
+            format!(
+                r#"# Omit a listener to disable it. Ports below 1024 need root or CAP_NET_BIND_SERVICE
+# (examples/ferrymail.service grants it). "[::]" takes IPv4 and IPv6, "0.0.0.0" IPv4.
+mx = "{any}:25"
+submission = "{any}:587"
+submissions = "{any}:465"
+imaps = "{any}:993"
+http = "{any}:80"              # Let's Encrypt's http-01 challenge, autoconfig
+https = "{any}:443"            # the web admin (/admin), the API, CalDAV and CardDAV"#
+            )
         };
         let tls = if self.local {
             format!(

@@ -32,10 +32,72 @@ pub fn parse(domain: &str, records: &[String], imported: &mut Imported) {
         }
     }
     if !found {
-        imported.notes.push(format!(
-            "{domain}: no forward-email= TXT record (is it the domain's own, not a subdomain's?)"
-        ));
+        let paid = records.iter().any(|r| {
+            r.to_ascii_lowercase()
+                .starts_with("forward-email-site-verification=")
+        });
+        imported.notes.push(if paid {
+            format!(
+                "{domain}: its aliases are kept in a Forward Email account (a paid plan), not in DNS: export them there"
+            )
+        } else {
+            format!("{domain}: no forward-email= TXT record")
+        });
+        return;
     }
+    if let Some(entry) = imported.domains.get_mut(domain) {
+        let notes = every_matching_rule(entry);
+        imported
+            .notes
+            .extend(notes.into_iter().map(|n| format!("{domain}: {n}")));
+    }
+}
+
+/// Forward Email sends a message to every rule that matches its address (an exact name
+/// and each matching regex), and any matching rejection wins; the spec takes the exact
+/// alias, else the first matching pattern. So each alias takes what the patterns that
+/// match its name add, and overlapping patterns are pointed out.
+fn every_matching_rule(domain: &mut super::ImportedDomain) -> Vec<String> {
+    let mut notes = Vec::new();
+    let compiled: Vec<(regex::Regex, Rule)> = domain
+        .patterns
+        .iter()
+        .filter_map(|(r, rule)| {
+            regex::RegexBuilder::new(r)
+                .case_insensitive(true)
+                .build()
+                .ok()
+                .map(|re| (re, rule.clone()))
+        })
+        .collect();
+    for (name, rule) in domain.aliases.iter_mut() {
+        for (re, pattern_rule) in &compiled {
+            let Some(captures) = re.captures(name) else {
+                continue;
+            };
+            match pattern_rule {
+                Rule::Reject(mode) => *rule = Rule::Reject(*mode),
+                Rule::Forward(targets) => {
+                    let expanded = targets
+                        .iter()
+                        .map(|t| {
+                            let mut out = String::new();
+                            captures.expand(t, &mut out);
+                            out
+                        })
+                        .collect();
+                    rule.add(expanded);
+                }
+            }
+        }
+    }
+    if domain.patterns.len() > 1 {
+        notes.push(
+            "Forward Email sends to every regex rule that matches; the spec takes the first that matches, in the order above: check that no address needs two"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 fn entry_into(domain: &str, entry: &str, imported: &mut Imported) -> Result<(), String> {
@@ -48,6 +110,14 @@ fn entry_into(domain: &str, entry: &str, imported: &mut Imported) -> Result<(), 
             },
             None => (RejectMode::Quiet, rest),
         };
+        // A rejection may be a regex rule too ("!!!/^old-/"), with or without a target.
+        if name.starts_with('/') {
+            let regex = regex_entry(&format!("{}:", name.split(':').next().unwrap_or(name)))?.0;
+            let patterns = &mut imported.domain(domain).patterns;
+            patterns.retain(|(r, _)| *r != regex);
+            patterns.push((regex, Rule::Reject(mode)));
+            return Ok(());
+        }
         let name = name
             .split(':')
             .next()
@@ -99,6 +169,7 @@ fn entry_into(domain: &str, entry: &str, imported: &mut Imported) -> Result<(), 
 }
 
 /// `/^(support|info)$/i:me+$1@example.net` → ("^(support|info)$", "me+$1@example.net").
+/// A rejection's regex comes without a target: `/^old-/` is read as `/^old-/:`.
 /// Every rule of the spec matches without regard to case, as these do.
 fn regex_entry(entry: &str) -> Result<(String, &str), String> {
     let (at, ending) = REGEX_ENDINGS
@@ -156,6 +227,47 @@ mod tests {
         assert_eq!(d.aliases["busy"], Rule::Reject(RejectMode::Soft));
         assert_eq!(d.aliases["gone"], Rule::Reject(RejectMode::Hard));
         assert!(imported.notes.is_empty(), "{:?}", imported.notes);
+    }
+
+    #[test]
+    fn regex_rejections_and_rules_that_add_up_keep_their_meaning() {
+        let imported = read(&[
+            "forward-email=hello:a@x.test,/^h/:b@x.test,/^(s)pam$/:c+$1@x.test,spam:d@x.test,!!!/^Old-\\D+$/",
+            "forward-email=old-box:e@x.test",
+        ]);
+        let d = &imported.domains["example.com"];
+        // As Forward Email does: hello@ goes to its own target and the matching rule's.
+        assert_eq!(
+            d.aliases["hello"],
+            Rule::Forward(vec!["a@x.test".into(), "b@x.test".into()])
+        );
+        // A capture is filled in for the alias it is folded into.
+        assert_eq!(
+            d.aliases["spam"],
+            Rule::Forward(vec!["d@x.test".into(), "c+s@x.test".into()])
+        );
+        // A matching rejection wins; its regex keeps its case (\D is not \d).
+        assert_eq!(d.aliases["old-box"], Rule::Reject(RejectMode::Hard));
+        assert!(
+            d.patterns
+                .contains(&("^Old-\\D+$".to_string(), Rule::Reject(RejectMode::Hard)))
+        );
+        assert!(
+            imported
+                .notes
+                .iter()
+                .any(|n| n.contains("every regex rule that matches"))
+        );
+    }
+
+    #[test]
+    fn a_paid_plan_domain_is_told_where_its_aliases_are() {
+        let imported = read(&["forward-email-site-verification=abc"]);
+        assert!(
+            imported.notes[0].contains("Forward Email account"),
+            "{:?}",
+            imported.notes
+        );
     }
 
     #[test]

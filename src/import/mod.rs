@@ -57,6 +57,7 @@ impl Imported {
     /// The spec tables, as TOML a person reads: one inline table per alias, notes of
     /// what was left out at the end. `source` says where it came from, in the header.
     pub fn to_toml(&self, source: &str) -> String {
+        let source = comment_safe(source);
         let mut out = format!(
             "# Imported by `ferrymail import` from {source}.\n\
              # Review it, add it to the spec (or put this file in a spec directory), then\n\
@@ -92,11 +93,25 @@ impl Imported {
         if !self.notes.is_empty() {
             out.push_str("\n# Not imported:\n");
             for note in &self.notes {
-                out.push_str(&format!("#   {}\n", note.replace('\n', " ")));
+                out.push_str(&format!("#   {}\n", comment_safe(note)));
             }
         }
         out
     }
+}
+
+/// Text for a TOML comment: control characters (a bare CR in a map, anything in a TXT
+/// record) would end the comment or make the file invalid, so they are escaped.
+fn comment_safe(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn inline(rule: &Rule) -> String {
@@ -139,5 +154,17 @@ mod tests {
         assert_eq!(key("example.com"), "\"example.com\"");
         assert_eq!(string("a@b.test"), "\"a@b.test\"");
         assert_eq!(string(r"^(\d+)$"), r"'^(\d+)$'");
+    }
+
+    #[test]
+    fn notes_and_the_source_cannot_break_out_of_their_comment() {
+        let imported = Imported {
+            domains: BTreeMap::from([("example.com".to_string(), ImportedDomain::default())]),
+            notes: vec!["bad\rline\n[domains.\"evil.test\"]".to_string()],
+        };
+        let text = imported.to_toml("map\nreject = 1");
+        let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(parsed["domains"].as_table().unwrap().len(), 1, "{text}");
+        assert!(!parsed.contains_key("reject"), "{text}");
     }
 }

@@ -21,9 +21,12 @@ pub fn parse(text: &str, only: &[String]) -> Imported {
                 .notes
                 .push(format!("line {number}: {}: {why}", shorten(&line)))
         };
+        // A key without "@" declares a domain ("example.com anything"), unless what it
+        // maps to is addresses: then it is the user form ("john.doe john@example.net").
+        let declares_domain = pattern.contains('.') && results.iter().all(|r| !r.contains('@'));
         let (local, domain) = match pattern.rsplit_once('@') {
             Some((local, domain)) => (local, domain),
-            None if pattern.contains('.') => ("", pattern),
+            None if declares_domain => ("", pattern),
             None => {
                 note("no domain: Postfix matches it in $myorigin and $mydestination, which a virtual map does not say".into());
                 continue;
@@ -46,20 +49,30 @@ pub fn parse(text: &str, only: &[String]) -> Imported {
             continue;
         }
         let mut targets = Vec::new();
-        for result in results {
+        for (position, result) in results.into_iter().enumerate() {
             if result.eq_ignore_ascii_case(pattern) {
                 note(format!(
                     "{pattern} also keeps its own copy: give the alias a mailbox (`mailbox = {{ password = … }}`) beside its forward"
                 ));
                 continue;
             }
-            // "@other.example" on a catch-all keeps the local part: a domain target.
+            // "@other.example" first in the result keeps the local part (virtual(5),
+            // "result address rewriting"): for one address its new address, for a
+            // catch-all a domain target.
+            let rewritten;
             let target = if let Some(host) = result.strip_prefix('@') {
-                if !local.is_empty() {
-                    note(format!("\"{result}\" names a domain for one address"));
+                if position > 0 {
+                    note(format!(
+                        "\"{result}\": Postfix rewrites only the first result of this form"
+                    ));
                     continue;
                 }
-                host
+                if local.is_empty() {
+                    host
+                } else {
+                    rewritten = format!("{local}@{host}");
+                    &rewritten
+                }
             } else if !result.contains('@') {
                 note(format!(
                     "\"{result}\" is a local user, which only the machine it came from knows"
@@ -138,6 +151,8 @@ sales@example.com      carol@elsewhere.net dave@elsewhere.net
 me@example.org         me@example.org, copy@elsewhere.net
 root                   admin@example.com
 postmaster@example.org postmaster
+john.doe               john@example.net
+old@example.org        @example.net, @example.com
 ";
 
     #[test]
@@ -173,6 +188,12 @@ postmaster@example.org postmaster
             org.aliases["me"],
             Rule::Forward(vec!["copy@elsewhere.net".into()])
         );
+        // "@example.net" first for one address: the same user there.
+        assert_eq!(
+            org.aliases["old"],
+            Rule::Forward(vec!["old@example.net".into()])
+        );
+        assert!(!imported.domains.contains_key("john.doe"));
         let notes = imported.notes.join("\n");
         assert!(
             notes.contains("line 9:") && notes.contains("keeps its own copy"),
@@ -186,7 +207,15 @@ postmaster@example.org postmaster
             notes.contains("line 11:") && notes.contains("local user"),
             "{notes}"
         );
-        assert_eq!(imported.notes.len(), 3, "{notes}");
+        assert!(
+            notes.contains("line 12:") && notes.contains("no domain"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("line 13:") && notes.contains("only the first"),
+            "{notes}"
+        );
+        assert_eq!(imported.notes.len(), 5, "{notes}");
     }
 
     #[test]
