@@ -2,70 +2,17 @@
 //! user, binds a port below 1024, answers its health check and drains on SIGTERM.
 //!
 //! No registry is reachable here, so the base image is Debian 12 made with debootstrap
-//! (from the Debian mirror apt uses) and the binary is the one cargo built for the tests
-//! (`BUILD=prebuilt`); the Containerfile is otherwise the one users build. This machine
-//! also needs runc (crun refuses its hybrid cgroups), chroot isolation for RUN steps, and
-//! ulimits at most the host's.
+//! (common::podman) and the binary is the one cargo built for the tests
+//! (`BUILD=prebuilt`); the Containerfile is otherwise the one users build.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
+use common::podman::{BASE, LIMITS, base_image, ok, podman};
 use common::{TEST_HASH, free_port, swaks, wait_for};
-
-const BASE: &str = "localhost/ferrymail-test-base:bookworm";
-const LIMITS: [&str; 4] = [
-    "--ulimit",
-    "nofile=4096:4096",
-    "--ulimit",
-    "nproc=4096:4096",
-];
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .arg("--runtime")
-        .arg("runc")
-        .args(args)
-        .output()
-        .expect("podman must be installed (scripts/test installs it)")
-}
-
-#[track_caller]
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Debian 12 (minbase) as a local image, made once per machine.
-fn base_image(work: &Path) {
-    if podman(&["image", "exists", BASE]).status.success() {
-        return;
-    }
-    let rootfs = work.join("rootfs");
-    let made = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&rootfs)
-        .arg("http://deb.debian.org/debian")
-        .output()
-        .expect("debootstrap must be installed (scripts/test installs it)");
-    ok(made);
-    let tar = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C {} -c . | podman import - {BASE}",
-            rootfs.display()
-        ))
-        .output()
-        .expect("sh runs");
-    ok(tar);
-}
 
 /// Removes the container, its volume and the image, however the test ends.
 struct Cleanup {

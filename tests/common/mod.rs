@@ -4,6 +4,7 @@
 
 pub mod clamav;
 pub mod imap;
+pub mod podman;
 pub mod rspamd;
 pub mod rspamd_config;
 
