@@ -198,7 +198,9 @@ fn the_readme_runs_as_written() {
                 .path()
                 .join(format!("background-{}.log", background.len()));
             let file = std::fs::File::create(&log).unwrap();
-            let child = shell(&command, dir.path())
+            // `exec`: the server replaces the shell, so the kill at the end reaches it
+            // (killing the shell alone left the server running after the test).
+            let child = shell(&format!("exec {command}"), dir.path())
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().unwrap())
                 .stderr(file)
