@@ -24,6 +24,17 @@ fn the_package_installs_a_valid_spec_and_starts_nothing() {
     let deb = ok(built).trim().to_string();
     assert!(deb.ends_with(".deb"), "{deb}");
 
+    // Debian's own checker finds no error (the one warning left: no manual page yet).
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0", &deb])
+        .output()
+        .expect("lintian must be installed (scripts/test installs it)");
+    let said = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        !said.lines().any(|l| l.starts_with("E: ")),
+        "lintian:\n{said}"
+    );
+
     // What dpkg will treat as the admin's: the spec, kept across upgrades.
     let info = Command::new("dpkg-deb")
         .args(["--info", &deb, "conffiles"])
