@@ -60,8 +60,14 @@ pub fn http(e: &reqwest::Error) -> String {
         format!("no answer from {place} in time")
     } else if e.is_connect() {
         // hyper's layer says the step this sentence already names.
-        let causes = causes.strip_prefix("cannot connect: ").unwrap_or(&causes);
-        format!("cannot connect to {place}: {causes}")
+        match causes
+            .strip_prefix("cannot connect")
+            .map(|rest| rest.trim_start_matches(": "))
+        {
+            Some("") => format!("cannot connect to {place}"),
+            Some(rest) => format!("cannot connect to {place}: {rest}"),
+            None => format!("cannot connect to {place}: {causes}"),
+        }
     } else {
         format!("{place}: {causes}")
     }

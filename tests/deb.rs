@@ -77,22 +77,7 @@ fn the_package_installs_a_valid_spec_and_starts_nothing() {
         "{unit}"
     );
     let bin = tree.join("usr/bin/ferrymail");
-    let checked = work.path().join("ferrymail.service");
-    std::fs::write(
-        &checked,
-        unit.replace("/usr/bin/ferrymail", &bin.display().to_string()),
-    )
-    .unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&checked)
-        .output()
-        .expect("systemd-analyze runs");
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::verify_unit(&unit, &bin);
 
     // Installed with apt (its dependencies come from the mirror), then looked at.
     let mount = format!("{}:/deb:ro", out_dir.display());

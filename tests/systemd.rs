@@ -97,17 +97,5 @@ fn the_example_unit_file_verifies() {
     )
     .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ferrymail.service");
-    std::fs::write(&path, unit.replace("/usr/bin/ferrymail", common::BIN)).unwrap();
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze (systemd) must be installed; scripts/test installs it");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::verify_unit(&unit, std::path::Path::new(common::BIN));
 }

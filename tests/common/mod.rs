@@ -868,3 +868,26 @@ pub fn imap_login(port: u16, user: &str, password: &str) -> String {
         .expect("python3");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// `systemd-analyze verify` of a unit's text, with its ExecStart pointed at `binary`
+/// (systemd-analyze wants the binary to exist); fails the test on any complaint.
+#[track_caller]
+pub fn verify_unit(unit: &str, binary: &Path) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferrymail.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/ferrymail", &binary.display().to_string()),
+    )
+    .expect("unit written");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (systemd) must be installed; scripts/test installs it");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
