@@ -1,6 +1,7 @@
 //! Puts the git commit the binary is built from into `ferrymail --version`, so a bug
 //! report or `status` names the exact source. FERRYMAIL_COMMIT overrides it (packagers
-//! building from a tarball); without either it says "unknown".
+//! building from a tarball); without either it says "unknown". `--version` also lists the
+//! optional features built in.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +14,17 @@ fn main() {
         .or_else(git_commit)
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=FERRYMAIL_COMMIT={}", commit.trim());
+    // The optional parts built in, for `--version` (src/features.rs has the same list).
+    let features: Vec<&str> = ["mongodb", "redis", "s3", "cloudflare"]
+        .into_iter()
+        .filter(|f| std::env::var_os(format!("CARGO_FEATURE_{}", f.to_uppercase())).is_some())
+        .collect();
+    let features = if features.is_empty() {
+        "none".to_string()
+    } else {
+        features.join(" ")
+    };
+    println!("cargo:rustc-env=FERRYMAIL_FEATURES={features}");
 }
 
 fn git_commit() -> Option<String> {

@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-const FERRYMAIL: &str = env!("CARGO_BIN_EXE_ferrymail");
+/// The binary measured (FERRYMAIL_BIN picks another; see machine::ferrymail_binary).
+static FERRYMAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(machine::ferrymail_binary);
 /// Messages in the mailbox (FERRYMAIL_BENCH_MESSAGES overrides it, for a quick look).
 const MESSAGES: usize = 10_000;
 /// The target: each operation in at most this share of Dovecot's time (issue 17).
@@ -92,7 +93,7 @@ fn main() {
         .expect("making the bench's temp dir traversable");
 
     println!("# ferrymail IMAP beside Dovecot\n");
-    println!("binary: {FERRYMAIL} ({})", ferrymail_revision());
+    println!("binary: {} ({})", *FERRYMAIL, ferrymail_revision());
     println!(
         "machine: {} cores ({}), kernel {}, temp dir {}",
         command_line("nproc", &[]),
@@ -1435,7 +1436,7 @@ impl Side {
         )
         .map_err(|e| format!("writing the spec: {e}"))?;
         let log = dir.join("serve.log");
-        let child = Command::new(FERRYMAIL)
+        let child = Command::new(&*FERRYMAIL)
             .current_dir(dir)
             .arg("--spec")
             .arg(&spec)
@@ -1981,7 +1982,7 @@ fn check_across(sides: &[Side], corpus: &Corpus) {
 // ferrymail's password hash, Dovecot's instance.
 
 fn ferrymail_hash(password: &str) -> Result<String, String> {
-    let mut child = Command::new(FERRYMAIL)
+    let mut child = Command::new(&*FERRYMAIL)
         .arg("passwd")
         .env_remove("FERRYMAIL_SPEC")
         .stdin(Stdio::piped())

@@ -38,7 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const FERRYMAIL: &str = env!("CARGO_BIN_EXE_ferrymail");
+/// The binary measured (FERRYMAIL_BIN picks another; see machine::ferrymail_binary).
+static FERRYMAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(machine::ferrymail_binary);
 /// Messages per load (FERRYMAIL_BENCH_MESSAGES overrides it, for a quick look).
 const MESSAGES: usize = 10_000;
 /// The mailbox runs' password hash (of "quickstart", as in the tests): never used to log in.
@@ -86,7 +87,7 @@ fn main() {
         .expect("making the bench's temp dir traversable");
 
     println!("# ferrymail MX throughput benchmark\n");
-    println!("binary: {FERRYMAIL} ({})", ferrymail_revision());
+    println!("binary: {} ({})", *FERRYMAIL, ferrymail_revision());
     println!(
         "machine: {} cores ({}), kernel {}, temp dir {}",
         command_line("nproc", &[]),
@@ -520,7 +521,7 @@ fn run_ferrymail(
     }
     fs::write(&spec, spec_text).expect("writing the bench spec");
     let log = dir.join("serve.log");
-    let child = Command::new(FERRYMAIL)
+    let child = Command::new(&*FERRYMAIL)
         .current_dir(dir)
         .arg("--spec")
         .arg(&spec)

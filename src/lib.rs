@@ -10,6 +10,15 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// `--version` (long form): the version and the optional parts built in (src/features.rs).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FERRYMAIL_COMMIT"),
+    ")\nfeatures: ",
+    env!("FERRYMAIL_FEATURES")
+);
+
 pub mod address;
 pub mod backup;
 pub mod blocking;
@@ -22,6 +31,7 @@ pub mod dav;
 pub mod dkim;
 pub mod dns;
 pub mod error_chain;
+pub mod features;
 pub mod http;
 pub mod imap;
 pub mod import;
@@ -33,7 +43,14 @@ pub mod mailbox;
 pub mod managesieve;
 pub mod metrics;
 pub mod mime;
+#[cfg(feature = "mongodb")]
 pub mod mongo;
+/// Built without the `mongodb` feature there is never a connection: the type stays,
+/// uninhabited, so code holding an `Option<Arc<Mongo>>` reads the same either way.
+#[cfg(not(feature = "mongodb"))]
+pub mod mongo {
+    pub enum Mongo {}
+}
 pub mod password;
 pub mod pop3;
 pub mod private_file;

@@ -53,3 +53,13 @@ pub fn ferrymail_revision() -> String {
         format!("commit {rev}")
     }
 }
+
+/// The ferrymail binary a bench runs: the one `cargo bench` built, or FERRYMAIL_BIN (to
+/// compare builds with other features or another release profile in the same bench).
+#[allow(dead_code)] // not every bench takes another binary
+pub fn ferrymail_binary() -> String {
+    std::env::var("FERRYMAIL_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ferrymail").to_string())
+}

@@ -303,6 +303,9 @@ pub fn write(
         Ok(())
     })?;
     // Beside a MongoDB store, the database is most of what there is to keep.
+    #[cfg(not(feature = "mongodb"))]
+    let _ = database;
+    #[cfg(feature = "mongodb")]
     if let Some(mongo) = database {
         for (name, path) in super::database::export(mongo, copies)? {
             let rel = Path::new(super::database::DIR).join(format!("{name}.bson"));

@@ -10,8 +10,7 @@ use mongodb::bson::{Document, doc};
 use super::{BackupError, io_error};
 use crate::mongo::Mongo;
 
-/// Where the collections are in an archive (and in a data dir right after a restore).
-pub const DIR: &str = "mongodb";
+pub use super::DATABASE_DIR as DIR;
 /// Documents per insert while loading.
 const BATCH: usize = 1_000;
 

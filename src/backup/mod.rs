@@ -7,6 +7,7 @@
 //! without ferrymail: `age -d -i KEY FILE | zstd -d | tar x`.
 
 mod archive;
+#[cfg(feature = "mongodb")]
 pub mod database;
 mod key;
 mod restore;
@@ -22,6 +23,10 @@ pub use restore::{Restore, RestoreReport, restore};
 pub use run::{Created, create, prune};
 pub use schedule::{Runner, Schedule};
 pub use target::{Target, TargetConfig};
+
+/// Where a MongoDB store's collections are in an archive (and in a data dir right after
+/// a restore); known without the `mongodb` feature, to say a backup holds them.
+pub const DATABASE_DIR: &str = "mongodb";
 
 /// The record format written beside each object.
 pub const RECORD_FORMAT: u32 = 1;

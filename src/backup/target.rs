@@ -3,10 +3,14 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+#[cfg(feature = "s3")]
 use std::sync::Arc;
 
+#[cfg(feature = "s3")]
 use futures_util::StreamExt;
+#[cfg(feature = "s3")]
 use object_store::path::Path as ObjectPath;
+#[cfg(feature = "s3")]
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -16,6 +20,7 @@ use super::{BackupError, Record};
 /// Bytes per chunk handed from the snapshot to the upload.
 const CHUNK: usize = 1 << 20;
 /// S3 uploads above this go in parts of this size.
+#[cfg(feature = "s3")]
 const PART: usize = 8 << 20;
 
 /// A target as the spec names it, with its credentials.
@@ -240,6 +245,7 @@ pub struct Target {
 
 enum Kind {
     Dir(PathBuf),
+    #[cfg(feature = "s3")]
     S3 {
         store: Arc<object_store::aws::AmazonS3>,
         prefix: String,
@@ -251,6 +257,14 @@ impl Target {
         let name = config.to_string();
         let kind = match config {
             TargetConfig::Dir(path) => Kind::Dir(path.clone()),
+            #[cfg(not(feature = "s3"))]
+            TargetConfig::S3 { .. } => {
+                return Err(BackupError::Target {
+                    target: name,
+                    message: crate::features::missing("an s3:// target", "s3"),
+                });
+            }
+            #[cfg(feature = "s3")]
             TargetConfig::S3 {
                 bucket,
                 prefix,
@@ -308,6 +322,7 @@ impl Target {
         }
     }
 
+    #[cfg(feature = "s3")]
     fn object_path(prefix: &str, name: &str) -> ObjectPath {
         if prefix.is_empty() {
             ObjectPath::from(name)
@@ -334,6 +349,7 @@ impl Target {
                 }
                 Ok(names)
             }
+            #[cfg(feature = "s3")]
             Kind::S3 { store, prefix } => {
                 let prefix_path = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
                 let mut listing = store.list(prefix_path.as_ref());
@@ -381,6 +397,7 @@ impl Target {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(self.fail(e)),
             },
+            #[cfg(feature = "s3")]
             Kind::S3 { store, prefix } => {
                 match store.get(&Self::object_path(prefix, &name)).await {
                     Ok(got) => got.bytes().await.map_err(|e| self.fail(e))?.to_vec(),
@@ -411,6 +428,7 @@ impl Target {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail(e)),
                 _ => Ok(()),
             },
+            #[cfg(feature = "s3")]
             Kind::S3 { store, prefix } => {
                 match store.delete(&Self::object_path(prefix, name)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -469,6 +487,7 @@ impl Target {
                 }
                 result
             }
+            #[cfg(feature = "s3")]
             Kind::S3 { store, prefix } => {
                 let store: Arc<dyn object_store::ObjectStore> = store.clone();
                 let mut writer = object_store::buffered::BufWriter::with_capacity(
@@ -525,6 +544,7 @@ impl Target {
                     }
                 }
             }
+            #[cfg(feature = "s3")]
             Kind::S3 { store, prefix } => {
                 let got = match store.get(&Self::object_path(prefix, &name)).await {
                     Ok(got) => got,

@@ -3,12 +3,14 @@
 
 pub mod cluster;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::time::Duration;
 
 pub use cluster::{Cluster, Held};
 pub use memory::MemoryCache;
+#[cfg(feature = "redis")]
 pub use redis::RedisCache;
 
 /// What greylisting says about a (client network, sender, recipient) triple.

@@ -241,7 +241,8 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
     let settings = required(loaded)?;
     // Beside a MongoDB store the database is restored too: checked before anything is
     // unpacked, so a refusal leaves everything as it was.
-    let database = match loaded.spec.store.kind {
+    let database: Option<Arc<crate::mongo::Mongo>> = match loaded.spec.store.kind {
+        #[cfg(feature = "mongodb")]
         crate::spec::StoreKind::Mongodb => {
             let mongo = super::mongo_connection(loaded)?;
             if let Some(name) = backup::database::held(&mongo)?
@@ -254,7 +255,7 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
             }
             Some(mongo)
         }
-        crate::spec::StoreKind::Sqlite => None,
+        _ => None,
     };
     let bar = progress_bar(0, "restoring");
     let report = {
@@ -284,8 +285,9 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
     if let Some(aside) = &report.moved_aside {
         println!("  The data that was there is kept in {}.", aside.display());
     }
-    let dumped = request.to.join(backup::database::DIR);
+    let dumped = request.to.join(backup::DATABASE_DIR);
     match (&database, dumped.is_dir()) {
+        #[cfg(feature = "mongodb")]
         (Some(mongo), true) => {
             let loaded_docs = backup::database::import(mongo, &dumped, request.force)?;
             let (renewed, collections) = if request.keep_uidvalidity {
@@ -308,7 +310,7 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
             "  The backup holds a MongoDB database ({}): set store.kind = \"mongodb\" and restore again to load it, or load it with mongorestore.",
             dumped.display()
         ),
-        (Some(_), false) => println!(
+        (Some(_), _) => println!(
             "  ! The backup holds no MongoDB database (it was made beside a SQLite store): the database was left as it was."
         ),
         (None, false) => {}

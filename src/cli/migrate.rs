@@ -117,8 +117,9 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let mailboxes = |store: &dyn crate::store::Store| -> anyhow::Result<Mailboxes> {
         let key = super::serve::master_key(&loaded, &data_dir)?;
         Ok(match store.connection() {
+            #[cfg(feature = "mongodb")]
             Some(mongo) => Mailboxes::in_mongo(&data_dir, key, mongo)?,
-            None => Mailboxes::new(&data_dir, key),
+            _ => Mailboxes::new(&data_dir, key),
         })
     };
     let accounts: Vec<String> = dump
@@ -206,6 +207,7 @@ fn copy_own_settings(
     accounts: &[String],
 ) -> anyhow::Result<usize> {
     use crate::selfservice::settings;
+    #[cfg(feature = "mongodb")]
     settings::prepare(to)?;
     let mut copied = 0;
     for account in accounts {
@@ -226,6 +228,7 @@ fn copy_sieve_scripts(
     accounts: &[String],
 ) -> anyhow::Result<usize> {
     use crate::sieve::store::UserScripts;
+    #[cfg(feature = "mongodb")]
     if let Some(mongo) = to.mongo() {
         crate::sieve::store::prepare_mongo(mongo)?;
     }

@@ -8,6 +8,7 @@ mod dns;
 mod doctor;
 mod import;
 mod init;
+mod man;
 mod migrate;
 mod passwd;
 mod plan;
@@ -27,12 +28,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::spec::{self, LoadedSpec, StoreKind};
-use crate::store::{MongoStore, SqliteStore, Store};
+#[cfg(feature = "mongodb")]
+use crate::store::MongoStore;
+use crate::store::{SqliteStore, Store};
 
 #[derive(Parser)]
 #[command(
     name = "ferrymail",
     version = crate::VERSION,
+    long_version = crate::LONG_VERSION,
     about = "A declarative, self-hosted mail server: spec → plan → apply → serve"
 )]
 pub struct Cli {
@@ -103,6 +107,8 @@ enum Command {
     Spam(spam::Command),
     /// Write the spec's JSON schema (for editors and CI).
     Schema(schema::Args),
+    /// Write the manual pages (ferrymail.1, ferrymail-serve.1…) into a directory.
+    Man(man::Args),
     /// Hash a password (read from stdin or a prompt) for a mailbox in the spec, or make
     /// a strong one (--generate).
     Passwd(passwd::Args),
@@ -198,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(&cli.spec, args),
         Command::Spam(command) => spam::run(&cli.spec, command),
         Command::Schema(args) => schema::run(args),
+        Command::Man(args) => man::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Import(command) => import::run(&cli.spec, command),
     }
@@ -262,13 +269,14 @@ fn open_store(loaded: &LoadedSpec, create: bool) -> anyhow::Result<Option<Arc<dy
 fn open_queue(
     loaded: &LoadedSpec,
     store: Option<&dyn Store>,
-    node: &str,
+    #[cfg_attr(not(feature = "mongodb"), allow(unused_variables))] node: &str,
 ) -> anyhow::Result<Arc<dyn crate::queue::Queue>> {
     match mongo_of(loaded, store)? {
+        #[cfg(feature = "mongodb")]
         Some(mongo) => Ok(Arc::new(
             crate::queue::MongoQueue::open(mongo, node).context("opening the queue in MongoDB")?,
         )),
-        None => Ok(Arc::new(
+        _ => Ok(Arc::new(
             crate::queue::QueueDb::open(&loaded.data_dir()).context("opening the queue")?,
         )),
     }
@@ -278,18 +286,20 @@ fn open_queue(
 fn open_mail_log(
     loaded: &LoadedSpec,
     store: Option<&dyn Store>,
-    node: &str,
+    #[cfg_attr(not(feature = "mongodb"), allow(unused_variables))] node: &str,
 ) -> anyhow::Result<crate::queue::log::MailLog> {
     let retention = loaded.spec.delivery.log_retention_secs();
     let log = match mongo_of(loaded, store)? {
+        #[cfg(feature = "mongodb")]
         Some(mongo) => crate::queue::log::MailLog::open_mongo(mongo, node, retention),
-        None => crate::queue::log::MailLog::open(&loaded.data_dir(), retention),
+        _ => crate::queue::log::MailLog::open(&loaded.data_dir(), retention),
     };
     log.context("opening the mail log")
 }
 
 /// A connection to the spec's MongoDB database that prepares nothing in it (a restore
 /// must find an empty database empty).
+#[cfg(feature = "mongodb")]
 fn mongo_connection(loaded: &LoadedSpec) -> anyhow::Result<Arc<crate::mongo::Mongo>> {
     let url = loaded
         .spec
@@ -321,6 +331,11 @@ fn mongo_of(
 fn open_cache(loaded: &LoadedSpec) -> anyhow::Result<Arc<dyn crate::cache::Cache>> {
     Ok(match loaded.spec.cache.kind {
         crate::spec::CacheKind::Memory => Arc::new(crate::cache::MemoryCache::default()),
+        #[cfg(not(feature = "redis"))]
+        crate::spec::CacheKind::Redis => {
+            anyhow::bail!(crate::features::missing("cache.kind = \"redis\"", "redis"))
+        }
+        #[cfg(feature = "redis")]
         crate::spec::CacheKind::Redis => {
             let url = loaded
                 .spec
@@ -352,6 +367,14 @@ fn open_store_of(
             let store = store.with_context(|| format!("opening the store in {}", dir.display()))?;
             Ok(store.map(|s| Arc::new(s) as Arc<dyn Store>))
         }
+        #[cfg(not(feature = "mongodb"))]
+        StoreKind::Mongodb => {
+            anyhow::bail!(crate::features::missing(
+                "store.kind = \"mongodb\"",
+                "mongodb"
+            ))
+        }
+        #[cfg(feature = "mongodb")]
         StoreKind::Mongodb => {
             let url = config
                 .url

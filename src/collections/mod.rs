@@ -1,6 +1,7 @@
 //! Each account's calendars and address books (CalDAV, CardDAV): collections, their
 //! resources (sealed like messages), dead properties and change numbers for sync tokens.
 
+#[cfg(feature = "mongodb")]
 mod mongo;
 mod sqlite;
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::mailbox::{CryptoError, Mailboxes};
 
+#[cfg(feature = "mongodb")]
 pub use mongo::{MongoCollections, renew_instances as renew_instances_in_mongo};
 pub use sqlite::{SqliteCollections, renew_instances};
 
@@ -37,6 +39,7 @@ pub enum CollectionError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Mailbox(#[from] crate::mailbox::MailboxError),
+    #[cfg(feature = "mongodb")]
     #[error("collections in MongoDB: {0}")]
     Mongo(Box<mongodb::error::Error>),
 }
@@ -265,6 +268,7 @@ macro_rules! each {
     ($backend:expr, $b:ident => $call:expr) => {
         match $backend {
             AccountCollections::Sqlite($b) => $call,
+            #[cfg(feature = "mongodb")]
             AccountCollections::Mongo($b) => $call,
         }
     };
@@ -278,17 +282,20 @@ pub struct Collections {
     mailboxes: Mailboxes,
     /// Accounts in MongoDB known to have had their defaults made: asking again is a
     /// round trip per request, and the answer never turns back.
+    #[cfg(feature = "mongodb")]
     ready: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Collections {
     /// Prepares MongoDB's indexes when the mailboxes live there.
     pub fn new(mailboxes: Mailboxes) -> Result<Collections, CollectionError> {
+        #[cfg(feature = "mongodb")]
         if let Some(m) = mailboxes.mongo() {
             mongo::prepare(m)?;
         }
         Ok(Collections {
             mailboxes,
+            #[cfg(feature = "mongodb")]
             ready: Default::default(),
         })
     }
@@ -326,28 +333,14 @@ impl Collections {
         make_defaults: bool,
     ) -> Result<AccountCollections, CollectionError> {
         let account = account.to_lowercase();
-        let key = self.mailboxes.account_key(&account);
-        let (mut store, defaults_due) = match self.mailboxes.mongo() {
-            Some(m) => {
-                let known = self
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&account);
-                let (store, due) = MongoCollections::open(m.clone(), account.clone(), key, known)?;
-                (AccountCollections::Mongo(store), due)
-            }
-            None => {
-                let (store, due) = SqliteCollections::open(&self.mailboxes, &account)?;
-                (AccountCollections::Sqlite(store), due)
-            }
-        };
+        let (mut store, defaults_due) = self.open_backend(&account)?;
         if defaults_due && make_defaults {
             for (kind, display) in DEFAULTS {
                 store.ensure(kind, &[display.to_string()])?;
             }
             each!(&mut store, b => b.defaults_made())?;
         }
+        #[cfg(feature = "mongodb")]
         if let AccountCollections::Mongo(_) = store {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
             if ready.len() > 100_000 {
@@ -357,11 +350,29 @@ impl Collections {
         }
         Ok(store)
     }
+
+    /// The account's collections where its mailbox is, and whether its defaults are due.
+    fn open_backend(&self, account: &str) -> Result<(AccountCollections, bool), CollectionError> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mailboxes.mongo() {
+            let known = self
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(account);
+            let key = self.mailboxes.account_key(account);
+            let (store, due) = MongoCollections::open(m.clone(), account.to_string(), key, known)?;
+            return Ok((AccountCollections::Mongo(store), due));
+        }
+        let (store, due) = SqliteCollections::open(&self.mailboxes, account)?;
+        Ok((AccountCollections::Sqlite(store), due))
+    }
 }
 
 /// One account's collections, whichever backend holds them.
 pub enum AccountCollections {
     Sqlite(SqliteCollections),
+    #[cfg(feature = "mongodb")]
     Mongo(MongoCollections),
 }
 

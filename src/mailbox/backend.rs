@@ -6,6 +6,7 @@ use super::crypto::Part;
 use super::events::Events;
 use super::meta::Meta;
 use super::meta_codec;
+#[cfg(feature = "mongodb")]
 use super::mongo::MongoMailbox;
 use super::store::{Delta, FlagChange, Folder, MessageInfo, Opened, SqliteMailbox, Stored};
 
@@ -24,6 +25,7 @@ pub struct Mailbox {
 
 enum Backend {
     Sqlite(SqliteMailbox),
+    #[cfg(feature = "mongodb")]
     Mongo(MongoMailbox),
 }
 
@@ -32,6 +34,7 @@ macro_rules! each {
     ($backend:expr, $b:ident => $call:expr) => {
         match $backend {
             Backend::Sqlite($b) => $call,
+            #[cfg(feature = "mongodb")]
             Backend::Mongo($b) => $call,
         }
     };
@@ -45,6 +48,7 @@ impl Mailbox {
         }
     }
 
+    #[cfg(feature = "mongodb")]
     pub(super) fn mongo(inner: MongoMailbox, events: Events) -> Mailbox {
         Mailbox {
             backend: Backend::Mongo(inner),
@@ -57,6 +61,7 @@ impl Mailbox {
     pub(crate) fn sqlite_connection(&self) -> Option<&rusqlite::Connection> {
         match &self.backend {
             Backend::Sqlite(b) => Some(b.connection()),
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(_) => None,
         }
     }

@@ -6,6 +6,7 @@ pub mod crypto;
 mod events;
 pub mod meta;
 mod meta_codec;
+#[cfg(feature = "mongodb")]
 mod mongo;
 mod store;
 
@@ -17,6 +18,7 @@ pub use crypto::{CryptoError, MasterKey};
 pub use events::Events;
 /// The bytes an account's file holds against its quota (SQL), and the same for an
 /// account document in MongoDB: what src/collections checks its writes against.
+#[cfg(feature = "mongodb")]
 pub(crate) use mongo::used_bytes;
 pub(crate) use store::USED as USED_SQL;
 pub use store::{
@@ -48,6 +50,7 @@ pub enum MailboxError {
     Crypto(#[from] CryptoError),
     #[error("mailbox metadata: {0}")]
     Meta(#[from] serde_json::Error),
+    #[cfg(feature = "mongodb")]
     #[error("mailbox in MongoDB: {0}")]
     Mongo(Box<mongodb::error::Error>),
 }
@@ -81,6 +84,7 @@ impl Mailboxes {
 
     /// Mailboxes kept in MongoDB beside a shared store, so that any node serves any
     /// account; `data_dir` still holds nothing of them.
+    #[cfg(feature = "mongodb")]
     pub fn in_mongo(
         data_dir: &Path,
         master: MasterKey,
@@ -148,10 +152,11 @@ impl Mailboxes {
 
     /// Whether the account has a mailbox file yet (nothing is created by asking).
     pub fn exists(&self, account: &str) -> bool {
-        match &self.inner.mongo {
-            Some(m) => mongo::exists(m, &account.to_lowercase()),
-            None => self.path(account).exists(),
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = &self.inner.mongo {
+            return mongo::exists(m, &account.to_lowercase());
         }
+        self.path(account).exists()
     }
 
     /// Opens (creating on first use) the mailbox of `account` (blocking).
@@ -159,13 +164,13 @@ impl Mailboxes {
         let account = account.to_lowercase();
         let key = self.inner.master.account_key(&account);
         let events = self.inner.events.clone();
-        Ok(match &self.inner.mongo {
-            Some(m) => Mailbox::mongo(mongo::MongoMailbox::open(m.clone(), account, key)?, events),
-            None => Mailbox::sqlite(
-                store::SqliteMailbox::open(&self.path(&account), account, key)?,
-                events,
-            ),
-        })
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = &self.inner.mongo {
+            let inner = mongo::MongoMailbox::open(m.clone(), account, key)?;
+            return Ok(Mailbox::mongo(inner, events));
+        }
+        let inner = store::SqliteMailbox::open(&self.path(&account), account, key)?;
+        Ok(Mailbox::sqlite(inner, events))
     }
 
     /// Delivers a message to a folder of `account` (created on first use), enforcing the

@@ -19,16 +19,19 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
     #[error("queue file {0}")]
     Open(#[from] crate::sqlite::OpenError),
+    #[cfg(feature = "mongodb")]
     #[error("queue in MongoDB: {0}")]
     Mongo(#[from] Box<mongodb::error::Error>),
 }
 
+#[cfg(feature = "mongodb")]
 impl From<mongodb::error::Error> for QueueError {
     fn from(e: mongodb::error::Error) -> QueueError {
         QueueError::Mongo(Box::new(e))
     }
 }
 
+#[cfg(feature = "mongodb")]
 impl crate::mongo::DriverError for QueueError {
     fn driver(&self) -> Option<&mongodb::error::Error> {
         match self {

@@ -3,16 +3,22 @@
 //! channel to a writer thread, batched: into data_dir/maillog.db (WAL, no fsync: a log
 //! needs none), or into MongoDB beside a shared store, where every node's records meet.
 
+#[cfg(feature = "mongodb")]
 use std::future::IntoFuture;
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+#[cfg(feature = "mongodb")]
+use std::sync::Arc;
+use std::sync::{Mutex, mpsc};
 
+#[cfg(feature = "mongodb")]
 use futures_util::TryStreamExt;
+#[cfg(feature = "mongodb")]
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::QueueError;
+#[cfg(feature = "mongodb")]
 use crate::mongo::Mongo;
 
 /// How often old records are pruned (SQLite; MongoDB's TTL index does it there).
@@ -211,12 +217,14 @@ fn tally(batch: &[Entry]) -> std::collections::HashMap<(i64, &'static str), i64>
 /// Where searches read.
 enum Reader {
     Sqlite(Mutex<Connection>),
+    #[cfg(feature = "mongodb")]
     Mongo(Arc<Mongo>),
 }
 
 /// Where the writer thread writes.
 enum Writer {
     Sqlite(Connection),
+    #[cfg(feature = "mongodb")]
     Mongo(Arc<Mongo>, String),
 }
 
@@ -224,6 +232,7 @@ impl Writer {
     fn write(&mut self, batch: &[Entry]) -> Result<(), QueueError> {
         match self {
             Writer::Sqlite(conn) => write(conn, batch),
+            #[cfg(feature = "mongodb")]
             Writer::Mongo(mongo, node) => {
                 let docs: Vec<Document> = batch
                     .iter()
@@ -276,6 +285,7 @@ impl Writer {
                     params![at, n],
                 )?;
             }
+            #[cfg(feature = "mongodb")]
             Writer::Mongo(mongo, node) => {
                 let d = doc! {
                     "at": at,
@@ -290,22 +300,30 @@ impl Writer {
     }
 
     fn prune(&mut self, before: i64) -> Result<(), QueueError> {
-        if let Writer::Sqlite(conn) = self {
-            conn.execute("DELETE FROM mail_log WHERE at < ?1", [before])?;
-            conn.execute("DELETE FROM queue_depth WHERE at < ?1", [before])?;
-            conn.execute("DELETE FROM mail_counts WHERE hour < ?1", [before / 3600])?;
+        match self {
+            Writer::Sqlite(conn) => {
+                conn.execute("DELETE FROM mail_log WHERE at < ?1", [before])?;
+                conn.execute("DELETE FROM queue_depth WHERE at < ?1", [before])?;
+                conn.execute("DELETE FROM mail_counts WHERE hour < ?1", [before / 3600])?;
+            }
+            // MongoDB's TTL index prunes there.
+            #[cfg(feature = "mongodb")]
+            Writer::Mongo(..) => {}
         }
         Ok(())
     }
 }
 
 /// The samples of the queue's depth, beside the log in MongoDB.
+#[cfg(feature = "mongodb")]
 const DEPTH: &str = "queue_depth";
 /// Records per hour, outcome and node (`mail_counts` in SQLite).
+#[cfg(feature = "mongodb")]
 const COUNTS: &str = "mail_counts";
 
 /// Makes the TTL indexes that keep `retention` seconds of log (and of queue depths) in
 /// MongoDB, replacing ones made with another retention.
+#[cfg(feature = "mongodb")]
 async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError> {
     for name in ["mail_log", DEPTH, COUNTS] {
         retention_index_of(mongo, name, retention).await?;
@@ -313,6 +331,7 @@ async fn retention_index(mongo: &Mongo, retention: u64) -> Result<(), QueueError
     Ok(())
 }
 
+#[cfg(feature = "mongodb")]
 async fn retention_index_of(mongo: &Mongo, name: &str, retention: u64) -> Result<(), QueueError> {
     use mongodb::IndexModel;
     use mongodb::options::IndexOptions;
@@ -356,6 +375,7 @@ impl MailLog {
 
     /// Opens the mail log in MongoDB, shared by every node (each record names its node);
     /// records older than `retention_secs` expire by a TTL index.
+    #[cfg(feature = "mongodb")]
     pub fn open_mongo(
         mongo: Arc<Mongo>,
         node: &str,
@@ -466,6 +486,7 @@ impl MailLog {
                     put(at, n);
                 }
             }
+            #[cfg(feature = "mongodb")]
             Reader::Mongo(mongo) => {
                 // Every node samples the one shared queue: the deepest sample counts.
                 let docs: Vec<Document> = mongo.block(async {
@@ -549,6 +570,7 @@ impl MailLog {
                     add(hour, &outcome, n);
                 }
             }
+            #[cfg(feature = "mongodb")]
             Reader::Mongo(mongo) => {
                 let docs: Vec<Document> = mongo.block(async {
                     mongo
@@ -582,8 +604,14 @@ impl MailLog {
         event: Option<Event>,
         limit: usize,
     ) -> Result<Vec<Entry>, QueueError> {
+        // One arm only without the `mongodb` feature.
+        #[cfg_attr(
+            not(feature = "mongodb"),
+            allow(clippy::infallible_destructuring_match)
+        )]
         let conn = match &self.reader {
             Reader::Sqlite(conn) => conn,
+            #[cfg(feature = "mongodb")]
             Reader::Mongo(mongo) => return search_mongo(mongo, text, event, limit),
         };
         let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -647,6 +675,7 @@ fn write(conn: &mut Connection, batch: &[Entry]) -> Result<(), QueueError> {
 
 /// The newest records matching a search, from MongoDB: a case-insensitive substring of
 /// the sender, recipient or detail, as SQLite's LIKE matches.
+#[cfg(feature = "mongodb")]
 fn search_mongo(
     mongo: &Mongo,
     text: &str,

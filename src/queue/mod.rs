@@ -6,6 +6,7 @@ mod db;
 mod filter;
 pub mod local;
 pub mod log;
+#[cfg(feature = "mongodb")]
 mod mongo;
 pub mod outbound;
 pub mod rewrite;
@@ -15,6 +16,7 @@ pub mod webhook;
 pub mod worker;
 
 pub use db::{Delivery, DeliveryKind, QueueDb, QueueEntry, QueueError, now as now_unix};
+#[cfg(feature = "mongodb")]
 pub use mongo::MongoQueue;
 pub use spool::{Spool, SpoolError};
 

@@ -1,11 +1,13 @@
 //! What a mailbox's owner set on their own page, kept with the account's data (a row in
 //! its mailbox file, or a document beside it in MongoDB), sealed with the account's key.
 
+#[cfg(feature = "mongodb")]
 use mongodb::bson::doc;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::mailbox::{CryptoError, Mailbox, Mailboxes};
+#[cfg(feature = "mongodb")]
 use crate::mongo::{Mongo, binary, bytes, int, is_duplicate, unique};
 use crate::spec::model::Vacation;
 
@@ -70,6 +72,7 @@ pub enum SettingsError {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Mailbox(#[from] crate::mailbox::MailboxError),
+    #[cfg(feature = "mongodb")]
     #[error("settings in MongoDB: {0}")]
     Mongo(Box<mongodb::error::Error>),
     #[error("settings record: {0}")]
@@ -78,6 +81,7 @@ pub enum SettingsError {
     Busy,
 }
 
+#[cfg(feature = "mongodb")]
 impl From<mongodb::error::Error> for SettingsError {
     fn from(e: mongodb::error::Error) -> SettingsError {
         SettingsError::Mongo(Box::new(e))
@@ -91,10 +95,12 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS own_settings (
     body BLOB NOT NULL
 )";
 
+#[cfg(feature = "mongodb")]
 const COLLECTION: &str = "own_settings";
 
 /// Creates the index where the mailboxes are in MongoDB (every node at start;
 /// idempotent); the SQLite files need nothing.
+#[cfg(feature = "mongodb")]
 pub fn prepare(mailboxes: &Mailboxes) -> Result<(), SettingsError> {
     let Some(mongo) = mailboxes.mongo() else {
         return Ok(());
@@ -111,17 +117,17 @@ pub fn prepare(mailboxes: &Mailboxes) -> Result<(), SettingsError> {
 /// `account`'s settings (blocking); none set is the default. Nothing is made to ask.
 pub fn read(mailboxes: &Mailboxes, account: &str) -> Result<Own, SettingsError> {
     let account = account.to_lowercase();
-    let row = match mailboxes.mongo() {
-        Some(mongo) => mongo_row(mongo, &account)?.map(|(id, body, _)| (id, body)),
-        None => {
-            let path = mailboxes.path(&account);
-            if !path.exists() {
-                return Ok(Own::default());
-            }
-            let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-            sqlite_row(&conn)?
-        }
-    };
+    #[cfg(feature = "mongodb")]
+    if let Some(mongo) = mailboxes.mongo() {
+        let row = mongo_row(mongo, &account)?.map(|(id, body, _)| (id, body));
+        return opened(mailboxes, &account, row);
+    }
+    let path = mailboxes.path(&account);
+    if !path.exists() {
+        return Ok(Own::default());
+    }
+    let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+    let row = sqlite_row(&conn)?;
     opened(mailboxes, &account, row)
 }
 
@@ -130,8 +136,9 @@ pub fn read_in(mailboxes: &Mailboxes, mailbox: &Mailbox) -> Result<Own, Settings
     let account = mailbox.account().to_lowercase();
     let row = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
         (Some(conn), _) => sqlite_row(conn)?,
+        #[cfg(feature = "mongodb")]
         (None, Some(mongo)) => mongo_row(mongo, &account)?.map(|(id, body, _)| (id, body)),
-        (None, None) => None,
+        (None, _) => None,
     };
     opened(mailboxes, &account, row)
 }
@@ -145,81 +152,91 @@ pub fn update<T>(
     mut change: impl FnMut(&mut Own) -> T,
 ) -> Result<T, SettingsError> {
     let account = account.to_lowercase();
+    #[cfg(feature = "mongodb")]
+    if let Some(mongo) = mailboxes.mongo() {
+        return update_in_mongo(mongo, mailboxes, &account, change);
+    }
     let key = mailboxes.account_key(&account);
-    match mailboxes.mongo() {
-        None => {
-            let path = mailboxes.path(&account);
-            if !path.exists() {
-                drop(mailboxes.open(&account)?);
-            }
-            let mut conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-            conn.execute_batch(SCHEMA)?;
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut own = opened(mailboxes, &account, sqlite_row(&tx)?)?;
-            let answer = change(&mut own);
-            let id = crate::mailbox::crypto::new_seal_id()?;
-            let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
-            tx.execute(
-                "INSERT INTO own_settings (id, seal_id, body) VALUES (1, ?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET seal_id = excluded.seal_id, body = excluded.body",
-                params![id, sealed],
-            )?;
-            tx.commit()?;
-            Ok(answer)
+    let path = mailboxes.path(&account);
+    if !path.exists() {
+        drop(mailboxes.open(&account)?);
+    }
+    let mut conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+    conn.execute_batch(SCHEMA)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut own = opened(mailboxes, &account, sqlite_row(&tx)?)?;
+    let answer = change(&mut own);
+    let id = crate::mailbox::crypto::new_seal_id()?;
+    let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
+    tx.execute(
+        "INSERT INTO own_settings (id, seal_id, body) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET seal_id = excluded.seal_id, body = excluded.body",
+        params![id, sealed],
+    )?;
+    tx.commit()?;
+    Ok(answer)
+}
+
+/// `update` where the mailboxes are in MongoDB: optimistic, written only over the
+/// version read; another node's write in between makes this one read again, after a
+/// pause that grows, with jitter so two writers do not meet again.
+#[cfg(feature = "mongodb")]
+fn update_in_mongo<T>(
+    mongo: &Mongo,
+    mailboxes: &Mailboxes,
+    account: &str,
+    mut change: impl FnMut(&mut Own) -> T,
+) -> Result<T, SettingsError> {
+    let key = mailboxes.account_key(account);
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(backoff(attempt));
         }
-        Some(mongo) => {
-            // Optimistic: written only over the version read; another node's write in
-            // between makes this one read again, after a pause that grows, with jitter
-            // so two writers do not meet again.
-            for attempt in 0..ATTEMPTS {
-                if attempt > 0 {
-                    std::thread::sleep(backoff(attempt));
+        let found = mongo_row(mongo, account)?;
+        let version = found.as_ref().map(|(_, _, v)| *v);
+        let mut own = opened(mailboxes, account, found.map(|(id, b, _)| (id, b)))?;
+        let answer = change(&mut own);
+        let id = crate::mailbox::crypto::new_seal_id()?;
+        let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
+        let written = mongo.block(async {
+            let coll = mongo.coll(COLLECTION);
+            match version {
+                Some(v) => {
+                    let r = coll
+                        .update_one(
+                            doc! { "account": account, "version": v },
+                            doc! { "$set": {
+                                "seal_id": id, "body": binary(&sealed), "version": v + 1,
+                            } },
+                        )
+                        .await?;
+                    Ok::<_, mongodb::error::Error>(r.matched_count == 1)
                 }
-                let found = mongo_row(mongo, &account)?;
-                let version = found.as_ref().map(|(_, _, v)| *v);
-                let mut own = opened(mailboxes, &account, found.map(|(id, b, _)| (id, b)))?;
-                let answer = change(&mut own);
-                let id = crate::mailbox::crypto::new_seal_id()?;
-                let sealed = key.seal_settings(id, &serde_json::to_vec(&own)?)?;
-                let written = mongo.block(async {
-                    let coll = mongo.coll(COLLECTION);
-                    match version {
-                        Some(v) => {
-                            let r = coll
-                                .update_one(
-                                    doc! { "account": &account, "version": v },
-                                    doc! { "$set": {
-                                        "seal_id": id, "body": binary(&sealed), "version": v + 1,
-                                    } },
-                                )
-                                .await?;
-                            Ok::<_, mongodb::error::Error>(r.matched_count == 1)
-                        }
-                        None => {
-                            let d = doc! {
-                                "account": &account, "seal_id": id,
-                                "body": binary(&sealed), "version": 1_i64,
-                            };
-                            match coll.insert_one(d).await {
-                                Ok(_) => Ok(true),
-                                Err(e) if is_duplicate(&e) => Ok(false),
-                                Err(e) => Err(e),
-                            }
-                        }
+                None => {
+                    let d = doc! {
+                        "account": account, "seal_id": id,
+                        "body": binary(&sealed), "version": 1_i64,
+                    };
+                    match coll.insert_one(d).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_duplicate(&e) => Ok(false),
+                        Err(e) => Err(e),
                     }
-                })?;
-                if written {
-                    return Ok(answer);
                 }
             }
-            Err(SettingsError::Busy)
+        })?;
+        if written {
+            return Ok(answer);
         }
     }
+    Err(SettingsError::Busy)
 }
 
 /// Tries of a MongoDB write that meets another writer's.
+#[cfg(feature = "mongodb")]
 const ATTEMPTS: u32 = 12;
 
+#[cfg(feature = "mongodb")]
 fn backoff(attempt: u32) -> std::time::Duration {
     let mut jitter = [0u8; 1];
     let _ = aws_lc_rs::rand::fill(&mut jitter);
@@ -238,6 +255,7 @@ fn sqlite_row(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, SettingsError
     }
 }
 
+#[cfg(feature = "mongodb")]
 fn mongo_row(mongo: &Mongo, account: &str) -> Result<Option<(i64, Vec<u8>, i64)>, SettingsError> {
     mongo.block(async {
         let found = mongo

@@ -1,12 +1,14 @@
 //! Each user's own Sieve scripts (uploaded over ManageSieve), kept with the account's
 //! data: a table in its mailbox file, or documents beside it in MongoDB; bodies sealed.
 
+#[cfg(feature = "mongodb")]
 use mongodb::bson::doc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::MAX_SCRIPTS;
 use crate::mailbox::crypto::AccountKey;
 use crate::mailbox::{CryptoError, Mailboxes};
+#[cfg(feature = "mongodb")]
 use crate::mongo::{Mongo, binary, bytes, int, is_duplicate, text, unique};
 
 /// Longest script name (RFC 5804 sets none; Dovecot's is 256 octets).
@@ -34,10 +36,12 @@ pub enum ScriptStoreError {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Mailbox(#[from] crate::mailbox::MailboxError),
+    #[cfg(feature = "mongodb")]
     #[error("scripts in MongoDB: {0}")]
     Mongo(Box<mongodb::error::Error>),
 }
 
+#[cfg(feature = "mongodb")]
 impl crate::mongo::DriverError for ScriptStoreError {
     fn driver(&self) -> Option<&mongodb::error::Error> {
         match self {
@@ -47,6 +51,7 @@ impl crate::mongo::DriverError for ScriptStoreError {
     }
 }
 
+#[cfg(feature = "mongodb")]
 impl From<mongodb::error::Error> for ScriptStoreError {
     fn from(e: mongodb::error::Error) -> ScriptStoreError {
         ScriptStoreError::Mongo(Box::new(e))
@@ -65,12 +70,15 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sieve_scripts (
 /// One account's scripts.
 pub struct UserScripts {
     key: AccountKey,
+    /// Whose scripts these are, in the documents beside MongoDB (a file is one account's).
+    #[cfg(feature = "mongodb")]
     account: String,
     backend: Backend,
 }
 
 enum Backend {
     Sqlite(Connection),
+    #[cfg(feature = "mongodb")]
     Mongo(std::sync::Arc<Mongo>),
 }
 
@@ -95,20 +103,25 @@ impl UserScripts {
     pub fn open(mailboxes: &Mailboxes, account: &str) -> Result<UserScripts, ScriptStoreError> {
         let account = account.to_lowercase();
         let key = mailboxes.account_key(&account);
-        let backend = match mailboxes.mongo() {
-            Some(mongo) => Backend::Mongo(mongo.clone()),
-            None => {
-                let path = mailboxes.path(&account);
-                if !path.exists() {
-                    drop(mailboxes.open(&account)?);
-                }
-                let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-                conn.execute_batch(SCHEMA)?;
-                Backend::Sqlite(conn)
-            }
-        };
+        #[cfg(feature = "mongodb")]
+        if let Some(mongo) = mailboxes.mongo() {
+            let backend = Backend::Mongo(mongo.clone());
+            return Ok(UserScripts {
+                key,
+                account,
+                backend,
+            });
+        }
+        let path = mailboxes.path(&account);
+        if !path.exists() {
+            drop(mailboxes.open(&account)?);
+        }
+        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+        conn.execute_batch(SCHEMA)?;
+        let backend = Backend::Sqlite(conn);
         Ok(UserScripts {
             key,
+            #[cfg(feature = "mongodb")]
             account,
             backend,
         })
@@ -133,8 +146,9 @@ impl UserScripts {
         let account = mailbox.account().to_lowercase();
         let found = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
             (Some(conn), _) => sqlite_active(conn)?,
+            #[cfg(feature = "mongodb")]
             (None, Some(mongo)) => mongo_active(mongo, &account)?,
-            (None, None) => None,
+            (None, _) => None,
         };
         opened(mailboxes, &account, found)
     }
@@ -149,6 +163,7 @@ impl UserScripts {
         let account = mailbox.account().to_lowercase();
         let found = match (mailbox.sqlite_connection(), mailboxes.mongo()) {
             (Some(conn), _) => sqlite_script(conn, Some(name))?,
+            #[cfg(feature = "mongodb")]
             (None, Some(mongo)) => mongo.block(async {
                 let found = mongo
                     .coll(COLLECTION)
@@ -158,7 +173,7 @@ impl UserScripts {
                     found.map(|d| (text(&d, "name"), int(&d, "seal_id"), bytes(&d, "body"))),
                 )
             })?,
-            (None, None) => None,
+            (None, _) => None,
         };
         Ok(opened(mailboxes, &account, found)?.map(|(_, body)| body))
     }
@@ -174,6 +189,7 @@ impl UserScripts {
     }
 
     pub fn list(&self) -> Result<Vec<Listed>, ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         match &self.backend {
             Backend::Sqlite(conn) => {
@@ -187,6 +203,7 @@ impl UserScripts {
                 })?;
                 Ok(rows.collect::<Result<_, _>>()?)
             }
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => mongo.block(async {
                 use futures_util::TryStreamExt;
                 let docs: Vec<mongodb::bson::Document> = mongo
@@ -209,12 +226,14 @@ impl UserScripts {
     }
 
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         let row: Option<(i64, Vec<u8>)> = match &self.backend {
             Backend::Sqlite(conn) => conn
                 .prepare_cached("SELECT seal_id, body FROM sieve_scripts WHERE name = ?1")?
                 .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?,
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => mongo.block(async {
                 let found = mongo
                     .coll(COLLECTION)
@@ -232,6 +251,7 @@ impl UserScripts {
     /// Stores a script under `name`, replacing one of that name (it stays active if it
     /// was). The caller has compiled it.
     pub fn put(&mut self, name: &str, script: &[u8]) -> Result<(), ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         if !valid_name(name) {
             return Err(ScriptStoreError::BadName);
@@ -262,6 +282,7 @@ impl UserScripts {
                 tx.commit()?;
                 Ok(())
             }
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => mongo.block(async {
                 let coll = mongo.coll(COLLECTION);
                 let filter = doc! { "account": account, "name": name };
@@ -288,6 +309,7 @@ impl UserScripts {
 
     /// Removes a script; the active one is refused (RFC 5804 §2.10).
     pub fn delete(&mut self, name: &str) -> Result<(), ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         let listed = self.list()?;
         match listed.iter().find(|l| l.name == name) {
@@ -302,6 +324,7 @@ impl UserScripts {
                     [name],
                 )?;
             }
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => mongo
                 .block(async {
                     mongo
@@ -316,6 +339,7 @@ impl UserScripts {
 
     /// Renames a script, keeping whether it is active (RFC 5804 §2.11.1).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<(), ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         if !valid_name(to) {
             return Err(ScriptStoreError::BadName);
@@ -339,6 +363,7 @@ impl UserScripts {
                 )?;
                 tx.commit()?;
             }
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => mongo
                 .block(async {
                     mongo
@@ -363,6 +388,7 @@ impl UserScripts {
 
     /// Makes `name` the active script, or none when None (RFC 5804 §2.8: "").
     pub fn set_active(&mut self, name: Option<&str>) -> Result<(), ScriptStoreError> {
+        #[cfg(feature = "mongodb")]
         let account = self.account.as_str();
         if let Some(name) = name
             && !self.list()?.iter().any(|l| l.name == name)
@@ -380,6 +406,7 @@ impl UserScripts {
             }
             // One transaction: a delivery meanwhile sees the old script or the new one,
             // never none, and two at once cannot leave two active.
+            #[cfg(feature = "mongodb")]
             Backend::Mongo(mongo) => {
                 let mongo = mongo.clone();
                 mongo.block(crate::mongo::in_transaction!(mongo, |s| async {
@@ -406,9 +433,11 @@ impl UserScripts {
     }
 }
 
+#[cfg(feature = "mongodb")]
 const COLLECTION: &str = "sieve_scripts";
 
 /// Creates the index (every node at start; idempotent).
+#[cfg(feature = "mongodb")]
 pub fn prepare_mongo(mongo: &Mongo) -> Result<(), ScriptStoreError> {
     mongo.block(async {
         mongo
@@ -425,17 +454,16 @@ fn active_row(
     mailboxes: &Mailboxes,
     account: &str,
 ) -> Result<Option<(String, i64, Vec<u8>)>, ScriptStoreError> {
-    match mailboxes.mongo() {
-        Some(mongo) => mongo_active(mongo, account),
-        None => {
-            let path = mailboxes.path(account);
-            if !path.exists() {
-                return Ok(None);
-            }
-            let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
-            sqlite_active(&conn)
-        }
+    #[cfg(feature = "mongodb")]
+    if let Some(mongo) = mailboxes.mongo() {
+        return mongo_active(mongo, account);
     }
+    let path = mailboxes.path(account);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full)?;
+    sqlite_active(&conn)
 }
 
 /// The active script's row in an account file.
@@ -480,6 +508,7 @@ fn opened(
     }
 }
 
+#[cfg(feature = "mongodb")]
 fn mongo_active(
     mongo: &Mongo,
     account: &str,

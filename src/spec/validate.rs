@@ -8,6 +8,7 @@ use super::location::SpecPath;
 use super::model::*;
 use super::{LoadedSpec, SecretRef, SpecError};
 use crate::address::{Address, normalize_domain, normalize_local};
+use crate::features;
 use crate::routing::{Target, expand_placeholders_for_check};
 
 pub const MAX_FORWARDS_LIMIT: u32 = 1000;
@@ -37,6 +38,9 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
         }
         match crate::backup::TargetConfig::public(&b.target, &loaded.base_dir, b.endpoint.clone()) {
             Err(e) => v.err(p.key("target"), e.to_string()),
+            Ok(crate::backup::TargetConfig::S3 { .. }) if !features::has("s3") => {
+                v.err(p.key("target"), features::missing("an s3:// backup target", "s3"))
+            }
             Ok(crate::backup::TargetConfig::Dir(dir))
                 if dir.starts_with(std::path::absolute(loaded.data_dir()).unwrap_or_else(|_| loaded.data_dir())) =>
             {
@@ -193,6 +197,18 @@ impl Validator {
     }
 
     fn backends(&mut self, spec: &Spec) {
+        if spec.store.kind == StoreKind::Mongodb && !features::has("mongodb") {
+            self.err(
+                SpecPath::keys(&["store", "kind"]),
+                features::missing("store.kind = \"mongodb\"", "mongodb"),
+            );
+        }
+        if spec.cache.kind == CacheKind::Redis && !features::has("redis") {
+            self.err(
+                SpecPath::keys(&["cache", "kind"]),
+                features::missing("cache.kind = \"redis\"", "redis"),
+            );
+        }
         if spec.store.kind == StoreKind::Mongodb && spec.store.url.is_none() {
             self.err(
                 SpecPath::keys(&["store", "kind"]),
@@ -449,6 +465,12 @@ impl Validator {
             };
             match provider.kind {
                 DnsProviderKind::Cloudflare => {
+                    if !features::has("cloudflare") {
+                        self.err(
+                            p.key("kind"),
+                            features::missing("kind = \"cloudflare\"", "cloudflare"),
+                        );
+                    }
                     need("api_token", provider.api_token.is_some(), self);
                     if let Some(url) = &provider.api_url {
                         self.api_url(p.key("api_url"), url);

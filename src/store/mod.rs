@@ -2,11 +2,13 @@
 //! DKIM key material, and the history of applies. SQLite is the embedded backend.
 
 mod dump;
+#[cfg(feature = "mongodb")]
 mod mongo;
 pub mod records;
 mod sqlite;
 
 pub use dump::{DumpedKey, DumpedObject, StoreDump};
+#[cfg(feature = "mongodb")]
 pub use mongo::MongoStore;
 pub use records::{Fields, Kind, Object};
 pub use sqlite::{SqliteStore, now_rfc3339, unix_now};
@@ -23,6 +25,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store data: {0}")]
     Data(String),
+    #[cfg(feature = "mongodb")]
     #[error("MongoDB: {0}")]
     Mongo(#[from] Box<mongodb::error::Error>),
     /// The backend cannot serve as a store (e.g. MongoDB without a replica set).

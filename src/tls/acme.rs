@@ -36,7 +36,26 @@ pub struct Challenges {
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// Beside a MongoDB store, HTTP-01 answers are kept there too: the CA may ask any
     /// node behind the name, not only the one that ordered.
+    #[cfg(feature = "mongodb")]
     shared: Option<Arc<crate::mongo::Mongo>>,
+}
+
+/// Another node's answer to an HTTP-01 token, from MongoDB.
+#[cfg(feature = "mongodb")]
+fn shared_http01(mongo: &crate::mongo::Mongo, token: &str) -> Option<String> {
+    let found = mongo.block(async {
+        mongo
+            .coll("acme_challenges")
+            .find_one(mongodb::bson::doc! { "_id": token })
+            .await
+    });
+    match found {
+        Ok(d) => d.and_then(|d| d.get_str("key_authorization").ok().map(str::to_string)),
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTP-01 answers of other nodes unreadable");
+            None
+        }
+    }
 }
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
@@ -44,6 +63,7 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl Challenges {
     /// Challenges answered by every node sharing `mongo`.
+    #[cfg(feature = "mongodb")]
     pub fn shared(mongo: Arc<crate::mongo::Mongo>) -> Challenges {
         Challenges {
             shared: Some(mongo),
@@ -56,25 +76,17 @@ impl Challenges {
         if let Some(answer) = self.lock().get(token).cloned() {
             return Some(answer);
         }
-        let mongo = self.shared.as_ref()?;
-        let found = mongo.block(async {
-            mongo
-                .coll("acme_challenges")
-                .find_one(mongodb::bson::doc! { "_id": token })
-                .await
-        });
-        match found {
-            Ok(d) => d.and_then(|d| d.get_str("key_authorization").ok().map(str::to_string)),
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP-01 answers of other nodes unreadable");
-                None
-            }
+        #[cfg(feature = "mongodb")]
+        if let Some(mongo) = &self.shared {
+            return shared_http01(mongo, token);
         }
+        None
     }
 
     fn put_http01(&self, token: &str, key_authorization: &str) {
         self.lock()
             .insert(token.to_string(), key_authorization.to_string());
+        #[cfg(feature = "mongodb")]
         if let Some(mongo) = &self.shared {
             let written = mongo.block(async {
                 mongo
@@ -94,6 +106,7 @@ impl Challenges {
 
     fn remove_http01(&self, token: &str) {
         self.lock().remove(token);
+        #[cfg(feature = "mongodb")]
         if let Some(mongo) = &self.shared {
             let _ = mongo.block(async {
                 mongo

@@ -386,12 +386,17 @@ impl Workspace {
 
     /// `serve` with extra global arguments and environment.
     pub fn serve_with(&self, port: u16, args: &[&str], env: &[(&str, &str)]) -> Process {
-        self.spawn_serve(port, args, env, Some("info"))
+        self.spawn_serve(port, args, env, Some("info"), Path::new(BIN))
     }
 
     /// `serve` as an operator starts it: no RUST_LOG, so its default log level.
     pub fn serve_with_default_log(&self, port: u16) -> Process {
-        self.spawn_serve(port, &[], &[], None)
+        self.spawn_serve(port, &[], &[], None, Path::new(BIN))
+    }
+
+    /// `serve` run by another ferrymail binary (one built with other features).
+    pub fn serve_binary(&self, bin: &Path, port: u16) -> Process {
+        self.spawn_serve(port, &[], &[], Some("info"), bin)
     }
 
     fn spawn_serve(
@@ -400,9 +405,10 @@ impl Workspace {
         args: &[&str],
         env: &[(&str, &str)],
         rust_log: Option<&str>,
+        bin: &Path,
     ) -> Process {
         let log = self.path().join("serve.log");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         match rust_log {
             Some(level) => command.env("RUST_LOG", level),
             None => command.env_remove("RUST_LOG"),

@@ -15,8 +15,10 @@ pub fn srs(store: &Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Srs> {
     // Nodes sharing a store share the SRS key: a bounce to an address rewritten by one
     // node may come back to any other.
     // A new key has issued no short hashes: none are ever taken back.
+    #[cfg_attr(not(feature = "mongodb"), allow(unused_mut))]
     let mut new_srs_key = store.connection().is_none() && !data_dir.join("srs.key").exists();
     let srs_key = match store.connection() {
+        #[cfg(feature = "mongodb")]
         Some(mongo) => {
             let mut fresh = vec![0u8; 32];
             aws_lc_rs::rand::fill(&mut fresh)
@@ -28,7 +30,7 @@ pub fn srs(store: &Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Srs> {
             new_srs_key = key == fresh;
             key
         }
-        None => private_key_file(&data_dir.join("srs.key"))?,
+        _ => private_key_file(&data_dir.join("srs.key"))?,
     };
     Ok(Srs::new(srs_key).accepting_legacy_until(srs_legacy_until(store, data_dir, new_srs_key)?))
 }
@@ -42,10 +44,11 @@ fn srs_legacy_until(
 ) -> anyhow::Result<u64> {
     let today = if new_key { 0 } else { Srs::today() }.to_string();
     let stored = match store.connection() {
+        #[cfg(feature = "mongodb")]
         Some(mongo) => mongo
             .shared_secret("srs-legacy-until", today.as_bytes())
             .context("reading the SRS change day from MongoDB")?,
-        None => {
+        _ => {
             let path = data_dir.join("srs.legacy-until");
             match std::fs::read(&path) {
                 Ok(day) => day,

@@ -161,6 +161,7 @@ pub async fn start_listeners(
     }
 
     if let Some(addr) = declared.managesieve {
+        #[cfg(feature = "mongodb")]
         if let Some(mongo) = shared.mailboxes.mongo() {
             crate::sieve::store::prepare_mongo(mongo)
                 .context("preparing Sieve scripts in MongoDB")?;

@@ -146,8 +146,9 @@ impl Shared {
 
         let (certificates, _tls_files_watch) = certificates::first(loaded, &hostname, &data_dir)?;
         let challenges = Arc::new(match store.connection() {
+            #[cfg(feature = "mongodb")]
             Some(mongo) => crate::tls::acme::Challenges::shared(mongo),
-            None => crate::tls::acme::Challenges::default(),
+            _ => crate::tls::acme::Challenges::default(),
         });
         let tls = Some(certificates.server_config());
 
@@ -177,11 +178,13 @@ impl Shared {
         // Beside a MongoDB store the mailboxes are there too, so any node serves any account.
         let master_key = keys::master_key(loaded, &data_dir)?;
         let mailboxes = match store.connection() {
+            #[cfg(feature = "mongodb")]
             Some(mongo) => Mailboxes::in_mongo(&data_dir, master_key, mongo)
                 .context("opening the mailboxes in MongoDB")?,
-            None => Mailboxes::new(&data_dir, master_key),
+            _ => Mailboxes::new(&data_dir, master_key),
         };
         relay_mailbox_changes(&mailboxes, &cache, &cluster.node);
+        #[cfg(feature = "mongodb")]
         crate::selfservice::settings::prepare(&mailboxes)
             .context("preparing the owners' settings in MongoDB")?;
         let logins = Arc::new(crate::login::Logins::new(

@@ -1,6 +1,7 @@
 //! Where a domain's records are published: one trait, one implementation per kind of
 //! DNS host (an RFC 2136 server, Cloudflare, or a person: manual), chosen per domain.
 
+#[cfg(feature = "cloudflare")]
 pub mod cloudflare;
 pub mod manual;
 pub mod rfc2136;
@@ -131,6 +132,14 @@ pub fn from_spec(
             declared.tsig_algorithm.as_deref().unwrap_or("hmac-sha256"),
             &secret(&declared.tsig_secret, "tsig_secret")?,
         )?),
+        #[cfg(not(feature = "cloudflare"))]
+        DnsProviderKind::Cloudflare => {
+            return Err(ProviderError::failed(
+                name,
+                crate::features::missing("kind = \"cloudflare\"", "cloudflare"),
+            ));
+        }
+        #[cfg(feature = "cloudflare")]
         DnsProviderKind::Cloudflare => Box::new(cloudflare::Cloudflare::new(
             name,
             declared
