@@ -42,7 +42,7 @@ fn main() {
     println!("# ferrymail start and idle benchmark\n");
     println!("binary: {} ({})", *FERRYMAIL, ferrymail_revision());
     println!(
-        "features: {}",
+        "{}",
         Command::new(&*FERRYMAIL)
             .arg("--version")
             .output()
