@@ -1,6 +1,6 @@
 //! Start and idle cost: `serve` from exec to READY=1 (systemd's notify protocol) with the
 //! quickstart spec and with 100,000 aliases, first start and restart; then what the idle
-//! server holds in memory, split by where it lives (/proc/PID/smaps), against the targets.
+//! server holds in memory 5 s and 15 s after, split by where it lives (/proc/PID/smaps).
 
 #[path = "support/machine.rs"]
 mod machine;
@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 static FERRYMAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(machine::ferrymail_binary);
 /// Restarts timed per spec; the median is reported.
 const RESTARTS: usize = 5;
-/// How long the server idles before its memory is read.
-const IDLE: Duration = Duration::from_secs(5);
+/// When the server's memory is read: soon after READY=1, and once settled (tokio's idle
+/// blocking-pool threads, kept 10 s, have exited); the target applies to the second.
+const SOON: Duration = Duration::from_secs(5);
+const SETTLED: Duration = Duration::from_secs(15);
 /// 1,000 domains × 100 aliases.
 const DOMAINS: usize = 1_000;
 const ALIASES_PER_DOMAIN: usize = 100;
@@ -65,8 +67,8 @@ fn main() {
     write_spec(&big, DOMAINS);
 
     let mut table = String::from(
-        "| spec | first start (apply included) | restart, median of 5 | target | idle RSS | RssAnon | RssFile | threads |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| spec | first start (apply included) | restart, median of 5 | target | RSS 5 s after | idle RSS 15 s after | RssAnon | RssFile | threads |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut breakdowns = String::new();
     for (name, spec_dir, target) in [
@@ -91,16 +93,19 @@ fn main() {
         restarts.sort();
         let median = restarts[restarts.len() / 2];
         let server = server.expect("RESTARTS is at least 1");
-        thread::sleep(IDLE);
+        thread::sleep(SOON);
+        let soon = Memory::of(server.pid());
+        thread::sleep(SETTLED - SOON);
         let memory = Memory::of(server.pid());
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         writeln!(
             table,
-            "| {name} | {} | {} | < {} ({}) | {:.1} MB ({}) | {:.1} MB | {:.1} MB | {} |",
+            "| {name} | {} | {} | < {} ({}) | {:.1} MB | {:.1} MB ({}) | {:.1} MB | {:.1} MB | {} |",
             ms(first_ready),
             ms(median),
             ms(target),
             met(median < target),
+            soon.rss_mb,
             memory.rss_mb,
             met(memory.rss_mb < IDLE_RSS_TARGET_MB),
             memory.anon_mb,
@@ -118,9 +123,10 @@ fn main() {
     println!("{table}");
     println!("{breakdowns}");
     println!(
-        "\nTargets: READY=1 < {} ms (quickstart) and < {} s (100,000 aliases) on restart; idle RSS < {IDLE_RSS_TARGET_MB} MB.",
+        "\nTargets: READY=1 < {} ms (quickstart) and < {} s (100,000 aliases) on restart; idle RSS < {IDLE_RSS_TARGET_MB} MB, {} s after READY=1.",
         QUICKSTART_TARGET.as_millis(),
-        BIG_TARGET.as_secs()
+        BIG_TARGET.as_secs(),
+        SETTLED.as_secs()
     );
 }
 

@@ -232,8 +232,17 @@ fn version_names_the_commit() {
         .output()
         .expect("git runs");
     let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    // The second line lists the optional features built in (the tests' build has all).
     assert_eq!(
         out.ok().stdout.trim(),
+        format!(
+            "ferrymail {} ({head})\nfeatures: mongodb redis s3 cloudflare",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let short = run_in(root, std::path::Path::new("unused.toml"), &["-V"], None);
+    assert_eq!(
+        short.ok().stdout.trim(),
         format!("ferrymail {} ({head})", env!("CARGO_PKG_VERSION"))
     );
 }
