@@ -52,4 +52,10 @@ mod tests {
         assert_eq!(has("mongodb"), cfg!(feature = "mongodb"));
         assert!(!has("sqlite"), "sqlite is not optional");
     }
+
+    #[test]
+    fn build_rs_lists_the_same_features_for_version() {
+        // build.rs keeps its own copy of the list for --version's second line.
+        assert_eq!(env!("FERRYMAIL_FEATURES"), built());
+    }
 }

@@ -10,14 +10,31 @@ use std::process::Command;
 
 /// Builds ferrymail without its optional features and copies the binary into `dir`; then
 /// builds the default binary again, which the other tests run. Both builds share the
-/// target dir, so what the two have in common is compiled once.
+/// target dir and the profile the tests were built with, so what the two have in common
+/// is compiled once. (The binary is briefly the slim one: a runner that runs test
+/// binaries side by side, unlike `cargo test`, should run this one alone.)
 fn slim_binary(dir: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // target/PROFILE/ferrymail: build with the same profile ("debug" is `dev`).
+    let profile = Path::new(common::BIN)
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|p| p.to_str())
+        .map(|p| if p == "debug" { "dev" } else { p })
+        .unwrap_or("dev")
+        .to_string();
     let build = |extra: &[&str]| {
         Command::new(&cargo)
             .current_dir(root)
-            .args(["build", "--locked", "--bin", "ferrymail"])
+            .args([
+                "build",
+                "--locked",
+                "--bin",
+                "ferrymail",
+                "--profile",
+                &profile,
+            ])
             .args(extra)
             .output()
             .expect("cargo runs")

@@ -255,7 +255,15 @@ async fn restore(loaded: &LoadedSpec, request: backup::Restore) -> anyhow::Resul
             }
             Some(mongo)
         }
-        _ => None,
+        // validate refused it already; never restore beside a store this binary lacks.
+        #[cfg(not(feature = "mongodb"))]
+        crate::spec::StoreKind::Mongodb => {
+            bail!(crate::features::missing(
+                "store.kind = \"mongodb\"",
+                "mongodb"
+            ))
+        }
+        crate::spec::StoreKind::Sqlite => None,
     };
     let bar = progress_bar(0, "restoring");
     let report = {
