@@ -38,7 +38,7 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
         }
         match crate::backup::TargetConfig::public(&b.target, &loaded.base_dir, b.endpoint.clone()) {
             Err(e) => v.err(p.key("target"), e.to_string()),
-            Ok(crate::backup::TargetConfig::S3 { .. }) if !features::has("s3") => {
+            Ok(crate::backup::TargetConfig::S3 { .. }) if !cfg!(feature = "s3") => {
                 v.err(p.key("target"), features::missing("an s3:// backup target", "s3"))
             }
             Ok(crate::backup::TargetConfig::Dir(dir))
@@ -197,13 +197,13 @@ impl Validator {
     }
 
     fn backends(&mut self, spec: &Spec) {
-        if spec.store.kind == StoreKind::Mongodb && !features::has("mongodb") {
+        if spec.store.kind == StoreKind::Mongodb && !cfg!(feature = "mongodb") {
             self.err(
                 SpecPath::keys(&["store", "kind"]),
                 features::missing("store.kind = \"mongodb\"", "mongodb"),
             );
         }
-        if spec.cache.kind == CacheKind::Redis && !features::has("redis") {
+        if spec.cache.kind == CacheKind::Redis && !cfg!(feature = "redis") {
             self.err(
                 SpecPath::keys(&["cache", "kind"]),
                 features::missing("cache.kind = \"redis\"", "redis"),
@@ -465,7 +465,7 @@ impl Validator {
             };
             match provider.kind {
                 DnsProviderKind::Cloudflare => {
-                    if !features::has("cloudflare") {
+                    if !cfg!(feature = "cloudflare") {
                         self.err(
                             p.key("kind"),
                             features::missing("kind = \"cloudflare\"", "cloudflare"),
