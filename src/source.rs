@@ -52,10 +52,13 @@ pub fn load_for_serving(path: &Path) -> Result<LoadedSpec, SourceError> {
 }
 
 fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceError> {
-    let bootstrap = spec::load_unchecked(path)?;
-    let Some(source) = bootstrap.spec.source.clone() else {
-        return Ok(spec::load(path)?);
+    // Read once: a spec without `[source]` is the spec itself, and reading a large one
+    // is most of a restart's time.
+    let parsed = spec::parse(path)?;
+    let Some(source) = parsed.unchecked().spec.source.clone() else {
+        return Ok(parsed.check()?);
     };
+    let bootstrap = parsed.unchecked();
     let data_dir = bootstrap.data_dir();
     let (checkout, commit) = sync(&source, &bootstrap.base_dir, &data_dir, pinned)?;
     let inner = checkout.join(source.path.as_deref().unwrap_or("ferrymail.toml"));
@@ -74,7 +77,7 @@ fn load_commit(path: &Path, pinned: Option<&str>) -> Result<LoadedSpec, SourceEr
     // Remembered, so a restart can fall back to it when the branch breaks.
     let _ = std::fs::write(data_dir.join("source.good"), &commit);
     loaded.spec.server.data_dir = Some(data_dir);
-    loaded.base_dir = bootstrap.base_dir;
+    loaded.base_dir = bootstrap.base_dir.clone();
     loaded.origin = Some(format!(
         "git {}@{short} ({})",
         shown_url(&source.git),
@@ -192,13 +195,6 @@ pub fn publish(
         &["-C", &dir, "reset", "--quiet", "--hard", "FETCH_HEAD"],
     );
     result
-}
-
-/// How often `serve` fetches, when `path` names a repository.
-pub fn interval(path: &Path) -> Option<std::time::Duration> {
-    let bootstrap = spec::load_unchecked(path).ok()?;
-    let source = bootstrap.spec.source?;
-    Some(std::time::Duration::from_secs(source.interval_secs()))
 }
 
 /// Clones or fetches the branch into data_dir/source; returns the checkout and its commit.

@@ -20,6 +20,43 @@ pub const DEFAULT_DKIM_SELECTOR: &str = "ferrymail";
 /// The shortest API token accepted: guessing one must be hopeless.
 pub const API_TOKEN_MIN: usize = 32;
 
+/// The DKIM keys a domain (its normalised name `dname`) asks for, with their store ids:
+/// the declared ones, or one RSA key under the default selector.
+fn dkim_keys(dname: &str, domain: &spec::Domain) -> Vec<(String, DkimKeyRecord)> {
+    let default_keys = [spec::DkimKey {
+        selector: DEFAULT_DKIM_SELECTOR.into(),
+        algorithm: spec::DkimAlgorithm::Rsa2048,
+    }];
+    domain
+        .dkim
+        .as_deref()
+        .unwrap_or(&default_keys)
+        .iter()
+        .map(|key| {
+            let selector = key.selector.to_lowercase();
+            let id = dkim_key_id(&selector, dname);
+            let record = DkimKeyRecord {
+                domain: dname.to_string(),
+                selector,
+                algorithm: key.algorithm.as_str().into(),
+            };
+            (id, record)
+        })
+        .collect()
+}
+
+/// Every DKIM key the spec asks for, without the rest of the desired objects (DNS
+/// planning needs only these, and computing all objects of a large spec costs time).
+pub fn desired_dkim_keys(loaded: &LoadedSpec) -> Vec<DkimKeyRecord> {
+    let spec = &loaded.spec;
+    spec.domains
+        .iter()
+        .filter_map(|(name, domain)| Some((normalize_domain(name).ok()?, domain)))
+        .flat_map(|(dname, domain)| dkim_keys(&dname, domain))
+        .map(|(_, record)| record)
+        .collect()
+}
+
 /// Computes every desired object, or every reason it cannot.
 pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
     let mut errors = Vec::new();
@@ -43,18 +80,7 @@ pub fn desired_objects(loaded: &LoadedSpec) -> Result<Vec<Object>, SpecErrors> {
         };
         objects.push(Object::new(Kind::Domain, &dname, &domain_record(domain)));
 
-        let default_keys = [spec::DkimKey {
-            selector: DEFAULT_DKIM_SELECTOR.into(),
-            algorithm: spec::DkimAlgorithm::Rsa2048,
-        }];
-        for key in domain.dkim.as_deref().unwrap_or(&default_keys) {
-            let selector = key.selector.to_lowercase();
-            let id = dkim_key_id(&selector, &dname);
-            let record = DkimKeyRecord {
-                domain: dname.clone(),
-                selector,
-                algorithm: key.algorithm.as_str().into(),
-            };
+        for (id, record) in dkim_keys(&dname, domain) {
             objects.push(Object::new(Kind::DkimKey, id, &record));
         }
 

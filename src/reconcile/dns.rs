@@ -225,15 +225,7 @@ async fn plan_with_keys(
 ) -> DnsPlan {
     let mut out = DnsPlan::default();
     let spec = &loaded.spec;
-    let desired_keys: Vec<DkimKeyRecord> = super::desired_objects(loaded)
-        .map(|objects| {
-            objects
-                .iter()
-                .filter(|o| o.kind == crate::store::Kind::DkimKey)
-                .filter_map(|o| o.record().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let desired_keys: Vec<DkimKeyRecord> = super::desired::desired_dkim_keys(loaded);
     let owned: Vec<DnsOwned> = match store.map(|s| s.dns_owned()) {
         Some(Ok(owned)) => owned,
         Some(Err(e)) => {

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod edits;
 pub mod plan;
 pub mod render;
+pub mod unchanged;
 pub mod watch;
 
 pub use apply::{Applied, ApplyError, apply, apply_all};

@@ -77,25 +77,51 @@ pub struct Reconciler {
     /// revision the first was replacing and failed ("the store changed since the plan
     /// was made"), so the admin said its edit failed although it was applied.
     pub running: Mutex<()>,
+    /// Where the last apply's inputs are noted (data_dir): a start whose spec and
+    /// secrets are those of the last apply skips the plan. None: always plan.
+    pub data_dir: Option<PathBuf>,
+    /// Set when a start skipped the plan: the loop plans once at once, in the background
+    /// (DNS drift, a record held back), as a reload would.
+    pub plan_soon: std::sync::atomic::AtomicBool,
 }
 
 /// A tag of the spec's files now (None if they cannot be read).
-fn spec_tag(path: &std::path::Path) -> Option<String> {
+pub fn spec_tag(path: &std::path::Path) -> Option<String> {
     spec::edit::SpecFiles::read(path).ok().map(|f| f.etag())
 }
 
 /// A callback for each applied spec.
-pub type AfterApply = Box<dyn Fn(&spec::LoadedSpec) + Send + Sync>;
+pub type AfterApply = Box<dyn Fn(Arc<spec::LoadedSpec>) + Send + Sync>;
 
 impl Reconciler {
     /// Loads, plans and applies the spec once; never panics, records what happened.
     pub fn reconcile_once(&self) -> ReconcileStatus {
+        self.reconcile(None)
+    }
+
+    /// `reconcile_once` with the spec a starting server has just read, and the tag of its
+    /// files taken before reading them: reading a large spec twice doubled the start.
+    pub fn reconcile_read(
+        &self,
+        tag: Option<String>,
+        loaded: Arc<spec::LoadedSpec>,
+    ) -> ReconcileStatus {
+        self.reconcile(Some((tag, loaded)))
+    }
+
+    fn reconcile(&self, read: Option<(Option<String>, Arc<spec::LoadedSpec>)>) -> ReconcileStatus {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let at = crate::store::now_rfc3339();
-        *self.read_tag.lock().unwrap_or_else(|p| p.into_inner()) = spec_tag(&self.spec_path);
+        let starting = read.is_some();
+        let (tag, read) = match read {
+            Some((tag, loaded)) => (tag, Some(loaded)),
+            None => (spec_tag(&self.spec_path), None),
+        };
+        *self.read_tag.lock().unwrap_or_else(|p| p.into_inner()) = tag;
         let source =
             std::fs::canonicalize(&self.spec_path).unwrap_or_else(|_| self.spec_path.clone());
-        let outcome = crate::source::load(&self.spec_path)
+        let outcome = read
+            .map_or_else(|| crate::source::load(&self.spec_path).map(Arc::new), Ok)
             .map_err(|e| match e {
                 crate::source::SourceError::Spec(mut errors) => {
                     let more = super::whole_spec_errors_despite(&self.spec_path, &errors);
@@ -113,6 +139,31 @@ impl Reconciler {
                     .origin
                     .clone()
                     .unwrap_or_else(|| source.display().to_string());
+                let inputs = self
+                    .data_dir
+                    .as_ref()
+                    .map(|_| super::unchanged::inputs(&loaded));
+                // A restart with the spec last applied: the store already holds what a
+                // plan would ask for, so the server starts without planning (seconds
+                // with 100,000 aliases), and plans in the background right after.
+                if starting
+                    && let (Some(dir), Some(inputs)) = (&self.data_dir, &inputs)
+                    && let Some(last) = super::unchanged::last(dir)
+                    && last.inputs == *inputs
+                    && self.store.revision().map_err(PlanError::Store)? == last.revision
+                {
+                    self.plan_soon
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok((
+                        last.revision,
+                        "unchanged since the last apply (same spec, secrets and ferrymail); planned again in the background".into(),
+                        Vec::new(),
+                        source,
+                        String::new(),
+                        loaded,
+                        false,
+                    ));
+                }
                 // One node applies at a time; the others serve what it applied (the
                 // store's revision check would refuse a second apply of the same plan).
                 let Some(_held) = self.cluster.try_lock(RECONCILE) else {
@@ -157,6 +208,14 @@ impl Reconciler {
                 dns_problems.extend(applied.held_back.iter().map(|id| {
                     format!("DKIM key {id} not changed until its record can be published")
                 }));
+                // Nothing left to retry: a start with these inputs need not plan.
+                if let (Some(dir), Some(inputs)) = (&self.data_dir, inputs) {
+                    if dns_problems.is_empty() {
+                        super::unchanged::note(dir, &super::unchanged::Applied { revision, inputs });
+                    } else {
+                        super::unchanged::forget(dir);
+                    }
+                }
                 let text = super::render::text(&p, &super::render::Style { color: false });
                 Ok((
                     revision,
@@ -228,7 +287,7 @@ impl Reconciler {
             tracing::error!(error = %e, "snapshot refresh failed; the previous one keeps serving");
         }
         // Told after the snapshot is fresh, so listeners of the hook see what was applied.
-        if let (Some(after), Some(loaded)) = (&self.after_apply, &applied_spec) {
+        if let (Some(after), Some(loaded)) = (&self.after_apply, applied_spec) {
             after(loaded);
         }
         crate::systemd::status(&format!(
@@ -297,6 +356,12 @@ impl Reconciler {
             .unwrap_or_else(|p| p.into_inner())
             .deferred
             .then(|| tokio::time::Instant::now() + DEFERRED_RETRY);
+        if self
+            .plan_soon
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            retry = Some(tokio::time::Instant::now());
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
@@ -361,7 +426,7 @@ impl Reconciler {
         if let Ok(plan) = plan_targets(&loaded, Some(self.store.as_ref()), "spec", targets)
             && plan.is_empty()
         {
-            after(&loaded);
+            after(Arc::new(loaded));
         }
     }
 

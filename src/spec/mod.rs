@@ -152,7 +152,29 @@ fn checked((loaded, mut errors): (LoadedSpec, Vec<SpecError>)) -> Result<LoadedS
 /// directory (status, queue) and must work while the spec is broken. Only unreadable or
 /// syntactically broken TOML fails.
 pub fn load_unchecked(path: &Path) -> Result<LoadedSpec, SpecErrors> {
-    load::load(path).map(|(loaded, _)| loaded)
+    parse(path).map(|parsed| parsed.0)
+}
+
+/// A spec read and deserialized, not yet judged: the structure is there to look at (the
+/// `[source]` table, the data directory) before `check` runs the semantic checks.
+pub struct Parsed(LoadedSpec, Vec<SpecError>);
+
+/// Reads and deserializes the spec at `path` once, for a caller that looks at it before
+/// checking it (`load` is `parse` then `check`).
+pub fn parse(path: &Path) -> Result<Parsed, SpecErrors> {
+    load::load(path).map(|(loaded, structural)| Parsed(loaded, structural))
+}
+
+impl Parsed {
+    /// The spec as read; keys that did not deserialize are left out.
+    pub fn unchecked(&self) -> &LoadedSpec {
+        &self.0
+    }
+
+    /// The spec, if it passes every check (`load`'s answer).
+    pub fn check(self) -> Result<LoadedSpec, SpecErrors> {
+        checked((self.0, self.1))
+    }
 }
 
 impl LoadedSpec {

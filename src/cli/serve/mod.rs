@@ -65,16 +65,18 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
 /// and drained in order when a signal says stop.
 async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     // The first load must succeed: the listeners and data dir come from it. (A spec kept
-    // in git falls back to its last good commit.)
+    // in git falls back to its last good commit.) The first reconcile applies this very
+    // read; the tag of the files before it lets the watcher see a save made meanwhile.
+    let tag = crate::reconcile::watch::spec_tag(&spec_path);
     let loaded = match crate::source::load_for_serving(&spec_path) {
-        Ok(loaded) => loaded,
+        Ok(loaded) => Arc::new(loaded),
         Err(crate::source::SourceError::Spec(errors)) => return Err(errors.into()),
         Err(other) => return Err(other.into()),
     };
     let data_dir = loaded.data_dir();
     let _data_dir_lock = node::claim_data_dir(&data_dir)?;
     // The store, the first apply, certificates, keys, queue, mail log, mailboxes.
-    let shared = shared::Shared::open(&loaded, spec_path, node).await?;
+    let shared = shared::Shared::open(&loaded, tag, spec_path, node).await?;
 
     let mut services = services::Services::new();
     let limits = connections::ConnectionLimits::new(
@@ -97,6 +99,10 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     )
     .await?;
     background::start(&mut services, &shared, reload);
+    // The spec as read is not needed any more (the reconciler keeps the applied one),
+    // and neither is what reading it took (most of a start's peak with a large spec).
+    drop(loaded);
+    crate::trim::give_back();
 
     let state = ServeState {
         pid: std::process::id(),

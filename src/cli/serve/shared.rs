@@ -62,7 +62,8 @@ pub struct Shared {
 impl Shared {
     /// Opens everything and applies the spec once. `loaded` is the first spec read.
     pub async fn open(
-        loaded: &LoadedSpec,
+        loaded: &Arc<LoadedSpec>,
+        tag: Option<String>,
         spec_path: PathBuf,
         node: String,
     ) -> anyhow::Result<Shared> {
@@ -84,28 +85,30 @@ impl Shared {
             _ => None,
         };
         let backups = backup_settings(loaded, store.as_ref());
-        let site = Arc::new(arc_swap::ArcSwap::from_pointee(http_site(
-            loaded,
-            store.as_ref(),
-            &snapshot.get(),
-        )));
-        let served = Arc::new(arc_swap::ArcSwap::from_pointee(loaded.clone()));
+        // Built by the first reconcile's callback below (or after it, if it fails): the
+        // DNS records of every domain in it take a while with thousands of domains.
+        let site = Arc::new(arc_swap::ArcSwap::from_pointee(crate::http::Site::default()));
+        let served = Arc::new(arc_swap::ArcSwap::new(loaded.clone()));
         let after_apply: crate::reconcile::watch::AfterApply = {
             let acme = acme.clone();
             let backups = backups.clone();
             let (site, store, served) = (site.clone(), store.clone(), served.clone());
             let snapshot = snapshot.clone();
-            Box::new(move |loaded: &LoadedSpec| {
+            Box::new(move |loaded: Arc<LoadedSpec>| {
                 // Called with the snapshot already refreshed: its DKIM keys are the new ones.
-                site.store(Arc::new(http_site(loaded, store.as_ref(), &snapshot.get())));
-                served.store(Arc::new(loaded.clone()));
+                site.store(Arc::new(http_site(
+                    &loaded,
+                    store.as_ref(),
+                    &snapshot.get(),
+                )));
+                served.store(loaded.clone());
                 if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
-                    match certificates::acme_settings(loaded, acme) {
+                    match certificates::acme_settings(&loaded, acme) {
                         Ok(settings) => swap.store(Arc::new(settings)),
                         Err(e) => tracing::error!(error = %e, "ACME settings not updated"),
                     }
                 }
-                match super::super::backup::settings(loaded) {
+                match super::super::backup::settings(&loaded) {
                     Ok(settings) => backups.store(settings.map(Arc::new)),
                     Err(e) => tracing::error!(error = %e, "backup settings not updated"),
                 }
@@ -123,17 +126,28 @@ impl Shared {
                 .resync_secs()
                 .map(std::time::Duration::from_secs),
             after_apply: Some(after_apply),
-            git_interval: crate::source::interval(&spec_path),
+            git_interval: loaded
+                .git
+                .as_ref()
+                .map(|(source, _)| std::time::Duration::from_secs(source.interval_secs())),
             cluster: cluster.clone(),
             runs: Default::default(),
             failures: Default::default(),
             auto: (loaded.apply_mode() == crate::spec::ApplyMode::Auto).into(),
             read_tag: Default::default(),
             running: Default::default(),
+            data_dir: Some(data_dir.clone()),
+            plan_soon: Default::default(),
         });
         let first = {
-            let r = reconciler.clone();
-            tokio::task::spawn_blocking(move || r.reconcile_once()).await?
+            let (r, loaded) = (reconciler.clone(), loaded.clone());
+            tokio::task::spawn_blocking(move || {
+                let first = r.reconcile_read(tag, loaded);
+                // A large spec's plan is made and dropped on this thread: give it back.
+                crate::trim::give_back();
+                first
+            })
+            .await?
         };
         // A spec from git that is broken now still serves its last good commit, applied
         // before; a local spec must apply before the server starts.
@@ -142,6 +156,9 @@ impl Shared {
                 "the spec could not be applied:\n{}",
                 first.errors.join("\n")
             );
+        }
+        if !first.ok {
+            site.store(Arc::new(http_site(loaded, store.as_ref(), &snapshot.get())));
         }
 
         let (certificates, _tls_files_watch) = certificates::first(loaded, &hostname, &data_dir)?;

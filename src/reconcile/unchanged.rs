@@ -1,0 +1,78 @@
+//! What a starting server needs to know to skip the plan: whether the spec it reads is,
+//! byte for byte and secret for secret, the one last applied to the store as it is now.
+
+use std::path::Path;
+
+use sha2::Digest as _;
+
+use crate::spec::LoadedSpec;
+
+/// Where the last apply's inputs are noted, in the data directory.
+pub const FILE: &str = "applied.json";
+
+/// The last apply a server made: the store revision it left, and its inputs' digest.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq, Debug)]
+pub struct Applied {
+    pub revision: u64,
+    pub inputs: String,
+}
+
+/// A digest of everything the desired objects are computed from: this binary (a newer
+/// one may compute them differently), the spec's files and where relative paths start,
+/// and every password hash kept outside the spec (an environment variable or a file that
+/// changed must be planned again). Two equal digests plan the same objects.
+pub fn inputs(loaded: &LoadedSpec) -> String {
+    let mut digest = sha2::Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        digest.update((bytes.len() as u64).to_be_bytes());
+        digest.update(bytes);
+    };
+    part(crate::LONG_VERSION.as_bytes());
+    part(loaded.base_dir.as_os_str().as_encoded_bytes());
+    for source in &loaded.sources {
+        part(source.path.as_os_str().as_encoded_bytes());
+        part(source.text.as_bytes());
+    }
+    let spec = &loaded.spec;
+    let mailboxes = spec
+        .domains
+        .values()
+        .flat_map(|d| d.aliases.values())
+        .chain(spec.aliases.values())
+        .filter_map(|alias| alias.mailbox.as_ref()?.password.as_ref());
+    for password in mailboxes {
+        if password.hash.is_some() {
+            continue;
+        }
+        let secret = crate::spec::SecretRef {
+            env: password.env.clone(),
+            file: password.file.clone(),
+        };
+        match secret.resolve(&loaded.base_dir) {
+            Ok(value) => part(value.expose().as_bytes()),
+            Err(e) => part(e.to_string().as_bytes()),
+        }
+    }
+    let hash = digest.finalize();
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last apply noted in `data_dir`, if any can be read.
+pub fn last(data_dir: &Path) -> Option<Applied> {
+    let text = std::fs::read(data_dir.join(FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Notes an apply that left the store at `revision` with nothing left to do.
+pub fn note(data_dir: &Path, applied: &Applied) {
+    if let Ok(json) = serde_json::to_vec(applied)
+        && let Err(e) = std::fs::write(data_dir.join(FILE), json)
+    {
+        tracing::warn!(error = %e, "cannot note the applied spec; the next start plans it again");
+    }
+}
+
+/// Forgets the last apply: the next start plans in full.
+pub fn forget(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(FILE));
+}
