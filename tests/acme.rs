@@ -328,11 +328,13 @@ fn a_ca_whose_certificate_cannot_be_verified_is_explained() {
         &cert,
     ));
     let server = w.serve(ports.0);
-    let explained = "cannot connect: certificate verification failed: the server \
-                     presents a CA certificate (basicConstraints CA:TRUE) as its own \
-                     (CaUsedAsEndEntity)";
+    let explained = format!(
+        "cannot connect: certificate verification failed: the server presents a CA \
+         certificate (basicConstraints CA:TRUE) as its own (CaUsedAsEndEntity) \
+         (CA directory https://127.0.0.1:{port}/dir)"
+    );
     let said = wait_for(Duration::from_secs(30), || {
-        server.log_text().contains(explained)
+        server.log_text().contains(&explained)
     });
     assert!(said, "{}", server.log_text());
     assert!(

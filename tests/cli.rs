@@ -304,11 +304,16 @@ fn output_piped_into_a_reader_that_goes_away_ends_quietly() {
 /// one (issue 22).
 #[test]
 fn an_ip_address_as_sni_is_not_logged() {
-    let imaps = common::free_port();
-    let server = common::imap::Server::with(
-        &["me@example.test"],
-        &format!("imaps = \"127.0.0.1:{imaps}\""),
-    );
+    const TOKEN: &str = "sni-test-token-0123456789abcdefghijklmnop";
+    let (imaps, http) = (common::free_port(), common::free_port());
+    let w = common::Workspace::new(&format!(
+        "[listeners]\nimaps = \"127.0.0.1:{imaps}\"\nhttp = \"127.0.0.1:{http}\"\n\n\
+         [admin.api_tokens]\nci = {{ env = \"TEST_API_TOKEN\" }}\n\n\
+         [domains.\"example.test\".aliases.me]\n\
+         mailbox = {{ password = {{ hash = \"{}\" }} }}\n",
+        common::TEST_HASH
+    ));
+    let server = w.serve_with(http, &[], &[("TEST_API_TOKEN", TOKEN)]);
     assert!(common::wait_for(std::time::Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", imaps)).is_ok()
     }));
@@ -329,8 +334,17 @@ fn an_ip_address_as_sni_is_not_logged() {
         "no greeting over TLS: {}",
         String::from_utf8_lossy(&done.stderr)
     );
-    let log = server.process.log_text();
+    let log = server.log_text();
     assert!(!log.contains("Illegal SNI"), "{log}");
+    // Nor in the warnings the web admin and the API show.
+    let shown = std::process::Command::new("curl")
+        .args(["-sS", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://127.0.0.1:{http}/api/v1/logs"))
+        .output()
+        .expect("curl runs");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.starts_with('['), "the API's log: {shown}");
+    assert!(!shown.contains("Illegal SNI"), "{shown}");
 }
 
 /// serve's log says what an operator needs without RUST_LOG: each listener, the

@@ -155,9 +155,13 @@ pub fn main() -> ExitCode {
         // One JSON object per line: journald and log shippers keep the fields.
         LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    // Warnings and errors are also kept for the web admin's error log.
-    let recent =
-        crate::recent_log::Layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    // Warnings and errors are also kept for the web admin's error log (without rustls's
+    // IP-as-SNI warning, as above).
+    let recent = crate::recent_log::Layer.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::Level::WARN)
+            .with_target("rustls::msgs::handshake", tracing::Level::ERROR),
+    );
     tracing_subscriber::registry()
         .with(logs)
         .with(recent)

@@ -407,6 +407,9 @@ impl Manager {
                     (LOOK_EVERY, None)
                 }
                 Err(e) => {
+                    // Which CA: an operator with several (staging, a private one) must
+                    // not have to guess where "cannot connect" was.
+                    let e = format!("{e} (CA directory {})", self.settings.load().directory);
                     tracing::error!(
                         error = %e,
                         retry_in_secs = retry.as_secs(),
@@ -414,7 +417,7 @@ impl Manager {
                     );
                     let wait = retry;
                     retry = (retry * 2).min(RETRY_MAX);
-                    (wait, Some(e.to_string()))
+                    (wait, Some(e))
                 }
             };
             // Written when something changes, not on every look.

@@ -45,8 +45,27 @@ pub fn self_signed_paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf)
 /// "localhost"), made once and reused from `dir` so clients that pinned it keep working
 /// across restarts, until it nears its end. The key file is 0600.
 pub fn self_signed(hostname: &str, dir: &Path) -> Result<Loaded, TlsError> {
+    self_signed_at(hostname, dir, crate::store::unix_now())
+}
+
+/// For a server that runs for months: serves a new self-signed certificate when the one
+/// served nears its end (`self_signed`'s rule at time `now`). True if it changed.
+pub fn renew_self_signed(
+    certs: &Certificates,
+    hostname: &str,
+    dir: &Path,
+    now: i64,
+) -> Result<bool, TlsError> {
+    let fresh = self_signed_at(hostname, dir, now)?;
+    if certs.served().iter().any(|c| c.sha256 == fresh.info.sha256) {
+        return Ok(false);
+    }
+    certs.install(fresh, true);
+    Ok(true)
+}
+
+fn self_signed_at(hostname: &str, dir: &Path, now: i64) -> Result<Loaded, TlsError> {
     let (cert_path, key_path) = self_signed_paths(dir);
-    let now = crate::store::unix_now();
     // Made again when missing, unreadable, for another hostname, or ending soon.
     let current = from_files(&cert_path, &key_path, "self-signed")
         .ok()
@@ -108,4 +127,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     crate::private_file::write(path, bytes).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_server_renews_its_self_signed_certificate_near_its_end() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let now = crate::store::unix_now();
+        let first = self_signed_at("mx.example.test", dir.path(), now).expect("made");
+        let first_end = first.info.not_after;
+        let certs = Certificates::new(first);
+        // A day later it is kept; 340 days later (25 before its end) it is made again.
+        assert!(!renew_self_signed(&certs, "mx.example.test", dir.path(), now + 86_400).unwrap());
+        let later = now + 340 * 86_400;
+        assert!(renew_self_signed(&certs, "mx.example.test", dir.path(), later).unwrap());
+        let served = certs.served();
+        assert_eq!(served.len(), 1, "the old one is replaced: {served:?}");
+        assert!(served[0].not_after > first_end + 300 * 86_400, "{served:?}");
+        assert!(served[0].names.contains(&"mx.example.test".to_string()));
+    }
 }

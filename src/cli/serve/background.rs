@@ -10,8 +10,21 @@ use super::shared::Shared;
 
 /// Starts every background job. `reload` carries SIGHUP's (and the admin's) requests
 /// for an apply.
-pub fn start(services: &mut Services, shared: &Shared, reload: mpsc::Receiver<()>) {
+pub fn start(
+    services: &mut Services,
+    shared: &Shared,
+    tls_mode: crate::spec::TlsMode,
+    reload: mpsc::Receiver<()>,
+) {
     services.start(shared.reconciler.clone().run(reload, services.shutdown()));
+    if tls_mode == crate::spec::TlsMode::SelfSigned {
+        services.start(renew_self_signed(
+            shared.certificates.clone(),
+            shared.hostname.clone(),
+            shared.data_dir.clone(),
+            services.shutdown(),
+        ));
+    }
     if let Some(settings) = &shared.acme {
         let manager = Arc::new(crate::tls::acme::Manager {
             settings: settings.clone(),
@@ -48,6 +61,39 @@ pub fn start(services: &mut Services, shared: &Shared, reload: mpsc::Receiver<()
     ));
     services.start(crate::systemd::watchdog(services.shutdown()));
     services.start(crate::trim::purge_freed(services.shutdown()));
+}
+
+/// How often the self-signed certificate is looked at (it is renewed in its last 30
+/// days): a server that runs for a year must not end up serving an expired one.
+const SELF_SIGNED_CHECK: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+async fn renew_self_signed(
+    certs: Arc<crate::tls::Certificates>,
+    hostname: String,
+    data_dir: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(SELF_SIGNED_CHECK);
+    // The first tick is now, and serve has just made or checked the certificate.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (certs, hostname, data_dir) = (certs.clone(), hostname.clone(), data_dir.clone());
+        let renewed = tokio::task::spawn_blocking(move || {
+            crate::tls::renew_self_signed(&certs, &hostname, &data_dir, crate::store::unix_now())
+        })
+        .await;
+        match renewed {
+            Ok(Ok(true)) => tracing::info!("the self-signed certificate was renewed"),
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the self-signed certificate could not be renewed")
+            }
+        }
+    }
 }
 
 /// How often the queue's depth is noted for the overview's chart.

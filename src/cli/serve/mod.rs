@@ -98,7 +98,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
         reload_tx.clone(),
     )
     .await?;
-    background::start(&mut services, &shared, reload);
+    background::start(&mut services, &shared, loaded.spec.tls.mode, reload);
     // The spec as read is not needed any more (the reconciler keeps the applied one),
     // and neither is what reading it took (most of a start's peak with a large spec).
     drop(loaded);

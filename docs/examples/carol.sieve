@@ -1,0 +1,2 @@
+require ["fileinto"];
+if address :domain "from" "shop.example.net" { fileinto "Orders"; }
