@@ -5,7 +5,7 @@
 //! never while FETCH, STORE or SEARCH answer, a STORE's flags that show its change);
 //! at the end every model must equal the mailbox as a fresh session sees it.
 //!
-//! FERRYMAIL_STRESS_SECONDS sets how long the clients run (default 30).
+//! FERRYMAIL_STRESS_SECONDS sets how long the clients run (default 60: a minute).
 
 mod common;
 
@@ -309,7 +309,7 @@ fn clients_at_once_on_one_mailbox_keep_a_true_view() {
     let seconds: u64 = std::env::var("FERRYMAIL_STRESS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(60);
     let server = Server::start(&[ME]);
     let mut setup = server.login(ME);
     for i in 0..40 {

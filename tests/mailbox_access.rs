@@ -222,6 +222,16 @@ fn mbsync_syncs_both_ways_then_incrementally() {
         "Subject: filed\n\nkeep this\n",
     )
     .unwrap();
+    // A folder tree: Projects/2026 below Projects (SubFolders Verbatim: a directory
+    // inside it), which the server must keep as a child, not flatten or refuse.
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(local.join("Projects/2026").join(sub)).unwrap();
+    }
+    std::fs::write(
+        local.join("Projects/2026/new/3.local:2,S"),
+        "Subject: this year\n\nfiled deeper\n",
+    )
+    .unwrap();
     // And the server changes meanwhile: a third message arrives.
     let third = "From: Bob <bob@sender.test>\r\nSubject: third\r\n\r\nnumber three\r\n";
     send(&s.w, s.mx, "sent-3.eml", third);
@@ -241,6 +251,7 @@ fn mbsync_syncs_both_ways_then_incrementally() {
             "quickstart",
             "Drafts=1",
             "Projects=1",
+            "Projects/2026=1",
             "INBOX=3",
             "INBOX:FLAGGED=1",
         ],
@@ -257,6 +268,7 @@ fn mbsync_syncs_both_ways_then_incrementally() {
     mbsync();
     assert_eq!(maildir(&local.join("INBOX")).len(), 3);
     assert_eq!(maildir(&local.join("Drafts")).len(), 1);
+    assert_eq!(maildir(&local.join("Projects/2026")).len(), 1);
 }
 
 #[test]
