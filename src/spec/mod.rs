@@ -117,6 +117,14 @@ pub fn load_sources(
     checked(load::load_sources(sources, base_dir.to_path_buf())?)
 }
 
+/// `load_sources` without the checks (which read secret files): the structure only.
+pub fn load_sources_unchecked(
+    sources: Vec<location::Source>,
+    base_dir: &Path,
+) -> Result<LoadedSpec, SpecErrors> {
+    load::load_sources(sources, base_dir.to_path_buf()).map(|(loaded, _)| loaded)
+}
+
 /// `load_text` without the checks (which read secret files): the structure only.
 pub fn load_text_unchecked(
     name: &str,

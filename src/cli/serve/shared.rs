@@ -40,9 +40,9 @@ pub struct Shared {
     pub backups: BackupSettings,
     /// What the http side says about the server (autoconfig, MTA-STS).
     pub site: Arc<arc_swap::ArcSwap<crate::http::Site>>,
-    /// The spec being served: a posted spec's dry run reads relative paths from its
-    /// directory and may use only its secret references.
-    pub served: Arc<arc_swap::ArcSwap<LoadedSpec>>,
+    /// The files of the spec being served: a posted spec's dry run reads relative paths
+    /// from its directory and may use only the secret references it uses.
+    pub served: Arc<arc_swap::ArcSwap<super::web::ServedSpec>>,
     pub certificates: Arc<crate::tls::Certificates>,
     pub challenges: Arc<crate::tls::acme::Challenges>,
     /// Reloads tls.files when they change; dropping it stops that.
@@ -88,7 +88,9 @@ impl Shared {
         // Built by the first reconcile's callback below (or after it, if it fails): the
         // DNS records of every domain in it take a while with thousands of domains.
         let site = Arc::new(arc_swap::ArcSwap::from_pointee(crate::http::Site::default()));
-        let served = Arc::new(arc_swap::ArcSwap::new(loaded.clone()));
+        let served = Arc::new(arc_swap::ArcSwap::from_pointee(super::web::ServedSpec::of(
+            loaded,
+        )));
         let after_apply: crate::reconcile::watch::AfterApply = {
             let acme = acme.clone();
             let backups = backups.clone();
@@ -101,7 +103,7 @@ impl Shared {
                     store.as_ref(),
                     &snapshot.get(),
                 )));
-                served.store(loaded.clone());
+                served.store(Arc::new(super::web::ServedSpec::of(&loaded)));
                 if let (Some(swap), Some(acme)) = (&acme, &loaded.spec.tls.acme) {
                     match certificates::acme_settings(&loaded, acme) {
                         Ok(settings) => swap.store(Arc::new(settings)),
