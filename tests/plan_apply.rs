@@ -462,11 +462,13 @@ fn a_restart_plans_before_listening_only_when_something_changed() {
         format!(
             "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n\
              [domains.\"example.test\".aliases.me]\n\
-             mailbox = {{ password = {{ file = \"me.hash\" }} }}\n{extra}"
+             mailbox = {{ password = {{ file = \"me.hash\" }}, sieve = {{ file = \"me.sieve\" }} }}\n\
+             {extra}"
         )
     };
     let w = Workspace::new(&spec(""));
     std::fs::write(w.path().join("me.hash"), TEST_HASH).unwrap();
+    std::fs::write(w.path().join("me.sieve"), "keep;\n").unwrap();
     let start = |w: &Workspace| {
         let server = w.serve(mx);
         // The first reconcile is done before the server listens; the second (the
@@ -516,9 +518,15 @@ fn a_restart_plans_before_listening_only_when_something_changed() {
     assert!(first.starts_with("0 added, 1 changed"), "{first}");
     server.terminate();
 
-    let (_server, first) = start(&w);
+    let (mut server, first) = start(&w);
     assert!(
         first.starts_with("unchanged since the last apply"),
         "{first}"
     );
+    server.terminate();
+
+    // A Sieve script kept in a file is stored with its mailbox: an edit of it alone too.
+    std::fs::write(w.path().join("me.sieve"), "discard;\n").unwrap();
+    let (_server, first) = start(&w);
+    assert!(first.starts_with("0 added, 1 changed"), "{first}");
 }

@@ -19,8 +19,10 @@ pub struct Applied {
 
 /// A digest of everything the desired objects are computed from: this binary (a newer
 /// one may compute them differently), the spec's files and where relative paths start,
-/// and every password hash kept outside the spec (an environment variable or a file that
-/// changed must be planned again). Two equal digests plan the same objects.
+/// every password hash kept outside the spec (an environment variable or a file that
+/// changed must be planned again) and every Sieve script kept in a file (the other files
+/// a spec names, certificates and keys, are read by serve itself at each start). Two
+/// equal digests plan the same objects.
 pub fn inputs(loaded: &LoadedSpec) -> String {
     let mut digest = sha2::Sha256::new();
     let mut part = |bytes: &[u8]| {
@@ -39,18 +41,27 @@ pub fn inputs(loaded: &LoadedSpec) -> String {
         .values()
         .flat_map(|d| d.aliases.values())
         .chain(spec.aliases.values())
-        .filter_map(|alias| alias.mailbox.as_ref()?.password.as_ref());
-    for password in mailboxes {
-        if password.hash.is_some() {
-            continue;
+        .filter_map(|alias| alias.mailbox.as_ref());
+    for mailbox in mailboxes {
+        if let Some(password) = &mailbox.password
+            && password.hash.is_none()
+        {
+            let secret = crate::spec::SecretRef {
+                env: password.env.clone(),
+                file: password.file.clone(),
+            };
+            match secret.resolve(&loaded.base_dir) {
+                Ok(value) => part(value.expose().as_bytes()),
+                Err(e) => part(e.to_string().as_bytes()),
+            }
         }
-        let secret = crate::spec::SecretRef {
-            env: password.env.clone(),
-            file: password.file.clone(),
-        };
-        match secret.resolve(&loaded.base_dir) {
-            Ok(value) => part(value.expose().as_bytes()),
-            Err(e) => part(e.to_string().as_bytes()),
+        // A script kept in a file is stored with the mailbox: an edit of the file alone
+        // must be applied too.
+        if let Some(sieve @ crate::spec::SieveSource::File(_)) = &mailbox.sieve {
+            match sieve.text(&loaded.base_dir) {
+                Ok(text) => part(text.as_bytes()),
+                Err(e) => part(e.as_bytes()),
+            }
         }
     }
     let hash = digest.finalize();
