@@ -6,19 +6,36 @@ use std::path::Path;
 use sha2::Digest as _;
 
 use crate::spec::LoadedSpec;
+use crate::store::{Store, StoreError};
 
 /// Where the last apply's inputs are noted, in the data directory.
 pub const FILE: &str = "applied.json";
 
-/// The last apply a server made: the store revision it left, and its inputs' digest.
+/// The last apply a server made: the store it left (its revision, and when its last
+/// change was applied: a store made anew reaches the same revisions), and its inputs'
+/// digest.
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq, Debug)]
 pub struct Applied {
     pub revision: u64,
+    pub applied_at: String,
     pub inputs: String,
 }
 
-/// A digest of everything the desired objects are computed from: this binary (a newer
-/// one may compute them differently), the spec's files and where relative paths start,
+/// What tells this store's state from another's: its revision and when its last change
+/// was applied.
+pub fn store_mark(store: &dyn Store) -> Result<(u64, String), StoreError> {
+    let revision = store.revision()?;
+    let applied_at = store
+        .applies(1)?
+        .into_iter()
+        .next()
+        .map(|a| a.applied_at)
+        .unwrap_or_default();
+    Ok((revision, applied_at))
+}
+
+/// A digest of everything the desired objects are computed from: this binary (another
+/// build may compute them differently), the spec's files and where relative paths start,
 /// every password hash kept outside the spec (an environment variable or a file that
 /// changed must be planned again) and every Sieve script kept in a file (the other files
 /// a spec names, certificates and keys, are read by serve itself at each start). Two
@@ -30,6 +47,20 @@ pub fn inputs(loaded: &LoadedSpec) -> String {
         digest.update(bytes);
     };
     part(crate::LONG_VERSION.as_bytes());
+    // The version names the commit, not the build: a rebuild (a dirty tree, a patched
+    // package) is told apart by the executable itself.
+    if let Ok(exe) = std::env::current_exe() {
+        part(exe.as_os_str().as_encoded_bytes());
+        if let Ok(meta) = std::fs::metadata(&exe) {
+            part(&meta.len().to_be_bytes());
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            part(&modified.to_be_bytes());
+        }
+    }
     part(loaded.base_dir.as_os_str().as_encoded_bytes());
     for source in &loaded.sources {
         part(source.path.as_os_str().as_encoded_bytes());

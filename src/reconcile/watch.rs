@@ -80,9 +80,10 @@ pub struct Reconciler {
     /// Where the last apply's inputs are noted (data_dir): a start whose spec and
     /// secrets are those of the last apply skips the plan. None: always plan.
     pub data_dir: Option<PathBuf>,
-    /// Set when a start skipped the plan: the loop plans once at once, in the background
-    /// (DNS drift, a record held back), as a reload would.
-    pub plan_soon: std::sync::atomic::AtomicBool,
+    /// The read a start skipped the plan for (with its files' tag): the loop plans it at
+    /// once, in the background (DNS drift, a record held back). That very read: in manual
+    /// mode an edit saved meanwhile must wait for its apply, as it would have.
+    pub plan_soon: Mutex<Option<(Option<String>, Arc<spec::LoadedSpec>)>>,
 }
 
 /// A tag of the spec's files now (None if they cannot be read).
@@ -96,7 +97,7 @@ pub type AfterApply = Box<dyn Fn(Arc<spec::LoadedSpec>) + Send + Sync>;
 impl Reconciler {
     /// Loads, plans and applies the spec once; never panics, records what happened.
     pub fn reconcile_once(&self) -> ReconcileStatus {
-        self.reconcile(None)
+        self.reconcile(None, false)
     }
 
     /// `reconcile_once` with the spec a starting server has just read, and the tag of its
@@ -106,13 +107,18 @@ impl Reconciler {
         tag: Option<String>,
         loaded: Arc<spec::LoadedSpec>,
     ) -> ReconcileStatus {
-        self.reconcile(Some((tag, loaded)))
+        self.reconcile(Some((tag, loaded)), true)
     }
 
-    fn reconcile(&self, read: Option<(Option<String>, Arc<spec::LoadedSpec>)>) -> ReconcileStatus {
+    /// `may_skip`: a start may skip the plan when nothing changed since the last apply.
+    fn reconcile(
+        &self,
+        read: Option<(Option<String>, Arc<spec::LoadedSpec>)>,
+        may_skip: bool,
+    ) -> ReconcileStatus {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let at = crate::store::now_rfc3339();
-        let starting = read.is_some();
+        let skipped_read = read.clone();
         let (tag, read) = match read {
             Some((tag, loaded)) => (tag, Some(loaded)),
             None => (spec_tag(&self.spec_path), None),
@@ -146,14 +152,15 @@ impl Reconciler {
                 // A restart with the spec last applied: the store already holds what a
                 // plan would ask for, so the server starts without planning (seconds
                 // with 100,000 aliases), and plans in the background right after.
-                if starting
+                if may_skip
                     && let (Some(dir), Some(inputs)) = (&self.data_dir, &inputs)
                     && let Some(last) = super::unchanged::last(dir)
                     && last.inputs == *inputs
-                    && self.store.revision().map_err(PlanError::Store)? == last.revision
+                    && super::unchanged::store_mark(self.store.as_ref())
+                        .map_err(PlanError::Store)?
+                        == (last.revision, last.applied_at.clone())
                 {
-                    self.plan_soon
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    *self.plan_soon.lock().unwrap_or_else(|p| p.into_inner()) = skipped_read;
                     return Ok((
                         last.revision,
                         "unchanged since the last apply (same spec, secrets and ferrymail); planned again in the background".into(),
@@ -210,10 +217,16 @@ impl Reconciler {
                 }));
                 // Nothing left to retry: a start with these inputs need not plan.
                 if let (Some(dir), Some(inputs)) = (&self.data_dir, inputs) {
-                    if dns_problems.is_empty() {
-                        super::unchanged::note(dir, &super::unchanged::Applied { revision, inputs });
-                    } else {
-                        super::unchanged::forget(dir);
+                    match super::unchanged::store_mark(self.store.as_ref()) {
+                        Ok((revision, applied_at)) if dns_problems.is_empty() => {
+                            let applied = super::unchanged::Applied {
+                                revision,
+                                applied_at,
+                                inputs,
+                            };
+                            super::unchanged::note(dir, &applied);
+                        }
+                        _ => super::unchanged::forget(dir),
                     }
                 }
                 let text = super::render::text(&p, &super::render::Style { color: false });
@@ -356,11 +369,18 @@ impl Reconciler {
             .unwrap_or_else(|p| p.into_inner())
             .deferred
             .then(|| tokio::time::Instant::now() + DEFERRED_RETRY);
-        if self
+        let skipped = self
             .plan_soon
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            retry = Some(tokio::time::Instant::now());
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(read) = skipped {
+            let this = self.clone();
+            let status =
+                tokio::task::spawn_blocking(move || this.reconcile(Some(read), false)).await;
+            if status.is_ok_and(|s| s.deferred) {
+                retry = Some(tokio::time::Instant::now() + DEFERRED_RETRY);
+            }
         }
         loop {
             tokio::select! {

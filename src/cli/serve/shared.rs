@@ -144,7 +144,12 @@ impl Shared {
         let first = {
             let (r, loaded) = (reconciler.clone(), loaded.clone());
             tokio::task::spawn_blocking(move || {
-                let first = r.reconcile_read(tag, loaded);
+                // A spec from git is fetched again: the read above may be the last good
+                // commit standing in for a broken branch, which is reported, not applied.
+                let first = match loaded.origin {
+                    Some(_) => r.reconcile_once(),
+                    None => r.reconcile_read(tag, loaded),
+                };
                 // A large spec's plan is made and dropped on this thread: give it back.
                 crate::trim::give_back();
                 first
