@@ -238,4 +238,23 @@ fn status_size_and_appendlimit() {
             "T OK …",
         ],
     );
+    // One octet over the advertised limit is refused before any of it is sent (no
+    // continuation), and the session goes on with nothing appended.
+    let limit: usize = caps[0]
+        .split(" APPENDLIMIT=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("APPENDLIMIT=N");
+    c.send(format!("A APPEND INBOX {{{}}}\r\n", limit + 1).as_bytes());
+    let refused = c.until("A");
+    assert!(
+        refused.iter().all(|l| !l.starts_with('+')),
+        "a continuation for an over-limit literal: {refused:?}"
+    );
+    expect(&refused, &["T BAD …APPENDLIMIT…"]);
+    expect(
+        &c.run("STATUS INBOX (MESSAGES)"),
+        &["* STATUS INBOX (MESSAGES 2)", "T OK …"],
+    );
 }
