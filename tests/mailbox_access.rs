@@ -133,6 +133,14 @@ fn maildir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A new message `name` in the local maildir folder `dir`, made if it is not there.
+fn file_locally(dir: &std::path::Path, name: &str, text: &str) {
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("new").join(name), text).unwrap();
+}
+
 #[test]
 fn mbsync_syncs_both_ways_then_incrementally() {
     let s = setup();
@@ -214,24 +222,18 @@ fn mbsync_syncs_both_ways_then_incrementally() {
         local.join("INBOX/cur").join(format!("{base}:2,FS")),
     )
     .unwrap();
-    for sub in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(local.join("Projects").join(sub)).unwrap();
-    }
-    std::fs::write(
-        local.join("Projects/new/2.local:2,S"),
+    file_locally(
+        &local.join("Projects"),
+        "2.local:2,S",
         "Subject: filed\n\nkeep this\n",
-    )
-    .unwrap();
+    );
     // A folder tree: Projects/2026 below Projects (SubFolders Verbatim: a directory
     // inside it), which the server must keep as a child, not flatten or refuse.
-    for sub in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(local.join("Projects/2026").join(sub)).unwrap();
-    }
-    std::fs::write(
-        local.join("Projects/2026/new/3.local:2,S"),
+    file_locally(
+        &local.join("Projects/2026"),
+        "3.local:2,S",
         "Subject: this year\n\nfiled deeper\n",
-    )
-    .unwrap();
+    );
     // And the server changes meanwhile: a third message arrives.
     let third = "From: Bob <bob@sender.test>\r\nSubject: third\r\n\r\nnumber three\r\n";
     send(&s.w, s.mx, "sent-3.eml", third);
