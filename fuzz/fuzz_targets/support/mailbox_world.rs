@@ -56,7 +56,11 @@ pub fn base() -> Base {
         .enable_all()
         .build()
         .expect("runtime");
-    let logins = Arc::new(Logins::new(snapshot.clone(), Arc::new(MemoryCache::default())));
+    let logins = Arc::new(Logins::new(
+        snapshot.clone(),
+        Arc::new(MemoryCache::default()),
+        Some(mailboxes.clone()),
+    ));
     Base {
         runtime,
         snapshot,
