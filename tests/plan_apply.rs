@@ -480,16 +480,19 @@ fn a_restart_plans_before_listening_only_when_something_changed() {
         (server, first)
     };
 
+    // A start whose first reconcile says `said` (its summary's beginning).
+    let start_saying = |w: &Workspace, said: &str| {
+        let (server, first) = start(w);
+        assert!(first.starts_with(said), "{first}");
+        server
+    };
+
     let (mut server, first) = start(&w);
     assert!(first.contains("added"), "{first}");
     server.terminate();
 
     // Unchanged: no plan before listening, and the background one finds nothing to do.
-    let (mut server, first) = start(&w);
-    assert!(
-        first.starts_with("unchanged since the last apply"),
-        "{first}"
-    );
+    let mut server = start_saying(&w, "unchanged since the last apply");
     assert!(
         common::wait_for(std::time::Duration::from_secs(20), || reconciles(&server)
             .get(1)
@@ -503,8 +506,7 @@ fn a_restart_plans_before_listening_only_when_something_changed() {
     w.write_spec(&spec(
         "\n[domains.\"example.test\".aliases.hello]\nforward = [\"a@elsewhere.test\"]\n",
     ));
-    let (mut server, first) = start(&w);
-    assert!(first.starts_with("1 added"), "{first}");
+    let mut server = start_saying(&w, "1 added");
     let probe = common::rcpt_probe(mx, "x@sender.test", "hello@example.test");
     assert!(probe.contains("<-  250"), "{probe}");
     server.terminate();
@@ -514,19 +516,10 @@ fn a_restart_plans_before_listening_only_when_something_changed() {
     let other = other.ok().stdout.trim().to_string();
     assert!(other.starts_with("$argon2id$"), "{other}");
     std::fs::write(w.path().join("me.hash"), &other).unwrap();
-    let (mut server, first) = start(&w);
-    assert!(first.starts_with("0 added, 1 changed"), "{first}");
-    server.terminate();
-
-    let (mut server, first) = start(&w);
-    assert!(
-        first.starts_with("unchanged since the last apply"),
-        "{first}"
-    );
-    server.terminate();
+    start_saying(&w, "0 added, 1 changed").terminate();
+    start_saying(&w, "unchanged since the last apply").terminate();
 
     // A Sieve script kept in a file is stored with its mailbox: an edit of it alone too.
     std::fs::write(w.path().join("me.sieve"), "discard;\n").unwrap();
-    let (_server, first) = start(&w);
-    assert!(first.starts_with("0 added, 1 changed"), "{first}");
+    start_saying(&w, "0 added, 1 changed");
 }

@@ -74,16 +74,14 @@ pub fn inputs(loaded: &LoadedSpec) -> String {
         .chain(spec.aliases.values())
         .filter_map(|alias| alias.mailbox.as_ref());
     for mailbox in mailboxes {
+        // Read as the plan reads it (an inline hash is in the spec's text already).
         if let Some(password) = &mailbox.password
             && password.hash.is_none()
         {
-            let secret = crate::spec::SecretRef {
-                env: password.env.clone(),
-                file: password.file.clone(),
-            };
-            match secret.resolve(&loaded.base_dir) {
-                Ok(value) => part(value.expose().as_bytes()),
-                Err(e) => part(e.to_string().as_bytes()),
+            let path = crate::spec::SpecPath::default;
+            match super::desired::password_hash(password, loaded, &path) {
+                Ok(hash) => part(hash.as_bytes()),
+                Err(e) => part(e.message.as_bytes()),
             }
         }
         // A script kept in a file is stored with the mailbox: an edit of the file alone

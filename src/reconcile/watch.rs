@@ -80,14 +80,14 @@ pub struct Reconciler {
     /// Where the last apply's inputs are noted (data_dir): a start whose spec and
     /// secrets are those of the last apply skips the plan. None: always plan.
     pub data_dir: Option<PathBuf>,
-    /// The read a start skipped the plan for (with its files' tag): the loop plans it at
-    /// once, in the background (DNS drift, a record held back). That very read: in manual
-    /// mode an edit saved meanwhile must wait for its apply, as it would have.
-    pub plan_soon: Mutex<Option<(Option<String>, Arc<spec::LoadedSpec>)>>,
+    /// The read a start skipped the plan for: the loop plans it at once, in the
+    /// background (DNS drift, a record held back). That very read: in manual mode an
+    /// edit saved meanwhile must wait for its apply, as it would have.
+    pub plan_soon: Mutex<Option<Arc<spec::LoadedSpec>>>,
 }
 
 /// A tag of the spec's files now (None if they cannot be read).
-pub fn spec_tag(path: &std::path::Path) -> Option<String> {
+fn spec_tag(path: &std::path::Path) -> Option<String> {
     spec::edit::SpecFiles::read(path).ok().map(|f| f.etag())
 }
 
@@ -100,28 +100,27 @@ impl Reconciler {
         self.reconcile(None, false)
     }
 
-    /// `reconcile_once` with the spec a starting server has just read, and the tag of its
-    /// files taken before reading them: reading a large spec twice doubled the start.
-    pub fn reconcile_read(
-        &self,
-        tag: Option<String>,
-        loaded: Arc<spec::LoadedSpec>,
-    ) -> ReconcileStatus {
-        self.reconcile(Some((tag, loaded)), true)
+    /// `reconcile_once` with the spec a starting server has just read (from a local
+    /// file, not git): reading a large spec twice doubled the start.
+    pub fn reconcile_read(&self, loaded: Arc<spec::LoadedSpec>) -> ReconcileStatus {
+        self.reconcile(Some(loaded), true)
     }
 
     /// `may_skip`: a start may skip the plan when nothing changed since the last apply.
-    fn reconcile(
-        &self,
-        read: Option<(Option<String>, Arc<spec::LoadedSpec>)>,
-        may_skip: bool,
-    ) -> ReconcileStatus {
+    fn reconcile(&self, read: Option<Arc<spec::LoadedSpec>>, may_skip: bool) -> ReconcileStatus {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let at = crate::store::now_rfc3339();
         let skipped_read = read.clone();
-        let (tag, read) = match read {
-            Some((tag, loaded)) => (tag, Some(loaded)),
-            None => (spec_tag(&self.spec_path), None),
+        // The tag of what this reconcile reads: a save made after it is seen by the
+        // watcher (or, at start, by comparing tags once the watcher is in place).
+        let tag = match &read {
+            Some(loaded) => Some(spec::edit::tag_of(
+                loaded
+                    .sources
+                    .iter()
+                    .map(|s| (s.path.as_path(), s.text.as_str())),
+            )),
+            None => spec_tag(&self.spec_path),
         };
         *self.read_tag.lock().unwrap_or_else(|p| p.into_inner()) = tag;
         let source =

@@ -51,6 +51,20 @@ pub struct Edited {
     pub files: Vec<(PathBuf, String)>,
 }
 
+/// The tag of spec files given as (path, text): `SpecFiles::etag`'s, also for the texts
+/// a load read (`LoadedSpec::sources`).
+pub fn tag_of<'a>(files: impl IntoIterator<Item = (&'a Path, &'a str)>) -> String {
+    let mut digest = sha2::Sha256::new();
+    for (path, text) in files {
+        digest.update(path.as_os_str().as_encoded_bytes());
+        digest.update([0]);
+        digest.update((text.len() as u64).to_be_bytes());
+        digest.update(text.as_bytes());
+    }
+    let hash = digest.finalize();
+    hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 impl SpecFiles {
     /// Reads the spec at `path`: the file, or every *.toml of the directory.
     pub fn read(path: &Path) -> Result<SpecFiles, EditError> {
@@ -76,15 +90,11 @@ impl SpecFiles {
     /// A tag of every file's name and bytes: a form loaded under one tag is refused
     /// once the spec has changed under it.
     pub fn etag(&self) -> String {
-        let mut digest = sha2::Sha256::new();
-        for (path, text) in &self.files {
-            digest.update(path.as_os_str().as_encoded_bytes());
-            digest.update([0]);
-            digest.update((text.len() as u64).to_be_bytes());
-            digest.update(text.as_bytes());
-        }
-        let hash = digest.finalize();
-        hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        tag_of(
+            self.files
+                .iter()
+                .map(|(path, text)| (path.as_path(), text.as_str())),
+        )
     }
 
     /// The files after `change`; new entries of a directory spec go to `changes_file`.

@@ -135,7 +135,7 @@ pub fn load_text_unchecked(
         path: PathBuf::from(name),
         text,
     };
-    load::load_sources(vec![source], base_dir.to_path_buf()).map(|(loaded, _)| loaded)
+    load_sources_unchecked(vec![source], base_dir)
 }
 
 fn checked((loaded, mut errors): (LoadedSpec, Vec<SpecError>)) -> Result<LoadedSpec, SpecErrors> {

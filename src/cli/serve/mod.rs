@@ -66,8 +66,7 @@ pub fn run(spec: &Path, args: Args) -> anyhow::Result<ExitCode> {
 async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     // The first load must succeed: the listeners and data dir come from it. (A spec kept
     // in git falls back to its last good commit.) The first reconcile applies this very
-    // read; the tag of the files before it lets the watcher see a save made meanwhile.
-    let tag = crate::reconcile::watch::spec_tag(&spec_path);
+    // read.
     let loaded = match crate::source::load_for_serving(&spec_path) {
         Ok(loaded) => Arc::new(loaded),
         Err(crate::source::SourceError::Spec(errors)) => return Err(errors.into()),
@@ -76,7 +75,7 @@ async fn serve(spec_path: PathBuf, node: String) -> anyhow::Result<()> {
     let data_dir = loaded.data_dir();
     let _data_dir_lock = node::claim_data_dir(&data_dir)?;
     // The store, the first apply, certificates, keys, queue, mail log, mailboxes.
-    let shared = shared::Shared::open(&loaded, tag, spec_path, node).await?;
+    let shared = shared::Shared::open(&loaded, spec_path, node).await?;
 
     let mut services = services::Services::new();
     let limits = connections::ConnectionLimits::new(

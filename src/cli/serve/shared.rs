@@ -63,7 +63,6 @@ impl Shared {
     /// Opens everything and applies the spec once. `loaded` is the first spec read.
     pub async fn open(
         loaded: &Arc<LoadedSpec>,
-        tag: Option<String>,
         spec_path: PathBuf,
         node: String,
     ) -> anyhow::Result<Shared> {
@@ -148,7 +147,7 @@ impl Shared {
                 // commit standing in for a broken branch, which is reported, not applied.
                 let first = match loaded.origin {
                     Some(_) => r.reconcile_once(),
-                    None => r.reconcile_read(tag, loaded),
+                    None => r.reconcile_read(loaded),
                 };
                 // A large spec's plan is made and dropped on this thread: give it back.
                 crate::trim::give_back();
