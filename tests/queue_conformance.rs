@@ -55,6 +55,7 @@ conformance!(
     large_bodies_come_back_whole,
     listing_and_removing,
     interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand,
+    mta_sts_policies_are_kept_per_domain_and_replaced,
 );
 
 fn envelope() -> Envelope {
@@ -272,6 +273,34 @@ fn interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand(q: &dyn 
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].interrupted, 0);
     assert_eq!(q.list(10).unwrap()[0].held, None);
+}
+
+fn mta_sts_policies_are_kept_per_domain_and_replaced(q: &dyn Queue) {
+    use ferrymail::queue::tls_policy::StoredPolicy;
+    assert_eq!(q.sts_policy("example.com").unwrap(), None);
+    let first = StoredPolicy {
+        domain: "example.com".into(),
+        id: "1".into(),
+        text: "version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 600\n".into(),
+        fetched_at: 1_000,
+    };
+    q.put_sts_policy(&first).unwrap();
+    let other = StoredPolicy {
+        domain: "example.org".into(),
+        ..first.clone()
+    };
+    q.put_sts_policy(&other).unwrap();
+    assert_eq!(q.sts_policy("example.com").unwrap().as_ref(), Some(&first));
+    // A new id replaces the domain's policy; the other domain keeps its own.
+    let second = StoredPolicy {
+        id: "2".into(),
+        text: first.text.replace("testing", "enforce"),
+        fetched_at: 2_000,
+        ..first.clone()
+    };
+    q.put_sts_policy(&second).unwrap();
+    assert_eq!(q.sts_policy("example.com").unwrap(), Some(second));
+    assert_eq!(q.sts_policy("example.org").unwrap(), Some(other));
 }
 
 fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {

@@ -114,6 +114,12 @@ enum Command {
     Passwd(passwd::Args),
 }
 
+/// Log directives that keep other crates' noise out of serve's log (see their use).
+const QUIET: [&str; 2] = [
+    "rustls::msgs::handshake=error",
+    "rustls_platform_verifier=off",
+];
+
 /// Runs the CLI and maps the outcome to an exit code (1 for any error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -139,12 +145,16 @@ pub fn main() -> ExitCode {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
     // rustls warns of every client that sends an IP address as its SNI name, which is
-    // common and harmless (the name is ignored, the default certificate served), unless
-    // RUST_LOG names rustls itself.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"))
-        && let Ok(quiet) = "rustls::msgs::handshake=error".parse()
-    {
-        filter = filter.add_directive(quiet);
+    // common and harmless (the name is ignored, the default certificate served); the
+    // platform verifier logs every certificate it refuses, which the caller reports with
+    // the host and the step (a webhook, an MTA-STS policy, ACME). Unless RUST_LOG names
+    // rustls itself.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls")) {
+        for directive in QUIET {
+            if let Ok(quiet) = directive.parse() {
+                filter = filter.add_directive(quiet);
+            }
+        }
     }
     // Colours only on a terminal: log files and the journal got escape codes.
     let logs = tracing_subscriber::fmt::layer()
@@ -155,12 +165,16 @@ pub fn main() -> ExitCode {
         // One JSON object per line: journald and log shippers keep the fields.
         LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    // Warnings and errors are also kept for the web admin's error log (without rustls's
-    // IP-as-SNI warning, as above).
+    // Warnings and errors are also kept for the web admin's error log (without the
+    // lines QUIET leaves out).
     let recent = crate::recent_log::Layer.with_filter(
         tracing_subscriber::filter::Targets::new()
             .with_default(tracing::Level::WARN)
-            .with_target("rustls::msgs::handshake", tracing::Level::ERROR),
+            .with_target("rustls::msgs::handshake", tracing::Level::ERROR)
+            .with_target(
+                "rustls_platform_verifier",
+                tracing::level_filters::LevelFilter::OFF,
+            ),
     );
     tracing_subscriber::registry()
         .with(logs)

@@ -155,6 +155,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS sts_policies (
+    domain TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL
+);
 ";
 
 /// Columns added after the first release of the schema, for queue files that predate them.
@@ -457,6 +463,36 @@ impl Queue for QueueDb {
     }
 
     /// Seconds until the next delivery is due (None when the queue is empty).
+    fn sts_policy(
+        &self,
+        domain: &str,
+    ) -> Result<Option<super::tls_policy::StoredPolicy>, QueueError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT domain, id, text, fetched_at FROM sts_policies WHERE domain = ?1",
+                [domain],
+                |r| {
+                    Ok(super::tls_policy::StoredPolicy {
+                        domain: r.get(0)?,
+                        id: r.get(1)?,
+                        text: r.get(2)?,
+                        fetched_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_sts_policy(&self, p: &super::tls_policy::StoredPolicy) -> Result<(), QueueError> {
+        self.conn().execute(
+            "INSERT INTO sts_policies (domain, id, text, fetched_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (domain) DO UPDATE SET id = ?2, text = ?3, fetched_at = ?4",
+            rusqlite::params![p.domain, p.id, p.text, p.fetched_at],
+        )?;
+        Ok(())
+    }
+
     fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
         let next: Option<i64> = self.conn().query_row(
             "SELECT MIN(MAX(next_attempt_at, leased_until)) FROM deliveries",

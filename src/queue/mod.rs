@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod rewrite;
 pub mod sign;
 mod spool;
+pub mod tls_policy;
 pub mod webhook;
 pub mod worker;
 
@@ -153,4 +154,8 @@ pub trait Queue: Send + Sync {
     fn oldest_received_at(&self) -> Result<Option<i64>, QueueError>;
     /// Seconds until the next delivery is due (None when the queue is empty).
     fn next_due_in(&self) -> Result<Option<i64>, QueueError>;
+    /// The MTA-STS policy last fetched for a domain (lower case), if any.
+    fn sts_policy(&self, domain: &str) -> Result<Option<tls_policy::StoredPolicy>, QueueError>;
+    /// Keeps a fetched MTA-STS policy, replacing the domain's last one.
+    fn put_sts_policy(&self, policy: &tls_policy::StoredPolicy) -> Result<(), QueueError>;
 }

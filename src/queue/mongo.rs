@@ -651,4 +651,36 @@ impl Queue for MongoQueue {
     fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
         self.mongo.block(self.next_due_now())
     }
+
+    fn sts_policy(
+        &self,
+        domain: &str,
+    ) -> Result<Option<super::tls_policy::StoredPolicy>, QueueError> {
+        let found = self.mongo.block(async {
+            self.mongo
+                .coll("sts_policies")
+                .find_one(doc! { "_id": domain })
+                .await
+        })?;
+        Ok(found.map(|d| super::tls_policy::StoredPolicy {
+            domain: domain.to_string(),
+            id: d.get_str("id").unwrap_or_default().to_string(),
+            text: d.get_str("text").unwrap_or_default().to_string(),
+            fetched_at: d.get_i64("fetched_at").unwrap_or_default(),
+        }))
+    }
+
+    fn put_sts_policy(&self, p: &super::tls_policy::StoredPolicy) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.mongo
+                .coll("sts_policies")
+                .replace_one(
+                    doc! { "_id": &p.domain },
+                    doc! { "_id": &p.domain, "id": &p.id, "text": &p.text, "fetched_at": p.fetched_at },
+                )
+                .upsert(true)
+                .await
+        })?;
+        Ok(())
+    }
 }

@@ -1,7 +1,9 @@
 //! Hands a message to the next MTA: the spec's relay (smarthost) or the recipient
-//! domain's MX hosts in preference order, with STARTTLS whenever the peer offers it.
+//! domain's MX hosts in preference order, with STARTTLS whenever the peer offers it, and
+//! only over verified TLS to a listed MX when the domain's MTA-STS policy enforces it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -13,6 +15,8 @@ use smtp_proto::{
     RCPT_NOTIFY_SUCCESS,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::tls_policy::{Active, Mode, TlsPolicies};
 
 /// Why a delivery attempt failed, and whether trying again can help.
 #[derive(Debug, Clone)]
@@ -74,6 +78,7 @@ pub struct Outbound {
     relay: Option<String>,
     resolver: Option<TokioResolver>,
     timeout: Duration,
+    policies: Option<Arc<TlsPolicies>>,
 }
 
 impl Outbound {
@@ -88,7 +93,14 @@ impl Outbound {
             relay,
             resolver,
             timeout: Duration::from_secs(120),
+            policies: None,
         }
+    }
+
+    /// Honours the recipient domains' MTA-STS policies (not on the way to a relay).
+    pub fn with_policies(mut self, policies: Arc<TlsPolicies>) -> Outbound {
+        self.policies = Some(policies);
+        self
     }
 
     /// The smarthost every message goes to, if one is set.
@@ -105,13 +117,48 @@ impl Outbound {
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
     ) -> Result<Handed, DeliveryError> {
-        let hosts = match &self.relay {
-            Some(relay) => vec![relay.clone()],
-            None => self.mx_hosts(to).await?,
+        let (hosts, policy) = match &self.relay {
+            Some(relay) => (vec![relay.clone()], None),
+            None => {
+                let hosts = self.mx_hosts(to).await?;
+                let policy = match &self.policies {
+                    Some(policies) => {
+                        let found = policies.for_domain(domain_of(to)).await;
+                        if let Some(problem) = &found.problem {
+                            tracing::warn!(domain = domain_of(to), problem, "MTA-STS");
+                        }
+                        found.policy
+                    }
+                    None => None,
+                };
+                (hosts, policy)
+            }
+        };
+        // RFC 8461 §4.1: under enforce, an MX the policy does not list is not used.
+        let hosts = match policy.as_deref() {
+            Some(p) if p.policy.mode == Mode::Enforce => {
+                let listed: Vec<String> = hosts
+                    .into_iter()
+                    .filter(|h| p.policy.allows(host_name(h)))
+                    .collect();
+                if listed.is_empty() {
+                    return Err(DeliveryError::temporary(format!(
+                        "no MX host of {} is one its MTA-STS policy (enforce, id {}) lists: {}",
+                        p.domain,
+                        p.id,
+                        p.policy.mx.join(", ")
+                    )));
+                }
+                listed
+            }
+            _ => hosts,
         };
         let mut last = DeliveryError::temporary("no host to deliver to");
         for host in hosts {
-            match self.send_to(&host, from, to, body, dsn).await {
+            match self
+                .send_to(&host, from, to, body, dsn, policy.as_deref())
+                .await
+            {
                 Ok(handed) => return Ok(handed),
                 Err(e) if e.permanent => return Err(e),
                 Err(e) => {
@@ -126,11 +173,7 @@ impl Outbound {
     }
 
     async fn mx_hosts(&self, to: &[String]) -> Result<Vec<String>, DeliveryError> {
-        let domain = to
-            .first()
-            .and_then(|a| a.rsplit_once('@'))
-            .map(|(_, d)| d)
-            .unwrap_or_default();
+        let domain = domain_of(to);
         let resolver = self
             .resolver
             .as_ref()
@@ -184,6 +227,7 @@ impl Outbound {
         to: &[String],
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
+        policy: Option<&Active>,
     ) -> Result<Handed, DeliveryError> {
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) => (name, port.parse::<u16>().unwrap_or(25)),
@@ -216,16 +260,57 @@ impl Outbound {
         let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
         client.read().await?.assert_positive_completion()?;
         let ehlo = client.ehlo(&self.hostname).await?;
+        // What testing mode would have refused: said in the log, the delivery goes on.
+        let mut noted: Option<String> = None;
         if ehlo.has_capability(EXT_START_TLS) {
-            // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435).
-            let connector = mail_send::smtp::tls::build_tls_connector(true)
-                .map_err(DeliveryError::temporary)?;
-            let mut tls = client.start_tls(&connector, name).await?;
+            let (connector, failure) = match policy {
+                // RFC 8461 §4.2: a certificate valid for the MX name, from a trusted root.
+                Some(p) => super::tls_policy::verify::connector(p.policy.mode == Mode::Enforce)
+                    .map(|(c, f)| (c, Some(f)))
+                    .map_err(|e| DeliveryError::temporary(e.to_string()))?,
+                // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435).
+                None => (
+                    mail_send::smtp::tls::build_tls_connector(true)
+                        .map_err(DeliveryError::temporary)?,
+                    None,
+                ),
+            };
+            let mut tls = client.start_tls(&connector, name).await.map_err(|e| {
+                match policy {
+                    Some(p) => DeliveryError::temporary(format!(
+                        "{}'s MTA-STS policy (enforce, id {}) needs TLS with a certificate valid for {name}: {}",
+                        p.domain,
+                        p.id,
+                        tls_failure(&e)
+                    )),
+                    None => e.into(),
+                }
+            })?;
+            if let Some(p) = policy
+                && let Some(failed) = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()))
+            {
+                noted = Some(format!(
+                    "{}'s MTA-STS policy (testing) would refuse {name}: {}",
+                    p.domain,
+                    crate::error_chain::tls_words(&failed)
+                ));
+            }
             let ehlo = tls.ehlo(&self.hostname).await?;
             // RFC 3461 §4: the request goes on only to a host that supports DSN.
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
             transaction(&mut tls, from, to, body, dsn).await
         } else {
+            if let Some(p) = policy {
+                let why = format!(
+                    "{name} does not offer STARTTLS, which {}'s MTA-STS policy ({}, id {}) asks for",
+                    p.domain, p.policy.mode, p.id
+                );
+                if p.policy.mode == Mode::Enforce {
+                    let _ = client.quit().await;
+                    return Err(DeliveryError::temporary(why));
+                }
+                noted = Some(why);
+            }
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
             transaction(&mut client, from, to, body, dsn).await
         }
@@ -236,9 +321,15 @@ impl Outbound {
             } else {
                 format!("{host} ({addr})")
             };
+            if let Some(why) = &noted {
+                tracing::warn!(host = %to, "{why}");
+            }
             Handed {
                 dsn_passed_on,
-                reply: format!("{to} said {reply}"),
+                reply: match noted {
+                    Some(why) => format!("{to} said {reply} ({why})"),
+                    None => format!("{to} said {reply}"),
+                },
             }
         })
     }
@@ -272,6 +363,28 @@ impl Outbound {
             return Err(DeliveryError::temporary(format!("{name} has no address")));
         }
         Ok(found)
+    }
+}
+
+/// The domain of a delivery's recipients (all at one domain).
+fn domain_of(to: &[String]) -> &str {
+    to.first()
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d)
+        .unwrap_or_default()
+}
+
+/// "mx.example.com" of "mx.example.com:25".
+fn host_name(host: &str) -> &str {
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// A failed STARTTLS in words: the certificate's fault when it was one.
+fn tls_failure(e: &mail_send::Error) -> String {
+    match e {
+        mail_send::Error::Tls(tls) => crate::error_chain::tls_words(tls),
+        mail_send::Error::Io(io) => crate::error_chain::in_words(io),
+        other => other.to_string(),
     }
 }
 

@@ -9,6 +9,7 @@ use super::connections::ConnectionLimits;
 use super::services::Services;
 use super::shared::Shared;
 use crate::queue::outbound::Outbound;
+use crate::queue::tls_policy::TlsPolicies;
 use crate::queue::worker::Worker;
 use crate::smtp::{MxContext, serve_mx};
 use crate::spec::LoadedSpec;
@@ -19,14 +20,22 @@ pub fn start_delivery(
     shared: &Shared,
     loaded: &LoadedSpec,
 ) -> anyhow::Result<()> {
+    let mut outbound = Outbound::new(
+        shared.hostname.clone(),
+        loaded.spec.delivery.relay.clone(),
+        shared.resolver.clone(),
+    );
+    if loaded.spec.delivery.mta_sts != Some(false)
+        && let Some(resolver) = shared.resolver.clone()
+    {
+        let policies = TlsPolicies::new(resolver, shared.queue.clone())
+            .context("building the MTA-STS policy client")?;
+        outbound = outbound.with_policies(Arc::new(policies));
+    }
     let worker = Arc::new(Worker {
         db: shared.queue.clone(),
         spool: shared.spool.clone(),
-        outbound: Outbound::new(
-            shared.hostname.clone(),
-            loaded.spec.delivery.relay.clone(),
-            shared.resolver.clone(),
-        ),
+        outbound,
         mailboxes: shared.mailboxes.clone(),
         snapshot: shared.snapshot.clone(),
         srs: shared.srs.clone(),

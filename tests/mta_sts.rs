@@ -1,0 +1,429 @@
+//! MTA-STS for outbound mail (RFC 8461), against real peers: Knot publishes the MX and
+//! `_mta-sts` records, a Python HTTPS server the policy files (its certificate from a test
+//! CA the server trusts through SSL_CERT_FILE), and aiosmtpd receives, with and without
+//! STARTTLS and with a certificate for another name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Process, Workspace, free_port, knot, python_peer, received, swaks, wait_for, zone};
+
+/// A test CA, and leaf certificates it signs for given names.
+struct Ca {
+    dir: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let dir = dir.join("ca");
+        std::fs::create_dir_all(&dir).expect("ca dir");
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ferrymail test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+            &dir,
+        );
+        Ca { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A certificate for `name`, as (certificate, key) paths: a leaf (CA:FALSE).
+    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (crt, key, csr, ext) = (
+            format!("{name}.crt"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            self.dir.join(&ext),
+            format!("basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:{name}\n"),
+        )
+        .expect("extensions");
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+            &self.dir,
+        );
+        openssl(
+            &[
+                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "2",
+                "-extfile", &ext, "-out", &crt,
+            ],
+            &self.dir,
+        );
+        (self.dir.join(crt), self.dir.join(key))
+    }
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let made = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl {args:?}: {made:?}");
+}
+
+/// A receiving MTA on ADDRESS:25; with a certificate it offers STARTTLS.
+fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {
+    let dir = w.path().join(format!("sink-{address}"));
+    let mut args = vec![
+        "25".to_string(),
+        dir.display().to_string(),
+        address.to_string(),
+    ];
+    if let Some((crt, key)) = cert {
+        args.push(crt.display().to_string());
+        args.push(key.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (python_peer("sink.py", &args, w.path()), dir)
+}
+
+/// A policy server for `domain` on ADDRESS:443; returns it and its policy file.
+fn policy_server(
+    w: &Workspace,
+    ca: &Ca,
+    domain: &str,
+    address: &str,
+    policy: &str,
+    behaviour: &str,
+) -> (Process, PathBuf) {
+    let (crt, key) = ca.issue(&format!("mta-sts.{domain}"));
+    let file = w.path().join(format!("{domain}.policy"));
+    std::fs::write(&file, policy).expect("policy file");
+    let server = python_peer(
+        "mta_sts_server.py",
+        &[
+            address,
+            crt.to_str().unwrap(),
+            key.to_str().unwrap(),
+            file.to_str().unwrap(),
+            behaviour,
+        ],
+        w.path(),
+    );
+    (server, file)
+}
+
+fn fetches(policy: &Path) -> usize {
+    std::fs::read_to_string(policy.with_extension("policy.fetched"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn enforce(mx: &str) -> String {
+    format!("version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n")
+}
+
+/// The records of a domain with one MX and a policy server.
+fn records(mx_ip: &str, sts_ip: &str) -> String {
+    format!("@ MX 10 mx\nmx A {mx_ip}\nmta-sts A {sts_ip}\n_mta-sts TXT \"v=STSv1; id=20261205\"\n")
+}
+
+fn send(mx: u16, to: &str, subject: &str) {
+    swaks(
+        mx,
+        &[
+            "--from",
+            "someone@sender.test",
+            "--to",
+            to,
+            "--header",
+            &format!("Subject: {subject}"),
+        ],
+    )
+    .ok();
+}
+
+fn spec(mx: u16, dns_port: u16) -> String {
+    let mut spec = format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
+    );
+    for domain in [
+        "enforce",
+        "plain",
+        "wrongname",
+        "trial",
+        "unlisted",
+        "huge",
+        "redirect",
+    ] {
+        spec.push_str(&format!(
+            "[domains.\"example.test\".aliases.{domain}]\nforward = [\"friend@{domain}.test\"]\n\n"
+        ));
+    }
+    spec
+}
+
+#[test]
+fn deliveries_follow_each_domains_mta_sts_policy() {
+    let w = Workspace::new("");
+    let ca = Ca::new(w.path());
+    let a = |n: u8| format!("127.0.24.{n}");
+    let zones: Vec<(String, String)> = [
+        ("enforce", records(&a(1), &a(2))),
+        ("plain", records(&a(3), &a(4))),
+        ("wrongname", records(&a(5), &a(6))),
+        ("trial", records(&a(7), &a(8))),
+        ("unlisted", records(&a(9), &a(10))),
+        ("huge", records(&a(11), &a(12))),
+        ("redirect", records(&a(13), &a(14))),
+    ]
+    .into_iter()
+    .map(|(d, r)| (format!("{d}.test"), zone(&format!("{d}.test"), &r)))
+    .chain([
+        ("test".to_string(), zone("test", "")),
+        ("sender.test".to_string(), zone("sender.test", "")),
+    ])
+    .collect();
+    let zone_refs: Vec<(&str, &str)> = zones
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let (dns, dns_port) = knot(w.path(), &zone_refs);
+
+    let other = ca.issue("other.test");
+    let (_s1, enforce_sink) = sink(&w, &a(1), Some(&ca.issue("mx.enforce.test")));
+    let (_p1, enforce_policy) = policy_server(
+        &w,
+        &ca,
+        "enforce.test",
+        &a(2),
+        &enforce("mx.enforce.test"),
+        "normal",
+    );
+    let (_s2, plain_sink) = sink(&w, &a(3), None);
+    let _p2 = policy_server(
+        &w,
+        &ca,
+        "plain.test",
+        &a(4),
+        &enforce("mx.plain.test"),
+        "normal",
+    );
+    let (_s3, wrongname_sink) = sink(&w, &a(5), Some(&other));
+    let _p3 = policy_server(
+        &w,
+        &ca,
+        "wrongname.test",
+        &a(6),
+        &enforce("*.wrongname.test"),
+        "normal",
+    );
+    let (_s4, trial_sink) = sink(&w, &a(7), Some(&other));
+    let _p4 = policy_server(
+        &w,
+        &ca,
+        "trial.test",
+        &a(8),
+        "version: STSv1\nmode: testing\nmx: mx.trial.test\nmax_age: 86400\n",
+        "normal",
+    );
+    let (_s5, unlisted_sink) = sink(&w, &a(9), Some(&ca.issue("mx.unlisted.test")));
+    let _p5 = policy_server(
+        &w,
+        &ca,
+        "unlisted.test",
+        &a(10),
+        &enforce("mx.somewhere-else.test"),
+        "normal",
+    );
+    let (_s6, huge_sink) = sink(&w, &a(11), None);
+    let _p6 = policy_server(
+        &w,
+        &ca,
+        "huge.test",
+        &a(12),
+        &enforce("mx.huge.test"),
+        "huge",
+    );
+    let (_s7, redirect_sink) = sink(&w, &a(13), None);
+    let _p7 = policy_server(
+        &w,
+        &ca,
+        "redirect.test",
+        &a(14),
+        &enforce("mx.redirect.test"),
+        "redirect",
+    );
+
+    let mx = free_port();
+    w.write_spec(&spec(mx, dns_port));
+    let ca_file = ca.root();
+    let env = [("SSL_CERT_FILE", ca_file.to_str().unwrap())];
+    let mut server = w.serve_with(mx, &[], &env);
+    for domain in [
+        "enforce",
+        "plain",
+        "wrongname",
+        "trial",
+        "unlisted",
+        "huge",
+        "redirect",
+    ] {
+        send(
+            mx,
+            &format!("{domain}@example.test"),
+            &format!("to {domain}"),
+        );
+    }
+
+    // Enforce, a listed MX with a valid certificate: delivered, over TLS.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&enforce_sink).len()
+            == 1),
+        "nothing reached mx.enforce.test: {}",
+        server.log_text()
+    );
+    assert!(
+        received(&enforce_sink)[0]
+            .path
+            .with_extension("tls")
+            .exists()
+    );
+    // Testing mode delivers to the wrongly named certificate, and says what enforce
+    // would have refused.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&trial_sink).len() == 1),
+        "testing mode must deliver: {}",
+        server.log_text()
+    );
+    // A policy that could not be had is no policy: delivered as before, the reason logged.
+    for (sink, name) in [(&huge_sink, "huge"), (&redirect_sink, "redirect")] {
+        assert!(
+            wait_for(Duration::from_secs(30), || received(sink).len() == 1),
+            "{name}.test has no usable policy, so its mail goes as before: {}",
+            server.log_text()
+        );
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("trial.test's MTA-STS policy (testing) would refuse mx.trial.test")
+            && log.contains("certificate not valid for name \"mx.trial.test\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("mta-sts.huge.test/.well-known/mta-sts.txt is larger than 65536 bytes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("mta-sts.redirect.test/.well-known/mta-sts.txt answered 301, not 200"),
+        "{log}"
+    );
+
+    // Enforce refuses the rest: they wait in the queue, each with the reason.
+    let queue = wait_until_queue_says(
+        &w,
+        &[
+            "mx.plain.test does not offer STARTTLS, which plain.test's MTA-STS policy (enforce, id 20261205) asks for",
+            "wrongname.test's MTA-STS policy (enforce, id 20261205) needs TLS with a certificate valid for mx.wrongname.test",
+            "no MX host of unlisted.test is one its MTA-STS policy (enforce, id 20261205) lists: mx.somewhere-else.test",
+        ],
+    );
+    assert!(
+        queue.contains("certificate not valid for name \"mx.wrongname.test\""),
+        "{queue}"
+    );
+    for (sink, name) in [
+        (&plain_sink, "plain"),
+        (&wrongname_sink, "wrongname"),
+        (&unlisted_sink, "unlisted"),
+    ] {
+        assert!(
+            received(sink).is_empty(),
+            "{name}.test's MX must get nothing"
+        );
+    }
+
+    // The policy is cached: a second message fetches nothing.
+    assert_eq!(fetches(&enforce_policy), 1);
+    send(mx, "enforce@example.test", "again");
+    assert!(wait_for(Duration::from_secs(30), || received(
+        &enforce_sink
+    )
+    .len()
+        == 2));
+    assert_eq!(
+        fetches(&enforce_policy),
+        1,
+        "a cached policy with the same id is not fetched again"
+    );
+
+    // An attacker on the path now answers for enforce.test's DNS: no `_mta-sts` record,
+    // and an MX of theirs without TLS. The cached policy (kept in the queue's store, so
+    // a restart keeps it) still holds until its max_age: nothing goes to their MX.
+    server.terminate();
+    drop(dns);
+    let (_attacker_sink, attacker_dir) = sink(&w, &a(15), None);
+    let (dns, dns_port) = knot(
+        &w.path().join("attacker"),
+        &[
+            (
+                "enforce.test",
+                &zone("enforce.test", &format!("@ MX 10 mx\nmx A {}", a(15))),
+            ),
+            ("test", &zone("test", "")),
+            ("sender.test", &zone("sender.test", "")),
+        ],
+    );
+    w.write_spec(&spec(mx, dns_port));
+    let server = w.serve_with(mx, &[], &env);
+    send(mx, "enforce@example.test", "while stripped");
+    let queue = wait_until_queue_says(
+        &w,
+        &[
+            "mx.enforce.test does not offer STARTTLS, which enforce.test's MTA-STS policy (enforce, id 20261205) asks for",
+        ],
+    );
+    assert!(
+        received(&attacker_dir).is_empty(),
+        "{queue}\n{}",
+        server.log_text()
+    );
+    drop(dns);
+}
+
+/// `queue list`, once it names every one of `reasons`.
+fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
+    let mut queue = String::new();
+    let said = wait_for(Duration::from_secs(30), || {
+        queue = w.run(&["queue", "list"]).stdout;
+        reasons.iter().all(|r| queue.contains(r))
+    });
+    assert!(said, "the queue should say {reasons:#?}:\n{queue}");
+    queue
+}

@@ -1,0 +1,52 @@
+"""An MTA-STS policy server for tests: HTTPS on ADDRESS:443 with CERT and KEY, answering
+/.well-known/mta-sts.txt with the file POLICY as it is at each request (so a test can
+change it). Each request appends a line to POLICY.fetched. A fifth argument changes the
+answer: "redirect" (a 301 to another URL) or "huge" (100 KB of policy, no length given)."""
+import ssl
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+address, cert, key, policy = sys.argv[1:5]
+behaviour = sys.argv[5] if len(sys.argv) > 5 else "normal"
+
+
+class Policy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        with open(policy + ".fetched", "a") as f:
+            f.write(self.path + "\n")
+        if behaviour == "redirect":
+            self.send_response(301)
+            self.send_header("Location", "https://elsewhere.test/.well-known/mta-sts.txt")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path != "/.well-known/mta-sts.txt":
+            self.send_error(404)
+            return
+        if behaviour == "huge":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            head = open(policy, "rb").read()
+            self.wfile.write(head + b"x: " + b"a" * 100_000 + b"\n")
+            return
+        body = open(policy, "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer((address, 443), Policy)
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
