@@ -169,19 +169,24 @@ fn send(mx: u16, to: &str, subject: &str) {
     .ok();
 }
 
+/// The recipient domains, one per case.
+const DOMAINS: [&str; 9] = [
+    "enforce",
+    "plain",
+    "wrongname",
+    "trial",
+    "unlisted",
+    "huge",
+    "redirect",
+    "double",
+    "forged",
+];
+
 fn spec(mx: u16, dns_port: u16) -> String {
     let mut spec = format!(
         "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
     );
-    for domain in [
-        "enforce",
-        "plain",
-        "wrongname",
-        "trial",
-        "unlisted",
-        "huge",
-        "redirect",
-    ] {
+    for domain in DOMAINS {
         spec.push_str(&format!(
             "[domains.\"example.test\".aliases.{domain}]\nforward = [\"friend@{domain}.test\"]\n\n"
         ));
@@ -202,6 +207,22 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         ("unlisted", records(&a(9), &a(10))),
         ("huge", records(&a(11), &a(12))),
         ("redirect", records(&a(13), &a(14))),
+        // Its first MX refuses in the greeting, which under enforce may be an attacker's
+        // forgery: the second MX is tried, and nothing bounces.
+        (
+            "forged",
+            format!(
+                "@ MX 10 mx1\n@ MX 20 mx2\nmx1 A {}\nmx2 A {}\nmta-sts A {}\n_mta-sts TXT \"v=STSv1; id=1\"\n",
+                a(18),
+                a(19),
+                a(20)
+            ),
+        ),
+        // Two STSv1 records: no policy (RFC 8461 §3.1), whatever the policy host serves.
+        (
+            "double",
+            records(&a(16), &a(17)) + "_mta-sts TXT \"v=STSv1; id=2\"\n",
+        ),
     ]
     .into_iter()
     .map(|(d, r)| (format!("{d}.test"), zone(&format!("{d}.test"), &r)))
@@ -271,8 +292,10 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.huge.test"),
         "huge",
     );
+    // Its policy host redirects to an enforce policy that would hold the mail (no
+    // STARTTLS): delivery proves the redirect was not followed (§3.3).
     let (_s7, redirect_sink) = sink(&w, &a(13), None);
-    let _p7 = policy_server(
+    let (_p7, redirect_policy) = policy_server(
         &w,
         &ca,
         "redirect.test",
@@ -280,21 +303,33 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.redirect.test"),
         "redirect",
     );
+    let (_s8, double_sink) = sink(&w, &a(16), None);
+    let (_p8, double_policy) = policy_server(
+        &w,
+        &ca,
+        "double.test",
+        &a(17),
+        &enforce("mx.double.test"),
+        "normal",
+    );
+
+    let _refuser = python_peer("smtp_refuser.py", &[&a(18)], w.path());
+    let (_s9, forged_sink) = sink(&w, &a(19), Some(&ca.issue("mx2.forged.test")));
+    let _p9 = policy_server(
+        &w,
+        &ca,
+        "forged.test",
+        &a(20),
+        &enforce("*.forged.test"),
+        "normal",
+    );
 
     let mx = free_port();
     w.write_spec(&spec(mx, dns_port));
     let ca_file = ca.root();
     let env = [("SSL_CERT_FILE", ca_file.to_str().unwrap())];
     let mut server = w.serve_with(mx, &[], &env);
-    for domain in [
-        "enforce",
-        "plain",
-        "wrongname",
-        "trial",
-        "unlisted",
-        "huge",
-        "redirect",
-    ] {
+    for domain in DOMAINS {
         send(
             mx,
             &format!("{domain}@example.test"),
@@ -315,6 +350,12 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
             .with_extension("tls")
             .exists()
     );
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&forged_sink).len()
+            == 1),
+        "a 554 greeting under enforce must not stop the next MX: {}",
+        server.log_text()
+    );
     // Testing mode delivers to the wrongly named certificate, and says what enforce
     // would have refused.
     assert!(
@@ -323,7 +364,11 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         server.log_text()
     );
     // A policy that could not be had is no policy: delivered as before, the reason logged.
-    for (sink, name) in [(&huge_sink, "huge"), (&redirect_sink, "redirect")] {
+    for (sink, name) in [
+        (&huge_sink, "huge"),
+        (&redirect_sink, "redirect"),
+        (&double_sink, "double"),
+    ] {
         assert!(
             wait_for(Duration::from_secs(30), || received(sink).len() == 1),
             "{name}.test has no usable policy, so its mail goes as before: {}",
@@ -332,8 +377,9 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     }
     let log = server.log_text();
     assert!(
-        log.contains("trial.test's MTA-STS policy (testing) would refuse mx.trial.test")
-            && log.contains("certificate not valid for name \"mx.trial.test\""),
+        log.contains(
+            "trial.test's MTA-STS policy (testing, id 20261205) would refuse mx.trial.test"
+        ) && log.contains("certificate not valid for name \"mx.trial.test\""),
         "{log}"
     );
     assert!(
@@ -344,14 +390,24 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         log.contains("mta-sts.redirect.test/.well-known/mta-sts.txt answered 301, not 200"),
         "{log}"
     );
+    assert_eq!(
+        fetches(&redirect_policy),
+        1,
+        "the redirect's target is never asked for"
+    );
+    assert_eq!(
+        fetches(&double_policy),
+        0,
+        "two records are no policy: nothing to fetch"
+    );
 
     // Enforce refuses the rest: they wait in the queue, each with the reason.
     let queue = wait_until_queue_says(
         &w,
         &[
             "mx.plain.test does not offer STARTTLS, which plain.test's MTA-STS policy (enforce, id 20261205) asks for",
-            "wrongname.test's MTA-STS policy (enforce, id 20261205) needs TLS with a certificate valid for mx.wrongname.test",
-            "no MX host of unlisted.test is one its MTA-STS policy (enforce, id 20261205) lists: mx.somewhere-else.test",
+            "wrongname.test's MTA-STS policy (enforce, id 20261205) needs TLS with a certificate valid for mx.wrongname.test, and STARTTLS failed",
+            "no MX host of unlisted.test (mx.unlisted.test) is one its MTA-STS policy (enforce, id 20261205) lists: mx.somewhere-else.test",
         ],
     );
     assert!(

@@ -462,7 +462,6 @@ impl Queue for QueueDb {
         )?)
     }
 
-    /// Seconds until the next delivery is due (None when the queue is empty).
     fn sts_policy(
         &self,
         domain: &str,
@@ -493,6 +492,7 @@ impl Queue for QueueDb {
         Ok(())
     }
 
+    /// Seconds until the next delivery is due (None when the queue is empty).
     fn next_due_in(&self) -> Result<Option<i64>, QueueError> {
         let next: Option<i64> = self.conn().query_row(
             "SELECT MIN(MAX(next_attempt_at, leased_until)) FROM deliveries",

@@ -97,7 +97,8 @@ impl Outbound {
         }
     }
 
-    /// Honours the recipient domains' MTA-STS policies (not on the way to a relay).
+    /// Honours MTA-STS policies: the recipient domain's, or the relay's when mail goes
+    /// through a relay named by its host name (RFC 8461 §3.4).
     pub fn with_policies(mut self, policies: Arc<TlsPolicies>) -> Outbound {
         self.policies = Some(policies);
         self
@@ -117,36 +118,40 @@ impl Outbound {
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
     ) -> Result<Handed, DeliveryError> {
-        let (hosts, policy) = match &self.relay {
-            Some(relay) => (vec![relay.clone()], None),
-            None => {
-                let hosts = self.mx_hosts(to).await?;
-                let policy = match &self.policies {
-                    Some(policies) => {
-                        let found = policies.for_domain(domain_of(to)).await;
-                        if let Some(problem) = &found.problem {
-                            tracing::warn!(domain = domain_of(to), problem, "MTA-STS");
-                        }
-                        found.policy
-                    }
-                    None => None,
-                };
-                (hosts, policy)
+        let (hosts, policy_domain) = match &self.relay {
+            // A relay named by an address has no policy to look up.
+            Some(relay) => {
+                let name = host_name(relay)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let named = name.parse::<IpAddr>().is_err() && name != "localhost";
+                (vec![relay.clone()], named.then_some(name))
             }
+            None => (self.mx_hosts(to).await?, Some(domain_of(to))),
+        };
+        let policy = match (&self.policies, policy_domain) {
+            (Some(policies), Some(domain)) => {
+                let found = policies.for_domain(domain).await;
+                if let Some(problem) = &found.problem {
+                    tracing::warn!(domain, problem, "MTA-STS");
+                }
+                found.policy
+            }
+            _ => None,
         };
         // RFC 8461 §4.1: under enforce, an MX the policy does not list is not used.
         let hosts = match policy.as_deref() {
             Some(p) if p.policy.mode == Mode::Enforce => {
-                let listed: Vec<String> = hosts
+                let (listed, unlisted): (Vec<String>, Vec<String>) = hosts
                     .into_iter()
-                    .filter(|h| p.policy.allows(host_name(h)))
-                    .collect();
+                    .partition(|h| p.policy.allows(host_name(h)));
                 if listed.is_empty() {
                     return Err(DeliveryError::temporary(format!(
-                        "no MX host of {} is one its MTA-STS policy (enforce, id {}) lists: {}",
+                        "no MX host of {} ({}) is one its MTA-STS policy (enforce, id {}) lists: {}",
                         p.domain,
+                        few(unlisted.iter().map(|h| host_name(h))),
                         p.id,
-                        p.policy.mx.join(", ")
+                        few(p.policy.mx.iter().map(String::as_str))
                     )));
                 }
                 listed
@@ -186,7 +191,8 @@ impl Outbound {
                     .filter_map(|r| match &r.data {
                         hickory_resolver::proto::rr::RData::MX(mx) => Some((
                             mx.preference,
-                            mx.exchange.to_utf8().trim_end_matches('.').to_string(),
+                            // A-labels: what policies list and certificates name.
+                            mx.exchange.to_ascii().trim_end_matches('.').to_string(),
                         )),
                         _ => None,
                     })
@@ -258,16 +264,36 @@ impl Outbound {
             }
         }
         let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
-        client.read().await?.assert_positive_completion()?;
-        let ehlo = client.ehlo(&self.hostname).await?;
+        let enforce = policy.is_some_and(|p| p.policy.mode == Mode::Enforce);
+        // Under enforce, what comes before TLS may be an attacker's: a 5xx there defers
+        // (and the next MX is tried) rather than bounce.
+        let greeted = async {
+            client.read().await?.assert_positive_completion()?;
+            client.ehlo(&self.hostname).await
+        }
+        .await;
+        let ehlo = greeted.map_err(|e| {
+            let mut failed = DeliveryError::from(e);
+            failed.permanent &= !enforce;
+            failed
+        })?;
         // What testing mode would have refused: said in the log, the delivery goes on.
         let mut noted: Option<String> = None;
+        if let Some(p) = policy
+            && p.policy.mode == Mode::Testing
+            && !p.policy.allows(name)
+        {
+            noted = Some(format!(
+                "{}'s MTA-STS policy (testing, id {}) would refuse {name}: it is not one the policy lists",
+                p.domain, p.id
+            ));
+        }
         if ehlo.has_capability(EXT_START_TLS) {
             let (connector, failure) = match policy {
                 // RFC 8461 §4.2: a certificate valid for the MX name, from a trusted root.
                 Some(p) => super::tls_policy::verify::connector(p.policy.mode == Mode::Enforce)
                     .map(|(c, f)| (c, Some(f)))
-                    .map_err(|e| DeliveryError::temporary(e.to_string()))?,
+                    .map_err(DeliveryError::temporary)?,
                 // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435).
                 None => (
                     mail_send::smtp::tls::build_tls_connector(true)
@@ -275,24 +301,24 @@ impl Outbound {
                     None,
                 ),
             };
-            let mut tls = client.start_tls(&connector, name).await.map_err(|e| {
-                match policy {
-                    Some(p) => DeliveryError::temporary(format!(
-                        "{}'s MTA-STS policy (enforce, id {}) needs TLS with a certificate valid for {name}: {}",
+            let mut tls = client
+                .start_tls(&connector, name)
+                .await
+                .map_err(|e| match policy {
+                    Some(p) if enforce => DeliveryError::temporary(format!(
+                        "{}'s MTA-STS policy (enforce, id {}) needs TLS with a certificate valid for {name}, and STARTTLS failed: {}",
                         p.domain,
                         p.id,
                         tls_failure(&e)
                     )),
-                    None => e.into(),
-                }
-            })?;
+                    _ => e.into(),
+                })?;
             if let Some(p) = policy
-                && let Some(failed) = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()))
+                && let Some(why) = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()))
             {
-                noted = Some(format!(
-                    "{}'s MTA-STS policy (testing) would refuse {name}: {}",
-                    p.domain,
-                    crate::error_chain::tls_words(&failed)
+                noted.get_or_insert(format!(
+                    "{}'s MTA-STS policy (testing, id {}) would refuse {name}: {why}",
+                    p.domain, p.id
                 ));
             }
             let ehlo = tls.ehlo(&self.hostname).await?;
@@ -372,6 +398,16 @@ fn domain_of(to: &[String]) -> &str {
         .and_then(|a| a.rsplit_once('@'))
         .map(|(_, d)| d)
         .unwrap_or_default()
+}
+
+/// Up to five names, then how many more: an error line stays readable whatever a
+/// policy lists.
+fn few<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    match names.len() {
+        0..=5 => names.join(", "),
+        n => format!("{} and {} more", names[..5].join(", "), n - 5),
+    }
 }
 
 /// "mx.example.com" of "mx.example.com:25".

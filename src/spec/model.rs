@@ -690,7 +690,8 @@ pub struct Delivery {
     pub log_retention: Option<String>,
     /// Whether mail to a domain with an MTA-STS policy (RFC 8461) in enforce mode goes
     /// only to the MX hosts it lists, over TLS with a certificate valid for the MX name,
-    /// and otherwise waits in the queue. Default true. Not used on the way to a `relay`.
+    /// and otherwise waits in the queue. Default true. With a `relay` given by name, the
+    /// relay's own policy is the one applied (RFC 8461 §3.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mta_sts: Option<bool>,
 }

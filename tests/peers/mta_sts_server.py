@@ -1,7 +1,9 @@
 """An MTA-STS policy server for tests: HTTPS on ADDRESS:443 with CERT and KEY, answering
 /.well-known/mta-sts.txt with the file POLICY as it is at each request (so a test can
 change it). Each request appends a line to POLICY.fetched. A fifth argument changes the
-answer: "redirect" (a 301 to another URL) or "huge" (100 KB of policy, no length given)."""
+answer: "redirect" (a 301 to /moved on the same server, which serves the policy: a sender
+that follows redirects gets it, one that does not gets none) or "huge" (100 KB of policy,
+no length given)."""
 import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,13 +18,13 @@ class Policy(BaseHTTPRequestHandler):
     def do_GET(self):
         with open(policy + ".fetched", "a") as f:
             f.write(self.path + "\n")
-        if behaviour == "redirect":
+        if behaviour == "redirect" and self.path != "/moved":
             self.send_response(301)
-            self.send_header("Location", "https://elsewhere.test/.well-known/mta-sts.txt")
+            self.send_header("Location", "/moved")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if self.path != "/.well-known/mta-sts.txt":
+        if self.path not in ("/.well-known/mta-sts.txt", "/moved"):
             self.send_error(404)
             return
         if behaviour == "huge":

@@ -138,10 +138,15 @@ impl Policy {
     }
 }
 
-/// Letters, digits and hyphens in dot-separated labels of 1–63, two labels at least.
+/// Letters, digits and hyphens in dot-separated labels of 1–63, two labels at least,
+/// the last not all digits: a DNS name, never an address (§4.2 checks a DNS-ID).
 fn is_host_name(name: &str) -> bool {
     name.len() <= 253
         && name.contains('.')
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -249,16 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn a_hostile_policy_costs_only_its_size() {
-        // A megabyte of one line, and a hundred thousand mx lines: parsed in one pass.
-        let mut long = b"version: STSv1\nmode: enforce\nmax_age: 1\nmx: a.b\nx: ".to_vec();
-        long.extend(std::iter::repeat_n(b'a', 1 << 20));
-        assert!(Policy::parse(&long).is_ok());
+    fn the_largest_policy_accepted_is_read_whole() {
+        // 64 KB of mx lines (all a fetch lets through): every one of them counts.
         let mut many = b"version: STSv1\nmode: enforce\nmax_age: 1\n".to_vec();
-        for i in 0..100_000 {
+        let mut i = 0;
+        while many.len() < crate::queue::tls_policy::MAX_POLICY_BYTES - 32 {
             many.extend(format!("mx: mx{i}.example.com\n").as_bytes());
+            i += 1;
         }
         let p = Policy::parse(&many).expect("valid");
-        assert!(p.allows("mx99999.example.com"));
+        assert_eq!(p.mx.len(), i);
+        assert!(p.allows(&format!("mx{}.example.com", i - 1)));
+        // An address is no MX name for a policy.
+        assert_eq!(
+            Policy::parse(b"version: STSv1\nmode: enforce\nmx: 192.0.2.1\nmax_age: 1\n"),
+            Err(PolicyError::Mx("192.0.2.1".into()))
+        );
     }
 }

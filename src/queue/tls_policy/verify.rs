@@ -21,7 +21,7 @@ fn roots() -> Arc<RootCertStore> {
             let (added, _) = store.add_parsable_certificates(found.certs);
             if added == 0 {
                 tracing::warn!(
-                    "no trusted root certificates found: deliveries to domains with an MTA-STS policy in enforce mode will wait (install ca-certificates)"
+                    "no trusted root certificates found: mail to domains whose MTA-STS policy enforces TLS will wait (install ca-certificates)"
                 );
             }
             Arc::new(store)
@@ -30,14 +30,21 @@ fn roots() -> Arc<RootCertStore> {
 }
 
 /// What testing mode would have refused, noted by the verifier for after the handshake.
-pub type Noted = Arc<Mutex<Option<rustls::Error>>>;
+pub type Noted = Arc<Mutex<Option<String>>>;
 
-/// A connector for an MX under a policy, and where a testing-mode failure is noted.
-pub fn connector(enforce: bool) -> Result<(tokio_rustls::TlsConnector, Noted), rustls::Error> {
-    let webpki = WebPkiServerVerifier::builder(roots())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-    let noted = Arc::new(Mutex::new(None));
+/// A connector for an MX under a policy, and where a testing-mode failure is noted. In
+/// testing mode the handshake succeeds wherever an opportunistic one would: what would
+/// fail under enforce (no trusted roots here included) is only noted.
+pub fn connector(enforce: bool) -> Result<(tokio_rustls::TlsConnector, Noted), String> {
+    let noted: Noted = Arc::new(Mutex::new(None));
+    let webpki = match WebPkiServerVerifier::builder(roots()).build() {
+        Ok(webpki) => Some(webpki),
+        Err(e) if enforce => return Err(format!("no certificate can be checked here: {e}")),
+        Err(e) => {
+            note(&noted, format!("no certificate can be checked here: {e}"));
+            None
+        }
+    };
     let verifier = PolicyVerifier {
         webpki,
         enforce,
@@ -50,11 +57,31 @@ pub fn connector(enforce: bool) -> Result<(tokio_rustls::TlsConnector, Noted), r
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), noted))
 }
 
+fn note(noted: &Noted, why: String) {
+    let mut noted = noted.lock().unwrap_or_else(|p| p.into_inner());
+    noted.get_or_insert(why);
+}
+
 #[derive(Debug)]
 struct PolicyVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    /// None only in testing mode, when no trusted roots could be read.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
     enforce: bool,
     noted: Noted,
+}
+
+impl PolicyVerifier {
+    /// Enforce: the check's result. Testing: pass, noting a failure.
+    fn judge<T>(&self, checked: Result<T, rustls::Error>, pass: T) -> Result<T, rustls::Error> {
+        match checked {
+            Ok(ok) => Ok(ok),
+            Err(e) if self.enforce => Err(e),
+            Err(e) => {
+                note(&self.noted, crate::error_chain::tls_words(&e));
+                Ok(pass)
+            }
+        }
+    }
 }
 
 impl ServerCertVerifier for PolicyVerifier {
@@ -66,34 +93,25 @@ impl ServerCertVerifier for PolicyVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(verified) => Ok(verified),
-            Err(e) if self.enforce => Err(e),
-            // Testing mode: deliver anyway, and say what enforce would have refused.
-            Err(e) => {
-                if let Ok(mut noted) = self.noted.lock() {
-                    *noted = Some(e);
-                }
-                Ok(ServerCertVerified::assertion())
-            }
-        }
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let checked =
+            webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        self.judge(checked, ServerCertVerified::assertion())
     }
 
-    // The handshake's own signatures are checked whatever the mode: they prove the
-    // peer holds the key of the certificate it showed.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        let Some(webpki) = &self.webpki else {
+            return Ok(HandshakeSignatureValid::assertion());
+        };
+        let checked = webpki.verify_tls12_signature(message, cert, dss);
+        self.judge(checked, HandshakeSignatureValid::assertion())
     }
 
     fn verify_tls13_signature(
@@ -102,10 +120,33 @@ impl ServerCertVerifier for PolicyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        let Some(webpki) = &self.webpki else {
+            return Ok(HandshakeSignatureValid::assertion());
+        };
+        let checked = webpki.verify_tls13_signature(message, cert, dss);
+        self.judge(checked, HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        match (&self.webpki, self.enforce) {
+            (Some(webpki), true) => webpki.supported_verify_schemes(),
+            // Testing mode offers what an opportunistic handshake offers: every scheme,
+            // so no MX that takes plain STARTTLS is refused for its key type.
+            _ => vec![
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::ECDSA_NISTP521_SHA512,
+                SignatureScheme::ED25519,
+                SignatureScheme::ED448,
+                SignatureScheme::RSA_PSS_SHA256,
+                SignatureScheme::RSA_PSS_SHA384,
+                SignatureScheme::RSA_PSS_SHA512,
+                SignatureScheme::RSA_PKCS1_SHA256,
+                SignatureScheme::RSA_PKCS1_SHA384,
+                SignatureScheme::RSA_PKCS1_SHA512,
+                SignatureScheme::ECDSA_SHA1_Legacy,
+                SignatureScheme::RSA_PKCS1_SHA1,
+            ],
+        }
     }
 }
