@@ -8,7 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Process, Workspace, free_port, knot, python_peer, received, swaks, wait_for, zone};
+use common::{
+    Process, Workspace, free_port, knot, python_peer, python_peer_run, received, swaks, wait_for,
+    zone,
+};
 
 /// A test CA, and leaf certificates it signs for given names.
 struct Ca {
@@ -439,10 +442,13 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         "a cached policy with the same id is not fetched again"
     );
 
+    // The day's TLS report (RFC 8460) for each domain: what the sessions above came to.
+    server.terminate();
+    tls_reports_say_what_happened(&w);
+
     // An attacker on the path now answers for enforce.test's DNS: no `_mta-sts` record,
     // and an MX of theirs without TLS. The cached policy (kept in the queue's store, so
     // a restart keeps it) still holds until its max_age: nothing goes to their MX.
-    server.terminate();
     drop(dns);
     let (_attacker_sink, attacker_dir) = sink(&w, &a(15), None);
     let (dns, dns_port) = knot(
@@ -471,6 +477,64 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         server.log_text()
     );
     drop(dns);
+}
+
+/// `queue tls-report` after the first server's day: valid against RFC 8460's shape, and
+/// counting each session as it went. (The counts reach the store each minute and when
+/// the server stops, which it just did.)
+fn tls_reports_say_what_happened(w: &Workspace) {
+    let run = w.run(&["queue", "tls-report"]);
+    run.ok();
+    let file = w.path().join("tls-report.json");
+    std::fs::write(&file, &run.stdout).expect("report file");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
+    python_peer_run(
+        "json_schema_check.py",
+        &[schema.to_str().unwrap(), file.to_str().unwrap()],
+        w.path(),
+    )
+    .ok();
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("JSON");
+    // A domain's sessions under one type of policy ("sts", "no-policy-found").
+    let policy_of = |domain: &str, kind: &str| -> serde_json::Value {
+        reports
+            .iter()
+            .flat_map(|r| r["policies"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["policy"]["policy-domain"] == domain && p["policy"]["policy-type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} report for {domain}: {}", run.stdout))
+    };
+    // Two messages went over verified TLS.
+    let enforce = policy_of("enforce.test", "sts");
+    assert_eq!(enforce["policy"]["policy-string"][1], "mode: enforce");
+    assert_eq!(enforce["summary"]["total-successful-session-count"], 2);
+    assert_eq!(enforce["summary"]["total-failure-session-count"], 0);
+    // Each refused session is counted under its RFC 8460 result type and host.
+    for (domain, result_type, mx) in [
+        ("plain.test", "starttls-not-supported", "mx.plain.test"),
+        (
+            "wrongname.test",
+            "certificate-host-mismatch",
+            "mx.wrongname.test",
+        ),
+        ("trial.test", "certificate-host-mismatch", "mx.trial.test"),
+        ("huge.test", "sts-policy-fetch-error", ""),
+    ] {
+        let p = policy_of(domain, "sts");
+        let failure = &p["failure-details"][0];
+        assert_eq!(failure["result-type"], result_type, "{domain}: {p}");
+        if mx.is_empty() {
+            assert!(failure.get("receiving-mx-hostname").is_none(), "{p}");
+        } else {
+            assert_eq!(failure["receiving-mx-hostname"], mx, "{p}");
+            assert_eq!(failure["sending-mta-ip"], "127.0.0.1", "{p}");
+        }
+    }
+    // No policy: the opportunistic session is reported as such (its MX has no STARTTLS).
+    let double = policy_of("double.test", "no-policy-found");
+    assert_eq!(
+        double["failure-details"][0]["result-type"],
+        "starttls-not-supported"
+    );
 }
 
 /// `queue list`, once it names every one of `reasons`.

@@ -56,6 +56,7 @@ conformance!(
     listing_and_removing,
     interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand,
     mta_sts_policies_are_kept_per_domain_and_replaced,
+    tls_session_counts_add_up_per_day_and_old_days_go,
 );
 
 fn envelope() -> Envelope {
@@ -301,6 +302,50 @@ fn mta_sts_policies_are_kept_per_domain_and_replaced(q: &dyn Queue) {
     q.put_sts_policy(&second).unwrap();
     assert_eq!(q.sts_policy("example.com").unwrap(), Some(second));
     assert_eq!(q.sts_policy("example.org").unwrap(), Some(other));
+}
+
+fn tls_session_counts_add_up_per_day_and_old_days_go(q: &dyn Queue) {
+    use ferrymail::queue::tls_policy::tally::{Outcome, SessionKey, Sessions};
+    let key = |day: &str, outcome| SessionKey {
+        day: day.into(),
+        domain: "example.com".into(),
+        policy_type: "sts".into(),
+        policy: "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n".into(),
+        mx_host: "mx.example.com".into(),
+        receiving_ip: "192.0.2.25".into(),
+        sending_ip: "198.51.100.1".into(),
+        outcome,
+    };
+    let add = |day: &str, outcome, count| {
+        q.add_tls_sessions(&[Sessions {
+            key: key(day, outcome),
+            count,
+        }])
+        .unwrap()
+    };
+    // Two nodes (or two flushes) add to the same row.
+    add("2026-12-04", Outcome::Success, 3);
+    add("2026-12-05", Outcome::Success, 5);
+    add("2026-12-05", Outcome::Success, 2);
+    add("2026-12-05", Outcome::CertificateExpired, 1);
+    let mut day = q.tls_sessions("2026-12-05").unwrap();
+    day.sort_by_key(|s| s.count);
+    assert_eq!(
+        day,
+        [
+            Sessions {
+                key: key("2026-12-05", Outcome::CertificateExpired),
+                count: 1
+            },
+            Sessions {
+                key: key("2026-12-05", Outcome::Success),
+                count: 7
+            },
+        ]
+    );
+    q.forget_tls_sessions("2026-12-05").unwrap();
+    assert!(q.tls_sessions("2026-12-04").unwrap().is_empty());
+    assert_eq!(q.tls_sessions("2026-12-05").unwrap().len(), 2);
 }
 
 fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {

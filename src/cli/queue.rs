@@ -19,6 +19,13 @@ pub enum Command {
     Retry { id: QueueId },
     /// Drop a message's deliveries, or one delivery (8/10); no bounce is sent.
     Remove { id: QueueId },
+    /// The SMTP TLS reports (RFC 8460) a day's outbound sessions make, as JSON: one per
+    /// receiving domain, with its MTA-STS policy, successes and failures by kind.
+    TlsReport {
+        /// The UTC day, YYYY-MM-DD; today (so far) by default.
+        #[arg(long)]
+        day: Option<String>,
+    },
     /// The mail log: accepted, rejected, delivered, deferred and bounced messages.
     Log {
         /// How many records, newest first.
@@ -92,6 +99,22 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let loaded = crate::spec::load_unchecked(spec)?;
     let db = super::open_queue(&loaded, None, "cli")?;
     match command {
+        Command::TlsReport { day } => {
+            use crate::queue::tls_policy::{report, tally};
+            let day = day.unwrap_or_else(tally::today);
+            if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
+                anyhow::bail!("--day {day:?}: expected a day as YYYY-MM-DD");
+            }
+            let sessions = db.tls_sessions(&day)?;
+            let host = &loaded.spec.server.hostname;
+            let contact = format!("postmaster@{host}");
+            let reporter = report::Reporter {
+                organization: host,
+                contact: &contact,
+            };
+            let made = report::reports(&day, &sessions, &reporter);
+            println!("{}", serde_json::to_string_pretty(&made)?);
+        }
         Command::List { json } => {
             let entries = db.list(LIST_AT_MOST)?;
             if json {

@@ -155,6 +155,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS tls_sessions (
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    policy_type TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    mx_host TEXT NOT NULL,
+    receiving_ip TEXT NOT NULL,
+    sending_ip TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome)
+);
 CREATE TABLE IF NOT EXISTS sts_policies (
     domain TEXT PRIMARY KEY,
     id TEXT NOT NULL,
@@ -489,6 +501,86 @@ impl Queue for QueueDb {
              ON CONFLICT (domain) DO UPDATE SET id = ?2, text = ?3, fetched_at = ?4",
             rusqlite::params![p.domain, p.id, p.text, p.fetched_at],
         )?;
+        Ok(())
+    }
+
+    fn add_tls_sessions(
+        &self,
+        sessions: &[super::tls_policy::tally::Sessions],
+    ) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO tls_sessions
+                 (day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome)
+                 DO UPDATE SET count = count + excluded.count",
+            )?;
+            for s in sessions {
+                let k = &s.key;
+                add.execute(params![
+                    k.day,
+                    k.domain,
+                    k.policy_type,
+                    k.policy,
+                    k.mx_host,
+                    k.receiving_ip,
+                    k.sending_ip,
+                    k.outcome.result_type().unwrap_or("success"),
+                    s.count as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tls_sessions(
+        &self,
+        day: &str,
+    ) -> Result<Vec<super::tls_policy::tally::Sessions>, QueueError> {
+        use super::tls_policy::tally::{Outcome, SessionKey, Sessions};
+        let conn = self.conn();
+        let mut rows = conn.prepare(
+            "SELECT day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome, count
+             FROM tls_sessions WHERE day = ?1 ORDER BY domain",
+        )?;
+        let found = rows
+            .query_map([day], |r| {
+                let outcome: String = r.get(7)?;
+                Ok((
+                    SessionKey {
+                        day: r.get(0)?,
+                        domain: r.get(1)?,
+                        policy_type: r.get(2)?,
+                        policy: r.get(3)?,
+                        mx_host: r.get(4)?,
+                        receiving_ip: r.get(5)?,
+                        sending_ip: r.get(6)?,
+                        outcome: Outcome::Success,
+                    },
+                    outcome,
+                    r.get::<_, i64>(8)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(mut key, outcome, count)| {
+                key.outcome = Outcome::parse(&outcome)?;
+                Some(Sessions {
+                    key,
+                    count: count.max(0) as u64,
+                })
+            })
+            .collect())
+    }
+
+    fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError> {
+        self.conn()
+            .execute("DELETE FROM tls_sessions WHERE day < ?1", [day])?;
         Ok(())
     }
 

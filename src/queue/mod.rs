@@ -158,4 +158,11 @@ pub trait Queue: Send + Sync {
     fn sts_policy(&self, domain: &str) -> Result<Option<tls_policy::StoredPolicy>, QueueError>;
     /// Keeps a fetched MTA-STS policy, replacing the domain's last one.
     fn put_sts_policy(&self, policy: &tls_policy::StoredPolicy) -> Result<(), QueueError>;
+    /// Adds counts of outbound TLS sessions to those already kept (several nodes add to
+    /// the same rows).
+    fn add_tls_sessions(&self, sessions: &[tls_policy::tally::Sessions]) -> Result<(), QueueError>;
+    /// The outbound TLS sessions counted on a day ("YYYY-MM-DD"), for its reports.
+    fn tls_sessions(&self, day: &str) -> Result<Vec<tls_policy::tally::Sessions>, QueueError>;
+    /// Forgets the counts of days before `day`.
+    fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError>;
 }

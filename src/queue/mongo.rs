@@ -670,6 +670,76 @@ impl Queue for MongoQueue {
         }))
     }
 
+    fn add_tls_sessions(
+        &self,
+        sessions: &[super::tls_policy::tally::Sessions],
+    ) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            let coll = self.mongo.coll("tls_sessions");
+            for s in sessions {
+                let k = &s.key;
+                coll.update_one(
+                    doc! { "_id": {
+                        "day": &k.day, "domain": &k.domain, "policy_type": &k.policy_type,
+                        "policy": &k.policy, "mx_host": &k.mx_host,
+                        "receiving_ip": &k.receiving_ip, "sending_ip": &k.sending_ip,
+                        "outcome": k.outcome.result_type().unwrap_or("success"),
+                    } },
+                    doc! { "$inc": { "count": s.count as i64 } },
+                )
+                .upsert(true)
+                .await?;
+            }
+            Ok::<(), mongodb::error::Error>(())
+        })?;
+        Ok(())
+    }
+
+    fn tls_sessions(
+        &self,
+        day: &str,
+    ) -> Result<Vec<super::tls_policy::tally::Sessions>, QueueError> {
+        use super::tls_policy::tally::{Outcome, SessionKey, Sessions};
+        let found: Vec<Document> = self.mongo.block(async {
+            self.mongo
+                .coll("tls_sessions")
+                .find(doc! { "_id.day": day })
+                .await?
+                .try_collect()
+                .await
+        })?;
+        Ok(found
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_document("_id").ok()?;
+                let text = |f: &str| id.get_str(f).unwrap_or_default().to_string();
+                Some(Sessions {
+                    key: SessionKey {
+                        day: text("day"),
+                        domain: text("domain"),
+                        policy_type: text("policy_type"),
+                        policy: text("policy"),
+                        mx_host: text("mx_host"),
+                        receiving_ip: text("receiving_ip"),
+                        sending_ip: text("sending_ip"),
+                        outcome: Outcome::parse(id.get_str("outcome").ok()?)?,
+                    },
+                    count: d.get_i64("count").unwrap_or_default().max(0) as u64,
+                })
+            })
+            .collect())
+    }
+
+    fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.mongo
+                .coll("tls_sessions")
+                .delete_many(doc! { "_id.day": { "$lt": day } })
+                .await
+        })?;
+        Ok(())
+    }
+
     fn put_sts_policy(&self, p: &super::tls_policy::StoredPolicy) -> Result<(), QueueError> {
         self.mongo.block(async {
             self.mongo

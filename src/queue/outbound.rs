@@ -16,6 +16,7 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::tls_policy::tally::{Outcome, SessionKey, Tally};
 use super::tls_policy::{Active, Mode, TlsPolicies};
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -79,6 +80,7 @@ pub struct Outbound {
     resolver: Option<TokioResolver>,
     timeout: Duration,
     policies: Option<Arc<TlsPolicies>>,
+    tally: Option<Arc<Tally>>,
 }
 
 impl Outbound {
@@ -94,6 +96,7 @@ impl Outbound {
             resolver,
             timeout: Duration::from_secs(120),
             policies: None,
+            tally: None,
         }
     }
 
@@ -101,6 +104,12 @@ impl Outbound {
     /// through a relay named by its host name (RFC 8461 §3.4).
     pub fn with_policies(mut self, policies: Arc<TlsPolicies>) -> Outbound {
         self.policies = Some(policies);
+        self
+    }
+
+    /// Counts how each TLS session went, per policy domain and day (for TLS reports).
+    pub fn with_tally(mut self, tally: Arc<Tally>) -> Outbound {
+        self.tally = Some(tally);
         self
     }
 
@@ -133,7 +142,19 @@ impl Outbound {
             (Some(policies), Some(domain)) => {
                 let found = policies.for_domain(domain).await;
                 if let Some(problem) = &found.problem {
-                    tracing::warn!(domain, problem, "MTA-STS");
+                    tracing::warn!(domain, problem = problem.why, "MTA-STS");
+                    if let (Some(tally), Some(outcome)) = (&self.tally, problem.outcome) {
+                        tally.count(SessionKey {
+                            day: super::tls_policy::tally::today(),
+                            domain: domain.to_string(),
+                            policy_type: "sts".into(),
+                            policy: String::new(),
+                            mx_host: String::new(),
+                            receiving_ip: String::new(),
+                            sending_ip: String::new(),
+                            outcome,
+                        });
+                    }
                 }
                 found.policy
             }
@@ -161,7 +182,17 @@ impl Outbound {
         let mut last = DeliveryError::temporary("no host to deliver to");
         for host in hosts {
             match self
-                .send_to(&host, from, to, body, dsn, policy.as_deref())
+                .send_to(
+                    &host,
+                    from,
+                    to,
+                    body,
+                    dsn,
+                    Terms {
+                        policy: policy.as_deref(),
+                        domain: policy_domain,
+                    },
+                )
                 .await
             {
                 Ok(handed) => return Ok(handed),
@@ -233,8 +264,12 @@ impl Outbound {
         to: &[String],
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
-        policy: Option<&Active>,
+        terms: Terms<'_>,
     ) -> Result<Handed, DeliveryError> {
+        let Terms {
+            policy,
+            domain: report_domain,
+        } = terms;
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) => (name, port.parse::<u16>().unwrap_or(25)),
             None => (host, 25),
@@ -265,6 +300,32 @@ impl Outbound {
         }
         let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
         let enforce = policy.is_some_and(|p| p.policy.mode == Mode::Enforce);
+        let sending_ip = client
+            .stream
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        // How this session's TLS went, for the report to the policy domain.
+        let count = |outcome: Outcome| {
+            let (Some(tally), Some(domain)) = (&self.tally, report_domain) else {
+                return;
+            };
+            tally.count(SessionKey {
+                day: super::tls_policy::tally::today(),
+                domain: super::tls_policy::policy_domain(domain).unwrap_or_default(),
+                policy_type: if policy.is_some() {
+                    "sts"
+                } else {
+                    "no-policy-found"
+                }
+                .into(),
+                policy: policy.map(|p| p.text.clone()).unwrap_or_default(),
+                mx_host: name.to_string(),
+                receiving_ip: addr.ip().to_string(),
+                sending_ip: sending_ip.clone(),
+                outcome,
+            });
+        };
         // Under enforce, what comes before TLS may be an attacker's: a 5xx there defers
         // (and the next MX is tried) rather than bounce.
         let greeted = async {
@@ -304,6 +365,12 @@ impl Outbound {
             let mut tls = client
                 .start_tls(&connector, name)
                 .await
+                .inspect_err(|e| {
+                    count(match e {
+                        mail_send::Error::Tls(tls) => Outcome::of_certificate(tls),
+                        _ => Outcome::ValidationFailure,
+                    })
+                })
                 .map_err(|e| match policy {
                     Some(p) if enforce => DeliveryError::temporary(format!(
                         "{}'s MTA-STS policy (enforce, id {}) needs TLS with a certificate valid for {name}, and STARTTLS failed: {}",
@@ -313,8 +380,14 @@ impl Outbound {
                     )),
                     _ => e.into(),
                 })?;
+            let failed = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()));
+            count(match (&failed, &noted) {
+                (Some((outcome, _)), _) => *outcome,
+                (None, Some(_)) => Outcome::ValidationFailure,
+                (None, None) => Outcome::Success,
+            });
             if let Some(p) = policy
-                && let Some(why) = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()))
+                && let Some((_, why)) = failed
             {
                 noted.get_or_insert(format!(
                     "{}'s MTA-STS policy (testing, id {}) would refuse {name}: {why}",
@@ -326,6 +399,7 @@ impl Outbound {
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
             transaction(&mut tls, from, to, body, dsn).await
         } else {
+            count(Outcome::StarttlsNotSupported);
             if let Some(p) = policy {
                 let why = format!(
                     "{name} does not offer STARTTLS, which {}'s MTA-STS policy ({}, id {}) asks for",
@@ -390,6 +464,14 @@ impl Outbound {
         }
         Ok(found)
     }
+}
+
+/// What TLS a connection is held to: the policy (if any) and the domain whose TLS
+/// report counts the session.
+#[derive(Clone, Copy)]
+struct Terms<'a> {
+    policy: Option<&'a Active>,
+    domain: Option<&'a str>,
 }
 
 /// The domain of a delivery's recipients (all at one domain).

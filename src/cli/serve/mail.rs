@@ -10,6 +10,7 @@ use super::services::Services;
 use super::shared::Shared;
 use crate::queue::outbound::Outbound;
 use crate::queue::tls_policy::TlsPolicies;
+use crate::queue::tls_policy::tally::Tally;
 use crate::queue::worker::Worker;
 use crate::smtp::{MxContext, serve_mx};
 use crate::spec::LoadedSpec;
@@ -32,6 +33,9 @@ pub fn start_delivery(
             .context("building the MTA-STS policy client")?;
         outbound = outbound.with_policies(Arc::new(policies));
     }
+    let tally = Arc::new(Tally::default());
+    outbound = outbound.with_tally(tally.clone());
+    services.start(tally.run(shared.queue.clone(), services.shutdown()));
     let worker = Arc::new(Worker {
         db: shared.queue.clone(),
         spool: shared.spool.clone(),

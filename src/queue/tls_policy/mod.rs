@@ -3,6 +3,8 @@
 
 mod fetch;
 mod policy;
+pub mod report;
+pub mod tally;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ pub struct Active {
     pub domain: String,
     pub id: String,
     pub policy: Policy,
+    /// The policy file as fetched, for TLS reports.
+    pub text: String,
     pub fetched_at: i64,
 }
 
@@ -53,6 +57,7 @@ impl Active {
             policy: Policy::parse(stored.text.as_bytes()).ok()?,
             domain: stored.domain.clone(),
             id: stored.id.clone(),
+            text: stored.text.clone(),
             fetched_at: stored.fetched_at,
         })
     }
@@ -77,7 +82,22 @@ impl Active {
 #[derive(Debug, Clone, Default)]
 pub struct Found {
     pub policy: Option<Arc<Active>>,
-    pub problem: Option<String>,
+    pub problem: Option<Problem>,
+}
+
+/// Why no policy, or an old one, is applied.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// How TLS reports count it: a fetch that failed, a policy that does not parse;
+    /// None for a DNS failure (the record may not exist at all).
+    pub outcome: Option<tally::Outcome>,
+    pub why: String,
+}
+
+impl Problem {
+    fn dns(why: String) -> Problem {
+        Problem { outcome: None, why }
+    }
 }
 
 /// Policy discovery with a cache in memory, backed by the queue's store.
@@ -102,7 +122,7 @@ struct Known {
     /// When the store was last read for this domain (0: never).
     store_read_at: i64,
     /// The last fetch that failed: for which id, when, and why.
-    failed: Option<(String, i64, String)>,
+    failed: Option<(String, i64, Problem)>,
 }
 
 /// What the `_mta-sts` record said.
@@ -157,7 +177,7 @@ impl TlsPolicies {
                 }
             }
             Record::Absent => {}
-            Record::Unknown(why) => problem = Some(why),
+            Record::Unknown(why) => problem = Some(Problem::dns(why)),
         }
         Found {
             policy: active.filter(|a| a.fresh(now) && a.policy.mode != Mode::None),
@@ -220,7 +240,7 @@ impl TlsPolicies {
         state: &DomainState,
         domain: &str,
         id: &str,
-    ) -> Result<Arc<Active>, String> {
+    ) -> Result<Arc<Active>, Problem> {
         let _turn = state.fetching.lock().await;
         let now = super::now_unix();
         // Whoever held the lock may have fetched it; or another node, into the store.
@@ -274,7 +294,7 @@ impl TlsPolicies {
                 Err(why) => {
                     tracing::warn!(
                         domain = current.domain,
-                        why,
+                        why = why.why,
                         "refreshing the MTA-STS policy failed; the cached one stays"
                     );
                     lock(&state.known).failed = Some((current.id.clone(), now, why));
@@ -317,15 +337,22 @@ impl TlsPolicies {
         }
     }
 
-    async fn fetch(&self, domain: &str, id: &str, now: i64) -> Result<Arc<Active>, String> {
+    async fn fetch(&self, domain: &str, id: &str, now: i64) -> Result<Arc<Active>, Problem> {
         let body = fetch::policy_text(&self.http, domain)
             .await
-            .map_err(|e| e.to_string())?;
-        let policy = Policy::parse(&body).map_err(|e| format!("mta-sts.{domain}: {e}"))?;
+            .map_err(|e| Problem {
+                outcome: Some(tally::Outcome::StsPolicyFetchError),
+                why: e.to_string(),
+            })?;
+        let policy = Policy::parse(&body).map_err(|e| Problem {
+            outcome: Some(tally::Outcome::StsPolicyInvalid),
+            why: format!("mta-sts.{domain}: {e}"),
+        })?;
+        let text = String::from_utf8_lossy(&body).into_owned();
         let stored = StoredPolicy {
             domain: domain.to_string(),
             id: id.to_string(),
-            text: String::from_utf8_lossy(&body).into_owned(),
+            text: text.clone(),
             fetched_at: now,
         };
         tracing::info!(domain, id, mode = %policy.mode, max_age = policy.max_age, "MTA-STS policy fetched");
@@ -340,6 +367,7 @@ impl TlsPolicies {
             domain: domain.to_string(),
             id: id.to_string(),
             policy,
+            text,
             fetched_at: now,
         }))
     }

@@ -8,6 +8,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::tally::Outcome;
+
 /// The system's trusted roots (or `SSL_CERT_FILE`/`SSL_CERT_DIR`), read once.
 fn roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
@@ -29,8 +31,9 @@ fn roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-/// What testing mode would have refused, noted by the verifier for after the handshake.
-pub type Noted = Arc<Mutex<Option<String>>>;
+/// What testing mode would have refused (how TLS reports count it, and in words), noted
+/// by the verifier for after the handshake.
+pub type Noted = Arc<Mutex<Option<(Outcome, String)>>>;
 
 /// A connector for an MX under a policy, and where a testing-mode failure is noted. In
 /// testing mode the handshake succeeds wherever an opportunistic one would: what would
@@ -41,7 +44,8 @@ pub fn connector(enforce: bool) -> Result<(tokio_rustls::TlsConnector, Noted), S
         Ok(webpki) => Some(webpki),
         Err(e) if enforce => return Err(format!("no certificate can be checked here: {e}")),
         Err(e) => {
-            note(&noted, format!("no certificate can be checked here: {e}"));
+            let why = format!("no certificate can be checked here: {e}");
+            note(&noted, (Outcome::ValidationFailure, why));
             None
         }
     };
@@ -57,7 +61,7 @@ pub fn connector(enforce: bool) -> Result<(tokio_rustls::TlsConnector, Noted), S
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), noted))
 }
 
-fn note(noted: &Noted, why: String) {
+fn note(noted: &Noted, why: (Outcome, String)) {
     let mut noted = noted.lock().unwrap_or_else(|p| p.into_inner());
     noted.get_or_insert(why);
 }
@@ -77,7 +81,8 @@ impl PolicyVerifier {
             Ok(ok) => Ok(ok),
             Err(e) if self.enforce => Err(e),
             Err(e) => {
-                note(&self.noted, crate::error_chain::tls_words(&e));
+                let why = crate::error_chain::tls_words(&e);
+                note(&self.noted, (Outcome::of_certificate(&e), why));
                 Ok(pass)
             }
         }
