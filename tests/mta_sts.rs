@@ -187,7 +187,7 @@ const DOMAINS: [&str; 9] = [
 
 fn spec(mx: u16, dns_port: u16) -> String {
     let mut spec = format!(
-        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n[reports]\nfrom = \"reports@example.test\"\n\n"
     );
     for domain in DOMAINS {
         spec.push_str(&format!(
@@ -203,7 +203,11 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     let ca = Ca::new(w.path());
     let a = |n: u8| format!("127.0.24.{n}");
     let zones: Vec<(String, String)> = [
-        ("enforce", records(&a(1), &a(2))),
+        // It asks for TLS reports (RFC 8460), at a domain of their own.
+        (
+            "enforce",
+            records(&a(1), &a(2)) + "_smtp._tls TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n",
+        ),
         ("plain", records(&a(3), &a(4))),
         ("wrongname", records(&a(5), &a(6))),
         ("trial", records(&a(7), &a(8))),
@@ -232,6 +236,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     .chain([
         ("test".to_string(), zone("test", "")),
         ("sender.test".to_string(), zone("sender.test", "")),
+        ("reports.test".to_string(), reports_zone()),
     ])
     .collect();
     let zone_refs: Vec<(&str, &str)> = zones
@@ -326,6 +331,8 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("*.forged.test"),
         "normal",
     );
+
+    let (_reports, reports_dir) = sink(&w, REPORTS_MX, None);
 
     let mx = free_port();
     w.write_spec(&spec(mx, dns_port));
@@ -445,6 +452,21 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     // The day's TLS report (RFC 8460) for each domain: what the sessions above came to.
     server.terminate();
     tls_reports_say_what_happened(&w);
+    // Sent once a day per domain, whoever sends it: queued now, and the next server
+    // delivers it (the server itself sends the day before's each night).
+    let queued = w.run(&["queue", "tls-report", "--send"]);
+    assert!(
+        queued.ok().stdout.contains("queued a TLS report for ")
+            && queued.stdout.contains(" to tlsrpt@reports.test"),
+        "{}",
+        queued.stdout
+    );
+    let again = w.run(&["queue", "tls-report", "--send"]);
+    assert!(
+        again.ok().stdout.contains("no TLS report to send"),
+        "{}",
+        again.stdout
+    );
 
     // An attacker on the path now answers for enforce.test's DNS: no `_mta-sts` record,
     // and an MX of theirs without TLS. The cached policy (kept in the queue's store, so
@@ -460,10 +482,12 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
             ),
             ("test", &zone("test", "")),
             ("sender.test", &zone("sender.test", "")),
+            ("reports.test", &reports_zone()),
         ],
     );
     w.write_spec(&spec(mx, dns_port));
     let server = w.serve_with(mx, &[], &env);
+    the_report_mail_arrives_signed(&w, &reports_dir, &server);
     send(mx, "enforce@example.test", "while stripped");
     let queue = wait_until_queue_says(
         &w,
@@ -477,6 +501,60 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         server.log_text()
     );
     drop(dns);
+}
+
+/// Where reports.test receives its mail.
+const REPORTS_MX: &str = "127.0.24.21";
+
+fn reports_zone() -> String {
+    zone("reports.test", &format!("@ MX 10 mx\nmx A {REPORTS_MX}"))
+}
+
+/// The report mail reaches reports.test: RFC 8460 §5.3's form (read by Python's email
+/// library), its JSON valid, and its DKIM signature verified by dkimpy.
+fn the_report_mail_arrives_signed(w: &Workspace, dir: &Path, server: &Process) {
+    assert!(
+        wait_for(Duration::from_secs(30), || received(dir).len() == 1),
+        "no TLS report reached reports.test: {}",
+        server.log_text()
+    );
+    let mail = &received(dir)[0];
+    assert_eq!(mail.rcpt_to, ["tlsrpt@reports.test"]);
+    assert_eq!(mail.mail_from, "<>", "reports come from the null sender");
+    let json = w.path().join("mailed-report.json");
+    let read = python_peer_run(
+        "tlsrpt_extract.py",
+        &[mail.path.to_str().unwrap(), json.to_str().unwrap()],
+        w.path(),
+    );
+    assert!(
+        read.ok().stdout.starts_with("enforce.test "),
+        "{}",
+        read.stdout
+    );
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
+    python_peer_run(
+        "json_schema_check.py",
+        &[schema.to_str().unwrap(), json.to_str().unwrap()],
+        w.path(),
+    )
+    .ok();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("JSON");
+    assert_eq!(
+        report["policies"][0]["policy"]["policy-domain"],
+        "enforce.test"
+    );
+    assert_eq!(
+        report["policies"][0]["summary"]["total-successful-session-count"],
+        2
+    );
+    let verified = common::dkimpy("dkim", &mail.path, &[&common::dkim_txt(w)]);
+    assert!(
+        verified.ok().stdout.contains("PASS example.test"),
+        "{}",
+        verified.stdout
+    );
 }
 
 /// `queue tls-report` after the first server's day: valid against RFC 8460's shape, and

@@ -25,6 +25,11 @@ pub enum Command {
         /// The UTC day, YYYY-MM-DD; today (so far) by default.
         #[arg(long)]
         day: Option<String>,
+        /// Queue the day's reports for the domains that ask for them (from `[reports]
+        /// from`), as the server does each day for the day before; a domain's report for
+        /// a day is sent once, whoever sends it.
+        #[arg(long)]
+        send: bool,
     },
     /// The mail log: accepted, rejected, delivered, deferred and bounced messages.
     Log {
@@ -84,6 +89,42 @@ impl std::fmt::Display for QueueId {
     }
 }
 
+/// `queue tls-report --send`: the day's reports, into the queue the server delivers from.
+fn send_tls_reports(
+    loaded: &crate::spec::LoadedSpec,
+    db: std::sync::Arc<dyn crate::queue::Queue>,
+    day: &str,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let Some(from) = loaded.spec.reports.tls_rpt_from() else {
+        anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mails = runtime.block_on(async {
+        let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
+        let submitter = crate::queue::tls_policy::send::Submitter {
+            from,
+            hostname: &loaded.spec.server.hostname,
+        };
+        anyhow::Ok(
+            crate::queue::tls_policy::send::report_mails(db.clone(), &resolver, &submitter, day)
+                .await?,
+        )
+    })?;
+    for (_, _, deliveries) in &mails {
+        let to: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
+        println!("queued a TLS report for {day} to {}", to.join(", "));
+    }
+    if mails.is_empty() {
+        println!("no TLS report to send for {day} (none asked for, or sent already)");
+    }
+    db.commit(&mails, &[])?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The queued deliveries `id` names (none when it names nothing queued).
 /// Deliveries `queue list` prints: a page a person can still read or grep.
 const LIST_AT_MOST: usize = 10_000;
@@ -99,7 +140,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let loaded = crate::spec::load_unchecked(spec)?;
     let db = super::open_queue(&loaded, None, "cli")?;
     match command {
-        Command::TlsReport { day } => {
+        Command::TlsReport { day, send } => {
             use crate::queue::tls_policy::{report, tally};
             let day = day.unwrap_or_else(tally::today);
             if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
@@ -112,6 +153,9 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 organization: host,
                 contact: &contact,
             };
+            if send {
+                return send_tls_reports(&loaded, db, &day);
+            }
             let made = report::reports(&day, &sessions, &reporter);
             println!("{}", serde_json::to_string_pretty(&made)?);
         }

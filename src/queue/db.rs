@@ -167,6 +167,12 @@ CREATE TABLE IF NOT EXISTS tls_sessions (
     count INTEGER NOT NULL,
     PRIMARY KEY (day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome)
 );
+CREATE TABLE IF NOT EXISTS sent_reports (
+    kind TEXT NOT NULL,
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    PRIMARY KEY (kind, day, domain)
+);
 CREATE TABLE IF NOT EXISTS sts_policies (
     domain TEXT PRIMARY KEY,
     id TEXT NOT NULL,
@@ -578,9 +584,18 @@ impl Queue for QueueDb {
             .collect())
     }
 
+    fn claim_report(&self, kind: &str, day: &str, domain: &str) -> Result<bool, QueueError> {
+        let added = self.conn().execute(
+            "INSERT OR IGNORE INTO sent_reports (kind, day, domain) VALUES (?1, ?2, ?3)",
+            [kind, day, domain],
+        )?;
+        Ok(added == 1)
+    }
+
     fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError> {
-        self.conn()
-            .execute("DELETE FROM tls_sessions WHERE day < ?1", [day])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM tls_sessions WHERE day < ?1", [day])?;
+        conn.execute("DELETE FROM sent_reports WHERE day < ?1", [day])?;
         Ok(())
     }
 

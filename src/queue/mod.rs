@@ -165,4 +165,7 @@ pub trait Queue: Send + Sync {
     fn tls_sessions(&self, day: &str) -> Result<Vec<tls_policy::tally::Sessions>, QueueError>;
     /// Forgets the counts of days before `day`.
     fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError>;
+    /// Claims the one report of a kind ("tlsrpt") for a day and domain: true the first
+    /// time only, on any node.
+    fn claim_report(&self, kind: &str, day: &str, domain: &str) -> Result<bool, QueueError>;
 }

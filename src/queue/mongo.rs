@@ -730,10 +730,28 @@ impl Queue for MongoQueue {
             .collect())
     }
 
+    fn claim_report(&self, kind: &str, day: &str, domain: &str) -> Result<bool, QueueError> {
+        let claimed = self.mongo.block(async {
+            self.mongo
+                .coll("sent_reports")
+                .update_one(
+                    doc! { "_id": { "kind": kind, "day": day, "domain": domain } },
+                    doc! { "$setOnInsert": { "claimed_at": crate::queue::now_unix() } },
+                )
+                .upsert(true)
+                .await
+        })?;
+        Ok(claimed.upserted_id.is_some())
+    }
+
     fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError> {
         self.mongo.block(async {
             self.mongo
                 .coll("tls_sessions")
+                .delete_many(doc! { "_id.day": { "$lt": day } })
+                .await?;
+            self.mongo
+                .coll("sent_reports")
                 .delete_many(doc! { "_id.day": { "$lt": day } })
                 .await
         })?;

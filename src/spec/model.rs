@@ -35,6 +35,9 @@ pub struct Spec {
     /// Outbound delivery.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Reports this server sends to the domains it delivers to.
+    #[serde(default)]
+    pub reports: Reports,
     /// The spam filter every arriving message passes before its 250.
     #[serde(default)]
     pub spam: Spam,
@@ -659,6 +662,30 @@ pub struct DomainSpam {
     /// not forwarded, and the mail log says so. Spam is never bounced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub junk_forward: Option<String>,
+}
+
+/// Reports this server sends to the domains it delivers to.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reports {
+    /// The address reports are sent from, at a domain of this spec (whose DKIM key signs
+    /// them). Unset: no reports are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Whether each receiving domain that asks for SMTP TLS reports (RFC 8460, its
+    /// `_smtp._tls` record) gets one a day about the mail sent to it. Default true once
+    /// `from` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_tls_rpt: Option<bool>,
+}
+
+impl Reports {
+    /// The From address of TLS reports, when they are to be sent.
+    pub fn tls_rpt_from(&self) -> Option<&str> {
+        self.from
+            .as_deref()
+            .filter(|_| self.send_tls_rpt != Some(false))
+    }
 }
 
 /// Outbound delivery.

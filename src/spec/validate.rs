@@ -77,6 +77,27 @@ pub fn validate(loaded: &LoadedSpec) -> Vec<SpecError> {
     for (name, token) in &spec.admin.api_tokens {
         v.secret(&SpecPath::keys(&["admin", "api_tokens", name]), token);
     }
+    if let Some(from) = &spec.reports.from {
+        let p = SpecPath::keys(&["reports", "from"]);
+        match crate::address::Address::parse(from) {
+            Err(_) => v.err(p, format!("\"{from}\" is not an e-mail address")),
+            // Its domain's key signs the reports: unsigned ones are thrown away.
+            Ok(a)
+                if !spec.domains.keys().any(|d| {
+                    crate::address::Address::parse(&format!("x@{d}"))
+                        .is_ok_and(|ours| ours.domain == a.domain)
+                }) =>
+            {
+                v.err(
+                p,
+                format!(
+                    "\"{from}\" is not at a domain of this spec, so no DKIM key of ours could sign the reports"
+                ),
+            )
+            }
+            Ok(_) => {}
+        }
+    }
     if let Some(text) = &spec.mta_sts.max_age {
         let p = SpecPath::keys(&["mta_sts", "max_age"]);
         match humantime::parse_duration(text) {

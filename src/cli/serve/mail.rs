@@ -36,6 +36,18 @@ pub fn start_delivery(
     let tally = Arc::new(Tally::default());
     outbound = outbound.with_tally(tally.clone());
     services.start(tally.run(shared.queue.clone(), services.shutdown()));
+    if let (Some(from), Some(resolver)) =
+        (loaded.spec.reports.tls_rpt_from(), shared.resolver.clone())
+    {
+        services.start(crate::queue::tls_policy::send::daily(
+            shared.queue.clone(),
+            shared.spool.clone(),
+            resolver,
+            from.to_string(),
+            shared.hostname.clone(),
+            services.shutdown(),
+        ));
+    }
     let worker = Arc::new(Worker {
         db: shared.queue.clone(),
         spool: shared.spool.clone(),

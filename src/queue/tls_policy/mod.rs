@@ -4,6 +4,7 @@
 mod fetch;
 mod policy;
 pub mod report;
+pub mod send;
 pub mod tally;
 pub mod verify;
 

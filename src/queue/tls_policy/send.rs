@@ -1,0 +1,247 @@
+//! A day's SMTP TLS reports sent as RFC 8460 §5.3 asks: gzipped JSON in a
+//! multipart/report mail to each `mailto:` the domain's `_smtp._tls` record names, once per domain and day.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use base64::Engine;
+use hickory_resolver::TokioResolver;
+
+use super::report::{Report, Reporter, reports};
+use crate::queue::{Dsn, Envelope, NewDelivery, Queue, QueueError};
+
+/// Who sends the reports.
+pub struct Submitter<'a> {
+    /// The From address, at a domain whose DKIM key signs the mail.
+    pub from: &'a str,
+    /// This server's name, which reports name as their submitter.
+    pub hostname: &'a str,
+}
+
+/// A report mail, ready for the queue.
+pub type Outgoing = (Envelope, Vec<u8>, Vec<NewDelivery>);
+
+/// The report mails for `day` ("YYYY-MM-DD"): one per domain with sessions that day and
+/// a `_smtp._tls` record with a mailto address, each domain claimed in the store first
+/// so no node (or `queue tls-report --send`) sends it twice.
+pub async fn report_mails(
+    queue: Arc<dyn Queue>,
+    resolver: &TokioResolver,
+    submitter: &Submitter<'_>,
+    day: &str,
+) -> Result<Vec<Outgoing>, QueueError> {
+    let (q, d) = (queue.clone(), day.to_string());
+    let sessions = tokio::task::spawn_blocking(move || q.tls_sessions(&d))
+        .await
+        .map_err(|e| QueueError::Data(e.to_string()))??;
+    let reporter = Reporter {
+        organization: submitter.hostname,
+        contact: submitter.from,
+    };
+    let mut out = Vec::new();
+    for report in reports(day, &sessions, &reporter) {
+        let Some(domain) = report
+            .policies
+            .first()
+            .map(|p| p.policy.policy_domain.clone())
+        else {
+            continue;
+        };
+        let to = match mail_rua(resolver, &domain).await {
+            Ok(to) if !to.is_empty() => to,
+            Ok(_) => continue,
+            Err(why) => {
+                tracing::warn!(domain, why, "no TLS report sent");
+                continue;
+            }
+        };
+        let (q, d, dom) = (queue.clone(), day.to_string(), domain.clone());
+        let claimed = tokio::task::spawn_blocking(move || q.claim_report("tlsrpt", &d, &dom))
+            .await
+            .map_err(|e| QueueError::Data(e.to_string()))??;
+        if !claimed {
+            continue;
+        }
+        tracing::info!(domain, day, rua = to.join(", "), "TLS report queued");
+        out.push(mail(submitter, &domain, day, &report, &to));
+    }
+    Ok(out)
+}
+
+/// The mailto addresses of a domain's TLS reporting record (RFC 8460 §3); https ones are
+/// not posted to (yet).
+async fn mail_rua(resolver: &TokioResolver, domain: &str) -> Result<Vec<String>, String> {
+    use mail_auth::common::parse::TxtRecordParser;
+    use mail_auth::mta_sts::{ReportUri, TlsRpt};
+    let found = match resolver.txt_lookup(format!("_smtp._tls.{domain}.")).await {
+        Ok(found) => found,
+        Err(e) if e.is_nx_domain() || e.is_no_records_found() => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(format!(
+                "looking up _smtp._tls.{domain}: {}",
+                crate::dns::lookup_error::explain(&e)
+            ));
+        }
+    };
+    let records: Vec<String> = found
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_resolver::proto::rr::RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .filter(|t| t.starts_with("v=TLSRPTv1"))
+        .collect();
+    // RFC 8460 §3: several records, or one that does not parse, is no record.
+    let [one] = records.as_slice() else {
+        return Ok(Vec::new());
+    };
+    let Ok(record) = TlsRpt::parse(one.as_bytes()) else {
+        return Ok(Vec::new());
+    };
+    Ok(record
+        .rua
+        .into_iter()
+        .filter_map(|uri| match uri {
+            ReportUri::Mail(address) if crate::address::Address::parse(&address).is_ok() => {
+                Some(address)
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// The mail of RFC 8460 §5.3: the gzipped report as an application/tlsrpt+gzip part,
+/// named `submitter!domain!begin!end!id.json.gz`, with TLS-Report-Domain and
+/// TLS-Report-Submitter headers. Sent from the null sender, like other reports: nothing
+/// bounces back to a report.
+fn mail(
+    submitter: &Submitter<'_>,
+    domain: &str,
+    day: &str,
+    report: &Report,
+    to: &[String],
+) -> Outgoing {
+    let json = serde_json::to_vec(report).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let gzipped = gz
+        .write_all(&json)
+        .and_then(|()| gz.try_finish())
+        .map(|()| gz.get_ref().clone());
+    let gzipped = gzipped.unwrap_or_default();
+    let begin = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or_default();
+    let end = begin + 86_399;
+    let host = submitter.hostname;
+    let boundary = format!("tlsrpt-{begin}-{}", crate::queue::now_unix());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&gzipped);
+    let mut body = String::new();
+    body.push_str(&format!("From: {}\r\n", submitter.from));
+    body.push_str(&format!("To: {}\r\n", to.join(", ")));
+    body.push_str(&format!(
+        "Subject: Report Domain: {domain} Submitter: {host} Report-ID: <{}>\r\n",
+        report.report_id
+    ));
+    body.push_str(&format!("Date: {}\r\n", chrono::Utc::now().to_rfc2822()));
+    body.push_str(&format!("Message-ID: <tlsrpt.{day}.{domain}@{host}>\r\n"));
+    body.push_str(&format!("TLS-Report-Domain: {domain}\r\n"));
+    body.push_str(&format!("TLS-Report-Submitter: {host}\r\n"));
+    body.push_str("Auto-Submitted: auto-generated\r\n");
+    body.push_str("MIME-Version: 1.0\r\n");
+    body.push_str(&format!(
+        "Content-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
+    body.push_str(&format!(
+        "The SMTP TLS report (RFC 8460) of {host} for mail to {domain} on {day} (UTC) is attached.\r\n\r\n"
+    ));
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"{host}!{domain}!{begin}!{end}!{day}.json.gz\"\r\n\r\n"
+    ));
+    for line in encoded.as_bytes().chunks(76) {
+        body.push_str(&String::from_utf8_lossy(line));
+        body.push_str("\r\n");
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let envelope = Envelope {
+        mail_from: String::new(),
+        rcpt_to: to.to_vec(),
+        remote_ip: "127.0.0.1".into(),
+        helo: host.to_string(),
+        tls: false,
+        ret_full: false,
+        envid: None,
+        no_notices: true,
+    };
+    let deliveries = to
+        .iter()
+        .map(|address| NewDelivery {
+            kind: crate::queue::DeliveryKind::Forward,
+            target: address.clone(),
+            // The From address's domain signs it (DKIM), as mail it sends.
+            alias: submitter.from.to_string(),
+            prefix: String::new(),
+            from_rewrite: String::new(),
+            folder: String::new(),
+            dsn: Dsn {
+                rcpt: address.clone(),
+                notify: smtp_proto::RCPT_NOTIFY_NEVER,
+                orcpt: None,
+            },
+        })
+        .collect();
+    (envelope, body.into_bytes(), deliveries)
+}
+
+/// Sends the day before's reports once a day, after ten past midnight UTC (by then every
+/// node has added that day's counts to the store); the store's claims keep them to one.
+pub async fn daily(
+    queue: Arc<dyn Queue>,
+    spool: crate::queue::Spool,
+    resolver: TokioResolver,
+    from: String,
+    hostname: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent_for = String::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = crate::queue::now_unix();
+        let yesterday = super::tally::day_of(now - 86_400);
+        if now.rem_euclid(86_400) < 600 || yesterday == sent_for {
+            continue;
+        }
+        let submitter = Submitter {
+            from: &from,
+            hostname: &hostname,
+        };
+        match report_mails(queue.clone(), &resolver, &submitter, &yesterday).await {
+            Ok(mails) => {
+                for (envelope, body, deliveries) in mails {
+                    if let Err(e) = spool.enqueue(envelope, body, deliveries).await {
+                        tracing::error!(error = %e, "could not queue a TLS report");
+                    }
+                }
+                sent_for = yesterday;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, day = yesterday, "TLS reports not sent; trying again in ten minutes")
+            }
+        }
+    }
+}
