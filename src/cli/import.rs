@@ -134,17 +134,5 @@ fn txt_records(spec: &Path, domain: &str) -> anyhow::Result<Vec<String>> {
                 crate::dns::lookup_error::explain(&e)
             )
         })?;
-    Ok(lookup
-        .answers()
-        .iter()
-        .filter_map(|record| match &record.data {
-            hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part).into_owned())
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .collect())
+    Ok(crate::dns::rdata::txt_texts(lookup.answers()))
 }

@@ -28,6 +28,15 @@ pub fn record_type(kind: Kind) -> RecordType {
     }
 }
 
+/// The TXT records among `answers`, each one text (its strings joined).
+pub fn txt_texts(answers: &[hickory_proto::rr::Record]) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|r| matches!(r.data, RData::TXT(_)))
+        .map(|r| text_of(&r.data))
+        .collect()
+}
+
 /// Data in the spelling `Record::data` uses, for any type hickory decodes (other types
 /// print as hickory shows them: they are only ever listed, never compared).
 pub fn text_of(rdata: &RData) -> String {

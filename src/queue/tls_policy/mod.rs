@@ -311,18 +311,8 @@ impl TlsPolicies {
             .await
         {
             Ok(lookup) => {
-                let texts: Vec<String> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                            txt.txt_data
-                                .iter()
-                                .map(|part| String::from_utf8_lossy(part))
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
+                let texts: Vec<String> = crate::dns::rdata::txt_texts(lookup.answers())
+                    .into_iter()
                     .filter(|t| t.starts_with("v=STSv1"))
                     .collect();
                 match texts.as_slice() {

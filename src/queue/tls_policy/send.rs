@@ -83,18 +83,8 @@ async fn mail_rua(resolver: &TokioResolver, domain: &str) -> Result<Vec<String>,
             ));
         }
     };
-    let records: Vec<String> = found
-        .answers()
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
+    let records: Vec<String> = crate::dns::rdata::txt_texts(found.answers())
+        .into_iter()
         .filter(|t| t.starts_with("v=TLSRPTv1"))
         .collect();
     // RFC 8460 §3: several records, or one that does not parse, is no record.

@@ -37,19 +37,21 @@ impl Outcome {
         })
     }
 
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Success,
+        Outcome::StarttlsNotSupported,
+        Outcome::CertificateHostMismatch,
+        Outcome::CertificateExpired,
+        Outcome::CertificateNotTrusted,
+        Outcome::ValidationFailure,
+        Outcome::StsPolicyFetchError,
+        Outcome::StsPolicyInvalid,
+    ];
+
     pub fn parse(text: &str) -> Option<Outcome> {
-        [
-            Outcome::Success,
-            Outcome::StarttlsNotSupported,
-            Outcome::CertificateHostMismatch,
-            Outcome::CertificateExpired,
-            Outcome::CertificateNotTrusted,
-            Outcome::ValidationFailure,
-            Outcome::StsPolicyFetchError,
-            Outcome::StsPolicyInvalid,
-        ]
-        .into_iter()
-        .find(|o| o.result_type().unwrap_or("success") == text)
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.result_type().unwrap_or("success") == text)
     }
 
     /// The outcome a certificate check's failure stands for.
@@ -189,16 +191,7 @@ mod tests {
 
     #[test]
     fn outcomes_read_back_and_name_rfc_8460_result_types() {
-        for o in [
-            Outcome::Success,
-            Outcome::StarttlsNotSupported,
-            Outcome::CertificateHostMismatch,
-            Outcome::CertificateExpired,
-            Outcome::CertificateNotTrusted,
-            Outcome::ValidationFailure,
-            Outcome::StsPolicyFetchError,
-            Outcome::StsPolicyInvalid,
-        ] {
+        for o in Outcome::ALL {
             assert_eq!(
                 Outcome::parse(o.result_type().unwrap_or("success")),
                 Some(o)
