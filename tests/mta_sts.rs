@@ -206,7 +206,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         // It asks for TLS reports (RFC 8460), at a domain of their own.
         (
             "enforce",
-            records(&a(1), &a(2)) + "_smtp._tls TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n",
+            records(&a(1), &a(2)) + "_smtp._tls TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,https://mta-sts.enforce.test/tlsrpt\"\n",
         ),
         ("plain", records(&a(3), &a(4))),
         ("wrongname", records(&a(5), &a(6))),
@@ -454,12 +454,30 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     tls_reports_say_what_happened(&w);
     // Sent once a day per domain, whoever sends it: queued now, and the next server
     // delivers it (the server itself sends the day before's each night).
-    let queued = w.run(&["queue", "tls-report", "--send"]);
+    let queued = w.run_with_env(&["queue", "tls-report", "--send"], &env);
     assert!(
         queued.ok().stdout.contains("queued a TLS report for ")
-            && queued.stdout.contains(" to tlsrpt@reports.test"),
+            && queued.stdout.contains(" to tlsrpt@reports.test")
+            && queued
+                .stdout
+                .contains(" to https://mta-sts.enforce.test/tlsrpt"),
         "{}",
         queued.stdout
+    );
+    // The https address got the same report, posted as RFC 8460 §5.4 says.
+    let posted = enforce_policy.with_extension("policy.posted.json");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
+    python_peer_run(
+        "json_schema_check.py",
+        &[schema.to_str().unwrap(), posted.to_str().unwrap()],
+        w.path(),
+    )
+    .ok();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&posted).unwrap()).expect("JSON");
+    assert_eq!(
+        report["policies"][0]["policy"]["policy-domain"],
+        "enforce.test"
     );
     let again = w.run(&["queue", "tls-report", "--send"]);
     assert!(

@@ -103,25 +103,28 @@ fn send_tls_reports(
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let mails = runtime.block_on(async {
+    let sent = runtime.block_on(async {
         let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
         let submitter = crate::queue::tls_policy::send::Submitter {
             from,
             hostname: &loaded.spec.server.hostname,
         };
         anyhow::Ok(
-            crate::queue::tls_policy::send::report_mails(db.clone(), &resolver, &submitter, day)
+            crate::queue::tls_policy::send::send_reports(db.clone(), &resolver, &submitter, day)
                 .await?,
         )
     })?;
-    for (_, _, deliveries) in &mails {
+    for url in &sent.posted {
+        println!("posted the TLS report for {day} to {url}");
+    }
+    for (_, _, deliveries) in &sent.mails {
         let to: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
         println!("queued a TLS report for {day} to {}", to.join(", "));
     }
-    if mails.is_empty() {
+    if sent.mails.is_empty() && sent.posted.is_empty() {
         println!("no TLS report to send for {day} (none asked for, or sent already)");
     }
-    db.commit(&mails, &[])?;
+    db.commit(&sent.mails, &[])?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -99,6 +99,11 @@ impl Workspace {
         run_in(self.path(), &self.spec, args, stdin)
     }
 
+    /// `run` with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        run_command(self.path(), &self.spec, args, None, env)
+    }
+
     /// The messages in an account's INBOX, decrypted with the server's data_dir/master.key
     /// (empty until the server has made its key and the mailbox).
     pub fn inbox(&self, account: &str) -> Vec<Vec<u8>> {
@@ -134,8 +139,19 @@ impl Workspace {
 }
 
 pub fn run_in(cwd: &Path, spec: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    run_command(cwd, spec, args, stdin, &[])
+}
+
+fn run_command(
+    cwd: &Path,
+    spec: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
+        .envs(env.iter().copied())
         .arg("--spec")
         .arg(spec)
         .args(args)

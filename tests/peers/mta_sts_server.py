@@ -3,7 +3,9 @@
 change it). Each request appends a line to POLICY.fetched. A fifth argument changes the
 answer: "redirect" (a 301 to /moved on the same server, which serves the policy: a sender
 that follows redirects gets it, one that does not gets none) or "huge" (100 KB of policy,
-no length given)."""
+no length given). A POST to /tlsrpt (an SMTP TLS report, RFC 8460 §5.4) must be
+application/tlsrpt+gzip: its gunzipped body goes to POLICY.posted.json."""
+import gzip
 import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +43,17 @@ class Policy(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path != "/tlsrpt" or self.headers.get("Content-Type") != "application/tlsrpt+gzip":
+            self.send_error(415)
+            return
+        with open(policy + ".posted.json", "wb") as f:
+            f.write(gzip.decompress(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args):
         pass

@@ -21,15 +21,23 @@ pub struct Submitter<'a> {
 /// A report mail, ready for the queue.
 pub type Outgoing = (Envelope, Vec<u8>, Vec<NewDelivery>);
 
-/// The report mails for `day` ("YYYY-MM-DD"): one per domain with sessions that day and
-/// a `_smtp._tls` record with a mailto address, each domain claimed in the store first
-/// so no node (or `queue tls-report --send`) sends it twice.
-pub async fn report_mails(
+/// A day's reports: the mails to queue, and the `https:` addresses posted to.
+#[derive(Default)]
+pub struct Sent {
+    pub mails: Vec<Outgoing>,
+    pub posted: Vec<String>,
+}
+
+/// The reports for `day` ("YYYY-MM-DD"), one per domain with sessions that day and a
+/// `_smtp._tls` record: mails for its `mailto:` addresses, posted now to its `https:`
+/// ones (RFC 8460 §3). Each domain is claimed in the store first, so no node (or `queue
+/// tls-report --send`) sends it twice.
+pub async fn send_reports(
     queue: Arc<dyn Queue>,
     resolver: &TokioResolver,
     submitter: &Submitter<'_>,
     day: &str,
-) -> Result<Vec<Outgoing>, QueueError> {
+) -> Result<Sent, QueueError> {
     let (q, d) = (queue.clone(), day.to_string());
     let sessions = tokio::task::spawn_blocking(move || q.tls_sessions(&d))
         .await
@@ -38,7 +46,9 @@ pub async fn report_mails(
         organization: submitter.hostname,
         contact: submitter.from,
     };
-    let mut out = Vec::new();
+    let http = super::fetch::client(Some(resolver.clone()))
+        .map_err(|e| QueueError::Data(e.to_string()))?;
+    let mut out = Sent::default();
     for report in reports(day, &sessions, &reporter) {
         let Some(domain) = report
             .policies
@@ -47,8 +57,8 @@ pub async fn report_mails(
         else {
             continue;
         };
-        let to = match mail_rua(resolver, &domain).await {
-            Ok(to) if !to.is_empty() => to,
+        let (to, urls) = match rua(resolver, &domain).await {
+            Ok((to, urls)) if !to.is_empty() || !urls.is_empty() => (to, urls),
             Ok(_) => continue,
             Err(why) => {
                 tracing::warn!(domain, why, "no TLS report sent");
@@ -62,20 +72,55 @@ pub async fn report_mails(
         if !claimed {
             continue;
         }
-        tracing::info!(domain, day, rua = to.join(", "), "TLS report queued");
-        out.push(mail(submitter, &domain, day, &report, &to));
+        let gzipped = gzip(&report);
+        for url in urls {
+            match post(&http, &url, &gzipped).await {
+                Ok(()) => {
+                    tracing::info!(domain, day, url, "TLS report posted");
+                    out.posted.push(url);
+                }
+                Err(why) => tracing::warn!(domain, day, url, why, "TLS report not posted"),
+            }
+        }
+        if !to.is_empty() {
+            tracing::info!(domain, day, rua = to.join(", "), "TLS report queued");
+            out.mails
+                .push(mail(submitter, &domain, day, &report, &gzipped, &to));
+        }
     }
     Ok(out)
 }
 
-/// The mailto addresses of a domain's TLS reporting record (RFC 8460 §3); https ones are
-/// not posted to (yet).
-async fn mail_rua(resolver: &TokioResolver, domain: &str) -> Result<Vec<String>, String> {
+/// RFC 8460 §5.4: the gzipped report as the body of a POST.
+async fn post(http: &reqwest::Client, url: &str, gzipped: &[u8]) -> Result<(), String> {
+    let response = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/tlsrpt+gzip")
+        .body(gzipped.to_vec())
+        .send()
+        .await
+        .map_err(|e| crate::error_chain::http(&e))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status()))
+    }
+}
+
+fn gzip(report: &Report) -> Vec<u8> {
+    let json = serde_json::to_vec(report).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let written = gz.write_all(&json).and_then(|()| gz.try_finish());
+    written.map(|()| gz.get_ref().clone()).unwrap_or_default()
+}
+
+/// The mailto addresses and https URLs of a domain's TLS reporting record (RFC 8460 §3).
+async fn rua(resolver: &TokioResolver, domain: &str) -> Result<(Vec<String>, Vec<String>), String> {
     use mail_auth::common::parse::TxtRecordParser;
     use mail_auth::mta_sts::{ReportUri, TlsRpt};
     let found = match resolver.txt_lookup(format!("_smtp._tls.{domain}.")).await {
         Ok(found) => found,
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => return Ok(Vec::new()),
+        Err(e) if e.is_nx_domain() || e.is_no_records_found() => return Ok(Default::default()),
         Err(e) => {
             return Err(format!(
                 "looking up _smtp._tls.{domain}: {}",
@@ -89,21 +134,22 @@ async fn mail_rua(resolver: &TokioResolver, domain: &str) -> Result<Vec<String>,
         .collect();
     // RFC 8460 §3: several records, or one that does not parse, is no record.
     let [one] = records.as_slice() else {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     };
     let Ok(record) = TlsRpt::parse(one.as_bytes()) else {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     };
-    Ok(record
-        .rua
-        .into_iter()
-        .filter_map(|uri| match uri {
+    let (mut to, mut urls) = (Vec::new(), Vec::new());
+    for uri in record.rua {
+        match uri {
             ReportUri::Mail(address) if crate::address::Address::parse(&address).is_ok() => {
-                Some(address)
+                to.push(address)
             }
-            _ => None,
-        })
-        .collect())
+            ReportUri::Http(url) if url.starts_with("https://") => urls.push(url),
+            _ => {}
+        }
+    }
+    Ok((to, urls))
 }
 
 /// The mail of RFC 8460 §5.3: the gzipped report as an application/tlsrpt+gzip part,
@@ -115,15 +161,9 @@ fn mail(
     domain: &str,
     day: &str,
     report: &Report,
+    gzipped: &[u8],
     to: &[String],
 ) -> Outgoing {
-    let json = serde_json::to_vec(report).unwrap_or_default();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gzipped = gz
-        .write_all(&json)
-        .and_then(|()| gz.try_finish())
-        .map(|()| gz.get_ref().clone());
-    let gzipped = gzipped.unwrap_or_default();
     let begin = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -132,7 +172,7 @@ fn mail(
     let end = begin + 86_399;
     let host = submitter.hostname;
     let boundary = format!("tlsrpt-{begin}-{}", crate::queue::now_unix());
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&gzipped);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzipped);
     let mut body = String::new();
     body.push_str(&format!("From: {}\r\n", submitter.from));
     body.push_str(&format!("To: {}\r\n", to.join(", ")));
@@ -220,9 +260,9 @@ pub async fn daily(
             from: &from,
             hostname: &hostname,
         };
-        match report_mails(queue.clone(), &resolver, &submitter, &yesterday).await {
-            Ok(mails) => {
-                for (envelope, body, deliveries) in mails {
+        match send_reports(queue.clone(), &resolver, &submitter, &yesterday).await {
+            Ok(sent) => {
+                for (envelope, body, deliveries) in sent.mails {
                     if let Err(e) = spool.enqueue(envelope, body, deliveries).await {
                         tracing::error!(error = %e, "could not queue a TLS report");
                     }
