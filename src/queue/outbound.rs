@@ -138,6 +138,9 @@ impl Outbound {
             }
             None => (self.mx_hosts(to).await?, Some(domain_of(to))),
         };
+        // Spelled once as policies and reports key it (lower-case A-labels).
+        let policy_domain = policy_domain.and_then(super::tls_policy::policy_domain);
+        let policy_domain = policy_domain.as_deref();
         let policy = match (&self.policies, policy_domain) {
             (Some(policies), Some(domain)) => {
                 let found = policies.for_domain(domain).await;
@@ -312,7 +315,7 @@ impl Outbound {
             };
             tally.count(SessionKey {
                 day: super::tls_policy::tally::today(),
-                domain: super::tls_policy::policy_domain(domain).unwrap_or_default(),
+                domain: domain.to_string(),
                 policy_type: if policy.is_some() {
                     "sts"
                 } else {

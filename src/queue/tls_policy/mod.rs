@@ -25,6 +25,9 @@ const RETRY_SECS: i64 = 300;
 /// How long what the store holds for a domain is trusted before it is read again (other
 /// nodes may have fetched meanwhile).
 const STORE_READ_SECS: i64 = 300;
+/// Domains whose state is kept in memory: past it, those without a policy are forgotten
+/// (the store still has every policy), so mail to a million domains cannot grow it.
+const DOMAINS_KEPT: usize = 10_000;
 /// A cached policy is fetched again, in the background, once it is this old (or half its
 /// max_age), so an attacker must block every refresh for a whole max_age (§3.3, §10.2).
 const REFRESH_SECS: i64 = 86_400;
@@ -187,10 +190,14 @@ impl TlsPolicies {
     }
 
     fn state(&self, domain: &str) -> Arc<DomainState> {
-        lock(&self.domains)
-            .entry(domain.to_string())
-            .or_default()
-            .clone()
+        let mut domains = lock(&self.domains);
+        if domains.len() >= DOMAINS_KEPT && !domains.contains_key(domain) {
+            domains.retain(|_, state| lock(&state.known).policy.is_some());
+            if domains.len() >= DOMAINS_KEPT {
+                domains.clear();
+            }
+        }
+        domains.entry(domain.to_string()).or_default().clone()
     }
 
     /// The policy this node knows, from the store when it has not looked lately (or
@@ -397,6 +404,20 @@ fn sts_id(record: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn mail_to_ever_more_domains_keeps_a_bounded_state() {
+        let dir = tempfile::tempdir().expect("dir");
+        let queue: Arc<dyn Queue> =
+            Arc::new(crate::queue::QueueDb::open(dir.path()).expect("queue"));
+        let resolver =
+            crate::dns::resolver(Some("127.0.0.1:9".parse().expect("address"))).expect("resolver");
+        let policies = TlsPolicies::new(resolver, queue).expect("policies");
+        for i in 0..3 * DOMAINS_KEPT {
+            policies.state(&format!("d{i}.example"));
+            assert!(lock(&policies.domains).len() <= DOMAINS_KEPT);
+        }
+    }
 
     #[test]
     fn a_record_counts_only_as_rfc_8461_writes_it() {
