@@ -8,97 +8,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::ca::Ca;
 use common::{
     Process, Workspace, free_port, knot, python_peer, python_peer_run, received, swaks, wait_for,
     zone,
 };
-
-/// A test CA, and leaf certificates it signs for given names.
-struct Ca {
-    dir: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path) -> Ca {
-        let dir = dir.join("ca");
-        std::fs::create_dir_all(&dir).expect("ca dir");
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ferrymail test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ],
-            &dir,
-        );
-        Ca { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-
-    /// A certificate for `name`, as (certificate, key) paths: a leaf (CA:FALSE).
-    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (crt, key, csr, ext) = (
-            format!("{name}.crt"),
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(
-            self.dir.join(&ext),
-            format!("basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:{name}\n"),
-        )
-        .expect("extensions");
-        openssl(
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-            &self.dir,
-        );
-        openssl(
-            &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "2",
-                "-extfile", &ext, "-out", &crt,
-            ],
-            &self.dir,
-        );
-        (self.dir.join(crt), self.dir.join(key))
-    }
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let made = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "openssl {args:?}: {made:?}");
-}
 
 /// A receiving MTA on ADDRESS:25; with a certificate it offers STARTTLS.
 fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {

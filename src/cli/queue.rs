@@ -20,7 +20,7 @@ pub enum Command {
     /// Drop a message's deliveries, or one delivery (8/10); no bounce is sent.
     Remove { id: QueueId },
     /// The SMTP TLS reports (RFC 8460) a day's outbound sessions make, as JSON: one per
-    /// receiving domain, with its MTA-STS policy, successes and failures by kind.
+    /// receiving domain, with its MTA-STS policy or DANE records, successes and failures by kind.
     TlsReport {
         /// The UTC day, YYYY-MM-DD; today (so far) by default.
         #[arg(long)]

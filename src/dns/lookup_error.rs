@@ -75,3 +75,27 @@ mod tests {
         }
     }
 }
+
+/// What a negative answer said: no such name, or the name without that record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    NoDomain,
+    NoRecord,
+}
+
+/// Whether a failed lookup was a plain "not there", as a validating resolver reports it
+/// too (proven by NSEC, or in an unsigned zone); None for a failure or a bogus answer.
+pub fn absent(e: &NetError) -> Option<Absent> {
+    let code = match e {
+        NetError::Dns(DnsError::NoRecordsFound(none)) => none.response_code,
+        NetError::Dns(DnsError::Nsec {
+            response, proof, ..
+        }) if !proof.is_bogus() => response.response_code,
+        _ => return None,
+    };
+    Some(if code == ResponseCode::NXDomain {
+        Absent::NoDomain
+    } else {
+        Absent::NoRecord
+    })
+}

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod diff;
+pub mod dnssec;
 pub mod lookup_error;
 pub mod mta_sts;
 pub mod provider;
@@ -23,6 +24,15 @@ pub struct ResolverError(String);
 
 /// A resolver that asks `server` (any port) over UDP and TCP, or the system's servers.
 pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolverError> {
+    builder(server)?
+        .build()
+        .map_err(|e| ResolverError(e.to_string()))
+}
+
+/// The builder both the plain and the validating resolver start from.
+fn builder(
+    server: Option<SocketAddr>,
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, ResolverError> {
     match server {
         Some(addr) => {
             let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -42,10 +52,8 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolverErr
             // otherwise answer for local names and addresses (and `dns check` would
             // report what this machine believes, not what is published).
             builder.options_mut().use_hosts_file = ResolveHosts::Never;
-            builder.build().map_err(|e| ResolverError(e.to_string()))
+            Ok(builder)
         }
-        None => Resolver::builder_tokio()
-            .and_then(|b| b.build())
-            .map_err(|e| ResolverError(e.to_string())),
+        None => Resolver::builder_tokio().map_err(|e| ResolverError(e.to_string())),
     }
 }

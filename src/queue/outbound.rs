@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::net::{DnsError, NetError};
 use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
@@ -16,8 +17,10 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::tls_policy::dane::{Dane, TlsaSet, all_secure};
 use super::tls_policy::tally::{Outcome, SessionKey, Tally};
 use super::tls_policy::{Active, Mode, TlsPolicies};
+use crate::dns::lookup_error::{Absent, absent};
 
 /// Why a delivery attempt failed, and whether trying again can help.
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ pub struct Outbound {
     resolver: Option<TokioResolver>,
     timeout: Duration,
     policies: Option<Arc<TlsPolicies>>,
+    dane: Option<Arc<Dane>>,
     tally: Option<Arc<Tally>>,
 }
 
@@ -96,6 +100,7 @@ impl Outbound {
             resolver,
             timeout: Duration::from_secs(120),
             policies: None,
+            dane: None,
             tally: None,
         }
     }
@@ -104,6 +109,13 @@ impl Outbound {
     /// through a relay named by its host name (RFC 8461 §3.4).
     pub fn with_policies(mut self, policies: Arc<TlsPolicies>) -> Outbound {
         self.policies = Some(policies);
+        self
+    }
+
+    /// Honours DANE (RFC 7672): an MX host whose DNSSEC-signed TLSA records name its
+    /// certificate is reached only over TLS with that certificate.
+    pub fn with_dane(mut self, dane: Arc<Dane>) -> Outbound {
+        self.dane = Some(dane);
         self
     }
 
@@ -127,16 +139,24 @@ impl Outbound {
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
     ) -> Result<Handed, DeliveryError> {
-        let (hosts, policy_domain) = match &self.relay {
+        let (hosts, policy_domain, dane) = match &self.relay {
             // A relay named by an address has no policy to look up.
             Some(relay) => {
                 let name = host_name(relay)
                     .trim_start_matches('[')
                     .trim_end_matches(']');
                 let named = name.parse::<IpAddr>().is_err() && name != "localhost";
-                (vec![relay.clone()], named.then_some(name))
+                (vec![relay.clone()], named.then_some(name), None)
             }
-            None => (self.mx_hosts(to).await?, Some(domain_of(to))),
+            None => {
+                let dane = match &self.dane {
+                    Some(dane) if dane.working().await => Some(dane.as_ref()),
+                    _ => None,
+                };
+                let (hosts, secure) = self.mx_hosts(to, dane).await?;
+                // RFC 7672 §2.2.1: DANE only for MX hosts DNSSEC vouches for.
+                (hosts, Some(domain_of(to)), dane.filter(|_| secure))
+            }
         };
         // Spelled once as policies and reports key it (lower-case A-labels).
         let policy_domain = policy_domain.and_then(super::tls_policy::policy_domain);
@@ -194,6 +214,7 @@ impl Outbound {
                     Terms {
                         policy: policy.as_deref(),
                         domain: policy_domain,
+                        dane,
                     },
                 )
                 .await
@@ -211,14 +232,24 @@ impl Outbound {
         Err(last)
     }
 
-    async fn mx_hosts(&self, to: &[String]) -> Result<Vec<String>, DeliveryError> {
+    /// The MX hosts of the recipients' domain, in preference order, and whether DNSSEC
+    /// proved them (only asked through DANE's validating resolver).
+    async fn mx_hosts(
+        &self,
+        to: &[String],
+        dane: Option<&Dane>,
+    ) -> Result<(Vec<String>, bool), DeliveryError> {
         let domain = domain_of(to);
-        let resolver = self
-            .resolver
-            .as_ref()
-            .ok_or_else(|| DeliveryError::temporary("no DNS resolver configured"))?;
+        let resolver = match dane {
+            Some(dane) => dane.resolver(),
+            None => self
+                .resolver
+                .as_ref()
+                .ok_or_else(|| DeliveryError::temporary("no DNS resolver configured"))?,
+        };
         match resolver.mx_lookup(format!("{domain}.")).await {
             Ok(lookup) => {
+                let secure = dane.is_some() && all_secure(lookup.answers());
                 let mut mx: Vec<(u16, String)> = lookup
                     .answers()
                     .iter()
@@ -239,24 +270,43 @@ impl Outbound {
                         message: format!("{domain} accepts no mail (null MX)"),
                     });
                 }
-                Ok(mx
-                    .into_iter()
-                    .map(|(_, host)| format!("{host}:25"))
-                    .collect())
+                Ok((
+                    mx.into_iter()
+                        .map(|(_, host)| format!("{host}:25"))
+                        .collect(),
+                    secure,
+                ))
             }
-            // The domain does not exist: nothing will ever take the mail.
-            Err(e) if e.is_nx_domain() => Err(DeliveryError {
-                permanent: true,
-                message: format!("{domain} does not exist (NXDOMAIN)"),
-            }),
-            // No MX, but the name exists: it is its own mail host (RFC 5321 §5.1).
-            Err(e) if e.is_no_records_found() => Ok(vec![format!("{domain}:25")]),
-            // A timeout or a failing server says nothing about the MX: try again later
-            // rather than deliver to whatever the address record points at.
-            Err(e) => Err(DeliveryError::temporary(format!(
-                "looking up the MX of {domain}: {}",
-                crate::dns::lookup_error::explain(&e)
-            ))),
+            Err(e) => match absent(&e) {
+                // The domain does not exist: nothing will ever take the mail.
+                Some(Absent::NoDomain) => Err(DeliveryError {
+                    permanent: true,
+                    message: format!("{domain} does not exist (NXDOMAIN)"),
+                }),
+                // No MX, but the name exists: it is its own mail host (RFC 5321 §5.1),
+                // a name from the address itself, so DANE may apply (RFC 7672 §2.2.1).
+                Some(Absent::NoRecord) => Ok((vec![format!("{domain}:25")], dane.is_some())),
+                // A timeout, a failing server or a bogus answer (RFC 7672 §2.1.1) says
+                // nothing about the MX: try again later rather than deliver to whatever
+                // the address record points at.
+                None => {
+                    if dane.is_some() && matches!(e, NetError::Dns(DnsError::DnssecBogus)) {
+                        let policy_domain = super::tls_policy::policy_domain(domain);
+                        self.count(
+                            policy_domain.as_deref(),
+                            &Guard::Dane(TlsaSet::default()),
+                            "",
+                            "",
+                            "",
+                            Outcome::DnssecInvalid,
+                        );
+                    }
+                    Err(DeliveryError::temporary(format!(
+                        "looking up the MX of {domain}: {}",
+                        crate::dns::lookup_error::explain(&e)
+                    )))
+                }
+            },
         }
     }
 
@@ -269,15 +319,21 @@ impl Outbound {
         dsn: Option<DsnRequest<'_>>,
         terms: Terms<'_>,
     ) -> Result<Handed, DeliveryError> {
-        let Terms {
-            policy,
-            domain: report_domain,
-        } = terms;
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) => (name, port.parse::<u16>().unwrap_or(25)),
             None => (host, 25),
         };
-        let addresses = self.addresses(name, port).await?;
+        let (addresses, tlsa) = match terms.dane {
+            Some(dane) => self.dane_terms(dane, name, port, terms.domain).await?,
+            None => (self.addresses(name, port).await?, None),
+        };
+        // DANE, where the host publishes TLSA records, takes the place of MTA-STS for it
+        // (RFC 8461 §2).
+        let guard = match (tlsa, terms.policy) {
+            (Some(set), _) => Guard::Dane(set),
+            (None, Some(p)) => Guard::Sts(p),
+            (None, None) => Guard::Open,
+        };
         let mut client = None;
         let mut last = String::new();
         // Every address of the host in turn (RFC 5321 §5.1), until one answers.
@@ -302,7 +358,7 @@ impl Outbound {
             }
         }
         let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
-        let enforce = policy.is_some_and(|p| p.policy.mode == Mode::Enforce);
+        let enforce = guard.requires_tls();
         let sending_ip = client
             .stream
             .local_addr()
@@ -310,24 +366,14 @@ impl Outbound {
             .unwrap_or_default();
         // How this session's TLS went, for the report to the policy domain.
         let count = |outcome: Outcome| {
-            let (Some(tally), Some(domain)) = (&self.tally, report_domain) else {
-                return;
-            };
-            tally.count(SessionKey {
-                day: super::tls_policy::tally::today(),
-                domain: domain.to_string(),
-                policy_type: if policy.is_some() {
-                    "sts"
-                } else {
-                    "no-policy-found"
-                }
-                .into(),
-                policy: policy.map(|p| p.text.clone()).unwrap_or_default(),
-                mx_host: name.to_string(),
-                receiving_ip: addr.ip().to_string(),
-                sending_ip: sending_ip.clone(),
+            self.count(
+                terms.domain,
+                &guard,
+                name,
+                &addr.ip().to_string(),
+                &sending_ip,
                 outcome,
-            });
+            )
         };
         // Under enforce, what comes before TLS may be an attacker's: a 5xx there defers
         // (and the next MX is tried) rather than bounce.
@@ -343,7 +389,7 @@ impl Outbound {
         })?;
         // What testing mode would have refused: said in the log, the delivery goes on.
         let mut noted: Option<String> = None;
-        if let Some(p) = policy
+        if let Guard::Sts(p) = guard
             && p.policy.mode == Mode::Testing
             && !p.policy.allows(name)
         {
@@ -352,14 +398,24 @@ impl Outbound {
                 p.domain, p.id
             ));
         }
+        // What the mail log says of how the certificate was checked, when it was.
+        let mut checked: Option<&str> = None;
         if ehlo.has_capability(EXT_START_TLS) {
-            let (connector, failure) = match policy {
+            let (connector, failure) = match &guard {
                 // RFC 8461 §4.2: a certificate valid for the MX name, from a trusted root.
-                Some(p) => super::tls_policy::verify::connector(p.policy.mode == Mode::Enforce)
-                    .map(|(c, f)| (c, Some(f)))
-                    .map_err(DeliveryError::temporary)?,
-                // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435).
-                None => (
+                Guard::Sts(p) => {
+                    super::tls_policy::verify::connector(p.policy.mode == Mode::Enforce)
+                        .map(|(c, f)| (c, Some(f)))
+                        .map_err(DeliveryError::temporary)?
+                }
+                // RFC 7672 §3: the certificate one of the TLSA records names.
+                Guard::Dane(set) if !set.usable().is_empty() => {
+                    checked = Some("certificate matched by its TLSA records (DANE)");
+                    (super::tls_policy::dane_check::connector(set.usable()), None)
+                }
+                // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435);
+                // and TLSA records none of which is usable still ask for TLS (RFC 7672 §2.2).
+                Guard::Dane(_) | Guard::Open => (
                     mail_send::smtp::tls::build_tls_connector(true)
                         .map_err(DeliveryError::temporary)?,
                     None,
@@ -374,11 +430,15 @@ impl Outbound {
                         _ => Outcome::ValidationFailure,
                     })
                 })
-                .map_err(|e| match policy {
-                    Some(p) if enforce => DeliveryError::temporary(format!(
+                .map_err(|e| match &guard {
+                    Guard::Sts(p) if enforce => DeliveryError::temporary(format!(
                         "{}'s MTA-STS policy (enforce, id {}) needs TLS with a certificate valid for {name}, and STARTTLS failed: {}",
                         p.domain,
                         p.id,
+                        tls_failure(&e)
+                    )),
+                    Guard::Dane(_) => DeliveryError::temporary(format!(
+                        "{name}'s TLSA records (DANE) need TLS with a certificate they name, and STARTTLS failed: {}",
                         tls_failure(&e)
                     )),
                     _ => e.into(),
@@ -389,7 +449,7 @@ impl Outbound {
                 (None, Some(_)) => Outcome::ValidationFailure,
                 (None, None) => Outcome::Success,
             });
-            if let Some(p) = policy
+            if let Guard::Sts(p) = guard
                 && let Some((_, why)) = failed
             {
                 noted.get_or_insert(format!(
@@ -403,16 +463,25 @@ impl Outbound {
             transaction(&mut tls, from, to, body, dsn).await
         } else {
             count(Outcome::StarttlsNotSupported);
-            if let Some(p) = policy {
-                let why = format!(
-                    "{name} does not offer STARTTLS, which {}'s MTA-STS policy ({}, id {}) asks for",
-                    p.domain, p.policy.mode, p.id
-                );
-                if p.policy.mode == Mode::Enforce {
-                    let _ = client.quit().await;
-                    return Err(DeliveryError::temporary(why));
+            match &guard {
+                Guard::Sts(p) => {
+                    let why = format!(
+                        "{name} does not offer STARTTLS, which {}'s MTA-STS policy ({}, id {}) asks for",
+                        p.domain, p.policy.mode, p.id
+                    );
+                    if p.policy.mode == Mode::Enforce {
+                        let _ = client.quit().await;
+                        return Err(DeliveryError::temporary(why));
+                    }
+                    noted = Some(why);
                 }
-                noted = Some(why);
+                Guard::Dane(_) => {
+                    let _ = client.quit().await;
+                    return Err(DeliveryError::temporary(format!(
+                        "{name} publishes TLSA records (DANE), so it must be reached over TLS, and it does not offer STARTTLS"
+                    )));
+                }
+                Guard::Open => {}
             }
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
             transaction(&mut client, from, to, body, dsn).await
@@ -429,12 +498,89 @@ impl Outbound {
             }
             Handed {
                 dsn_passed_on,
-                reply: match noted {
-                    Some(why) => format!("{to} said {reply} ({why})"),
-                    None => format!("{to} said {reply}"),
+                reply: match (noted, checked) {
+                    (Some(why), _) => format!("{to} said {reply} ({why})"),
+                    (None, Some(how)) => format!("{to} said {reply} ({how})"),
+                    (None, None) => format!("{to} said {reply}"),
                 },
             }
         })
+    }
+
+    /// A host's addresses through DANE's validating resolver, and its TLSA records when
+    /// DNSSEC proved those addresses (RFC 7672 §2.2.2). A lookup that fails or is bogus
+    /// leaves the host unused for now: the next MX is tried.
+    async fn dane_terms(
+        &self,
+        dane: &Dane,
+        name: &str,
+        port: u16,
+        report_domain: Option<&str>,
+    ) -> Result<(Vec<SocketAddr>, Option<TlsaSet>), DeliveryError> {
+        let failed = |e: super::tls_policy::dane::DaneError| {
+            if e.is_bogus() {
+                self.count(
+                    report_domain,
+                    &Guard::Dane(TlsaSet::default()),
+                    name,
+                    "",
+                    "",
+                    Outcome::DnssecInvalid,
+                );
+            }
+            DeliveryError::temporary(e.to_string())
+        };
+        let found = dane
+            .resolver()
+            .lookup_ip(format!("{name}."))
+            .await
+            .map_err(|e| {
+                failed(super::tls_policy::dane::lookup_failed(
+                    &e,
+                    format!("address of {name}"),
+                ))
+            })?;
+        let secure = all_secure(found.as_lookup().answers());
+        let addresses: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        if addresses.is_empty() {
+            return Err(DeliveryError::temporary(format!("{name} has no address")));
+        }
+        let tlsa = if secure {
+            dane.tlsa(name, port).await.map_err(failed)?
+        } else {
+            None
+        };
+        Ok((addresses, tlsa))
+    }
+
+    /// Counts a session for the TLS report to `domain`, under the policy that held it.
+    fn count(
+        &self,
+        domain: Option<&str>,
+        guard: &Guard<'_>,
+        mx_host: &str,
+        receiving_ip: &str,
+        sending_ip: &str,
+        outcome: Outcome,
+    ) {
+        let (Some(tally), Some(domain)) = (&self.tally, domain) else {
+            return;
+        };
+        let (policy_type, policy) = match guard {
+            Guard::Sts(p) => ("sts", p.text.clone()),
+            Guard::Dane(set) => ("tlsa", set.text()),
+            Guard::Open => ("no-policy-found", String::new()),
+        };
+        tally.count(SessionKey {
+            day: super::tls_policy::tally::today(),
+            domain: domain.to_string(),
+            policy_type: policy_type.into(),
+            policy,
+            mx_host: mx_host.to_string(),
+            receiving_ip: receiving_ip.to_string(),
+            sending_ip: sending_ip.to_string(),
+            outcome,
+        });
     }
 
     /// The addresses of a mail host, through the spec's resolver when there is one (the
@@ -469,12 +615,33 @@ impl Outbound {
     }
 }
 
-/// What TLS a connection is held to: the policy (if any) and the domain whose TLS
-/// report counts the session.
+/// What TLS a connection is held to: the MTA-STS policy (if any), the domain whose TLS
+/// report counts the session, and DANE when DNSSEC proved the MX hosts.
 #[derive(Clone, Copy)]
 struct Terms<'a> {
     policy: Option<&'a Active>,
     domain: Option<&'a str>,
+    dane: Option<&'a Dane>,
+}
+
+/// What holds one MX host's TLS: its TLSA records, else its domain's MTA-STS policy,
+/// else nothing (opportunistic STARTTLS).
+enum Guard<'a> {
+    Dane(TlsaSet),
+    Sts(&'a Active),
+    Open,
+}
+
+impl Guard<'_> {
+    /// Whether the host must be reached over TLS: a refusal before TLS may be forged,
+    /// so it defers rather than bounces.
+    fn requires_tls(&self) -> bool {
+        match self {
+            Guard::Dane(_) => true,
+            Guard::Sts(p) => p.policy.mode == Mode::Enforce,
+            Guard::Open => false,
+        }
+    }
 }
 
 /// The domain of a delivery's recipients (all at one domain).

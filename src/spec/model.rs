@@ -721,6 +721,14 @@ pub struct Delivery {
     /// relay's own policy is the one applied (RFC 8461 §3.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mta_sts: Option<bool>,
+    /// Whether an MX host whose DNSSEC-signed TLSA records (DANE, RFC 7672) name its
+    /// certificate gets mail only over TLS with that certificate, and otherwise waits in
+    /// the queue. Default true; DNSSEC is checked by ferrymail itself, from the root's keys
+    /// (or `[dns] trust_anchors`), and DANE is set aside with a warning while the
+    /// resolver's answers cannot be validated. Takes precedence over MTA-STS for a host.
+    /// Mail through a `relay` is not held to DANE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dane: Option<bool>,
 }
 
 impl Delivery {
@@ -753,6 +761,11 @@ pub struct Dns {
     /// Resolver "IP:port" for MX lookups and `dns check`; unset = the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver: Option<SocketAddr>,
+    /// A file of DNSKEY records (zone-file form, "example. IN DNSKEY 257 3 13 …") whose
+    /// keys DNSSEC validation (for DANE) trusts in place of the root's: for a private DNS
+    /// tree. Unset = the root zone's published keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_anchors: Option<PathBuf>,
     /// Named DNS providers; a domain picks one with `dns_provider`.
     #[serde(default)]
     pub providers: BTreeMap<String, DnsProvider>,

@@ -2,6 +2,7 @@
 //! `ferrymail` binary run against it. Every integration test goes through here.
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod clamav;
 pub mod imap;
 pub mod podman;
@@ -524,6 +525,45 @@ pub fn knot_with_key(
     zones: &[(&str, &str)],
     tsig: Option<(&str, &str)>,
 ) -> (Process, u16) {
+    knot_serving(dir, zones, tsig, &[])
+}
+
+/// Knot with the zones named in `signed` signed (DNSSEC, one ECDSA P-256 key per zone);
+/// also returns the trust anchor file: those zones' DNSKEY records, for `[dns]
+/// trust_anchors`. Delegations between the zones are the zone files' own NS and DS records.
+pub fn knot_signed(dir: &Path, zones: &[(&str, &str)], signed: &[&str]) -> (Process, u16, PathBuf) {
+    let (process, port) = knot_serving(dir, zones, None, signed);
+    let conf = dir.join("knot/knot.conf");
+    let mut anchors = String::new();
+    for zone in signed {
+        let mut keys = String::new();
+        // The key is made as knotd loads the zone, just after it listens.
+        let made = wait_for(std::time::Duration::from_secs(10), || {
+            let out = Command::new("keymgr")
+                .arg("-c")
+                .arg(&conf)
+                .arg(format!("{zone}."))
+                .arg("dnskey")
+                .output()
+                .expect("keymgr (Debian's knot package)");
+            keys = String::from_utf8_lossy(&out.stdout).into_owned();
+            keys.contains("DNSKEY")
+        });
+        assert!(made, "no DNSKEY for {zone}: {}", process.log_text());
+        // keymgr prints "test. DNSKEY 257 …"; zone-file form wants the class too.
+        anchors.push_str(&keys.replace(" DNSKEY ", " IN DNSKEY "));
+    }
+    let file = dir.join("knot/trust-anchors");
+    std::fs::write(&file, anchors).expect("trust anchors");
+    (process, port, file)
+}
+
+fn knot_serving(
+    dir: &Path,
+    zones: &[(&str, &str)],
+    tsig: Option<(&str, &str)>,
+    signed: &[&str],
+) -> (Process, u16) {
     let port = free_port();
     let root = dir.join("knot");
     std::fs::create_dir_all(&root).expect("knot dir");
@@ -540,6 +580,11 @@ pub fn knot_with_key(
         ));
         acl = "    acl: updates\n";
     }
+    if !signed.is_empty() {
+        conf.push_str(
+            "policy:\n  - id: csk\n    single-type-signing: on\n    algorithm: ecdsap256sha256\n",
+        );
+    }
     conf.push_str("zone:\n");
     for (name, text) in zones {
         let file = root.join(format!("{name}.zone"));
@@ -548,6 +593,12 @@ pub fn knot_with_key(
             "  - domain: {name}\n    file: {}\n{acl}",
             file.display()
         ));
+        if signed.contains(name) {
+            // The signed zone stays in the journal; the file stays as the test wrote it.
+            conf.push_str(
+                "    dnssec-signing: on\n    dnssec-policy: csk\n    zonefile-sync: -1\n",
+            );
+        }
     }
     let conf_path = root.join("knot.conf");
     std::fs::write(&conf_path, conf).expect("knot.conf");

@@ -10,6 +10,7 @@ use super::services::Services;
 use super::shared::Shared;
 use crate::queue::outbound::Outbound;
 use crate::queue::tls_policy::TlsPolicies;
+use crate::queue::tls_policy::dane::Dane;
 use crate::queue::tls_policy::tally::Tally;
 use crate::queue::worker::Worker;
 use crate::smtp::{MxContext, serve_mx};
@@ -32,6 +33,18 @@ pub fn start_delivery(
         let policies = TlsPolicies::new(resolver, shared.queue.clone())
             .context("building the MTA-STS policy client")?;
         outbound = outbound.with_policies(Arc::new(policies));
+    }
+    if loaded.spec.delivery.dane != Some(false) && loaded.spec.delivery.relay.is_none() {
+        let anchors = loaded
+            .spec
+            .dns
+            .trust_anchors
+            .as_ref()
+            .map(|f| loaded.base_dir.join(f));
+        let validating =
+            crate::dns::dnssec::validating(loaded.spec.dns.resolver, anchors.as_deref())
+                .context("building the DNSSEC-validating resolver for DANE")?;
+        outbound = outbound.with_dane(Arc::new(Dane::new(validating)));
     }
     let tally = Arc::new(Tally::default());
     outbound = outbound.with_tally(tally.clone());

@@ -1,6 +1,8 @@
 //! What TLS a delivery to a domain must have: its MTA-STS policy (RFC 8461), found
 //! through DNS, fetched over verified HTTPS, and cached by id and max_age in the queue's store.
 
+pub mod dane;
+pub mod dane_check;
 mod fetch;
 mod policy;
 pub mod report;

@@ -20,6 +20,8 @@ pub enum Outcome {
     ValidationFailure,
     StsPolicyFetchError,
     StsPolicyInvalid,
+    TlsaInvalid,
+    DnssecInvalid,
 }
 
 impl Outcome {
@@ -34,10 +36,12 @@ impl Outcome {
             Outcome::ValidationFailure => "validation-failure",
             Outcome::StsPolicyFetchError => "sts-policy-fetch-error",
             Outcome::StsPolicyInvalid => "sts-policy-invalid",
+            Outcome::TlsaInvalid => "tlsa-invalid",
+            Outcome::DnssecInvalid => "dnssec-invalid",
         })
     }
 
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Success,
         Outcome::StarttlsNotSupported,
         Outcome::CertificateHostMismatch,
@@ -46,6 +50,8 @@ impl Outcome {
         Outcome::ValidationFailure,
         Outcome::StsPolicyFetchError,
         Outcome::StsPolicyInvalid,
+        Outcome::TlsaInvalid,
+        Outcome::DnssecInvalid,
     ];
 
     pub fn parse(text: &str) -> Option<Outcome> {
@@ -65,6 +71,14 @@ impl Outcome {
                 Outcome::CertificateExpired
             }
             rustls::Error::InvalidCertificate(C::UnknownIssuer) => Outcome::CertificateNotTrusted,
+            rustls::Error::InvalidCertificate(C::Other(other))
+                if other
+                    .0
+                    .downcast_ref::<super::dane_check::TlsaMismatch>()
+                    .is_some() =>
+            {
+                Outcome::TlsaInvalid
+            }
             _ => Outcome::ValidationFailure,
         }
     }

@@ -1,0 +1,236 @@
+//! DANE for outbound mail (RFC 7672), against real peers: Knot signs the `test.` zone
+//! (its key is the server's trust anchor) with MX and TLSA records, and delegates one
+//! unsigned zone and one with a DS that matches no key; aiosmtpd receives, with the
+//! certificates the TLSA records name, others, or none.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::ca::{Ca, cert_sha256, spki_sha256};
+use common::{
+    Process, Workspace, free_port, knot_signed, python_peer, python_peer_run, received, swaks,
+    wait_for, zone,
+};
+
+/// A receiving MTA on ADDRESS:25; with a certificate (file, key) it offers STARTTLS.
+fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {
+    let dir = w.path().join(format!("sink-{address}"));
+    let mut args = vec![
+        "25".to_string(),
+        dir.display().to_string(),
+        address.to_string(),
+    ];
+    if let Some((crt, key)) = cert {
+        args.push(crt.display().to_string());
+        args.push(key.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (python_peer("sink.py", &args, w.path()), dir)
+}
+
+/// The recipient domains, one per case.
+const DOMAINS: [&str; 6] = ["ee", "wrong", "ta", "notls", "plain", "bogus"];
+
+fn a(n: u8) -> String {
+    format!("127.0.25.{n}")
+}
+
+fn spec(mx: u16, dns_port: u16, anchors: &Path) -> String {
+    let mut spec = format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\ntrust_anchors = \"{}\"\n\n",
+        anchors.display()
+    );
+    for domain in DOMAINS {
+        spec.push_str(&format!(
+            "[domains.\"example.test\".aliases.{domain}]\nforward = [\"friend@{domain}.test\"]\n\n"
+        ));
+    }
+    spec
+}
+
+fn send(mx: u16, domain: &str) {
+    swaks(
+        mx,
+        &[
+            "--from",
+            "someone@sender.test",
+            "--to",
+            &format!("{domain}@example.test"),
+            "--header",
+            &format!("Subject: to {domain}"),
+        ],
+    )
+    .ok();
+}
+
+#[test]
+fn deliveries_follow_each_mx_hosts_tlsa_records() {
+    let w = Workspace::new("");
+    // The MX hosts' certificates come from CAs nobody trusts: only DANE vouches for them.
+    let ca = Ca::new(&w.path().join("ca"));
+    let other_ca = Ca::new(&w.path().join("other-ca"));
+    let ee_cert = other_ca.issue("mx.ee.test");
+    let stranger = other_ca.issue("mx.wrong.test");
+    let ta_chain = ca.chain("mx.ta.test");
+
+    let signed_zone = format!(
+        "ee MX 10 mx.ee\nmx.ee A {ee}\n_25._tcp.mx.ee TLSA 3 1 1 {ee_key}\n\
+         wrong MX 10 mx.wrong\nmx.wrong A {wrong}\n_25._tcp.mx.wrong TLSA 3 1 1 {ee_key}\n\
+         ta MX 10 mx.ta\nmx.ta A {ta}\n_25._tcp.mx.ta TLSA 2 0 1 {ca_cert}\n\
+         notls MX 10 mx.notls\nmx.notls A {notls}\n_25._tcp.mx.notls TLSA 3 1 1 {ee_key}\n\
+         plain NS ns\n\
+         bogus NS ns\nbogus DS 12345 13 2 {junk}\n",
+        ee = a(1),
+        wrong = a(2),
+        ta = a(3),
+        notls = a(4),
+        ee_key = spki_sha256(&ee_cert.0),
+        ca_cert = cert_sha256(&ca.root()),
+        junk = "ab".repeat(32),
+    );
+    // Unsigned and not vouched for by its parent: its TLSA record (which no certificate
+    // matches) means nothing.
+    let plain = zone(
+        "plain.test",
+        &format!(
+            "@ MX 10 mx\nmx A {}\n_25._tcp.mx TLSA 3 1 1 {}\n",
+            a(5),
+            "cd".repeat(32)
+        ),
+    );
+    let bogus = zone("bogus.test", &format!("@ MX 10 mx\nmx A {}\n", a(6)));
+    let test_zone = zone("test", &signed_zone);
+    let (dns, dns_port, anchors) = knot_signed(
+        w.path(),
+        &[
+            ("test", &test_zone),
+            ("plain.test", &plain),
+            ("bogus.test", &bogus),
+        ],
+        &["test"],
+    );
+
+    let (_s1, ee_sink) = sink(&w, &a(1), Some(&ee_cert));
+    let (_s2, wrong_sink) = sink(&w, &a(2), Some(&stranger));
+    let (_s3, ta_sink) = sink(&w, &a(3), Some(&ta_chain));
+    let (_s4, notls_sink) = sink(&w, &a(4), None);
+    let (_s5, plain_sink) = sink(&w, &a(5), None);
+    let (_s6, bogus_sink) = sink(&w, &a(6), None);
+
+    let mx = free_port();
+    w.write_spec(&spec(mx, dns_port, &anchors));
+    let mut server = w.serve_with(mx, &[], &[]);
+    for domain in DOMAINS {
+        send(mx, domain);
+    }
+
+    // DANE-EE: the certificate the record names, though no CA vouches for it.
+    // DANE-TA: a chain to the authority the record names, valid for the MX name.
+    for (dir, name) in [(&ee_sink, "ee"), (&ta_sink, "ta")] {
+        assert!(
+            wait_for(Duration::from_secs(30), || received(dir).len() == 1),
+            "nothing reached mx.{name}.test: {}",
+            server.log_text()
+        );
+        assert!(
+            received(dir)[0].path.with_extension("tls").exists(),
+            "{name}: over TLS"
+        );
+    }
+    // An unsigned domain is delivered as before, whatever TLSA record it has.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&plain_sink).len() == 1),
+        "plain.test is not signed, so DANE does not apply: {}",
+        server.log_text()
+    );
+    let log = w.run(&["queue", "log"]).stdout;
+    assert!(
+        log.lines().any(|l| l.contains("mx.ee.test")
+            && l.contains("certificate matched by its TLSA records (DANE)")),
+        "the mail log says how the certificate was checked: {log}"
+    );
+
+    // The rest wait in the queue, each with its reason.
+    let queue = wait_until_queue_says(
+        &w,
+        &[
+            "mx.wrong.test's TLSA records (DANE) need TLS with a certificate they name, and STARTTLS failed",
+            "mx.notls.test publishes TLSA records (DANE), so it must be reached over TLS, and it does not offer STARTTLS",
+            "looking up the MX of bogus.test: the answer failed DNSSEC validation",
+        ],
+    );
+    for (dir, name) in [
+        (&wrong_sink, "wrong"),
+        (&notls_sink, "notls"),
+        (&bogus_sink, "bogus"),
+    ] {
+        assert!(
+            received(dir).is_empty(),
+            "nothing may reach mx.{name}.test: {queue}"
+        );
+    }
+
+    server.terminate();
+    tls_reports_say_what_happened(&w);
+    drop(dns);
+}
+
+/// `queue tls-report` for the day: valid against RFC 8460's schema, the DANE sessions
+/// under policy type "tlsa" with the records as the policy.
+fn tls_reports_say_what_happened(w: &Workspace) {
+    let run = w.run(&["queue", "tls-report"]);
+    run.ok();
+    let file = w.path().join("tls-report.json");
+    std::fs::write(&file, &run.stdout).expect("report file");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
+    python_peer_run(
+        "json_schema_check.py",
+        &[schema.to_str().unwrap(), file.to_str().unwrap()],
+        w.path(),
+    )
+    .ok();
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("JSON");
+    let policy_of = |domain: &str, kind: &str| -> serde_json::Value {
+        reports
+            .iter()
+            .flat_map(|r| r["policies"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["policy"]["policy-domain"] == domain && p["policy"]["policy-type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} report for {domain}: {}", run.stdout))
+    };
+    let ee = policy_of("ee.test", "tlsa");
+    assert!(
+        ee["policy"]["policy-string"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("3 1 1 ")),
+        "{ee}"
+    );
+    assert_eq!(ee["summary"]["total-successful-session-count"], 1);
+    assert_eq!(ee["summary"]["total-failure-session-count"], 0);
+    for (domain, result_type) in [
+        ("wrong.test", "tlsa-invalid"),
+        ("notls.test", "starttls-not-supported"),
+        ("bogus.test", "dnssec-invalid"),
+    ] {
+        let p = policy_of(domain, "tlsa");
+        assert_eq!(
+            p["failure-details"][0]["result-type"], result_type,
+            "{domain}: {p}"
+        );
+    }
+    // Not signed: no DANE, an opportunistic session without STARTTLS.
+    let plain = policy_of("plain.test", "no-policy-found");
+    assert_eq!(plain["summary"]["total-successful-session-count"], 0);
+}
+
+/// `queue list`, once it names every one of `reasons`.
+fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
+    let mut queue = String::new();
+    let said = wait_for(Duration::from_secs(30), || {
+        queue = w.run(&["queue", "list"]).stdout;
+        reasons.iter().all(|r| queue.contains(r))
+    });
+    assert!(said, "the queue should say {reasons:#?}:\n{queue}");
+    queue
+}
