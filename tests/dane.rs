@@ -31,7 +31,7 @@ fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Pro
 }
 
 /// The recipient domains, one per case.
-const DOMAINS: [&str; 6] = ["ee", "wrong", "ta", "notls", "plain", "bogus"];
+const DOMAINS: [&str; 7] = ["ee", "wrong", "ta", "notls", "plain", "bogus", "both"];
 
 fn a(n: u8) -> String {
     format!("127.0.25.{n}")
@@ -74,19 +74,25 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     let ee_cert = other_ca.issue("mx.ee.test");
     let stranger = other_ca.issue("mx.wrong.test");
     let ta_chain = ca.chain("mx.ta.test");
+    let both_cert = other_ca.issue("mx.both.test");
 
     let signed_zone = format!(
         "ee MX 10 mx.ee\nmx.ee A {ee}\n_25._tcp.mx.ee TLSA 3 1 1 {ee_key}\n\
          wrong MX 10 mx.wrong\nmx.wrong A {wrong}\n_25._tcp.mx.wrong TLSA 3 1 1 {ee_key}\n\
          ta MX 10 mx.ta\nmx.ta A {ta}\n_25._tcp.mx.ta TLSA 2 0 1 {ca_cert}\n\
          notls MX 10 mx.notls\nmx.notls A {notls}\n_25._tcp.mx.notls TLSA 3 1 1 {ee_key}\n\
+         both MX 10 mx.both\nmx.both A {both}\n_25._tcp.mx.both TLSA 3 1 1 {both_key}\n\
+         mta-sts.both A {both_sts}\n_mta-sts.both TXT \"v=STSv1; id=1\"\n\
          plain NS ns\n\
          bogus NS ns\nbogus DS 12345 13 2 {junk}\n",
         ee = a(1),
         wrong = a(2),
         ta = a(3),
         notls = a(4),
+        both = a(7),
+        both_sts = a(8),
         ee_key = spki_sha256(&ee_cert.0),
+        both_key = spki_sha256(&both_cert.0),
         ca_cert = cert_sha256(&ca.root()),
         junk = "ab".repeat(32),
     );
@@ -118,17 +124,38 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     let (_s4, notls_sink) = sink(&w, &a(4), None);
     let (_s5, plain_sink) = sink(&w, &a(5), None);
     let (_s6, bogus_sink) = sink(&w, &a(6), None);
+    // An MTA-STS policy in enforce mode whose check (a CA the server trusts) this MX's
+    // certificate fails; its TLSA record names it, and DANE comes first (RFC 8461 §2).
+    let (_s7, both_sink) = sink(&w, &a(7), Some(&both_cert));
+    let (sts_crt, sts_key) = ca.issue("mta-sts.both.test");
+    let policy = w.path().join("both.policy");
+    std::fs::write(
+        &policy,
+        "version: STSv1\nmode: enforce\nmx: mx.both.test\nmax_age: 86400\n",
+    )
+    .expect("policy");
+    let _policy_server = python_peer(
+        "mta_sts_server.py",
+        &[
+            &a(8),
+            sts_crt.to_str().unwrap(),
+            sts_key.to_str().unwrap(),
+            policy.to_str().unwrap(),
+        ],
+        w.path(),
+    );
 
     let mx = free_port();
     w.write_spec(&spec(mx, dns_port, &anchors));
-    let mut server = w.serve_with(mx, &[], &[]);
+    let root = ca.root();
+    let mut server = w.serve_with(mx, &[], &[("SSL_CERT_FILE", root.to_str().unwrap())]);
     for domain in DOMAINS {
         send(mx, domain);
     }
 
     // DANE-EE: the certificate the record names, though no CA vouches for it.
     // DANE-TA: a chain to the authority the record names, valid for the MX name.
-    for (dir, name) in [(&ee_sink, "ee"), (&ta_sink, "ta")] {
+    for (dir, name) in [(&ee_sink, "ee"), (&ta_sink, "ta"), (&both_sink, "both")] {
         assert!(
             wait_for(Duration::from_secs(30), || received(dir).len() == 1),
             "nothing reached mx.{name}.test: {}",
@@ -139,6 +166,10 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
             "{name}: over TLS"
         );
     }
+    assert!(
+        std::fs::read_to_string(policy.with_extension("policy.fetched")).is_ok(),
+        "both.test's MTA-STS policy was in force"
+    );
     // An unsigned domain is delivered as before, whatever TLSA record it has.
     assert!(
         wait_for(Duration::from_secs(30), || received(&plain_sink).len() == 1),
