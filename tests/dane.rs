@@ -16,6 +16,16 @@ use common::{
 
 /// A receiving MTA on ADDRESS:25; with a certificate (file, key) it offers STARTTLS.
 fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {
+    sink_offering(w, address, cert, false)
+}
+
+/// A sink as above that, with `requiretls`, offers REQUIRETLS (RFC 8689) over TLS.
+fn sink_offering(
+    w: &Workspace,
+    address: &str,
+    cert: Option<&(PathBuf, PathBuf)>,
+    requiretls: bool,
+) -> (Process, PathBuf) {
     let dir = w.path().join(format!("sink-{address}"));
     let mut args = vec![
         "25".to_string(),
@@ -25,6 +35,9 @@ fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Pro
     if let Some((crt, key)) = cert {
         args.push(crt.display().to_string());
         args.push(key.display().to_string());
+        if requiretls {
+            args.push("requiretls".into());
+        }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (python_peer("sink.py", &args, w.path()), dir)
@@ -37,12 +50,12 @@ fn a(n: u8) -> String {
     format!("127.0.25.{n}")
 }
 
-fn spec(mx: u16, dns_port: u16, anchors: &Path) -> String {
+fn spec(mx: u16, dns_port: u16, anchors: &Path, domains: &[&str]) -> String {
     let mut spec = format!(
         "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\ntrust_anchors = \"{}\"\n\n",
         anchors.display()
     );
-    for domain in DOMAINS {
+    for domain in domains {
         spec.push_str(&format!(
             "[domains.\"example.test\".aliases.{domain}]\nforward = [\"friend@{domain}.test\"]\n\n"
         ));
@@ -146,7 +159,7 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     );
 
     let mx = free_port();
-    w.write_spec(&spec(mx, dns_port, &anchors));
+    w.write_spec(&spec(mx, dns_port, &anchors, &DOMAINS));
     let root = ca.root();
     let mut server = w.serve_with(mx, &[], &[("SSL_CERT_FILE", root.to_str().unwrap())]);
     for domain in DOMAINS {
@@ -264,4 +277,108 @@ fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
     });
     assert!(said, "the queue should say {reasons:#?}:\n{queue}");
     queue
+}
+
+/// REQUIRETLS (RFC 8689) end to end: offered only over TLS and refused without it; a
+/// message sent with it goes on only to an authenticated MX host (here by DNSSEC) over TLS
+/// its TLSA record vouches for, that takes REQUIRETLS too, and else bounces (5.7.30).
+/// `TLS-Required: No` lets a message past the receiver's policies.
+#[test]
+fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
+    let w = Workspace::new("");
+    let ca = Ca::new(&w.path().join("ca"));
+    let cert = ca.issue("mx.rt.test");
+    let key = spki_sha256(&cert.0);
+    let signed_zone = format!(
+        "rt MX 10 mx.rt\nmx.rt A {rt}\n_25._tcp.mx.rt TLSA 3 1 1 {key}\n\
+         old MX 10 mx.old\nmx.old A {old}\n_25._tcp.mx.old TLSA 3 1 1 {key}\n\
+         wrong MX 10 mx.wrong\nmx.wrong A {wrong}\n_25._tcp.mx.wrong TLSA 3 1 1 {junk}\n\
+         plain NS ns\n",
+        rt = a(11),
+        old = a(12),
+        wrong = a(13),
+        junk = "ef".repeat(32),
+    );
+    let plain = zone("plain.test", &format!("@ MX 10 mx\nmx A {}\n", a(14)));
+    let test_zone = zone("test", &signed_zone);
+    let (dns, dns_port, anchors) = knot_signed(
+        w.path(),
+        &[("test", &test_zone), ("plain.test", &plain)],
+        &["test"],
+    );
+    let (_s1, rt_sink) = sink_offering(&w, &a(11), Some(&cert), true);
+    let (_s2, old_sink) = sink_offering(&w, &a(12), Some(&cert), false);
+    let (_s3, wrong_sink) = sink(&w, &a(13), Some(&cert));
+    let (_s4, plain_sink) = sink_offering(&w, &a(14), Some(&cert), true);
+
+    let mx = free_port();
+    w.write_spec(&spec(
+        mx,
+        dns_port,
+        &anchors,
+        &["rt", "old", "wrong", "plain"],
+    ));
+    let server = w.serve_with(mx, &[], &[]);
+    let send = |to: &str, mode: &str| {
+        let run = python_peer_run(
+            "send_requiretls.py",
+            &[
+                &mx.to_string(),
+                "someone@sender.test",
+                &format!("{to}@example.test"),
+                &format!("to {to}, {mode}"),
+                mode,
+            ],
+            w.path(),
+        );
+        run.ok();
+        run.stdout
+    };
+
+    // Offered only over TLS, and refused without it.
+    let said = send("rt", "plain");
+    assert!(said.contains("ehlo-before: -"), "{said}");
+    assert!(
+        said.contains("refused 530 5.7.10 REQUIRETLS needs a TLS session"),
+        "{said}"
+    );
+    let said = send("rt", "requiretls");
+    assert!(
+        said.contains("ehlo-after: REQUIRETLS") && said.contains("sent"),
+        "{said}"
+    );
+    for to in ["old", "plain"] {
+        assert!(send(to, "requiretls").contains("sent"));
+    }
+    assert!(send("wrong", "tls-required-no").contains("sent"));
+
+    // Verified by its TLSA record, and told REQUIRETLS in turn.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&rt_sink).len() == 1),
+        "nothing reached mx.rt.test: {}",
+        server.log_text()
+    );
+    let path = &received(&rt_sink)[0].path;
+    assert!(path.with_extension("tls").exists());
+    assert!(
+        path.with_extension("requiretls").exists(),
+        "the next hop is asked for REQUIRETLS too"
+    );
+    // The sender asked that the receiver's policies not hold it: its DANE record, which
+    // the certificate does not match, does not.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&wrong_sink).len() == 1),
+        "TLS-Required: No must deliver: {}",
+        server.log_text()
+    );
+    // A host without REQUIRETLS, and one DNSSEC does not vouch for: bounced, not sent.
+    let mut log = String::new();
+    let bounced = wait_for(Duration::from_secs(30), || {
+        log = w.run(&["queue", "log"]).stdout;
+        log.contains("5.7.30 mx.old.test does not support REQUIRETLS")
+            && log.contains("5.7.30 the message asks for REQUIRETLS, and no MX host of plain.test can be authenticated")
+    });
+    assert!(bounced, "{log}");
+    assert!(received(&old_sink).is_empty() && received(&plain_sink).is_empty());
+    drop(dns);
 }

@@ -69,6 +69,7 @@ fn envelope() -> Envelope {
         ret_full: true,
         envid: Some("E1".into()),
         no_notices: false,
+        require_tls: true,
     }
 }
 
@@ -115,8 +116,9 @@ fn deliveries_round_trip_lease_retry_and_finish(q: &dyn Queue) {
     assert_eq!(due[0].dsn.notify, smtp_proto::RCPT_NOTIFY_FAILURE);
     let stored = q.envelope(ids[0]).unwrap().unwrap();
     assert_eq!(
-        (stored.ret_full, stored.envid.as_deref()),
-        (true, Some("E1"))
+        (stored.ret_full, stored.envid.as_deref(), stored.require_tls),
+        (true, Some("E1"), true),
+        "what the sender asked of the message's journey is kept with it"
     );
     assert!(q.claim_delay_notice(ids[0]).unwrap());
     assert!(

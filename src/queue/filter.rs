@@ -275,6 +275,7 @@ fn envelope(mail_from: &str, to: &str, hostname: &str) -> Envelope {
         ret_full: false,
         envid: None,
         no_notices: false,
+        require_tls: false,
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Envelope {
     /// or delay notices (they would be backscatter to whoever it names).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_notices: bool,
+    /// REQUIRETLS (RFC 8689): every hop only over TLS with a verified certificate, to an
+    /// authenticated MX host that supports REQUIRETLS too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
 }
 
 /// What the sender asked about delivery status notifications (RFC 3461) for the

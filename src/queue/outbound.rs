@@ -12,12 +12,13 @@ use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
 use smtp_proto::{
-    EXT_DSN, EXT_START_TLS, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER,
-    RCPT_NOTIFY_SUCCESS,
+    EXT_DSN, EXT_REQUIRE_TLS, EXT_START_TLS, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE,
+    RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::tls_policy::dane::{Dane, TlsaSet, all_secure};
+use super::tls_policy::require_tls::TlsRequest;
 use super::tls_policy::tally::{Outcome, SessionKey, Tally};
 use super::tls_policy::{Active, Mode, TlsPolicies};
 use crate::dns::lookup_error::{Absent, absent};
@@ -131,14 +132,19 @@ impl Outbound {
     }
 
     /// Delivers `body` from `from` to `to` (all at one domain), with the sender's DSN
-    /// request when there is one.
+    /// request when there is one, and TLS as the sender asked (RFC 8689).
     pub async fn send(
         &self,
         from: &str,
         to: &[String],
         body: &[u8],
         dsn: Option<DsnRequest<'_>>,
+        tls: TlsRequest,
     ) -> Result<Handed, DeliveryError> {
+        // `TLS-Required: No`: the sender would rather the message went than waited for
+        // the receiver's policies (RFC 8689 §5); STARTTLS is still used where offered.
+        let policies = policies_apply(tls);
+        let required = tls == TlsRequest::Required;
         let (hosts, policy_domain, dane) = match &self.relay {
             // A relay named by an address has no policy to look up.
             Some(relay) => {
@@ -150,7 +156,7 @@ impl Outbound {
             }
             None => {
                 let dane = match &self.dane {
-                    Some(dane) if dane.working().await => Some(dane.as_ref()),
+                    Some(dane) if policies && dane.working().await => Some(dane.as_ref()),
                     _ => None,
                 };
                 let (hosts, secure) = self.mx_hosts(to, dane).await?;
@@ -162,7 +168,7 @@ impl Outbound {
         let policy_domain = policy_domain.and_then(super::tls_policy::policy_domain);
         let policy_domain = policy_domain.as_deref();
         let policy = match (&self.policies, policy_domain) {
-            (Some(policies), Some(domain)) => {
+            (Some(policies), Some(domain)) if policies_apply(tls) => {
                 let found = policies.for_domain(domain).await;
                 if let Some(problem) = &found.problem {
                     tracing::warn!(domain, problem = problem.why, "MTA-STS");
@@ -202,6 +208,17 @@ impl Outbound {
             }
             _ => hosts,
         };
+        // RFC 8689 §4.2.1: REQUIRETLS mail goes only to an MX host that DNSSEC or an
+        // MTA-STS policy vouches for (a relay the spec names is vouched for by it).
+        if required && self.relay.is_none() && dane.is_none() && policy.is_none() {
+            return Err(DeliveryError {
+                permanent: true,
+                message: format!(
+                    "5.7.30 the message asks for REQUIRETLS, and no MX host of {} can be authenticated: its MX records are not DNSSEC-signed and it has no MTA-STS policy",
+                    domain_of(to)
+                ),
+            });
+        }
         let mut last = DeliveryError::temporary("no host to deliver to");
         for host in hosts {
             match self
@@ -215,6 +232,7 @@ impl Outbound {
                         policy: policy.as_deref(),
                         domain: policy_domain,
                         dane,
+                        required,
                     },
                 )
                 .await
@@ -334,6 +352,18 @@ impl Outbound {
             (None, Some(p)) => Guard::Sts(p),
             (None, None) => Guard::Open,
         };
+        // REQUIRETLS: a certificate checked by DANE, else against the host name.
+        let guard = match guard {
+            Guard::Dane(set) if terms.required && set.usable().is_empty() => Guard::Pkix,
+            Guard::Open if terms.required => Guard::Pkix,
+            Guard::Sts(p) if terms.required && !p.policy.allows(name) => {
+                return Err(DeliveryError::temporary(format!(
+                    "the message asks for REQUIRETLS, and {name} is not an MX host {}'s MTA-STS policy lists",
+                    p.domain
+                )));
+            }
+            other => other,
+        };
         let mut client = None;
         let mut last = String::new();
         // Every address of the host in turn (RFC 5321 §5.1), until one answers.
@@ -358,7 +388,7 @@ impl Outbound {
             }
         }
         let (mut client, addr) = client.ok_or_else(|| DeliveryError::temporary(last))?;
-        let enforce = guard.requires_tls();
+        let enforce = guard.requires_tls() || terms.required;
         let sending_ip = client
             .stream
             .local_addr()
@@ -403,11 +433,9 @@ impl Outbound {
         if ehlo.has_capability(EXT_START_TLS) {
             let (connector, failure) = match &guard {
                 // RFC 8461 §4.2: a certificate valid for the MX name, from a trusted root.
-                Guard::Sts(p) => {
-                    super::tls_policy::verify::connector(p.policy.mode == Mode::Enforce)
-                        .map(|(c, f)| (c, Some(f)))
-                        .map_err(DeliveryError::temporary)?
-                }
+                Guard::Sts(_) | Guard::Pkix => super::tls_policy::verify::connector(enforce)
+                    .map(|(c, f)| (c, Some(f)))
+                    .map_err(DeliveryError::temporary)?,
                 // RFC 7672 §3: the certificate one of the TLSA records names.
                 Guard::Dane(set) if !set.usable().is_empty() => {
                     checked = Some("certificate matched by its TLSA records (DANE)");
@@ -441,6 +469,10 @@ impl Outbound {
                         "{name}'s TLSA records (DANE) need TLS with a certificate they name, and STARTTLS failed: {}",
                         tls_failure(&e)
                     )),
+                    Guard::Pkix => DeliveryError::temporary(format!(
+                        "the message asks for REQUIRETLS, which needs TLS with a certificate valid for {name}, and STARTTLS failed: {}",
+                        tls_failure(&e)
+                    )),
                     _ => e.into(),
                 })?;
             let failed = failure.and_then(|f| f.lock().ok().and_then(|mut f| f.take()));
@@ -458,9 +490,19 @@ impl Outbound {
                 ));
             }
             let ehlo = tls.ehlo(&self.hostname).await?;
+            // RFC 8689 §4.2.1: the next hop must carry the requirement on.
+            if terms.required && !ehlo.has_capability(EXT_REQUIRE_TLS) {
+                let _ = tls.quit().await;
+                return Err(DeliveryError {
+                    permanent: true,
+                    message: format!(
+                        "5.7.30 {name} does not support REQUIRETLS, which the message asks for"
+                    ),
+                });
+            }
             // RFC 3461 §4: the request goes on only to a host that supports DSN.
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
-            transaction(&mut tls, from, to, body, dsn).await
+            transaction(&mut tls, from, to, body, dsn, terms.required).await
         } else {
             count(Outcome::StarttlsNotSupported);
             match &guard {
@@ -469,11 +511,17 @@ impl Outbound {
                         "{name} does not offer STARTTLS, which {}'s MTA-STS policy ({}, id {}) asks for",
                         p.domain, p.policy.mode, p.id
                     );
-                    if p.policy.mode == Mode::Enforce {
+                    if enforce {
                         let _ = client.quit().await;
                         return Err(DeliveryError::temporary(why));
                     }
                     noted = Some(why);
+                }
+                Guard::Pkix => {
+                    let _ = client.quit().await;
+                    return Err(DeliveryError::temporary(format!(
+                        "the message asks for REQUIRETLS, and {name} does not offer STARTTLS"
+                    )));
                 }
                 Guard::Dane(_) => {
                     let _ = client.quit().await;
@@ -484,7 +532,7 @@ impl Outbound {
                 Guard::Open => {}
             }
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
-            transaction(&mut client, from, to, body, dsn).await
+            transaction(&mut client, from, to, body, dsn, false).await
         }
         .map(|(dsn_passed_on, reply)| {
             // The address only when the name does not already say it.
@@ -569,7 +617,7 @@ impl Outbound {
         let (policy_type, policy) = match guard {
             Guard::Sts(p) => ("sts", p.text.clone()),
             Guard::Dane(set) => ("tlsa", set.text()),
-            Guard::Open => ("no-policy-found", String::new()),
+            Guard::Pkix | Guard::Open => ("no-policy-found", String::new()),
         };
         tally.count(SessionKey {
             day: super::tls_policy::tally::today(),
@@ -622,6 +670,13 @@ struct Terms<'a> {
     policy: Option<&'a Active>,
     domain: Option<&'a str>,
     dane: Option<&'a Dane>,
+    /// REQUIRETLS: verified TLS whatever the policies say, to a host that offers REQUIRETLS.
+    required: bool,
+}
+
+/// Whether the receiving domain's MTA-STS policy is looked up for a message.
+fn policies_apply(tls: TlsRequest) -> bool {
+    tls != TlsRequest::NotRequired
 }
 
 /// What holds one MX host's TLS: its TLSA records, else its domain's MTA-STS policy,
@@ -629,6 +684,8 @@ struct Terms<'a> {
 enum Guard<'a> {
     Dane(TlsaSet),
     Sts(&'a Active),
+    /// REQUIRETLS where neither holds: a certificate from a trusted CA, valid for the host.
+    Pkix,
     Open,
 }
 
@@ -639,6 +696,7 @@ impl Guard<'_> {
         match self {
             Guard::Dane(_) => true,
             Guard::Sts(p) => p.policy.mode == Mode::Enforce,
+            Guard::Pkix => true,
             Guard::Open => false,
         }
     }
@@ -742,11 +800,15 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     to: &[String],
     body: &[u8],
     dsn: Option<DsnRequest<'_>>,
+    require_tls: bool,
 ) -> Result<(bool, String), DeliveryError> {
-    let (mail, rcpt) = match &dsn {
+    let (mut mail, rcpt) = match &dsn {
         Some(request) => (request.mail_params(), request.rcpt_params()),
         None => (Parameters::default(), Parameters::default()),
     };
+    if require_tls {
+        mail.add("REQUIRETLS");
+    }
     client.mail_from(from, &mail).await?;
     for address in to {
         client.rcpt_to(address, &rcpt).await?;

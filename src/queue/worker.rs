@@ -10,6 +10,7 @@ use super::bounce::{Action, Notice};
 use super::filter::{self, Around, Filing};
 use super::log::{Entry, Event};
 use super::outbound::{DeliveryError, DsnRequest, Handed, Outbound};
+use super::tls_policy::require_tls::TlsRequest;
 use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
 use crate::routing::srs::Srs;
@@ -428,25 +429,32 @@ impl Worker {
         .await
         .map_err(rethrow)?
         .map_err(|e| DeliveryError::temporary(e.to_string()))?;
-        let envelope = if d.dsn.notify == 0 {
-            None
-        } else {
-            let db = self.db.clone();
-            let id = d.message_id;
-            tokio::task::spawn_blocking(move || db.envelope(id))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-        };
-        let request = envelope.as_ref().map(|e| DsnRequest {
-            notify: d.dsn.notify,
-            orcpt: d.dsn.orcpt.as_deref().unwrap_or(&d.dsn.rcpt),
-            ret_full: e.ret_full,
-            envid: e.envid.as_deref(),
-        });
+        // Read for the DSN request and for REQUIRETLS (RFC 8689), which must not be lost
+        // to a store that fails to answer: then the delivery waits.
+        let db = self.db.clone();
+        let id = d.message_id;
+        let envelope = tokio::task::spawn_blocking(move || db.envelope(id))
+            .await
+            .map_err(rethrow)?
+            .map_err(|e| DeliveryError::temporary(format!("reading the envelope: {e}")))?;
+        let request = envelope
+            .as_ref()
+            .filter(|_| d.dsn.notify != 0)
+            .map(|e| DsnRequest {
+                notify: d.dsn.notify,
+                orcpt: d.dsn.orcpt.as_deref().unwrap_or(&d.dsn.rcpt),
+                ret_full: e.ret_full,
+                envid: e.envid.as_deref(),
+            });
+        let tls = TlsRequest::of(envelope.as_ref().is_some_and(|e| e.require_tls), body);
         self.outbound
-            .send(&sender, std::slice::from_ref(&d.target), &signed, request)
+            .send(
+                &sender,
+                std::slice::from_ref(&d.target),
+                &signed,
+                request,
+                tls,
+            )
             .await
     }
 
@@ -815,7 +823,11 @@ impl Worker {
             envid: envelope.as_ref().and_then(|e| e.envid.as_deref()),
             reason,
             original: body,
-            full: envelope.as_ref().is_some_and(|e| e.ret_full),
+            // RFC 8689 §5: what was to travel only over verified TLS is not copied into
+            // a notice that may not: only its header goes back, as with RET=HDRS.
+            full: envelope
+                .as_ref()
+                .is_some_and(|e| e.ret_full && !e.require_tls),
             arrival: d.received_at,
             retry_until: (action == Action::Delayed).then_some(d.received_at + self.expire_after),
         });
@@ -828,6 +840,7 @@ impl Worker {
             ret_full: false,
             envid: None,
             no_notices: false,
+            require_tls: false,
         };
         let delivery = NewDelivery {
             kind: DeliveryKind::Forward,

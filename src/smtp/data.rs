@@ -170,6 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ret_full: self.state.ret_full,
             envid: self.state.envid.clone(),
             no_notices: verdict.sender_unverified,
+            require_tls: self.state.require_tls,
         };
         let mut message = self.received_header(&envelope).into_bytes();
         message.extend_from_slice(auth_header.as_bytes());

@@ -25,6 +25,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.ctx.tls.is_some() && !self.tls {
             ehlo.capabilities |= EXT_START_TLS;
         }
+        // RFC 8689: a sender may ask that the message travel only over verified TLS,
+        // which it can only ask over TLS.
+        if self.tls {
+            ehlo.capabilities |= EXT_REQUIRE_TLS;
+        }
         if self.auth_offered() && self.state.account.is_none() {
             ehlo.capabilities |= EXT_AUTH;
             ehlo.auth_mechanisms = AUTH_PLAIN | AUTH_LOGIN;

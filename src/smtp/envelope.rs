@@ -50,6 +50,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.reply(553, "5.7.1", &text);
             }
         }
+        // RFC 8689 §4.1: REQUIRETLS only over TLS (it is not offered otherwise).
+        let require_tls = from.flags & smtp_proto::MAIL_REQUIRETLS != 0;
+        if require_tls && !self.tls {
+            return self.reply(530, "5.7.10", "REQUIRETLS needs a TLS session");
+        }
+        self.state.require_tls = require_tls;
         self.state.mail_from = Some(from.address);
         // DSN (RFC 3461): kept with the message for the notices it may cause.
         self.state.ret_full = from.flags & smtp_proto::MAIL_RET_FULL != 0;

@@ -57,6 +57,8 @@ pub struct State {
     /// MAIL FROM's DSN parameters: RET=FULL and ENVID.
     pub ret_full: bool,
     pub envid: Option<String>,
+    /// MAIL FROM said REQUIRETLS (RFC 8689).
+    pub require_tls: bool,
     pub rcpts: Vec<Accepted>,
     /// Protocol errors so far; past SMTP_MAX_ERRORS the session is closed.
     pub errors: u32,
@@ -550,6 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state.mail_from = None;
         self.state.ret_full = false;
         self.state.envid = None;
+        self.state.require_tls = false;
         self.state.rcpts.clear();
         self.state.spam_note = None;
         self.state.junk = false;

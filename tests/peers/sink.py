@@ -2,13 +2,17 @@
 N.eml with N.env holding the envelope (MAIL FROM on the first line, then RCPT TOs).
 Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 451.
 Optional arguments: the address to bind (default 127.0.0.1), then a certificate and key
-file to offer STARTTLS with; a message that came over TLS also gets an N.tls file. DATA is answered "250 2.0.0 Ok: saved as N"."""
+file to offer STARTTLS with; a message that came over TLS also gets an N.tls file. A sixth
+argument "requiretls" offers REQUIRETLS (RFC 8689) over TLS; a message sent with it gets
+an N.requiretls file. DATA is answered "250 2.0.0 Ok: saved as N"."""
 import os
+import re
 import ssl
 import sys
 import threading
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 port, out = int(sys.argv[1]), sys.argv[2]
 host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
@@ -16,11 +20,33 @@ tls = None
 if len(sys.argv) > 5:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(sys.argv[4], sys.argv[5])
+requiretls = len(sys.argv) > 6 and sys.argv[6] == "requiretls"
 os.makedirs(out, exist_ok=True)
 lock = threading.Lock()
 
 
+class Smtp(SMTP):
+    async def smtp_MAIL(self, arg):
+        # aiosmtpd refuses parameters it does not know: REQUIRETLS is taken off first.
+        self.session.requiretls = False
+        if requiretls and arg and re.search(r"\sREQUIRETLS\b", arg, re.I):
+            arg = re.sub(r"\s+REQUIRETLS\b", "", arg, flags=re.I)
+            self.session.requiretls = True
+        return await super().smtp_MAIL(arg)
+
+
+class Sink(Controller):
+    def factory(self):
+        return Smtp(self.handler, **self.SMTP_kwargs)
+
+
 class Save:
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if requiretls and session.ssl is not None:
+            responses.insert(-1, "250-REQUIRETLS")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
         if local.startswith("refuse"):
@@ -40,13 +66,15 @@ class Save:
             if session.ssl is not None:
                 with open(os.path.join(out, f"{n}.tls"), "w") as f:
                     f.write(str(session.ssl.get("cipher")) + "\n")
+            if getattr(session, "requiretls", False):
+                open(os.path.join(out, f"{n}.requiretls"), "w").close()
             os.rename(os.path.join(out, f"{n}.env.tmp"), os.path.join(out, f"{n}.env"))
             os.rename(os.path.join(out, f"{n}.eml.tmp"), os.path.join(out, f"{n}.eml"))
         # A queue id as real MTAs give one, for the sender's log to quote.
         return f"250 2.0.0 Ok: saved as {n}"
 
 
-controller = Controller(Save(), hostname=host, port=port, tls_context=tls)
+controller = Sink(Save(), hostname=host, port=port, tls_context=tls)
 controller.start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -6,6 +6,7 @@ pub mod dane_check;
 mod fetch;
 mod policy;
 pub mod report;
+pub mod require_tls;
 pub mod send;
 pub mod tally;
 pub mod verify;

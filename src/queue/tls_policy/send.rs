@@ -185,6 +185,8 @@ fn mail(
     body.push_str(&format!("TLS-Report-Domain: {domain}\r\n"));
     body.push_str(&format!("TLS-Report-Submitter: {host}\r\n"));
     body.push_str("Auto-Submitted: auto-generated\r\n");
+    // A report of TLS failing must get through where TLS fails (RFC 8689 §5).
+    body.push_str("TLS-Required: No\r\n");
     body.push_str("MIME-Version: 1.0\r\n");
     body.push_str(&format!(
         "Content-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"{boundary}\"\r\n\r\n"
@@ -212,6 +214,7 @@ fn mail(
         ret_full: false,
         envid: None,
         no_notices: true,
+        require_tls: false,
     };
     let deliveries = to
         .iter()
