@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::rr::RecordType;
 use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
@@ -17,7 +18,7 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::tls_policy::dane::{Dane, TlsaSet, all_secure};
+use super::tls_policy::dane::{Dane, TlsaSet, Verdict, answer, fqdn};
 use super::tls_policy::require_tls::TlsRequest;
 use super::tls_policy::tally::{Outcome, SessionKey, Tally};
 use super::tls_policy::{Active, Mode, TlsPolicies};
@@ -156,7 +157,11 @@ impl Outbound {
             }
             None => {
                 let dane = match &self.dane {
-                    Some(dane) if policies && dane.working().await => Some(dane.as_ref()),
+                    Some(dane) if policies => match dane.working().await {
+                        Verdict::Apply => Some(dane.as_ref()),
+                        Verdict::SetAside => None,
+                        Verdict::Wait(why) => return Err(DeliveryError::temporary(why)),
+                    },
                     _ => None,
                 };
                 let (hosts, secure) = self.mx_hosts(to, dane).await?;
@@ -265,11 +270,16 @@ impl Outbound {
                 .as_ref()
                 .ok_or_else(|| DeliveryError::temporary("no DNS resolver configured"))?,
         };
-        match resolver.mx_lookup(format!("{domain}.")).await {
+        let asked = fqdn(domain).ok_or_else(|| DeliveryError {
+            permanent: true,
+            message: format!("{domain} is not a domain name"),
+        })?;
+        match resolver.mx_lookup(asked.clone()).await {
             Ok(lookup) => {
-                let secure = dane.is_some() && all_secure(lookup.answers());
-                let mut mx: Vec<(u16, String)> = lookup
-                    .answers()
+                let found = answer(lookup.answers(), &asked, &[RecordType::MX]);
+                let secure = dane.is_some() && found.secure;
+                let mut mx: Vec<(u16, String)> = found
+                    .records
                     .iter()
                     .filter_map(|r| match &r.data {
                         hickory_resolver::proto::rr::RData::MX(mx) => Some((
@@ -439,7 +449,10 @@ impl Outbound {
                 // RFC 7672 §3: the certificate one of the TLSA records names.
                 Guard::Dane(set) if !set.usable().is_empty() => {
                     checked = Some("certificate matched by its TLSA records (DANE)");
-                    (super::tls_policy::dane_check::connector(set.usable()), None)
+                    (
+                        super::tls_policy::dane_check::connector(set.usable(), set.target.clone()),
+                        None,
+                    )
                 }
                 // Opportunistic: certificates of MX hosts are rarely checkable (RFC 7435);
                 // and TLSA records none of which is usable still ask for TLS (RFC 7672 §2.2).
@@ -578,9 +591,11 @@ impl Outbound {
             }
             DeliveryError::temporary(e.to_string())
         };
+        let asked = fqdn(name)
+            .ok_or_else(|| DeliveryError::temporary(format!("{name} is not a host name")))?;
         let found = dane
             .resolver()
-            .lookup_ip(format!("{name}."))
+            .lookup_ip(asked.clone())
             .await
             .map_err(|e| {
                 failed(super::tls_policy::dane::lookup_failed(
@@ -588,16 +603,35 @@ impl Outbound {
                     format!("address of {name}"),
                 ))
             })?;
-        let secure = all_secure(found.as_lookup().answers());
-        let addresses: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        let found = answer(
+            found.as_lookup().answers(),
+            &asked,
+            &[RecordType::A, RecordType::AAAA],
+        );
+        let addresses: Vec<SocketAddr> = found
+            .records
+            .iter()
+            .filter_map(|r| r.data.ip_addr())
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
         if addresses.is_empty() {
             return Err(DeliveryError::temporary(format!("{name} has no address")));
         }
-        let tlsa = if secure {
-            dane.tlsa(name, port).await.map_err(failed)?
-        } else {
-            None
-        };
+        if !found.secure {
+            return Ok((addresses, None));
+        }
+        // RFC 7672 §2.2.2: the TLSA records of the name the addresses are at (a CNAME's
+        // target, when DNSSEC proved the chain), else of the name itself; a DANE-TA
+        // certificate may name either.
+        let target = found.name.to_ascii();
+        let target = target.trim_end_matches('.');
+        if !target.eq_ignore_ascii_case(name)
+            && let Some(mut set) = dane.tlsa(target, port).await.map_err(&failed)?
+        {
+            set.target = Some(target.to_string());
+            return Ok((addresses, Some(set)));
+        }
+        let tlsa = dane.tlsa(name, port).await.map_err(failed)?;
         Ok((addresses, tlsa))
     }
 
