@@ -57,6 +57,7 @@ conformance!(
     interrupted_attempts_are_counted_and_held_deliveries_wait_for_a_hand,
     mta_sts_policies_are_kept_per_domain_and_replaced,
     tls_session_counts_add_up_per_day_and_old_days_go,
+    report_rows_add_up_per_kind_and_day_and_old_days_go,
 );
 
 fn envelope() -> Envelope {
@@ -348,6 +349,50 @@ fn tls_session_counts_add_up_per_day_and_old_days_go(q: &dyn Queue) {
     q.forget_tls_sessions("2026-12-05").unwrap();
     assert!(q.tls_sessions("2026-12-04").unwrap().is_empty());
     assert_eq!(q.tls_sessions("2026-12-05").unwrap().len(), 2);
+}
+
+fn report_rows_add_up_per_kind_and_day_and_old_days_go(q: &dyn Queue) {
+    use ferrymail::queue::dmarc_report::{Counted, Row};
+    // A row's text is long (a DMARC record with several signatures): kept whole.
+    let detail = format!("{{\"record\":\"{}\"}}", "x".repeat(4000));
+    let row = |day: &str, domain: &str| Row {
+        day: day.into(),
+        domain: domain.into(),
+        detail: detail.clone(),
+    };
+    let add = |kind: &str, day: &str, domain: &str, count| {
+        q.add_report_rows(
+            kind,
+            &[Counted {
+                row: row(day, domain),
+                count,
+            }],
+        )
+        .unwrap()
+    };
+    add("dmarc", "2026-12-04", "a.example", 1);
+    add("dmarc", "2026-12-05", "a.example", 2);
+    add("dmarc", "2026-12-05", "a.example", 3);
+    add("dmarc", "2026-12-05", "b.example", 1);
+    add("other", "2026-12-05", "a.example", 9);
+    let mut day: Vec<(String, String, u64)> = q
+        .report_rows("dmarc", "2026-12-05")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.row.domain, c.row.detail, c.count))
+        .collect();
+    day.sort();
+    assert_eq!(
+        day,
+        [
+            ("a.example".to_string(), detail.clone(), 5),
+            ("b.example".to_string(), detail.clone(), 1)
+        ]
+    );
+    q.forget_report_rows("dmarc", "2026-12-05").unwrap();
+    assert!(q.report_rows("dmarc", "2026-12-04").unwrap().is_empty());
+    assert_eq!(q.report_rows("dmarc", "2026-12-05").unwrap().len(), 2);
+    assert_eq!(q.report_rows("other", "2026-12-05").unwrap()[0].count, 9);
 }
 
 fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {

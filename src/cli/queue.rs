@@ -31,6 +31,20 @@ pub enum Command {
         #[arg(long)]
         send: bool,
     },
+    /// The DMARC aggregate reports (RFC 7489 §7.2) a day's arriving mail makes: a line per
+    /// sender domain that asks for them, or with --domain that domain's report as XML.
+    DmarcReport {
+        /// The UTC day, YYYY-MM-DD; today (so far) by default.
+        #[arg(long)]
+        day: Option<String>,
+        /// Print this domain's report, as the XML it is sent as.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Queue the day's reports (from `[reports] from`), as the server does each day
+        /// for the day before; a domain's report for a day is sent once, whoever sends it.
+        #[arg(long)]
+        send: bool,
+    },
     /// The mail log: accepted, rejected, delivered, deferred and bounced messages.
     Log {
         /// How many records, newest first.
@@ -105,7 +119,7 @@ fn send_tls_reports(
         .context("starting the runtime")?;
     let sent = runtime.block_on(async {
         let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
-        let submitter = crate::queue::tls_policy::send::Submitter {
+        let submitter = crate::queue::report_mail::Submitter {
             from,
             hostname: &loaded.spec.server.hostname,
         };
@@ -123,6 +137,50 @@ fn send_tls_reports(
     }
     if sent.mails.is_empty() && sent.posted.is_empty() {
         println!("no TLS report to send for {day} (none asked for, or sent already)");
+    }
+    db.commit(&sent.mails, &[])?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn send_dmarc_reports(
+    loaded: &crate::spec::LoadedSpec,
+    db: std::sync::Arc<dyn crate::queue::Queue>,
+    day: &str,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let Some(from) = loaded.spec.reports.dmarc_from() else {
+        anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let sent = runtime.block_on(async {
+        let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
+        let submitter = crate::queue::report_mail::Submitter {
+            from,
+            hostname: &loaded.spec.server.hostname,
+        };
+        let authenticator = mail_auth::MessageAuthenticator(resolver);
+        anyhow::Ok(
+            crate::queue::dmarc_report::send::send_reports(
+                db.clone(),
+                &authenticator,
+                &submitter,
+                day,
+            )
+            .await?,
+        )
+    })?;
+    for (_, _, deliveries) in &sent.mails {
+        let to: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
+        println!("queued a DMARC report for {day} to {}", to.join(", "));
+    }
+    if sent.mails.is_empty() {
+        println!("no DMARC report to send for {day} (none asked for, or sent already)");
+    }
+    if !sent.complete {
+        println!("some domains' reports wait for DNS lookups that failed: run it again later");
     }
     db.commit(&sent.mails, &[])?;
     Ok(ExitCode::SUCCESS)
@@ -161,6 +219,54 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
             let made = report::reports(&day, &sessions, &reporter);
             println!("{}", serde_json::to_string_pretty(&made)?);
+        }
+        Command::DmarcReport { day, domain, send } => {
+            use crate::queue::dmarc_report::{KIND, report};
+            let day = day.unwrap_or_else(crate::queue::tls_policy::tally::today);
+            if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
+                anyhow::bail!("--day {day:?}: expected a day as YYYY-MM-DD");
+            }
+            if send {
+                return send_dmarc_reports(&loaded, db, &day);
+            }
+            let rows = db.report_rows(KIND, &day)?;
+            let host = &loaded.spec.server.hostname;
+            let contact = loaded
+                .spec
+                .reports
+                .from
+                .clone()
+                .unwrap_or_else(|| format!("postmaster@{host}"));
+            let reporter = report::Reporter {
+                organization: host,
+                contact: &contact,
+            };
+            let made = report::reports(&day, &rows, &reporter);
+            match domain {
+                Some(domain) => {
+                    let wanted = domain.trim_end_matches('.').to_ascii_lowercase();
+                    let Some(found) = made.iter().find(|r| r.domain == wanted) else {
+                        anyhow::bail!("no DMARC results of {domain} counted on {day}");
+                    };
+                    print!("{}", found.report.to_xml());
+                }
+                None if made.is_empty() => {
+                    println!(
+                        "No DMARC results counted on {day} for a domain that asks for reports."
+                    )
+                }
+                None => {
+                    for r in &made {
+                        println!(
+                            "{}  {} message(s) in {} row(s), to {}",
+                            r.domain,
+                            r.messages,
+                            r.report.records().len(),
+                            r.rua.join(", ")
+                        );
+                    }
+                }
+            }
         }
         Command::List { json } => {
             let entries = db.list(LIST_AT_MOST)?;

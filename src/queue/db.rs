@@ -167,6 +167,14 @@ CREATE TABLE IF NOT EXISTS tls_sessions (
     count INTEGER NOT NULL,
     PRIMARY KEY (day, domain, policy_type, policy, mx_host, receiving_ip, sending_ip, outcome)
 );
+CREATE TABLE IF NOT EXISTS report_rows (
+    kind TEXT NOT NULL,
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (kind, day, domain, detail)
+);
 CREATE TABLE IF NOT EXISTS sent_reports (
     kind TEXT NOT NULL,
     day TEXT NOT NULL,
@@ -596,6 +604,67 @@ impl Queue for QueueDb {
         let conn = self.conn();
         conn.execute("DELETE FROM tls_sessions WHERE day < ?1", [day])?;
         conn.execute("DELETE FROM sent_reports WHERE day < ?1", [day])?;
+        Ok(())
+    }
+
+    fn add_report_rows(
+        &self,
+        kind: &str,
+        rows: &[super::dmarc_report::Counted],
+    ) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO report_rows (kind, day, domain, detail, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, day, domain, detail) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for c in rows {
+                add.execute(params![
+                    kind,
+                    c.row.day,
+                    c.row.domain,
+                    c.row.detail,
+                    c.count as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn report_rows(
+        &self,
+        kind: &str,
+        day: &str,
+    ) -> Result<Vec<super::dmarc_report::Counted>, QueueError> {
+        use super::dmarc_report::{Counted, Row};
+        let conn = self.conn();
+        let mut rows = conn.prepare(
+            "SELECT day, domain, detail, count FROM report_rows
+             WHERE kind = ?1 AND day = ?2 ORDER BY domain",
+        )?;
+        let found = rows
+            .query_map([kind, day], |r| {
+                Ok(Counted {
+                    row: Row {
+                        day: r.get(0)?,
+                        domain: r.get(1)?,
+                        detail: r.get(2)?,
+                    },
+                    count: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(found)
+    }
+
+    fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError> {
+        self.conn().execute(
+            "DELETE FROM report_rows WHERE kind = ?1 AND day < ?2",
+            [kind, day],
+        )?;
         Ok(())
     }
 

@@ -3,12 +3,14 @@
 
 pub mod bounce;
 mod db;
+pub mod dmarc_report;
 mod filter;
 pub mod local;
 pub mod log;
 #[cfg(feature = "mongodb")]
 mod mongo;
 pub mod outbound;
+pub mod report_mail;
 pub mod rewrite;
 pub mod sign;
 mod spool;
@@ -172,4 +174,12 @@ pub trait Queue: Send + Sync {
     /// Claims the one report of a kind ("tlsrpt") for a day and domain: true the first
     /// time only, on any node.
     fn claim_report(&self, kind: &str, day: &str, domain: &str) -> Result<bool, QueueError>;
+    /// Adds counts of report rows of a kind ("dmarc") to those already kept (several
+    /// nodes add to the same rows).
+    fn add_report_rows(&self, kind: &str, rows: &[dmarc_report::Counted])
+    -> Result<(), QueueError>;
+    /// The rows of a kind counted on a day ("YYYY-MM-DD"), for its reports.
+    fn report_rows(&self, kind: &str, day: &str) -> Result<Vec<dmarc_report::Counted>, QueueError>;
+    /// Forgets the rows of a kind of days before `day`.
+    fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError>;
 }

@@ -744,6 +744,78 @@ impl Queue for MongoQueue {
         Ok(claimed.upserted_id.is_some())
     }
 
+    fn add_report_rows(
+        &self,
+        kind: &str,
+        rows: &[super::dmarc_report::Counted],
+    ) -> Result<(), QueueError> {
+        use sha2::Digest;
+        self.mongo.block(async {
+            let coll = self.mongo.coll("report_rows");
+            for c in rows {
+                // The row's text can be long; its digest keeps the key small.
+                let key: String = sha2::Sha256::digest(c.row.detail.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                coll.update_one(
+                    doc! { "_id": {
+                        "kind": kind, "day": &c.row.day, "domain": &c.row.domain, "key": key,
+                    } },
+                    doc! {
+                        "$inc": { "count": c.count as i64 },
+                        "$setOnInsert": { "detail": &c.row.detail },
+                    },
+                )
+                .upsert(true)
+                .await?;
+            }
+            Ok::<(), mongodb::error::Error>(())
+        })?;
+        Ok(())
+    }
+
+    fn report_rows(
+        &self,
+        kind: &str,
+        day: &str,
+    ) -> Result<Vec<super::dmarc_report::Counted>, QueueError> {
+        use super::dmarc_report::{Counted, Row};
+        let found: Vec<Document> = self.mongo.block(async {
+            self.mongo
+                .coll("report_rows")
+                .find(doc! { "_id.kind": kind, "_id.day": day })
+                .await?
+                .try_collect()
+                .await
+        })?;
+        Ok(found
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_document("_id").ok()?;
+                let text = |f: &str| id.get_str(f).unwrap_or_default().to_string();
+                Some(Counted {
+                    row: Row {
+                        day: text("day"),
+                        domain: text("domain"),
+                        detail: d.get_str("detail").unwrap_or_default().to_string(),
+                    },
+                    count: d.get_i64("count").unwrap_or_default().max(0) as u64,
+                })
+            })
+            .collect())
+    }
+
+    fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.mongo
+                .coll("report_rows")
+                .delete_many(doc! { "_id.kind": kind, "_id.day": { "$lt": day } })
+                .await
+        })?;
+        Ok(())
+    }
+
     fn forget_tls_sessions(&self, day: &str) -> Result<(), QueueError> {
         self.mongo.block(async {
             self.mongo

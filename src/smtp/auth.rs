@@ -39,6 +39,9 @@ pub struct Verdict {
     /// SPF failed, or DMARC did: the envelope sender is probably forged, and a notice
     /// sent to it would be backscatter.
     pub sender_unverified: bool,
+    /// The message's line in the author domain's DMARC aggregate report, when it asks
+    /// for reports.
+    pub dmarc_row: Option<crate::queue::dmarc_report::Row>,
 }
 
 impl Verdict {
@@ -50,6 +53,7 @@ impl Verdict {
             arc_sets: Vec::new(),
             friendly_from: false,
             sender_unverified: false,
+            dmarc_row: None,
         }
     }
 }
@@ -116,6 +120,7 @@ pub async fn check(
             arc_sets: Vec::new(),
             friendly_from: false,
             sender_unverified: spf.result() == SpfResult::Fail,
+            dmarc_row: None,
         };
     };
     let dkim = authenticator.verify_dkim(&parsed).await;
@@ -179,5 +184,6 @@ pub async fn check(
         refuse,
         arc_sets,
         friendly_from,
+        dmarc_row: crate::queue::dmarc_report::row(ip, mail_from_domain, &dkim, &spf, &dmarc),
     }
 }

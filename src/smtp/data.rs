@@ -244,6 +244,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &sealers,
         )
         .await;
+        // Counted whatever becomes of the message: refusals are what a domain's owner
+        // most needs to see in its report.
+        if let (Some(tally), Some(row)) = (&self.ctx.dmarc_tally, &verdict.dmarc_row) {
+            tally.count(row.clone());
+        }
         let rcpts = &self.state.rcpts;
         let allowlisted = rcpts.iter().any(|r| r.allowlisted);
         match &verdict.refuse {

@@ -45,6 +45,8 @@ pub struct MxContext {
     pub message_memory: Arc<crate::limits::MessageMemory>,
     /// The spam filter, when `[spam]` declares one.
     pub spam: Option<Arc<crate::spam::Filter>>,
+    /// Counts each arriving message's DMARC result for aggregate reports, when they are sent.
+    pub dmarc_tally: Option<Arc<crate::queue::dmarc_report::Tally>>,
 }
 
 impl MxContext {

@@ -677,6 +677,11 @@ pub struct Reports {
     /// `from` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_tls_rpt: Option<bool>,
+    /// Whether each domain whose DMARC record asks for aggregate reports (`rua`) gets one
+    /// a day about the mail received from it (RFC 7489 §7.2): sources, SPF, DKIM and
+    /// DMARC results, counted. Default true once `from` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_dmarc: Option<bool>,
 }
 
 impl Reports {
@@ -685,6 +690,13 @@ impl Reports {
         self.from
             .as_deref()
             .filter(|_| self.send_tls_rpt != Some(false))
+    }
+
+    /// The From address of DMARC aggregate reports, when they are to be sent.
+    pub fn dmarc_from(&self) -> Option<&str> {
+        self.from
+            .as_deref()
+            .filter(|_| self.send_dmarc != Some(false))
     }
 }
 

@@ -49,15 +49,21 @@ pub fn start_delivery(
     let tally = Arc::new(Tally::default());
     outbound = outbound.with_tally(tally.clone());
     services.start(tally.run(shared.queue.clone(), services.shutdown()));
-    if let (Some(from), Some(resolver)) =
-        (loaded.spec.reports.tls_rpt_from(), shared.resolver.clone())
+    let reports = &loaded.spec.reports;
+    let kinds = crate::queue::report_mail::Kinds {
+        tls: reports.tls_rpt_from().is_some(),
+        dmarc: reports.dmarc_from().is_some(),
+    };
+    if let (Some(from), Some(resolver)) = (&reports.from, shared.resolver.clone())
+        && (kinds.tls || kinds.dmarc)
     {
-        services.start(crate::queue::tls_policy::send::daily(
+        services.start(crate::queue::report_mail::daily(
             shared.queue.clone(),
             shared.spool.clone(),
             resolver,
             from.to_string(),
             shared.hostname.clone(),
+            kinds,
             services.shutdown(),
         ));
     }
@@ -107,6 +113,16 @@ pub async fn start_listeners(
     let spam = crate::spam::Filter::from_spec(&loaded.spec.spam, &loaded.base_dir)
         .context("[spam]")?
         .map(Arc::new);
+    // DMARC results are counted only when reports are to be sent, and checks are made.
+    let dmarc_tally = loaded
+        .spec
+        .reports
+        .dmarc_from()
+        .filter(|_| shared.resolver.is_some())
+        .map(|_| Arc::new(crate::queue::dmarc_report::Tally::default()));
+    if let Some(tally) = &dmarc_tally {
+        services.start(tally.clone().run(shared.queue.clone(), services.shutdown()));
+    }
     let smtp_listeners = [
         ("mx", declared.mx, None, false),
         (
@@ -142,6 +158,7 @@ pub async fn start_listeners(
             session_limits: spec_limits.smtp(),
             message_memory: message_memory.clone(),
             spam: spam.clone(),
+            dmarc_tally: dmarc_tally.clone(),
         });
         services.start(serve_mx(listener, ctx, implicit_tls, services.shutdown()));
     }

@@ -8,18 +8,8 @@ use base64::Engine;
 use hickory_resolver::TokioResolver;
 
 use super::report::{Report, Reporter, reports};
-use crate::queue::{Dsn, Envelope, NewDelivery, Queue, QueueError};
-
-/// Who sends the reports.
-pub struct Submitter<'a> {
-    /// The From address, at a domain whose DKIM key signs the mail.
-    pub from: &'a str,
-    /// This server's name, which reports name as their submitter.
-    pub hostname: &'a str,
-}
-
-/// A report mail, ready for the queue.
-pub type Outgoing = (Envelope, Vec<u8>, Vec<NewDelivery>);
+use crate::queue::report_mail::{Outgoing, Submitter, outgoing};
+use crate::queue::{Queue, QueueError};
 
 /// A day's reports: the mails to queue, and the `https:` addresses posted to.
 #[derive(Default)]
@@ -205,76 +195,5 @@ fn mail(
         body.push_str("\r\n");
     }
     body.push_str(&format!("--{boundary}--\r\n"));
-    let envelope = Envelope {
-        mail_from: String::new(),
-        rcpt_to: to.to_vec(),
-        remote_ip: "127.0.0.1".into(),
-        helo: host.to_string(),
-        tls: false,
-        ret_full: false,
-        envid: None,
-        no_notices: true,
-        require_tls: false,
-    };
-    let deliveries = to
-        .iter()
-        .map(|address| NewDelivery {
-            kind: crate::queue::DeliveryKind::Forward,
-            target: address.clone(),
-            // The From address's domain signs it (DKIM), as mail it sends.
-            alias: submitter.from.to_string(),
-            prefix: String::new(),
-            from_rewrite: String::new(),
-            folder: String::new(),
-            dsn: Dsn {
-                rcpt: address.clone(),
-                notify: smtp_proto::RCPT_NOTIFY_NEVER,
-                orcpt: None,
-            },
-        })
-        .collect();
-    (envelope, body.into_bytes(), deliveries)
-}
-
-/// Sends the day before's reports once a day, after ten past midnight UTC (by then every
-/// node has added that day's counts to the store); the store's claims keep them to one.
-pub async fn daily(
-    queue: Arc<dyn Queue>,
-    spool: crate::queue::Spool,
-    resolver: TokioResolver,
-    from: String,
-    hostname: String,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sent_for = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let now = crate::queue::now_unix();
-        let yesterday = super::tally::day_of(now - 86_400);
-        if now.rem_euclid(86_400) < 600 || yesterday == sent_for {
-            continue;
-        }
-        let submitter = Submitter {
-            from: &from,
-            hostname: &hostname,
-        };
-        match send_reports(queue.clone(), &resolver, &submitter, &yesterday).await {
-            Ok(sent) => {
-                for (envelope, body, deliveries) in sent.mails {
-                    if let Err(e) = spool.enqueue(envelope, body, deliveries).await {
-                        tracing::error!(error = %e, "could not queue a TLS report");
-                    }
-                }
-                sent_for = yesterday;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, day = yesterday, "TLS reports not sent; trying again in ten minutes")
-            }
-        }
-    }
+    outgoing(submitter, to, body.into_bytes())
 }
