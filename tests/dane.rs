@@ -5,43 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::ca::{Ca, cert_sha256, spki_sha256};
 use common::{
-    Process, Workspace, free_port, knot_signed, python_peer, python_peer_run, received, swaks,
-    wait_for, zone,
+    Workspace, free_port, knot_signed, mx_sink, python_peer, python_peer_run, received, swaks,
+    wait_for, wait_until_queue_says, zone,
 };
-
-/// A receiving MTA on ADDRESS:25; with a certificate (file, key) it offers STARTTLS.
-fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {
-    sink_offering(w, address, cert, false)
-}
-
-/// A sink as above that, with `requiretls`, offers REQUIRETLS (RFC 8689) over TLS.
-fn sink_offering(
-    w: &Workspace,
-    address: &str,
-    cert: Option<&(PathBuf, PathBuf)>,
-    requiretls: bool,
-) -> (Process, PathBuf) {
-    let dir = w.path().join(format!("sink-{address}"));
-    let mut args = vec![
-        "25".to_string(),
-        dir.display().to_string(),
-        address.to_string(),
-    ];
-    if let Some((crt, key)) = cert {
-        args.push(crt.display().to_string());
-        args.push(key.display().to_string());
-        if requiretls {
-            args.push("requiretls".into());
-        }
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (python_peer("sink.py", &args, w.path()), dir)
-}
 
 /// The recipient domains, one per case.
 const DOMAINS: [&str; 7] = ["ee", "wrong", "ta", "notls", "plain", "bogus", "both"];
@@ -131,15 +102,15 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
         &["test"],
     );
 
-    let (_s1, ee_sink) = sink(&w, &a(1), Some(&ee_cert));
-    let (_s2, wrong_sink) = sink(&w, &a(2), Some(&stranger));
-    let (_s3, ta_sink) = sink(&w, &a(3), Some(&ta_chain));
-    let (_s4, notls_sink) = sink(&w, &a(4), None);
-    let (_s5, plain_sink) = sink(&w, &a(5), None);
-    let (_s6, bogus_sink) = sink(&w, &a(6), None);
+    let (_s1, ee_sink) = mx_sink(&w, &a(1), Some(&ee_cert), false);
+    let (_s2, wrong_sink) = mx_sink(&w, &a(2), Some(&stranger), false);
+    let (_s3, ta_sink) = mx_sink(&w, &a(3), Some(&ta_chain), false);
+    let (_s4, notls_sink) = mx_sink(&w, &a(4), None, false);
+    let (_s5, plain_sink) = mx_sink(&w, &a(5), None, false);
+    let (_s6, bogus_sink) = mx_sink(&w, &a(6), None, false);
     // An MTA-STS policy in enforce mode whose check (a CA the server trusts) this MX's
     // certificate fails; its TLSA record names it, and DANE comes first (RFC 8461 §2).
-    let (_s7, both_sink) = sink(&w, &a(7), Some(&both_cert));
+    let (_s7, both_sink) = mx_sink(&w, &a(7), Some(&both_cert), false);
     let (sts_crt, sts_key) = ca.issue("mta-sts.both.test");
     let policy = w.path().join("both.policy");
     std::fs::write(
@@ -224,25 +195,8 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
 /// `queue tls-report` for the day: valid against RFC 8460's schema, the DANE sessions
 /// under policy type "tlsa" with the records as the policy.
 fn tls_reports_say_what_happened(w: &Workspace) {
-    let run = w.run(&["queue", "tls-report"]);
-    run.ok();
-    let file = w.path().join("tls-report.json");
-    std::fs::write(&file, &run.stdout).expect("report file");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
-    python_peer_run(
-        "json_schema_check.py",
-        &[schema.to_str().unwrap(), file.to_str().unwrap()],
-        w.path(),
-    )
-    .ok();
-    let reports: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("JSON");
-    let policy_of = |domain: &str, kind: &str| -> serde_json::Value {
-        reports
-            .iter()
-            .flat_map(|r| r["policies"].as_array().cloned().unwrap_or_default())
-            .find(|p| p["policy"]["policy-domain"] == domain && p["policy"]["policy-type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} report for {domain}: {}", run.stdout))
-    };
+    let reports = common::TlsReports::of(w);
+    let policy_of = |domain: &str, kind: &str| reports.policy(domain, kind);
     let ee = policy_of("ee.test", "tlsa");
     assert!(
         ee["policy"]["policy-string"][0]
@@ -266,17 +220,6 @@ fn tls_reports_say_what_happened(w: &Workspace) {
     // Not signed: no DANE, an opportunistic session without STARTTLS.
     let plain = policy_of("plain.test", "no-policy-found");
     assert_eq!(plain["summary"]["total-successful-session-count"], 0);
-}
-
-/// `queue list`, once it names every one of `reasons`.
-fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
-    let mut queue = String::new();
-    let said = wait_for(Duration::from_secs(30), || {
-        queue = w.run(&["queue", "list"]).stdout;
-        reasons.iter().all(|r| queue.contains(r))
-    });
-    assert!(said, "the queue should say {reasons:#?}:\n{queue}");
-    queue
 }
 
 /// REQUIRETLS (RFC 8689) end to end: offered only over TLS and refused without it; a
@@ -306,10 +249,10 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
         &[("test", &test_zone), ("plain.test", &plain)],
         &["test"],
     );
-    let (_s1, rt_sink) = sink_offering(&w, &a(11), Some(&cert), true);
-    let (_s2, old_sink) = sink_offering(&w, &a(12), Some(&cert), false);
-    let (_s3, wrong_sink) = sink(&w, &a(13), Some(&cert));
-    let (_s4, plain_sink) = sink_offering(&w, &a(14), Some(&cert), true);
+    let (_s1, rt_sink) = mx_sink(&w, &a(11), Some(&cert), true);
+    let (_s2, old_sink) = mx_sink(&w, &a(12), Some(&cert), false);
+    let (_s3, wrong_sink) = mx_sink(&w, &a(13), Some(&cert), false);
+    let (_s4, plain_sink) = mx_sink(&w, &a(14), Some(&cert), true);
 
     let mx = free_port();
     w.write_spec(&spec(

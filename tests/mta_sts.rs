@@ -10,25 +10,9 @@ use std::time::Duration;
 
 use common::ca::Ca;
 use common::{
-    Process, Workspace, free_port, knot, python_peer, python_peer_run, received, swaks, wait_for,
-    zone,
+    Process, Workspace, free_port, knot, mx_sink, python_peer, python_peer_run, received, swaks,
+    wait_for, wait_until_queue_says, zone,
 };
-
-/// A receiving MTA on ADDRESS:25; with a certificate it offers STARTTLS.
-fn sink(w: &Workspace, address: &str, cert: Option<&(PathBuf, PathBuf)>) -> (Process, PathBuf) {
-    let dir = w.path().join(format!("sink-{address}"));
-    let mut args = vec![
-        "25".to_string(),
-        dir.display().to_string(),
-        address.to_string(),
-    ];
-    if let Some((crt, key)) = cert {
-        args.push(crt.display().to_string());
-        args.push(key.display().to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (python_peer("sink.py", &args, w.path()), dir)
-}
 
 /// A policy server for `domain` on ADDRESS:443; returns it and its policy file.
 fn policy_server(
@@ -160,7 +144,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     let (dns, dns_port) = knot(w.path(), &zone_refs);
 
     let other = ca.issue("other.test");
-    let (_s1, enforce_sink) = sink(&w, &a(1), Some(&ca.issue("mx.enforce.test")));
+    let (_s1, enforce_sink) = mx_sink(&w, &a(1), Some(&ca.issue("mx.enforce.test")), false);
     let (_p1, enforce_policy) = policy_server(
         &w,
         &ca,
@@ -169,7 +153,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.enforce.test"),
         "normal",
     );
-    let (_s2, plain_sink) = sink(&w, &a(3), None);
+    let (_s2, plain_sink) = mx_sink(&w, &a(3), None, false);
     let _p2 = policy_server(
         &w,
         &ca,
@@ -178,7 +162,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.plain.test"),
         "normal",
     );
-    let (_s3, wrongname_sink) = sink(&w, &a(5), Some(&other));
+    let (_s3, wrongname_sink) = mx_sink(&w, &a(5), Some(&other), false);
     let _p3 = policy_server(
         &w,
         &ca,
@@ -187,7 +171,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("*.wrongname.test"),
         "normal",
     );
-    let (_s4, trial_sink) = sink(&w, &a(7), Some(&other));
+    let (_s4, trial_sink) = mx_sink(&w, &a(7), Some(&other), false);
     let _p4 = policy_server(
         &w,
         &ca,
@@ -196,7 +180,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         "version: STSv1\nmode: testing\nmx: mx.trial.test\nmax_age: 86400\n",
         "normal",
     );
-    let (_s5, unlisted_sink) = sink(&w, &a(9), Some(&ca.issue("mx.unlisted.test")));
+    let (_s5, unlisted_sink) = mx_sink(&w, &a(9), Some(&ca.issue("mx.unlisted.test")), false);
     let _p5 = policy_server(
         &w,
         &ca,
@@ -205,7 +189,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.somewhere-else.test"),
         "normal",
     );
-    let (_s6, huge_sink) = sink(&w, &a(11), None);
+    let (_s6, huge_sink) = mx_sink(&w, &a(11), None, false);
     let _p6 = policy_server(
         &w,
         &ca,
@@ -216,7 +200,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     );
     // Its policy host redirects to an enforce policy that would hold the mail (no
     // STARTTLS): delivery proves the redirect was not followed (§3.3).
-    let (_s7, redirect_sink) = sink(&w, &a(13), None);
+    let (_s7, redirect_sink) = mx_sink(&w, &a(13), None, false);
     let (_p7, redirect_policy) = policy_server(
         &w,
         &ca,
@@ -225,7 +209,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         &enforce("mx.redirect.test"),
         "redirect",
     );
-    let (_s8, double_sink) = sink(&w, &a(16), None);
+    let (_s8, double_sink) = mx_sink(&w, &a(16), None, false);
     let (_p8, double_policy) = policy_server(
         &w,
         &ca,
@@ -236,7 +220,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     );
 
     let _refuser = python_peer("smtp_refuser.py", &[&a(18)], w.path());
-    let (_s9, forged_sink) = sink(&w, &a(19), Some(&ca.issue("mx2.forged.test")));
+    let (_s9, forged_sink) = mx_sink(&w, &a(19), Some(&ca.issue("mx2.forged.test")), false);
     let _p9 = policy_server(
         &w,
         &ca,
@@ -246,7 +230,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
         "normal",
     );
 
-    let (_reports, reports_dir) = sink(&w, REPORTS_MX, None);
+    let (_reports, reports_dir) = mx_sink(&w, REPORTS_MX, None, false);
 
     let mx = free_port();
     w.write_spec(&spec(mx, dns_port));
@@ -409,7 +393,7 @@ fn deliveries_follow_each_domains_mta_sts_policy() {
     // and an MX of theirs without TLS. The cached policy (kept in the queue's store, so
     // a restart keeps it) still holds until its max_age: nothing goes to their MX.
     drop(dns);
-    let (_attacker_sink, attacker_dir) = sink(&w, &a(15), None);
+    let (_attacker_sink, attacker_dir) = mx_sink(&w, &a(15), None, false);
     let (dns, dns_port) = knot(
         &w.path().join("attacker"),
         &[
@@ -498,26 +482,8 @@ fn the_report_mail_arrives_signed(w: &Workspace, dir: &Path, server: &Process) {
 /// counting each session as it went. (The counts reach the store each minute and when
 /// the server stops, which it just did.)
 fn tls_reports_say_what_happened(w: &Workspace) {
-    let run = w.run(&["queue", "tls-report"]);
-    run.ok();
-    let file = w.path().join("tls-report.json");
-    std::fs::write(&file, &run.stdout).expect("report file");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
-    python_peer_run(
-        "json_schema_check.py",
-        &[schema.to_str().unwrap(), file.to_str().unwrap()],
-        w.path(),
-    )
-    .ok();
-    let reports: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("JSON");
-    // A domain's sessions under one type of policy ("sts", "no-policy-found").
-    let policy_of = |domain: &str, kind: &str| -> serde_json::Value {
-        reports
-            .iter()
-            .flat_map(|r| r["policies"].as_array().cloned().unwrap_or_default())
-            .find(|p| p["policy"]["policy-domain"] == domain && p["policy"]["policy-type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} report for {domain}: {}", run.stdout))
-    };
+    let reports = common::TlsReports::of(w);
+    let policy_of = |domain: &str, kind: &str| reports.policy(domain, kind);
     // Two messages went over verified TLS.
     let enforce = policy_of("enforce.test", "sts");
     assert_eq!(enforce["policy"]["policy-string"][1], "mode: enforce");
@@ -550,15 +516,4 @@ fn tls_reports_say_what_happened(w: &Workspace) {
         double["failure-details"][0]["result-type"],
         "starttls-not-supported"
     );
-}
-
-/// `queue list`, once it names every one of `reasons`.
-fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
-    let mut queue = String::new();
-    let said = wait_for(Duration::from_secs(30), || {
-        queue = w.run(&["queue", "list"]).stdout;
-        reasons.iter().all(|r| queue.contains(r))
-    });
-    assert!(said, "the queue should say {reasons:#?}:\n{queue}");
-    queue
 }

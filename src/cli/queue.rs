@@ -104,19 +104,24 @@ impl std::fmt::Display for QueueId {
 }
 
 /// `queue tls-report --send`: the day's reports, into the queue the server delivers from.
+/// A runtime for a command's few network calls (DNS, report posts).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
 fn send_tls_reports(
     loaded: &crate::spec::LoadedSpec,
     db: std::sync::Arc<dyn crate::queue::Queue>,
     day: &str,
 ) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     let Some(from) = loaded.spec.reports.tls_rpt_from() else {
         anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime()?;
     let sent = runtime.block_on(async {
         let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
         let submitter = crate::queue::report_mail::Submitter {
@@ -147,14 +152,10 @@ fn send_dmarc_reports(
     db: std::sync::Arc<dyn crate::queue::Queue>,
     day: &str,
 ) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     let Some(from) = loaded.spec.reports.dmarc_from() else {
         anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime()?;
     let sent = runtime.block_on(async {
         let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
         let submitter = crate::queue::report_mail::Submitter {

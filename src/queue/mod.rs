@@ -2,6 +2,7 @@
 //! decision) before the MX says 250; workers deliver it, retry, and expire it.
 
 pub mod bounce;
+pub mod counts;
 mod db;
 pub mod dmarc_report;
 mod filter;

@@ -964,3 +964,74 @@ pub fn verify_unit(unit: &str, binary: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A receiving MTA (aiosmtpd) on ADDRESS:25, saving into the returned directory; with a
+/// certificate (file, key) it offers STARTTLS, and with `requiretls` REQUIRETLS too.
+pub fn mx_sink(
+    w: &Workspace,
+    address: &str,
+    cert: Option<&(PathBuf, PathBuf)>,
+    requiretls: bool,
+) -> (Process, PathBuf) {
+    let dir = w.path().join(format!("sink-{address}"));
+    let mut args = vec![
+        "25".to_string(),
+        dir.display().to_string(),
+        address.to_string(),
+    ];
+    if let Some((crt, key)) = cert {
+        args.push(crt.display().to_string());
+        args.push(key.display().to_string());
+        if requiretls {
+            args.push("requiretls".into());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (python_peer("sink.py", &args, w.path()), dir)
+}
+
+/// `queue list`, once it names every one of `reasons`.
+pub fn wait_until_queue_says(w: &Workspace, reasons: &[&str]) -> String {
+    let mut queue = String::new();
+    let said = wait_for(std::time::Duration::from_secs(30), || {
+        queue = w.run(&["queue", "list"]).stdout;
+        reasons.iter().all(|r| queue.contains(r))
+    });
+    assert!(said, "the queue should say {reasons:#?}:\n{queue}");
+    queue
+}
+
+/// Today's SMTP TLS reports (`queue tls-report`), checked against RFC 8460's schema.
+pub struct TlsReports {
+    pub reports: Vec<serde_json::Value>,
+    pub text: String,
+}
+
+impl TlsReports {
+    pub fn of(w: &Workspace) -> TlsReports {
+        let run = w.run(&["queue", "tls-report"]);
+        run.ok();
+        let file = w.path().join("tls-report.json");
+        std::fs::write(&file, &run.stdout).expect("report file");
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/tlsrpt.json");
+        python_peer_run(
+            "json_schema_check.py",
+            &[schema.to_str().unwrap(), file.to_str().unwrap()],
+            w.path(),
+        )
+        .ok();
+        TlsReports {
+            reports: serde_json::from_str(&run.stdout).expect("JSON"),
+            text: run.stdout,
+        }
+    }
+
+    /// A domain's sessions under one type of policy ("sts", "tlsa", "no-policy-found").
+    pub fn policy(&self, domain: &str, kind: &str) -> serde_json::Value {
+        self.reports
+            .iter()
+            .flat_map(|r| r["policies"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["policy"]["policy-domain"] == domain && p["policy"]["policy-type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} report for {domain}: {}", self.text))
+    }
+}

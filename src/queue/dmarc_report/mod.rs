@@ -7,14 +7,13 @@ pub mod send;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
 use mail_auth::{DkimOutput, DmarcOutput, SpfOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::Queue;
-use crate::queue::tls_policy::tally::{day_of, today};
+use crate::queue::tls_policy::tally::today;
 
 /// What the reports count the rows of, in the store.
 pub const KIND: &str = "dmarc";
@@ -91,9 +90,6 @@ pub struct Counted {
     pub count: u64,
 }
 
-/// Days of rows kept: reports cover the day before; a week more is there to look at.
-const KEEP_DAYS: i64 = 8;
-
 /// Distinct rows one node counts in a day. Senders choose what a row holds (their
 /// domains, addresses and results), so without a bound they could fill memory and the
 /// store; a small organisation's mail makes a few thousand a day.
@@ -167,28 +163,15 @@ impl Tally {
     pub async fn run(
         self: Arc<Self>,
         queue: Arc<dyn Queue>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let stop = tokio::select! {
-                _ = tick.tick() => false,
-                _ = shutdown.wait_for(|stop| *stop) => true,
-            };
-            let (tally, queue) = (self.clone(), queue.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                tally.flush(queue.as_ref());
-                let before = day_of(crate::queue::now_unix() - KEEP_DAYS * 86_400);
-                if let Err(e) = queue.forget_report_rows(KIND, &before) {
-                    tracing::warn!(error = %e, "forgetting old DMARC results");
-                }
-            })
-            .await;
-            if stop {
-                return;
+        crate::queue::counts::flush_each_minute(queue, shutdown, move |queue, kept_from| {
+            self.flush(queue);
+            if let Err(e) = queue.forget_report_rows(KIND, kept_from) {
+                tracing::warn!(error = %e, "forgetting old DMARC results");
             }
-        }
+        })
+        .await
     }
 }
 

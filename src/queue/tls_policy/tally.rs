@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -111,9 +110,6 @@ pub struct Sessions {
     pub count: u64,
 }
 
-/// Days of counts kept: reports cover the day before, and a week more is there to look at.
-const KEEP_DAYS: i64 = 8;
-
 /// Counts in memory, written to the store in batches.
 #[derive(Default)]
 pub struct Tally {
@@ -152,28 +148,15 @@ impl Tally {
     pub async fn run(
         self: Arc<Self>,
         queue: Arc<dyn Queue>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let stop = tokio::select! {
-                _ = tick.tick() => false,
-                _ = shutdown.wait_for(|stop| *stop) => true,
-            };
-            let (tally, queue) = (self.clone(), queue.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                tally.flush(queue.as_ref());
-                let before = day_of(crate::queue::now_unix() - KEEP_DAYS * 86_400);
-                if let Err(e) = queue.forget_tls_sessions(&before) {
-                    tracing::warn!(error = %e, "forgetting old TLS session counts");
-                }
-            })
-            .await;
-            if stop {
-                return;
+        crate::queue::counts::flush_each_minute(queue, shutdown, move |queue, kept_from| {
+            self.flush(queue);
+            if let Err(e) = queue.forget_tls_sessions(kept_from) {
+                tracing::warn!(error = %e, "forgetting old TLS session counts");
             }
-        }
+        })
+        .await
     }
 }
 
