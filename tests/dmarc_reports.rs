@@ -159,16 +159,28 @@ fn a_days_dmarc_results_are_reported_to_the_domains_that_ask() {
         ),
         "{read}"
     );
+    // What this server did: the forged one is refused for its SPF fail (-all), the
+    // others pass DMARC (RFC 9990's "pass").
+    assert_eq!(records[0]["disposition"], "pass", "{read}");
+    assert_eq!(records[1]["disposition"], "reject", "{read}");
 
     // Sent: to the address whose domain agrees (RFC 7489 §7.1), once.
-    let sent = w.run(&["queue", "dmarc-report", "--send"]);
+    // Sent now rather than tonight: --send alone sends yesterday's, which has nothing.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let nothing = w.run(&["queue", "dmarc-report", "--send"]);
+    assert!(
+        nothing.ok().stdout.contains("no DMARC report to send"),
+        "{}",
+        nothing.stdout
+    );
+    let sent = w.run(&["queue", "dmarc-report", "--send", "--day", &today]);
     sent.ok();
     assert!(
         sent.stdout.contains("to dmarc@reports.test") && !sent.stdout.contains("nosay"),
         "{}",
         sent.stdout
     );
-    let again = w.run(&["queue", "dmarc-report", "--send"]);
+    let again = w.run(&["queue", "dmarc-report", "--send", "--day", &today]);
     assert!(
         again.ok().stdout.contains("no DMARC report to send"),
         "{}",

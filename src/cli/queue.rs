@@ -40,8 +40,9 @@ pub enum Command {
         /// Print this domain's report, as the XML it is sent as.
         #[arg(long)]
         domain: Option<String>,
-        /// Queue the day's reports (from `[reports] from`), as the server does each day
-        /// for the day before; a domain's report for a day is sent once, whoever sends it.
+        /// Queue the day's reports (from `[reports] from`; yesterday's unless --day says),
+        /// as the server does each night; a domain's report for a day is sent once,
+        /// whoever sends it.
         #[arg(long)]
         send: bool,
     },
@@ -223,7 +224,17 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::DmarcReport { day, domain, send } => {
             use crate::queue::dmarc_report::{KIND, report};
-            let day = day.unwrap_or_else(crate::queue::tls_policy::tally::today);
+            use crate::queue::tls_policy::tally::{day_of, today};
+            // Sent, a day's report is claimed: today's would leave the rest of the day out.
+            let day = day.unwrap_or_else(|| match send {
+                true => day_of(now_unix() - 86_400),
+                false => today(),
+            });
+            if send && day >= today() {
+                eprintln!(
+                    "note: {day} is not over; its report is claimed now, and what arrives later today is not reported"
+                );
+            }
             if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
                 anyhow::bail!("--day {day:?}: expected a day as YYYY-MM-DD");
             }

@@ -225,6 +225,9 @@ impl Outbound {
             });
         }
         let mut last = DeliveryError::temporary("no host to deliver to");
+        // RFC 8689 §4.2.1: a host without REQUIRETLS is passed over for the next; only
+        // when none has it does the message bounce.
+        let mut all_lack_requiretls = required;
         for host in hosts {
             match self
                 .send_to(
@@ -245,6 +248,7 @@ impl Outbound {
                 Ok(handed) => return Ok(handed),
                 Err(e) if e.permanent => return Err(e),
                 Err(e) => {
+                    all_lack_requiretls &= e.message.starts_with(NO_REQUIRETLS);
                     last = DeliveryError {
                         permanent: false,
                         message: format!("{host}: {}", e.message),
@@ -252,6 +256,7 @@ impl Outbound {
                 }
             }
         }
+        last.permanent |= all_lack_requiretls;
         Err(last)
     }
 
@@ -506,12 +511,9 @@ impl Outbound {
             // RFC 8689 §4.2.1: the next hop must carry the requirement on.
             if terms.required && !ehlo.has_capability(EXT_REQUIRE_TLS) {
                 let _ = tls.quit().await;
-                return Err(DeliveryError {
-                    permanent: true,
-                    message: format!(
-                        "5.7.30 {name} does not support REQUIRETLS, which the message asks for"
-                    ),
-                });
+                return Err(DeliveryError::temporary(format!(
+                    "{NO_REQUIRETLS} {name} does not support REQUIRETLS, which the message asks for"
+                )));
             }
             // RFC 3461 §4: the request goes on only to a host that supports DSN.
             let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
@@ -696,6 +698,10 @@ impl Outbound {
         Ok(found)
     }
 }
+
+/// How a host's failure for want of REQUIRETLS starts (RFC 8689's status code): when
+/// every host fails so, the message bounces.
+const NO_REQUIRETLS: &str = "5.7.30";
 
 /// What TLS a connection is held to: the MTA-STS policy (if any), the domain whose TLS
 /// report counts the session, and DANE when DNSSEC proved the MX hosts.

@@ -52,6 +52,9 @@ pub fn outgoing(submitter: &Submitter<'_>, to: &[String], body: Vec<u8>) -> Outg
     (envelope, body, deliveries)
 }
 
+/// Runs a day's DMARC reports get when some domain's DNS lookups fail (ten minutes apart).
+const DMARC_RUNS: u32 = 3;
+
 /// Which reports go out each night.
 #[derive(Debug, Clone, Copy)]
 pub struct Kinds {
@@ -74,6 +77,9 @@ pub async fn daily(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let authenticator = mail_auth::MessageAuthenticator(resolver.clone());
     let (mut tls_sent_for, mut dmarc_sent_for) = (String::new(), String::new());
+    // Runs of the day's DMARC reports that left a domain for later (its DNS failed): a
+    // domain whose lookups keep failing is given up after a few, not retried all day.
+    let mut dmarc_runs = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -117,8 +123,10 @@ pub async fn daily(
             match sent {
                 Ok(sent) => {
                     queue_all(&spool, sent.mails, "DMARC report").await;
-                    if sent.complete {
+                    dmarc_runs += 1;
+                    if sent.complete || dmarc_runs >= DMARC_RUNS {
                         dmarc_sent_for = yesterday;
+                        dmarc_runs = 0;
                     }
                 }
                 Err(e) => {

@@ -823,14 +823,15 @@ impl Worker {
             envid: envelope.as_ref().and_then(|e| e.envid.as_deref()),
             reason,
             original: body,
-            // RFC 8689 §5: what was to travel only over verified TLS is not copied into
-            // a notice that may not: only its header goes back, as with RET=HDRS.
+            // RFC 8689 §5: only the header of what was to travel over verified TLS goes
+            // back (as with RET=HDRS), and that too only over verified TLS.
             full: envelope
                 .as_ref()
                 .is_some_and(|e| e.ret_full && !e.require_tls),
             arrival: d.received_at,
             retry_until: (action == Action::Delayed).then_some(d.received_at + self.expire_after),
         });
+        let require_tls = envelope.as_ref().is_some_and(|e| e.require_tls);
         let envelope = Envelope {
             mail_from: String::new(),
             rcpt_to: vec![d.mail_from.clone()],
@@ -840,7 +841,7 @@ impl Worker {
             ret_full: false,
             envid: None,
             no_notices: false,
-            require_tls: false,
+            require_tls,
         };
         let delivery = NewDelivery {
             kind: DeliveryKind::Forward,

@@ -39,9 +39,9 @@ pub struct Verdict {
     /// SPF failed, or DMARC did: the envelope sender is probably forged, and a notice
     /// sent to it would be backscatter.
     pub sender_unverified: bool,
-    /// The message's line in the author domain's DMARC aggregate report, when it asks
-    /// for reports.
-    pub dmarc_row: Option<crate::queue::dmarc_report::Row>,
+    /// What the author domain's DMARC aggregate report will say of the message, when it
+    /// asks for reports.
+    pub dmarc_facts: Option<crate::queue::dmarc_report::Facts>,
 }
 
 impl Verdict {
@@ -53,7 +53,7 @@ impl Verdict {
             arc_sets: Vec::new(),
             friendly_from: false,
             sender_unverified: false,
-            dmarc_row: None,
+            dmarc_facts: None,
         }
     }
 }
@@ -120,7 +120,7 @@ pub async fn check(
             arc_sets: Vec::new(),
             friendly_from: false,
             sender_unverified: spf.result() == SpfResult::Fail,
-            dmarc_row: None,
+            dmarc_facts: None,
         };
     };
     let dkim = authenticator.verify_dkim(&parsed).await;
@@ -184,6 +184,6 @@ pub async fn check(
         refuse,
         arc_sets,
         friendly_from,
-        dmarc_row: crate::queue::dmarc_report::row(ip, mail_from_domain, &dkim, &spf, &dmarc),
+        dmarc_facts: crate::queue::dmarc_report::facts(ip, mail_from_domain, &dkim, &spf, &dmarc),
     }
 }

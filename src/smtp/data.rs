@@ -234,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mail_from = self.state.mail_from.clone().unwrap_or_default();
         let helo = self.state.helo.clone().unwrap_or_default();
         let sealers = self.sealers(&mail_from).await;
-        let verdict = super::auth::check(
+        let mut verdict = super::auth::check(
             authenticator,
             &self.ctx.hostname,
             self.remote.ip(),
@@ -244,14 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &sealers,
         )
         .await;
-        // Counted whatever becomes of the message: refusals are what a domain's owner
-        // most needs to see in its report.
-        if let (Some(tally), Some(row)) = (&self.ctx.dmarc_tally, &verdict.dmarc_row) {
-            tally.count(row.clone());
-        }
+        let facts = verdict.dmarc_facts.take();
         let rcpts = &self.state.rcpts;
         let allowlisted = rcpts.iter().any(|r| r.allowlisted);
-        match &verdict.refuse {
+        let judged = match &verdict.refuse {
             Some(Refusal::Spf(text)) if !allowlisted && rcpts.iter().any(|r| r.reject_spf_fail) => {
                 Err((550, "5.7.23", text.clone()))
             }
@@ -261,7 +257,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err((550, "5.7.1", text.clone()))
             }
             _ => Ok(verdict),
+        };
+        // Counted whatever becomes of the message: refusals are what a domain's owner
+        // most needs to see in its report.
+        if let (Some(tally), Some(facts)) = (&self.ctx.dmarc_tally, facts)
+            && let Some(row) = facts.row(judged.is_err())
+        {
+            tally.count(row);
         }
+        judged
     }
 
     /// The aliases that will forward this message (bounces are not sealed), each with
