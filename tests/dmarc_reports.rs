@@ -34,7 +34,7 @@ fn parsedmarc(file: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
-fn send(mx: u16, from_ip: &str, subject: &str) {
+fn send(mx: u16, from_ip: &str, from: &str, subject: &str) {
     // The outcome does not matter here: a refused message is counted too.
     let _ = swaks(
         mx,
@@ -42,11 +42,11 @@ fn send(mx: u16, from_ip: &str, subject: &str) {
             "--local-interface",
             from_ip,
             "--from",
-            "someone@sender.test",
+            from,
             "--to",
             "hello@example.test",
             "--header",
-            &format!("From: someone@sender.test\nSubject: {subject}"),
+            &format!("From: {from}\nSubject: {subject}"),
         ],
     );
 }
@@ -68,6 +68,7 @@ fn a_days_dmarc_results_are_reported_to_the_domains_that_ask() {
             zone(
                 "sender.test",
                 "@ TXT \"v=spf1 ip4:127.0.0.1 -all\"\n\
+                 news TXT \"v=spf1 ip4:127.0.0.1 -all\"\n\
                  _dmarc TXT \"v=DMARC1; p=none; rua=mailto:dmarc@reports.test,mailto:dmarc@nosay.test\"\n",
             ),
         ),
@@ -92,12 +93,25 @@ fn a_days_dmarc_results_are_reported_to_the_domains_that_ask() {
     let mx = free_port();
     w.write_spec(&spec(mx, dns_port));
 
-    // A day's mail: three from an address SPF allows, one from one it does not.
+    // A day's mail: three from an address SPF allows, one from one it does not, and one
+    // from a subdomain that has no DMARC record of its own (its organisation's applies,
+    // and its rows go into the organisation's report).
     let mut server = w.serve(mx);
     for n in 0..3 {
-        send(mx, "127.0.0.1", &format!("allowed {n}"));
+        send(
+            mx,
+            "127.0.0.1",
+            "someone@sender.test",
+            &format!("allowed {n}"),
+        );
     }
-    send(mx, "127.0.0.5", "forged");
+    send(mx, "127.0.0.5", "someone@sender.test", "forged");
+    send(
+        mx,
+        "127.0.0.1",
+        "someone@news.sender.test",
+        "from a subdomain",
+    );
     // The counts reach the store each minute and when the server stops.
     server.terminate();
 
@@ -105,7 +119,7 @@ fn a_days_dmarc_results_are_reported_to_the_domains_that_ask() {
     listed.ok();
     assert!(
         listed.stdout.contains(
-            "sender.test  4 message(s) in 2 row(s), to dmarc@reports.test, dmarc@nosay.test"
+            "sender.test  5 message(s) in 3 row(s), to dmarc@reports.test, dmarc@nosay.test"
         ),
         "{}",
         listed.stdout
@@ -134,7 +148,16 @@ fn a_days_dmarc_results_are_reported_to_the_domains_that_ask() {
         xml.stdout
     );
     let records = read["records"].as_array().expect("records");
-    assert_eq!(records.len(), 2, "{read}");
+    assert_eq!(records.len(), 3, "{read}");
+    assert_eq!(
+        (&records[0]["header_from"], &records[0]["count"]),
+        (
+            &serde_json::json!("news.sender.test"),
+            &serde_json::json!(1)
+        ),
+        "{read}"
+    );
+    let records = &records[1..];
     assert_eq!(
         (
             &records[0]["ip"],

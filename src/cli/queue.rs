@@ -253,7 +253,23 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 organization: host,
                 contact: &contact,
             };
-            let made = report::reports(&day, &rows, &reporter);
+            // Grouped as they are sent: under the domain whose DMARC record applies.
+            let mut policy_domains = runtime()?
+                .block_on(async {
+                    let resolver = crate::dns::resolver(loaded.spec.dns.resolver).ok()?;
+                    let authenticator = mail_auth::MessageAuthenticator(resolver);
+                    let (found, _) =
+                        crate::queue::dmarc_report::send::policy_domains(&authenticator, &rows)
+                            .await;
+                    Some(found)
+                })
+                .unwrap_or_default();
+            for r in &rows {
+                policy_domains
+                    .entry(r.row.domain.clone())
+                    .or_insert_with(|| r.row.domain.clone());
+            }
+            let made = report::reports(&day, &rows, &policy_domains, &reporter);
             match domain {
                 Some(domain) => {
                     let wanted = domain.trim_end_matches('.').to_ascii_lowercase();

@@ -35,7 +35,7 @@ print(
             "org": report["report_metadata"]["org_name"],
             "domain": report["policy_published"]["domain"],
             "p": report["policy_published"]["p"],
-            "records": sorted(records, key=lambda r: r["ip"]),
+            "records": sorted(records, key=lambda r: (r["ip"], r["header_from"])),
         }
     )
 )

@@ -1,7 +1,7 @@
 //! A day's DMARC rows as aggregate reports: one per author domain, its rows with their
 //! counts, in RFC 9990's XML as mail-auth writes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mail_auth::report::Report;
 
@@ -22,8 +22,15 @@ pub struct DomainReport {
     pub report: Report,
 }
 
-/// One report per domain with rows on `day` ("YYYY-MM-DD"), in domain order.
-pub fn reports(day: &str, rows: &[Counted], reporter: &Reporter<'_>) -> Vec<DomainReport> {
+/// One report per policy domain with rows on `day` ("YYYY-MM-DD"), in domain order: the
+/// rows of each author domain `policy_domains` names go into its policy domain's report
+/// (those it does not name are left for later).
+pub fn reports(
+    day: &str,
+    rows: &[Counted],
+    policy_domains: &HashMap<String, String>,
+    reporter: &Reporter<'_>,
+) -> Vec<DomainReport> {
     let begin = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -31,12 +38,13 @@ pub fn reports(day: &str, rows: &[Counted], reporter: &Reporter<'_>) -> Vec<Doma
         .unwrap_or_default();
     let mut by_domain: BTreeMap<&str, Vec<(Detail, u64)>> = BTreeMap::new();
     for c in rows.iter().filter(|c| c.row.day == day) {
+        let Some(domain) = policy_domains.get(&c.row.domain) else {
+            continue;
+        };
         // A row this version cannot read (written by another) is left out, not fatal.
-        if let Ok(detail) = serde_json::from_str::<Detail>(&c.row.detail) {
-            by_domain
-                .entry(&c.row.domain)
-                .or_default()
-                .push((detail, c.count));
+        if let Ok(mut detail) = serde_json::from_str::<Detail>(&c.row.detail) {
+            detail.policy.domain = domain.clone();
+            by_domain.entry(domain).or_default().push((detail, c.count));
         }
     }
     by_domain

@@ -41,7 +41,9 @@ pub async fn send_reports(
         mails: Vec::new(),
         complete: true,
     };
-    for made in reports(day, &rows, &reporter) {
+    let (policy_domains, complete) = policy_domains(authenticator, &rows).await;
+    out.complete = complete;
+    for made in reports(day, &rows, &policy_domains, &reporter) {
         let domain = made.domain.as_str();
         let Some(allowed) = authenticator
             .verify_dmarc_report_address(domain, &made.rua, None::<&NoCache<_, _>>)
@@ -90,4 +92,53 @@ pub async fn send_reports(
         out.mails.push(outgoing(submitter, &to, body.into_bytes()));
     }
     Ok(out)
+}
+
+/// The policy domain of each author domain with rows, and whether every lookup answered
+/// (one that failed leaves its rows for the next run).
+pub async fn policy_domains(
+    authenticator: &MessageAuthenticator,
+    rows: &[super::Counted],
+) -> (std::collections::HashMap<String, String>, bool) {
+    let mut found = std::collections::HashMap::new();
+    let mut complete = true;
+    for row in rows {
+        if found.contains_key(&row.row.domain) {
+            continue;
+        }
+        match policy_domain(authenticator, &row.row.domain).await {
+            Some(domain) => {
+                found.insert(row.row.domain.clone(), domain);
+            }
+            None => complete = false,
+        }
+    }
+    (found, complete)
+}
+
+/// Names asked for a DMARC record at the most, from the author domain up (RFC 9989's
+/// tree walk stops at eight too).
+const MAX_WALK: usize = 8;
+
+/// The domain whose DMARC record applies to mail from `author`: the first of it and its
+/// parents (below the top-level domain) to publish one. Reports are about that domain and
+/// go to its addresses (a subdomain's mail is in its organisation's report). None when a
+/// lookup failed: the domain waits for the next run.
+pub async fn policy_domain(authenticator: &MessageAuthenticator, author: &str) -> Option<String> {
+    use mail_auth::common::cache::NoCache;
+    use mail_auth::dmarc::Dmarc;
+    let labels: Vec<&str> = author.split('.').filter(|l| !l.is_empty()).collect();
+    for start in 0..labels.len().saturating_sub(1).min(MAX_WALK) {
+        let name = labels[start..].join(".");
+        match authenticator
+            .txt_lookup::<Dmarc>(format!("_dmarc.{name}."), None::<&NoCache<_, _>>)
+            .await
+        {
+            Ok(_) => return Some(name),
+            Err(mail_auth::Error::Dns(mail_auth::DnsError::Resolver(_))) => return None,
+            Err(_) => continue,
+        }
+    }
+    // None found now (the record went since): reported under the author's name.
+    Some(author.to_string())
 }
