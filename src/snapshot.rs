@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub junk_forwards: HashMap<String, String>,
     /// The operator's Sieve script and vacation responder per account, compiled.
     pub sieve: HashMap<String, DeclaredSieve>,
+    /// Addresses at this server's domains that domains name for their DMARC and TLS
+    /// reports: what arrives there is read and kept for the admin's report pages.
+    pub report_inboxes: std::collections::HashSet<String>,
 }
 
 /// What the spec runs on an account's mail before the user's own script.
@@ -81,6 +84,15 @@ impl Snapshot {
                 Kind::Pattern => {}
             }
         }
+        snapshot.report_inboxes = snapshot
+            .domains
+            .values()
+            .filter_map(|d| d.dmarc_reports.clone())
+            .filter(|a| {
+                a.rsplit_once('@')
+                    .is_some_and(|(_, domain)| snapshot.domains.contains_key(domain))
+            })
+            .collect();
         Ok(snapshot)
     }
 
@@ -245,6 +257,7 @@ mod tests {
             external_forward_tags: false,
             catch_all: None,
             spam: SpamPolicy::default(),
+            dmarc_reports: None,
         }
     }
 

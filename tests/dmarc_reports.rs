@@ -243,3 +243,202 @@ fn sink(w: &Workspace) -> (Process, std::path::PathBuf) {
     );
     (process, dir)
 }
+
+/// A report mail as receivers send one: the report gzipped, base64, as an attachment.
+fn report_mail(from: &str, subject: &str, content_type: &str, name: &str, report: &str) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(report.as_bytes()).expect("gzip");
+    let gzipped = gz.finish().expect("gzip");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzipped);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "From: {from}\r\nTo: dmarc@example.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+         Content-Type: text/plain\r\n\r\nA report.\r\n--b1\r\n\
+         Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{}\r\n--b1--\r\n",
+        lines.join("\r\n")
+    )
+}
+
+/// A DMARC aggregate report in RFC 7489's format, as a big receiver sends it: three
+/// messages that pass from one address, one that fails from another.
+fn dmarc_xml(domain: &str, id: &str) -> String {
+    let (begin, end) = yesterday();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8" ?>
+<feedback>
+  <report_metadata>
+    <org_name>receiver.test</org_name>
+    <email>noreply-dmarc@receiver.test</email>
+    <report_id>{id}</report_id>
+    <date_range><begin>{begin}</begin><end>{end}</end></date_range>
+  </report_metadata>
+  <policy_published>
+    <domain>{domain}</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct>
+  </policy_published>
+  <record>
+    <row>
+      <source_ip>192.0.2.10</source_ip><count>3</count>
+      <policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated>
+    </row>
+    <identifiers><header_from>{domain}</header_from></identifiers>
+    <auth_results>
+      <dkim><domain>{domain}</domain><selector>ferrymail</selector><result>pass</result></dkim>
+      <spf><domain>{domain}</domain><result>pass</result></spf>
+    </auth_results>
+  </record>
+  <record>
+    <row>
+      <source_ip>198.51.100.7</source_ip><count>1</count>
+      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated>
+    </row>
+    <identifiers><header_from>{domain}</header_from></identifiers>
+    <auth_results><spf><domain>{domain}</domain><result>fail</result></spf></auth_results>
+  </record>
+</feedback>
+"#
+    )
+}
+
+/// Yesterday (UTC) as a report's range: its first and last second.
+fn yesterday() -> (i64, i64) {
+    let now = chrono::Utc::now().timestamp();
+    let begin = now - now.rem_euclid(86_400) - 86_400;
+    (begin, begin + 86_399)
+}
+
+/// An SMTP TLS report (RFC 8460) from a sender that found our MX without STARTTLS once.
+fn tls_json() -> String {
+    let (begin, _) = yesterday();
+    let day = chrono::DateTime::from_timestamp(begin, 0)
+        .expect("day")
+        .format("%Y-%m-%d")
+        .to_string();
+    r#"{"organization-name":"sender.test","date-range":{"start-datetime":"DAYT00:00:00Z","end-datetime":"DAYT23:59:59Z"},"contact-info":"tls@sender.test","report-id":"DAY.example.test@sender.test","policies":[{"policy":{"policy-type":"sts","policy-string":["version: STSv1","mode: enforce","mx: mx.example.test","max_age: 86400"],"policy-domain":"example.test","mx-host":["mx.example.test"]},"summary":{"total-successful-session-count":20,"total-failure-session-count":2},"failure-details":[{"result-type":"starttls-not-supported","sending-mta-ip":"203.0.113.9","receiving-mx-hostname":"mx.example.test","receiving-ip":"192.0.2.25","failed-session-count":2}]}]}"#
+        .replace("DAY", &day)
+}
+
+/// Reports other servers send about our domain arrive at the address its `dmarc_reports`
+/// names (not otherwise declared), are read and kept once, and show on the admin's
+/// report page: the day's pass and fail as a chart, the sending addresses, TLS failures,
+/// and each report in full (seen by Chromium, screenshots kept).
+#[test]
+fn reports_about_our_domains_are_kept_and_shown() {
+    let (mx, https) = (free_port(), free_port());
+    let w = Workspace::new("");
+    let (dns, dns_port) = common::quiet_dns(w.path());
+    w.write_spec(&format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\nhttps = \"127.0.0.1:{https}\"\n\n\
+         [dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n\
+         [domains.\"example.test\"]\ndmarc_reports = \"dmarc@example.test\"\n\n\
+         [domains.\"example.test\".aliases.hello]\nforward = [\"friend@elsewhere.test\"]\n"
+    ));
+    let server = w.serve(https);
+    let mails = [
+        (
+            "dmarc-1",
+            report_mail(
+                "noreply-dmarc@receiver.test",
+                "Report Domain: example.test Submitter: receiver.test",
+                "application/gzip",
+                "receiver.test!example.test!1796428800!1796515199.xml.gz",
+                &dmarc_xml("example.test", "r-1"),
+            ),
+        ),
+        // Sent again (receivers do): kept once.
+        (
+            "dmarc-again",
+            report_mail(
+                "noreply-dmarc@receiver.test",
+                "Report Domain: example.test Submitter: receiver.test",
+                "application/gzip",
+                "receiver.test!example.test!1796428800!1796515199.xml.gz",
+                &dmarc_xml("example.test", "r-1"),
+            ),
+        ),
+        // About a domain that is not ours: not kept.
+        (
+            "dmarc-other",
+            report_mail(
+                "noreply-dmarc@receiver.test",
+                "Report Domain: other.test",
+                "application/gzip",
+                "receiver.test!other.test!1796428800!1796515199.xml.gz",
+                &dmarc_xml("other.test", "r-2"),
+            ),
+        ),
+        (
+            "tls",
+            report_mail(
+                "tls@sender.test",
+                "Report Domain: example.test Submitter: sender.test",
+                "application/tlsrpt+gzip",
+                "sender.test!example.test!1796428800!1796515199!r.json.gz",
+                &tls_json(),
+            ),
+        ),
+    ];
+    for (name, mail) in &mails {
+        let file = w.path().join(format!("{name}.eml"));
+        std::fs::write(&file, mail).expect("mail file");
+        common::python_peer_run(
+            "send_file.py",
+            &[
+                &mx.to_string(),
+                "reports@receiver.test",
+                "dmarc@example.test",
+                file.to_str().unwrap(),
+            ],
+            w.path(),
+        )
+        .ok();
+    }
+    let mut log = String::new();
+    let kept = wait_for(Duration::from_secs(30), || {
+        log = w.run(&["queue", "log"]).stdout;
+        log.contains("kept the DMARC report about example.test from receiver.test (r-1)")
+            && log.contains(
+                "had the DMARC report about example.test from receiver.test (r-1) already",
+            )
+            && log.contains("no report kept: it is about other.test")
+            && log.contains("kept the TLS report about example.test from sender.test")
+    });
+    assert!(kept, "{log}\n{}", server.log_text());
+
+    let (seen, shots) = common::browser_peer(&w, "reports_browser.js", https, &server);
+    assert_eq!(seen["heading"], "Reports", "{seen}");
+    assert!(seen["domains"][0] == "example.test", "{seen}");
+    assert_eq!(
+        seen["chart"], "Mail sent as example.test, as receivers judged it: 3 passed, 1 failed",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["bars"], 2,
+        "a pass and a fail bar for the one day: {seen}"
+    );
+    let tables = seen["tables"].to_string();
+    assert!(
+        tables.contains("192.0.2.10") && tables.contains("198.51.100.7"),
+        "{tables}"
+    );
+    assert!(tables.contains("starttls-not-supported 2"), "{tables}");
+    assert!(
+        tables.contains("receiver.test") && tables.contains("sender.test"),
+        "{tables}"
+    );
+    assert!(
+        seen["one"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"policies\"") || t.contains("\"record\"")),
+        "{seen}"
+    );
+    assert!(shots.join("reports.png").exists());
+    drop(dns);
+}

@@ -58,6 +58,7 @@ conformance!(
     mta_sts_policies_are_kept_per_domain_and_replaced,
     tls_session_counts_add_up_per_day_and_old_days_go,
     report_rows_add_up_per_kind_and_day_and_old_days_go,
+    received_reports_are_kept_once_listed_newest_first_and_forgotten,
 );
 
 fn envelope() -> Envelope {
@@ -393,6 +394,39 @@ fn report_rows_add_up_per_kind_and_day_and_old_days_go(q: &dyn Queue) {
     assert!(q.report_rows("dmarc", "2026-12-04").unwrap().is_empty());
     assert_eq!(q.report_rows("dmarc", "2026-12-05").unwrap().len(), 2);
     assert_eq!(q.report_rows("other", "2026-12-05").unwrap()[0].count, 9);
+}
+
+fn received_reports_are_kept_once_listed_newest_first_and_forgotten(q: &dyn Queue) {
+    use ferrymail::queue::dmarc_report::received::Received;
+    let report = |id: &str, received_at| Received {
+        id: id.into(),
+        kind: "dmarc".into(),
+        domain: "example.com".into(),
+        org: "receiver.example".into(),
+        report_id: format!("r-{id}"),
+        begin: 1_796_428_800,
+        end: 1_796_515_199,
+        received_at,
+        body: "{\"record\":[]}".into(),
+    };
+    assert!(q.add_received_report(&report("a", 100)).unwrap());
+    assert!(q.add_received_report(&report("b", 300)).unwrap());
+    assert!(q.add_received_report(&report("c", 200)).unwrap());
+    assert!(
+        !q.add_received_report(&report("a", 400)).unwrap(),
+        "sent again: kept once"
+    );
+    let listed: Vec<String> = q
+        .received_reports(150)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["b", "c"]);
+    assert_eq!(q.received_report("a").unwrap(), Some(report("a", 100)));
+    assert_eq!(q.received_report("z").unwrap(), None);
+    q.forget_received_reports(250).unwrap();
+    assert_eq!(q.received_reports(0).unwrap().len(), 1);
 }
 
 fn heartbeat(store: &dyn Store, name: &str, last_seen: i64) {

@@ -170,6 +170,8 @@ fn router(state: AppState) -> Router {
         .route("/admin/me/apple.mobileconfig", get(admin::apple_profile))
         .route("/admin/queue", get(admin::queue))
         .route("/admin/queue/{id}/{action}", post(admin::queue_action))
+        .route("/admin/reports", get(admin::reports))
+        .route("/admin/reports/{id}", get(admin::report))
         .route("/admin/logs", get(admin::errors))
         .route("/admin/backups", get(admin::backups))
         .route("/admin/mailboxes", get(admin::mailboxes))

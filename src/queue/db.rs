@@ -47,6 +47,8 @@ pub enum DeliveryKind {
     Forward,
     Mailbox,
     Webhook,
+    /// Read as a DMARC or TLS report about one of this server's domains, and kept.
+    Reports,
 }
 
 impl DeliveryKind {
@@ -55,6 +57,7 @@ impl DeliveryKind {
             DeliveryKind::Forward => "forward",
             DeliveryKind::Mailbox => "mailbox",
             DeliveryKind::Webhook => "webhook",
+            DeliveryKind::Reports => "reports",
         }
     }
 
@@ -63,6 +66,7 @@ impl DeliveryKind {
             DeliveryKind::Forward,
             DeliveryKind::Mailbox,
             DeliveryKind::Webhook,
+            DeliveryKind::Reports,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -175,6 +179,18 @@ CREATE TABLE IF NOT EXISTS report_rows (
     count INTEGER NOT NULL,
     PRIMARY KEY (kind, day, domain, detail)
 );
+CREATE TABLE IF NOT EXISTS received_reports (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    org TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    begin_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS received_reports_at ON received_reports (received_at);
 CREATE TABLE IF NOT EXISTS sent_reports (
     kind TEXT NOT NULL,
     day TEXT NOT NULL,
@@ -660,6 +676,72 @@ impl Queue for QueueDb {
         Ok(found)
     }
 
+    fn add_received_report(
+        &self,
+        r: &super::dmarc_report::received::Received,
+    ) -> Result<bool, QueueError> {
+        let added = self.conn().execute(
+            "INSERT OR IGNORE INTO received_reports
+             (id, kind, domain, org, report_id, begin_at, end_at, received_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.id,
+                r.kind,
+                r.domain,
+                r.org,
+                r.report_id,
+                r.begin,
+                r.end,
+                r.received_at,
+                r.body
+            ],
+        )?;
+        Ok(added == 1)
+    }
+
+    fn received_reports(
+        &self,
+        since: i64,
+    ) -> Result<Vec<super::dmarc_report::received::Received>, QueueError> {
+        let conn = self.conn();
+        let mut rows = conn.prepare(
+            "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, body
+             FROM received_reports WHERE received_at >= ?1
+             ORDER BY received_at DESC, id LIMIT ?2",
+        )?;
+        let found = rows
+            .query_map(
+                params![since, super::RECEIVED_REPORTS_LISTED as i64],
+                received_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(found)
+    }
+
+    fn received_report(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::dmarc_report::received::Received>, QueueError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, body
+                 FROM received_reports WHERE id = ?1",
+                [id],
+                received_row,
+            )
+            .optional()?)
+    }
+
+    fn forget_received_reports(&self, before: i64) -> Result<(), QueueError> {
+        self.conn().execute(
+            "DELETE FROM received_reports WHERE received_at < ?1",
+            [before],
+        )?;
+        Ok(())
+    }
+
     fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError> {
         self.conn().execute(
             "DELETE FROM report_rows WHERE kind = ?1 AND day < ?2",
@@ -740,4 +822,21 @@ fn remove_delivery(tx: &rusqlite::Transaction<'_>, delivery_id: i64) -> Result<b
         )?;
     }
     Ok(message_id.is_some())
+}
+
+/// A `received_reports` row, in its columns' order.
+fn received_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<super::dmarc_report::received::Received> {
+    Ok(super::dmarc_report::received::Received {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        domain: r.get(2)?,
+        org: r.get(3)?,
+        report_id: r.get(4)?,
+        begin: r.get(5)?,
+        end: r.get(6)?,
+        received_at: r.get(7)?,
+        body: r.get(8)?,
+    })
 }

@@ -183,4 +183,25 @@ pub trait Queue: Send + Sync {
     fn report_rows(&self, kind: &str, day: &str) -> Result<Vec<dmarc_report::Counted>, QueueError>;
     /// Forgets the rows of a kind of days before `day`.
     fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError>;
+    /// Keeps a report received for one of this server's domains; false when it was kept
+    /// already (reporters send again).
+    fn add_received_report(
+        &self,
+        report: &dmarc_report::received::Received,
+    ) -> Result<bool, QueueError>;
+    /// Reports received since a time (Unix seconds), newest first, at most 1,000.
+    fn received_reports(
+        &self,
+        since: i64,
+    ) -> Result<Vec<dmarc_report::received::Received>, QueueError>;
+    /// One received report by its id.
+    fn received_report(
+        &self,
+        id: &str,
+    ) -> Result<Option<dmarc_report::received::Received>, QueueError>;
+    /// Forgets the reports received before a time.
+    fn forget_received_reports(&self, before: i64) -> Result<(), QueueError>;
 }
+
+/// Received reports a listing returns at the most (the admin's page reads them whole).
+pub const RECEIVED_REPORTS_LISTED: usize = 1_000;

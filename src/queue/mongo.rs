@@ -806,6 +806,67 @@ impl Queue for MongoQueue {
             .collect())
     }
 
+    fn add_received_report(
+        &self,
+        r: &super::dmarc_report::received::Received,
+    ) -> Result<bool, QueueError> {
+        let added = self.mongo.block(async {
+            self.mongo
+                .coll("received_reports")
+                .update_one(
+                    doc! { "_id": &r.id },
+                    doc! { "$setOnInsert": {
+                        "kind": &r.kind, "domain": &r.domain, "org": &r.org,
+                        "report_id": &r.report_id, "begin": r.begin, "end": r.end,
+                        "received_at": r.received_at, "body": &r.body,
+                    } },
+                )
+                .upsert(true)
+                .await
+        })?;
+        Ok(added.upserted_id.is_some())
+    }
+
+    fn received_reports(
+        &self,
+        since: i64,
+    ) -> Result<Vec<super::dmarc_report::received::Received>, QueueError> {
+        let found: Vec<Document> = self.mongo.block(async {
+            self.mongo
+                .coll("received_reports")
+                .find(doc! { "received_at": { "$gte": since } })
+                .sort(doc! { "received_at": -1, "_id": 1 })
+                .limit(super::RECEIVED_REPORTS_LISTED as i64)
+                .await?
+                .try_collect()
+                .await
+        })?;
+        Ok(found.iter().map(received_of).collect())
+    }
+
+    fn received_report(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::dmarc_report::received::Received>, QueueError> {
+        let found: Option<Document> = self.mongo.block(async {
+            self.mongo
+                .coll("received_reports")
+                .find_one(doc! { "_id": id })
+                .await
+        })?;
+        Ok(found.as_ref().map(received_of))
+    }
+
+    fn forget_received_reports(&self, before: i64) -> Result<(), QueueError> {
+        self.mongo.block(async {
+            self.mongo
+                .coll("received_reports")
+                .delete_many(doc! { "received_at": { "$lt": before } })
+                .await
+        })?;
+        Ok(())
+    }
+
     fn forget_report_rows(&self, kind: &str, day: &str) -> Result<(), QueueError> {
         self.mongo.block(async {
             self.mongo
@@ -842,5 +903,22 @@ impl Queue for MongoQueue {
                 .await
         })?;
         Ok(())
+    }
+}
+
+/// A received report as the collection keeps it.
+fn received_of(d: &Document) -> super::dmarc_report::received::Received {
+    let text = |f: &str| d.get_str(f).unwrap_or_default().to_string();
+    let number = |f: &str| d.get_i64(f).unwrap_or_default();
+    super::dmarc_report::received::Received {
+        id: text("_id"),
+        kind: text("kind"),
+        domain: text("domain"),
+        org: text("org"),
+        report_id: text("report_id"),
+        begin: number("begin"),
+        end: number("end"),
+        received_at: number("received_at"),
+        body: text("body"),
     }
 }

@@ -221,6 +221,7 @@ impl Worker {
                 .map_or(d.target.as_str(), |(_, dom)| dom)
                 .to_ascii_lowercase(),
             (DeliveryKind::Mailbox, _) => "mailboxes".to_string(),
+            (DeliveryKind::Reports, _) => "reports".to_string(),
             (DeliveryKind::Webhook, _) => url::Url::parse(&d.target)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
@@ -336,6 +337,7 @@ impl Worker {
                 .map(|handed| (handed.dsn_passed_on, handed.reply)),
             DeliveryKind::Mailbox => self.to_mailbox(d, body.clone()).await.map(|n| (true, n)),
             DeliveryKind::Webhook => self.webhook(d, &body).await.map(|()| (true, String::new())),
+            DeliveryKind::Reports => self.keep_report(body.clone()).await.map(|n| (true, n)),
         };
         let age = now_unix() - d.received_at;
         match result {
@@ -456,6 +458,60 @@ impl Worker {
                 tls,
             )
             .await
+    }
+
+    /// Reads a DMARC or TLS report about one of this server's domains and keeps it for
+    /// the admin's report pages. Mail that is no such report is noted in the log, not kept.
+    async fn keep_report(&self, body: Vec<u8>) -> Result<String, DeliveryError> {
+        use super::dmarc_report::received;
+        let now = now_unix();
+        let read = tokio::task::spawn_blocking(move || received::read(&body, now))
+            .await
+            .map_err(rethrow)?;
+        let report = match read {
+            Ok(report) => report,
+            Err(e) => return Ok(format!("no report kept: {e}")),
+        };
+        if report.body.len() > received::MAX_KEPT_BYTES {
+            return Ok(format!(
+                "no report kept: the report about {} from {} is larger than {} KB",
+                report.domain,
+                report.org,
+                received::MAX_KEPT_BYTES / 1024
+            ));
+        }
+        // Somebody else's report (a domain this server does not serve) is not kept.
+        if !self.snapshot.get().domains.contains_key(&report.domain) {
+            return Ok(format!(
+                "no report kept: it is about {}, not a domain of this server",
+                report.domain
+            ));
+        }
+        let what = format!(
+            "{} report about {} from {} ({})",
+            if report.kind == "dmarc" {
+                "DMARC"
+            } else {
+                "TLS"
+            },
+            report.domain,
+            report.org,
+            report.report_id
+        );
+        let db = self.db.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            let added = db.add_received_report(&report)?;
+            db.forget_received_reports(now - received::KEEP_DAYS * 86_400)?;
+            Ok::<_, super::QueueError>(added)
+        })
+        .await
+        .map_err(rethrow)?
+        .map_err(|e| DeliveryError::temporary(format!("keeping the report: {e}")))?;
+        Ok(if added {
+            format!("kept the {what}")
+        } else {
+            format!("had the {what} already")
+        })
     }
 
     /// Files the message in the account's mailbox, through its Sieve scripts when it has

@@ -258,6 +258,10 @@ fn domain_record(domain: &spec::Domain) -> DomainRecord {
         reject_dmarc_fail: domain.reject_dmarc_fail,
         subaddressing: domain.subaddressing,
         external_forward_tags: domain.external_forward_tags,
+        dmarc_reports: domain
+            .dmarc_reports
+            .as_ref()
+            .map(|a| a.to_ascii_lowercase()),
         catch_all: domain.catch_all.as_ref().map(|r| RuleRecord {
             forward: targets(&r.forward),
             reject: r.reject,

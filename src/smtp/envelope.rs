@@ -157,9 +157,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.refuse_rcpt(&address, 450, "4.7.1", &text);
         }
 
+        // An address domains name for their DMARC and TLS reports: what arrives there is
+        // read and kept, besides whatever the address itself is declared to do.
+        let report_inbox = snapshot
+            .report_inboxes
+            .contains(&address.to_ascii_lowercase())
+            .then(|| NewDelivery {
+                kind: DeliveryKind::Reports,
+                target: address.to_ascii_lowercase(),
+                alias: address.to_ascii_lowercase(),
+                prefix: String::new(),
+                from_rewrite: String::new(),
+                folder: String::new(),
+                dsn: policy.dsn.clone(),
+            });
         let resolution = match snapshot.resolve(&address) {
             Ok(Some(r)) => r,
-            Ok(None) => return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here"),
+            Ok(None) => match report_inbox {
+                Some(delivery) => {
+                    return self.accept(Accepted {
+                        address,
+                        deliveries: vec![delivery],
+                        ..policy
+                    });
+                }
+                None => return self.refuse_rcpt(&address, 550, "5.1.1", "No such user here"),
+            },
             Err(_) => {
                 return self.refuse_rcpt(&address, 501, "5.1.3", "Bad recipient address syntax");
             }
@@ -203,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     0,
                     &mut deliveries,
                 );
+                deliveries.extend(report_inbox);
                 let failing = deliveries.iter().find(|d| {
                     d.kind == DeliveryKind::Webhook
                         && self

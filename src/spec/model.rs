@@ -1010,6 +1010,8 @@ pub struct Domain {
     pub dmarc_policy: Option<DmarcPolicy>,
     /// Where receivers send DMARC aggregate reports (an address; `rua=mailto:` in the
     /// record). An address in another domain must be authorised there (RFC 7489 §7.1).
+    /// At one of this spec's domains, the DMARC and TLS reports arriving there are read
+    /// and shown on the admin's Reports page (besides what the address itself does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dmarc_reports: Option<String>,
     /// Where senders send SMTP TLS reports (RFC 8460): an address, published at

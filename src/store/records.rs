@@ -155,6 +155,10 @@ pub struct DomainRecord {
     /// Added with the spam filter: stores written before have the default.
     #[serde(default, skip_serializing_if = "SpamPolicy::is_default")]
     pub spam: SpamPolicy,
+    /// Where the domain's DMARC and TLS reports are to be sent (lower case); at a domain
+    /// of this server, the reports arriving there are read and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc_reports: Option<String>,
 }
 
 /// What a domain does with the spam filter's verdicts. Scores are in hundredths (the

@@ -198,6 +198,58 @@ pub fn backups(runs: &[crate::store::BackupRun], now: i64, days: i64) -> Markup 
     }
 }
 
+/// Stacked bars, a day each: messages that passed DMARC (green) and failed (red), as the
+/// reports received said; the numbers in the legend and each bar's tooltip.
+pub fn dmarc_days(title: &str, days: &[(String, u64, u64)]) -> Markup {
+    let tallest = days.iter().map(|(_, p, f)| p + f).max().unwrap_or(0).max(1);
+    let bar = WIDTH / days.len().max(1) as f64;
+    let (passed, failed): (u64, u64) = days
+        .iter()
+        .fold((0, 0), |(p, f), (_, dp, df)| (p + dp, f + df));
+    let label = format!("{title}: {passed} passed, {failed} failed");
+    let mut rects = Vec::new();
+    for (i, (day, pass, fail)) in days.iter().enumerate() {
+        let mut top = HEIGHT;
+        for (n, fill, what) in [(*pass, PASS, "passed"), (*fail, FAIL, "failed")] {
+            if n == 0 {
+                continue;
+            }
+            let h = n as f64 / tallest as f64 * (HEIGHT - 4.0);
+            top -= h;
+            rects.push((
+                i as f64 * bar + bar * 0.1,
+                top,
+                bar * 0.8,
+                h,
+                fill,
+                format!("{day}: {n} {what}"),
+            ));
+        }
+    }
+    html! {
+        figure.chart {
+            figcaption { (title) " " span.muted { "(a bar per day; tallest " (tallest) ")" } }
+            svg viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + 2.0)) role="img" aria-label=(label) preserveAspectRatio="none" {
+                line x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) stroke="#cbd5e1" {}
+                @for (x, y, w, h, fill, tip) in &rects {
+                    rect x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{w:.1}")) height=(format!("{h:.1}")) fill=(fill) {
+                        title { (tip) }
+                    }
+                }
+            }
+            p.legend {
+                span { span.swatch style=(format!("background:{PASS}")) {} "DMARC pass " (passed) }
+                " "
+                span { span.swatch style=(format!("background:{FAIL}")) {} "fail " (failed) }
+            }
+        }
+    }
+}
+
+/// Passing and failing, in the colours of delivered and bounced mail.
+const PASS: &str = "#15803d";
+const FAIL: &str = "#b91c1c";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ mod edit_pages;
 mod me;
 mod pages;
 mod profile;
+mod reports;
 pub(crate) use pages::COPY_SCRIPT;
 
 use std::net::SocketAddr;
@@ -377,3 +378,4 @@ pub use pages::{
     aliases, backups, certificates, domains, emails, errors, mailboxes, overview, plan, plan_form,
     queue, queue_action,
 };
+pub use reports::{report, reports};

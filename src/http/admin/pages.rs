@@ -63,6 +63,7 @@ pub fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                         a href="/admin/aliases" { "Aliases" }
                         a href="/admin/emails" { "Mail log" }
                         a href="/admin/queue" { "Queue" }
+                        a href="/admin/reports" { "Reports" }
                         a href="/admin/certificates" { "Certificates" }
                         a href="/admin/backups" { "Backups" }
                         a href="/admin/logs" { "Errors" }

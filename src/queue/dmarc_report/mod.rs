@@ -1,6 +1,7 @@
 //! DMARC aggregate reports (RFC 7489 §7.2, RFC 9990): each arriving message's DMARC result,
 //! counted per author domain and day, sent each night as gzipped XML to the domain's `rua`.
 
+pub mod received;
 pub mod report;
 pub mod send;
 

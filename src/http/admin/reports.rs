@@ -1,0 +1,205 @@
+//! The reports other mail servers send about this server's domains: who sends mail as
+//! them and whether it passes DMARC, and how TLS to their MX hosts went, per day.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use mail_auth::report::Report;
+use mail_auth::report::tlsrpt::TlsReport;
+use maud::html;
+
+use super::pages::page;
+use super::{AdminViewer, charts, html as respond};
+use crate::http::AppState;
+use crate::queue::dmarc_report::received::Received;
+
+/// Days of reports the page shows.
+const DAYS: i64 = 30;
+/// Sources listed per domain, most messages first.
+const SOURCES: usize = 50;
+
+/// What the reports say of one domain.
+#[derive(Default)]
+struct Domain {
+    /// Day → (passed, failed) messages.
+    days: BTreeMap<String, (u64, u64)>,
+    /// (source address, reporter) → (passed, failed).
+    sources: BTreeMap<(String, String), (u64, u64)>,
+    /// Reporter → (successful sessions, failed, failure kinds).
+    tls: BTreeMap<String, (u64, u64, BTreeMap<String, u64>)>,
+}
+
+fn summarise(reports: &[Received]) -> BTreeMap<String, Domain> {
+    let mut domains: BTreeMap<String, Domain> = BTreeMap::new();
+    for r in reports {
+        let domain = domains.entry(r.domain.clone()).or_default();
+        match r.kind.as_str() {
+            "dmarc" => {
+                let Ok(report) = serde_json::from_str::<Report>(&r.body) else {
+                    continue;
+                };
+                let day = crate::queue::tls_policy::tally::day_of(r.begin);
+                for record in report.records() {
+                    let n = u64::from(record.count());
+                    let evaluated = &record.row.policy_evaluated;
+                    let pass = evaluated.dkim == mail_auth::report::DmarcResult::Pass
+                        || evaluated.spf == mail_auth::report::DmarcResult::Pass;
+                    let source = record
+                        .source_ip()
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default();
+                    let (p, f) = domain.days.entry(day.clone()).or_default();
+                    let (sp, sf) = domain.sources.entry((source, r.org.clone())).or_default();
+                    if pass {
+                        *p += n;
+                        *sp += n;
+                    } else {
+                        *f += n;
+                        *sf += n;
+                    }
+                }
+            }
+            "tlsrpt" => {
+                let Ok(report) = serde_json::from_str::<TlsReport>(&r.body) else {
+                    continue;
+                };
+                let (ok, failed, kinds) = domain.tls.entry(r.org.clone()).or_default();
+                for policy in &report.policies {
+                    *ok += policy.summary.total_success as u64;
+                    *failed += policy.summary.total_failure as u64;
+                    for f in &policy.failure_details {
+                        let kind = serde_json::to_value(f.result_type)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_else(|| format!("{:?}", f.result_type));
+                        *kinds.entry(kind).or_default() += f.failed_session_count as u64;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    domains
+}
+
+/// The sending addresses with the most messages first, at most `SOURCES`: (address,
+/// reporter, passed, failed).
+fn busiest(sources: &BTreeMap<(String, String), (u64, u64)>) -> Vec<(&str, &str, u64, u64)> {
+    let mut list: Vec<(&str, &str, u64, u64)> = sources
+        .iter()
+        .map(|((address, org), (p, f))| (address.as_str(), org.as_str(), *p, *f))
+        .collect();
+    list.sort_by_key(|(_, _, p, f)| std::cmp::Reverse(p + f));
+    list.truncate(SOURCES);
+    list
+}
+
+/// A bar for each of the last `DAYS` days (the reports' days in it), oldest first, so a
+/// day without reports shows as one.
+fn last_days(days: &BTreeMap<String, (u64, u64)>) -> Vec<(String, u64, u64)> {
+    let now = crate::queue::now_unix();
+    (0..DAYS)
+        .rev()
+        .map(|back| {
+            let day = crate::queue::tls_policy::tally::day_of(now - back * 86_400);
+            let (p, f) = days.get(&day).copied().unwrap_or_default();
+            (day, p, f)
+        })
+        .collect()
+}
+
+/// `GET /admin/reports`: the last 30 days of reports received, per domain, with the
+/// list of reports behind them.
+pub async fn reports(State(state): State<AppState>, AdminViewer(viewer): AdminViewer) -> Response {
+    let db = state.admin.queue.clone();
+    let since = crate::queue::now_unix() - DAYS * 86_400;
+    let Ok(Ok(found)) = tokio::task::spawn_blocking(move || db.received_reports(since)).await
+    else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let domains = summarise(&found);
+    let body = html! {
+        @if found.is_empty() {
+            p.muted { "No reports received in the last " (DAYS) " days. They arrive at the address a domain's " code { "dmarc_reports" } " names, when that address is at one of this server's domains." }
+        }
+        @for (name, d) in &domains {
+            h2 { (name) }
+            @if !d.days.is_empty() {
+                @let days = last_days(&d.days);
+                (charts::dmarc_days(&format!("Mail sent as {name}, as receivers judged it"), &days))
+                @let sources = busiest(&d.sources);
+                table.rows {
+                    tr { th { "Sending address" } th { "Reported by" } th { "Messages" } th { "DMARC pass" } th { "DMARC fail" } }
+                    @for (source, org, p, f) in &sources {
+                        tr {
+                            td data-label="Sending address" { (source) }
+                            td data-label="Reported by" { (org) }
+                            td data-label="Messages" { (p + f) }
+                            td data-label="DMARC pass" { (p) }
+                            @if *f > 0 { td.bad data-label="DMARC fail" { (f) } } @else { td data-label="DMARC fail" { "0" } }
+                        }
+                    }
+                }
+            }
+            @if !d.tls.is_empty() {
+                h3 { "TLS to " (name) "'s MX hosts, as senders saw it" }
+                table.rows {
+                    tr { th { "Reported by" } th { "Sessions" } th { "Failed" } th { "Failures" } }
+                    @for (org, (ok, failed, kinds)) in &d.tls {
+                        tr {
+                            td data-label="Reported by" { (org) }
+                            td data-label="Sessions" { (ok + failed) }
+                            @if *failed > 0 { td.bad data-label="Failed" { (failed) } } @else { td data-label="Failed" { "0" } }
+                            td data-label="Failures" {
+                                @for (kind, n) in kinds { (kind) " " (n) " " }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if found.len() == crate::queue::RECEIVED_REPORTS_LISTED {
+            p.muted { "The newest " (found.len()) " reports only." }
+        }
+        @if !found.is_empty() {
+            h2 { "Reports received" }
+            table.rows {
+                tr { th { "Received" } th { "Kind" } th { "Domain" } th { "From" } th { "Covers" } }
+                @for r in &found {
+                    tr {
+                        td data-label="Received" { a href={ "/admin/reports/" (r.id) } { (crate::backup::rfc3339(r.received_at)) } }
+                        td data-label="Kind" { (if r.kind == "dmarc" { "DMARC" } else { "TLS" }) }
+                        td data-label="Domain" { (r.domain) }
+                        td data-label="From" { (r.org) }
+                        td data-label="Covers" { (crate::queue::tls_policy::tally::day_of(r.begin)) }
+                    }
+                }
+            }
+        }
+    };
+    respond(page(&viewer, "Reports", body))
+}
+
+/// `GET /admin/reports/{id}`: one report as received, in full.
+pub async fn report(
+    State(state): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Path(id): Path<String>,
+) -> Response {
+    let db = state.admin.queue.clone();
+    let Ok(Ok(found)) = tokio::task::spawn_blocking(move || db.received_report(&id)).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Some(r) = found else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    let pretty = serde_json::from_str::<serde_json::Value>(&r.body)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or(r.body.clone());
+    let body = html! {
+        p { (if r.kind == "dmarc" { "DMARC aggregate report" } else { "SMTP TLS report" }) " about " strong { (r.domain) } " from " (r.org) ", id " code { (r.report_id) } "." }
+        pre { (pretty) }
+    };
+    respond(page(&viewer, "Report", body))
+}
