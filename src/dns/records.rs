@@ -257,6 +257,28 @@ pub fn for_domain(spec: &Spec, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             format!("v=TLSRPTv1; rua=mailto:{reports}"),
         ));
     }
+    // RFC 7489 §7.1: this domain agrees to take the DMARC reports of the spec's other
+    // domains that name an address here. Only an address at a domain or below it needs
+    // no such record: receivers that check strictly (mail-auth does) ask for one even
+    // when a subdomain sends its reports to its parent.
+    for (name, other) in &spec.domains {
+        let Ok(other_name) = crate::address::normalize_domain(name) else {
+            continue;
+        };
+        let here = other
+            .dmarc_reports
+            .as_deref()
+            .and_then(|a| a.rsplit_once('@'))
+            .is_some_and(|(_, d)| d.trim_end_matches('.').eq_ignore_ascii_case(domain));
+        let internal = domain == other_name || domain.ends_with(&format!(".{other_name}"));
+        if here && !internal {
+            out.push(Record::new(
+                format!("{other_name}._report._dmarc.{domain}"),
+                Kind::TXT,
+                "v=DMARC1",
+            ));
+        }
+    }
     // The server's own name, when it lives in this domain and its addresses are known.
     if host == domain || host.ends_with(&format!(".{domain}")) {
         for ip in &spec.server.addresses {
@@ -417,6 +439,43 @@ dns_records = [{ name = "@", type = "TXT", value = "site-verification=abc" }]
             .map(|r| r.data)
             .collect();
         assert_eq!(apex, ["site-verification=abc", "v=spf1 mx -all"]);
+    }
+
+    #[test]
+    fn a_domain_agrees_to_take_the_reports_other_domains_send_to_it() {
+        let spec: Spec = toml::from_str(
+            r#"
+[server]
+hostname = "mx.d.test"
+[domains."d.test"]
+dmarc_reports = "dmarc@d.test"
+[domains."other.test"]
+dmarc_reports = "dmarc@d.test"
+[domains."sub.d.test"]
+dmarc_reports = "dmarc@d.test"
+[domains."e.test"]
+dmarc_reports = "dmarc@reports.e.test"
+[domains."reports.e.test"]
+"#,
+        )
+        .unwrap();
+        let agreed = |domain: &str| -> Vec<String> {
+            for_domain(&spec, domain, &[])
+                .into_iter()
+                .filter(|r| r.name.contains("._report._dmarc."))
+                .map(|r| format!("{} {}", r.name, r.data))
+                .collect()
+        };
+        assert_eq!(
+            agreed("d.test"),
+            [
+                "other.test._report._dmarc.d.test v=DMARC1",
+                "sub.d.test._report._dmarc.d.test v=DMARC1"
+            ]
+        );
+        assert!(agreed("other.test").is_empty());
+        // An address below the domain itself needs no agreement.
+        assert!(agreed("reports.e.test").is_empty());
     }
 
     /// d.test's records whose names contain `part`, with `listeners` declared.
