@@ -255,11 +255,11 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
     let (_s4, plain_sink) = mx_sink(&w, &a(14), Some(&cert), true);
 
     let mx = free_port();
-    w.write_spec(&spec(
-        mx,
-        dns_port,
-        &anchors,
-        &["rt", "old", "wrong", "plain"],
+    // A mailbox whose script redirects: the redirect goes on under REQUIRETLS too.
+    w.write_spec(&format!(
+        "{}[domains.\"example.test\".aliases.sieved.mailbox]\npassword = {{ hash = \"{}\" }}\nsieve = 'redirect \"friend@rt.test\";'\n",
+        spec(mx, dns_port, &anchors, &["rt", "old", "wrong", "plain"]),
+        common::TEST_HASH
     ));
     let server = w.serve_with(mx, &[], &[]);
     let send = |to: &str, mode: &str| {
@@ -294,19 +294,23 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
         assert!(send(to, "requiretls").contains("sent"));
     }
     assert!(send("wrong", "tls-required-no").contains("sent"));
+    assert!(send("sieved", "requiretls").contains("sent"));
 
     // Verified by its TLSA record, and told REQUIRETLS in turn.
+    // (The forward, and the Sieve redirect: both asked for REQUIRETLS in turn.)
     assert!(
-        wait_for(Duration::from_secs(30), || received(&rt_sink).len() == 1),
+        wait_for(Duration::from_secs(30), || received(&rt_sink).len() == 2),
         "nothing reached mx.rt.test: {}",
         server.log_text()
     );
-    let path = &received(&rt_sink)[0].path;
-    assert!(path.with_extension("tls").exists());
-    assert!(
-        path.with_extension("requiretls").exists(),
-        "the next hop is asked for REQUIRETLS too"
-    );
+    for mail in received(&rt_sink) {
+        assert!(mail.path.with_extension("tls").exists());
+        assert!(
+            mail.path.with_extension("requiretls").exists(),
+            "the next hop is asked for REQUIRETLS too: {}",
+            mail.content
+        );
+    }
     // The sender asked that the receiver's policies not hold it: its DANE record, which
     // the certificate does not match, does not.
     assert!(

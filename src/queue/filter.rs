@@ -87,16 +87,28 @@ pub(super) struct Carried {
     pub remember: Vec<(String, Duration)>,
 }
 
+/// Whose message a script ran on, and what its sender asked of its journey.
+pub(super) struct Sender<'a> {
+    pub account: &'a str,
+    pub mail_from: &'a str,
+    /// REQUIRETLS (RFC 8689): carried on to redirects (not to replies, which are new mail).
+    pub require_tls: bool,
+}
+
 /// Turns an outcome into filings and messages to queue, applying the limits.
 pub(super) fn carry(
     outcome: Outcome,
     message: &[u8],
-    account: &str,
-    mail_from: &str,
+    sender: Sender<'_>,
     snapshot: &Snapshot,
     cache: &dyn Cache,
     hostname: &str,
 ) -> Carried {
+    let Sender {
+        account,
+        mail_from,
+        require_tls,
+    } = sender;
     let mut carried = Carried::default();
     if let Some(reason) = &outcome.reject {
         // One line, bounded: it goes into the notice's text.
@@ -141,7 +153,8 @@ pub(super) fn carry(
             redirect_refused = true;
             continue;
         }
-        let envelope = envelope(mail_from, &out.to, hostname);
+        let mut envelope = envelope(mail_from, &out.to, hostname);
+        envelope.require_tls = require_tls;
         carried.notes.push(format!("redirected to {}", out.to));
         carried.sends.push((envelope, bytes, deliveries));
     }

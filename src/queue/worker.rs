@@ -666,11 +666,27 @@ impl Worker {
             }
             Ran::Filtered(outcome, user_error) => (outcome, user_error),
         };
+        // A redirect sends the message on: what its sender asked of TLS (REQUIRETLS,
+        // RFC 8689) goes with it.
+        let require_tls = if outcome.redirects.is_empty() {
+            false
+        } else {
+            let db = self.db.clone();
+            let id = d.message_id;
+            tokio::task::spawn_blocking(move || db.envelope(id))
+                .await
+                .map_err(rethrow)?
+                .map_err(|e| DeliveryError::temporary(format!("reading the envelope: {e}")))?
+                .is_some_and(|e| e.require_tls)
+        };
         let mut carried = filter::carry(
             outcome,
             &body,
-            &d.target,
-            &d.mail_from,
+            filter::Sender {
+                account: &d.target,
+                mail_from: &d.mail_from,
+                require_tls,
+            },
             &snapshot,
             self.cache.as_ref(),
             &self.hostname,
