@@ -600,7 +600,7 @@ impl Outbound {
             .lookup_ip(asked.clone())
             .await
             .map_err(|e| {
-                failed(super::tls_policy::dane::lookup_failed(
+                failed(super::tls_policy::dane::DaneError::of(
                     &e,
                     format!("address of {name}"),
                 ))

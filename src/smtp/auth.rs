@@ -92,6 +92,15 @@ fn seal(
     }
 }
 
+/// What a check is to make besides its verdict.
+pub struct Wants<'a> {
+    /// The ARC sets of these forwarding aliases.
+    pub sealers: &'a [Sealer],
+    /// The message's facts for DMARC aggregate reports (only when they are sent: a row
+    /// costs per message).
+    pub dmarc_facts: bool,
+}
+
 /// Runs every check on one message. `enforce` is false for allowlisted senders.
 pub async fn check(
     authenticator: &MessageAuthenticator,
@@ -100,8 +109,12 @@ pub async fn check(
     helo: &str,
     mail_from: &str,
     message: &[u8],
-    sealers: &[Sealer],
+    wants: Wants<'_>,
 ) -> Verdict {
+    let Wants {
+        sealers,
+        dmarc_facts: count_dmarc,
+    } = wants;
     let spf_params = if mail_from.is_empty() {
         SpfParameters::verify_ehlo(ip, helo, hostname)
     } else {
@@ -184,6 +197,8 @@ pub async fn check(
         refuse,
         arc_sets,
         friendly_from,
-        dmarc_facts: crate::queue::dmarc_report::facts(ip, mail_from_domain, &dkim, &spf, &dmarc),
+        dmarc_facts: count_dmarc
+            .then(|| crate::queue::dmarc_report::facts(ip, mail_from_domain, &dkim, &spf, &dmarc))
+            .flatten(),
     }
 }

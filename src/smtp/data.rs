@@ -241,7 +241,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &helo,
             &mail_from,
             body,
-            &sealers,
+            super::auth::Wants {
+                sealers: &sealers,
+                dmarc_facts: self.ctx.dmarc_tally.is_some(),
+            },
         )
         .await;
         let facts = verdict.dmarc_facts.take();

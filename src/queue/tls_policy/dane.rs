@@ -40,7 +40,8 @@ pub enum DaneError {
 }
 
 impl DaneError {
-    fn of(e: &NetError, what: String) -> DaneError {
+    /// A failed validating lookup (other than "no such record") as DANE's error.
+    pub fn of(e: &NetError, what: String) -> DaneError {
         match e {
             NetError::Dns(DnsError::DnssecBogus) => DaneError::Bogus { what },
             _ => DaneError::Lookup {
@@ -303,11 +304,6 @@ impl Dane {
             Err(e) => Err(DaneError::of(&e, format!("TLSA records of {name}"))),
         }
     }
-}
-
-/// A failed validating lookup (other than "no such record") as DANE's error.
-pub fn lookup_failed(e: &NetError, what: String) -> DaneError {
-    DaneError::of(e, what)
 }
 
 #[cfg(test)]
