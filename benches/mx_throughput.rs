@@ -14,6 +14,8 @@
 mod dns_stub;
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/postfix.rs"]
+mod postfix;
 #[path = "support/processes.rs"]
 mod processes;
 #[path = "support/rspamd.rs"]
@@ -25,6 +27,7 @@ mod smtp;
 
 use dns_stub::DnsStub;
 use machine::{command_line, cpu_model, ferrymail_revision};
+use postfix::PostfixInstance;
 use processes::*;
 use smtp::{MESSAGE_BYTES, RECIPIENT, SENDER, builtin_sink, client_load, probe_message};
 use std::fs;
@@ -634,162 +637,6 @@ maillog_file = {b}/postfix.log
     )
 }
 
-/// master.cf: Postfix 3.7's standard services, no chroot (the instance lives in a temp
-/// dir), smtpd on the bench's port.
-fn postfix_master_cf(port: u16) -> String {
-    format!(
-        "127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"
-    )
-}
-
-/// A private Postfix instance in a temp dir; stopped when dropped.
-struct PostfixInstance {
-    postfix: PathBuf,
-    base: PathBuf,
-    started: bool,
-}
-
-impl PostfixInstance {
-    fn config(&self) -> PathBuf {
-        self.base.join("etc")
-    }
-
-    fn create(
-        postfix: &Path,
-        postmap: &Path,
-        base: &Path,
-        port: u16,
-        sink_port: u16,
-        milter: Option<u16>,
-    ) -> Result<Self, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(
-                "a Postfix instance must be started as root (master binds its ports and \
-                        switches to the postfix user); run the bench as root to include it"
-                    .into(),
-            );
-        }
-        let (uid, gid) = user_ids("postfix").ok_or("there is no `postfix` user")?;
-        for sub in ["etc", "spool", "lib"] {
-            fs::create_dir_all(base.join(sub)).map_err(|e| format!("creating {sub}: {e}"))?;
-        }
-        fs::set_permissions(base, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        // data_directory belongs to the mail owner (master.lock and caches live there).
-        chown(&base.join("lib"), uid, gid)?;
-        let etc = base.join("etc");
-        fs::write(
-            etc.join("main.cf"),
-            postfix_main_cf(base, sink_port, milter),
-        )
-        .map_err(|e| e.to_string())?;
-        fs::write(etc.join("master.cf"), postfix_master_cf(port)).map_err(|e| e.to_string())?;
-        fs::write(
-            etc.join("virtual"),
-            format!("{RECIPIENT} x@elsewhere.test\n"),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut instance = PostfixInstance {
-            postfix: postfix.to_path_buf(),
-            base: base.to_path_buf(),
-            started: false,
-        };
-        let virtual_map = format!("hash:{}", etc.join("virtual").display());
-        checked(
-            Command::new(postmap).arg("-c").arg(&etc).arg(&virtual_map),
-            "postmap",
-        )?;
-        // `check` creates the queue's subdirectories with the owners Postfix requires.
-        checked(
-            Command::new(postfix).arg("-c").arg(&etc).arg("check"),
-            "postfix check",
-        )?;
-        checked(
-            Command::new(postfix).arg("-c").arg(&etc).arg("start"),
-            "postfix start",
-        )?;
-        instance.started = true;
-        Ok(instance)
-    }
-
-    fn master_pid(&self) -> Option<u32> {
-        fs::read_to_string(self.base.join("spool/pid/master.pid"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        tail(
-            &fs::read_to_string(self.base.join("postfix.log")).unwrap_or_default(),
-            lines,
-        )
-    }
-
-    /// `postfix stop`, then waits for master to be gone (`postfix abort` if it lingers).
-    fn stop(&mut self) -> bool {
-        if !self.started {
-            return true;
-        }
-        self.started = false;
-        let master = self.master_pid();
-        let _ = Command::new(&self.postfix)
-            .arg("-c")
-            .arg(self.config())
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let gone =
-            |pid: Option<u32>| pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if gone(master) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new(&self.postfix)
-            .arg("-c")
-            .arg(self.config())
-            .arg("abort")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        false
-    }
-}
-
-impl Drop for PostfixInstance {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// `milter`: the port of rspamd's proxy in milter mode every message goes through.
 fn run_postfix(base: &Path, milter: Option<u16>, bench: &Bench) -> Run {
     let (tools, messages) = (&bench.tools, bench.messages);
@@ -812,15 +659,21 @@ fn run_postfix(base: &Path, milter: Option<u16>, bench: &Bench) -> Run {
         run.failed = Some("postfix or postmap is missing".into());
         return run;
     };
-    let mut instance =
-        match PostfixInstance::create(postfix, postmap, base, port, sink.port, milter) {
-            Ok(i) => i,
-            Err(e) => {
-                println!("a private Postfix instance could not be set up: {e}");
-                run.failed = Some(e);
-                return run;
-            }
-        };
+    let mut instance = match PostfixInstance::create(
+        postfix,
+        postmap,
+        base,
+        port,
+        &postfix_main_cf(base, sink.port, milter),
+        &[("virtual", &format!("{RECIPIENT} x@elsewhere.test\n"))],
+    ) {
+        Ok(i) => i,
+        Err(e) => {
+            println!("a private Postfix instance could not be set up: {e}");
+            run.failed = Some(e);
+            return run;
+        }
+    };
     if !wait_for_port(port, START_TIMEOUT, || false) {
         run.failed = Some(format!(
             "Postfix did not listen on {port}: {}",

@@ -1,6 +1,8 @@
 //! A test certificate authority made with openssl: its root for SSL_CERT_FILE, leaf
 //! certificates for given names, and the digests DANE's TLSA records name them by.
 
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;

@@ -5,6 +5,7 @@
 pub mod ca;
 pub mod clamav;
 pub mod imap;
+pub mod knot;
 pub mod podman;
 pub mod rspamd;
 pub mod rspamd_config;
@@ -533,28 +534,8 @@ pub fn knot_with_key(
 /// trust_anchors`. Delegations between the zones are the zone files' own NS and DS records.
 pub fn knot_signed(dir: &Path, zones: &[(&str, &str)], signed: &[&str]) -> (Process, u16, PathBuf) {
     let (process, port) = knot_serving(dir, zones, None, signed);
-    let conf = dir.join("knot/knot.conf");
-    let mut anchors = String::new();
-    for zone in signed {
-        let mut keys = String::new();
-        // The key is made as knotd loads the zone, just after it listens.
-        let made = wait_for(std::time::Duration::from_secs(10), || {
-            let out = Command::new("keymgr")
-                .arg("-c")
-                .arg(&conf)
-                .arg(format!("{zone}."))
-                .arg("dnskey")
-                .output()
-                .expect("keymgr (Debian's knot package)");
-            keys = String::from_utf8_lossy(&out.stdout).into_owned();
-            keys.contains("DNSKEY")
-        });
-        assert!(made, "no DNSKEY for {zone}: {}", process.log_text());
-        // keymgr prints "test. DNSKEY 257 …"; zone-file form wants the class too.
-        anchors.push_str(&keys.replace(" DNSKEY ", " IN DNSKEY "));
-    }
-    let file = dir.join("knot/trust-anchors");
-    std::fs::write(&file, anchors).expect("trust anchors");
+    let file = knot::trust_anchors(&dir.join("knot/knot.conf"), signed);
+    let file = file.unwrap_or_else(|| panic!("no DNSKEY for {signed:?}: {}", process.log_text()));
     (process, port, file)
 }
 
@@ -566,42 +547,7 @@ fn knot_serving(
 ) -> (Process, u16) {
     let port = free_port();
     let root = dir.join("knot");
-    std::fs::create_dir_all(&root).expect("knot dir");
-    let mut conf = format!(
-        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {r}\ndatabase:\n    storage: {r}\n",
-        r = root.display()
-    );
-    let mut acl = "";
-    if let Some((name, secret)) = tsig {
-        conf.push_str(&format!(
-            "key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
-             acl:\n  - id: updates\n    key: {name}\n    action: [update, transfer]\n\
-             template:\n  - id: default\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: changes\n"
-        ));
-        acl = "    acl: updates\n";
-    }
-    if !signed.is_empty() {
-        conf.push_str(
-            "policy:\n  - id: csk\n    single-type-signing: on\n    algorithm: ecdsap256sha256\n",
-        );
-    }
-    conf.push_str("zone:\n");
-    for (name, text) in zones {
-        let file = root.join(format!("{name}.zone"));
-        std::fs::write(&file, text).expect("zone file");
-        conf.push_str(&format!(
-            "  - domain: {name}\n    file: {}\n{acl}",
-            file.display()
-        ));
-        if signed.contains(name) {
-            // The signed zone stays in the journal; the file stays as the test wrote it.
-            conf.push_str(
-                "    dnssec-signing: on\n    dnssec-policy: csk\n    zonefile-sync: -1\n",
-            );
-        }
-    }
-    let conf_path = root.join("knot.conf");
-    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let conf_path = knot::configure(&root, port, zones, tsig, signed);
     let log = root.join("knotd.log");
     let child = Command::new("knotd")
         .arg("-c")
@@ -618,12 +564,7 @@ fn knot_serving(
     (process, port)
 }
 
-/// A zone file with the SOA/NS boilerplate and the given records.
-pub fn zone(name: &str, records: &str) -> String {
-    format!(
-        "$ORIGIN {name}.\n$TTL 60\n@ SOA ns.{name}. admin.{name}. 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n{records}\n"
-    )
-}
+pub use knot::zone;
 
 /// A DNS server that knows the test domains exist but publishes nothing for them: arrival
 /// checks get clean "none" answers at once, and no test ever asks the machine's resolver.
