@@ -108,14 +108,15 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     let (_s4, notls_sink) = mx_sink(&w, &a(4), None, false);
     let (_s5, plain_sink) = mx_sink(&w, &a(5), None, false);
     let (_s6, bogus_sink) = mx_sink(&w, &a(6), None, false);
-    // An MTA-STS policy in enforce mode whose check (a CA the server trusts) this MX's
-    // certificate fails; its TLSA record names it, and DANE comes first (RFC 8461 §2).
+    // An MTA-STS policy in enforce mode that lists another MX, and whose check (a CA the
+    // server trusts) this MX's certificate fails; its TLSA record names it, and DANE comes
+    // first (RFC 8461 §2).
     let (_s7, both_sink) = mx_sink(&w, &a(7), Some(&both_cert), false);
     let (sts_crt, sts_key) = ca.issue("mta-sts.both.test");
     let policy = w.path().join("both.policy");
     std::fs::write(
         &policy,
-        "version: STSv1\nmode: enforce\nmx: mx.both.test\nmax_age: 86400\n",
+        "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n",
     )
     .expect("policy");
     let _policy_server = python_peer(
@@ -243,10 +244,23 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
         junk = "ef".repeat(32),
     );
     let plain = zone("plain.test", &format!("@ MX 10 mx\nmx A {}\n", a(14)));
-    let test_zone = zone("test", &signed_zone);
+    // An MTA-STS policy that would vouch for the MX, but whose server is down for now.
+    let down = zone(
+        "down.test",
+        &format!(
+            "@ MX 10 mx\nmx A {}\nmta-sts A {}\n_mta-sts TXT \"v=STSv1; id=1\"\n",
+            a(15),
+            a(16)
+        ),
+    );
+    let test_zone = zone("test", &(signed_zone + "down NS ns\n"));
     let (dns, dns_port, anchors) = knot_signed(
         w.path(),
-        &[("test", &test_zone), ("plain.test", &plain)],
+        &[
+            ("test", &test_zone),
+            ("plain.test", &plain),
+            ("down.test", &down),
+        ],
         &["test"],
     );
     let (_s1, rt_sink) = mx_sink(&w, &a(11), Some(&cert), true);
@@ -258,7 +272,7 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
     // A mailbox whose script redirects: the redirect goes on under REQUIRETLS too.
     w.write_spec(&format!(
         "{}[domains.\"example.test\".aliases.sieved.mailbox]\npassword = {{ hash = \"{}\" }}\nsieve = 'redirect \"friend@rt.test\";'\n",
-        spec(mx, dns_port, &anchors, &["rt", "old", "wrong", "plain"]),
+        spec(mx, dns_port, &anchors, &["rt", "old", "wrong", "plain", "down"]),
         common::TEST_HASH
     ));
     let server = w.serve_with(mx, &[], &[]);
@@ -290,7 +304,7 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
         said.contains("ehlo-after: REQUIRETLS") && said.contains("sent"),
         "{said}"
     );
-    for to in ["old", "plain"] {
+    for to in ["old", "plain", "down"] {
         assert!(send(to, "requiretls").contains("sent"));
     }
     assert!(send("wrong", "tls-required-no").contains("sent"));
@@ -327,5 +341,18 @@ fn requiretls_holds_a_message_to_verified_tls_at_every_hop() {
     });
     assert!(bounced, "{log}");
     assert!(received(&old_sink).is_empty() && received(&plain_sink).is_empty());
+    // A policy that could not be fetched may vouch later: the message waits.
+    wait_until_queue_says(
+        &w,
+        &[
+            "the message asks for REQUIRETLS, and down.test's MTA-STS policy, which could vouch for its MX hosts, could not be had",
+        ],
+    );
+    let log = w.run(&["queue", "log"]).stdout;
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("down.test") && l.contains("5.7.30")),
+        "not bounced: {log}"
+    );
     drop(dns);
 }

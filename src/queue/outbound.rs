@@ -172,7 +172,7 @@ impl Outbound {
         // Spelled once as policies and reports key it (lower-case A-labels).
         let policy_domain = policy_domain.and_then(super::tls_policy::policy_domain);
         let policy_domain = policy_domain.as_deref();
-        let policy = match (&self.policies, policy_domain) {
+        let (policy, policy_unknown) = match (&self.policies, policy_domain) {
             (Some(policies), Some(domain)) if policies_apply(tls) => {
                 let found = policies.for_domain(domain).await;
                 if let Some(problem) = &found.problem {
@@ -190,13 +190,15 @@ impl Outbound {
                         });
                     }
                 }
-                found.policy
+                (found.policy, found.problem.map(|p| p.why))
             }
-            _ => None,
+            _ => (None, None),
         };
-        // RFC 8461 §4.1: under enforce, an MX the policy does not list is not used.
+        // RFC 8461 §4.1: under enforce, an MX the policy does not list is not used. Where
+        // DNSSEC vouches for the MX hosts, one with TLSA records is DANE's to judge (RFC
+        // 8461 §2), so each host is judged as it is tried (send_to).
         let hosts = match policy.as_deref() {
-            Some(p) if p.policy.mode == Mode::Enforce => {
+            Some(p) if p.policy.mode == Mode::Enforce && dane.is_none() => {
                 let (listed, unlisted): (Vec<String>, Vec<String>) = hosts
                     .into_iter()
                     .partition(|h| p.policy.allows(host_name(h)));
@@ -216,6 +218,14 @@ impl Outbound {
         // RFC 8689 §4.2.1: REQUIRETLS mail goes only to an MX host that DNSSEC or an
         // MTA-STS policy vouches for (a relay the spec names is vouched for by it).
         if required && self.relay.is_none() && dane.is_none() && policy.is_none() {
+            // A policy that could not be had this time (its lookup or fetch failed) may
+            // vouch next time: the message waits rather than bounces.
+            if let Some(why) = policy_unknown {
+                return Err(DeliveryError::temporary(format!(
+                    "the message asks for REQUIRETLS, and {}'s MTA-STS policy, which could vouch for its MX hosts, could not be had: {why}",
+                    domain_of(to)
+                )));
+            }
             return Err(DeliveryError {
                 permanent: true,
                 message: format!(
@@ -367,6 +377,15 @@ impl Outbound {
             (None, Some(p)) => Guard::Sts(p),
             (None, None) => Guard::Open,
         };
+        if let Guard::Sts(p) = &guard
+            && p.policy.mode == Mode::Enforce
+            && !p.policy.allows(name)
+        {
+            return Err(DeliveryError::temporary(format!(
+                "{name} is not an MX host {}'s MTA-STS policy (enforce, id {}) lists, and has no TLSA records (DANE) to vouch for it",
+                p.domain, p.id
+            )));
+        }
         // REQUIRETLS: a certificate checked by DANE, else against the host name.
         let guard = match guard {
             Guard::Dane(set) if terms.required && set.usable().is_empty() => Guard::Pkix,
