@@ -58,7 +58,7 @@ conformance!(
     mta_sts_policies_are_kept_per_domain_and_replaced,
     tls_session_counts_add_up_per_day_and_old_days_go,
     report_rows_add_up_per_kind_and_day_and_old_days_go,
-    received_reports_are_kept_once_listed_newest_first_and_forgotten,
+    received_reports_are_kept_once_listed_newest_first_counted_and_forgotten,
 );
 
 fn envelope() -> Envelope {
@@ -396,8 +396,8 @@ fn report_rows_add_up_per_kind_and_day_and_old_days_go(q: &dyn Queue) {
     assert_eq!(q.report_rows("other", "2026-12-05").unwrap()[0].count, 9);
 }
 
-fn received_reports_are_kept_once_listed_newest_first_and_forgotten(q: &dyn Queue) {
-    use ferrymail::queue::dmarc_report::received::Received;
+fn received_reports_are_kept_once_listed_newest_first_counted_and_forgotten(q: &dyn Queue) {
+    use ferrymail::queue::dmarc_report::received::{Received, Summary};
     let report = |id: &str, received_at| Received {
         id: id.into(),
         kind: "dmarc".into(),
@@ -408,6 +408,10 @@ fn received_reports_are_kept_once_listed_newest_first_and_forgotten(q: &dyn Queu
         end: 1_796_515_199,
         received_at,
         body: "{\"record\":[]}".into(),
+        summary: Summary {
+            sources: vec![("192.0.2.1".into(), 3, 1)],
+            ..Summary::default()
+        },
     };
     assert!(q.add_received_report(&report("a", 100)).unwrap());
     assert!(q.add_received_report(&report("b", 300)).unwrap());
@@ -416,15 +420,28 @@ fn received_reports_are_kept_once_listed_newest_first_and_forgotten(q: &dyn Queu
         !q.add_received_report(&report("a", 400)).unwrap(),
         "sent again: kept once"
     );
-    let listed: Vec<String> = q
-        .received_reports(150)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(listed, ["b", "c"]);
+    let listed = q.received_reports(150).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["b", "c"]);
+    // A listing carries the summaries, not the reports.
+    assert_eq!(listed[0].summary, report("b", 300).summary);
+    assert_eq!(listed[0].body, "");
     assert_eq!(q.received_report("a").unwrap(), Some(report("a", 100)));
     assert_eq!(q.received_report("z").unwrap(), None);
+    // The bound on a day's reports about a domain counts what is kept, and its bytes.
+    let body = report("a", 0).body.len() as u64;
+    assert_eq!(
+        q.received_report_totals("example.com", 150).unwrap(),
+        (2, 2 * body)
+    );
+    assert_eq!(
+        q.received_report_totals("example.com", 0).unwrap(),
+        (3, 3 * body)
+    );
+    assert_eq!(
+        q.received_report_totals("other.example", 0).unwrap(),
+        (0, 0)
+    );
     q.forget_received_reports(250).unwrap();
     assert_eq!(q.received_reports(0).unwrap().len(), 1);
 }

@@ -188,7 +188,8 @@ CREATE TABLE IF NOT EXISTS received_reports (
     begin_at INTEGER NOT NULL,
     end_at INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS received_reports_at ON received_reports (received_at);
 CREATE TABLE IF NOT EXISTS sent_reports (
@@ -206,12 +207,13 @@ CREATE TABLE IF NOT EXISTS sts_policies (
 ";
 
 /// Columns added after the first release of the schema, for queue files that predate them.
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("messages", "delay_notified", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "dsn", "TEXT NOT NULL DEFAULT ''"),
     ("deliveries", "interrupted", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "held", "TEXT"),
     ("deliveries", "folder", "TEXT NOT NULL DEFAULT ''"),
+    ("received_reports", "summary", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// One connection, shared. What precedes a reply to a user (a 250, `queue remove`)
@@ -682,8 +684,8 @@ impl Queue for QueueDb {
     ) -> Result<bool, QueueError> {
         let added = self.conn().execute(
             "INSERT OR IGNORE INTO received_reports
-             (id, kind, domain, org, report_id, begin_at, end_at, received_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (id, kind, domain, org, report_id, begin_at, end_at, received_at, body, summary)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 r.id,
                 r.kind,
@@ -693,7 +695,8 @@ impl Queue for QueueDb {
                 r.begin,
                 r.end,
                 r.received_at,
-                r.body
+                r.body,
+                r.summary.to_text()
             ],
         )?;
         Ok(added == 1)
@@ -705,7 +708,7 @@ impl Queue for QueueDb {
     ) -> Result<Vec<super::dmarc_report::received::Received>, QueueError> {
         let conn = self.conn();
         let mut rows = conn.prepare(
-            "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, body
+            "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, '', summary
              FROM received_reports WHERE received_at >= ?1
              ORDER BY received_at DESC, id LIMIT ?2",
         )?;
@@ -726,12 +729,22 @@ impl Queue for QueueDb {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, body
-                 FROM received_reports WHERE id = ?1",
+                "SELECT id, kind, domain, org, report_id, begin_at, end_at, received_at, body,
+                 summary FROM received_reports WHERE id = ?1",
                 [id],
                 received_row,
             )
             .optional()?)
+    }
+
+    fn received_report_totals(&self, domain: &str, since: i64) -> Result<(u64, u64), QueueError> {
+        let (count, bytes): (i64, i64) = self.conn().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0)
+             FROM received_reports WHERE domain = ?1 AND received_at >= ?2",
+            params![domain, since],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok((count.max(0) as u64, bytes.max(0) as u64))
     }
 
     fn forget_received_reports(&self, before: i64) -> Result<(), QueueError> {
@@ -838,5 +851,6 @@ fn received_row(
         end: r.get(6)?,
         received_at: r.get(7)?,
         body: r.get(8)?,
+        summary: super::dmarc_report::received::Summary::from_text(&r.get::<_, String>(9)?),
     })
 }

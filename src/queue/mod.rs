@@ -189,7 +189,8 @@ pub trait Queue: Send + Sync {
         &self,
         report: &dmarc_report::received::Received,
     ) -> Result<bool, QueueError>;
-    /// Reports received since a time (Unix seconds), newest first, at most 1,000.
+    /// Reports received since a time (Unix seconds), newest first, at most
+    /// `RECEIVED_REPORTS_LISTED`: their summaries, without the reports themselves.
     fn received_reports(
         &self,
         since: i64,
@@ -201,7 +202,11 @@ pub trait Queue: Send + Sync {
     ) -> Result<Option<dmarc_report::received::Received>, QueueError>;
     /// Forgets the reports received before a time.
     fn forget_received_reports(&self, before: i64) -> Result<(), QueueError>;
+    /// How many reports about a domain were kept since a time, and their bytes: anyone
+    /// can send reports about our domains, so a day's are bounded.
+    fn received_report_totals(&self, domain: &str, since: i64) -> Result<(u64, u64), QueueError>;
 }
 
-/// Received reports a listing returns at the most (the admin's page reads them whole).
-pub const RECEIVED_REPORTS_LISTED: usize = 1_000;
+/// Received reports a listing returns at the most: 30 days of a domain at its daily bound
+/// (`received::MAX_PER_DAY`), summaries of a few kilobytes at the most each.
+pub const RECEIVED_REPORTS_LISTED: usize = 30_000;

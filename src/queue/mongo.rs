@@ -819,6 +819,7 @@ impl Queue for MongoQueue {
                         "kind": &r.kind, "domain": &r.domain, "org": &r.org,
                         "report_id": &r.report_id, "begin": r.begin, "end": r.end,
                         "received_at": r.received_at, "body": &r.body,
+                        "size": r.body.len() as i64, "summary": r.summary.to_text(),
                     } },
                 )
                 .upsert(true)
@@ -835,6 +836,7 @@ impl Queue for MongoQueue {
             self.mongo
                 .coll("received_reports")
                 .find(doc! { "received_at": { "$gte": since } })
+                .projection(doc! { "body": 0 })
                 .sort(doc! { "received_at": -1, "_id": 1 })
                 .limit(super::RECEIVED_REPORTS_LISTED as i64)
                 .await?
@@ -855,6 +857,23 @@ impl Queue for MongoQueue {
                 .await
         })?;
         Ok(found.as_ref().map(received_of))
+    }
+
+    fn received_report_totals(&self, domain: &str, since: i64) -> Result<(u64, u64), QueueError> {
+        let found: Vec<Document> = self.mongo.block(async {
+            self.mongo
+                .coll("received_reports")
+                .find(doc! { "domain": domain, "received_at": { "$gte": since } })
+                .projection(doc! { "size": 1 })
+                .await?
+                .try_collect()
+                .await
+        })?;
+        let bytes = found
+            .iter()
+            .map(|d| d.get_i64("size").unwrap_or_default().max(0) as u64)
+            .sum();
+        Ok((found.len() as u64, bytes))
     }
 
     fn forget_received_reports(&self, before: i64) -> Result<(), QueueError> {
@@ -920,5 +939,6 @@ fn received_of(d: &Document) -> super::dmarc_report::received::Received {
         end: number("end"),
         received_at: number("received_at"),
         body: text("body"),
+        summary: super::dmarc_report::received::Summary::from_text(&text("summary")),
     }
 }

@@ -500,17 +500,27 @@ impl Worker {
         );
         let db = self.db.clone();
         let added = tokio::task::spawn_blocking(move || {
+            let (count, bytes) = db.received_report_totals(&report.domain, now - 86_400)?;
+            if count >= received::MAX_PER_DAY
+                || bytes + report.body.len() as u64 > received::MAX_BYTES_PER_DAY
+            {
+                return Ok(None);
+            }
             let added = db.add_received_report(&report)?;
             db.forget_received_reports(now - received::KEEP_DAYS * 86_400)?;
-            Ok::<_, super::QueueError>(added)
+            Ok::<_, super::QueueError>(Some(added))
         })
         .await
         .map_err(rethrow)?
         .map_err(|e| DeliveryError::temporary(format!("keeping the report: {e}")))?;
-        Ok(if added {
-            format!("kept the {what}")
-        } else {
-            format!("had the {what} already")
+        Ok(match added {
+            Some(true) => format!("kept the {what}"),
+            Some(false) => format!("had the {what} already"),
+            None => format!(
+                "no report kept: the {what} is over the day's bound of {} reports or {} MB about one domain",
+                received::MAX_PER_DAY,
+                received::MAX_BYTES_PER_DAY / (1024 * 1024)
+            ),
         })
     }
 

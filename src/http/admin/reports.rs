@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use mail_auth::report::Report;
-use mail_auth::report::tlsrpt::TlsReport;
 use maud::html;
 
 use super::pages::page;
@@ -18,6 +16,8 @@ use crate::queue::dmarc_report::received::Received;
 const DAYS: i64 = 30;
 /// Sources listed per domain, most messages first.
 const SOURCES: usize = 50;
+/// Reports listed, newest first (the charts and tables add up all of them).
+const LISTED: usize = 200;
 
 /// What the reports say of one domain.
 #[derive(Default)]
@@ -36,45 +36,27 @@ fn summarise(reports: &[Received]) -> BTreeMap<String, Domain> {
         let domain = domains.entry(r.domain.clone()).or_default();
         match r.kind.as_str() {
             "dmarc" => {
-                let Ok(report) = serde_json::from_str::<Report>(&r.body) else {
-                    continue;
-                };
                 let day = crate::queue::tls_policy::tally::day_of(r.begin);
-                for record in report.records() {
-                    let n = u64::from(record.count());
-                    let evaluated = &record.row.policy_evaluated;
-                    let pass = evaluated.dkim == mail_auth::report::DmarcResult::Pass
-                        || evaluated.spf == mail_auth::report::DmarcResult::Pass;
-                    let source = record
-                        .source_ip()
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_default();
-                    let (p, f) = domain.days.entry(day.clone()).or_default();
-                    let (sp, sf) = domain.sources.entry((source, r.org.clone())).or_default();
-                    if pass {
-                        *p += n;
-                        *sp += n;
-                    } else {
-                        *f += n;
-                        *sf += n;
-                    }
+                let (p, f) = domain.days.entry(day).or_default();
+                for (source, passed, failed) in &r.summary.sources {
+                    *p += passed;
+                    *f += failed;
+                    // A report's smallest sources are added up under no address.
+                    let source = if source.is_empty() { "others" } else { source };
+                    let (sp, sf) = domain
+                        .sources
+                        .entry((source.to_string(), r.org.clone()))
+                        .or_default();
+                    *sp += passed;
+                    *sf += failed;
                 }
             }
             "tlsrpt" => {
-                let Ok(report) = serde_json::from_str::<TlsReport>(&r.body) else {
-                    continue;
-                };
                 let (ok, failed, kinds) = domain.tls.entry(r.org.clone()).or_default();
-                for policy in &report.policies {
-                    *ok += policy.summary.total_success as u64;
-                    *failed += policy.summary.total_failure as u64;
-                    for f in &policy.failure_details {
-                        let kind = serde_json::to_value(f.result_type)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_else(|| format!("{:?}", f.result_type));
-                        *kinds.entry(kind).or_default() += f.failed_session_count as u64;
-                    }
+                *ok += r.summary.sessions;
+                *failed += r.summary.failed_sessions;
+                for (kind, n) in &r.summary.failures {
+                    *kinds.entry(kind.clone()).or_default() += n;
                 }
             }
             _ => {}
@@ -160,13 +142,16 @@ pub async fn reports(State(state): State<AppState>, AdminViewer(viewer): AdminVi
             }
         }
         @if found.len() == crate::queue::RECEIVED_REPORTS_LISTED {
-            p.muted { "The newest " (found.len()) " reports only." }
+            p.muted { "The figures above add up the newest " (found.len()) " reports only." }
         }
         @if !found.is_empty() {
             h2 { "Reports received" }
+            @if found.len() > LISTED {
+                p.muted { "The newest " (LISTED) " of " (found.len()) " reports." }
+            }
             table.rows {
                 tr { th { "Received" } th { "Kind" } th { "Domain" } th { "From" } th { "Covers" } }
-                @for r in &found {
+                @for r in found.iter().take(LISTED) {
                     tr {
                         td data-label="Received" { a href={ "/admin/reports/" (r.id) } { (crate::backup::rfc3339(r.received_at)) } }
                         td data-label="Kind" { (if r.kind == "dmarc" { "DMARC" } else { "TLS" }) }
