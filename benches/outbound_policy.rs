@@ -95,8 +95,8 @@ struct Server {
     to: Destination,
     /// The run this one is compared with (same server, no policy); None for that run.
     baseline: Option<usize>,
-    /// Per round: (end-to-end msg/s, CPU ms per message).
-    rounds: Vec<(f64, f64)>,
+    /// Per round: (end-to-end msg/s, CPU ms per message, DNS queries per message).
+    rounds: Vec<(f64, f64, f64)>,
     failures: Vec<String>,
     /// What ferrymail's TLS report says of the sessions, read after the rounds.
     checked: Option<String>,
@@ -167,6 +167,19 @@ fn main() {
     let zones = zones(&dane_cert.0);
     let zones: Vec<(&str, &str)> = zones.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let conf = knot::configure(&dir.path().join("knot"), knot_port, &zones, None, &["test"]);
+    // Knot counts the queries it answers (mod-stats), so each round says how many DNS
+    // queries a message cost: the caches' work, seen from outside.
+    let text = fs::read_to_string(&conf).expect("knot.conf");
+    fs::write(
+        &conf,
+        text.replacen(
+            "zone:\n",
+            "mod-stats:\n  - id: counts\n    request-protocol: on\n\
+             template:\n  - id: default\n    global-module: mod-stats/counts\nzone:\n",
+            1,
+        ),
+    )
+    .expect("knot.conf");
     let knot_log = dir.path().join("knot/knotd.log");
     let _knot = ChildGuard::new(
         Command::new("knotd")
@@ -320,17 +333,17 @@ fn main() {
 
     println!("\nwarm-up: {WARM_UP} messages through each server");
     for s in &mut servers {
-        if let Err(e) = load(s, WARM_UP, &delivered, "warm") {
+        if let Err(e) = load(s, WARM_UP, &delivered, "warm", &conf) {
             s.failures.push(format!("warm-up: {e}"));
         }
     }
     for round in 1..=rounds {
         for s in servers.iter_mut().filter(|s| s.failures.is_empty()) {
-            match load(s, messages, &delivered, &format!("r{round}")) {
+            match load(s, messages, &delivered, &format!("r{round}"), &conf) {
                 Ok(figures) => {
                     println!(
-                        "round {round}: {}: {:.0} msg/s end to end, {:.2} ms CPU a message",
-                        s.name, figures.0, figures.1
+                        "round {round}: {}: {:.0} msg/s end to end, {:.2} ms CPU and {:.2} DNS queries a message",
+                        s.name, figures.0, figures.1, figures.2
                     );
                     s.rounds.push(figures);
                 }
@@ -459,14 +472,32 @@ fn start_ferrymail(
     ))
 }
 
+/// Queries Knot has answered so far (its mod-stats counters, over every protocol).
+fn dns_queries(conf: &Path) -> u64 {
+    let out = Command::new("knotc")
+        .arg("-c")
+        .arg(conf)
+        .args(["stats", "mod-stats"])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("request-protocol"))
+        .filter_map(|l| l.rsplit('=').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// Sends `messages` through the server and waits until the sinks have them all: returns
-/// (end-to-end msg/s, server CPU ms per message).
+/// (end-to-end msg/s, server CPU ms per message, DNS queries per message).
 fn load(
     server: &Server,
     messages: usize,
     delivered: &AtomicU64,
     tag: &str,
-) -> Result<(f64, f64), String> {
+    knot: &Path,
+) -> Result<(f64, f64, f64), String> {
+    let queries = dns_queries(knot);
     let before = delivered.load(Ordering::SeqCst);
     let cpu = tree_cpu_seconds(server.pid);
     let started = Instant::now();
@@ -492,7 +523,12 @@ fn load(
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = tree_cpu_seconds(server.pid) - cpu;
-    Ok((messages as f64 / wall, cpu * 1e3 / messages as f64))
+    let queries = dns_queries(knot).saturating_sub(queries);
+    Ok((
+        messages as f64 / wall,
+        cpu * 1e3 / messages as f64,
+        queries as f64 / messages as f64,
+    ))
 }
 
 /// From ferrymail's TLS report for the destination: under which policy its sessions went
@@ -563,10 +599,10 @@ fn report(servers: &[Server], messages: usize) {
          per message is the policy's cost.\n"
     );
     println!(
-        "| server | end-to-end msg/s | CPU ms/msg | throughput change | CPU change | rounds (msg/s) | sessions |"
+        "| server | end-to-end msg/s | CPU ms/msg | DNS queries/msg | throughput change | CPU change | rounds (msg/s) | sessions |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | --- | --- |");
-    let median = |s: &Server, pick: fn(&(f64, f64)) -> f64| {
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+    let median = |s: &Server, pick: fn(&(f64, f64, f64)) -> f64| {
         let mut v: Vec<f64> = s.rounds.iter().map(pick).collect();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
@@ -587,10 +623,11 @@ fn report(servers: &[Server], messages: usize) {
             _ => "—".into(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
             rate.map_or("—".into(), |r| format!("{r:.0}")),
             cpu.map_or("—".into(), |c| format!("{c:.2}")),
+            median(s, |r| r.2).map_or("—".into(), |q| format!("{q:.2}")),
             base.map_or("(baseline)".into(), |b| change(rate, median(b, |r| r.0))),
             base.map_or("(baseline)".into(), |b| change(cpu, median(b, |r| r.1))),
             s.rounds

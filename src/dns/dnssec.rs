@@ -33,7 +33,13 @@ pub fn validating(
         }
         None => (TrustAnchors::default(), vec![Name::root()]),
     };
-    let resolver = super::builder(server)?
+    let mut builder = super::builder(server)?;
+    // Validated, a "no such record" answer (an MX host without AAAA) comes without the
+    // TTL its SOA gives, and hickory caches such an answer for the least negative TTL,
+    // by default none: every delivery asked again (benches/outbound_policy counted it).
+    // Kept 30 s at least, a record added meanwhile is seen that much later at the most.
+    builder.options_mut().negative_min_ttl = Some(std::time::Duration::from_secs(30));
+    let resolver = builder
         .with_trust_anchor(Arc::new(trust))
         .build()
         .map_err(|e| ResolverError(e.to_string()))?;
