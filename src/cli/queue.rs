@@ -104,7 +104,6 @@ impl std::fmt::Display for QueueId {
     }
 }
 
-/// `queue tls-report --send`: the day's reports, into the queue the server delivers from.
 /// A runtime for a command's few network calls (DNS, report posts).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context;
@@ -114,77 +113,73 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-fn send_tls_reports(
-    loaded: &crate::spec::LoadedSpec,
-    db: std::sync::Arc<dyn crate::queue::Queue>,
-    day: &str,
-) -> anyhow::Result<ExitCode> {
-    let Some(from) = loaded.spec.reports.tls_rpt_from() else {
-        anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
-    };
-    let runtime = runtime()?;
-    let sent = runtime.block_on(async {
-        let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
-        let submitter = crate::queue::report_mail::Submitter {
-            from,
-            hostname: &loaded.spec.server.hostname,
-        };
-        anyhow::Ok(
-            crate::queue::tls_policy::send::send_reports(db.clone(), &resolver, &submitter, day)
-                .await?,
-        )
-    })?;
-    for url in &sent.posted {
-        println!("posted the TLS report for {day} to {url}");
-    }
-    for (_, _, deliveries) in &sent.mails {
-        let to: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
-        println!("queued a TLS report for {day} to {}", to.join(", "));
-    }
-    if sent.mails.is_empty() && sent.posted.is_empty() {
-        println!("no TLS report to send for {day} (none asked for, or sent already)");
-    }
-    db.commit(&sent.mails, &[])?;
-    Ok(ExitCode::SUCCESS)
+/// The reports a `--send` sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Reports {
+    Tls,
+    Dmarc,
 }
 
-fn send_dmarc_reports(
+/// `queue tls-report --send` and `queue dmarc-report --send`: the day's reports, into the
+/// queue the server delivers from (TLS reports to `https:` addresses are posted at once).
+fn send_reports(
     loaded: &crate::spec::LoadedSpec,
     db: std::sync::Arc<dyn crate::queue::Queue>,
     day: &str,
+    kind: Reports,
 ) -> anyhow::Result<ExitCode> {
-    let Some(from) = loaded.spec.reports.dmarc_from() else {
+    let (from, name) = match kind {
+        Reports::Tls => (loaded.spec.reports.tls_rpt_from(), "TLS"),
+        Reports::Dmarc => (loaded.spec.reports.dmarc_from(), "DMARC"),
+    };
+    let Some(from) = from else {
         anyhow::bail!("no [reports] from in the spec: reports need an address to come from");
     };
     let runtime = runtime()?;
-    let sent = runtime.block_on(async {
+    let (mails, posted, complete) = runtime.block_on(async {
         let resolver = crate::dns::resolver(loaded.spec.dns.resolver)?;
         let submitter = crate::queue::report_mail::Submitter {
             from,
             hostname: &loaded.spec.server.hostname,
         };
-        let authenticator = mail_auth::MessageAuthenticator(resolver);
-        anyhow::Ok(
-            crate::queue::dmarc_report::send::send_reports(
-                db.clone(),
-                &authenticator,
-                &submitter,
-                day,
-            )
-            .await?,
-        )
+        anyhow::Ok(match kind {
+            Reports::Tls => {
+                let sent = crate::queue::tls_policy::send::send_reports(
+                    db.clone(),
+                    &resolver,
+                    &submitter,
+                    day,
+                )
+                .await?;
+                (sent.mails, sent.posted, true)
+            }
+            Reports::Dmarc => {
+                let authenticator = mail_auth::MessageAuthenticator(resolver);
+                let sent = crate::queue::dmarc_report::send::send_reports(
+                    db.clone(),
+                    &authenticator,
+                    &submitter,
+                    day,
+                )
+                .await?;
+                (sent.mails, Vec::new(), sent.complete)
+            }
+        })
     })?;
-    for (_, _, deliveries) in &sent.mails {
+    for url in &posted {
+        println!("posted the {name} report for {day} to {url}");
+    }
+    for (_, _, deliveries) in &mails {
         let to: Vec<&str> = deliveries.iter().map(|d| d.target.as_str()).collect();
-        println!("queued a DMARC report for {day} to {}", to.join(", "));
+        println!("queued a {name} report for {day} to {}", to.join(", "));
     }
-    if sent.mails.is_empty() {
-        println!("no DMARC report to send for {day} (none asked for, or sent already)");
+    if mails.is_empty() && posted.is_empty() {
+        println!("no {name} report to send for {day} (none asked for, or sent already)");
     }
-    if !sent.complete {
+    if !complete {
         println!("some domains' reports wait for DNS lookups that failed: run it again later");
     }
-    db.commit(&sent.mails, &[])?;
+    db.commit(&mails, &[])?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,7 +212,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 contact: &contact,
             };
             if send {
-                return send_tls_reports(&loaded, db, &day);
+                return send_reports(&loaded, db, &day, Reports::Tls);
             }
             let made = report::reports(&day, &sessions, &reporter);
             println!("{}", serde_json::to_string_pretty(&made)?);
@@ -239,7 +234,7 @@ pub fn run(spec: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--day {day:?}: expected a day as YYYY-MM-DD");
             }
             if send {
-                return send_dmarc_reports(&loaded, db, &day);
+                return send_reports(&loaded, db, &day, Reports::Dmarc);
             }
             let rows = db.report_rows(KIND, &day)?;
             let host = &loaded.spec.server.hostname;
