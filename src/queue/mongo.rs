@@ -77,6 +77,14 @@ impl MongoQueue {
         self.chunks()
             .create_index(unique(doc! { "message_id": 1, "n": 1 }))
             .await?;
+        // Reports received: listed by time, bounded per domain and day as they arrive.
+        let reports = self.mongo.coll("received_reports");
+        for keys in [
+            doc! { "received_at": 1 },
+            doc! { "domain": 1, "received_at": 1 },
+        ] {
+            reports.create_index(index(keys)).await?;
+        }
         Ok(())
     }
 

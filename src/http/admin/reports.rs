@@ -16,6 +16,9 @@ use crate::queue::dmarc_report::received::Received;
 const DAYS: i64 = 30;
 /// Sources listed per domain, most messages first.
 const SOURCES: usize = 50;
+/// Rows a domain's tables add up at the most (sources, reporters); what comes after is
+/// added up under "others": senders choose how many there are.
+const KEPT: usize = 1_000;
 /// Reports listed, newest first (the charts and tables add up all of them).
 const LISTED: usize = 200;
 
@@ -27,7 +30,7 @@ struct Domain {
     /// (source address, reporter) → (passed, failed).
     sources: BTreeMap<(String, String), (u64, u64)>,
     /// Reporter → (successful sessions, failed, failure kinds).
-    tls: BTreeMap<String, (u64, u64, BTreeMap<String, u64>)>,
+    tls: BTreeMap<String, Sessions>,
 }
 
 fn summarise(reports: &[Received]) -> BTreeMap<String, Domain> {
@@ -41,18 +44,30 @@ fn summarise(reports: &[Received]) -> BTreeMap<String, Domain> {
                 for (source, passed, failed) in &r.summary.sources {
                     *p += passed;
                     *f += failed;
-                    // A report's smallest sources are added up under no address.
-                    let source = if source.is_empty() { "others" } else { source };
+                    // A report's smallest sources are added up under no address, and
+                    // past KEPT rows a domain's further ones under no address either.
+                    let mut key = (source.as_str(), r.org.as_str());
+                    if source.is_empty()
+                        || (domain.sources.len() >= KEPT
+                            && !domain.sources.contains_key(&(key.0.into(), key.1.into())))
+                    {
+                        key = ("others", "");
+                    }
                     let (sp, sf) = domain
                         .sources
-                        .entry((source.to_string(), r.org.clone()))
+                        .entry((key.0.to_string(), key.1.to_string()))
                         .or_default();
                     *sp += passed;
                     *sf += failed;
                 }
             }
             "tlsrpt" => {
-                let (ok, failed, kinds) = domain.tls.entry(r.org.clone()).or_default();
+                let org = if domain.tls.len() >= KEPT && !domain.tls.contains_key(&r.org) {
+                    "others"
+                } else {
+                    r.org.as_str()
+                };
+                let (ok, failed, kinds) = domain.tls.entry(org.to_string()).or_default();
                 *ok += r.summary.sessions;
                 *failed += r.summary.failed_sessions;
                 for (kind, n) in &r.summary.failures {
@@ -73,6 +88,15 @@ fn busiest(sources: &BTreeMap<(String, String), (u64, u64)>) -> Vec<(&str, &str,
         .map(|((address, org), (p, f))| (address.as_str(), org.as_str(), *p, *f))
         .collect();
     list.sort_by_key(|(_, _, p, f)| std::cmp::Reverse(p + f));
+    list.truncate(SOURCES);
+    list
+}
+
+/// The reporters with the most sessions first, at most `SOURCES`.
+type Sessions = (u64, u64, BTreeMap<String, u64>);
+fn busiest_reporters(tls: &BTreeMap<String, Sessions>) -> Vec<(&String, &Sessions)> {
+    let mut list: Vec<(&String, &Sessions)> = tls.iter().collect();
+    list.sort_by_key(|(_, (ok, failed, _))| std::cmp::Reverse(ok + failed));
     list.truncate(SOURCES);
     list
 }
@@ -128,7 +152,7 @@ pub async fn reports(State(state): State<AppState>, AdminViewer(viewer): AdminVi
                 h3 { "TLS to " (name) "'s MX hosts, as senders saw it" }
                 table.rows {
                     tr { th { "Reported by" } th { "Sessions" } th { "Failed" } th { "Failures" } }
-                    @for (org, (ok, failed, kinds)) in &d.tls {
+                    @for (org, (ok, failed, kinds)) in busiest_reporters(&d.tls) {
                         tr {
                             td data-label="Reported by" { (org) }
                             td data-label="Sessions" { (ok + failed) }

@@ -41,7 +41,15 @@ pub struct Received {
 
 /// Sending addresses a summary names at the most, busiest first; the rest are added up
 /// under an empty address, so a report of thousands of rows makes a small summary.
-const SOURCES_KEPT: usize = 50;
+const SOURCES_KEPT: usize = 20;
+/// Characters kept of a reporter's name and a report id: senders write them, the admin's
+/// page repeats them.
+const NAME_KEPT: usize = 200;
+
+/// `text` cut to NAME_KEPT characters.
+fn bounded(text: &str) -> String {
+    text.chars().take(NAME_KEPT).collect()
+}
 
 /// What a report says, in the few numbers the admin's page adds up: the page reads these,
 /// not the reports, so its cost does not grow with what senders put in them.
@@ -92,10 +100,15 @@ impl Summary {
         }
     }
 
-    fn of_tls(report: &TlsReport) -> Summary {
+    /// The sessions of the report's policies for `domain` (a report may cover others).
+    fn of_tls(report: &TlsReport, domain: &str) -> Summary {
         let mut summary = Summary::default();
         let mut failures: std::collections::BTreeMap<String, u64> = Default::default();
-        for policy in &report.policies {
+        for policy in report
+            .policies
+            .iter()
+            .filter(|p| p.policy.policy_domain.eq_ignore_ascii_case(domain))
+        {
             summary.sessions += policy.summary.total_success as u64;
             summary.failed_sessions += policy.summary.total_failure as u64;
             for f in &policy.failure_details {
@@ -143,8 +156,8 @@ pub fn read(message: &[u8], now: i64) -> Result<Received, Unreadable> {
 }
 
 fn of_dmarc(report: &Report, now: i64) -> Received {
-    let org = report.org_name().to_string();
-    let report_id = report.report_id().to_string();
+    let org = bounded(report.org_name());
+    let report_id = bounded(report.report_id());
     Received {
         id: digest("dmarc", &org, &report_id),
         kind: "dmarc".into(),
@@ -160,7 +173,7 @@ fn of_dmarc(report: &Report, now: i64) -> Received {
 }
 
 fn of_tls(report: &TlsReport, now: i64) -> Received {
-    let org = report.organization_name.clone().unwrap_or_default();
+    let org = bounded(report.organization_name.as_deref().unwrap_or_default());
     let domain = report
         .policies
         .first()
@@ -169,14 +182,14 @@ fn of_tls(report: &TlsReport, now: i64) -> Received {
     Received {
         id: digest("tlsrpt", &org, &report.report_id),
         kind: "tlsrpt".into(),
+        summary: Summary::of_tls(report, &domain),
         domain,
         org,
-        report_id: report.report_id.clone(),
+        report_id: bounded(&report.report_id),
         begin: report.date_range.start_datetime.to_timestamp(),
         end: report.date_range.end_datetime.to_timestamp(),
         received_at: now,
         body: serde_json::to_string(report).unwrap_or_default(),
-        summary: Summary::of_tls(report),
     }
 }
 
@@ -214,8 +227,8 @@ mod tests {
         let summary = Summary::of_dmarc(&report);
         assert_eq!(summary.sources.len(), SOURCES_KEPT);
         assert_eq!(summary.sources[0], ("198.51.100.7".into(), 3, 2));
-        // The 12 smallest, added up under no address: nothing is lost from the totals.
-        assert_eq!(summary.sources.last(), Some(&(String::new(), 12, 0)));
+        // The 42 smallest, added up under no address: nothing is lost from the totals.
+        assert_eq!(summary.sources.last(), Some(&(String::new(), 42, 0)));
         let total: u64 = summary.sources.iter().map(|s| s.1 + s.2).sum();
         assert_eq!(total, 65);
         assert_eq!(Summary::from_text(&summary.to_text()), summary);
