@@ -66,6 +66,7 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
          ta MX 10 mx.ta\nmx.ta A {ta}\n_25._tcp.mx.ta TLSA 2 0 1 {ca_cert}\n\
          notls MX 10 mx.notls\nmx.notls A {notls}\n_25._tcp.mx.notls TLSA 3 1 1 {ee_key}\n\
          both MX 10 mx.both\nmx.both A {both}\n_25._tcp.mx.both TLSA 3 1 1 {both_key}\n\
+         both MX 5 mx0.both\nmx0.both A {both0}\n\
          mta-sts.both A {both_sts}\n_mta-sts.both TXT \"v=STSv1; id=1\"\n\
          plain NS ns\n\
          bogus NS ns\nbogus DS 12345 13 2 {junk}\n",
@@ -75,6 +76,7 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
         notls = a(4),
         both = a(7),
         both_sts = a(8),
+        both0 = a(9),
         ee_key = spki_sha256(&ee_cert.0),
         both_key = spki_sha256(&both_cert.0),
         ca_cert = cert_sha256(&ca.root()),
@@ -112,6 +114,9 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     // server trusts) this MX's certificate fails; its TLSA record names it, and DANE comes
     // first (RFC 8461 §2).
     let (_s7, both_sink) = mx_sink(&w, &a(7), Some(&both_cert), false);
+    // both.test's first MX: a certificate the server trusts, but no TLSA record, and the
+    // policy does not list it; DANE cannot vouch for it, so the policy turns it down.
+    let (_s9, unlisted_sink) = mx_sink(&w, &a(9), Some(&ca.issue("mx0.both.test")), false);
     let (sts_crt, sts_key) = ca.issue("mta-sts.both.test");
     let policy = w.path().join("both.policy");
     std::fs::write(
@@ -154,6 +159,10 @@ fn deliveries_follow_each_mx_hosts_tlsa_records() {
     assert!(
         std::fs::read_to_string(policy.with_extension("policy.fetched")).is_ok(),
         "both.test's MTA-STS policy was in force"
+    );
+    assert!(
+        received(&unlisted_sink).is_empty(),
+        "an MX the policy does not list, without TLSA records, gets nothing"
     );
     // An unsigned domain is delivered as before, whatever TLSA record it has.
     assert!(

@@ -373,6 +373,9 @@ impl Outbound {
         // DANE, where the host publishes TLSA records, takes the place of MTA-STS for it
         // (RFC 8461 §2).
         let guard = match (tlsa, terms.policy) {
+            // Records none of which can be used authenticate nothing (RFC 7672 §2.2): an
+            // MTA-STS policy, which can, still holds.
+            (Some(set), Some(p)) if set.usable().is_empty() => Guard::Sts(p),
             (Some(set), _) => Guard::Dane(set),
             (None, Some(p)) => Guard::Sts(p),
             (None, None) => Guard::Open,
