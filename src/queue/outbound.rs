@@ -13,8 +13,8 @@ use mail_send::SmtpClient;
 use mail_send::smtp::AssertReply;
 use mail_send::smtp::message::Parameters;
 use smtp_proto::{
-    EXT_DSN, EXT_REQUIRE_TLS, EXT_START_TLS, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE,
-    RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    EXT_8BIT_MIME, EXT_DSN, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS,
+    RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -537,9 +537,14 @@ impl Outbound {
                     "{NO_REQUIRETLS} {name} does not support REQUIRETLS, which the message asks for"
                 )));
             }
-            // RFC 3461 §4: the request goes on only to a host that supports DSN.
-            let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
-            transaction(&mut tls, from, to, body, dsn, terms.required).await
+            let transfer = Transfer {
+                from,
+                to,
+                body,
+                dsn,
+                require_tls: terms.required,
+            };
+            transaction(&mut tls, name, &transfer, &Offers::of(&ehlo)).await
         } else {
             count(Outcome::StarttlsNotSupported);
             match &guard {
@@ -568,8 +573,14 @@ impl Outbound {
                 }
                 Guard::Open => {}
             }
-            let dsn = dsn.filter(|_| ehlo.has_capability(EXT_DSN));
-            transaction(&mut client, from, to, body, dsn, false).await
+            let transfer = Transfer {
+                from,
+                to,
+                body,
+                dsn,
+                require_tls: false,
+            };
+            transaction(&mut client, name, &transfer, &Offers::of(&ehlo)).await
         }
         .map(|(dsn_passed_on, reply)| {
             // The address only when the name does not already say it.
@@ -855,24 +866,90 @@ pub fn xtext(value: &str) -> String {
     out
 }
 
+/// One message to one host, as the transaction sends it.
+struct Transfer<'a> {
+    from: &'a str,
+    to: &'a [String],
+    body: &'a [u8],
+    dsn: Option<DsnRequest<'a>>,
+    require_tls: bool,
+}
+
+/// What the next hop offers in the EHLO that counts (after STARTTLS, when there is TLS).
+struct Offers {
+    dsn: bool,
+    /// SIZE offered; with the largest message it takes, when it names one.
+    size: Option<Option<usize>>,
+    eight_bit_mime: bool,
+    smtputf8: bool,
+}
+
+impl Offers {
+    fn of(ehlo: &smtp_proto::EhloResponse<String>) -> Offers {
+        Offers {
+            dsn: ehlo.has_capability(EXT_DSN),
+            // RFC 1870 §4: SIZE without a number, or 0, names no limit.
+            size: ehlo
+                .has_capability(EXT_SIZE)
+                .then_some((ehlo.size > 0).then_some(ehlo.size)),
+            eight_bit_mime: ehlo.has_capability(EXT_8BIT_MIME),
+            smtputf8: ehlo.has_capability(EXT_SMTP_UTF8),
+        }
+    }
+}
+
+/// Whether a message needs SMTPUTF8 (RFC 6531 §3.4): a UTF-8 address in the envelope or
+/// UTF-8 in its header section.
+fn needs_smtputf8(from: &str, to: &[String], message: &[u8]) -> bool {
+    let header = match memchr::memmem::find(message, b"\r\n\r\n") {
+        Some(end) => &message[..end],
+        None => message,
+    };
+    !from.is_ascii() || to.iter().any(|a| !a.is_ascii()) || !header.is_ascii()
+}
+
 /// One transaction; Ok(whether a DSN request went along, the reply to the message).
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
-    from: &str,
-    to: &[String],
-    body: &[u8],
-    dsn: Option<DsnRequest<'_>>,
-    require_tls: bool,
+    name: &str,
+    t: &Transfer<'_>,
+    offers: &Offers,
 ) -> Result<(bool, String), DeliveryError> {
+    // RFC 1870: a message larger than the host takes is not sent, and waiting will not
+    // make it fit: it fails now, with the host's limit in the notice.
+    if let Some(Some(limit)) = offers.size
+        && t.body.len() > limit
+    {
+        let _ = client.cmd(b"QUIT\r\n").await;
+        return Err(DeliveryError {
+            permanent: true,
+            message: format!(
+                "552 5.3.4 {name} takes messages of {limit} bytes at the most (SIZE in its EHLO), and this one is {} bytes",
+                t.body.len()
+            ),
+        });
+    }
+    // RFC 3461 §4: the request goes on only to a host that supports DSN.
+    let dsn = t.dsn.filter(|_| offers.dsn);
     let (mut mail, rcpt) = match &dsn {
         Some(request) => (request.mail_params(), request.rcpt_params()),
         None => (Parameters::default(), Parameters::default()),
     };
-    if require_tls {
+    if offers.size.is_some() {
+        mail.add(("SIZE".to_string(), t.body.len().to_string()));
+    }
+    // RFC 6152 and 6531: the host is told what the message is, where it says it takes it.
+    if offers.eight_bit_mime && !t.body.is_ascii() {
+        mail.add(("BODY".to_string(), "8BITMIME".to_string()));
+    }
+    if offers.smtputf8 && needs_smtputf8(t.from, t.to, t.body) {
+        mail.add("SMTPUTF8");
+    }
+    if t.require_tls {
         mail.add("REQUIRETLS");
     }
-    client.mail_from(from, &mail).await?;
-    for address in to {
+    client.mail_from(t.from, &mail).await?;
+    for address in t.to {
         client.rcpt_to(address, &rcpt).await?;
     }
     // As `SmtpClient::data`, keeping the final reply: its queue id is what the
@@ -880,7 +957,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client.cmd(b"DATA\r\n").await?.assert_code(354)?;
     let timeout = client.timeout;
     let reply = tokio::time::timeout(timeout, async {
-        client.write_message(body).await?;
+        client.write_message(t.body).await?;
         client.read().await
     })
     .await

@@ -914,6 +914,17 @@ pub fn mx_sink(
     cert: Option<&(PathBuf, PathBuf)>,
     requiretls: bool,
 ) -> (Process, PathBuf) {
+    mx_sink_with(w, address, cert, requiretls, &[])
+}
+
+/// `mx_sink` with sink.py's switches: "--size=N", "--smtputf8", "--seven-bit".
+pub fn mx_sink_with(
+    w: &Workspace,
+    address: &str,
+    cert: Option<&(PathBuf, PathBuf)>,
+    requiretls: bool,
+    switches: &[&str],
+) -> (Process, PathBuf) {
     let dir = w.path().join(format!("sink-{address}"));
     let mut args = vec![
         "25".to_string(),
@@ -927,6 +938,7 @@ pub fn mx_sink(
             args.push("requiretls".into());
         }
     }
+    args.extend(switches.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (python_peer("sink.py", &args, w.path()), dir)
 }

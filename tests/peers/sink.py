@@ -4,7 +4,8 @@ Recipients whose local part starts with "refuse" get a permanent 550, "slow" a 4
 Optional arguments: the address to bind (default 127.0.0.1), then a certificate and key
 file to offer STARTTLS with; a message that came over TLS also gets an N.tls file. A sixth
 argument "requiretls" offers REQUIRETLS (RFC 8689) over TLS; a message sent with it gets
-an N.requiretls file. DATA is answered "250 2.0.0 Ok: saved as N"."""
+an N.requiretls file. N.opts holds the MAIL FROM parameters. DATA is answered
+"250 2.0.0 Ok: saved as N". Switches (--size=N, --smtputf8, --seven-bit) are below."""
 import os
 import re
 import ssl
@@ -14,13 +15,28 @@ import threading
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-port, out = int(sys.argv[1]), sys.argv[2]
-host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+# Switches, anywhere after the positional arguments: --size=N (SIZE N in EHLO, and 552 for
+# more), --smtputf8 (SMTPUTF8 offered), --seven-bit (neither 8BITMIME nor any BODY=, and
+# 8-bit data refused: aiosmtpd's strict ASCII mode).
+switches = [a for a in sys.argv[1:] if a.startswith("--")]
+argv = [sys.argv[0]] + [a for a in sys.argv[1:] if not a.startswith("--")]
+smtp_kwargs = {}
+for switch in switches:
+    if switch.startswith("--size="):
+        smtp_kwargs["data_size_limit"] = int(switch.split("=", 1)[1])
+    elif switch == "--smtputf8":
+        smtp_kwargs["enable_SMTPUTF8"] = True
+    elif switch == "--seven-bit":
+        smtp_kwargs["decode_data"] = True
+    else:
+        sys.exit(f"unknown switch {switch}")
+port, out = int(argv[1]), argv[2]
+host = argv[3] if len(argv) > 3 else "127.0.0.1"
 tls = None
-if len(sys.argv) > 5:
+if len(argv) > 5:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(sys.argv[4], sys.argv[5])
-requiretls = len(sys.argv) > 6 and sys.argv[6] == "requiretls"
+    tls.load_cert_chain(argv[4], argv[5])
+requiretls = len(argv) > 6 and argv[6] == "requiretls"
 os.makedirs(out, exist_ok=True)
 lock = threading.Lock()
 
@@ -68,13 +84,16 @@ class Save:
                     f.write(str(session.ssl.get("cipher")) + "\n")
             if getattr(session, "requiretls", False):
                 open(os.path.join(out, f"{n}.requiretls"), "w").close()
+            # The MAIL FROM parameters (BODY=, SMTPUTF8, SIZE=…), one a line.
+            with open(os.path.join(out, f"{n}.opts"), "w") as f:
+                f.write("".join(o + "\n" for o in envelope.mail_options))
             os.rename(os.path.join(out, f"{n}.env.tmp"), os.path.join(out, f"{n}.env"))
             os.rename(os.path.join(out, f"{n}.eml.tmp"), os.path.join(out, f"{n}.eml"))
         # A queue id as real MTAs give one, for the sender's log to quote.
         return f"250 2.0.0 Ok: saved as {n}"
 
 
-controller = Sink(Save(), hostname=host, port=port, tls_context=tls)
+controller = Sink(Save(), hostname=host, port=port, tls_context=tls, **smtp_kwargs)
 controller.start()
 print("ready", flush=True)
 threading.Event().wait()
