@@ -408,7 +408,7 @@ fn chunking_delivers_a_bdat_message() {
         a.len(),
         b.len()
     );
-    let replies = raw_exchange(s.mx, &script);
+    let replies = common::raw_exchange(s.mx, &script);
     assert!(replies.contains("250-CHUNKING"), "{replies}");
     assert!(
         replies.contains(&format!("250 2.6.0 {} octets received", a.len())),
@@ -425,18 +425,6 @@ fn chunking_delivers_a_bdat_message() {
             .content
             .contains("Subject: chunks\r\n\r\none")
     );
-}
-
-/// Writes `script` in one go (pipelined) and reads every reply until the server closes.
-fn raw_exchange(port: u16, script: &str) -> String {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(script.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = conn.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `--log-format json`: every line is one JSON object, and a mail record keeps both its

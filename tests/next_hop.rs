@@ -7,10 +7,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Workspace, free_port, knot, mx_sink_with, python_peer_run, received, wait_for, zone};
+use common::{
+    Workspace, free_port, knot, mx_sink_with, python_peer_run, raw_exchange, received, wait_for,
+    zone,
+};
 
 /// The recipient domains, one per case, each with its MX host on its own address.
-const DOMAINS: [(&str, u8); 3] = [("small", 1), ("eight", 2), ("utf8", 3)];
+const DOMAINS: [(&str, u8); 4] = [("small", 1), ("eight", 2), ("utf8", 3), ("ascii", 4)];
 /// Where sender.test receives its notices.
 const SENDER_MX: u8 = 9;
 
@@ -23,8 +26,14 @@ fn spec(mx: u16, dns_port: u16) -> String {
         "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
     );
     for (domain, _) in DOMAINS {
+        // The ascii case forwards to a UTF-8 address.
+        let friend = if domain == "ascii" {
+            "fr\u{ef}end"
+        } else {
+            "friend"
+        };
         spec.push_str(&format!(
-            "[domains.\"example.test\".aliases.{domain}]\nforward = [\"friend@{domain}.test\"]\n\n"
+            "[domains.\"example.test\".aliases.{domain}]\nforward = [\"{friend}@{domain}.test\"]\n\n"
         ));
     }
     spec
@@ -80,7 +89,9 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     let (dns, dns_port) = knot(w.path(), &zones);
     let (_s1, small) = mx_sink_with(&w, &a(1), None, false, &["--size=50000"]);
     let (_s2, eight) = mx_sink_with(&w, &a(2), None, false, &[]);
-    let (_s3, utf8) = mx_sink_with(&w, &a(3), None, false, &["--smtputf8"]);
+    // aiosmtpd offers SMTPUTF8 unless told not to.
+    let (_s3, utf8) = mx_sink_with(&w, &a(3), None, false, &[]);
+    let (_s4, ascii) = mx_sink_with(&w, &a(4), None, false, &["--no-smtputf8"]);
     let (_s9, sender) = mx_sink_with(&w, &a(SENDER_MX), None, false, &[]);
 
     let mx = free_port();
@@ -107,6 +118,9 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
         "Hallo\r\n",
     );
     send(&w, mx, "utf8@example.test", &unicode);
+    // To an alias that forwards to a UTF-8 address, at a host without SMTPUTF8.
+    let plain = message(&w, "ascii", "Subject: to a UTF-8 address\r\n", "Hello\r\n");
+    send(&w, mx, "ascii@example.test", &plain);
 
     for (dir, name) in [(&eight, "eight"), (&utf8, "utf8")] {
         assert!(
@@ -127,23 +141,95 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     assert!(said.contains("SMTPUTF8"), "{said}");
     assert!(received(&utf8)[0].content.contains("Subject: Grüße"));
 
-    // The sender is told at once, with the host's limit; the message is not queued.
+    // The senders are told at once why; nothing is queued to be retried.
     assert!(
-        wait_for(Duration::from_secs(30), || received(&sender).len() == 1),
-        "no notice reached sender.test: {}",
+        wait_for(Duration::from_secs(30), || received(&sender).len() == 2),
+        "two notices should reach sender.test: {}",
         server.log_text()
     );
-    let notice = &received(&sender)[0].content;
+    let notices = received(&sender);
+    let notice_about = |subject: &str| {
+        notices
+            .iter()
+            .find(|n| n.content.contains(subject))
+            .unwrap_or_else(|| panic!("no notice about {subject}: {}", server.log_text()))
+            .content
+            .clone()
+    };
+    // The host's limit, in the notice.
+    let notice = notice_about("Subject: big");
     assert!(notice.contains("Status: 5.3.4"), "{notice}");
     assert!(
         notice.contains("mx.small.test takes messages of 50000 bytes at the most"),
         "{notice}"
     );
     assert!(received(&small).is_empty(), "the big message was not sent");
+    // RFC 6531 §3.2: a UTF-8 address cannot be downgraded: 5.6.7.
+    let notice = notice_about("Subject: to a UTF-8 address");
+    assert!(notice.contains("Status: 5.6.7"), "{notice}");
+    assert!(
+        notice.contains("mx.ascii.test does not offer SMTPUTF8"),
+        "{notice}"
+    );
+    assert!(received(&ascii).is_empty());
     let queue = w.run(&["queue", "list"]).stdout;
     assert!(
-        !queue.contains("small.test"),
+        !queue.contains(".test"),
         "nothing waits to be retried: {queue}"
     );
+    drop(dns);
+}
+
+/// What cannot go on is refused before the data, with the reason: BINARYMIME (not offered),
+/// a UTF-8 address without SMTPUTF8, and a declared size over the smallest limit of a
+/// chain through this server's domains.
+#[test]
+fn what_cannot_go_on_is_refused_up_front() {
+    let w = Workspace::new("");
+    let (dns, dns_port) = common::quiet_dns(w.path());
+    let mx = free_port();
+    // chain@example.test forwards to x@small.example, a domain of this server that takes
+    // 10 KB, which forwards on: the message would be refused at its end.
+    w.write_spec(&format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n\
+         [domains.\"example.test\".aliases.chain]\nforward = [\"x@small.example\"]\n\n\
+         [domains.\"example.test\".aliases.plain]\nforward = [\"friend@elsewhere.test\"]\n\n\
+         [domains.\"small.example\"]\nmax_message_size = \"10KB\"\n\n\
+         [domains.\"small.example\".aliases.x]\nforward = [\"friend@elsewhere.test\"]\n"
+    ));
+    let _server = w.serve(mx);
+    let said = raw_exchange(
+        mx,
+        "EHLO client.test\r\n\
+         MAIL FROM:<someone@sender.test> BODY=BINARYMIME\r\n\
+         MAIL FROM:<s\u{f1}@sender.test>\r\n\
+         MAIL FROM:<someone@sender.test>\r\n\
+         RCPT TO:<fr\u{ed}end@example.test>\r\n\
+         RSET\r\n\
+         MAIL FROM:<someone@sender.test> SIZE=20000\r\n\
+         RCPT TO:<chain@example.test>\r\n\
+         RCPT TO:<plain@example.test>\r\n\
+         QUIT\r\n",
+    );
+    assert!(!said.contains("BINARYMIME\r\n250-"), "{said}");
+    assert!(
+        said.contains("555 5.5.4 BODY=BINARYMIME is not offered here"),
+        "{said}"
+    );
+    // Once for the sender, once for the recipient.
+    assert_eq!(
+        said.matches("553 5.6.7 A UTF-8 address needs MAIL FROM's SMTPUTF8")
+            .count(),
+        2,
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "552 5.3.4 Message too big for this recipient: it takes 10000 bytes at the most"
+        ),
+        "{said}"
+    );
+    // The other recipient, at a domain with the default limit, is taken.
+    assert!(said.contains("250 2.1.5"), "{said}");
     drop(dns);
 }

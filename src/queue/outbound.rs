@@ -929,6 +929,17 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             ),
         });
     }
+    // RFC 6531 §3.2: a UTF-8 address cannot be downgraded; a host without SMTPUTF8
+    // cannot take it, however long the message waits.
+    if !offers.smtputf8 && (!t.from.is_ascii() || t.to.iter().any(|a| !a.is_ascii())) {
+        let _ = client.cmd(b"QUIT\r\n").await;
+        return Err(DeliveryError {
+            permanent: true,
+            message: format!(
+                "553 5.6.7 {name} does not offer SMTPUTF8, which the message's UTF-8 addresses need"
+            ),
+        });
+    }
     // RFC 3461 §4: the request goes on only to a host that supports DSN.
     let dsn = t.dsn.filter(|_| offers.dsn);
     let (mut mail, rcpt) = match &dsn {

@@ -50,12 +50,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.reply(553, "5.7.1", &text);
             }
         }
+        // RFC 3030 §3: BINARYMIME is not offered here; taken, it would be forwarded as if
+        // it were 8-bit to hosts that cannot take binary.
+        if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+            return self.reply(555, "5.5.4", "BODY=BINARYMIME is not offered here");
+        }
+        // RFC 6531 §3.4: a UTF-8 address is sent with SMTPUTF8, or not at all.
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            return self.reply(553, "5.6.7", "A UTF-8 address needs MAIL FROM's SMTPUTF8");
+        }
         // RFC 8689 §4.1: REQUIRETLS only over TLS (it is not offered otherwise).
         let require_tls = from.flags & smtp_proto::MAIL_REQUIRETLS != 0;
         if require_tls && !self.tls {
             return self.reply(530, "5.7.10", "REQUIRETLS needs a TLS session");
         }
         self.state.require_tls = require_tls;
+        self.state.smtputf8 = smtputf8;
+        self.state.declared_size = from.size as u64;
         self.state.mail_from = Some(from.address);
         // DSN (RFC 3461): kept with the message for the notices it may cause.
         self.state.ret_full = from.flags & smtp_proto::MAIL_RET_FULL != 0;
@@ -74,6 +86,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(452, "4.5.3", "Too many recipients");
         }
         let address = to.address;
+        if !self.state.smtputf8 && !address.is_ascii() {
+            return self.reply(553, "5.6.7", "A UTF-8 address needs MAIL FROM's SMTPUTF8");
+        }
         if is_relay_trick(&address) {
             return self.refuse_rcpt(&address, 550, "5.7.1", "Relay syntax not accepted");
         }
@@ -308,6 +323,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn accept(&mut self, mut accepted: Accepted) {
+        // A chain through this server's domains is held to the smallest limit on it: the
+        // message is refused here rather than bounced by the last of them.
+        let snapshot = self.ctx.snapshot.get();
+        for d in &accepted.deliveries {
+            let limit = d
+                .alias
+                .rsplit_once('@')
+                .and_then(|(_, domain)| normalize_domain(domain).ok())
+                .and_then(|domain| snapshot.domains.get(&domain))
+                .map(|settings| settings.max_message_size);
+            if let Some(limit) = limit {
+                accepted.max_size = accepted.max_size.min(limit);
+            }
+        }
+        // RFC 1870 §6: a size declared over the limit is refused now, not after the data.
+        if self.state.declared_size > accepted.max_size {
+            let text = format!(
+                "Message too big for this recipient: it takes {} bytes at the most",
+                accepted.max_size
+            );
+            return self.refuse_rcpt(&accepted.address, 552, "5.3.4", &text);
+        }
         for d in &mut accepted.deliveries {
             d.dsn = accepted.dsn.clone();
         }

@@ -59,6 +59,10 @@ pub struct State {
     pub envid: Option<String>,
     /// MAIL FROM said REQUIRETLS (RFC 8689).
     pub require_tls: bool,
+    /// MAIL FROM's SIZE= (RFC 1870), 0 when not given.
+    pub declared_size: u64,
+    /// MAIL FROM said SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
     pub rcpts: Vec<Accepted>,
     /// Protocol errors so far; past SMTP_MAX_ERRORS the session is closed.
     pub errors: u32,
@@ -553,6 +557,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state.ret_full = false;
         self.state.envid = None;
         self.state.require_tls = false;
+        self.state.declared_size = 0;
+        self.state.smtputf8 = false;
         self.state.rcpts.clear();
         self.state.spam_note = None;
         self.state.junk = false;

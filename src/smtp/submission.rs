@@ -193,6 +193,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.state.rcpts.len() >= super::envelope::MAX_RECIPIENTS {
             return self.reply(452, "4.5.3", "Too many recipients");
         }
+        if !self.state.smtputf8 && !to.address.is_ascii() {
+            return self.reply(553, "5.6.7", "A UTF-8 address needs MAIL FROM's SMTPUTF8");
+        }
         let most = self.sending_limits().recipients_per_message;
         if most > 0 && self.state.rcpts.len() >= most as usize {
             // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction.

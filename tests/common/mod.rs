@@ -917,7 +917,7 @@ pub fn mx_sink(
     mx_sink_with(w, address, cert, requiretls, &[])
 }
 
-/// `mx_sink` with sink.py's switches: "--size=N", "--smtputf8", "--seven-bit".
+/// `mx_sink` with sink.py's switches: "--size=N", "--no-smtputf8", "--seven-bit".
 pub fn mx_sink_with(
     w: &Workspace,
     address: &str,
@@ -941,6 +941,19 @@ pub fn mx_sink_with(
     args.extend(switches.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (python_peer("sink.py", &args, w.path()), dir)
+}
+
+/// Writes `script` (pipelined SMTP commands) to the server on `port` in one go and
+/// returns everything it answers until it closes (the script ends with QUIT).
+pub fn raw_exchange(port: u16, script: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(script.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `queue list`, once it names every one of `reasons`.

@@ -5,7 +5,7 @@ Optional arguments: the address to bind (default 127.0.0.1), then a certificate 
 file to offer STARTTLS with; a message that came over TLS also gets an N.tls file. A sixth
 argument "requiretls" offers REQUIRETLS (RFC 8689) over TLS; a message sent with it gets
 an N.requiretls file. N.opts holds the MAIL FROM parameters. DATA is answered
-"250 2.0.0 Ok: saved as N". Switches (--size=N, --smtputf8, --seven-bit) are below."""
+"250 2.0.0 Ok: saved as N". Switches (--size=N, --no-smtputf8, --seven-bit) are below."""
 import os
 import re
 import ssl
@@ -16,16 +16,17 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 # Switches, anywhere after the positional arguments: --size=N (SIZE N in EHLO, and 552 for
-# more), --smtputf8 (SMTPUTF8 offered), --seven-bit (neither 8BITMIME nor any BODY=, and
-# 8-bit data refused: aiosmtpd's strict ASCII mode).
+# more), --no-smtputf8 (SMTPUTF8, which aiosmtpd's controller offers, not offered),
+# --seven-bit (neither 8BITMIME nor any BODY=, and 8-bit data refused: aiosmtpd's strict
+# ASCII mode).
 switches = [a for a in sys.argv[1:] if a.startswith("--")]
 argv = [sys.argv[0]] + [a for a in sys.argv[1:] if not a.startswith("--")]
 smtp_kwargs = {}
 for switch in switches:
     if switch.startswith("--size="):
         smtp_kwargs["data_size_limit"] = int(switch.split("=", 1)[1])
-    elif switch == "--smtputf8":
-        smtp_kwargs["enable_SMTPUTF8"] = True
+    elif switch == "--no-smtputf8":
+        smtp_kwargs["enable_SMTPUTF8"] = False
     elif switch == "--seven-bit":
         smtp_kwargs["decode_data"] = True
     else:
