@@ -128,6 +128,35 @@ fn an_account_sends_as_itself_signed_and_only_as_itself() {
         anonymous.stdout
     );
 
+    // A line over 998 characters is refused, saying which (RFC 5322 §2.1.1); 998 is taken.
+    let long = "x".repeat(1200);
+    let refused = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--body", &long],
+    );
+    assert!(
+        refused.stdout.contains("550 5.6.0 Line")
+            && refused.stdout.contains("is 1200 characters long"),
+        "{}",
+        refused.stdout
+    );
+    let longest = "x".repeat(998);
+    let taken = submit(
+        s.port,
+        &ME,
+        "me@example.test",
+        "friend@elsewhere.test",
+        &["--body", &longest],
+    );
+    assert!(
+        taken.stdout.contains("250 2.0.0 Queued"),
+        "{}",
+        taken.stdout
+    );
+
     // AUTH PLAIN, own address: accepted, relayed DKIM-signed with the envelope kept.
     let sent = submit(
         s.port,

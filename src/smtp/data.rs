@@ -34,6 +34,18 @@ pub fn has_bare_line_ending(body: &[u8]) -> bool {
     false
 }
 
+/// Longest line RFC 5322 §2.1.1 and RFC 5321 §4.5.3.1.6 allow, without its CRLF.
+const MAX_LINE: usize = 998;
+
+/// The first line longer than MAX_LINE, as (line number from 1, its length).
+fn first_long_line(body: &[u8]) -> Option<(usize, usize)> {
+    body.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line).len())
+        .enumerate()
+        .find(|(_, len)| *len > MAX_LINE)
+        .map(|(n, len)| (n + 1, len))
+}
+
 /// Counts Received headers in the header section.
 fn hops(body: &[u8]) -> usize {
     let (fields, _) = crate::mime::header_fields(body);
@@ -115,6 +127,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if hops(&body) > MAX_HOPS {
             return Err((554, "5.4.6", "Too many hops: mail loop".into()));
+        }
+        // A mail program can wrap or encode its own lines, and our signature is the only
+        // one: a long line is refused at submission rather than sent on to be refused by
+        // the next hop. (At the MX, a long line is the sender's, and is taken.)
+        if self.is_submission()
+            && let Some((line, length)) = first_long_line(&body)
+        {
+            return Err((
+                550,
+                "5.6.0",
+                format!(
+                    "Line {line} is {length} characters long; lines may be {MAX_LINE} at the most (RFC 5322 §2.1.1)"
+                ),
+            ));
         }
         let mut deliveries: Vec<NewDelivery> = Vec::new();
         for d in self.state.rcpts.iter().flat_map(|r| r.deliveries.iter()) {
@@ -392,6 +418,16 @@ fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_line_over_998_characters_is_found() {
+        let ok = format!("a: b\r\n\r\n{}\r\nend", "x".repeat(998));
+        assert_eq!(first_long_line(ok.as_bytes()), None);
+        let long = format!("a: b\r\n\r\nfine\r\n{}\r\n", "y".repeat(999));
+        assert_eq!(first_long_line(long.as_bytes()), Some((4, 999)));
+        // The last line, without its line end, counts too.
+        assert_eq!(first_long_line(&[b'z'; 1000]), Some((1, 1000)));
+    }
 
     #[test]
     fn forged_results_for_this_server_and_redirect_marks_are_removed() {
