@@ -106,7 +106,7 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     let latin = message(
         &w,
         "eight",
-        "Subject: 8-bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        "Return-Path: <forged@sender.test>\r\nSubject: 8-bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
         "Grüße aus Köln\r\n",
     );
     send(&w, mx, "eight@example.test", &latin);
@@ -136,6 +136,12 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     assert!(said.lines().any(|l| l.starts_with("SIZE=")), "{said}");
     assert!(!said.contains("SMTPUTF8"), "no UTF-8 in its header: {said}");
     assert!(received(&eight)[0].content.contains("Grüße aus Köln"));
+    // RFC 5321 §4.4: Return-Path is the final delivery's to write; one that came is dropped.
+    assert!(
+        !received(&eight)[0].content.contains("Return-Path"),
+        "{}",
+        received(&eight)[0].content
+    );
     // RFC 6531: UTF-8 in the header section needs SMTPUTF8, and the host offers it.
     let said = options(&utf8);
     assert!(said.contains("SMTPUTF8"), "{said}");

@@ -388,14 +388,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, and
-/// any `X-Sieve-Redirected-From` (only this server's own redirects may carry it: a
-/// stranger's would turn off an account's redirects), from the header section only (a
-/// field's folded continuation lines go with it).
+/// Removes the `Authentication-Results` fields whose authserv-id is `authserv_id`, any
+/// `X-Sieve-Redirected-From` (only this server's own redirects may carry it: a
+/// stranger's would turn off an account's redirects) and any `Return-Path` (the final
+/// delivery writes it, RFC 5321 §4.4; one that arrives is not passed on, as Postfix's
+/// message_drop_headers does), from the header section only (a field's folded
+/// continuation lines go with it).
 fn strip_results_of(message: Vec<u8>, authserv_id: &str) -> Vec<u8> {
     crate::mime::without_fields(message, |field| {
         let name = crate::mime::field_name(field);
-        if name.eq_ignore_ascii_case(crate::sieve::REDIRECTED_FROM.as_bytes()) {
+        if name.eq_ignore_ascii_case(crate::sieve::REDIRECTED_FROM.as_bytes())
+            || name.eq_ignore_ascii_case(b"Return-Path")
+        {
             return true;
         }
         if !name.eq_ignore_ascii_case(b"Authentication-Results") {
@@ -430,9 +434,10 @@ mod tests {
     }
 
     #[test]
-    fn forged_results_for_this_server_and_redirect_marks_are_removed() {
+    fn forged_results_for_this_server_redirect_marks_and_return_paths_are_removed() {
         let message =
             b"Authentication-Results: MX.example.test;\r\n\tdkim=pass header.d=bank.test\r\n\
+            Return-Path: <forged@bank.test>\r\n\
             Subject: hi\r\n\
             Authentication-Results: other.test; spf=pass\r\n\
             Authentication-Results: mx.example.test.evil; spf=pass\r\n\
