@@ -598,7 +598,6 @@ fn run_ferrymail(
 
 /// main.cf of the private instance: a forwarder, nothing local, fsync defaults untouched.
 fn postfix_main_cf(base: &Path, sink_port: u16, milter: Option<u16>) -> String {
-    let b = base.display();
     // rspamd's proxy as a milter, the way rspamd's own docs set Postfix up.
     let milter = milter.map_or(String::new(), |port| {
         format!(
@@ -608,32 +607,8 @@ fn postfix_main_cf(base: &Path, sink_port: u16, milter: Option<u16>) -> String {
         )
     });
     format!(
-        "compatibility_level = 3.6
-config_directory = {b}/etc
-queue_directory = {b}/spool
-data_directory = {b}/lib
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydomain = postfix.bench.test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-virtual_alias_domains = bench.test
-virtual_alias_maps = hash:{b}/etc/virtual
-relayhost = [127.0.0.1]:{sink_port}
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-append_dot_mydomain = no
-maillog_file_prefixes = {b}
-maillog_file = {b}/postfix.log
-{milter}"
+        "{}relayhost = [127.0.0.1]:{sink_port}\n{milter}",
+        postfix::base_main_cf(base)
     )
 }
 

@@ -800,37 +800,14 @@ fn colons(hex: &str) -> String {
 fn postfix_main_cf(base: &Path, ca: &Path) -> String {
     let b = base.display();
     format!(
-        "compatibility_level = 3.6
-config_directory = {b}/etc
-queue_directory = {b}/spool
-data_directory = {b}/lib
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydomain = postfix.bench.test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-virtual_alias_domains = bench.test
-virtual_alias_maps = hash:{b}/etc/virtual
-transport_maps = hash:{b}/etc/transport
+        "{}transport_maps = hash:{b}/etc/transport
 smtp_tls_security_level = may
 smtp_tls_policy_maps = hash:{b}/etc/tls_policy
 smtp_tls_CAfile = {ca}
 smtp_tls_fingerprint_digest = sha256
 smtp_tls_loglevel = 1
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-append_dot_mydomain = no
-maillog_file_prefixes = {b}
-maillog_file = {b}/postfix.log
 ",
+        postfix::base_main_cf(base),
         ca = ca.display()
     )
 }

@@ -11,6 +11,40 @@ use std::time::{Duration, Instant};
 
 use crate::processes::{checked, chown, tail, user_ids};
 
+/// The main.cf each bench's instance starts from: a private forwarder for bench.test's
+/// aliases (virtual_alias_maps), nothing delivered locally, its log in its directory. A
+/// bench adds where the mail goes (relayhost, transport_maps) and anything else.
+pub fn base_main_cf(base: &Path) -> String {
+    let b = base.display();
+    format!(
+        "compatibility_level = 3.6
+config_directory = {b}/etc
+queue_directory = {b}/spool
+data_directory = {b}/lib
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.test
+mydomain = postfix.bench.test
+myorigin = $myhostname
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+virtual_alias_domains = bench.test
+virtual_alias_maps = hash:{b}/etc/virtual
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions =
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+append_dot_mydomain = no
+maillog_file_prefixes = {b}
+maillog_file = {b}/postfix.log
+"
+    )
+}
+
 /// master.cf: Postfix 3.7's standard services, no chroot (the instance lives in a temp
 /// dir), smtpd on the bench's port.
 pub fn postfix_master_cf(port: u16) -> String {
