@@ -27,7 +27,7 @@ mod smtp;
 
 use dns_stub::DnsStub;
 use machine::{command_line, cpu_model, ferrymail_revision};
-use postfix::PostfixInstance;
+use postfix::{PostfixInstance, find_tool, postfix_version};
 use processes::*;
 use smtp::{MESSAGE_BYTES, RECIPIENT, SENDER, builtin_sink, client_load, probe_message};
 use std::fs;
@@ -1446,23 +1446,4 @@ impl Tools {
     fn postfix_ready(&self) -> bool {
         self.missing().is_empty()
     }
-}
-
-/// Postfix puts its tools in /usr/sbin, which is not always on a user's PATH.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn postfix_version() -> Option<String> {
-    let postconf = find_tool("postconf")?;
-    let out = Command::new(postconf)
-        .args(["-d", "-h", "mail_version"])
-        .output()
-        .ok()?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!v.is_empty()).then_some(v)
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use ca::{Ca, cert_sha256, spki_sha256};
 use machine::{command_line, cpu_model, ferrymail_revision};
-use postfix::PostfixInstance;
+use postfix::{PostfixInstance, find_tool, postfix_version};
 use processes::{ChildGuard, free_port, tail, tree_cpu_seconds, wait_for_port};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -810,22 +810,4 @@ smtp_tls_loglevel = 1
         postfix::base_main_cf(base),
         ca = ca.display()
     )
-}
-
-/// Postfix puts its tools in /usr/sbin, which is not always on a user's PATH.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn postfix_version() -> Option<String> {
-    let out = Command::new(find_tool("postconf")?)
-        .args(["-d", "-h", "mail_version"])
-        .output()
-        .ok()?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!v.is_empty()).then_some(v)
 }

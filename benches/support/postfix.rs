@@ -199,3 +199,22 @@ impl Drop for PostfixInstance {
         self.stop();
     }
 }
+
+/// Postfix puts its tools in /usr/sbin, which is not always on a user's PATH.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The installed Postfix's version, as `postconf` says it.
+pub fn postfix_version() -> Option<String> {
+    let out = Command::new(find_tool("postconf")?)
+        .args(["-d", "-h", "mail_version"])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
