@@ -3,6 +3,9 @@
 
 use std::ops::Deref;
 
+pub mod downgrade;
+pub mod encode;
+
 use mail_parser::{Message, MessageParser, PartType};
 
 /// The header section's fields as byte ranges (each with its folded lines and final
