@@ -239,3 +239,230 @@ fn what_cannot_go_on_is_refused_up_front() {
     assert!(said.contains("250 2.1.5"), "{said}");
     drop(dns);
 }
+
+/// The hosts of the re-encoding test: one without 8BITMIME or SMTPUTF8, and one that
+/// offers both but refuses a line over 998 (aiosmtpd: "500 Line too long").
+const SEVEN: u8 = 5;
+const STRICT: u8 = 6;
+/// Where sender.test receives its notices in that test (tests run side by side).
+const SENDER_MX_2: u8 = 10;
+
+/// Mail each next hop can take only re-encoded goes re-encoded, signed and sealed as it
+/// leaves: dkimpy verifies our DKIM signature and ARC set on what arrived, and every part
+/// decodes to what was sent. What no copy can carry fails at once with why.
+#[test]
+fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
+    let w = Workspace::new("");
+    let mut zones = vec![(
+        "sender.test".to_string(),
+        zone(
+            "sender.test",
+            &format!("@ MX 10 mx\nmx A {}\n", a(SENDER_MX_2)),
+        ),
+    )];
+    for (domain, n) in [("seven", SEVEN), ("strict", STRICT)] {
+        zones.push((
+            format!("{domain}.test"),
+            zone(
+                &format!("{domain}.test"),
+                &format!("@ MX 10 mx\nmx A {}\n", a(n)),
+            ),
+        ));
+    }
+    let zones: Vec<(&str, &str)> = zones
+        .iter()
+        .map(|(n, z)| (n.as_str(), z.as_str()))
+        .collect();
+    let (dns, dns_port) = knot(w.path(), &zones);
+    let (_s5, seven) = mx_sink_with(
+        &w,
+        &a(SEVEN),
+        None,
+        false,
+        &["--seven-bit", "--no-smtputf8"],
+    );
+    let (_s6, strict) = mx_sink_with(&w, &a(STRICT), None, false, &[]);
+    let (_s9, sender) = mx_sink_with(&w, &a(SENDER_MX_2), None, false, &[]);
+
+    let mx = free_port();
+    let mut spec = format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
+    );
+    for (alias, to) in [
+        ("long", "friend@strict.test"),
+        ("latin", "friend@seven.test"),
+        ("names", "friend@seven.test"),
+        ("mixed", "friend@seven.test"),
+        ("address", "friend@seven.test"),
+        ("unfoldable", "friend@seven.test"),
+    ] {
+        spec.push_str(&format!(
+            "[domains.\"example.test\".aliases.{alias}]\nforward = [\"{to}\"]\n\n"
+        ));
+    }
+    w.write_spec(&spec);
+    let server = w.serve(mx);
+
+    // A 2,000-character line, to a host that refuses lines over 998.
+    let long = message(
+        &w,
+        "long",
+        "Subject: one long line\r\n",
+        &format!("{}\r\nshort\r\n", "word ".repeat(400)),
+    );
+    // An 8-bit body, to a host without 8BITMIME.
+    let latin = message(
+        &w,
+        "latin",
+        "Subject: Latin-1\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n",
+        "Gr\u{fc}\u{df}e aus K\u{f6}ln, bis bald und viele Gr\u{fc}\u{df}e\r\n",
+    );
+    // It is Latin-1 on the wire: the message file is written as such.
+    let latin_bytes: Vec<u8> = std::fs::read_to_string(&latin)
+        .unwrap()
+        .chars()
+        .map(|c| c as u32 as u8)
+        .collect();
+    std::fs::write(&latin, latin_bytes).unwrap();
+    // UTF-8 in the subject and a display name, to a host without SMTPUTF8.
+    let names = message(
+        &w,
+        "names",
+        "Subject: Grüße aus Köln\r\nCc: Zoë Ünal <zoe@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        "Schöne Grüße aus Köln, wir sehen uns bald wieder!\r\n",
+    );
+    // Multipart: UTF-8 text with a long line, raw 8-bit bytes in an attachment, an
+    // attached message with an 8-bit body.
+    let mut mixed_body = String::from("--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n");
+    mixed_body.push_str(&"Größe ".repeat(300));
+    mixed_body.push_str("\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=data.bin\r\n\r\n");
+    let mixed = message(
+        &w,
+        "mixed",
+        "Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n",
+        &mixed_body,
+    );
+    let mut bytes = std::fs::read(&mixed).unwrap();
+    bytes.extend(
+        (0u8..=255)
+            .filter(|b| *b != b'\r' && *b != b'\n')
+            .cycle()
+            .take(3_000),
+    );
+    bytes.extend_from_slice(b"\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@sender.test\r\nSubject: inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xc3\x9cber den Fluss und weit weg\r\n--b--\r\n");
+    std::fs::write(&mixed, bytes).unwrap();
+    // UTF-8 in an address of the header: only SMTPUTF8 carries it.
+    let address = message(
+        &w,
+        "address",
+        "Subject: to a UTF-8 address\r\nReply-To: jürgen@sender.test\r\n",
+        "Hello\r\n",
+    );
+    for (alias, file) in [
+        ("long", &long),
+        ("latin", &latin),
+        ("names", &names),
+        ("mixed", &mixed),
+        ("address", &address),
+    ] {
+        send(&w, mx, &format!("{alias}@example.test"), file);
+    }
+    // A header line of 1,200 characters with no blank to fold at cannot be forwarded to
+    // anyone: refused at DATA, not bounced later.
+    let unfoldable = message(
+        &w,
+        "unfoldable",
+        &format!("In-Reply-To: <{}@sender.test>\r\n", "x".repeat(1_200)),
+        "Hello\r\n",
+    );
+    let refused = python_peer_run(
+        "send_file.py",
+        &[
+            &mx.to_string(),
+            "someone@sender.test",
+            "unfoldable@example.test",
+            unfoldable.to_str().unwrap(),
+        ],
+        w.path(),
+    );
+    assert!(
+        refused.stderr.contains("550") && refused.stderr.contains("no blank to fold it at"),
+        "{refused:?}"
+    );
+
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&seven).len() == 3
+            && received(&strict).len() == 1),
+        "three messages should reach mx.seven.test and one mx.strict.test: {}",
+        server.log_text()
+    );
+    let txt = common::dkim_txt(&w);
+    let mut arrived: Vec<common::Received> = received(&seven);
+    arrived.extend(received(&strict));
+    for (name, sent) in [
+        ("long", &long),
+        ("latin", &latin),
+        ("names", &names),
+        ("mixed", &mixed),
+    ] {
+        let got = arrived
+            .iter()
+            .find(|m| {
+                m.content
+                    .contains(&format!("Message-ID: <{name}@sender.test>"))
+            })
+            .unwrap_or_else(|| panic!("{name} did not arrive: {}", server.log_text()));
+        let same = python_peer_run(
+            "mime_same.py",
+            &[sent.to_str().unwrap(), got.path.to_str().unwrap()],
+            w.path(),
+        );
+        assert!(same.code == 0, "{name}: {}\n{}", same.stdout, got.content);
+        let dkim = common::dkimpy("dkim", &got.path, &[&txt]);
+        assert!(
+            dkim.stdout.contains("PASS example.test ferrymail"),
+            "{name}: {}\n{}",
+            dkim.stdout,
+            got.content
+        );
+        let arc = common::dkimpy("arc", &got.path, &[&txt]);
+        assert!(
+            arc.stdout.starts_with("pass"),
+            "{name}: ARC {}\n{}",
+            arc.stdout,
+            got.content
+        );
+    }
+    // RFC 6152: nothing 8-bit is declared to the host that does not offer it.
+    for n in 0..3 {
+        let opts = std::fs::read_to_string(seven.join(format!("{n}.opts"))).unwrap();
+        assert!(
+            !opts.contains("BODY=") && !opts.contains("SMTPUTF8"),
+            "{opts}"
+        );
+    }
+    // The encoded words, as a reader without UTF-8 sees them.
+    let names_got = arrived
+        .iter()
+        .find(|m| m.content.contains("Message-ID: <names@sender.test>"))
+        .unwrap();
+    assert!(
+        names_got.content.contains("Subject: =?UTF-8?B?"),
+        "{}",
+        names_got.content
+    );
+
+    // The UTF-8 address: a notice at once, 5.6.7, and nothing sent.
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&sender).len() == 1),
+        "a notice should reach sender.test: {}",
+        server.log_text()
+    );
+    let notice = &received(&sender)[0].content;
+    assert!(notice.contains("Status: 5.6.7"), "{notice}");
+    assert!(
+        notice.contains("mx.seven.test does not offer SMTPUTF8"),
+        "{notice}"
+    );
+    drop(dns);
+}

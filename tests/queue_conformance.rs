@@ -81,6 +81,7 @@ fn forward(target: &str) -> NewDelivery {
         target: target.into(),
         alias: "x@d.test".into(),
         prefix: "ARC-Seal: x\r\n".into(),
+        prefix_7bit: "ARC-Seal: y\r\n".into(),
         from_rewrite: "x@d.test".into(),
         folder: String::new(),
         dsn: Dsn {
@@ -106,8 +107,12 @@ fn deliveries_round_trip_lease_retry_and_finish(q: &dyn Queue) {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].message_id, ids[0]);
     assert_eq!(
-        (due[0].prefix.as_str(), due[0].from_rewrite.as_str()),
-        ("ARC-Seal: x\r\n", "x@d.test")
+        (
+            due[0].prefix.as_str(),
+            due[0].prefix_7bit.as_str(),
+            due[0].from_rewrite.as_str()
+        ),
+        ("ARC-Seal: x\r\n", "ARC-Seal: y\r\n", "x@d.test")
     );
     assert_eq!(due[0].mail_from, "a@b.test");
     assert_eq!(

@@ -91,6 +91,8 @@ pub struct Delivery {
     pub target: String,
     pub alias: String,
     pub prefix: String,
+    /// The ARC set of the 7-bit copy (NewDelivery::prefix_7bit).
+    pub prefix_7bit: String,
     pub from_rewrite: String,
     /// Where a mailbox delivery is filed (empty: INBOX).
     pub folder: String,
@@ -211,12 +213,13 @@ CREATE TABLE IF NOT EXISTS sts_policies (
 ";
 
 /// Columns added after the first release of the schema, for queue files that predate them.
-const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("messages", "delay_notified", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "dsn", "TEXT NOT NULL DEFAULT ''"),
     ("deliveries", "interrupted", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "held", "TEXT"),
     ("deliveries", "folder", "TEXT NOT NULL DEFAULT ''"),
+    ("deliveries", "prefix_7bit", "TEXT NOT NULL DEFAULT ''"),
     ("received_reports", "summary", "TEXT NOT NULL DEFAULT ''"),
     ("received_reports", "size", "INTEGER NOT NULL DEFAULT 0"),
 ];
@@ -314,7 +317,7 @@ impl Queue for QueueDb {
         let due: Vec<Delivery> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT d.id, d.message_id, d.kind, d.target, d.alias, d.attempts, m.mail_from, m.received_at, d.prefix, d.from_rewrite,
-                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn, d.interrupted, d.folder
+                        CASE WHEN m.size <= ?3 THEN m.body END, d.dsn, d.interrupted, d.folder, d.prefix_7bit
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.next_attempt_at <= ?1 AND d.leased_until <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -335,6 +338,7 @@ impl Queue for QueueDb {
                     dsn: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
                     interrupted: r.get::<_, i64>(12)?.max(0) as u32,
                     folder: r.get(13)?,
+                    prefix_7bit: r.get(14)?,
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -792,7 +796,7 @@ fn insert_messages(
             "INSERT INTO messages (received_at, envelope, mail_from, size, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut del = tx.prepare_cached(
-            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at, dsn, folder) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO deliveries (message_id, kind, target, alias, prefix, from_rewrite, next_attempt_at, dsn, folder, prefix_7bit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         let now = now();
         for (envelope, body, deliveries) in batch {
@@ -816,7 +820,8 @@ fn insert_messages(
                     d.from_rewrite,
                     now,
                     serde_json::to_string(&d.dsn).map_err(|e| QueueError::Data(e.to_string()))?,
-                    d.folder
+                    d.folder,
+                    d.prefix_7bit
                 ])?;
             }
             ids.push(id);

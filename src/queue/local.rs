@@ -30,6 +30,7 @@ pub fn expand(
                 alias: alias.to_string(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                prefix_7bit: String::new(),
                 folder: String::new(),
                 dsn: Dsn::default(),
             });

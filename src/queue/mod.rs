@@ -96,6 +96,10 @@ pub struct NewDelivery {
     /// Header lines prepended for this delivery only (the forwarding domain's ARC set).
     #[serde(default)]
     pub prefix: String,
+    /// The ARC set sealed over the 7-bit copy (`mime::downgrade`), for a next hop that
+    /// takes only that; empty when there is no such copy or seal.
+    #[serde(default)]
+    pub prefix_7bit: String,
     /// When set, the copy leaves with a friendly From of this alias (DMARC protection).
     #[serde(default)]
     pub from_rewrite: String,

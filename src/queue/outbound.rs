@@ -16,13 +16,14 @@ use smtp_proto::{
     EXT_8BIT_MIME, EXT_DSN, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS,
     RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::tls_policy::dane::{Dane, TlsaSet, Verdict, answer, fqdn};
 use super::tls_policy::require_tls::TlsRequest;
 use super::tls_policy::tally::{Outcome, SessionKey, Tally};
 use super::tls_policy::{Active, Mode, TlsPolicies};
 use crate::dns::lookup_error::{Absent, absent};
+use crate::mime::downgrade::{Cannot, Shape};
 
 /// Why a delivery attempt failed, and whether trying again can help.
 #[derive(Debug, Clone)]
@@ -132,13 +133,14 @@ impl Outbound {
         self.relay.as_deref()
     }
 
-    /// Delivers `body` from `from` to `to` (all at one domain), with the sender's DSN
-    /// request when there is one, and TLS as the sender asked (RFC 8689).
+    /// Delivers a message from `from` to `to` (all at one domain), in the copy the next
+    /// hop takes, with the sender's DSN request when there is one, and TLS as the sender
+    /// asked (RFC 8689).
     pub async fn send(
         &self,
         from: &str,
         to: &[String],
-        body: &[u8],
+        copies: Copies<'_>,
         dsn: Option<DsnRequest<'_>>,
         tls: TlsRequest,
     ) -> Result<Handed, DeliveryError> {
@@ -244,7 +246,7 @@ impl Outbound {
                     &host,
                     from,
                     to,
-                    body,
+                    copies,
                     dsn,
                     Terms {
                         policy: policy.as_deref(),
@@ -358,7 +360,7 @@ impl Outbound {
         host: &str,
         from: &str,
         to: &[String],
-        body: &[u8],
+        copies: Copies<'_>,
         dsn: Option<DsnRequest<'_>>,
         terms: Terms<'_>,
     ) -> Result<Handed, DeliveryError> {
@@ -540,7 +542,7 @@ impl Outbound {
             let transfer = Transfer {
                 from,
                 to,
-                body,
+                copies,
                 dsn,
                 require_tls: terms.required,
             };
@@ -576,7 +578,7 @@ impl Outbound {
             let transfer = Transfer {
                 from,
                 to,
-                body,
+                copies,
                 dsn,
                 require_tls: false,
             };
@@ -866,11 +868,75 @@ pub fn xtext(value: &str) -> String {
     out
 }
 
+/// A message as it may leave: as it is, and its 7-bit copy (`mime::downgrade`, signed
+/// and sealed as the original is) for a next hop that takes only that.
+#[derive(Clone, Copy)]
+pub struct Copies<'a> {
+    pub original: &'a [u8],
+    /// Ok(None) when the copy would be the original; Err when none can be made.
+    pub seven_bit: Result<Option<&'a [u8]>, &'a Cannot>,
+}
+
+impl<'a> Copies<'a> {
+    /// Only the message as it is (mail that has no other copy).
+    pub fn only(original: &'a [u8]) -> Copies<'a> {
+        Copies {
+            original,
+            seven_bit: Ok(None),
+        }
+    }
+
+    /// The copy a next hop with these offers can take; Err, permanent, when none: waiting
+    /// does not change what a host offers often enough to hold mail for it.
+    fn for_host(&self, name: &str, offers: &Offers) -> Result<&'a [u8], DeliveryError> {
+        let original = Shape::of(self.original);
+        let takes = |shape: &Shape| {
+            (!shape.eight_bit_body || offers.eight_bit_mime)
+                && (!shape.utf8_header || offers.smtputf8)
+        };
+        // A line over 998 is sent to nobody when a copy without it exists (RFC 5321
+        // §4.5.3.1.6); where none does, the host may still take it (Postfix does).
+        let copy = match self.seven_bit {
+            Ok(Some(copy)) => Some((copy, Shape::of(copy))),
+            _ => None,
+        };
+        if takes(&original) && !original.long_lines {
+            return Ok(self.original);
+        }
+        if let Some((copy, shape)) = &copy
+            && takes(shape)
+        {
+            return Ok(copy);
+        }
+        if takes(&original) {
+            return Ok(self.original);
+        }
+        let best = copy.as_ref().map_or(&original, |(_, shape)| shape);
+        let message = if best.utf8_header {
+            format!(
+                "553 5.6.7 {name} does not offer SMTPUTF8, which the message needs for UTF-8 in its header that cannot be encoded (an address or a trace field)"
+            )
+        } else {
+            let why = match self.seven_bit {
+                Err(why) => format!(": {why}"),
+                Ok(_) => String::new(),
+            };
+            format!(
+                "554 5.6.3 {name} does not offer 8BITMIME, and the message's 8-bit content cannot be converted to 7 bits{why}"
+            )
+        };
+        Err(DeliveryError {
+            permanent: true,
+            message,
+        })
+    }
+}
+
 /// One message to one host, as the transaction sends it.
 struct Transfer<'a> {
     from: &'a str,
     to: &'a [String],
-    body: &'a [u8],
+    copies: Copies<'a>,
     dsn: Option<DsnRequest<'a>>,
     require_tls: bool,
 }
@@ -908,6 +974,26 @@ fn needs_smtputf8(from: &str, to: &[String], message: &[u8]) -> bool {
     !from.is_ascii() || to.iter().any(|a| !a.is_ascii()) || !header.is_ascii()
 }
 
+/// The message as DATA carries it (RFC 5321 §4.5.2): a "." starting a line doubled, then
+/// the end mark. Not mail-send's `write_message`, which puts a CRLF before the mark even
+/// after the message's own last CRLF, so every copy arrived with a blank line added.
+fn dot_stuffed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    for &b in message {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 /// One transaction; Ok(whether a DSN request went along, the reply to the message).
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
@@ -915,17 +1001,24 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     t: &Transfer<'_>,
     offers: &Offers,
 ) -> Result<(bool, String), DeliveryError> {
+    let body = match t.copies.for_host(name, offers) {
+        Ok(body) => body,
+        Err(e) => {
+            let _ = client.cmd(b"QUIT\r\n").await;
+            return Err(e);
+        }
+    };
     // RFC 1870: a message larger than the host takes is not sent, and waiting will not
     // make it fit: it fails now, with the host's limit in the notice.
     if let Some(Some(limit)) = offers.size
-        && t.body.len() > limit
+        && body.len() > limit
     {
         let _ = client.cmd(b"QUIT\r\n").await;
         return Err(DeliveryError {
             permanent: true,
             message: format!(
                 "552 5.3.4 {name} takes messages of {limit} bytes at the most (SIZE in its EHLO), and this one is {} bytes",
-                t.body.len()
+                body.len()
             ),
         });
     }
@@ -947,13 +1040,13 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
         None => (Parameters::default(), Parameters::default()),
     };
     if offers.size.is_some() {
-        mail.add(("SIZE".to_string(), t.body.len().to_string()));
+        mail.add(("SIZE".to_string(), body.len().to_string()));
     }
     // RFC 6152 and 6531: the host is told what the message is, where it says it takes it.
-    if offers.eight_bit_mime && !t.body.is_ascii() {
+    if offers.eight_bit_mime && !body.is_ascii() {
         mail.add(("BODY".to_string(), "8BITMIME".to_string()));
     }
-    if offers.smtputf8 && needs_smtputf8(t.from, t.to, t.body) {
+    if offers.smtputf8 && needs_smtputf8(t.from, t.to, body) {
         mail.add("SMTPUTF8");
     }
     if t.require_tls {
@@ -968,7 +1061,8 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client.cmd(b"DATA\r\n").await?.assert_code(354)?;
     let timeout = client.timeout;
     let reply = tokio::time::timeout(timeout, async {
-        client.write_message(t.body).await?;
+        client.stream.write_all(&dot_stuffed(body)).await?;
+        client.stream.flush().await?;
         client.read().await
     })
     .await
@@ -978,4 +1072,16 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = client.rset().await;
     Ok((dsn.is_some(), quoted(&reply)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn data_is_dot_stuffed_and_ended_without_a_line_added() {
+        assert_eq!(
+            super::dot_stuffed(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(super::dot_stuffed(b"no end"), b"no end\r\n.\r\n");
+    }
 }

@@ -41,6 +41,7 @@ pub fn outgoing(submitter: &Submitter<'_>, to: &[String], body: Vec<u8>) -> Outg
             alias: submitter.from.to_string(),
             prefix: String::new(),
             from_rewrite: String::new(),
+            prefix_7bit: String::new(),
             folder: String::new(),
             dsn: Dsn {
                 rcpt: address.clone(),

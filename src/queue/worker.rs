@@ -9,7 +9,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::bounce::{Action, Notice};
 use super::filter::{self, Around, Filing};
 use super::log::{Entry, Event};
-use super::outbound::{DeliveryError, DsnRequest, Handed, Outbound};
+use super::outbound::{Copies, DeliveryError, DsnRequest, Handed, Outbound};
 use super::tls_policy::require_tls::TlsRequest;
 use super::{Delivery, DeliveryKind, Dsn, Envelope, NewDelivery, Queue, Spool, now_unix};
 use crate::mailbox::{MailboxError, Mailboxes};
@@ -416,17 +416,29 @@ impl Worker {
             .unwrap_or_default();
         let signing = self.signing.clone();
         let revision = self.snapshot.get().revision;
-        let mut message = d.prefix.as_bytes().to_vec();
-        if d.from_rewrite.is_empty() {
-            message.extend_from_slice(body);
+        let content = if d.from_rewrite.is_empty() {
+            body.to_vec()
         } else {
-            message.extend_from_slice(&super::rewrite::friendly_from(body, &d.from_rewrite));
-        }
-        let signed = tokio::task::spawn_blocking(move || {
-            let headers = super::sign::dkim_headers(&signing, &keys, revision, &message)?;
-            let mut out = headers.into_bytes();
-            out.extend_from_slice(&message);
-            Ok::<_, crate::dkim::signing::KeyError>(out)
+            super::rewrite::friendly_from(body, &d.from_rewrite)
+        };
+        let (prefix, prefix_7bit) = (d.prefix.clone(), d.prefix_7bit.clone());
+        // Both copies are signed before the next hop says which it takes: the 7-bit one
+        // is made only for mail that needs it, and signing is cheap beside a connection.
+        let (signed, signed_7bit) = tokio::task::spawn_blocking(move || {
+            let sign = |prefix: String, content: &[u8]| {
+                let mut message = prefix.into_bytes();
+                message.extend_from_slice(content);
+                let headers = super::sign::dkim_headers(&signing, &keys, revision, &message)?;
+                let mut out = headers.into_bytes();
+                out.extend_from_slice(&message);
+                Ok::<_, crate::dkim::signing::KeyError>(out)
+            };
+            let seven_bit = match crate::mime::downgrade::downgrade(&content) {
+                Ok(Some(copy)) => Ok(Some(sign(prefix_7bit, &copy)?)),
+                Ok(None) => Ok(None),
+                Err(why) => Err(why),
+            };
+            Ok::<_, crate::dkim::signing::KeyError>((sign(prefix, &content)?, seven_bit))
         })
         .await
         .map_err(rethrow)?
@@ -453,7 +465,10 @@ impl Worker {
             .send(
                 &sender,
                 std::slice::from_ref(&d.target),
-                &signed,
+                Copies {
+                    original: &signed,
+                    seven_bit: signed_7bit.as_ref().map(Option::as_deref),
+                },
                 request,
                 tls,
             )
@@ -931,6 +946,7 @@ impl Worker {
             alias: format!("mailer-daemon@{domain}"),
             prefix: String::new(),
             from_rewrite: String::new(),
+            prefix_7bit: String::new(),
             folder: String::new(),
             dsn: Dsn {
                 rcpt: d.mail_from.clone(),

@@ -31,8 +31,8 @@ pub struct Verdict {
     pub header: String,
     pub refuse: Option<Refusal>,
     /// ARC sets (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) by the
-    /// forwarding alias, for the copies it forwards.
-    pub arc_sets: Vec<(String, String)>,
+    /// forwarding aliases, for the copies they forward.
+    pub arc_sets: Vec<ArcSet>,
     /// Forwarded copies must carry a friendly From: the author's domain enforces DMARC
     /// and no aligned DKIM signature would survive to vouch for it.
     pub friendly_from: bool,
@@ -56,6 +56,16 @@ impl Verdict {
             dmarc_facts: None,
         }
     }
+}
+
+/// One forwarding alias's ARC sets: over the copy as it leaves, and over its 7-bit copy
+/// (`mime::downgrade`) when that differs, for a next hop that takes only that. The seal
+/// needs the results of these checks, so both are made now, not at delivery.
+pub struct ArcSet {
+    pub alias: String,
+    pub set: String,
+    /// Empty when there is no 7-bit copy, or it could not be sealed.
+    pub set_7bit: String,
 }
 
 /// An alias that forwards this message, sealing with one of its domain's DKIM keys.
@@ -161,9 +171,21 @@ pub async fn check(
             Some(None) => None,
             None => seal(sealer, &parsed, &results, &arc),
         };
-        if let Some(set) = set {
-            arc_sets.push((sealer.alias.clone(), set));
-        }
+        let Some(set) = set else {
+            continue;
+        };
+        let leaving = rewritten.as_deref().unwrap_or(message);
+        let set_7bit = match crate::mime::downgrade::downgrade(leaving) {
+            Ok(Some(copy)) => AuthenticatedMessage::parse(&copy)
+                .and_then(|copy| seal(sealer, &copy, &results, &arc))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        arc_sets.push(ArcSet {
+            alias: sealer.alias.clone(),
+            set,
+            set_7bit,
+        });
     }
 
     let refuse = if spf.result() == SpfResult::Fail {

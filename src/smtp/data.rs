@@ -12,9 +12,9 @@ fn domain_of(address: &str) -> Option<&str> {
     address.rsplit_once('@').map(|(_, d)| d)
 }
 
-/// More Received headers than this means a loop (RFC 5321 §6.3 suggests 100; Forward
-/// Email and Postfix stop far earlier).
-const MAX_HOPS: usize = 25;
+/// More Received headers than this means a loop (RFC 5321 §6.3 suggests 100; Postfix's
+/// hopcount_limit is 50, and a legitimate path through several forwarders stays far below).
+const MAX_HOPS: usize = 50;
 
 /// A lone CR or LF in the message: the raw material of SMTP smuggling. Refused.
 pub fn has_bare_line_ending(body: &[u8]) -> bool {
@@ -44,6 +44,24 @@ fn first_long_line(body: &[u8]) -> Option<(usize, usize)> {
         .enumerate()
         .find(|(_, len)| *len > MAX_LINE)
         .map(|(n, len)| (n + 1, len))
+}
+
+/// Why a message with a line over 998 cannot be forwarded: its 7-bit copy cannot be made,
+/// or keeps a long line (a header field with no blank to fold at); None when it can go.
+fn unforwardable_long_line(body: &[u8]) -> Option<String> {
+    use crate::mime::downgrade::{Shape, downgrade};
+    if !Shape::of(body).long_lines {
+        return None;
+    }
+    match downgrade(body) {
+        Ok(Some(copy)) if !Shape::of(&copy).long_lines => None,
+        Err(why) => Some(format!(
+            "A line is over {MAX_LINE} characters, and the message cannot be re-encoded to be forwarded: {why}"
+        )),
+        _ => Some(format!(
+            "A header line is over {MAX_LINE} characters with no blank to fold it at, so the message cannot be forwarded (RFC 5322 §2.1.1)"
+        )),
+    }
 }
 
 /// Counts Received headers in the header section.
@@ -155,6 +173,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
+        // A long line at the MX is the sender's and is taken, to go on re-encoded
+        // (mime::downgrade); where that cannot shorten it, no next hop may be sent it, and
+        // the sender hears it now rather than in a bounce (RFC 5321 §4.5.3.1.6).
+        if deliveries.iter().any(|d| d.kind == DeliveryKind::Forward)
+            && let Some(why) = unforwardable_long_line(&body)
+        {
+            return Err((550, "5.6.0", why));
+        }
 
         // Results that claim to come from this server were not made here (RFC 8601 §5):
         // a sender could otherwise hand the mailbox owner a forged "dkim=pass".
@@ -180,8 +206,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .iter_mut()
             .filter(|d| d.kind == DeliveryKind::Forward)
         {
-            if let Some((_, set)) = arc_sets.iter().find(|(alias, _)| *alias == d.alias) {
-                d.prefix = set.clone();
+            if let Some(sets) = arc_sets.iter().find(|s| s.alias == d.alias) {
+                d.prefix = sets.set.clone();
+                d.prefix_7bit = sets.set_7bit.clone();
             }
             if friendly && !bounce {
                 d.from_rewrite = d.alias.clone();
@@ -370,10 +397,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (false, true) => "ESMTPS",
             (false, false) => "ESMTP",
         };
-        let helo: String = envelope
-            .helo
+        // ASCII, so the copy forwarded needs no SMTPUTF8 for our own trace field: a
+        // U-label HELO as its A-label, anything else 8-bit as "?".
+        let helo = match idna::domain_to_ascii(&envelope.helo) {
+            Ok(ascii) if !envelope.helo.is_ascii() => ascii,
+            _ => envelope.helo.clone(),
+        };
+        let helo: String = helo
             .chars()
             .filter(|c| !c.is_control())
+            .map(|c| if c.is_ascii() { c } else { '?' })
             .take(255)
             .collect();
         let for_clause = match envelope.rcpt_to.as_slice() {

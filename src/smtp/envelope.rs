@@ -150,6 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         alias: address.clone(),
                         prefix: String::new(),
                         from_rewrite: String::new(),
+                        prefix_7bit: String::new(),
                         folder: String::new(),
                         dsn: Dsn::default(),
                     };
@@ -183,6 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 alias: address.to_ascii_lowercase(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                prefix_7bit: String::new(),
                 folder: String::new(),
                 dsn: policy.dsn.clone(),
             });

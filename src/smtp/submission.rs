@@ -263,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 alias: sender.clone(),
                 prefix: String::new(),
                 from_rewrite: String::new(),
+                prefix_7bit: String::new(),
                 folder: String::new(),
                 dsn: Dsn::default(),
             });
