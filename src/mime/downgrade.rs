@@ -26,21 +26,32 @@ pub struct Shape {
     pub utf8_header: bool,
     /// A line over 998 characters, which no next hop may be sent.
     pub long_lines: bool,
+    /// A NUL below the header section: 8bit data may not have one (RFC 2045 §2.8), so
+    /// only BINARYMIME, which ferrymail does not use, could carry it as it is.
+    pub nul: bool,
 }
 
 impl Shape {
     pub fn of(raw: &[u8]) -> Shape {
         let (header_end, _) = split(raw);
+        let body = &raw[header_end..];
+        let nul = memchr::memchr(0, body).is_some();
         Shape {
-            eight_bit_body: raw[header_end..].iter().any(|&b| b >= 0x80 || b == 0),
+            eight_bit_body: nul || !body.is_ascii(),
             utf8_header: !raw[..header_end].is_ascii(),
             long_lines: has_long_line(raw),
+            nul,
         }
     }
 
     /// Goes to any next hop as it is.
     pub fn seven_bit_safe(&self) -> bool {
         !self.eight_bit_body && !self.utf8_header && !self.long_lines
+    }
+
+    /// Must not go as it is to any next hop, whatever it offers.
+    pub fn must_change(&self) -> bool {
+        self.long_lines || self.nul
     }
 }
 
@@ -64,6 +75,10 @@ pub enum Cannot {
     UnknownEncoding(String),
     #[error("a multipart part with 8-bit data or lines over 998 has no boundary line")]
     NoBoundary,
+    #[error(
+        "a {0} part, which may not be encoded (RFC 2046 §5.2), has 8-bit data or lines over 998"
+    )]
+    Unencodable(String),
 }
 
 /// The 7-bit copy: None when it would be the same bytes (nothing to change, or nothing
@@ -105,9 +120,17 @@ impl Untyped {
 
 /// What a part is, for re-encoding.
 enum Kind {
-    Multipart { boundary: Vec<u8>, digest: bool },
+    Multipart {
+        boundary: Vec<u8>,
+        digest: bool,
+    },
     Message,
-    Leaf { text: bool },
+    Leaf {
+        text: bool,
+    },
+    /// message/partial and message/external-body (7bit only), and a multipart with no
+    /// boundary: nothing in them can be re-encoded.
+    Opaque(String),
 }
 
 /// How a part's body is encoded now.
@@ -145,10 +168,15 @@ fn kind_and_encoding(header: &[u8], untyped: Untyped) -> (Kind, Encoding) {
                         boundary: b.as_bytes().to_vec(),
                         digest: sub.eq_ignore_ascii_case("digest"),
                     },
-                    _ => Kind::Leaf { text: false },
+                    _ => Kind::Opaque(format!("multipart/{sub} without a boundary")),
                 }
             } else if main.eq_ignore_ascii_case("message") && sub.eq_ignore_ascii_case("rfc822") {
                 Kind::Message
+            } else if main.eq_ignore_ascii_case("message")
+                && (sub.eq_ignore_ascii_case("partial")
+                    || sub.eq_ignore_ascii_case("external-body"))
+            {
+                Kind::Opaque(format!("message/{}", sub.to_ascii_lowercase()))
             } else {
                 Kind::Leaf {
                     text: main.eq_ignore_ascii_case("text"),
@@ -164,7 +192,19 @@ fn unfit(data: &[u8]) -> bool {
     data.iter().any(|&b| b >= 0x80 || b == 0) || has_long_line(data)
 }
 
-/// One entity (the message, a part, an attached message): its fields, then its body.
+/// How an entity's body is written in the copy.
+enum Plan {
+    /// Its parts are made fit; it stays as it is (7bit, or 8bit where a part's header
+    /// keeps 8-bit).
+    Container,
+    QuotedPrintable,
+    Base64,
+    MendQuotedPrintable,
+    MendBase64,
+}
+
+/// One entity (the message, a part, an attached message): its fields, then its body,
+/// written straight into `out` (a level copies nothing of the levels below it).
 fn entity(raw: &[u8], depth: usize, untyped: Untyped, out: &mut Vec<u8>) -> Result<(), Cannot> {
     let (header_end, body_start) = split(raw);
     let (header, body) = (&raw[..header_end], &raw[body_start..]);
@@ -174,53 +214,60 @@ fn entity(raw: &[u8], depth: usize, untyped: Untyped, out: &mut Vec<u8>) -> Resu
         out.extend_from_slice(&raw[header_end..]);
         return Ok(());
     }
-    let mut new_body = Vec::with_capacity(body.len() + body.len() / 2);
-    // Multipart and message/rfc822 bodies cannot be encoded (RFC 2045 §6.4): their parts
-    // are, and they become 7bit. One encoded anyway is mended as its encoding says.
-    let cte = match (kind, encoding) {
-        (Kind::Multipart { boundary, digest }, Encoding::Identity) => {
-            if depth >= MAX_DEPTH {
-                return Err(Cannot::TooDeep);
-            }
-            multipart(body, &boundary, digest, depth + 1, &mut new_body)?;
-            "7bit"
+    let plan = match (&kind, encoding) {
+        // Multipart and message/rfc822 bodies cannot be encoded (RFC 2045 §6.4), whatever
+        // their label says (readers ignore it): their parts are.
+        (Kind::Multipart { .. } | Kind::Message, _) if depth >= MAX_DEPTH => {
+            return Err(Cannot::TooDeep);
         }
-        (Kind::Message, Encoding::Identity) => {
-            if depth >= MAX_DEPTH {
-                return Err(Cannot::TooDeep);
-            }
-            entity(body, depth + 1, Untyped::text(), &mut new_body)?;
-            "7bit"
-        }
+        (Kind::Multipart { .. } | Kind::Message, _) => Plan::Container,
+        (Kind::Opaque(what), _) => return Err(Cannot::Unencodable(what.clone())),
         (Kind::Leaf { text }, Encoding::Identity) => {
             // Text stays readable in quoted-printable unless base64 is the smaller (QP
             // writes an 8-bit byte in 3, base64 every byte in 4/3); anything else is base64.
             let eight_bit = body.iter().filter(|&&b| b >= 0x80).count();
-            if text && eight_bit * 6 < body.len() {
-                encode::quoted_printable(body, &mut new_body);
-                "quoted-printable"
+            if *text && eight_bit * 6 < body.len() {
+                Plan::QuotedPrintable
             } else {
-                encode::base64_lines(body, &mut new_body);
-                "base64"
+                Plan::Base64
             }
         }
-        (_, Encoding::QuotedPrintable) => {
-            encode::mend_quoted_printable(body, &mut new_body);
-            "quoted-printable"
-        }
-        (_, Encoding::Base64) => {
-            encode::mend_base64(body, &mut new_body);
-            "base64"
-        }
+        (_, Encoding::QuotedPrintable) => Plan::MendQuotedPrintable,
+        (_, Encoding::Base64) => Plan::MendBase64,
         (_, Encoding::Other(name)) => return Err(Cannot::UnknownEncoding(name)),
     };
-    fields(header, Some(cte), out);
+    let cte = match plan {
+        Plan::Container => "7bit",
+        Plan::QuotedPrintable | Plan::MendQuotedPrintable => "quoted-printable",
+        Plan::Base64 | Plan::MendBase64 => "base64",
+    };
+    let cte_at = fields(header, Some(cte), out);
     out.extend_from_slice(&raw[header_end..body_start]);
     if header_end == body_start {
         // Fields only: the body written needs the blank line before it.
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&new_body);
+    let body_at = out.len();
+    match plan {
+        Plan::Container => {
+            match kind {
+                Kind::Multipart { boundary, digest } => {
+                    multipart(body, &boundary, digest, depth + 1, out)?
+                }
+                _ => entity(body, depth + 1, Untyped::text(), out)?,
+            }
+            // A part's header that keeps 8-bit (a raw UTF-8 file name) is labelled so.
+            if !out[body_at..].is_ascii()
+                && let Some(at) = cte_at
+            {
+                out[at..at + 4].copy_from_slice(b"8bit");
+            }
+        }
+        Plan::QuotedPrintable => encode::quoted_printable(body, out),
+        Plan::Base64 => encode::base64_lines(body, out),
+        Plan::MendQuotedPrintable => encode::mend_quoted_printable(body, out),
+        Plan::MendBase64 => encode::mend_base64(body, out),
+    }
     Ok(())
 }
 
@@ -269,30 +316,36 @@ struct Delimiter {
     close: bool,
 }
 
-/// The lines "--boundary" and "--boundary--" (with blanks after them, RFC 2046 §5.1.1).
+/// The lines "--boundary" (blanks after it allowed) and "--boundary--" (anything after
+/// it: readers take it as the end), RFC 2046 §5.1.1. Found by searching for the
+/// boundary, not line by line, so a body of many short lines costs no more.
 fn delimiter_lines(body: &[u8], boundary: &[u8]) -> Vec<Delimiter> {
+    let mut dashed = b"--".to_vec();
+    dashed.extend_from_slice(boundary);
     let mut found = Vec::new();
-    let mut start = 0;
-    while start < body.len() {
+    for start in memchr::memmem::find_iter(body, &dashed) {
+        if start > 0 && body[start - 1] != b'\n' {
+            continue;
+        }
         let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |p| start + p + 1);
         let line = &body[start..end];
-        let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-        if let Some(rest) = line
-            .strip_prefix(b"--")
-            .and_then(|l| l.strip_prefix(boundary))
-        {
-            let (close, rest) = match rest.strip_prefix(b"--") {
-                Some(after) => (true, after),
-                None => (false, rest),
-            };
-            if rest.iter().all(|b| matches!(b, b' ' | b'\t')) {
-                found.push(Delimiter { start, end, close });
-                if close {
-                    break;
-                }
-            }
+        let rest = &line[dashed.len()..];
+        let rest = rest.strip_suffix(b"\r\n").unwrap_or(rest);
+        if rest.starts_with(b"--") {
+            found.push(Delimiter {
+                start,
+                end,
+                close: true,
+            });
+            break;
         }
-        start = end;
+        if rest.iter().all(|b| matches!(b, b' ' | b'\t')) {
+            found.push(Delimiter {
+                start,
+                end,
+                close: false,
+            });
+        }
     }
     found
 }
@@ -325,29 +378,32 @@ fn addresses(name: &[u8]) -> bool {
 }
 
 /// The header fields, each made fit where it can be, with Content-Transfer-Encoding set
-/// to `cte` when given (added when there was none).
-fn fields(header: &[u8], cte: Option<&str>, out: &mut Vec<u8>) {
+/// to `cte` when given (added when there was none). Returns where its value was written.
+fn fields(header: &[u8], cte: Option<&str>, out: &mut Vec<u8>) -> Option<usize> {
+    const CTE: &str = "Content-Transfer-Encoding: ";
     let (ranges, _) = super::header_fields(header);
-    let mut cte_written = false;
+    let mut cte_at = None;
     for range in ranges {
         let field = &header[range];
         let name = super::field_name(field);
         if let Some(cte) = cte
             && name.eq_ignore_ascii_case(b"content-transfer-encoding")
         {
-            if !cte_written {
-                out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n").as_bytes());
-                cte_written = true;
+            if cte_at.is_none() {
+                cte_at = Some(out.len() + CTE.len());
+                out.extend_from_slice(format!("{CTE}{cte}\r\n").as_bytes());
             }
             continue;
         }
         out.extend_from_slice(&fit_field(field, name));
     }
     if let Some(cte) = cte
-        && !cte_written
+        && cte_at.is_none()
     {
-        out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n").as_bytes());
+        cte_at = Some(out.len() + CTE.len());
+        out.extend_from_slice(format!("{CTE}{cte}\r\n").as_bytes());
     }
+    cte_at
 }
 
 /// One field made 7-bit and folded where it can be; the same bytes where nothing needs it.
@@ -364,23 +420,19 @@ fn fit_field<'a>(field: &'a [u8], name: &[u8]) -> Cow<'a, [u8]> {
     } else {
         None
     };
-    let field = match encoded {
+    match encoded {
         Some(value) => {
             let mut f = name.to_vec();
             f.extend_from_slice(b": ");
             f.extend_from_slice(&value);
             f.extend_from_slice(b"\r\n");
-            Cow::Owned(f)
+            // RFC 2047 §2: a line with an encoded-word has 76 characters at the most.
+            Cow::Owned(fold(&f, ENCODED_LINE).0)
         }
-        None => Cow::Borrowed(field),
-    };
-    if has_long_line(&field) {
-        match fold(&field) {
-            Some(folded) => Cow::Owned(folded),
-            None => field,
-        }
-    } else {
-        field
+        None => match fold(field, MAX_LINE) {
+            (folded, true) if folded != field => Cow::Owned(folded),
+            _ => Cow::Borrowed(field),
+        },
     }
 }
 
@@ -450,6 +502,8 @@ fn encode_unstructured(value: &[u8]) -> Vec<u8> {
             let blank = words[i - 1].1;
             out.truncate(out.len() - blank.len());
             run.extend_from_slice(blank);
+            // Encoded-words are separated by a blank (RFC 2047 §5), which readers drop.
+            out.push(b' ');
         }
         run.extend_from_slice(word);
         let mut last_blank = blank;
@@ -462,7 +516,7 @@ fn encode_unstructured(value: &[u8]) -> Vec<u8> {
         }
         if i < words.len() && encoded_word(words[i].0) {
             run.extend_from_slice(last_blank);
-            last_blank = b"";
+            last_blank = b" ";
         }
         encode::encoded_words(&run, &mut out);
         out.extend_from_slice(last_blank);
@@ -549,30 +603,48 @@ fn phrase(name: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// A field with each line over 998 folded before a blank, as late as it can be; None when
-/// a line has no blank to fold at (a fold that leaves a line long helps nothing).
-fn fold(field: &[u8]) -> Option<Vec<u8>> {
+/// Longest line with an encoded-word in it (RFC 2047 §2).
+const ENCODED_LINE: usize = 76;
+
+/// A field with each line over `limit` folded before a blank, as late as it can be; and
+/// whether every line fits now (one with no blank to fold at stays long).
+fn fold(field: &[u8], limit: usize) -> (Vec<u8>, bool) {
+    let mut fits = true;
     let mut out = Vec::with_capacity(field.len() + 16);
     for line in field.split_inclusive(|&b| b == b'\n') {
         let mut rest = line;
         loop {
             let content = rest.strip_suffix(b"\r\n").unwrap_or(rest);
-            if content.len() <= MAX_LINE {
+            if content.len() <= limit {
                 break;
             }
-            // A fold needs something before it on the line: not the blank at 0.
-            let at = content[1..=MAX_LINE]
+            // A fold needs something before it on the line: not the blank at 0. Where
+            // there is no blank before the limit, the first one after it will do.
+            let blank = |b: &u8| matches!(b, b' ' | b'\t');
+            let Some(at) = content[1..=limit]
                 .iter()
-                .rposition(|b| matches!(b, b' ' | b'\t'))
+                .rposition(blank)
                 .map(|p| p + 1)
-                .filter(|&p| content[..p].iter().any(|b| !matches!(b, b' ' | b'\t')))?;
+                .filter(|&p| content[..p].iter().any(|b| !blank(b)))
+                .or_else(|| {
+                    content[limit..]
+                        .iter()
+                        .position(blank)
+                        .map(|p| p + limit)
+                        .filter(|&p| content[..p].iter().any(|b| !blank(b)))
+                })
+            else {
+                fits = false;
+                break;
+            };
+            fits &= at <= limit;
             out.extend_from_slice(&rest[..at]);
             out.extend_from_slice(b"\r\n");
             rest = &rest[at..];
         }
         out.extend_from_slice(rest);
     }
-    Some(out)
+    (out, fits)
 }
 
 #[cfg(test)]
@@ -774,5 +846,70 @@ mod tests {
         let open = b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\n\xe9";
         let copy = downgrade(open).unwrap().unwrap();
         assert!(copy.ends_with(b"Content-Transfer-Encoding: base64\r\n\r\n6Q==\r\n"));
+    }
+
+    #[test]
+    fn a_multipart_labelled_encoded_is_still_followed_into() {
+        let raw = "Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nViele Grüße aus Köln, wir sehen uns bald wieder\r\n--b--junk after the close\r\n";
+        let copy = String::from_utf8(check(raw.as_bytes())).unwrap();
+        assert!(copy.starts_with("Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--b\r\n"), "{copy}");
+        assert!(
+            copy.ends_with("K=C3=B6ln, wir sehen uns bald wieder\r\n--b--junk after the close\r\n"),
+            "{copy}"
+        );
+    }
+
+    #[test]
+    fn encoded_words_keep_a_blank_between_them_and_short_lines() {
+        let raw = "Subject: Grüße =?utf-8?q?already?= Grüße\r\n\r\nb\r\n";
+        let copy = String::from_utf8(downgrade(raw.as_bytes()).unwrap().unwrap()).unwrap();
+        let unfolded = copy.replace("\r\n ", " ");
+        assert!(
+            unfolded.contains("?= =?utf-8?q?already?= =?UTF-8?B?"),
+            "{copy}"
+        );
+        let subject = crate::mime::parse(copy.as_bytes())
+            .unwrap()
+            .subject()
+            .map(str::to_string);
+        assert_eq!(subject.as_deref(), Some("Grüße already Grüße"));
+        let mut latin = b"Subject: ".to_vec();
+        for _ in 0..40 {
+            latin.extend_from_slice(b"caf\xe9 ");
+        }
+        latin.extend_from_slice(
+            b"\r\nFrom: \xc9mile Zola Tr\xe8s Long Nom de Famille <e@b.test>\r\n\r\nb\r\n",
+        );
+        let copy = downgrade(&latin).unwrap().unwrap();
+        let (header_end, _) = split(&copy);
+        for line in copy[..header_end].split(|&b| b == b'\n') {
+            assert!(line.len() <= 77, "{}", String::from_utf8_lossy(line));
+        }
+        assert!(String::from_utf8_lossy(&copy).contains("=?unknown-8bit?B?"));
+    }
+
+    #[test]
+    fn a_nul_must_change_and_a_raw_file_name_is_labelled_8bit() {
+        let raw = b"Subject: x\r\n\r\nnul \x00 here\r\n";
+        let shape = Shape::of(raw);
+        assert!(shape.nul && shape.must_change());
+        check(raw);
+        let named = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Disposition: attachment; filename=\"Größe.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\u{ff}\u{fe}\r\n--b--\r\n";
+        let copy = String::from_utf8(downgrade(named.as_bytes()).unwrap().unwrap()).unwrap();
+        assert!(
+            copy.starts_with(
+                "Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: 8bit\r\n"
+            ),
+            "{copy}"
+        );
+        assert!(copy.contains("Content-Transfer-Encoding: base64\r\n"));
+    }
+
+    #[test]
+    fn parts_that_may_not_be_encoded_are_refused() {
+        let raw = b"Content-Type: message/partial; id=x; number=1\r\n\r\n\xe9\r\n";
+        assert!(matches!(downgrade(raw), Err(Cannot::Unencodable(_))));
+        let raw = b"Content-Type: multipart/mixed\r\n\r\n\xe9\r\n";
+        assert!(matches!(downgrade(raw), Err(Cannot::Unencodable(_))));
     }
 }

@@ -136,9 +136,8 @@ fn wrap(encoded: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Input bytes one encoded-word carries: "=?UTF-8?B?" and "?=" leave 63 of RFC 2047 §2's
-/// 75 characters, 60 of them whole base64 quanta.
-const WORD_BYTES: usize = 45;
+/// RFC 2047 §2: an encoded-word has 75 characters at the most.
+const WORD_LENGTH: usize = 75;
 
 /// `text` as RFC 2047 "B" encoded-words separated by folding white space (which readers
 /// drop between encoded-words, §6.2). Valid UTF-8 is cut between characters and labelled
@@ -150,10 +149,12 @@ pub fn encoded_words(text: &[u8], out: &mut Vec<u8>) {
     } else {
         b"unknown-8bit"
     };
+    // What "=?charset?B?" and "?=" leave of a word, in whole base64 quanta.
+    let word_bytes = (WORD_LENGTH - charset.len() - 7) / 4 * 3;
     let mut rest = text;
     let mut first = true;
     while !rest.is_empty() {
-        let mut take = rest.len().min(WORD_BYTES);
+        let mut take = rest.len().min(word_bytes);
         if let Some(s) = utf8 {
             let offset = text.len() - rest.len();
             while !s.is_char_boundary(offset + take) {
