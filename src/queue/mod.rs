@@ -96,8 +96,8 @@ pub struct NewDelivery {
     /// Header lines prepended for this delivery only (the forwarding domain's ARC set).
     #[serde(default)]
     pub prefix: String,
-    /// The ARC set sealed over the 7-bit copy (`mime::downgrade`), for a next hop that
-    /// takes only that; empty when there is no such copy or seal.
+    /// Header lines prepended to the 7-bit copy (`mime::downgrade`) instead, for a next
+    /// hop that takes only that: the ARC set sealed over it, and the spam verdict.
     #[serde(default)]
     pub prefix_7bit: String,
     /// When set, the copy leaves with a friendly From of this alias (DMARC protection).

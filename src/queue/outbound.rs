@@ -240,6 +240,7 @@ impl Outbound {
         // RFC 8689 §4.2.1: a host without REQUIRETLS is passed over for the next; only
         // when none has it does the message bounce.
         let mut all_lack_requiretls = required;
+        let mut all_lack_extension = !hosts.is_empty();
         for host in hosts {
             match self
                 .send_to(
@@ -259,7 +260,12 @@ impl Outbound {
             {
                 Ok(handed) => return Ok(handed),
                 Err(e) if e.permanent => return Err(e),
+                Err(e) if e.message.starts_with(NOT_OFFERED) => {
+                    all_lack_requiretls = false;
+                    last = DeliveryError::temporary(e.message[NOT_OFFERED.len()..].to_string());
+                }
                 Err(e) => {
+                    all_lack_extension = false;
                     all_lack_requiretls &= e.message.starts_with(NO_REQUIRETLS);
                     last = DeliveryError {
                         permanent: false,
@@ -268,7 +274,9 @@ impl Outbound {
                 }
             }
         }
-        last.permanent |= all_lack_requiretls;
+        // RFC 1870, 6152, 6531: no host takes it as it is, and waiting will not change
+        // what hosts offer often enough to hold it for days.
+        last.permanent |= all_lack_requiretls || all_lack_extension;
         Err(last)
     }
 
@@ -738,6 +746,11 @@ impl Outbound {
 /// every host fails so, the message bounces.
 const NO_REQUIRETLS: &str = "5.7.30";
 
+/// Marks a failure for want of an extension one MX host lacks (SIZE, SMTPUTF8, 8BITMIME
+/// where no copy will do): the next host may have it, and only when every one lacks it
+/// does the message fail, at once. Taken off before the reason is shown.
+const NOT_OFFERED: &str = "[not offered] ";
+
 /// What TLS a connection is held to: the MTA-STS policy (if any), the domain whose TLS
 /// report counts the session, and DANE when DNSSEC proved the MX hosts.
 #[derive(Clone, Copy)]
@@ -894,13 +907,14 @@ impl<'a> Copies<'a> {
             (!shape.eight_bit_body || offers.eight_bit_mime)
                 && (!shape.utf8_header || offers.smtputf8)
         };
-        // A line over 998 is sent to nobody when a copy without it exists (RFC 5321
-        // §4.5.3.1.6); where none does, the host may still take it (Postfix does).
+        // A line over 998 or a NUL is sent to nobody when a copy without it exists (RFC
+        // 5321 §4.5.3.1.6, RFC 2045 §2.8); where none does, the host may still take it
+        // (Postfix does).
         let copy = match self.seven_bit {
             Ok(Some(copy)) => Some((copy, Shape::of(copy))),
             _ => None,
         };
-        if takes(&original) && !original.long_lines {
+        if takes(&original) && !original.must_change() {
             return Ok(self.original);
         }
         if let Some((copy, shape)) = &copy
@@ -914,7 +928,7 @@ impl<'a> Copies<'a> {
         let best = copy.as_ref().map_or(&original, |(_, shape)| shape);
         let message = if best.utf8_header {
             format!(
-                "553 5.6.7 {name} does not offer SMTPUTF8, which the message needs for UTF-8 in its header that cannot be encoded (an address or a trace field)"
+                "{NOT_OFFERED}553 5.6.7 {name} does not offer SMTPUTF8, which the message needs for UTF-8 in its header that cannot be encoded (an address or a trace field)"
             )
         } else {
             let why = match self.seven_bit {
@@ -922,13 +936,10 @@ impl<'a> Copies<'a> {
                 Ok(_) => String::new(),
             };
             format!(
-                "554 5.6.3 {name} does not offer 8BITMIME, and the message's 8-bit content cannot be converted to 7 bits{why}"
+                "{NOT_OFFERED}554 5.6.3 {name} does not offer 8BITMIME, and the message's 8-bit content cannot be converted to 7 bits{why}"
             )
         };
-        Err(DeliveryError {
-            permanent: true,
-            message,
-        })
+        Err(DeliveryError::temporary(message))
     }
 }
 
@@ -1015,9 +1026,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     {
         let _ = client.cmd(b"QUIT\r\n").await;
         return Err(DeliveryError {
-            permanent: true,
+            permanent: false,
             message: format!(
-                "552 5.3.4 {name} takes messages of {limit} bytes at the most (SIZE in its EHLO), and this one is {} bytes",
+                "{NOT_OFFERED}552 5.3.4 {name} takes messages of {limit} bytes at the most (SIZE in its EHLO), and this one is {} bytes",
                 body.len()
             ),
         });
@@ -1027,9 +1038,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     if !offers.smtputf8 && (!t.from.is_ascii() || t.to.iter().any(|a| !a.is_ascii())) {
         let _ = client.cmd(b"QUIT\r\n").await;
         return Err(DeliveryError {
-            permanent: true,
+            permanent: false,
             message: format!(
-                "553 5.6.7 {name} does not offer SMTPUTF8, which the message's UTF-8 addresses need"
+                "{NOT_OFFERED}553 5.6.7 {name} does not offer SMTPUTF8, which the message's UTF-8 addresses need"
             ),
         });
     }

@@ -162,6 +162,13 @@ pub async fn check(
         && matches!(dmarc.policy(), Policy::Reject | Policy::Quarantine)
         && dmarc.dkim_result() != &DmarcResult::Pass;
     let mut arc_sets = Vec::new();
+    // The 7-bit copy of the message as it came, made once for every alias that forwards
+    // it unchanged (a message of many megabytes can take a while: off the worker thread).
+    let seven_bit = if sealers.is_empty() || friendly_from {
+        Ok(None)
+    } else {
+        crate::blocking::run(|| crate::mime::downgrade::downgrade(message))
+    };
     for sealer in sealers {
         // The seal covers the copy as it will leave: with the friendly From if it needs one.
         let rewritten =
@@ -174,9 +181,11 @@ pub async fn check(
         let Some(set) = set else {
             continue;
         };
-        let leaving = rewritten.as_deref().unwrap_or(message);
-        let set_7bit = match crate::mime::downgrade::downgrade(leaving) {
-            Ok(Some(copy)) => AuthenticatedMessage::parse(&copy)
+        let own_copy = rewritten
+            .as_deref()
+            .map(|r| crate::blocking::run(|| crate::mime::downgrade::downgrade(r)));
+        let set_7bit = match own_copy.as_ref().unwrap_or(&seven_bit) {
+            Ok(Some(copy)) => AuthenticatedMessage::parse(copy)
                 .and_then(|copy| seal(sealer, &copy, &results, &arc))
                 .unwrap_or_default(),
             _ => String::new(),

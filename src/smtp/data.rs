@@ -173,18 +173,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if deliveries.is_empty() {
             return Ok(None);
         }
-        // A long line at the MX is the sender's and is taken, to go on re-encoded
-        // (mime::downgrade); where that cannot shorten it, no next hop may be sent it, and
-        // the sender hears it now rather than in a bounce (RFC 5321 §4.5.3.1.6).
-        if deliveries.iter().any(|d| d.kind == DeliveryKind::Forward)
-            && let Some(why) = unforwardable_long_line(&body)
-        {
-            return Err((550, "5.6.0", why));
+        // A first line that continues a field before it would join the Received field
+        // added above it: the message would read differently here and at the next hop.
+        if matches!(body.first(), Some(b' ' | b'\t')) {
+            return Err((
+                550,
+                "5.6.0",
+                "The header section starts with a continuation line (RFC 5322 §2.2.3)".into(),
+            ));
         }
 
         // Results that claim to come from this server were not made here (RFC 8601 §5):
         // a sender could otherwise hand the mailbox owner a forged "dkim=pass".
         let body = strip_results_of(body, &self.ctx.hostname);
+        // A long line at the MX is the sender's and is taken, to go on re-encoded
+        // (mime::downgrade); where that cannot shorten it, no next hop may be sent it, and
+        // the sender hears it now rather than in a bounce (RFC 5321 §4.5.3.1.6).
+        if deliveries.iter().any(|d| d.kind == DeliveryKind::Forward)
+            && let Some(why) = crate::blocking::run(|| unforwardable_long_line(&body))
+        {
+            return Err((550, "5.6.0", why));
+        }
         let verdict = if self.is_submission() {
             // Submitted mail is the account's own: no arrival checks, but its From: must
             // be an address the account may use.
@@ -409,8 +418,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|c| if c.is_ascii() { c } else { '?' })
             .take(255)
             .collect();
+        // A UTF-8 recipient is left out: the copy forwarded to an ASCII address would
+        // need SMTPUTF8 for it alone.
         let for_clause = match envelope.rcpt_to.as_slice() {
-            [one] => format!("\r\n\tfor <{one}>"),
+            [one] if one.is_ascii() => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
         format!(

@@ -188,7 +188,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut kept: Vec<NewDelivery> = Vec::with_capacity(deliveries.len());
         let mut notes = Vec::new();
         for (mut d, (judgement, junk_forward)) in deliveries.drain(..).zip(judgements) {
-            d.prefix.push_str(&verdict.status_lines(judgement));
+            let lines = verdict.status_lines(judgement);
+            d.prefix.push_str(&lines);
+            d.prefix_7bit.push_str(&lines);
             if judgement == Judgement::Junk {
                 match (d.kind, junk_forward) {
                     (DeliveryKind::Mailbox, _) => d.folder = "Junk".into(),
