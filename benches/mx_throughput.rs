@@ -638,7 +638,7 @@ fn run_postfix(base: &Path, milter: Option<u16>, bench: &Bench) -> Run {
         postfix,
         postmap,
         base,
-        port,
+        &format!("127.0.0.1:{port}"),
         &postfix_main_cf(base, sink.port, milter),
         &[("virtual", &format!("{RECIPIENT} x@elsewhere.test\n"))],
     ) {

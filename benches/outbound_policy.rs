@@ -324,14 +324,21 @@ fn main() {
                 ];
                 let maps: Vec<(&str, &str)> = maps.iter().map(|(n, t)| (*n, t.as_str())).collect();
                 let name = format!("Postfix {version}, smtp_tls_security_level {level}");
-                match PostfixInstance::create(&postfix, &postmap, &base, port, &main_cf, &maps)
-                    .and_then(|p| {
-                        wait_for_port(port, START_TIMEOUT, || false)
-                            .then_some(())
-                            .ok_or_else(|| format!("did not listen: {}", p.log_tail(5)))?;
-                        let pid = p.master_pid().ok_or("no master.pid")?;
-                        Ok((p, pid))
-                    }) {
+                match PostfixInstance::create(
+                    &postfix,
+                    &postmap,
+                    &base,
+                    &format!("127.0.0.1:{port}"),
+                    &main_cf,
+                    &maps,
+                )
+                .and_then(|p| {
+                    wait_for_port(port, START_TIMEOUT, || false)
+                        .then_some(())
+                        .ok_or_else(|| format!("did not listen: {}", p.log_tail(5)))?;
+                    let pid = p.master_pid().ok_or("no master.pid")?;
+                    Ok((p, pid))
+                }) {
                     Ok((instance, pid)) => servers.push(Server {
                         name,
                         port,

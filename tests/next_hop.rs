@@ -3,6 +3,10 @@
 //! at once with a notice that says why.
 
 mod common;
+#[path = "../benches/support/postfix.rs"]
+mod postfix;
+#[path = "../benches/support/processes.rs"]
+mod processes;
 
 use std::path::Path;
 use std::time::Duration;
@@ -462,6 +466,203 @@ fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
     assert!(notice.contains("Status: 5.6.7"), "{notice}");
     assert!(
         notice.contains("mx.seven.test does not offer SMTPUTF8"),
+        "{notice}"
+    );
+    drop(dns);
+}
+
+/// Postfix as postfix.test's MX, on 127.0.27.7:25.
+const POSTFIX: u8 = 7;
+/// Where sender.test receives its notices in the Postfix test.
+const SENDER_MX_3: u8 = 11;
+/// The largest message the strict Postfix takes (SIZE in its EHLO).
+const POSTFIX_LIMIT: usize = 100_000;
+
+/// A private Postfix 3.7, strict as a receiver can be told to be: bare newlines refused,
+/// RFC 821 envelopes only, a size limit, and neither 8BITMIME nor SMTPUTF8 offered. It
+/// files friend@postfix.test's mail in a Maildir; returns it and its `new` directory.
+fn strict_postfix(base: &Path) -> (postfix::PostfixInstance, std::path::PathBuf) {
+    let (postfix_bin, postmap) = (
+        postfix::find_tool("postfix").expect("postfix (scripts/test installs it)"),
+        postfix::find_tool("postmap").expect("postmap"),
+    );
+    let (uid, gid) = processes::user_ids("postfix").expect("the postfix user");
+    let mail = base.join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    processes::chown(&mail, uid, gid).unwrap();
+    let b = base.display();
+    let main_cf = format!(
+        "{}myhostname = mx.postfix.test
+virtual_alias_domains =
+virtual_alias_maps =
+virtual_mailbox_domains = postfix.test
+virtual_mailbox_base = {b}/mail
+virtual_mailbox_maps = hash:{b}/etc/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
+smtpd_forbid_bare_newline = yes
+strict_rfc821_envelopes = yes
+message_size_limit = {POSTFIX_LIMIT}
+smtpd_discard_ehlo_keywords = 8bitmime, smtputf8
+",
+        postfix::base_main_cf(base)
+    );
+    let instance = postfix::PostfixInstance::create(
+        &postfix_bin,
+        &postmap,
+        base,
+        &format!("{}:25", a(POSTFIX)),
+        &main_cf,
+        &[("vmailbox", "friend@postfix.test friend/\n")],
+    )
+    .unwrap_or_else(|e| panic!("a private Postfix: {e}"));
+    (instance, mail.join("friend/new"))
+}
+
+/// The strict Postfix as the next hop: what it does not offer is not declared, long lines
+/// and 8-bit and UTF-8 go re-encoded and verify, an oversized message fails at once with
+/// its limit, and a UTF-8 address with 5.6.7.
+#[test]
+fn a_strict_postfix_next_hop_gets_what_it_takes() {
+    let w = Workspace::new("");
+    let zones = [
+        (
+            "sender.test".to_string(),
+            zone(
+                "sender.test",
+                &format!("@ MX 10 mx\nmx A {}\n", a(SENDER_MX_3)),
+            ),
+        ),
+        (
+            "postfix.test".to_string(),
+            zone(
+                "postfix.test",
+                &format!("@ MX 10 mx\nmx A {}\n", a(POSTFIX)),
+            ),
+        ),
+    ];
+    let zones: Vec<(&str, &str)> = zones
+        .iter()
+        .map(|(n, z)| (n.as_str(), z.as_str()))
+        .collect();
+    let (dns, dns_port) = knot(w.path(), &zones);
+    let postfix_dir = w.path().join("postfix");
+    let (postfix, maildir) = strict_postfix(&postfix_dir);
+    let (_s11, sender) = mx_sink_with(&w, &a(SENDER_MX_3), None, false, &[]);
+
+    let mx = free_port();
+    let mut spec = format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
+    );
+    for alias in ["long", "latin", "names", "big"] {
+        spec.push_str(&format!(
+            "[domains.\"example.test\".aliases.{alias}]\nforward = [\"friend@postfix.test\"]\n\n"
+        ));
+    }
+    spec.push_str(
+        "[domains.\"example.test\".aliases.utf8]\nforward = [\"fr\u{ef}end@postfix.test\"]\n\n",
+    );
+    w.write_spec(&spec);
+    let server = w.serve(mx);
+
+    let long = message(
+        &w,
+        "long",
+        "Subject: one long line\r\n",
+        &format!("{}\r\nshort\r\n", "word ".repeat(400)),
+    );
+    let latin = message(
+        &w,
+        "latin",
+        "Subject: 8-bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        "Schöne Grüße aus Köln, wir sehen uns bald wieder!\r\n",
+    );
+    let names = message(
+        &w,
+        "names",
+        "Subject: Grüße aus Köln\r\nCc: Zoë Ünal <zoe@sender.test>\r\n",
+        "Hello\r\n",
+    );
+    let line = format!("{}\r\n", "x".repeat(76));
+    let big = message(&w, "big", "Subject: big\r\n", &line.repeat(1_400));
+    let utf8 = message(&w, "utf8", "Subject: to a UTF-8 address\r\n", "Hello\r\n");
+    for (alias, file) in [
+        ("long", &long),
+        ("latin", &latin),
+        ("names", &names),
+        ("big", &big),
+        ("utf8", &utf8),
+    ] {
+        send(&w, mx, &format!("{alias}@example.test"), file);
+    }
+
+    let arrived = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&maildir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || arrived().len() == 3),
+        "three messages should reach Postfix: {}\n{}",
+        server.log_text(),
+        postfix.log_tail(30)
+    );
+    let txt = common::dkim_txt(&w);
+    for (name, sent) in [("long", &long), ("latin", &latin), ("names", &names)] {
+        let got = arrived()
+            .into_iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .find(|m| m.contains(&format!("Message-ID: <{name}@sender.test>")))
+            .unwrap_or_else(|| panic!("{name} did not reach Postfix"));
+        // Postfix's Maildir has LF line ends; the message as it came had CRLF.
+        let copy = w.path().join(format!("{name}.postfix"));
+        std::fs::write(&copy, got.replace('\n', "\r\n")).unwrap();
+        let same = python_peer_run(
+            "mime_same.py",
+            &[sent.to_str().unwrap(), copy.to_str().unwrap()],
+            w.path(),
+        );
+        assert!(same.code == 0, "{name}: {}\n{got}", same.stdout);
+        let dkim = common::dkimpy("dkim", &copy, &[&txt]);
+        assert!(
+            dkim.stdout.contains("PASS example.test ferrymail"),
+            "{name}: {}\n{got}",
+            dkim.stdout
+        );
+        let arc = common::dkimpy("arc", &copy, &[&txt]);
+        assert!(
+            arc.stdout.starts_with("pass"),
+            "{name}: ARC {}\n{got}",
+            arc.stdout
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&sender).len() == 2),
+        "two notices should reach sender.test: {}",
+        server.log_text()
+    );
+    let notices = received(&sender);
+    let about = |subject: &str| {
+        notices
+            .iter()
+            .find(|n| n.content.contains(subject))
+            .unwrap_or_else(|| panic!("no notice about {subject}"))
+            .content
+            .clone()
+    };
+    let notice = about("Subject: big");
+    assert!(notice.contains("Status: 5.3.4"), "{notice}");
+    assert!(
+        notice.contains(&format!(
+            "mx.postfix.test takes messages of {POSTFIX_LIMIT} bytes at the most"
+        )),
+        "{notice}"
+    );
+    let notice = about("Subject: to a UTF-8 address");
+    assert!(notice.contains("Status: 5.6.7"), "{notice}");
+    assert!(
+        notice.contains("mx.postfix.test does not offer SMTPUTF8"),
         "{notice}"
     );
     drop(dns);

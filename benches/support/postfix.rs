@@ -1,4 +1,4 @@
-//! A private Postfix instance for the benches: its own main.cf, master.cf and queue in a
+//! A private Postfix instance for the benches and tests: its own main.cf, master.cf and queue in a
 //! temporary directory, started as root and stopped when dropped.
 #![allow(dead_code)]
 
@@ -46,10 +46,10 @@ maillog_file = {b}/postfix.log
 }
 
 /// master.cf: Postfix 3.7's standard services, no chroot (the instance lives in a temp
-/// dir), smtpd on the bench's port.
-pub fn postfix_master_cf(port: u16) -> String {
+/// dir), smtpd on `listen` ("127.0.0.1:2525").
+pub fn postfix_master_cf(listen: &str) -> String {
     format!(
-        "127.0.0.1:{port} inet n - n - - smtpd
+        "{listen} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -95,7 +95,7 @@ impl PostfixInstance {
         postfix: &Path,
         postmap: &Path,
         base: &Path,
-        port: u16,
+        listen: &str,
         main_cf: &str,
         maps: &[(&str, &str)],
     ) -> Result<Self, String> {
@@ -116,7 +116,7 @@ impl PostfixInstance {
         chown(&base.join("lib"), uid, gid)?;
         let etc = base.join("etc");
         fs::write(etc.join("main.cf"), main_cf).map_err(|e| e.to_string())?;
-        fs::write(etc.join("master.cf"), postfix_master_cf(port)).map_err(|e| e.to_string())?;
+        fs::write(etc.join("master.cf"), postfix_master_cf(listen)).map_err(|e| e.to_string())?;
         let mut instance = PostfixInstance {
             postfix: postfix.to_path_buf(),
             base: base.to_path_buf(),
