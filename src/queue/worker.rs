@@ -675,7 +675,7 @@ impl Worker {
             // No scripts: where it would have gone.
             Ran::Plain => {
                 return self
-                    .file(folder, vec![plain(body)], quota, mailbox)
+                    .file(folder, vec![plain(body)], quota, mailbox, &d.mail_from)
                     .await
                     .map(|()| String::new());
             }
@@ -685,7 +685,7 @@ impl Worker {
                 tracing::warn!(account = d.target, delivery = d.id, "Sieve: {e}; kept");
                 let mut message = sieve_error_line(&e).into_bytes();
                 message.extend_from_slice(&body);
-                self.file(folder, vec![plain(message)], quota, mailbox)
+                self.file(folder, vec![plain(message)], quota, mailbox, &d.mail_from)
                     .await?;
                 return Ok(format!("Sieve error, kept: {e}"));
             }
@@ -759,7 +759,8 @@ impl Worker {
                 }
             }
         }
-        self.file(folder, carried.filings, quota, mailbox).await?;
+        self.file(folder, carried.filings, quota, mailbox, &d.mail_from)
+            .await?;
         // Only now is the message safe: a retry before this must not find its own ids
         // (a `duplicate` test would discard it).
         filter::remember(self.cache.as_ref(), &d.target, &carried.remember);
@@ -794,10 +795,14 @@ impl Worker {
         filings: Vec<Filing>,
         quota: Option<u64>,
         mut mailbox: crate::mailbox::Mailbox,
+        mail_from: &str,
     ) -> Result<(), DeliveryError> {
         if filings.is_empty() {
             return Ok(());
         }
+        // RFC 5321 §4.4: the final delivery writes the envelope's reverse path on top
+        // (as Dovecot's LDA does); it is not passed on (Sieve redirects what came).
+        let return_path = format!("Return-Path: <{mail_from}>\r\n");
         let filed = tokio::task::spawn_blocking(move || {
             let mut filed = Vec::new();
             for filing in filings {
@@ -817,7 +822,10 @@ impl Worker {
                     continue;
                 }
                 filed.push(folder.id);
-                mailbox.append(&folder, &filing.message, &filing.flags, now_unix(), quota)?;
+                let mut message = Vec::with_capacity(return_path.len() + filing.message.len());
+                message.extend_from_slice(return_path.as_bytes());
+                message.extend_from_slice(&filing.message);
+                mailbox.append(&folder, &message, &filing.flags, now_unix(), quota)?;
             }
             Ok::<_, MailboxError>(())
         })
