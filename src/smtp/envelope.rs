@@ -324,21 +324,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 >= per_hour
     }
 
-    fn accept(&mut self, mut accepted: Accepted) {
-        // A chain through this server's domains is held to the smallest limit on it: the
-        // message is refused here rather than bounced by the last of them.
+    /// The largest message a recipient whose own limit is `limit` takes: a chain through
+    /// this server's domains is held to the smallest limit on it, so the message is
+    /// refused at once rather than bounced by the last of them.
+    pub(super) fn chain_max_size(&self, limit: u64, deliveries: &[NewDelivery]) -> u64 {
         let snapshot = self.ctx.snapshot.get();
-        for d in &accepted.deliveries {
-            let limit = d
-                .alias
-                .rsplit_once('@')
-                .and_then(|(_, domain)| normalize_domain(domain).ok())
-                .and_then(|domain| snapshot.domains.get(&domain))
-                .map(|settings| settings.max_message_size);
-            if let Some(limit) = limit {
-                accepted.max_size = accepted.max_size.min(limit);
-            }
-        }
+        deliveries
+            .iter()
+            .filter_map(|d| {
+                d.alias
+                    .rsplit_once('@')
+                    .and_then(|(_, domain)| normalize_domain(domain).ok())
+                    .and_then(|domain| snapshot.domains.get(&domain))
+                    .map(|settings| settings.max_message_size)
+            })
+            .fold(limit, u64::min)
+    }
+
+    fn accept(&mut self, mut accepted: Accepted) {
+        accepted.max_size = self.chain_max_size(accepted.max_size, &accepted.deliveries);
         // RFC 1870 §6: a size declared over the limit is refused now, not after the data.
         if self.state.declared_size > accepted.max_size {
             let text = format!(

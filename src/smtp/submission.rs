@@ -224,6 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .unwrap_or_default();
         let snapshot = self.ctx.snapshot.get();
         let mut deliveries = Vec::new();
+        let mut max_size = self.ctx.max_message_size;
         if let Some(settings) = snapshot.domains.get(&domain) {
             let resolution = match snapshot.resolve(&address) {
                 Ok(Some(r)) => r,
@@ -254,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if deliveries.is_empty() {
                 return self.reply(550, "5.1.1", "No such user here");
             }
-            let _ = settings;
+            max_size = self.chain_max_size(settings.max_message_size, &deliveries);
         } else {
             // Signed and sent as the sender's domain (its DKIM key, no SRS).
             deliveries.push(NewDelivery {
@@ -268,13 +269,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 dsn: Dsn::default(),
             });
         }
+        // RFC 1870 §6: a size declared over the limit is refused now, not after the data.
+        if self.state.declared_size > max_size {
+            let text = format!(
+                "Message too big for this recipient: it takes {max_size} bytes at the most"
+            );
+            return self.reply(552, "5.3.4", &text);
+        }
         for d in &mut deliveries {
             d.dsn = dsn.clone();
         }
         self.state.rcpts.push(Accepted {
             address,
             deliveries,
-            max_size: self.ctx.max_message_size,
+            max_size,
             reject_spf_fail: false,
             reject_dmarc_fail: false,
             allowlisted: true,
