@@ -60,6 +60,15 @@ forward = ["me@example.test"]
 
 [domains."example.test".aliases.boss]
 forward = ["other@example.test"]
+
+[domains."example.test".aliases.tosmall]
+forward = ["x@small.example"]
+
+[domains."small.example"]
+max_message_size = "10KB"
+
+[domains."small.example".aliases.x]
+forward = ["me@example.test"]
 "#
     ));
     let sink_dir = w.path().join("sink");
@@ -431,4 +440,33 @@ fn an_account_over_its_sending_limit_is_refused() {
         ]
         .map(|(f, t)| (f.to_string(), t.to_string()))
     );
+}
+
+/// A declared size over the smallest limit of a chain through this server's domains is
+/// refused at RCPT, as at the MX: not taken, then bounced by the chain's last domain.
+#[test]
+fn a_declared_size_over_a_chains_limit_is_refused_at_rcpt() {
+    let s = setup();
+    let rcpt = |to: &str| {
+        common::python_peer_run(
+            "submit_size.py",
+            &[
+                &s.port.to_string(),
+                "me@example.test",
+                "quickstart",
+                "me@example.test",
+                to,
+                "20000",
+            ],
+            s.w.path(),
+        )
+        .stdout
+    };
+    let small = rcpt("tosmall@example.test");
+    assert!(
+        small.starts_with("552 5.3.4 Message too big for this recipient: it takes 10000 bytes"),
+        "{small}"
+    );
+    let direct = rcpt("other@example.test");
+    assert!(direct.starts_with("250"), "{direct}");
 }

@@ -274,9 +274,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // RFC 3463 4.2.2: the mailbox may have room later.
                     return self.refuse_rcpt(&address, 452, "4.2.2", "Mailbox full");
                 }
+                let max_size = self.chain_max_size(policy.max_size, &seen);
                 self.accept(Accepted {
                     address,
                     deliveries,
+                    max_size,
                     ..policy
                 });
             }
@@ -324,15 +326,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 >= per_hour
     }
 
-    /// The largest message a recipient whose own limit is `limit` takes: a chain through
-    /// this server's domains is held to the smallest limit on it, so the message is
-    /// refused at once rather than bounced by the last of them.
-    pub(super) fn chain_max_size(&self, limit: u64, deliveries: &[NewDelivery]) -> u64 {
+    /// The largest message a recipient whose own limit is `limit` takes, when its mail
+    /// goes through `chain` (the addresses of this server's domains `expand` followed):
+    /// held to the smallest limit on it, the message is refused at once rather than
+    /// bounced by the last of them.
+    pub(super) fn chain_max_size(&self, limit: u64, chain: &[String]) -> u64 {
         let snapshot = self.ctx.snapshot.get();
-        deliveries
+        chain
             .iter()
-            .filter_map(|d| {
-                d.alias
+            .filter_map(|address| {
+                address
                     .rsplit_once('@')
                     .and_then(|(_, domain)| normalize_domain(domain).ok())
                     .and_then(|domain| snapshot.domains.get(&domain))
@@ -342,7 +345,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn accept(&mut self, mut accepted: Accepted) {
-        accepted.max_size = self.chain_max_size(accepted.max_size, &accepted.deliveries);
         // RFC 1870 §6: a size declared over the limit is refused now, not after the data.
         if self.state.declared_size > accepted.max_size {
             let text = format!(

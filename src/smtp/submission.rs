@@ -250,12 +250,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         0,
                         &mut deliveries,
                     );
+                    max_size = self.chain_max_size(settings.max_message_size, &seen);
                 }
             }
             if deliveries.is_empty() {
                 return self.reply(550, "5.1.1", "No such user here");
             }
-            max_size = self.chain_max_size(settings.max_message_size, &deliveries);
         } else {
             // Signed and sent as the sender's domain (its DKIM key, no SRS).
             deliveries.push(NewDelivery {
