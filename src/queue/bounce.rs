@@ -119,12 +119,37 @@ pub fn report(notice: &Notice<'_>) -> Vec<u8> {
         per_message.push_str(&format!("Original-Envelope-Id: {}\r\n", xtext(envid)));
     }
     per_message.push_str(&format!("Arrival-Date: {}\r\n", date(notice.arrival)));
+    // RFC 6533: UTF-8 addresses are reported with the utf-8 address type, in a
+    // message/global-delivery-status; a returned header with UTF-8 in it is
+    // message/global(-headers). Each may then be re-encoded for a 7-bit next hop.
+    let utf8_addresses = !recipient.is_ascii() || notice.orcpt.is_some_and(|o| !o.is_ascii());
+    let status_type = if utf8_addresses {
+        "message/global-delivery-status"
+    } else {
+        "message/delivery-status"
+    };
+    let address_type = |address: &str| {
+        if address.is_ascii() {
+            "rfc822"
+        } else {
+            "utf-8"
+        }
+    };
     let mut per_recipient = String::new();
     if let Some(orcpt) = notice.orcpt {
-        per_recipient.push_str(&format!("Original-Recipient: rfc822; {}\r\n", xtext(orcpt)));
+        let orcpt_text = if orcpt.is_ascii() {
+            xtext(orcpt)
+        } else {
+            orcpt.to_string()
+        };
+        per_recipient.push_str(&format!(
+            "Original-Recipient: {}; {orcpt_text}\r\n",
+            address_type(orcpt)
+        ));
     }
     per_recipient.push_str(&format!(
-        "Final-Recipient: rfc822; {recipient}\r\nAction: {}\r\nStatus: {status}\r\n",
+        "Final-Recipient: {}; {recipient}\r\nAction: {}\r\nStatus: {status}\r\n",
+        address_type(recipient),
         notice.action.name()
     ));
     if !reason.is_empty() {
@@ -135,10 +160,12 @@ pub fn report(notice: &Notice<'_>) -> Vec<u8> {
         per_recipient.push_str(&format!("Will-Retry-Until: {}\r\n", date(until)));
     }
     let full = notice.full && notice.action == Action::Failed;
-    let returned_type = if full {
-        "message/rfc822"
-    } else {
-        "text/rfc822-headers"
+    let utf8_header = !headers_of(notice.original).is_ascii();
+    let returned_type = match (full, utf8_header) {
+        (true, false) => "message/rfc822",
+        (true, true) => "message/global",
+        (false, false) => "text/rfc822-headers",
+        (false, true) => "message/global-headers",
     };
     let mut out = format!(
         "From: Mail Delivery System <mailer-daemon@{domain}>\r\n\
@@ -158,7 +185,7 @@ pub fn report(notice: &Notice<'_>) -> Vec<u8> {
          {human}\r\n\
          \r\n\
          --{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
+         Content-Type: {status_type}\r\n\
          \r\n\
          {per_message}\
          \r\n\
@@ -248,6 +275,30 @@ mod tests {
             is_auto_submitted(text.as_bytes()),
             "a bounce must never be bounced"
         );
+    }
+
+    #[test]
+    fn utf8_addresses_and_headers_are_reported_as_rfc_6533_says() {
+        let original = "Subject: Grüße\r\n\r\nKöln".as_bytes();
+        let mut n = notice(Action::Failed, original, true);
+        n.recipient = "jürgen@d.test";
+        let text = String::from_utf8(report(&n)).unwrap();
+        assert!(text.contains("Content-Type: message/global-delivery-status\r\n"));
+        assert!(text.contains("Final-Recipient: utf-8; jürgen@d.test\r\n"));
+        assert!(text.contains("Original-Recipient: rfc822; first+20hop@c.test\r\n"));
+        assert!(text.contains("Content-Type: message/global\r\n\r\nSubject: Grüße"));
+        n.full = false;
+        let text = String::from_utf8(report(&n)).unwrap();
+        assert!(text.contains("Content-Type: message/global-headers\r\n"));
+        // Everything ASCII: as before.
+        let plain = String::from_utf8(report(&notice(
+            Action::Failed,
+            b"Subject: x\r\n\r\nb",
+            true,
+        )))
+        .unwrap();
+        assert!(plain.contains("Content-Type: message/delivery-status\r\n"));
+        assert!(plain.contains("Content-Type: message/rfc822\r\n"));
     }
 
     #[test]
