@@ -298,7 +298,8 @@ fn a_declared_script_files_rejects_redirects_and_the_vacation_responder_answers_
         .find(|m| m.contains("Subject: broken thing"))
         .expect("the message the script failed on is kept");
     assert!(
-        broken.starts_with("X-Sieve-Error: no script named \"missing\""),
+        broken.starts_with("Return-Path: <")
+            && broken.contains("\r\nX-Sieve-Error: no script named \"missing\""),
         "{broken}"
     );
     assert!(
@@ -722,7 +723,8 @@ fn a_failing_user_script_leaves_the_operators_filing_in_place() {
     );
     let filed = String::from_utf8_lossy(&w.folder("me@example.test", "Quarantine")[0]).into_owned();
     assert!(
-        filed.starts_with("X-Sieve-Error: no script named \"gone\""),
+        filed.starts_with("Return-Path: <")
+            && filed.contains("\r\nX-Sieve-Error: no script named \"gone\""),
         "{filed}"
     );
     assert!(w.folder("me@example.test", "Mine").is_empty());
