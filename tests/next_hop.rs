@@ -667,3 +667,49 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
     );
     drop(dns);
 }
+
+/// The MX hosts of two.test: the first lacks SMTPUTF8, the second has it.
+const TWO_FIRST: u8 = 12;
+const TWO_SECOND: u8 = 13;
+
+/// One MX host that lacks what the message needs does not decide for the others (RFC
+/// 5321 §5.1: the next is tried): the UTF-8 address reaches the one that offers SMTPUTF8.
+#[test]
+fn a_host_without_an_extension_is_passed_over_for_the_next() {
+    let w = Workspace::new("");
+    let zones = [(
+        "two.test".to_string(),
+        zone(
+            "two.test",
+            &format!(
+                "@ MX 10 mx1\n@ MX 20 mx2\nmx1 A {}\nmx2 A {}\n",
+                a(TWO_FIRST),
+                a(TWO_SECOND)
+            ),
+        ),
+    )];
+    let zones: Vec<(&str, &str)> = zones
+        .iter()
+        .map(|(n, z)| (n.as_str(), z.as_str()))
+        .collect();
+    let (dns, dns_port) = knot(w.path(), &zones);
+    let (_s1, first) = mx_sink_with(&w, &a(TWO_FIRST), None, false, &["--no-smtputf8"]);
+    let (_s2, second) = mx_sink_with(&w, &a(TWO_SECOND), None, false, &[]);
+    let mx = free_port();
+    w.write_spec(&format!(
+        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n\
+         [domains.\"example.test\".aliases.two]\nforward = [\"fr\u{ef}end@two.test\"]\n"
+    ));
+    let server = w.serve(mx);
+    let plain = message(&w, "two", "Subject: to a UTF-8 address\r\n", "Hello\r\n");
+    send(&w, mx, "two@example.test", &plain);
+    assert!(
+        wait_for(Duration::from_secs(30), || received(&second).len() == 1),
+        "the second MX host should get it: {}",
+        server.log_text()
+    );
+    assert!(received(&first).is_empty());
+    let opts = std::fs::read_to_string(second.join("0.opts")).unwrap();
+    assert!(opts.contains("SMTPUTF8"), "{opts}");
+    drop(dns);
+}

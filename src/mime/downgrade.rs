@@ -215,12 +215,13 @@ fn entity(raw: &[u8], depth: usize, untyped: Untyped, out: &mut Vec<u8>) -> Resu
         return Ok(());
     }
     let plan = match (&kind, encoding) {
-        // Multipart and message/rfc822 bodies cannot be encoded (RFC 2045 §6.4), whatever
-        // their label says (readers ignore it): their parts are.
-        (Kind::Multipart { .. } | Kind::Message, _) if depth >= MAX_DEPTH => {
+        // Multipart and message/rfc822 bodies cannot be encoded (RFC 2045 §6.4): their
+        // parts are. A multipart's label is ignored by readers; an attached message
+        // labelled encoded anyway is decoded by them, so it is mended as its label says.
+        (Kind::Multipart { .. }, _) | (Kind::Message, Encoding::Identity) if depth >= MAX_DEPTH => {
             return Err(Cannot::TooDeep);
         }
-        (Kind::Multipart { .. } | Kind::Message, _) => Plan::Container,
+        (Kind::Multipart { .. }, _) | (Kind::Message, Encoding::Identity) => Plan::Container,
         (Kind::Opaque(what), _) => return Err(Cannot::Unencodable(what.clone())),
         (Kind::Leaf { text }, Encoding::Identity) => {
             // Text stays readable in quoted-printable unless base64 is the smaller (QP
@@ -328,8 +329,11 @@ fn delimiter_lines(body: &[u8], boundary: &[u8]) -> Vec<Delimiter> {
             continue;
         }
         let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |p| start + p + 1);
-        let line = &body[start..end];
-        let rest = &line[dashed.len()..];
+        // A boundary with a line break in it (RFC 2231 lets a parameter spell one) is
+        // no delimiter: the line ends inside it.
+        let Some(rest) = body[start..end].get(dashed.len()..) else {
+            continue;
+        };
         let rest = rest.strip_suffix(b"\r\n").unwrap_or(rest);
         if rest.starts_with(b"--") {
             found.push(Delimiter {
@@ -911,5 +915,29 @@ mod tests {
         assert!(matches!(downgrade(raw), Err(Cannot::Unencodable(_))));
         let raw = b"Content-Type: multipart/mixed\r\n\r\n\xe9\r\n";
         assert!(matches!(downgrade(raw), Err(Cannot::Unencodable(_))));
+    }
+
+    #[test]
+    fn a_boundary_spelling_a_line_break_is_no_delimiter_and_no_panic() {
+        let raw = b"Content-Type: multipart/mixed; boundary*=us-ascii''a%0D%0Ab\r\n\r\n--a\r\nb: x\r\n\r\n\xe9\r\n--a\r\nb--\r\n";
+        let _ = downgrade(raw);
+    }
+
+    #[test]
+    fn an_attached_message_labelled_base64_is_mended_not_opened() {
+        let mut raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        let mut inner = Vec::new();
+        encode::base64_lines(b"Subject: inner\r\n\r\nhello\r\n", &mut inner);
+        raw.extend(inner.iter().copied().filter(|b| *b != b'\r' && *b != b'\n'));
+        raw.extend(std::iter::repeat_n(b'Q', 1_200));
+        raw.extend_from_slice(b"\r\n--b--\r\n");
+        let copy = String::from_utf8(downgrade(&raw).unwrap().unwrap()).unwrap();
+        assert!(
+            copy.contains(
+                "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            ),
+            "{copy}"
+        );
+        assert!(!Shape::of(copy.as_bytes()).long_lines);
     }
 }

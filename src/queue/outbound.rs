@@ -236,11 +236,12 @@ impl Outbound {
                 ),
             });
         }
-        let mut last = DeliveryError::temporary("no host to deliver to");
-        // RFC 8689 §4.2.1: a host without REQUIRETLS is passed over for the next; only
-        // when none has it does the message bounce.
-        let mut all_lack_requiretls = required;
-        let mut all_lack_extension = !hosts.is_empty();
+        // RFC 8689 §4.2.1, RFC 1870, 6152, 6531: a host that lacks what the message needs
+        // (REQUIRETLS, SMTPUTF8, 8BITMIME where no copy will do, a large enough SIZE) is
+        // passed over for the next. When every host lacks something, waiting will not
+        // change that often enough to hold the message for days: it fails at once.
+        let mut all_lack = !hosts.is_empty();
+        let (mut lacking, mut other) = (None, None);
         for host in hosts {
             match self
                 .send_to(
@@ -261,23 +262,24 @@ impl Outbound {
                 Ok(handed) => return Ok(handed),
                 Err(e) if e.permanent => return Err(e),
                 Err(e) if e.message.starts_with(NOT_OFFERED) => {
-                    all_lack_requiretls = false;
-                    last = DeliveryError::temporary(e.message[NOT_OFFERED.len()..].to_string());
+                    lacking = Some(e.message[NOT_OFFERED.len()..].to_string());
+                }
+                Err(e) if required && e.message.starts_with(NO_REQUIRETLS) => {
+                    lacking = Some(format!("{host}: {}", e.message));
                 }
                 Err(e) => {
-                    all_lack_extension = false;
-                    all_lack_requiretls &= e.message.starts_with(NO_REQUIRETLS);
-                    last = DeliveryError {
-                        permanent: false,
-                        message: format!("{host}: {}", e.message),
-                    }
+                    all_lack = false;
+                    other = Some(format!("{host}: {}", e.message));
                 }
             }
         }
-        // RFC 1870, 6152, 6531: no host takes it as it is, and waiting will not change
-        // what hosts offer often enough to hold it for days.
-        last.permanent |= all_lack_requiretls || all_lack_extension;
-        Err(last)
+        // While the message waits, the reason shown (and its status in a delay notice)
+        // is a host that may take it later, not one that never will.
+        let message = if all_lack { lacking } else { other.or(lacking) };
+        Err(DeliveryError {
+            permanent: all_lack,
+            message: message.unwrap_or_else(|| "no host to deliver to".to_string()),
+        })
     }
 
     /// The MX hosts of the recipients' domain, in preference order, and whether DNSSEC
@@ -899,8 +901,8 @@ impl<'a> Copies<'a> {
         }
     }
 
-    /// The copy a next hop with these offers can take; Err, permanent, when none: waiting
-    /// does not change what a host offers often enough to hold mail for it.
+    /// The copy a next hop with these offers can take; Err (marked NOT_OFFERED) when none:
+    /// `send` tries the next host, and fails the message once every host lacks something.
     fn for_host(&self, name: &str, offers: &Offers) -> Result<&'a [u8], DeliveryError> {
         let original = Shape::of(self.original);
         let takes = |shape: &Shape| {

@@ -108,6 +108,17 @@ fn sieve_error_line(e: &RunError) -> String {
 /// as junk or its X-Spam-Status says Yes; else its score against the threshold the
 /// filter wrote beside it (SpamAssassin's reading of "score=S required=R"); unknown when
 /// no filter looked.
+/// The Return-Path field the final delivery writes for a reverse path, without the
+/// characters that would make it malformed (controls, and the angle brackets a quoted
+/// local part may hold). The quota check at DATA counts it.
+pub fn return_path(mail_from: &str) -> String {
+    let clean: String = mail_from
+        .chars()
+        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
+        .collect();
+    format!("Return-Path: <{clean}>\r\n")
+}
+
 fn spam_judgement(folder: &str, prefix: &str) -> SpamStatus {
     if folder == "Junk" {
         return SpamStatus::Spam;
@@ -802,7 +813,7 @@ impl Worker {
         }
         // RFC 5321 §4.4: the final delivery writes the envelope's reverse path on top
         // (as Dovecot's LDA does); it is not passed on (Sieve redirects what came).
-        let return_path = format!("Return-Path: <{mail_from}>\r\n");
+        let return_path = return_path(mail_from);
         let filed = tokio::task::spawn_blocking(move || {
             let mut filed = Vec::new();
             for filing in filings {

@@ -241,13 +241,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(None);
         }
         message.extend_from_slice(&body);
-        // The quota counts the message as stored, trace headers included.
+        // The quota counts the message as stored: trace headers and the Return-Path the
+        // filing writes included.
+        let stored =
+            (message.len() + crate::queue::worker::return_path(&envelope.mail_from).len()) as u64;
         let too_big = deliveries.iter().any(|d| {
             d.kind == DeliveryKind::Mailbox
                 && self
                     .ctx
                     .quota(&d.target)
-                    .is_some_and(|(used, quota)| used + message.len() as u64 > quota)
+                    .is_some_and(|(used, quota)| used + stored > quota)
         });
         if too_big {
             return Err((
