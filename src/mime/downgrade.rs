@@ -55,6 +55,11 @@ impl Shape {
     }
 }
 
+fn has_bare_line_ending(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', data).any(|at| at == 0 || data[at - 1] != b'\r')
+        || memchr::memchr_iter(b'\r', data).any(|at| data.get(at + 1) != Some(&b'\n'))
+}
+
 fn has_long_line(data: &[u8]) -> bool {
     let mut start = 0;
     for at in memchr::memchr_iter(b'\n', data) {
@@ -79,6 +84,9 @@ pub enum Cannot {
         "a {0} part, which may not be encoded (RFC 2046 §5.2), has 8-bit data or lines over 998"
     )]
     Unencodable(String),
+    /// Mail is refused with one at DATA; the copy's lines are CRLF's, as the parsers' are.
+    #[error("it has a CR or LF that is not part of a CRLF")]
+    BareLineEnding,
 }
 
 /// The 7-bit copy: None when it would be the same bytes (nothing to change, or nothing
@@ -87,6 +95,9 @@ pub enum Cannot {
 pub fn downgrade(raw: &[u8]) -> Result<Option<Vec<u8>>, Cannot> {
     if Shape::of(raw).seven_bit_safe() {
         return Ok(None);
+    }
+    if has_bare_line_ending(raw) {
+        return Err(Cannot::BareLineEnding);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 2);
     entity(raw, 0, Untyped::text(), &mut out)?;
@@ -939,5 +950,17 @@ mod tests {
             "{copy}"
         );
         assert!(!Shape::of(copy.as_bytes()).long_lines);
+    }
+
+    #[test]
+    fn bare_line_endings_get_no_copy() {
+        assert_eq!(
+            downgrade(b"Subject: x\r\n\r\n\xe9\n"),
+            Err(Cannot::BareLineEnding)
+        );
+        assert_eq!(
+            downgrade(b"Subject: x\r\n\r\n\xe9\r"),
+            Err(Cannot::BareLineEnding)
+        );
     }
 }

@@ -57,24 +57,6 @@ enum Next {
     StartTls,
 }
 
-/// A multi-line response body: lines starting with "." get another one (RFC 1939 §3).
-fn dot_stuffed(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 16);
-    let mut line_start = true;
-    for &b in data {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 /// The header, the blank line and the first `lines` lines of the body (TOP).
 fn top(message: &[u8], lines: usize) -> &[u8] {
     let body_start = message
@@ -378,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             None => &body[..],
                         };
                         let mut out = format!("+OK {} octets\r\n", body.len()).into_bytes();
-                        out.extend_from_slice(&dot_stuffed(part));
+                        out.extend_from_slice(&crate::smtp::dot::stuffed(part));
                         self.send(&out).await;
                         Next::Continue
                     }
@@ -541,10 +523,13 @@ mod tests {
     #[test]
     fn dot_stuffing_and_top() {
         assert_eq!(
-            dot_stuffed(b"a\r\n.b\r\n..\r\n"),
+            crate::smtp::dot::stuffed(b"a\r\n.b\r\n..\r\n"),
             b"a\r\n..b\r\n...\r\n.\r\n"
         );
-        assert_eq!(dot_stuffed(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(
+            crate::smtp::dot::stuffed(b"no newline"),
+            b"no newline\r\n.\r\n"
+        );
         let m = b"Subject: x\r\n\r\none\r\ntwo\r\nthree\r\n";
         assert_eq!(top(m, 0), b"Subject: x\r\n\r\n");
         assert_eq!(top(m, 2), b"Subject: x\r\n\r\none\r\ntwo\r\n");

@@ -987,26 +987,6 @@ fn needs_smtputf8(from: &str, to: &[String], message: &[u8]) -> bool {
     !from.is_ascii() || to.iter().any(|a| !a.is_ascii()) || !header.is_ascii()
 }
 
-/// The message as DATA carries it (RFC 5321 §4.5.2): a "." starting a line doubled, then
-/// the end mark. Not mail-send's `write_message`, which puts a CRLF before the mark even
-/// after the message's own last CRLF, so every copy arrived with a blank line added.
-fn dot_stuffed(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 /// One transaction; Ok(whether a DSN request went along, the reply to the message).
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
@@ -1074,7 +1054,12 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client.cmd(b"DATA\r\n").await?.assert_code(354)?;
     let timeout = client.timeout;
     let reply = tokio::time::timeout(timeout, async {
-        client.stream.write_all(&dot_stuffed(body)).await?;
+        // Not mail-send's `write_message`: it puts a CRLF before the end mark even after
+        // the message's own last CRLF, so every copy arrived with a blank line added.
+        client
+            .stream
+            .write_all(&crate::smtp::dot::stuffed(body))
+            .await?;
         client.stream.flush().await?;
         client.read().await
     })
@@ -1085,16 +1070,4 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = client.rset().await;
     Ok((dsn.is_some(), quoted(&reply)))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn data_is_dot_stuffed_and_ended_without_a_line_added() {
-        assert_eq!(
-            super::dot_stuffed(b".a\r\nb\r\n..c\r\n"),
-            b"..a\r\nb\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(super::dot_stuffed(b"no end"), b"no end\r\n.\r\n");
-    }
 }

@@ -1,7 +1,28 @@
-//! The text after DATA: dot-unstuffed, ended by `<CRLF>.<CRLF>` and nothing else.
-//! smtp-proto's receiver also ends it on `<CRLF>.<CR><CR><LF>`, an SMTP smuggling gap.
+//! The text after DATA: dot-unstuffed, ended by `<CRLF>.<CRLF>` and nothing else
+//! (smtp-proto's receiver also ends it on `<CRLF>.<CR><CR><LF>`, an SMTP smuggling gap);
+//! and the text we send so, stuffed (SMTP's DATA, POP3's multi-line responses).
 
 use std::slice::Iter;
+
+/// `data` as DATA (RFC 5321 §4.5.2) or a POP3 multi-line response (RFC 1939 §3) carries
+/// it: a "." starting a line doubled, then the end mark after the text's own last CRLF
+/// (one is added only where it has none).
+pub fn stuffed(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
+    let mut line_start = true;
+    for &b in data {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
 
 /// Where the reader is within the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +129,12 @@ impl DataReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stuffed_doubles_leading_dots_and_adds_no_blank_line() {
+        assert_eq!(stuffed(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(stuffed(b"no end"), b"no end\r\n.\r\n");
+    }
 
     /// Feeds `wire` in pieces of `step` bytes; the body and what is left after the end.
     fn read(wire: &[u8], step: usize) -> (Vec<u8>, Option<Vec<u8>>) {

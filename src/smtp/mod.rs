@@ -3,7 +3,7 @@
 
 mod auth;
 mod data;
-mod dot;
+pub mod dot;
 mod ehlo;
 mod envelope;
 pub mod listener;
