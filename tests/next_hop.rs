@@ -103,8 +103,7 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     let server = w.serve(mx);
 
     // 60 KB to a host that takes 50,000 bytes: not sent, and not retried for days.
-    let line = format!("{}\r\n", "x".repeat(76));
-    let big = message(&w, "small", "Subject: big\r\n", &line.repeat(800));
+    let big = big(&w, "small", 800);
     send(&w, mx, "small@example.test", &big);
     // 8-bit text in the body, to a host that offers 8BITMIME.
     let latin = message(
@@ -244,6 +243,47 @@ fn what_cannot_go_on_is_refused_up_front() {
     drop(dns);
 }
 
+/// What arrived is intact in meaning: Python's email decodes every part to what was sent
+/// (tests/peers/mime_same.py: 7-bit, no line over 998), and dkimpy passes our DKIM
+/// signature (`txt`, our key's record) and the ARC chain.
+fn assert_intact(w: &Workspace, name: &str, sent: &Path, arrived: &Path, txt: &str) {
+    let content = std::fs::read_to_string(arrived).unwrap_or_default();
+    let same = python_peer_run(
+        "mime_same.py",
+        &[sent.to_str().unwrap(), arrived.to_str().unwrap()],
+        w.path(),
+    );
+    assert!(same.code == 0, "{name}: {}\n{content}", same.stdout);
+    let dkim = common::dkimpy("dkim", arrived, &[txt]);
+    assert!(
+        dkim.stdout.contains("PASS example.test ferrymail"),
+        "{name}: {}\n{content}",
+        dkim.stdout
+    );
+    let arc = common::dkimpy("arc", arrived, &[txt]);
+    assert!(
+        arc.stdout.starts_with("pass"),
+        "{name}: ARC {}\n{content}",
+        arc.stdout
+    );
+}
+
+/// A line of 2,000 characters (400 words), then a short one.
+fn long_line(w: &Workspace) -> std::path::PathBuf {
+    message(
+        w,
+        "long",
+        "Subject: one long line\r\n",
+        &format!("{}\r\nshort\r\n", "word ".repeat(400)),
+    )
+}
+
+/// `lines` lines of 78 bytes: a message of about `lines` × 78 bytes.
+fn big(w: &Workspace, name: &str, lines: usize) -> std::path::PathBuf {
+    let line = format!("{}\r\n", "x".repeat(76));
+    message(w, name, "Subject: big\r\n", &line.repeat(lines))
+}
+
 /// The hosts of the re-encoding test: one without 8BITMIME or SMTPUTF8, and one that
 /// offers both but refuses a line over 998 (aiosmtpd: "500 Line too long").
 const SEVEN: u8 = 5;
@@ -308,12 +348,7 @@ fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
     let server = w.serve(mx);
 
     // A 2,000-character line, to a host that refuses lines over 998.
-    let long = message(
-        &w,
-        "long",
-        "Subject: one long line\r\n",
-        &format!("{}\r\nshort\r\n", "word ".repeat(400)),
-    );
+    let long = long_line(&w);
     // An 8-bit body, to a host without 8BITMIME.
     let latin = message(
         &w,
@@ -416,26 +451,7 @@ fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
                     .contains(&format!("Message-ID: <{name}@sender.test>"))
             })
             .unwrap_or_else(|| panic!("{name} did not arrive: {}", server.log_text()));
-        let same = python_peer_run(
-            "mime_same.py",
-            &[sent.to_str().unwrap(), got.path.to_str().unwrap()],
-            w.path(),
-        );
-        assert!(same.code == 0, "{name}: {}\n{}", same.stdout, got.content);
-        let dkim = common::dkimpy("dkim", &got.path, &[&txt]);
-        assert!(
-            dkim.stdout.contains("PASS example.test ferrymail"),
-            "{name}: {}\n{}",
-            dkim.stdout,
-            got.content
-        );
-        let arc = common::dkimpy("arc", &got.path, &[&txt]);
-        assert!(
-            arc.stdout.starts_with("pass"),
-            "{name}: ARC {}\n{}",
-            arc.stdout,
-            got.content
-        );
+        assert_intact(&w, name, sent, &got.path, &txt);
     }
     // RFC 6152: nothing 8-bit is declared to the host that does not offer it.
     for n in 0..3 {
@@ -566,12 +582,7 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
     w.write_spec(&spec);
     let server = w.serve(mx);
 
-    let long = message(
-        &w,
-        "long",
-        "Subject: one long line\r\n",
-        &format!("{}\r\nshort\r\n", "word ".repeat(400)),
-    );
+    let long = long_line(&w);
     let latin = message(
         &w,
         "latin",
@@ -584,8 +595,7 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
         "Subject: Grüße aus Köln\r\nCc: Zoë Ünal <zoe@sender.test>\r\n",
         "Hello\r\n",
     );
-    let line = format!("{}\r\n", "x".repeat(76));
-    let big = message(&w, "big", "Subject: big\r\n", &line.repeat(1_400));
+    let big = big(&w, "big", 1_400);
     let utf8 = message(&w, "utf8", "Subject: to a UTF-8 address\r\n", "Hello\r\n");
     for (alias, file) in [
         ("long", &long),
@@ -618,24 +628,7 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
         // Postfix's Maildir has LF line ends; the message as it came had CRLF.
         let copy = w.path().join(format!("{name}.postfix"));
         std::fs::write(&copy, got.replace('\n', "\r\n")).unwrap();
-        let same = python_peer_run(
-            "mime_same.py",
-            &[sent.to_str().unwrap(), copy.to_str().unwrap()],
-            w.path(),
-        );
-        assert!(same.code == 0, "{name}: {}\n{got}", same.stdout);
-        let dkim = common::dkimpy("dkim", &copy, &[&txt]);
-        assert!(
-            dkim.stdout.contains("PASS example.test ferrymail"),
-            "{name}: {}\n{got}",
-            dkim.stdout
-        );
-        let arc = common::dkimpy("arc", &copy, &[&txt]);
-        assert!(
-            arc.stdout.starts_with("pass"),
-            "{name}: ARC {}\n{got}",
-            arc.stdout
-        );
+        assert_intact(&w, name, sent, &copy, &txt);
     }
     assert!(
         wait_for(Duration::from_secs(30), || received(&sender).len() == 2),
