@@ -67,30 +67,29 @@ fn message(w: &Workspace, name: &str, headers: &str, body: &str) -> std::path::P
     file
 }
 
-#[test]
-fn what_the_next_hop_offers_decides_what_it_is_sent() {
-    let w = Workspace::new("");
-    let mut zones = vec![(
-        "sender.test".to_string(),
-        zone(
-            "sender.test",
-            &format!("@ MX 10 mx\nmx A {}\n", a(SENDER_MX)),
-        ),
-    )];
-    for (domain, n) in DOMAINS {
-        zones.push((
-            format!("{domain}.test"),
-            zone(
-                &format!("{domain}.test"),
-                &format!("@ MX 10 mx\nmx A {}\n", a(n)),
-            ),
-        ));
-    }
+/// Knot serving `{domain}.test` for each (domain, n), its one MX host at 127.0.27.n.
+fn dns_for(w: &Workspace, hosts: &[(&str, u8)]) -> (common::Process, u16) {
+    let zones: Vec<(String, String)> = hosts
+        .iter()
+        .map(|(domain, n)| {
+            let name = format!("{domain}.test");
+            let records = format!("@ MX 10 mx\nmx A {}\n", a(*n));
+            (name.clone(), zone(&name, &records))
+        })
+        .collect();
     let zones: Vec<(&str, &str)> = zones
         .iter()
         .map(|(n, z)| (n.as_str(), z.as_str()))
         .collect();
-    let (dns, dns_port) = knot(w.path(), &zones);
+    knot(w.path(), &zones)
+}
+
+#[test]
+fn what_the_next_hop_offers_decides_what_it_is_sent() {
+    let w = Workspace::new("");
+    let mut hosts = vec![("sender", SENDER_MX)];
+    hosts.extend(DOMAINS);
+    let (dns, dns_port) = dns_for(&w, &hosts);
     let (_s1, small) = mx_sink_with(&w, &a(1), None, false, &["--size=50000"]);
     let (_s2, eight) = mx_sink_with(&w, &a(2), None, false, &[]);
     // aiosmtpd offers SMTPUTF8 unless told not to.
@@ -297,27 +296,14 @@ const SENDER_MX_2: u8 = 10;
 #[test]
 fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
     let w = Workspace::new("");
-    let mut zones = vec![(
-        "sender.test".to_string(),
-        zone(
-            "sender.test",
-            &format!("@ MX 10 mx\nmx A {}\n", a(SENDER_MX_2)),
-        ),
-    )];
-    for (domain, n) in [("seven", SEVEN), ("strict", STRICT)] {
-        zones.push((
-            format!("{domain}.test"),
-            zone(
-                &format!("{domain}.test"),
-                &format!("@ MX 10 mx\nmx A {}\n", a(n)),
-            ),
-        ));
-    }
-    let zones: Vec<(&str, &str)> = zones
-        .iter()
-        .map(|(n, z)| (n.as_str(), z.as_str()))
-        .collect();
-    let (dns, dns_port) = knot(w.path(), &zones);
+    let (dns, dns_port) = dns_for(
+        &w,
+        &[
+            ("sender", SENDER_MX_2),
+            ("seven", SEVEN),
+            ("strict", STRICT),
+        ],
+    );
     let (_s5, seven) = mx_sink_with(
         &w,
         &a(SEVEN),
@@ -542,27 +528,7 @@ smtpd_discard_ehlo_keywords = 8bitmime, smtputf8
 #[test]
 fn a_strict_postfix_next_hop_gets_what_it_takes() {
     let w = Workspace::new("");
-    let zones = [
-        (
-            "sender.test".to_string(),
-            zone(
-                "sender.test",
-                &format!("@ MX 10 mx\nmx A {}\n", a(SENDER_MX_3)),
-            ),
-        ),
-        (
-            "postfix.test".to_string(),
-            zone(
-                "postfix.test",
-                &format!("@ MX 10 mx\nmx A {}\n", a(POSTFIX)),
-            ),
-        ),
-    ];
-    let zones: Vec<(&str, &str)> = zones
-        .iter()
-        .map(|(n, z)| (n.as_str(), z.as_str()))
-        .collect();
-    let (dns, dns_port) = knot(w.path(), &zones);
+    let (dns, dns_port) = dns_for(&w, &[("sender", SENDER_MX_3), ("postfix", POSTFIX)]);
     let postfix_dir = w.path().join("postfix");
     let (postfix, maildir) = strict_postfix(&postfix_dir);
     let (_s11, sender) = mx_sink_with(&w, &a(SENDER_MX_3), None, false, &[]);
