@@ -67,6 +67,15 @@ fn message(w: &Workspace, name: &str, headers: &str, body: &str) -> std::path::P
     file
 }
 
+/// The notice has this status and says this.
+#[track_caller]
+fn says(notice: &str, status: &str, text: &str) {
+    assert!(
+        notice.contains(&format!("Status: {status}")) && notice.contains(text),
+        "{notice}"
+    );
+}
+
 /// Knot serving `{domain}.test` for each (domain, n), its one MX host at 127.0.27.n.
 fn dns_for(w: &Workspace, hosts: &[(&str, u8)]) -> (common::Process, u16) {
     let zones: Vec<(String, String)> = hosts
@@ -166,19 +175,15 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     };
     // The host's limit, in the notice.
     let notice = notice_about("Subject: big");
-    assert!(notice.contains("Status: 5.3.4"), "{notice}");
-    assert!(
-        notice.contains("mx.small.test takes messages of 50000 bytes at the most"),
-        "{notice}"
+    says(
+        &notice,
+        "5.3.4",
+        "mx.small.test takes messages of 50000 bytes at the most",
     );
     assert!(received(&small).is_empty(), "the big message was not sent");
     // RFC 6531 §3.2: a UTF-8 address cannot be downgraded: 5.6.7.
     let notice = notice_about("Subject: to a UTF-8 address");
-    assert!(notice.contains("Status: 5.6.7"), "{notice}");
-    assert!(
-        notice.contains("mx.ascii.test does not offer SMTPUTF8"),
-        "{notice}"
-    );
+    says(&notice, "5.6.7", "mx.ascii.test does not offer SMTPUTF8");
     assert!(received(&ascii).is_empty());
     let queue = w.run(&["queue", "list"]).stdout;
     assert!(
@@ -465,11 +470,7 @@ fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
         server.log_text()
     );
     let notice = &received(&sender)[0].content;
-    assert!(notice.contains("Status: 5.6.7"), "{notice}");
-    assert!(
-        notice.contains("mx.seven.test does not offer SMTPUTF8"),
-        "{notice}"
-    );
+    says(notice, "5.6.7", "mx.seven.test does not offer SMTPUTF8");
     drop(dns);
 }
 
@@ -611,19 +612,13 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
             .clone()
     };
     let notice = about("Subject: big");
-    assert!(notice.contains("Status: 5.3.4"), "{notice}");
-    assert!(
-        notice.contains(&format!(
-            "mx.postfix.test takes messages of {POSTFIX_LIMIT} bytes at the most"
-        )),
-        "{notice}"
+    says(
+        &notice,
+        "5.3.4",
+        &format!("mx.postfix.test takes messages of {POSTFIX_LIMIT} bytes at the most"),
     );
     let notice = about("Subject: to a UTF-8 address");
-    assert!(notice.contains("Status: 5.6.7"), "{notice}");
-    assert!(
-        notice.contains("mx.postfix.test does not offer SMTPUTF8"),
-        "{notice}"
-    );
+    says(&notice, "5.6.7", "mx.postfix.test does not offer SMTPUTF8");
     drop(dns);
 }
 

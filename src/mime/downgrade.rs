@@ -268,8 +268,10 @@ fn entity(raw: &[u8], depth: usize, untyped: Untyped, out: &mut Vec<u8>) -> Resu
                 }
                 _ => entity(body, depth + 1, Untyped::text(), out)?,
             }
-            // A part's header that keeps 8-bit (a raw UTF-8 file name) is labelled so.
-            if !out[body_at..].is_ascii()
+            // A part's header that keeps 8-bit (a raw UTF-8 file name) or a NUL is
+            // labelled so.
+            let kept = &out[body_at..];
+            if (!kept.is_ascii() || memchr::memchr(0, kept).is_some())
                 && let Some(at) = cte_at
             {
                 out[at..at + 4].copy_from_slice(b"8bit");
@@ -961,6 +963,16 @@ mod tests {
         assert_eq!(
             downgrade(b"Subject: x\r\n\r\n\xe9\r"),
             Err(Cannot::BareLineEnding)
+        );
+    }
+
+    #[test]
+    fn a_nul_kept_in_a_part_header_is_labelled_too() {
+        let raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\nary\x1d\x00=d\r\n\r\n--d\r\n\r\nSubject: x\r\n\r\n\xe9\r\n--d--\r\n";
+        let copy = String::from_utf8(downgrade(raw).unwrap().unwrap()).unwrap();
+        assert!(
+            copy.contains("Content-Transfer-Encoding: 8bit\r\n"),
+            "{copy:?}"
         );
     }
 }
