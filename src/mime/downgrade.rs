@@ -425,7 +425,9 @@ fn fields(header: &[u8], cte: Option<&str>, out: &mut Vec<u8>) -> Option<usize> 
 
 /// One field made 7-bit and folded where it can be; the same bytes where nothing needs it.
 fn fit_field<'a>(field: &'a [u8], name: &[u8]) -> Cow<'a, [u8]> {
-    if field.is_ascii() && !has_long_line(field) {
+    // A line without a colon is no field to write again (it would gain one, and grow
+    // each time the copy is made).
+    if (field.is_ascii() && !has_long_line(field)) || memchr::memchr(b':', field).is_none() {
         return Cow::Borrowed(field);
     }
     let value = &field[name.len()..];
@@ -974,5 +976,15 @@ mod tests {
             copy.contains("Content-Transfer-Encoding: 8bit\r\n"),
             "{copy:?}"
         );
+    }
+
+    #[test]
+    fn a_header_line_without_a_colon_is_left_as_it_is() {
+        let raw = b"\x14o: Fr\xc3\xbcnde: a@b.\x00t>\x97ms\r\nx-9es\xff\x97ms\r\n";
+        assert_eq!(downgrade(raw), Ok(None));
+        let raw = b"Subject: \xc3\xbc\r\nx-garbage \xff\r\n\r\nb\r\n";
+        let copy = downgrade(raw).unwrap().unwrap();
+        assert_eq!(downgrade(&copy), Ok(None));
+        assert!(copy.ends_with(b"\r\nx-garbage \xff\r\n\r\nb\r\n"));
     }
 }
