@@ -25,19 +25,15 @@ fn a(n: u8) -> String {
     format!("127.0.27.{n}")
 }
 
-fn spec(mx: u16, dns_port: u16) -> String {
+/// The spec: the MX on `mx`, DNS from Knot on `dns_port`, and for each (alias, target)
+/// an alias of example.test that forwards to the target.
+fn forwards(mx: u16, dns_port: u16, aliases: &[(&str, &str)]) -> String {
     let mut spec = format!(
         "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
     );
-    for (domain, _) in DOMAINS {
-        // The ascii case forwards to a UTF-8 address.
-        let friend = if domain == "ascii" {
-            "fr\u{ef}end"
-        } else {
-            "friend"
-        };
+    for (alias, to) in aliases {
         spec.push_str(&format!(
-            "[domains.\"example.test\".aliases.{domain}]\nforward = [\"{friend}@{domain}.test\"]\n\n"
+            "[domains.\"example.test\".aliases.{alias}]\nforward = [\"{to}\"]\n\n"
         ));
     }
     spec
@@ -107,7 +103,20 @@ fn what_the_next_hop_offers_decides_what_it_is_sent() {
     let (_s9, sender) = mx_sink_with(&w, &a(SENDER_MX), None, false, &[]);
 
     let mx = free_port();
-    w.write_spec(&spec(mx, dns_port));
+    // Each case's alias forwards to its own domain; the ascii case to a UTF-8 address.
+    let targets: Vec<(&str, String)> = DOMAINS
+        .iter()
+        .map(|(domain, _)| {
+            let friend = if *domain == "ascii" {
+                "fr\u{ef}end"
+            } else {
+                "friend"
+            };
+            (*domain, format!("{friend}@{domain}.test"))
+        })
+        .collect();
+    let targets: Vec<(&str, &str)> = targets.iter().map(|(a, t)| (*a, t.as_str())).collect();
+    w.write_spec(&forwards(mx, dns_port, &targets));
     let server = w.serve(mx);
 
     // 60 KB to a host that takes 50,000 bytes: not sent, and not retried for days.
@@ -320,22 +329,18 @@ fn mail_is_re_encoded_for_a_next_hop_that_needs_it() {
     let (_s9, sender) = mx_sink_with(&w, &a(SENDER_MX_2), None, false, &[]);
 
     let mx = free_port();
-    let mut spec = format!(
-        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
-    );
-    for (alias, to) in [
-        ("long", "friend@strict.test"),
-        ("latin", "friend@seven.test"),
-        ("names", "friend@seven.test"),
-        ("mixed", "friend@seven.test"),
-        ("address", "friend@seven.test"),
-        ("unfoldable", "friend@seven.test"),
-    ] {
-        spec.push_str(&format!(
-            "[domains.\"example.test\".aliases.{alias}]\nforward = [\"{to}\"]\n\n"
-        ));
-    }
-    w.write_spec(&spec);
+    w.write_spec(&forwards(
+        mx,
+        dns_port,
+        &[
+            ("long", "friend@strict.test"),
+            ("latin", "friend@seven.test"),
+            ("names", "friend@seven.test"),
+            ("mixed", "friend@seven.test"),
+            ("address", "friend@seven.test"),
+            ("unfoldable", "friend@seven.test"),
+        ],
+    ));
     let server = w.serve(mx);
 
     // A 2,000-character line, to a host that refuses lines over 998.
@@ -535,18 +540,17 @@ fn a_strict_postfix_next_hop_gets_what_it_takes() {
     let (_s11, sender) = mx_sink_with(&w, &a(SENDER_MX_3), None, false, &[]);
 
     let mx = free_port();
-    let mut spec = format!(
-        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n"
-    );
-    for alias in ["long", "latin", "names", "big"] {
-        spec.push_str(&format!(
-            "[domains.\"example.test\".aliases.{alias}]\nforward = [\"friend@postfix.test\"]\n\n"
-        ));
-    }
-    spec.push_str(
-        "[domains.\"example.test\".aliases.utf8]\nforward = [\"fr\u{ef}end@postfix.test\"]\n\n",
-    );
-    w.write_spec(&spec);
+    w.write_spec(&forwards(
+        mx,
+        dns_port,
+        &[
+            ("long", "friend@postfix.test"),
+            ("latin", "friend@postfix.test"),
+            ("names", "friend@postfix.test"),
+            ("big", "friend@postfix.test"),
+            ("utf8", "fr\u{ef}end@postfix.test"),
+        ],
+    ));
     let server = w.serve(mx);
 
     let long = long_line(&w);
@@ -650,10 +654,7 @@ fn a_host_without_an_extension_is_passed_over_for_the_next() {
     let (_s1, first) = mx_sink_with(&w, &a(TWO_FIRST), None, false, &["--no-smtputf8"]);
     let (_s2, second) = mx_sink_with(&w, &a(TWO_SECOND), None, false, &[]);
     let mx = free_port();
-    w.write_spec(&format!(
-        "[listeners]\nmx = \"127.0.0.1:{mx}\"\n\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\n\n\
-         [domains.\"example.test\".aliases.two]\nforward = [\"fr\u{ef}end@two.test\"]\n"
-    ));
+    w.write_spec(&forwards(mx, dns_port, &[("two", "fr\u{ef}end@two.test")]));
     let server = w.serve(mx);
     let plain = message(&w, "two", "Subject: to a UTF-8 address\r\n", "Hello\r\n");
     send(&w, mx, "two@example.test", &plain);

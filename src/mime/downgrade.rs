@@ -55,11 +55,6 @@ impl Shape {
     }
 }
 
-fn has_bare_line_ending(data: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', data).any(|at| at == 0 || data[at - 1] != b'\r')
-        || memchr::memchr_iter(b'\r', data).any(|at| data.get(at + 1) != Some(&b'\n'))
-}
-
 fn has_long_line(data: &[u8]) -> bool {
     let mut start = 0;
     for at in memchr::memchr_iter(b'\n', data) {
@@ -96,7 +91,7 @@ pub fn downgrade(raw: &[u8]) -> Result<Option<Vec<u8>>, Cannot> {
     if Shape::of(raw).seven_bit_safe() {
         return Ok(None);
     }
-    if has_bare_line_ending(raw) {
+    if super::has_bare_line_ending(raw) {
         return Err(Cannot::BareLineEnding);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 2);

@@ -8,6 +8,13 @@ pub mod encode;
 
 use mail_parser::{Message, MessageParser, PartType};
 
+/// A lone CR or LF (not part of a CRLF): the raw material of SMTP smuggling, refused at
+/// DATA, and text whose lines the parsers would split otherwise than we do.
+pub fn has_bare_line_ending(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', data).any(|at| at == 0 || data[at - 1] != b'\r')
+        || memchr::memchr_iter(b'\r', data).any(|at| data.get(at + 1) != Some(&b'\n'))
+}
+
 /// The header section's fields as byte ranges (each with its folded lines and final
 /// CRLF), and the offset of the blank line that ends the section (the end of `raw` when
 /// there is none).

@@ -893,17 +893,10 @@ pub struct Copies<'a> {
 }
 
 impl<'a> Copies<'a> {
-    /// Only the message as it is (mail that has no other copy).
-    pub fn only(original: &'a [u8]) -> Copies<'a> {
-        Copies {
-            original,
-            seven_bit: Ok(None),
-        }
-    }
-
     /// The copy a next hop with these offers can take; Err (marked NOT_OFFERED) when none:
     /// `send` tries the next host, and fails the message once every host lacks something.
-    fn for_host(&self, name: &str, offers: &Offers) -> Result<&'a [u8], DeliveryError> {
+    /// With it, what it needs of the host (its `Shape`).
+    fn for_host(&self, name: &str, offers: &Offers) -> Result<(&'a [u8], Shape), DeliveryError> {
         let original = Shape::of(self.original);
         let takes = |shape: &Shape| {
             (!shape.eight_bit_body || offers.eight_bit_mime)
@@ -912,20 +905,20 @@ impl<'a> Copies<'a> {
         // A line over 998 or a NUL is sent to nobody when a copy without it exists (RFC
         // 5321 §4.5.3.1.6, RFC 2045 §2.8); where none does, the host may still take it
         // (Postfix does).
+        if takes(&original) && !original.must_change() {
+            return Ok((self.original, original));
+        }
         let copy = match self.seven_bit {
             Ok(Some(copy)) => Some((copy, Shape::of(copy))),
             _ => None,
         };
-        if takes(&original) && !original.must_change() {
-            return Ok(self.original);
-        }
-        if let Some((copy, shape)) = &copy
-            && takes(shape)
+        if let Some((copy, shape)) = copy
+            && takes(&shape)
         {
-            return Ok(copy);
+            return Ok((copy, shape));
         }
         if takes(&original) {
-            return Ok(self.original);
+            return Ok((self.original, original));
         }
         let best = copy.as_ref().map_or(&original, |(_, shape)| shape);
         let message = if best.utf8_header {
@@ -977,16 +970,6 @@ impl Offers {
     }
 }
 
-/// Whether a message needs SMTPUTF8 (RFC 6531 §3.4): a UTF-8 address in the envelope or
-/// UTF-8 in its header section.
-fn needs_smtputf8(from: &str, to: &[String], message: &[u8]) -> bool {
-    let header = match memchr::memmem::find(message, b"\r\n\r\n") {
-        Some(end) => &message[..end],
-        None => message,
-    };
-    !from.is_ascii() || to.iter().any(|a| !a.is_ascii()) || !header.is_ascii()
-}
-
 /// One transaction; Ok(whether a DSN request went along, the reply to the message).
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
@@ -994,8 +977,8 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     t: &Transfer<'_>,
     offers: &Offers,
 ) -> Result<(bool, String), DeliveryError> {
-    let body = match t.copies.for_host(name, offers) {
-        Ok(body) => body,
+    let (body, shape) = match t.copies.for_host(name, offers) {
+        Ok(chosen) => chosen,
         Err(e) => {
             let _ = client.cmd(b"QUIT\r\n").await;
             return Err(e);
@@ -1017,7 +1000,8 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     }
     // RFC 6531 §3.2: a UTF-8 address cannot be downgraded; a host without SMTPUTF8
     // cannot take it, however long the message waits.
-    if !offers.smtputf8 && (!t.from.is_ascii() || t.to.iter().any(|a| !a.is_ascii())) {
+    let utf8_envelope = !t.from.is_ascii() || t.to.iter().any(|a| !a.is_ascii());
+    if !offers.smtputf8 && utf8_envelope {
         let _ = client.cmd(b"QUIT\r\n").await;
         return Err(DeliveryError {
             permanent: false,
@@ -1036,10 +1020,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
         mail.add(("SIZE".to_string(), body.len().to_string()));
     }
     // RFC 6152 and 6531: the host is told what the message is, where it says it takes it.
-    if offers.eight_bit_mime && !body.is_ascii() {
+    if offers.eight_bit_mime && (shape.eight_bit_body || shape.utf8_header) {
         mail.add(("BODY".to_string(), "8BITMIME".to_string()));
     }
-    if offers.smtputf8 && needs_smtputf8(t.from, t.to, body) {
+    // RFC 6531 §3.4: a UTF-8 address in the envelope, or UTF-8 in the header section.
+    if offers.smtputf8 && (utf8_envelope || shape.utf8_header) {
         mail.add("SMTPUTF8");
     }
     if t.require_tls {

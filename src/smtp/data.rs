@@ -5,6 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{Refusal, Sealer};
 use super::session::Session;
+use crate::mime::has_bare_line_ending;
 use crate::queue::log::Event;
 use crate::queue::{DeliveryKind, Envelope, NewDelivery};
 
@@ -15,24 +16,6 @@ fn domain_of(address: &str) -> Option<&str> {
 /// More Received headers than this means a loop (RFC 5321 §6.3 suggests 100; Postfix's
 /// hopcount_limit is 50, and a legitimate path through several forwarders stays far below).
 const MAX_HOPS: usize = 50;
-
-/// A lone CR or LF in the message: the raw material of SMTP smuggling. Refused.
-pub fn has_bare_line_ending(body: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\n' && prev != b'\r' {
-            return true;
-        }
-        if prev == b'\r' && b != b'\n' {
-            return true;
-        }
-        prev = b;
-        if i + 1 == body.len() && b == b'\r' {
-            return true;
-        }
-    }
-    false
-}
 
 /// Longest line RFC 5322 §2.1.1 and RFC 5321 §4.5.3.1.6 allow, without its CRLF.
 const MAX_LINE: usize = 998;

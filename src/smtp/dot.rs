@@ -189,7 +189,7 @@ mod tests {
                     "{ending:?} ended the message (step {step})"
                 );
                 assert!(
-                    super::super::data::has_bare_line_ending(&body),
+                    crate::mime::has_bare_line_ending(&body),
                     "{ending:?}: {body:?}"
                 );
                 // The real end still ends it, and the smuggled line stays text.
